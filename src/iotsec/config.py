@@ -1,0 +1,50 @@
+"""Typed settings, read from the environment (``IOTSEC_*``).
+
+The embedded default keeps everything inside ``$IOTSEC_HOME`` (``./.iotsec``): a SQLite
+database in WAL mode, the CA keys (encrypted PKCS#8) and, unless ``IOTSEC_CA_PASSPHRASE``
+is given, a generated passphrase in a 0600 file. ``IOTSEC_DATABASE_URL`` moves the store
+to PostgreSQL, so that several stateless ``iotsec serve`` processes can share it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IOTSEC_", extra="ignore")
+
+    home: Path = Field(default=Path(".iotsec"), description="the iotsec home directory")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default: SQLite inside the home",
+    )
+    ca_passphrase: SecretStr | None = Field(
+        default=None,
+        description="passphrase protecting the CA keys; default: a generated one in the home",
+    )
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def store_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home / 'iotsec.db'}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.resolved_home / "keys"
+
+    @property
+    def passphrase_file(self) -> Path:
+        return self.resolved_home / "ca-passphrase"
+
+    @property
+    def server_dir(self) -> Path:
+        return self.resolved_home / "server"

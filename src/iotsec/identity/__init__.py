@@ -1,0 +1,1 @@
+"""Device identity: the registry model (pure) and, later, device tokens."""

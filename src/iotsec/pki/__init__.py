@@ -1,0 +1,1 @@
+"""Device PKI: the pure core of certificate authority work (no I/O)."""

@@ -1,0 +1,85 @@
+"""Parsing and checking certificate signing requests (PKCS#10, RFC 2986).
+
+A CSR only proves possession of a key. Nothing else in it is trusted: the subject and
+the extensions of the certificate come from the registry and the profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+from iotsec.errors import CsrError, InputTooLargeError, MalformedInputError, WeakKeyError
+from iotsec.pki.x509 import spki_der
+
+#: A CSR with an RSA-8192 key and a few extensions is under 3 KiB in PEM. 64 KiB is generous.
+MAX_CSR_BYTES = 64 * 1024
+MIN_RSA_BITS = 2048
+_ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCsr:
+    """A CSR whose signature verified and whose key is strong enough."""
+
+    public_key: CertificatePublicKeyTypes
+    spki: bytes
+    requested_subject: str
+
+
+def parse_csr(data: bytes) -> CheckedCsr:
+    """Parse a PEM or DER CSR, verify its self-signature and the strength of its key."""
+    if len(data) > MAX_CSR_BYTES:
+        raise InputTooLargeError(f"the CSR is {len(data)} bytes; the limit is {MAX_CSR_BYTES}",
+                                 hint="send a single PEM or DER certificate signing request")
+    if not data.strip():
+        raise MalformedInputError("the CSR is empty", hint="give a PEM or DER PKCS#10 request")
+    stripped = data.lstrip()
+    try:
+        if stripped.startswith(b"-----BEGIN"):
+            csr = x509.load_pem_x509_csr(stripped)
+        else:
+            csr = x509.load_der_x509_csr(data)
+    except ValueError:
+        raise MalformedInputError(
+            "the CSR is not a valid PEM or DER PKCS#10 request (garbage or truncated)",
+            hint="create one with e.g. 'openssl req -new -key device.key -subj /CN=ID'",
+        ) from None
+    try:
+        public_key = csr.public_key()
+        signature_ok = csr.is_signature_valid
+        subject = csr.subject.rfc4514_string()
+    except (ValueError, x509.UnsupportedGeneralNameType) as exc:
+        raise MalformedInputError(f"the CSR cannot be decoded: {exc}",
+                                  hint="regenerate the CSR with a standard tool") from None
+    except Exception as exc:  # noqa: BLE001 - unsupported algorithms raise various types
+        raise CsrError(f"the CSR uses an unsupported algorithm ({type(exc).__name__})",
+                       hint="use an ECDSA P-256/P-384 or RSA-2048+ key") from None
+    if not signature_ok:
+        raise CsrError("the CSR's signature does not verify",
+                       hint="the request was altered or signed with another key; regenerate it")
+    check_key_strength(public_key)
+    return CheckedCsr(public_key=public_key, spki=spki_der(public_key),
+                      requested_subject=subject)
+
+
+def check_key_strength(public_key: CertificatePublicKeyTypes) -> None:
+    """Refuse keys weaker than RSA-2048 / P-256, and key types devices cannot use for TLS."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < MIN_RSA_BITS:
+            raise WeakKeyError(f"the CSR's RSA key has {public_key.key_size} bits; "
+                               f"at least {MIN_RSA_BITS} are required",
+                               hint="generate an RSA-2048+ or ECDSA P-256 key")
+        return
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key.curve, _ALLOWED_CURVES):
+            raise WeakKeyError(f"the CSR's curve {public_key.curve.name} is not accepted",
+                               hint="use P-256, P-384 or P-521")
+        return
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return
+    raise WeakKeyError(f"the CSR's key type {type(public_key).__name__} is not accepted",
+                       hint="use an ECDSA P-256/P-384, Ed25519 or RSA-2048+ key")

@@ -1,0 +1,105 @@
+"""Issuing end-entity certificates: device client certificates and server certificates.
+
+Subject and SANs come from the registry identity and the profile, never from the CSR:
+CN = device id, SAN URI ``urn:iotsec:device:<id>`` plus the profile's DNS names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from iotsec.errors import PkiError
+from iotsec.pki import x509 as enc
+from iotsec.pki.ca import Authority
+from iotsec.pki.profiles import CertProfile, check_days
+from iotsec.pki.serial import random_serial
+
+#: Back-date notBefore a little: device clocks drift, and a certificate "not yet valid"
+#: for a minute after issuance breaks provisioning lines.
+BACKDATE = timedelta(minutes=1)
+
+
+def device_uri(device_id: str) -> str:
+    return f"urn:iotsec:device:{device_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    serial: int
+    der: bytes
+    not_before: datetime
+    not_after: datetime
+    subject_cn: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.der).hexdigest()
+
+
+def validity(ca: Authority, now: datetime, days: int) -> tuple[datetime, datetime]:
+    """The validity window: ``days`` from now, never past the issuing CA's own expiry."""
+    check_days(days)
+    now = now.replace(microsecond=0)
+    if ca.not_after <= now + timedelta(hours=1):
+        raise PkiError("the issuing CA has expired or expires within the hour",
+                       hint="rotate the issuing CA before issuing more certificates")
+    return now - BACKDATE, min(now + timedelta(days=days), ca.not_after)
+
+
+def issue_device(
+    ca: Authority,
+    *,
+    device_id: str,
+    spki: bytes,
+    profile: CertProfile,
+    now: datetime,
+    days: int | None = None,
+    serial: int | None = None,
+) -> IssuedCertificate:
+    """Sign a client certificate for ``device_id`` over the public key ``spki`` (DER)."""
+    not_before, not_after = validity(ca, now, days or profile.validity_days)
+    serial = serial or random_serial()
+    extensions = (
+        enc.basic_constraints(ca=False),
+        enc.key_usage(enc.DIGITAL_SIGNATURE),
+        enc.extended_key_usage(*profile.extended_key_usage),
+        enc.subject_key_identifier(enc.key_identifier(spki)),
+        enc.authority_key_identifier(ca.key_id),
+        enc.subject_alt_name(uris=(device_uri(device_id),),
+                             dns_names=profile.dns_names(device_id)),
+    )
+    tbs = enc.TbsCertificate(serial=serial, issuer=ca.subject, subject=enc.name(device_id),
+                             spki=spki, not_before=not_before, not_after=not_after,
+                             extensions=extensions)
+    return IssuedCertificate(serial=serial, der=enc.build_certificate(tbs, ca.signer),
+                             not_before=not_before, not_after=not_after, subject_cn=device_id)
+
+
+def issue_server(
+    ca: Authority,
+    *,
+    spki: bytes,
+    common_name: str,
+    dns_names: tuple[str, ...],
+    ips: tuple[str, ...],
+    now: datetime,
+    days: int = 397,
+) -> IssuedCertificate:
+    """Sign a TLS server certificate (serverAuth) for iotsec's own endpoints."""
+    not_before, not_after = validity(ca, now, days)
+    serial = random_serial()
+    extensions = (
+        enc.basic_constraints(ca=False),
+        enc.key_usage(enc.DIGITAL_SIGNATURE),
+        enc.extended_key_usage(enc.OID_SERVER_AUTH),
+        enc.subject_key_identifier(enc.key_identifier(spki)),
+        enc.authority_key_identifier(ca.key_id),
+        enc.subject_alt_name(dns_names=dns_names, ips=ips),
+    )
+    tbs = enc.TbsCertificate(serial=serial, issuer=ca.subject, subject=enc.name(common_name),
+                             spki=spki, not_before=not_before, not_after=not_after,
+                             extensions=extensions)
+    return IssuedCertificate(serial=serial, der=enc.build_certificate(tbs, ca.signer),
+                             not_before=not_before, not_after=not_after, subject_cn=common_name)
