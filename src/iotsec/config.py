@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         description="passphrase protecting the CA keys; default: a generated one in the home",
     )
 
+    crl_lifetime_hours: int = Field(default=168, ge=2, le=24 * 365,
+                                    description="nextUpdate - thisUpdate of published CRLs")
+    crl_refresh_hours: int = Field(default=24, ge=1, le=24 * 365,
+                                   description="rebuild a CRL at least this often")
+
     @property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

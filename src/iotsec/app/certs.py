@@ -1,0 +1,328 @@
+"""Certificate use cases: issue (from a CSR or with server-side key generation), list,
+revoke, renew. Each state change is one transaction: a crash leaves either the whole
+certificate row or nothing, and a serial is the primary key, so it can never be reused."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from sqlalchemy import Connection, Row, insert, or_, select, update
+
+from iotsec.app.runtime import Runtime
+from iotsec.errors import ConflictError, DeviceStateError, InvalidInputError, NotFoundError
+from iotsec.identity.registry import DeviceState, parse_device_id
+from iotsec.keys.base import KeyType
+from iotsec.pki import x509 as enc
+from iotsec.pki.ca import Authority
+from iotsec.pki.crl import RevocationReason, encode_entry
+from iotsec.pki.csr import CheckedCsr, parse_csr
+from iotsec.pki.issue import IssuedCertificate, issue_device
+from iotsec.pki.profiles import DEVICE, CertProfile
+from iotsec.pki.serial import format_serial, parse_serial
+from iotsec.store import models as m
+from iotsec.store.db import reading, transaction
+from iotsec.timeutil import from_ts, ts
+
+MAX_BATCH = 10_000
+MAX_GRACE = timedelta(days=90)
+MIN_P12_PASSPHRASE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRecord:
+    serial: str
+    device_id: str | None
+    kind: str
+    profile: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    sha256: str
+    der: bytes
+    revoked_at: datetime | None
+    revocation_reason: RevocationReason | None
+    replaced_by: str | None
+
+    @property
+    def pem(self) -> str:
+        return x509.load_der_x509_certificate(self.der).public_bytes(
+            serialization.Encoding.PEM).decode("ascii")
+
+    def status(self, now: datetime) -> str:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked"
+        if self.not_after <= now:
+            return "expired"
+        if self.revoked_at is not None:
+            return "superseded"  # revocation scheduled at the end of a grace period
+        return "valid"
+
+
+def _record(r: Row[Any]) -> CertificateRecord:
+    return CertificateRecord(
+        serial=r.serial, device_id=r.device_id, kind=r.kind, profile=r.profile,
+        subject=r.subject, not_before=from_ts(r.not_before), not_after=from_ts(r.not_after),
+        sha256=r.sha256, der=r.der,
+        revoked_at=from_ts(r.revoked_at) if r.revoked_at is not None else None,
+        revocation_reason=RevocationReason(r.revocation_reason)
+        if r.revocation_reason is not None else None,
+        replaced_by=r.replaced_by)
+
+
+def _row_values(issued: IssuedCertificate, *, authority_id: int, device_id: str | None,
+                kind: str, profile: str, now: int) -> dict[str, Any]:
+    return {
+        "serial": format_serial(issued.serial), "authority_id": authority_id,
+        "device_id": device_id, "kind": kind, "profile": profile,
+        "subject": issued.subject_cn, "not_before": ts(issued.not_before),
+        "not_after": ts(issued.not_after), "sha256": issued.sha256, "der": issued.der,
+        "created_at": now, "revoked_at": None, "revocation_reason": None, "crl_entry": None,
+        "replaced_by": None,
+    }
+
+
+def _record_from_values(v: dict[str, Any]) -> CertificateRecord:
+    return CertificateRecord(
+        serial=v["serial"], device_id=v["device_id"], kind=v["kind"], profile=v["profile"],
+        subject=v["subject"], not_before=from_ts(v["not_before"]),
+        not_after=from_ts(v["not_after"]), sha256=v["sha256"], der=v["der"], revoked_at=None,
+        revocation_reason=None, replaced_by=None)
+
+
+def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int) -> None:
+    """Check every device exists and may hold certificates; pending ones become active."""
+    wanted = set(ids)
+    states: dict[str, str] = {}
+    id_list = sorted(wanted)
+    for i in range(0, len(id_list), 500):
+        rows = conn.execute(select(m.devices.c.id, m.devices.c.state)
+                            .where(m.devices.c.id.in_(id_list[i:i + 500])).with_for_update())
+        states.update({r.id: r.state for r in rows})
+    for device_id in id_list:
+        state = states.get(device_id)
+        if state is None:
+            raise NotFoundError(f"device {device_id!r} is not registered",
+                                hint="register it first with 'iotsec device add'")
+        if not DeviceState(state).may_hold_certificates:
+            raise DeviceStateError(f"device {device_id!r} is {state}; it cannot get a certificate",
+                                   hint="only pending or active devices are issued certificates")
+    pending = [d for d in id_list if states[d] == DeviceState.PENDING.value]
+    for i in range(0, len(pending), 500):
+        conn.execute(update(m.devices).where(m.devices.c.id.in_(pending[i:i + 500]))
+                     .values(state=DeviceState.ACTIVE.value, updated_at=now))
+
+
+def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
+                days: int | None = None, profile: CertProfile = DEVICE) -> list[CertificateRecord]:
+    """Issue one certificate per ``(device_id, csr)`` in a single transaction.
+
+    Every CSR is checked before anything is written; one bad request refuses the batch.
+    """
+    if len(requests) > MAX_BATCH:
+        raise InvalidInputError(f"a batch holds at most {MAX_BATCH} requests",
+                                hint="split the requests into smaller batches")
+    checked: list[tuple[str, CheckedCsr]] = []
+    for device_id, csr in requests:
+        parse_device_id(device_id)
+        checked.append((device_id, csr if isinstance(csr, CheckedCsr) else parse_csr(csr)))
+    ca = rt.authority("issuing")
+    authority_id = rt.issuing_id()
+    moment = rt.now()
+    now = ts(moment)
+    values = []
+    with transaction(rt.engine) as conn:
+        _lock_devices_for_issuance(conn, [d for d, _ in checked], now)
+        for device_id, csr_ok in checked:
+            issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
+                                  now=moment, days=days)
+            values.append(_row_values(issued, authority_id=authority_id, device_id=device_id,
+                                      kind="device", profile=profile.name, now=now))
+        if values:
+            conn.execute(insert(m.certificates), values)
+    return [_record_from_values(v) for v in values]
+
+
+def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None = None,
+                   profile: CertProfile = DEVICE) -> CertificateRecord:
+    """Issue a client certificate for a registered device from its CSR."""
+    return issue_batch(rt, [(device_id, csr)], days=days, profile=profile)[0]
+
+
+@dataclass(frozen=True)
+class KeygenBundle:
+    certificate: CertificateRecord
+    key_pem: bytes
+    pkcs12: bytes
+    chain_pem: str
+
+
+def issue_with_keygen(rt: Runtime, device_id: str, *, p12_passphrase: bytes,
+                      key_type: KeyType = KeyType.ECDSA_P256,
+                      days: int | None = None) -> KeygenBundle:
+    """Generate the device's key here (for devices that cannot), issue, and hand both back.
+
+    The private key is returned to the caller and not kept by iotsec.
+    """
+    if len(p12_passphrase) < MIN_P12_PASSPHRASE:
+        raise InvalidInputError(f"the PKCS#12 passphrase needs at least {MIN_P12_PASSPHRASE} "
+                                "characters")
+    key = key_type.generate()
+    spki = enc.spki_der(key.public_key())
+    record = issue_batch(rt, [(device_id, CheckedCsr(public_key=key.public_key(), spki=spki,
+                                                     requested_subject=""))], days=days)[0]
+    cert = x509.load_der_x509_certificate(record.der)
+    issuing = rt.authority("issuing")
+    encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
+                  .kdf_rounds(100_000)
+                  .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+                  .hmac_hash(hashes.SHA256())
+                  .build(p12_passphrase))
+    p12 = pkcs12.serialize_key_and_certificates(
+        name=device_id.encode("utf-8"), key=key, cert=cert, cas=[issuing.certificate],
+        encryption_algorithm=encryption)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return KeygenBundle(certificate=record, key_pem=key_pem, pkcs12=p12,
+                        chain_pem=chain_pem(rt))
+
+
+def chain_pem(rt: Runtime) -> str:
+    """The issuing chain, intermediate first, then the root."""
+    return "".join(a.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+                   for a in (rt.authority("issuing"), rt.authority("root")))
+
+
+def get_certificate(rt: Runtime, serial: str) -> CertificateRecord:
+    key = format_serial(parse_serial(serial))
+    with reading(rt.engine) as conn:
+        row = conn.execute(select(m.certificates).where(m.certificates.c.serial == key)).first()
+    if row is None:
+        raise NotFoundError(f"no certificate with serial {key}",
+                            hint="list certificates with 'iotsec cert list'")
+    return _record(row)
+
+
+def list_certificates(rt: Runtime, *, device_id: str | None = None,
+                      expiring_within: timedelta | None = None,
+                      limit: int = 1000) -> list[CertificateRecord]:
+    """Certificates, newest first; with ``expiring_within``, the unrevoked ones that expire
+    in that window, soonest first (an index range scan on ``not_after``)."""
+    if not 1 <= limit <= 100_000:
+        raise InvalidInputError("limit must be between 1 and 100000")
+    c = m.certificates.c
+    query = select(m.certificates).limit(limit)
+    if device_id is not None:
+        query = query.where(c.device_id == parse_device_id(device_id))
+    now = ts(rt.now())
+    if expiring_within is not None:
+        query = (query.where(c.not_after > now,
+                             c.not_after <= now + int(expiring_within.total_seconds()),
+                             or_(c.revoked_at.is_(None), c.revoked_at > now))
+                 .order_by(c.not_after))
+    else:
+        query = query.order_by(c.created_at.desc(), c.serial)
+    with reading(rt.engine) as conn:
+        return [_record(r) for r in conn.execute(query)]
+
+
+def _mark_revoked(conn: Connection, serial: str, when: datetime, reason: RevocationReason,
+                  authority_id: int, replaced_by: str | None = None) -> None:
+    values: dict[str, Any] = {
+        "revoked_at": ts(when), "revocation_reason": int(reason),
+        "crl_entry": encode_entry(int(serial, 16), when, reason)}
+    if replaced_by is not None:
+        values["replaced_by"] = replaced_by
+    conn.execute(update(m.certificates).where(m.certificates.c.serial == serial).values(values))
+    conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id).values(stale=True))
+
+
+def _ensure_revocable(row: Row[Any], now: int) -> None:
+    if row.revoked_at is not None and row.revoked_at <= now:
+        reason = RevocationReason(row.revocation_reason).name
+        raise ConflictError(f"certificate {row.serial} is already revoked ({reason})",
+                            hint="a revocation is final; nothing to do")
+
+
+def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason.unspecified
+           ) -> CertificateRecord:
+    """Revoke one certificate. A certificate superseded with a grace period can be revoked
+    at once (e.g. for keyCompromise)."""
+    key = format_serial(parse_serial(serial))
+    moment = rt.now().replace(microsecond=0)
+    with transaction(rt.engine) as conn:
+        row = conn.execute(select(m.certificates).where(m.certificates.c.serial == key)
+                           .with_for_update()).first()
+        if row is None:
+            raise NotFoundError(f"no certificate with serial {key}",
+                                hint="list certificates with 'iotsec cert list'")
+        _ensure_revocable(row, ts(moment))
+        _mark_revoked(conn, key, moment, reason, row.authority_id)
+    return get_certificate(rt, key)
+
+
+def revoke_device(rt: Runtime, device_id: str,
+                  reason: RevocationReason = RevocationReason.unspecified) -> list[str]:
+    """Revoke every certificate of a device that is not revoked yet; returns their serials."""
+    device_id = parse_device_id(device_id)
+    moment = rt.now().replace(microsecond=0)
+    now = ts(moment)
+    with transaction(rt.engine) as conn:
+        return revoke_device_certificates(conn, device_id, moment, reason, now)
+
+
+def revoke_device_certificates(conn: Connection, device_id: str, moment: datetime, reason: RevocationReason,
+                now: int) -> list[str]:
+    if conn.execute(select(m.devices.c.id).where(m.devices.c.id == device_id)).first() is None:
+        raise NotFoundError(f"device {device_id!r} is not registered",
+                            hint="check the id with 'iotsec device list'")
+    c = m.certificates.c
+    rows = conn.execute(select(c.serial, c.authority_id).where(
+        c.device_id == device_id, or_(c.revoked_at.is_(None), c.revoked_at > now),
+        c.not_after > now).with_for_update()).all()
+    for row in rows:
+        _mark_revoked(conn, row.serial, moment, reason, row.authority_id)
+    return [r.serial for r in rows]
+
+
+def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
+          grace: timedelta | None = None) -> CertificateRecord:
+    """Issue a new certificate for the same device from a new CSR and supersede the old one:
+    revoked with reason ``superseded`` now, or when ``grace`` has passed."""
+    if grace is not None and not timedelta(0) <= grace <= MAX_GRACE:
+        raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
+    key = format_serial(parse_serial(serial))
+    checked = parse_csr(csr)
+    ca: Authority = rt.authority("issuing")
+    authority_id = rt.issuing_id()
+    moment = rt.now().replace(microsecond=0)
+    now = ts(moment)
+    with transaction(rt.engine) as conn:
+        old = conn.execute(select(m.certificates).where(m.certificates.c.serial == key)
+                           .with_for_update()).first()
+        if old is None:
+            raise NotFoundError(f"no certificate with serial {key}",
+                                hint="list certificates with 'iotsec cert list'")
+        if old.revoked_at is not None and old.revoked_at <= now:
+            raise ConflictError(f"certificate {key} is revoked and can never be renewed",
+                                hint="issue a new certificate with 'iotsec cert issue'")
+        if old.replaced_by is not None:
+            raise ConflictError(f"certificate {key} was already renewed as {old.replaced_by}",
+                                hint=f"renew {old.replaced_by} instead")
+        if old.device_id is None:
+            raise ConflictError(f"certificate {key} does not belong to a device",
+                                hint="only device certificates are renewed this way")
+        _lock_devices_for_issuance(conn, [old.device_id], now)
+        issued = issue_device(ca, device_id=old.device_id, spki=checked.spki, profile=DEVICE,
+                              now=moment, days=days)
+        values = _row_values(issued, authority_id=authority_id, device_id=old.device_id,
+                             kind="device", profile=old.profile, now=now)
+        conn.execute(insert(m.certificates).values(values))
+        _mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
+                      old.authority_id, replaced_by=values["serial"])
+    return _record_from_values(values)

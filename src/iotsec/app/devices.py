@@ -1,0 +1,179 @@
+"""Device registry use cases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from iotsec.app.runtime import Runtime
+from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
+from iotsec.identity.registry import (
+    Device,
+    DeviceState,
+    parse_attributes,
+    parse_device_id,
+    parse_group_name,
+)
+from iotsec.store import models as m
+from iotsec.store.db import reading, transaction
+from iotsec.timeutil import from_ts, ts
+
+IMPORT_BATCH = 5000
+MAX_LIST = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """A validated registration request."""
+
+    id: str
+    groups: tuple[str, ...] = ()
+    attributes: dict[str, str] | None = None
+
+    @classmethod
+    def parse(cls, device_id: str, groups: Iterable[str] = (),
+              attributes: Iterable[str] | dict[str, str] = ()) -> NewDevice:
+        return cls(id=parse_device_id(device_id),
+                   groups=tuple(sorted({parse_group_name(g) for g in groups})),
+                   attributes=parse_attributes(attributes))
+
+
+def _ensure_groups(conn: Connection, names: set[str], now: int) -> None:
+    if not names:
+        return
+    have = set(conn.execute(select(m.groups.c.name).where(m.groups.c.name.in_(names))).scalars())
+    missing = sorted(names - have)
+    if missing:
+        conn.execute(insert(m.groups), [{"name": n, "created_at": now} for n in missing])
+
+
+def _insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> None:
+    _ensure_groups(conn, {g for d in batch for g in d.groups}, now)
+    conn.execute(insert(m.devices), [
+        {"id": d.id, "state": DeviceState.PENDING.value,
+         "attributes": json.dumps(d.attributes or {}, sort_keys=True),
+         "created_at": now, "updated_at": now} for d in batch])
+    links = [{"device_id": d.id, "group_name": g} for d in batch for g in d.groups]
+    if links:
+        conn.execute(insert(m.device_groups), links)
+
+
+def add_device(rt: Runtime, new: NewDevice) -> Device:
+    now = ts(rt.now())
+    with transaction(rt.engine) as conn:
+        exists = conn.execute(select(m.devices.c.id).where(m.devices.c.id == new.id)).first()
+        if exists:
+            raise ConflictError(f"device {new.id!r} is already registered",
+                                hint="use 'iotsec device show' to see it")
+        _insert_devices(conn, [new], now)
+    return get_device(rt, new.id)
+
+
+def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
+                   progress: Callable[[int], None] | None = None,
+                   batch_size: int = IMPORT_BATCH) -> int:
+    """Register many devices in batched transactions (each batch all or nothing).
+
+    A batch that names an already registered id is refused whole, with that id named.
+    """
+    total = 0
+    batch: list[NewDevice] = []
+
+    def flush() -> None:
+        nonlocal total
+        if not batch:
+            return
+        ids = [d.id for d in batch]
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise InvalidInputError(f"device {dup!r} appears twice in the import",
+                                    hint="remove the duplicate line and import again")
+        try:
+            with transaction(rt.engine) as conn:
+                taken = conn.execute(select(m.devices.c.id).where(m.devices.c.id.in_(ids))
+                                     ).scalars().first()
+                if taken is not None:
+                    raise ConflictError(
+                        f"device {taken!r} is already registered; the import stopped after "
+                        f"{total} devices", hint="remove the registered ids and import the rest")
+                _insert_devices(conn, batch, ts(rt.now()))
+        except IntegrityError as exc:  # pragma: no cover - raced by another writer
+            raise ConflictError("a device in the import was registered concurrently") from exc
+        total += len(batch)
+        if progress:
+            progress(len(batch))
+        batch.clear()
+
+    for device in devices:
+        batch.append(device)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return total
+
+
+def _groups_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    result: dict[str, list[str]] = {}
+    for i in range(0, len(ids), 500):
+        rows = conn.execute(select(m.device_groups.c.device_id, m.device_groups.c.group_name)
+                            .where(m.device_groups.c.device_id.in_(ids[i:i + 500])))
+        for device_id, group in rows:
+            result.setdefault(device_id, []).append(group)
+    return {k: tuple(sorted(v)) for k, v in result.items()}
+
+
+def _device(r: Row[Any], groups: tuple[str, ...]) -> Device:
+    return Device(id=r.id, state=DeviceState(r.state), groups=groups,
+                  attributes=json.loads(r.attributes), created_at=from_ts(r.created_at),
+                  updated_at=from_ts(r.updated_at))
+
+
+def get_device(rt: Runtime, device_id: str) -> Device:
+    device_id = parse_device_id(device_id)
+    with reading(rt.engine) as conn:
+        row = conn.execute(select(m.devices).where(m.devices.c.id == device_id)).first()
+        if row is None:
+            raise NotFoundError(f"device {device_id!r} is not registered",
+                                hint="register it with 'iotsec device add'")
+        return _device(row, _groups_of(conn, [device_id]).get(device_id, ()))
+
+
+def list_devices(rt: Runtime, *, group: str | None = None, state: DeviceState | None = None,
+                 limit: int = 1000, after: str | None = None) -> list[Device]:
+    """Devices ordered by id; ``after`` pages (keyset pagination, stable under inserts)."""
+    if not 1 <= limit <= MAX_LIST:
+        raise InvalidInputError(f"limit must be between 1 and {MAX_LIST}")
+    query = select(m.devices).order_by(m.devices.c.id).limit(limit)
+    if group is not None:
+        query = query.where(m.devices.c.id.in_(
+            select(m.device_groups.c.device_id)
+            .where(m.device_groups.c.group_name == parse_group_name(group))))
+    if state is not None:
+        query = query.where(m.devices.c.state == state.value)
+    if after is not None:
+        query = query.where(m.devices.c.id > after)
+    with reading(rt.engine) as conn:
+        rows = conn.execute(query).all()
+        groups = _groups_of(conn, [r.id for r in rows])
+    return [_device(r, groups.get(r.id, ())) for r in rows]
+
+
+def set_state(conn: Connection, device_id: str, target: DeviceState, now: int) -> DeviceState:
+    """Move a device to ``target`` inside the caller's transaction; returns the old state."""
+    row = conn.execute(select(m.devices.c.state).where(m.devices.c.id == device_id)
+                       .with_for_update()).first()
+    if row is None:
+        raise NotFoundError(f"device {device_id!r} is not registered",
+                            hint="register it with 'iotsec device add'")
+    current = DeviceState(row.state)
+    if current is not target:
+        current.check_transition(target, device_id)
+        conn.execute(update(m.devices).where(m.devices.c.id == device_id)
+                     .values(state=target.value, updated_at=now))
+    return current

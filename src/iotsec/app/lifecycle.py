@@ -1,0 +1,28 @@
+"""Device lifecycle changes that touch certificates: disable, enable, retire."""
+
+from __future__ import annotations
+
+from iotsec.app.certs import revoke_device_certificates
+from iotsec.app.devices import get_device, set_state
+from iotsec.app.runtime import Runtime
+from iotsec.identity.registry import Device, DeviceState, parse_device_id
+from iotsec.pki.crl import RevocationReason
+from iotsec.store.db import transaction
+from iotsec.timeutil import ts
+
+
+def change_state(rt: Runtime, device_id: str, target: DeviceState) -> Device:
+    """Disable or re-enable a device, or retire it for good.
+
+    Retiring revokes every certificate the device still holds (``cessationOfOperation``)
+    in the same transaction. Disabling keeps certificates (it is reversible); the broker
+    and the API refuse a disabled device.
+    """
+    device_id = parse_device_id(device_id)
+    moment = rt.now().replace(microsecond=0)
+    now = ts(moment)
+    with transaction(rt.engine) as conn:
+        set_state(conn, device_id, target, now)
+        if target is DeviceState.RETIRED:
+            revoke_device_certificates(conn, device_id, moment, RevocationReason.cessationOfOperation, now)
+    return get_device(rt, device_id)

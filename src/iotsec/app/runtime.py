@@ -1,0 +1,107 @@
+"""What every use case needs: settings, the store, key custody, the CAs and the clock."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from iotsec.config import Settings
+from iotsec.errors import HomeNotInitialisedError, KeyCustodyError
+from iotsec.keys.base import KeyStore
+from iotsec.keys.file import FileKeyStore, write_private_file
+from iotsec.pki.ca import Authority
+from iotsec.store import models as m
+from iotsec.store.db import make_engine, reading
+from iotsec.store.migrate import is_current
+
+MAX_PASSPHRASE_FILE = 4096
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def read_passphrase(settings: Settings, *, create: bool = False) -> bytes:
+    """The CA key passphrase: ``IOTSEC_CA_PASSPHRASE``, else the home's 0600 file."""
+    if settings.ca_passphrase is not None:
+        return settings.ca_passphrase.get_secret_value().encode("utf-8")
+    path = settings.passphrase_file
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            raise KeyCustodyError(f"{path} is readable by other users",
+                                  hint=f"run 'chmod 600 {path}'")
+        data = path.read_bytes()[:MAX_PASSPHRASE_FILE].strip()
+        if data:
+            return data
+    if not create:
+        raise KeyCustodyError("no CA passphrase is available",
+                              hint="set IOTSEC_CA_PASSPHRASE, or use the home created by "
+                              "'iotsec init'")
+    generated = secrets.token_urlsafe(32).encode("ascii")
+    write_private_file(path, generated + b"\n")
+    return generated
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    keys: KeyStore
+    clock: Callable[[], datetime] = utcnow
+    _authorities: dict[str, Authority] = field(default_factory=dict)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def authority(self, role: str) -> Authority:
+        """The active CA of ``role`` ('root' or 'issuing'), loaded once per process."""
+        cached = self._authorities.get(role)
+        if cached is not None:
+            return cached
+        with reading(self.engine) as conn:
+            row = conn.execute(
+                select(m.authorities.c.cert_der, m.authorities.c.key_label)
+                .where(m.authorities.c.role == role, m.authorities.c.active.is_(True))
+                .order_by(m.authorities.c.id.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            raise HomeNotInitialisedError(f"no active {role} CA in the store")
+        authority = Authority.from_der(row.cert_der, self.keys.load(row.key_label))
+        self._authorities[role] = authority
+        return authority
+
+    def issuing_id(self) -> int:
+        with reading(self.engine) as conn:
+            value = conn.execute(
+                select(m.authorities.c.id)
+                .where(m.authorities.c.role == "issuing", m.authorities.c.active.is_(True))
+                .order_by(m.authorities.c.id.desc()).limit(1)
+            ).scalar()
+        if value is None:
+            raise HomeNotInitialisedError("no active issuing CA in the store")
+        return int(value)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_runtime(settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow,
+                 check_schema: bool = True) -> Runtime:
+    """Open an initialised home. Raises :class:`HomeNotInitialisedError` otherwise."""
+    settings = settings or Settings()
+    home: Path = settings.resolved_home
+    if settings.database_url is None and not (home / "iotsec.db").exists():
+        raise HomeNotInitialisedError(f"{home} is not an initialised iotsec home")
+    engine = make_engine(settings.store_url)
+    if check_schema and not is_current(engine):
+        engine.dispose()
+        raise HomeNotInitialisedError("the store is not initialised or not migrated",
+                                      hint="run 'iotsec init' (it migrates an existing store)")
+    keys = FileKeyStore(settings.keys_dir, read_passphrase(settings))
+    return Runtime(settings=settings, engine=engine, keys=keys, clock=clock)

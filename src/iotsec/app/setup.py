@@ -1,0 +1,78 @@
+"""``iotsec init``: a new home with its store, CA hierarchy and first admin token."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select
+
+from iotsec.app.runtime import Runtime, read_passphrase, utcnow
+from iotsec.app.tokens import create_token
+from iotsec.config import Settings
+from iotsec.errors import ConflictError
+from iotsec.keys.base import KeyType
+from iotsec.keys.file import FileKeyStore
+from iotsec.pki.ca import Authority, create_issuing, create_root
+from iotsec.store import models as m
+from iotsec.store.db import make_engine, reading, transaction
+from iotsec.store.migrate import upgrade
+from iotsec.timeutil import ts
+
+
+@dataclass(frozen=True)
+class InitResult:
+    home: str
+    root: Authority
+    issuing: Authority
+    admin_token: str | None
+    created: bool
+
+
+def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
+              now: datetime | None = None, exist_ok: bool = False) -> InitResult:
+    """Create (or, with ``exist_ok``, reuse) a home: migrate the store, make the CAs."""
+    now = now or utcnow()
+    home = settings.resolved_home
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(settings.store_url)
+    try:
+        upgrade(engine)
+        keys = FileKeyStore(settings.keys_dir, read_passphrase(settings, create=True))
+        rt = Runtime(settings=settings, engine=engine, keys=keys, clock=lambda: now)
+        with reading(engine) as conn:
+            existing = conn.execute(select(func.count()).select_from(m.authorities)).scalar()
+        if existing:
+            if not exist_ok:
+                raise ConflictError(f"{home} is already initialised",
+                                    hint="use it as it is, or choose another IOTSEC_HOME")
+            return InitResult(home=str(home), root=rt.authority("root"),
+                              issuing=rt.authority("issuing"), admin_token=None, created=False)
+        tag = secrets.token_hex(4)
+        root_signer = keys.generate(f"root-{tag}", key_type)
+        root = Authority.from_der(create_root(root_signer, now, label=tag), root_signer)
+        issuing_signer = keys.generate(f"issuing-{tag}", key_type)
+        issuing = Authority.from_der(create_issuing(root, issuing_signer, now, label=tag),
+                                     issuing_signer)
+        with transaction(engine) as conn:
+            root_id = conn.execute(insert(m.authorities).values(
+                role="root", parent_id=None, key_label=f"root-{tag}", key_type=key_type.value,
+                subject=root.certificate.subject.rfc4514_string(), cert_der=root.der,
+                not_after=ts(root.not_after), active=True, created_at=ts(now),
+            ).returning(m.authorities.c.id)).scalar_one()
+            issuing_id = conn.execute(insert(m.authorities).values(
+                role="issuing", parent_id=root_id, key_label=f"issuing-{tag}",
+                key_type=key_type.value, subject=issuing.certificate.subject.rfc4514_string(),
+                cert_der=issuing.der, not_after=ts(issuing.not_after), active=True,
+                created_at=ts(now),
+            ).returning(m.authorities.c.id)).scalar_one()
+            for authority_id in (root_id, issuing_id):
+                conn.execute(insert(m.crls).values(authority_id=authority_id, number=0,
+                                                   this_update=0, next_update=0, stale=True,
+                                                   der=None))
+            token = create_token(conn, name="admin", role="admin", now=ts(now))
+        return InitResult(home=str(home), root=root, issuing=issuing, admin_token=token,
+                          created=True)
+    finally:
+        engine.dispose()

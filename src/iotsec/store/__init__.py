@@ -1,0 +1,1 @@
+"""The store: SQLAlchemy Core tables on SQLite (embedded) or PostgreSQL, with Alembic."""

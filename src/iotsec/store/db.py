@@ -1,0 +1,80 @@
+"""Engine creation and the unit of work.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across process crashes, the
+embedded default's trade-off) and foreign keys on. Every state change runs inside
+:func:`transaction`: all of it commits, or none of it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+from iotsec.errors import ConflictError, IotsecError, StoreError
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling is switched off (isolation_level=None) so that
+    # SQLAlchemy's BEGIN is the one that counts; BEGIN IMMEDIATE takes the write lock up
+    # front and avoids deadlocked read-to-write upgrades between processes.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    readonly = conn.get_execution_options().get("iotsec_readonly", False)
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
+            return engine
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StoreError(f"cannot use the database URL: {type(exc).__name__}",
+                         hint="check IOTSEC_DATABASE_URL (e.g. postgresql+psycopg://user@host/db)"
+                         ) from None
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One unit of work. Foreign database errors become :class:`StoreError`; a unique
+    violation that the caller did not anticipate becomes :class:`ConflictError`."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except IotsecError:
+        raise
+    except IntegrityError as exc:
+        raise ConflictError("the change conflicts with what is already stored",
+                            hint="reload the object and try again") from exc
+    except DBAPIError as exc:
+        raise StoreError(f"the database refused the operation ({type(exc.orig).__name__})",
+                         hint="check that the database is reachable and migrated "
+                         "('iotsec init' migrates it)") from exc
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read-only connection (no write lock taken on SQLite)."""
+    try:
+        with engine.connect().execution_options(iotsec_readonly=True) as conn:
+            yield conn
+    except IotsecError:
+        raise
+    except DBAPIError as exc:
+        raise StoreError(f"the database could not be read ({type(exc.orig).__name__})",
+                         hint="check that the database is reachable and migrated") from exc

@@ -1,0 +1,119 @@
+"""Table definitions. Times are integer Unix seconds (UTC): identical on SQLite and
+PostgreSQL, cheap to index, and free of time-zone ambiguity."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+authorities = Table(
+    "authorities",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("role", String(16), nullable=False),  # root | issuing
+    Column("parent_id", Integer, ForeignKey("authorities.id"), nullable=True),
+    Column("key_label", String(64), nullable=False),
+    Column("key_type", String(16), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("cert_der", LargeBinary, nullable=False),
+    Column("not_after", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("attributes", Text, nullable=False),  # JSON object of strings
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+device_groups = Table(
+    "device_groups",
+    metadata,
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("group_name", String(128), ForeignKey("groups.name", ondelete="CASCADE"),
+           primary_key=True),
+    Index(None, "group_name"),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    # Upper-case hex, as openssl prints it; random 159-bit values, unique by primary key.
+    Column("serial", String(42), primary_key=True),
+    Column("authority_id", Integer, ForeignKey("authorities.id"), nullable=False),
+    Column("device_id", String(128), ForeignKey("devices.id"), nullable=True),
+    Column("kind", String(16), nullable=False),  # device | server
+    Column("profile", String(64), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("not_before", BigInteger, nullable=False),
+    Column("not_after", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("der", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    # Revocation takes effect at revoked_at, which may lie in the future for a certificate
+    # superseded with a grace period. crl_entry is its pre-encoded revokedCertificates element.
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("revocation_reason", SmallInteger, nullable=True),
+    Column("crl_entry", LargeBinary, nullable=True),
+    Column("replaced_by", String(42), nullable=True),
+    Index(None, "device_id"),
+    Index(None, "not_after"),
+    Index(None, "authority_id", "revoked_at"),
+)
+
+crls = Table(
+    "crls",
+    metadata,
+    Column("authority_id", Integer, ForeignKey("authorities.id"), primary_key=True),
+    Column("number", BigInteger, nullable=False),
+    Column("this_update", BigInteger, nullable=False),
+    Column("next_update", BigInteger, nullable=False),
+    # Set when a revocation happens, so the next request rebuilds the CRL.
+    Column("stale", Boolean, nullable=False),
+    Column("der", LargeBinary, nullable=True),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+)

@@ -1,0 +1,28 @@
+"""Time helpers: the store keeps integer Unix seconds; durations are written like ``30d``."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from iotsec.errors import InvalidInputError
+
+_DURATION = re.compile(r"^\s*(\d{1,6})\s*([smhdw]?)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}
+
+
+def ts(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def from_ts(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s``; a bare number means days."""
+    match = _DURATION.match(text)
+    if not match:
+        raise InvalidInputError(f"{text[:40]!r} is not a duration",
+                                hint="write a number and a unit: 30d, 12h, 90m, 2w or 45s")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
