@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
@@ -77,44 +76,41 @@ def add_device(rt: Runtime, new: NewDevice) -> Device:
 def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
                    progress: Callable[[int], None] | None = None,
                    batch_size: int = IMPORT_BATCH) -> int:
-    """Register many devices in batched transactions (each batch all or nothing).
+    """Register many devices in one transaction, written in batches: all or nothing.
 
-    A batch that names an already registered id is refused whole, with that id named.
+    An id that is already registered, or that appears twice, refuses the whole import.
     """
     total = 0
-    batch: list[NewDevice] = []
+    seen: set[str] = set()
+    now = ts(rt.now())
+    with transaction(rt.engine) as conn:
+        batch: list[NewDevice] = []
 
-    def flush() -> None:
-        nonlocal total
-        if not batch:
-            return
-        ids = [d.id for d in batch]
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-            raise InvalidInputError(f"device {dup!r} appears twice in the import",
-                                    hint="remove the duplicate line and import again")
-        try:
-            with transaction(rt.engine) as conn:
-                taken = conn.execute(select(m.devices.c.id).where(m.devices.c.id.in_(ids))
-                                     ).scalars().first()
-                if taken is not None:
-                    raise ConflictError(
-                        f"device {taken!r} is already registered; the import stopped after "
-                        f"{total} devices", hint="remove the registered ids and import the rest")
-                _insert_devices(conn, batch, ts(rt.now()))
-        except IntegrityError as exc:  # pragma: no cover - raced by another writer
-            raise ConflictError("a device in the import was registered concurrently") from exc
-        total += len(batch)
-        if progress:
-            progress(len(batch))
-        batch.clear()
+        def flush() -> None:
+            nonlocal total
+            if not batch:
+                return
+            ids = [d.id for d in batch]
+            taken = conn.execute(select(m.devices.c.id).where(m.devices.c.id.in_(ids))
+                                 ).scalars().first()
+            if taken is not None:
+                raise ConflictError(f"device {taken!r} is already registered; nothing was "
+                                    "imported", hint="remove the registered ids and import again")
+            _insert_devices(conn, batch, now)
+            total += len(batch)
+            if progress:
+                progress(len(batch))
+            batch.clear()
 
-    for device in devices:
-        batch.append(device)
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+        for device in devices:
+            if device.id in seen:
+                raise InvalidInputError(f"device {device.id!r} appears twice in the import",
+                                        hint="remove the duplicate and import again")
+            seen.add(device.id)
+            batch.append(device)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
     return total
 
 

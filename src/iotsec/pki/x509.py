@@ -184,3 +184,13 @@ def sign_tbs(tbs: bytes, signer: Signer) -> bytes:
 
 def build_certificate(tbs: TbsCertificate, signer: Signer) -> bytes:
     return sign_tbs(tbs.encode(signer.key_type), signer)
+
+
+def to_pem(der_bytes: bytes, label: str) -> bytes:
+    """RFC 7468 textual encoding: base64 in 64-character lines between the labels."""
+    import base64
+
+    b64 = base64.b64encode(der_bytes)
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return (f"-----BEGIN {label}-----\n".encode("ascii") + b"\n".join(lines)
+            + f"\n-----END {label}-----\n".encode("ascii"))

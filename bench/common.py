@@ -1,0 +1,261 @@
+"""Helpers shared by the benchmark scripts: throw-away homes, machine facts, timing, output.
+
+The benchmarks are plain scripts (``python bench/<name>.py``); nothing here is imported by
+the package or by the test suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cryptography
+import sqlalchemy
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+
+from iotsec.app.runtime import Runtime, open_runtime, read_passphrase
+from iotsec.app.setup import init_home
+from iotsec.config import Settings
+from iotsec.store import models
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def settings_for(home: Path) -> Settings:
+    """Settings for an explicit home, independent of any ``IOTSEC_*`` in the environment."""
+    return Settings(home=home, database_url=None)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A temporary directory, removed afterwards unless ``keep``."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"# kept {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_runtime(prefix: str, keep: bool = False) -> Iterator[Runtime]:
+    """``iotsec init`` in a temporary home, then a runtime over it."""
+    with scratch_dir(prefix, keep) as tmp:
+        home = tmp / "home"
+        init_home(settings_for(home))
+        rt = open_runtime(settings_for(home))
+        try:
+            yield rt
+        finally:
+            rt.close()
+
+
+def issuing_private_key(rt: Runtime) -> ec.EllipticCurvePrivateKey:
+    """The issuing CA's private key, decrypted from the home's key file (for references)."""
+    with rt.engine.connect() as conn:
+        label = conn.execute(
+            select(models.authorities.c.key_label)
+            .where(models.authorities.c.role == "issuing", models.authorities.c.active.is_(True))
+        ).scalar_one()
+    pem = (rt.settings.keys_dir / f"{label}.key.pem").read_bytes()
+    key = serialization.load_pem_private_key(pem, password=read_passphrase(rt.settings))
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the benchmarks expect an ECDSA issuing CA")
+    return key
+
+
+def pin_to_one_core() -> str:
+    """Run this process (and the children it starts) on a single CPU; return which."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (no sched_setaffinity)"
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return f"pinned to CPU {cpu}"
+
+
+def _command_output(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unavailable"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> str:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    return "unknown"
+
+
+def machine_info() -> dict[str, str]:
+    from cryptography.hazmat.backends.openssl.backend import backend  # noqa: PLC0415
+
+    import sqlite3  # noqa: PLC0415
+
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _command_output("uname", "-m"),
+        "nproc": _command_output("nproc"),
+        "cpu": _cpu_model(),
+        "memory": _memory_gib(),
+        "python": platform.python_version(),
+        "openssl (CLI)": _command_output("openssl", "version"),
+        "openssl (linked by cryptography)": backend.openssl_version_text(),
+        "cryptography": cryptography.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """Run ``fn`` once; return its result and the wall time in seconds."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def rss_now_mib() -> float:
+    """This process's current resident set size (VmRSS), MiB."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_self_mib() -> float:
+    """This process's peak RSS so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class ChildRun:
+    """A finished child process: its wall time, its own peak RSS, and what it printed."""
+
+    seconds: float
+    peak_rss_mib: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_child(cmd: Sequence[str], *, cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> ChildRun:
+    """Run ``cmd`` and measure *that* child's peak RSS with ``wait4`` (per-child rusage,
+    unlike ``RUSAGE_CHILDREN``, which is the maximum over every child reaped so far)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ChildRun(seconds=seconds, peak_rss_mib=usage.ru_maxrss / 1024,
+                        returncode=proc.returncode,
+                        stdout=out.read().decode(errors="replace"),
+                        stderr=err.read().decode(errors="replace"))
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+@dataclass
+class Row:
+    """One line of a result table."""
+
+    name: str
+    value: float
+    unit: str
+    note: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    params: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+
+    def add(self, name: str, value: float, unit: str, note: str = "") -> None:
+        self.rows.append(Row(name, value, unit, note))
+
+    def check(self, text: str) -> None:
+        self.checks.append(text)
+        print(f"# {text}", flush=True)
+
+    def print(self) -> None:
+        print()
+        print(f"## {self.title}")
+        for key, value in self.params.items():
+            print(f"- {key}: {value}")
+        width = max((len(r.name) for r in self.rows), default=10)
+        print()
+        for r in self.rows:
+            note = f"  ({r.note})" if r.note else ""
+            print(f"{r.name:<{width}}  {fmt(r.value):>12} {r.unit}{note}")
+        if self.checks:
+            print()
+            for text in self.checks:
+                print(f"- {text}")
+        print(flush=True)
+
+    def write_json(self, path: Path | None, machine: dict[str, str]) -> None:
+        if path is None:
+            return
+        data = {"machine": machine, "title": self.title, "params": self.params,
+                "rows": [asdict(r) for r in self.rows], "checks": self.checks}
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def print_machine(machine: dict[str, str]) -> None:
+    print("# machine")
+    for key, value in machine.items():
+        print(f"#   {key}: {value}")
+    print(flush=True)

@@ -1,0 +1,306 @@
+"""Goal 1: issuing device certificates from CSRs, store write included.
+
+Goal: at least 3,000 certificates/s on one core through the library (SQLite store).
+
+Measured in one run, on the same CSRs and the same issuing CA key, in interleaved rounds
+(the median round is reported):
+
+* ours, batch  -- ``iotsec.app.certs.issue_batch`` in batches (one transaction per batch;
+  the fleet provisioning path: CSR parse + signature check, issuance, store write);
+* ours, single -- ``iotsec.app.certs.issue_from_csr`` (one transaction per certificate);
+* ours, PKI layer only -- ``parse_csr`` + ``issue_device`` with no store (for attribution);
+* reference    -- pyca/cryptography alone: load the CSR, check its signature, build the same
+  certificate with ``x509.CertificateBuilder`` and sign it; no store;
+* reference 2  -- ``openssl x509 -req``, one process per certificate (per-process cost).
+
+The process is pinned to one CPU unless ``--no-pin`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sqlalchemy import func, select
+
+from common import (
+    Report,
+    fresh_runtime,
+    issuing_private_key,
+    machine_info,
+    pin_to_one_core,
+    print_machine,
+    scratch_dir,
+    verdict,
+)
+from iotsec.app import certs, devices
+from iotsec.app.runtime import Runtime
+from iotsec.pki.csr import parse_csr
+from iotsec.pki.issue import device_uri, issue_device
+from iotsec.pki.profiles import DEVICE
+from iotsec.pki.serial import format_serial, random_serial
+from iotsec.store import models
+
+GOAL_PER_SECOND = 3000.0
+
+
+def make_csrs(ids: Sequence[str]) -> list[bytes]:
+    """One PEM CSR per id, each over its own fresh P-256 key (not timed)."""
+    out = []
+    for device_id in ids:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+               .sign(key, hashes.SHA256()))
+        out.append(csr.public_bytes(serialization.Encoding.PEM))
+    return out
+
+
+def register(rt: Runtime, ids: Sequence[str]) -> None:
+    devices.import_devices(rt, (devices.NewDevice.parse(i, ["fleet-a"]) for i in ids))
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def run_batch(rt: Runtime, ids: Sequence[str], csrs: Sequence[bytes], batch: int) -> list[bytes]:
+    ders: list[bytes] = []
+    for start in range(0, len(ids), batch):
+        records = certs.issue_batch(rt, list(zip(ids[start:start + batch],
+                                                 csrs[start:start + batch], strict=True)))
+        ders.extend(r.der for r in records)
+    return ders
+
+
+def run_single(rt: Runtime, ids: Sequence[str], csrs: Sequence[bytes]) -> list[bytes]:
+    return [certs.issue_from_csr(rt, d, c).der for d, c in zip(ids, csrs, strict=True)]
+
+
+def run_pki_only(rt: Runtime, ids: Sequence[str], csrs: Sequence[bytes]) -> list[bytes]:
+    ca = rt.authority("issuing")
+    now = rt.now()
+    return [issue_device(ca, device_id=d, spki=parse_csr(c).spki, profile=DEVICE, now=now).der
+            for d, c in zip(ids, csrs, strict=True)]
+
+
+# --------------------------------------------------------------------------- references
+
+
+def run_reference(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+                  ids: Sequence[str], csrs: Sequence[bytes]) -> list[bytes]:
+    """pyca/cryptography alone: the same checks and the same certificate content."""
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+        ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value)
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+    key_usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False)
+    issuer = ca_cert.subject
+    out = []
+    for device_id, pem in zip(ids, csrs, strict=True):
+        csr = x509.load_pem_x509_csr(pem)
+        if not csr.is_signature_valid:
+            raise ValueError("bad CSR signature")
+        public_key = csr.public_key()
+        now = datetime.now().astimezone().replace(microsecond=0)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+            .issuer_name(issuer)
+            .public_key(public_key)  # type: ignore[arg-type]
+            .serial_number(random_serial())
+            .not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(key_usage, critical=True)
+            .add_extension(eku, critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),  # type: ignore[arg-type]
+                           critical=False)
+            .add_extension(aki, critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(device_uri(device_id))]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        out.append(cert.public_bytes(serialization.Encoding.DER))
+    return out
+
+
+OPENSSL_EXT = """[v3]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = URI:{uri}
+"""
+
+
+def run_openssl(workdir: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+                ids: Sequence[str], csrs: Sequence[bytes]) -> tuple[float, list[bytes]]:
+    """``openssl x509 -req`` once per certificate; files are written before the clock."""
+    (workdir / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (workdir / "ca.key").write_bytes(ca_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (workdir / "ca.key").chmod(0o600)
+    commands = []
+    for n, (device_id, pem) in enumerate(zip(ids, csrs, strict=True)):
+        (workdir / f"{n}.csr").write_bytes(pem)
+        (workdir / f"{n}.ext").write_text(OPENSSL_EXT.format(uri=device_uri(device_id)))
+        commands.append([
+            "openssl", "x509", "-req", "-in", str(workdir / f"{n}.csr"),
+            "-CA", str(workdir / "ca.pem"), "-CAkey", str(workdir / "ca.key"),
+            "-set_serial", "0x" + format_serial(random_serial()), "-days", "365", "-sha256",
+            "-extfile", str(workdir / f"{n}.ext"), "-extensions", "v3",
+            "-outform", "DER", "-out", str(workdir / f"{n}.der")])
+    start = time.perf_counter()
+    for cmd in commands:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    return seconds, [(workdir / f"{n}.der").read_bytes() for n in range(len(commands))]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_certs(ders: Sequence[bytes], ca_cert: x509.Certificate, ids: Sequence[str],
+                label: str, report: Report, sample: int = 50) -> None:
+    step = max(1, len(ders) // sample)
+    for n in range(0, len(ders), step):
+        cert = x509.load_der_x509_certificate(ders[n])
+        cert.verify_directly_issued_by(ca_cert)
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if cn != ids[n] or san.get_values_for_type(x509.UniformResourceIdentifier) != [
+                device_uri(ids[n])]:
+            raise AssertionError(f"{label}: certificate {n} names the wrong device")
+        for ext_type in (x509.BasicConstraints, x509.KeyUsage, x509.ExtendedKeyUsage,
+                         x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier):
+            cert.extensions.get_extension_for_class(ext_type)
+    report.check(f"{label}: {len(ders)} certificates, every {step}th verified against the "
+                 "issuing CA (signature, CN, SAN URI, 5 extensions)")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--count", type=int, help="certificates per round for the batch path "
+                        "and the cryptography reference (default 10000, quick 1000)")
+    parser.add_argument("--single-count", type=int,
+                        help="certificates per round for issue_from_csr (default 3000, quick 300)")
+    parser.add_argument("--openssl-count", type=int,
+                        help="certificates for the openssl x509 -req reference (default 200, "
+                        "quick 20; 0 skips it)")
+    parser.add_argument("--batch", type=int, default=1000, help="issue_batch size (default 1000)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    count = args.count or (1000 if args.quick else 10_000)
+    single = args.single_count or (300 if args.quick else 3000)
+    n_openssl = args.openssl_count if args.openssl_count is not None else (
+        20 if args.quick else 200)
+
+    machine = machine_info()
+    print_machine(machine)
+    pinning = "not pinned" if args.no_pin else pin_to_one_core()
+    report = Report("Goal 1: certificate issuance from CSRs", params={
+        "certificates per round (batch, reference)": count,
+        "certificates per round (issue_from_csr)": single,
+        "issue_batch size": args.batch, "rounds (median reported)": args.rounds,
+        "openssl x509 -req certificates": n_openssl, "cpu": pinning,
+        "CSR keys": "P-256, one fresh key per CSR, PEM", "CA key": "P-256 (issuing CA)"})
+
+    with fresh_runtime("iotsec-bench-issue-") as rt:
+        ca = rt.authority("issuing")
+        ca_key = issuing_private_key(rt)
+        rounds = []
+        for r in range(args.rounds):
+            b_ids = [f"dev-b{r}-{i}" for i in range(count)]
+            s_ids = [f"dev-s{r}-{i}" for i in range(single)]
+            register(rt, b_ids + s_ids)
+            rounds.append((b_ids, make_csrs(b_ids), s_ids, make_csrs(s_ids)))
+        print(f"# prepared {args.rounds} rounds of CSRs and registered their devices",
+              flush=True)
+
+        times: dict[str, list[float]] = {"ref": [], "batch": [], "single": [], "pki": []}
+        last: dict[str, list[bytes]] = {}
+        for r, (b_ids, b_csrs, s_ids, s_csrs) in enumerate(rounds):
+            steps: list[tuple[str, Callable[[], list[bytes]]]] = [
+                ("ref", lambda ids=b_ids, c=b_csrs: run_reference(ca.certificate, ca_key, ids, c)),
+                ("batch", lambda ids=b_ids, c=b_csrs: run_batch(rt, ids, c, args.batch)),
+                ("pki", lambda ids=b_ids, c=b_csrs: run_pki_only(rt, ids, c)),
+                ("single", lambda ids=s_ids, c=s_csrs: run_single(rt, ids, c)),
+            ]
+            for name, fn in steps:
+                start = time.perf_counter()
+                last[name] = fn()
+                seconds = time.perf_counter() - start
+                times[name].append(seconds)
+                n = single if name == "single" else count
+                print(f"# round {r + 1}: {name:<6} {n / seconds:10,.0f} certs/s", flush=True)
+
+        b_ids, _, s_ids, _ = rounds[-1]
+        check_certs(last["batch"], ca.certificate, b_ids, "ours (issue_batch)", report)
+        check_certs(last["single"], ca.certificate, s_ids, "ours (issue_from_csr)", report)
+        check_certs(last["ref"], ca.certificate, b_ids, "reference (cryptography)", report)
+        with rt.engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(models.certificates)).scalar()
+        expected = args.rounds * (count + single)
+        if stored != expected:
+            raise AssertionError(f"{stored} certificate rows stored, {expected} expected")
+        report.check(f"store holds {stored} certificate rows, as issued")
+
+        rate = {k: (single if k == "single" else count) / statistics.median(v)
+                for k, v in times.items()}
+
+        ossl_rate = float("nan")
+        if n_openssl:
+            with scratch_dir("iotsec-bench-openssl-") as work:
+                o_ids = rounds[0][0][:n_openssl]
+                seconds, o_ders = run_openssl(work, ca.certificate, ca_key, o_ids,
+                                              rounds[0][1][:n_openssl])
+            ossl_rate = n_openssl / seconds
+            check_certs(o_ders, ca.certificate, o_ids, "reference (openssl x509 -req)", report)
+
+    ref = rate["ref"]
+    report.add(f"ours: issue_batch (batches of {args.batch}, SQLite)", rate["batch"], "certs/s",
+               f"goal >= {GOAL_PER_SECOND:,.0f}: {verdict(rate['batch'] >= GOAL_PER_SECOND)}")
+    report.add("ours: issue_from_csr (1 tx per cert, SQLite)", rate["single"], "certs/s",
+               f"goal >= {GOAL_PER_SECOND:,.0f}: {verdict(rate['single'] >= GOAL_PER_SECOND)}")
+    report.add("ours: PKI layer only (parse_csr + issue_device, no store)", rate["pki"],
+               "certs/s", "attribution, not a goal")
+    report.add("reference: pyca/cryptography CertificateBuilder, no store", ref, "certs/s")
+    report.add("reference 2: openssl x509 -req, one process per cert", ossl_rate, "certs/s",
+               "per-process cost")
+    report.add("ratio issue_batch / cryptography", rate["batch"] / ref, "x")
+    report.add("ratio issue_from_csr / cryptography", rate["single"] / ref, "x")
+    report.add("ratio PKI layer only / cryptography", rate["pki"] / ref, "x")
+    report.add("ratio issue_batch / openssl x509 -req", rate["batch"] / ossl_rate, "x")
+    report.add("non-PKI share of issue_batch time", 1 - rate["batch"] / rate["pki"], "fraction",
+               "1 - PKI-only time / issue_batch time: store, locking, records")
+    report.params["all rounds, certs/s"] = {
+        k: [round((single if k == "single" else count) / t) for t in v]
+        for k, v in times.items()}
+    report.print()
+    report.write_json(args.json, machine)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The REST API: a FastAPI app, thin routers over the service layer."""

@@ -1,0 +1,52 @@
+"""RFC 9457 problem details: the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from iotsec.errors import AuthError, IotsecError
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("iotsec.api")
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"urn:iotsec:problem:{code}", "title": title,
+                            "status": status, "detail": detail}
+    body.update({k: v for k, v in extra.items() if v})
+    headers = {"WWW-Authenticate": 'Bearer realm="iotsec"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(IotsecError)
+    async def _iotsec(_: Request, exc: IotsecError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("server-side failure: %s", exc)
+        return problem(exc.status, exc.code, type(exc).__name__, str(exc), hint=exc.hint)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
+                  for e in exc.errors()]
+        return problem(422, "invalid-request", "Invalid request",
+                       "the request does not match the API schema", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, "http", "HTTP error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return problem(500, "internal", "Internal error",
+                       "an unexpected error occurred; it has been logged")
+
+
+__all__ = ["AuthError", "install", "problem"]

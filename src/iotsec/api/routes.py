@@ -1,0 +1,146 @@
+"""The ``/v1`` routes and the public ``/crl``. Each route parses, calls one service
+function and renders; errors are mapped in :mod:`iotsec.api.problems`."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from iotsec.api.deps import AdminDep, RuntimeDep
+from iotsec.api.schemas import (
+    CertificateOut,
+    DeviceDetailOut,
+    DeviceIn,
+    DeviceOut,
+    IssueIn,
+    KeygenIn,
+    KeygenOut,
+    RenewIn,
+    RevokedOut,
+    RevokeIn,
+)
+from iotsec.app import certs, devices
+from iotsec.app.crl import current_crl
+from iotsec.app.lifecycle import change_state
+from iotsec.errors import InvalidInputError
+from iotsec.identity.registry import DeviceState
+from iotsec.keys.base import KeyType
+from iotsec.pki.crl import RevocationReason
+from iotsec.timeutil import parse_duration
+
+public = APIRouter()
+v1 = APIRouter(prefix="/v1")
+
+
+@public.get("/healthz", include_in_schema=False)
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@public.get("/crl", response_class=Response, responses={200: {
+    "content": {"application/pkix-crl": {}}, "description": "DER CRL of the issuing CA"}})
+def crl(rt: RuntimeDep, ca: Annotated[str, Query(pattern="^(issuing|root)$")] = "issuing"
+        ) -> Response:
+    published = current_crl(rt, role=ca)
+    return Response(published.der, media_type="application/pkix-crl",
+                    headers={"Cache-Control": "public, max-age=300"})
+
+
+@v1.get("/ca/chain", response_class=Response,
+        responses={200: {"content": {"application/pem-certificate-chain": {}}}})
+def ca_chain(rt: RuntimeDep, _: AdminDep) -> Response:
+    return Response(certs.chain_pem(rt), media_type="application/pem-certificate-chain")
+
+
+@v1.post("/devices", status_code=201)
+def add_device(body: DeviceIn, rt: RuntimeDep, _: AdminDep) -> DeviceOut:
+    new = devices.NewDevice.parse(body.id, body.groups, body.attributes)
+    return DeviceOut.of(devices.add_device(rt, new))
+
+
+@v1.get("/devices")
+def list_devices(
+    rt: RuntimeDep, _: AdminDep,
+    group: Annotated[str | None, Query(max_length=128)] = None,
+    state: Annotated[str | None, Query(pattern="^(pending|active|disabled|retired)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    after: Annotated[str | None, Query(max_length=128)] = None,
+) -> list[DeviceOut]:
+    found = devices.list_devices(rt, group=group, state=DeviceState(state) if state else None,
+                                 limit=limit, after=after)
+    return [DeviceOut.of(d) for d in found]
+
+
+@v1.get("/devices/{device_id}")
+def show_device(device_id: str, rt: RuntimeDep, _: AdminDep) -> DeviceDetailOut:
+    d = devices.get_device(rt, device_id)
+    now = rt.now()
+    held = [CertificateOut.of(c, now) for c in certs.list_certificates(rt, device_id=d.id)]
+    return DeviceDetailOut(**DeviceOut.of(d).model_dump(), certificates=held)
+
+
+@v1.post("/devices/{device_id}/certificates", status_code=201)
+def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: AdminDep) -> CertificateOut:
+    record = certs.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days)
+    return CertificateOut.of(record, rt.now(), with_pem=True)
+
+
+@v1.post("/devices/{device_id}/certificates/keygen", status_code=201)
+def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: AdminDep) -> KeygenOut:
+    bundle = certs.issue_with_keygen(rt, device_id, key_type=KeyType.parse(body.key_type),
+                                     days=body.days,
+                                     p12_passphrase=body.pkcs12_passphrase.encode("utf-8"))
+    return KeygenOut(certificate=CertificateOut.of(bundle.certificate, rt.now(), with_pem=True),
+                     key_pem=bundle.key_pem.decode("ascii"),
+                     pkcs12_base64=base64.b64encode(bundle.pkcs12).decode("ascii"),
+                     chain_pem=bundle.chain_pem)
+
+
+@v1.post("/devices/{device_id}/revoke")
+def revoke_device(device_id: str, body: RevokeIn, rt: RuntimeDep, _: AdminDep) -> RevokedOut:
+    reason = RevocationReason.parse(body.reason)
+    return RevokedOut(revoked=certs.revoke_device(rt, device_id, reason), reason=reason.name)
+
+
+@v1.get("/certificates")
+def list_certificates(
+    rt: RuntimeDep, _: AdminDep,
+    device: Annotated[str | None, Query(max_length=128)] = None,
+    expiring_within: Annotated[str | None, Query(max_length=16)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+) -> list[CertificateOut]:
+    window = parse_duration(expiring_within) if expiring_within else None
+    now = rt.now()
+    return [CertificateOut.of(c, now) for c in
+            certs.list_certificates(rt, device_id=device, expiring_within=window, limit=limit)]
+
+
+@v1.get("/certificates/{serial}")
+def show_certificate(serial: str, rt: RuntimeDep, _: AdminDep) -> CertificateOut:
+    return CertificateOut.of(certs.get_certificate(rt, serial), rt.now(), with_pem=True)
+
+
+@v1.post("/certificates/{serial}/revoke")
+def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminDep) -> CertificateOut:
+    record = certs.revoke(rt, serial, RevocationReason.parse(body.reason))
+    return CertificateOut.of(record, rt.now())
+
+
+@v1.post("/certificates/{serial}/renew", status_code=201)
+def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: AdminDep) -> CertificateOut:
+    grace = parse_duration(body.grace) if body.grace else None
+    record = certs.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace)
+    return CertificateOut.of(record, rt.now(), with_pem=True)
+
+
+# Registered last so that the fixed sub-paths above take precedence.
+@v1.post("/devices/{device_id}/{action}")
+def device_state(device_id: str, action: str, rt: RuntimeDep, _: AdminDep) -> DeviceOut:
+    targets = {"disable": DeviceState.DISABLED, "enable": DeviceState.ACTIVE,
+               "retire": DeviceState.RETIRED}
+    if action not in targets:
+        raise InvalidInputError(f"unknown device action {action!r}",
+                                hint="use disable, enable or retire")
+    return DeviceOut.of(change_state(rt, device_id, targets[action]))

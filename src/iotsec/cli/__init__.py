@@ -1,0 +1,1 @@
+"""The ``iotsec`` command line: thin Typer commands over the service layer."""

@@ -1,0 +1,22 @@
+"""``iotsec ca``: the CA hierarchy."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from iotsec.app.certs import chain_pem
+from iotsec.cli.context import runtime
+from iotsec.cli.output import write_output
+
+app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
+
+
+@app.command("chain")
+def chain(
+    output: Annotated[str | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+) -> None:
+    """Print the issuing chain in PEM: the issuing CA, then the root."""
+    with runtime() as rt:
+        write_output(output, chain_pem(rt).encode("ascii"))

@@ -1,0 +1,32 @@
+"""``iotsec crl``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from iotsec.app.crl import current_crl
+from iotsec.cli.context import runtime
+from iotsec.cli.output import write_output
+from iotsec.errors import InvalidInputError
+from iotsec.pki.x509 import to_pem
+
+
+def crl(
+    pem: Annotated[bool, typer.Option("--pem", help="PEM instead of DER.")] = False,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+    ca: Annotated[str, typer.Option("--ca", help="issuing (default) or root")] = "issuing",
+    force: Annotated[bool, typer.Option("--force", help="Re-sign even if current.")] = False,
+) -> None:
+    """Publish the current CRL (DER by default), rebuilding it when it is due."""
+    if output is None and not pem and sys.stdout.isatty():
+        raise InvalidInputError("refusing to write a binary DER CRL to the terminal",
+                                hint="use -o FILE, or --pem")
+    with runtime() as rt:
+        published = current_crl(rt, role=ca, force=force)
+    data = published.der
+    if pem:
+        data = to_pem(data, "X509 CRL")
+    write_output(output, data)

@@ -1,0 +1,171 @@
+"""``iotsec device``: the device registry."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from iotsec.app import certs as cert_service
+from iotsec.app import devices as service
+from iotsec.app.lifecycle import change_state
+from iotsec.cli.context import runtime
+from iotsec.cli.output import console, emit_json, read_input, table, when
+from iotsec.errors import InvalidInputError, IotsecError
+from iotsec.identity.registry import Device, DeviceState
+
+app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
+
+MAX_IMPORT_BYTES = 256 * 1024 * 1024
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def device_json(d: Device) -> dict[str, Any]:
+    return {"id": d.id, "state": d.state.value, "groups": list(d.groups),
+            "attributes": dict(d.attributes), "created_at": d.created_at,
+            "updated_at": d.updated_at}
+
+
+@app.command("add")
+def add(
+    device_id: Annotated[str, typer.Argument(metavar="ID", help="The device id.")],
+    group: Annotated[list[str] | None, typer.Option("--group", help="Group (repeatable).")] = None,
+    attr: Annotated[list[str] | None, typer.Option("--attr", help="key=value (repeatable).")
+                    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a device (state: pending until its first certificate)."""
+    new = service.NewDevice.parse(device_id, group or [], attr or [])
+    with runtime() as rt:
+        device = service.add_device(rt, new)
+    if as_json:
+        emit_json(device_json(device))
+    else:
+        console.print(f"Registered device {device.id} ({device.state.value})", markup=False)
+
+
+@app.command("list")
+def list_(
+    group: Annotated[str | None, typer.Option("--group", help="Only this group.")] = None,
+    state: Annotated[str | None, typer.Option("--state", help="Only this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 1000,
+    after: Annotated[str | None, typer.Option("--after", help="Ids after this one.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List devices, ordered by id."""
+    wanted = None
+    if state is not None:
+        try:
+            wanted = DeviceState(state)
+        except ValueError:
+            raise InvalidInputError(f"unknown state {state!r}", hint="use pending, active, "
+                                    "disabled or retired") from None
+    with runtime() as rt:
+        found = service.list_devices(rt, group=group, state=wanted, limit=limit, after=after)
+    if as_json:
+        emit_json([device_json(d) for d in found])
+        return
+    table(f"{len(found)} devices", ["id", "state", "groups", "attributes", "created"],
+          [(d.id, d.state.value, ", ".join(d.groups),
+            ", ".join(f"{k}={v}" for k, v in sorted(d.attributes.items())), when(d.created_at))
+           for d in found])
+
+
+@app.command("show")
+def show(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a device and its certificates."""
+    with runtime() as rt:
+        device = service.get_device(rt, device_id)
+        held = cert_service.list_certificates(rt, device_id=device.id)
+        now = rt.now()
+    if as_json:
+        data = device_json(device)
+        data["certificates"] = [{"serial": c.serial, "status": c.status(now),
+                                 "not_after": c.not_after} for c in held]
+        emit_json(data)
+        return
+    table(f"device {device.id}", ["field", "value"], [
+        ("state", device.state.value), ("groups", ", ".join(device.groups)),
+        ("attributes", ", ".join(f"{k}={v}" for k, v in sorted(device.attributes.items()))),
+        ("created", when(device.created_at)), ("updated", when(device.updated_at))])
+    if held:
+        table("certificates", ["serial", "status", "not after"],
+              [(c.serial, c.status(now), when(c.not_after)) for c in held])
+
+
+def _set_state(device_id: str, target: DeviceState, as_json: bool) -> None:
+    with runtime() as rt:
+        device = change_state(rt, device_id, target)
+    if as_json:
+        emit_json(device_json(device))
+    else:
+        console.print(f"Device {device.id} is now {device.state.value}", markup=False)
+
+
+@app.command("disable")
+def disable(device_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+            ) -> None:
+    """Disable a device (reversible; its certificates stay valid but it is refused)."""
+    _set_state(device_id, DeviceState.DISABLED, as_json)
+
+
+@app.command("enable")
+def enable(device_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+           ) -> None:
+    """Re-enable a disabled device."""
+    _set_state(device_id, DeviceState.ACTIVE, as_json)
+
+
+@app.command("retire")
+def retire(device_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+           ) -> None:
+    """Retire a device for good, revoking its certificates (cessationOfOperation)."""
+    _set_state(device_id, DeviceState.RETIRED, as_json)
+
+
+def _rows(text: str) -> Iterator[service.NewDevice]:
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "id" not in reader.fieldnames:
+        raise InvalidInputError("the CSV has no 'id' column",
+                                hint="the first line must be a header: id,groups,attributes")
+    for row in reader:
+        line = reader.line_num
+        try:
+            groups = [g for g in (row.get("groups") or "").split(";") if g]
+            attrs = [a for a in (row.get("attributes") or "").split(";") if a]
+            yield service.NewDevice.parse((row.get("id") or "").strip(), groups, attrs)
+        except IotsecError as exc:
+            raise InvalidInputError(f"line {line}: {exc}", hint=exc.hint) from None
+
+
+@app.command("import")
+def import_(
+    path: Annotated[str, typer.Argument(metavar="FILE.csv", help="CSV: id,groups,attributes "
+                                        "(groups and attributes separated by ';').")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Register many devices from a CSV file, in batched transactions."""
+    try:
+        text = read_input(path, MAX_IMPORT_BYTES, "import file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{path} is not UTF-8 text", hint="save the CSV as UTF-8"
+                                ) from None
+    devices = list(_rows(text))  # validate every line before writing anything
+    with runtime() as rt:
+        if as_json:
+            count = service.import_devices(rt, devices)
+            emit_json({"imported": count})
+            return
+        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            task = progress.add_task("import", total=len(devices))
+            count = service.import_devices(
+                rt, devices, progress=lambda n: progress.advance(task, n))
+    console.print(f"Imported {count} devices")

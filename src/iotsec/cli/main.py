@@ -1,0 +1,75 @@
+"""Entry point: the Typer app and the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from iotsec import __version__
+from iotsec.cli import ca, certs, crl, devices, serve, setup
+from iotsec.cli.output import err_console
+from iotsec.errors import IotsecError
+
+app = typer.Typer(
+    name="iotsec",
+    help="iotsec: device identity, PKI and security control plane for IoT fleets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command("init")(setup.init)
+app.add_typer(ca.app, name="ca")
+app.add_typer(devices.app, name="device")
+app.add_typer(certs.app, name="cert")
+app.command("crl")(crl.crl)
+app.command("serve")(serve.serve)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"iotsec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Set IOTSEC_HOME to choose the home (default ./.iotsec)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; refused operations exit 1 with one line on stderr, usage errors 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except IotsecError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        err_console.print("iotsec: aborted", markup=False)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("iotsec: interrupted", markup=False)
+        return 130
+    except Exception as exc:
+        if os.environ.get("IOTSEC_DEBUG"):
+            raise
+        err_console.print(f"iotsec: internal error: {type(exc).__name__}: {exc} "
+                          "(this is a bug; run again with IOTSEC_DEBUG=1 for details)",
+                          markup=False, soft_wrap=True)
+        return 1
+    return 0
+
+

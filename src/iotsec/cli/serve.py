@@ -1,0 +1,49 @@
+"""``iotsec serve``: the control-plane API over HTTPS (plain HTTP only on loopback)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+import typer
+
+from iotsec.api.app import create_app
+from iotsec.app.server import ensure_server_tls
+from iotsec.cli.context import runtime
+from iotsec.cli.output import err_console
+from iotsec.errors import InvalidInputError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8443,
+    http: Annotated[bool, typer.Option("--http", help="Plain HTTP (loopback only).")] = False,
+) -> None:
+    """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl."""
+    import uvicorn
+
+    if http and not _is_loopback(host):
+        raise InvalidInputError(f"plain HTTP is only allowed on a loopback address, not {host}",
+                                hint="drop --http to serve HTTPS, or use --host 127.0.0.1")
+    with runtime() as rt:
+        app = create_app(rt)
+        scheme = "http" if http else "https"
+        shown = f"[{host}]" if ":" in host else host
+        tls: dict[str, str] = {}
+        if not http:
+            files = ensure_server_tls(rt, host)
+            tls = {"ssl_certfile": str(files.chain_file), "ssl_keyfile": str(files.key_file),
+                   "ssl_keyfile_password": files.key_password}
+        err_console.print(f"iotsec serving on {scheme}://{shown}:{port}"
+                          + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
+                          markup=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, **tls)

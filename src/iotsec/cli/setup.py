@@ -1,0 +1,37 @@
+"""``iotsec init``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from iotsec.app.setup import init_home
+from iotsec.cli.output import console, emit_json, err_console
+from iotsec.config import Settings
+from iotsec.keys.base import KeyType
+
+
+def init(
+    key_type: Annotated[str, typer.Option("--key-type", help="ecdsa-p256 (default), "
+                                          "ecdsa-p384 or rsa-3072")] = "ecdsa-p256",
+    exist_ok: Annotated[bool, typer.Option("--exist-ok",
+                                           help="Succeed quietly if the home exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Create the home: store, root CA, issuing CA and the first admin API token."""
+    result = init_home(Settings(), key_type=KeyType.parse(key_type), exist_ok=exist_ok)
+    if as_json:
+        emit_json({"home": result.home, "created": result.created,
+                   "root": result.root.certificate.subject.rfc4514_string(),
+                   "issuing": result.issuing.certificate.subject.rfc4514_string(),
+                   "admin_token": result.admin_token})
+        return
+    if not result.created:
+        console.print(f"iotsec home {result.home} is already initialised")
+        return
+    console.print(f"Initialised iotsec home {result.home}")
+    console.print(f"  root CA:    {result.root.certificate.subject.rfc4514_string()}")
+    console.print(f"  issuing CA: {result.issuing.certificate.subject.rfc4514_string()}")
+    err_console.print("\nAdmin API token (shown once, stored only as a hash; keep it safe):")
+    console.print(f"  {result.admin_token}", markup=False, soft_wrap=True)

@@ -1,0 +1,28 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import NameOID
+
+
+def make_key(kind: str = "p256") -> CertificateIssuerPrivateKeyTypes:
+    if kind == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind.startswith("rsa"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+    raise ValueError(kind)
+
+
+def make_csr(key: CertificateIssuerPrivateKeyTypes | None = None, *, cn: str = "ignored",
+             der: bool = False) -> bytes:
+    key = key or make_key()
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM)
