@@ -59,9 +59,9 @@ def _fresh(conn: Connection, row: Row[Any] | None, authority_id: int, now: int,
 def _entries(conn: Connection, authority_id: int, now: int) -> Iterator[bytes]:
     c = m.certificates.c
     # Expired certificates leave the CRL (RFC 5280 3.3): their status no longer matters.
-    result = conn.execution_options(yield_per=FETCH_BATCH).execute(
+    result = conn.execute(
         select(c.crl_entry).where(c.authority_id == authority_id, c.revoked_at <= now,
-                                  c.not_after > now))
+                                  c.not_after > now).execution_options(yield_per=FETCH_BATCH))
     for partition in result.scalars().partitions():
         yield from partition
 

@@ -1,0 +1,65 @@
+"""The store: migrations match the models, transactions are atomic, SQLite is in WAL mode."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, insert, select, text
+
+from iotsec.app import certs, devices
+from iotsec.errors import ConflictError
+from iotsec.store import models as m
+from iotsec.store.db import make_engine, transaction
+from iotsec.store.migrate import is_current, upgrade
+from tests.helpers import make_csr
+
+
+def test_migrations_match_models(rt):
+    with rt.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), m.metadata)
+    assert diff == []
+    assert is_current(rt.engine)
+    upgrade(rt.engine)  # idempotent
+    assert is_current(rt.engine)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+
+
+def test_a_failure_mid_transaction_writes_nothing(rt):
+    devices.add_device(rt, devices.NewDevice.parse("d"))
+    record = certs.issue_from_csr(rt, "d", make_csr())
+    with pytest.raises(RuntimeError), transaction(rt.engine) as conn:
+        conn.execute(m.certificates.update().values(revoked_at=1, revocation_reason=1))
+        raise RuntimeError("crash in the middle of a revocation")
+    assert certs.get_certificate(rt, record.serial).revoked_at is None
+
+
+def test_a_serial_is_never_reused(rt):
+    devices.add_device(rt, devices.NewDevice.parse("d"))
+    record = certs.issue_from_csr(rt, "d", make_csr())
+    with transaction(rt.engine) as conn:
+        row = conn.execute(select(m.certificates).where(
+            m.certificates.c.serial == record.serial)).mappings().one()
+    clone = dict(row)
+    clone["sha256"] = "0" * 64
+    with pytest.raises(ConflictError), transaction(rt.engine) as conn:
+        conn.execute(insert(m.certificates).values(clone))
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(m.certificates)).scalar() == 1
+
+
+def test_backend_is_the_one_configured(rt, database_url):
+    if database_url is None:
+        assert rt.engine.dialect.name == "sqlite"
+        assert str(rt.engine.url).endswith("iotsec.db")
+        return
+    assert rt.engine.dialect.name == "postgresql"
+    with rt.engine.connect() as conn:  # each PostgreSQL test runs in a schema of its own
+        assert conn.execute(text("select current_schema()")).scalar().startswith("t_")
