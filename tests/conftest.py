@@ -45,7 +45,7 @@ def _postgres_or_skip() -> None:
         with engine.connect() as conn:
             conn.execute(text("select 1"))
         engine.dispose()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if UNDER_CI:
             pytest.fail(f"PostgreSQL at {PG_URL} is required under CI: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")

@@ -276,7 +276,8 @@ def revoke_device(rt: Runtime, device_id: str,
         return revoke_device_certificates(conn, device_id, moment, reason, now)
 
 
-def revoke_device_certificates(conn: Connection, device_id: str, moment: datetime, reason: RevocationReason,
+def revoke_device_certificates(conn: Connection, device_id: str, moment: datetime,
+                               reason: RevocationReason,
                 now: int) -> list[str]:
     if conn.execute(select(m.devices.c.id).where(m.devices.c.id == device_id)).first() is None:
         raise NotFoundError(f"device {device_id!r} is not registered",

@@ -24,5 +24,6 @@ def change_state(rt: Runtime, device_id: str, target: DeviceState) -> Device:
     with transaction(rt.engine) as conn:
         set_state(conn, device_id, target, now)
         if target is DeviceState.RETIRED:
-            revoke_device_certificates(conn, device_id, moment, RevocationReason.cessationOfOperation, now)
+            revoke_device_certificates(conn, device_id, moment,
+                                       RevocationReason.cessationOfOperation, now)
     return get_device(rt, device_id)

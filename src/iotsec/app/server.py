@@ -7,6 +7,7 @@ passphrase, never a clear-text key file.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import secrets
 import socket
@@ -19,7 +20,7 @@ from sqlalchemy import insert
 
 from iotsec.app.certs import _row_values
 from iotsec.app.runtime import Runtime, read_passphrase
-from iotsec.errors import ConfigError
+from iotsec.errors import ConfigError, InvalidInputError
 from iotsec.keys.base import KeyType
 from iotsec.keys.file import FileKeyStore
 from iotsec.pki import x509 as enc
@@ -50,10 +51,9 @@ def server_names(host: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     except ValueError:
         dns.add(check_dns_name(host))
     hostname = socket.gethostname()
-    try:
+    # An odd local host name (underscores, a bare label with dots) is simply left out.
+    with contextlib.suppress(InvalidInputError):
         dns.add(check_dns_name(hostname))
-    except Exception:  # noqa: BLE001 - an odd local host name is simply left out
-        pass
     return tuple(sorted(dns)), tuple(sorted(ips))
 
 

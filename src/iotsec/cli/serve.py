@@ -38,12 +38,11 @@ def serve(
         app = create_app(rt)
         scheme = "http" if http else "https"
         shown = f"[{host}]" if ":" in host else host
-        tls: dict[str, str] = {}
-        if not http:
-            files = ensure_server_tls(rt, host)
-            tls = {"ssl_certfile": str(files.chain_file), "ssl_keyfile": str(files.key_file),
-                   "ssl_keyfile_password": files.key_password}
+        files = None if http else ensure_server_tls(rt, host)
         err_console.print(f"iotsec serving on {scheme}://{shown}:{port}"
                           + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
                           markup=False)
-        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False, **tls)
+        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False,
+                    ssl_certfile=str(files.chain_file) if files else None,
+                    ssl_keyfile=str(files.key_file) if files else None,
+                    ssl_keyfile_password=files.key_password if files else None)

@@ -32,7 +32,8 @@ def parse_device_id(text: str) -> str:
         raise InvalidDeviceIdError(
             f"device id {_show(text)} has {len(text)} characters; at most 128 are allowed")
     if not _ID.fullmatch(text):
-        raise InvalidDeviceIdError(f"device id {_show(text)} contains characters that are not allowed")
+        raise InvalidDeviceIdError(
+            f"device id {_show(text)} contains characters that are not allowed")
     return text
 
 
@@ -94,7 +95,8 @@ class DeviceState(enum.StrEnum):
             raise DeviceStateError(
                 f"device {device_id!r} is {self.value} and cannot become {target.value}",
                 hint="a retired device is final; register a new id instead"
-                if self is DeviceState.RETIRED else "check the device's state with 'iotsec device show'",
+                if self is DeviceState.RETIRED
+                else "check the device's state with 'iotsec device show'",
             )
 
 

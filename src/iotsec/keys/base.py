@@ -37,7 +37,7 @@ class KeyType(enum.StrEnum):
                 f"unknown key type {text!r}", hint=f"choose one of: {choices}"
             ) from None
 
-    def generate(self) -> CertificateIssuerPrivateKeyTypes:
+    def generate(self) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
         """Make a fresh private key of this type (in memory)."""
         if self is KeyType.ECDSA_P256:
             return ec.generate_private_key(ec.SECP256R1())

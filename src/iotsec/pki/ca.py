@@ -43,7 +43,8 @@ class Authority:
         return self.certificate.not_valid_after_utc
 
 
-def _ca_extensions(key_id: bytes, issuer_key_id: bytes, path_length: int | None) -> tuple[bytes, ...]:
+def _ca_extensions(key_id: bytes, issuer_key_id: bytes,
+                   path_length: int | None) -> tuple[bytes, ...]:
     return (
         enc.basic_constraints(ca=True, path_length=path_length),
         enc.key_usage(enc.DIGITAL_SIGNATURE, enc.KEY_CERT_SIGN, enc.CRL_SIGN),
@@ -66,7 +67,8 @@ def create_root(signer: Signer, now: datetime, *, label: str | None = None) -> b
     return enc.build_certificate(tbs, signer)
 
 
-def create_issuing(root: Authority, signer: Signer, now: datetime, *, label: str | None = None) -> bytes:
+def create_issuing(root: Authority, signer: Signer, now: datetime, *,
+                   label: str | None = None) -> bytes:
     """An issuing (intermediate) CA under ``root``; path length 0: it signs only end entities."""
     tag = label or secrets.token_hex(4)
     spki = enc.spki_der(signer.public_key())

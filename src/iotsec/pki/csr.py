@@ -55,7 +55,7 @@ def parse_csr(data: bytes) -> CheckedCsr:
     except (ValueError, x509.UnsupportedGeneralNameType) as exc:
         raise MalformedInputError(f"the CSR cannot be decoded: {exc}",
                                   hint="regenerate the CSR with a standard tool") from None
-    except Exception as exc:  # noqa: BLE001 - unsupported algorithms raise various types
+    except Exception as exc:  # unsupported algorithms raise various types
         raise CsrError(f"the CSR uses an unsupported algorithm ({type(exc).__name__})",
                        hint="use an ECDSA P-256/P-384 or RSA-2048+ key") from None
     if not signature_ok:

@@ -96,7 +96,8 @@ def _read_len(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _subject_public_key_bits(spki: bytes) -> bytes:
-    # SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }
+    # SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier,
+    #                                     subjectPublicKey BIT STRING }
     _, pos = _read_len(spki, 1)
     alg_len, alg_body = _read_len(spki, pos + 1)
     pos = alg_body + alg_len
