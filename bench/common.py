@@ -171,22 +171,34 @@ class ChildRun:
     stderr: str
 
 
-def run_child(cmd: Sequence[str], *, cwd: Path | None = None,
-              env: dict[str, str] | None = None) -> ChildRun:
-    """Run ``cmd`` and measure *that* child's peak RSS with ``wait4`` (per-child rusage,
-    unlike ``RUSAGE_CHILDREN``, which is the maximum over every child reaped so far)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return ChildRun(seconds=seconds, peak_rss_mib=usage.ru_maxrss / 1024,
-                        returncode=proc.returncode,
-                        stdout=out.read().decode(errors="replace"),
-                        stderr=err.read().decode(errors="replace"))
+# Linux keeps ru_maxrss across fork and exec: a child started straight from a large
+# benchmark process reports *that* process's RSS as its own peak. So children are started
+# from this small launcher (a fresh interpreter, a few MB), which spawns the command and
+# reads that child's own rusage with wait4.
+_LAUNCHER = """
+import json, os, sys, time
+result, argv = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(result, "w") as fh:
+    json.dump({"seconds": seconds, "maxrss_kib": usage.ru_maxrss,
+               "code": os.waitstatus_to_exitcode(status)}, fh)
+"""
+
+
+def run_child(cmd: Sequence[str], *, cwd: Path | None = None) -> ChildRun:
+    """Run ``cmd``; return its wall time and *its own* peak RSS (see ``_LAUNCHER``)."""
+    with tempfile.TemporaryDirectory(prefix="iotsec-bench-child-") as tmp:
+        result = Path(tmp) / "rusage.json"
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCHER, str(result),
+                               *cmd], cwd=cwd, capture_output=True, text=True, check=False)
+        if not result.exists():
+            raise RuntimeError(f"the launcher failed: {proc.stderr[-2000:]}")
+        data = json.loads(result.read_text())
+    return ChildRun(seconds=data["seconds"], peak_rss_mib=data["maxrss_kib"] / 1024,
+                    returncode=data["code"], stdout=proc.stdout, stderr=proc.stderr)
 
 
 # --------------------------------------------------------------------------- reporting

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-import click
 import typer
 
 from iotsec import __version__
@@ -46,19 +45,15 @@ def _root(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; refused operations exit 1 with one line on stderr, usage errors 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Standalone mode: Typer reports usage errors itself (exit 2) and raises SystemExit.
+        app(args=argv, prog_name="iotsec")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except IotsecError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
         err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
         return 1
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        err_console.print("iotsec: aborted", markup=False)
-        return 1
-    except click.ClickException as exc:
-        exc.show()
-        return 2
     except KeyboardInterrupt:
         err_console.print("iotsec: interrupted", markup=False)
         return 130
