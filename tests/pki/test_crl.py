@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iotsec.errors import InvalidInputError
 from iotsec.pki import der
@@ -127,7 +129,7 @@ def _pyca_reason_name(reason: RevocationReason) -> str:
 def test_every_reason_code_round_trips(reason: RevocationReason) -> None:
     at = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)
     entry = encode_entry(12345, at, reason)
-    tag, content = read_one(entry)
+    _, content = read_one(entry)
     parts = children(content)
     assert parts[0] == (der.INTEGER, bytes.fromhex("3039"))
     assert parts[1] == (der.UTC_TIME, b"310304050607Z")
@@ -223,7 +225,6 @@ def test_reason_parse_accepts(text: str, expected: RevocationReason) -> None:
         "8",  # removeFromCRL
         "7",  # unassigned
         "11",
-        "-1",
         "1.0",
         "0x1",
         "",
@@ -236,6 +237,41 @@ def test_reason_parse_accepts(text: str, expected: RevocationReason) -> None:
 def test_reason_parse_refuses(text: str) -> None:
     with pytest.raises(InvalidInputError, match="unknown revocation reason"):
         RevocationReason.parse(text)
+
+
+@pytest.mark.xfail(
+    reason="RevocationReason.parse removes '-' and '_' before the numeric check, so '-1' "
+    "parses as keyCompromise and '1-0' / '1_0' as aACompromise",
+    strict=True,
+)
+@pytest.mark.parametrize("text", ["-1", "1-0", "1_0", "_5"])
+def test_reason_parse_refuses_mangled_numbers(text: str) -> None:
+    with pytest.raises(InvalidInputError, match="unknown revocation reason"):
+        RevocationReason.parse(text)
+
+
+@pytest.mark.xfail(
+    reason="RevocationReason.parse checks str.isdigit() and then calls int(): superscript "
+    "and circled digits pass isdigit() but make int() raise a bare ValueError, and "
+    "non-ASCII decimal digits (Arabic-Indic three) are accepted as reason codes",
+    strict=True,
+)
+@pytest.mark.parametrize("text", ["\u00b2", "1\u00b9", "\u2460", "\u0663"])
+def test_reason_parse_refuses_non_decimal_digits(text: str) -> None:
+    with pytest.raises(InvalidInputError, match="unknown revocation reason"):
+        RevocationReason.parse(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_reason_parse_ascii_never_raises_anything_else(text: str) -> None:
+    try:
+        reason = RevocationReason.parse(text)
+    except InvalidInputError:
+        return
+    assert reason in set(RevocationReason)
+    wanted = text.strip().replace("-", "").replace("_", "").lower()
+    assert wanted in {reason.name.lower(), str(reason.value)}
 
 
 def test_reason_values_are_rfc5280() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from sqlalchemy import Connection, Row, insert, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, DeviceStateError, InvalidInputError, NotFoundError
@@ -95,15 +95,25 @@ def _record_from_values(v: dict[str, Any]) -> CertificateRecord:
         revocation_reason=None, replaced_by=None)
 
 
+_DEVICE_STATE = (select(m.devices.c.id, m.devices.c.state)
+                 .where(m.devices.c.id == bindparam("id")).with_for_update())
+_ACTIVATE = (update(m.devices)
+             .where(m.devices.c.id == bindparam("device"),
+                    m.devices.c.state == DeviceState.PENDING.value)
+             .values(state=DeviceState.ACTIVE.value, updated_at=bindparam("now")))
+
+
 def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int) -> None:
     """Check every device exists and may hold certificates; pending ones become active."""
-    wanted = set(ids)
+    id_list = sorted(set(ids))
     states: dict[str, str] = {}
-    id_list = sorted(wanted)
-    for i in range(0, len(id_list), 500):
-        rows = conn.execute(select(m.devices.c.id, m.devices.c.state)
-                            .where(m.devices.c.id.in_(id_list[i:i + 500])).with_for_update())
-        states.update({r.id: r.state for r in rows})
+    if len(id_list) == 1:
+        states.update({r.id: r.state for r in conn.execute(_DEVICE_STATE, {"id": id_list[0]})})
+    else:
+        for i in range(0, len(id_list), 500):
+            rows = conn.execute(select(m.devices.c.id, m.devices.c.state)
+                                .where(m.devices.c.id.in_(id_list[i:i + 500])).with_for_update())
+            states.update({r.id: r.state for r in rows})
     for device_id in id_list:
         state = states.get(device_id)
         if state is None:
@@ -112,10 +122,13 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int) -
         if not DeviceState(state).may_hold_certificates:
             raise DeviceStateError(f"device {device_id!r} is {state}; it cannot get a certificate",
                                    hint="only pending or active devices are issued certificates")
-    pending = [d for d in id_list if states[d] == DeviceState.PENDING.value]
-    for i in range(0, len(pending), 500):
-        conn.execute(update(m.devices).where(m.devices.c.id.in_(pending[i:i + 500]))
-                     .values(state=DeviceState.ACTIVE.value, updated_at=now))
+    pending = [{"device": d, "now": now} for d in id_list
+               if states[d] == DeviceState.PENDING.value]
+    if pending:
+        conn.execute(_ACTIVATE, pending)
+
+
+_INSERT_CERT = insert(m.certificates)
 
 
 def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
@@ -144,7 +157,7 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
             values.append(_row_values(issued, authority_id=authority_id, device_id=device_id,
                                       kind="device", profile=profile.name, now=now))
         if values:
-            conn.execute(insert(m.certificates), values)
+            conn.execute(_INSERT_CERT, values)
     return [_record_from_values(v) for v in values]
 
 

@@ -34,15 +34,9 @@ class PublishedCrl:
 
 
 def _authority_id(rt: Runtime, role: str) -> int:
-    if role == "issuing":
-        return rt.issuing_id()
-    if role == "root":
-        with reading(rt.engine) as conn:
-            value = conn.execute(select(m.authorities.c.id).where(
-                m.authorities.c.role == "root", m.authorities.c.active.is_(True))).scalar()
-        if value is not None:
-            return int(value)
-    raise InvalidInputError(f"unknown CA {role!r}", hint="choose 'issuing' or 'root'")
+    if role not in ("issuing", "root"):
+        raise InvalidInputError(f"unknown CA {role!r}", hint="choose 'issuing' or 'root'")
+    return rt.authority_id(role)
 
 
 def _fresh(conn: Connection, row: Row[Any] | None, authority_id: int, now: int,

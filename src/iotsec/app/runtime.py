@@ -53,39 +53,38 @@ class Runtime:
     engine: Engine
     keys: KeyStore
     clock: Callable[[], datetime] = utcnow
-    _authorities: dict[str, Authority] = field(default_factory=dict)
+    _authorities: dict[str, tuple[int, Authority]] = field(default_factory=dict)
 
     def now(self) -> datetime:
         return self.clock()
 
     def authority(self, role: str) -> Authority:
         """The active CA of ``role`` ('root' or 'issuing'), loaded once per process."""
+        return self._load(role)[1]
+
+    def authority_id(self, role: str) -> int:
+        """The store id of the active CA of ``role`` (cached with the authority)."""
+        return self._load(role)[0]
+
+    def issuing_id(self) -> int:
+        return self.authority_id("issuing")
+
+    def _load(self, role: str) -> tuple[int, Authority]:
         cached = self._authorities.get(role)
         if cached is not None:
             return cached
         with reading(self.engine) as conn:
             row = conn.execute(
-                select(m.authorities.c.cert_der, m.authorities.c.key_label)
+                select(m.authorities.c.id, m.authorities.c.cert_der, m.authorities.c.key_label)
                 .where(m.authorities.c.role == role, m.authorities.c.active.is_(True))
                 .order_by(m.authorities.c.id.desc())
                 .limit(1)
             ).first()
         if row is None:
             raise HomeNotInitialisedError(f"no active {role} CA in the store")
-        authority = Authority.from_der(row.cert_der, self.keys.load(row.key_label))
-        self._authorities[role] = authority
-        return authority
-
-    def issuing_id(self) -> int:
-        with reading(self.engine) as conn:
-            value = conn.execute(
-                select(m.authorities.c.id)
-                .where(m.authorities.c.role == "issuing", m.authorities.c.active.is_(True))
-                .order_by(m.authorities.c.id.desc()).limit(1)
-            ).scalar()
-        if value is None:
-            raise HomeNotInitialisedError("no active issuing CA in the store")
-        return int(value)
+        loaded = (int(row.id), Authority.from_der(row.cert_der, self.keys.load(row.key_label)))
+        self._authorities[role] = loaded
+        return loaded
 
     def close(self) -> None:
         self.engine.dispose()
