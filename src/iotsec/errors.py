@@ -126,3 +126,10 @@ class AuthError(IotsecError):
     status = 401
     code = "unauthorized"
     default_hint = "send 'Authorization: Bearer <admin token>' (printed once by 'iotsec init')"
+
+
+class ForbiddenError(IotsecError):
+    """Authenticated, but not allowed to do this."""
+
+    status = 403
+    code = "forbidden"

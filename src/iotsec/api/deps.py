@@ -8,12 +8,7 @@ from fastapi import Depends, Request
 
 from iotsec.app.runtime import Runtime
 from iotsec.app.tokens import Principal, authenticate
-from iotsec.errors import AuthError, IotsecError
-
-
-class ForbiddenError(IotsecError):
-    status = 403
-    code = "forbidden"
+from iotsec.errors import AuthError, ForbiddenError
 
 
 def get_runtime(request: Request) -> Runtime:
