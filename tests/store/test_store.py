@@ -63,3 +63,11 @@ def test_backend_is_the_one_configured(rt, database_url):
     assert rt.engine.dialect.name == "postgresql"
     with rt.engine.connect() as conn:  # each PostgreSQL test runs in a schema of its own
         assert conn.execute(text("select current_schema()")).scalar().startswith("t_")
+
+
+def test_sqlite_files_are_private(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'home' / 'x.db'}")
+    with transaction(engine) as conn:
+        conn.exec_driver_sql("create table t (x int)")
+    engine.dispose()
+    assert (tmp_path / "home" / "x.db").stat().st_mode & 0o777 == 0o600

@@ -7,11 +7,13 @@ embedded default's trade-off) and foreign keys on. Every state change runs insid
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
@@ -35,9 +37,21 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+def _create_private_sqlite_file(url: str) -> None:
+    """Create the database file with mode 0600 before SQLite does (it would use the umask);
+    its -wal and -shm files inherit that mode."""
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     try:
         if url.startswith("sqlite"):
+            _create_private_sqlite_file(url)
             engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
