@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     crl_refresh_hours: int = Field(default=24, ge=1, le=24 * 365,
                                    description="rebuild a CRL at least this often")
 
+    crl_url: str | None = Field(
+        default=None, pattern=r"^https?://[\x21-\x7e]{1,2000}$",
+        description="public URL of the CRL (e.g. https://pki.example.com/crl); when set, "
+        "device certificates carry it as their CRL distribution point")
+
     @property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

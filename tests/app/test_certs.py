@@ -217,3 +217,13 @@ def test_keygen_bundle(rt, device):
         pkcs12.load_key_and_certificates(bundle.pkcs12, b"wrong")
     with pytest.raises(InvalidInputError):
         certs.issue_with_keygen(rt, "dev-1", p12_passphrase=b"short")
+
+
+def test_crl_distribution_point_when_configured(rt, device):
+    plain = x509.load_der_x509_certificate(certs.issue_from_csr(rt, "dev-1", make_csr()).der)
+    with pytest.raises(x509.ExtensionNotFound):
+        plain.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    rt.settings.crl_url = "https://pki.example.com/crl"
+    cert = x509.load_der_x509_certificate(certs.issue_from_csr(rt, "dev-1", make_csr()).der)
+    points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [n.value for n in points[0].full_name] == ["https://pki.example.com/crl"]

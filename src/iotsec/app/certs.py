@@ -153,7 +153,7 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
         _lock_devices_for_issuance(conn, [d for d, _ in checked], now)
         for device_id, csr_ok in checked:
             issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
-                                  now=moment, days=days)
+                                  now=moment, days=days, crl_url=rt.settings.crl_url)
             values.append(_row_values(issued, authority_id=authority_id, device_id=device_id,
                                       kind="device", profile=profile.name, now=now))
         if values:
@@ -333,7 +333,7 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
                                 hint="only device certificates are renewed this way")
         _lock_devices_for_issuance(conn, [old.device_id], now)
         issued = issue_device(ca, device_id=old.device_id, spki=checked.spki, profile=DEVICE,
-                              now=moment, days=days)
+                              now=moment, days=days, crl_url=rt.settings.crl_url)
         values = _row_values(issued, authority_id=authority_id, device_id=old.device_id,
                              kind="device", profile=old.profile, now=now)
         conn.execute(insert(m.certificates).values(values))

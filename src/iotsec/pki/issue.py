@@ -57,8 +57,11 @@ def issue_device(
     now: datetime,
     days: int | None = None,
     serial: int | None = None,
+    crl_url: str | None = None,
 ) -> IssuedCertificate:
-    """Sign a client certificate for ``device_id`` over the public key ``spki`` (DER)."""
+    """Sign a client certificate for ``device_id`` over the public key ``spki`` (DER).
+
+    With ``crl_url``, the certificate names it as its CRL distribution point."""
     not_before, not_after = validity(ca, now, days or profile.validity_days)
     serial = serial or random_serial()
     extensions = (
@@ -69,7 +72,7 @@ def issue_device(
         enc.authority_key_identifier(ca.key_id),
         enc.subject_alt_name(uris=(device_uri(device_id),),
                              dns_names=profile.dns_names(device_id)),
-    )
+    ) + ((enc.crl_distribution_point(crl_url),) if crl_url else ())
     tbs = enc.TbsCertificate(serial=serial, issuer=ca.subject, subject=enc.name(device_id),
                              spki=spki, not_before=not_before, not_after=not_after,
                              extensions=extensions)
