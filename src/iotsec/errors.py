@@ -133,3 +133,9 @@ class ForbiddenError(IotsecError):
 
     status = 403
     code = "forbidden"
+
+
+class PolicyError(InvalidInputError):
+    """A role, rule or policy document that is not valid."""
+
+    code = "invalid-policy"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from iotsec.errors import InvalidInputError
 
-_DURATION = re.compile(r"^\s*(\d{1,6})\s*([smhdw]?)\s*$")
+_DURATION = re.compile(r"\s*([0-9]{1,6})\s*([smhdw]?)\s*", re.ASCII)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}
 
 
@@ -21,7 +21,7 @@ def from_ts(seconds: int) -> datetime:
 
 def parse_duration(text: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``2w``, ``45s``; a bare number means days."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise InvalidInputError(f"{text[:40]!r} is not a duration",
                                 hint="write a number and a unit: 30d, 12h, 90m, 2w or 45s")

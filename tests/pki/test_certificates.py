@@ -21,7 +21,7 @@ from iotsec.pki.csr import parse_csr
 from iotsec.pki.issue import issue_device, issue_server
 from iotsec.pki.profiles import DEVICE, MAX_VALIDITY_DAYS
 from iotsec.pki.x509 import key_identifier, spki_der
-from tests.helpers import make_key
+from tests.helpers import make_csr, make_key
 from tests.pki.asn1 import children, read_one
 from tests.pki.support import Chain, build_chain, issue_leaf, run_openssl, write_pem
 
@@ -241,7 +241,7 @@ def test_issuing_ca_from_another_root_is_refused(p256_chain: Chain, openssl: str
 # --- validity --------------------------------------------------------------------------
 
 
-def test_validity_defaults_to_the_profile(p256_chain: Chain) -> None:
+def test_validity_defaults_to_the_profile() -> None:
     now = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
     chain = build_chain(KeyType.ECDSA_P256, now - timedelta(days=1))
     issued = issue_leaf(chain.issuing, "dev-1", now)
@@ -289,11 +289,6 @@ def test_days_out_of_range_are_refused(p256_chain: Chain, days: int) -> None:
         issue_leaf(p256_chain.issuing, "d", p256_chain.now, days=days)
 
 
-@pytest.mark.xfail(
-    reason="issue_device uses 'days or profile.validity_days', so days=0 silently becomes "
-    "the profile default instead of being refused by check_days",
-    strict=True,
-)
 def test_zero_days_is_refused(p256_chain: Chain) -> None:
     with pytest.raises(InvalidInputError, match="out of range"):
         issue_leaf(p256_chain.issuing, "d", p256_chain.now, days=0)
@@ -352,3 +347,26 @@ def test_device_keys_of_other_types(p256_chain: Chain, kind: str) -> None:
     assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
     assert spki_der(cert.public_key()) == spki_der(key.public_key())
     _pyca_verify(p256_chain, issued.der, now)
+
+
+def test_crl_distribution_point_when_configured(p256_chain: Chain, openssl: str,
+                                                tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    checked = parse_csr(make_csr(make_key("p256"), der=True))
+    url = "http://pki.example/crl/issuing.crl"
+    issued = issue_device(p256_chain.issuing, device_id="dev-dp", spki=checked.spki,
+                          profile=DEVICE, now=now, crl_url=url)
+    cert = x509.load_der_x509_certificate(issued.der)
+    dp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    assert not dp.critical
+    assert dp.value == x509.CRLDistributionPoints(
+        [x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)]
+    )
+    _check_common(cert, p256_chain.issuing.certificate, KeyType.ECDSA_P256)
+    result = _openssl_verify(openssl, tmp_path, p256_chain, issued.der)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _pyca_verify(p256_chain, issued.der, now)
+    # Without a URL there is no such extension.
+    plain = x509.load_der_x509_certificate(issue_leaf(p256_chain.issuing, "dev-dp", now).der)
+    with pytest.raises(x509.ExtensionNotFound):
+        plain.extensions.get_extension_for_class(x509.CRLDistributionPoints)

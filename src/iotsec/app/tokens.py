@@ -45,7 +45,7 @@ def create_token(conn: Connection, *, name: str, role: str, now: int) -> str:
 
 def authenticate(rt: Runtime, token: str) -> Principal:
     """Return who holds ``token``, or raise :class:`AuthError` (never says which part failed)."""
-    match = _TOKEN.match(token or "")
+    match = _TOKEN.fullmatch(token or "")
     if not match:
         raise AuthError("the API token is missing or malformed")
     token_id, secret = match.groups()

@@ -23,7 +23,7 @@ MAX_KEY_FILE = 64 * 1024
 
 
 def _check_label(label: str) -> str:
-    if not _LABEL.match(label):
+    if not _LABEL.fullmatch(label):
         raise KeyCustodyError(f"invalid key label {label!r}",
                               hint="labels are lower-case letters, digits, '.', '_' and '-'")
     return label

@@ -8,6 +8,7 @@ three headers: no per-entry Python objects, so a million entries cost seconds, n
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -32,12 +33,15 @@ class RevocationReason(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> RevocationReason:
-        wanted = text.strip().replace("-", "").replace("_", "").lower()
-        for member in cls:
-            if member.name.lower() == wanted:
-                return member
-        if wanted.isdigit() and int(wanted) in {m.value for m in cls}:
-            return cls(int(wanted))
+        stripped = text.strip()
+        if re.fullmatch(r"[0-9]{1,2}", stripped):
+            if int(stripped) in {m.value for m in cls}:
+                return cls(int(stripped))
+        else:
+            wanted = stripped.replace("-", "").replace("_", "").lower()
+            for member in cls:
+                if member.name.lower() == wanted:
+                    return member
         raise InvalidInputError(f"unknown revocation reason {text[:40]!r}",
                                 hint="use one of: " + ", ".join(m.name for m in cls))
 

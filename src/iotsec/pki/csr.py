@@ -43,7 +43,7 @@ def parse_csr(data: bytes) -> CheckedCsr:
             csr = x509.load_pem_x509_csr(stripped)
         else:
             csr = x509.load_der_x509_csr(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise MalformedInputError(
             "the CSR is not a valid PEM or DER PKCS#10 request (garbage or truncated)",
             hint="create one with e.g. 'openssl req -new -key device.key -subj /CN=ID'",

@@ -76,7 +76,7 @@ def bit_string(data: bytes, unused_bits: int = 0) -> bytes:
 
 def oid(dotted: str) -> bytes:
     arcs = [int(a) for a in dotted.split(".")]
-    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] > 39):
+    if len(arcs) < 2 or min(arcs) < 0 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] > 39):
         raise ValueError(f"invalid object identifier {dotted!r}")
     body = bytearray()
     for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:

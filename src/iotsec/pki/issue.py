@@ -62,8 +62,8 @@ def issue_device(
     """Sign a client certificate for ``device_id`` over the public key ``spki`` (DER).
 
     With ``crl_url``, the certificate names it as its CRL distribution point."""
-    not_before, not_after = validity(ca, now, days or profile.validity_days)
-    serial = serial or random_serial()
+    not_before, not_after = validity(ca, now, profile.validity_days if days is None else days)
+    serial = random_serial() if serial is None else serial
     extensions = (
         enc.basic_constraints(ca=False),
         enc.key_usage(enc.DIGITAL_SIGNATURE),

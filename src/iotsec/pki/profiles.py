@@ -14,7 +14,7 @@ _DNS = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.
 
 
 def check_dns_name(text: str) -> str:
-    if not _DNS.match(text):
+    if not _DNS.fullmatch(text):
         raise InvalidInputError(f"{text[:80]!r} is not a valid DNS name",
                                 hint="use letters, digits and '-' in dot-separated labels")
     return text.lower()

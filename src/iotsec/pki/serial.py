@@ -32,7 +32,7 @@ def parse_serial(text: str) -> int:
     cleaned = text.strip().replace(":", "").replace(" ", "")
     if cleaned[:2].lower() == "0x":
         cleaned = cleaned[2:]
-    if not _HEX.match(cleaned):
+    if not _HEX.fullmatch(cleaned):
         raise InvalidInputError(
             f"{text[:64]!r} is not a certificate serial number",
             hint="give the serial in hex, as 'openssl x509 -noout -serial' prints it",

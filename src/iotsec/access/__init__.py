@@ -1,0 +1,1 @@
+"""Access control: MQTT topic semantics, roles and rules, and the decision engine."""

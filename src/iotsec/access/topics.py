@@ -1,0 +1,137 @@
+"""MQTT topic names and topic filters, exactly as MQTT 3.1.1 section 4.7 and MQTT 5
+section 4.7 define them.
+
+- Names and filters are 1 to 65,535 bytes of UTF-8 with no U+0000.
+- ``/`` separates levels; empty levels are legal (``a//b``, ``/a``).
+- ``+`` matches exactly one level and must fill its level; ``#`` matches any number of
+  levels, including the parent (``a/#`` matches ``a``), and must be the last level.
+- A topic name (what is published) carries no wildcard.
+- Topics that start with ``$`` are not matched by a filter whose first level is a wildcard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from iotsec.errors import InvalidInputError
+
+MAX_TOPIC_BYTES = 65_535
+_HINT = ("a topic filter is '/'-separated levels; '+' fills a whole level, '#' only as "
+         "the last level (e.g. devices/+/telemetry or devices/d1/#)")
+
+
+class TopicError(InvalidInputError):
+    code = "invalid-topic"
+    default_hint = _HINT
+
+
+def _check_text(text: str, what: str) -> None:
+    if not isinstance(text, str) or text == "":
+        raise TopicError(f"the {what} is empty")
+    if len(text) > MAX_TOPIC_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+        raise TopicError(f"the {what} is longer than {MAX_TOPIC_BYTES} bytes")
+    if "\x00" in text:
+        raise TopicError(f"the {what} contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TopicError(f"the {what} is not valid UTF-8 (lone surrogate)") from None
+
+
+def _show(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
+def parse_topic_name(text: str) -> tuple[str, ...]:
+    """Validate a topic name (no wildcards) and return its levels."""
+    _check_text(text, "topic name")
+    if "+" in text or "#" in text:
+        raise TopicError(f"topic name {_show(text)} contains a wildcard",
+                         hint="a published topic names one topic; wildcards belong in filters")
+    return tuple(text.split("/"))
+
+
+@dataclass(frozen=True, slots=True)
+class TopicFilter:
+    """A validated MQTT topic filter."""
+
+    text: str
+    levels: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> TopicFilter:
+        _check_text(text, "topic filter")
+        levels = tuple(text.split("/"))
+        last = len(levels) - 1
+        for i, level in enumerate(levels):
+            if "#" in level and (level != "#" or i != last):
+                raise TopicError(f"topic filter {_show(text)}: '#' must be a whole level and "
+                                 "the last one")
+            if "+" in level and level != "+":
+                raise TopicError(f"topic filter {_show(text)}: '+' must fill a whole level")
+        return cls(text=text, levels=levels)
+
+    @property
+    def is_wildcard(self) -> bool:
+        return any(level in ("+", "#") for level in self.levels)
+
+    def matches(self, topic: str | tuple[str, ...]) -> bool:
+        """Does this filter match the topic name (a string or its levels)?"""
+        names = tuple(topic.split("/")) if isinstance(topic, str) else topic
+        return match_levels(self.levels, names)
+
+    def covers(self, other: TopicFilter) -> bool:
+        """True if every topic that ``other`` matches is matched by this filter."""
+        mine, theirs = self.levels, other.levels
+        if mine[0] in ("+", "#") and theirs[0].startswith("$"):
+            return False
+        for i, level in enumerate(mine):
+            if level == "#":
+                return True  # the rest of `other`, whatever it is (its levels are >= i)
+            if i >= len(theirs):
+                return False
+            theirs_level = theirs[i]
+            if theirs_level == "#":
+                # `other` matches its parent and every depth below: only '#' here covers that.
+                return False
+            if level == "+":
+                continue
+            if level != theirs_level:  # a literal covers only the same literal
+                return False
+        # `mine` ended without '#': `other` must end at the same depth.
+        return len(theirs) == len(mine)
+
+    def overlaps(self, other: TopicFilter) -> bool:
+        """True if some topic is matched by both filters."""
+        a, b = self.levels, other.levels
+        if (a[0] in ("+", "#") and b[0].startswith("$")) or \
+                (b[0] in ("+", "#") and a[0].startswith("$")):
+            return False
+        for i in range(max(len(a), len(b))):
+            x = a[i] if i < len(a) else None
+            y = b[i] if i < len(b) else None
+            if x == "#" or y == "#":
+                return True  # the other side has reached at least depth i (or is the parent)
+            if x is None or y is None:
+                return False
+            if x != y and x != "+" and y != "+":
+                return False
+        return True
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def match_levels(filter_levels: tuple[str, ...], names: tuple[str, ...]) -> bool:
+    """The MQTT matching rule over pre-split levels (the hot path of the engine)."""
+    if names and names[0].startswith("$") and filter_levels[0] in ("+", "#"):
+        return False
+    n = len(names)
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if i >= n:
+            return False
+        if level != "+" and level != names[i]:
+            return False
+    return len(filter_levels) == n
