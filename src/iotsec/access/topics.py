@@ -44,7 +44,9 @@ def _show(text: str) -> str:
 
 def parse_topic_name(text: str) -> tuple[str, ...]:
     """Validate a topic name (no wildcards) and return its levels."""
-    _check_text(text, "topic name")
+    if not (isinstance(text, str) and text and text.isascii() and len(text) <= MAX_TOPIC_BYTES
+            and "\x00" not in text):
+        _check_text(text, "topic name")
     if "+" in text or "#" in text:
         raise TopicError(f"topic name {_show(text)} contains a wildcard",
                          hint="a published topic names one topic; wildcards belong in filters")
