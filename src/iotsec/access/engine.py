@@ -33,9 +33,12 @@ class Decision:
     role: str | None = None
     rule_index: int | None = None
     rule: Rule | None = None
+    reason: str | None = None
 
     @property
     def explanation(self) -> str:
+        if self.reason is not None:
+            return self.reason
         if self.rule is None:
             return "no rule allows it (default deny)"
         verb = "allowed" if self.allowed else "denied"
@@ -121,9 +124,8 @@ def _match_name(c: _Compiled, names: tuple[str, ...], ctx: Mapping[str, tuple[st
         if kind == _LITERAL:
             if levels[i] != names[i]:
                 return False
-        elif kind == _VAR:
-            if names[i] not in ctx[levels[i]]:
-                return False
+        elif kind == _VAR and names[i] not in ctx[levels[i]]:
+            return False
     return len(kinds) == n
 
 

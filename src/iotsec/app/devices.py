@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
+from iotsec.access.policy import parse_role_name
+from iotsec.app.access import DEFAULT_ROLE, assign_roles
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import (
@@ -33,13 +35,18 @@ class NewDevice:
     id: str
     groups: tuple[str, ...] = ()
     attributes: dict[str, str] | None = None
+    #: Roles to bind; ``None`` means the default least-privilege role ``device``.
+    roles: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, device_id: str, groups: Iterable[str] = (),
-              attributes: Iterable[str] | dict[str, str] = ()) -> NewDevice:
+              attributes: Iterable[str] | dict[str, str] = (),
+              roles: Iterable[str] | None = None) -> NewDevice:
         return cls(id=parse_device_id(device_id),
                    groups=tuple(sorted({parse_group_name(g) for g in groups})),
-                   attributes=parse_attributes(attributes))
+                   attributes=parse_attributes(attributes),
+                   roles=None if roles is None else tuple(sorted({parse_role_name(r)
+                                                                  for r in roles})))
 
 
 def _ensure_groups(conn: Connection, names: set[str], now: int) -> None:
@@ -60,6 +67,18 @@ def _insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> N
     links = [{"device_id": d.id, "group_name": g} for d in batch for g in d.groups]
     if links:
         conn.execute(insert(m.device_groups), links)
+    # Bind roles grouped by role set, so a bulk import is a handful of statements.
+    # The default role is bound when it exists (``iotsec init`` creates it).
+    default: tuple[str, ...] = ()
+    if any(d.roles is None for d in batch) and conn.execute(
+            select(m.roles.c.name).where(m.roles.c.name == DEFAULT_ROLE)).first():
+        default = (DEFAULT_ROLE,)
+    by_roles: dict[tuple[str, ...], list[str]] = {}
+    for d in batch:
+        by_roles.setdefault(default if d.roles is None else d.roles, []).append(d.id)
+    for roles, ids in by_roles.items():
+        if roles:
+            assign_roles(conn, ids, roles)
 
 
 def add_device(rt: Runtime, new: NewDevice) -> Device:

@@ -54,6 +54,8 @@ class Runtime:
     keys: KeyStore
     clock: Callable[[], datetime] = utcnow
     _authorities: dict[str, tuple[int, Authority]] = field(default_factory=dict)
+    #: Per-process caches of derived state (e.g. the compiled policy, keyed by version).
+    cache: dict[str, object] = field(default_factory=dict)
 
     def now(self) -> datetime:
         return self.clock()

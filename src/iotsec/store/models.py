@@ -117,3 +117,50 @@ api_tokens = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("revoked", Boolean, nullable=False),
 )
+
+roles = Table(
+    "roles",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+role_rules = Table(
+    "role_rules",
+    metadata,
+    Column("role_name", String(64), ForeignKey("roles.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("effect", String(8), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("resource", String(1024), nullable=False),
+)
+
+device_roles = Table(
+    "device_roles",
+    metadata,
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("role_name", String(64), ForeignKey("roles.name"), primary_key=True),
+    Index(None, "role_name"),
+)
+
+group_roles = Table(
+    "group_roles",
+    metadata,
+    Column("group_name", String(128), ForeignKey("groups.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("role_name", String(64), ForeignKey("roles.name"), primary_key=True),
+    Index(None, "role_name"),
+)
+
+# One row, bumped by every change to roles or their bindings: serving processes compare it
+# to decide whether their compiled policy is still current.
+policy_version = Table(
+    "policy_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)
