@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iotsec.app import certs as cert_service
 from iotsec.app import devices as service
+from iotsec.app.access import assign_device
 from iotsec.app.lifecycle import change_state
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, read_input, table, when
@@ -36,10 +37,12 @@ def add(
     group: Annotated[list[str] | None, typer.Option("--group", help="Group (repeatable).")] = None,
     attr: Annotated[list[str] | None, typer.Option("--attr", help="key=value (repeatable).")
                     ] = None,
+    role: Annotated[list[str] | None, typer.Option(
+        "--role", help="Role (repeatable); default: the least-privilege role 'device'.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a device (state: pending until its first certificate)."""
-    new = service.NewDevice.parse(device_id, group or [], attr or [])
+    new = service.NewDevice.parse(device_id, group or [], attr or [], role)
     with runtime() as rt:
         device = service.add_device(rt, new)
     if as_json:
@@ -73,6 +76,21 @@ def list_(
           [(d.id, d.state.value, ", ".join(d.groups),
             ", ".join(f"{k}={v}" for k, v in sorted(d.attributes.items())), when(d.created_at))
            for d in found])
+
+
+@app.command("assign")
+def assign(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    role: Annotated[list[str], typer.Option("--role", help="Role to bind (repeatable).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Bind roles to a registered device."""
+    with runtime() as rt:
+        roles = assign_device(rt, device_id, role)
+    if as_json:
+        emit_json({"device": device_id, "roles": roles})
+    else:
+        console.print(f"Device {device_id}: roles {', '.join(roles)}", markup=False)
 
 
 @app.command("show")

@@ -1,0 +1,120 @@
+"""``iotsec role``, ``iotsec group`` and ``iotsec authz``: device access control."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from iotsec.access.policy import Role, parse_rule_spec
+from iotsec.app import access as service
+from iotsec.app.access import RoleInfo
+from iotsec.cli.context import runtime
+from iotsec.cli.output import console, emit_json, table
+
+role_app = typer.Typer(help="Device roles: rules of allow/deny, action and resource.",
+                       no_args_is_help=True)
+group_app = typer.Typer(help="Device groups and the roles their members inherit.",
+                        no_args_is_help=True)
+authz_app = typer.Typer(help="Ask the policy engine for a decision.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def role_json(info: RoleInfo) -> dict[str, Any]:
+    return {"name": info.role.name, "description": info.role.description,
+            "rules": [{"effect": r.effect.value, "action": r.action, "resource": r.resource}
+                      for r in info.role.rules],
+            "devices": info.devices, "groups": list(info.groups)}
+
+
+@role_app.command("add")
+def role_add(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    allow: Annotated[list[str] | None, typer.Option(
+        "--allow", help="ACTION:RESOURCE, e.g. 'publish:devices/${device.id}/#' (repeatable)")
+    ] = None,
+    deny: Annotated[list[str] | None, typer.Option(
+        "--deny", help="ACTION:RESOURCE (repeatable); a matching deny beats any allow")] = None,
+    description: Annotated[str, typer.Option("--description", help="Free text.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a role."""
+    rules = [parse_rule_spec("deny", s) for s in deny or []]
+    rules += [parse_rule_spec("allow", s) for s in allow or []]
+    role = Role.build(name, rules, description)
+    with runtime() as rt:
+        service.add_role(rt, role)
+        info = service.get_role(rt, role.name)
+    if as_json:
+        emit_json(role_json(info))
+    else:
+        console.print(f"Created role {role.name} with {len(role.rules)} rules", markup=False)
+
+
+@role_app.command("list")
+def role_list(as_json: JsonOpt = False) -> None:
+    """List roles with their rules and who holds them."""
+    with runtime() as rt:
+        infos = service.list_roles(rt)
+    if as_json:
+        emit_json([role_json(i) for i in infos])
+        return
+    table(f"{len(infos)} roles", ["role", "rules", "devices", "groups"],
+          [(i.role.name, "\n".join(r.as_text() for r in i.role.rules), i.devices,
+            ", ".join(i.groups)) for i in infos])
+
+
+@role_app.command("show")
+def role_show(name: Annotated[str, typer.Argument(metavar="NAME")], as_json: JsonOpt = False
+              ) -> None:
+    """Show one role."""
+    with runtime() as rt:
+        info = service.get_role(rt, name)
+    if as_json:
+        emit_json(role_json(info))
+        return
+    table(f"role {info.role.name}", ["#", "effect", "action", "resource"],
+          [(i, r.effect.value, r.action, r.resource) for i, r in enumerate(info.role.rules)])
+    console.print(f"held by {info.devices} devices directly; groups: "
+                  f"{', '.join(info.groups) or '-'}", markup=False)
+
+
+@group_app.command("add")
+def group_add(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    role: Annotated[list[str] | None, typer.Option("--role", help="Role (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a group (or use an existing one) and bind roles its members inherit."""
+    with runtime() as rt:
+        roles = service.add_group(rt, name, role or [])
+    if as_json:
+        emit_json({"group": name, "roles": roles})
+    else:
+        console.print(f"Group {name}: roles {', '.join(roles) or '-'}", markup=False)
+
+
+@authz_app.command("check")
+def authz_check(
+    device: Annotated[str, typer.Argument(metavar="DEVICE")],
+    action: Annotated[str, typer.Argument(metavar="ACTION",
+                                          help="connect, publish, subscribe, receive, ...")],
+    resource: Annotated[str, typer.Argument(metavar="RESOURCE",
+                                            help="A topic (a filter for subscribe).")],
+    cert_serial: Annotated[str | None, typer.Option("--cert-serial",
+                                                    help="For ${cert.serial} rules.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print allow or deny and the rule that decided (exit 0 allow, 1 deny)."""
+    with runtime() as rt:
+        decision = service.check(rt, device, action, resource, cert_serial)
+    if as_json:
+        emit_json({"allowed": decision.allowed, "decision": "allow" if decision.allowed
+                   else "deny", "role": decision.role, "rule_index": decision.rule_index,
+                   "rule": decision.rule.as_text() if decision.rule else None,
+                   "explanation": decision.explanation})
+    else:
+        console.print(f"{'allow' if decision.allowed else 'deny'}: {decision.explanation}",
+                      markup=False)
+    if not decision.allowed:
+        raise typer.Exit(1)
