@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from iotsec import __version__
-from iotsec.cli import access, ca, certs, crl, devices, serve, setup
+from iotsec.cli import access, ca, certs, crl, devices, policy, serve, setup
 from iotsec.cli.output import err_console
 from iotsec.errors import IotsecError
 
@@ -27,6 +27,7 @@ app.add_typer(certs.app, name="cert")
 app.add_typer(access.role_app, name="role")
 app.add_typer(access.group_app, name="group")
 app.add_typer(access.authz_app, name="authz")
+app.add_typer(policy.app, name="policy")
 app.command("crl")(crl.crl)
 app.command("serve")(serve.serve)
 

@@ -1,0 +1,168 @@
+"""Policy documents: roles and group bindings as YAML or JSON, for version control.
+
+``parse_document`` validates against a schema and reports the line of every problem;
+``render_document`` writes the canonical YAML that ``parse_document`` reads back to the same
+policy. YAML is read with the safe loader, anchors/aliases are refused (no expansion
+bombs), duplicate keys are errors, and the size is capped before parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from iotsec.access.policy import Role, Rule, parse_role_name
+from iotsec.errors import InputTooLargeError, IotsecError, PolicyError
+from iotsec.identity.registry import parse_group_name
+
+MAX_DOCUMENT_BYTES = 1024 * 1024
+
+
+class _RuleDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    effect: Literal["allow", "deny"]
+    action: str = Field(max_length=64)
+    resource: str = Field(max_length=1024)
+
+
+class _RoleDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(max_length=64)
+    description: str = Field(default="", max_length=1024)
+    rules: list[_RuleDoc] = Field(default_factory=list, max_length=256)
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: Literal[1] = 1
+    roles: list[_RoleDoc] = Field(default_factory=list, max_length=10_000)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    roles: tuple[Role, ...]
+    groups: Mapping[str, tuple[str, ...]]  # group -> role names
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a line number."""
+    best = node
+    for part in loc:
+        if isinstance(best, yaml.MappingNode):
+            nxt = next((v for k, v in best.value if getattr(k, "value", None) == part), None)
+            if nxt is None:
+                break
+            best = nxt
+        elif isinstance(best, yaml.SequenceNode) and isinstance(part, int) \
+                and part < len(best.value):
+            best = best.value[part]
+        else:
+            break
+    return best.start_mark.line + 1 if best is not None else None
+
+
+def _check_duplicates(node: yaml.Node) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                raise PolicyError(f"line {key.start_mark.line + 1}: duplicate key {key.value!r}",
+                                  hint="each key may appear once in a mapping")
+            seen.add(key.value)
+            _check_duplicates(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicates(item)
+
+
+def _load(text: str) -> tuple[Any, yaml.Node | None]:
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise PolicyError(f"line {line}: YAML anchors and aliases are not allowed",
+                                  hint="write each role out in full")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else "?"
+        raise PolicyError(f"line {line}: not valid YAML/JSON: {exc.problem}",
+                          hint="check indentation, quotes and brackets") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"not valid YAML/JSON: {type(exc).__name__}") from None
+    if node is not None:
+        _check_duplicates(node)
+    return data, node
+
+
+def parse_document(data: bytes) -> PolicyDocument:
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise InputTooLargeError(f"the policy file is {len(data)} bytes; the limit is "
+                                 f"{MAX_DOCUMENT_BYTES}", hint="split it or remove unused roles")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError("the policy file is not UTF-8 text") from None
+    raw, node = _load(text)
+    if raw is None:
+        raw = {}
+    try:
+        doc = _Document.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first.get("loc", ())
+        line = _line_of(node, loc)
+        where = ".".join(str(p) for p in loc) or "document"
+        raise PolicyError(f"line {line or '?'}: {where}: {first.get('msg', 'invalid')}",
+                          hint="see 'iotsec policy export' for the expected shape") from None
+    roles: list[Role] = []
+    names: set[str] = set()
+    for i, role_doc in enumerate(doc.roles):
+        try:
+            rules = [Rule.parse(r.effect, r.action, r.resource) for r in role_doc.rules]
+            role = Role.build(role_doc.name, rules, role_doc.description)
+        except IotsecError as exc:
+            # Find the offending rule for the line number when the error is in a rule.
+            path: list[int | str] = ["roles", i]
+            for j, r in enumerate(role_doc.rules):
+                try:
+                    Rule.parse(r.effect, r.action, r.resource)
+                except IotsecError:
+                    path += ["rules", j, "resource"]
+                    break
+            raise PolicyError(f"line {_line_of(node, path) or '?'}: {exc}",
+                              hint=exc.hint) from None
+        if role.name in names:
+            raise PolicyError(f"line {_line_of(node, ['roles', i]) or '?'}: role {role.name!r} "
+                              "is defined twice")
+        names.add(role.name)
+        roles.append(role)
+    groups: dict[str, tuple[str, ...]] = {}
+    for group, bound in doc.groups.items():
+        try:
+            parse_group_name(group)
+            groups[group] = tuple(sorted({parse_role_name(r) for r in bound}))
+        except IotsecError as exc:
+            raise PolicyError(f"line {_line_of(node, ['groups', group]) or '?'}: {exc}",
+                              hint=exc.hint) from None
+    return PolicyDocument(roles=tuple(roles), groups=groups)
+
+
+def render_document(roles: Sequence[Role], groups: Mapping[str, Sequence[str]]) -> str:
+    data: dict[str, Any] = {
+        "version": 1,
+        "roles": [{"name": r.name, "description": r.description,
+                   "rules": [{"effect": x.effect.value, "action": x.action,
+                              "resource": x.resource} for x in r.rules]}
+                  for r in sorted(roles, key=lambda r: r.name)],
+        "groups": {g: sorted(rs) for g, rs in sorted(groups.items()) if rs},
+    }
+    header = ("# iotsec access policy: roles and the groups that hold them.\n"
+              "# Apply with 'iotsec policy apply FILE'; check with 'iotsec policy lint'.\n")
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
