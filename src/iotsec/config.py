@@ -32,10 +32,21 @@ class Settings(BaseSettings):
     crl_refresh_hours: int = Field(default=24, ge=1, le=24 * 365,
                                    description="rebuild a CRL at least this often")
 
+    auth_failure_limit: int = Field(default=10, ge=1, le=1_000_000,
+                                    description="failed API authentications per source and "
+                                    "minute before that source is refused for a minute")
     crl_url: str | None = Field(
         default=None, pattern=r"^https?://[\x21-\x7e]{1,2000}$",
         description="public URL of the CRL (e.g. https://pki.example.com/crl); when set, "
         "device certificates carry it as their CRL distribution point")
+
+    deployment: str = Field(
+        default="iotsec", pattern=r"^[\x21-\x7e]{1,256}$",
+        description="name of this deployment: the audience ('aud') every device JWT must "
+        "name, so a token made for one deployment is refused by another")
+    device_token_max_lifetime: int = Field(
+        default=3600, ge=60, le=86400,
+        description="longest accepted lifetime (exp - iat) of a device JWT, in seconds")
 
     @property
     def resolved_home(self) -> Path:

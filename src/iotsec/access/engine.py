@@ -14,15 +14,19 @@ Semantics:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from iotsec.access.policy import Effect, Identity, Role, Rule, check_identity_value, parse_action
-from iotsec.access.topics import TopicFilter, parse_topic_name
+from iotsec.access.topics import (
+    Level,
+    TopicFilter,
+    covers_levels,
+    overlaps_levels,
+    parse_topic_name,
+)
 
 _LITERAL, _PLUS, _HASH, _VAR = 0, 1, 2, 3
-MAX_EXPANSIONS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,22 +133,19 @@ def _match_name(c: _Compiled, names: tuple[str, ...], ctx: Mapping[str, tuple[st
     return len(kinds) == n
 
 
-def _expand(c: _Compiled, ctx: Mapping[str, tuple[str, ...]]) -> list[TopicFilter]:
-    """The concrete filters a rule stands for, for this identity (none if a variable has
-    no valid value)."""
-    choices: list[tuple[str, ...]] = []
+def _resolve(c: _Compiled, ctx: Mapping[str, tuple[str, ...]]) -> list[Level] | None:
+    """The rule's levels for this identity, a variable becoming the set of its values;
+    None if a variable has no valid value (the rule then matches nothing)."""
+    levels: list[Level] = []
     for kind, level in zip(c.kinds, c.levels, strict=True):
         if kind == _VAR:
-            options = ctx[level]
-            if not options:
-                return []
-            choices.append(options)
+            values = ctx[level]
+            if not values:
+                return None
+            levels.append(frozenset(values))
         else:
-            choices.append((level,))
-    result = []
-    for combo in itertools.islice(itertools.product(*choices), MAX_EXPANSIONS):
-        result.append(TopicFilter(text="/".join(combo), levels=combo))
-    return result
+            levels.append(level)
+    return levels
 
 
 _RulePair = tuple[tuple[_Compiled, ...], tuple[_Compiled, ...]]
@@ -206,11 +207,13 @@ class CompiledPolicy:
             requested = TopicFilter.parse(resource)
             for deny, _ in per_role:
                 for c in deny:
-                    if any(f.overlaps(requested) for f in _expand(c, ctx)):
+                    levels = _resolve(c, ctx)
+                    if levels is not None and overlaps_levels(levels, requested.levels):
                         return Decision(False, action, resource, c.role, c.index, c.rule)
             for _, allow in per_role:
                 for c in allow:
-                    if any(f.covers(requested) for f in _expand(c, ctx)):
+                    levels = _resolve(c, ctx)
+                    if levels is not None and covers_levels(levels, requested.levels):
                         return Decision(True, action, resource, c.role, c.index, c.rule)
             return Decision(False, action, resource)
         names = parse_topic_name(resource)

@@ -11,6 +11,7 @@ section 4.7 define them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from iotsec.errors import InvalidInputError
@@ -84,41 +85,11 @@ class TopicFilter:
 
     def covers(self, other: TopicFilter) -> bool:
         """True if every topic that ``other`` matches is matched by this filter."""
-        mine, theirs = self.levels, other.levels
-        if mine[0] in ("+", "#") and theirs[0].startswith("$"):
-            return False
-        for i, level in enumerate(mine):
-            if level == "#":
-                return True  # the rest of `other`, whatever it is (its levels are >= i)
-            if i >= len(theirs):
-                return False
-            theirs_level = theirs[i]
-            if theirs_level == "#":
-                # `other` matches its parent and every depth below: only '#' here covers that.
-                return False
-            if level == "+":
-                continue
-            if level != theirs_level:  # a literal covers only the same literal
-                return False
-        # `mine` ended without '#': `other` must end at the same depth.
-        return len(theirs) == len(mine)
+        return covers_levels(self.levels, other.levels)
 
     def overlaps(self, other: TopicFilter) -> bool:
         """True if some topic is matched by both filters."""
-        a, b = self.levels, other.levels
-        if (a[0] in ("+", "#") and b[0].startswith("$")) or \
-                (b[0] in ("+", "#") and a[0].startswith("$")):
-            return False
-        for i in range(max(len(a), len(b))):
-            x = a[i] if i < len(a) else None
-            y = b[i] if i < len(b) else None
-            if x == "#" or y == "#":
-                return True  # the other side has reached at least depth i (or is the parent)
-            if x is None or y is None:
-                return False
-            if x != y and x != "+" and y != "+":
-                return False
-        return True
+        return overlaps_levels(self.levels, other.levels)
 
     def __str__(self) -> str:
         return self.text
@@ -137,3 +108,76 @@ def match_levels(filter_levels: tuple[str, ...], names: tuple[str, ...]) -> bool
         if level != "+" and level != names[i]:
             return False
     return len(filter_levels) == n
+
+
+# A level is '+', '#', a literal, or (for a policy variable already resolved for one
+# identity) a frozenset of the literal values it may take.
+Level = str | frozenset[str]
+
+
+def _is_wild(level: Level) -> bool:
+    return level == "+" or level == "#"
+
+
+def _dollar(level: Level) -> bool:
+    """Can this first level only be a '$' level (so no leading wildcard reaches it)?"""
+    if isinstance(level, frozenset):
+        return bool(level) and all(v.startswith("$") for v in level)
+    return not _is_wild(level) and level.startswith("$")
+
+
+def _literals(level: Level) -> frozenset[str] | None:
+    """The literal values of a level, or None for a wildcard."""
+    if isinstance(level, frozenset):
+        return level
+    return None if _is_wild(level) else frozenset((level,))
+
+
+def covers_levels(mine: Sequence[Level], theirs: Sequence[Level]) -> bool:
+    """Every topic that ``theirs`` matches is matched by ``mine``.
+
+    ``mine`` may hold value sets (resolved variables); ``theirs`` is a plain filter.
+    """
+    if _is_wild(mine[0]) and _dollar(theirs[0]):
+        return False
+    for i, level in enumerate(mine):
+        if level == "#":
+            return True
+        if i >= len(theirs):
+            return False
+        theirs_level = theirs[i]
+        if theirs_level == "#":
+            # `theirs` matches its parent and every depth below. Only '#' covers that,
+            # except where the parent is the empty topic name, which is not a topic:
+            # then '+/#' covers it as well.
+            parent_empty = i == 0 or (i == 1 and theirs[0] == "")
+            return parent_empty and level == "+" and tuple(mine[i + 1:]) == ("#",)
+        if level == "+":
+            continue
+        allowed = _literals(level)
+        wanted = _literals(theirs_level)
+        if allowed is None or wanted is None or not wanted <= allowed:
+            return False
+    return len(theirs) == len(mine)
+
+
+def overlaps_levels(a: Sequence[Level], b: Sequence[Level]) -> bool:
+    """Some topic is matched by both filters (either may hold value sets)."""
+    if (_is_wild(a[0]) and _dollar(b[0])) or (_is_wild(b[0]) and _dollar(a[0])):
+        return False
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        if x == "#" or y == "#":
+            # One side ends here while the other goes on with '#': they share the shorter
+            # side's topics, unless the only one is the empty name (not a topic).
+            ends = x is None or y is None
+            return not (ends and i == 1 and (a[0] == "" or b[0] == ""))
+        if x is None or y is None:
+            return False
+        lx, ly = _literals(x), _literals(y)
+        if lx is not None and ly is not None and not lx & ly:
+            return False
+        if (lx is not None and not lx) or (ly is not None and not ly):
+            return False
+    return True

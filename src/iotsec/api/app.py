@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from iotsec import __version__
+from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.api import problems
+from iotsec.api.access_routes import router as access_router
 from iotsec.api.limits import BodyLimit
 from iotsec.api.routes import public, v1
 from iotsec.app.runtime import Runtime
 
 
+def _declare_scopes(router: APIRouter) -> APIRouter:
+    """Record each route's required scope in the OpenAPI document (x-required-scope)."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for dep in route.dependant.dependencies:
+            scope = getattr(dep.call, "required_scope", None)
+            if scope is not None:
+                route.openapi_extra = {**(route.openapi_extra or {}),
+                                       "x-required-scope": str(scope)}
+    return router
+
+
 def create_app(rt: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        rt.events.flush()
+
     app = FastAPI(title="iotsec", version=__version__, docs_url=None, redoc_url=None,
+                  lifespan=lifespan,
                   description="Device identity, PKI and security control plane for IoT fleets.")
     app.state.runtime = rt
     problems.install(app)
-    app.include_router(public)
-    app.include_router(v1)
-    app.add_middleware(BodyLimit)
+    for router in (public, v1, access_router):
+        app.include_router(_declare_scopes(router))
+    app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app

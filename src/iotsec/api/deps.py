@@ -1,14 +1,19 @@
-"""Dependencies shared by the routers: the runtime and the authenticated operator."""
+"""Dependencies shared by the routers: the runtime and the authenticated operator.
+
+Every ``/v1`` route declares the scope it needs by taking one of ``AuditorDep``
+(read-only), ``OperatorDep`` (devices and certificates) or ``AdminDep`` (policy, tokens).
+The scope is also recorded in the OpenAPI document as ``x-required-scope``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Principal, authenticate
-from iotsec.errors import AuthError, ForbiddenError
+from iotsec.app.tokens import Principal, Scope, authenticate
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -16,18 +21,21 @@ def get_runtime(request: Request) -> Runtime:
     return rt
 
 
-def require_admin(request: Request,
-                  rt: Annotated[Runtime, Depends(get_runtime)]) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise AuthError("missing bearer token")
-    principal = authenticate(rt, token.strip())
-    if principal.role != "admin":
-        raise ForbiddenError(f"token {principal.name!r} may not do this",
-                             hint="use an admin token")
-    return principal
+def require(scope: Scope) -> Callable[[Request, Runtime], Principal]:
+    def dependency(request: Request, rt: Annotated[Runtime, Depends(get_runtime)]
+                   ) -> Principal:
+        source = request.client.host if request.client else None
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        action = f"{request.method} {request.url.path}"
+        if scheme.lower() != "bearer" or not token.strip():
+            token = ""
+        return authenticate(rt, token.strip(), needed=scope, source=source, action=action)
+    dependency.required_scope = scope  # type: ignore[attr-defined]
+    return dependency
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-AdminDep = Annotated[Principal, Depends(require_admin)]
+AuditorDep = Annotated[Principal, Depends(require(Scope.AUDITOR))]
+OperatorDep = Annotated[Principal, Depends(require(Scope.OPERATOR))]
+AdminDep = Annotated[Principal, Depends(require(Scope.ADMIN))]

@@ -12,22 +12,25 @@ MAX_BODY = 256 * 1024
 class BodyLimit:
     """Answer 413 (problem+json) to any request body over ``limit`` bytes."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY,
+                 overrides: dict[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.overrides.get(scope.get("path", ""), self.default)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.limit
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = True
                 if too_big:
-                    await self._refuse(send)
+                    await self._refuse(send, limit)
                     return
         # Bodies are small (a CSR, a JSON document), so read them here, counting, and
         # replay them to the app: nothing over the limit ever reaches a parser.
@@ -39,8 +42,8 @@ class BodyLimit:
                 break
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.limit:
-                await self._refuse(send)
+            if received > limit:
+                await self._refuse(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -57,10 +60,10 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         body = json.dumps({"type": "urn:iotsec:problem:input-too-large",
                            "title": "Request body too large", "status": 413,
-                           "detail": f"the request body exceeds {self.limit} bytes"}).encode()
+                           "detail": f"the request body exceeds {limit} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/problem+json"),
                                 (b"content-length", str(len(body)).encode())]})

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from iotsec.errors import AuthError, IotsecError
+from iotsec.errors import AuthError, IotsecError, ThrottledError
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("iotsec.api")
@@ -20,7 +20,9 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     body: dict[str, Any] = {"type": f"urn:iotsec:problem:{code}", "title": title,
                             "status": status, "detail": detail}
     body.update({k: v for k, v in extra.items() if v})
-    headers = {"WWW-Authenticate": 'Bearer realm="iotsec"'} if status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer realm="iotsec"'} if status == 401 else {}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra.pop("retry_after"))
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -29,7 +31,9 @@ def install(app: FastAPI) -> None:
     async def _iotsec(_: Request, exc: IotsecError) -> JSONResponse:
         if exc.status >= 500:
             log.error("server-side failure: %s", exc)
-        return problem(exc.status, exc.code, type(exc).__name__, str(exc), hint=exc.hint)
+        extra = {"retry_after": exc.retry_after} if isinstance(exc, ThrottledError) else {}
+        return problem(exc.status, exc.code, type(exc).__name__, str(exc), hint=exc.hint,
+                       **extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from iotsec.api.deps import AdminDep, RuntimeDep
+from iotsec.api.deps import AuditorDep, OperatorDep, RuntimeDep
 from iotsec.api.schemas import (
     CertificateOut,
     DeviceDetailOut,
@@ -50,19 +50,19 @@ def crl(rt: RuntimeDep, ca: Annotated[str, Query(pattern="^(issuing|root)$")] = 
 
 @v1.get("/ca/chain", response_class=Response,
         responses={200: {"content": {"application/pem-certificate-chain": {}}}})
-def ca_chain(rt: RuntimeDep, _: AdminDep) -> Response:
+def ca_chain(rt: RuntimeDep, _: AuditorDep) -> Response:
     return Response(certs.chain_pem(rt), media_type="application/pem-certificate-chain")
 
 
 @v1.post("/devices", status_code=201)
-def add_device(body: DeviceIn, rt: RuntimeDep, _: AdminDep) -> DeviceOut:
+def add_device(body: DeviceIn, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
     new = devices.NewDevice.parse(body.id, body.groups, body.attributes)
     return DeviceOut.of(devices.add_device(rt, new))
 
 
 @v1.get("/devices")
 def list_devices(
-    rt: RuntimeDep, _: AdminDep,
+    rt: RuntimeDep, _: AuditorDep,
     group: Annotated[str | None, Query(max_length=128)] = None,
     state: Annotated[str | None, Query(pattern="^(pending|active|disabled|retired)$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -74,7 +74,7 @@ def list_devices(
 
 
 @v1.get("/devices/{device_id}")
-def show_device(device_id: str, rt: RuntimeDep, _: AdminDep) -> DeviceDetailOut:
+def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOut:
     d = devices.get_device(rt, device_id)
     now = rt.now()
     held = [CertificateOut.of(c, now) for c in certs.list_certificates(rt, device_id=d.id)]
@@ -82,13 +82,13 @@ def show_device(device_id: str, rt: RuntimeDep, _: AdminDep) -> DeviceDetailOut:
 
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)
-def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: AdminDep) -> CertificateOut:
+def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     record = certs.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days)
     return CertificateOut.of(record, rt.now(), with_pem=True)
 
 
 @v1.post("/devices/{device_id}/certificates/keygen", status_code=201)
-def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: AdminDep) -> KeygenOut:
+def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: OperatorDep) -> KeygenOut:
     bundle = certs.issue_with_keygen(rt, device_id, key_type=KeyType.parse(body.key_type),
                                      days=body.days,
                                      p12_passphrase=body.pkcs12_passphrase.encode("utf-8"))
@@ -99,14 +99,14 @@ def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: AdminDep) ->
 
 
 @v1.post("/devices/{device_id}/revoke")
-def revoke_device(device_id: str, body: RevokeIn, rt: RuntimeDep, _: AdminDep) -> RevokedOut:
+def revoke_device(device_id: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> RevokedOut:
     reason = RevocationReason.parse(body.reason)
     return RevokedOut(revoked=certs.revoke_device(rt, device_id, reason), reason=reason.name)
 
 
 @v1.get("/certificates")
 def list_certificates(
-    rt: RuntimeDep, _: AdminDep,
+    rt: RuntimeDep, _: AuditorDep,
     device: Annotated[str | None, Query(max_length=128)] = None,
     expiring_within: Annotated[str | None, Query(max_length=16)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
@@ -118,18 +118,18 @@ def list_certificates(
 
 
 @v1.get("/certificates/{serial}")
-def show_certificate(serial: str, rt: RuntimeDep, _: AdminDep) -> CertificateOut:
+def show_certificate(serial: str, rt: RuntimeDep, _: AuditorDep) -> CertificateOut:
     return CertificateOut.of(certs.get_certificate(rt, serial), rt.now(), with_pem=True)
 
 
 @v1.post("/certificates/{serial}/revoke")
-def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminDep) -> CertificateOut:
+def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     record = certs.revoke(rt, serial, RevocationReason.parse(body.reason))
     return CertificateOut.of(record, rt.now())
 
 
 @v1.post("/certificates/{serial}/renew", status_code=201)
-def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: AdminDep) -> CertificateOut:
+def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     grace = parse_duration(body.grace) if body.grace else None
     record = certs.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace)
     return CertificateOut.of(record, rt.now(), with_pem=True)
@@ -137,7 +137,7 @@ def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: AdminDep) -> Certificat
 
 # Registered last so that the fixed sub-paths above take precedence.
 @v1.post("/devices/{device_id}/{action}")
-def device_state(device_id: str, action: str, rt: RuntimeDep, _: AdminDep) -> DeviceOut:
+def device_state(device_id: str, action: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
     targets = {"disable": DeviceState.DISABLED, "enable": DeviceState.ACTIVE,
                "retire": DeviceState.RETIRED}
     if action not in targets:

@@ -55,7 +55,8 @@ class CertificateOut(BaseModel):
         return cls(serial=c.serial, device_id=c.device_id, subject=c.subject, kind=c.kind,
                    profile=c.profile, status=c.status(now), not_before=c.not_before,
                    not_after=c.not_after, sha256=c.sha256, revoked_at=c.revoked_at,
-                   revocation_reason=c.revocation_reason.name if c.revocation_reason else None,
+                   revocation_reason=c.revocation_reason.name
+                   if c.revocation_reason is not None else None,
                    replaced_by=c.replaced_by, pem=c.pem if with_pem else None)
 
 

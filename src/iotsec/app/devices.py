@@ -172,7 +172,7 @@ def list_devices(rt: Runtime, *, group: str | None = None, state: DeviceState | 
     if state is not None:
         query = query.where(m.devices.c.state == state.value)
     if after is not None:
-        query = query.where(m.devices.c.id > after)
+        query = query.where(m.devices.c.id > parse_device_id(after))
     with reading(rt.engine) as conn:
         rows = conn.execute(query).all()
         groups = _groups_of(conn, [r.id for r in rows])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
+from iotsec.app.events import EventSink
 from iotsec.config import Settings
 from iotsec.errors import HomeNotInitialisedError, KeyCustodyError
 from iotsec.keys.base import KeyStore
@@ -56,6 +57,10 @@ class Runtime:
     _authorities: dict[str, tuple[int, Authority]] = field(default_factory=dict)
     #: Per-process caches of derived state (e.g. the compiled policy, keyed by version).
     cache: dict[str, object] = field(default_factory=dict)
+    events: EventSink = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = EventSink(self.engine)
 
     def now(self) -> datetime:
         return self.clock()
@@ -89,6 +94,7 @@ class Runtime:
         return loaded
 
     def close(self) -> None:
+        self.events.close()
         self.engine.dispose()
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from iotsec.access.policy import default_device_role
 from iotsec.app.access import write_role
 from iotsec.app.runtime import Runtime, read_passphrase, utcnow
-from iotsec.app.tokens import create_token
+from iotsec.app.tokens import Scope, create_token
 from iotsec.config import Settings
 from iotsec.errors import ConflictError
 from iotsec.keys.base import KeyType
@@ -74,7 +74,7 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
                                                    this_update=0, next_update=0, stale=True,
                                                    der=None))
             write_role(conn, default_device_role(), ts(now), replace=False)
-            token = create_token(conn, name="admin", role="admin", now=ts(now))
+            token = create_token(conn, name="admin", scope=Scope.ADMIN, now=ts(now))
         return InitResult(home=str(home), root=root, issuing=issuing, admin_token=token,
                           created=True)
     finally:

@@ -1,58 +1,243 @@
 """Operator API tokens: ``iotsec_<id>_<secret>``, stored only as SHA-256 of the secret.
 
 The secret has 256 bits of entropy, so a plain SHA-256 (not a password hash) is the right
-tool; comparison is constant-time.
+tool; comparison is constant-time. Tokens carry one scope: ``admin`` (everything),
+``operator`` (devices and certificates) or ``auditor`` (read-only); each includes the ones
+after it. Every authentication decision is recorded as a security event, and repeated
+failures from one source are throttled.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
+from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
-from iotsec.errors import AuthError
+from iotsec.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    ThrottledError,
+)
 from iotsec.store import models as m
-from iotsec.store.db import reading
+from iotsec.store.db import reading, transaction
+from iotsec.timeutil import from_ts, ts
 
-_TOKEN = re.compile(r"^iotsec_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_TOKEN = re.compile(r"iotsec_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+LAST_USED_GRANULARITY = 60
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+
+
+class Scope(enum.StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+
+    def includes(self, needed: Scope) -> bool:
+        order = [Scope.AUDITOR, Scope.OPERATOR, Scope.ADMIN]
+        return order.index(self) >= order.index(needed)
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        try:
+            return cls(text)
+        except ValueError:
+            raise InvalidInputError(f"unknown scope {text[:20]!r}",
+                                    hint="use admin, operator or auditor") from None
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     token_id: str
     name: str
-    role: str
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: str
+    name: str
+    scope: Scope
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked: bool
 
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-def create_token(conn: Connection, *, name: str, role: str, now: int) -> str:
+def create_token(conn: Connection, *, name: str, scope: Scope, now: int,
+                 expires_at: int | None = None) -> str:
     """Store a new token and return it in clear: the only time it is ever visible."""
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     conn.execute(insert(m.api_tokens).values(
-        id=token_id, name=name, role=role, secret_sha256=_digest(secret), created_at=now,
-        revoked=False))
+        id=token_id, name=name, role=scope.value, secret_sha256=_digest(secret),
+        created_at=now, revoked=False, expires_at=expires_at, last_used_at=None))
     return f"iotsec_{token_id}_{secret}"
 
 
-def authenticate(rt: Runtime, token: str) -> Principal:
-    """Return who holds ``token``, or raise :class:`AuthError` (never says which part failed)."""
-    match = _TOKEN.fullmatch(token or "")
-    if not match:
-        raise AuthError("the API token is missing or malformed")
-    token_id, secret = match.groups()
+def issue_token(rt: Runtime, name: str, scope: Scope, expires_in: timedelta | None
+                ) -> tuple[TokenInfo, str]:
+    if not _NAME.fullmatch(name):
+        raise InvalidInputError(f"token name {name[:40]!r} is not valid",
+                                hint="use letters, digits and . _ : @ -")
+    if expires_in is not None and not timedelta(minutes=1) <= expires_in <= MAX_TOKEN_LIFETIME:
+        raise InvalidInputError("a token lives between one minute and ten years")
+    now = ts(rt.now())
+    expires = now + int(expires_in.total_seconds()) if expires_in else None
+    with transaction(rt.engine) as conn:
+        token = create_token(conn, name=name, scope=scope, now=now, expires_at=expires)
+    info = get_token(rt, token.split("_")[1])
+    rt.events.record(Event(rt.now(), "token.created", "success", subject=info.id,
+                           detail={"name": name, "scope": scope.value}))
+    return info, token
+
+
+def _info(r: object) -> TokenInfo:
+    row = r  # a Row of api_tokens
+    return TokenInfo(
+        id=row.id, name=row.name, scope=Scope(row.role),  # type: ignore[attr-defined]
+        created_at=from_ts(row.created_at),  # type: ignore[attr-defined]
+        expires_at=from_ts(row.expires_at) if row.expires_at else None,  # type: ignore[attr-defined]
+        last_used_at=from_ts(row.last_used_at) if row.last_used_at else None,  # type: ignore[attr-defined]
+        revoked=bool(row.revoked))  # type: ignore[attr-defined]
+
+
+def get_token(rt: Runtime, token_id: str) -> TokenInfo:
     with reading(rt.engine) as conn:
         row = conn.execute(select(m.api_tokens).where(m.api_tokens.c.id == token_id)).first()
+    if row is None:
+        raise NotFoundError(f"no API token with id {token_id[:32]!r}",
+                            hint="see 'iotsec token list'")
+    return _info(row)
+
+
+def list_tokens(rt: Runtime) -> list[TokenInfo]:
+    with reading(rt.engine) as conn:
+        return [_info(r) for r in conn.execute(select(m.api_tokens)
+                                               .order_by(m.api_tokens.c.created_at))]
+
+
+def revoke_token(rt: Runtime, token_id: str) -> TokenInfo:
+    with transaction(rt.engine) as conn:
+        row = conn.execute(select(m.api_tokens).where(m.api_tokens.c.id == token_id)
+                           .with_for_update()).first()
+        if row is None:
+            raise NotFoundError(f"no API token with id {token_id[:32]!r}",
+                                hint="see 'iotsec token list'")
+        if row.revoked:
+            raise ConflictError(f"API token {token_id} is already revoked")
+        conn.execute(update(m.api_tokens).where(m.api_tokens.c.id == token_id)
+                     .values(revoked=True))
+    rt.events.record(Event(rt.now(), "token.revoked", "success", subject=token_id))
+    return get_token(rt, token_id)
+
+
+class Throttle:
+    """At most ``limit`` failed authentications per source in ``window`` seconds; past
+    that, the source is refused for ``penalty`` seconds. Per process."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0, penalty: float = 60.0,
+                 clock: object = time.monotonic) -> None:
+        self.limit, self.window, self.penalty = limit, window, penalty
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._blocked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _now(self) -> float:
+        return float(self._clock())  # type: ignore[operator]
+
+    def check(self, source: str) -> None:
+        with self._lock:
+            until = self._blocked.get(source)
+            if until is not None:
+                if self._now() < until:
+                    raise ThrottledError("too many failed authentications from this address",
+                                         retry_after=int(until - self._now()) + 1)
+                del self._blocked[source]
+
+    def failed(self, source: str) -> None:
+        with self._lock:
+            now = self._now()
+            times = self._failures.setdefault(source, deque())
+            times.append(now)
+            while times and times[0] < now - self.window:
+                times.popleft()
+            if len(times) >= self.limit:
+                self._blocked[source] = now + self.penalty
+                times.clear()
+            if len(self._failures) > 100_000:  # bound memory under a spray of sources
+                self._failures.clear()
+
+    def succeeded(self, source: str) -> None:
+        with self._lock:
+            self._failures.pop(source, None)
+
+
+def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
+                 source: str | None = None, action: str = "") -> Principal:
+    """Who holds ``token``, if it grants ``needed``; else raise (and record why).
+
+    The reason recorded in the store is specific; the one returned to the caller is not.
+    """
+    where = source or "unknown"
+    throttle = rt.cache.setdefault("throttle", Throttle(limit=rt.settings.auth_failure_limit))
+    assert isinstance(throttle, Throttle)
+    throttle.check(where)
+    now = rt.now()
+    match = _TOKEN.fullmatch(token or "")
+    row = None
+    if match:
+        with reading(rt.engine) as conn:
+            row = conn.execute(select(m.api_tokens).where(m.api_tokens.c.id == match[1])
+                               ).first()
     expected = row.secret_sha256 if row is not None else "0" * 64
-    ok = hmac.compare_digest(_digest(secret), expected)
-    if row is None or not ok or row.revoked:
+    digest_ok = hmac.compare_digest(_digest(match[2]) if match else "", expected)
+    reason = None
+    if match is None:
+        reason = "malformed"
+    elif row is None or not digest_ok:
+        reason = "unknown token"
+    elif row.revoked:
+        reason = "revoked"
+    elif row.expires_at is not None and row.expires_at <= ts(now):
+        reason = "expired"
+    if reason is not None or row is None:
+        throttle.failed(where)
+        rt.events.record(Event(now, "auth", "failure", actor=match[1] if match else None,
+                               source=source, subject=action, detail={"reason": reason}))
         raise AuthError("the API token is not valid")
-    return Principal(token_id=row.id, name=row.name, role=row.role)
+    principal = Principal(token_id=row.id, name=row.name, scope=Scope(row.role))
+    if not principal.scope.includes(needed):
+        rt.events.record(Event(now, "auth", "denied", actor=principal.name, source=source,
+                               subject=action, detail={"scope": principal.scope.value,
+                                                       "needed": needed.value}))
+        raise ForbiddenError(f"token {principal.name!r} has scope {principal.scope.value}; "
+                             f"this needs {needed.value}",
+                             hint=f"use a token with the {needed.value} scope")
+    throttle.succeeded(where)
+    rt.events.record(Event(now, "auth", "success", actor=principal.name, source=source,
+                           subject=action, detail={"scope": principal.scope.value}))
+    if row.last_used_at is None or row.last_used_at < ts(now) - LAST_USED_GRANULARITY:
+        with transaction(rt.engine) as conn:
+            conn.execute(update(m.api_tokens).where(m.api_tokens.c.id == row.id)
+                         .values(last_used_at=ts(now)))
+    return principal

@@ -31,7 +31,8 @@ def cert_json(c: CertificateRecord, now: Any) -> dict[str, Any]:
             "kind": c.kind, "profile": c.profile, "status": c.status(now),
             "not_before": c.not_before, "not_after": c.not_after, "sha256": c.sha256,
             "revoked_at": c.revoked_at,
-            "revocation_reason": c.revocation_reason.name if c.revocation_reason else None,
+            "revocation_reason": c.revocation_reason.name
+            if c.revocation_reason is not None else None,
             "replaced_by": c.replaced_by}
 
 

@@ -1,0 +1,86 @@
+"""Device token routes: verify a device JWT (for brokers and gateways) and manage the
+public keys devices sign their tokens with. A refused token is a 401 problem whose type
+names the reason (e.g. ``urn:iotsec:problem:device-token-expired``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
+from iotsec.app import device_tokens as service
+from iotsec.app.device_tokens import DeviceKeyRecord
+from iotsec.identity.tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES
+from iotsec.timeutil import from_ts
+
+router = APIRouter(prefix="/v1")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VerifyIn(_Strict):
+    # Twice the core's limit, so that an over-long token gets the specific
+    # device-token-malformed answer from the verifier rather than a schema error.
+    token: str = Field(max_length=2 * MAX_TOKEN_BYTES, description="the device's compact JWT")
+
+
+class VerifiedOut(BaseModel):
+    device_id: str
+    kid: str
+    algorithm: str
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+    claims: dict[str, Any]
+
+
+class KeyIn(_Strict):
+    public_key_pem: str = Field(max_length=MAX_PUBLIC_KEY_BYTES,
+                                description="PEM SubjectPublicKeyInfo: EC P-256 or Ed25519")
+
+
+class KeyCreatedOut(BaseModel):
+    kid: str
+
+
+class DeviceKeyOut(BaseModel):
+    kid: str
+    device_id: str
+    algorithm: str
+    source: str
+    status: str
+    created_at: datetime
+    revoked_at: datetime | None
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, k: DeviceKeyRecord, now: datetime) -> DeviceKeyOut:
+        return cls(kid=k.kid, device_id=k.device_id, algorithm=k.algorithm, source=k.source,
+                   status=k.status(now), created_at=k.created_at, revoked_at=k.revoked_at,
+                   expires_at=k.expires_at)
+
+
+@router.post("/device-tokens/verify")
+def verify_token(body: VerifyIn, rt: RuntimeDep, _: AdminDep) -> VerifiedOut:
+    verified = service.verify(rt, body.token)
+    return VerifiedOut(device_id=verified.device_id, kid=verified.kid,
+                       algorithm=verified.algorithm, jti=verified.jti,
+                       issued_at=from_ts(verified.issued_at),
+                       expires_at=from_ts(verified.expires_at), claims=dict(verified.claims))
+
+
+@router.post("/devices/{device_id}/keys", status_code=201)
+def register_key(device_id: str, body: KeyIn, rt: RuntimeDep, _: OperatorDep) -> KeyCreatedOut:
+    return KeyCreatedOut(kid=service.register_key(rt, device_id,
+                                                  body.public_key_pem.encode("utf-8")))
+
+
+@router.get("/devices/{device_id}/keys")
+def list_keys(device_id: str, rt: RuntimeDep, _: AuditorDep) -> list[DeviceKeyOut]:
+    now = rt.now()
+    return [DeviceKeyOut.of(k, now) for k in service.list_keys(rt, device_id)]

@@ -1,0 +1,115 @@
+"""Security events: recorded in the store, listed by operators.
+
+The CLI writes each event in its own short transaction. A long-running server records
+through a buffer that a background thread flushes every fraction of a second (and on
+shutdown), so that an audit trail of every API decision does not put a database write on
+every request's critical path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from iotsec.errors import InvalidInputError
+from iotsec.store import models as m
+from iotsec.store.db import reading
+from iotsec.timeutil import from_ts, ts
+
+log = logging.getLogger("iotsec.events")
+MAX_FIELD = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: datetime
+    kind: str
+    outcome: str
+    actor: str | None = None
+    source: str | None = None
+    subject: str | None = None
+    detail: Mapping[str, Any] | None = None
+    id: int | None = None
+
+    def row(self) -> dict[str, Any]:
+        def clip(v: str | None) -> str | None:
+            # Fields may carry attacker-chosen text (a request path): keep it printable.
+            if v is None:
+                return None
+            return "".join(c if c.isprintable() else f"\\x{ord(c):02x}"
+                           for c in v[:MAX_FIELD])
+
+        return {"at": ts(self.at), "kind": self.kind[:64], "outcome": self.outcome[:16],
+                "actor": clip(self.actor), "source": clip(self.source),
+                "subject": clip(self.subject),
+                "detail": json.dumps(dict(self.detail or {}), sort_keys=True, default=str)}
+
+
+class EventSink:
+    """Writes events to the store, directly or through a flushed buffer."""
+
+    def __init__(self, engine: Engine, *, buffered: bool = False, interval: float = 0.2) -> None:
+        self._engine = engine
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if buffered:
+            self._thread = threading.Thread(target=self._run, args=(interval,),
+                                            name="iotsec-events", daemon=True)
+            self._thread.start()
+
+    def record(self, event: Event) -> None:
+        if self._thread is None:
+            self._write([event.row()])
+        else:
+            self._buffer.append(event.row())
+
+    def flush(self) -> None:
+        with self._lock:
+            rows = []
+            while self._buffer:
+                rows.append(self._buffer.popleft())
+            if rows:
+                self._write(rows)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.flush()
+            except Exception:  # keep the recorder alive; the events stay visible in the log
+                log.exception("could not write security events")
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(insert(m.events), rows)
+
+
+def list_events(engine: Engine, *, kind: str | None = None, limit: int = 100,
+                before: int | None = None) -> list[Event]:
+    """Newest first; ``before`` pages by event id."""
+    if not 1 <= limit <= 10_000:
+        raise InvalidInputError("limit must be between 1 and 10000")
+    query = select(m.events).order_by(m.events.c.id.desc()).limit(limit)
+    if kind:
+        query = query.where(m.events.c.kind == kind)
+    if before is not None:
+        query = query.where(m.events.c.id < before)
+    with reading(engine) as conn:
+        return [Event(at=from_ts(r.at), kind=r.kind, outcome=r.outcome, actor=r.actor,
+                      source=r.source, subject=r.subject, detail=json.loads(r.detail), id=r.id)
+                for r in conn.execute(query)]

@@ -1,0 +1,157 @@
+"""``iotsec device-token``: device public keys, legacy secrets, and token verification."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from iotsec.app import device_tokens as service
+from iotsec.app.device_tokens import DeviceKeyRecord
+from iotsec.cli.context import runtime
+from iotsec.cli.output import console, emit_json, err_console, read_input, table, when
+from iotsec.errors import TokenError
+from iotsec.identity.tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES, VerifiedToken
+from iotsec.timeutil import from_ts, parse_duration
+
+app = typer.Typer(help="Device tokens (JWTs) for devices that cannot use mutual TLS.",
+                  no_args_is_help=True)
+key_app = typer.Typer(help="Public keys devices sign their tokens with.", no_args_is_help=True)
+secret_app = typer.Typer(help="Legacy HS256 shared secrets (for devices that cannot sign "
+                         "with a key pair).", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+app.add_typer(secret_app, name="secret")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+STDIN = "-"
+DeviceArg = Annotated[str, typer.Argument(metavar="ID", help="A registered device.")]
+
+
+def key_json(k: DeviceKeyRecord, now: datetime) -> dict[str, Any]:
+    return {"kid": k.kid, "device_id": k.device_id, "algorithm": k.algorithm,
+            "source": k.source, "status": k.status(now), "created_at": k.created_at,
+            "revoked_at": k.revoked_at, "expires_at": k.expires_at}
+
+
+def token_json(t: VerifiedToken) -> dict[str, Any]:
+    return {"device_id": t.device_id, "kid": t.kid, "algorithm": t.algorithm, "jti": t.jti,
+            "issued_at": from_ts(t.issued_at), "expires_at": from_ts(t.expires_at),
+            "claims": dict(t.claims)}
+
+
+@key_app.command("add")
+def key_add(
+    device_id: DeviceArg,
+    public_key: Annotated[str, typer.Option("--public-key", help="PEM or DER public key file "
+                                            "('-' = stdin): EC P-256 or Ed25519.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a device's public key; prints the kid the device puts in its tokens."""
+    data = read_input(public_key, MAX_PUBLIC_KEY_BYTES, "public key")
+    with runtime() as rt:
+        kid = service.register_key(rt, device_id, data)
+        record = next(k for k in service.list_keys(rt, device_id) if k.kid == kid)
+        now = rt.now()
+    if as_json:
+        emit_json(key_json(record, now))
+        return
+    console.print(f"Registered {record.algorithm} key for {device_id}; kid: {kid}",
+                  markup=False)
+
+
+@key_app.command("list")
+def key_list(device_id: DeviceArg, as_json: JsonOpt = False) -> None:
+    """List the keys, certificates and secrets a device may sign its tokens with."""
+    with runtime() as rt:
+        found = service.list_keys(rt, device_id)
+        now = rt.now()
+    if as_json:
+        emit_json([key_json(k, now) for k in found])
+        return
+    table(f"{len(found)} keys of {device_id}",
+          ["kid", "algorithm", "source", "status", "created", "until"],
+          [(k.kid, k.algorithm, k.source, k.status(now), when(k.created_at),
+            when(k.revoked_at or k.expires_at)) for k in found])
+
+
+@key_app.command("revoke")
+def key_revoke(
+    kid: Annotated[str, typer.Argument(metavar="KID", help="The key's id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a registered key (or end a legacy secret now); tokens it signs stop working."""
+    with runtime() as rt:
+        record = service.revoke_key(rt, kid)
+        now = rt.now()
+    if as_json:
+        emit_json(key_json(record, now))
+        return
+    console.print(f"Revoked {record.source} key {kid} of {record.device_id}", markup=False)
+
+
+def _print_secret(verb: str, device_id: str, kid: str, secret: str, as_json: bool,
+                  extra: dict[str, Any] | None = None) -> None:
+    if as_json:
+        emit_json({"device_id": device_id, "kid": kid, "algorithm": "HS256",
+                   "secret": secret, **(extra or {})})
+        return
+    err_console.print(f"{verb} HS256 secret {kid} for {device_id}. The secret is shown once "
+                      "and cannot be recovered; give it to the device now:", markup=False)
+    console.print(f"  {secret}", markup=False)
+
+
+@secret_app.command("create")
+def secret_create(device_id: DeviceArg, as_json: JsonOpt = False) -> None:
+    """Generate a legacy HS256 secret for a device (256 bits, shown once)."""
+    with runtime() as rt:
+        kid, secret = service.create_secret(rt, device_id)
+    _print_secret("Created", device_id, kid, secret, as_json)
+
+
+@secret_app.command("rotate")
+def secret_rotate(
+    device_id: DeviceArg,
+    grace: Annotated[str, typer.Option("--grace", help="Keep the old secret working this "
+                                       "long (e.g. 1d, 12h, 0s).")] = "1d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace a device's secret; the old one stops working after the grace period."""
+    period = parse_duration(grace)
+    with runtime() as rt:
+        kid, secret = service.rotate_secret(rt, device_id, period)
+        old_until = rt.now() + period
+    _print_secret("Rotated in", device_id, kid, secret, as_json,
+                  {"previous_valid_until": old_until.replace(microsecond=0)})
+    if not as_json:
+        err_console.print(f"The previous secret works until {when(old_until)}.", markup=False)
+
+
+@app.command("verify")
+def verify(
+    token: Annotated[str, typer.Argument(metavar="TOKEN", help="The JWT, or '-' to read it "
+                                         "from stdin (keeps it out of the process list).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a device JWT as the server would; exit 1 if it is refused.
+
+    Verifying uses the token up: its jti is recorded in the replay cache.
+    """
+    if token == STDIN:
+        token = read_input(STDIN, MAX_TOKEN_BYTES + 2, "token").decode("ascii", "replace")
+    token = token.strip()
+    with runtime() as rt:
+        try:
+            verified = service.verify(rt, token)
+        except TokenError as exc:
+            if not as_json:
+                raise
+            emit_json({"valid": False, "error": exc.code, "detail": str(exc)})
+            raise typer.Exit(1) from None
+    if as_json:
+        emit_json({"valid": True, **token_json(verified)})
+        return
+    console.print(f"Valid token from device {verified.device_id} (kid {verified.kid}, "
+                  f"{verified.algorithm}), expires {when(from_ts(verified.expires_at))}",
+                  markup=False)
+    table("claims", ["claim", "value"], [(k, v) for k, v in sorted(verified.claims.items())])

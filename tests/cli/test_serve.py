@@ -1,0 +1,155 @@
+"""``iotsec serve`` and the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+
+from tests.cli.support import CONSOLE_SCRIPT, Cli, assert_refused, run_script
+from tests.cli.support import Result as CliResult
+
+
+@pytest.fixture
+def fake_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record ``uvicorn.run`` calls instead of serving."""
+    import uvicorn
+
+    calls: list[dict[str, Any]] = []
+
+    def run(app: object, **kwargs: Any) -> None:
+        calls.append({"app": app, **kwargs})
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    return calls
+
+
+def test_plain_http_is_refused_off_loopback(cli: Cli, ready: object,
+                                            fake_uvicorn: list[dict[str, Any]]) -> None:
+    for host in ("0.0.0.0", "::", "192.0.2.10", "example.org"):  # noqa: S104
+        message = cli.refused("serve", "--http", "--host", host)
+        assert "loopback" in message
+    assert fake_uvicorn == []
+
+
+def test_plain_http_on_loopback_and_https_elsewhere(cli: Cli, ready: object,
+                                                    fake_uvicorn: list[dict[str, Any]]) -> None:
+    cli.ok("serve", "--http", "--host", "127.0.0.1", "--port", "9000")
+    (plain,) = fake_uvicorn
+    assert (plain["host"], plain["port"]) == ("127.0.0.1", 9000)
+    assert plain.get("ssl_certfile") is None
+    fake_uvicorn.clear()
+
+    cli.ok("serve", "--host", "0.0.0.0")  # noqa: S104
+    (tls,) = fake_uvicorn
+    chain = x509.load_pem_x509_certificates(Path(tls["ssl_certfile"]).read_bytes())
+    san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    # The TLS key stays encrypted on disk; the server is given its passphrase.
+    assert b"ENCRYPTED" in Path(tls["ssl_keyfile"]).read_bytes()
+    assert tls["ssl_keyfile_password"]
+
+
+def test_uninitialised_home_is_refused_before_serving(
+        cli: Cli, fake_uvicorn: list[dict[str, Any]]) -> None:
+    assert "iotsec init" in cli.refused("serve")
+    assert fake_uvicorn == []
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
+    env["IOTSEC_HOME"] = str(home)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_console_script_exit_codes(tmp_path: Path) -> None:
+    assert CONSOLE_SCRIPT.exists()
+    env = _env(tmp_path / "home")
+    version = run_script("--version", env=env)
+    assert version.returncode == 0
+    assert version.stdout.startswith("iotsec ")
+    uninitialised = run_script("device", "list", env=env)
+    assert_refused(CliResult(uninitialised.returncode, uninitialised.stdout,
+                             uninitialised.stderr))
+    usage = run_script("cert", "revoke", env=env)
+    assert usage.returncode == 2
+    assert "Traceback" not in usage.stderr
+
+
+def test_serve_https_end_to_end(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = _env(home)
+    init = run_script("init", "--json", env=env)
+    assert init.returncode == 0, init.stderr
+    token = json.loads(init.stdout)["admin_token"]
+    chain = tmp_path / "chain.pem"
+    with chain.open("wb") as fh:  # iotsec ca chain > chain.pem
+        done = subprocess.run([str(CONSOLE_SCRIPT), "ca", "chain"], env=env, stdout=fh,
+                              stderr=subprocess.PIPE, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    issuing = x509.load_pem_x509_certificates(chain.read_bytes())[0]
+
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--port", str(port)], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        trust = ssl.create_default_context(cafile=str(chain))
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, verify=trust, timeout=5) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                try:
+                    health = client.get("/healthz")
+                    break
+                except httpx.ConnectError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            assert health.status_code == 200
+            assert health.json() == {"status": "ok"}
+            assert "server" not in health.headers
+
+            crl = client.get("/crl")
+            assert crl.status_code == 200
+            assert crl.headers["content-type"] == "application/pkix-crl"
+            parsed = x509.load_der_x509_crl(crl.content)
+            assert parsed.is_signature_valid(issuing.public_key())
+
+            assert client.get("/v1/devices").status_code == 401
+            auth = {"Authorization": f"Bearer {token}"}
+            assert client.post("/v1/devices", json={"id": "net-1"}, headers=auth
+                               ).status_code == 201
+            listed = client.get("/v1/devices", headers=auth)
+            assert listed.status_code == 200
+            assert [d["id"] for d in listed.json()] == ["net-1"]
+
+        # A client that does not trust iotsec's CA is refused by TLS.
+        with httpx.Client(verify=ssl.create_default_context(), timeout=5) as stranger, \
+                pytest.raises(httpx.ConnectError):
+            stranger.get(f"{base}/healthz")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
