@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from iotsec import __version__
-from iotsec.cli import access, ca, certs, crl, devices, policy, serve, setup
+from iotsec.cli import access, ca, certs, crl, devices, policy, serve, setup, tokens
 from iotsec.cli.output import err_console
 from iotsec.errors import IotsecError
 
@@ -28,6 +28,8 @@ app.add_typer(access.role_app, name="role")
 app.add_typer(access.group_app, name="group")
 app.add_typer(access.authz_app, name="authz")
 app.add_typer(policy.app, name="policy")
+app.add_typer(tokens.token_app, name="token")
+app.add_typer(tokens.events_app, name="events")
 app.command("crl")(crl.crl)
 app.command("serve")(serve.serve)
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from iotsec.api.app import create_app
+from iotsec.app.events import EventSink
 from iotsec.app.server import ensure_server_tls
 from iotsec.cli.context import runtime
 from iotsec.cli.output import err_console
@@ -35,6 +36,8 @@ def serve(
         raise InvalidInputError(f"plain HTTP is only allowed on a loopback address, not {host}",
                                 hint="drop --http to serve HTTPS, or use --host 127.0.0.1")
     with runtime() as rt:
+        # A server records security events through a buffer flushed in the background.
+        rt.events = EventSink(rt.engine, buffered=True)
         app = create_app(rt)
         scheme = "http" if http else "https"
         shown = f"[{host}]" if ":" in host else host

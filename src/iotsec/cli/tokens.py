@@ -1,0 +1,87 @@
+"""``iotsec token`` (operator API tokens) and ``iotsec events`` (security events)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from iotsec.app.events import list_events
+from iotsec.app.tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
+from iotsec.cli.context import runtime
+from iotsec.cli.output import console, emit_json, err_console, table, when
+from iotsec.timeutil import parse_duration
+
+token_app = typer.Typer(help="API tokens for operators and automation.", no_args_is_help=True)
+events_app = typer.Typer(help="Security events.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def token_json(t: TokenInfo) -> dict[str, Any]:
+    return {"id": t.id, "name": t.name, "scope": t.scope.value, "created_at": t.created_at,
+            "expires_at": t.expires_at, "last_used_at": t.last_used_at, "revoked": t.revoked}
+
+
+@token_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    scope: Annotated[str, typer.Option("--scope", help="admin, operator or auditor.")
+                     ] = "auditor",
+    expires: Annotated[str | None, typer.Option("--expires", help="Lifetime, e.g. 90d.")
+                       ] = "90d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token (shown once; only its hash is stored)."""
+    with runtime() as rt:
+        info, token = issue_token(rt, name, Scope.parse(scope),
+                                  parse_duration(expires) if expires else None)
+    if as_json:
+        emit_json({**token_json(info), "token": token})
+        return
+    err_console.print(f"Created {info.scope.value} token {info.name} ({info.id}), expires "
+                      f"{when(info.expires_at) or 'never'}. Shown once:", markup=False)
+    console.print(token, markup=False, soft_wrap=True)
+
+
+@token_app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List tokens (never their secrets)."""
+    with runtime() as rt:
+        found = list_tokens(rt)
+    if as_json:
+        emit_json([token_json(t) for t in found])
+        return
+    table(f"{len(found)} tokens", ["id", "name", "scope", "expires", "last used", "revoked"],
+          [(t.id, t.name, t.scope.value, when(t.expires_at), when(t.last_used_at),
+            "yes" if t.revoked else "") for t in found])
+
+
+@token_app.command("revoke")
+def revoke(token_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+           ) -> None:
+    """Revoke a token at once."""
+    with runtime() as rt:
+        info = revoke_token(rt, token_id)
+    if as_json:
+        emit_json(token_json(info))
+    else:
+        console.print(f"Revoked token {info.name} ({info.id})", markup=False)
+
+
+@events_app.command("list")
+def events(
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind, e.g. auth.")
+                    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Security events, newest first."""
+    with runtime() as rt:
+        found = list_events(rt.engine, kind=kind, limit=limit)
+    if as_json:
+        emit_json([{"id": e.id, "at": e.at, "kind": e.kind, "outcome": e.outcome,
+                    "actor": e.actor, "source": e.source, "subject": e.subject,
+                    "detail": dict(e.detail or {})} for e in found])
+        return
+    table(f"{len(found)} events", ["at", "kind", "outcome", "actor", "source", "subject"],
+          [(when(e.at), e.kind, e.outcome, e.actor, e.source, e.subject) for e in found])
