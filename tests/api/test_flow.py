@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12

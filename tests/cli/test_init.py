@@ -14,7 +14,7 @@ from tests.cli.support import TOKEN, Cli
 def _token_works(home: Path, token: str) -> bool:
     rt = open_runtime(Settings(home=home))
     try:
-        return authenticate(rt, token).role == "admin"
+        return authenticate(rt, token).scope == "admin"
     finally:
         rt.close()
 

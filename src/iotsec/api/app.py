@@ -12,6 +12,7 @@ from iotsec import __version__
 from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.api import problems
 from iotsec.api.access_routes import router as access_router
+from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.limits import BodyLimit
 from iotsec.api.routes import public, v1
 from iotsec.app.runtime import Runtime
@@ -41,7 +42,7 @@ def create_app(rt: Runtime) -> FastAPI:
                   description="Device identity, PKI and security control plane for IoT fleets.")
     app.state.runtime = rt
     problems.install(app)
-    for router in (public, v1, access_router):
+    for router in (public, v1, access_router, device_tokens_router):
         app.include_router(_declare_scopes(router))
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app

@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from iotsec import __version__
-from iotsec.cli import access, ca, certs, crl, devices, policy, serve, setup, tokens
+from iotsec.cli import (
+    access,
+    ca,
+    certs,
+    crl,
+    device_tokens,
+    devices,
+    policy,
+    serve,
+    setup,
+    tokens,
+)
 from iotsec.cli.output import err_console
 from iotsec.errors import IotsecError
 
@@ -30,6 +41,7 @@ app.add_typer(access.authz_app, name="authz")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(tokens.events_app, name="events")
+app.add_typer(device_tokens.app, name="device-token")
 app.command("crl")(crl.crl)
 app.command("serve")(serve.serve)
 
