@@ -14,8 +14,10 @@ Semantics:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from iotsec.access.policy import Effect, Identity, Role, Rule, check_identity_value, parse_action
 from iotsec.access.topics import (
@@ -29,8 +31,9 @@ from iotsec.access.topics import (
 _LITERAL, _PLUS, _HASH, _VAR = 0, 1, 2, 3
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """An answer and what decided it (immutable; cheap to build on the hot path)."""
+
     allowed: bool
     action: str
     resource: str
@@ -57,6 +60,13 @@ class _Compiled:
     rule: Rule
     kinds: tuple[int, ...]
     levels: tuple[str, ...]  # for a variable level: the variable's name
+    # Pre-computed for matching topic names without walking every level:
+    length: int  # exact number of levels, or (with '#') the minimum
+    has_hash: bool
+    dollar_guard: bool  # a leading wildcard, which '$' topics escape
+    literal_at: Callable[[tuple[str, ...]], object] | None
+    literal_values: object
+    var_slots: tuple[tuple[int, str], ...]
 
 
 def _compile(role: str, index: int, rule: Rule) -> _Compiled:
@@ -75,7 +85,17 @@ def _compile(role: str, index: int, rule: Rule) -> _Compiled:
         else:
             kinds.append(_LITERAL)
             levels.append(level)
-    return _Compiled(role, index, rule, tuple(kinds), tuple(levels))
+    has_hash = bool(kinds) and kinds[-1] == _HASH
+    literal_pos = [i for i, k in enumerate(kinds) if k == _LITERAL]
+    literal_at = operator.itemgetter(*literal_pos) if literal_pos else None
+    literal_values: object = (levels[literal_pos[0]] if len(literal_pos) == 1
+                              else tuple(levels[i] for i in literal_pos))
+    return _Compiled(
+        role, index, rule, tuple(kinds), tuple(levels),
+        length=len(kinds) - 1 if has_hash else len(kinds), has_hash=has_hash,
+        dollar_guard=kinds[0] in (_PLUS, _HASH), literal_at=literal_at,
+        literal_values=literal_values,
+        var_slots=tuple((i, levels[i]) for i, k in enumerate(kinds) if k == _VAR))
 
 
 def _values_of(identity: Identity, name: str) -> tuple[str, ...]:
@@ -114,41 +134,54 @@ def variable_values(identity: Identity) -> Mapping[str, tuple[str, ...]]:
     return _Values(identity)
 
 
-def _match_name(c: _Compiled, names: tuple[str, ...], ctx: Mapping[str, tuple[str, ...]]
-                ) -> bool:
-    kinds, levels = c.kinds, c.levels
+def _match_name(c: _Compiled, names: tuple[str, ...], device_id: str | None,
+                ctx: Mapping[str, tuple[str, ...]]) -> bool:
+    """Does the rule match the topic name? ``device_id`` is the identity's id if it is a
+    valid variable value (the common variable, checked without the lazy mapping)."""
     n = len(names)
-    if n and names[0][:1] == "$" and kinds[0] in (_PLUS, _HASH):
+    if c.has_hash:
+        if n < c.length:
+            return False
+    elif n != c.length:
         return False
-    for i, kind in enumerate(kinds):
-        if kind == _HASH:
-            return True
-        if i >= n:
-            return False
-        if kind == _LITERAL:
-            if levels[i] != names[i]:
+    if c.dollar_guard and n and names[0][:1] == "$":
+        return False
+    if c.literal_at is not None and c.literal_at(names) != c.literal_values:
+        return False
+    for i, name in c.var_slots:
+        if name == "device.id":
+            if names[i] != device_id:
                 return False
-        elif kind == _VAR and names[i] not in ctx[levels[i]]:
+        elif names[i] not in ctx[name]:
             return False
-    return len(kinds) == n
+    return True
 
 
-def _resolve(c: _Compiled, ctx: Mapping[str, tuple[str, ...]]) -> list[Level] | None:
-    """The rule's levels for this identity, a variable becoming the set of its values;
-    None if a variable has no valid value (the rule then matches nothing)."""
-    levels: list[Level] = []
-    for kind, level in zip(c.kinds, c.levels, strict=True):
-        if kind == _VAR:
-            values = ctx[level]
-            if not values:
+def _resolve(c: _Compiled, device_id: str | None, ctx: Mapping[str, tuple[str, ...]]
+             ) -> Sequence[Level] | None:
+    """The rule's levels for this identity: a variable with one value becomes that literal,
+    one with several the set of them; None if a variable has no valid value (the rule then
+    matches nothing)."""
+    if not c.var_slots:
+        return c.levels
+    levels: list[Level] = list(c.levels)
+    for i, name in c.var_slots:
+        if name == "device.id":
+            if device_id is None:
                 return None
-            levels.append(frozenset(values))
-        else:
-            levels.append(level)
+            levels[i] = device_id
+            continue
+        values = ctx[name]
+        if not values:
+            return None
+        levels[i] = values[0] if len(values) == 1 else frozenset(values)
     return levels
 
 
 _RulePair = tuple[tuple[_Compiled, ...], tuple[_Compiled, ...]]
+# Per (device, groups, action): all deny rules, all allow rules (role order kept), and
+# whether any of them uses a variable other than ${device.id}.
+_Resolved = tuple[tuple[_Compiled, ...], tuple[_Compiled, ...], bool]
 _CACHE_LIMIT = 500_000
 
 
@@ -169,7 +202,7 @@ class CompiledPolicy:
         self._device_roles = {k: tuple(v) for k, v in (device_roles or {}).items()}
         self._group_roles = {k: tuple(v) for k, v in (group_roles or {}).items()}
         self._actions: set[str] = set()
-        self._resolved: dict[tuple[str, tuple[str, ...], str], tuple[_RulePair, ...]] = {}
+        self._resolved: dict[tuple[str, tuple[str, ...], str], _Resolved] = {}
 
     @property
     def role_names(self) -> tuple[str, ...]:
@@ -187,42 +220,48 @@ class CompiledPolicy:
         """Allow or deny ``action`` on ``resource`` (a topic name, or a filter for
         ``subscribe``). Invalid input raises; it is never silently denied."""
         key = (identity.device_id, identity.groups, action)
-        per_role = self._resolved.get(key)
-        if per_role is None:
-            if action not in self._actions:
-                self._actions.add(parse_action(action))
-            per_role = tuple(self._rules[r][action] for r in self.roles_for(identity)
-                             if r in self._rules and action in self._rules[r])
-            if len(self._resolved) >= _CACHE_LIMIT:
-                self._resolved.clear()
-            self._resolved[key] = per_role
-        if not per_role:
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolve_roles(identity, action)
+        denies, allows, needs_ctx = resolved
+        if not denies and not allows:
             if action == "subscribe":
                 TopicFilter.parse(resource)
             else:
                 parse_topic_name(resource)
             return Decision(False, action, resource)
-        ctx = variable_values(identity)
+        ctx: Mapping[str, tuple[str, ...]] = variable_values(identity) if needs_ctx else {}
+        device_id = check_identity_value(identity.device_id)
         if action == "subscribe":
-            requested = TopicFilter.parse(resource)
-            for deny, _ in per_role:
-                for c in deny:
-                    levels = _resolve(c, ctx)
-                    if levels is not None and overlaps_levels(levels, requested.levels):
-                        return Decision(False, action, resource, c.role, c.index, c.rule)
-            for _, allow in per_role:
-                for c in allow:
-                    levels = _resolve(c, ctx)
-                    if levels is not None and covers_levels(levels, requested.levels):
-                        return Decision(True, action, resource, c.role, c.index, c.rule)
+            requested = TopicFilter.parse(resource).levels
+            for c in denies:
+                levels = _resolve(c, device_id, ctx)
+                if levels is not None and overlaps_levels(levels, requested):
+                    return Decision(False, action, resource, c.role, c.index, c.rule)
+            for c in allows:
+                levels = _resolve(c, device_id, ctx)
+                if levels is not None and covers_levels(levels, requested):
+                    return Decision(True, action, resource, c.role, c.index, c.rule)
             return Decision(False, action, resource)
         names = parse_topic_name(resource)
-        for deny, _ in per_role:
-            for c in deny:
-                if _match_name(c, names, ctx):
-                    return Decision(False, action, resource, c.role, c.index, c.rule)
-        for _, allow in per_role:
-            for c in allow:
-                if _match_name(c, names, ctx):
-                    return Decision(True, action, resource, c.role, c.index, c.rule)
+        for c in denies:
+            if _match_name(c, names, device_id, ctx):
+                return Decision(False, action, resource, c.role, c.index, c.rule)
+        for c in allows:
+            if _match_name(c, names, device_id, ctx):
+                return Decision(True, action, resource, c.role, c.index, c.rule)
         return Decision(False, action, resource)
+
+    def _resolve_roles(self, identity: Identity, action: str) -> _Resolved:
+        if action not in self._actions:
+            self._actions.add(parse_action(action))
+        pairs = [self._rules[r][action] for r in self.roles_for(identity)
+                 if r in self._rules and action in self._rules[r]]
+        denies = tuple(c for deny, _ in pairs for c in deny)
+        allows = tuple(c for _, allow in pairs for c in allow)
+        needs_ctx = any(name != "device.id" for c in denies + allows for _, name in c.var_slots)
+        if len(self._resolved) >= _CACHE_LIMIT:
+            self._resolved.clear()
+        resolved = (denies, allows, needs_ctx)
+        self._resolved[(identity.device_id, identity.groups, action)] = resolved
+        return resolved

@@ -126,24 +126,18 @@ def _dollar(level: Level) -> bool:
     return not _is_wild(level) and level.startswith("$")
 
 
-def _literals(level: Level) -> frozenset[str] | None:
-    """The literal values of a level, or None for a wildcard."""
-    if isinstance(level, frozenset):
-        return level
-    return None if _is_wild(level) else frozenset((level,))
-
-
-def covers_levels(mine: Sequence[Level], theirs: Sequence[Level]) -> bool:
+def covers_levels(mine: Sequence[Level], theirs: Sequence[str]) -> bool:
     """Every topic that ``theirs`` matches is matched by ``mine``.
 
     ``mine`` may hold value sets (resolved variables); ``theirs`` is a plain filter.
     """
     if _is_wild(mine[0]) and _dollar(theirs[0]):
         return False
+    n = len(theirs)
     for i, level in enumerate(mine):
         if level == "#":
             return True
-        if i >= len(theirs):
+        if i >= n:
             return False
         theirs_level = theirs[i]
         if theirs_level == "#":
@@ -154,15 +148,25 @@ def covers_levels(mine: Sequence[Level], theirs: Sequence[Level]) -> bool:
             return parent_empty and level == "+" and tuple(mine[i + 1:]) == ("#",)
         if level == "+":
             continue
-        allowed = _literals(level)
-        wanted = _literals(theirs_level)
-        if allowed is None or wanted is None or not wanted <= allowed:
+        if theirs_level == "+":
+            return False  # a literal (or a finite set) never covers a whole level
+        if isinstance(level, str):
+            if level != theirs_level:
+                return False
+        elif theirs_level not in level:
             return False
-    return len(theirs) == len(mine)
+    return n == len(mine)
+
+
+def _share(x: Level, y: Level) -> bool:
+    """Can two non-wildcard levels take the same value?"""
+    if isinstance(x, str):
+        return x == y if isinstance(y, str) else x in y
+    return y in x if isinstance(y, str) else bool(x & y)
 
 
 def overlaps_levels(a: Sequence[Level], b: Sequence[Level]) -> bool:
-    """Some topic is matched by both filters (either may hold value sets)."""
+    """Some topic is matched by both filters (either may hold non-empty value sets)."""
     if (_is_wild(a[0]) and _dollar(b[0])) or (_is_wild(b[0]) and _dollar(a[0])):
         return False
     for i in range(max(len(a), len(b))):
@@ -175,9 +179,6 @@ def overlaps_levels(a: Sequence[Level], b: Sequence[Level]) -> bool:
             return not (ends and i == 1 and (a[0] == "" or b[0] == ""))
         if x is None or y is None:
             return False
-        lx, ly = _literals(x), _literals(y)
-        if lx is not None and ly is not None and not lx & ly:
-            return False
-        if (lx is not None and not lx) or (ly is not None and not ly):
+        if x != "+" and y != "+" and not _share(x, y):
             return False
     return True
