@@ -21,6 +21,7 @@ from cryptography import x509
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime, read_passphrase
 from iotsec.errors import (
     ConflictError,
@@ -28,6 +29,7 @@ from iotsec.errors import (
     InvalidInputError,
     NotFoundError,
     TokenDeviceError,
+    TokenError,
 )
 from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.identity.tokens import (
@@ -341,6 +343,20 @@ def verify(rt: Runtime, token: str) -> VerifiedToken:
                 return True
             return False
 
-        return verify_device_token(token, device_keys=lookup, audience=settings.deployment,
-                                   now=now, max_lifetime=settings.device_token_max_lifetime,
-                                   seen=seen)
+        try:
+            verified = verify_device_token(
+                token, device_keys=lookup, audience=settings.deployment, now=now,
+                max_lifetime=settings.device_token_max_lifetime, seen=seen)
+        except TokenError as exc:
+            failure: TokenError | None = exc
+        else:
+            failure = None
+    # Recorded after the transaction so the event write never waits on its lock; the
+    # reason is recorded, the token itself never is.
+    if failure is not None:
+        rt.events.record(Event(rt.now(), "device-token", "failure",
+                               detail={"reason": failure.code}))
+        raise failure
+    rt.events.record(Event(rt.now(), "device-token", "success", actor=verified.device_id,
+                           detail={"kid": verified.kid, "alg": verified.algorithm}))
+    return verified
