@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 import cryptography
 import sqlalchemy
+from cryptography.hazmat.backends.openssl.backend import backend
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
@@ -93,6 +95,14 @@ def pin_to_one_core() -> str:
     return f"pinned to CPU {cpu}"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (other work on the machine skews timings)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def _command_output(*cmd: str) -> str:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
@@ -116,10 +126,18 @@ def _memory_gib() -> str:
     return "unknown"
 
 
-def machine_info() -> dict[str, str]:
-    from cryptography.hazmat.backends.openssl.backend import backend  # noqa: PLC0415
+def source_revision() -> str:
+    """The commit of the checkout the benchmark ran against, and whether src/ differed."""
+    root = Path(__file__).resolve().parent.parent
+    head = _command_output("git", "-C", str(root), "rev-parse", "--short", "HEAD")
+    if head == "unavailable":
+        return head
+    dirty = _command_output("git", "-C", str(root), "status", "--porcelain", "--", "src")
+    return f"{head} (with uncommitted changes in src/)" if dirty else head
 
-    import sqlite3  # noqa: PLC0415
+
+def machine_info() -> dict[str, str]:
+    import iotsec
 
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -133,6 +151,8 @@ def machine_info() -> dict[str, str]:
         "cryptography": cryptography.__version__,
         "sqlalchemy": sqlalchemy.__version__,
         "sqlite": sqlite3.sqlite_version,
+        "iotsec source": source_revision(),
+        "iotsec imported from": str(Path(iotsec.__file__).parent),
     }
 
 
@@ -165,6 +185,7 @@ class ChildRun:
     """A finished child process: its wall time, its own peak RSS, and what it printed."""
 
     seconds: float
+    cpu_seconds: float
     peak_rss_mib: float
     returncode: int
     stdout: str
@@ -184,6 +205,7 @@ _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - start
 with open(result, "w") as fh:
     json.dump({"seconds": seconds, "maxrss_kib": usage.ru_maxrss,
+               "cpu_seconds": usage.ru_utime + usage.ru_stime,
                "code": os.waitstatus_to_exitcode(status)}, fh)
 """
 
@@ -197,7 +219,8 @@ def run_child(cmd: Sequence[str], *, cwd: Path | None = None) -> ChildRun:
         if not result.exists():
             raise RuntimeError(f"the launcher failed: {proc.stderr[-2000:]}")
         data = json.loads(result.read_text())
-    return ChildRun(seconds=data["seconds"], peak_rss_mib=data["maxrss_kib"] / 1024,
+    return ChildRun(seconds=data["seconds"], cpu_seconds=data["cpu_seconds"],
+                    peak_rss_mib=data["maxrss_kib"] / 1024,
                     returncode=data["code"], stdout=proc.stdout, stderr=proc.stderr)
 
 

@@ -55,9 +55,9 @@ def _entries(conn: Connection, authority_id: int, now: int) -> Iterator[bytes]:
     # Expired certificates leave the CRL (RFC 5280 3.3): their status no longer matters.
     result = conn.execute(
         select(c.crl_entry).where(c.authority_id == authority_id, c.revoked_at <= now,
-                                  c.not_after > now).execution_options(yield_per=FETCH_BATCH))
-    for partition in result.scalars().partitions():
-        yield from partition
+                                  c.not_after > now).execution_options(
+            stream_results=True, max_row_buffer=FETCH_BATCH))
+    yield from result.scalars()
 
 
 def current_crl(rt: Runtime, *, role: str = "issuing", force: bool = False) -> PublishedCrl:

@@ -10,6 +10,7 @@ by pyca/cryptography and OpenSSL in the tests.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 # Universal tags.
 BOOLEAN = 0x01
@@ -74,6 +75,7 @@ def bit_string(data: bytes, unused_bits: int = 0) -> bytes:
     return tlv(BIT_STRING, bytes((unused_bits,)) + data)
 
 
+@lru_cache(maxsize=256)
 def oid(dotted: str) -> bytes:
     arcs = [int(a) for a in dotted.split(".")]
     if len(arcs) < 2 or min(arcs) < 0 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] > 39):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from iotsec.errors import PkiError
 from iotsec.pki import x509 as enc
@@ -48,6 +49,12 @@ def validity(ca: Authority, now: datetime, days: int) -> tuple[datetime, datetim
     return now - BACKDATE, min(now + timedelta(days=days), ca.not_after)
 
 
+@lru_cache(maxsize=64)
+def _fixed_extensions(ca_key_id: bytes, ekus: tuple[str, ...]) -> tuple[bytes, bytes, bytes, bytes]:
+    return (enc.basic_constraints(ca=False), enc.key_usage(enc.DIGITAL_SIGNATURE),
+            enc.extended_key_usage(*ekus), enc.authority_key_identifier(ca_key_id))
+
+
 def issue_device(
     ca: Authority,
     *,
@@ -64,12 +71,11 @@ def issue_device(
     With ``crl_url``, the certificate names it as its CRL distribution point."""
     not_before, not_after = validity(ca, now, profile.validity_days if days is None else days)
     serial = random_serial() if serial is None else serial
+    basic, usage, eku, aki = _fixed_extensions(ca.key_id, profile.extended_key_usage)
     extensions = (
-        enc.basic_constraints(ca=False),
-        enc.key_usage(enc.DIGITAL_SIGNATURE),
-        enc.extended_key_usage(*profile.extended_key_usage),
+        basic, usage, eku,
         enc.subject_key_identifier(enc.key_identifier(spki)),
-        enc.authority_key_identifier(ca.key_id),
+        aki,
         enc.subject_alt_name(uris=(device_uri(device_id),),
                              dns_names=profile.dns_names(device_id)),
     ) + ((enc.crl_distribution_point(crl_url),) if crl_url else ())
