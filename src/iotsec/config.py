@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     crl_refresh_hours: int = Field(default=24, ge=1, le=24 * 365,
                                    description="rebuild a CRL at least this often")
 
+    hot_cache_seconds: float = Field(
+        default=1.0, ge=0, le=60,
+        description="how long a serving process may reuse a token lookup or the policy "
+        "version before reading the store again (revocations in the same process apply at "
+        "once; in other processes within this delay)")
     auth_failure_limit: int = Field(default=10, ge=1, le=1_000_000,
                                     description="failed API authentications per source and "
                                     "minute before that source is refused for a minute")

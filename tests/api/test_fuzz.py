@@ -87,6 +87,10 @@ def test_query_and_path_text_never_500(raw: TestClient, after: str, serial: str,
                  raw.get("/v1/certificates", params={"device": after})):
         assert resp.status_code in (200, 422), (resp.request.url, resp.text)
     resp = raw.get("/v1/certificates/" + quote(serial, safe=""))
+    if resp.request.url.path.rstrip("/") == "/v1/certificates":
+        # The client normalised the path (e.g. an encoded '/') back to the list route.
+        assert resp.status_code == 200, (resp.request.url, resp.text)
+        return
     # 405 only for dot segments ('.', '..'), which the client resolves to another path.
     assert resp.status_code in (404, 405, 422), (resp.request.url, resp.text)
 

@@ -25,7 +25,7 @@ from iotsec.access.topics import TopicError, TopicFilter
 from iotsec.errors import InvalidInputError, PolicyError
 
 MQTT_ACTIONS = ("connect", "publish", "subscribe", "receive")
-_API_ACTION = re.compile(r"^[a-z][a-z0-9-]{0,31}:[a-z][a-z0-9-]{0,31}$")
+_API_ACTION = re.compile(r"^[a-z][a-z0-9-]{0,30}:[a-z][a-z0-9-]{0,31}$")
 _ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _VAR_NAME = re.compile(r"^(device\.id|device\.group|cert\.cn|cert\.serial|"

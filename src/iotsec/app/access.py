@@ -25,6 +25,12 @@ def bump_policy_version(conn: Connection) -> None:
                  .values(version=m.policy_version.c.version + 1))
 
 
+def policy_changed(rt: Runtime) -> None:
+    """This process sees its own policy changes at once (other serving processes within
+    ``hot_cache_seconds``)."""
+    rt.forget("policy-version")
+
+
 def _role_exists(conn: Connection, name: str) -> bool:
     return conn.execute(select(m.roles.c.name).where(m.roles.c.name == name)).first() is not None
 
@@ -64,6 +70,7 @@ def write_role(conn: Connection, role: Role, now: int, *, replace: bool) -> None
 def add_role(rt: Runtime, role: Role) -> Role:
     with transaction(rt.engine) as conn:
         write_role(conn, role, ts(rt.now()), replace=False)
+    policy_changed(rt)
     return role
 
 
@@ -135,9 +142,11 @@ def assign_device(rt: Runtime, device_id: str, roles: Sequence[str]) -> list[str
             raise NotFoundError(f"device {device_id!r} is not registered",
                                 hint="register it with 'iotsec device add'")
         assign_roles(conn, [device_id], roles)
-        return list(conn.execute(select(m.device_roles.c.role_name).where(
+        held = list(conn.execute(select(m.device_roles.c.role_name).where(
             m.device_roles.c.device_id == device_id).order_by(m.device_roles.c.role_name)
         ).scalars())
+    policy_changed(rt)
+    return held
 
 
 def add_group(rt: Runtime, name: str, roles: Sequence[str]) -> list[str]:
@@ -159,7 +168,8 @@ def add_group(rt: Runtime, name: str, roles: Sequence[str]) -> list[str]:
             conn.execute(insert(m.group_roles), [{"group_name": name, "role_name": r}
                                                  for r in new])
             bump_policy_version(conn)
-        return sorted(have | set(new))
+    policy_changed(rt)
+    return sorted(have | set(new))
 
 
 def _load_policy(conn: Connection) -> CompiledPolicy:
@@ -176,13 +186,17 @@ def _load_policy(conn: Connection) -> CompiledPolicy:
 
 def current_policy(rt: Runtime) -> CompiledPolicy:
     """The compiled policy, rebuilt only when the store's policy version has moved."""
+    def read_version() -> int:
+        with reading(rt.engine) as conn:
+            return int(conn.execute(select(m.policy_version.c.version)
+                                    .where(m.policy_version.c.id == 1)).scalar_one())
+
+    version = rt.recent("policy-version", rt.settings.hot_cache_seconds, read_version)
+    cached = rt.cache.get("policy")
+    if isinstance(cached, tuple) and cached[0] == version:
+        policy: CompiledPolicy = cached[1]
+        return policy
     with reading(rt.engine) as conn:
-        version = conn.execute(select(m.policy_version.c.version)
-                               .where(m.policy_version.c.id == 1)).scalar_one()
-        cached = rt.cache.get("policy")
-        if isinstance(cached, tuple) and cached[0] == version:
-            policy: CompiledPolicy = cached[1]
-            return policy
         policy = _load_policy(conn)
     rt.cache["policy"] = (version, policy)
     return policy

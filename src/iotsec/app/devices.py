@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select, update
 
 from iotsec.access.policy import parse_role_name
-from iotsec.app.access import DEFAULT_ROLE, assign_roles
+from iotsec.app.access import DEFAULT_ROLE, assign_roles, policy_changed
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import (
@@ -89,6 +89,7 @@ def add_device(rt: Runtime, new: NewDevice) -> Device:
             raise ConflictError(f"device {new.id!r} is already registered",
                                 hint="use 'iotsec device show' to see it")
         _insert_devices(conn, [new], now)
+    policy_changed(rt)
     return get_device(rt, new.id)
 
 
@@ -130,6 +131,7 @@ def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
             if len(batch) >= batch_size:
                 flush()
         flush()
+    policy_changed(rt)
     return total
 
 

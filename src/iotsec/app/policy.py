@@ -9,7 +9,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from iotsec.access.document import parse_document, render_document
 from iotsec.access.lint import Finding, lint
 from iotsec.access.policy import Role
-from iotsec.app.access import _roles, bump_policy_version, write_role
+from iotsec.app.access import _roles, bump_policy_version, policy_changed, write_role
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
@@ -105,6 +105,7 @@ def apply_policy(rt: Runtime, data: bytes, *, prune: bool = False,
                 bump_policy_version(conn)
         if dry_run:
             conn.rollback()
+    policy_changed(rt)
     return result
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, select
 
@@ -21,6 +23,7 @@ from iotsec.store.db import make_engine, reading
 from iotsec.store.migrate import is_current
 
 MAX_PASSPHRASE_FILE = 4096
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -58,6 +61,7 @@ class Runtime:
     #: Per-process caches of derived state (e.g. the compiled policy, keyed by version).
     cache: dict[str, object] = field(default_factory=dict)
     events: EventSink = field(init=False)
+    _recent: dict[str, tuple[float, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.events = EventSink(self.engine)
@@ -92,6 +96,22 @@ class Runtime:
         loaded = (int(row.id), Authority.from_der(row.cert_der, self.keys.load(row.key_label)))
         self._authorities[role] = loaded
         return loaded
+
+    def recent(self, key: str, ttl: float, load: Callable[[], T]) -> T:
+        """``load()``'s value, reused for ``ttl`` seconds in this process (``ttl`` 0: always
+        load). For hot-path reads whose staleness is bounded and documented."""
+        now = time.monotonic()
+        hit = self._recent.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]  # type: ignore[return-value]
+        value = load()
+        if len(self._recent) > 100_000:
+            self._recent.clear()
+        self._recent[key] = (now, value)
+        return value
+
+    def forget(self, key: str) -> None:
+        self._recent.pop(key, None)
 
     def close(self) -> None:
         self.events.close()

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -146,6 +147,7 @@ def revoke_token(rt: Runtime, token_id: str) -> TokenInfo:
             raise ConflictError(f"API token {token_id} is already revoked")
         conn.execute(update(m.api_tokens).where(m.api_tokens.c.id == token_id)
                      .values(revoked=True))
+    rt.forget(f"token:{token_id}")
     rt.events.record(Event(rt.now(), "token.revoked", "success", subject=token_id))
     return get_token(rt, token_id)
 
@@ -206,9 +208,14 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
     match = _TOKEN.fullmatch(token or "")
     row = None
     if match:
-        with reading(rt.engine) as conn:
-            row = conn.execute(select(m.api_tokens).where(m.api_tokens.c.id == match[1])
-                               ).first()
+        token_id = match[1]
+
+        def load() -> Any:
+            with reading(rt.engine) as conn:
+                return conn.execute(select(m.api_tokens)
+                                    .where(m.api_tokens.c.id == token_id)).first()
+
+        row = rt.recent(f"token:{token_id}", rt.settings.hot_cache_seconds, load)
     expected = row.secret_sha256 if row is not None else "0" * 64
     digest_ok = hmac.compare_digest(_digest(match[2]) if match else "", expected)
     reason = None
@@ -236,7 +243,11 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
     throttle.succeeded(where)
     rt.events.record(Event(now, "auth", "success", actor=principal.name, source=source,
                            subject=action, detail={"scope": principal.scope.value}))
-    if row.last_used_at is None or row.last_used_at < ts(now) - LAST_USED_GRANULARITY:
+    last_used = rt.cache.setdefault("token-last-used", {})
+    assert isinstance(last_used, dict)
+    previous = last_used.get(row.id, row.last_used_at)
+    if previous is None or previous < ts(now) - LAST_USED_GRANULARITY:
+        last_used[row.id] = ts(now)
         with transaction(rt.engine) as conn:
             conn.execute(update(m.api_tokens).where(m.api_tokens.c.id == row.id)
                          .values(last_used_at=ts(now)))
