@@ -8,6 +8,7 @@ bombs), duplicate keys are errors, and the size is capped before parsing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from iotsec.access.policy import Role, Rule, parse_role_name
+from iotsec.access.policy import Role, Rule, parse_action, parse_role_name
 from iotsec.errors import InputTooLargeError, IotsecError, PolicyError
 from iotsec.identity.registry import parse_group_name
 
@@ -38,7 +39,7 @@ class _RoleDoc(BaseModel):
 
 class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    version: Literal[1] = 1
+    version: int = Field(default=1, ge=1, le=1)
     roles: list[_RoleDoc] = Field(default_factory=list, max_length=10_000)
     groups: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -80,22 +81,63 @@ def _check_duplicates(node: yaml.Node) -> None:
             _check_duplicates(item)
 
 
+# The C loader when PyYAML has it (fast on hostile input), else the pure-Python one; both
+# are the safe loaders.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_DEPTH = 32
+
+
+def _load_json(text: str) -> Any:
+    """JSON that YAML refuses (tab indentation): parsed strictly, duplicate keys refused."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in items:
+            if key in seen:
+                raise PolicyError(f"duplicate key {key!r}", hint="each key may appear once")
+            seen[key] = value
+        return seen
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise PolicyError("the document is nested too deeply") from None
+
+
 def _load(text: str) -> tuple[Any, yaml.Node | None]:
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        depth = 0
+        for event in yaml.parse(text, Loader=_LOADER):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                line = event.start_mark.line + 1 if event.start_mark else "?"
                 raise PolicyError(f"line {line}: YAML anchors and aliases are not allowed",
                                   hint="write each role out in full")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise PolicyError(f"line {line}: the document is nested more than "
+                                      f"{MAX_DEPTH} levels deep",
+                                      hint="a policy is roles, rules and groups: three levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        node = yaml.compose(text, Loader=_LOADER)
+        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as exc:
+        if text.lstrip()[:1] in ("{", "["):
+            return _load_json(text), None
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else "?"
         raise PolicyError(f"line {line}: not valid YAML/JSON: {exc.problem}",
                           hint="check indentation, quotes and brackets") from None
+    except yaml.reader.ReaderError as exc:
+        line = text[:exc.position].count("\n") + 1
+        raise PolicyError(f"line {line}: the document contains a control character that "
+                          "YAML does not allow") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"not valid YAML/JSON: {type(exc).__name__}") from None
+    except RecursionError:
+        raise PolicyError("the document is nested too deeply") from None
     if node is not None:
         _check_duplicates(node)
     return data, node
@@ -107,8 +149,10 @@ def parse_document(data: bytes) -> PolicyDocument:
                                  f"{MAX_DOCUMENT_BYTES}", hint="split it or remove unused roles")
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PolicyError("the policy file is not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise PolicyError(f"line {line}: the policy file is not UTF-8 text",
+                          hint="save it as UTF-8") from None
     raw, node = _load(text)
     if raw is None:
         raw = {}
@@ -117,9 +161,9 @@ def parse_document(data: bytes) -> PolicyDocument:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = first.get("loc", ())
-        line = _line_of(node, loc)
+        at = _line_of(node, loc)
         where = ".".join(str(p) for p in loc) or "document"
-        raise PolicyError(f"line {line or '?'}: {where}: {first.get('msg', 'invalid')}",
+        raise PolicyError(f"line {at or '?'}: {where}: {first.get('msg', 'invalid')}",
                           hint="see 'iotsec policy export' for the expected shape") from None
     roles: list[Role] = []
     names: set[str] = set()
@@ -134,7 +178,12 @@ def parse_document(data: bytes) -> PolicyDocument:
                 try:
                     Rule.parse(r.effect, r.action, r.resource)
                 except IotsecError:
-                    path += ["rules", j, "resource"]
+                    try:
+                        parse_action(r.action)
+                        field = "resource"
+                    except IotsecError:
+                        field = "action"
+                    path += ["rules", j, field]
                     break
             raise PolicyError(f"line {_line_of(node, path) or '?'}: {exc}",
                               hint=exc.hint) from None
@@ -165,4 +214,5 @@ def render_document(roles: Sequence[Role], groups: Mapping[str, Sequence[str]]) 
     }
     header = ("# iotsec access policy: roles and the groups that hold them.\n"
               "# Apply with 'iotsec policy apply FILE'; check with 'iotsec policy lint'.\n")
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    # ASCII output: characters such as U+0085 would otherwise be read back as line breaks.
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=False, width=100)

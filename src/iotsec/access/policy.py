@@ -32,6 +32,7 @@ _VAR_NAME = re.compile(r"^(device\.id|device\.group|cert\.cn|cert\.serial|"
                        r"device\.attr\.[A-Za-z_][A-Za-z0-9_.-]{0,63})$")
 MAX_RULES_PER_ROLE = 256
 MAX_RESOURCE = 1024
+MAX_DESCRIPTION = 1024
 
 
 class Effect(enum.StrEnum):
@@ -132,6 +133,8 @@ class Role:
 
     @classmethod
     def build(cls, name: str, rules: Sequence[Rule], description: str = "") -> Role:
+        if len(description) > MAX_DESCRIPTION:
+            raise PolicyError(f"a role description has at most {MAX_DESCRIPTION} characters")
         if len(rules) > MAX_RULES_PER_ROLE:
             raise PolicyError(f"role {name!r} has {len(rules)} rules; at most "
                               f"{MAX_RULES_PER_ROLE} are allowed")
