@@ -278,7 +278,8 @@ def test_non_utf8_names_the_line() -> None:
 
 
 def test_control_characters_are_refused() -> None:
-    assert "line 2: the document contains a control character" in refused(b"roles:\n  - name: a\x00\n")
+    message = refused(b"roles:\n  - name: a\x00\n")
+    assert "line 2: the document contains a control character" in message
 
 
 @pytest.mark.parametrize("value", ["true", "1.0"])
