@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         description="how long a serving process may reuse a token lookup or the policy "
         "version before reading the store again (revocations in the same process apply at "
         "once; in other processes within this delay)")
+    device_dns_names: list[str] = Field(
+        default_factory=list,
+        description="DNS SANs for device certificates, as templates with {device_id} "
+        "(JSON list, e.g. [\"{device_id}.devices.example.com\"])")
     auth_failure_limit: int = Field(default=10, ge=1, le=1_000_000,
                                     description="failed API authentications per source and "
                                     "minute before that source is refused for a minute")

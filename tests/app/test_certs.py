@@ -227,3 +227,14 @@ def test_crl_distribution_point_when_configured(rt, device):
     cert = x509.load_der_x509_certificate(certs.issue_from_csr(rt, "dev-1", make_csr()).der)
     points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert [n.value for n in points[0].full_name] == ["https://pki.example.com/crl"]
+
+
+def test_dns_names_from_the_deployment_profile(rt, device):
+    rt.settings.device_dns_names = ["{device_id}.devices.example.com"]
+    cert = x509.load_der_x509_certificate(certs.issue_from_csr(rt, "dev-1", make_csr()).der)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["dev-1.devices.example.com"]
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:iotsec:device:dev-1"]
+    rt.settings.device_dns_names = ["{device_id}..bad"]
+    with pytest.raises(InvalidInputError):
+        certs.issue_from_csr(rt, "dev-1", make_csr())

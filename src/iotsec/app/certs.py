@@ -5,7 +5,7 @@ certificate row or nothing, and a serial is the primary key, so it can never be 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -131,8 +131,16 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int) -
 _INSERT_CERT = insert(m.certificates)
 
 
+def device_profile(rt: Runtime) -> CertProfile:
+    """The device profile, with the DNS names the deployment configures
+    (``IOTSEC_DEVICE_DNS_NAMES``, templates such as ``{device_id}.devices.example.com``)."""
+    names = tuple(rt.settings.device_dns_names)
+    return replace(DEVICE, dns_templates=names) if names else DEVICE
+
+
 def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
-                days: int | None = None, profile: CertProfile = DEVICE) -> list[CertificateRecord]:
+                days: int | None = None, profile: CertProfile | None = None
+                ) -> list[CertificateRecord]:
     """Issue one certificate per ``(device_id, csr)`` in a single transaction.
 
     Every CSR is checked before anything is written; one bad request refuses the batch.
@@ -140,6 +148,7 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
     if len(requests) > MAX_BATCH:
         raise InvalidInputError(f"a batch holds at most {MAX_BATCH} requests",
                                 hint="split the requests into smaller batches")
+    profile = profile or device_profile(rt)
     checked: list[tuple[str, CheckedCsr]] = []
     for device_id, csr in requests:
         parse_device_id(device_id)
@@ -162,7 +171,7 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
 
 
 def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None = None,
-                   profile: CertProfile = DEVICE) -> CertificateRecord:
+                   profile: CertProfile | None = None) -> CertificateRecord:
     """Issue a client certificate for a registered device from its CSR."""
     return issue_batch(rt, [(device_id, csr)], days=days, profile=profile)[0]
 
@@ -332,7 +341,8 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
             raise ConflictError(f"certificate {key} does not belong to a device",
                                 hint="only device certificates are renewed this way")
         _lock_devices_for_issuance(conn, [old.device_id], now)
-        issued = issue_device(ca, device_id=old.device_id, spki=checked.spki, profile=DEVICE,
+        issued = issue_device(ca, device_id=old.device_id, spki=checked.spki,
+                              profile=device_profile(rt),
                               now=moment, days=days, crl_url=rt.settings.crl_url)
         values = _row_values(issued, authority_id=authority_id, device_id=old.device_id,
                              kind="device", profile=old.profile, now=now)

@@ -37,7 +37,9 @@ class CertProfile:
     dns_templates: tuple[str, ...] = ()
 
     def dns_names(self, device_id: str) -> tuple[str, ...]:
-        return tuple(check_dns_name(t.format(device_id=device_id)) for t in self.dns_templates)
+        # Plain substitution, not str.format: a template cannot reach attributes.
+        return tuple(check_dns_name(t.replace("{device_id}", device_id.lower()))
+                     for t in self.dns_templates)
 
 
 DEVICE = CertProfile(name="device", validity_days=365, extended_key_usage=(OID_CLIENT_AUTH,))
