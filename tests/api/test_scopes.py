@@ -132,3 +132,12 @@ def test_policy_put_errors_name_the_line(api: TestClient, body: bytes):
     resp = api.put("/v1/policy", content=body)
     assert resp.status_code == 422
     assert "line" in resp.json()["detail"]
+
+
+def test_events_filter_by_device(api: TestClient, rt):
+    from iotsec.app.events import Event
+
+    rt.events.record(Event(rt.now(), "broker.connect", "success", actor="dev-7"))
+    rt.events.record(Event(rt.now(), "broker.connect", "success", actor="dev-8"))
+    listed = api.get("/v1/events", params={"device": "dev-7"}).json()
+    assert [e["actor"] for e in listed] == ["dev-7"]

@@ -198,8 +198,10 @@ def delete_token(token_id: str, rt: RuntimeDep, _: AdminDep) -> TokenOut:
 def events(rt: RuntimeDep, _: AuditorDep,
            kind: Annotated[str | None, Query(max_length=64)] = None,
            limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-           before: Annotated[int | None, Query(ge=1)] = None) -> list[EventOut]:
+           before: Annotated[int | None, Query(ge=1)] = None,
+           device: Annotated[str | None, Query(max_length=128)] = None) -> list[EventOut]:
     rt.events.flush()
     return [EventOut(id=e.id, at=e.at, kind=e.kind, outcome=e.outcome, actor=e.actor,
                      source=e.source, subject=e.subject, detail=dict(e.detail or {}))
-            for e in list_events(rt.engine, kind=kind, limit=limit, before=before)]
+            for e in list_events(rt.engine, kind=kind, limit=limit, before=before,
+                                 actor=device)]

@@ -100,8 +100,9 @@ class EventSink:
 
 
 def list_events(engine: Engine, *, kind: str | None = None, limit: int = 100,
-                before: int | None = None) -> list[Event]:
-    """Newest first; ``before`` pages by event id."""
+                before: int | None = None, actor: str | None = None) -> list[Event]:
+    """Newest first; ``before`` pages by event id; ``actor`` keeps one device's (or one
+    operator's) events."""
     if not 1 <= limit <= 10_000:
         raise InvalidInputError("limit must be between 1 and 10000")
     query = select(m.events).order_by(m.events.c.id.desc()).limit(limit)
@@ -109,6 +110,8 @@ def list_events(engine: Engine, *, kind: str | None = None, limit: int = 100,
         query = query.where(m.events.c.kind == kind)
     if before is not None:
         query = query.where(m.events.c.id < before)
+    if actor is not None:
+        query = query.where(m.events.c.actor == actor[:MAX_FIELD])
     with reading(engine) as conn:
         return [Event(at=from_ts(r.at), kind=r.kind, outcome=r.outcome, actor=r.actor,
                       source=r.source, subject=r.subject, detail=json.loads(r.detail), id=r.id)

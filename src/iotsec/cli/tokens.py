@@ -72,12 +72,14 @@ def revoke(token_id: Annotated[str, typer.Argument(metavar="ID")], as_json: Json
 def events(
     kind: Annotated[str | None, typer.Option("--kind", help="Only this kind, e.g. auth.")
                     ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Only this device's events.")
+                      ] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Security events, newest first."""
     with runtime() as rt:
-        found = list_events(rt.engine, kind=kind, limit=limit)
+        found = list_events(rt.engine, kind=kind, limit=limit, actor=device)
     if as_json:
         emit_json([{"id": e.id, "at": e.at, "kind": e.kind, "outcome": e.outcome,
                     "actor": e.actor, "source": e.source, "subject": e.subject,
