@@ -264,6 +264,16 @@ def _mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocat
     conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id).values(stale=True))
 
 
+def _locked_certificate(conn: Connection, serial: str) -> Row[Any]:
+    """The certificate row, locked for the rest of the transaction, or NotFoundError."""
+    row = conn.execute(select(m.certificates).where(m.certificates.c.serial == serial)
+                       .with_for_update()).first()
+    if row is None:
+        raise NotFoundError(f"no certificate with serial {serial}",
+                            hint="list certificates with 'iotsec cert list'")
+    return row
+
+
 def _ensure_revocable(row: Row[Any], now: int) -> None:
     if row.revoked_at is not None and row.revoked_at <= now:
         reason = RevocationReason(row.revocation_reason).name
@@ -278,11 +288,7 @@ def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason
     key = format_serial(parse_serial(serial))
     moment = rt.now().replace(microsecond=0)
     with transaction(rt.engine) as conn:
-        row = conn.execute(select(m.certificates).where(m.certificates.c.serial == key)
-                           .with_for_update()).first()
-        if row is None:
-            raise NotFoundError(f"no certificate with serial {key}",
-                                hint="list certificates with 'iotsec cert list'")
+        row = _locked_certificate(conn, key)
         _ensure_revocable(row, ts(moment))
         _mark_revoked(conn, key, moment, reason, row.authority_id)
     return get_certificate(rt, key)
@@ -326,11 +332,7 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
     with transaction(rt.engine) as conn:
-        old = conn.execute(select(m.certificates).where(m.certificates.c.serial == key)
-                           .with_for_update()).first()
-        if old is None:
-            raise NotFoundError(f"no certificate with serial {key}",
-                                hint="list certificates with 'iotsec cert list'")
+        old = _locked_certificate(conn, key)
         if old.revoked_at is not None and old.revoked_at <= now:
             raise ConflictError(f"certificate {key} is revoked and can never be renewed",
                                 hint="issue a new certificate with 'iotsec cert issue'")
