@@ -74,7 +74,7 @@ def add_role(rt: Runtime, role: Role) -> Role:
     return role
 
 
-def _roles(conn: Connection, names: Sequence[str] | None = None) -> list[Role]:
+def load_roles(conn: Connection, names: Sequence[str] | None = None) -> list[Role]:
     query = select(m.role_rules).order_by(m.role_rules.c.role_name, m.role_rules.c.position)
     role_query = select(m.roles).order_by(m.roles.c.name)
     if names is not None:
@@ -96,7 +96,7 @@ class RoleInfo:
 
 def list_roles(rt: Runtime) -> list[RoleInfo]:
     with reading(rt.engine) as conn:
-        roles = _roles(conn)
+        roles = load_roles(conn)
         counts: dict[str, int] = {
             name: int(n) for name, n in conn.execute(
                 select(m.device_roles.c.role_name, func.count())
@@ -181,7 +181,7 @@ def _load_policy(conn: Connection) -> CompiledPolicy:
     for g, r in conn.execute(select(m.group_roles.c.group_name, m.group_roles.c.role_name)
                              .order_by(m.group_roles.c.group_name, m.group_roles.c.role_name)):
         group_roles.setdefault(g, []).append(r)
-    return CompiledPolicy(_roles(conn), device_roles, group_roles)
+    return CompiledPolicy(load_roles(conn), device_roles, group_roles)
 
 
 def current_policy(rt: Runtime) -> CompiledPolicy:

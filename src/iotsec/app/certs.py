@@ -75,7 +75,7 @@ def _record(r: Row[Any]) -> CertificateRecord:
         replaced_by=r.replaced_by)
 
 
-def _row_values(issued: IssuedCertificate, *, authority_id: int, device_id: str | None,
+def certificate_row(issued: IssuedCertificate, *, authority_id: int, device_id: str | None,
                 kind: str, profile: str, now: int) -> dict[str, Any]:
     return {
         "serial": format_serial(issued.serial), "authority_id": authority_id,
@@ -163,7 +163,7 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
         for device_id, csr_ok in checked:
             issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
                                   now=moment, days=days, crl_url=rt.settings.crl_url)
-            values.append(_row_values(issued, authority_id=authority_id, device_id=device_id,
+            values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
                                       kind="device", profile=profile.name, now=now))
         if values:
             conn.execute(_INSERT_CERT, values)
@@ -346,7 +346,7 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
         issued = issue_device(ca, device_id=old.device_id, spki=checked.spki,
                               profile=device_profile(rt),
                               now=moment, days=days, crl_url=rt.settings.crl_url)
-        values = _row_values(issued, authority_id=authority_id, device_id=old.device_id,
+        values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
                              kind="device", profile=old.profile, now=now)
         conn.execute(insert(m.certificates).values(values))
         _mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,

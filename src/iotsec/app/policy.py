@@ -9,7 +9,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from iotsec.access.document import parse_document, render_document
 from iotsec.access.lint import Finding, lint
 from iotsec.access.policy import Role
-from iotsec.app.access import _roles, bump_policy_version, policy_changed, write_role
+from iotsec.app.access import bump_policy_version, load_roles, policy_changed, write_role
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
@@ -27,7 +27,7 @@ def _group_roles(conn: Connection) -> dict[str, list[str]]:
 
 def export_policy(rt: Runtime) -> str:
     with reading(rt.engine) as conn:
-        return render_document(_roles(conn), _group_roles(conn))
+        return render_document(load_roles(conn), _group_roles(conn))
 
 
 @dataclass
@@ -60,7 +60,7 @@ def apply_policy(rt: Runtime, data: bytes, *, prune: bool = False,
     now = ts(rt.now())
     result = ApplyResult()
     with transaction(rt.engine) as conn:
-        current = {r.name: r for r in _roles(conn)}
+        current = {r.name: r for r in load_roles(conn)}
         wanted_names = {r.name for r in doc.roles}
         referenced = {r for rs in doc.groups.values() for r in rs}
         missing = sorted(referenced - wanted_names - set(current))
@@ -111,7 +111,7 @@ def apply_policy(rt: Runtime, data: bytes, *, prune: bool = False,
 
 def lint_policy(rt: Runtime) -> list[Finding]:
     with reading(rt.engine) as conn:
-        roles = _roles(conn)
+        roles = load_roles(conn)
         counts = {name: int(n) for name, n in conn.execute(
             select(m.device_roles.c.role_name, func.count())
             .group_by(m.device_roles.c.role_name))}

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from sqlalchemy import insert
 
-from iotsec.app.certs import _row_values
+from iotsec.app.certs import certificate_row
 from iotsec.app.runtime import Runtime, read_passphrase
 from iotsec.errors import ConfigError, InvalidInputError
 from iotsec.keys.base import KeyType
@@ -91,7 +91,7 @@ def ensure_server_tls(rt: Runtime, host: str) -> ServerTls:
                           common_name=dns[0] if host in ("0.0.0.0", "::") else host,  # noqa: S104
                           dns_names=dns, ips=ips, now=now)
     with transaction(rt.engine) as conn:
-        conn.execute(insert(m.certificates).values(_row_values(
+        conn.execute(insert(m.certificates).values(certificate_row(
             issued, authority_id=rt.issuing_id(), device_id=None, kind="server",
             profile="server", now=ts(now))))
     leaf = enc.to_pem(issued.der, "CERTIFICATE")

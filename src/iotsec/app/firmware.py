@@ -1,0 +1,185 @@
+"""Firmware use cases over files: signing keys, signing, verifying and inspecting images.
+
+The core (:mod:`iotsec.firmware`) takes bytes and streams; this layer opens the files,
+writes results atomically (a half-written signed image never appears under its final
+name) and keeps private keys encrypted on disk (0600, never overwritten), as
+:mod:`iotsec.keys.file` does for the CA keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from iotsec.errors import (
+    ConflictError,
+    FirmwareKeyError,
+    ImageReadError,
+    InvalidInputError,
+    NotFoundError,
+)
+from iotsec.firmware.image import ImageVersion
+from iotsec.firmware.keys import (
+    MAX_KEY_FILE,
+    FirmwareKeyType,
+    LocalImageSigner,
+    TrustedKey,
+    check_new_passphrase,
+    generate_signer,
+    load_private_key,
+    public_pem,
+)
+from iotsec.firmware.layout import ImageInfo, inspect_image
+from iotsec.firmware.sign import SignedImage, SignOptions, sign_stream
+from iotsec.firmware.verify import VerifiedImage, verify_image
+from iotsec.keys.file import write_private_file
+
+#: Environment variable holding the passphrase of firmware signing keys.
+PASSPHRASE_ENV = "IOTSEC_FIRMWARE_KEY_PASSPHRASE"  # noqa: S105 - a variable name
+
+
+def _read_small(path: Path, what: str) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_KEY_FILE:
+            raise FirmwareKeyError(f"{what} {path} is {size} bytes; a key file is at most "
+                                   f"{MAX_KEY_FILE}")
+        with path.open("rb") as fh:
+            return fh.read(MAX_KEY_FILE + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {path} does not exist", hint="check the path") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{what} {path} is a directory", hint="give a file") from None
+
+
+def _refuse_existing(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None and path.exists():
+            raise ConflictError(f"{path} already exists; nothing was written",
+                                hint="keys are never overwritten; choose another path")
+
+
+def _write_public(path: Path, key: TrustedKey) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(public_pem(key.public_key))
+
+
+def generate_key(path: Path, key_type: FirmwareKeyType, passphrase: bytes, *,
+                 public_out: Path | None = None) -> TrustedKey:
+    """Generate a signing key; write it as encrypted PKCS#8 (0600) and, if asked, its
+    public key as PEM. Existing files are never overwritten."""
+    check_new_passphrase(passphrase)
+    _refuse_existing(path, public_out)
+    signer = generate_signer(key_type)
+    write_private_file(path, signer.encrypted_pem(passphrase))
+    trusted = TrustedKey.of(signer.public_key())
+    if public_out is not None:
+        _write_public(public_out, trusted)
+    return trusted
+
+
+def import_key(source: Path, path: Path, passphrase: bytes, *,
+               source_passphrase: bytes | None = None) -> TrustedKey:
+    """Re-encrypt an existing PEM signing key (e.g. one made by ``imgtool keygen``)."""
+    check_new_passphrase(passphrase)
+    _refuse_existing(path)
+    signer = load_private_key(_read_small(source, "key file"), source_passphrase,
+                              allow_unencrypted=True)
+    write_private_file(path, signer.encrypted_pem(passphrase))
+    return TrustedKey.of(signer.public_key())
+
+
+def load_signer(path: Path, passphrase: Callable[[], bytes]) -> LocalImageSigner:
+    """Load an encrypted signing key; ``passphrase`` is asked only for an encrypted key."""
+    pem = _read_small(path, "signing key")
+    secret = passphrase() if b"ENCRYPTED" in pem else None
+    return load_private_key(pem, secret)
+
+
+def public_key_of(path: Path, passphrase: Callable[[], bytes]) -> TrustedKey:
+    """The public key of a signing key file, or of a public key file."""
+    data = _read_small(path, "key file")
+    if b"PRIVATE KEY-----" in data:
+        secret = passphrase() if b"ENCRYPTED" in data else None
+        return TrustedKey.of(load_private_key(data, secret, allow_unencrypted=True)
+                             .public_key())
+    return TrustedKey.from_bytes(data)
+
+
+def export_public_key(key: TrustedKey, out: Path) -> None:
+    _refuse_existing(out)
+    _write_public(out, key)
+
+
+def load_trusted_keys(paths: Iterable[Path]) -> list[TrustedKey]:
+    return [TrustedKey.from_bytes(_read_small(p, "public key")) for p in paths]
+
+
+def sign_file(source: Path, target: Path, signer: LocalImageSigner,
+              options: SignOptions) -> SignedImage:
+    """Sign ``source`` into ``target`` (replaced atomically, like imgtool overwrites)."""
+    try:
+        src = source.open("rb", buffering=0)
+    except FileNotFoundError:
+        raise NotFoundError(f"firmware {source} does not exist", hint="check the path") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{source} is a directory", hint="give a file") from None
+    with src:
+        if target.exists() and os.path.samefile(source, target):
+            raise InvalidInputError("the output would overwrite the input",
+                                    hint="give another OUT path")
+        if target.is_dir():
+            raise InvalidInputError(f"{target} is a directory", hint="give a file name")
+        size = os.fstat(src.fileno()).st_size
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("wb") as dst:
+                result = sign_stream(src, size, dst, signer, options)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return result
+
+
+def verify_path(path: str, keys: list[TrustedKey], *, min_security_counter: int = 0,
+                min_version: ImageVersion | None = None,
+                max_image_size: int | None = None) -> VerifiedImage:
+    """Verify the image at ``path`` (``-`` = standard input), streamed."""
+    if path == "-":
+        return verify_image(sys.stdin.buffer, keys, min_security_counter,
+                            min_version=min_version, max_image_size=max_image_size)
+    with _open_image(path) as fh:
+        return verify_image(fh, keys, min_security_counter, min_version=min_version,
+                            max_image_size=max_image_size)
+
+
+def inspect_path(path: str) -> ImageInfo:
+    """Describe the image at ``path`` (``-`` = standard input) without verifying it."""
+    if path == "-":
+        return inspect_image(sys.stdin.buffer)
+    with _open_image(path) as fh:
+        return inspect_image(fh)
+
+
+@contextlib.contextmanager
+def _open_image(path: str) -> Iterator[io.FileIO]:
+    try:
+        fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise NotFoundError(f"image {path} does not exist", hint="check the path") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{path} is a directory", hint="give an image file") from None
+    except OSError as exc:
+        raise ImageReadError(f"cannot open {path}: {exc.strerror}") from None
+    with fh:
+        yield fh

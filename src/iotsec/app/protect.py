@@ -1,0 +1,274 @@
+"""Data protection use cases: files encrypted at rest under the home's KEK, and the
+debugging side of end-to-end payloads (keys from files, one message at a time).
+
+Files are streamed: ``encrypt_file``/``decrypt_file`` hold two chunks in memory whatever
+the size. Output goes to a private temporary file beside the target and is linked into
+place only when the whole stream has been processed, so a refused decryption leaves no
+plaintext behind and an existing file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+
+from iotsec.app.events import Event
+from iotsec.app.runtime import Runtime, read_passphrase
+from iotsec.errors import (
+    ConflictError,
+    InvalidInputError,
+    IotsecError,
+    NotFoundError,
+    PayloadAlgorithmError,
+    PayloadKeyError,
+)
+from iotsec.keys.file import write_private_file
+from iotsec.protect import atrest, payload
+from iotsec.protect.kek import FileKekStore
+from iotsec.protect.keys import (
+    Algorithm,
+    PairContext,
+    SigningKey,
+    VerifyingKey,
+    as_agreement_private,
+    as_agreement_public,
+    as_signing_private,
+    as_verifying_public,
+    establish,
+    load_private_key,
+    load_public_key,
+)
+from iotsec.protect.replay import ReplayWindow
+
+KEK_DIR = "kek"
+STDIO = "-"
+#: A replay-window state file is a few hundred bytes; nothing legitimate is larger.
+MAX_WINDOW_STATE = 64 * 1024
+
+
+def kek_store(rt: Runtime) -> FileKekStore:
+    """The home's file KEKs (``<keys_dir>/kek``), unlocked with the CA passphrase."""
+    return FileKekStore(rt.settings.keys_dir / KEK_DIR, read_passphrase(rt.settings))
+
+
+# --- files at rest -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _source(path: str) -> Iterator[BinaryIO]:
+    if path == STDIO:
+        yield sys.stdin.buffer
+        return
+    try:
+        fh = Path(path).open("rb")  # noqa: SIM115 - closed below, after the stream is used
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist", hint="check the path") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{path} is a directory", hint="give a file") from None
+    with fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _atomic_output(path: str) -> Iterator[BinaryIO]:
+    """A private temporary file that becomes ``path`` only if the block succeeds."""
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        raise ConflictError(f"{path} already exists",
+                            hint="iotsec never overwrites; remove it or choose another name")
+    if not target.parent.is_dir():
+        raise NotFoundError(f"the directory of {path} does not exist", hint="create it first")
+    staged = target.with_name(f".{target.name}.{secrets.token_hex(6)}.partial")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            # A hard link never replaces an existing file: no race with another writer.
+            os.link(staged, target)
+        except FileExistsError:
+            raise ConflictError(f"{path} already exists",
+                                hint="iotsec never overwrites; choose another name") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            # A file system without hard links: rename, after checking once more.
+            if target.exists():
+                raise ConflictError(f"{path} already exists") from None
+            os.rename(staged, target)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _record(rt: Runtime, kind: str, outcome: str, subject: str, detail: dict[str, object]) -> None:
+    rt.events.record(Event(at=rt.now(), kind=kind, outcome=outcome, subject=subject,
+                           detail=detail))
+
+
+def encrypt_file(rt: Runtime, source: str, target: str, *,
+                 chunk_size: int = atrest.DEFAULT_CHUNK_SIZE) -> atrest.StreamInfo:
+    """Encrypt ``source`` (a path or ``-``) to ``target`` (a new path, or ``-``) under the
+    home's active KEK (created on first use)."""
+    kek = kek_store(rt).active_or_create()
+    with _source(source) as src:
+        if target == STDIO:
+            info = atrest.encrypt_stream(src, sys.stdout.buffer, kek, chunk_size=chunk_size)
+            sys.stdout.buffer.flush()
+        else:
+            with _atomic_output(target) as dst:
+                info = atrest.encrypt_stream(src, dst, kek, chunk_size=chunk_size)
+    _record(rt, "data.encrypt", "ok", target, {"kek": info.kek_id, "bytes": info.plaintext_bytes})
+    return info
+
+
+def decrypt_file(rt: Runtime, source: str, target: str) -> atrest.StreamInfo:
+    """Decrypt ``source`` (a path or ``-``) to the new file ``target``; on any failure no
+    output file exists afterwards."""
+    if target == STDIO:
+        raise InvalidInputError("decrypted output goes to a file, not to standard output",
+                                hint="a stream is only known to be complete at its end; give "
+                                "OUT as a file name")
+    store = kek_store(rt)
+    try:
+        with _source(source) as src, _atomic_output(target) as dst:
+            info = atrest.decrypt_stream(src, dst, store)
+    except IotsecError as exc:
+        _record(rt, "data.decrypt", "refused", target, {"error": exc.code})
+        raise
+    _record(rt, "data.decrypt", "ok", target, {"kek": info.kek_id, "bytes": info.plaintext_bytes})
+    return info
+
+
+def inspect_file(source: str) -> atrest.StreamHeader:
+    """The header of an encrypted file (nothing is authenticated: no key is used)."""
+    with _source(source) as src:
+        return atrest.StreamHeader.read(src)
+
+
+# --- payloads (debugging) ------------------------------------------------------------------
+
+
+KEY_TYPES = ("x25519", "p256", "ed25519")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    private_pem: bytes
+    public_pem: bytes
+
+
+def generate_keypair(key_type: str) -> KeyPair:
+    """A new static key pair as unencrypted PKCS#8 / SubjectPublicKeyInfo PEM."""
+    kind = key_type.strip().lower()
+    private: x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    if kind == "x25519":
+        private = x25519.X25519PrivateKey.generate()
+    elif kind == "p256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    elif kind == "ed25519":
+        private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise InvalidInputError(f"unknown key type {key_type!r}",
+                                hint=f"choose one of: {', '.join(KEY_TYPES)}")
+    return KeyPair(
+        private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()),
+        private.public_key().public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def pair(own_key: bytes, peer_public: bytes, *, own_id: str, peer_id: str, salt: bytes,
+         alg: Algorithm) -> PairContext:
+    """The pair keys of one side, from PEM/DER key files."""
+    return establish(as_agreement_private(load_private_key(own_key)),
+                     as_agreement_public(load_public_key(peer_public)),
+                     own_id=own_id, peer_id=peer_id, salt=salt, alg=alg)
+
+
+def default_seq() -> int:
+    """A sequence number for a one-off message: the time in microseconds (it grows)."""
+    return time.time_ns() // 1000
+
+
+def seal_payload(data: bytes, *, sender_key: bytes, sender_id: str, alg: Algorithm, seq: int,
+                 recipient_public: bytes | None = None, recipient_id: str | None = None,
+                 salt: bytes | None = None, external_aad: bytes = b"") -> bytes:
+    """Seal one message: COSE_Encrypt0 for A256GCM/ChaCha20-Poly1305 (needs the recipient's
+    public key, id and the pairing salt), COSE_Sign1 for ES256/EdDSA."""
+    if alg.is_aead:
+        if recipient_public is None or recipient_id is None or salt is None:
+            raise InvalidInputError(f"{alg.cose_name} encrypts: give the recipient's public "
+                                    "key, its id and the pairing salt")
+        context = pair(sender_key, recipient_public, own_id=sender_id, peer_id=recipient_id,
+                       salt=salt, alg=alg)
+        return payload.seal(data, context.send, seq=seq, external_aad=external_aad)
+    signing = SigningKey(as_signing_private(load_private_key(sender_key)), sender_id=sender_id)
+    if signing.alg is not alg:
+        raise PayloadKeyError(f"the sender key signs with {signing.alg.cose_name}, not "
+                              f"{alg.cose_name}")
+    return payload.seal(data, signing, seq=seq, external_aad=external_aad)
+
+
+def open_payload(message: bytes, *, sender_public: bytes, sender_id: str,
+                 window: ReplayWindow, recipient_key: bytes | None = None,
+                 recipient_id: str | None = None, salt: bytes | None = None,
+                 external_aad: bytes = b"") -> payload.Opened:
+    """Open one message from ``sender_id``. The algorithm comes from the message, but the key
+    derived for it must carry the message's kid, so a changed algorithm is refused."""
+    parsed = payload.parse(message)
+    keyring = payload.Keyring()
+    if parsed.kind == "encrypt0":
+        if recipient_key is None or recipient_id is None or salt is None:
+            raise InvalidInputError("the message is encrypted: give the recipient's private "
+                                    "key, its id and the pairing salt")
+        try:
+            alg = Algorithm(parsed.alg)
+        except ValueError:
+            alg = Algorithm.ES256  # not an encryption algorithm: refused just below
+        if not alg.is_aead:
+            raise PayloadAlgorithmError(f"a COSE_Encrypt0 with algorithm "
+                                        f"{parsed.algorithm_name} is not supported")
+        keyring.add(pair(recipient_key, sender_public, own_id=recipient_id,
+                         peer_id=sender_id, salt=salt, alg=alg).receive)
+    else:
+        keyring.add(VerifyingKey(as_verifying_public(load_public_key(sender_public)),
+                                 sender_id=sender_id))
+    return payload.open(message, keyring, window, external_aad=external_aad)
+
+
+def load_window(path: Path | None) -> ReplayWindow:
+    """A replay window from its state file (a fresh one if there is no file yet)."""
+    if path is None or not path.exists():
+        return ReplayWindow()
+    if path.stat().st_size > MAX_WINDOW_STATE:
+        raise InvalidInputError(f"{path} is larger than {MAX_WINDOW_STATE} bytes")
+    try:
+        state = json.loads(path.read_bytes())
+    except ValueError:
+        raise InvalidInputError(f"{path} is not a replay window state (JSON)") from None
+    return ReplayWindow.from_state(state)
+
+
+def save_window(path: Path, window: ReplayWindow) -> None:
+    write_private_file(path, (json.dumps(window.state(), sort_keys=True) + "\n").encode("ascii"),
+                       overwrite=True)
