@@ -34,6 +34,9 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/issue_bench.py
 	$(BIN)/python bench/crl_bench.py
 	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/authz_bench.py
+	$(BIN)/python bench/jwt_bench.py
+	$(BIN)/python bench/firmware_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

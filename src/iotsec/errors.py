@@ -245,3 +245,332 @@ class TokenDeviceError(TokenError):
 
     code = "device-token-device-state"
     default_hint = "check the device's state with 'iotsec device show'"
+
+
+# --- firmware --------------------------------------------------------------------------
+
+
+class FirmwareError(IotsecError):
+    """A firmware image (MCUboot format) or a firmware signing key that is not accepted.
+    Each subclass names one reason; a verifier raises exactly one of them."""
+
+    status = 422
+    code = "firmware"
+
+
+class ImageReadError(FirmwareError):
+    """The image could not be read (an I/O error from the file or stream)."""
+
+    code = "firmware-read"
+    default_hint = "check that the image file is readable"
+
+
+class ImageTruncatedError(FirmwareError):
+    """The input ended before the sizes its header declares."""
+
+    code = "firmware-truncated"
+    default_hint = "the image is incomplete; download or copy it again"
+
+
+class ImageMagicError(FirmwareError):
+    """The first four bytes are not the MCUboot image magic."""
+
+    code = "firmware-bad-magic"
+    default_hint = "this is not a signed MCUboot image; sign it with 'iotsec firmware sign'"
+
+
+class ImageHeaderError(FirmwareError):
+    """A header field is out of range (header size, flags, sizes over a stated limit)."""
+
+    code = "firmware-bad-header"
+    default_hint = "the image header is corrupt or was not written by an MCUboot signing tool"
+
+
+class ImageTooLargeError(ImageHeaderError):
+    """The sizes in the header exceed the limit given by the caller (e.g. the slot size)."""
+
+    status = 413
+    code = "firmware-too-large"
+    default_hint = "the image does not fit the slot it is meant for"
+
+
+class UnsupportedImageError(FirmwareError):
+    """A valid MCUboot feature that iotsec does not verify (encrypted or compressed
+    images, SHA-384/512 hashes, pure signatures)."""
+
+    code = "firmware-unsupported"
+    default_hint = ("iotsec verifies unencrypted, uncompressed images with a SHA-256 hash and an "
+                    "ECDSA P-256, Ed25519 or RSA-2048/3072 signature")
+
+
+class TlvAreaError(FirmwareError):
+    """A TLV area that is malformed: wrong info magic, a size that disagrees with the header,
+    a TLV whose length runs past the end of its area, or a known TLV of the wrong length."""
+
+    code = "firmware-bad-tlv"
+    default_hint = "the image's TLV area is corrupt; sign the image again"
+
+
+class DuplicateTlvError(TlvAreaError):
+    code = "firmware-duplicate-tlv"
+    default_hint = "each of these TLVs may appear once; the image was tampered with or mis-built"
+
+
+class UnknownTlvError(TlvAreaError):
+    """A TLV type that is not allowed where it appears (an unknown protected TLV, or a
+    TLV in the unprotected area that only the protected area may carry)."""
+
+    code = "firmware-unknown-tlv"
+    default_hint = ("only known TLVs are accepted; allow a vendor TLV explicitly if the image is "
+                    "meant to carry it")
+
+
+class ImageHashError(FirmwareError):
+    """The SHA-256 over header, body and protected TLVs differs from the hash TLV."""
+
+    code = "firmware-hash-mismatch"
+    default_hint = "the image was changed after it was signed; do not install it"
+
+
+class MissingHashError(ImageHashError):
+    code = "firmware-hash-missing"
+    default_hint = "the image carries no SHA-256 hash TLV; sign it with 'iotsec firmware sign'"
+
+
+class NoTrustedKeyError(FirmwareError):
+    """Verification was asked for without any public key: a hash alone proves nothing."""
+
+    status = 400
+    code = "firmware-no-key"
+    default_hint = "give the public key(s) the image must be signed with (--key PUB.pem)"
+
+
+class UntrustedKeyError(FirmwareError):
+    """The image is signed, but its key hash names none of the trusted keys."""
+
+    code = "firmware-untrusted-key"
+    default_hint = "the image was signed with another key; check which key the fleet trusts"
+
+
+class ImageSignatureError(FirmwareError):
+    """A signature made with a trusted key does not verify (or does not fit the key)."""
+
+    code = "firmware-bad-signature"
+    default_hint = "the image or its signature was tampered with; do not install it"
+
+
+class MissingSignatureError(FirmwareError):
+    code = "firmware-unsigned"
+    default_hint = "sign the image with 'iotsec firmware sign --key KEY'"
+
+
+class SecurityCounterError(FirmwareError):
+    """The image's security counter is below the minimum (anti-rollback), or the image has
+    none although a minimum is required."""
+
+    code = "firmware-security-counter"
+    default_hint = ("the image is older than what the device must run; publish an image with a "
+                    "higher --security-counter")
+
+
+class VersionDowngradeError(FirmwareError):
+    code = "firmware-downgrade"
+    default_hint = "install an image whose version is at least the one required"
+
+
+class FirmwareKeyError(FirmwareError):
+    """A firmware signing or verification key that cannot be used (wrong type or size,
+    cannot be decrypted, a private key where a public one is expected)."""
+
+    status = 400
+    code = "firmware-key"
+    default_hint = ("firmware keys are ECDSA P-256, Ed25519 or RSA-2048/3072 PEM files; private "
+                    "keys are encrypted PKCS#8")
+
+
+class ImageLayoutError(FirmwareError):
+    """The image cannot be built as asked (input header not blank without --pad-header,
+    image and trailer larger than the slot, sizes over the format's limits)."""
+
+    status = 400
+    code = "firmware-layout"
+    default_hint = "check --header-size, --pad-header and --slot-size"
+
+
+# --- network segmentation --------------------------------------------------------------
+
+
+class NetsegError(IotsecError):
+    """Network segmentation: a zone policy, a flow or a firewall ruleset that is refused."""
+
+    status = 422
+    code = "netseg"
+
+
+class NetsegPolicyError(NetsegError, InvalidInputError):
+    """A zone policy file that is not valid. ``problems`` holds every problem found as
+    ``(line, message)`` pairs (line ``None`` when it has none); the message is the first."""
+
+    code = "invalid-netseg-policy"
+    default_hint = "run 'iotsec netseg validate FILE' to see every problem with its line"
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 problems: tuple[tuple[int | None, str], ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems or ((None, message),)
+
+
+class NftError(NetsegError):
+    """The nft tool is missing, not permitted, or refused a ruleset."""
+
+    status = 500
+    code = "nft"
+    default_hint = "install the nftables package and run as root (nft needs CAP_NET_ADMIN)"
+
+
+# --- data protection (end-to-end payloads, encryption at rest) -------------------------
+
+
+class ProtectError(IotsecError):
+    """A protected payload, an encrypted file or an encrypted record that is refused.
+    Messages name what failed and where, never plaintext or key material."""
+
+    status = 422
+    code = "protect"
+
+
+class CborError(ProtectError, MalformedInputError):
+    """Bytes that are not strict, well-formed CBOR within the parser's limits."""
+
+    status = 400
+    code = "malformed-cbor"
+
+
+class PayloadError(ProtectError):
+    code = "payload"
+
+
+class PayloadMalformedError(PayloadError, MalformedInputError):
+    """Not a COSE_Encrypt0/COSE_Sign1 message iotsec accepts (shape, headers, sizes)."""
+
+    status = 400
+    code = "payload-malformed"
+    default_hint = "send a tagged COSE_Encrypt0 or COSE_Sign1 made by an iotsec-compatible sender"
+
+
+class PayloadKeyError(PayloadError):
+    """A key of the wrong type for the operation, keys on different curves, or an invalid
+    pairing parameter (identity, salt)."""
+
+    code = "payload-key"
+    default_hint = ("use X25519 or P-256 keys for encryption and P-256 or Ed25519 keys for "
+                    "signing, the same curve on both sides")
+
+
+class PayloadUnknownKeyError(PayloadError):
+    """The message names a key id (kid) the receiver does not hold."""
+
+    code = "payload-unknown-key"
+    default_hint = ("check that both sides derived the pair key from the same keys, identities, "
+                    "algorithm and salt, and that the key has not been retired")
+
+
+class PayloadAlgorithmError(PayloadError):
+    """The message's algorithm is unsupported or differs from the one bound to its key."""
+
+    code = "payload-algorithm"
+    default_hint = "seal with the algorithm the pair key was established for"
+
+
+class PayloadAuthenticationError(PayloadError):
+    """The authentication tag or signature does not verify: altered, sealed for another
+    recipient or with another key, or bound to other external data."""
+
+    code = "payload-authentication"
+    default_hint = "the message was altered or not sealed for this recipient; discard it"
+
+
+class PayloadReplayError(PayloadError):
+    """The sender's sequence number was already accepted."""
+
+    code = "payload-replayed"
+    default_hint = "senders must use a new, increasing sequence number for every message"
+
+
+class PayloadTooOldError(PayloadError):
+    """The sequence number is below the receiver's acceptance window."""
+
+    code = "payload-too-old"
+    default_hint = "the message arrived too late (or is a replay); the sender should resend it"
+
+
+class DataProtectionError(ProtectError):
+    code = "data-protection"
+
+
+class StreamFormatError(DataProtectionError, MalformedInputError):
+    """Not an iotsec encrypted stream: wrong magic or version, invalid lengths, or data after
+    the final chunk."""
+
+    status = 400
+    code = "stream-format"
+    default_hint = "give a file written by 'iotsec data encrypt'"
+
+
+class StreamHeaderError(DataProtectionError):
+    """The stream header does not authenticate: altered, or written under another
+    key-encryption key with the same id, or with other associated data."""
+
+    code = "stream-header"
+    default_hint = "the file was altered; restore it from a trusted copy"
+
+
+class StreamChunkError(DataProtectionError):
+    """A chunk does not authenticate: altered, reordered, cut short or taken from another file."""
+
+    code = "stream-chunk"
+    default_hint = "the file was altered; restore it from a trusted copy"
+
+
+class StreamTruncatedError(DataProtectionError):
+    """The stream ends before its final chunk."""
+
+    code = "stream-truncated"
+    default_hint = "the file is incomplete; copy it again from its source"
+
+
+class RecordFormatError(DataProtectionError, MalformedInputError):
+    status = 400
+    code = "record-format"
+    default_hint = "the stored value is not an iotsec encrypted record"
+
+
+class RecordAuthenticationError(DataProtectionError):
+    """An encrypted record does not open for this table, record id and field: altered, moved
+    to another record, or sealed under another key-encryption key."""
+
+    code = "record-authentication"
+    default_hint = "the stored value was altered or copied from another record"
+
+
+class UnknownKekError(DataProtectionError, KeyCustodyError):
+    """Data names a key-encryption key that is not in custody."""
+
+    status = 500
+    code = "unknown-kek"
+    default_hint = "restore the key-encryption key from backup (or use the home it was made in)"
+
+
+class KekUnlockError(KeyCustodyError):
+    """A key-encryption key file cannot be unwrapped: wrong passphrase, or the file was
+    altered."""
+
+    code = "kek-unlock"
+    default_hint = "check IOTSEC_CA_PASSPHRASE (or the ca-passphrase file in the home)"
+
+
+class DataKeyUnwrapError(KeyCustodyError):
+    """A wrapped data key does not unwrap under the key-encryption key it names."""
+
+    code = "data-key-unwrap"
+    default_hint = "the wrapped key was altered or belongs to another key-encryption key"

@@ -15,6 +15,7 @@ from iotsec.cli import (
     crl,
     device_tokens,
     devices,
+    firmware,
     policy,
     serve,
     setup,
@@ -42,6 +43,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(tokens.events_app, name="events")
 app.add_typer(device_tokens.app, name="device-token")
+app.add_typer(firmware.app, name="firmware")
 app.command("crl")(crl.crl)
 app.command("serve")(serve.serve)
 

@@ -68,7 +68,8 @@ def read_input(path: str, limit: int, what: str) -> bytes:
 
 
 def write_output(path: str | None, data: bytes, *, private: bool = False) -> None:
-    """Write to ``path`` (refusing to overwrite a file) or to standard output."""
+    """Write to ``path`` atomically (a private file is never overwritten; a public one is
+    replaced whole, so a reader never sees half of it) or to standard output."""
     if path is None or path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
