@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/authz_bench.py
 	$(BIN)/python bench/jwt_bench.py
 	$(BIN)/python bench/firmware_bench.py
+	$(BIN)/python bench/protect_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

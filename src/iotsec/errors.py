@@ -574,3 +574,255 @@ class DataKeyUnwrapError(KeyCustodyError):
 
     code = "data-key-unwrap"
     default_hint = "the wrapped key was altered or belongs to another key-encryption key"
+
+
+# --- security scanning -----------------------------------------------------------------
+
+
+class ScanError(IotsecError):
+    """A scan that could not run as asked (the CLI exits 2 for these: nothing was judged)."""
+
+    status = 422
+    code = "scan"
+
+
+class ScanTargetError(ScanError, InvalidInputError):
+    """A target, CIDR range, port list or scope file that cannot be parsed or is too large."""
+
+    code = "scan-target"
+    default_hint = ("give addresses (192.0.2.10), CIDR ranges (192.0.2.0/24), host names, "
+                    "and ports as 1-65535 lists such as 22,80,8000-8100,U:5683")
+
+
+class ScanScopeError(ScanError):
+    """A target outside the authorised scope, or a very large range without confirmation."""
+
+    status = 403
+    code = "scan-scope"
+    default_hint = "add the range to the scope file (--scope) if you are authorised to scan it"
+
+
+class ScanResolveError(ScanError):
+    """A host name that does not resolve (or not within the time allowed)."""
+
+    code = "scan-resolve"
+    default_hint = "check the name, or give the address instead"
+
+
+class ScanToolError(ScanError):
+    """An optional external tool (nmap) that is missing, failed or gave unreadable output."""
+
+    status = 500
+    code = "scan-tool"
+    default_hint = "install nmap (Debian package 'nmap') or leave out --with-nmap"
+
+
+# --- secure OTA distribution (TUF repository, rollout campaigns) -----------------------
+
+
+class OtaError(IotsecError):
+    """Over-the-air updates: TUF metadata, the update repository, campaigns and device
+    reports. Each subclass names one reason."""
+
+    status = 422
+    code = "ota"
+
+
+class OtaRepositoryError(OtaError):
+    """The update repository is missing, not initialised, or cannot be used as asked."""
+
+    status = 409
+    code = "ota-repository"
+    default_hint = "create it with 'iotsec ota repo init' (see 'iotsec ota repo status')"
+
+
+class TufMetadataError(OtaError):
+    """TUF metadata that is not acceptable: unparseable, the wrong role, over its size limit,
+    or inconsistent with the repository."""
+
+    code = "tuf-metadata"
+    default_hint = "give metadata produced by 'iotsec ota' for this repository"
+
+
+class TufThresholdError(TufMetadataError):
+    """Metadata signed by fewer trusted keys than its role's threshold (or by keys the
+    role does not trust)."""
+
+    code = "tuf-threshold"
+    default_hint = ("sign it with more of the role's keys ('iotsec ota metadata sign FILE "
+                    "--key KEY') until the threshold is met")
+
+
+class TufExpiredError(TufMetadataError):
+    """Metadata whose expiry date has passed (a frozen or stale repository)."""
+
+    code = "tuf-expired"
+    default_hint = ("re-sign it with a later expiry; online roles are refreshed by 'iotsec ota "
+                    "repo refresh'")
+
+
+class TufRollbackError(TufMetadataError):
+    """Metadata whose version is not newer than the one already trusted (replayed or rolled
+    back), or not the version the snapshot names (mix-and-match)."""
+
+    code = "tuf-rollback"
+    default_hint = "metadata versions only move forward; stage and sign a new version"
+
+
+class OtaDownloadError(OtaError):
+    """Metadata or an image could not be downloaded from the update server."""
+
+    status = 502
+    code = "ota-download"
+    default_hint = "check the update server URL and the device's network, then retry"
+
+
+class OtaEndlessDataError(OtaDownloadError):
+    """The server sent more bytes than the metadata allows (an endless-data attack)."""
+
+    code = "ota-endless-data"
+    default_hint = "the update server is misbehaving or compromised; the download was cut off"
+
+
+class OtaTargetError(OtaError):
+    """A downloaded image whose length or hash differs from the signed targets metadata
+    (arbitrary software), or a target the metadata does not list."""
+
+    code = "ota-target"
+    default_hint = "do not install it; the update server is misbehaving or compromised"
+
+
+class HardwareMismatchError(OtaError):
+    """A release that is not built for the device's hardware (or product)."""
+
+    code = "ota-hardware"
+    default_hint = "publish the image for this hardware with --hardware, or pick another release"
+
+
+class ReleaseDowngradeError(OtaError, ConflictError):
+    """Publishing an image older (version or security counter) than the channel serves."""
+
+    status = 409
+    code = "ota-release-downgrade"
+    default_hint = "publish a newer image, or pass --force to serve an older one on purpose"
+
+
+class CampaignError(OtaError):
+    """A rollout campaign that cannot be created or changed as asked."""
+
+    code = "ota-campaign"
+
+
+class CampaignStateError(CampaignError, ConflictError):
+    """The campaign's state does not allow this (e.g. resuming an aborted campaign)."""
+
+    status = 409
+    code = "ota-campaign-state"
+    default_hint = "check the campaign with 'iotsec ota campaign status ID'"
+
+
+class OtaReportError(OtaError):
+    """A device report that does not fit the device's update (unknown campaign, a status
+    out of order, a report after the update ended)."""
+
+    status = 409
+    code = "ota-report"
+    default_hint = "report downloading, installing, then installed, failed or rolled_back"
+
+
+class DeviceRollbackError(OtaError, ConflictError):
+    """A device reports running a version below what its recorded security counter allows
+    (the server-side anti-rollback record)."""
+
+    status = 409
+    code = "ota-device-rollback"
+    default_hint = ("the device runs older firmware than it already confirmed; investigate it "
+                    "before trusting its reports")
+
+
+# --- broker (Mosquitto) and the device MQTT client -------------------------------------
+
+
+class BrokerError(IotsecError):
+    """Driving the MQTT broker failed: rendering, validating, reloading or confirming it."""
+
+    status = 502
+    code = "broker"
+
+
+class BrokerConfigError(BrokerError, InvalidInputError):
+    """A broker setting that cannot be rendered (address, port, directory, names)."""
+
+    status = 422
+    code = "broker-config"
+    default_hint = "check the options given to 'iotsec broker mosquitto render'"
+
+
+class BrokerValidationError(BrokerError):
+    """A new broker configuration, ACL or CRL was refused before anything was swapped in;
+    the broker keeps running with the previous generation."""
+
+    status = 422
+    code = "broker-validation"
+    default_hint = "nothing was changed on the broker; fix the cause and run the sync again"
+
+
+class BrokerCrlError(BrokerValidationError):
+    """The CRL for the broker is unreadable, not signed by the CA, older than the one the
+    broker has, or too close to (or past) its nextUpdate."""
+
+    code = "broker-crl"
+    default_hint = ("nothing was changed on the broker; check the CA with 'iotsec crl' and run "
+                    "the sync again")
+
+
+class BrokerProcessError(BrokerError):
+    """The process given is not a running Mosquitto broker, or cannot be signalled."""
+
+    status = 503
+    code = "broker-process"
+    default_hint = "give the broker's --pid or --pidfile (and run as its user or root)"
+
+
+class BrokerReloadError(BrokerError):
+    """The broker did not confirm the new generation after a reload (not serving, or not
+    enforcing its CRL or ACL); iotsec rolled back to the previous generation."""
+
+    status = 503
+    code = "broker-reload"
+    default_hint = "read the broker's log (DIR/run/mosquitto.log) and run the sync again"
+
+
+class MqttError(IotsecError):
+    """The device MQTT client could not do what was asked."""
+
+    status = 502
+    code = "mqtt"
+
+
+class MqttConnectError(MqttError):
+    """The broker refused the connection (TLS handshake or CONNACK), or is unreachable."""
+
+    code = "mqtt-connect"
+    default_hint = ("check the host name and port, that the certificate is current and not "
+                    "revoked, and that the device is enabled")
+
+
+class MqttNotAuthorizedError(MqttError):
+    """The broker refused a publish or a subscription (MQTT 5 reason code 0x87 and kin)."""
+
+    status = 403
+    code = "mqtt-not-authorized"
+    default_hint = "the device's roles do not allow this topic; see 'iotsec authz check'"
+
+    def __init__(self, message: str, *, reason_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason_code = reason_code
+
+
+class MqttTimeoutError(MqttError):
+    """The broker did not answer in time."""
+
+    status = 504
+    code = "mqtt-timeout"
+    default_hint = "check that the broker is reachable and not overloaded"

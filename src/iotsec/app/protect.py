@@ -129,6 +129,9 @@ def encrypt_file(rt: Runtime, source: str, target: str, *,
                  chunk_size: int = atrest.DEFAULT_CHUNK_SIZE) -> atrest.StreamInfo:
     """Encrypt ``source`` (a path or ``-``) to ``target`` (a new path, or ``-``) under the
     home's active KEK (created on first use)."""
+    if target == STDIO and sys.stdout.isatty():
+        raise InvalidInputError("refusing to write ciphertext to a terminal",
+                                hint="give OUT as a file name, or redirect standard output")
     kek = kek_store(rt).active_or_create()
     with _source(source) as src:
         if target == STDIO:

@@ -17,6 +17,7 @@ from iotsec.cli import (
     devices,
     firmware,
     policy,
+    protect,
     serve,
     setup,
     tokens,
@@ -44,6 +45,8 @@ app.add_typer(tokens.token_app, name="token")
 app.add_typer(tokens.events_app, name="events")
 app.add_typer(device_tokens.app, name="device-token")
 app.add_typer(firmware.app, name="firmware")
+app.add_typer(protect.payload_app, name="payload")
+app.add_typer(protect.data_app, name="data")
 app.command("crl")(crl.crl)
 app.command("serve")(serve.serve)
 

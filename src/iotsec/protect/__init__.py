@@ -1,0 +1,52 @@
+"""Data protection: end-to-end payloads (COSE) and encryption at rest (envelope encryption).
+
+* :mod:`iotsec.protect.payload` -- ``seal``/``open`` of COSE_Encrypt0 and COSE_Sign1
+  messages between a device and an application, with replay protection;
+* :mod:`iotsec.protect.keys` -- pair keys (ECDH + HKDF-SHA256) and signing keys;
+* :mod:`iotsec.protect.atrest` -- streaming file encryption and encrypted records;
+* :mod:`iotsec.protect.kek` -- the key-encryption key interface and the file KEK.
+"""
+
+from iotsec.protect.atrest import (
+    decrypt_stream,
+    encrypt_stream,
+    open_record,
+    seal_record,
+)
+from iotsec.protect.kek import FileKek, FileKekStore, KekRing, KeyWrapper
+from iotsec.protect.keys import (
+    Algorithm,
+    PairContext,
+    PairKey,
+    SigningKey,
+    VerifyingKey,
+    establish,
+    new_salt,
+)
+from iotsec.protect.payload import Keyring, Opened, Sender, open, seal
+from iotsec.protect.replay import ReplayWindow, ReplayWindows
+
+__all__ = [
+    "Algorithm",
+    "FileKek",
+    "FileKekStore",
+    "KekRing",
+    "KeyWrapper",
+    "Keyring",
+    "Opened",
+    "PairContext",
+    "PairKey",
+    "ReplayWindow",
+    "ReplayWindows",
+    "Sender",
+    "SigningKey",
+    "VerifyingKey",
+    "decrypt_stream",
+    "encrypt_stream",
+    "establish",
+    "new_salt",
+    "open",
+    "open_record",
+    "seal",
+    "seal_record",
+]

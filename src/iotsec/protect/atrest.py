@@ -1,0 +1,378 @@
+"""Encryption at rest: streaming file encryption (and, re-exported from
+:mod:`iotsec.protect.records`, envelope-encrypted records).
+
+Streams (``iotsec data encrypt``) follow the design of Tink's streaming AEAD and age's
+STREAM construction. Every file gets a random 256-bit data key (DEK), wrapped by a
+key-encryption key (:class:`~iotsec.protect.kek.KeyWrapper`). The header is::
+
+    magic "\\x89IOTSEC\\n" (8) | version 1 (1) | log2 chunk size (1) | KEK id length (1)
+    | KEK id | salt (32) | nonce prefix (7) | wrapped DEK length (2, big-endian)
+    | wrapped DEK | header MAC (32)
+
+From the DEK and the salt, HKDF-SHA256 derives the payload key and the header key (both
+bound to a hash of the caller's associated data). The header MAC is HMAC-SHA256 under the
+header key over every header byte before it, and the DEK is wrapped with the header bytes up
+to the nonce prefix as associated data, so any change to the header is detected before a
+single chunk is read. The plaintext is cut into chunks of exactly the chunk size (the last
+one may be shorter; it is empty only when the whole file is), each sealed with AES-256-GCM
+under the nonce ``prefix (7) | chunk index (4, big-endian) | last-chunk flag (1)``. Hence:
+
+* a changed, reordered or dropped chunk fails (its index is in its nonce);
+* a chunk from another file fails (another DEK, salt and prefix);
+* a stream cut at a chunk boundary fails (the new last chunk was not sealed as last), and
+  so does a stream extended after its final chunk;
+* decryption releases a chunk only after it authenticated, with at most two chunks in
+  memory, whatever the file size.
+
+Records (:func:`seal_record`, in :mod:`iotsec.protect.records`) are small values in the
+store: each gets its own DEK; the associated data of both the DEK wrapping and the value's
+AES-GCM names the table, the record id and the field, so a ciphertext copied to another
+row or column does not open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import BinaryIO, Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from iotsec.errors import (
+    DataKeyUnwrapError,
+    DataProtectionError,
+    InvalidInputError,
+    StreamChunkError,
+    StreamFormatError,
+    StreamHeaderError,
+    StreamTruncatedError,
+)
+from iotsec.protect.kek import (
+    KEK_ID,
+    MAX_WRAPPED_KEY,
+    KekResolver,
+    KeyWrapper,
+    check_kek_id,
+    resolve_kek,
+)
+from iotsec.protect.records import (  # the record envelope is part of this API
+    RecordEnvelope,
+    open_record,
+    record_context,
+    record_kek_id,
+    rewrap_record,
+    seal_record,
+)
+
+MAGIC: Final = b"\x89IOTSEC\n"
+VERSION: Final = 1
+MIN_CHUNK_LOG2: Final = 12  # 4 KiB
+MAX_CHUNK_LOG2: Final = 22  # 4 MiB: the most a header can make a reader hold (twice)
+DEFAULT_CHUNK_SIZE: Final = 1 << 16  # 64 KiB, as age
+SALT: Final = 32
+NONCE_PREFIX: Final = 7
+MAC: Final = 32
+TAG: Final = 16
+MAX_CHUNKS: Final = 1 << 32
+MAX_ASSOCIATED_DATA: Final = 64 * 1024
+#: Largest header a reader accepts (the longest KEK id and wrapped key).
+MAX_HEADER: Final = len(MAGIC) + 3 + 64 + SALT + NONCE_PREFIX + 2 + MAX_WRAPPED_KEY + MAC
+
+_FIXED: Final = len(MAGIC) + 3
+
+
+def _derive(dek: bytes, salt: bytes, associated_data: bytes) -> tuple[bytes, bytes]:
+    """(payload key, header key) from the data key, the file's salt and associated data."""
+    if len(associated_data) > MAX_ASSOCIATED_DATA:
+        raise InvalidInputError(f"associated data has at most {MAX_ASSOCIATED_DATA} bytes")
+    prk = hmac.digest(salt, dek, "sha256")
+    bound = hashlib.sha256(associated_data).digest()
+    payload = HKDFExpand(hashes.SHA256(), 32, b"iotsec stream v1 payload\x00" + bound).derive(prk)
+    header = HKDFExpand(hashes.SHA256(), 32, b"iotsec stream v1 header\x00" + bound).derive(prk)
+    return payload, header
+
+
+def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    return prefix + index.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHeader:
+    """The parsed header of an encrypted stream (not yet authenticated)."""
+
+    version: int
+    chunk_size: int
+    kek_id: str
+    salt: bytes
+    nonce_prefix: bytes
+    wrapped_key: bytes
+    mac: bytes
+
+    def prefix(self) -> bytes:
+        """The header up to the nonce prefix: what the wrapped DEK is bound to."""
+        kid = self.kek_id.encode("ascii")
+        return (MAGIC + bytes((self.version, self.chunk_size.bit_length() - 1, len(kid))) + kid
+                + self.salt + self.nonce_prefix)
+
+    def authenticated_part(self) -> bytes:
+        """Every header byte before the MAC."""
+        return self.prefix() + len(self.wrapped_key).to_bytes(2, "big") + self.wrapped_key
+
+    def encode(self) -> bytes:
+        return self.authenticated_part() + self.mac
+
+    @property
+    def size(self) -> int:
+        return _FIXED + len(self.kek_id) + SALT + NONCE_PREFIX + 2 + len(self.wrapped_key) + MAC
+
+    @classmethod
+    def read(cls, src: BinaryIO) -> StreamHeader:
+        """Read and parse a header from ``src`` (at most :data:`MAX_HEADER` bytes)."""
+        fixed = read_full(src, _FIXED)
+        if fixed[:len(MAGIC)] != MAGIC[:len(fixed)] or not fixed:
+            raise StreamFormatError("not an iotsec encrypted stream (wrong magic bytes)")
+        if len(fixed) < _FIXED:
+            raise StreamTruncatedError("the stream ends inside its header")
+        version, log2, id_len = fixed[8], fixed[9], fixed[10]
+        if version != VERSION:
+            raise StreamFormatError(f"unsupported stream version {version}",
+                                    hint="this iotsec reads version 1; upgrade iotsec")
+        if not MIN_CHUNK_LOG2 <= log2 <= MAX_CHUNK_LOG2:
+            raise StreamFormatError(f"invalid chunk size 2**{log2}")
+        if not 1 <= id_len <= 64:
+            raise StreamFormatError("invalid key-encryption key id length")
+        middle = read_full(src, id_len + SALT + NONCE_PREFIX + 2)
+        if len(middle) < id_len + SALT + NONCE_PREFIX + 2:
+            raise StreamTruncatedError("the stream ends inside its header")
+        try:
+            kek_id = middle[:id_len].decode("ascii")
+        except UnicodeDecodeError:
+            raise StreamFormatError("the key-encryption key id is not ASCII") from None
+        if not KEK_ID.fullmatch(kek_id):
+            raise StreamFormatError("the key-encryption key id is invalid")
+        pos = id_len
+        salt, prefix = middle[pos:pos + SALT], middle[pos + SALT:pos + SALT + NONCE_PREFIX]
+        wrapped_len = int.from_bytes(middle[-2:], "big")
+        if not 1 <= wrapped_len <= MAX_WRAPPED_KEY:
+            raise StreamFormatError("invalid wrapped data key length")
+        tail = read_full(src, wrapped_len + MAC)
+        if len(tail) < wrapped_len + MAC:
+            raise StreamTruncatedError("the stream ends inside its header")
+        return cls(version, 1 << log2, kek_id, salt, prefix, tail[:wrapped_len],
+                   tail[wrapped_len:])
+
+
+def read_full(src: BinaryIO, size: int) -> bytes:
+    """Read ``size`` bytes, or fewer only at the end of the stream (pipes return short reads)."""
+    data = src.read(size)
+    if data is None:
+        raise DataProtectionError("the input is a non-blocking stream with no data ready")
+    if len(data) == size or not data:
+        return data
+    parts, got = [data], len(data)
+    while got < size:
+        more = src.read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _check_chunk_size(chunk_size: int) -> int:
+    log2 = chunk_size.bit_length() - 1
+    if chunk_size != 1 << log2 or not MIN_CHUNK_LOG2 <= log2 <= MAX_CHUNK_LOG2:
+        raise InvalidInputError(f"the chunk size must be a power of two from "
+                                f"{1 << MIN_CHUNK_LOG2} to {1 << MAX_CHUNK_LOG2} bytes")
+    return chunk_size
+
+
+class StreamSealer:
+    """Encrypts one stream chunk by chunk: write :attr:`header`, then each
+    :meth:`seal_chunk` result in order (the last one with ``last=True``)."""
+
+    __slots__ = ("_aead", "_done", "_index", "_prefix", "chunk_size", "header")
+
+    def __init__(self, kek: KeyWrapper, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 associated_data: bytes = b"") -> None:
+        self.chunk_size = _check_chunk_size(chunk_size)
+        dek = secrets.token_bytes(32)
+        partial = StreamHeader(VERSION, chunk_size, check_kek_id(kek.key_id),
+                               secrets.token_bytes(SALT), secrets.token_bytes(NONCE_PREFIX),
+                               b"", b"")
+        wrapped = kek.wrap(dek, b"iotsec stream v1\x00" + partial.prefix())
+        if not 1 <= len(wrapped) <= MAX_WRAPPED_KEY:
+            raise DataProtectionError(f"the key-encryption key returned a wrapped key of "
+                                      f"{len(wrapped)} bytes; at most {MAX_WRAPPED_KEY} fit")
+        payload_key, header_key = _derive(dek, partial.salt, associated_data)
+        body = StreamHeader(VERSION, chunk_size, partial.kek_id, partial.salt,
+                            partial.nonce_prefix, wrapped, b"").authenticated_part()
+        self.header = body + hmac.digest(header_key, body, "sha256")
+        self._aead = AESGCM(payload_key)
+        self._prefix = partial.nonce_prefix
+        self._index = 0
+        self._done = False
+
+    def seal_chunk(self, plaintext: bytes, *, last: bool) -> bytes:
+        if self._done:
+            raise DataProtectionError("the stream is already finished")
+        if len(plaintext) > self.chunk_size or (not last and len(plaintext) != self.chunk_size):
+            raise DataProtectionError("only the last chunk may be shorter than the chunk size")
+        if last and not plaintext and self._index:
+            raise DataProtectionError("only an empty stream ends with an empty chunk")
+        if self._index >= MAX_CHUNKS:
+            raise DataProtectionError("the stream is too long for its chunk size")
+        nonce = _nonce(self._prefix, self._index, last)
+        self._index += 1
+        self._done = last
+        return self._aead.encrypt(nonce, plaintext, None)
+
+
+class StreamOpener:
+    """Authenticates a header (on construction) and then opens chunks in order."""
+
+    __slots__ = ("_aead", "_done", "_index", "_prefix", "header")
+
+    def __init__(self, header: StreamHeader, keks: KeyWrapper | KekResolver, *,
+                 associated_data: bytes = b"") -> None:
+        kek = resolve_kek(keks, header.kek_id)
+        try:
+            dek = kek.unwrap(header.wrapped_key, b"iotsec stream v1\x00" + header.prefix())
+        except DataKeyUnwrapError:
+            raise StreamHeaderError(
+                "the stream header does not authenticate (its data key does not unwrap): the "
+                "header was altered, or the file was encrypted under another key-encryption "
+                f"key named {header.kek_id!r}") from None
+        payload_key, header_key = _derive(dek, header.salt, associated_data)
+        expected = hmac.digest(header_key, header.authenticated_part(), "sha256")
+        if not hmac.compare_digest(expected, header.mac):
+            raise StreamHeaderError("the stream header does not authenticate: it was altered, "
+                                    "or the associated data differs")
+        self.header = header
+        self._aead = AESGCM(payload_key)
+        self._prefix = header.nonce_prefix
+        self._index = 0
+        self._done = False
+
+    def _try(self, ciphertext: bytes, last: bool) -> bytes | None:
+        try:
+            return self._aead.decrypt(_nonce(self._prefix, self._index, last), ciphertext, None)
+        except InvalidTag:
+            return None
+
+    def open_chunk(self, ciphertext: bytes, *, last: bool) -> bytes:
+        """The plaintext of the next chunk, only if it authenticates as chunk number
+        ``index`` (and as the final one when ``last``)."""
+        index, full = self._index, self.header.chunk_size + TAG
+        if self._done:
+            raise StreamFormatError("data follows the final chunk")
+        if len(ciphertext) > full or (not last and len(ciphertext) != full) \
+                or len(ciphertext) < TAG:
+            raise StreamTruncatedError(f"chunk {index} is cut short: the stream was truncated")
+        if index >= MAX_CHUNKS:
+            raise StreamFormatError("the stream has more chunks than its format allows")
+        plaintext = self._try(ciphertext, last)
+        if plaintext is None:
+            # Only on failure: find out whether a whole chunk was sealed with the other flag,
+            # to tell a cut or an extended stream from altered data. Nothing is released.
+            if len(ciphertext) == full and self._try(ciphertext, not last) is not None:
+                if last:
+                    raise StreamTruncatedError(
+                        f"the stream ends after chunk {index} but that is not its final "
+                        "chunk: the stream was truncated")
+                raise StreamFormatError(f"chunk {index} is the final chunk, but data follows it")
+            raise StreamChunkError(
+                f"chunk {index} does not authenticate: it was altered, reordered, truncated or "
+                "taken from another file")
+        if last and not plaintext and index:
+            raise StreamFormatError("an empty final chunk follows data")
+        self._index = index + 1
+        self._done = last
+        return plaintext
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    kek_id: str
+    chunk_size: int
+    chunks: int
+    plaintext_bytes: int
+    ciphertext_bytes: int
+
+
+def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
+                   chunk_size: int = DEFAULT_CHUNK_SIZE,
+                   associated_data: bytes = b"") -> StreamInfo:
+    """Encrypt all of ``src`` to ``dst`` (two chunks of memory, whatever the size)."""
+    sealer = StreamSealer(kek, chunk_size=chunk_size, associated_data=associated_data)
+    dst.write(sealer.header)
+    written, plain, chunks = len(sealer.header), 0, 0
+    current = read_full(src, chunk_size)
+    while True:
+        if len(current) < chunk_size:
+            following, last = b"", True
+        else:
+            following = read_full(src, chunk_size)
+            last = not following
+        sealed = sealer.seal_chunk(current, last=last)
+        dst.write(sealed)
+        written += len(sealed)
+        plain += len(current)
+        chunks += 1
+        if last:
+            return StreamInfo(kek.key_id, chunk_size, chunks, plain, written)
+        current = following
+
+
+def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver, *,
+                   associated_data: bytes = b"") -> StreamInfo:
+    """Decrypt ``src`` to ``dst``, writing each chunk only after it authenticated.
+
+    On any error, what was written to ``dst`` so far is authenticated plaintext of a stream
+    that is *not* complete: callers writing a file must discard it (the CLI does).
+    """
+    header = StreamHeader.read(src)
+    opener = StreamOpener(header, keks, associated_data=associated_data)
+    size = header.chunk_size + TAG
+    read, plain, chunks = header.size, 0, 0
+    current = read_full(src, size)
+    if not current:
+        raise StreamTruncatedError("the stream ends after its header: every chunk is missing")
+    while True:
+        if len(current) < size:
+            following, last = b"", True
+        else:
+            following = read_full(src, size)
+            last = not following
+        plaintext = opener.open_chunk(current, last=last)
+        dst.write(plaintext)
+        read += len(current)
+        plain += len(plaintext)
+        chunks += 1
+        if last:
+            return StreamInfo(header.kek_id, header.chunk_size, chunks, plain, read)
+        current = following
+
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "MAGIC",
+    "RecordEnvelope",
+    "StreamHeader",
+    "StreamInfo",
+    "StreamOpener",
+    "StreamSealer",
+    "decrypt_stream",
+    "encrypt_stream",
+    "open_record",
+    "read_full",
+    "record_context",
+    "record_kek_id",
+    "rewrap_record",
+    "seal_record",
+]
