@@ -38,6 +38,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/jwt_bench.py
 	$(BIN)/python bench/firmware_bench.py
 	$(BIN)/python bench/protect_bench.py
+	$(BIN)/python bench/netseg_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -16,6 +16,7 @@ from iotsec.cli import (
     device_tokens,
     devices,
     firmware,
+    netseg,
     policy,
     protect,
     serve,
@@ -47,6 +48,7 @@ app.add_typer(device_tokens.app, name="device-token")
 app.add_typer(firmware.app, name="firmware")
 app.add_typer(protect.payload_app, name="payload")
 app.add_typer(protect.data_app, name="data")
+app.add_typer(netseg.app, name="netseg")
 app.command("crl")(crl.crl)
 app.command("serve")(serve.serve)
 
