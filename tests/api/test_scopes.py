@@ -39,7 +39,9 @@ def test_every_route_declares_a_scope_and_needs_a_token(anon: TestClient):
     for method, path, op in routes:
         if (method, path) in PUBLIC:
             continue
-        assert op.get("x-required-scope") in {"admin", "operator", "auditor"}, (method, path)
+        # Device-facing routes take the device's own token (scope "device").
+        assert op.get("x-required-scope") in {"admin", "operator", "auditor", "device"}, (
+            method, path)
         resp = anon.request(method.upper(), _fill(path), json={})
         assert resp.status_code == 401, (method, path, resp.status_code)
         assert resp.headers["content-type"] == "application/problem+json"
@@ -49,7 +51,7 @@ def test_auditor_cannot_change_anything(api: TestClient, rt):
     auditor = _token(api, "auditor")
     client = TestClient(create_app(rt), headers={"Authorization": f"Bearer {auditor}"})
     for method, path, op in _routes(client):
-        if (method, path) in PUBLIC:
+        if (method, path) in PUBLIC or op.get("x-required-scope") == "device":
             continue
         resp = client.request(method.upper(), _fill(path), json={})
         if method == "get" or (method, path) in READ_ONLY_POSTS:

@@ -14,6 +14,8 @@ from iotsec.api import problems
 from iotsec.api.access_routes import router as access_router
 from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.limits import BodyLimit
+from iotsec.api.ota import device_router as ota_device_router
+from iotsec.api.ota import router as ota_router
 from iotsec.api.routes import public, v1
 from iotsec.app.runtime import Runtime
 
@@ -42,7 +44,8 @@ def create_app(rt: Runtime) -> FastAPI:
                   description="Device identity, PKI and security control plane for IoT fleets.")
     app.state.runtime = rt
     problems.install(app)
-    for router in (public, v1, access_router, device_tokens_router):
+    for router in (public, v1, access_router, device_tokens_router, ota_router,
+                   ota_device_router):
         app.include_router(_declare_scopes(router))
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app

@@ -17,6 +17,7 @@ from iotsec.cli import (
     devices,
     firmware,
     netseg,
+    ota,
     policy,
     protect,
     serve,
@@ -45,7 +46,9 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(tokens.events_app, name="events")
 app.add_typer(device_tokens.app, name="device-token")
+firmware.app.command("publish")(ota.firmware_publish)
 app.add_typer(firmware.app, name="firmware")
+app.add_typer(ota.app, name="ota")
 app.add_typer(protect.payload_app, name="payload")
 app.add_typer(protect.data_app, name="data")
 app.add_typer(netseg.app, name="netseg")

@@ -224,3 +224,78 @@ token_jtis = Table(
     Column("expires_at", BigInteger, nullable=False),
     Index(None, "expires_at"),
 )
+
+# --- secure OTA distribution -----------------------------------------------------------
+
+# One row per publication of a verified image to a channel (the TUF repository in the home
+# holds the image and the signed metadata; this is what campaigns and reports refer to).
+ota_releases = Table(
+    "ota_releases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("product", String(64), nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("version", String(32), nullable=False),  # major.minor.revision+build
+    Column("security_counter", BigInteger, nullable=True),
+    Column("target_path", String(256), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("length", BigInteger, nullable=False),
+    Column("hardware", Text, nullable=False),  # JSON list of hardware names
+    Column("targets_version", Integer, nullable=False),
+    Column("published_at", BigInteger, nullable=False),
+    Index(None, "product", "channel"),
+    Index(None, "product", "version"),
+)
+
+# Rollout campaigns: a release sent to a set of devices in waves (cumulative percentages).
+ota_campaigns = Table(
+    "ota_campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("release_id", Integer, ForeignKey("ota_releases.id"), nullable=False),
+    Column("selector", String(160), nullable=False),  # group:NAME | devices
+    Column("state", String(16), nullable=False),  # active | paused | aborted | completed
+    Column("waves", Text, nullable=False),  # JSON list of cumulative percentages
+    Column("current_wave", Integer, nullable=False),
+    Column("wave_started_at", BigInteger, nullable=False),
+    Column("failure_threshold_bp", Integer, nullable=False),  # basis points of a wave
+    Column("device_timeout", BigInteger, nullable=False),  # seconds
+    Column("soak", BigInteger, nullable=False),  # seconds a finished wave waits
+    Column("acknowledged_failures", Integer, nullable=False),
+    Column("reason", Text, nullable=True),  # why it paused, aborted or completed
+    Column("created_by", String(128), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "state"),
+)
+
+ota_campaign_devices = Table(
+    "ota_campaign_devices",
+    metadata,
+    Column("campaign_id", Integer, ForeignKey("ota_campaigns.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("wave", SmallInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("version", String(32), nullable=True),  # the version the device last reported
+    Column("detail", Text, nullable=True),
+    Column("updated_at", BigInteger, nullable=True),  # time of the device's last report
+    Index(None, "campaign_id", "wave", "status"),
+    Index(None, "device_id"),
+)
+
+# Server-side anti-rollback record: the highest security counter a device has confirmed
+# running, and the lowest version that counter allows.
+ota_device_firmware = Table(
+    "ota_device_firmware",
+    metadata,
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("product", String(64), nullable=True),
+    Column("version", String(32), nullable=False),  # the version now running
+    Column("security_counter", BigInteger, nullable=False),
+    Column("min_version", String(32), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
