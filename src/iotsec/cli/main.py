@@ -24,6 +24,7 @@ from iotsec.cli import (
     setup,
     tokens,
 )
+from iotsec.cli import scan as scan_cmd
 from iotsec.cli.output import err_console
 from iotsec.errors import IotsecError
 
@@ -53,6 +54,7 @@ app.add_typer(protect.payload_app, name="payload")
 app.add_typer(protect.data_app, name="data")
 app.add_typer(netseg.app, name="netseg")
 app.command("crl")(crl.crl)
+app.command("scan")(scan_cmd.scan)
 app.command("serve")(serve.serve)
 
 
