@@ -10,8 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from iotsec.api import ota as ota_api
-from iotsec.api.app import _declare_scopes, create_app
+from iotsec.api.app import create_app
 from iotsec.app import device_tokens, devices
 from iotsec.app.events import list_events
 from iotsec.app.runtime import Runtime
@@ -23,11 +22,8 @@ from tests.tokens.support import claims_for, p256, public_pem, sign
 
 
 def ota_app(rt: Runtime) -> FastAPI:
-    """The app as it will be assembled: the OTA routers included beside the others."""
-    app = create_app(rt)
-    app.include_router(_declare_scopes(ota_api.router))
-    app.include_router(ota_api.device_router)
-    return app
+    """The app as served (the OTA routers are part of it)."""
+    return create_app(rt)
 
 
 def device_token_source(rt: Runtime, device_id: str) -> Callable[[], str]:
