@@ -9,6 +9,7 @@ to PostgreSQL, so that several stateless ``iotsec serve`` processes can share it
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,20 @@ class Settings(BaseSettings):
     device_token_max_lifetime: int = Field(
         default=3600, ge=60, le=86400,
         description="longest accepted lifetime (exp - iat) of a device JWT, in seconds")
+
+    keystore: Literal["file", "pkcs11"] = Field(
+        default="file",
+        description="where new CA and key-encryption keys are generated: 'file' (encrypted "
+        "PKCS#8 and KEK files in the home) or 'pkcs11' (non-extractable keys in a token)")
+    pkcs11_module: Path | None = Field(
+        default=None,
+        description="path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so)")
+    pkcs11_token: str | None = Field(
+        default=None, min_length=1, max_length=32,
+        description="label of the PKCS#11 token holding iotsec's keys")
+    pkcs11_pin: SecretStr | None = Field(
+        default=None,
+        description="user PIN of the PKCS#11 token (from the environment only, never logged)")
 
     @property
     def resolved_home(self) -> Path:

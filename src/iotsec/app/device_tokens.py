@@ -3,8 +3,10 @@
 A device that cannot do mutual TLS signs short-lived JWTs with its own key. Its
 verification keys are the public keys registered for it (``device_keys``) and the keys of
 its valid certificates (kid = the certificate serial). Legacy devices may instead get an
-HS256 secret generated here: shown once, stored only sealed under the secret-encryption
-key (:mod:`iotsec.keys.secretbox`), and rotated with a grace period.
+HS256 secret generated here: shown once, stored only sealed as a record envelope under the
+home's active key-encryption key (:func:`iotsec.app.keys.seal_device_secret`; rows sealed
+earlier with :mod:`iotsec.keys.secretbox` still open, and a KEK rotation re-seals them), and
+rotated with a grace period.
 
 Verification loads only the key the token names, runs the pure core
 (:func:`iotsec.identity.tokens.verify_device_token`) and records the token's ``jti`` in the
@@ -22,7 +24,13 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from iotsec.app.events import Event
-from iotsec.app.runtime import Runtime, read_passphrase
+from iotsec.app.keys import (
+    DEVICE_SECRETS,
+    device_secret_record_id,
+    kek_custody,
+    open_device_secret,
+)
+from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     ConflictError,
     DeviceStateError,
@@ -43,7 +51,7 @@ from iotsec.identity.tokens import (
     token_algorithm,
     verify_device_token,
 )
-from iotsec.keys.secretbox import SecretBox
+from iotsec.protect.kek import KeyWrapper
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
@@ -55,7 +63,6 @@ SECRET_BYTES = 32
 #: How often (seconds) a verification also deletes expired replay-cache rows.
 PURGE_INTERVAL = 60
 
-_BOX_CACHE = "device_tokens.secretbox"
 _PURGED_CACHE = "device_tokens.jtis_purged_at"
 
 
@@ -83,20 +90,8 @@ class DeviceKeyRecord:
 
 
 def secret_aad(kid: str, device_id: str) -> bytes:
-    """Associated data binding a sealed secret to its ``device_secrets`` row."""
+    """Associated data binding a legacy (secret box) sealed secret to its row."""
     return f"device_secrets|{kid}|{device_id}".encode()
-
-
-def _box(rt: Runtime, *, create: bool = False) -> SecretBox:
-    """The secret box, unwrapped once per process (scrypt is deliberately slow)."""
-    cached = rt.cache.get(_BOX_CACHE)
-    if isinstance(cached, SecretBox):
-        return cached
-    passphrase = read_passphrase(rt.settings)
-    box = (SecretBox.load_or_create(rt.settings.keys_dir, passphrase) if create
-           else SecretBox.load(rt.settings.keys_dir, passphrase))
-    rt.cache[_BOX_CACHE] = box
-    return box
 
 
 def _device_state(conn: Connection, device_id: str, *, lock: bool = False) -> DeviceState:
@@ -219,12 +214,14 @@ def revoke_key(rt: Runtime, kid: str) -> DeviceKeyRecord:
 # --- legacy HS256 secrets ------------------------------------------------------------------
 
 
-def _new_secret(conn: Connection, box: SecretBox, device_id: str, now: int) -> tuple[str, str]:
+def _new_secret(conn: Connection, kek: KeyWrapper, device_id: str, now: int
+                ) -> tuple[str, str]:
     kid = f"hs256-{secrets.token_hex(8)}"
     secret = secrets.token_urlsafe(SECRET_BYTES)
     conn.execute(insert(m.device_secrets).values(
         kid=kid, device_id=device_id,
-        ciphertext=box.seal(secret.encode("ascii"), secret_aad(kid, device_id)),
+        ciphertext=DEVICE_SECRETS.seal(secret.encode("ascii"), kek,
+                                       device_secret_record_id(kid, device_id)),
         created_at=now, expires_at=None))
     return kid, secret
 
@@ -242,7 +239,7 @@ def create_secret(rt: Runtime, device_id: str) -> tuple[str, str]:
     has one current secret; to replace it, use :func:`rotate_secret`.
     """
     device_id = parse_device_id(device_id)
-    box = _box(rt, create=True)
+    kek = kek_custody(rt).active_or_create()
     now = ts(rt.now())
     with transaction(rt.engine) as conn:
         _require_credentials_allowed(conn, device_id)
@@ -250,7 +247,7 @@ def create_secret(rt: Runtime, device_id: str) -> tuple[str, str]:
             raise ConflictError(f"device {device_id!r} already has a secret; rotate it to "
                                 "replace it",
                                 hint="replace it with 'iotsec device-token secret rotate'")
-        return _new_secret(conn, box, device_id, now)
+        return _new_secret(conn, kek, device_id, now)
 
 
 def rotate_secret(rt: Runtime, device_id: str, grace: timedelta) -> tuple[str, str]:
@@ -259,7 +256,7 @@ def rotate_secret(rt: Runtime, device_id: str, grace: timedelta) -> tuple[str, s
     if not timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
     device_id = parse_device_id(device_id)
-    box = _box(rt, create=True)
+    kek = kek_custody(rt).active_or_create()
     now = ts(rt.now())
     s = m.device_secrets.c
     with transaction(rt.engine) as conn:
@@ -275,7 +272,7 @@ def rotate_secret(rt: Runtime, device_id: str, grace: timedelta) -> tuple[str, s
                                                     s.expires_at <= now))
         conn.execute(update(m.device_secrets).where(s.kid.in_(current))
                      .values(expires_at=now + int(grace.total_seconds())))
-        return _new_secret(conn, box, device_id, now)
+        return _new_secret(conn, kek, device_id, now)
 
 
 # --- verification --------------------------------------------------------------------------
@@ -299,7 +296,7 @@ def _key_by_kid(rt: Runtime, conn: Connection, device_id: str, kid: str
     sealed = conn.execute(select(s.ciphertext, s.expires_at)
                           .where(s.kid == kid, s.device_id == device_id)).first()
     if sealed is not None:
-        secret = _box(rt).open(sealed.ciphertext, secret_aad(kid, device_id))
+        secret = open_device_secret(rt, kid, device_id, bytes(sealed.ciphertext))
         return [secret_verification_key(kid, secret, not_after=sealed.expires_at)]
     cert = conn.execute(select(c.der, c.not_after, c.revoked_at)
                         .where(c.serial == kid, c.device_id == device_id,

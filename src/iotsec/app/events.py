@@ -21,7 +21,7 @@ from sqlalchemy import Engine, insert, select
 
 from iotsec.errors import InvalidInputError
 from iotsec.store import models as m
-from iotsec.store.db import reading
+from iotsec.store.db import in_transaction, reading
 from iotsec.timeutil import from_ts, ts
 
 log = logging.getLogger("iotsec.events")
@@ -68,9 +68,13 @@ class EventSink:
             self._thread.start()
 
     def record(self, event: Event) -> None:
-        if self._thread is None:
+        if self._thread is None and not in_transaction():
+            self.flush()
             self._write([event.row()])
         else:
+            # Buffered in a server; and always while this thread holds a transaction open,
+            # whose lock the event's own write would wait for. Written at the next record
+            # outside a transaction, or at flush/close.
             self._buffer.append(event.row())
 
     def flush(self) -> None:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
 from iotsec.app.events import Event
-from iotsec.app.runtime import Runtime, read_passphrase
+from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     ConflictError,
     InvalidInputError,
@@ -36,7 +36,7 @@ from iotsec.errors import (
 )
 from iotsec.keys.file import write_private_file
 from iotsec.protect import atrest, payload
-from iotsec.protect.kek import FileKekStore
+from iotsec.protect.custody import KekCustody
 from iotsec.protect.keys import (
     Algorithm,
     PairContext,
@@ -58,9 +58,12 @@ STDIO = "-"
 MAX_WINDOW_STATE = 64 * 1024
 
 
-def kek_store(rt: Runtime) -> FileKekStore:
-    """The home's file KEKs (``<keys_dir>/kek``), unlocked with the CA passphrase."""
-    return FileKekStore(rt.settings.keys_dir / KEK_DIR, read_passphrase(rt.settings))
+def kek_store(rt: Runtime) -> KekCustody:
+    """The home's KEKs (files in ``<keys_dir>/kek``, and a token's when one is configured),
+    unlocked once per process."""
+    from iotsec.app.keys import kek_custody
+
+    return kek_custody(rt)
 
 
 # --- files at rest -------------------------------------------------------------------------

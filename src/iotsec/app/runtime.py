@@ -16,7 +16,7 @@ from iotsec.app.events import EventSink
 from iotsec.config import Settings
 from iotsec.errors import HomeNotInitialisedError, KeyCustodyError
 from iotsec.keys.base import KeyStore
-from iotsec.keys.file import FileKeyStore, write_private_file
+from iotsec.keys.file import write_private_file
 from iotsec.pki.ca import Authority
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, reading
@@ -114,6 +114,9 @@ class Runtime:
         self._recent.pop(key, None)
 
     def close(self) -> None:
+        from iotsec.app.keys import close_token
+
+        close_token(self)
         self.events.close()
         self.engine.dispose()
 
@@ -130,5 +133,12 @@ def open_runtime(settings: Settings | None = None, *, clock: Callable[[], dateti
         engine.dispose()
         raise HomeNotInitialisedError("the store is not initialised or not migrated",
                                       hint="run 'iotsec init' (it migrates an existing store)")
-    keys = FileKeyStore(settings.keys_dir, read_passphrase(settings))
-    return Runtime(settings=settings, engine=engine, keys=keys, clock=clock)
+    # Imported here: the key-custody service builds on this module.
+    from iotsec.app.keys import audit_key_use, open_key_store, with_remembered_keystore
+
+    settings = with_remembered_keystore(settings)
+    keys = open_key_store(settings)
+    rt = Runtime(settings=settings, engine=engine, keys=keys, clock=clock)
+    if hasattr(keys, "on_use"):
+        keys.on_use = audit_key_use(rt)
+    return rt

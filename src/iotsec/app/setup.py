@@ -10,12 +10,12 @@ from sqlalchemy import func, insert, select
 
 from iotsec.access.policy import default_device_role
 from iotsec.app.access import write_role
-from iotsec.app.runtime import Runtime, read_passphrase, utcnow
+from iotsec.app.keys import open_key_store, remember_keystore
+from iotsec.app.runtime import Runtime, utcnow
 from iotsec.app.tokens import Scope, create_token
 from iotsec.config import Settings
 from iotsec.errors import ConflictError
 from iotsec.keys.base import KeyType
-from iotsec.keys.file import FileKeyStore
 from iotsec.pki.ca import Authority, create_issuing, create_root
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, reading, transaction
@@ -41,7 +41,8 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
     engine = make_engine(settings.store_url)
     try:
         upgrade(engine)
-        keys = FileKeyStore(settings.keys_dir, read_passphrase(settings, create=True))
+        keys = open_key_store(settings, create_passphrase=True)
+        remember_keystore(settings)
         rt = Runtime(settings=settings, engine=engine, keys=keys, clock=lambda: now)
         with reading(engine) as conn:
             existing = conn.execute(select(func.count()).select_from(m.authorities)).scalar()

@@ -16,6 +16,7 @@ from iotsec.cli import (
     device_tokens,
     devices,
     firmware,
+    keys,
     netseg,
     ota,
     policy,
@@ -53,6 +54,7 @@ app.add_typer(ota.app, name="ota")
 app.add_typer(protect.payload_app, name="payload")
 app.add_typer(protect.data_app, name="data")
 app.add_typer(netseg.app, name="netseg")
+app.add_typer(keys.app, name="keys")
 app.command("crl")(crl.crl)
 app.command("scan")(scan_cmd.scan)
 app.command("serve")(serve.serve)

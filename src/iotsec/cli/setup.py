@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from iotsec.app.setup import init_home
 from iotsec.cli.output import console, emit_json, err_console
 from iotsec.config import Settings
+from iotsec.errors import InvalidInputError
 from iotsec.keys.base import KeyType
 
 
@@ -17,10 +19,29 @@ def init(
                                           "ecdsa-p384 or rsa-3072")] = "ecdsa-p256",
     exist_ok: Annotated[bool, typer.Option("--exist-ok",
                                            help="Succeed quietly if the home exists.")] = False,
+    keystore: Annotated[str | None, typer.Option(
+        "--keystore", help="file (default: encrypted key files in the home) or pkcs11 "
+        "(non-extractable keys in a token; the PIN comes from IOTSEC_PKCS11_PIN)")] = None,
+    pkcs11_module: Annotated[str | None, typer.Option(
+        "--pkcs11-module", help="PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so")] = None,
+    token_label: Annotated[str | None, typer.Option("--token-label",
+                                                    help="Label of the PKCS#11 token.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Create the home: store, root CA, issuing CA and the first admin API token."""
-    result = init_home(Settings(), key_type=KeyType.parse(key_type), exist_ok=exist_ok)
+    overrides: dict[str, str] = {}
+    if keystore is not None:
+        overrides["keystore"] = keystore
+    if pkcs11_module is not None:
+        overrides["pkcs11_module"] = pkcs11_module
+    if token_label is not None:
+        overrides["pkcs11_token"] = token_label
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise InvalidInputError(f"invalid key-store option: {exc.errors()[0]['msg']}",
+                                hint="--keystore is file or pkcs11") from None
+    result = init_home(settings, key_type=KeyType.parse(key_type), exist_ok=exist_ok)
     if as_json:
         emit_json({"home": result.home, "created": result.created,
                    "root": result.root.certificate.subject.rfc4514_string(),

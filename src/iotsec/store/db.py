@@ -8,6 +8,7 @@ embedded default's trade-off) and foreign keys on. Every state change runs insid
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,10 +64,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                          ) from None
 
 
+_local = threading.local()
+
+
+def in_transaction() -> bool:
+    """Is this thread inside :func:`transaction`? (A write on another connection would then
+    wait for this thread's own lock on SQLite.)"""
+    return getattr(_local, "depth", 0) > 0
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One unit of work. Foreign database errors become :class:`StoreError`; a unique
     violation that the caller did not anticipate becomes :class:`ConflictError`."""
+    _local.depth = getattr(_local, "depth", 0) + 1
     try:
         with engine.begin() as conn:
             yield conn
@@ -79,6 +90,8 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         raise StoreError(f"the database refused the operation ({type(exc.orig).__name__})",
                          hint="check that the database is reachable and migrated "
                          "('iotsec init' migrates it)") from exc
+    finally:
+        _local.depth -= 1
 
 
 @contextmanager

@@ -1,0 +1,377 @@
+"""Key-encryption key rotation without downtime, and the report of what depends on each KEK.
+
+``rotate_kek`` runs in three steps, each safe to interrupt and to repeat:
+
+1. **Start**: a new KEK is generated and a journal (``kek/rotation.json``) names it as the
+   target and lists the KEKs to retire (the previous active one and every KEK a stored
+   record depends on). The new KEK is then made active: from that moment every new write
+   (a device secret, a file from ``iotsec data encrypt``) uses it, while reads keep working
+   with the old ones.
+2. **Re-wrap**: every sealed column (:data:`~iotsec.app.keys.SEALED_COLUMNS`) is walked in
+   key order, in batches. A record's *data key* is unwrapped and wrapped again under the
+   target; the record's ciphertext is not touched (no bulk decryption). Each record is
+   updated with a compare-and-set (``WHERE key = ? AND value = <what was read>``), so a row
+   changed meanwhile is left as its writer made it. A batch is one transaction: after a crash
+   each record is wholly old or wholly new, and both still open because nothing is retired
+   yet. Values in the pre-envelope format (the legacy secret box) are re-sealed as envelopes.
+3. **Retire**: when the store no longer holds a record under any KEK other than the target,
+   the KEKs in the journal are retired and the journal is removed. Otherwise the rotation
+   stops, says how many records still depend on which key, and the next run resumes it with
+   the same target (it never starts a second new key).
+
+A lock file keeps two rotations of one home from running at once. Each step is an event in
+the audit trail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import bindparam, select, update
+
+from iotsec.app.events import Event
+from iotsec.app.keys import (
+    LEGACY_CACHE,
+    SEALED_COLUMNS,
+    SealedColumn,
+    kek_custody,
+    legacy_secretbox_present,
+)
+from iotsec.app.runtime import Runtime
+from iotsec.errors import (
+    ConflictError,
+    InvalidInputError,
+    IotsecError,
+    KekRotationError,
+    KeyCustodyError,
+)
+from iotsec.keys.file import write_private_file
+from iotsec.keys.secretbox import KEK_FILE as SECRETBOX_FILE
+from iotsec.protect.custody import RETIRED_DIR, Backend, KekCustody, backend_of
+from iotsec.protect.kek import KeyWrapper
+from iotsec.protect.records import record_kek_id, rewrap_record
+from iotsec.store.db import reading, transaction
+from iotsec.timeutil import ts
+
+JOURNAL: Final = "rotation.json"
+LOCK: Final = "rotation.lock"
+MAX_JOURNAL: Final = 64 * 1024
+#: The pseudo key id of the legacy secret box in reports and journals.
+LEGACY_ID: Final = "secretbox"
+DEFAULT_BATCH: Final = 2000
+#: Re-wrap passes before giving up on records written under an old key meanwhile.
+MAX_PASSES: Final = 3
+_MAX_FAILURES_LISTED: Final = 20
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KekUsage:
+    """How many stored records depend on one KEK, and its state."""
+
+    key_id: str
+    backend: str  # file | pkcs11 | legacy
+    state: str  # active | available | retired | legacy | missing
+    records: int
+    columns: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReport:
+    keks: list[KekUsage]
+    malformed: int
+    rotation: dict[str, Any] | None
+
+    def records(self, key_id: str) -> int:
+        return next((k.records for k in self.keks if k.key_id == key_id), 0)
+
+
+def _classify(column: SealedColumn, stored: bytes) -> str:
+    envelope = column.envelope(stored)
+    if envelope is None:
+        return LEGACY_ID
+    return record_kek_id(envelope)
+
+
+def count_dependents(rt: Runtime, batch: int = 10_000) -> tuple[dict[str, Counter[str]], int]:
+    """Per KEK id, per column: how many records depend on it (read in key order, in
+    batches; no key is used). Also the number of values that are not envelopes at all."""
+    usage: dict[str, Counter[str]] = {}
+    malformed = 0
+    for column in SEALED_COLUMNS:
+        for rows in _batches(rt, column, batch):
+            for row in rows:
+                try:
+                    key_id = _classify(column, bytes(row[-1]))
+                except IotsecError:
+                    malformed += 1
+                    continue
+                usage.setdefault(key_id, Counter())[column.name] += 1
+    return usage, malformed
+
+
+def key_report(rt: Runtime) -> KeyReport:
+    """Every KEK in custody and every KEK the store refers to, with its record count."""
+    custody = kek_custody(rt)
+    usage, malformed = count_dependents(rt)
+    known = custody.describe()
+    keks: list[KekUsage] = []
+    for info in known:
+        state = "retired" if info.retired else "active" if info.active else "available"
+        counts = usage.pop(info.key_id, Counter())
+        keks.append(KekUsage(info.key_id, info.backend, state, sum(counts.values()),
+                             dict(counts)))
+    legacy = usage.pop(LEGACY_ID, Counter())
+    retired_box = (custody.retired_dir / SECRETBOX_FILE).exists()
+    if legacy or legacy_secretbox_present(rt) or retired_box:
+        state = ("legacy" if legacy_secretbox_present(rt) else
+                 "retired" if retired_box else "missing")
+        keks.append(KekUsage(LEGACY_ID, "legacy", state, sum(legacy.values()), dict(legacy)))
+    for key_id, counts in sorted(usage.items()):
+        keks.append(KekUsage(key_id, backend_of(key_id), "missing", sum(counts.values()),
+                             dict(counts)))
+    return KeyReport(keks, malformed, read_journal(custody))
+
+
+# --- the journal and the lock -------------------------------------------------------------
+
+
+def read_journal(custody: KekCustody) -> dict[str, Any] | None:
+    path = custody.directory / JOURNAL
+    try:
+        if path.stat().st_size > MAX_JOURNAL:
+            raise KekRotationError(f"{path} is larger than {MAX_JOURNAL} bytes",
+                                   hint="it is not an iotsec rotation journal; remove it")
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise KekRotationError(f"{path} is not a rotation journal",
+                               hint="remove it and run 'iotsec keys rotate kek' again") from None
+    if not (isinstance(doc, dict) and doc.get("v") == 1 and isinstance(doc.get("target"), str)
+            and isinstance(doc.get("retire"), list)
+            and all(isinstance(i, str) for i in doc["retire"])):
+        raise KekRotationError(f"{path} is not a rotation journal",
+                               hint="remove it and run 'iotsec keys rotate kek' again")
+    return doc
+
+
+def _write_journal(custody: KekCustody, doc: dict[str, Any]) -> None:
+    write_private_file(custody.directory / JOURNAL,
+                       (json.dumps(doc, sort_keys=True) + "\n").encode("ascii"), overwrite=True)
+
+
+@contextlib.contextmanager
+def _rotation_lock(custody: KekCustody) -> Iterator[None]:
+    custody.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(custody.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KekRotationError("another key-encryption key rotation is running",
+                                   hint="wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# --- the rotation ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RotationResult:
+    target: str
+    resumed: bool
+    rewrapped: int = 0
+    migrated: int = 0  # legacy values re-sealed as envelopes
+    skipped: int = 0  # changed by someone else between read and write
+    failed: list[str] = field(default_factory=list)
+    remaining: dict[str, int] = field(default_factory=dict)
+    retired: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.remaining
+
+
+def _batches(rt: Runtime, column: SealedColumn, size: int) -> Iterator[list[Any]]:
+    """Rows ``(key, *extra, value)`` of one sealed column, in key order."""
+    last: Any = None
+    while True:
+        query = select(column.key, *column.extra, column.column).order_by(column.key)
+        if last is not None:
+            query = query.where(column.key > last)
+        with reading(rt.engine) as conn:
+            rows = list(conn.execute(query.limit(size)).all())
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
+
+
+def _rewrap_column(rt: Runtime, custody: KekCustody, target: KeyWrapper, column: SealedColumn,
+                   result: RotationResult, batch: int,
+                   progress: Callable[[str, int], None] | None) -> None:
+    table = column.table.name
+    statement = (update(column.table)
+                 .where(column.key == bindparam("b_key"), column.column == bindparam("b_old"))
+                 .values({column.column.name: bindparam("b_new")}))
+    for rows in _batches(rt, column, batch):
+        changes: list[dict[str, Any]] = []
+        migrated = 0
+        for row in rows:
+            stored = bytes(row[-1])
+            row_id = column.record_id(row)
+            try:
+                envelope = column.envelope(stored)
+                if envelope is None:
+                    if column.open_legacy is None:
+                        raise KekRotationError("a value is in no format iotsec knows")
+                    new = column.seal(column.open_legacy(rt, row, stored), target, row_id)
+                    migrated += 1
+                elif record_kek_id(envelope) == target.key_id:
+                    continue
+                else:
+                    new = column.marker + rewrap_record(envelope, custody, target, table=table,
+                                                        record_id=row_id, field=column.field)
+            except IotsecError as exc:
+                if len(result.failed) < _MAX_FAILURES_LISTED:
+                    result.failed.append(f"{column.name} {row[0]}: {exc.code}")
+                continue
+            changes.append({"b_key": row[0], "b_old": stored, "b_new": new})
+        if changes:
+            with transaction(rt.engine) as conn:
+                done = conn.execute(statement, changes).rowcount
+            done = len(changes) if done is None or done < 0 else done
+            result.skipped += len(changes) - done
+            result.rewrapped += len(changes) - migrated
+            result.migrated += migrated
+        if progress is not None:
+            progress(column.name, len(rows))
+
+
+def _event(rt: Runtime, kind: str, outcome: str, subject: str, detail: dict[str, Any]) -> None:
+    rt.events.record(Event(at=rt.now(), kind=kind, outcome=outcome, subject=subject,
+                           detail=detail))
+
+
+def _start(rt: Runtime, custody: KekCustody, backend: Backend | None) -> dict[str, Any]:
+    usage, _ = count_dependents(rt)
+    previous = custody.active_id()
+    retire = sorted(({previous} if previous else set()) | set(usage))
+    new = custody.generate(backend)
+    doc = {"v": 1, "target": new.key_id, "retire": [i for i in retire if i != new.key_id],
+           "started_at": ts(rt.now())}
+    # Journal first, then activate: a crash in between resumes with the same target.
+    _write_journal(custody, doc)
+    custody.activate(new.key_id)
+    _event(rt, "kek.rotate", "started", new.key_id,
+           {"previous": previous, "retire": doc["retire"], "backend": backend_of(new.key_id)})
+    return doc
+
+
+def rotate_kek(rt: Runtime, *, backend: Backend | None = None, batch: int = DEFAULT_BATCH,
+               retire: bool = True, destroy: bool = False,
+               progress: Callable[[str, int], None] | None = None) -> RotationResult:
+    """Rotate the home's KEK, or resume the rotation a journal records (see the module
+    documentation). ``backend`` picks where the new KEK lives (default: the configured
+    keystore); ``retire=False`` leaves the old KEKs usable; ``destroy`` deletes them
+    instead of retiring them."""
+    if not 1 <= batch <= 100_000:
+        raise InvalidInputError("the batch size is between 1 and 100000")
+    custody = kek_custody(rt)
+    with _rotation_lock(custody):
+        journal = read_journal(custody)
+        resumed = journal is not None
+        if journal is None:
+            journal = _start(rt, custody, backend)
+        elif backend is not None and backend_of(journal["target"]) != backend:
+            raise KekRotationError(
+                f"an unfinished rotation to {journal['target']} is recorded; it is resumed "
+                f"as it was started, not with another backend",
+                hint="run 'iotsec keys rotate kek' without --backend to finish it")
+        target = custody.kek(journal["target"])
+        if custody.active_id() != target.key_id:
+            custody.activate(target.key_id)
+        result = RotationResult(target=target.key_id, resumed=resumed)
+        for _ in range(MAX_PASSES):
+            for column in SEALED_COLUMNS:
+                _rewrap_column(rt, custody, target, column, result, batch, progress)
+            usage, _ = count_dependents(rt)
+            result.remaining = {k: sum(v.values()) for k, v in usage.items()
+                                if k != target.key_id}
+            if not result.remaining or result.failed:
+                break
+        if result.remaining:
+            _event(rt, "kek.rotate", "incomplete", target.key_id,
+                   {"remaining": result.remaining, "failed": len(result.failed)})
+            return result
+        if retire:
+            for key_id in journal["retire"]:
+                _retire(rt, custody, key_id, destroy=destroy)
+                result.retired.append(key_id)
+        (custody.directory / JOURNAL).unlink(missing_ok=True)
+        _event(rt, "kek.rotate", "ok", target.key_id,
+               {"rewrapped": result.rewrapped, "migrated": result.migrated,
+                "retired": result.retired})
+        return result
+
+
+def _retire(rt: Runtime, custody: KekCustody, key_id: str, *, destroy: bool) -> None:
+    if key_id == LEGACY_ID:
+        path = rt.settings.keys_dir / SECRETBOX_FILE
+        if destroy:
+            path.unlink(missing_ok=True)
+        elif path.exists():
+            custody.retired_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.replace(path, custody.retired_dir / SECRETBOX_FILE)
+        rt.cache.pop(LEGACY_CACHE, None)
+    else:
+        try:
+            custody.retire(key_id, destroy=destroy)
+        except KeyCustodyError as exc:
+            if exc.code not in ("unknown-kek", "retired-kek"):
+                raise
+            # Already gone (a repeated run after a crash during retirement): nothing to do.
+    _event(rt, "kek.retire", "ok", key_id, {"destroyed": destroy})
+
+
+def retire_kek(rt: Runtime, key_id: str, *, destroy: bool = False) -> None:
+    """Retire one KEK by hand: refused while any stored record still depends on it."""
+    custody = kek_custody(rt)
+    if key_id == custody.active_id():
+        raise ConflictError(f"key-encryption key {key_id!r} is active",
+                            hint="rotate first: 'iotsec keys rotate kek'")
+    with _rotation_lock(custody):
+        usage, _ = count_dependents(rt)
+        depending = sum(usage.get(key_id, Counter()).values())
+        if depending:
+            raise KekRotationError(f"{depending} stored records still depend on "
+                                   f"key-encryption key {key_id!r}",
+                                   hint="rotate first: 'iotsec keys rotate kek'")
+        if key_id != LEGACY_ID and not destroy:
+            custody.kek(key_id)  # it must exist and be usable to be retired
+        _retire(rt, custody, key_id, destroy=destroy)
+
+
+def reinstate_kek(rt: Runtime, key_id: str) -> None:
+    """Make a retired KEK usable again (for a file or backup that still depends on it)."""
+    custody = kek_custody(rt)
+    if key_id == LEGACY_ID:
+        retired = custody.directory / RETIRED_DIR / SECRETBOX_FILE
+        if not retired.exists():
+            raise KekRotationError("the legacy secret box is not retired")
+        os.replace(retired, rt.settings.keys_dir / SECRETBOX_FILE)
+    else:
+        custody.reinstate(key_id)
+    _event(rt, "kek.reinstate", "ok", key_id, {})

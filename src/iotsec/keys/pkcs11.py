@@ -1,0 +1,641 @@
+"""PKCS#11 key custody: CA signing keys and key-encryption keys inside a token (an HSM).
+
+Keys are generated *inside* the token as non-extractable, sensitive token objects; iotsec
+only ever holds handles. The same token implements both custody interfaces:
+
+* :class:`Pkcs11KeyStore` is a :class:`~iotsec.keys.base.KeyStore`; its signers implement
+  :class:`~iotsec.keys.base.Signer`, so the CA signs certificates and CRLs through the token.
+  ECDSA uses ``CKM_ECDSA`` over a digest computed here (SoftHSM2 2.6 has no
+  ``CKM_ECDSA_SHA256``); the token returns ``r || s``, which is DER-encoded as X.509 wants.
+  RSA uses ``CKM_SHA256_RSA_PKCS``.
+* :class:`Pkcs11KekStore` holds AES-256 key-encryption keys; :class:`Pkcs11Kek` is a
+  :class:`~iotsec.protect.kek.KeyWrapper` that wraps data keys with ``C_Encrypt`` /
+  ``C_Decrypt`` and ``CKM_AES_GCM``, the associated data in ``CK_GCM_PARAMS``. Their KEK ids
+  are ``hsm:<label>``, so a stored record names the custody its key lives in.
+
+The PIN comes from the settings (the environment), is passed to ``C_Login`` and is never
+logged nor put in an exception message. A :class:`Pkcs11Token` logs in once, keeps one
+session and serialises the calls into the module (python-pkcs11 initialises modules for
+single-threaded use), so a server's threads can share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import pkcs11
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from pkcs11 import Attribute, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import KeyType as P11KeyType
+from pkcs11 import exceptions as p11e
+from pkcs11.mechanisms import GCMParams
+
+from iotsec.errors import (
+    ConflictError,
+    DataKeyUnwrapError,
+    KeyCustodyError,
+    KeyTypeMismatchError,
+    Pkcs11Error,
+    Pkcs11KeyNotFoundError,
+    Pkcs11ModuleError,
+    Pkcs11PinError,
+    Pkcs11TokenNotFoundError,
+    RetiredKekError,
+    UnknownKekError,
+)
+from iotsec.keys.base import KeyType, Signer
+from iotsec.protect.kek import MAX_DATA_KEY, MIN_DATA_KEY, check_kek_id
+
+T = TypeVar("T")
+
+#: KEK ids of keys held in a PKCS#11 token start with this.
+HSM_KEK_PREFIX: Final = "hsm:"
+#: Label prefix given to a retired KEK (it no longer answers to its id).
+RETIRED_PREFIX: Final = "retired-"
+
+_WRAP_VERSION: Final = 2  # FileKek wraps are version 1; the two never mix up
+_NONCE: Final = 12
+_TAG: Final = 16
+_OID_P256: Final = bytes.fromhex("06082a8648ce3d030107")
+_OID_P384: Final = bytes.fromhex("06052b81040022")
+# Failures of C_Decrypt that mean "this ciphertext does not authenticate". SoftHSM2 answers
+# CKR_GENERAL_ERROR for a GCM tag mismatch; other tokens use CKR_ENCRYPTED_DATA_INVALID.
+_UNWRAP_FAILURES: Final = (p11e.EncryptedDataInvalid, p11e.EncryptedDataLenRange,
+                           p11e.GeneralError, p11e.FunctionFailed, p11e.DataLenRange)
+_MISSING_KEY: Final = (p11e.NoSuchKey, p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
+# The file key store's label rule, so a home can move between the two custodies.
+_LABEL: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def check_label(label: str) -> str:
+    if not isinstance(label, str) or not _LABEL.fullmatch(label):
+        raise KeyCustodyError(f"invalid key label {label!r}",
+                              hint="labels are lower-case letters, digits, '.', '_' and '-'")
+    return label
+
+
+@dataclass(frozen=True, slots=True)
+class Pkcs11Config:
+    """Where the token is: the module's path, the token label and the user PIN."""
+
+    module: Path
+    token_label: str
+    pin: str
+
+    def __repr__(self) -> str:
+        return (f"Pkcs11Config(module={str(self.module)!r}, "
+                f"token_label={self.token_label!r}, pin=<hidden>)")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenKey:
+    """A key in the token as ``iotsec keys list`` shows it (no secret attribute is read)."""
+
+    label: str
+    kind: str  # signing | kek | retired-kek | other
+    key_type: str  # ecdsa-p256 | ecdsa-p384 | rsa-3072 | aes-256 | ...
+    extractable: bool
+    sensitive: bool
+
+
+def _curve_of(params: bytes) -> KeyType:
+    if params == _OID_P256:
+        return KeyType.ECDSA_P256
+    if params == _OID_P384:
+        return KeyType.ECDSA_P384
+    raise KeyTypeMismatchError("the token's EC key is on a curve iotsec does not sign with",
+                               hint="use a P-256 or P-384 key")
+
+
+def _ec_point(encoded: bytes) -> bytes:
+    """The raw point from CKA_EC_POINT: a DER OCTET STRING (PKCS#11 2.40) or, from some
+    tokens, the bare point."""
+    if len(encoded) > 2 and encoded[0] == 0x04:
+        if encoded[1] < 0x80 and encoded[1] == len(encoded) - 2:
+            return encoded[2:]
+        if encoded[1] == 0x81 and encoded[2] == len(encoded) - 3:
+            return encoded[3:]
+    return encoded
+
+
+def _public_key(session_key: Any, key_type: KeyType) -> CertificateIssuerPublicKeyTypes:
+    if key_type is KeyType.RSA_3072:
+        modulus = int.from_bytes(session_key[Attribute.MODULUS], "big")
+        exponent = int.from_bytes(session_key[Attribute.PUBLIC_EXPONENT], "big")
+        return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    curve: ec.EllipticCurve = ec.SECP256R1() if key_type is KeyType.ECDSA_P256 \
+        else ec.SECP384R1()
+    return ec.EllipticCurvePublicKey.from_encoded_point(
+        curve, _ec_point(bytes(session_key[Attribute.EC_POINT])))
+
+
+def _key_type_of(key: Any) -> KeyType:
+    """The iotsec type of a token private or public key (or a mismatch error)."""
+    kind = key.key_type
+    if kind == P11KeyType.EC:
+        return _curve_of(bytes(key[Attribute.EC_PARAMS]))
+    if kind == P11KeyType.RSA:
+        if int(key.key_length) >= 3072:
+            return KeyType.RSA_3072
+        raise KeyTypeMismatchError(f"the token's RSA key {key.label!r} has fewer than 3072 bits")
+    raise KeyTypeMismatchError(f"the token's key {key.label!r} is not a signing key")
+
+
+class _Session:
+    """One PKCS#11 session and the key handles found through it."""
+
+    __slots__ = ("handle", "keys")
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.keys: dict[tuple[str, int], Any] = {}
+
+
+# python-pkcs11 calls C_Initialize without arguments, which tells the module that the
+# application will not call it from several threads at once; it releases the GIL during
+# calls, so iotsec serialises every call into one module itself (per module path, across
+# all connections in the process).
+_MODULE_LOCKS: dict[str, threading.RLock] = {}
+_MODULE_LOCKS_GUARD = threading.Lock()
+
+
+def _module_lock(path: Path) -> threading.RLock:
+    with _MODULE_LOCKS_GUARD:
+        return _MODULE_LOCKS.setdefault(str(path), threading.RLock())
+
+
+class Pkcs11Token:
+    """A logged-in token: loads the module, finds the token by label, logs in with the PIN
+    and keeps one session. Calls are serialised (see :func:`_module_lock`), so a token may
+    be shared by the threads of a server."""
+
+    def __init__(self, config: Pkcs11Config) -> None:
+        self.config = config
+        self._lock = _module_lock(config.module)
+        with self._lock:
+            self._lib = _load_module(config.module)
+            try:
+                self._token = self._lib.get_token(token_label=config.token_label)
+            except p11e.NoSuchToken:
+                raise Pkcs11TokenNotFoundError(
+                    f"no PKCS#11 token labelled {config.token_label!r} in "
+                    f"{config.module}") from None
+            except p11e.MultipleTokensReturned:
+                raise Pkcs11Error(f"more than one PKCS#11 token is labelled "
+                                  f"{config.token_label!r}",
+                                  hint="give each token a unique label") from None
+            except p11e.PKCS11Error as exc:
+                raise _translate(exc, f"cannot list the tokens of {config.module}") from None
+            self._slot: _Session | None = self._open()
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Token({self.config!r})"
+
+    @property
+    def label(self) -> str:
+        return self.config.token_label
+
+    def _open(self) -> _Session:
+        try:
+            try:
+                return _Session(self._token.open(rw=True, user_pin=self.config.pin))
+            except p11e.UserAlreadyLoggedIn:
+                # Login state is per process and token: another connection in this process
+                # has already logged in, and this session shares that login.
+                return _Session(self._token.open(rw=True))
+        except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
+            raise Pkcs11PinError(f"the PKCS#11 token {self.label!r} refused the PIN") from None
+        except (p11e.PinLocked, p11e.PinExpired):
+            raise Pkcs11PinError(f"the user PIN of PKCS#11 token {self.label!r} is locked or "
+                                 "expired",
+                                 hint="the token's security officer must reset the user "
+                                 "PIN") from None
+        except p11e.PKCS11Error as exc:
+            raise _translate(exc, f"cannot open a session on token {self.label!r}") from None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[_Session]:
+        """The session, held exclusively for the duration of the block."""
+        with self._lock:
+            if self._slot is None:
+                raise Pkcs11Error(f"the connection to token {self.label!r} is closed")
+            yield self._slot
+
+    def find(self, slot: _Session, label: str, object_class: ObjectClass) -> Any:
+        """The key ``label`` of ``object_class`` through ``slot`` (cached handle)."""
+        cache_key = (label, int(object_class))
+        found = slot.keys.get(cache_key)
+        if found is not None:
+            return found
+        try:
+            found = slot.handle.get_key(object_class=object_class, label=label)
+        except p11e.NoSuchKey:
+            raise Pkcs11KeyNotFoundError(f"no key labelled {label!r} in PKCS#11 token "
+                                         f"{self.label!r}") from None
+        except p11e.MultipleObjectsReturned:
+            raise Pkcs11Error(f"more than one key is labelled {label!r} in token "
+                              f"{self.label!r}", hint="give each key a unique label") from None
+        except p11e.PKCS11Error as exc:
+            raise _translate(exc, f"cannot look up key {label!r}") from None
+        slot.keys[cache_key] = found
+        return found
+
+    def use(self, label: str, object_class: ObjectClass, operation: Callable[[Any], T],
+            what: str) -> T:
+        """Run ``operation(key)`` on the key ``label`` in a borrowed session; PKCS#11
+        failures become :class:`~iotsec.errors.Pkcs11Error` (``operation`` may raise its own
+        errors first)."""
+        with self.session() as slot:
+            key = self.find(slot, label, object_class)
+            try:
+                return operation(key)
+            except _MISSING_KEY:
+                slot.keys.clear()  # destroyed or relabelled by someone else: look up again
+                raise Pkcs11KeyNotFoundError(f"key {label!r} is no longer in token "
+                                             f"{self.label!r}") from None
+            except p11e.PKCS11Error as exc:
+                raise _translate(exc, f"cannot {what} with key {label!r}") from None
+
+    def objects(self, attrs: dict[Attribute, Any]) -> list[Any]:
+        with self.session() as slot:
+            try:
+                return list(slot.handle.get_objects(attrs))
+            except p11e.PKCS11Error as exc:
+                raise _translate(exc, f"cannot list the keys of token {self.label!r}") from None
+
+    def exists(self, label: str, object_class: ObjectClass | None = None) -> bool:
+        attrs: dict[Attribute, Any] = {Attribute.LABEL: label}
+        if object_class is not None:
+            attrs[Attribute.CLASS] = object_class
+        return bool(self.objects(attrs))
+
+    def forget(self) -> None:
+        """Drop cached key handles (after keys were relabelled or destroyed)."""
+        with self._lock:
+            if self._slot is not None:
+                self._slot.keys.clear()
+
+    def close(self) -> None:
+        """Close the session (which ends the login if it was the last one)."""
+        with self._lock:
+            if self._slot is None:
+                return
+            with contextlib.suppress(p11e.PKCS11Error):
+                self._slot.handle.close()
+            self._slot = None
+
+
+def _load_module(path: Path) -> Any:
+    if not path.is_file():
+        raise Pkcs11ModuleError(f"the PKCS#11 module {path} does not exist")
+    try:
+        return pkcs11.lib(str(path))
+    except p11e.PKCS11Error as exc:
+        # The loader's message says why (not an ELF file, missing symbol); it holds no secret.
+        raise Pkcs11ModuleError(f"cannot load the PKCS#11 module {path}: {exc}") from None
+
+
+def _translate(exc: p11e.PKCS11Error, doing: str) -> KeyCustodyError:
+    if isinstance(exc, p11e.UserNotLoggedIn | p11e.SessionHandleInvalid | p11e.SessionClosed
+                  | p11e.DeviceRemoved | p11e.TokenNotPresent):
+        return Pkcs11Error(f"{doing}: the token session ended ({type(exc).__name__})",
+                           hint="restart the process; check that the token is present")
+    if isinstance(exc, p11e.MechanismInvalid | p11e.FunctionNotSupported
+                  | p11e.KeyTypeInconsistent):
+        return KeyTypeMismatchError(f"{doing}: the token does not allow this operation "
+                                    f"with this key ({type(exc).__name__})")
+    return Pkcs11Error(f"{doing}: the token answered {type(exc).__name__}")
+
+
+# --- signing keys (the KeyStore and Signer interfaces) ------------------------------------
+
+
+class Pkcs11Signer:
+    """A :class:`~iotsec.keys.base.Signer` whose private key never leaves the token."""
+
+    def __init__(self, token: Pkcs11Token, label: str, key_type: KeyType,
+                 public_key: CertificateIssuerPublicKeyTypes,
+                 on_use: Callable[[str, str], None] | None = None) -> None:
+        self._token = token
+        self.label = label
+        self._type = key_type
+        self._public = public_key
+        self._on_use = on_use
+
+    @property
+    def key_type(self) -> KeyType:
+        return self._type
+
+    def public_key(self) -> CertificateIssuerPublicKeyTypes:
+        return self._public
+
+    def sign(self, data: bytes) -> bytes:
+        if self._type is KeyType.RSA_3072:
+            signature = self._token.use(
+                self.label, ObjectClass.PRIVATE_KEY,
+                lambda key: bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS)), "sign")
+        else:
+            digest = (hashlib.sha384 if self._type is KeyType.ECDSA_P384
+                      else hashlib.sha256)(data).digest()
+            raw = self._token.use(self.label, ObjectClass.PRIVATE_KEY,
+                                  lambda key: bytes(key.sign(digest, mechanism=Mechanism.ECDSA)),
+                                  "sign")
+            half = len(raw) // 2
+            if len(raw) % 2 or half not in (32, 48):
+                raise Pkcs11Error(f"the token returned a malformed ECDSA signature for "
+                                  f"{self.label!r}")
+            signature = encode_dss_signature(int.from_bytes(raw[:half], "big"),
+                                             int.from_bytes(raw[half:], "big"))
+        if self._on_use is not None:
+            self._on_use(self.label, "sign")
+        return signature
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Signer({self.label!r}, {self._type.value}, token={self._token.label!r})"
+
+
+_PRIVATE_TEMPLATE: Final = {
+    Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.DECRYPT: False,
+    Attribute.UNWRAP: False, Attribute.DERIVE: False,
+}
+
+
+class Pkcs11KeyStore:
+    """Signing keys in a token, by label (the :class:`~iotsec.keys.base.KeyStore`
+    interface). ``on_use(label, operation)`` is called after each signature (for the audit
+    trail)."""
+
+    def __init__(self, token: Pkcs11Token,
+                 on_use: Callable[[str, str], None] | None = None) -> None:
+        self.token = token
+        self.on_use = on_use
+        self._cache: dict[str, Pkcs11Signer] = {}
+
+    def __repr__(self) -> str:
+        return f"Pkcs11KeyStore(token={self.token.label!r})"
+
+    def exists(self, label: str) -> bool:
+        return self.token.exists(check_label(label), ObjectClass.PRIVATE_KEY)
+
+    def generate(self, label: str, key_type: KeyType) -> Signer:
+        check_label(label)
+        if self.token.exists(label):
+            raise ConflictError(f"a key labelled {label!r} already exists in token "
+                                f"{self.token.label!r}",
+                                hint="keys are never overwritten; choose another label")
+        key_id = secrets.token_bytes(16)
+        public_template: dict[Attribute, Any] = {Attribute.TOKEN: True, Attribute.VERIFY: True,
+                                                 Attribute.ENCRYPT: False,
+                                                 Attribute.WRAP: False}
+        with self.token.session() as slot:
+            try:
+                if key_type is KeyType.RSA_3072:
+                    slot.handle.generate_keypair(
+                        P11KeyType.RSA, 3072, label=label, id=key_id, store=True,
+                        capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                        public_template=public_template, private_template=_PRIVATE_TEMPLATE)
+                else:
+                    params = _OID_P256 if key_type is KeyType.ECDSA_P256 else _OID_P384
+                    slot.handle.generate_keypair(
+                        P11KeyType.EC, label=label, id=key_id, store=True,
+                        capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                        public_template={**public_template, Attribute.EC_PARAMS: params},
+                        private_template=_PRIVATE_TEMPLATE)
+            except p11e.PKCS11Error as exc:
+                raise _translate(exc, f"cannot generate {key_type.value} key {label!r} in "
+                                 f"token {self.token.label!r}") from None
+        return self.load(label)
+
+    def load(self, label: str) -> Pkcs11Signer:
+        cached = self._cache.get(label)
+        if cached is not None:
+            return cached
+        check_label(label)
+
+        def describe(key: Any) -> tuple[KeyType, CertificateIssuerPublicKeyTypes]:
+            key_type = _key_type_of(key)
+            return key_type, _public_key(key, key_type)
+
+        try:
+            self.token.use(label, ObjectClass.PRIVATE_KEY, lambda key: None, "find")
+        except Pkcs11KeyNotFoundError:
+            if self.token.exists(label, ObjectClass.SECRET_KEY):
+                raise KeyTypeMismatchError(f"key {label!r} in token {self.token.label!r} is "
+                                           "a secret (AES) key, not a signing key") from None
+            raise
+        key_type, public = self.token.use(label, ObjectClass.PUBLIC_KEY, describe, "read")
+        signer = Pkcs11Signer(self.token, label, key_type, public, self.on_use)
+        self._cache[label] = signer
+        return signer
+
+    def public_pem(self, label: str) -> bytes:
+        """The public key of ``label`` as SubjectPublicKeyInfo PEM."""
+        return self.load(label).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def list(self) -> list[TokenKey]:
+        """Private and secret keys in the token (public halves are not listed apart)."""
+        found: list[TokenKey] = []
+        for obj in self.token.objects({}):
+            cls = obj.object_class
+            if cls not in (ObjectClass.PRIVATE_KEY, ObjectClass.SECRET_KEY):
+                continue
+            label = str(obj.label)
+            try:
+                if cls == ObjectClass.SECRET_KEY:
+                    key_type = f"{obj.key_type.name.lower()}-{obj.key_length}"
+                    kind = ("retired-kek" if label.startswith(RETIRED_PREFIX)
+                            else "kek" if obj.key_type == P11KeyType.AES else "other")
+                else:
+                    key_type, kind = _key_type_of(obj).value, "signing"
+                extractable = bool(obj[Attribute.EXTRACTABLE])
+                sensitive = bool(obj[Attribute.SENSITIVE])
+            except (KeyCustodyError, p11e.PKCS11Error):
+                key_type, kind, extractable, sensitive = "unsupported", "other", False, True
+            found.append(TokenKey(label, kind, key_type, extractable, sensitive))
+        return sorted(found, key=lambda k: (k.kind, k.label))
+
+
+# --- key-encryption keys (the KeyWrapper interface) ---------------------------------------
+
+
+def hsm_kek_id(label: str) -> str:
+    return check_kek_id(HSM_KEK_PREFIX + label)
+
+
+def hsm_kek_label(key_id: str) -> str:
+    if not key_id.startswith(HSM_KEK_PREFIX):
+        raise UnknownKekError(f"key-encryption key {key_id!r} is not held in a PKCS#11 token")
+    return key_id[len(HSM_KEK_PREFIX):]
+
+
+class Pkcs11Kek:
+    """An AES-256 KEK in the token; wraps data keys with AES-GCM inside the token.
+
+    Wrapped form: version 2 (1 byte) || 96-bit random nonce || AES-GCM(data key) || tag, with
+    associated data ``"iotsec kek wrap v1" 0x00 key_id 0x00 aad`` as for the file KEK.
+    """
+
+    __slots__ = ("_id", "_label", "_token")
+
+    def __init__(self, token: Pkcs11Token, label: str) -> None:
+        self._token = token
+        self._label = label
+        self._id = hsm_kek_id(label)
+
+    @property
+    def key_id(self) -> str:
+        return self._id
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def _aad(self, aad: bytes) -> bytes:
+        return b"iotsec kek wrap v1\x00" + self._id.encode("ascii") + b"\x00" + aad
+
+    def wrap(self, data_key: bytes, aad: bytes) -> bytes:
+        if not MIN_DATA_KEY <= len(data_key) <= MAX_DATA_KEY:
+            raise KeyCustodyError(f"a data key has {MIN_DATA_KEY} to {MAX_DATA_KEY} bytes")
+        nonce = secrets.token_bytes(_NONCE)
+        params = GCMParams(nonce, self._aad(aad), _TAG * 8)
+        sealed = self._token.use(
+            self._label, ObjectClass.SECRET_KEY,
+            lambda key: bytes(key.encrypt(data_key, mechanism=Mechanism.AES_GCM,
+                                          mechanism_param=params)), "wrap a data key")
+        return bytes((_WRAP_VERSION,)) + nonce + sealed
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        size = len(wrapped) - 1 - _NONCE - _TAG
+        if not MIN_DATA_KEY <= size <= MAX_DATA_KEY or wrapped[0] != _WRAP_VERSION:
+            raise DataKeyUnwrapError(f"a data key wrapped by {self._id!r} is malformed")
+        params = GCMParams(wrapped[1:1 + _NONCE], self._aad(aad), _TAG * 8)
+        body = wrapped[1 + _NONCE:]
+
+        def decrypt(key: Any) -> bytes:
+            try:
+                return bytes(key.decrypt(body, mechanism=Mechanism.AES_GCM,
+                                         mechanism_param=params))
+            except _UNWRAP_FAILURES:
+                raise DataKeyUnwrapError(
+                    f"a data key does not unwrap under key-encryption key {self._id!r}: it "
+                    "was altered, moved, or wrapped by another key with the same id") from None
+
+        return self._token.use(self._label, ObjectClass.SECRET_KEY, decrypt,
+                               "unwrap a data key")
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Kek({self._id!r}, token={self._token.label!r})"
+
+
+class Pkcs11KekStore:
+    """AES-256 KEKs in a token (a :class:`~iotsec.protect.kek.KekResolver` for ids
+    ``hsm:<label>``). Retiring a KEK relabels it ``retired-<label>``: it no longer answers to
+    its id, yet stays in the token until destroyed, so a forgotten file can still be
+    recovered by reinstating it."""
+
+    def __init__(self, token: Pkcs11Token) -> None:
+        self.token = token
+        self._cache: dict[str, Pkcs11Kek] = {}
+
+    def __repr__(self) -> str:
+        return f"Pkcs11KekStore(token={self.token.label!r})"
+
+    def _labels(self, prefix: str) -> list[str]:
+        return sorted(str(o.label) for o in self.token.objects(
+            {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: P11KeyType.AES})
+            if str(o.label).startswith(prefix))
+
+    def ids(self) -> list[str]:
+        """Ids of the usable (not retired) KEKs in the token."""
+        return [hsm_kek_id(label) for label in self._labels("kek-")]
+
+    def retired_ids(self) -> list[str]:
+        return [hsm_kek_id(label[len(RETIRED_PREFIX):])
+                for label in self._labels(RETIRED_PREFIX + "kek-")]
+
+    def generate(self) -> Pkcs11Kek:
+        """A new non-extractable AES-256 KEK in the token (not yet active)."""
+        label = f"kek-{secrets.token_hex(8)}"
+        with self.token.session() as slot:
+            try:
+                slot.handle.generate_key(
+                    P11KeyType.AES, 256, label=label, id=secrets.token_bytes(16), store=True,
+                    capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+                    template={Attribute.TOKEN: True, Attribute.PRIVATE: True,
+                              Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                              Attribute.WRAP: False, Attribute.UNWRAP: False})
+            except p11e.PKCS11Error as exc:
+                raise _translate(exc, f"cannot generate a key-encryption key in token "
+                                 f"{self.token.label!r}") from None
+        kek = Pkcs11Kek(self.token, label)
+        self._cache[kek.key_id] = kek
+        return kek
+
+    def kek(self, key_id: str) -> Pkcs11Kek:
+        cached = self._cache.get(key_id)
+        if cached is not None:
+            return cached
+        label = hsm_kek_label(check_kek_id(key_id))
+        try:
+            self.token.use(label, ObjectClass.SECRET_KEY, lambda key: _require_aes(key, label),
+                           "find")
+        except Pkcs11KeyNotFoundError:
+            if self.token.exists(RETIRED_PREFIX + label, ObjectClass.SECRET_KEY):
+                raise RetiredKekError(f"key-encryption key {key_id!r} was retired") from None
+            if self.token.exists(label):
+                raise KeyTypeMismatchError(f"key {label!r} in token {self.token.label!r} is "
+                                           "not an AES key-encryption key") from None
+            raise UnknownKekError(f"key-encryption key {key_id!r} is not in token "
+                                  f"{self.token.label!r}") from None
+        kek = Pkcs11Kek(self.token, label)
+        self._cache[key_id] = kek
+        return kek
+
+    def _relabel(self, old: str, new: str) -> None:
+        def relabel(key: Any) -> None:
+            key[Attribute.LABEL] = new
+
+        self.token.use(old, ObjectClass.SECRET_KEY, relabel, "relabel")
+        self.token.forget()
+        self._cache.clear()
+
+    def retire(self, key_id: str, *, destroy: bool = False) -> None:
+        """Stop ``key_id`` from unwrapping: relabel it, or with ``destroy`` delete it."""
+        label = hsm_kek_label(key_id)
+        if destroy:
+            self.token.use(label, ObjectClass.SECRET_KEY, lambda key: key.destroy(), "destroy")
+            self.token.forget()
+            self._cache.clear()
+            return
+        self._relabel(label, RETIRED_PREFIX + label)
+
+    def reinstate(self, key_id: str) -> None:
+        label = hsm_kek_label(key_id)
+        self._relabel(RETIRED_PREFIX + label, label)
+
+
+def _require_aes(key: Any, label: str) -> None:
+    if key.key_type != P11KeyType.AES or int(key.key_length) != 256:
+        raise KeyTypeMismatchError(f"key {label!r} is not an AES-256 key-encryption key")
+
+
+def connect(config: Pkcs11Config) -> Pkcs11Token:
+    """Log in to the token ``config`` names."""
+    return Pkcs11Token(config)
+
+
+__all__ = ["HSM_KEK_PREFIX", "Pkcs11Config", "Pkcs11Kek", "Pkcs11KekStore", "Pkcs11KeyStore",
+           "Pkcs11Signer", "Pkcs11Token", "TokenKey", "check_label", "connect"]
