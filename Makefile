@@ -39,6 +39,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/firmware_bench.py
 	$(BIN)/python bench/protect_bench.py
 	$(BIN)/python bench/netseg_bench.py
+	$(BIN)/python bench/scan_bench.py
+	$(BIN)/python bench/keys_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
