@@ -10,6 +10,7 @@ import typer
 from iotsec import __version__
 from iotsec.cli import (
     access,
+    broker,
     ca,
     certs,
     crl,
@@ -55,6 +56,7 @@ app.add_typer(protect.payload_app, name="payload")
 app.add_typer(protect.data_app, name="data")
 app.add_typer(netseg.app, name="netseg")
 app.add_typer(keys.app, name="keys")
+app.add_typer(broker.app, name="broker")
 app.command("crl")(crl.crl)
 app.command("scan")(scan_cmd.scan)
 app.command("serve")(serve.serve)

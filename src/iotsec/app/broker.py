@@ -1,0 +1,671 @@
+"""Driving Mosquitto: render a broker directory, and sync a running broker with the store.
+
+Layout of ``DIR`` (see :class:`iotsec.broker.mosquitto.Layout`)::
+
+    mosquitto.conf      stable; every file the broker reads is under current/
+    current -> gen-N    symbolic link, swapped with one atomic rename
+    gen-N/              acl, passwd, ca.pem, crl.pem, server.pem, server.key, manifest.json
+    run/                the broker's own: control socket, log, pid file, persistence
+    private/            iotsec's own (0700): control password, probe and canary keys, state
+
+A sync is fail-closed and atomic:
+
+1. build generation N+1 in a hidden directory: the ACL from the policy and the fleet, the
+   CRLs (rebuilt first if less than half their lifetime is left), the CA chain, the
+   server certificate (renewed 30 days before expiry);
+2. validate before anything is swapped: the CRLs (readable, issued and signed by the CA,
+   not older than the broker's, nextUpdate at least an hour away), the ACL (read the way
+   Mosquitto reads it), then a dry run of the real ``mosquitto`` on the new files;
+3. rename it into place and swap ``current``; send ``SIGHUP``; wait for the reload in the
+   broker's log and refuse any reload error;
+4. confirm: the probe certificate connects and is refused a publish (the ACL is loaded),
+   the revoked canary certificate is refused with ``certificate_revoked`` (the CRL is
+   loaded). Otherwise swap back, reload, and raise;
+5. end the live sessions of devices revoked, disabled or blocked since the last sync
+   (see :mod:`iotsec.broker.control`); record security events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from iotsec.access.policy import Role
+from iotsec.app.access import DEFAULT_ROLE, list_roles
+from iotsec.app.broker_pki import (
+    ServerNames,
+    admin_password,
+    client_certificate,
+    server_certificate,
+)
+from iotsec.app.certs import chain_pem
+from iotsec.app.crl import current_crl
+from iotsec.app.events import Event
+from iotsec.app.runtime import Runtime
+from iotsec.broker import control
+from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, FleetDevice, compile_acl
+from iotsec.broker.mosquitto import (
+    CrlInfo,
+    Layout,
+    ListenerSettings,
+    check_acl,
+    check_crl,
+    password_line,
+    render_conf,
+)
+from iotsec.errors import (
+    BrokerConfigError,
+    BrokerError,
+    BrokerProcessError,
+    BrokerReloadError,
+    BrokerValidationError,
+    ConflictError,
+)
+from iotsec.identity.registry import DeviceState
+from iotsec.pki import x509 as enc
+from iotsec.store import models as m
+from iotsec.store.db import reading
+from iotsec.timeutil import ts
+
+log = logging.getLogger("iotsec.broker")
+MIN_CRL_REMAINING = timedelta(hours=1)
+ACL_HEADER = ("Written by iotsec from the access-control policy ('iotsec broker mosquitto "
+              "sync'); do not edit.")
+KEEP_GENERATIONS = 3
+MAX_STATE_FILE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    """What ``render`` was asked for; kept in ``private/settings.json`` for ``sync``."""
+
+    port: int = 8883
+    bind: str = "127.0.0.1"
+    plain_localhost_port: int | None = None
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    broker_user: str | None = None
+    debug_log: bool = True
+    persistence: bool = True
+    mosquitto: str = "mosquitto"
+
+    def listener(self) -> ListenerSettings:
+        return ListenerSettings.parse(port=self.port, bind=self.bind,
+                                      plain_localhost_port=self.plain_localhost_port,
+                                      debug_log=self.debug_log, persistence=self.persistence)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    directory: str
+    generation: int
+    previous: int | None
+    changed: bool
+    reloaded: bool
+    confirmed: bool
+    dry_run: bool
+    kicked: tuple[str, ...]
+    blocked: int
+    user_blocks: int
+    pattern_lines: int
+    crl_number: int
+    crl_next_update: str
+    server_certificate_issued: bool
+    warnings: tuple[str, ...]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --- the fleet, as the ACL sees it -------------------------------------------------------
+
+
+def load_fleet(rt: Runtime) -> tuple[list[Role], list[FleetDevice]]:
+    """Roles and every registered device with its effective roles, groups, attributes
+    (only when a rule uses one) and currently valid certificate serials."""
+    roles = [info.role for info in list_roles(rt)]
+    needs_attrs = any(".attr." in r.resource for role in roles for r in role.rules)
+    now = ts(rt.now())
+    c = m.certificates.c
+    with reading(rt.engine) as conn:
+        own: dict[str, list[str]] = {}
+        for d, r in conn.execute(select(m.device_roles.c.device_id, m.device_roles.c.role_name)
+                                 .order_by(m.device_roles.c.device_id,
+                                           m.device_roles.c.role_name)):
+            own.setdefault(d, []).append(r)
+        group_roles: dict[str, list[str]] = {}
+        for g, r in conn.execute(select(m.group_roles.c.group_name, m.group_roles.c.role_name)
+                                 .order_by(m.group_roles.c.group_name,
+                                           m.group_roles.c.role_name)):
+            group_roles.setdefault(g, []).append(r)
+        groups: dict[str, list[str]] = {}
+        for d, g in conn.execute(select(m.device_groups.c.device_id,
+                                        m.device_groups.c.group_name)
+                                 .order_by(m.device_groups.c.device_id,
+                                           m.device_groups.c.group_name)):
+            groups.setdefault(d, []).append(g)
+        serials: dict[str, list[str]] = {}
+        for d, s in conn.execute(select(c.device_id, c.serial).where(
+                c.device_id.is_not(None), c.kind == "device", c.not_after > now,
+                (c.revoked_at.is_(None)) | (c.revoked_at > now))):
+            serials.setdefault(d, []).append(s)
+        columns = [m.devices.c.id, m.devices.c.state]
+        if needs_attrs:
+            columns.append(m.devices.c.attributes)
+        rows = conn.execute(select(*columns)).all()
+    interned: dict[tuple[str, ...], tuple[str, ...]] = {}
+    enabled_states = {DeviceState.ACTIVE.value, DeviceState.PENDING.value}
+    devices = []
+    for row in rows:
+        device_groups = tuple(groups.get(row.id, ()))
+        effective = list(own.get(row.id, ()))
+        for g in device_groups:
+            effective += [r for r in group_roles.get(g, ()) if r not in effective]
+        key = tuple(effective)
+        roles_t = interned.setdefault(key, key)
+        attributes = json.loads(row.attributes) if needs_attrs else {}
+        devices.append(FleetDevice(id=row.id, enabled=row.state in enabled_states,
+                                   roles=roles_t, groups=device_groups, attributes=attributes,
+                                   serials=tuple(serials.get(row.id, ()))))
+    return roles, devices
+
+
+def _new_device_roles(roles: list[Role]) -> tuple[str, ...] | None:
+    """What a device registered without roles gets: the default role, when it exists."""
+    return (DEFAULT_ROLE,) if any(r.name == DEFAULT_ROLE for r in roles) else None
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """Who the broker runs as: files it reads get its group, ``run/`` is its own."""
+
+    uid: int | None
+    gid: int | None
+    user: str | None
+
+    @classmethod
+    def resolve(cls, user: str | None) -> _Owner:
+        if user is None:
+            return cls(None, None, None)
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise BrokerConfigError(f"there is no user {user!r} to run the broker as",
+                                    hint="create it, or give --broker-user") from None
+        return cls(entry.pw_uid, entry.pw_gid, user)
+
+    def share(self, path: Path, mode: int) -> None:
+        if self.gid is not None and os.geteuid() == 0:
+            os.chown(path, 0, self.gid)
+        os.chmod(path, mode)
+
+    def own(self, path: Path, mode: int) -> None:
+        if self.uid is not None and os.geteuid() == 0:
+            os.chown(path, self.uid, self.gid if self.gid is not None else -1)
+        os.chmod(path, mode)
+
+
+def default_broker_user() -> str | None:
+    """``mosquitto`` when running as root and that account exists (Mosquitto switches to
+    it), else None: the broker runs as the current user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("mosquitto")
+    except KeyError:
+        return None
+    return "mosquitto"
+
+
+def _write(path: Path, data: bytes, owner: _Owner, mode: int = 0o640) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    owner.share(path, mode)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_STATE_FILE:
+            raise BrokerValidationError(f"{path} is too large")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise BrokerValidationError(f"{path} cannot be read: {type(exc).__name__}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json_private(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def current_generation(layout: Layout) -> int | None:
+    try:
+        target = os.readlink(layout.current)
+    except OSError:
+        return None
+    name = Path(target).name
+    return int(name[4:]) if name.startswith("gen-") and name[4:].isdigit() else None
+
+
+def _swap(layout: Layout, generation: int) -> None:
+    link = layout.root / f".current.{secrets.token_hex(4)}"
+    os.symlink(layout.generation(generation).name, link)
+    os.replace(link, layout.current)
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout) -> Iterator[None]:
+    layout.private.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(layout.private / "sync.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(f"another render or sync of {layout.root} is running",
+                                hint="wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def options_of(layout: Layout) -> BrokerOptions:
+    data = _read_json(layout.private / "settings.json")
+    if not data:
+        raise BrokerConfigError(f"{layout.root} is not a rendered broker directory",
+                                hint="run 'iotsec broker mosquitto render -o DIR' first")
+    data["dns"] = tuple(data.get("dns", ()))
+    data["ips"] = tuple(data.get("ips", ()))
+    known = set(BrokerOptions.__dataclass_fields__)
+    return BrokerOptions(**{k: v for k, v in data.items() if k in known})
+
+
+# --- building and validating a generation ------------------------------------------------
+
+
+@dataclass
+class _Built:
+    number: int
+    path: Path
+    manifest: dict[str, Any]
+    blocked: tuple[str, ...]
+    warnings: tuple[str, ...]
+    user_blocks: int
+    pattern_lines: int
+    crl: CrlInfo
+    server_issued: bool
+    dry_run: bool = False
+
+
+def _crl(rt: Runtime, role: str, previous: int | None) -> tuple[bytes, CrlInfo]:
+    ca = rt.authority(role).certificate
+    lifetime = timedelta(hours=rt.settings.crl_lifetime_hours)
+    published = current_crl(rt, role=role)
+    if published.next_update - rt.now() < lifetime / 2:
+        published = current_crl(rt, role=role, force=True)
+    info = check_crl(published.der, ca, now=rt.now(), min_remaining=MIN_CRL_REMAINING,
+                     previous_number=previous)
+    return published.der, info
+
+
+def _build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Owner,
+           previous: dict[str, Any], password: str) -> _Built:
+    t0 = time.monotonic()
+    number = int(previous.get("generation", 0)) + 1
+    while layout.generation(number).exists():
+        number += 1
+    tmp = layout.root / f".gen-{number:06d}.{secrets.token_hex(4)}"
+    tmp.mkdir(mode=0o700)
+    try:
+        owner.share(tmp, 0o750)
+        previous_crls = previous.get("crl_numbers", {})
+        issuing_der, issuing_info = _crl(rt, "issuing", previous_crls.get("issuing"))
+        root_der, root_info = _crl(rt, "root", previous_crls.get("root"))
+        roles, devices = load_fleet(rt)
+        acl = compile_acl(roles, devices, header=ACL_HEADER,
+                          new_device_roles=_new_device_roles(roles))
+        check_acl(acl.text, required_users=INTERNAL_USERS)
+        prev_dir = (layout.generation(int(previous["generation"]))
+                    if previous.get("generation") else None)
+        names = ServerNames.parse(options.bind, options.dns, options.ips)
+        chain, key, issued = server_certificate(rt, prev_dir, names, options.bind)
+        crl_pem = enc.to_pem(issuing_der, "X509 CRL") + enc.to_pem(root_der, "X509 CRL")
+        _write(tmp / "acl", acl.text.encode("utf-8"), owner)
+        _write(tmp / "crl.pem", crl_pem, owner)
+        _write(tmp / "ca.pem", chain_pem(rt).encode("ascii"), owner)
+        _write(tmp / "server.pem", chain, owner)
+        _write(tmp / "server.key", key, owner)
+        _write(tmp / "passwd", password_line(ADMIN_USER, password, os.urandom(12))
+               .encode("ascii"), owner)
+        manifest = {
+            "generation": number, "created_at": rt.now().isoformat(),
+            "synced_at": ts(rt.now()),
+            "crl_numbers": {"issuing": issuing_info.number, "root": root_info.number},
+            "crl_next_update": issuing_info.next_update.isoformat(),
+            "acl_sha256": hashlib.sha256(acl.text.encode("utf-8")).hexdigest(),
+            "crl_sha256": hashlib.sha256(crl_pem).hexdigest(),
+            "server_sha256": hashlib.sha256(chain).hexdigest(),
+            "blocked": list(acl.blocked), "user_blocks": acl.user_blocks,
+            "pattern_lines": acl.pattern_lines,
+            "seconds_build": round(time.monotonic() - t0, 3),
+        }
+        _write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"), owner)
+        return _Built(number, tmp, manifest, acl.blocked, acl.warnings, acl.user_blocks,
+                      acl.pattern_lines, issuing_info, issued)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _prepare(layout: Layout, owner: _Owner) -> None:
+    for path in (layout.root,):
+        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        owner.share(path, 0o750)
+    layout.private.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(layout.private, 0o700)
+    layout.run.mkdir(mode=0o700, exist_ok=True)
+    owner.own(layout.run, 0o750)
+
+
+def _identity(layout: Layout, name: str) -> control.TlsIdentity:
+    return control.TlsIdentity(cert=layout.private / f"{name}.pem",
+                               key=layout.private / f"{name}.key", ca=layout.current / "ca.pem")
+
+
+def _probe_host(options: BrokerOptions) -> str:
+    if options.bind == "0.0.0.0":  # noqa: S104
+        return "127.0.0.1"
+    if options.bind == "::":
+        return "::1"
+    return options.bind
+
+
+def confirm(layout: Layout, options: BrokerOptions, *, timeout: float = 3.0) -> None:
+    """Prove the running broker serves and enforces the current generation (raises)."""
+    host = _probe_host(options)
+    result = control.probe(host, options.port, _identity(layout, "probe"), server_name=host,
+                           timeout=timeout)
+    if not result.connected:
+        raise BrokerReloadError(f"the broker does not accept the probe certificate on "
+                                f"{host}:{options.port}: {result.error}")
+    if not result.enforcing:
+        raise BrokerReloadError("the broker is not enforcing its ACL (the probe's publish "
+                                f"was answered with reason {result.publish_reason})")
+    canary = control.canary_refused(host, options.port, _identity(layout, "canary"),
+                                    server_name=host, timeout=timeout)
+    if canary != "revoked":
+        raise BrokerReloadError("the broker is not enforcing its CRL (the revoked canary "
+                                f"certificate got: {canary})")
+
+
+# --- render and sync -----------------------------------------------------------------------
+
+
+def _revoked_since(rt: Runtime, since: int | None) -> set[str]:
+    """Devices with a certificate revoked since ``since`` (inclusive: times are whole
+    seconds, and ending a session twice does no harm)."""
+    if since is None:
+        return set()
+    c = m.certificates.c
+    with reading(rt.engine) as conn:
+        return set(conn.execute(select(c.device_id).distinct().where(
+            c.device_id.is_not(None), c.revoked_at >= since, c.revoked_at <= ts(rt.now())
+        )).scalars())
+
+
+def _read_log(layout: Layout, offset: int) -> list[str]:
+    try:
+        with layout.log_file.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read(4 * 1024 * 1024).decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+
+
+def _reload_and_confirm(layout: Layout, options: BrokerOptions,
+                        process: control.BrokerProcess) -> None:
+    offset = control.log_size(layout.log_file)
+    process.reload()
+    try:
+        control.wait_for_reload(layout.log_file, offset)
+    except TimeoutError:
+        raise BrokerReloadError(f"the broker did not log a reload in {layout.log_file}") from None
+    confirm(layout, options)
+    # The reload is done once the probe was served (the broker is single-threaded).
+    lines = _read_log(layout, offset)
+    start = next((i for i, ln in enumerate(lines) if ln.endswith("Reloading config.")), 0)
+    errors = control.reload_errors(lines[start:])
+    if errors:
+        raise BrokerReloadError("the broker reported errors on reload: "
+                                + " | ".join(errors)[:500])
+
+
+def _prune(layout: Layout, keep: set[int]) -> None:
+    numbers = sorted(int(p.name[4:]) for p in layout.root.glob("gen-*") if p.name[4:].isdigit())
+    for n in numbers[:-KEEP_GENERATIONS]:
+        if n not in keep:
+            shutil.rmtree(layout.generation(n), ignore_errors=True)
+    for stale in layout.root.glob(".gen-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Owner,
+                 process: control.BrokerProcess | None, *, dry_run: bool) -> SyncResult:
+    seconds: dict[str, float] = {}
+    t0 = time.monotonic()
+    prev_gen = current_generation(layout)
+    previous = _read_json(layout.current / "manifest.json") if prev_gen is not None else {}
+    password = admin_password(layout.private)
+    client_certificate(rt, layout.private, "probe", revoked=False)
+    client_certificate(rt, layout.private, "canary", revoked=True)
+    built = _build(rt, layout, options, owner, previous, password)
+    seconds["build"] = round(time.monotonic() - t0, 3)
+    try:
+        t1 = time.monotonic()
+        binary = shutil.which(options.mosquitto)
+        if dry_run and binary is not None:
+            socket_path = layout.run / f"check-{secrets.token_hex(4)}.sock"
+            control.dry_run(binary, render_conf(layout, options.listener(), files=built.path,
+                                                check_socket=socket_path,
+                                                user=owner.user), built.path)
+            built.dry_run = True
+        elif dry_run and process is not None:
+            raise BrokerValidationError(f"{options.mosquitto!r} was not found for the dry run",
+                                        hint="install mosquitto or put it on PATH")
+        seconds["validate"] = round(time.monotonic() - t1, 3)
+        final = layout.generation(built.number)
+        os.rename(built.path, final)
+    except BaseException:
+        shutil.rmtree(built.path, ignore_errors=True)
+        raise
+    built.manifest["applied_at"] = (ts(rt.now()) if process is not None or prev_gen is None
+                                    else previous.get("applied_at"))
+    built.manifest["kicked_blocked"] = (list(built.blocked) if process is not None
+                                        else previous.get("kicked_blocked", []))
+    _swap(layout, built.number)
+    kicked: list[str] = []
+    if process is not None:
+        t2 = time.monotonic()
+        try:
+            _reload_and_confirm(layout, options, process)
+        except (BrokerError, OSError) as exc:
+            restored = ""
+            if prev_gen is not None:
+                _swap(layout, prev_gen)
+                try:
+                    _reload_and_confirm(layout, options, process)
+                    restored = f"; rolled back to generation {prev_gen}"
+                except (BrokerError, OSError) as again:
+                    restored = f"; rolling back to generation {prev_gen} failed too: {again}"
+            shutil.rmtree(final, ignore_errors=True)
+            raise BrokerReloadError(f"{exc}{restored}") from exc
+        seconds["reload"] = round(time.monotonic() - t2, 3)
+        t3 = time.monotonic()
+        since = previous.get("applied_at")
+        targets = (set(built.blocked) - set(previous.get("kicked_blocked", []))
+                   ) | _revoked_since(rt, since if isinstance(since, int) else None)
+        try:
+            kicked = control.kick(layout.admin_socket, ADMIN_USER, password, sorted(targets))
+        except (OSError, ConnectionError) as exc:
+            raise BrokerError(
+                f"generation {built.number} is live, but ending the sessions of "
+                f"{', '.join(sorted(targets))[:200]} failed: {exc}",
+                hint=f"check that the broker was started with {layout.conf} (its control "
+                "socket is DIR/run/admin.sock) and run the sync again") from exc
+        seconds["kick"] = round(time.monotonic() - t3, 3)
+        for device_id in kicked:
+            rt.events.record(Event(rt.now(), "broker.kick", "success", actor=device_id,
+                                   subject=str(layout.root),
+                                   detail={"reason": "blocked" if device_id in built.blocked
+                                           else "certificate revoked"}))
+    # The manifest is rewritten in place: the broker never reads it.
+    manifest_path = layout.generation(built.number) / "manifest.json"
+    tmp = manifest_path.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(built.manifest, indent=1), encoding="utf-8")
+    owner.share(tmp, 0o640)
+    os.replace(tmp, manifest_path)
+    _prune(layout, {built.number, prev_gen or 0})
+    changed = any(previous.get(k) != built.manifest[k]
+                  for k in ("acl_sha256", "crl_sha256", "server_sha256"))
+    seconds["total"] = round(time.monotonic() - t0, 3)
+    result = SyncResult(
+        directory=str(layout.root), generation=built.number, previous=prev_gen,
+        changed=changed, reloaded=process is not None, confirmed=process is not None,
+        dry_run=built.dry_run, kicked=tuple(kicked), blocked=len(built.blocked),
+        user_blocks=built.user_blocks, pattern_lines=built.pattern_lines,
+        crl_number=built.crl.number, crl_next_update=built.crl.next_update.isoformat(),
+        server_certificate_issued=built.server_issued, warnings=built.warnings,
+        seconds=seconds)
+    rt.events.record(Event(rt.now(), "broker.sync", "success", subject=str(layout.root),
+                           detail={"generation": built.number, "changed": changed,
+                                   "reloaded": result.reloaded, "kicked": len(kicked)}))
+    return result
+
+
+def _record_failure(rt: Runtime, layout: Layout, exc: BaseException) -> None:
+    with contextlib.suppress(Exception):
+        rt.events.record(Event(rt.now(), "broker.sync", "failure", subject=str(layout.root),
+                               detail={"error": str(exc)[:200], "type": type(exc).__name__}))
+
+
+def render(rt: Runtime, directory: Path, options: BrokerOptions, *,
+           dry_run: bool = True) -> SyncResult:
+    """Write a complete broker setup to ``directory`` (first generation, or a new one with
+    new options). Changing the port or the bind address needs a broker restart."""
+    layout = Layout.parse(directory)
+    listener = options.listener()
+    ServerNames.parse(options.bind, options.dns, options.ips)
+    owner = _Owner.resolve(options.broker_user)
+    _prepare(layout, owner)
+    with _locked(layout):
+        _write_json_private(layout.private / "settings.json", asdict(options))
+        conf = render_conf(layout, listener, user=owner.user)
+        tmp = layout.root / ".mosquitto.conf.tmp"
+        tmp.unlink(missing_ok=True)
+        _write(tmp, conf.encode("utf-8"), owner)
+        os.replace(tmp, layout.conf)
+        try:
+            return _sync_locked(rt, layout, options, owner, None, dry_run=dry_run)
+        except BaseException as exc:
+            _record_failure(rt, layout, exc)
+            raise
+
+
+def find_process(layout: Layout, *, pid: int | None = None, pidfile: Path | None = None
+                 ) -> control.BrokerProcess | None:
+    """The broker to reload: the one given, else the one in ``run/mosquitto.pid`` if that
+    process is alive, else None (files are updated, nothing is reloaded)."""
+    if pid is not None or pidfile is not None:
+        return control.BrokerProcess.find(pid=pid, pidfile=pidfile)
+    if layout.pid_file.exists():
+        try:
+            return control.BrokerProcess.find(pidfile=layout.pid_file)
+        except BrokerProcessError:
+            return None
+    return None
+
+
+def sync(rt: Runtime, directory: Path, *, pid: int | None = None,
+         pidfile: Path | None = None, dry_run: bool = True) -> SyncResult:
+    """Re-render ``directory`` from the store and make the running broker apply it."""
+    layout = Layout.parse(directory)
+    options = options_of(layout)
+    owner = _Owner.resolve(options.broker_user)
+    process = find_process(layout, pid=pid, pidfile=pidfile)
+    with _locked(layout):
+        try:
+            return _sync_locked(rt, layout, options, owner, process, dry_run=dry_run)
+        except BaseException as exc:
+            _record_failure(rt, layout, exc)
+            raise
+
+
+def sync_needed(rt: Runtime, directory: Path) -> bool:
+    """Would a sync change what the broker enforces? True when the ACL or the CRL would
+    differ, or the broker's CRL has less than half its lifetime left (the long-running
+    server calls this periodically, so the broker's CRL never expires)."""
+    layout = Layout.parse(directory)
+    previous = _read_json(layout.current / "manifest.json")
+    if not previous:
+        return True
+    from datetime import datetime
+
+    lifetime = timedelta(hours=rt.settings.crl_lifetime_hours)
+    try:
+        next_update = datetime.fromisoformat(str(previous["crl_next_update"]))
+    except (KeyError, ValueError):
+        return True
+    if next_update - rt.now() < lifetime / 2:
+        return True
+    roles, devices = load_fleet(rt)
+    acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=_new_device_roles(roles))
+    if hashlib.sha256(acl.text.encode("utf-8")).hexdigest() != previous.get("acl_sha256"):
+        return True
+    crls = (enc.to_pem(current_crl(rt, role="issuing").der, "X509 CRL")
+            + enc.to_pem(current_crl(rt, role="root").der, "X509 CRL"))
+    if hashlib.sha256(crls).hexdigest() != previous.get("crl_sha256"):
+        return True
+    return bool(_revoked_since(rt, previous.get("applied_at")))
+
+
+def refresh_loop(rt: Runtime, directory: Path, stop: threading.Event, *,
+                 interval: float = 300.0) -> None:
+    """For a long-running server: every ``interval`` seconds, sync the broker in
+    ``directory`` when :func:`sync_needed` says so (a changed ACL or CRL, a revocation, or a
+    CRL past half its lifetime), so the broker's CRL never reaches its nextUpdate. Errors
+    are logged and recorded as events; the loop goes on until ``stop`` is set."""
+    while not stop.wait(interval):
+        try:
+            if sync_needed(rt, directory):
+                result = sync(rt, directory)
+                log.info("broker %s synced: generation %d", directory, result.generation)
+        except Exception:  # keep refreshing; the failure is in the log and the events
+            log.exception("broker sync of %s failed", directory)
+
+
+__all__ = ["BrokerOptions", "SyncResult", "confirm", "default_broker_user", "find_process",
+           "load_fleet", "options_of", "refresh_loop", "render", "sync", "sync_needed"]
