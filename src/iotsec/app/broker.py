@@ -28,17 +28,14 @@ A sync is fail-closed and atomic:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import pwd
 import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -47,7 +44,20 @@ from typing import Any
 from sqlalchemy import select
 
 from iotsec.access.policy import Role
-from iotsec.app.access import DEFAULT_ROLE, list_roles
+from iotsec.app.access import DEFAULT_ROLE
+from iotsec.app.broker_files import (
+    Owner,
+    current_generation,
+    default_broker_user,
+    locked,
+    prepare,
+    prune,
+    read_json,
+    swap,
+    write,
+    write_json_private,
+)
+from iotsec.app.broker_fleet import load_fleet
 from iotsec.app.broker_pki import (
     ServerNames,
     admin_password,
@@ -59,7 +69,7 @@ from iotsec.app.crl import current_crl
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.broker import control
-from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, FleetDevice, compile_acl
+from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, compile_acl
 from iotsec.broker.mosquitto import (
     CrlInfo,
     Layout,
@@ -75,9 +85,7 @@ from iotsec.errors import (
     BrokerProcessError,
     BrokerReloadError,
     BrokerValidationError,
-    ConflictError,
 )
-from iotsec.identity.registry import DeviceState
 from iotsec.pki import x509 as enc
 from iotsec.store import models as m
 from iotsec.store.db import reading
@@ -87,8 +95,6 @@ log = logging.getLogger("iotsec.broker")
 MIN_CRL_REMAINING = timedelta(hours=1)
 ACL_HEADER = ("Written by iotsec from the access-control policy ('iotsec broker mosquitto "
               "sync'); do not edit.")
-KEEP_GENERATIONS = 3
-MAX_STATE_FILE = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -131,170 +137,13 @@ class SyncResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-# --- the fleet, as the ACL sees it -------------------------------------------------------
-
-
-def load_fleet(rt: Runtime) -> tuple[list[Role], list[FleetDevice]]:
-    """Roles and every registered device with its effective roles, groups, attributes
-    (only when a rule uses one) and currently valid certificate serials."""
-    roles = [info.role for info in list_roles(rt)]
-    needs_attrs = any(".attr." in r.resource for role in roles for r in role.rules)
-    now = ts(rt.now())
-    c = m.certificates.c
-    with reading(rt.engine) as conn:
-        own: dict[str, list[str]] = {}
-        for d, r in conn.execute(select(m.device_roles.c.device_id, m.device_roles.c.role_name)
-                                 .order_by(m.device_roles.c.device_id,
-                                           m.device_roles.c.role_name)):
-            own.setdefault(d, []).append(r)
-        group_roles: dict[str, list[str]] = {}
-        for g, r in conn.execute(select(m.group_roles.c.group_name, m.group_roles.c.role_name)
-                                 .order_by(m.group_roles.c.group_name,
-                                           m.group_roles.c.role_name)):
-            group_roles.setdefault(g, []).append(r)
-        groups: dict[str, list[str]] = {}
-        for d, g in conn.execute(select(m.device_groups.c.device_id,
-                                        m.device_groups.c.group_name)
-                                 .order_by(m.device_groups.c.device_id,
-                                           m.device_groups.c.group_name)):
-            groups.setdefault(d, []).append(g)
-        serials: dict[str, list[str]] = {}
-        for d, s in conn.execute(select(c.device_id, c.serial).where(
-                c.device_id.is_not(None), c.kind == "device", c.not_after > now,
-                (c.revoked_at.is_(None)) | (c.revoked_at > now))):
-            serials.setdefault(d, []).append(s)
-        columns = [m.devices.c.id, m.devices.c.state]
-        if needs_attrs:
-            columns.append(m.devices.c.attributes)
-        rows = conn.execute(select(*columns)).all()
-    interned: dict[tuple[str, ...], tuple[str, ...]] = {}
-    enabled_states = {DeviceState.ACTIVE.value, DeviceState.PENDING.value}
-    devices = []
-    for row in rows:
-        device_groups = tuple(groups.get(row.id, ()))
-        effective = list(own.get(row.id, ()))
-        for g in device_groups:
-            effective += [r for r in group_roles.get(g, ()) if r not in effective]
-        key = tuple(effective)
-        roles_t = interned.setdefault(key, key)
-        attributes = json.loads(row.attributes) if needs_attrs else {}
-        devices.append(FleetDevice(id=row.id, enabled=row.state in enabled_states,
-                                   roles=roles_t, groups=device_groups, attributes=attributes,
-                                   serials=tuple(serials.get(row.id, ()))))
-    return roles, devices
-
-
 def _new_device_roles(roles: list[Role]) -> tuple[str, ...] | None:
     """What a device registered without roles gets: the default role, when it exists."""
     return (DEFAULT_ROLE,) if any(r.name == DEFAULT_ROLE for r in roles) else None
 
 
-# --- files --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Owner:
-    """Who the broker runs as: files it reads get its group, ``run/`` is its own."""
-
-    uid: int | None
-    gid: int | None
-    user: str | None
-
-    @classmethod
-    def resolve(cls, user: str | None) -> _Owner:
-        if user is None:
-            return cls(None, None, None)
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            raise BrokerConfigError(f"there is no user {user!r} to run the broker as",
-                                    hint="create it, or give --broker-user") from None
-        return cls(entry.pw_uid, entry.pw_gid, user)
-
-    def share(self, path: Path, mode: int) -> None:
-        if self.gid is not None and os.geteuid() == 0:
-            os.chown(path, 0, self.gid)
-        os.chmod(path, mode)
-
-    def own(self, path: Path, mode: int) -> None:
-        if self.uid is not None and os.geteuid() == 0:
-            os.chown(path, self.uid, self.gid if self.gid is not None else -1)
-        os.chmod(path, mode)
-
-
-def default_broker_user() -> str | None:
-    """``mosquitto`` when running as root and that account exists (Mosquitto switches to
-    it), else None: the broker runs as the current user."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam("mosquitto")
-    except KeyError:
-        return None
-    return "mosquitto"
-
-
-def _write(path: Path, data: bytes, owner: _Owner, mode: int = 0o640) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    owner.share(path, mode)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        if path.stat().st_size > MAX_STATE_FILE:
-            raise BrokerValidationError(f"{path} is too large")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise BrokerValidationError(f"{path} cannot be read: {type(exc).__name__}") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json_private(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def current_generation(layout: Layout) -> int | None:
-    try:
-        target = os.readlink(layout.current)
-    except OSError:
-        return None
-    name = Path(target).name
-    return int(name[4:]) if name.startswith("gen-") and name[4:].isdigit() else None
-
-
-def _swap(layout: Layout, generation: int) -> None:
-    link = layout.root / f".current.{secrets.token_hex(4)}"
-    os.symlink(layout.generation(generation).name, link)
-    os.replace(link, layout.current)
-
-
-@contextlib.contextmanager
-def _locked(layout: Layout) -> Iterator[None]:
-    layout.private.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(layout.private / "sync.lock", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConflictError(f"another render or sync of {layout.root} is running",
-                                hint="wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def options_of(layout: Layout) -> BrokerOptions:
-    data = _read_json(layout.private / "settings.json")
+    data = read_json(layout.private / "settings.json")
     if not data:
         raise BrokerConfigError(f"{layout.root} is not a rendered broker directory",
                                 hint="run 'iotsec broker mosquitto render -o DIR' first")
@@ -332,7 +181,7 @@ def _crl(rt: Runtime, role: str, previous: int | None) -> tuple[bytes, CrlInfo]:
     return published.der, info
 
 
-def _build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Owner,
+def _build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
            previous: dict[str, Any], password: str) -> _Built:
     t0 = time.monotonic()
     number = int(previous.get("generation", 0)) + 1
@@ -354,12 +203,12 @@ def _build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Owner,
         names = ServerNames.parse(options.bind, options.dns, options.ips)
         chain, key, issued = server_certificate(rt, prev_dir, names, options.bind)
         crl_pem = enc.to_pem(issuing_der, "X509 CRL") + enc.to_pem(root_der, "X509 CRL")
-        _write(tmp / "acl", acl.text.encode("utf-8"), owner)
-        _write(tmp / "crl.pem", crl_pem, owner)
-        _write(tmp / "ca.pem", chain_pem(rt).encode("ascii"), owner)
-        _write(tmp / "server.pem", chain, owner)
-        _write(tmp / "server.key", key, owner)
-        _write(tmp / "passwd", password_line(ADMIN_USER, password, os.urandom(12))
+        write(tmp / "acl", acl.text.encode("utf-8"), owner)
+        write(tmp / "crl.pem", crl_pem, owner)
+        write(tmp / "ca.pem", chain_pem(rt).encode("ascii"), owner)
+        write(tmp / "server.pem", chain, owner)
+        write(tmp / "server.key", key, owner)
+        write(tmp / "passwd", password_line(ADMIN_USER, password, os.urandom(12))
                .encode("ascii"), owner)
         manifest = {
             "generation": number, "created_at": rt.now().isoformat(),
@@ -373,22 +222,12 @@ def _build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Owner,
             "pattern_lines": acl.pattern_lines,
             "seconds_build": round(time.monotonic() - t0, 3),
         }
-        _write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"), owner)
+        write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"), owner)
         return _Built(number, tmp, manifest, acl.blocked, acl.warnings, acl.user_blocks,
                       acl.pattern_lines, issuing_info, issued)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _prepare(layout: Layout, owner: _Owner) -> None:
-    for path in (layout.root,):
-        path.mkdir(mode=0o750, parents=True, exist_ok=True)
-        owner.share(path, 0o750)
-    layout.private.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(layout.private, 0o700)
-    layout.run.mkdir(mode=0o700, exist_ok=True)
-    owner.own(layout.run, 0o750)
 
 
 def _identity(layout: Layout, name: str) -> control.TlsIdentity:
@@ -464,21 +303,12 @@ def _reload_and_confirm(layout: Layout, options: BrokerOptions,
                                 + " | ".join(errors)[:500])
 
 
-def _prune(layout: Layout, keep: set[int]) -> None:
-    numbers = sorted(int(p.name[4:]) for p in layout.root.glob("gen-*") if p.name[4:].isdigit())
-    for n in numbers[:-KEEP_GENERATIONS]:
-        if n not in keep:
-            shutil.rmtree(layout.generation(n), ignore_errors=True)
-    for stale in layout.root.glob(".gen-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Owner,
+def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
                  process: control.BrokerProcess | None, *, dry_run: bool) -> SyncResult:
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
     prev_gen = current_generation(layout)
-    previous = _read_json(layout.current / "manifest.json") if prev_gen is not None else {}
+    previous = read_json(layout.current / "manifest.json") if prev_gen is not None else {}
     password = admin_password(layout.private)
     client_certificate(rt, layout.private, "probe", revoked=False)
     client_certificate(rt, layout.private, "canary", revoked=True)
@@ -506,7 +336,7 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Ow
                                     else previous.get("applied_at"))
     built.manifest["kicked_blocked"] = (list(built.blocked) if process is not None
                                         else previous.get("kicked_blocked", []))
-    _swap(layout, built.number)
+    swap(layout, built.number)
     kicked: list[str] = []
     if process is not None:
         t2 = time.monotonic()
@@ -515,7 +345,7 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Ow
         except (BrokerError, OSError) as exc:
             restored = ""
             if prev_gen is not None:
-                _swap(layout, prev_gen)
+                swap(layout, prev_gen)
                 try:
                     _reload_and_confirm(layout, options, process)
                     restored = f"; rolled back to generation {prev_gen}"
@@ -548,7 +378,7 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: _Ow
     tmp.write_text(json.dumps(built.manifest, indent=1), encoding="utf-8")
     owner.share(tmp, 0o640)
     os.replace(tmp, manifest_path)
-    _prune(layout, {built.number, prev_gen or 0})
+    prune(layout, {built.number, prev_gen or 0})
     changed = any(previous.get(k) != built.manifest[k]
                   for k in ("acl_sha256", "crl_sha256", "server_sha256"))
     seconds["total"] = round(time.monotonic() - t0, 3)
@@ -579,14 +409,14 @@ def render(rt: Runtime, directory: Path, options: BrokerOptions, *,
     layout = Layout.parse(directory)
     listener = options.listener()
     ServerNames.parse(options.bind, options.dns, options.ips)
-    owner = _Owner.resolve(options.broker_user)
-    _prepare(layout, owner)
-    with _locked(layout):
-        _write_json_private(layout.private / "settings.json", asdict(options))
+    owner = Owner.resolve(options.broker_user)
+    prepare(layout, owner)
+    with locked(layout):
+        write_json_private(layout.private / "settings.json", asdict(options))
         conf = render_conf(layout, listener, user=owner.user)
         tmp = layout.root / ".mosquitto.conf.tmp"
         tmp.unlink(missing_ok=True)
-        _write(tmp, conf.encode("utf-8"), owner)
+        write(tmp, conf.encode("utf-8"), owner)
         os.replace(tmp, layout.conf)
         try:
             return _sync_locked(rt, layout, options, owner, None, dry_run=dry_run)
@@ -614,9 +444,9 @@ def sync(rt: Runtime, directory: Path, *, pid: int | None = None,
     """Re-render ``directory`` from the store and make the running broker apply it."""
     layout = Layout.parse(directory)
     options = options_of(layout)
-    owner = _Owner.resolve(options.broker_user)
+    owner = Owner.resolve(options.broker_user)
     process = find_process(layout, pid=pid, pidfile=pidfile)
-    with _locked(layout):
+    with locked(layout):
         try:
             return _sync_locked(rt, layout, options, owner, process, dry_run=dry_run)
         except BaseException as exc:
@@ -629,7 +459,7 @@ def sync_needed(rt: Runtime, directory: Path) -> bool:
     differ, or the broker's CRL has less than half its lifetime left (the long-running
     server calls this periodically, so the broker's CRL never expires)."""
     layout = Layout.parse(directory)
-    previous = _read_json(layout.current / "manifest.json")
+    previous = read_json(layout.current / "manifest.json")
     if not previous:
         return True
     from datetime import datetime
@@ -667,5 +497,6 @@ def refresh_loop(rt: Runtime, directory: Path, stop: threading.Event, *,
             log.exception("broker sync of %s failed", directory)
 
 
-__all__ = ["BrokerOptions", "SyncResult", "confirm", "default_broker_user", "find_process",
-           "load_fleet", "options_of", "refresh_loop", "render", "sync", "sync_needed"]
+__all__ = ["BrokerOptions", "SyncResult", "confirm", "current_generation", "default_broker_user",
+           "find_process", "load_fleet", "options_of", "refresh_loop", "render", "sync",
+           "sync_needed"]

@@ -259,7 +259,8 @@ def ingest_log(rt: Runtime, log_file: Path, *, state_file: Path | None = None,
                 flush()
     except FileNotFoundError:
         raise NotFoundError(f"the broker log {log_file} does not exist",
-                            hint="check the path (DIR/run/mosquitto.log)") from None
+                            hint="the broker writes DIR/run/mosquitto.log once it has started"
+                            ) from None
     flush()
     offset = int(state.get("offset", 0))
     if state_file is not None:

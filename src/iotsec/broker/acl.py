@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Effect, Identity, Role, Rule, check_identity_value
+from iotsec.access.topics import overlaps_levels
 
 #: Longest ACL line written (Mosquitto reads lines into a 1024-byte buffer).
 MAX_LINE_BYTES = 1000
@@ -286,8 +287,6 @@ class _Writer:
 
     def deny(self, keyword: str, levels: tuple[str, ...]) -> None:
         safe = tuple(level if writable(level) else "+" for level in levels)
-        if safe and safe[0].startswith(" "):
-            safe = ("+", *safe[1:])
         self.lines.append(f"{keyword} deny " + _fit_deny(safe, f"{keyword} deny "))
 
 
@@ -304,8 +303,6 @@ def _merge(read: Iterable[str], write: Iterable[str]) -> list[tuple[str, str]]:
 
 def _overlap_warnings(g: _Grants) -> list[str]:
     """Deny rules that, as all-access deny lines, also block an access they do not name."""
-    from iotsec.access.topics import overlaps_levels
-
     def plain(t: Template) -> tuple[str, ...]:
         return tuple("+" if isinstance(level, Var) else level for level in t)
 
