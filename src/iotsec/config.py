@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(default=10, ge=1, le=1_000_000,
                                     description="failed API authentications per source and "
                                     "minute before that source is refused for a minute")
+    broker_dir: Path | None = Field(
+        default=None,
+        description="a Mosquitto directory made by 'iotsec broker mosquitto render': "
+        "'iotsec serve' keeps it in sync (ACL, CRL before its nextUpdate) in the background")
     crl_url: str | None = Field(
         default=None, pattern=r"^https?://[\x21-\x7e]{1,2000}$",
         description="public URL of the CRL (e.g. https://pki.example.com/crl); when set, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import Annotated
 
 import typer
@@ -42,10 +43,21 @@ def serve(
         scheme = "http" if http else "https"
         shown = f"[{host}]" if ":" in host else host
         files = None if http else ensure_server_tls(rt, host)
+        stop = threading.Event()
+        if rt.settings.broker_dir is not None:
+            # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
+            # every device out).
+            from iotsec.app.broker import refresh_loop
+
+            threading.Thread(target=refresh_loop, args=(rt, rt.settings.broker_dir, stop),
+                             name="iotsec-broker-sync", daemon=True).start()
         err_console.print(f"iotsec serving on {scheme}://{shown}:{port}"
                           + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
                           markup=False)
-        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False,
-                    ssl_certfile=str(files.chain_file) if files else None,
-                    ssl_keyfile=str(files.key_file) if files else None,
-                    ssl_keyfile_password=files.key_password if files else None)
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False,
+                        ssl_certfile=str(files.chain_file) if files else None,
+                        ssl_keyfile=str(files.key_file) if files else None,
+                        ssl_keyfile_password=files.key_password if files else None)
+        finally:
+            stop.set()
