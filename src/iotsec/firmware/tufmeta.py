@@ -51,6 +51,7 @@ from tuf.api.serialization import DeserializationError
 from iotsec.errors import (
     InputTooLargeError,
     InvalidInputError,
+    KeyCustodyError,
     TufExpiredError,
     TufMetadataError,
     TufRollbackError,
@@ -254,7 +255,9 @@ class CustodySigner(Signer):
     @classmethod
     def from_priv_key_uri(cls, priv_key_uri: str, public_key: Key,
                           secrets_handler: Any = None) -> Signer:
-        raise NotImplementedError("custody keys are loaded from the key store")
+        # Part of securesystemslib's Signer interface; these keys never come from a URI.
+        raise KeyCustodyError("online TUF keys are loaded from iotsec's key custody, not "
+                              "from a key URI", hint="use 'iotsec ota repo' commands")
 
     def sign(self, payload: bytes) -> Signature:
         return Signature(self._public.keyid, self._key.sign(payload).hex())
