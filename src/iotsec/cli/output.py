@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -83,6 +84,6 @@ def write_output(path: str | None, data: bytes, *, private: bool = False) -> Non
     if target.exists() and target.is_dir():
         raise InvalidInputError(f"{path} is a directory", hint="give a file name with -o")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     tmp.write_bytes(data)
     tmp.replace(target)

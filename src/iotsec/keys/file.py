@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -34,7 +35,7 @@ def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> N
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists() and not overwrite:
         raise ConflictError(f"{path} already exists", hint="remove it or choose another path")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
