@@ -38,28 +38,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-app.command("init")(setup.init)
-app.add_typer(ca.app, name="ca")
-app.add_typer(devices.app, name="device")
-app.add_typer(certs.app, name="cert")
-app.add_typer(access.role_app, name="role")
-app.add_typer(access.group_app, name="group")
-app.add_typer(access.authz_app, name="authz")
-app.add_typer(policy.app, name="policy")
-app.add_typer(tokens.token_app, name="token")
-app.add_typer(tokens.events_app, name="events")
-app.add_typer(device_tokens.app, name="device-token")
 firmware.app.command("publish")(ota.firmware_publish)
-app.add_typer(firmware.app, name="firmware")
-app.add_typer(ota.app, name="ota")
-app.add_typer(protect.payload_app, name="payload")
-app.add_typer(protect.data_app, name="data")
-app.add_typer(netseg.app, name="netseg")
-app.add_typer(keys.app, name="keys")
-app.add_typer(broker.app, name="broker")
-app.command("crl")(crl.crl)
-app.command("scan")(scan_cmd.scan)
-app.command("serve")(serve.serve)
+# One line per command group.
+for group, name in (
+    (ca.app, "ca"), (devices.app, "device"), (certs.app, "cert"),
+    (access.role_app, "role"), (access.group_app, "group"), (access.authz_app, "authz"),
+    (policy.app, "policy"), (tokens.token_app, "token"), (tokens.events_app, "events"),
+    (device_tokens.app, "device-token"), (firmware.app, "firmware"), (ota.app, "ota"),
+    (protect.payload_app, "payload"), (protect.data_app, "data"), (netseg.app, "netseg"),
+    (keys.app, "keys"), (broker.app, "broker"),
+):
+    app.add_typer(group, name=name)
+for command, name in ((setup.init, "init"), (crl.crl, "crl"), (scan_cmd.scan, "scan"),
+                      (serve.serve, "serve")):
+    app.command(name)(command)
 
 
 def _version(value: bool) -> None:

@@ -30,8 +30,9 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -314,18 +315,23 @@ class SigningKey:
 # --- key files (PEM or DER), for the CLI and the SDK -----------------------------------------
 
 
-def load_private_key(data: bytes) -> PrivateKey:
-    """Parse an unencrypted PKCS#8 private key (PEM or DER): X25519, Ed25519 or EC P-256."""
+def _parse_key(data: bytes, from_pem: Callable[[bytes], Any],
+               from_der: Callable[[bytes], Any], what: str, hint: str) -> Any:
+    """The size limit and the PEM/DER choice shared by the key-file loaders."""
     if len(data) > MAX_KEY_FILE:
         raise PayloadKeyError(f"a key file has at most {MAX_KEY_FILE} bytes")
     try:
-        if data.lstrip().startswith(b"-----"):
-            key = serialization.load_pem_private_key(data, password=None)
-        else:
-            key = serialization.load_der_private_key(data, password=None)
+        return from_pem(data) if data.lstrip().startswith(b"-----") else from_der(data)
     except (ValueError, TypeError, UnicodeError):
-        raise PayloadKeyError("not an unencrypted PKCS#8 private key (PEM or DER)",
-                              hint="create one with 'iotsec payload keygen'") from None
+        raise PayloadKeyError(what, hint=hint) from None
+
+
+def load_private_key(data: bytes) -> PrivateKey:
+    """Parse an unencrypted PKCS#8 private key (PEM or DER): X25519, Ed25519 or EC P-256."""
+    key = _parse_key(data, lambda d: serialization.load_pem_private_key(d, password=None),
+                     lambda d: serialization.load_der_private_key(d, password=None),
+                     "not an unencrypted PKCS#8 private key (PEM or DER)",
+                     "create one with 'iotsec payload keygen'")
     if isinstance(key, x25519.X25519PrivateKey | ed25519.Ed25519PrivateKey):
         return key
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
@@ -336,16 +342,10 @@ def load_private_key(data: bytes) -> PrivateKey:
 
 def load_public_key(data: bytes) -> PublicKey:
     """Parse a SubjectPublicKeyInfo (PEM or DER): X25519, Ed25519 or EC P-256."""
-    if len(data) > MAX_KEY_FILE:
-        raise PayloadKeyError(f"a key file has at most {MAX_KEY_FILE} bytes")
-    try:
-        if data.lstrip().startswith(b"-----"):
-            key = serialization.load_pem_public_key(data)
-        else:
-            key = serialization.load_der_public_key(data)
-    except (ValueError, TypeError, UnicodeError):
-        raise PayloadKeyError("not a public key (PEM or DER SubjectPublicKeyInfo)",
-                              hint="export it with 'iotsec payload keygen'") from None
+    key = _parse_key(data, serialization.load_pem_public_key,
+                     serialization.load_der_public_key,
+                     "not a public key (PEM or DER SubjectPublicKeyInfo)",
+                     "export it with 'iotsec payload keygen'")
     if isinstance(key, x25519.X25519PublicKey | ed25519.Ed25519PublicKey):
         return key
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
