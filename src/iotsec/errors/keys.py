@@ -6,6 +6,7 @@ from iotsec.errors.base import ConflictError, KeyCustodyError
 from iotsec.errors.protect import UnknownKekError
 
 __all__ = [
+    "EncryptedKeyError",
     "KekRotationError",
     "KeyTypeMismatchError",
     "Pkcs11Error",
@@ -80,3 +81,12 @@ class KekRotationError(KeyCustodyError, ConflictError):
     status = 409
     code = "kek-rotation"
     default_hint = "run 'iotsec keys report', then 'iotsec keys rotate kek' again to resume"
+
+
+class EncryptedKeyError(KeyCustodyError):
+    """An encrypted private key (PKCS#8) that cannot be read: malformed, protected with
+    parameters outside the allowed bounds, or not decrypting under the passphrase (the two
+    look alike on purpose)."""
+
+    code = "encrypted-key"
+    default_hint = "check the passphrase, or restore the key file from backup"

@@ -10,10 +10,14 @@ of header, body and protected TLVs, so signing and verifying never need the imag
 - RSA-2048/3072: RSASSA-PSS, SHA-256, MGF1-SHA-256, 32-byte salt (bootutil accepts no
   other salt length), in an ``RSA2048_PSS``/``RSA3072_PSS`` TLV.
 
-The key-custody interface of :mod:`iotsec.keys.base` knows neither Ed25519, RSA-2048 nor
-PSS, so firmware keys have their own :class:`ImageSigner` protocol here; its shape (a
-public key and a ``sign_digest``) is what a PKCS#11 backend can implement unchanged.
-Private keys live only as encrypted PKCS#8 PEM, like :class:`iotsec.keys.file.FileKeyStore`.
+Signing goes through the :class:`ImageSigner` protocol (a public key and a
+``sign_digest``), kept apart from the X.509 :class:`iotsec.keys.base.Signer`: the two sign
+different things with different paddings, and a key made for one is refused by the other.
+Key custody (:mod:`iotsec.keys`) hands out image signers for keys it holds
+(``KeyStore.generate_image_key`` / ``load_image_key``: encrypted files or a PKCS#11 token);
+:class:`LocalImageSigner` here is the in-process signer over a key file. Key files are
+written only as PBES2-scrypt encrypted PKCS#8 (:mod:`iotsec.keys.pkcs8`); older PBKDF2
+files and imgtool's encrypted keys are still read.
 """
 
 from __future__ import annotations
@@ -27,8 +31,14 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 
-from iotsec.errors import FirmwareKeyError, ImageSignatureError
+from iotsec.errors import (
+    EncryptedKeyError,
+    FirmwareKeyError,
+    ImageSignatureError,
+    InputTooLargeError,
+)
 from iotsec.firmware.image import TlvType
+from iotsec.keys.pkcs8 import decrypt_private_key, encrypt_private_key
 
 FirmwarePublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 FirmwarePrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -238,9 +248,7 @@ class LocalImageSigner:
     def encrypted_pem(self, passphrase: bytes) -> bytes:
         """The private key as encrypted PKCS#8 PEM (the only form iotsec writes)."""
         check_new_passphrase(passphrase)
-        return self._key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.BestAvailableEncryption(passphrase))
+        return encrypt_private_key(self._key, passphrase)
 
     def __repr__(self) -> str:
         return f"LocalImageSigner({self._type.value})"
@@ -274,8 +282,14 @@ def load_private_key(pem: bytes, passphrase: bytes | None, *,
             hint="encrypt it with 'iotsec firmware import-key KEY -o NEW_KEY' and sign with "
                  "the new file")
     try:
-        key = serialization.load_pem_private_key(pem, password=passphrase if encrypted else None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key: object
+        if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem:
+            key = decrypt_private_key(pem, passphrase or b"")
+        else:
+            key = serialization.load_pem_private_key(
+                pem, password=passphrase if encrypted else None)
+    except (ValueError, TypeError, UnsupportedAlgorithm, EncryptedKeyError,
+            InputTooLargeError):
         # A wrong passphrase and a corrupt file look alike; neither message may echo key
         # material.
         raise FirmwareKeyError(

@@ -1,5 +1,10 @@
 """File key custody: each key an encrypted PKCS#8 PEM file, mode 0600, in one directory.
 
+New keys are written as PBES2-scrypt/AES-256-CBC PKCS#8 (:mod:`iotsec.keys.pkcs8`); keys
+written before (PBKDF2, cryptography's ``BestAvailableEncryption``) are still read. CA keys
+are ``<label>.key.pem``, firmware signing keys ``<label>.image-key.pem``: one label, one
+key, one purpose.
+
 The passphrase comes from ``IOTSEC_CA_PASSPHRASE`` or, for the embedded default, from a
 generated 0600 file in the home. Keys are decrypted once per process and kept in memory;
 they are never written in clear, never logged and never put in an exception message.
@@ -10,13 +15,23 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from iotsec.errors import ConflictError, KeyCustodyError, NotFoundError
-from iotsec.keys.base import KeyType, LocalSigner, Signer
+from iotsec.errors import (
+    ConflictError,
+    EncryptedKeyError,
+    FirmwareKeyError,
+    InputTooLargeError,
+    KeyCustodyError,
+    KeyTypeMismatchError,
+    NotFoundError,
+)
+from iotsec.firmware.keys import FirmwareKeyType, FirmwarePrivateKey, LocalImageSigner
+from iotsec.keys.base import CustodyImageSigner, KeyType, LocalSigner, Signer
+from iotsec.keys.pkcs8 import decrypt_private_key, encrypt_private_key
 
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: An encrypted PKCS#8 PEM of an RSA-4096 key is about 3.3 KiB; nothing legitimate is larger.
@@ -49,43 +64,48 @@ def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> N
 
 
 class FileKeyStore:
-    """Keys as encrypted PKCS#8 files named ``<label>.key.pem``."""
+    """Keys as encrypted PKCS#8 files: ``<label>.key.pem`` (CA) and
+    ``<label>.image-key.pem`` (firmware). ``on_use(label, operation)`` is told of every
+    firmware image signature (CA keys' uses are recorded by the issuance events)."""
 
-    def __init__(self, directory: Path, passphrase: bytes) -> None:
+    def __init__(self, directory: Path, passphrase: bytes,
+                 on_use: Callable[[str, str], None] | None = None) -> None:
         if len(passphrase) < 16:
             raise KeyCustodyError("the CA passphrase is too short",
                                   hint="use at least 16 characters in IOTSEC_CA_PASSPHRASE")
         self._dir = directory
         self._passphrase = passphrase
+        self.on_use = on_use
         self._cache: dict[str, LocalSigner] = {}
+        self._images: dict[str, CustodyImageSigner] = {}
+
+    def __repr__(self) -> str:
+        return f"FileKeyStore({str(self._dir)!r})"
 
     def _path(self, label: str) -> Path:
         return self._dir / f"{_check_label(label)}.key.pem"
 
-    def exists(self, label: str) -> bool:
-        return self._path(label).exists()
+    def _image_path(self, label: str) -> Path:
+        return self._dir / f"{_check_label(label)}.image-key.pem"
 
-    def generate(self, label: str, key_type: KeyType) -> Signer:
-        path = self._path(label)
-        if path.exists():
+    def exists(self, label: str) -> bool:
+        return self._path(label).exists() or self._image_path(label).exists()
+
+    def _refuse_taken(self, label: str) -> None:
+        if self.exists(label):
             raise ConflictError(f"a key labelled {label!r} already exists in {self._dir}",
                                 hint="keys are never overwritten; choose another label")
+
+    def generate(self, label: str, key_type: KeyType) -> Signer:
+        self._refuse_taken(label)
         key = key_type.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(self._passphrase),
-        )
-        write_private_file(path, pem)
+        write_private_file(self._path(label), encrypt_private_key(key, self._passphrase))
         signer = LocalSigner(key)
         self._cache[label] = signer
         return signer
 
-    def load(self, label: str) -> Signer:
-        cached = self._cache.get(label)
-        if cached is not None:
-            return cached
-        path = self._path(label)
+    def _read(self, path: Path, label: str) -> object:
+        """The decrypted private key in ``path``."""
         try:
             if path.stat().st_size > MAX_KEY_FILE:
                 raise KeyCustodyError(f"key file {path} is larger than {MAX_KEY_FILE} bytes",
@@ -95,20 +115,72 @@ class FileKeyStore:
             raise NotFoundError(f"no key labelled {label!r} in {self._dir}",
                                 hint="check IOTSEC_HOME, or run 'iotsec init'") from None
         try:
-            key = serialization.load_pem_private_key(pem, password=self._passphrase)
-        except (ValueError, TypeError):
-            # Deliberately vague about which: a wrong passphrase and a corrupt file look alike
-            # to cryptography, and neither message may echo key material.
+            return decrypt_private_key(pem, self._passphrase)
+        except (EncryptedKeyError, InputTooLargeError):
+            # Deliberately vague about which: a wrong passphrase and a corrupt file look
+            # alike, and neither message may echo key material.
             raise KeyCustodyError(
                 f"cannot decrypt the key {label!r}",
                 hint="check IOTSEC_CA_PASSPHRASE (or the ca-passphrase file in the home)",
             ) from None
+
+    def load(self, label: str) -> Signer:
+        cached = self._cache.get(label)
+        if cached is not None:
+            return cached
+        path = self._path(label)
+        if not path.exists() and self._image_path(label).exists():
+            raise KeyTypeMismatchError(f"key {label!r} is a firmware signing key, not a "
+                                       "certificate-signing key",
+                                       hint="use a CA key; firmware keys sign only images")
+        key = self._read(path, label)
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-            raise KeyCustodyError(f"key {label!r} has an unsupported type",
-                                  hint="iotsec CA keys are ECDSA or RSA")
+            raise KeyTypeMismatchError(f"key {label!r} has an unsupported type",
+                                       hint="iotsec CA keys are ECDSA or RSA")
         signer = LocalSigner(key)
         self._cache[label] = signer
         return signer
+
+    def _notify(self, label: str, operation: str) -> None:
+        if self.on_use is not None:
+            self.on_use(label, operation)
+
+    def generate_image_key(self, label: str, key_type: FirmwareKeyType) -> CustodyImageSigner:
+        self._refuse_taken(label)
+        key = key_type.generate()
+        write_private_file(self._image_path(label), encrypt_private_key(key, self._passphrase))
+        signer = CustodyImageSigner(label, LocalImageSigner(key), self._notify)
+        self._images[label] = signer
+        return signer
+
+    def load_image_key(self, label: str) -> CustodyImageSigner:
+        cached = self._images.get(label)
+        if cached is not None:
+            return cached
+        path = self._image_path(label)
+        if not path.exists() and self._path(label).exists():
+            raise KeyTypeMismatchError(f"key {label!r} is a certificate-signing key, not a "
+                                       "firmware signing key",
+                                       hint="generate one with 'iotsec firmware keygen "
+                                       "--label NAME'")
+        key = self._read(path, label)
+        try:
+            if not isinstance(key, FirmwarePrivateKey):
+                raise FirmwareKeyError("not a firmware key")
+            inner = LocalImageSigner(key)
+        except FirmwareKeyError:
+            raise KeyTypeMismatchError(f"key {label!r} cannot sign firmware images") from None
+        signer = CustodyImageSigner(label, inner, self._notify)
+        self._images[label] = signer
+        return signer
+
+    def image_labels(self) -> list[str]:
+        """Labels of the firmware signing keys in the directory."""
+        suffix = ".image-key.pem"
+        if not self._dir.is_dir():
+            return []
+        return sorted(p.name[:-len(suffix)] for p in self._dir.iterdir()
+                      if p.name.endswith(suffix) and _LABEL.fullmatch(p.name[:-len(suffix)]))
 
     def private_key_path(self, label: str) -> Path:
         """Path of the encrypted key file (for a TLS server that loads it itself)."""

@@ -8,6 +8,8 @@ only ever holds handles. The same token implements both custody interfaces:
   ECDSA uses ``CKM_ECDSA`` over a digest computed here (SoftHSM2 2.6 has no
   ``CKM_ECDSA_SHA256``); the token returns ``r || s``, which is DER-encoded as X.509 wants.
   RSA uses ``CKM_SHA256_RSA_PKCS``.
+* The same store holds firmware signing keys (:mod:`iotsec.keys.pkcs11_image`:
+  ECDSA P-256, Ed25519 with ``CKM_EDDSA``, RSA-PSS), marked apart from the CA keys.
 * :class:`Pkcs11KekStore` holds AES-256 key-encryption keys; :class:`Pkcs11Kek` is a
   :class:`~iotsec.protect.kek.KeyWrapper` that wraps data keys with ``C_Encrypt`` /
   ``C_Decrypt`` and ``CKM_AES_GCM``, the associated data in ``CK_GCM_PARAMS``. Their KEK ids
@@ -54,7 +56,8 @@ from iotsec.errors import (
     RetiredKekError,
     UnknownKekError,
 )
-from iotsec.keys.base import KeyType, Signer
+from iotsec.firmware.keys import FirmwareKeyType
+from iotsec.keys.base import CustodyImageSigner, KeyType, Signer
 from iotsec.protect.kek import MAX_DATA_KEY, MIN_DATA_KEY, check_kek_id
 
 T = TypeVar("T")
@@ -103,7 +106,7 @@ class TokenKey:
     """A key in the token as ``iotsec keys list`` shows it (no secret attribute is read)."""
 
     label: str
-    kind: str  # signing | kek | retired-kek | other
+    kind: str  # signing | image-signing | kek | retired-kek | other
     key_type: str  # ecdsa-p256 | ecdsa-p384 | rsa-3072 | aes-256 | ...
     extractable: bool
     sensitive: bool
@@ -118,7 +121,7 @@ def _curve_of(params: bytes) -> KeyType:
                                hint="use a P-256 or P-384 key")
 
 
-def _ec_point(encoded: bytes) -> bytes:
+def ec_point(encoded: bytes) -> bytes:
     """The raw point from CKA_EC_POINT: a DER OCTET STRING (PKCS#11 2.40) or, from some
     tokens, the bare point."""
     if len(encoded) > 2 and encoded[0] == 0x04:
@@ -137,7 +140,7 @@ def _public_key(session_key: Any, key_type: KeyType) -> CertificateIssuerPublicK
     curve: ec.EllipticCurve = ec.SECP256R1() if key_type is KeyType.ECDSA_P256 \
         else ec.SECP384R1()
     return ec.EllipticCurvePublicKey.from_encoded_point(
-        curve, _ec_point(bytes(session_key[Attribute.EC_POINT])))
+        curve, ec_point(bytes(session_key[Attribute.EC_POINT])))
 
 
 def _key_type_of(key: Any) -> KeyType:
@@ -178,26 +181,49 @@ def _module_lock(path: Path) -> threading.RLock:
 class Pkcs11Token:
     """A logged-in token: loads the module, finds the token by label, logs in with the PIN
     and keeps one session. Calls are serialised (see :func:`_module_lock`), so a token may
-    be shared by the threads of a server."""
+    be shared by the threads of a server.
 
-    def __init__(self, config: Pkcs11Config) -> None:
+    With ``lazy``, nothing happens until the first use: the module is loaded, the token
+    found and the PIN presented when a key is first looked up, so a process that signs
+    nothing never opens a session (and a wrong PIN fails only the command that needs it)."""
+
+    def __init__(self, config: Pkcs11Config, *, lazy: bool = False) -> None:
         self.config = config
         self._lock = _module_lock(config.module)
-        with self._lock:
-            self._lib = _load_module(config.module)
-            try:
-                self._token = self._lib.get_token(token_label=config.token_label)
-            except p11e.NoSuchToken:
-                raise Pkcs11TokenNotFoundError(
-                    f"no PKCS#11 token labelled {config.token_label!r} in "
-                    f"{config.module}") from None
-            except p11e.MultipleTokensReturned:
-                raise Pkcs11Error(f"more than one PKCS#11 token is labelled "
-                                  f"{config.token_label!r}",
-                                  hint="give each token a unique label") from None
-            except p11e.PKCS11Error as exc:
-                raise _translate(exc, f"cannot list the tokens of {config.module}") from None
-            self._slot: _Session | None = self._open()
+        self._token: Any = None
+        self._slot: _Session | None = None
+        self._closed = False
+        if not lazy:
+            with self._lock:
+                self._connect()
+
+    def _connect(self) -> _Session:
+        """Load the module, find the token and log in (once); the caller holds the lock."""
+        if self._slot is not None:
+            return self._slot
+        if self._closed:
+            raise Pkcs11Error(f"the connection to token {self.label!r} is closed")
+        config = self.config
+        lib = _load_module(config.module)
+        try:
+            self._token = lib.get_token(token_label=config.token_label)
+        except p11e.NoSuchToken:
+            raise Pkcs11TokenNotFoundError(
+                f"no PKCS#11 token labelled {config.token_label!r} in "
+                f"{config.module}") from None
+        except p11e.MultipleTokensReturned:
+            raise Pkcs11Error(f"more than one PKCS#11 token is labelled "
+                              f"{config.token_label!r}",
+                              hint="give each token a unique label") from None
+        except p11e.PKCS11Error as exc:
+            raise translate(exc, f"cannot list the tokens of {config.module}") from None
+        self._slot = self._open()
+        return self._slot
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session is open (with ``lazy``, only after the first use)."""
+        return self._slot is not None
 
     def __repr__(self) -> str:
         return f"Pkcs11Token({self.config!r})"
@@ -222,15 +248,13 @@ class Pkcs11Token:
                                  hint="the token's security officer must reset the user "
                                  "PIN") from None
         except p11e.PKCS11Error as exc:
-            raise _translate(exc, f"cannot open a session on token {self.label!r}") from None
+            raise translate(exc, f"cannot open a session on token {self.label!r}") from None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[_Session]:
         """The session, held exclusively for the duration of the block."""
         with self._lock:
-            if self._slot is None:
-                raise Pkcs11Error(f"the connection to token {self.label!r} is closed")
-            yield self._slot
+            yield self._connect()
 
     def find(self, slot: _Session, label: str, object_class: ObjectClass) -> Any:
         """The key ``label`` of ``object_class`` through ``slot`` (cached handle)."""
@@ -247,7 +271,7 @@ class Pkcs11Token:
             raise Pkcs11Error(f"more than one key is labelled {label!r} in token "
                               f"{self.label!r}", hint="give each key a unique label") from None
         except p11e.PKCS11Error as exc:
-            raise _translate(exc, f"cannot look up key {label!r}") from None
+            raise translate(exc, f"cannot look up key {label!r}") from None
         slot.keys[cache_key] = found
         return found
 
@@ -265,14 +289,14 @@ class Pkcs11Token:
                 raise Pkcs11KeyNotFoundError(f"key {label!r} is no longer in token "
                                              f"{self.label!r}") from None
             except p11e.PKCS11Error as exc:
-                raise _translate(exc, f"cannot {what} with key {label!r}") from None
+                raise translate(exc, f"cannot {what} with key {label!r}") from None
 
     def objects(self, attrs: dict[Attribute, Any]) -> list[Any]:
         with self.session() as slot:
             try:
                 return list(slot.handle.get_objects(attrs))
             except p11e.PKCS11Error as exc:
-                raise _translate(exc, f"cannot list the keys of token {self.label!r}") from None
+                raise translate(exc, f"cannot list the keys of token {self.label!r}") from None
 
     def exists(self, label: str, object_class: ObjectClass | None = None) -> bool:
         attrs: dict[Attribute, Any] = {Attribute.LABEL: label}
@@ -289,6 +313,7 @@ class Pkcs11Token:
     def close(self) -> None:
         """Close the session (which ends the login if it was the last one)."""
         with self._lock:
+            self._closed = True
             if self._slot is None:
                 return
             with contextlib.suppress(p11e.PKCS11Error):
@@ -306,7 +331,7 @@ def _load_module(path: Path) -> Any:
         raise Pkcs11ModuleError(f"cannot load the PKCS#11 module {path}: {exc}") from None
 
 
-def _translate(exc: p11e.PKCS11Error, doing: str) -> KeyCustodyError:
+def translate(exc: p11e.PKCS11Error, doing: str) -> KeyCustodyError:
     if isinstance(exc, p11e.UserNotLoggedIn | p11e.SessionHandleInvalid | p11e.SessionClosed
                   | p11e.DeviceRemoved | p11e.TokenNotPresent):
         return Pkcs11Error(f"{doing}: the token session ended ({type(exc).__name__})",
@@ -365,7 +390,7 @@ class Pkcs11Signer:
         return f"Pkcs11Signer({self.label!r}, {self._type.value}, token={self._token.label!r})"
 
 
-_PRIVATE_TEMPLATE: Final = {
+PRIVATE_TEMPLATE: Final = {
     Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
     Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.DECRYPT: False,
     Attribute.UNWRAP: False, Attribute.DERIVE: False,
@@ -382,6 +407,7 @@ class Pkcs11KeyStore:
         self.token = token
         self.on_use = on_use
         self._cache: dict[str, Pkcs11Signer] = {}
+        self._images: dict[str, CustodyImageSigner] = {}
 
     def __repr__(self) -> str:
         return f"Pkcs11KeyStore(token={self.token.label!r})"
@@ -405,16 +431,16 @@ class Pkcs11KeyStore:
                     slot.handle.generate_keypair(
                         P11KeyType.RSA, 3072, label=label, id=key_id, store=True,
                         capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
-                        public_template=public_template, private_template=_PRIVATE_TEMPLATE)
+                        public_template=public_template, private_template=PRIVATE_TEMPLATE)
                 else:
                     params = _OID_P256 if key_type is KeyType.ECDSA_P256 else _OID_P384
                     slot.handle.generate_keypair(
                         P11KeyType.EC, label=label, id=key_id, store=True,
                         capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
                         public_template={**public_template, Attribute.EC_PARAMS: params},
-                        private_template=_PRIVATE_TEMPLATE)
+                        private_template=PRIVATE_TEMPLATE)
             except p11e.PKCS11Error as exc:
-                raise _translate(exc, f"cannot generate {key_type.value} key {label!r} in "
+                raise translate(exc, f"cannot generate {key_type.value} key {label!r} in "
                                  f"token {self.token.label!r}") from None
         return self.load(label)
 
@@ -428,16 +454,44 @@ class Pkcs11KeyStore:
             key_type = _key_type_of(key)
             return key_type, _public_key(key, key_type)
 
+        from iotsec.keys.pkcs11_image import is_image_key
+
         try:
-            self.token.use(label, ObjectClass.PRIVATE_KEY, lambda key: None, "find")
+            image_key = self.token.use(label, ObjectClass.PRIVATE_KEY, is_image_key, "find")
         except Pkcs11KeyNotFoundError:
             if self.token.exists(label, ObjectClass.SECRET_KEY):
                 raise KeyTypeMismatchError(f"key {label!r} in token {self.token.label!r} is "
                                            "a secret (AES) key, not a signing key") from None
             raise
+        if image_key:
+            raise KeyTypeMismatchError(f"key {label!r} in token {self.token.label!r} is a "
+                                       "firmware signing key, not a certificate-signing key",
+                                       hint="use a CA key; firmware keys sign only images")
         key_type, public = self.token.use(label, ObjectClass.PUBLIC_KEY, describe, "read")
         signer = Pkcs11Signer(self.token, label, key_type, public, self.on_use)
         self._cache[label] = signer
+        return signer
+
+    def _notify(self, label: str, operation: str) -> None:
+        if self.on_use is not None:
+            self.on_use(label, operation)
+
+    def generate_image_key(self, label: str, key_type: FirmwareKeyType) -> CustodyImageSigner:
+        """A firmware signing key generated inside the token (non-extractable)."""
+        from iotsec.keys import pkcs11_image
+
+        pkcs11_image.generate(self.token, check_label(label), key_type)
+        return self.load_image_key(label)
+
+    def load_image_key(self, label: str) -> CustodyImageSigner:
+        cached = self._images.get(label)
+        if cached is not None:
+            return cached
+        from iotsec.keys import pkcs11_image
+
+        signer = CustodyImageSigner(label, pkcs11_image.load(self.token, check_label(label)),
+                                    self._notify)
+        self._images[label] = signer
         return signer
 
     def public_pem(self, label: str) -> bytes:
@@ -447,6 +501,8 @@ class Pkcs11KeyStore:
 
     def list(self) -> list[TokenKey]:
         """Private and secret keys in the token (public halves are not listed apart)."""
+        from iotsec.keys.pkcs11_image import image_key_type, is_image_key
+
         found: list[TokenKey] = []
         for obj in self.token.objects({}):
             cls = obj.object_class
@@ -458,6 +514,8 @@ class Pkcs11KeyStore:
                     key_type = f"{obj.key_type.name.lower()}-{obj.key_length}"
                     kind = ("retired-kek" if label.startswith(RETIRED_PREFIX)
                             else "kek" if obj.key_type == P11KeyType.AES else "other")
+                elif is_image_key(obj):
+                    key_type, kind = image_key_type(obj).value, "image-signing"
                 else:
                     key_type, kind = _key_type_of(obj).value, "signing"
                 extractable = bool(obj[Attribute.EXTRACTABLE])
@@ -578,7 +636,7 @@ class Pkcs11KekStore:
                               Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
                               Attribute.WRAP: False, Attribute.UNWRAP: False})
             except p11e.PKCS11Error as exc:
-                raise _translate(exc, f"cannot generate a key-encryption key in token "
+                raise translate(exc, f"cannot generate a key-encryption key in token "
                                  f"{self.token.label!r}") from None
         kek = Pkcs11Kek(self.token, label)
         self._cache[kek.key_id] = kek
@@ -632,9 +690,9 @@ def _require_aes(key: Any, label: str) -> None:
         raise KeyTypeMismatchError(f"key {label!r} is not an AES-256 key-encryption key")
 
 
-def connect(config: Pkcs11Config) -> Pkcs11Token:
-    """Log in to the token ``config`` names."""
-    return Pkcs11Token(config)
+def connect(config: Pkcs11Config, *, lazy: bool = False) -> Pkcs11Token:
+    """Log in to the token ``config`` names (with ``lazy``: on first use)."""
+    return Pkcs11Token(config, lazy=lazy)
 
 
 __all__ = ["HSM_KEK_PREFIX", "Pkcs11Config", "Pkcs11Kek", "Pkcs11KekStore", "Pkcs11KeyStore",
