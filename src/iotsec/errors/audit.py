@@ -5,8 +5,12 @@ from __future__ import annotations
 from iotsec.errors.base import IotsecError
 
 __all__ = [
+    "AttestationError",
     "AuditError",
     "ComplianceError",
+    "ScanReportError",
+    "UnknownFrameworkError",
+    "UnknownProvisionError",
 ]
 
 
@@ -22,3 +26,34 @@ class ComplianceError(IotsecError):
 
     status = 422
     code = "compliance"
+
+
+class UnknownFrameworkError(ComplianceError):
+    """A compliance framework iotsec does not know."""
+
+    status = 404
+    code = "unknown-framework"
+    default_hint = "list the frameworks with 'iotsec compliance frameworks'"
+
+
+class UnknownProvisionError(ComplianceError):
+    """A provision that is not part of the framework named."""
+
+    status = 404
+    code = "unknown-provision"
+
+
+class AttestationError(ComplianceError):
+    """An attestation that cannot be recorded as given (status not allowed, note empty or
+    too long); nothing was stored."""
+
+    status = 422
+    code = "attestation"
+
+
+class ScanReportError(ComplianceError):
+    """A scan report given as evidence that is not a readable iotsec scan report."""
+
+    status = 422
+    code = "scan-report"
+    default_hint = "give the file written by 'iotsec scan --json-file FILE'"

@@ -299,3 +299,23 @@ ota_device_firmware = Table(
     Column("min_version", String(32), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# --- compliance reports ----------------------------------------------------------------
+
+# Attestations: a person's status and justification for one provision of a framework.
+# Append only: every attestation adds version n+1, the latest version counts, and the
+# history stays. The unique index makes two concurrent attestations of one provision
+# conflict instead of both becoming version n+1.
+compliance_attestations = Table(
+    "compliance_attestations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("framework", String(32), nullable=False),
+    Column("provision", String(48), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # pass|fail|partial|manual|not_applicable
+    Column("note", Text, nullable=False),
+    Column("actor", String(160), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index(None, "framework", "provision", "version", unique=True),
+)
