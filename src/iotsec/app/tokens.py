@@ -47,8 +47,13 @@ class Scope(enum.StrEnum):
     ADMIN = "admin"
     OPERATOR = "operator"
     AUDITOR = "auditor"
+    #: For the MQTT broker (EMQX) only: its authentication and authorization hooks and
+    #: nothing else; no other scope includes it and it includes no other.
+    BROKER = "broker"
 
     def includes(self, needed: Scope) -> bool:
+        if self is Scope.BROKER or needed is Scope.BROKER:
+            return self is needed
         order = [Scope.AUDITOR, Scope.OPERATOR, Scope.ADMIN]
         return order.index(self) >= order.index(needed)
 
@@ -58,7 +63,7 @@ class Scope(enum.StrEnum):
             return cls(text)
         except ValueError:
             raise InvalidInputError(f"unknown scope {text[:20]!r}",
-                                    hint="use admin, operator or auditor") from None
+                                    hint="use admin, operator, auditor or broker") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ import typer
 
 from iotsec.app import broker as service
 from iotsec.app.broker_events import ingest_log
+from iotsec.app.emqx_render import EmqxRenderOptions
+from iotsec.app.emqx_render import render as render_emqx
 from iotsec.broker.mosquitto import Layout
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console
@@ -132,3 +134,57 @@ def ingest(
         return
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.by_kind.items())) or "none"
     console.print(f"{result.lines} lines, {result.events} events ({kinds})", markup=False)
+
+
+emqx_app = typer.Typer(help="EMQX 5 (clusters): mutual TLS, HTTP authentication and "
+                       "authorization answered by iotsec.", no_args_is_help=True)
+app.add_typer(emqx_app, name="emqx")
+
+
+@emqx_app.command("render")
+def emqx_render(
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="DIR",
+                                         help="Directory to write the snippet and certs to.")],
+    api_url: Annotated[str, typer.Option(
+        "--api-url", help="URL of 'iotsec serve' as the EMQX nodes reach it.")
+                       ] = "https://127.0.0.1:8443",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535,
+                                      help="Mutual-TLS port for devices.")] = 8883,
+    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "127.0.0.1",
+    dns: Annotated[list[str] | None, typer.Option(
+        "--dns", help="DNS name devices use for the broker (repeatable).")] = None,
+    ip: Annotated[list[str] | None, typer.Option(
+        "--ip", help="IP address devices use for the broker (repeatable).")] = None,
+    certs_path: Annotated[Path | None, typer.Option(
+        "--certs-path", help="Where DIR/certs will be on the EMQX nodes.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="A 0600 file holding a token of scope broker.")] = None,
+    issue: Annotated[bool, typer.Option(
+        "--issue-token", help="Issue a new broker-scope token (valid one year).")] = False,
+    broker_user: Annotated[str | None, typer.Option(
+        "--broker-user", help="Account EMQX runs as (files get its group, when root).")
+                           ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the EMQX snippet (TLS listener, HTTP authn/authz, no_match = deny) and certs."""
+    options = EmqxRenderOptions(api_url=api_url, port=port, bind=bind, dns=tuple(dns or ()),
+                                ips=tuple(ip or ()), certs_path=certs_path,
+                                broker_user=broker_user, token_file=token_file,
+                                issue_token=issue)
+    with runtime() as rt:
+        result = render_emqx(rt, output, options)
+    if as_json:
+        emit_json(asdict(result))
+        return
+    console.print(f"rendered {result.snippet}" + (" (new server certificate)" if
+                                                   result.server_certificate_issued else ""),
+                  markup=False, soft_wrap=True)
+    for path in result.files[1:]:
+        console.print(f"  {path}", markup=False, soft_wrap=True)
+    if result.token_issued:
+        console.print(f"issued broker token {result.token_issued} (in the snippet only)",
+                      markup=False)
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    err_console.print(f'add to emqx.conf on every node: include "{result.snippet}"',
+                      markup=False, soft_wrap=True)

@@ -25,8 +25,8 @@ def token_json(t: TokenInfo) -> dict[str, Any]:
 @token_app.command("create")
 def create(
     name: Annotated[str, typer.Argument(metavar="NAME")],
-    scope: Annotated[str, typer.Option("--scope", help="admin, operator or auditor.")
-                     ] = "auditor",
+    scope: Annotated[str, typer.Option(
+        "--scope", help="admin, operator, auditor or broker (EMQX hooks only).")] = "auditor",
     expires: Annotated[str | None, typer.Option("--expires", help="Lifetime, e.g. 90d.")
                        ] = "90d",
     as_json: JsonOpt = False,

@@ -11,6 +11,7 @@ __all__ = [
     "BrokerProcessError",
     "BrokerReloadError",
     "BrokerValidationError",
+    "EmqxRequestError",
     "MqttConnectError",
     "MqttError",
     "MqttNotAuthorizedError",
@@ -101,3 +102,14 @@ class MqttTimeoutError(MqttError):
     status = 504
     code = "mqtt-timeout"
     default_hint = "check that the broker is reachable and not overloaded"
+
+
+class EmqxRequestError(BrokerError, InvalidInputError):
+    """A request from EMQX (HTTP authentication or authorization) is malformed: not JSON,
+    too large, a field missing or of the wrong type, an unknown action or a bad topic. The
+    EMQX endpoints answer it with an explicit deny, never with an error status."""
+
+    status = 422
+    code = "emqx-request"
+    default_hint = ("render the EMQX configuration with 'iotsec broker emqx render' so that "
+                    "the request body has the fields iotsec reads")
