@@ -14,7 +14,6 @@ from iotsec.api import problems
 from iotsec.api.access_routes import router as access_router
 from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.emqx import router as emqx_router
-from iotsec.api.fastpath import DecisionFastPath
 from iotsec.api.limits import BodyLimit
 from iotsec.api.ota import device_router as ota_device_router
 from iotsec.api.ota import router as ota_router
@@ -50,8 +49,5 @@ def create_app(rt: Runtime) -> FastAPI:
                    ota_device_router):
         app.include_router(_declare_scopes(router))
     app.include_router(_declare_scopes(emqx_router))
-    # Inside the body limit: the decision fast path answers well-formed decision requests
-    # itself and hands everything else to the application.
-    app.add_middleware(DecisionFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app
