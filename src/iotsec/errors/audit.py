@@ -6,7 +6,9 @@ from iotsec.errors.base import IotsecError
 
 __all__ = [
     "AttestationError",
+    "AuditBrokerDirError",
     "AuditError",
+    "AuditOptionError",
     "ComplianceError",
     "ScanReportError",
     "UnknownFrameworkError",
@@ -26,6 +28,20 @@ class ComplianceError(IotsecError):
 
     status = 422
     code = "compliance"
+
+
+class AuditOptionError(AuditError):
+    """An audit threshold or option out of its range (nothing was audited)."""
+
+    status = 400
+    code = "audit-option"
+
+
+class AuditBrokerDirError(AuditError):
+    """The broker directory given to the audit cannot be used."""
+
+    status = 422
+    code = "audit-broker-dir"
 
 
 class UnknownFrameworkError(ComplianceError):

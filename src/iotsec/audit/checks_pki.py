@@ -1,0 +1,403 @@
+"""Audit checks over the PKI: CA and device certificates, keys, revocation in practice,
+shared identities and client ids. Pure functions of a :class:`Snapshot`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+
+from iotsec.audit import rules as r
+from iotsec.audit.keyinfo import CertKeyFacts, KeyFacts
+from iotsec.audit.model import CheckOutcome
+from iotsec.audit.snapshot import DAY, AuditOptions, CertFacts, EventFacts, Snapshot
+from iotsec.scan.findings import Finding, Location, Severity
+from iotsec.timeutil import from_ts
+
+Checked = tuple[list[Finding], CheckOutcome]
+
+CONNECT_KINDS = ("broker.connect", "broker.collision")
+
+
+def _when(seconds: int) -> str:
+    return from_ts(seconds).isoformat().replace("+00:00", "Z")
+
+
+def ca_location(label: str, subject: str) -> Location:
+    return Location(uri=f"ca:{label}", kind="ca", name=subject)
+
+
+def cert_location(serial: str, device: str | None) -> Location:
+    return Location(uri=f"cert:{serial}", kind="certificate", name=serial, device=device)
+
+
+def device_location(device: str) -> Location:
+    return Location(uri=f"device:{device}", kind="device", name=device, device=device)
+
+
+def _worst(severities: Iterable[Severity]) -> Severity:
+    return max(severities, key=lambda s: s.rank)
+
+
+# --------------------------------------------------------------------------- CAs
+
+
+def ca_expiring(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    active = [a for a in s.authorities if a.active]
+    for a in active:
+        left = a.not_after - s.now
+        if left > o.ca_days * DAY:
+            continue
+        severity = Severity.CRITICAL if left < 30 * DAY else Severity.HIGH
+        what = "has expired" if left <= 0 else f"expires in {s.days(left)} days"
+        findings.append(r.CA_EXPIRING.at(
+            ca_location(a.label, a.subject), f"the {a.role} CA certificate {what}",
+            severity=severity,
+            evidence={"subject": a.subject, "not_after": _when(a.not_after),
+                      "days_left": s.days(left), "threshold_days": o.ca_days}))
+    return findings, CheckOutcome(r.CA_EXPIRING.id, len(active))
+
+
+def ca_key_problems(facts: CertKeyFacts) -> list[tuple[Severity, str]]:
+    key, problems = facts.key, []
+    if key.algorithm == "rsa" and key.bits < 2048:
+        problems.append((Severity.CRITICAL, f"RSA key of {key.bits} bits (below 2048)"))
+    elif key.algorithm == "rsa" and key.bits < 3072:
+        problems.append((Severity.HIGH, f"RSA key of {key.bits} bits (policy: 3072 or more)"))
+    elif key.algorithm == "ec" and key.bits < 256:
+        problems.append((Severity.HIGH, f"EC key on {key.curve} (below P-256)"))
+    elif key.algorithm in ("dsa", "unknown"):
+        problems.append((Severity.HIGH, f"{key.label} key (not an accepted CA algorithm)"))
+    if facts.weak_signature:
+        problems.append((Severity.HIGH, f"certificate signed with {facts.signature}"))
+    return problems
+
+
+def ca_weak_key(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    active = [a for a in s.authorities if a.active]
+    for a in active:
+        if a.facts is None:
+            problems = [(Severity.HIGH, "the CA certificate could not be read")]
+            key_label, signature = "unreadable", "unreadable"
+        else:
+            problems = ca_key_problems(a.facts)
+            key_label, signature = a.facts.key.label, a.facts.signature
+        if not problems:
+            continue
+        findings.append(r.CA_WEAK_KEY.at(
+            ca_location(a.label, a.subject),
+            f"the {a.role} CA has a " + "; ".join(p for _, p in problems),
+            severity=_worst(s for s, _ in problems),
+            evidence={"subject": a.subject, "key": key_label, "signature": signature}))
+    return findings, CheckOutcome(r.CA_WEAK_KEY.id, len(active))
+
+
+# --------------------------------------------------------------------------- device certs
+
+
+def _device_certs(certs: Iterable[CertFacts]) -> dict[str, list[CertFacts]]:
+    by_device: dict[str, list[CertFacts]] = defaultdict(list)
+    for c in certs:
+        if c.device_id is not None and c.kind == "device":
+            by_device[c.device_id].append(c)
+    return by_device
+
+
+def device_cert_expiring(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    live = _device_certs(s.live_certs)
+    past = _device_certs(s.past_certs)
+    checked = 0
+    for device in s.active_devices:
+        valid = live.get(device)
+        if valid:
+            checked += 1
+            # A certificate already superseded (revocation scheduled) is not the one in use.
+            current = [c for c in valid if c.revoked_at is None] or valid
+            newest = max(current, key=lambda c: c.not_after)
+            left = newest.not_after - s.now
+            if left > o.cert_days * DAY:
+                continue
+            findings.append(r.DEVICE_CERT_EXPIRING.at(
+                cert_location(newest.serial, device),
+                f"device {device}'s newest certificate expires in {s.days(left)} days",
+                severity=Severity.HIGH if left < 7 * DAY else Severity.MEDIUM,
+                fix=f"renew it from a new CSR: iotsec cert renew {newest.serial} --csr FILE",
+                evidence={"device": device, "serial": newest.serial,
+                          "not_after": _when(newest.not_after), "days_left": s.days(left),
+                          "threshold_days": o.cert_days}))
+            continue
+        old = past.get(device)
+        if not old:
+            continue  # no certificate at all: a device that authenticates otherwise
+        checked += 1
+        if all(c.revoked_by(s.now) for c in old):
+            continue  # revoked, not expired: the revocation checks judge it
+        newest = max(old, key=lambda c: c.not_after)
+        findings.append(r.DEVICE_CERT_EXPIRING.at(
+            device_location(device),
+            f"active device {device} has no valid certificate: all {len(old)} have expired "
+            "or been revoked",
+            severity=Severity.HIGH,
+            fix=f"issue a new certificate from a new CSR: iotsec cert issue {device} --csr "
+            "FILE (or retire the device: iotsec device retire " + device + ")",
+            evidence={"device": device, "certificates": len(old),
+                      "newest_serial": newest.serial,
+                      "expired_at": _when(newest.not_after)}))
+    return findings, CheckOutcome(r.DEVICE_CERT_EXPIRING.id, checked)
+
+
+def device_cert_old(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    limit = o.max_cert_age * DAY
+    in_use = [c for c in s.live_certs if c.kind == "device" and c.revoked_at is None
+              and c.device_id is not None and s.device_states.get(c.device_id) == "active"]
+    for c in in_use:
+        age = s.now - c.not_before
+        if age <= limit:
+            continue
+        device = c.device_id or ""
+        findings.append(r.DEVICE_CERT_OLD.at(
+            cert_location(c.serial, device),
+            f"device {device}'s certificate was issued {s.days(age)} days ago "
+            f"(rotation policy: {o.max_cert_age} days)",
+            severity=Severity.MEDIUM if age > 2 * limit else Severity.LOW,
+            fix=f"rotate it: iotsec cert renew {c.serial} --csr FILE",
+            evidence={"device": device, "serial": c.serial, "not_before": _when(c.not_before),
+                      "age_days": s.days(age), "max_age_days": o.max_cert_age}))
+    return findings, CheckOutcome(r.DEVICE_CERT_OLD.id, len(in_use))
+
+
+def device_key_problem(key: KeyFacts | None) -> tuple[Severity, str] | None:
+    if key is None:
+        return Severity.MEDIUM, "the key could not be read"
+    if key.algorithm == "rsa" and key.bits < 1024:
+        return Severity.CRITICAL, f"RSA key of {key.bits} bits"
+    if key.algorithm == "rsa" and key.bits < 2048:
+        return Severity.HIGH, f"RSA key of {key.bits} bits (below 2048)"
+    if key.algorithm == "ec" and key.bits < 256:
+        return Severity.HIGH, f"EC key on {key.curve} (below P-256)"
+    if key.algorithm in ("dsa", "unknown"):
+        return Severity.HIGH, f"{key.label} key (not an accepted algorithm)"
+    return None
+
+
+def device_weak_key(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    certs = [c for c in s.live_certs if c.kind == "device"]
+    for c in certs:
+        problem = device_key_problem(c.facts.key if c.facts else None)
+        if problem is None:
+            continue
+        device = c.device_id or ""
+        findings.append(r.DEVICE_WEAK_KEY.at(
+            cert_location(c.serial, c.device_id),
+            f"device {device}'s certificate has a {problem[1]}", severity=problem[0],
+            fix=f"have the device generate an EC P-256 key, issue a certificate for it, then "
+            f"revoke this one: iotsec cert revoke {c.serial} --reason superseded",
+            evidence={"device": device, "serial": c.serial,
+                      "key": c.facts.key.label if c.facts else "unreadable"}))
+    for k in s.device_keys:
+        problem = device_key_problem(k.key)
+        if problem is None:
+            continue
+        findings.append(r.DEVICE_WEAK_KEY.at(
+            Location(uri=f"device:{k.device_id}#key:{k.kid}", kind="device-key", name=k.kid,
+                     device=k.device_id),
+            f"device {k.device_id}'s registered token key {k.kid} has a {problem[1]}",
+            severity=problem[0],
+            fix=f"register an EC P-256 or Ed25519 key and revoke this one: iotsec "
+            f"device-token key revoke {k.kid}",
+            evidence={"device": k.device_id, "kid": k.kid, "algorithm": k.algorithm,
+                      "key": k.key.label if k.key else "unreadable"}))
+    return findings, CheckOutcome(r.DEVICE_WEAK_KEY.id, len(certs) + len(s.device_keys))
+
+
+# --------------------------------------------------------------------------- revocation
+
+
+def revoked_cert_connecting(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    by_serial = {c.serial: c for c in (*s.live_certs, *s.past_certs)}
+    by_device = _device_certs((*s.live_certs, *s.past_certs))
+    examined = 0
+    token_uses: dict[str, list[int]] = defaultdict(list)
+    connects: dict[str, list[EventFacts]] = defaultdict(list)
+    for e in s.events:
+        if e.kind == "device-token" and e.outcome == "success":
+            examined += 1
+            kid = e.detail.get("kid")
+            cert = by_serial.get(kid) if isinstance(kid, str) else None
+            if cert is not None and cert.revoked_by(e.at):
+                token_uses[cert.serial].append(e.at)
+        elif e.kind in CONNECT_KINDS and e.actor:
+            examined += 1
+            certs = by_device.get(e.actor)
+            if certs and not any(c.valid_at(e.at) for c in certs) and \
+                    any(c.revoked_by(e.at) for c in certs):
+                connects[e.actor].append(e)
+    for serial, times in sorted(token_uses.items()):
+        cert = by_serial[serial]
+        findings.append(r.REVOKED_CERT_CONNECTING.at(
+            cert_location(serial, cert.device_id),
+            f"revoked certificate {serial} signed {len(times)} accepted device token(s) after "
+            "its revocation",
+            fix=f"disable the device and find why the revoked key is accepted: iotsec device "
+            f"disable {cert.device_id}",
+            evidence={"device": cert.device_id, "serial": serial,
+                      "revoked_at": _when(cert.revoked_at or 0), "uses": len(times),
+                      "last_use": _when(max(times))}))
+    for device, events in sorted(connects.items()):
+        revoked = [c for c in by_device[device] if c.revoked_at is not None]
+        last_revoked = max(c.revoked_at or 0 for c in revoked)
+        sources = sorted({e.source for e in events if e.source})
+        findings.append(r.REVOKED_CERT_CONNECTING.at(
+            device_location(device),
+            f"device {device}, whose certificates are all revoked, connected to the broker "
+            f"{len(events)} time(s) after the revocation",
+            fix=f"iotsec device disable {device}; iotsec broker mosquitto sync DIR (the "
+            "broker's CRL is behind)",
+            evidence={"device": device, "connections": len(events),
+                      "revoked_at": _when(last_revoked), "last_connect": _when(events[-1].at),
+                      "sources": sources,
+                      "serials": sorted(c.serial for c in revoked)}))
+    return findings, CheckOutcome(r.REVOKED_CERT_CONNECTING.id, examined)
+
+
+def revoked_ca_active_certs(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    retired = {a.id: a for a in s.authorities
+               if a.role == "issuing" and (not a.active or a.revoked_at is not None)}
+    for c in s.live_certs:
+        ca = retired.get(c.authority_id)
+        if ca is None or c.kind != "device" or c.revoked_at is not None:
+            continue
+        state = "was revoked" if ca.revoked_at is not None else "is no longer active"
+        findings.append(r.REVOKED_CA_ACTIVE_CERTS.at(
+            cert_location(c.serial, c.device_id),
+            f"certificate {c.serial} of device {c.device_id} is still valid, but its issuing "
+            f"CA {state}",
+            severity=Severity.CRITICAL if ca.revoked_at is not None else Severity.HIGH,
+            fix=f"iotsec cert revoke {c.serial} --reason "
+            + ("cACompromise" if ca.revoked_at is not None else "superseded")
+            + f", then issue a new certificate: iotsec cert issue {c.device_id} --csr FILE",
+            evidence={"device": c.device_id, "serial": c.serial, "ca": ca.subject,
+                      "ca_id": ca.id, "not_after": _when(c.not_after)}))
+    checked = len(s.live_certs)
+    return findings, CheckOutcome(r.REVOKED_CA_ACTIVE_CERTS.id, checked)
+
+
+# --------------------------------------------------------------------------- identities
+
+
+def _host(source: str | None) -> str | None:
+    if not source:
+        return None
+    host = source.rsplit(":", 1)[0] if source.count(":") == 1 or source.startswith("[") \
+        else source
+    return host.strip("[]") or None
+
+
+def _overlaps(events: Iterable[EventFacts]) -> dict[str, list[tuple[int, str, str]]]:
+    """Per identity: (time, open address, new address) where a session started from one
+    address while a session from another was still open (no disconnect in between)."""
+    open_at: dict[str, dict[str, int]] = defaultdict(dict)  # actor -> host -> since
+    found: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    for e in events:
+        actor = e.actor
+        if not actor:
+            continue
+        host = _host(e.source)
+        sessions = open_at[actor]
+        if e.kind in CONNECT_KINDS and host:
+            if e.kind == "broker.collision":
+                previous = e.detail.get("previous_source")
+                prev_host = _host(previous) if isinstance(previous, str) else None
+                if prev_host:
+                    sessions.setdefault(prev_host, e.at)
+            for other in sessions:
+                if other != host:
+                    found[actor].append((e.at, other, host))
+            if e.kind == "broker.collision":
+                sessions.clear()  # the broker ended the older session
+            sessions[host] = e.at
+        elif e.kind == "broker.disconnect":
+            if host is not None:
+                sessions.pop(host, None)
+            else:
+                sessions.clear()
+    return found
+
+
+def shared_certificate(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    holders: dict[bytes, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for c in s.live_certs:
+        if c.device_id is not None and c.facts is not None:
+            holders[c.facts.spki][c.device_id].append(f"cert {c.serial}")
+    for k in s.device_keys:
+        holders[k.spki][k.device_id].append(f"key {k.kid}")
+    for spki, devices in holders.items():
+        if len(devices) < 2:
+            continue
+        digest = hashlib.sha256(spki).hexdigest()
+        names = sorted(devices)
+        used = sorted(u for uses in devices.values() for u in uses)
+        serials = [u.split(" ", 1)[1] for u in used if u.startswith("cert ")]
+        fix = "; ".join(f"iotsec cert revoke {sn} --reason keyCompromise" for sn in serials[:5])
+        findings.append(r.SHARED_CERTIFICATE.at(
+            Location(uri=f"key:{digest}", kind="public-key", name=digest[:16]),
+            f"one public key is registered for {len(names)} devices: {', '.join(names[:5])}"
+            + ("..." if len(names) > 5 else ""),
+            fix=(fix or "revoke the shared keys: iotsec device-token key revoke KID")
+            + "; then give each device its own key",
+            evidence={"devices": names, "uses": used, "spki_sha256": digest}))
+    connections = [e for e in s.events if e.kind in (*CONNECT_KINDS, "broker.disconnect")]
+    for actor, overlaps in sorted(_overlaps(connections).items()):
+        addresses = sorted({a for _, x, y in overlaps for a in (x, y)})
+        findings.append(r.SHARED_CERTIFICATE.at(
+            device_location(actor),
+            f"identity {actor} was connected from {len(addresses)} addresses at the same time",
+            fix=f"iotsec cert revoke --device {actor} --reason keyCompromise; iotsec device "
+            f"disable {actor} (then re-provision the genuine device)",
+            evidence={"device": actor, "addresses": addresses, "overlaps": len(overlaps),
+                      "first": _when(overlaps[0][0])}))
+    checked = len(holders) + len({e.actor for e in connections if e.actor})
+    return findings, CheckOutcome(r.SHARED_CERTIFICATE.id, checked)
+
+
+def client_id_conflict(s: Snapshot, o: AuditOptions) -> Checked:
+    findings = []
+    collisions: dict[str, list[EventFacts]] = defaultdict(list)
+    foreign: dict[str, list[EventFacts]] = defaultdict(list)
+    examined = 0
+    for e in s.events:
+        if e.kind == "broker.collision" and e.actor:
+            examined += 1
+            collisions[e.actor].append(e)
+        elif e.kind == "broker.connect" and e.actor:
+            examined += 1
+            cid = e.detail.get("client_id")
+            if isinstance(cid, str) and cid != e.actor:
+                foreign[cid].append(e)
+    for cid, events in sorted(collisions.items()):
+        sources = sorted({x for e in events for x in (e.source, e.detail.get("previous_source"))
+                          if isinstance(x, str) and x})
+        findings.append(r.CLIENT_ID_CONFLICT.at(
+            device_location(cid),
+            f"a second connection took over client id {cid}'s session {len(events)} time(s)",
+            fix=f"iotsec cert revoke --device {cid} --reason keyCompromise; iotsec device "
+            f"disable {cid} (then re-provision the genuine device)",
+            evidence={"device": cid, "collisions": len(events), "sources": sources,
+                      "last": _when(events[-1].at)}))
+    for cid, events in sorted(foreign.items()):
+        users = sorted({e.actor or "" for e in events})
+        findings.append(r.CLIENT_ID_CONFLICT.at(
+            Location(uri=f"client:{cid}", kind="client-id", name=cid),
+            f"client id {cid} was used by identities that do not own it: {', '.join(users)}",
+            fix="re-render the broker so the client id is the certificate's identity "
+            "(use_username_as_clientid): iotsec broker mosquitto render -o DIR",
+            evidence={"client_id": cid, "identities": users, "connections": len(events)}))
+    return findings, CheckOutcome(r.CLIENT_ID_CONFLICT.id, examined)
