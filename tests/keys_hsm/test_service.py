@@ -128,9 +128,13 @@ def test_missing_settings_say_which(settings: Settings) -> None:
 
 def test_wrong_pin_from_the_settings(hsm: Hsm, settings: Settings) -> None:
     wrong = hsm.settings(settings).model_copy(update={"pkcs11_pin": SecretStr("0000wrong")})
+    # Opening the store presents no PIN (the login is lazy); the first use of a key does.
+    store = service.open_key_store(wrong, create_passphrase=True)
     with pytest.raises(Pkcs11PinError) as info:
-        service.open_key_store(wrong, create_passphrase=True)
+        store.generate("ca-key", KeyType.ECDSA_P256)
     assert "0000wrong" not in f"{info.value} {info.value.hint}"
+    with pytest.raises(Pkcs11PinError):
+        store.load("ca-key")
 
 
 def test_the_home_remembers_its_keystore_but_never_the_pin(

@@ -1,9 +1,11 @@
-"""Firmware use cases over files: signing keys, signing, verifying and inspecting images.
+"""Firmware use cases: signing keys, signing, verifying and inspecting images.
 
 The core (:mod:`iotsec.firmware`) takes bytes and streams; this layer opens the files,
 writes results atomically (a half-written signed image never appears under its final
-name) and keeps private keys encrypted on disk (0600, never overwritten), as
-:mod:`iotsec.keys.file` does for the CA keys.
+name) and keeps private keys either in the home's key custody (``--label``: the file key
+store or the PKCS#11 token ``iotsec init`` configured; every signature a ``key.use``
+event) or, for standalone and offline use, in encrypted key files (0600, scrypt PKCS#8,
+never overwritten).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iotsec.errors import (
     ConflictError,
@@ -26,6 +29,7 @@ from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.keys import (
     MAX_KEY_FILE,
     FirmwareKeyType,
+    ImageSigner,
     LocalImageSigner,
     TrustedKey,
     check_new_passphrase,
@@ -37,6 +41,9 @@ from iotsec.firmware.layout import ImageInfo, inspect_image
 from iotsec.firmware.sign import SignedImage, SignOptions, sign_stream
 from iotsec.firmware.verify import VerifiedImage, verify_image
 from iotsec.keys.file import write_private_file
+
+if TYPE_CHECKING:
+    from iotsec.app.runtime import Runtime
 
 #: Environment variable holding the passphrase of firmware signing keys.
 PASSPHRASE_ENV = "IOTSEC_FIRMWARE_KEY_PASSPHRASE"  # noqa: S105 - a variable name
@@ -112,6 +119,40 @@ def public_key_of(path: Path, passphrase: Callable[[], bytes]) -> TrustedKey:
     return TrustedKey.from_bytes(data)
 
 
+# --------------------------------------------------------------------------- custody
+
+
+def generate_custody_key(rt: Runtime, label: str, key_type: FirmwareKeyType, *,
+                         public_out: Path | None = None) -> TrustedKey:
+    """Generate a firmware signing key in the home's key custody (inside the token with
+    ``IOTSEC_KEYSTORE=pkcs11``: non-extractable); optionally write its public key."""
+    from iotsec.app.events import Event
+    from iotsec.app.keys import signing_store
+
+    _refuse_existing(public_out)
+    signer = signing_store(rt).generate_image_key(label, key_type)
+    trusted = TrustedKey.of(signer.public_key())
+    rt.events.record(Event(at=rt.now(), kind="key.generate", outcome="ok", subject=label,
+                           detail={"type": key_type.value, "purpose": "firmware",
+                                   "backend": rt.settings.keystore,
+                                   "key_id": trusted.key_id}))
+    if public_out is not None:
+        _write_public(public_out, trusted)
+    return trusted
+
+
+def custody_signer(rt: Runtime, label: str) -> ImageSigner:
+    """The firmware signing key ``label`` in custody; each signature is a ``key.use``
+    event. A CA key or a key-encryption key under that label is refused."""
+    from iotsec.app.keys import signing_store
+
+    return signing_store(rt).load_image_key(label)
+
+
+def custody_public_key(rt: Runtime, label: str) -> TrustedKey:
+    return TrustedKey.of(custody_signer(rt, label).public_key())
+
+
 def export_public_key(key: TrustedKey, out: Path) -> None:
     _refuse_existing(out)
     _write_public(out, key)
@@ -121,7 +162,7 @@ def load_trusted_keys(paths: Iterable[Path]) -> list[TrustedKey]:
     return [TrustedKey.from_bytes(_read_small(p, "public key")) for p in paths]
 
 
-def sign_file(source: Path, target: Path, signer: LocalImageSigner,
+def sign_file(source: Path, target: Path, signer: ImageSigner,
               options: SignOptions) -> SignedImage:
     """Sign ``source`` into ``target`` (replaced atomically, like imgtool overwrites)."""
     try:

@@ -29,6 +29,7 @@ from iotsec.config import Settings
 from iotsec.errors import (
     DataProtectionError,
     KeyCustodyError,
+    KeyTypeMismatchError,
     NotFoundError,
     Pkcs11ModuleError,
     Pkcs11PinError,
@@ -76,19 +77,20 @@ def pkcs11_config(settings: Settings) -> Pkcs11Config:
                         pin=settings.pkcs11_pin.get_secret_value())
 
 
-def connect_token(settings: Settings) -> Pkcs11Token:
-    """Log in to the configured token (a new connection; close it when done)."""
+def connect_token(settings: Settings, *, lazy: bool = False) -> Pkcs11Token:
+    """Log in to the configured token (a new connection; close it when done). With
+    ``lazy``, the module is loaded and the PIN presented only when a key is first used."""
     config = pkcs11_config(settings)
     from iotsec.keys.pkcs11 import connect
 
-    return connect(config)
+    return connect(config, lazy=lazy)
 
 
 def token(rt: Runtime) -> Pkcs11Token:
-    """The runtime's token connection, opened (and logged in) once per process."""
+    """The runtime's token connection, once per process; it logs in on first use."""
     cached = rt.cache.get(_CONNECTION_CACHE)
     if cached is None:
-        cached = connect_token(rt.settings)
+        cached = connect_token(rt.settings, lazy=True)
         rt.cache[_CONNECTION_CACHE] = cached
     return cached  # type: ignore[return-value]
 
@@ -104,14 +106,16 @@ def open_key_store(settings: Settings, *, create_passphrase: bool = False,
                    on_use: Callable[[str, str], None] | None = None) -> KeyStore:
     """The key store for CA and signing keys: the token when ``IOTSEC_KEYSTORE=pkcs11``,
     the encrypted-file store otherwise. ``on_use(label, operation)`` is told of every
-    signature made in the token (for the audit trail)."""
+    signature made in the token and of every firmware image signed with a custody key (for
+    the audit trail). The token is connected lazily: a command that signs nothing never
+    loads the module nor presents the PIN."""
     # The passphrase also protects the file KEKs, so a home keeps one whatever its keystore.
     passphrase = read_passphrase(settings, create=create_passphrase)
     if settings.keystore == "pkcs11":
         from iotsec.keys.pkcs11 import Pkcs11KeyStore
 
-        return Pkcs11KeyStore(connect_token(settings), on_use=on_use)
-    return FileKeyStore(settings.keys_dir, passphrase)
+        return Pkcs11KeyStore(connect_token(settings, lazy=True), on_use=on_use)
+    return FileKeyStore(settings.keys_dir, passphrase, on_use=on_use)
 
 
 KEYSTORE_FILE: Final = "keystore.json"
@@ -154,11 +158,14 @@ def with_remembered_keystore(settings: Settings) -> Settings:
                               hint="restore it from backup") from None
 
 
-def audit_key_use(rt: Runtime) -> Callable[[str, str], None]:
-    """An ``on_use`` callback that records each use of a token key as an event."""
+def audit_key_use(rt: Runtime, backend: str | None = None) -> Callable[[str, str], None]:
+    """An ``on_use`` callback that records each use of a custody key as a ``key.use`` event
+    (``backend``: where the key lives; by default the home's key store)."""
+    where = backend or rt.settings.keystore
+
     def record(label: str, operation: str) -> None:
         rt.events.record(Event(at=rt.now(), kind="key.use", outcome="ok", subject=label,
-                               detail={"operation": operation, "backend": "pkcs11"}))
+                               detail={"operation": operation, "backend": where}))
     return record
 
 
@@ -167,7 +174,7 @@ def signing_store(rt: Runtime) -> KeyStore:
     if rt.settings.keystore == "pkcs11":
         from iotsec.keys.pkcs11 import Pkcs11KeyStore
 
-        return Pkcs11KeyStore(token(rt), on_use=audit_key_use(rt))
+        return Pkcs11KeyStore(token(rt), on_use=audit_key_use(rt, "pkcs11"))
     return rt.keys
 
 
@@ -302,7 +309,7 @@ class KeyEntry:
     """One key in custody, as ``iotsec keys list`` shows it."""
 
     label: str
-    purpose: str  # ca-root | ca-issuing | signing | kek | legacy-kek
+    purpose: str  # ca-root | ca-issuing | signing | firmware | kek | legacy-kek | other
     backend: str  # file | pkcs11
     key_type: str
     state: str  # active | inactive | available | retired
@@ -327,15 +334,20 @@ def list_keys(rt: Runtime) -> list[KeyEntry]:
     entries += [_kek_entry(info) for info in kek_custody(rt).describe()]
     if legacy_secretbox_present(rt):
         entries.append(KeyEntry("secretbox", "legacy-kek", "file", "aes-256", "available"))
+    if isinstance(rt.keys, FileKeyStore):
+        for label in rt.keys.image_labels():
+            entries.append(KeyEntry(label, "firmware", "file",
+                                    rt.keys.load_image_key(label).key_type.value, "available"))
     if rt.settings.pkcs11_module is not None:
         from iotsec.keys.pkcs11 import Pkcs11KeyStore
 
         named = {e.label for e in entries} | {e.label.removeprefix("hsm:") for e in entries}
+        purposes = {"signing": "signing", "image-signing": "firmware"}
         for key in Pkcs11KeyStore(token(rt)).list():
             if key.label in named or key.kind in ("kek", "retired-kek"):
                 continue
-            entries.append(KeyEntry(key.label, "signing" if key.kind == "signing" else "other",
-                                    "pkcs11", key.key_type, "available", key.extractable))
+            entries.append(KeyEntry(key.label, purposes.get(key.kind, "other"), "pkcs11",
+                                    key.key_type, "available", key.extractable))
     return entries
 
 
@@ -358,7 +370,12 @@ def export_public(rt: Runtime, label: str) -> bytes:
         raise NotFoundError(f"no signing key labelled {label!r} in the "
                             f"{rt.settings.keystore} key store",
                             hint="see 'iotsec keys list'")
-    public = store.load(label).public_key()
+    try:
+        public = store.load(label).public_key()
+    except KeyTypeMismatchError:
+        # Not a CA key: a firmware signing key (or, if not that either, the error stands).
+        return store.load_image_key(label).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     with reading(rt.engine) as conn:
         cert = conn.execute(select(m.authorities.c.cert_der)
                             .where(m.authorities.c.key_label == label)).scalar()
@@ -374,4 +391,4 @@ def hsm_key_store(rt: Runtime) -> Pkcs11KeyStore:
     """The token's signing keys (for tests and tools that need the token explicitly)."""
     from iotsec.keys.pkcs11 import Pkcs11KeyStore
 
-    return Pkcs11KeyStore(token(rt), on_use=audit_key_use(rt))
+    return Pkcs11KeyStore(token(rt), on_use=audit_key_use(rt, "pkcs11"))

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from iotsec.app import firmware as service
+from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, table
 from iotsec.errors import FirmwareKeyError, InvalidInputError, IotsecError
 from iotsec.firmware.image import (
@@ -25,7 +26,7 @@ from iotsec.firmware.image import (
     TlvType,
     unpack_u32,
 )
-from iotsec.firmware.keys import FirmwareKeyType, TrustedKey
+from iotsec.firmware.keys import FirmwareKeyType, TrustedKey, public_pem
 from iotsec.firmware.layout import ImageInfo
 from iotsec.firmware.sign import SignOptions, auto_security_counter
 
@@ -77,23 +78,38 @@ def _key_json(key: TrustedKey) -> dict[str, Any]:
 
 @app.command("keygen")
 def keygen(
-    output: Annotated[Path, typer.Option("-o", "--output", "-k", "--key",
-                                         help="Private key file to write (encrypted PKCS#8).")
-                      ],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", "-k", "--key",
+        help="Standalone key file to write (encrypted PKCS#8), instead of --label.")] = None,
+    label: Annotated[str | None, typer.Option(
+        "--label", help="Keep the key in the home's key custody under this label (file key "
+        "store or PKCS#11 token, as 'iotsec init' configured).")] = None,
     key_type: Annotated[str, typer.Option("-t", "--type", help="ecdsa-p256, ed25519, "
                                           "rsa-2048 or rsa-3072.")] = "ecdsa-p256",
     public_out: Annotated[Path | None, typer.Option("--public-out", help="Also write the "
                                                     "public key (PEM) here.")] = None,
     generate_passphrase: Annotated[bool, typer.Option(
-        "--generate-passphrase", help="Generate a strong passphrase and print it once.")
-    ] = False,
+        "--generate-passphrase", help="Generate a strong passphrase and print it once "
+        "(key files only).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate a firmware signing key, encrypted under a passphrase.
+    """Generate a firmware signing key: in key custody (--label) or in a key file (-o).
 
-    The passphrase comes from IOTSEC_FIRMWARE_KEY_PASSPHRASE, a prompt on a terminal, or
-    --generate-passphrase; there is no default."""
+    A key file is encrypted under a passphrase from IOTSEC_FIRMWARE_KEY_PASSPHRASE, a
+    prompt on a terminal, or --generate-passphrase; there is no default. A custody key
+    never leaves its store (inside a PKCS#11 token it is non-extractable); its public key
+    goes to --public-out or, without it, to standard output."""
     kind = FirmwareKeyType.parse(key_type)
+    if (output is None) == (label is None):
+        raise typer.BadParameter("give either --label (key custody) or -o KEY (a key file)",
+                                 param_hint="--label / -o")
+    if label is not None:
+        if generate_passphrase:
+            raise typer.BadParameter("a custody key has no passphrase of its own",
+                                     param_hint="--generate-passphrase")
+        _keygen_custody(label, kind, public_out, as_json)
+        return
+    assert output is not None
     generated: str | None = None
     if generate_passphrase:
         if os.environ.get(service.PASSPHRASE_ENV):
@@ -117,6 +133,25 @@ def keygen(
         console.print(f"  {generated}", markup=False)
 
 
+def _keygen_custody(label: str, kind: FirmwareKeyType, public_out: Path | None,
+                    as_json: bool) -> None:
+    with runtime() as rt:
+        key = service.generate_custody_key(rt, label, kind, public_out=public_out)
+        backend = rt.settings.keystore
+    pem = public_pem(key.public_key).decode("ascii")
+    if as_json:
+        emit_json({**_key_json(key), "label": label, "backend": backend,
+                   "public_key": str(public_out) if public_out else None,
+                   "public_key_pem": pem})
+        return
+    err_console.print(f"Generated {kind} signing key {label!r} ({key.key_id}) in the "
+                      f"{backend} key store"
+                      + (f"; public key written to {public_out}" if public_out else ""),
+                      markup=False, soft_wrap=True)
+    if public_out is None:
+        sys.stdout.write(pem)
+
+
 @app.command("import-key")
 def import_key(
     source: Annotated[Path, typer.Argument(metavar="IN", help="PEM private key, e.g. from "
@@ -135,20 +170,28 @@ def import_key(
 
 @app.command("public-key")
 def public_key(
-    key_file: Annotated[Path, typer.Argument(metavar="KEY", help="Signing key or public key.")],
+    key_file: Annotated[Path | None, typer.Argument(
+        metavar="[KEY]", help="Signing key or public key file (or use --label).")] = None,
+    label: Annotated[str | None, typer.Option(
+        "--label", help="A firmware key in the home's key custody.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the PEM here "
                                                 "(default: print it).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export the public key of a signing key (PEM), and show its MCUboot key hash."""
-    key = service.public_key_of(key_file, lambda: _passphrase(new=False))
+    if (key_file is None) == (label is None):
+        raise typer.BadParameter("give either a KEY file or --label", param_hint="KEY / --label")
+    if label is not None:
+        with runtime() as rt:
+            key = service.custody_public_key(rt, label)
+    else:
+        assert key_file is not None
+        key = service.public_key_of(key_file, lambda: _passphrase(new=False))
     if output is not None:
         service.export_public_key(key, output)
     if as_json:
         emit_json({**_key_json(key), "public_key": str(output) if output else None})
     elif output is None:
-        from iotsec.firmware.keys import public_pem
-
         sys.stdout.write(public_pem(key.public_key).decode("ascii"))
     else:
         console.print(f"Wrote the public key of {key.key_type} key {key.key_id} to {output}; "
@@ -162,8 +205,11 @@ def public_key(
 def sign(
     infile: Annotated[Path, typer.Argument(metavar="IN", help="Firmware binary.")],
     outfile: Annotated[Path, typer.Argument(metavar="OUT", help="Signed image to write.")],
-    key: Annotated[Path, typer.Option("-k", "--key", help="Signing key (encrypted PEM).")],
     version: Annotated[str, typer.Option("-v", "--version", help="major.minor.revision+build")],
+    key: Annotated[Path | None, typer.Option("-k", "--key", help="Signing key file (encrypted "
+                                             "PEM), or use --key-label.")] = None,
+    key_label: Annotated[str | None, typer.Option(
+        "--key-label", help="Sign with this firmware key in the home's key custody.")] = None,
     security_counter: Annotated[str | None, typer.Option(
         "-s", "--security-counter", help="Anti-rollback counter (protected TLV), or 'auto' "
         "(from the version, like imgtool).")] = None,
@@ -227,8 +273,17 @@ def sign(
             endian=byte_order, public_key_format=key_format)
     except InvalidInputError as exc:
         raise typer.BadParameter(str(exc) + (f" ({exc.hint})" if exc.hint else "")) from None
-    signer = service.load_signer(key, lambda: _passphrase(new=False))
-    result = service.sign_file(infile, outfile, signer, options)
+    if (key is None) == (key_label is None):
+        raise typer.BadParameter("give either --key KEY (a key file) or --key-label NAME (key "
+                                 "custody)", param_hint="--key / --key-label")
+    if key_label is not None:
+        with runtime() as rt:
+            result = service.sign_file(infile, outfile, service.custody_signer(rt, key_label),
+                                       options)
+    else:
+        assert key is not None
+        signer = service.load_signer(key, lambda: _passphrase(new=False))
+        result = service.sign_file(infile, outfile, signer, options)
     data = {"image": str(outfile), "version": str(result.header.version),
             "security_counter": counter, "header_size": result.header.hdr_size,
             "image_size": result.image_size, "total_size": result.total_size,
