@@ -12,6 +12,7 @@ from iotsec import __version__
 from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.api import problems
 from iotsec.api.access_routes import router as access_router
+from iotsec.api.audit import router as audit_router
 from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.emqx import router as emqx_router
 from iotsec.api.limits import BodyLimit
@@ -49,5 +50,6 @@ def create_app(rt: Runtime) -> FastAPI:
                    ota_device_router):
         app.include_router(_declare_scopes(router))
     app.include_router(_declare_scopes(emqx_router))
+    app.include_router(_declare_scopes(audit_router))
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app

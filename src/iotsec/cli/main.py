@@ -27,6 +27,7 @@ from iotsec.cli import (
     tokens,
 )
 from iotsec.cli import scan as scan_cmd
+from iotsec.cli.audit import audit as audit_cmd
 from iotsec.cli.output import err_console
 from iotsec.errors import IotsecError
 
@@ -49,8 +50,9 @@ for group, name in (
     (keys.app, "keys"), (broker.app, "broker"),
 ):
     app.add_typer(group, name=name)
+app.add_typer(__import__("iotsec.cli.compliance").cli.compliance.app, name="compliance")
 for command, name in ((setup.init, "init"), (crl.crl, "crl"), (scan_cmd.scan, "scan"),
-                      (serve.serve, "serve")):
+                      (audit_cmd, "audit"), (serve.serve, "serve")):
     app.command(name)(command)
 
 

@@ -1,0 +1,125 @@
+"""``iotsec audit``: the fleet audit, computed from iotsec's own state.
+
+Exit codes (for CI): 0 the audit ran and found nothing at or above ``--fail-on``; 1 it ran
+and did; 2 it could not run (no initialised home, a threshold out of range, a broker
+directory that cannot be read). Reports are written in every case where the audit ran.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from iotsec.app import audit as service
+from iotsec.audit import report
+from iotsec.audit.model import AuditResult
+from iotsec.audit.snapshot import AuditOptions
+from iotsec.cli.context import runtime
+from iotsec.cli.output import console, err_console, table, write_output
+from iotsec.errors import IotsecError
+from iotsec.scan.findings import Severity, count_by_severity
+from iotsec.timeutil import parse_duration
+
+FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
+EXIT_FINDINGS = 1
+EXIT_COULD_NOT_RUN = 2
+
+
+def _fail(exc: IotsecError) -> typer.Exit:
+    hint = f" ({exc.hint})" if exc.hint else ""
+    err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
+    return typer.Exit(EXIT_COULD_NOT_RUN)
+
+
+def _print(result: AuditResult) -> None:
+    if result.findings:
+        table("Findings", ["severity", "rule", "location", "finding", "fix"],
+              [(f.severity.value, f.rule.id, f.location.uri, f.message, f.fix)
+               for f in result.findings])
+    table("Checks", ["rule", "status", "checked", "findings", "note"],
+          [(r["rule"], r["status"], r["checked"], r["findings"], r["skipped"] or "")
+           for r in report.check_rows(result)])
+    rows = report.check_rows(result)
+    counts = count_by_severity(result.findings)
+    shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    ran = sum(r["status"] != "skipped" for r in rows)
+    seconds = float(dict(result.facts).get("seconds", 0.0))
+    console.print(f"{ran} of {len(rows)} checks ran; {len(result.findings)} findings"
+                  + (f" ({shown})" if shown else "") + f" in {seconds:.2f} s",
+                  markup=False, soft_wrap=True)
+
+
+def audit(
+    json_file: Annotated[str | None, typer.Option(
+        "--json", metavar="FILE", help="Write the JSON report ('-' = stdout).")] = None,
+    sarif: Annotated[str | None, typer.Option(
+        "--sarif", metavar="FILE", help="Write a SARIF 2.1.0 report ('-' = stdout).")] = None,
+    html_file: Annotated[str | None, typer.Option(
+        "--html", metavar="FILE", help="Write a one-file HTML report ('-' = stdout).")] = None,
+    fail_on: Annotated[str, typer.Option(
+        "--fail-on", metavar="SEVERITY", help="Exit 1 when a finding is at least this "
+        "severe: critical, high, medium, low, info or never.")] = "high",
+    broker_dir: Annotated[Path | None, typer.Option(
+        "--broker-dir", metavar="DIR", help="The Mosquitto directory made by 'iotsec broker "
+        "mosquitto render' (default: IOTSEC_BROKER_DIR; without one the broker checks are "
+        "skipped).")] = None,
+    ca_days: Annotated[int, typer.Option(
+        "--ca-days", metavar="DAYS", help="Flag CA certificates expiring within DAYS.")] = 180,
+    cert_days: Annotated[int, typer.Option(
+        "--cert-days", metavar="DAYS", help="Flag device certificates expiring within "
+        "DAYS.")] = 30,
+    max_cert_age: Annotated[int, typer.Option(
+        "--max-cert-age", metavar="DAYS", help="Flag device certificates older than DAYS "
+        "(since notBefore).")] = 398,
+    window: Annotated[str, typer.Option(
+        "--window", metavar="DURATION", help="Events window for connections, collisions and "
+        "event recording (e.g. 24h, 7d).")] = "24h",
+    crl_hours: Annotated[int, typer.Option(
+        "--crl-hours", metavar="HOURS", help="Flag a broker CRL whose nextUpdate is closer "
+        "than HOURS.")] = 24,
+    token_unused_days: Annotated[int, typer.Option(
+        "--token-unused-days", metavar="DAYS", help="Flag API tokens unused for DAYS.")
+    ] = 90,
+    print_schema: Annotated[bool, typer.Option(
+        "--json-schema", help="Print the JSON Schema of the JSON report and exit.")] = False,
+) -> None:
+    """Audit the fleet from iotsec's own state: CA and device certificates, keys, revoked
+    certificates still in use, shared identities, client id conflicts, the policy, the
+    broker's configuration and CRL, event recording, firmware and API tokens. Exit 0:
+    nothing at or above --fail-on; 1: findings at or above it; 2: the audit could not run."""
+    if print_schema:
+        sys.stdout.write(json.dumps(report.audit_report_schema(), indent=2) + "\n")
+        return
+    threshold = fail_on.strip().lower()
+    if threshold not in FAIL_ON:
+        raise typer.BadParameter(f"must be one of {', '.join(FAIL_ON)}",
+                                 param_hint="--fail-on")
+    stdout_users = [n for n, v in (("--json", json_file), ("--sarif", sarif),
+                                   ("--html", html_file)) if v == "-"]
+    if len(stdout_users) > 1:
+        raise typer.BadParameter("only one report can go to stdout ('-')",
+                                 param_hint=stdout_users[1])
+    try:
+        options = AuditOptions.parse(
+            ca_days=ca_days, cert_days=cert_days, max_cert_age=max_cert_age,
+            window=parse_duration(window), crl_hours=crl_hours,
+            token_unused_days=token_unused_days)
+        with runtime() as rt:
+            result = service.run_audit(rt, options, broker_dir=broker_dir, actor="cli")
+        if json_file:
+            write_output(json_file, report.audit_json_bytes(result))
+        if sarif:
+            write_output(sarif, report.audit_sarif_bytes(result))
+        if html_file:
+            write_output(html_file, report.audit_html(result).encode("utf-8"))
+    except IotsecError as exc:
+        raise _fail(exc) from None
+    if not stdout_users:
+        _print(result)
+    if threshold != "never" and any(f.severity >= Severity(threshold)
+                                    for f in result.findings):
+        raise typer.Exit(EXIT_FINDINGS)
