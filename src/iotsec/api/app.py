@@ -50,6 +50,7 @@ def create_app(rt: Runtime) -> FastAPI:
                    ota_device_router):
         app.include_router(_declare_scopes(router))
     app.include_router(_declare_scopes(emqx_router))
+    app.include_router(_declare_scopes(__import__("iotsec.api.compliance").api.compliance.router))
     app.include_router(_declare_scopes(audit_router))
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app

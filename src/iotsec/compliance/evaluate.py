@@ -153,8 +153,13 @@ def _audit_items(p: Provision, ev: Evidence) -> list[EvidenceItem]:
             items.append(EvidenceItem("audit", rule_id, "unknown", f"not checked: {reason}"))
         elif passed:
             checked = outcome.checked if outcome is not None else 0
-            items.append(EvidenceItem("audit", rule_id, "pass",
-                                      f"checked {checked} objects, no finding"))
+            if checked == 0:
+                # Nothing to examine proves nothing either way (see AuditResult).
+                items.append(EvidenceItem("audit", rule_id, "unknown",
+                                          "nothing to examine yet"))
+            else:
+                items.append(EvidenceItem("audit", rule_id, "pass",
+                                          f"checked {checked} objects, no finding"))
         else:
             found = ev.audit.findings_of(rule_id)
             objects = tuple(dict.fromkeys(f.location.uri for f in found))[:MAX_OBJECTS]
