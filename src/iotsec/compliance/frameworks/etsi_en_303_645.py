@@ -44,6 +44,8 @@ _LIFECYCLE_AUDIT = ("audit/ca-expiring", "audit/device-cert-expiring", "audit/de
                     "audit/revoked-cert-connecting", "audit/revoked-ca-active-certs",
                     "audit/broker-crl-missing", "audit/broker-crl-stale")
 _OTA_FACTS = ("firmware.ota-repository", "firmware.metadata-fresh")
+#: Scanner rules showing data that crosses the network in clear or under weak TLS.
+_IN_CLEAR = ("plaintext/", "tls/old-protocol", "tls/weak-cipher", "tls/weak-key-exchange")
 
 
 def _p(number: str, title: str, level: Level, summary: str, checks: Checks | None = None,
@@ -178,11 +180,12 @@ PROVISIONS = (
                      "audit/policy-misconfigured"), facts=("api.tls",))),
     _p("5.5-6", "Critical security parameters encrypted in transit", R,
        "Critical security parameters are encrypted in transit, suitably for the technology, "
-       "risk and usage.", Checks(audit=_TRANSPORT_AUDIT, facts=("api.tls",), scan=True)),
+       "risk and usage.",
+       Checks(audit=_TRANSPORT_AUDIT, facts=("api.tls",), scan_rules=_IN_CLEAR)),
     _p("5.5-7", "Confidentiality of critical security parameters on remote interfaces", M,
        "Critical security parameters communicated over remotely accessible network "
        "interfaces are kept confidential.",
-       Checks(audit=_TRANSPORT_AUDIT, facts=("api.tls",), scan=True)),
+       Checks(audit=_TRANSPORT_AUDIT, facts=("api.tls",), scan_rules=_IN_CLEAR)),
     _p("5.5-8", "Secure management of critical security parameters", M,
        "The manufacturer follows secure management processes for the device's critical "
        "security parameters (generation, custody, rotation, revocation).",
@@ -223,11 +226,11 @@ PROVISIONS = (
     _p("5.8-1", "Personal data protected in transit", R,
        "Personal data travelling between the device and services is kept confidential with "
        "best practice cryptography.",
-       Checks(audit=_TRANSPORT_AUDIT, facts=("api.tls",), scan=True)),
+       Checks(audit=_TRANSPORT_AUDIT, facts=("api.tls",), scan_rules=_IN_CLEAR)),
     _p("5.8-2", "Sensitive personal data protected in transit", M,
        "Sensitive personal data communicated between the device and associated services is "
        "kept confidential with suitable cryptography.",
-       Checks(audit=_TRANSPORT_AUDIT, facts=("api.tls",), scan=True)),
+       Checks(audit=_TRANSPORT_AUDIT, facts=("api.tls",), scan_rules=_IN_CLEAR)),
     _p("5.8-3", "External sensing capabilities documented", M,
        "All external sensing capabilities of the device are documented clearly for the "
        "user."),

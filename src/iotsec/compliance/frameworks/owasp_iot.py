@@ -35,7 +35,7 @@ ITEMS = (
      "Deprecated or insecure software components and libraries, or third-party software "
      "and hardware from a compromised supply chain.",
      Checks(audit=("audit/ca-weak-key", "audit/device-weak-key",
-                   "audit/firmware-below-counter"), scan=True)),
+                   "audit/firmware-below-counter"))),
     ("I6", "Insufficient Privacy Protection",
      "Personal information stored on the device or in the ecosystem used insecurely, "
      "improperly or without permission."),
