@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.access.document import MAX_DOCUMENT_BYTES
+from iotsec.access.engine import Decision
 from iotsec.access.policy import Role, Rule
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
 from iotsec.app import access, policy
@@ -117,11 +118,18 @@ def _role_out(info: access.RoleInfo) -> RoleOut:
 
 
 @router.post("/authz/check")
-def authz_check(body: AuthzIn, rt: RuntimeDep, _: AuditorDep) -> AuthzOut:
+async def authz_check(body: AuthzIn, rt: RuntimeDep, _: AuditorDep) -> AuthzOut:
+    # On the event loop: the hot path is in-memory (compiled policy, cached registry entries
+    # and tokens); the store is read only when a cache entry is older than hot_cache_seconds.
     d = access.check(rt, body.device, body.action, body.resource, body.cert_serial)
-    return AuthzOut(allowed=d.allowed, decision="allow" if d.allowed else "deny", role=d.role,
-                    rule_index=d.rule_index, rule=d.rule.as_text() if d.rule else None,
-                    explanation=d.explanation)
+    return AuthzOut(**decision_out(d))
+
+
+def decision_out(d: Decision) -> dict[str, Any]:
+    """The response body of a decision (also written by the decision fast path)."""
+    return {"allowed": d.allowed, "decision": "allow" if d.allowed else "deny",
+            "role": d.role, "rule_index": d.rule_index,
+            "rule": d.rule.as_text() if d.rule else None, "explanation": d.explanation}
 
 
 @router.get("/roles")

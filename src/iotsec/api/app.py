@@ -15,6 +15,7 @@ from iotsec.api.access_routes import router as access_router
 from iotsec.api.audit import router as audit_router
 from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.emqx import router as emqx_router
+from iotsec.api.fastpath import DecisionFastPath
 from iotsec.api.limits import BodyLimit
 from iotsec.api.ota import device_router as ota_device_router
 from iotsec.api.ota import router as ota_router
@@ -35,7 +36,9 @@ def _declare_scopes(router: APIRouter) -> APIRouter:
     return router
 
 
-def create_app(rt: Runtime) -> FastAPI:
+def create_app(rt: Runtime, *, fast_path: bool = True) -> FastAPI:
+    """The API over ``rt``. ``fast_path=False`` leaves every decision request to the
+    framework's route (the tests compare both)."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -52,5 +55,9 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(_declare_scopes(emqx_router))
     app.include_router(_declare_scopes(__import__("iotsec.api.compliance").api.compliance.router))
     app.include_router(_declare_scopes(audit_router))
+    # Inside the body limit: the decision fast path answers well-formed decision requests
+    # itself and hands everything else to the application.
+    if fast_path:
+        app.add_middleware(DecisionFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app

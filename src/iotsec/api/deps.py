@@ -7,7 +7,7 @@ The scope is also recorded in the OpenAPI document as ``x-required-scope``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,14 +16,17 @@ from iotsec.app.runtime import Runtime
 from iotsec.app.tokens import Principal, Scope, authenticate
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
 
 
-def require(scope: Scope) -> Callable[[Request, Runtime], Principal]:
-    def dependency(request: Request, rt: Annotated[Runtime, Depends(get_runtime)]
-                   ) -> Principal:
+def require(scope: Scope) -> Callable[[Request, Runtime], Awaitable[Principal]]:
+    # Runs on the event loop, not in the thread pool: a token check is a cache hit (the store
+    # is read once per ``hot_cache_seconds``, and written once per last-use period), and a
+    # thread hop per request would cost more than the check itself.
+    async def dependency(request: Request, rt: Annotated[Runtime, Depends(get_runtime)]
+                         ) -> Principal:
         source = request.client.host if request.client else None
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")

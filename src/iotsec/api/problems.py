@@ -26,14 +26,18 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def for_error(exc: IotsecError) -> JSONResponse:
+    """The problem response for one of iotsec's own errors."""
+    if exc.status >= 500:
+        log.error("server-side failure: %s", exc)
+    extra = {"retry_after": exc.retry_after} if isinstance(exc, ThrottledError) else {}
+    return problem(exc.status, exc.code, type(exc).__name__, str(exc), hint=exc.hint, **extra)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(IotsecError)
     async def _iotsec(_: Request, exc: IotsecError) -> JSONResponse:
-        if exc.status >= 500:
-            log.error("server-side failure: %s", exc)
-        extra = {"retry_after": exc.retry_after} if isinstance(exc, ThrottledError) else {}
-        return problem(exc.status, exc.code, type(exc).__name__, str(exc), hint=exc.hint,
-                       **extra)
+        return for_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -53,4 +57,4 @@ def install(app: FastAPI) -> None:
                        "an unexpected error occurred; it has been logged")
 
 
-__all__ = ["AuthError", "install", "problem"]
+__all__ = ["AuthError", "for_error", "install", "problem"]

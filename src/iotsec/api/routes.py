@@ -35,7 +35,7 @@ v1 = APIRouter(prefix="/v1")
 
 
 @public.get("/healthz", include_in_schema=False)
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -11,13 +12,15 @@ from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity, Role, Rule, parse_role_name
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, NotFoundError
-from iotsec.identity.registry import DeviceState, parse_device_id, parse_group_name
+from iotsec.identity.registry import Device, DeviceState, parse_device_id, parse_group_name
 from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 DEFAULT_ROLE = "device"
+_DEVICES = "decision-devices"
+_MAX_CACHED_DEVICES = 200_000
 
 
 def bump_policy_version(conn: Connection) -> None:
@@ -26,9 +29,10 @@ def bump_policy_version(conn: Connection) -> None:
 
 
 def policy_changed(rt: Runtime) -> None:
-    """This process sees its own policy changes at once (other serving processes within
-    ``hot_cache_seconds``)."""
+    """This process sees its own policy and registry changes at once (other serving
+    processes within ``hot_cache_seconds``)."""
     rt.forget("policy-version")
+    rt.cache.pop(_DEVICES, None)
 
 
 def _role_exists(conn: Connection, name: str) -> bool:
@@ -202,12 +206,33 @@ def current_policy(rt: Runtime) -> CompiledPolicy:
     return policy
 
 
+def _device(rt: Runtime, device_id: str) -> Device:
+    """The registry entry a decision needs, reused for ``hot_cache_seconds`` in a serving
+    process (a state change made by this process applies at once: ``policy_changed``)."""
+    from iotsec.app.devices import get_device
+
+    ttl = rt.settings.hot_cache_seconds
+    if ttl <= 0:
+        return get_device(rt, device_id)
+    cache = rt.cache.get(_DEVICES)
+    if not isinstance(cache, dict):
+        cache = rt.cache[_DEVICES] = {}
+    now = time.monotonic()
+    hit = cache.get(device_id)
+    if hit is not None and now - hit[0] < ttl:
+        device: Device = hit[1]
+        return device
+    device = get_device(rt, device_id)
+    if len(cache) >= _MAX_CACHED_DEVICES:
+        cache.clear()
+    cache[device_id] = (now, device)
+    return device
+
+
 def identity_for(rt: Runtime, device_id: str, cert_serial: str | None = None
                  ) -> tuple[Identity, DeviceState]:
     """The identity a decision is made for: registry data plus the certificate used."""
-    from iotsec.app.devices import get_device
-
-    device = get_device(rt, device_id)
+    device = _device(rt, device_id)
     serial = format_serial(parse_serial(cert_serial)) if cert_serial else None
     return (Identity(device_id=device.id, groups=device.groups, attributes=device.attributes,
                      cert_cn=device.id, cert_serial=serial), device.state)

@@ -44,8 +44,10 @@ class Event:
             # Fields may carry attacker-chosen text (a request path): keep it printable.
             if v is None:
                 return None
-            return "".join(c if c.isprintable() else f"\\x{ord(c):02x}"
-                           for c in v[:MAX_FIELD])
+            v = v[:MAX_FIELD]
+            if v.isprintable():
+                return v
+            return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in v)
 
         return {"at": ts(self.at), "kind": self.kind[:64], "outcome": self.outcome[:16],
                 "actor": clip(self.actor), "source": clip(self.source),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from iotsec.app.access import policy_changed
 from iotsec.app.certs import revoke_device_certificates
 from iotsec.app.devices import get_device, set_state
 from iotsec.app.runtime import Runtime
@@ -26,4 +27,5 @@ def change_state(rt: Runtime, device_id: str, target: DeviceState) -> Device:
         if target is DeviceState.RETIRED:
             revoke_device_certificates(conn, device_id, moment,
                                        RevocationReason.cessationOfOperation, now)
+    policy_changed(rt)
     return get_device(rt, device_id)

@@ -1,0 +1,128 @@
+"""The decision fast path: ``POST /v1/authz/check`` without the framework's per-request cost.
+
+Brokers and gateways ask for decisions at high rates, and a decision itself is a few
+microseconds (a compiled policy and cached registry entries); the framework's routing,
+dependency injection and model validation cost many times that. This ASGI layer answers
+the *well-formed* decision request itself, with the very same functions the route uses
+(:func:`~iotsec.app.tokens.authenticate`, :func:`~iotsec.app.access.check`,
+:func:`~iotsec.api.access_routes.decision_out`, :func:`~iotsec.api.problems.for_error`).
+Anything it does not fully understand — another path or method, a body that is not a JSON
+object of exactly the documented string fields within their limits, a missing or non-bearer
+``Authorization`` header — goes to the application unchanged, which answers it (with its
+problem responses) as it would without this layer. The route stays in the OpenAPI document
+with its scope; a test checks that both paths give the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from annotated_types import MaxLen
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iotsec.api.access_routes import AuthzIn, decision_out
+from iotsec.api.problems import for_error
+from iotsec.app import access
+from iotsec.app.runtime import Runtime
+from iotsec.app.tokens import Scope as TokenScope
+from iotsec.app.tokens import authenticate
+from iotsec.errors import IotsecError
+
+PATH = "/v1/authz/check"
+ACTION = f"POST {PATH}"
+
+
+def _limits() -> dict[str, int]:
+    """Field name -> maximum length, read from the route's request model."""
+    limits = {}
+    for name, info in AuthzIn.model_fields.items():
+        limits[name] = next(m.max_length for m in info.metadata if isinstance(m, MaxLen))
+    return limits
+
+
+LIMITS = _limits()
+REQUIRED = frozenset(n for n, info in AuthzIn.model_fields.items() if info.is_required())
+MAX_BODY = sum(LIMITS.values()) * 6 + 1024  # every character escaped as \\uXXXX, plus keys
+
+
+def parse_body(headers: dict[bytes, bytes], body: bytes) -> dict[str, str | None] | None:
+    """The request fields when the body is exactly what the route accepts, else ``None``
+    (the application then answers, with its own validation errors)."""
+    if not headers.get(b"content-type", b"").startswith(b"application/json"):
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not REQUIRED <= data.keys() <= LIMITS.keys():
+        return None
+    for name, value in data.items():
+        if value is None and name not in REQUIRED:
+            continue
+        if not isinstance(value, str) or len(value) > LIMITS[name]:
+            return None
+    return data
+
+
+class DecisionFastPath:
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.rt = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body", False))
+            if size > MAX_BODY:
+                break
+        body = b"".join(chunks)
+        headers = dict(scope["headers"])
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        fields = None if more or scheme.lower() != "bearer" or not token.strip() \
+            else parse_body(headers, body)
+        if fields is None:
+            await self.app(scope, _replay(body, more, receive), send)
+            return
+        client = scope.get("client")
+        source = client[0] if client else None
+        try:
+            authenticate(self.rt, token.strip(), needed=TokenScope.AUDITOR, source=source,
+                         action=ACTION)
+            decision = access.check(self.rt, str(fields["device"]), str(fields["action"]),
+                                    str(fields["resource"]), fields.get("cert_serial"))
+        except IotsecError as exc:
+            await for_error(exc)(scope, receive, send)
+            return
+        await _json(send, decision_out(decision))
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
+
+
+async def _json(send: Send, content: dict[str, Any]) -> None:
+    body = json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
