@@ -230,13 +230,13 @@ def revoked_cert_connecting(s: Snapshot, o: AuditOptions) -> Checked:
             examined += 1
             kid = e.detail.get("kid")
             cert = by_serial.get(kid) if isinstance(kid, str) else None
-            if cert is not None and cert.revoked_by(e.at):
+            if cert is not None and cert.revoked_before(e.at):
                 token_uses[cert.serial].append(e.at)
         elif e.kind in CONNECT_KINDS and e.actor:
             examined += 1
             certs = by_device.get(e.actor)
             if certs and not any(c.valid_at(e.at) for c in certs) and \
-                    any(c.revoked_by(e.at) for c in certs):
+                    any(c.revoked_before(e.at) for c in certs):
                 connects[e.actor].append(e)
     for serial, times in sorted(token_uses.items()):
         cert = by_serial[serial]

@@ -108,6 +108,11 @@ class CertFacts:
     def revoked_by(self, moment: int) -> bool:
         return self.revoked_at is not None and self.revoked_at <= moment
 
+    def revoked_before(self, moment: int) -> bool:
+        """Revoked strictly before ``moment`` (times are whole seconds: a use in the very
+        second of the revocation may have preceded it)."""
+        return self.revoked_at is not None and self.revoked_at < moment
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceKeyFacts:
