@@ -10,6 +10,7 @@ rewritten.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, func, insert, select
@@ -149,8 +150,9 @@ def attest(rt: Runtime, request: AttestationRequest) -> Attestation:
 
 
 def report(rt: Runtime, framework_id: str, *, scan_report: bytes | None = None,
-           actor: str | None = None) -> ComplianceResult:
-    """Judge every provision of the framework from the fleet's current evidence."""
+           broker_dir: Path | None = None, actor: str | None = None) -> ComplianceResult:
+    """Judge every provision of the framework from the fleet's current evidence
+    (``broker_dir``: the Mosquitto directory the audit reads, default IOTSEC_BROKER_DIR)."""
     fw = framework(framework_id)
     scan: ScanEvidence | None = None
     if scan_report is not None:
@@ -158,7 +160,7 @@ def report(rt: Runtime, framework_id: str, *, scan_report: bytes | None = None,
     audit = None
     audit_missing = None
     try:
-        audit = run_audit(rt)
+        audit = run_audit(rt, broker_dir=broker_dir, actor=actor)
     except IotsecError as exc:
         # The report still says what the other evidence shows; the provisions that rest on
         # the audit are left undecided with this reason.

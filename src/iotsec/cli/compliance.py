@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -80,6 +81,9 @@ def report_cmd(
     scan_file: Annotated[str | None, typer.Option(
         "--scan", metavar="FILE", help="A scan report to use as evidence (written by "
         "'iotsec scan --json-file FILE'; '-' = stdin).")] = None,
+    broker_dir: Annotated[Path | None, typer.Option(
+        "--broker-dir", metavar="DIR", help="The Mosquitto directory the fleet audit checks "
+        "(default: IOTSEC_BROKER_DIR).")] = None,
     fail_on: Annotated[str, typer.Option(
         "--fail-on", metavar="SEVERITY", help="Exit 1 when a provision counts at least this "
         "much: critical, high, medium, low, info or never.")] = "high",
@@ -100,7 +104,8 @@ def report_cmd(
         service.framework(framework)
         data = read_input(scan_file, MAX_SCAN_REPORT, "scan report") if scan_file else None
         with runtime() as rt:
-            result = service.report(rt, framework, scan_report=data, actor=_actor())
+            result = service.report(rt, framework, scan_report=data, broker_dir=broker_dir,
+                                    actor=_actor())
         if json_file:
             write_output(json_file, report.compliance_json_bytes(result))
         if sarif:
