@@ -235,7 +235,7 @@ def _chart(result: ComplianceResult) -> str:
     cats = result.framework.categories
     row, label_w, bar_w = 22, 330, 420
     height = row * len(cats) + 10
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 70}" '
+    parts = [f'<svg width="{label_w + bar_w + 70}" '
              f'height="{height}" role="img" aria-label="status per category">']
     for i, c in enumerate(cats):
         rs = result.in_category(c.id)
