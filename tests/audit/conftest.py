@@ -33,7 +33,7 @@ from tests.helpers import make_csr, make_key
 DEVICES = ("dev-a", "dev-b")
 
 
-def keys(result: AuditResult, rule: str | None = None) -> set[tuple[str, str]]:
+def found(result: AuditResult, rule: str | None = None) -> set[tuple[str, str]]:
     """(rule, location) of every finding (of ``rule``)."""
     return {(f.rule.id, f.location.uri) for f in result.findings
             if rule is None or f.rule.id == rule}

@@ -15,13 +15,13 @@ from iotsec.app.events import Event
 from iotsec.pki.crl import RevocationReason
 from iotsec.store import models as m
 from iotsec.store.db import transaction
-from tests.audit.conftest import Fleet, add, audit, insert_certificate, keys
+from tests.audit.conftest import Fleet, add, audit, found, insert_certificate
 from tests.helpers import make_csr, make_key
 
 
 def test_a_clean_fleet_has_no_finding(fleet: Fleet):
     result = audit(fleet.rt)
-    assert keys(result) == set()
+    assert found(result) == set()
     assert all(o.ran for rid, o in result.outcomes.items()
                if not rid.startswith("audit/broker-") and rid != "audit/firmware-below-counter")
     assert result.outcomes["audit/device-cert-expiring"].checked == 2
@@ -32,12 +32,12 @@ def test_ca_expiring_flags_the_issuing_ca_within_the_threshold(fleet: Fleet, clo
     # The issuing CA lives 10 years, the root 20: 100 days before the issuing CA's end.
     clock.advance(timedelta(days=10 * 365 - 100))
     result = audit(fleet.rt)
-    assert keys(result, "audit/ca-expiring") == {("audit/ca-expiring", "ca:issuing")}
+    assert found(result, "audit/ca-expiring") == {("audit/ca-expiring", "ca:issuing")}
     (finding,) = result.findings_of("audit/ca-expiring")
     assert finding.severity.value == "high"
     assert finding.evidence_dict()["threshold_days"] == 180
     # With a shorter threshold it passes; within 30 days it is critical.
-    assert keys(audit(fleet.rt, ca_days=90), "audit/ca-expiring") == set()
+    assert found(audit(fleet.rt, ca_days=90), "audit/ca-expiring") == set()
     clock.advance(timedelta(days=80))
     (finding,) = audit(fleet.rt).findings_of("audit/ca-expiring")
     assert finding.severity.value == "critical"
@@ -45,7 +45,7 @@ def test_ca_expiring_flags_the_issuing_ca_within_the_threshold(fleet: Fleet, clo
 
 def test_ca_weak_key_flags_a_weak_or_sha1_ca(fleet: Fleet, openssl: str, tmp_path):
     rt = fleet.rt
-    assert keys(audit(rt), "audit/ca-weak-key") == set()
+    assert found(audit(rt), "audit/ca-weak-key") == set()
     # A legacy issuing CA certificate: RSA 2048 signed with SHA-1 (imported, not made by
     # iotsec, which only makes P-256/P-384/RSA-3072 CAs; cryptography refuses to sign
     # with SHA-1, openssl still does).
@@ -58,7 +58,7 @@ def test_ca_weak_key_flags_a_weak_or_sha1_ca(fleet: Fleet, openssl: str, tmp_pat
                      .values(cert_der=(tmp_path / "c.der").read_bytes(),
                              subject="CN=legacy issuing"))
     result = audit(rt)
-    assert keys(result, "audit/ca-weak-key") == {("audit/ca-weak-key", "ca:issuing")}
+    assert found(result, "audit/ca-weak-key") == {("audit/ca-weak-key", "ca:issuing")}
     (finding,) = result.findings_of("audit/ca-weak-key")
     assert finding.severity.value == "high"
     assert "RSA key of 2048 bits" in finding.message
@@ -71,14 +71,14 @@ def test_device_cert_expiring_flags_the_newest_certificate_and_expired_devices(f
     short = add(rt, "dev-short", days=20)
     fleet.connect("dev-short")
     result = audit(rt)
-    assert keys(result, "audit/device-cert-expiring") == {
+    assert found(result, "audit/device-cert-expiring") == {
         ("audit/device-cert-expiring", f"cert:{short.serial}")}
-    assert keys(audit(rt, cert_days=10), "audit/device-cert-expiring") == set()
+    assert found(audit(rt, cert_days=10), "audit/device-cert-expiring") == set()
     # 30 days on: dev-short's only certificate has expired.
     clock.advance(timedelta(days=30))
     fleet.connect("dev-short")
     result = audit(rt)
-    assert keys(result, "audit/device-cert-expiring") == {
+    assert found(result, "audit/device-cert-expiring") == {
         ("audit/device-cert-expiring", "device:dev-short")}
     assert result.findings_of("audit/device-cert-expiring")[0].severity.value == "high"
 
@@ -88,7 +88,7 @@ def test_renewing_clears_device_cert_expiring(fleet: Fleet):
     short = add(rt, "dev-short", days=20)
     fleet.connect("dev-short")
     renew(rt, short.serial, make_csr())
-    assert keys(audit(rt), "audit/device-cert-expiring") == set()
+    assert found(audit(rt), "audit/device-cert-expiring") == set()
 
 
 def test_device_cert_old_flags_certificates_past_the_rotation_age(fleet: Fleet, clock):
@@ -100,9 +100,9 @@ def test_device_cert_old_flags_certificates_past_the_rotation_age(fleet: Fleet, 
     result = audit(rt, cert_days=1)
     # dev-a and dev-b's 365-day certificates have expired (another check); dev-old's is
     # 400 days old.
-    assert keys(result, "audit/device-cert-old") == {
+    assert found(result, "audit/device-cert-old") == {
         ("audit/device-cert-old", f"cert:{long_lived.serial}")}
-    assert keys(audit(rt, max_cert_age=500, cert_days=1), "audit/device-cert-old") == set()
+    assert found(audit(rt, max_cert_age=500, cert_days=1), "audit/device-cert-old") == set()
 
 
 def test_device_weak_key_flags_weak_certificates_and_registered_keys(fleet: Fleet):
@@ -111,14 +111,14 @@ def test_device_weak_key_flags_weak_certificates_and_registered_keys(fleet: Flee
     # RSA 2048 is accepted (policy minimum): no finding.
     add(rt, "dev-rsa", make_key("rsa2048"))
     fleet.connect("dev-rsa")
-    assert keys(audit(rt), "audit/device-weak-key") == set()
+    assert found(audit(rt), "audit/device-weak-key") == set()
     # A legacy RSA-1024 certificate (imported; iotsec refuses such CSRs).
     add_device(rt, NewDevice.parse("dev-legacy"))
     serial = insert_certificate(rt, "dev-legacy", make_key("rsa1024"), serial=0x1234567,
                                 not_before=now - timedelta(days=1),
                                 not_after=now + timedelta(days=100))
     result = audit(rt)
-    assert keys(result, "audit/device-weak-key") == {
+    assert found(result, "audit/device-weak-key") == {
         ("audit/device-weak-key", f"cert:{serial}")}
     assert result.findings_of("audit/device-weak-key")[0].evidence_dict()["key"] == "RSA 1024"
 
@@ -131,7 +131,7 @@ def test_device_weak_key_reads_registered_token_keys(fleet: Fleet):
                                                      PublicFormat.SubjectPublicKeyInfo)
     register_key(rt, "dev-a", pub)
     result = audit(rt)
-    assert keys(result, "audit/device-weak-key") == set()
+    assert found(result, "audit/device-weak-key") == set()
     assert result.outcomes["audit/device-weak-key"].checked == 3
 
 
@@ -143,13 +143,13 @@ def test_revoked_cert_connecting_flags_connections_and_tokens_after_revocation(f
     # Connections before the revocation are fine.
     revoke(rt, serial_a, RevocationReason.keyCompromise)
     revoke(rt, serial_b, RevocationReason.keyCompromise)
-    assert keys(audit(rt), "audit/revoked-cert-connecting") == set()
+    assert found(audit(rt), "audit/revoked-cert-connecting") == set()
     clock.advance(timedelta(minutes=5))
     fleet.connect("dev-a", "198.51.100.7:5000")
     rt.events.record(Event(rt.now(), "device-token", "success", actor="dev-b",
                            detail={"kid": serial_b, "alg": "ES256"}))
     result = audit(rt)
-    assert keys(result, "audit/revoked-cert-connecting") == {
+    assert found(result, "audit/revoked-cert-connecting") == {
         ("audit/revoked-cert-connecting", "device:dev-a"),
         ("audit/revoked-cert-connecting", f"cert:{serial_b}"),
     }
@@ -163,19 +163,19 @@ def test_a_device_renewed_after_revocation_may_connect(fleet: Fleet, clock):
     issue_from_csr(rt, "dev-a", make_csr())
     clock.advance(timedelta(minutes=1))
     fleet.connect("dev-a")
-    assert keys(audit(rt), "audit/revoked-cert-connecting") == set()
+    assert found(audit(rt), "audit/revoked-cert-connecting") == set()
 
 
 def test_revoked_ca_active_certs_flags_certificates_under_a_retired_ca(fleet: Fleet):
     rt = fleet.rt
-    assert keys(audit(rt), "audit/revoked-ca-active-certs") == set()
+    assert found(audit(rt), "audit/revoked-ca-active-certs") == set()
     revoke(rt, fleet.certs["dev-b"].serial, RevocationReason.superseded)
     # The issuing CA is retired (no longer active); dev-a's certificate is still valid.
     with transaction(rt.engine) as conn:
         conn.execute(update(m.authorities).where(m.authorities.c.role == "issuing")
                      .values(active=False))
     result = audit(rt)
-    assert keys(result, "audit/revoked-ca-active-certs") == {
+    assert found(result, "audit/revoked-ca-active-certs") == {
         ("audit/revoked-ca-active-certs", f"cert:{fleet.certs['dev-a'].serial}")}
     assert "iotsec cert revoke" in result.findings_of("audit/revoked-ca-active-certs")[0].fix
 
@@ -195,10 +195,10 @@ def test_shared_certificate_flags_a_key_on_two_devices_and_overlapping_sessions(
     clock.advance(timedelta(seconds=5))
     fleet.connect("dev-b", "203.0.113.5:1234")
     result = audit(rt)
-    found = keys(result, "audit/shared-certificate")
-    assert ("audit/shared-certificate", "device:dev-b") in found
-    shared_key = [u for r, u in found if u.startswith("key:")]
-    assert len(shared_key) == 1 and len(found) == 2
+    hits = found(result, "audit/shared-certificate")
+    assert ("audit/shared-certificate", "device:dev-b") in hits
+    shared_key = [u for r, u in hits if u.startswith("key:")]
+    assert len(shared_key) == 1 and len(hits) == 2
     (key_finding,) = [f for f in result.findings_of("audit/shared-certificate")
                       if f.location.uri.startswith("key:")]
     assert key_finding.evidence_dict()["devices"] == ["clone-1", "clone-2"]
@@ -206,13 +206,13 @@ def test_shared_certificate_flags_a_key_on_two_devices_and_overlapping_sessions(
 
 def test_client_id_conflict_flags_collisions_and_foreign_client_ids(fleet: Fleet):
     rt = fleet.rt
-    assert keys(audit(rt), "audit/client-id-conflict") == set()
+    assert found(audit(rt), "audit/client-id-conflict") == set()
     rt.events.record(Event(rt.now(), "broker.collision", "failure", actor="dev-a",
                            source="203.0.113.9:999",
                            detail={"previous_source": "192.0.2.10:40000"}))
     fleet.connect("dev-b", "192.0.2.11:40000", client_id="dev-x")
     result = audit(rt)
-    assert keys(result, "audit/client-id-conflict") == {
+    assert found(result, "audit/client-id-conflict") == {
         ("audit/client-id-conflict", "device:dev-a"),
         ("audit/client-id-conflict", "client:dev-x"),
     }
