@@ -176,10 +176,10 @@ def parse_authz_request(body: bytes) -> AuthzRequest:
             TopicFilter.parse(topic)
     except TopicError as exc:
         raise EmqxRequestError(f"invalid topic: {exc}") from None
-    qos_text = _text(data, "qos", limit=4)
+    qos_text = _text(data, "qos", limit=16)
     if qos_text is not None and qos_text not in ("0", "1", "2"):
         raise EmqxRequestError("qos is not 0, 1 or 2")
-    retain_text = _text(data, "retain", limit=8)
+    retain_text = _text(data, "retain", limit=16)
     if retain_text is not None and retain_text not in ("true", "false", "0", "1"):
         raise EmqxRequestError("retain is not true or false")
     return AuthzRequest(username=username, clientid=clientid, peerhost=_text(data, "peerhost"),
