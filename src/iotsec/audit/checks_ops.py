@@ -142,15 +142,14 @@ def broker(s: Snapshot, o: AuditOptions) -> list[Checked]:
             problems.append((Severity.HIGH, f"reaches its nextUpdate in "
                              f"{round((crl.next_update - s.now) / 3600, 1)} hours"))
         store_number = s.crl_numbers.get(ca.id) if ca else None
-        if ca is not None and store_number is not None and crl.number is not None \
+        newest = s.last_revocation.get(ca.id) if ca else None
+        if newest is not None and newest > crl.this_update:
+            problems.append((Severity.HIGH, "misses revocations made after its thisUpdate "
+                             f"({_when(crl.this_update)})"))
+        elif store_number is not None and crl.number is not None \
                 and crl.number < store_number:
-            newest = s.last_revocation.get(ca.id)
-            if newest is not None and newest > crl.this_update:
-                problems.append((Severity.HIGH, f"(number {crl.number}) misses revocations "
-                                 f"made since; the store's CRL is number {store_number}"))
-            else:
-                problems.append((Severity.MEDIUM, f"(number {crl.number}) is older than the "
-                                 f"store's (number {store_number})"))
+            problems.append((Severity.MEDIUM, f"(number {crl.number}) is older than the "
+                             f"store's (number {store_number})"))
         if not problems:
             continue
         stale.append(r.BROKER_CRL_STALE.at(
