@@ -28,7 +28,7 @@ from iotsec.compliance.evidence import (
     ScanEvidence,
     parse_scan_report,
 )
-from iotsec.compliance.frameworks import framework_ids, get_framework
+from iotsec.compliance.frameworks import FRAMEWORKS, framework_ids, get_framework
 from iotsec.errors import (
     AttestationError,
     IotsecError,
@@ -86,11 +86,8 @@ def attestations(rt: Runtime, framework_id: str | None = None, *, history: bool 
     with reading(rt.engine) as conn:
         rows = conn.execute(query.order_by(a.framework, a.provision, a.version)).all()
     found = [_attestation(r) for r in rows]
-    order = {}
-    for f_id in framework_ids():
-        fw_known = get_framework(f_id)
-        assert fw_known is not None
-        order.update({(f_id, p.id): i for i, p in enumerate(fw_known.provisions)})
+    # In the framework's own order (5.2-1 before 5.10-1), not the text order.
+    order = {(f.id, p.id): i for f in FRAMEWORKS.values() for i, p in enumerate(f.provisions)}
     return sorted(found, key=lambda x: (x.framework, order.get((x.framework, x.provision), 0),
                                         x.version))
 

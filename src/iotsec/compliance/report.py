@@ -325,7 +325,8 @@ def _provision_html(r: ProvisionResult) -> str:
             f"<p>{_e(p.summary)}</p>" + (f"<ul>{elements}</ul>" if elements else "")
             + (f'<p class="muted">Applies when {_e(p.condition)}.</p>' if p.condition else "")
             + f"<dl><dt>status</dt><dd>{_e(r.status.value)}"
-            + (f" (evidence alone: {_e(r.automatic.value)})" if r.automatic else "")
+            + (f" (evidence alone: {_e(r.automatic.value)})"
+               if r.automatic and (r.automatic is not r.status or att) else "")
             + f"</dd><dt>justification</dt><dd>{_e(r.justification)}</dd>{att_html}</dl>"
             + f"{evidence_html}{warn}</details>")
 
