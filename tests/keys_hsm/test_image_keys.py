@@ -9,7 +9,6 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pkcs11
@@ -109,7 +108,7 @@ def test_one_purpose_per_token_key(token: Pkcs11Token) -> None:
 
 
 @pytest.fixture
-def hsm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hsm: Hsm) -> Iterator[Path]:
+def hsm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hsm: Hsm) -> Path:
     """A home initialised with its keys in the token, configured through the environment."""
     for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
         monkeypatch.delenv(name)
@@ -120,7 +119,7 @@ def hsm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hsm: Hsm) -> Itera
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     _end_logins(hsm)
-    yield home
+    return home
 
 
 def _end_logins(hsm: Hsm) -> None:
