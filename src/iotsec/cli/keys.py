@@ -32,7 +32,8 @@ def _entry_json(e: service.KeyEntry) -> dict[str, Any]:
 
 @app.command("list")
 def list_(as_json: JsonOpt = False) -> None:
-    """CA keys, key-encryption keys and (with a token) the token's other keys."""
+    """CA keys, firmware signing keys, key-encryption keys and (with a token) the token's
+    other keys."""
     with runtime() as rt:
         entries = service.list_keys(rt)
     if as_json:
@@ -67,7 +68,8 @@ def export_public(
     output: Annotated[str | None, typer.Option("--out", "-o", help="File to write (default: "
                                                "standard output).")] = None,
 ) -> None:
-    """Write a signing key's public key (SubjectPublicKeyInfo PEM)."""
+    """Write a signing key's public key (SubjectPublicKeyInfo PEM): a CA key or a firmware
+    signing key."""
     with runtime() as rt:
         pem = service.export_public(rt, label)
     write_output(output, pem)
