@@ -172,3 +172,16 @@ def test_a_key_file_readable_by_others_fails_custody(rt):
     fact = gather_facts(rt)["keys.custody"]
     assert fact.ok is False and f"key:{key_file.name}" in fact.refs
     assert compliance.report(rt, ETSI).get("5.4-1").status is Status.FAIL
+
+
+def test_concurrent_attestations_get_distinct_versions(rt):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> int:
+        return _attest(rt, "5.2-1", "manual", f"note {i}").version
+
+    with ThreadPoolExecutor(4) as pool:
+        versions = sorted(pool.map(one, range(8)))
+    assert versions == list(range(1, 9))
+    history = compliance.attestations(rt, ETSI, history=True)
+    assert [a.version for a in history] == list(range(1, 9))

@@ -31,6 +31,7 @@ from iotsec.compliance.evidence import (
 from iotsec.compliance.frameworks import FRAMEWORKS, framework_ids, get_framework
 from iotsec.errors import (
     AttestationError,
+    ConflictError,
     IotsecError,
     UnknownFrameworkError,
     UnknownProvisionError,
@@ -115,6 +116,31 @@ def _check_note(note: str) -> str:
     return text
 
 
+ATTEST_ATTEMPTS = 20
+
+
+def _append(rt: Runtime, framework_id: str, provision_id: str, status: Status, note: str,
+            actor: str, at: int) -> int:
+    """Insert the next version; the version the row got. Two attestations racing for the
+    same version: the unique index refuses the second, which then takes the next one."""
+    a = m.compliance_attestations.c
+    attempts = 0
+    while True:
+        try:
+            with transaction(rt.engine) as conn:
+                current = conn.execute(select(func.max(a.version)).where(
+                    a.framework == framework_id, a.provision == provision_id)).scalar()
+                version = int(current or 0) + 1
+                conn.execute(insert(m.compliance_attestations).values(
+                    framework=framework_id, provision=provision_id, version=version,
+                    status=status.value, note=note, actor=actor, at=at))
+            return version
+        except ConflictError:
+            attempts += 1
+            if attempts >= ATTEST_ATTEMPTS:
+                raise
+
+
 def attest(rt: Runtime, request: AttestationRequest) -> Attestation:
     """Record version n+1 of the attestation of one provision. Nothing is written when the
     framework, provision, status or note is not acceptable."""
@@ -129,16 +155,7 @@ def attest(rt: Runtime, request: AttestationRequest) -> Attestation:
     note = _check_note(request.note)
     actor = (request.actor or "unknown")[:MAX_ACTOR]
     now = rt.now()
-    a = m.compliance_attestations.c
-    with transaction(rt.engine) as conn:
-        current = conn.execute(select(func.max(a.version)).where(
-            a.framework == fw.id, a.provision == p.id)).scalar()
-        version = int(current or 0) + 1
-        # Two attestations racing for the same version: the unique index refuses the
-        # second (ConflictError), and the caller retries.
-        conn.execute(insert(m.compliance_attestations).values(
-            framework=fw.id, provision=p.id, version=version, status=status.value,
-            note=note, actor=actor, at=ts(now)))
+    version = _append(rt, fw.id, p.id, status, note, actor, ts(now))
     rt.events.record(Event(now, "compliance.attest", "success", actor=actor,
                            subject=f"{fw.id}/{p.id}",
                            detail={"status": status.value, "version": version}))
