@@ -45,17 +45,19 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _connection(host: str, port: int, request: bytes, period: float, start: float,
+async def _connection(host: str, port: int, requests: list[bytes], period: float, start: float,
                       end: float, latencies: list[float], errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     loop = asyncio.get_running_loop()
     due = start + random.random() * period
+    turn = random.randrange(len(requests))
     try:
         while due < end:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            writer.write(request)
+            writer.write(requests[turn % len(requests)])
+            turn += 1
             status = await _read_response(reader)
             latencies.append(loop.time() - due)
             if status >= 300:
@@ -66,18 +68,20 @@ async def _connection(host: str, port: int, request: bytes, period: float, start
 
 
 async def run(url: str, *, rate: float, connections: int, seconds: float, method: str = "GET",
-              headers: dict[str, str] | None = None, body: bytes = b"",
+              headers: dict[str, str] | None = None, bodies: list[bytes] | None = None,
               warmup: float = 1.0) -> dict[str, float]:
+    """``bodies``: sent in turn (each connection starts at a random one)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = _request(method, f"{host}:{port}", parts.path or "/", headers or {}, body)
+    requests = [_request(method, f"{host}:{port}", parts.path or "/", headers or {}, body)
+                for body in (bodies or [b""])]
     loop = asyncio.get_running_loop()
     period = connections / rate
     latencies: list[float] = []
     errors: list[int] = []
     start = loop.time() + 0.2
     end = start + warmup + seconds
-    await asyncio.gather(*(_connection(host, port, request, period, start, end, latencies,
+    await asyncio.gather(*(_connection(host, port, requests, period, start, end, latencies,
                                        errors) for _ in range(connections)))
     # Drop the warm-up share (first requests of every connection) from the statistics.
     measured = sorted(latencies[int(len(latencies) * warmup / (warmup + seconds)):])
@@ -99,9 +103,15 @@ def main() -> None:
     parser.add_argument("--method", default="GET")
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("--body", default="")
+    parser.add_argument("--bodies", metavar="FILE", help="one request body per line, sent in turn")
     args = parser.parse_args()
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
+    if args.bodies:
+        with open(args.bodies, "rb") as f:
+            bodies = [line.rstrip(b"\n") for line in f if line.strip()]
+    else:
+        bodies = [args.body.encode()]
     try:
         import uvloop
         uvloop.install()
@@ -110,7 +120,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = asyncio.run(run(args.url, rate=args.rate, connections=args.connections,
                              seconds=args.seconds, method=args.method, headers=headers,
-                             body=args.body.encode()))
+                             bodies=bodies))
     result["wall_s"] = time.perf_counter() - t0
     json.dump(result, sys.stdout)
     print()

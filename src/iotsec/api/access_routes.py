@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.access.document import MAX_DOCUMENT_BYTES
@@ -15,6 +16,7 @@ from iotsec.access.policy import Role, Rule
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
 from iotsec.app import access, policy
 from iotsec.app.events import list_events
+from iotsec.app.runtime import Runtime
 from iotsec.app.tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
 from iotsec.errors import InputTooLargeError
 from iotsec.timeutil import parse_duration
@@ -119,10 +121,19 @@ def _role_out(info: access.RoleInfo) -> RoleOut:
 
 @router.post("/authz/check")
 async def authz_check(body: AuthzIn, rt: RuntimeDep, _: AuditorDep) -> AuthzOut:
-    # On the event loop: the hot path is in-memory (compiled policy, cached registry entries
-    # and tokens); the store is read only when a cache entry is older than hot_cache_seconds.
-    d = access.check(rt, body.device, body.action, body.resource, body.cert_serial)
+    d = await decide(rt, body.device, body.action, body.resource, body.cert_serial)
     return AuthzOut(**decision_out(d))
+
+
+async def decide(rt: Runtime, device: str, action: str, resource: str,
+                 cert_serial: str | None) -> Decision:
+    """A decision, on the event loop when everything it needs is in memory (the compiled
+    policy, the device's cached registry entry); otherwise in a worker thread, which reads
+    the store."""
+    cached = access.check_cached(rt, device, action, resource, cert_serial)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(access.check, rt, device, action, resource, cert_serial)
 
 
 def decision_out(d: Decision) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity, Role, Rule, parse_role_name
+from iotsec.app.registry_cache import DeviceCache
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, NotFoundError
 from iotsec.identity.registry import Device, DeviceState, parse_device_id, parse_group_name
@@ -20,7 +20,6 @@ from iotsec.timeutil import ts
 
 DEFAULT_ROLE = "device"
 _DEVICES = "decision-devices"
-_MAX_CACHED_DEVICES = 200_000
 
 
 def bump_policy_version(conn: Connection) -> None:
@@ -206,33 +205,29 @@ def current_policy(rt: Runtime) -> CompiledPolicy:
     return policy
 
 
+def _devices(rt: Runtime) -> DeviceCache | None:
+    if rt.settings.hot_cache_seconds <= 0:
+        return None
+    cache = rt.cache.get(_DEVICES)
+    if not isinstance(cache, DeviceCache):
+        cache = rt.cache[_DEVICES] = DeviceCache(rt)
+    return cache
+
+
 def _device(rt: Runtime, device_id: str) -> Device:
-    """The registry entry a decision needs, reused for ``hot_cache_seconds`` in a serving
-    process (a state change made by this process applies at once: ``policy_changed``)."""
     from iotsec.app.devices import get_device
 
-    ttl = rt.settings.hot_cache_seconds
-    if ttl <= 0:
-        return get_device(rt, device_id)
-    cache = rt.cache.get(_DEVICES)
-    if not isinstance(cache, dict):
-        cache = rt.cache[_DEVICES] = {}
-    now = time.monotonic()
-    hit = cache.get(device_id)
-    if hit is not None and now - hit[0] < ttl:
-        device: Device = hit[1]
-        return device
-    device = get_device(rt, device_id)
-    if len(cache) >= _MAX_CACHED_DEVICES:
-        cache.clear()
-    cache[device_id] = (now, device)
-    return device
+    cache = _devices(rt)
+    return cache.get(rt, device_id) if cache is not None else get_device(rt, device_id)
 
 
 def identity_for(rt: Runtime, device_id: str, cert_serial: str | None = None
                  ) -> tuple[Identity, DeviceState]:
     """The identity a decision is made for: registry data plus the certificate used."""
-    device = _device(rt, device_id)
+    return _identity(_device(rt, device_id), cert_serial)
+
+
+def _identity(device: Device, cert_serial: str | None) -> tuple[Identity, DeviceState]:
     serial = format_serial(parse_serial(cert_serial)) if cert_serial else None
     return (Identity(device_id=device.id, groups=device.groups, attributes=device.attributes,
                      cert_cn=device.id, cert_serial=serial), device.state)
@@ -241,10 +236,26 @@ def identity_for(rt: Runtime, device_id: str, cert_serial: str | None = None
 def check(rt: Runtime, device_id: str, action: str, resource: str,
           cert_serial: str | None = None) -> Decision:
     """Decide and explain. A device that is not active is denied whatever its roles say."""
-    identity, state = identity_for(rt, device_id, cert_serial)
+    return _decide(rt, _device(rt, device_id), action, resource, cert_serial)
+
+
+def check_cached(rt: Runtime, device_id: str, action: str, resource: str,
+                 cert_serial: str | None = None) -> Decision | None:
+    """``check`` from memory alone, or ``None`` when the device's registry entry must first
+    be read from the store (a serving process then calls ``check`` off its event loop)."""
+    cache = _devices(rt)
+    device = cache.peek(rt, device_id) if cache is not None else None
+    if device is None:
+        return None
+    return _decide(rt, device, action, resource, cert_serial)
+
+
+def _decide(rt: Runtime, device: Device, action: str, resource: str,
+            cert_serial: str | None) -> Decision:
+    identity, state = _identity(device, cert_serial)
     decision = current_policy(rt).decide(identity, action, resource)
     if state is not DeviceState.ACTIVE and state is not DeviceState.PENDING:
         return Decision(False, action, resource,
-                        reason=f"device {device_id!r} is {state.value} (denied whatever its "
+                        reason=f"device {device.id!r} is {state.value} (denied whatever its "
                         "roles allow)")
     return decision

@@ -50,6 +50,7 @@ devices = Table(
     Column("attributes", Text, nullable=False),  # JSON object of strings
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Index(None, "updated_at"),
 )
 
 groups = Table(
