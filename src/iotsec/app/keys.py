@@ -96,10 +96,15 @@ def token(rt: Runtime) -> Pkcs11Token:
 
 
 def close_token(rt: Runtime) -> None:
-    """Close the runtime's token connection, if it has one."""
+    """Close the runtime's token connections (its own, and its key store's), if any."""
     conn = rt.cache.pop(_CONNECTION_CACHE, None)
     if conn is not None:
         conn.close()  # type: ignore[attr-defined]
+    if rt.settings.keystore == "pkcs11":
+        from iotsec.keys.pkcs11 import Pkcs11KeyStore
+
+        if isinstance(rt.keys, Pkcs11KeyStore):
+            rt.keys.token.close()
 
 
 def open_key_store(settings: Settings, *, create_passphrase: bool = False,
