@@ -200,3 +200,14 @@ def test_client_id_must_be_the_certificate_cn(emqx: TestClient, enroll, clientid
     dev = enroll("dev-1")
     assert _authn(emqx, dev.authn_body(clientid=clientid))["result"] == "deny"
     assert authz(emqx, "dev-1", "publish", "devices/dev-1/t", clientid=clientid) == "deny"
+
+
+def test_acl_preview_for_operators(rt: Runtime, token: str, enroll) -> None:  # type: ignore[no-untyped-def]
+    enroll("dev-1")
+    admin = TestClient(create_app(rt), headers={"Authorization": f"Bearer {token}"})
+    resp = admin.get("/v1/emqx/acl/dev-1")
+    assert resp.status_code == 200
+    assert resp.json()[-1] == {"permission": "deny", "action": "all", "topic": "#"}
+    missing = admin.get("/v1/emqx/acl/ghost")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
