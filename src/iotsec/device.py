@@ -1,14 +1,20 @@
-"""The iotsec device SDK: MQTT 5 with mutual TLS to the broker iotsec drives.
+"""The iotsec device SDK: MQTT 5 with mutual TLS to the broker iotsec drives, and
+end-to-end protected messages on top of it.
 
-See :mod:`iotsec.broker.client` for what it does; this module is its public name::
+See :mod:`iotsec.broker.client` and :mod:`iotsec.broker.sealed` for what they do; this module
+is their public name::
 
-    from iotsec.device import DeviceClient
+    from iotsec.device import DeviceClient, SealedChannel
 """
 
 from __future__ import annotations
 
 from iotsec.broker.client import DeviceClient, Handler, Message
+from iotsec.broker.sealed import SealedChannel, SealedHandler, SealedMessage
 from iotsec.errors import MqttConnectError, MqttError, MqttNotAuthorizedError, MqttTimeoutError
+from iotsec.protect.payload import Keyring, Sender
+from iotsec.protect.replay import ReplayWindows
 
-__all__ = ["DeviceClient", "Handler", "Message", "MqttConnectError", "MqttError",
-           "MqttNotAuthorizedError", "MqttTimeoutError"]
+__all__ = ["DeviceClient", "Handler", "Keyring", "Message", "MqttConnectError", "MqttError",
+           "MqttNotAuthorizedError", "MqttTimeoutError", "ReplayWindows", "SealedChannel",
+           "SealedHandler", "SealedMessage", "Sender"]
