@@ -97,18 +97,10 @@ def ca_weak_key(s: Snapshot, o: AuditOptions) -> Checked:
 # --------------------------------------------------------------------------- device certs
 
 
-def _device_certs(certs: Iterable[CertFacts]) -> dict[str, list[CertFacts]]:
-    by_device: dict[str, list[CertFacts]] = defaultdict(list)
-    for c in certs:
-        if c.device_id is not None and c.kind == "device":
-            by_device[c.device_id].append(c)
-    return by_device
-
-
 def device_cert_expiring(s: Snapshot, o: AuditOptions) -> Checked:
     findings = []
-    live = _device_certs(s.live_certs)
-    past = _device_certs(s.past_certs)
+    live = s.live_by_device()
+    past = s.past_by_device()
     checked = 0
     for device in s.active_devices:
         valid = live.get(device)
@@ -220,26 +212,36 @@ def device_weak_key(s: Snapshot, o: AuditOptions) -> Checked:
 
 def revoked_cert_connecting(s: Snapshot, o: AuditOptions) -> Checked:
     findings = []
-    by_serial = {c.serial: c for c in (*s.live_certs, *s.past_certs)}
-    by_device = _device_certs((*s.live_certs, *s.past_certs))
+    live, past = s.live_by_device(), s.past_by_device()
+    serials: dict[str, CertFacts] = {}
     examined = 0
     token_uses: dict[str, list[int]] = defaultdict(list)
     connects: dict[str, list[EventFacts]] = defaultdict(list)
+    since = min((e.at for e in s.events), default=s.now)
+    # A device holding a certificate valid since before the first event (and still valid)
+    # was entitled to connect at any time in the window: nothing to look at.
+    entitled = {d for d, certs in live.items() if any(c.not_before <= since for c in certs)}
     for e in s.events:
         if e.kind == "device-token" and e.outcome == "success":
             examined += 1
             kid = e.detail.get("kid")
-            cert = by_serial.get(kid) if isinstance(kid, str) else None
+            if not isinstance(kid, str):
+                continue
+            if not serials:
+                serials = {c.serial: c for c in (*s.live_certs, *s.past_certs)}
+            cert = serials.get(kid)
             if cert is not None and cert.revoked_before(e.at):
                 token_uses[cert.serial].append(e.at)
         elif e.kind in CONNECT_KINDS and e.actor:
             examined += 1
-            certs = by_device.get(e.actor)
+            if e.actor in entitled:
+                continue
+            certs = [*live.get(e.actor, ()), *past.get(e.actor, ())]
             if certs and not any(c.valid_at(e.at) for c in certs) and \
                     any(c.revoked_before(e.at) for c in certs):
                 connects[e.actor].append(e)
     for serial, times in sorted(token_uses.items()):
-        cert = by_serial[serial]
+        cert = serials[serial]
         findings.append(r.REVOKED_CERT_CONNECTING.at(
             cert_location(serial, cert.device_id),
             f"revoked certificate {serial} signed {len(times)} accepted device token(s) after "
@@ -250,7 +252,8 @@ def revoked_cert_connecting(s: Snapshot, o: AuditOptions) -> Checked:
                       "revoked_at": _when(cert.revoked_at or 0), "uses": len(times),
                       "last_use": _when(max(times))}))
     for device, events in sorted(connects.items()):
-        revoked = [c for c in by_device[device] if c.revoked_at is not None]
+        revoked = [c for c in (*live.get(device, ()), *past.get(device, ()))
+                   if c.revoked_at is not None]
         last_revoked = max(c.revoked_at or 0 for c in revoked)
         sources = sorted({e.source for e in events if e.source})
         findings.append(r.REVOKED_CERT_CONNECTING.at(

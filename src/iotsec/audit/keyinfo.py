@@ -199,22 +199,82 @@ def spki_facts(spki: bytes) -> KeyFacts:
     return facts
 
 
+def _span(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(start, end) of the content of the DER element at ``pos``: the hot path of
+    :func:`certificate_facts`, so written without the general reader's checks of the tag."""
+    if pos + 2 > end or data[pos] & 0x1F == 0x1F:
+        raise KeyReadError("truncated DER element or multi-byte tag")
+    first = data[pos + 1]
+    if first < 0x80:
+        start = pos + 2
+        stop = start + first
+    else:
+        count = first & 0x7F
+        start = pos + 2 + count
+        if count == 0 or count > 4 or start > end:
+            raise KeyReadError("invalid DER length")
+        stop = start + int.from_bytes(data[pos + 2:start], "big")
+    if stop > end:
+        raise KeyReadError("DER element runs past its container")
+    return start, stop
+
+
+def _named_spki_headers() -> dict[bytes, KeyFacts]:
+    """AlgorithmIdentifier TLVs whose key facts do not depend on the key itself."""
+    table: dict[bytes, KeyFacts] = {}
+    for curve, (name, bits) in _CURVES.items():
+        params = bytes((0x06, len(curve))) + curve
+        body = bytes((0x06, len(_EC))) + _EC + params
+        table[bytes((0x30, len(body))) + body] = KeyFacts("ec", bits, name)
+    for oid, facts in ((_ED25519, KeyFacts("ed25519", 256)), (_ED448, KeyFacts("ed448", 448))):
+        body = bytes((0x06, len(oid))) + oid
+        table[bytes((0x30, len(body))) + body] = facts
+    return table
+
+
+_FIXED_KEYS = _named_spki_headers()
+_SIGNATURE_CACHE: dict[bytes, str] = {}
+
+
 def certificate_facts(der: bytes) -> CertKeyFacts:
     """The key and signature algorithm of a DER X.509 certificate (RFC 5280 4.1)."""
     end = len(der)
     if end > MAX_DER:
         raise KeyReadError(f"more than {MAX_DER} bytes")
-    cert_start, cert_stop = _expect(der, 0, end, 0x30)
+    if not end or der[0] != 0x30:
+        raise KeyReadError("not a DER certificate")
+    cert_start, cert_stop = _span(der, 0, end)
     if cert_stop != end:
         raise KeyReadError("trailing bytes after the certificate")
-    tbs_start, tbs_stop = _expect(der, cert_start, cert_stop, 0x30)
+    if cert_start >= end or der[cert_start] != 0x30:
+        raise KeyReadError("no TBSCertificate")
+    tbs_start, tbs_stop = _span(der, cert_start, cert_stop)
     pos = tbs_start
     if pos < tbs_stop and der[pos] == 0xA0:  # [0] version
-        pos = _skip(der, pos, tbs_stop)
+        pos = _span(der, pos, tbs_stop)[1]
     for _ in range(5):  # serialNumber, signature, issuer, validity, subject
-        pos = _skip(der, pos, tbs_stop)
-    spki_end = _skip(der, pos, tbs_stop)
-    key = _spki(der, pos, tbs_stop)
-    signature_oid, _ = _algorithm(der, tbs_stop, cert_stop)
-    signature = _SIGNATURES.get(signature_oid) or oid_text(signature_oid)
+        pos = _span(der, pos, tbs_stop)[1]
+    if pos >= tbs_stop or der[pos] != 0x30:
+        raise KeyReadError("no SubjectPublicKeyInfo")
+    spki_start, spki_end = _span(der, pos, tbs_stop)
+    if spki_start >= spki_end or der[spki_start] != 0x30:
+        raise KeyReadError("no AlgorithmIdentifier in the SubjectPublicKeyInfo")
+    alg_end = _span(der, spki_start, spki_end)[1]
+    key = _FIXED_KEYS.get(der[spki_start:alg_end])
+    if key is not None:
+        if alg_end >= spki_end or der[alg_end] != 0x03 \
+                or _span(der, alg_end, spki_end)[1] != spki_end:
+            raise KeyReadError("malformed public key")
+    else:
+        key = _spki(der, pos, tbs_stop)
+    if tbs_stop >= cert_stop or der[tbs_stop] != 0x30:
+        raise KeyReadError("no signature algorithm")
+    sig_end = _span(der, tbs_stop, cert_stop)[1]
+    sig_tlv = der[tbs_stop:sig_end]
+    signature = _SIGNATURE_CACHE.get(sig_tlv)
+    if signature is None:
+        signature_oid, _ = _algorithm(der, tbs_stop, cert_stop)
+        signature = _SIGNATURES.get(signature_oid) or oid_text(signature_oid)
+        if len(_SIGNATURE_CACHE) < 256:
+            _SIGNATURE_CACHE[sig_tlv] = signature
     return CertKeyFacts(key=key, signature=signature, spki=der[pos:spki_end])

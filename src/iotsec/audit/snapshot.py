@@ -240,10 +240,30 @@ class Snapshot:
     #: Certificates revoked after this time, per authority id (to tell whether the broker's
     #: CRL misses revocations): the newest revocation time in the store.
     last_revocation: Mapping[int, int] = field(default_factory=dict)
+    _memo: dict[str, dict[str, list[CertFacts]]] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def active_devices(self) -> list[str]:
         return [d for d, s in self.device_states.items() if s == "active"]
+
+    def _by_device(self, name: str, certs: Sequence[CertFacts]) -> dict[str, list[CertFacts]]:
+        found = self._memo.get(name)
+        if found is None:
+            found = {}
+            for c in certs:
+                if c.device_id is not None and c.kind == "device":
+                    found.setdefault(c.device_id, []).append(c)
+            self._memo[name] = found
+        return found
+
+    def live_by_device(self) -> Mapping[str, list[CertFacts]]:
+        """Device certificates valid now, by device (computed once)."""
+        return self._by_device("live", self.live_certs)
+
+    def past_by_device(self) -> Mapping[str, list[CertFacts]]:
+        """Expired or revoked device certificates, by device (computed once)."""
+        return self._by_device("past", self.past_certs)
 
     def authority(self, authority_id: int) -> AuthorityFacts | None:
         for a in self.authorities:
