@@ -178,3 +178,24 @@ def test_fuzz_reader_only_raises_its_own_error(data: bytes) -> None:
         pkcs8.decrypt_der(data, PASSPHRASE)
     with contextlib.suppress(EncryptedKeyError):
         pkcs8.decrypt_private_key(pkcs8.to_pem(data), PASSPHRASE)
+
+
+def test_a_tls_server_loads_the_stores_scrypt_key_through_openssl(tmp_path: Path) -> None:
+    """The reason for the written cost: ``iotsec serve`` hands the key file to OpenSSL."""
+    import ssl
+
+    from iotsec.app.runtime import open_runtime
+    from iotsec.app.server import ensure_server_tls
+    from iotsec.app.setup import init_home
+    from iotsec.config import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    init_home(settings)
+    rt = open_runtime(settings)
+    try:
+        tls = ensure_server_tls(rt, "localhost")
+    finally:
+        rt.close()
+    assert pkcs8.uses_scrypt(pkcs8.pem_body(tls.key_file.read_bytes()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tls.chain_file), str(tls.key_file), tls.key_password)
