@@ -208,3 +208,12 @@ def test_api_needs_a_token_and_valid_thresholds(client: TestClient, rt: Runtime)
     assert_problem(client.get("/v1/audit", headers=auth, params={"cert_days": "x"}), 422)
     spec = client.get("/openapi.json").json()
     assert spec["paths"]["/v1/audit"]["get"]["x-required-scope"] == "auditor"
+
+
+def test_cli_table_is_limited_but_reports_hold_everything(cli_home: Settings, capsys,
+                                                          rt: Runtime):
+    issue_token(rt, "second", Scope.OPERATOR, None)
+    code, out, _ = cli(capsys, "--limit", "1", "--fail-on", "never")
+    assert code == 0 and "and 2 more findings" in out and "3 findings" in out
+    code, out, _ = cli(capsys, "--limit", "1", "--json", "-", "--fail-on", "never")
+    assert len(json.loads(out)["findings"]) == 3

@@ -35,20 +35,28 @@ def _fail(exc: IotsecError) -> typer.Exit:
     return typer.Exit(EXIT_COULD_NOT_RUN)
 
 
-def _print(result: AuditResult) -> None:
-    if result.findings:
+def _print(result: AuditResult, limit: int) -> None:
+    findings = list(result.findings)
+    shown_findings = findings if limit == 0 else findings[:limit]
+    if shown_findings:
         table("Findings", ["severity", "rule", "location", "finding", "fix"],
               [(f.severity.value, f.rule.id, f.location.uri, f.message, f.fix)
-               for f in result.findings])
-    table("Checks", ["rule", "status", "checked", "findings", "note"],
-          [(r["rule"], r["status"], r["checked"], r["findings"], r["skipped"] or "")
-           for r in report.check_rows(result)])
+               for f in shown_findings])
+    if len(shown_findings) < len(findings):
+        console.print(f"... and {len(findings) - len(shown_findings)} more findings (--limit 0 "
+                      "shows all; --json, --sarif or --html FILE write them all)",
+                      markup=False, soft_wrap=True)
     rows = report.check_rows(result)
-    counts = count_by_severity(result.findings)
+    table("Checks", ["rule", "status", "checked", "findings", "note"],
+          [(r["rule"], r["status"], r["checked"], r["findings"],
+            (r["skipped"] or "").split(":", 1)[0]) for r in rows])
+    for reason in dict.fromkeys(r["skipped"] for r in rows if r["skipped"]):
+        err_console.print(f"note: skipped: {reason}", markup=False, soft_wrap=True)
+    counts = count_by_severity(findings)
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     ran = sum(r["status"] != "skipped" for r in rows)
     seconds = float(dict(result.facts).get("seconds", 0.0))
-    console.print(f"{ran} of {len(rows)} checks ran; {len(result.findings)} findings"
+    console.print(f"{ran} of {len(rows)} checks ran; {len(findings)} findings"
                   + (f" ({shown})" if shown else "") + f" in {seconds:.2f} s",
                   markup=False, soft_wrap=True)
 
@@ -84,6 +92,9 @@ def audit(
     token_unused_days: Annotated[int, typer.Option(
         "--token-unused-days", metavar="DAYS", help="Flag API tokens unused for DAYS.")
     ] = 90,
+    limit: Annotated[int, typer.Option(
+        "--limit", metavar="N", help="Findings shown in the table (0 = all); reports "
+        "always hold all.", min=0)] = 50,
     print_schema: Annotated[bool, typer.Option(
         "--json-schema", help="Print the JSON Schema of the JSON report and exit.")] = False,
 ) -> None:
@@ -119,7 +130,7 @@ def audit(
     except IotsecError as exc:
         raise _fail(exc) from None
     if not stdout_users:
-        _print(result)
+        _print(result, limit)
     if threshold != "never" and any(f.severity >= Severity(threshold)
                                     for f in result.findings):
         raise typer.Exit(EXIT_FINDINGS)
