@@ -153,3 +153,67 @@ def test_serve_https_end_to_end(tmp_path: Path) -> None:
             server.kill()
             server.wait(timeout=10)
         log.close()
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_serve_with_several_workers(tmp_path: Path) -> None:
+    """``--workers 2``: two serving processes over one home, each answering decisions
+    (the fast path and the registry cache per process); all stop with the supervisor."""
+    home = tmp_path / "home"
+    env = _env(home)
+    init = run_script("init", "--json", env=env)
+    assert init.returncode == 0, init.stderr
+    token = json.loads(init.stdout)["admin_token"]
+    assert run_script("device", "add", "sensor-1", env=env).returncode == 0
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--http", "--port", str(port),
+                               "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    workers: set[int] = set()
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                try:
+                    assert client.get("/healthz").status_code == 200
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            for _ in range(20):
+                decision = client.post("/v1/authz/check", headers=auth, json={
+                    "device": "sensor-1", "action": "publish",
+                    "resource": "devices/sensor-1/t"})
+                assert decision.status_code == 200
+                assert decision.json()["allowed"] is True
+            assert client.post("/v1/authz/check", json={}).status_code == 401
+        workers = {p for p in _children(server.pid)
+                   if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
+        assert len(workers) == 2
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)

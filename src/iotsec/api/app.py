@@ -13,6 +13,7 @@ from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.api import problems
 from iotsec.api.access_routes import router as access_router
 from iotsec.api.audit import router as audit_router
+from iotsec.api.compliance import router as compliance_router
 from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.emqx import router as emqx_router
 from iotsec.api.fastpath import DecisionFastPath
@@ -36,13 +37,15 @@ def _declare_scopes(router: APIRouter) -> APIRouter:
     return router
 
 
-def create_app(rt: Runtime, *, fast_path: bool = True) -> FastAPI:
+def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = False) -> FastAPI:
     """The API over ``rt``. ``fast_path=False`` leaves every decision request to the
-    framework's route (the tests compare both)."""
+    framework's route (the tests compare both); ``owns_runtime`` closes ``rt`` at shutdown."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         rt.events.flush()
+        if owns_runtime:
+            rt.close()
 
     app = FastAPI(title="iotsec", version=__version__, docs_url=None, redoc_url=None,
                   lifespan=lifespan,
@@ -50,14 +53,23 @@ def create_app(rt: Runtime, *, fast_path: bool = True) -> FastAPI:
     app.state.runtime = rt
     problems.install(app)
     for router in (public, v1, access_router, device_tokens_router, ota_router,
-                   ota_device_router):
+                   ota_device_router, emqx_router, audit_router, compliance_router):
         app.include_router(_declare_scopes(router))
-    app.include_router(_declare_scopes(emqx_router))
-    app.include_router(_declare_scopes(__import__("iotsec.api.compliance").api.compliance.router))
-    app.include_router(_declare_scopes(audit_router))
     # Inside the body limit: the decision fast path answers well-formed decision requests
     # itself and hands everything else to the application.
     if fast_path:
         app.add_middleware(DecisionFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The application of one serving process among several (``iotsec serve --workers N``):
+    its own runtime from the environment's settings, with buffered security events, closed
+    when the process stops."""
+    from iotsec.app.events import EventSink
+    from iotsec.app.runtime import open_runtime
+
+    rt = open_runtime()
+    rt.events = EventSink(rt.engine, buffered=True)
+    return create_app(rt, owns_runtime=True)

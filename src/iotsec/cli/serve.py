@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +29,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8443,
     http: Annotated[bool, typer.Option("--http", help="Plain HTTP (loopback only).")] = False,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, max=64,
+        help="Serving processes (each with its own caches; see IOTSEC_HOT_CACHE_SECONDS).",
+    )] = 1,
 ) -> None:
     """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl."""
     import uvicorn
@@ -39,7 +43,9 @@ def serve(
     with runtime() as rt:
         # A server records security events through a buffer flushed in the background.
         rt.events = EventSink(rt.engine, buffered=True)
-        app = create_app(rt)
+        # With several workers, each process builds its own app and runtime from the same
+        # environment (app_from_environment); this process only supervises them.
+        app = create_app(rt) if workers == 1 else None
         scheme = "http" if http else "https"
         shown = f"[{host}]" if ":" in host else host
         files = None if http else ensure_server_tls(rt, host)
@@ -55,7 +61,9 @@ def serve(
                           + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
                           markup=False)
         try:
-            uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False,
+            target: Any = app if workers == 1 else "iotsec.api.app:app_from_environment"
+            uvicorn.run(target, factory=workers > 1, workers=workers if workers > 1 else None,
+                        host=host, port=port, log_level="warning", server_header=False,
                         ssl_certfile=str(files.chain_file) if files else None,
                         ssl_keyfile=str(files.key_file) if files else None,
                         ssl_keyfile_password=files.key_password if files else None)
