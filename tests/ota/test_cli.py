@@ -108,3 +108,31 @@ def test_the_offline_workflow_and_a_campaign_from_the_command_line(cli: Cli, tmp
     assert "waves" in cli.refused("ota", "campaign", "create", "--name", "x", "--product",
                                   "thermo", "--channel", "stable", "--group", "lab",
                                   "--waves", "50")
+
+
+def test_publish_signs_with_a_key_in_custody(cli: Cli, tmp_path: Path) -> None:
+    """``firmware publish --sign-key-label``: the raw binary is signed by the home's key
+    custody (no key file), then verified and published like any other image."""
+    cli.ok("init")
+    for name in ("root", "targets"):
+        cli.ok("ota", "key", "generate", "-o", f"offline/{name}.pem", "--public-out",
+               f"{name}.pub")
+    cli.ok("firmware", "keygen", "-t", "ecdsa-p256", "--label", "fw-prod", "--public-out",
+           "fw-prod.pub")
+    out = cli.json("ota", "repo", "init", "--root-key", "root.pub", "--targets-key",
+                   "offline/targets.pem", "--firmware-key", "fw-prod.pub")
+    cli.ok("ota", "metadata", "sign", out["staged"][0]["file"], "-o", "root.signed.json",
+           "--key", "offline/root.pem")
+    cli.ok("ota", "metadata", "import", "root.signed.json")
+    (tmp_path / "app.bin").write_bytes(b"\x42" * 2048)
+    out = cli.json("firmware", "publish", "app.bin", "--product", "thermo", "--hardware",
+                   "rev-a", "--targets-key", "offline/targets.pem", "--sign-key-label",
+                   "fw-prod", "--version", "2.0.0", "--security-counter", "3")
+    assert out["release"]["version"] == "2.0.0+0" and out["release"]["security_counter"] == 3
+    both = cli("firmware", "publish", "app.bin", "--product", "thermo", "--hardware",
+               "rev-a", "--sign-key-label", "fw-prod", "--sign-key", "x.pem", "--version",
+               "2.0.1")
+    assert both.code == 2 and "not both" in both.err
+    err = cli.refused("firmware", "publish", "app.bin", "--product", "thermo", "--hardware",
+                      "rev-a", "--sign-key-label", "no-such-key", "--version", "2.0.1")
+    assert "no-such-key" in err

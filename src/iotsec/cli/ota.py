@@ -270,40 +270,54 @@ def firmware_publish(
                                         "the channel serves.")] = False,
     sign_key: Annotated[Path | None, typer.Option(
         "--sign-key", help="IMAGE is a raw binary: sign it (MCUboot) with this firmware key "
-        "first.")] = None,
+        "file first.")] = None,
+    sign_key_label: Annotated[str | None, typer.Option(
+        "--sign-key-label", help="IMAGE is a raw binary: sign it with this firmware key in "
+        "the home's key custody first.")] = None,
     version: Annotated[str | None, typer.Option(
-        "--version", help="With --sign-key: major.minor.revision+build.")] = None,
+        "--version", help="With --sign-key[-label]: major.minor.revision+build.")] = None,
     security_counter: Annotated[int | None, typer.Option(
-        "--security-counter", help="With --sign-key: the anti-rollback counter.")] = None,
-    header_size: Annotated[int, typer.Option("--header-size", help="With --sign-key.")
+        "--security-counter", help="With --sign-key[-label]: the anti-rollback counter.")
+                                ] = None,
+    header_size: Annotated[int, typer.Option("--header-size", help="With --sign-key[-label].")
                            ] = 0x200,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify an image and publish it on a channel of the update repository.
 
-    With --sign-key, IMAGE is a raw binary that is signed first (header prepended, as
-    'firmware sign --pad-header' does). The image signature is then checked against the
-    repository's firmware keys; an image older than what the channel serves is refused
-    unless --force. Without a targets private key the new targets metadata is staged for
-    offline signing."""
+    With --sign-key (a key file) or --sign-key-label (a key in custody), IMAGE is a raw
+    binary that is signed first (header prepended, as 'firmware sign --pad-header' does).
+    The image signature is then checked against the repository's firmware keys; an image
+    older than what the channel serves is refused unless --force. Without a targets private
+    key the new targets metadata is staged for offline signing."""
     signers = _keys(targets_key)
+    if sign_key is not None and sign_key_label is not None:
+        raise typer.BadParameter("give --sign-key or --sign-key-label, not both",
+                                 param_hint="--sign-key-label")
+    signing = sign_key is not None or sign_key_label is not None
+    if signing and version is None:
+        raise typer.BadParameter("signing needs --version", param_hint="--version")
+    if not signing and (version is not None or security_counter is not None):
+        raise typer.BadParameter("--version and --security-counter need --sign-key or "
+                                 "--sign-key-label")
     with contextlib.ExitStack() as stack:
-        if sign_key is not None:
-            if version is None:
-                raise typer.BadParameter("--sign-key needs --version", param_hint="--version")
+        rt = stack.enter_context(runtime())
+        if signing:
+            assert version is not None
             options = SignOptions(version=ImageVersion.parse(version), header_size=header_size,
                                   pad_header=True, security_counter=security_counter)
-            signer = firmware_service.load_signer(sign_key, firmware_service_passphrase)
+            if sign_key_label is not None:
+                signer = firmware_service.custody_signer(rt, sign_key_label)
+            else:
+                assert sign_key is not None
+                signer = firmware_service.load_signer(sign_key, firmware_service_passphrase)
             work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             signed = work / f"{image.name}.signed"
             firmware_service.sign_file(image, signed, signer, options)
             image = signed
-        elif version is not None or security_counter is not None:
-            raise typer.BadParameter("--version and --security-counter need --sign-key")
-        with runtime() as rt:
-            outcome = ota_repo.publish_image(rt, image, product=product, channel=channel,
-                                             hardware=hardware, targets_signers=signers,
-                                             force=force)
+        outcome = ota_repo.publish_image(rt, image, product=product, channel=channel,
+                                         hardware=hardware, targets_signers=signers,
+                                         force=force)
     _outcome(outcome, as_json)
 
 
