@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(default=10, ge=1, le=1_000_000,
                                     description="failed API authentications per source and "
                                     "minute before that source is refused for a minute")
+    campaign_tick_seconds: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description="how often 'iotsec serve' evaluates running update campaigns (device "
+        "timeouts, waves, failure thresholds); 0 turns it off")
     broker_dir: Path | None = Field(
         default=None,
         description="a Mosquitto directory made by 'iotsec broker mosquitto render': "

@@ -190,3 +190,40 @@ def test_campaign_creation_is_checked(rt, fleet):
     with pytest.raises(ConflictError):
         ota.create_campaign(rt, name="y", product="thermo", channel="stable",
                             devices=fleet[1:3], plan=PLAN)
+
+
+def test_the_server_evaluates_campaigns_in_the_background(rt, fleet, clock):
+    """``iotsec serve`` runs ``tick_loop``: devices time out and the campaign pauses with no
+    report, status read or cron job to trigger it."""
+    import threading
+    import time
+
+    from sqlalchemy import select
+
+    from iotsec.store import models as m
+    from iotsec.store.db import reading
+
+    c = ota.create_campaign(rt, name="t", product="thermo", group="lab", channel="stable",
+                            plan=Plan(waves=(10, 100), failure_threshold=0.5,
+                                      device_timeout=timedelta(hours=1)))
+    clock.advance(timedelta(hours=2))
+
+    def stored_state() -> str:
+        with reading(rt.engine) as conn:
+            return str(conn.execute(select(m.ota_campaigns.c.state)
+                                    .where(m.ota_campaigns.c.id == c.id)).scalar_one())
+
+    assert stored_state() == CampaignState.ACTIVE.value
+    rt.settings.campaign_tick_seconds = 0.05
+    stop = threading.Event()
+    worker = threading.Thread(target=ota.tick_loop, args=(rt, stop))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while stored_state() != CampaignState.PAUSED.value and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(5)
+    assert not worker.is_alive()
+    assert stored_state() == CampaignState.PAUSED.value

@@ -12,6 +12,8 @@ timeouts are noticed in a fleet that has gone quiet).
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +39,8 @@ from iotsec.identity.registry import DeviceState, parse_device_id, parse_group_n
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
+
+log = logging.getLogger("iotsec.ota")
 
 MAX_DETAIL = 1000
 MAX_LIST = 10_000
@@ -364,6 +368,18 @@ def tick(rt: Runtime) -> dict[int, list[str]]:
             done[campaign_id] = _evaluate(conn, _lock(conn, campaign_id), rt.now())
         _record(rt, campaign_id, done[campaign_id], None)
     return done
+
+
+def tick_loop(rt: Runtime, stop: threading.Event) -> None:
+    """For a long-running server: :func:`tick` every ``campaign_tick_seconds``, so that
+    devices that never report time out and waves advance without an outside scheduler.
+    Errors are logged; the loop goes on until ``stop`` is set."""
+    interval = rt.settings.campaign_tick_seconds
+    while interval > 0 and not stop.wait(interval):
+        try:
+            tick(rt)
+        except Exception:  # keep ticking; the failure is in the log
+            log.exception("update campaign evaluation failed")
 
 
 def _control(rt: Runtime, campaign_id: int, action: str, actor: str | None,

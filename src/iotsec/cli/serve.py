@@ -50,6 +50,12 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         files = None if http else ensure_server_tls(rt, host)
         stop = threading.Event()
+        if rt.settings.campaign_tick_seconds > 0:
+            # Update campaigns advance and time out devices without an outside scheduler.
+            from iotsec.app.ota import tick_loop
+
+            threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
+                             daemon=True).start()
         if rt.settings.broker_dir is not None:
             # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
             # every device out).
