@@ -169,6 +169,22 @@ def authenticate(rt: Runtime, body: bytes, source: str | None = None) -> dict[st
 
 def authorize(rt: Runtime, body: bytes, source: str | None = None) -> dict[str, Any]:
     """Answer an EMQX HTTP authorization request with the engine's decision."""
+    answer = _authorize(rt, body, source, from_memory=False)
+    if answer is None:  # cannot happen: only a from-memory answer may be missing
+        return dict(AUTHZ_DENY)
+    return answer
+
+
+def authorize_from_memory(rt: Runtime, body: bytes, source: str | None = None
+                          ) -> dict[str, Any] | None:
+    """:func:`authorize` if everything it needs is in memory (the compiled policy, the
+    device's cached registry entry), else None: a serving process then calls
+    :func:`authorize` off its event loop, as the ``/v1/authz/check`` route does."""
+    return _authorize(rt, body, source, from_memory=True)
+
+
+def _authorize(rt: Runtime, body: bytes, source: str | None, *, from_memory: bool
+               ) -> dict[str, Any] | None:
     try:
         req = parse_authz_request(body)
     except IotsecError as exc:
@@ -176,7 +192,13 @@ def authorize(rt: Runtime, body: bytes, source: str | None = None) -> dict[str, 
                                subject="emqx", detail={"reason": str(exc)[:200]}))
         return dict(AUTHZ_DENY)
     try:
-        decision = access.check(rt, req.username, req.action, req.topic)
+        if from_memory:
+            found = access.check_cached(rt, req.username, req.action, req.topic)
+            if found is None:
+                return None
+            decision = found
+        else:
+            decision = access.check(rt, req.username, req.action, req.topic)
         reason = decision.explanation
         allowed = decision.allowed
     except IotsecError as exc:
