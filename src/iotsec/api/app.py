@@ -16,6 +16,7 @@ from iotsec.api.audit import router as audit_router
 from iotsec.api.compliance import router as compliance_router
 from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.emqx import router as emqx_router
+from iotsec.api.emqx_fastpath import EmqxFastPath
 from iotsec.api.fastpath import DecisionFastPath
 from iotsec.api.limits import BodyLimit
 from iotsec.api.ota import device_router as ota_device_router
@@ -59,6 +60,7 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     # itself and hands everything else to the application.
     if fast_path:
         app.add_middleware(DecisionFastPath, runtime=rt)
+        app.add_middleware(EmqxFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     return app
 
