@@ -39,12 +39,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
-from iotsec.access.policy import Role
-from iotsec.app.access import DEFAULT_ROLE
+from iotsec.app.broker_build import (
+    ACL_HEADER,
+    BrokerOptions,
+    build,
+    new_device_roles,
+    options_of,
+)
 from iotsec.app.broker_files import (
     Owner,
     current_generation,
@@ -62,25 +66,14 @@ from iotsec.app.broker_pki import (
     ServerNames,
     admin_password,
     client_certificate,
-    server_certificate,
 )
-from iotsec.app.certs import chain_pem
 from iotsec.app.crl import current_crl
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.broker import control
-from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, compile_acl
-from iotsec.broker.mosquitto import (
-    CrlInfo,
-    Layout,
-    ListenerSettings,
-    check_acl,
-    check_crl,
-    password_line,
-    render_conf,
-)
+from iotsec.broker.acl import ADMIN_USER, compile_acl
+from iotsec.broker.mosquitto import Layout, render_conf
 from iotsec.errors import (
-    BrokerConfigError,
     BrokerError,
     BrokerProcessError,
     BrokerReloadError,
@@ -92,29 +85,6 @@ from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
 log = logging.getLogger("iotsec.broker")
-MIN_CRL_REMAINING = timedelta(hours=1)
-ACL_HEADER = ("Written by iotsec from the access-control policy ('iotsec broker mosquitto "
-              "sync'); do not edit.")
-
-
-@dataclass(frozen=True)
-class BrokerOptions:
-    """What ``render`` was asked for; kept in ``private/settings.json`` for ``sync``."""
-
-    port: int = 8883
-    bind: str = "127.0.0.1"
-    plain_localhost_port: int | None = None
-    dns: tuple[str, ...] = ()
-    ips: tuple[str, ...] = ()
-    broker_user: str | None = None
-    debug_log: bool = True
-    persistence: bool = True
-    mosquitto: str = "mosquitto"
-
-    def listener(self) -> ListenerSettings:
-        return ListenerSettings.parse(port=self.port, bind=self.bind,
-                                      plain_localhost_port=self.plain_localhost_port,
-                                      debug_log=self.debug_log, persistence=self.persistence)
 
 
 @dataclass(frozen=True)
@@ -137,97 +107,7 @@ class SyncResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _new_device_roles(roles: list[Role]) -> tuple[str, ...] | None:
-    """What a device registered without roles gets: the default role, when it exists."""
-    return (DEFAULT_ROLE,) if any(r.name == DEFAULT_ROLE for r in roles) else None
-
-
-def options_of(layout: Layout) -> BrokerOptions:
-    data = read_json(layout.private / "settings.json")
-    if not data:
-        raise BrokerConfigError(f"{layout.root} is not a rendered broker directory",
-                                hint="run 'iotsec broker mosquitto render -o DIR' first")
-    data["dns"] = tuple(data.get("dns", ()))
-    data["ips"] = tuple(data.get("ips", ()))
-    known = set(BrokerOptions.__dataclass_fields__)
-    return BrokerOptions(**{k: v for k, v in data.items() if k in known})
-
-
-# --- building and validating a generation ------------------------------------------------
-
-
-@dataclass
-class _Built:
-    number: int
-    path: Path
-    manifest: dict[str, Any]
-    blocked: tuple[str, ...]
-    warnings: tuple[str, ...]
-    user_blocks: int
-    pattern_lines: int
-    crl: CrlInfo
-    server_issued: bool
-    dry_run: bool = False
-
-
-def _crl(rt: Runtime, role: str, previous: int | None) -> tuple[bytes, CrlInfo]:
-    ca = rt.authority(role).certificate
-    lifetime = timedelta(hours=rt.settings.crl_lifetime_hours)
-    published = current_crl(rt, role=role)
-    if published.next_update - rt.now() < lifetime / 2:
-        published = current_crl(rt, role=role, force=True)
-    info = check_crl(published.der, ca, now=rt.now(), min_remaining=MIN_CRL_REMAINING,
-                     previous_number=previous)
-    return published.der, info
-
-
-def _build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
-           previous: dict[str, Any], password: str) -> _Built:
-    t0 = time.monotonic()
-    number = int(previous.get("generation", 0)) + 1
-    while layout.generation(number).exists():
-        number += 1
-    tmp = layout.root / f".gen-{number:06d}.{secrets.token_hex(4)}"
-    tmp.mkdir(mode=0o700)
-    try:
-        owner.share(tmp, 0o750)
-        previous_crls = previous.get("crl_numbers", {})
-        issuing_der, issuing_info = _crl(rt, "issuing", previous_crls.get("issuing"))
-        root_der, root_info = _crl(rt, "root", previous_crls.get("root"))
-        roles, devices = load_fleet(rt)
-        acl = compile_acl(roles, devices, header=ACL_HEADER,
-                          new_device_roles=_new_device_roles(roles))
-        check_acl(acl.text, required_users=INTERNAL_USERS)
-        prev_dir = (layout.generation(int(previous["generation"]))
-                    if previous.get("generation") else None)
-        names = ServerNames.parse(options.bind, options.dns, options.ips)
-        chain, key, issued = server_certificate(rt, prev_dir, names, options.bind)
-        crl_pem = enc.to_pem(issuing_der, "X509 CRL") + enc.to_pem(root_der, "X509 CRL")
-        write(tmp / "acl", acl.text.encode("utf-8"), owner)
-        write(tmp / "crl.pem", crl_pem, owner)
-        write(tmp / "ca.pem", chain_pem(rt).encode("ascii"), owner)
-        write(tmp / "server.pem", chain, owner)
-        write(tmp / "server.key", key, owner)
-        write(tmp / "passwd", password_line(ADMIN_USER, password, os.urandom(12))
-               .encode("ascii"), owner)
-        manifest = {
-            "generation": number, "created_at": rt.now().isoformat(),
-            "synced_at": ts(rt.now()),
-            "crl_numbers": {"issuing": issuing_info.number, "root": root_info.number},
-            "crl_next_update": issuing_info.next_update.isoformat(),
-            "acl_sha256": hashlib.sha256(acl.text.encode("utf-8")).hexdigest(),
-            "crl_sha256": hashlib.sha256(crl_pem).hexdigest(),
-            "server_sha256": hashlib.sha256(chain).hexdigest(),
-            "blocked": list(acl.blocked), "user_blocks": acl.user_blocks,
-            "pattern_lines": acl.pattern_lines,
-            "seconds_build": round(time.monotonic() - t0, 3),
-        }
-        write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"), owner)
-        return _Built(number, tmp, manifest, acl.blocked, acl.warnings, acl.user_blocks,
-                      acl.pattern_lines, issuing_info, issued)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+# --- confirming a generation ---------------------------------------------------------------
 
 
 def _identity(layout: Layout, name: str) -> control.TlsIdentity:
@@ -312,7 +192,7 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
     password = admin_password(layout.private)
     client_certificate(rt, layout.private, "probe", revoked=False)
     client_certificate(rt, layout.private, "canary", revoked=True)
-    built = _build(rt, layout, options, owner, previous, password)
+    built = build(rt, layout, options, owner, previous, password)
     seconds["build"] = round(time.monotonic() - t0, 3)
     try:
         t1 = time.monotonic()
@@ -472,7 +352,7 @@ def sync_needed(rt: Runtime, directory: Path) -> bool:
     if next_update - rt.now() < lifetime / 2:
         return True
     roles, devices = load_fleet(rt)
-    acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=_new_device_roles(roles))
+    acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=new_device_roles(roles))
     if hashlib.sha256(acl.text.encode("utf-8")).hexdigest() != previous.get("acl_sha256"):
         return True
     crls = (enc.to_pem(current_crl(rt, role="issuing").der, "X509 CRL")

@@ -1,0 +1,154 @@
+"""Building one broker generation: the options ``render`` was given (kept in
+``private/settings.json`` for ``sync``), and the files of generation N+1 (the ACL from the
+policy and the fleet, the CRLs, the CA chain, the server certificate, the admin password and
+the manifest), written into a hidden directory for :mod:`iotsec.app.broker` to validate and
+swap in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from iotsec.access.policy import Role
+from iotsec.app.access import DEFAULT_ROLE
+from iotsec.app.broker_files import Owner, read_json, write
+from iotsec.app.broker_fleet import load_fleet
+from iotsec.app.broker_pki import ServerNames, server_certificate
+from iotsec.app.certs import chain_pem
+from iotsec.app.crl import current_crl
+from iotsec.app.runtime import Runtime
+from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, compile_acl
+from iotsec.broker.mosquitto import (
+    CrlInfo,
+    Layout,
+    ListenerSettings,
+    check_acl,
+    check_crl,
+    password_line,
+)
+from iotsec.errors import BrokerConfigError
+from iotsec.pki import x509 as enc
+from iotsec.timeutil import ts
+
+MIN_CRL_REMAINING = timedelta(hours=1)
+ACL_HEADER = ("Written by iotsec from the access-control policy ('iotsec broker mosquitto "
+              "sync'); do not edit.")
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    """What ``render`` was asked for; kept in ``private/settings.json`` for ``sync``."""
+
+    port: int = 8883
+    bind: str = "127.0.0.1"
+    plain_localhost_port: int | None = None
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    broker_user: str | None = None
+    debug_log: bool = True
+    persistence: bool = True
+    mosquitto: str = "mosquitto"
+
+    def listener(self) -> ListenerSettings:
+        return ListenerSettings.parse(port=self.port, bind=self.bind,
+                                      plain_localhost_port=self.plain_localhost_port,
+                                      debug_log=self.debug_log, persistence=self.persistence)
+
+
+def options_of(layout: Layout) -> BrokerOptions:
+    data = read_json(layout.private / "settings.json")
+    if not data:
+        raise BrokerConfigError(f"{layout.root} is not a rendered broker directory",
+                                hint="run 'iotsec broker mosquitto render -o DIR' first")
+    data["dns"] = tuple(data.get("dns", ()))
+    data["ips"] = tuple(data.get("ips", ()))
+    known = set(BrokerOptions.__dataclass_fields__)
+    return BrokerOptions(**{k: v for k, v in data.items() if k in known})
+
+
+def new_device_roles(roles: list[Role]) -> tuple[str, ...] | None:
+    """What a device registered without roles gets: the default role, when it exists."""
+    return (DEFAULT_ROLE,) if any(r.name == DEFAULT_ROLE for r in roles) else None
+
+
+@dataclass
+class Built:
+    number: int
+    path: Path
+    manifest: dict[str, Any]
+    blocked: tuple[str, ...]
+    warnings: tuple[str, ...]
+    user_blocks: int
+    pattern_lines: int
+    crl: CrlInfo
+    server_issued: bool
+    dry_run: bool = False
+
+
+def _crl(rt: Runtime, role: str, previous: int | None) -> tuple[bytes, CrlInfo]:
+    ca = rt.authority(role).certificate
+    lifetime = timedelta(hours=rt.settings.crl_lifetime_hours)
+    published = current_crl(rt, role=role)
+    if published.next_update - rt.now() < lifetime / 2:
+        published = current_crl(rt, role=role, force=True)
+    info = check_crl(published.der, ca, now=rt.now(), min_remaining=MIN_CRL_REMAINING,
+                     previous_number=previous)
+    return published.der, info
+
+
+def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
+           previous: dict[str, Any], password: str) -> Built:
+    t0 = time.monotonic()
+    number = int(previous.get("generation", 0)) + 1
+    while layout.generation(number).exists():
+        number += 1
+    tmp = layout.root / f".gen-{number:06d}.{secrets.token_hex(4)}"
+    tmp.mkdir(mode=0o700)
+    try:
+        owner.share(tmp, 0o750)
+        previous_crls = previous.get("crl_numbers", {})
+        issuing_der, issuing_info = _crl(rt, "issuing", previous_crls.get("issuing"))
+        root_der, root_info = _crl(rt, "root", previous_crls.get("root"))
+        roles, devices = load_fleet(rt)
+        acl = compile_acl(roles, devices, header=ACL_HEADER,
+                          new_device_roles=new_device_roles(roles))
+        check_acl(acl.text, required_users=INTERNAL_USERS)
+        prev_dir = (layout.generation(int(previous["generation"]))
+                    if previous.get("generation") else None)
+        names = ServerNames.parse(options.bind, options.dns, options.ips)
+        chain, key, issued = server_certificate(rt, prev_dir, names, options.bind)
+        crl_pem = enc.to_pem(issuing_der, "X509 CRL") + enc.to_pem(root_der, "X509 CRL")
+        write(tmp / "acl", acl.text.encode("utf-8"), owner)
+        write(tmp / "crl.pem", crl_pem, owner)
+        write(tmp / "ca.pem", chain_pem(rt).encode("ascii"), owner)
+        write(tmp / "server.pem", chain, owner)
+        write(tmp / "server.key", key, owner)
+        write(tmp / "passwd", password_line(ADMIN_USER, password, os.urandom(12))
+               .encode("ascii"), owner)
+        manifest = {
+            "generation": number, "created_at": rt.now().isoformat(),
+            "synced_at": ts(rt.now()),
+            "crl_numbers": {"issuing": issuing_info.number, "root": root_info.number},
+            "crl_next_update": issuing_info.next_update.isoformat(),
+            "acl_sha256": hashlib.sha256(acl.text.encode("utf-8")).hexdigest(),
+            "crl_sha256": hashlib.sha256(crl_pem).hexdigest(),
+            "server_sha256": hashlib.sha256(chain).hexdigest(),
+            "blocked": list(acl.blocked), "user_blocks": acl.user_blocks,
+            "pattern_lines": acl.pattern_lines,
+            "seconds_build": round(time.monotonic() - t0, 3),
+        }
+        write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"), owner)
+        return Built(number, tmp, manifest, acl.blocked, acl.warnings, acl.user_blocks,
+                      acl.pattern_lines, issuing_info, issued)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
