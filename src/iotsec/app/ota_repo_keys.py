@@ -1,0 +1,109 @@
+"""TUF keys of the update repository: key files given to a command (public, or encrypted
+private and unlocked), signing staged metadata offline, and the online snapshot and
+timestamp keys held in key custody (:mod:`iotsec.keys`)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from securesystemslib.signer._crypto_signer import CryptoSigner
+from securesystemslib.signer._key import Key
+from securesystemslib.signer._signer import Signer
+
+from iotsec.app.runtime import Runtime
+from iotsec.errors import (
+    FirmwareKeyError,
+    InvalidInputError,
+    NotFoundError,
+    TufMetadataError,
+)
+from iotsec.firmware import tufmeta as t
+from iotsec.firmware.keys import MAX_KEY_FILE
+from iotsec.keys.base import KeyType
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A TUF key given to a command: its public key, and a signer when the private key was
+    given (and unlocked)."""
+
+    public: Key
+    signer: Signer | None = None
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        if path.stat().st_size > MAX_KEY_FILE:
+            raise FirmwareKeyError(f"key file {path} is larger than {MAX_KEY_FILE} bytes")
+        with path.open("rb") as fh:
+            return fh.read(MAX_KEY_FILE + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"key file {path} does not exist", hint="check the path") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{path} is a directory", hint="give a key file") from None
+
+
+def load_key_file(path: Path, passphrase: Any) -> KeyFile:
+    """A public key file, or an encrypted private key (``passphrase()`` is asked for only
+    then): Ed25519, ECDSA P-256 or RSA, PEM."""
+    data = _read_key(path)
+    if b"PRIVATE KEY-----" not in data:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise FirmwareKeyError(f"{path} is not a PEM key") from exc
+        if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+                          | rsa.RSAPublicKey):
+            raise FirmwareKeyError(f"{path}: this key type cannot sign TUF metadata")
+        return KeyFile(t.public_key(key))
+    if b"ENCRYPTED" not in data:
+        raise FirmwareKeyError(f"the private key {path} is not encrypted",
+                               hint="encrypt it with 'iotsec firmware import-key'")
+    try:
+        private = serialization.load_pem_private_key(data, password=passphrase())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise FirmwareKeyError(f"cannot decrypt the key {path}",
+                               hint="check the passphrase (IOTSEC_TUF_KEY_PASSPHRASE)") from None
+    if not isinstance(private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+                      | rsa.RSAPrivateKey):
+        raise FirmwareKeyError(f"{path}: this key type cannot sign TUF metadata")
+    public = t.public_key(private.public_key())
+    return KeyFile(public, CryptoSigner(private, public))
+
+
+def sign_metadata(data: bytes, signers: Sequence[Signer]) -> tuple[bytes, str]:
+    """Add signatures to a staged metadata file (on the offline machine: no home needed).
+    Returns the new bytes and the role."""
+    if not signers:
+        raise InvalidInputError("no private key to sign with", hint="give --key KEY")
+    role = t.role_of(data)
+    md = t.load(data, role)
+    if role not in t.OFFLINE_ROLES:
+        raise TufMetadataError(f"{role} metadata is signed online, by the server")
+    return t.serialize(t.sign(md, signers)), role
+
+def signers_of(keys: Iterable[KeyFile]) -> list[Signer]:
+    return [k.signer for k in keys if k.signer is not None]
+
+
+def online_signer(rt: Runtime, label: str) -> Signer:
+    return t.CustodySigner(rt.keys.load(label))
+
+
+def new_online_keys(rt: Runtime) -> dict[str, str]:
+    tag = secrets.token_hex(4)
+    labels = {role: f"tuf-{role}-{tag}" for role in t.ONLINE_ROLES}
+    for label in labels.values():
+        rt.keys.generate(label, KeyType.ECDSA_P256)
+    return labels
+
+
+def online_keys(rt: Runtime, labels: dict[str, str]) -> dict[str, list[Key]]:
+    return {role: [online_signer(rt, labels[role]).public_key] for role in t.ONLINE_ROLES}
