@@ -120,9 +120,11 @@ async def _bench(base: str, admin: str, broker: str, decisions: list[tuple[str, 
         clients[name] = httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
                                           timeout=60)
     try:
+        for name, method, path, _, bodies in runs:  # warm caches, open the connections
+            await _sequential(clients[name], method, path, bodies, n=100)
+            await _run(clients[name], method, path, bodies, 1.0)
         for name, method, path, _, bodies in runs:
             sequential[name] = await _sequential(clients[name], method, path, bodies)
-            await _run(clients[name], method, path, bodies, 1.0)  # open the connections
         # Rounds interleave the endpoints, so that a change in the machine's load during
         # the run affects all three alike; the median round is reported.
         for _ in range(rounds):
