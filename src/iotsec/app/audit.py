@@ -13,18 +13,19 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import Connection, and_, exists, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from iotsec.app.events import Event
 from iotsec.app.policy import lint_policy
 from iotsec.app.runtime import Runtime
 from iotsec.audit.brokerconf import MAX_CRL_BYTES, parse_conf, parse_crls
-from iotsec.audit.checks import run_checks
+from iotsec.audit.checks import history_needed, run_checks
 from iotsec.audit.keyinfo import KeyReadError, certificate_facts, spki_facts
 from iotsec.audit.model import AuditResult
 from iotsec.audit.snapshot import (
@@ -52,9 +53,9 @@ __all__ = ["EVENT_KINDS", "load_snapshot", "run_audit"]
 
 #: The events the checks read (the window's connections, collisions and token uses).
 EVENT_KINDS = ("broker.connect", "broker.disconnect", "broker.collision", "device-token")
-_IDENTITY_KINDS = ("broker.connect", "broker.collision", "device-token")
 MAX_DETAIL = 4096
 FETCH = 20_000
+CHUNK = 500
 
 
 def _live(c: Any, now: int) -> Any:
@@ -103,40 +104,46 @@ def _live_certs(conn: Connection, now: int) -> list[CertFacts]:
     return out
 
 
-def _past_certs(conn: Connection, now: int, since: int) -> list[CertFacts]:
+def _past_certs(conn: Connection, now: int, devices: Iterable[str]) -> list[CertFacts]:
+    """Expired or revoked certificates of ``devices`` (without their DER), in chunks that
+    use the device index."""
     c = m.certificates.c
-    other = m.certificates.alias("other")
-    d = m.devices.c
-    e = m.events.c
-    without_valid = select(d.id).where(
-        d.state == "active", ~exists().where(other.c.device_id == d.id, _live(other.c, now)))
-    seen = select(e.actor).where(e.at >= since, e.kind.in_(_IDENTITY_KINDS),
-                                 e.actor.is_not(None))
-    rows = conn.execute(
-        select(c.serial, c.device_id, c.authority_id, c.kind, c.not_before, c.not_after,
-               c.revoked_at)
-        .where(~_live(c, now), c.device_id.is_not(None),
-               or_(c.device_id.in_(without_valid), c.device_id.in_(seen))))
-    return [CertFacts(*row) for row in rows]
+    out: list[CertFacts] = []
+    ids = sorted(devices)
+    for i in range(0, len(ids), CHUNK):
+        rows = conn.execute(
+            select(c.serial, c.device_id, c.authority_id, c.kind, c.not_before, c.not_after,
+                   c.revoked_at)
+            .where(c.device_id.in_(ids[i:i + CHUNK]), ~_live(c, now))).all()
+        out.extend(CertFacts(*row) for row in rows)
+    return out
+
+
+def _detail(kind: str, actor: str | None, text: str) -> dict[str, object]:
+    """The parts of an event's detail the checks read. A connection whose client id is its
+    own identity (the rendered broker's rule) is recognised without a JSON parse: device
+    ids cannot contain quotes or escapes, and the detail is written with sorted keys."""
+    if kind == "broker.disconnect" or len(text) > MAX_DETAIL:
+        return {}
+    if kind == "broker.connect" and actor is not None and \
+            f'"client_id": "{actor}"' in text:
+        return {"client_id": actor}
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _events(conn: Connection, since: int) -> tuple[list[EventFacts], int]:
     e = m.events.c
     total = int(conn.execute(select(func.count()).select_from(m.events)
                              .where(e.at >= since)).scalar_one())
-    result = conn.execute(
+    rows = conn.execute(
         select(e.at, e.kind, e.outcome, e.actor, e.source, e.detail)
-        .where(e.at >= since, e.kind.in_(EVENT_KINDS)).order_by(e.at, e.id)
-        .execution_options(stream_results=True, max_row_buffer=FETCH))
-    out = []
-    for at, kind, outcome, actor, source, detail in result:
-        try:
-            parsed = json.loads(detail) if len(detail) <= MAX_DETAIL else {}
-        except ValueError:
-            parsed = {}
-        out.append(EventFacts(at, kind, outcome, actor, source,
-                              parsed if isinstance(parsed, dict) else {}))
-    return out, total
+        .where(e.at >= since, e.kind.in_(EVENT_KINDS)).order_by(e.at, e.id)).all()
+    return [EventFacts(at, kind, outcome, actor, source, _detail(kind, actor, detail))
+            for at, kind, outcome, actor, source, detail in rows], total
 
 
 def _device_keys(conn: Connection) -> list[DeviceKeyFacts]:
@@ -271,8 +278,8 @@ def load_snapshot(rt: Runtime, options: AuditOptions, *, broker_dir: Path | None
         authorities = _authorities(conn)
         states = dict(conn.execute(select(m.devices.c.id, m.devices.c.state)).all())
         live = _live_certs(conn, now)
-        past = _past_certs(conn, now, since)
         events, total = _events(conn, since)
+        past = _past_certs(conn, now, history_needed(states, live, events, since))
         firmware, heads = _firmware(conn)
         roles = int(conn.execute(select(func.count()).select_from(m.roles)).scalar_one())
         crl_numbers = dict(conn.execute(select(m.crls.c.authority_id, m.crls.c.number))

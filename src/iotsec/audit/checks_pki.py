@@ -4,7 +4,7 @@ shared identities and client ids. Pure functions of a :class:`Snapshot`."""
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from iotsec.audit import rules as r
@@ -17,6 +17,8 @@ from iotsec.timeutil import from_ts
 Checked = tuple[list[Finding], CheckOutcome]
 
 CONNECT_KINDS = ("broker.connect", "broker.collision")
+#: Events that show an identity in use: its certificate's history matters.
+IDENTITY_KINDS = (*CONNECT_KINDS, "device-token")
 
 
 def _when(seconds: int) -> str:
@@ -101,25 +103,32 @@ def device_cert_expiring(s: Snapshot, o: AuditOptions) -> Checked:
     findings = []
     live = s.live_by_device()
     past = s.past_by_device()
+    states = s.device_states
+    limit = s.now + o.cert_days * DAY
     checked = 0
-    for device in s.active_devices:
-        valid = live.get(device)
-        if valid:
-            checked += 1
+    for device, valid in live.items():
+        if states.get(device) != "active":
+            continue
+        checked += 1
+        if len(valid) == 1:
+            newest = valid[0]
+        else:
             # A certificate already superseded (revocation scheduled) is not the one in use.
             current = [c for c in valid if c.revoked_at is None] or valid
             newest = max(current, key=lambda c: c.not_after)
-            left = newest.not_after - s.now
-            if left > o.cert_days * DAY:
-                continue
-            findings.append(r.DEVICE_CERT_EXPIRING.at(
-                cert_location(newest.serial, device),
-                f"device {device}'s newest certificate expires in {s.days(left)} days",
-                severity=Severity.HIGH if left < 7 * DAY else Severity.MEDIUM,
-                fix=f"renew it from a new CSR: iotsec cert renew {newest.serial} --csr FILE",
-                evidence={"device": device, "serial": newest.serial,
-                          "not_after": _when(newest.not_after), "days_left": s.days(left),
-                          "threshold_days": o.cert_days}))
+        if newest.not_after > limit:
+            continue
+        left = newest.not_after - s.now
+        findings.append(r.DEVICE_CERT_EXPIRING.at(
+            cert_location(newest.serial, device),
+            f"device {device}'s newest certificate expires in {s.days(left)} days",
+            severity=Severity.HIGH if left < 7 * DAY else Severity.MEDIUM,
+            fix=f"renew it from a new CSR: iotsec cert renew {newest.serial} --csr FILE",
+            evidence={"device": device, "serial": newest.serial,
+                      "not_after": _when(newest.not_after), "days_left": s.days(left),
+                      "threshold_days": o.cert_days}))
+    for device, state in states.items():
+        if state != "active" or device in live:
             continue
         old = past.get(device)
         if not old:
@@ -220,7 +229,8 @@ def revoked_cert_connecting(s: Snapshot, o: AuditOptions) -> Checked:
     since = min((e.at for e in s.events), default=s.now)
     # A device holding a certificate valid since before the first event (and still valid)
     # was entitled to connect at any time in the window: nothing to look at.
-    entitled = {d for d, certs in live.items() if any(c.not_before <= since for c in certs)}
+    entitled = {c.device_id for c in s.live_certs
+                if c.not_before <= since and c.kind == "device"}
     for e in s.events:
         if e.kind == "device-token" and e.outcome == "success":
             examined += 1
@@ -308,9 +318,12 @@ def _overlaps(events: Iterable[EventFacts]) -> dict[str, list[tuple[int, str, st
     address while a session from another was still open (no disconnect in between)."""
     open_at: dict[str, dict[str, int]] = defaultdict(dict)  # actor -> host -> since
     found: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    events = list(events)
+    # An identity seen in one event cannot overlap with itself: most of a fleet.
+    counts = Counter(e.actor for e in events)
     for e in events:
         actor = e.actor
-        if not actor:
+        if not actor or counts[actor] < 2:
             continue
         host = _host(e.source)
         sessions = open_at[actor]
@@ -336,13 +349,26 @@ def _overlaps(events: Iterable[EventFacts]) -> dict[str, list[tuple[int, str, st
 
 def shared_certificate(s: Snapshot, o: AuditOptions) -> Checked:
     findings = []
-    holders: dict[bytes, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    # Most keys are held once: remember the first holder, group only on a second one.
+    first: dict[bytes, tuple[str, str]] = {}
+    shared: dict[bytes, dict[str, list[str]]] = {}
+
+    def hold(spki: bytes, device: str, use: str) -> None:
+        seen = first.setdefault(spki, (device, use))
+        if seen[1] is use:
+            return
+        group = shared.get(spki)
+        if group is None:
+            group = shared[spki] = defaultdict(list)
+            group[seen[0]].append(seen[1])
+        group[device].append(use)
+
     for c in s.live_certs:
         if c.device_id is not None and c.facts is not None:
-            holders[c.facts.spki][c.device_id].append(f"cert {c.serial}")
+            hold(c.facts.spki, c.device_id, "cert " + c.serial)
     for k in s.device_keys:
-        holders[k.spki][k.device_id].append(f"key {k.kid}")
-    for spki, devices in holders.items():
+        hold(k.spki, k.device_id, "key " + k.kid)
+    for spki, devices in shared.items():
         if len(devices) < 2:
             continue
         digest = hashlib.sha256(spki).hexdigest()
@@ -367,7 +393,7 @@ def shared_certificate(s: Snapshot, o: AuditOptions) -> Checked:
             f"disable {actor} (then re-provision the genuine device)",
             evidence={"device": actor, "addresses": addresses, "overlaps": len(overlaps),
                       "first": _when(overlaps[0][0])}))
-    checked = len(holders) + len({e.actor for e in connections if e.actor})
+    checked = len(first) + len({e.actor for e in connections if e.actor})
     return findings, CheckOutcome(r.SHARED_CERTIFICATE.id, checked)
 
 

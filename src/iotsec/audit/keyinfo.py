@@ -12,6 +12,7 @@ raises :class:`KeyReadError` (the caller reports the object as unreadable).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["MAX_DER", "CertKeyFacts", "KeyFacts", "KeyReadError", "certificate_facts",
            "oid_text", "spki_facts"]
@@ -44,8 +45,7 @@ class KeyFacts:
         return f"{self.algorithm.upper()} {self.bits}"
 
 
-@dataclass(frozen=True, slots=True)
-class CertKeyFacts:
+class CertKeyFacts(NamedTuple):
     key: KeyFacts
     #: The certificate's signature algorithm (``sha256WithRSAEncryption``, ``ecdsa-with-SHA1``
     #: ...), or the dotted OID when it is not a known one.
@@ -250,10 +250,22 @@ def certificate_facts(der: bytes) -> CertKeyFacts:
         raise KeyReadError("no TBSCertificate")
     tbs_start, tbs_stop = _span(der, cert_start, cert_stop)
     pos = tbs_start
-    if pos < tbs_stop and der[pos] == 0xA0:  # [0] version
-        pos = _span(der, pos, tbs_stop)[1]
-    for _ in range(5):  # serialNumber, signature, issuer, validity, subject
-        pos = _span(der, pos, tbs_stop)[1]
+    # [0] version (optional), serialNumber, signature, issuer, validity, subject: skipped
+    # with the header reads inlined (this loop runs for every certificate of the fleet).
+    skip = 6 if pos < tbs_stop and der[pos] == 0xA0 else 5
+    for _ in range(skip):
+        if pos + 2 > tbs_stop or der[pos] & 0x1F == 0x1F:
+            raise KeyReadError("truncated TBSCertificate")
+        first = der[pos + 1]
+        if first < 0x80:
+            pos += 2 + first
+        else:
+            count = first & 0x7F
+            if count == 0 or count > 4 or pos + 2 + count > tbs_stop:
+                raise KeyReadError("invalid DER length")
+            pos += 2 + count + int.from_bytes(der[pos + 2:pos + 2 + count], "big")
+        if pos > tbs_stop:
+            raise KeyReadError("DER element runs past its container")
     if pos >= tbs_stop or der[pos] != 0x30:
         raise KeyReadError("no SubjectPublicKeyInfo")
     spki_start, spki_end = _span(der, pos, tbs_stop)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 from iotsec.audit.keyinfo import CertKeyFacts, KeyFacts
 from iotsec.errors.audit import AuditOptionError
@@ -88,8 +89,10 @@ class AuthorityFacts:
         return self.role if self.active else f"{self.role}-{self.id}"
 
 
-@dataclass(frozen=True, slots=True)
-class CertFacts:
+class CertFacts(NamedTuple):
+    """A certificate as the checks see it (a named tuple: the audit builds one per
+    certificate of the fleet, and tuples are the cheapest immutable records)."""
+
     serial: str
     device_id: str | None
     authority_id: int
@@ -99,7 +102,6 @@ class CertFacts:
     revoked_at: int | None
     #: Read for the certificates in use only (valid now).
     facts: CertKeyFacts | None = None
-    sha256: str = ""
 
     def valid_at(self, moment: int) -> bool:
         return self.not_before <= moment < self.not_after and \
@@ -123,8 +125,7 @@ class DeviceKeyFacts:
     spki: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class EventFacts:
+class EventFacts(NamedTuple):
     at: int
     kind: str
     outcome: str
