@@ -42,8 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import insert
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     Report,
     fresh_runtime,
     load_average,
@@ -51,16 +50,15 @@ from common import (  # noqa: E402
     print_machine,
     verdict,
 )
-
-from iotsec.app.audit import run_audit  # noqa: E402
-from iotsec.app.certs import issue_with_keygen  # noqa: E402
-from iotsec.app.devices import NewDevice, add_device  # noqa: E402
-from iotsec.app.runtime import Runtime  # noqa: E402
-from iotsec.pki.crl import RevocationReason, encode_entry  # noqa: E402
-from iotsec.pki.serial import format_serial  # noqa: E402
-from iotsec.store import models as m  # noqa: E402
-from iotsec.store.db import transaction  # noqa: E402
-from iotsec.timeutil import from_ts, ts  # noqa: E402
+from iotsec.app.audit import run_audit
+from iotsec.app.certs import issue_with_keygen
+from iotsec.app.devices import NewDevice, add_device
+from iotsec.app.runtime import Runtime
+from iotsec.pki.crl import RevocationReason, encode_entry
+from iotsec.pki.serial import format_serial
+from iotsec.store import models as m
+from iotsec.store.db import transaction
+from iotsec.timeutil import from_ts, ts
 
 DAY = 86400
 GOAL_SECONDS = 10.0
@@ -71,7 +69,8 @@ def _splice(template: bytes, old_spki: bytes, old_serial: bytes, spki: bytes,
             serial: bytes) -> bytes:
     """The template certificate with another key and serial (same lengths, so every DER
     length stays right)."""
-    assert len(spki) == len(old_spki) and len(serial) == len(old_serial)
+    assert len(spki) == len(old_spki)
+    assert len(serial) == len(old_serial)
     return template.replace(old_spki, spki, 1).replace(old_serial, serial, 1)
 
 
@@ -83,7 +82,8 @@ def seed(rt: Runtime, count: int, rng: random.Random) -> dict[str, Any]:
     old_spki = parsed.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     size = parsed.serial_number.bit_length() // 8 + 1  # DER content length of the INTEGER
     old_serial = parsed.serial_number.to_bytes(size, "big")
-    assert old_serial in template.der and old_spki in template.der
+    assert old_serial in template.der
+    assert old_spki in template.der
     now = ts(rt.now())
     authority = rt.issuing_id()
     shared = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
