@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from iotsec.app import device_tokens
 from iotsec.app import kek_rotation as rotation
-from iotsec.app.keys import DEVICE_SECRETS, kek_custody
+from iotsec.app.keys import DEVICE_SECRETS, kek_custody, open_device_secret
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     ConflictError,
@@ -33,18 +33,15 @@ from tests.keys_hsm.support import (
     add_devices,
     assert_all_open,
     hs256_token,
-    legacy_secret,
     new_secret,
     stored,
 )
 
 
-def _home_with_secrets(rt: Runtime, new: int = 5, legacy: int = 2) -> list[Secret]:
-    ids = [f"dev-{i}" for i in range(new + legacy)]
+def _home_with_secrets(rt: Runtime, count: int = 5) -> list[Secret]:
+    ids = [f"dev-{i}" for i in range(count)]
     add_devices(rt, *ids)
-    made = [legacy_secret(rt, d) for d in ids[:legacy]]
-    made += [new_secret(rt, d) for d in ids[legacy:]]
-    return made
+    return [new_secret(rt, d) for d in ids]
 
 
 def _kek_files(rt: Runtime) -> list[str]:
@@ -68,25 +65,23 @@ def test_rotation_rewraps_data_keys_and_retires_the_old_keys(rt: Runtime) -> Non
     old = custody.active_id()
     assert old is not None
     before = rotation.key_report(rt)
-    assert before.records(old) == 5 and before.records(rotation.LEGACY_ID) == 2
+    assert before.records(old) == 5
     assert before.rotation is None
     old_values = stored(rt)
 
     result = rotation.rotate_kek(rt, batch=3)
 
     assert result.complete and not result.resumed and not result.failed
-    assert (result.rewrapped, result.migrated, result.skipped) == (5, 2, 0)
-    assert sorted(result.retired) == sorted([old, rotation.LEGACY_ID])
+    assert (result.rewrapped, result.skipped) == (5, 0)
+    assert result.retired == [old]
     assert custody.active_id() == result.target != old
     after = rotation.key_report(rt)
     states = {k.key_id: (k.state, k.records) for k in after.keks}
-    assert states[result.target] == ("active", 7)
-    assert states[old] == ("retired", 0)
-    assert states[rotation.LEGACY_ID] == ("retired", 0)  # the secret box, no row needs it
+    assert states == {result.target: ("active", 5), old: ("retired", 0)}
     assert after.rotation is None
     # Re-wrapping changed only the wrapped data key: nonce and ciphertext are the same bytes.
     new_values = stored(rt)
-    for s in made[2:]:
+    for s in made:
         tail = len(old_values[s.kid]) - 1 - 2 - len(old) - 2 - 61
         assert new_values[s.kid][-tail:] == old_values[s.kid][-tail:]
         assert record_kek_id(new_values[s.kid][1:]) == result.target
@@ -96,7 +91,6 @@ def test_rotation_rewraps_data_keys_and_retires_the_old_keys(rt: Runtime) -> Non
     # The old KEK file is retired, not usable, not deleted.
     assert _kek_files(rt) == [result.target]
     assert (rt.settings.keys_dir / "kek" / "retired" / f"{old}.kek").exists()
-    assert not (rt.settings.keys_dir / "secretbox.kek").exists()
     with pytest.raises(RetiredKekError):
         kek_custody(rt).kek(old)
     # New writes use the new key.
@@ -107,7 +101,7 @@ def test_rotation_rewraps_data_keys_and_retires_the_old_keys(rt: Runtime) -> Non
 
 def test_interrupted_rotation_keeps_every_record_readable_and_resumes(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    made = _home_with_secrets(rt, new=7, legacy=1)
+    made = _home_with_secrets(rt, 8)
     old = kek_custody(rt).active_id()
     real = rotation.rewrap_record  # type: ignore[attr-defined]
     calls = {"n": 0}
@@ -144,7 +138,7 @@ def test_interrupted_rotation_keeps_every_record_readable_and_resumes(
 
 def test_crash_between_journal_and_activation_resumes_the_same_target(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    made = _home_with_secrets(rt, new=2, legacy=0)
+    made = _home_with_secrets(rt, 2)
     old = kek_custody(rt).active_id()
     custody = kek_custody(rt)
 
@@ -164,7 +158,7 @@ def test_crash_between_journal_and_activation_resumes_the_same_target(
 
 
 def test_a_second_rotation_at_the_same_time_is_refused(rt: Runtime) -> None:
-    _home_with_secrets(rt, new=1, legacy=0)
+    _home_with_secrets(rt, 1)
     directory = kek_custody(rt).directory
     fd = os.open(directory / rotation.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -177,7 +171,7 @@ def test_a_second_rotation_at_the_same_time_is_refused(rt: Runtime) -> None:
 
 
 def test_a_record_that_does_not_open_stops_the_retirement(rt: Runtime) -> None:
-    made = _home_with_secrets(rt, new=3, legacy=0)
+    made = _home_with_secrets(rt, 3)
     old = kek_custody(rt).active_id()
     victim = made[1]
     value = bytearray(stored(rt)[victim.kid])
@@ -198,7 +192,7 @@ def test_a_record_that_does_not_open_stops_the_retirement(rt: Runtime) -> None:
 
 
 def test_retire_by_hand_and_reinstate(rt: Runtime) -> None:
-    made = _home_with_secrets(rt, new=2, legacy=0)
+    made = _home_with_secrets(rt, 2)
     custody = kek_custody(rt)
     old = custody.active_id()
     assert old is not None
@@ -223,17 +217,15 @@ def test_retire_by_hand_and_reinstate(rt: Runtime) -> None:
 
 
 def test_retire_refused_while_records_depend_on_the_key(rt: Runtime) -> None:
-    _home_with_secrets(rt, new=1, legacy=1)
+    _home_with_secrets(rt, 2)
     old = kek_custody(rt).active_id()
     kek_custody(rt).activate(kek_custody(rt).generate().key_id)
-    with pytest.raises(KekRotationError, match="1 stored records"):
+    with pytest.raises(KekRotationError, match="2 stored records"):
         rotation.retire_kek(rt, str(old))
-    with pytest.raises(KekRotationError, match="1 stored records"):
-        rotation.retire_kek(rt, rotation.LEGACY_ID)
 
 
 def test_destroy_deletes_the_old_keys(rt: Runtime) -> None:
-    made = _home_with_secrets(rt, new=2, legacy=1)
+    made = _home_with_secrets(rt, 3)
     old = kek_custody(rt).active_id()
     result = rotation.rotate_kek(rt, destroy=True)
     assert result.complete
@@ -255,7 +247,7 @@ def test_rotation_of_an_empty_home_makes_the_first_key(rt: Runtime) -> None:
 
 
 def test_report_counts_records_under_missing_keys_and_malformed_values(rt: Runtime) -> None:
-    made = _home_with_secrets(rt, new=2, legacy=0)
+    made = _home_with_secrets(rt, 2)
     value = stored(rt)[made[0].kid]
     kid_len = value[2]
     foreign = value[:3] + b"x" * kid_len + value[3 + kid_len:]
@@ -270,6 +262,26 @@ def test_report_counts_records_under_missing_keys_and_malformed_values(rt: Runti
     assert report.malformed == 1
 
 
+def test_a_value_without_the_envelope_marker_is_refused_not_rewrapped(rt: Runtime) -> None:
+    made = _home_with_secrets(rt, 2)
+    old = kek_custody(rt).active_id()
+    victim = made[0]
+    # The envelope bytes without the 0x00 format marker (as a version byte 0x01 would be).
+    value = b"\x01" + stored(rt)[victim.kid][1:]
+    with rt.engine.begin() as conn:
+        conn.execute(update(m.device_secrets).where(m.device_secrets.c.kid == victim.kid)
+                     .values(ciphertext=value))
+    report = rotation.key_report(rt)
+    assert report.malformed == 1 and report.records(str(old)) == 1
+    with pytest.raises(KeyCustodyError, match="not in the format"):
+        open_device_secret(rt, victim.kid, victim.device_id, value)
+    result = rotation.rotate_kek(rt)
+    assert result.failed == [f"device_secrets.ciphertext {victim.kid}: record-format"]
+    assert result.rewrapped == 1 and result.migrated == 0
+    assert stored(rt)[victim.kid] == value  # left as it was
+    assert_all_open(rt, made[1:])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_classifying_any_stored_value_never_crashes(value: bytes) -> None:
@@ -277,7 +289,7 @@ def test_classifying_any_stored_value_never_crashes(value: bytes) -> None:
         kind = rotation._classify(DEVICE_SECRETS, value)
     except IotsecError:
         return  # refused with iotsec's own error: anything else would be a bug
-    assert kind == rotation.LEGACY_ID or value[:1] == b"\x00"
+    assert value[:1] == b"\x00" and isinstance(kind, str)
 
 
 @settings(max_examples=200, deadline=None)

@@ -29,7 +29,6 @@ from tests.keys_hsm.support import (
     add_devices,
     assert_all_open,
     hs256_token,
-    legacy_secret,
     new_secret,
     stored,
 )
@@ -64,10 +63,10 @@ def test_device_secrets_under_a_token_kek(hsm_rt: Runtime) -> None:
     kek_id = record_kek_id(stored(hsm_rt)[made[0].kid][1:])
     assert kek_id.startswith("hsm:kek-")  # IOTSEC_KEYSTORE=pkcs11: the first KEK is in the token
     assert device_tokens.verify(hsm_rt, hs256_token(hsm_rt, made[0])).kid == made[0].kid
-    made.append(legacy_secret(hsm_rt, "d2"))
+    made.append(new_secret(hsm_rt, "d2"))
     result = rotation.rotate_kek(hsm_rt)
-    assert result.complete and result.target.startswith("hsm:") and result.migrated == 1
-    assert result.retired == sorted([kek_id, rotation.LEGACY_ID])
+    assert result.complete and result.target.startswith("hsm:") and result.rewrapped == 2
+    assert result.retired == [kek_id]
     assert_all_open(hsm_rt, made)
     listed = {e.label: e.state for e in service.list_keys(hsm_rt)}
     assert listed[result.target] == "active" and listed[kek_id] == "retired"
@@ -76,7 +75,7 @@ def test_device_secrets_under_a_token_kek(hsm_rt: Runtime) -> None:
 def test_rotation_from_file_keys_into_the_token_and_back(
         hsm: Hsm, rt: Runtime, settings: Settings) -> None:
     add_devices(rt, "d1", "d2", "d3")
-    made = [new_secret(rt, "d1"), new_secret(rt, "d2"), legacy_secret(rt, "d3")]
+    made = [new_secret(rt, "d1"), new_secret(rt, "d2"), new_secret(rt, "d3")]
     file_kek = service.kek_custody(rt).active_id()
     assert file_kek is not None and file_kek.startswith("kek-")
     # The same home, now with the token configured (new keys still default to files).
@@ -87,7 +86,7 @@ def test_rotation_from_file_keys_into_the_token_and_back(
     try:
         into = rotation.rotate_kek(with_token, backend="pkcs11")
         assert into.complete and into.target.startswith("hsm:kek-")
-        assert (into.rewrapped, into.migrated) == (2, 1)
+        assert into.rewrapped == 3
         assert all(record_kek_id(v[1:]).startswith("hsm:") for v in stored(rt).values())
         assert_all_open(with_token, made)
         for s in made:

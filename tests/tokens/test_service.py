@@ -365,6 +365,18 @@ def test_ciphertext_moved_to_another_row_does_not_decrypt(rt: Runtime) -> None:
     assert secret1 not in f"{info.value} {info.value.hint}"
 
 
+@pytest.mark.parametrize("first", [b"\x01", b"\x02", b"{"])
+def test_a_stored_secret_in_another_format_is_refused(rt: Runtime, first: bytes) -> None:
+    add(rt, "d1")
+    kid, secret = svc.create_secret(rt, "d1")
+    with rt.engine.begin() as conn:
+        sealed = conn.execute(select(m.device_secrets.c.ciphertext)).scalar_one()
+        conn.execute(update(m.device_secrets).values(ciphertext=first + bytes(sealed)[1:]))
+    with pytest.raises(KeyCustodyError, match="not in the format") as info:
+        svc.verify(rt, token(rt, secret.encode(), kid))
+    assert secret not in f"{info.value} {info.value.hint}"
+
+
 def test_wrong_passphrase_for_the_kek_fails_cleanly(rt: Runtime, settings: Settings,
                                                     clock: FakeClock) -> None:
     add(rt, "d1")

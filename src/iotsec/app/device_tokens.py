@@ -4,9 +4,8 @@ A device that cannot do mutual TLS signs short-lived JWTs with its own key. Its
 verification keys are the public keys registered for it (``device_keys``) and the keys of
 its valid certificates (kid = the certificate serial). Legacy devices may instead get an
 HS256 secret generated here: shown once, stored only sealed as a record envelope under the
-home's active key-encryption key (:func:`iotsec.app.keys.seal_device_secret`; rows sealed
-earlier with :mod:`iotsec.keys.secretbox` still open, and a KEK rotation re-seals them), and
-rotated with a grace period.
+home's active key-encryption key (:func:`iotsec.app.keys.seal_device_secret`), and rotated
+with a grace period.
 
 Verification loads only the key the token names, runs the pure core
 (:func:`iotsec.identity.tokens.verify_device_token`) and records the token's ``jti`` in the
@@ -87,11 +86,6 @@ class DeviceKeyRecord:
         if self.expires_at is not None and self.source == "secret":
             return "rotating"  # rotated out, still accepted until its grace period ends
         return "active"
-
-
-def secret_aad(kid: str, device_id: str) -> bytes:
-    """Associated data binding a legacy (secret box) sealed secret to its row."""
-    return f"device_secrets|{kid}|{device_id}".encode()
 
 
 def _device_state(conn: Connection, device_id: str, *, lock: bool = False) -> DeviceState:

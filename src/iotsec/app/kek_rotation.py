@@ -13,7 +13,7 @@
    updated with a compare-and-set (``WHERE key = ? AND value = <what was read>``), so a row
    changed meanwhile is left as its writer made it. A batch is one transaction: after a crash
    each record is wholly old or wholly new, and both still open because nothing is retired
-   yet. Values in the pre-envelope format (the legacy secret box) are re-sealed as envelopes.
+   yet.
 3. **Retire**: when the store no longer holds a record under any KEK other than the target,
    the KEKs in the journal are retired and the journal is removed. Otherwise the rotation
    stops, says how many records still depend on which key, and the next run resumes it with
@@ -37,13 +37,7 @@ from typing import Any, Final
 from sqlalchemy import bindparam, select, update
 
 from iotsec.app.events import Event
-from iotsec.app.keys import (
-    LEGACY_CACHE,
-    SEALED_COLUMNS,
-    SealedColumn,
-    kek_custody,
-    legacy_secretbox_present,
-)
+from iotsec.app.keys import SEALED_COLUMNS, SealedColumn, kek_custody
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     ConflictError,
@@ -53,8 +47,7 @@ from iotsec.errors import (
     KeyCustodyError,
 )
 from iotsec.keys.file import write_private_file
-from iotsec.keys.secretbox import KEK_FILE as SECRETBOX_FILE
-from iotsec.protect.custody import RETIRED_DIR, Backend, KekCustody, backend_of
+from iotsec.protect.custody import Backend, KekCustody, backend_of
 from iotsec.protect.kek import KeyWrapper
 from iotsec.protect.records import record_kek_id, rewrap_record
 from iotsec.store.db import reading, transaction
@@ -63,8 +56,6 @@ from iotsec.timeutil import ts
 JOURNAL: Final = "rotation.json"
 LOCK: Final = "rotation.lock"
 MAX_JOURNAL: Final = 64 * 1024
-#: The pseudo key id of the legacy secret box in reports and journals.
-LEGACY_ID: Final = "secretbox"
 DEFAULT_BATCH: Final = 2000
 #: Re-wrap passes before giving up on records written under an old key meanwhile.
 MAX_PASSES: Final = 3
@@ -79,8 +70,8 @@ class KekUsage:
     """How many stored records depend on one KEK, and its state."""
 
     key_id: str
-    backend: str  # file | pkcs11 | legacy
-    state: str  # active | available | retired | legacy | missing
+    backend: str  # file | pkcs11
+    state: str  # active | available | retired | missing
     records: int
     columns: dict[str, int]
 
@@ -96,10 +87,7 @@ class KeyReport:
 
 
 def _classify(column: SealedColumn, stored: bytes) -> str:
-    envelope = column.envelope(stored)
-    if envelope is None:
-        return LEGACY_ID
-    return record_kek_id(envelope)
+    return record_kek_id(column.envelope(stored))
 
 
 def count_dependents(rt: Runtime, batch: int = 10_000) -> tuple[dict[str, Counter[str]], int]:
@@ -130,12 +118,6 @@ def key_report(rt: Runtime) -> KeyReport:
         counts = usage.pop(info.key_id, Counter())
         keks.append(KekUsage(info.key_id, info.backend, state, sum(counts.values()),
                              dict(counts)))
-    legacy = usage.pop(LEGACY_ID, Counter())
-    retired_box = (custody.retired_dir / SECRETBOX_FILE).exists()
-    if legacy or legacy_secretbox_present(rt) or retired_box:
-        state = ("legacy" if legacy_secretbox_present(rt) else
-                 "retired" if retired_box else "missing")
-        keks.append(KekUsage(LEGACY_ID, "legacy", state, sum(legacy.values()), dict(legacy)))
     for key_id, counts in sorted(usage.items()):
         keks.append(KekUsage(key_id, backend_of(key_id), "missing", sum(counts.values()),
                              dict(counts)))
@@ -193,7 +175,9 @@ class RotationResult:
     target: str
     resumed: bool
     rewrapped: int = 0
-    migrated: int = 0  # legacy values re-sealed as envelopes
+    #: Always 0: every stored value is an envelope, none is re-sealed. Kept only because
+    #: ``iotsec keys rotate`` prints it.
+    migrated: int = 0
     skipped: int = 0  # changed by someone else between read and write
     failed: list[str] = field(default_factory=list)
     remaining: dict[str, int] = field(default_factory=dict)
@@ -228,22 +212,15 @@ def _rewrap_column(rt: Runtime, custody: KekCustody, target: KeyWrapper, column:
                  .values({column.column.name: bindparam("b_new")}))
     for rows in _batches(rt, column, batch):
         changes: list[dict[str, Any]] = []
-        migrated = 0
         for row in rows:
             stored = bytes(row[-1])
             row_id = column.record_id(row)
             try:
                 envelope = column.envelope(stored)
-                if envelope is None:
-                    if column.open_legacy is None:
-                        raise KekRotationError("a value is in no format iotsec knows")
-                    new = column.seal(column.open_legacy(rt, row, stored), target, row_id)
-                    migrated += 1
-                elif record_kek_id(envelope) == target.key_id:
+                if record_kek_id(envelope) == target.key_id:
                     continue
-                else:
-                    new = column.marker + rewrap_record(envelope, custody, target, table=table,
-                                                        record_id=row_id, field=column.field)
+                new = column.marker + rewrap_record(envelope, custody, target, table=table,
+                                                    record_id=row_id, field=column.field)
             except IotsecError as exc:
                 if len(result.failed) < _MAX_FAILURES_LISTED:
                     result.failed.append(f"{column.name} {row[0]}: {exc.code}")
@@ -254,8 +231,7 @@ def _rewrap_column(rt: Runtime, custody: KekCustody, target: KeyWrapper, column:
                 done = conn.execute(statement, changes).rowcount
             done = len(changes) if done is None or done < 0 else done
             result.skipped += len(changes) - done
-            result.rewrapped += len(changes) - migrated
-            result.migrated += migrated
+            result.rewrapped += len(changes)
         if progress is not None:
             progress(column.name, len(rows))
 
@@ -322,27 +298,17 @@ def rotate_kek(rt: Runtime, *, backend: Backend | None = None, batch: int = DEFA
                 result.retired.append(key_id)
         (custody.directory / JOURNAL).unlink(missing_ok=True)
         _event(rt, "kek.rotate", "ok", target.key_id,
-               {"rewrapped": result.rewrapped, "migrated": result.migrated,
-                "retired": result.retired})
+               {"rewrapped": result.rewrapped, "retired": result.retired})
         return result
 
 
 def _retire(rt: Runtime, custody: KekCustody, key_id: str, *, destroy: bool) -> None:
-    if key_id == LEGACY_ID:
-        path = rt.settings.keys_dir / SECRETBOX_FILE
-        if destroy:
-            path.unlink(missing_ok=True)
-        elif path.exists():
-            custody.retired_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.replace(path, custody.retired_dir / SECRETBOX_FILE)
-        rt.cache.pop(LEGACY_CACHE, None)
-    else:
-        try:
-            custody.retire(key_id, destroy=destroy)
-        except KeyCustodyError as exc:
-            if exc.code not in ("unknown-kek", "retired-kek"):
-                raise
-            # Already gone (a repeated run after a crash during retirement): nothing to do.
+    try:
+        custody.retire(key_id, destroy=destroy)
+    except KeyCustodyError as exc:
+        if exc.code not in ("unknown-kek", "retired-kek"):
+            raise
+        # Already gone (a repeated run after a crash during retirement): nothing to do.
     _event(rt, "kek.retire", "ok", key_id, {"destroyed": destroy})
 
 
@@ -359,19 +325,12 @@ def retire_kek(rt: Runtime, key_id: str, *, destroy: bool = False) -> None:
             raise KekRotationError(f"{depending} stored records still depend on "
                                    f"key-encryption key {key_id!r}",
                                    hint="rotate first: 'iotsec keys rotate kek'")
-        if key_id != LEGACY_ID and not destroy:
+        if not destroy:
             custody.kek(key_id)  # it must exist and be usable to be retired
         _retire(rt, custody, key_id, destroy=destroy)
 
 
 def reinstate_kek(rt: Runtime, key_id: str) -> None:
     """Make a retired KEK usable again (for a file or backup that still depends on it)."""
-    custody = kek_custody(rt)
-    if key_id == LEGACY_ID:
-        retired = custody.directory / RETIRED_DIR / SECRETBOX_FILE
-        if not retired.exists():
-            raise KekRotationError("the legacy secret box is not retired")
-        os.replace(retired, rt.settings.keys_dir / SECRETBOX_FILE)
-    else:
-        custody.reinstate(key_id)
+    kek_custody(rt).reinstate(key_id)
     _event(rt, "kek.reinstate", "ok", key_id, {})

@@ -34,11 +34,10 @@ from iotsec.errors import (
     Pkcs11ModuleError,
     Pkcs11PinError,
     Pkcs11TokenNotFoundError,
+    RecordFormatError,
 )
 from iotsec.keys.base import KeyStore, KeyType
 from iotsec.keys.file import FileKeyStore
-from iotsec.keys.secretbox import KEK_FILE as SECRETBOX_FILE
-from iotsec.keys.secretbox import SecretBox
 from iotsec.pki.x509 import spki_der
 from iotsec.protect.custody import KekCustody, KekInfo
 from iotsec.protect.records import open_record, seal_record
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 KEK_DIR: Final = "kek"  # the directory part 1 keeps file KEKs in (app.protect.KEK_DIR)
 _CONNECTION_CACHE: Final = "keys.pkcs11_connection"
 _CUSTODY_CACHE: Final = "keys.kek_custody"
-LEGACY_CACHE: Final = "keys.legacy_secretbox"
 
 
 # --- the token and the key store ------------------------------------------------------------
@@ -206,20 +204,6 @@ def kek_custody(rt: Runtime) -> KekCustody:
     return custody
 
 
-def legacy_secretbox(rt: Runtime) -> SecretBox:
-    """The legacy secret box (``keys/secretbox.kek``), for rows sealed before envelopes."""
-    cached = rt.cache.get(LEGACY_CACHE)
-    if isinstance(cached, SecretBox):
-        return cached
-    box = SecretBox.load(rt.settings.keys_dir, read_passphrase(rt.settings))
-    rt.cache[LEGACY_CACHE] = box
-    return box
-
-
-def legacy_secretbox_present(rt: Runtime) -> bool:
-    return (rt.settings.keys_dir / SECRETBOX_FILE).exists()
-
-
 # --- sealed columns -----------------------------------------------------------------------
 
 
@@ -227,9 +211,8 @@ def legacy_secretbox_present(rt: Runtime) -> bool:
 class SealedColumn:
     """A column of the store holding record envelopes.
 
-    ``marker`` is a prefix before the envelope when the column also holds values of an
-    older format (which never start with it); ``open_legacy`` opens such an older value, so
-    the rotation can re-seal it as an envelope.
+    ``marker`` is a prefix every stored value carries before its envelope (a format
+    version); a value without it is refused as not an iotsec record.
     """
 
     name: str
@@ -240,35 +223,28 @@ class SealedColumn:
     field: str
     record_id: Callable[[Row[Any]], str | int]
     marker: bytes = b""
-    open_legacy: Callable[[Runtime, Row[Any], bytes], bytes] | None = None
 
-    def envelope(self, stored: bytes) -> bytes | None:
-        """The envelope inside a stored value, or ``None`` for a value in the older format."""
-        if not self.marker:
-            return stored
-        if stored[:len(self.marker)] == self.marker:
-            return stored[len(self.marker):]
-        return None
+    def envelope(self, stored: bytes) -> bytes:
+        """The envelope inside a stored value (:class:`RecordFormatError` without the
+        marker)."""
+        if stored[:len(self.marker)] != self.marker:
+            raise RecordFormatError(f"a value of {self.name} is not in the format iotsec "
+                                    "writes")
+        return stored[len(self.marker):]
 
     def seal(self, plaintext: bytes, kek: Any, row_id: str | int) -> bytes:
         return self.marker + seal_record(plaintext, kek, table=self.table.name,
                                          record_id=row_id, field=self.field)
 
 
-#: Version 2 of ``device_secrets.ciphertext``: 0x00 then a record envelope. Version 1 (the
-#: secret box) starts with its version byte 0x01, so the two never mix up.
+#: The format of ``device_secrets.ciphertext``: 0x00 then a record envelope.
 DEVICE_SECRET_V2: Final = b"\x00"
 
 
 def device_secret_record_id(kid: str, device_id: str) -> str:
-    """The record id a device secret is bound to: its kid *and* its device, as the secret
-    box bound it, so a row moved to another device does not open."""
+    """The record id a device secret is bound to: its kid *and* its device, so a row moved
+    to another device does not open."""
     return f"{kid}|{device_id}"
-
-
-def _open_legacy_device_secret(rt: Runtime, row: Row[Any], stored: bytes) -> bytes:
-    aad = f"device_secrets|{row.kid}|{row.device_id}".encode()
-    return legacy_secretbox(rt).open(stored, aad)
 
 
 DEVICE_SECRETS: Final = SealedColumn(
@@ -276,7 +252,7 @@ DEVICE_SECRETS: Final = SealedColumn(
     column=m.device_secrets.c.ciphertext, extra=(m.device_secrets.c.device_id,),
     field="ciphertext",
     record_id=lambda row: device_secret_record_id(row.kid, row.device_id),
-    marker=DEVICE_SECRET_V2, open_legacy=_open_legacy_device_secret)
+    marker=DEVICE_SECRET_V2)
 
 #: Every column whose values are sealed under the home's KEKs.
 SEALED_COLUMNS: Final = (DEVICE_SECRETS,)
@@ -289,19 +265,17 @@ def seal_device_secret(rt: Runtime, kid: str, device_id: str, secret: bytes) -> 
 
 
 def open_device_secret(rt: Runtime, kid: str, device_id: str, stored: bytes) -> bytes:
-    """A device secret from its stored form (an envelope, or the legacy secret box)."""
-    envelope = DEVICE_SECRETS.envelope(stored)
-    if envelope is None:
-        return legacy_secretbox(rt).open(stored, f"device_secrets|{kid}|{device_id}".encode())
+    """A device secret from its stored form (a record envelope)."""
     try:
+        envelope = DEVICE_SECRETS.envelope(stored)
         return open_record(envelope, kek_custody(rt), table=DEVICE_SECRETS.table.name,
                            record_id=device_secret_record_id(kid, device_id),
                            field=DEVICE_SECRETS.field)
     except KeyCustodyError:
         raise
     except DataProtectionError as exc:
-        # Reported as a custody failure, as the secret box did: the stored secret cannot be
-        # used, whatever the reason (altered, or moved to another row).
+        # Reported as a custody failure: the stored secret cannot be used, whatever the
+        # reason (altered, moved to another row, or not in the format iotsec writes).
         raise KeyCustodyError(f"the secret {kid} cannot be decrypted: {exc}",
                               hint="create a new secret for the device") from None
 
@@ -314,7 +288,7 @@ class KeyEntry:
     """One key in custody, as ``iotsec keys list`` shows it."""
 
     label: str
-    purpose: str  # ca-root | ca-issuing | signing | firmware | kek | legacy-kek | other
+    purpose: str  # ca-root | ca-issuing | signing | firmware | kek | other
     backend: str  # file | pkcs11
     key_type: str
     state: str  # active | inactive | available | retired
@@ -337,8 +311,6 @@ def list_keys(rt: Runtime) -> list[KeyEntry]:
     entries = [KeyEntry(r.key_label, f"ca-{r.role}", backend, r.key_type,
                         "active" if r.active else "inactive") for r in rows]
     entries += [_kek_entry(info) for info in kek_custody(rt).describe()]
-    if legacy_secretbox_present(rt):
-        entries.append(KeyEntry("secretbox", "legacy-kek", "file", "aes-256", "available"))
     if isinstance(rt.keys, FileKeyStore):
         for label in rt.keys.image_labels():
             entries.append(KeyEntry(label, "firmware", "file",

@@ -28,7 +28,6 @@ from iotsec.errors import (
     UnknownKekError,
 )
 from iotsec.keys.file import write_private_file
-from iotsec.keys.secretbox import KEK_FILE as SECRETBOX_FILE
 from iotsec.protect.kek import ACTIVE_FILE, FileKekStore, KeyWrapper, check_kek_id
 
 if TYPE_CHECKING:
@@ -145,8 +144,7 @@ class KekCustody:
         found = [KekInfo(i, "file", i == active, False) for i in self.files.ids()]
         if self.retired_dir.is_dir():
             found += [KekInfo(p.name[:-4], "file", False, True)
-                      for p in sorted(self.retired_dir.glob("*.kek"))
-                      if p.name != SECRETBOX_FILE]
+                      for p in sorted(self.retired_dir.glob("*.kek"))]
         if self.has_token:
             store = self.hsm()
             found += [KekInfo(i, "pkcs11", i == active, False) for i in store.ids()]

@@ -9,9 +9,9 @@ key in the token and ``wrap``/``unwrap`` are ``C_Encrypt``/``C_Decrypt`` with ``
 
 :class:`FileKek` is the embedded default: 32 random bytes used with AES-256-GCM. Each lives
 in its own file in ``<keys_dir>/kek/`` (mode 0600), wrapped with AES-256-GCM under a key
-derived with scrypt from the CA passphrase and a random salt -- the approach of
-:mod:`iotsec.keys.secretbox`. A small ``active`` file names the KEK new data is wrapped
-under; older KEKs stay loadable by id, so data wrapped before a rotation still opens.
+derived with scrypt from the CA passphrase and a random salt. A small ``active`` file names
+the KEK new data is wrapped under; older KEKs stay loadable by id, so data wrapped before a
+rotation still opens.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ _WRAP_VERSION: Final = 1
 _NONCE: Final = 12
 _TAG: Final = 16
 _FILE_VERSION: Final = 1
-# scrypt cost for the KEK files, as for the secret box: about 32 MiB and a few tens of
-# milliseconds once per process and KEK. Stored in each file so it can be raised later; a
-# file asking for more than the bound is refused rather than allowed to exhaust memory.
+# scrypt cost for the KEK files: about 32 MiB and a few tens of milliseconds once per
+# process and KEK. Stored in each file so it can be raised later; a file asking for more
+# than the bound is refused rather than allowed to exhaust memory.
 _SCRYPT_N: Final = 2**15
 _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
