@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from iotsec.api.app import create_app
 from iotsec.app.emqx_render import EmqxRenderOptions, render
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Scope, issue_token
+from iotsec.app.tokens import Scope, issue_token, list_tokens
 from iotsec.cli import broker
 from iotsec.errors import BrokerConfigError
 
@@ -156,9 +156,11 @@ def test_bad_options_are_refused_before_writing(rt: Runtime, tmp_path: Path, url
     path.chmod(0o600)
     options = EmqxRenderOptions(api_url=url, issue_token=issue,
                                 token_file=path if token_file else None)
+    before = list_tokens(rt)
     with pytest.raises(BrokerConfigError, match=message):
         render(rt, tmp_path / "out", options)
     assert not (tmp_path / "out" / "emqx-iotsec.hocon").exists()
+    assert list_tokens(rt) == before  # no token issued for a refused render
 
 
 def test_loopback_http_is_allowed(rt: Runtime, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from iotsec.app.certs import chain_pem
 from iotsec.app.crl import current_crl
 from iotsec.app.runtime import Runtime
 from iotsec.app.tokens import Scope, issue_token
-from iotsec.broker.emqx_conf import EmqxConfig, render_snippet
+from iotsec.broker.emqx_conf import EmqxConfig, check_api_url, render_snippet
 from iotsec.errors import BrokerConfigError
 from iotsec.pki import x509 as enc
 
@@ -101,7 +101,10 @@ def _token(rt: Runtime, options: EmqxRenderOptions) -> tuple[str, str | None]:
 
 def render(rt: Runtime, directory: Path, options: EmqxRenderOptions) -> EmqxRenderResult:
     """Write the snippet and the files it names into ``directory``."""
+    # Everything that can be refused is checked before a token is issued or a file written.
+    check_api_url(options.api_url)
     owner = Owner.resolve(options.broker_user)
+    names = ServerNames.parse(options.bind, options.dns, options.ips)
     root = directory.expanduser().absolute()
     certs = root / "certs"
     node_certs = (options.certs_path or certs).as_posix()
@@ -111,7 +114,6 @@ def render(rt: Runtime, directory: Path, options: EmqxRenderOptions) -> EmqxRend
                      port=options.port, cacertfile=f"{node_certs}/ca.pem",
                      certfile=f"{node_certs}/server.pem", keyfile=f"{node_certs}/server.key",
                      crl_check=crl_check)
-    names = ServerNames.parse(options.bind, options.dns, options.ips)
     for path in (root, certs):
         path.mkdir(mode=0o750, parents=True, exist_ok=True)
         owner.share(path, 0o750 if owner.gid is not None else 0o755)

@@ -63,21 +63,26 @@ class EmqxConfig:
     request_timeout: str = "5s"
 
     def __post_init__(self) -> None:
-        if not _URL.fullmatch(self.api_url):
-            raise BrokerConfigError(f"--api-url {self.api_url[:80]!r} is not an http(s) URL "
-                                    "of iotsec serve",
-                                    hint="e.g. --api-url https://iotsec.example.com:8443")
-        if urlsplit(self.api_url).scheme != "https" and not _loopback(self.api_url):
-            raise BrokerConfigError("the iotsec API must be reached over https (plain http "
-                                    "only on the loopback interface)",
-                                    hint="serve iotsec with TLS ('iotsec serve') and give "
-                                    "an https:// --api-url")
+        check_api_url(self.api_url)
         if not _TOKEN.fullmatch(self.token):
             raise BrokerConfigError("the broker token is not an iotsec API token",
                                     hint="create one with 'iotsec token create emqx "
                                     "--scope broker'")
         if not 1 <= self.port <= 65535:
             raise BrokerConfigError(f"port {self.port} is out of range")
+
+
+def check_api_url(url: str) -> str:
+    """``url`` if it is an https URL (or http on the loopback interface) of iotsec serve."""
+    if not _URL.fullmatch(url):
+        raise BrokerConfigError(f"--api-url {url[:80]!r} is not an http(s) URL of iotsec serve",
+                                hint="e.g. --api-url https://iotsec.example.com:8443")
+    if urlsplit(url).scheme != "https" and not _loopback(url):
+        raise BrokerConfigError("the iotsec API must be reached over https (plain http only "
+                                "on the loopback interface)",
+                                hint="serve iotsec with TLS ('iotsec serve') and give an "
+                                "https:// --api-url")
+    return url
 
 
 def _is_ip(host: str) -> bool:
