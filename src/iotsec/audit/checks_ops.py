@@ -273,7 +273,7 @@ def token_no_expiry(s: Snapshot, o: AuditOptions) -> Checked:
         uri = f"token:{t.name}" if names[t.name] == 1 else f"token:{t.name}#{t.id}"
         findings.append(r.TOKEN_NO_EXPIRY.at(
             Location(uri=uri, kind="token", name=t.name),
-            f"{t.scope} token {t.name} " + " and ".join(p for _, p in problems),
+            f"{t.scope} token '{t.name}' " + " and ".join(p for _, p in problems),
             severity=max((p for p, _ in problems), key=lambda v: v.rank),
             fix=f"iotsec token revoke {t.id}; iotsec token create {t.name} --scope {t.scope} "
             "--expires 90d",
