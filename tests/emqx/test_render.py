@@ -168,3 +168,21 @@ def test_loopback_http_is_allowed(rt: Runtime, tmp_path: Path) -> None:
         api_url="http://127.0.0.1:8443", issue_token=True))
     conf = _parse(Path(result.snippet))
     assert "ssl" not in conf.get("authentication")[0]
+
+
+# Field names of EMQX 5's listener TLS options, from emqx_schema.erl
+# (common_ssl_opts_schema/2 and server_ssl_opts_schema/2); EMQX refuses unknown fields.
+EMQX_SERVER_SSL_FIELDS = {
+    "cacertfile", "cacerts", "certfile", "keyfile", "verify", "reuse_sessions", "depth",
+    "password", "versions", "ciphers", "secure_renegotiate", "log_level", "hibernate_after",
+    "dhfile", "fail_if_no_peer_cert", "honor_cipher_order", "client_renegotiation",
+    "handshake_timeout", "gc_after_handshake", "ocsp", "enable_crl_check"}
+
+
+def test_listener_uses_only_emqx_tls_fields(rt: Runtime, tmp_path: Path) -> None:
+    result = render(rt, tmp_path / "out", EmqxRenderOptions(
+        api_url="https://iotsec.example.com", issue_token=True))
+    opts = _parse(Path(result.snippet)).get("listeners.ssl.default.ssl_options")
+    assert set(opts) <= EMQX_SERVER_SSL_FIELDS
+    # emqx_schema:validate_server_ssl_opts/1: fail_if_no_peer_cert needs verify_peer.
+    assert opts.get("fail_if_no_peer_cert") is True and opts.get("verify") == "verify_peer"
