@@ -41,6 +41,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/netseg_bench.py
 	$(BIN)/python bench/scan_bench.py
 	$(BIN)/python bench/keys_bench.py
+	$(BIN)/python bench/broker_bench.py
+	$(BIN)/python bench/emqx_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

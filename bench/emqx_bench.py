@@ -11,7 +11,7 @@ over a single connection (the server's own cost, without client contention), and
 ratios of the hook to ``/v1/authz/check``. The client shares the machine with the server,
 so absolute numbers are a floor; the ratios are the point.
 
-Run: ``python bench/bench_emqx.py [--seconds 5] [--devices 10000]``.
+Run: ``python bench/emqx_bench.py [--seconds 5] [--devices 10000]``.
 """
 
 from __future__ import annotations
