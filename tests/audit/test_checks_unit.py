@@ -129,3 +129,20 @@ def test_broker_listeners_on_sockets_are_not_network_listeners():
     unread = replace(broker, problem="mosquitto.conf is larger than 1048576 bytes")
     skipped = checks_ops.broker(snap(broker=unread), OPTS)
     assert all(o.skipped and "larger" in o.skipped for _, o in skipped)
+
+
+def test_history_is_read_only_for_devices_that_need_it():
+    from iotsec.audit.checks import history_needed
+
+    valid = CertFacts("V", "ok", 1, "device", NOW - 10 * DAY, NOW + DAY, None)
+    fresh = CertFacts("F", "fresh", 1, "device", NOW - 60, NOW + DAY, None)
+    since = NOW - DAY
+    events = [EventFacts(NOW - 100, "broker.connect", "success", d, "x:1", {})
+              for d in ("ok", "fresh", "gone")]
+    events.append(EventFacts(NOW - 50, "device-token", "success", "ok", None, {"kid": "OLD"}))
+    events.append(EventFacts(NOW - 40, "device-token", "success", "ok", None, {"kid": "V"}))
+    states = {"ok": "active", "fresh": "active", "gone": "disabled", "idle": "active"}
+    assert history_needed(states, [valid, fresh], events, since) == {
+        "fresh", "gone", "idle", "ok"}
+    assert history_needed(states, [valid, fresh], events[:3], since) == {
+        "fresh", "gone", "idle"}

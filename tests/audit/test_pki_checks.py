@@ -216,3 +216,18 @@ def test_client_id_conflict_flags_collisions_and_foreign_client_ids(fleet: Fleet
         ("audit/client-id-conflict", "device:dev-a"),
         ("audit/client-id-conflict", "client:dev-x"),
     }
+
+
+def test_a_token_signed_with_a_revoked_certificate_of_a_renewed_device_is_flagged(
+        fleet: Fleet, clock):
+    rt = fleet.rt
+    old = fleet.certs["dev-a"].serial
+    new = renew(rt, old, make_csr())  # the old certificate is revoked (superseded) now
+    clock.advance(timedelta(minutes=2))
+    # dev-a holds a valid certificate, but a token is accepted under the revoked one's kid.
+    rt.events.record(Event(rt.now(), "device-token", "success", actor="dev-a",
+                           detail={"kid": old, "alg": "ES256"}))
+    rt.events.record(Event(rt.now(), "device-token", "success", actor="dev-a",
+                           detail={"kid": new.serial, "alg": "ES256"}))
+    assert found(audit(rt), "audit/revoked-cert-connecting") == {
+        ("audit/revoked-cert-connecting", f"cert:{old}")}
