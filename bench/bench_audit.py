@@ -26,21 +26,24 @@ and key takes without iotsec's cheap reader):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import random
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import insert
+from sqlalchemy import create_engine, insert, text
 
 from common import (
     Report,
@@ -48,12 +51,15 @@ from common import (
     load_average,
     machine_info,
     print_machine,
+    scratch_dir,
     verdict,
 )
 from iotsec.app.audit import run_audit
 from iotsec.app.certs import issue_with_keygen
 from iotsec.app.devices import NewDevice, add_device
-from iotsec.app.runtime import Runtime
+from iotsec.app.runtime import Runtime, open_runtime
+from iotsec.app.setup import init_home
+from iotsec.config import Settings
 from iotsec.pki.crl import RevocationReason, encode_entry
 from iotsec.pki.serial import format_serial
 from iotsec.store import models as m
@@ -177,6 +183,35 @@ def reference_openssl(ders: list[bytes], sample: int, work: Path) -> float:
     return (time.perf_counter() - t0) / len(paths)
 
 
+@contextlib.contextmanager
+def _runtime(database_url: str | None, keep: bool) -> Iterator[Runtime]:
+    """A fresh home on SQLite, or on PostgreSQL in a schema of its own."""
+    if database_url is None:
+        with fresh_runtime("iotsec-bench-audit-", keep=keep) as rt:
+            yield rt
+        return
+    schema = f"bench_audit_{secrets.token_hex(4)}"
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in database_url else "?"
+    url = f"{database_url}{sep}options=-csearch_path%3D{schema}"
+    try:
+        with scratch_dir("iotsec-bench-audit-pg-", keep) as tmp:
+            settings = Settings(home=tmp / "home", database_url=url)
+            init_home(settings)
+            rt = open_runtime(settings)
+            try:
+                yield rt
+            finally:
+                rt.close()
+    finally:
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,15 +222,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="certificates timed with openssl (extrapolated to N)")
     parser.add_argument("--no-openssl", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the scratch home")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="run on PostgreSQL (a private schema, dropped afterwards), e.g. "
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     count = args.count or (10_000 if args.quick else 100_000)
     machine = machine_info()
     print_machine(machine)
-    report = Report("Fleet audit", params={"devices": f"{count:,}", "rounds": args.rounds,
-                                           "load average at start": load_average()})
+    store = "PostgreSQL" if args.database_url else "SQLite"
+    report = Report(f"Fleet audit ({store})", params={"devices": f"{count:,}",
+                                                      "rounds": args.rounds,
+                                                      "load average at start": load_average()})
     rng = random.Random(1)
-    with fresh_runtime("iotsec-bench-audit-", keep=args.keep) as rt:
+    with _runtime(args.database_url, args.keep) as rt:
         built = seed(rt, count, rng)
         print(f"# seeded {count:,} devices, {built['certificates']:,} certificates, "
               f"{built['events']:,} events in {built['seconds']:.1f} s", flush=True)
@@ -217,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         home = rt.settings.resolved_home
         with tempfile.TemporaryDirectory(prefix="iotsec-bench-audit-out-") as out:
             env = {"IOTSEC_HOME": str(home), "PATH": "/usr/bin:/bin"}
+            if rt.settings.database_url:
+                env["IOTSEC_DATABASE_URL"] = rt.settings.database_url
             exe = shutil.which("iotsec") or str(Path(sys.executable).with_name("iotsec"))
             t0 = time.perf_counter()
             proc = subprocess.run([exe, "audit", "--json", str(Path(out) / "a.json"),
