@@ -175,3 +175,23 @@ def test_the_broker_dir_setting_is_used_when_none_is_given(fleet: Fleet, bdir: P
     fleet.rt.settings = fleet.rt.settings.model_copy(update={"broker_dir": bdir})
     result = run_audit(fleet.rt, record=False)
     assert result.passed("audit/broker-anonymous") is True
+
+
+def test_included_configuration_files_are_audited_too(fleet: Fleet, bdir: Path):
+    render(fleet, bdir)
+    extra = bdir.parent / "conf.d"
+    extra.mkdir()
+    (extra / "10-debug.conf").write_text("listener 1999 0.0.0.0\nallow_anonymous true\n")
+    (extra / "ignored.txt").write_text("listener 2000\n")
+    with (bdir / "mosquitto.conf").open("a") as fh:
+        fh.write(f"include_dir {extra}\n")
+    result = run(fleet, bdir)
+    assert broker_findings(result) == {
+        ("audit/broker-anonymous", f"broker:{bdir}"),
+        ("audit/broker-plaintext-listener", f"broker:{bdir}#listener:1999")}
+    # An include_dir that cannot be read: the broker checks say why they did not run.
+    edit_conf(bdir, f"include_dir {extra}", f"include_dir {extra}-missing")
+    shutil.rmtree(extra)
+    result = run(fleet, bdir)
+    assert result.passed("audit/broker-anonymous") is None
+    assert "include_dir" in (result.outcomes["audit/broker-anonymous"].skipped or "")

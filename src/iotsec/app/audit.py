@@ -24,7 +24,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 from iotsec.app.events import Event
 from iotsec.app.policy import lint_policy
 from iotsec.app.runtime import Runtime
-from iotsec.audit.brokerconf import MAX_CRL_BYTES, parse_conf, parse_crls
+from iotsec.audit.brokerconf import MAX_CONF_BYTES, MAX_CRL_BYTES, parse_conf, parse_crls
 from iotsec.audit.checks import history_needed, run_checks
 from iotsec.audit.keyinfo import KeyReadError, certificate_facts, spki_facts
 from iotsec.audit.model import AuditResult
@@ -216,7 +216,7 @@ def _broker(directory: Path) -> BrokerFacts:
         raise AuditBrokerDirError(str(exc), hint=exc.hint) from None
     name = str(layout.root)
     try:
-        text = _read_limited(layout.conf, 1024 * 1024).decode("utf-8", "replace")
+        text = _read_limited(layout.conf, MAX_CONF_BYTES).decode("utf-8", "replace")
     except FileNotFoundError:
         raise AuditBrokerDirError(f"{name} is not a rendered broker directory (no "
                                   "mosquitto.conf)",
@@ -227,6 +227,20 @@ def _broker(directory: Path) -> BrokerFacts:
                                   hint="run the audit as the account that owns the broker "
                                   "directory") from None
     conf = parse_conf(text)
+    problem = None
+    if conf.includes:
+        # Mosquitto reads every '*.conf' of an include_dir, in order, after the main file.
+        try:
+            parts = [text]
+            for included in conf.includes:
+                if not Path(included).is_dir():
+                    raise AuditBrokerDirError(f"{included} is not a directory")
+                for extra in sorted(Path(included).glob("*.conf")):
+                    parts.append(_read_limited(extra, MAX_CONF_BYTES).decode("utf-8",
+                                                                             "replace"))
+            conf = parse_conf("\n".join(parts))
+        except (OSError, AuditBrokerDirError) as exc:
+            problem = f"an include_dir cannot be read ({exc})"[:300]
     crls = None
     crl_problem = None
     crlfile = next((x.crlfile for x in conf.listeners if x.crlfile), None)
@@ -256,7 +270,7 @@ def _broker(directory: Path) -> BrokerFacts:
             offset, ingested_at = data["offset"], int(stat.st_mtime)
     except (OSError, ValueError, AuditBrokerDirError):
         pass
-    return BrokerFacts(directory=name, allow_anonymous=conf.allow_anonymous,
+    return BrokerFacts(directory=name, problem=problem, allow_anonymous=conf.allow_anonymous,
                        per_listener_anonymous=conf.per_listener_anonymous,
                        listeners=conf.listeners, crls=crls, crl_problem=crl_problem,
                        log_file=log_file, connection_messages=conf.connection_messages,
