@@ -73,8 +73,8 @@ def _no_default_passwords(conn: Connection) -> Fact:
     tokens = conn.execute(select(t.name, t.secret_sha256)).all()
     bad_tokens = [r.name for r in tokens if not _HEX64.match(r.secret_sha256 or "")]
     secrets = conn.execute(select(s.kid, s.ciphertext)).all()
-    # A sealed secret starts with the envelope marker (0x00) or the legacy box version (0x01).
-    bad_secrets = [r.kid for r in secrets if bytes(r.ciphertext)[:1] not in (b"\x00", b"\x01")]
+    # A sealed secret starts with the envelope marker (0x00).
+    bad_secrets = [r.kid for r in secrets if bytes(r.ciphertext)[:1] != b"\x00"]
     if bad_tokens or bad_secrets:
         refs = tuple([f"token:{n}" for n in bad_tokens] + [f"secret:{k}" for k in bad_secrets])
         return Fact("auth.no-default-passwords", False,
@@ -141,8 +141,9 @@ def _at_rest(conn: Connection) -> Fact:
     legacy = [r.kid for r in rows if bytes(r.ciphertext)[:1] != b"\x00"]
     if legacy:
         return Fact("data.at-rest", False,
-                    f"{len(legacy)} of {len(rows)} device secrets are still in the legacy "
-                    "secret box, not in per-record envelopes: run 'iotsec keys rotate'",
+                    f"{len(legacy)} of {len(rows)} device secrets are not in the format "
+                    "iotsec writes (per-record envelopes): replace them with 'iotsec device-token "
+                    "secret rotate'",
                     Severity.LOW, tuple(f"secret:{k}" for k in legacy[:_MAX_REFS]))
     return Fact("data.at-rest", True, f"{len(rows)} device secrets, each sealed in its own "
                 "envelope (AES-256-GCM data key wrapped by a key-encryption key in custody)")

@@ -175,9 +175,6 @@ class RotationResult:
     target: str
     resumed: bool
     rewrapped: int = 0
-    #: Always 0: every stored value is an envelope, none is re-sealed. Kept only because
-    #: ``iotsec keys rotate`` prints it.
-    migrated: int = 0
     skipped: int = 0  # changed by someone else between read and write
     failed: list[str] = field(default_factory=list)
     remaining: dict[str, int] = field(default_factory=dict)

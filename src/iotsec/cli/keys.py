@@ -134,7 +134,7 @@ def rotate(
         result = rotation.rotate_kek(rt, backend=_backend(backend), batch=batch,
                                      retire=not keep_old, destroy=destroy)
     data = {"target": result.target, "resumed": result.resumed,
-            "rewrapped": result.rewrapped, "migrated": result.migrated,
+            "rewrapped": result.rewrapped,
             "skipped": result.skipped, "failed": result.failed,
             "remaining": result.remaining, "retired": result.retired,
             "complete": result.complete}
@@ -142,8 +142,7 @@ def rotate(
         emit_json(data)
     else:
         verb = "Resumed the rotation to" if result.resumed else "Rotated to"
-        console.print(f"{verb} {result.target}: {result.rewrapped} data keys re-wrapped, "
-                      f"{result.migrated} legacy values re-sealed"
+        console.print(f"{verb} {result.target}: {result.rewrapped} data keys re-wrapped"
                       + (f", retired {', '.join(result.retired)}" if result.retired else ""),
                       markup=False)
         for failure in result.failed:
