@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from iotsec.audit import checks_ops, checks_pki
+from iotsec.audit import checks_identity, checks_ops, checks_pki
 from iotsec.audit.checks import run_checks
 from iotsec.audit.keyinfo import KeyFacts
 from iotsec.audit.rules import ALL_RULES
@@ -75,11 +75,11 @@ def test_sessions_from_two_addresses_overlap_only_without_a_disconnect_between()
 
     sequential = (ev(1, "broker.connect", "10.0.0.1:1"), ev(2, "broker.disconnect", "10.0.0.1:1"),
                   ev(3, "broker.connect", "10.0.0.2:1"))
-    assert uris(checks_pki.shared_certificate(snap(events=sequential), OPTS)) == set()
+    assert uris(checks_identity.shared_certificate(snap(events=sequential), OPTS)) == set()
     same_host = (ev(1, "broker.connect", "10.0.0.1:1"), ev(2, "broker.connect", "10.0.0.1:2"))
-    assert uris(checks_pki.shared_certificate(snap(events=same_host), OPTS)) == set()
+    assert uris(checks_identity.shared_certificate(snap(events=same_host), OPTS)) == set()
     v6 = (ev(1, "broker.connect", "[2001:db8::1]:1"), ev(2, "broker.connect", "[2001:db8::2]:1"))
-    assert uris(checks_pki.shared_certificate(snap(events=v6), OPTS)) == {"device:d"}
+    assert uris(checks_identity.shared_certificate(snap(events=v6), OPTS)) == {"device:d"}
 
 
 def test_a_registered_key_equal_to_another_devices_certificate_key_is_shared():
@@ -89,7 +89,7 @@ def test_a_registered_key_equal_to_another_devices_certificate_key_is_shared():
     cert = CertFacts("AB", "a", 1, "device", NOW - DAY, NOW + DAY, None,
                      CertKeyFacts(p256, "ecdsa-with-SHA256", b"spki"))
     key = DeviceKeyFacts("kid1", "b", "ES256", p256, b"spki")
-    found = checks_pki.shared_certificate(snap(live_certs=(cert,), device_keys=(key,)), OPTS)
+    found = checks_identity.shared_certificate(snap(live_certs=(cert,), device_keys=(key,)), OPTS)
     (finding,) = found[0]
     assert finding.evidence_dict()["devices"] == ["a", "b"]
     assert "iotsec cert revoke AB --reason keyCompromise" in finding.fix

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from iotsec.audit import checks_identity as identity
 from iotsec.audit import checks_ops as ops
 from iotsec.audit import checks_pki as pki
 from iotsec.audit.model import CheckOutcome
@@ -20,7 +21,7 @@ MultiCheck = Callable[[Snapshot, AuditOptions], list[tuple[list[Finding], CheckO
 SINGLE_CHECKS: tuple[Check, ...] = (
     pki.ca_expiring, pki.ca_weak_key, pki.device_cert_expiring, pki.device_cert_old,
     pki.device_weak_key, pki.revoked_cert_connecting, pki.revoked_ca_active_certs,
-    pki.shared_certificate, pki.client_id_conflict, ops.logging_disabled,
+    identity.shared_certificate, identity.client_id_conflict, ops.logging_disabled,
     ops.firmware_below_counter, ops.token_no_expiry,
 )
 MULTI_CHECKS: tuple[MultiCheck, ...] = (ops.policy, ops.broker)

@@ -1,10 +1,9 @@
-"""Audit checks over the PKI: CA and device certificates, keys, revocation in practice,
-shared identities and client ids. Pure functions of a :class:`Snapshot`."""
+"""Audit checks over the PKI: CA and device certificates, keys, and revocation in
+practice. Pure functions of a :class:`Snapshot`."""
 
 from __future__ import annotations
 
-import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 
 from iotsec.audit import rules as r
@@ -21,7 +20,7 @@ CONNECT_KINDS = ("broker.connect", "broker.collision")
 IDENTITY_KINDS = (*CONNECT_KINDS, "device-token")
 
 
-def _when(seconds: int) -> str:
+def when(seconds: int) -> str:
     return from_ts(seconds).isoformat().replace("+00:00", "Z")
 
 
@@ -56,7 +55,7 @@ def ca_expiring(s: Snapshot, o: AuditOptions) -> Checked:
         findings.append(r.CA_EXPIRING.at(
             ca_location(a.label, a.subject), f"the {a.role} CA certificate {what}",
             severity=severity,
-            evidence={"subject": a.subject, "not_after": _when(a.not_after),
+            evidence={"subject": a.subject, "not_after": when(a.not_after),
                       "days_left": s.days(left), "threshold_days": o.ca_days}))
     return findings, CheckOutcome(r.CA_EXPIRING.id, len(active))
 
@@ -125,7 +124,7 @@ def device_cert_expiring(s: Snapshot, o: AuditOptions) -> Checked:
             severity=Severity.HIGH if left < 7 * DAY else Severity.MEDIUM,
             fix=f"renew it from a new CSR: iotsec cert renew {newest.serial} --csr FILE",
             evidence={"device": device, "serial": newest.serial,
-                      "not_after": _when(newest.not_after), "days_left": s.days(left),
+                      "not_after": when(newest.not_after), "days_left": s.days(left),
                       "threshold_days": o.cert_days}))
     for device, state in states.items():
         if state != "active" or device in live:
@@ -146,7 +145,7 @@ def device_cert_expiring(s: Snapshot, o: AuditOptions) -> Checked:
             "FILE (or retire the device: iotsec device retire " + device + ")",
             evidence={"device": device, "certificates": len(old),
                       "newest_serial": newest.serial,
-                      "expired_at": _when(newest.not_after)}))
+                      "expired_at": when(newest.not_after)}))
     return findings, CheckOutcome(r.DEVICE_CERT_EXPIRING.id, checked)
 
 
@@ -166,7 +165,7 @@ def device_cert_old(s: Snapshot, o: AuditOptions) -> Checked:
             f"(rotation policy: {o.max_cert_age} days)",
             severity=Severity.MEDIUM if age > 2 * limit else Severity.LOW,
             fix=f"rotate it: iotsec cert renew {c.serial} --csr FILE",
-            evidence={"device": device, "serial": c.serial, "not_before": _when(c.not_before),
+            evidence={"device": device, "serial": c.serial, "not_before": when(c.not_before),
                       "age_days": s.days(age), "max_age_days": o.max_cert_age}))
     return findings, CheckOutcome(r.DEVICE_CERT_OLD.id, len(in_use))
 
@@ -259,8 +258,8 @@ def revoked_cert_connecting(s: Snapshot, o: AuditOptions) -> Checked:
             fix=f"disable the device and find why the revoked key is accepted: iotsec device "
             f"disable {cert.device_id}",
             evidence={"device": cert.device_id, "serial": serial,
-                      "revoked_at": _when(cert.revoked_at or 0), "uses": len(times),
-                      "last_use": _when(max(times))}))
+                      "revoked_at": when(cert.revoked_at or 0), "uses": len(times),
+                      "last_use": when(max(times))}))
     for device, events in sorted(connects.items()):
         revoked = [c for c in (*live.get(device, ()), *past.get(device, ()))
                    if c.revoked_at is not None]
@@ -273,7 +272,7 @@ def revoked_cert_connecting(s: Snapshot, o: AuditOptions) -> Checked:
             fix=f"iotsec device disable {device}; iotsec broker mosquitto sync DIR (the "
             "broker's CRL is behind)",
             evidence={"device": device, "connections": len(events),
-                      "revoked_at": _when(last_revoked), "last_connect": _when(events[-1].at),
+                      "revoked_at": when(last_revoked), "last_connect": when(events[-1].at),
                       "sources": sources,
                       "serials": sorted(c.serial for c in revoked)}))
     return findings, CheckOutcome(r.REVOKED_CERT_CONNECTING.id, examined)
@@ -297,136 +296,6 @@ def revoked_ca_active_certs(s: Snapshot, o: AuditOptions) -> Checked:
             + ("cACompromise" if ca.revoked_at is not None else "superseded")
             + f", then issue a new certificate: iotsec cert issue {c.device_id} --csr FILE",
             evidence={"device": c.device_id, "serial": c.serial, "ca": ca.subject,
-                      "ca_id": ca.id, "not_after": _when(c.not_after)}))
+                      "ca_id": ca.id, "not_after": when(c.not_after)}))
     checked = len(s.live_certs)
     return findings, CheckOutcome(r.REVOKED_CA_ACTIVE_CERTS.id, checked)
-
-
-# --------------------------------------------------------------------------- identities
-
-
-def _host(source: str | None) -> str | None:
-    if not source:
-        return None
-    host = source.rsplit(":", 1)[0] if source.count(":") == 1 or source.startswith("[") \
-        else source
-    return host.strip("[]") or None
-
-
-def _overlaps(events: Iterable[EventFacts]) -> dict[str, list[tuple[int, str, str]]]:
-    """Per identity: (time, open address, new address) where a session started from one
-    address while a session from another was still open (no disconnect in between)."""
-    open_at: dict[str, dict[str, int]] = defaultdict(dict)  # actor -> host -> since
-    found: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-    events = list(events)
-    # An identity seen in one event cannot overlap with itself: most of a fleet.
-    counts = Counter(e.actor for e in events)
-    for e in events:
-        actor = e.actor
-        if not actor or counts[actor] < 2:
-            continue
-        host = _host(e.source)
-        sessions = open_at[actor]
-        if e.kind in CONNECT_KINDS and host:
-            if e.kind == "broker.collision":
-                previous = e.detail.get("previous_source")
-                prev_host = _host(previous) if isinstance(previous, str) else None
-                if prev_host:
-                    sessions.setdefault(prev_host, e.at)
-            for other in sessions:
-                if other != host:
-                    found[actor].append((e.at, other, host))
-            if e.kind == "broker.collision":
-                sessions.clear()  # the broker ended the older session
-            sessions[host] = e.at
-        elif e.kind == "broker.disconnect":
-            if host is not None:
-                sessions.pop(host, None)
-            else:
-                sessions.clear()
-    return found
-
-
-def shared_certificate(s: Snapshot, o: AuditOptions) -> Checked:
-    findings = []
-    # Most keys are held once: remember the first holder, group only on a second one.
-    first: dict[bytes, tuple[str, str]] = {}
-    shared: dict[bytes, dict[str, list[str]]] = {}
-
-    def hold(spki: bytes, device: str, use: str) -> None:
-        seen = first.setdefault(spki, (device, use))
-        if seen[1] is use:
-            return
-        group = shared.get(spki)
-        if group is None:
-            group = shared[spki] = defaultdict(list)
-            group[seen[0]].append(seen[1])
-        group[device].append(use)
-
-    for c in s.live_certs:
-        if c.device_id is not None and c.facts is not None:
-            hold(c.facts.spki, c.device_id, "cert " + c.serial)
-    for k in s.device_keys:
-        hold(k.spki, k.device_id, "key " + k.kid)
-    for spki, devices in shared.items():
-        if len(devices) < 2:
-            continue
-        digest = hashlib.sha256(spki).hexdigest()
-        names = sorted(devices)
-        used = sorted(u for uses in devices.values() for u in uses)
-        serials = [u.split(" ", 1)[1] for u in used if u.startswith("cert ")]
-        fix = "; ".join(f"iotsec cert revoke {sn} --reason keyCompromise" for sn in serials[:5])
-        findings.append(r.SHARED_CERTIFICATE.at(
-            Location(uri=f"key:{digest}", kind="public-key", name=digest[:16]),
-            f"one public key is registered for {len(names)} devices: {', '.join(names[:5])}"
-            + ("..." if len(names) > 5 else ""),
-            fix=(fix or "revoke the shared keys: iotsec device-token key revoke KID")
-            + "; then give each device its own key",
-            evidence={"devices": names, "uses": used, "spki_sha256": digest}))
-    connections = [e for e in s.events if e.kind in (*CONNECT_KINDS, "broker.disconnect")]
-    for actor, overlaps in sorted(_overlaps(connections).items()):
-        addresses = sorted({a for _, x, y in overlaps for a in (x, y)})
-        findings.append(r.SHARED_CERTIFICATE.at(
-            device_location(actor),
-            f"identity {actor} was connected from {len(addresses)} addresses at the same time",
-            fix=f"iotsec cert revoke --device {actor} --reason keyCompromise; iotsec device "
-            f"disable {actor} (then re-provision the genuine device)",
-            evidence={"device": actor, "addresses": addresses, "overlaps": len(overlaps),
-                      "first": _when(overlaps[0][0])}))
-    checked = len(first) + len({e.actor for e in connections if e.actor})
-    return findings, CheckOutcome(r.SHARED_CERTIFICATE.id, checked)
-
-
-def client_id_conflict(s: Snapshot, o: AuditOptions) -> Checked:
-    findings = []
-    collisions: dict[str, list[EventFacts]] = defaultdict(list)
-    foreign: dict[str, list[EventFacts]] = defaultdict(list)
-    examined = 0
-    for e in s.events:
-        if e.kind == "broker.collision" and e.actor:
-            examined += 1
-            collisions[e.actor].append(e)
-        elif e.kind == "broker.connect" and e.actor:
-            examined += 1
-            cid = e.detail.get("client_id")
-            if isinstance(cid, str) and cid != e.actor:
-                foreign[cid].append(e)
-    for cid, events in sorted(collisions.items()):
-        sources = sorted({x for e in events for x in (e.source, e.detail.get("previous_source"))
-                          if isinstance(x, str) and x})
-        findings.append(r.CLIENT_ID_CONFLICT.at(
-            device_location(cid),
-            f"a second connection took over client id {cid}'s session {len(events)} time(s)",
-            fix=f"iotsec cert revoke --device {cid} --reason keyCompromise; iotsec device "
-            f"disable {cid} (then re-provision the genuine device)",
-            evidence={"device": cid, "collisions": len(events), "sources": sources,
-                      "last": _when(events[-1].at)}))
-    for cid, events in sorted(foreign.items()):
-        users = sorted({e.actor or "" for e in events})
-        findings.append(r.CLIENT_ID_CONFLICT.at(
-            Location(uri=f"client:{cid}", kind="client-id", name=cid),
-            f"client id {cid} was used by identities that do not own it: {', '.join(users)}",
-            fix="re-render the broker so the client id is the certificate's identity "
-            "(use_username_as_clientid): iotsec broker mosquitto render -o DIR",
-            evidence={"client_id": cid, "identities": users, "connections": len(events)}))
-    return findings, CheckOutcome(r.CLIENT_ID_CONFLICT.id, examined)

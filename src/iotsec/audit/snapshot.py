@@ -266,12 +266,6 @@ class Snapshot:
         """Expired or revoked device certificates, by device (computed once)."""
         return self._by_device("past", self.past_certs)
 
-    def authority(self, authority_id: int) -> AuthorityFacts | None:
-        for a in self.authorities:
-            if a.id == authority_id:
-                return a
-        return None
-
     @staticmethod
     def days(seconds: int) -> float:
         return round(seconds / DAY, 1)
