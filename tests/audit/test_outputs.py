@@ -100,8 +100,10 @@ def test_html_report_is_one_self_contained_file(messy: AuditResult):
 
 
 @pytest.fixture
-def cli_home(settings: Settings, initialised: InitResult,
+def cli_home(settings: Settings, initialised: InitResult, rt: Runtime,
              monkeypatch: pytest.MonkeyPatch) -> Settings:
+    # An admin token made without an expiry: a high finding for the exit-code tests.
+    issue_token(rt, "forever", Scope.ADMIN, None)
     for name in ("IOTSEC_BROKER_DIR", "IOTSEC_DATABASE_URL", "IOTSEC_CA_PASSPHRASE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IOTSEC_HOME", str(settings.home))
@@ -119,7 +121,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def test_cli_exit_codes_follow_fail_on(cli_home: Settings, capsys):
     code, out, _ = cli(capsys)
-    # The init admin token never expires: a high finding.
+    # The 'forever' admin token never expires: a high finding.
     assert code == 1 and "audit/token-no-expiry" in out and "checks ran" in out
     assert cli(capsys, "--fail-on", "critical")[0] == 0
     assert cli(capsys, "--fail-on", "never")[0] == 0
@@ -191,9 +193,9 @@ def test_api_returns_the_report_to_auditors(client: TestClient, rt: Runtime):
     assert errors(json_validator(), document) == []
     assert document["audit"]["options"]["ca_days"] == 30
     assert document["audit"]["options"]["window_seconds"] == 7 * 86400
-    # admin (init) and reader never expire.
+    # reader never expires (init's admin token does, after 90 days).
     assert {f["target"] for f in document["findings"]
-            if f["rule"] == "audit/token-no-expiry"} == {"token:admin", "token:reader"}
+            if f["rule"] == "audit/token-no-expiry"} == {"token:reader"}
     (event,) = list_events(rt.engine, kind="audit.run")
     assert event.actor == "reader"
 

@@ -10,16 +10,15 @@ from iotsec.audit.rules import ALL_RULES
 def test_a_fresh_home_is_audited_with_an_outcome_for_every_rule(rt):
     result = run_audit(rt)
     assert set(result.outcomes) == {r.id for r in ALL_RULES}
-    # init's admin token never expires; the default role is held by nobody yet.
+    # The default role is held by nobody yet; init's admin token expires (90 days).
     assert {(f.rule.id, f.location.uri) for f in result.findings} == {
-        ("audit/token-no-expiry", "token:admin"),
         ("audit/policy-misconfigured", "policy:device"),
     }
     assert result.passed("audit/ca-expiring") is True
-    assert result.passed("audit/token-no-expiry") is False
+    assert result.passed("audit/token-no-expiry") is True
     # Without a broker directory the broker checks say nothing either way.
     assert result.passed("audit/broker-anonymous") is None
     assert "IOTSEC_BROKER_DIR" in (result.outcomes["audit/broker-crl-missing"].skipped or "")
     events = list_events(rt.engine, kind="audit.run")
     assert len(events) == 1 and events[0].detail is not None
-    assert events[0].detail["findings"] == 2
+    assert events[0].detail["findings"] == 1

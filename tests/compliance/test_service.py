@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from iotsec.app import certs, compliance, devices
 from iotsec.app.compliance import AttestationRequest
 from iotsec.app.events import list_events
+from iotsec.app.tokens import Scope, issue_token
 from iotsec.compliance.catalog import Status
 from iotsec.errors import (
     AttestationError,
@@ -47,14 +48,15 @@ def _rows(rt) -> int:
 
 def test_every_status_is_reachable_with_a_real_fleet(rt):
     _fleet(rt)
+    issue_token(rt, "forever", Scope.ADMIN, None)
     _attest(rt, "5.3-14", "not_applicable", "every device can be updated over the air")
     result = compliance.report(rt, ETSI)
     # pass: per-device credentials, no shared certificate, no weak key.
     assert result.get("5.4-4").status is Status.PASS
-    # fail: init's admin token never expires (audit/token-no-expiry, high).
+    # fail: an admin token that never expires (audit/token-no-expiry, high).
     failing = result.get("5.1-3")
     assert failing.status is Status.FAIL
-    assert any(e.ref == "audit/token-no-expiry" and "token:admin" in e.objects
+    assert any(e.ref == "audit/token-no-expiry" and "token:forever" in e.objects
                for e in failing.evidence)
     # partial: the broker checks cannot run without a broker directory.
     assert result.get("5.1-1").status is Status.PARTIAL

@@ -22,6 +22,9 @@ from iotsec.store.db import make_engine, reading, transaction
 from iotsec.store.migrate import upgrade
 from iotsec.timeutil import ts
 
+#: Lifetime of the admin token 'iotsec init' prints.
+BOOTSTRAP_TOKEN_DAYS = 90
+
 
 @dataclass(frozen=True)
 class InitResult:
@@ -75,7 +78,10 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
                                                    this_update=0, next_update=0, stale=True,
                                                    der=None))
             write_role(conn, default_device_role(), ts(now), replace=False)
-            token = create_token(conn, name="admin", scope=Scope.ADMIN, now=ts(now))
+            # The bootstrap token expires like any other (audit/token-no-expiry); on the
+            # host, 'iotsec token create' mints the next one without a token.
+            token = create_token(conn, name="admin", scope=Scope.ADMIN, now=ts(now),
+                                 expires_at=ts(now) + BOOTSTRAP_TOKEN_DAYS * 86_400)
         return InitResult(home=str(home), root=root, issuing=issuing, admin_token=token,
                           created=True)
     finally:

@@ -54,5 +54,6 @@ def init(
     console.print(f"Initialised iotsec home {result.home}")
     console.print(f"  root CA:    {result.root.certificate.subject.rfc4514_string()}")
     console.print(f"  issuing CA: {result.issuing.certificate.subject.rfc4514_string()}")
-    err_console.print("\nAdmin API token (shown once, stored only as a hash; keep it safe):")
+    err_console.print("\nAdmin API token (shown once, stored only as a hash, valid 90 days; "
+                      "'iotsec token create NAME --scope admin' makes another):")
     console.print(f"  {result.admin_token}", markup=False, soft_wrap=True)
