@@ -11,7 +11,7 @@ from iotsec.app import certs, devices
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, transaction
-from iotsec.store.migrate import is_current, upgrade
+from iotsec.store.migrate import HEAD, head_revision, is_current, upgrade
 from tests.helpers import make_csr
 
 
@@ -22,6 +22,20 @@ def test_migrations_match_models(rt):
     assert is_current(rt.engine)
     upgrade(rt.engine)  # idempotent
     assert is_current(rt.engine)
+
+
+def test_the_schema_check_knows_the_newest_migration(tmp_path):
+    assert head_revision() == HEAD
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        assert not is_current(engine)  # no alembic_version table at all
+        upgrade(engine)
+        assert is_current(engine)
+        with transaction(engine) as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+        assert not is_current(engine)
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from iotsec.api.app import create_app
 from iotsec.app.events import EventSink
 from iotsec.app.server import ensure_server_tls
 from iotsec.cli.context import runtime
@@ -35,7 +34,11 @@ def serve(
     )] = 1,
 ) -> None:
     """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl."""
+    # Imported here: the web stack is only needed by this command, and every other command
+    # would pay for it at start-up.
     import uvicorn
+
+    from iotsec.api.app import create_app
 
     if http and not _is_loopback(host):
         raise InvalidInputError(f"plain HTTP is only allowed on a loopback address, not {host}",
