@@ -30,6 +30,8 @@ from iotsec.errors import InvalidInputError
 if TYPE_CHECKING:  # the firmware core imports this package; types only
     from iotsec.firmware.keys import FirmwareKeyType, FirmwarePublicKey, ImageSigner
 
+#: The operation ``on_use`` is told of for a certificate or CRL signature.
+SIGN = "sign"
 #: The operation ``on_use`` is told of for a firmware image signature.
 SIGN_IMAGE = "sign-image"
 
@@ -133,6 +135,33 @@ class CustodyImageSigner:
 
     def __repr__(self) -> str:
         return f"CustodyImageSigner({self.label!r}, {self._inner!r})"
+
+
+class CustodySigner:
+    """A :class:`Signer` handed out by a key store: it signs through ``inner`` and tells
+    ``on_use(label, "sign")`` after every signature (the audit trail of CA signing)."""
+
+    def __init__(self, label: str, inner: Signer,
+                 on_use: Callable[[str, str], None] | None = None) -> None:
+        self.label = label
+        self._inner = inner
+        self.on_use = on_use
+
+    @property
+    def key_type(self) -> KeyType:
+        return self._inner.key_type
+
+    def public_key(self) -> CertificateIssuerPublicKeyTypes:
+        return self._inner.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        signature = self._inner.sign(data)
+        if self.on_use is not None:
+            self.on_use(self.label, SIGN)
+        return signature
+
+    def __repr__(self) -> str:
+        return f"CustodySigner({self.label!r}, {self._inner!r})"
 
 
 class LocalSigner:

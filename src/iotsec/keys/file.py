@@ -30,7 +30,13 @@ from iotsec.errors import (
     NotFoundError,
 )
 from iotsec.firmware.keys import FirmwareKeyType, FirmwarePrivateKey, LocalImageSigner
-from iotsec.keys.base import CustodyImageSigner, KeyType, LocalSigner, Signer
+from iotsec.keys.base import (
+    CustodyImageSigner,
+    CustodySigner,
+    KeyType,
+    LocalSigner,
+    Signer,
+)
 from iotsec.keys.pkcs8 import decrypt_private_key, encrypt_private_key
 
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -76,7 +82,7 @@ class FileKeyStore:
         self._dir = directory
         self._passphrase = passphrase
         self.on_use = on_use
-        self._cache: dict[str, LocalSigner] = {}
+        self._cache: dict[str, CustodySigner] = {}
         self._images: dict[str, CustodyImageSigner] = {}
 
     def __repr__(self) -> str:
@@ -100,7 +106,7 @@ class FileKeyStore:
         self._refuse_taken(label)
         key = key_type.generate()
         write_private_file(self._path(label), encrypt_private_key(key, self._passphrase))
-        signer = LocalSigner(key)
+        signer = CustodySigner(label, LocalSigner(key), self._notify)
         self._cache[label] = signer
         return signer
 
@@ -137,7 +143,9 @@ class FileKeyStore:
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise KeyTypeMismatchError(f"key {label!r} has an unsupported type",
                                        hint="iotsec CA keys are ECDSA or RSA")
-        signer = LocalSigner(key)
+        # Every signature is told to on_use (read when it happens: the runtime sets it after
+        # opening the store) and becomes a key.use event.
+        signer = CustodySigner(label, LocalSigner(key), self._notify)
         self._cache[label] = signer
         return signer
 
