@@ -27,6 +27,10 @@ def test_files_round_trip_under_the_home_kek(rt: Runtime, tmp_path: Path) -> Non
     kinds = [(e.kind, e.outcome) for e in list_events(rt.engine, limit=10)
              if e.kind.startswith("data.")]
     assert kinds == [("data.decrypt", "ok"), ("data.encrypt", "ok")]
+    # The data key's unwrap is a use of the KEK, on the audit trail.
+    (use,) = list_events(rt.engine, kind="key.use", limit=10)
+    assert use.subject == info.kek_id
+    assert use.detail == {"operation": "unwrap", "backend": "file"}
     # A second file reuses the same KEK.
     assert service.encrypt_file(rt, str(src), str(tmp_path / "b.enc")).kek_id == info.kek_id
 
@@ -47,3 +51,22 @@ def test_refused_decryption_is_recorded_and_leaves_no_file(rt: Runtime, tmp_path
     assert refused.outcome == "refused" and refused.detail == {"error": "stream-chunk"}
     with pytest.raises(ConflictError):
         service.encrypt_file(rt, str(src), str(enc))
+
+
+def test_opening_a_device_secret_is_a_recorded_key_use(rt: Runtime) -> None:
+    from iotsec.app import device_tokens
+    from iotsec.app.devices import NewDevice, add_device
+
+    add_device(rt, NewDevice(id="legacy-1"))
+    kid, secret = device_tokens.create_secret(rt, "legacy-1")
+    before = len(list_events(rt.engine, kind="key.use", limit=100))
+    from iotsec.app.keys import open_device_secret
+    from iotsec.store import models as m
+    from iotsec.store.db import reading
+
+    with reading(rt.engine) as conn:
+        stored = conn.execute(m.device_secrets.select()).one().ciphertext
+    assert open_device_secret(rt, kid, "legacy-1", bytes(stored)) == secret.encode()
+    uses = list_events(rt.engine, kind="key.use", limit=100)
+    assert len(uses) == before + 1
+    assert uses[0].detail is not None and uses[0].detail["operation"] == "unwrap"

@@ -39,7 +39,8 @@ from iotsec.errors import (
 from iotsec.keys.base import KeyStore, KeyType
 from iotsec.keys.file import FileKeyStore
 from iotsec.pki.x509 import spki_der
-from iotsec.protect.custody import KekCustody, KekInfo
+from iotsec.protect.custody import KekCustody, KekInfo, backend_of
+from iotsec.protect.kek import KeyWrapper
 from iotsec.protect.records import open_record, seal_record
 from iotsec.store import models as m
 from iotsec.store.db import reading
@@ -204,6 +205,39 @@ def kek_custody(rt: Runtime) -> KekCustody:
     return custody
 
 
+class AuditedKeks:
+    """The KEKs of the home's custody, each unwrap recorded as a ``key.use`` event (operation
+    ``unwrap``, subject the KEK id): opening a device secret or an encrypted file is on the
+    audit trail. Bulk re-wrapping (``iotsec keys rotate kek``) goes to the custody directly and
+    is recorded as one ``kek.rotate`` event with its counts."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._custody = kek_custody(rt)
+        self._rt = rt
+
+    def kek(self, key_id: str) -> KeyWrapper:
+        inner = self._custody.kek(key_id)
+        return _AuditedKek(inner, audit_key_use(self._rt, backend_of(key_id)))
+
+
+class _AuditedKek:
+    def __init__(self, inner: KeyWrapper, record: Callable[[str, str], None]) -> None:
+        self._inner = inner
+        self._record = record
+
+    @property
+    def key_id(self) -> str:
+        return self._inner.key_id
+
+    def wrap(self, data_key: bytes, aad: bytes) -> bytes:
+        return self._inner.wrap(data_key, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        key = self._inner.unwrap(wrapped, aad)
+        self._record(self._inner.key_id, "unwrap")
+        return key
+
+
 # --- sealed columns -----------------------------------------------------------------------
 
 
@@ -268,7 +302,7 @@ def open_device_secret(rt: Runtime, kid: str, device_id: str, stored: bytes) -> 
     """A device secret from its stored form (a record envelope)."""
     try:
         envelope = DEVICE_SECRETS.envelope(stored)
-        return open_record(envelope, kek_custody(rt), table=DEVICE_SECRETS.table.name,
+        return open_record(envelope, AuditedKeks(rt), table=DEVICE_SECRETS.table.name,
                            record_id=device_secret_record_id(kid, device_id),
                            field=DEVICE_SECRETS.field)
     except KeyCustodyError:

@@ -154,7 +154,9 @@ def decrypt_file(rt: Runtime, source: str, target: str) -> atrest.StreamInfo:
         raise InvalidInputError("decrypted output goes to a file, not to standard output",
                                 hint="a stream is only known to be complete at its end; give "
                                 "OUT as a file name")
-    store = kek_store(rt)
+    from iotsec.app.keys import AuditedKeks
+
+    store = AuditedKeks(rt)
     try:
         with _source(source) as src, _atomic_output(target) as dst:
             info = atrest.decrypt_stream(src, dst, store)
