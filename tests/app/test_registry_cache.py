@@ -73,3 +73,14 @@ def test_no_caching_when_the_delay_is_zero(rt: Runtime) -> None:
     add_device(rt, NewDevice(id="d1"))
     assert _allowed(rt, "d1")
     assert access.check_cached(rt, "d1", "publish", "devices/d1/t") is None
+
+
+def test_warm_up_reads_the_registry_and_compiles_the_policy(rt: Runtime) -> None:
+    rt.settings.hot_cache_seconds = 60
+    for i in range(25):
+        add_device(rt, NewDevice(id=f"w{i}"))
+    assert access.warm_up(rt) == 25
+    assert access.compiled_policy(rt) is not None
+    # Every decision is now answered from memory.
+    assert all(access.check_cached(rt, f"w{i}", "publish", f"devices/w{i}/t") is not None
+               for i in range(25))

@@ -69,9 +69,11 @@ def app_from_environment() -> FastAPI:
     """The application of one serving process among several (``iotsec serve --workers N``):
     its own runtime from the environment's settings, with buffered security events, closed
     when the process stops."""
+    from iotsec.app.access import warm_up
     from iotsec.app.events import EventSink
     from iotsec.app.runtime import open_runtime
 
     rt = open_runtime()
     rt.events = EventSink(rt.engine, buffered=True)
+    warm_up(rt)  # policy and registry in memory before the first request
     return create_app(rt, owns_runtime=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from iotsec.timeutil import ts
 
 DEFAULT_ROLE = "device"
 _DEVICES = "decision-devices"
+#: One policy compilation at a time in a process.
+_COMPILING = threading.Lock()
 
 
 def bump_policy_version(conn: Connection) -> None:
@@ -187,21 +190,41 @@ def _load_policy(conn: Connection) -> CompiledPolicy:
     return CompiledPolicy(load_roles(conn), device_roles, group_roles)
 
 
-def current_policy(rt: Runtime) -> CompiledPolicy:
-    """The compiled policy, rebuilt only when the store's policy version has moved."""
+def _policy_version(rt: Runtime) -> int:
     def read_version() -> int:
         with reading(rt.engine) as conn:
             return int(conn.execute(select(m.policy_version.c.version)
                                     .where(m.policy_version.c.id == 1)).scalar_one())
 
-    version = rt.recent("policy-version", rt.settings.hot_cache_seconds, read_version)
+    return rt.recent("policy-version", rt.settings.hot_cache_seconds, read_version)
+
+
+def compiled_policy(rt: Runtime) -> CompiledPolicy | None:
+    """The compiled policy if it is in memory and current, else ``None`` (no compiling)."""
+    cached = rt.cache.get("policy")
+    if isinstance(cached, tuple) and cached[0] == _policy_version(rt):
+        policy: CompiledPolicy = cached[1]
+        return policy
+    return None
+
+
+def current_policy(rt: Runtime) -> CompiledPolicy:
+    """The compiled policy, rebuilt only when the store's policy version has moved."""
+    version = _policy_version(rt)
     cached = rt.cache.get("policy")
     if isinstance(cached, tuple) and cached[0] == version:
         policy: CompiledPolicy = cached[1]
         return policy
-    with reading(rt.engine) as conn:
-        policy = _load_policy(conn)
-    rt.cache["policy"] = (version, policy)
+    # One compilation at a time: in a server, the first requests after a change would
+    # otherwise each read and compile the whole policy at once.
+    with _COMPILING:
+        cached = rt.cache.get("policy")
+        if isinstance(cached, tuple) and cached[0] == version:
+            policy = cached[1]
+            return policy
+        with reading(rt.engine) as conn:
+            policy = _load_policy(conn)
+        rt.cache["policy"] = (version, policy)
     return policy
 
 
@@ -212,6 +235,14 @@ def _devices(rt: Runtime) -> DeviceCache | None:
     if not isinstance(cache, DeviceCache):
         cache = rt.cache[_DEVICES] = DeviceCache(rt)
     return cache
+
+
+def warm_up(rt: Runtime) -> int:
+    """For a serving process, before its first request: compile the policy and read the
+    registry entries decisions need. Returns how many devices were read."""
+    current_policy(rt)
+    cache = _devices(rt)
+    return cache.preload(rt) if cache is not None else 0
 
 
 def _device(rt: Runtime, device_id: str) -> Device:
@@ -236,24 +267,27 @@ def _identity(device: Device, cert_serial: str | None) -> tuple[Identity, Device
 def check(rt: Runtime, device_id: str, action: str, resource: str,
           cert_serial: str | None = None) -> Decision:
     """Decide and explain. A device that is not active is denied whatever its roles say."""
-    return _decide(rt, _device(rt, device_id), action, resource, cert_serial)
+    device = _device(rt, device_id)
+    return _decide(current_policy(rt), device, action, resource, cert_serial)
 
 
 def check_cached(rt: Runtime, device_id: str, action: str, resource: str,
                  cert_serial: str | None = None) -> Decision | None:
     """``check`` from memory alone, or ``None`` when the device's registry entry must first
-    be read from the store (a serving process then calls ``check`` off its event loop)."""
+    be read from the store or the policy compiled (a serving process then calls ``check`` off
+    its event loop)."""
     cache = _devices(rt)
     device = cache.peek(rt, device_id) if cache is not None else None
-    if device is None:
+    policy = compiled_policy(rt) if device is not None else None
+    if device is None or policy is None:
         return None
-    return _decide(rt, device, action, resource, cert_serial)
+    return _decide(policy, device, action, resource, cert_serial)
 
 
-def _decide(rt: Runtime, device: Device, action: str, resource: str,
+def _decide(policy: CompiledPolicy, device: Device, action: str, resource: str,
             cert_serial: str | None) -> Decision:
     identity, state = _identity(device, cert_serial)
-    decision = current_policy(rt).decide(identity, action, resource)
+    decision = policy.decide(identity, action, resource)
     if state is not DeviceState.ACTIVE and state is not DeviceState.PENDING:
         return Decision(False, action, resource,
                         reason=f"device {device.id!r} is {state.value} (denied whatever its "

@@ -12,6 +12,7 @@ change is seen within that delay.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from sqlalchemy import select
@@ -32,6 +33,7 @@ class DeviceCache:
         self._entries: dict[str, Device] = {}
         self._looked = time.monotonic()
         self._since = ts(rt.now())
+        self._looking = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -40,14 +42,37 @@ class DeviceCache:
         now = time.monotonic()
         if now - self._looked < rt.settings.hot_cache_seconds:
             return
-        since = ts(rt.now())
-        if self._entries:
-            with reading(rt.engine) as conn:
-                changed = conn.execute(select(m.devices.c.id).where(
-                    m.devices.c.updated_at >= self._since - MARGIN_SECONDS)).scalars().all()
-            for device_id in changed:
-                self._entries.pop(device_id, None)
-        self._looked, self._since = now, since
+        # One look at a time; the others go on with the entries they have (which are at most
+        # one delay old).
+        if not self._looking.acquire(blocking=False):
+            return
+        try:
+            since = ts(rt.now())
+            if self._entries:
+                with reading(rt.engine) as conn:
+                    changed = conn.execute(select(m.devices.c.id).where(
+                        m.devices.c.updated_at >= self._since - MARGIN_SECONDS)).scalars().all()
+                for device_id in changed:
+                    self._entries.pop(device_id, None)
+            self._looked, self._since = now, since
+        finally:
+            self._looking.release()
+
+    def preload(self, rt: Runtime) -> int:
+        """Read every registered device (up to the cache's size), so that a serving process
+        answers its first requests from memory; returns how many were read. Changes made
+        while it reads are caught by the next look (it started before the read)."""
+        from iotsec.app.devices import MAX_LIST, list_devices
+
+        after: str | None = None
+        while len(self._entries) < MAX_ENTRIES:
+            page = list_devices(rt, limit=MAX_LIST, after=after)
+            for device in page:
+                self._entries[device.id] = device
+            if len(page) < MAX_LIST:
+                break
+            after = page[-1].id
+        return len(self._entries)
 
     def peek(self, rt: Runtime, device_id: str) -> Device | None:
         """The cached entry, or ``None`` when it must be read from the store."""

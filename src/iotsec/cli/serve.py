@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from iotsec.app.access import warm_up
 from iotsec.app.events import EventSink
 from iotsec.app.server import ensure_server_tls
 from iotsec.cli.context import runtime
@@ -49,6 +50,9 @@ def serve(
         # With several workers, each process builds its own app and runtime from the same
         # environment (app_from_environment); this process only supervises them.
         app = create_app(rt) if workers == 1 else None
+        if app is not None:
+            # The policy and the registry in memory before the first request, not by it.
+            warm_up(rt)
         scheme = "http" if http else "https"
         shown = f"[{host}]" if ":" in host else host
         files = None if http else ensure_server_tls(rt, host)
