@@ -61,7 +61,10 @@ class EventSink:
     def __init__(self, engine: Engine, *, buffered: bool = False, interval: float = 0.2) -> None:
         self._engine = engine
         self._buffer: deque[dict[str, Any]] = deque()
+        # Repeats of one routine event within a flush interval, as one row with a count.
+        self._repeats: dict[tuple[str, str, str | None, str | None, str | None], list[Any]] = {}
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if buffered:
@@ -79,12 +82,38 @@ class EventSink:
             # outside a transaction, or at flush/close.
             self._buffer.append(event.row())
 
+    def record_repeated(self, event: Event) -> None:
+        """Record a routine event that may repeat many times a second (an accepted API
+        token on a hot path). A buffered sink writes the repeats of one event (same kind,
+        outcome, actor, source and subject) within a flush interval as one row: the first
+        time, and ``count`` in its detail. Anything unusual goes through :meth:`record`."""
+        if self._thread is None:
+            self.record(event)
+            return
+        key = (event.kind, event.outcome, event.actor, event.source, event.subject)
+        with self._lock:
+            seen = self._repeats.get(key)
+            if seen is None:
+                self._repeats[key] = [event, 1]
+            else:
+                seen[1] += 1
+
     def flush(self) -> None:
+        # Taken under the lock, written outside it: a request recording an event never
+        # waits for the store.
         with self._lock:
             rows = []
             while self._buffer:
                 rows.append(self._buffer.popleft())
-            if rows:
+            repeats, self._repeats = self._repeats, {}
+        for event, count in repeats.values():
+            row = event.row()
+            if count > 1:
+                detail = {**dict(event.detail or {}), "count": count}
+                row["detail"] = json.dumps(detail, sort_keys=True, default=str)
+            rows.append(row)
+        if rows:
+            with self._writing:
                 self._write(rows)
 
     def close(self) -> None:

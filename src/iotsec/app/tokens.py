@@ -246,8 +246,8 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
                              f"this needs {needed.value}",
                              hint=f"use a token with the {needed.value} scope")
     throttle.succeeded(where)
-    rt.events.record(Event(now, "auth", "success", actor=principal.name, source=source,
-                           subject=action, detail={"scope": principal.scope.value}))
+    rt.events.record_repeated(Event(now, "auth", "success", actor=principal.name, source=source,
+                                    subject=action, detail={"scope": principal.scope.value}))
     last_used = rt.cache.setdefault("token-last-used", {})
     assert isinstance(last_used, dict)
     previous = last_used.get(row.id, row.last_used_at)
