@@ -98,20 +98,33 @@ def _compile(role: str, index: int, rule: Rule) -> _Compiled:
         var_slots=tuple((i, levels[i]) for i, k in enumerate(kinds) if k == _VAR))
 
 
+#: Valid ``${device.group}`` values by groups tuple (few distinct tuples in a fleet).
+_GROUP_VALUES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_GROUP_VALUES_LIMIT = 100_000
+
+
 def _values_of(identity: Identity, name: str) -> tuple[str, ...]:
+    if name == "device.group":
+        groups = identity.groups
+        values = _GROUP_VALUES.get(groups)
+        if values is None:
+            values = tuple([v for v in map(check_identity_value, groups) if v])
+            if len(_GROUP_VALUES) < _GROUP_VALUES_LIMIT:
+                _GROUP_VALUES[groups] = values
+        return values
+    value: str | None
     if name == "device.id":
-        candidates: Iterable[str | None] = (identity.device_id,)
-    elif name == "device.group":
-        candidates = identity.groups
+        value = identity.device_id
     elif name == "cert.cn":
-        candidates = (identity.cert_cn,)
+        value = identity.cert_cn
     elif name == "cert.serial":
-        candidates = (identity.cert_serial,)
+        value = identity.cert_serial
     elif name.startswith("device.attr."):
-        candidates = (identity.attributes.get(name[12:]),)
+        value = identity.attributes.get(name[12:])
     else:
-        candidates = ()
-    return tuple(v for v in (check_identity_value(c) for c in candidates) if v)
+        return ()
+    checked = check_identity_value(value)
+    return (checked,) if checked else ()
 
 
 class _Values(dict[str, tuple[str, ...]]):
@@ -120,8 +133,7 @@ class _Values(dict[str, tuple[str, ...]]):
 
     __slots__ = ("identity",)
 
-    def __init__(self, identity: Identity) -> None:
-        super().__init__()
+    def __init__(self, identity: Identity) -> None:  # an empty dict needs no dict.__init__
         self.identity = identity
 
     def __missing__(self, name: str) -> tuple[str, ...]:
