@@ -29,7 +29,6 @@ from iotsec.app.tokens import authenticate
 from iotsec.errors import IotsecError
 
 PATH = "/v1/authz/check"
-ACTION = f"POST {PATH}"
 
 
 def _limits() -> dict[str, int]:
@@ -64,46 +63,72 @@ def parse_body(headers: dict[bytes, bytes], body: bytes) -> dict[str, str | None
     return data
 
 
-class DecisionFastPath:
+class BearerFastPath:
+    """An ASGI layer that answers one hot ``POST`` route itself when the request carries a
+    bearer token and a body it understands (``prepare``), after ``authenticate`` for
+    ``needed``; anything else goes to the application unchanged (body replayed)."""
+
+    path: str
+    needed: TokenScope
+    max_body: int
+
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.rt = runtime
 
+    def prepare(self, headers: dict[bytes, bytes], body: bytes) -> Any:
+        """What ``answer`` needs from the body, or ``None`` to leave the request to the app."""
+        raise NotImplementedError
+
+    async def answer(self, prepared: Any, source: str | None) -> dict[str, Any]:
+        raise NotImplementedError
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
+        while more and size <= self.max_body:
             message = await receive()
             if message["type"] != "http.request":
                 break
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = bool(message.get("more_body", False))
-            if size > MAX_BODY:
-                break
         body = b"".join(chunks)
         headers = dict(scope["headers"])
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        fields = None if more or scheme.lower() != "bearer" or not token.strip() \
-            else parse_body(headers, body)
-        if fields is None:
+        prepared = None if more or size > self.max_body or scheme.lower() != "bearer" \
+            or not token.strip() else self.prepare(headers, body)
+        if prepared is None:
             await self.app(scope, _replay(body, more, receive), send)
             return
         client = scope.get("client")
         source = client[0] if client else None
         try:
-            authenticate(self.rt, token.strip(), needed=TokenScope.AUDITOR, source=source,
-                         action=ACTION)
-            decision = await decide(self.rt, str(fields["device"]), str(fields["action"]),
-                                    str(fields["resource"]), fields.get("cert_serial"))
+            authenticate(self.rt, token.strip(), needed=self.needed, source=source,
+                         action=f"POST {self.path}")
+            content = await self.answer(prepared, source)
         except IotsecError as exc:
             await for_error(exc)(scope, receive, send)
             return
-        await _json(send, decision_out(decision))
+        await _json(send, content)
+
+
+class DecisionFastPath(BearerFastPath):
+    path = PATH
+    needed = TokenScope.AUDITOR
+    max_body = MAX_BODY
+
+    def prepare(self, headers: dict[bytes, bytes], body: bytes) -> Any:
+        return parse_body(headers, body)
+
+    async def answer(self, prepared: Any, source: str | None) -> dict[str, Any]:
+        decision = await decide(self.rt, str(prepared["device"]), str(prepared["action"]),
+                                str(prepared["resource"]), prepared.get("cert_serial"))
+        return decision_out(decision)
 
 
 def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
