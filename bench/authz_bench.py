@@ -34,6 +34,7 @@ from pathlib import Path
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Effect, Identity, Role, Rule, default_device_role
 from iotsec.access.topics import TopicFilter
+from loadgen import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,20 +171,6 @@ def _wrk(url: str, token: str, script: str | None, seconds: int) -> dict[str, fl
             "non_2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def _open_loop(url: str, token: str, rate: int, seconds: float,
-               bodies: Path | None) -> dict[str, float]:
-    """Open loop (bench/loadgen.py, its own process): latency at a fixed offered rate."""
-    cmd = [sys.executable, str(ROOT / "bench" / "loadgen.py"), url, "--rate", str(rate),
-           "--connections", "200", "--seconds", str(seconds),
-           "--header", f"Authorization: Bearer {token}"]
-    if bodies is not None:
-        cmd += ["--method", "POST", "--header", "Content-Type: application/json",
-                "--bodies", str(bodies)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    result: dict[str, float] = json.loads(out)
-    return result
-
-
 def _fleet_files(home: Path, devices: int) -> tuple[Path, Path]:
     rnd = random.Random(5)
     csv = home.parent / "fleet.csv"
@@ -233,11 +220,11 @@ def bench_http(seconds: int, devices: int) -> dict[str, object]:
                 time.sleep(0.1)
         base = f"http://127.0.0.1:{port}"
         check_url = f"{base}/v1/authz/check"
-        _open_loop(check_url, token, 500, 2, bodies)  # warm-up
+        run_in_process(check_url, token, 500, 2, bodies)  # warm-up
         sweep: dict[str, list[dict[str, float]]] = {"authz_check": [], "healthz": []}
         for rate in RATES:
-            sweep["authz_check"].append(_open_loop(check_url, token, rate, seconds, bodies))
-            sweep["healthz"].append(_open_loop(f"{base}/healthz", token, rate, seconds, None))
+            sweep["authz_check"].append(run_in_process(check_url, token, rate, seconds, bodies))
+            sweep["healthz"].append(run_in_process(f"{base}/healthz", token, rate, seconds, None))
         result: dict[str, object] = {"devices": devices, "open_loop": sweep}
         if shutil.which("wrk") is not None:
             script = home.parent / "authz.lua"

@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadgen import run_in_process
+
 CONNECTIONS = 200
 RATES = (500, 1000, 2000)
-ROOT = Path(__file__).resolve().parents[1]
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -54,19 +55,6 @@ def _decisions(devices: int, n: int = 5000) -> list[tuple[str, str, str]]:
     return out
 
 
-def _open_loop(url: str, token: str, rate: int, seconds: float,
-               bodies: Path | None) -> dict[str, float]:
-    cmd = [sys.executable, str(ROOT / "bench" / "loadgen.py"), url, "--rate", str(rate),
-           "--connections", str(CONNECTIONS), "--seconds", str(seconds),
-           "--header", f"Authorization: Bearer {token}"]
-    if bodies is not None:
-        cmd += ["--method", "POST", "--header", "Content-Type: application/json",
-                "--bodies", str(bodies)]
-    result: dict[str, float] = json.loads(subprocess.run(cmd, capture_output=True, text=True,
-                                                         check=True).stdout)
-    return result
-
-
 def _bench(base: str, admin: str, broker: str, decisions: list[tuple[str, str, str]],
            seconds: float, work: Path) -> dict[str, list[dict[str, float]]]:
     hook, check = work / "hook.jsonl", work / "check.jsonl"
@@ -80,11 +68,12 @@ def _bench(base: str, admin: str, broker: str, decisions: list[tuple[str, str, s
         ("authz_check", "/v1/authz/check", admin, check),
         ("healthz", "/healthz", admin, None)]
     for _, path, token, bodies in runs:  # warm-up
-        _open_loop(base + path, token, 300, 1, bodies)
+        run_in_process(base + path, token, 300, 1, bodies, connections=CONNECTIONS)
     results: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in runs}
     for rate in RATES:
         for name, path, token, bodies in runs:
-            results[name].append(_open_loop(base + path, token, rate, seconds, bodies))
+            results[name].append(run_in_process(base + path, token, rate, seconds, bodies,
+                                                connections=CONNECTIONS))
     return results
 
 

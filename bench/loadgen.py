@@ -19,8 +19,10 @@ import argparse
 import asyncio
 import json
 import random
+import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -92,6 +94,21 @@ async def run(url: str, *, rate: float, connections: int, seconds: float, method
             "achieved_rps": len(latencies) / (warmup + seconds), "p50_ms": pct(0.50),
             "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": pct(1.0),
             "errors": len(errors)}
+
+
+def run_in_process(url: str, token: str, rate: int, seconds: float, bodies: Path | None, *,
+                   connections: int = 200) -> dict[str, float]:
+    """This generator in its own process (so that its CPU is not the caller's): ``bodies``
+    (one JSON body per line) are POSTed; without them, a GET."""
+    cmd = [sys.executable, str(Path(__file__)), url, "--rate", str(rate),
+           "--connections", str(connections), "--seconds", str(seconds),
+           "--header", f"Authorization: Bearer {token}"]
+    if bodies is not None:
+        cmd += ["--method", "POST", "--header", "Content-Type: application/json",
+                "--bodies", str(bodies)]
+    result: dict[str, float] = json.loads(subprocess.run(cmd, capture_output=True, text=True,
+                                                         check=True).stdout)
+    return result
 
 
 def main() -> None:
