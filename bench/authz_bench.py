@@ -36,8 +36,6 @@ from iotsec.access.policy import Effect, Identity, Role, Rule, default_device_ro
 from iotsec.access.topics import TopicFilter
 from loadgen import run_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def build_policy(devices: int, roles: int, seed: int = 7) -> tuple[CompiledPolicy, list[Role],
                                                                    dict[str, list[str]],
