@@ -3,6 +3,12 @@
 PostgreSQL runs use ``IOTSEC_TEST_DATABASE_URL`` (default: the local server's ``test``
 database), each test in a schema of its own that is dropped afterwards. Off CI, a missing
 server skips those runs with the reason; under CI (``CI=true``) it fails them.
+
+Key files written in this process use a cheap scrypt cost (:data:`TEST_SCRYPT_COST`): the
+production cost is about 90 ms per key written or loaded, and the suite writes and loads
+thousands. Readers take the cost from the file, so nothing else changes; the tests that are
+about the cost itself (tests/keys/test_pkcs8.py) ask for ``production_scrypt_cost``.
+Subprocesses (``iotsec`` started as a command) always use the production cost.
 """
 
 from __future__ import annotations
@@ -20,10 +26,28 @@ from sqlalchemy import create_engine, text
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import InitResult, init_home
 from iotsec.config import Settings
+from iotsec.keys import pkcs8
 
 PG_URL = os.environ.get("IOTSEC_TEST_DATABASE_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 UNDER_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+#: Still a real scrypt (and a real PBES2 file OpenSSL reads), in 16 KiB instead of 16 MiB.
+TEST_SCRYPT_COST = pkcs8.ScryptCost(n=2**4, r=8, p=1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_scrypt_cost() -> Iterator[None]:
+    saved = pkcs8.SCRYPT_COST
+    pkcs8.SCRYPT_COST = TEST_SCRYPT_COST
+    yield
+    pkcs8.SCRYPT_COST = saved
+
+
+@pytest.fixture
+def production_scrypt_cost(monkeypatch: pytest.MonkeyPatch) -> pkcs8.ScryptCost:
+    """Key files written during the test use the production scrypt cost."""
+    monkeypatch.setattr(pkcs8, "SCRYPT_COST", pkcs8.DEFAULT_SCRYPT_COST)
+    return pkcs8.DEFAULT_SCRYPT_COST
 
 
 class FakeClock:

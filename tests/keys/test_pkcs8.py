@@ -1,11 +1,15 @@
 """scrypt-protected PKCS#8: what iotsec writes, OpenSSL reads; what OpenSSL writes with
 ``-scrypt``, iotsec reads; older PBKDF2 files still load; the reader refuses bad structure
-and unbounded scrypt costs, and never crashes on garbage (Hypothesis)."""
+and unbounded scrypt costs, and never crashes on garbage (Hypothesis).
+
+The rest of the suite writes keys at a cheap cost (tests/conftest.py); the tests here that
+are about what production writes ask for ``production_scrypt_cost``."""
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +44,7 @@ def _asn1(path: Path, openssl: str) -> str:
                           text=True, check=True).stdout
 
 
+@pytest.mark.usefixtures("production_scrypt_cost")
 @pytest.mark.parametrize("kind", list(KEYS))
 def test_openssl_reads_what_iotsec_writes(kind: str, tmp_path: Path, openssl: str) -> None:
     key = KEYS[kind]()
@@ -58,6 +63,39 @@ def test_openssl_reads_what_iotsec_writes(kind: str, tmp_path: Path, openssl: st
     assert wrong.returncode != 0
 
 
+def test_production_cost_is_the_default() -> None:
+    assert pkcs8.ScryptCost(n=2**14, r=8, p=2) == pkcs8.DEFAULT_SCRYPT_COST
+    # A process that is not this test suite writes at the production cost.
+    code = ("import sys\n"
+            "from cryptography.hazmat.primitives.asymmetric import ec\n"
+            "from iotsec.keys import pkcs8\n"
+            "key = ec.generate_private_key(ec.SECP256R1())\n"
+            "sys.stdout.buffer.write(pkcs8.encrypt_private_key(key, b'passphrase'))\n")
+    pem = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    assert der.integer(2**14) + der.integer(8) + der.integer(2) in pkcs8.pem_body(pem)
+
+
+@pytest.mark.parametrize(("n", "r", "p"), [(2**22, 8, 1), (3000, 8, 1), (1, 8, 1),
+                                           (2**14, 0, 1), (2**14, 8, 17)])
+def test_a_cost_out_of_range_cannot_be_built(n: int, r: int, p: int) -> None:
+    with pytest.raises(EncryptedKeyError):
+        pkcs8.ScryptCost(n=n, r=r, p=p)
+
+
+def test_the_reader_takes_the_cost_from_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cheap = pkcs8.encrypt_private_key(key, PASSPHRASE, cost=pkcs8.ScryptCost(2**4, 8, 1))
+    assert der.integer(2**4) + der.integer(8) + der.integer(1) in pkcs8.pem_body(cheap)
+    # Whatever cost this process would write with, the file's own parameters are used.
+    monkeypatch.setattr(pkcs8, "SCRYPT_COST", pkcs8.ScryptCost(2**6, 4, 3))
+    assert _spki(pkcs8.decrypt_private_key(cheap, PASSPHRASE)) == _spki(key)
+    written = pkcs8.pem_body(pkcs8.encrypt_private_key(key, PASSPHRASE))
+    assert der.integer(2**6) + der.integer(4) + der.integer(3) in written
+    with pytest.raises(EncryptedKeyError):
+        pkcs8.decrypt_private_key(cheap, b"incorrect donkey battery staple")
+
+
+@pytest.mark.usefixtures("production_scrypt_cost")
 def test_written_parameters(tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     encrypted = pkcs8.pem_body(pkcs8.encrypt_private_key(key, PASSPHRASE))
@@ -101,11 +139,13 @@ def test_pbkdf2_files_still_load() -> None:
         pkcs8.decrypt_private_key(old, b"incorrect donkey battery staple")
 
 
+@pytest.mark.usefixtures("production_scrypt_cost")
 def test_file_store_writes_scrypt_and_reads_pbkdf2(tmp_path: Path) -> None:
     store = FileKeyStore(tmp_path / "keys", PASSPHRASE)
     signer = store.generate("ca-new", KeyType.ECDSA_P256)
     written = store.private_key_path("ca-new").read_bytes()
     assert pkcs8.uses_scrypt(pkcs8.pem_body(written))
+    assert der.integer(2**14) + der.integer(8) + der.integer(2) in pkcs8.pem_body(written)
     # A key written by an earlier iotsec (PBKDF2) next to it still loads and signs.
     legacy = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "keys" / "ca-old.key.pem").write_bytes(legacy.private_bytes(
@@ -180,6 +220,7 @@ def test_fuzz_reader_only_raises_its_own_error(data: bytes) -> None:
         pkcs8.decrypt_private_key(pkcs8.to_pem(data), PASSPHRASE)
 
 
+@pytest.mark.usefixtures("production_scrypt_cost")
 def test_a_tls_server_loads_the_stores_scrypt_key_through_openssl(tmp_path: Path) -> None:
     """The reason for the written cost: ``iotsec serve`` hands the key file to OpenSSL."""
     import ssl
@@ -197,5 +238,7 @@ def test_a_tls_server_loads_the_stores_scrypt_key_through_openssl(tmp_path: Path
     finally:
         rt.close()
     assert pkcs8.uses_scrypt(pkcs8.pem_body(tls.key_file.read_bytes()))
+    assert der.integer(2**14) + der.integer(8) + der.integer(2) in pkcs8.pem_body(
+        tls.key_file.read_bytes())
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(tls.chain_file), str(tls.key_file), tls.key_password)

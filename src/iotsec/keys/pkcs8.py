@@ -31,6 +31,7 @@ import base64
 import binascii
 import os
 import re
+from dataclasses import dataclass
 from typing import Final
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -67,6 +68,37 @@ _PEM: Final = re.compile(rb"-----BEGIN ENCRYPTED PRIVATE KEY-----\r?\n"
                          rb"-----END ENCRYPTED PRIVATE KEY-----")
 
 
+def _check_cost(n: int, r: int, p: int) -> None:
+    if n < 2 or n & (n - 1):
+        raise EncryptedKeyError("the scrypt cost parameter N is not a power of two above 1")
+    if not 1 <= r <= 1024 or not 1 <= p <= MAX_SCRYPT_P:
+        raise EncryptedKeyError("the scrypt block size or parallelisation is out of range")
+    if 128 * r * n > MAX_SCRYPT_MEMORY:
+        raise EncryptedKeyError(f"the scrypt parameters ask for more than "
+                                f"{MAX_SCRYPT_MEMORY // (1024 * 1024)} MiB of memory")
+
+
+@dataclass(frozen=True, slots=True)
+class ScryptCost:
+    """scrypt parameters for writing a key; out-of-range values cannot be built."""
+
+    n: int
+    r: int
+    p: int
+
+    def __post_init__(self) -> None:
+        _check_cost(self.n, self.r, self.p)
+
+
+#: The production cost (N=2^14, r=8, p=2).
+DEFAULT_SCRYPT_COST: Final = ScryptCost(SCRYPT_N, SCRYPT_R, SCRYPT_P)
+#: The cost :func:`encrypt_der` writes with when none is given, read at each call (not bound
+#: when the functions are defined) so that the test suite can write cheap keys: it makes
+#: thousands of key stores, and a production-cost scrypt is most of each. Readers always
+#: take the cost from the file, so keys written either way load anywhere.
+SCRYPT_COST: ScryptCost = DEFAULT_SCRYPT_COST
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -74,10 +106,13 @@ def _scrypt(passphrase: bytes, salt: bytes, n: int, r: int, p: int, length: int)
     return Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(passphrase)
 
 
-def encrypt_der(private_key_info: bytes, passphrase: bytes, *, n: int = SCRYPT_N,
-                r: int = SCRYPT_R, p: int = SCRYPT_P) -> bytes:
-    """``EncryptedPrivateKeyInfo`` (DER) around a DER ``PrivateKeyInfo``."""
-    _check_cost(n, r, p)
+def encrypt_der(private_key_info: bytes, passphrase: bytes, *,
+                cost: ScryptCost | None = None) -> bytes:
+    """``EncryptedPrivateKeyInfo`` (DER) around a DER ``PrivateKeyInfo``, under ``cost``
+    (default: :data:`SCRYPT_COST` at the time of the call)."""
+    if cost is None:
+        cost = SCRYPT_COST
+    n, r, p = cost.n, cost.r, cost.p
     salt, iv = os.urandom(SALT_SIZE), os.urandom(16)
     key = _scrypt(passphrase, salt, n, r, p, KEY_LENGTH)
     padder = padding.PKCS7(128).padder()
@@ -99,22 +134,12 @@ def to_pem(encrypted: bytes) -> bytes:
             + b"-----\n")
 
 
-def encrypt_private_key(key: PrivateKeyTypes, passphrase: bytes, *, n: int = SCRYPT_N,
-                        r: int = SCRYPT_R, p: int = SCRYPT_P) -> bytes:
+def encrypt_private_key(key: PrivateKeyTypes, passphrase: bytes, *,
+                        cost: ScryptCost | None = None) -> bytes:
     """The private key as ``ENCRYPTED PRIVATE KEY`` PEM under PBES2-scrypt/AES-256-CBC."""
     info = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    return to_pem(encrypt_der(info, passphrase, n=n, r=r, p=p))
-
-
-def _check_cost(n: int, r: int, p: int) -> None:
-    if n < 2 or n & (n - 1):
-        raise EncryptedKeyError("the scrypt cost parameter N is not a power of two above 1")
-    if not 1 <= r <= 1024 or not 1 <= p <= MAX_SCRYPT_P:
-        raise EncryptedKeyError("the scrypt block size or parallelisation is out of range")
-    if 128 * r * n > MAX_SCRYPT_MEMORY:
-        raise EncryptedKeyError(f"the scrypt parameters ask for more than "
-                                f"{MAX_SCRYPT_MEMORY // (1024 * 1024)} MiB of memory")
+    return to_pem(encrypt_der(info, passphrase, cost=cost))
 
 
 # --------------------------------------------------------------------------- reading
@@ -272,5 +297,6 @@ def decrypt_private_key(pem: bytes, passphrase: bytes) -> PrivateKeyTypes:
                                 "file)") from None
 
 
-__all__ = ["MAX_PEM", "SCRYPT_N", "decrypt_der", "decrypt_private_key", "encrypt_der",
+__all__ = ["DEFAULT_SCRYPT_COST", "MAX_PEM", "SCRYPT_COST", "SCRYPT_N", "ScryptCost",
+           "decrypt_der", "decrypt_private_key", "encrypt_der",
            "encrypt_private_key", "pem_body", "to_pem", "uses_scrypt"]
