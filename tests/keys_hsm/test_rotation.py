@@ -26,7 +26,7 @@ from iotsec.errors import (
     RetiredKekError,
 )
 from iotsec.protect import atrest
-from iotsec.protect.records import record_kek_id
+from iotsec.protect.records import RecordRewrapper, record_kek_id
 from iotsec.store import models as m
 from tests.keys_hsm.support import (
     Secret,
@@ -103,19 +103,19 @@ def test_interrupted_rotation_keeps_every_record_readable_and_resumes(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     made = _home_with_secrets(rt, 8)
     old = kek_custody(rt).active_id()
-    real = rotation.rewrap_record  # type: ignore[attr-defined]
+    real = RecordRewrapper.rewrap
     calls = {"n": 0}
 
-    def crash_on_the_fourth(*args: object, **kwargs: object) -> bytes:
+    def crash_on_the_fourth(self: RecordRewrapper, blob: bytes, record_id: str | int) -> bytes:
         calls["n"] += 1
         if calls["n"] == 4:  # in the middle of the second batch (batch size 2)
             raise KeyboardInterrupt
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(self, blob, record_id)
 
-    monkeypatch.setattr(rotation, "rewrap_record", crash_on_the_fourth)
+    monkeypatch.setattr(RecordRewrapper, "rewrap", crash_on_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         rotation.rotate_kek(rt, batch=2)
-    monkeypatch.setattr(rotation, "rewrap_record", real)
+    monkeypatch.setattr(RecordRewrapper, "rewrap", real)
 
     # Some records moved (the committed batch), the rest did not; all still open, and new
     # writes already use the new key.

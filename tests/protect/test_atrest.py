@@ -35,6 +35,7 @@ from iotsec.protect.atrest import (
     seal_record,
 )
 from iotsec.protect.kek import FileKek, KekRing
+from iotsec.protect.records import RecordRewrapper
 
 CHUNK = 4096
 
@@ -285,6 +286,53 @@ def test_rewrap_keeps_the_ciphertext(kek: FileKek) -> None:
     assert open_record(moved, KekRing(new, [kek]), table="t", record_id=1, field="f") == b"value"
     with pytest.raises(RecordAuthenticationError):
         rewrap_record(blob, kek, new, table="t", record_id=2, field="f")
+
+
+def test_rewrapper_moves_many_records_from_several_keys(kek: FileKek) -> None:
+    other = FileKek("kek-older", os.urandom(32))
+    new = FileKek("kek-next", os.urandom(32))
+    records = {rid: seal_record(f"value {rid}".encode(), kek if rid % 2 else other, table="t",
+                                record_id=rid, field="f") for rid in range(6)}
+    rewrapper = RecordRewrapper(KekRing(kek, [other]), new, table="t", field="f")
+    assert rewrapper.target == "kek-next"
+    for rid, blob in records.items():
+        moved = rewrapper.rewrap(blob, rid)
+        assert record_kek_id(moved) == "kek-next"
+        assert atrest.RecordEnvelope.parse(moved).ciphertext == \
+            atrest.RecordEnvelope.parse(blob).ciphertext
+        assert open_record(moved, new, table="t", record_id=rid, field="f") == \
+            f"value {rid}".encode()
+        with pytest.raises(UnknownKekError):
+            open_record(moved, kek, table="t", record_id=rid, field="f")
+    # A record bound to another id, a malformed one, or one under a KEK the resolver does
+    # not know each fails on its own, and the next record still moves.
+    with pytest.raises(RecordAuthenticationError, match="t.f of record 7"):
+        rewrapper.rewrap(records[1], 7)
+    with pytest.raises(RecordFormatError):
+        rewrapper.rewrap(records[1][:30], 1)
+    stranger = seal_record(b"x", FileKek("kek-gone", os.urandom(32)), table="t", record_id=9,
+                           field="f")
+    for _ in range(2):  # a failed lookup is not remembered as a success
+        with pytest.raises(UnknownKekError):
+            rewrapper.rewrap(stranger, 9)
+    assert open_record(rewrapper.rewrap(records[2], 2), new, table="t", record_id=2,
+                       field="f") == b"value 2"
+    with pytest.raises(InvalidInputError):
+        RecordRewrapper(kek, new, table="t; drop", field="f")
+    with pytest.raises(InvalidInputError):
+        rewrapper.rewrap(records[1], True)
+
+
+def test_record_kek_id_reads_only_well_formed_envelopes(kek: FileKek) -> None:
+    blob = seal_record(b"v", kek, table="t", record_id="r", field="f")
+    assert record_kek_id(blob) == "kek-test"
+    bad_ids = (b"\x01\x08kek\xfftest", b"\x01\x08kek test")
+    for bad in bad_ids:
+        with pytest.raises(RecordFormatError):
+            record_kek_id(bad + blob[10:])
+    for malformed in (b"", b"\x01", blob[:12], bytearray(blob), blob[:len(blob) - 17]):
+        with pytest.raises(RecordFormatError):
+            record_kek_id(malformed)  # type: ignore[arg-type]
 
 
 def test_stream_files_on_disk(kek: FileKek, tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ from iotsec.errors import (
 from iotsec.keys.file import write_private_file
 from iotsec.protect.custody import Backend, KekCustody, backend_of
 from iotsec.protect.kek import KeyWrapper
-from iotsec.protect.records import record_kek_id, rewrap_record
+from iotsec.protect.records import RecordRewrapper, record_kek_id
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
@@ -203,21 +203,20 @@ def _batches(rt: Runtime, column: SealedColumn, size: int) -> Iterator[list[Any]
 def _rewrap_column(rt: Runtime, custody: KekCustody, target: KeyWrapper, column: SealedColumn,
                    result: RotationResult, batch: int,
                    progress: Callable[[str, int], None] | None) -> None:
-    table = column.table.name
     statement = (update(column.table)
                  .where(column.key == bindparam("b_key"), column.column == bindparam("b_old"))
                  .values({column.column.name: bindparam("b_new")}))
+    rewrapper = RecordRewrapper(custody, target, table=column.table.name, field=column.field)
+    marker, envelope_of, record_id = column.marker, column.envelope, column.record_id
     for rows in _batches(rt, column, batch):
         changes: list[dict[str, Any]] = []
         for row in rows:
             stored = bytes(row[-1])
-            row_id = column.record_id(row)
             try:
-                envelope = column.envelope(stored)
+                envelope = envelope_of(stored)
                 if record_kek_id(envelope) == target.key_id:
                     continue
-                new = column.marker + rewrap_record(envelope, custody, target, table=table,
-                                                    record_id=row_id, field=column.field)
+                new = marker + rewrapper.rewrap(envelope, record_id(row))
             except IotsecError as exc:
                 if len(result.failed) < _MAX_FAILURES_LISTED:
                     result.failed.append(f"{column.name} {row[0]}: {exc.code}")

@@ -13,6 +13,7 @@ wrapped DEK | nonce (12) | ciphertext and tag``.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -46,13 +47,13 @@ _RECORD_KEY_AAD: Final = b"iotsec record key v1\x00"
 _RECORD_AAD: Final = b"iotsec record v1\x00"
 
 
-def record_context(table: str, record_id: str | int, field: str) -> bytes:
-    """The bytes that bind a record's ciphertext to its place: length-prefixed table,
-    record id and field (so no choice of values can collide with another)."""
-    if not isinstance(table, str) or not _NAME.fullmatch(table):
-        raise InvalidInputError(f"invalid table name {table!r}")
-    if not isinstance(field, str) or not _NAME.fullmatch(field):
-        raise InvalidInputError(f"invalid field name {field!r}")
+def _name_part(kind: str, name: str) -> bytes:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInputError(f"invalid {kind} name {name!r}")
+    return len(name).to_bytes(2, "big") + name.encode("ascii")
+
+
+def _record_id_part(record_id: str | int) -> bytes:
     if isinstance(record_id, bool) or not isinstance(record_id, int | str):
         raise InvalidInputError("a record id is an integer or text")
     try:
@@ -62,8 +63,15 @@ def record_context(table: str, record_id: str | int, field: str) -> bytes:
         raise InvalidInputError("a record id must be valid Unicode text") from None
     if len(rid) > 1024:
         raise InvalidInputError("a record id has at most 1022 bytes")
-    return b"".join(len(part).to_bytes(2, "big") + part
-                    for part in (table.encode("ascii"), rid, field.encode("ascii")))
+    return len(rid).to_bytes(2, "big") + rid
+
+
+def record_context(table: str, record_id: str | int, field: str) -> bytes:
+    """The bytes that bind a record's ciphertext to its place: length-prefixed table,
+    record id and field (so no choice of values can collide with another)."""
+    table_part = _name_part("table", table)
+    field_part = _name_part("field", field)
+    return table_part + _record_id_part(record_id) + field_part
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,26 +91,41 @@ class RecordEnvelope:
 
     @classmethod
     def parse(cls, blob: bytes) -> RecordEnvelope:
-        if not isinstance(blob, bytes) or len(blob) > MAX_RECORD + 2048:
-            raise RecordFormatError("an encrypted record is bytes within the size limit")
-        if len(blob) < 2 or blob[0] != RECORD_VERSION:
-            raise RecordFormatError("not an iotsec encrypted record (unknown version)")
-        id_len = blob[1]
-        pos = 2 + id_len
-        if not 1 <= id_len <= 64 or len(blob) < pos + 2:
-            raise RecordFormatError("an encrypted record is malformed")
-        try:
-            kek_id = blob[2:pos].decode("ascii")
-        except UnicodeDecodeError:
-            raise RecordFormatError("an encrypted record is malformed") from None
-        wrapped_len = int.from_bytes(blob[pos:pos + 2], "big")
-        pos += 2
-        if not KEK_ID.fullmatch(kek_id) or not 1 <= wrapped_len <= MAX_WRAPPED_KEY \
-                or len(blob) < pos + wrapped_len + 12 + TAG:
-            raise RecordFormatError("an encrypted record is malformed")
-        wrapped = blob[pos:pos + wrapped_len]
-        pos += wrapped_len
-        return cls(kek_id, wrapped, blob[pos:pos + 12], blob[pos + 12:])
+        kek_id, start, end = _layout(blob)
+        return cls(kek_id, blob[start:end], blob[end:end + 12], blob[end + 12:])
+
+
+@functools.lru_cache(maxsize=256)
+def _kek_id_text(raw: bytes) -> str:
+    """The KEK id an envelope names, checked (a rotation reads the same few ids a million
+    times, so each distinct one is decoded and matched once; the cache is bounded)."""
+    try:
+        kek_id = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise RecordFormatError("an encrypted record is malformed") from None
+    if not KEK_ID.fullmatch(kek_id):
+        raise RecordFormatError("an encrypted record is malformed")
+    return kek_id
+
+
+def _layout(blob: bytes) -> tuple[str, int, int]:
+    """Check an envelope's framing: its KEK id, and where its wrapped data key starts and
+    ends (the nonce and the ciphertext follow)."""
+    if not isinstance(blob, bytes) or len(blob) > MAX_RECORD + 2048:
+        raise RecordFormatError("an encrypted record is bytes within the size limit")
+    size = len(blob)
+    if size < 2 or blob[0] != RECORD_VERSION:
+        raise RecordFormatError("not an iotsec encrypted record (unknown version)")
+    id_len = blob[1]
+    pos = 2 + id_len
+    if not 1 <= id_len <= 64 or size < pos + 2:
+        raise RecordFormatError("an encrypted record is malformed")
+    kek_id = _kek_id_text(blob[2:pos])
+    wrapped_len = (blob[pos] << 8) | blob[pos + 1]
+    pos += 2
+    if not 1 <= wrapped_len <= MAX_WRAPPED_KEY or size < pos + wrapped_len + 12 + TAG:
+        raise RecordFormatError("an encrypted record is malformed")
+    return kek_id, pos, pos + wrapped_len
 
 
 def seal_record(plaintext: bytes, kek: KeyWrapper, *, table: str, record_id: str | int,
@@ -148,16 +171,66 @@ def open_record(blob: bytes, keks: KeyWrapper | KekResolver, *, table: str,
 
 def record_kek_id(blob: bytes) -> str:
     """The id of the KEK an encrypted record depends on (no key needed)."""
-    return RecordEnvelope.parse(blob).kek_id
+    return _layout(blob)[0]
 
 
 def rewrap_record(blob: bytes, keks: KeyWrapper | KekResolver, new_kek: KeyWrapper, *,
                   table: str, record_id: str | int, field: str) -> bytes:
     """The same record with its data key re-wrapped under ``new_kek``; the value's ciphertext
     is untouched (no bulk decryption when a KEK rotates)."""
-    context = record_context(table, record_id, field)
-    envelope = RecordEnvelope.parse(blob)
-    dek = _record_dek(envelope, keks, context, f"{table}.{field} of record {record_id!r}")
-    wrapped = new_kek.wrap(dek, _RECORD_KEY_AAD + context)
-    return RecordEnvelope(check_kek_id(new_kek.key_id), wrapped, envelope.nonce,
-                          envelope.ciphertext).encode()
+    return RecordRewrapper(keks, new_kek, table=table, field=field).rewrap(blob, record_id)
+
+
+class RecordRewrapper:
+    """Re-wraps the data keys of many records of one table and field under ``new_kek``,
+    as :func:`rewrap_record` does for one: what does not depend on the record (the names in
+    the associated data, the new header, each old KEK looked up by id) is done once.
+
+    A KEK is looked up at its first record and kept for the rewrapper's life; a lookup that
+    fails is not kept (each record under that id fails the same way)."""
+
+    __slots__ = ("_field", "_field_part", "_head", "_keks", "_new", "_resolved", "_table",
+                 "_table_part")
+
+    def __init__(self, keks: KeyWrapper | KekResolver, new_kek: KeyWrapper, *, table: str,
+                 field: str) -> None:
+        self._table_part = _name_part("table", table)
+        self._field_part = _name_part("field", field)
+        self._table, self._field = table, field
+        self._keks = keks
+        self._new = new_kek
+        kid = check_kek_id(new_kek.key_id).encode("ascii")
+        self._head = bytes((RECORD_VERSION, len(kid))) + kid
+        self._resolved: dict[str, KeyWrapper] = {}
+
+    @property
+    def target(self) -> str:
+        """The id of the KEK records are re-wrapped under."""
+        return self._new.key_id
+
+    def _kek(self, key_id: str) -> KeyWrapper:
+        kek = self._resolved.get(key_id)
+        if kek is None:
+            kek = resolve_kek(self._keks, key_id)
+            self._resolved[key_id] = kek
+        return kek
+
+    def rewrap(self, blob: bytes, record_id: str | int) -> bytes:
+        """``blob`` (an envelope of record ``record_id``) with its data key unwrapped and
+        wrapped again under the new KEK; nonce and ciphertext are carried over unchanged."""
+        aad = (_RECORD_KEY_AAD + self._table_part + _record_id_part(record_id)
+               + self._field_part)
+        kek_id, start, end = _layout(blob)
+        kek = self._kek(kek_id)
+        try:
+            dek = kek.unwrap(blob[start:end], aad)
+        except DataKeyUnwrapError:
+            raise RecordAuthenticationError(
+                f"the encrypted {self._table}.{self._field} of record {record_id!r} does not "
+                "open: it was altered, copied from another record or field, or sealed under "
+                "another key-encryption key") from None
+        wrapped = self._new.wrap(dek, aad)
+        if not 1 <= len(wrapped) <= MAX_WRAPPED_KEY:
+            raise DataProtectionError(f"the key-encryption key returned a wrapped key of "
+                                      f"{len(wrapped)} bytes; at most {MAX_WRAPPED_KEY} fit")
+        return b"".join((self._head, len(wrapped).to_bytes(2, "big"), wrapped, blob[end:]))
