@@ -129,21 +129,26 @@ def bench_in_process(devices: int, roles: int, n: int) -> dict[str, float]:
         ref = naive_decide(roles_by_name, device_roles, group_roles, ident, action, resource)
         assert ours == ref, (ident.device_id, action, resource, ours, ref)
     decide = policy.decide
-    # First pass: cold per-(device, action) role resolution; second pass: steady state.
+    # First pass: cold per-device views and per-action rule sets.
     t0 = time.perf_counter()
     for ident, action, resource in reqs:
         decide(ident, action, resource)
     cold_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    allowed = 0
-    for ident, action, resource in reqs:
-        allowed += decide(ident, action, resource).allowed
-    ours_s = time.perf_counter() - t0
+    # Steady state: the best of three passes (timeit's convention: the least disturbed).
+    ours_s = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        allowed = 0
+        for ident, action, resource in reqs:
+            allowed += decide(ident, action, resource).allowed
+        ours_s = min(ours_s, time.perf_counter() - t0)
     sample = reqs[: max(n // 10, 1000)]
-    t0 = time.perf_counter()
-    for ident, action, resource in sample:
-        naive_decide(roles_by_name, device_roles, group_roles, ident, action, resource)
-    naive_s = time.perf_counter() - t0
+    naive_s = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for ident, action, resource in sample:
+            naive_decide(roles_by_name, device_roles, group_roles, ident, action, resource)
+        naive_s = min(naive_s, time.perf_counter() - t0)
     return {"devices": devices, "roles": roles, "decisions": n, "compile_s": compile_s,
             "ours_per_s": n / ours_s, "ours_cold_per_s": n / cold_s,
             "naive_per_s": len(sample) / naive_s,

@@ -184,6 +184,45 @@ def test_attributes_are_read_per_request_not_cached() -> None:
     assert not policy.decide(Identity("d1"), "publish", "sites/s2/x").allowed
 
 
+
+def test_certificate_changes_are_seen_for_the_same_device() -> None:
+    """Per-identity state is reused only for an equal identity: a new certificate serial
+    for the same device changes what ``${cert.serial}`` allows."""
+    policy = single(role("r", "allow publish:certs/${cert.serial}/#"))
+    old = Identity("d1", cert_serial="0A")
+    new = Identity("d1", cert_serial="0B")
+    assert policy.decide(old, "publish", "certs/0A/x").allowed
+    assert not policy.decide(new, "publish", "certs/0A/x").allowed
+    assert policy.decide(new, "publish", "certs/0B/x").allowed
+    assert policy.decide(Identity("d1", cert_serial="0A"), "publish", "certs/0A/x").allowed
+
+
+def test_valid_actions_without_rules_are_denied_and_not_remembered() -> None:
+    policy = single(role("r", "allow publish:x"))
+    for _ in range(2):
+        decision = policy.decide(D1, "firmware:download", "x")
+        assert not decision.allowed and decision.rule is None
+    assert all("firmware:download" not in rules for rules in policy._rule_sets.values())
+
+
+def test_first_level_literals_and_variables_mix() -> None:
+    """Rules whose first level is a variable or wildcard are still checked against every
+    first level; literal first levels only against their own."""
+    policy = single(role("r", "allow publish:${device.id}/up", "allow subscribe:${device.id}/#",
+                         "deny subscribe:+/secret", "allow subscribe:pub/#",
+                         "allow publish:pub/+/x"))
+    assert policy.decide(D1, "publish", "d1/up").allowed
+    assert not policy.decide(D1, "publish", "d2/up").allowed
+    assert policy.decide(D1, "publish", "pub/a/x").allowed
+    assert not policy.decide(D1, "publish", "pubs/a/x").allowed
+    assert not policy.decide(D1, "subscribe", "d1/#").allowed  # overlaps d1/secret
+    assert policy.decide(D1, "subscribe", "d1/up/#").allowed
+    assert not policy.decide(D1, "subscribe", "d1/secret").allowed
+    assert not policy.decide(D1, "subscribe", "pub/#").allowed  # overlaps pub/secret
+    assert policy.decide(D1, "subscribe", "pub/a/#").allowed
+    assert not policy.decide(D1, "subscribe", "+/a").allowed
+    assert not policy.decide(D1, "subscribe", "#").allowed
+
 # --- variables ----------------------------------------------------------------------------
 
 def test_device_group_variable_with_several_groups() -> None:

@@ -67,6 +67,9 @@ class _Compiled:
     literal_at: Callable[[tuple[str, ...]], object] | None
     literal_values: object
     var_slots: tuple[tuple[int, str], ...]
+    #: The first level when it is a literal: a topic whose first level differs cannot match,
+    #: which the decision loop checks before calling the matcher.
+    first: str | None
 
 
 def _compile(role: str, index: int, rule: Rule) -> _Compiled:
@@ -95,7 +98,8 @@ def _compile(role: str, index: int, rule: Rule) -> _Compiled:
         length=len(kinds) - 1 if has_hash else len(kinds), has_hash=has_hash,
         dollar_guard=kinds[0] in (_PLUS, _HASH), literal_at=literal_at,
         literal_values=literal_values,
-        var_slots=tuple((i, levels[i]) for i, k in enumerate(kinds) if k == _VAR))
+        var_slots=tuple((i, levels[i]) for i, k in enumerate(kinds) if k == _VAR),
+        first=levels[0] if kinds[0] == _LITERAL else None)
 
 
 #: Valid ``${device.group}`` values by groups tuple (few distinct tuples in a fleet).
@@ -191,10 +195,23 @@ def _resolve(c: _Compiled, device_id: str | None, ctx: Mapping[str, tuple[str, .
 
 
 _RulePair = tuple[tuple[_Compiled, ...], tuple[_Compiled, ...]]
-# Per (device, groups, action): all deny rules, all allow rules (role order kept), and
-# whether any of them uses a variable other than ${device.id}.
-_Resolved = tuple[tuple[_Compiled, ...], tuple[_Compiled, ...], bool]
+_NO_RULES: _RulePair = ((), ())
 _CACHE_LIMIT = 500_000
+
+
+class _View:
+    """What decisions for one identity need under one compiled policy, worked out on its
+    first decision: the checked ``${device.id}`` value, the other variables' values (filled
+    on first use), and the per-action rules of its set of roles (shared by every identity
+    holding the same roles)."""
+
+    __slots__ = ("ctx", "device_id", "identity", "rules")
+
+    def __init__(self, identity: Identity, rules: dict[str, _RulePair]) -> None:
+        self.identity = identity
+        self.device_id = check_identity_value(identity.device_id)
+        self.ctx = _Values(identity)
+        self.rules = rules
 
 
 class CompiledPolicy:
@@ -213,8 +230,10 @@ class CompiledPolicy:
             self._rules[role.name] = {a: (tuple(d), tuple(al)) for a, (d, al) in by_action.items()}
         self._device_roles = {k: tuple(v) for k, v in (device_roles or {}).items()}
         self._group_roles = {k: tuple(v) for k, v in (group_roles or {}).items()}
-        self._actions: set[str] = set()
-        self._resolved: dict[tuple[str, tuple[str, ...], str], _Resolved] = {}
+        #: Every action some rule names; any other (valid) action has no rules.
+        self._actions = frozenset(a for by_action in self._rules.values() for a in by_action)
+        self._views: dict[str, _View] = {}
+        self._rule_sets: dict[tuple[str, ...], dict[str, _RulePair]] = {}
 
     @property
     def role_names(self) -> tuple[str, ...]:
@@ -231,49 +250,66 @@ class CompiledPolicy:
     def decide(self, identity: Identity, action: str, resource: str) -> Decision:
         """Allow or deny ``action`` on ``resource`` (a topic name, or a filter for
         ``subscribe``). Invalid input raises; it is never silently denied."""
-        key = (identity.device_id, identity.groups, action)
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            resolved = self._resolve_roles(identity, action)
-        denies, allows, needs_ctx = resolved
-        if not denies and not allows:
-            if action == "subscribe":
-                TopicFilter.parse(resource)
-            else:
-                parse_topic_name(resource)
-            return Decision(False, action, resource)
-        ctx: Mapping[str, tuple[str, ...]] = variable_values(identity) if needs_ctx else {}
-        device_id = check_identity_value(identity.device_id)
+        view = self._views.get(identity.device_id)
+        if view is None or (view.identity is not identity and view.identity != identity):
+            view = self._view(identity)
+        pair = view.rules.get(action)
+        if pair is None:
+            pair = self._rules_for(view, action)
+        denies, allows = pair
         if action == "subscribe":
             requested = TopicFilter.parse(resource).levels
-            for c in denies:
-                levels = _resolve(c, device_id, ctx)
-                if levels is not None and overlaps_levels(levels, requested):
-                    return Decision(False, action, resource, c.role, c.index, c.rule)
-            for c in allows:
-                levels = _resolve(c, device_id, ctx)
-                if levels is not None and covers_levels(levels, requested):
-                    return Decision(True, action, resource, c.role, c.index, c.rule)
+            if denies or allows:
+                device_id, ctx = view.device_id, view.ctx
+                # A literal first level rules out every rule with another literal there.
+                first = requested[0] if requested[0] not in ("+", "#") else None
+                for c in denies:
+                    if first is not None and c.first is not None and c.first != first:
+                        continue
+                    levels = _resolve(c, device_id, ctx)
+                    if levels is not None and overlaps_levels(levels, requested):
+                        return Decision(False, action, resource, c.role, c.index, c.rule)
+                for c in allows:
+                    if first is not None and c.first is not None and c.first != first:
+                        continue
+                    levels = _resolve(c, device_id, ctx)
+                    if levels is not None and covers_levels(levels, requested):
+                        return Decision(True, action, resource, c.role, c.index, c.rule)
             return Decision(False, action, resource)
         names = parse_topic_name(resource)
-        for c in denies:
-            if _match_name(c, names, device_id, ctx):
-                return Decision(False, action, resource, c.role, c.index, c.rule)
-        for c in allows:
-            if _match_name(c, names, device_id, ctx):
-                return Decision(True, action, resource, c.role, c.index, c.rule)
+        if denies or allows:
+            device_id, ctx, first = view.device_id, view.ctx, names[0]
+            for c in denies:
+                if (c.first is None or c.first == first) and _match_name(c, names, device_id,
+                                                                          ctx):
+                    return Decision(False, action, resource, c.role, c.index, c.rule)
+            for c in allows:
+                if (c.first is None or c.first == first) and _match_name(c, names, device_id,
+                                                                          ctx):
+                    return Decision(True, action, resource, c.role, c.index, c.rule)
         return Decision(False, action, resource)
 
-    def _resolve_roles(self, identity: Identity, action: str) -> _Resolved:
+    def _view(self, identity: Identity) -> _View:
+        roles = self.roles_for(identity)
+        rules = self._rule_sets.get(roles)
+        if rules is None:
+            if len(self._rule_sets) >= _CACHE_LIMIT:
+                self._rule_sets.clear()
+            rules = self._rule_sets[roles] = {}
+        if len(self._views) >= _CACHE_LIMIT:
+            self._views.clear()
+        view = self._views[identity.device_id] = _View(identity, rules)
+        return view
+
+    def _rules_for(self, view: _View, action: str) -> _RulePair:
+        """The deny and allow rules of the view's roles for ``action`` (role order kept).
+        Only actions some rule names are remembered, so unknown actions cannot grow it."""
         if action not in self._actions:
-            self._actions.add(parse_action(action))
-        pairs = [self._rules[r][action] for r in self.roles_for(identity)
+            parse_action(action)
+            return _NO_RULES
+        pairs = [self._rules[r][action] for r in self.roles_for(view.identity)
                  if r in self._rules and action in self._rules[r]]
-        denies = tuple(c for deny, _ in pairs for c in deny)
-        allows = tuple(c for _, allow in pairs for c in allow)
-        needs_ctx = any(name != "device.id" for c in denies + allows for _, name in c.var_slots)
-        if len(self._resolved) >= _CACHE_LIMIT:
-            self._resolved.clear()
-        resolved = (denies, allows, needs_ctx)
-        self._resolved[(identity.device_id, identity.groups, action)] = resolved
-        return resolved
+        pair = (tuple(c for deny, _ in pairs for c in deny),
+                tuple(c for _, allow in pairs for c in allow))
+        view.rules[action] = pair
+        return pair
