@@ -154,6 +154,12 @@ def test_unknown_framework_and_bad_fail_on_exit_2(home, capsys, tmp_path):
     assert run(capsys, "report", "-f", "etsi-en-303-645", "--fail-on", "urgent")[0] == 2
 
 
+def test_only_one_report_on_stdout(home, capsys):
+    code, out, err = run(capsys, "report", "-f", "etsi-en-303-645", "--json", "-",
+                         "--sarif", "-")
+    assert code == 2 and "only one report" in err and not out
+
+
 def test_without_a_home_it_could_not_run(tmp_path, monkeypatch, capsys):
     for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
         monkeypatch.delenv(name)

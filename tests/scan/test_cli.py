@@ -63,6 +63,14 @@ def test_bad_fail_on_is_a_usage_error() -> None:
     assert run(HOST, "--fail-on", "urgent").exit_code == 2
 
 
+@pytest.mark.parametrize("args", [["--json", "--sarif", "-"], ["--sarif", "-", "--html", "-"],
+                                  ["--json", "--html", "-"]])
+def test_only_one_report_on_stdout(args: list[str]) -> None:
+    """Two reports on standard output would interleave: refused before anything runs."""
+    result = run(HOST, "-p", "22", *args)
+    assert result.exit_code == 2 and "only one report" in result.output
+
+
 def test_findings_at_or_above_fail_on_exit_1(lab: Lab, tmp_path: Path) -> None:
     ports = lab.spec("mqtt_anon", "tls_mismatch")
     sarif, html, report = tmp_path / "r.sarif", tmp_path / "r.html", tmp_path / "r.json"

@@ -19,13 +19,12 @@ from iotsec.audit import report
 from iotsec.audit.model import AuditResult
 from iotsec.audit.snapshot import AuditOptions
 from iotsec.cli.context import runtime
-from iotsec.cli.output import console, err_console, table, write_output
+from iotsec.cli.output import console, err_console, table
+from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports
 from iotsec.errors import IotsecError
-from iotsec.scan.findings import Severity, count_by_severity
+from iotsec.scan.findings import count_by_severity
 from iotsec.timeutil import parse_duration
 
-FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
-EXIT_FINDINGS = 1
 EXIT_COULD_NOT_RUN = 2
 
 
@@ -105,15 +104,8 @@ def audit(
     if print_schema:
         sys.stdout.write(json.dumps(report.audit_report_schema(), indent=2) + "\n")
         return
-    threshold = fail_on.strip().lower()
-    if threshold not in FAIL_ON:
-        raise typer.BadParameter(f"must be one of {', '.join(FAIL_ON)}",
-                                 param_hint="--fail-on")
-    stdout_users = [n for n, v in (("--json", json_file), ("--sarif", sarif),
-                                   ("--html", html_file)) if v == "-"]
-    if len(stdout_users) > 1:
-        raise typer.BadParameter("only one report can go to stdout ('-')",
-                                 param_hint=stdout_users[1])
+    threshold = parse_fail_on(fail_on)
+    to_stdout_ = to_stdout([("--json", json_file), ("--sarif", sarif), ("--html", html_file)])
     try:
         options = AuditOptions.parse(
             ca_days=ca_days, cert_days=cert_days, max_cert_age=max_cert_age,
@@ -121,16 +113,12 @@ def audit(
             token_unused_days=token_unused_days)
         with runtime() as rt:
             result = service.run_audit(rt, options, broker_dir=broker_dir, actor="cli")
-        if json_file:
-            write_output(json_file, report.audit_json_bytes(result))
-        if sarif:
-            write_output(sarif, report.audit_sarif_bytes(result))
-        if html_file:
-            write_output(html_file, report.audit_html(result).encode("utf-8"))
+        write_reports([
+            ("--json", json_file, lambda: report.audit_json_bytes(result)),
+            ("--sarif", sarif, lambda: report.audit_sarif_bytes(result)),
+            ("--html", html_file, lambda: report.audit_html(result).encode("utf-8"))])
     except IotsecError as exc:
         raise _fail(exc) from None
-    if not stdout_users:
+    if not to_stdout_:
         _print(result, limit)
-    if threshold != "never" and any(f.severity >= Severity(threshold)
-                                    for f in result.findings):
-        raise typer.Exit(EXIT_FINDINGS)
+    exit_on(threshold, lambda t: any(f.severity >= t for f in result.findings))

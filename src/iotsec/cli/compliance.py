@@ -20,20 +20,18 @@ import typer
 
 from iotsec.app import compliance as service
 from iotsec.cli.context import runtime
-from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
+from iotsec.cli.output import console, emit_json, err_console, read_input, table, when
+from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports
 from iotsec.compliance import report
 from iotsec.compliance.catalog import Status
 from iotsec.compliance.evaluate import ComplianceResult
 from iotsec.compliance.evidence import MAX_SCAN_REPORT, Attestation
 from iotsec.compliance.frameworks import FRAMEWORKS
 from iotsec.errors import IotsecError
-from iotsec.scan.findings import Severity
 
 app = typer.Typer(help="Compliance reports (ETSI EN 303 645, NIST IR 8259A, OWASP IoT Top 10) "
                   "and attestations.", no_args_is_help=True)
 
-FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
-EXIT_FINDINGS = 1
 EXIT_COULD_NOT_RUN = 2
 FRAMEWORK_HELP = ", ".join(FRAMEWORKS)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -96,28 +94,23 @@ def report_cmd(
     if print_schema:
         sys.stdout.write(json.dumps(report.compliance_report_schema(), indent=2) + "\n")
         return
-    threshold = fail_on.strip().lower()
-    if threshold not in FAIL_ON:
-        raise typer.BadParameter(f"must be one of {', '.join(FAIL_ON)}",
-                                 param_hint="--fail-on")
+    threshold = parse_fail_on(fail_on)
+    stdout_used = to_stdout([("--json", json_file), ("--sarif", sarif), ("--html", html_file)])
     try:
         service.framework(framework)
         data = read_input(scan_file, MAX_SCAN_REPORT, "scan report") if scan_file else None
         with runtime() as rt:
             result = service.report(rt, framework, scan_report=data, broker_dir=broker_dir,
                                     actor=_actor())
-        if json_file:
-            write_output(json_file, report.compliance_json_bytes(result))
-        if sarif:
-            write_output(sarif, report.compliance_sarif_bytes(result))
-        if html_file:
-            write_output(html_file, report.compliance_html(result).encode("utf-8"))
+        write_reports([
+            ("--json", json_file, lambda: report.compliance_json_bytes(result)),
+            ("--sarif", sarif, lambda: report.compliance_sarif_bytes(result)),
+            ("--html", html_file, lambda: report.compliance_html(result).encode("utf-8"))])
     except IotsecError as exc:
         raise _fail(exc) from None
-    if "-" not in (json_file, sarif, html_file):
+    if not stdout_used:
         _print(result)
-    if threshold != "never" and result.at_or_above(Severity(threshold)):
-        raise typer.Exit(EXIT_FINDINGS)
+    exit_on(threshold, lambda t: bool(result.at_or_above(t)))
 
 
 def _attestation_json(a: Attestation) -> dict[str, Any]:

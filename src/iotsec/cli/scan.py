@@ -18,19 +18,18 @@ import typer
 
 from iotsec.app import scan as service
 from iotsec.app.runtime import Runtime, open_runtime
-from iotsec.cli.output import console, err_console, table, write_output
+from iotsec.cli.output import console, err_console, table
+from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports
 from iotsec.config import Settings
 from iotsec.errors import HomeNotInitialisedError, IotsecError
 from iotsec.scan import report
 from iotsec.scan.credentials import CredentialConfig
 from iotsec.scan.engine import ScanOptions, ScanResult
-from iotsec.scan.findings import Severity, count_by_severity
+from iotsec.scan.findings import count_by_severity
 from iotsec.scan.identify import ProbeConfig
 from iotsec.scan.ports import MAX_CONCURRENCY, MAX_RATE, PortScanConfig
 from iotsec.scan.targets import DEFAULT_PORTS
 
-FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
-EXIT_FINDINGS = 1
 EXIT_COULD_NOT_RUN = 2
 
 
@@ -141,10 +140,9 @@ def scan(
     if print_schema:
         sys.stdout.write(json.dumps(report.scan_report_schema(), indent=2) + "\n")
         return
-    threshold = fail_on.strip().lower()
-    if threshold not in FAIL_ON:
-        raise typer.BadParameter(f"must be one of {', '.join(FAIL_ON)}",
-                                 param_hint="--fail-on")
+    threshold = parse_fail_on(fail_on)
+    stdout_used = to_stdout([("--json", "-" if as_json else None), ("--json-file", json_file),
+                             ("--sarif", sarif), ("--html", html_file)])
     options = ScanOptions(
         ports=PortScanConfig(concurrency=concurrency, rate=rate, timeout=timeout),
         probe=ProbeConfig(connect_timeout=timeout),
@@ -156,18 +154,13 @@ def scan(
     try:
         with _runtime(required=fleet) as rt:
             result = service.scan(request, rt=rt)
-        if json_file:
-            write_output(json_file, report.scan_json_bytes(result))
-        if sarif:
-            write_output(sarif, report.scan_sarif_bytes(result))
-        if html_file:
-            write_output(html_file, report.scan_html(result).encode("utf-8"))
+        write_reports([
+            ("--json-file", json_file, lambda: report.scan_json_bytes(result)),
+            ("--json", "-" if as_json else None, lambda: report.scan_json_bytes(result)),
+            ("--sarif", sarif, lambda: report.scan_sarif_bytes(result)),
+            ("--html", html_file, lambda: report.scan_html(result).encode("utf-8"))])
     except IotsecError as exc:
         raise _fail(exc) from None
-    if as_json:
-        sys.stdout.write(report.scan_json_bytes(result).decode("utf-8"))
-    elif "-" not in (sarif, html_file):
+    if not stdout_used:
         _print(result)
-    if threshold != "never" and any(f.severity >= Severity(threshold)
-                                    for f in result.findings):
-        raise typer.Exit(EXIT_FINDINGS)
+    exit_on(threshold, lambda t: any(f.severity >= t for f in result.findings))
