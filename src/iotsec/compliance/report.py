@@ -19,8 +19,7 @@ from iotsec import __version__
 from iotsec.compliance.catalog import Provision, Status
 from iotsec.compliance.evaluate import ComplianceResult, ProvisionResult
 from iotsec.scan.findings import Severity
-from iotsec.scan.report import _CSS as BASE_CSS
-from iotsec.scan.report import SARIF_SCHEMA_URI
+from iotsec.scan.report import REPORT_CSS, SARIF_SCHEMA_URI
 
 __all__ = ["COMPLIANCE_FORMAT", "COMPLIANCE_FORMAT_VERSION", "compliance_html",
            "compliance_json", "compliance_json_bytes", "compliance_report_schema",
@@ -217,7 +216,7 @@ def compliance_sarif_bytes(result: ComplianceResult) -> bytes:
 
 _STATUS_COLOURS = {Status.PASS: "#2e7d32", Status.FAIL: "#c0392b", Status.PARTIAL: "#d68910",
                    Status.MANUAL: "#6c7a89", Status.NOT_APPLICABLE: "#aab4c0"}
-_CSS = BASE_CSS + "".join(
+_CSS = REPORT_CSS + "".join(
     f".st-{s.value}{{background:{c}}}" for s, c in _STATUS_COLOURS.items()) + """
 .st{display:inline-block;border-radius:4px;padding:0 6px;color:#fff;font-size:12px;
 font-weight:600;text-transform:uppercase;white-space:nowrap}.score{font-size:34px;font-weight:700}

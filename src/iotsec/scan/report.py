@@ -20,7 +20,7 @@ from iotsec.scan.engine import ScanResult
 from iotsec.scan.findings import Finding, Rule, Severity, count_by_severity, worst
 from iotsec.scan.rules import ALL_RULES
 
-__all__ = ["SARIF_SCHEMA_URI", "SCAN_FORMAT", "SCAN_FORMAT_VERSION", "html_page",
+__all__ = ["REPORT_CSS", "SARIF_SCHEMA_URI", "SCAN_FORMAT", "SCAN_FORMAT_VERSION", "html_page",
            "sarif_log", "scan_html", "scan_json", "scan_report_schema", "scan_sarif"]
 
 SCAN_FORMAT = "iotsec-scan-report"
@@ -178,7 +178,7 @@ def scan_sarif_bytes(result: ScanResult) -> bytes:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
+REPORT_CSS = """
 :root{--crit:#7a0019;--high:#c0392b;--med:#d68910;--low:#2874a6;--info:#6c7a89;
 --bg:#f6f7f9;--card:#fff;--ink:#1d2330;--muted:#5d6778;--line:#e2e6ec}
 *{box-sizing:border-box}body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",
@@ -249,7 +249,7 @@ def html_page(*, title: str, subtitle: str, findings: Sequence[Finding],
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{_e(title)}</title><style>{REPORT_CSS}</style></head><body>"
         f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header><main>"
         f"<section><h2>Summary</h2>{_summary_cards(findings)}<dl>{fact_rows}</dl></section>"
         f"<section><h2>Findings ({len(findings)})</h2>{finding_html}</section>{extra}"
