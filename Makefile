@@ -31,19 +31,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/issue_bench.py
-	$(BIN)/python bench/crl_bench.py
-	$(BIN)/python bench/import_bench.py
-	$(BIN)/python bench/authz_bench.py
-	$(BIN)/python bench/jwt_bench.py
-	$(BIN)/python bench/firmware_bench.py
-	$(BIN)/python bench/protect_bench.py
-	$(BIN)/python bench/netseg_bench.py
-	$(BIN)/python bench/scan_bench.py
-	$(BIN)/python bench/keys_bench.py
-	$(BIN)/python bench/broker_bench.py
-	$(BIN)/python bench/emqx_bench.py
-	$(BIN)/python bench/audit_bench.py
+	PYTHON=$(BIN)/python sh bench/run_all.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,12 +1,13 @@
 #!/bin/sh
-# Run every benchmark once, one after the other, and keep their output.
+# Run every benchmark (bench/*_bench.py) once, one after the other, and keep their output.
 #
-#   bench/run_all.sh                 full sizes (several minutes; the CRL one seeds 1M rows)
-#   bench/run_all.sh --quick         small sizes, a smoke run of under a minute
+#   bench/run_all.sh                 full sizes (tens of minutes; the CRL one seeds 1M rows)
+#   bench/run_all.sh --quick         small sizes where a script offers them (a smoke run)
 #   RESULTS=/some/dir bench/run_all.sh
 #
-# Each script prints its table and writes <name>.txt and <name>.json under $RESULTS
-# (default: bench/results, which is not meant to be committed).
+# Each script's output goes to the terminal and to <name>.txt under $RESULTS (default:
+# bench/results, which is not meant to be committed); a script that takes --json also
+# writes <name>.json there.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -14,9 +15,23 @@ python=${PYTHON:-"$root/.venv/bin/python"}
 [ -x "$python" ] || python=python3
 results=${RESULTS:-"$here/results"}
 mkdir -p "$results"
+quick=""
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=1 ;;
+        *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+    esac
+done
 
-for name in issue_bench crl_bench import_bench; do
+for script in "$here"/*_bench.py; do
+    name=$(basename "$script" .py)
+    help=$("$python" "$script" --help)
+    set --
+    if [ -n "$quick" ]; then
+        case "$help" in *"[--quick]"*) set -- --quick ;; *) echo "== $name has no --quick: full size" ;; esac
+    fi
+    case "$help" in *"[--json "*) set -- "$@" --json "$results/$name.json" ;; esac
     echo "== $name $*"
-    "$python" "$here/$name.py" --json "$results/$name.json" "$@" | tee "$results/$name.txt"
+    "$python" "$script" "$@" | tee "$results/$name.txt"
 done
 echo "results in $results"
