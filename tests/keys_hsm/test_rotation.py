@@ -16,7 +16,12 @@ from sqlalchemy import update
 
 from iotsec.app import device_tokens
 from iotsec.app import kek_rotation as rotation
-from iotsec.app.keys import DEVICE_SECRETS, kek_custody, open_device_secret
+from iotsec.app.keys import (
+    DEVICE_SECRETS,
+    device_secret_record_id,
+    kek_custody,
+    open_device_secret,
+)
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     ConflictError,
@@ -97,6 +102,50 @@ def test_rotation_rewraps_data_keys_and_retires_the_old_keys(rt: Runtime) -> Non
     add_devices(rt, "late")
     late = new_secret(rt, "late")
     assert record_kek_id(stored(rt)[late.kid][1:]) == result.target
+
+
+def test_a_record_changed_during_the_rotation_keeps_the_writers_value(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = _home_with_secrets(rt, 4)
+    victim = made[2]
+    victim_id = device_secret_record_id(victim.kid, victim.device_id)
+    real = RecordRewrapper.rewrap
+    written: list[bytes] = []
+
+    def writer_meanwhile(self: RecordRewrapper, blob: bytes, record_id: str | int) -> bytes:
+        moved = real(self, blob, record_id)
+        if record_id == victim_id:
+            # Another process replaces the secret between the rotation's read and its write
+            # (under the new active KEK, as every write during a rotation is).
+            value = DEVICE_SECRETS.seal(b"replaced meanwhile", kek_custody(rt).active(),
+                                        victim_id)
+            with rt.engine.begin() as conn:
+                conn.execute(update(m.device_secrets)
+                             .where(m.device_secrets.c.kid == victim.kid)
+                             .values(ciphertext=value))
+            written.append(value)
+        return moved
+
+    monkeypatch.setattr(RecordRewrapper, "rewrap", writer_meanwhile)
+    result = rotation.rotate_kek(rt, batch=3)
+    assert result.complete and (result.rewrapped, result.skipped) == (4, 1)
+    assert stored(rt)[victim.kid] == written[0]  # the writer's value, not overwritten
+    assert open_device_secret(rt, victim.kid, victim.device_id, written[0]) == \
+        b"replaced meanwhile"
+    assert_all_open(rt, [s for s in made if s is not victim])
+
+
+def test_counting_other_than_one_key_leaves_only_its_records_out(rt: Runtime) -> None:
+    made = _home_with_secrets(rt, 3)
+    old = kek_custody(rt).active_id()
+    assert old is not None
+    with rt.engine.begin() as conn:
+        conn.execute(update(m.device_secrets).where(m.device_secrets.c.kid == made[0].kid)
+                     .values(ciphertext=b"\x00garbage"))
+    assert rotation.count_dependents(rt) == ({old: {DEVICE_SECRETS.name: 2}}, 1)
+    assert rotation.count_dependents(rt, other_than=old) == ({}, 1)
+    assert rotation.count_dependents(rt, batch=1, other_than="kek-other") == \
+        ({old: {DEVICE_SECRETS.name: 2}}, 1)
 
 
 def test_interrupted_rotation_keeps_every_record_readable_and_resumes(

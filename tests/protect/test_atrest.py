@@ -306,7 +306,7 @@ def test_rewrapper_moves_many_records_from_several_keys(kek: FileKek) -> None:
             open_record(moved, kek, table="t", record_id=rid, field="f")
     # A record bound to another id, a malformed one, or one under a KEK the resolver does
     # not know each fails on its own, and the next record still moves.
-    with pytest.raises(RecordAuthenticationError, match="t.f of record 7"):
+    with pytest.raises(RecordAuthenticationError, match=r"t\.f of record 7"):
         rewrapper.rewrap(records[1], 7)
     with pytest.raises(RecordFormatError):
         rewrapper.rewrap(records[1][:30], 1)

@@ -28,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import operator
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, LargeBinary, bindparam, func, literal, select, update
 
 from iotsec.app.events import Event
 from iotsec.app.keys import SEALED_COLUMNS, SealedColumn, kek_custody
@@ -49,14 +50,14 @@ from iotsec.errors import (
 from iotsec.keys.file import write_private_file
 from iotsec.protect.custody import Backend, KekCustody, backend_of
 from iotsec.protect.kek import KeyWrapper
-from iotsec.protect.records import RecordRewrapper, record_kek_id
+from iotsec.protect.records import RecordRewrapper, envelope_head, record_kek_id
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 JOURNAL: Final = "rotation.json"
 LOCK: Final = "rotation.lock"
 MAX_JOURNAL: Final = 64 * 1024
-DEFAULT_BATCH: Final = 2000
+DEFAULT_BATCH: Final = 5000
 #: Re-wrap passes before giving up on records written under an old key meanwhile.
 MAX_PASSES: Final = 3
 _MAX_FAILURES_LISTED: Final = 20
@@ -90,20 +91,26 @@ def _classify(column: SealedColumn, stored: bytes) -> str:
     return record_kek_id(column.envelope(stored))
 
 
-def count_dependents(rt: Runtime, batch: int = 10_000) -> tuple[dict[str, Counter[str]], int]:
+def count_dependents(rt: Runtime, batch: int = 10_000, *, other_than: str | None = None
+                     ) -> tuple[dict[str, Counter[str]], int]:
     """Per KEK id, per column: how many records depend on it (read in key order, in
-    batches; no key is used). Also the number of values that are not envelopes at all."""
+    batches; no key is used). Also the number of values that are not envelopes at all.
+
+    With ``other_than``, the records under that KEK are left out by the query itself (a
+    finished rotation's recount then reads nothing); everything else is counted alike."""
     usage: dict[str, Counter[str]] = {}
     malformed = 0
     for column in SEALED_COLUMNS:
-        for rows in _batches(rt, column, batch):
+        skip = None if other_than is None else column.marker + envelope_head(other_than)
+        counts: Counter[str] = Counter()
+        for rows in _batches(rt, column, batch, skip):
             for row in rows:
                 try:
-                    key_id = _classify(column, bytes(row[-1]))
+                    counts[_classify(column, bytes(row[-1]))] += 1
                 except IotsecError:
                     malformed += 1
-                    continue
-                usage.setdefault(key_id, Counter())[column.name] += 1
+        for key_id, count in counts.items():
+            usage.setdefault(key_id, Counter())[column.name] += count
     return usage, malformed
 
 
@@ -185,13 +192,18 @@ class RotationResult:
         return not self.remaining
 
 
-def _batches(rt: Runtime, column: SealedColumn, size: int) -> Iterator[list[Any]]:
-    """Rows ``(key, *extra, value)`` of one sealed column, in key order."""
+def _batches(rt: Runtime, column: SealedColumn, size: int, skip: bytes | None = None
+             ) -> Iterator[list[Any]]:
+    """Rows ``(key, *extra, value)`` of one sealed column, in key order; with ``skip``, not
+    the rows whose value starts with those bytes."""
     last: Any = None
     while True:
         query = select(column.key, *column.extra, column.column).order_by(column.key)
         if last is not None:
             query = query.where(column.key > last)
+        if skip is not None:
+            query = query.where(func.substr(column.column, 1, len(skip))
+                                != literal(skip, LargeBinary))
         with reading(rt.engine) as conn:
             rows = list(conn.execute(query.limit(size)).all())
         if not rows:
@@ -200,32 +212,61 @@ def _batches(rt: Runtime, column: SealedColumn, size: int) -> Iterator[list[Any]
         last = rows[-1][0]
 
 
+class _CompareAndSet:
+    """``UPDATE <table> SET <value> = :new WHERE <key> = :key AND <value> = :old`` for many
+    rows at once, sent to the driver as SQLAlchemy compiled it for the connection's dialect.
+
+    Going through ``Connection.execute`` would process every row's parameters (a dictionary
+    per row, a bind processor per value): with a million rows that costs more than the
+    UPDATEs themselves. These parameters need no conversion on any supported driver: the key
+    as read, and the old and new values as ``bytes``."""
+
+    __slots__ = ("_statement",)
+
+    def __init__(self, column: SealedColumn) -> None:
+        self._statement = (update(column.table)
+                           .where(column.key == bindparam("b_key"),
+                                  column.column == bindparam("b_old"))
+                           .values({column.column.name: bindparam("b_new")}))
+
+    def __call__(self, conn: Connection, changes: list[tuple[Any, bytes, bytes]]) -> int:
+        """Apply ``(key, old, new)`` changes; the number of rows that still held ``old``."""
+        compiled = self._statement.compile(dialect=conn.dialect)
+        names = ("b_key", "b_old", "b_new")
+        params: list[Any]
+        if compiled.positiontup is not None:
+            pick = operator.itemgetter(*(names.index(n) for n in compiled.positiontup))
+            params = [pick(change) for change in changes]
+        else:
+            params = [dict(zip(names, change, strict=True)) for change in changes]
+        done = conn.exec_driver_sql(compiled.string, params).rowcount
+        return len(changes) if done is None or done < 0 else done
+
+
 def _rewrap_column(rt: Runtime, custody: KekCustody, target: KeyWrapper, column: SealedColumn,
                    result: RotationResult, batch: int,
                    progress: Callable[[str, int], None] | None) -> None:
-    statement = (update(column.table)
-                 .where(column.key == bindparam("b_key"), column.column == bindparam("b_old"))
-                 .values({column.column.name: bindparam("b_new")}))
+    compare_and_set = _CompareAndSet(column)
     rewrapper = RecordRewrapper(custody, target, table=column.table.name, field=column.field)
     marker, envelope_of, record_id = column.marker, column.envelope, column.record_id
     for rows in _batches(rt, column, batch):
-        changes: list[dict[str, Any]] = []
+        changes: list[tuple[Any, bytes, bytes]] = []
         for row in rows:
             stored = bytes(row[-1])
             try:
                 envelope = envelope_of(stored)
-                if record_kek_id(envelope) == target.key_id:
+                if not rewrapper.pending(envelope):
                     continue
                 new = marker + rewrapper.rewrap(envelope, record_id(row))
             except IotsecError as exc:
                 if len(result.failed) < _MAX_FAILURES_LISTED:
                     result.failed.append(f"{column.name} {row[0]}: {exc.code}")
                 continue
-            changes.append({"b_key": row[0], "b_old": stored, "b_new": new})
+            changes.append((row[0], stored, new))
         if changes:
+            # One transaction per batch: after a crash each record is wholly old or new.
             with transaction(rt.engine) as conn:
-                done = conn.execute(statement, changes).rowcount
-            done = len(changes) if done is None or done < 0 else done
+                done = compare_and_set(conn, changes)
             result.skipped += len(changes) - done
             result.rewrapped += len(changes)
         if progress is not None:
@@ -279,9 +320,8 @@ def rotate_kek(rt: Runtime, *, backend: Backend | None = None, batch: int = DEFA
         for _ in range(MAX_PASSES):
             for column in SEALED_COLUMNS:
                 _rewrap_column(rt, custody, target, column, result, batch, progress)
-            usage, _ = count_dependents(rt)
-            result.remaining = {k: sum(v.values()) for k, v in usage.items()
-                                if k != target.key_id}
+            usage, _ = count_dependents(rt, other_than=target.key_id)
+            result.remaining = {k: sum(v.values()) for k, v in usage.items()}
             if not result.remaining or result.failed:
                 break
         if result.remaining:

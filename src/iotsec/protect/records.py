@@ -174,6 +174,12 @@ def record_kek_id(blob: bytes) -> str:
     return _layout(blob)[0]
 
 
+def envelope_head(kek_id: str) -> bytes:
+    """The bytes every envelope under ``kek_id`` starts with (version, id length, id)."""
+    kid = check_kek_id(kek_id).encode("ascii")
+    return bytes((RECORD_VERSION, len(kid))) + kid
+
+
 def rewrap_record(blob: bytes, keks: KeyWrapper | KekResolver, new_kek: KeyWrapper, *,
                   table: str, record_id: str | int, field: str) -> bytes:
     """The same record with its data key re-wrapped under ``new_kek``; the value's ciphertext
@@ -199,14 +205,21 @@ class RecordRewrapper:
         self._table, self._field = table, field
         self._keks = keks
         self._new = new_kek
-        kid = check_kek_id(new_kek.key_id).encode("ascii")
-        self._head = bytes((RECORD_VERSION, len(kid))) + kid
+        self._head = envelope_head(new_kek.key_id)
         self._resolved: dict[str, KeyWrapper] = {}
 
     @property
     def target(self) -> str:
         """The id of the KEK records are re-wrapped under."""
         return self._new.key_id
+
+    def pending(self, blob: bytes) -> bool:
+        """Whether ``blob`` still has to be re-wrapped (it is not under the new KEK).
+        :class:`RecordFormatError` if it names the new KEK but is malformed."""
+        if not blob.startswith(self._head):
+            return True  # another KEK (or malformed: :meth:`rewrap` says so)
+        _layout(blob)
+        return False
 
     def _kek(self, key_id: str) -> KeyWrapper:
         kek = self._resolved.get(key_id)
