@@ -208,9 +208,10 @@ def _authorize(rt: Runtime, body: bytes, source: str | None, *, from_memory: boo
         allowed, reason = False, "internal error"
     if allowed:
         return dict(AUTHZ_ALLOW)
-    rt.events.record(Event(rt.now(), "broker.authz", "denied", actor=req.username,
-                           source=req.peerhost or source, subject=f"{req.action} {req.topic}",
-                           detail={"reason": reason[:200], "qos": req.qos}))
+    # A client retrying a denied request repeats the same event: counted per flush interval.
+    rt.events.record_repeated(Event(
+        rt.now(), "broker.authz", "denied", actor=req.username, source=req.peerhost or source,
+        subject=f"{req.action} {req.topic}", detail={"reason": reason[:200], "qos": req.qos}))
     return dict(AUTHZ_DENY)
 
 

@@ -62,7 +62,7 @@ class EventSink:
         self._engine = engine
         self._buffer: deque[dict[str, Any]] = deque()
         # Repeats of one routine event within a flush interval, as one row with a count.
-        self._repeats: dict[tuple[str, str, str | None, str | None, str | None], list[Any]] = {}
+        self._repeats: dict[tuple[Any, ...], list[Any]] = {}
         self._lock = threading.Lock()
         self._writing = threading.Lock()
         self._stop = threading.Event()
@@ -84,13 +84,21 @@ class EventSink:
 
     def record_repeated(self, event: Event) -> None:
         """Record a routine event that may repeat many times a second (an accepted API
-        token on a hot path). A buffered sink writes the repeats of one event (same kind,
-        outcome, actor, source and subject) within a flush interval as one row: the first
-        time, and ``count`` in its detail. Anything unusual goes through :meth:`record`."""
+        token on a hot path, a broker request denied again and again). A buffered sink writes
+        identical repeats (same kind, outcome, actor, source, subject and detail) within a
+        flush interval as one row: the first time, and ``count`` in its detail. Anything
+        unusual goes through :meth:`record`."""
         if self._thread is None:
             self.record(event)
             return
-        key = (event.kind, event.outcome, event.actor, event.source, event.subject)
+        try:
+            detail = frozenset(event.detail.items()) if event.detail else None
+            key = (event.kind, event.outcome, event.actor, event.source, event.subject,
+                   detail)
+            hash(key)
+        except TypeError:  # a detail with unhashable values: not a routine repeat
+            self.record(event)
+            return
         with self._lock:
             seen = self._repeats.get(key)
             if seen is None:
