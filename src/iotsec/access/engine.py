@@ -205,12 +205,14 @@ class _View:
     on first use), and the per-action rules of its set of roles (shared by every identity
     holding the same roles)."""
 
-    __slots__ = ("ctx", "device_id", "identity", "rules")
+    __slots__ = ("ctx", "device_id", "identity", "roles", "rules")
 
-    def __init__(self, identity: Identity, rules: dict[str, _RulePair]) -> None:
+    def __init__(self, identity: Identity, roles: tuple[str, ...],
+                 rules: dict[str, _RulePair]) -> None:
         self.identity = identity
         self.device_id = check_identity_value(identity.device_id)
         self.ctx = _Values(identity)
+        self.roles = roles
         self.rules = rules
 
 
@@ -298,7 +300,7 @@ class CompiledPolicy:
             rules = self._rule_sets[roles] = {}
         if len(self._views) >= _CACHE_LIMIT:
             self._views.clear()
-        view = self._views[identity.device_id] = _View(identity, rules)
+        view = self._views[identity.device_id] = _View(identity, roles, rules)
         return view
 
     def _rules_for(self, view: _View, action: str) -> _RulePair:
@@ -307,7 +309,7 @@ class CompiledPolicy:
         if action not in self._actions:
             parse_action(action)
             return _NO_RULES
-        pairs = [self._rules[r][action] for r in self.roles_for(view.identity)
+        pairs = [self._rules[r][action] for r in view.roles
                  if r in self._rules and action in self._rules[r]]
         pair = (tuple(c for deny, _ in pairs for c in deny),
                 tuple(c for _, allow in pairs for c in allow))
