@@ -61,6 +61,7 @@ _SEQ_LABEL_BYTES: Final = cbor.uint_or_nint(SEQ_LABEL)
 _ENC_PREFIX: Final = b"\x83" + cbor.dumps("Encrypt0")
 _SIG_PREFIX: Final = b"\x84" + cbor.dumps("Signature1")
 _IV_HEADER: Final = b"\xa1\x05\x4c"  # {5: h'<12 bytes>'}
+_EMPTY_BSTR: Final = b"\x40"
 
 OpeningKey = PairKey | VerifyingKey
 SealingKey = PairKey | SigningKey
@@ -145,13 +146,14 @@ def seal(payload: bytes, key: SealingKey, *, seq: int, external_aad: bytes = b""
                               hint="seal with a pair key (encryption) or a signing key")
     protected = key._protected_prefix + _SEQ_LABEL_BYTES + cbor.head(0, seq)
     protected_bstr = cbor.bstr(protected)
+    external = cbor.bstr(external_aad) if external_aad else _EMPTY_BSTR
     if isinstance(key, PairKey):
         iv = os.urandom(IV_LENGTH)
-        aad = _ENC_PREFIX + protected_bstr + cbor.bstr(external_aad)
-        ciphertext = key._aead.encrypt(iv, payload, aad)
-        return b"\xd0\x83" + protected_bstr + _IV_HEADER + iv + cbor.bstr(ciphertext)
+        ciphertext = key._aead.encrypt(iv, payload, _ENC_PREFIX + protected_bstr + external)
+        return b"".join((b"\xd0\x83", protected_bstr, _IV_HEADER, iv,
+                         cbor.head(2, len(ciphertext)), ciphertext))
     body = cbor.bstr(bytes(payload))
-    signature = key.sign(_SIG_PREFIX + protected_bstr + cbor.bstr(external_aad) + body)
+    signature = key.sign(_SIG_PREFIX + protected_bstr + external + body)
     return b"\xd2\x84" + protected_bstr + b"\xa0" + body + cbor.bstr(signature)
 
 
@@ -393,11 +395,11 @@ def open(message: bytes, keys: Keyring, replay: ReplayWindow | ReplayWindows, *,
     window = replay.for_sender(key.sender_id) if isinstance(replay, ReplayWindows) else replay
     window.check(p.seq)
     protected_bstr = cbor.bstr(p.protected)
+    external = cbor.bstr(external_aad) if external_aad else _EMPTY_BSTR
     if isinstance(key, PairKey):
         assert p.iv is not None
-        aad = _ENC_PREFIX + protected_bstr + cbor.bstr(external_aad)
         try:
-            payload = key._aead.decrypt(p.iv, p.body, aad)
+            payload = key._aead.decrypt(p.iv, p.body, _ENC_PREFIX + protected_bstr + external)
         except InvalidTag:
             raise PayloadAuthenticationError(
                 f"message under key {p.kid.hex()} does not authenticate: altered, sealed for "
@@ -405,12 +407,11 @@ def open(message: bytes, keys: Keyring, replay: ReplayWindow | ReplayWindows, *,
         recipient: str | None = key.recipient_id
     else:
         assert p.signature is not None
-        key.verify(p.signature, _SIG_PREFIX + protected_bstr + cbor.bstr(external_aad) +
-                   cbor.bstr(p.body))
+        key.verify(p.signature, _SIG_PREFIX + protected_bstr + external + cbor.bstr(p.body))
         payload, recipient = p.body, None
     window.accept(p.seq)
-    return Opened(payload=payload, kind=p.kind, alg=key.alg, kid=p.kid,
-                  sender_id=key.sender_id, recipient_id=recipient, seq=p.seq)
+    # Positional: the fields in Opened's order (payload, kind, alg, kid, sender, recipient, seq).
+    return Opened(payload, p.kind, key.alg, p.kid, key.sender_id, recipient, p.seq)
 
 
 open_message = open
