@@ -9,6 +9,11 @@ production cost is about 90 ms per key written or loaded, and the suite writes a
 thousands. Readers take the cost from the file, so nothing else changes; the tests that are
 about the cost itself (tests/keys/test_pkcs8.py) ask for ``production_scrypt_cost``.
 Subprocesses (``iotsec`` started as a command) always use the production cost.
+
+Typer builds the click command tree of an app on every call (about 70 ms for iotsec's),
+which a process running one command pays once and this suite paid on each of thousands
+of in-process CLI runs: here the tree built for an app is reused until the app's
+registered commands, groups or callback change.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 import pytest
+import typer
+import typer.main
+import typer.testing
 from sqlalchemy import create_engine, text
 
 from iotsec.app.runtime import Runtime, open_runtime
@@ -41,6 +51,36 @@ def _cheap_scrypt_cost() -> Iterator[None]:
     pkcs8.SCRYPT_COST = TEST_SCRYPT_COST
     yield
     pkcs8.SCRYPT_COST = saved
+
+
+def _typer_shape(app: typer.Typer) -> tuple[object, ...]:
+    """What Typer builds a click command from; registering anything changes it."""
+    return (app.registered_callback, app.info.callback, tuple(app.registered_commands),
+            tuple((group, None if group.typer_instance is None
+                   else _typer_shape(group.typer_instance))
+                  for group in app.registered_groups))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _reuse_typer_commands() -> Iterator[None]:
+    build = typer.main.get_command
+    built: weakref.WeakKeyDictionary[typer.Typer, tuple[tuple[object, ...], click.Command]]
+    built = weakref.WeakKeyDictionary()
+
+    def get_command(app: typer.Typer) -> click.Command:
+        shape = _typer_shape(app)
+        known = built.get(app)
+        if known is not None and known[0] == shape:
+            return known[1]
+        command = build(app)
+        built[app] = (shape, command)
+        return command
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(typer.main, "get_command", get_command)
+    patch.setattr(typer.testing, "_get_command", get_command)
+    yield
+    patch.undo()
 
 
 @pytest.fixture

@@ -1,0 +1,55 @@
+"""The suite's own set-up (tests/conftest.py): cheap key files in this process, and Typer
+command trees reused only while the app they were built from is unchanged."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+import typer
+import typer.main
+
+from iotsec.cli.main import app as iotsec_app
+from iotsec.keys import pkcs8
+from tests.conftest import TEST_SCRYPT_COST
+
+
+def test_key_files_written_here_use_the_test_cost() -> None:
+    assert pkcs8.SCRYPT_COST == TEST_SCRYPT_COST
+    assert pkcs8.DEFAULT_SCRYPT_COST != TEST_SCRYPT_COST
+
+
+def test_production_scrypt_cost_fixture(production_scrypt_cost: pkcs8.ScryptCost) -> None:
+    assert pkcs8.SCRYPT_COST == production_scrypt_cost == pkcs8.DEFAULT_SCRYPT_COST
+
+
+def test_the_iotsec_command_tree_is_built_once() -> None:
+    assert typer.main.get_command(iotsec_app) is typer.main.get_command(iotsec_app)
+
+
+def test_a_command_registered_later_is_seen(capsys: pytest.CaptureFixture[str]) -> None:
+    root = typer.Typer(add_completion=False)
+    group = typer.Typer()
+    root.add_typer(group, name="group")
+
+    @root.command("hello")
+    def hello(name: Annotated[str, typer.Argument()]) -> None:
+        typer.echo(f"hello {name}")
+
+    def run(*args: str) -> int:
+        with pytest.raises(SystemExit) as exited:
+            root(args=list(args), prog_name="t")
+        code = exited.value.code
+        return code if isinstance(code, int) else 0
+
+    assert run("hello", "a") == 0
+    first = typer.main.get_command(root)
+    assert run("group", "bye") == 2  # no such command yet
+
+    @group.command("bye")
+    def bye() -> None:
+        typer.echo("bye")
+
+    assert run("group", "bye") == 0
+    assert typer.main.get_command(root) is not first
+    assert capsys.readouterr().out.splitlines() == ["hello a", "bye"]
