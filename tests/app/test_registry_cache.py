@@ -53,10 +53,91 @@ def test_another_process_change_is_seen_within_the_delay(rt: Runtime, clock: Fak
         other.close()
     # Within the delay the serving process may still answer from memory...
     time.sleep(0.25)
-    # ...after it, it has asked the store what changed and dropped d1 only.
-    assert access.check_cached(rt, "d1", "publish", "devices/d1/t") is None
-    assert access.check_cached(rt, "d2", "publish", "devices/d2/t") is not None
+    # ...after it, it has asked the store what changed and read d1 again (d2 untouched).
+    before = access._devices(rt)
+    assert before is not None
+    d2_entry = before.peek(rt, "d2")
+    refreshed = access.check_cached(rt, "d1", "publish", "devices/d1/t")
+    assert refreshed is not None and not refreshed.allowed
+    assert "disabled" in refreshed.explanation
+    assert before.peek(rt, "d2") is d2_entry
     assert not _allowed(rt, "d1")
+
+
+def _other_process_disables(rt: Runtime, clock: FakeClock, ids: list[str]) -> None:
+    other = open_runtime(rt.settings, clock=clock)
+    try:
+        for device_id in ids:
+            change_state(other, device_id, DeviceState.DISABLED)
+    finally:
+        other.close()
+
+
+def test_a_serving_process_looks_in_the_background(rt: Runtime, clock: FakeClock,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """After warm_up, looks run in their own thread: a request never makes one, and a
+    change by another process (here to 40 devices at once) is read again while every
+    decision goes on being answered from memory."""
+    import threading
+
+    rt.settings.hot_cache_seconds = 0.1
+    for i in range(60):
+        add_device(rt, NewDevice(id=f"b{i}"))
+    clock.advance(timedelta(seconds=30))
+    assert access.warm_up(rt) == 60
+    callers: list[str] = []
+    original = DeviceCache.revalidate
+
+    def spy(self: DeviceCache, rt_: Runtime, *, force: bool = False) -> None:
+        callers.append(threading.current_thread().name)
+        original(self, rt_, force=force)
+
+    monkeypatch.setattr(DeviceCache, "revalidate", spy)
+    clock.advance(timedelta(seconds=30))
+    _other_process_disables(rt, clock, [f"b{i}" for i in range(40)])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        answers = [access.check_cached(rt, f"b{i}", "publish", f"devices/b{i}/t")
+                   for i in range(60)]
+        assert all(a is not None for a in answers)  # never sent to the store
+        if [a.allowed for a in answers if a is not None] == [False] * 40 + [True] * 20:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the background look did not read the changed devices again")
+    assert callers and set(callers) == {"iotsec-registry"}
+    refresher = next(t for t in threading.enumerate() if t.name == "iotsec-registry")
+    rt.close()
+    refresher.join(timeout=5)
+    assert not refresher.is_alive()
+
+
+def test_entries_read_well_after_a_write_are_not_read_again(rt: Runtime, clock: FakeClock,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """A look asks again about writes of the last few seconds; an entry read more than the
+    margin after such a write already has it and is not read again."""
+    from iotsec.app import devices as devices_module
+
+    rt.settings.hot_cache_seconds = 60
+    cache = DeviceCache(rt)
+    add_device(rt, NewDevice(id="m1"))
+    add_device(rt, NewDevice(id="m2"))
+    reread: list[list[str]] = []
+    original = devices_module.get_devices
+
+    def spy(rt_: Runtime, ids: list[str]) -> dict[str, object]:
+        reread.append(list(ids))
+        return original(rt_, ids)  # type: ignore[return-value]
+
+    monkeypatch.setattr(devices_module, "get_devices", spy)
+    cache.get(rt, "m1")  # read in the second of the write: may predate its commit
+    clock.advance(timedelta(seconds=10))
+    cache.get(rt, "m2")  # read 10 s after the write: has it
+    cache.revalidate(rt, force=True)
+    assert reread == [["m1"]]
+    cache.revalidate(rt, force=True)  # the writes are now older than the margin
+    assert reread == [["m1"]]
 
 
 def test_unknown_devices_are_not_cached(rt: Runtime) -> None:

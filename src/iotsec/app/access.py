@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 DEFAULT_ROLE = "device"
+log = logging.getLogger(__name__)
 _DEVICES = "decision-devices"
+_REFRESHER = "decision-devices-refresher"
 #: One policy compilation at a time in a process.
 _COMPILING = threading.Lock()
 
@@ -234,14 +237,41 @@ def _devices(rt: Runtime) -> DeviceCache | None:
         return None
     cache = rt.cache.get(_DEVICES)
     if not isinstance(cache, DeviceCache):
-        cache = rt.cache[_DEVICES] = DeviceCache(rt)
+        cache = rt.cache[_DEVICES] = DeviceCache(rt, background=_REFRESHER in rt.cache)
     return cache
 
 
+def _keep_registry_fresh(rt: Runtime) -> None:
+    """Look for registry changes in a background thread of this (serving) process, every
+    ``hot_cache_seconds`` until the runtime closes, so that no request waits for a look."""
+    if rt.settings.hot_cache_seconds <= 0 or _REFRESHER in rt.cache:
+        return
+    stop = threading.Event()
+    rt.cache[_REFRESHER] = stop
+    rt.on_close(stop.set)
+    cache = rt.cache.get(_DEVICES)
+    if isinstance(cache, DeviceCache):
+        cache.background = True
+
+    def run() -> None:
+        while not stop.wait(rt.settings.hot_cache_seconds):
+            current = _devices(rt)
+            if current is None:
+                continue
+            try:
+                current.revalidate(rt, force=True)
+            except Exception:  # the store is unreachable for a while: keep the entries
+                log.exception("could not look for registry changes; trying again")
+
+    threading.Thread(target=run, name="iotsec-registry", daemon=True).start()
+
+
 def warm_up(rt: Runtime) -> int:
-    """For a serving process, before its first request: compile the policy and read the
-    registry entries decisions need. Returns how many devices were read."""
+    """For a serving process, before its first request: compile the policy, read the
+    registry entries decisions need and keep them fresh from a background thread. Returns
+    how many devices were read."""
     current_policy(rt)
+    _keep_registry_fresh(rt)
     cache = _devices(rt)
     count = cache.preload(rt) if cache is not None else 0
     # What was just read lives as long as the process: keep it out of the cyclic garbage

@@ -161,6 +161,20 @@ def get_device(rt: Runtime, device_id: str) -> Device:
         return _device(row, _groups_of(conn, [device_id]).get(device_id, ()))
 
 
+def get_devices(rt: Runtime, device_ids: Sequence[str]) -> dict[str, Device]:
+    """The registered devices among ``device_ids`` (ids as the store holds them), read in
+    batches; unregistered ids are absent from the result."""
+    found: dict[str, Device] = {}
+    with reading(rt.engine) as conn:
+        for i in range(0, len(device_ids), 500):
+            chunk = list(device_ids[i:i + 500])
+            rows = conn.execute(select(m.devices).where(m.devices.c.id.in_(chunk))).all()
+            groups = _groups_of(conn, [r.id for r in rows])
+            for r in rows:
+                found[r.id] = _device(r, groups.get(r.id, ()))
+    return found
+
+
 def list_devices(rt: Runtime, *, group: str | None = None, state: DeviceState | None = None,
                  limit: int = 1000, after: str | None = None) -> list[Device]:
     """Devices ordered by id; ``after`` pages (keyset pagination, stable under inserts)."""

@@ -4,10 +4,19 @@ A decision needs the device's state, groups and attributes. Reading them from th
 every request would cost more than the decision itself, and a time-to-live alone would make
 a large fleet miss the cache on nearly every request. So entries stay until the device
 changes: at most every ``hot_cache_seconds`` one indexed query asks the store which devices
-were updated since the last look (``devices.updated_at``) and drops those entries; changes
-made by this process drop them at once (``clear``). A device's groups and attributes are
-written only when it is registered and its state changes with ``updated_at``, so every
-change is seen within that delay.
+were updated since the last look (``devices.updated_at``), and the cached ones among them
+are read again, in batches, and replaced; changes made by this process drop the whole cache
+at once (``access.policy_changed``). A device's groups and attributes are written only when
+it is registered and its state changes with ``updated_at``, so every change is seen within
+that delay.
+
+A look asks again about writes up to ``MARGIN_SECONDS`` before the previous one, in case
+their transactions were still open then; an entry read more than that margin after a
+write's timestamp already reflects it and is not read again.
+
+In a serving process the looks run in a background thread (``background=True``): a request
+never waits for the store because a look was due, and a bulk change (an import of 100,000
+devices) is read again while requests go on being answered from the entries in memory.
 """
 
 from __future__ import annotations
@@ -29,54 +38,67 @@ MAX_ENTRIES = 500_000
 
 
 class DeviceCache:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, *, background: bool = False) -> None:
         self._entries: dict[str, Device] = {}
+        #: When (store clock, whole seconds, rounded down) each entry was read.
+        self._read_at: dict[str, int] = {}
         self._looked = time.monotonic()
         self._since = ts(rt.now())
         self._looking = threading.Lock()
+        #: Looks are run by a background thread calling :meth:`revalidate`, never by a
+        #: request.
+        self.background = background
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _revalidate(self, rt: Runtime) -> None:
+    def revalidate(self, rt: Runtime, *, force: bool = False) -> None:
+        """Look for devices changed since the last look (if one is due, or ``force``) and
+        read the cached ones among them again."""
         now = time.monotonic()
-        if now - self._looked < rt.settings.hot_cache_seconds:
+        if not force and now - self._looked < rt.settings.hot_cache_seconds:
             return
         # One look at a time; the others go on with the entries they have (which are at most
         # one delay old).
         if not self._looking.acquire(blocking=False):
             return
         try:
-            since = ts(rt.now())
+            started = ts(rt.now())
             if self._entries:
                 with reading(rt.engine) as conn:
-                    changed = conn.execute(select(m.devices.c.id).where(
-                        m.devices.c.updated_at >= self._since - MARGIN_SECONDS)).scalars().all()
-                for device_id in changed:
-                    self._entries.pop(device_id, None)
-            self._looked, self._since = now, since
+                    changed = conn.execute(
+                        select(m.devices.c.id, m.devices.c.updated_at).where(
+                            m.devices.c.updated_at >= self._since - MARGIN_SECONDS)).all()
+                read_at = self._read_at
+                # Read again unless the entry was read more than the margin after the
+                # write began (so after it committed); +1 for whole-second timestamps.
+                stale = [device_id for device_id, updated in changed
+                         if device_id in self._entries
+                         and read_at.get(device_id, 0) <= updated + MARGIN_SECONDS + 1]
+                if stale:
+                    self._reread(rt, stale, started)
+            self._looked, self._since = now, started
         finally:
             self._looking.release()
 
-    def preload(self, rt: Runtime) -> int:
-        """Read every registered device (up to the cache's size), so that a serving process
-        answers its first requests from memory; returns how many were read. Changes made
-        while it reads are caught by the next look (it started before the read)."""
-        from iotsec.app.devices import MAX_LIST, list_devices
+    def _reread(self, rt: Runtime, device_ids: list[str], started: int) -> None:
+        from iotsec.app.devices import get_devices
 
-        after: str | None = None
-        while len(self._entries) < MAX_ENTRIES:
-            page = list_devices(rt, limit=MAX_LIST, after=after)
-            for device in page:
-                self._entries[device.id] = device
-            if len(page) < MAX_LIST:
-                break
-            after = page[-1].id
-        return len(self._entries)
+        found = get_devices(rt, device_ids)
+        for device_id in device_ids:
+            device = found.get(device_id)
+            if device is None:  # no longer registered
+                self._entries.pop(device_id, None)
+                self._read_at.pop(device_id, None)
+            else:
+                self._entries[device_id] = device
+                self._read_at[device_id] = started
 
     def peek(self, rt: Runtime, device_id: str) -> Device | None:
-        """The cached entry, or ``None`` when it must be read from the store."""
-        self._revalidate(rt)
+        """The cached entry, or ``None`` when it must be read from the store. Without a
+        background thread, a look that is due is made first."""
+        if not self.background:
+            self.revalidate(rt)
         return self._entries.get(device_id)
 
     def get(self, rt: Runtime, device_id: str) -> Device:
@@ -86,9 +108,30 @@ class DeviceCache:
 
         device = self.peek(rt, device_id)
         if device is None:
+            read_at = ts(rt.now())
             device = get_device(rt, device_id)
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
+                self._read_at.clear()
             # Keyed by the registered id, which is what the store reports as changed.
             self._entries[device.id] = device
+            self._read_at[device.id] = read_at
         return device
+
+    def preload(self, rt: Runtime) -> int:
+        """Read every registered device (up to the cache's size), so that a serving process
+        answers its first requests from memory; returns how many were read. Changes made
+        while it reads are caught by the next look (it started before the read)."""
+        from iotsec.app.devices import MAX_LIST, list_devices
+
+        read_at = ts(rt.now())
+        after: str | None = None
+        while len(self._entries) < MAX_ENTRIES:
+            page = list_devices(rt, limit=MAX_LIST, after=after)
+            for device in page:
+                self._entries[device.id] = device
+                self._read_at[device.id] = read_at
+            if len(page) < MAX_LIST:
+                break
+            after = page[-1].id
+        return len(self._entries)

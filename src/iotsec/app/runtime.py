@@ -62,6 +62,7 @@ class Runtime:
     cache: dict[str, object] = field(default_factory=dict)
     events: EventSink = field(init=False)
     _recent: dict[str, tuple[float, object]] = field(default_factory=dict)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.events = EventSink(self.engine)
@@ -113,9 +114,15 @@ class Runtime:
     def forget(self, key: str) -> None:
         self._recent.pop(key, None)
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the runtime closes (to stop its background threads)."""
+        self._closers.append(callback)
+
     def close(self) -> None:
         from iotsec.app.keys import close_token
 
+        for callback in reversed(self._closers):
+            callback()
         close_token(self)
         self.events.close()
         self.engine.dispose()
