@@ -95,7 +95,8 @@ def forge(signer: ImageSigner | None, body: bytes = b"\x5a" * 1000, *,
 def declared_size(data: bytes) -> int:
     """What an image's own header and TLV info declare, computed independently of the
     parser under test: 32 bytes for a header that is not an image header, else header,
-    body, protected area, and the unprotected area as its info header sizes it."""
+    body, protected area, and the unprotected area as its info header sizes it (never less
+    than the 32-byte header itself)."""
     if len(data) < HEADER_STRUCT_SIZE:
         return HEADER_STRUCT_SIZE
     for e in ("<", ">"):
@@ -107,7 +108,9 @@ def declared_size(data: bytes) -> int:
     hashed = int(hdr) + int(img) + int(prot)
     info = data[hashed:hashed + 4]
     unprot: int = struct.unpack(e + "HH", info)[1] if len(info) == 4 else 4
-    return hashed + max(4, unprot)
+    # The fixed 32-byte header is read whole before its sizes are judged, even when the
+    # header size it declares is smaller.
+    return max(HEADER_STRUCT_SIZE, hashed + max(4, unprot))
 
 
 class CountingStream(io.RawIOBase):
