@@ -183,9 +183,10 @@ def log_size(log_file: Path) -> int:
         return 0
 
 
-def wait_for_reload(log_file: Path, offset: int, *, timeout: float = 5.0) -> list[str]:
+def wait_for_reload(log_file: Path, offset: int, *, timeout: float = 15.0) -> list[str]:
     """Wait for ``Reloading config.`` after ``offset`` in the broker log; return the lines
-    logged from there on (errors of the reload among them)."""
+    logged from there on (errors of the reload among them). Mosquitto logs it within one
+    turn of its loop; the generous bound is for a machine under heavy load."""
     deadline = time.monotonic() + timeout
     while True:
         try:
