@@ -59,7 +59,8 @@ from iotsec.store import models
 from iotsec.timeutil import ts
 
 if TYPE_CHECKING:
-    from iotsec.keys.pkcs11 import Pkcs11KekStore, Pkcs11KeyStore, Pkcs11Token
+    from iotsec.keys.pkcs11 import Pkcs11KeyStore, Pkcs11Token
+    from iotsec.keys.pkcs11_kek import Pkcs11KekStore
 
 GOAL_SECONDS = 60.0
 GOAL_RECORDS = 1_000_000
@@ -195,7 +196,8 @@ def hsm_paths(n: int, signatures: int) -> Report | None:
         if found is None:
             print("# SoftHSM2 is not installed (Debian package softhsm2): HSM paths skipped")
             return None
-        from iotsec.keys.pkcs11 import Pkcs11Config, Pkcs11KekStore, Pkcs11KeyStore, connect
+        from iotsec.keys.pkcs11 import Pkcs11Config, Pkcs11KeyStore, connect
+        from iotsec.keys.pkcs11_kek import Pkcs11KekStore
 
         module, label, pin = found
         token = connect(Pkcs11Config(module, label, pin))

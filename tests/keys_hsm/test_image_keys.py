@@ -30,7 +30,8 @@ from iotsec.firmware import SignOptions, TrustedKey, sign_image, verify_image
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.keys import FirmwareKeyType, public_pem
 from iotsec.keys.base import KeyType
-from iotsec.keys.pkcs11 import Pkcs11KekStore, Pkcs11KeyStore, Pkcs11Token, connect
+from iotsec.keys.pkcs11 import Pkcs11KeyStore, Pkcs11Token, connect
+from iotsec.keys.pkcs11_kek import Pkcs11KekStore
 from iotsec.store import models as m
 from tests.cli.support import Result
 from tests.firmware.support import imgtool_path, run_imgtool

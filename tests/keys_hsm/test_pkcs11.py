@@ -30,12 +30,12 @@ from iotsec.errors import (
 )
 from iotsec.keys.base import KeyType, Signer
 from iotsec.keys.pkcs11 import (
-    Pkcs11KekStore,
     Pkcs11KeyStore,
     Pkcs11Token,
     check_label,
     connect,
 )
+from iotsec.keys.pkcs11_kek import Pkcs11KekStore
 from iotsec.pki.ca import Authority, create_issuing, create_root
 from iotsec.pki.crl import RevocationReason, build_crl, encode_entry
 from iotsec.protect.records import open_record, rewrap_record, seal_record

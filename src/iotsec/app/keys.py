@@ -195,7 +195,7 @@ def kek_custody(rt: Runtime) -> KekCustody:
     hsm = None
     if settings.pkcs11_module is not None:
         def hsm_store() -> Any:
-            from iotsec.keys.pkcs11 import Pkcs11KekStore
+            from iotsec.keys.pkcs11_kek import Pkcs11KekStore
 
             return Pkcs11KekStore(token(rt))
         hsm = hsm_store

@@ -31,7 +31,7 @@ from iotsec.keys.file import write_private_file
 from iotsec.protect.kek import ACTIVE_FILE, FileKekStore, KeyWrapper, check_kek_id
 
 if TYPE_CHECKING:
-    from iotsec.keys.pkcs11 import Pkcs11KekStore
+    from iotsec.keys.pkcs11_kek import Pkcs11KekStore
 
 HSM_PREFIX: Final = "hsm:"
 RETIRED_DIR: Final = "retired"
