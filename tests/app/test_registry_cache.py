@@ -80,7 +80,7 @@ def test_a_serving_process_looks_in_the_background(rt: Runtime, clock: FakeClock
     decision goes on being answered from memory."""
     import threading
 
-    rt.settings.hot_cache_seconds = 0.1
+    rt.settings.hot_cache_seconds = 1.0  # looks every 1 s, the version every 0.5 s
     for i in range(60):
         add_device(rt, NewDevice(id=f"b{i}"))
     clock.advance(timedelta(seconds=30))
@@ -93,9 +93,17 @@ def test_a_serving_process_looks_in_the_background(rt: Runtime, clock: FakeClock
         original(self, rt_, force=force)
 
     monkeypatch.setattr(DeviceCache, "revalidate", spy)
+    version_readers: list[str] = []
+    read_version = access._read_policy_version
+
+    def version_spy(rt_: Runtime) -> int:
+        version_readers.append(threading.current_thread().name)
+        return read_version(rt_)
+
+    monkeypatch.setattr(access, "_read_policy_version", version_spy)
     clock.advance(timedelta(seconds=30))
     _other_process_disables(rt, clock, [f"b{i}" for i in range(40)])
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         answers = [access.check_cached(rt, f"b{i}", "publish", f"devices/b{i}/t")
                    for i in range(60)]
@@ -106,6 +114,8 @@ def test_a_serving_process_looks_in_the_background(rt: Runtime, clock: FakeClock
     else:
         pytest.fail("the background look did not read the changed devices again")
     assert callers and set(callers) == {"iotsec-registry"}
+    # The policy version, too, is read by the background thread, not by the requests.
+    assert version_readers and set(version_readers) == {"iotsec-registry"}
     refresher = next(t for t in threading.enumerate() if t.name == "iotsec-registry")
     rt.close()
     refresher.join(timeout=5)

@@ -194,13 +194,15 @@ def _load_policy(conn: Connection) -> CompiledPolicy:
     return CompiledPolicy(load_roles(conn), device_roles, group_roles)
 
 
-def _policy_version(rt: Runtime) -> int:
-    def read_version() -> int:
-        with reading(rt.engine) as conn:
-            return int(conn.execute(select(m.policy_version.c.version)
-                                    .where(m.policy_version.c.id == 1)).scalar_one())
+def _read_policy_version(rt: Runtime) -> int:
+    with reading(rt.engine) as conn:
+        return int(conn.execute(select(m.policy_version.c.version)
+                                .where(m.policy_version.c.id == 1)).scalar_one())
 
-    return rt.recent("policy-version", rt.settings.hot_cache_seconds, read_version)
+
+def _policy_version(rt: Runtime) -> int:
+    return rt.recent("policy-version", rt.settings.hot_cache_seconds,
+                     lambda: _read_policy_version(rt))
 
 
 def compiled_policy(rt: Runtime) -> CompiledPolicy | None:
@@ -243,7 +245,8 @@ def _devices(rt: Runtime) -> DeviceCache | None:
 
 def _keep_registry_fresh(rt: Runtime) -> None:
     """Look for registry changes in a background thread of this (serving) process, every
-    ``hot_cache_seconds`` until the runtime closes, so that no request waits for a look."""
+    ``hot_cache_seconds`` until the runtime closes, so that no request waits for a look; the
+    same thread reads the policy version twice as often, so that requests find it fresh."""
     if rt.settings.hot_cache_seconds <= 0 or _REFRESHER in rt.cache:
         return
     stop = threading.Event()
@@ -254,14 +257,14 @@ def _keep_registry_fresh(rt: Runtime) -> None:
         cache.background = True
 
     def run() -> None:
-        while not stop.wait(rt.settings.hot_cache_seconds):
-            current = _devices(rt)
-            if current is None:
-                continue
+        while not stop.wait(rt.settings.hot_cache_seconds / 2):
             try:
-                current.revalidate(rt, force=True)
-            except Exception:  # the store is unreachable for a while: keep the entries
-                log.exception("could not look for registry changes; trying again")
+                rt.refresh("policy-version", lambda: _read_policy_version(rt))
+                current = _devices(rt)
+                if current is not None:
+                    current.revalidate(rt)
+            except Exception:  # the store is unreachable for a while: keep what is known
+                log.exception("could not look for policy or registry changes; trying again")
 
     threading.Thread(target=run, name="iotsec-registry", daemon=True).start()
 

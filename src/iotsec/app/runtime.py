@@ -111,6 +111,13 @@ class Runtime:
         self._recent[key] = (now, value)
         return value
 
+    def refresh(self, key: str, load: Callable[[], T]) -> T:
+        """Load ``key``'s value now and keep it for :meth:`recent` (a background thread's
+        way of sparing requests the load)."""
+        value = load()
+        self._recent[key] = (time.monotonic(), value)
+        return value
+
     def forget(self, key: str) -> None:
         self._recent.pop(key, None)
 
