@@ -243,8 +243,10 @@ def test_record_round_trip_and_binding(kek: FileKek) -> None:
     # Each record has its own data key: sealing twice gives unrelated ciphertexts.
     assert seal_record(b"device secret", kek, table="device_secrets", record_id=42,
                        field="secret")[-40:] != blob[-40:]
-    for table, rid, field in [("device_secrets", 43, "secret"), ("devices", 42, "secret"),
-                              ("device_secrets", 42, "other"), ("device_secrets", "42", "secret")]:
+    places: list[tuple[str, str | int, str]] = [
+        ("device_secrets", 43, "secret"), ("devices", 42, "secret"),
+        ("device_secrets", 42, "other"), ("device_secrets", "42", "secret")]
+    for table, rid, field in places:
         with pytest.raises(RecordAuthenticationError, match="copied"):
             open_record(blob, kek, table=table, record_id=rid, field=field)
 
