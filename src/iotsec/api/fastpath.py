@@ -16,6 +16,7 @@ with its scope; a test checks that both paths give the same answers.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from typing import Any
 
 from annotated_types import MaxLen
@@ -63,7 +64,7 @@ def parse_body(headers: dict[bytes, bytes], body: bytes) -> dict[str, str | None
     return data
 
 
-class BearerFastPath:
+class BearerFastPath(ABC):
     """An ASGI layer that answers one hot ``POST`` route itself when the request carries a
     bearer token and a body it understands (``prepare``), after ``authenticate`` for
     ``needed``; anything else goes to the application unchanged (body replayed)."""
@@ -76,12 +77,13 @@ class BearerFastPath:
         self.app = app
         self.rt = runtime
 
+    @abstractmethod
     def prepare(self, headers: dict[bytes, bytes], body: bytes) -> Any:
         """What ``answer`` needs from the body, or ``None`` to leave the request to the app."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def answer(self, prepared: Any, source: str | None) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON answer for a prepared request (errors raise and become problems)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
