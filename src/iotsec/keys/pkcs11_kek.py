@@ -20,7 +20,6 @@ from pkcs11.mechanisms import GCMParams
 
 from iotsec.errors import (
     DataKeyUnwrapError,
-    KeyCustodyError,
     KeyTypeMismatchError,
     Pkcs11KeyNotFoundError,
     RetiredKekError,
@@ -32,7 +31,7 @@ from iotsec.keys.pkcs11 import (
     Pkcs11Token,
     translate,
 )
-from iotsec.protect.kek import MAX_DATA_KEY, MIN_DATA_KEY, check_kek_id
+from iotsec.protect.kek import MAX_DATA_KEY, MIN_DATA_KEY, check_data_key, check_kek_id, wrap_aad
 
 _WRAP_VERSION: Final = 2  # FileKek wraps are version 1; the two never mix up
 _NONCE: Final = 12
@@ -77,11 +76,10 @@ class Pkcs11Kek:
         return self._label
 
     def _aad(self, aad: bytes) -> bytes:
-        return b"iotsec kek wrap v1\x00" + self._id.encode("ascii") + b"\x00" + aad
+        return wrap_aad(self._id, aad)
 
     def wrap(self, data_key: bytes, aad: bytes) -> bytes:
-        if not MIN_DATA_KEY <= len(data_key) <= MAX_DATA_KEY:
-            raise KeyCustodyError(f"a data key has {MIN_DATA_KEY} to {MAX_DATA_KEY} bytes")
+        check_data_key(data_key)
         nonce = secrets.token_bytes(_NONCE)
         params = GCMParams(nonce, self._aad(aad), _TAG * 8)
         sealed = self._token.use(

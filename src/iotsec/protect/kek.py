@@ -129,6 +129,17 @@ class KekRing:
         return list(self._by_id)
 
 
+def wrap_aad(key_id: str, aad: bytes) -> bytes:
+    """The associated data of a data-key wrap, whichever custody holds the KEK:
+    ``"iotsec kek wrap v1" 0x00 key_id 0x00 aad``."""
+    return b"iotsec kek wrap v1\x00" + key_id.encode("ascii") + b"\x00" + aad
+
+
+def check_data_key(data_key: bytes) -> None:
+    if not MIN_DATA_KEY <= len(data_key) <= MAX_DATA_KEY:
+        raise KeyCustodyError(f"a data key has {MIN_DATA_KEY} to {MAX_DATA_KEY} bytes")
+
+
 class FileKek:
     """A 256-bit KEK held in process memory; wraps with AES-256-GCM.
 
@@ -150,11 +161,10 @@ class FileKek:
         return self._id
 
     def _aad(self, aad: bytes) -> bytes:
-        return b"iotsec kek wrap v1\x00" + self._id.encode("ascii") + b"\x00" + aad
+        return wrap_aad(self._id, aad)
 
     def wrap(self, data_key: bytes, aad: bytes) -> bytes:
-        if not MIN_DATA_KEY <= len(data_key) <= MAX_DATA_KEY:
-            raise KeyCustodyError(f"a data key has {MIN_DATA_KEY} to {MAX_DATA_KEY} bytes")
+        check_data_key(data_key)
         nonce = secrets.token_bytes(_NONCE)
         return bytes((_WRAP_VERSION,)) + nonce + self._aead.encrypt(nonce, data_key,
                                                                     self._aad(aad))
