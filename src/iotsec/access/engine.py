@@ -216,6 +216,19 @@ class _View:
         self.rules = rules
 
 
+def _first_filter(rules: tuple[_Compiled, ...], requested: tuple[str, ...], first: str | None,
+                  view: _View, relation: Callable[[Sequence[Level], Sequence[str]], bool]
+                  ) -> _Compiled | None:
+    """The first rule in ``relation`` (overlaps, covers) with the requested filter."""
+    for c in rules:
+        if first is not None and c.first is not None and c.first != first:
+            continue
+        levels = _resolve(c, view.device_id, view.ctx)
+        if levels is not None and relation(levels, requested):
+            return c
+    return None
+
+
 class CompiledPolicy:
     """Roles and their bindings to devices and groups, ready for fast decisions."""
 
@@ -262,24 +275,18 @@ class CompiledPolicy:
         if action == "subscribe":
             requested = TopicFilter.parse(resource).levels
             if denies or allows:
-                device_id, ctx = view.device_id, view.ctx
                 # A literal first level rules out every rule with another literal there.
                 first = requested[0] if requested[0] not in ("+", "#") else None
-                for c in denies:
-                    if first is not None and c.first is not None and c.first != first:
-                        continue
-                    levels = _resolve(c, device_id, ctx)
-                    if levels is not None and overlaps_levels(levels, requested):
-                        return Decision(False, action, resource, c.role, c.index, c.rule)
-                for c in allows:
-                    if first is not None and c.first is not None and c.first != first:
-                        continue
-                    levels = _resolve(c, device_id, ctx)
-                    if levels is not None and covers_levels(levels, requested):
-                        return Decision(True, action, resource, c.role, c.index, c.rule)
+                c = _first_filter(denies, requested, first, view, overlaps_levels)
+                if c is not None:
+                    return Decision(False, action, resource, c.role, c.index, c.rule)
+                c = _first_filter(allows, requested, first, view, covers_levels)
+                if c is not None:
+                    return Decision(True, action, resource, c.role, c.index, c.rule)
             return Decision(False, action, resource)
         names = parse_topic_name(resource)
         if denies or allows:
+            # Inline rather than a helper: this is the hottest loop of a decision.
             device_id, ctx, first = view.device_id, view.ctx, names[0]
             for c in denies:
                 if (c.first is None or c.first == first) and _match_name(c, names, device_id,
