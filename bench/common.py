@@ -30,9 +30,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
-from iotsec.app.runtime import Runtime, open_runtime, read_passphrase
+from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
+from iotsec.custody.home import read_passphrase
 from iotsec.store import models
 
 T = TypeVar("T")

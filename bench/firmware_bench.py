@@ -53,7 +53,7 @@ from iotsec.firmware import (
     sign_stream,
     verify_image,
 )
-from iotsec.firmware.keys import LocalImageSigner, public_pem
+from iotsec.firmware.image_keys import LocalImageSigner, public_pem
 
 MIB = 1024 * 1024
 IMGTOOL = Path(sys.executable).with_name("imgtool")

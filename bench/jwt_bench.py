@@ -4,7 +4,7 @@ Goal: our full verification is within 1.5x of the JOSE library's raw verify rate
 
 - Reference: ``joserfc.jwt.decode(token, key, algorithms=[alg])`` -- signature check and
   JSON decoding only, no claim validation, no key selection, no replay cache.
-- Ours: ``iotsec.identity.tokens.verify_device_token`` -- size and shape limits, unverified
+- Ours: ``iotsec.identity.device_tokens.verify_device_token`` -- size and shape limits, unverified
   header and subject, key selection by kid through a lookup over several devices' keys,
   verification bound to the key's algorithm, every claim check, and the replay check
   against an in-memory cache (the store is left out: the database round trip is measured by
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
-from iotsec.identity.tokens import (
+from iotsec.identity.device_tokens import (
     MemoryReplayCache,
     VerificationKey,
     load_public_key,

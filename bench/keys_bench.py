@@ -51,16 +51,16 @@ from common import (
     verdict,
 )
 from iotsec.app import kek_rotation
-from iotsec.app.keys import DEVICE_SECRETS, device_secret_record_id, kek_custody
-from iotsec.keys.base import KeyType, LocalSigner
+from iotsec.app.keys import DEVICE_SECRETS, device_secret_record_id
+from iotsec.pki.keys import KeyType, LocalSigner
 from iotsec.protect.kek import FileKek, KeyWrapper
 from iotsec.protect.records import RecordRewrapper, record_context, seal_record
 from iotsec.store import models
 from iotsec.timeutil import ts
 
 if TYPE_CHECKING:
-    from iotsec.keys.pkcs11 import Pkcs11KeyStore, Pkcs11Token
-    from iotsec.keys.pkcs11_kek import Pkcs11KekStore
+    from iotsec.custody.pkcs11 import Pkcs11KeyStore, Pkcs11Token
+    from iotsec.custody.pkcs11_kek import Pkcs11KekStore
 
 GOAL_SECONDS = 60.0
 GOAL_RECORDS = 1_000_000
@@ -123,7 +123,7 @@ def library_rewrap(n: int, rounds: int) -> Report:
 def store_rotation(n: int) -> Report:
     report = Report(f"Rotation through the store (SQLite, {n:,} device secrets)", {})
     with fresh_runtime("iotsec-keys-bench-") as rt:
-        kek = kek_custody(rt).active_or_create()
+        kek = rt.custody.keks().active_or_create()
         with rt.engine.begin() as conn:
             conn.execute(insert(models.devices).values(id="bench-device", state="active",
                                                        attributes="{}", created_at=0,
@@ -196,8 +196,8 @@ def hsm_paths(n: int, signatures: int) -> Report | None:
         if found is None:
             print("# SoftHSM2 is not installed (Debian package softhsm2): HSM paths skipped")
             return None
-        from iotsec.keys.pkcs11 import Pkcs11Config, Pkcs11KeyStore, connect
-        from iotsec.keys.pkcs11_kek import Pkcs11KekStore
+        from iotsec.custody.pkcs11 import Pkcs11Config, Pkcs11KeyStore, connect
+        from iotsec.custody.pkcs11_kek import Pkcs11KekStore
 
         module, label, pin = found
         token = connect(Pkcs11Config(module, label, pin))

@@ -53,7 +53,7 @@ from common import (
 )
 from iotsec.protect.atrest import decrypt_stream, encrypt_stream
 from iotsec.protect.kek import FileKek
-from iotsec.protect.keys import Algorithm, SigningKey, establish, new_salt
+from iotsec.protect.pairing import Algorithm, SigningKey, establish, new_salt
 from iotsec.protect.payload import SEQ_LABEL, Keyring, open, seal
 from iotsec.protect.replay import ReplayWindow
 

@@ -36,7 +36,7 @@ from sqlalchemy import create_engine, text
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import InitResult, init_home
 from iotsec.config import Settings
-from iotsec.keys import pkcs8
+from iotsec.pki import pkcs8
 
 PG_URL = os.environ.get("IOTSEC_TEST_DATABASE_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")

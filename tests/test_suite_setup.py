@@ -10,7 +10,7 @@ import typer
 import typer.main
 
 from iotsec.cli.main import app as iotsec_app
-from iotsec.keys import pkcs8
+from iotsec.pki import pkcs8
 from tests.conftest import TEST_SCRYPT_COST
 
 

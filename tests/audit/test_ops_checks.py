@@ -12,7 +12,7 @@ from iotsec.app import devices, ota, tokens
 from iotsec.app.policy import apply_policy
 from iotsec.firmware.campaign import Plan
 from iotsec.firmware.image import ImageVersion
-from iotsec.firmware.keys import FirmwareKeyType, generate_signer
+from iotsec.firmware.image_keys import FirmwareKeyType, generate_signer
 from tests.audit.conftest import Fleet, audit, found
 from tests.ota.conftest import Keys, make_repo, publish
 from tests.ota.support import tuf_key

@@ -15,7 +15,7 @@ from iotsec.errors import (
     PayloadError,
     PayloadReplayError,
 )
-from iotsec.protect.keys import establish, new_salt
+from iotsec.protect.pairing import establish, new_salt
 from iotsec.protect.payload import parse
 from tests.broker.test_integration import Inbox, Setup, _creds
 from tests.broker.test_integration import setup as setup

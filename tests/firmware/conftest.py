@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from iotsec.cli import main as cli_main
-from iotsec.firmware.keys import FirmwareKeyType, LocalImageSigner, generate_signer
+from iotsec.firmware.image_keys import FirmwareKeyType, LocalImageSigner, generate_signer
 from tests.cli.support import Cli
 from tests.firmware.support import PASSPHRASE, firmware_app, imgtool_path
 

@@ -28,7 +28,7 @@ from iotsec.firmware.image import (
     Endian,
     TlvType,
 )
-from iotsec.firmware.keys import ImageSigner, TrustedKey
+from iotsec.firmware.image_keys import ImageSigner, TrustedKey
 
 UNDER_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 IMGTOOL = Path(sys.executable).with_name("imgtool")

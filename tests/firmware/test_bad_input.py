@@ -31,7 +31,7 @@ from iotsec.errors import (
 )
 from iotsec.firmware import ImageVersion, SignOptions, sign_image, verify_image
 from iotsec.firmware.image import TLV_INFO_MAGIC, TLV_PROT_INFO_MAGIC, ImageFlag, TlvType
-from iotsec.firmware.keys import FirmwareKeyType, LocalImageSigner, TrustedKey
+from iotsec.firmware.image_keys import FirmwareKeyType, LocalImageSigner, TrustedKey
 from tests.firmware.support import CountingStream, declared_size, forge, tlv_area
 
 SEC7 = (TlvType.SEC_CNT, struct.pack("<I", 7))

@@ -18,8 +18,8 @@ from iotsec.app.runtime import open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
 from iotsec.firmware import TrustedKey, verify_image
-from iotsec.firmware.keys import FirmwareKeyType
-from iotsec.keys import pkcs8
+from iotsec.firmware.image_keys import FirmwareKeyType
+from iotsec.pki import pkcs8
 from iotsec.store import models as m
 from tests.cli.support import Cli
 from tests.firmware.support import PASSPHRASE, run_imgtool

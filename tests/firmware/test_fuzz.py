@@ -25,7 +25,7 @@ from iotsec.firmware import (
     verify_image,
 )
 from iotsec.firmware.image import IMAGE_MAGIC, TLV_INFO_MAGIC, TLV_PROT_INFO_MAGIC
-from iotsec.firmware.keys import FirmwareKeyType, LocalImageSigner, generate_signer
+from iotsec.firmware.image_keys import FirmwareKeyType, LocalImageSigner, generate_signer
 from tests.firmware.support import CountingStream, PlainStream, declared_size
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,

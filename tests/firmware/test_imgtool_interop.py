@@ -26,7 +26,7 @@ from iotsec.errors import (
 )
 from iotsec.firmware import TrustedKey, inspect_image, verify_image
 from iotsec.firmware.image import ImageFlag
-from iotsec.firmware.keys import FirmwareKeyType
+from iotsec.firmware.image_keys import FirmwareKeyType
 from tests.cli.support import Cli
 from tests.firmware.support import run_imgtool
 

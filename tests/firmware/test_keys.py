@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 
 from iotsec.errors import FirmwareKeyError, ImageSignatureError
 from iotsec.firmware.image import TlvType
-from iotsec.firmware.keys import (
+from iotsec.firmware.image_keys import (
     FirmwareKeyType,
     LocalImageSigner,
     TrustedKey,

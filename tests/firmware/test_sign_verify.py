@@ -29,7 +29,7 @@ from iotsec.firmware import (
     verify_image,
 )
 from iotsec.firmware.image import BOOT_MAGIC, ImageFlag, ImageHeader, TlvType, trailer_size
-from iotsec.firmware.keys import FirmwareKeyType, LocalImageSigner
+from iotsec.firmware.image_keys import FirmwareKeyType, LocalImageSigner
 from iotsec.firmware.sign import auto_security_counter
 from tests.firmware.support import CountingStream, PlainStream
 

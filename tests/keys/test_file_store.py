@@ -12,9 +12,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from iotsec.custody.file_keys import MAX_KEY_FILE, FileKeyStore
 from iotsec.errors import ConflictError, InvalidInputError, KeyCustodyError, NotFoundError
-from iotsec.keys.base import KeyType, LocalSigner, Signer
-from iotsec.keys.file import MAX_KEY_FILE, FileKeyStore, write_private_file
+from iotsec.filesystem import write_private_file
+from iotsec.pki.keys import KeyType, LocalSigner, Signer
 
 PASSPHRASE = b"correct horse battery staple"
 WRONG = b"incorrect donkey battery staple"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from iotsec.custody.file_keys import FileKeyStore
 from iotsec.errors import (
     ConflictError,
     ImageSignatureError,
@@ -16,10 +17,9 @@ from iotsec.errors import (
     KeyTypeMismatchError,
     NotFoundError,
 )
-from iotsec.firmware.keys import FirmwareKeyType, TrustedKey
-from iotsec.keys import pkcs8
-from iotsec.keys.base import KeyType
-from iotsec.keys.file import FileKeyStore
+from iotsec.firmware.image_keys import FirmwareKeyType, TrustedKey
+from iotsec.pki import pkcs8
+from iotsec.pki.keys import KeyType
 
 PASSPHRASE = b"correct horse battery staple"
 DIGEST = hashlib.sha256(b"an image").digest()

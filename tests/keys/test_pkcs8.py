@@ -18,11 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from iotsec.custody.file_keys import FileKeyStore
 from iotsec.errors import EncryptedKeyError, InputTooLargeError, KeyCustodyError
-from iotsec.keys import pkcs8
-from iotsec.keys.base import KeyType
-from iotsec.keys.file import FileKeyStore
-from iotsec.pki import der
+from iotsec.pki import der, pkcs8
+from iotsec.pki.keys import KeyType
 
 PASSPHRASE = b"correct horse battery staple"
 KEYS = {
@@ -68,7 +67,7 @@ def test_production_cost_is_the_default() -> None:
     # A process that is not this test suite writes at the production cost.
     code = ("import sys\n"
             "from cryptography.hazmat.primitives.asymmetric import ec\n"
-            "from iotsec.keys import pkcs8\n"
+            "from iotsec.pki import pkcs8\n"
             "key = ec.generate_private_key(ec.SECP256R1())\n"
             "sys.stdout.buffer.write(pkcs8.encrypt_private_key(key, b'passphrase'))\n")
     pem = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout

@@ -21,7 +21,7 @@ import pytest
 
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
-from iotsec.keys.pkcs11 import Pkcs11Config, Pkcs11Token, connect
+from iotsec.custody.pkcs11 import Pkcs11Config, Pkcs11Token, connect
 from tests.conftest import UNDER_CI, FakeClock
 
 MODULE_CANDIDATES = ("/usr/lib/softhsm/libsofthsm2.so",
@@ -111,11 +111,9 @@ def token(hsm: Hsm) -> Iterator[Pkcs11Token]:
 def hsm_rt(hsm: Hsm, settings: Settings, initialised: object, clock: FakeClock
            ) -> Iterator[Runtime]:
     """A runtime on an initialised home whose new keys go to the token."""
-    from iotsec.app.keys import close_token
-
     runtime = open_runtime(hsm.settings(settings), clock=clock)
     try:
         yield runtime
     finally:
-        close_token(runtime)
+        runtime.custody.close()
         runtime.close()

@@ -21,6 +21,8 @@ from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.cli import main as cli_main
 from iotsec.config import Settings
+from iotsec.custody.pkcs11 import Pkcs11KeyStore, Pkcs11Token, connect
+from iotsec.custody.pkcs11_kek import Pkcs11KekStore
 from iotsec.errors import (
     KeyTypeMismatchError,
     Pkcs11KeyNotFoundError,
@@ -28,10 +30,8 @@ from iotsec.errors import (
 )
 from iotsec.firmware import SignOptions, TrustedKey, sign_image, verify_image
 from iotsec.firmware.image import ImageVersion
-from iotsec.firmware.keys import FirmwareKeyType, public_pem
-from iotsec.keys.base import KeyType
-from iotsec.keys.pkcs11 import Pkcs11KeyStore, Pkcs11Token, connect
-from iotsec.keys.pkcs11_kek import Pkcs11KekStore
+from iotsec.firmware.image_keys import FirmwareKeyType, public_pem
+from iotsec.pki.keys import KeyType
 from iotsec.store import models as m
 from tests.cli.support import Result
 from tests.firmware.support import imgtool_path, run_imgtool

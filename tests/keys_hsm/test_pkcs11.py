@@ -15,6 +15,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, ObjectClass
 
+from iotsec.custody.pkcs11 import (
+    Pkcs11KeyStore,
+    Pkcs11Token,
+    check_label,
+    connect,
+)
+from iotsec.custody.pkcs11_kek import Pkcs11KekStore
 from iotsec.errors import (
     ConflictError,
     DataKeyUnwrapError,
@@ -28,16 +35,9 @@ from iotsec.errors import (
     RetiredKekError,
     UnknownKekError,
 )
-from iotsec.keys.base import KeyType, Signer
-from iotsec.keys.pkcs11 import (
-    Pkcs11KeyStore,
-    Pkcs11Token,
-    check_label,
-    connect,
-)
-from iotsec.keys.pkcs11_kek import Pkcs11KekStore
 from iotsec.pki.ca import Authority, create_issuing, create_root
 from iotsec.pki.crl import RevocationReason, build_crl, encode_entry
+from iotsec.pki.keys import KeyType, Signer
 from iotsec.protect.records import open_record, rewrap_record, seal_record
 from tests.keys_hsm.conftest import Hsm
 from tests.pki.support import issue_leaf, run_openssl, write_pem

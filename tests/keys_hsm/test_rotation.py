@@ -19,7 +19,6 @@ from iotsec.app import kek_rotation as rotation
 from iotsec.app.keys import (
     DEVICE_SECRETS,
     device_secret_record_id,
-    kek_custody,
     open_device_secret,
 )
 from iotsec.app.runtime import Runtime
@@ -58,7 +57,7 @@ def test_new_secrets_are_envelopes_under_the_active_kek(rt: Runtime) -> None:
     made = new_secret(rt, "d1")
     value = stored(rt)[made.kid]
     assert value[:1] == b"\x00"
-    active = kek_custody(rt).active_id()
+    active = rt.custody.keks().active_id()
     assert active is not None and record_kek_id(value[1:]) == active
     assert made.secret.encode() not in value
     assert device_tokens.verify(rt, hs256_token(rt, made)).kid == made.kid
@@ -66,7 +65,7 @@ def test_new_secrets_are_envelopes_under_the_active_kek(rt: Runtime) -> None:
 
 def test_rotation_rewraps_data_keys_and_retires_the_old_keys(rt: Runtime) -> None:
     made = _home_with_secrets(rt)
-    custody = kek_custody(rt)
+    custody = rt.custody.keks()
     old = custody.active_id()
     assert old is not None
     before = rotation.key_report(rt)
@@ -97,7 +96,7 @@ def test_rotation_rewraps_data_keys_and_retires_the_old_keys(rt: Runtime) -> Non
     assert _kek_files(rt) == [result.target]
     assert (rt.settings.keys_dir / "kek" / "retired" / f"{old}.kek").exists()
     with pytest.raises(RetiredKekError):
-        kek_custody(rt).kek(old)
+        rt.custody.keks().kek(old)
     # New writes use the new key.
     add_devices(rt, "late")
     late = new_secret(rt, "late")
@@ -117,7 +116,7 @@ def test_a_record_changed_during_the_rotation_keeps_the_writers_value(
         if record_id == victim_id:
             # Another process replaces the secret between the rotation's read and its write
             # (under the new active KEK, as every write during a rotation is).
-            value = DEVICE_SECRETS.seal(b"replaced meanwhile", kek_custody(rt).active(),
+            value = DEVICE_SECRETS.seal(b"replaced meanwhile", rt.custody.keks().active(),
                                         victim_id)
             with rt.engine.begin() as conn:
                 conn.execute(update(m.device_secrets)
@@ -137,7 +136,7 @@ def test_a_record_changed_during_the_rotation_keeps_the_writers_value(
 
 def test_counting_other_than_one_key_leaves_only_its_records_out(rt: Runtime) -> None:
     made = _home_with_secrets(rt, 3)
-    old = kek_custody(rt).active_id()
+    old = rt.custody.keks().active_id()
     assert old is not None
     with rt.engine.begin() as conn:
         conn.execute(update(m.device_secrets).where(m.device_secrets.c.kid == made[0].kid)
@@ -151,7 +150,7 @@ def test_counting_other_than_one_key_leaves_only_its_records_out(rt: Runtime) ->
 def test_interrupted_rotation_keeps_every_record_readable_and_resumes(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     made = _home_with_secrets(rt, 8)
-    old = kek_custody(rt).active_id()
+    old = rt.custody.keks().active_id()
     real = RecordRewrapper.rewrap
     calls = {"n": 0}
 
@@ -171,7 +170,7 @@ def test_interrupted_rotation_keeps_every_record_readable_and_resumes(
     report = rotation.key_report(rt)
     assert report.rotation is not None
     target = report.rotation["target"]
-    assert kek_custody(rt).active_id() == target
+    assert rt.custody.keks().active_id() == target
     assert 0 < report.records(target) < 8 and report.records(old) > 0  # type: ignore[arg-type]
     assert_all_open(rt, made)
     for s in made:
@@ -188,8 +187,8 @@ def test_interrupted_rotation_keeps_every_record_readable_and_resumes(
 def test_crash_between_journal_and_activation_resumes_the_same_target(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     made = _home_with_secrets(rt, 2)
-    old = kek_custody(rt).active_id()
-    custody = kek_custody(rt)
+    old = rt.custody.keks().active_id()
+    custody = rt.custody.keks()
 
     def fail(key_id: str) -> None:
         raise OSError("disk full")
@@ -208,7 +207,7 @@ def test_crash_between_journal_and_activation_resumes_the_same_target(
 
 def test_a_second_rotation_at_the_same_time_is_refused(rt: Runtime) -> None:
     _home_with_secrets(rt, 1)
-    directory = kek_custody(rt).directory
+    directory = rt.custody.keks().directory
     fd = os.open(directory / rotation.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -221,7 +220,7 @@ def test_a_second_rotation_at_the_same_time_is_refused(rt: Runtime) -> None:
 
 def test_a_record_that_does_not_open_stops_the_retirement(rt: Runtime) -> None:
     made = _home_with_secrets(rt, 3)
-    old = kek_custody(rt).active_id()
+    old = rt.custody.keks().active_id()
     victim = made[1]
     value = bytearray(stored(rt)[victim.kid])
     value[40] ^= 1  # inside the wrapped data key
@@ -242,7 +241,7 @@ def test_a_record_that_does_not_open_stops_the_retirement(rt: Runtime) -> None:
 
 def test_retire_by_hand_and_reinstate(rt: Runtime) -> None:
     made = _home_with_secrets(rt, 2)
-    custody = kek_custody(rt)
+    custody = rt.custody.keks()
     old = custody.active_id()
     assert old is not None
     with pytest.raises(ConflictError, match="active"):
@@ -256,38 +255,38 @@ def test_retire_by_hand_and_reinstate(rt: Runtime) -> None:
         rotation.retire_kek(rt, result.target)
     rotation.retire_kek(rt, old)
     with pytest.raises(RetiredKekError) as info:
-        atrest.decrypt_stream(io.BytesIO(enc.getvalue()), io.BytesIO(), kek_custody(rt))
+        atrest.decrypt_stream(io.BytesIO(enc.getvalue()), io.BytesIO(), rt.custody.keks())
     assert "reinstate" in info.value.hint
     rotation.reinstate_kek(rt, old)
     out = io.BytesIO()
-    atrest.decrypt_stream(io.BytesIO(enc.getvalue()), out, kek_custody(rt))
+    atrest.decrypt_stream(io.BytesIO(enc.getvalue()), out, rt.custody.keks())
     assert out.getvalue() == b"x" * 10_000
     assert_all_open(rt, made)
 
 
 def test_retire_refused_while_records_depend_on_the_key(rt: Runtime) -> None:
     _home_with_secrets(rt, 2)
-    old = kek_custody(rt).active_id()
-    kek_custody(rt).activate(kek_custody(rt).generate().key_id)
+    old = rt.custody.keks().active_id()
+    rt.custody.keks().activate(rt.custody.keks().generate().key_id)
     with pytest.raises(KekRotationError, match="2 stored records"):
         rotation.retire_kek(rt, str(old))
 
 
 def test_destroy_deletes_the_old_keys(rt: Runtime) -> None:
     made = _home_with_secrets(rt, 3)
-    old = kek_custody(rt).active_id()
+    old = rt.custody.keks().active_id()
     result = rotation.rotate_kek(rt, destroy=True)
     assert result.complete
     assert _kek_files(rt) == [result.target]
     retired = rt.settings.keys_dir / "kek" / "retired"
     assert not retired.exists() or not list(retired.iterdir())
     with pytest.raises(KeyCustodyError):
-        kek_custody(rt).kek(str(old))
+        rt.custody.keks().kek(str(old))
     assert_all_open(rt, made)
 
 
 def test_rotation_of_an_empty_home_makes_the_first_key(rt: Runtime) -> None:
-    assert kek_custody(rt).active_id() is None
+    assert rt.custody.keks().active_id() is None
     result = rotation.rotate_kek(rt)
     assert result.complete and result.retired == [] and result.rewrapped == 0
     report = rotation.key_report(rt)
@@ -313,7 +312,7 @@ def test_report_counts_records_under_missing_keys_and_malformed_values(rt: Runti
 
 def test_a_value_without_the_envelope_marker_is_refused_not_rewrapped(rt: Runtime) -> None:
     made = _home_with_secrets(rt, 2)
-    old = kek_custody(rt).active_id()
+    old = rt.custody.keks().active_id()
     victim = made[0]
     # The envelope bytes without the 0x00 format marker (as a version byte 0x01 would be).
     value = b"\x01" + stored(rt)[victim.kid][1:]
@@ -361,7 +360,7 @@ def test_any_journal_file_is_read_or_refused(tmp_path_factory: pytest.TempPathFa
 
 
 def test_oversized_journal_is_refused(rt: Runtime) -> None:
-    path: Path = kek_custody(rt).directory / rotation.JOURNAL
+    path: Path = rt.custody.keks().directory / rotation.JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b" " * (rotation.MAX_JOURNAL + 1))
     with pytest.raises(KekRotationError, match="larger"):

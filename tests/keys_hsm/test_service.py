@@ -13,6 +13,7 @@ from iotsec.app import kek_rotation as rotation
 from iotsec.app import keys as service
 from iotsec.app.runtime import Runtime
 from iotsec.config import Settings
+from iotsec.custody import home
 from iotsec.errors import (
     KeyCustodyError,
     NotFoundError,
@@ -21,7 +22,7 @@ from iotsec.errors import (
     Pkcs11TokenNotFoundError,
     UnknownKekError,
 )
-from iotsec.keys.base import KeyType
+from iotsec.pki.keys import KeyType
 from iotsec.protect.records import record_kek_id
 from iotsec.store import models as m
 from tests.keys_hsm.conftest import Hsm
@@ -76,7 +77,7 @@ def test_rotation_from_file_keys_into_the_token_and_back(
         hsm: Hsm, rt: Runtime, settings: Settings) -> None:
     add_devices(rt, "d1", "d2", "d3")
     made = [new_secret(rt, "d1"), new_secret(rt, "d2"), new_secret(rt, "d3")]
-    file_kek = service.kek_custody(rt).active_id()
+    file_kek = rt.custody.keks().active_id()
     assert file_kek is not None and file_kek.startswith("kek-")
     # The same home, now with the token configured (new keys still default to files).
     from iotsec.app.runtime import open_runtime
@@ -103,24 +104,24 @@ def test_rotation_from_file_keys_into_the_token_and_back(
         back = rotation.rotate_kek(with_token, backend="file", destroy=True)
         assert back.complete and back.target.startswith("kek-")
         assert back.retired == [into.target]
-        assert service.token(with_token).objects({}) == []  # the token KEK was destroyed
+        assert with_token.custody.token().objects({}) == []  # the token KEK was destroyed
         assert_all_open(with_token, made)
     finally:
-        service.close_token(with_token)
+        with_token.custody.close()
         with_token.close()
 
 
 def test_missing_settings_say_which(settings: Settings) -> None:
     with pytest.raises(Pkcs11ModuleError, match="IOTSEC_PKCS11_MODULE"):
-        service.pkcs11_config(settings)
+        home.pkcs11_config(settings)
     partial = settings.model_copy(update={"pkcs11_module": "/usr/lib/x.so"})
     with pytest.raises(Pkcs11TokenNotFoundError, match="IOTSEC_PKCS11_TOKEN"):
-        service.pkcs11_config(partial)
+        home.pkcs11_config(partial)
     no_pin = partial.model_copy(update={"pkcs11_token": "t"})
     with pytest.raises(Pkcs11PinError) as info:
-        service.pkcs11_config(no_pin)
+        home.pkcs11_config(no_pin)
     assert "IOTSEC_PKCS11_PIN" in info.value.hint
-    config = service.pkcs11_config(no_pin.model_copy(
+    config = home.pkcs11_config(no_pin.model_copy(
         update={"pkcs11_pin": SecretStr("1234-secret")}))
     assert "1234-secret" not in repr(config)
 
@@ -128,7 +129,7 @@ def test_missing_settings_say_which(settings: Settings) -> None:
 def test_wrong_pin_from_the_settings(hsm: Hsm, settings: Settings) -> None:
     wrong = hsm.settings(settings).model_copy(update={"pkcs11_pin": SecretStr("0000wrong")})
     # Opening the store presents no PIN (the login is lazy); the first use of a key does.
-    store = service.open_key_store(wrong, create_passphrase=True)
+    store = home.open_key_store(wrong, create_passphrase=True)
     with pytest.raises(Pkcs11PinError) as info:
         store.generate("ca-key", KeyType.ECDSA_P256)
     assert "0000wrong" not in f"{info.value} {info.value.hint}"
@@ -139,19 +140,19 @@ def test_wrong_pin_from_the_settings(hsm: Hsm, settings: Settings) -> None:
 def test_the_home_remembers_its_keystore_but_never_the_pin(
         hsm: Hsm, settings: Settings, initialised: object) -> None:
     configured = hsm.settings(settings)
-    service.remember_keystore(configured)
-    recorded = (settings.resolved_home / service.KEYSTORE_FILE).read_text()
+    home.remember_keystore(configured)
+    recorded = (settings.resolved_home / home.KEYSTORE_FILE).read_text()
     assert hsm.pin not in recorded and hsm.label in recorded
     plain = Settings(home=settings.home, database_url=settings.database_url)
-    restored = service.with_remembered_keystore(plain)
+    restored = home.with_remembered_keystore(plain)
     assert (restored.keystore, restored.pkcs11_module, restored.pkcs11_token) == (
         "pkcs11", hsm.module, hsm.label)
     # What the environment sets wins over the record.
     chosen = Settings(home=settings.home, pkcs11_token="other-token")
-    assert service.with_remembered_keystore(chosen).pkcs11_token == "other-token"
-    (settings.resolved_home / service.KEYSTORE_FILE).write_text("[1, 2]")
+    assert home.with_remembered_keystore(chosen).pkcs11_token == "other-token"
+    (settings.resolved_home / home.KEYSTORE_FILE).write_text("[1, 2]")
     with pytest.raises(KeyCustodyError, match="not a keystore record"):
-        service.with_remembered_keystore(plain)
-    (settings.resolved_home / service.KEYSTORE_FILE).write_text('{"keystore": "cloud"}')
+        home.with_remembered_keystore(plain)
+    (settings.resolved_home / home.KEYSTORE_FILE).write_text('{"keystore": "cloud"}')
     with pytest.raises(KeyCustodyError, match="not a valid keystore record"):
-        service.with_remembered_keystore(plain)
+        home.with_remembered_keystore(plain)

@@ -14,7 +14,12 @@ from iotsec.app import ota_repo
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
-from iotsec.firmware.keys import FirmwareKeyType, LocalImageSigner, TrustedKey, generate_signer
+from iotsec.firmware.image_keys import (
+    FirmwareKeyType,
+    LocalImageSigner,
+    TrustedKey,
+    generate_signer,
+)
 from tests.conftest import FakeClock
 from tests.ota.support import image, tuf_key
 

@@ -24,7 +24,7 @@ from securesystemslib.signer._crypto_signer import CryptoSigner
 
 from iotsec.app.ota_repo import KeyFile
 from iotsec.firmware.image import ImageVersion
-from iotsec.firmware.keys import ImageSigner
+from iotsec.firmware.image_keys import ImageSigner
 from iotsec.firmware.sign import SignOptions, sign_image
 
 

@@ -27,7 +27,7 @@ from iotsec.errors import (
     UntrustedKeyError,
 )
 from iotsec.firmware import tufmeta
-from iotsec.firmware.keys import FirmwareKeyType, generate_signer
+from iotsec.firmware.image_keys import FirmwareKeyType, generate_signer
 from tests.ota.conftest import make_repo, publish
 from tests.ota.support import image, public_only
 

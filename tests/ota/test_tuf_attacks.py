@@ -74,7 +74,7 @@ def test_arbitrary_software_a_replaced_image_is_refused(repo, keys, tmp_path):
 
 
 def ota_repo_signer():  # an attacker's image key
-    from iotsec.firmware.keys import FirmwareKeyType, generate_signer
+    from iotsec.firmware.image_keys import FirmwareKeyType, generate_signer
 
     return generate_signer(FirmwareKeyType.ED25519)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from iotsec.keys.base import KeyType
+from iotsec.pki.keys import KeyType
 from tests.pki.support import Chain, build_chain
 
 

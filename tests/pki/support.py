@@ -10,10 +10,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from iotsec.keys.base import KeyType, LocalSigner
 from iotsec.pki.ca import Authority, create_issuing, create_root
 from iotsec.pki.csr import parse_csr
 from iotsec.pki.issue import IssuedCertificate, issue_device
+from iotsec.pki.keys import KeyType, LocalSigner
 from iotsec.pki.profiles import DEVICE
 from tests.helpers import make_csr
 

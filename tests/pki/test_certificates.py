@@ -14,11 +14,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from iotsec.errors import InvalidInputError, PkiError
-from iotsec.keys.base import KeyType, LocalSigner
 from iotsec.pki import der
 from iotsec.pki.ca import Authority, create_issuing, create_root
 from iotsec.pki.csr import parse_csr
 from iotsec.pki.issue import issue_device, issue_server
+from iotsec.pki.keys import KeyType, LocalSigner
 from iotsec.pki.profiles import DEVICE, MAX_VALIDITY_DAYS
 from iotsec.pki.x509 import key_identifier, spki_der
 from tests.helpers import make_csr, make_key

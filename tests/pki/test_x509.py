@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from iotsec.keys.base import KeyType
 from iotsec.pki import der
 from iotsec.pki import x509 as enc
+from iotsec.pki.keys import KeyType
 from tests.helpers import make_key
 from tests.pki.asn1 import children, read_one
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
-from iotsec.protect.keys import (
+from iotsec.protect.pairing import (
     AgreementPrivateKey,
     Algorithm,
     PairContext,

@@ -15,7 +15,7 @@ from iotsec.errors import IotsecError, PayloadError
 from iotsec.protect import cbor
 from iotsec.protect.atrest import StreamHeader, decrypt_stream, encrypt_stream
 from iotsec.protect.kek import FileKek
-from iotsec.protect.keys import SigningKey
+from iotsec.protect.pairing import SigningKey
 from iotsec.protect.payload import (
     SEQ_LABEL,
     Keyring,

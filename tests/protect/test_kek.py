@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from iotsec.custody.file_keks import ACTIVE_FILE, FileKekStore
 from iotsec.errors import (
     DataKeyUnwrapError,
     KekUnlockError,
@@ -17,9 +18,7 @@ from iotsec.errors import (
     UnknownKekError,
 )
 from iotsec.protect.kek import (
-    ACTIVE_FILE,
     FileKek,
-    FileKekStore,
     KekRing,
     KeyWrapper,
     resolve_kek,

@@ -17,7 +17,7 @@ from iotsec.errors import (
     PayloadUnknownKeyError,
 )
 from iotsec.protect import cbor
-from iotsec.protect.keys import Algorithm, SigningKey, establish, new_salt
+from iotsec.protect.pairing import Algorithm, SigningKey, establish, new_salt
 from iotsec.protect.payload import (
     MAX_MESSAGE,
     MAX_PAYLOAD,

@@ -20,7 +20,7 @@ def test_files_round_trip_under_the_home_kek(rt: Runtime, tmp_path: Path) -> Non
     src, enc, out = tmp_path / "a.bin", tmp_path / "a.enc", tmp_path / "a.out"
     src.write_bytes(os.urandom(100_000))
     info = service.encrypt_file(rt, str(src), str(enc), chunk_size=8192)
-    assert info.kek_id == service.kek_store(rt).active().key_id
+    assert info.kek_id == rt.custody.keks().active().key_id
     assert service.inspect_file(str(enc)).kek_id == info.kek_id
     again = service.decrypt_file(rt, str(enc), str(out))
     assert out.read_bytes() == src.read_bytes() and again.chunks == info.chunks == 13

@@ -27,7 +27,7 @@ from iotsec.errors import (
     TokenSignatureError,
     TokenUnknownKeyError,
 )
-from iotsec.identity.tokens import (
+from iotsec.identity.device_tokens import (
     MAX_TOKEN_BYTES,
     MemoryReplayCache,
     VerificationKey,

@@ -25,7 +25,7 @@ from iotsec.app.tokens import Principal
 from iotsec.errors import TokenMalformedError
 from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan, WaveCounts
 from iotsec.firmware.image import ImageVersion
-from iotsec.identity.tokens import MAX_TOKEN_BYTES, VerifiedToken
+from iotsec.identity.device_tokens import MAX_TOKEN_BYTES, VerifiedToken
 from iotsec.timeutil import parse_duration
 
 router = APIRouter(prefix="/v1/ota")

@@ -26,8 +26,8 @@ from iotsec.app.crl import current_crl
 from iotsec.app.lifecycle import change_state
 from iotsec.errors import InvalidInputError
 from iotsec.identity.registry import DeviceState
-from iotsec.keys.base import KeyType
 from iotsec.pki.crl import RevocationReason
+from iotsec.pki.keys import KeyType
 from iotsec.timeutil import parse_duration
 
 public = APIRouter()

@@ -17,12 +17,12 @@ from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, DeviceStateError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import DeviceState, parse_device_id
-from iotsec.keys.base import KeyType
 from iotsec.pki import x509 as enc
 from iotsec.pki.ca import Authority
 from iotsec.pki.crl import RevocationReason, encode_entry
 from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.pki.issue import IssuedCertificate, issue_device
+from iotsec.pki.keys import KeyType
 from iotsec.pki.profiles import DEVICE, CertProfile
 from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m

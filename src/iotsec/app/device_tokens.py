@@ -8,7 +8,7 @@ home's active key-encryption key (:func:`iotsec.app.keys.seal_device_secret`), a
 with a grace period.
 
 Verification loads only the key the token names, runs the pure core
-(:func:`iotsec.identity.tokens.verify_device_token`) and records the token's ``jti`` in the
+(:func:`iotsec.identity.device_tokens.verify_device_token`) and records the token's ``jti`` in the
 ``token_jtis`` replay cache, all in one transaction.
 """
 
@@ -26,7 +26,6 @@ from iotsec.app.events import Event
 from iotsec.app.keys import (
     DEVICE_SECRETS,
     device_secret_record_id,
-    kek_custody,
     open_device_secret,
 )
 from iotsec.app.runtime import Runtime
@@ -38,8 +37,7 @@ from iotsec.errors import (
     TokenDeviceError,
     TokenError,
 )
-from iotsec.identity.registry import DeviceState, parse_device_id
-from iotsec.identity.tokens import (
+from iotsec.identity.device_tokens import (
     HS256,
     MAX_KID,
     VerificationKey,
@@ -50,6 +48,7 @@ from iotsec.identity.tokens import (
     token_algorithm,
     verify_device_token,
 )
+from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.protect.kek import KeyWrapper
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
@@ -233,7 +232,7 @@ def create_secret(rt: Runtime, device_id: str) -> tuple[str, str]:
     has one current secret; to replace it, use :func:`rotate_secret`.
     """
     device_id = parse_device_id(device_id)
-    kek = kek_custody(rt).active_or_create()
+    kek = rt.custody.keks().active_or_create()
     now = ts(rt.now())
     with transaction(rt.engine) as conn:
         _require_credentials_allowed(conn, device_id)
@@ -250,7 +249,7 @@ def rotate_secret(rt: Runtime, device_id: str, grace: timedelta) -> tuple[str, s
     if not timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
     device_id = parse_device_id(device_id)
-    kek = kek_custody(rt).active_or_create()
+    kek = rt.custody.keks().active_or_create()
     now = ts(rt.now())
     s = m.device_secrets.c
     with transaction(rt.engine) as conn:

@@ -25,8 +25,9 @@ from iotsec.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from iotsec.filesystem import write_private_file
 from iotsec.firmware.image import ImageVersion
-from iotsec.firmware.keys import (
+from iotsec.firmware.image_keys import (
     MAX_KEY_FILE,
     FirmwareKeyType,
     ImageSigner,
@@ -40,7 +41,6 @@ from iotsec.firmware.keys import (
 from iotsec.firmware.layout import ImageInfo, inspect_image
 from iotsec.firmware.sign import SignedImage, SignOptions, sign_stream
 from iotsec.firmware.verify import VerifiedImage, verify_image
-from iotsec.keys.file import write_private_file
 
 if TYPE_CHECKING:
     from iotsec.app.runtime import Runtime

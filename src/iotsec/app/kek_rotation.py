@@ -38,8 +38,9 @@ from typing import Any, Final
 from sqlalchemy import Connection, LargeBinary, bindparam, func, literal, select, update
 
 from iotsec.app.events import Event
-from iotsec.app.keys import SEALED_COLUMNS, SealedColumn, kek_custody
+from iotsec.app.keys import SEALED_COLUMNS, SealedColumn
 from iotsec.app.runtime import Runtime
+from iotsec.custody.keks import Backend, KekCustody, backend_of
 from iotsec.errors import (
     ConflictError,
     InvalidInputError,
@@ -47,8 +48,7 @@ from iotsec.errors import (
     KekRotationError,
     KeyCustodyError,
 )
-from iotsec.keys.file import write_private_file
-from iotsec.protect.custody import Backend, KekCustody, backend_of
+from iotsec.filesystem import write_private_file
 from iotsec.protect.kek import KeyWrapper
 from iotsec.protect.records import RecordRewrapper, envelope_head, record_kek_id
 from iotsec.store.db import reading, transaction
@@ -116,7 +116,7 @@ def count_dependents(rt: Runtime, batch: int = 10_000, *, other_than: str | None
 
 def key_report(rt: Runtime) -> KeyReport:
     """Every KEK in custody and every KEK the store refers to, with its record count."""
-    custody = kek_custody(rt)
+    custody = rt.custody.keks()
     usage, malformed = count_dependents(rt)
     known = custody.describe()
     keks: list[KekUsage] = []
@@ -302,7 +302,7 @@ def rotate_kek(rt: Runtime, *, backend: Backend | None = None, batch: int = DEFA
     instead of retiring them."""
     if not 1 <= batch <= 100_000:
         raise InvalidInputError("the batch size is between 1 and 100000")
-    custody = kek_custody(rt)
+    custody = rt.custody.keks()
     with _rotation_lock(custody):
         journal = read_journal(custody)
         resumed = journal is not None
@@ -350,7 +350,7 @@ def _retire(rt: Runtime, custody: KekCustody, key_id: str, *, destroy: bool) -> 
 
 def retire_kek(rt: Runtime, key_id: str, *, destroy: bool = False) -> None:
     """Retire one KEK by hand: refused while any stored record still depends on it."""
-    custody = kek_custody(rt)
+    custody = rt.custody.keks()
     if key_id == custody.active_id():
         raise ConflictError(f"key-encryption key {key_id!r} is active",
                             hint="rotate first: 'iotsec keys rotate kek'")
@@ -368,5 +368,5 @@ def retire_kek(rt: Runtime, key_id: str, *, destroy: bool = False) -> None:
 
 def reinstate_kek(rt: Runtime, key_id: str) -> None:
     """Make a retired KEK usable again (for a file or backup that still depends on it)."""
-    kek_custody(rt).reinstate(key_id)
+    rt.custody.keks().reinstate(key_id)
     _event(rt, "kek.reinstate", "ok", key_id, {})

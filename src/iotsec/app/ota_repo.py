@@ -15,7 +15,7 @@ Layout (what an HTTP server, or ``/v1/ota/tuf/...``, serves as is)::
 Root and targets keys never enter the home: their holders sign staged files elsewhere
 (``iotsec ota metadata sign``) and the result is imported (``iotsec ota metadata import``),
 or they pass their key files to a command that signs on the spot. Snapshot and timestamp
-keys are online, in key custody (:mod:`iotsec.keys`, encrypted at rest), and are rotated
+keys are online, in key custody (:mod:`iotsec.custody`, encrypted at rest), and are rotated
 by staging a new root that names fresh ones.
 
 Every change holds an exclusive lock on ``tuf/.lock``; files are replaced atomically and
@@ -59,7 +59,7 @@ from iotsec.errors import (
     TufThresholdError,
 )
 from iotsec.firmware import tufmeta as t
-from iotsec.firmware.keys import TrustedKey, public_pem
+from iotsec.firmware.image_keys import TrustedKey, public_pem
 from iotsec.firmware.verify import verify_image
 from iotsec.timeutil import ts
 

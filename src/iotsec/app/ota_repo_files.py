@@ -22,8 +22,8 @@ from iotsec.errors import (
     InvalidInputError,
     OtaRepositoryError,
 )
+from iotsec.filesystem import write_private_file
 from iotsec.firmware import tufmeta as t
-from iotsec.keys.file import write_private_file
 
 
 @dataclass

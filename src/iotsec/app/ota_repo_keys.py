@@ -1,6 +1,6 @@
 """TUF keys of the update repository: key files given to a command (public, or encrypted
 private and unlocked), signing staged metadata offline, and the online snapshot and
-timestamp keys held in key custody (:mod:`iotsec.keys`)."""
+timestamp keys held in key custody (:mod:`iotsec.custody`)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from iotsec.errors import (
     TufMetadataError,
 )
 from iotsec.firmware import tufmeta as t
-from iotsec.firmware.keys import MAX_KEY_FILE
-from iotsec.keys.base import KeyType
+from iotsec.firmware.image_keys import MAX_KEY_FILE
+from iotsec.pki.keys import KeyType
 
 
 @dataclass(frozen=True)

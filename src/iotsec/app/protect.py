@@ -34,10 +34,9 @@ from iotsec.errors import (
     PayloadAlgorithmError,
     PayloadKeyError,
 )
-from iotsec.keys.file import write_private_file
+from iotsec.filesystem import write_private_file
 from iotsec.protect import atrest, payload
-from iotsec.protect.custody import KekCustody
-from iotsec.protect.keys import (
+from iotsec.protect.pairing import (
     Algorithm,
     PairContext,
     SigningKey,
@@ -52,18 +51,11 @@ from iotsec.protect.keys import (
 )
 from iotsec.protect.replay import ReplayWindow
 
-KEK_DIR = "kek"
 STDIO = "-"
 #: A replay-window state file is a few hundred bytes; nothing legitimate is larger.
 MAX_WINDOW_STATE = 64 * 1024
 
 
-def kek_store(rt: Runtime) -> KekCustody:
-    """The home's KEKs (files in ``<keys_dir>/kek``, and a token's when one is configured),
-    unlocked once per process."""
-    from iotsec.app.keys import kek_custody
-
-    return kek_custody(rt)
 
 
 # --- files at rest -------------------------------------------------------------------------
@@ -135,7 +127,7 @@ def encrypt_file(rt: Runtime, source: str, target: str, *,
     if target == STDIO and sys.stdout.isatty():
         raise InvalidInputError("refusing to write ciphertext to a terminal",
                                 hint="give OUT as a file name, or redirect standard output")
-    kek = kek_store(rt).active_or_create()
+    kek = rt.custody.keks().active_or_create()
     with _source(source) as src:
         if target == STDIO:
             info = atrest.encrypt_stream(src, sys.stdout.buffer, kek, chunk_size=chunk_size)

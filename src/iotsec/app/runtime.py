@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,43 +11,25 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, select
 
-from iotsec.app.events import EventSink
+from iotsec.app.events import Event, EventSink
 from iotsec.config import Settings
-from iotsec.errors import HomeNotInitialisedError, KeyCustodyError
-from iotsec.keys.base import KeyStore
-from iotsec.keys.file import write_private_file
+from iotsec.custody.base import KeyStore
+from iotsec.custody.home import (
+    HomeCustody,
+    open_key_store,
+    with_remembered_keystore,
+)
+from iotsec.errors import HomeNotInitialisedError
 from iotsec.pki.ca import Authority
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, reading
 from iotsec.store.migrate import is_current
 
-MAX_PASSPHRASE_FILE = 4096
 T = TypeVar("T")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def read_passphrase(settings: Settings, *, create: bool = False) -> bytes:
-    """The CA key passphrase: ``IOTSEC_CA_PASSPHRASE``, else the home's 0600 file."""
-    if settings.ca_passphrase is not None:
-        return settings.ca_passphrase.get_secret_value().encode("utf-8")
-    path = settings.passphrase_file
-    if path.exists():
-        if path.stat().st_mode & 0o077:
-            raise KeyCustodyError(f"{path} is readable by other users",
-                                  hint=f"run 'chmod 600 {path}'")
-        data = path.read_bytes()[:MAX_PASSPHRASE_FILE].strip()
-        if data:
-            return data
-    if not create:
-        raise KeyCustodyError("no CA passphrase is available",
-                              hint="set IOTSEC_CA_PASSPHRASE, or use the home created by "
-                              "'iotsec init'")
-    generated = secrets.token_urlsafe(32).encode("ascii")
-    write_private_file(path, generated + b"\n")
-    return generated
 
 
 @dataclass
@@ -61,11 +42,14 @@ class Runtime:
     #: Per-process caches of derived state (e.g. the compiled policy, keyed by version).
     cache: dict[str, object] = field(default_factory=dict)
     events: EventSink = field(init=False)
+    #: The token connection and the unlocked KEKs of this process.
+    custody: HomeCustody = field(init=False)
     _recent: dict[str, tuple[float, object]] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.events = EventSink(self.engine)
+        self.custody = HomeCustody(self.settings, self.keys)
 
     def now(self) -> datetime:
         return self.clock()
@@ -126,11 +110,9 @@ class Runtime:
         self._closers.append(callback)
 
     def close(self) -> None:
-        from iotsec.app.keys import close_token
-
         for callback in reversed(self._closers):
             callback()
-        close_token(self)
+        self.custody.close()
         self.events.close()
         self.engine.dispose()
 
@@ -147,12 +129,20 @@ def open_runtime(settings: Settings | None = None, *, clock: Callable[[], dateti
         engine.dispose()
         raise HomeNotInitialisedError("the store is not initialised or not migrated",
                                       hint="run 'iotsec init' (it migrates an existing store)")
-    # Imported here: the key-custody service builds on this module.
-    from iotsec.app.keys import audit_key_use, open_key_store, with_remembered_keystore
-
     settings = with_remembered_keystore(settings)
     keys = open_key_store(settings)
     rt = Runtime(settings=settings, engine=engine, keys=keys, clock=clock)
     if hasattr(keys, "on_use"):
         keys.on_use = audit_key_use(rt)
     return rt
+
+
+def audit_key_use(rt: Runtime, backend: str | None = None) -> Callable[[str, str], None]:
+    """An ``on_use`` callback that records each use of a custody key as a ``key.use`` event
+    (``backend``: where the key lives; by default the home's key store)."""
+    where = backend or rt.settings.keystore
+
+    def record(label: str, operation: str) -> None:
+        rt.events.record(Event(at=rt.now(), kind="key.use", outcome="ok", subject=label,
+                               detail={"operation": operation, "backend": where}))
+    return record

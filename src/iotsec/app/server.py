@@ -19,12 +19,13 @@ from cryptography import x509
 from sqlalchemy import insert
 
 from iotsec.app.certs import certificate_row
-from iotsec.app.runtime import Runtime, read_passphrase
+from iotsec.app.runtime import Runtime
+from iotsec.custody.file_keys import FileKeyStore
+from iotsec.custody.home import read_passphrase
 from iotsec.errors import ConfigError, InvalidInputError
-from iotsec.keys.base import KeyType
-from iotsec.keys.file import FileKeyStore
 from iotsec.pki import x509 as enc
 from iotsec.pki.issue import issue_server
+from iotsec.pki.keys import KeyType
 from iotsec.pki.profiles import check_dns_name
 from iotsec.store import models as m
 from iotsec.store.db import transaction

@@ -10,13 +10,13 @@ from sqlalchemy import func, insert, select
 
 from iotsec.access.policy import default_device_role
 from iotsec.app.access import write_role
-from iotsec.app.keys import open_key_store, remember_keystore
 from iotsec.app.runtime import Runtime, utcnow
 from iotsec.app.tokens import Scope, create_token
 from iotsec.config import Settings
+from iotsec.custody.home import open_key_store, remember_keystore
 from iotsec.errors import ConflictError
-from iotsec.keys.base import KeyType
 from iotsec.pki.ca import Authority, create_issuing, create_root
+from iotsec.pki.keys import KeyType
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, reading, transaction
 from iotsec.store.migrate import upgrade

@@ -14,10 +14,10 @@ from iotsec.app.certs import CertificateRecord
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
 from iotsec.errors import InvalidInputError
-from iotsec.keys.base import KeyType
-from iotsec.keys.file import write_private_file
+from iotsec.filesystem import write_private_file
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.csr import MAX_CSR_BYTES
+from iotsec.pki.keys import KeyType
 from iotsec.timeutil import parse_duration
 
 app = typer.Typer(help="Device certificates.", no_args_is_help=True)

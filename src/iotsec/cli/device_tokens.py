@@ -12,7 +12,7 @@ from iotsec.app.device_tokens import DeviceKeyRecord
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when
 from iotsec.errors import TokenError
-from iotsec.identity.tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES, VerifiedToken
+from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES, VerifiedToken
 from iotsec.timeutil import from_ts, parse_duration
 
 app = typer.Typer(help="Device tokens (JWTs) for devices that cannot use mutual TLS.",

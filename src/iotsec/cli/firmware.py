@@ -26,7 +26,7 @@ from iotsec.firmware.image import (
     TlvType,
     unpack_u32,
 )
-from iotsec.firmware.keys import FirmwareKeyType, TrustedKey, public_pem
+from iotsec.firmware.image_keys import FirmwareKeyType, TrustedKey, public_pem
 from iotsec.firmware.layout import ImageInfo
 from iotsec.firmware.sign import SignOptions, auto_security_counter
 

@@ -14,9 +14,9 @@ from iotsec.app import kek_rotation as rotation
 from iotsec.app import keys as service
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, table, write_output
+from iotsec.custody.keks import Backend
 from iotsec.errors import InvalidInputError
-from iotsec.keys.base import KeyType
-from iotsec.protect.custody import Backend
+from iotsec.pki.keys import KeyType
 
 app = typer.Typer(help="Keys in custody: list, generate, export public keys, rotate the "
                   "key-encryption key, and report what depends on each key.",

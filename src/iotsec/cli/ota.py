@@ -26,7 +26,7 @@ from iotsec.cli.output import console, emit_json, read_input, table, when, write
 from iotsec.errors import FirmwareKeyError
 from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan
 from iotsec.firmware.image import ImageVersion
-from iotsec.firmware.keys import FirmwareKeyType
+from iotsec.firmware.image_keys import FirmwareKeyType
 from iotsec.firmware.sign import SignOptions
 from iotsec.firmware.tufmeta import MAX_METADATA, Expiry, Release
 from iotsec.timeutil import parse_duration

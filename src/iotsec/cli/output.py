@@ -75,7 +75,7 @@ def write_output(path: str | None, data: bytes, *, private: bool = False) -> Non
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    from iotsec.keys.file import write_private_file
+    from iotsec.filesystem import write_private_file
 
     target = Path(path)
     if private:

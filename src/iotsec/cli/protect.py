@@ -14,7 +14,7 @@ from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, read_input, write_output
 from iotsec.errors import InvalidInputError
 from iotsec.protect.atrest import DEFAULT_CHUNK_SIZE, StreamInfo
-from iotsec.protect.keys import MAX_KEY_FILE, Algorithm, new_salt
+from iotsec.protect.pairing import MAX_KEY_FILE, Algorithm, new_salt
 from iotsec.protect.payload import MAX_MESSAGE, MAX_PAYLOAD, Opened, parse
 
 payload_app = typer.Typer(help="End-to-end protected payloads (COSE_Encrypt0 / COSE_Sign1): "

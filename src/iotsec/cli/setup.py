@@ -11,7 +11,7 @@ from iotsec.app.setup import init_home
 from iotsec.cli.output import console, emit_json, err_console
 from iotsec.config import Settings
 from iotsec.errors import InvalidInputError
-from iotsec.keys.base import KeyType
+from iotsec.pki.keys import KeyType
 
 
 def init(

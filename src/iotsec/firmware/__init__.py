@@ -6,7 +6,7 @@ failure), :func:`sign_image`/:func:`sign_stream` and :func:`inspect_image`.
 """
 
 from iotsec.firmware.image import Dependency, ImageHeader, ImageVersion, Tlv, TlvType
-from iotsec.firmware.keys import (
+from iotsec.firmware.image_keys import (
     FirmwareKeyType,
     ImageSigner,
     LocalImageSigner,

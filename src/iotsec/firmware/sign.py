@@ -1,7 +1,7 @@
 """Building a signed MCUboot image, byte for byte as ``imgtool sign`` lays it out.
 
 The input is streamed: header, body and protected TLVs are written and hashed in one
-pass, the digest is signed through an :class:`~iotsec.firmware.keys.ImageSigner`, then
+pass, the digest is signed through an :class:`~iotsec.firmware.image_keys.ImageSigner`, then
 the unprotected TLVs (hash, key hash, signature) and, with ``pad``, the slot padding and
 trailer follow. Ed25519 signatures are deterministic, so for the same key and options the
 output equals imgtool's exactly; ECDSA and RSA-PSS signatures are randomised.
@@ -33,7 +33,7 @@ from iotsec.firmware.image import (
     pack_u32,
     trailer_size,
 )
-from iotsec.firmware.keys import ImageSigner, TrustedKey
+from iotsec.firmware.image_keys import ImageSigner, TrustedKey
 from iotsec.firmware.reader import CHUNK, BoundedReader, Hasher, Readable, Writable
 
 

@@ -58,7 +58,7 @@ from iotsec.errors import (
     TufThresholdError,
 )
 from iotsec.firmware.image import ImageVersion
-from iotsec.keys.base import Signer as CustodyKey
+from iotsec.pki.keys import Signer as CustodyKey
 
 ROOT, TARGETS, SNAPSHOT, TIMESTAMP = "root", "targets", "snapshot", "timestamp"
 ROLES = (ROOT, TARGETS, SNAPSHOT, TIMESTAMP)
@@ -236,7 +236,7 @@ def public_key(key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.R
 
 
 class CustodySigner(Signer):
-    """A TUF signer over a key in key custody (:mod:`iotsec.keys`): the private key never
+    """A TUF signer over a key in key custody (:mod:`iotsec.custody`): the private key never
     leaves its store. The custody interface signs ECDSA with SHA-256, which is TUF's
     ``ecdsa-sha2-nistp256`` scheme exactly (DER signature, hex-encoded)."""
 

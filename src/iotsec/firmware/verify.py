@@ -56,7 +56,7 @@ from iotsec.firmware.image import (
     tlv_name,
     unpack_u32,
 )
-from iotsec.firmware.keys import (
+from iotsec.firmware.image_keys import (
     SIGNATURE_TLVS,
     FirmwareKeyType,
     FirmwarePublicKey,

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from iotsec.errors import PkiError
-from iotsec.keys.base import Signer
 from iotsec.pki import x509 as enc
+from iotsec.pki.keys import Signer
 from iotsec.pki.serial import random_serial
 
 ROOT_VALIDITY = timedelta(days=20 * 365)

@@ -1,4 +1,4 @@
-"""RFC 5280 certificate encoding over any :class:`~iotsec.keys.Signer`.
+"""RFC 5280 certificate encoding over any :class:`~iotsec.pki.keys.Signer`.
 
 The builders here take already-validated values (a serial, names, a public key) and
 return DER. Policy — which extensions a device gets, how long it lives — is decided by
@@ -16,8 +16,8 @@ from datetime import datetime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from iotsec.keys.base import KeyType, Signer
 from iotsec.pki import der
+from iotsec.pki.keys import KeyType, Signer
 
 # Object identifiers (RFC 5280, RFC 5758, RFC 4055).
 OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"

@@ -2,9 +2,9 @@
 
 * :mod:`iotsec.protect.payload` -- ``seal``/``open`` of COSE_Encrypt0 and COSE_Sign1
   messages between a device and an application, with replay protection;
-* :mod:`iotsec.protect.keys` -- pair keys (ECDH + HKDF-SHA256) and signing keys;
+* :mod:`iotsec.protect.pairing` -- pair keys (ECDH + HKDF-SHA256) and signing keys;
 * :mod:`iotsec.protect.atrest` -- streaming file encryption and encrypted records;
-* :mod:`iotsec.protect.kek` -- the key-encryption key interface and the file KEK.
+* :mod:`iotsec.protect.kek` -- the key-encryption key interface and the software KEK.
 """
 
 from iotsec.protect.atrest import (
@@ -13,8 +13,8 @@ from iotsec.protect.atrest import (
     open_record,
     seal_record,
 )
-from iotsec.protect.kek import FileKek, FileKekStore, KekRing, KeyWrapper
-from iotsec.protect.keys import (
+from iotsec.protect.kek import FileKek, KekRing, KeyWrapper
+from iotsec.protect.pairing import (
     Algorithm,
     PairContext,
     PairKey,
@@ -29,7 +29,6 @@ from iotsec.protect.replay import ReplayWindow, ReplayWindows
 __all__ = [
     "Algorithm",
     "FileKek",
-    "FileKekStore",
     "KekRing",
     "KeyWrapper",
     "Keyring",

@@ -3,7 +3,7 @@
 Messages are COSE (RFC 9052/9053) over CBOR:
 
 * ``COSE_Encrypt0`` (tag 16) with AES-256-GCM (alg 3) or ChaCha20/Poly1305 (alg 24), under
-  a pair key from :func:`iotsec.protect.keys.establish`;
+  a pair key from :func:`iotsec.protect.pairing.establish`;
 * ``COSE_Sign1`` (tag 18) with ES256 (alg -7) or EdDSA (alg -8), for telemetry that needs
   integrity only.
 
@@ -40,7 +40,7 @@ from iotsec.errors import (
     PayloadUnknownKeyError,
 )
 from iotsec.protect import cbor
-from iotsec.protect.keys import Algorithm, PairKey, SigningKey, VerifyingKey
+from iotsec.protect.pairing import Algorithm, PairKey, SigningKey, VerifyingKey
 from iotsec.protect.replay import MAX_SEQ, ReplayWindow, ReplayWindows
 
 #: Largest payload :func:`seal` protects, and largest message :func:`open` parses.

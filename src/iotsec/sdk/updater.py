@@ -50,7 +50,7 @@ from iotsec.errors import (
     TufThresholdError,
 )
 from iotsec.firmware.image import ImageVersion
-from iotsec.firmware.keys import TrustedKey
+from iotsec.firmware.image_keys import TrustedKey
 from iotsec.firmware.tufmeta import MAX_METADATA, Release, channel_path, parse_name
 from iotsec.firmware.verify import VerifiedImage, verify_image
 

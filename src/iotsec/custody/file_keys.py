@@ -1,6 +1,6 @@
 """File key custody: each key an encrypted PKCS#8 PEM file, mode 0600, in one directory.
 
-New keys are written as PBES2-scrypt/AES-256-CBC PKCS#8 (:mod:`iotsec.keys.pkcs8`); keys
+New keys are written as PBES2-scrypt/AES-256-CBC PKCS#8 (:mod:`iotsec.pki.pkcs8`); keys
 written before (PBKDF2, cryptography's ``BestAvailableEncryption``) are still read. CA keys
 are ``<label>.key.pem``, firmware signing keys ``<label>.image-key.pem``: one label, one
 key, one purpose.
@@ -12,14 +12,13 @@ they are never written in clear, never logged and never put in an exception mess
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from iotsec.custody.base import CustodyImageSigner, CustodySigner
 from iotsec.errors import (
     ConflictError,
     EncryptedKeyError,
@@ -29,15 +28,10 @@ from iotsec.errors import (
     KeyTypeMismatchError,
     NotFoundError,
 )
-from iotsec.firmware.keys import FirmwareKeyType, FirmwarePrivateKey, LocalImageSigner
-from iotsec.keys.base import (
-    CustodyImageSigner,
-    CustodySigner,
-    KeyType,
-    LocalSigner,
-    Signer,
-)
-from iotsec.keys.pkcs8 import decrypt_private_key, encrypt_private_key
+from iotsec.filesystem import write_private_file
+from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePrivateKey, LocalImageSigner
+from iotsec.pki.keys import KeyType, LocalSigner, Signer
+from iotsec.pki.pkcs8 import decrypt_private_key, encrypt_private_key
 
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: An encrypted PKCS#8 PEM of an RSA-4096 key is about 3.3 KiB; nothing legitimate is larger.
@@ -49,24 +43,6 @@ def _check_label(label: str) -> str:
         raise KeyCustodyError(f"invalid key label {label!r}",
                               hint="labels are lower-case letters, digits, '.', '_' and '-'")
     return label
-
-
-def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.exists() and not overwrite:
-        raise ConflictError(f"{path} already exists", hint="remove it or choose another path")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class FileKeyStore:

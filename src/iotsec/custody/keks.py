@@ -3,7 +3,7 @@ configured, KEKs inside the token, behind one ``active`` pointer.
 
 :class:`KekCustody` is a :class:`~iotsec.protect.kek.KekResolver`: an id ``hsm:<label>``
 goes to the token, any other id to the KEK files. The ``active`` file of the KEK directory
-(the one :class:`~iotsec.protect.kek.FileKekStore` reads) names the KEK new data is wrapped
+(the one :class:`~iotsec.custody.file_keks.FileKekStore` reads) names the KEK new data is wrapped
 under, whichever custody holds it. Retiring a file KEK moves its (still encrypted) file to
 ``retired/``; retiring a token KEK relabels it. Either way it stops unwrapping, yet can be
 reinstated if something forgotten still depends on it; ``destroy`` deletes it for good.
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
+from iotsec.custody.file_keks import ACTIVE_FILE, FileKekStore
 from iotsec.errors import (
     ConflictError,
     InvalidInputError,
@@ -27,11 +27,11 @@ from iotsec.errors import (
     RetiredKekError,
     UnknownKekError,
 )
-from iotsec.keys.file import write_private_file
-from iotsec.protect.kek import ACTIVE_FILE, FileKekStore, KeyWrapper, check_kek_id
+from iotsec.filesystem import publish_private_file, write_private_file
+from iotsec.protect.kek import KeyWrapper, check_kek_id
 
 if TYPE_CHECKING:
-    from iotsec.keys.pkcs11_kek import Pkcs11KekStore
+    from iotsec.custody.pkcs11_kek import Pkcs11KekStore
 
 HSM_PREFIX: Final = "hsm:"
 RETIRED_DIR: Final = "retired"
@@ -201,15 +201,7 @@ class KekCustody:
 
 def _publish(path: Path, data: bytes) -> bool:
     """Create ``path`` privately and atomically unless it exists (``False`` if it did)."""
-    staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
-    write_private_file(staged, data)
     try:
-        os.link(staged, path)
-    except FileExistsError:
-        return False
+        return publish_private_file(path, data)
     except OSError as exc:
         raise KeyCustodyError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            staged.unlink()
-    return True

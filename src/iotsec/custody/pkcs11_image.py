@@ -10,7 +10,7 @@ used with the mechanisms MCUboot's algorithms need over the 32-byte SHA-256 imag
 
 A firmware key is marked by its ``CKA_ID``, which starts with :data:`IMAGE_ID_PREFIX`
 (then 16 random bytes); Ed25519 keys are firmware keys by type. The CA side
-(:class:`~iotsec.keys.pkcs11.Pkcs11KeyStore.load`) refuses marked keys, and this side
+(:class:`~iotsec.custody.pkcs11.Pkcs11KeyStore.load`) refuses marked keys, and this side
 refuses unmarked ones, so one key never signs both certificates and images.
 """
 
@@ -26,14 +26,14 @@ from pkcs11 import MGF, Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
+from iotsec.custody.pkcs11 import PRIVATE_TEMPLATE, Pkcs11Token, ec_point, translate
 from iotsec.errors import (
     ConflictError,
     KeyTypeMismatchError,
     Pkcs11Error,
     Pkcs11KeyNotFoundError,
 )
-from iotsec.firmware.keys import FirmwareKeyType, FirmwarePublicKey
-from iotsec.keys.pkcs11 import PRIVATE_TEMPLATE, Pkcs11Token, ec_point, translate
+from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePublicKey
 
 #: ``CKA_ID`` prefix of firmware signing keys.
 IMAGE_ID_PREFIX: Final = b"iotsec-image:"
@@ -88,8 +88,8 @@ def image_public_key(key: Any, kind: FirmwareKeyType) -> FirmwarePublicKey:
 
 
 class Pkcs11ImageSigner:
-    """An :class:`~iotsec.firmware.keys.ImageSigner` whose private key stays in the token
-    (wrapped in a :class:`~iotsec.keys.base.CustodyImageSigner` by the key store)."""
+    """An :class:`~iotsec.firmware.image_keys.ImageSigner` whose private key stays in the token
+    (wrapped in a :class:`~iotsec.custody.base.CustodyImageSigner` by the key store)."""
 
     def __init__(self, token: Pkcs11Token, label: str, key_type: FirmwareKeyType,
                  public_key: FirmwarePublicKey) -> None:

@@ -5,7 +5,7 @@ interface).
 sensitive objects; :class:`Pkcs11Kek` wraps data keys with ``C_Encrypt`` / ``C_Decrypt`` and
 ``CKM_AES_GCM``, the associated data in ``CK_GCM_PARAMS``. Their KEK ids are
 ``hsm:<label>``; a retired KEK is relabelled ``retired-<label>`` and no longer answers to its
-id. The token session, login and error translation are :mod:`iotsec.keys.pkcs11`'s.
+id. The token session, login and error translation are :mod:`iotsec.custody.pkcs11`'s.
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 from pkcs11.mechanisms import GCMParams
 
+from iotsec.custody.pkcs11 import (
+    HSM_KEK_PREFIX,
+    RETIRED_PREFIX,
+    Pkcs11Token,
+    translate,
+)
 from iotsec.errors import (
     DataKeyUnwrapError,
     KeyTypeMismatchError,
     Pkcs11KeyNotFoundError,
     RetiredKekError,
     UnknownKekError,
-)
-from iotsec.keys.pkcs11 import (
-    HSM_KEK_PREFIX,
-    RETIRED_PREFIX,
-    Pkcs11Token,
-    translate,
 )
 from iotsec.protect.kek import MAX_DATA_KEY, MIN_DATA_KEY, check_data_key, check_kek_id, wrap_aad
 

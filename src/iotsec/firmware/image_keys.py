@@ -11,12 +11,12 @@ of header, body and protected TLVs, so signing and verifying never need the imag
   other salt length), in an ``RSA2048_PSS``/``RSA3072_PSS`` TLV.
 
 Signing goes through the :class:`ImageSigner` protocol (a public key and a
-``sign_digest``), kept apart from the X.509 :class:`iotsec.keys.base.Signer`: the two sign
+``sign_digest``), kept apart from the X.509 :class:`iotsec.pki.keys.Signer`: the two sign
 different things with different paddings, and a key made for one is refused by the other.
-Key custody (:mod:`iotsec.keys`) hands out image signers for keys it holds
+Key custody (:mod:`iotsec.custody`) hands out image signers for keys it holds
 (``KeyStore.generate_image_key`` / ``load_image_key``: encrypted files or a PKCS#11 token);
 :class:`LocalImageSigner` here is the in-process signer over a key file. Key files are
-written only as PBES2-scrypt encrypted PKCS#8 (:mod:`iotsec.keys.pkcs8`); older PBKDF2
+written only as PBES2-scrypt encrypted PKCS#8 (:mod:`iotsec.pki.pkcs8`); older PBKDF2
 files and imgtool's encrypted keys are still read.
 """
 
@@ -38,7 +38,7 @@ from iotsec.errors import (
     InputTooLargeError,
 )
 from iotsec.firmware.image import TlvType
-from iotsec.keys.pkcs8 import decrypt_private_key, encrypt_private_key
+from iotsec.pki.pkcs8 import decrypt_private_key, encrypt_private_key
 
 FirmwarePublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 FirmwarePrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey

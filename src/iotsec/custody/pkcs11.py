@@ -3,14 +3,14 @@
 Keys are generated *inside* the token as non-extractable, sensitive token objects; iotsec
 only ever holds handles. The same token implements both custody interfaces:
 
-* :class:`Pkcs11KeyStore` is a :class:`~iotsec.keys.base.KeyStore`; its signers implement
-  :class:`~iotsec.keys.base.Signer`, so the CA signs certificates and CRLs through the token.
+* :class:`Pkcs11KeyStore` is a :class:`~iotsec.custody.base.KeyStore`; its signers implement
+  :class:`~iotsec.pki.keys.Signer`, so the CA signs certificates and CRLs through the token.
   ECDSA uses ``CKM_ECDSA`` over a digest computed here (SoftHSM2 2.6 has no
   ``CKM_ECDSA_SHA256``); the token returns ``r || s``, which is DER-encoded as X.509 wants.
   RSA uses ``CKM_SHA256_RSA_PKCS``.
-* The same store holds firmware signing keys (:mod:`iotsec.keys.pkcs11_image`:
+* The same store holds firmware signing keys (:mod:`iotsec.custody.pkcs11_image`:
   ECDSA P-256, Ed25519 with ``CKM_EDDSA``, RSA-PSS), marked apart from the CA keys.
-* The same token holds AES-256 key-encryption keys (:mod:`iotsec.keys.pkcs11_kek`), whose
+* The same token holds AES-256 key-encryption keys (:mod:`iotsec.custody.pkcs11_kek`), whose
   KEK ids are ``hsm:<label>``, so a stored record names the custody its key lives in.
 
 The PIN comes from the settings (the environment), is passed to ``C_Login`` and is never
@@ -40,6 +40,7 @@ from pkcs11 import Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
+from iotsec.custody.base import CustodyImageSigner
 from iotsec.errors import (
     ConflictError,
     KeyCustodyError,
@@ -50,8 +51,8 @@ from iotsec.errors import (
     Pkcs11PinError,
     Pkcs11TokenNotFoundError,
 )
-from iotsec.firmware.keys import FirmwareKeyType
-from iotsec.keys.base import CustodyImageSigner, KeyType, Signer
+from iotsec.firmware.image_keys import FirmwareKeyType
+from iotsec.pki.keys import KeyType, Signer
 
 T = TypeVar("T")
 
@@ -333,7 +334,7 @@ def translate(exc: p11e.PKCS11Error, doing: str) -> KeyCustodyError:
 
 
 class Pkcs11Signer:
-    """A :class:`~iotsec.keys.base.Signer` whose private key never leaves the token."""
+    """A :class:`~iotsec.pki.keys.Signer` whose private key never leaves the token."""
 
     def __init__(self, token: Pkcs11Token, label: str, key_type: KeyType,
                  public_key: CertificateIssuerPublicKeyTypes,
@@ -384,7 +385,7 @@ PRIVATE_TEMPLATE: Final = {
 
 
 class Pkcs11KeyStore:
-    """Signing keys in a token, by label (the :class:`~iotsec.keys.base.KeyStore`
+    """Signing keys in a token, by label (the :class:`~iotsec.custody.base.KeyStore`
     interface). ``on_use(label, operation)`` is called after each signature (for the audit
     trail)."""
 
@@ -440,7 +441,7 @@ class Pkcs11KeyStore:
             key_type = _key_type_of(key)
             return key_type, _public_key(key, key_type)
 
-        from iotsec.keys.pkcs11_image import is_image_key
+        from iotsec.custody.pkcs11_image import is_image_key
 
         try:
             image_key = self.token.use(label, ObjectClass.PRIVATE_KEY, is_image_key, "find")
@@ -464,7 +465,7 @@ class Pkcs11KeyStore:
 
     def generate_image_key(self, label: str, key_type: FirmwareKeyType) -> CustodyImageSigner:
         """A firmware signing key generated inside the token (non-extractable)."""
-        from iotsec.keys import pkcs11_image
+        from iotsec.custody import pkcs11_image
 
         pkcs11_image.generate(self.token, check_label(label), key_type)
         return self.load_image_key(label)
@@ -473,7 +474,7 @@ class Pkcs11KeyStore:
         cached = self._images.get(label)
         if cached is not None:
             return cached
-        from iotsec.keys import pkcs11_image
+        from iotsec.custody import pkcs11_image
 
         signer = CustodyImageSigner(label, pkcs11_image.load(self.token, check_label(label)),
                                     self._notify)
@@ -487,7 +488,7 @@ class Pkcs11KeyStore:
 
     def list(self) -> list[TokenKey]:
         """Private and secret keys in the token (public halves are not listed apart)."""
-        from iotsec.keys.pkcs11_image import image_key_type, is_image_key
+        from iotsec.custody.pkcs11_image import image_key_type, is_image_key
 
         found: list[TokenKey] = []
         for obj in self.token.objects({}):
