@@ -5,7 +5,7 @@ Goal 1: render + validate + reload for a fleet of 100,000 devices (ACL + CRL) in
   each (rows inserted directly), 10 % of them revoked, 1 % disabled and 1 % holding an
   extra "gateway" role (so the ACL has real per-device blocks besides the pattern lines),
   a rendered broker directory and a running ``mosquitto`` on it.
-  Ours: ``iotsec.app.broker.sync`` end to end (a revocation before each round makes the
+  Ours: ``iotsec.app.broker.mosquitto.sync`` end to end (a revocation before each round makes the
   CRL stale, so every round rebuilds and re-signs it): build ACL + CRL, validate (CRL
   checks, ACL reader, dry run of the real mosquitto), swap, SIGHUP, wait for the reload,
   confirm with the probe and canary certificates, end the revoked device's session.
@@ -40,10 +40,11 @@ from sqlalchemy import insert, update
 
 from common import machine_info, print_machine, settings_for
 from iotsec.access.policy import Role, Rule
-from iotsec.app import broker as service
-from iotsec.app.access import add_role, assign_roles
-from iotsec.app.certs import issue_with_keygen, revoke
-from iotsec.app.devices import NewDevice, import_devices
+from iotsec.app.access.roles import add_role
+from iotsec.app.broker import mosquitto as service
+from iotsec.app.identity.bindings import assign_roles
+from iotsec.app.identity.devices import NewDevice, import_devices
+from iotsec.app.pki.certs import issue_with_keygen, revoke
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout

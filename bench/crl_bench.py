@@ -6,7 +6,7 @@ Goal: built and signed in at most 3 s, under 400 MB peak memory.
    directly with SQLAlchemy Core in chunks (random 159-bit serials, revocation times spread
    over the past year, each row's ``crl_entry`` encoded by ``iotsec.pki.crl.encode_entry``,
    and the DER of a real issued certificate in ``der`` so rows have their real size).
-2. Ours: ``iotsec.app.crl.current_crl(rt, force=True)`` in a fresh child process
+2. Ours: ``iotsec.app.pki.crl.current_crl(rt, force=True)`` in a fresh child process
    (``crl_bench.py --build-only HOME``). The call is timed inside the child; the child's
    whole peak RSS is read with ``wait4`` (per-child rusage); its RSS just before the call is
    reported for context. The CRL is checked with pyca/cryptography (entry count, signature
@@ -53,7 +53,8 @@ from common import (
     settings_for,
     verdict,
 )
-from iotsec.app import certs, crl, devices
+from iotsec.app.identity import devices
+from iotsec.app.pki import certs, crl
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.pki.crl import RevocationReason, encode_entry

@@ -43,7 +43,7 @@ from common import (
     scratch_dir,
     verdict,
 )
-from iotsec.app import firmware as service
+from iotsec.app.ota import firmware as service
 from iotsec.firmware import (
     FirmwareKeyType,
     ImageVersion,

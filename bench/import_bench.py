@@ -1,6 +1,6 @@
 """Goal 3: registering 100,000 devices through the library in under 30 s.
 
-Ours: ``iotsec.app.devices.import_devices(rt, (NewDevice.parse(f"dev-{i}", ["fleet-a"],
+Ours: ``iotsec.app.identity.devices.import_devices(rt, (NewDevice.parse(f"dev-{i}", ["fleet-a"],
 {"site": "x"}) for i in range(N)))`` into a fresh SQLite home (validation, batched
 transactions, the device rows and their group links).
 
@@ -34,7 +34,7 @@ from common import (
     scratch_dir,
     verdict,
 )
-from iotsec.app import devices
+from iotsec.app.identity import devices
 from iotsec.store import models
 
 GOAL_SECONDS = 30.0

@@ -6,9 +6,9 @@ Measured in one run, on the same CSRs and the same issuing CA key. Every round i
 into slices that the paths run in turn (rotating order); the median round is reported,
 with the best round and the rate per CPU-second:
 
-* ours, batch  -- ``iotsec.app.certs.issue_batch`` in batches (one transaction per batch;
+* ours, batch  -- ``iotsec.app.pki.certs.issue_batch`` in batches (one transaction per batch;
   the fleet provisioning path: CSR parse + signature check, issuance, store write);
-* ours, single -- ``iotsec.app.certs.issue_from_csr`` (one transaction per certificate);
+* ours, single -- ``iotsec.app.pki.certs.issue_from_csr`` (one transaction per certificate);
 * ours, PKI layer only -- ``parse_csr`` + ``issue_device`` with no store (for attribution);
 * reference    -- pyca/cryptography alone: load the CSR, check its signature, build the same
   certificate with ``x509.CertificateBuilder`` and sign it; no store;
@@ -47,7 +47,8 @@ from common import (
     scratch_dir,
     verdict,
 )
-from iotsec.app import certs, devices
+from iotsec.app.identity import devices
+from iotsec.app.pki import certs
 from iotsec.app.runtime import Runtime
 from iotsec.pki.csr import parse_csr
 from iotsec.pki.issue import device_uri, issue_device

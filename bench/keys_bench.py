@@ -7,7 +7,7 @@ Goal: re-wrapping 1,000,000 data keys on rotation in under 60 s.
    re-encode), against the
    floor in the same run: cryptography's ``AESGCM.decrypt`` + ``encrypt`` of the same
    32-byte keys with the same associated data, and nothing else.
-2. Rotation through the store: ``iotsec.app.kek_rotation.rotate_kek`` on a SQLite home
+2. Rotation through the store: ``iotsec.app.custody.kek_rotation.rotate_kek`` on a SQLite home
    whose ``device_secrets`` hold N envelopes: the dependency count, the batched re-wrap
    with compare-and-set updates, the final count and the retirement, end to end. Reference
    in the same run: the store floor, a bare ``sqlite3`` ``executemany`` UPDATE of the same
@@ -50,8 +50,8 @@ from common import (
     print_machine,
     verdict,
 )
-from iotsec.app import kek_rotation
-from iotsec.app.keys import DEVICE_SECRETS, device_secret_record_id
+from iotsec.app.custody import kek_rotation
+from iotsec.app.custody.keys import DEVICE_SECRETS, device_secret_record_id
 from iotsec.pki.keys import KeyType, LocalSigner
 from iotsec.protect.kek import FileKek, KeyWrapper
 from iotsec.protect.records import RecordRewrapper, record_context, seal_record
@@ -59,8 +59,9 @@ from iotsec.store import models
 from iotsec.timeutil import ts
 
 if TYPE_CHECKING:
-    from iotsec.custody.pkcs11 import Pkcs11KeyStore, Pkcs11Token
+    from iotsec.custody.pkcs11 import Pkcs11KeyStore
     from iotsec.custody.pkcs11_kek import Pkcs11KekStore
+    from iotsec.custody.pkcs11_token import Pkcs11Token
 
 GOAL_SECONDS = 60.0
 GOAL_RECORDS = 1_000_000
@@ -196,8 +197,9 @@ def hsm_paths(n: int, signatures: int) -> Report | None:
         if found is None:
             print("# SoftHSM2 is not installed (Debian package softhsm2): HSM paths skipped")
             return None
-        from iotsec.custody.pkcs11 import Pkcs11Config, Pkcs11KeyStore, connect
+        from iotsec.custody.pkcs11 import Pkcs11KeyStore
         from iotsec.custody.pkcs11_kek import Pkcs11KekStore
+        from iotsec.custody.pkcs11_token import Pkcs11Config, connect
 
         module, label, pin = found
         token = connect(Pkcs11Config(module, label, pin))

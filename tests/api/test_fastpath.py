@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from iotsec.api.app import create_app
 from iotsec.api.fastpath import LIMITS, parse_body
-from iotsec.app.devices import NewDevice, add_device
-from iotsec.app.lifecycle import change_state
+from iotsec.app.access.api_tokens import Scope, issue_token
+from iotsec.app.identity.devices import NewDevice, add_device
+from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Scope, issue_token
 from iotsec.identity.registry import DeviceState
 
 PATH = "/v1/authz/check"

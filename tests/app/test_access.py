@@ -10,9 +10,11 @@ from sqlalchemy import select
 from iotsec.access.document import parse_document
 from iotsec.access.lint import Severity
 from iotsec.access.policy import Role, Rule, default_device_role
-from iotsec.app import access, devices
-from iotsec.app.lifecycle import change_state
-from iotsec.app.policy import apply_policy, export_policy, lint_policy
+from iotsec.app.access import decisions as access
+from iotsec.app.access import roles
+from iotsec.app.access.policy import apply_policy, export_policy, lint_policy
+from iotsec.app.identity import devices
+from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from iotsec.errors import ConflictError, IotsecError, NotFoundError, PolicyError
@@ -58,12 +60,12 @@ def add(rt: Runtime, device_id: str, groups: tuple[str, ...] = (),
 
 
 def test_init_creates_the_default_role_and_new_devices_hold_it(rt: Runtime) -> None:
-    info = access.get_role(rt, "device")
+    info = roles.get_role(rt, "device")
     assert info.role.rules == default_device_role().rules
-    assert [i.role.name for i in access.list_roles(rt)] == ["device"]
+    assert [i.role.name for i in roles.list_roles(rt)] == ["device"]
     add(rt, "sensor-0001", ("plant-a",))
     assert roles_of(rt, "sensor-0001") == ["device"]
-    assert access.get_role(rt, "device").devices == 1
+    assert roles.get_role(rt, "device").devices == 1
     allowed = access.check(rt, "sensor-0001", "publish", "devices/sensor-0001/temp")
     assert allowed.allowed
     assert allowed.role == "device"
@@ -79,7 +81,7 @@ def test_a_device_with_no_roles_holds_none(rt: Runtime) -> None:
 
 
 def test_a_device_with_explicit_roles_gets_only_those(rt: Runtime) -> None:
-    access.add_role(rt, FW)
+    roles.add_role(rt, FW)
     add(rt, "d1", roles=["fw"])
     assert roles_of(rt, "d1") == ["fw"]
 
@@ -94,72 +96,72 @@ def test_unknown_role_at_registration_registers_nothing(rt: Runtime) -> None:
 
 
 def test_add_role_refuses_a_duplicate(rt: Runtime) -> None:
-    access.add_role(rt, FW)
+    roles.add_role(rt, FW)
     before = snapshot(rt)
     with pytest.raises(ConflictError, match="already exists"):
-        access.add_role(rt, Role.build("fw", [], description="other"))
+        roles.add_role(rt, Role.build("fw", [], description="other"))
     with pytest.raises(ConflictError):
-        access.add_role(rt, default_device_role())
+        roles.add_role(rt, default_device_role())
     assert snapshot(rt) == before
-    assert access.get_role(rt, "fw").role == FW
+    assert roles.get_role(rt, "fw").role == FW
 
 
 def test_get_role_of_an_unknown_role(rt: Runtime) -> None:
     with pytest.raises(NotFoundError, match="'nope'"):
-        access.get_role(rt, "nope")
+        roles.get_role(rt, "nope")
     with pytest.raises(PolicyError):
-        access.get_role(rt, "not a name")
+        roles.get_role(rt, "not a name")
 
 
 def test_assign_device(rt: Runtime) -> None:
-    access.add_role(rt, FW)
+    roles.add_role(rt, FW)
     add(rt, "d1")
-    assert access.assign_device(rt, "d1", ["fw"]) == ["device", "fw"]
+    assert roles.assign_device(rt, "d1", ["fw"]) == ["device", "fw"]
     # Assigning again keeps one binding.
-    assert access.assign_device(rt, "d1", ["fw", "device"]) == ["device", "fw"]
-    assert access.get_role(rt, "fw").devices == 1
+    assert roles.assign_device(rt, "d1", ["fw", "device"]) == ["device", "fw"]
+    assert roles.get_role(rt, "fw").devices == 1
 
 
 def test_assign_device_refusals_write_nothing(rt: Runtime) -> None:
-    access.add_role(rt, FW)
+    roles.add_role(rt, FW)
     add(rt, "d1")
     before = snapshot(rt)
     with pytest.raises(NotFoundError, match="'ghost'"):
-        access.assign_device(rt, "ghost", ["fw"])
+        roles.assign_device(rt, "ghost", ["fw"])
     with pytest.raises(NotFoundError, match="'nope'"):
-        access.assign_device(rt, "d1", ["fw", "nope"])
+        roles.assign_device(rt, "d1", ["fw", "nope"])
     with pytest.raises(PolicyError):
-        access.assign_device(rt, "d1", ["bad name"])
+        roles.assign_device(rt, "d1", ["bad name"])
     assert snapshot(rt) == before
     assert roles_of(rt, "d1") == ["device"]
 
 
 def test_add_group(rt: Runtime) -> None:
-    access.add_role(rt, FW)
-    assert access.add_group(rt, "plant-a", ["fw"]) == ["fw"]
-    info = access.get_role(rt, "fw")
+    roles.add_role(rt, FW)
+    assert roles.add_group(rt, "plant-a", ["fw"]) == ["fw"]
+    info = roles.get_role(rt, "fw")
     assert info.groups == ("plant-a",)
     before = snapshot(rt)
     with pytest.raises(ConflictError, match="already exists"):
-        access.add_group(rt, "plant-a", ["fw"])
+        roles.add_group(rt, "plant-a", ["fw"])
     assert snapshot(rt) == before
     # Another role on the same group adds to it.
-    assert access.add_group(rt, "plant-a", ["device"]) == ["device", "fw"]
+    assert roles.add_group(rt, "plant-a", ["device"]) == ["device", "fw"]
 
 
 def test_add_group_with_an_unknown_role_creates_nothing(rt: Runtime) -> None:
     before = snapshot(rt)
     with pytest.raises(NotFoundError, match="'ghost'"):
-        access.add_group(rt, "plant-z", ["ghost"])
+        roles.add_group(rt, "plant-z", ["ghost"])
     assert snapshot(rt) == before
 
 
 def test_check_uses_group_roles(rt: Runtime) -> None:
-    access.add_role(rt, FW)
+    roles.add_role(rt, FW)
     add(rt, "d1", ("plant-a",))
     add(rt, "d2", ("plant-b",))
     assert not access.check(rt, "d1", "firmware:download", "firmware/plant-a/v2.bin").allowed
-    access.add_group(rt, "plant-a", ["fw"])
+    roles.add_group(rt, "plant-a", ["fw"])
     decision = access.check(rt, "d1", "firmware:download", "firmware/plant-a/v2.bin")
     assert decision.allowed
     assert (decision.role, decision.rule_index) == ("fw", 0)
@@ -174,7 +176,7 @@ def test_check_uses_group_roles(rt: Runtime) -> None:
 
 
 def test_check_with_a_certificate_serial(rt: Runtime) -> None:
-    access.add_role(rt, Role.build("by-cert", [
+    roles.add_role(rt, Role.build("by-cert", [
         Rule.parse("allow", "publish", "certs/${cert.serial}")]))
     add(rt, "d1", roles=["by-cert"])
     assert access.check(rt, "d1", "publish", "certs/0A1B", cert_serial="0a1b").allowed
@@ -189,7 +191,7 @@ def test_check_of_an_unknown_device(rt: Runtime) -> None:
 @pytest.mark.parametrize("state", [DeviceState.DISABLED, DeviceState.RETIRED])
 def test_an_inactive_device_is_denied_whatever_its_roles(rt: Runtime,
                                                          state: DeviceState) -> None:
-    access.add_role(rt, Role.build("everything", [Rule.parse("allow", "publish", "#")]))
+    roles.add_role(rt, Role.build("everything", [Rule.parse("allow", "publish", "#")]))
     add(rt, "d1", roles=["everything", "device"])
     assert access.check(rt, "d1", "publish", "devices/d1/x").allowed
     change_state(rt, "d1", state)
@@ -207,12 +209,12 @@ def test_current_policy_is_cached_until_the_version_moves(rt: Runtime) -> None:
     assert second is not first
     assert access.current_policy(rt) is second
     v = version(rt)
-    access.add_role(rt, FW)
+    roles.add_role(rt, FW)
     assert version(rt) > v
     third = access.current_policy(rt)
     assert third is not second
     assert "fw" in third.role_names
-    access.add_group(rt, "plant-a", ["fw"])
+    roles.add_group(rt, "plant-a", ["fw"])
     assert access.current_policy(rt) is not third
     assert access.check(rt, "d1", "firmware:download", "firmware/plant-a/x").allowed
 
@@ -223,7 +225,7 @@ def test_another_runtime_sees_changes(rt: Runtime, settings: Settings, clock: An
     try:
         add(rt, "d1", roles=[])
         assert not access.check(other, "d1", "publish", "devices/d1/x").allowed
-        access.assign_device(rt, "d1", ["device"])
+        roles.assign_device(rt, "d1", ["device"])
         assert access.check(other, "d1", "publish", "devices/d1/x").allowed
     finally:
         other.close()
@@ -232,9 +234,9 @@ def test_another_runtime_sees_changes(rt: Runtime, settings: Settings, clock: An
 def test_refused_changes_do_not_move_the_version(rt: Runtime) -> None:
     policy = access.current_policy(rt)
     with pytest.raises(ConflictError):
-        access.add_role(rt, default_device_role())
+        roles.add_role(rt, default_device_role())
     with pytest.raises(NotFoundError):
-        access.assign_device(rt, "ghost", ["device"])
+        roles.assign_device(rt, "ghost", ["device"])
     assert access.current_policy(rt) is policy
 
 
@@ -266,7 +268,7 @@ def test_apply_reports_what_it_did(rt: Runtime) -> None:
     assert (result.created, result.updated, result.unchanged, result.removed,
             result.groups_changed) == (["fw"], [], ["device"], [], ["plant-a"])
     assert result.changed
-    assert access.get_role(rt, "fw").groups == ("plant-a",)
+    assert roles.get_role(rt, "fw").groups == ("plant-a",)
     assert access.check(rt, "d1", "firmware:download", "firmware/plant-a/x").allowed
 
     edited = DOC.replace("description: firmware", "description: firmware v2") \
@@ -274,8 +276,8 @@ def test_apply_reports_what_it_did(rt: Runtime) -> None:
     result = apply_policy(rt, edited.encode())
     assert (result.created, result.updated, result.unchanged, result.removed,
             result.groups_changed) == ([], ["fw"], ["device"], [], ["plant-a", "plant-b"])
-    assert access.get_role(rt, "fw").role.description == "firmware v2"
-    assert access.get_role(rt, "device").groups == ("plant-a",)
+    assert roles.get_role(rt, "fw").role.description == "firmware v2"
+    assert roles.get_role(rt, "device").groups == ("plant-a",)
 
     # Applying the same document again changes nothing.
     v = version(rt)
@@ -286,28 +288,28 @@ def test_apply_reports_what_it_did(rt: Runtime) -> None:
 
 
 def test_apply_replaces_rules(rt: Runtime) -> None:
-    access.add_role(rt, FW)
+    roles.add_role(rt, FW)
     doc = DOC.replace("firmware/${device.group}/#", "firmware/stable/#")
     assert apply_policy(rt, doc.encode()).updated == ["fw"]
-    assert [r.resource for r in access.get_role(rt, "fw").role.rules] == ["firmware/stable/#"]
+    assert [r.resource for r in roles.get_role(rt, "fw").role.rules] == ["firmware/stable/#"]
 
 
 def test_a_group_emptied_by_the_document_loses_its_roles(rt: Runtime) -> None:
-    access.add_role(rt, FW)
-    access.add_group(rt, "plant-a", ["fw", "device"])
+    roles.add_role(rt, FW)
+    roles.add_group(rt, "plant-a", ["fw", "device"])
     result = apply_policy(rt, b"groups:\n  plant-a: []\n")
     assert result.groups_changed == ["plant-a"]
-    assert access.get_role(rt, "fw").groups == ()
+    assert roles.get_role(rt, "fw").groups == ()
     # Groups not named in the document are left alone.
-    access.add_group(rt, "plant-b", ["fw"])
+    roles.add_group(rt, "plant-b", ["fw"])
     assert not apply_policy(rt, b"groups:\n  plant-a: []\n").changed
-    assert access.get_role(rt, "fw").groups == ("plant-b",)
+    assert roles.get_role(rt, "fw").groups == ("plant-b",)
 
 
 def test_applying_an_export_changes_nothing(rt: Runtime) -> None:
-    access.add_role(rt, FW)
-    access.add_role(rt, TELEMETRY)
-    access.add_group(rt, "plant-a", ["fw", "device"])
+    roles.add_role(rt, FW)
+    roles.add_role(rt, TELEMETRY)
+    roles.add_group(rt, "plant-a", ["fw", "device"])
     add(rt, "d1", ("plant-a",), roles=["telemetry-reader"])
     before = snapshot(rt)
     exported = export_policy(rt)
@@ -325,7 +327,7 @@ def test_export_of_a_fresh_home(rt: Runtime) -> None:
 
 
 def test_dry_run_changes_nothing(rt: Runtime) -> None:
-    access.add_role(rt, TELEMETRY)
+    roles.add_role(rt, TELEMETRY)
     before = snapshot(rt)
     policy = access.current_policy(rt)
     result = apply_policy(rt, DOC.replace("description: firmware", "description: x").encode(),
@@ -337,29 +339,29 @@ def test_dry_run_changes_nothing(rt: Runtime) -> None:
 
 
 def test_prune_removes_roles_nobody_holds(rt: Runtime) -> None:
-    access.add_role(rt, TELEMETRY)
-    access.add_role(rt, FW)
+    roles.add_role(rt, TELEMETRY)
+    roles.add_role(rt, FW)
     result = apply_policy(rt, DOC.encode(), prune=True)
     assert result.removed == ["telemetry-reader"]
-    assert [i.role.name for i in access.list_roles(rt)] == ["device", "fw"]
+    assert [i.role.name for i in roles.list_roles(rt)] == ["device", "fw"]
     with pytest.raises(NotFoundError):
-        access.get_role(rt, "telemetry-reader")
+        roles.get_role(rt, "telemetry-reader")
 
 
 @pytest.mark.parametrize("held_by", ["device", "group"])
 def test_prune_refuses_while_a_role_is_held(rt: Runtime, held_by: str) -> None:
-    access.add_role(rt, TELEMETRY)
+    roles.add_role(rt, TELEMETRY)
     if held_by == "device":
         add(rt, "d1", roles=["telemetry-reader"])
     else:
-        access.add_group(rt, "plant-z", ["telemetry-reader"])
+        roles.add_group(rt, "plant-z", ["telemetry-reader"])
     before = snapshot(rt)
     with pytest.raises(ConflictError, match=r"'telemetry-reader'.*still held"):
         apply_policy(rt, DOC.encode(), prune=True)
     assert snapshot(rt) == before
     # Without --prune the same document applies, and the held role stays.
     assert apply_policy(rt, DOC.encode()).created == ["fw"]
-    assert access.get_role(rt, "telemetry-reader").role == TELEMETRY
+    assert roles.get_role(rt, "telemetry-reader").role == TELEMETRY
 
 
 def test_binding_an_undefined_role_writes_nothing(rt: Runtime) -> None:
@@ -371,10 +373,10 @@ def test_binding_an_undefined_role_writes_nothing(rt: Runtime) -> None:
 
 
 def test_a_group_may_bind_a_role_defined_only_in_the_store(rt: Runtime) -> None:
-    access.add_role(rt, TELEMETRY)
+    roles.add_role(rt, TELEMETRY)
     result = apply_policy(rt, b"groups:\n  plant-a: [telemetry-reader]\n")
     assert result.groups_changed == ["plant-a"]
-    assert access.get_role(rt, "telemetry-reader").groups == ("plant-a",)
+    assert roles.get_role(rt, "telemetry-reader").groups == ("plant-a",)
 
 
 def test_a_bad_rule_names_its_line_and_writes_nothing(rt: Runtime) -> None:
@@ -388,8 +390,8 @@ def test_a_bad_rule_names_its_line_and_writes_nothing(rt: Runtime) -> None:
 def test_a_late_error_writes_nothing(rt: Runtime) -> None:
     # The first role is valid and would be created; the pruning refusal comes after it.
     add(rt, "d1", roles=[])
-    access.add_role(rt, TELEMETRY)
-    access.assign_device(rt, "d1", ["telemetry-reader"])
+    roles.add_role(rt, TELEMETRY)
+    roles.assign_device(rt, "d1", ["telemetry-reader"])
     before = snapshot(rt)
     with pytest.raises(ConflictError):
         apply_policy(rt, DOC.encode(), prune=True)
@@ -400,7 +402,7 @@ def test_the_longest_api_action_is_stored_and_round_trips(rt: Runtime) -> None:
     longest = "a" * 31 + ":" + "b" * 32
     role = Role.build("api", [Rule.parse("allow", longest, "x")])
     try:
-        access.add_role(rt, role)
+        roles.add_role(rt, role)
         assert not apply_policy(rt, export_policy(rt).encode()).changed
     except IotsecError as exc:
         pytest.fail(f"{type(exc).__name__}: {exc}")
@@ -409,12 +411,12 @@ def test_the_longest_api_action_is_stored_and_round_trips(rt: Runtime) -> None:
 def test_lint_policy(rt: Runtime) -> None:
     add(rt, "d1")
     assert lint_policy(rt) == []
-    access.add_role(rt, Role.build("everything", [Rule.parse("allow", "subscribe", "#")]))
+    roles.add_role(rt, Role.build("everything", [Rule.parse("allow", "subscribe", "#")]))
     findings = lint_policy(rt)
     assert [(f.severity, f.code, f.role) for f in findings] == [
         (Severity.HIGH, "wildcard-all", "everything"),
         (Severity.INFO, "unused-role", "everything")]
-    access.add_group(rt, "ops", ["everything"])
+    roles.add_group(rt, "ops", ["everything"])
     assert [f.code for f in lint_policy(rt)] == ["wildcard-all"]
 
 

@@ -8,8 +8,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from iotsec.app import certs, crl, devices
-from iotsec.app.lifecycle import change_state
+from iotsec.app.identity import devices
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki import certs, crl
 from iotsec.errors import (
     ConflictError,
     CsrError,

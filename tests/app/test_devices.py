@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from iotsec.app import devices
-from iotsec.app.lifecycle import change_state
+from iotsec.app.identity import devices
+from iotsec.app.identity.lifecycle import change_state
 from iotsec.errors import ConflictError, DeviceStateError, InvalidDeviceIdError, NotFoundError
 from iotsec.identity.registry import DeviceState
 

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from iotsec.app import access
-from iotsec.app.devices import NewDevice, add_device
-from iotsec.app.lifecycle import change_state
-from iotsec.app.registry_cache import DeviceCache
+from iotsec.app.access import decisions as access
+from iotsec.app.identity.devices import NewDevice, add_device
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.identity.registry_cache import DeviceCache
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.errors import NotFoundError
 from iotsec.identity.registry import DeviceState
@@ -127,7 +127,7 @@ def test_entries_read_well_after_a_write_are_not_read_again(rt: Runtime, clock: 
                                                           ) -> None:
     """A look asks again about writes of the last few seconds; an entry read more than the
     margin after such a write already has it and is not read again."""
-    from iotsec.app import devices as devices_module
+    from iotsec.app.identity import devices as devices_module
 
     rt.settings.hot_cache_seconds = 60
     cache = DeviceCache(rt)

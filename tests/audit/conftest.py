@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from sqlalchemy import insert, select
 
-from iotsec.app import tokens
+from iotsec.app.access import api_tokens as tokens
 from iotsec.app.audit import run_audit
-from iotsec.app.certs import CertificateRecord, issue_from_csr
-from iotsec.app.devices import NewDevice, add_device
 from iotsec.app.events import Event
+from iotsec.app.identity.devices import NewDevice, add_device
+from iotsec.app.pki.certs import CertificateRecord, issue_from_csr
 from iotsec.app.runtime import Runtime
 from iotsec.audit.model import AuditResult
 from iotsec.audit.snapshot import AuditOptions

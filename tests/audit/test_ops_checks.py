@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from iotsec.app import devices, ota, tokens
-from iotsec.app.policy import apply_policy
+from iotsec.app.access import api_tokens as tokens
+from iotsec.app.access.policy import apply_policy
+from iotsec.app.identity import devices
+from iotsec.app.ota import campaigns as ota
 from iotsec.firmware.campaign import Plan
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.image_keys import FirmwareKeyType, generate_signer

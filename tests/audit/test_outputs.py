@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from iotsec.api.app import create_app
+from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.audit import run_audit
 from iotsec.app.events import list_events
 from iotsec.app.runtime import Runtime
 from iotsec.app.setup import InitResult
-from iotsec.app.tokens import Scope, issue_token
 from iotsec.audit import report
 from iotsec.audit.model import AuditResult
 from iotsec.cli.main import main
@@ -54,7 +54,7 @@ def messy(fleet: Fleet) -> AuditResult:
     issue_token(rt, "eternal", Scope.ADMIN, None)
     add(rt, "dev-short", days=5)
     now = rt.now()
-    from iotsec.app.devices import NewDevice, add_device
+    from iotsec.app.identity.devices import NewDevice, add_device
 
     add_device(rt, NewDevice.parse("dev-weak"))
     insert_certificate(rt, "dev-weak", make_key("rsa1024"), serial=0xABCDEF,

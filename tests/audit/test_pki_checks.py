@@ -8,10 +8,10 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from iotsec.app.certs import issue_from_csr, renew, revoke
-from iotsec.app.device_tokens import register_key
-from iotsec.app.devices import NewDevice, add_device
 from iotsec.app.events import Event
+from iotsec.app.identity.device_tokens import register_key
+from iotsec.app.identity.devices import NewDevice, add_device
+from iotsec.app.pki.certs import issue_from_csr, renew, revoke
 from iotsec.pki.crl import RevocationReason
 from iotsec.store import models as m
 from iotsec.store.db import transaction

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from iotsec.app.certs import issue_with_keygen
-from iotsec.app.devices import NewDevice, add_device
+from iotsec.app.identity.devices import NewDevice, add_device
+from iotsec.app.pki.certs import issue_with_keygen
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 

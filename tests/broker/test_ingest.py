@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iotsec.app.broker_events import ingest_log
-from iotsec.app.devices import NewDevice, add_device
+from iotsec.app.broker.events import ingest_log
 from iotsec.app.events import list_events
-from iotsec.app.lifecycle import change_state
+from iotsec.app.identity.devices import NewDevice, add_device
+from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import DeviceState
 

@@ -19,10 +19,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import update
 
-from iotsec.app import broker as service
-from iotsec.app.certs import revoke
+from iotsec.app.broker import mosquitto as service
 from iotsec.app.events import list_events
-from iotsec.app.lifecycle import change_state
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki.certs import revoke
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.broker import control
 from iotsec.broker.mosquitto import Layout
@@ -322,7 +322,7 @@ def test_plain_localhost_listener_is_loopback_only_and_not_anonymous(
 
 
 def test_broker_log_becomes_security_events(setup: Setup) -> None:
-    from iotsec.app.broker_events import ingest_log
+    from iotsec.app.broker.events import ingest_log
 
     alice = setup.client(_creds(setup, "alice"))
     alice.connect()
@@ -361,7 +361,8 @@ def test_user_blocks_and_patterns_on_the_real_broker(
     """Mosquitto checks a user's own block before the pattern lines: the compiled ACL
     repeats every deny in each block, so a role's grant never beats another role's deny."""
     from iotsec.access.policy import Role, Rule
-    from iotsec.app.access import add_role, policy_changed, write_role
+    from iotsec.app.access.roles import add_role, write_role
+    from iotsec.app.identity.bindings import policy_changed
 
     with transaction(brt.engine) as conn:  # the default role every device gets
         write_role(conn, Role.build("device", [
@@ -444,7 +445,7 @@ def test_sdk_renews_its_certificate_through_the_api_and_reconnects(setup: Setup)
     import json as jsonlib
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from iotsec.app.certs import renew
+    from iotsec.app.pki.certs import renew
 
     rt = setup.rt
     seen: list[str] = []

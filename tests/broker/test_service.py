@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from iotsec.app import broker as service
-from iotsec.app.certs import issue_with_keygen, revoke
-from iotsec.app.devices import NewDevice, add_device
-from iotsec.app.lifecycle import change_state
+from iotsec.app.broker import mosquitto as service
+from iotsec.app.identity.devices import NewDevice, add_device
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki.certs import issue_with_keygen, revoke
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from iotsec.app.access.api_tokens import authenticate
 from iotsec.app.runtime import open_runtime
-from iotsec.app.tokens import authenticate
 from iotsec.config import Settings
 from tests.cli.support import TOKEN, Cli
 

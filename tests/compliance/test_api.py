@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from iotsec.api.app import create_app
+from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.runtime import Runtime
 from iotsec.app.setup import InitResult
-from iotsec.app.tokens import Scope, issue_token
 from iotsec.compliance.report import compliance_report_schema
 from tests.api.support import assert_problem
 

@@ -9,10 +9,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from iotsec.app import certs, compliance, devices
-from iotsec.app.compliance import AttestationRequest
+from iotsec.app.access.api_tokens import Scope, issue_token
+from iotsec.app.compliance import reports as compliance
+from iotsec.app.compliance.reports import AttestationRequest
 from iotsec.app.events import list_events
-from iotsec.app.tokens import Scope, issue_token
+from iotsec.app.identity import devices
+from iotsec.app.pki import certs
 from iotsec.compliance.catalog import Status
 from iotsec.errors import (
     AttestationError,
@@ -145,7 +147,7 @@ def test_the_report_is_recorded_as_an_event(rt):
 
 
 def test_facts_come_from_the_state(rt):
-    from iotsec.app.compliance_facts import gather_facts
+    from iotsec.app.compliance.facts import gather_facts
 
     facts = gather_facts(rt)
     assert facts["identity.private-ca"].ok is True
@@ -156,7 +158,7 @@ def test_facts_come_from_the_state(rt):
     devices.add_device(rt, devices.NewDevice.parse("lonely"))
     devices.add_device(rt, devices.NewDevice.parse("ok"))
     certs.issue_from_csr(rt, "ok", make_csr())
-    from iotsec.app.lifecycle import change_state
+    from iotsec.app.identity.lifecycle import change_state
     from iotsec.identity.registry import DeviceState
 
     change_state(rt, "lonely", DeviceState.ACTIVE)
@@ -165,7 +167,7 @@ def test_facts_come_from_the_state(rt):
 
 
 def test_a_key_file_readable_by_others_fails_custody(rt):
-    from iotsec.app.compliance_facts import gather_facts
+    from iotsec.app.compliance.facts import gather_facts
 
     if rt.settings.keystore != "file":
         pytest.skip("file keystore only")

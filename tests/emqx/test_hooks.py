@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 
 from iotsec.access.policy import Role, Rule
 from iotsec.api.app import create_app
-from iotsec.app.access import add_role
-from iotsec.app.certs import get_certificate, revoke
-from iotsec.app.emqx import EmqxSettings
+from iotsec.app.access.api_tokens import Scope, issue_token
+from iotsec.app.access.roles import add_role
+from iotsec.app.broker.emqx import SETTINGS, EmqxSettings
 from iotsec.app.events import list_events
-from iotsec.app.lifecycle import change_state
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki.certs import get_certificate, revoke
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Scope, issue_token
 from iotsec.identity.registry import DeviceState
 from tests.emqx.conftest import authz
 from tests.emqx.emqx_model import evaluate
@@ -126,7 +126,7 @@ def test_expire_at_is_bounded(rt: Runtime, emqx: TestClient, enroll) -> None:  #
     dev = enroll("dev-1")
     now = int(rt.now().timestamp())
     assert _authn(emqx, dev.authn_body())["expire_at"] == now + 300
-    rt.cache["emqx-settings"] = EmqxSettings(authn_ttl=86_400)
+    rt.put(SETTINGS, EmqxSettings(authn_ttl=86_400))
     short = enroll("dev-2", days=1)
     expire = _authn(emqx, short.authn_body())["expire_at"]
     assert isinstance(expire, int) and now < expire <= now + 86_400
@@ -135,7 +135,7 @@ def test_expire_at_is_bounded(rt: Runtime, emqx: TestClient, enroll) -> None:  #
 
 def test_without_cert_pem_when_allowed_any_current_certificate_counts(
         rt: Runtime, emqx: TestClient, enroll) -> None:  # type: ignore[no-untyped-def]
-    rt.cache["emqx-settings"] = EmqxSettings(require_cert_pem=False)
+    rt.put(SETTINGS, EmqxSettings(require_cert_pem=False))
     dev = enroll("dev-1")
     body = dev.authn_body()
     del body["cert_pem"]

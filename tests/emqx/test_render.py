@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from iotsec.api.app import create_app
-from iotsec.app.emqx_render import EmqxRenderOptions, render
+from iotsec.app.access.api_tokens import Scope, issue_token, list_tokens
+from iotsec.app.broker.emqx_render import EmqxRenderOptions, render
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Scope, issue_token, list_tokens
 from iotsec.cli import broker
 from iotsec.errors import BrokerConfigError
 

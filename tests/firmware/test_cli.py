@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from iotsec.app import firmware as service
+from iotsec.app.ota import firmware as service
 from iotsec.firmware import TrustedKey
 from tests.cli.support import Cli
 from tests.firmware.support import PASSPHRASE

@@ -224,8 +224,8 @@ def test_a_tls_server_loads_the_stores_scrypt_key_through_openssl(tmp_path: Path
     """The reason for the written cost: ``iotsec serve`` hands the key file to OpenSSL."""
     import ssl
 
+    from iotsec.app.pki.server_tls import ensure_server_tls
     from iotsec.app.runtime import open_runtime
-    from iotsec.app.server import ensure_server_tls
     from iotsec.app.setup import init_home
     from iotsec.config import Settings
 

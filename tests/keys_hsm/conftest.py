@@ -21,7 +21,7 @@ import pytest
 
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
-from iotsec.custody.pkcs11 import Pkcs11Config, Pkcs11Token, connect
+from iotsec.custody.pkcs11_token import Pkcs11Config, Pkcs11Token, connect
 from tests.conftest import UNDER_CI, FakeClock
 
 MODULE_CANDIDATES = ("/usr/lib/softhsm/libsofthsm2.so",

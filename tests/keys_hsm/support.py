@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from iotsec.app import device_tokens, devices
-from iotsec.app.keys import open_device_secret
+from iotsec.app.custody.keys import open_device_secret
+from iotsec.app.identity import device_tokens, devices
 from iotsec.app.runtime import Runtime
 from iotsec.store import models as m
 from iotsec.timeutil import ts

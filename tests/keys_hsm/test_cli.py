@@ -59,7 +59,7 @@ def run(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[byt
 
 def _seal_one(home: Path) -> None:
     """A device with an HS256 secret (an envelope under the active KEK)."""
-    from iotsec.app import device_tokens, devices
+    from iotsec.app.identity import device_tokens, devices
     from iotsec.app.runtime import open_runtime
 
     rt = open_runtime(Settings(home=home))

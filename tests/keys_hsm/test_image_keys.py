@@ -16,13 +16,14 @@ import pytest
 from pkcs11 import Attribute, ObjectClass
 from sqlalchemy import select
 
-from iotsec.app import devices
+from iotsec.app.identity import devices
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.cli import main as cli_main
 from iotsec.config import Settings
-from iotsec.custody.pkcs11 import Pkcs11KeyStore, Pkcs11Token, connect
+from iotsec.custody.pkcs11 import Pkcs11KeyStore
 from iotsec.custody.pkcs11_kek import Pkcs11KekStore
+from iotsec.custody.pkcs11_token import Pkcs11Token, connect
 from iotsec.errors import (
     KeyTypeMismatchError,
     Pkcs11KeyNotFoundError,

@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
-from iotsec.app import device_tokens
-from iotsec.app import kek_rotation as rotation
-from iotsec.app.keys import (
+from iotsec.app.custody import kek_rotation as rotation
+from iotsec.app.custody.keys import (
     DEVICE_SECRETS,
     device_secret_record_id,
     open_device_secret,
 )
+from iotsec.app.identity import device_tokens
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     ConflictError,

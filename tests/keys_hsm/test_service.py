@@ -8,9 +8,9 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from iotsec.app import device_tokens
-from iotsec.app import kek_rotation as rotation
-from iotsec.app import keys as service
+from iotsec.app.custody import kek_rotation as rotation
+from iotsec.app.custody import keys as service
+from iotsec.app.identity import device_tokens
 from iotsec.app.runtime import Runtime
 from iotsec.config import Settings
 from iotsec.custody import home

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iotsec.app import ota_repo
+from iotsec.app.ota import repo as ota_repo
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings

@@ -22,7 +22,7 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from securesystemslib.signer._crypto_signer import CryptoSigner
 
-from iotsec.app.ota_repo import KeyFile
+from iotsec.app.ota.repo import KeyFile
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.image_keys import ImageSigner
 from iotsec.firmware.sign import SignOptions, sign_image

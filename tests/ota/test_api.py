@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from iotsec.api.app import create_app
-from iotsec.app import device_tokens, devices
+from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.events import list_events
+from iotsec.app.identity import device_tokens, devices
 from iotsec.app.runtime import Runtime
 from iotsec.app.setup import InitResult
-from iotsec.app.tokens import Scope, issue_token
 from tests.api.support import assert_problem
 from tests.ota.conftest import make_repo, publish
 from tests.tokens.support import claims_for, p256, public_pem, sign

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from iotsec.app import devices, ota
 from iotsec.app.events import list_events
+from iotsec.app.identity import devices
+from iotsec.app.ota import campaigns as ota
 from iotsec.errors import (
     CampaignError,
     CampaignStateError,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from iotsec.app import devices, ota
+from iotsec.app.identity import devices
+from iotsec.app.ota import campaigns as ota
 from iotsec.app.runtime import Runtime
 from iotsec.errors import DeviceRollbackError, IotsecError
 from iotsec.firmware.campaign import CampaignState, Plan

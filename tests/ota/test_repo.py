@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iotsec.app import ota_repo
+from iotsec.app.ota import repo as ota_repo
 from iotsec.errors import (
     ConflictError,
     InputTooLargeError,

@@ -13,7 +13,7 @@ from securesystemslib.signer._crypto_signer import CryptoSigner
 from tuf.api._payload import Targets
 from tuf.api.metadata import Metadata
 
-from iotsec.app import ota_repo
+from iotsec.app.ota import repo as ota_repo
 from iotsec.errors import (
     HardwareMismatchError,
     OtaEndlessDataError,

@@ -54,13 +54,13 @@ def test_refused_decryption_is_recorded_and_leaves_no_file(rt: Runtime, tmp_path
 
 
 def test_opening_a_device_secret_is_a_recorded_key_use(rt: Runtime) -> None:
-    from iotsec.app import device_tokens
-    from iotsec.app.devices import NewDevice, add_device
+    from iotsec.app.identity import device_tokens
+    from iotsec.app.identity.devices import NewDevice, add_device
 
     add_device(rt, NewDevice(id="legacy-1"))
     kid, secret = device_tokens.create_secret(rt, "legacy-1")
     before = len(list_events(rt.engine, kind="key.use", limit=100))
-    from iotsec.app.keys import open_device_secret
+    from iotsec.app.custody.keys import open_device_secret
     from iotsec.store import models as m
     from iotsec.store.db import reading
 

@@ -7,7 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, insert, select, text
 
-from iotsec.app import certs, devices
+from iotsec.app.identity import devices
+from iotsec.app.pki import certs
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, transaction

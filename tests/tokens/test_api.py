@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from iotsec.api import device_tokens, problems
-from iotsec.app import devices
+from iotsec.app.identity import devices
 from iotsec.app.runtime import Runtime
 from iotsec.app.setup import InitResult
 from iotsec.timeutil import ts

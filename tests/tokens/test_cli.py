@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from iotsec.app import devices
+from iotsec.app.identity import devices
 from iotsec.app.runtime import open_runtime
 from iotsec.app.setup import init_home
 from iotsec.cli.device_tokens import app

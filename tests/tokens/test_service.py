@@ -15,9 +15,10 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
-from iotsec.app import certs, devices
-from iotsec.app import device_tokens as svc
-from iotsec.app.lifecycle import change_state
+from iotsec.app.identity import device_tokens as svc
+from iotsec.app.identity import devices
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki import certs
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from iotsec.errors import (

@@ -14,10 +14,12 @@ from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.access.engine import Decision
 from iotsec.access.policy import Role, Rule
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
-from iotsec.app import access, policy
+from iotsec.app.access import decisions as access
+from iotsec.app.access import policy
+from iotsec.app.access import roles as role_service
+from iotsec.app.access.api_tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
 from iotsec.app.events import list_events
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
 from iotsec.errors import InputTooLargeError
 from iotsec.timeutil import parse_duration
 
@@ -112,7 +114,7 @@ class EventOut(BaseModel):
     detail: dict[str, Any]
 
 
-def _role_out(info: access.RoleInfo) -> RoleOut:
+def _role_out(info: role_service.RoleInfo) -> RoleOut:
     return RoleOut(name=info.role.name, description=info.role.description,
                    rules=[RuleIO(effect=r.effect.value, action=r.action, resource=r.resource)
                           for r in info.role.rules],
@@ -145,30 +147,30 @@ def decision_out(d: Decision) -> dict[str, Any]:
 
 @router.get("/roles")
 def roles(rt: RuntimeDep, _: AuditorDep) -> list[RoleOut]:
-    return [_role_out(i) for i in access.list_roles(rt)]
+    return [_role_out(i) for i in role_service.list_roles(rt)]
 
 
 @router.get("/roles/{name}")
 def role(name: str, rt: RuntimeDep, _: AuditorDep) -> RoleOut:
-    return _role_out(access.get_role(rt, name))
+    return _role_out(role_service.get_role(rt, name))
 
 
 @router.post("/roles", status_code=201)
 def add_role(body: RoleIn, rt: RuntimeDep, _: AdminDep) -> RoleOut:
     new = Role.build(body.name, [Rule.parse(r.effect, r.action, r.resource) for r in body.rules],
                      body.description)
-    access.add_role(rt, new)
-    return _role_out(access.get_role(rt, new.name))
+    role_service.add_role(rt, new)
+    return _role_out(role_service.get_role(rt, new.name))
 
 
 @router.post("/groups")
 def add_group(body: GroupIn, rt: RuntimeDep, _: AdminDep) -> NamesOut:
-    return NamesOut(name=body.name, roles=access.add_group(rt, body.name, body.roles))
+    return NamesOut(name=body.name, roles=role_service.add_group(rt, body.name, body.roles))
 
 
 @router.post("/devices/{device_id}/roles")
 def assign(device_id: str, body: AssignIn, rt: RuntimeDep, _: OperatorDep) -> NamesOut:
-    return NamesOut(name=device_id, roles=access.assign_device(rt, device_id, body.roles))
+    return NamesOut(name=device_id, roles=role_service.assign_device(rt, device_id, body.roles))
 
 
 @router.get("/policy", response_class=Response,

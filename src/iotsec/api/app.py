@@ -69,7 +69,7 @@ def app_from_environment() -> FastAPI:
     """The application of one serving process among several (``iotsec serve --workers N``):
     its own runtime from the environment's settings, with buffered security events, closed
     when the process stops."""
-    from iotsec.app.access import warm_up
+    from iotsec.app.access.decisions import warm_up
     from iotsec.app.events import EventSink
     from iotsec.app.runtime import open_runtime
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.api.deps import AdminDep, AuditorDep, RuntimeDep
-from iotsec.app import compliance as service
+from iotsec.app.compliance import reports as service
 from iotsec.compliance.evidence import MAX_NOTE, Attestation
 from iotsec.compliance.report import compliance_json
 

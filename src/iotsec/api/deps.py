@@ -12,8 +12,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from iotsec.app.access.api_tokens import Principal, Scope, authenticate
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Principal, Scope, authenticate
 
 
 async def get_runtime(request: Request) -> Runtime:

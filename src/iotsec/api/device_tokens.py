@@ -11,8 +11,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
-from iotsec.app import device_tokens as service
-from iotsec.app.device_tokens import DeviceKeyRecord
+from iotsec.app.identity import device_tokens as service
+from iotsec.app.identity.device_tokens import DeviceKeyRecord
 from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES
 from iotsec.timeutil import from_ts
 

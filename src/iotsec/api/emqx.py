@@ -18,8 +18,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from iotsec.api.deps import AuditorDep, RuntimeDep, require
-from iotsec.app import emqx as service
-from iotsec.app.tokens import Principal, Scope
+from iotsec.app.access.api_tokens import Principal, Scope
+from iotsec.app.broker import emqx as service
 from iotsec.broker.emqx import MAX_REQUEST_BYTES
 
 router = APIRouter(prefix="/v1/emqx", tags=["emqx"])

@@ -5,8 +5,8 @@ EMQX asks for an authorization on every publish and subscription its cache and t
 not decide, so this hook is as hot as ``POST /v1/authz/check`` and gets the same
 treatment (see :mod:`iotsec.api.fastpath`): this ASGI layer answers a request that carries
 a bearer token and a body within the limit itself, with the very functions the route uses
-(:func:`~iotsec.app.tokens.authenticate` for the ``broker`` scope,
-:func:`~iotsec.app.emqx.authorize_from_memory` / :func:`~iotsec.app.emqx.authorize`,
+(:func:`~iotsec.app.access.api_tokens.authenticate` for the ``broker`` scope,
+:func:`~iotsec.app.broker.emqx.authorize_from_memory` / :func:`~iotsec.app.broker.emqx.authorize`,
 :func:`~iotsec.api.problems.for_error`). Anything else (another path or method, no bearer
 token, a body over the limit) goes to the application unchanged, which answers it as it
 would without this layer. A test checks that both give the same answers.
@@ -19,8 +19,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from iotsec.api.fastpath import BearerFastPath
-from iotsec.app import emqx as service
-from iotsec.app.tokens import Scope as TokenScope
+from iotsec.app.access.api_tokens import Scope as TokenScope
+from iotsec.app.broker import emqx as service
 from iotsec.broker.emqx import MAX_REQUEST_BYTES
 
 PATH = "/v1/emqx/authz"

@@ -4,7 +4,7 @@ Brokers and gateways ask for decisions at high rates, and a decision itself is a
 microseconds (a compiled policy and cached registry entries); the framework's routing,
 dependency injection and model validation cost many times that. This ASGI layer answers
 the *well-formed* decision request itself, with the very same functions the route uses
-(:func:`~iotsec.app.tokens.authenticate`, :func:`~iotsec.api.access_routes.decide`,
+(:func:`~iotsec.app.access.api_tokens.authenticate`, :func:`~iotsec.api.access_routes.decide`,
 :func:`~iotsec.api.access_routes.decision_out`, :func:`~iotsec.api.problems.for_error`).
 Anything it does not fully understand — another path or method, a body that is not a JSON
 object of exactly the documented string fields within their limits, a missing or non-bearer
@@ -24,9 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iotsec.api.access_routes import AuthzIn, decide, decision_out
 from iotsec.api.problems import for_error
+from iotsec.app.access.api_tokens import Scope as TokenScope
+from iotsec.app.access.api_tokens import authenticate
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Scope as TokenScope
-from iotsec.app.tokens import authenticate
 from iotsec.errors import IotsecError
 
 PATH = "/v1/authz/check"

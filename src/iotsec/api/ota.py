@@ -18,10 +18,12 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.api.deps import AuditorDep, OperatorDep, RuntimeDep
-from iotsec.app import device_tokens, ota, ota_repo
+from iotsec.app.access.api_tokens import Principal
 from iotsec.app.events import Event
-from iotsec.app.ota import CampaignDevice, CampaignInfo, ReleaseInfo
-from iotsec.app.tokens import Principal
+from iotsec.app.identity import device_tokens
+from iotsec.app.ota import campaigns as ota
+from iotsec.app.ota import repo as ota_repo
+from iotsec.app.ota.campaigns import CampaignDevice, CampaignInfo, ReleaseInfo
 from iotsec.errors import TokenMalformedError
 from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan, WaveCounts
 from iotsec.firmware.image import ImageVersion

@@ -21,9 +21,10 @@ from iotsec.api.schemas import (
     RevokedOut,
     RevokeIn,
 )
-from iotsec.app import certs, devices
-from iotsec.app.crl import current_crl
-from iotsec.app.lifecycle import change_state
+from iotsec.app.identity import devices
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki import certs
+from iotsec.app.pki.crl import current_crl
 from iotsec.errors import InvalidInputError
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason

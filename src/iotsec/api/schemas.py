@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iotsec.app.certs import CertificateRecord
+from iotsec.app.pki.certs import CertificateRecord
 from iotsec.identity.registry import Device
 
 

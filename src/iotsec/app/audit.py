@@ -21,8 +21,8 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy import Connection, and_, func, or_, select
 
+from iotsec.app.access.policy import lint_policy
 from iotsec.app.events import Event
-from iotsec.app.policy import lint_policy
 from iotsec.app.runtime import Runtime
 from iotsec.audit.brokerconf import MAX_CONF_BYTES, MAX_CRL_BYTES, parse_conf, parse_crls
 from iotsec.audit.checks import history_needed, run_checks

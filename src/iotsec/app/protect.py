@@ -24,6 +24,7 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
+from iotsec.app.custody.keys import AuditedKeks
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
@@ -146,8 +147,6 @@ def decrypt_file(rt: Runtime, source: str, target: str) -> atrest.StreamInfo:
         raise InvalidInputError("decrypted output goes to a file, not to standard output",
                                 hint="a stream is only known to be complete at its end; give "
                                 "OUT as a file name")
-    from iotsec.app.keys import AuditedKeks
-
     store = AuditedKeks(rt)
     try:
         with _source(source) as src, _atomic_output(target) as dst:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, select
 
@@ -28,6 +28,20 @@ from iotsec.store.migrate import is_current
 T = TypeVar("T")
 
 
+class Slot(Generic[T]):
+    """A per-process value of type ``T`` that a :class:`Runtime` keeps for one module (the
+    compiled policy, a throttle...). A slot is its own key, so values are typed and two
+    modules can never collide on a name; ``name`` is for reading only."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name!r})"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -39,8 +53,11 @@ class Runtime:
     keys: KeyStore
     clock: Callable[[], datetime] = utcnow
     _authorities: dict[str, tuple[int, Authority]] = field(default_factory=dict)
-    #: Per-process caches of derived state (e.g. the compiled policy, keyed by version).
-    cache: dict[str, object] = field(default_factory=dict)
+    #: Per-process derived state, one typed :class:`Slot` per kind (see :meth:`get`).
+    _slots: dict[Slot[Any], Any] = field(default_factory=dict)
+    #: Moves on every registry or policy change this process makes (see
+    #: :meth:`registry_changed`), so per-process views of the registry know they are stale.
+    registry_generation: int = 0
     events: EventSink = field(init=False)
     #: The token connection and the unlocked KEKs of this process.
     custody: HomeCustody = field(init=False)
@@ -53,6 +70,28 @@ class Runtime:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def get(self, slot: Slot[T]) -> T | None:
+        """The value this process keeps in ``slot``, if any."""
+        value: T | None = self._slots.get(slot)
+        return value
+
+    def put(self, slot: Slot[T], value: T) -> T:
+        """Keep ``value`` in ``slot`` (replacing what was there) and return it."""
+        self._slots[slot] = value
+        return value
+
+    def get_or_put(self, slot: Slot[T], make: Callable[[], T]) -> T:
+        """The value in ``slot``, made with ``make()`` the first time."""
+        value: T | None = self._slots.get(slot)
+        if value is None:
+            value = self._slots[slot] = make()
+        return value
+
+    def registry_changed(self) -> None:
+        """This process changed devices, roles or bindings: views of the registry it keeps
+        are stale (other serving processes learn within ``hot_cache_seconds``)."""
+        self.registry_generation += 1
 
     def authority(self, role: str) -> Authority:
         """The active CA of ``role`` ('root' or 'issuing'), loaded once per process."""

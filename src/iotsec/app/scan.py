@@ -28,7 +28,7 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy import select
 
-from iotsec.app.devices import list_devices
+from iotsec.app.identity.devices import list_devices
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InputTooLargeError, NotFoundError, ScanTargetError, ScanToolError
 from iotsec.identity.registry import DeviceState

@@ -9,9 +9,9 @@ from datetime import datetime
 from sqlalchemy import func, insert, select
 
 from iotsec.access.policy import default_device_role
-from iotsec.app.access import write_role
+from iotsec.app.access.api_tokens import Scope, create_token
+from iotsec.app.access.roles import write_role
 from iotsec.app.runtime import Runtime, utcnow
-from iotsec.app.tokens import Scope, create_token
 from iotsec.config import Settings
 from iotsec.custody.home import open_key_store, remember_keystore
 from iotsec.errors import ConflictError

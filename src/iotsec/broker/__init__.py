@@ -8,5 +8,6 @@
 - :mod:`iotsec.broker.client` is the device SDK, exposed as :mod:`iotsec.device`.
 
 The pure modules (acl, mosquitto, logs) take objects and return text or objects; the
-service layer (:mod:`iotsec.app.broker`) reads the store, writes files and drives the broker.
+service layer (:mod:`iotsec.app.broker.mosquitto`) reads the store, writes files and
+drives the broker.
 """

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 import typer
 
 from iotsec.access.policy import Role, parse_rule_spec
-from iotsec.app import access as service
-from iotsec.app.access import RoleInfo
+from iotsec.app.access import decisions as service
+from iotsec.app.access import roles as role_service
+from iotsec.app.access.roles import RoleInfo
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, table
 
@@ -43,8 +44,8 @@ def role_add(
     rules += [parse_rule_spec("allow", s) for s in allow or []]
     role = Role.build(name, rules, description)
     with runtime() as rt:
-        service.add_role(rt, role)
-        info = service.get_role(rt, role.name)
+        role_service.add_role(rt, role)
+        info = role_service.get_role(rt, role.name)
     if as_json:
         emit_json(role_json(info))
     else:
@@ -55,7 +56,7 @@ def role_add(
 def role_list(as_json: JsonOpt = False) -> None:
     """List roles with their rules and who holds them."""
     with runtime() as rt:
-        infos = service.list_roles(rt)
+        infos = role_service.list_roles(rt)
     if as_json:
         emit_json([role_json(i) for i in infos])
         return
@@ -69,7 +70,7 @@ def role_show(name: Annotated[str, typer.Argument(metavar="NAME")], as_json: Jso
               ) -> None:
     """Show one role."""
     with runtime() as rt:
-        info = service.get_role(rt, name)
+        info = role_service.get_role(rt, name)
     if as_json:
         emit_json(role_json(info))
         return
@@ -87,7 +88,7 @@ def group_add(
 ) -> None:
     """Create a group (or use an existing one) and bind roles its members inherit."""
     with runtime() as rt:
-        roles = service.add_group(rt, name, role or [])
+        roles = role_service.add_group(rt, name, role or [])
     if as_json:
         emit_json({"group": name, "roles": roles})
     else:

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from iotsec.app import broker as service
-from iotsec.app.broker_events import ingest_log
-from iotsec.app.emqx_render import EmqxRenderOptions
-from iotsec.app.emqx_render import render as render_emqx
+from iotsec.app.broker import mosquitto as service
+from iotsec.app.broker.emqx_render import EmqxRenderOptions
+from iotsec.app.broker.emqx_render import render as render_emqx
+from iotsec.app.broker.events import ingest_log
 from iotsec.broker.mosquitto import Layout
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from iotsec.app.certs import chain_pem
+from iotsec.app.pki.certs import chain_pem
 from iotsec.cli.context import runtime
 from iotsec.cli.output import write_output
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from iotsec.app import certs as service
-from iotsec.app.certs import CertificateRecord
+from iotsec.app.pki import certs as service
+from iotsec.app.pki.certs import CertificateRecord
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
 from iotsec.errors import InvalidInputError

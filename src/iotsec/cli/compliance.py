@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from iotsec.app import compliance as service
+from iotsec.app.compliance import reports as service
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when
 from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from iotsec.app.crl import current_crl
+from iotsec.app.pki.crl import current_crl
 from iotsec.cli.context import runtime
 from iotsec.cli.output import write_output
 from iotsec.errors import InvalidInputError

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from iotsec.app import device_tokens as service
-from iotsec.app.device_tokens import DeviceKeyRecord
+from iotsec.app.identity import device_tokens as service
+from iotsec.app.identity.device_tokens import DeviceKeyRecord
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when
 from iotsec.errors import TokenError

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from iotsec.app import certs as cert_service
-from iotsec.app import devices as service
-from iotsec.app.access import assign_device
-from iotsec.app.lifecycle import change_state
+from iotsec.app.access.roles import assign_device
+from iotsec.app.identity import devices as service
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki import certs as cert_service
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, read_input, table, when
 from iotsec.errors import InvalidInputError, IotsecError

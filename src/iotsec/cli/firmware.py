@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from iotsec.app import firmware as service
+from iotsec.app.ota import firmware as service
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, table
 from iotsec.errors import FirmwareKeyError, InvalidInputError, IotsecError

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from iotsec.app import kek_rotation as rotation
-from iotsec.app import keys as service
+from iotsec.app.custody import kek_rotation as rotation
+from iotsec.app.custody import keys as service
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, table, write_output
 from iotsec.custody.keks import Backend

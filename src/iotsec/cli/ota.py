@@ -18,9 +18,10 @@ from typing import Annotated, Any
 
 import typer
 
-from iotsec.app import firmware as firmware_service
-from iotsec.app import ota, ota_repo
-from iotsec.app.ota import CampaignInfo
+from iotsec.app.ota import campaigns as ota
+from iotsec.app.ota import firmware as firmware_service
+from iotsec.app.ota import repo as ota_repo
+from iotsec.app.ota.campaigns import CampaignInfo
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, read_input, table, when, write_output
 from iotsec.errors import FirmwareKeyError

@@ -8,7 +8,7 @@ import typer
 
 from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.access.lint import Severity
-from iotsec.app import policy as service
+from iotsec.app.access import policy as service
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, read_input, table, write_output
 

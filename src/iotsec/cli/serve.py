@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from iotsec.app.access import warm_up
+from iotsec.app.access.decisions import warm_up
 from iotsec.app.events import EventSink
-from iotsec.app.server import ensure_server_tls
+from iotsec.app.pki.server_tls import ensure_server_tls
 from iotsec.cli.context import runtime
 from iotsec.cli.output import err_console
 from iotsec.errors import InvalidInputError
@@ -59,14 +59,14 @@ def serve(
         stop = threading.Event()
         if rt.settings.campaign_tick_seconds > 0:
             # Update campaigns advance and time out devices without an outside scheduler.
-            from iotsec.app.ota import tick_loop
+            from iotsec.app.ota.campaigns import tick_loop
 
             threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
                              daemon=True).start()
         if rt.settings.broker_dir is not None:
             # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
             # every device out).
-            from iotsec.app.broker import refresh_loop
+            from iotsec.app.broker.mosquitto import refresh_loop
 
             threading.Thread(target=refresh_loop, args=(rt, rt.settings.broker_dir, stop),
                              name="iotsec-broker-sync", daemon=True).start()

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
+from iotsec.app.access.api_tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
 from iotsec.app.events import list_events
-from iotsec.app.tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, err_console, table, when
 from iotsec.timeutil import parse_duration

@@ -65,7 +65,7 @@ AUDIT_RULE_IDS: frozenset[str] = frozenset({
 })
 
 #: Facts iotsec establishes about its own configuration and state (see
-#: ``iotsec.app.compliance.gather_facts`` for how each is decided).
+#: ``iotsec.app.compliance.reports.gather_facts`` for how each is decided).
 FACT_NAMES: frozenset[str] = frozenset({
     "identity.private-ca", "identity.device-credentials", "auth.no-default-passwords",
     "auth.brute-force-limit", "api.tls", "keys.custody", "data.at-rest",

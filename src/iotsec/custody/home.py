@@ -30,8 +30,8 @@ from iotsec.errors import (
 from iotsec.filesystem import read_bounded, write_private_file
 
 if TYPE_CHECKING:
-    from iotsec.custody.pkcs11 import Pkcs11Config, Pkcs11Token
     from iotsec.custody.pkcs11_kek import Pkcs11KekStore
+    from iotsec.custody.pkcs11_token import Pkcs11Config, Pkcs11Token
 
 __all__ = [
     "KEK_DIR",
@@ -87,7 +87,7 @@ def pkcs11_config(settings: Settings) -> Pkcs11Config:
                              "command line)")
     try:
         # Deferred: python-pkcs11 is loaded only by homes that use a token (start-up time).
-        from iotsec.custody.pkcs11 import Pkcs11Config
+        from iotsec.custody.pkcs11_token import Pkcs11Config
     except ImportError:
         raise Pkcs11ModuleError("the Python package python-pkcs11 is not installed",
                                 hint="install iotsec with its dependencies") from None
@@ -99,7 +99,7 @@ def connect_token(settings: Settings, *, lazy: bool = False) -> Pkcs11Token:
     """Log in to the configured token (a new connection; close it when done). With
     ``lazy``, the module is loaded and the PIN presented only when a key is first used."""
     config = pkcs11_config(settings)
-    from iotsec.custody.pkcs11 import connect  # deferred: see pkcs11_config
+    from iotsec.custody.pkcs11_token import connect  # deferred: see pkcs11_config
 
     return connect(config, lazy=lazy)
 

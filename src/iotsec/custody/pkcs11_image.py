@@ -26,7 +26,7 @@ from pkcs11 import MGF, Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
-from iotsec.custody.pkcs11 import PRIVATE_TEMPLATE, Pkcs11Token, ec_point, translate
+from iotsec.custody.pkcs11_token import PRIVATE_TEMPLATE, Pkcs11Token, ec_point, translate
 from iotsec.errors import (
     ConflictError,
     KeyTypeMismatchError,

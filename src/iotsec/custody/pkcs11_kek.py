@@ -18,7 +18,7 @@ from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 from pkcs11.mechanisms import GCMParams
 
-from iotsec.custody.pkcs11 import (
+from iotsec.custody.pkcs11_token import (
     HSM_KEK_PREFIX,
     RETIRED_PREFIX,
     Pkcs11Token,

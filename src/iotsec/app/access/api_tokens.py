@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from iotsec.app.events import Event
-from iotsec.app.runtime import Runtime
+from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import (
     AuthError,
     ConflictError,
@@ -36,6 +36,11 @@ from iotsec.errors import (
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
+
+#: Failed authentications per source, for the throttle.
+_THROTTLE: Slot[Throttle] = Slot("api_tokens.throttle")
+#: When each token was last recorded as used (the store is written at most once a minute).
+_LAST_USED: Slot[dict[int, int]] = Slot("api_tokens.last_used")
 
 _TOKEN = re.compile(r"iotsec_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -206,8 +211,7 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
     The reason recorded in the store is specific; the one returned to the caller is not.
     """
     where = source or "unknown"
-    throttle = rt.cache.setdefault("throttle", Throttle(limit=rt.settings.auth_failure_limit))
-    assert isinstance(throttle, Throttle)
+    throttle = rt.get_or_put(_THROTTLE, lambda: Throttle(limit=rt.settings.auth_failure_limit))
     throttle.check(where)
     now = rt.now()
     match = _TOKEN.fullmatch(token or "")
@@ -248,8 +252,7 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
     throttle.succeeded(where)
     rt.events.record_repeated(Event(now, "auth", "success", actor=principal.name, source=source,
                                     subject=action, detail={"scope": principal.scope.value}))
-    last_used = rt.cache.setdefault("token-last-used", {})
-    assert isinstance(last_used, dict)
+    last_used = rt.get_or_put(_LAST_USED, dict)
     previous = last_used.get(row.id, row.last_used_at)
     if previous is None or previous < ts(now) - LAST_USED_GRANULARITY:
         last_used[row.id] = ts(now)

@@ -13,8 +13,8 @@ from sqlalchemy import insert
 from tuf.api._payload import Root, Snapshot, Targets, Timestamp
 from tuf.api.metadata import Metadata
 
-from iotsec.app.ota_repo_files import Config, Repo
-from iotsec.app.ota_repo_keys import (
+from iotsec.app.ota.repo_files import Config, Repo
+from iotsec.app.ota.repo_keys import (
     online_signer,
 )
 from iotsec.app.runtime import Runtime

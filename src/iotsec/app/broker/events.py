@@ -41,8 +41,8 @@ from sqlalchemy import insert
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Identity
 from iotsec.access.topics import TopicError
-from iotsec.app.access import current_policy, identity_for
-from iotsec.app.broker_pki import CANARY_USER
+from iotsec.app.access.decisions import current_policy, identity_for
+from iotsec.app.broker.pki import CANARY_USER
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import INTERNAL_USERS

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from sqlalchemy import insert
 
-from iotsec.app.certs import certificate_row
+from iotsec.app.pki.certs import certificate_row
 from iotsec.app.runtime import Runtime
 from iotsec.custody.file_keys import FileKeyStore
 from iotsec.custody.home import read_passphrase

@@ -4,7 +4,7 @@ A device that cannot do mutual TLS signs short-lived JWTs with its own key. Its
 verification keys are the public keys registered for it (``device_keys``) and the keys of
 its valid certificates (kid = the certificate serial). Legacy devices may instead get an
 HS256 secret generated here: shown once, stored only sealed as a record envelope under the
-home's active key-encryption key (:func:`iotsec.app.keys.seal_device_secret`), and rotated
+home's active key-encryption key (:func:`iotsec.app.custody.keys.seal_device_secret`), and rotated
 with a grace period.
 
 Verification loads only the key the token names, runs the pure core
@@ -22,13 +22,13 @@ from cryptography import x509
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from iotsec.app.events import Event
-from iotsec.app.keys import (
+from iotsec.app.custody.keys import (
     DEVICE_SECRETS,
     device_secret_record_id,
     open_device_secret,
 )
-from iotsec.app.runtime import Runtime
+from iotsec.app.events import Event
+from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import (
     ConflictError,
     DeviceStateError,
@@ -61,7 +61,8 @@ SECRET_BYTES = 32
 #: How often (seconds) a verification also deletes expired replay-cache rows.
 PURGE_INTERVAL = 60
 
-_PURGED_CACHE = "device_tokens.jtis_purged_at"
+#: When this process last purged expired token ids (a timestamp).
+_PURGED_AT: Slot[int] = Slot("device_tokens.purged_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,11 +304,11 @@ def _key_by_kid(rt: Runtime, conn: Connection, device_id: str, kid: str
 
 
 def _purge_replay_cache(rt: Runtime, conn: Connection, now: int) -> None:
-    last = rt.cache.get(_PURGED_CACHE)
-    if isinstance(last, int) and 0 <= now - last < PURGE_INTERVAL:
+    last = rt.get(_PURGED_AT)
+    if last is not None and 0 <= now - last < PURGE_INTERVAL:
         return
     conn.execute(delete(m.token_jtis).where(m.token_jtis.c.expires_at < now))
-    rt.cache[_PURGED_CACHE] = now
+    rt.put(_PURGED_AT, now)
 
 
 def verify(rt: Runtime, token: str) -> VerifiedToken:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Row, func, insert, select
 
 from iotsec.app.audit import run_audit
-from iotsec.app.compliance_facts import gather_facts
+from iotsec.app.compliance.facts import gather_facts
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.compliance.catalog import Framework, Provision, Status

@@ -37,8 +37,8 @@ from securesystemslib.signer._key import Key
 from tuf.api._payload import TargetFile, Targets
 
 from iotsec.app.events import Event
-from iotsec.app.ota_repo_files import Config, Repo
-from iotsec.app.ota_repo_keys import (
+from iotsec.app.ota.repo_files import Config, Repo
+from iotsec.app.ota.repo_keys import (
     KeyFile,
     load_key_file,
     new_online_keys,
@@ -46,8 +46,8 @@ from iotsec.app.ota_repo_keys import (
     sign_metadata,
     signers_of,
 )
-from iotsec.app.ota_repo_metadata import Outcome, advance, import_one, refresh_online
-from iotsec.app.ota_repo_status import RepoStatus, RoleStatus, status
+from iotsec.app.ota.repo_metadata import Outcome, advance, import_one, refresh_online
+from iotsec.app.ota.repo_status import RepoStatus, RoleStatus, status
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     ConflictError,

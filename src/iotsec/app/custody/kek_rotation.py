@@ -7,7 +7,7 @@
    record depends on). The new KEK is then made active: from that moment every new write
    (a device secret, a file from ``iotsec data encrypt``) uses it, while reads keep working
    with the old ones.
-2. **Re-wrap**: every sealed column (:data:`~iotsec.app.keys.SEALED_COLUMNS`) is walked in
+2. **Re-wrap**: every sealed column (:data:`~iotsec.app.custody.keys.SEALED_COLUMNS`) is walked in
    key order, in batches. A record's *data key* is unwrapped and wrapped again under the
    target; the record's ciphertext is not touched (no bulk decryption). Each record is
    updated with a compare-and-set (``WHERE key = ? AND value = <what was read>``), so a row
@@ -37,8 +37,8 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, LargeBinary, bindparam, func, literal, select, update
 
+from iotsec.app.custody.keys import SEALED_COLUMNS, SealedColumn
 from iotsec.app.events import Event
-from iotsec.app.keys import SEALED_COLUMNS, SealedColumn
 from iotsec.app.runtime import Runtime
 from iotsec.custody.keks import Backend, KekCustody, backend_of
 from iotsec.errors import (

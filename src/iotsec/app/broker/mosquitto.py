@@ -42,14 +42,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from iotsec.app.broker_build import (
+from iotsec.app.broker.build import (
     ACL_HEADER,
     BrokerOptions,
     build,
     new_device_roles,
     options_of,
 )
-from iotsec.app.broker_files import (
+from iotsec.app.broker.files import (
     Owner,
     current_generation,
     default_broker_user,
@@ -61,14 +61,14 @@ from iotsec.app.broker_files import (
     write,
     write_json_private,
 )
-from iotsec.app.broker_fleet import load_fleet
-from iotsec.app.broker_pki import (
+from iotsec.app.broker.fleet import load_fleet
+from iotsec.app.broker.pki import (
     ServerNames,
     admin_password,
     client_certificate,
 )
-from iotsec.app.crl import current_crl
 from iotsec.app.events import Event
+from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
 from iotsec.broker import control
 from iotsec.broker.acl import ADMIN_USER, compile_acl

@@ -1,8 +1,8 @@
 """Building one broker generation: the options ``render`` was given (kept in
 ``private/settings.json`` for ``sync``), and the files of generation N+1 (the ACL from the
 policy and the fleet, the CRLs, the CA chain, the server certificate, the admin password and
-the manifest), written into a hidden directory for :mod:`iotsec.app.broker` to validate and
-swap in.
+the manifest), written into a hidden directory for :mod:`iotsec.app.broker.mosquitto` to
+validate and swap in.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from iotsec.access.policy import Role
-from iotsec.app.access import DEFAULT_ROLE
-from iotsec.app.broker_files import Owner, read_json, write
-from iotsec.app.broker_fleet import load_fleet
-from iotsec.app.broker_pki import ServerNames, server_certificate
-from iotsec.app.certs import chain_pem
-from iotsec.app.crl import current_crl
+from iotsec.app.broker.files import Owner, read_json, write
+from iotsec.app.broker.fleet import load_fleet
+from iotsec.app.broker.pki import ServerNames, server_certificate
+from iotsec.app.identity.bindings import DEFAULT_ROLE
+from iotsec.app.pki.certs import chain_pem
+from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, compile_acl
 from iotsec.broker.mosquitto import (

@@ -26,6 +26,7 @@ import time
 
 from sqlalchemy import select
 
+from iotsec.app.identity.devices import MAX_LIST, get_device, get_devices, list_devices
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import Device
 from iotsec.store import models as m
@@ -82,8 +83,6 @@ class DeviceCache:
             self._looking.release()
 
     def _reread(self, rt: Runtime, device_ids: list[str], started: int) -> None:
-        from iotsec.app.devices import get_devices
-
         found = get_devices(rt, device_ids)
         for device_id in device_ids:
             device = found.get(device_id)
@@ -104,8 +103,6 @@ class DeviceCache:
     def get(self, rt: Runtime, device_id: str) -> Device:
         """The entry, read from the store when it is not cached (a
         :class:`~iotsec.errors.NotFoundError` for an unknown device, which is not cached)."""
-        from iotsec.app.devices import get_device
-
         device = self.peek(rt, device_id)
         if device is None:
             read_at = ts(rt.now())
@@ -122,8 +119,6 @@ class DeviceCache:
         """Read every registered device (up to the cache's size), so that a serving process
         answers its first requests from memory; returns how many were read. Changes made
         while it reads are caught by the next look (it started before the read)."""
-        from iotsec.app.devices import MAX_LIST, list_devices
-
         read_at = ts(rt.now())
         after: str | None = None
         while len(self._entries) < MAX_ENTRIES:

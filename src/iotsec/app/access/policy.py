@@ -9,7 +9,8 @@ from sqlalchemy import Connection, delete, func, insert, select
 from iotsec.access.document import parse_document, render_document
 from iotsec.access.lint import Finding, lint
 from iotsec.access.policy import Role
-from iotsec.app.access import bump_policy_version, load_roles, policy_changed, write_role
+from iotsec.app.access.roles import load_roles, write_role
+from iotsec.app.identity.bindings import bump_policy_version, policy_changed
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
 from iotsec.store import models as m

@@ -29,10 +29,11 @@ from sqlalchemy import select
 
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Identity, Role
-from iotsec.app import access
-from iotsec.app.access import current_policy, identity_for
+from iotsec.app.access import decisions as access
+from iotsec.app.access import roles
+from iotsec.app.access.decisions import current_policy, identity_for
 from iotsec.app.events import Event
-from iotsec.app.runtime import Runtime
+from iotsec.app.runtime import Runtime, Slot
 from iotsec.broker.emqx import (
     AUTHN_DENY,
     AUTHZ_ALLOW,
@@ -48,6 +49,10 @@ from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
+
+SETTINGS: Slot[EmqxSettings] = Slot("emqx.settings")
+#: The roles by name, with the compiled policy they were read for.
+_ROLES: Slot[tuple[CompiledPolicy, Mapping[str, Role]]] = Slot("emqx.roles")
 
 log = logging.getLogger("iotsec.emqx")
 
@@ -68,12 +73,7 @@ class EmqxSettings(BaseSettings):
 
 
 def emqx_settings(rt: Runtime) -> EmqxSettings:
-    cached = rt.cache.get("emqx-settings")
-    if isinstance(cached, EmqxSettings):
-        return cached
-    settings = EmqxSettings()
-    rt.cache["emqx-settings"] = settings
-    return settings
+    return rt.get_or_put(SETTINGS, EmqxSettings)
 
 
 class _Refused(Exception):
@@ -118,14 +118,14 @@ def _presented(rt: Runtime, req: AuthnRequest, now: int) -> _Certificate:
 
 def _roles(rt: Runtime, policy: CompiledPolicy, identity: Identity) -> list[Role]:
     """The identity's roles as Role objects, in the engine's order (cached per policy)."""
-    cached = rt.cache.get("emqx-roles")
+    cached = rt.get(_ROLES)
     by_name: Mapping[str, Role]
-    if isinstance(cached, tuple) and cached[0] is policy:
+    if cached is not None and cached[0] is policy:
         by_name = cached[1]
     else:
         with reading(rt.engine) as conn:
-            by_name = {r.name: r for r in access.load_roles(conn)}
-        rt.cache["emqx-roles"] = (policy, by_name)
+            by_name = {r.name: r for r in roles.load_roles(conn)}
+        rt.put(_ROLES, (policy, by_name))
     return [by_name[n] for n in policy.roles_for(identity) if n in by_name]
 
 

@@ -13,8 +13,10 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
+from iotsec.app.ota import repo as ota_repo
 from iotsec.app.runtime import Runtime
 from iotsec.compliance.evidence import Fact
+from iotsec.errors import IotsecError
 from iotsec.scan.findings import Severity
 from iotsec.store import models as m
 from iotsec.store.db import reading
@@ -183,9 +185,6 @@ def _firmware(rt: Runtime, conn: Connection, now: datetime) -> list[Fact]:
 
 
 def _metadata_fresh(rt: Runtime, now: datetime) -> Fact:
-    from iotsec.app import ota_repo
-    from iotsec.errors import IotsecError
-
     try:
         status = ota_repo.status(rt)
     except IotsecError as exc:

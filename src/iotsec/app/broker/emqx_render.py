@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from iotsec.app.broker_files import Owner
-from iotsec.app.broker_pki import ServerNames, server_certificate
-from iotsec.app.certs import chain_pem
-from iotsec.app.crl import current_crl
+from iotsec.app.access.api_tokens import Scope, issue_token
+from iotsec.app.broker.files import Owner
+from iotsec.app.broker.pki import ServerNames, server_certificate
+from iotsec.app.pki.certs import chain_pem
+from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
-from iotsec.app.tokens import Scope, issue_token
 from iotsec.broker.emqx_conf import EmqxConfig, check_api_url, render_snippet
 from iotsec.errors import BrokerConfigError
 from iotsec.pki import x509 as enc

@@ -31,14 +31,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert
 
-from iotsec.app.certs import certificate_row, revoke
+from iotsec.app.pki.certs import certificate_row, revoke
+from iotsec.app.pki.server_tls import server_names
 from iotsec.app.runtime import Runtime
-from iotsec.app.server import server_names
 from iotsec.broker.acl import PROBE_USER
 from iotsec.errors import BrokerConfigError
 from iotsec.pki import x509 as enc
 from iotsec.pki.crl import RevocationReason
-from iotsec.pki.issue import issue_device, issue_server
+from iotsec.pki.issue import IssuedCertificate, issue_device, issue_server
 from iotsec.pki.profiles import CertProfile, check_dns_name
 from iotsec.pki.serial import format_serial
 from iotsec.store import models as m
@@ -75,8 +75,6 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _record(rt: Runtime, der: bytes, serial: int, not_before: datetime, not_after: datetime,
             cn: str, kind: str) -> None:
-    from iotsec.pki.issue import IssuedCertificate
-
     issued = IssuedCertificate(serial=serial, der=der, not_before=not_before,
                                not_after=not_after, subject_cn=cn)
     with transaction(rt.engine) as conn:

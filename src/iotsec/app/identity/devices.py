@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select, update
 
 from iotsec.access.policy import parse_role_name
-from iotsec.app.access import DEFAULT_ROLE, assign_roles, policy_changed
+from iotsec.app.identity.bindings import DEFAULT_ROLE, assign_roles, policy_changed
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import (

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import select
 
 from iotsec.access.policy import Role
-from iotsec.app.access import list_roles
+from iotsec.app.access.roles import list_roles
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import FleetDevice
 from iotsec.identity.registry import DeviceState

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tuf.api._payload import Root
 
-from iotsec.app.ota_repo_files import Repo
+from iotsec.app.ota.repo_files import Repo
 from iotsec.app.runtime import Runtime
 from iotsec.firmware import tufmeta as t
 

@@ -126,8 +126,10 @@ def generate_custody_key(rt: Runtime, label: str, key_type: FirmwareKeyType, *,
                          public_out: Path | None = None) -> TrustedKey:
     """Generate a firmware signing key in the home's key custody (inside the token with
     ``IOTSEC_KEYSTORE=pkcs11``: non-extractable); optionally write its public key."""
+    # Deferred, like Runtime above: signing and verifying files ('iotsec firmware sign
+    # --key FILE', 'verify') must not pay for loading the store and custody services.
+    from iotsec.app.custody.keys import signing_store
     from iotsec.app.events import Event
-    from iotsec.app.keys import signing_store
 
     _refuse_existing(public_out)
     signer = signing_store(rt).generate_image_key(label, key_type)
@@ -144,7 +146,7 @@ def generate_custody_key(rt: Runtime, label: str, key_type: FirmwareKeyType, *,
 def custody_signer(rt: Runtime, label: str) -> ImageSigner:
     """The firmware signing key ``label`` in custody; each signature is a ``key.use``
     event. A CA key or a key-encryption key under that label is refused."""
-    from iotsec.app.keys import signing_store
+    from iotsec.app.custody.keys import signing_store  # deferred: see generate_custody_key
 
     return signing_store(rt).load_image_key(label)
 

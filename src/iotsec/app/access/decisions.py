@@ -1,0 +1,182 @@
+"""Access decisions: the compiled policy of the store's current version, the registry
+entries decisions need (cached per serving process and kept fresh from a background thread),
+and ``check``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+
+from sqlalchemy import Connection, select
+
+from iotsec.access.engine import CompiledPolicy, Decision
+from iotsec.access.policy import Identity
+from iotsec.app.access.roles import load_roles
+from iotsec.app.identity.devices import get_device
+from iotsec.app.identity.registry_cache import DeviceCache
+from iotsec.app.runtime import Runtime, Slot
+from iotsec.identity.registry import Device, DeviceState
+from iotsec.pki.serial import format_serial, parse_serial
+from iotsec.store import models as m
+from iotsec.store.db import reading
+
+log = logging.getLogger(__name__)
+#: The compiled policy and the version it was compiled from.
+_POLICY: Slot[tuple[int, CompiledPolicy]] = Slot("access.policy")
+#: The registry entries decisions read, with the runtime's registry generation they hold.
+_DEVICES: Slot[tuple[int, DeviceCache]] = Slot("access.devices")
+#: Set when the background refresher runs; stops it.
+_REFRESHER: Slot[threading.Event] = Slot("access.refresher")
+#: One policy compilation at a time in a process.
+_COMPILING = threading.Lock()
+
+
+def _load_policy(conn: Connection) -> CompiledPolicy:
+    device_roles: dict[str, list[str]] = {}
+    for d, r in conn.execute(select(m.device_roles.c.device_id, m.device_roles.c.role_name)
+                             .order_by(m.device_roles.c.device_id, m.device_roles.c.role_name)):
+        device_roles.setdefault(d, []).append(r)
+    group_roles: dict[str, list[str]] = {}
+    for g, r in conn.execute(select(m.group_roles.c.group_name, m.group_roles.c.role_name)
+                             .order_by(m.group_roles.c.group_name, m.group_roles.c.role_name)):
+        group_roles.setdefault(g, []).append(r)
+    return CompiledPolicy(load_roles(conn), device_roles, group_roles)
+
+
+def _read_policy_version(rt: Runtime) -> int:
+    with reading(rt.engine) as conn:
+        return int(conn.execute(select(m.policy_version.c.version)
+                                .where(m.policy_version.c.id == 1)).scalar_one())
+
+
+def _policy_version(rt: Runtime) -> int:
+    return rt.recent("policy-version", rt.settings.hot_cache_seconds,
+                     lambda: _read_policy_version(rt))
+
+
+def compiled_policy(rt: Runtime) -> CompiledPolicy | None:
+    """The compiled policy if it is in memory and current, else ``None`` (no compiling)."""
+    cached = rt.get(_POLICY)
+    if cached is not None and cached[0] == _policy_version(rt):
+        return cached[1]
+    return None
+
+
+def current_policy(rt: Runtime) -> CompiledPolicy:
+    """The compiled policy, rebuilt only when the store's policy version has moved."""
+    version = _policy_version(rt)
+    cached = rt.get(_POLICY)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    # One compilation at a time: in a server, the first requests after a change would
+    # otherwise each read and compile the whole policy at once.
+    with _COMPILING:
+        cached = rt.get(_POLICY)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        with reading(rt.engine) as conn:
+            policy = _load_policy(conn)
+        rt.put(_POLICY, (version, policy))
+    return policy
+
+
+def _devices(rt: Runtime) -> DeviceCache | None:
+    if rt.settings.hot_cache_seconds <= 0:
+        return None
+    held = rt.get(_DEVICES)
+    if held is None or held[0] != rt.registry_generation:
+        # A change made by this process drops what it had read: it sees its own changes.
+        held = rt.put(_DEVICES, (rt.registry_generation,
+                                 DeviceCache(rt, background=rt.get(_REFRESHER) is not None)))
+    return held[1]
+
+
+def _keep_registry_fresh(rt: Runtime) -> None:
+    """Look for registry changes in a background thread of this (serving) process, every
+    ``hot_cache_seconds`` until the runtime closes, so that no request waits for a look; the
+    same thread reads the policy version twice as often, so that requests find it fresh."""
+    if rt.settings.hot_cache_seconds <= 0 or rt.get(_REFRESHER) is not None:
+        return
+    stop = rt.put(_REFRESHER, threading.Event())
+    rt.on_close(stop.set)
+    held = rt.get(_DEVICES)
+    if held is not None:
+        held[1].background = True
+
+    def run() -> None:
+        while not stop.wait(rt.settings.hot_cache_seconds / 2):
+            try:
+                rt.refresh("policy-version", lambda: _read_policy_version(rt))
+                current = _devices(rt)
+                if current is not None:
+                    current.revalidate(rt)
+            except Exception:  # the store is unreachable for a while: keep what is known
+                log.exception("could not look for policy or registry changes; trying again")
+
+    threading.Thread(target=run, name="iotsec-registry", daemon=True).start()
+
+
+def warm_up(rt: Runtime) -> int:
+    """For a serving process, before its first request: compile the policy, read the
+    registry entries decisions need and keep them fresh from a background thread. Returns
+    how many devices were read."""
+    current_policy(rt)
+    _keep_registry_fresh(rt)
+    cache = _devices(rt)
+    count = cache.preload(rt) if cache is not None else 0
+    # What was just read lives as long as the process: keep it out of the cyclic garbage
+    # collector's full passes, which would otherwise walk it again and again (pauses of
+    # hundreds of milliseconds with a large fleet).
+    gc.collect()
+    gc.freeze()
+    return count
+
+
+def _device(rt: Runtime, device_id: str) -> Device:
+    cache = _devices(rt)
+    return cache.get(rt, device_id) if cache is not None else get_device(rt, device_id)
+
+
+def identity_for(rt: Runtime, device_id: str, cert_serial: str | None = None
+                 ) -> tuple[Identity, DeviceState]:
+    """The identity a decision is made for: registry data plus the certificate used."""
+    return _identity(_device(rt, device_id), cert_serial)
+
+
+def _identity(device: Device, cert_serial: str | None) -> tuple[Identity, DeviceState]:
+    serial = format_serial(parse_serial(cert_serial)) if cert_serial else None
+    return (Identity(device_id=device.id, groups=device.groups, attributes=device.attributes,
+                     cert_cn=device.id, cert_serial=serial), device.state)
+
+
+def check(rt: Runtime, device_id: str, action: str, resource: str,
+          cert_serial: str | None = None) -> Decision:
+    """Decide and explain. A device that is not active is denied whatever its roles say."""
+    device = _device(rt, device_id)
+    return _decide(current_policy(rt), device, action, resource, cert_serial)
+
+
+def check_cached(rt: Runtime, device_id: str, action: str, resource: str,
+                 cert_serial: str | None = None) -> Decision | None:
+    """``check`` from memory alone, or ``None`` when the device's registry entry must first
+    be read from the store or the policy compiled (a serving process then calls ``check`` off
+    its event loop)."""
+    cache = _devices(rt)
+    device = cache.peek(rt, device_id) if cache is not None else None
+    policy = compiled_policy(rt) if device is not None else None
+    if device is None or policy is None:
+        return None
+    return _decide(policy, device, action, resource, cert_serial)
+
+
+def _decide(policy: CompiledPolicy, device: Device, action: str, resource: str,
+            cert_serial: str | None) -> Decision:
+    identity, state = _identity(device, cert_serial)
+    decision = policy.decide(identity, action, resource)
+    if state is not DeviceState.ACTIVE and state is not DeviceState.PENDING:
+        return Decision(False, action, resource,
+                        reason=f"device {device.id!r} is {state.value} (denied whatever its "
+                        "roles allow)")
+    return decision

@@ -1,0 +1,61 @@
+"""Which roles devices hold: binding roles to devices, and telling every process that the
+policy or the registry changed.
+
+The role definitions themselves are access control's (:mod:`iotsec.app.access.roles`); a
+device is given :data:`DEFAULT_ROLE` when it is registered, which is why bindings live with
+the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Connection, insert, select, update
+
+from iotsec.access.policy import parse_role_name
+from iotsec.app.runtime import Runtime
+from iotsec.errors import NotFoundError
+from iotsec.store import models as m
+
+DEFAULT_ROLE = "device"
+
+
+def bump_policy_version(conn: Connection) -> None:
+    conn.execute(update(m.policy_version).where(m.policy_version.c.id == 1)
+                 .values(version=m.policy_version.c.version + 1))
+
+
+def policy_changed(rt: Runtime) -> None:
+    """This process sees its own policy and registry changes at once (other serving
+    processes within ``hot_cache_seconds``)."""
+    rt.forget("policy-version")
+    rt.registry_changed()
+
+
+def require_roles(conn: Connection, names: Iterable[str]) -> list[str]:
+    wanted = sorted({parse_role_name(n) for n in names})
+    if not wanted:
+        return []
+    have = set(conn.execute(select(m.roles.c.name).where(m.roles.c.name.in_(wanted))).scalars())
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        raise NotFoundError(f"role {missing[0]!r} does not exist",
+                            hint="create it with 'iotsec role add' (see 'iotsec role list')")
+    return wanted
+
+
+def assign_roles(conn: Connection, device_ids: Sequence[str], roles: Sequence[str]) -> None:
+    """Bind roles to devices inside a transaction (already bound pairs are kept)."""
+    wanted = require_roles(conn, roles)
+    if not wanted or not device_ids:
+        return
+    existing: set[tuple[str, str]] = set()
+    for i in range(0, len(device_ids), 500):
+        existing.update((d, r) for d, r in conn.execute(
+            select(m.device_roles.c.device_id, m.device_roles.c.role_name)
+            .where(m.device_roles.c.device_id.in_(device_ids[i:i + 500]))))
+    rows = [{"device_id": d, "role_name": r} for d in device_ids for r in wanted
+            if (d, r) not in existing]
+    if rows:
+        conn.execute(insert(m.device_roles), rows)
+        bump_policy_version(conn)
