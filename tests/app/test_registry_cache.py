@@ -127,20 +127,20 @@ def test_entries_read_well_after_a_write_are_not_read_again(rt: Runtime, clock: 
                                                           ) -> None:
     """A look asks again about writes of the last few seconds; an entry read more than the
     margin after such a write already has it and is not read again."""
-    from iotsec.app.identity import devices as devices_module
+    from iotsec.app.identity import registry_cache as cache_module
 
     rt.settings.hot_cache_seconds = 60
     cache = DeviceCache(rt)
     add_device(rt, NewDevice(id="m1"))
     add_device(rt, NewDevice(id="m2"))
     reread: list[list[str]] = []
-    original = devices_module.get_devices
+    original = cache_module.get_devices
 
     def spy(rt_: Runtime, ids: list[str]) -> dict[str, object]:
         reread.append(list(ids))
         return original(rt_, ids)  # type: ignore[return-value]
 
-    monkeypatch.setattr(devices_module, "get_devices", spy)
+    monkeypatch.setattr(cache_module, "get_devices", spy)
     cache.get(rt, "m1")  # read in the second of the write: may predate its commit
     clock.advance(timedelta(seconds=10))
     cache.get(rt, "m2")  # read 10 s after the write: has it
