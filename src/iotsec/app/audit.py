@@ -44,7 +44,7 @@ from iotsec.broker.mosquitto import Layout
 from iotsec.errors import AuditBrokerDirError, IotsecError
 from iotsec.firmware.image import ImageVersion
 from iotsec.pki.serial import format_serial
-from iotsec.scan.findings import count_by_severity
+from iotsec.findings.model import count_by_severity
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts

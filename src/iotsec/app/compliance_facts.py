@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 
 from iotsec.app.runtime import Runtime
 from iotsec.compliance.evidence import Fact
-from iotsec.scan.findings import Severity
+from iotsec.findings.model import Severity
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts

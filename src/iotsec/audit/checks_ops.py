@@ -8,7 +8,7 @@ import ipaddress
 from iotsec.audit import rules as r
 from iotsec.audit.model import CheckOutcome
 from iotsec.audit.snapshot import DAY, AuditOptions, BrokerFacts, BrokerListener, Snapshot
-from iotsec.scan.findings import Finding, Location, Severity
+from iotsec.findings.model import Finding, Location, Severity
 from iotsec.timeutil import from_ts
 
 Checked = tuple[list[Finding], CheckOutcome]

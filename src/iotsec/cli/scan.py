@@ -25,7 +25,7 @@ from iotsec.errors import HomeNotInitialisedError, IotsecError
 from iotsec.scan import report
 from iotsec.scan.credentials import CredentialConfig
 from iotsec.scan.engine import ScanOptions, ScanResult
-from iotsec.scan.findings import count_by_severity
+from iotsec.findings.model import count_by_severity
 from iotsec.scan.identify import ProbeConfig
 from iotsec.scan.ports import MAX_CONCURRENCY, MAX_RATE, PortScanConfig
 from iotsec.scan.targets import DEFAULT_PORTS

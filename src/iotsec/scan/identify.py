@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iotsec.scan import probes
-from iotsec.scan.findings import clean_text
+from iotsec.findings.model import clean_text
 from iotsec.scan.net import READ_LIMIT, Conversation, open_conversation
 from iotsec.scan.tls import permissive_context
 
