@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import select
 
 from iotsec.access.document import parse_document
-from iotsec.access.lint import Severity
 from iotsec.access.policy import Role, Rule, default_device_role
 from iotsec.app import access, devices
 from iotsec.app.lifecycle import change_state
@@ -16,6 +15,7 @@ from iotsec.app.policy import apply_policy, export_policy, lint_policy
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from iotsec.errors import ConflictError, IotsecError, NotFoundError, PolicyError
+from iotsec.findings.model import Severity
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
 from iotsec.store.db import reading
@@ -411,13 +411,13 @@ def test_lint_policy(rt: Runtime) -> None:
     assert lint_policy(rt) == []
     access.add_role(rt, Role.build("everything", [Rule.parse("allow", "subscribe", "#")]))
     findings = lint_policy(rt)
-    assert [(f.severity, f.code, f.role) for f in findings] == [
+    assert [(f.severity, f.rule.code, f.location.name) for f in findings] == [
         (Severity.HIGH, "wildcard-all", "everything"),
         (Severity.INFO, "unused-role", "everything")]
     access.add_group(rt, "ops", ["everything"])
-    assert [f.code for f in lint_policy(rt)] == ["wildcard-all"]
+    assert [f.rule.code for f in lint_policy(rt)] == ["wildcard-all"]
 
 
 def test_lint_policy_of_a_fresh_home_only_notes_the_unused_default_role(rt: Runtime) -> None:
-    assert [(f.severity, f.code, f.role) for f in lint_policy(rt)] == [
+    assert [(f.severity, f.rule.code, f.location.name) for f in lint_policy(rt)] == [
         (Severity.INFO, "unused-role", "device")]

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, delete, func, insert, select
 
 from iotsec.access.document import parse_document, render_document
-from iotsec.access.lint import Finding, lint
+from iotsec.access.lint import lint
 from iotsec.access.policy import Role
 from iotsec.app.access import bump_policy_version, load_roles, policy_changed, write_role
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
+from iotsec.findings.model import Finding
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
