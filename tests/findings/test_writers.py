@@ -11,7 +11,13 @@ import jsonschema
 
 from iotsec.findings.html import html_document, html_page, html_sections
 from iotsec.findings.model import Location, Rule, Severity
-from iotsec.findings.report import iso_time, json_bytes, severity_summary, tool_dict
+from iotsec.findings.report import (
+    ReportFormat,
+    iso_time,
+    json_bytes,
+    severity_summary,
+    tool_dict,
+)
 from iotsec.findings.sarif import sarif_document, sarif_log, sarif_run
 
 SARIF_SCHEMA = Path(__file__).parents[1] / "scan" / "sarif-schema-2.1.0.json"
@@ -28,6 +34,16 @@ def test_time_and_json_as_every_report_writes_them() -> None:
     assert iso_time(NOW) == "2026-06-01T12:00:00Z"
     assert json_bytes({"a": "é"}) == '{\n  "a": "é"\n}\n'.encode()
     assert tool_dict("1.2.3") == {"name": "iotsec", "version": "1.2.3"}
+
+
+def test_a_report_format_opens_its_documents_and_ships_its_schema() -> None:
+    fmt = ReportFormat("iotsec-audit-report", 1, "urn:iotsec:schema:audit-report:1",
+                       "iotsec.audit", "schemas/audit-report.schema.json")
+    assert fmt.header("1.2.3") == {
+        "$schema": "urn:iotsec:schema:audit-report:1", "format": "iotsec-audit-report",
+        "format_version": 1, "tool": {"name": "iotsec", "version": "1.2.3"}}
+    assert fmt.schema()["$id"] == fmt.schema_id
+    assert fmt.schema() is fmt.schema()  # read once per process
 
 
 def test_severity_summary() -> None:

@@ -11,27 +11,23 @@ from iotsec.audit.model import AuditResult
 from iotsec.audit.rules import ALL_RULES
 from iotsec.findings.html import escape as _e
 from iotsec.findings.html import html_page
-from iotsec.findings.report import (
-    iso_time,
-    json_bytes,
-    load_schema,
-    severity_summary,
-    tool_dict,
-)
+from iotsec.findings.report import ReportFormat, iso_time, json_bytes, severity_summary
 from iotsec.findings.sarif import sarif_log
 
-__all__ = ["AUDIT_FORMAT", "AUDIT_FORMAT_VERSION", "AUDIT_SCHEMA_ID", "audit_html",
-           "audit_json", "audit_json_bytes", "audit_report_schema", "audit_sarif",
+__all__ = ["AUDIT_FORMAT", "AUDIT_FORMAT_VERSION", "AUDIT_REPORT", "AUDIT_SCHEMA_ID",
+           "audit_html", "audit_json", "audit_json_bytes", "audit_report_schema", "audit_sarif",
            "audit_sarif_bytes", "check_rows"]
 
 AUDIT_FORMAT = "iotsec-audit-report"
 AUDIT_FORMAT_VERSION = 1
 AUDIT_SCHEMA_ID = "urn:iotsec:schema:audit-report:1"
+AUDIT_REPORT = ReportFormat(AUDIT_FORMAT, AUDIT_FORMAT_VERSION, AUDIT_SCHEMA_ID, "iotsec.audit",
+                            "schemas/audit-report.schema.json")
 
 
 def audit_report_schema() -> dict[str, Any]:
     """The JSON Schema of the audit report (shipped as ``audit-report.schema.json``)."""
-    return load_schema("iotsec.audit", "schemas/audit-report.schema.json")
+    return AUDIT_REPORT.schema()
 
 
 def check_rows(result: AuditResult) -> list[dict[str, Any]]:
@@ -56,10 +52,7 @@ def audit_json(result: AuditResult) -> dict[str, Any]:
     facts = dict(result.facts)
     options = facts.get("options") or {}
     return {
-        "$schema": AUDIT_SCHEMA_ID,
-        "format": AUDIT_FORMAT,
-        "format_version": AUDIT_FORMAT_VERSION,
-        "tool": tool_dict(__version__),
+        **AUDIT_REPORT.header(__version__),
         "audit": {
             "started_at": iso_time(result.started_at),
             "finished_at": iso_time(result.finished_at),

@@ -17,21 +17,23 @@ from iotsec.compliance.evaluate import ComplianceResult, ProvisionResult
 from iotsec.findings.html import REPORT_CSS, html_document, html_sections
 from iotsec.findings.html import escape as _e
 from iotsec.findings.model import Severity
-from iotsec.findings.report import iso_time, json_bytes, load_schema, tool_dict
+from iotsec.findings.report import ReportFormat, iso_time, json_bytes
 from iotsec.findings.sarif import sarif_document, sarif_run
 
-__all__ = ["COMPLIANCE_FORMAT", "COMPLIANCE_FORMAT_VERSION", "compliance_html",
-           "compliance_json", "compliance_json_bytes", "compliance_report_schema",
-           "compliance_sarif", "compliance_sarif_bytes"]
+__all__ = ["COMPLIANCE_FORMAT", "COMPLIANCE_FORMAT_VERSION", "COMPLIANCE_REPORT",
+           "compliance_html", "compliance_json", "compliance_json_bytes",
+           "compliance_report_schema", "compliance_sarif", "compliance_sarif_bytes"]
 
 COMPLIANCE_FORMAT = "iotsec-compliance-report"
 COMPLIANCE_FORMAT_VERSION = 1
-COMPLIANCE_SCHEMA_ID = "urn:iotsec:schema:compliance-report:1"
+COMPLIANCE_REPORT = ReportFormat(
+    COMPLIANCE_FORMAT, COMPLIANCE_FORMAT_VERSION, "urn:iotsec:schema:compliance-report:1",
+    "iotsec.compliance", "schemas/compliance-report.schema.json")
 
 
 def compliance_report_schema() -> dict[str, Any]:
     """The JSON Schema of the compliance report (``compliance-report.schema.json``)."""
-    return load_schema("iotsec.compliance", "schemas/compliance-report.schema.json")
+    return COMPLIANCE_REPORT.schema()
 
 
 # --------------------------------------------------------------------------- JSON
@@ -101,10 +103,7 @@ def compliance_json(result: ComplianceResult) -> dict[str, Any]:
     """The report as a JSON-ready dict (format ``iotsec-compliance-report``, version 1)."""
     fw = result.framework
     return {
-        "$schema": COMPLIANCE_SCHEMA_ID,
-        "format": COMPLIANCE_FORMAT,
-        "format_version": COMPLIANCE_FORMAT_VERSION,
-        "tool": tool_dict(__version__),
+        **COMPLIANCE_REPORT.header(__version__),
         "framework": {"id": fw.id, "name": fw.name, "version": fw.version,
                       "reference": fw.reference},
         "generated_at": iso_time(result.generated_at),

@@ -1,5 +1,5 @@
 """What every iotsec report format shares: the tool's name, UTC timestamps as reports write
-them, the published JSON Schemas shipped inside the package, and JSON as bytes.
+them, the versioned JSON formats with their published schemas, and JSON as bytes.
 
 The scan, audit and compliance reports build their documents with these (and with
 :mod:`iotsec.findings.sarif` and :mod:`iotsec.findings.html`), so the three read alike.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -16,8 +17,8 @@ from typing import Any
 
 from iotsec.findings.model import Finding, count_by_severity, worst
 
-__all__ = ["TOOL_NAME", "iso_time", "json_bytes", "load_schema", "severity_summary",
-           "tool_dict"]
+__all__ = ["TOOL_NAME", "ReportFormat", "iso_time", "json_bytes", "load_schema",
+           "severity_summary", "tool_dict"]
 
 TOOL_NAME = "iotsec"
 
@@ -55,3 +56,26 @@ def severity_summary(findings: Sequence[Finding]) -> dict[str, Any]:
     worst_severity = worst(findings)
     return {"findings": len(findings), "by_severity": count_by_severity(findings),
             "worst": worst_severity.value if worst_severity else None}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFormat:
+    """A versioned JSON report format: its name and version (what a reader checks), the
+    ``$id`` of its published JSON Schema, and where that schema ships (``resource`` inside
+    ``package``)."""
+
+    name: str
+    version: int
+    schema_id: str
+    package: str
+    resource: str
+
+    def schema(self) -> dict[str, Any]:
+        """The published JSON Schema of the format."""
+        return load_schema(self.package, self.resource)
+
+    def header(self, tool_version: str) -> dict[str, Any]:
+        """The members every report of the format opens with: ``$schema``, ``format``,
+        ``format_version`` and ``tool``."""
+        return {"$schema": self.schema_id, "format": self.name,
+                "format_version": self.version, "tool": tool_dict(tool_version)}

@@ -13,28 +13,23 @@ from typing import Any
 from iotsec import __version__
 from iotsec.findings.html import escape as _e
 from iotsec.findings.html import html_page
-from iotsec.findings.report import (
-    iso_time,
-    json_bytes,
-    load_schema,
-    severity_summary,
-    tool_dict,
-)
+from iotsec.findings.report import ReportFormat, iso_time, json_bytes, severity_summary
 from iotsec.findings.sarif import sarif_log
 from iotsec.scan.engine import ScanResult
 from iotsec.scan.rules import ALL_RULES
 
-__all__ = ["SCAN_FORMAT", "SCAN_FORMAT_VERSION", "scan_html", "scan_json", "scan_json_bytes",
-           "scan_report_schema", "scan_sarif", "scan_sarif_bytes"]
+__all__ = ["SCAN_FORMAT", "SCAN_FORMAT_VERSION", "SCAN_REPORT", "scan_html", "scan_json",
+           "scan_json_bytes", "scan_report_schema", "scan_sarif", "scan_sarif_bytes"]
 
 SCAN_FORMAT = "iotsec-scan-report"
 SCAN_FORMAT_VERSION = 1
-SCAN_SCHEMA_ID = "urn:iotsec:schema:scan-report:1"
+SCAN_REPORT = ReportFormat(SCAN_FORMAT, SCAN_FORMAT_VERSION, "urn:iotsec:schema:scan-report:1",
+                           "iotsec.scan", "schemas/scan-report-1.schema.json")
 
 
 def scan_report_schema() -> dict[str, Any]:
     """The JSON Schema of the scan report (shipped as ``scan-report-1.schema.json``)."""
-    return load_schema("iotsec.scan", "schemas/scan-report-1.schema.json")
+    return SCAN_REPORT.schema()
 
 
 # --------------------------------------------------------------------------- JSON
@@ -44,10 +39,7 @@ def scan_json(result: ScanResult) -> dict[str, Any]:
     """The scan report as a JSON-ready dict (format ``iotsec-scan-report``, version 1)."""
     services = result.services
     return {
-        "$schema": SCAN_SCHEMA_ID,
-        "format": SCAN_FORMAT,
-        "format_version": SCAN_FORMAT_VERSION,
-        "tool": tool_dict(__version__),
+        **SCAN_REPORT.header(__version__),
         "scan": {
             "started_at": iso_time(result.started_at),
             "finished_at": iso_time(result.finished_at),
