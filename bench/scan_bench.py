@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.scan import servers as srv  # noqa: E402
 
+from iotsec.findings.model import Location  # noqa: E402
 from iotsec.scan import tls  # noqa: E402
-from iotsec.scan.findings import Location  # noqa: E402
 from iotsec.scan.identify import identify_tcp  # noqa: E402
 from iotsec.scan.ports import PortScanConfig, tcp_connect_scan  # noqa: E402
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from iotsec.access.lint import Finding, Severity, lint
+from iotsec.access.lint import lint
 from iotsec.access.policy import Role, Rule, default_device_role
+from iotsec.findings.model import Finding, Severity
 
 
 def role(name: str, *rules: str) -> Role:
@@ -14,7 +15,7 @@ def role(name: str, *rules: str) -> Role:
 
 
 def codes(findings: list[Finding]) -> list[tuple[str, str, int | None]]:
-    return [(f.code, f.role, f.rule_index) for f in findings]
+    return [(f.rule.code, f.location.name, f.location.index) for f in findings]
 
 
 def test_the_default_device_role_lints_clean() -> None:
@@ -76,7 +77,7 @@ NEGATIVE = [
 @pytest.mark.parametrize(("rules", "expected"), POSITIVE,
                          ids=[f"{e[0][0]}-{i}" for i, (_, e) in enumerate(POSITIVE)])
 def test_findings(rules: list[str], expected: list[tuple[str, int]]) -> None:
-    found = [(f.code, f.rule_index) for f in lint([role("r", *rules)])]
+    found = [(f.rule.code, f.location.index) for f in lint([role("r", *rules)])]
     assert found == expected
 
 
@@ -96,7 +97,7 @@ def test_an_allow_covered_by_a_deny_in_another_role_is_not_unreachable() -> None
     # Only the same role's rules make an allow unreachable: other roles may not be held.
     findings = lint([role("a", "allow publish x/${device.id}"),
                      role("b", "allow publish y/${device.id}", "deny publish x/+")])
-    assert "unreachable-rule" not in [f.code for f in findings]
+    assert "unreachable-rule" not in [f.rule.code for f in findings]
 
 
 @pytest.mark.parametrize(("rules", "code", "severity"), [
@@ -108,11 +109,11 @@ def test_an_allow_covered_by_a_deny_in_another_role_is_not_unreachable() -> None
     (["allow publish a/${device.id}", "deny publish a/+"], "unreachable-rule", Severity.LOW),
 ])
 def test_severities(rules: list[str], code: str, severity: Severity) -> None:
-    findings = [f for f in lint([role("r", *rules)]) if f.code == code]
+    findings = [f for f in lint([role("r", *rules)]) if f.rule.code == code]
     assert len(findings) == 1
     finding = findings[0]
     assert finding.severity is severity
-    assert finding.role == "r"
+    assert finding.location.name == "r"
     assert finding.message
     assert finding.fix
 
@@ -144,7 +145,7 @@ def test_findings_are_ordered_by_severity_then_role() -> None:
              role("unused")]
     findings = lint(roles, device_counts={}, group_roles={
         "g": ["z-low", "m-medium", "b-medium", "a-high"]})
-    assert [(f.severity, f.role) for f in findings] == [
+    assert [(f.severity, f.location.name) for f in findings] == [
         (Severity.HIGH, "a-high"), (Severity.MEDIUM, "b-medium"), (Severity.MEDIUM, "m-medium"),
         (Severity.LOW, "z-low"), (Severity.INFO, "unused")]
 

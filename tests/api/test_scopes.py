@@ -145,3 +145,20 @@ def test_events_filter_by_device(api: TestClient, rt):
     rt.events.record(Event(rt.now(), "broker.connect", "success", actor="dev-8"))
     listed = api.get("/v1/events", params={"device": "dev-7"}).json()
     assert [e["actor"] for e in listed] == ["dev-7"]
+
+
+def test_policy_lint_lists_each_finding_with_its_role_and_rule_index(api: TestClient):
+    assert api.get("/v1/policy/lint").json() == [
+        {"severity": "info", "code": "unused-role", "role": "device", "rule_index": None,
+         "message": "role 'device' is held by no device or group",
+         "fix": "assign it or remove it"}]
+    document = (b"version: 1\nroles:\n- name: snoop\n  description: reads everything\n"
+                b"  rules:\n  - {effect: allow, action: subscribe, resource: '#'}\n"
+                b"groups: {}\n")
+    assert api.put("/v1/policy", content=document).status_code == 200
+    assert [(f["severity"], f["code"], f["role"], f["rule_index"], f["fix"])
+            for f in api.get("/v1/policy/lint").json()] == [
+        ("high", "wildcard-all", "snoop", 0,
+         "scope the rule to the device: e.g. devices/${device.id}/#"),
+        ("info", "unused-role", "device", None, "assign it or remove it"),
+        ("info", "unused-role", "snoop", None, "assign it or remove it")]

@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import select
 
 from iotsec.access.document import parse_document
-from iotsec.access.lint import Severity
 from iotsec.access.policy import Role, Rule, default_device_role
 from iotsec.app.access import decisions as access
 from iotsec.app.access import roles
@@ -18,6 +17,7 @@ from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from iotsec.errors import ConflictError, IotsecError, NotFoundError, PolicyError
+from iotsec.findings.model import Severity
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
 from iotsec.store.db import reading
@@ -413,13 +413,13 @@ def test_lint_policy(rt: Runtime) -> None:
     assert lint_policy(rt) == []
     roles.add_role(rt, Role.build("everything", [Rule.parse("allow", "subscribe", "#")]))
     findings = lint_policy(rt)
-    assert [(f.severity, f.code, f.role) for f in findings] == [
+    assert [(f.severity, f.rule.code, f.location.name) for f in findings] == [
         (Severity.HIGH, "wildcard-all", "everything"),
         (Severity.INFO, "unused-role", "everything")]
     roles.add_group(rt, "ops", ["everything"])
-    assert [f.code for f in lint_policy(rt)] == ["wildcard-all"]
+    assert [f.rule.code for f in lint_policy(rt)] == ["wildcard-all"]
 
 
 def test_lint_policy_of_a_fresh_home_only_notes_the_unused_default_role(rt: Runtime) -> None:
-    assert [(f.severity, f.code, f.role) for f in lint_policy(rt)] == [
+    assert [(f.severity, f.rule.code, f.location.name) for f in lint_policy(rt)] == [
         (Severity.INFO, "unused-role", "device")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from iotsec.findings.model import Location
 from iotsec.scan.engine import HostResult, ScanResult
-from iotsec.scan.findings import Location
 from iotsec.scan.identify import Service
 from iotsec.scan.ports import PortScanResult
 from iotsec.scan.report import scan_json_bytes

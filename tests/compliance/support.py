@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from iotsec.audit.model import AuditResult, CheckOutcome
 from iotsec.compliance.catalog import AUDIT_RULE_IDS, FACT_NAMES, Status
 from iotsec.compliance.evidence import Attestation, Evidence, Fact, ScanEvidence
-from iotsec.scan.findings import Location, Rule, Severity
+from iotsec.findings.model import Location, Rule, Severity
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

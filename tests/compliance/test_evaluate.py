@@ -12,7 +12,7 @@ from iotsec.compliance.frameworks import FRAMEWORKS
 from iotsec.compliance.frameworks.etsi_en_303_645 import ETSI_EN_303_645 as ETSI
 from iotsec.compliance.frameworks.nistir_8259a import NISTIR_8259A as NIST
 from iotsec.compliance.frameworks.owasp_iot import OWASP_IOT_TOP10 as OWASP
-from iotsec.scan.findings import Severity
+from iotsec.findings.model import Severity
 from tests.compliance.support import attestation, audit, evidence, facts
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from iotsec.compliance.evidence import MAX_SCAN_REPORT, parse_scan_report
 from iotsec.errors import ScanReportError
-from iotsec.scan.findings import Severity
+from iotsec.findings.model import Severity
 from iotsec.scan.report import scan_report_schema
 from tests.compliance.scanfiles import scan_report
 

@@ -79,6 +79,25 @@ def test_validate_findings_decide_the_exit_code(run: Run, tmp_path: Path) -> Non
     assert code == 0, out
 
 
+def test_validate_json_lists_each_finding_with_its_rule_and_line(run: Run,
+                                                                  tmp_path: Path) -> None:
+    f = tmp_path / "p.yml"
+    f.write_text("zones:\n  - {name: s, subnets: [10.0.0.0/24], interface: e1}\n"
+                 "  - {name: b, subnets: [10.1.0.0/24], interface: e2}\n"
+                 "  - {name: idle, subnets: [10.2.0.0/24], interface: e3}\nrules:\n"
+                 "  - {name: tn, action: allow, from: s, to: b, services: [telnet]}\n")
+    code, out, _ = run("validate", str(f), "--json")
+    assert code == 1
+    found = json.loads(out)["findings"]
+    assert [(x["severity"], x["code"], x["rule"], x["line"]) for x in found] == [
+        ("high", "plaintext-protocol", "tn", 6), ("high", "management-access", "tn", 6),
+        ("info", "unused-zone", None, 4)]
+    assert found[0] == {
+        "severity": "high", "code": "plaintext-protocol", "rule": "tn", "line": 6,
+        "message": "rule 1 'tn' (line 6) opens plaintext telnet (23/tcp) from s to b",
+        "fix": "use the TLS/DTLS variant (mqtts 8883, https 443, coaps 5684, ssh 22)"}
+
+
 def test_check_allows_and_names_the_rule(run: Run) -> None:
     code, out, _ = run("check", str(SITE), "--from", "10.20.0.5", "--to", "10.30.0.9",
                        "--port", "8883")

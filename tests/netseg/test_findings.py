@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from iotsec.netseg.findings import Finding, Severity, review
+from iotsec.findings.model import Finding, Severity
+from iotsec.netseg.findings import review
 from iotsec.netseg.policy import parse_policy
 from tests.netseg.support import SITE, ZONES, policy
 
@@ -19,7 +20,7 @@ def findings(rules: list[dict[str, Any]], zones: list[dict[str, Any]] | None = N
 
 
 def codes(found: list[Finding]) -> list[tuple[str, str | None, Severity]]:
-    return [(f.code, f.rule, f.severity) for f in found]
+    return [(f.rule.code, f.location.name, f.severity) for f in found]
 
 
 def test_the_example_site_is_clean() -> None:
@@ -32,9 +33,9 @@ def test_shadowed_by_an_opposite_verdict_is_medium() -> None:
         {"name": "mqtts", "action": "allow", "from": "sensors", "to": "broker",
          "services": ["mqtts"]},
     ])
-    shadow = [f for f in found if f.code == "shadowed-rule"]
-    assert [(f.rule, f.severity) for f in shadow] == [("mqtts", Severity.MEDIUM)]
-    assert "rule 1 'deny-all'" in shadow[0].message and shadow[0].line is not None
+    shadow = [f for f in found if f.rule.code == "shadowed-rule"]
+    assert [(f.location.name, f.severity) for f in shadow] == [("mqtts", Severity.MEDIUM)]
+    assert "rule 1 'deny-all'" in shadow[0].message and shadow[0].location.line is not None
 
 
 def test_redundant_rule_is_low_and_partial_overlap_is_not_flagged() -> None:
@@ -46,7 +47,7 @@ def test_redundant_rule_is_low_and_partial_overlap_is_not_flagged() -> None:
         {"name": "partly", "action": "allow", "from": "sensors", "to": "broker",
          "proto": "tcp", "ports": ["8500-9500"]},
     ])
-    shadow = [(f.rule, f.severity) for f in found if f.code == "shadowed-rule"]
+    shadow = [(f.location.name, f.severity) for f in found if f.rule.code == "shadowed-rule"]
     # 'narrow' covers IPv4 and IPv6 of sensors, 'wide' only IPv4: not shadowed.
     assert shadow == []
     found = findings([
@@ -57,7 +58,7 @@ def test_redundant_rule_is_low_and_partial_overlap_is_not_flagged() -> None:
         {"name": "partly", "action": "allow", "from": "sensors", "to": "broker",
          "proto": "tcp", "ports": ["8500-9500"]},
     ])
-    shadow = [(f.rule, f.severity) for f in found if f.code == "shadowed-rule"]
+    shadow = [(f.location.name, f.severity) for f in found if f.rule.code == "shadowed-rule"]
     assert shadow == [("narrow", Severity.LOW)]
 
 
@@ -69,7 +70,7 @@ def test_shadowing_per_family_and_chain() -> None:
         {"name": "fw", "action": "allow", "from": "gateways", "to": "self",
          "services": ["dns"]},  # input chain: not covered by a forward rule
     ])
-    assert [(f.rule) for f in found if f.code == "shadowed-rule"] == ["gw"]
+    assert [(f.location.name) for f in found if f.rule.code == "shadowed-rule"] == ["gw"]
 
 
 def test_plaintext_protocols() -> None:
@@ -85,7 +86,7 @@ def test_plaintext_protocols() -> None:
         {"name": "denied", "action": "deny", "from": "gateways", "to": "broker",
          "services": ["telnet"]},
     ])
-    plain = {f.rule: f for f in found if f.code == "plaintext-protocol"}
+    plain = {f.location.name: f for f in found if f.rule.code == "plaintext-protocol"}
     assert set(plain) == {"telnet", "mqtt", "web"}
     assert plain["telnet"].severity is Severity.HIGH
     assert plain["mqtt"].severity is Severity.MEDIUM
@@ -104,7 +105,7 @@ def test_management_access_from_outside_the_admin_zone() -> None:
         {"name": "mixed", "action": "allow", "from": ["admin", "sensors"], "to": "gateways",
          "proto": "tcp", "ports": [3389]},
     ])
-    mgmt = {f.rule: f for f in found if f.code == "management-access"}
+    mgmt = {f.location.name: f for f in found if f.rule.code == "management-access"}
     assert set(mgmt) == {"gw-ssh", "any-snmp", "mixed"}
     assert all(f.severity is Severity.HIGH for f in mgmt.values())
     assert "admin zone (admin)" in mgmt["gw-ssh"].fix
@@ -120,7 +121,7 @@ def test_management_zone_reached_only_from_admins() -> None:
         {"name": "wide", "action": "allow", "from": "gateways", "to": "any",
          "services": "https"},
     ])
-    zone = {f.rule: f.severity for f in found if f.code == "management-zone"}
+    zone = {f.location.name: f.severity for f in found if f.rule.code == "management-zone"}
     assert zone == {"bad": Severity.HIGH, "cidr": Severity.HIGH, "wide": Severity.MEDIUM}
     # The usual ordering: deny into the management zone first, then allow to any.
     found = findings([
@@ -128,14 +129,14 @@ def test_management_zone_reached_only_from_admins() -> None:
         {"name": "wide", "action": "allow", "from": "gateways", "to": "any",
          "services": "https"},
     ])
-    assert not [f for f in found if f.code == "management-zone"]
+    assert not [f for f in found if f.rule.code == "management-zone"]
 
 
 def test_no_admin_zone_changes_the_advice() -> None:
     zones = [z for z in WIRED if not z.get("admin")]
     found = findings([{"name": "s", "action": "allow", "from": "sensors", "to": "gateways",
                        "services": "ssh"}], zones)
-    f = next(f for f in found if f.code == "management-access")
+    f = next(f for f in found if f.rule.code == "management-access")
     assert "mark the administrators' zone with admin: true" in f.fix
 
 
@@ -161,8 +162,8 @@ def test_all_ports_allow_from_any_and_intra_zone() -> None:
 def test_policy_wide_findings() -> None:
     found = findings([{"name": "fw", "action": "deny", "from": "sensors", "to": "self"}],
                      ZONES)
-    got = {f.code for f in found}
+    got = {f.rule.code for f in found}
     assert {"no-anti-spoofing", "no-firewall-addresses", "nothing-allowed",
             "unused-zone"} <= got
-    unused = sorted(f.message for f in found if f.code == "unused-zone")
+    unused = sorted(f.message for f in found if f.rule.code == "unused-zone")
     assert len(unused) == 3 and "'admin'" in unused[0]

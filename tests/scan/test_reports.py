@@ -19,9 +19,11 @@ from typing import Any
 import jsonschema
 import pytest
 
+from iotsec import __version__
+from iotsec.findings.model import Location, Severity, count_by_severity
+from iotsec.findings.sarif import sarif_log
 from iotsec.scan import report, rules
 from iotsec.scan.engine import ScanResult
-from iotsec.scan.findings import Location, Severity, count_by_severity
 from tests.scan.conftest import Lab
 
 SARIF_SCHEMA = Path(__file__).with_name("sarif-schema-2.1.0.json")
@@ -89,8 +91,8 @@ def test_generic_sarif_for_other_finders() -> None:
     finding = rule.at(where, "CA certificate expires in 12 days", evidence={"days": 12},
                       severity=Severity.HIGH, fix="iotsec ca rotate")
     now = datetime.now(UTC)
-    document = report.sarif_log(rules=[], findings=[finding], started=now, finished=now,
-                                automation_id="iotsec-audit/1")
+    document = sarif_log(version=__version__, rules=[], findings=[finding], started=now,
+                         finished=now, automation_id="iotsec-audit/1")
     assert errors(sarif_validator(), document) == []
     assert document["runs"][0]["results"][0]["level"] == "error"
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.access.engine import Decision
+from iotsec.access.lint import lint_json
 from iotsec.access.policy import Role, Rule
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
 from iotsec.app.access import decisions as access
@@ -193,9 +194,7 @@ async def apply_policy(request: Request, rt: RuntimeDep, _: AdminDep,
 
 @router.get("/policy/lint")
 def lint_policy(rt: RuntimeDep, _: AuditorDep) -> list[dict[str, Any]]:
-    return [{"severity": f.severity.value, "code": f.code, "role": f.role,
-             "rule_index": f.rule_index, "message": f.message, "fix": f.fix}
-            for f in policy.lint_policy(rt)]
+    return [lint_json(f) for f in policy.lint_policy(rt)]
 
 
 @router.get("/tokens")

@@ -36,15 +36,14 @@ from iotsec.audit.snapshot import (
     DeviceKeyFacts,
     EventFacts,
     FirmwareFacts,
-    LintItem,
     Snapshot,
     TokenFacts,
 )
 from iotsec.broker.mosquitto import Layout
 from iotsec.errors import AuditBrokerDirError, IotsecError
+from iotsec.findings.model import count_by_severity
 from iotsec.firmware.image import ImageVersion
 from iotsec.pki.serial import format_serial
-from iotsec.scan.findings import count_by_severity
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
@@ -284,9 +283,7 @@ def load_snapshot(rt: Runtime, options: AuditOptions, *, broker_dir: Path | None
     since = now - int(options.window.total_seconds())
     directory = broker_dir or rt.settings.broker_dir
     broker = _broker(directory) if directory is not None else None
-    lint = [LintItem(code=f.code, severity=f.severity.value, role=f.role,
-                     rule_index=f.rule_index, message=f.message, fix=f.fix)
-            for f in lint_policy(rt)]
+    lint = lint_policy(rt)
     c = m.certificates.c
     with reading(rt.engine) as conn:
         authorities = _authorities(conn)

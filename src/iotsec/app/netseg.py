@@ -14,8 +14,9 @@ import subprocess
 from dataclasses import dataclass, field
 
 from iotsec.errors import NetsegPolicyError, NftError
+from iotsec.findings.model import Finding, Severity
 from iotsec.netseg.decide import Decider, Decision, Flow
-from iotsec.netseg.findings import Finding, Severity, review
+from iotsec.netseg.findings import review
 from iotsec.netseg.model import Policy, Zone
 from iotsec.netseg.nftables import compile_nftables
 from iotsec.netseg.policy import parse_policy

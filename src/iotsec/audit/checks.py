@@ -11,7 +11,7 @@ from iotsec.audit import checks_pki as pki
 from iotsec.audit.model import CheckOutcome
 from iotsec.audit.rules import ALL_RULES
 from iotsec.audit.snapshot import AuditOptions, CertFacts, EventFacts, Snapshot
-from iotsec.scan.findings import Finding, sort_findings
+from iotsec.findings.model import Finding, sort_findings
 
 __all__ = ["SINGLE_CHECKS", "history_needed", "run_checks"]
 

@@ -12,7 +12,7 @@ from iotsec.audit import rules as r
 from iotsec.audit.checks_pki import CONNECT_KINDS, Checked, device_location, when
 from iotsec.audit.model import CheckOutcome
 from iotsec.audit.snapshot import AuditOptions, EventFacts, Snapshot
-from iotsec.scan.findings import Location
+from iotsec.findings.model import Location
 
 
 def _host(source: str | None) -> str | None:

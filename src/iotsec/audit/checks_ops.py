@@ -4,19 +4,18 @@ recording, firmware and operator tokens. Pure functions of a :class:`Snapshot`."
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from iotsec.audit import rules as r
 from iotsec.audit.model import CheckOutcome
 from iotsec.audit.snapshot import DAY, AuditOptions, BrokerFacts, BrokerListener, Snapshot
-from iotsec.scan.findings import Finding, Location, Severity
+from iotsec.findings.model import Finding, Location, Severity
 from iotsec.timeutil import from_ts
 
 Checked = tuple[list[Finding], CheckOutcome]
 
 #: Policy lint codes (iotsec.access.lint) that grant too much; the others are mistakes.
 PERMISSIVE_LINT = frozenset({"wildcard-all", "unscoped-shared-prefix", "connect-any"})
-_LINT_SEVERITY = {"high": Severity.HIGH, "medium": Severity.MEDIUM, "low": Severity.LOW,
-                  "info": Severity.INFO}
 NO_BROKER = ("no broker directory is known: set IOTSEC_BROKER_DIR or pass --broker-dir DIR "
              "(a directory made by 'iotsec broker mosquitto render')")
 BROKER_RULES = (r.BROKER_ANONYMOUS, r.BROKER_PLAINTEXT, r.BROKER_CRL_MISSING,
@@ -38,15 +37,15 @@ def policy(s: Snapshot, o: AuditOptions) -> list[Checked]:
     permissive: list[Finding] = []
     misconfigured: list[Finding] = []
     for item in s.lint:
-        rule = r.POLICY_PERMISSIVE if item.code in PERMISSIVE_LINT else r.POLICY_MISCONFIGURED
-        where = f"policy:{item.role}" + (f"#rule:{item.rule_index}"
-                                         if item.rule_index is not None else "")
+        code, role, index = item.rule.code, item.location.name, item.location.index
+        rule = r.POLICY_PERMISSIVE if code in PERMISSIVE_LINT else r.POLICY_MISCONFIGURED
+        # The audit report's schema fixes a location's keys: the rule index goes in the
+        # evidence (and stays in the uri), not in the location.
         finding = rule.at(
-            Location(uri=where, kind="policy", name=item.role), item.message,
-            severity=_LINT_SEVERITY.get(item.severity, Severity.MEDIUM),
-            fix=f"{item.fix}: iotsec policy export > policy.yaml; edit role {item.role}; "
+            replace(item.location, index=None), item.message, severity=item.severity,
+            fix=f"{item.fix}: iotsec policy export > policy.yaml; edit role {role}; "
             "iotsec policy apply policy.yaml",
-            evidence={"lint": item.code, "role": item.role, "rule_index": item.rule_index})
+            evidence={"lint": code, "role": role, "rule_index": index})
         (permissive if rule is r.POLICY_PERMISSIVE else misconfigured).append(finding)
     return [(permissive, CheckOutcome(r.POLICY_PERMISSIVE.id, s.policy_roles)),
             (misconfigured, CheckOutcome(r.POLICY_MISCONFIGURED.id, s.policy_roles))]

@@ -10,7 +10,7 @@ from iotsec.audit import rules as r
 from iotsec.audit.keyinfo import CertKeyFacts, KeyFacts
 from iotsec.audit.model import CheckOutcome
 from iotsec.audit.snapshot import DAY, AuditOptions, CertFacts, EventFacts, Snapshot
-from iotsec.scan.findings import Finding, Location, Severity
+from iotsec.findings.model import Finding, Location, Severity
 from iotsec.timeutil import from_ts
 
 Checked = tuple[list[Finding], CheckOutcome]

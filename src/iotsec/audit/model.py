@@ -1,10 +1,11 @@
 """What a fleet audit produces, and what the compliance reports consume.
 
-An :class:`AuditResult` holds the findings (the shared :class:`~iotsec.scan.findings.Finding`
-model, rule ids ``audit/<name>``) and, per rule, how many objects the check examined: a rule
-with no finding that examined objects *passed*; a rule that could not examine anything
-(``checked`` 0 or absent, with a reason in ``skipped``) says nothing either way. Compliance
-evaluators rely on that distinction, so every check reports it.
+An :class:`AuditResult` holds the findings (the shared
+:class:`~iotsec.findings.model.Finding` model, rule ids ``audit/<name>``) and, per rule, how
+many objects the check examined: a rule with no finding that examined objects *passed*; a
+rule that could not examine anything (``checked`` 0 or absent, with a reason in ``skipped``)
+says nothing either way. Compliance evaluators rely on that distinction, so every check
+reports it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from iotsec.scan.findings import Finding, Severity
+from iotsec.findings.model import Finding, Severity
 
 __all__ = ["AuditResult", "CheckOutcome"]
 

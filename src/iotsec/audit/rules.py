@@ -4,7 +4,7 @@ of standards to them. Tags follow :mod:`iotsec.scan.rules` (``cwe:N``, ``owasp-i
 
 from __future__ import annotations
 
-from iotsec.scan.findings import Rule, Severity
+from iotsec.findings.model import Rule, Severity
 
 __all__ = ["ALL_RULES", "by_id"]
 

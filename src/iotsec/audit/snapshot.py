@@ -15,10 +15,11 @@ from typing import NamedTuple
 
 from iotsec.audit.keyinfo import CertKeyFacts, KeyFacts
 from iotsec.errors.audit import AuditOptionError
+from iotsec.findings.model import Finding
 
 __all__ = ["AuditOptions", "AuthorityFacts", "BrokerFacts", "BrokerListener", "CertFacts",
-           "CrlFacts", "DeviceKeyFacts", "EventFacts", "FirmwareFacts", "LintItem",
-           "Snapshot", "TokenFacts"]
+           "CrlFacts", "DeviceKeyFacts", "EventFacts", "FirmwareFacts", "Snapshot",
+           "TokenFacts"]
 
 DAY = 86400
 
@@ -158,18 +159,6 @@ class FirmwareFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class LintItem:
-    """One policy lint finding (:mod:`iotsec.access.lint`)."""
-
-    code: str
-    severity: str
-    role: str
-    rule_index: int | None
-    message: str
-    fix: str
-
-
-@dataclass(frozen=True, slots=True)
 class BrokerListener:
     port: int
     bind: str | None  # None: every interface
@@ -232,7 +221,9 @@ class Snapshot:
     firmware: Sequence[FirmwareFacts]
     #: Highest security counter of each (product, channel)'s current release.
     channel_counters: Mapping[tuple[str, str], int]
-    lint: Sequence[LintItem] | None
+    #: The policy lint's findings (:func:`iotsec.access.lint.lint`); None when the policy
+    #: could not be loaded.
+    lint: Sequence[Finding] | None
     #: Number of roles in the policy (what the lint examined).
     policy_roles: int
     broker: BrokerFacts | None

@@ -22,7 +22,7 @@ from iotsec.cli.context import runtime
 from iotsec.cli.output import console, err_console, table
 from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports
 from iotsec.errors import IotsecError
-from iotsec.scan.findings import count_by_severity
+from iotsec.findings.model import count_by_severity
 from iotsec.timeutil import parse_duration
 
 EXIT_COULD_NOT_RUN = 2

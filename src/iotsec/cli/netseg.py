@@ -10,6 +10,7 @@ from iotsec.app import netseg as service
 from iotsec.cli.output import console, emit_json, read_input, table, write_output
 from iotsec.errors import InvalidInputError
 from iotsec.netseg.decide import Flow
+from iotsec.netseg.findings import review_json
 from iotsec.netseg.services import SERVICES
 from iotsec.netseg.source import MAX_POLICY_BYTES
 
@@ -43,15 +44,14 @@ def validate(path: FileArg, as_json: JsonOpt = False) -> None:
             "zones": len(policy.zones) if policy else None,
             "rules": len(policy.rules) if policy else None,
             "problems": [{"line": line, "message": msg} for line, msg in report.problems],
-            "findings": [{"severity": f.severity.value, "code": f.code, "rule": f.rule,
-                          "line": f.line, "message": f.message, "fix": f.fix}
-                         for f in report.findings],
+            "findings": [review_json(f) for f in report.findings],
         })
     else:
         for line, msg in report.problems:
             console.print(f"{_where(path, line)}: error: {msg}", markup=False, soft_wrap=True)
         for f in report.findings:
-            console.print(f"{_where(path, f.line)}: {f.severity.value}: [{f.code}] "
+            console.print(f"{_where(path, f.location.line)}: {f.severity.value}: "
+                          f"[{f.rule.code}] "
                           f"{f.message} (fix: {f.fix})", markup=False, soft_wrap=True)
         if report.policy is not None:
             console.print(f"{path}: valid: {len(report.policy.zones)} zones, "

@@ -7,10 +7,11 @@ from typing import Annotated
 import typer
 
 from iotsec.access.document import MAX_DOCUMENT_BYTES
-from iotsec.access.lint import Severity
+from iotsec.access.lint import lint_json
 from iotsec.app.access import policy as service
 from iotsec.cli.context import runtime
 from iotsec.cli.output import console, emit_json, read_input, table, write_output
+from iotsec.findings.model import Severity
 
 app = typer.Typer(help="The access policy as code: apply, export, lint.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -58,13 +59,11 @@ def lint(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         findings = service.lint_policy(rt)
     if as_json:
-        emit_json([{"severity": f.severity.value, "code": f.code, "role": f.role,
-                    "rule_index": f.rule_index, "message": f.message, "fix": f.fix}
-                   for f in findings])
+        emit_json([lint_json(f) for f in findings])
     elif findings:
         table(f"{len(findings)} findings", ["severity", "code", "role", "rule", "finding", "fix"],
-              [(f.severity.value, f.code, f.role, f.rule_index, f.message, f.fix)
-               for f in findings])
+              [(f.severity.value, f.rule.code, f.location.name, f.location.index, f.message,
+                f.fix) for f in findings])
     else:
         console.print("no findings", markup=False)
     if any(f.severity in (Severity.HIGH, Severity.MEDIUM) for f in findings):

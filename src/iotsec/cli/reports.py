@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import typer
 
 from iotsec.cli.output import write_output
-from iotsec.scan.findings import Severity
+from iotsec.findings.model import Severity
 
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 EXIT_FINDINGS = 1

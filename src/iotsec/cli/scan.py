@@ -22,10 +22,10 @@ from iotsec.cli.output import console, err_console, table
 from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports
 from iotsec.config import Settings
 from iotsec.errors import HomeNotInitialisedError, IotsecError
+from iotsec.findings.model import count_by_severity
 from iotsec.scan import report
 from iotsec.scan.credentials import CredentialConfig
 from iotsec.scan.engine import ScanOptions, ScanResult
-from iotsec.scan.findings import count_by_severity
 from iotsec.scan.identify import ProbeConfig
 from iotsec.scan.ports import MAX_CONCURRENCY, MAX_RATE, PortScanConfig
 from iotsec.scan.targets import DEFAULT_PORTS

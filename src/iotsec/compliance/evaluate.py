@@ -29,7 +29,7 @@ from datetime import datetime
 
 from iotsec.compliance.catalog import Framework, Level, Provision, Status
 from iotsec.compliance.evidence import Attestation, Evidence, ScanItem, scan_matches
-from iotsec.scan.findings import Severity, worst
+from iotsec.findings.model import Severity, worst
 
 __all__ = ["ComplianceResult", "EvidenceItem", "ProvisionResult", "evaluate",
            "result_severity"]

@@ -19,7 +19,7 @@ from typing import Any
 from iotsec.audit.model import AuditResult
 from iotsec.compliance.catalog import Status
 from iotsec.errors import ScanReportError
-from iotsec.scan.findings import Severity, clean_text
+from iotsec.findings.model import Severity, clean_text
 from iotsec.scan.rules import ALL_RULES
 
 __all__ = [

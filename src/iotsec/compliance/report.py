@@ -9,43 +9,31 @@ the level its severity gives (see :func:`iotsec.compliance.evaluate.result_sever
 from __future__ import annotations
 
 import hashlib
-import html
-import json
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from iotsec import __version__
 from iotsec.compliance.catalog import Provision, Status
 from iotsec.compliance.evaluate import ComplianceResult, ProvisionResult
-from iotsec.scan.findings import Severity
-from iotsec.scan.report import REPORT_CSS, SARIF_SCHEMA_URI
+from iotsec.findings.html import REPORT_CSS, html_document, html_sections
+from iotsec.findings.html import escape as _e
+from iotsec.findings.model import Severity
+from iotsec.findings.report import ReportFormat, iso_time, json_bytes
+from iotsec.findings.sarif import sarif_document, sarif_run
 
-__all__ = ["COMPLIANCE_FORMAT", "COMPLIANCE_FORMAT_VERSION", "compliance_html",
-           "compliance_json", "compliance_json_bytes", "compliance_report_schema",
-           "compliance_sarif", "compliance_sarif_bytes"]
+__all__ = ["COMPLIANCE_FORMAT", "COMPLIANCE_FORMAT_VERSION", "COMPLIANCE_REPORT",
+           "compliance_html", "compliance_json", "compliance_json_bytes",
+           "compliance_report_schema", "compliance_sarif", "compliance_sarif_bytes"]
 
 COMPLIANCE_FORMAT = "iotsec-compliance-report"
 COMPLIANCE_FORMAT_VERSION = 1
-COMPLIANCE_SCHEMA_ID = "urn:iotsec:schema:compliance-report:1"
-INFORMATION_URI = "urn:iotsec"
+COMPLIANCE_REPORT = ReportFormat(
+    COMPLIANCE_FORMAT, COMPLIANCE_FORMAT_VERSION, "urn:iotsec:schema:compliance-report:1",
+    "iotsec.compliance", "schemas/compliance-report.schema.json")
 
 
-def _time(moment: Any) -> str:
-    return str(moment.isoformat()).replace("+00:00", "Z")
-
-
-@cache
 def compliance_report_schema() -> dict[str, Any]:
     """The JSON Schema of the compliance report (``compliance-report.schema.json``)."""
-    text = resources.files("iotsec.compliance").joinpath(
-        "schemas/compliance-report.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def _dumps(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+    return COMPLIANCE_REPORT.schema()
 
 
 # --------------------------------------------------------------------------- JSON
@@ -67,7 +55,7 @@ def _provision_dict(r: ProvisionResult) -> dict[str, Any]:
         "evidence": [e.to_dict() for e in r.evidence],
         "attestation": None if att is None else {
             "version": att.version, "status": att.status.value, "note": att.note,
-            "actor": att.actor, "at": _time(att.at)},
+            "actor": att.actor, "at": iso_time(att.at)},
     }
 
 
@@ -78,7 +66,7 @@ def _sources(result: ComplianceResult) -> dict[str, Any]:
         audit = {"ran": False, "reason": ev.audit_missing, "started_at": None, "findings": 0,
                  "checks": 0, "skipped": []}
     else:
-        audit = {"ran": True, "reason": None, "started_at": _time(ev.audit.started_at),
+        audit = {"ran": True, "reason": None, "started_at": iso_time(ev.audit.started_at),
                  "findings": len(ev.audit.findings), "checks": len(ev.audit.outcomes),
                  "skipped": sorted(k for k, o in ev.audit.outcomes.items() if not o.ran)}
     scan = None if ev.scan is None else {
@@ -115,13 +103,10 @@ def compliance_json(result: ComplianceResult) -> dict[str, Any]:
     """The report as a JSON-ready dict (format ``iotsec-compliance-report``, version 1)."""
     fw = result.framework
     return {
-        "$schema": COMPLIANCE_SCHEMA_ID,
-        "format": COMPLIANCE_FORMAT,
-        "format_version": COMPLIANCE_FORMAT_VERSION,
-        "tool": {"name": "iotsec", "version": __version__},
+        **COMPLIANCE_REPORT.header(__version__),
         "framework": {"id": fw.id, "name": fw.name, "version": fw.version,
                       "reference": fw.reference},
-        "generated_at": _time(result.generated_at),
+        "generated_at": iso_time(result.generated_at),
         "sources": _sources(result),
         "summary": _summary(result),
         "provisions": [_provision_dict(r) for r in result.results],
@@ -129,7 +114,8 @@ def compliance_json(result: ComplianceResult) -> dict[str, Any]:
 
 
 def compliance_json_bytes(result: ComplianceResult) -> bytes:
-    return _dumps(compliance_json(result))
+    """:func:`compliance_json` as the bytes of a report file."""
+    return json_bytes(compliance_json(result))
 
 
 # --------------------------------------------------------------------------- SARIF
@@ -191,25 +177,20 @@ def compliance_sarif(result: ComplianceResult) -> dict[str, Any]:
     index = {p.id: i for i, p in enumerate(fw.provisions)}
     results = [_sarif_result(fw.id, r, index[r.provision.id]) for r in result.results
                if r.severity is not None]
-    run: dict[str, Any] = {
-        "tool": {"driver": {
-            "name": "iotsec", "version": __version__, "semanticVersion": __version__,
-            "informationUri": INFORMATION_URI,
-            "rules": [_descriptor(fw.id, p) for p in fw.provisions],
-        }},
-        "automationDetails": {"id": f"iotsec-compliance/{fw.id}/{_time(result.generated_at)}"},
-        "invocations": [{"executionSuccessful": True,
-                         "startTimeUtc": _time(result.generated_at),
-                         "endTimeUtc": _time(result.generated_at)}],
-        "results": results,
-        "properties": {"framework": fw.id, "frameworkVersion": fw.version,
-                       "summary": {"byStatus": result.by_status(), "score": result.score()}},
-    }
-    return {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [run]}
+    # An evaluation is instantaneous (the evidence was gathered before), and has nothing
+    # to notify: the invocation starts and ends at generation and carries no notes.
+    return sarif_document(sarif_run(
+        version=__version__, rules=[_descriptor(fw.id, p) for p in fw.provisions],
+        results=results,
+        automation_id=f"iotsec-compliance/{fw.id}/{iso_time(result.generated_at)}",
+        started=result.generated_at, finished=result.generated_at,
+        properties={"framework": fw.id, "frameworkVersion": fw.version,
+                    "summary": {"byStatus": result.by_status(), "score": result.score()}}))
 
 
 def compliance_sarif_bytes(result: ComplianceResult) -> bytes:
-    return _dumps(compliance_sarif(result))
+    """:func:`compliance_sarif` as the bytes of a report file."""
+    return json_bytes(compliance_sarif(result))
 
 
 # --------------------------------------------------------------------------- HTML
@@ -223,10 +204,6 @@ font-weight:600;text-transform:uppercase;white-space:nowrap}.score{font-size:34p
 .warn{background:#fdf2e9;border-left:3px solid #d68910;padding:6px 10px;margin:8px 0 0}
 svg text{font:12px system-ui,sans-serif;fill:#1d2330}
 """
-
-
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _chart(result: ComplianceResult) -> str:
@@ -308,7 +285,7 @@ def _provision_html(r: ProvisionResult) -> str:
     att = r.attestation
     att_html = "" if att is None else (
         f"<dt>attestation</dt><dd>version {att.version}: {_e(att.status.value)} by "
-        f"{_e(att.actor)} at {_e(_time(att.at))}: {_e(att.note)}</dd>")
+        f"{_e(att.actor)} at {_e(iso_time(att.at))}: {_e(att.note)}</dd>")
     level = p.level_text or "none"
     elements = "".join(f"<li>{_e(el)}</li>" for el in p.elements)
     warn = ""
@@ -338,10 +315,6 @@ def compliance_html(result: ComplianceResult) -> str:
     for c in fw.categories:
         body = "".join(_provision_html(r) for r in result.in_category(c.id))
         sections.append((f"{c.id} {c.title}" if c.id != c.title else c.title, body))
-    body_html = "".join(f"<section><h2>{_e(h)}</h2>{b}</section>" for h, b in sections)
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>{_e(title)}</h1><p>{_e(fw.reference)} - generated "
-            f"{_e(_time(result.generated_at))}</p></header><main>{body_html}</main>"
-            f"<footer>iotsec {_e(__version__)}</footer></body></html>\n")
+    return html_document(
+        title=title, subtitle=f"{fw.reference} - generated {iso_time(result.generated_at)}",
+        body=html_sections(sections), version=__version__, css=_CSS)

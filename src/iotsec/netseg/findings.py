@@ -17,15 +17,22 @@
 - ``no-anti-spoofing``: zones without an ``interface``, whose source addresses the
   firewall has to take on trust.
 - ``unused-zone``, ``no-firewall-addresses``, ``nothing-allowed``: informational.
+
+Findings are the shared :class:`~iotsec.findings.model.Finding`: each code is a rule
+``netseg/<code>`` (:data:`REVIEW_RULES`), and a finding's location is the rule's name and
+line in the policy file (:meth:`~iotsec.findings.model.Location.zone_rule`; a zone's line
+alone for ``unused-zone``, neither for the policy-wide findings).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import Any
 
-from iotsec.access.lint import Severity
+from iotsec.findings.model import Finding, Location, Severity
+from iotsec.findings.model import Rule as ReviewRule
 from iotsec.netseg.model import (
     Endpoint,
     EndpointKind,
@@ -39,17 +46,79 @@ from iotsec.netseg.model import (
 )
 from iotsec.netseg.services import MANAGEMENT_PORTS, PLAINTEXT_PORTS, Transport
 
-__all__ = ["Finding", "Severity", "review"]
+__all__ = ["REVIEW_RULES", "review", "review_json"]
+
+SHADOWED_RULE = ReviewRule(
+    "netseg/shadowed-rule", "Rule that never matches", Severity.LOW,
+    "An earlier rule matches every flow this rule would match, so it never applies (medium "
+    "when the earlier rule has the opposite verdict and this rule's intent is lost).",
+    "remove the rule")
+PLAINTEXT_PROTOCOL = ReviewRule(
+    "netseg/plaintext-protocol", "Plaintext protocol allowed", Severity.MEDIUM,
+    "An allow opens a protocol that carries credentials or data in clear text (Telnet, MQTT "
+    "1883, HTTP, CoAP without DTLS...); high for Telnet.",
+    "use the TLS/DTLS variant (mqtts 8883, https 443, coaps 5684, ssh 22)")
+MANAGEMENT_ACCESS = ReviewRule(
+    "netseg/management-access", "Management protocol open outside the admin zone",
+    Severity.HIGH,
+    "An allow opens a management protocol (SSH, Telnet, SNMP, RDP, VNC, NETCONF, IPMI, "
+    "WinRM) to sources outside the admin zones.",
+    "allow it from the admin zone only")
+MANAGEMENT_ZONE = ReviewRule(
+    "netseg/management-zone", "Management zone reachable from outside the admin zone",
+    Severity.HIGH,
+    "An allow reaches a zone marked management: true from sources outside the admin zones.",
+    "allow it from the admin zone only")
+ALL_PORTS = ReviewRule(
+    "netseg/all-ports", "Allow without a port restriction", Severity.MEDIUM,
+    "An allow without a port restriction opens every service of the destination, plaintext "
+    "and management ones included (high from any address).",
+    "list the services the devices need")
+ALLOW_FROM_ANY = ReviewRule(
+    "netseg/allow-from-any", "Allow from every address", Severity.LOW,
+    "An allow whose source is every address.",
+    "name the zones or networks that need it")
+INTRA_ZONE = ReviewRule(
+    "netseg/intra-zone", "Rule from a zone to itself", Severity.INFO,
+    "Hosts on one link talk directly, so the router never sees the traffic this rule is "
+    "about.",
+    "isolate devices on the switch (private VLAN / port isolation)")
+UNUSED_ZONE = ReviewRule(
+    "netseg/unused-zone", "Zone named by no rule", Severity.INFO,
+    "A zone that no rule names: all its traffic is denied.",
+    "remove it, or add the flows it needs")
+NO_ANTI_SPOOFING = ReviewRule(
+    "netseg/no-anti-spoofing", "Zones without an interface", Severity.LOW,
+    "Zones without an interface, whose source addresses the firewall has to take on trust.",
+    "set interface: on each zone (e.g. eth0.20 for VLAN 20)")
+NO_FIREWALL_ADDRESSES = ReviewRule(
+    "netseg/no-firewall-addresses", "Firewall addresses unknown", Severity.INFO,
+    "Rules to 'self' exist but firewall.addresses is empty, so 'check' treats every "
+    "destination as forwarded.",
+    "list the firewall's own addresses under firewall.addresses")
+NOTHING_ALLOWED = ReviewRule(
+    "netseg/nothing-allowed", "Nothing allowed", Severity.INFO,
+    "No rule allows anything: the firewall drops every new flow.",
+    "add allow rules for the flows the devices need")
+REVIEW_RULES = (SHADOWED_RULE, PLAINTEXT_PROTOCOL, MANAGEMENT_ACCESS, MANAGEMENT_ZONE,
+                ALL_PORTS, ALLOW_FROM_ANY, INTRA_ZONE, UNUSED_ZONE, NO_ANTI_SPOOFING,
+                NO_FIREWALL_ADDRESSES, NOTHING_ALLOWED)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    severity: Severity
-    code: str
-    rule: str | None
-    line: int | None
-    message: str
-    fix: str
+def review_json(finding: Finding) -> dict[str, Any]:
+    """A review finding as ``iotsec netseg validate --json`` shows it: severity, code (the
+    rule's name without ``netseg/``), rule name, line, message, fix."""
+    return {"severity": finding.severity.value, "code": finding.rule.code,
+            "rule": finding.location.name, "line": finding.location.line,
+            "message": finding.message, "fix": finding.fix}
+
+
+def _at(rule: Rule) -> Location:
+    return Location.zone_rule(rule.name, rule.line)
+
+
+# The policy-wide findings are about no rule and no line.
+_POLICY = Location.zone_rule(None, None)
 
 
 _ANY = ("any",)
@@ -156,12 +225,11 @@ def _shadowed(policy: Policy) -> Iterable[Finding]:
             earlier = rules[i]
             if rule_covers(earlier, rule):
                 opposite = earlier.allows != rule.allows
-                yield Finding(
-                    Severity.MEDIUM if opposite else Severity.LOW, "shadowed-rule", rule.name,
-                    rule.line,
-                    f"{rule.label} never matches: {earlier.label} above it already "
-                    f"{earlier.action.value}s every flow it would match",
-                    "move it above the broader rule" if opposite else "remove the rule")
+                yield SHADOWED_RULE.at(
+                    _at(rule), f"{rule.label} never matches: {earlier.label} above it "
+                    f"already {earlier.action.value}s every flow it would match",
+                    severity=Severity.MEDIUM if opposite else Severity.LOW,
+                    fix="move it above the broader rule" if opposite else "remove the rule")
                 break
         for f in rule.families:
             index.setdefault((f, _key(rule.src, f), _key(rule.dst, f)), []).append(j)
@@ -229,44 +297,40 @@ def _allow_findings(policy: Policy, rule: Rule) -> Iterable[Finding]:
     admin_fix = (f"allow it from the admin zone ({admin_names}) only" if admin_names else
                  "mark the administrators' zone with admin: true and allow it from there only")
     if _all_ports(rule):
-        yield Finding(
-            Severity.HIGH if rule.src.kind is EndpointKind.ANY else Severity.MEDIUM,
-            "all-ports", rule.name, rule.line,
+        yield ALL_PORTS.at(
+            _at(rule),
             f"{rule.label} allows every port {where}, including Telnet, MQTT 1883 and HTTP",
-            "list the services the devices need")
+            severity=Severity.HIGH if rule.src.kind is EndpointKind.ANY else Severity.MEDIUM)
     else:
         plain = _open_ports(rule, PLAINTEXT_PORTS)
         if plain:
             telnet = any(p.startswith("telnet") for p in plain)
-            yield Finding(
-                Severity.HIGH if telnet else Severity.MEDIUM, "plaintext-protocol", rule.name,
-                rule.line, f"{rule.label} opens plaintext {', '.join(plain)} {where}",
-                "use the TLS/DTLS variant (mqtts 8883, https 443, coaps 5684, ssh 22)")
+            yield PLAINTEXT_PROTOCOL.at(
+                _at(rule), f"{rule.label} opens plaintext {', '.join(plain)} {where}",
+                severity=Severity.HIGH if telnet else Severity.MEDIUM)
     if not _from_admin(policy, rule):
         mgmt = _open_ports(rule, MANAGEMENT_PORTS)
         if mgmt:
-            yield Finding(
-                Severity.HIGH, "management-access", rule.name, rule.line,
-                f"{rule.label} opens management access ({', '.join(mgmt)}) {where}, "
-                "outside the admin zone", admin_fix)
+            yield MANAGEMENT_ACCESS.at(
+                _at(rule), f"{rule.label} opens management access ({', '.join(mgmt)}) "
+                f"{where}, outside the admin zone", fix=admin_fix)
         for zone in policy.zones:
             if zone.management and _reaches_zone(rule, policy, zone.name) and \
                     not _blocked_above(policy, rule, zone):
-                yield Finding(
-                    Severity.HIGH if rule.dst.kind is EndpointKind.NETS else Severity.MEDIUM,
-                    "management-zone", rule.name, rule.line,
-                    f"{rule.label} lets {rule.src.text} reach management zone "
-                    f"{zone.name!r}", admin_fix)
+                yield MANAGEMENT_ZONE.at(
+                    _at(rule), f"{rule.label} lets {rule.src.text} reach management zone "
+                    f"{zone.name!r}", fix=admin_fix,
+                    severity=Severity.HIGH if rule.dst.kind is EndpointKind.NETS
+                    else Severity.MEDIUM)
     if rule.src.kind is EndpointKind.ANY and not _all_ports(rule):
-        yield Finding(Severity.LOW, "allow-from-any", rule.name, rule.line,
-                      f"{rule.label} accepts {rule.dst.text} traffic from every address",
-                      "name the zones or networks that need it")
+        yield ALLOW_FROM_ANY.at(
+            _at(rule), f"{rule.label} accepts {rule.dst.text} traffic from every address")
 
 
 def review(policy: Policy) -> list[Finding]:
     """Every finding on ``policy``, in rule order, then the policy-wide ones."""
     out: list[Finding] = list(_shadowed(policy))
-    shadowed = {f.rule for f in out}
+    shadowed = {f.location.name for f in out}
     used: set[str] = set()
     for rule in policy.rules:
         used.update(rule.src.zones)
@@ -274,30 +338,25 @@ def review(policy: Policy) -> list[Finding]:
         if rule.allows and rule.name not in shadowed:
             out.extend(_allow_findings(policy, rule))
         if rule.src.single_zone is not None and rule.src.single_zone == rule.dst.single_zone:
-            out.append(Finding(
-                Severity.INFO, "intra-zone", rule.name, rule.line,
-                f"{rule.label} is from zone {rule.src.single_zone!r} to itself: hosts on one "
-                "link talk directly and the firewall never sees it",
-                "isolate devices on the switch (private VLAN / port isolation)"))
+            out.append(INTRA_ZONE.at(
+                _at(rule), f"{rule.label} is from zone {rule.src.single_zone!r} to itself: "
+                "hosts on one link talk directly and the firewall never sees it"))
     for zone in policy.zones:
         if zone.name not in used:
-            out.append(Finding(Severity.INFO, "unused-zone", None, zone.line,
-                               f"zone {zone.name!r} is named by no rule (all its traffic is "
-                               "denied)", "remove it, or add the flows it needs"))
+            out.append(UNUSED_ZONE.at(
+                Location.zone_rule(None, zone.line),
+                f"zone {zone.name!r} is named by no rule (all its traffic is denied)"))
     bare = [z.name for z in policy.zones if z.interface is None]
     if bare and policy.zones:
         shown = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
-        out.append(Finding(Severity.LOW, "no-anti-spoofing", None, None,
-                           f"{len(bare)} zone(s) have no interface ({shown}): the firewall "
-                           "cannot tell a spoofed source address from a real one",
-                           "set interface: on each zone (e.g. eth0.20 for VLAN 20)"))
+        out.append(NO_ANTI_SPOOFING.at(
+            _POLICY, f"{len(bare)} zone(s) have no interface ({shown}): the firewall cannot "
+            "tell a spoofed source address from a real one"))
     if any(r.chain == "input" for r in policy.rules) and not policy.firewall.addresses:
-        out.append(Finding(Severity.INFO, "no-firewall-addresses", None, None,
-                           "rules to 'self' exist but firewall.addresses is empty: 'check' "
-                           "treats every destination as forwarded",
-                           "list the firewall's own addresses under firewall.addresses"))
+        out.append(NO_FIREWALL_ADDRESSES.at(
+            _POLICY, "rules to 'self' exist but firewall.addresses is empty: 'check' treats "
+            "every destination as forwarded"))
     if not any(r.allows for r in policy.rules):
-        out.append(Finding(Severity.INFO, "nothing-allowed", None, None,
-                           "no rule allows anything: the firewall drops every new flow",
-                           "add allow rules for the flows the devices need"))
+        out.append(NOTHING_ALLOWED.at(
+            _POLICY, "no rule allows anything: the firewall drops every new flow"))
     return out

@@ -6,6 +6,6 @@ them (plaintext protocols, anonymous or wildcard MQTT, default credentials, TLS)
 - ``probes`` / ``tlsraw``: protocol packets and parsers (pure);
 - ``identify``: service identification by probing; ``tls``, ``mqtt``, ``credentials``:
   the checks; ``engine``: the scan end to end;
-- ``findings`` / ``rules``: the finding model (shared with the fleet audit and the
-  compliance reports) and the scanner's rules; ``report``: JSON, SARIF 2.1.0 and HTML.
+- ``rules``: the scanner's rules (the finding model is :mod:`iotsec.findings`, shared with
+  every other check); ``report``: the scan's JSON, SARIF 2.1.0 and HTML reports.
 """

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from iotsec.findings.model import Finding, Location, sort_findings
 from iotsec.scan import credentials as creds
 from iotsec.scan import mqtt, probes, rules, tls
-from iotsec.scan.findings import Finding, Location, sort_findings
 from iotsec.scan.identify import ProbeConfig, Service, identify_tcp, identify_udp
 from iotsec.scan.net import open_conversation
 from iotsec.scan.ports import PortScanConfig, PortScanResult, tcp_connect_scan

@@ -27,8 +27,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from iotsec.findings.model import clean_text
 from iotsec.scan import probes
-from iotsec.scan.findings import clean_text
 from iotsec.scan.net import READ_LIMIT, Conversation, open_conversation
 from iotsec.scan.tls import permissive_context
 

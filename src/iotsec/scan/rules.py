@@ -7,7 +7,7 @@ Tags map a rule to weakness catalogues and to the standards the compliance repor
 
 from __future__ import annotations
 
-from iotsec.scan.findings import Rule, Severity
+from iotsec.findings.model import Rule, Severity
 
 __all__ = ["ALL_RULES", "by_id"]
 

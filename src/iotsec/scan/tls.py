@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from iotsec.findings.model import Finding, Location
 from iotsec.scan import rules
 from iotsec.scan import tlsraw as raw
-from iotsec.scan.findings import Finding, Location
 from iotsec.scan.net import open_conversation
 
 __all__ = ["TlsConfig", "TlsObservation", "TrustStore", "assess", "observe",

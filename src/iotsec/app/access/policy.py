@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, delete, func, insert, select
 
 from iotsec.access.document import parse_document, render_document
-from iotsec.access.lint import Finding, lint
+from iotsec.access.lint import lint
 from iotsec.access.policy import Role
 from iotsec.app.access.roles import load_roles, write_role
 from iotsec.app.identity.bindings import bump_policy_version, policy_changed
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
+from iotsec.findings.model import Finding
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts

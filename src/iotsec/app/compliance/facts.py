@@ -17,7 +17,7 @@ from iotsec.app.ota import repo as ota_repo
 from iotsec.app.runtime import Runtime
 from iotsec.compliance.evidence import Fact
 from iotsec.errors import IotsecError
-from iotsec.scan.findings import Severity
+from iotsec.findings.model import Severity
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts

@@ -1,11 +1,12 @@
-"""The finding model shared by the scanner, the fleet audit and the compliance reports.
+"""The finding model shared by the scanner, the fleet audit, the compliance reports, policy
+lint and the zone-policy review.
 
 A :class:`Rule` is a check that can fail (``tls/old-protocol``), with a default severity,
 a description and the fix. A :class:`Finding` is one failure of a rule at one
-:class:`Location` (an endpoint, a device, a certificate, a policy...), with the evidence
-that shows it and the fix for this case. Rule ids are SARIF hierarchical strings
-(``area/name``); a finding's fingerprint is stable across runs so that CI systems can track
-it.
+:class:`Location` (an endpoint, a device, a certificate, a policy rule, a line of a zone
+policy...), with the evidence that shows it and the fix for this case. Rule ids are SARIF
+hierarchical strings (``area/name``); a finding's fingerprint is stable across runs so that
+CI systems can track it.
 
 Evidence is a small flat mapping of JSON values; strings that come from the network are
 cleaned (control characters escaped) and cut to :data:`MAX_EVIDENCE_TEXT` characters here,
@@ -148,6 +149,12 @@ class Rule:
                 or not set(name) <= allowed | {"/"}:
             raise ValueError(f"rule id {self.id!r} is not of the form area/name")
 
+    @property
+    def code(self) -> str:
+        """The rule's name within its area: ``wildcard-all`` for ``policy/wildcard-all``
+        (what policy lint and the zone-policy review print)."""
+        return self.id.partition("/")[2]
+
     def at(self, location: Location, message: str, *,
            evidence: Mapping[str, object] | None = None, severity: Severity | None = None,
            fix: str | None = None) -> Finding:
@@ -165,7 +172,11 @@ class Rule:
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where a finding is. ``uri`` identifies it in reports: ``tcp://192.0.2.7:8883`` for
-    a network service; the audit uses its own schemes (``device:ID``, ``cert:SERIAL``)."""
+    a network service; the audit uses its own schemes (``device:ID``, ``cert:SERIAL``).
+
+    ``index`` is a rule's position in its role (policy lint) and ``line`` a line of the file
+    the finding is about (the zone-policy review); both are ``None`` elsewhere.
+    """
 
     uri: str
     kind: str = "endpoint"
@@ -174,23 +185,56 @@ class Location:
     transport: str | None = None
     name: str | None = None
     device: str | None = None
+    index: int | None = None
+    line: int | None = None
 
     @classmethod
     def endpoint(cls, host: str, port: int | None, transport: str = "tcp", *,
                  name: str | None = None, device: str | None = None) -> Location:
+        """A network service (``tcp://host:port``), or a whole host when ``port`` is None."""
         shown = f"[{host}]" if ":" in host else host
         uri = f"{transport}://{shown}" + (f":{port}" if port is not None else "")
         return cls(uri=uri, kind="endpoint" if port is not None else "host", host=host,
                    port=port, transport=transport if port is not None else None, name=name,
                    device=device)
 
+    @classmethod
+    def policy_rule(cls, role: str, index: int | None) -> Location:
+        """Rule ``index`` of access-policy role ``role`` (``policy:ROLE#rule:N``), or the
+        role as a whole when ``index`` is None (``policy:ROLE``)."""
+        uri = f"policy:{role}" + (f"#rule:{index}" if index is not None else "")
+        return cls(uri=uri, kind="policy", name=role, index=index)
+
+    @classmethod
+    def zone_rule(cls, rule: str | None, line: int | None) -> Location:
+        """A place in a zone policy: the rule named ``rule`` at ``line``; with no rule, the
+        line alone (a zone), or with neither the policy as a whole."""
+        if rule is not None:
+            uri = f"zone-policy:rule:{rule}"
+        elif line is not None:
+            uri = f"zone-policy:line:{line}"
+        else:
+            uri = "zone-policy:"
+        return cls(uri=uri, kind="zone-policy", name=rule, line=line)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"uri": self.uri, "kind": self.kind, "host": self.host, "port": self.port,
-                "transport": self.transport, "name": self.name, "device": self.device}
+        """The location as JSON. ``index`` and ``line`` appear only when set, so an
+        endpoint's or a device's dict keeps the keys the published report schemas fix."""
+        out: dict[str, Any] = {
+            "uri": self.uri, "kind": self.kind, "host": self.host, "port": self.port,
+            "transport": self.transport, "name": self.name, "device": self.device}
+        if self.index is not None:
+            out["index"] = self.index
+        if self.line is not None:
+            out["line"] = self.line
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One failure of ``rule`` at ``location``: what was seen (``message``, ``evidence``),
+    how bad it is here (``severity``) and what to do about it here (``fix``)."""
+
     rule: Rule
     location: Location
     message: str
@@ -235,6 +279,7 @@ def worst(findings: Iterable[Finding]) -> Severity | None:
 
 
 def count_by_severity(findings: Sequence[Finding]) -> dict[str, int]:
+    """How many of ``findings`` have each severity (every severity present, worst first)."""
     counts = {s.value: 0 for s in Severity}
     for f in findings:
         counts[f.severity.value] += 1
