@@ -1,18 +1,24 @@
 """What the report commands (``scan``, ``audit``, ``compliance report``) share: the
 ``--fail-on`` threshold, at most one report on standard output, writing the reports asked
-for, and the exit code for CI (0 nothing at or above the threshold, 1 something is)."""
+for, the JSON Schema of a report, and the exit codes for CI (0 nothing at or above the
+threshold, 1 something is, 2 the command could not run)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import typer
 
-from iotsec.cli.output import write_output
+from iotsec.cli.output import print_error, write_output
+from iotsec.errors import IotsecError
 from iotsec.scan.findings import Severity
 
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 EXIT_FINDINGS = 1
+EXIT_COULD_NOT_RUN = 2
 
 #: A report the user asked for: its option name, its path (``-`` = stdout; ``None`` = not
 #: asked for) and how to render it.
@@ -49,3 +55,15 @@ def exit_on(threshold: Severity | None, reached: Callable[[Severity], bool]) -> 
     """Exit 1 when something is at or above the threshold."""
     if threshold is not None and reached(threshold):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def could_not_run(exc: IotsecError) -> typer.Exit:
+    """Report ``exc`` and give the exit to raise: 2, so that CI tells a command that could
+    not run from one that found something (1)."""
+    print_error(exc)
+    return typer.Exit(EXIT_COULD_NOT_RUN)
+
+
+def write_schema(schema: Mapping[str, Any]) -> None:
+    """Write a report's JSON Schema (``--json-schema``) to standard output."""
+    sys.stdout.write(json.dumps(schema, indent=2) + "\n")
