@@ -13,12 +13,13 @@ import pytest
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
-from tests.broker.support import free_port, mosquitto_or_skip
+from tests.broker.support import free_port
+from tests.services import require_tool
 
 
 @pytest.fixture(scope="session")
 def mosquitto() -> str:
-    return mosquitto_or_skip()
+    return require_tool("mosquitto", "Debian package 'mosquitto'")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,17 +23,6 @@ from iotsec.app.certs import issue_with_keygen
 from iotsec.app.devices import NewDevice, add_device
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
-
-UNDER_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def mosquitto_or_skip() -> str:
-    path = shutil.which("mosquitto")
-    if path is None:
-        if UNDER_CI:
-            pytest.fail("mosquitto is required under CI (Debian package 'mosquitto')")
-        pytest.skip("mosquitto is not installed (Debian package 'mosquitto')")
-    return path
 
 
 def free_port() -> int:
