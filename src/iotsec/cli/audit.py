@@ -25,15 +25,7 @@ from iotsec.cli.options import (
     SarifReportOpt,
 )
 from iotsec.cli.output import console, err_console, table
-from iotsec.cli.reports import (
-    could_not_run,
-    exit_on,
-    parse_fail_on,
-    to_stdout,
-    write_reports,
-    write_schema,
-)
-from iotsec.errors import IotsecError
+from iotsec.cli.reports import run_report, write_schema
 from iotsec.scan.findings import count_by_severity
 from iotsec.timeutil import parse_duration
 
@@ -102,21 +94,18 @@ def audit(
     if print_schema:
         write_schema(report.audit_report_schema())
         return
-    threshold = parse_fail_on(fail_on)
-    to_stdout_ = to_stdout([("--json", json_file), ("--sarif", sarif), ("--html", html_file)])
-    try:
+
+    def make() -> AuditResult:
         options = AuditOptions.parse(
             ca_days=ca_days, cert_days=cert_days, max_cert_age=max_cert_age,
             window=parse_duration(window), crl_hours=crl_hours,
             token_unused_days=token_unused_days)
         with runtime() as rt:
-            result = service.run_audit(rt, options, broker_dir=broker_dir, actor="cli")
-        write_reports([
-            ("--json", json_file, lambda: report.audit_json_bytes(result)),
-            ("--sarif", sarif, lambda: report.audit_sarif_bytes(result)),
-            ("--html", html_file, lambda: report.audit_html(result).encode("utf-8"))])
-    except IotsecError as exc:
-        raise could_not_run(exc) from None
-    if not to_stdout_:
-        _print(result, limit)
-    exit_on(threshold, lambda t: any(f.severity >= t for f in result.findings))
+            return service.run_audit(rt, options, broker_dir=broker_dir, actor="cli")
+
+    run_report(fail_on, [
+        ("--json", json_file, report.audit_json_bytes),
+        ("--sarif", sarif, report.audit_sarif_bytes),
+        ("--html", html_file, lambda result: report.audit_html(result).encode("utf-8"))],
+        make, lambda result: _print(result, limit),
+        lambda result, t: any(f.severity >= t for f in result.findings))

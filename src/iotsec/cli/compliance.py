@@ -20,14 +20,7 @@ from iotsec.app import compliance as service
 from iotsec.cli.context import runtime
 from iotsec.cli.options import HtmlReportOpt, JsonOpt, JsonReportOpt, JsonSchemaOpt, SarifReportOpt
 from iotsec.cli.output import console, emit_json, read_input, table, when
-from iotsec.cli.reports import (
-    could_not_run,
-    exit_on,
-    parse_fail_on,
-    to_stdout,
-    write_reports,
-    write_schema,
-)
+from iotsec.cli.reports import could_not_run, run_report, write_schema
 from iotsec.compliance import report
 from iotsec.compliance.catalog import Status
 from iotsec.compliance.evaluate import ComplianceResult
@@ -89,23 +82,19 @@ def report_cmd(
     if print_schema:
         write_schema(report.compliance_report_schema())
         return
-    threshold = parse_fail_on(fail_on)
-    stdout_used = to_stdout([("--json", json_file), ("--sarif", sarif), ("--html", html_file)])
-    try:
+
+    def make() -> ComplianceResult:
         service.framework(framework)
         data = read_input(scan_file, MAX_SCAN_REPORT, "scan report") if scan_file else None
         with runtime() as rt:
-            result = service.report(rt, framework, scan_report=data, broker_dir=broker_dir,
-                                    actor=_actor())
-        write_reports([
-            ("--json", json_file, lambda: report.compliance_json_bytes(result)),
-            ("--sarif", sarif, lambda: report.compliance_sarif_bytes(result)),
-            ("--html", html_file, lambda: report.compliance_html(result).encode("utf-8"))])
-    except IotsecError as exc:
-        raise could_not_run(exc) from None
-    if not stdout_used:
-        _print(result)
-    exit_on(threshold, lambda t: bool(result.at_or_above(t)))
+            return service.report(rt, framework, scan_report=data, broker_dir=broker_dir,
+                                  actor=_actor())
+
+    run_report(fail_on, [
+        ("--json", json_file, report.compliance_json_bytes),
+        ("--sarif", sarif, report.compliance_sarif_bytes),
+        ("--html", html_file, lambda result: report.compliance_html(result).encode("utf-8"))],
+        make, _print, lambda result, t: bool(result.at_or_above(t)))
 
 
 def _attestation_json(a: Attestation) -> dict[str, Any]:

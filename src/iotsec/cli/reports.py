@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
@@ -20,9 +20,11 @@ FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 EXIT_FINDINGS = 1
 EXIT_COULD_NOT_RUN = 2
 
+R = TypeVar("R")
+
 #: A report the user asked for: its option name, its path (``-`` = stdout; ``None`` = not
-#: asked for) and how to render it.
-Report = tuple[str, str | None, Callable[[], bytes]]
+#: asked for) and how to render it from the result.
+Report = tuple[str, str | None, Callable[[R], bytes]]
 
 
 def parse_fail_on(value: str) -> Severity | None:
@@ -44,16 +46,23 @@ def to_stdout(outputs: Sequence[tuple[str, str | None]]) -> bool:
     return bool(users)
 
 
-def write_reports(reports: Sequence[Report]) -> None:
-    """Render and write each report asked for."""
-    for _, path, render in reports:
-        if path:
-            write_output(path, render())
-
-
-def exit_on(threshold: Severity | None, reached: Callable[[Severity], bool]) -> None:
-    """Exit 1 when something is at or above the threshold."""
-    if threshold is not None and reached(threshold):
+def run_report(fail_on: str, reports: Sequence[Report[R]], make: Callable[[], R],
+               show: Callable[[R], None], reached: Callable[[R, Severity], bool]) -> None:
+    """Run a report command: check ``--fail-on`` and the outputs first, then make the result
+    and write each report asked for (a refusal there exits 2), show it unless a report went
+    to standard output, and exit 1 when something is at or above the threshold."""
+    threshold = parse_fail_on(fail_on)
+    stdout_used = to_stdout([(name, path) for name, path, _ in reports])
+    try:
+        result = make()
+        for _, path, render in reports:
+            if path:
+                write_output(path, render(result))
+    except IotsecError as exc:
+        raise could_not_run(exc) from None
+    if not stdout_used:
+        show(result)
+    if threshold is not None and reached(result, threshold):
         raise typer.Exit(EXIT_FINDINGS)
 
 

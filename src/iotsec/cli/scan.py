@@ -18,16 +18,9 @@ from iotsec.app import scan as service
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.cli.options import FailOnFindingOpt, HtmlReportOpt, JsonSchemaOpt, SarifReportOpt
 from iotsec.cli.output import console, err_console, table
-from iotsec.cli.reports import (
-    could_not_run,
-    exit_on,
-    parse_fail_on,
-    to_stdout,
-    write_reports,
-    write_schema,
-)
+from iotsec.cli.reports import run_report, write_schema
 from iotsec.config import Settings
-from iotsec.errors import HomeNotInitialisedError, IotsecError
+from iotsec.errors import HomeNotInitialisedError
 from iotsec.scan import report
 from iotsec.scan.credentials import CredentialConfig
 from iotsec.scan.engine import ScanOptions, ScanResult
@@ -133,27 +126,24 @@ def scan(
     if print_schema:
         write_schema(report.scan_report_schema())
         return
-    threshold = parse_fail_on(fail_on)
-    stdout_used = to_stdout([("--json", "-" if as_json else None), ("--json-file", json_file),
-                             ("--sarif", sarif), ("--html", html_file)])
-    options = ScanOptions(
-        ports=PortScanConfig(concurrency=concurrency, rate=rate, timeout=timeout),
-        probe=ProbeConfig(connect_timeout=timeout),
-        credentials=CredentialConfig(enabled=not no_credentials, rate=credential_rate))
-    request = service.ScanRequest(
-        targets=tuple(targets or ()), ports=ports, scope_file=scope,
-        confirm_large=confirm_large, fleet=fleet, with_nmap=with_nmap,
-        ca_files=tuple(ca_file or ()), use_fleet_ca=not no_fleet_ca, options=options)
-    try:
+
+    def make() -> ScanResult:
+        # The option classes check their ranges with ValueError (Typer's bounds already
+        # hold them), so building them here does not turn a bug into an exit 2.
+        options = ScanOptions(
+            ports=PortScanConfig(concurrency=concurrency, rate=rate, timeout=timeout),
+            probe=ProbeConfig(connect_timeout=timeout),
+            credentials=CredentialConfig(enabled=not no_credentials, rate=credential_rate))
+        request = service.ScanRequest(
+            targets=tuple(targets or ()), ports=ports, scope_file=scope,
+            confirm_large=confirm_large, fleet=fleet, with_nmap=with_nmap,
+            ca_files=tuple(ca_file or ()), use_fleet_ca=not no_fleet_ca, options=options)
         with _runtime(required=fleet) as rt:
-            result = service.scan(request, rt=rt)
-        write_reports([
-            ("--json-file", json_file, lambda: report.scan_json_bytes(result)),
-            ("--json", "-" if as_json else None, lambda: report.scan_json_bytes(result)),
-            ("--sarif", sarif, lambda: report.scan_sarif_bytes(result)),
-            ("--html", html_file, lambda: report.scan_html(result).encode("utf-8"))])
-    except IotsecError as exc:
-        raise could_not_run(exc) from None
-    if not stdout_used:
-        _print(result)
-    exit_on(threshold, lambda t: any(f.severity >= t for f in result.findings))
+            return service.scan(request, rt=rt)
+
+    run_report(fail_on, [
+        ("--json", "-" if as_json else None, report.scan_json_bytes),
+        ("--json-file", json_file, report.scan_json_bytes),
+        ("--sarif", sarif, report.scan_sarif_bytes),
+        ("--html", html_file, lambda result: report.scan_html(result).encode("utf-8"))],
+        make, _print, lambda result, t: any(f.severity >= t for f in result.findings))
