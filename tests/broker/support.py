@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,18 @@ from iotsec.app.certs import issue_with_keygen
 from iotsec.app.devices import NewDevice, add_device
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
+
+
+@contextlib.contextmanager
+def short_broker_dir(name: str) -> Iterator[Path]:
+    """``/tmp/iotsec-b-XXXX/NAME`` (not created), removed afterwards: short, since a Unix
+    socket path lives inside, and reachable by the broker's own account."""
+    path = Path(tempfile.mkdtemp(prefix="iotsec-b-", dir="/tmp"))
+    path.chmod(0o711)
+    try:
+        yield path / name
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
