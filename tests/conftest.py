@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,10 +36,10 @@ from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import InitResult, init_home
 from iotsec.config import Settings
 from iotsec.pki import pkcs8
+from tests.services import require_tool, unavailable
 
 PG_URL = os.environ.get("IOTSEC_TEST_DATABASE_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-UNDER_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 #: Still a real scrypt (and a real PBES2 file OpenSSL reads), in 16 KiB instead of 16 MiB.
 TEST_SCRYPT_COST = pkcs8.ScryptCost(n=2**4, r=8, p=1)
 
@@ -111,9 +110,7 @@ def _postgres_or_skip() -> None:
             conn.execute(text("select 1"))
         engine.dispose()
     except Exception as exc:
-        if UNDER_CI:
-            pytest.fail(f"PostgreSQL at {PG_URL} is required under CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
+        unavailable(f"PostgreSQL is not reachable at {PG_URL}: {type(exc).__name__}: {exc}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -165,9 +162,4 @@ def rt(settings: Settings, initialised: InitResult, clock: FakeClock) -> Iterato
 
 @pytest.fixture(scope="session")
 def openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        if UNDER_CI:
-            pytest.fail("the openssl CLI is required under CI")
-        pytest.skip("the openssl CLI is not installed")
-    return path
+    return require_tool("openssl", "Debian package 'openssl'")

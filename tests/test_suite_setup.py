@@ -11,6 +11,7 @@ import typer.main
 
 from iotsec.cli.main import app as iotsec_app
 from iotsec.pki import pkcs8
+from tests import services
 from tests.conftest import TEST_SCRYPT_COST
 
 
@@ -53,3 +54,15 @@ def test_a_command_registered_later_is_seen(capsys: pytest.CaptureFixture[str]) 
     assert run("group", "bye") == 0
     assert typer.main.get_command(root) is not first
     assert capsys.readouterr().out.splitlines() == ["hello a", "bye"]
+
+
+def test_a_missing_tool_skips_off_ci_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = "iotsec-no-such-tool"
+    monkeypatch.setattr(services, "UNDER_CI", False)
+    with pytest.raises(pytest.skip.Exception, match=f"^{name} is not installed \\(apt\\)$"):
+        services.require_tool(name, "apt")
+    monkeypatch.setattr(services, "UNDER_CI", True)
+    with pytest.raises(pytest.fail.Exception,
+                       match=f"^required under CI: {name} is not installed$"):
+        services.require_tool(name)
+    assert services.require_tool("sh").endswith("/sh")

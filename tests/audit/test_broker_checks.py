@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from iotsec.audit.snapshot import AuditOptions
 from iotsec.errors import AuditBrokerDirError
 from iotsec.pki.crl import RevocationReason
 from tests.audit.conftest import Fleet, found
+from tests.broker.support import short_broker_dir
 
 BROKER_RULES = ("audit/broker-anonymous", "audit/broker-plaintext-listener",
                 "audit/broker-crl-missing", "audit/broker-crl-stale")
@@ -28,13 +28,8 @@ BROKER_RULES = ("audit/broker-anonymous", "audit/broker-plaintext-listener",
 
 @pytest.fixture
 def bdir() -> Iterator[Path]:
-    # Short (a Unix socket path lives inside) and reachable by the broker's own account.
-    path = Path(tempfile.mkdtemp(prefix="iotsec-a-", dir="/tmp"))
-    path.chmod(0o711)
-    try:
-        yield path / "b"
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    with short_broker_dir("b") as path:
+        yield path
 
 
 def render(fleet: Fleet, d: Path, **options: object) -> None:

@@ -3,8 +3,6 @@ certificates against the real time), a short broker directory, and a port."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +11,13 @@ import pytest
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
-from tests.broker.support import free_port, mosquitto_or_skip
+from tests.broker.support import free_port, short_broker_dir
+from tests.services import require_tool
 
 
 @pytest.fixture(scope="session")
 def mosquitto() -> str:
-    return mosquitto_or_skip()
+    return require_tool("mosquitto", "Debian package 'mosquitto'")
 
 
 @pytest.fixture
@@ -32,13 +31,8 @@ def brt(tmp_path: Path) -> Iterator[Runtime]:
 
 @pytest.fixture
 def broker_dir() -> Iterator[Path]:
-    # Short (a Unix socket path lives inside) and reachable by the broker's own account.
-    path = Path(tempfile.mkdtemp(prefix="iotsec-b-", dir="/tmp"))
-    path.chmod(0o711)
-    try:
-        yield path / "broker"
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    with short_broker_dir("broker") as path:
+        yield path
 
 
 @pytest.fixture

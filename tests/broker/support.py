@@ -9,13 +9,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,16 +26,17 @@ from iotsec.app.pki.certs import issue_with_keygen
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 
-UNDER_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-
-def mosquitto_or_skip() -> str:
-    path = shutil.which("mosquitto")
-    if path is None:
-        if UNDER_CI:
-            pytest.fail("mosquitto is required under CI (Debian package 'mosquitto')")
-        pytest.skip("mosquitto is not installed (Debian package 'mosquitto')")
-    return path
+@contextlib.contextmanager
+def short_broker_dir(name: str) -> Iterator[Path]:
+    """``/tmp/iotsec-b-XXXX/NAME`` (not created), removed afterwards: short, since a Unix
+    socket path lives inside, and reachable by the broker's own account."""
+    path = Path(tempfile.mkdtemp(prefix="iotsec-b-", dir="/tmp"))
+    path.chmod(0o711)
+    try:
+        yield path / name
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -12,7 +12,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from iotsec.broker.mosquitto import (
     render_conf,
 )
 from iotsec.errors import BrokerConfigError, BrokerCrlError, BrokerValidationError
+from tests.helpers import self_signed
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -123,11 +123,8 @@ def test_acl_reader_never_fails_other_than_by_refusing(text: str) -> None:
 
 def _ca(name: str = "Issuing") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=900))
-            .sign(key, hashes.SHA256()))
+    cert = self_signed(key, name, not_before=NOW - timedelta(days=1),
+                       not_after=NOW + timedelta(days=900))
     return key, cert
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout
 from iotsec.config import Settings
 from iotsec.identity.registry import DeviceState
+from tests.broker.support import short_broker_dir
 from tests.conftest import FakeClock
 
 
@@ -35,12 +35,8 @@ def frt(tmp_path: Path, clock: FakeClock) -> Iterator[Runtime]:
 
 @pytest.fixture
 def bdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="iotsec-s-", dir="/tmp"))
-    path.chmod(0o711)
-    yield path / "b"
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    with short_broker_dir("b") as path:
+        yield path
 
 
 def _render(rt: Runtime, d: Path) -> service.SyncResult:

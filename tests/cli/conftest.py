@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.support import Cli
+from tests.cli.support import Cli, use_home
 
 
 @pytest.fixture
 def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home that does not exist yet, selected through IOTSEC_HOME (SQLite store)."""
-    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
-        monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    monkeypatch.setenv("IOTSEC_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    return home
+    return use_home(monkeypatch, tmp_path / "home", initialise=False)
 
 
 @pytest.fixture

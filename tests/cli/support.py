@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
+from iotsec.app.setup import init_home
+from iotsec.cli import main as cli_main
 from iotsec.cli.main import main
+from iotsec.config import Settings
 
 TOKEN = re.compile(r"iotsec_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 CONSOLE_SCRIPT = Path(sys.executable).with_name("iotsec")
@@ -59,6 +66,45 @@ class Cli:
         """What the store holds, as the CLI shows it."""
         return (self.json("device", "list", "--limit", "10000"),
                 self.json("cert", "list", "--limit", "100000"))
+
+
+def use_home(monkeypatch: pytest.MonkeyPatch, home: Path, *, initialise: bool = True) -> Path:
+    """Select ``home`` through IOTSEC_HOME, with no other IOTSEC_ setting inherited from the
+    environment, and work in the directory around it; ``initialise`` creates it first."""
+    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
+        monkeypatch.delenv(name)
+    if initialise:
+        init_home(Settings(home=home))
+    monkeypatch.setenv("IOTSEC_HOME", str(home))
+    monkeypatch.chdir(home.parent)
+    return home
+
+
+def mount(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes],
+          **groups: typer.Typer) -> Callable[..., Result]:
+    """``run(*args, stdin=b"...")``: ``iotsec ARGS`` with only ``groups`` (name=app)
+    mounted, run through iotsec's real error mapping (``iotsec.cli.main.main``)."""
+    root = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                       rich_markup_mode=None)
+    for name, group in groups.items():
+        root.add_typer(group, name=name)
+
+    @root.callback()
+    def _root() -> None:
+        """iotsec (test mount)."""
+
+    monkeypatch.setattr(cli_main, "app", root)
+
+    def invoke(*args: str, stdin: bytes = b"") -> Result:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        capsysbinary.readouterr()
+        code = cli_main.main(list(args))
+        out, err = capsysbinary.readouterr()
+        # surrogateescape keeps binary output recoverable: result.out.encode(same).
+        return Result(code, out.decode("utf-8", "surrogateescape"),
+                      err.decode("utf-8", "replace"))
+
+    return invoke
 
 
 def assert_refused(result: Result) -> None:

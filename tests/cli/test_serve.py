@@ -78,6 +78,17 @@ def _free_port() -> int:
         return port
 
 
+def _stop(server: subprocess.Popen[bytes], *, grace: float) -> None:
+    """Stop the server by its pid: SIGTERM, then SIGKILL if it still runs after ``grace``
+    seconds."""
+    server.terminate()
+    try:
+        server.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
+
+
 def test_console_script_exit_codes(tmp_path: Path) -> None:
     assert CONSOLE_SCRIPT.exists()
     env = _env(tmp_path / "home")
@@ -146,12 +157,7 @@ def test_serve_https_end_to_end(tmp_path: Path) -> None:
                 pytest.raises(httpx.ConnectError):
             stranger.get(f"{base}/healthz")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        _stop(server, grace=10)
         log.close()
 
 
@@ -206,12 +212,7 @@ def test_serve_with_several_workers(tmp_path: Path) -> None:
                    if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
         assert len(workers) == 2
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        _stop(server, grace=20)
         log.close()
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:

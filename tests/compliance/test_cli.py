@@ -4,7 +4,6 @@ and bad input refused with nothing written."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import jsonschema
@@ -12,23 +11,17 @@ import pytest
 
 from iotsec.app.events import list_events
 from iotsec.app.runtime import open_runtime
-from iotsec.app.setup import init_home
 from iotsec.cli.main import main
 from iotsec.compliance.evidence import MAX_SCAN_REPORT
 from iotsec.compliance.report import compliance_report_schema
 from iotsec.config import Settings
+from tests.cli.support import use_home
 from tests.compliance.scanfiles import scan_report
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
-        monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    monkeypatch.setenv("IOTSEC_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    init_home(Settings(home=home))
-    return home
+    return use_home(monkeypatch, tmp_path / "home")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -161,9 +154,7 @@ def test_only_one_report_on_stdout(home, capsys):
 
 
 def test_without_a_home_it_could_not_run(tmp_path, monkeypatch, capsys):
-    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("IOTSEC_HOME", str(tmp_path / "none"))
+    use_home(monkeypatch, tmp_path / "none", initialise=False)
     code, _, err = run(capsys, "report", "-f", "etsi-en-303-645")
     assert code == 2 and "not an initialised iotsec home" in err
 

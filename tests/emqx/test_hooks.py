@@ -7,9 +7,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 
 from iotsec.access.policy import Role, Rule
@@ -24,7 +22,7 @@ from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import DeviceState
 from tests.emqx.conftest import authz
 from tests.emqx.emqx_model import evaluate
-from tests.helpers import make_key
+from tests.helpers import make_key, self_signed
 
 
 def _authn(client: TestClient, body: dict[str, str]) -> dict[str, object]:
@@ -90,13 +88,8 @@ def test_authn_needs_the_presented_certificate_to_be_current(
     other = enroll("dev-2")
     assert _authn(emqx, other.authn_body(username="dev-1", clientid="dev-1",
                                          cert_common_name="dev-1"))["result"] == "deny"
-    key = make_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev-1")])
-    forged = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-              .public_key(key.public_key()).serial_number(7)
-              .not_valid_before(datetime.now(UTC) - timedelta(days=1))
-              .not_valid_after(datetime.now(UTC) + timedelta(days=1))
-              .sign(key, hashes.SHA256()))  # type: ignore[arg-type]
+    forged = self_signed(make_key(), "dev-1", not_before=datetime.now(UTC) - timedelta(days=1),
+                         not_after=datetime.now(UTC) + timedelta(days=1), serial=7)
     pem = base64.b64encode(forged.public_bytes(serialization.Encoding.DER)).decode()
     assert _authn(emqx, new.authn_body(cert_pem=pem))["result"] == "deny"
     # No certificate at all in the request: refused by default.

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import struct
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
 import typer
 
 from iotsec.cli import firmware as firmware_cli
@@ -29,8 +27,8 @@ from iotsec.firmware.image import (
     TlvType,
 )
 from iotsec.firmware.image_keys import ImageSigner, TrustedKey
+from tests.services import unavailable
 
-UNDER_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 IMGTOOL = Path(sys.executable).with_name("imgtool")
 PASSPHRASE = "correct horse battery staple"
 
@@ -38,10 +36,8 @@ PASSPHRASE = "correct horse battery staple"
 def imgtool_path() -> Path:
     """The reference imgtool CLI from this virtualenv (required under CI)."""
     if not IMGTOOL.exists():
-        if UNDER_CI:
-            pytest.fail(f"imgtool is required under CI (pip install imgtool; looked for "
-                        f"{IMGTOOL})")
-        pytest.skip("imgtool is not installed in this virtualenv (pip install imgtool)")
+        unavailable(f"imgtool is not installed in this virtualenv (pip install imgtool; "
+                    f"looked for {IMGTOOL})")
     return IMGTOOL
 
 

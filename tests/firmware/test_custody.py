@@ -15,25 +15,19 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
 from iotsec.app.runtime import open_runtime
-from iotsec.app.setup import init_home
 from iotsec.config import Settings
 from iotsec.firmware import TrustedKey, verify_image
 from iotsec.firmware.image_keys import FirmwareKeyType
 from iotsec.pki import pkcs8
 from iotsec.store import models as m
-from tests.cli.support import Cli
+from tests.cli.support import Cli, use_home
 from tests.firmware.support import PASSPHRASE, run_imgtool
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
-        monkeypatch.delenv(name)
-    path = tmp_path / "home"
-    init_home(Settings(home=path))
-    monkeypatch.setenv("IOTSEC_HOME", str(path))
+    path = use_home(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("IOTSEC_FIRMWARE_KEY_PASSPHRASE", PASSPHRASE)
-    monkeypatch.chdir(tmp_path)
     return path
 
 

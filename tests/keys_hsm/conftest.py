@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pkcs11
 import pytest
@@ -22,7 +23,8 @@ import pytest
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from iotsec.custody.pkcs11_token import Pkcs11Config, Pkcs11Token, connect
-from tests.conftest import UNDER_CI, FakeClock
+from tests.conftest import FakeClock
+from tests.services import unavailable
 
 MODULE_CANDIDATES = ("/usr/lib/softhsm/libsofthsm2.so",
                      "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
@@ -55,10 +57,8 @@ class Hsm:
                 "IOTSEC_PKCS11_PIN": self.pin}
 
 
-def _missing(reason: str) -> None:
-    if UNDER_CI:
-        pytest.fail(f"SoftHSM2 is required under CI: {reason} (Debian package softhsm2)")
-    pytest.skip(f"SoftHSM2 is not available: {reason}")
+def _missing(reason: str) -> NoReturn:
+    unavailable(f"SoftHSM2 is not available: {reason} (Debian package softhsm2)")
 
 
 @pytest.fixture(scope="session")

@@ -3,22 +3,16 @@ a SoftHSM2 token configured through the environment (the PIN never on a command 
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import typer
 from cryptography.hazmat.primitives import serialization
 
-from iotsec.app.setup import init_home
-from iotsec.cli import main as cli_main
 from iotsec.cli.keys import app as keys_app
 from iotsec.config import Settings
-from tests.cli.support import Result, assert_refused
+from tests.cli.support import Result, assert_refused, mount, use_home
 from tests.keys_hsm.conftest import Hsm
 
 Run = Callable[..., Result]
@@ -26,35 +20,13 @@ Run = Callable[..., Result]
 
 @pytest.fixture
 def keys_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
-        monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    init_home(Settings(home=home))
-    monkeypatch.setenv("IOTSEC_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    return home
+    return use_home(monkeypatch, tmp_path / "home")
 
 
 @pytest.fixture
 def run(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]) -> Run:
-    root = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                       rich_markup_mode=None)
-    root.add_typer(keys_app, name="keys")
-
-    @root.callback()
-    def _root() -> None:
-        """iotsec (test mount)."""
-
-    monkeypatch.setattr(cli_main, "app", root)
-
-    def invoke(*args: str) -> Result:
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-        capsysbinary.readouterr()
-        code = cli_main.main(["keys", *args])
-        out, err = capsysbinary.readouterr()
-        return Result(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
-
-    return invoke
+    invoke = mount(monkeypatch, capsysbinary, keys=keys_app)
+    return lambda *args: invoke("keys", *args)
 
 
 def _seal_one(home: Path) -> None:

@@ -34,7 +34,7 @@ from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.image_keys import FirmwareKeyType, public_pem
 from iotsec.pki.keys import KeyType
 from iotsec.store import models as m
-from tests.cli.support import Result
+from tests.cli.support import Result, use_home
 from tests.firmware.support import imgtool_path, run_imgtool
 from tests.keys_hsm.conftest import Hsm
 
@@ -112,14 +112,10 @@ def test_one_purpose_per_token_key(token: Pkcs11Token) -> None:
 @pytest.fixture
 def hsm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hsm: Hsm) -> Path:
     """A home initialised with its keys in the token, configured through the environment."""
-    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
-        monkeypatch.delenv(name)
-    home = tmp_path / "home"
+    home = use_home(monkeypatch, tmp_path / "home", initialise=False)
     init_home(hsm.settings(Settings(home=home)))
-    for name, value in {**hsm.env(), "IOTSEC_HOME": str(home),
-                        "IOTSEC_KEYSTORE": "pkcs11"}.items():
+    for name, value in {**hsm.env(), "IOTSEC_KEYSTORE": "pkcs11"}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
     _end_logins(hsm)
     return home
 

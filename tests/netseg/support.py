@@ -14,7 +14,7 @@ import yaml
 from iotsec.errors import NetsegPolicyError
 from iotsec.netseg.model import Policy
 from iotsec.netseg.policy import parse_policy
-from tests.conftest import UNDER_CI
+from tests.services import unavailable
 
 HERE = Path(__file__).resolve().parent
 SITE = HERE / "site.yml"
@@ -23,13 +23,6 @@ SITE = HERE / "site.yml"
 def tool(name: str) -> str | None:
     return shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None)
-
-
-def unavailable(reason: str) -> None:
-    """Skip off CI, fail under CI (where every tool the tests use must be present)."""
-    if UNDER_CI:
-        pytest.fail(f"required under CI: {reason}")
-    pytest.skip(reason)
 
 
 def require_root_tools(*names: str) -> dict[str, str]:

@@ -135,14 +135,15 @@ def test_large_policy_compiles_and_nft_accepts_it() -> None:
 
 
 def test_missing_root_skips_off_ci_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import services
     from tests.netseg import support
 
     monkeypatch.setattr(support.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(support, "tool", lambda name: f"/usr/sbin/{name}")
-    monkeypatch.setattr(support, "UNDER_CI", False)
+    monkeypatch.setattr(services, "UNDER_CI", False)
     with pytest.raises(pytest.skip.Exception, match="needs root"):
         support.require_root_tools("nft")
-    monkeypatch.setattr(support, "UNDER_CI", True)
+    monkeypatch.setattr(services, "UNDER_CI", True)
     with pytest.raises(pytest.fail.Exception, match="required under CI: needs root"):
         support.require_root_tools("nft")
     monkeypatch.setattr(support, "tool", lambda name: None)

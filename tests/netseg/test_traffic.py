@@ -33,6 +33,7 @@ from iotsec.netseg.decide import Decider, Flow
 from iotsec.netseg.model import Action
 from iotsec.netseg.policy import parse_policy
 from tests.netseg.support import require_root_tools
+from tests.services import unavailable
 
 PROBE = Path(__file__).with_name("nsprobe.py")
 ZONES = {"sensors": 1, "broker": 2, "admin": 3}
@@ -146,8 +147,6 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         try:
             lab.add_namespace("router")
         except AssertionError as exc:
-            from tests.netseg.support import unavailable
-
             unavailable(f"cannot create network namespaces here: {exc}")
         r = "router"
         lab.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",

@@ -4,7 +4,6 @@ run in-process through the real error mapping: offline keys, a staged root signe
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from iotsec.cli import firmware as firmware_cli
 from iotsec.cli import main as cli_main
 from iotsec.cli import ota as ota_cli
 from iotsec.cli import setup as setup_cli
-from tests.cli.support import Cli
+from tests.cli.support import Cli, use_home
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -40,13 +39,10 @@ def root_app() -> typer.Typer:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> Cli:
-    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("IOTSEC_HOME", str(tmp_path / "home"))
+    use_home(monkeypatch, tmp_path / "home", initialise=False)
     monkeypatch.setenv("IOTSEC_TUF_KEY_PASSPHRASE", PASSPHRASE)
     monkeypatch.setenv("IOTSEC_FIRMWARE_KEY_PASSPHRASE", PASSPHRASE)
     monkeypatch.setattr(cli_main, "app", root_app())
-    monkeypatch.chdir(tmp_path)
     return Cli(capsys)
 
 

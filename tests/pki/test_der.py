@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iotsec.pki import der
 from iotsec.pki import x509 as enc
-from tests.helpers import make_key
+from tests.helpers import make_key, self_signed
 from tests.pki.asn1 import DerError, children, decode_integer, read_one, read_tlv
 from tests.pki.support import run_openssl
 
@@ -267,18 +266,7 @@ def test_epoch_time() -> None:
 def test_time_matches_cryptography(not_before: datetime, not_after: datetime) -> None:
     # cryptography's certificate builder applies the same RFC 5280 rule: the validity
     # SEQUENCE it writes must be byte-identical to ours, and ours must parse back.
-    key = make_key("p256")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed(make_key("p256"), "t", not_before=not_before, not_after=not_after)
     ours = der.sequence(der.time(not_before), der.time(not_after))
     assert ours in cert.tbs_certificate_bytes
     assert cert.not_valid_before_utc == not_before

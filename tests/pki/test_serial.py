@@ -7,16 +7,14 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iotsec.errors import InvalidInputError
 from iotsec.pki import der
 from iotsec.pki.serial import format_serial, parse_serial, random_serial
-from tests.helpers import make_key
+from tests.helpers import make_key, self_signed
 from tests.pki.asn1 import read_one
 
 
@@ -39,15 +37,10 @@ def test_format_serial(value: int, text: str) -> None:
 def test_format_serial_matches_openssl(openssl: str) -> None:
     # 'openssl x509 -serial' prints even-length upper-case hex; compare on a real certificate.
     key = make_key("p256")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s")])
     for serial in (0x0ABC, 0x123456789, random_serial()):
         now = datetime.now(UTC)
-        cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(serial)
-            .not_valid_before(now).not_valid_after(now + timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
+        cert = self_signed(key, "s", not_before=now, not_after=now + timedelta(days=1),
+                           serial=serial)
         out = subprocess.run(
             [openssl, "x509", "-noout", "-serial"],
             input=cert.public_bytes(serialization.Encoding.PEM),

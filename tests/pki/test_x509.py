@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from iotsec.pki import der
 from iotsec.pki import x509 as enc
 from iotsec.pki.keys import KeyType
-from tests.helpers import make_key
+from tests.helpers import SignatureHash, make_key, self_signed
 from tests.pki.asn1 import children, read_one
 
 
@@ -139,22 +139,12 @@ def test_key_identifier_is_rfc5280_method_1(kind: str) -> None:
     ],
 )
 def test_signature_algorithm_matches_cryptography(
-    key_type: KeyType, kind: str, hash_alg: hashes.HashAlgorithm
+    key_type: KeyType, kind: str, hash_alg: SignatureHash
 ) -> None:
     # The AlgorithmIdentifier cryptography writes (for RSA: with explicit NULL parameters)
     # is the last-but-one element of the certificate.
-    key = make_key(kind)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime(2030, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2031, 1, 1, tzinfo=UTC))
-        .sign(key, hash_alg)
-    )
+    cert = self_signed(make_key(kind), "t", not_before=datetime(2030, 1, 1, tzinfo=UTC),
+                       not_after=datetime(2031, 1, 1, tzinfo=UTC), algorithm=hash_alg)
     _, content = read_one(cert.public_bytes(Encoding.DER))
     _tbs, alg, _sig = children(content)
     assert alg == read_one(enc.signature_algorithm(key_type))

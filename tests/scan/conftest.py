@@ -23,6 +23,7 @@ from iotsec.scan.credentials import CredentialConfig
 from iotsec.scan.engine import ScanOptions, ScanResult
 from iotsec.scan.ports import PortScanConfig
 from tests.scan import servers as srv
+from tests.services import require_tool
 
 #: The exact findings (rule ids) of every fixture.
 EXPECTED: dict[str, set[str]] = {
@@ -96,8 +97,8 @@ def fast_options(**credentials: object) -> ScanOptions:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory, openssl: str) -> Iterator[Lab]:
-    mosquitto = srv.need_tool("mosquitto")
-    mosquitto_passwd = srv.need_tool("mosquitto_passwd")
+    mosquitto = require_tool("mosquitto", "Debian package 'mosquitto'")
+    mosquitto_passwd = require_tool("mosquitto_passwd", "Debian package 'mosquitto'")
     directory = tmp_path_factory.mktemp("scan-lab")
     home = directory / "home"
     settings = Settings(home=home, database_url=None)

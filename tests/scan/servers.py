@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -24,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -33,18 +31,8 @@ from cryptography.x509.oid import NameOID
 from iotsec.app.runtime import Runtime
 from iotsec.pki import x509 as enc
 from iotsec.pki.issue import issue_server
-from tests.conftest import UNDER_CI
 
 HOST = "127.0.0.1"
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if UNDER_CI:
-            pytest.fail(f"{name} is required under CI")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

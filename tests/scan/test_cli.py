@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,8 @@ import typer
 from typer.testing import CliRunner, Result
 
 from iotsec.cli.scan import scan
-from tests.conftest import UNDER_CI
 from tests.scan.conftest import Lab
+from tests.services import require_tool
 
 HOST = "127.0.0.1"
 FAST = ["--credential-rate", "1000"]
@@ -116,10 +115,7 @@ def test_json_schema_option() -> None:
 
 
 def test_with_nmap_cross_check(lab: Lab) -> None:
-    if shutil.which("nmap") is None:
-        if UNDER_CI:
-            pytest.fail("nmap is required under CI")
-        pytest.skip("nmap is not installed")
+    require_tool("nmap")
     result = run(HOST, "-p", lab.spec("ssh", "http_plain", "silent"), "--with-nmap", "--json",
                  home=lab.rt.settings.home)
     assert result.exit_code == 0, result.output

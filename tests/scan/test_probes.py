@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import struct
 import subprocess
 
@@ -15,7 +14,7 @@ from iotsec.errors import ScanToolError
 from iotsec.scan import nmap, probes, tlsraw
 from iotsec.scan.identify import classify_banner
 from iotsec.scan.targets import PortSpec, parse_target, plan
-from tests.conftest import UNDER_CI
+from tests.services import require_tool
 
 # --------------------------------------------------------------------------- MQTT
 
@@ -216,11 +215,7 @@ def test_nmap_parser_accepts_or_refuses_cleanly(data: bytes) -> None:
 
 
 def test_nmap_command_and_real_output() -> None:
-    binary = shutil.which("nmap")
-    if binary is None:
-        if UNDER_CI:
-            pytest.fail("nmap is required under CI")
-        pytest.skip("nmap is not installed")
+    binary = require_tool("nmap")
     p = plan([parse_target("127.0.0.1")], PortSpec.parse("1,2"))
     command = nmap.nmap_command(binary, p)
     assert command[1:4] == ["-sT", "-Pn", "-n"] and command[-1] == "127.0.0.1/32"

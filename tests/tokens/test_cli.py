@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,21 +12,17 @@ from typer.testing import CliRunner
 
 from iotsec.app.identity import devices
 from iotsec.app.runtime import open_runtime
-from iotsec.app.setup import init_home
 from iotsec.cli.device_tokens import app
 from iotsec.config import Settings
 from iotsec.errors import TokenReplayError
 from iotsec.timeutil import ts
+from tests.cli.support import use_home
 from tests.tokens.support import claims_for, p256, public_pem, sign
 
 
 @pytest.fixture
 def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
-        monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    init_home(Settings(home=home))
-    monkeypatch.setenv("IOTSEC_HOME", str(home))
+    home = use_home(monkeypatch, tmp_path / "home")
     rt = open_runtime(Settings(home=home))
     try:
         devices.add_device(rt, devices.NewDevice.parse("d1"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from iotsec.findings.model import Rule, Severity
 
-__all__ = ["ALL_RULES", "by_id"]
+__all__ = ["ALL_RULES"]
 
 CA_EXPIRING = Rule(
     "audit/ca-expiring", "CA certificate expiring", Severity.HIGH,
@@ -147,8 +147,3 @@ ALL_RULES: tuple[Rule, ...] = (
     BROKER_CRL_MISSING, BROKER_CRL_STALE, LOGGING_DISABLED, FIRMWARE_BELOW_COUNTER,
     TOKEN_NO_EXPIRY,
 )
-_BY_ID = {r.id: r for r in ALL_RULES}
-
-
-def by_id(rule_id: str) -> Rule:
-    return _BY_ID[rule_id]

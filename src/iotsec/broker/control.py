@@ -168,13 +168,6 @@ class BrokerProcess:
         except ProcessLookupError:
             raise BrokerProcessError(f"process {self.pid} is not running") from None
 
-    def alive(self) -> bool:
-        try:
-            self.check()
-        except BrokerProcessError:
-            return False
-        return True
-
 
 def log_size(log_file: Path) -> int:
     try:

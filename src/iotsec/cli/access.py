@@ -11,6 +11,7 @@ from iotsec.app.access import decisions as service
 from iotsec.app.access import roles as role_service
 from iotsec.app.access.roles import RoleInfo
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt, NameArg
 from iotsec.cli.output import console, emit_json, table
 
 role_app = typer.Typer(help="Device roles: rules of allow/deny, action and resource.",
@@ -18,7 +19,6 @@ role_app = typer.Typer(help="Device roles: rules of allow/deny, action and resou
 group_app = typer.Typer(help="Device groups and the roles their members inherit.",
                         no_args_is_help=True)
 authz_app = typer.Typer(help="Ask the policy engine for a decision.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def role_json(info: RoleInfo) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def role_json(info: RoleInfo) -> dict[str, Any]:
 
 @role_app.command("add")
 def role_add(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
+    name: NameArg,
     allow: Annotated[list[str] | None, typer.Option(
         "--allow", help="ACTION:RESOURCE, e.g. 'publish:devices/${device.id}/#' (repeatable)")
     ] = None,
@@ -66,8 +66,7 @@ def role_list(as_json: JsonOpt = False) -> None:
 
 
 @role_app.command("show")
-def role_show(name: Annotated[str, typer.Argument(metavar="NAME")], as_json: JsonOpt = False
-              ) -> None:
+def role_show(name: NameArg, as_json: JsonOpt = False) -> None:
     """Show one role."""
     with runtime() as rt:
         info = role_service.get_role(rt, name)
@@ -82,7 +81,7 @@ def role_show(name: Annotated[str, typer.Argument(metavar="NAME")], as_json: Jso
 
 @group_app.command("add")
 def group_add(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
+    name: NameArg,
     role: Annotated[list[str] | None, typer.Option("--role", help="Role (repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -7,8 +7,6 @@ directory that cannot be read). Reports are written in every case where the audi
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,19 +17,17 @@ from iotsec.audit import report
 from iotsec.audit.model import AuditResult
 from iotsec.audit.snapshot import AuditOptions
 from iotsec.cli.context import runtime
+from iotsec.cli.options import (
+    FailOnFindingOpt,
+    HtmlReportOpt,
+    JsonReportOpt,
+    JsonSchemaOpt,
+    SarifReportOpt,
+)
 from iotsec.cli.output import console, err_console, table
-from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports
-from iotsec.errors import IotsecError
+from iotsec.cli.reports import run_report, write_schema
 from iotsec.findings.model import count_by_severity
 from iotsec.timeutil import parse_duration
-
-EXIT_COULD_NOT_RUN = 2
-
-
-def _fail(exc: IotsecError) -> typer.Exit:
-    hint = f" ({exc.hint})" if exc.hint else ""
-    err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
-    return typer.Exit(EXIT_COULD_NOT_RUN)
 
 
 def _print(result: AuditResult, limit: int) -> None:
@@ -61,15 +57,10 @@ def _print(result: AuditResult, limit: int) -> None:
 
 
 def audit(
-    json_file: Annotated[str | None, typer.Option(
-        "--json", metavar="FILE", help="Write the JSON report ('-' = stdout).")] = None,
-    sarif: Annotated[str | None, typer.Option(
-        "--sarif", metavar="FILE", help="Write a SARIF 2.1.0 report ('-' = stdout).")] = None,
-    html_file: Annotated[str | None, typer.Option(
-        "--html", metavar="FILE", help="Write a one-file HTML report ('-' = stdout).")] = None,
-    fail_on: Annotated[str, typer.Option(
-        "--fail-on", metavar="SEVERITY", help="Exit 1 when a finding is at least this "
-        "severe: critical, high, medium, low, info or never.")] = "high",
+    json_file: JsonReportOpt = None,
+    sarif: SarifReportOpt = None,
+    html_file: HtmlReportOpt = None,
+    fail_on: FailOnFindingOpt = "high",
     broker_dir: Annotated[Path | None, typer.Option(
         "--broker-dir", metavar="DIR", help="The Mosquitto directory made by 'iotsec broker "
         "mosquitto render' (default: IOTSEC_BROKER_DIR; without one the broker checks are "
@@ -94,31 +85,27 @@ def audit(
     limit: Annotated[int, typer.Option(
         "--limit", metavar="N", help="Findings shown in the table (0 = all); reports "
         "always hold all.", min=0)] = 50,
-    print_schema: Annotated[bool, typer.Option(
-        "--json-schema", help="Print the JSON Schema of the JSON report and exit.")] = False,
+    print_schema: JsonSchemaOpt = False,
 ) -> None:
     """Audit the fleet from iotsec's own state: CA and device certificates, keys, revoked
     certificates still in use, shared identities, client id conflicts, the policy, the
     broker's configuration and CRL, event recording, firmware and API tokens. Exit 0:
     nothing at or above --fail-on; 1: findings at or above it; 2: the audit could not run."""
     if print_schema:
-        sys.stdout.write(json.dumps(report.audit_report_schema(), indent=2) + "\n")
+        write_schema(report.audit_report_schema())
         return
-    threshold = parse_fail_on(fail_on)
-    to_stdout_ = to_stdout([("--json", json_file), ("--sarif", sarif), ("--html", html_file)])
-    try:
+
+    def make() -> AuditResult:
         options = AuditOptions.parse(
             ca_days=ca_days, cert_days=cert_days, max_cert_age=max_cert_age,
             window=parse_duration(window), crl_hours=crl_hours,
             token_unused_days=token_unused_days)
         with runtime() as rt:
-            result = service.run_audit(rt, options, broker_dir=broker_dir, actor="cli")
-        write_reports([
-            ("--json", json_file, lambda: report.audit_json_bytes(result)),
-            ("--sarif", sarif, lambda: report.audit_sarif_bytes(result)),
-            ("--html", html_file, lambda: report.audit_html(result).encode("utf-8"))])
-    except IotsecError as exc:
-        raise _fail(exc) from None
-    if not to_stdout_:
-        _print(result, limit)
-    exit_on(threshold, lambda t: any(f.severity >= t for f in result.findings))
+            return service.run_audit(rt, options, broker_dir=broker_dir, actor="cli")
+
+    run_report(fail_on, [
+        ("--json", json_file, report.audit_json_bytes),
+        ("--sarif", sarif, report.audit_sarif_bytes),
+        ("--html", html_file, lambda result: report.audit_html(result).encode("utf-8"))],
+        make, lambda result: _print(result, limit),
+        lambda result, t: any(f.severity >= t for f in result.findings))

@@ -14,6 +14,7 @@ from iotsec.app.broker.emqx_render import render as render_emqx
 from iotsec.app.broker.events import ingest_log
 from iotsec.broker.mosquitto import Layout
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console
 from iotsec.errors import InvalidInputError
 
@@ -22,7 +23,15 @@ app = typer.Typer(help="Drive the MQTT broker that enforces iotsec's decisions."
 mosquitto_app = typer.Typer(help="Mosquitto 2.0: mutual TLS, ACL from the policy, CRL, "
                             "live revocation.", no_args_is_help=True)
 app.add_typer(mosquitto_app, name="mosquitto")
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+# The listener options 'mosquitto render' and 'emqx render' share.
+PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535,
+                                      help="Mutual-TLS port for devices.")]
+BindOpt = Annotated[str, typer.Option("--bind", help="Address to listen on.")]
+DnsOpt = Annotated[list[str] | None, typer.Option(
+    "--dns", help="DNS name devices use for the broker (repeatable).")]
+IpOpt = Annotated[list[str] | None, typer.Option(
+    "--ip", help="IP address devices use for the broker (repeatable).")]
 
 
 def _show(result: service.SyncResult, as_json: bool, verb: str) -> None:
@@ -45,17 +54,14 @@ def _show(result: service.SyncResult, as_json: bool, verb: str) -> None:
 def render(
     output: Annotated[Path, typer.Option("-o", "--output", metavar="DIR",
                                          help="The broker directory to write.")],
-    port: Annotated[int, typer.Option("--port", min=1, max=65535,
-                                      help="Mutual-TLS port for devices.")] = 8883,
-    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "127.0.0.1",
+    port: PortOpt = 8883,
+    bind: BindOpt = "127.0.0.1",
     plain_localhost: Annotated[bool, typer.Option(
         "--plain-localhost", help="Also a plaintext listener on 127.0.0.1 (--plain-port).")
                                ] = False,
     plain_port: Annotated[int, typer.Option("--plain-port", min=1, max=65535)] = 1883,
-    dns: Annotated[list[str] | None, typer.Option(
-        "--dns", help="DNS name devices use for the broker (repeatable).")] = None,
-    ip: Annotated[list[str] | None, typer.Option(
-        "--ip", help="IP address devices use for the broker (repeatable).")] = None,
+    dns: DnsOpt = None,
+    ip: IpOpt = None,
     broker_user: Annotated[str | None, typer.Option(
         "--broker-user", help="Account the broker runs as (default: mosquitto when root).")
                            ] = None,
@@ -148,13 +154,10 @@ def emqx_render(
     api_url: Annotated[str, typer.Option(
         "--api-url", help="URL of 'iotsec serve' as the EMQX nodes reach it.")
                        ] = "https://127.0.0.1:8443",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535,
-                                      help="Mutual-TLS port for devices.")] = 8883,
-    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "127.0.0.1",
-    dns: Annotated[list[str] | None, typer.Option(
-        "--dns", help="DNS name devices use for the broker (repeatable).")] = None,
-    ip: Annotated[list[str] | None, typer.Option(
-        "--ip", help="IP address devices use for the broker (repeatable).")] = None,
+    port: PortOpt = 8883,
+    bind: BindOpt = "127.0.0.1",
+    dns: DnsOpt = None,
+    ip: IpOpt = None,
     certs_path: Annotated[Path | None, typer.Option(
         "--certs-path", help="Where DIR/certs will be on the EMQX nodes.")] = None,
     token_file: Annotated[Path | None, typer.Option(

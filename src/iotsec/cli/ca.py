@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from iotsec.app.pki.certs import chain_pem
 from iotsec.cli.context import runtime
+from iotsec.cli.options import OutputFileOpt
 from iotsec.cli.output import write_output
 
 app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
@@ -15,7 +14,7 @@ app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
 
 @app.command("chain")
 def chain(
-    output: Annotated[str | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+    output: OutputFileOpt = None,
 ) -> None:
     """Print the issuing chain in PEM: the issuing CA, then the root."""
     with runtime() as rt:

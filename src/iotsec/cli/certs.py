@@ -12,6 +12,7 @@ import typer
 from iotsec.app.pki import certs as service
 from iotsec.app.pki.certs import CertificateRecord
 from iotsec.cli.context import runtime
+from iotsec.cli.options import DeviceArg, JsonOpt, LimitOpt, OutputFileOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
 from iotsec.errors import InvalidInputError
 from iotsec.filesystem import write_private_file
@@ -21,7 +22,6 @@ from iotsec.pki.keys import KeyType
 from iotsec.timeutil import parse_duration
 
 app = typer.Typer(help="Device certificates.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DaysOpt = Annotated[int | None, typer.Option("--days", help="Validity in days (default: the "
                                              "profile's, 365).")]
 
@@ -52,7 +52,7 @@ def _print_issued(c: CertificateRecord, output: str | None, as_json: bool, now: 
 
 @app.command("issue")
 def issue(
-    device_id: Annotated[str, typer.Argument(metavar="ID", help="A registered device.")],
+    device_id: DeviceArg,
     csr: Annotated[str | None, typer.Option("--csr", help="CSR file, PEM or DER ('-' = stdin).")
                    ] = None,
     keygen: Annotated[bool, typer.Option("--keygen", help="Generate the device key here.")
@@ -120,7 +120,7 @@ def list_(
     device: Annotated[str | None, typer.Option("--device", help="Only this device.")] = None,
     expiring_within: Annotated[str | None, typer.Option(
         "--expiring-within", help="Only unrevoked ones expiring within e.g. 30d.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 1000,
+    limit: LimitOpt = 1000,
     as_json: JsonOpt = False,
 ) -> None:
     """List certificates (newest first, or soonest to expire with --expiring-within)."""
@@ -194,7 +194,7 @@ def renew(
     days: DaysOpt = None,
     grace: Annotated[str | None, typer.Option("--grace", help="Keep the old certificate "
                                               "valid this long (e.g. 7d).")] = None,
-    output: Annotated[str | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+    output: OutputFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a replacement certificate; the old one is revoked as superseded."""

@@ -11,8 +11,6 @@ medium (mandatory) or low (recommendation). The other commands exit 2 when they 
 from __future__ import annotations
 
 import getpass
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,8 +18,9 @@ import typer
 
 from iotsec.app.compliance import reports as service
 from iotsec.cli.context import runtime
-from iotsec.cli.output import console, emit_json, err_console, read_input, table, when
-from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports
+from iotsec.cli.options import HtmlReportOpt, JsonOpt, JsonReportOpt, JsonSchemaOpt, SarifReportOpt
+from iotsec.cli.output import console, emit_json, read_input, table, when
+from iotsec.cli.reports import could_not_run, run_report, write_schema
 from iotsec.compliance import report
 from iotsec.compliance.catalog import Status
 from iotsec.compliance.evaluate import ComplianceResult
@@ -32,15 +31,9 @@ from iotsec.errors import IotsecError
 app = typer.Typer(help="Compliance reports (ETSI EN 303 645, NIST IR 8259A, OWASP IoT Top 10) "
                   "and attestations.", no_args_is_help=True)
 
-EXIT_COULD_NOT_RUN = 2
 FRAMEWORK_HELP = ", ".join(FRAMEWORKS)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _fail(exc: IotsecError) -> typer.Exit:
-    hint = f" ({exc.hint})" if exc.hint else ""
-    err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
-    return typer.Exit(EXIT_COULD_NOT_RUN)
+FrameworkOpt = Annotated[str, typer.Option(
+    "--framework", "-f", metavar="FRAMEWORK", help=f"One of: {FRAMEWORK_HELP}.")]
 
 
 def _actor() -> str:
@@ -68,14 +61,10 @@ def _print(result: ComplianceResult) -> None:
 
 @app.command("report")
 def report_cmd(
-    framework: Annotated[str, typer.Option(
-        "--framework", "-f", metavar="FRAMEWORK", help=f"One of: {FRAMEWORK_HELP}.")],
-    json_file: Annotated[str | None, typer.Option(
-        "--json", metavar="FILE", help="Write the JSON report ('-' = stdout).")] = None,
-    html_file: Annotated[str | None, typer.Option(
-        "--html", metavar="FILE", help="Write a one-file HTML report ('-' = stdout).")] = None,
-    sarif: Annotated[str | None, typer.Option(
-        "--sarif", metavar="FILE", help="Write a SARIF 2.1.0 report ('-' = stdout).")] = None,
+    framework: FrameworkOpt,
+    json_file: JsonReportOpt = None,
+    html_file: HtmlReportOpt = None,
+    sarif: SarifReportOpt = None,
     scan_file: Annotated[str | None, typer.Option(
         "--scan", metavar="FILE", help="A scan report to use as evidence (written by "
         "'iotsec scan --json-file FILE'; '-' = stdin).")] = None,
@@ -85,32 +74,27 @@ def report_cmd(
     fail_on: Annotated[str, typer.Option(
         "--fail-on", metavar="SEVERITY", help="Exit 1 when a provision counts at least this "
         "much: critical, high, medium, low, info or never.")] = "high",
-    print_schema: Annotated[bool, typer.Option(
-        "--json-schema", help="Print the JSON Schema of the JSON report and exit.")] = False,
+    print_schema: JsonSchemaOpt = False,
 ) -> None:
     """Judge every provision of a framework from the fleet audit, iotsec's own configuration,
     an optional scan report and the recorded attestations. Exit 0: nothing at or above
     --fail-on; 1: something is; 2: the report could not be made."""
     if print_schema:
-        sys.stdout.write(json.dumps(report.compliance_report_schema(), indent=2) + "\n")
+        write_schema(report.compliance_report_schema())
         return
-    threshold = parse_fail_on(fail_on)
-    stdout_used = to_stdout([("--json", json_file), ("--sarif", sarif), ("--html", html_file)])
-    try:
+
+    def make() -> ComplianceResult:
         service.framework(framework)
         data = read_input(scan_file, MAX_SCAN_REPORT, "scan report") if scan_file else None
         with runtime() as rt:
-            result = service.report(rt, framework, scan_report=data, broker_dir=broker_dir,
-                                    actor=_actor())
-        write_reports([
-            ("--json", json_file, lambda: report.compliance_json_bytes(result)),
-            ("--sarif", sarif, lambda: report.compliance_sarif_bytes(result)),
-            ("--html", html_file, lambda: report.compliance_html(result).encode("utf-8"))])
-    except IotsecError as exc:
-        raise _fail(exc) from None
-    if not stdout_used:
-        _print(result)
-    exit_on(threshold, lambda t: bool(result.at_or_above(t)))
+            return service.report(rt, framework, scan_report=data, broker_dir=broker_dir,
+                                  actor=_actor())
+
+    run_report(fail_on, [
+        ("--json", json_file, report.compliance_json_bytes),
+        ("--sarif", sarif, report.compliance_sarif_bytes),
+        ("--html", html_file, lambda result: report.compliance_html(result).encode("utf-8"))],
+        make, _print, lambda result, t: bool(result.at_or_above(t)))
 
 
 def _attestation_json(a: Attestation) -> dict[str, Any]:
@@ -122,8 +106,7 @@ def _attestation_json(a: Attestation) -> dict[str, Any]:
 def attest(
     provision: Annotated[str, typer.Argument(metavar="PROVISION",
                                              help="The provision, e.g. 5.2-1 or I6.")],
-    framework: Annotated[str, typer.Option(
-        "--framework", "-f", metavar="FRAMEWORK", help=f"One of: {FRAMEWORK_HELP}.")],
+    framework: FrameworkOpt,
     status: Annotated[str, typer.Option(
         "--status", metavar="STATUS",
         help=f"One of: {', '.join(s.value for s in Status)}.")],
@@ -141,7 +124,7 @@ def attest(
         with runtime() as rt:
             recorded = service.attest(rt, request)
     except IotsecError as exc:
-        raise _fail(exc) from None
+        raise could_not_run(exc) from None
     if as_json:
         emit_json(_attestation_json(recorded))
         return
@@ -163,7 +146,7 @@ def list_attestations(
         with runtime() as rt:
             found = service.attestations(rt, framework, history=history)
     except IotsecError as exc:
-        raise _fail(exc) from None
+        raise could_not_run(exc) from None
     if as_json:
         emit_json([_attestation_json(a) for a in found])
         return

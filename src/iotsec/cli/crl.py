@@ -9,6 +9,7 @@ import typer
 
 from iotsec.app.pki.crl import current_crl
 from iotsec.cli.context import runtime
+from iotsec.cli.options import OutputFileOpt
 from iotsec.cli.output import write_output
 from iotsec.errors import InvalidInputError
 from iotsec.pki.x509 import to_pem
@@ -16,7 +17,7 @@ from iotsec.pki.x509 import to_pem
 
 def crl(
     pem: Annotated[bool, typer.Option("--pem", help="PEM instead of DER.")] = False,
-    output: Annotated[str | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+    output: OutputFileOpt = None,
     ca: Annotated[str, typer.Option("--ca", help="issuing (default) or root")] = "issuing",
     force: Annotated[bool, typer.Option("--force", help="Re-sign even if current.")] = False,
 ) -> None:

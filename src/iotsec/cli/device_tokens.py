@@ -10,6 +10,7 @@ import typer
 from iotsec.app.identity import device_tokens as service
 from iotsec.app.identity.device_tokens import DeviceKeyRecord
 from iotsec.cli.context import runtime
+from iotsec.cli.options import DeviceArg, JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when
 from iotsec.errors import TokenError
 from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES, VerifiedToken
@@ -23,9 +24,7 @@ secret_app = typer.Typer(help="Legacy HS256 shared secrets (for devices that can
 app.add_typer(key_app, name="key")
 app.add_typer(secret_app, name="secret")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 STDIN = "-"
-DeviceArg = Annotated[str, typer.Argument(metavar="ID", help="A registered device.")]
 
 
 def key_json(k: DeviceKeyRecord, now: datetime) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from iotsec.app.identity import devices as service
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import certs as cert_service
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt, LimitOpt
 from iotsec.cli.output import console, emit_json, read_input, table, when
 from iotsec.errors import InvalidInputError, IotsecError
 from iotsec.identity.registry import Device, DeviceState
@@ -22,7 +23,7 @@ from iotsec.identity.registry import Device, DeviceState
 app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
 
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+IdArg = Annotated[str, typer.Argument(metavar="ID")]
 
 
 def device_json(d: Device) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def add(
 def list_(
     group: Annotated[str | None, typer.Option("--group", help="Only this group.")] = None,
     state: Annotated[str | None, typer.Option("--state", help="Only this state.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 1000,
+    limit: LimitOpt = 1000,
     after: Annotated[str | None, typer.Option("--after", help="Ids after this one.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -80,7 +81,7 @@ def list_(
 
 @app.command("assign")
 def assign(
-    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    device_id: IdArg,
     role: Annotated[list[str], typer.Option("--role", help="Role to bind (repeatable).")],
     as_json: JsonOpt = False,
 ) -> None:
@@ -95,7 +96,7 @@ def assign(
 
 @app.command("show")
 def show(
-    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    device_id: IdArg,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a device and its certificates."""
@@ -128,22 +129,19 @@ def _set_state(device_id: str, target: DeviceState, as_json: bool) -> None:
 
 
 @app.command("disable")
-def disable(device_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
-            ) -> None:
+def disable(device_id: IdArg, as_json: JsonOpt = False) -> None:
     """Disable a device (reversible; its certificates stay valid but it is refused)."""
     _set_state(device_id, DeviceState.DISABLED, as_json)
 
 
 @app.command("enable")
-def enable(device_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
-           ) -> None:
+def enable(device_id: IdArg, as_json: JsonOpt = False) -> None:
     """Re-enable a disabled device."""
     _set_state(device_id, DeviceState.ACTIVE, as_json)
 
 
 @app.command("retire")
-def retire(device_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
-           ) -> None:
+def retire(device_id: IdArg, as_json: JsonOpt = False) -> None:
     """Retire a device for good, revoking its certificates (cessationOfOperation)."""
     _set_state(device_id, DeviceState.RETIRED, as_json)
 

@@ -16,6 +16,7 @@ import typer
 
 from iotsec.app.ota import firmware as service
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, table
 from iotsec.errors import FirmwareKeyError, InvalidInputError, IotsecError
 from iotsec.firmware.image import (
@@ -32,7 +33,6 @@ from iotsec.firmware.sign import SignOptions, auto_security_counter
 
 app = typer.Typer(help="Signed firmware images (MCUboot format): keys, sign, verify, inspect.",
                   no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 # --------------------------------------------------------------------------- helpers

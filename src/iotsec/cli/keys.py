@@ -13,6 +13,7 @@ import typer
 from iotsec.app.custody import kek_rotation as rotation
 from iotsec.app.custody import keys as service
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, table, write_output
 from iotsec.custody.keks import Backend
 from iotsec.errors import InvalidInputError
@@ -21,7 +22,6 @@ from iotsec.pki.keys import KeyType
 app = typer.Typer(help="Keys in custody: list, generate, export public keys, rotate the "
                   "key-encryption key, and report what depends on each key.",
                   no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ROTATABLE = ("kek",)
 
 

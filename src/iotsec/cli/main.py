@@ -28,7 +28,7 @@ from iotsec.cli import (
 )
 from iotsec.cli import scan as scan_cmd
 from iotsec.cli.audit import audit as audit_cmd
-from iotsec.cli.output import err_console
+from iotsec.cli.output import err_console, print_error
 from iotsec.errors import IotsecError
 
 app = typer.Typer(
@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except IotsecError as exc:
-        hint = f" ({exc.hint})" if exc.hint else ""
-        err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
+        print_error(exc)
         return 1
     except KeyboardInterrupt:
         err_console.print("iotsec: interrupted", markup=False)

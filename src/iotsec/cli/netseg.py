@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from iotsec.app import netseg as service
+from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, read_input, table, write_output
 from iotsec.errors import InvalidInputError
 from iotsec.netseg.decide import Flow
@@ -17,7 +18,6 @@ from iotsec.netseg.source import MAX_POLICY_BYTES
 app = typer.Typer(
     help="Network segmentation: zones and rules as a policy file, checked, and compiled "
          "to an nftables firewall.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 FileArg = Annotated[str, typer.Argument(metavar="FILE", help="Zone policy, YAML or JSON "
                                                              "('-' = stdin).")]
 

@@ -23,6 +23,7 @@ from iotsec.app.ota import firmware as firmware_service
 from iotsec.app.ota import repo as ota_repo
 from iotsec.app.ota.campaigns import CampaignInfo
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, read_input, table, when, write_output
 from iotsec.errors import FirmwareKeyError
 from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan
@@ -47,7 +48,6 @@ app.add_typer(key_app, name="key")
 app.add_typer(release_app, name="release")
 app.add_typer(campaign_app, name="campaign")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 KeysOpt = Annotated[list[Path] | None, typer.Option(
     help="Key file: a private key (signs now) or a public key (stages for offline signing). "
     "Repeat for several.")]

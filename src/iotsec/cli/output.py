@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from iotsec.errors import InputTooLargeError, InvalidInputError, NotFoundError
+from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, NotFoundError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -25,6 +25,12 @@ def _default(value: Any) -> Any:
     if isinstance(value, tuple | set | frozenset):
         return list(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_error(exc: IotsecError) -> None:
+    """The one line on stderr a refused command ends with: what was wrong, then the hint."""
+    hint = f" ({exc.hint})" if exc.hint else ""
+    err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:

@@ -10,11 +10,11 @@ from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.access.lint import lint_json
 from iotsec.app.access import policy as service
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt, OutputFileOpt
 from iotsec.cli.output import console, emit_json, read_input, table, write_output
 from iotsec.findings.model import Severity
 
 app = typer.Typer(help="The access policy as code: apply, export, lint.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 @app.command("apply")
@@ -45,7 +45,7 @@ def apply(
 
 @app.command("export")
 def export(
-    output: Annotated[str | None, typer.Option("-o", "--output", help="Write to FILE.")] = None,
+    output: OutputFileOpt = None,
 ) -> None:
     """Write the whole policy as YAML (what 'policy apply' reads)."""
     with runtime() as rt:

@@ -11,6 +11,7 @@ import typer
 
 from iotsec.app import protect as service
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input, write_output
 from iotsec.errors import InvalidInputError
 from iotsec.protect.atrest import DEFAULT_CHUNK_SIZE, StreamInfo
@@ -23,7 +24,7 @@ payload_app = typer.Typer(help="End-to-end protected payloads (COSE_Encrypt0 / C
 data_app = typer.Typer(help="Encrypt files at rest under the home's key-encryption key "
                        "(streamed, any size).", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+SenderIdOpt = Annotated[str, typer.Option("--sender-id", help="The sender's identity.")]
 InArg = Annotated[str, typer.Argument(metavar="IN", help="Input file ('-' = stdin).")]
 SaltOpt = Annotated[str | None, typer.Option("--salt", help="The pair's salt, hex (from "
                                              "'iotsec payload pair').")]
@@ -100,7 +101,7 @@ def seal(
     output: Annotated[str, typer.Argument(metavar="OUT", help="New file for the message "
                                           "('-' = stdout).")],
     sender_key: Annotated[str, typer.Option("--sender-key", help="The sender's private key.")],
-    sender_id: Annotated[str, typer.Option("--sender-id", help="The sender's identity.")],
+    sender_id: SenderIdOpt,
     recipient_pub: Annotated[str | None, typer.Option("--recipient-pub", help="The "
                              "recipient's public key (encryption only).")] = None,
     recipient_id: Annotated[str | None, typer.Option("--recipient-id", help="The recipient's "
@@ -141,7 +142,7 @@ def open_(
     output: Annotated[str, typer.Argument(metavar="OUT", help="New file for the payload "
                                           "('-' = stdout).")],
     sender_pub: Annotated[str, typer.Option("--sender-pub", help="The sender's public key.")],
-    sender_id: Annotated[str, typer.Option("--sender-id", help="The sender's identity.")],
+    sender_id: SenderIdOpt,
     recipient_key: Annotated[str | None, typer.Option("--recipient-key", help="The "
                              "recipient's private key (encrypted messages).")] = None,
     recipient_id: Annotated[str | None, typer.Option("--recipient-id", help="The recipient's "

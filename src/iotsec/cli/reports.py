@@ -1,22 +1,30 @@
 """What the report commands (``scan``, ``audit``, ``compliance report``) share: the
 ``--fail-on`` threshold, at most one report on standard output, writing the reports asked
-for, and the exit code for CI (0 nothing at or above the threshold, 1 something is)."""
+for, the JSON Schema of a report, and the exit codes for CI (0 nothing at or above the
+threshold, 1 something is, 2 the command could not run)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import typer
 
-from iotsec.cli.output import write_output
+from iotsec.cli.output import print_error, write_output
+from iotsec.errors import IotsecError
 from iotsec.findings.model import Severity
 
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 EXIT_FINDINGS = 1
+EXIT_COULD_NOT_RUN = 2
+
+R = TypeVar("R")
 
 #: A report the user asked for: its option name, its path (``-`` = stdout; ``None`` = not
-#: asked for) and how to render it.
-Report = tuple[str, str | None, Callable[[], bytes]]
+#: asked for) and how to render it from the result.
+Report = tuple[str, str | None, Callable[[R], bytes]]
 
 
 def parse_fail_on(value: str) -> Severity | None:
@@ -38,14 +46,33 @@ def to_stdout(outputs: Sequence[tuple[str, str | None]]) -> bool:
     return bool(users)
 
 
-def write_reports(reports: Sequence[Report]) -> None:
-    """Render and write each report asked for."""
-    for _, path, render in reports:
-        if path:
-            write_output(path, render())
-
-
-def exit_on(threshold: Severity | None, reached: Callable[[Severity], bool]) -> None:
-    """Exit 1 when something is at or above the threshold."""
-    if threshold is not None and reached(threshold):
+def run_report(fail_on: str, reports: Sequence[Report[R]], make: Callable[[], R],
+               show: Callable[[R], None], reached: Callable[[R, Severity], bool]) -> None:
+    """Run a report command: check ``--fail-on`` and the outputs first, then make the result
+    and write each report asked for (a refusal there exits 2), show it unless a report went
+    to standard output, and exit 1 when something is at or above the threshold."""
+    threshold = parse_fail_on(fail_on)
+    stdout_used = to_stdout([(name, path) for name, path, _ in reports])
+    try:
+        result = make()
+        for _, path, render in reports:
+            if path:
+                write_output(path, render(result))
+    except IotsecError as exc:
+        raise could_not_run(exc) from None
+    if not stdout_used:
+        show(result)
+    if threshold is not None and reached(result, threshold):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def could_not_run(exc: IotsecError) -> typer.Exit:
+    """Report ``exc`` and give the exit to raise: 2, so that CI tells a command that could
+    not run from one that found something (1)."""
+    print_error(exc)
+    return typer.Exit(EXIT_COULD_NOT_RUN)
+
+
+def write_schema(schema: Mapping[str, Any]) -> None:
+    """Write a report's JSON Schema (``--json-schema``) to standard output."""
+    sys.stdout.write(json.dumps(schema, indent=2) + "\n")

@@ -8,8 +8,6 @@ resolve...). Reports are written in every case where the scan ran.
 from __future__ import annotations
 
 import contextlib
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -18,10 +16,11 @@ import typer
 
 from iotsec.app import scan as service
 from iotsec.app.runtime import Runtime, open_runtime
+from iotsec.cli.options import FailOnFindingOpt, HtmlReportOpt, JsonSchemaOpt, SarifReportOpt
 from iotsec.cli.output import console, err_console, table
-from iotsec.cli.reports import exit_on, parse_fail_on, to_stdout, write_reports
+from iotsec.cli.reports import run_report, write_schema
 from iotsec.config import Settings
-from iotsec.errors import HomeNotInitialisedError, IotsecError
+from iotsec.errors import HomeNotInitialisedError
 from iotsec.findings.model import count_by_severity
 from iotsec.scan import report
 from iotsec.scan.credentials import CredentialConfig
@@ -29,14 +28,6 @@ from iotsec.scan.engine import ScanOptions, ScanResult
 from iotsec.scan.identify import ProbeConfig
 from iotsec.scan.ports import MAX_CONCURRENCY, MAX_RATE, PortScanConfig
 from iotsec.scan.targets import DEFAULT_PORTS
-
-EXIT_COULD_NOT_RUN = 2
-
-
-def _fail(exc: IotsecError) -> typer.Exit:
-    hint = f" ({exc.hint})" if exc.hint else ""
-    err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
-    return typer.Exit(EXIT_COULD_NOT_RUN)
 
 
 @contextlib.contextmanager
@@ -99,15 +90,11 @@ def scan(
         "--fleet", help="Also scan the registered devices (their 'ip' attribute).")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the JSON report instead of tables.")] = False,
-    sarif: Annotated[str | None, typer.Option(
-        "--sarif", metavar="FILE", help="Write a SARIF 2.1.0 report ('-' = stdout).")] = None,
-    html_file: Annotated[str | None, typer.Option(
-        "--html", metavar="FILE", help="Write a one-file HTML report ('-' = stdout).")] = None,
+    sarif: SarifReportOpt = None,
+    html_file: HtmlReportOpt = None,
     json_file: Annotated[str | None, typer.Option(
         "--json-file", metavar="FILE", help="Write the JSON report to FILE.")] = None,
-    fail_on: Annotated[str, typer.Option(
-        "--fail-on", metavar="SEVERITY", help="Exit 1 when a finding is at least this "
-        "severe: critical, high, medium, low, info or never.")] = "high",
+    fail_on: FailOnFindingOpt = "high",
     with_nmap: Annotated[bool, typer.Option(
         "--with-nmap", help="Cross-check the open ports with 'nmap -sT' (nmap must be "
         "installed).")] = False,
@@ -130,37 +117,33 @@ def scan(
     ] = None,
     no_fleet_ca: Annotated[bool, typer.Option(
         "--no-fleet-ca", help="Do not trust the iotsec home's CA certificates.")] = False,
-    print_schema: Annotated[bool, typer.Option(
-        "--json-schema", help="Print the JSON Schema of the JSON report and exit.")] = False,
+    print_schema: JsonSchemaOpt = False,
 ) -> None:
     """Scan TARGETS (and with --fleet the registered devices) for open services, identify
     each by probing, and report plaintext protocols, anonymous or wildcard MQTT, default
     credentials and TLS weaknesses. Exit 0: nothing at or above --fail-on; 1: findings at
     or above it; 2: the scan could not run."""
     if print_schema:
-        sys.stdout.write(json.dumps(report.scan_report_schema(), indent=2) + "\n")
+        write_schema(report.scan_report_schema())
         return
-    threshold = parse_fail_on(fail_on)
-    stdout_used = to_stdout([("--json", "-" if as_json else None), ("--json-file", json_file),
-                             ("--sarif", sarif), ("--html", html_file)])
-    options = ScanOptions(
-        ports=PortScanConfig(concurrency=concurrency, rate=rate, timeout=timeout),
-        probe=ProbeConfig(connect_timeout=timeout),
-        credentials=CredentialConfig(enabled=not no_credentials, rate=credential_rate))
-    request = service.ScanRequest(
-        targets=tuple(targets or ()), ports=ports, scope_file=scope,
-        confirm_large=confirm_large, fleet=fleet, with_nmap=with_nmap,
-        ca_files=tuple(ca_file or ()), use_fleet_ca=not no_fleet_ca, options=options)
-    try:
+
+    def make() -> ScanResult:
+        # The option classes check their ranges with ValueError (Typer's bounds already
+        # hold them), so building them here does not turn a bug into an exit 2.
+        options = ScanOptions(
+            ports=PortScanConfig(concurrency=concurrency, rate=rate, timeout=timeout),
+            probe=ProbeConfig(connect_timeout=timeout),
+            credentials=CredentialConfig(enabled=not no_credentials, rate=credential_rate))
+        request = service.ScanRequest(
+            targets=tuple(targets or ()), ports=ports, scope_file=scope,
+            confirm_large=confirm_large, fleet=fleet, with_nmap=with_nmap,
+            ca_files=tuple(ca_file or ()), use_fleet_ca=not no_fleet_ca, options=options)
         with _runtime(required=fleet) as rt:
-            result = service.scan(request, rt=rt)
-        write_reports([
-            ("--json-file", json_file, lambda: report.scan_json_bytes(result)),
-            ("--json", "-" if as_json else None, lambda: report.scan_json_bytes(result)),
-            ("--sarif", sarif, lambda: report.scan_sarif_bytes(result)),
-            ("--html", html_file, lambda: report.scan_html(result).encode("utf-8"))])
-    except IotsecError as exc:
-        raise _fail(exc) from None
-    if not stdout_used:
-        _print(result)
-    exit_on(threshold, lambda t: any(f.severity >= t for f in result.findings))
+            return service.scan(request, rt=rt)
+
+    run_report(fail_on, [
+        ("--json", "-" if as_json else None, report.scan_json_bytes),
+        ("--json-file", json_file, report.scan_json_bytes),
+        ("--sarif", sarif, report.scan_sarif_bytes),
+        ("--html", html_file, lambda result: report.scan_html(result).encode("utf-8"))],
+        make, _print, lambda result, t: any(f.severity >= t for f in result.findings))

@@ -8,6 +8,7 @@ import typer
 from pydantic import ValidationError
 
 from iotsec.app.setup import init_home
+from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console
 from iotsec.config import Settings
 from iotsec.errors import InvalidInputError
@@ -26,7 +27,7 @@ def init(
         "--pkcs11-module", help="PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so")] = None,
     token_label: Annotated[str | None, typer.Option("--token-label",
                                                     help="Label of the PKCS#11 token.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create the home: store, root CA, issuing CA and the first admin API token."""
     overrides: dict[str, str] = {}

@@ -9,12 +9,12 @@ import typer
 from iotsec.app.access.api_tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
 from iotsec.app.events import list_events
 from iotsec.cli.context import runtime
+from iotsec.cli.options import JsonOpt, LimitOpt, NameArg
 from iotsec.cli.output import console, emit_json, err_console, table, when
 from iotsec.timeutil import parse_duration
 
 token_app = typer.Typer(help="API tokens for operators and automation.", no_args_is_help=True)
 events_app = typer.Typer(help="Security events.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def token_json(t: TokenInfo) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def token_json(t: TokenInfo) -> dict[str, Any]:
 
 @token_app.command("create")
 def create(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
+    name: NameArg,
     scope: Annotated[str, typer.Option(
         "--scope", help="admin, operator, auditor or broker (EMQX hooks only).")] = "auditor",
     expires: Annotated[str | None, typer.Option("--expires", help="Lifetime, e.g. 90d.")
@@ -74,7 +74,7 @@ def events(
                     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="Only this device's events.")
                       ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
+    limit: LimitOpt = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Security events, newest first."""

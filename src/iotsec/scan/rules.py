@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from iotsec.findings.model import Rule, Severity
 
-__all__ = ["ALL_RULES", "by_id"]
+__all__ = ["ALL_RULES"]
 
 _TLS_FIX_VERSIONS = ("configure the server for TLS 1.2 and 1.3 only (OpenSSL: "
                      "MinProtocol = TLSv1.2; Mosquitto: tls_version tlsv1.2)")
@@ -162,9 +162,3 @@ ALL_RULES: tuple[Rule, ...] = (
     TLS_CERT_EXPIRED, TLS_CERT_EXPIRING, TLS_CERT_NOT_YET_VALID, TLS_SELF_SIGNED,
     TLS_UNTRUSTED_CA, TLS_HOSTNAME_MISMATCH, TLS_WEAK_KEY, TLS_WEAK_SIGNATURE,
 )
-
-_BY_ID = {r.id: r for r in ALL_RULES}
-
-
-def by_id(rule_id: str) -> Rule:
-    return _BY_ID[rule_id]

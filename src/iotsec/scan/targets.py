@@ -294,9 +294,6 @@ class Scope:
         lo, hi = _span(net)
         return (self.v4 if net.version == 4 else self.v6).covers(lo, hi)
 
-    def covers_address(self, address: str) -> bool:
-        return self.covers_network(ipaddress.ip_network(address))
-
 
 # --------------------------------------------------------------------------- plan
 
@@ -334,10 +331,6 @@ class ScanPlan:
                                   else ipaddress.IPv4Address(value))
                     name, device = self.labels.get(address, (None, None))
                     yield HostTarget(address, name, device)
-
-    @property
-    def probe_count(self) -> int:
-        return self.host_count * self.ports.count
 
 
 def _usable_span(net: IPNetwork) -> tuple[int, int]:

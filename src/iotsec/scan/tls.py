@@ -254,14 +254,11 @@ class TrustStore:
     signatures leads from it to an anchor."""
 
     anchors: tuple[x509.Certificate, ...] = ()
-    fleet_keys: frozenset[tuple[bytes, bytes]] = frozenset()
 
     @classmethod
     def of(cls, *, fleet: Iterable[x509.Certificate] = (),
            others: Iterable[x509.Certificate] = ()) -> TrustStore:
-        fleet = list(fleet)
-        return cls(anchors=tuple(fleet) + tuple(others),
-                   fleet_keys=frozenset(_key(c) for c in fleet))
+        return cls(anchors=tuple(fleet) + tuple(others))
 
     def _index(self) -> dict[bytes, list[x509.Certificate]]:
         index: dict[bytes, list[x509.Certificate]] = {}
@@ -296,9 +293,6 @@ class TrustStore:
                 return None
             current = nxt
         return None
-
-    def is_fleet(self, cert: x509.Certificate) -> bool:
-        return _key(cert) in self.fleet_keys
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
