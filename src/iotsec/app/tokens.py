@@ -199,6 +199,14 @@ class Throttle:
             self._failures.pop(source, None)
 
 
+def failure_throttle(rt: Runtime) -> Throttle:
+    """The process's failed-authentication throttle, shared by every kind of credential
+    (operator tokens, device tokens): a source that fails with one is refused the others."""
+    throttle = rt.cache.setdefault("throttle", Throttle(limit=rt.settings.auth_failure_limit))
+    assert isinstance(throttle, Throttle)
+    return throttle
+
+
 def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
                  source: str | None = None, action: str = "") -> Principal:
     """Who holds ``token``, if it grants ``needed``; else raise (and record why).
@@ -206,8 +214,7 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
     The reason recorded in the store is specific; the one returned to the caller is not.
     """
     where = source or "unknown"
-    throttle = rt.cache.setdefault("throttle", Throttle(limit=rt.settings.auth_failure_limit))
-    assert isinstance(throttle, Throttle)
+    throttle = failure_throttle(rt)
     throttle.check(where)
     now = rt.now()
     match = _TOKEN.fullmatch(token or "")
