@@ -24,10 +24,9 @@ from iotsec.app.identity import device_tokens
 from iotsec.app.ota import campaigns as ota
 from iotsec.app.ota import repo as ota_repo
 from iotsec.app.ota.campaigns import CampaignDevice, CampaignInfo, ReleaseInfo
-from iotsec.errors import TokenMalformedError
 from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan, WaveCounts
 from iotsec.firmware.image import ImageVersion
-from iotsec.identity.device_tokens import MAX_TOKEN_BYTES, VerifiedToken
+from iotsec.identity.device_tokens import VerifiedToken
 from iotsec.timeutil import parse_duration
 
 router = APIRouter(prefix="/v1/ota")
@@ -40,14 +39,13 @@ class _Strict(BaseModel):
 
 
 def authenticate_device(request: Request, rt: RuntimeDep) -> VerifiedToken:
-    """The device behind a request: its bearer JWT, verified (and used up)."""
+    """The device behind a request: its bearer JWT, verified (and used up), under the
+    failed-authentication throttle (429 for a source with too many refused tokens)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise TokenMalformedError("no device token: send 'Authorization: Bearer <device JWT>'")
-    if len(token) > 2 * MAX_TOKEN_BYTES:
-        raise TokenMalformedError("the device token is too long")
-    return device_tokens.verify(rt, token)
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    return device_tokens.authenticate(
+        rt, token, source=request.client.host if request.client else None,
+        action=f"{request.method} {request.url.path}")
 
 
 DeviceDep = Annotated[VerifiedToken, Depends(authenticate_device)]
@@ -244,7 +242,8 @@ def _actor(who: Principal) -> str:
 
 
 @router.post("/campaigns/{campaign_id}/pause")
-def pause(campaign_id: int, body: ControlIn, rt: RuntimeDep, who: OperatorDep) -> CampaignOut:
+def pause(campaign_id: int, body: ControlIn, rt: RuntimeDep, who: OperatorDep
+          ) -> CampaignOut:
     return CampaignOut.of(ota.pause_campaign(rt, campaign_id, actor=_actor(who),
                                              reason=body.reason))
 
@@ -255,7 +254,8 @@ def resume(campaign_id: int, rt: RuntimeDep, who: OperatorDep) -> CampaignOut:
 
 
 @router.post("/campaigns/{campaign_id}/abort")
-def abort(campaign_id: int, body: ControlIn, rt: RuntimeDep, who: OperatorDep) -> CampaignOut:
+def abort(campaign_id: int, body: ControlIn, rt: RuntimeDep, who: OperatorDep
+          ) -> CampaignOut:
     return CampaignOut.of(ota.abort_campaign(rt, campaign_id, actor=_actor(who),
                                              reason=body.reason))
 

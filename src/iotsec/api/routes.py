@@ -25,7 +25,6 @@ from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import certs
 from iotsec.app.pki.crl import current_crl
-from iotsec.errors import InvalidInputError
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.keys import KeyType
@@ -136,12 +135,19 @@ def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> Certifi
     return CertificateOut.of(record, rt.now(), with_pem=True)
 
 
-# Registered last so that the fixed sub-paths above take precedence.
-@v1.post("/devices/{device_id}/{action}")
-def device_state(device_id: str, action: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
-    targets = {"disable": DeviceState.DISABLED, "enable": DeviceState.ACTIVE,
-               "retire": DeviceState.RETIRED}
-    if action not in targets:
-        raise InvalidInputError(f"unknown device action {action!r}",
-                                hint="use disable, enable or retire")
-    return DeviceOut.of(change_state(rt, device_id, targets[action]))
+# One route per lifecycle action, not ``/devices/{device_id}/{action}``: a catch-all
+# segment would also take the fixed sub-paths of other routers (``/roles``, ``/keys``),
+# depending on the order in which the routers are included.
+@v1.post("/devices/{device_id}/disable")
+def disable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
+    return DeviceOut.of(change_state(rt, device_id, DeviceState.DISABLED))
+
+
+@v1.post("/devices/{device_id}/enable")
+def enable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
+    return DeviceOut.of(change_state(rt, device_id, DeviceState.ACTIVE))
+
+
+@v1.post("/devices/{device_id}/retire")
+def retire_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
+    return DeviceOut.of(change_state(rt, device_id, DeviceState.RETIRED))

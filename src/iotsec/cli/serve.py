@@ -10,7 +10,7 @@ import typer
 
 from iotsec.app.access.decisions import warm_up
 from iotsec.app.events import EventSink
-from iotsec.app.pki.server_tls import ensure_server_tls
+from iotsec.app.pki.server_tls import ServerTls, ensure_server_tls
 from iotsec.cli.context import runtime
 from iotsec.cli.output import err_console
 from iotsec.errors import InvalidInputError
@@ -25,6 +25,40 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def parse_forwarded_allow_ips(text: str) -> tuple[str, ...]:
+    """The proxy addresses of ``--forwarded-allow-ips``: comma-separated IP addresses or
+    networks (CIDR), normalised. Anything else is refused, ``*`` included: trusting every
+    peer's ``X-Forwarded-For`` would let any client choose the address it is throttled and
+    recorded under."""
+    found: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        try:
+            found.append(str(ipaddress.ip_network(item) if "/" in item
+                             else ipaddress.ip_address(item)))
+        except ValueError:
+            raise InvalidInputError(
+                f"--forwarded-allow-ips: {item[:64]!r} is not an IP address or network",
+                hint="list the reverse proxy's addresses, e.g. 10.0.0.5,10.0.1.0/24") from None
+    return tuple(found)
+
+
+def uvicorn_options(*, host: str, port: int, workers: int, tls: ServerTls | None,
+                    forwarded_allow_ips: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keyword arguments ``iotsec serve`` gives ``uvicorn.run``.
+
+    Proxy headers are off unless proxies are named: uvicorn's default trusts
+    ``X-Forwarded-For`` from loopback, so any local client could pick the address it is
+    throttled and recorded under (and lock out another address, an EMQX node's included).
+    """
+    return {"host": host, "port": port, "workers": workers if workers > 1 else None,
+            "factory": workers > 1, "log_level": "warning", "server_header": False,
+            "proxy_headers": bool(forwarded_allow_ips),
+            "forwarded_allow_ips": list(forwarded_allow_ips) or None,
+            "ssl_certfile": str(tls.chain_file) if tls else None,
+            "ssl_keyfile": str(tls.key_file) if tls else None,
+            "ssl_keyfile_password": tls.key_password if tls else None}
+
+
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8443,
@@ -33,6 +67,12 @@ def serve(
         "--workers", min=1, max=64,
         help="Serving processes (each with its own caches; see IOTSEC_HOT_CACHE_SECONDS).",
     )] = 1,
+    forwarded_allow_ips: Annotated[str | None, typer.Option(
+        "--forwarded-allow-ips", metavar="ADDRS",
+        help="Comma-separated addresses or networks of reverse proxies whose "
+             "X-Forwarded-For and X-Forwarded-Proto are trusted. Off by default: "
+             "without it, the connecting address is the client's.",
+    )] = None,
 ) -> None:
     """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl."""
     # Imported here: the web stack is only needed by this command, and every other command
@@ -41,6 +81,8 @@ def serve(
 
     from iotsec.api.app import create_app
 
+    proxies = parse_forwarded_allow_ips(forwarded_allow_ips) \
+        if forwarded_allow_ips is not None else ()
     if http and not _is_loopback(host):
         raise InvalidInputError(f"plain HTTP is only allowed on a loopback address, not {host}",
                                 hint="drop --http to serve HTTPS, or use --host 127.0.0.1")
@@ -75,10 +117,7 @@ def serve(
                           markup=False)
         try:
             target: Any = app if workers == 1 else "iotsec.api.app:app_from_environment"
-            uvicorn.run(target, factory=workers > 1, workers=workers if workers > 1 else None,
-                        host=host, port=port, log_level="warning", server_header=False,
-                        ssl_certfile=str(files.chain_file) if files else None,
-                        ssl_keyfile=str(files.key_file) if files else None,
-                        ssl_keyfile_password=files.key_password if files else None)
+            uvicorn.run(target, **uvicorn_options(host=host, port=port, workers=workers,
+                                                  tls=files, forwarded_allow_ips=proxies))
         finally:
             stop.set()

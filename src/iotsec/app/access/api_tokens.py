@@ -14,9 +14,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,20 +22,18 @@ from sqlalchemy import Connection, insert, select, update
 
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime, Slot
+from iotsec.app.throttle import failure_throttle
 from iotsec.errors import (
     AuthError,
     ConflictError,
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
-    ThrottledError,
 )
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
-#: Failed authentications per source, for the throttle.
-_THROTTLE: Slot[Throttle] = Slot("api_tokens.throttle")
 #: When each token was last recorded as used (the store is written at most once a minute).
 _LAST_USED: Slot[dict[int, int]] = Slot("api_tokens.last_used")
 
@@ -162,46 +157,8 @@ def revoke_token(rt: Runtime, token_id: str) -> TokenInfo:
     return get_token(rt, token_id)
 
 
-class Throttle:
-    """At most ``limit`` failed authentications per source in ``window`` seconds; past
-    that, the source is refused for ``penalty`` seconds. Per process."""
 
-    def __init__(self, limit: int = 10, window: float = 60.0, penalty: float = 60.0,
-                 clock: object = time.monotonic) -> None:
-        self.limit, self.window, self.penalty = limit, window, penalty
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._blocked: dict[str, float] = {}
-        self._lock = threading.Lock()
 
-    def _now(self) -> float:
-        return float(self._clock())  # type: ignore[operator]
-
-    def check(self, source: str) -> None:
-        with self._lock:
-            until = self._blocked.get(source)
-            if until is not None:
-                if self._now() < until:
-                    raise ThrottledError("too many failed authentications from this address",
-                                         retry_after=int(until - self._now()) + 1)
-                del self._blocked[source]
-
-    def failed(self, source: str) -> None:
-        with self._lock:
-            now = self._now()
-            times = self._failures.setdefault(source, deque())
-            times.append(now)
-            while times and times[0] < now - self.window:
-                times.popleft()
-            if len(times) >= self.limit:
-                self._blocked[source] = now + self.penalty
-                times.clear()
-            if len(self._failures) > 100_000:  # bound memory under a spray of sources
-                self._failures.clear()
-
-    def succeeded(self, source: str) -> None:
-        with self._lock:
-            self._failures.pop(source, None)
 
 
 def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
@@ -211,7 +168,7 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
     The reason recorded in the store is specific; the one returned to the caller is not.
     """
     where = source or "unknown"
-    throttle = rt.get_or_put(_THROTTLE, lambda: Throttle(limit=rt.settings.auth_failure_limit))
+    throttle = failure_throttle(rt)
     throttle.check(where)
     now = rt.now()
     match = _TOKEN.fullmatch(token or "")

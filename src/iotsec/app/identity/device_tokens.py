@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from cryptography import x509
 from sqlalchemy import Connection, delete, insert, select, update
@@ -29,6 +30,7 @@ from iotsec.app.custody.keys import (
 )
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime, Slot
+from iotsec.app.throttle import failure_throttle
 from iotsec.errors import (
     ConflictError,
     DeviceStateError,
@@ -36,6 +38,7 @@ from iotsec.errors import (
     NotFoundError,
     TokenDeviceError,
     TokenError,
+    TokenMalformedError,
 )
 from iotsec.identity.device_tokens import (
     HS256,
@@ -311,16 +314,25 @@ def _purge_replay_cache(rt: Runtime, conn: Connection, now: int) -> None:
     rt.put(_PURGED_AT, now)
 
 
-def verify(rt: Runtime, token: str) -> VerifiedToken:
+def verify(rt: Runtime, token: str, *, source: str | None = None, action: str = ""
+           ) -> VerifiedToken:
     """Verify a device JWT against the store, or raise a :class:`~iotsec.errors.TokenError`
     naming the reason. A token is accepted once: its ``jti`` is remembered until it expires.
+
+    Either outcome is recorded as an event with ``source`` (the client's address) and
+    ``action`` (what the token was for); a failure's actor is the device the token claims
+    to come from, or ``unknown`` when the token is refused before that is read.
     """
     now = ts(rt.now())
     settings = rt.settings
+    # The device and kid the token claims, as the verifier read them (unverified): the
+    # verifier looks keys up by them only once the token's shape and header are sound.
+    claimed: dict[str, str] = {}
     with transaction(rt.engine) as conn:
         _purge_replay_cache(rt, conn, now)
 
         def lookup(device_id: str, kid: str) -> list[VerificationKey]:
+            claimed.update(device=device_id, kid=kid)
             return _key_by_kid(rt, conn, device_id, kid)
 
         def seen(device_id: str, jti: str, remember_until: int) -> bool:
@@ -345,9 +357,40 @@ def verify(rt: Runtime, token: str) -> VerifiedToken:
     # Recorded after the transaction so the event write never waits on its lock; the
     # reason is recorded, the token itself never is.
     if failure is not None:
-        rt.events.record(Event(rt.now(), "device-token", "failure",
-                               detail={"reason": failure.code}))
-        raise failure
+        fail(rt, failure, source=source, action=action, device=claimed.get("device"),
+             kid=claimed.get("kid"))
     rt.events.record(Event(rt.now(), "device-token", "success", actor=verified.device_id,
+                           source=source, subject=action or None,
                            detail={"kid": verified.kid, "alg": verified.algorithm}))
+    return verified
+
+
+def fail(rt: Runtime, failure: TokenError, *, source: str | None, action: str,
+         device: str | None = None, kid: str | None = None) -> NoReturn:
+    """Record a refused device token (who it claims to be, from where, and why) and raise
+    ``failure``. The token itself is never recorded."""
+    detail = {"reason": failure.code} | ({"kid": kid} if kid else {})
+    rt.events.record(Event(rt.now(), "device-token", "failure", actor=device or "unknown",
+                           source=source, subject=action or None, detail=detail))
+    raise failure
+
+
+def authenticate(rt: Runtime, token: str, *, source: str | None, action: str
+                 ) -> VerifiedToken:
+    """The device behind a request's bearer token (``""`` when there is none), under the
+    failed-authentication throttle of operator tokens (:func:`iotsec.app.tokens.
+    failure_throttle`): every refused token counts against ``source``, and a throttled
+    source is refused (429) before its token is looked at."""
+    where = source or "unknown"
+    throttle = failure_throttle(rt)
+    throttle.check(where)
+    try:
+        if not token:
+            fail(rt, TokenMalformedError("no device token: send 'Authorization: Bearer "
+                                         "<device JWT>'"), source=source, action=action)
+        verified = verify(rt, token, source=source, action=action)
+    except TokenError:
+        throttle.failed(where)
+        raise
+    throttle.succeeded(where)
     return verified
