@@ -48,7 +48,7 @@ def _check_label(label: str) -> str:
 class FileKeyStore:
     """Keys as encrypted PKCS#8 files: ``<label>.key.pem`` (CA) and
     ``<label>.image-key.pem`` (firmware). ``on_use(label, operation)`` is told of every
-    firmware image signature (CA keys' uses are recorded by the issuance events)."""
+    signature: ``"sign"`` (certificates, CRLs) and ``"sign-image"`` (firmware images)."""
 
     def __init__(self, directory: Path, passphrase: bytes,
                  on_use: Callable[[str, str], None] | None = None) -> None:

@@ -213,7 +213,9 @@ class Pkcs11KeyStore:
                                        "firmware signing key, not a certificate-signing key",
                                        hint="use a CA key; firmware keys sign only images")
         key_type, public = self.token.use(label, ObjectClass.PUBLIC_KEY, describe, "read")
-        signer = Pkcs11Signer(self.token, label, key_type, public, self.on_use)
+        # on_use is read at each signature, not now: the runtime sets it after opening the
+        # store, and a signer loaded before that must not sign unrecorded.
+        signer = Pkcs11Signer(self.token, label, key_type, public, self._notify)
         self._cache[label] = signer
         return signer
 

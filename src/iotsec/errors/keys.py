@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iotsec.errors.base import ConflictError, KeyCustodyError
+from iotsec.errors.base import ConflictError, KeyCustodyError, NotFoundError
 from iotsec.errors.protect import UnknownKekError
 
 __all__ = [
@@ -49,8 +49,9 @@ class Pkcs11PinError(Pkcs11Error):
     default_hint = "check IOTSEC_PKCS11_PIN; repeated failures lock the token"
 
 
-class Pkcs11KeyNotFoundError(Pkcs11Error):
-    """No key with the label in the token."""
+class Pkcs11KeyNotFoundError(Pkcs11Error, NotFoundError):
+    """No key with the label in the token (a :class:`NotFoundError`, as a missing label is
+    in every key store)."""
 
     status = 404
     code = "pkcs11-key-not-found"

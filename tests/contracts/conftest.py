@@ -1,0 +1,6 @@
+"""The contract suites run every backend: the SoftHSM2 token fixtures of ``tests/keys_hsm``
+serve them here too (skipped with the reason off CI when SoftHSM2 is missing, failed
+under ``CI=true``)."""
+
+from tests.keys_hsm.conftest import hsm as hsm
+from tests.keys_hsm.conftest import softhsm_module as softhsm_module
