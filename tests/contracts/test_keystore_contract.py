@@ -219,10 +219,12 @@ def test_generate_never_overwrites_a_label_of_either_purpose(backend: Backend) -
 def test_a_missing_label_is_not_found(backend: Backend) -> None:
     store = backend.store
     assert not store.exists("absent")
-    with pytest.raises(NotFoundError, match="'absent'"):
-        store.load("absent")
-    with pytest.raises(NotFoundError, match="'absent'"):
-        store.load_image_key("absent")
+    # Checked by the API status and the message rather than by class: another test of the
+    # suite reloads the error modules, after which the class objects differ.
+    for load in (store.load, store.load_image_key):
+        with pytest.raises(Exception, match="'absent'") as info:
+            load("absent")
+        assert getattr(info.value, "status", None) == NotFoundError.status
     assert not store.exists("absent")  # looking did not create it
 
 
