@@ -14,6 +14,7 @@ from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.access.engine import Decision
 from iotsec.access.policy import Role, Rule
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
+from iotsec.api.schemas import MAX_INT64
 from iotsec.app import access, policy
 from iotsec.app.events import list_events
 from iotsec.app.runtime import Runtime
@@ -217,7 +218,7 @@ def delete_token(token_id: str, rt: RuntimeDep, _: AdminDep) -> TokenOut:
 def events(rt: RuntimeDep, _: AuditorDep,
            kind: Annotated[str | None, Query(max_length=64)] = None,
            limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-           before: Annotated[int | None, Query(ge=1)] = None,
+           before: Annotated[int | None, Query(ge=1, le=MAX_INT64)] = None,
            device: Annotated[str | None, Query(max_length=128)] = None) -> list[EventOut]:
     rt.events.flush()
     return [EventOut(id=e.id, at=e.at, kind=e.kind, outcome=e.outcome, actor=e.actor,
