@@ -31,6 +31,7 @@ CALLS: list[tuple[str, Call]] = [
     ("campaign-abort", lambda c, n: c.post(f"/v1/ota/campaigns/{n}/abort", json={})),
     ("events-before", lambda c, n: c.get("/v1/events", params={"before": n})),
     ("audit-days", lambda c, n: c.get("/v1/audit", params={"ca_days": n})),
+    ("audit-days-negative", lambda c, n: c.get("/v1/audit", params={"ca_days": -n - 1})),
     ("issue-days", lambda c, n: c.post("/v1/devices/d1/certificates",
                                        json={"csr": "x", "days": n})),
 ]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from iotsec.api.deps import AuditorDep, RuntimeDep
-from iotsec.api.schemas import MAX_INT64
+from iotsec.api.schemas import MAX_INT64, MIN_INT64
 from iotsec.app.audit import run_audit
 from iotsec.audit.report import audit_json
 from iotsec.audit.snapshot import AuditOptions
@@ -18,9 +18,10 @@ from iotsec.timeutil import parse_duration
 router = APIRouter(prefix="/v1")
 
 
-#: The thresholds are checked against their own ranges by AuditOptions.parse (whose error
-#: names the range); the schema only keeps the integers the API accepts at all.
-Days = Annotated[int, Query(ge=1, le=MAX_INT64)]
+#: The thresholds are checked against their own ranges by AuditOptions.parse (a 400 whose
+#: message names the option and its range); the schema only keeps out integers that are
+#: not 64-bit at all.
+Days = Annotated[int, Query(ge=MIN_INT64, le=MAX_INT64)]
 
 
 @router.get("/audit")
