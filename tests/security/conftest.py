@@ -32,7 +32,7 @@ def raw(rt: Runtime, token: str) -> Iterator[TestClient]:
 def hypothesis_home(tmp_path: Path) -> Iterator[Path]:
     """Hypothesis keeps whatever it writes (examples, caches) under the test's directory."""
     home = tmp_path / "hypothesis"
-    saved = Path(configuration.storage_directory(intent_to_write=False))
+    saved = configuration.storage_directory(intent_to_write=False).home_directory
     configuration.set_hypothesis_home_dir(home)
     yield home
     configuration.set_hypothesis_home_dir(saved)

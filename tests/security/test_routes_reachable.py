@@ -135,3 +135,11 @@ def test_device_roles_and_keys_reach_their_routes(client: TestClient, sub: str) 
     else:
         assert [k["kid"] for k in client.get("/v1/devices/d1/keys").json()] == \
             [resp.json()["kid"]]
+
+
+def test_a_method_not_allowed_names_the_allowed_ones(client: TestClient) -> None:
+    """The problem response keeps the framework's headers: a 405 carries ``Allow``."""
+    resp = client.request("PATCH", "/v1/ota/campaigns/tick")
+    assert resp.status_code == 405, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    assert resp.headers["allow"] == "POST"

@@ -15,6 +15,7 @@ from iotsec.access.engine import Decision
 from iotsec.access.lint import lint_json
 from iotsec.access.policy import Role, Rule
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
+from iotsec.api.schemas import MAX_INT64
 from iotsec.app.access import decisions as access
 from iotsec.app.access import policy
 from iotsec.app.access import roles as role_service
@@ -218,7 +219,7 @@ def delete_token(token_id: str, rt: RuntimeDep, _: AdminDep) -> TokenOut:
 def events(rt: RuntimeDep, _: AuditorDep,
            kind: Annotated[str | None, Query(max_length=64)] = None,
            limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-           before: Annotated[int | None, Query(ge=1)] = None,
+           before: Annotated[int | None, Query(ge=1, le=MAX_INT64)] = None,
            device: Annotated[str | None, Query(max_length=128)] = None) -> list[EventOut]:
     rt.events.flush()
     return [EventOut(id=e.id, at=e.at, kind=e.kind, outcome=e.outcome, actor=e.actor,

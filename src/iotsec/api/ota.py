@@ -13,11 +13,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.api.deps import AuditorDep, OperatorDep, RuntimeDep
+from iotsec.api.schemas import MAX_INT32
 from iotsec.app.access.api_tokens import Principal
 from iotsec.app.events import Event
 from iotsec.app.identity import device_tokens
@@ -49,6 +50,7 @@ def authenticate_device(request: Request, rt: RuntimeDep) -> VerifiedToken:
 
 
 DeviceDep = Annotated[VerifiedToken, Depends(authenticate_device)]
+CampaignIdPath = Annotated[int, Path(ge=1, le=MAX_INT32, description="the campaign's id")]
 
 
 # --------------------------------------------------------------------------- bodies
@@ -167,7 +169,7 @@ class AssignmentEnvelope(BaseModel):
 
 
 class ReportIn(_Strict):
-    campaign_id: int = Field(ge=1)
+    campaign_id: int = Field(ge=1, le=MAX_INT32)
     status: str = Field(max_length=16,
                         description="downloading, installing, installed, failed, rolled_back")
     version: str = Field(max_length=32, description="the version the device runs now")
@@ -223,12 +225,12 @@ def tick(rt: RuntimeDep, _: OperatorDep) -> dict[str, list[str]]:
 
 
 @router.get("/campaigns/{campaign_id}")
-def campaign(campaign_id: int, rt: RuntimeDep, _: AuditorDep) -> CampaignOut:
+def campaign(campaign_id: CampaignIdPath, rt: RuntimeDep, _: AuditorDep) -> CampaignOut:
     return CampaignOut.of(ota.get_campaign(rt, campaign_id))
 
 
 @router.get("/campaigns/{campaign_id}/devices")
-def campaign_devices(campaign_id: int, rt: RuntimeDep, _: AuditorDep,
+def campaign_devices(campaign_id: CampaignIdPath, rt: RuntimeDep, _: AuditorDep,
                      status: Annotated[str | None, Query(max_length=16)] = None,
                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
                      ) -> list[CampaignDeviceOut]:
@@ -242,19 +244,19 @@ def _actor(who: Principal) -> str:
 
 
 @router.post("/campaigns/{campaign_id}/pause")
-def pause(campaign_id: int, body: ControlIn, rt: RuntimeDep, who: OperatorDep
+def pause(campaign_id: CampaignIdPath, body: ControlIn, rt: RuntimeDep, who: OperatorDep
           ) -> CampaignOut:
     return CampaignOut.of(ota.pause_campaign(rt, campaign_id, actor=_actor(who),
                                              reason=body.reason))
 
 
 @router.post("/campaigns/{campaign_id}/resume")
-def resume(campaign_id: int, rt: RuntimeDep, who: OperatorDep) -> CampaignOut:
+def resume(campaign_id: CampaignIdPath, rt: RuntimeDep, who: OperatorDep) -> CampaignOut:
     return CampaignOut.of(ota.resume_campaign(rt, campaign_id, actor=_actor(who)))
 
 
 @router.post("/campaigns/{campaign_id}/abort")
-def abort(campaign_id: int, body: ControlIn, rt: RuntimeDep, who: OperatorDep
+def abort(campaign_id: CampaignIdPath, body: ControlIn, rt: RuntimeDep, who: OperatorDep
           ) -> CampaignOut:
     return CampaignOut.of(ota.abort_campaign(rt, campaign_id, actor=_actor(who),
                                              reason=body.reason))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,11 +17,15 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("iotsec.api")
 
 
-def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(status: int, code: str, title: str, detail: str, *,
+            headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """A problem response; ``headers`` are sent with it (e.g. a 405's ``Allow``)."""
     body: dict[str, Any] = {"type": f"urn:iotsec:problem:{code}", "title": title,
                             "status": status, "detail": detail}
     body.update({k: v for k, v in extra.items() if v})
-    headers = {"WWW-Authenticate": 'Bearer realm="iotsec"'} if status == 401 else {}
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="iotsec"'
     if "retry_after" in extra:
         headers["Retry-After"] = str(extra.pop("retry_after"))
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
@@ -30,8 +35,10 @@ def for_error(exc: IotsecError) -> JSONResponse:
     """The problem response for one of iotsec's own errors."""
     if exc.status >= 500:
         log.error("server-side failure: %s", exc)
-    extra = {"retry_after": exc.retry_after} if isinstance(exc, ThrottledError) else {}
-    return problem(exc.status, exc.code, type(exc).__name__, str(exc), hint=exc.hint, **extra)
+    if isinstance(exc, ThrottledError):
+        return problem(exc.status, exc.code, type(exc).__name__, str(exc), hint=exc.hint,
+                       retry_after=exc.retry_after)
+    return problem(exc.status, exc.code, type(exc).__name__, str(exc), hint=exc.hint)
 
 
 def install(app: FastAPI) -> None:
@@ -48,7 +55,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, "http", "HTTP error", str(exc.detail))
+        # The framework's own headers stay: a 405 lists the allowed methods (RFC 9110).
+        return problem(exc.status_code, "http", "HTTP error", str(exc.detail),
+                       headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

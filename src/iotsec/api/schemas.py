@@ -9,6 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from iotsec.app.pki.certs import CertificateRecord
 from iotsec.identity.registry import Device
 
+#: The largest integer the API accepts anywhere (a signed 64-bit integer, the widest column
+#: of the store): a larger one would overflow in the database driver, so it is refused as
+#: invalid input before it gets there.
+MAX_INT64 = 2**63 - 1
+MIN_INT64 = -(2**63)
+#: The largest id of a row keyed by an ``Integer`` column (campaigns, releases): a signed
+#: 32-bit integer on PostgreSQL.
+MAX_INT32 = 2**31 - 1
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
