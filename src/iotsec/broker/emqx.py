@@ -216,6 +216,31 @@ class EmqxAcl:
     def as_json(self) -> list[dict[str, Any]]:
         return [r.as_json() for r in self.rules]
 
+    def first_match(self, action: str, topic: str) -> tuple[int, AclRule, str] | None:
+        """The rule EMQX applies to ``action`` on ``topic`` (its index and the matching
+        filter), or None: no rule matches, and EMQX asks the authorizers."""
+        for index, rule in enumerate(self.rules):
+            if rule.action not in ("all", action):
+                continue
+            for flt in rule.topics:
+                if (topic == flt[3:]) if flt.startswith("eq ") else emqx_match(topic, flt):
+                    return index, rule, flt
+        return None
+
+
+def emqx_match(name: str, flt: str) -> bool:
+    """``emqx_topic:match/2``. For a subscription EMQX passes the requested *filter* as
+    ``name``, so its ``+`` and ``#`` meet only a ``+`` (or a trailing ``#``) in ``flt``."""
+    if name[:1] == "$" and flt[:1] in ("+", "#"):
+        return False
+    names, levels = name.split("/"), flt.split("/")
+    for i, level in enumerate(levels):
+        if level == "#" and i == len(levels) - 1:
+            return True
+        if i >= len(names) or level not in ("+", names[i]):
+            return False
+    return len(levels) == len(names)
+
 
 DENY_ALL = "#"
 

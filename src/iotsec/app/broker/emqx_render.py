@@ -20,7 +20,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.broker.files import Owner
@@ -28,13 +28,13 @@ from iotsec.app.broker.pki import ServerNames, server_certificate
 from iotsec.app.pki.certs import chain_pem
 from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
-from iotsec.broker.emqx_conf import EmqxConfig, check_api_url, render_snippet
+from iotsec.broker.adapter import PkiFiles
+from iotsec.broker.emqx_adapter import EmqxAdapter
+from iotsec.broker.emqx_conf import check_api_url
 from iotsec.errors import BrokerConfigError
 from iotsec.pki import x509 as enc
 
 SNIPPET = "emqx-iotsec.hocon"
-HEADER = ("Written by iotsec ('iotsec broker emqx render'); include it from emqx.conf on "
-          "every node: include \"<path>/emqx-iotsec.hocon\"")
 MAX_TOKEN_FILE = 1024
 TOKEN_LIFETIME = timedelta(days=365)
 
@@ -110,10 +110,8 @@ def render(rt: Runtime, directory: Path, options: EmqxRenderOptions) -> EmqxRend
     node_certs = (options.certs_path or certs).as_posix()
     token, token_id = _token(rt, options)
     crl_check = rt.settings.crl_url is not None
-    cfg = EmqxConfig(api_url=options.api_url, token=token, bind=options.bind,
-                     port=options.port, cacertfile=f"{node_certs}/ca.pem",
-                     certfile=f"{node_certs}/server.pem", keyfile=f"{node_certs}/server.key",
-                     crl_check=crl_check)
+    adapter = EmqxAdapter(options.api_url, token, bind=options.bind, port=options.port,
+                          crl_check=crl_check)
     for path in (root, certs):
         path.mkdir(mode=0o750, parents=True, exist_ok=True)
         owner.share(path, 0o750 if owner.gid is not None else 0o755)
@@ -127,8 +125,8 @@ def render(rt: Runtime, directory: Path, options: EmqxRenderOptions) -> EmqxRend
     _put(certs / "server.pem", chain, owner, public)
     _put(certs / "crl.pem", crls, owner, public)
     snippet = root / SNIPPET
-    _put(snippet, render_snippet(cfg, HEADER).encode("utf-8"), owner,
-         0o640 if owner.gid is not None else 0o600)
+    config = adapter.render_config(PkiFiles(PurePosixPath(node_certs)))
+    _put(snippet, config.encode("utf-8"), owner, 0o640 if owner.gid is not None else 0o600)
     warnings = []
     if not crl_check:
         warnings.append("IOTSEC_CRL_URL is not set: EMQX cannot check CRLs itself; revocation "

@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select
 
@@ -72,7 +72,9 @@ from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
 from iotsec.broker import control
 from iotsec.broker.acl import ADMIN_USER, compile_acl
+from iotsec.broker.adapter import PkiFiles
 from iotsec.broker.mosquitto import Layout, render_conf
+from iotsec.broker.mosquitto_adapter import MosquittoAdapter
 from iotsec.errors import (
     BrokerError,
     BrokerProcessError,
@@ -293,7 +295,8 @@ def render(rt: Runtime, directory: Path, options: BrokerOptions, *,
     prepare(layout, owner)
     with locked(layout):
         write_json_private(layout.private / "settings.json", asdict(options))
-        conf = render_conf(layout, listener, user=owner.user)
+        conf = MosquittoAdapter(layout, listener, user=owner.user).render_config(
+            PkiFiles(PurePosixPath(layout.current)))
         tmp = layout.root / ".mosquitto.conf.tmp"
         tmp.unlink(missing_ok=True)
         write(tmp, conf.encode("utf-8"), owner)
