@@ -39,9 +39,11 @@ sys.path.insert(0, str(ROOT))
 from tests.scan import servers as srv  # noqa: E402
 
 from iotsec.findings.model import Location  # noqa: E402
+from iotsec.netprobe import tls as tls_probe  # noqa: E402
+from iotsec.netprobe.identify import identify_tcp  # noqa: E402
+from iotsec.netprobe.ports import tcp_connect_scan  # noqa: E402
 from iotsec.scan import tls  # noqa: E402
-from iotsec.scan.identify import identify_tcp  # noqa: E402
-from iotsec.scan.ports import PortScanConfig, tcp_connect_scan  # noqa: E402
+from iotsec.scan.model import PortScanConfig  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -115,7 +117,7 @@ def tls_audit(ports: dict[str, int], repeat: int) -> dict[str, dict[str, float |
         findings = 0
         for _ in range(repeat):
             t0 = time.perf_counter()
-            obs = asyncio.run(tls.observe(HOST, port))
+            obs = asyncio.run(tls_probe.observe(HOST, port))
             findings = len(tls.assess(obs, now=datetime.now(UTC), trust=trust,
                                       location=Location.endpoint(HOST, port)))
             times.append(time.perf_counter() - t0)

@@ -7,7 +7,7 @@ server skips those runs with the reason; under CI (``CI=true``) it fails them.
 Key files written in this process use a cheap scrypt cost (:data:`TEST_SCRYPT_COST`): the
 production cost is about 90 ms per key written or loaded, and the suite writes and loads
 thousands. Readers take the cost from the file, so nothing else changes; the tests that are
-about the cost itself (tests/keys/test_pkcs8.py) ask for ``production_scrypt_cost``.
+about the cost itself (tests/custody/test_pkcs8.py) ask for ``production_scrypt_cost``.
 Subprocesses (``iotsec`` started as a command) always use the production cost.
 
 Typer builds the click command tree of an app on every call (about 70 ms for iotsec's),

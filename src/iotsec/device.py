@@ -1,7 +1,7 @@
 """The iotsec device SDK: MQTT 5 with mutual TLS to the broker iotsec drives, and
 end-to-end protected messages on top of it.
 
-See :mod:`iotsec.broker.client` and :mod:`iotsec.broker.sealed` for what they do; this module
+See :mod:`iotsec.sdk.mqtt` and :mod:`iotsec.sdk.sealed` for what they do; this module
 is their public name::
 
     from iotsec.device import DeviceClient, SealedChannel
@@ -9,11 +9,11 @@ is their public name::
 
 from __future__ import annotations
 
-from iotsec.broker.client import DeviceClient, Handler, Message
-from iotsec.broker.sealed import SealedChannel, SealedHandler, SealedMessage
 from iotsec.errors import MqttConnectError, MqttError, MqttNotAuthorizedError, MqttTimeoutError
 from iotsec.protect.payload import Keyring, Sender
 from iotsec.protect.replay import ReplayWindows
+from iotsec.sdk.mqtt import DeviceClient, Handler, Message
+from iotsec.sdk.sealed import SealedChannel, SealedHandler, SealedMessage
 
 __all__ = ["DeviceClient", "Handler", "Keyring", "Message", "MqttConnectError", "MqttError",
            "MqttNotAuthorizedError", "MqttTimeoutError", "ReplayWindows", "SealedChannel",

@@ -19,12 +19,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import update
 
+from iotsec import brokerctl as control
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.events import list_events
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki.certs import revoke
 from iotsec.app.runtime import Runtime, open_runtime
-from iotsec.broker import control
 from iotsec.broker.mosquitto import Layout
 from iotsec.device import DeviceClient, Message, MqttConnectError, MqttNotAuthorizedError
 from iotsec.errors import BrokerCrlError, BrokerReloadError

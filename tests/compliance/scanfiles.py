@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from iotsec.findings.model import Location
-from iotsec.scan.engine import HostResult, ScanResult
-from iotsec.scan.identify import Service
-from iotsec.scan.ports import PortScanResult
+from iotsec.scan.model import HostResult, PortScanResult, ScanResult, Service
 from iotsec.scan.report import scan_json_bytes
 from iotsec.scan.rules import MQTT_ANONYMOUS, PLAINTEXT_TELNET
 

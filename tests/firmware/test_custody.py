@@ -1,5 +1,5 @@
 """Firmware keys in the home's key custody (the file key store here; the PKCS#11 token in
-tests/keys_hsm): ``keygen --label``, ``sign --key-label``, ``public-key --label``, and
+tests/custody_hsm): ``keygen --label``, ``sign --key-label``, ``public-key --label``, and
 ``keys list``, through the whole ``iotsec`` app; imgtool verifies what they sign. Key
 files (``-o``) are now scrypt PKCS#8, and older PBKDF2 key files still sign."""
 

@@ -20,8 +20,7 @@ from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
 from iotsec.scan.credentials import CredentialConfig
-from iotsec.scan.engine import ScanOptions, ScanResult
-from iotsec.scan.ports import PortScanConfig
+from iotsec.scan.model import PortScanConfig, ScanOptions, ScanResult
 from tests.scan import servers as srv
 from tests.services import require_tool
 

@@ -9,9 +9,10 @@ import pytest
 
 from iotsec.app import scan as scan_app
 from iotsec.errors import ScanResolveError, ScanScopeError, ScanTargetError
-from iotsec.scan import tls
-from iotsec.scan.identify import ProbeConfig, identify_tcp
-from iotsec.scan.net import resolve_names
+from iotsec.netprobe import tls as tls_probe
+from iotsec.netprobe.identify import identify_tcp
+from iotsec.netprobe.net import resolve_names
+from iotsec.scan.model import ProbeConfig, TlsConfig
 from tests.scan.conftest import Lab, fast_options
 
 HOST = "127.0.0.1"
@@ -44,8 +45,8 @@ def test_tls_server_that_stalls_mid_handshake(lab: Lab) -> None:
     service, elapsed = timed(identify_tcp(HOST, lab.ports["tls_stall"], cfg))
     assert service.name == "tls"  # type: ignore[attr-defined]
     assert elapsed < cfg.banner_wait + 2 * cfg.probe_timeout + 0.5
-    obs, audit = timed(tls.observe(HOST, lab.ports["tls_stall"],
-                                   config=tls.TlsConfig(timeout=0.5)))
+    obs, audit = timed(tls_probe.observe(HOST, lab.ports["tls_stall"],
+                                   config=TlsConfig(timeout=0.5)))
     assert obs.error is not None and "did not complete" in obs.error  # type: ignore[attr-defined]
     assert audit < 1.0
 
@@ -58,7 +59,7 @@ def test_closed_port_is_not_a_hang() -> None:
         port = s.getsockname()[1]
     service, elapsed = timed(identify_tcp(HOST, port))
     assert service.protocol == "unknown" and elapsed < 1  # type: ignore[attr-defined]
-    obs, elapsed = timed(tls.observe(HOST, port))
+    obs, elapsed = timed(tls_probe.observe(HOST, port))
     assert obs.error is not None and elapsed < 1  # type: ignore[attr-defined]
 
 

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
+from iotsec.netprobe.credentials import check_credentials
 from iotsec.scan.credentials import (
     Credential,
     CredentialConfig,
     Outcome,
-    check_credentials,
     default_credentials,
     parse_credentials,
 )

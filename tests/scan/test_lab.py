@@ -10,7 +10,7 @@ import pytest
 from iotsec.app import scan as scan_app
 from iotsec.app.identity import devices
 from iotsec.findings.model import Finding
-from iotsec.scan.engine import ScanResult
+from iotsec.scan.model import ScanResult
 from tests.scan.conftest import EXPECTED, SERVICES, Lab, fast_options
 
 HOST = "127.0.0.1"

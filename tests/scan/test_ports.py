@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from iotsec.scan.ports import PortScanConfig, tcp_connect_scan
+from iotsec.netprobe.ports import tcp_connect_scan
+from iotsec.scan.model import PortScanConfig
 
 HOST = "127.0.0.1"
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from iotsec.errors import ScanToolError
+from iotsec.netprobe.identify import classify_banner
 from iotsec.scan import nmap, probes, tlsraw
-from iotsec.scan.identify import classify_banner
 from iotsec.scan.targets import PortSpec, parse_target, plan
 from tests.services import require_tool
 

@@ -23,7 +23,7 @@ from iotsec import __version__
 from iotsec.findings.model import Location, Severity, count_by_severity
 from iotsec.findings.sarif import sarif_log
 from iotsec.scan import report, rules
-from iotsec.scan.engine import ScanResult
+from iotsec.scan.model import ScanResult
 from tests.scan.conftest import Lab
 
 SARIF_SCHEMA = Path(__file__).with_name("sarif-schema-2.1.0.json")

@@ -32,9 +32,11 @@ from iotsec.app.identity.devices import list_devices
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InputTooLargeError, NotFoundError, ScanTargetError, ScanToolError
 from iotsec.identity.registry import DeviceState
+from iotsec.netprobe.net import resolve_names
+from iotsec.netprobe.runner import run_scan
+from iotsec.netprobe.tls import system_anchors
 from iotsec.scan import nmap as nmap_xml
-from iotsec.scan.engine import ScanOptions, ScanResult, run_scan
-from iotsec.scan.net import resolve_names
+from iotsec.scan.model import ScanOptions, ScanResult
 from iotsec.scan.targets import (
     DEFAULT_PORTS,
     MAX_SCOPE_BYTES,
@@ -46,7 +48,7 @@ from iotsec.scan.targets import (
     parse_target,
     plan,
 )
-from iotsec.scan.tls import TrustStore, load_pem_bundle, system_anchors
+from iotsec.scan.tls import TrustStore, load_pem_bundle
 from iotsec.store import models as m
 from iotsec.store.db import reading
 

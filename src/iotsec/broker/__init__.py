@@ -1,13 +1,14 @@
-"""Driving a real MQTT broker: iotsec renders what the broker enforces and proves it does.
+"""What a real MQTT broker enforces, rendered from iotsec's policy and PKI (pure).
 
 - :mod:`iotsec.broker.acl` compiles the access-control policy into Mosquitto's ``acl_file``;
 - :mod:`iotsec.broker.mosquitto` renders ``mosquitto.conf`` and the password line, and
   checks a rendered ACL the way Mosquitto's loader reads it;
 - :mod:`iotsec.broker.logs` parses the broker's log into security events;
-- :mod:`iotsec.broker.control` talks to a running broker (reload, probes, session kicks);
-- :mod:`iotsec.broker.client` is the device SDK, exposed as :mod:`iotsec.device`.
+- :mod:`iotsec.broker.emqx`, :mod:`~iotsec.broker.emqx_conf`: the same for EMQX 5;
+- :mod:`iotsec.broker.adapter`: the contract both brokers' adapters honour.
 
-The pure modules (acl, mosquitto, logs) take objects and return text or objects; the
-service layer (:mod:`iotsec.app.broker.mosquitto`) reads the store, writes files and
-drives the broker.
+Everything here takes objects and returns text or objects. Talking to a running Mosquitto
+(reload, probes, session kicks) is the I/O adapter :mod:`iotsec.brokerctl`; the device's MQTT
+client is :mod:`iotsec.sdk.mqtt` (exposed as :mod:`iotsec.device`); the service layer
+(:mod:`iotsec.app.broker`) reads the store, writes files and drives the broker.
 """

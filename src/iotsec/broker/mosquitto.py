@@ -9,7 +9,7 @@ The rendered ``mosquitto.conf`` has:
   kick another device's session);
 - a Unix-socket listener in ``DIR/run`` (a directory only the broker user can enter)
   where iotsec logs in with a generated password to end live sessions (see
-  :mod:`iotsec.broker.control`);
+  :mod:`iotsec.brokerctl`);
 - with ``--plain-localhost`` only, a plaintext listener bound to 127.0.0.1;
 - ``allow_anonymous false`` everywhere, the ACL and CRL from the current generation,
   and a log that :mod:`iotsec.broker.logs` parses.

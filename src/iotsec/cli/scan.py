@@ -24,9 +24,14 @@ from iotsec.errors import HomeNotInitialisedError
 from iotsec.findings.model import count_by_severity
 from iotsec.scan import report
 from iotsec.scan.credentials import CredentialConfig
-from iotsec.scan.engine import ScanOptions, ScanResult
-from iotsec.scan.identify import ProbeConfig
-from iotsec.scan.ports import MAX_CONCURRENCY, MAX_RATE, PortScanConfig
+from iotsec.scan.model import (
+    MAX_CONCURRENCY,
+    MAX_RATE,
+    PortScanConfig,
+    ProbeConfig,
+    ScanOptions,
+    ScanResult,
+)
 from iotsec.scan.targets import DEFAULT_PORTS
 
 

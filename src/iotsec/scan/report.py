@@ -15,11 +15,20 @@ from iotsec.findings.html import escape as _e
 from iotsec.findings.html import html_page
 from iotsec.findings.report import ReportFormat, iso_time, json_bytes, severity_summary
 from iotsec.findings.sarif import sarif_log
-from iotsec.scan.engine import ScanResult
+from iotsec.scan.model import ScanResult
 from iotsec.scan.rules import ALL_RULES
 
-__all__ = ["SCAN_FORMAT", "SCAN_FORMAT_VERSION", "SCAN_REPORT", "scan_html", "scan_json",
-           "scan_json_bytes", "scan_report_schema", "scan_sarif", "scan_sarif_bytes"]
+__all__ = [
+    "SCAN_FORMAT",
+    "SCAN_FORMAT_VERSION",
+    "SCAN_REPORT",
+    "scan_html",
+    "scan_json",
+    "scan_json_bytes",
+    "scan_report_schema",
+    "scan_sarif",
+    "scan_sarif_bytes",
+]
 
 SCAN_FORMAT = "iotsec-scan-report"
 SCAN_FORMAT_VERSION = 1

@@ -1,6 +1,6 @@
 """What to scan: targets (addresses, CIDR ranges, host names), port lists and the scope.
 
-Everything here is pure: names are resolved by the caller (``iotsec.scan.net``) and handed
+Everything here is pure: names are resolved by the caller (``iotsec.netprobe.net``) and handed
 in. The plan is checked before a single packet is sent:
 
 - a target outside the scope file is refused (the whole scan, not just that target);

@@ -22,7 +22,7 @@ A sync is fail-closed and atomic:
    the revoked canary certificate is refused with ``certificate_revoked`` (the CRL is
    loaded). Otherwise swap back, reload, and raise;
 5. end the live sessions of devices revoked, disabled or blocked since the last sync
-   (see :mod:`iotsec.broker.control`); record security events.
+   (see :mod:`iotsec.brokerctl`); record security events.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select
 
+from iotsec import brokerctl as control
 from iotsec.app.broker.build import (
     ACL_HEADER,
     BrokerOptions,
@@ -70,7 +71,6 @@ from iotsec.app.broker.pki import (
 from iotsec.app.events import Event
 from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
-from iotsec.broker import control
 from iotsec.broker.acl import ADMIN_USER, compile_acl
 from iotsec.broker.adapter import PkiFiles
 from iotsec.broker.mosquitto import Layout, render_conf

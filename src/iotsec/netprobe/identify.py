@@ -28,63 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iotsec.findings.model import clean_text
+from iotsec.netprobe.net import Conversation, open_conversation
+from iotsec.netprobe.tls import permissive_context
 from iotsec.scan import probes
-from iotsec.scan.net import READ_LIMIT, Conversation, open_conversation
-from iotsec.scan.tls import permissive_context
+from iotsec.scan.model import READ_LIMIT, ProbeConfig, Service
 
-__all__ = ["ProbeConfig", "Service", "identify_tcp", "identify_udp"]
+__all__ = [
+    "identify_tcp",
+    "identify_udp",
+]
 
 _PROMPT = re.compile(rb"(login|username|user name|password)\s*:\s*$", re.IGNORECASE)
 _FTP_SMTP = re.compile(rb"^220[ -]")
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeConfig:
-    connect_timeout: float = 1.0
-    banner_wait: float = 0.4
-    probe_timeout: float = 0.6
-    read_limit: int = READ_LIMIT
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "banner_wait", "probe_timeout"):
-            if not 0.01 <= getattr(self, name) <= 60:
-                raise ValueError(f"{name} must be between 0.01 and 60 seconds")
-        if not 256 <= self.read_limit <= 1024 * 1024:
-            raise ValueError("the read limit must be between 256 bytes and 1 MiB")
-
-
-@dataclass
-class Service:
-    """What listens on one port, as far as probing could tell."""
-
-    host: str
-    port: int
-    transport: str = "tcp"
-    protocol: str = "unknown"
-    tls: bool = False
-    banner: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    #: The first HTTP answer (to decide whether there is a login, and how).
-    http: probes.HttpResponse | None = None
-    #: The CONNACK return code to an anonymous CONNECT.
-    connack: int | None = None
-    server_name: str | None = None
-
-    @property
-    def name(self) -> str:
-        if self.tls and self.protocol in ("http", "mqtt", "rtsp"):
-            return {"http": "https", "mqtt": "mqtts", "rtsp": "rtsps"}[self.protocol]
-        if self.tls and self.protocol == "unknown":
-            return "tls"
-        return self.protocol
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"port": self.port, "transport": self.transport, "service": self.name,
-                "protocol": self.protocol, "tls": self.tls, "banner": self.banner,
-                "details": self.details, "notes": list(self.notes),
-                "identify_seconds": round(self.seconds, 3)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from iotsec.pki.keys import KeyType
 from iotsec.store import models as m
 from tests.cli.support import Result, use_home
 from tests.firmware.support import imgtool_path, run_imgtool
-from tests.keys_hsm.conftest import Hsm
+from tests.custody_hsm.conftest import Hsm
 
 KINDS = list(FirmwareKeyType)
 OPTIONS = SignOptions(version=ImageVersion.parse("1.2.3+4"), header_size=0x200,

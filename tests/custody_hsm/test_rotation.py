@@ -32,7 +32,7 @@ from iotsec.errors import (
 from iotsec.protect import atrest
 from iotsec.protect.records import RecordRewrapper, record_kek_id
 from iotsec.store import models as m
-from tests.keys_hsm.support import (
+from tests.custody_hsm.support import (
     Secret,
     add_devices,
     assert_all_open,

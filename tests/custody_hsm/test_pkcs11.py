@@ -35,7 +35,7 @@ from iotsec.pki.ca import Authority, create_issuing, create_root
 from iotsec.pki.crl import RevocationReason, build_crl, encode_entry
 from iotsec.pki.keys import KeyType, Signer
 from iotsec.protect.records import open_record, rewrap_record, seal_record
-from tests.keys_hsm.conftest import Hsm
+from tests.custody_hsm.conftest import Hsm
 from tests.pki.support import issue_leaf, run_openssl, write_pem
 
 DATA = b"to be signed by a key that never leaves the token"

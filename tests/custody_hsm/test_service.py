@@ -25,8 +25,8 @@ from iotsec.errors import (
 from iotsec.pki.keys import KeyType
 from iotsec.protect.records import record_kek_id
 from iotsec.store import models as m
-from tests.keys_hsm.conftest import Hsm
-from tests.keys_hsm.support import (
+from tests.custody_hsm.conftest import Hsm
+from tests.custody_hsm.support import (
     add_devices,
     assert_all_open,
     hs256_token,

@@ -25,12 +25,13 @@ import select
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
-__all__ = ["PortScanConfig", "PortScanResult", "tcp_connect_scan"]
+from iotsec.scan.model import PortScanConfig, PortScanResult
 
-MAX_CONCURRENCY = 20_000
-MAX_RATE = 1_000_000.0
+__all__ = [
+    "tcp_connect_scan",
+]
+
 
 _CLOSED = {errno.ECONNREFUSED, errno.ECONNRESET}
 #: Connections started per event-loop callback at most.
@@ -51,35 +52,6 @@ def _new_socket(family: int, kind: int) -> _socket.socket:
 if getattr(socket, "SOCK_NONBLOCK", 0):
     _new_socket = _socket.socket  # type: ignore[assignment]
 _RETRY_LATER = {errno.EADDRNOTAVAIL, errno.EAGAIN, errno.ENOBUFS, errno.EMFILE, errno.ENFILE}
-
-
-@dataclass(frozen=True, slots=True)
-class PortScanConfig:
-    """``concurrency``: connections in flight at once; ``rate``: connection attempts per
-    second (0 = no limit beyond concurrency); ``timeout``: seconds before a silent port is
-    called filtered."""
-
-    concurrency: int = 500
-    rate: float = 200_000.0
-    timeout: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
-            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
-        if not 0 <= self.rate <= MAX_RATE:
-            raise ValueError(f"rate must be between 0 and {MAX_RATE:.0f} per second")
-        if not 0.05 <= self.timeout <= 60:
-            raise ValueError("the connect timeout must be between 0.05 and 60 seconds")
-
-
-@dataclass
-class PortScanResult:
-    open: list[tuple[str, int]] = field(default_factory=list)
-    attempted: int = 0
-    closed: int = 0
-    filtered: int = 0
-    unreachable: int = 0
-    seconds: float = 0.0
 
 
 def _fd_budget(wanted: int) -> int:

@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from iotsec.errors import ScanResolveError
+from iotsec.scan.model import READ_LIMIT
 
-__all__ = ["Conversation", "open_conversation", "resolve_names"]
-
-#: The most a single probe reads from a service before it stops listening.
-READ_LIMIT = 16 * 1024
+__all__ = [
+    "Conversation",
+    "open_conversation",
+    "resolve_names",
+]
 
 
 async def _resolve_one(name: str, timeout: float) -> tuple[str, ...]:

@@ -11,74 +11,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from iotsec.findings.model import Finding, Location, sort_findings
-from iotsec.scan import credentials as creds
-from iotsec.scan import mqtt, probes, rules, tls
-from iotsec.scan.identify import ProbeConfig, Service, identify_tcp, identify_udp
-from iotsec.scan.net import open_conversation
-from iotsec.scan.ports import PortScanConfig, PortScanResult, tcp_connect_scan
+from iotsec.netprobe import credentials as creds
+from iotsec.netprobe import mqtt
+from iotsec.netprobe import tls as tls_probe
+from iotsec.netprobe.identify import identify_tcp, identify_udp
+from iotsec.netprobe.net import open_conversation
+from iotsec.netprobe.ports import tcp_connect_scan
+from iotsec.scan import probes, rules, tls
+from iotsec.scan.model import HostResult, ScanOptions, ScanResult, Service
 from iotsec.scan.targets import HostTarget, ScanPlan
 
-__all__ = ["HostResult", "ScanOptions", "ScanResult", "run_scan"]
-
-
-@dataclass(frozen=True, slots=True)
-class ScanOptions:
-    ports: PortScanConfig = field(default_factory=PortScanConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    tls: tls.TlsConfig = field(default_factory=tls.TlsConfig)
-    credentials: creds.CredentialConfig = field(default_factory=creds.CredentialConfig)
-    #: Open ports identified and checked at once.
-    service_concurrency: int = 32
-    udp_concurrency: int = 64
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "concurrency": self.ports.concurrency, "rate": self.ports.rate,
-            "connect_timeout": self.ports.timeout, "banner_wait": self.probe.banner_wait,
-            "probe_timeout": self.probe.probe_timeout, "read_limit": self.probe.read_limit,
-            "tls_timeout": self.tls.timeout, "credentials": self.credentials.enabled,
-            "credential_rate": self.credentials.rate,
-        }
-
-
-@dataclass
-class HostResult:
-    address: str
-    name: str | None = None
-    device: str | None = None
-    services: list[Service] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"address": self.address, "name": self.name, "device": self.device,
-                "services": [s.to_dict() for s in sorted(
-                    self.services, key=lambda s: (s.transport, s.port))]}
-
-
-@dataclass
-class ScanResult:
-    started_at: datetime
-    finished_at: datetime
-    targets: tuple[str, ...]
-    ports: str
-    host_count: int
-    hosts: list[HostResult]
-    findings: list[Finding]
-    port_stats: PortScanResult
-    options: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    cross_check: dict[str, Any] | None = None
-    scope: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def services(self) -> list[Service]:
-        return [s for h in self.hosts for s in h.services]
+__all__ = [
+    "run_scan",
+]
 
 
 def _tls_summary(obs: tls.TlsObservation) -> dict[str, Any]:
@@ -104,7 +54,7 @@ async def _fetch(service: Service, path: str, timeout: float) -> probes.HttpResp
     """One more GET on the same service (to follow a redirect to a login page)."""
     try:
         conv = await open_conversation(service.host, service.port, timeout,
-                                       tls=tls.permissive_context() if service.tls else None,
+                                       tls=tls_probe.permissive_context() if service.tls else None,
                                        server_hostname=service.server_name)
     except (OSError, TimeoutError):
         return None
@@ -151,7 +101,7 @@ class _Examiner:
         out: list[Finding] = []
         proto = service.protocol
         if service.tls:
-            obs = await tls.observe(service.host, service.port,
+            obs = await tls_probe.observe(service.host, service.port,
                                     server_name=service.server_name, config=self.options.tls)
             service.details["tls"] = _tls_summary(obs)
             if obs.error:

@@ -3,7 +3,7 @@
 Mutual TLS protects a message between a device and the broker; the broker (and anything
 behind it: bridges, rule engines, storage) still sees it in clear. A :class:`SealedChannel`
 puts the payload API of :mod:`iotsec.protect.payload` on top of a
-:class:`~iotsec.broker.client.DeviceClient`: what is published is a COSE message (encrypted
+:class:`~iotsec.sdk.mqtt.DeviceClient`: what is published is a COSE message (encrypted
 under a pair key, or signed), **bound to its topic** (the topic is the COSE external
 associated data, so a message re-published to another topic does not open), with a
 sequence number checked against a replay window on the receiving side::
@@ -25,11 +25,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from iotsec.broker.client import DeviceClient, Message
 from iotsec.errors import InvalidInputError, PayloadError
 from iotsec.protect.payload import Keyring, Opened, Sender
 from iotsec.protect.payload import open as open_message
 from iotsec.protect.replay import ReplayWindows
+from iotsec.sdk.mqtt import DeviceClient, Message
 
 log = logging.getLogger("iotsec.device")
 

@@ -1,7 +1,7 @@
 """MQTT broker checks: anonymous access, and a subscription to ``#`` granted.
 
 The anonymous CONNECT already happened during identification (its CONNACK return code is
-on the :class:`~iotsec.scan.identify.Service`). When it was accepted, a second anonymous
+on the :class:`~iotsec.scan.model.Service`). When it was accepted, a second anonymous
 session subscribes to ``#`` with QoS 0 and reads the SUBACK: a granted QoS (0-2) rather
 than 0x80 means the broker accepted the subscription. It then listens for a moment and
 counts what arrives (topics and payloads are not kept). Nothing is published, and the
@@ -12,27 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from dataclasses import dataclass, field
 
+from iotsec.netprobe.net import open_conversation
+from iotsec.netprobe.tls import permissive_context
 from iotsec.scan import probes
-from iotsec.scan.net import open_conversation
-from iotsec.scan.tls import permissive_context
+from iotsec.scan.model import WildcardResult
 
-__all__ = ["WildcardResult", "check_wildcard"]
+__all__ = [
+    "check_wildcard",
+]
 
 LISTEN_SECONDS = 0.3
-
-
-@dataclass
-class WildcardResult:
-    #: The SUBACK codes for '#', or None when no SUBACK came back.
-    suback: tuple[int, ...] | None = None
-    messages: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def granted(self) -> bool:
-        return bool(self.suback) and all(code <= 2 for code in self.suback or ())
 
 
 async def check_wildcard(host: str, port: int, timeout: float, *, tls: bool = False,

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from iotsec.cli.keys import app as keys_app
 from iotsec.config import Settings
 from tests.cli.support import Result, assert_refused, mount, use_home
-from tests.keys_hsm.conftest import Hsm
+from tests.custody_hsm.conftest import Hsm
 
 Run = Callable[..., Result]
 
