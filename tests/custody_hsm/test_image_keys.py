@@ -35,8 +35,8 @@ from iotsec.firmware.image_keys import FirmwareKeyType, public_pem
 from iotsec.pki.keys import KeyType
 from iotsec.store import models as m
 from tests.cli.support import Result, use_home
-from tests.firmware.support import imgtool_path, run_imgtool
 from tests.custody_hsm.conftest import Hsm
+from tests.firmware.support import imgtool_path, run_imgtool
 
 KINDS = list(FirmwareKeyType)
 OPTIONS = SignOptions(version=ImageVersion.parse("1.2.3+4"), header_size=0x200,
