@@ -218,6 +218,24 @@ async def _first_hit(probes_: list[Coroutine[Any, Any, _Hit | None]]) -> _Hit | 
             await asyncio.gather(*pending, return_exceptions=True)
 
 
+async def _one_at_a_time(host: str, port: int, cfg: ProbeConfig) -> _Hit | None:
+    """The probes again, one connection at a time, for a service that answered none of them
+    at once. Many device servers (Python's ``http.server``, small embedded stacks) serve one
+    connection at a time: the one they accepted first, while the other probes wait in the
+    backlog until every probe has timed out. HTTP goes first, the common case; a service
+    that says nothing at all to an HTTP request and does not hang up is silent, not busy,
+    and the search ends there (one probe timeout more for a silent port)."""
+    answered: list[bytes] = []
+    hit = await _probe_http(host, port, cfg, seen=answered)
+    if hit is not None or not (answered and answered[0]):
+        return hit
+    for probe in (_probe_tls, _probe_mqtt, _probe_rtsp, _probe_modbus):
+        hit = await probe(host, port, cfg)
+        if hit is not None:
+            return hit
+    return None
+
+
 def _apply(service: Service, hit: _Hit) -> None:
     service.protocol = hit.protocol if hit.protocol != "tls" else service.protocol
     service.details.update(hit.details)
@@ -288,6 +306,8 @@ async def _identify(service: Service, cfg: ProbeConfig) -> None:
         _probe_tls(host, port, cfg), _probe_mqtt(host, port, cfg),
         _probe_modbus(host, port, cfg), _probe_rtsp(host, port, cfg),
         _probe_http(host, port, cfg)])
+    if best is None:
+        best = await _one_at_a_time(host, port, cfg)
     if best is None:
         service.notes.append("no answer to any probe (the service accepts connections but "
                              "stays silent, or speaks a protocol iotsec does not probe)")
