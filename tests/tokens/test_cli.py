@@ -50,7 +50,7 @@ def test_key_add_list_verify_and_revoke(cli_home: Path, tmp_path: Path) -> None:
     kid = json.loads(added.stdout)["kid"]
     listed = run("key", "list", "d1", "--json")
     assert [k["kid"] for k in json.loads(listed.stdout)] == [kid]
-    assert "1 keys of d1" in run("key", "list", "d1").stdout
+    assert "1 key of d1" in run("key", "list", "d1").stdout
 
     token = sign(key, kid, claims_for("d1", now()))
     ok = run("verify", token, "--json")

@@ -12,7 +12,7 @@ from iotsec.app.access import roles as role_service
 from iotsec.app.access.roles import RoleInfo
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, NameArg
-from iotsec.cli.output import console, emit_json, table
+from iotsec.cli.output import console, emit_json, plural, table
 
 role_app = typer.Typer(help="Device roles: rules of allow/deny, action and resource.",
                        no_args_is_help=True)
@@ -49,7 +49,8 @@ def role_add(
     if as_json:
         emit_json(role_json(info))
     else:
-        console.print(f"Created role {role.name} with {len(role.rules)} rules", markup=False)
+        console.print(f"Created role {role.name} with {plural(len(role.rules), 'rule')}",
+                      markup=False)
 
 
 @role_app.command("list")
@@ -60,7 +61,7 @@ def role_list(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json([role_json(i) for i in infos])
         return
-    table(f"{len(infos)} roles", ["role", "rules", "devices", "groups"],
+    table(plural(len(infos), "role"), ["role", "rules", "devices", "groups"],
           [(i.role.name, "\n".join(r.as_text() for r in i.role.rules), i.devices,
             ", ".join(i.groups)) for i in infos])
 
@@ -75,7 +76,7 @@ def role_show(name: NameArg, as_json: JsonOpt = False) -> None:
         return
     table(f"role {info.role.name}", ["#", "effect", "action", "resource"],
           [(i, r.effect.value, r.action, r.resource) for i, r in enumerate(info.role.rules)])
-    console.print(f"held by {info.devices} devices directly; groups: "
+    console.print(f"held by {plural(info.devices, 'device')} directly; groups: "
                   f"{', '.join(info.groups) or '-'}", markup=False)
 
 

@@ -24,7 +24,7 @@ from iotsec.cli.options import (
     JsonSchemaOpt,
     SarifReportOpt,
 )
-from iotsec.cli.output import console, err_console, table
+from iotsec.cli.output import console, err_console, plural, table
 from iotsec.cli.reports import run_report, write_schema
 from iotsec.findings.model import count_by_severity
 from iotsec.timeutil import parse_duration
@@ -51,7 +51,8 @@ def _print(result: AuditResult, limit: int) -> None:
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     ran = sum(r["status"] != "skipped" for r in rows)
     seconds = float(dict(result.facts).get("seconds", 0.0))
-    console.print(f"{ran} of {len(rows)} checks ran; {len(findings)} findings"
+    console.print(f"{ran} of {plural(len(rows), 'check')} ran; "
+                  f"{plural(len(findings), 'finding')}"
                   + (f" ({shown})" if shown else "") + f" in {seconds:.2f} s",
                   markup=False, soft_wrap=True)
 

@@ -15,7 +15,7 @@ from iotsec.app.broker.events import ingest_log
 from iotsec.broker.mosquitto import Layout
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt
-from iotsec.cli.output import console, emit_json, err_console
+from iotsec.cli.output import console, emit_json, err_console, plural
 from iotsec.errors import InvalidInputError
 
 app = typer.Typer(help="Drive the MQTT broker that enforces iotsec's decisions.",
@@ -40,9 +40,10 @@ def _show(result: service.SyncResult, as_json: bool, verb: str) -> None:
         return
     state = "reloaded and confirmed" if result.reloaded else "not reloaded (no running broker)"
     console.print(f"{verb} {result.directory} generation {result.generation}: {state}; "
-                  f"ACL {result.pattern_lines} pattern lines, {result.user_blocks} user blocks, "
-                  f"{result.blocked} devices blocked; CRL #{result.crl_number} valid until "
-                  f"{result.crl_next_update}", markup=False, soft_wrap=True)
+                  f"ACL {plural(result.pattern_lines, 'pattern line')}, "
+                  f"{plural(result.user_blocks, 'user block')}, "
+                  f"{plural(result.blocked, 'device')} blocked; CRL #{result.crl_number} "
+                  f"valid until {result.crl_next_update}", markup=False, soft_wrap=True)
     if result.kicked:
         console.print(f"ended live sessions: {', '.join(result.kicked)}", markup=False,
                       soft_wrap=True)
@@ -139,7 +140,8 @@ def ingest(
         emit_json(data)
         return
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.by_kind.items())) or "none"
-    console.print(f"{result.lines} lines, {result.events} events ({kinds})", markup=False)
+    console.print(f"{plural(result.lines, 'line')}, {plural(result.events, 'event')} ({kinds})",
+                  markup=False)
 
 
 emqx_app = typer.Typer(help="EMQX 5 (clusters): mutual TLS, HTTP authentication and "

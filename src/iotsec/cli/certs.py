@@ -13,7 +13,16 @@ from iotsec.app.pki import certs as service
 from iotsec.app.pki.certs import CertificateRecord
 from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt, LimitOpt, OutputFileOpt
-from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
+from iotsec.cli.output import (
+    console,
+    emit_json,
+    err_console,
+    plural,
+    read_input,
+    table,
+    when,
+    write_output,
+)
 from iotsec.errors import InvalidInputError
 from iotsec.filesystem import write_private_file
 from iotsec.pki.crl import RevocationReason
@@ -132,7 +141,7 @@ def list_(
     if as_json:
         emit_json([cert_json(c, now) for c in found])
         return
-    table(f"{len(found)} certificates", ["serial", "device", "status", "not after", "reason"],
+    table(plural(len(found), "certificate"), ["serial", "device", "status", "not after", "reason"],
           [(c.serial, c.device_id or f"({c.kind})", c.status(now), when(c.not_after),
             c.revocation_reason.name if c.revocation_reason is not None else "")
            for c in found])

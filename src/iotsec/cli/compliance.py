@@ -19,7 +19,7 @@ import typer
 from iotsec.app.compliance import reports as service
 from iotsec.cli.context import runtime
 from iotsec.cli.options import HtmlReportOpt, JsonOpt, JsonReportOpt, JsonSchemaOpt, SarifReportOpt
-from iotsec.cli.output import console, emit_json, read_input, table, when
+from iotsec.cli.output import console, emit_json, plural, read_input, table, when
 from iotsec.cli.reports import could_not_run, run_report, write_schema
 from iotsec.compliance import report
 from iotsec.compliance.catalog import Status
@@ -54,7 +54,7 @@ def _print(result: ComplianceResult) -> None:
     counts = result.by_status()
     score = result.score()
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    console.print(f"{len(result.results)} provisions: {shown}; score "
+    console.print(f"{plural(len(result.results), 'provision')}: {shown}; score "
                   f"{'n/a' if score is None else f'{score:g}%'}", markup=False,
                   soft_wrap=True)
 
@@ -150,7 +150,7 @@ def list_attestations(
     if as_json:
         emit_json([_attestation_json(a) for a in found])
         return
-    table(f"{len(found)} attestations",
+    table(plural(len(found), "attestation"),
           ["framework", "provision", "version", "status", "by", "at", "note"],
           [(a.framework, a.provision, a.version, a.status.value, a.actor, when(a.at),
             a.note[:80]) for a in found])

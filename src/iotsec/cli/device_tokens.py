@@ -11,7 +11,7 @@ from iotsec.app.identity import device_tokens as service
 from iotsec.app.identity.device_tokens import DeviceKeyRecord
 from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt
-from iotsec.cli.output import console, emit_json, err_console, read_input, table, when
+from iotsec.cli.output import console, emit_json, err_console, plural, read_input, table, when
 from iotsec.errors import TokenError
 from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES, VerifiedToken
 from iotsec.timeutil import from_ts, parse_duration
@@ -68,7 +68,7 @@ def key_list(device_id: DeviceArg, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json([key_json(k, now) for k in found])
         return
-    table(f"{len(found)} keys of {device_id}",
+    table(f"{plural(len(found), 'key')} of {device_id}",
           ["kid", "algorithm", "source", "status", "created", "until"],
           [(k.kid, k.algorithm, k.source, k.status(now), when(k.created_at),
             when(k.revoked_at or k.expires_at)) for k in found])

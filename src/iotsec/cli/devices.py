@@ -16,7 +16,7 @@ from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import certs as cert_service
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, LimitOpt
-from iotsec.cli.output import console, emit_json, read_input, table, when
+from iotsec.cli.output import console, emit_json, plural, read_input, table, when
 from iotsec.errors import InvalidInputError, IotsecError
 from iotsec.identity.registry import Device, DeviceState
 
@@ -73,7 +73,7 @@ def list_(
     if as_json:
         emit_json([device_json(d) for d in found])
         return
-    table(f"{len(found)} devices", ["id", "state", "groups", "attributes", "created"],
+    table(plural(len(found), "device"), ["id", "state", "groups", "attributes", "created"],
           [(d.id, d.state.value, ", ".join(d.groups),
             ", ".join(f"{k}={v}" for k, v in sorted(d.attributes.items())), when(d.created_at))
            for d in found])
@@ -184,4 +184,4 @@ def import_(
             task = progress.add_task("import", total=len(devices))
             count = service.import_devices(
                 rt, devices, progress=lambda n: progress.advance(task, n))
-    console.print(f"Imported {count} devices")
+    console.print(f"Imported {plural(count, 'device')}")

@@ -8,7 +8,7 @@ import typer
 
 from iotsec.app import netseg as service
 from iotsec.cli.options import JsonOpt
-from iotsec.cli.output import console, emit_json, read_input, table, write_output
+from iotsec.cli.output import console, emit_json, plural, read_input, table, write_output
 from iotsec.errors import InvalidInputError
 from iotsec.netseg.decide import Flow
 from iotsec.netseg.findings import review_json
@@ -54,9 +54,10 @@ def validate(path: FileArg, as_json: JsonOpt = False) -> None:
                           f"[{f.rule.code}] "
                           f"{f.message} (fix: {f.fix})", markup=False, soft_wrap=True)
         if report.policy is not None:
-            console.print(f"{path}: valid: {len(report.policy.zones)} zones, "
-                          f"{len(report.policy.rules)} rules, {len(report.findings)} "
-                          "findings", markup=False, soft_wrap=True)
+            console.print(f"{path}: valid: {plural(len(report.policy.zones), 'zone')}, "
+                          f"{plural(len(report.policy.rules), 'rule')}, "
+                          f"{plural(len(report.findings), 'finding')}", markup=False,
+                          soft_wrap=True)
         else:
             console.print(f"{path}: invalid: {len(report.problems)} problem(s)",
                           markup=False, soft_wrap=True)

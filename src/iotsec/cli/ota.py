@@ -24,7 +24,7 @@ from iotsec.app.ota import repo as ota_repo
 from iotsec.app.ota.campaigns import CampaignInfo
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt
-from iotsec.cli.output import console, emit_json, read_input, table, when, write_output
+from iotsec.cli.output import console, emit_json, plural, read_input, table, when, write_output
 from iotsec.errors import FirmwareKeyError
 from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan
 from iotsec.firmware.image import ImageVersion
@@ -376,7 +376,8 @@ def _show(c: CampaignInfo, as_json: bool) -> None:
     console.print(f"Campaign {c.id} {c.name!r}: {c.state.value}"
                   + (f" ({c.reason})" if c.reason else ""), markup=False, soft_wrap=True)
     console.print(f"  release {c.release.product} {c.release.version} ({c.release.target}); "
-                  f"{c.totals.size} devices; wave {c.current_wave + 1} of {len(c.plan.waves)} "
+                  f"{plural(c.totals.size, 'device')}; wave {c.current_wave + 1} of "
+                  f"{len(c.plan.waves)} "
                   f"since {when(c.wave_started_at)}", markup=False, soft_wrap=True)
     columns = [s.value for s in DeviceStatus]
     table(None, ["wave", "upto %", *columns],

@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, NotFoundError
@@ -37,13 +38,65 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, indent=2, sort_keys=True) + "\n")
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+#: Columns that hold identifiers: never wrapped, never cut (a serial or a device id cut in two
+#: is a wrong id). Other columns fold when the terminal is narrow.
+IDENTIFIER_COLUMNS: Final = frozenset({
+    "id", "serial", "device", "label", "role", "rule", "key", "kid", "code", "provision",
+    "framework", "host", "target", "location", "product", "release", "name", "subject",
+    "actor", "source", "group", "role name",
+})
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 device``, ``2 devices`` (``many`` for irregular plurals)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+          ids: Sequence[str] = ()) -> None:
+    """Rows for people: a Rich table on a terminal, plain aligned columns otherwise (for
+    ``grep``, ``awk`` and logs). Identifier columns (:data:`IDENTIFIER_COLUMNS`, or
+    ``ids``) are shown whole in both."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    if not console.is_terminal:
+        _plain(title, columns, cells)
+        return
+    whole = IDENTIFIER_COLUMNS.union(ids)
     t = Table(title=title, show_lines=False, header_style="bold")
-    for col in columns:
-        t.add_column(col, overflow="fold")
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    console.print(t)
+    for i, col in enumerate(columns):
+        if col in whole:
+            width = max([len(col), *(len(r[i]) for r in cells if i < len(r))])
+            t.add_column(col, no_wrap=True, overflow="ignore", min_width=width)
+        else:
+            t.add_column(col, overflow="fold")
+    for row in cells:
+        t.add_row(*row)
+    # When the identifiers alone are wider than the terminal, render wider and let the
+    # terminal wrap the lines: a wrapped line still holds the whole identifier, a cropped
+    # one does not.
+    needed = Measurement.get(console, console.options, t).minimum
+    console.print(t, width=max(console.width, needed), crop=False)
+
+
+def _plain(title: str | None, columns: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
+    # The title on its own line (it can carry a warning: "not verified"), then one line per
+    # row, columns two spaces apart; a cell's own line breaks become spaces so a row stays
+    # one line. No borders, colours or wrapping: the output is for programs as much as for
+    # people (--json is the stable form).
+    flat = [[" ".join(c.split()) for c in row] for row in cells]
+    widths = [max([len(col), *(len(r[i]) for r in flat if i < len(r))])
+              for i, col in enumerate(columns)]
+    lines = [columns, *flat]
+    out = sys.stdout
+    if title:
+        out.write(f"{title}\n")
+    for line in lines:
+        out.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=False)).rstrip()
+                  + "\n")
 
 
 def when(moment: datetime | None) -> str:

@@ -11,7 +11,7 @@ from iotsec.access.lint import lint_json
 from iotsec.app.access import policy as service
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, OutputFileOpt
-from iotsec.cli.output import console, emit_json, read_input, table, write_output
+from iotsec.cli.output import console, emit_json, plural, read_input, table, write_output
 from iotsec.findings.model import Severity
 
 app = typer.Typer(help="The access policy as code: apply, export, lint.", no_args_is_help=True)
@@ -61,7 +61,8 @@ def lint(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json([lint_json(f) for f in findings])
     elif findings:
-        table(f"{len(findings)} findings", ["severity", "code", "role", "rule", "finding", "fix"],
+        table(plural(len(findings), "finding"),
+              ["severity", "code", "role", "rule", "finding", "fix"],
               [(f.severity.value, f.rule.code, f.location.name, f.location.index, f.message,
                 f.fix) for f in findings])
     else:

@@ -17,7 +17,7 @@ import typer
 from iotsec.app import scan as service
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.cli.options import FailOnFindingOpt, HtmlReportOpt, JsonSchemaOpt, SarifReportOpt
-from iotsec.cli.output import console, err_console, table
+from iotsec.cli.output import console, err_console, plural, table
 from iotsec.cli.reports import run_report, write_schema
 from iotsec.config import Settings
 from iotsec.errors import HomeNotInitialisedError
@@ -70,8 +70,9 @@ def _print(result: ScanResult) -> None:
     counts = count_by_severity(result.findings)
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     services = len(result.services)
-    console.print(f"{services} services on {len(result.hosts)} of {result.host_count} "
-                  f"addresses; {len(result.findings)} findings"
+    console.print(f"{plural(services, 'service')} on {len(result.hosts)} of "
+                  f"{plural(result.host_count, 'address', 'addresses')}; "
+                  f"{plural(len(result.findings), 'finding')}"
                   + (f" ({shown})" if shown else "") + f" in {result.seconds:.1f} s",
                   markup=False, soft_wrap=True)
     for note in result.notes:

@@ -10,7 +10,7 @@ from iotsec.app.access.api_tokens import Scope, TokenInfo, issue_token, list_tok
 from iotsec.app.events import list_events
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, LimitOpt, NameArg
-from iotsec.cli.output import console, emit_json, err_console, table, when
+from iotsec.cli.output import console, emit_json, err_console, plural, table, when
 from iotsec.timeutil import parse_duration
 
 token_app = typer.Typer(help="API tokens for operators and automation.", no_args_is_help=True)
@@ -51,7 +51,7 @@ def list_(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json([token_json(t) for t in found])
         return
-    table(f"{len(found)} tokens", ["id", "name", "scope", "expires", "last used", "revoked"],
+    table(plural(len(found), "token"), ["id", "name", "scope", "expires", "last used", "revoked"],
           [(t.id, t.name, t.scope.value, when(t.expires_at), when(t.last_used_at),
             "yes" if t.revoked else "") for t in found])
 
@@ -85,5 +85,5 @@ def events(
                     "actor": e.actor, "source": e.source, "subject": e.subject,
                     "detail": dict(e.detail or {})} for e in found])
         return
-    table(f"{len(found)} events", ["at", "kind", "outcome", "actor", "source", "subject"],
+    table(plural(len(found), "event"), ["at", "kind", "outcome", "actor", "source", "subject"],
           [(when(e.at), e.kind, e.outcome, e.actor, e.source, e.subject) for e in found])
