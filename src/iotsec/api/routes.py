@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from iotsec.api.deps import AuditorDep, OperatorDep, RuntimeDep
+from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
 from iotsec.api.schemas import (
     CertificateOut,
     DeviceDetailOut,
@@ -18,9 +18,12 @@ from iotsec.api.schemas import (
     KeygenIn,
     KeygenOut,
     RenewIn,
+    ReplacedOut,
+    ReplacementOut,
     RevokedOut,
     RevokeIn,
 )
+from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import certs
@@ -126,6 +129,18 @@ def show_certificate(serial: str, rt: RuntimeDep, _: AuditorDep) -> CertificateO
 def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     record = certs.revoke(rt, serial, RevocationReason.parse(body.reason))
     return CertificateOut.of(record, rt.now())
+
+
+@v1.post("/infrastructure/certificates/{serial}/revoke")
+def revoke_infrastructure(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminDep
+                          ) -> ReplacementOut:
+    """Revoke one of iotsec's own certificates and replace it at once (the API's server
+    certificate from the next start; the broker of IOTSEC_BROKER_DIR synced)."""
+    done = replace_infrastructure(rt, serial, RevocationReason.parse(body.reason))
+    return ReplacementOut(revoked=CertificateOut.of(done.revoked, rt.now()),
+                          replaced=[ReplacedOut(holder=r.holder, serial=r.serial)
+                                    for r in done.replaced],
+                          broker_generation=done.broker.generation if done.broker else None)
 
 
 @v1.post("/certificates/{serial}/renew", status_code=201)

@@ -100,6 +100,18 @@ class RevokedOut(BaseModel):
     reason: str
 
 
+class ReplacedOut(BaseModel):
+    holder: str = Field(description="where the revoked certificate was in use")
+    serial: str = Field(description="the certificate that replaces it there")
+
+
+class ReplacementOut(BaseModel):
+    revoked: CertificateOut
+    replaced: list[ReplacedOut]
+    broker_generation: int | None = Field(
+        description="the broker generation the sync made live, when a broker was synced")
+
+
 class RenewIn(Strict):
     csr: str = Field(max_length=70_000)
     days: int | None = Field(default=None, ge=1, le=36_500)

@@ -1,4 +1,5 @@
-"""``iotsec cert``: issue, list, show, revoke and renew device certificates."""
+"""``iotsec cert``: issue, list, show, revoke and renew device certificates; replace one of
+iotsec's own (``revoke --infrastructure``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.pki import certs as service
 from iotsec.app.pki.certs import CertificateRecord
 from iotsec.cli.context import runtime
@@ -175,12 +177,28 @@ def revoke(
     reason: Annotated[str, typer.Option("--reason", help="RFC 5280 reason, e.g. "
                                         "keyCompromise, superseded, cessationOfOperation.")
                       ] = "unspecified",
+    infrastructure: Annotated[bool, typer.Option(
+        "--infrastructure", help="SERIAL is one of iotsec's own certificates (the API's or "
+        "the broker's server certificate, the broker probe or canary): revoke it and issue "
+        "its replacement at once.")] = False,
+    broker_dir: Annotated[Path | None, typer.Option(
+        "--broker-dir", metavar="DIR", help="With --infrastructure: the broker directory to "
+        "sync (default: IOTSEC_BROKER_DIR).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke a certificate by serial, or every certificate of a device."""
+    """Revoke a device certificate by serial, or every certificate of a device; with
+    --infrastructure, replace one of iotsec's own certificates."""
     if (serial is None) == (device is None):
         raise typer.BadParameter("give either SERIAL or --device ID")
+    if (infrastructure or broker_dir is not None) and serial is None:
+        raise typer.BadParameter("--infrastructure takes a SERIAL, not --device")
+    if broker_dir is not None and not infrastructure:
+        raise typer.BadParameter("--broker-dir goes with --infrastructure")
     why = RevocationReason.parse(reason)
+    if infrastructure:
+        assert serial is not None
+        _replace_infrastructure(serial, why, broker_dir, as_json)
+        return
     with runtime() as rt:
         if serial is not None:
             serials = [service.revoke(rt, serial, why).serial]
@@ -194,6 +212,27 @@ def revoke(
             console.print(f"Revoked {s} ({why.name})", markup=False)
     else:
         console.print(f"Device {device} has no certificate left to revoke", markup=False)
+
+
+def _replace_infrastructure(serial: str, why: RevocationReason, broker_dir: Path | None,
+                            as_json: bool) -> None:
+    with runtime() as rt:
+        done = replace_infrastructure(rt, serial, why, broker_dir=broker_dir)
+    if as_json:
+        emit_json({"revoked": [done.revoked.serial], "reason": why.name,
+                   "kind": done.revoked.kind,
+                   "replaced": [{"holder": r.holder, "serial": r.serial} for r in done.replaced],
+                   "broker_generation": done.broker.generation if done.broker else None})
+        return
+    console.print(f"Revoked {done.revoked.serial} ({done.revoked.kind}, {why.name})",
+                  markup=False)
+    for r in done.replaced:
+        console.print(f"  replaced in {r.holder} by {r.serial}", markup=False)
+    if any(r.holder.startswith("api ") for r in done.replaced):
+        console.print("  restart 'iotsec serve' to serve the new certificate", markup=False)
+    if not done.replaced:
+        console.print("  nothing here held it (a broker directory not given is healed by its "
+                      "next 'iotsec broker mosquitto sync')", markup=False)
 
 
 @app.command("renew")

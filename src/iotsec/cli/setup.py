@@ -43,10 +43,14 @@ def init(
         raise InvalidInputError(f"invalid key-store option: {exc.errors()[0]['msg']}",
                                 hint="--keystore is file or pkcs11") from None
     result = init_home(settings, key_type=KeyType.parse(key_type), exist_ok=exist_ok)
+    # TLS stacks load their server key from a file, so a server's TLS key is an encrypted
+    # file in the home on every keystore; a token keeps the CA keys and the KEKs.
+    tls_keys = str(settings.keys_dir)
     if as_json:
         emit_json({"home": result.home, "created": result.created,
                    "root": result.root.certificate.subject.rfc4514_string(),
                    "issuing": result.issuing.certificate.subject.rfc4514_string(),
+                   "keystore": settings.keystore, "tls_server_keys": tls_keys,
                    "admin_token": result.admin_token})
         return
     if not result.created:
@@ -55,6 +59,11 @@ def init(
     console.print(f"Initialised iotsec home {result.home}")
     console.print(f"  root CA:    {result.root.certificate.subject.rfc4514_string()}")
     console.print(f"  issuing CA: {result.issuing.certificate.subject.rfc4514_string()}")
+    if settings.keystore == "pkcs11":
+        console.print(f"  CA keys:    in the PKCS#11 token {settings.pkcs11_token or ''}",
+                      markup=False)
+        console.print(f"  TLS keys:   the servers' TLS keys (iotsec serve) are ordinary keys "
+                      f"iotsec generates, kept encrypted in {tls_keys}", markup=False)
     err_console.print("\nAdmin API token (shown once, stored only as a hash, valid 90 days; "
                       "'iotsec token create NAME --scope admin' makes another):")
     console.print(f"  {result.admin_token}", markup=False, soft_wrap=True)

@@ -16,6 +16,7 @@ __all__ = [
     "DeviceStateError",
     "ForbiddenError",
     "HomeNotInitialisedError",
+    "InfrastructureCertificateError",
     "InputTooLargeError",
     "InvalidDeviceIdError",
     "InvalidInputError",
@@ -125,6 +126,15 @@ class CsrError(PkiError):
 
 class WeakKeyError(CsrError):
     code = "weak-key"
+
+
+class InfrastructureCertificateError(PkiError, ConflictError):
+    """A certificate iotsec itself serves or probes with (the API's or the broker's server
+    certificate, the broker's probe or canary) asked of a device route, or a device's
+    certificate asked of the infrastructure route."""
+
+    status = 409
+    code = "infrastructure-certificate"
 
 
 class RegistryError(IotsecError):

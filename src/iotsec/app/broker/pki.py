@@ -3,17 +3,21 @@
 - The broker's TLS server certificate (serverAuth, SANs for the listener's address, the
   loopback names and any ``--dns`` / ``--ip`` given). Mosquitto cannot read an encrypted
   key non-interactively, so its key is a fresh P-256 key in the generation directory,
-  readable by the broker's group only; it is reissued 30 days before expiry or when the
-  names it must cover change.
+  readable by the broker's group only; it is reissued 30 days before expiry, when the
+  names it must cover change, or when the store no longer lists it as valid (revoked).
 - A *probe* client certificate (CN ``_iotsec_probe``, not a valid device id) with which
-  iotsec checks after each reload that the broker serves and enforces its ACL.
+  iotsec checks after each reload that the broker serves and enforces its ACL. It is
+  reissued before every sync that would find it revoked or expired: a revoked probe would
+  fail the check of every sync, which would roll back and never push a new CRL.
 - A *canary* client certificate (CN ``_iotsec_canary``), revoked at once: it stays in
-  every CRL, and a broker that accepts it is running without revocation checking.
+  every CRL, and a broker that accepts it is running without revocation checking. It is
+  reissued when it expires or when the store does not know it as revoked.
 - The password of iotsec's control account (``_iotsec_admin``) on the broker's Unix
   socket, and its PBKDF2 hash for ``password_file``.
 
 Every certificate is recorded in the store like any other (kinds ``server``,
-``broker-probe``, ``broker-canary``), so it is listed, counted and revocable.
+``broker-probe``, ``broker-canary``), so it is listed and counted; they are revoked only
+with their replacement (see :mod:`iotsec.app.broker.infrastructure`).
 """
 
 from __future__ import annotations
@@ -22,28 +26,27 @@ import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import insert
 
-from iotsec.app.pki.certs import certificate_row, revoke
+from iotsec.app.pki.infrastructure import (
+    InfrastructureKind,
+    record_infrastructure,
+    stored_status,
+)
 from iotsec.app.pki.server_tls import server_names
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import PROBE_USER
 from iotsec.errors import BrokerConfigError
 from iotsec.pki import x509 as enc
 from iotsec.pki.crl import RevocationReason
-from iotsec.pki.issue import IssuedCertificate, issue_device, issue_server
+from iotsec.pki.issue import issue_device, issue_server
 from iotsec.pki.profiles import CertProfile, check_dns_name
-from iotsec.pki.serial import format_serial
-from iotsec.store import models as m
-from iotsec.store.db import transaction
-from iotsec.timeutil import ts
 
 RENEW_BEFORE = timedelta(days=30)
 CANARY_USER = "_iotsec_canary"
@@ -73,28 +76,23 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _record(rt: Runtime, der: bytes, serial: int, not_before: datetime, not_after: datetime,
-            cn: str, kind: str) -> None:
-    issued = IssuedCertificate(serial=serial, der=der, not_before=not_before,
-                               not_after=not_after, subject_cn=cn)
-    with transaction(rt.engine) as conn:
-        conn.execute(insert(m.certificates).values(certificate_row(
-            issued, authority_id=rt.issuing_id(), device_id=None, kind=kind,
-            profile=kind, now=ts(rt.now()))))
-
-
-def _current(pem_path: Path, issuer: x509.Certificate, now: datetime) -> x509.Certificate | None:
+def _current(rt: Runtime, pem_path: Path, *, expected: str = "valid"
+             ) -> x509.Certificate | None:
     """The certificate in ``pem_path`` if it is still good: issued by the current issuing
-    CA and not within :data:`RENEW_BEFORE` of its expiry."""
+    CA, not within :data:`RENEW_BEFORE` of its expiry, and in the store with the status
+    ``expected`` (``valid``; ``revoked`` for the canary)."""
+    issuer = rt.authority("issuing").certificate
     try:
         cert = x509.load_pem_x509_certificates(pem_path.read_bytes())[0]
     except (OSError, ValueError, IndexError):
         return None
-    if cert.issuer != issuer.subject or cert.not_valid_after_utc - now < RENEW_BEFORE:
+    if cert.issuer != issuer.subject or cert.not_valid_after_utc - rt.now() < RENEW_BEFORE:
         return None
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
+        return None
+    if stored_status(rt, cert) != expected:
         return None
     return cert
 
@@ -115,7 +113,7 @@ def server_certificate(rt: Runtime, previous: Path | None, names: ServerNames, b
     issuing = rt.authority("issuing")
     now = rt.now()
     if previous is not None:
-        cert = _current(previous / "server.pem", issuing.certificate, now)
+        cert = _current(rt, previous / "server.pem")
         if cert is not None and _covers(cert, names):
             return (previous / "server.pem").read_bytes(), (previous / "server.key"
                                                             ).read_bytes(), False
@@ -123,7 +121,7 @@ def server_certificate(rt: Runtime, previous: Path | None, names: ServerNames, b
     cn = names.dns[0] if bind in ("0.0.0.0", "::") else bind  # noqa: S104
     issued = issue_server(issuing, spki=enc.spki_der(key.public_key()), common_name=cn,
                           dns_names=names.dns, ips=names.ips, now=now)
-    _record(rt, issued.der, issued.serial, issued.not_before, issued.not_after, cn, "server")
+    record_infrastructure(rt, issued, "server")
     chain = enc.to_pem(issued.der, "CERTIFICATE") + enc.to_pem(issuing.der, "CERTIFICATE")
     return chain, _key_pem(key), True
 
@@ -138,20 +136,22 @@ def _write_secret(path: Path, data: bytes) -> None:
 
 def client_certificate(rt: Runtime, private: Path, name: str, *, revoked: bool) -> bool:
     """Make sure ``private/<name>.pem`` and ``.key`` hold a current certificate for the
-    probe (``revoked=False``) or the canary (``revoked=True``); returns True if issued."""
+    probe (``revoked=False``: valid in the store) or the canary (``revoked=True``: revoked
+    in the store); returns True if issued. A probe or canary that is expired, near its
+    expiry, unknown to the store or (the probe) revoked is replaced."""
     issuing = rt.authority("issuing")
     pem = private / f"{name}.pem"
-    if _current(pem, issuing.certificate, rt.now()) is not None and (
+    expected = "revoked" if revoked else "valid"
+    if _current(rt, pem, expected=expected) is not None and (
             private / f"{name}.key").exists():
         return False
     key = ec.generate_private_key(ec.SECP256R1())
     cn = PROBE_USER if not revoked else CANARY_USER
     issued = issue_device(issuing, device_id=cn, spki=enc.spki_der(key.public_key()),
                           profile=_CLIENT_PROFILE, now=rt.now())
-    kind = "broker-canary" if revoked else "broker-probe"
-    _record(rt, issued.der, issued.serial, issued.not_before, issued.not_after, cn, kind)
-    if revoked:
-        revoke(rt, format_serial(issued.serial), RevocationReason.cessationOfOperation)
+    kind: InfrastructureKind = "broker-canary" if revoked else "broker-probe"
+    record_infrastructure(rt, issued, kind, revoked=RevocationReason.cessationOfOperation
+                          if revoked else None)
     _write_secret(private / f"{name}.key", _key_pem(key))
     _write_secret(pem, enc.to_pem(issued.der, "CERTIFICATE"))
     return True

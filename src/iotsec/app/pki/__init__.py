@@ -1,2 +1,3 @@
-"""PKI services: certificates (:mod:`.certs`), CRLs (:mod:`.crl`) and the TLS certificate of
-``iotsec serve`` (:mod:`.server_tls`)."""
+"""PKI services: certificates (:mod:`.certs`), CRLs (:mod:`.crl`), iotsec's own
+certificates (:mod:`.infrastructure`) and the TLS certificate of ``iotsec serve``
+(:mod:`.server_tls`)."""

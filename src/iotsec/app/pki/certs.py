@@ -15,7 +15,13 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 
 from iotsec.app.runtime import Runtime
-from iotsec.errors import ConflictError, DeviceStateError, InvalidInputError, NotFoundError
+from iotsec.errors import (
+    ConflictError,
+    DeviceStateError,
+    InfrastructureCertificateError,
+    InvalidInputError,
+    NotFoundError,
+)
 from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.pki import x509 as enc
 from iotsec.pki.ca import Authority
@@ -253,8 +259,10 @@ def list_certificates(rt: Runtime, *, device_id: str | None = None,
         return [_record(r) for r in conn.execute(query)]
 
 
-def _mark_revoked(conn: Connection, serial: str, when: datetime, reason: RevocationReason,
-                  authority_id: int, replaced_by: str | None = None) -> None:
+def mark_revoked(conn: Connection, serial: str, when: datetime, reason: RevocationReason,
+                 authority_id: int, replaced_by: str | None = None) -> None:
+    """Within ``conn``'s transaction: mark one certificate revoked (its CRL entry encoded
+    now) and its authority's CRL stale."""
     values: dict[str, Any] = {
         "revoked_at": ts(when), "revocation_reason": int(reason),
         "crl_entry": encode_entry(int(serial, 16), when, reason)}
@@ -264,7 +272,7 @@ def _mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocat
     conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id).values(stale=True))
 
 
-def _locked_certificate(conn: Connection, serial: str) -> Row[Any]:
+def locked_certificate(conn: Connection, serial: str) -> Row[Any]:
     """The certificate row, locked for the rest of the transaction, or NotFoundError."""
     row = conn.execute(select(m.certificates).where(m.certificates.c.serial == serial)
                        .with_for_update()).first()
@@ -274,7 +282,8 @@ def _locked_certificate(conn: Connection, serial: str) -> Row[Any]:
     return row
 
 
-def _ensure_revocable(row: Row[Any], now: int) -> None:
+def ensure_revocable(row: Row[Any], now: int) -> None:
+    """Refuse a certificate whose revocation has already taken effect."""
     if row.revoked_at is not None and row.revoked_at <= now:
         reason = RevocationReason(row.revocation_reason).name
         raise ConflictError(f"certificate {row.serial} is already revoked ({reason})",
@@ -283,14 +292,27 @@ def _ensure_revocable(row: Row[Any], now: int) -> None:
 
 def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason.unspecified
            ) -> CertificateRecord:
-    """Revoke one certificate. A certificate superseded with a grace period can be revoked
-    at once (e.g. for keyCompromise)."""
+    """Revoke one device certificate. A certificate superseded with a grace period can be
+    revoked at once (e.g. for keyCompromise).
+
+    iotsec's own certificates (those of no device: the API's and the broker's server
+    certificates, the broker's probe and canary) are refused: revoked alone, the probe
+    would make every broker sync fail its check and roll back, freezing the broker's CRL.
+    They are replaced with :func:`iotsec.app.broker.infrastructure.replace_infrastructure`.
+    """
     key = format_serial(parse_serial(serial))
     moment = rt.now().replace(microsecond=0)
     with transaction(rt.engine) as conn:
-        row = _locked_certificate(conn, key)
-        _ensure_revocable(row, ts(moment))
-        _mark_revoked(conn, key, moment, reason, row.authority_id)
+        row = locked_certificate(conn, key)
+        if row.device_id is None:
+            raise InfrastructureCertificateError(
+                f"certificate {key} is iotsec's own {row.kind} certificate, not a device's: "
+                "it is not revoked through the device commands and routes",
+                hint=f"an admin replaces it with 'iotsec cert revoke {key} --infrastructure' "
+                f"(or POST /v1/infrastructure/certificates/{key}/revoke), which revokes it "
+                "and issues its replacement at once")
+        ensure_revocable(row, ts(moment))
+        mark_revoked(conn, key, moment, reason, row.authority_id)
     return get_certificate(rt, key)
 
 
@@ -315,7 +337,7 @@ def revoke_device_certificates(conn: Connection, device_id: str, moment: datetim
         c.device_id == device_id, or_(c.revoked_at.is_(None), c.revoked_at > now),
         c.not_after > now).with_for_update()).all()
     for row in rows:
-        _mark_revoked(conn, row.serial, moment, reason, row.authority_id)
+        mark_revoked(conn, row.serial, moment, reason, row.authority_id)
     return [r.serial for r in rows]
 
 
@@ -332,7 +354,7 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
     with transaction(rt.engine) as conn:
-        old = _locked_certificate(conn, key)
+        old = locked_certificate(conn, key)
         if old.revoked_at is not None and old.revoked_at <= now:
             raise ConflictError(f"certificate {key} is revoked and can never be renewed",
                                 hint="issue a new certificate with 'iotsec cert issue'")
@@ -349,6 +371,6 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
         values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
                              kind="device", profile=old.profile, now=now)
         conn.execute(insert(m.certificates).values(values))
-        _mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
+        mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
                       old.authority_id, replaced_by=values["serial"])
     return _record_from_values(values)
