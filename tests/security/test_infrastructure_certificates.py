@@ -23,13 +23,13 @@ from cryptography import x509
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from iotsec import brokerctl as control
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.broker import mosquitto as broker
 from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.pki import certs
 from iotsec.app.pki.server_tls import ensure_server_tls
 from iotsec.app.runtime import Runtime, open_runtime
-from iotsec.broker import control
 from iotsec.broker.mosquitto import Layout
 from iotsec.cli.main import main
 from iotsec.config import Settings
