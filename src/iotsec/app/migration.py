@@ -32,6 +32,7 @@ from iotsec.store.db import make_engine, reading, transaction
 from iotsec.store.migrate import upgrade_in
 from iotsec.store.snapshot import (
     TABLES,
+    clear_seeded_rows,
     insert_rows,
     non_empty_target,
     read_batches,
@@ -110,8 +111,9 @@ def migrate_home(settings: Settings, url: str, *, progress: Progress | None = No
         if rt.engine.dialect.name != "sqlite":
             where = display_url(rt.engine.url.render_as_string(hide_password=False))
             raise MigrationError(f"the home's store is already in {where}",
-                                 hint="migrate moves the embedded SQLite store; unset "
-                                 "IOTSEC_DATABASE_URL to migrate a SQLite home")
+                                 hint="migrate moves a home's embedded SQLite store, and this "
+                                 "home's store was moved already (IOTSEC_DATABASE_URL, or "
+                                 "database.json in the home)")
         return _migrate(rt, url, progress)
     finally:
         rt.close()
@@ -125,6 +127,7 @@ def _migrate(rt: Runtime, url: str, progress: Progress | None) -> MigrationResul
         # Bring each CA's CRL up to date first (this may sign one): the copy must carry the
         # CRL the new store will serve, byte for byte.
         published = {role: current_crl(rt, role=role) for role in _ROLES}
+        rt.events.flush()  # a signature's key.use event, before the store is moved
         sqlite_file = str(rt.engine.url.database)
         with transaction(rt.engine) as src:  # BEGIN IMMEDIATE: writers wait until the end
             cached = _stored_crls(src)
@@ -136,6 +139,7 @@ def _migrate(rt: Runtime, url: str, progress: Progress | None) -> MigrationResul
             with transaction(target) as dst:
                 _refuse_non_empty(dst, url)
                 upgrade_in(dst)
+                clear_seeded_rows(dst)
                 counts = _copy(src, dst, progress)
                 if _stored_crls(dst) != cached:
                     raise MigrationError("the CRLs differ after the copy",

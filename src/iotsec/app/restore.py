@@ -60,6 +60,7 @@ from iotsec.store.migrate import HEAD, upgrade_in
 from iotsec.store.snapshot import (
     TABLES,
     check_row,
+    clear_seeded_rows,
     insert_rows,
     non_empty_target,
     reset_sequences,
@@ -148,6 +149,7 @@ class _Loader:
                 f"iotsec restores revision {HEAD}",
                 hint="restore it with the iotsec version that made it, then upgrade")
         upgrade_in(self.conn)
+        clear_seeded_rows(self.conn)
         expected = iter(TABLES)
         table: Any = None
         digest = fmt.RowDigest()

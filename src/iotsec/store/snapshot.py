@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    delete,
     func,
     insert,
     inspect,
@@ -37,6 +38,7 @@ from iotsec.store.backup_format import MAX_BATCH_ROWS, RowDigest, encode_row
 __all__ = [
     "TABLES",
     "check_row",
+    "clear_seeded_rows",
     "consistent_snapshot",
     "insert_rows",
     "non_empty_target",
@@ -134,6 +136,13 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Sequence[Any]]) -
     if rows:
         names = [c.name for c in table.columns]
         conn.execute(insert(table), [dict(zip(names, r, strict=True)) for r in rows])
+
+
+def clear_seeded_rows(conn: Connection) -> None:
+    """Delete the rows the migrations seed (the policy version...) from a store that was
+    empty before it was migrated, so that a whole store can be copied in."""
+    for table in reversed(TABLES):
+        conn.execute(delete(table))
 
 
 def reset_sequences(conn: Connection) -> None:

@@ -34,10 +34,12 @@ from iotsec.store import models as m
 from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
-__all__ = ["MAX_IMPORT", "ImportResult", "import_certificates", "parse_certificates"]
+__all__ = ["MAX_CERT_FILE", "MAX_IMPORT", "ImportResult", "import_certificates",
+           "parse_certificates"]
 
-#: Certificates one import takes.
+#: Certificates one import takes, and the largest file it reads.
 MAX_IMPORT: Final = 10_000
+MAX_CERT_FILE: Final = 16 * 1024 * 1024
 _URN: Final = device_uri("")
 
 
