@@ -329,9 +329,11 @@ class BackupReader:
                 raise BackupTruncatedError("the backup was cut short: its end is "
                                            "missing") from None
             except (StreamChunkError, StreamFormatError):
+                # A final chunk cut in its middle fails like an altered one: AES-GCM cannot
+                # tell them apart, so the message names both.
                 raise BackupAuthenticationError(
-                    "part of the backup does not authenticate: it was altered after it was "
-                    "made", hint="use another copy of the backup") from None
+                    "part of the backup does not authenticate: the file was altered or cut "
+                    "short after it was made", hint="use another copy of the backup") from None
             if not following:
                 return
             current = following
