@@ -21,8 +21,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from iotsec.errors import ConflictError, InputTooLargeError
 
@@ -30,6 +31,7 @@ __all__ = [
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
     "atomic_write",
+    "private_output",
     "publish_private_file",
     "read_bounded",
     "staged_name",
@@ -93,6 +95,34 @@ def publish_private_file(path: Path, data: bytes) -> bool:
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
     return True
+
+
+@contextlib.contextmanager
+def private_output(path: Path) -> Iterator[BinaryIO]:
+    """A private file written as a stream (for outputs too large to hold in memory): the
+    caller writes to the yielded file, which is staged under a unique name (mode 0600) and
+    linked into place only when the block ends without an error; an existing ``path`` is
+    never replaced (:class:`~iotsec.errors.ConflictError`), and a failed write leaves
+    nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    if path.exists():
+        raise ConflictError(f"{path} already exists", hint="remove it or choose another path")
+    staged = staged_name(path, "new")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                 PRIVATE_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            raise ConflictError(f"{path} already exists",
+                                hint="remove it or choose another path") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
 
 
 def read_bounded(path: Path, limit: int) -> bytes:

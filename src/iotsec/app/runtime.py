@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine, select
 
 from iotsec.app.events import Event, EventSink
+from iotsec.app.store_location import with_remembered_database
 from iotsec.config import Settings
 from iotsec.custody.base import KeyStore
 from iotsec.custody.home import (
@@ -159,7 +160,7 @@ class Runtime:
 def open_runtime(settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow,
                  check_schema: bool = True) -> Runtime:
     """Open an initialised home. Raises :class:`HomeNotInitialisedError` otherwise."""
-    settings = settings or Settings()
+    settings = with_remembered_database(settings or Settings())
     home: Path = settings.resolved_home
     if settings.database_url is None and not (home / "iotsec.db").exists():
         raise HomeNotInitialisedError(f"{home} is not an initialised iotsec home")

@@ -12,6 +12,7 @@ from iotsec.access.policy import default_device_role
 from iotsec.app.access.api_tokens import Scope, create_token
 from iotsec.app.access.roles import write_role
 from iotsec.app.runtime import Runtime, utcnow
+from iotsec.app.store_location import with_remembered_database
 from iotsec.config import Settings
 from iotsec.custody.home import open_key_store, remember_keystore
 from iotsec.errors import ConflictError
@@ -39,6 +40,7 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
               now: datetime | None = None, exist_ok: bool = False) -> InitResult:
     """Create (or, with ``exist_ok``, reuse) a home: migrate the store, make the CAs."""
     now = now or utcnow()
+    settings = with_remembered_database(settings)
     home = settings.resolved_home
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.store_url)

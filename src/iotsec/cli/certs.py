@@ -251,3 +251,31 @@ def renew(
     with runtime() as rt:
         record = service.renew(rt, serial, data, days=days, grace=grace_period)
         _print_issued(record, output, as_json, rt.now())
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[str], typer.Argument(metavar="FILE...", help="Certificates this CA "
+                                               "issued: PEM (several per file) or DER.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Register certificates this CA issued that the store does not know (after a restore:
+    those issued after the backup), so that they can be revoked."""
+    from iotsec.app.identity.cert_import import MAX_CERT_FILE, import_certificates
+
+    contents = [(name, read_input(name, MAX_CERT_FILE, "certificate file")) for name in files]
+    with runtime() as rt:
+        result = import_certificates(rt, contents)
+    if as_json:
+        emit_json({"imported": [{"serial": s, "device_id": d} for s, d in result.imported],
+                   "already_known": result.already_known,
+                   "devices_created": result.devices_created})
+        return
+    for serial, device_id in result.imported:
+        console.print(f"Imported {serial}" + (f" for {device_id}" if device_id else ""),
+                      markup=False)
+    if result.already_known:
+        console.print(f"Already known: {', '.join(result.already_known)}", markup=False)
+    if result.devices_created:
+        err_console.print("Registered again (active, default role; restore their groups and "
+                          f"roles): {', '.join(result.devices_created)}", markup=False)

@@ -10,6 +10,7 @@ import typer
 from iotsec import __version__
 from iotsec.cli import (
     access,
+    backup,
     broker,
     ca,
     certs,
@@ -47,12 +48,13 @@ for group, name in (
     (policy.app, "policy"), (tokens.token_app, "token"), (tokens.events_app, "events"),
     (device_tokens.app, "device-token"), (firmware.app, "firmware"), (ota.app, "ota"),
     (protect.payload_app, "payload"), (protect.data_app, "data"), (netseg.app, "netseg"),
-    (keys.app, "keys"), (broker.app, "broker"),
+    (keys.app, "keys"), (broker.app, "broker"), (backup.app, "backup"),
 ):
     app.add_typer(group, name=name)
 app.add_typer(__import__("iotsec.cli.compliance").cli.compliance.app, name="compliance")
 for command, name in ((setup.init, "init"), (crl.crl, "crl"), (scan_cmd.scan, "scan"),
-                      (audit_cmd, "audit"), (serve.serve, "serve")):
+                      (audit_cmd, "audit"), (serve.serve, "serve"),
+                      (backup.migrate, "migrate")):
     app.command(name)(command)
 
 

@@ -9,6 +9,7 @@ The classes live in one module per domain and are all importable from here.
 """
 
 from iotsec.errors.audit import *  # noqa: F403
+from iotsec.errors.backup import *  # noqa: F403
 from iotsec.errors.base import *  # noqa: F403
 from iotsec.errors.broker import *  # noqa: F403
 from iotsec.errors.firmware import *  # noqa: F403

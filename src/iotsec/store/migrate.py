@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from iotsec.store.db import reading, transaction
 
@@ -41,12 +41,18 @@ def head_revision() -> str:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
+    with transaction(engine) as conn:
+        upgrade_in(conn)
+
+
+def upgrade_in(conn: Connection) -> None:
+    """Bring the schema to the newest revision inside the caller's transaction (so that on
+    PostgreSQL a restore that fails later leaves no tables behind either)."""
     from alembic import command
 
     cfg = _config()
-    with transaction(engine) as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
 
 
 def is_current(engine: Engine) -> bool:

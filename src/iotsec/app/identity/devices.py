@@ -81,6 +81,12 @@ def _insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> N
             assign_roles(conn, ids, roles)
 
 
+def insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> None:
+    """Register new devices (pending, with their groups and roles) in the caller's
+    transaction; the caller has checked that none is registered yet."""
+    _insert_devices(conn, batch, now)
+
+
 def add_device(rt: Runtime, new: NewDevice) -> Device:
     now = ts(rt.now())
     with transaction(rt.engine) as conn:
