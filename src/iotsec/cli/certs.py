@@ -15,7 +15,7 @@ from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt, LimitOpt, OutputFileOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
 from iotsec.errors import InvalidInputError
-from iotsec.filesystem import write_private_file
+from iotsec.filesystem import atomic_write, write_private_file
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.csr import MAX_CSR_BYTES
 from iotsec.pki.keys import KeyType
@@ -100,8 +100,8 @@ def _issue_keygen(device_id: str, key_type: KeyType, days: int | None, output: s
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_private_file(files[f"{device_id}.key"], bundle.key_pem)
     write_private_file(files[f"{device_id}.p12"], bundle.pkcs12)
-    files[f"{device_id}.crt"].write_text(bundle.certificate.pem)
-    files["chain.pem"].write_text(bundle.chain_pem)
+    atomic_write(files[f"{device_id}.crt"], bundle.certificate.pem.encode("ascii"))
+    atomic_write(files["chain.pem"], bundle.chain_pem.encode("ascii"))
     if as_json:
         data = cert_json(bundle.certificate, now)
         data["files"] = {k: str(v) for k, v in files.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, NotFoundError
+from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -81,15 +81,10 @@ def write_output(path: str | None, data: bytes, *, private: bool = False) -> Non
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    from iotsec.filesystem import write_private_file
-
     target = Path(path)
     if private:
         write_private_file(target, data)
         return
     if target.exists() and target.is_dir():
         raise InvalidInputError(f"{path} is a directory", hint="give a file name with -o")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    atomic_write(target, data, mode=0o644, dir_mode=DEFAULT_DIR_MODE)

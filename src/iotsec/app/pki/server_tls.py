@@ -23,6 +23,7 @@ from iotsec.app.runtime import Runtime
 from iotsec.custody.file_keys import FileKeyStore
 from iotsec.custody.home import read_passphrase
 from iotsec.errors import ConfigError, InvalidInputError
+from iotsec.filesystem import atomic_write
 from iotsec.pki import x509 as enc
 from iotsec.pki.issue import issue_server
 from iotsec.pki.keys import KeyType
@@ -96,6 +97,6 @@ def ensure_server_tls(rt: Runtime, host: str) -> ServerTls:
             issued, authority_id=rt.issuing_id(), device_id=None, kind="server",
             profile="server", now=ts(now))))
     leaf = enc.to_pem(issued.der, "CERTIFICATE")
-    chain_file.write_bytes(leaf + enc.to_pem(issuing.der, "CERTIFICATE"))
-    label_file.write_text(label + "\n")
+    atomic_write(chain_file, leaf + enc.to_pem(issuing.der, "CERTIFICATE"))
+    atomic_write(label_file, (label + "\n").encode("utf-8"))
     return ServerTls(chain_file, rt.keys.private_key_path(label), password)
