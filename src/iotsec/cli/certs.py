@@ -11,6 +11,7 @@ import typer
 
 from iotsec.app.pki import certs as service
 from iotsec.app.pki.certs import CertificateRecord
+from iotsec.app.wire.identity import CertificateOut, KeygenFilesOut, RevokedOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt, LimitOpt, OutputFileOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
@@ -26,23 +27,11 @@ DaysOpt = Annotated[int | None, typer.Option("--days", help="Validity in days (d
                                              "profile's, 365).")]
 
 
-def cert_json(c: CertificateRecord, now: Any) -> dict[str, Any]:
-    return {"serial": c.serial, "device_id": c.device_id, "subject": c.subject,
-            "kind": c.kind, "profile": c.profile, "status": c.status(now),
-            "not_before": c.not_before, "not_after": c.not_after, "sha256": c.sha256,
-            "revoked_at": c.revoked_at,
-            "revocation_reason": c.revocation_reason.name
-            if c.revocation_reason is not None else None,
-            "replaced_by": c.replaced_by}
-
-
 def _print_issued(c: CertificateRecord, output: str | None, as_json: bool, now: Any) -> None:
     if as_json:
-        data = cert_json(c, now)
-        data["pem"] = c.pem
         if output:
             write_output(output, c.pem.encode("ascii"))
-        emit_json(data)
+        emit_json(CertificateOut.from_domain(c, now, with_pem=True))
         return
     write_output(output, c.pem.encode("ascii"))
     if output:
@@ -103,10 +92,10 @@ def _issue_keygen(device_id: str, key_type: KeyType, days: int | None, output: s
     atomic_write(files[f"{device_id}.crt"], bundle.certificate.pem.encode("ascii"))
     atomic_write(files["chain.pem"], bundle.chain_pem.encode("ascii"))
     if as_json:
-        data = cert_json(bundle.certificate, now)
-        data["files"] = {k: str(v) for k, v in files.items()}
-        data["pkcs12_passphrase"] = None if env_pass else passphrase
-        emit_json(data)
+        issued = CertificateOut.from_domain(bundle.certificate, now, with_pem=True)
+        emit_json(KeygenFilesOut(**issued.model_dump(),
+                                 files={k: str(v) for k, v in files.items()},
+                                 pkcs12_passphrase=None if env_pass else passphrase))
         return
     console.print(f"Issued {bundle.certificate.serial} for {device_id}; wrote "
                   f"{', '.join(str(p) for p in files.values())}", markup=False)
@@ -130,7 +119,7 @@ def list_(
                                           limit=limit)
         now = rt.now()
     if as_json:
-        emit_json([cert_json(c, now) for c in found])
+        emit_json([CertificateOut.from_domain(c, now) for c in found])
         return
     table(f"{len(found)} certificates", ["serial", "device", "status", "not after", "reason"],
           [(c.serial, c.device_id or f"({c.kind})", c.status(now), when(c.not_after),
@@ -151,11 +140,11 @@ def show(
     if pem:
         write_output(None, c.pem.encode("ascii"))
     elif as_json:
-        emit_json(cert_json(c, now))
+        emit_json(CertificateOut.from_domain(c, now, with_pem=True))
     else:
+        fields = CertificateOut.from_domain(c, now).model_dump(exclude={"pem"})
         table(f"certificate {c.serial}", ["field", "value"],
-              [(k, when(v) if hasattr(v, "strftime") else v)
-               for k, v in cert_json(c, now).items()])
+              [(k, when(v) if hasattr(v, "strftime") else v) for k, v in fields.items()])
 
 
 @app.command("revoke")
@@ -179,7 +168,7 @@ def revoke(
             assert device is not None
             serials = service.revoke_device(rt, device, why)
     if as_json:
-        emit_json({"revoked": serials, "reason": why.name})
+        emit_json(RevokedOut.from_domain(serials, why))
     elif serials:
         for s in serials:
             console.print(f"Revoked {s} ({why.name})", markup=False)

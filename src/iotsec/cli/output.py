@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -20,6 +21,9 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        # A wire model (iotsec.app.wire): the very JSON the API sends for it.
+        return value.model_dump(mode="json")
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, tuple | set | frozenset):
@@ -34,6 +38,7 @@ def print_error(exc: IotsecError) -> None:
 
 
 def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON for scripts: a wire model, a list of them, or plain JSON."""
     sys.stdout.write(json.dumps(data, default=_default, indent=2, sort_keys=True) + "\n")
 
 
