@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from iotsec.app.access.api_tokens import Scope, issue_token
-from iotsec.app.broker.files import Owner, replace
+from iotsec.app.broker.files import Owner, replace_shared
 from iotsec.app.broker.pki import ServerNames, server_certificate
 from iotsec.app.pki.certs import chain_pem
 from iotsec.app.pki.crl import current_crl
@@ -64,7 +64,7 @@ class EmqxRenderResult:
 
 
 def _put(path: Path, data: bytes, owner: Owner, mode: int) -> None:
-    replace(path, data, owner, mode)  # the broker's group (as root), and the mode
+    replace_shared(path, data, owner, mode)  # the broker's group (as root), and the mode
 
 
 def _token(rt: Runtime, options: EmqxRenderOptions) -> tuple[str, str | None]:

@@ -75,7 +75,7 @@ def write(path: Path, data: bytes, owner: Owner, mode: int = 0o640) -> None:
     owner.share(path, mode)
 
 
-def replace(path: Path, data: bytes, owner: Owner, mode: int = 0o640) -> None:
+def replace_shared(path: Path, data: bytes, owner: Owner, mode: int = 0o640) -> None:
     """Replace a file the broker reads atomically, shared with it before it appears."""
     atomic_write(path, data, mode=0o600, prepare=lambda staged: owner.share(staged, mode))
 

@@ -56,7 +56,7 @@ from iotsec.app.broker.files import (
     prepare,
     prune,
     read_json,
-    replace,
+    replace_shared,
     swap,
     write_json_private,
 )
@@ -253,8 +253,8 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
                                    detail={"reason": "blocked" if device_id in built.blocked
                                            else "certificate revoked"}))
     # The manifest is rewritten in place: the broker never reads it.
-    replace(layout.generation(built.number) / "manifest.json",
-            json.dumps(built.manifest, indent=1).encode("utf-8"), owner)
+    replace_shared(layout.generation(built.number) / "manifest.json",
+                   json.dumps(built.manifest, indent=1).encode("utf-8"), owner)
     prune(layout, {built.number, prev_gen or 0})
     changed = any(previous.get(k) != built.manifest[k]
                   for k in ("acl_sha256", "crl_sha256", "server_sha256"))
@@ -291,7 +291,7 @@ def render(rt: Runtime, directory: Path, options: BrokerOptions, *,
     with locked(layout):
         write_json_private(layout.private / "settings.json", asdict(options))
         conf = render_conf(layout, listener, user=owner.user)
-        replace(layout.conf, conf.encode("utf-8"), owner)
+        replace_shared(layout.conf, conf.encode("utf-8"), owner)
         try:
             return _sync_locked(rt, layout, options, owner, None, dry_run=dry_run)
         except BaseException as exc:
