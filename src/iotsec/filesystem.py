@@ -5,13 +5,22 @@ itself, so the guarantees below hold everywhere (as certbot keeps them in
 ``compat.filesystem``):
 
 * **atomic**: a file is written under a unique temporary name in its own directory, flushed to
-  disk, then renamed over the target; a reader sees the old content or the new, never a part;
+  disk, then renamed over the target (and the directory flushed too, so the rename survives a
+  crash); a reader sees the old content or the new, never a part;
 * **private from the first byte**: a private file is created with mode 0600 (its directory
   0700), so there is no moment at which another user could open it;
 * **no clobbering** unless asked: :func:`write_private_file` refuses an existing target
-  without ``overwrite``, and :func:`publish_private_file` never replaces one, even against a
-  concurrent writer (it links the staged file into place, and a link never replaces);
+  without ``overwrite``, and :meth:`StagedFile.publish` (behind :func:`publish_private_file`)
+  never replaces one, even against a concurrent writer (it links the staged file into place,
+  and a link never replaces);
+* **nothing left behind**: a write that fails (a full disk, an exception in the caller's
+  block) removes its temporary file;
 * **bounded reads**: :func:`read_bounded` never reads more than its limit.
+
+Large files are streamed through :func:`staged_file` / :func:`atomic_stream` rather than
+built in memory. A broker generation is a directory written in full under a staging name,
+then published whole (:func:`publish_directory`) and pointed at by a symbolic link that is
+replaced atomically (:func:`replace_symlink`).
 
 This is an I/O adapter: the pure core never imports it.
 """
@@ -19,27 +28,42 @@ This is an I/O adapter: the pure core never imports it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
 from iotsec.errors import ConflictError, InputTooLargeError
 
 __all__ = [
+    "DEFAULT_DIR_MODE",
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
+    "StagedFile",
+    "atomic_stream",
     "atomic_write",
+    "create_new",
     "private_output",
+    "publish_directory",
     "publish_private_file",
     "read_bounded",
+    "replace_symlink",
+    "staged_file",
     "staged_name",
+    "sync_directory",
     "write_private_file",
 ]
 
 PRIVATE_FILE_MODE: Final = 0o600
 PRIVATE_DIR_MODE: Final = 0o700
+#: ``mkdir``'s own default: the process umask alone decides (for directories other users
+#: are meant to read, such as a public output file's).
+DEFAULT_DIR_MODE: Final = 0o777
+
+#: Errors of ``link`` that mean "this file system has no hard links here", not "refused".
+_NO_LINKS: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK})
 
 
 def staged_name(path: Path, suffix: str = "tmp") -> Path:
@@ -47,26 +71,130 @@ def staged_name(path: Path, suffix: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{suffix}")
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
+def sync_directory(path: Path) -> None:
+    """Flush ``path`` (a directory) to disk, so that a rename or link just made in it
+    survives a crash. Best effort: some file systems refuse to sync a directory, and the
+    file's own content is already on disk by then."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _open_new(path: Path, mode: int) -> BinaryIO:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    return os.fdopen(fd, "wb")
+
+
+def create_new(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> None:
+    """Create ``path`` with ``data`` (``mode`` from the first byte), flushed to disk.
+
+    The file must not exist (:class:`FileExistsError`), and a symbolic link at ``path`` is
+    never followed. Not atomic for a reader: meant for a directory no reader sees yet (a
+    broker generation being staged) or a file nobody reads before it is complete. A failed
+    write removes the file it created.
+    """
+    fh = _open_new(path, mode)
+    try:
+        with fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+class StagedFile:
+    """A file being written under a unique temporary name beside its destination.
+
+    It becomes a real file only through :meth:`replace` or :meth:`publish`; the
+    :func:`staged_file` block that made it removes it otherwise.
+    """
+
+    def __init__(self, path: Path, file: BinaryIO) -> None:
+        self.path = path
+        self.file = file
+
+    def _finish(self) -> None:
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def replace(self, target: Path) -> None:
+        """Flush the content to disk and rename it over ``target`` atomically."""
+        self._finish()
+        os.replace(self.path, target)
+        sync_directory(target.parent)
+
+    def publish(self, target: Path) -> bool:
+        """Flush the content to disk and make it ``target`` unless that exists (then
+        ``False``). A hard link never replaces a file, so a concurrent writer cannot be
+        overwritten; on a file system without hard links the file is renamed after one more
+        check instead."""
+        self._finish()
+        try:
+            os.link(self.path, target)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            if target.exists() or target.is_symlink():
+                return False
+            os.rename(self.path, target)
+        sync_directory(target.parent)
+        return True
+
+
+@contextlib.contextmanager
+def staged_file(near: Path, *, mode: int = PRIVATE_FILE_MODE, suffix: str = "tmp"
+                ) -> Iterator[StagedFile]:
+    """A new file with a unique hidden name beside ``near`` (whose directory must exist),
+    open for writing with ``mode`` from the first byte. Whatever the block does not
+    :meth:`~StagedFile.replace` or :meth:`~StagedFile.publish` is removed when it ends,
+    also when it raises."""
+    path = staged_name(near, suffix)
+    staged = StagedFile(path, _open_new(path, mode))
+    try:
+        yield staged
+    finally:
+        # Closing flushes what is still buffered, which can fail (a full disk) when the
+        # block failed first; the file is discarded either way, and that error is the one
+        # that matters.
+        with contextlib.suppress(OSError):
+            staged.file.close()
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_stream(path: Path, *, mode: int = 0o644, dir_mode: int = PRIVATE_DIR_MODE
+                  ) -> Iterator[BinaryIO]:
+    """Write ``path`` as a stream: the block writes to a temporary file, which replaces
+    ``path`` atomically only if the block ends normally. Missing parent directories are
+    created with ``dir_mode``."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+    with staged_file(path, mode=mode) as staged:
+        yield staged.file
+        staged.replace(path)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644,
-                 dir_mode: int = PRIVATE_DIR_MODE) -> None:
+                 dir_mode: int = PRIVATE_DIR_MODE,
+                 prepare: Callable[[Path], None] | None = None) -> None:
     """Replace ``path`` with ``data`` atomically (``mode`` from the first byte); missing parent
-    directories are created with ``dir_mode``."""
+    directories are created with ``dir_mode``. ``prepare`` is called with the temporary
+    file's path before the rename, to give it an owner or a final mode that must hold from
+    the moment it appears under its name."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    tmp = staged_name(path)
-    try:
-        _write_new(tmp, data, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with staged_file(path, mode=mode) as staged:
+        staged.file.write(data)
+        if prepare is not None:
+            prepare(staged.path)
+        staged.replace(path)
 
 
 def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
@@ -81,20 +209,40 @@ def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> N
 def publish_private_file(path: Path, data: bytes) -> bool:
     r"""Create ``path`` privately and atomically unless it exists (``False`` if it did).
 
-    Written under a unique name, then hard-linked into place: a link never replaces an
-    existing file, so two processes cannot overwrite each other's file. Other ``OSError``\s
-    (a full disk, a read-only directory) reach the caller, which says what it was writing.
+    Written under a unique name, then linked into place (:meth:`StagedFile.publish`): two
+    processes cannot overwrite each other's file. Other ``OSError``\s (a full disk, a
+    read-only directory) reach the caller, which says what it was writing.
     """
-    staged = staged_name(path, "new")
-    write_private_file(staged, data)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    with staged_file(path, mode=PRIVATE_FILE_MODE, suffix="new") as staged:
+        staged.file.write(data)
+        return staged.publish(path)
+
+
+def publish_directory(staged: Path, final: Path) -> None:
+    """Give a fully written directory its final name, and flush the parent directory.
+
+    ``final`` must not exist (:class:`FileExistsError`): ``rename`` would silently replace an
+    empty directory there. The check and the rename are one step only under the caller's
+    lock (a broker directory's ``sync.lock``), which every writer of that directory holds.
+    """
+    if final.exists() or final.is_symlink():
+        raise FileExistsError(errno.EEXIST, "already exists", str(final))
+    os.rename(staged, final)
+    sync_directory(final.parent)
+
+
+def replace_symlink(link: Path, target: str) -> None:
+    """Point the symbolic link ``link`` at ``target`` atomically: a new link made under a
+    unique name is renamed over it, so a reader always finds the old target or the new."""
+    staged = staged_name(link, "link")
+    os.symlink(target, staged)
     try:
-        os.link(staged, path)
-    except FileExistsError:
-        return False
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            staged.unlink()
-    return True
+        os.replace(staged, link)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    sync_directory(link.parent)
 
 
 @contextlib.contextmanager

@@ -54,7 +54,7 @@ def test_worked_example(cli: Cli, ready: dict[str, Any]) -> None:
         ("allow", "receive", "devices/+/telemetry")]
     assert (created["devices"], created["groups"]) == (0, [])
     assert cli.json("group", "add", "plant-a", "--role", "telemetry") == {
-        "group": "plant-a", "roles": ["telemetry"]}
+        "name": "plant-a", "roles": ["telemetry"]}
 
     inherited = cli("authz", "check", "sensor-0001", "subscribe", "devices/+/telemetry")
     assert inherited.code == 0
@@ -67,7 +67,7 @@ def test_worked_example(cli: Cli, ready: dict[str, Any]) -> None:
     # Firmware for the device's group: a role with an API action and a variable.
     cli.ok("role", "add", "fw", "--allow", FW_RULE)
     assigned = cli.json("device", "assign", "sensor-0001", "--role", "fw")
-    assert assigned == {"device": "sensor-0001", "roles": ["device", "fw"]}
+    assert assigned == {"name": "sensor-0001", "roles": ["device", "fw"]}
     decision = cli.json("authz", "check", "sensor-0001", "firmware:download",
                         "firmware/plant-a/v2.bin")
     assert decision == {

@@ -264,7 +264,8 @@ def test_the_cli_refuses_and_replaces(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["cert", "revoke", old, "--infrastructure", "--reason", "keyCompromise",
                  "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["revoked"] == [old] and data["kind"] == "server"
+    assert data["revoked"]["serial"] == old and data["revoked"]["kind"] == "server"
+    assert data["revoked"]["status"] == "revoked"
     [replaced] = data["replaced"]
     assert replaced["serial"] != old
     assert main(["cert", "revoke", device.serial, "--reason", "keyCompromise"]) == 0

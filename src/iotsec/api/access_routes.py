@@ -3,7 +3,6 @@ security events."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -19,9 +18,17 @@ from iotsec.api.schemas import MAX_INT64
 from iotsec.app.access import decisions as access
 from iotsec.app.access import policy
 from iotsec.app.access import roles as role_service
-from iotsec.app.access.api_tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
+from iotsec.app.access.api_tokens import Scope, issue_token, list_tokens, revoke_token
 from iotsec.app.events import list_events
 from iotsec.app.runtime import Runtime
+from iotsec.app.wire.access import (
+    DecisionOut,
+    EventOut,
+    NamesOut,
+    PolicyAppliedOut,
+    RoleOut,
+    TokenOut,
+)
 from iotsec.errors import InputTooLargeError
 from iotsec.timeutil import parse_duration
 
@@ -39,15 +46,6 @@ class AuthzIn(_Strict):
     cert_serial: str | None = Field(default=None, max_length=64)
 
 
-class AuthzOut(BaseModel):
-    allowed: bool
-    decision: str
-    role: str | None
-    rule_index: int | None
-    rule: str | None
-    explanation: str
-
-
 class RuleIO(_Strict):
     effect: str = Field(max_length=8)
     action: str = Field(max_length=64)
@@ -60,14 +58,6 @@ class RoleIn(_Strict):
     rules: list[RuleIO] = Field(max_length=256)
 
 
-class RoleOut(BaseModel):
-    name: str
-    description: str
-    rules: list[RuleIO]
-    devices: int
-    groups: list[str]
-
-
 class GroupIn(_Strict):
     name: str = Field(max_length=128)
     roles: list[str] = Field(max_length=64)
@@ -77,56 +67,16 @@ class AssignIn(_Strict):
     roles: list[str] = Field(min_length=1, max_length=64)
 
 
-class NamesOut(BaseModel):
-    name: str
-    roles: list[str]
-
-
 class TokenIn(_Strict):
     name: str = Field(max_length=128)
     scope: str = Field(max_length=16)
     expires_in: str | None = Field(default=None, max_length=16, description="e.g. 90d")
 
 
-class TokenOut(BaseModel):
-    id: str
-    name: str
-    scope: str
-    created_at: datetime
-    expires_at: datetime | None
-    last_used_at: datetime | None
-    revoked: bool
-    token: str | None = None
-
-    @classmethod
-    def of(cls, t: TokenInfo, token: str | None = None) -> TokenOut:
-        return cls(id=t.id, name=t.name, scope=t.scope.value, created_at=t.created_at,
-                   expires_at=t.expires_at, last_used_at=t.last_used_at, revoked=t.revoked,
-                   token=token)
-
-
-class EventOut(BaseModel):
-    id: int | None
-    at: datetime
-    kind: str
-    outcome: str
-    actor: str | None
-    source: str | None
-    subject: str | None
-    detail: dict[str, Any]
-
-
-def _role_out(info: role_service.RoleInfo) -> RoleOut:
-    return RoleOut(name=info.role.name, description=info.role.description,
-                   rules=[RuleIO(effect=r.effect.value, action=r.action, resource=r.resource)
-                          for r in info.role.rules],
-                   devices=info.devices, groups=list(info.groups))
-
-
 @router.post("/authz/check")
-async def authz_check(body: AuthzIn, rt: RuntimeDep, _: AuditorDep) -> AuthzOut:
+async def authz_check(body: AuthzIn, rt: RuntimeDep, _: AuditorDep) -> DecisionOut:
     d = await decide(rt, body.device, body.action, body.resource, body.cert_serial)
-    return AuthzOut(**decision_out(d))
+    return DecisionOut.from_domain(d)
 
 
 async def decide(rt: Runtime, device: str, action: str, resource: str,
@@ -140,21 +90,14 @@ async def decide(rt: Runtime, device: str, action: str, resource: str,
     return await run_in_threadpool(access.check, rt, device, action, resource, cert_serial)
 
 
-def decision_out(d: Decision) -> dict[str, Any]:
-    """The response body of a decision (also written by the decision fast path)."""
-    return {"allowed": d.allowed, "decision": "allow" if d.allowed else "deny",
-            "role": d.role, "rule_index": d.rule_index,
-            "rule": d.rule.as_text() if d.rule else None, "explanation": d.explanation}
-
-
 @router.get("/roles")
 def roles(rt: RuntimeDep, _: AuditorDep) -> list[RoleOut]:
-    return [_role_out(i) for i in role_service.list_roles(rt)]
+    return [RoleOut.from_domain(i) for i in role_service.list_roles(rt)]
 
 
 @router.get("/roles/{name}")
 def role(name: str, rt: RuntimeDep, _: AuditorDep) -> RoleOut:
-    return _role_out(role_service.get_role(rt, name))
+    return RoleOut.from_domain(role_service.get_role(rt, name))
 
 
 @router.post("/roles", status_code=201)
@@ -162,7 +105,7 @@ def add_role(body: RoleIn, rt: RuntimeDep, _: AdminDep) -> RoleOut:
     new = Role.build(body.name, [Rule.parse(r.effect, r.action, r.resource) for r in body.rules],
                      body.description)
     role_service.add_role(rt, new)
-    return _role_out(role_service.get_role(rt, new.name))
+    return RoleOut.from_domain(role_service.get_role(rt, new.name))
 
 
 @router.post("/groups")
@@ -183,14 +126,12 @@ def export_policy(rt: RuntimeDep, _: AuditorDep) -> Response:
 
 @router.put("/policy")
 async def apply_policy(request: Request, rt: RuntimeDep, _: AdminDep,
-                       prune: bool = False, dry_run: bool = False) -> dict[str, Any]:
+                       prune: bool = False, dry_run: bool = False) -> PolicyAppliedOut:
     data = await request.body()
     if len(data) > MAX_DOCUMENT_BYTES:
         raise InputTooLargeError("the policy document is too large")
     result = policy.apply_policy(rt, data, prune=prune, dry_run=dry_run)
-    return {"created": result.created, "updated": result.updated,
-            "unchanged": result.unchanged, "removed": result.removed,
-            "groups_changed": result.groups_changed, "dry_run": dry_run}
+    return PolicyAppliedOut.from_domain(result, dry_run=dry_run)
 
 
 @router.get("/policy/lint")
@@ -200,19 +141,19 @@ def lint_policy(rt: RuntimeDep, _: AuditorDep) -> list[dict[str, Any]]:
 
 @router.get("/tokens")
 def tokens(rt: RuntimeDep, _: AdminDep) -> list[TokenOut]:
-    return [TokenOut.of(t) for t in list_tokens(rt)]
+    return [TokenOut.from_domain(t) for t in list_tokens(rt)]
 
 
 @router.post("/tokens", status_code=201)
 def create_token(body: TokenIn, rt: RuntimeDep, _: AdminDep) -> TokenOut:
     info, token = issue_token(rt, body.name, Scope.parse(body.scope),
                               parse_duration(body.expires_in) if body.expires_in else None)
-    return TokenOut.of(info, token)
+    return TokenOut.from_domain(info, token)
 
 
 @router.delete("/tokens/{token_id}")
 def delete_token(token_id: str, rt: RuntimeDep, _: AdminDep) -> TokenOut:
-    return TokenOut.of(revoke_token(rt, token_id))
+    return TokenOut.from_domain(revoke_token(rt, token_id))
 
 
 @router.get("/events")
@@ -222,7 +163,6 @@ def events(rt: RuntimeDep, _: AuditorDep,
            before: Annotated[int | None, Query(ge=1, le=MAX_INT64)] = None,
            device: Annotated[str | None, Query(max_length=128)] = None) -> list[EventOut]:
     rt.events.flush()
-    return [EventOut(id=e.id, at=e.at, kind=e.kind, outcome=e.outcome, actor=e.actor,
-                     source=e.source, subject=e.subject, detail=dict(e.detail or {}))
+    return [EventOut.from_domain(e)
             for e in list_events(rt.engine, kind=kind, limit=limit, before=before,
                                  actor=device)]

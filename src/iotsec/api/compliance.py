@@ -3,7 +3,6 @@ auditor; record: admin)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -11,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.api.deps import AdminDep, AuditorDep, RuntimeDep
 from iotsec.app.compliance import reports as service
-from iotsec.compliance.evidence import MAX_NOTE, Attestation
+from iotsec.app.wire.records import AttestationOut
+from iotsec.compliance.evidence import MAX_NOTE
 from iotsec.compliance.report import compliance_json
 
 router = APIRouter(prefix="/v1/compliance")
@@ -27,21 +27,6 @@ class AttestationIn(BaseModel):
     note: str = Field(min_length=1, max_length=MAX_NOTE, description="the justification")
 
 
-class AttestationOut(BaseModel):
-    framework: str
-    provision: str
-    version: int
-    status: str
-    note: str
-    actor: str
-    at: datetime
-
-    @classmethod
-    def of(cls, a: Attestation) -> AttestationOut:
-        return cls(framework=a.framework, provision=a.provision, version=a.version,
-                   status=a.status.value, note=a.note, actor=a.actor, at=a.at)
-
-
 @router.get("/{framework}")
 def report(rt: RuntimeDep, who: AuditorDep, framework: FrameworkPath) -> dict[str, Any]:
     """The compliance report (JSON, format iotsec-compliance-report version 1)."""
@@ -52,7 +37,7 @@ def report(rt: RuntimeDep, who: AuditorDep, framework: FrameworkPath) -> dict[st
 @router.get("/{framework}/attestations")
 def attestations(rt: RuntimeDep, _: AuditorDep, framework: FrameworkPath,
                  history: Annotated[bool, Query()] = False) -> list[AttestationOut]:
-    return [AttestationOut.of(a)
+    return [AttestationOut.from_domain(a)
             for a in service.attestations(rt, framework, history=history)]
 
 
@@ -62,4 +47,4 @@ def attest(rt: RuntimeDep, who: AdminDep, framework: FrameworkPath, body: Attest
     request = service.AttestationRequest(framework=framework, provision=body.provision,
                                          status=body.status, note=body.note,
                                          actor=f"token:{who.name}")
-    return AttestationOut.of(service.attest(rt, request))
+    return AttestationOut.from_domain(service.attest(rt, request))

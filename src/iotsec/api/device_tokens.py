@@ -4,17 +4,13 @@ names the reason (e.g. ``urn:iotsec:problem:device-token-expired``)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
 from iotsec.app.identity import device_tokens as service
-from iotsec.app.identity.device_tokens import DeviceKeyRecord
+from iotsec.app.wire.identity import DeviceKeyOut, KeyCreatedOut, VerifiedOut
 from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES
-from iotsec.timeutil import from_ts
 
 router = APIRouter(prefix="/v1")
 
@@ -29,40 +25,9 @@ class VerifyIn(_Strict):
     token: str = Field(max_length=2 * MAX_TOKEN_BYTES, description="the device's compact JWT")
 
 
-class VerifiedOut(BaseModel):
-    device_id: str
-    kid: str
-    algorithm: str
-    jti: str
-    issued_at: datetime
-    expires_at: datetime
-    claims: dict[str, Any]
-
-
 class KeyIn(_Strict):
     public_key_pem: str = Field(max_length=MAX_PUBLIC_KEY_BYTES,
                                 description="PEM SubjectPublicKeyInfo: EC P-256 or Ed25519")
-
-
-class KeyCreatedOut(BaseModel):
-    kid: str
-
-
-class DeviceKeyOut(BaseModel):
-    kid: str
-    device_id: str
-    algorithm: str
-    source: str
-    status: str
-    created_at: datetime
-    revoked_at: datetime | None
-    expires_at: datetime | None
-
-    @classmethod
-    def of(cls, k: DeviceKeyRecord, now: datetime) -> DeviceKeyOut:
-        return cls(kid=k.kid, device_id=k.device_id, algorithm=k.algorithm, source=k.source,
-                   status=k.status(now), created_at=k.created_at, revoked_at=k.revoked_at,
-                   expires_at=k.expires_at)
 
 
 @router.post("/device-tokens/verify")
@@ -73,10 +38,7 @@ def verify_token(body: VerifyIn, request: Request, rt: RuntimeDep, _: AdminDep
     verified = service.verify(rt, body.token,
                               source=request.client.host if request.client else None,
                               action="POST /v1/device-tokens/verify")
-    return VerifiedOut(device_id=verified.device_id, kid=verified.kid,
-                       algorithm=verified.algorithm, jti=verified.jti,
-                       issued_at=from_ts(verified.issued_at),
-                       expires_at=from_ts(verified.expires_at), claims=dict(verified.claims))
+    return VerifiedOut.from_domain(verified)
 
 
 @router.post("/devices/{device_id}/keys", status_code=201)
@@ -88,4 +50,4 @@ def register_key(device_id: str, body: KeyIn, rt: RuntimeDep, _: OperatorDep) ->
 @router.get("/devices/{device_id}/keys")
 def list_keys(device_id: str, rt: RuntimeDep, _: AuditorDep) -> list[DeviceKeyOut]:
     now = rt.now()
-    return [DeviceKeyOut.of(k, now) for k in service.list_keys(rt, device_id)]
+    return [DeviceKeyOut.from_domain(k, now) for k in service.list_keys(rt, device_id)]

@@ -5,7 +5,7 @@ microseconds (a compiled policy and cached registry entries); the framework's ro
 dependency injection and model validation cost many times that. This ASGI layer answers
 the *well-formed* decision request itself, with the very same functions the route uses
 (:func:`~iotsec.app.access.api_tokens.authenticate`, :func:`~iotsec.api.access_routes.decide`,
-:func:`~iotsec.api.access_routes.decision_out`, :func:`~iotsec.api.problems.for_error`).
+:func:`~iotsec.app.wire.access.decision_fields`, :func:`~iotsec.api.problems.for_error`).
 Anything it does not fully understand — another path or method, a body that is not a JSON
 object of exactly the documented string fields within their limits, a missing or non-bearer
 ``Authorization`` header — goes to the application unchanged, which answers it (with its
@@ -22,11 +22,12 @@ from typing import Any
 from annotated_types import MaxLen
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iotsec.api.access_routes import AuthzIn, decide, decision_out
+from iotsec.api.access_routes import AuthzIn, decide
 from iotsec.api.problems import for_error
 from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.access.api_tokens import authenticate
 from iotsec.app.runtime import Runtime
+from iotsec.app.wire.access import decision_fields
 from iotsec.errors import IotsecError
 
 PATH = "/v1/authz/check"
@@ -130,7 +131,7 @@ class DecisionFastPath(BearerFastPath):
     async def answer(self, prepared: Any, source: str | None) -> dict[str, Any]:
         decision = await decide(self.rt, str(prepared["device"]), str(prepared["action"]),
                                 str(prepared["resource"]), prepared.get("cert_serial"))
-        return decision_out(decision)
+        return decision_fields(decision)
 
 
 def _replay(body: bytes, more: bool, receive: Receive) -> Receive:

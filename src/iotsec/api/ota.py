@@ -10,7 +10,6 @@ as ``x-required-scope: device``.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -24,8 +23,17 @@ from iotsec.app.events import Event
 from iotsec.app.identity import device_tokens
 from iotsec.app.ota import campaigns as ota
 from iotsec.app.ota import repo as ota_repo
-from iotsec.app.ota.campaigns import CampaignDevice, CampaignInfo, ReleaseInfo
-from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan, WaveCounts
+from iotsec.app.wire.ota import (
+    AssignmentEnvelope,
+    AssignmentOut,
+    CampaignDeviceOut,
+    CampaignOut,
+    FirmwareOut,
+    ReleaseOut,
+    RepoStatusOut,
+    WrittenOut,
+)
+from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan
 from iotsec.firmware.image import ImageVersion
 from iotsec.identity.device_tokens import VerifiedToken
 from iotsec.timeutil import parse_duration
@@ -56,25 +64,6 @@ CampaignIdPath = Annotated[int, Path(ge=1, le=MAX_INT32, description="the campai
 # --------------------------------------------------------------------------- bodies
 
 
-class ReleaseOut(BaseModel):
-    id: int
-    product: str
-    channel: str
-    version: str
-    security_counter: int | None
-    target: str
-    sha256: str
-    length: int
-    hardware: list[str]
-    published_at: datetime
-
-    @classmethod
-    def of(cls, r: ReleaseInfo) -> ReleaseOut:
-        return cls(id=r.id, product=r.product, channel=r.channel, version=str(r.version),
-                   security_counter=r.security_counter, target=r.target, sha256=r.sha256,
-                   length=r.length, hardware=list(r.hardware), published_at=r.published_at)
-
-
 class CampaignIn(_Strict):
     name: str = Field(min_length=1, max_length=128)
     product: str = Field(max_length=64)
@@ -93,81 +82,6 @@ class ControlIn(_Strict):
     reason: str | None = Field(default=None, max_length=1000)
 
 
-def _counts(w: WaveCounts) -> dict[str, int]:
-    return {s.value: n for s, n in sorted(w.counts.items()) if n}
-
-
-class CampaignOut(BaseModel):
-    id: int
-    name: str
-    state: str
-    reason: str | None
-    release: ReleaseOut
-    selector: str
-    waves: list[float]
-    failure_threshold: float
-    device_timeout_seconds: int
-    soak_seconds: int
-    current_wave: int
-    wave_started_at: datetime
-    created_by: str | None
-    created_at: datetime
-    updated_at: datetime
-    devices: int
-    progress: dict[str, int]
-    per_wave: list[dict[str, int]]
-
-    @classmethod
-    def of(cls, c: CampaignInfo) -> CampaignOut:
-        return cls(id=c.id, name=c.name, state=c.state.value, reason=c.reason,
-                   release=ReleaseOut.of(c.release), selector=c.selector,
-                   waves=list(c.plan.waves), failure_threshold=c.plan.failure_threshold * 100,
-                   device_timeout_seconds=int(c.plan.device_timeout.total_seconds()),
-                   soak_seconds=int(c.plan.soak.total_seconds()),
-                   current_wave=c.current_wave + 1, wave_started_at=c.wave_started_at,
-                   created_by=c.created_by, created_at=c.created_at, updated_at=c.updated_at,
-                   devices=c.totals.size, progress=_counts(c.totals),
-                   per_wave=[_counts(w) for w in c.waves])
-
-
-class CampaignDeviceOut(BaseModel):
-    device_id: str
-    wave: int
-    status: str
-    version: str | None
-    detail: str | None
-    updated_at: datetime | None
-
-    @classmethod
-    def of(cls, d: CampaignDevice) -> CampaignDeviceOut:
-        return cls(device_id=d.device_id, wave=d.wave + 1, status=d.status.value,
-                   version=d.version, detail=d.detail, updated_at=d.updated_at)
-
-
-class FirmwareOut(BaseModel):
-    device_id: str
-    product: str | None
-    version: str
-    security_counter: int
-    min_version: str
-    updated_at: datetime
-
-
-class AssignmentOut(BaseModel):
-    campaign_id: int
-    product: str
-    target: str
-    version: str
-    security_counter: int | None
-    sha256: str
-    length: int
-    hardware: list[str]
-
-
-class AssignmentEnvelope(BaseModel):
-    update: AssignmentOut | None
-
-
 class ReportIn(_Strict):
     campaign_id: int = Field(ge=1, le=MAX_INT32)
     status: str = Field(max_length=16,
@@ -182,21 +96,17 @@ class ReportIn(_Strict):
 @router.get("/releases")
 def releases(rt: RuntimeDep, _: AuditorDep,
              product: Annotated[str | None, Query(max_length=64)] = None) -> list[ReleaseOut]:
-    return [ReleaseOut.of(r) for r in ota.list_releases(rt, product)]
+    return [ReleaseOut.from_domain(r) for r in ota.list_releases(rt, product)]
 
 
 @router.get("/repository")
-def repository(rt: RuntimeDep, _: AuditorDep) -> dict[str, Any]:
-    s = ota_repo.status(rt)
-    return {"directory": s.directory,
-            "roles": [{"role": r.role, "version": r.version, "expires": r.expires,
-                       "threshold": r.threshold, "keys": list(r.keys)} for r in s.roles],
-            "staged": [{"file": f, "signatures": n} for f, n in s.staged]}
+def repository(rt: RuntimeDep, _: AuditorDep) -> RepoStatusOut:
+    return RepoStatusOut.from_domain(ota_repo.status(rt))
 
 
 @router.post("/repository/refresh")
-def refresh(rt: RuntimeDep, _: OperatorDep) -> dict[str, list[str]]:
-    return {"written": ota_repo.refresh(rt)}
+def refresh(rt: RuntimeDep, _: OperatorDep) -> WrittenOut:
+    return WrittenOut(written=ota_repo.refresh(rt))
 
 
 @router.post("/campaigns", status_code=201)
@@ -208,14 +118,14 @@ def create_campaign(body: CampaignIn, rt: RuntimeDep, who: OperatorDep) -> Campa
         rt, name=body.name, product=body.product, plan=plan,
         version=ImageVersion.parse(body.version) if body.version else None,
         channel=body.channel, group=body.group, devices=body.devices, actor=who.name)
-    return CampaignOut.of(info)
+    return CampaignOut.from_domain(info)
 
 
 @router.get("/campaigns")
 def campaigns(rt: RuntimeDep, _: AuditorDep,
               state: Annotated[str | None, Query(pattern="^(active|paused|aborted|completed)$")
                                ] = None) -> list[CampaignOut]:
-    return [CampaignOut.of(c) for c in
+    return [CampaignOut.from_domain(c) for c in
             ota.list_campaigns(rt, CampaignState(state) if state else None)]
 
 
@@ -226,7 +136,7 @@ def tick(rt: RuntimeDep, _: OperatorDep) -> dict[str, list[str]]:
 
 @router.get("/campaigns/{campaign_id}")
 def campaign(campaign_id: CampaignIdPath, rt: RuntimeDep, _: AuditorDep) -> CampaignOut:
-    return CampaignOut.of(ota.get_campaign(rt, campaign_id))
+    return CampaignOut.from_domain(ota.get_campaign(rt, campaign_id))
 
 
 @router.get("/campaigns/{campaign_id}/devices")
@@ -235,7 +145,7 @@ def campaign_devices(campaign_id: CampaignIdPath, rt: RuntimeDep, _: AuditorDep,
                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
                      ) -> list[CampaignDeviceOut]:
     wanted = DeviceStatus(status) if status in {s.value for s in DeviceStatus} else None
-    return [CampaignDeviceOut.of(d) for d in
+    return [CampaignDeviceOut.from_domain(d) for d in
             ota.campaign_devices(rt, campaign_id, status=wanted, limit=limit)]
 
 
@@ -246,28 +156,25 @@ def _actor(who: Principal) -> str:
 @router.post("/campaigns/{campaign_id}/pause")
 def pause(campaign_id: CampaignIdPath, body: ControlIn, rt: RuntimeDep, who: OperatorDep
           ) -> CampaignOut:
-    return CampaignOut.of(ota.pause_campaign(rt, campaign_id, actor=_actor(who),
+    return CampaignOut.from_domain(ota.pause_campaign(rt, campaign_id, actor=_actor(who),
                                              reason=body.reason))
 
 
 @router.post("/campaigns/{campaign_id}/resume")
 def resume(campaign_id: CampaignIdPath, rt: RuntimeDep, who: OperatorDep) -> CampaignOut:
-    return CampaignOut.of(ota.resume_campaign(rt, campaign_id, actor=_actor(who)))
+    return CampaignOut.from_domain(ota.resume_campaign(rt, campaign_id, actor=_actor(who)))
 
 
 @router.post("/campaigns/{campaign_id}/abort")
 def abort(campaign_id: CampaignIdPath, body: ControlIn, rt: RuntimeDep, who: OperatorDep
           ) -> CampaignOut:
-    return CampaignOut.of(ota.abort_campaign(rt, campaign_id, actor=_actor(who),
+    return CampaignOut.from_domain(ota.abort_campaign(rt, campaign_id, actor=_actor(who),
                                              reason=body.reason))
 
 
 @router.get("/devices/{device_id}/firmware")
 def device_firmware(device_id: str, rt: RuntimeDep, _: AuditorDep) -> FirmwareOut:
-    r = ota.firmware_record(rt, device_id)
-    return FirmwareOut(device_id=r.device_id, product=r.product, version=r.version,
-                       security_counter=r.security_counter, min_version=r.min_version,
-                       updated_at=r.updated_at)
+    return FirmwareOut.from_domain(ota.firmware_record(rt, device_id))
 
 
 # --------------------------------------------------------------------------- devices
@@ -276,20 +183,15 @@ def device_firmware(device_id: str, rt: RuntimeDep, _: AuditorDep) -> FirmwareOu
 @device_router.get("/device/assignment", openapi_extra=_DEVICE_SCOPE)
 def device_assignment(rt: RuntimeDep, device: DeviceDep) -> AssignmentEnvelope:
     found = ota.assignment(rt, device.device_id)
-    if found is None:
-        return AssignmentEnvelope(update=None)
-    r = found.release
-    return AssignmentEnvelope(update=AssignmentOut(
-        campaign_id=found.campaign_id, product=r.product, target=r.target,
-        version=str(r.version), security_counter=r.security_counter, sha256=r.sha256,
-        length=r.length, hardware=list(r.hardware)))
+    return AssignmentEnvelope(update=AssignmentOut.from_domain(found)
+                              if found is not None else None)
 
 
 @device_router.post("/device/report", openapi_extra=_DEVICE_SCOPE)
 def device_report(body: ReportIn, rt: RuntimeDep, device: DeviceDep) -> CampaignDeviceOut:
-    return CampaignDeviceOut.of(ota.report(rt, device.device_id, campaign_id=body.campaign_id,
-                                           status=body.status, version=body.version,
-                                           detail=body.detail))
+    reported = ota.report(rt, device.device_id, campaign_id=body.campaign_id,
+                          status=body.status, version=body.version, detail=body.detail)
+    return CampaignDeviceOut.from_domain(reported)
 
 
 @device_router.get("/tuf/metadata/{name}", openapi_extra=_DEVICE_SCOPE,

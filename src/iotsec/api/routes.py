@@ -3,24 +3,16 @@ function and renders; errors are mapped in :mod:`iotsec.api.problems`."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
 from iotsec.api.schemas import (
-    CertificateOut,
-    DeviceDetailOut,
     DeviceIn,
-    DeviceOut,
     IssueIn,
     KeygenIn,
-    KeygenOut,
     RenewIn,
-    ReplacedOut,
-    ReplacementOut,
-    RevokedOut,
     RevokeIn,
 )
 from iotsec.app.broker.infrastructure import replace_infrastructure
@@ -28,6 +20,14 @@ from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import certs
 from iotsec.app.pki.crl import current_crl
+from iotsec.app.wire.identity import (
+    CertificateOut,
+    DeviceDetailOut,
+    DeviceOut,
+    KeygenOut,
+    ReplacementOut,
+    RevokedOut,
+)
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.keys import KeyType
@@ -60,7 +60,7 @@ def ca_chain(rt: RuntimeDep, _: AuditorDep) -> Response:
 @v1.post("/devices", status_code=201)
 def add_device(body: DeviceIn, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
     new = devices.NewDevice.parse(body.id, body.groups, body.attributes)
-    return DeviceOut.of(devices.add_device(rt, new))
+    return DeviceOut.from_domain(devices.add_device(rt, new))
 
 
 @v1.get("/devices")
@@ -73,21 +73,20 @@ def list_devices(
 ) -> list[DeviceOut]:
     found = devices.list_devices(rt, group=group, state=DeviceState(state) if state else None,
                                  limit=limit, after=after)
-    return [DeviceOut.of(d) for d in found]
+    return [DeviceOut.from_domain(d) for d in found]
 
 
 @v1.get("/devices/{device_id}")
 def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOut:
     d = devices.get_device(rt, device_id)
-    now = rt.now()
-    held = [CertificateOut.of(c, now) for c in certs.list_certificates(rt, device_id=d.id)]
-    return DeviceDetailOut(**DeviceOut.of(d).model_dump(), certificates=held)
+    return DeviceDetailOut.from_records(d, certs.list_certificates(rt, device_id=d.id),
+                                        rt.now())
 
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)
 def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     record = certs.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days)
-    return CertificateOut.of(record, rt.now(), with_pem=True)
+    return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
 
 @v1.post("/devices/{device_id}/certificates/keygen", status_code=201)
@@ -95,16 +94,13 @@ def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: OperatorDep)
     bundle = certs.issue_with_keygen(rt, device_id, key_type=KeyType.parse(body.key_type),
                                      days=body.days,
                                      p12_passphrase=body.pkcs12_passphrase.encode("utf-8"))
-    return KeygenOut(certificate=CertificateOut.of(bundle.certificate, rt.now(), with_pem=True),
-                     key_pem=bundle.key_pem.decode("ascii"),
-                     pkcs12_base64=base64.b64encode(bundle.pkcs12).decode("ascii"),
-                     chain_pem=bundle.chain_pem)
+    return KeygenOut.from_domain(bundle, rt.now())
 
 
 @v1.post("/devices/{device_id}/revoke")
 def revoke_device(device_id: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> RevokedOut:
     reason = RevocationReason.parse(body.reason)
-    return RevokedOut(revoked=certs.revoke_device(rt, device_id, reason), reason=reason.name)
+    return RevokedOut.from_domain(certs.revoke_device(rt, device_id, reason), reason)
 
 
 @v1.get("/certificates")
@@ -116,19 +112,19 @@ def list_certificates(
 ) -> list[CertificateOut]:
     window = parse_duration(expiring_within) if expiring_within else None
     now = rt.now()
-    return [CertificateOut.of(c, now) for c in
+    return [CertificateOut.from_domain(c, now) for c in
             certs.list_certificates(rt, device_id=device, expiring_within=window, limit=limit)]
 
 
 @v1.get("/certificates/{serial}")
 def show_certificate(serial: str, rt: RuntimeDep, _: AuditorDep) -> CertificateOut:
-    return CertificateOut.of(certs.get_certificate(rt, serial), rt.now(), with_pem=True)
+    return CertificateOut.from_domain(certs.get_certificate(rt, serial), rt.now(), with_pem=True)
 
 
 @v1.post("/certificates/{serial}/revoke")
 def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     record = certs.revoke(rt, serial, RevocationReason.parse(body.reason))
-    return CertificateOut.of(record, rt.now())
+    return CertificateOut.from_domain(record, rt.now())
 
 
 @v1.post("/infrastructure/certificates/{serial}/revoke")
@@ -137,17 +133,14 @@ def revoke_infrastructure(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminD
     """Revoke one of iotsec's own certificates and replace it at once (the API's server
     certificate from the next start; the broker of IOTSEC_BROKER_DIR synced)."""
     done = replace_infrastructure(rt, serial, RevocationReason.parse(body.reason))
-    return ReplacementOut(revoked=CertificateOut.of(done.revoked, rt.now()),
-                          replaced=[ReplacedOut(holder=r.holder, serial=r.serial)
-                                    for r in done.replaced],
-                          broker_generation=done.broker.generation if done.broker else None)
+    return ReplacementOut.from_domain(done, rt.now())
 
 
 @v1.post("/certificates/{serial}/renew", status_code=201)
 def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     grace = parse_duration(body.grace) if body.grace else None
     record = certs.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace)
-    return CertificateOut.of(record, rt.now(), with_pem=True)
+    return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
 
 # One route per lifecycle action, not ``/devices/{device_id}/{action}``: a catch-all
@@ -155,14 +148,14 @@ def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> Certifi
 # depending on the order in which the routers are included.
 @v1.post("/devices/{device_id}/disable")
 def disable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
-    return DeviceOut.of(change_state(rt, device_id, DeviceState.DISABLED))
+    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.DISABLED))
 
 
 @v1.post("/devices/{device_id}/enable")
 def enable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
-    return DeviceOut.of(change_state(rt, device_id, DeviceState.ACTIVE))
+    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.ACTIVE))
 
 
 @v1.post("/devices/{device_id}/retire")
 def retire_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
-    return DeviceOut.of(change_state(rt, device_id, DeviceState.RETIRED))
+    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.RETIRED))

@@ -1,13 +1,9 @@
-"""Request and response bodies (pydantic): what comes from outside is validated here."""
+"""Request bodies (pydantic): what comes from outside is validated here. Response bodies are
+the wire models of :mod:`iotsec.app.wire`, which ``--json`` prints too."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
-
-from iotsec.app.pki.certs import CertificateRecord
-from iotsec.identity.registry import Device
 
 #: The largest integer the API accepts anywhere (a signed 64-bit integer, the widest column
 #: of the store): a larger one would overflow in the database driver, so it is refused as
@@ -29,50 +25,6 @@ class DeviceIn(Strict):
     attributes: dict[str, str] = Field(default_factory=dict)
 
 
-class DeviceOut(BaseModel):
-    id: str
-    state: str
-    groups: list[str]
-    attributes: dict[str, str]
-    created_at: datetime | None
-    updated_at: datetime | None
-
-    @classmethod
-    def of(cls, d: Device) -> DeviceOut:
-        return cls(id=d.id, state=d.state.value, groups=list(d.groups),
-                   attributes=dict(d.attributes), created_at=d.created_at,
-                   updated_at=d.updated_at)
-
-
-class CertificateOut(BaseModel):
-    serial: str
-    device_id: str | None
-    subject: str
-    kind: str
-    profile: str
-    status: str
-    not_before: datetime
-    not_after: datetime
-    sha256: str
-    revoked_at: datetime | None
-    revocation_reason: str | None
-    replaced_by: str | None
-    pem: str | None = None
-
-    @classmethod
-    def of(cls, c: CertificateRecord, now: datetime, *, with_pem: bool = False) -> CertificateOut:
-        return cls(serial=c.serial, device_id=c.device_id, subject=c.subject, kind=c.kind,
-                   profile=c.profile, status=c.status(now), not_before=c.not_before,
-                   not_after=c.not_after, sha256=c.sha256, revoked_at=c.revoked_at,
-                   revocation_reason=c.revocation_reason.name
-                   if c.revocation_reason is not None else None,
-                   replaced_by=c.replaced_by, pem=c.pem if with_pem else None)
-
-
-class DeviceDetailOut(DeviceOut):
-    certificates: list[CertificateOut]
-
-
 class IssueIn(Strict):
     csr: str = Field(description="PEM certificate signing request", max_length=70_000)
     days: int | None = Field(default=None, ge=1, le=36_500)
@@ -84,32 +36,8 @@ class KeygenIn(Strict):
     days: int | None = Field(default=None, ge=1, le=36_500)
 
 
-class KeygenOut(BaseModel):
-    certificate: CertificateOut
-    key_pem: str
-    pkcs12_base64: str
-    chain_pem: str
-
-
 class RevokeIn(Strict):
     reason: str = Field(default="unspecified", max_length=64)
-
-
-class RevokedOut(BaseModel):
-    revoked: list[str]
-    reason: str
-
-
-class ReplacedOut(BaseModel):
-    holder: str = Field(description="where the revoked certificate was in use")
-    serial: str = Field(description="the certificate that replaces it there")
-
-
-class ReplacementOut(BaseModel):
-    revoked: CertificateOut
-    replaced: list[ReplacedOut]
-    broker_generation: int | None = Field(
-        description="the broker generation the sync made live, when a broker was synced")
 
 
 class RenewIn(Strict):

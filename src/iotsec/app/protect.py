@@ -10,10 +10,7 @@ plaintext behind and an existing file is never overwritten.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
-import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -35,7 +32,7 @@ from iotsec.errors import (
     PayloadAlgorithmError,
     PayloadKeyError,
 )
-from iotsec.filesystem import write_private_file
+from iotsec.filesystem import PRIVATE_FILE_MODE, staged_file, write_private_file
 from iotsec.protect import atrest, payload
 from iotsec.protect.pairing import (
     Algorithm,
@@ -86,34 +83,13 @@ def _atomic_output(path: str) -> Iterator[BinaryIO]:
                             hint="iotsec never overwrites; remove it or choose another name")
     if not target.parent.is_dir():
         raise NotFoundError(f"the directory of {path} does not exist", hint="create it first")
-    staged = target.with_name(f".{target.name}.{secrets.token_hex(6)}.partial")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            # A hard link never replaces an existing file: no race with another writer.
-            os.link(staged, target)
-        except FileExistsError:
+    with staged_file(target, mode=PRIVATE_FILE_MODE, suffix="partial") as staged:
+        yield staged.file
+        # Published by a link, which never replaces an existing file: no race with another
+        # writer.
+        if not staged.publish(target):
             raise ConflictError(f"{path} already exists",
-                                hint="iotsec never overwrites; choose another name") from None
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
-            # A file system without hard links: rename, after checking once more.
-            if target.exists():
-                raise ConflictError(f"{path} already exists") from None
-            os.rename(staged, target)
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-    finally:
-        staged.unlink(missing_ok=True)
+                                hint="iotsec never overwrites; choose another name")
 
 
 def _record(rt: Runtime, kind: str, outcome: str, subject: str, detail: dict[str, object]) -> None:

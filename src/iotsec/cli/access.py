@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from iotsec.access.policy import Role, parse_rule_spec
 from iotsec.app.access import decisions as service
 from iotsec.app.access import roles as role_service
-from iotsec.app.access.roles import RoleInfo
+from iotsec.app.wire.access import DecisionOut, NamesOut, RoleOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, NameArg
 from iotsec.cli.output import console, emit_json, plural, table
@@ -19,13 +19,6 @@ role_app = typer.Typer(help="Device roles: rules of allow/deny, action and resou
 group_app = typer.Typer(help="Device groups and the roles their members inherit.",
                         no_args_is_help=True)
 authz_app = typer.Typer(help="Ask the policy engine for a decision.", no_args_is_help=True)
-
-
-def role_json(info: RoleInfo) -> dict[str, Any]:
-    return {"name": info.role.name, "description": info.role.description,
-            "rules": [{"effect": r.effect.value, "action": r.action, "resource": r.resource}
-                      for r in info.role.rules],
-            "devices": info.devices, "groups": list(info.groups)}
 
 
 @role_app.command("add")
@@ -47,7 +40,7 @@ def role_add(
         role_service.add_role(rt, role)
         info = role_service.get_role(rt, role.name)
     if as_json:
-        emit_json(role_json(info))
+        emit_json(RoleOut.from_domain(info))
     else:
         console.print(f"Created role {role.name} with {plural(len(role.rules), 'rule')}",
                       markup=False)
@@ -59,7 +52,7 @@ def role_list(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         infos = role_service.list_roles(rt)
     if as_json:
-        emit_json([role_json(i) for i in infos])
+        emit_json([RoleOut.from_domain(i) for i in infos])
         return
     table(plural(len(infos), "role"), ["role", "rules", "devices", "groups"],
           [(i.role.name, "\n".join(r.as_text() for r in i.role.rules), i.devices,
@@ -72,7 +65,7 @@ def role_show(name: NameArg, as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         info = role_service.get_role(rt, name)
     if as_json:
-        emit_json(role_json(info))
+        emit_json(RoleOut.from_domain(info))
         return
     table(f"role {info.role.name}", ["#", "effect", "action", "resource"],
           [(i, r.effect.value, r.action, r.resource) for i, r in enumerate(info.role.rules)])
@@ -90,7 +83,7 @@ def group_add(
     with runtime() as rt:
         roles = role_service.add_group(rt, name, role or [])
     if as_json:
-        emit_json({"group": name, "roles": roles})
+        emit_json(NamesOut(name=name, roles=roles))
     else:
         console.print(f"Group {name}: roles {', '.join(roles) or '-'}", markup=False)
 
@@ -110,10 +103,7 @@ def authz_check(
     with runtime() as rt:
         decision = service.check(rt, device, action, resource, cert_serial)
     if as_json:
-        emit_json({"allowed": decision.allowed, "decision": "allow" if decision.allowed
-                   else "deny", "role": decision.role, "rule_index": decision.rule_index,
-                   "rule": decision.rule.as_text() if decision.rule else None,
-                   "explanation": decision.explanation})
+        emit_json(DecisionOut.from_domain(decision))
     else:
         console.print(f"{'allow' if decision.allowed else 'deny'}: {decision.explanation}",
                       markup=False)

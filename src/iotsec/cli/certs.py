@@ -13,6 +13,12 @@ import typer
 from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.pki import certs as service
 from iotsec.app.pki.certs import CertificateRecord
+from iotsec.app.wire.identity import (
+    CertificateOut,
+    KeygenFilesOut,
+    ReplacementOut,
+    RevokedOut,
+)
 from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt, LimitOpt, OutputFileOpt
 from iotsec.cli.output import (
@@ -26,7 +32,7 @@ from iotsec.cli.output import (
     write_output,
 )
 from iotsec.errors import InvalidInputError
-from iotsec.filesystem import write_private_file
+from iotsec.filesystem import atomic_write, write_private_file
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.csr import MAX_CSR_BYTES
 from iotsec.pki.keys import KeyType
@@ -37,23 +43,11 @@ DaysOpt = Annotated[int | None, typer.Option("--days", help="Validity in days (d
                                              "profile's, 365).")]
 
 
-def cert_json(c: CertificateRecord, now: Any) -> dict[str, Any]:
-    return {"serial": c.serial, "device_id": c.device_id, "subject": c.subject,
-            "kind": c.kind, "profile": c.profile, "status": c.status(now),
-            "not_before": c.not_before, "not_after": c.not_after, "sha256": c.sha256,
-            "revoked_at": c.revoked_at,
-            "revocation_reason": c.revocation_reason.name
-            if c.revocation_reason is not None else None,
-            "replaced_by": c.replaced_by}
-
-
 def _print_issued(c: CertificateRecord, output: str | None, as_json: bool, now: Any) -> None:
     if as_json:
-        data = cert_json(c, now)
-        data["pem"] = c.pem
         if output:
             write_output(output, c.pem.encode("ascii"))
-        emit_json(data)
+        emit_json(CertificateOut.from_domain(c, now, with_pem=True))
         return
     write_output(output, c.pem.encode("ascii"))
     if output:
@@ -111,13 +105,13 @@ def _issue_keygen(device_id: str, key_type: KeyType, days: int | None, output: s
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_private_file(files[f"{device_id}.key"], bundle.key_pem)
     write_private_file(files[f"{device_id}.p12"], bundle.pkcs12)
-    files[f"{device_id}.crt"].write_text(bundle.certificate.pem)
-    files["chain.pem"].write_text(bundle.chain_pem)
+    atomic_write(files[f"{device_id}.crt"], bundle.certificate.pem.encode("ascii"))
+    atomic_write(files["chain.pem"], bundle.chain_pem.encode("ascii"))
     if as_json:
-        data = cert_json(bundle.certificate, now)
-        data["files"] = {k: str(v) for k, v in files.items()}
-        data["pkcs12_passphrase"] = None if env_pass else passphrase
-        emit_json(data)
+        issued = CertificateOut.from_domain(bundle.certificate, now, with_pem=True)
+        emit_json(KeygenFilesOut(**issued.model_dump(),
+                                 files={k: str(v) for k, v in files.items()},
+                                 pkcs12_passphrase=None if env_pass else passphrase))
         return
     console.print(f"Issued {bundle.certificate.serial} for {device_id}; wrote "
                   f"{', '.join(str(p) for p in files.values())}", markup=False)
@@ -141,7 +135,7 @@ def list_(
                                           limit=limit)
         now = rt.now()
     if as_json:
-        emit_json([cert_json(c, now) for c in found])
+        emit_json([CertificateOut.from_domain(c, now) for c in found])
         return
     table(plural(len(found), "certificate"), ["serial", "device", "status", "not after", "reason"],
           [(c.serial, c.device_id or f"({c.kind})", c.status(now), when(c.not_after),
@@ -162,11 +156,11 @@ def show(
     if pem:
         write_output(None, c.pem.encode("ascii"))
     elif as_json:
-        emit_json(cert_json(c, now))
+        emit_json(CertificateOut.from_domain(c, now, with_pem=True))
     else:
+        fields = CertificateOut.from_domain(c, now).model_dump(exclude={"pem"})
         table(f"certificate {c.serial}", ["field", "value"],
-              [(k, when(v) if hasattr(v, "strftime") else v)
-               for k, v in cert_json(c, now).items()])
+              [(k, when(v) if hasattr(v, "strftime") else v) for k, v in fields.items()])
 
 
 @app.command("revoke")
@@ -206,7 +200,7 @@ def revoke(
             assert device is not None
             serials = service.revoke_device(rt, device, why)
     if as_json:
-        emit_json({"revoked": serials, "reason": why.name})
+        emit_json(RevokedOut.from_domain(serials, why))
     elif serials:
         for s in serials:
             console.print(f"Revoked {s} ({why.name})", markup=False)
@@ -219,10 +213,7 @@ def _replace_infrastructure(serial: str, why: RevocationReason, broker_dir: Path
     with runtime() as rt:
         done = replace_infrastructure(rt, serial, why, broker_dir=broker_dir)
     if as_json:
-        emit_json({"revoked": [done.revoked.serial], "reason": why.name,
-                   "kind": done.revoked.kind,
-                   "replaced": [{"holder": r.holder, "serial": r.serial} for r in done.replaced],
-                   "broker_generation": done.broker.generation if done.broker else None})
+        emit_json(ReplacementOut.from_domain(done, rt.now()))
         return
     console.print(f"Revoked {done.revoked.serial} ({done.revoked.kind}, {why.name})",
                   markup=False)

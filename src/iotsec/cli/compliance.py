@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from iotsec.app.compliance import reports as service
+from iotsec.app.wire.records import AttestationOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import HtmlReportOpt, JsonOpt, JsonReportOpt, JsonSchemaOpt, SarifReportOpt
 from iotsec.cli.output import console, emit_json, plural, read_input, table, when
@@ -24,7 +25,7 @@ from iotsec.cli.reports import could_not_run, run_report, write_schema
 from iotsec.compliance import report
 from iotsec.compliance.catalog import Status
 from iotsec.compliance.evaluate import ComplianceResult
-from iotsec.compliance.evidence import MAX_SCAN_REPORT, Attestation
+from iotsec.compliance.evidence import MAX_SCAN_REPORT
 from iotsec.compliance.frameworks import FRAMEWORKS
 from iotsec.errors import IotsecError
 
@@ -97,11 +98,6 @@ def report_cmd(
         make, _print, lambda result, t: bool(result.at_or_above(t)))
 
 
-def _attestation_json(a: Attestation) -> dict[str, Any]:
-    return {"framework": a.framework, "provision": a.provision, "version": a.version,
-            "status": a.status.value, "note": a.note, "actor": a.actor, "at": a.at}
-
-
 @app.command("attest")
 def attest(
     provision: Annotated[str, typer.Argument(metavar="PROVISION",
@@ -126,7 +122,7 @@ def attest(
     except IotsecError as exc:
         raise could_not_run(exc) from None
     if as_json:
-        emit_json(_attestation_json(recorded))
+        emit_json(AttestationOut.from_domain(recorded))
         return
     console.print(f"Recorded {recorded.framework} {recorded.provision} version "
                   f"{recorded.version}: {recorded.status.value}", markup=False)
@@ -148,7 +144,7 @@ def list_attestations(
     except IotsecError as exc:
         raise could_not_run(exc) from None
     if as_json:
-        emit_json([_attestation_json(a) for a in found])
+        emit_json([AttestationOut.from_domain(a) for a in found])
         return
     table(plural(len(found), "attestation"),
           ["framework", "provision", "version", "status", "by", "at", "note"],

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from iotsec.app.identity import device_tokens as service
-from iotsec.app.identity.device_tokens import DeviceKeyRecord
+from iotsec.app.wire.identity import DeviceKeyOut, DeviceSecretOut, VerifiedOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, plural, read_input, table, when
 from iotsec.errors import TokenError
-from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES, VerifiedToken
+from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES
 from iotsec.timeutil import from_ts, parse_duration
 
 app = typer.Typer(help="Device tokens (JWTs) for devices that cannot use mutual TLS.",
@@ -25,18 +25,6 @@ app.add_typer(key_app, name="key")
 app.add_typer(secret_app, name="secret")
 
 STDIN = "-"
-
-
-def key_json(k: DeviceKeyRecord, now: datetime) -> dict[str, Any]:
-    return {"kid": k.kid, "device_id": k.device_id, "algorithm": k.algorithm,
-            "source": k.source, "status": k.status(now), "created_at": k.created_at,
-            "revoked_at": k.revoked_at, "expires_at": k.expires_at}
-
-
-def token_json(t: VerifiedToken) -> dict[str, Any]:
-    return {"device_id": t.device_id, "kid": t.kid, "algorithm": t.algorithm, "jti": t.jti,
-            "issued_at": from_ts(t.issued_at), "expires_at": from_ts(t.expires_at),
-            "claims": dict(t.claims)}
 
 
 @key_app.command("add")
@@ -53,7 +41,7 @@ def key_add(
         record = next(k for k in service.list_keys(rt, device_id) if k.kid == kid)
         now = rt.now()
     if as_json:
-        emit_json(key_json(record, now))
+        emit_json(DeviceKeyOut.from_domain(record, now))
         return
     console.print(f"Registered {record.algorithm} key for {device_id}; kid: {kid}",
                   markup=False)
@@ -66,7 +54,7 @@ def key_list(device_id: DeviceArg, as_json: JsonOpt = False) -> None:
         found = service.list_keys(rt, device_id)
         now = rt.now()
     if as_json:
-        emit_json([key_json(k, now) for k in found])
+        emit_json([DeviceKeyOut.from_domain(k, now) for k in found])
         return
     table(f"{plural(len(found), 'key')} of {device_id}",
           ["kid", "algorithm", "source", "status", "created", "until"],
@@ -84,16 +72,16 @@ def key_revoke(
         record = service.revoke_key(rt, kid)
         now = rt.now()
     if as_json:
-        emit_json(key_json(record, now))
+        emit_json(DeviceKeyOut.from_domain(record, now))
         return
     console.print(f"Revoked {record.source} key {kid} of {record.device_id}", markup=False)
 
 
 def _print_secret(verb: str, device_id: str, kid: str, secret: str, as_json: bool,
-                  extra: dict[str, Any] | None = None) -> None:
+                  previous_valid_until: datetime | None = None) -> None:
     if as_json:
-        emit_json({"device_id": device_id, "kid": kid, "algorithm": "HS256",
-                   "secret": secret, **(extra or {})})
+        emit_json(DeviceSecretOut(device_id=device_id, kid=kid, secret=secret,
+                                  previous_valid_until=previous_valid_until))
         return
     err_console.print(f"{verb} HS256 secret {kid} for {device_id}. The secret is shown once "
                       "and cannot be recovered; give it to the device now:", markup=False)
@@ -121,7 +109,7 @@ def secret_rotate(
         kid, secret = service.rotate_secret(rt, device_id, period)
         old_until = rt.now() + period
     _print_secret("Rotated in", device_id, kid, secret, as_json,
-                  {"previous_valid_until": old_until.replace(microsecond=0)})
+                  old_until.replace(microsecond=0))
     if not as_json:
         err_console.print(f"The previous secret works until {when(old_until)}.", markup=False)
 
@@ -148,7 +136,9 @@ def verify(
             emit_json({"valid": False, "error": exc.code, "detail": str(exc)})
             raise typer.Exit(1) from None
     if as_json:
-        emit_json({"valid": True, **token_json(verified)})
+        # The verdict rides beside the token's wire fields: ``--json`` also answers a
+        # refused token (valid false, with the reason), which the API answers with a 401.
+        emit_json({"valid": True, **VerifiedOut.from_domain(verified).model_dump(mode="json")})
         return
     console.print(f"Valid token from device {verified.device_id} (kid {verified.kid}, "
                   f"{verified.algorithm}), expires {when(from_ts(verified.expires_at))}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,22 +14,18 @@ from iotsec.app.access.roles import assign_device
 from iotsec.app.identity import devices as service
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import certs as cert_service
+from iotsec.app.wire.access import NamesOut
+from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, LimitOpt
 from iotsec.cli.output import console, emit_json, plural, read_input, table, when
 from iotsec.errors import InvalidInputError, IotsecError
-from iotsec.identity.registry import Device, DeviceState
+from iotsec.identity.registry import DeviceState
 
 app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
 
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
 IdArg = Annotated[str, typer.Argument(metavar="ID")]
-
-
-def device_json(d: Device) -> dict[str, Any]:
-    return {"id": d.id, "state": d.state.value, "groups": list(d.groups),
-            "attributes": dict(d.attributes), "created_at": d.created_at,
-            "updated_at": d.updated_at}
 
 
 @app.command("add")
@@ -47,7 +43,7 @@ def add(
     with runtime() as rt:
         device = service.add_device(rt, new)
     if as_json:
-        emit_json(device_json(device))
+        emit_json(DeviceOut.from_domain(device))
     else:
         console.print(f"Registered device {device.id} ({device.state.value})", markup=False)
 
@@ -71,7 +67,7 @@ def list_(
     with runtime() as rt:
         found = service.list_devices(rt, group=group, state=wanted, limit=limit, after=after)
     if as_json:
-        emit_json([device_json(d) for d in found])
+        emit_json([DeviceOut.from_domain(d) for d in found])
         return
     table(plural(len(found), "device"), ["id", "state", "groups", "attributes", "created"],
           [(d.id, d.state.value, ", ".join(d.groups),
@@ -89,7 +85,7 @@ def assign(
     with runtime() as rt:
         roles = assign_device(rt, device_id, role)
     if as_json:
-        emit_json({"device": device_id, "roles": roles})
+        emit_json(NamesOut(name=device_id, roles=roles))
     else:
         console.print(f"Device {device_id}: roles {', '.join(roles)}", markup=False)
 
@@ -105,10 +101,7 @@ def show(
         held = cert_service.list_certificates(rt, device_id=device.id)
         now = rt.now()
     if as_json:
-        data = device_json(device)
-        data["certificates"] = [{"serial": c.serial, "status": c.status(now),
-                                 "not_after": c.not_after} for c in held]
-        emit_json(data)
+        emit_json(DeviceDetailOut.from_records(device, held, now))
         return
     table(f"device {device.id}", ["field", "value"], [
         ("state", device.state.value), ("groups", ", ".join(device.groups)),
@@ -123,7 +116,7 @@ def _set_state(device_id: str, target: DeviceState, as_json: bool) -> None:
     with runtime() as rt:
         device = change_state(rt, device_id, target)
     if as_json:
-        emit_json(device_json(device))
+        emit_json(DeviceOut.from_domain(device))
     else:
         console.print(f"Device {device.id} is now {device.state.value}", markup=False)
 

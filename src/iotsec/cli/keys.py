@@ -12,6 +12,7 @@ import typer
 
 from iotsec.app.custody import kek_rotation as rotation
 from iotsec.app.custody import keys as service
+from iotsec.app.wire.records import KeyEntryOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, table, write_output
@@ -25,11 +26,6 @@ app = typer.Typer(help="Keys in custody: list, generate, export public keys, rot
 ROTATABLE = ("kek",)
 
 
-def _entry_json(e: service.KeyEntry) -> dict[str, Any]:
-    return {"label": e.label, "purpose": e.purpose, "backend": e.backend,
-            "type": e.key_type, "state": e.state, "extractable": e.extractable}
-
-
 @app.command("list")
 def list_(as_json: JsonOpt = False) -> None:
     """CA keys, firmware signing keys, key-encryption keys and (with a token) the token's
@@ -37,7 +33,7 @@ def list_(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         entries = service.list_keys(rt)
     if as_json:
-        emit_json([_entry_json(e) for e in entries])
+        emit_json([KeyEntryOut.from_domain(e) for e in entries])
         return
     table("Keys in custody", ["label", "purpose", "backend", "type", "state"],
           [[e.label, e.purpose, e.backend, e.key_type, e.state] for e in entries])
@@ -56,7 +52,7 @@ def generate(
     with runtime() as rt:
         entry = service.generate_key(rt, label, KeyType.parse(key_type))
     if as_json:
-        emit_json(_entry_json(entry))
+        emit_json(KeyEntryOut.from_domain(entry))
         return
     err_console.print(f"Generated {entry.key_type} key {entry.label!r} in the {entry.backend} "
                       "key store", markup=False)

@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -22,6 +22,14 @@ from iotsec.app.ota import campaigns as ota
 from iotsec.app.ota import firmware as firmware_service
 from iotsec.app.ota import repo as ota_repo
 from iotsec.app.ota.campaigns import CampaignInfo
+from iotsec.app.wire.ota import (
+    CampaignDeviceOut,
+    CampaignOut,
+    ReleaseOut,
+    RepoOutcomeOut,
+    RepoStatusOut,
+    WrittenOut,
+)
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, plural, read_input, table, when, write_output
@@ -75,12 +83,8 @@ def _keys(paths: list[Path] | None) -> list[ota_repo.KeyFile]:
 
 
 def _outcome(outcome: ota_repo.Outcome, as_json: bool) -> None:
-    data: dict[str, Any] = {"published": list(outcome.published),
-                            "staged": [{"file": f, "signatures": n} for f, n in outcome.staged]}
-    if outcome.release is not None:
-        data["release"] = outcome.release.custom()["iotsec"]
     if as_json:
-        emit_json(data)
+        emit_json(RepoOutcomeOut.from_domain(outcome))
         return
     if outcome.release is not None:
         r = outcome.release
@@ -157,11 +161,7 @@ def repo_status(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         s = ota_repo.status(rt)
     if as_json:
-        emit_json({"directory": s.directory,
-                   "roles": [{"role": r.role, "version": r.version, "expires": r.expires,
-                              "threshold": r.threshold, "keys": list(r.keys)} for r in s.roles],
-                   "staged": [{"file": f, "signatures": n} for f, n in s.staged],
-                   "releases": [r.custom()["iotsec"] for r in s.releases]})
+        emit_json(RepoStatusOut.from_domain(s))
         return
     table(f"Update repository {s.directory}", ["role", "version", "expires", "threshold",
                                                 "keys"],
@@ -187,7 +187,7 @@ def repo_refresh(
     with runtime() as rt:
         written = ota_repo.refresh(rt, force=force)
     if as_json:
-        emit_json({"written": written})
+        emit_json(WrittenOut(written=written))
         return
     console.print(f"Re-signed: {', '.join(written)}" if written else "Nothing was due",
                   markup=False)
@@ -341,11 +341,7 @@ def release_list(
     with runtime() as rt:
         found = ota.list_releases(rt, product)
     if as_json:
-        emit_json([{"id": r.id, "product": r.product, "channel": r.channel,
-                    "version": str(r.version), "security_counter": r.security_counter,
-                    "target": r.target, "sha256": r.sha256, "length": r.length,
-                    "hardware": list(r.hardware), "published_at": r.published_at}
-                   for r in found])
+        emit_json([ReleaseOut.from_domain(r) for r in found])
         return
     table("Releases", ["id", "product", "channel", "version", "counter", "hardware",
                        "published"],
@@ -356,22 +352,9 @@ def release_list(
 # --------------------------------------------------------------------------- campaigns
 
 
-def _campaign_json(c: CampaignInfo) -> dict[str, Any]:
-    return {"id": c.id, "name": c.name, "state": c.state.value, "reason": c.reason,
-            "product": c.release.product, "version": str(c.release.version),
-            "target": c.release.target, "selector": c.selector, "waves": list(c.plan.waves),
-            "failure_threshold": c.plan.failure_threshold * 100,
-            "device_timeout_seconds": int(c.plan.device_timeout.total_seconds()),
-            "soak_seconds": int(c.plan.soak.total_seconds()),
-            "current_wave": c.current_wave + 1, "wave_started_at": c.wave_started_at,
-            "devices": c.totals.size,
-            "progress": {s.value: n for s, n in c.totals.counts.items() if n},
-            "per_wave": [{s.value: n for s, n in w.counts.items() if n} for w in c.waves]}
-
-
 def _show(c: CampaignInfo, as_json: bool) -> None:
     if as_json:
-        emit_json(_campaign_json(c))
+        emit_json(CampaignOut.from_domain(c))
         return
     console.print(f"Campaign {c.id} {c.name!r}: {c.state.value}"
                   + (f" ({c.reason})" if c.reason else ""), markup=False, soft_wrap=True)
@@ -426,7 +409,7 @@ def campaign_list(
     with runtime() as rt:
         found = ota.list_campaigns(rt, CampaignState(state) if state else None)
     if as_json:
-        emit_json([_campaign_json(c) for c in found])
+        emit_json([CampaignOut.from_domain(c) for c in found])
         return
     table("Campaigns", ["id", "name", "state", "release", "devices", "wave", "installed",
                         "failed"],
@@ -455,9 +438,7 @@ def campaign_devices(
                                      status=DeviceStatus(status) if status else None,
                                      limit=limit)
     if as_json:
-        emit_json([{"device_id": d.device_id, "wave": d.wave + 1, "status": d.status.value,
-                    "version": d.version, "detail": d.detail, "updated_at": d.updated_at}
-                   for d in found])
+        emit_json([CampaignDeviceOut.from_domain(d) for d in found])
         return
     table(f"Campaign {campaign_id}", ["device", "wave", "status", "version", "updated",
                                       "detail"],

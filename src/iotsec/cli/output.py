@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
 from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, NotFoundError
+from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        # A wire model (iotsec.app.wire): the very JSON the API sends for it.
+        return value.model_dump(mode="json")
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, tuple | set | frozenset):
@@ -35,6 +39,7 @@ def print_error(exc: IotsecError) -> None:
 
 
 def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON for scripts: a wire model, a list of them, or plain JSON."""
     sys.stdout.write(json.dumps(data, default=_default, indent=2, sort_keys=True) + "\n")
 
 
@@ -134,15 +139,10 @@ def write_output(path: str | None, data: bytes, *, private: bool = False) -> Non
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    from iotsec.filesystem import write_private_file
-
     target = Path(path)
     if private:
         write_private_file(target, data)
         return
     if target.exists() and target.is_dir():
         raise InvalidInputError(f"{path} is a directory", hint="give a file name with -o")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    atomic_write(target, data, mode=0o644, dir_mode=DEFAULT_DIR_MODE)

@@ -9,6 +9,7 @@ import typer
 from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.access.lint import lint_json
 from iotsec.app.access import policy as service
+from iotsec.app.wire.access import PolicyAppliedOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, OutputFileOpt
 from iotsec.cli.output import console, emit_json, plural, read_input, table, write_output
@@ -29,9 +30,7 @@ def apply(
     with runtime() as rt:
         result = service.apply_policy(rt, data, prune=prune, dry_run=dry_run)
     if as_json:
-        emit_json({"created": result.created, "updated": result.updated,
-                   "unchanged": result.unchanged, "removed": result.removed,
-                   "groups_changed": result.groups_changed, "dry_run": dry_run})
+        emit_json(PolicyAppliedOut.from_domain(result, dry_run=dry_run))
         return
     suffix = " (dry run, nothing written)" if dry_run else ""
     for label, names in (("created", result.created), ("updated", result.updated),

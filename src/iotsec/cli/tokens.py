@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from iotsec.app.access.api_tokens import Scope, TokenInfo, issue_token, list_tokens, revoke_token
+from iotsec.app.access.api_tokens import Scope, issue_token, list_tokens, revoke_token
 from iotsec.app.events import list_events
+from iotsec.app.wire.access import EventOut, TokenOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, LimitOpt, NameArg
 from iotsec.cli.output import console, emit_json, err_console, plural, table, when
@@ -15,11 +16,6 @@ from iotsec.timeutil import parse_duration
 
 token_app = typer.Typer(help="API tokens for operators and automation.", no_args_is_help=True)
 events_app = typer.Typer(help="Security events.", no_args_is_help=True)
-
-
-def token_json(t: TokenInfo) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "scope": t.scope.value, "created_at": t.created_at,
-            "expires_at": t.expires_at, "last_used_at": t.last_used_at, "revoked": t.revoked}
 
 
 @token_app.command("create")
@@ -36,7 +32,7 @@ def create(
         info, token = issue_token(rt, name, Scope.parse(scope),
                                   parse_duration(expires) if expires else None)
     if as_json:
-        emit_json({**token_json(info), "token": token})
+        emit_json(TokenOut.from_domain(info, token))
         return
     err_console.print(f"Created {info.scope.value} token {info.name} ({info.id}), expires "
                       f"{when(info.expires_at) or 'never'}. Shown once:", markup=False)
@@ -49,7 +45,7 @@ def list_(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         found = list_tokens(rt)
     if as_json:
-        emit_json([token_json(t) for t in found])
+        emit_json([TokenOut.from_domain(t) for t in found])
         return
     table(plural(len(found), "token"), ["id", "name", "scope", "expires", "last used", "revoked"],
           [(t.id, t.name, t.scope.value, when(t.expires_at), when(t.last_used_at),
@@ -63,7 +59,7 @@ def revoke(token_id: Annotated[str, typer.Argument(metavar="ID")], as_json: Json
     with runtime() as rt:
         info = revoke_token(rt, token_id)
     if as_json:
-        emit_json(token_json(info))
+        emit_json(TokenOut.from_domain(info))
     else:
         console.print(f"Revoked token {info.name} ({info.id})", markup=False)
 
@@ -81,9 +77,7 @@ def events(
     with runtime() as rt:
         found = list_events(rt.engine, kind=kind, limit=limit, actor=device)
     if as_json:
-        emit_json([{"id": e.id, "at": e.at, "kind": e.kind, "outcome": e.outcome,
-                    "actor": e.actor, "source": e.source, "subject": e.subject,
-                    "detail": dict(e.detail or {})} for e in found])
+        emit_json([EventOut.from_domain(e) for e in found])
         return
     table(plural(len(found), "event"), ["at", "kind", "outcome", "actor", "source", "subject"],
           [(when(e.at), e.kind, e.outcome, e.actor, e.source, e.subject) for e in found])

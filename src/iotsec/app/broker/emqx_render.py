@@ -16,14 +16,13 @@ is reused while it is current and covers the names asked for (``broker_pki``).
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 
 from iotsec.app.access.api_tokens import Scope, issue_token
-from iotsec.app.broker.files import Owner
+from iotsec.app.broker.files import Owner, replace_shared
 from iotsec.app.broker.pki import ServerNames, server_certificate
 from iotsec.app.pki.certs import chain_pem
 from iotsec.app.pki.crl import current_crl
@@ -65,18 +64,7 @@ class EmqxRenderResult:
 
 
 def _put(path: Path, data: bytes, owner: Owner, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        owner.share(tmp, mode)  # the broker's group (as root), and the mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_shared(path, data, owner, mode)  # the broker's group (as root), and the mode
 
 
 def _token(rt: Runtime, options: EmqxRenderOptions) -> tuple[str, str | None]:

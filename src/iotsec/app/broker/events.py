@@ -48,6 +48,7 @@ from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import INTERNAL_USERS
 from iotsec.broker.logs import MAX_LINE, LogRecord, parse_line
 from iotsec.errors import IotsecError, NotFoundError
+from iotsec.filesystem import PRIVATE_FILE_MODE, atomic_write
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
 from iotsec.store.db import transaction
@@ -264,10 +265,6 @@ def ingest_log(rt: Runtime, log_file: Path, *, state_file: Path | None = None,
     flush()
     offset = int(state.get("offset", 0))
     if state_file is not None:
-        tmp = state_file.with_name(f".{state_file.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-        os.replace(tmp, state_file)
+        atomic_write(state_file, json.dumps(state).encode("utf-8"), mode=PRIVATE_FILE_MODE)
     return IngestResult(lines=lines, events=sum(counts.values()), by_kind=dict(counts),
                         offset=offset)

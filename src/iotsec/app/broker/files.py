@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import pwd
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 from iotsec.broker.mosquitto import Layout
 from iotsec.errors import BrokerConfigError, BrokerValidationError, ConflictError
+from iotsec.filesystem import PRIVATE_FILE_MODE, atomic_write, create_new, replace_symlink
 
 KEEP_GENERATIONS = 3
 MAX_STATE_FILE = 64 * 1024 * 1024
@@ -70,12 +70,14 @@ def default_broker_user() -> str | None:
 
 
 def write(path: Path, data: bytes, owner: Owner, mode: int = 0o640) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Create a file of a generation being staged (private until shared with the broker)."""
+    create_new(path, data)
     owner.share(path, mode)
+
+
+def replace_shared(path: Path, data: bytes, owner: Owner, mode: int = 0o640) -> None:
+    """Replace a file the broker reads atomically, shared with it before it appears."""
+    atomic_write(path, data, mode=0o600, prepare=lambda staged: owner.share(staged, mode))
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -91,11 +93,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json_private(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"),
+                 mode=PRIVATE_FILE_MODE)
 
 
 def current_generation(layout: Layout) -> int | None:
@@ -108,9 +107,7 @@ def current_generation(layout: Layout) -> int | None:
 
 
 def swap(layout: Layout, generation: int) -> None:
-    link = layout.root / f".current.{secrets.token_hex(4)}"
-    os.symlink(layout.generation(generation).name, link)
-    os.replace(link, layout.current)
+    replace_symlink(layout.current, layout.generation(generation).name)
 
 
 @contextlib.contextmanager

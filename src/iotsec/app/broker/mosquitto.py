@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 import shutil
 import threading
@@ -58,8 +57,8 @@ from iotsec.app.broker.files import (
     prepare,
     prune,
     read_json,
+    replace_shared,
     swap,
-    write,
     write_json_private,
 )
 from iotsec.app.broker.fleet import load_fleet
@@ -81,6 +80,7 @@ from iotsec.errors import (
     BrokerReloadError,
     BrokerValidationError,
 )
+from iotsec.filesystem import publish_directory
 from iotsec.pki import x509 as enc
 from iotsec.store import models as m
 from iotsec.store.db import reading
@@ -210,7 +210,7 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
                                         hint="install mosquitto or put it on PATH")
         seconds["validate"] = round(time.monotonic() - t1, 3)
         final = layout.generation(built.number)
-        os.rename(built.path, final)
+        publish_directory(built.path, final)
     except BaseException:
         shutil.rmtree(built.path, ignore_errors=True)
         raise
@@ -255,11 +255,8 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
                                    detail={"reason": "blocked" if device_id in built.blocked
                                            else "certificate revoked"}))
     # The manifest is rewritten in place: the broker never reads it.
-    manifest_path = layout.generation(built.number) / "manifest.json"
-    tmp = manifest_path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(built.manifest, indent=1), encoding="utf-8")
-    owner.share(tmp, 0o640)
-    os.replace(tmp, manifest_path)
+    replace_shared(layout.generation(built.number) / "manifest.json",
+                   json.dumps(built.manifest, indent=1).encode("utf-8"), owner)
     prune(layout, {built.number, prev_gen or 0})
     changed = any(previous.get(k) != built.manifest[k]
                   for k in ("acl_sha256", "crl_sha256", "server_sha256"))
@@ -297,10 +294,7 @@ def render(rt: Runtime, directory: Path, options: BrokerOptions, *,
         write_json_private(layout.private / "settings.json", asdict(options))
         conf = MosquittoAdapter(layout, listener, user=owner.user).render_config(
             PkiFiles(PurePosixPath(layout.current)))
-        tmp = layout.root / ".mosquitto.conf.tmp"
-        tmp.unlink(missing_ok=True)
-        write(tmp, conf.encode("utf-8"), owner)
-        os.replace(tmp, layout.conf)
+        replace_shared(layout.conf, conf.encode("utf-8"), owner)
         try:
             return _sync_locked(rt, layout, options, owner, None, dry_run=dry_run)
         except BaseException as exc:

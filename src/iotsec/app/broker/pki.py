@@ -23,7 +23,6 @@ with their replacement (see :mod:`iotsec.app.broker.infrastructure`).
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,6 +42,7 @@ from iotsec.app.pki.server_tls import server_names
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import PROBE_USER
 from iotsec.errors import BrokerConfigError
+from iotsec.filesystem import write_private_file
 from iotsec.pki import x509 as enc
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.issue import issue_device, issue_server
@@ -127,11 +127,7 @@ def server_certificate(rt: Runtime, previous: Path | None, names: ServerNames, b
 
 
 def _write_secret(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_private_file(path, data, overwrite=True)
 
 
 def client_certificate(rt: Runtime, private: Path, name: str, *, revoked: bool) -> bool:

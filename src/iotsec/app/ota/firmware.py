@@ -25,7 +25,7 @@ from iotsec.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from iotsec.filesystem import write_private_file
+from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_stream, create_new, write_private_file
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.image_keys import (
     MAX_KEY_FILE,
@@ -72,9 +72,7 @@ def _refuse_existing(*paths: Path | None) -> None:
 
 def _write_public(path: Path, key: TrustedKey) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(public_pem(key.public_key))
+    create_new(path, public_pem(key.public_key), mode=0o644)
 
 
 def generate_key(path: Path, key_type: FirmwareKeyType, passphrase: bytes, *,
@@ -180,17 +178,8 @@ def sign_file(source: Path, target: Path, signer: ImageSigner,
         if target.is_dir():
             raise InvalidInputError(f"{target} is a directory", hint="give a file name")
         size = os.fstat(src.fileno()).st_size
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with tmp.open("wb") as dst:
-                result = sign_stream(src, size, dst, signer, options)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_stream(target, mode=0o644, dir_mode=DEFAULT_DIR_MODE) as dst:
+            result = sign_stream(src, size, dst, signer, options)
     return result
 
 

@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -58,6 +57,7 @@ from iotsec.errors import (
     TufMetadataError,
     TufThresholdError,
 )
+from iotsec.filesystem import staged_file
 from iotsec.firmware import tufmeta as t
 from iotsec.firmware.image_keys import TrustedKey, public_pem
 from iotsec.firmware.verify import verify_image
@@ -203,25 +203,20 @@ def firmware_keys(rt: Runtime) -> list[TrustedKey]:
     return [TrustedKey.from_bytes(pem.encode()) for pem in Repo(rt).config().firmware_keys]
 
 
-def _copy_hashed(src: BinaryIO, size: int, repo: Repo) -> tuple[Path, str]:
-    staging = repo.targets / f".incoming.{os.getpid()}.{secrets.token_hex(4)}"
-    staging.parent.mkdir(parents=True, exist_ok=True)
+def _copy_hashed(src: BinaryIO, size: int, out: BinaryIO) -> str:
+    """Copy exactly ``size`` bytes of ``src`` to ``out``; their SHA-256 in hex."""
     digest = hashlib.sha256()
     copied = 0
-    with staging.open("wb") as out:
-        while chunk := src.read(_CHUNK):
-            copied += len(chunk)
-            if copied > size:
-                break
-            digest.update(chunk)
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
+    while chunk := src.read(_CHUNK):
+        copied += len(chunk)
+        if copied > size:
+            break
+        digest.update(chunk)
+        out.write(chunk)
     if copied != size:
-        staging.unlink()
         raise ConflictError("the image changed while it was being published",
                             hint="publish it again")
-    return staging, digest.hexdigest()
+    return digest.hexdigest()
 
 
 def publish_image(rt: Runtime, path: Path, *, product: str, channel: str,
@@ -260,15 +255,19 @@ def publish_image(rt: Runtime, path: Path, *, product: str, channel: str,
                             published_at=ts(rt.now()))
         _check_channel(base, release, force)
         src.seek(0)
-        incoming, sha256 = _copy_hashed(src, size, repo)
-        existing = base.targets.get(release.target) if base is not None else None
-        if existing is not None and existing.hashes.get("sha256") != sha256:
-            incoming.unlink()
-            raise ConflictError(f"{product} {verified.version} is already published with "
-                                "other content", hint="give every build its own version")
-        final = repo.target_file(release.target, sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(incoming, final)
+        repo.targets.mkdir(parents=True, exist_ok=True)
+        # Streamed into a staged file that becomes the target only once it is known to be
+        # complete and new; any refusal below discards it.
+        with staged_file(repo.targets / "incoming", mode=0o644) as incoming:
+            sha256 = _copy_hashed(src, size, incoming.file)
+            existing = base.targets.get(release.target) if base is not None else None
+            if existing is not None and existing.hashes.get("sha256") != sha256:
+                raise ConflictError(f"{product} {verified.version} is already published "
+                                    "with other content",
+                                    hint="give every build its own version")
+            final = repo.target_file(release.target, sha256)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            incoming.replace(final)
         image: TargetFile = t.release_target(release, size, sha256)
         pointer, pointer_bytes = t.pointer_target(release)
         repo.write(repo.target_file(pointer.path, pointer.hashes["sha256"]), pointer_bytes)

@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,7 +21,7 @@ from iotsec.errors import (
     InvalidInputError,
     OtaRepositoryError,
 )
-from iotsec.filesystem import write_private_file
+from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 from iotsec.firmware import tufmeta as t
 
 
@@ -90,13 +89,7 @@ class Repo:
 
     @staticmethod
     def write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, data, mode=0o644, dir_mode=DEFAULT_DIR_MODE)
 
     def read(self, name: str, role: str) -> Metadata[Any] | None:
         path = self.metadata / name

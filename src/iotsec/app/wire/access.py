@@ -1,0 +1,123 @@
+"""Wire models of access control: decisions, roles, group and device bindings, the policy
+document, API tokens and security events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from iotsec.access.engine import Decision
+from iotsec.app.access.api_tokens import TokenInfo
+from iotsec.app.access.policy import ApplyResult
+from iotsec.app.access.roles import RoleInfo
+from iotsec.app.events import Event
+from iotsec.app.wire.base import Wire
+
+
+def decision_fields(d: Decision) -> dict[str, Any]:
+    """The fields of :class:`DecisionOut`, as a plain dict: the decision fast path writes
+    them without building a model, on the hottest path of the API."""
+    return {"allowed": d.allowed, "decision": "allow" if d.allowed else "deny",
+            "role": d.role, "rule_index": d.rule_index,
+            "rule": d.rule.as_text() if d.rule else None, "explanation": d.explanation}
+
+
+class DecisionOut(Wire):
+    """A policy decision and the rule that made it."""
+
+    allowed: bool
+    decision: str
+    role: str | None
+    rule_index: int | None
+    rule: str | None
+    explanation: str
+
+    @classmethod
+    def from_domain(cls, d: Decision) -> DecisionOut:
+        return cls(**decision_fields(d))
+
+
+class RuleOut(Wire):
+    """One rule of a role."""
+
+    effect: str
+    action: str
+    resource: str
+
+
+class RoleOut(Wire):
+    """A role, its rules, and who holds it (devices directly, groups by name)."""
+
+    name: str
+    description: str
+    rules: list[RuleOut]
+    devices: int
+    groups: list[str]
+
+    @classmethod
+    def from_domain(cls, info: RoleInfo) -> RoleOut:
+        return cls(name=info.role.name, description=info.role.description,
+                   rules=[RuleOut(effect=r.effect.value, action=r.action, resource=r.resource)
+                          for r in info.role.rules],
+                   devices=info.devices, groups=list(info.groups))
+
+
+class NamesOut(Wire):
+    """The roles now bound to a group or a device (``name``)."""
+
+    name: str
+    roles: list[str]
+
+
+class PolicyAppliedOut(Wire):
+    """What applying a policy document changed (or would, in a dry run)."""
+
+    created: list[str]
+    updated: list[str]
+    unchanged: list[str]
+    removed: list[str]
+    groups_changed: list[str]
+    dry_run: bool
+
+    @classmethod
+    def from_domain(cls, result: ApplyResult, *, dry_run: bool) -> PolicyAppliedOut:
+        return cls(created=result.created, updated=result.updated,
+                   unchanged=result.unchanged, removed=result.removed,
+                   groups_changed=result.groups_changed, dry_run=dry_run)
+
+
+class TokenOut(Wire):
+    """An API token; ``token`` (the secret) only when it was just created."""
+
+    id: str
+    name: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked: bool
+    token: str | None = None
+
+    @classmethod
+    def from_domain(cls, t: TokenInfo, token: str | None = None) -> TokenOut:
+        return cls(id=t.id, name=t.name, scope=t.scope.value, created_at=t.created_at,
+                   expires_at=t.expires_at, last_used_at=t.last_used_at, revoked=t.revoked,
+                   token=token)
+
+
+class EventOut(Wire):
+    """A security event."""
+
+    id: int | None
+    at: datetime
+    kind: str
+    outcome: str
+    actor: str | None
+    source: str | None
+    subject: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_domain(cls, e: Event) -> EventOut:
+        return cls(id=e.id, at=e.at, kind=e.kind, outcome=e.outcome, actor=e.actor,
+                   source=e.source, subject=e.subject, detail=dict(e.detail or {}))
