@@ -249,28 +249,17 @@ def replace_symlink(link: Path, target: str) -> None:
 def private_output(path: Path) -> Iterator[BinaryIO]:
     """A private file written as a stream (for outputs too large to hold in memory): the
     caller writes to the yielded file, which is staged under a unique name (mode 0600) and
-    linked into place only when the block ends without an error; an existing ``path`` is
-    never replaced (:class:`~iotsec.errors.ConflictError`), and a failed write leaves
-    nothing behind."""
+    published only when the block ends without an error; an existing ``path`` is never
+    replaced (:class:`~iotsec.errors.ConflictError`), and a failed write leaves nothing
+    behind."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    taken = ConflictError(f"{path} already exists", hint="remove it or choose another path")
     if path.exists():
-        raise ConflictError(f"{path} already exists", hint="remove it or choose another path")
-    staged = staged_name(path, "new")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                 PRIVATE_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(staged, path)
-        except FileExistsError:
-            raise ConflictError(f"{path} already exists",
-                                hint="remove it or choose another path") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            staged.unlink()
+        raise taken
+    with staged_file(path, suffix="new") as staged:
+        yield staged.file
+        if not staged.publish(path):
+            raise taken
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
