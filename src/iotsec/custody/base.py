@@ -14,16 +14,19 @@ Every signature made with a key in custody is told to ``on_use`` (the audit trai
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
+from iotsec.errors import KeyCustodyError
 from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePublicKey, ImageSigner
 from iotsec.pki.keys import KeyType, Signer
 from iotsec.protect.kek import KeyWrapper
 
 __all__ = [
+    "LABEL",
     "SIGN",
     "SIGN_IMAGE",
     "UNWRAP",
@@ -31,7 +34,20 @@ __all__ = [
     "CustodyImageSigner",
     "CustodySigner",
     "KeyStore",
+    "check_label",
 ]
+
+#: A key label: one rule for every store, so that a home can move between custodies.
+LABEL: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def check_label(label: str) -> str:
+    """``label`` if it is a valid key label; :class:`~iotsec.errors.KeyCustodyError` if not."""
+    if not isinstance(label, str) or not LABEL.fullmatch(label):
+        raise KeyCustodyError(f"invalid key label {label!r}",
+                              hint="labels are lower-case letters, digits, '.', '_' and '-'")
+    return label
+
 
 #: The operation ``on_use`` is told of for a certificate or CRL signature.
 SIGN = "sign"

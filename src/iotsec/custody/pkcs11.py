@@ -33,14 +33,13 @@ from pkcs11 import Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
-from iotsec.custody.base import CustodyImageSigner
+from iotsec.custody.base import CustodyImageSigner, check_label
 from iotsec.custody.pkcs11_token import (
     OID_P256,
     OID_P384,
     PRIVATE_TEMPLATE,
     RETIRED_PREFIX,
     Pkcs11Token,
-    check_label,
     ec_point,
     translate,
 )
