@@ -31,6 +31,7 @@ __all__ = [
     "SIGN_IMAGE",
     "UNWRAP",
     "AuditedKek",
+    "AuditedStore",
     "CustodyImageSigner",
     "CustodySigner",
     "KeyStore",
@@ -76,6 +77,19 @@ class KeyStore(Protocol):
         """The firmware signing key ``label``; a CA key or a missing label is refused."""
         ...
 
+
+
+class AuditedStore:
+    """What a key store shares with the audit trail: ``on_use(label, operation)``, told of
+    every signature its signers make. Signers are given :meth:`_notify`, which reads
+    ``on_use`` at each signature, so a hook set after the store was opened (the runtime
+    does) still hears of every one."""
+
+    on_use: Callable[[str, str], None] | None
+
+    def _notify(self, label: str, operation: str) -> None:
+        if self.on_use is not None:
+            self.on_use(label, operation)
 
 class CustodyImageSigner:
     """An :class:`~iotsec.firmware.image_keys.ImageSigner` handed out by a key store: it signs

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from iotsec.custody.base import LABEL, CustodyImageSigner, CustodySigner, check_label
+from iotsec.custody.base import LABEL, AuditedStore, CustodyImageSigner, CustodySigner, check_label
 from iotsec.errors import (
     ConflictError,
     EncryptedKeyError,
@@ -36,7 +36,7 @@ from iotsec.pki.pkcs8 import decrypt_private_key, encrypt_private_key
 MAX_KEY_FILE = 64 * 1024
 
 
-class FileKeyStore:
+class FileKeyStore(AuditedStore):
     """Keys as encrypted PKCS#8 files: ``<label>.key.pem`` (CA) and
     ``<label>.image-key.pem`` (firmware). ``on_use(label, operation)`` is told of every
     signature: ``"sign"`` (certificates, CRLs) and ``"sign-image"`` (firmware images)."""
@@ -115,10 +115,6 @@ class FileKeyStore:
         signer = CustodySigner(label, LocalSigner(key), self._notify)
         self._cache[label] = signer
         return signer
-
-    def _notify(self, label: str, operation: str) -> None:
-        if self.on_use is not None:
-            self.on_use(label, operation)
 
     def generate_image_key(self, label: str, key_type: FirmwareKeyType) -> CustodyImageSigner:
         self._refuse_taken(label)
