@@ -63,7 +63,7 @@ def element(data: bytes, pos: int, end: int, *, minimal: bool,
             raise error("non-minimal DER length")
         pos += count
     if size > end - pos:
-        raise error("a DER element runs past its container")
+        raise error("a DER element runs past the end of its container")
     return tag, pos, pos + size
 
 
