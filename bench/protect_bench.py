@@ -52,9 +52,10 @@ from common import (
     verdict,
 )
 from iotsec.protect.atrest import decrypt_stream, encrypt_stream
+from iotsec.protect.cose import SEQ_LABEL
 from iotsec.protect.kek import FileKek
 from iotsec.protect.pairing import Algorithm, SigningKey, establish, new_salt
-from iotsec.protect.payload import SEQ_LABEL, Keyring, open, seal
+from iotsec.protect.payload import Keyring, open, seal
 from iotsec.protect.replay import ReplayWindow
 
 MESSAGE_GOAL = 50_000.0

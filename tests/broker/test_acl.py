@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Identity, Role, Rule, default_device_role
-from iotsec.broker.acl import FleetDevice, compile_acl, intersect
+from iotsec.broker.acl import FleetDevice, compile_acl
+from iotsec.broker.acl_grants import intersect
 from iotsec.broker.mosquitto import check_acl
 from tests.broker.mosquitto_model import MosquittoAcl
 

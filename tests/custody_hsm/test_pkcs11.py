@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, ObjectClass
 
+from iotsec.custody.base import check_label
 from iotsec.custody.pkcs11 import Pkcs11KeyStore
 from iotsec.custody.pkcs11_kek import Pkcs11KekStore
-from iotsec.custody.pkcs11_token import Pkcs11Token, check_label, connect
+from iotsec.custody.pkcs11_token import Pkcs11Token, connect
 from iotsec.errors import (
     ConflictError,
     DataKeyUnwrapError,

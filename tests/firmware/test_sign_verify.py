@@ -28,9 +28,10 @@ from iotsec.firmware import (
     sign_stream,
     verify_image,
 )
-from iotsec.firmware.image import BOOT_MAGIC, ImageFlag, ImageHeader, TlvType, trailer_size
+from iotsec.firmware.image import ImageFlag, ImageHeader, TlvType
 from iotsec.firmware.image_keys import FirmwareKeyType, LocalImageSigner
 from iotsec.firmware.sign import auto_security_counter
+from iotsec.firmware.trailer import BOOT_MAGIC, trailer_size
 from tests.firmware.support import CountingStream, PlainStream
 
 FIRMWARE = bytes(range(256)) * 40 + b"tail"

@@ -14,16 +14,10 @@ from hypothesis import strategies as st
 from iotsec.errors import IotsecError, PayloadError
 from iotsec.protect import cbor
 from iotsec.protect.atrest import StreamHeader, decrypt_stream, encrypt_stream
+from iotsec.protect.cose import SEQ_LABEL, parse_canonical, parse_generic
 from iotsec.protect.kek import FileKek
 from iotsec.protect.pairing import SigningKey
-from iotsec.protect.payload import (
-    SEQ_LABEL,
-    Keyring,
-    _parse_canonical,
-    open,
-    parse_generic,
-    seal,
-)
+from iotsec.protect.payload import Keyring, open, seal
 from iotsec.protect.replay import ReplayWindow
 from tests.protect.support import DEVICE, make_pair
 
@@ -126,19 +120,19 @@ def test_stream_header_mutations(changes: list[tuple[int, int, int]]) -> None:
 
 
 def _agree(data: bytes) -> None:
-    fast = _parse_canonical(data)
+    fast = parse_canonical(data)
     if fast is not None:
         assert fast == parse_generic(data)
 
 
 def test_canonical_fast_path_is_taken_for_what_seal_writes() -> None:
     for message in MESSAGES:
-        assert _parse_canonical(message) == parse_generic(message)
+        assert parse_canonical(message) == parse_generic(message)
     # A layout seal() does not write (kid in the unprotected bucket) goes the general way.
     p = parse_generic(MESSAGES[0])
     moved = cbor.dumps(cbor.Tag(16, [cbor.dumps({1: p.alg, SEQ_LABEL: p.seq}),
                                      {5: p.iv, 4: p.kid}, p.body]))
-    assert _parse_canonical(moved) is None and parse_generic(moved).kid == p.kid
+    assert parse_canonical(moved) is None and parse_generic(moved).kid == p.kid
 
 
 @given(st.sampled_from(MESSAGES), edits)

@@ -31,8 +31,9 @@ from pycose.messages import CoseMessage, Enc0Message, Sign1Message
 from pycose.messages.context import CoseKDFContext, PartyInfo, SuppPubInfo
 from pycose.messages.cosemessage import CM
 
+from iotsec.protect.cose import SEQ_LABEL
 from iotsec.protect.pairing import Algorithm, PairContext, SigningKey, public_bytes
-from iotsec.protect.payload import SEQ_LABEL, Keyring, open, seal
+from iotsec.protect.payload import Keyring, open, seal
 from iotsec.protect.replay import ReplayWindow
 from tests.protect.support import APP, DEVICE, Pair, make_pair
 

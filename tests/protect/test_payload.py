@@ -17,11 +17,11 @@ from iotsec.errors import (
     PayloadUnknownKeyError,
 )
 from iotsec.protect import cbor
+from iotsec.protect.cose import SEQ_LABEL
 from iotsec.protect.pairing import Algorithm, SigningKey, establish, new_salt
 from iotsec.protect.payload import (
     MAX_MESSAGE,
     MAX_PAYLOAD,
-    SEQ_LABEL,
     Keyring,
     Sender,
     open,

@@ -96,18 +96,9 @@ class TopicFilter:
 
 
 def match_levels(filter_levels: tuple[str, ...], names: tuple[str, ...]) -> bool:
-    """The MQTT matching rule over pre-split levels (the hot path of the engine)."""
-    if names and names[0].startswith("$") and filter_levels[0] in ("+", "#"):
-        return False
-    n = len(names)
-    for i, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if i >= n:
-            return False
-        if level != "+" and level != names[i]:
-            return False
-    return len(filter_levels) == n
+    """The MQTT matching rule over pre-split levels: a topic name is one filter that has no
+    wildcard, and a filter matches it exactly when it covers it."""
+    return covers_levels(filter_levels, names)
 
 
 # A level is '+', '#', a literal, or (for a policy variable already resolved for one

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from iotsec.pki.der import element
+
 __all__ = ["MAX_DER", "CertKeyFacts", "KeyFacts", "KeyReadError", "certificate_facts",
            "oid_text", "spki_facts"]
 
@@ -94,25 +96,9 @@ WEAK_SIGNATURES = frozenset({"md5WithRSAEncryption", "sha1WithRSAEncryption",
 
 
 def _header(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """(tag, start of content, end of content) of the DER element at ``pos``."""
-    if pos + 2 > end:
-        raise KeyReadError("truncated DER element")
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
-        raise KeyReadError("multi-byte DER tags are not expected here")
-    first = data[pos + 1]
-    pos += 2
-    if first < 0x80:
-        size = first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 4 or pos + count > end:
-            raise KeyReadError("invalid DER length")
-        size = int.from_bytes(data[pos:pos + count], "big")
-        pos += count
-    if pos + size > end:
-        raise KeyReadError("DER element runs past its container")
-    return tag, pos, pos + size
+    """(tag, start of content, end of content) of the DER element at ``pos``. Lengths need
+    not be minimal: the audit classifies what devices present, it does not judge encoding."""
+    return element(data, pos, end, minimal=False, error=KeyReadError)
 
 
 def _expect(data: bytes, pos: int, end: int, tag: int) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 """What a real MQTT broker enforces, rendered from iotsec's policy and PKI (pure).
 
-- :mod:`iotsec.broker.acl` compiles the access-control policy into Mosquitto's ``acl_file``;
+- :mod:`iotsec.broker.acl` compiles the access-control policy into Mosquitto's ``acl_file``,
+  from what each role set grants at the broker (:mod:`iotsec.broker.acl_grants`);
 - :mod:`iotsec.broker.mosquitto` renders ``mosquitto.conf`` and the password line, and
   checks a rendered ACL the way Mosquitto's loader reads it;
 - :mod:`iotsec.broker.logs` parses the broker's log into security events;

@@ -37,12 +37,13 @@ What Mosquitto 2.0.11's ``acl_file`` does, measured against the real broker (see
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from iotsec.access.engine import CompiledPolicy
-from iotsec.access.policy import Effect, Identity, Role, Rule, check_identity_value
-from iotsec.access.topics import overlaps_levels
+from iotsec.access.policy import Effect, Identity, Role, check_identity_value
+from iotsec.broker.acl_grants import Grants, Template, Var, grants, intersect, overlap_warnings
 
 #: Longest ACL line written (Mosquitto reads lines into a 1024-byte buffer).
 MAX_LINE_BYTES = 1000
@@ -56,17 +57,6 @@ LARGE_USER_BLOCKS = 10_000
 ADMIN_USER = "_iotsec_admin"
 PROBE_USER = "_iotsec_probe"
 INTERNAL_USERS = (ADMIN_USER, PROBE_USER)
-
-
-@dataclass(frozen=True, slots=True)
-class Var:
-    """A whole-level policy variable in a rule template."""
-
-    name: str
-
-
-Level = str | Var
-Template = tuple[Level, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,108 +82,6 @@ class CompiledAcl:
     #: Devices refused everything (disabled, retired, or matched by a ``deny connect`` rule).
     blocked: tuple[str, ...]
     warnings: tuple[str, ...]
-
-
-@dataclass(slots=True)
-class _Grants:
-    """One role set's rules as broker access: templates, or receive x subscribe pairs whose
-    intersection depends on the device (a variable against a literal)."""
-
-    write: list[Template] = field(default_factory=list)
-    read: list[Template] = field(default_factory=list)
-    read_pairs: list[tuple[Template, Template]] = field(default_factory=list)
-    deny: list[Template] = field(default_factory=list)
-    deny_actions: list[str] = field(default_factory=list)
-
-
-def _template(rule: Rule) -> Template:
-    out: list[Level] = []
-    for i, level in enumerate(rule.levels):
-        if i in rule.variables:
-            name = level[2:-1]
-            # The broker's username is the certificate CN, which iotsec sets to the device id.
-            out.append(Var("device.id" if name == "cert.cn" else name))
-        else:
-            out.append(level)
-    return tuple(out)
-
-
-class _NeedsDevice(Exception):
-    """Two template levels whose intersection depends on the device's values."""
-
-
-def _intersect_level(x: Level, y: Level) -> Level | None:
-    if x == "+":
-        return y
-    if y == "+":
-        return x
-    if isinstance(x, Var) or isinstance(y, Var):
-        if x == y:
-            return x
-        raise _NeedsDevice
-    return x if x == y else None
-
-
-def intersect(a: Sequence[Level], b: Sequence[Level]) -> tuple[Level, ...] | None:
-    """The filter matching exactly the topics both filters match, or ``None`` if none.
-
-    Raises :class:`_NeedsDevice` when the answer depends on a variable's value."""
-    out: list[Level] = []
-    for i in range(max(len(a), len(b))):
-        x = a[i] if i < len(a) else None
-        y = b[i] if i < len(b) else None
-        if x == "#":
-            result = tuple(out) + tuple(b[i:])
-            break
-        if y == "#":
-            result = tuple(out) + tuple(a[i:])
-            break
-        if x is None or y is None:
-            return None
-        level = _intersect_level(x, y)
-        if level is None:
-            return None
-        out.append(level)
-    else:
-        result = tuple(out)
-    if not result:
-        return None
-    # A filter whose first level is a wildcard does not match '$' topics.
-    first = result[0]
-    if isinstance(first, str) and first.startswith("$") and (
-            a[0] in ("+", "#") or b[0] in ("+", "#")):
-        return None
-    return result
-
-
-def _grants(rules: Iterable[Rule]) -> _Grants:
-    g = _Grants()
-    receive: list[Template] = []
-    subscribe: list[Template] = []
-    for rule in rules:
-        if rule.action not in ("publish", "receive", "subscribe"):
-            continue  # connect is handled per device; API actions are not the broker's
-        t = _template(rule)
-        if rule.effect is Effect.DENY:
-            if t not in g.deny:
-                g.deny.append(t)
-                g.deny_actions.append(rule.action)
-        elif rule.action == "publish":
-            g.write.append(t)
-        elif rule.action == "receive":
-            receive.append(t)
-        else:
-            subscribe.append(t)
-    for r in receive:
-        for s in subscribe:
-            try:
-                both = intersect(r, s)
-            except _NeedsDevice:
-                g.read_pairs.append((r, s))
-                continue
-            if both is not None and both not in g.read:
-                g.read.append(both)
-    return g
 
 
 def _pattern_text(t: Template) -> str | None:
@@ -248,10 +136,7 @@ def _expand(t: Template, device: FleetDevice, *, deny: bool) -> list[tuple[str, 
             choices.append(values)
         else:
             choices.append((level,))
-    total = 1
-    for c in choices:
-        total *= len(c)
-    if total > MAX_EXPANSION:
+    if math.prod(map(len, choices)) > MAX_EXPANSION:
         if not deny:
             return []
         choices = [c if len(c) == 1 else ("+",) for c in choices]
@@ -301,22 +186,6 @@ def _merge(read: Iterable[str], write: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _overlap_warnings(g: _Grants) -> list[str]:
-    """Deny rules that, as all-access deny lines, also block an access they do not name."""
-    def plain(t: Template) -> tuple[str, ...]:
-        return tuple("+" if isinstance(level, Var) else level for level in t)
-
-    out = []
-    for t, action in zip(g.deny, g.deny_actions, strict=True):
-        other = g.read if action == "publish" else g.write
-        kind = "receiving" if action == "publish" else "publishing"
-        if any(overlaps_levels(plain(t), plain(o)) for o in other):
-            shown = "/".join(f"${{{x.name}}}" if isinstance(x, Var) else x for x in t)
-            out.append(f"deny {action} {shown} also blocks {kind} on it at the broker "
-                       "(Mosquitto's deny lines deny every access)")
-    return out
-
-
 def _connect_denied(policy: CompiledPolicy, device: FleetDevice) -> bool:
     identity = Identity(device_id=device.id, groups=device.groups,
                         attributes=device.attributes, cert_cn=device.id)
@@ -361,8 +230,8 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
                 break
             common.intersection_update(held)
         universal = [r for r in role_sets[0] if r in common and r in by_name]
-    base = _grants(r for name in universal for r in by_name[name].rules)
-    w.warnings.extend(_overlap_warnings(base))
+    base = grants(r for name in universal for r in by_name[name].rules)
+    w.warnings.extend(overlap_warnings(base))
 
     pattern_read = [p for p in (_pattern_text(t) for t in base.read) if p is not None]
     pattern_write = [p for p in (_pattern_text(t) for t in base.write) if p is not None]
@@ -398,7 +267,7 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
         w.lines += [f"topic deny {root}/#" for root in dollar_roots]
         blocks += 1
 
-    cache: dict[tuple[str, ...], _Grants] = {}
+    cache: dict[tuple[str, ...], Grants] = {}
     universal_set = set(universal)
     for d in enabled:
         if not d.serials:
@@ -408,11 +277,11 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
             continue
         g = cache.get(held)
         if g is None:
-            g = _grants(r for name in held for r in by_name[name].rules)
+            g = grants(r for name in held for r in by_name[name].rules)
             cache[held] = g
             if any(r not in universal_set for r in held):
                 w.warnings.extend(f"roles {', '.join(held)}: {m}"
-                                  for m in _overlap_warnings(g))
+                                  for m in overlap_warnings(g))
         denies: dict[tuple[str, ...], None] = {}
         for t in g.deny:
             for levels in _expand(t, d, deny=True):

@@ -36,6 +36,7 @@ import base64
 import binascii
 import itertools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -264,10 +265,7 @@ def _expand(rule: Rule, identity: Identity, values: Mapping[str, tuple[str, ...]
             choices.append(options)
         else:
             choices.append((level,))
-    count = 1
-    for c in choices:
-        count *= len(c)
-    if count > MAX_EXPANSION:
+    if math.prod(map(len, choices)) > MAX_EXPANSION:
         return None
     topics = tuple("/".join(combo) for combo in itertools.product(*choices))
     # EMQX reads "${...}" in an ACL topic as a placeholder and "eq " as a prefix.

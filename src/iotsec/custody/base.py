@@ -14,24 +14,41 @@ Every signature made with a key in custody is told to ``on_use`` (the audit trai
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
+from iotsec.errors import KeyCustodyError
 from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePublicKey, ImageSigner
 from iotsec.pki.keys import KeyType, Signer
 from iotsec.protect.kek import KeyWrapper
 
 __all__ = [
+    "LABEL",
     "SIGN",
     "SIGN_IMAGE",
     "UNWRAP",
     "AuditedKek",
+    "AuditedStore",
     "CustodyImageSigner",
     "CustodySigner",
     "KeyStore",
+    "check_label",
 ]
+
+#: A key label: one rule for every store, so that a home can move between custodies.
+LABEL: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def check_label(label: str) -> str:
+    """``label`` if it is a valid key label; :class:`~iotsec.errors.KeyCustodyError` if not."""
+    if not isinstance(label, str) or not LABEL.fullmatch(label):
+        raise KeyCustodyError(f"invalid key label {label!r}",
+                              hint="labels are lower-case letters, digits, '.', '_' and '-'")
+    return label
+
 
 #: The operation ``on_use`` is told of for a certificate or CRL signature.
 SIGN = "sign"
@@ -60,6 +77,19 @@ class KeyStore(Protocol):
         """The firmware signing key ``label``; a CA key or a missing label is refused."""
         ...
 
+
+
+class AuditedStore:
+    """What a key store shares with the audit trail: ``on_use(label, operation)``, told of
+    every signature its signers make. Signers are given :meth:`_notify`, which reads
+    ``on_use`` at each signature, so a hook set after the store was opened (the runtime
+    does) still hears of every one."""
+
+    on_use: Callable[[str, str], None] | None
+
+    def _notify(self, label: str, operation: str) -> None:
+        if self.on_use is not None:
+            self.on_use(label, operation)
 
 class CustodyImageSigner:
     """An :class:`~iotsec.firmware.image_keys.ImageSigner` handed out by a key store: it signs

@@ -174,25 +174,39 @@ class FileKekStore:
                                   hint="restore it from backup")
         return key_id
 
-    def active(self) -> FileKek:
-        """The KEK new data is wrapped under."""
+    def required_active_id(self) -> str:
+        """The id of the KEK new data is wrapped under; :class:`NotFoundError` if none is
+        active yet."""
         key_id = self.active_id()
         if key_id is None:
             raise NotFoundError(f"no active key-encryption key in {self.directory}",
                                 hint="one is created with the first encrypted file or record")
-        return self.kek(key_id)
+        return key_id
+
+    def active(self) -> FileKek:
+        """The KEK new data is wrapped under."""
+        return self.kek(self.required_active_id())
+
+    def write_active(self, key_id: str) -> None:
+        """Point the ``active`` file at ``key_id`` (whichever custody holds that KEK)."""
+        write_private_file(self.directory / ACTIVE_FILE, f"{key_id}\n".encode("ascii"),
+                           overwrite=True)
+
+    def publish_active(self, key_id: str) -> bool:
+        """Point the ``active`` file at ``key_id`` unless there is one (``False`` then: another
+        process activated its KEK first)."""
+        return _publish(self.directory / ACTIVE_FILE, f"{key_id}\n".encode("ascii"))
 
     def activate(self, key_id: str) -> None:
         """Make ``key_id`` the KEK for new data (it must unlock)."""
         self.kek(key_id)
-        write_private_file(self.directory / ACTIVE_FILE, f"{key_id}\n".encode("ascii"),
-                           overwrite=True)
+        self.write_active(key_id)
 
     def active_or_create(self) -> FileKek:
         """The active KEK, creating and activating the first one if there is none."""
         if self.active_id() is None:
             kek = self.generate()
-            if _publish(self.directory / ACTIVE_FILE, f"{kek.key_id}\n".encode("ascii")):
+            if self.publish_active(kek.key_id):
                 return kek
             # Another process activated its own first: use that one, so all new data is
             # wrapped under one KEK. Ours stays as an unused file.

@@ -12,13 +12,12 @@ they are never written in clear, never logged and never put in an exception mess
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from iotsec.custody.base import CustodyImageSigner, CustodySigner
+from iotsec.custody.base import LABEL, AuditedStore, CustodyImageSigner, CustodySigner, check_label
 from iotsec.errors import (
     ConflictError,
     EncryptedKeyError,
@@ -33,19 +32,11 @@ from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePrivateKey, Loca
 from iotsec.pki.keys import KeyType, LocalSigner, Signer
 from iotsec.pki.pkcs8 import decrypt_private_key, encrypt_private_key
 
-_LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: An encrypted PKCS#8 PEM of an RSA-4096 key is about 3.3 KiB; nothing legitimate is larger.
 MAX_KEY_FILE = 64 * 1024
 
 
-def _check_label(label: str) -> str:
-    if not _LABEL.fullmatch(label):
-        raise KeyCustodyError(f"invalid key label {label!r}",
-                              hint="labels are lower-case letters, digits, '.', '_' and '-'")
-    return label
-
-
-class FileKeyStore:
+class FileKeyStore(AuditedStore):
     """Keys as encrypted PKCS#8 files: ``<label>.key.pem`` (CA) and
     ``<label>.image-key.pem`` (firmware). ``on_use(label, operation)`` is told of every
     signature: ``"sign"`` (certificates, CRLs) and ``"sign-image"`` (firmware images)."""
@@ -65,10 +56,10 @@ class FileKeyStore:
         return f"FileKeyStore({str(self._dir)!r})"
 
     def _path(self, label: str) -> Path:
-        return self._dir / f"{_check_label(label)}.key.pem"
+        return self._dir / f"{check_label(label)}.key.pem"
 
     def _image_path(self, label: str) -> Path:
-        return self._dir / f"{_check_label(label)}.image-key.pem"
+        return self._dir / f"{check_label(label)}.image-key.pem"
 
     def exists(self, label: str) -> bool:
         return self._path(label).exists() or self._image_path(label).exists()
@@ -125,10 +116,6 @@ class FileKeyStore:
         self._cache[label] = signer
         return signer
 
-    def _notify(self, label: str, operation: str) -> None:
-        if self.on_use is not None:
-            self.on_use(label, operation)
-
     def generate_image_key(self, label: str, key_type: FirmwareKeyType) -> CustodyImageSigner:
         self._refuse_taken(label)
         key = key_type.generate()
@@ -164,7 +151,7 @@ class FileKeyStore:
         if not self._dir.is_dir():
             return []
         return sorted(p.name[:-len(suffix)] for p in self._dir.iterdir()
-                      if p.name.endswith(suffix) and _LABEL.fullmatch(p.name[:-len(suffix)]))
+                      if p.name.endswith(suffix) and LABEL.fullmatch(p.name[:-len(suffix)]))
 
     def private_key_path(self, label: str) -> Path:
         """Path of the encrypted key file (for a TLS server that loads it itself)."""

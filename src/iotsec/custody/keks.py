@@ -18,16 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
-from iotsec.custody.file_keks import ACTIVE_FILE, FileKekStore
+from iotsec.custody.file_keks import FileKekStore
 from iotsec.errors import (
     ConflictError,
     InvalidInputError,
-    KeyCustodyError,
     NotFoundError,
     RetiredKekError,
     UnknownKekError,
 )
-from iotsec.filesystem import publish_private_file, write_private_file
 from iotsec.protect.kek import KeyWrapper, check_kek_id
 
 if TYPE_CHECKING:
@@ -105,17 +103,13 @@ class KekCustody:
 
     def active(self) -> KeyWrapper:
         """The KEK new data is wrapped under."""
-        key_id = self.active_id()
-        if key_id is None:
-            raise NotFoundError(f"no active key-encryption key in {self.directory}",
-                                hint="one is created with the first encrypted file or record")
-        return self.kek(key_id)
+        return self.kek(self.files.required_active_id())
 
     def active_or_create(self) -> KeyWrapper:
         """The active KEK, creating and activating a first one (in the default backend)."""
         if self.active_id() is None:
             kek = self.generate(self.default_backend)
-            if _publish(self.directory / ACTIVE_FILE, f"{kek.key_id}\n".encode("ascii")):
+            if self.files.publish_active(kek.key_id):
                 return kek
             # Another process activated its own first: use that one.
         return self.active()
@@ -135,8 +129,7 @@ class KekCustody:
     def activate(self, key_id: str) -> None:
         """Make ``key_id`` the KEK for new data (it must be in custody and usable)."""
         self.kek(key_id)
-        write_private_file(self.directory / ACTIVE_FILE, f"{key_id}\n".encode("ascii"),
-                           overwrite=True)
+        self.files.write_active(key_id)
 
     def describe(self) -> list[KekInfo]:
         """Every KEK in custody, usable and retired (the token's only if one is configured)."""
@@ -198,10 +191,3 @@ class KekCustody:
         # The file store caches unlocked KEKs; start afresh so a retired one is gone here too.
         self.files = FileKekStore(self.directory, self._passphrase)
 
-
-def _publish(path: Path, data: bytes) -> bool:
-    """Create ``path`` privately and atomically unless it exists (``False`` if it did)."""
-    try:
-        return publish_private_file(path, data)
-    except OSError as exc:
-        raise KeyCustodyError(f"cannot write {path}: {exc.strerror}") from None

@@ -33,14 +33,13 @@ from pkcs11 import Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
-from iotsec.custody.base import CustodyImageSigner
+from iotsec.custody.base import AuditedStore, CustodyImageSigner, check_label
 from iotsec.custody.pkcs11_token import (
     OID_P256,
     OID_P384,
     PRIVATE_TEMPLATE,
     RETIRED_PREFIX,
     Pkcs11Token,
-    check_label,
     ec_point,
     translate,
 )
@@ -142,7 +141,7 @@ class Pkcs11Signer:
         return f"Pkcs11Signer({self.label!r}, {self._type.value}, token={self._token.label!r})"
 
 
-class Pkcs11KeyStore:
+class Pkcs11KeyStore(AuditedStore):
     """Signing keys in a token, by label (the :class:`~iotsec.custody.base.KeyStore`
     interface). ``on_use(label, operation)`` is called after each signature (for the audit
     trail)."""
@@ -218,10 +217,6 @@ class Pkcs11KeyStore:
         signer = Pkcs11Signer(self.token, label, key_type, public, self._notify)
         self._cache[label] = signer
         return signer
-
-    def _notify(self, label: str, operation: str) -> None:
-        if self.on_use is not None:
-            self.on_use(label, operation)
 
     def generate_image_key(self, label: str, key_type: FirmwareKeyType) -> CustodyImageSigner:
         """A firmware signing key generated inside the token (non-extractable)."""

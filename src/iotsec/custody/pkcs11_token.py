@@ -9,7 +9,6 @@ logged nor put in an exception message.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,15 +39,6 @@ RETIRED_PREFIX: Final = "retired-"
 OID_P256: Final = bytes.fromhex("06082a8648ce3d030107")
 OID_P384: Final = bytes.fromhex("06052b81040022")
 _MISSING_KEY: Final = (p11e.NoSuchKey, p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
-# The file key store's label rule, so a home can move between the two custodies.
-_LABEL: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-
-
-def check_label(label: str) -> str:
-    if not isinstance(label, str) or not _LABEL.fullmatch(label):
-        raise KeyCustodyError(f"invalid key label {label!r}",
-                              hint="labels are lower-case letters, digits, '.', '_' and '-'")
-    return label
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +274,6 @@ __all__ = [
     "RETIRED_PREFIX",
     "Pkcs11Config",
     "Pkcs11Token",
-    "check_label",
     "connect",
     "ec_point",
     "translate",

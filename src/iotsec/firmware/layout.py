@@ -17,12 +17,11 @@ from iotsec.firmware.image import (
     TLV_PROT_INFO_MAGIC,
     ImageHeader,
     Tlv,
-    TrailerInfo,
     parse_tlv_area,
     parse_tlv_info,
-    parse_trailer,
 )
 from iotsec.firmware.reader import BoundedReader, Hasher, Readable
+from iotsec.firmware.trailer import TrailerInfo, parse_trailer
 
 ImageSource = bytes | bytearray | memoryview | Readable
 #: How much of the slot end ``inspect`` reads to find the trailer (32-byte alignment,

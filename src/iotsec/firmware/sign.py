@@ -16,10 +16,7 @@ from typing import Literal
 
 from iotsec.errors import ImageLayoutError, ImageTruncatedError, InvalidInputError
 from iotsec.firmware.image import (
-    ALIGNMENTS,
-    DEFAULT_MAX_SECTORS,
     HEADER_STRUCT_SIZE,
-    MAX_ALIGNMENTS,
     MAX_BODY_SIZE,
     MAX_HEADER_SIZE,
     Dependency,
@@ -28,13 +25,18 @@ from iotsec.firmware.image import (
     ImageHeader,
     ImageVersion,
     TlvType,
-    boot_magic,
     encode_tlv_area,
     pack_u32,
-    trailer_size,
 )
 from iotsec.firmware.image_keys import ImageSigner, TrustedKey
 from iotsec.firmware.reader import CHUNK, BoundedReader, Hasher, Readable, Writable
+from iotsec.firmware.trailer import (
+    ALIGNMENTS,
+    DEFAULT_MAX_SECTORS,
+    MAX_ALIGNMENTS,
+    boot_magic,
+    trailer_size,
+)
 
 
 def auto_security_counter(version: ImageVersion) -> int:

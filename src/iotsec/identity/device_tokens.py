@@ -14,8 +14,9 @@ The order of the checks matters and is deliberate:
 3. the key is picked by ``kid`` among that device's keys; the token is then verified with
    the algorithm bound to that key and no other, so ``alg`` in the header can never choose
    the algorithm (no RS/HS or ES/HS confusion, no ``none``);
-4. the claims of the verified payload: ``iss == sub`` (the device), ``aud``, ``iat``,
-   ``exp`` (with a small leeway), ``nbf``, the lifetime, ``jti``;
+4. the claims of the verified payload (:mod:`iotsec.identity.token_claims`): ``iss == sub``
+   (the device), ``aud``, ``iat``, ``exp`` (with a small leeway), ``nbf``, the lifetime,
+   ``jti``;
 5. the replay check last, so that only a token that is otherwise valid uses up its ``jti``.
 
 Every failure raises a specific :class:`~iotsec.errors.TokenError` subclass. Signature
@@ -43,29 +44,23 @@ from joserfc.jws import JWSRegistry
 
 from iotsec.errors import (
     InputTooLargeError,
-    InvalidDeviceIdError,
     InvalidInputError,
     MalformedInputError,
     TokenAlgorithmError,
-    TokenAudienceError,
-    TokenClaimsError,
-    TokenExpiredError,
     TokenKeyExpiredError,
     TokenKeyRevokedError,
     TokenMalformedError,
-    TokenNotYetValidError,
     TokenReplayError,
     TokenSignatureError,
     TokenUnknownKeyError,
 )
-from iotsec.identity.registry import parse_device_id
+from iotsec.identity.token_claims import check_claims, claimed_device
 
 #: Longest token accepted, checked before anything is decoded. A device JWT is a few
 #: hundred bytes; 8 KiB leaves room for extra claims without inviting abuse.
 MAX_TOKEN_BYTES = 8 * 1024
-#: Longest ``kid`` (the store's column width) and ``jti`` (the replay cache's).
+#: Longest ``kid`` (the store's column width).
 MAX_KID = 64
-MAX_JTI = 128
 #: Largest public key file accepted (a PEM P-256 SubjectPublicKeyInfo is 178 bytes).
 MAX_PUBLIC_KEY_BYTES = 16 * 1024
 #: Shortest HS256 secret accepted (RFC 7518 section 3.2: at least the hash size).
@@ -296,19 +291,6 @@ def _parse(token: str) -> tuple[jws.CompactSignature, dict[str, Any], dict[str, 
     return obj, header, claims
 
 
-def _claimed_device(claims: Mapping[str, Any]) -> str:
-    """The device the token claims to come from (``sub``, else ``iss``), not yet verified."""
-    subject = claims.get("sub", claims.get("iss"))
-    if subject is None:
-        raise TokenClaimsError("the token has no 'sub' (the device id)")
-    if not isinstance(subject, str):
-        raise TokenClaimsError("the token's 'sub' is not a string")
-    try:
-        return parse_device_id(subject)
-    except InvalidDeviceIdError:
-        raise TokenClaimsError("the token's 'sub' is not a valid device id") from None
-
-
 def _pick_key(device_keys: Sequence[VerificationKey] | KeyLookup, device_id: str,
               kid: str) -> VerificationKey:
     candidates = device_keys(device_id, kid) if callable(device_keys) else device_keys
@@ -324,70 +306,6 @@ def _check_key_usable(key: VerificationKey, now: int) -> None:
     if key.not_after is not None and key.not_after <= now:
         raise TokenKeyExpiredError(f"key {key.kid} is no longer valid (expired or rotated "
                                    "out)")
-
-
-def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TokenClaimsError(f"the token's '{name}' is not a number of seconds")
-    number = float(value)
-    if not math.isfinite(number):
-        raise TokenClaimsError(f"the token's '{name}' is not a finite number")
-    return number
-
-
-def _required_date(claims: Mapping[str, Any], name: str) -> float:
-    value = _numeric_date(claims, name)
-    if value is None:
-        raise TokenClaimsError(f"the token has no '{name}'")
-    return value
-
-
-def _check_claims(claims: Mapping[str, Any], *, device_id: str, audience: str, now: int,
-                  max_lifetime: int, leeway: int) -> tuple[str, float, float]:
-    """Validate the verified claims; return (jti, iat, exp)."""
-    if claims.get("sub") != device_id:
-        raise TokenClaimsError("the token has no 'sub' (the device id)")
-    if "iss" not in claims:
-        raise TokenClaimsError("the token has no 'iss' (the device id)")
-    if claims["iss"] != device_id:
-        raise TokenClaimsError("the token's 'iss' is not its 'sub': a device token is issued "
-                               "by the device itself")
-    jti = claims.get("jti")
-    if jti is None:
-        raise TokenClaimsError("the token has no 'jti'")
-    if not isinstance(jti, str) or not 1 <= len(jti) <= MAX_JTI:
-        raise TokenClaimsError(f"the token's 'jti' must be a string of 1 to {MAX_JTI} "
-                               "characters")
-    issued = _required_date(claims, "iat")
-    expires = _required_date(claims, "exp")
-    not_before = _numeric_date(claims, "nbf")
-
-    aud = claims.get("aud")
-    if aud is None:
-        raise TokenAudienceError("the token names no audience ('aud')")
-    audiences = [aud] if isinstance(aud, str) else aud
-    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
-        raise TokenAudienceError("the token's 'aud' is not a string or a list of strings")
-    if audience not in audiences:
-        raise TokenAudienceError("the token is meant for another audience, not this "
-                                 "deployment")
-
-    if now >= expires + leeway:
-        raise TokenExpiredError(f"the token expired {int(now - expires)} s ago")
-    if issued > now + leeway:
-        raise TokenNotYetValidError(f"the token is issued {int(issued - now)} s in the future")
-    if not_before is not None and not_before > now + leeway:
-        raise TokenNotYetValidError(f"the token is not valid for another "
-                                    f"{int(not_before - now)} s")
-    if expires <= issued:
-        raise TokenClaimsError("the token's 'exp' is not after its 'iat'")
-    if expires - issued > max_lifetime:
-        raise TokenClaimsError(f"the token's lifetime ({int(expires - issued)} s) is longer "
-                               f"than the maximum of {max_lifetime} s")
-    return jti, issued, expires
 
 
 def verify_device_token(token: str, *, device_keys: Sequence[VerificationKey] | KeyLookup,
@@ -414,7 +332,7 @@ def verify_device_token(token: str, *, device_keys: Sequence[VerificationKey] | 
     if not isinstance(kid, str) or not 1 <= len(kid) <= MAX_KID:
         raise TokenUnknownKeyError("the token header names no key ('kid')")
 
-    device_id = _claimed_device(claims)
+    device_id = claimed_device(claims)
     key = _pick_key(device_keys, device_id, kid)
     _check_key_usable(key, now)
     if alg not in _ALG_NAMES[key.algorithm]:
@@ -428,8 +346,8 @@ def verify_device_token(token: str, *, device_keys: Sequence[VerificationKey] | 
     if not valid:
         raise TokenSignatureError(f"the token's signature does not verify with key {key.kid}")
 
-    jti, issued, expires = _check_claims(claims, device_id=device_id, audience=audience,
-                                         now=now, max_lifetime=max_lifetime, leeway=leeway)
+    jti, issued, expires = check_claims(claims, device_id=device_id, audience=audience,
+                                        now=now, max_lifetime=max_lifetime, leeway=leeway)
     if seen(device_id, jti, math.ceil(expires) + leeway):
         raise TokenReplayError("the token's jti has already been used")
     return VerifiedToken(device_id=device_id, kid=key.kid, jti=jti, issued_at=int(issued),

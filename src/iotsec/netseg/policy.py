@@ -27,7 +27,7 @@ The file (YAML, or JSON which is YAML too)::
 
 ``from`` is the side that opens the connection; replies are let through by connection
 tracking, so a rule never needs a mirror image. Every problem is collected (up to
-``MAX_PROBLEMS``) and raised together in one ``NetsegPolicyError``.
+:data:`~iotsec.netseg.problems.MAX_PROBLEMS`) and raised together in one ``NetsegPolicyError``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ import difflib
 import hashlib
 import ipaddress
 import re
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from iotsec.errors import NetsegPolicyError
 from iotsec.netseg.model import (
@@ -54,12 +53,10 @@ from iotsec.netseg.model import (
     Zone,
     intervals,
 )
+from iotsec.netseg.problems import POLICY_HINT, Problems
+from iotsec.netseg.schema import PolicyDoc, RuleDoc, ZoneDoc
 from iotsec.netseg.source import MAX_POLICY_BYTES, Source, load_yaml
 from iotsec.netseg.transport import TransportProblem, parse_transport
-
-MAX_PROBLEMS = 200
-MAX_ZONES = 10_000
-MAX_RULES = 100_000
 
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -67,93 +64,6 @@ _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}")
 _LOG_PREFIX = re.compile(r"[A-Za-z0-9 _.:,/=-]{1,64}")
 _RESERVED = {"any", "self", "all", "none"}
-_HINT = ("a zone policy has version, firewall, zones (name, vlan, subnets, interface, "
-         "admin, management) and rules (name, action, from, to, proto, ports, services, log)")
-
-
-class _FirewallDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    table: str = Field(default="iotsec", max_length=64)
-    addresses: list[str] = Field(default_factory=list, max_length=1024)
-    log_drops: bool = False
-    log_prefix: str = Field(default="iotsec drop: ", max_length=128)
-    anti_spoofing: bool = True
-
-
-class _ZoneDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(max_length=64)
-    vlan: int | None = None
-    subnets: list[str] = Field(min_length=1, max_length=1024)
-    interface: str | None = Field(default=None, max_length=64)
-    admin: bool = False
-    management: bool = False
-    description: str = Field(default="", max_length=1024)
-
-
-class _RuleDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str | None = Field(default=None, max_length=128)
-    action: Literal["allow", "deny", "reject"]
-    from_: Any = Field(alias="from")
-    to: Any
-    proto: Any = None
-    ports: Any = None
-    services: Any = None
-    log: bool = False
-    description: str = Field(default="", max_length=1024)
-
-
-class _PolicyDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    version: Literal[1] = 1
-    firewall: _FirewallDoc = Field(default_factory=_FirewallDoc)
-    # Items are validated one by one (``_ZoneDoc``/``_RuleDoc``), so that a bad item is
-    # reported together with every other problem of the file.
-    zones: list[Any] = Field(default_factory=list, max_length=MAX_ZONES)
-    rules: list[Any] = Field(default_factory=list, max_length=MAX_RULES)
-
-
-class _Problems:
-    """Collects ``(line, message)`` pairs; stops collecting past ``MAX_PROBLEMS``."""
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.items: list[tuple[int | None, str]] = []
-
-    def add(self, path: Sequence[int | str], message: str) -> None:
-        if len(self.items) < MAX_PROBLEMS:
-            self.items.append((self.source.line(path), message))
-
-    def add_schema(self, exc: ValidationError, prefix: Sequence[int | str] = ()) -> None:
-        for err in exc.errors(include_url=False):
-            loc = (*prefix, *err.get("loc", ()))
-            msg = err.get("msg", "invalid")
-            value = err.get("input")
-            if err.get("type") not in ("missing", "extra_forbidden") and \
-                    isinstance(value, str | int | float | bool) and len(repr(value)) <= 60:
-                msg += f" (got {value!r})"
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown key (check the spelling)"
-            self.add(loc, f"{_path_text(loc)}: {msg}")
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        self.items.sort(key=lambda item: (item[0] is None, item[0] or 0))
-        line, message = self.items[0]
-        more = len(self.items) - 1
-        text = f"line {line}: {message}" if line is not None else message
-        if more:
-            text += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise NetsegPolicyError(text, hint=_HINT, problems=tuple(self.items))
-
-
-def _path_text(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "document"
 
 
 def _network(text: Any) -> Network | str:
@@ -191,24 +101,24 @@ def _as_list(value: Any) -> list[Any]:
 
 
 class _Parser:
-    def __init__(self, source: Source, doc: _PolicyDoc) -> None:
+    def __init__(self, source: Source, doc: PolicyDoc) -> None:
         self.source = source
         self.doc = doc
-        self.problems = _Problems(source)
+        self.problems = Problems(source)
         self.zones: dict[str, Zone] = {}
         self.broken_zones: set[str] = set()  # zones already reported as invalid
-        self.zone_docs: list[tuple[int, _ZoneDoc]] = []
-        self.rule_docs: list[tuple[int, _RuleDoc]] = []
+        self.zone_docs: list[tuple[int, ZoneDoc]] = []
+        self.rule_docs: list[tuple[int, RuleDoc]] = []
         for i, item in enumerate(doc.zones):
             try:
-                self.zone_docs.append((i, _ZoneDoc.model_validate(item)))
+                self.zone_docs.append((i, ZoneDoc.model_validate(item)))
             except ValidationError as exc:
                 self.problems.add_schema(exc, ["zones", i])
                 if isinstance(item, dict) and isinstance(item.get("name"), str):
                     self.broken_zones.add(item["name"])
         for i, item in enumerate(doc.rules):
             try:
-                self.rule_docs.append((i, _RuleDoc.model_validate(item)))
+                self.rule_docs.append((i, RuleDoc.model_validate(item)))
             except ValidationError as exc:
                 self.problems.add_schema(exc, ["rules", i])
         self._endpoint_cache: dict[tuple[str, tuple[str, ...]], Endpoint | str] = {}
@@ -446,14 +356,14 @@ def parse_policy(data: bytes, *, limit: int = MAX_POLICY_BYTES) -> Policy:
     raw = source.data if source.data is not None else {}
     if not isinstance(raw, dict):
         raise NetsegPolicyError("line 1: the policy file must be a mapping with zones: and "
-                                "rules:", hint=_HINT, problems=((1, "not a mapping"),))
+                                "rules:", hint=POLICY_HINT, problems=((1, "not a mapping"),))
     # An empty section ("rules:" with nothing under it yet) reads as null: take it as empty.
     raw = {k: ([] if v is None and k in ("zones", "rules") else v) for k, v in raw.items()
            if not (v is None and k == "firewall")}
     try:
-        doc = _PolicyDoc.model_validate(raw)
+        doc = PolicyDoc.model_validate(raw)
     except ValidationError as exc:
-        problems = _Problems(source)
+        problems = Problems(source)
         problems.add_schema(exc)
         problems.raise_if_any()
         raise  # pragma: no cover (raise_if_any raised)

@@ -4,11 +4,13 @@ iotsec encodes its own TBSCertificate and TBSCertList so that the signature can 
 any ``Signer`` (a file key today, a PKCS#11 token later) and so that a CRL for a million
 revoked certificates is a byte join rather than a million Python objects. Only the small
 subset of DER that RFC 5280 structures need is here; everything produced is parsed back
-by pyca/cryptography and OpenSSL in the tests.
+by pyca/cryptography and OpenSSL in the tests. :func:`element` is the one reader of an
+element's header, for the few places that walk DER themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -34,6 +36,35 @@ def length(n: int) -> bytes:
         return bytes((n,))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes((0x80 | len(body),)) + body
+
+
+def element(data: bytes, pos: int, end: int, *, minimal: bool,
+            error: Callable[[str], Exception]) -> tuple[int, int, int]:
+    """(tag, start of content, end of content) of the element at ``pos``, which must end by
+    ``end``: a one-byte tag and a definite length of at most four octets. ``minimal``
+    refuses a length not in its shortest form, as DER requires (a reader that only
+    classifies what it is given lets BER's longer forms pass). Each refusal is raised as
+    ``error(message)``, so every reader keeps its own error."""
+    if end - pos < 2:
+        raise error("truncated DER element")
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise error("multi-byte DER tags are not supported")
+    first = data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        size = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or end - pos < count:
+            raise error("invalid DER length")
+        size = int.from_bytes(data[pos:pos + count], "big")
+        if minimal and (size < 0x80 or data[pos] == 0):
+            raise error("non-minimal DER length")
+        pos += count
+    if size > end - pos:
+        raise error("a DER element runs past the end of its container")
+    return tag, pos, pos + size
 
 
 def tlv(tag: int, content: bytes) -> bytes:

@@ -145,6 +145,10 @@ def encrypt_private_key(key: PrivateKeyTypes, passphrase: bytes, *,
 # --------------------------------------------------------------------------- reading
 
 
+def _der_error(message: str) -> EncryptedKeyError:
+    return EncryptedKeyError(f"{message} in the encrypted key")
+
+
 class _Der:
     """A strict DER reader over one buffer: definite, minimal lengths; nothing past the end."""
 
@@ -160,28 +164,13 @@ class _Der:
 
     def read(self, tag: int) -> _Der:
         """The next element, which must have ``tag``; a reader over its content."""
-        data, pos, end = self._data, self._pos, self._end
-        if end - pos < 2:
-            raise EncryptedKeyError("truncated DER in the encrypted key")
-        if data[pos] != tag:
-            raise EncryptedKeyError(f"unexpected DER tag {data[pos]:#04x} in the encrypted key "
+        got, start, stop = der.element(self._data, self._pos, self._end, minimal=True,
+                                       error=_der_error)
+        if got != tag:
+            raise EncryptedKeyError(f"unexpected DER tag {got:#04x} in the encrypted key "
                                     f"(expected {tag:#04x})")
-        first = data[pos + 1]
-        pos += 2
-        if first < 0x80:
-            size = first
-        else:
-            count = first & 0x7F
-            if count == 0 or count > 3 or end - pos < count:
-                raise EncryptedKeyError("invalid DER length in the encrypted key")
-            size = int.from_bytes(data[pos:pos + count], "big")
-            if size < 0x80 or data[pos] == 0:
-                raise EncryptedKeyError("non-minimal DER length in the encrypted key")
-            pos += count
-        if size > end - pos:
-            raise EncryptedKeyError("a DER length points past the end of the encrypted key")
-        self._pos = pos + size
-        return _Der(data, pos, pos + size)
+        self._pos = stop
+        return _Der(self._data, start, stop)
 
     def content(self) -> bytes:
         return self._data[self._pos:self._end]

@@ -2,6 +2,7 @@
 
 * :mod:`iotsec.protect.payload` -- ``seal``/``open`` of COSE_Encrypt0 and COSE_Sign1
   messages between a device and an application, with replay protection;
+* :mod:`iotsec.protect.cose` -- those messages taken apart (layout, header labels, limits);
 * :mod:`iotsec.protect.pairing` -- pair keys (ECDH + HKDF-SHA256) and signing keys;
 * :mod:`iotsec.protect.atrest` -- streaming file encryption and encrypted records;
 * :mod:`iotsec.protect.kek` -- the key-encryption key interface and the software KEK.

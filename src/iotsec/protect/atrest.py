@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -59,6 +60,7 @@ from iotsec.protect.kek import (
     KeyWrapper,
     check_kek_id,
     resolve_kek,
+    wrap_data_key,
 )
 from iotsec.protect.records import (  # the record envelope is part of this API
     RecordEnvelope,
@@ -184,6 +186,19 @@ def read_full(src: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _chunks(src: BinaryIO, size: int) -> Iterator[tuple[bytes, bool]]:
+    """Each ``size``-byte piece of ``src`` with whether it is the last one; one piece is read
+    ahead to know (a stream's last chunk is sealed as such). Only the first piece can be
+    empty: that is an empty source."""
+    current = read_full(src, size)
+    while True:
+        following = read_full(src, size) if len(current) == size else b""
+        yield current, not following
+        if not following:
+            return
+        current = following
+
+
 def _check_chunk_size(chunk_size: int) -> int:
     log2 = chunk_size.bit_length() - 1
     if chunk_size != 1 << log2 or not MIN_CHUNK_LOG2 <= log2 <= MAX_CHUNK_LOG2:
@@ -205,10 +220,7 @@ class StreamSealer:
         partial = StreamHeader(VERSION, chunk_size, check_kek_id(kek.key_id),
                                secrets.token_bytes(SALT), secrets.token_bytes(NONCE_PREFIX),
                                b"", b"")
-        wrapped = kek.wrap(dek, b"iotsec stream v1\x00" + partial.prefix())
-        if not 1 <= len(wrapped) <= MAX_WRAPPED_KEY:
-            raise DataProtectionError(f"the key-encryption key returned a wrapped key of "
-                                      f"{len(wrapped)} bytes; at most {MAX_WRAPPED_KEY} fit")
+        wrapped = wrap_data_key(kek, dek, b"iotsec stream v1\x00" + partial.prefix())
         payload_key, header_key = _derive(dek, partial.salt, associated_data)
         body = StreamHeader(VERSION, chunk_size, partial.kek_id, partial.salt,
                             partial.nonce_prefix, wrapped, b"").authenticated_part()
@@ -312,21 +324,13 @@ def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
     sealer = StreamSealer(kek, chunk_size=chunk_size, associated_data=associated_data)
     dst.write(sealer.header)
     written, plain, chunks = len(sealer.header), 0, 0
-    current = read_full(src, chunk_size)
-    while True:
-        if len(current) < chunk_size:
-            following, last = b"", True
-        else:
-            following = read_full(src, chunk_size)
-            last = not following
+    for current, last in _chunks(src, chunk_size):
         sealed = sealer.seal_chunk(current, last=last)
         dst.write(sealed)
         written += len(sealed)
         plain += len(current)
         chunks += 1
-        if last:
-            return StreamInfo(kek.key_id, chunk_size, chunks, plain, written)
-        current = following
+    return StreamInfo(kek.key_id, chunk_size, chunks, plain, written)
 
 
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver, *,
@@ -338,25 +342,16 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver,
     """
     header = StreamHeader.read(src)
     opener = StreamOpener(header, keks, associated_data=associated_data)
-    size = header.chunk_size + TAG
     read, plain, chunks = header.size, 0, 0
-    current = read_full(src, size)
-    if not current:
-        raise StreamTruncatedError("the stream ends after its header: every chunk is missing")
-    while True:
-        if len(current) < size:
-            following, last = b"", True
-        else:
-            following = read_full(src, size)
-            last = not following
+    for current, last in _chunks(src, header.chunk_size + TAG):
+        if not current:
+            raise StreamTruncatedError("the stream ends after its header: every chunk is missing")
         plaintext = opener.open_chunk(current, last=last)
         dst.write(plaintext)
         read += len(current)
         plain += len(plaintext)
         chunks += 1
-        if last:
-            return StreamInfo(header.kek_id, header.chunk_size, chunks, plain, read)
-        current = following
+    return StreamInfo(header.kek_id, header.chunk_size, chunks, plain, read)
 
 
 __all__ = [

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from iotsec.errors import (
     DataKeyUnwrapError,
+    DataProtectionError,
     KeyCustodyError,
     UnknownKekError,
 )
@@ -117,6 +118,16 @@ def wrap_aad(key_id: str, aad: bytes) -> bytes:
 def check_data_key(data_key: bytes) -> None:
     if not MIN_DATA_KEY <= len(data_key) <= MAX_DATA_KEY:
         raise KeyCustodyError(f"a data key has {MIN_DATA_KEY} to {MAX_DATA_KEY} bytes")
+
+
+def wrap_data_key(kek: KeyWrapper, data_key: bytes, aad: bytes) -> bytes:
+    """``kek.wrap(data_key, aad)``, refused unless the wrapped key fits the room every
+    format keeps for it (1 to :data:`MAX_WRAPPED_KEY` bytes)."""
+    wrapped = kek.wrap(data_key, aad)
+    if not 1 <= len(wrapped) <= MAX_WRAPPED_KEY:
+        raise DataProtectionError(f"the key-encryption key returned a wrapped key of "
+                                  f"{len(wrapped)} bytes; at most {MAX_WRAPPED_KEY} fit")
+    return wrapped
 
 
 class FileKek:

@@ -354,29 +354,46 @@ def load_public_key(data: bytes) -> PublicKey:
                           hint="use X25519, Ed25519 or EC P-256 keys")
 
 
+#: Why a key is refused for a use it cannot serve (Ed25519 only signs, X25519 only agrees):
+#: (message, hint) per use.
+_REFUSALS: Final = {
+    "agree": ("an Ed25519 key cannot be used for key agreement",
+              "encrypt with an X25519 or P-256 key; Ed25519 only signs"),
+    "sign": ("an X25519 key cannot sign",
+             "sign with an Ed25519 or P-256 key; X25519 only encrypts"),
+    "verify": ("an X25519 key cannot verify signatures",
+               "verify with the sender's Ed25519 or P-256 key"),
+}
+
+
+def _refused(use: str) -> PayloadKeyError:
+    message, hint = _REFUSALS[use]
+    return PayloadKeyError(message, hint=hint)
+
+
 def as_agreement_private(key: PrivateKey) -> AgreementPrivateKey:
+    """``key`` as a key-agreement key (X25519 or P-256); Ed25519 is refused."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        raise PayloadKeyError("an Ed25519 key cannot be used for key agreement",
-                              hint="encrypt with an X25519 or P-256 key; Ed25519 only signs")
+        raise _refused("agree")
     return key
 
 
 def as_agreement_public(key: PublicKey) -> AgreementPublicKey:
+    """``key`` as a peer's key-agreement key (X25519 or P-256); Ed25519 is refused."""
     if isinstance(key, ed25519.Ed25519PublicKey):
-        raise PayloadKeyError("an Ed25519 key cannot be used for key agreement",
-                              hint="encrypt with an X25519 or P-256 key; Ed25519 only signs")
+        raise _refused("agree")
     return key
 
 
 def as_signing_private(key: PrivateKey) -> SigningPrivateKey:
+    """``key`` as a signing key (Ed25519 or P-256); X25519 is refused."""
     if isinstance(key, x25519.X25519PrivateKey):
-        raise PayloadKeyError("an X25519 key cannot sign",
-                              hint="sign with an Ed25519 or P-256 key; X25519 only encrypts")
+        raise _refused("sign")
     return key
 
 
 def as_verifying_public(key: PublicKey) -> VerifyingPublicKey:
+    """``key`` as a verifying key (Ed25519 or P-256); X25519 is refused."""
     if isinstance(key, x25519.X25519PublicKey):
-        raise PayloadKeyError("an X25519 key cannot verify signatures",
-                              hint="verify with the sender's Ed25519 or P-256 key")
+        raise _refused("verify")
     return key

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from iotsec.errors import (
     DataKeyUnwrapError,
-    DataProtectionError,
     InvalidInputError,
     RecordAuthenticationError,
     RecordFormatError,
@@ -36,6 +35,7 @@ from iotsec.protect.kek import (
     KeyWrapper,
     check_kek_id,
     resolve_kek,
+    wrap_data_key,
 )
 
 TAG: Final = 16
@@ -135,10 +135,7 @@ def seal_record(plaintext: bytes, kek: KeyWrapper, *, table: str, record_id: str
         raise InvalidInputError(f"an encrypted record holds at most {MAX_RECORD} bytes")
     context = record_context(table, record_id, field)
     dek, nonce = secrets.token_bytes(32), secrets.token_bytes(12)
-    wrapped = kek.wrap(dek, _RECORD_KEY_AAD + context)
-    if not 1 <= len(wrapped) <= MAX_WRAPPED_KEY:
-        raise DataProtectionError(f"the key-encryption key returned a wrapped key of "
-                                  f"{len(wrapped)} bytes; at most {MAX_WRAPPED_KEY} fit")
+    wrapped = wrap_data_key(kek, dek, _RECORD_KEY_AAD + context)
     ciphertext = AESGCM(dek).encrypt(nonce, plaintext, _RECORD_AAD + context)
     return RecordEnvelope(check_kek_id(kek.key_id), wrapped, nonce, ciphertext).encode()
 
@@ -242,8 +239,5 @@ class RecordRewrapper:
                 f"the encrypted {self._table}.{self._field} of record {record_id!r} does not "
                 "open: it was altered, copied from another record or field, or sealed under "
                 "another key-encryption key") from None
-        wrapped = self._new.wrap(dek, aad)
-        if not 1 <= len(wrapped) <= MAX_WRAPPED_KEY:
-            raise DataProtectionError(f"the key-encryption key returned a wrapped key of "
-                                      f"{len(wrapped)} bytes; at most {MAX_WRAPPED_KEY} fit")
+        wrapped = wrap_data_key(self._new, dek, aad)
         return b"".join((self._head, len(wrapped).to_bytes(2, "big"), wrapped, blob[end:]))
