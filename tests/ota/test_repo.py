@@ -26,6 +26,7 @@ from iotsec.errors import (
     TufThresholdError,
     UntrustedKeyError,
 )
+from iotsec.firmware import releases as rel
 from iotsec.firmware import tufmeta
 from iotsec.firmware.image_keys import FirmwareKeyType, generate_signer
 from tests.ota.conftest import make_repo, publish
@@ -202,4 +203,4 @@ def test_metadata_over_its_size_limit_is_refused_before_parsing():
                        | st.lists(st.text(max_size=5), max_size=3), max_size=9))
 def test_release_metadata_parsing_refuses_garbage(custom):
     with pytest.raises(TufMetadataError):
-        tufmeta.Release.from_custom({"iotsec": custom})
+        rel.Release.from_custom({"iotsec": custom})

@@ -37,8 +37,9 @@ from iotsec.errors import FirmwareKeyError
 from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.image_keys import FirmwareKeyType
+from iotsec.firmware.releases import Release
 from iotsec.firmware.sign import SignOptions
-from iotsec.firmware.tufmeta import MAX_METADATA, Expiry, Release
+from iotsec.firmware.tufmeta import MAX_METADATA, Expiry
 from iotsec.timeutil import parse_duration
 
 PASSPHRASE_ENV = "IOTSEC_TUF_KEY_PASSPHRASE"  # noqa: S105 - a variable name

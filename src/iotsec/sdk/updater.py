@@ -51,7 +51,8 @@ from iotsec.errors import (
 )
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.image_keys import TrustedKey
-from iotsec.firmware.tufmeta import MAX_METADATA, Release, channel_path, parse_name
+from iotsec.firmware.releases import Release, channel_path, parse_name
+from iotsec.firmware.tufmeta import MAX_METADATA
 from iotsec.firmware.verify import VerifiedImage, verify_image
 
 TokenSource = Callable[[], str]

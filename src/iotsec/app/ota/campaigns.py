@@ -34,7 +34,7 @@ from iotsec.errors import (
 from iotsec.firmware import campaign as core
 from iotsec.firmware.campaign import CampaignState, DeviceStatus, Plan, WaveCounts
 from iotsec.firmware.image import ImageVersion
-from iotsec.firmware.tufmeta import parse_name
+from iotsec.firmware.releases import parse_name
 from iotsec.identity.registry import DeviceState, parse_device_id, parse_group_name
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction

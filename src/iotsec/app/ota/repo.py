@@ -58,6 +58,7 @@ from iotsec.errors import (
     TufThresholdError,
 )
 from iotsec.filesystem import staged_file
+from iotsec.firmware import releases as rel
 from iotsec.firmware import tufmeta as t
 from iotsec.firmware.image_keys import TrustedKey, public_pem
 from iotsec.firmware.verify import verify_image
@@ -225,9 +226,9 @@ def publish_image(rt: Runtime, path: Path, *, product: str, channel: str,
     """Verify an image against the repository's image keys, copy it into the repository
     and list it in a new targets version (with the channel pointer moved to it). Signed
     and published at once when the targets keys were given, staged otherwise."""
-    product = t.parse_name(product, "product")
-    channel = t.parse_name(channel, "channel")
-    hardware = tuple(sorted({t.parse_name(h, "hardware") for h in hardware}))
+    product = rel.parse_name(product, "product")
+    channel = rel.parse_name(channel, "channel")
+    hardware = tuple(sorted({rel.parse_name(h, "hardware") for h in hardware}))
     if not hardware:
         raise InvalidInputError("name the hardware the image is built for",
                                 hint="give --hardware REV (repeat for several)")
@@ -248,9 +249,9 @@ def publish_image(rt: Runtime, path: Path, *, product: str, channel: str,
         base_md = (t.load(staged_path.read_bytes(), t.TARGETS) if staged_path is not None
                    else repo.targets_md())
         base = base_md.signed if base_md is not None else None
-        release = t.Release(product=product, version=verified.version,
+        release = rel.Release(product=product, version=verified.version,
                             security_counter=verified.security_counter, hardware=hardware,
-                            channel=channel, target=t.image_path(product, verified.version),
+                            channel=channel, target=rel.image_path(product, verified.version),
                             image_hash=verified.digest.hex(), signed_by=verified.key.key_id,
                             published_at=ts(rt.now()))
         _check_channel(base, release, force)
@@ -268,8 +269,8 @@ def publish_image(rt: Runtime, path: Path, *, product: str, channel: str,
             final = repo.target_file(release.target, sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
             incoming.replace(final)
-        image: TargetFile = t.release_target(release, size, sha256)
-        pointer, pointer_bytes = t.pointer_target(release)
+        image: TargetFile = rel.release_target(release, size, sha256)
+        pointer, pointer_bytes = rel.pointer_target(release)
         repo.write(repo.target_file(pointer.path, pointer.hashes["sha256"]), pointer_bytes)
         md = t.new_targets(base, now=rt.now(), expiry=config.expiry, add=[image, pointer])
         if base_md is not None and staged_path is not None:
@@ -286,8 +287,8 @@ def publish_image(rt: Runtime, path: Path, *, product: str, channel: str,
     return Outcome(outcome.published, outcome.staged, release)
 
 
-def _check_channel(base: Targets | None, release: t.Release, force: bool) -> None:
-    head = t.channel_head(base, release.product, release.channel) if base else None
+def _check_channel(base: Targets | None, release: rel.Release, force: bool) -> None:
+    head = rel.channel_head(base, release.product, release.channel) if base else None
     if head is None or force:
         return
     older = release.version < head.version
@@ -322,7 +323,7 @@ def target_file(rt: Runtime, path: str) -> Path:
     directory, _, name = path.rpartition("/")
     hashed, _, base = name.partition(".")
     try:
-        t.check_target_path(f"{directory}/{base}")
+        rel.check_target_path(f"{directory}/{base}")
     except TufMetadataError:
         raise NotFoundError("no such target") from None
     repo = Repo(rt)

@@ -22,6 +22,7 @@ from iotsec.errors import (
     OtaRepositoryError,
 )
 from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
+from iotsec.firmware import releases as rel
 from iotsec.firmware import tufmeta as t
 
 
@@ -119,7 +120,7 @@ class Repo:
         return found[-1] if found else None
 
     def target_file(self, path: str, sha256: str) -> Path:
-        directory, _, name = t.check_target_path(path).rpartition("/")
+        directory, _, name = rel.check_target_path(path).rpartition("/")
         return self.targets / directory / f"{sha256}.{name}"
 
     def publish_metadata(self, md: Metadata[Any], *, versioned: bool = True) -> bytes:

@@ -21,6 +21,7 @@ from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     TufMetadataError,
 )
+from iotsec.firmware import releases as rel
 from iotsec.firmware import tufmeta as t
 from iotsec.store import models as m
 from iotsec.store.db import transaction
@@ -32,7 +33,7 @@ class Outcome:
 
     published: tuple[str, ...] = ()
     staged: tuple[tuple[str, str], ...] = ()  # (path, "n of m signatures")
-    release: t.Release | None = None
+    release: rel.Release | None = None
 
 
 def advance(repo: Repo, config: Config) -> Outcome:
@@ -96,7 +97,7 @@ def _record_releases(rt: Runtime, before: Targets | None, after: Targets) -> Non
         old = before.targets.get(path) if before is not None else None
         if old is not None and old.custom == target.custom:
             continue
-        release = t.Release.from_custom(target.custom)
+        release = rel.Release.from_custom(target.custom)
         image = after.targets[release.target]
         rows.append({"product": release.product, "channel": release.channel,
                      "version": str(release.version),

@@ -9,6 +9,7 @@ from tuf.api._payload import Root
 
 from iotsec.app.ota.repo_files import Repo
 from iotsec.app.runtime import Runtime
+from iotsec.firmware import releases as rel
 from iotsec.firmware import tufmeta as t
 
 
@@ -26,7 +27,7 @@ class RepoStatus:
     directory: str
     roles: tuple[RoleStatus, ...]
     staged: tuple[tuple[str, str], ...]
-    releases: tuple[t.Release, ...]
+    releases: tuple[rel.Release, ...]
 
 
 def status(rt: Runtime) -> RepoStatus:
@@ -63,5 +64,5 @@ def status(rt: Runtime) -> RepoStatus:
                                 spec.threshold if spec else 0,
                                 tuple(k[:16] for k in spec.keyids) if spec else ()))
     targets = repo.targets_md()
-    found = tuple(r for _, r in t.releases(targets.signed)) if targets is not None else ()
+    found = tuple(r for _, r in rel.releases(targets.signed)) if targets is not None else ()
     return RepoStatus(str(repo.dir), tuple(roles), tuple(staged), found)

@@ -15,7 +15,7 @@ from iotsec.app.ota.campaigns import (
 from iotsec.app.ota.repo_metadata import Outcome
 from iotsec.app.ota.repo_status import RepoStatus
 from iotsec.app.wire.base import Wire
-from iotsec.firmware import tufmeta as t
+from iotsec.firmware import releases as rel
 from iotsec.firmware.campaign import WaveCounts
 
 
@@ -153,7 +153,7 @@ class TargetReleaseOut(Wire):
     published_at: int
 
     @classmethod
-    def from_domain(cls, r: t.Release) -> TargetReleaseOut:
+    def from_domain(cls, r: rel.Release) -> TargetReleaseOut:
         return cls.model_validate(r.custom()["iotsec"])
 
 
