@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "ClockBehindError",
     "ConfigError",
     "ConflictError",
     "CsrError",
@@ -115,6 +116,16 @@ class KeyCustodyError(IotsecError):
 class PkiError(IotsecError):
     status = 422
     code = "pki"
+
+
+class ClockBehindError(PkiError):
+    """The clock says it is earlier than a CA came into being: whatever it signed now would
+    carry wrong dates (a certificate that expires before its CA existed, a CRL from the
+    past), so nothing is signed."""
+
+    status = 503
+    code = "clock-behind"
+    default_hint = "set the system clock right (NTP) and try again"
 
 
 class CsrError(PkiError):
