@@ -11,11 +11,10 @@ import typer
 
 from iotsec.app.pki import certs as service
 from iotsec.app.pki.certs import CertificateRecord
+from iotsec.app.pki.keygen import issue_keygen_files
 from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt, LimitOpt, OutputFileOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
-from iotsec.errors import InvalidInputError
-from iotsec.filesystem import write_private_file
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.csr import MAX_CSR_BYTES
 from iotsec.pki.keys import KeyType
@@ -81,35 +80,24 @@ def _issue_keygen(device_id: str, key_type: KeyType, days: int | None, output: s
                   as_json: bool) -> None:
     if output is None:
         raise typer.BadParameter("--keygen needs -o DIR to write the key and certificate to")
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"{output} exists and is not a directory",
-                                hint="give a new or empty directory with -o")
-    files = {name: out / name for name in
-             (f"{device_id}.key", f"{device_id}.crt", "chain.pem", f"{device_id}.p12")}
-    clash = [str(p) for p in files.values() if p.exists()]
-    if clash:
-        raise InvalidInputError(f"{clash[0]} already exists; nothing was issued",
-                                hint="choose another directory with -o")
     env_pass = os.environ.get("IOTSEC_P12_PASSPHRASE")
     passphrase = env_pass or secrets.token_urlsafe(18)
     with runtime() as rt:
-        bundle = service.issue_with_keygen(rt, device_id, key_type=key_type, days=days,
-                                           p12_passphrase=passphrase.encode("utf-8"))
+        done = issue_keygen_files(rt, device_id, Path(output), key_type=key_type, days=days,
+                                  p12_passphrase=passphrase.encode("utf-8"))
         now = rt.now()
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_private_file(files[f"{device_id}.key"], bundle.key_pem)
-    write_private_file(files[f"{device_id}.p12"], bundle.pkcs12)
-    files[f"{device_id}.crt"].write_text(bundle.certificate.pem)
-    files["chain.pem"].write_text(bundle.chain_pem)
     if as_json:
-        data = cert_json(bundle.certificate, now)
-        data["files"] = {k: str(v) for k, v in files.items()}
+        data = cert_json(done.certificate, now)
+        data["files"] = {path.name: str(path) for path in done.files.values()}
         data["pkcs12_passphrase"] = None if env_pass else passphrase
+        data["resumed"] = done.resumed
         emit_json(data)
         return
-    console.print(f"Issued {bundle.certificate.serial} for {device_id}; wrote "
-                  f"{', '.join(str(p) for p in files.values())}", markup=False)
+    if done.resumed:
+        err_console.print("Finished an interrupted '--keygen' with the key it left in "
+                          f"{done.files['key']}", markup=False, soft_wrap=True)
+    console.print(f"Issued {done.certificate.serial} for {device_id}; wrote "
+                  f"{', '.join(str(p) for p in done.files.values())}", markup=False)
     if not env_pass:
         err_console.print("PKCS#12 passphrase (shown once):", markup=False)
         console.print(f"  {passphrase}", markup=False)
