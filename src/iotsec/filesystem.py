@@ -11,7 +11,9 @@ itself, so the guarantees below hold everywhere (as certbot keeps them in
 * **no clobbering** unless asked: :func:`write_private_file` refuses an existing target
   without ``overwrite``, and :func:`publish_private_file` never replaces one, even against a
   concurrent writer (it links the staged file into place, and a link never replaces);
-* **bounded reads**: :func:`read_bounded` never reads more than its limit.
+* **bounded reads**: :func:`read_bounded` never reads more than its limit;
+* **errors that say what happened**: :func:`os_error` turns an ``OSError`` (a full disk, a
+  read-only file system, a file where a directory is needed) into an iotsec error.
 
 This is an I/O adapter: the pure core never imports it.
 """
@@ -19,17 +21,25 @@ This is an I/O adapter: the pure core never imports it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
 from typing import Final
 
-from iotsec.errors import ConflictError, InputTooLargeError
+from iotsec.errors import (
+    ConflictError,
+    FileSystemError,
+    InputTooLargeError,
+    IotsecError,
+    NotFoundError,
+)
 
 __all__ = [
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
     "atomic_write",
+    "os_error",
     "publish_private_file",
     "read_bounded",
     "staged_name",
@@ -62,6 +72,10 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644,
     try:
         _write_new(tmp, data, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        # The error names the file the caller asked for, not the staged one.
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -103,3 +117,42 @@ def read_bounded(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise InputTooLargeError(f"{path} is larger than {limit} bytes")
     return data
+
+
+_SPACE_HINT = "free space on it, then run the command again"
+#: By errno: the message (``{}`` is the path) and the hint.
+_OS_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device holding {}", _SPACE_HINT),
+    errno.EDQUOT: ("the disk quota is used up on the device holding {}", _SPACE_HINT),
+    errno.EROFS: ("{} is on a read-only file system",
+                  "choose a writable path, or make the file system writable"),
+    errno.EACCES: ("permission denied: {}",
+                   "check the owner and mode of the path and of its directories"),
+    errno.EPERM: ("operation not permitted on {}",
+                  "check the owner, mode and attributes of the path"),
+    errno.ENOTDIR: ("{}: a part of this path is a file, not a directory",
+                    "choose a path whose directories are directories"),
+    errno.EISDIR: ("{} is a directory", "give a file name"),
+    errno.EIO: ("input/output error on {}", "check the disk and the system log"),
+}
+
+
+def os_error(exc: OSError) -> IotsecError:
+    """The iotsec error for an ``OSError`` that reached the edge: what the system refused,
+    on which path, and what to do (one line, no traceback)."""
+    name = exc.filename2 if exc.filename2 is not None else exc.filename
+    path = os.fsdecode(name) if isinstance(name, str | bytes) else None
+    what = path if path is not None else "a file"
+    if exc.errno == errno.ENOENT and path is not None:
+        return NotFoundError(f"{path} does not exist", hint="check the path")
+    if exc.errno == errno.EEXIST:
+        # Left to the edge, this is a directory that could not be made: a file holds the name.
+        is_file = path is not None and os.path.lexists(path) and not os.path.isdir(path)
+        return FileSystemError(f"{what} already exists" + (" and is not a directory"
+                                                           if is_file else ""),
+                               hint="remove it or choose another path")
+    known = _OS_ERRORS.get(exc.errno or 0)
+    if known is not None:
+        return FileSystemError(known[0].format(what), hint=known[1])
+    reason = exc.strerror or type(exc).__name__
+    return FileSystemError(f"{reason}: {path}" if path is not None else reason)

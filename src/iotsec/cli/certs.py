@@ -15,6 +15,7 @@ from iotsec.app.pki.keygen import issue_keygen_files
 from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt, LimitOpt, OutputFileOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input, table, when, write_output
+from iotsec.errors import AlreadyRevokedError
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.csr import MAX_CSR_BYTES
 from iotsec.pki.keys import KeyType
@@ -162,7 +163,12 @@ def revoke(
     why = RevocationReason.parse(reason)
     with runtime() as rt:
         if serial is not None:
-            serials = [service.revoke(rt, serial, why).serial]
+            try:
+                serials = [service.revoke(rt, serial, why).serial]
+            except AlreadyRevokedError as done:
+                # A retry of a revocation that went through: the goal is reached.
+                _already_revoked(done, as_json)
+                return
         else:
             assert device is not None
             serials = service.revoke_device(rt, device, why)
@@ -173,6 +179,14 @@ def revoke(
             console.print(f"Revoked {s} ({why.name})", markup=False)
     else:
         console.print(f"Device {device} has no certificate left to revoke", markup=False)
+
+
+def _already_revoked(done: AlreadyRevokedError, as_json: bool) -> None:
+    if as_json:
+        emit_json({"revoked": [], "already_revoked": [done.serial], "reason": done.reason})
+    else:
+        console.print(f"Certificate {done.serial} is already revoked ({done.reason}); "
+                      "nothing to do", markup=False)
 
 
 @app.command("renew")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -81,7 +80,7 @@ def write_output(path: str | None, data: bytes, *, private: bool = False) -> Non
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    from iotsec.filesystem import write_private_file
+    from iotsec.filesystem import atomic_write, write_private_file
 
     target = Path(path)
     if private:
@@ -89,7 +88,4 @@ def write_output(path: str | None, data: bytes, *, private: bool = False) -> Non
         return
     if target.exists() and target.is_dir():
         raise InvalidInputError(f"{path} is a directory", hint="give a file name with -o")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    atomic_write(target, data, dir_mode=0o755)

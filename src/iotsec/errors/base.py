@@ -9,12 +9,14 @@ with ``err.status``. Foreign exceptions are translated at the boundary with
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyRevokedError",
     "AuthError",
     "ClockBehindError",
     "ConfigError",
     "ConflictError",
     "CsrError",
     "DeviceStateError",
+    "FileSystemError",
     "ForbiddenError",
     "HomeNotInitialisedError",
     "InputTooLargeError",
@@ -88,6 +90,30 @@ class ConflictError(IotsecError):
 
     status = 409
     code = "conflict"
+
+
+class AlreadyRevokedError(ConflictError):
+    """The certificate is revoked already. The API answers 409; the CLI treats a repeated
+    revocation as done, so that a retry is harmless."""
+
+    default_hint = "a revocation is final; nothing to do"
+
+    def __init__(self, message: str, *, serial: str, reason: str,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.serial = serial
+        self.reason = reason
+
+
+# --- the host --------------------------------------------------------------------------
+
+
+class FileSystemError(IotsecError):
+    """The operating system refused a file operation: a full disk, a read-only file system,
+    missing permissions, a file where a directory is needed."""
+
+    status = 503
+    code = "filesystem"
 
 
 # --- domains ---------------------------------------------------------------------------

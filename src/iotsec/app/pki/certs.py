@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 
 from iotsec.app.runtime import Runtime
-from iotsec.errors import ConflictError, DeviceStateError, InvalidInputError, NotFoundError
+from iotsec.errors import (
+    AlreadyRevokedError,
+    ConflictError,
+    DeviceStateError,
+    InvalidInputError,
+    NotFoundError,
+)
 from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.pki import x509 as enc
 from iotsec.pki.ca import Authority
@@ -306,8 +312,8 @@ def _locked_certificate(conn: Connection, serial: str) -> Row[Any]:
 def _ensure_revocable(row: Row[Any], now: int) -> None:
     if row.revoked_at is not None and row.revoked_at <= now:
         reason = RevocationReason(row.revocation_reason).name
-        raise ConflictError(f"certificate {row.serial} is already revoked ({reason})",
-                            hint="a revocation is final; nothing to do")
+        raise AlreadyRevokedError(f"certificate {row.serial} is already revoked ({reason})",
+                                  serial=row.serial, reason=reason)
 
 
 def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason.unspecified
