@@ -13,6 +13,7 @@ import typer
 from iotsec.app.access.decisions import warm_up
 from iotsec.app.events import EventSink
 from iotsec.app.pki.server_tls import ServerTls, ensure_server_tls
+from iotsec.app.runtime import Runtime
 from iotsec.cli.context import runtime
 from iotsec.cli.output import err_console
 from iotsec.errors import ConflictError, InvalidInputError
@@ -104,56 +105,57 @@ def serve(
     if http and not _is_loopback(host):
         raise InvalidInputError(f"plain HTTP is only allowed on a loopback address, not {host}",
                                 hint="drop --http to serve HTTPS, or use --host 127.0.0.1")
-    # The port first: a server that cannot listen must not announce that it serves.
-    claimed = claim_port(host, port)
-    try:
-        _serve(host, port, http, workers, proxies, claimed)
-    finally:
-        claimed.close()
+    with runtime() as rt:
+        # The port before anything else: a server that cannot listen must not announce
+        # that it serves, nor start its background work.
+        claimed = claim_port(host, port)
+        try:
+            _serve(rt, host, port, http, workers, proxies, claimed)
+        finally:
+            claimed.close()
 
 
-def _serve(host: str, port: int, http: bool, workers: int, proxies: tuple[str, ...],
-           claimed: socket.socket) -> None:
+def _serve(rt: Runtime, host: str, port: int, http: bool, workers: int,
+           proxies: tuple[str, ...], claimed: socket.socket) -> None:
     # Imported here: the web stack is only needed by this command, and every other command
     # would pay for it at start-up.
     import uvicorn
 
     from iotsec.api.app import create_app
 
-    with runtime() as rt:
-        # A server records security events through a buffer flushed in the background.
-        rt.events = EventSink(rt.engine, buffered=True)
-        # With several workers, each process builds its own app and runtime from the same
-        # environment (app_from_environment); this process only supervises them.
-        app = create_app(rt) if workers == 1 else None
-        if app is not None:
-            # The policy and the registry in memory before the first request, not by it.
-            warm_up(rt)
-        scheme = "http" if http else "https"
-        shown = f"[{host}]" if ":" in host else host
-        files = None if http else ensure_server_tls(rt, host)
-        stop = threading.Event()
-        if rt.settings.campaign_tick_seconds > 0:
-            # Update campaigns advance and time out devices without an outside scheduler.
-            from iotsec.app.ota.campaigns import tick_loop
+    # A server records security events through a buffer flushed in the background.
+    rt.events = EventSink(rt.engine, buffered=True)
+    # With several workers, each process builds its own app and runtime from the same
+    # environment (app_from_environment); this process only supervises them.
+    app = create_app(rt) if workers == 1 else None
+    if app is not None:
+        # The policy and the registry in memory before the first request, not by it.
+        warm_up(rt)
+    scheme = "http" if http else "https"
+    shown = f"[{host}]" if ":" in host else host
+    files = None if http else ensure_server_tls(rt, host)
+    stop = threading.Event()
+    if rt.settings.campaign_tick_seconds > 0:
+        # Update campaigns advance and time out devices without an outside scheduler.
+        from iotsec.app.ota.campaigns import tick_loop
 
-            threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
-                             daemon=True).start()
-        if rt.settings.broker_dir is not None:
-            # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
-            # every device out).
-            from iotsec.app.broker.mosquitto import refresh_loop
+        threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
+                         daemon=True).start()
+    if rt.settings.broker_dir is not None:
+        # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
+        # every device out).
+        from iotsec.app.broker.mosquitto import refresh_loop
 
-            threading.Thread(target=refresh_loop, args=(rt, rt.settings.broker_dir, stop),
-                             name="iotsec-broker-sync", daemon=True).start()
-        err_console.print(f"iotsec serving on {scheme}://{shown}:{port}"
-                          + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
-                          markup=False)
-        try:
-            target: Any = app if workers == 1 else "iotsec.api.app:app_from_environment"
-            # Handed over: uvicorn binds the port again (SO_REUSEADDR, like the claim).
-            claimed.close()
-            uvicorn.run(target, **uvicorn_options(host=host, port=port, workers=workers,
-                                                  tls=files, forwarded_allow_ips=proxies))
-        finally:
-            stop.set()
+        threading.Thread(target=refresh_loop, args=(rt, rt.settings.broker_dir, stop),
+                         name="iotsec-broker-sync", daemon=True).start()
+    err_console.print(f"iotsec serving on {scheme}://{shown}:{port}"
+                      + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
+                      markup=False)
+    try:
+        target: Any = app if workers == 1 else "iotsec.api.app:app_from_environment"
+        # Handed over: uvicorn binds the port again (SO_REUSEADDR, like the claim).
+        claimed.close()
+        uvicorn.run(target, **uvicorn_options(host=host, port=port, workers=workers,
+                                              tls=files, forwarded_allow_ips=proxies))
+    finally:
+        stop.set()
