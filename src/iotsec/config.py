@@ -8,14 +8,92 @@ to PostgreSQL, so that several stateless ``iotsec serve`` processes can share it
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from iotsec.errors import ConfigError
+
+_KINDS: dict[Any, str] = {int: "a whole number", float: "a number", bool: "true or false",
+                          list: "a JSON list", str: "text", Path: "a path"}
+_BOUNDS: tuple[tuple[type, str], ...] = ((Ge, "ge"), (Gt, "gt"), (Le, "le"), (Lt, "lt"),
+                                         (MinLen, "min_length"), (MaxLen, "max_length"))
 
 
-class Settings(BaseSettings):
+def _allowed(field: FieldInfo | None, error: ErrorDetails | None) -> str:
+    """What a setting accepts, in words: its kind, then its range, length or pattern."""
+    if error is not None and error["type"] == "literal_error":
+        return f"one of {error.get('ctx', {}).get('expected', '')}"
+    annotation = field.annotation if field is not None else None
+    # An optional setting (``str | None``) is described by what it holds when set.
+    held = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(held) == 1:
+        annotation = held[0]
+    parts = [_KINDS.get(get_origin(annotation) or annotation, "a valid value")]
+    bounds: dict[type, Any] = {}
+    for item in field.metadata if field is not None else ():
+        for kind, attribute in _BOUNDS:
+            if isinstance(item, kind):
+                bounds[kind] = getattr(item, attribute)
+        if getattr(item, "pattern", None):
+            parts.append(f"matching {item.pattern}")
+    low = (f">= {bounds[Ge]}" if Ge in bounds else f"> {bounds[Gt]}" if Gt in bounds else "")
+    high = (f"<= {bounds[Le]}" if Le in bounds else f"< {bounds[Lt]}" if Lt in bounds else "")
+    if Ge in bounds and Le in bounds:
+        parts.append(f"between {bounds[Ge]} and {bounds[Le]}")
+    elif low or high:
+        parts.append(" and ".join(x for x in (low, high) if x))
+    if MinLen in bounds or MaxLen in bounds:
+        parts.append(f"of {bounds.get(MinLen, 0)} to {bounds.get(MaxLen, 'any number of')} "
+                     "characters")
+    return " ".join(parts)
+
+
+def settings_error(model: type[BaseSettings], exc: ValidationError | SettingsError,
+                   given: dict[str, Any]) -> ConfigError:
+    """One clear line for settings that cannot be used: the variable (or the option given
+    in code), its value unless it is a secret, and what is allowed."""
+    prefix = str(model.model_config.get("env_prefix", ""))
+    error: ErrorDetails | None = None
+    if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        error = errors[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    else:
+        # pydantic-settings names the field only in its message.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name, more = (found.group(1) if found else ""), ""
+    field = model.model_fields.get(name)
+    var = name if name in given else f"{prefix}{name}".upper()
+    secret = field is not None and "SecretStr" in repr(field.annotation)
+    value = given.get(name) if name in given else error["input"] if error else None
+    shown = "" if secret or value is None else f"={str(value)[:60]!r}"
+    return ConfigError(f"setting {var}{shown} is not valid: it must be "
+                       f"{_allowed(field, error)}{more}",
+                       hint=f"correct the value given for {var}" if name in given
+                       else f"correct or unset {var}")
+
+
+class EnvSettings(BaseSettings):
+    """Settings read from the environment; a value that is not allowed is a
+    :class:`~iotsec.errors.ConfigError` that names it and says what is allowed."""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except (ValidationError, SettingsError) as exc:
+            raise settings_error(type(self), exc, values) from None
+
+
+class Settings(EnvSettings):
     model_config = SettingsConfigDict(env_prefix="IOTSEC_", extra="ignore")
 
     home: Path = Field(default=Path(".iotsec"), description="the iotsec home directory")

@@ -16,6 +16,8 @@ itself, so the guarantees below hold everywhere (as certbot keeps them in
 * **nothing left behind**: a write that fails (a full disk, an exception in the caller's
   block) removes its temporary file;
 * **bounded reads**: :func:`read_bounded` never reads more than its limit.
+* **errors that say what happened**: :func:`os_error` turns an ``OSError`` (a full disk, a
+  read-only file system, a file where a directory is needed) into an iotsec error.
 
 Large files are streamed through :func:`staged_file` / :func:`atomic_stream` rather than
 built in memory. A broker generation is a directory written in full under a staging name,
@@ -35,7 +37,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from iotsec.errors import ConflictError, InputTooLargeError
+from iotsec.errors import (
+    ConflictError,
+    FileSystemError,
+    InputTooLargeError,
+    IotsecError,
+    NotFoundError,
+)
 
 __all__ = [
     "DEFAULT_DIR_MODE",
@@ -45,6 +53,7 @@ __all__ = [
     "atomic_stream",
     "atomic_write",
     "create_new",
+    "os_error",
     "private_output",
     "publish_directory",
     "publish_private_file",
@@ -190,11 +199,15 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644,
     file's path before the rename, to give it an owner or a final mode that must hold from
     the moment it appears under its name."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    with staged_file(path, mode=mode) as staged:
-        staged.file.write(data)
-        if prepare is not None:
-            prepare(staged.path)
-        staged.replace(path)
+    try:
+        with staged_file(path, mode=mode) as staged:
+            staged.file.write(data)
+            if prepare is not None:
+                prepare(staged.path)
+            staged.replace(path)
+    except OSError as exc:
+        # The error names the file the caller asked for, not the staged one.
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
 
 
 def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
@@ -270,3 +283,42 @@ def read_bounded(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise InputTooLargeError(f"{path} is larger than {limit} bytes")
     return data
+
+
+_SPACE_HINT = "free space on it, then run the command again"
+#: By errno: the message (``{}`` is the path) and the hint.
+_OS_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device holding {}", _SPACE_HINT),
+    errno.EDQUOT: ("the disk quota is used up on the device holding {}", _SPACE_HINT),
+    errno.EROFS: ("{} is on a read-only file system",
+                  "choose a writable path, or make the file system writable"),
+    errno.EACCES: ("permission denied: {}",
+                   "check the owner and mode of the path and of its directories"),
+    errno.EPERM: ("operation not permitted on {}",
+                  "check the owner, mode and attributes of the path"),
+    errno.ENOTDIR: ("{}: a part of this path is a file, not a directory",
+                    "choose a path whose directories are directories"),
+    errno.EISDIR: ("{} is a directory", "give a file name"),
+    errno.EIO: ("input/output error on {}", "check the disk and the system log"),
+}
+
+
+def os_error(exc: OSError) -> IotsecError:
+    """The iotsec error for an ``OSError`` that reached the edge: what the system refused,
+    on which path, and what to do (one line, no traceback)."""
+    name = exc.filename2 if exc.filename2 is not None else exc.filename
+    path = os.fsdecode(name) if isinstance(name, str | bytes) else None
+    what = path if path is not None else "a file"
+    if exc.errno == errno.ENOENT and path is not None:
+        return NotFoundError(f"{path} does not exist", hint="check the path")
+    if exc.errno == errno.EEXIST:
+        # Left to the edge, this is a directory that could not be made: a file holds the name.
+        is_file = path is not None and os.path.lexists(path) and not os.path.isdir(path)
+        return FileSystemError(f"{what} already exists" + (" and is not a directory"
+                                                           if is_file else ""),
+                               hint="remove it or choose another path")
+    known = _OS_ERRORS.get(exc.errno or 0)
+    if known is not None:
+        return FileSystemError(known[0].format(what), hint=known[1])
+    reason = exc.strerror or type(exc).__name__
+    return FileSystemError(f"{reason}: {path}" if path is not None else reason)

@@ -4,6 +4,7 @@ certificates against the real time), a short broker directory, and a port."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ def mosquitto() -> str:
 @pytest.fixture
 def brt(tmp_path: Path) -> Iterator[Runtime]:
     settings = Settings(home=tmp_path / "home")
-    init_home(settings)
+    # Made a week ago: a test may issue "as if days ago" (an expired certificate), and
+    # nothing is signed before its CA existed.
+    init_home(settings, now=datetime.now(UTC) - timedelta(days=7))
     runtime = open_runtime(settings)
     yield runtime
     runtime.close()

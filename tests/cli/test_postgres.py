@@ -30,7 +30,7 @@ def test_cli_on_postgresql(cli: Cli, cli_home: Path, tmp_path: Path, database_ur
     assert [c["serial"] for c in cli.json("cert", "list", "--expiring-within", "30d")] == \
         [issued["serial"]]
     cli.ok("cert", "revoke", issued["serial"].lower(), "--reason", "superseded")
-    assert "already revoked" in cli.refused("cert", "revoke", issued["serial"])
+    assert "already revoked" in cli.ok("cert", "revoke", issued["serial"]).out
     crl = x509.load_pem_x509_crl(cli.ok("crl", "--pem").out.encode())
     entry = crl.get_revoked_certificate_by_serial_number(int(issued["serial"], 16))
     assert entry is not None

@@ -43,13 +43,15 @@ def test_plain_http_is_refused_off_loopback(cli: Cli, ready: object,
 
 def test_plain_http_on_loopback_and_https_elsewhere(cli: Cli, ready: object,
                                                     fake_uvicorn: list[dict[str, Any]]) -> None:
-    cli.ok("serve", "--http", "--host", "127.0.0.1", "--port", "9000")
+    # serve binds the port before it hands over to uvicorn: a free one.
+    port = _free_port()
+    cli.ok("serve", "--http", "--host", "127.0.0.1", "--port", str(port))
     (plain,) = fake_uvicorn
-    assert (plain["host"], plain["port"]) == ("127.0.0.1", 9000)
+    assert (plain["host"], plain["port"]) == ("127.0.0.1", port)
     assert plain.get("ssl_certfile") is None
     fake_uvicorn.clear()
 
-    cli.ok("serve", "--host", "0.0.0.0")  # noqa: S104
+    cli.ok("serve", "--host", "0.0.0.0", "--port", str(_free_port()))  # noqa: S104
     (tls,) = fake_uvicorn
     chain = x509.load_pem_x509_certificates(Path(tls["ssl_certfile"]).read_bytes())
     san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -139,8 +139,8 @@ def test_serial_forms_openssl_lower_case_and_colons(cli: Cli, openssl: str,
         assert cli.json("cert", "show", form)["serial"] == serial
         revoked = cli.json("cert", "revoke", form, "--reason", "keyCompromise")
         assert revoked == {"revoked": [serial], "reason": "keyCompromise"}
-        # Any spelling of a revoked serial is refused the second time.
-        assert "already revoked" in cli.refused("cert", "revoke", form)
+        # Any spelling of a revoked serial is revoked already the second time.
+        assert "already revoked" in cli.ok("cert", "revoke", form).out
     cli.ok("crl", "-o", "crl.der")
     crl = x509.load_der_x509_crl((tmp_path / "crl.der").read_bytes())
     assert {e.serial_number for e in crl} == {int(s, 16) for s in serials}

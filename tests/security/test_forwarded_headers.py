@@ -88,7 +88,7 @@ def test_the_default_config_turns_proxy_headers_off(cli: Cli, ready: object,
     # uvicorn reads FORWARDED_ALLOW_IPS when it is not given the addresses: that must not
     # turn the headers back on either.
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
-    cli.ok("serve", "--http", "--port", "9000")
+    cli.ok("serve", "--http", "--port", str(_free_port()))
     (kwargs,) = recorded
     config = uvicorn.Config(FastAPI(), **kwargs)
     assert config.proxy_headers is False
@@ -101,7 +101,8 @@ def test_named_proxies_are_the_only_ones_trusted(cli: Cli, ready: object,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     recorded: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: recorded.append(kw))
-    cli.ok("serve", "--http", "--forwarded-allow-ips", "10.0.0.5, 192.0.2.0/24,::1")
+    cli.ok("serve", "--http", "--port", str(_free_port()), "--forwarded-allow-ips",
+           "10.0.0.5, 192.0.2.0/24,::1")
     config = uvicorn.Config(FastAPI(), **recorded[0])
     assert config.proxy_headers is True
     assert config.forwarded_allow_ips == ["10.0.0.5", "192.0.2.0/24", "::1"]

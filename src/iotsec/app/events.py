@@ -21,7 +21,7 @@ from sqlalchemy import Engine, insert, select
 
 from iotsec.errors import InvalidInputError
 from iotsec.store import models as m
-from iotsec.store.db import in_transaction, reading
+from iotsec.store.db import in_transaction, reading, transaction
 from iotsec.timeutil import from_ts, ts
 
 log = logging.getLogger("iotsec.events")
@@ -138,7 +138,8 @@ class EventSink:
                 log.exception("could not write security events")
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        with self._engine.begin() as conn:
+        # Through the unit of work, so a read-only or full store is a StoreError that says so.
+        with transaction(self._engine) as conn:
             conn.execute(insert(m.events), rows)
 
 

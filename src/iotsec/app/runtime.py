@@ -150,11 +150,15 @@ class Runtime:
         self._closers.append(callback)
 
     def close(self) -> None:
-        for callback in reversed(self._closers):
-            callback()
-        self.custody.close()
-        self.events.close()
-        self.engine.dispose()
+        try:
+            for callback in reversed(self._closers):
+                callback()
+            self.custody.close()
+            # Writes the events still buffered: on a full or read-only store this raises,
+            # and the engine is closed all the same.
+            self.events.close()
+        finally:
+            self.engine.dispose()
 
 
 def open_runtime(settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow,

@@ -16,7 +16,7 @@ from iotsec.broker.mosquitto import Layout
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, plural
-from iotsec.errors import InvalidInputError
+from iotsec.errors import InvalidInputError, NotFoundError
 
 app = typer.Typer(help="Drive the MQTT broker that enforces iotsec's decisions.",
                   no_args_is_help=True)
@@ -117,8 +117,8 @@ def sync(
 @mosquitto_app.command("ingest-log")
 def ingest(
     directory: Annotated[Path | None, typer.Argument(
-        metavar="[DIR]", help="A rendered broker directory (reads DIR/run/mosquitto.log).")
-                         ] = None,
+        metavar="[DIR|FILE]", help="A rendered broker directory (reads DIR/run/mosquitto.log), "
+        "or a Mosquitto log file.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Another Mosquitto log.")] = None,
     state: Annotated[Path | None, typer.Option(
         "--state", help="Where to keep the read position (default: in DIR/private).")] = None,
@@ -127,9 +127,14 @@ def ingest(
     """Turn new broker log lines into security events ('iotsec events list')."""
     if (directory is None) == (file is None):
         raise InvalidInputError("give a broker DIR or --file FILE")
+    if directory is not None and not directory.exists():
+        raise NotFoundError(f"{directory} does not exist",
+                            hint="give a rendered broker directory or a Mosquitto log file")
+    if directory is not None and not directory.is_dir():
+        file, directory = directory, _layout_of_log(directory)
     if directory is not None:
         layout = Layout.parse(directory)
-        log_file, state = layout.log_file, state or layout.private / "ingest.json"
+        log_file, state = file or layout.log_file, state or layout.private / "ingest.json"
     else:
         assert file is not None
         log_file = file
@@ -142,6 +147,17 @@ def ingest(
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.by_kind.items())) or "none"
     console.print(f"{plural(result.lines, 'line')}, {plural(result.events, 'event')} ({kinds})",
                   markup=False)
+
+
+def _layout_of_log(log: Path) -> Path | None:
+    """The rendered broker directory whose log ``log`` is (``DIR/run/mosquitto.log``), so
+    its read position is kept there too; ``None`` for a log file anywhere else."""
+    root = log.absolute().parent.parent
+    try:
+        layout = Layout.parse(root)
+    except InvalidInputError:
+        return None
+    return root if layout.log_file == log.absolute() and layout.private.is_dir() else None
 
 
 emqx_app = typer.Typer(help="EMQX 5 (clusters): mutual TLS, HTTP authentication and "

@@ -13,6 +13,7 @@ import typer
 from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.pki import certs as service
 from iotsec.app.pki.certs import CertificateRecord
+from iotsec.app.pki.keygen import issue_keygen_files
 from iotsec.app.wire.identity import (
     CertificateOut,
     KeygenFilesOut,
@@ -31,8 +32,7 @@ from iotsec.cli.output import (
     when,
     write_output,
 )
-from iotsec.errors import InvalidInputError
-from iotsec.filesystem import atomic_write, write_private_file
+from iotsec.errors import AlreadyRevokedError
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.csr import MAX_CSR_BYTES
 from iotsec.pki.keys import KeyType
@@ -86,35 +86,24 @@ def _issue_keygen(device_id: str, key_type: KeyType, days: int | None, output: s
                   as_json: bool) -> None:
     if output is None:
         raise typer.BadParameter("--keygen needs -o DIR to write the key and certificate to")
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"{output} exists and is not a directory",
-                                hint="give a new or empty directory with -o")
-    files = {name: out / name for name in
-             (f"{device_id}.key", f"{device_id}.crt", "chain.pem", f"{device_id}.p12")}
-    clash = [str(p) for p in files.values() if p.exists()]
-    if clash:
-        raise InvalidInputError(f"{clash[0]} already exists; nothing was issued",
-                                hint="choose another directory with -o")
     env_pass = os.environ.get("IOTSEC_P12_PASSPHRASE")
     passphrase = env_pass or secrets.token_urlsafe(18)
     with runtime() as rt:
-        bundle = service.issue_with_keygen(rt, device_id, key_type=key_type, days=days,
-                                           p12_passphrase=passphrase.encode("utf-8"))
+        done = issue_keygen_files(rt, device_id, Path(output), key_type=key_type, days=days,
+                                  p12_passphrase=passphrase.encode("utf-8"))
         now = rt.now()
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_private_file(files[f"{device_id}.key"], bundle.key_pem)
-    write_private_file(files[f"{device_id}.p12"], bundle.pkcs12)
-    atomic_write(files[f"{device_id}.crt"], bundle.certificate.pem.encode("ascii"))
-    atomic_write(files["chain.pem"], bundle.chain_pem.encode("ascii"))
     if as_json:
-        issued = CertificateOut.from_domain(bundle.certificate, now, with_pem=True)
+        issued = CertificateOut.from_domain(done.certificate, now, with_pem=True)
         emit_json(KeygenFilesOut(**issued.model_dump(),
-                                 files={k: str(v) for k, v in files.items()},
-                                 pkcs12_passphrase=None if env_pass else passphrase))
+                                 files={path.name: str(path) for path in done.files.values()},
+                                 pkcs12_passphrase=None if env_pass else passphrase,
+                                 resumed=done.resumed))
         return
-    console.print(f"Issued {bundle.certificate.serial} for {device_id}; wrote "
-                  f"{', '.join(str(p) for p in files.values())}", markup=False)
+    if done.resumed:
+        err_console.print("Finished an interrupted '--keygen' with the key it left in "
+                          f"{done.files['key']}", markup=False, soft_wrap=True)
+    console.print(f"Issued {done.certificate.serial} for {device_id}; wrote "
+                  f"{', '.join(str(p) for p in done.files.values())}", markup=False)
     if not env_pass:
         err_console.print("PKCS#12 passphrase (shown once):", markup=False)
         console.print(f"  {passphrase}", markup=False)
@@ -195,7 +184,12 @@ def revoke(
         return
     with runtime() as rt:
         if serial is not None:
-            serials = [service.revoke(rt, serial, why).serial]
+            try:
+                serials = [service.revoke(rt, serial, why).serial]
+            except AlreadyRevokedError as done:
+                # A retry of a revocation that went through: the goal is reached.
+                _already_revoked(done, as_json)
+                return
         else:
             assert device is not None
             serials = service.revoke_device(rt, device, why)
@@ -224,6 +218,14 @@ def _replace_infrastructure(serial: str, why: RevocationReason, broker_dir: Path
     if not done.replaced:
         console.print("  nothing here held it (a broker directory not given is healed by its "
                       "next 'iotsec broker mosquitto sync')", markup=False)
+
+
+def _already_revoked(done: AlreadyRevokedError, as_json: bool) -> None:
+    if as_json:
+        emit_json(RevokedOut(revoked=[], already_revoked=[done.serial], reason=done.reason))
+    else:
+        console.print(f"Certificate {done.serial} is already revoked ({done.reason}); "
+                      "nothing to do", markup=False)
 
 
 @app.command("renew")

@@ -31,6 +31,7 @@ from iotsec.cli import scan as scan_cmd
 from iotsec.cli.audit import audit as audit_cmd
 from iotsec.cli.output import err_console, print_error
 from iotsec.errors import IotsecError
+from iotsec.filesystem import os_error
 
 app = typer.Typer(
     name="iotsec",
@@ -82,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return code if isinstance(code, int) else (0 if code is None else 1)
     except IotsecError as exc:
         print_error(exc)
+        return 1
+    except OSError as exc:
+        # A full disk, a read-only file system, a file where a directory is needed: the
+        # system refused, which is no bug of iotsec's. Translated here once for every command.
+        print_error(os_error(exc))
         return 1
     except KeyboardInterrupt:
         err_console.print("iotsec: interrupted", markup=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 import threading
 from typing import Annotated, Any
 
@@ -11,9 +13,10 @@ import typer
 from iotsec.app.access.decisions import warm_up
 from iotsec.app.events import EventSink
 from iotsec.app.pki.server_tls import ServerTls, ensure_server_tls
+from iotsec.app.runtime import Runtime
 from iotsec.cli.context import runtime
 from iotsec.cli.output import err_console
-from iotsec.errors import InvalidInputError
+from iotsec.errors import ConflictError, InvalidInputError
 
 
 def _is_loopback(host: str) -> bool:
@@ -40,6 +43,28 @@ def parse_forwarded_allow_ips(text: str) -> tuple[str, ...]:
                 f"--forwarded-allow-ips: {item[:64]!r} is not an IP address or network",
                 hint="list the reverse proxy's addresses, e.g. 10.0.0.5,10.0.1.0/24") from None
     return tuple(found)
+
+
+def claim_port(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` as uvicorn does (``SO_REUSEADDR``), so that a port
+    in use is refused with one line before the server announces itself or starts anything.
+    The caller closes the socket just before uvicorn binds the port again."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except OSError as exc:
+        sock.close()
+        hint = {errno.EADDRINUSE: "another process listens on it; stop that one or choose "
+                "another --port",
+                errno.EACCES: "ports below 1024 need privileges; choose a higher --port",
+                errno.EADDRNOTAVAIL: "the address is not one of this machine's; check --host",
+                }.get(exc.errno or 0, "check --host and --port")
+        raise ConflictError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                            hint=hint) from None
+    return sock
 
 
 def uvicorn_options(*, host: str, port: int, workers: int, tls: ServerTls | None,
@@ -75,49 +100,62 @@ def serve(
     )] = None,
 ) -> None:
     """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl."""
-    # Imported here: the web stack is only needed by this command, and every other command
-    # would pay for it at start-up.
-    import uvicorn
-
-    from iotsec.api.app import create_app
-
     proxies = parse_forwarded_allow_ips(forwarded_allow_ips) \
         if forwarded_allow_ips is not None else ()
     if http and not _is_loopback(host):
         raise InvalidInputError(f"plain HTTP is only allowed on a loopback address, not {host}",
                                 hint="drop --http to serve HTTPS, or use --host 127.0.0.1")
     with runtime() as rt:
-        # A server records security events through a buffer flushed in the background.
-        rt.events = EventSink(rt.engine, buffered=True)
-        # With several workers, each process builds its own app and runtime from the same
-        # environment (app_from_environment); this process only supervises them.
-        app = create_app(rt) if workers == 1 else None
-        if app is not None:
-            # The policy and the registry in memory before the first request, not by it.
-            warm_up(rt)
-        scheme = "http" if http else "https"
-        shown = f"[{host}]" if ":" in host else host
-        files = None if http else ensure_server_tls(rt, host)
-        stop = threading.Event()
-        if rt.settings.campaign_tick_seconds > 0:
-            # Update campaigns advance and time out devices without an outside scheduler.
-            from iotsec.app.ota.campaigns import tick_loop
-
-            threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
-                             daemon=True).start()
-        if rt.settings.broker_dir is not None:
-            # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
-            # every device out).
-            from iotsec.app.broker.mosquitto import refresh_loop
-
-            threading.Thread(target=refresh_loop, args=(rt, rt.settings.broker_dir, stop),
-                             name="iotsec-broker-sync", daemon=True).start()
-        err_console.print(f"iotsec serving on {scheme}://{shown}:{port}"
-                          + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
-                          markup=False)
+        # The port before anything else: a server that cannot listen must not announce
+        # that it serves, nor start its background work.
+        claimed = claim_port(host, port)
         try:
-            target: Any = app if workers == 1 else "iotsec.api.app:app_from_environment"
-            uvicorn.run(target, **uvicorn_options(host=host, port=port, workers=workers,
-                                                  tls=files, forwarded_allow_ips=proxies))
+            _serve(rt, host, port, http, workers, proxies, claimed)
         finally:
-            stop.set()
+            claimed.close()
+
+
+def _serve(rt: Runtime, host: str, port: int, http: bool, workers: int,
+           proxies: tuple[str, ...], claimed: socket.socket) -> None:
+    # Imported here: the web stack is only needed by this command, and every other command
+    # would pay for it at start-up.
+    import uvicorn
+
+    from iotsec.api.app import create_app
+
+    # A server records security events through a buffer flushed in the background.
+    rt.events = EventSink(rt.engine, buffered=True)
+    # With several workers, each process builds its own app and runtime from the same
+    # environment (app_from_environment); this process only supervises them.
+    app = create_app(rt) if workers == 1 else None
+    if app is not None:
+        # The policy and the registry in memory before the first request, not by it.
+        warm_up(rt)
+    scheme = "http" if http else "https"
+    shown = f"[{host}]" if ":" in host else host
+    files = None if http else ensure_server_tls(rt, host)
+    stop = threading.Event()
+    if rt.settings.campaign_tick_seconds > 0:
+        # Update campaigns advance and time out devices without an outside scheduler.
+        from iotsec.app.ota.campaigns import tick_loop
+
+        threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
+                         daemon=True).start()
+    if rt.settings.broker_dir is not None:
+        # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
+        # every device out).
+        from iotsec.app.broker.mosquitto import refresh_loop
+
+        threading.Thread(target=refresh_loop, args=(rt, rt.settings.broker_dir, stop),
+                         name="iotsec-broker-sync", daemon=True).start()
+    err_console.print(f"iotsec serving on {scheme}://{shown}:{port}"
+                      + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
+                      markup=False)
+    try:
+        target: Any = app if workers == 1 else "iotsec.api.app:app_from_environment"
+        # Handed over: uvicorn binds the port again (SO_REUSEADDR, like the claim).
+        claimed.close()
+        uvicorn.run(target, **uvicorn_options(host=host, port=port, workers=workers,
+                                              tls=files, forwarded_allow_ips=proxies))
+    finally:
+        stop.set()

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from iotsec.app.setup import init_home
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console
 from iotsec.config import Settings
-from iotsec.errors import InvalidInputError
 from iotsec.pki.keys import KeyType
 
 
@@ -37,11 +35,8 @@ def init(
         overrides["pkcs11_module"] = pkcs11_module
     if token_label is not None:
         overrides["pkcs11_token"] = token_label
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise InvalidInputError(f"invalid key-store option: {exc.errors()[0]['msg']}",
-                                hint="--keystore is file or pkcs11") from None
+    # A value that is not allowed is a ConfigError naming it (see iotsec.config).
+    settings = Settings(**overrides)  # type: ignore[arg-type]
     result = init_home(settings, key_type=KeyType.parse(key_type), exist_ok=exist_ok)
     # TLS stacks load their server key from a file, so a server's TLS key is an encrypted
     # file in the home on every keystore; a token keeps the CA keys and the KEKs.

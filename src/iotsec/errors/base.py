@@ -9,11 +9,14 @@ with ``err.status``. Foreign exceptions are translated at the boundary with
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyRevokedError",
     "AuthError",
+    "ClockBehindError",
     "ConfigError",
     "ConflictError",
     "CsrError",
     "DeviceStateError",
+    "FileSystemError",
     "ForbiddenError",
     "HomeNotInitialisedError",
     "InfrastructureCertificateError",
@@ -90,6 +93,30 @@ class ConflictError(IotsecError):
     code = "conflict"
 
 
+class AlreadyRevokedError(ConflictError):
+    """The certificate is revoked already. The API answers 409; the CLI treats a repeated
+    revocation as done, so that a retry is harmless."""
+
+    default_hint = "a revocation is final; nothing to do"
+
+    def __init__(self, message: str, *, serial: str, reason: str,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.serial = serial
+        self.reason = reason
+
+
+# --- the host --------------------------------------------------------------------------
+
+
+class FileSystemError(IotsecError):
+    """The operating system refused a file operation: a full disk, a read-only file system,
+    missing permissions, a file where a directory is needed."""
+
+    status = 503
+    code = "filesystem"
+
+
 # --- domains ---------------------------------------------------------------------------
 
 
@@ -116,6 +143,16 @@ class KeyCustodyError(IotsecError):
 class PkiError(IotsecError):
     status = 422
     code = "pki"
+
+
+class ClockBehindError(PkiError):
+    """The clock says it is earlier than a CA came into being: whatever it signed now would
+    carry wrong dates (a certificate that expires before its CA existed, a CRL from the
+    past), so nothing is signed."""
+
+    status = 503
+    code = "clock-behind"
+    default_hint = "set the system clock right (NTP) and try again"
 
 
 class CsrError(PkiError):

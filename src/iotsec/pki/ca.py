@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
-from iotsec.errors import PkiError
+from iotsec.errors import ClockBehindError, PkiError
 from iotsec.pki import x509 as enc
 from iotsec.pki.keys import Signer
 from iotsec.pki.serial import random_serial
@@ -39,8 +39,29 @@ class Authority:
                    key_id=enc.key_identifier(enc.spki_der(cert.public_key())))
 
     @property
+    def not_before(self) -> datetime:
+        return self.certificate.not_valid_before_utc
+
+    @property
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
+
+    def check_clock(self, now: datetime) -> None:
+        """Refuse to sign at ``now`` when it lies before this CA's own notBefore.
+
+        A clock running behind is the one clock fault a CA can see by itself: it cannot
+        be earlier than the CA's creation. Signing anyway would issue certificates that
+        expire before their CA existed and CRLs from the past (:class:`ClockBehindError`).
+        """
+        if now < self.not_before:
+            raise ClockBehindError(
+                f"the clock is behind: it says {_iso(now)}, before the notBefore "
+                f"{_iso(self.not_before)} of the CA {self.certificate.subject.rfc4514_string()}"
+                "; nothing was signed")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ca_extensions(key_id: bytes, issuer_key_id: bytes,
@@ -69,7 +90,9 @@ def create_root(signer: Signer, now: datetime, *, label: str | None = None) -> b
 
 def create_issuing(root: Authority, signer: Signer, now: datetime, *,
                    label: str | None = None) -> bytes:
-    """An issuing (intermediate) CA under ``root``; path length 0: it signs only end entities."""
+    """An issuing (intermediate) CA under ``root``; path length 0: it signs only end entities.
+    Refused when ``now`` is before the root's notBefore (:meth:`Authority.check_clock`)."""
+    root.check_clock(now)
     tag = label or secrets.token_hex(4)
     spki = enc.spki_der(signer.public_key())
     not_after = min(now + ISSUING_VALIDITY, root.not_after)

@@ -67,8 +67,10 @@ def build_crl(
     """Sign a v2 CRL over pre-encoded entries (see :func:`encode_entry`).
 
     ``entries`` may be a generator over a database cursor: it is consumed once into a single
-    buffer, so peak memory is about the size of the CRL plus one fetch batch.
+    buffer, so peak memory is about the size of the CRL plus one fetch batch. Refused when
+    ``this_update`` is before the CA's notBefore (:meth:`Authority.check_clock`).
     """
+    ca.check_clock(this_update)
     body = bytearray()
     for entry in entries:
         body += entry

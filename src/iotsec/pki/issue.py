@@ -40,13 +40,16 @@ class IssuedCertificate:
 
 
 def validity(ca: Authority, now: datetime, days: int) -> tuple[datetime, datetime]:
-    """The validity window: ``days`` from now, never past the issuing CA's own expiry."""
+    """The validity window: ``days`` from now, never past the issuing CA's own expiry.
+    Refused when ``now`` is before the CA's notBefore (:meth:`Authority.check_clock`)."""
     check_days(days)
+    ca.check_clock(now)
     now = now.replace(microsecond=0)
     if ca.not_after <= now + timedelta(hours=1):
         raise PkiError("the issuing CA has expired or expires within the hour",
                        hint="rotate the issuing CA before issuing more certificates")
-    return now - BACKDATE, min(now + timedelta(days=days), ca.not_after)
+    # The back-dating never reaches before the CA's own notBefore.
+    return max(now - BACKDATE, ca.not_before), min(now + timedelta(days=days), ca.not_after)
 
 
 @lru_cache(maxsize=64)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from sqlalchemy import select
 
 from iotsec.access.engine import CompiledPolicy
@@ -44,6 +44,7 @@ from iotsec.broker.emqx import (
     parse_authn_request,
     parse_authz_request,
 )
+from iotsec.config import EnvSettings
 from iotsec.errors import IotsecError
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
@@ -57,7 +58,7 @@ _ROLES: Slot[tuple[CompiledPolicy, Mapping[str, Role]]] = Slot("emqx.roles")
 log = logging.getLogger("iotsec.emqx")
 
 
-class EmqxSettings(BaseSettings):
+class EmqxSettings(EnvSettings):
     """``IOTSEC_EMQX_*`` settings of the EMQX hooks."""
 
     model_config = SettingsConfigDict(env_prefix="IOTSEC_EMQX_", extra="ignore")

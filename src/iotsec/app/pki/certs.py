@@ -4,18 +4,20 @@ certificate row or nothing, and a serial is the primary key, so it can never be 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
+    AlreadyRevokedError,
     ConflictError,
     DeviceStateError,
     InfrastructureCertificateError,
@@ -38,6 +40,8 @@ from iotsec.timeutil import from_ts, ts
 MAX_BATCH = 10_000
 MAX_GRACE = timedelta(days=90)
 MIN_P12_PASSPHRASE = 8
+#: The private keys ``--keygen`` makes (see :class:`~iotsec.pki.keys.KeyType`).
+DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +149,13 @@ def device_profile(rt: Runtime) -> CertProfile:
 
 
 def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
-                days: int | None = None, profile: CertProfile | None = None
-                ) -> list[CertificateRecord]:
+                days: int | None = None, profile: CertProfile | None = None,
+                before_commit: Callable[[], None] | None = None) -> list[CertificateRecord]:
     """Issue one certificate per ``(device_id, csr)`` in a single transaction.
 
     Every CSR is checked before anything is written; one bad request refuses the batch.
+    ``before_commit`` runs once everything is signed and written, before the commit: if it
+    raises (or the process dies in it), nothing was issued.
     """
     if len(requests) > MAX_BATCH:
         raise InvalidInputError(f"a batch holds at most {MAX_BATCH} requests",
@@ -173,6 +179,8 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
                                       kind="device", profile=profile.name, now=now))
         if values:
             conn.execute(_INSERT_CERT, values)
+        if before_commit is not None:
+            before_commit()
     return [_record_from_values(v) for v in values]
 
 
@@ -192,18 +200,40 @@ class KeygenBundle:
 
 def issue_with_keygen(rt: Runtime, device_id: str, *, p12_passphrase: bytes,
                       key_type: KeyType = KeyType.ECDSA_P256,
-                      days: int | None = None) -> KeygenBundle:
+                      days: int | None = None, key: DeviceKey | None = None,
+                      save_key: Callable[[bytes], None] | None = None) -> KeygenBundle:
     """Generate the device's key here (for devices that cannot), issue, and hand both back.
 
-    The private key is returned to the caller and not kept by iotsec.
+    The private key is returned to the caller and not kept by iotsec. ``key`` certifies a
+    key made earlier instead (one saved by an interrupted run). ``save_key`` receives the
+    key (PKCS#8 PEM) after the certificate is signed and before it is committed: when it
+    fails, or the process dies in it, nothing was issued, so a valid certificate whose
+    private key was never saved cannot exist.
     """
+    check_p12_passphrase(p12_passphrase)
+    key = key_type.generate() if key is None else key
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    spki = enc.spki_der(key.public_key())
+    before_commit = None if save_key is None else (lambda: save_key(key_pem))
+    record = issue_batch(rt, [(device_id, CheckedCsr(public_key=key.public_key(), spki=spki,
+                                                     requested_subject=""))], days=days,
+                         before_commit=before_commit)[0]
+    return keygen_bundle(rt, record, key, p12_passphrase)
+
+
+def check_p12_passphrase(p12_passphrase: bytes) -> None:
+    """Refuse a PKCS#12 passphrase shorter than :data:`MIN_P12_PASSPHRASE`."""
     if len(p12_passphrase) < MIN_P12_PASSPHRASE:
         raise InvalidInputError(f"the PKCS#12 passphrase needs at least {MIN_P12_PASSPHRASE} "
                                 "characters")
-    key = key_type.generate()
-    spki = enc.spki_der(key.public_key())
-    record = issue_batch(rt, [(device_id, CheckedCsr(public_key=key.public_key(), spki=spki,
-                                                     requested_subject=""))], days=days)[0]
+
+
+def keygen_bundle(rt: Runtime, record: CertificateRecord, key: DeviceKey,
+                  p12_passphrase: bytes) -> KeygenBundle:
+    """The files handed out for ``record`` and its private ``key``: the key, a PKCS#12
+    (key, certificate and issuing CA) under ``p12_passphrase``, and the chain."""
+    check_p12_passphrase(p12_passphrase)
     cert = x509.load_der_x509_certificate(record.der)
     issuing = rt.authority("issuing")
     encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
@@ -212,8 +242,8 @@ def issue_with_keygen(rt: Runtime, device_id: str, *, p12_passphrase: bytes,
                   .hmac_hash(hashes.SHA256())
                   .build(p12_passphrase))
     p12 = pkcs12.serialize_key_and_certificates(
-        name=device_id.encode("utf-8"), key=key, cert=cert, cas=[issuing.certificate],
-        encryption_algorithm=encryption)
+        name=(record.device_id or record.subject).encode("utf-8"), key=key, cert=cert,
+        cas=[issuing.certificate], encryption_algorithm=encryption)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return KeygenBundle(certificate=record, key_pem=key_pem, pkcs12=p12,
@@ -286,8 +316,8 @@ def ensure_revocable(row: Row[Any], now: int) -> None:
     """Refuse a certificate whose revocation has already taken effect."""
     if row.revoked_at is not None and row.revoked_at <= now:
         reason = RevocationReason(row.revocation_reason).name
-        raise ConflictError(f"certificate {row.serial} is already revoked ({reason})",
-                            hint="a revocation is final; nothing to do")
+        raise AlreadyRevokedError(f"certificate {row.serial} is already revoked ({reason})",
+                                  serial=row.serial, reason=reason)
 
 
 def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason.unspecified

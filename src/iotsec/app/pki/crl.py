@@ -1,7 +1,8 @@
 """Publishing CRLs.
 
 The latest CRL of each CA is kept in the store and served as it is until a revocation
-marks it stale, a grace-period revocation falls due, or it reaches its refresh age. A
+marks it stale, a grace-period revocation falls due, it reaches its refresh age, or its
+thisUpdate lies in the future (it was signed while the clock ran ahead). A
 rebuild locks the CA's CRL row, so concurrent servers never publish two CRLs with the
 same number.
 """
@@ -42,6 +43,10 @@ def _authority_id(rt: Runtime, role: str) -> int:
 def _fresh(conn: Connection, row: Row[Any] | None, authority_id: int, now: int,
            refresh: int) -> bool:
     if row is None or row.der is None or row.stale or now >= row.this_update + refresh:
+        return False
+    if row.this_update > now:
+        # Signed while the clock ran ahead: relying parties refuse it ("CRL is not yet
+        # valid") until that moment, so it is rebuilt now, with the next CRL number.
         return False
     c = m.certificates.c
     due = conn.execute(select(exists().where(

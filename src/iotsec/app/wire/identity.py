@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import Field
+
 from iotsec.app.broker.infrastructure import Replacement
 from iotsec.app.identity.device_tokens import DeviceKeyRecord
 from iotsec.app.pki.certs import CertificateRecord, KeygenBundle
@@ -100,13 +102,17 @@ class KeygenFilesOut(CertificateOut):
 
     files: dict[str, str]
     pkcs12_passphrase: str | None
+    #: True when the command finished an interrupted earlier run (its key was already saved).
+    resumed: bool = False
 
 
 class RevokedOut(Wire):
-    """The serials a revocation revoked, and why."""
+    """The serials a revocation revoked, and why; a retry of a revocation that already went
+    through names its serial in ``already_revoked`` (with the reason it was revoked for)."""
 
     revoked: list[str]
     reason: str
+    already_revoked: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_domain(cls, serials: list[str], reason: RevocationReason) -> RevokedOut:
