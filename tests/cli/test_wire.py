@@ -35,7 +35,7 @@ def test_devices_and_certificates(cli: Cli, api: TestClient, tmp_path: Path) -> 
     serial = issued["serial"]
     assert issued["pem"].startswith("-----BEGIN CERTIFICATE-----")
     assert set(issued) - set(_get(api, f"/v1/certificates/{serial}")) == {
-        "files", "pkcs12_passphrase"}
+        "files", "pkcs12_passphrase", "resumed"}
 
     assert added["id"] == "gw-1" and added["attributes"] == {"site": "north"}
     assert cli.json("device", "list") == _get(api, "/v1/devices")

@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -153,10 +153,11 @@ def _devices_csv(where: Path, count: int) -> str:
 
 def test_a_full_disk_while_writing_a_file(home: Path, run: Run, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(path: Path, data: bytes, mode: int) -> None:
+    def full(path: Path, mode: int) -> BinaryIO:
+        # Creating the staged file on a full file system fails with ENOSPC.
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(iotsec.filesystem, "_write_new", full)
+    monkeypatch.setattr(iotsec.filesystem, "_open_new", full)
     target = tmp_path / "chain.pem"
     message = run.refused("ca", "chain", "-o", str(target))
     assert "no space left" in message and str(target) in message, message
