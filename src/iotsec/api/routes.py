@@ -83,7 +83,8 @@ def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOu
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)
 def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
-    record = certs.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days)
+    record = certs.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days,
+                                  allow_shared_key=body.allow_shared_key)
     return CertificateOut.of(record, rt.now(), with_pem=True)
 
 
@@ -131,7 +132,8 @@ def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> Certi
 @v1.post("/certificates/{serial}/renew", status_code=201)
 def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     grace = parse_duration(body.grace) if body.grace else None
-    record = certs.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace)
+    record = certs.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace,
+                         allow_shared_key=body.allow_shared_key)
     return CertificateOut.of(record, rt.now(), with_pem=True)
 
 

@@ -128,13 +128,16 @@ def encrypt_file(rt: Runtime, source: str, target: str, *,
     if target == STDIO and sys.stdout.isatty():
         raise InvalidInputError("refusing to write ciphertext to a terminal",
                                 hint="give OUT as a file name, or redirect standard output")
-    kek = rt.custody.keks().active_or_create()
+    # The first KEK is created only once the source opened and the target is free: a
+    # refused encryption leaves the home as it was.
     with _source(source) as src:
         if target == STDIO:
+            kek = rt.custody.keks().active_or_create()
             info = atrest.encrypt_stream(src, sys.stdout.buffer, kek, chunk_size=chunk_size)
             sys.stdout.buffer.flush()
         else:
             with _atomic_output(target) as dst:
+                kek = rt.custody.keks().active_or_create()
                 info = atrest.encrypt_stream(src, dst, kek, chunk_size=chunk_size)
     _record(rt, "data.encrypt", "ok", target, {"kek": info.kek_id, "bytes": info.plaintext_bytes})
     return info

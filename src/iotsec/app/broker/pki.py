@@ -18,6 +18,7 @@ Every certificate is recorded in the store like any other (kinds ``server``,
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -75,8 +76,10 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _record(rt: Runtime, der: bytes, serial: int, not_before: datetime, not_after: datetime,
             cn: str, kind: str) -> None:
+    spki = enc.spki_der(x509.load_der_x509_certificate(der).public_key())
     issued = IssuedCertificate(serial=serial, der=der, not_before=not_before,
-                               not_after=not_after, subject_cn=cn)
+                               not_after=not_after, subject_cn=cn,
+                               spki_sha256=hashlib.sha256(spki).hexdigest())
     with transaction(rt.engine) as conn:
         conn.execute(insert(m.certificates).values(certificate_row(
             issued, authority_id=rt.issuing_id(), device_id=None, kind=kind,
