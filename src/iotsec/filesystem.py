@@ -21,8 +21,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from iotsec.errors import ConflictError, InputTooLargeError
 
@@ -32,6 +33,7 @@ __all__ = [
     "atomic_write",
     "publish_private_file",
     "read_bounded",
+    "replacing",
     "staged_name",
     "write_private_file",
 ]
@@ -65,6 +67,33 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new private file beside the existing ``path`` (open for writing and reading back),
+    which atomically replaces ``path`` (keeping its permission bits) only if the block
+    succeeds; otherwise it is removed and ``path`` is untouched. For content too large to
+    hold in memory, where :func:`atomic_write` needs the bytes."""
+    mode = path.stat().st_mode & 0o7777
+    staged = staged_name(path)
+    fd = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    try:
+        with os.fdopen(fd, "w+b") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(staged, mode)
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
