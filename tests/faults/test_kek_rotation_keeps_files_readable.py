@@ -77,6 +77,9 @@ def test_force_retires_anyway_and_such_files_no_longer_open(rt: Runtime,
     assert result.complete and result.retired == [old]
     with pytest.raises(RetiredKekError):
         protect.decrypt_file(rt, str(sealed), str(tmp_path / "b.out"))
+    # The file is still recorded under the retired key, which holds no later rotation back.
+    assert {k.key_id: k.files for k in rotation.key_report(rt).keks}[old] == 1
+    assert rotation.rotate_kek(rt).complete
 
 
 def test_a_rewrap_that_does_not_verify_leaves_the_file_alone(rt: Runtime,

@@ -340,8 +340,11 @@ def rotate_kek(rt: Runtime, *, backend: Backend | None = None, batch: int = DEFA
             return result
         if retire and not force:
             files = file_counts(rt)
+            # Only a key still usable is held back: one already retired or destroyed (by
+            # an earlier --force) cannot be helped by waiting.
+            usable = {k.key_id for k in custody.describe() if not k.retired}
             result.files = {k: files[k] for k in journal["retire"]
-                            if files.get(k) and k != target.key_id}
+                            if files.get(k) and k != target.key_id and k in usable}
             if result.files:
                 _event(rt, "kek.rotate", "incomplete", target.key_id,
                        {"files": result.files, "hint": "iotsec data rewrap"})
