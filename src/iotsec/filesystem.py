@@ -59,6 +59,7 @@ __all__ = [
     "publish_private_file",
     "read_bounded",
     "replace_symlink",
+    "replacing",
     "staged_file",
     "staged_name",
     "sync_directory",
@@ -93,8 +94,9 @@ def sync_directory(path: Path) -> None:
 
 
 def _open_new(path: Path, mode: int) -> BinaryIO:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    return os.fdopen(fd, "wb")
+    # Open for reading too, so a writer can check what it wrote before it is published.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    return os.fdopen(fd, "w+b")
 
 
 def create_new(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> None:
@@ -208,6 +210,19 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644,
     except OSError as exc:
         # The error names the file the caller asked for, not the staged one.
         raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new private file beside the existing ``path`` (open for writing and reading back),
+    which atomically replaces ``path`` (keeping its permission bits) only if the block
+    succeeds; otherwise it is removed and ``path`` is untouched. For content too large to
+    hold in memory, where :func:`atomic_write` needs the bytes."""
+    mode = path.stat().st_mode & 0o7777
+    with staged_file(path) as staged:
+        yield staged.file
+        os.chmod(staged.path, mode)
+        staged.replace(path)
 
 
 def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:

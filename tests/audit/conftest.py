@@ -72,9 +72,10 @@ def add(rt: Runtime, device: str, key: CertificateIssuerPrivateKeyTypes | None =
 def fleet(rt: Runtime) -> Fleet:
     """Two active devices with fresh P-256 certificates, each seen connecting; the init
     admin token replaced by one that expires. Audits clean."""
-    for info in tokens.list_tokens(rt):
-        tokens.revoke_token(rt, info.id)
+    initial = tokens.list_tokens(rt)
     tokens.issue_token(rt, "ops", tokens.Scope.ADMIN, timedelta(days=30))
+    for info in initial:  # the new admin token first: the last one cannot be revoked
+        tokens.revoke_token(rt, info.id)
     f = Fleet(rt, {d: add(rt, d) for d in DEVICES})
     for i, d in enumerate(DEVICES):
         f.connect(d, f"192.0.2.{10 + i}:40000")

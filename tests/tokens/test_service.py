@@ -381,6 +381,7 @@ def test_a_stored_secret_in_another_format_is_refused(rt: Runtime, first: bytes)
 def test_wrong_passphrase_for_the_kek_fails_cleanly(rt: Runtime, settings: Settings,
                                                     clock: FakeClock) -> None:
     add(rt, "d1")
+    add(rt, "d2")
     kid, secret = svc.create_secret(rt, "d1")
     wrong = "a wrong passphrase of some length"
     other = open_runtime(settings.model_copy(update={"ca_passphrase": SecretStr(wrong)}),
@@ -391,8 +392,8 @@ def test_wrong_passphrase_for_the_kek_fails_cleanly(rt: Runtime, settings: Setti
         text = f"{info.value} {info.value.hint}"
         assert wrong not in text
         assert secret not in text
-        with pytest.raises(KeyCustodyError):
-            svc.create_secret(other, "d1")
+        with pytest.raises(KeyCustodyError):  # d2 has no secret yet: the KEK is needed
+            svc.create_secret(other, "d2")
     finally:
         other.close()
     # The right passphrase still works, and nothing was used up by the failures.

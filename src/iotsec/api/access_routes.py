@@ -152,8 +152,8 @@ def create_token(body: TokenIn, rt: RuntimeDep, _: AdminDep) -> TokenOut:
 
 
 @router.delete("/tokens/{token_id}")
-def delete_token(token_id: str, rt: RuntimeDep, _: AdminDep) -> TokenOut:
-    return TokenOut.from_domain(revoke_token(rt, token_id))
+def delete_token(token_id: str, rt: RuntimeDep, caller: AdminDep) -> TokenOut:
+    return TokenOut.from_domain(revoke_token(rt, token_id, caller=caller))
 
 
 @router.get("/events")

@@ -85,7 +85,8 @@ def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOu
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)
 def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
-    record = certs.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days)
+    record = certs.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days,
+                                  allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
 
@@ -139,7 +140,8 @@ def revoke_infrastructure(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminD
 @v1.post("/certificates/{serial}/renew", status_code=201)
 def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     grace = parse_duration(body.grace) if body.grace else None
-    record = certs.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace)
+    record = certs.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace,
+                         allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
 

@@ -28,6 +28,9 @@ class DeviceIn(Strict):
 class IssueIn(Strict):
     csr: str = Field(description="PEM certificate signing request", max_length=70_000)
     days: int | None = Field(default=None, ge=1, le=36_500)
+    allow_shared_key: bool = Field(
+        default=False, description="issue even if another identity's valid certificate "
+        "certifies the same key (recorded as a cert.shared-key event)")
 
 
 class KeygenIn(Strict):
@@ -44,3 +47,5 @@ class RenewIn(Strict):
     csr: str = Field(max_length=70_000)
     days: int | None = Field(default=None, ge=1, le=36_500)
     grace: str | None = Field(default=None, max_length=16, description="e.g. 7d")
+    allow_shared_key: bool = Field(
+        default=False, description="as for issuing: accept a key another identity holds")

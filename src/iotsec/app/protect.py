@@ -10,7 +10,10 @@ plaintext behind and an existing file is never overwritten.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
+from iotsec.app.custody.kek_files import move_file, record_file
 from iotsec.app.custody.keys import AuditedKeks
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
@@ -32,7 +36,7 @@ from iotsec.errors import (
     PayloadAlgorithmError,
     PayloadKeyError,
 )
-from iotsec.filesystem import PRIVATE_FILE_MODE, staged_file, write_private_file
+from iotsec.filesystem import PRIVATE_FILE_MODE, replacing, staged_file, write_private_file
 from iotsec.protect import atrest, payload
 from iotsec.protect.pairing import (
     Algorithm,
@@ -52,6 +56,7 @@ from iotsec.protect.replay import ReplayWindow
 STDIO = "-"
 #: A replay-window state file is a few hundred bytes; nothing legitimate is larger.
 MAX_WINDOW_STATE = 64 * 1024
+_COPY_BUFFER = 1 << 20
 
 
 
@@ -104,14 +109,18 @@ def encrypt_file(rt: Runtime, source: str, target: str, *,
     if target == STDIO and sys.stdout.isatty():
         raise InvalidInputError("refusing to write ciphertext to a terminal",
                                 hint="give OUT as a file name, or redirect standard output")
-    kek = rt.custody.keks().active_or_create()
+    # The first KEK is created only once the source opened and the target is free: a
+    # refused encryption leaves the home as it was.
     with _source(source) as src:
         if target == STDIO:
+            kek = rt.custody.keks().active_or_create()
             info = atrest.encrypt_stream(src, sys.stdout.buffer, kek, chunk_size=chunk_size)
             sys.stdout.buffer.flush()
         else:
             with _atomic_output(target) as dst:
+                kek = rt.custody.keks().active_or_create()
                 info = atrest.encrypt_stream(src, dst, kek, chunk_size=chunk_size)
+    record_file(rt, info.header_sha256, info.kek_id, target)
     _record(rt, "data.encrypt", "ok", target, {"kek": info.kek_id, "bytes": info.plaintext_bytes})
     return info
 
@@ -132,6 +141,44 @@ def decrypt_file(rt: Runtime, source: str, target: str) -> atrest.StreamInfo:
         raise
     _record(rt, "data.decrypt", "ok", target, {"kek": info.kek_id, "bytes": info.plaintext_bytes})
     return info
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrapped:
+    path: str
+    old_kek: str
+    new_kek: str  # the same as old_kek when the file was already under the active KEK
+
+
+def rewrap_file(rt: Runtime, path: str) -> Rewrapped:
+    """Move one encrypted file to the active KEK: its data key is wrapped again (the chunks
+    are copied unchanged), the result is decrypted in full before it atomically replaces
+    the file, and the file is then recorded under the new KEK."""
+    target = Path(path)
+    keks = AuditedKeks(rt)
+    with _source(path) as src:
+        header = atrest.StreamHeader.read(src)
+        active = rt.custody.keks().active()
+        if header.kek_id == active.key_id:
+            return Rewrapped(path, header.kek_id, header.kek_id)
+        new_header = atrest.rewrap_header(header, keks, active)
+        try:
+            with replacing(target) as dst:
+                dst.write(new_header)
+                shutil.copyfileobj(src, dst, _COPY_BUFFER)
+                dst.flush()
+                dst.seek(0)
+                # Proof before the swap: the new file authenticates chunk by chunk (the
+                # plaintext is checked, not kept).
+                with open(os.devnull, "wb") as discard:
+                    atrest.decrypt_stream(dst, discard, active)
+        except IotsecError as exc:
+            _record(rt, "data.rewrap", "refused", path, {"error": exc.code})
+            raise
+    move_file(rt, hashlib.sha256(header.encode()).hexdigest(),
+              hashlib.sha256(new_header).hexdigest(), active.key_id, path)
+    _record(rt, "data.rewrap", "ok", path, {"from": header.kek_id, "to": active.key_id})
+    return Rewrapped(path, header.kek_id, active.key_id)
 
 
 def inspect_file(source: str) -> atrest.StreamHeader:

@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Engine, func, insert, inspect, select
 
 from iotsec.access.policy import default_device_role
 from iotsec.app.access.api_tokens import Scope, create_token
@@ -14,7 +14,7 @@ from iotsec.app.access.roles import write_role
 from iotsec.app.runtime import Runtime, utcnow
 from iotsec.app.store_location import with_remembered_database
 from iotsec.config import Settings
-from iotsec.custody.home import open_key_store, remember_keystore
+from iotsec.custody.home import open_key_store, remember_keystore, with_remembered_keystore
 from iotsec.errors import ConflictError
 from iotsec.pki.ca import Authority, create_issuing, create_root
 from iotsec.pki.keys import KeyType
@@ -36,6 +36,14 @@ class InitResult:
     created: bool
 
 
+def _initialised(engine: Engine) -> bool:
+    """Whether the store already holds a CA hierarchy."""
+    with reading(engine) as conn:
+        if not inspect(conn).has_table(m.authorities.name):
+            return False
+        return bool(conn.execute(select(func.count()).select_from(m.authorities)).scalar())
+
+
 def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
               now: datetime | None = None, exist_ok: bool = False) -> InitResult:
     """Create (or, with ``exist_ok``, reuse) a home: migrate the store, make the CAs."""
@@ -45,18 +53,21 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.store_url)
     try:
-        upgrade(engine)
-        keys = open_key_store(settings, create_passphrase=True)
-        remember_keystore(settings)
-        rt = Runtime(settings=settings, engine=engine, keys=keys, clock=lambda: now)
-        with reading(engine) as conn:
-            existing = conn.execute(select(func.count()).select_from(m.authorities)).scalar()
-        if existing:
+        # Checked before anything is written: a refused init changes nothing, neither the
+        # schema nor the home's record of its keystore (which every later command reads).
+        if _initialised(engine):
             if not exist_ok:
                 raise ConflictError(f"{home} is already initialised",
                                     hint="use it as it is, or choose another IOTSEC_HOME")
+            upgrade(engine)
+            settings = with_remembered_keystore(settings)
+            rt = Runtime(settings=settings, engine=engine, keys=open_key_store(settings),
+                         clock=lambda: now)
             return InitResult(home=str(home), root=rt.authority("root"),
                               issuing=rt.authority("issuing"), admin_token=None, created=False)
+        upgrade(engine)
+        keys = open_key_store(settings, create_passphrase=True)
+        remember_keystore(settings)
         tag = secrets.token_hex(4)
         root_signer = keys.generate(f"root-{tag}", key_type)
         root = Authority.from_der(create_root(root_signer, now, label=tag), root_signer)

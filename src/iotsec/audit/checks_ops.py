@@ -274,8 +274,9 @@ def token_no_expiry(s: Snapshot, o: AuditOptions) -> Checked:
             Location(uri=uri, kind="token", name=t.name),
             f"{t.scope} token '{t.name}' " + " and ".join(p for _, p in problems),
             severity=max((p for p, _ in problems), key=lambda v: v.rank),
-            fix=f"iotsec token revoke {t.id}; iotsec token create {t.name} --scope {t.scope} "
-            "--expires 90d",
+            # Create first: the last admin token cannot be revoked.
+            fix=f"iotsec token create {t.name} --scope {t.scope} --expires 90d; "
+            f"iotsec token revoke {t.id}",
             evidence={"id": t.id, "scope": t.scope,
                       "expires_at": _when(t.expires_at) if t.expires_at else None,
                       "last_used_at": _when(t.last_used_at) if t.last_used_at else None}))

@@ -136,8 +136,8 @@ TOKEN_NO_EXPIRY = Rule(
     "audit/token-no-expiry", "Operator API token without expiry or unused", Severity.MEDIUM,
     "An operator API token never expires, or has not been used for a long time: a leaked "
     "or forgotten token stays valid indefinitely.",
-    "revoke it and create one with an expiry: iotsec token revoke ID; iotsec token create "
-    "NAME --scope SCOPE --expires 90d",
+    "create one with an expiry, then revoke it: iotsec token create NAME --scope SCOPE "
+    "--expires 90d; iotsec token revoke ID",
     ("cwe:613", "owasp-iot:I1", "etsi:5.1-1"))
 
 ALL_RULES: tuple[Rule, ...] = (

@@ -41,6 +41,9 @@ from iotsec.timeutil import parse_duration
 app = typer.Typer(help="Device certificates.", no_args_is_help=True)
 DaysOpt = Annotated[int | None, typer.Option("--days", help="Validity in days (default: the "
                                              "profile's, 365).")]
+SharedKeyOpt = Annotated[bool, typer.Option(
+    "--allow-shared-key", help="Issue even if another identity's valid certificate "
+    "certifies the same key (recorded as a cert.shared-key event).")]
 
 
 def _print_issued(c: CertificateRecord, output: str | None, as_json: bool, now: Any) -> None:
@@ -67,6 +70,7 @@ def issue(
     days: DaysOpt = None,
     output: Annotated[str | None, typer.Option("-o", "--output", help="FILE (with --csr) or "
                                                "DIR (with --keygen).")] = None,
+    allow_shared_key: SharedKeyOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a client certificate from a CSR, or with a server-generated key (--keygen)."""
@@ -78,7 +82,8 @@ def issue(
     assert csr is not None
     data = read_input(csr, MAX_CSR_BYTES, "CSR")
     with runtime() as rt:
-        record = service.issue_from_csr(rt, device_id, data, days=days)
+        record = service.issue_from_csr(rt, device_id, data, days=days,
+                                        allow_shared_key=allow_shared_key)
         _print_issued(record, output, as_json, rt.now())
 
 
@@ -236,13 +241,15 @@ def renew(
     grace: Annotated[str | None, typer.Option("--grace", help="Keep the old certificate "
                                               "valid this long (e.g. 7d).")] = None,
     output: OutputFileOpt = None,
+    allow_shared_key: SharedKeyOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a replacement certificate; the old one is revoked as superseded."""
     data = read_input(csr, MAX_CSR_BYTES, "CSR")
     grace_period = parse_duration(grace) if grace else None
     with runtime() as rt:
-        record = service.renew(rt, serial, data, days=days, grace=grace_period)
+        record = service.renew(rt, serial, data, days=days, grace=grace_period,
+                               allow_shared_key=allow_shared_key)
         _print_issued(record, output, as_json, rt.now())
 
 

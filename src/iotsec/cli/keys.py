@@ -73,20 +73,22 @@ def export_public(
 
 def _usage_json(report: rotation.KeyReport) -> dict[str, Any]:
     return {"keks": [{"key_id": k.key_id, "backend": k.backend, "state": k.state,
-                      "records": k.records, "columns": k.columns} for k in report.keks],
+                      "records": k.records, "columns": k.columns, "files": k.files}
+                     for k in report.keks],
             "malformed": report.malformed, "rotation": report.rotation}
 
 
 @app.command("report")
 def report(as_json: JsonOpt = False) -> None:
-    """How many stored records still depend on each key-encryption key (no key is used)."""
+    """How many stored records and encrypted files still depend on each key-encryption key
+    (no key is used)."""
     with runtime() as rt:
         result = rotation.key_report(rt)
     if as_json:
         emit_json(_usage_json(result))
         return
-    table("Records per key-encryption key", ["key", "backend", "state", "records"],
-          [[k.key_id, k.backend, k.state, k.records] for k in result.keks])
+    table("Records per key-encryption key", ["key", "backend", "state", "records", "files"],
+          [[k.key_id, k.backend, k.state, k.records, k.files] for k in result.keks])
     if result.malformed:
         err_console.print(f"{result.malformed} stored values are not valid envelopes",
                           markup=False)
@@ -116,6 +118,10 @@ def rotate(
                                           "retiring them (irreversible).")] = False,
     batch: Annotated[int, typer.Option("--batch", min=1, max=100_000, help="Records per "
                                        "transaction.")] = rotation.DEFAULT_BATCH,
+    force: Annotated[bool, typer.Option("--force", help="Retire the old keys even though "
+                                        "files from 'iotsec data encrypt' may still depend "
+                                        "on them (those files can then not be decrypted).")
+                     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Rotate the key-encryption key: new writes use a new KEK at once, every stored data
@@ -128,12 +134,12 @@ def rotate(
         raise InvalidInputError("--keep-old and --destroy contradict each other")
     with runtime() as rt:
         result = rotation.rotate_kek(rt, backend=_backend(backend), batch=batch,
-                                     retire=not keep_old, destroy=destroy)
+                                     retire=not keep_old, destroy=destroy, force=force)
     data = {"target": result.target, "resumed": result.resumed,
             "rewrapped": result.rewrapped,
             "skipped": result.skipped, "failed": result.failed,
             "remaining": result.remaining, "retired": result.retired,
-            "complete": result.complete}
+            "files": result.files, "complete": result.complete}
     if as_json:
         emit_json(data)
     else:
@@ -143,6 +149,13 @@ def rotate(
                       markup=False)
         for failure in result.failed:
             err_console.print(f"  not re-wrapped: {failure}", markup=False)
+    if result.files and not result.remaining:
+        held = ", ".join(f"{k}: {v}" for k, v in sorted(result.files.items()))
+        err_console.print(f"iotsec: error: encrypted files may still depend on old keys "
+                          f"({held}); nothing was retired (move them with 'iotsec data rewrap "
+                          "FILE...' and run 'iotsec keys rotate kek' again, or give --force)",
+                          markup=False, soft_wrap=True)
+        raise typer.Exit(1)
     if not result.complete:
         remaining = ", ".join(f"{k}: {v}" for k, v in sorted(result.remaining.items()))
         err_console.print(f"iotsec: error: records still depend on old keys ({remaining}); "
@@ -156,10 +169,12 @@ def retire(
     key_id: Annotated[str, typer.Argument(metavar="KEK", help="A key-encryption key id.")],
     destroy: Annotated[bool, typer.Option("--destroy", help="Delete it (irreversible).")
                        ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Even if encrypted files may still "
+                                        "depend on it.")] = False,
 ) -> None:
-    """Retire a key-encryption key no stored record depends on."""
+    """Retire a key-encryption key no stored record or encrypted file depends on."""
     with runtime() as rt:
-        rotation.retire_kek(rt, key_id, destroy=destroy)
+        rotation.retire_kek(rt, key_id, destroy=destroy, force=force)
     err_console.print(f"{'Destroyed' if destroy else 'Retired'} {key_id}", markup=False)
 
 

@@ -249,6 +249,26 @@ def decrypt(
                           f"key-encryption key {info.kek_id}) into {output}", markup=False)
 
 
+@data_app.command("rewrap")
+def rewrap(
+    files: Annotated[list[str], typer.Argument(metavar="FILE...", help="Files made by "
+                                               "'iotsec data encrypt'.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Move encrypted files to the active key-encryption key (each verified, then replaced
+    atomically), so that a rotation can retire the old one."""
+    with runtime() as rt:
+        done = [service.rewrap_file(rt, path) for path in files]
+    if as_json:
+        emit_json([{"path": r.path, "old_kek": r.old_kek, "new_kek": r.new_kek,
+                    "changed": r.old_kek != r.new_kek} for r in done])
+        return
+    for r in done:
+        what = (f"{r.old_kek} -> {r.new_kek}" if r.old_kek != r.new_kek
+                else f"already under {r.new_kek}")
+        err_console.print(f"{r.path}: {what}", markup=False)
+
+
 @data_app.command("inspect")
 def inspect_data(source: InArg, as_json: JsonOpt = False) -> None:
     """Show an encrypted file's header. Nothing is verified: no key is used."""

@@ -18,6 +18,8 @@ from iotsec.pki.x509 import spki_der
 #: A CSR with an RSA-8192 key and a few extensions is under 3 KiB in PEM. 64 KiB is generous.
 MAX_CSR_BYTES = 64 * 1024
 MIN_RSA_BITS = 2048
+#: The one RSA public exponent accepted (F4).
+RSA_EXPONENT = 65537
 _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 
@@ -73,6 +75,16 @@ def check_key_strength(public_key: CertificatePublicKeyTypes) -> None:
             raise WeakKeyError(f"the CSR's RSA key has {public_key.key_size} bits; "
                                f"at least {MIN_RSA_BITS} are required",
                                hint="generate an RSA-2048+ or ECDSA P-256 key")
+        exponent = public_key.public_numbers().e
+        if exponent != RSA_EXPONENT:
+            # CA/Browser Forum BR 6.1.6 and NIST SP 800-89 ask for an odd exponent of at
+            # least 65537; small ones (3) make padding and broadcast attacks practical.
+            # Every current tool uses exactly 65537, so nothing else is accepted.
+            raise WeakKeyError(f"the CSR's RSA public exponent is {exponent}; only "
+                               f"{RSA_EXPONENT} is accepted (CA/Browser Forum and NIST SP "
+                               "800-89 require at least 65537)",
+                               hint="generate the key with the default exponent, e.g. "
+                               "'openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072'")
         return
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         if not isinstance(public_key.curve, _ALLOWED_CURVES):

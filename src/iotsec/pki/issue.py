@@ -33,6 +33,8 @@ class IssuedCertificate:
     not_before: datetime
     not_after: datetime
     subject_cn: str
+    #: SHA-256 of the certified SubjectPublicKeyInfo (how the store finds a key's holders).
+    spki_sha256: str
 
     @property
     def sha256(self) -> str:
@@ -86,7 +88,8 @@ def issue_device(
                              spki=spki, not_before=not_before, not_after=not_after,
                              extensions=extensions)
     return IssuedCertificate(serial=serial, der=enc.build_certificate(tbs, ca.signer),
-                             not_before=not_before, not_after=not_after, subject_cn=device_id)
+                             not_before=not_before, not_after=not_after, subject_cn=device_id,
+                             spki_sha256=hashlib.sha256(spki).hexdigest())
 
 
 def issue_server(
@@ -114,4 +117,5 @@ def issue_server(
                              spki=spki, not_before=not_before, not_after=not_after,
                              extensions=extensions)
     return IssuedCertificate(serial=serial, der=enc.build_certificate(tbs, ca.signer),
-                             not_before=not_before, not_after=not_after, subject_cn=common_name)
+                             not_before=not_before, not_after=not_after, subject_cn=common_name,
+                             spki_sha256=hashlib.sha256(spki).hexdigest())

@@ -245,6 +245,44 @@ class StreamSealer:
         return self._aead.encrypt(nonce, plaintext, None)
 
 
+def _open_header(header: StreamHeader, keks: KeyWrapper | KekResolver,
+                 associated_data: bytes) -> tuple[bytes, bytes, bytes]:
+    """(data key, payload key, header key) of an authenticated header, or raise."""
+    kek = resolve_kek(keks, header.kek_id)
+    try:
+        dek = kek.unwrap(header.wrapped_key, b"iotsec stream v1\x00" + header.prefix())
+    except DataKeyUnwrapError:
+        raise StreamHeaderError(
+            "the stream header does not authenticate (its data key does not unwrap): the "
+            "header was altered, or the file was encrypted under another key-encryption "
+            f"key named {header.kek_id!r}") from None
+    payload_key, header_key = _derive(dek, header.salt, associated_data)
+    expected = hmac.digest(header_key, header.authenticated_part(), "sha256")
+    if not hmac.compare_digest(expected, header.mac):
+        raise StreamHeaderError("the stream header does not authenticate: it was altered, "
+                                "or the associated data differs")
+    return dek, payload_key, header_key
+
+
+def rewrap_header(header: StreamHeader, keks: KeyWrapper | KekResolver, target: KeyWrapper,
+                  *, associated_data: bytes = b"") -> bytes:
+    """The header of the same stream with its data key wrapped under ``target`` instead.
+
+    The old header is authenticated first. Salt, nonce prefix and data key stay, so every
+    chunk after the header is unchanged and still opens: nothing is encrypted again (no
+    nonce is used twice), only the key wrapping and the header MAC are new."""
+    dek, _, header_key = _open_header(header, keks, associated_data)
+    partial = StreamHeader(header.version, header.chunk_size, check_kek_id(target.key_id),
+                           header.salt, header.nonce_prefix, b"", b"")
+    wrapped = target.wrap(dek, b"iotsec stream v1\x00" + partial.prefix())
+    if not 1 <= len(wrapped) <= MAX_WRAPPED_KEY:
+        raise DataProtectionError(f"the key-encryption key returned a wrapped key of "
+                                  f"{len(wrapped)} bytes; at most {MAX_WRAPPED_KEY} fit")
+    body = StreamHeader(header.version, header.chunk_size, partial.kek_id, header.salt,
+                        header.nonce_prefix, wrapped, b"").authenticated_part()
+    return body + hmac.digest(header_key, body, "sha256")
+
+
 class StreamOpener:
     """Authenticates a header (on construction) and then opens chunks in order."""
 
@@ -252,19 +290,7 @@ class StreamOpener:
 
     def __init__(self, header: StreamHeader, keks: KeyWrapper | KekResolver, *,
                  associated_data: bytes = b"") -> None:
-        kek = resolve_kek(keks, header.kek_id)
-        try:
-            dek = kek.unwrap(header.wrapped_key, b"iotsec stream v1\x00" + header.prefix())
-        except DataKeyUnwrapError:
-            raise StreamHeaderError(
-                "the stream header does not authenticate (its data key does not unwrap): the "
-                "header was altered, or the file was encrypted under another key-encryption "
-                f"key named {header.kek_id!r}") from None
-        payload_key, header_key = _derive(dek, header.salt, associated_data)
-        expected = hmac.digest(header_key, header.authenticated_part(), "sha256")
-        if not hmac.compare_digest(expected, header.mac):
-            raise StreamHeaderError("the stream header does not authenticate: it was altered, "
-                                    "or the associated data differs")
+        _, payload_key, _ = _open_header(header, keks, associated_data)
         self.header = header
         self._aead = AESGCM(payload_key)
         self._prefix = header.nonce_prefix
@@ -315,6 +341,8 @@ class StreamInfo:
     chunks: int
     plaintext_bytes: int
     ciphertext_bytes: int
+    #: SHA-256 of the stream's header: unique per stream (random salt and data key).
+    header_sha256: str = ""
 
 
 def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
@@ -330,7 +358,8 @@ def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
         written += len(sealed)
         plain += len(current)
         chunks += 1
-    return StreamInfo(kek.key_id, chunk_size, chunks, plain, written)
+    return StreamInfo(kek.key_id, chunk_size, chunks, plain, written,
+                      hashlib.sha256(sealer.header).hexdigest())
 
 
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver, *,
@@ -351,7 +380,8 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver,
         read += len(current)
         plain += len(plaintext)
         chunks += 1
-    return StreamInfo(header.kek_id, header.chunk_size, chunks, plain, read)
+    return StreamInfo(header.kek_id, header.chunk_size, chunks, plain, read,
+                      hashlib.sha256(header.encode()).hexdigest())
 
 
 __all__ = [
@@ -368,6 +398,7 @@ __all__ = [
     "read_full",
     "record_context",
     "record_kek_id",
+    "rewrap_header",
     "rewrap_record",
     "seal_record",
 ]

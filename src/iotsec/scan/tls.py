@@ -17,17 +17,20 @@ called "untrusted".
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import ParamSpec, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.utils import CryptographyDeprecationWarning
 
 from iotsec.findings.model import Finding, Location
 from iotsec.scan import rules
@@ -67,7 +70,28 @@ class TlsObservation:
 
 # --------------------------------------------------------------------------- trust
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
+
+def _dsa_quiet(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``function`` without cryptography's deprecation warning for DSA keys.
+
+    A scanner meets DSA certificates on old devices and reports them as weak keys; the
+    library's warning (raised when such a key is loaded, measured or used to verify) is
+    about cryptography's own future, not a finding, and must not reach the user."""
+
+    @functools.wraps(function)
+    def quiet(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*DSA",
+                                    category=CryptographyDeprecationWarning)
+            return function(*args, **kwargs)
+
+    return quiet
+
+
+@_dsa_quiet
 def _key(cert: x509.Certificate) -> tuple[bytes, bytes]:
     """What makes two certificates the same CA: subject and public key."""
     return (cert.subject.public_bytes(),
@@ -132,6 +156,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+@_dsa_quiet
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
@@ -166,6 +191,7 @@ def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
+@_dsa_quiet
 def _key_weakness(cert: x509.Certificate) -> str | None:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
@@ -177,6 +203,7 @@ def _key_weakness(cert: x509.Certificate) -> str | None:
     return None
 
 
+@_dsa_quiet
 def _key_text(cert: x509.Certificate) -> str:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey):

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest revision in ``migrations/versions``.
-HEAD = "0007"
+HEAD = "0009"
 
 
 def _config() -> Config:

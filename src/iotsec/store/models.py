@@ -91,8 +91,12 @@ certificates = Table(
     Column("revocation_reason", SmallInteger, nullable=True),
     Column("crl_entry", LargeBinary, nullable=True),
     Column("replaced_by", String(42), nullable=True),
+    # SHA-256 of the certified SubjectPublicKeyInfo: issuance looks a key up by it to refuse
+    # one key for two identities. Every row has it (migration 0008 filled in older rows).
+    Column("spki_sha256", String(64), nullable=True),
     Index(None, "device_id"),
     Index(None, "not_after"),
+    Index(None, "spki_sha256"),
     # Covers the CRL query: an index-only range scan, no lookup into the wide table rows.
     Index(None, "authority_id", "revoked_at", "not_after", "crl_entry"),
 )
@@ -319,4 +323,20 @@ compliance_attestations = Table(
     Column("actor", String(160), nullable=False),
     Column("at", BigInteger, nullable=False),
     Index(None, "framework", "provision", "version", unique=True),
+)
+
+# --- files encrypted at rest -------------------------------------------------------------
+
+# One row per file written by 'iotsec data encrypt' (or moved by 'iotsec data rewrap'):
+# which KEK its data key is wrapped under, so that a KEK is not retired while a file may
+# still need it. The id is the SHA-256 of the file's header, which is unique per file
+# (random salt and data key) and changes when the file is re-wrapped.
+encrypted_files = Table(
+    "encrypted_files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kek_id", String(80), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "kek_id"),
 )

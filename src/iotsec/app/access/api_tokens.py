@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, false, insert, select, update
 
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime, Slot
@@ -141,7 +141,30 @@ def list_tokens(rt: Runtime) -> list[TokenInfo]:
                                                .order_by(m.api_tokens.c.created_at))]
 
 
-def revoke_token(rt: Runtime, token_id: str) -> TokenInfo:
+LAST_ADMIN_HINT = ("create another admin token first, or use 'iotsec token create --scope "
+                   "admin' on the host")
+
+
+def _other_admins(conn: Connection, token_id: str, now: int) -> int:
+    """Unrevoked, unexpired admin tokens other than ``token_id``, locked until the end of the
+    transaction: two revocations at once cannot each believe the other token remains."""
+    t = m.api_tokens.c
+    rows = conn.execute(select(t.id).where(
+        t.role == Scope.ADMIN.value, t.revoked == false(), t.id != token_id,
+        (t.expires_at.is_(None)) | (t.expires_at > now)).with_for_update()).all()
+    return len(rows)
+
+
+def revoke_token(rt: Runtime, token_id: str, *, caller: Principal | None = None) -> TokenInfo:
+    """Revoke a token at once.
+
+    At least one working admin credential always remains: revoking the last unexpired admin
+    token is refused, whoever asks. ``caller`` is the principal of an API request; it may
+    revoke the very token it authenticates with (it is then logged out) only while another
+    admin token remains, which the rule above already guarantees for an admin token, and
+    the refusal then says that the caller was about to lock itself out.
+    """
+    now = ts(rt.now())
     with transaction(rt.engine) as conn:
         row = conn.execute(select(m.api_tokens).where(m.api_tokens.c.id == token_id)
                            .with_for_update()).first()
@@ -150,15 +173,22 @@ def revoke_token(rt: Runtime, token_id: str) -> TokenInfo:
                                 hint="see 'iotsec token list'")
         if row.revoked:
             raise ConflictError(f"API token {token_id} is already revoked")
+        working_admin = (row.role == Scope.ADMIN.value
+                         and (row.expires_at is None or row.expires_at > now))
+        own = caller is not None and caller.token_id == token_id
+        if (working_admin or own) and not _other_admins(conn, token_id, now):
+            what = ("the token this request authenticates with" if own
+                    else f"admin token {row.name!r} ({token_id})")
+            raise ConflictError(f"refusing to revoke {what}: it is the last unexpired admin "
+                                "token, and nobody could administer iotsec through the API "
+                                "afterwards", hint=LAST_ADMIN_HINT)
         conn.execute(update(m.api_tokens).where(m.api_tokens.c.id == token_id)
                      .values(revoked=True))
     rt.forget(f"token:{token_id}")
-    rt.events.record(Event(rt.now(), "token.revoked", "success", subject=token_id))
+    rt.events.record(Event(rt.now(), "token.revoked", "success", subject=token_id,
+                           actor=caller.name if caller is not None else None,
+                           detail={"own": own} if own else None))
     return get_token(rt, token_id)
-
-
-
-
 
 
 def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,

@@ -201,9 +201,13 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
         binary = shutil.which(options.mosquitto)
         if dry_run and binary is not None:
             socket_path = layout.run / f"check-{secrets.token_hex(4)}.sock"
-            control.dry_run(binary, render_conf(layout, options.listener(), files=built.path,
-                                                check_socket=socket_path,
-                                                user=owner.user), built.path)
+            try:
+                control.dry_run(binary, render_conf(layout, options.listener(),
+                                                    files=built.path, check_socket=socket_path,
+                                                    user=owner.user), built.path)
+            finally:
+                # The check broker is killed, so it never removes its own socket file.
+                socket_path.unlink(missing_ok=True)
             built.dry_run = True
         elif dry_run and process is not None:
             raise BrokerValidationError(f"{options.mosquitto!r} was not found for the dry run",

@@ -15,9 +15,11 @@
    each record is wholly old or wholly new, and both still open because nothing is retired
    yet.
 3. **Retire**: when the store no longer holds a record under any KEK other than the target,
-   the KEKs in the journal are retired and the journal is removed. Otherwise the rotation
-   stops, says how many records still depend on which key, and the next run resumes it with
-   the same target (it never starts a second new key).
+   and no file made by ``iotsec data encrypt`` may still depend on one (files live outside
+   the store and are moved by ``iotsec data rewrap``, see :mod:`.kek_files`), the KEKs in
+   the journal are retired and the journal is removed. Otherwise the rotation stops, says
+   how many records or files still depend on which key, and the next run resumes it with
+   the same target (it never starts a second new key). ``force`` retires despite files.
 
 A lock file keeps two rotations of one home from running at once. Each step is an event in
 the audit trail.
@@ -37,6 +39,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, LargeBinary, bindparam, func, literal, select, update
 
+from iotsec.app.custody.kek_files import file_counts, files_of
 from iotsec.app.custody.keys import SEALED_COLUMNS, SealedColumn
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
@@ -75,6 +78,8 @@ class KekUsage:
     state: str  # active | available | retired | missing
     records: int
     columns: dict[str, int]
+    #: Files made by 'iotsec data encrypt' that may still depend on it.
+    files: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +123,18 @@ def key_report(rt: Runtime) -> KeyReport:
     """Every KEK in custody and every KEK the store refers to, with its record count."""
     custody = rt.custody.keks()
     usage, malformed = count_dependents(rt)
+    files = file_counts(rt)
     known = custody.describe()
     keks: list[KekUsage] = []
     for info in known:
         state = "retired" if info.retired else "active" if info.active else "available"
         counts = usage.pop(info.key_id, Counter())
         keks.append(KekUsage(info.key_id, info.backend, state, sum(counts.values()),
-                             dict(counts)))
-    for key_id, counts in sorted(usage.items()):
+                             dict(counts), files.pop(info.key_id, 0)))
+    for key_id in sorted(usage.keys() | files.keys()):
+        counts = usage.get(key_id, Counter())
         keks.append(KekUsage(key_id, backend_of(key_id), "missing", sum(counts.values()),
-                             dict(counts)))
+                             dict(counts), files.get(key_id, 0)))
     return KeyReport(keks, malformed, read_journal(custody))
 
 
@@ -186,10 +193,12 @@ class RotationResult:
     failed: list[str] = field(default_factory=list)
     remaining: dict[str, int] = field(default_factory=dict)
     retired: list[str] = field(default_factory=list)
+    #: Old KEKs not retired because files may still depend on them (KEK id -> files).
+    files: dict[str, int] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
-        return not self.remaining
+        return not self.remaining and not self.files
 
 
 def _batches(rt: Runtime, column: SealedColumn, size: int, skip: bytes | None = None
@@ -281,7 +290,7 @@ def _event(rt: Runtime, kind: str, outcome: str, subject: str, detail: dict[str,
 def _start(rt: Runtime, custody: KekCustody, backend: Backend | None) -> dict[str, Any]:
     usage, _ = count_dependents(rt)
     previous = custody.active_id()
-    retire = sorted(({previous} if previous else set()) | set(usage))
+    retire = sorted(({previous} if previous else set()) | set(usage) | set(file_counts(rt)))
     new = custody.generate(backend)
     doc = {"v": 1, "target": new.key_id, "retire": [i for i in retire if i != new.key_id],
            "started_at": ts(rt.now())}
@@ -294,12 +303,13 @@ def _start(rt: Runtime, custody: KekCustody, backend: Backend | None) -> dict[st
 
 
 def rotate_kek(rt: Runtime, *, backend: Backend | None = None, batch: int = DEFAULT_BATCH,
-               retire: bool = True, destroy: bool = False,
+               retire: bool = True, destroy: bool = False, force: bool = False,
                progress: Callable[[str, int], None] | None = None) -> RotationResult:
     """Rotate the home's KEK, or resume the rotation a journal records (see the module
     documentation). ``backend`` picks where the new KEK lives (default: the configured
     keystore); ``retire=False`` leaves the old KEKs usable; ``destroy`` deletes them
-    instead of retiring them."""
+    instead of retiring them; ``force`` retires them although encrypted files may still
+    depend on them."""
     if not 1 <= batch <= 100_000:
         raise InvalidInputError("the batch size is between 1 and 100000")
     custody = rt.custody.keks()
@@ -328,6 +338,17 @@ def rotate_kek(rt: Runtime, *, backend: Backend | None = None, batch: int = DEFA
             _event(rt, "kek.rotate", "incomplete", target.key_id,
                    {"remaining": result.remaining, "failed": len(result.failed)})
             return result
+        if retire and not force:
+            files = file_counts(rt)
+            # Only a key still usable is held back: one already retired or destroyed (by
+            # an earlier --force) cannot be helped by waiting.
+            usable = {k.key_id for k in custody.describe() if not k.retired}
+            result.files = {k: files[k] for k in journal["retire"]
+                            if files.get(k) and k != target.key_id and k in usable}
+            if result.files:
+                _event(rt, "kek.rotate", "incomplete", target.key_id,
+                       {"files": result.files, "hint": "iotsec data rewrap"})
+                return result
         if retire:
             for key_id in journal["retire"]:
                 _retire(rt, custody, key_id, destroy=destroy)
@@ -348,12 +369,23 @@ def _retire(rt: Runtime, custody: KekCustody, key_id: str, *, destroy: bool) -> 
     _event(rt, "kek.retire", "ok", key_id, {"destroyed": destroy})
 
 
-def retire_kek(rt: Runtime, key_id: str, *, destroy: bool = False) -> None:
-    """Retire one KEK by hand: refused while any stored record still depends on it."""
+def retire_kek(rt: Runtime, key_id: str, *, destroy: bool = False, force: bool = False
+               ) -> None:
+    """Retire one KEK by hand: refused while any stored record depends on it, or (unless
+    ``force``) any file made by ``iotsec data encrypt`` may."""
     custody = rt.custody.keks()
     if key_id == custody.active_id():
         raise ConflictError(f"key-encryption key {key_id!r} is active",
                             hint="rotate first: 'iotsec keys rotate kek'")
+    if key_id not in {k.key_id for k in custody.describe()}:
+        custody.kek(key_id)  # not in custody: refused before anything is written
+    files = file_counts(rt).get(key_id, 0)
+    if files and not force:
+        where = ", ".join(files_of(rt, key_id, limit=3))
+        raise KekRotationError(f"{files} encrypted files may still depend on key-encryption "
+                               f"key {key_id!r} (e.g. {where})",
+                               hint="move them with 'iotsec data rewrap FILE...', or give "
+                               "--force if they are gone")
     with _rotation_lock(custody):
         usage, _ = count_dependents(rt)
         depending = sum(usage.get(key_id, Counter()).values())

@@ -11,6 +11,7 @@ refuses the whole import.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -30,6 +31,7 @@ from iotsec.errors import ConflictError, InvalidInputError, PkiError
 from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.pki.issue import IssuedCertificate, device_uri
 from iotsec.pki.serial import format_serial
+from iotsec.pki.x509 import spki_der
 from iotsec.store import models as m
 from iotsec.store.db import transaction
 from iotsec.timeutil import ts
@@ -117,7 +119,8 @@ def import_certificates(rt: Runtime, files: Sequence[tuple[str, bytes]]) -> Impo
             issued = IssuedCertificate(
                 serial=cert.serial_number, der=cert.public_bytes(Encoding.DER),
                 not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-                subject_cn=(str(cns[0].value) if cns else cert.subject.rfc4514_string())[:256])
+                subject_cn=(str(cns[0].value) if cns else cert.subject.rfc4514_string())[:256],
+                spki_sha256=hashlib.sha256(spki_der(cert.public_key())).hexdigest())
             serial = format_serial(issued.serial)
             existing = conn.execute(select(c.sha256).where(c.serial == serial)).first()
             if existing is not None:

@@ -236,7 +236,6 @@ def create_secret(rt: Runtime, device_id: str) -> tuple[str, str]:
     has one current secret; to replace it, use :func:`rotate_secret`.
     """
     device_id = parse_device_id(device_id)
-    kek = rt.custody.keks().active_or_create()
     now = ts(rt.now())
     with transaction(rt.engine) as conn:
         _require_credentials_allowed(conn, device_id)
@@ -244,7 +243,9 @@ def create_secret(rt: Runtime, device_id: str) -> tuple[str, str]:
             raise ConflictError(f"device {device_id!r} already has a secret; rotate it to "
                                 "replace it",
                                 hint="replace it with 'iotsec device-token secret rotate'")
-        return _new_secret(conn, kek, device_id, now)
+        # The home's first KEK is made only once the request is known to be good: a
+        # refused request leaves the home as it was.
+        return _new_secret(conn, rt.custody.keks().active_or_create(), device_id, now)
 
 
 def rotate_secret(rt: Runtime, device_id: str, grace: timedelta) -> tuple[str, str]:
@@ -253,7 +254,6 @@ def rotate_secret(rt: Runtime, device_id: str, grace: timedelta) -> tuple[str, s
     if not timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
     device_id = parse_device_id(device_id)
-    kek = rt.custody.keks().active_or_create()
     now = ts(rt.now())
     s = m.device_secrets.c
     with transaction(rt.engine) as conn:
@@ -263,6 +263,7 @@ def rotate_secret(rt: Runtime, device_id: str, grace: timedelta) -> tuple[str, s
             raise NotFoundError(f"device {device_id!r} has no secret to rotate; create one "
                                 "first",
                                 hint="create one with 'iotsec device-token secret create'")
+        kek = rt.custody.keks().active_or_create()
         # Secrets whose grace period is over are of no use to anyone: drop them.
         conn.execute(delete(m.device_secrets).where(s.device_id == device_id,
                                                     s.expires_at.is_not(None),

@@ -84,7 +84,7 @@ def init_repository(rt: Runtime, *, root_keys: Sequence[KeyFile], root_threshold
     if not firmware_keys:
         raise InvalidInputError("the repository needs the public key(s) images are signed with",
                                 hint="give --firmware-key PUB.pem")
-    with repo.locked():
+    with repo.locked(create=True):
         if repo.exists:
             raise ConflictError(f"an update repository already exists in {repo.dir}",
                                 hint="see 'iotsec ota repo status'")

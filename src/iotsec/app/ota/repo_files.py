@@ -78,7 +78,12 @@ class Repo:
         write_private_file(self.config_path, config.to_json(), overwrite=True)
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, *, create: bool = False) -> Iterator[None]:
+        """Hold the repository's lock. Only ``create`` (``ota repo init``) makes the
+        directory: any other change to a repository that does not exist is refused before
+        a file is written."""
+        if not create:
+            self.config()
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:

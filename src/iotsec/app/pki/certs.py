@@ -4,6 +4,7 @@ certificate row or nothing, and a serial is the primary key, so it can never be 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 
+from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     AlreadyRevokedError,
@@ -93,7 +95,7 @@ def certificate_row(issued: IssuedCertificate, *, authority_id: int, device_id: 
         "subject": issued.subject_cn, "not_before": ts(issued.not_before),
         "not_after": ts(issued.not_after), "sha256": issued.sha256, "der": issued.der,
         "created_at": now, "revoked_at": None, "revocation_reason": None, "crl_entry": None,
-        "replaced_by": None,
+        "replaced_by": None, "spki_sha256": issued.spki_sha256,
     }
 
 
@@ -139,6 +141,64 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int) -
 
 
 _INSERT_CERT = insert(m.certificates)
+SHARED_KEY_HINT = ("generate a new key for this device, or revoke the other certificate; if "
+                   "the devices really share one key, give --allow-shared-key (API: "
+                   "allow_shared_key), which is recorded as a security event")
+
+
+def _key_holders(conn: Connection, requests: Sequence[tuple[str, str]], now: int
+                 ) -> dict[str, list[tuple[str, str | None]]]:
+    """For each ``(device_id, spki_sha256)`` request, the *other* identities that hold the
+    same key: ``serial -> [(holder serial, holder device)]`` of valid (unrevoked, unexpired)
+    certificates of another device or a server, and earlier requests of this batch."""
+    c = m.certificates.c
+    wanted = sorted({h for _, h in requests})
+    valid: dict[str, list[tuple[str, str | None]]] = {}
+    for i in range(0, len(wanted), 500):
+        rows = conn.execute(select(c.serial, c.device_id, c.spki_sha256).where(
+            c.spki_sha256.in_(wanted[i:i + 500]), c.not_after > now,
+            or_(c.revoked_at.is_(None), c.revoked_at > now)))
+        for r in rows:
+            valid.setdefault(r.spki_sha256, []).append((r.serial, r.device_id))
+    shared: dict[str, list[tuple[str, str | None]]] = {}
+    for device_id, digest in requests:
+        others = [(serial, holder) for serial, holder in valid.get(digest, [])
+                  if holder != device_id]
+        if others:
+            shared[device_id] = others
+        valid.setdefault(digest, []).append(("(this request)", device_id))
+    return shared
+
+
+def _refuse_shared_keys(conn: Connection, requests: Sequence[tuple[str, str]], now: int,
+                        *, allow: bool) -> dict[str, list[tuple[str, str | None]]]:
+    """One key, one identity: refuse a key another device's (or a server's) valid
+    certificate already certifies, unless ``allow``; returns what was shared."""
+    shared = _key_holders(conn, requests, now)
+    if shared and not allow:
+        device_id, others = next(iter(shared.items()))
+        serial, holder = others[0]
+        whose = f"device {holder!r}" if holder is not None else "a server"
+        where = ("another request of this batch" if serial == "(this request)"
+                 else f"the valid certificate {serial} of {whose}")
+        raise ConflictError(f"the public key in the CSR for {device_id!r} already belongs to "
+                            f"{where}: one key must not hold two identities",
+                            hint=SHARED_KEY_HINT)
+    return shared
+
+
+def _record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
+                   shared: dict[str, list[tuple[str, str | None]]]) -> None:
+    for values in issued:
+        others = shared.get(values["device_id"])
+        if others:
+            rt.events.record(Event(rt.now(), "cert.shared-key", "success",
+                                   actor=values["device_id"], subject=values["serial"],
+                                   detail={"allow_shared_key": True,
+                                           "spki_sha256": values["spki_sha256"],
+                                           "shared_with": [
+                                               {"serial": s, "device": d}
+                                               for s, d in others[:20]]}))
 
 
 def device_profile(rt: Runtime) -> CertProfile:
@@ -150,12 +210,16 @@ def device_profile(rt: Runtime) -> CertProfile:
 
 def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
                 days: int | None = None, profile: CertProfile | None = None,
-                before_commit: Callable[[], None] | None = None) -> list[CertificateRecord]:
+                before_commit: Callable[[], None] | None = None,
+                allow_shared_key: bool = False) -> list[CertificateRecord]:
     """Issue one certificate per ``(device_id, csr)`` in a single transaction.
 
-    Every CSR is checked before anything is written; one bad request refuses the batch.
-    ``before_commit`` runs once everything is signed and written, before the commit: if it
-    raises (or the process dies in it), nothing was issued.
+    Every CSR is checked before anything is written; one bad request refuses the batch. A
+    key that another device's (or a server's) valid certificate already certifies is
+    refused, unless ``allow_shared_key``: then each such issuance is a ``cert.shared-key``
+    event naming the other holders. ``before_commit`` runs once everything is signed and
+    written, before the commit: if it raises (or the process dies in it), nothing was
+    issued.
     """
     if len(requests) > MAX_BATCH:
         raise InvalidInputError(f"a batch holds at most {MAX_BATCH} requests",
@@ -172,6 +236,9 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
     values = []
     with transaction(rt.engine) as conn:
         _lock_devices_for_issuance(conn, [d for d, _ in checked], now)
+        shared = _refuse_shared_keys(
+            conn, [(d, hashlib.sha256(c.spki).hexdigest()) for d, c in checked], now,
+            allow=allow_shared_key)
         for device_id, csr_ok in checked:
             issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
                                   now=moment, days=days, crl_url=rt.settings.crl_url)
@@ -181,13 +248,16 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
             conn.execute(_INSERT_CERT, values)
         if before_commit is not None:
             before_commit()
+    _record_shared(rt, values, shared)
     return [_record_from_values(v) for v in values]
 
 
 def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None = None,
-                   profile: CertProfile | None = None) -> CertificateRecord:
+                   profile: CertProfile | None = None,
+                   allow_shared_key: bool = False) -> CertificateRecord:
     """Issue a client certificate for a registered device from its CSR."""
-    return issue_batch(rt, [(device_id, csr)], days=days, profile=profile)[0]
+    return issue_batch(rt, [(device_id, csr)], days=days, profile=profile,
+                       allow_shared_key=allow_shared_key)[0]
 
 
 @dataclass(frozen=True)
@@ -372,9 +442,11 @@ def revoke_device_certificates(conn: Connection, device_id: str, moment: datetim
 
 
 def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
-          grace: timedelta | None = None) -> CertificateRecord:
+          grace: timedelta | None = None, allow_shared_key: bool = False
+          ) -> CertificateRecord:
     """Issue a new certificate for the same device from a new CSR and supersede the old one:
-    revoked with reason ``superseded`` now, or when ``grace`` has passed."""
+    revoked with reason ``superseded`` now, or when ``grace`` has passed. The new key may be
+    the old one, but not another identity's (see :func:`issue_batch`)."""
     if grace is not None and not timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
     key = format_serial(parse_serial(serial))
@@ -395,6 +467,9 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
             raise ConflictError(f"certificate {key} does not belong to a device",
                                 hint="only device certificates are renewed this way")
         _lock_devices_for_issuance(conn, [old.device_id], now)
+        shared = _refuse_shared_keys(
+            conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
+            allow=allow_shared_key)
         issued = issue_device(ca, device_id=old.device_id, spki=checked.spki,
                               profile=device_profile(rt),
                               now=moment, days=days, crl_url=rt.settings.crl_url)
@@ -403,4 +478,5 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
         conn.execute(insert(m.certificates).values(values))
         mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
                       old.authority_id, replaced_by=values["serial"])
+    _record_shared(rt, [values], shared)
     return _record_from_values(values)
