@@ -29,9 +29,10 @@ PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
 
 def test_request_headers_that_trickle_in_are_cut_off(tmp_path: Path) -> None:
     with served(tmp_path, "--header-timeout", "1", "--idle-timeout", "60", tls=False) as srv:
+        stalled = srv.connect(send=b"GET /hea")  # half a request line, then nothing
         slow = srv.connect(send=PARTIAL)
         # One more byte every 0.2 s does not buy more time.
-        took = wait_closed([slow], within=8, trickle=[slow])
+        took = wait_closed([stalled, slow], within=8, trickle=[slow])
         assert took > 0.5
         with srv.client() as client:
             assert client.get("/healthz").status_code == 200
