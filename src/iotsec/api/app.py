@@ -18,6 +18,7 @@ from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.emqx import router as emqx_router
 from iotsec.api.emqx_fastpath import EmqxFastPath
 from iotsec.api.fastpath import DecisionFastPath
+from iotsec.api.headers import SecurityHeaders
 from iotsec.api.limits import BodyLimit
 from iotsec.api.ota import device_router as ota_device_router
 from iotsec.api.ota import router as ota_router
@@ -62,6 +63,9 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
         app.add_middleware(DecisionFastPath, runtime=rt)
         app.add_middleware(EmqxFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
+    # Outermost: every answer gets the security headers, the body limit's and the fast
+    # paths' too.
+    app.add_middleware(SecurityHeaders)
     return app
 
 

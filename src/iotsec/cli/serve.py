@@ -6,6 +6,7 @@ import errno
 import ipaddress
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +18,15 @@ from iotsec.app.runtime import Runtime
 from iotsec.cli.context import runtime
 from iotsec.cli.output import err_console
 from iotsec.errors import ConflictError, InvalidInputError
+
+# Defaults of the connection settings (seconds).
+HEADER_TIMEOUT = 10.0
+IDLE_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = 10.0
+# Connections one serving process keeps open at most, and the open files it keeps for
+# everything else (database, keys, logs, the listening socket).
+MAX_CONNECTIONS = 2048
+FILE_RESERVE = 256
 
 
 def _is_loopback(host: str) -> bool:
@@ -67,21 +77,61 @@ def claim_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How long a connection may take over each step, and how many may be open at once (per
+    serving process)."""
+
+    header_timeout: float = HEADER_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+
+
+def connection_limit(requested: int | None, open_files: int) -> int:
+    """The connection cap for a process allowed ``open_files`` descriptors: ``requested``,
+    refused when it does not leave :data:`FILE_RESERVE` of them for everything else, or by
+    default :data:`MAX_CONNECTIONS` lowered to fit."""
+    room = open_files - FILE_RESERVE
+    if requested is None:
+        return max(1, min(MAX_CONNECTIONS, room))
+    if requested > room:
+        raise InvalidInputError(
+            f"--limit-concurrency {requested} leaves too few of the process's {open_files} "
+            "open files for the database, keys and logs",
+            hint=f"use at most {max(room, 1)}, or raise the open-files limit (ulimit -n)")
+    return requested
+
+
 def uvicorn_options(*, host: str, port: int, workers: int, tls: ServerTls | None,
-                    forwarded_allow_ips: tuple[str, ...] = ()) -> dict[str, Any]:
+                    forwarded_allow_ips: tuple[str, ...] = (),
+                    limits: Limits | None = None) -> dict[str, Any]:
     """The keyword arguments ``iotsec serve`` gives ``uvicorn.run``.
 
     Proxy headers are off unless proxies are named: uvicorn's default trusts
     ``X-Forwarded-For`` from loopback, so any local client could pick the address it is
     throttled and recorded under (and lock out another address, an EMQX node's included).
+    The HTTP protocol, the event loop and the TLS context are iotsec's own
+    (:mod:`iotsec.api.connections`, :mod:`iotsec.api.tls`): uvicorn has no setting for a
+    header or handshake deadline, nor for the TLS suites beyond a cipher string.
     """
+    # Imported here: the web stack is only needed by this command.
+    from iotsec.api.connections import GuardedHttp, GuardedLoop
+    from iotsec.api.tls import ssl_context_factory
+
+    limits = limits or Limits()
     return {"host": host, "port": port, "workers": workers if workers > 1 else None,
             "factory": workers > 1, "log_level": "warning", "server_header": False,
             "proxy_headers": bool(forwarded_allow_ips),
             "forwarded_allow_ips": list(forwarded_allow_ips) or None,
+            "http": GuardedHttp(header_timeout=limits.header_timeout),
+            "loop": GuardedLoop(handshake_timeout=limits.handshake_timeout),
+            "timeout_keep_alive": limits.idle_timeout,
+            "limit_concurrency": limits.max_connections,
             "ssl_certfile": str(tls.chain_file) if tls else None,
             "ssl_keyfile": str(tls.key_file) if tls else None,
-            "ssl_keyfile_password": tls.key_password if tls else None}
+            "ssl_keyfile_password": tls.key_password if tls else None,
+            "ssl_context_factory": ssl_context_factory if tls else None}
 
 
 def serve(
@@ -98,25 +148,52 @@ def serve(
              "X-Forwarded-For and X-Forwarded-Proto are trusted. Off by default: "
              "without it, the connecting address is the client's.",
     )] = None,
+    header_timeout: Annotated[float, typer.Option(
+        "--header-timeout", min=0.1, max=3600, metavar="SECONDS",
+        help="A connection whose request headers are not complete this long after their "
+             "first byte is closed.",
+    )] = HEADER_TIMEOUT,
+    idle_timeout: Annotated[float, typer.Option(
+        "--idle-timeout", min=0.1, max=3600, metavar="SECONDS",
+        help="A connection that sends nothing this long, after it opens or after an "
+             "answer, is closed.",
+    )] = IDLE_TIMEOUT,
+    handshake_timeout: Annotated[float, typer.Option(
+        "--handshake-timeout", min=0.1, max=3600, metavar="SECONDS",
+        help="A TLS handshake not done this long after the connection opens is dropped.",
+    )] = HANDSHAKE_TIMEOUT,
+    limit_concurrency: Annotated[int | None, typer.Option(
+        "--limit-concurrency", min=1, metavar="N",
+        help="Open connections per serving process; more are closed at once. "
+             f"Default {MAX_CONNECTIONS}, lowered to fit the open-files limit (raised to "
+             "its hard limit at start).",
+    )] = None,
 ) -> None:
     """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl."""
+    # Imported here: the connection guards load the web stack, which only this command
+    # needs; every other command would pay for it at start-up.
+    from iotsec.api.connections import raise_file_limit
+
     proxies = parse_forwarded_allow_ips(forwarded_allow_ips) \
         if forwarded_allow_ips is not None else ()
     if http and not _is_loopback(host):
         raise InvalidInputError(f"plain HTTP is only allowed on a loopback address, not {host}",
                                 hint="drop --http to serve HTTPS, or use --host 127.0.0.1")
+    limits = Limits(header_timeout=header_timeout, idle_timeout=idle_timeout,
+                    handshake_timeout=handshake_timeout,
+                    max_connections=connection_limit(limit_concurrency, raise_file_limit()))
     with runtime() as rt:
         # The port before anything else: a server that cannot listen must not announce
         # that it serves, nor start its background work.
         claimed = claim_port(host, port)
         try:
-            _serve(rt, host, port, http, workers, proxies, claimed)
+            _serve(rt, host, port, http, workers, proxies, claimed, limits)
         finally:
             claimed.close()
 
 
 def _serve(rt: Runtime, host: str, port: int, http: bool, workers: int,
-           proxies: tuple[str, ...], claimed: socket.socket) -> None:
+           proxies: tuple[str, ...], claimed: socket.socket, limits: Limits) -> None:
     # Imported here: the web stack is only needed by this command, and every other command
     # would pay for it at start-up.
     import uvicorn
@@ -156,6 +233,7 @@ def _serve(rt: Runtime, host: str, port: int, http: bool, workers: int,
         # Handed over: uvicorn binds the port again (SO_REUSEADDR, like the claim).
         claimed.close()
         uvicorn.run(target, **uvicorn_options(host=host, port=port, workers=workers,
-                                              tls=files, forwarded_allow_ips=proxies))
+                                              tls=files, forwarded_allow_ips=proxies,
+                                              limits=limits))
     finally:
         stop.set()

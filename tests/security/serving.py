@@ -1,0 +1,145 @@
+"""A real ``iotsec serve`` process for the connection and TLS tests, and slow clients."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.cli.support import CONSOLE_SCRIPT, run_script
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running ``iotsec serve``: where it listens, its pid, and how to trust it."""
+
+    port: int
+    pid: int
+    token: str
+    chain: Path
+    tls: bool
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def trust(self) -> ssl.SSLContext:
+        """A client context that trusts iotsec's CA (and nothing else)."""
+        return ssl.create_default_context(cafile=str(self.chain))
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, verify=self.trust(), timeout=10)
+
+    def connect(self, *, handshake: bool = False, send: bytes = b"") -> socket.socket:
+        """A connection (see :func:`connect`), with a TLS handshake done when asked."""
+        return connect(self.port, tls=self.trust() if handshake else None, send=send)
+
+    def open_files(self) -> int:
+        """How many descriptors the server process holds now."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+@contextmanager
+def served(tmp_path: Path, *options: str, tls: bool = True) -> Iterator[Served]:
+    """``iotsec serve --port P [--http] OPTIONS`` over a fresh home, ready to answer;
+    stopped by its pid afterwards."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
+    env["IOTSEC_HOME"] = str(home)
+    init = run_script("init", "--json", env=env)
+    assert init.returncode == 0, init.stderr
+    token = json.loads(init.stdout)["admin_token"]
+    chain = tmp_path / "chain.pem"
+    done = run_script("ca", "chain", env=env)
+    assert done.returncode == 0, done.stderr
+    chain.write_text(done.stdout)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    args = [str(CONSOLE_SCRIPT), "serve", "--port", str(port), *options]
+    with log.open("wb") as out:
+        server = subprocess.Popen([*args, *(() if tls else ("--http",))], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    running = Served(port, server.pid, token, chain, tls, log)
+    try:
+        with running.client() as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert server.poll() is None, log.read_text()
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.1)
+        yield running
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def connect(port: int, *, tls: ssl.SSLContext | None = None, send: bytes = b"") -> socket.socket:
+    """A TCP connection to ``port`` on loopback (over TLS with ``tls``, handshake done) that
+    has sent ``send``; non-blocking from then on, for :func:`is_closed`."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="localhost")
+    if send:
+        sock.sendall(send)
+    sock.setblocking(False)
+    return sock
+
+
+def is_closed(sock: socket.socket) -> bool:
+    """Whether the peer has closed ``sock`` (readable, and nothing or an error to read)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        return False
+    try:
+        return sock.recv(1024) == b""
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    except OSError:  # reset, or a TLS record cut short: closed all the same
+        return True
+
+
+def wait_closed(socks: Sequence[socket.socket], within: float,
+                trickle: Sequence[socket.socket] = ()) -> float:
+    """Seconds until every socket in ``socks`` is closed by the server, at most ``within``
+    (then an assertion fails). Meanwhile each socket of ``trickle`` sends one more byte of
+    its request headers every 0.2 s, as a slow client does to keep a connection open."""
+    start = time.monotonic()
+    open_ = list(socks)
+    while open_:
+        elapsed = time.monotonic() - start
+        assert elapsed < within, f"{len(open_)} of {len(socks)} connections still open " \
+                                 f"after {within} s"
+        for sock in [s for s in open_ if s in trickle]:
+            # A send fails when the server has closed it (the read below sees that).
+            with contextlib.suppress(OSError):
+                sock.send(b"X")
+        select.select(open_, [], [], 0.2)
+        open_ = [s for s in open_ if not is_closed(s)]
+    return time.monotonic() - start
