@@ -50,11 +50,14 @@ READ_ONLY = frozenset({
 #: (inputs: ``garbage``, ``good.csr``, ``devices.csv``, ``policy.yaml``, ``exists``).
 REFUSALS: dict[str, list[str]] = {
     "audit": ["audit", "--fail-on", "nonsense"],
+    "backup create": ["backup", "create", "{w}/garbage"],
+    "backup restore": ["backup", "restore", "{w}/garbage"],
     "broker emqx render": ["broker", "emqx", "render", "-o", "{w}/emqx", "--port", "70000"],
     "broker mosquitto ingest-log": ["broker", "mosquitto", "ingest-log", "{w}/no-broker"],
     "broker mosquitto render": ["broker", "mosquitto", "render", "-o", "{w}/mq",
                                 "--port", "70000"],
     "broker mosquitto sync": ["broker", "mosquitto", "sync", "{w}/no-broker"],
+    "cert import": ["cert", "import", "{w}/garbage"],
     "cert issue": ["cert", "issue", "dev-1", "--csr", "{w}/garbage"],
     "cert renew": ["cert", "renew", SERIAL, "--csr", "{w}/good.csr"],
     "cert revoke": ["cert", "revoke", SERIAL],
@@ -92,6 +95,7 @@ REFUSALS: dict[str, list[str]] = {
     "keys reinstate": ["keys", "reinstate", "file:nope"],
     "keys retire": ["keys", "retire", "file:nope"],
     "keys rotate": ["keys", "rotate", "nonsense"],
+    "migrate": ["migrate", "--to", "mysql://nowhere.invalid/iotsec"],
     "netseg compile": ["netseg", "compile", "{w}/missing", "-o", "{w}/rules.nft"],
     "ota campaign abort": ["ota", "campaign", "abort", "9999"],
     "ota campaign create": ["ota", "campaign", "create", "--name", "c", "--product", "p"],
@@ -121,7 +125,9 @@ REFUSALS: dict[str, list[str]] = {
 
 #: Environment a refusal runs with (the init case: a complete token configuration, so
 #: that the refusal is the existing home and nothing else).
-ENVIRONMENT: dict[str, dict[str, str]] = {"init": {"IOTSEC_PKCS11_PIN": "1234"}}
+_BACKUP = {"IOTSEC_BACKUP_PASSPHRASE": "a passphrase long enough for a backup"}
+ENVIRONMENT: dict[str, dict[str, str]] = {"init": {"IOTSEC_PKCS11_PIN": "1234"},
+                                          "backup create": _BACKUP, "backup restore": _BACKUP}
 
 
 def _commands() -> list[str]:
