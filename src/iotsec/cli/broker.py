@@ -16,7 +16,7 @@ from iotsec.broker.mosquitto import Layout
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, plural
-from iotsec.errors import InvalidInputError
+from iotsec.errors import BrokerConfigError, InvalidInputError
 
 app = typer.Typer(help="Drive the MQTT broker that enforces iotsec's decisions.",
                   no_args_is_help=True)
@@ -128,6 +128,11 @@ def ingest(
     if (directory is None) == (file is None):
         raise InvalidInputError("give a broker DIR or --file FILE")
     if directory is not None:
+        if not directory.is_dir():
+            raise BrokerConfigError(
+                f"{directory} is not a rendered broker directory",
+                hint="give the directory 'iotsec broker mosquitto render -o DIR' wrote, "
+                "or a log file with --file FILE")
         layout = Layout.parse(directory)
         log_file, state = layout.log_file, state or layout.private / "ingest.json"
     else:
