@@ -18,7 +18,7 @@ WITH_COMMANDS = [g for g in GUIDES if shellblocks.shell_blocks(g)]
 
 
 def test_the_guides_are_found() -> None:
-    assert {"audit.md", "emqx.md"} <= {g.name for g in WITH_COMMANDS}
+    assert {"audit.md", "compliance.md", "emqx.md"} <= {g.name for g in WITH_COMMANDS}
 
 
 @pytest.mark.parametrize("guide", WITH_COMMANDS, ids=lambda g: g.name)
