@@ -67,6 +67,12 @@ def test_refusals(brt: Runtime, broker_dir: Path, monkeypatch: pytest.MonkeyPatc
         runner.invoke(root, ["broker", "mosquitto", "sync", str(broker_dir)],
                       catch_exceptions=False)
     run("broker", "mosquitto", "render", "-o", str(broker_dir), "--no-dry-run", "--json")
+    # The log file itself is not the directory (it is --file).
+    log = Layout.parse(broker_dir).log_file
+    log.write_text("")
+    with pytest.raises(BrokerConfigError, match="not a rendered broker directory"):
+        runner.invoke(root, ["broker", "mosquitto", "ingest-log", str(log)],
+                      catch_exceptions=False)
     # A pid that is not a mosquitto process is never signalled.
     with pytest.raises(BrokerProcessError, match="not mosquitto"):
         runner.invoke(root, ["broker", "mosquitto", "sync", str(broker_dir), "--pid",

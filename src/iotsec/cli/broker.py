@@ -16,7 +16,7 @@ from iotsec.broker.mosquitto import Layout
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, plural
-from iotsec.errors import InvalidInputError, NotFoundError
+from iotsec.errors import BrokerConfigError, InvalidInputError, NotFoundError
 
 app = typer.Typer(help="Drive the MQTT broker that enforces iotsec's decisions.",
                   no_args_is_help=True)
@@ -133,6 +133,11 @@ def ingest(
     if directory is not None and not directory.is_dir():
         file, directory = directory, _layout_of_log(directory)
     if directory is not None:
+        if not directory.is_dir():
+            raise BrokerConfigError(
+                f"{directory} is not a rendered broker directory",
+                hint="give the directory 'iotsec broker mosquitto render -o DIR' wrote, "
+                "or a log file with --file FILE")
         layout = Layout.parse(directory)
         log_file, state = file or layout.log_file, state or layout.private / "ingest.json"
     else:
