@@ -56,15 +56,16 @@ def parse_forwarded_allow_ips(text: str) -> tuple[str, ...]:
 
 
 def claim_port(host: str, port: int) -> socket.socket:
-    """Bind and listen on ``host:port`` as uvicorn does (``SO_REUSEADDR``), so that a port
-    in use is refused with one line before the server announces itself or starts anything.
-    The caller closes the socket just before uvicorn binds the port again."""
+    """Bind ``host:port`` as uvicorn does (``SO_REUSEADDR``), so that a port in use is
+    refused with one line before the server announces itself or starts anything. It does not
+    listen: a client connecting while the server starts is refused (and can retry) rather
+    than left in a backlog nobody reads. The caller closes the socket just before uvicorn
+    binds the port again."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen()
     except OSError as exc:
         sock.close()
         hint = {errno.EADDRINUSE: "another process listens on it; stop that one or choose "
