@@ -37,7 +37,8 @@ def test_restore_never_reuses_a_published_crl_number(
     made = cli.json("backup", "create", str(tmp_path / "home.bak"))
     assert made["tables"]["certificates"] == 1 and "keystore.json" in made["files"]
     # After the backup: a certificate the backup never sees, a revocation, CRL number 2.
-    late = cli.json("cert", "issue", "dev-2", "--csr", str(tmp_path / "d.csr"))
+    (tmp_path / "d2.csr").write_bytes(make_csr())  # a key of its own: one key, one device
+    late = cli.json("cert", "issue", "dev-2", "--csr", str(tmp_path / "d2.csr"))
     (tmp_path / "late.pem").write_text(late["pem"])
     cli.ok("cert", "revoke", first["serial"])
     cli.ok("crl", "-o", str(tmp_path / "2.crl"))

@@ -15,7 +15,7 @@ from iotsec.app.pki.certs import revoke
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 from iotsec.cli import broker
-from iotsec.errors import BrokerConfigError, BrokerProcessError
+from iotsec.errors import BrokerConfigError, BrokerProcessError, NotFoundError
 from tests.broker.support import enroll, running
 
 root = typer.Typer()
@@ -67,11 +67,15 @@ def test_refusals(brt: Runtime, broker_dir: Path, monkeypatch: pytest.MonkeyPatc
         runner.invoke(root, ["broker", "mosquitto", "sync", str(broker_dir)],
                       catch_exceptions=False)
     run("broker", "mosquitto", "render", "-o", str(broker_dir), "--no-dry-run", "--json")
-    # The log file itself is not the directory (it is --file).
+    # The log file itself is accepted in place of the directory (as the README shows); a
+    # path that is neither is refused.
     log = Layout.parse(broker_dir).log_file
     log.write_text("")
-    with pytest.raises(BrokerConfigError, match="not a rendered broker directory"):
-        runner.invoke(root, ["broker", "mosquitto", "ingest-log", str(log)],
+    done = runner.invoke(root, ["broker", "mosquitto", "ingest-log", str(log), "--json"],
+                         catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    with pytest.raises(NotFoundError, match="does not exist"):
+        runner.invoke(root, ["broker", "mosquitto", "ingest-log", str(broker_dir / "nothing")],
                       catch_exceptions=False)
     # A pid that is not a mosquitto process is never signalled.
     with pytest.raises(BrokerProcessError, match="not mosquitto"):

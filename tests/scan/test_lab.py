@@ -148,7 +148,7 @@ def test_fleet_targets_come_from_the_ip_attribute(lab: Lab) -> None:
     devices.add_device(lab.rt, devices.NewDevice.parse("cam-3", attributes={"ip": "nope"}))
     result = scan(lab, ["telnet_default"], targets=(), fleet=True)
     assert {f.location.device for f in result.findings} == {"cam-1"}
-    assert any("1 registered devices have no 'ip' attribute" in n for n in result.notes)
+    assert any("1 registered device has no 'ip' attribute" in n for n in result.notes)
     assert any("not an IP address" in n for n in result.notes)
 
 

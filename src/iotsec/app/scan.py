@@ -135,8 +135,10 @@ def fleet_targets(rt: Runtime) -> tuple[list[TargetSpec], list[str]]:
         after = page[-1].id
     notes = []
     if missing:
-        notes.append(f"{missing} registered devices have no '{ADDRESS_ATTRIBUTE}' attribute "
-                     "and were not scanned")
+        notes.append(f"1 registered device has no '{ADDRESS_ATTRIBUTE}' attribute and was not "
+                     "scanned" if missing == 1 else
+                     f"{missing} registered devices have no '{ADDRESS_ATTRIBUTE}' attribute and "
+                     "were not scanned")
     if invalid:
         notes.append(f"{invalid} devices have an '{ADDRESS_ATTRIBUTE}' attribute that is not "
                      "an IP address and were not scanned")

@@ -22,6 +22,7 @@ from iotsec.custody.base import KeyStore
 from iotsec.custody.file_keys import FileKeyStore
 from iotsec.custody.keks import KekCustody
 from iotsec.errors import (
+    ConfigError,
     KeyCustodyError,
     Pkcs11ModuleError,
     Pkcs11PinError,
@@ -149,7 +150,7 @@ def with_remembered_keystore(settings: Settings) -> Settings:
               if doc.get(k) is not None and k not in settings.model_fields_set}
     try:
         return Settings.model_validate({**settings.model_dump(exclude_unset=True), **update})
-    except ValueError:
+    except (ValueError, ConfigError):
         raise KeyCustodyError(f"{path} is not a valid keystore record",
                               hint="restore it from backup") from None
 
