@@ -54,7 +54,7 @@ from iotsec.app.custody import kek_rotation
 from iotsec.app.custody.keys import DEVICE_SECRETS, device_secret_record_id
 from iotsec.pki.keys import KeyType, LocalSigner
 from iotsec.protect.kek import FileKek, KeyWrapper
-from iotsec.protect.records import RecordRewrapper, record_context, seal_record
+from iotsec.protect.records import RecordRewrapper, encrypt_record, record_context
 from iotsec.store import models
 from iotsec.timeutil import ts
 
@@ -72,7 +72,7 @@ def _envelopes(kek: FileKek, n: int) -> list[tuple[str, bytes]]:
     out = []
     for i in range(n):
         rid = device_secret_record_id(f"hs256-{i:016x}", "bench-device")
-        out.append((rid, seal_record(secrets.token_urlsafe(32).encode(), kek,
+        out.append((rid, encrypt_record(secrets.token_urlsafe(32).encode(), kek,
                                      table="device_secrets", record_id=rid,
                                      field="ciphertext")))
     return out

@@ -44,6 +44,26 @@ from pathlib import Path
 
 from iotsec.errors import BrokerProcessError, BrokerValidationError
 
+__all__ = [
+    "DISCONNECT",
+    "MAX_PACKET",
+    "MAX_PID_FILE",
+    "RC_NOT_AUTHORIZED",
+    "BrokerProcess",
+    "ProbeResult",
+    "TlsIdentity",
+    "canary_refused",
+    "connect_packet",
+    "dry_run",
+    "kick",
+    "log_size",
+    "probe",
+    "publish_packet",
+    "read_packet",
+    "reload_errors",
+    "wait_for_reload",
+]
+
 MAX_PACKET = 64 * 1024
 MAX_PID_FILE = 64
 RC_NOT_AUTHORIZED = 0x87

@@ -35,7 +35,7 @@ from iotsec.errors import (
 from iotsec.pki.ca import Authority, create_issuing, create_root
 from iotsec.pki.crl import RevocationReason, build_crl, encode_entry
 from iotsec.pki.keys import KeyType, Signer
-from iotsec.protect.records import open_record, rewrap_record, seal_record
+from iotsec.protect.records import decrypt_record, encrypt_record, rewrap_record
 from tests.custody_hsm.conftest import Hsm
 from tests.pki.support import issue_leaf, run_openssl, write_pem
 
@@ -152,16 +152,16 @@ def test_kek_wraps_inside_the_token(token: Pkcs11Token) -> None:
 def test_records_sealed_under_a_token_kek(token: Pkcs11Token, tmp_path: Path) -> None:
     keks = Pkcs11KekStore(token)
     first, second = keks.generate(), keks.generate()
-    blob = seal_record(b"device secret", first, table="device_secrets", record_id="k|d",
+    blob = encrypt_record(b"device secret", first, table="device_secrets", record_id="k|d",
                        field="ciphertext")
-    assert open_record(blob, keks, table="device_secrets", record_id="k|d",
+    assert decrypt_record(blob, keks, table="device_secrets", record_id="k|d",
                        field="ciphertext") == b"device secret"
     with pytest.raises(RecordAuthenticationError):
-        open_record(blob, keks, table="device_secrets", record_id="k|e", field="ciphertext")
+        decrypt_record(blob, keks, table="device_secrets", record_id="k|e", field="ciphertext")
     moved = rewrap_record(blob, keks, second, table="device_secrets", record_id="k|d",
                           field="ciphertext")
     assert moved.endswith(blob[-(12 + 13 + 16):])  # the value's ciphertext is untouched
-    assert open_record(moved, keks, table="device_secrets", record_id="k|d",
+    assert decrypt_record(moved, keks, table="device_secrets", record_id="k|d",
                        field="ciphertext") == b"device secret"
 
 

@@ -27,12 +27,12 @@ from iotsec.protect.atrest import (
     TAG,
     StreamHeader,
     StreamSealer,
+    decrypt_record,
     decrypt_stream,
+    encrypt_record,
     encrypt_stream,
-    open_record,
     record_kek_id,
     rewrap_record,
-    seal_record,
 )
 from iotsec.protect.kek import FileKek, KekRing
 from iotsec.protect.records import RecordRewrapper
@@ -234,25 +234,25 @@ def test_header_and_chunk_parameters_are_bounded(kek: FileKek) -> None:
 
 
 def test_record_round_trip_and_binding(kek: FileKek) -> None:
-    blob = seal_record(b"device secret", kek, table="device_secrets", record_id=42,
+    blob = encrypt_record(b"device secret", kek, table="device_secrets", record_id=42,
                        field="secret")
     assert b"device secret" not in blob
-    assert open_record(blob, kek, table="device_secrets", record_id=42,
+    assert decrypt_record(blob, kek, table="device_secrets", record_id=42,
                        field="secret") == b"device secret"
     assert record_kek_id(blob) == "kek-test"
     # Each record has its own data key: sealing twice gives unrelated ciphertexts.
-    assert seal_record(b"device secret", kek, table="device_secrets", record_id=42,
+    assert encrypt_record(b"device secret", kek, table="device_secrets", record_id=42,
                        field="secret")[-40:] != blob[-40:]
     places: list[tuple[str, str | int, str]] = [
         ("device_secrets", 43, "secret"), ("devices", 42, "secret"),
         ("device_secrets", 42, "other"), ("device_secrets", "42", "secret")]
     for table, rid, field in places:
         with pytest.raises(RecordAuthenticationError, match="copied"):
-            open_record(blob, kek, table=table, record_id=rid, field=field)
+            decrypt_record(blob, kek, table=table, record_id=rid, field=field)
 
 
 def test_tampered_records_and_wrong_keys(kek: FileKek) -> None:
-    blob = seal_record(b"v", kek, table="t", record_id="r", field="f")
+    blob = encrypt_record(b"v", kek, table="t", record_id="r", field="f")
     env = atrest.RecordEnvelope.parse(blob)
     altered_ct = atrest.RecordEnvelope(env.kek_id, env.wrapped_key, env.nonce,
                                        env.ciphertext[:-1] + b"\x00").encode()
@@ -260,32 +260,32 @@ def test_tampered_records_and_wrong_keys(kek: FileKek) -> None:
                                         env.ciphertext).encode()
     for bad in (altered_ct, altered_key):
         with pytest.raises(RecordAuthenticationError):
-            open_record(bad, kek, table="t", record_id="r", field="f")
+            decrypt_record(bad, kek, table="t", record_id="r", field="f")
     with pytest.raises(UnknownKekError):
-        open_record(blob, FileKek("kek-other", os.urandom(32)), table="t", record_id="r",
+        decrypt_record(blob, FileKek("kek-other", os.urandom(32)), table="t", record_id="r",
                     field="f")
     with pytest.raises(RecordAuthenticationError):
-        open_record(blob, FileKek("kek-test", os.urandom(32)), table="t", record_id="r",
+        decrypt_record(blob, FileKek("kek-test", os.urandom(32)), table="t", record_id="r",
                     field="f")
     for malformed in (b"", b"\x02" + blob[1:], blob[:20], b"\x01\x00", b"\x01\x41" + blob[2:]):
         with pytest.raises(RecordFormatError):
-            open_record(malformed, kek, table="t", record_id="r", field="f")
+            decrypt_record(malformed, kek, table="t", record_id="r", field="f")
     with pytest.raises(InvalidInputError):
-        seal_record(b"v", kek, table="t; drop", record_id="r", field="f")
+        encrypt_record(b"v", kek, table="t; drop", record_id="r", field="f")
     with pytest.raises(InvalidInputError):
-        seal_record(b"v", kek, table="t", record_id=True, field="f")
+        encrypt_record(b"v", kek, table="t", record_id=True, field="f")
     with pytest.raises(InvalidInputError, match="Unicode"):
-        seal_record(b"v", kek, table="t", record_id="\ud800", field="f")
+        encrypt_record(b"v", kek, table="t", record_id="\ud800", field="f")
 
 
 def test_rewrap_keeps_the_ciphertext(kek: FileKek) -> None:
-    blob = seal_record(b"value", kek, table="t", record_id=1, field="f")
+    blob = encrypt_record(b"value", kek, table="t", record_id=1, field="f")
     new = FileKek("kek-next", os.urandom(32))
     moved = rewrap_record(blob, kek, new, table="t", record_id=1, field="f")
     assert record_kek_id(moved) == "kek-next"
     assert atrest.RecordEnvelope.parse(moved).ciphertext == \
         atrest.RecordEnvelope.parse(blob).ciphertext
-    assert open_record(moved, KekRing(new, [kek]), table="t", record_id=1, field="f") == b"value"
+    assert decrypt_record(moved, KekRing(new, [kek]), table="t", record_id=1, field="f") == b"value"
     with pytest.raises(RecordAuthenticationError):
         rewrap_record(blob, kek, new, table="t", record_id=2, field="f")
 
@@ -293,7 +293,7 @@ def test_rewrap_keeps_the_ciphertext(kek: FileKek) -> None:
 def test_rewrapper_moves_many_records_from_several_keys(kek: FileKek) -> None:
     other = FileKek("kek-older", os.urandom(32))
     new = FileKek("kek-next", os.urandom(32))
-    records = {rid: seal_record(f"value {rid}".encode(), kek if rid % 2 else other, table="t",
+    records = {rid: encrypt_record(f"value {rid}".encode(), kek if rid % 2 else other, table="t",
                                 record_id=rid, field="f") for rid in range(6)}
     rewrapper = RecordRewrapper(KekRing(kek, [other]), new, table="t", field="f")
     assert rewrapper.target == "kek-next"
@@ -302,22 +302,22 @@ def test_rewrapper_moves_many_records_from_several_keys(kek: FileKek) -> None:
         assert record_kek_id(moved) == "kek-next"
         assert atrest.RecordEnvelope.parse(moved).ciphertext == \
             atrest.RecordEnvelope.parse(blob).ciphertext
-        assert open_record(moved, new, table="t", record_id=rid, field="f") == \
+        assert decrypt_record(moved, new, table="t", record_id=rid, field="f") == \
             f"value {rid}".encode()
         with pytest.raises(UnknownKekError):
-            open_record(moved, kek, table="t", record_id=rid, field="f")
+            decrypt_record(moved, kek, table="t", record_id=rid, field="f")
     # A record bound to another id, a malformed one, or one under a KEK the resolver does
     # not know each fails on its own, and the next record still moves.
     with pytest.raises(RecordAuthenticationError, match=r"t\.f of record 7"):
         rewrapper.rewrap(records[1], 7)
     with pytest.raises(RecordFormatError):
         rewrapper.rewrap(records[1][:30], 1)
-    stranger = seal_record(b"x", FileKek("kek-gone", os.urandom(32)), table="t", record_id=9,
+    stranger = encrypt_record(b"x", FileKek("kek-gone", os.urandom(32)), table="t", record_id=9,
                            field="f")
     for _ in range(2):  # a failed lookup is not remembered as a success
         with pytest.raises(UnknownKekError):
             rewrapper.rewrap(stranger, 9)
-    assert open_record(rewrapper.rewrap(records[2], 2), new, table="t", record_id=2,
+    assert decrypt_record(rewrapper.rewrap(records[2], 2), new, table="t", record_id=2,
                        field="f") == b"value 2"
     with pytest.raises(InvalidInputError):
         RecordRewrapper(kek, new, table="t; drop", field="f")
@@ -326,7 +326,7 @@ def test_rewrapper_moves_many_records_from_several_keys(kek: FileKek) -> None:
 
 
 def test_record_kek_id_reads_only_well_formed_envelopes(kek: FileKek) -> None:
-    blob = seal_record(b"v", kek, table="t", record_id="r", field="f")
+    blob = encrypt_record(b"v", kek, table="t", record_id="r", field="f")
     assert record_kek_id(blob) == "kek-test"
     bad_ids = (b"\x01\x08kek\xfftest", b"\x01\x08kek test")
     for bad in bad_ids:

@@ -16,6 +16,17 @@ from dataclasses import dataclass
 
 from iotsec.errors import InvalidInputError
 
+__all__ = [
+    "MAX_TOPIC_BYTES",
+    "Level",
+    "TopicError",
+    "TopicFilter",
+    "covers_levels",
+    "match_levels",
+    "overlaps_levels",
+    "parse_topic_name",
+]
+
 MAX_TOPIC_BYTES = 65_535
 _HINT = ("a topic filter is '/'-separated levels; '+' fills a whole level, '#' only as "
          "the last level (e.g. devices/+/telemetry or devices/d1/#)")

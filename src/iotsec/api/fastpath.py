@@ -30,6 +30,16 @@ from iotsec.app.runtime import Runtime
 from iotsec.app.wire.access import decision_fields
 from iotsec.errors import IotsecError
 
+__all__ = [
+    "LIMITS",
+    "MAX_BODY",
+    "PATH",
+    "REQUIRED",
+    "BearerFastPath",
+    "DecisionFastPath",
+    "parse_body",
+]
+
 PATH = "/v1/authz/check"
 
 

@@ -5,6 +5,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+__all__ = [
+    "MAX_INT32",
+    "MAX_INT64",
+    "MIN_INT64",
+    "DeviceIn",
+    "IssueIn",
+    "KeygenIn",
+    "RenewIn",
+    "RevokeIn",
+    "Strict",
+]
+
 #: The largest integer the API accepts anywhere (a signed 64-bit integer, the widest column
 #: of the store): a larger one would overflow in the database driver, so it is refused as
 #: invalid input before it gets there.

@@ -2,7 +2,7 @@
 
 The CLI writes each event in its own short transaction. A long-running server records
 through a buffer that a background thread flushes every fraction of a second (and on
-shutdown), so that an audit trail of every API decision does not put a database write on
+shutdown), so that a record of every API decision does not put a database write on
 every request's critical path.
 """
 
@@ -23,6 +23,13 @@ from iotsec.errors import InvalidInputError
 from iotsec.store import models as m
 from iotsec.store.db import in_transaction, reading, transaction
 from iotsec.timeutil import from_ts, ts
+
+__all__ = [
+    "MAX_FIELD",
+    "Event",
+    "EventSink",
+    "list_events",
+]
 
 log = logging.getLogger("iotsec.events")
 MAX_FIELD = 256

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
 from iotsec.app.custody.kek_files import move_file, record_file
-from iotsec.app.custody.keys import AuditedKeks
+from iotsec.app.custody.keys import RecordedKeks
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
@@ -53,12 +53,29 @@ from iotsec.protect.pairing import (
 )
 from iotsec.protect.replay import ReplayWindow
 
+__all__ = [
+    "KEY_TYPES",
+    "MAX_WINDOW_STATE",
+    "STDIO",
+    "KeyPair",
+    "Rewrapped",
+    "decrypt_file",
+    "default_seq",
+    "encrypt_file",
+    "generate_keypair",
+    "inspect_file",
+    "load_window",
+    "open_payload",
+    "pair",
+    "rewrap_file",
+    "save_window",
+    "seal_payload",
+]
+
 STDIO = "-"
 #: A replay-window state file is a few hundred bytes; nothing legitimate is larger.
 MAX_WINDOW_STATE = 64 * 1024
 _COPY_BUFFER = 1 << 20
-
-
 
 
 # --- files at rest -------------------------------------------------------------------------
@@ -132,7 +149,7 @@ def decrypt_file(rt: Runtime, source: str, target: str) -> atrest.StreamInfo:
         raise InvalidInputError("decrypted output goes to a file, not to standard output",
                                 hint="a stream is only known to be complete at its end; give "
                                 "OUT as a file name")
-    store = AuditedKeks(rt)
+    store = RecordedKeks(rt)
     try:
         with _source(source) as src, _atomic_output(target) as dst:
             info = atrest.decrypt_stream(src, dst, store)
@@ -155,7 +172,7 @@ def rewrap_file(rt: Runtime, path: str) -> Rewrapped:
     are copied unchanged), the result is decrypted in full before it atomically replaces
     the file, and the file is then recorded under the new KEK."""
     target = Path(path)
-    keks = AuditedKeks(rt)
+    keks = RecordedKeks(rt)
     with _source(path) as src:
         header = atrest.StreamHeader.read(src)
         active = rt.custody.keks().active()

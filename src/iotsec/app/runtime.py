@@ -26,6 +26,14 @@ from iotsec.store import models as m
 from iotsec.store.db import make_engine, reading
 from iotsec.store.migrate import is_current
 
+__all__ = [
+    "Runtime",
+    "Slot",
+    "open_runtime",
+    "record_key_use",
+    "utcnow",
+]
+
 T = TypeVar("T")
 
 
@@ -177,11 +185,11 @@ def open_runtime(settings: Settings | None = None, *, clock: Callable[[], dateti
     keys = open_key_store(settings)
     rt = Runtime(settings=settings, engine=engine, keys=keys, clock=clock)
     if hasattr(keys, "on_use"):
-        keys.on_use = audit_key_use(rt)
+        keys.on_use = record_key_use(rt)
     return rt
 
 
-def audit_key_use(rt: Runtime, backend: str | None = None) -> Callable[[str, str], None]:
+def record_key_use(rt: Runtime, backend: str | None = None) -> Callable[[str, str], None]:
     """An ``on_use`` callback that records each use of a custody key as a ``key.use`` event
     (``backend``: where the key lives; by default the home's key store)."""
     where = backend or rt.settings.keystore

@@ -10,6 +10,11 @@ from collections import deque
 from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import ThrottledError
 
+__all__ = [
+    "Throttle",
+    "failure_throttle",
+]
+
 
 class Throttle:
     """At most ``limit`` failed authentications per source in ``window`` seconds; past

@@ -14,6 +14,11 @@ from iotsec.audit.model import CheckOutcome
 from iotsec.audit.snapshot import AuditOptions, EventFacts, Snapshot
 from iotsec.findings.model import Location
 
+__all__ = [
+    "client_id_conflict",
+    "shared_certificate",
+]
+
 
 def _host(source: str | None) -> str | None:
     if not source:

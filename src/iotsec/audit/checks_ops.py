@@ -12,6 +12,18 @@ from iotsec.audit.snapshot import DAY, AuditOptions, BrokerFacts, BrokerListener
 from iotsec.findings.model import Finding, Location, Severity
 from iotsec.timeutil import from_ts
 
+__all__ = [
+    "BROKER_RULES",
+    "NO_BROKER",
+    "PERMISSIVE_LINT",
+    "Checked",
+    "broker",
+    "firmware_below_counter",
+    "logging_disabled",
+    "policy",
+    "token_no_expiry",
+]
+
 Checked = tuple[list[Finding], CheckOutcome]
 
 #: Policy lint codes (iotsec.access.lint) that grant too much; the others are mistakes.

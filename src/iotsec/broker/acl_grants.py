@@ -16,6 +16,17 @@ from dataclasses import dataclass, field
 from iotsec.access.policy import Effect, Rule
 from iotsec.access.topics import overlaps_levels
 
+__all__ = [
+    "Grants",
+    "Level",
+    "Template",
+    "Var",
+    "grants",
+    "intersect",
+    "overlap_warnings",
+    "template",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Var:

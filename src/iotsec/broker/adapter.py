@@ -27,6 +27,19 @@ from iotsec.access.policy import MQTT_ACTIONS, Identity, Role
 from iotsec.broker.acl import FleetDevice
 from iotsec.errors import PolicyError
 
+__all__ = [
+    "CA_FILE",
+    "CERT_FILE",
+    "CRL_FILE",
+    "KEY_FILE",
+    "BrokerAdapter",
+    "BrokerDecision",
+    "FleetPolicy",
+    "PkiFiles",
+    "check_mqtt_action",
+    "identity_of",
+]
+
 #: File names of the PKI material in a broker's directory (both integrations write them).
 CA_FILE = "ca.pem"
 CERT_FILE = "server.pem"

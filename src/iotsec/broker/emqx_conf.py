@@ -29,6 +29,19 @@ from urllib.parse import urlsplit
 
 from iotsec.errors import BrokerConfigError
 
+__all__ = [
+    "AUTHN_BODY",
+    "AUTHN_PATH",
+    "AUTHZ_BODY",
+    "AUTHZ_PATH",
+    "CIPHERS",
+    "TLS_VERSIONS",
+    "EmqxConfig",
+    "check_api_url",
+    "q",
+    "render_snippet",
+]
+
 #: TLS 1.3 suites, then the TLS 1.2 ECDHE-ECDSA AEAD suites (the server key is P-256).
 CIPHERS = ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256",
            "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256",

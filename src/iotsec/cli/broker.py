@@ -18,6 +18,20 @@ from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, plural
 from iotsec.errors import BrokerConfigError, InvalidInputError, NotFoundError
 
+__all__ = [
+    "BindOpt",
+    "DnsOpt",
+    "IpOpt",
+    "PortOpt",
+    "app",
+    "emqx_app",
+    "emqx_render",
+    "ingest",
+    "mosquitto_app",
+    "render",
+    "sync",
+]
+
 app = typer.Typer(help="Drive the MQTT broker that enforces iotsec's decisions.",
                   no_args_is_help=True)
 mosquitto_app = typer.Typer(help="Mosquitto 2.0: mutual TLS, ACL from the policy, CRL, "

@@ -9,6 +9,11 @@ from iotsec.cli.context import runtime
 from iotsec.cli.options import OutputFileOpt
 from iotsec.cli.output import write_output
 
+__all__ = [
+    "app",
+    "chain",
+]
+
 app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
 
 

@@ -29,6 +29,16 @@ from iotsec.compliance.evidence import MAX_SCAN_REPORT
 from iotsec.compliance.frameworks import FRAMEWORKS
 from iotsec.errors import IotsecError
 
+__all__ = [
+    "FRAMEWORK_HELP",
+    "FrameworkOpt",
+    "app",
+    "attest",
+    "frameworks",
+    "list_attestations",
+    "report_cmd",
+]
+
 app = typer.Typer(help="Compliance reports (ETSI EN 303 645, NIST IR 8259A, OWASP IoT Top 10) "
                   "and attestations.", no_args_is_help=True)
 

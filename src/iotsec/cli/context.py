@@ -8,6 +8,10 @@ from contextlib import contextmanager
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 
+__all__ = [
+    "runtime",
+]
+
 
 @contextmanager
 def runtime() -> Iterator[Runtime]:

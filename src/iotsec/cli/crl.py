@@ -14,6 +14,10 @@ from iotsec.cli.output import write_output
 from iotsec.errors import InvalidInputError
 from iotsec.pki.x509 import to_pem
 
+__all__ = [
+    "crl",
+]
+
 
 def crl(
     pem: Annotated[bool, typer.Option("--pem", help="PEM instead of DER.")] = False,

@@ -22,6 +22,20 @@ from iotsec.cli.output import console, emit_json, plural, read_input, table, whe
 from iotsec.errors import InvalidInputError, IotsecError
 from iotsec.identity.registry import DeviceState
 
+__all__ = [
+    "MAX_IMPORT_BYTES",
+    "IdArg",
+    "add",
+    "app",
+    "assign",
+    "disable",
+    "enable",
+    "import_",
+    "list_",
+    "retire",
+    "show",
+]
+
 app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
 
 MAX_IMPORT_BYTES = 256 * 1024 * 1024

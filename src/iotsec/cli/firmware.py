@@ -31,6 +31,17 @@ from iotsec.firmware.image_keys import FirmwareKeyType, TrustedKey, public_pem
 from iotsec.firmware.layout import ImageInfo
 from iotsec.firmware.sign import SignOptions, auto_security_counter
 
+__all__ = [
+    "app",
+    "import_key",
+    "info_json",
+    "inspect",
+    "keygen",
+    "public_key",
+    "sign",
+    "verify",
+]
+
 app = typer.Typer(help="Signed firmware images (MCUboot format): keys, sign, verify, inspect.",
                   no_args_is_help=True)
 

@@ -20,6 +20,18 @@ from iotsec.custody.keks import Backend
 from iotsec.errors import InvalidInputError
 from iotsec.pki.keys import KeyType
 
+__all__ = [
+    "ROTATABLE",
+    "app",
+    "export_public",
+    "generate",
+    "list_",
+    "reinstate",
+    "report",
+    "retire",
+    "rotate",
+]
+
 app = typer.Typer(help="Keys in custody: list, generate, export public keys, rotate the "
                   "key-encryption key, and report what depends on each key.",
                   no_args_is_help=True)

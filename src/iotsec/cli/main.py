@@ -33,6 +33,11 @@ from iotsec.cli.output import err_console, print_error
 from iotsec.errors import IotsecError
 from iotsec.filesystem import os_error
 
+__all__ = [
+    "app",
+    "main",
+]
+
 app = typer.Typer(
     name="iotsec",
     help="iotsec: device identity, PKI and security control plane for IoT fleets.",

@@ -15,6 +15,15 @@ from iotsec.netseg.findings import review_json
 from iotsec.netseg.services import SERVICES
 from iotsec.netseg.source import MAX_POLICY_BYTES
 
+__all__ = [
+    "FileArg",
+    "app",
+    "check",
+    "compile_",
+    "services",
+    "validate",
+]
+
 app = typer.Typer(
     help="Network segmentation: zones and rules as a policy file, checked, and compiled "
          "to an nftables firewall.", no_args_is_help=True)

@@ -10,6 +10,19 @@ from typing import Annotated
 
 import typer
 
+__all__ = [
+    "DeviceArg",
+    "FailOnFindingOpt",
+    "HtmlReportOpt",
+    "JsonOpt",
+    "JsonReportOpt",
+    "JsonSchemaOpt",
+    "LimitOpt",
+    "NameArg",
+    "OutputFileOpt",
+    "SarifReportOpt",
+]
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 OutputFileOpt = Annotated[str | None, typer.Option("-o", "--output", help="Write to FILE.")]
 LimitOpt = Annotated[int, typer.Option("--limit", help="At most this many.")]

@@ -42,6 +42,36 @@ from iotsec.firmware.sign import SignOptions
 from iotsec.firmware.tufmeta import MAX_METADATA, Expiry
 from iotsec.timeutil import parse_duration
 
+__all__ = [
+    "PASSPHRASE_ENV",
+    "CampaignId",
+    "KeysOpt",
+    "app",
+    "campaign_abort",
+    "campaign_app",
+    "campaign_create",
+    "campaign_devices",
+    "campaign_list",
+    "campaign_pause",
+    "campaign_resume",
+    "campaign_status",
+    "campaign_tick",
+    "firmware_publish",
+    "firmware_service_passphrase",
+    "key_app",
+    "key_generate",
+    "metadata_app",
+    "metadata_import",
+    "metadata_sign",
+    "release_app",
+    "release_list",
+    "repo_app",
+    "repo_init",
+    "repo_refresh",
+    "repo_rotate",
+    "repo_status",
+]
+
 PASSPHRASE_ENV = "IOTSEC_TUF_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 app = typer.Typer(help="Secure OTA: the TUF update repository and rollout campaigns.",
                   no_args_is_help=True)

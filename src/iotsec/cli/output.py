@@ -17,6 +17,19 @@ from rich.table import Table
 from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, NotFoundError
 from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 
+__all__ = [
+    "IDENTIFIER_COLUMNS",
+    "console",
+    "emit_json",
+    "err_console",
+    "plural",
+    "print_error",
+    "read_input",
+    "table",
+    "when",
+    "write_output",
+]
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 

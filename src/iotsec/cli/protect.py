@@ -18,6 +18,25 @@ from iotsec.protect.atrest import DEFAULT_CHUNK_SIZE, StreamInfo
 from iotsec.protect.pairing import MAX_KEY_FILE, Algorithm, new_salt
 from iotsec.protect.payload import MAX_MESSAGE, MAX_PAYLOAD, Opened, parse
 
+__all__ = [
+    "AadOpt",
+    "InArg",
+    "SaltOpt",
+    "SenderIdOpt",
+    "data_app",
+    "decrypt",
+    "encrypt",
+    "inspect",
+    "inspect_data",
+    "keygen",
+    "open_",
+    "pair",
+    "parse_size",
+    "payload_app",
+    "rewrap",
+    "seal",
+]
+
 payload_app = typer.Typer(help="End-to-end protected payloads (COSE_Encrypt0 / COSE_Sign1): "
                           "make keys, seal and open single messages for debugging.",
                           no_args_is_help=True)

@@ -16,6 +16,18 @@ from iotsec.cli.output import print_error, write_output
 from iotsec.errors import IotsecError
 from iotsec.findings.model import Severity
 
+__all__ = [
+    "EXIT_COULD_NOT_RUN",
+    "EXIT_FINDINGS",
+    "FAIL_ON",
+    "Report",
+    "could_not_run",
+    "parse_fail_on",
+    "run_report",
+    "to_stdout",
+    "write_schema",
+]
+
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")
 EXIT_FINDINGS = 1
 EXIT_COULD_NOT_RUN = 2

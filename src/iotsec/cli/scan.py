@@ -34,6 +34,10 @@ from iotsec.scan.model import (
 )
 from iotsec.scan.targets import DEFAULT_PORTS
 
+__all__ = [
+    "scan",
+]
+
 
 @contextlib.contextmanager
 def _runtime(required: bool) -> Iterator[Runtime | None]:

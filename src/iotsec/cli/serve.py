@@ -19,6 +19,20 @@ from iotsec.cli.context import runtime
 from iotsec.cli.output import err_console
 from iotsec.errors import ConflictError, InvalidInputError
 
+__all__ = [
+    "FILE_RESERVE",
+    "HANDSHAKE_TIMEOUT",
+    "HEADER_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "Limits",
+    "claim_port",
+    "connection_limit",
+    "parse_forwarded_allow_ips",
+    "serve",
+    "uvicorn_options",
+]
+
 # Defaults of the connection settings (seconds).
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 5.0

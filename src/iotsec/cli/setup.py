@@ -12,6 +12,10 @@ from iotsec.cli.output import console, emit_json, err_console
 from iotsec.config import Settings
 from iotsec.pki.keys import KeyType
 
+__all__ = [
+    "init",
+]
+
 
 def init(
     key_type: Annotated[str, typer.Option("--key-type", help="ecdsa-p256 (default), "

@@ -9,7 +9,7 @@ pair of calls, :meth:`KeyStore.generate_image_key` and :meth:`KeyStore.load_imag
 image digest, the MCUboot algorithms: ECDSA P-256, pure Ed25519 over the digest, RSA-PSS). A
 label names one key with one purpose: ``load`` refuses a firmware key and
 ``load_image_key`` refuses a CA key, with :class:`~iotsec.errors.KeyTypeMismatchError`.
-Every signature made with a key in custody is told to ``on_use`` (the audit trail).
+Every signature made with a key in custody is told to ``on_use`` (the key-use record).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ __all__ = [
     "SIGN",
     "SIGN_IMAGE",
     "UNWRAP",
-    "AuditedKek",
-    "AuditedStore",
     "CustodyImageSigner",
     "CustodySigner",
     "KeyStore",
+    "RecordedKek",
+    "RecordingStore",
     "check_label",
 ]
 
@@ -79,8 +79,8 @@ class KeyStore(Protocol):
 
 
 
-class AuditedStore:
-    """What a key store shares with the audit trail: ``on_use(label, operation)``, told of
+class RecordingStore:
+    """What a key store shares with the key-use record: ``on_use(label, operation)``, told of
     every signature its signers make. Signers are given :meth:`_notify`, which reads
     ``on_use`` at each signature, so a hook set after the store was opened (the runtime
     does) still hears of every one."""
@@ -94,7 +94,7 @@ class AuditedStore:
 class CustodyImageSigner:
     """An :class:`~iotsec.firmware.image_keys.ImageSigner` handed out by a key store: it signs
     through ``inner`` and tells ``on_use(label, "sign-image")`` after every signature (the
-    audit trail), so a custody key is never used unrecorded."""
+    key-use record), so a custody key is never used unrecorded."""
 
     def __init__(self, label: str, inner: ImageSigner,
                  on_use: Callable[[str, str], None] | None = None) -> None:
@@ -121,7 +121,7 @@ class CustodyImageSigner:
 
 class CustodySigner:
     """A :class:`Signer` handed out by a key store: it signs through ``inner`` and tells
-    ``on_use(label, "sign")`` after every signature (the audit trail of CA signing)."""
+    ``on_use(label, "sign")`` after every signature (the key-use record of CA signing)."""
 
     def __init__(self, label: str, inner: Signer,
                  on_use: Callable[[str, str], None] | None = None) -> None:
@@ -148,9 +148,9 @@ class CustodySigner:
 
 
 
-class AuditedKek:
+class RecordedKek:
     """A :class:`~iotsec.protect.kek.KeyWrapper` that tells ``on_use(key_id, "unwrap")``
-    after every unwrap: opening a sealed secret or an encrypted file is on the audit trail."""
+    after every unwrap: opening an encrypted secret or an encrypted file is recorded."""
 
     def __init__(self, inner: KeyWrapper, on_use: Callable[[str, str], None]) -> None:
         self._inner = inner
@@ -169,4 +169,4 @@ class AuditedKek:
         return key
 
     def __repr__(self) -> str:
-        return f"AuditedKek({self._inner!r})"
+        return f"RecordedKek({self._inner!r})"

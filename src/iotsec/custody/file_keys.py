@@ -17,7 +17,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from iotsec.custody.base import LABEL, AuditedStore, CustodyImageSigner, CustodySigner, check_label
+from iotsec.custody.base import (
+    LABEL,
+    CustodyImageSigner,
+    CustodySigner,
+    RecordingStore,
+    check_label,
+)
 from iotsec.errors import (
     ConflictError,
     EncryptedKeyError,
@@ -32,11 +38,16 @@ from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePrivateKey, Loca
 from iotsec.pki.keys import KeyType, LocalSigner, Signer
 from iotsec.pki.pkcs8 import decrypt_private_key, encrypt_private_key
 
+__all__ = [
+    "MAX_KEY_FILE",
+    "FileKeyStore",
+]
+
 #: An encrypted PKCS#8 PEM of an RSA-4096 key is about 3.3 KiB; nothing legitimate is larger.
 MAX_KEY_FILE = 64 * 1024
 
 
-class FileKeyStore(AuditedStore):
+class FileKeyStore(RecordingStore):
     """Keys as encrypted PKCS#8 files: ``<label>.key.pem`` (CA) and
     ``<label>.image-key.pem`` (firmware). ``on_use(label, operation)`` is told of every
     signature: ``"sign"`` (certificates, CRLs) and ``"sign-image"`` (firmware images)."""

@@ -110,7 +110,7 @@ def open_key_store(settings: Settings, *, create_passphrase: bool = False,
     """The key store for CA and signing keys: the token when ``IOTSEC_KEYSTORE=pkcs11``,
     the encrypted-file store otherwise. ``on_use(label, operation)`` is told of every
     signature made in the token and of every firmware image signed with a custody key (for
-    the audit trail). The token is connected lazily: a command that signs nothing never
+    the key-use record). The token is connected lazily: a command that signs nothing never
     loads the module nor presents the PIN."""
     # The passphrase also protects the file KEKs, so a home keeps one whatever its keystore.
     passphrase = read_passphrase(settings, create=create_passphrase)

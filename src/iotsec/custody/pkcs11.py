@@ -33,7 +33,7 @@ from pkcs11 import Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as p11e
 
-from iotsec.custody.base import AuditedStore, CustodyImageSigner, check_label
+from iotsec.custody.base import CustodyImageSigner, RecordingStore, check_label
 from iotsec.custody.pkcs11_token import (
     OID_P256,
     OID_P384,
@@ -141,7 +141,7 @@ class Pkcs11Signer:
         return f"Pkcs11Signer({self.label!r}, {self._type.value}, token={self._token.label!r})"
 
 
-class Pkcs11KeyStore(AuditedStore):
+class Pkcs11KeyStore(RecordingStore):
     """Signing keys in a token, by label (the :class:`~iotsec.custody.base.KeyStore`
     interface). ``on_use(label, operation)`` is called after each signature (for the audit
     trail)."""

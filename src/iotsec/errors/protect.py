@@ -144,7 +144,7 @@ class RecordFormatError(DataProtectionError, MalformedInputError):
 
 class RecordAuthenticationError(DataProtectionError):
     """An encrypted record does not open for this table, record id and field: altered, moved
-    to another record, or sealed under another key-encryption key."""
+    to another record, or encrypted under another key-encryption key."""
 
     code = "record-authentication"
     default_hint = "the stored value was altered or copied from another record"

@@ -23,6 +23,16 @@ from iotsec.firmware.image import (
 from iotsec.firmware.reader import BoundedReader, Hasher, Readable
 from iotsec.firmware.trailer import TrailerInfo, parse_trailer
 
+__all__ = [
+    "TRAILER_WINDOW",
+    "ImageInfo",
+    "ImageSource",
+    "TlvAreas",
+    "inspect_image",
+    "read_header",
+    "read_tlv_areas",
+]
+
 ImageSource = bytes | bytearray | memoryview | Readable
 #: How much of the slot end ``inspect`` reads to find the trailer (32-byte alignment,
 #: four flags and the magic fit well inside).

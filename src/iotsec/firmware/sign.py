@@ -38,6 +38,14 @@ from iotsec.firmware.trailer import (
     trailer_size,
 )
 
+__all__ = [
+    "SignOptions",
+    "SignedImage",
+    "auto_security_counter",
+    "sign_image",
+    "sign_stream",
+]
+
 
 def auto_security_counter(version: ImageVersion) -> int:
     """imgtool's ``--security-counter auto``: ``major << 24 | minor << 16 | revision``."""

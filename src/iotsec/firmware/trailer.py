@@ -12,6 +12,19 @@ from dataclasses import dataclass
 from iotsec.errors import InvalidInputError
 from iotsec.firmware.image import Endian
 
+__all__ = [
+    "ALIGNMENTS",
+    "BOOT_MAGIC",
+    "BOOT_MAGIC_SIZE",
+    "BOOT_MAGIC_TAIL",
+    "DEFAULT_MAX_SECTORS",
+    "MAX_ALIGNMENTS",
+    "TrailerInfo",
+    "boot_magic",
+    "parse_trailer",
+    "trailer_size",
+]
+
 #: Boot magic for a maximum write alignment of 8 (bootutil's ``boot_img_magic``).
 BOOT_MAGIC = bytes([0x77, 0xC2, 0x95, 0xF3, 0x60, 0xD2, 0xEF, 0x7F,
                     0x35, 0x52, 0x50, 0x0F, 0x2C, 0xB6, 0x79, 0x80])

@@ -38,6 +38,16 @@ from iotsec.netseg.model import (
     Zone,
 )
 
+__all__ = [
+    "Chain",
+    "Decider",
+    "Decision",
+    "Flow",
+    "FlowProto",
+    "decide_linear",
+    "rule_matches",
+]
+
 FlowProto = Literal["tcp", "udp", "icmp"]
 Chain = Literal["forward", "input"]
 

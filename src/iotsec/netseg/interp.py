@@ -20,6 +20,14 @@ from typing import Literal
 from iotsec.errors import NetsegError
 from iotsec.netseg.model import Address, Network
 
+__all__ = [
+    "Match",
+    "Packet",
+    "Ruleset",
+    "RulesetSyntaxError",
+    "Verdict",
+]
+
 
 class RulesetSyntaxError(NetsegError):
     """Ruleset text outside the subset the interpreter understands."""

@@ -14,6 +14,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+__all__ = [
+    "Action",
+    "Address",
+    "Endpoint",
+    "EndpointKind",
+    "Family",
+    "Firewall",
+    "Intervals",
+    "Network",
+    "Policy",
+    "PortMatch",
+    "PortRanges",
+    "Proto",
+    "Rule",
+    "Zone",
+    "covers",
+    "intervals",
+]
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Family = Literal[4, 6]

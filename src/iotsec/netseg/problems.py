@@ -11,6 +11,13 @@ from pydantic import ValidationError
 from iotsec.errors import NetsegPolicyError
 from iotsec.netseg.source import Source
 
+__all__ = [
+    "MAX_PROBLEMS",
+    "POLICY_HINT",
+    "Problems",
+    "path_text",
+]
+
 #: Problems collected at the most; later ones are dropped.
 MAX_PROBLEMS = 200
 POLICY_HINT = ("a zone policy has version, firewall, zones (name, vlan, subnets, interface, "

@@ -7,6 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+__all__ = [
+    "MANAGEMENT_PORTS",
+    "PLAINTEXT_PORTS",
+    "SERVICES",
+    "Service",
+    "Transport",
+]
+
 Transport = Literal["tcp", "udp"]
 
 

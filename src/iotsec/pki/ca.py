@@ -13,6 +13,15 @@ from iotsec.pki import x509 as enc
 from iotsec.pki.keys import Signer
 from iotsec.pki.serial import random_serial
 
+__all__ = [
+    "ISSUING_VALIDITY",
+    "ORGANIZATION",
+    "ROOT_VALIDITY",
+    "Authority",
+    "create_issuing",
+    "create_root",
+]
+
 ROOT_VALIDITY = timedelta(days=20 * 365)
 ISSUING_VALIDITY = timedelta(days=10 * 365)
 ORGANIZATION = "iotsec"

@@ -17,6 +17,12 @@ from iotsec.pki import der
 from iotsec.pki import x509 as enc
 from iotsec.pki.ca import Authority
 
+__all__ = [
+    "RevocationReason",
+    "build_crl",
+    "encode_entry",
+]
+
 
 class RevocationReason(enum.IntEnum):
     """CRLReason codes (RFC 5280 5.3.1). ``certificateHold`` and ``removeFromCRL`` are not

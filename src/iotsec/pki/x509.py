@@ -19,6 +19,46 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from iotsec.pki import der
 from iotsec.pki.keys import KeyType, Signer
 
+__all__ = [
+    "CRL_SIGN",
+    "DIGITAL_SIGNATURE",
+    "KEY_CERT_SIGN",
+    "KEY_ENCIPHERMENT",
+    "OID_AKI",
+    "OID_BASIC_CONSTRAINTS",
+    "OID_CLIENT_AUTH",
+    "OID_CN",
+    "OID_CRL_DP",
+    "OID_CRL_NUMBER",
+    "OID_ECDSA_SHA256",
+    "OID_ECDSA_SHA384",
+    "OID_EKU",
+    "OID_KEY_USAGE",
+    "OID_O",
+    "OID_REASON_CODE",
+    "OID_RSA_SHA256",
+    "OID_SAN",
+    "OID_SERVER_AUTH",
+    "OID_SKI",
+    "TbsCertificate",
+    "authority_key_identifier",
+    "basic_constraints",
+    "build_certificate",
+    "crl_distribution_point",
+    "extended_key_usage",
+    "extension",
+    "key_identifier",
+    "key_usage",
+    "key_usage_bits",
+    "name",
+    "sign_tbs",
+    "signature_algorithm",
+    "spki_der",
+    "subject_alt_name",
+    "subject_key_identifier",
+    "to_pem",
+]
+
 # Object identifiers (RFC 5280, RFC 5758, RFC 4055).
 OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 OID_ECDSA_SHA384 = "1.2.840.10045.4.3.3"

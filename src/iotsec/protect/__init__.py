@@ -9,10 +9,10 @@
 """
 
 from iotsec.protect.atrest import (
+    decrypt_record,
     decrypt_stream,
+    encrypt_record,
     encrypt_stream,
-    open_record,
-    seal_record,
 )
 from iotsec.protect.kek import FileKek, KekRing, KeyWrapper
 from iotsec.protect.pairing import (
@@ -41,12 +41,12 @@ __all__ = [
     "Sender",
     "SigningKey",
     "VerifyingKey",
+    "decrypt_record",
     "decrypt_stream",
+    "encrypt_record",
     "encrypt_stream",
     "establish",
     "new_salt",
     "open",
-    "open_record",
     "seal",
-    "seal_record",
 ]

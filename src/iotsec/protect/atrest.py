@@ -24,7 +24,7 @@ under the nonce ``prefix (7) | chunk index (4, big-endian) | last-chunk flag (1)
 * decryption releases a chunk only after it authenticated, with at most two chunks in
   memory, whatever the file size.
 
-Records (:func:`seal_record`, in :mod:`iotsec.protect.records`) are small values in the
+Records (:func:`encrypt_record`, in :mod:`iotsec.protect.records`) are small values in the
 store: each gets its own DEK; the associated data of both the DEK wrapping and the value's
 AES-GCM names the table, the record id and the field, so a ciphertext copied to another
 row or column does not open.
@@ -64,11 +64,11 @@ from iotsec.protect.kek import (
 )
 from iotsec.protect.records import (  # the record envelope is part of this API
     RecordEnvelope,
-    open_record,
+    decrypt_record,
+    encrypt_record,
     record_context,
     record_kek_id,
     rewrap_record,
-    seal_record,
 )
 
 MAGIC: Final = b"\x89IOTSEC\n"
@@ -392,13 +392,13 @@ __all__ = [
     "StreamInfo",
     "StreamOpener",
     "StreamSealer",
+    "decrypt_record",
     "decrypt_stream",
+    "encrypt_record",
     "encrypt_stream",
-    "open_record",
     "read_full",
     "record_context",
     "record_kek_id",
     "rewrap_header",
     "rewrap_record",
-    "seal_record",
 ]

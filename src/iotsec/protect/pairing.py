@@ -47,6 +47,37 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from iotsec.errors import InvalidInputError, PayloadAuthenticationError, PayloadKeyError
 from iotsec.protect import cbor
 
+__all__ = [
+    "KID_LENGTH",
+    "MAX_IDENTITY",
+    "MAX_KEY_FILE",
+    "MAX_SALT",
+    "MIN_SALT",
+    "AgreementPrivateKey",
+    "AgreementPublicKey",
+    "Algorithm",
+    "PairContext",
+    "PairKey",
+    "PrivateKey",
+    "PublicKey",
+    "SigningKey",
+    "SigningPrivateKey",
+    "VerifyingKey",
+    "VerifyingPublicKey",
+    "as_agreement_private",
+    "as_agreement_public",
+    "as_signing_private",
+    "as_verifying_public",
+    "check_identity",
+    "establish",
+    "kdf_context",
+    "load_private_key",
+    "load_public_key",
+    "new_salt",
+    "public_bytes",
+    "signing_kid",
+]
+
 KID_LENGTH: Final = 8
 MIN_SALT: Final = 16
 MAX_SALT: Final = 64

@@ -38,6 +38,20 @@ from iotsec.protect.kek import (
     wrap_data_key,
 )
 
+__all__ = [
+    "MAX_RECORD",
+    "RECORD_VERSION",
+    "TAG",
+    "RecordEnvelope",
+    "RecordRewrapper",
+    "decrypt_record",
+    "encrypt_record",
+    "envelope_head",
+    "record_context",
+    "record_kek_id",
+    "rewrap_record",
+]
+
 TAG: Final = 16
 
 RECORD_VERSION: Final = 1
@@ -128,7 +142,7 @@ def _layout(blob: bytes) -> tuple[str, int, int]:
     return kek_id, pos, pos + wrapped_len
 
 
-def seal_record(plaintext: bytes, kek: KeyWrapper, *, table: str, record_id: str | int,
+def encrypt_record(plaintext: bytes, kek: KeyWrapper, *, table: str, record_id: str | int,
                 field: str) -> bytes:
     """Encrypt one value under a fresh data key wrapped by ``kek``, bound to its place."""
     if len(plaintext) > MAX_RECORD:
@@ -148,12 +162,12 @@ def _record_dek(envelope: RecordEnvelope, keks: KeyWrapper | KekResolver, contex
     except DataKeyUnwrapError:
         raise RecordAuthenticationError(
             f"the encrypted {where} does not open: it was altered, copied from another record "
-            "or field, or sealed under another key-encryption key") from None
+            "or field, or encrypted under another key-encryption key") from None
 
 
-def open_record(blob: bytes, keks: KeyWrapper | KekResolver, *, table: str,
+def decrypt_record(blob: bytes, keks: KeyWrapper | KekResolver, *, table: str,
                 record_id: str | int, field: str) -> bytes:
-    """Decrypt what :func:`seal_record` made for the same table, record id and field."""
+    """Decrypt what :func:`encrypt_record` made for the same table, record id and field."""
     context = record_context(table, record_id, field)
     envelope = RecordEnvelope.parse(blob)
     where = f"{table}.{field} of record {record_id!r}"
@@ -237,7 +251,7 @@ class RecordRewrapper:
         except DataKeyUnwrapError:
             raise RecordAuthenticationError(
                 f"the encrypted {self._table}.{self._field} of record {record_id!r} does not "
-                "open: it was altered, copied from another record or field, or sealed under "
+                "open: it was altered, copied from another record or field, or encrypted under "
                 "another key-encryption key") from None
         wrapped = wrap_data_key(self._new, dek, aad)
         return b"".join((self._head, len(wrapped).to_bytes(2, "big"), wrapped, blob[end:]))

@@ -21,6 +21,14 @@ from typing import Any
 
 from iotsec.errors import InvalidInputError, PayloadReplayError, PayloadTooOldError
 
+__all__ = [
+    "DEFAULT_WINDOW",
+    "MAX_SEQ",
+    "MAX_WINDOW",
+    "ReplayWindow",
+    "ReplayWindows",
+]
+
 DEFAULT_WINDOW = 128
 MAX_WINDOW = 65536
 MAX_SEQ = (1 << 64) - 1

@@ -55,6 +55,17 @@ from iotsec.firmware.releases import Release, channel_path, parse_name
 from iotsec.firmware.tufmeta import MAX_METADATA
 from iotsec.firmware.verify import VerifiedImage, verify_image
 
+__all__ = [
+    "MAX_API_RESPONSE",
+    "Assignment",
+    "DeviceFetcher",
+    "DownloadedUpdate",
+    "OtaServer",
+    "OtaUpdater",
+    "TokenSource",
+    "Update",
+]
+
 TokenSource = Callable[[], str]
 #: Largest answer the server's device endpoints give (assignment, report result).
 MAX_API_RESPONSE = 64 * 1024

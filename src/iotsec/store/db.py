@@ -20,6 +20,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
 
+__all__ = [
+    "in_transaction",
+    "make_engine",
+    "reading",
+    "store_error",
+    "transaction",
+]
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # pysqlite's own transaction handling is switched off (isolation_level=None) so that

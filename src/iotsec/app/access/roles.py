@@ -25,11 +25,20 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
+__all__ = [
+    "RoleInfo",
+    "add_group",
+    "add_role",
+    "assign_device",
+    "get_role",
+    "list_roles",
+    "load_roles",
+    "write_role",
+]
+
 
 def _role_exists(conn: Connection, name: str) -> bool:
     return conn.execute(select(m.roles.c.name).where(m.roles.c.name == name)).first() is not None
-
-
 
 
 def write_role(conn: Connection, role: Role, now: int, *, replace: bool) -> None:
@@ -100,8 +109,6 @@ def get_role(rt: Runtime, name: str) -> RoleInfo:
         if info.role.name == name:
             return info
     raise NotFoundError(f"role {name!r} does not exist", hint="see 'iotsec role list'")
-
-
 
 
 def assign_device(rt: Runtime, device_id: str, roles: Sequence[str]) -> list[str]:

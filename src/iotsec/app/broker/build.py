@@ -39,6 +39,16 @@ from iotsec.errors import BrokerConfigError
 from iotsec.pki import x509 as enc
 from iotsec.timeutil import ts
 
+__all__ = [
+    "ACL_HEADER",
+    "MIN_CRL_REMAINING",
+    "BrokerOptions",
+    "Built",
+    "build",
+    "new_device_roles",
+    "options_of",
+]
+
 MIN_CRL_REMAINING = timedelta(hours=1)
 ACL_HEADER = ("Written by iotsec from the access-control policy ('iotsec broker mosquitto "
               "sync'); do not edit.")

@@ -51,6 +51,16 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
+__all__ = [
+    "SETTINGS",
+    "EmqxSettings",
+    "acl_preview",
+    "authenticate",
+    "authorize",
+    "authorize_from_memory",
+    "emqx_settings",
+]
+
 SETTINGS: Slot[EmqxSettings] = Slot("emqx.settings")
 #: The roles by name, with the compiled policy they were read for.
 _ROLES: Slot[tuple[CompiledPolicy, Mapping[str, Role]]] = Slot("emqx.roles")

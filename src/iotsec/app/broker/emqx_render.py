@@ -33,6 +33,15 @@ from iotsec.broker.emqx_conf import check_api_url
 from iotsec.errors import BrokerConfigError
 from iotsec.pki import x509 as enc
 
+__all__ = [
+    "MAX_TOKEN_FILE",
+    "SNIPPET",
+    "TOKEN_LIFETIME",
+    "EmqxRenderOptions",
+    "EmqxRenderResult",
+    "render",
+]
+
 SNIPPET = "emqx-iotsec.hocon"
 MAX_TOKEN_FILE = 1024
 TOKEN_LIFETIME = timedelta(days=365)

@@ -23,6 +23,22 @@ from iotsec.broker.mosquitto import Layout
 from iotsec.errors import BrokerConfigError, BrokerValidationError, ConflictError
 from iotsec.filesystem import PRIVATE_FILE_MODE, atomic_write, create_new, replace_symlink
 
+__all__ = [
+    "KEEP_GENERATIONS",
+    "MAX_STATE_FILE",
+    "Owner",
+    "current_generation",
+    "default_broker_user",
+    "locked",
+    "prepare",
+    "prune",
+    "read_json",
+    "replace_shared",
+    "swap",
+    "write",
+    "write_json_private",
+]
+
 KEEP_GENERATIONS = 3
 MAX_STATE_FILE = 64 * 1024 * 1024
 

@@ -48,6 +48,15 @@ from iotsec.pki.crl import RevocationReason
 from iotsec.pki.issue import issue_device, issue_server
 from iotsec.pki.profiles import CertProfile, check_dns_name
 
+__all__ = [
+    "CANARY_USER",
+    "RENEW_BEFORE",
+    "ServerNames",
+    "admin_password",
+    "client_certificate",
+    "server_certificate",
+]
+
 RENEW_BEFORE = timedelta(days=30)
 CANARY_USER = "_iotsec_canary"
 _CLIENT_PROFILE = CertProfile(name="broker-client", validity_days=397,

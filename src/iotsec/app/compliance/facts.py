@@ -75,7 +75,7 @@ def _no_default_passwords(conn: Connection) -> Fact:
     tokens = conn.execute(select(t.name, t.secret_sha256)).all()
     bad_tokens = [r.name for r in tokens if not _HEX64.match(r.secret_sha256 or "")]
     secrets = conn.execute(select(s.kid, s.ciphertext)).all()
-    # A sealed secret starts with the envelope marker (0x00).
+    # An encrypted secret starts with the envelope marker (0x00).
     bad_secrets = [r.kid for r in secrets if bytes(r.ciphertext)[:1] != b"\x00"]
     if bad_tokens or bad_secrets:
         refs = tuple([f"token:{n}" for n in bad_tokens] + [f"secret:{k}" for k in bad_secrets])

@@ -1,2 +1,2 @@
-"""Key-custody services: keys in custody and secrets sealed in the store (:mod:`.keys`), and
+"""Key-custody services: keys in custody and secrets encrypted in the store (:mod:`.keys`), and
 key-encryption key rotation (:mod:`.kek_rotation`)."""

@@ -7,8 +7,9 @@
    record depends on). The new KEK is then made active: from that moment every new write
    (a device secret, a file from ``iotsec data encrypt``) uses it, while reads keep working
    with the old ones.
-2. **Re-wrap**: every sealed column (:data:`~iotsec.app.custody.keys.SEALED_COLUMNS`) is walked in
-   key order, in batches. A record's *data key* is unwrapped and wrapped again under the
+2. **Re-wrap**: every encrypted column
+   (:data:`~iotsec.app.custody.keys.ENCRYPTED_COLUMNS`) is walked in key order, in
+   batches. A record's *data key* is unwrapped and wrapped again under the
    target; the record's ciphertext is not touched (no bulk decryption). Each record is
    updated with a compare-and-set (``WHERE key = ? AND value = <what was read>``), so a row
    changed meanwhile is left as its writer made it. A batch is one transaction: after a crash
@@ -22,7 +23,7 @@
    the same target (it never starts a second new key). ``force`` retires despite files.
 
 A lock file keeps two rotations of one home from running at once. Each step is an event in
-the audit trail.
+the key-use record.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, LargeBinary, bindparam, func, literal, select, update
 
 from iotsec.app.custody.kek_files import file_counts, files_of
-from iotsec.app.custody.keys import SEALED_COLUMNS, SealedColumn
+from iotsec.app.custody.keys import ENCRYPTED_COLUMNS, EncryptedColumn
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.custody.keks import Backend, KekCustody, backend_of
@@ -56,6 +57,23 @@ from iotsec.protect.kek import KeyWrapper
 from iotsec.protect.records import RecordRewrapper, envelope_head, record_kek_id
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "JOURNAL",
+    "LOCK",
+    "MAX_JOURNAL",
+    "MAX_PASSES",
+    "KekUsage",
+    "KeyReport",
+    "RotationResult",
+    "count_dependents",
+    "key_report",
+    "read_journal",
+    "reinstate_kek",
+    "retire_kek",
+    "rotate_kek",
+]
 
 JOURNAL: Final = "rotation.json"
 LOCK: Final = "rotation.lock"
@@ -92,7 +110,7 @@ class KeyReport:
         return next((k.records for k in self.keks if k.key_id == key_id), 0)
 
 
-def _classify(column: SealedColumn, stored: bytes) -> str:
+def _classify(column: EncryptedColumn, stored: bytes) -> str:
     return record_kek_id(column.envelope(stored))
 
 
@@ -105,7 +123,7 @@ def count_dependents(rt: Runtime, batch: int = 10_000, *, other_than: str | None
     finished rotation's recount then reads nothing); everything else is counted alike."""
     usage: dict[str, Counter[str]] = {}
     malformed = 0
-    for column in SEALED_COLUMNS:
+    for column in ENCRYPTED_COLUMNS:
         skip = None if other_than is None else column.marker + envelope_head(other_than)
         counts: Counter[str] = Counter()
         for rows in _batches(rt, column, batch, skip):
@@ -201,9 +219,9 @@ class RotationResult:
         return not self.remaining and not self.files
 
 
-def _batches(rt: Runtime, column: SealedColumn, size: int, skip: bytes | None = None
+def _batches(rt: Runtime, column: EncryptedColumn, size: int, skip: bytes | None = None
              ) -> Iterator[list[Any]]:
-    """Rows ``(key, *extra, value)`` of one sealed column, in key order; with ``skip``, not
+    """Rows ``(key, *extra, value)`` of one encrypted column, in key order; with ``skip``, not
     the rows whose value starts with those bytes."""
     last: Any = None
     while True:
@@ -232,7 +250,7 @@ class _CompareAndSet:
 
     __slots__ = ("_statement",)
 
-    def __init__(self, column: SealedColumn) -> None:
+    def __init__(self, column: EncryptedColumn) -> None:
         self._statement = (update(column.table)
                            .where(column.key == bindparam("b_key"),
                                   column.column == bindparam("b_old"))
@@ -252,7 +270,7 @@ class _CompareAndSet:
         return len(changes) if done is None or done < 0 else done
 
 
-def _rewrap_column(rt: Runtime, custody: KekCustody, target: KeyWrapper, column: SealedColumn,
+def _rewrap_column(rt: Runtime, custody: KekCustody, target: KeyWrapper, column: EncryptedColumn,
                    result: RotationResult, batch: int,
                    progress: Callable[[str, int], None] | None) -> None:
     compare_and_set = _CompareAndSet(column)
@@ -328,7 +346,7 @@ def rotate_kek(rt: Runtime, *, backend: Backend | None = None, batch: int = DEFA
             custody.activate(target.key_id)
         result = RotationResult(target=target.key_id, resumed=resumed)
         for _ in range(MAX_PASSES):
-            for column in SEALED_COLUMNS:
+            for column in ENCRYPTED_COLUMNS:
                 _rewrap_column(rt, custody, target, column, result, batch, progress)
             usage, _ = count_dependents(rt, other_than=target.key_id)
             result.remaining = {k: sum(v.values()) for k, v in usage.items()}

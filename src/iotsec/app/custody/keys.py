@@ -1,5 +1,5 @@
 """Key custody use cases: the configured key store (file or PKCS#11), the home's
-key-encryption keys, secrets sealed in the store, and ``iotsec keys list|generate|
+key-encryption keys, secrets encrypted in the store, and ``iotsec keys list|generate|
 export-public``.
 
 The token is reached only when the settings name one (``IOTSEC_PKCS11_MODULE``,
@@ -7,8 +7,8 @@ The token is reached only when the settings name one (``IOTSEC_PKCS11_MODULE``,
 so a home that keeps its keys in files never loads a PKCS#11 module.
 
 Secrets iotsec keeps in the store are sealed as record envelopes
-(:func:`~iotsec.protect.records.seal_record`) under the home's active KEK, bound to their
-table, row and column. :data:`SEALED_COLUMNS` lists every such column: the rotation walks
+(:func:`~iotsec.protect.records.encrypt_record`) under the home's active KEK, bound to their
+table, row and column. :data:`ENCRYPTED_COLUMNS` lists every such column: the rotation walks
 it, and the report counts from it.
 """
 
@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Column, Row, Table, select
 
 from iotsec.app.events import Event
-from iotsec.app.runtime import Runtime, audit_key_use
-from iotsec.custody.base import AuditedKek, KeyStore
+from iotsec.app.runtime import Runtime, record_key_use
+from iotsec.custody.base import KeyStore, RecordedKek
 from iotsec.custody.file_keys import FileKeyStore
 from iotsec.custody.keks import KekInfo, backend_of
 from iotsec.errors import (
@@ -37,13 +37,28 @@ from iotsec.errors import (
 from iotsec.pki.keys import KeyType
 from iotsec.pki.x509 import spki_der
 from iotsec.protect.kek import KeyWrapper
-from iotsec.protect.records import open_record, seal_record
+from iotsec.protect.records import decrypt_record, encrypt_record
 from iotsec.store import models as m
 from iotsec.store.db import reading
 
+__all__ = [
+    "DEVICE_SECRETS",
+    "DEVICE_SECRET_V2",
+    "ENCRYPTED_COLUMNS",
+    "EncryptedColumn",
+    "KeyEntry",
+    "RecordedKeks",
+    "device_secret_record_id",
+    "export_public",
+    "generate_key",
+    "hsm_key_store",
+    "list_keys",
+    "open_device_secret",
+    "signing_store",
+]
+
 if TYPE_CHECKING:
     from iotsec.custody.pkcs11 import Pkcs11KeyStore
-
 
 
 # --- the key store ---------------------------------------------------------------------
@@ -54,19 +69,17 @@ def signing_store(rt: Runtime) -> KeyStore:
     if rt.settings.keystore == "pkcs11":
         from iotsec.custody.pkcs11 import Pkcs11KeyStore  # deferred: loads python-pkcs11
 
-        return Pkcs11KeyStore(rt.custody.token(), on_use=audit_key_use(rt, "pkcs11"))
+        return Pkcs11KeyStore(rt.custody.token(), on_use=record_key_use(rt, "pkcs11"))
     return rt.keys
 
 
 # --- key-encryption keys ------------------------------------------------------------------
 
 
-
-
-class AuditedKeks:
+class RecordedKeks:
     """The KEKs of the home's custody, each unwrap recorded as a ``key.use`` event (operation
     ``unwrap``, subject the KEK id): opening a device secret or an encrypted file is on the
-    audit trail. Bulk re-wrapping (``iotsec keys rotate kek``) goes to the custody directly and
+    key-use record. Bulk re-wrapping (``iotsec keys rotate kek``) goes to the custody directly and
     is recorded as one ``kek.rotate`` event with its counts."""
 
     def __init__(self, rt: Runtime) -> None:
@@ -74,14 +87,14 @@ class AuditedKeks:
         self._rt = rt
 
     def kek(self, key_id: str) -> KeyWrapper:
-        return AuditedKek(self._custody.kek(key_id), audit_key_use(self._rt, backend_of(key_id)))
+        return RecordedKek(self._custody.kek(key_id), record_key_use(self._rt, backend_of(key_id)))
 
 
-# --- sealed columns -----------------------------------------------------------------------
+# --- encrypted columns --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class SealedColumn:
+class EncryptedColumn:
     """A column of the store holding record envelopes.
 
     ``marker`` is a prefix every stored value carries before its envelope (a format
@@ -106,7 +119,7 @@ class SealedColumn:
         return stored[len(self.marker):]
 
     def seal(self, plaintext: bytes, kek: Any, row_id: str | int) -> bytes:
-        return self.marker + seal_record(plaintext, kek, table=self.table.name,
+        return self.marker + encrypt_record(plaintext, kek, table=self.table.name,
                                          record_id=row_id, field=self.field)
 
 
@@ -120,22 +133,22 @@ def device_secret_record_id(kid: str, device_id: str) -> str:
     return f"{kid}|{device_id}"
 
 
-DEVICE_SECRETS: Final = SealedColumn(
+DEVICE_SECRETS: Final = EncryptedColumn(
     name="device_secrets.ciphertext", table=m.device_secrets, key=m.device_secrets.c.kid,
     column=m.device_secrets.c.ciphertext, extra=(m.device_secrets.c.device_id,),
     field="ciphertext",
     record_id=lambda row: device_secret_record_id(row.kid, row.device_id),
     marker=DEVICE_SECRET_V2)
 
-#: Every column whose values are sealed under the home's KEKs.
-SEALED_COLUMNS: Final = (DEVICE_SECRETS,)
+#: Every column whose values are encrypted under the home's KEKs.
+ENCRYPTED_COLUMNS: Final = (DEVICE_SECRETS,)
 
 
 def open_device_secret(rt: Runtime, kid: str, device_id: str, stored: bytes) -> bytes:
     """A device secret from its stored form (a record envelope)."""
     try:
         envelope = DEVICE_SECRETS.envelope(stored)
-        return open_record(envelope, AuditedKeks(rt), table=DEVICE_SECRETS.table.name,
+        return decrypt_record(envelope, RecordedKeks(rt), table=DEVICE_SECRETS.table.name,
                            record_id=device_secret_record_id(kid, device_id),
                            field=DEVICE_SECRETS.field)
     except KeyCustodyError:
@@ -236,4 +249,4 @@ def hsm_key_store(rt: Runtime) -> Pkcs11KeyStore:
     # Deferred: python-pkcs11 is loaded only by homes that use a token (start-up time).
     from iotsec.custody.pkcs11 import Pkcs11KeyStore
 
-    return Pkcs11KeyStore(rt.custody.token(), on_use=audit_key_use(rt, "pkcs11"))
+    return Pkcs11KeyStore(rt.custody.token(), on_use=record_key_use(rt, "pkcs11"))

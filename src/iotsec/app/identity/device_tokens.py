@@ -57,6 +57,21 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
+__all__ = [
+    "MAX_GRACE",
+    "PURGE_INTERVAL",
+    "SECRET_BYTES",
+    "DeviceKeyRecord",
+    "authenticate",
+    "create_secret",
+    "fail",
+    "list_keys",
+    "register_key",
+    "revoke_key",
+    "rotate_secret",
+    "verify",
+]
+
 MAX_GRACE = timedelta(days=90)
 #: Legacy secrets carry 256 bits of entropy, shown to the operator as base64url text; the
 #: HMAC key is that text's ASCII bytes, which is what device-side JWT libraries use.

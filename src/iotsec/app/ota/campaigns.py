@@ -40,6 +40,29 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
+__all__ = [
+    "MAX_DETAIL",
+    "MAX_LIST",
+    "Assignment",
+    "CampaignDevice",
+    "CampaignInfo",
+    "FirmwareRecord",
+    "ReleaseInfo",
+    "abort_campaign",
+    "assignment",
+    "campaign_devices",
+    "create_campaign",
+    "firmware_record",
+    "get_campaign",
+    "list_campaigns",
+    "list_releases",
+    "pause_campaign",
+    "report",
+    "resume_campaign",
+    "tick",
+    "tick_loop",
+]
+
 log = logging.getLogger("iotsec.ota")
 
 MAX_DETAIL = 1000

@@ -28,6 +28,16 @@ from iotsec.firmware import tufmeta as t
 from iotsec.firmware.image_keys import MAX_KEY_FILE
 from iotsec.pki.keys import KeyType
 
+__all__ = [
+    "KeyFile",
+    "load_key_file",
+    "new_online_keys",
+    "online_keys",
+    "online_signer",
+    "sign_metadata",
+    "signers_of",
+]
+
 
 @dataclass(frozen=True)
 class KeyFile:

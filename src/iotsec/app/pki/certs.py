@@ -39,6 +39,33 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
+__all__ = [
+    "MAX_BATCH",
+    "MAX_GRACE",
+    "MIN_P12_PASSPHRASE",
+    "SHARED_KEY_HINT",
+    "CertificateRecord",
+    "DeviceKey",
+    "KeygenBundle",
+    "certificate_row",
+    "chain_pem",
+    "check_p12_passphrase",
+    "device_profile",
+    "ensure_revocable",
+    "get_certificate",
+    "issue_batch",
+    "issue_from_csr",
+    "issue_with_keygen",
+    "keygen_bundle",
+    "list_certificates",
+    "locked_certificate",
+    "mark_revoked",
+    "renew",
+    "revoke",
+    "revoke_device",
+    "revoke_device_certificates",
+]
+
 MAX_BATCH = 10_000
 MAX_GRACE = timedelta(days=90)
 MIN_P12_PASSPHRASE = 8

@@ -13,6 +13,17 @@ from iotsec.app.access.roles import RoleInfo
 from iotsec.app.events import Event
 from iotsec.app.wire.base import Wire
 
+__all__ = [
+    "DecisionOut",
+    "EventOut",
+    "NamesOut",
+    "PolicyAppliedOut",
+    "RoleOut",
+    "RuleOut",
+    "TokenOut",
+    "decision_fields",
+]
+
 
 def decision_fields(d: Decision) -> dict[str, Any]:
     """The fields of :class:`DecisionOut`, as a plain dict: the decision fast path writes

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+__all__ = [
+    "Wire",
+]
+
 
 class Wire(BaseModel):
     """A response body. Extra fields are refused, so a named constructor that drifts from

@@ -19,6 +19,21 @@ from iotsec.identity.registry import Device
 from iotsec.pki.crl import RevocationReason
 from iotsec.timeutil import from_ts
 
+__all__ = [
+    "CertificateOut",
+    "DeviceDetailOut",
+    "DeviceKeyOut",
+    "DeviceOut",
+    "DeviceSecretOut",
+    "KeyCreatedOut",
+    "KeygenFilesOut",
+    "KeygenOut",
+    "ReplacedOut",
+    "ReplacementOut",
+    "RevokedOut",
+    "VerifiedOut",
+]
+
 
 class DeviceOut(Wire):
     """A registered device."""

@@ -18,6 +18,21 @@ from iotsec.app.wire.base import Wire
 from iotsec.firmware import releases as rel
 from iotsec.firmware.campaign import WaveCounts
 
+__all__ = [
+    "AssignmentEnvelope",
+    "AssignmentOut",
+    "CampaignDeviceOut",
+    "CampaignOut",
+    "FirmwareOut",
+    "ReleaseOut",
+    "RepoOutcomeOut",
+    "RepoStatusOut",
+    "RoleStatusOut",
+    "StagedOut",
+    "TargetReleaseOut",
+    "WrittenOut",
+]
+
 
 class ReleaseOut(Wire):
     """One publication of a release to a channel."""

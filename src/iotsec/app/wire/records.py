@@ -9,6 +9,11 @@ from iotsec.app.custody.keys import KeyEntry
 from iotsec.app.wire.base import Wire
 from iotsec.compliance.evidence import Attestation
 
+__all__ = [
+    "AttestationOut",
+    "KeyEntryOut",
+]
+
 
 class AttestationOut(Wire):
     """One version of a person's statement about a provision."""

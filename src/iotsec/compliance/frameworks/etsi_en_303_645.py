@@ -13,6 +13,13 @@ from __future__ import annotations
 
 from iotsec.compliance.catalog import Category, Checks, Framework, Level, Provision
 
+__all__ = [
+    "CATEGORIES",
+    "ETSI_EN_303_645",
+    "PROVISIONS",
+    "M",
+]
+
 M = Level.MANDATORY
 R = Level.RECOMMENDED
 

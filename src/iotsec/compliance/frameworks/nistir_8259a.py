@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from iotsec.compliance.catalog import Category, Checks, Framework, Provision
 
+__all__ = [
+    "CAPABILITIES",
+    "NISTIR_8259A",
+]
+
 CAPABILITIES = (
     ("device-identification", "1", "Device Identification",
      "The device can be uniquely identified, logically and physically.",
