@@ -56,7 +56,7 @@ from common import (
 )
 from iotsec.app.audit import run_audit
 from iotsec.app.identity.devices import NewDevice, add_device
-from iotsec.app.pki.certs import issue_with_keygen
+from iotsec.app.pki.bundles import issue_with_keygen
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings

@@ -44,7 +44,8 @@ from iotsec.app.access.roles import add_role
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.identity.bindings import assign_roles
 from iotsec.app.identity.devices import NewDevice, import_devices
-from iotsec.app.pki.certs import issue_with_keygen, revoke
+from iotsec.app.pki.bundles import issue_with_keygen
+from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout

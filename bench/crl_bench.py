@@ -54,7 +54,7 @@ from common import (
     verdict,
 )
 from iotsec.app.identity import devices
-from iotsec.app.pki import certs, crl
+from iotsec.app.pki import crl, issuance
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.pki.crl import RevocationReason, encode_entry
@@ -83,8 +83,8 @@ def sample_der(rt: Runtime) -> bytes:
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sample-device")]))
            .sign(key, hashes.SHA256()))
-    record = certs.issue_from_csr(rt, "sample-device",
-                                  csr.public_bytes(serialization.Encoding.DER))
+    record = issuance.issue_from_csr(rt, "sample-device",
+                                     csr.public_bytes(serialization.Encoding.DER))
     return record.der
 
 

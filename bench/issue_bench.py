@@ -6,9 +6,9 @@ Measured in one run, on the same CSRs and the same issuing CA key. Every round i
 into slices that the paths run in turn (rotating order); the median round is reported,
 with the best round and the rate per CPU-second:
 
-* ours, batch  -- ``iotsec.app.pki.certs.issue_batch`` in batches (one transaction per batch;
+* ours, batch  -- ``iotsec.app.pki.issuance.issue_batch`` in batches (one transaction per batch;
   the fleet provisioning path: CSR parse + signature check, issuance, store write);
-* ours, single -- ``iotsec.app.pki.certs.issue_from_csr`` (one transaction per certificate);
+* ours, single -- ``iotsec.app.pki.issuance.issue_from_csr`` (one transaction per certificate);
 * ours, PKI layer only -- ``parse_csr`` + ``issue_device`` with no store (for attribution);
 * reference    -- pyca/cryptography alone: load the CSR, check its signature, build the same
   certificate with ``x509.CertificateBuilder`` and sign it; no store;
@@ -48,7 +48,7 @@ from common import (
     verdict,
 )
 from iotsec.app.identity import devices
-from iotsec.app.pki import certs
+from iotsec.app.pki import issuance
 from iotsec.app.runtime import Runtime
 from iotsec.pki.csr import parse_csr
 from iotsec.pki.issue import device_uri, issue_device
@@ -82,14 +82,14 @@ def register(rt: Runtime, ids: Sequence[str]) -> None:
 def run_batch(rt: Runtime, ids: Sequence[str], csrs: Sequence[bytes], batch: int) -> list[bytes]:
     ders: list[bytes] = []
     for start in range(0, len(ids), batch):
-        records = certs.issue_batch(rt, list(zip(ids[start:start + batch],
-                                                 csrs[start:start + batch], strict=True)))
+        records = issuance.issue_batch(rt, list(zip(ids[start:start + batch],
+                                                    csrs[start:start + batch], strict=True)))
         ders.extend(r.der for r in records)
     return ders
 
 
 def run_single(rt: Runtime, ids: Sequence[str], csrs: Sequence[bytes]) -> list[bytes]:
-    return [certs.issue_from_csr(rt, d, c).der for d, c in zip(ids, csrs, strict=True)]
+    return [issuance.issue_from_csr(rt, d, c).der for d, c in zip(ids, csrs, strict=True)]
 
 
 def run_pki_only(rt: Runtime, ids: Sequence[str], csrs: Sequence[bytes]) -> list[bytes]:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iotsec.errors import BrokerProcessError, BrokerValidationError
+from iotsec.scan.probes import mqtt_connect, mqtt_string, remaining_length
 
 __all__ = [
     "DISCONNECT",
@@ -69,40 +70,20 @@ MAX_PID_FILE = 64
 RC_NOT_AUTHORIZED = 0x87
 
 
-# --- a minimal MQTT 5 codec ------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(text: str) -> bytes:
-    data = text.encode("utf-8")
-    return struct.pack("!H", len(data)) + data
+# --- a minimal MQTT 5 codec (the scanner's probes encode its CONNECT, strings and lengths) ---
 
 
 def connect_packet(client_id: str = "", *, username: str | None = None,
                    password: str | None = None, keepalive: int = 10) -> bytes:
-    flags = 0x02  # clean start; no session expiry property: the session ends with us
-    payload = _str(client_id)
-    if username is not None:
-        flags |= 0x80
-        payload += _str(username)
-    if password is not None:
-        flags |= 0x40
-        payload += _str(password)
-    body = _str("MQTT") + bytes((5, flags)) + struct.pack("!H", keepalive) + b"\x00" + payload
-    return b"\x10" + _varint(len(body)) + body
+    """The MQTT 5 CONNECT of the probes and the session kicks: a clean start, and no
+    session expiry, so the session ends with us."""
+    return mqtt_connect(client_id, username=username, password=password, keepalive=keepalive,
+                        version=5)
 
 
 def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
-    body = _str(topic) + struct.pack("!H", packet_id) + b"\x00" + payload
-    return b"\x32" + _varint(len(body)) + body
+    body = mqtt_string(topic) + struct.pack("!H", packet_id) + b"\x00" + payload
+    return b"\x32" + remaining_length(len(body)) + body
 
 
 DISCONNECT = b"\xe0\x00"

@@ -10,7 +10,7 @@ from cryptography.x509.oid import NameOID
 
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki import certs, crl
+from iotsec.app.pki import bundles, cert_records, crl, issuance, revocation
 from iotsec.errors import (
     ConflictError,
     CsrError,
@@ -31,11 +31,11 @@ def device(rt):
 
 
 def _count(rt) -> int:
-    return len(certs.list_certificates(rt))
+    return len(cert_records.list_certificates(rt))
 
 
 def test_issue_takes_identity_from_registry_not_csr(rt, device):
-    record = certs.issue_from_csr(rt, "dev-1", make_csr(cn="admin"))
+    record = issuance.issue_from_csr(rt, "dev-1", make_csr(cn="admin"))
     cert = x509.load_der_x509_certificate(record.der)
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "dev-1"
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -46,14 +46,14 @@ def test_issue_takes_identity_from_registry_not_csr(rt, device):
 
 
 def test_days_override_is_capped_by_the_issuing_ca(rt, device):
-    record = certs.issue_from_csr(rt, "dev-1", make_csr(), days=30)
+    record = issuance.issue_from_csr(rt, "dev-1", make_csr(), days=30)
     assert record.not_after - rt.now() == timedelta(days=30)
-    capped = certs.issue_from_csr(rt, "dev-1", make_csr(), days=36_500)
+    capped = issuance.issue_from_csr(rt, "dev-1", make_csr(), days=36_500)
     assert capped.not_after == rt.authority("issuing").not_after
 
 
 def test_der_csr_is_accepted(rt, device):
-    assert certs.issue_from_csr(rt, "dev-1", make_csr(der=True)).device_id == "dev-1"
+    assert issuance.issue_from_csr(rt, "dev-1", make_csr(der=True)).device_id == "dev-1"
 
 
 @pytest.mark.parametrize(("csr", "error"), [
@@ -64,54 +64,54 @@ def test_der_csr_is_accepted(rt, device):
 ])
 def test_bad_csr_changes_nothing(rt, device, csr, error):
     with pytest.raises(error):
-        certs.issue_from_csr(rt, "dev-1", csr)
+        issuance.issue_from_csr(rt, "dev-1", csr)
     assert _count(rt) == 0
     assert devices.get_device(rt, "dev-1").state is DeviceState.PENDING
 
 
 def test_weak_and_forged_csrs_are_refused(rt, device):
     with pytest.raises(WeakKeyError, match="1024"):
-        certs.issue_from_csr(rt, "dev-1", make_csr(make_key("rsa1024")))
+        issuance.issue_from_csr(rt, "dev-1", make_csr(make_key("rsa1024")))
     good = bytearray(make_csr(der=True))
     good[-5] ^= 0x01  # inside the signature
     with pytest.raises((CsrError, MalformedInputError)):
-        certs.issue_from_csr(rt, "dev-1", bytes(good))
+        issuance.issue_from_csr(rt, "dev-1", bytes(good))
     assert _count(rt) == 0
 
 
 def test_unknown_or_disabled_device(rt, device):
     with pytest.raises(NotFoundError):
-        certs.issue_from_csr(rt, "ghost", make_csr())
+        issuance.issue_from_csr(rt, "ghost", make_csr())
     change_state(rt, "dev-1", DeviceState.DISABLED)
     with pytest.raises(DeviceStateError):
-        certs.issue_from_csr(rt, "dev-1", make_csr())
+        issuance.issue_from_csr(rt, "dev-1", make_csr())
     assert _count(rt) == 0
 
 
 def test_batch_is_all_or_nothing(rt, device):
     devices.add_device(rt, devices.NewDevice.parse("dev-2"))
     with pytest.raises(NotFoundError):
-        certs.issue_batch(rt, [("dev-1", make_csr()), ("ghost", make_csr())])
+        issuance.issue_batch(rt, [("dev-1", make_csr()), ("ghost", make_csr())])
     assert _count(rt) == 0
-    issued = certs.issue_batch(rt, [("dev-1", make_csr()), ("dev-2", make_csr())])
+    issued = issuance.issue_batch(rt, [("dev-1", make_csr()), ("dev-2", make_csr())])
     assert {c.device_id for c in issued} == {"dev-1", "dev-2"}
     assert len({c.serial for c in issued}) == 2
 
 
 def test_serials_are_unique_random_and_large(rt, device):
-    serials = {certs.issue_from_csr(rt, "dev-1", make_csr()).serial for _ in range(20)}
+    serials = {issuance.issue_from_csr(rt, "dev-1", make_csr()).serial for _ in range(20)}
     assert len(serials) == 20
     assert all(int(s, 16).bit_length() > 64 for s in serials)
 
 
 def test_revoke_and_crl(rt, device):
-    a = certs.issue_from_csr(rt, "dev-1", make_csr())
-    b = certs.issue_from_csr(rt, "dev-1", make_csr())
+    a = issuance.issue_from_csr(rt, "dev-1", make_csr())
+    b = issuance.issue_from_csr(rt, "dev-1", make_csr())
     first = crl.current_crl(rt)
-    revoked = certs.revoke(rt, a.serial.lower(), RevocationReason.keyCompromise)
+    revoked = revocation.revoke(rt, a.serial.lower(), RevocationReason.keyCompromise)
     assert revoked.status(rt.now()) == "revoked"
     with pytest.raises(ConflictError, match="already revoked"):
-        certs.revoke(rt, a.serial, RevocationReason.unspecified)
+        revocation.revoke(rt, a.serial, RevocationReason.unspecified)
     published = crl.current_crl(rt)
     assert published.number == first.number + 1
     parsed = x509.load_der_x509_crl(published.der)
@@ -127,48 +127,49 @@ def test_revoke_and_crl(rt, device):
 
 def test_revoke_unknown_serial(rt, device):
     with pytest.raises(NotFoundError):
-        certs.revoke(rt, "0123456789ABCDEF")
+        revocation.revoke(rt, "0123456789ABCDEF")
     with pytest.raises(InvalidInputError):
-        certs.revoke(rt, "not-hex")
+        revocation.revoke(rt, "not-hex")
 
 
 def test_revoke_device_revokes_every_live_certificate(rt, device):
-    serials = {certs.issue_from_csr(rt, "dev-1", make_csr()).serial for _ in range(3)}
-    assert set(certs.revoke_device(rt, "dev-1", RevocationReason.cessationOfOperation)) == serials
-    assert certs.revoke_device(rt, "dev-1") == []
+    serials = {issuance.issue_from_csr(rt, "dev-1", make_csr()).serial for _ in range(3)}
+    revoked = revocation.revoke_device(rt, "dev-1", RevocationReason.cessationOfOperation)
+    assert set(revoked) == serials
+    assert revocation.revoke_device(rt, "dev-1") == []
     parsed = x509.load_der_x509_crl(crl.current_crl(rt).der)
     assert {e.serial_number for e in parsed} == {int(s, 16) for s in serials}
 
 
 def test_retire_revokes(rt, device):
-    record = certs.issue_from_csr(rt, "dev-1", make_csr())
+    record = issuance.issue_from_csr(rt, "dev-1", make_csr())
     change_state(rt, "dev-1", DeviceState.RETIRED)
-    again = certs.get_certificate(rt, record.serial)
+    again = cert_records.get_certificate(rt, record.serial)
     assert again.revocation_reason is RevocationReason.cessationOfOperation
 
 
 def test_renew_supersedes_immediately(rt, device):
-    old = certs.issue_from_csr(rt, "dev-1", make_csr())
-    new = certs.renew(rt, old.serial, make_csr())
+    old = issuance.issue_from_csr(rt, "dev-1", make_csr())
+    new = issuance.renew(rt, old.serial, make_csr())
     assert new.device_id == "dev-1" and new.serial != old.serial
-    old_now = certs.get_certificate(rt, old.serial)
+    old_now = cert_records.get_certificate(rt, old.serial)
     assert old_now.status(rt.now()) == "revoked"
     assert old_now.revocation_reason is RevocationReason.superseded
     assert old_now.replaced_by == new.serial
     with pytest.raises(ConflictError, match="never be renewed"):
-        certs.renew(rt, old.serial, make_csr())
+        issuance.renew(rt, old.serial, make_csr())
 
 
 def test_renew_with_grace_period(rt, device, clock):
-    old = certs.issue_from_csr(rt, "dev-1", make_csr())
+    old = issuance.issue_from_csr(rt, "dev-1", make_csr())
     before = crl.current_crl(rt)
-    certs.renew(rt, old.serial, make_csr(), grace=timedelta(days=2))
-    assert certs.get_certificate(rt, old.serial).status(rt.now()) == "superseded"
+    issuance.renew(rt, old.serial, make_csr(), grace=timedelta(days=2))
+    assert cert_records.get_certificate(rt, old.serial).status(rt.now()) == "superseded"
     assert len(x509.load_der_x509_crl(crl.current_crl(rt).der)) == 0
     with pytest.raises(ConflictError, match="already renewed"):
-        certs.renew(rt, old.serial, make_csr())
+        issuance.renew(rt, old.serial, make_csr())
     clock.advance(timedelta(days=2, seconds=1))
-    assert certs.get_certificate(rt, old.serial).status(rt.now()) == "revoked"
+    assert cert_records.get_certificate(rt, old.serial).status(rt.now()) == "revoked"
     published = crl.current_crl(rt)
     assert published.number > before.number
     parsed = x509.load_der_x509_crl(published.der)
@@ -176,22 +177,22 @@ def test_renew_with_grace_period(rt, device, clock):
 
 
 def test_revoked_cannot_be_renewed(rt, device):
-    old = certs.issue_from_csr(rt, "dev-1", make_csr())
-    certs.revoke(rt, old.serial, RevocationReason.keyCompromise)
+    old = issuance.issue_from_csr(rt, "dev-1", make_csr())
+    revocation.revoke(rt, old.serial, RevocationReason.keyCompromise)
     with pytest.raises(ConflictError, match="never be renewed"):
-        certs.renew(rt, old.serial, make_csr())
+        issuance.renew(rt, old.serial, make_csr())
     assert _count(rt) == 1
 
 
 def test_expiring_within(rt, device, clock):
-    soon = certs.issue_from_csr(rt, "dev-1", make_csr(), days=10)
-    certs.issue_from_csr(rt, "dev-1", make_csr(), days=100)
-    gone = certs.issue_from_csr(rt, "dev-1", make_csr(), days=5)
-    certs.revoke(rt, gone.serial)
-    found = certs.list_certificates(rt, expiring_within=timedelta(days=30))
+    soon = issuance.issue_from_csr(rt, "dev-1", make_csr(), days=10)
+    issuance.issue_from_csr(rt, "dev-1", make_csr(), days=100)
+    gone = issuance.issue_from_csr(rt, "dev-1", make_csr(), days=5)
+    revocation.revoke(rt, gone.serial)
+    found = cert_records.list_certificates(rt, expiring_within=timedelta(days=30))
     assert [c.serial for c in found] == [soon.serial]
     clock.advance(timedelta(days=11))
-    assert certs.list_certificates(rt, expiring_within=timedelta(days=30)) == []
+    assert cert_records.list_certificates(rt, expiring_within=timedelta(days=30)) == []
 
 
 def test_crl_is_refreshed_when_due(rt, device, clock):
@@ -208,7 +209,7 @@ def test_keygen_bundle(rt, device):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
-    bundle = certs.issue_with_keygen(rt, "dev-1", p12_passphrase=b"a long passphrase")
+    bundle = bundles.issue_with_keygen(rt, "dev-1", p12_passphrase=b"a long passphrase")
     key = serialization.load_pem_private_key(bundle.key_pem, password=None)
     cert = x509.load_der_x509_certificate(bundle.certificate.der)
     assert key.public_key() == cert.public_key()
@@ -217,25 +218,25 @@ def test_keygen_bundle(rt, device):
     with pytest.raises(ValueError):
         pkcs12.load_key_and_certificates(bundle.pkcs12, b"wrong")
     with pytest.raises(InvalidInputError):
-        certs.issue_with_keygen(rt, "dev-1", p12_passphrase=b"short")
+        bundles.issue_with_keygen(rt, "dev-1", p12_passphrase=b"short")
 
 
 def test_crl_distribution_point_when_configured(rt, device):
-    plain = x509.load_der_x509_certificate(certs.issue_from_csr(rt, "dev-1", make_csr()).der)
+    plain = x509.load_der_x509_certificate(issuance.issue_from_csr(rt, "dev-1", make_csr()).der)
     with pytest.raises(x509.ExtensionNotFound):
         plain.extensions.get_extension_for_class(x509.CRLDistributionPoints)
     rt.settings.crl_url = "https://pki.example.com/crl"
-    cert = x509.load_der_x509_certificate(certs.issue_from_csr(rt, "dev-1", make_csr()).der)
+    cert = x509.load_der_x509_certificate(issuance.issue_from_csr(rt, "dev-1", make_csr()).der)
     points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     assert [n.value for n in points[0].full_name] == ["https://pki.example.com/crl"]
 
 
 def test_dns_names_from_the_deployment_profile(rt, device):
     rt.settings.device_dns_names = ["{device_id}.devices.example.com"]
-    cert = x509.load_der_x509_certificate(certs.issue_from_csr(rt, "dev-1", make_csr()).der)
+    cert = x509.load_der_x509_certificate(issuance.issue_from_csr(rt, "dev-1", make_csr()).der)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["dev-1.devices.example.com"]
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:iotsec:device:dev-1"]
     rt.settings.device_dns_names = ["{device_id}..bad"]
     with pytest.raises(InvalidInputError):
-        certs.issue_from_csr(rt, "dev-1", make_csr())
+        issuance.issue_from_csr(rt, "dev-1", make_csr())

@@ -20,7 +20,8 @@ from iotsec.app.access import api_tokens as tokens
 from iotsec.app.audit import run_audit
 from iotsec.app.events import Event
 from iotsec.app.identity.devices import NewDevice, add_device
-from iotsec.app.pki.certs import CertificateRecord, issue_from_csr
+from iotsec.app.pki.cert_records import CertificateRecord
+from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.runtime import Runtime
 from iotsec.audit.model import AuditResult
 from iotsec.audit.snapshot import AuditOptions

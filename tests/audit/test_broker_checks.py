@@ -14,7 +14,7 @@ import pytest
 from iotsec.app.audit import run_audit
 from iotsec.app.broker import mosquitto as broker_service
 from iotsec.app.broker.events import ingest_log
-from iotsec.app.pki.certs import revoke
+from iotsec.app.pki.revocation import revoke
 from iotsec.audit.model import AuditResult
 from iotsec.audit.snapshot import AuditOptions
 from iotsec.errors import AuditBrokerDirError

@@ -12,6 +12,7 @@ from iotsec.app.access import api_tokens as tokens
 from iotsec.app.access.policy import apply_policy
 from iotsec.app.identity import devices
 from iotsec.app.ota import campaigns as ota
+from iotsec.app.ota import device_updates as updates
 from iotsec.firmware.campaign import Plan
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.image_keys import FirmwareKeyType, generate_signer
@@ -91,8 +92,8 @@ def test_firmware_below_counter_flags_devices_behind_their_channel(fleet: Fleet,
                                    group="lab", plan=plan)
     for d in ("fw-1", "fw-2"):
         for status in ("downloading", "installing"):
-            ota.report(rt, d, campaign_id=campaign.id, status=status, version="0.9.0")
-        ota.report(rt, d, campaign_id=campaign.id, status="installed", version="1.0.0")
+            updates.report(rt, d, campaign_id=campaign.id, status=status, version="0.9.0")
+        updates.report(rt, d, campaign_id=campaign.id, status="installed", version="1.0.0")
     result = audit(rt)
     assert found(result, "audit/firmware-below-counter") == set()
     assert result.outcomes["audit/firmware-below-counter"].checked == 2

@@ -11,7 +11,8 @@ from sqlalchemy import update
 from iotsec.app.events import Event
 from iotsec.app.identity.device_tokens import register_key
 from iotsec.app.identity.devices import NewDevice, add_device
-from iotsec.app.pki.certs import issue_from_csr, renew, revoke
+from iotsec.app.pki.issuance import issue_from_csr, renew
+from iotsec.app.pki.revocation import revoke
 from iotsec.pki.crl import RevocationReason
 from iotsec.store import models as m
 from iotsec.store.db import transaction

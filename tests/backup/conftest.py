@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from iotsec.app.identity import devices
-from iotsec.app.pki import certs
+from iotsec.app.pki import issuance, revocation
 from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
 from iotsec.store import backup_format
@@ -69,9 +69,9 @@ def populate(rt: Runtime) -> dict[str, str]:
     """A small fleet: devices, certificates (one revoked), a published CRL."""
     for name in ("dev-a", "dev-b", "dev-c"):
         devices.add_device(rt, devices.NewDevice.parse(name, groups=["fleet"]))
-    a = certs.issue_from_csr(rt, "dev-a", make_csr())
-    b = certs.issue_from_csr(rt, "dev-b", make_csr())
-    certs.revoke(rt, b.serial)
+    a = issuance.issue_from_csr(rt, "dev-a", make_csr())
+    b = issuance.issue_from_csr(rt, "dev-b", make_csr())
+    revocation.revoke(rt, b.serial)
     current_crl(rt)
     return {"valid": a.serial, "revoked": b.serial}
 

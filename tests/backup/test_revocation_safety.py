@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from iotsec.app.backup import create_backup
 from iotsec.app.identity import devices
 from iotsec.app.identity.cert_import import import_certificates
-from iotsec.app.pki import certs
+from iotsec.app.pki import issuance, revocation
 from iotsec.app.pki.crl import current_crl
 from iotsec.app.restore import CRL_NUMBER_JUMP, parse_published_crl, restore_backup
 from iotsec.app.runtime import Runtime, open_runtime
@@ -45,7 +45,7 @@ def test_crl_numbers_only_increase_after_a_restore(
     before = _crl_number(openssl, current_crl(rt, force=True).der, tmp_path)
     create_backup(settings, tmp_path / "home.bak", PASSPHRASE)
     # After the backup: a revocation and two more CRLs that the backup never sees.
-    certs.revoke(rt, serials["valid"])
+    revocation.revoke(rt, serials["valid"])
     current_crl(rt)
     published = current_crl(rt, force=True).der
     after = _crl_number(openssl, published, tmp_path)
@@ -124,13 +124,13 @@ def test_a_certificate_issued_after_the_backup_is_imported_and_revoked(
     populate(rt)
     create_backup(settings, tmp_path / "home.bak", PASSPHRASE)
     devices.add_device(rt, devices.NewDevice.parse("dev-late"))
-    late = certs.issue_from_csr(rt, "dev-late", make_csr())
+    late = issuance.issue_from_csr(rt, "dev-late", make_csr())
 
     restore_backup(Settings(home=tmp_path / "restored"), tmp_path / "home.bak", PASSPHRASE)
     restored = _restored(tmp_path, "restored", clock)
     try:
         with pytest.raises(NotFoundError):  # unknown, so it could never be revoked
-            certs.revoke(restored, late.serial)
+            revocation.revoke(restored, late.serial)
         assert _verify(openssl, tmp_path, restored, late.pem).returncode == 0
 
         result = import_certificates(restored, [("late.pem", late.pem.encode("ascii"))])
@@ -139,7 +139,7 @@ def test_a_certificate_issued_after_the_backup_is_imported_and_revoked(
         again = import_certificates(restored, [("late.der", late.der)])
         assert again.already_known == [late.serial] and not again.imported
 
-        certs.revoke(restored, late.serial)
+        revocation.revoke(restored, late.serial)
         checked = _verify(openssl, tmp_path, restored, late.pem)
         assert checked.returncode != 0
         assert "certificate revoked" in checked.stdout + checked.stderr

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotsec.app.identity.devices import NewDevice, add_device
-from iotsec.app.pki.certs import issue_with_keygen
+from iotsec.app.pki.bundles import issue_with_keygen
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 

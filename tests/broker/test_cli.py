@@ -11,7 +11,7 @@ import typer
 from cryptography import x509
 from typer.testing import CliRunner
 
-from iotsec.app.pki.certs import revoke
+from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 from iotsec.cli import broker

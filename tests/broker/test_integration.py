@@ -23,7 +23,7 @@ from iotsec import brokerctl as control
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.events import list_events
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki.certs import revoke
+from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.broker.mosquitto import Layout
 from iotsec.device import DeviceClient, Message, MqttConnectError, MqttNotAuthorizedError
@@ -445,7 +445,7 @@ def test_sdk_renews_its_certificate_through_the_api_and_reconnects(setup: Setup)
     import json as jsonlib
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from iotsec.app.pki.certs import renew
+    from iotsec.app.pki.issuance import renew
 
     rt = setup.rt
     seen: list[str] = []

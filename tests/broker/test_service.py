@@ -13,7 +13,8 @@ import pytest
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki.certs import issue_with_keygen, revoke
+from iotsec.app.pki.bundles import issue_with_keygen
+from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout

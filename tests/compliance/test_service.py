@@ -14,7 +14,7 @@ from iotsec.app.compliance import reports as compliance
 from iotsec.app.compliance.reports import AttestationRequest
 from iotsec.app.events import list_events
 from iotsec.app.identity import devices
-from iotsec.app.pki import certs
+from iotsec.app.pki import issuance
 from iotsec.compliance.catalog import Status
 from iotsec.errors import (
     AttestationError,
@@ -33,7 +33,7 @@ ETSI = "etsi-en-303-645"
 def _fleet(rt, n: int = 2) -> None:
     for i in range(n):
         devices.add_device(rt, devices.NewDevice.parse(f"d{i}"))
-        certs.issue_from_csr(rt, f"d{i}", make_csr())
+        issuance.issue_from_csr(rt, f"d{i}", make_csr())
 
 
 def _attest(rt, provision: str, status: str, note: str = "see the security policy",
@@ -157,7 +157,7 @@ def test_facts_come_from_the_state(rt):
     assert facts["auth.no-default-passwords"].ok is True
     devices.add_device(rt, devices.NewDevice.parse("lonely"))
     devices.add_device(rt, devices.NewDevice.parse("ok"))
-    certs.issue_from_csr(rt, "ok", make_csr())
+    issuance.issue_from_csr(rt, "ok", make_csr())
     from iotsec.app.identity.lifecycle import change_state
     from iotsec.identity.registry import DeviceState
 

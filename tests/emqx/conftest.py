@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from iotsec.api.app import create_app
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.identity.devices import NewDevice, add_device
-from iotsec.app.pki.certs import issue_with_keygen
+from iotsec.app.pki.bundles import issue_with_keygen
 from iotsec.app.runtime import Runtime
 from iotsec.app.setup import InitResult
 from iotsec.errors import ConflictError

@@ -17,7 +17,8 @@ from iotsec.app.access.roles import add_role
 from iotsec.app.broker.emqx import SETTINGS, EmqxSettings
 from iotsec.app.events import list_events
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki.certs import get_certificate, revoke
+from iotsec.app.pki.cert_records import get_certificate
+from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import DeviceState
 from tests.emqx.conftest import authz

@@ -12,8 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from iotsec.app.identity.devices import NewDevice, add_device
-from iotsec.app.pki.certs import chain_pem, issue_from_csr
+from iotsec.app.pki.bundles import chain_pem
 from iotsec.app.pki.crl import current_crl
+from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.runtime import Runtime
 from iotsec.pki.x509 import to_pem
 from tests.conftest import FakeClock

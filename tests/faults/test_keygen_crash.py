@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 import iotsec.filesystem
-from iotsec.app.pki.certs import CertificateRecord, list_certificates
+from iotsec.app.pki.cert_records import CertificateRecord, list_certificates
 from iotsec.app.runtime import open_runtime
 from iotsec.cli.main import main
 from iotsec.config import Settings

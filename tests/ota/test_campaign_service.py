@@ -10,7 +10,10 @@ import pytest
 
 from iotsec.app.events import list_events
 from iotsec.app.identity import devices
+from iotsec.app.ota import anti_rollback
 from iotsec.app.ota import campaigns as ota
+from iotsec.app.ota import device_updates as updates
+from iotsec.app.ota import tick as campaign_tick
 from iotsec.errors import (
     CampaignError,
     CampaignStateError,
@@ -47,8 +50,8 @@ def by_status(rt, campaign_id: int) -> dict[str, list[str]]:
 
 def install(rt, campaign_id: int, device_id: str) -> None:
     for status in ("downloading", "installing"):
-        ota.report(rt, device_id, campaign_id=campaign_id, status=status, version="1.0.0")
-    ota.report(rt, device_id, campaign_id=campaign_id, status="installed", version="1.1.0")
+        updates.report(rt, device_id, campaign_id=campaign_id, status=status, version="1.0.0")
+    updates.report(rt, device_id, campaign_id=campaign_id, status="installed", version="1.1.0")
 
 
 def test_a_campaign_rolls_out_wave_by_wave(rt, fleet, clock):
@@ -59,8 +62,8 @@ def test_a_campaign_rolls_out_wave_by_wave(rt, fleet, clock):
     first = by_status(rt, c.id)["pending"]
     assert len(first) == 2
     waiting = by_status(rt, c.id)["waiting"][0]
-    assert ota.assignment(rt, waiting) is None
-    got = ota.assignment(rt, first[0])
+    assert updates.assignment(rt, waiting) is None
+    got = updates.assignment(rt, first[0])
     assert got is not None and got.release.target == "thermo/1.1.0-0.bin"
     install(rt, c.id, first[0])
     assert ota.get_campaign(rt, c.id).current_wave == 0
@@ -83,19 +86,19 @@ def test_failures_pause_the_campaign_and_resume_acknowledges_them(rt, fleet):
     for device in by_status(rt, c.id)["pending"]:
         install(rt, c.id, device)
     wave2 = by_status(rt, c.id)["pending"]
-    ota.report(rt, wave2[0], campaign_id=c.id, status="failed", version="1.0.0",
-               detail="flash write error")
+    updates.report(rt, wave2[0], campaign_id=c.id, status="failed", version="1.0.0",
+                   detail="flash write error")
     assert ota.get_campaign(rt, c.id).state is CampaignState.ACTIVE  # 1/8 = 12.5 %
-    ota.report(rt, wave2[1], campaign_id=c.id, status="rolled_back", version="1.0.0")
+    updates.report(rt, wave2[1], campaign_id=c.id, status="rolled_back", version="1.0.0")
     c = ota.get_campaign(rt, c.id)
     assert c.state is CampaignState.PAUSED and "2 of 8" in (c.reason or "")
     # Paused: no new device is sent the update, but started devices may still report.
-    assert ota.assignment(rt, wave2[2]) is None
+    assert updates.assignment(rt, wave2[2]) is None
     with pytest.raises(CampaignStateError):
         ota.pause_campaign(rt, c.id)
     c = ota.resume_campaign(rt, c.id, actor="bob")
     assert c.state is CampaignState.ACTIVE
-    assert ota.assignment(rt, wave2[2]) is not None
+    assert updates.assignment(rt, wave2[2]) is not None
 
 
 def test_devices_that_never_report_time_out_and_count_as_failures(rt, fleet, clock):
@@ -103,7 +106,7 @@ def test_devices_that_never_report_time_out_and_count_as_failures(rt, fleet, clo
                             plan=Plan(waves=(10, 100), failure_threshold=0.5,
                                       device_timeout=timedelta(hours=1)))
     first = by_status(rt, c.id)["pending"]
-    ota.report(rt, first[0], campaign_id=c.id, status="downloading", version="1.0.0")
+    updates.report(rt, first[0], campaign_id=c.id, status="downloading", version="1.0.0")
     clock.advance(timedelta(minutes=59))
     assert "timed_out" not in by_status(rt, c.id)
     clock.advance(timedelta(minutes=1))
@@ -111,7 +114,7 @@ def test_devices_that_never_report_time_out_and_count_as_failures(rt, fleet, clo
     assert sorted(by_status(rt, c.id)["timed_out"]) == sorted(first)
     assert c.state is CampaignState.PAUSED  # 2 of 2 failed
     # A late report still counts.
-    ota.report(rt, first[1], campaign_id=c.id, status="installed", version="1.1.0")
+    updates.report(rt, first[1], campaign_id=c.id, status="installed", version="1.1.0")
     assert ota.get_campaign(rt, c.id).waves[0].of(S.INSTALLED) == 1
 
 
@@ -119,15 +122,15 @@ def test_abort_cancels_devices_that_have_not_started(rt, fleet):
     c = ota.create_campaign(rt, name="a", product="thermo", group="lab", channel="stable",
                             plan=PLAN)
     first = by_status(rt, c.id)["pending"]
-    ota.report(rt, first[0], campaign_id=c.id, status="installing", version="1.0.0")
+    updates.report(rt, first[0], campaign_id=c.id, status="installing", version="1.0.0")
     c = ota.abort_campaign(rt, c.id, actor="carol", reason="bad build")
     assert c.state is CampaignState.ABORTED and c.reason == "bad build"
     states = by_status(rt, c.id)
     assert len(states["cancelled"]) == 19 and states["installing"] == [first[0]]
     with pytest.raises(OtaReportError):
-        ota.report(rt, first[1], campaign_id=c.id, status="downloading", version="1.0.0")
+        updates.report(rt, first[1], campaign_id=c.id, status="downloading", version="1.0.0")
     # The device that had started may still tell how it ended.
-    ota.report(rt, first[0], campaign_id=c.id, status="installed", version="1.1.0")
+    updates.report(rt, first[0], campaign_id=c.id, status="installed", version="1.1.0")
     for op in (ota.resume_campaign, ota.abort_campaign, ota.pause_campaign):
         with pytest.raises(CampaignStateError):
             op(rt, c.id)
@@ -140,13 +143,13 @@ def test_reports_that_do_not_fit_are_refused(rt, fleet):
     c = ota.create_campaign(rt, name="r", product="thermo", devices=fleet[:3],
                             channel="stable", plan=Plan())
     with pytest.raises(OtaReportError):
-        ota.report(rt, fleet[5], campaign_id=c.id, status="downloading", version="1.0.0")
+        updates.report(rt, fleet[5], campaign_id=c.id, status="downloading", version="1.0.0")
     with pytest.raises(OtaReportError):  # installed, but running another version
-        ota.report(rt, fleet[0], campaign_id=c.id, status="installed", version="1.0.0")
+        updates.report(rt, fleet[0], campaign_id=c.id, status="installed", version="1.0.0")
     with pytest.raises(OtaReportError):
-        ota.report(rt, fleet[0], campaign_id=c.id, status="pending", version="1.0.0")
+        updates.report(rt, fleet[0], campaign_id=c.id, status="pending", version="1.0.0")
     with pytest.raises(NotFoundError):
-        ota.report(rt, fleet[0], campaign_id=999, status="downloading", version="1.0.0")
+        updates.report(rt, fleet[0], campaign_id=999, status="downloading", version="1.0.0")
     failures = [e for e in list_events(rt.engine, kind="ota.report") if e.outcome == "failure"]
     assert len(failures) == 2
 
@@ -155,19 +158,19 @@ def test_the_server_refuses_a_report_below_the_recorded_security_counter(rt, fle
     c = ota.create_campaign(rt, name="up", product="thermo", devices=fleet[:1],
                             channel="stable", plan=Plan())
     install(rt, c.id, fleet[0])
-    record = ota.firmware_record(rt, fleet[0])
+    record = anti_rollback.firmware_record(rt, fleet[0])
     assert (record.security_counter, record.version, record.min_version) == (2, "1.1.0+0",
                                                                              "1.1.0+0")
     # A second campaign: the device claims it runs 1.0.0 (counter 1) again.
     c2 = ota.create_campaign(rt, name="again", product="thermo", devices=fleet[:1],
                              version=ImageVersion.parse("1.1.0"), plan=Plan())
     with pytest.raises(DeviceRollbackError):
-        ota.report(rt, fleet[0], campaign_id=c2.id, status="downloading", version="1.0.0")
+        updates.report(rt, fleet[0], campaign_id=c2.id, status="downloading", version="1.0.0")
     with pytest.raises(DeviceRollbackError):  # an unpublished version below the floor
-        ota.report(rt, fleet[0], campaign_id=c2.id, status="downloading", version="1.0.9")
+        updates.report(rt, fleet[0], campaign_id=c2.id, status="downloading", version="1.0.9")
     refused = [e for e in list_events(rt.engine, kind="ota.report") if e.outcome == "failure"]
     assert refused and refused[0].detail["reason"] == "ota-device-rollback"
-    ota.report(rt, fleet[0], campaign_id=c2.id, status="installed", version="1.1.0")
+    updates.report(rt, fleet[0], campaign_id=c2.id, status="installed", version="1.1.0")
 
 
 def test_campaign_creation_is_checked(rt, fleet):
@@ -217,7 +220,7 @@ def test_the_server_evaluates_campaigns_in_the_background(rt, fleet, clock):
     assert stored_state() == CampaignState.ACTIVE.value
     rt.settings.campaign_tick_seconds = 0.05
     stop = threading.Event()
-    worker = threading.Thread(target=ota.tick_loop, args=(rt, stop))
+    worker = threading.Thread(target=campaign_tick.tick_loop, args=(rt, stop))
     worker.start()
     try:
         deadline = time.monotonic() + 10

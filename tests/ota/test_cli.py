@@ -24,8 +24,7 @@ def root_app() -> typer.Typer:
                        pretty_exceptions_enable=False, rich_markup_mode=None)
     root.command("init")(setup_cli.init)
     root.add_typer(devices_cli.app, name="device")
-    # The mounting lines for main.py:
-    firmware_cli.app.command("publish")(ota_cli.firmware_publish)
+    # The mounting lines of main.py (``firmware publish`` is part of the firmware group):
     root.add_typer(firmware_cli.app, name="firmware")
     root.add_typer(ota_cli.app, name="ota")
 

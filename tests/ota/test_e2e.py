@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from iotsec.app.identity import devices
+from iotsec.app.ota import anti_rollback
 from iotsec.app.ota import campaigns as ota
 from iotsec.app.runtime import Runtime
 from iotsec.errors import DeviceRollbackError, IotsecError
@@ -59,7 +60,7 @@ def test_a_device_updates_through_a_campaign(srt: Runtime, keys, server: ApiServ
     # The channel the device follows on its own still serves 1.0.0: nothing newer there.
     assert updater.check(done.image.version, 5) is None
     # The server keeps the device's anti-rollback record.
-    assert ota.firmware_record(srt, "thermo-7").security_counter == 5
+    assert anti_rollback.firmware_record(srt, "thermo-7").security_counter == 5
     again = ota.create_campaign(srt, name="again", product="thermo", channel="beta",
                                 devices=["thermo-7"], plan=Plan())
     with pytest.raises(IotsecError) as refused:

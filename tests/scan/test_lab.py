@@ -101,7 +101,7 @@ def test_without_the_fleet_ca_private_endpoints_are_untrusted(lab: Lab) -> None:
 def test_the_fleet_ca_given_as_a_file_is_trusted(lab: Lab, tmp_path: object) -> None:
     from pathlib import Path
 
-    from iotsec.app.pki.certs import chain_pem
+    from iotsec.app.pki.bundles import chain_pem
 
     ca = Path(str(tmp_path)) / "fleet-ca.pem"
     ca.write_text(chain_pem(lab.rt))

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from iotsec.app.events import list_events
 from iotsec.app.identity.devices import NewDevice, add_device
-from iotsec.app.pki import certs
+from iotsec.app.pki import cert_records, issuance, revocation
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, WeakKeyError
 from iotsec.pki.csr import parse_csr
@@ -27,8 +27,8 @@ def test_an_rsa_exponent_of_3_is_refused(rt: Runtime) -> None:
     assert "exponent is 3" in str(refused.value) and "65537" in str(refused.value)
     add_device(rt, NewDevice.parse("rsa-dev"))
     with pytest.raises(WeakKeyError):
-        certs.issue_from_csr(rt, "rsa-dev", make_csr(key))
-    assert certs.list_certificates(rt, device_id="rsa-dev") == []
+        issuance.issue_from_csr(rt, "rsa-dev", make_csr(key))
+    assert cert_records.list_certificates(rt, device_id="rsa-dev") == []
     assert parse_csr(make_csr(make_key("rsa2048"))).public_key.public_numbers().e == 65537
 
 
@@ -40,24 +40,24 @@ def _devices(rt: Runtime, *names: str) -> None:
 def test_one_key_cannot_hold_two_identities(rt: Runtime, clock: FakeClock) -> None:
     _devices(rt, "dev-a", "dev-b", "dev-c")
     key = make_key()
-    first = certs.issue_from_csr(rt, "dev-a", make_csr(key), days=30)
-    again = certs.issue_from_csr(rt, "dev-a", make_csr(key))  # the same identity: fine
+    first = issuance.issue_from_csr(rt, "dev-a", make_csr(key), days=30)
+    again = issuance.issue_from_csr(rt, "dev-a", make_csr(key))  # the same identity: fine
     with pytest.raises(ConflictError) as refused:
-        certs.issue_from_csr(rt, "dev-b", make_csr(key))
+        issuance.issue_from_csr(rt, "dev-b", make_csr(key))
     assert first.serial in str(refused.value) or again.serial in str(refused.value)
     assert "--allow-shared-key" in (refused.value.hint or "")
-    assert certs.list_certificates(rt, device_id="dev-b") == []
+    assert cert_records.list_certificates(rt, device_id="dev-b") == []
     # A batch is refused whole, also when two of its own requests share a key.
     other = make_key()
     with pytest.raises(ConflictError):
-        certs.issue_batch(rt, [("dev-b", make_csr(other)), ("dev-c", make_csr(other))])
-    assert certs.list_certificates(rt, device_id="dev-b") == []
+        issuance.issue_batch(rt, [("dev-b", make_csr(other)), ("dev-c", make_csr(other))])
+    assert cert_records.list_certificates(rt, device_id="dev-b") == []
     # Renewing onto another identity's key is refused as well.
-    own = certs.issue_from_csr(rt, "dev-c", make_csr())
+    own = issuance.issue_from_csr(rt, "dev-c", make_csr())
     with pytest.raises(ConflictError):
-        certs.renew(rt, own.serial, make_csr(key))
+        issuance.renew(rt, own.serial, make_csr(key))
     # Explicitly allowed: issued, and recorded.
-    shared = certs.issue_from_csr(rt, "dev-b", make_csr(key), allow_shared_key=True)
+    shared = issuance.issue_from_csr(rt, "dev-b", make_csr(key), allow_shared_key=True)
     rt.events.flush()
     (event,) = list_events(rt.engine, kind="cert.shared-key")
     assert event.subject == shared.serial and event.actor == "dev-b"
@@ -65,10 +65,10 @@ def test_one_key_cannot_hold_two_identities(rt: Runtime, clock: FakeClock) -> No
     assert detail["allow_shared_key"] is True
     assert {h["serial"] for h in detail["shared_with"]} == {first.serial, again.serial}
     # Once no other identity holds the key validly (revoked or expired), it is free again.
-    certs.revoke(rt, shared.serial)
-    certs.revoke(rt, again.serial)
+    revocation.revoke(rt, shared.serial)
+    revocation.revoke(rt, again.serial)
     clock.advance(timedelta(days=31))  # 'first' has expired
-    assert certs.issue_from_csr(rt, "dev-c", make_csr(key)).device_id == "dev-c"
+    assert issuance.issue_from_csr(rt, "dev-c", make_csr(key)).device_id == "dev-c"
 
 
 def test_the_api_refuses_a_shared_key_unless_allowed(api: TestClient, rt: Runtime) -> None:

@@ -27,7 +27,7 @@ from iotsec import brokerctl as control
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.broker import mosquitto as broker
 from iotsec.app.broker.infrastructure import replace_infrastructure
-from iotsec.app.pki import certs
+from iotsec.app.pki import cert_records, revocation
 from iotsec.app.pki.server_tls import ensure_server_tls
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.broker.mosquitto import Layout
@@ -110,9 +110,9 @@ def _revoke_in_store(rt: Runtime, serial: str) -> None:
     """What the old device route did to the probe: revoke it, and replace nothing."""
     moment = rt.now().replace(microsecond=0)
     with transaction(rt.engine) as conn:
-        row = certs.locked_certificate(conn, serial)
-        certs.mark_revoked(conn, serial, moment, RevocationReason.unspecified,
-                           row.authority_id)
+        row = cert_records.locked_certificate(conn, serial)
+        revocation.mark_revoked(conn, serial, moment, RevocationReason.unspecified,
+                                row.authority_id)
 
 
 def _assert_refused_as_revoked(s: Live, c: Creds) -> None:
@@ -127,7 +127,7 @@ def test_a_revoked_probe_no_longer_freezes_the_brokers_crl(live: Live) -> None:
     probe = live.layout.private / "probe.pem"
     old_probe = _serial(probe)
     _revoke_in_store(live.rt, old_probe)
-    certs.revoke(live.rt, live.victim.serial, RevocationReason.keyCompromise)
+    revocation.revoke(live.rt, live.victim.serial, RevocationReason.keyCompromise)
     result = live.sync()  # before the fix: BrokerReloadError, rolled back
     assert result.confirmed and result.reloaded
     _assert_refused_as_revoked(live, live.victim)
@@ -137,7 +137,7 @@ def test_a_revoked_probe_no_longer_freezes_the_brokers_crl(live: Live) -> None:
     crls = x509.load_pem_x509_crl((live.layout.current / "crl.pem").read_bytes())
     assert crls.get_revoked_certificate_by_serial_number(int(old_probe, 16)) is not None
     # Later revocations still reach the broker.
-    certs.revoke(live.rt, live.bystander.serial, RevocationReason.keyCompromise)
+    revocation.revoke(live.rt, live.bystander.serial, RevocationReason.keyCompromise)
     live.sync()
     _assert_refused_as_revoked(live, live.bystander)
 
@@ -153,7 +153,7 @@ def test_render_heals_a_revoked_probe_and_canary(live: Live) -> None:
     live.broker.start()
     assert {n: _serial(private / f"{n}.pem") != s for n, s in old.items()} == {
         "probe": True, "canary": True}
-    certs.revoke(live.rt, live.victim.serial, RevocationReason.keyCompromise)
+    revocation.revoke(live.rt, live.victim.serial, RevocationReason.keyCompromise)
     assert live.sync().confirmed
     _assert_refused_as_revoked(live, live.victim)
 
@@ -171,7 +171,7 @@ def test_the_admin_path_replaces_the_probe_and_revocation_still_reaches_the_brok
     assert new_probe != old_probe
     assert [(r.holder.rsplit(" ", 1)[1], r.serial) for r in done.replaced] == [
         ("probe", new_probe)]
-    certs.revoke(live.rt, live.victim.serial, RevocationReason.keyCompromise)
+    revocation.revoke(live.rt, live.victim.serial, RevocationReason.keyCompromise)
     assert live.sync().confirmed
     _assert_refused_as_revoked(live, live.victim)
     assert _mqtt_connect(live, live.bystander) == "connected"
@@ -219,7 +219,7 @@ def test_device_routes_refuse_infrastructure_certificates(
         assert "--infrastructure" in str(problem)
         assert _revoked_at(rt, serial) is None
         with pytest.raises(InfrastructureCertificateError):
-            certs.revoke(rt, serial, RevocationReason.keyCompromise)
+            revocation.revoke(rt, serial, RevocationReason.keyCompromise)
         assert _revoked_at(rt, serial) is None
 
 

@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 
 from iotsec.app.broker import mosquitto as broker
-from iotsec.app.pki import certs
+from iotsec.app.pki import cert_records, revocation
 from iotsec.app.pki.infrastructure import stored_status
 from iotsec.app.pki.server_tls import ensure_server_tls
 from iotsec.app.runtime import Runtime, open_runtime
@@ -48,9 +48,9 @@ def _revoke_in_store(rt: Runtime, serial: str) -> None:
     """A revocation as the old device route made it (or as a backup restored it)."""
     moment = rt.now().replace(microsecond=0)
     with transaction(rt.engine) as conn:
-        row = certs.locked_certificate(conn, serial)
-        certs.mark_revoked(conn, serial, moment, RevocationReason.keyCompromise,
-                           row.authority_id)
+        row = cert_records.locked_certificate(conn, serial)
+        revocation.mark_revoked(conn, serial, moment, RevocationReason.keyCompromise,
+                                row.authority_id)
 
 
 def test_a_revoked_api_server_certificate_is_replaced_at_the_next_start(rt: Runtime) -> None:

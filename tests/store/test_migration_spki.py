@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import inspect, select
 
 from iotsec.app.identity import devices
-from iotsec.app.pki import certs
+from iotsec.app.pki import issuance
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
 from iotsec.store import migrate
@@ -41,8 +41,8 @@ def test_the_spki_column_is_filled_in_for_existing_certificates(rt: Runtime) -> 
     devices.add_device(rt, devices.NewDevice.parse("old-1"))
     devices.add_device(rt, devices.NewDevice.parse("new-1"))
     key = make_key()
-    issued = [certs.issue_from_csr(rt, "old-1", make_csr(key)),
-              certs.issue_from_csr(rt, "old-1", make_csr())]
+    issued = [issuance.issue_from_csr(rt, "old-1", make_csr(key)),
+              issuance.issue_from_csr(rt, "old-1", make_csr())]
     _alembic(rt, "downgrade", "0007")
     with rt.engine.connect() as conn:
         columns = {c["name"] for c in inspect(conn).get_columns("certificates")}
@@ -60,4 +60,4 @@ def test_the_spki_column_is_filled_in_for_existing_certificates(rt: Runtime) -> 
         assert rows[record.serial] == _spki_sha256(record.der)
     # The certificate issued before the upgrade is found by its key.
     with pytest.raises(ConflictError):
-        certs.issue_from_csr(rt, "new-1", make_csr(key))
+        issuance.issue_from_csr(rt, "new-1", make_csr(key))

@@ -8,7 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, insert, select, text
 
 from iotsec.app.identity import devices
-from iotsec.app.pki import certs
+from iotsec.app.pki import cert_records, issuance
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, transaction
@@ -49,16 +49,16 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
 
 def test_a_failure_mid_transaction_writes_nothing(rt):
     devices.add_device(rt, devices.NewDevice.parse("d"))
-    record = certs.issue_from_csr(rt, "d", make_csr())
+    record = issuance.issue_from_csr(rt, "d", make_csr())
     with pytest.raises(RuntimeError), transaction(rt.engine) as conn:
         conn.execute(m.certificates.update().values(revoked_at=1, revocation_reason=1))
         raise RuntimeError("crash in the middle of a revocation")
-    assert certs.get_certificate(rt, record.serial).revoked_at is None
+    assert cert_records.get_certificate(rt, record.serial).revoked_at is None
 
 
 def test_a_serial_is_never_reused(rt):
     devices.add_device(rt, devices.NewDevice.parse("d"))
-    record = certs.issue_from_csr(rt, "d", make_csr())
+    record = issuance.issue_from_csr(rt, "d", make_csr())
     with transaction(rt.engine) as conn:
         row = conn.execute(select(m.certificates).where(
             m.certificates.c.serial == record.serial)).mappings().one()

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from iotsec.app.identity import device_tokens as svc
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki import certs
+from iotsec.app.pki import issuance, revocation
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from iotsec.errors import (
@@ -119,7 +119,7 @@ def _cert(rt: Runtime, key: DeviceKey, days: int | None = None) -> str:
         csr = (x509.CertificateSigningRequestBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
                .sign(key, None).public_bytes(serialization.Encoding.PEM))
-    return certs.issue_from_csr(rt, "d1", csr, days=days).serial
+    return issuance.issue_from_csr(rt, "d1", csr, days=days).serial
 
 
 @pytest.mark.parametrize("make", [p256, ed])
@@ -136,7 +136,7 @@ def test_certificate_key_verifies_with_the_serial_as_kid(rt: Runtime, make: Any)
 def test_certificate_key_of_another_type_is_not_a_token_key(rt: Runtime) -> None:
     add(rt, "d1")
     key384 = ec.generate_private_key(ec.SECP384R1())
-    serial = certs.issue_from_csr(rt, "d1", make_csr(key384)).serial
+    serial = issuance.issue_from_csr(rt, "d1", make_csr(key384)).serial
     assert svc.list_keys(rt, "d1") == []
     forged = sign(key384, serial, claims_for("d1", now_of(rt)), alg="ES384")
     with pytest.raises(TokenUnknownKeyError):
@@ -147,7 +147,7 @@ def test_revoked_and_expired_certificate_keys(rt: Runtime, clock: FakeClock) -> 
     add(rt, "d1")
     key = p256()
     serial = _cert(rt, key)
-    certs.revoke(rt, serial)
+    revocation.revoke(rt, serial)
     with pytest.raises(TokenKeyRevokedError):
         svc.verify(rt, token(rt, key, serial))
     short = _cert(rt, key, days=1)
@@ -161,7 +161,7 @@ def test_superseded_certificate_works_during_its_grace(rt: Runtime, clock: FakeC
     add(rt, "d1")
     key = p256()
     old = _cert(rt, key)
-    certs.renew(rt, old, make_csr(p256()), grace=timedelta(hours=1))
+    issuance.renew(rt, old, make_csr(p256()), grace=timedelta(hours=1))
     svc.verify(rt, token(rt, key, old))
     clock.advance(timedelta(hours=2))
     with pytest.raises(TokenKeyRevokedError):

@@ -77,6 +77,20 @@ def _over_capacity(connections: set[Any], limit: int | None,
     return False
 
 
+
+def _admit(protocol: HttpToolsGuarded | H11Guarded, transport: asyncio.Transport) -> None:
+    """After uvicorn's ``connection_made``: abort a connection over the cap, or start its
+    idle clock (idle until the first byte, like a keep-alive connection after an answer)."""
+    if not _over_capacity(protocol.connections, protocol.limit_concurrency, transport):
+        protocol.timeout_keep_alive_task = protocol.loop.call_later(
+            protocol.timeout_keep_alive, protocol.timeout_keep_alive_handler)
+
+
+def _release(protocol: HttpToolsGuarded | H11Guarded) -> None:
+    """Before uvicorn's ``connection_lost``: no timer outlives its connection."""
+    protocol.header_deadline.disarm()
+    protocol._unset_keepalive_if_required()
+
 class HttpToolsGuarded(HttpToolsProtocol):
     """uvicorn's httptools protocol with an idle deadline from the connection's start, a
     header deadline per request and the connection cap (see the module's documentation)."""
@@ -89,14 +103,10 @@ class HttpToolsGuarded(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if not _over_capacity(self.connections, self.limit_concurrency, transport):
-            # Idle until the first byte, like a keep-alive connection after an answer.
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        _admit(self, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.header_deadline.disarm()
-        self._unset_keepalive_if_required()
+        _release(self)
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -120,13 +130,10 @@ class H11Guarded(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if not _over_capacity(self.connections, self.limit_concurrency, transport):
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        _admit(self, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.header_deadline.disarm()
-        self._unset_keepalive_if_required()
+        _release(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

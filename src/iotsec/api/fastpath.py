@@ -20,9 +20,10 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from annotated_types import MaxLen
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iotsec.api.access_routes import AuthzIn, decide
+from iotsec.api.limits import replay_body
 from iotsec.api.problems import for_error
 from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.access.api_tokens import authenticate
@@ -116,7 +117,7 @@ class BearerFastPath(ABC):
         prepared = None if more or size > self.max_body or scheme.lower() != "bearer" \
             or not token.strip() else self.prepare(headers, body)
         if prepared is None:
-            await self.app(scope, _replay(body, more, receive), send)
+            await self.app(scope, replay_body(body, more, receive), send)
             return
         client = scope.get("client")
         source = client[0] if client else None
@@ -142,19 +143,6 @@ class DecisionFastPath(BearerFastPath):
         decision = await decide(self.rt, str(prepared["device"]), str(prepared["action"]),
                                 str(prepared["resource"]), prepared.get("cert_serial"))
         return decision_fields(decision)
-
-
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay
 
 
 async def _json(send: Send, content: dict[str, Any]) -> None:

@@ -21,8 +21,11 @@ from iotsec.api.schemas import MAX_INT32
 from iotsec.app.access.api_tokens import Principal
 from iotsec.app.events import Event
 from iotsec.app.identity import device_tokens
-from iotsec.app.ota import campaigns as ota
+from iotsec.app.ota import anti_rollback, device_updates
+from iotsec.app.ota import campaigns as campaign_service
+from iotsec.app.ota import releases as release_service
 from iotsec.app.ota import repo as ota_repo
+from iotsec.app.ota import tick as campaign_tick
 from iotsec.app.wire.ota import (
     AssignmentEnvelope,
     AssignmentOut,
@@ -123,7 +126,7 @@ class ReportIn(_Strict):
 @router.get("/releases")
 def releases(rt: RuntimeDep, _: AuditorDep,
              product: Annotated[str | None, Query(max_length=64)] = None) -> list[ReleaseOut]:
-    return [ReleaseOut.from_domain(r) for r in ota.list_releases(rt, product)]
+    return [ReleaseOut.from_domain(r) for r in release_service.list_releases(rt, product)]
 
 
 @router.get("/repository")
@@ -141,7 +144,7 @@ def create_campaign(body: CampaignIn, rt: RuntimeDep, who: OperatorDep) -> Campa
     plan = Plan(waves=tuple(body.waves), failure_threshold=body.failure_threshold / 100,
                 device_timeout=parse_duration(body.device_timeout),
                 soak=parse_duration(body.soak))
-    info = ota.create_campaign(
+    info = campaign_service.create_campaign(
         rt, name=body.name, product=body.product, plan=plan,
         version=ImageVersion.parse(body.version) if body.version else None,
         channel=body.channel, group=body.group, devices=body.devices, actor=who.name)
@@ -153,17 +156,17 @@ def campaigns(rt: RuntimeDep, _: AuditorDep,
               state: Annotated[str | None, Query(pattern="^(active|paused|aborted|completed)$")
                                ] = None) -> list[CampaignOut]:
     return [CampaignOut.from_domain(c) for c in
-            ota.list_campaigns(rt, CampaignState(state) if state else None)]
+            campaign_service.list_campaigns(rt, CampaignState(state) if state else None)]
 
 
 @router.post("/campaigns/tick")
 def tick(rt: RuntimeDep, _: OperatorDep) -> dict[str, list[str]]:
-    return {str(k): v for k, v in ota.tick(rt).items()}
+    return {str(k): v for k, v in campaign_tick.tick(rt).items()}
 
 
 @router.get("/campaigns/{campaign_id}")
 def campaign(campaign_id: CampaignIdPath, rt: RuntimeDep, _: AuditorDep) -> CampaignOut:
-    return CampaignOut.from_domain(ota.get_campaign(rt, campaign_id))
+    return CampaignOut.from_domain(campaign_service.get_campaign(rt, campaign_id))
 
 
 @router.get("/campaigns/{campaign_id}/devices")
@@ -173,7 +176,7 @@ def campaign_devices(campaign_id: CampaignIdPath, rt: RuntimeDep, _: AuditorDep,
                      ) -> list[CampaignDeviceOut]:
     wanted = DeviceStatus(status) if status in {s.value for s in DeviceStatus} else None
     return [CampaignDeviceOut.from_domain(d) for d in
-            ota.campaign_devices(rt, campaign_id, status=wanted, limit=limit)]
+            campaign_service.campaign_devices(rt, campaign_id, status=wanted, limit=limit)]
 
 
 def _actor(who: Principal) -> str:
@@ -183,25 +186,26 @@ def _actor(who: Principal) -> str:
 @router.post("/campaigns/{campaign_id}/pause")
 def pause(campaign_id: CampaignIdPath, body: ControlIn, rt: RuntimeDep, who: OperatorDep
           ) -> CampaignOut:
-    return CampaignOut.from_domain(ota.pause_campaign(rt, campaign_id, actor=_actor(who),
-                                             reason=body.reason))
+    return CampaignOut.from_domain(campaign_service.pause_campaign(
+        rt, campaign_id, actor=_actor(who), reason=body.reason))
 
 
 @router.post("/campaigns/{campaign_id}/resume")
 def resume(campaign_id: CampaignIdPath, rt: RuntimeDep, who: OperatorDep) -> CampaignOut:
-    return CampaignOut.from_domain(ota.resume_campaign(rt, campaign_id, actor=_actor(who)))
+    return CampaignOut.from_domain(campaign_service.resume_campaign(
+        rt, campaign_id, actor=_actor(who)))
 
 
 @router.post("/campaigns/{campaign_id}/abort")
 def abort(campaign_id: CampaignIdPath, body: ControlIn, rt: RuntimeDep, who: OperatorDep
           ) -> CampaignOut:
-    return CampaignOut.from_domain(ota.abort_campaign(rt, campaign_id, actor=_actor(who),
-                                             reason=body.reason))
+    return CampaignOut.from_domain(campaign_service.abort_campaign(
+        rt, campaign_id, actor=_actor(who), reason=body.reason))
 
 
 @router.get("/devices/{device_id}/firmware")
 def device_firmware(device_id: str, rt: RuntimeDep, _: AuditorDep) -> FirmwareOut:
-    return FirmwareOut.from_domain(ota.firmware_record(rt, device_id))
+    return FirmwareOut.from_domain(anti_rollback.firmware_record(rt, device_id))
 
 
 # --------------------------------------------------------------------------- devices
@@ -209,15 +213,16 @@ def device_firmware(device_id: str, rt: RuntimeDep, _: AuditorDep) -> FirmwareOu
 
 @device_router.get("/device/assignment", openapi_extra=_DEVICE_SCOPE)
 def device_assignment(rt: RuntimeDep, device: DeviceDep) -> AssignmentEnvelope:
-    found = ota.assignment(rt, device.device_id)
+    found = device_updates.assignment(rt, device.device_id)
     return AssignmentEnvelope(update=AssignmentOut.from_domain(found)
                               if found is not None else None)
 
 
 @device_router.post("/device/report", openapi_extra=_DEVICE_SCOPE)
 def device_report(body: ReportIn, rt: RuntimeDep, device: DeviceDep) -> CampaignDeviceOut:
-    reported = ota.report(rt, device.device_id, campaign_id=body.campaign_id,
-                          status=body.status, version=body.version, detail=body.detail)
+    reported = device_updates.report(rt, device.device_id, campaign_id=body.campaign_id,
+                                     status=body.status, version=body.version,
+                                     detail=body.detail)
     return CampaignDeviceOut.from_domain(reported)
 
 

@@ -18,7 +18,7 @@ from iotsec.api.schemas import (
 from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki import certs
+from iotsec.app.pki import bundles, cert_records, issuance, revocation
 from iotsec.app.pki.crl import current_crl
 from iotsec.app.wire.identity import (
     CertificateOut,
@@ -76,7 +76,7 @@ def crl(rt: RuntimeDep, ca: Annotated[str, Query(pattern="^(issuing|root)$")] = 
 @v1.get("/ca/chain", response_class=Response,
         responses={200: {"content": {"application/pem-certificate-chain": {}}}})
 def ca_chain(rt: RuntimeDep, _: AuditorDep) -> Response:
-    return Response(certs.chain_pem(rt), media_type="application/pem-certificate-chain")
+    return Response(bundles.chain_pem(rt), media_type="application/pem-certificate-chain")
 
 
 @v1.post("/devices", status_code=201)
@@ -101,29 +101,29 @@ def list_devices(
 @v1.get("/devices/{device_id}")
 def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOut:
     d = devices.get_device(rt, device_id)
-    return DeviceDetailOut.from_records(d, certs.list_certificates(rt, device_id=d.id),
+    return DeviceDetailOut.from_records(d, cert_records.list_certificates(rt, device_id=d.id),
                                         rt.now())
 
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)
 def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
-    record = certs.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days,
-                                  allow_shared_key=body.allow_shared_key)
+    record = issuance.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days,
+                                     allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
 
 @v1.post("/devices/{device_id}/certificates/keygen", status_code=201)
 def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: OperatorDep) -> KeygenOut:
-    bundle = certs.issue_with_keygen(rt, device_id, key_type=KeyType.parse(body.key_type),
-                                     days=body.days,
-                                     p12_passphrase=body.pkcs12_passphrase.encode("utf-8"))
+    bundle = bundles.issue_with_keygen(rt, device_id, key_type=KeyType.parse(body.key_type),
+                                       days=body.days,
+                                       p12_passphrase=body.pkcs12_passphrase.encode("utf-8"))
     return KeygenOut.from_domain(bundle, rt.now())
 
 
 @v1.post("/devices/{device_id}/revoke")
 def revoke_device(device_id: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> RevokedOut:
     reason = RevocationReason.parse(body.reason)
-    return RevokedOut.from_domain(certs.revoke_device(rt, device_id, reason), reason)
+    return RevokedOut.from_domain(revocation.revoke_device(rt, device_id, reason), reason)
 
 
 @v1.get("/certificates")
@@ -136,17 +136,19 @@ def list_certificates(
     window = parse_duration(expiring_within) if expiring_within else None
     now = rt.now()
     return [CertificateOut.from_domain(c, now) for c in
-            certs.list_certificates(rt, device_id=device, expiring_within=window, limit=limit)]
+            cert_records.list_certificates(rt, device_id=device, expiring_within=window,
+                                           limit=limit)]
 
 
 @v1.get("/certificates/{serial}")
 def show_certificate(serial: str, rt: RuntimeDep, _: AuditorDep) -> CertificateOut:
-    return CertificateOut.from_domain(certs.get_certificate(rt, serial), rt.now(), with_pem=True)
+    return CertificateOut.from_domain(cert_records.get_certificate(rt, serial), rt.now(),
+                                      with_pem=True)
 
 
 @v1.post("/certificates/{serial}/revoke")
 def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
-    record = certs.revoke(rt, serial, RevocationReason.parse(body.reason))
+    record = revocation.revoke(rt, serial, RevocationReason.parse(body.reason))
     return CertificateOut.from_domain(record, rt.now())
 
 
@@ -162,8 +164,8 @@ def revoke_infrastructure(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminD
 @v1.post("/certificates/{serial}/renew", status_code=201)
 def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     grace = parse_duration(body.grace) if body.grace else None
-    record = certs.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace,
-                         allow_shared_key=body.allow_shared_key)
+    record = issuance.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace,
+                            allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from iotsec.app.pki.certs import chain_pem
+from iotsec.app.pki.bundles import chain_pem
 from iotsec.cli.context import runtime
 from iotsec.cli.options import OutputFileOpt
 from iotsec.cli.output import write_output

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from iotsec.app.broker.infrastructure import replace_infrastructure
-from iotsec.app.pki import certs as service
-from iotsec.app.pki.certs import CertificateRecord
+from iotsec.app.pki import cert_records, issuance, revocation
+from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.pki.keygen import issue_keygen_files
 from iotsec.app.wire.identity import (
     CertificateOut,
@@ -94,8 +94,8 @@ def issue(
     assert csr is not None
     data = read_input(csr, MAX_CSR_BYTES, "CSR")
     with runtime() as rt:
-        record = service.issue_from_csr(rt, device_id, data, days=days,
-                                        allow_shared_key=allow_shared_key)
+        record = issuance.issue_from_csr(rt, device_id, data, days=days,
+                                         allow_shared_key=allow_shared_key)
         _print_issued(record, output, as_json, rt.now())
 
 
@@ -137,8 +137,8 @@ def list_(
     """List certificates (newest first, or soonest to expire with --expiring-within)."""
     window = parse_duration(expiring_within) if expiring_within else None
     with runtime() as rt:
-        found = service.list_certificates(rt, device_id=device, expiring_within=window,
-                                          limit=limit)
+        found = cert_records.list_certificates(rt, device_id=device, expiring_within=window,
+                                               limit=limit)
         now = rt.now()
     if as_json:
         emit_json([CertificateOut.from_domain(c, now) for c in found])
@@ -157,7 +157,7 @@ def show(
 ) -> None:
     """Show one certificate."""
     with runtime() as rt:
-        c = service.get_certificate(rt, serial)
+        c = cert_records.get_certificate(rt, serial)
         now = rt.now()
     if pem:
         write_output(None, c.pem.encode("ascii"))
@@ -202,14 +202,14 @@ def revoke(
     with runtime() as rt:
         if serial is not None:
             try:
-                serials = [service.revoke(rt, serial, why).serial]
+                serials = [revocation.revoke(rt, serial, why).serial]
             except AlreadyRevokedError as done:
                 # A retry of a revocation that went through: the goal is reached.
                 _already_revoked(done, as_json)
                 return
         else:
             assert device is not None
-            serials = service.revoke_device(rt, device, why)
+            serials = revocation.revoke_device(rt, device, why)
     if as_json:
         emit_json(RevokedOut.from_domain(serials, why))
     elif serials:
@@ -260,8 +260,8 @@ def renew(
     data = read_input(csr, MAX_CSR_BYTES, "CSR")
     grace_period = parse_duration(grace) if grace else None
     with runtime() as rt:
-        record = service.renew(rt, serial, data, days=days, grace=grace_period,
-                               allow_shared_key=allow_shared_key)
+        record = issuance.renew(rt, serial, data, days=days, grace=grace_period,
+                                allow_shared_key=allow_shared_key)
         _print_issued(record, output, as_json, rt.now())
 
 

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from iotsec.app.access.roles import assign_device
 from iotsec.app.identity import devices as service
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki import certs as cert_service
+from iotsec.app.pki import cert_records
 from iotsec.app.wire.access import NamesOut
 from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
 from iotsec.cli.context import runtime
@@ -112,7 +112,7 @@ def show(
     """Show a device and its certificates."""
     with runtime() as rt:
         device = service.get_device(rt, device_id)
-        held = cert_service.list_certificates(rt, device_id=device.id)
+        held = cert_records.list_certificates(rt, device_id=device.id)
         now = rt.now()
     if as_json:
         emit_json(DeviceDetailOut.from_records(device, held, now))

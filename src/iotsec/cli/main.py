@@ -46,7 +46,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-firmware.app.command("publish")(ota.firmware_publish)
 # One line per command group.
 for group, name in (
     (ca.app, "ca"), (devices.app, "device"), (certs.app, "cert"),

@@ -229,7 +229,7 @@ def _serve(rt: Runtime, host: str, port: int, http: bool, workers: int,
     stop = threading.Event()
     if rt.settings.campaign_tick_seconds > 0:
         # Update campaigns advance and time out devices without an outside scheduler.
-        from iotsec.app.ota.campaigns import tick_loop
+        from iotsec.app.ota.tick import tick_loop
 
         threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
                          daemon=True).start()

@@ -21,6 +21,7 @@ import ssl
 import struct
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Literal
 
 __all__ = [
     "CoapMessage",
@@ -31,12 +32,14 @@ __all__ = [
     "looks_like_tls",
     "modbus_read_request",
     "mqtt_connect",
+    "mqtt_string",
     "mqtt_subscribe",
     "parse_coap",
     "parse_connack",
     "parse_http_response",
     "parse_modbus_response",
     "parse_suback",
+    "remaining_length",
     "rtsp_options",
     "telnet_negotiate",
     "tls_client_hello",
@@ -49,14 +52,16 @@ MAX_HEADERS = 64
 # --------------------------------------------------------------------------- MQTT
 
 
-def _mqtt_string(value: str | bytes) -> bytes:
+def mqtt_string(value: str | bytes) -> bytes:
+    """An MQTT UTF-8 string (or binary data): a two-byte length, then the bytes."""
     raw = value.encode("utf-8") if isinstance(value, str) else value
     if len(raw) > 0xFFFF:
         raise ValueError("MQTT strings are at most 65535 bytes")
     return struct.pack(">H", len(raw)) + raw
 
 
-def _remaining_length(n: int) -> bytes:
+def remaining_length(n: int) -> bytes:
+    """An MQTT variable byte integer (a packet's remaining length)."""
     out = bytearray()
     while True:
         byte = n % 128
@@ -67,23 +72,27 @@ def _remaining_length(n: int) -> bytes:
 
 
 def mqtt_connect(client_id: str, *, username: str | None = None, password: str | None = None,
-                 keepalive: int = 30) -> bytes:
-    """An MQTT 3.1.1 CONNECT with a clean session (nothing is left on the broker)."""
+                 keepalive: int = 30, version: Literal[4, 5] = 4) -> bytes:
+    """An MQTT CONNECT with a clean session (nothing is left on the broker): MQTT 3.1.1, or
+    with ``version=5`` MQTT 5 with no properties (no session expiry: the session ends with
+    the connection). A password is sent only with a user name."""
     flags = 0x02
-    payload = _mqtt_string(client_id)
+    payload = mqtt_string(client_id)
     if username is not None:
         flags |= 0x80
-        payload += _mqtt_string(username)
+        payload += mqtt_string(username)
         if password is not None:
             flags |= 0x40
-            payload += _mqtt_string(password)
-    body = _mqtt_string("MQTT") + bytes([4, flags]) + struct.pack(">H", keepalive) + payload
-    return b"\x10" + _remaining_length(len(body)) + body
+            payload += mqtt_string(password)
+    properties = b"\x00" if version == 5 else b""
+    body = (mqtt_string("MQTT") + bytes([version, flags]) + struct.pack(">H", keepalive)
+            + properties + payload)
+    return b"\x10" + remaining_length(len(body)) + body
 
 
 def mqtt_subscribe(packet_id: int, topic: str, qos: int = 0) -> bytes:
-    body = struct.pack(">H", packet_id) + _mqtt_string(topic) + bytes([qos])
-    return b"\x82" + _remaining_length(len(body)) + body
+    body = struct.pack(">H", packet_id) + mqtt_string(topic) + bytes([qos])
+    return b"\x82" + remaining_length(len(body)) + body
 
 
 def iter_mqtt_packets(data: bytes) -> list[tuple[int, int, bytes]]:

@@ -23,7 +23,7 @@ from iotsec.app.broker.files import Owner, read_json, write
 from iotsec.app.broker.fleet import load_fleet
 from iotsec.app.broker.pki import ServerNames, server_certificate
 from iotsec.app.identity.bindings import DEFAULT_ROLE
-from iotsec.app.pki.certs import chain_pem
+from iotsec.app.pki.bundles import chain_pem
 from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, compile_acl

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.broker.files import Owner, replace_shared
 from iotsec.app.broker.pki import ServerNames, server_certificate
-from iotsec.app.pki.certs import chain_pem
+from iotsec.app.pki.bundles import chain_pem
 from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
 from iotsec.broker.adapter import PkiFiles

@@ -25,7 +25,7 @@ from cryptography import x509
 from iotsec.app.broker.build import options_of
 from iotsec.app.broker.mosquitto import SyncResult, sync
 from iotsec.app.events import Event
-from iotsec.app.pki.certs import CertificateRecord
+from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.pki.infrastructure import revoke_infrastructure
 from iotsec.app.pki.server_tls import replace_server_tls
 from iotsec.app.runtime import Runtime

@@ -25,7 +25,7 @@ from sqlalchemy import insert, select, update
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, insert_devices
-from iotsec.app.pki.certs import certificate_row
+from iotsec.app.pki.cert_records import certificate_row
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, PkiError
 from iotsec.identity.registry import DeviceState, parse_device_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import get_device, set_state
-from iotsec.app.pki.certs import revoke_device_certificates
+from iotsec.app.pki.revocation import revoke_device_certificates
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import Device, DeviceState, parse_device_id
 from iotsec.pki.crl import RevocationReason

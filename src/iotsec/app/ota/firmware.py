@@ -65,7 +65,9 @@ if TYPE_CHECKING:
 PASSPHRASE_ENV = "IOTSEC_FIRMWARE_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 
 
-def _read_small(path: Path, what: str) -> bytes:
+def read_key_file(path: Path, what: str) -> bytes:
+    """A key file (``what`` names it in errors), refused when it is larger than any key
+    file can be, or missing, or a directory."""
     try:
         size = path.stat().st_size
         if size > MAX_KEY_FILE:
@@ -110,7 +112,7 @@ def import_key(source: Path, path: Path, passphrase: bytes, *,
     """Re-encrypt an existing PEM signing key (e.g. one made by ``imgtool keygen``)."""
     check_new_passphrase(passphrase)
     _refuse_existing(path)
-    signer = load_private_key(_read_small(source, "key file"), source_passphrase,
+    signer = load_private_key(read_key_file(source, "key file"), source_passphrase,
                               allow_unencrypted=True)
     write_private_file(path, signer.encrypted_pem(passphrase))
     return TrustedKey.of(signer.public_key())
@@ -118,14 +120,14 @@ def import_key(source: Path, path: Path, passphrase: bytes, *,
 
 def load_signer(path: Path, passphrase: Callable[[], bytes]) -> LocalImageSigner:
     """Load an encrypted signing key; ``passphrase`` is asked only for an encrypted key."""
-    pem = _read_small(path, "signing key")
+    pem = read_key_file(path, "signing key")
     secret = passphrase() if b"ENCRYPTED" in pem else None
     return load_private_key(pem, secret)
 
 
 def public_key_of(path: Path, passphrase: Callable[[], bytes]) -> TrustedKey:
     """The public key of a signing key file, or of a public key file."""
-    data = _read_small(path, "key file")
+    data = read_key_file(path, "key file")
     if b"PRIVATE KEY-----" in data:
         secret = passphrase() if b"ENCRYPTED" in data else None
         return TrustedKey.of(load_private_key(data, secret, allow_unencrypted=True)
@@ -175,7 +177,7 @@ def export_public_key(key: TrustedKey, out: Path) -> None:
 
 
 def load_trusted_keys(paths: Iterable[Path]) -> list[TrustedKey]:
-    return [TrustedKey.from_bytes(_read_small(p, "public key")) for p in paths]
+    return [TrustedKey.from_bytes(read_key_file(p, "public key")) for p in paths]
 
 
 def sign_file(source: Path, target: Path, signer: ImageSigner,

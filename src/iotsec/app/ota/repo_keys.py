@@ -17,15 +17,14 @@ from securesystemslib.signer._crypto_signer import CryptoSigner
 from securesystemslib.signer._key import Key
 from securesystemslib.signer._signer import Signer
 
+from iotsec.app.ota.firmware import read_key_file
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     FirmwareKeyError,
     InvalidInputError,
-    NotFoundError,
     TufMetadataError,
 )
 from iotsec.firmware import tufmeta as t
-from iotsec.firmware.image_keys import MAX_KEY_FILE
 from iotsec.pki.keys import KeyType
 
 __all__ = [
@@ -48,22 +47,10 @@ class KeyFile:
     signer: Signer | None = None
 
 
-def _read_key(path: Path) -> bytes:
-    try:
-        if path.stat().st_size > MAX_KEY_FILE:
-            raise FirmwareKeyError(f"key file {path} is larger than {MAX_KEY_FILE} bytes")
-        with path.open("rb") as fh:
-            return fh.read(MAX_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise NotFoundError(f"key file {path} does not exist", hint="check the path") from None
-    except IsADirectoryError:
-        raise InvalidInputError(f"{path} is a directory", hint="give a key file") from None
-
-
 def load_key_file(path: Path, passphrase: Any) -> KeyFile:
     """A public key file, or an encrypted private key (``passphrase()`` is asked for only
     then): Ed25519, ECDSA P-256 or RSA, PEM."""
-    data = _read_key(path)
+    data = read_key_file(path, "key file")
     if b"PRIVATE KEY-----" not in data:
         try:
             key = serialization.load_pem_public_key(data)

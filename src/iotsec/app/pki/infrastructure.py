@@ -17,14 +17,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import insert, select
 
-from iotsec.app.pki.certs import (
+from iotsec.app.pki.cert_records import (
     CertificateRecord,
     certificate_row,
-    ensure_revocable,
     get_certificate,
     locked_certificate,
-    mark_revoked,
 )
+from iotsec.app.pki.revocation import ensure_revocable, mark_revoked
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InfrastructureCertificateError
 from iotsec.pki.crl import RevocationReason

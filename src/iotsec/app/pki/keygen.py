@@ -22,14 +22,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from iotsec.app.pki.certs import (
-    CertificateRecord,
-    DeviceKey,
-    check_p12_passphrase,
-    issue_with_keygen,
-    keygen_bundle,
-    list_certificates,
-)
+from iotsec.app.pki.bundles import DeviceKey, check_p12_passphrase, issue_with_keygen, keygen_bundle
+from iotsec.app.pki.cert_records import CertificateRecord, list_certificates
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError
 from iotsec.filesystem import atomic_write, read_bounded, write_private_file

@@ -12,7 +12,8 @@ from pydantic import Field
 
 from iotsec.app.broker.infrastructure import Replacement
 from iotsec.app.identity.device_tokens import DeviceKeyRecord
-from iotsec.app.pki.certs import CertificateRecord, KeygenBundle
+from iotsec.app.pki.bundles import KeygenBundle
+from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.wire.base import Wire
 from iotsec.identity.device_tokens import VerifiedToken
 from iotsec.identity.registry import Device

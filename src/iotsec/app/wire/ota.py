@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from iotsec.app.ota.campaigns import (
-    Assignment,
-    CampaignDevice,
-    CampaignInfo,
-    FirmwareRecord,
-    ReleaseInfo,
-)
+from iotsec.app.ota.anti_rollback import FirmwareRecord
+from iotsec.app.ota.campaigns import CampaignDevice, CampaignInfo
+from iotsec.app.ota.device_updates import Assignment
+from iotsec.app.ota.releases import ReleaseInfo
 from iotsec.app.ota.repo_metadata import Outcome
 from iotsec.app.ota.repo_status import RepoStatus
 from iotsec.app.wire.base import Wire

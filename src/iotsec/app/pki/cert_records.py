@@ -1,0 +1,140 @@
+"""The certificate record: a ``certificates`` row as the services see it, the row a newly
+issued certificate is written as, and the reads of one certificate or of many."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Connection, Row, or_, select
+
+from iotsec.app.runtime import Runtime
+from iotsec.errors import InvalidInputError, NotFoundError
+from iotsec.identity.registry import parse_device_id
+from iotsec.pki.crl import RevocationReason
+from iotsec.pki.issue import IssuedCertificate
+from iotsec.pki.serial import format_serial, parse_serial
+from iotsec.store import models as m
+from iotsec.store.db import reading
+from iotsec.timeutil import from_ts, ts
+
+__all__ = [
+    "CertificateRecord",
+    "certificate_row",
+    "get_certificate",
+    "list_certificates",
+    "locked_certificate",
+    "record_from_row",
+    "record_of",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRecord:
+    serial: str
+    device_id: str | None
+    kind: str
+    profile: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    sha256: str
+    der: bytes
+    revoked_at: datetime | None
+    revocation_reason: RevocationReason | None
+    replaced_by: str | None
+
+    @property
+    def pem(self) -> str:
+        return x509.load_der_x509_certificate(self.der).public_bytes(
+            serialization.Encoding.PEM).decode("ascii")
+
+    def status(self, now: datetime) -> str:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked"
+        if self.not_after <= now:
+            return "expired"
+        if self.revoked_at is not None:
+            return "superseded"  # revocation scheduled at the end of a grace period
+        return "valid"
+
+
+def record_of(r: Row[Any]) -> CertificateRecord:
+    """The record a ``certificates`` row holds."""
+    return CertificateRecord(
+        serial=r.serial, device_id=r.device_id, kind=r.kind, profile=r.profile,
+        subject=r.subject, not_before=from_ts(r.not_before), not_after=from_ts(r.not_after),
+        sha256=r.sha256, der=r.der,
+        revoked_at=from_ts(r.revoked_at) if r.revoked_at is not None else None,
+        revocation_reason=RevocationReason(r.revocation_reason)
+        if r.revocation_reason is not None else None,
+        replaced_by=r.replaced_by)
+
+
+def certificate_row(issued: IssuedCertificate, *, authority_id: int, device_id: str | None,
+                    kind: str, profile: str, now: int) -> dict[str, Any]:
+    """The ``certificates`` row a newly issued certificate is written as."""
+    return {
+        "serial": format_serial(issued.serial), "authority_id": authority_id,
+        "device_id": device_id, "kind": kind, "profile": profile,
+        "subject": issued.subject_cn, "not_before": ts(issued.not_before),
+        "not_after": ts(issued.not_after), "sha256": issued.sha256, "der": issued.der,
+        "created_at": now, "revoked_at": None, "revocation_reason": None, "crl_entry": None,
+        "replaced_by": None, "spki_sha256": issued.spki_sha256,
+    }
+
+
+def record_from_row(v: dict[str, Any]) -> CertificateRecord:
+    """The record of a certificate just written from :func:`certificate_row`."""
+    return CertificateRecord(
+        serial=v["serial"], device_id=v["device_id"], kind=v["kind"], profile=v["profile"],
+        subject=v["subject"], not_before=from_ts(v["not_before"]),
+        not_after=from_ts(v["not_after"]), sha256=v["sha256"], der=v["der"], revoked_at=None,
+        revocation_reason=None, replaced_by=None)
+
+
+def get_certificate(rt: Runtime, serial: str) -> CertificateRecord:
+    """One certificate by its serial (hex), or NotFoundError."""
+    key = format_serial(parse_serial(serial))
+    with reading(rt.engine) as conn:
+        row = conn.execute(select(m.certificates).where(m.certificates.c.serial == key)).first()
+    if row is None:
+        raise NotFoundError(f"no certificate with serial {key}",
+                            hint="list certificates with 'iotsec cert list'")
+    return record_of(row)
+
+
+def list_certificates(rt: Runtime, *, device_id: str | None = None,
+                      expiring_within: timedelta | None = None,
+                      limit: int = 1000) -> list[CertificateRecord]:
+    """Certificates, newest first; with ``expiring_within``, the unrevoked ones that expire
+    in that window, soonest first (an index range scan on ``not_after``)."""
+    if not 1 <= limit <= 100_000:
+        raise InvalidInputError("limit must be between 1 and 100000")
+    c = m.certificates.c
+    query = select(m.certificates).limit(limit)
+    if device_id is not None:
+        query = query.where(c.device_id == parse_device_id(device_id))
+    now = ts(rt.now())
+    if expiring_within is not None:
+        query = (query.where(c.not_after > now,
+                             c.not_after <= now + int(expiring_within.total_seconds()),
+                             or_(c.revoked_at.is_(None), c.revoked_at > now))
+                 .order_by(c.not_after))
+    else:
+        query = query.order_by(c.created_at.desc(), c.serial)
+    with reading(rt.engine) as conn:
+        return [record_of(r) for r in conn.execute(query)]
+
+
+def locked_certificate(conn: Connection, serial: str) -> Row[Any]:
+    """The certificate row, locked for the rest of the transaction, or NotFoundError."""
+    row = conn.execute(select(m.certificates).where(m.certificates.c.serial == serial)
+                       .with_for_update()).first()
+    if row is None:
+        raise NotFoundError(f"no certificate with serial {serial}",
+                            hint="list certificates with 'iotsec cert list'")
+    return row

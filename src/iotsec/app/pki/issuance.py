@@ -1,0 +1,243 @@
+"""Issuing device certificates: a batch of CSRs in one transaction, one CSR, or a renewal
+that supersedes the old certificate. Each is one transaction: a crash leaves either the
+whole certificate row or nothing, and a serial is the primary key, so it can never be
+reused. One key holds one identity: a key another device's valid certificate already
+certifies is refused unless the caller allows it, and then recorded."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
+
+from iotsec.app.events import Event
+from iotsec.app.pki.cert_records import (
+    CertificateRecord,
+    certificate_row,
+    locked_certificate,
+    record_from_row,
+)
+from iotsec.app.pki.revocation import mark_revoked
+from iotsec.app.runtime import Runtime
+from iotsec.errors import ConflictError, DeviceStateError, InvalidInputError, NotFoundError
+from iotsec.identity.registry import DeviceState, parse_device_id
+from iotsec.pki.ca import Authority
+from iotsec.pki.crl import RevocationReason
+from iotsec.pki.csr import CheckedCsr, parse_csr
+from iotsec.pki.issue import issue_device
+from iotsec.pki.profiles import DEVICE, CertProfile
+from iotsec.pki.serial import format_serial, parse_serial
+from iotsec.store import models as m
+from iotsec.store.db import transaction
+from iotsec.timeutil import ts
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_GRACE",
+    "SHARED_KEY_HINT",
+    "device_profile",
+    "issue_batch",
+    "issue_from_csr",
+    "renew",
+]
+
+MAX_BATCH = 10_000
+MAX_GRACE = timedelta(days=90)
+
+
+_DEVICE_STATE = (select(m.devices.c.id, m.devices.c.state)
+                 .where(m.devices.c.id == bindparam("id")).with_for_update())
+_ACTIVATE = (update(m.devices)
+             .where(m.devices.c.id == bindparam("device"),
+                    m.devices.c.state == DeviceState.PENDING.value)
+             .values(state=DeviceState.ACTIVE.value, updated_at=bindparam("now")))
+
+
+def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int) -> None:
+    """Check every device exists and may hold certificates; pending ones become active."""
+    id_list = sorted(set(ids))
+    states: dict[str, str] = {}
+    if len(id_list) == 1:
+        states.update({r.id: r.state for r in conn.execute(_DEVICE_STATE, {"id": id_list[0]})})
+    else:
+        for i in range(0, len(id_list), 500):
+            rows = conn.execute(select(m.devices.c.id, m.devices.c.state)
+                                .where(m.devices.c.id.in_(id_list[i:i + 500])).with_for_update())
+            states.update({r.id: r.state for r in rows})
+    for device_id in id_list:
+        state = states.get(device_id)
+        if state is None:
+            raise NotFoundError(f"device {device_id!r} is not registered",
+                                hint="register it first with 'iotsec device add'")
+        if not DeviceState(state).may_hold_certificates:
+            raise DeviceStateError(f"device {device_id!r} is {state}; it cannot get a certificate",
+                                   hint="only pending or active devices are issued certificates")
+    pending = [{"device": d, "now": now} for d in id_list
+               if states[d] == DeviceState.PENDING.value]
+    if pending:
+        conn.execute(_ACTIVATE, pending)
+
+
+_INSERT_CERT = insert(m.certificates)
+SHARED_KEY_HINT = ("generate a new key for this device, or revoke the other certificate; if "
+                   "the devices really share one key, give --allow-shared-key (API: "
+                   "allow_shared_key), which is recorded as a security event")
+
+
+def _key_holders(conn: Connection, requests: Sequence[tuple[str, str]], now: int
+                 ) -> dict[str, list[tuple[str, str | None]]]:
+    """For each ``(device_id, spki_sha256)`` request, the *other* identities that hold the
+    same key: ``serial -> [(holder serial, holder device)]`` of valid (unrevoked, unexpired)
+    certificates of another device or a server, and earlier requests of this batch."""
+    c = m.certificates.c
+    wanted = sorted({h for _, h in requests})
+    valid: dict[str, list[tuple[str, str | None]]] = {}
+    for i in range(0, len(wanted), 500):
+        rows = conn.execute(select(c.serial, c.device_id, c.spki_sha256).where(
+            c.spki_sha256.in_(wanted[i:i + 500]), c.not_after > now,
+            or_(c.revoked_at.is_(None), c.revoked_at > now)))
+        for r in rows:
+            valid.setdefault(r.spki_sha256, []).append((r.serial, r.device_id))
+    shared: dict[str, list[tuple[str, str | None]]] = {}
+    for device_id, digest in requests:
+        others = [(serial, holder) for serial, holder in valid.get(digest, [])
+                  if holder != device_id]
+        if others:
+            shared[device_id] = others
+        valid.setdefault(digest, []).append(("(this request)", device_id))
+    return shared
+
+
+def _refuse_shared_keys(conn: Connection, requests: Sequence[tuple[str, str]], now: int,
+                        *, allow: bool) -> dict[str, list[tuple[str, str | None]]]:
+    """One key, one identity: refuse a key another device's (or a server's) valid
+    certificate already certifies, unless ``allow``; returns what was shared."""
+    shared = _key_holders(conn, requests, now)
+    if shared and not allow:
+        device_id, others = next(iter(shared.items()))
+        serial, holder = others[0]
+        whose = f"device {holder!r}" if holder is not None else "a server"
+        where = ("another request of this batch" if serial == "(this request)"
+                 else f"the valid certificate {serial} of {whose}")
+        raise ConflictError(f"the public key in the CSR for {device_id!r} already belongs to "
+                            f"{where}: one key must not hold two identities",
+                            hint=SHARED_KEY_HINT)
+    return shared
+
+
+def _record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
+                   shared: dict[str, list[tuple[str, str | None]]]) -> None:
+    for values in issued:
+        others = shared.get(values["device_id"])
+        if others:
+            rt.events.record(Event(rt.now(), "cert.shared-key", "success",
+                                   actor=values["device_id"], subject=values["serial"],
+                                   detail={"allow_shared_key": True,
+                                           "spki_sha256": values["spki_sha256"],
+                                           "shared_with": [
+                                               {"serial": s, "device": d}
+                                               for s, d in others[:20]]}))
+
+
+def device_profile(rt: Runtime) -> CertProfile:
+    """The device profile, with the DNS names the deployment configures
+    (``IOTSEC_DEVICE_DNS_NAMES``, templates such as ``{device_id}.devices.example.com``)."""
+    names = tuple(rt.settings.device_dns_names)
+    return replace(DEVICE, dns_templates=names) if names else DEVICE
+
+
+def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
+                days: int | None = None, profile: CertProfile | None = None,
+                before_commit: Callable[[], None] | None = None,
+                allow_shared_key: bool = False) -> list[CertificateRecord]:
+    """Issue one certificate per ``(device_id, csr)`` in a single transaction.
+
+    Every CSR is checked before anything is written; one bad request refuses the batch. A
+    key that another device's (or a server's) valid certificate already certifies is
+    refused, unless ``allow_shared_key``: then each such issuance is a ``cert.shared-key``
+    event naming the other holders. ``before_commit`` runs once everything is signed and
+    written, before the commit: if it raises (or the process dies in it), nothing was
+    issued.
+    """
+    if len(requests) > MAX_BATCH:
+        raise InvalidInputError(f"a batch holds at most {MAX_BATCH} requests",
+                                hint="split the requests into smaller batches")
+    profile = profile or device_profile(rt)
+    checked: list[tuple[str, CheckedCsr]] = []
+    for device_id, csr in requests:
+        parse_device_id(device_id)
+        checked.append((device_id, csr if isinstance(csr, CheckedCsr) else parse_csr(csr)))
+    ca = rt.authority("issuing")
+    authority_id = rt.issuing_id()
+    moment = rt.now()
+    now = ts(moment)
+    values = []
+    with transaction(rt.engine) as conn:
+        _lock_devices_for_issuance(conn, [d for d, _ in checked], now)
+        shared = _refuse_shared_keys(
+            conn, [(d, hashlib.sha256(c.spki).hexdigest()) for d, c in checked], now,
+            allow=allow_shared_key)
+        for device_id, csr_ok in checked:
+            issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
+                                  now=moment, days=days, crl_url=rt.settings.crl_url)
+            values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
+                                      kind="device", profile=profile.name, now=now))
+        if values:
+            conn.execute(_INSERT_CERT, values)
+        if before_commit is not None:
+            before_commit()
+    _record_shared(rt, values, shared)
+    return [record_from_row(v) for v in values]
+
+
+def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None = None,
+                   profile: CertProfile | None = None,
+                   allow_shared_key: bool = False) -> CertificateRecord:
+    """Issue a client certificate for a registered device from its CSR."""
+    return issue_batch(rt, [(device_id, csr)], days=days, profile=profile,
+                       allow_shared_key=allow_shared_key)[0]
+
+
+def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
+          grace: timedelta | None = None, allow_shared_key: bool = False
+          ) -> CertificateRecord:
+    """Issue a new certificate for the same device from a new CSR and supersede the old one:
+    revoked with reason ``superseded`` now, or when ``grace`` has passed. The new key may be
+    the old one, but not another identity's (see :func:`issue_batch`)."""
+    if grace is not None and not timedelta(0) <= grace <= MAX_GRACE:
+        raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
+    key = format_serial(parse_serial(serial))
+    checked = parse_csr(csr)
+    ca: Authority = rt.authority("issuing")
+    authority_id = rt.issuing_id()
+    moment = rt.now().replace(microsecond=0)
+    now = ts(moment)
+    with transaction(rt.engine) as conn:
+        old = locked_certificate(conn, key)
+        if old.revoked_at is not None and old.revoked_at <= now:
+            raise ConflictError(f"certificate {key} is revoked and can never be renewed",
+                                hint="issue a new certificate with 'iotsec cert issue'")
+        if old.replaced_by is not None:
+            raise ConflictError(f"certificate {key} was already renewed as {old.replaced_by}",
+                                hint=f"renew {old.replaced_by} instead")
+        if old.device_id is None:
+            raise ConflictError(f"certificate {key} does not belong to a device",
+                                hint="only device certificates are renewed this way")
+        _lock_devices_for_issuance(conn, [old.device_id], now)
+        shared = _refuse_shared_keys(
+            conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
+            allow=allow_shared_key)
+        issued = issue_device(ca, device_id=old.device_id, spki=checked.spki,
+                              profile=device_profile(rt),
+                              now=moment, days=days, crl_url=rt.settings.crl_url)
+        values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
+                             kind="device", profile=old.profile, now=now)
+        conn.execute(insert(m.certificates).values(values))
+        mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
+                      old.authority_id, replaced_by=values["serial"])
+    _record_shared(rt, [values], shared)
+    return record_from_row(values)

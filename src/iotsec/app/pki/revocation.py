@@ -1,0 +1,100 @@
+"""Revoking device certificates: one by its serial, or every one of a device (when it is
+disabled or retired), each marked with its CRL entry and its authority's CRL made stale."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, or_, select, update
+
+from iotsec.app.pki.cert_records import CertificateRecord, get_certificate, locked_certificate
+from iotsec.app.runtime import Runtime
+from iotsec.errors import AlreadyRevokedError, InfrastructureCertificateError, NotFoundError
+from iotsec.identity.registry import parse_device_id
+from iotsec.pki.crl import RevocationReason, encode_entry
+from iotsec.pki.serial import format_serial, parse_serial
+from iotsec.store import models as m
+from iotsec.store.db import transaction
+from iotsec.timeutil import ts
+
+__all__ = [
+    "ensure_revocable",
+    "mark_revoked",
+    "revoke",
+    "revoke_device",
+    "revoke_device_certificates",
+]
+
+
+def mark_revoked(conn: Connection, serial: str, when: datetime, reason: RevocationReason,
+                 authority_id: int, replaced_by: str | None = None) -> None:
+    """Within ``conn``'s transaction: mark one certificate revoked (its CRL entry encoded
+    now) and its authority's CRL stale."""
+    values: dict[str, Any] = {
+        "revoked_at": ts(when), "revocation_reason": int(reason),
+        "crl_entry": encode_entry(int(serial, 16), when, reason)}
+    if replaced_by is not None:
+        values["replaced_by"] = replaced_by
+    conn.execute(update(m.certificates).where(m.certificates.c.serial == serial).values(values))
+    conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id).values(stale=True))
+
+
+def ensure_revocable(row: Row[Any], now: int) -> None:
+    """Refuse a certificate whose revocation has already taken effect."""
+    if row.revoked_at is not None and row.revoked_at <= now:
+        reason = RevocationReason(row.revocation_reason).name
+        raise AlreadyRevokedError(f"certificate {row.serial} is already revoked ({reason})",
+                                  serial=row.serial, reason=reason)
+
+
+def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason.unspecified
+           ) -> CertificateRecord:
+    """Revoke one device certificate. A certificate superseded with a grace period can be
+    revoked at once (e.g. for keyCompromise).
+
+    iotsec's own certificates (those of no device: the API's and the broker's server
+    certificates, the broker's probe and canary) are refused: revoked alone, the probe
+    would make every broker sync fail its check and roll back, freezing the broker's CRL.
+    They are replaced with :func:`iotsec.app.broker.infrastructure.replace_infrastructure`.
+    """
+    key = format_serial(parse_serial(serial))
+    moment = rt.now().replace(microsecond=0)
+    with transaction(rt.engine) as conn:
+        row = locked_certificate(conn, key)
+        if row.device_id is None:
+            raise InfrastructureCertificateError(
+                f"certificate {key} is iotsec's own {row.kind} certificate, not a device's: "
+                "it is not revoked through the device commands and routes",
+                hint=f"an admin replaces it with 'iotsec cert revoke {key} --infrastructure' "
+                f"(or POST /v1/infrastructure/certificates/{key}/revoke), which revokes it "
+                "and issues its replacement at once")
+        ensure_revocable(row, ts(moment))
+        mark_revoked(conn, key, moment, reason, row.authority_id)
+    return get_certificate(rt, key)
+
+
+def revoke_device(rt: Runtime, device_id: str,
+                  reason: RevocationReason = RevocationReason.unspecified) -> list[str]:
+    """Revoke every certificate of a device that is not revoked yet; returns their serials."""
+    device_id = parse_device_id(device_id)
+    moment = rt.now().replace(microsecond=0)
+    now = ts(moment)
+    with transaction(rt.engine) as conn:
+        return revoke_device_certificates(conn, device_id, moment, reason, now)
+
+
+def revoke_device_certificates(conn: Connection, device_id: str, moment: datetime,
+                               reason: RevocationReason, now: int) -> list[str]:
+    """Within ``conn``'s transaction: revoke every certificate of the device that is
+    neither revoked nor expired yet; returns their serials."""
+    if conn.execute(select(m.devices.c.id).where(m.devices.c.id == device_id)).first() is None:
+        raise NotFoundError(f"device {device_id!r} is not registered",
+                            hint="check the id with 'iotsec device list'")
+    c = m.certificates.c
+    rows = conn.execute(select(c.serial, c.authority_id).where(
+        c.device_id == device_id, or_(c.revoked_at.is_(None), c.revoked_at > now),
+        c.not_after > now).with_for_update()).all()
+    for row in rows:
+        mark_revoked(conn, row.serial, moment, reason, row.authority_id)
+    return [r.serial for r in rows]
