@@ -46,23 +46,9 @@ from iotsec.errors import BrokerProcessError, BrokerValidationError
 from iotsec.scan.probes import mqtt_connect, mqtt_string, remaining_length
 
 __all__ = [
-    "DISCONNECT",
-    "MAX_PACKET",
-    "MAX_PID_FILE",
-    "RC_NOT_AUTHORIZED",
-    "BrokerProcess",
-    "ProbeResult",
-    "TlsIdentity",
-    "canary_refused",
-    "connect_packet",
-    "dry_run",
-    "kick",
-    "log_size",
-    "probe",
-    "publish_packet",
-    "read_packet",
-    "reload_errors",
-    "wait_for_reload",
+    "DISCONNECT", "MAX_PACKET", "MAX_PID_FILE", "RC_NOT_AUTHORIZED", "BrokerProcess",
+    "ProbeResult", "TlsIdentity", "canary_refused", "connect_packet", "dry_run", "kick",
+    "log_size", "probe", "publish_packet", "read_packet", "reload_errors", "wait_for_reload"
 ]
 
 MAX_PACKET = 64 * 1024

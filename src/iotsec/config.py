@@ -21,11 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from iotsec.errors import ConfigError
 
-__all__ = [
-    "EnvSettings",
-    "Settings",
-    "settings_error",
-]
+__all__ = ["EnvSettings", "Settings", "settings_error"]
 
 _KINDS: dict[Any, str] = {int: "a whole number", float: "a number", bool: "true or false",
                           list: "a JSON list", str: "text", Path: "a path"}

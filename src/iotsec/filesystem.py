@@ -46,24 +46,10 @@ from iotsec.errors import (
 )
 
 __all__ = [
-    "DEFAULT_DIR_MODE",
-    "PRIVATE_DIR_MODE",
-    "PRIVATE_FILE_MODE",
-    "StagedFile",
-    "atomic_stream",
-    "atomic_write",
-    "create_new",
-    "os_error",
-    "private_output",
-    "publish_directory",
-    "publish_private_file",
-    "read_bounded",
-    "replace_symlink",
-    "replacing",
-    "staged_file",
-    "staged_name",
-    "sync_directory",
-    "write_private_file",
+    "DEFAULT_DIR_MODE", "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "StagedFile", "atomic_stream",
+    "atomic_write", "create_new", "os_error", "private_output", "publish_directory",
+    "publish_private_file", "read_bounded", "replace_symlink", "replacing", "staged_file",
+    "staged_name", "sync_directory", "write_private_file"
 ]
 
 PRIVATE_FILE_MODE: Final = 0o600

@@ -7,11 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from iotsec.errors import InvalidInputError
 
-__all__ = [
-    "from_ts",
-    "parse_duration",
-    "ts",
-]
+__all__ = ["from_ts", "parse_duration", "ts"]
 
 _DURATION = re.compile(r"\s*([0-9]{1,6})\s*([smhdw]?)\s*", re.ASCII)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}

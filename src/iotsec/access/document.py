@@ -20,13 +20,7 @@ from iotsec.access.policy import Role, Rule, parse_action, parse_role_name
 from iotsec.errors import InputTooLargeError, IotsecError, PolicyError
 from iotsec.identity.registry import parse_group_name
 
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_DOCUMENT_BYTES",
-    "PolicyDocument",
-    "parse_document",
-    "render_document",
-]
+__all__ = ["MAX_DEPTH", "MAX_DOCUMENT_BYTES", "PolicyDocument", "parse_document", "render_document"]
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 

@@ -28,11 +28,7 @@ from iotsec.access.topics import (
     parse_topic_name,
 )
 
-__all__ = [
-    "CompiledPolicy",
-    "Decision",
-    "variable_values",
-]
+__all__ = ["CompiledPolicy", "Decision", "variable_values"]
 
 _LITERAL, _PLUS, _HASH, _VAR = 0, 1, 2, 3
 

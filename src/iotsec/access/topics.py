@@ -17,14 +17,8 @@ from dataclasses import dataclass
 from iotsec.errors import InvalidInputError
 
 __all__ = [
-    "MAX_TOPIC_BYTES",
-    "Level",
-    "TopicError",
-    "TopicFilter",
-    "covers_levels",
-    "match_levels",
-    "overlaps_levels",
-    "parse_topic_name",
+    "MAX_TOPIC_BYTES", "Level", "TopicError", "TopicFilter", "covers_levels", "match_levels",
+    "overlaps_levels", "parse_topic_name"
 ]
 
 MAX_TOPIC_BYTES = 65_535

@@ -33,27 +33,9 @@ from iotsec.errors import InputTooLargeError
 from iotsec.timeutil import parse_duration
 
 __all__ = [
-    "AssignIn",
-    "AuthzIn",
-    "GroupIn",
-    "RoleIn",
-    "RuleIO",
-    "TokenIn",
-    "add_group",
-    "add_role",
-    "apply_policy",
-    "assign",
-    "authz_check",
-    "create_token",
-    "decide",
-    "delete_token",
-    "events",
-    "export_policy",
-    "lint_policy",
-    "role",
-    "roles",
-    "router",
-    "tokens",
+    "AssignIn", "AuthzIn", "GroupIn", "RoleIn", "RuleIO", "TokenIn", "add_group", "add_role",
+    "apply_policy", "assign", "authz_check", "create_token", "decide", "delete_token", "events",
+    "export_policy", "lint_policy", "role", "roles", "router", "tokens"
 ]
 
 router = APIRouter(prefix="/v1")

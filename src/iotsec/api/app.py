@@ -25,10 +25,7 @@ from iotsec.api.ota import router as ota_router
 from iotsec.api.routes import public, v1
 from iotsec.app.runtime import Runtime
 
-__all__ = [
-    "app_from_environment",
-    "create_app",
-]
+__all__ = ["app_from_environment", "create_app"]
 
 
 def _declare_scopes(router: APIRouter) -> APIRouter:

@@ -15,11 +15,7 @@ from iotsec.audit.report import audit_json
 from iotsec.audit.snapshot import AuditOptions
 from iotsec.timeutil import parse_duration
 
-__all__ = [
-    "Days",
-    "audit",
-    "router",
-]
+__all__ = ["Days", "audit", "router"]
 
 router = APIRouter(prefix="/v1")
 

@@ -14,14 +14,7 @@ from iotsec.app.wire.records import AttestationOut
 from iotsec.compliance.evidence import MAX_NOTE
 from iotsec.compliance.report import compliance_json
 
-__all__ = [
-    "AttestationIn",
-    "FrameworkPath",
-    "attest",
-    "attestations",
-    "report",
-    "router",
-]
+__all__ = ["AttestationIn", "FrameworkPath", "attest", "attestations", "report", "router"]
 
 router = APIRouter(prefix="/v1/compliance")
 FrameworkPath = Annotated[str, Path(max_length=64, description="etsi-en-303-645, "

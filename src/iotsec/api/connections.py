@@ -32,13 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-__all__ = [
-    "GuardedHttp",
-    "GuardedLoop",
-    "H11Guarded",
-    "HttpToolsGuarded",
-    "raise_file_limit",
-]
+__all__ = ["GuardedHttp", "GuardedLoop", "H11Guarded", "HttpToolsGuarded", "raise_file_limit"]
 
 
 class _Deadline:

@@ -15,14 +15,7 @@ from fastapi import Depends, Request
 from iotsec.app.access.api_tokens import Principal, Scope, authenticate
 from iotsec.app.runtime import Runtime
 
-__all__ = [
-    "AdminDep",
-    "AuditorDep",
-    "OperatorDep",
-    "RuntimeDep",
-    "get_runtime",
-    "require",
-]
+__all__ = ["AdminDep", "AuditorDep", "OperatorDep", "RuntimeDep", "get_runtime", "require"]
 
 
 async def get_runtime(request: Request) -> Runtime:

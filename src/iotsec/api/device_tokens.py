@@ -12,14 +12,7 @@ from iotsec.app.identity import device_tokens as service
 from iotsec.app.wire.identity import DeviceKeyOut, KeyCreatedOut, VerifiedOut
 from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES
 
-__all__ = [
-    "KeyIn",
-    "VerifyIn",
-    "list_keys",
-    "register_key",
-    "router",
-    "verify_token",
-]
+__all__ = ["KeyIn", "VerifyIn", "list_keys", "register_key", "router", "verify_token"]
 
 router = APIRouter(prefix="/v1")
 

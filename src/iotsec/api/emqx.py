@@ -22,13 +22,7 @@ from iotsec.app.access.api_tokens import Principal, Scope
 from iotsec.app.broker import emqx as service
 from iotsec.broker.emqx import MAX_REQUEST_BYTES
 
-__all__ = [
-    "BrokerDep",
-    "acl",
-    "authn",
-    "authz",
-    "router",
-]
+__all__ = ["BrokerDep", "acl", "authn", "authz", "router"]
 
 router = APIRouter(prefix="/v1/emqx", tags=["emqx"])
 BrokerDep = Annotated[Principal, Depends(require(Scope.BROKER))]

@@ -23,10 +23,7 @@ from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.broker import emqx as service
 from iotsec.broker.emqx import MAX_REQUEST_BYTES
 
-__all__ = [
-    "PATH",
-    "EmqxFastPath",
-]
+__all__ = ["PATH", "EmqxFastPath"]
 
 PATH = "/v1/emqx/authz"
 

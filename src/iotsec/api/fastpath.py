@@ -32,13 +32,7 @@ from iotsec.app.wire.access import decision_fields
 from iotsec.errors import IotsecError
 
 __all__ = [
-    "LIMITS",
-    "MAX_BODY",
-    "PATH",
-    "REQUIRED",
-    "BearerFastPath",
-    "DecisionFastPath",
-    "parse_body",
+    "LIMITS", "MAX_BODY", "PATH", "REQUIRED", "BearerFastPath", "DecisionFastPath", "parse_body"
 ]
 
 PATH = "/v1/authz/check"

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = [
-    "HSTS",
-    "NOSNIFF",
-    "NO_STORE",
-    "SecurityHeaders",
-]
+__all__ = ["HSTS", "NOSNIFF", "NO_STORE", "SecurityHeaders"]
 
 # Two years, the preload lists' minimum; no includeSubDomains: iotsec may be served on a
 # host name whose sibling names are not iotsec's to decide for.

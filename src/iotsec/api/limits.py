@@ -6,10 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = [
-    "MAX_BODY",
-    "BodyLimit",
-]
+__all__ = ["MAX_BODY", "BodyLimit"]
 
 MAX_BODY = 256 * 1024
 

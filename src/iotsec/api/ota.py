@@ -42,30 +42,10 @@ from iotsec.identity.device_tokens import VerifiedToken
 from iotsec.timeutil import parse_duration
 
 __all__ = [
-    "CampaignIdPath",
-    "CampaignIn",
-    "ControlIn",
-    "DeviceDep",
-    "ReportIn",
-    "abort",
-    "authenticate_device",
-    "campaign",
-    "campaign_devices",
-    "campaigns",
-    "create_campaign",
-    "device_assignment",
-    "device_firmware",
-    "device_report",
-    "device_router",
-    "pause",
-    "refresh",
-    "releases",
-    "repository",
-    "resume",
-    "router",
-    "tick",
-    "tuf_metadata",
-    "tuf_target",
+    "CampaignIdPath", "CampaignIn", "ControlIn", "DeviceDep", "ReportIn", "abort",
+    "authenticate_device", "campaign", "campaign_devices", "campaigns", "create_campaign",
+    "device_assignment", "device_firmware", "device_report", "device_router", "pause", "refresh",
+    "releases", "repository", "resume", "router", "tick", "tuf_metadata", "tuf_target"
 ]
 
 router = APIRouter(prefix="/v1/ota")

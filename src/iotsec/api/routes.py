@@ -34,25 +34,9 @@ from iotsec.pki.keys import KeyType
 from iotsec.timeutil import parse_duration
 
 __all__ = [
-    "add_device",
-    "ca_chain",
-    "crl",
-    "disable_device",
-    "enable_device",
-    "healthz",
-    "issue",
-    "issue_keygen",
-    "list_certificates",
-    "list_devices",
-    "public",
-    "renew",
-    "retire_device",
-    "revoke",
-    "revoke_device",
-    "revoke_infrastructure",
-    "show_certificate",
-    "show_device",
-    "v1",
+    "add_device", "ca_chain", "crl", "disable_device", "enable_device", "healthz", "issue",
+    "issue_keygen", "list_certificates", "list_devices", "public", "renew", "retire_device",
+    "revoke", "revoke_device", "revoke_infrastructure", "show_certificate", "show_device", "v1"
 ]
 
 public = APIRouter()

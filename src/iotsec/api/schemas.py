@@ -6,15 +6,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "MAX_INT32",
-    "MAX_INT64",
-    "MIN_INT64",
-    "DeviceIn",
-    "IssueIn",
-    "KeygenIn",
-    "RenewIn",
-    "RevokeIn",
-    "Strict",
+    "MAX_INT32", "MAX_INT64", "MIN_INT64", "DeviceIn", "IssueIn", "KeygenIn", "RenewIn",
+    "RevokeIn", "Strict"
 ]
 
 #: The largest integer the API accepts anywhere (a signed 64-bit integer, the widest column

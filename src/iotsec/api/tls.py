@@ -19,12 +19,7 @@ from typing import Any
 
 from iotsec.errors import ConfigError
 
-__all__ = [
-    "ALPN",
-    "TLS12_CIPHERS",
-    "server_context",
-    "ssl_context_factory",
-]
+__all__ = ["ALPN", "TLS12_CIPHERS", "server_context", "ssl_context_factory"]
 
 # TLS 1.2 only (``set_ciphers`` does not touch TLS 1.3): ECDHE key exchange, AEAD ciphers;
 # ECDSA first because iotsec's server key is an EC key, RSA for a key brought from outside.

@@ -24,12 +24,7 @@ from iotsec.store import models as m
 from iotsec.store.db import in_transaction, reading, transaction
 from iotsec.timeutil import from_ts, ts
 
-__all__ = [
-    "MAX_FIELD",
-    "Event",
-    "EventSink",
-    "list_events",
-]
+__all__ = ["MAX_FIELD", "Event", "EventSink", "list_events"]
 
 log = logging.getLogger("iotsec.events")
 MAX_FIELD = 256

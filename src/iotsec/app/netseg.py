@@ -22,16 +22,8 @@ from iotsec.netseg.nftables import compile_nftables
 from iotsec.netseg.policy import parse_policy
 
 __all__ = [
-    "NFT_TIMEOUT_S",
-    "CheckResult",
-    "Format",
-    "ValidationReport",
-    "check",
-    "compile_policy",
-    "nft_binary",
-    "nft_check",
-    "nft_load",
-    "validate",
+    "NFT_TIMEOUT_S", "CheckResult", "Format", "ValidationReport", "check", "compile_policy",
+    "nft_binary", "nft_check", "nft_load", "validate"
 ]
 
 NFT_TIMEOUT_S = 120.0

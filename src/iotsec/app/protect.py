@@ -54,22 +54,9 @@ from iotsec.protect.pairing import (
 from iotsec.protect.replay import ReplayWindow
 
 __all__ = [
-    "KEY_TYPES",
-    "MAX_WINDOW_STATE",
-    "STDIO",
-    "KeyPair",
-    "Rewrapped",
-    "decrypt_file",
-    "default_seq",
-    "encrypt_file",
-    "generate_keypair",
-    "inspect_file",
-    "load_window",
-    "open_payload",
-    "pair",
-    "rewrap_file",
-    "save_window",
-    "seal_payload",
+    "KEY_TYPES", "MAX_WINDOW_STATE", "STDIO", "KeyPair", "Rewrapped", "decrypt_file",
+    "default_seq", "encrypt_file", "generate_keypair", "inspect_file", "load_window",
+    "open_payload", "pair", "rewrap_file", "save_window", "seal_payload"
 ]
 
 STDIO = "-"

@@ -26,13 +26,7 @@ from iotsec.store import models as m
 from iotsec.store.db import make_engine, reading
 from iotsec.store.migrate import is_current
 
-__all__ = [
-    "Runtime",
-    "Slot",
-    "open_runtime",
-    "record_key_use",
-    "utcnow",
-]
+__all__ = ["Runtime", "Slot", "open_runtime", "record_key_use", "utcnow"]
 
 T = TypeVar("T")
 

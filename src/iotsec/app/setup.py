@@ -23,11 +23,7 @@ from iotsec.store.db import make_engine, reading, transaction
 from iotsec.store.migrate import upgrade
 from iotsec.timeutil import ts
 
-__all__ = [
-    "BOOTSTRAP_TOKEN_DAYS",
-    "InitResult",
-    "init_home",
-]
+__all__ = ["BOOTSTRAP_TOKEN_DAYS", "InitResult", "init_home"]
 
 #: Lifetime of the admin token 'iotsec init' prints.
 BOOTSTRAP_TOKEN_DAYS = 90

@@ -10,10 +10,7 @@ from collections import deque
 from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import ThrottledError
 
-__all__ = [
-    "Throttle",
-    "failure_throttle",
-]
+__all__ = ["Throttle", "failure_throttle"]
 
 
 class Throttle:

@@ -14,10 +14,7 @@ from iotsec.audit.model import CheckOutcome
 from iotsec.audit.snapshot import AuditOptions, EventFacts, Snapshot
 from iotsec.findings.model import Location
 
-__all__ = [
-    "client_id_conflict",
-    "shared_certificate",
-]
+__all__ = ["client_id_conflict", "shared_certificate"]
 
 
 def _host(source: str | None) -> str | None:

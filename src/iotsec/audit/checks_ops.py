@@ -13,15 +13,8 @@ from iotsec.findings.model import Finding, Location, Severity
 from iotsec.timeutil import from_ts
 
 __all__ = [
-    "BROKER_RULES",
-    "NO_BROKER",
-    "PERMISSIVE_LINT",
-    "Checked",
-    "broker",
-    "firmware_below_counter",
-    "logging_disabled",
-    "policy",
-    "token_no_expiry",
+    "BROKER_RULES", "NO_BROKER", "PERMISSIVE_LINT", "Checked", "broker", "firmware_below_counter",
+    "logging_disabled", "policy", "token_no_expiry"
 ]
 
 Checked = tuple[list[Finding], CheckOutcome]

@@ -14,22 +14,10 @@ from iotsec.findings.model import Finding, Location, Severity
 from iotsec.timeutil import from_ts
 
 __all__ = [
-    "CONNECT_KINDS",
-    "IDENTITY_KINDS",
-    "Checked",
-    "ca_expiring",
-    "ca_key_problems",
-    "ca_location",
-    "ca_weak_key",
-    "cert_location",
-    "device_cert_expiring",
-    "device_cert_old",
-    "device_key_problem",
-    "device_location",
-    "device_weak_key",
-    "revoked_ca_active_certs",
-    "revoked_cert_connecting",
-    "when",
+    "CONNECT_KINDS", "IDENTITY_KINDS", "Checked", "ca_expiring", "ca_key_problems", "ca_location",
+    "ca_weak_key", "cert_location", "device_cert_expiring", "device_cert_old",
+    "device_key_problem", "device_location", "device_weak_key", "revoked_ca_active_certs",
+    "revoked_cert_connecting", "when"
 ]
 
 Checked = tuple[list[Finding], CheckOutcome]

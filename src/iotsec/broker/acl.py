@@ -46,16 +46,8 @@ from iotsec.access.policy import Effect, Identity, Role, check_identity_value
 from iotsec.broker.acl_grants import Grants, Template, Var, grants, intersect, overlap_warnings
 
 __all__ = [
-    "ADMIN_USER",
-    "INTERNAL_USERS",
-    "LARGE_USER_BLOCKS",
-    "MAX_EXPANSION",
-    "MAX_LINE_BYTES",
-    "PROBE_USER",
-    "CompiledAcl",
-    "FleetDevice",
-    "compile_acl",
-    "writable",
+    "ADMIN_USER", "INTERNAL_USERS", "LARGE_USER_BLOCKS", "MAX_EXPANSION", "MAX_LINE_BYTES",
+    "PROBE_USER", "CompiledAcl", "FleetDevice", "compile_acl", "writable"
 ]
 
 #: Longest ACL line written (Mosquitto reads lines into a 1024-byte buffer).

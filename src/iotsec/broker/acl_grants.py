@@ -17,14 +17,7 @@ from iotsec.access.policy import Effect, Rule
 from iotsec.access.topics import overlaps_levels
 
 __all__ = [
-    "Grants",
-    "Level",
-    "Template",
-    "Var",
-    "grants",
-    "intersect",
-    "overlap_warnings",
-    "template",
+    "Grants", "Level", "Template", "Var", "grants", "intersect", "overlap_warnings", "template"
 ]
 
 

@@ -28,16 +28,8 @@ from iotsec.broker.acl import FleetDevice
 from iotsec.errors import PolicyError
 
 __all__ = [
-    "CA_FILE",
-    "CERT_FILE",
-    "CRL_FILE",
-    "KEY_FILE",
-    "BrokerAdapter",
-    "BrokerDecision",
-    "FleetPolicy",
-    "PkiFiles",
-    "check_mqtt_action",
-    "identity_of",
+    "CA_FILE", "CERT_FILE", "CRL_FILE", "KEY_FILE", "BrokerAdapter", "BrokerDecision",
+    "FleetPolicy", "PkiFiles", "check_mqtt_action", "identity_of"
 ]
 
 #: File names of the PKI material in a broker's directory (both integrations write them).

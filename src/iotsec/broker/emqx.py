@@ -47,25 +47,10 @@ from iotsec.access.topics import TopicError, TopicFilter, overlaps_levels, parse
 from iotsec.errors import EmqxRequestError
 
 __all__ = [
-    "AUTHN_DENY",
-    "AUTHZ_ALLOW",
-    "AUTHZ_DENY",
-    "DENY_ALL",
-    "MAX_ACL_RULES",
-    "MAX_CERT_FIELD",
-    "MAX_EXPANSION",
-    "MAX_FIELD",
-    "MAX_REQUEST_BYTES",
-    "AclRule",
-    "AuthnRequest",
-    "AuthzRequest",
-    "EmqxAcl",
-    "authn_allow",
-    "compile_acl",
-    "emqx_match",
-    "parse_authn_request",
-    "parse_authz_request",
-    "parse_cert",
+    "AUTHN_DENY", "AUTHZ_ALLOW", "AUTHZ_DENY", "DENY_ALL", "MAX_ACL_RULES", "MAX_CERT_FIELD",
+    "MAX_EXPANSION", "MAX_FIELD", "MAX_REQUEST_BYTES", "AclRule", "AuthnRequest", "AuthzRequest",
+    "EmqxAcl", "authn_allow", "compile_acl", "emqx_match", "parse_authn_request",
+    "parse_authz_request", "parse_cert"
 ]
 
 #: Largest request body accepted from EMQX (a certificate in PEM is the largest field).

@@ -32,11 +32,7 @@ from iotsec.broker.adapter import (
 from iotsec.broker.emqx import EmqxAcl, compile_acl
 from iotsec.broker.emqx_conf import EmqxConfig, render_snippet
 
-__all__ = [
-    "HEADER",
-    "EmqxAdapter",
-    "EmqxPolicy",
-]
+__all__ = ["HEADER", "EmqxAdapter", "EmqxPolicy"]
 
 HEADER = ("Written by iotsec ('iotsec broker emqx render'); include it from emqx.conf on "
           "every node: include \"<path>/emqx-iotsec.hocon\"")

@@ -30,16 +30,8 @@ from urllib.parse import urlsplit
 from iotsec.errors import BrokerConfigError
 
 __all__ = [
-    "AUTHN_BODY",
-    "AUTHN_PATH",
-    "AUTHZ_BODY",
-    "AUTHZ_PATH",
-    "CIPHERS",
-    "TLS_VERSIONS",
-    "EmqxConfig",
-    "check_api_url",
-    "q",
-    "render_snippet",
+    "AUTHN_BODY", "AUTHN_PATH", "AUTHZ_BODY", "AUTHZ_PATH", "CIPHERS", "TLS_VERSIONS",
+    "EmqxConfig", "check_api_url", "q", "render_snippet"
 ]
 
 #: TLS 1.3 suites, then the TLS 1.2 ECDHE-ECDSA AEAD suites (the server key is P-256).

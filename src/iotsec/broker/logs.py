@@ -27,11 +27,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = [
-    "MAX_LINE",
-    "LogRecord",
-    "parse_line",
-]
+__all__ = ["MAX_LINE", "LogRecord", "parse_line"]
 
 #: Longest line parsed: a Denied PUBLISH line holds a topic of up to 65,535 bytes.
 MAX_LINE = 70_000

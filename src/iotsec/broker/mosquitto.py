@@ -34,19 +34,9 @@ from cryptography import x509
 from iotsec.errors import BrokerConfigError, BrokerCrlError, BrokerValidationError
 
 __all__ = [
-    "LOG_TIMESTAMP_FORMAT",
-    "MAX_ACL_BYTES",
-    "MAX_SOCKET_PATH",
-    "PBKDF2_ITERATIONS",
-    "TLS12_CIPHERS",
-    "CrlInfo",
-    "Layout",
-    "ListenerSettings",
-    "acl_lines",
-    "check_acl",
-    "check_crl",
-    "password_line",
-    "render_conf",
+    "LOG_TIMESTAMP_FORMAT", "MAX_ACL_BYTES", "MAX_SOCKET_PATH", "PBKDF2_ITERATIONS",
+    "TLS12_CIPHERS", "CrlInfo", "Layout", "ListenerSettings", "acl_lines", "check_acl",
+    "check_crl", "password_line", "render_conf"
 ]
 
 #: The TLS 1.2 suites offered (the server key is ECDSA P-256); TLS 1.3 uses its defaults.

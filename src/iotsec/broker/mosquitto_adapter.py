@@ -24,10 +24,7 @@ from iotsec.broker.acl import CompiledAcl, compile_acl
 from iotsec.broker.adapter import BrokerDecision, FleetPolicy, PkiFiles, check_mqtt_action
 from iotsec.broker.mosquitto import Layout, ListenerSettings, acl_lines, render_conf
 
-__all__ = [
-    "AclFile",
-    "MosquittoAdapter",
-]
+__all__ = ["AclFile", "MosquittoAdapter"]
 
 
 @dataclass(frozen=True, slots=True)

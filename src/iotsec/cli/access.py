@@ -15,14 +15,8 @@ from iotsec.cli.options import JsonOpt, NameArg
 from iotsec.cli.output import console, emit_json, plural, table
 
 __all__ = [
-    "authz_app",
-    "authz_check",
-    "group_add",
-    "group_app",
-    "role_add",
-    "role_app",
-    "role_list",
-    "role_show",
+    "authz_app", "authz_check", "group_add", "group_app", "role_add", "role_app", "role_list",
+    "role_show"
 ]
 
 role_app = typer.Typer(help="Device roles: rules of allow/deny, action and resource.",

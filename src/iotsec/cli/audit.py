@@ -29,9 +29,7 @@ from iotsec.cli.reports import run_report, write_schema
 from iotsec.findings.model import count_by_severity
 from iotsec.timeutil import parse_duration
 
-__all__ = [
-    "audit",
-]
+__all__ = ["audit"]
 
 
 def _print(result: AuditResult, limit: int) -> None:

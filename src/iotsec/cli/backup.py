@@ -14,14 +14,7 @@ from iotsec.cli.output import console, emit_json, err_console, read_input, when
 from iotsec.config import Settings
 from iotsec.errors import InvalidInputError
 
-__all__ = [
-    "MAX_CRL_FILE",
-    "PASSPHRASE_ENV",
-    "app",
-    "create",
-    "migrate",
-    "restore",
-]
+__all__ = ["MAX_CRL_FILE", "PASSPHRASE_ENV", "app", "create", "migrate", "restore"]
 
 app = typer.Typer(help="Encrypted backups of a home, and restoring them.", no_args_is_help=True)
 PASSPHRASE_ENV = "IOTSEC_BACKUP_PASSPHRASE"  # noqa: S105 - the name of a variable

@@ -19,17 +19,8 @@ from iotsec.cli.output import console, emit_json, err_console, plural
 from iotsec.errors import BrokerConfigError, InvalidInputError, NotFoundError
 
 __all__ = [
-    "BindOpt",
-    "DnsOpt",
-    "IpOpt",
-    "PortOpt",
-    "app",
-    "emqx_app",
-    "emqx_render",
-    "ingest",
-    "mosquitto_app",
-    "render",
-    "sync",
+    "BindOpt", "DnsOpt", "IpOpt", "PortOpt", "app", "emqx_app", "emqx_render", "ingest",
+    "mosquitto_app", "render", "sync"
 ]
 
 app = typer.Typer(help="Drive the MQTT broker that enforces iotsec's decisions.",

@@ -9,10 +9,7 @@ from iotsec.cli.context import runtime
 from iotsec.cli.options import OutputFileOpt
 from iotsec.cli.output import write_output
 
-__all__ = [
-    "app",
-    "chain",
-]
+__all__ = ["app", "chain"]
 
 app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
 

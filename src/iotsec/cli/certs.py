@@ -38,17 +38,7 @@ from iotsec.pki.csr import MAX_CSR_BYTES
 from iotsec.pki.keys import KeyType
 from iotsec.timeutil import parse_duration
 
-__all__ = [
-    "DaysOpt",
-    "SharedKeyOpt",
-    "app",
-    "import_",
-    "issue",
-    "list_",
-    "renew",
-    "revoke",
-    "show",
-]
+__all__ = ["DaysOpt", "SharedKeyOpt", "app", "import_", "issue", "list_", "renew", "revoke", "show"]
 
 app = typer.Typer(help="Device certificates.", no_args_is_help=True)
 DaysOpt = Annotated[int | None, typer.Option("--days", help="Validity in days (default: the "

@@ -30,13 +30,8 @@ from iotsec.compliance.frameworks import FRAMEWORKS
 from iotsec.errors import IotsecError
 
 __all__ = [
-    "FRAMEWORK_HELP",
-    "FrameworkOpt",
-    "app",
-    "attest",
-    "frameworks",
-    "list_attestations",
-    "report_cmd",
+    "FRAMEWORK_HELP", "FrameworkOpt", "app", "attest", "frameworks", "list_attestations",
+    "report_cmd"
 ]
 
 app = typer.Typer(help="Compliance reports (ETSI EN 303 645, NIST IR 8259A, OWASP IoT Top 10) "

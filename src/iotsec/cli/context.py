@@ -8,9 +8,7 @@ from contextlib import contextmanager
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 
-__all__ = [
-    "runtime",
-]
+__all__ = ["runtime"]
 
 
 @contextmanager

@@ -14,9 +14,7 @@ from iotsec.cli.output import write_output
 from iotsec.errors import InvalidInputError
 from iotsec.pki.x509 import to_pem
 
-__all__ = [
-    "crl",
-]
+__all__ = ["crl"]
 
 
 def crl(

@@ -17,16 +17,8 @@ from iotsec.identity.device_tokens import MAX_PUBLIC_KEY_BYTES, MAX_TOKEN_BYTES
 from iotsec.timeutil import from_ts, parse_duration
 
 __all__ = [
-    "STDIN",
-    "app",
-    "key_add",
-    "key_app",
-    "key_list",
-    "key_revoke",
-    "secret_app",
-    "secret_create",
-    "secret_rotate",
-    "verify",
+    "STDIN", "app", "key_add", "key_app", "key_list", "key_revoke", "secret_app", "secret_create",
+    "secret_rotate", "verify"
 ]
 
 app = typer.Typer(help="Device tokens (JWTs) for devices that cannot use mutual TLS.",

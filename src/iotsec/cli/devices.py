@@ -23,17 +23,8 @@ from iotsec.errors import InvalidInputError, IotsecError
 from iotsec.identity.registry import DeviceState
 
 __all__ = [
-    "MAX_IMPORT_BYTES",
-    "IdArg",
-    "add",
-    "app",
-    "assign",
-    "disable",
-    "enable",
-    "import_",
-    "list_",
-    "retire",
-    "show",
+    "MAX_IMPORT_BYTES", "IdArg", "add", "app", "assign", "disable", "enable", "import_", "list_",
+    "retire", "show"
 ]
 
 app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)

@@ -9,9 +9,7 @@ import typer
 from iotsec.cli import firmware_images, firmware_keys
 from iotsec.cli.firmware_publish import firmware_publish
 
-__all__ = [
-    "app",
-]
+__all__ = ["app"]
 
 app = typer.Typer(help="Signed firmware images (MCUboot format): keys, sign, verify, inspect.",
                   no_args_is_help=True)

@@ -28,12 +28,7 @@ from iotsec.firmware.image import (
 from iotsec.firmware.layout import ImageInfo
 from iotsec.firmware.sign import SignOptions, auto_security_counter
 
-__all__ = [
-    "info_json",
-    "inspect",
-    "sign",
-    "verify",
-]
+__all__ = ["info_json", "inspect", "sign", "verify"]
 
 
 def _int(text: str | None, name: str) -> int | None:

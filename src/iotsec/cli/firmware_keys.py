@@ -18,13 +18,7 @@ from iotsec.cli.output import console, emit_json, err_console
 from iotsec.errors import FirmwareKeyError
 from iotsec.firmware.image_keys import FirmwareKeyType, TrustedKey, public_pem
 
-__all__ = [
-    "import_key",
-    "key_json",
-    "keygen",
-    "public_key",
-    "signing_passphrase",
-]
+__all__ = ["import_key", "key_json", "keygen", "public_key", "signing_passphrase"]
 
 
 def signing_passphrase(*, new: bool) -> bytes:

@@ -19,9 +19,7 @@ from iotsec.cli.ota_repo import KeysOpt, load_keys, print_outcome
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.sign import SignOptions
 
-__all__ = [
-    "firmware_publish",
-]
+__all__ = ["firmware_publish"]
 
 
 def firmware_publish(

@@ -21,15 +21,8 @@ from iotsec.errors import InvalidInputError
 from iotsec.pki.keys import KeyType
 
 __all__ = [
-    "ROTATABLE",
-    "app",
-    "export_public",
-    "generate",
-    "list_",
-    "reinstate",
-    "report",
-    "retire",
-    "rotate",
+    "ROTATABLE", "app", "export_public", "generate", "list_", "reinstate", "report", "retire",
+    "rotate"
 ]
 
 app = typer.Typer(help="Keys in custody: list, generate, export public keys, rotate the "

@@ -33,10 +33,7 @@ from iotsec.cli.output import err_console, print_error
 from iotsec.errors import IotsecError
 from iotsec.filesystem import os_error
 
-__all__ = [
-    "app",
-    "main",
-]
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="iotsec",

@@ -15,14 +15,7 @@ from iotsec.netseg.findings import review_json
 from iotsec.netseg.services import SERVICES
 from iotsec.netseg.source import MAX_POLICY_BYTES
 
-__all__ = [
-    "FileArg",
-    "app",
-    "check",
-    "compile_",
-    "services",
-    "validate",
-]
+__all__ = ["FileArg", "app", "check", "compile_", "services", "validate"]
 
 app = typer.Typer(
     help="Network segmentation: zones and rules as a policy file, checked, and compiled "

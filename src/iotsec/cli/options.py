@@ -11,16 +11,8 @@ from typing import Annotated
 import typer
 
 __all__ = [
-    "DeviceArg",
-    "FailOnFindingOpt",
-    "HtmlReportOpt",
-    "JsonOpt",
-    "JsonReportOpt",
-    "JsonSchemaOpt",
-    "LimitOpt",
-    "NameArg",
-    "OutputFileOpt",
-    "SarifReportOpt",
+    "DeviceArg", "FailOnFindingOpt", "HtmlReportOpt", "JsonOpt", "JsonReportOpt", "JsonSchemaOpt",
+    "LimitOpt", "NameArg", "OutputFileOpt", "SarifReportOpt"
 ]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

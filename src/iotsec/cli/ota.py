@@ -10,9 +10,7 @@ import typer
 from iotsec.cli.ota_campaigns import campaign_app, release_app
 from iotsec.cli.ota_repo import key_app, metadata_app, repo_app
 
-__all__ = [
-    "app",
-]
+__all__ = ["app"]
 
 app = typer.Typer(help="Secure OTA: the TUF update repository and rollout campaigns.",
                   no_args_is_help=True)

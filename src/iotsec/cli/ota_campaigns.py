@@ -20,18 +20,9 @@ from iotsec.firmware.image import ImageVersion
 from iotsec.timeutil import parse_duration
 
 __all__ = [
-    "CampaignId",
-    "campaign_abort",
-    "campaign_app",
-    "campaign_create",
-    "campaign_devices",
-    "campaign_list",
-    "campaign_pause",
-    "campaign_resume",
-    "campaign_status",
-    "campaign_tick",
-    "release_app",
-    "release_list",
+    "CampaignId", "campaign_abort", "campaign_app", "campaign_create", "campaign_devices",
+    "campaign_list", "campaign_pause", "campaign_resume", "campaign_status", "campaign_tick",
+    "release_app", "release_list"
 ]
 
 campaign_app = typer.Typer(help="Rollout campaigns.", no_args_is_help=True)

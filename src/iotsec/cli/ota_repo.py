@@ -29,20 +29,9 @@ from iotsec.firmware.tufmeta import MAX_METADATA, Expiry
 from iotsec.timeutil import parse_duration
 
 __all__ = [
-    "PASSPHRASE_ENV",
-    "KeysOpt",
-    "key_app",
-    "key_generate",
-    "load_keys",
-    "metadata_app",
-    "metadata_import",
-    "metadata_sign",
-    "print_outcome",
-    "repo_app",
-    "repo_init",
-    "repo_refresh",
-    "repo_rotate",
-    "repo_status",
+    "PASSPHRASE_ENV", "KeysOpt", "key_app", "key_generate", "load_keys", "metadata_app",
+    "metadata_import", "metadata_sign", "print_outcome", "repo_app", "repo_init", "repo_refresh",
+    "repo_rotate", "repo_status"
 ]
 
 PASSPHRASE_ENV = "IOTSEC_TUF_KEY_PASSPHRASE"  # noqa: S105 - a variable name

@@ -18,16 +18,8 @@ from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, No
 from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 
 __all__ = [
-    "IDENTIFIER_COLUMNS",
-    "console",
-    "emit_json",
-    "err_console",
-    "plural",
-    "print_error",
-    "read_input",
-    "table",
-    "when",
-    "write_output",
+    "IDENTIFIER_COLUMNS", "console", "emit_json", "err_console", "plural", "print_error",
+    "read_input", "table", "when", "write_output"
 ]
 
 console = Console(highlight=False)

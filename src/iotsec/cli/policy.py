@@ -15,12 +15,7 @@ from iotsec.cli.options import JsonOpt, OutputFileOpt
 from iotsec.cli.output import console, emit_json, plural, read_input, table, write_output
 from iotsec.findings.model import Severity
 
-__all__ = [
-    "app",
-    "apply",
-    "export",
-    "lint",
-]
+__all__ = ["app", "apply", "export", "lint"]
 
 app = typer.Typer(help="The access policy as code: apply, export, lint.", no_args_is_help=True)
 

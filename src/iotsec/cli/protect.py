@@ -19,22 +19,8 @@ from iotsec.protect.pairing import MAX_KEY_FILE, Algorithm, new_salt
 from iotsec.protect.payload import MAX_MESSAGE, MAX_PAYLOAD, Opened, parse
 
 __all__ = [
-    "AadOpt",
-    "InArg",
-    "SaltOpt",
-    "SenderIdOpt",
-    "data_app",
-    "decrypt",
-    "encrypt",
-    "inspect",
-    "inspect_data",
-    "keygen",
-    "open_",
-    "pair",
-    "parse_size",
-    "payload_app",
-    "rewrap",
-    "seal",
+    "AadOpt", "InArg", "SaltOpt", "SenderIdOpt", "data_app", "decrypt", "encrypt", "inspect",
+    "inspect_data", "keygen", "open_", "pair", "parse_size", "payload_app", "rewrap", "seal"
 ]
 
 payload_app = typer.Typer(help="End-to-end protected payloads (COSE_Encrypt0 / COSE_Sign1): "

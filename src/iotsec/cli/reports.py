@@ -17,15 +17,8 @@ from iotsec.errors import IotsecError
 from iotsec.findings.model import Severity
 
 __all__ = [
-    "EXIT_COULD_NOT_RUN",
-    "EXIT_FINDINGS",
-    "FAIL_ON",
-    "Report",
-    "could_not_run",
-    "parse_fail_on",
-    "run_report",
-    "to_stdout",
-    "write_schema",
+    "EXIT_COULD_NOT_RUN", "EXIT_FINDINGS", "FAIL_ON", "Report", "could_not_run", "parse_fail_on",
+    "run_report", "to_stdout", "write_schema"
 ]
 
 FAIL_ON = ("critical", "high", "medium", "low", "info", "never")

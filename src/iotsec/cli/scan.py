@@ -34,9 +34,7 @@ from iotsec.scan.model import (
 )
 from iotsec.scan.targets import DEFAULT_PORTS
 
-__all__ = [
-    "scan",
-]
+__all__ = ["scan"]
 
 
 @contextlib.contextmanager

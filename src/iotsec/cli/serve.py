@@ -20,17 +20,9 @@ from iotsec.cli.output import err_console
 from iotsec.errors import ConflictError, InvalidInputError
 
 __all__ = [
-    "FILE_RESERVE",
-    "HANDSHAKE_TIMEOUT",
-    "HEADER_TIMEOUT",
-    "IDLE_TIMEOUT",
-    "MAX_CONNECTIONS",
-    "Limits",
-    "claim_port",
-    "connection_limit",
-    "parse_forwarded_allow_ips",
-    "serve",
-    "uvicorn_options",
+    "FILE_RESERVE", "HANDSHAKE_TIMEOUT", "HEADER_TIMEOUT", "IDLE_TIMEOUT", "MAX_CONNECTIONS",
+    "Limits", "claim_port", "connection_limit", "parse_forwarded_allow_ips", "serve",
+    "uvicorn_options"
 ]
 
 # Defaults of the connection settings (seconds).

@@ -12,9 +12,7 @@ from iotsec.cli.output import console, emit_json, err_console
 from iotsec.config import Settings
 from iotsec.pki.keys import KeyType
 
-__all__ = [
-    "init",
-]
+__all__ = ["init"]
 
 
 def init(

@@ -14,14 +14,7 @@ from iotsec.cli.options import JsonOpt, LimitOpt, NameArg
 from iotsec.cli.output import console, emit_json, err_console, plural, table, when
 from iotsec.timeutil import parse_duration
 
-__all__ = [
-    "create",
-    "events",
-    "events_app",
-    "list_",
-    "revoke",
-    "token_app",
-]
+__all__ = ["create", "events", "events_app", "list_", "revoke", "token_app"]
 
 token_app = typer.Typer(help="API tokens for operators and automation.", no_args_is_help=True)
 events_app = typer.Typer(help="Security events.", no_args_is_help=True)

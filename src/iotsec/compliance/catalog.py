@@ -20,14 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
-    "AUDIT_RULE_IDS",
-    "FACT_NAMES",
-    "Category",
-    "Checks",
-    "Framework",
-    "Level",
-    "Provision",
-    "Status",
+    "AUDIT_RULE_IDS", "FACT_NAMES", "Category", "Checks", "Framework", "Level", "Provision",
+    "Status"
 ]
 
 

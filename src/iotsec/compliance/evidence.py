@@ -23,14 +23,8 @@ from iotsec.findings.model import Severity, clean_text
 from iotsec.scan.rules import ALL_RULES
 
 __all__ = [
-    "MAX_NOTE",
-    "MAX_SCAN_REPORT",
-    "Attestation",
-    "Evidence",
-    "Fact",
-    "ScanEvidence",
-    "ScanItem",
-    "parse_scan_report",
+    "MAX_NOTE", "MAX_SCAN_REPORT", "Attestation", "Evidence", "Fact", "ScanEvidence", "ScanItem",
+    "parse_scan_report"
 ]
 
 #: Largest scan report accepted as evidence (a scan of a /16 with findings fits easily).

@@ -26,16 +26,8 @@ from iotsec.pki.keys import KeyType, Signer
 from iotsec.protect.kek import KeyWrapper
 
 __all__ = [
-    "LABEL",
-    "SIGN",
-    "SIGN_IMAGE",
-    "UNWRAP",
-    "CustodyImageSigner",
-    "CustodySigner",
-    "KeyStore",
-    "RecordedKek",
-    "RecordingStore",
-    "check_label",
+    "LABEL", "SIGN", "SIGN_IMAGE", "UNWRAP", "CustodyImageSigner", "CustodySigner", "KeyStore",
+    "RecordedKek", "RecordingStore", "check_label"
 ]
 
 #: A key label: one rule for every store, so that a home can move between custodies.

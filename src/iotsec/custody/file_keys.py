@@ -38,10 +38,7 @@ from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePrivateKey, Loca
 from iotsec.pki.keys import KeyType, LocalSigner, Signer
 from iotsec.pki.pkcs8 import decrypt_private_key, encrypt_private_key
 
-__all__ = [
-    "MAX_KEY_FILE",
-    "FileKeyStore",
-]
+__all__ = ["MAX_KEY_FILE", "FileKeyStore"]
 
 #: An encrypted PKCS#8 PEM of an RSA-4096 key is about 3.3 KiB; nothing legitimate is larger.
 MAX_KEY_FILE = 64 * 1024

@@ -35,15 +35,8 @@ if TYPE_CHECKING:
     from iotsec.custody.pkcs11_token import Pkcs11Config, Pkcs11Token
 
 __all__ = [
-    "KEK_DIR",
-    "KEYSTORE_FILE",
-    "HomeCustody",
-    "connect_token",
-    "open_key_store",
-    "pkcs11_config",
-    "read_passphrase",
-    "remember_keystore",
-    "with_remembered_keystore",
+    "KEK_DIR", "KEYSTORE_FILE", "HomeCustody", "connect_token", "open_key_store", "pkcs11_config",
+    "read_passphrase", "remember_keystore", "with_remembered_keystore"
 ]
 
 MAX_PASSPHRASE_FILE: Final = 4096

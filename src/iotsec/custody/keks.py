@@ -28,14 +28,7 @@ from iotsec.errors import (
 )
 from iotsec.protect.kek import KeyWrapper, check_kek_id
 
-__all__ = [
-    "HSM_PREFIX",
-    "RETIRED_DIR",
-    "Backend",
-    "KekCustody",
-    "KekInfo",
-    "backend_of",
-]
+__all__ = ["HSM_PREFIX", "RETIRED_DIR", "Backend", "KekCustody", "KekInfo", "backend_of"]
 
 if TYPE_CHECKING:
     from iotsec.custody.pkcs11_kek import Pkcs11KekStore

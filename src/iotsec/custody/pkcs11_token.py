@@ -269,12 +269,6 @@ def connect(config: Pkcs11Config, *, lazy: bool = False) -> Pkcs11Token:
 
 
 __all__ = [
-    "HSM_KEK_PREFIX",
-    "PRIVATE_TEMPLATE",
-    "RETIRED_PREFIX",
-    "Pkcs11Config",
-    "Pkcs11Token",
-    "connect",
-    "ec_point",
-    "translate",
+    "HSM_KEK_PREFIX", "PRIVATE_TEMPLATE", "RETIRED_PREFIX", "Pkcs11Config", "Pkcs11Token",
+    "connect", "ec_point", "translate"
 ]

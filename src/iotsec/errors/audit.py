@@ -5,14 +5,8 @@ from __future__ import annotations
 from iotsec.errors.base import IotsecError
 
 __all__ = [
-    "AttestationError",
-    "AuditBrokerDirError",
-    "AuditError",
-    "AuditOptionError",
-    "ComplianceError",
-    "ScanReportError",
-    "UnknownFrameworkError",
-    "UnknownProvisionError",
+    "AttestationError", "AuditBrokerDirError", "AuditError", "AuditOptionError", "ComplianceError",
+    "ScanReportError", "UnknownFrameworkError", "UnknownProvisionError"
 ]
 
 

@@ -5,14 +5,8 @@ from __future__ import annotations
 from iotsec.errors.base import ConflictError, IotsecError, MalformedInputError
 
 __all__ = [
-    "BackupAuthenticationError",
-    "BackupError",
-    "BackupFormatError",
-    "BackupIntegrityError",
-    "BackupTruncatedError",
-    "MigrationError",
-    "MigrationTargetError",
-    "RestoreTargetError",
+    "BackupAuthenticationError", "BackupError", "BackupFormatError", "BackupIntegrityError",
+    "BackupTruncatedError", "MigrationError", "MigrationTargetError", "RestoreTargetError"
 ]
 
 

@@ -9,30 +9,11 @@ with ``err.status``. Foreign exceptions are translated at the boundary with
 from __future__ import annotations
 
 __all__ = [
-    "AlreadyRevokedError",
-    "AuthError",
-    "ClockBehindError",
-    "ConfigError",
-    "ConflictError",
-    "CsrError",
-    "DeviceStateError",
-    "FileSystemError",
-    "ForbiddenError",
-    "HomeNotInitialisedError",
-    "InfrastructureCertificateError",
-    "InputTooLargeError",
-    "InvalidDeviceIdError",
-    "InvalidInputError",
-    "IotsecError",
-    "KeyCustodyError",
-    "MalformedInputError",
-    "NotFoundError",
-    "PkiError",
-    "PolicyError",
-    "RegistryError",
-    "StoreError",
-    "ThrottledError",
-    "WeakKeyError",
+    "AlreadyRevokedError", "AuthError", "ClockBehindError", "ConfigError", "ConflictError",
+    "CsrError", "DeviceStateError", "FileSystemError", "ForbiddenError", "HomeNotInitialisedError",
+    "InfrastructureCertificateError", "InputTooLargeError", "InvalidDeviceIdError",
+    "InvalidInputError", "IotsecError", "KeyCustodyError", "MalformedInputError", "NotFoundError",
+    "PkiError", "PolicyError", "RegistryError", "StoreError", "ThrottledError", "WeakKeyError"
 ]
 
 

@@ -5,17 +5,9 @@ from __future__ import annotations
 from iotsec.errors.base import InvalidInputError, IotsecError
 
 __all__ = [
-    "BrokerConfigError",
-    "BrokerCrlError",
-    "BrokerError",
-    "BrokerProcessError",
-    "BrokerReloadError",
-    "BrokerValidationError",
-    "EmqxRequestError",
-    "MqttConnectError",
-    "MqttError",
-    "MqttNotAuthorizedError",
-    "MqttTimeoutError",
+    "BrokerConfigError", "BrokerCrlError", "BrokerError", "BrokerProcessError",
+    "BrokerReloadError", "BrokerValidationError", "EmqxRequestError", "MqttConnectError",
+    "MqttError", "MqttNotAuthorizedError", "MqttTimeoutError"
 ]
 
 

@@ -5,26 +5,11 @@ from __future__ import annotations
 from iotsec.errors.base import IotsecError
 
 __all__ = [
-    "DuplicateTlvError",
-    "FirmwareError",
-    "FirmwareKeyError",
-    "ImageHashError",
-    "ImageHeaderError",
-    "ImageLayoutError",
-    "ImageMagicError",
-    "ImageReadError",
-    "ImageSignatureError",
-    "ImageTooLargeError",
-    "ImageTruncatedError",
-    "MissingHashError",
-    "MissingSignatureError",
-    "NoTrustedKeyError",
-    "SecurityCounterError",
-    "TlvAreaError",
-    "UnknownTlvError",
-    "UnsupportedImageError",
-    "UntrustedKeyError",
-    "VersionDowngradeError",
+    "DuplicateTlvError", "FirmwareError", "FirmwareKeyError", "ImageHashError", "ImageHeaderError",
+    "ImageLayoutError", "ImageMagicError", "ImageReadError", "ImageSignatureError",
+    "ImageTooLargeError", "ImageTruncatedError", "MissingHashError", "MissingSignatureError",
+    "NoTrustedKeyError", "SecurityCounterError", "TlvAreaError", "UnknownTlvError",
+    "UnsupportedImageError", "UntrustedKeyError", "VersionDowngradeError"
 ]
 
 

@@ -6,15 +6,9 @@ from iotsec.errors.base import ConflictError, KeyCustodyError, NotFoundError
 from iotsec.errors.protect import UnknownKekError
 
 __all__ = [
-    "EncryptedKeyError",
-    "KekRotationError",
-    "KeyTypeMismatchError",
-    "Pkcs11Error",
-    "Pkcs11KeyNotFoundError",
-    "Pkcs11ModuleError",
-    "Pkcs11PinError",
-    "Pkcs11TokenNotFoundError",
-    "RetiredKekError",
+    "EncryptedKeyError", "KekRotationError", "KeyTypeMismatchError", "Pkcs11Error",
+    "Pkcs11KeyNotFoundError", "Pkcs11ModuleError", "Pkcs11PinError", "Pkcs11TokenNotFoundError",
+    "RetiredKekError"
 ]
 
 

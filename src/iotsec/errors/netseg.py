@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from iotsec.errors.base import InvalidInputError, IotsecError
 
-__all__ = [
-    "NetsegError",
-    "NetsegPolicyError",
-    "NftError",
-]
+__all__ = ["NetsegError", "NetsegPolicyError", "NftError"]
 
 
 class NetsegError(IotsecError):

@@ -5,21 +5,10 @@ from __future__ import annotations
 from iotsec.errors.base import ConflictError, IotsecError
 
 __all__ = [
-    "CampaignError",
-    "CampaignStateError",
-    "DeviceRollbackError",
-    "HardwareMismatchError",
-    "OtaDownloadError",
-    "OtaEndlessDataError",
-    "OtaError",
-    "OtaReportError",
-    "OtaRepositoryError",
-    "OtaTargetError",
-    "ReleaseDowngradeError",
-    "TufExpiredError",
-    "TufMetadataError",
-    "TufRollbackError",
-    "TufThresholdError",
+    "CampaignError", "CampaignStateError", "DeviceRollbackError", "HardwareMismatchError",
+    "OtaDownloadError", "OtaEndlessDataError", "OtaError", "OtaReportError", "OtaRepositoryError",
+    "OtaTargetError", "ReleaseDowngradeError", "TufExpiredError", "TufMetadataError",
+    "TufRollbackError", "TufThresholdError"
 ]
 
 

@@ -5,26 +5,11 @@ from __future__ import annotations
 from iotsec.errors.base import IotsecError, KeyCustodyError, MalformedInputError
 
 __all__ = [
-    "CborError",
-    "DataKeyUnwrapError",
-    "DataProtectionError",
-    "KekUnlockError",
-    "PayloadAlgorithmError",
-    "PayloadAuthenticationError",
-    "PayloadError",
-    "PayloadKeyError",
-    "PayloadMalformedError",
-    "PayloadReplayError",
-    "PayloadTooOldError",
-    "PayloadUnknownKeyError",
-    "ProtectError",
-    "RecordAuthenticationError",
-    "RecordFormatError",
-    "StreamChunkError",
-    "StreamFormatError",
-    "StreamHeaderError",
-    "StreamTruncatedError",
-    "UnknownKekError",
+    "CborError", "DataKeyUnwrapError", "DataProtectionError", "KekUnlockError",
+    "PayloadAlgorithmError", "PayloadAuthenticationError", "PayloadError", "PayloadKeyError",
+    "PayloadMalformedError", "PayloadReplayError", "PayloadTooOldError", "PayloadUnknownKeyError",
+    "ProtectError", "RecordAuthenticationError", "RecordFormatError", "StreamChunkError",
+    "StreamFormatError", "StreamHeaderError", "StreamTruncatedError", "UnknownKekError"
 ]
 
 

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from iotsec.errors.base import InvalidInputError, IotsecError
 
-__all__ = [
-    "ScanError",
-    "ScanResolveError",
-    "ScanScopeError",
-    "ScanTargetError",
-    "ScanToolError",
-]
+__all__ = ["ScanError", "ScanResolveError", "ScanScopeError", "ScanTargetError", "ScanToolError"]
 
 
 class ScanError(IotsecError):

@@ -5,19 +5,10 @@ from __future__ import annotations
 from iotsec.errors.base import AuthError
 
 __all__ = [
-    "TokenAlgorithmError",
-    "TokenAudienceError",
-    "TokenClaimsError",
-    "TokenDeviceError",
-    "TokenError",
-    "TokenExpiredError",
-    "TokenKeyExpiredError",
-    "TokenKeyRevokedError",
-    "TokenMalformedError",
-    "TokenNotYetValidError",
-    "TokenReplayError",
-    "TokenSignatureError",
-    "TokenUnknownKeyError",
+    "TokenAlgorithmError", "TokenAudienceError", "TokenClaimsError", "TokenDeviceError",
+    "TokenError", "TokenExpiredError", "TokenKeyExpiredError", "TokenKeyRevokedError",
+    "TokenMalformedError", "TokenNotYetValidError", "TokenReplayError", "TokenSignatureError",
+    "TokenUnknownKeyError"
 ]
 
 

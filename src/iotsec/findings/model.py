@@ -22,16 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "MAX_EVIDENCE_TEXT",
-    "EvidenceValue",
-    "Finding",
-    "Location",
-    "Rule",
-    "Severity",
-    "clean_text",
-    "count_by_severity",
-    "sort_findings",
-    "worst",
+    "MAX_EVIDENCE_TEXT", "EvidenceValue", "Finding", "Location", "Rule", "Severity", "clean_text",
+    "count_by_severity", "sort_findings", "worst"
 ]
 
 MAX_EVIDENCE_TEXT = 512

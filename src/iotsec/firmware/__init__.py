@@ -19,23 +19,8 @@ from iotsec.firmware.sign import SignedImage, SignOptions, sign_image, sign_stre
 from iotsec.firmware.verify import VerifiedImage, verify_image
 
 __all__ = [
-    "Dependency",
-    "FirmwareKeyType",
-    "ImageHeader",
-    "ImageInfo",
-    "ImageSigner",
-    "ImageVersion",
-    "LocalImageSigner",
-    "SignOptions",
-    "SignedImage",
-    "Tlv",
-    "TlvType",
-    "TrustedKey",
-    "VerifiedImage",
-    "generate_signer",
-    "inspect_image",
-    "load_private_key",
-    "sign_image",
-    "sign_stream",
-    "verify_image",
+    "Dependency", "FirmwareKeyType", "ImageHeader", "ImageInfo", "ImageSigner", "ImageVersion",
+    "LocalImageSigner", "SignOptions", "SignedImage", "Tlv", "TlvType", "TrustedKey",
+    "VerifiedImage", "generate_signer", "inspect_image", "load_private_key", "sign_image",
+    "sign_stream", "verify_image"
 ]

@@ -37,30 +37,10 @@ from iotsec.errors import (
 from iotsec.firmware.image import ImageVersion
 
 __all__ = [
-    "FAILURES",
-    "FINISHED",
-    "IN_PROGRESS",
-    "MAX_DEVICES",
-    "MAX_TIMEOUT",
-    "MAX_WAVES",
-    "REPORTABLE",
-    "REPORTABLE_ORDER",
-    "Campaign",
-    "CampaignState",
-    "DeviceStatus",
-    "Evaluation",
-    "Plan",
-    "WaveCounts",
-    "abort",
-    "after_report",
-    "assign_waves",
-    "check_running",
-    "deadline",
-    "evaluate",
-    "pause",
-    "resume",
-    "timed_out",
-    "wave_sizes",
+    "FAILURES", "FINISHED", "IN_PROGRESS", "MAX_DEVICES", "MAX_TIMEOUT", "MAX_WAVES", "REPORTABLE",
+    "REPORTABLE_ORDER", "Campaign", "CampaignState", "DeviceStatus", "Evaluation", "Plan",
+    "WaveCounts", "abort", "after_report", "assign_waves", "check_running", "deadline", "evaluate",
+    "pause", "resume", "timed_out", "wave_sizes"
 ]
 
 #: Most waves a campaign may have, and most devices it may target.

@@ -34,34 +34,11 @@ from iotsec.errors import (
 )
 
 __all__ = [
-    "COMPRESSED_FLAGS",
-    "ENCRYPTED_FLAGS",
-    "HEADER_STRUCT_SIZE",
-    "IMAGE_MAGIC",
-    "KNOWN_FLAGS",
-    "MAX_BODY_SIZE",
-    "MAX_HEADER_SIZE",
-    "MAX_IMAGE_SIZE",
-    "MAX_TLV_AREA",
-    "TLV_HEADER_SIZE",
-    "TLV_INFO_MAGIC",
-    "TLV_INFO_SIZE",
-    "TLV_PROT_INFO_MAGIC",
-    "VENDOR_TLV_MAX",
-    "VENDOR_TLV_MIN",
-    "Dependency",
-    "Endian",
-    "ImageFlag",
-    "ImageHeader",
-    "ImageVersion",
-    "Tlv",
-    "TlvType",
-    "encode_tlv_area",
-    "pack_u32",
-    "parse_tlv_area",
-    "parse_tlv_info",
-    "tlv_name",
-    "unpack_u32",
+    "COMPRESSED_FLAGS", "ENCRYPTED_FLAGS", "HEADER_STRUCT_SIZE", "IMAGE_MAGIC", "KNOWN_FLAGS",
+    "MAX_BODY_SIZE", "MAX_HEADER_SIZE", "MAX_IMAGE_SIZE", "MAX_TLV_AREA", "TLV_HEADER_SIZE",
+    "TLV_INFO_MAGIC", "TLV_INFO_SIZE", "TLV_PROT_INFO_MAGIC", "VENDOR_TLV_MAX", "VENDOR_TLV_MIN",
+    "Dependency", "Endian", "ImageFlag", "ImageHeader", "ImageVersion", "Tlv", "TlvType",
+    "encode_tlv_area", "pack_u32", "parse_tlv_area", "parse_tlv_info", "tlv_name", "unpack_u32"
 ]
 
 Endian = Literal["little", "big"]

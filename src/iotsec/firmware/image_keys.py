@@ -41,21 +41,10 @@ from iotsec.firmware.image import TlvType
 from iotsec.pki.pkcs8 import decrypt_private_key, encrypt_private_key
 
 __all__ = [
-    "MAX_ECDSA_SIG",
-    "MAX_KEY_FILE",
-    "MIN_PASSPHRASE",
-    "SIGNATURE_TLVS",
-    "FirmwareKeyType",
-    "FirmwarePrivateKey",
-    "FirmwarePublicKey",
-    "ImageSigner",
-    "LocalImageSigner",
-    "TrustedKey",
-    "check_new_passphrase",
-    "generate_signer",
-    "load_private_key",
-    "mcuboot_key_bytes",
-    "public_pem",
+    "MAX_ECDSA_SIG", "MAX_KEY_FILE", "MIN_PASSPHRASE", "SIGNATURE_TLVS", "FirmwareKeyType",
+    "FirmwarePrivateKey", "FirmwarePublicKey", "ImageSigner", "LocalImageSigner", "TrustedKey",
+    "check_new_passphrase", "generate_signer", "load_private_key", "mcuboot_key_bytes",
+    "public_pem"
 ]
 
 FirmwarePublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey

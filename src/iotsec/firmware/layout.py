@@ -24,13 +24,8 @@ from iotsec.firmware.reader import BoundedReader, Hasher, Readable
 from iotsec.firmware.trailer import TrailerInfo, parse_trailer
 
 __all__ = [
-    "TRAILER_WINDOW",
-    "ImageInfo",
-    "ImageSource",
-    "TlvAreas",
-    "inspect_image",
-    "read_header",
-    "read_tlv_areas",
+    "TRAILER_WINDOW", "ImageInfo", "ImageSource", "TlvAreas", "inspect_image", "read_header",
+    "read_tlv_areas"
 ]
 
 ImageSource = bytes | bytearray | memoryview | Readable

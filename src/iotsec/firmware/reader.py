@@ -13,13 +13,7 @@ from typing import Any, Protocol
 
 from iotsec.errors import ImageReadError, ImageTruncatedError
 
-__all__ = [
-    "CHUNK",
-    "BoundedReader",
-    "Hasher",
-    "Readable",
-    "Writable",
-]
+__all__ = ["CHUNK", "BoundedReader", "Hasher", "Readable", "Writable"]
 
 #: Chunk for streamed hashing: large enough that per-call overhead vanishes, small enough
 #: to stay in the CPU cache while SHA-256 runs over it.

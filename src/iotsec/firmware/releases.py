@@ -21,17 +21,8 @@ from iotsec.errors import (
 from iotsec.firmware.image import ImageVersion
 
 __all__ = [
-    "MAX_CUSTOM",
-    "MAX_POINTER",
-    "Release",
-    "channel_head",
-    "channel_path",
-    "check_target_path",
-    "image_path",
-    "parse_name",
-    "pointer_target",
-    "release_target",
-    "releases",
+    "MAX_CUSTOM", "MAX_POINTER", "Release", "channel_head", "channel_path", "check_target_path",
+    "image_path", "parse_name", "pointer_target", "release_target", "releases"
 ]
 
 #: A channel pointer file is a few hundred bytes.

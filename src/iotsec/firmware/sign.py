@@ -38,13 +38,7 @@ from iotsec.firmware.trailer import (
     trailer_size,
 )
 
-__all__ = [
-    "SignOptions",
-    "SignedImage",
-    "auto_security_counter",
-    "sign_image",
-    "sign_stream",
-]
+__all__ = ["SignOptions", "SignedImage", "auto_security_counter", "sign_image", "sign_stream"]
 
 
 def auto_security_counter(version: ImageVersion) -> int:

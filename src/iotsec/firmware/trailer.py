@@ -13,16 +13,8 @@ from iotsec.errors import InvalidInputError
 from iotsec.firmware.image import Endian
 
 __all__ = [
-    "ALIGNMENTS",
-    "BOOT_MAGIC",
-    "BOOT_MAGIC_SIZE",
-    "BOOT_MAGIC_TAIL",
-    "DEFAULT_MAX_SECTORS",
-    "MAX_ALIGNMENTS",
-    "TrailerInfo",
-    "boot_magic",
-    "parse_trailer",
-    "trailer_size",
+    "ALIGNMENTS", "BOOT_MAGIC", "BOOT_MAGIC_SIZE", "BOOT_MAGIC_TAIL", "DEFAULT_MAX_SECTORS",
+    "MAX_ALIGNMENTS", "TrailerInfo", "boot_magic", "parse_trailer", "trailer_size"
 ]
 
 #: Boot magic for a maximum write alignment of 8 (bootutil's ``boot_img_magic``).

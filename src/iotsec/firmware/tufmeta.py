@@ -60,29 +60,10 @@ from iotsec.firmware.releases import Release, check_target_path
 from iotsec.pki.keys import Signer as CustodyKey
 
 __all__ = [
-    "MAX_KEYS_PER_ROLE",
-    "MAX_METADATA",
-    "OFFLINE_ROLES",
-    "ONLINE_ROLES",
-    "ROLES",
-    "CustodySigner",
-    "Expiry",
-    "check_expiry",
-    "check_root",
-    "check_targets",
-    "check_threshold",
-    "load",
-    "new_root",
-    "new_snapshot",
-    "new_targets",
-    "new_timestamp",
-    "next_root",
-    "public_key",
-    "role_keys",
-    "role_of",
-    "serialize",
-    "sign",
-    "signature_count",
+    "MAX_KEYS_PER_ROLE", "MAX_METADATA", "OFFLINE_ROLES", "ONLINE_ROLES", "ROLES", "CustodySigner",
+    "Expiry", "check_expiry", "check_root", "check_targets", "check_threshold", "load", "new_root",
+    "new_snapshot", "new_targets", "new_timestamp", "next_root", "public_key", "role_keys",
+    "role_of", "serialize", "sign", "signature_count"
 ]
 
 ROOT, TARGETS, SNAPSHOT, TIMESTAMP = "root", "targets", "snapshot", "timestamp"

@@ -65,10 +65,7 @@ from iotsec.firmware.image_keys import (
 from iotsec.firmware.layout import ImageSource, read_header, read_tlv_areas
 from iotsec.firmware.reader import BoundedReader
 
-__all__ = [
-    "VerifiedImage",
-    "verify_image",
-]
+__all__ = ["VerifiedImage", "verify_image"]
 
 _UNSUPPORTED_UNPROTECTED = {
     TlvType.SHA384: "SHA-384 image hashes are not supported",

@@ -57,28 +57,11 @@ from iotsec.errors import (
 from iotsec.identity.token_claims import check_claims, claimed_device
 
 __all__ = [
-    "ALGORITHMS",
-    "DEFAULT_LEEWAY",
-    "EDDSA",
-    "ES256",
-    "HS256",
-    "MAX_KID",
-    "MAX_LEEWAY",
-    "MAX_PUBLIC_KEY_BYTES",
-    "MAX_TOKEN_BYTES",
-    "MIN_SECRET_BYTES",
-    "DevicePublicKey",
-    "JoseKey",
-    "KeyLookup",
-    "MemoryReplayCache",
-    "ReplayCheck",
-    "VerificationKey",
-    "VerifiedToken",
-    "load_public_key",
-    "public_verification_key",
-    "secret_verification_key",
-    "token_algorithm",
-    "verify_device_token",
+    "ALGORITHMS", "DEFAULT_LEEWAY", "EDDSA", "ES256", "HS256", "MAX_KID", "MAX_LEEWAY",
+    "MAX_PUBLIC_KEY_BYTES", "MAX_TOKEN_BYTES", "MIN_SECRET_BYTES", "DevicePublicKey", "JoseKey",
+    "KeyLookup", "MemoryReplayCache", "ReplayCheck", "VerificationKey", "VerifiedToken",
+    "load_public_key", "public_verification_key", "secret_verification_key", "token_algorithm",
+    "verify_device_token"
 ]
 
 #: Longest token accepted, checked before anything is decoded. A device JWT is a few

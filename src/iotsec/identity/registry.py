@@ -11,13 +11,8 @@ from datetime import datetime
 from iotsec.errors import DeviceStateError, InvalidDeviceIdError, InvalidInputError
 
 __all__ = [
-    "MAX_ATTRIBUTES",
-    "MAX_ATTRIBUTE_VALUE",
-    "Device",
-    "DeviceState",
-    "parse_attributes",
-    "parse_device_id",
-    "parse_group_name",
+    "MAX_ATTRIBUTES", "MAX_ATTRIBUTE_VALUE", "Device", "DeviceState", "parse_attributes",
+    "parse_device_id", "parse_group_name"
 ]
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")

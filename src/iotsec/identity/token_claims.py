@@ -22,11 +22,7 @@ from iotsec.errors import (
 )
 from iotsec.identity.registry import parse_device_id
 
-__all__ = [
-    "MAX_JTI",
-    "check_claims",
-    "claimed_device",
-]
+__all__ = ["MAX_JTI", "check_claims", "claimed_device"]
 
 #: Longest ``jti`` (the replay cache's column width).
 MAX_JTI = 128

@@ -21,12 +21,8 @@ from iotsec.scan.credentials import (
 )
 
 __all__ = [
-    "attempt_for",
-    "check_credentials",
-    "ftp_attempt",
-    "http_basic_attempt",
-    "mqtt_attempt",
-    "telnet_attempt",
+    "attempt_for", "check_credentials", "ftp_attempt", "http_basic_attempt", "mqtt_attempt",
+    "telnet_attempt"
 ]
 
 

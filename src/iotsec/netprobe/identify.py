@@ -33,10 +33,7 @@ from iotsec.netprobe.tls import permissive_context
 from iotsec.scan import probes
 from iotsec.scan.model import READ_LIMIT, ProbeConfig, Service
 
-__all__ = [
-    "identify_tcp",
-    "identify_udp",
-]
+__all__ = ["identify_tcp", "identify_udp"]
 
 _PROMPT = re.compile(rb"(login|username|user name|password)\s*:\s*$", re.IGNORECASE)
 _FTP_SMTP = re.compile(rb"^220[ -]")

@@ -18,9 +18,7 @@ from iotsec.netprobe.tls import permissive_context
 from iotsec.scan import probes
 from iotsec.scan.model import WildcardResult
 
-__all__ = [
-    "check_wildcard",
-]
+__all__ = ["check_wildcard"]
 
 LISTEN_SECONDS = 0.3
 

@@ -18,11 +18,7 @@ from dataclasses import dataclass
 from iotsec.errors import ScanResolveError
 from iotsec.scan.model import READ_LIMIT
 
-__all__ = [
-    "Conversation",
-    "open_conversation",
-    "resolve_names",
-]
+__all__ = ["Conversation", "open_conversation", "resolve_names"]
 
 
 async def _resolve_one(name: str, timeout: float) -> tuple[str, ...]:

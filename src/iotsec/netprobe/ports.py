@@ -28,9 +28,7 @@ from collections.abc import Iterable, Iterator
 
 from iotsec.scan.model import PortScanConfig, PortScanResult
 
-__all__ = [
-    "tcp_connect_scan",
-]
+__all__ = ["tcp_connect_scan"]
 
 
 _CLOSED = {errno.ECONNREFUSED, errno.ECONNRESET}

@@ -26,9 +26,7 @@ from iotsec.scan import probes, rules, tls
 from iotsec.scan.model import HostResult, ScanOptions, ScanResult, Service
 from iotsec.scan.targets import HostTarget, ScanPlan
 
-__all__ = [
-    "run_scan",
-]
+__all__ = ["run_scan"]
 
 
 def _tls_summary(obs: tls.TlsObservation) -> dict[str, Any]:

@@ -16,11 +16,7 @@ from iotsec.scan import tlsraw as raw
 from iotsec.scan.model import TlsConfig
 from iotsec.scan.tls import MAX_CHAIN, TlsObservation, load_pem_bundle
 
-__all__ = [
-    "observe",
-    "permissive_context",
-    "system_anchors",
-]
+__all__ = ["observe", "permissive_context", "system_anchors"]
 
 
 _OP_LEGACY_SERVER_CONNECT = getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)

@@ -38,15 +38,7 @@ from iotsec.netseg.model import (
     Zone,
 )
 
-__all__ = [
-    "Chain",
-    "Decider",
-    "Decision",
-    "Flow",
-    "FlowProto",
-    "decide_linear",
-    "rule_matches",
-]
+__all__ = ["Chain", "Decider", "Decision", "Flow", "FlowProto", "decide_linear", "rule_matches"]
 
 FlowProto = Literal["tcp", "udp", "icmp"]
 Chain = Literal["forward", "input"]

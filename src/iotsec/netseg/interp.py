@@ -20,13 +20,7 @@ from typing import Literal
 from iotsec.errors import NetsegError
 from iotsec.netseg.model import Address, Network
 
-__all__ = [
-    "Match",
-    "Packet",
-    "Ruleset",
-    "RulesetSyntaxError",
-    "Verdict",
-]
+__all__ = ["Match", "Packet", "Ruleset", "RulesetSyntaxError", "Verdict"]
 
 
 class RulesetSyntaxError(NetsegError):

@@ -15,22 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
-    "Action",
-    "Address",
-    "Endpoint",
-    "EndpointKind",
-    "Family",
-    "Firewall",
-    "Intervals",
-    "Network",
-    "Policy",
-    "PortMatch",
-    "PortRanges",
-    "Proto",
-    "Rule",
-    "Zone",
-    "covers",
-    "intervals",
+    "Action", "Address", "Endpoint", "EndpointKind", "Family", "Firewall", "Intervals", "Network",
+    "Policy", "PortMatch", "PortRanges", "Proto", "Rule", "Zone", "covers", "intervals"
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

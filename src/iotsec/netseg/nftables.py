@@ -36,13 +36,7 @@ from iotsec.netseg.model import (
     Zone,
 )
 
-__all__ = [
-    "DEFAULT_COMMENT",
-    "LOG_LIMIT",
-    "SPOOF_COMMENT",
-    "compile_nftables",
-    "set_name",
-]
+__all__ = ["DEFAULT_COMMENT", "LOG_LIMIT", "SPOOF_COMMENT", "compile_nftables", "set_name"]
 
 LOG_LIMIT = "limit rate 10/second burst 20 packets"
 DEFAULT_COMMENT = "default deny"

@@ -58,9 +58,7 @@ from iotsec.netseg.schema import PolicyDoc, RuleDoc, ZoneDoc
 from iotsec.netseg.source import MAX_POLICY_BYTES, Source, load_yaml
 from iotsec.netseg.transport import TransportProblem, parse_transport
 
-__all__ = [
-    "parse_policy",
-]
+__all__ = ["parse_policy"]
 
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")

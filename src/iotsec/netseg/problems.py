@@ -11,12 +11,7 @@ from pydantic import ValidationError
 from iotsec.errors import NetsegPolicyError
 from iotsec.netseg.source import Source
 
-__all__ = [
-    "MAX_PROBLEMS",
-    "POLICY_HINT",
-    "Problems",
-    "path_text",
-]
+__all__ = ["MAX_PROBLEMS", "POLICY_HINT", "Problems", "path_text"]
 
 #: Problems collected at the most; later ones are dropped.
 MAX_PROBLEMS = 200

@@ -9,14 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = [
-    "MAX_RULES",
-    "MAX_ZONES",
-    "FirewallDoc",
-    "PolicyDoc",
-    "RuleDoc",
-    "ZoneDoc",
-]
+__all__ = ["MAX_RULES", "MAX_ZONES", "FirewallDoc", "PolicyDoc", "RuleDoc", "ZoneDoc"]
 
 MAX_ZONES = 10_000
 MAX_RULES = 100_000

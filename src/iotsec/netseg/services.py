@@ -7,13 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = [
-    "MANAGEMENT_PORTS",
-    "PLAINTEXT_PORTS",
-    "SERVICES",
-    "Service",
-    "Transport",
-]
+__all__ = ["MANAGEMENT_PORTS", "PLAINTEXT_PORTS", "SERVICES", "Service", "Transport"]
 
 Transport = Literal["tcp", "udp"]
 

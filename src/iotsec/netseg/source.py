@@ -25,13 +25,7 @@ from yaml.resolver import Resolver
 
 from iotsec.errors import InputTooLargeError, NetsegPolicyError
 
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_POLICY_BYTES",
-    "LineTree",
-    "Source",
-    "load_yaml",
-]
+__all__ = ["MAX_DEPTH", "MAX_POLICY_BYTES", "LineTree", "Source", "load_yaml"]
 
 #: The largest policy file read (a site with thousands of zones and rules fits easily).
 MAX_POLICY_BYTES = 4 * 1024 * 1024

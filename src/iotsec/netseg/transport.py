@@ -15,10 +15,7 @@ from typing import Any, NamedTuple
 from iotsec.netseg.model import PortMatch, PortRanges, Proto
 from iotsec.netseg.services import SERVICES, Transport
 
-__all__ = [
-    "TransportProblem",
-    "parse_transport",
-]
+__all__ = ["TransportProblem", "parse_transport"]
 
 _PORT_RANGE = re.compile(r"\s*(\d{1,6})\s*(?:-\s*(\d{1,6})\s*)?")
 

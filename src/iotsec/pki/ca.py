@@ -14,12 +14,8 @@ from iotsec.pki.keys import Signer
 from iotsec.pki.serial import random_serial
 
 __all__ = [
-    "ISSUING_VALIDITY",
-    "ORGANIZATION",
-    "ROOT_VALIDITY",
-    "Authority",
-    "create_issuing",
-    "create_root",
+    "ISSUING_VALIDITY", "ORGANIZATION", "ROOT_VALIDITY", "Authority", "create_issuing",
+    "create_root"
 ]
 
 ROOT_VALIDITY = timedelta(days=20 * 365)

@@ -17,11 +17,7 @@ from iotsec.pki import der
 from iotsec.pki import x509 as enc
 from iotsec.pki.ca import Authority
 
-__all__ = [
-    "RevocationReason",
-    "build_crl",
-    "encode_entry",
-]
+__all__ = ["RevocationReason", "build_crl", "encode_entry"]
 
 
 class RevocationReason(enum.IntEnum):

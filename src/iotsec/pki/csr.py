@@ -16,12 +16,8 @@ from iotsec.errors import CsrError, InputTooLargeError, MalformedInputError, Wea
 from iotsec.pki.x509 import spki_der
 
 __all__ = [
-    "MAX_CSR_BYTES",
-    "MIN_RSA_BITS",
-    "RSA_EXPONENT",
-    "CheckedCsr",
-    "check_key_strength",
-    "parse_csr",
+    "MAX_CSR_BYTES", "MIN_RSA_BITS", "RSA_EXPONENT", "CheckedCsr", "check_key_strength",
+    "parse_csr"
 ]
 
 #: A CSR with an RSA-8192 key and a few extensions is under 3 KiB in PEM. 64 KiB is generous.

@@ -15,37 +15,11 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 __all__ = [
-    "BIT_STRING",
-    "BOOLEAN",
-    "ENUMERATED",
-    "GENERALIZED_TIME",
-    "IA5_STRING",
-    "INTEGER",
-    "NULL",
-    "OBJECT_IDENTIFIER",
-    "OCTET_STRING",
-    "SEQUENCE",
-    "SET",
-    "UTC_TIME",
-    "UTF8_STRING",
-    "bit_string",
-    "boolean",
-    "element",
-    "enumerated",
-    "epoch_time",
-    "explicit",
-    "ia5_string",
-    "implicit_primitive",
-    "integer",
-    "length",
-    "null",
-    "octet_string",
-    "oid",
-    "sequence",
-    "set_of",
-    "time",
-    "tlv",
-    "utf8_string",
+    "BIT_STRING", "BOOLEAN", "ENUMERATED", "GENERALIZED_TIME", "IA5_STRING", "INTEGER", "NULL",
+    "OBJECT_IDENTIFIER", "OCTET_STRING", "SEQUENCE", "SET", "UTC_TIME", "UTF8_STRING",
+    "bit_string", "boolean", "element", "enumerated", "epoch_time", "explicit", "ia5_string",
+    "implicit_primitive", "integer", "length", "null", "octet_string", "oid", "sequence", "set_of",
+    "time", "tlv", "utf8_string"
 ]
 
 # Universal tags.

@@ -18,12 +18,7 @@ from iotsec.pki.profiles import CertProfile, check_days
 from iotsec.pki.serial import random_serial
 
 __all__ = [
-    "BACKDATE",
-    "IssuedCertificate",
-    "device_uri",
-    "issue_device",
-    "issue_server",
-    "validity",
+    "BACKDATE", "IssuedCertificate", "device_uri", "issue_device", "issue_server", "validity"
 ]
 
 #: Back-date notBefore a little: device clocks drift, and a certificate "not yet valid"

@@ -8,14 +8,7 @@ from dataclasses import dataclass
 from iotsec.errors import InvalidInputError
 from iotsec.pki.x509 import OID_CLIENT_AUTH, OID_SERVER_AUTH
 
-__all__ = [
-    "DEVICE",
-    "MAX_VALIDITY_DAYS",
-    "SERVER",
-    "CertProfile",
-    "check_days",
-    "check_dns_name",
-]
+__all__ = ["DEVICE", "MAX_VALIDITY_DAYS", "SERVER", "CertProfile", "check_days", "check_dns_name"]
 
 MAX_VALIDITY_DAYS = 36_500
 _DNS = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"

@@ -7,12 +7,7 @@ import secrets
 
 from iotsec.errors import InvalidInputError
 
-__all__ = [
-    "SERIAL_BITS",
-    "format_serial",
-    "parse_serial",
-    "random_serial",
-]
+__all__ = ["SERIAL_BITS", "format_serial", "parse_serial", "random_serial"]
 
 #: 159 random bits: well over the 64 bits of entropy the CA/B Forum asks for, and the
 #: DER encoding (with its sign octet) never exceeds the 20 octets RFC 5280 allows.

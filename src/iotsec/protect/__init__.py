@@ -28,25 +28,7 @@ from iotsec.protect.payload import Keyring, Opened, Sender, open, seal
 from iotsec.protect.replay import ReplayWindow, ReplayWindows
 
 __all__ = [
-    "Algorithm",
-    "FileKek",
-    "KekRing",
-    "KeyWrapper",
-    "Keyring",
-    "Opened",
-    "PairContext",
-    "PairKey",
-    "ReplayWindow",
-    "ReplayWindows",
-    "Sender",
-    "SigningKey",
-    "VerifyingKey",
-    "decrypt_record",
-    "decrypt_stream",
-    "encrypt_record",
-    "encrypt_stream",
-    "establish",
-    "new_salt",
-    "open",
-    "seal",
+    "Algorithm", "FileKek", "KekRing", "KeyWrapper", "Keyring", "Opened", "PairContext", "PairKey",
+    "ReplayWindow", "ReplayWindows", "Sender", "SigningKey", "VerifyingKey", "decrypt_record",
+    "decrypt_stream", "encrypt_record", "encrypt_stream", "establish", "new_salt", "open", "seal"
 ]

@@ -385,20 +385,7 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver,
 
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE",
-    "MAGIC",
-    "RecordEnvelope",
-    "StreamHeader",
-    "StreamInfo",
-    "StreamOpener",
-    "StreamSealer",
-    "decrypt_record",
-    "decrypt_stream",
-    "encrypt_record",
-    "encrypt_stream",
-    "read_full",
-    "record_context",
-    "record_kek_id",
-    "rewrap_header",
-    "rewrap_record",
+    "DEFAULT_CHUNK_SIZE", "MAGIC", "RecordEnvelope", "StreamHeader", "StreamInfo", "StreamOpener",
+    "StreamSealer", "decrypt_record", "decrypt_stream", "encrypt_record", "encrypt_stream",
+    "read_full", "record_context", "record_kek_id", "rewrap_header", "rewrap_record"
 ]

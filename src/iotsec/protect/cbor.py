@@ -19,16 +19,7 @@ from typing import Any, NamedTuple
 
 from iotsec.errors import CborError
 
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_ITEMS",
-    "Tag",
-    "bstr",
-    "dumps",
-    "head",
-    "loads",
-    "uint_or_nint",
-]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "Tag", "bstr", "dumps", "head", "loads", "uint_or_nint"]
 
 #: Default bounds of :func:`loads`; callers tighten them for what they expect.
 MAX_DEPTH = 8

@@ -15,18 +15,8 @@ from iotsec.protect import cbor
 from iotsec.protect.pairing import Algorithm
 
 __all__ = [
-    "H_ALG",
-    "H_IV",
-    "H_KID",
-    "IV_HEADER",
-    "IV_LENGTH",
-    "MAX_PROTECTED_HEADER",
-    "SEQ_LABEL",
-    "TAG_ENCRYPT0",
-    "TAG_SIGN1",
-    "Parsed",
-    "parse_canonical",
-    "parse_generic",
+    "H_ALG", "H_IV", "H_KID", "IV_HEADER", "IV_LENGTH", "MAX_PROTECTED_HEADER", "SEQ_LABEL",
+    "TAG_ENCRYPT0", "TAG_SIGN1", "Parsed", "parse_canonical", "parse_generic"
 ]
 
 MAX_PROTECTED_HEADER: Final = 256

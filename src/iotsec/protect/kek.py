@@ -30,19 +30,9 @@ from iotsec.errors import (
 )
 
 __all__ = [
-    "KEK_ID",
-    "MAX_DATA_KEY",
-    "MAX_WRAPPED_KEY",
-    "MIN_DATA_KEY",
-    "FileKek",
-    "KekResolver",
-    "KekRing",
-    "KeyWrapper",
-    "check_data_key",
-    "check_kek_id",
-    "resolve_kek",
-    "wrap_aad",
-    "wrap_data_key",
+    "KEK_ID", "MAX_DATA_KEY", "MAX_WRAPPED_KEY", "MIN_DATA_KEY", "FileKek", "KekResolver",
+    "KekRing", "KeyWrapper", "check_data_key", "check_kek_id", "resolve_kek", "wrap_aad",
+    "wrap_data_key"
 ]
 
 KEK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")

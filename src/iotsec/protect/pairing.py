@@ -48,34 +48,12 @@ from iotsec.errors import InvalidInputError, PayloadAuthenticationError, Payload
 from iotsec.protect import cbor
 
 __all__ = [
-    "KID_LENGTH",
-    "MAX_IDENTITY",
-    "MAX_KEY_FILE",
-    "MAX_SALT",
-    "MIN_SALT",
-    "AgreementPrivateKey",
-    "AgreementPublicKey",
-    "Algorithm",
-    "PairContext",
-    "PairKey",
-    "PrivateKey",
-    "PublicKey",
-    "SigningKey",
-    "SigningPrivateKey",
-    "VerifyingKey",
-    "VerifyingPublicKey",
-    "as_agreement_private",
-    "as_agreement_public",
-    "as_signing_private",
-    "as_verifying_public",
-    "check_identity",
-    "establish",
-    "kdf_context",
-    "load_private_key",
-    "load_public_key",
-    "new_salt",
-    "public_bytes",
-    "signing_kid",
+    "KID_LENGTH", "MAX_IDENTITY", "MAX_KEY_FILE", "MAX_SALT", "MIN_SALT", "AgreementPrivateKey",
+    "AgreementPublicKey", "Algorithm", "PairContext", "PairKey", "PrivateKey", "PublicKey",
+    "SigningKey", "SigningPrivateKey", "VerifyingKey", "VerifyingPublicKey",
+    "as_agreement_private", "as_agreement_public", "as_signing_private", "as_verifying_public",
+    "check_identity", "establish", "kdf_context", "load_private_key", "load_public_key",
+    "new_salt", "public_bytes", "signing_kid"
 ]
 
 KID_LENGTH: Final = 8

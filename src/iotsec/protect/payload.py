@@ -52,18 +52,8 @@ from iotsec.protect.pairing import Algorithm, PairKey, SigningKey, VerifyingKey
 from iotsec.protect.replay import MAX_SEQ, ReplayWindow, ReplayWindows
 
 __all__ = [
-    "MAX_EXTERNAL_AAD",
-    "MAX_MESSAGE",
-    "MAX_PAYLOAD",
-    "Keyring",
-    "Opened",
-    "OpeningKey",
-    "SealingKey",
-    "Sender",
-    "open",
-    "open_message",
-    "parse",
-    "seal",
+    "MAX_EXTERNAL_AAD", "MAX_MESSAGE", "MAX_PAYLOAD", "Keyring", "Opened", "OpeningKey",
+    "SealingKey", "Sender", "open", "open_message", "parse", "seal"
 ]
 
 #: Largest payload :func:`seal` protects, and largest message :func:`open` parses.

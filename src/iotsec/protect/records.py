@@ -39,17 +39,8 @@ from iotsec.protect.kek import (
 )
 
 __all__ = [
-    "MAX_RECORD",
-    "RECORD_VERSION",
-    "TAG",
-    "RecordEnvelope",
-    "RecordRewrapper",
-    "decrypt_record",
-    "encrypt_record",
-    "envelope_head",
-    "record_context",
-    "record_kek_id",
-    "rewrap_record",
+    "MAX_RECORD", "RECORD_VERSION", "TAG", "RecordEnvelope", "RecordRewrapper", "decrypt_record",
+    "encrypt_record", "envelope_head", "record_context", "record_kek_id", "rewrap_record"
 ]
 
 TAG: Final = 16

@@ -21,13 +21,7 @@ from typing import Any
 
 from iotsec.errors import InvalidInputError, PayloadReplayError, PayloadTooOldError
 
-__all__ = [
-    "DEFAULT_WINDOW",
-    "MAX_SEQ",
-    "MAX_WINDOW",
-    "ReplayWindow",
-    "ReplayWindows",
-]
+__all__ = ["DEFAULT_WINDOW", "MAX_SEQ", "MAX_WINDOW", "ReplayWindow", "ReplayWindows"]
 
 DEFAULT_WINDOW = 128
 MAX_WINDOW = 65536

@@ -23,12 +23,8 @@ from functools import cache
 from importlib import resources
 
 __all__ = [
-    "Credential",
-    "CredentialConfig",
-    "CredentialOutcome",
-    "Outcome",
-    "default_credentials",
-    "parse_credentials",
+    "Credential", "CredentialConfig", "CredentialOutcome", "Outcome", "default_credentials",
+    "parse_credentials"
 ]
 
 MAX_LIST_BYTES = 256 * 1024

@@ -14,18 +14,8 @@ from iotsec.scan import probes
 from iotsec.scan.credentials import CredentialConfig
 
 __all__ = [
-    "MAX_CONCURRENCY",
-    "MAX_RATE",
-    "READ_LIMIT",
-    "HostResult",
-    "PortScanConfig",
-    "PortScanResult",
-    "ProbeConfig",
-    "ScanOptions",
-    "ScanResult",
-    "Service",
-    "TlsConfig",
-    "WildcardResult",
+    "MAX_CONCURRENCY", "MAX_RATE", "READ_LIMIT", "HostResult", "PortScanConfig", "PortScanResult",
+    "ProbeConfig", "ScanOptions", "ScanResult", "Service", "TlsConfig", "WildcardResult"
 ]
 
 

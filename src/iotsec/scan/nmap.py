@@ -16,12 +16,7 @@ from typing import Any
 from iotsec.errors import ScanToolError
 from iotsec.scan.targets import PortSpec, ScanPlan
 
-__all__ = [
-    "NmapResult",
-    "compare",
-    "nmap_command",
-    "parse_nmap_xml",
-]
+__all__ = ["NmapResult", "compare", "nmap_command", "parse_nmap_xml"]
 
 MAX_XML = 64 * 1024 * 1024
 

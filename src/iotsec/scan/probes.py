@@ -24,25 +24,10 @@ from functools import cache
 from typing import Literal
 
 __all__ = [
-    "CoapMessage",
-    "HttpResponse",
-    "coap_get",
-    "http_request",
-    "iter_mqtt_packets",
-    "looks_like_tls",
-    "modbus_read_request",
-    "mqtt_connect",
-    "mqtt_string",
-    "mqtt_subscribe",
-    "parse_coap",
-    "parse_connack",
-    "parse_http_response",
-    "parse_modbus_response",
-    "parse_suback",
-    "remaining_length",
-    "rtsp_options",
-    "telnet_negotiate",
-    "tls_client_hello",
+    "CoapMessage", "HttpResponse", "coap_get", "http_request", "iter_mqtt_packets",
+    "looks_like_tls", "modbus_read_request", "mqtt_connect", "mqtt_string", "mqtt_subscribe",
+    "parse_coap", "parse_connack", "parse_http_response", "parse_modbus_response", "parse_suback",
+    "remaining_length", "rtsp_options", "telnet_negotiate", "tls_client_hello"
 ]
 
 MQTT_DISCONNECT = b"\xe0\x00"

@@ -19,15 +19,8 @@ from iotsec.scan.model import ScanResult
 from iotsec.scan.rules import ALL_RULES
 
 __all__ = [
-    "SCAN_FORMAT",
-    "SCAN_FORMAT_VERSION",
-    "SCAN_REPORT",
-    "scan_html",
-    "scan_json",
-    "scan_json_bytes",
-    "scan_report_schema",
-    "scan_sarif",
-    "scan_sarif_bytes",
+    "SCAN_FORMAT", "SCAN_FORMAT_VERSION", "SCAN_REPORT", "scan_html", "scan_json",
+    "scan_json_bytes", "scan_report_schema", "scan_sarif", "scan_sarif_bytes"
 ]
 
 SCAN_FORMAT = "iotsec-scan-report"

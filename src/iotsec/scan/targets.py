@@ -21,17 +21,8 @@ from dataclasses import dataclass, field
 from iotsec.errors import InputTooLargeError, ScanResolveError, ScanScopeError, ScanTargetError
 
 __all__ = [
-    "DEFAULT_PORTS",
-    "LARGE_HOSTS",
-    "MAX_HOSTS",
-    "HostTarget",
-    "PortSpec",
-    "ScanPlan",
-    "Scope",
-    "TargetSpec",
-    "parse_target",
-    "parse_targets",
-    "plan",
+    "DEFAULT_PORTS", "LARGE_HOSTS", "MAX_HOSTS", "HostTarget", "PortSpec", "ScanPlan", "Scope",
+    "TargetSpec", "parse_target", "parse_targets", "plan"
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -35,11 +35,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from iotsec.findings.model import Finding, Location
 from iotsec.scan import rules
 
-__all__ = [
-    "TlsObservation",
-    "TrustStore",
-    "assess",
-]
+__all__ = ["TlsObservation", "TrustStore", "assess"]
 
 EXPIRY_WARNING = timedelta(days=30)
 MIN_RSA_BITS = 2048

@@ -15,15 +15,8 @@ import struct
 from dataclasses import dataclass, field
 
 __all__ = [
-    "ALL_SUITES",
-    "DHE_SUITES",
-    "RSA_KEX_SUITES",
-    "SUITE_NAMES",
-    "VERSION_NAMES",
-    "WEAK_SUITES",
-    "ServerFlight",
-    "client_hello",
-    "parse_server_flight",
+    "ALL_SUITES", "DHE_SUITES", "RSA_KEX_SUITES", "SUITE_NAMES", "VERSION_NAMES", "WEAK_SUITES",
+    "ServerFlight", "client_hello", "parse_server_flight"
 ]
 
 VERSION_NAMES = {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2",

@@ -58,13 +58,7 @@ from iotsec.errors import (
     MqttTimeoutError,
 )
 
-__all__ = [
-    "MAX_API_RESPONSE",
-    "MAX_PEM",
-    "DeviceClient",
-    "Handler",
-    "Message",
-]
+__all__ = ["MAX_API_RESPONSE", "MAX_PEM", "DeviceClient", "Handler", "Message"]
 
 MAX_API_RESPONSE = 256 * 1024
 MAX_PEM = 64 * 1024

@@ -31,12 +31,7 @@ from iotsec.protect.payload import open as open_message
 from iotsec.protect.replay import ReplayWindows
 from iotsec.sdk.mqtt import DeviceClient, Message
 
-__all__ = [
-    "RejectHandler",
-    "SealedChannel",
-    "SealedHandler",
-    "SealedMessage",
-]
+__all__ = ["RejectHandler", "SealedChannel", "SealedHandler", "SealedMessage"]
 
 log = logging.getLogger("iotsec.device")
 

@@ -56,14 +56,8 @@ from iotsec.firmware.tufmeta import MAX_METADATA
 from iotsec.firmware.verify import VerifiedImage, verify_image
 
 __all__ = [
-    "MAX_API_RESPONSE",
-    "Assignment",
-    "DeviceFetcher",
-    "DownloadedUpdate",
-    "OtaServer",
-    "OtaUpdater",
-    "TokenSource",
-    "Update",
+    "MAX_API_RESPONSE", "Assignment", "DeviceFetcher", "DownloadedUpdate", "OtaServer",
+    "OtaUpdater", "TokenSource", "Update"
 ]
 
 TokenSource = Callable[[], str]

@@ -53,21 +53,9 @@ from iotsec.protect.atrest import TAG, StreamHeader, StreamOpener, StreamSealer,
 from iotsec.protect.kek import FileKek
 
 __all__ = [
-    "MAGIC",
-    "MIN_PASSPHRASE",
-    "SCRYPT_COST",
-    "BackupCost",
-    "BackupInfo",
-    "BackupReader",
-    "BackupWriter",
-    "FileDigest",
-    "FileStart",
-    "Manifest",
-    "RowDigest",
-    "TableDigest",
-    "TableStart",
-    "check_passphrase",
-    "safe_relative_path",
+    "MAGIC", "MIN_PASSPHRASE", "SCRYPT_COST", "BackupCost", "BackupInfo", "BackupReader",
+    "BackupWriter", "FileDigest", "FileStart", "Manifest", "RowDigest", "TableDigest",
+    "TableStart", "check_passphrase", "safe_relative_path"
 ]
 
 MAGIC: Final = b"\x89IOTBAK\n"

@@ -20,13 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
 
-__all__ = [
-    "in_transaction",
-    "make_engine",
-    "reading",
-    "store_error",
-    "transaction",
-]
+__all__ = ["in_transaction", "make_engine", "reading", "store_error", "transaction"]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -14,13 +14,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from iotsec.store.db import reading, transaction
 
-__all__ = [
-    "HEAD",
-    "head_revision",
-    "is_current",
-    "upgrade",
-    "upgrade_in",
-]
+__all__ = ["HEAD", "head_revision", "is_current", "upgrade", "upgrade_in"]
 
 if TYPE_CHECKING:
     from alembic.config import Config

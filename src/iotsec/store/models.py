@@ -19,29 +19,10 @@ from sqlalchemy import (
 )
 
 __all__ = [
-    "api_tokens",
-    "authorities",
-    "certificates",
-    "compliance_attestations",
-    "crls",
-    "device_groups",
-    "device_keys",
-    "device_roles",
-    "device_secrets",
-    "devices",
-    "encrypted_files",
-    "events",
-    "group_roles",
-    "groups",
-    "metadata",
-    "ota_campaign_devices",
-    "ota_campaigns",
-    "ota_device_firmware",
-    "ota_releases",
-    "policy_version",
-    "role_rules",
-    "roles",
-    "token_jtis",
+    "api_tokens", "authorities", "certificates", "compliance_attestations", "crls",
+    "device_groups", "device_keys", "device_roles", "device_secrets", "devices", "encrypted_files",
+    "events", "group_roles", "groups", "metadata", "ota_campaign_devices", "ota_campaigns",
+    "ota_device_firmware", "ota_releases", "policy_version", "role_rules", "roles", "token_jtis"
 ]
 
 metadata = MetaData(

@@ -36,15 +36,8 @@ from iotsec.store import models as m
 from iotsec.store.backup_format import MAX_BATCH_ROWS, RowDigest, encode_row
 
 __all__ = [
-    "TABLES",
-    "check_row",
-    "clear_seeded_rows",
-    "consistent_snapshot",
-    "insert_rows",
-    "non_empty_target",
-    "read_batches",
-    "reset_sequences",
-    "table_digest",
+    "TABLES", "check_row", "clear_seeded_rows", "consistent_snapshot", "insert_rows",
+    "non_empty_target", "read_batches", "reset_sequences", "table_digest"
 ]
 
 #: Every table of the store, parents before children.

@@ -35,18 +35,9 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
-    "LAST_ADMIN_HINT",
-    "LAST_USED_GRANULARITY",
-    "MAX_TOKEN_LIFETIME",
-    "Principal",
-    "Scope",
-    "TokenInfo",
-    "authenticate",
-    "create_token",
-    "get_token",
-    "issue_token",
-    "list_tokens",
-    "revoke_token",
+    "LAST_ADMIN_HINT", "LAST_USED_GRANULARITY", "MAX_TOKEN_LIFETIME", "Principal", "Scope",
+    "TokenInfo", "authenticate", "create_token", "get_token", "issue_token", "list_tokens",
+    "revoke_token"
 ]
 
 #: When each token was last recorded as used (the store is written at most once a minute).

@@ -22,14 +22,7 @@ from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m
 from iotsec.store.db import reading
 
-__all__ = [
-    "check",
-    "check_cached",
-    "compiled_policy",
-    "current_policy",
-    "identity_for",
-    "warm_up",
-]
+__all__ = ["check", "check_cached", "compiled_policy", "current_policy", "identity_for", "warm_up"]
 
 log = logging.getLogger(__name__)
 #: The compiled policy and the version it was compiled from.

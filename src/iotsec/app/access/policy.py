@@ -18,12 +18,7 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
-__all__ = [
-    "ApplyResult",
-    "apply_policy",
-    "export_policy",
-    "lint_policy",
-]
+__all__ = ["ApplyResult", "apply_policy", "export_policy", "lint_policy"]
 
 
 def _group_roles(conn: Connection) -> dict[str, list[str]]:

@@ -26,14 +26,8 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "RoleInfo",
-    "add_group",
-    "add_role",
-    "assign_device",
-    "get_role",
-    "list_roles",
-    "load_roles",
-    "write_role",
+    "RoleInfo", "add_group", "add_role", "assign_device", "get_role", "list_roles", "load_roles",
+    "write_role"
 ]
 
 

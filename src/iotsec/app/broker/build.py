@@ -40,13 +40,8 @@ from iotsec.pki import x509 as enc
 from iotsec.timeutil import ts
 
 __all__ = [
-    "ACL_HEADER",
-    "MIN_CRL_REMAINING",
-    "BrokerOptions",
-    "Built",
-    "build",
-    "new_device_roles",
-    "options_of",
+    "ACL_HEADER", "MIN_CRL_REMAINING", "BrokerOptions", "Built", "build", "new_device_roles",
+    "options_of"
 ]
 
 MIN_CRL_REMAINING = timedelta(hours=1)

@@ -52,13 +52,8 @@ from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
 __all__ = [
-    "SETTINGS",
-    "EmqxSettings",
-    "acl_preview",
-    "authenticate",
-    "authorize",
-    "authorize_from_memory",
-    "emqx_settings",
+    "SETTINGS", "EmqxSettings", "acl_preview", "authenticate", "authorize",
+    "authorize_from_memory", "emqx_settings"
 ]
 
 SETTINGS: Slot[EmqxSettings] = Slot("emqx.settings")

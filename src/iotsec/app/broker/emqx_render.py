@@ -34,12 +34,8 @@ from iotsec.errors import BrokerConfigError
 from iotsec.pki import x509 as enc
 
 __all__ = [
-    "MAX_TOKEN_FILE",
-    "SNIPPET",
-    "TOKEN_LIFETIME",
-    "EmqxRenderOptions",
-    "EmqxRenderResult",
-    "render",
+    "MAX_TOKEN_FILE", "SNIPPET", "TOKEN_LIFETIME", "EmqxRenderOptions", "EmqxRenderResult",
+    "render"
 ]
 
 SNIPPET = "emqx-iotsec.hocon"

@@ -53,12 +53,7 @@ from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
 from iotsec.store.db import transaction
 
-__all__ = [
-    "BATCH",
-    "MAX_INGEST_BYTES",
-    "IngestResult",
-    "ingest_log",
-]
+__all__ = ["BATCH", "MAX_INGEST_BYTES", "IngestResult", "ingest_log"]
 
 #: Read at most this much log per ingest; the rest waits for the next one.
 MAX_INGEST_BYTES = 64 * 1024 * 1024

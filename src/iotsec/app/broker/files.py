@@ -24,19 +24,9 @@ from iotsec.errors import BrokerConfigError, BrokerValidationError, ConflictErro
 from iotsec.filesystem import PRIVATE_FILE_MODE, atomic_write, create_new, replace_symlink
 
 __all__ = [
-    "KEEP_GENERATIONS",
-    "MAX_STATE_FILE",
-    "Owner",
-    "current_generation",
-    "default_broker_user",
-    "locked",
-    "prepare",
-    "prune",
-    "read_json",
-    "replace_shared",
-    "swap",
-    "write",
-    "write_json_private",
+    "KEEP_GENERATIONS", "MAX_STATE_FILE", "Owner", "current_generation", "default_broker_user",
+    "locked", "prepare", "prune", "read_json", "replace_shared", "swap", "write",
+    "write_json_private"
 ]
 
 KEEP_GENERATIONS = 3

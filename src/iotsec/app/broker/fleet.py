@@ -15,9 +15,7 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
-__all__ = [
-    "load_fleet",
-]
+__all__ = ["load_fleet"]
 
 
 def load_fleet(rt: Runtime) -> tuple[list[Role], list[FleetDevice]]:

@@ -49,12 +49,8 @@ from iotsec.pki.issue import issue_device, issue_server
 from iotsec.pki.profiles import CertProfile, check_dns_name
 
 __all__ = [
-    "CANARY_USER",
-    "RENEW_BEFORE",
-    "ServerNames",
-    "admin_password",
-    "client_certificate",
-    "server_certificate",
+    "CANARY_USER", "RENEW_BEFORE", "ServerNames", "admin_password", "client_certificate",
+    "server_certificate"
 ]
 
 RENEW_BEFORE = timedelta(days=30)

@@ -18,12 +18,7 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
-__all__ = [
-    "file_counts",
-    "files_of",
-    "move_file",
-    "record_file",
-]
+__all__ = ["file_counts", "files_of", "move_file", "record_file"]
 
 _PATH = 1024  # the length of encrypted_files.path
 

@@ -59,20 +59,9 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "DEFAULT_BATCH",
-    "JOURNAL",
-    "LOCK",
-    "MAX_JOURNAL",
-    "MAX_PASSES",
-    "KekUsage",
-    "KeyReport",
-    "RotationResult",
-    "count_dependents",
-    "key_report",
-    "read_journal",
-    "reinstate_kek",
-    "retire_kek",
-    "rotate_kek",
+    "DEFAULT_BATCH", "JOURNAL", "LOCK", "MAX_JOURNAL", "MAX_PASSES", "KekUsage", "KeyReport",
+    "RotationResult", "count_dependents", "key_report", "read_journal", "reinstate_kek",
+    "retire_kek", "rotate_kek"
 ]
 
 JOURNAL: Final = "rotation.json"

@@ -42,19 +42,9 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 
 __all__ = [
-    "DEVICE_SECRETS",
-    "DEVICE_SECRET_V2",
-    "ENCRYPTED_COLUMNS",
-    "EncryptedColumn",
-    "KeyEntry",
-    "RecordedKeks",
-    "device_secret_record_id",
-    "export_public",
-    "generate_key",
-    "hsm_key_store",
-    "list_keys",
-    "open_device_secret",
-    "signing_store",
+    "DEVICE_SECRETS", "DEVICE_SECRET_V2", "ENCRYPTED_COLUMNS", "EncryptedColumn", "KeyEntry",
+    "RecordedKeks", "device_secret_record_id", "export_public", "generate_key", "hsm_key_store",
+    "list_keys", "open_device_secret", "signing_store"
 ]
 
 if TYPE_CHECKING:

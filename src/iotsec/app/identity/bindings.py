@@ -17,13 +17,7 @@ from iotsec.app.runtime import Runtime
 from iotsec.errors import NotFoundError
 from iotsec.store import models as m
 
-__all__ = [
-    "DEFAULT_ROLE",
-    "assign_roles",
-    "bump_policy_version",
-    "policy_changed",
-    "require_roles",
-]
+__all__ = ["DEFAULT_ROLE", "assign_roles", "bump_policy_version", "policy_changed", "require_roles"]
 
 DEFAULT_ROLE = "device"
 

@@ -58,18 +58,8 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
-    "MAX_GRACE",
-    "PURGE_INTERVAL",
-    "SECRET_BYTES",
-    "DeviceKeyRecord",
-    "authenticate",
-    "create_secret",
-    "fail",
-    "list_keys",
-    "register_key",
-    "revoke_key",
-    "rotate_secret",
-    "verify",
+    "MAX_GRACE", "PURGE_INTERVAL", "SECRET_BYTES", "DeviceKeyRecord", "authenticate",
+    "create_secret", "fail", "list_keys", "register_key", "revoke_key", "rotate_secret", "verify"
 ]
 
 MAX_GRACE = timedelta(days=90)

@@ -25,16 +25,8 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
-    "IMPORT_BATCH",
-    "MAX_LIST",
-    "NewDevice",
-    "add_device",
-    "get_device",
-    "get_devices",
-    "import_devices",
-    "insert_devices",
-    "list_devices",
-    "set_state",
+    "IMPORT_BATCH", "MAX_LIST", "NewDevice", "add_device", "get_device", "get_devices",
+    "import_devices", "insert_devices", "list_devices", "set_state"
 ]
 
 IMPORT_BATCH = 5000

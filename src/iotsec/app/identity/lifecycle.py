@@ -11,9 +11,7 @@ from iotsec.pki.crl import RevocationReason
 from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
-__all__ = [
-    "change_state",
-]
+__all__ = ["change_state"]
 
 
 def change_state(rt: Runtime, device_id: str, target: DeviceState) -> Device:

@@ -33,11 +33,7 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
-__all__ = [
-    "MARGIN_SECONDS",
-    "MAX_ENTRIES",
-    "DeviceCache",
-]
+__all__ = ["MARGIN_SECONDS", "MAX_ENTRIES", "DeviceCache"]
 
 #: Writes whose transaction began up to this many seconds before a look are still caught.
 MARGIN_SECONDS = 5

@@ -18,11 +18,7 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import from_ts
 
-__all__ = [
-    "FirmwareRecord",
-    "check_and_record",
-    "firmware_record",
-]
+__all__ = ["FirmwareRecord", "check_and_record", "firmware_record"]
 
 _ZERO = "0.0.0+0"
 

@@ -39,17 +39,9 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
-    "MAX_DETAIL",
-    "MAX_LIST",
-    "CampaignDevice",
-    "CampaignInfo",
-    "abort_campaign",
-    "campaign_devices",
-    "create_campaign",
-    "get_campaign",
-    "list_campaigns",
-    "pause_campaign",
-    "resume_campaign",
+    "MAX_DETAIL", "MAX_LIST", "CampaignDevice", "CampaignInfo", "abort_campaign",
+    "campaign_devices", "create_campaign", "get_campaign", "list_campaigns", "pause_campaign",
+    "resume_campaign"
 ]
 
 MAX_DETAIL = 1000

@@ -23,11 +23,7 @@ from iotsec.store import models as m
 from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
-__all__ = [
-    "Assignment",
-    "assignment",
-    "report",
-]
+__all__ = ["Assignment", "assignment", "report"]
 
 
 @dataclass(frozen=True)

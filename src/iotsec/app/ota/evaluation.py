@@ -23,13 +23,8 @@ from iotsec.store import models as m
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
-    "evaluate_campaign",
-    "lock_campaign",
-    "plan_of",
-    "record_changes",
-    "save_campaign",
-    "state_of",
-    "wave_counts",
+    "evaluate_campaign", "lock_campaign", "plan_of", "record_changes", "save_campaign", "state_of",
+    "wave_counts"
 ]
 
 

@@ -43,19 +43,9 @@ from iotsec.firmware.sign import SignedImage, SignOptions, sign_stream
 from iotsec.firmware.verify import VerifiedImage, verify_image
 
 __all__ = [
-    "PASSPHRASE_ENV",
-    "custody_public_key",
-    "custody_signer",
-    "export_public_key",
-    "generate_custody_key",
-    "generate_key",
-    "import_key",
-    "inspect_path",
-    "load_signer",
-    "load_trusted_keys",
-    "public_key_of",
-    "sign_file",
-    "verify_path",
+    "PASSPHRASE_ENV", "custody_public_key", "custody_signer", "export_public_key",
+    "generate_custody_key", "generate_key", "import_key", "inspect_path", "load_signer",
+    "load_trusted_keys", "public_key_of", "sign_file", "verify_path"
 ]
 
 if TYPE_CHECKING:

@@ -19,12 +19,8 @@ from iotsec.store.db import reading
 from iotsec.timeutil import from_ts
 
 __all__ = [
-    "ReleaseInfo",
-    "find_release",
-    "list_releases",
-    "product_releases",
-    "release_by_id",
-    "release_of",
+    "ReleaseInfo", "find_release", "list_releases", "product_releases", "release_by_id",
+    "release_of"
 ]
 
 

@@ -25,10 +25,7 @@ from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 from iotsec.firmware import releases as rel
 from iotsec.firmware import tufmeta as t
 
-__all__ = [
-    "Config",
-    "Repo",
-]
+__all__ = ["Config", "Repo"]
 
 
 @dataclass

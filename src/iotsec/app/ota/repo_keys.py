@@ -28,13 +28,8 @@ from iotsec.firmware import tufmeta as t
 from iotsec.pki.keys import KeyType
 
 __all__ = [
-    "KeyFile",
-    "load_key_file",
-    "new_online_keys",
-    "online_keys",
-    "online_signer",
-    "sign_metadata",
-    "signers_of",
+    "KeyFile", "load_key_file", "new_online_keys", "online_keys", "online_signer", "sign_metadata",
+    "signers_of"
 ]
 
 

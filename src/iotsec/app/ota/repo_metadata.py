@@ -26,12 +26,7 @@ from iotsec.firmware import tufmeta as t
 from iotsec.store import models as m
 from iotsec.store.db import transaction
 
-__all__ = [
-    "Outcome",
-    "advance",
-    "import_one",
-    "refresh_online",
-]
+__all__ = ["Outcome", "advance", "import_one", "refresh_online"]
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,7 @@ from iotsec.app.runtime import Runtime
 from iotsec.firmware import releases as rel
 from iotsec.firmware import tufmeta as t
 
-__all__ = [
-    "RepoStatus",
-    "RoleStatus",
-    "status",
-]
+__all__ = ["RepoStatus", "RoleStatus", "status"]
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,7 @@ from iotsec.firmware.campaign import CampaignState
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 
-__all__ = [
-    "tick",
-    "tick_loop",
-]
+__all__ = ["tick", "tick_loop"]
 
 log = logging.getLogger("iotsec.ota")
 

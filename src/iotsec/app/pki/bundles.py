@@ -20,13 +20,8 @@ from iotsec.pki.csr import CheckedCsr
 from iotsec.pki.keys import KeyType
 
 __all__ = [
-    "MIN_P12_PASSPHRASE",
-    "DeviceKey",
-    "KeygenBundle",
-    "chain_pem",
-    "check_p12_passphrase",
-    "issue_with_keygen",
-    "keygen_bundle",
+    "MIN_P12_PASSPHRASE", "DeviceKey", "KeygenBundle", "chain_pem", "check_p12_passphrase",
+    "issue_with_keygen", "keygen_bundle"
 ]
 
 MIN_P12_PASSPHRASE = 8

@@ -22,13 +22,8 @@ from iotsec.store.db import reading
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
-    "CertificateRecord",
-    "certificate_row",
-    "get_certificate",
-    "list_certificates",
-    "locked_certificate",
-    "record_from_row",
-    "record_of",
+    "CertificateRecord", "certificate_row", "get_certificate", "list_certificates",
+    "locked_certificate", "record_from_row", "record_of"
 ]
 
 

@@ -23,11 +23,7 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
-__all__ = [
-    "FETCH_BATCH",
-    "PublishedCrl",
-    "current_crl",
-]
+__all__ = ["FETCH_BATCH", "PublishedCrl", "current_crl"]
 
 FETCH_BATCH = 50_000
 

@@ -36,13 +36,8 @@ from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "MAX_BATCH",
-    "MAX_GRACE",
-    "SHARED_KEY_HINT",
-    "device_profile",
-    "issue_batch",
-    "issue_from_csr",
-    "renew",
+    "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "device_profile", "issue_batch", "issue_from_csr",
+    "renew"
 ]
 
 MAX_BATCH = 10_000

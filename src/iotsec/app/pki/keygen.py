@@ -31,12 +31,7 @@ from iotsec.identity.registry import parse_device_id
 from iotsec.pki import x509 as enc
 from iotsec.pki.keys import KeyType
 
-__all__ = [
-    "MAX_KEY_FILE",
-    "KeygenFiles",
-    "issue_keygen_files",
-    "keygen_paths",
-]
+__all__ = ["MAX_KEY_FILE", "KeygenFiles", "issue_keygen_files", "keygen_paths"]
 
 #: More than any PEM private key ``--keygen`` writes (an RSA-3072 PKCS#8 is about 2.5 KiB).
 MAX_KEY_FILE = 64 * 1024

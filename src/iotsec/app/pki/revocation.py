@@ -19,11 +19,7 @@ from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "ensure_revocable",
-    "mark_revoked",
-    "revoke",
-    "revoke_device",
-    "revoke_device_certificates",
+    "ensure_revocable", "mark_revoked", "revoke", "revoke_device", "revoke_device_certificates"
 ]
 
 

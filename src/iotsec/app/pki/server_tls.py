@@ -36,14 +36,8 @@ from iotsec.pki.profiles import check_dns_name
 from iotsec.pki.serial import format_serial, parse_serial
 
 __all__ = [
-    "CHAIN_FILE",
-    "LABEL_FILE",
-    "RENEW_BEFORE",
-    "ServerTls",
-    "ensure_server_tls",
-    "replace_server_tls",
-    "server_names",
-    "tls_key_store",
+    "CHAIN_FILE", "LABEL_FILE", "RENEW_BEFORE", "ServerTls", "ensure_server_tls",
+    "replace_server_tls", "server_names", "tls_key_store"
 ]
 
 RENEW_BEFORE = timedelta(days=30)

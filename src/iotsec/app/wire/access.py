@@ -14,14 +14,8 @@ from iotsec.app.events import Event
 from iotsec.app.wire.base import Wire
 
 __all__ = [
-    "DecisionOut",
-    "EventOut",
-    "NamesOut",
-    "PolicyAppliedOut",
-    "RoleOut",
-    "RuleOut",
-    "TokenOut",
-    "decision_fields",
+    "DecisionOut", "EventOut", "NamesOut", "PolicyAppliedOut", "RoleOut", "RuleOut", "TokenOut",
+    "decision_fields"
 ]
 
 

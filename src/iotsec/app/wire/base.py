@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = [
-    "Wire",
-]
+__all__ = ["Wire"]
 
 
 class Wire(BaseModel):

@@ -21,18 +21,9 @@ from iotsec.pki.crl import RevocationReason
 from iotsec.timeutil import from_ts
 
 __all__ = [
-    "CertificateOut",
-    "DeviceDetailOut",
-    "DeviceKeyOut",
-    "DeviceOut",
-    "DeviceSecretOut",
-    "KeyCreatedOut",
-    "KeygenFilesOut",
-    "KeygenOut",
-    "ReplacedOut",
-    "ReplacementOut",
-    "RevokedOut",
-    "VerifiedOut",
+    "CertificateOut", "DeviceDetailOut", "DeviceKeyOut", "DeviceOut", "DeviceSecretOut",
+    "KeyCreatedOut", "KeygenFilesOut", "KeygenOut", "ReplacedOut", "ReplacementOut", "RevokedOut",
+    "VerifiedOut"
 ]
 
 

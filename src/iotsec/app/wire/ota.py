@@ -16,18 +16,9 @@ from iotsec.firmware import releases as rel
 from iotsec.firmware.campaign import WaveCounts
 
 __all__ = [
-    "AssignmentEnvelope",
-    "AssignmentOut",
-    "CampaignDeviceOut",
-    "CampaignOut",
-    "FirmwareOut",
-    "ReleaseOut",
-    "RepoOutcomeOut",
-    "RepoStatusOut",
-    "RoleStatusOut",
-    "StagedOut",
-    "TargetReleaseOut",
-    "WrittenOut",
+    "AssignmentEnvelope", "AssignmentOut", "CampaignDeviceOut", "CampaignOut", "FirmwareOut",
+    "ReleaseOut", "RepoOutcomeOut", "RepoStatusOut", "RoleStatusOut", "StagedOut",
+    "TargetReleaseOut", "WrittenOut"
 ]
 
 

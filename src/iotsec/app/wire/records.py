@@ -9,10 +9,7 @@ from iotsec.app.custody.keys import KeyEntry
 from iotsec.app.wire.base import Wire
 from iotsec.compliance.evidence import Attestation
 
-__all__ = [
-    "AttestationOut",
-    "KeyEntryOut",
-]
+__all__ = ["AttestationOut", "KeyEntryOut"]
 
 
 class AttestationOut(Wire):

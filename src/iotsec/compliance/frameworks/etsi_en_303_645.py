@@ -13,12 +13,7 @@ from __future__ import annotations
 
 from iotsec.compliance.catalog import Category, Checks, Framework, Level, Provision
 
-__all__ = [
-    "CATEGORIES",
-    "ETSI_EN_303_645",
-    "PROVISIONS",
-    "M",
-]
+__all__ = ["CATEGORIES", "ETSI_EN_303_645", "PROVISIONS", "M"]
 
 M = Level.MANDATORY
 R = Level.RECOMMENDED

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from iotsec.compliance.catalog import Category, Checks, Framework, Provision
 
-__all__ = [
-    "CAPABILITIES",
-    "NISTIR_8259A",
-]
+__all__ = ["CAPABILITIES", "NISTIR_8259A"]
 
 CAPABILITIES = (
     ("device-identification", "1", "Device Identification",

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from iotsec.compliance.catalog import Category, Checks, Framework, Provision
 
-__all__ = [
-    "ITEMS",
-    "OWASP_IOT_TOP10",
-]
+__all__ = ["ITEMS", "OWASP_IOT_TOP10"]
 
 ITEMS = (
     ("I1", "Weak, Guessable, or Hardcoded Passwords",
