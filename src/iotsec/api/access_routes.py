@@ -6,21 +6,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotsec.access.document import MAX_DOCUMENT_BYTES
-from iotsec.access.engine import Decision
 from iotsec.access.lint import lint_json
 from iotsec.access.policy import Role, Rule
+from iotsec.api.decisions import decide
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
-from iotsec.api.schemas import MAX_INT64
-from iotsec.app.access import decisions as access
+from iotsec.api.schemas import MAX_INT64, AuthzIn
 from iotsec.app.access import policy
 from iotsec.app.access import roles as role_service
 from iotsec.app.access.api_tokens import Scope, issue_token, list_tokens, revoke_token
 from iotsec.app.events import list_events
-from iotsec.app.runtime import Runtime
 from iotsec.app.wire.access import (
     DecisionOut,
     EventOut,
@@ -34,7 +31,7 @@ from iotsec.timeutil import parse_duration
 
 __all__ = [
     "AssignIn", "AuthzIn", "GroupIn", "RoleIn", "RuleIO", "TokenIn", "add_group", "add_role",
-    "apply_policy", "assign", "authz_check", "create_token", "decide", "delete_token", "events",
+    "apply_policy", "assign", "authz_check", "create_token", "delete_token", "events",
     "export_policy", "lint_policy", "role", "roles", "router", "tokens"
 ]
 
@@ -43,13 +40,6 @@ router = APIRouter(prefix="/v1")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class AuthzIn(_Strict):
-    device: str = Field(max_length=512)
-    action: str = Field(max_length=64)
-    resource: str = Field(max_length=70_000)
-    cert_serial: str | None = Field(default=None, max_length=64)
 
 
 class RuleIO(_Strict):
@@ -85,15 +75,6 @@ async def authz_check(body: AuthzIn, rt: RuntimeDep, _: AuditorDep) -> DecisionO
     return DecisionOut.from_domain(d)
 
 
-async def decide(rt: Runtime, device: str, action: str, resource: str,
-                 cert_serial: str | None) -> Decision:
-    """A decision, on the event loop when everything it needs is in memory (the compiled
-    policy, the device's cached registry entry); otherwise in a worker thread, which reads
-    the store."""
-    cached = access.check_cached(rt, device, action, resource, cert_serial)
-    if cached is not None:
-        return cached
-    return await run_in_threadpool(access.check, rt, device, action, resource, cert_serial)
 
 
 @router.get("/roles")

@@ -22,9 +22,10 @@ from typing import Any
 from annotated_types import MaxLen
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from iotsec.api.access_routes import AuthzIn, decide
+from iotsec.api.decisions import decide
 from iotsec.api.limits import replay_body
 from iotsec.api.problems import for_error
+from iotsec.api.schemas import AuthzIn
 from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.access.api_tokens import authenticate
 from iotsec.app.runtime import Runtime

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from iotsec.api.deps import AuditorDep, OperatorDep, RuntimeDep
 from iotsec.api.schemas import MAX_INT32
 from iotsec.app.access.api_tokens import Principal
-from iotsec.app.events import Event
 from iotsec.app.identity import device_tokens
 from iotsec.app.ota import anti_rollback, device_updates
 from iotsec.app.ota import campaigns as campaign_service
@@ -216,7 +215,5 @@ def tuf_metadata(name: str, rt: RuntimeDep, _: DeviceDep) -> FileResponse:
 @device_router.get("/tuf/targets/{path:path}", openapi_extra=_DEVICE_SCOPE,
                    response_class=FileResponse)
 def tuf_target(path: str, rt: RuntimeDep, device: DeviceDep) -> FileResponse:
-    found = ota_repo.target_file(rt, path)
-    rt.events.record(Event(rt.now(), "ota.download", "success", actor=device.device_id,
-                           subject=path[:256]))
+    found = ota_repo.download_target(rt, path, device.device_id)
     return FileResponse(found, media_type="application/octet-stream")

@@ -24,6 +24,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class AuthzIn(Strict):
+    device: str = Field(max_length=512)
+    action: str = Field(max_length=64)
+    resource: str = Field(max_length=70_000)
+    cert_serial: str | None = Field(default=None, max_length=64)
+
+
 class DeviceIn(Strict):
     id: str = Field(max_length=512)
     groups: list[str] = Field(default_factory=list, max_length=64)

@@ -318,6 +318,14 @@ def metadata_file(rt: Runtime, name: str) -> Path:
     return path
 
 
+def download_target(rt: Runtime, path: str, device_id: str) -> Path:
+    """The target file a device downloads, recorded as an ``ota.download`` event."""
+    found = target_file(rt, path)
+    rt.events.record(Event(rt.now(), "ota.download", "success", actor=device_id,
+                           subject=path[:256]))
+    return found
+
+
 def target_file(rt: Runtime, path: str) -> Path:
     """A published target file (``PRODUCT/SHA256.NAME`` or under ``channels/``)."""
     directory, _, name = path.rpartition("/")
@@ -335,6 +343,22 @@ def target_file(rt: Runtime, path: str) -> Path:
     return found
 
 
-__all__ = ["MAX_IMAGE", "KeyFile", "Outcome", "RepoStatus", "RoleStatus", "firmware_keys",
-           "import_metadata", "init_repository", "load_key_file", "metadata_file",
-           "publish_image", "refresh", "rotate_keys", "sign_metadata", "status", "target_file"]
+__all__ = [
+    "MAX_IMAGE",
+    "KeyFile",
+    "Outcome",
+    "RepoStatus",
+    "RoleStatus",
+    "download_target",
+    "firmware_keys",
+    "import_metadata",
+    "init_repository",
+    "load_key_file",
+    "metadata_file",
+    "publish_image",
+    "refresh",
+    "rotate_keys",
+    "sign_metadata",
+    "status",
+    "target_file",
+]
