@@ -58,6 +58,7 @@ class Throttle:
 #: Failed authentications per source, for the throttle.
 _THROTTLE: Slot[Throttle] = Slot("throttle")
 
+
 def failure_throttle(rt: Runtime) -> Throttle:
     """The process's failed-authentication throttle, shared by every kind of credential
     (operator tokens, device tokens): a source that fails with one is refused the others."""
