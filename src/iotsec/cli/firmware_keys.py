@@ -34,6 +34,7 @@ def signing_passphrase(*, new: bool) -> bytes:
                            hint=f"set {service.PASSPHRASE_ENV}, or run in a terminal to be "
                            "prompted" + (", or use --generate-passphrase" if new else ""))
 
+
 def key_json(key: TrustedKey) -> dict[str, Any]:
     """A key as the ``--json`` output of the firmware commands names it."""
     return {"type": key.key_type.value, "key_id": key.key_id, "key_hash": key.key_hash.hex()}

@@ -81,6 +81,7 @@ def sign_metadata(data: bytes, signers: Sequence[Signer]) -> tuple[bytes, str]:
         raise TufMetadataError(f"{role} metadata is signed online, by the server")
     return t.serialize(t.sign(md, signers)), role
 
+
 def signers_of(keys: Iterable[KeyFile]) -> list[Signer]:
     return [k.signer for k in keys if k.signer is not None]
 
