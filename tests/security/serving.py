@@ -9,6 +9,7 @@ import select
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,8 +17,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
 
 from tests.cli.support import CONSOLE_SCRIPT, run_script
+
+
+def wait_healthy(client: httpx.Client, server: subprocess.Popen[bytes], log: Path,
+                 within: float = 60) -> None:
+    """Until the served process answers ``/healthz`` (its log shown if it dies or stalls)."""
+    deadline = time.monotonic() + within
+    while True:
+        assert server.poll() is None, log.read_text()
+        try:
+            client.get("/healthz")
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+
+@contextmanager
+def in_thread(config: uvicorn.Config) -> Iterator[uvicorn.Server]:
+    """A uvicorn server running ``config`` in a thread of this process, stopped at the end."""
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
 
 
 def free_port() -> int:
@@ -81,15 +114,7 @@ def served(tmp_path: Path, *options: str, tls: bool = True) -> Iterator[Served]:
     running = Served(port, server.pid, token, chain, tls, log)
     try:
         with running.client() as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert server.poll() is None, log.read_text()
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.1)
+            wait_healthy(client, server, log)
         yield running
     finally:
         server.terminate()

@@ -8,8 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from tests.cli.conftest import cli, cli_home, ready
 from tests.cli.support import CONSOLE_SCRIPT, Cli, run_script
+from tests.security.serving import in_thread, wait_healthy
 
 __all__ = ["cli", "cli_home", "ready"]
 
@@ -56,21 +55,11 @@ def serving(monkeypatch: pytest.MonkeyPatch) -> Serving:
 
     def run(app: FastAPI, **kwargs: Any) -> None:
         serving.kwargs = kwargs
-        server = uvicorn.Server(uvicorn.Config(app, **kwargs))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 20
-            while not server.started:
-                assert thread.is_alive() and time.monotonic() < deadline
-                time.sleep(0.02)
+        with in_thread(uvicorn.Config(app, **kwargs)):
             assert serving.drive is not None
             with httpx.Client(base_url=f"http://127.0.0.1:{kwargs['port']}",
                               timeout=10) as client:
                 serving.drive(client, app.state.runtime)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=20)
 
     monkeypatch.setattr(uvicorn, "run", run)
     return serving
@@ -165,15 +154,7 @@ def test_a_served_process_ignores_forwarded_for(tmp_path: Path) -> None:
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-                deadline = time.monotonic() + 60
-                while True:
-                    assert server.poll() is None, log_path.read_text()
-                    try:
-                        client.get("/healthz")
-                        break
-                    except httpx.TransportError:
-                        assert time.monotonic() < deadline, log_path.read_text()
-                        time.sleep(0.1)
+                wait_healthy(client, server, log_path)
                 statuses = [client.get("/v1/devices", headers={
                     **BAD, "X-Forwarded-For": f"203.0.113.{i + 1}"}).status_code
                     for i in range(3)]

@@ -5,7 +5,6 @@ closed (a TLS handshake after asyncio's 60 s), and enough of them exhausted the 
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,14 @@ from iotsec.cli.serve import FILE_RESERVE, MAX_CONNECTIONS, connection_limit, uv
 from iotsec.errors import InvalidInputError
 from tests.cli.conftest import cli, cli_home, ready
 from tests.cli.support import Cli
-from tests.security.serving import connect, free_port, is_closed, served, wait_closed
+from tests.security.serving import (
+    connect,
+    free_port,
+    in_thread,
+    is_closed,
+    served,
+    wait_closed,
+)
 
 __all__ = ["cli", "cli_home", "ready"]
 
@@ -135,14 +141,7 @@ def test_both_http_parsers_cut_off_slow_headers(parser: str, tmp_path: Path) -> 
     options = uvicorn_options(host="127.0.0.1", port=port, workers=1, tls=None)
     options["http"] = GuardedHttp(header_timeout=0.5, parser=parser)  # type: ignore[arg-type]
     options["timeout_keep_alive"] = 60
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.02)
+    with in_thread(uvicorn.Config(app, **options)):
         slow = connect(port, send=PARTIAL)
         assert 0.3 < wait_closed([slow], within=5, trickle=[slow]) < 3
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
@@ -150,6 +149,4 @@ def test_both_http_parsers_cut_off_slow_headers(parser: str, tmp_path: Path) -> 
             for _ in range(3):
                 assert client.get("/ping").json() == {"pong": "yes"}
                 time.sleep(0.3)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+
