@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iotsec import brokerctl
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.pki.bundles import issue_with_keygen
 from iotsec.app.runtime import Runtime
@@ -162,3 +164,29 @@ def running(binary: str, layout: Layout) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
+
+
+def mqtt_tls_connect(port: int, ca: Path, cert: Path | None = None,
+                     key: Path | None = None) -> str:
+    """A TLS connection to the broker on ``port`` (with the client certificate ``cert`` and
+    ``key`` when given) and an MQTT CONNECT: 'connected', or why not."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if cert is not None and key is not None:
+        ctx.load_cert_chain(str(cert), str(key))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            # TLS 1.3: the server checks the client certificate after the handshake; wait
+            # for its alert before sending (unread data would make it reset instead).
+            tls.settimeout(0.5)
+            try:
+                if not tls.recv(1):
+                    return "failed: closed"
+            except TimeoutError:
+                pass
+            tls.settimeout(3)
+            tls.sendall(brokerctl.connect_packet())
+            kind, body = brokerctl.read_packet(tls)
+            return "connected" if kind >> 4 == 2 and body[1] == 0 else f"refused {body.hex()}"
+    except (ssl.SSLError, OSError, ConnectionError) as exc:
+        return f"failed: {exc}"

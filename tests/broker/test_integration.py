@@ -32,7 +32,15 @@ from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
 from iotsec.store.db import transaction
 from iotsec.timeutil import ts
-from tests.broker.support import Broker, Creds, enroll, foreign_ca_creds, running, wait_for
+from tests.broker.support import (
+    Broker,
+    Creds,
+    enroll,
+    foreign_ca_creds,
+    mqtt_tls_connect,
+    running,
+    wait_for,
+)
 
 
 @dataclass
@@ -155,26 +163,8 @@ def test_other_devices_topics_deliver_nothing(setup: Setup) -> None:
 
 def _tls_connect(s: Setup, c: Creds | None, *, ca: Path | None = None) -> str:
     """Try a TLS connection and an MQTT CONNECT; returns 'connected' or the failure."""
-    ctx = ssl.create_default_context(cafile=str(ca or s.creds / "ca.pem"))
-    if c is not None:
-        ctx.load_cert_chain(str(c.cert), str(c.key))
-    try:
-        with socket.create_connection(("127.0.0.1", s.port), timeout=3) as raw, \
-                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            # TLS 1.3: the server checks the client certificate after the handshake; wait
-            # for its alert before sending (unread data would make it reset instead).
-            tls.settimeout(0.5)
-            try:
-                if not tls.recv(1):
-                    return "failed: closed"
-            except TimeoutError:
-                pass
-            tls.settimeout(3)
-            tls.sendall(control.connect_packet())
-            kind, body = control.read_packet(tls)
-            return "connected" if kind >> 4 == 2 and body[1] == 0 else f"refused {body.hex()}"
-    except (ssl.SSLError, OSError, ConnectionError) as exc:
-        return f"failed: {exc}"
+    return mqtt_tls_connect(s.port, ca or s.creds / "ca.pem",
+                            c.cert if c else None, c.key if c else None)
 
 
 def test_bad_clients_cannot_connect(setup: Setup, tmp_path: Path) -> None:

@@ -12,8 +12,6 @@ The broker tests run a real Mosquitto (``mosquitto -c DIR/mosquitto.conf``, stop
 from __future__ import annotations
 
 import json
-import socket
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,6 @@ from cryptography import x509
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from iotsec import brokerctl as control
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.broker import mosquitto as broker
 from iotsec.app.broker.infrastructure import replace_infrastructure
@@ -40,7 +37,7 @@ from iotsec.pki.serial import format_serial
 from iotsec.store import models as m
 from iotsec.store.db import transaction
 from tests.broker.conftest import broker_dir, brt, mosquitto, port
-from tests.broker.support import Broker, Creds, enroll, running
+from tests.broker.support import Broker, Creds, enroll, mqtt_tls_connect, running
 from tests.cli.support import use_home
 
 __all__ = ["broker_dir", "brt", "mosquitto", "port"]
@@ -79,25 +76,7 @@ def _serial(pem: Path) -> str:
 
 def _mqtt_connect(s: Live, c: Creds) -> str:
     """A TLS connection with ``c`` and an MQTT CONNECT: 'connected', or why not."""
-    ctx = ssl.create_default_context(cafile=str(c.ca))
-    ctx.load_cert_chain(str(c.cert), str(c.key))
-    try:
-        with socket.create_connection(("127.0.0.1", s.port), timeout=3) as raw, \
-                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            # TLS 1.3: the broker checks the client certificate after the handshake; its
-            # alert arrives before any answer to a packet.
-            tls.settimeout(0.5)
-            try:
-                if not tls.recv(1):
-                    return "failed: closed"
-            except TimeoutError:
-                pass
-            tls.settimeout(3)
-            tls.sendall(control.connect_packet())
-            kind, body = control.read_packet(tls)
-            return "connected" if kind >> 4 == 2 and body[1] == 0 else f"refused {body.hex()}"
-    except (ssl.SSLError, OSError, ConnectionError) as exc:
-        return f"failed: {exc}"
+    return mqtt_tls_connect(s.port, c.ca, c.cert, c.key)
 
 
 def _publishes(s: Live, c: Creds) -> None:
