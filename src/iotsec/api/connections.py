@@ -85,6 +85,7 @@ def _release(protocol: HttpToolsGuarded | H11Guarded) -> None:
     protocol.header_deadline.disarm()
     protocol._unset_keepalive_if_required()
 
+
 class HttpToolsGuarded(HttpToolsProtocol):
     """uvicorn's httptools protocol with an idle deadline from the connection's start, a
     header deadline per request and the connection cap (see the module's documentation)."""
