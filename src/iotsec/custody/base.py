@@ -83,6 +83,7 @@ class RecordingStore:
         if self.on_use is not None:
             self.on_use(label, operation)
 
+
 class CustodyImageSigner:
     """An :class:`~iotsec.firmware.image_keys.ImageSigner` handed out by a key store: it signs
     through ``inner`` and tells ``on_use(label, "sign-image")`` after every signature (the

@@ -45,6 +45,7 @@ def _protos(value: Any) -> list[Proto] | str | None:
         return "proto: only tcp and udp can be listed together"
     return out
 
+
 def _ports(value: Any) -> tuple[list[tuple[int, int]] | None, str | None, int]:
     """The port ranges, or the problem and the index of the bad item."""
     if value is None:
@@ -74,6 +75,7 @@ def _ports(value: Any) -> tuple[list[tuple[int, int]] | None, str | None, int]:
         ranges.append((lo, hi))
     return ranges, None, 0
 
+
 def _services(value: Any) -> tuple[list[str] | None, str | None, int]:
     if value is None:
         return None, None, 0
@@ -87,6 +89,7 @@ def _services(value: Any) -> tuple[list[str] | None, str | None, int]:
             return None, (f"unknown service {item!r}{also}; 'iotsec netseg services' "
                           "lists the known ones"), k
     return list(dict.fromkeys(items)), None, 0
+
 
 def _merge_ports(ranges: list[tuple[int, int]]) -> PortRanges:
     merged: list[tuple[int, int]] = []
