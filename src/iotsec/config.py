@@ -146,6 +146,19 @@ class Settings(EnvSettings):
         default=3600, ge=60, le=86400,
         description="longest accepted lifetime (exp - iat) of a device JWT, in seconds")
 
+    renew_after_expiry: int = Field(
+        default=0, ge=0, le=90 * 86400,
+        description="seconds after its notAfter during which a device may still re-enrol "
+        "over EST with its expired certificate (0: never; at most 90 days)")
+    renew_grace: int = Field(
+        default=86400, ge=0, le=90 * 86400,
+        description="seconds a certificate replaced by an EST re-enrolment stays valid "
+        "before it is revoked as superseded (at most 90 days)")
+    est_retry_after: int = Field(
+        default=60, ge=1, le=86400,
+        description="seconds an EST client waiting for an operator's approval is told to "
+        "wait before asking again (Retry-After)")
+
     keystore: Literal["file", "pkcs11"] = Field(
         default="file",
         description="where new CA and key-encryption keys are generated: 'file' (encrypted "

@@ -172,7 +172,8 @@ def test_attribute_limits_are_inclusive() -> None:
 # --- lifecycle -------------------------------------------------------------------------
 
 P, A, D, R = DeviceState.PENDING, DeviceState.ACTIVE, DeviceState.DISABLED, DeviceState.RETIRED
-ALLOWED = {(P, A), (P, D), (P, R), (A, D), (A, R), (D, A), (D, R)}
+W = DeviceState.AWAITING_APPROVAL
+ALLOWED = {(P, A), (P, D), (P, R), (A, D), (A, R), (D, A), (D, R), (W, P), (W, D), (W, R)}
 
 
 @pytest.mark.parametrize(
@@ -207,5 +208,7 @@ def test_which_states_hold_certificates() -> None:
 
 
 def test_state_values() -> None:
-    assert [s.value for s in DeviceState] == ["pending", "active", "disabled", "retired"]
+    assert [s.value for s in DeviceState] == ["pending", "active", "disabled", "retired",
+                                              "awaiting-approval"]
+    assert [s for s in DeviceState if s.may_hold_certificates] == [P, A]
     assert DeviceState("retired") is R

@@ -82,6 +82,9 @@ class DeviceState(enum.StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"
     RETIRED = "retired"
+    #: Enrolled through a template that requires approval: no certificate, denied by the
+    #: decision engine and left out of broker ACLs until an operator approves it.
+    AWAITING_APPROVAL = "awaiting-approval"
 
     @property
     def may_hold_certificates(self) -> bool:
@@ -89,8 +92,11 @@ class DeviceState(enum.StrEnum):
 
     def check_transition(self, target: DeviceState, device_id: str) -> None:
         """Allowed moves: pending->active (first certificate), active<->disabled,
-        pending->disabled, and anything->retired. Retired is final."""
+        pending->disabled, awaiting-approval->pending (approved) or ->disabled, and
+        anything->retired. Retired is final."""
         allowed = {
+            DeviceState.AWAITING_APPROVAL: {DeviceState.PENDING, DeviceState.DISABLED,
+                                            DeviceState.RETIRED},
             DeviceState.PENDING: {DeviceState.ACTIVE, DeviceState.DISABLED, DeviceState.RETIRED},
             DeviceState.ACTIVE: {DeviceState.DISABLED, DeviceState.RETIRED},
             DeviceState.DISABLED: {DeviceState.ACTIVE, DeviceState.RETIRED},

@@ -19,10 +19,12 @@ from sqlalchemy import (
 )
 
 __all__ = [
-    "api_tokens", "authorities", "certificates", "compliance_attestations", "crls",
-    "device_groups", "device_keys", "device_roles", "device_secrets", "devices", "encrypted_files",
-    "events", "group_roles", "groups", "metadata", "ota_campaign_devices", "ota_campaigns",
-    "ota_device_firmware", "ota_releases", "policy_version", "role_rules", "roles", "token_jtis"
+    "api_tokens", "authorities", "certificates", "claim_cas", "claim_uses",
+    "compliance_attestations", "crls", "device_groups", "device_keys", "device_roles",
+    "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "events", "group_roles",
+    "groups", "metadata", "ota_campaign_devices", "ota_campaigns", "ota_device_firmware",
+    "ota_releases", "pending_enrolments", "policy_version", "provisioning_templates",
+    "role_rules", "roles", "token_jtis"
 ]
 
 metadata = MetaData(
@@ -53,7 +55,9 @@ devices = Table(
     "devices",
     metadata,
     Column("id", String(128), primary_key=True),
-    Column("state", String(16), nullable=False),
+    # pending | active | disabled | retired | awaiting-approval: 17 characters, so 0010
+    # widened the column to 32 where the length is enforced (SQLite ignores it).
+    Column("state", String(16).with_variant(String(32), "postgresql"), nullable=False),
     Column("attributes", Text, nullable=False),  # JSON object of strings
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
@@ -346,4 +350,82 @@ encrypted_files = Table(
     Column("path", String(1024), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index(None, "kek_id"),
+)
+
+# --- enrolment (EST) -------------------------------------------------------------------
+
+# What a device enrolling under a template becomes. Groups, roles and attributes are JSON
+# (a list, a list, an object of strings), as the template gives them to a new device.
+provisioning_templates = Table(
+    "provisioning_templates",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("groups", Text, nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("attributes", Text, nullable=False),
+    Column("id_from", String(16), nullable=False),  # csr-cn | serial-number | secret
+    Column("require_approval", Boolean, nullable=False),
+    Column("profile", String(16), nullable=False),  # device | server
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Bootstrap credentials: bound to one device or to a template, stored only as the SHA-256
+# of the secret, usable uses_left more times until expires_at.
+enrolment_secrets = Table(
+    "enrolment_secrets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           nullable=True),
+    Column("template", String(64), ForeignKey("provisioning_templates.name"), nullable=True),
+    Column("uses_total", Integer, nullable=False),
+    Column("uses_left", Integer, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index(None, "device_id"),
+    Index(None, "template"),
+)
+
+# Manufacturers' (or factories') CAs whose certificates may each enrol once.
+claim_cas = Table(
+    "claim_cas",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("certificate", Text, nullable=False),  # PEM
+    Column("fingerprint", String(64), nullable=False, unique=True),  # SHA-256 of the DER
+    Column("template", String(64), ForeignKey("provisioning_templates.name"), nullable=False),
+    Column("allow_list", Text, nullable=True),  # JSON list of serials and hardware ids
+    Column("hook_url", String(2048), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "template"),
+)
+
+# Every claim certificate that enrolled, by the SHA-256 of its DER: it never enrols again,
+# even when its CA is removed and added back (so no foreign keys).
+claim_uses = Table(
+    "claim_uses",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("claim_ca", String(64), nullable=False),
+    Column("serial", String(42), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("used_at", BigInteger, nullable=False),
+)
+
+# Devices waiting for an operator's approval, with the credential and the key of their
+# request: a later request for the same device with the same credential and key polls, and
+# is answered with the certificate once the device is approved. (One secret may enrol
+# several devices, so the credential is not unique here.)
+pending_enrolments = Table(
+    "pending_enrolments",
+    metadata,
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("credential", String(128), nullable=False),  # secret:<id> | claim:<fingerprint>
+    Column("spki_sha256", String(64), nullable=False),
+    Column("template", String(64), nullable=False),
+    Column("source", String(64), nullable=True),
+    Column("requested_at", BigInteger, nullable=False),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
@@ -29,7 +29,7 @@ from iotsec.pki.ca import Authority
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.pki.issue import issue_device
-from iotsec.pki.profiles import DEVICE, CertProfile
+from iotsec.pki.profiles import DEVICE, SERVER, CertProfile
 from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m
 from iotsec.store.db import transaction
@@ -37,7 +37,7 @@ from iotsec.timeutil import ts
 
 __all__ = [
     "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "device_profile", "issue_batch", "issue_from_csr",
-    "renew"
+    "issue_in", "profile_named", "renew"
 ]
 
 MAX_BATCH = 10_000
@@ -161,32 +161,64 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
     if len(requests) > MAX_BATCH:
         raise InvalidInputError(f"a batch holds at most {MAX_BATCH} requests",
                                 hint="split the requests into smaller batches")
-    profile = profile or device_profile(rt)
     checked: list[tuple[str, CheckedCsr]] = []
     for device_id, csr in requests:
         parse_device_id(device_id)
         checked.append((device_id, csr if isinstance(csr, CheckedCsr) else parse_csr(csr)))
-    ca = rt.authority("issuing")
-    authority_id = rt.issuing_id()
+    rt.authority("issuing")  # loaded before the transaction: a first load reads the store
     moment = rt.now()
-    now = ts(moment)
-    values = []
     with transaction(rt.engine) as conn:
-        _lock_devices_for_issuance(conn, [d for d, _ in checked], now)
-        shared = _refuse_shared_keys(
-            conn, [(d, hashlib.sha256(c.spki).hexdigest()) for d, c in checked], now,
-            allow=allow_shared_key)
-        for device_id, csr_ok in checked:
-            issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
-                                  now=moment, days=days, crl_url=rt.settings.crl_url)
-            values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
-                                      kind="device", profile=profile.name, now=now))
-        if values:
-            conn.execute(_INSERT_CERT, values)
+        values, shared = _issue(conn, rt, checked, moment, days=days, profile=profile,
+                                allow_shared_key=allow_shared_key)
         if before_commit is not None:
             before_commit()
     _record_shared(rt, values, shared)
     return [record_from_row(v) for v in values]
+
+
+def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCsr]],
+           moment: datetime, *, days: int | None, profile: CertProfile | None,
+           allow_shared_key: bool
+           ) -> tuple[list[dict[str, Any]], dict[str, list[tuple[str, str | None]]]]:
+    profile = profile or device_profile(rt)
+    ca = rt.authority("issuing")
+    authority_id = rt.issuing_id()
+    now = ts(moment)
+    _lock_devices_for_issuance(conn, [d for d, _ in checked], now)
+    shared = _refuse_shared_keys(
+        conn, [(d, hashlib.sha256(c.spki).hexdigest()) for d, c in checked], now,
+        allow=allow_shared_key)
+    values = []
+    for device_id, csr_ok in checked:
+        issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
+                              now=moment, days=days, crl_url=rt.settings.crl_url)
+        values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
+                                      kind="device", profile=profile.name, now=now))
+    if values:
+        conn.execute(_INSERT_CERT, values)
+    return values, shared
+
+
+def issue_in(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr, *,
+             moment: datetime, profile: CertProfile | None = None) -> CertificateRecord:
+    """Issue one certificate inside the caller's transaction (a use case that registers
+    the device, or consumes a credential, in the same unit of work). A key that another
+    identity holds is refused; the caller has loaded the issuing CA before opening the
+    transaction."""
+    values, _ = _issue(conn, rt, [(parse_device_id(device_id), csr)], moment, days=None,
+                       profile=profile, allow_shared_key=False)
+    return record_from_row(values[0])
+
+
+def profile_named(rt: Runtime, name: str) -> CertProfile:
+    """The built-in certificate profile ``name`` (``device``, with the deployment's DNS
+    names, or ``server``)."""
+    if name == SERVER.name:
+        return SERVER
+    if name == DEVICE.name:
+        return device_profile(rt)
+    raise InvalidInputError(f"unknown certificate profile {name[:40]!r}",
+                            hint="use device or server")
 
 
 def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None = None,
@@ -197,16 +229,17 @@ def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None 
                        allow_shared_key=allow_shared_key)[0]
 
 
-def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
+def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None = None,
           grace: timedelta | None = None, allow_shared_key: bool = False
           ) -> CertificateRecord:
     """Issue a new certificate for the same device from a new CSR and supersede the old one:
     revoked with reason ``superseded`` now, or when ``grace`` has passed. The new key may be
-    the old one, but not another identity's (see :func:`issue_batch`)."""
+    the old one, but not another identity's (see :func:`issue_batch`). The new certificate
+    has the old one's profile."""
     if grace is not None and not timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
     key = format_serial(parse_serial(serial))
-    checked = parse_csr(csr)
+    checked = csr if isinstance(csr, CheckedCsr) else parse_csr(csr)
     ca: Authority = rt.authority("issuing")
     authority_id = rt.issuing_id()
     moment = rt.now().replace(microsecond=0)
@@ -227,7 +260,8 @@ def renew(rt: Runtime, serial: str, csr: bytes, *, days: int | None = None,
             conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
             allow=allow_shared_key)
         issued = issue_device(ca, device_id=old.device_id, spki=checked.spki,
-                              profile=device_profile(rt),
+                              profile=SERVER if old.profile == SERVER.name
+                              else device_profile(rt),
                               now=moment, days=days, crl_url=rt.settings.crl_url)
         values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
                              kind="device", profile=old.profile, now=now)

@@ -1,0 +1,204 @@
+"""The credentials an EST enrolment presents, and what one use of each checks and records:
+an enrolment secret (HTTP Basic) or a claim certificate (mutual TLS).
+
+A use opens inside the enrolment's transaction (it locks what it consumes), tells which
+device and template the request is for, checks that the credential has a use left, and
+records the use; the enrolment flow (:mod:`iotsec.app.enrol.est`) does the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Connection, Row, insert, select, update
+
+from iotsec.app.enrol.claims import ClaimCa, hardware_id
+from iotsec.app.enrol.templates import load_template
+from iotsec.errors import EnrolmentAuthError, EnrolmentForbiddenError, InvalidInputError
+from iotsec.identity.enrolment import (
+    Template,
+    device_id_for,
+    parse_secret_id,
+    secret_digest,
+)
+from iotsec.pki.serial import format_serial
+from iotsec.store import models as m
+from iotsec.timeutil import ts
+
+__all__ = [
+    "BasicCredential", "ClaimUse", "ClientChain", "Credential", "CredentialUse", "SecretUse",
+    "Subject", "check_label", "describe"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BasicCredential:
+    """An enrolment secret as HTTP Basic sends it (RFC 7030 3.2.3): id and secret."""
+
+    id: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientChain:
+    """The client certificate chain the TLS layer verified, leaf first."""
+
+    certs: tuple[x509.Certificate, ...]
+
+    def __post_init__(self) -> None:
+        if not self.certs:
+            raise InvalidInputError("a client certificate chain holds at least the leaf")
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.certs[0]
+
+
+Credential = BasicCredential | ClientChain
+
+
+def describe(credential: Credential) -> str:
+    """How events name a credential: the secret's id, or the certificate's serial and
+    issuer; never a secret."""
+    if isinstance(credential, BasicCredential):
+        return f"secret:{credential.id[:40]}"
+    leaf = credential.leaf
+    return f"certificate:{format_serial(leaf.serial_number)} from {leaf.issuer.rfc4514_string()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a template may take a device id from in the CSR's subject."""
+
+    cn: str | None
+    serial_number: str | None
+
+
+def check_label(label: str | None, template: str) -> None:
+    """An EST label, when given, must name the credential's template."""
+    if label is not None and label != template:
+        raise EnrolmentForbiddenError("this credential does not enrol under this label")
+
+
+class CredentialUse(Protocol):
+    """One use of an enrolment credential, inside the enrolment's transaction."""
+
+    #: How the pending-approval record names the credential (never a secret).
+    key: str
+    #: How events name the credential.
+    name: str
+
+    def open(self, conn: Connection, subject: Subject,
+             label: str | None) -> tuple[str, Template | None]:
+        """Check the credential; the device id and template (None: a registered device)."""
+
+    def check_fresh(self, conn: Connection, now: datetime) -> None:
+        """Refuse a credential with no use left (a waiting enrolment polls without one)."""
+
+    def consume(self, conn: Connection, device_id: str, now: datetime) -> None:
+        """Record this use."""
+
+
+_SECRETS = m.enrolment_secrets
+#: Compared against when the id is unknown, so that both paths cost one digest.
+_NO_DIGEST = "0" * 64
+
+
+class SecretUse:
+    """A use of an enrolment secret."""
+
+    def __init__(self, credential: BasicCredential) -> None:
+        self._credential = credential
+        self._row: Row[Any] | None = None
+        self.key = self.name = describe(credential)
+
+    def _locked(self, conn: Connection) -> Row[Any]:
+        try:
+            secret_id = parse_secret_id(self._credential.id)
+            digest = secret_digest(self._credential.secret)
+        except InvalidInputError:
+            raise EnrolmentAuthError("malformed enrolment secret") from None
+        row = conn.execute(select(_SECRETS).where(_SECRETS.c.id == secret_id)
+                           .with_for_update()).first()
+        expected = row.secret_sha256 if row is not None else _NO_DIGEST
+        if not hmac.compare_digest(digest, expected) or row is None:
+            raise EnrolmentAuthError("unknown enrolment secret or wrong secret")
+        if row.revoked_at is not None:
+            raise EnrolmentAuthError("revoked enrolment secret")
+        return row
+
+    def open(self, conn: Connection, subject: Subject,
+             label: str | None) -> tuple[str, Template | None]:
+        row = self._row = self._locked(conn)
+        if row.device_id is not None:
+            if label is not None:
+                raise EnrolmentForbiddenError("this credential does not enrol under this label")
+            return row.device_id, None
+        template = load_template(conn, row.template)
+        check_label(label, template.name)
+        return device_id_for(template, csr_subject_cn=subject.cn,
+                             csr_subject_serial=subject.serial_number,
+                             secret_id=row.id), template
+
+    def check_fresh(self, conn: Connection, now: datetime) -> None:
+        row = self._row
+        assert row is not None, "open() comes first"
+        if row.expires_at <= ts(now):
+            raise EnrolmentAuthError("expired enrolment secret")
+        if row.uses_left <= 0:
+            raise EnrolmentAuthError("used enrolment secret")
+
+    def consume(self, conn: Connection, device_id: str, now: datetime) -> None:
+        assert self._row is not None, "open() comes first"
+        conn.execute(update(_SECRETS).where(_SECRETS.c.id == self._row.id)
+                     .values(uses_left=_SECRETS.c.uses_left - 1))
+
+
+class ClaimUse:
+    """The one use of a claim certificate, issued under ``ca`` (found and checked by
+    :func:`iotsec.app.enrol.claims.find_claim_ca`)."""
+
+    def __init__(self, leaf: x509.Certificate, ca: ClaimCa) -> None:
+        self._leaf = leaf
+        self._ca = ca
+        self.fingerprint = hashlib.sha256(
+            leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+        self.key = f"claim:{self.fingerprint}"
+        self.name = f"claim:{ca.name}:{format_serial(leaf.serial_number)}"
+
+    def open(self, conn: Connection, subject: Subject,
+             label: str | None) -> tuple[str, Template | None]:
+        # The CA may have been removed (or replaced) since the claim was checked.
+        c = m.claim_cas.c
+        row = conn.execute(select(c.template).where(
+            c.name == self._ca.name, c.fingerprint == self._ca.fingerprint)).first()
+        if row is None:
+            raise EnrolmentAuthError("the claim CA is no longer registered")
+        template = load_template(conn, row.template)
+        check_label(label, template.name)
+        cns = self._leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return device_id_for(template, csr_subject_cn=subject.cn,
+                             csr_subject_serial=subject.serial_number,
+                             claim_subject_cn=str(cns[0].value) if cns else None,
+                             claim_subject_serial=hardware_id(self._leaf)), template
+
+    def used(self, conn: Connection) -> bool:
+        """Has this claim certificate enrolled before?"""
+        return conn.execute(select(m.claim_uses.c.fingerprint).where(
+            m.claim_uses.c.fingerprint == self.fingerprint)).first() is not None
+
+    def check_fresh(self, conn: Connection, now: datetime) -> None:
+        if self.used(conn):
+            raise EnrolmentForbiddenError("the claim certificate has already enrolled")
+
+    def consume(self, conn: Connection, device_id: str, now: datetime) -> None:
+        conn.execute(insert(m.claim_uses).values(
+            fingerprint=self.fingerprint, claim_ca=self._ca.name,
+            serial=format_serial(self._leaf.serial_number), device_id=device_id,
+            used_at=ts(now)))

@@ -1,0 +1,464 @@
+"""The EST flows (RFC 7030): CA certificates, CSR attributes, enrolment with a bootstrap
+secret or a claim certificate, re-enrolment with the device's own certificate, server-side
+key generation, and an operator's approval of a device that waits for it.
+
+Each flow is one transaction and one security event (``est.enrolled``, ``est.pending``,
+``est.reenrolled``, ``est.serverkeygen``, ``est.refused``, ``est.approved``) naming the
+source address and the credential used (a secret's id, a claim CA and serial, a
+certificate serial; never a secret, never a key). The identity in a certificate comes from
+the registry or the template, never from the CSR. Failed attempts are throttled per
+source, with the same throttle as the API's credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from sqlalchemy import Connection, Row, delete, insert, select, update
+
+from iotsec.app.enrol.claims import (
+    ask_hook,
+    check_allowed,
+    find_claim_ca,
+    issued_by,
+    load_claim_cas,
+)
+from iotsec.app.enrol.credentials import (
+    BasicCredential,
+    ClaimUse,
+    ClientChain,
+    Credential,
+    CredentialUse,
+    SecretUse,
+    Subject,
+    describe,
+)
+from iotsec.app.enrol.templates import get_template
+from iotsec.app.events import Event
+from iotsec.app.identity.bindings import policy_changed
+from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
+from iotsec.app.pki.cert_records import CertificateRecord, record_of
+from iotsec.app.pki.issuance import (
+    SHARED_KEY_HINT,
+    device_profile,
+    issue_in,
+    profile_named,
+    renew,
+)
+from iotsec.app.runtime import Runtime
+from iotsec.app.throttle import failure_throttle
+from iotsec.errors import (
+    ConflictError,
+    DeviceStateError,
+    EnrolmentAuthError,
+    EnrolmentForbiddenError,
+    IotsecError,
+    NotFoundError,
+)
+from iotsec.identity.enrolment import Template, parse_template_name
+from iotsec.identity.registry import Device, DeviceState, parse_device_id
+from iotsec.pki.csr import CheckedCsr, parse_csr
+from iotsec.pki.est import certs_only, csr_attributes
+from iotsec.pki.keys import KeyType
+from iotsec.pki.x509 import spki_der
+from iotsec.store import models as m
+from iotsec.store.db import reading, transaction
+from iotsec.timeutil import ts
+
+__all__ = [
+    "BasicCredential", "ClientChain", "Credential", "Issued", "Pending", "approve", "cacerts",
+    "csrattrs", "enrol", "reenrol", "serverkeygen"
+]
+
+T = TypeVar("T")
+#: What a client learns of a refused credential; the event says why.
+_NOT_VALID = "the enrolment credential is not valid"
+_KEY_HELD = "the key in the request already belongs to another identity"
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A certificate issued over EST, and the certs-only PKCS#7 (DER) that carries it."""
+
+    record: CertificateRecord
+    chain_der: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The device waits for an operator's approval: ask again with the same credential and
+    key after ``retry_after`` seconds."""
+
+    device_id: str
+    retry_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    proof: CheckedCsr  # the CSR the client sent: its key proves who asked
+    certified: CheckedCsr  # the key the certificate certifies (the CSR's, or one made here)
+    subject: Subject
+    label: str | None
+    source: str | None
+    moment: datetime
+    kind: str  # the event a success records
+
+    @property
+    def spki_sha256(self) -> str:
+        return hashlib.sha256(self.proof.spki).hexdigest()
+
+
+def _csr_subject(csr_der: bytes) -> Subject:
+    stripped = csr_der.lstrip()
+    csr = (x509.load_pem_x509_csr(stripped) if stripped.startswith(b"-----BEGIN")
+           else x509.load_der_x509_csr(csr_der))
+
+    def first(oid: x509.ObjectIdentifier) -> str | None:
+        values = csr.subject.get_attributes_for_oid(oid)
+        return str(values[0].value) if values else None
+
+    return Subject(cn=first(x509.NameOID.COMMON_NAME),
+                   serial_number=first(x509.NameOID.SERIAL_NUMBER))
+
+
+def _request(rt: Runtime, csr_der: bytes, *, label: str | None, source: str | None,
+             kind: str, certified: CheckedCsr | None = None) -> _Request:
+    proof = parse_csr(csr_der)
+    if label is not None:
+        parse_template_name(label)
+    return _Request(proof=proof, certified=certified or proof, subject=_csr_subject(csr_der),
+                    label=label, source=source, moment=rt.now().replace(microsecond=0),
+                    kind=kind)
+
+
+def _refused(rt: Runtime, operation: str, credential: str, source: str | None,
+             exc: IotsecError) -> None:
+    reason = str(exc) if exc.__cause__ is None else f"{exc}: {exc.__cause__}"
+    rt.events.record(Event(rt.now(), "est.refused", "failure", source=source,
+                           subject=operation,
+                           detail={"credential": credential, "reason": reason[:500],
+                                   "error": exc.code}))
+
+
+def _guarded(rt: Runtime, operation: str, credential: Credential, source: str | None,
+             run: Callable[[], T]) -> T:
+    """Run a flow for ``source``: refused while throttled; a refusal is an event and
+    counts against the source; a refused credential is named to the client by one
+    generic message."""
+    where = source or "unknown"
+    throttle = failure_throttle(rt)
+    throttle.check(where)
+    try:
+        result = run()
+    except IotsecError as exc:
+        _refused(rt, operation, describe(credential), source, exc)
+        if isinstance(exc, EnrolmentAuthError | EnrolmentForbiddenError):
+            throttle.failed(where)
+        if isinstance(exc, EnrolmentAuthError):
+            raise EnrolmentAuthError(_NOT_VALID) from None
+        raise
+    throttle.succeeded(where)
+    return result
+
+
+def _record(rt: Runtime, req: _Request, kind: str, device_id: str, credential: str,
+            **detail: Any) -> None:
+    rt.events.record(Event(req.moment, kind, "success", actor=device_id, source=req.source,
+                           subject=detail.pop("serial", None),
+                           detail={"credential": credential, "label": req.label, **detail}))
+
+
+def _issued(record: CertificateRecord) -> Issued:
+    return Issued(record=record,
+                  chain_der=certs_only([x509.load_der_x509_certificate(record.der)]))
+
+
+# --- enrolment: a bootstrap secret or a claim certificate --------------------------------
+
+
+def _create_device(conn: Connection, device_id: str, template: Template, now: int) -> None:
+    """Register the device the template describes; an existing device is never taken."""
+    taken = conn.execute(select(m.devices.c.id).where(m.devices.c.id == device_id)).first()
+    if taken is not None:
+        raise EnrolmentForbiddenError("the device is already registered; this credential "
+                                      "enrols new devices only")
+    insert_devices(conn, [NewDevice.parse(device_id, template.groups,
+                                          dict(template.attributes),
+                                          template.roles or None)], now)
+    if template.require_approval:
+        conn.execute(update(m.devices).where(m.devices.c.id == device_id)
+                     .values(state=DeviceState.AWAITING_APPROVAL.value))
+
+
+def _issue(conn: Connection, rt: Runtime, req: _Request, device_id: str,
+           profile: str | None) -> CertificateRecord:
+    try:
+        return issue_in(conn, rt, device_id, req.certified, moment=req.moment,
+                        profile=device_profile(rt) if profile is None
+                        else profile_named(rt, profile))
+    except ConflictError as exc:  # a key another identity holds, or a disabled device
+        message = _KEY_HELD if not isinstance(exc, DeviceStateError) else (
+            "the device may not hold a certificate")
+        raise EnrolmentForbiddenError(message) from exc
+
+
+def _poll(conn: Connection, rt: Runtime, req: _Request, waiting: Row[Any]
+          ) -> CertificateRecord | Pending:
+    """A later request of an enrolment waiting for approval: still waiting, or issued
+    once (the waiting record is then gone)."""
+    if waiting.spki_sha256 != req.spki_sha256:
+        raise EnrolmentForbiddenError("the request is not for the key waiting for approval")
+    state = conn.execute(select(m.devices.c.state).where(m.devices.c.id == waiting.device_id)
+                         ).scalar_one()
+    if state == DeviceState.AWAITING_APPROVAL.value:
+        return Pending(device_id=waiting.device_id, retry_after=rt.settings.est_retry_after)
+    profile = conn.execute(select(m.provisioning_templates.c.profile).where(
+        m.provisioning_templates.c.name == waiting.template)).scalar_one_or_none()
+    conn.execute(delete(m.pending_enrolments)
+                 .where(m.pending_enrolments.c.device_id == waiting.device_id))
+    return _issue(conn, rt, req, waiting.device_id, profile)
+
+
+def _wait_for_approval(conn: Connection, rt: Runtime, req: _Request, use: CredentialUse,
+                       device_id: str, template: Template) -> Pending:
+    conn.execute(insert(m.pending_enrolments).values(
+        device_id=device_id, credential=use.key, spki_sha256=req.spki_sha256,
+        template=template.name, source=(req.source or "")[:64] or None,
+        requested_at=ts(req.moment)))
+    return Pending(device_id=device_id, retry_after=rt.settings.est_retry_after)
+
+
+def _enrol_in(conn: Connection, rt: Runtime, req: _Request, use: CredentialUse
+              ) -> tuple[str, Template | None, CertificateRecord | Pending]:
+    """The enrolment inside its transaction: (device id, template, outcome)."""
+    device_id, template = use.open(conn, req.subject, req.label)
+    waiting = conn.execute(select(m.pending_enrolments).where(
+        m.pending_enrolments.c.device_id == device_id).with_for_update()).first()
+    if waiting is not None and waiting.credential == use.key:
+        return device_id, template, _poll(conn, rt, req, waiting)
+    use.check_fresh(conn, req.moment)
+    if template is not None:
+        _create_device(conn, device_id, template, ts(req.moment))
+    use.consume(conn, device_id, req.moment)
+    if template is not None and template.require_approval:
+        return device_id, template, _wait_for_approval(conn, rt, req, use, device_id, template)
+    return device_id, template, _issue(conn, rt, req, device_id,
+                                       template.profile if template else None)
+
+
+def _claim_use(rt: Runtime, chain: ClientChain, req: _Request) -> ClaimUse:
+    """Find and check the claim (CA, validity, allow list, hook) before the transaction:
+    the hook may take seconds, and nothing may wait on the store meanwhile."""
+    with reading(rt.engine) as conn:
+        ca = find_claim_ca(load_claim_cas(conn), chain.certs, req.moment)
+        use = ClaimUse(chain.leaf, ca)
+        waiting = conn.execute(select(m.pending_enrolments.c.device_id).where(
+            m.pending_enrolments.c.credential == use.key)).first()
+        if waiting is not None:
+            return use  # a poll: the claim was checked when the enrolment began
+        use.check_fresh(conn, req.moment)
+    check_allowed(ca, chain.leaf)
+    ask_hook(ca, chain.leaf, use.fingerprint, req.source)
+    return use
+
+
+def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRecord | Pending:
+    use: CredentialUse = (SecretUse(credential) if isinstance(credential, BasicCredential)
+                          else _claim_use(rt, credential, req))
+    rt.authority("issuing")  # loaded before the transaction: a first load reads the store
+    with transaction(rt.engine) as conn:
+        device_id, template, outcome = _enrol_in(conn, rt, req, use)
+    policy_changed(rt)
+    detail = {"template": template.name if template else None}
+    if isinstance(outcome, Pending):
+        _record(rt, req, "est.pending", device_id, use.name, **detail)
+    else:
+        _record(rt, req, req.kind, device_id, use.name, serial=outcome.serial, **detail)
+    return outcome
+
+
+def enrol(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | None,
+          source: str | None) -> Issued | Pending:
+    """``simpleenroll``: a certificate for the device the credential stands for.
+
+    A device-bound secret enrols that device; a template secret or a claim certificate
+    enrols the device the template names (created just in time; an existing device is
+    never taken). Under a template that requires approval the device waits
+    (:class:`Pending`) until an operator approves it; a later request with the same
+    credential and the same key then gets the certificate (even once the secret has expired:
+    the approval is what counts), exactly once.
+    """
+    def run() -> Issued | Pending:
+        outcome = _enrol(rt, credential, _request(rt, csr_der, label=label, source=source,
+                                                  kind="est.enrolled"))
+        return outcome if isinstance(outcome, Pending) else _issued(outcome)
+
+    return _guarded(rt, "simpleenroll", credential, source, run)
+
+
+# --- re-enrolment: the device's own certificate -----------------------------------------
+
+
+def _forbidden(reason: str) -> EnrolmentForbiddenError:
+    return EnrolmentForbiddenError(f"this certificate cannot be renewed: {reason}")
+
+
+def _renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> CertificateRecord:
+    """The record of ``leaf`` if it may re-enrol now: iotsec issued it (same DER, signed by
+    one of iotsec's CAs) to a device that may hold certificates, it is neither revoked nor
+    renewed already, and ``moment`` lies in its validity (plus the renew-after-expiry
+    window)."""
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    with reading(rt.engine) as conn:
+        row = conn.execute(select(m.certificates).where(
+            m.certificates.c.sha256 == hashlib.sha256(der).hexdigest())).first()
+        issuer = state = None
+        if row is not None:
+            issuer = conn.execute(select(m.authorities.c.cert_der).where(
+                m.authorities.c.id == row.authority_id)).scalar_one()
+            state = conn.execute(select(m.devices.c.state).where(
+                m.devices.c.id == row.device_id)).scalar_one_or_none()
+    if row is None or bytes(row.der) != der or issuer is None or not issued_by(
+            leaf, x509.load_der_x509_certificate(bytes(issuer))):
+        raise _forbidden("iotsec did not issue it")
+    record = record_of(row)
+    if record.kind != "device" or state is None:
+        raise _forbidden("it is not a device's certificate")
+    if record.revoked_at is not None or record.replaced_by is not None:
+        raise _forbidden("it is revoked or already renewed")
+    if not DeviceState(state).may_hold_certificates:
+        raise _forbidden(f"the device is {state}")
+    window = timedelta(seconds=rt.settings.renew_after_expiry)
+    if not record.not_before <= moment <= record.not_after + window:
+        raise _forbidden("it is expired or not yet valid")
+    return record
+
+
+def _check_label(rt: Runtime, label: str | None) -> None:
+    if label is not None:
+        get_template(rt, label)
+
+
+def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecord:
+    _check_label(rt, req.label)
+    old = _renewable(rt, chain.leaf, req.moment)
+    try:
+        record = renew(rt, old.serial, req.certified,
+                       grace=timedelta(seconds=rt.settings.renew_grace))
+    except ConflictError as exc:  # renewed or revoked meanwhile, or a key held elsewhere
+        raise EnrolmentForbiddenError(_KEY_HELD if exc.hint == SHARED_KEY_HINT
+                                      else "this certificate cannot be renewed") from exc
+    _record(rt, req, req.kind, record.device_id or "", f"certificate:{old.serial}",
+            serial=record.serial, replaces=old.serial)
+    return record
+
+
+def reenrol(rt: Runtime, chain: ClientChain, csr_der: bytes, *, label: str | None,
+            source: str | None) -> Issued:
+    """``simplereenroll``: a new certificate for the device whose current certificate
+    authenticated the TLS connection; the old one is superseded after the configured grace
+    (``IOTSEC_RENEW_GRACE``). The CSR's subject is ignored."""
+    def run() -> Issued:
+        return _issued(_reenrol(rt, chain, _request(rt, csr_der, label=label, source=source,
+                                                    kind="est.reenrolled")))
+
+    return _guarded(rt, "simplereenroll", chain, source, run)
+
+
+# --- server-side key generation ---------------------------------------------------------
+
+
+def _key_like(public_key: CertificatePublicKeyTypes
+              ) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    """A new key of the CSR key's kind: the same curve, RSA-3072 for RSA, else P-256."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return ec.generate_private_key(public_key.curve)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return KeyType.RSA_3072.generate()
+    return KeyType.ECDSA_P256.generate()
+
+
+def _ours(rt: Runtime, leaf: x509.Certificate) -> bool:
+    digest = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+    with reading(rt.engine) as conn:
+        return conn.execute(select(m.certificates.c.serial)
+                            .where(m.certificates.c.sha256 == digest)).first() is not None
+
+
+def serverkeygen(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | None,
+                 source: str | None) -> tuple[bytes, Issued] | Pending:
+    """``serverkeygen`` (RFC 7030 4.4): as :func:`enrol` (a secret or a claim
+    certificate) or :func:`reenrol` (one of iotsec's device certificates), but the key is
+    made here, of the CSR key's kind; the CSR only proves who asked. Returns the key as
+    unencrypted PKCS#8 DER, for the TLS connection only: it is never stored nor logged.
+    An enrolment waiting for approval is :class:`Pending`, as with :func:`enrol`."""
+    def run() -> tuple[bytes, Issued] | Pending:
+        key = _key_like(parse_csr(csr_der).public_key)
+        made = CheckedCsr(public_key=key.public_key(), spki=spki_der(key.public_key()),
+                          requested_subject="")
+        req = _request(rt, csr_der, label=label, source=source, kind="est.serverkeygen",
+                       certified=made)
+        if isinstance(credential, ClientChain) and _ours(rt, credential.leaf):
+            outcome: CertificateRecord | Pending = _reenrol(rt, credential, req)
+        else:
+            outcome = _enrol(rt, credential, req)
+        if isinstance(outcome, Pending):
+            return outcome
+        return key.private_bytes(serialization.Encoding.DER,
+                                 serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()), _issued(outcome)
+
+    return _guarded(rt, "serverkeygen", credential, source, run)
+
+
+# --- CA certificates, CSR attributes, approval ------------------------------------------
+
+
+def cacerts(rt: Runtime, label: str | None) -> bytes:
+    """``cacerts``: the issuing chain (issuing CA and root) as a DER certs-only PKCS#7."""
+    _check_label(rt, label)
+    return certs_only([rt.authority("issuing").certificate, rt.authority("root").certificate])
+
+
+def csrattrs(rt: Runtime, label: str | None) -> bytes:
+    """``csrattrs``: what a CSR should hold (DER CsrAttrs): the issuing CA's key type and
+    signature algorithm, and the subject attributes the label's template takes the device
+    id from."""
+    template = get_template(rt, label) if label is not None else None
+    id_from = template.id_from.value if template is not None else None
+    return csr_attributes(key_type=rt.authority("issuing").signer.key_type,
+                          require_cn=id_from == "csr-cn",
+                          require_serial_number=id_from == "serial-number")
+
+
+def approve(rt: Runtime, device_id: str) -> Device:
+    """Approve a device waiting for it: awaiting-approval becomes pending, so its next
+    enrolment request gets the certificate."""
+    key = parse_device_id(device_id)
+    moment = rt.now().replace(microsecond=0)
+    with transaction(rt.engine) as conn:
+        state = conn.execute(select(m.devices.c.state).where(m.devices.c.id == key)
+                             .with_for_update()).scalar_one_or_none()
+        if state is None:
+            raise NotFoundError(f"device {key!r} is not registered",
+                                hint="see 'iotsec device list --state awaiting-approval'")
+        if state != DeviceState.AWAITING_APPROVAL.value:
+            raise DeviceStateError(f"device {key!r} is {state}, not awaiting approval",
+                                   hint="see 'iotsec device list --state awaiting-approval'")
+        set_state(conn, key, DeviceState.PENDING, ts(moment))
+        waiting = conn.execute(select(m.pending_enrolments).where(
+            m.pending_enrolments.c.device_id == key)).first()
+    policy_changed(rt)
+    rt.events.record(Event(moment, "est.approved", "success", subject=key, detail={
+        "template": waiting.template if waiting else None,
+        "credential": waiting.credential if waiting else None,
+        "requested_from": waiting.source if waiting else None}))
+    return get_device(rt, key)
