@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from iotsec.app.access.roles import assign_device
+from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices as service
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import cert_records
@@ -23,8 +24,8 @@ from iotsec.errors import InvalidInputError, IotsecError
 from iotsec.identity.registry import DeviceState
 
 __all__ = [
-    "MAX_IMPORT_BYTES", "IdArg", "add", "app", "assign", "disable", "enable", "import_", "list_",
-    "retire", "show"
+    "MAX_IMPORT_BYTES", "IdArg", "add", "app", "approve", "assign", "disable", "enable", "import_",
+    "list_", "retire", "show"
 ]
 
 app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
@@ -67,8 +68,8 @@ def list_(
         try:
             wanted = DeviceState(state)
         except ValueError:
-            raise InvalidInputError(f"unknown state {state!r}", hint="use pending, active, "
-                                    "disabled or retired") from None
+            raise InvalidInputError(f"unknown state {state!r}", hint="use one of: " + ", ".join(
+                s.value for s in DeviceState)) from None
     with runtime() as rt:
         found = service.list_devices(rt, group=group, state=wanted, limit=limit, after=after)
     if as_json:
@@ -136,6 +137,19 @@ def disable(device_id: IdArg, as_json: JsonOpt = False) -> None:
 def enable(device_id: IdArg, as_json: JsonOpt = False) -> None:
     """Re-enable a disabled device."""
     _set_state(device_id, DeviceState.ACTIVE, as_json)
+
+
+@app.command("approve")
+def approve(device_id: IdArg, as_json: JsonOpt = False) -> None:
+    """Approve a device that enrolled under a template requiring approval
+    (awaiting-approval -> pending): its next enrolment request gets its certificate."""
+    with runtime() as rt:
+        device = approve_enrolment(rt, device_id)
+    if as_json:
+        emit_json(DeviceOut.from_domain(device))
+    else:
+        console.print(f"Approved device {device.id}: it is now {device.state.value} and "
+                      "gets its certificate on its next enrolment request", markup=False)
 
 
 @app.command("retire")

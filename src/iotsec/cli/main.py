@@ -17,6 +17,7 @@ from iotsec.cli import (
     crl,
     device_tokens,
     devices,
+    enrol,
     firmware,
     keys,
     netseg,
@@ -50,7 +51,7 @@ for group, name in (
     (policy.app, "policy"), (tokens.token_app, "token"), (tokens.events_app, "events"),
     (device_tokens.app, "device-token"), (firmware.app, "firmware"), (ota.app, "ota"),
     (protect.payload_app, "payload"), (protect.data_app, "data"), (netseg.app, "netseg"),
-    (keys.app, "keys"), (broker.app, "broker"), (backup.app, "backup"),
+    (keys.app, "keys"), (broker.app, "broker"), (backup.app, "backup"), (enrol.app, "enrol"),
 ):
     app.add_typer(group, name=name)
 app.add_typer(__import__("iotsec.cli.compliance").cli.compliance.app, name="compliance")

@@ -1,0 +1,1 @@
+"""Device enrolment over EST: services, routes, TLS listener, device side."""
