@@ -27,7 +27,7 @@ from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.broker.mosquitto import Layout
 from iotsec.device import DeviceClient, Message, MqttConnectError, MqttNotAuthorizedError
-from iotsec.errors import BrokerCrlError, BrokerReloadError
+from iotsec.errors import BrokerCrlError, BrokerReloadError, InvalidInputError
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
 from iotsec.store.db import transaction
@@ -431,52 +431,33 @@ def test_a_reload_the_broker_does_not_confirm_is_rolled_back(
         alice.publish("devices/alice/ok", b"still served")
 
 
-def test_sdk_renews_its_certificate_through_the_api_and_reconnects(setup: Setup) -> None:
-    import json as jsonlib
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def test_sdk_reloads_renewed_files_and_reconnects(setup: Setup) -> None:
+    """After the renewal agent replaced the files (here: a renewal issued in the service
+    layer, written as the agent writes them), :meth:`DeviceClient.reload` reconnects with
+    the new pair and renews the subscriptions; a pair for another device is refused and
+    changes nothing."""
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     from iotsec.app.pki.issuance import renew
+    from iotsec.sdk.credentials import key_pem, make_csr
 
-    rt = setup.rt
-    seen: list[str] = []
-
-    class Api(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # the one route the SDK calls, as the real API answers
-            serial = self.path.split("/")[3]
-            body = jsonlib.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(self.headers["Authorization"])
-            record = renew(rt, serial, body["csr"].encode(), grace=timedelta(days=7))
-            data = jsonlib.dumps({"serial": record.serial, "pem": record.pem}).encode()
-            self.send_response(201)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(setup.layout.current / "server.pem"),
-                        str(setup.layout.current / "server.key"))
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        creds = enroll(rt, "judy", setup.creds)
-        client = setup.client(creds)
-        client.connect()
-        old_serial, old_pem = client.serial, creds.cert.read_bytes()
-        url = f"https://127.0.0.1:{server.server_address[1]}"
-        assert not client.renew_if_due(url, "tok")  # a year left: not due
-        assert client.renew_if_due(url, "tok", before=timedelta(days=400))
-        assert seen == ["Bearer tok"]
-        assert client.serial != old_serial and creds.cert.read_bytes() != old_pem
-        assert creds.key.stat().st_mode & 0o777 == 0o600
-        assert client.connected
-        client.publish("devices/judy/renewed", b"yes")
-        client.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+    creds = enroll(setup.rt, "judy", setup.creds)
+    client = setup.client(creds)
+    client.connect()
+    inbox = Inbox()
+    client.subscribe("devices/judy/#", inbox)
+    old_serial = client.serial
+    key = ec.generate_private_key(ec.SECP256R1())
+    record = renew(setup.rt, old_serial, make_csr(key), grace=timedelta(days=1))
+    creds.key.write_bytes(key_pem(key))
+    creds.cert.write_text(record.pem)
+    client.reload()
+    assert client.serial == record.serial != old_serial and client.connected
+    client.publish("devices/judy/renewed", b"yes")
+    assert inbox.event.wait(3) and inbox.messages[-1].payload == b"yes"
+    bob = _creds(setup, "bob")
+    creds.cert.write_bytes(bob.cert.read_bytes())
+    with pytest.raises(InvalidInputError, match="another device"):
+        client.reload()
+    assert client.serial == record.serial and client.connected
+    client.close()

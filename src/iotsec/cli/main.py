@@ -30,6 +30,7 @@ from iotsec.cli import (
 )
 from iotsec.cli import scan as scan_cmd
 from iotsec.cli.audit import audit as audit_cmd
+from iotsec.cli.device_agent import device_agent
 from iotsec.cli.output import err_console, print_error
 from iotsec.errors import IotsecError
 from iotsec.filesystem import os_error
@@ -57,7 +58,7 @@ for group, name in (
 app.add_typer(__import__("iotsec.cli.compliance").cli.compliance.app, name="compliance")
 for command, name in ((setup.init, "init"), (crl.crl, "crl"), (scan_cmd.scan, "scan"),
                       (audit_cmd, "audit"), (serve.serve, "serve"),
-                      (backup.migrate, "migrate")):
+                      (backup.migrate, "migrate"), (device_agent, "device-agent")):
     app.command(name)(command)
 
 

@@ -21,18 +21,15 @@
   ``min_backoff`` and ``max_backoff`` seconds, and the client renews its subscriptions when
   the broker did not keep the session. A refused reconnection (revoked certificate,
   disabled device) keeps backing off; :attr:`DeviceClient.connected` tells.
-- :meth:`DeviceClient.renew_if_due` renews the certificate through the iotsec API before
-  it expires (new key, CSR, ``POST /v1/certificates/{serial}/renew``), writes the new
-  files atomically and reconnects with them.
+- Certificates are renewed by :class:`iotsec.device.RenewalAgent` (EST over the device's
+  own mutual TLS); :meth:`DeviceClient.reload` then reads the new files and reconnects
+  with them.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import ssl
 import threading
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,8 +38,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -58,9 +53,8 @@ from iotsec.errors import (
     MqttTimeoutError,
 )
 
-__all__ = ["MAX_API_RESPONSE", "MAX_PEM", "DeviceClient", "Handler", "Message"]
+__all__ = ["MAX_PEM", "DeviceClient", "Handler", "Message"]
 
-MAX_API_RESPONSE = 256 * 1024
 MAX_PEM = 64 * 1024
 
 
@@ -315,58 +309,18 @@ class DeviceClient:
                     now: datetime | None = None) -> bool:
         return self.not_after - (now or datetime.now(UTC)) <= before
 
-    def renew_if_due(self, api_url: str, token: str, *, before: timedelta = timedelta(days=30),
-                     grace: str = "7d", now: datetime | None = None) -> bool:
-        """Renew the certificate through the iotsec API if it expires within ``before``:
-        a new P-256 key and CSR, the old certificate superseded after ``grace``. The new
-        files replace the old ones atomically and the client reconnects with them.
-        ``token`` is an API token allowed to renew certificates (operator scope)."""
-        if not self.renewal_due(before, now):
-            return False
-        if not api_url.startswith("https://"):
-            raise InvalidInputError("the iotsec API must be reached over https://")
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (x509.CertificateSigningRequestBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                                           self.device_id)]))
-               .sign(key, hashes.SHA256()))
-        body = json.dumps({"csr": csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-                           "grace": grace}).encode("utf-8")
-        request = urllib.request.Request(  # noqa: S310 - https only, checked above
-            f"{api_url.rstrip('/')}/v1/certificates/{self.serial}/renew", data=body,
-            method="POST", headers={"Authorization": f"Bearer {token}",
-                                    "Content-Type": "application/json"})
-        ctx = ssl.create_default_context(cafile=str(self.ca_path))
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout,  # noqa: S310
-                                        context=ctx) as response:
-                data = json.loads(response.read(MAX_API_RESPONSE))
-        except (OSError, ValueError) as exc:
-            raise MqttError(f"certificate renewal failed: {exc}") from None
-        pem = str(data.get("pem") or "").encode("ascii")
-        new_cert = x509.load_pem_x509_certificate(pem)
-        if _cn(new_cert) != self.device_id:
-            raise MqttError("the renewed certificate names another device")
-        _replace(self.key_path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()), 0o600)
-        _replace(self.cert_path, pem, 0o644)
-        self.not_after = new_cert.not_valid_after_utc
-        self.serial = format(new_cert.serial_number, "X")
-        self._key_password = None
+    def reload(self) -> None:
+        """Read the certificate and key files again (after a renewal replaced them) and,
+        if the client was connected, reconnect with them; subscriptions are renewed."""
+        certificate = x509.load_pem_x509_certificate(_read(self.cert_path, "certificate"))
+        if _cn(certificate) != self.device_id:
+            raise InvalidInputError(f"{self.cert_path} now names another device "
+                                    f"({_cn(certificate)!r}, not {self.device_id!r})")
         was_connected = self.connected
+        new_client = self._new_client()  # loads the files: a bad pair changes nothing
         self.close()
-        self._client = self._new_client()
+        self._client = new_client
+        self.not_after = certificate.not_valid_after_utc
+        self.serial = format(certificate.serial_number, "X")
         if was_connected:
             self.connect()
-        return True
-
-
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
