@@ -35,6 +35,7 @@ from iotsec.errors import (
 )
 from iotsec.identity.enrolment import Template
 from iotsec.identity.registry import DeviceState
+from iotsec.pki.der import oid as der_oid
 from iotsec.pki.est import read_certs_only
 from tests.conftest import FakeClock
 from tests.enrol.services_support import csr, dump, events
@@ -381,3 +382,32 @@ def test_a_waiting_template_cannot_be_removed(rt: Runtime) -> None:
     secrets.revoke_secret(rt, credential.id)
     with pytest.raises(ConflictError, match="waiting for approval"):
         templates.remove_template(rt, "sensors")
+
+
+# --- cacerts and csrattrs ---------------------------------------------------------------
+
+
+def test_cacerts_is_the_issuing_chain(rt: Runtime) -> None:
+    _template(rt, "sensors")
+    certs = read_certs_only(est.cacerts(rt, None))
+    assert sorted(c.subject.rfc4514_string() for c in certs) == sorted(
+        rt.authority(role).certificate.subject.rfc4514_string() for role in ("issuing", "root"))
+    assert est.cacerts(rt, "sensors") == est.cacerts(rt, None)
+    with pytest.raises(NotFoundError):
+        est.cacerts(rt, "nope")
+
+
+def test_csrattrs_name_what_the_template_reads(rt: Runtime) -> None:
+    _template(rt, "by-cn")
+    _template(rt, "by-serial", id_from="serial-number")
+    cn, serial = NameOID.COMMON_NAME.dotted_string, NameOID.SERIAL_NUMBER.dotted_string
+
+    def oids(label: str | None) -> bytes:
+        return est.csrattrs(rt, label)
+
+    assert der_oid(cn) in oids("by-cn") and der_oid(serial) not in oids("by-cn")
+    assert der_oid(serial) in oids("by-serial") and der_oid(cn) not in oids("by-serial")
+    assert der_oid(cn) not in oids(None)
+    assert der_oid("1.2.840.10045.3.1.7") in oids(None)  # the issuing CA's curve, P-256
+    with pytest.raises(NotFoundError):
+        est.csrattrs(rt, "nope")
