@@ -3,8 +3,10 @@ failed-attempt throttle, and fuzzed requests (never a 5xx, always a one-line ans
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import urllib.parse
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -22,7 +24,15 @@ from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.runtime import Runtime
 from iotsec.errors import NotFoundError
 from iotsec.identity.enrolment import Template
-from tests.enrol.asgi_est import EstApp, Manufacturer, assert_text_error, basic, csr, pem
+from tests.enrol.asgi_est import (
+    EstApp,
+    Manufacturer,
+    WithTls,
+    assert_text_error,
+    basic,
+    csr,
+    pem,
+)
 
 
 @pytest.fixture
@@ -139,3 +149,30 @@ def _fleet(rt: Runtime) -> None:
     except NotFoundError:
         add_device(rt, NewDevice.parse("fuzz"))
         add_template(rt, Template.parse("sensors"))
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(
+        rt: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    rt.settings.auth_failure_limit = 1_000_000
+    add_device(rt, NewDevice.parse("dev-1"))
+    info, secret = create_secret(rt, device_id="dev-1", template=None)
+    app = WithTls(EstApp(rt).app)
+    incoming = [{"type": "http.request", "body": b"QUJD", "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "https", "path": "/.well-known/est/simpleenroll",
+             "raw_path": b"/.well-known/est/simpleenroll", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"application/pkcs10"),
+                         (b"authorization", basic(info.id, secret).encode())],
+             "client": ("192.0.2.1", 1000), "server": ("127.0.0.1", 8444)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert "unexpected" not in caplog.text

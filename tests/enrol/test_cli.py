@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from rich.console import Console
 
+from iotsec.api.app import create_app
 from iotsec.app.enrol import est as est_service
 from iotsec.cli import output
 from iotsec.cli.context import runtime
@@ -126,6 +128,11 @@ def test_device_approve(cli: Cli) -> None:
     assert isinstance(waiting, est_service.Pending)
     listed = cli.json("device", "list", "--state", "awaiting-approval")
     assert [d["id"] for d in listed] == ["gate-1"]
+    token = cli.json("token", "create", "reader", "--scope", "auditor")["token"]
+    with runtime() as rt, TestClient(create_app(rt),
+                                     headers={"Authorization": f"Bearer {token}"}) as api:
+        answer = api.get("/v1/devices", params={"state": "awaiting-approval"})
+    assert answer.status_code == 200 and answer.json() == listed  # one wire model
     assert "gate-1" in cli.ok("device", "list", "--state", "awaiting-approval").out
     approved = cli.json("device", "approve", "gate-1")
     assert approved["id"] == "gate-1" and approved["state"] == "pending"

@@ -26,7 +26,7 @@ from cryptography import x509
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -41,6 +41,7 @@ from iotsec.errors import (
     ForbiddenError,
     InputTooLargeError,
     IotsecError,
+    MalformedInputError,
     NotFoundError,
     ThrottledError,
 )
@@ -224,11 +225,15 @@ async def _csr(request: Request) -> bytes:
         raise InputTooLargeError(f"the request body exceeds {MAX_EST_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_EST_BODY:
-            raise InputTooLargeError(f"the request body exceeds {MAX_EST_BODY} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_EST_BODY:
+                raise InputTooLargeError(f"the request body exceeds {MAX_EST_BODY} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; a 400 keeps it out of the error log.
+        raise MalformedInputError("the client left before sending the whole body") from None
     return decode_base64_body(b"".join(chunks))
 
 

@@ -73,7 +73,8 @@ def add_device(body: DeviceIn, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
 def list_devices(
     rt: RuntimeDep, _: AuditorDep,
     group: Annotated[str | None, Query(max_length=128)] = None,
-    state: Annotated[str | None, Query(pattern="^(pending|active|disabled|retired)$")] = None,
+    state: Annotated[str | None, Query(
+        pattern="^(pending|active|disabled|retired|awaiting-approval)$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     after: Annotated[str | None, Query(max_length=128)] = None,
 ) -> list[DeviceOut]:

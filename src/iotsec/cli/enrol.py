@@ -3,11 +3,13 @@ enrolment secrets (bootstrap credentials), provisioning templates and claim CAs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
 from iotsec.app.enrol import claims, secrets, templates
+from iotsec.app.wire.base import Wire
 from iotsec.app.wire.enrol import ClaimCaOut, RemovedOut, SecretOut, TemplateOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, NameArg
@@ -33,6 +35,26 @@ claim_app = typer.Typer(help="Claim CAs: manufacturers' CAs whose certificates m
 app.add_typer(secret_app, name="secret")
 app.add_typer(template_app, name="template")
 app.add_typer(claim_app, name="claim-ca")
+
+#: Identifier columns of these tables beyond the shared ones (never cut).
+_IDS = ("template", "fingerprint")
+
+
+def _listing(as_json: bool, wire: Sequence[Wire], noun: str, columns: list[str],
+             rows: list[tuple[object, ...]]) -> None:
+    """A list command's answer: the wire models for ``--json``, else the table."""
+    if as_json:
+        emit_json(list(wire))
+    else:
+        table(plural(len(rows), noun), columns, rows, ids=_IDS)
+
+
+def _removed(as_json: bool, kind: str, name: str, what: str) -> None:
+    if as_json:
+        emit_json(RemovedOut(kind=kind, name=name))
+    else:
+        console.print(f"Removed {what} {name}", markup=False)
+
 
 TemplateOpt = Annotated[str | None, typer.Option(
     "--template", metavar="NAME", help="A provisioning template.")]
@@ -78,13 +100,10 @@ def secret_list(as_json: JsonOpt = False) -> None:
     """List enrolment secrets, newest first (never the secrets themselves)."""
     with runtime() as rt:
         found = secrets.list_secrets(rt)
-    if as_json:
-        emit_json([SecretOut.from_domain(s) for s in found])
-        return
-    table(plural(len(found), "enrolment secret"),
-          ["id", "device", "template", "state", "uses left", "expires", "created"],
-          [(s.id, s.device_id, s.template, s.state.value, f"{s.uses_left}/{s.uses_total}",
-            when(s.expires_at), when(s.created_at)) for s in found], ids=("template",))
+    _listing(as_json, [SecretOut.from_domain(s) for s in found], "enrolment secret",
+             ["id", "device", "template", "state", "uses left", "expires", "created"],
+             [(s.id, s.device_id, s.template, s.state.value, f"{s.uses_left}/{s.uses_total}",
+               when(s.expires_at), when(s.created_at)) for s in found])
 
 
 @secret_app.command("revoke")
@@ -152,14 +171,11 @@ def template_list(as_json: JsonOpt = False) -> None:
     """List provisioning templates."""
     with runtime() as rt:
         found = templates.list_templates(rt)
-    if as_json:
-        emit_json([TemplateOut.from_domain(t) for t in found])
-        return
-    table(plural(len(found), "provisioning template"),
-          ["name", "groups", "roles", "id from", "approval", "profile", "created"],
-          [(t.name, ", ".join(t.groups), ", ".join(t.roles) or "(default)", t.id_from.value,
-            "required" if t.require_approval else "", t.profile, when(t.created_at))
-           for t in found])
+    _listing(as_json, [TemplateOut.from_domain(t) for t in found], "provisioning template",
+             ["name", "groups", "roles", "id from", "approval", "profile", "created"],
+             [(t.name, ", ".join(t.groups), ", ".join(t.roles) or "(default)", t.id_from.value,
+               "required" if t.require_approval else "", t.profile, when(t.created_at))
+              for t in found])
 
 
 @template_app.command("show")
@@ -178,10 +194,7 @@ def template_remove(name: NameArg, as_json: JsonOpt = False) -> None:
     """Remove a provisioning template nothing uses any more."""
     with runtime() as rt:
         templates.remove_template(rt, name)
-    if as_json:
-        emit_json(RemovedOut(kind="template", name=name))
-    else:
-        console.print(f"Removed provisioning template {name}", markup=False)
+    _removed(as_json, "template", name, "provisioning template")
 
 
 # --- claim CAs -----------------------------------------------------------------------------
@@ -226,15 +239,12 @@ def claim_list(as_json: JsonOpt = False) -> None:
     """List claim CAs."""
     with runtime() as rt:
         found = claims.list_claim_cas(rt)
-    if as_json:
-        emit_json([ClaimCaOut.from_domain(c) for c in found])
-        return
-    table(plural(len(found), "claim CA"),
-          ["name", "subject", "template", "allow list", "hook", "not after", "fingerprint"],
-          [(c.name, c.certificate.subject.rfc4514_string(), c.template,
-            "" if c.allow is None else plural(len(c.allow), "entry", "entries"),
-            c.hook_url, when(c.certificate.not_valid_after_utc), c.fingerprint)
-           for c in found], ids=("template", "fingerprint"))
+    _listing(as_json, [ClaimCaOut.from_domain(c) for c in found], "claim CA",
+             ["name", "subject", "template", "allow list", "hook", "not after", "fingerprint"],
+             [(c.name, c.certificate.subject.rfc4514_string(), c.template,
+               "" if c.allow is None else plural(len(c.allow), "entry", "entries"),
+               c.hook_url, when(c.certificate.not_valid_after_utc), c.fingerprint)
+              for c in found])
 
 
 @claim_app.command("remove")
@@ -242,7 +252,4 @@ def claim_remove(name: NameArg, as_json: JsonOpt = False) -> None:
     """Remove a claim CA: its certificates enrol no more."""
     with runtime() as rt:
         claims.remove_claim_ca(rt, name)
-    if as_json:
-        emit_json(RemovedOut(kind="claim-ca", name=name))
-    else:
-        console.print(f"Removed claim CA {name}", markup=False)
+    _removed(as_json, "claim-ca", name, "claim CA")
