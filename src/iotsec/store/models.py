@@ -56,8 +56,9 @@ devices = Table(
     metadata,
     Column("id", String(128), primary_key=True),
     # pending | active | disabled | retired | awaiting-approval: 17 characters, so 0010
-    # widened the column to 32 where the length is enforced (SQLite ignores it).
-    Column("state", String(16).with_variant(String(32), "postgresql"), nullable=False),
+    # widened the column to 32 where the length is enforced; SQLite ignores the length and
+    # keeps its original declaration.
+    Column("state", String(32).with_variant(String(16), "sqlite"), nullable=False),
     Column("attributes", Text, nullable=False),  # JSON object of strings
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),

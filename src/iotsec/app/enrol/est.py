@@ -276,7 +276,8 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
     with transaction(rt.engine) as conn:
         device_id, template, outcome = _enrol_in(conn, rt, req, use)
-    policy_changed(rt)
+    if template is not None:  # a device was registered (now, or when it began to wait)
+        policy_changed(rt)
     detail = {"template": template.name if template else None}
     if isinstance(outcome, Pending):
         _record(rt, req, "est.pending", device_id, use.name, **detail)
