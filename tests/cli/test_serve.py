@@ -9,60 +9,61 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from cryptography import x509
 
 from tests.cli.support import CONSOLE_SCRIPT, Cli, assert_refused, run_script
 from tests.cli.support import Result as CliResult
+from tests.security.serving import recorded_servers
 
 
 @pytest.fixture
-def fake_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Record ``uvicorn.run`` calls instead of serving."""
-    import uvicorn
-
-    calls: list[dict[str, Any]] = []
-
-    def run(app: object, **kwargs: Any) -> None:
-        calls.append({"app": app, **kwargs})
-
-    monkeypatch.setattr(uvicorn, "run", run)
-    return calls
+def fake_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[list[uvicorn.Config]]:
+    """Record the servers ``iotsec serve`` would run instead of serving."""
+    return recorded_servers(monkeypatch)
 
 
 def test_plain_http_is_refused_off_loopback(cli: Cli, ready: object,
-                                            fake_uvicorn: list[dict[str, Any]]) -> None:
+                                            fake_uvicorn: list[list[uvicorn.Config]]) -> None:
     for host in ("0.0.0.0", "::", "192.0.2.10", "example.org"):  # noqa: S104
         message = cli.refused("serve", "--http", "--host", host)
         assert "loopback" in message
     assert fake_uvicorn == []
 
 
-def test_plain_http_on_loopback_and_https_elsewhere(cli: Cli, ready: object,
-                                                    fake_uvicorn: list[dict[str, Any]]) -> None:
-    # serve binds the port before it hands over to uvicorn: a free one.
-    port = _free_port()
-    cli.ok("serve", "--http", "--host", "127.0.0.1", "--port", str(port))
-    (plain,) = fake_uvicorn
-    assert (plain["host"], plain["port"]) == ("127.0.0.1", port)
-    assert plain.get("ssl_certfile") is None
+def test_plain_http_on_loopback_and_https_elsewhere(
+        cli: Cli, ready: object, fake_uvicorn: list[list[uvicorn.Config]]) -> None:
+    # serve binds the ports before it hands over to uvicorn: free ones.
+    port, est = _free_port(), _free_port()
+    cli.ok("serve", "--http", "--host", "127.0.0.1", "--port", str(port), "--est-port",
+           str(est))
+    ((plain, enrol),) = fake_uvicorn
+    assert (plain.host, plain.port) == ("127.0.0.1", port)
+    assert plain.ssl_certfile is None and plain.ssl is None
+    # EST stays on HTTPS, and asks for (without requiring) a client certificate.
+    assert (enrol.host, enrol.port) == ("127.0.0.1", est)
+    assert enrol.ssl is not None and enrol.ssl.verify_mode == ssl.CERT_OPTIONAL
     fake_uvicorn.clear()
 
-    cli.ok("serve", "--host", "0.0.0.0", "--port", str(_free_port()))  # noqa: S104
-    (tls,) = fake_uvicorn
-    chain = x509.load_pem_x509_certificates(Path(tls["ssl_certfile"]).read_bytes())
+    cli.ok("serve", "--host", "0.0.0.0", "--port", str(_free_port()),  # noqa: S104
+           "--est-port", "0")
+    ((tls,),) = fake_uvicorn
+    assert tls.ssl_certfile is not None and tls.ssl_keyfile is not None
+    chain = x509.load_pem_x509_certificates(Path(tls.ssl_certfile).read_bytes())
     san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in san.get_values_for_type(x509.DNSName)
     # The TLS key stays encrypted on disk; the server is given its passphrase.
-    assert b"ENCRYPTED" in Path(tls["ssl_keyfile"]).read_bytes()
-    assert tls["ssl_keyfile_password"]
+    assert b"ENCRYPTED" in Path(tls.ssl_keyfile).read_bytes()
+    assert tls.ssl_keyfile_password
+    # The API listener never asks for a client certificate.
+    assert tls.ssl is not None and tls.ssl.verify_mode == ssl.CERT_NONE
 
 
 def test_uninitialised_home_is_refused_before_serving(
-        cli: Cli, fake_uvicorn: list[dict[str, Any]]) -> None:
+        cli: Cli, fake_uvicorn: list[list[uvicorn.Config]]) -> None:
     assert "iotsec init" in cli.refused("serve")
     assert fake_uvicorn == []
 
@@ -120,8 +121,9 @@ def test_serve_https_end_to_end(tmp_path: Path) -> None:
 
     port = _free_port()
     log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--port", str(port)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--port", str(port),
+                               "--est-port", "0"], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
     try:
         trust = ssl.create_default_context(cafile=str(chain))
         base = f"https://127.0.0.1:{port}"
@@ -189,7 +191,8 @@ def test_serve_with_several_workers(tmp_path: Path) -> None:
     port = _free_port()
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--http", "--port", str(port),
-                               "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                               "--est-port", "0", "--workers", "2"], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
     workers: set[int] = set()
     try:
         auth = {"Authorization": f"Bearer {token}"}

@@ -1,4 +1,5 @@
-"""A real ``iotsec serve`` process for the connection and TLS tests, and slow clients."""
+"""A real ``iotsec serve`` process for the connection, TLS and enrolment tests, and slow
+clients."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 
+from iotsec.api import listeners
 from tests.cli.support import CONSOLE_SCRIPT, run_script
 
 
@@ -36,11 +39,28 @@ def wait_healthy(client: httpx.Client, server: subprocess.Popen[bytes], log: Pat
             time.sleep(0.1)
 
 
+def wait_listening(port: int, server: subprocess.Popen[bytes], log: Path,
+                   within: float = 60) -> None:
+    """Until ``port`` on loopback accepts connections (the server's log shown if it dies
+    or stalls)."""
+    deadline = time.monotonic() + within
+    while True:
+        assert server.poll() is None, log.read_text()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+
 @contextmanager
-def in_thread(config: uvicorn.Config) -> Iterator[uvicorn.Server]:
-    """A uvicorn server running ``config`` in a thread of this process, stopped at the end."""
+def in_thread(config: uvicorn.Config, sockets: list[socket.socket] | None = None
+              ) -> Iterator[uvicorn.Server]:
+    """A uvicorn server running ``config`` in a thread of this process (on ``sockets``,
+    bound already, when given), stopped at the end."""
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, args=(sockets,), daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 20
@@ -53,6 +73,25 @@ def in_thread(config: uvicorn.Config) -> Iterator[uvicorn.Server]:
         thread.join(timeout=20)
 
 
+def recorded_servers(
+        monkeypatch: pytest.MonkeyPatch,
+        run: Callable[[Sequence[uvicorn.Config], Sequence[socket.socket]], None] | None = None,
+) -> list[list[uvicorn.Config]]:
+    """``iotsec serve`` run in this process records the uvicorn configurations of its
+    listeners (loaded: applications and TLS contexts built; API listener first) instead of
+    serving them, or hands them and their claimed sockets to ``run``."""
+    calls: list[list[uvicorn.Config]] = []
+
+    def record(configs: Sequence[uvicorn.Config], sockets: Sequence[socket.socket],
+               **_: object) -> None:
+        calls.append(list(configs))
+        if run is not None:
+            run(configs, sockets)
+
+    monkeypatch.setattr(listeners, "run_servers", record)
+    return calls
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -61,8 +100,39 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
+class Home:
+    """An initialised home: the environment that selects it, its admin token, and the CA
+    chain (``iotsec ca chain``) that clients trust."""
+
+    path: Path
+    env: dict[str, str]
+    token: str
+    chain: Path
+
+
+def init_home(tmp_path: Path, env: Mapping[str, str] | None = None, *,
+              prefix: Sequence[str] = ()) -> Home:
+    """``iotsec init`` of ``tmp_path/home`` (run under ``prefix``, e.g. ``faketime -f
+    -3d``, when given), with no IOTSEC_ setting inherited but ``env``; its chain in
+    ``tmp_path/chain.pem``."""
+    home = tmp_path / "home"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
+    environment.update(env or {})
+    environment["IOTSEC_HOME"] = str(home)
+    init = subprocess.run([*prefix, str(CONSOLE_SCRIPT), "init", "--json"], env=environment,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert init.returncode == 0, init.stderr
+    chain = tmp_path / "chain.pem"
+    done = run_script("ca", "chain", env=environment)
+    assert done.returncode == 0, done.stderr
+    chain.write_text(done.stdout)
+    return Home(home, environment, json.loads(init.stdout)["admin_token"], chain)
+
+
+@dataclass(frozen=True)
 class Served:
-    """A running ``iotsec serve``: where it listens, its pid, and how to trust it."""
+    """A running ``iotsec serve``: where it listens (the API's port, the EST listener's
+    when it has one), its pid, its home, and how to trust it."""
 
     port: int
     pid: int
@@ -70,10 +140,28 @@ class Served:
     chain: Path
     tls: bool
     log: Path
+    home: Path
+    env: dict[str, str]
+    est_port: int | None = None
 
     @property
     def base_url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url
+
+    @property
+    def est_url(self) -> str:
+        """The EST listener's origin (always HTTPS); its operations are under
+        ``/.well-known/est/``."""
+        assert self.est_port is not None, "served without the EST listener"
+        return f"https://127.0.0.1:{self.est_port}"
+
+    def iotsec(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``iotsec ARGS`` (the installed command) on this server's home."""
+        return run_script(*args, env=self.env, timeout=timeout)
 
     def trust(self) -> ssl.SSLContext:
         """A client context that trusts iotsec's CA (and nothing else)."""
@@ -92,29 +180,31 @@ class Served:
 
 
 @contextmanager
-def served(tmp_path: Path, *options: str, tls: bool = True) -> Iterator[Served]:
-    """``iotsec serve --port P [--http] OPTIONS`` over a fresh home, ready to answer;
-    stopped by its pid afterwards."""
-    home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
-    env["IOTSEC_HOME"] = str(home)
-    init = run_script("init", "--json", env=env)
-    assert init.returncode == 0, init.stderr
-    token = json.loads(init.stdout)["admin_token"]
-    chain = tmp_path / "chain.pem"
-    done = run_script("ca", "chain", env=env)
-    assert done.returncode == 0, done.stderr
-    chain.write_text(done.stdout)
+def served(tmp_path: Path, *options: str, tls: bool = True, est: bool = False,
+           env: Mapping[str, str] | None = None, home: Home | None = None
+           ) -> Iterator[Served]:
+    """``iotsec serve --port P [--http] OPTIONS`` over a fresh home (or ``home``), with
+    ``env`` added to its environment, ready to answer; stopped by its pid afterwards. The
+    EST listener is off unless ``est`` (then on a free port of its own)."""
+    home = home or init_home(tmp_path, env)
+    environment = {**home.env, **(env or {})}
     port = free_port()
+    est_port = None
+    while est and est_port in (None, port):
+        est_port = free_port()
     log = tmp_path / "serve.log"
-    args = [str(CONSOLE_SCRIPT), "serve", "--port", str(port), *options]
+    args = [str(CONSOLE_SCRIPT), "serve", "--port", str(port),
+            "--est-port", str(est_port or 0), *options]
     with log.open("wb") as out:
-        server = subprocess.Popen([*args, *(() if tls else ("--http",))], env=env,
+        server = subprocess.Popen([*args, *(() if tls else ("--http",))], env=environment,
                                   stdout=out, stderr=subprocess.STDOUT)
-    running = Served(port, server.pid, token, chain, tls, log)
+    running = Served(port, server.pid, home.token, home.chain, tls, log, home.path,
+                     environment, est_port)
     try:
         with running.client() as client:
             wait_healthy(client, server, log)
+        if est_port is not None:
+            wait_listening(est_port, server, log)
         yield running
     finally:
         server.terminate()

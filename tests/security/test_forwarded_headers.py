@@ -8,21 +8,19 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
 
 from iotsec.app.events import Event, list_events
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from tests.cli.conftest import cli, cli_home, ready
 from tests.cli.support import CONSOLE_SCRIPT, Cli, run_script
-from tests.security.serving import in_thread, wait_healthy
+from tests.security.serving import in_thread, recorded_servers, wait_healthy
 
 __all__ = ["cli", "cli_home", "ready"]
 
@@ -39,29 +37,30 @@ def _free_port() -> int:
 
 
 class Serving:
-    """What ``iotsec serve`` handed uvicorn, and what to do while it serves."""
+    """The API listener's configuration ``iotsec serve`` made, and what to do while it
+    serves."""
 
     def __init__(self) -> None:
         self.drive: Callable[[httpx.Client, Runtime], None] | None = None
-        self.kwargs: dict[str, Any] = {}
+        self.config: uvicorn.Config | None = None
 
 
 @pytest.fixture
 def serving(monkeypatch: pytest.MonkeyPatch) -> Serving:
-    """``uvicorn.run`` replaced by: build uvicorn's Config from exactly the arguments
-    ``iotsec serve`` passes, serve the app with it (a real uvicorn server, on the port serve
-    was given), run ``drive`` against it, and stop."""
+    """``iotsec serve`` in this process, its API listener served with exactly the
+    configuration serve made (a real uvicorn server, on the port serve claimed) while
+    ``drive`` runs against it, then stopped."""
     serving = Serving()
 
-    def run(app: FastAPI, **kwargs: Any) -> None:
-        serving.kwargs = kwargs
-        with in_thread(uvicorn.Config(app, **kwargs)):
+    def run(configs: Sequence[uvicorn.Config], sockets: Sequence[socket.socket]) -> None:
+        serving.config = config = configs[0]
+        with in_thread(config, [sockets[0]]):
             assert serving.drive is not None
-            with httpx.Client(base_url=f"http://127.0.0.1:{kwargs['port']}",
+            with httpx.Client(base_url=f"http://127.0.0.1:{config.port}",
                               timeout=10) as client:
-                serving.drive(client, app.state.runtime)
+                serving.drive(client, config.app.state.runtime)  # type: ignore[union-attr]
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    recorded_servers(monkeypatch, run)
     return serving
 
 
@@ -72,27 +71,25 @@ def _auth_failures(rt: Runtime) -> list[Event]:
 
 def test_the_default_config_turns_proxy_headers_off(cli: Cli, ready: object,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    recorded: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: recorded.append(kw))
+    recorded = recorded_servers(monkeypatch)
     # uvicorn reads FORWARDED_ALLOW_IPS when it is not given the addresses: that must not
     # turn the headers back on either.
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
-    cli.ok("serve", "--http", "--port", str(_free_port()))
-    (kwargs,) = recorded
-    config = uvicorn.Config(FastAPI(), **kwargs)
-    assert config.proxy_headers is False
-    config.load()
-    assert not isinstance(config.loaded_app, uvicorn.middleware.proxy_headers
-                          .ProxyHeadersMiddleware)
+    cli.ok("serve", "--http", "--port", str(_free_port()), "--est-port", str(_free_port()))
+    # Neither listener's: the EST listener's identities come from the TLS layer alone.
+    ((api, est),) = recorded
+    for config in (api, est):
+        assert config.proxy_headers is False
+        assert not isinstance(config.loaded_app, uvicorn.middleware.proxy_headers
+                              .ProxyHeadersMiddleware)
 
 
 def test_named_proxies_are_the_only_ones_trusted(cli: Cli, ready: object,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    recorded: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: recorded.append(kw))
-    cli.ok("serve", "--http", "--port", str(_free_port()), "--forwarded-allow-ips",
-           "10.0.0.5, 192.0.2.0/24,::1")
-    config = uvicorn.Config(FastAPI(), **recorded[0])
+    recorded = recorded_servers(monkeypatch)
+    cli.ok("serve", "--http", "--port", str(_free_port()), "--est-port", "0",
+           "--forwarded-allow-ips", "10.0.0.5, 192.0.2.0/24,::1")
+    ((config,),) = recorded
     assert config.proxy_headers is True
     assert config.forwarded_allow_ips == ["10.0.0.5", "192.0.2.0/24", "::1"]
     for bad in ("*", "", "proxy.example", "10.0.0.5,*", "192.0.2.1/24"):
@@ -117,10 +114,10 @@ def test_a_forwarded_for_header_from_loopback_is_ignored(
         sources.extend(e.source for e in _auth_failures(rt))
 
     serving.drive = drive
-    cli.ok("serve", "--http", "--port", str(_free_port()))
+    cli.ok("serve", "--http", "--port", str(_free_port()), "--est-port", "0")
     assert statuses == [401, 401, 401, 429]
     assert sources == ["127.0.0.1"] * 3
-    assert serving.kwargs["proxy_headers"] is False
+    assert serving.config is not None and serving.config.proxy_headers is False
 
 
 def test_a_named_proxy_may_forward_the_client_address(
@@ -132,9 +129,9 @@ def test_a_named_proxy_may_forward_the_client_address(
         sources.extend(e.source for e in _auth_failures(rt))
 
     serving.drive = drive
-    cli.ok("serve", "--http", "--port", str(_free_port()), "--forwarded-allow-ips",
-           "127.0.0.1")
-    assert serving.kwargs["proxy_headers"] is True
+    cli.ok("serve", "--http", "--port", str(_free_port()), "--est-port", "0",
+           "--forwarded-allow-ips", "127.0.0.1")
+    assert serving.config is not None and serving.config.proxy_headers is True
     assert sources == ["203.0.113.9"]
 
 
@@ -150,7 +147,8 @@ def test_a_served_process_ignores_forwarded_for(tmp_path: Path) -> None:
     port = _free_port()
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--http", "--port", str(port)],
+        server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--http", "--port", str(port),
+                                   "--est-port", "0"],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:

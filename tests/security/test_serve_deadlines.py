@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +23,7 @@ from tests.security.serving import (
     free_port,
     in_thread,
     is_closed,
+    recorded_servers,
     served,
     wait_closed,
 )
@@ -105,20 +105,21 @@ def test_serve_raises_the_soft_file_limit_and_documents_its_settings(
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    recorded: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: recorded.append(kw))
+    recorded = recorded_servers(monkeypatch)
     try:
         if soft > 512:
             resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
-        cli.ok("serve", "--http")
+        cli.ok("serve", "--http", "--port", str(free_port()), "--est-port", str(free_port()))
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    (kwargs,) = recorded
-    assert kwargs["limit_concurrency"] == min(MAX_CONNECTIONS, hard - FILE_RESERVE)
-    assert kwargs["timeout_keep_alive"] == 5
-    assert kwargs["http"].header_timeout == 10
-    assert kwargs["loop"].handshake_timeout == 10
+    # The same limits on both listeners.
+    ((api, est),) = recorded
+    for config in (api, est):
+        assert config.limit_concurrency == min(MAX_CONNECTIONS, hard - FILE_RESERVE)
+        assert config.timeout_keep_alive == 5
+        assert config.http.header_timeout == 10  # type: ignore[union-attr]
+        assert config.loop.handshake_timeout == 10  # type: ignore[union-attr]
     assert "--limit-concurrency" in cli.refused("serve", "--http", "--limit-concurrency",
                                                 str(hard))
     shown = cli.ok("serve", "--help").out
@@ -138,7 +139,7 @@ def test_both_http_parsers_cut_off_slow_headers(parser: str, tmp_path: Path) -> 
         return {"pong": "yes"}
 
     port = free_port()
-    options = uvicorn_options(host="127.0.0.1", port=port, workers=1, tls=None)
+    options = uvicorn_options(host="127.0.0.1", port=port, tls=None)
     options["http"] = GuardedHttp(header_timeout=0.5, parser=parser)  # type: ignore[arg-type]
     options["timeout_keep_alive"] = 60
     with in_thread(uvicorn.Config(app, **options)):

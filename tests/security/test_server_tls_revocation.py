@@ -126,7 +126,8 @@ def test_iotsec_serve_answers_over_tls_on_a_pkcs11_home(pkcs11_env: dict[str, st
     port = free_port()
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--port", str(port)],
+        server = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--port", str(port),
+                                   "--est-port", "0"],
                                   env=pkcs11_env, stdout=log, stderr=subprocess.STDOUT)
         try:
             trust = ssl.create_default_context(cafile=str(chain))

@@ -25,7 +25,7 @@ from iotsec.api.ota import router as ota_router
 from iotsec.api.routes import public, v1
 from iotsec.app.runtime import Runtime
 
-__all__ = ["app_from_environment", "create_app"]
+__all__ = ["create_app"]
 
 
 def _declare_scopes(router: APIRouter) -> APIRouter:
@@ -70,16 +70,3 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     app.add_middleware(SecurityHeaders)
     return app
 
-
-def app_from_environment() -> FastAPI:
-    """The application of one serving process among several (``iotsec serve --workers N``):
-    its own runtime from the environment's settings, with buffered security events, closed
-    when the process stops."""
-    from iotsec.app.access.decisions import warm_up
-    from iotsec.app.events import EventSink
-    from iotsec.app.runtime import open_runtime
-
-    rt = open_runtime()
-    rt.events = EventSink(rt.engine, buffered=True)
-    warm_up(rt)  # policy and registry in memory before the first request
-    return create_app(rt, owns_runtime=True)

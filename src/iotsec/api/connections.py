@@ -15,16 +15,17 @@ brings its own pieces, given to uvicorn's ``Config``:
 - :class:`GuardedLoop` (``loop=``) makes the event loop, whose servers drop a TLS handshake
   (and a TLS closing handshake) that takes longer than ``handshake_timeout``.
 
-Both are picklable values (not classes made on the fly): with ``--workers`` uvicorn hands
-its ``Config`` to each serving process.
+Both are picklable values (not classes made on the fly): with ``--workers`` each serving
+process is handed the options they are part of (:class:`iotsec.api.listeners.ServePlan`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import resource
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import h11
 from uvicorn.config import Config
@@ -151,15 +152,19 @@ class H11Guarded(H11Protocol):
 @dataclass(frozen=True)
 class GuardedHttp:
     """uvicorn's ``http=``: makes the protocol of each connection (httptools' parser, or
-    h11's), with ``header_timeout`` seconds for a request's headers."""
+    h11's), with ``header_timeout`` seconds for a request's headers. A subclass serves its
+    own subclasses of the guarded protocols by naming them in :attr:`protocols`."""
 
     header_timeout: float
     parser: Literal["httptools", "h11"] = "httptools"
+    #: The protocol class of each parser.
+    protocols: ClassVar[Mapping[str, type[HttpToolsGuarded | H11Guarded]]] = {
+        "httptools": HttpToolsGuarded, "h11": H11Guarded}
 
     def __call__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
-        kind = HttpToolsGuarded if self.parser == "httptools" else H11Guarded
-        return kind(config, server_state, app_state, _loop, header_timeout=self.header_timeout)
+        return self.protocols[self.parser](config, server_state, app_state, _loop,
+                                           header_timeout=self.header_timeout)
 
 
 def _tls_deadlines(kwargs: dict[str, Any], seconds: float) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""``iotsec serve``: the control-plane API over HTTPS (plain HTTP only on loopback)."""
+"""``iotsec serve``: the control-plane API over HTTPS (plain HTTP only on loopback), and
+device enrolment over EST (RFC 7030) on a listener of its own, always HTTPS."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
@@ -20,9 +22,9 @@ from iotsec.cli.output import err_console
 from iotsec.errors import ConflictError, InvalidInputError
 
 __all__ = [
-    "FILE_RESERVE", "HANDSHAKE_TIMEOUT", "HEADER_TIMEOUT", "IDLE_TIMEOUT", "MAX_CONNECTIONS",
-    "Limits", "claim_port", "connection_limit", "parse_forwarded_allow_ips", "serve",
-    "uvicorn_options"
+    "EST_PORT", "FILE_RESERVE", "HANDSHAKE_TIMEOUT", "HEADER_TIMEOUT", "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS", "Limits", "claim_port", "connection_limit", "est_uvicorn_options",
+    "parse_forwarded_allow_ips", "serve", "uvicorn_options"
 ]
 
 # Defaults of the connection settings (seconds).
@@ -33,6 +35,8 @@ HANDSHAKE_TIMEOUT = 10.0
 # everything else (database, keys, logs, the listening socket).
 MAX_CONNECTIONS = 2048
 FILE_RESERVE = 256
+#: The EST listener's default port.
+EST_PORT = 8444
 
 
 def _is_loopback(host: str) -> bool:
@@ -61,12 +65,12 @@ def parse_forwarded_allow_ips(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def claim_port(host: str, port: int) -> socket.socket:
+def claim_port(host: str, port: int, option: str = "--port") -> socket.socket:
     """Bind ``host:port`` as uvicorn does (``SO_REUSEADDR``), so that a port in use is
-    refused with one line before the server announces itself or starts anything. It does not
-    listen: a client connecting while the server starts is refused (and can retry) rather
-    than left in a backlog nobody reads. The caller closes the socket just before uvicorn
-    binds the port again."""
+    refused with one line (naming the ``option`` that chose it) before the server announces
+    itself or starts anything. It does not listen: a client connecting while the server
+    starts is refused (and can retry) rather than left in a backlog nobody reads. The
+    server listens on this very socket once it is ready."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -75,10 +79,10 @@ def claim_port(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         hint = {errno.EADDRINUSE: "another process listens on it; stop that one or choose "
-                "another --port",
-                errno.EACCES: "ports below 1024 need privileges; choose a higher --port",
+                f"another {option}",
+                errno.EACCES: f"ports below 1024 need privileges; choose a higher {option}",
                 errno.EADDRNOTAVAIL: "the address is not one of this machine's; check --host",
-                }.get(exc.errno or 0, "check --host and --port")
+                }.get(exc.errno or 0, f"check --host and {option}")
         raise ConflictError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                             hint=hint) from None
     return sock
@@ -110,10 +114,10 @@ def connection_limit(requested: int | None, open_files: int) -> int:
     return requested
 
 
-def uvicorn_options(*, host: str, port: int, workers: int, tls: ServerTls | None,
+def uvicorn_options(*, host: str, port: int, tls: ServerTls | None,
                     forwarded_allow_ips: tuple[str, ...] = (),
                     limits: Limits | None = None) -> dict[str, Any]:
-    """The keyword arguments ``iotsec serve`` gives ``uvicorn.run``.
+    """The uvicorn ``Config`` options of the API listener.
 
     Proxy headers are off unless proxies are named: uvicorn's default trusts
     ``X-Forwarded-For`` from loopback, so any local client could pick the address it is
@@ -127,8 +131,7 @@ def uvicorn_options(*, host: str, port: int, workers: int, tls: ServerTls | None
     from iotsec.api.tls import ssl_context_factory
 
     limits = limits or Limits()
-    return {"host": host, "port": port, "workers": workers if workers > 1 else None,
-            "factory": workers > 1, "log_level": "warning", "server_header": False,
+    return {"host": host, "port": port, "log_level": "warning", "server_header": False,
             "proxy_headers": bool(forwarded_allow_ips),
             "forwarded_allow_ips": list(forwarded_allow_ips) or None,
             "http": GuardedHttp(header_timeout=limits.header_timeout),
@@ -141,6 +144,26 @@ def uvicorn_options(*, host: str, port: int, workers: int, tls: ServerTls | None
             "ssl_context_factory": ssl_context_factory if tls else None}
 
 
+def est_uvicorn_options(*, host: str, port: int, tls: ServerTls,
+                        limits: Limits | None = None) -> dict[str, Any]:
+    """The uvicorn ``Config`` options of the EST listener: those of the API listener over
+    the same server TLS files, with the protocol that hands the application the verified
+    client certificate (:mod:`iotsec.api.est_tls`, whose context the serving process builds
+    over its store), no proxy headers (identity comes from the TLS layer) and no
+    WebSocket."""
+    from iotsec.api.est_tls import TlsScopeHttp
+
+    limits = limits or Limits()
+    options = uvicorn_options(host=host, port=port, tls=tls, limits=limits)
+    options.pop("ssl_context_factory")
+    options.update(http=TlsScopeHttp(header_timeout=limits.header_timeout), ws="none")
+    return options
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8443,
@@ -149,6 +172,11 @@ def serve(
         "--workers", min=1, max=64,
         help="Serving processes (each with its own caches; see IOTSEC_HOT_CACHE_SECONDS).",
     )] = 1,
+    est_port: Annotated[int, typer.Option(
+        "--est-port", min=0, max=65535,
+        help="TCP port of the EST enrolment listener (RFC 7030, /.well-known/est/; always "
+             "HTTPS, even with --http); 0 turns it off.",
+    )] = EST_PORT,
     forwarded_allow_ips: Annotated[str | None, typer.Option(
         "--forwarded-allow-ips", metavar="ADDRS",
         help="Comma-separated addresses or networks of reverse proxies whose "
@@ -176,7 +204,8 @@ def serve(
              "its hard limit at start).",
     )] = None,
 ) -> None:
-    """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl."""
+    """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl, and
+    EST enrolment on --est-port."""
     # Imported here: the connection guards load the web stack, which only this command
     # needs; every other command would pay for it at start-up.
     from iotsec.api.connections import raise_file_limit
@@ -186,38 +215,69 @@ def serve(
     if http and not _is_loopback(host):
         raise InvalidInputError(f"plain HTTP is only allowed on a loopback address, not {host}",
                                 hint="drop --http to serve HTTPS, or use --host 127.0.0.1")
+    if est_port == port:
+        raise InvalidInputError(f"--est-port {est_port} is the API's --port",
+                                hint="give the EST listener a port of its own, or 0 to turn "
+                                     "it off")
     limits = Limits(header_timeout=header_timeout, idle_timeout=idle_timeout,
                     handshake_timeout=handshake_timeout,
                     max_connections=connection_limit(limit_concurrency, raise_file_limit()))
-    with runtime() as rt:
-        # The port before anything else: a server that cannot listen must not announce
+    with runtime() as rt, contextlib.ExitStack() as claims:
+        # The ports before anything else: a server that cannot listen must not announce
         # that it serves, nor start its background work.
-        claimed = claim_port(host, port)
-        try:
-            _serve(rt, host, port, http, workers, proxies, claimed, limits)
-        finally:
-            claimed.close()
+        sockets = [claims.enter_context(claim_port(host, port))]
+        if est_port:
+            sockets.append(claims.enter_context(claim_port(host, est_port, "--est-port")))
+        _serve(rt, _Listening(host, port, est_port, http, sockets), workers, proxies, limits)
 
 
-def _serve(rt: Runtime, host: str, port: int, http: bool, workers: int,
-           proxies: tuple[str, ...], claimed: socket.socket, limits: Limits) -> None:
+@dataclass(frozen=True)
+class _Listening:
+    """Where ``iotsec serve`` listens: the claimed sockets, API's first."""
+
+    host: str
+    port: int
+    est_port: int
+    http: bool
+    sockets: list[socket.socket]
+
+    def banner(self) -> str:
+        api = _url("http" if self.http else "https", self.host, self.port)
+        est = f", EST on {_url('https', self.host, self.est_port)}/.well-known/est/" \
+            if self.est_port else ""
+        return (f"iotsec serving on {api}{est}"
+                + ("" if self.http and not self.est_port
+                   else "  (clients trust the chain from 'iotsec ca chain')"))
+
+
+def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...],
+           limits: Limits) -> None:
     # Imported here: the web stack is only needed by this command, and every other command
     # would pay for it at start-up.
-    import uvicorn
-
-    from iotsec.api.app import create_app
+    from iotsec.api.listeners import ServePlan, run_servers, supervise
 
     # A server records security events through a buffer flushed in the background.
     rt.events = EventSink(rt.engine, buffered=True)
-    # With several workers, each process builds its own app and runtime from the same
-    # environment (app_from_environment); this process only supervises them.
-    app = create_app(rt) if workers == 1 else None
-    if app is not None:
+    # EST needs TLS even when the API is served over plain HTTP.
+    files = None if where.http and not where.est_port else ensure_server_tls(rt, where.host)
+    plan = ServePlan(
+        api=uvicorn_options(host=where.host, port=where.port,
+                            tls=None if where.http else files,
+                            forwarded_allow_ips=proxies, limits=limits),
+        est=est_uvicorn_options(host=where.host, port=where.est_port, tls=files,
+                                limits=limits) if where.est_port and files else None,
+        est_tls=files if where.est_port else None)
+    configs = None
+    if workers == 1:
         # The policy and the registry in memory before the first request, not by it.
         warm_up(rt)
-    scheme = "http" if http else "https"
-    shown = f"[{host}]" if ":" in host else host
-    files = None if http else ensure_server_tls(rt, host)
+        configs = plan.configs(rt)
+        # Applications and TLS contexts before the announcement: a key that does not load
+        # is one line, and nothing was said to serve.
+        for config in configs:
+            config.load()
+    # With several workers, each process builds its own applications and runtime from the
+    # same environment (ServePlan); this process only supervises them.
     stop = threading.Event()
     if rt.settings.campaign_tick_seconds > 0:
         # Update campaigns advance and time out devices without an outside scheduler.
@@ -232,15 +292,11 @@ def _serve(rt: Runtime, host: str, port: int, http: bool, workers: int,
 
         threading.Thread(target=refresh_loop, args=(rt, rt.settings.broker_dir, stop),
                          name="iotsec-broker-sync", daemon=True).start()
-    err_console.print(f"iotsec serving on {scheme}://{shown}:{port}"
-                      + ("" if http else "  (clients trust the chain from 'iotsec ca chain')"),
-                      markup=False)
+    err_console.print(where.banner(), markup=False, soft_wrap=True)
     try:
-        target: Any = app if workers == 1 else "iotsec.api.app:app_from_environment"
-        # Handed over: uvicorn binds the port again (SO_REUSEADDR, like the claim).
-        claimed.close()
-        uvicorn.run(target, **uvicorn_options(host=host, port=port, workers=workers,
-                                              tls=files, forwarded_allow_ips=proxies,
-                                              limits=limits))
+        if configs is not None:
+            run_servers(configs, where.sockets)
+        else:
+            supervise(plan, where.sockets, workers)
     finally:
         stop.set()

@@ -1,0 +1,296 @@
+"""The TLS of the EST listener: a client certificate requested, verified, and handed to the
+application in the ASGI TLS extension.
+
+EST (RFC 7030) authenticates a device by the certificate it presents in the handshake, and
+uvicorn gives an application nothing of the handshake. So the EST listener brings:
+
+- :func:`est_server_context`: the server context of :mod:`iotsec.api.tls` (TLS 1.2+, its
+  suites, no compression, no renegotiation) that *requests* a client certificate
+  (``CERT_OPTIONAL``: a device with only a bootstrap secret connects too) and verifies one
+  against iotsec's CAs (root and issuing, current and previous) and the registered claim
+  CAs, each a trust anchor of its own (a manufacturer's CA need not be a root). A presented
+  certificate that does not verify fails the handshake. Python's ``ssl`` has no verify
+  callback: when expired certificates may still be renewed (``IOTSEC_RENEW_AFTER_EXPIRY``)
+  the handshake skips the time check altogether and the application checks the validity
+  and its window. Session tickets are off; a TLS 1.2 session resumed by its id (OpenSSL's
+  session cache, which Python cannot turn off) keeps the client certificate it was verified
+  with, but not its chain: its requests carry the leaf alone.
+- :class:`TlsScopeHttp` (``http=``): the guarded protocols of :mod:`iotsec.api.connections`
+  that put the ASGI TLS extension (``scope["extensions"]["tls"]``: ``server_cert``,
+  ``client_cert_chain``, ``client_cert_name``, ``client_cert_error``, ``tls_version``,
+  ``cipher_suite``) into the scope of every request of a TLS connection. The chain is the
+  verified one, leaf first, taken from the TLS layer; nothing a client sends in a header
+  ever gets there.
+- :class:`ClaimCaWatcher`: claim CAs registered while the server runs are loaded into the
+  live context within :data:`CLAIM_POLL_SECONDS`, without a restart. A claim CA removed
+  while serving stays in the context until the next start; the application checks every
+  claim certificate against the store, so it is refused all the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+import threading
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from iotsec.api.connections import GuardedHttp, H11Guarded, HttpToolsGuarded
+from iotsec.api.tls import server_context
+from iotsec.app.enrol.claims import claim_generation, trust_anchors
+from iotsec.app.pki.server_tls import ServerTls
+from iotsec.app.runtime import Runtime
+from iotsec.app.scan import fleet_ca_certificates
+
+__all__ = [
+    "CLAIM_POLL_SECONDS", "NO_CHECK_TIME", "TLS_VERSIONS", "ClaimCaWatcher", "H11Tls",
+    "HttpToolsTls", "TlsScopeHttp", "est_context", "est_server_context", "load_anchors",
+    "tls_extension", "verified_chain"
+]
+
+log = logging.getLogger("iotsec.api")
+
+#: OpenSSL's X509_V_FLAG_NO_CHECK_TIME: verify a chain without looking at the clock.
+NO_CHECK_TIME = 0x200000
+#: How often the watcher asks the store whether the claim CAs changed (seconds).
+CLAIM_POLL_SECONDS = 2.0
+#: The ASGI extension's ``tls_version``: the protocol version's number on the wire.
+TLS_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+def load_anchors(context: ssl.SSLContext, certificates: Iterable[x509.Certificate]) -> None:
+    """Add ``certificates`` to the trust store of ``context`` (a live one included: the
+    handshakes that start afterwards verify against them)."""
+    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii")
+                  for c in certificates)
+    if pem:
+        context.load_verify_locations(cadata=pem)
+
+
+def est_server_context(certfile: str | Path, keyfile: str | Path | None,
+                       password: str | None, *, anchors: Iterable[x509.Certificate],
+                       skip_time_check: bool) -> ssl.SSLContext:
+    """The EST listener's context: :func:`iotsec.api.tls.server_context` over the server
+    certificate files, requesting a client certificate and verifying it against
+    ``anchors`` (each one a trust anchor, root or not); ``skip_time_check`` leaves the
+    certificates' validity to the application."""
+    context = server_context(certfile, keyfile, password)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    # Any registered CA ends a chain: a claim CA may be a manufacturer's intermediate.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if skip_time_check:
+        context.verify_flags |= NO_CHECK_TIME
+    # No session tickets: a resumed session brings the leaf but not its verified chain,
+    # and an EST request is worth a full handshake.
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
+    load_anchors(context, anchors)
+    return context
+
+
+def est_context(rt: Runtime, files: ServerTls, *, watch: bool = True) -> ssl.SSLContext:
+    """:func:`est_server_context` for the home of ``rt``: its server TLS files, every CA
+    certificate in its store and its claim CAs; the time check is skipped when
+    ``IOTSEC_RENEW_AFTER_EXPIRY`` allows renewing expired certificates. With ``watch``, a
+    :class:`ClaimCaWatcher` keeps the claim CAs current until ``rt`` closes."""
+    # The generation first: a claim CA added between the two reads is loaded now and
+    # looked for again at the first poll, never missed.
+    seen = claim_generation(rt)
+    claims = trust_anchors(rt)
+    context = est_server_context(files.chain_file, files.key_file, files.key_password,
+                                 anchors=[*fleet_ca_certificates(rt), *claims],
+                                 skip_time_check=rt.settings.renew_after_expiry > 0)
+    if watch:
+        watcher = ClaimCaWatcher(context, generation=lambda: claim_generation(rt),
+                                 anchors=lambda: trust_anchors(rt), seen=seen,
+                                 loaded=claims).start()
+        rt.on_close(watcher.stop)
+    return context
+
+
+# --- the ASGI TLS extension -------------------------------------------------------------
+
+def verified_chain(ssl_object: ssl.SSLObject) -> list[bytes]:
+    """The client's chain as the handshake verified it, leaf first, in DER; the leaf alone
+    where the chain is not kept (a resumed session); empty without a client certificate."""
+    # Public from Python 3.13 (DER bytes); before, the method of the underlying _ssl
+    # object (certificate objects).
+    getter = getattr(ssl_object, "get_verified_chain", None) \
+        or getattr(getattr(ssl_object, "_sslobj", None), "get_verified_chain", None)
+    chain: list[bytes] = []
+    for cert in (getter() if getter is not None else None) or ():
+        chain.append(cert if isinstance(cert, bytes)
+                     else ssl.PEM_cert_to_DER_cert(cert.public_bytes()))
+    if not chain:
+        leaf = ssl_object.getpeercert(binary_form=True)
+        if leaf:
+            chain.append(leaf)
+    return chain
+
+
+_SUITES: dict[str, int] = {}
+
+
+def _suite_number(context: ssl.SSLContext, name: str) -> int | None:
+    """The IANA number of the cipher suite OpenSSL calls ``name``."""
+    if name not in _SUITES:
+        # OpenSSL's id is 0x0300XXXX, XXXX being the suite's two bytes on the wire.
+        _SUITES.update({c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()})
+    return _SUITES.get(name)
+
+
+def tls_extension(ssl_object: ssl.SSLObject, server_cert: str | None) -> dict[str, Any]:
+    """The ASGI TLS extension of a connection whose handshake is done."""
+    chain = verified_chain(ssl_object)
+    name: str | None = None
+    error: str | None = None
+    if chain:
+        try:
+            name = x509.load_der_x509_certificate(chain[0]).subject.rfc4514_string()
+        except ValueError:
+            # OpenSSL took it and cryptography cannot read it: the application gets no
+            # chain it could not read either, only the reason.
+            chain, error = [], "the client certificate cannot be parsed"
+    cipher = ssl_object.cipher()
+    return {
+        "server_cert": server_cert,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der) for der in chain],
+        "client_cert_name": name,
+        "client_cert_error": error,
+        "tls_version": TLS_VERSIONS.get(ssl_object.version() or ""),
+        "cipher_suite": _suite_number(ssl_object.context, cipher[0]) if cipher else None,
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _server_certificate(certfile: str) -> str | None:
+    """The leaf of the chain file a listener serves (read once: the context loaded it at
+    start, and a file replaced later is served from the next start)."""
+    try:
+        return x509.load_pem_x509_certificates(Path(certfile).read_bytes())[0].public_bytes(
+            serialization.Encoding.PEM).decode("ascii")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _WithTls:
+    """The application behind a TLS connection: each request's scope gets the
+    connection's TLS extension (a copy of its own)."""
+
+    __slots__ = ("app", "extension")
+
+    def __init__(self, app: Any, extension: dict[str, Any]) -> None:
+        self.app = app
+        self.extension = extension
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        tls = {**self.extension, "client_cert_chain": list(self.extension["client_cert_chain"])}
+        scope["extensions"] = {**(scope.get("extensions") or {}), "tls": tls}
+        await self.app(scope, receive, send)
+
+
+def _add_tls_scope(protocol: HttpToolsTls | H11Tls, transport: Any) -> None:
+    """After the guarded ``connection_made`` (the handshake is done by then): the
+    connection's requests go to the application through :class:`_WithTls`. A connection
+    that is not over TLS gets no extension, as the specification wants."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None or transport.is_closing():
+        return
+    certfile = protocol.config.ssl_certfile
+    server_cert = _server_certificate(str(certfile)) if certfile else None
+    protocol.app = _WithTls(protocol.app, tls_extension(ssl_object, server_cert))
+
+
+class HttpToolsTls(HttpToolsGuarded):
+    """The guarded httptools protocol that puts the ASGI TLS extension into every scope."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        _add_tls_scope(self, transport)
+
+
+class H11Tls(H11Guarded):
+    """The guarded h11 protocol that puts the ASGI TLS extension into every scope."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        _add_tls_scope(self, transport)
+
+
+class TlsScopeHttp(GuardedHttp):
+    """uvicorn's ``http=`` for the EST listener: :class:`GuardedHttp` with the protocols
+    that give the application the ASGI TLS extension."""
+
+    protocols: ClassVar[Mapping[str, type[HttpToolsGuarded | H11Guarded]]] = {
+        "httptools": HttpToolsTls, "h11": H11Tls}
+
+
+# --- claim CAs added while serving ------------------------------------------------------
+
+def _fingerprint(cert: x509.Certificate) -> bytes:
+    return cert.fingerprint(hashes.SHA256())
+
+
+class ClaimCaWatcher:
+    """A daemon thread that loads new trust anchors into a live context: every
+    ``interval`` seconds it asks ``generation()`` whether they changed (from ``seen``),
+    and if so adds those of ``anchors()`` the context does not hold yet (it holds
+    ``loaded``)."""
+
+    def __init__(self, context: ssl.SSLContext, *, generation: Callable[[], Hashable],
+                 anchors: Callable[[], Sequence[x509.Certificate]], seen: Hashable,
+                 loaded: Iterable[x509.Certificate],
+                 interval: float = CLAIM_POLL_SECONDS) -> None:
+        self.context = context
+        self._generation = generation
+        self._anchors = anchors
+        self._interval = interval
+        self._stop = threading.Event()
+        self._seen = seen
+        self._loaded = {_fingerprint(c) for c in loaded}
+        self._thread = threading.Thread(target=self._run, name="iotsec-claim-cas", daemon=True)
+
+    def start(self) -> ClaimCaWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._interval + 5)
+
+    def poll(self) -> int:
+        """Load what changed since the last poll; the number of anchors added."""
+        generation = self._generation()
+        if generation == self._seen:
+            return 0
+        added = 0
+        for cert in self._anchors():
+            fingerprint = _fingerprint(cert)
+            if fingerprint in self._loaded:
+                continue
+            try:
+                load_anchors(self.context, [cert])
+                added += 1
+            except ssl.SSLError:
+                # Not tried again on every poll: the next start reports it the same way.
+                log.warning("claim CA %s cannot be loaded into the EST listener",
+                            cert.subject.rfc4514_string())
+            self._loaded.add(fingerprint)
+        self._seen = generation
+        return added
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                added = self.poll()
+            except Exception:  # the store may be busy a moment: try again next time
+                log.exception("reloading the claim CAs failed")
+                continue
+            if added:
+                log.info("%d claim CA(s) loaded into the EST listener", added)
