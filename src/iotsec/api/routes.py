@@ -16,6 +16,7 @@ from iotsec.api.schemas import (
     RevokeIn,
 )
 from iotsec.app.broker.infrastructure import replace_infrastructure
+from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import bundles, cert_records, issuance, revocation
@@ -165,6 +166,13 @@ def disable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
 @v1.post("/devices/{device_id}/enable")
 def enable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
     return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.ACTIVE))
+
+
+@v1.post("/devices/{device_id}/approve")
+def approve_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
+    """A device that enrolled under a template with approval required, awaiting it: it
+    becomes pending, and its next EST request gets its certificate."""
+    return DeviceOut.from_domain(approve_enrolment(rt, device_id))
 
 
 @v1.post("/devices/{device_id}/retire")
