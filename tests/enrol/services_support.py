@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from iotsec.app.enrol import est
+from iotsec.app.enrol import est, templates
 from iotsec.app.events import Event, list_events
 from iotsec.app.runtime import Runtime
+from iotsec.identity.enrolment import Template
 from iotsec.store import models as m
 from tests.helpers import make_key
 
@@ -119,18 +120,32 @@ def hook_server(hook: Hook) -> Iterator[Hook]:
         def log_message(self, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    hook.url = f"http://127.0.0.1:{server.server_address[1]}/claims"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield hook
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:  # closed on leaving
+        server.daemon_threads = True
+        hook.url = f"http://127.0.0.1:{server.server_address[1]}/claims"
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield hook
+        finally:
+            stop.set()  # a delayed answer gives up at once
+            server.shutdown()  # returns once serve_forever has returned
+
+
+def add_template(rt: Runtime, name: str = "sensors", **kwargs: Any) -> Template:
+    """Store the template ``Template.parse(name, **kwargs)`` describes."""
+    return templates.add_template(rt, Template.parse(name, **kwargs))
+
+
+def common_name(cert: x509.Certificate | bytes) -> str:
+    """The subject CN of a certificate (or of its DER)."""
+    if isinstance(cert, bytes):
+        cert = x509.load_der_x509_certificate(cert)
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def refusals(rt: Runtime) -> list[str]:
+    """Why each refused EST request was refused (the events' reasons), oldest first."""
+    return [str((e.detail or {}).get("reason")) for e in events(rt, "est.refused")]
 
 
 def events(rt: Runtime, kind: str) -> list[Event]:

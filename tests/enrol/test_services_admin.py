@@ -25,12 +25,7 @@ from iotsec.errors import (
 from iotsec.identity.enrolment import Template
 from iotsec.identity.registry import DeviceState
 from tests.conftest import FakeClock
-from tests.enrol.services_support import dump, events, factory
-
-
-def _template(rt: Runtime, name: str = "sensors", **kwargs: object) -> Template:
-    return templates.add_template(rt, Template.parse(name, **kwargs))  # type: ignore[arg-type]
-
+from tests.enrol.services_support import add_template, dump, events, factory
 
 # --- secrets ----------------------------------------------------------------------------
 
@@ -53,7 +48,7 @@ def test_a_secret_is_shown_once_and_stored_only_hashed(rt: Runtime) -> None:
 
 
 def test_secret_state_follows_time_and_revocation(rt: Runtime, clock: FakeClock) -> None:
-    _template(rt)
+    add_template(rt)
     info, _ = secrets.create_secret(rt, device_id=None, template="sensors",
                                     expires_in=timedelta(minutes=5))
     clock.advance(timedelta(minutes=5))
@@ -86,8 +81,8 @@ def test_secret_requests_refused_change_nothing(rt: Runtime, kwargs: dict[str, o
     add_device(rt, NewDevice.parse("dev-1"))
     add_device(rt, NewDevice.parse("gone"))
     change_state(rt, "gone", DeviceState.RETIRED)
-    _template(rt, "sensors")
-    _template(rt, "by-secret", id_from="secret")
+    add_template(rt, "sensors")
+    add_template(rt, "by-secret", id_from="secret")
     with pytest.raises(error, match=problem):
         secrets.create_secret(rt, **kwargs)  # type: ignore[arg-type]
     assert secrets.list_secrets(rt) == []
@@ -113,14 +108,14 @@ def test_unknown_secret_ids(rt: Runtime) -> None:
 
 def test_templates_round_trip_and_replace(rt: Runtime) -> None:
     add_role(rt, Role.build("sensor", [parse_rule_spec("allow", "publish:sensors/${device.id}")]))
-    made = _template(rt, "sensors", groups=["floor-2"], roles=["sensor"],
+    made = add_template(rt, "sensors", groups=["floor-2"], roles=["sensor"],
                      attributes=["site=berlin"], id_from="serial-number",
                      require_approval=True, profile="device")
     assert templates.get_template(rt, "sensors") == made
     assert made.created_at is not None
     assert [t.name for t in templates.list_templates(rt)] == ["sensors"]
     with pytest.raises(ConflictError, match="already exists"):
-        _template(rt, "sensors")
+        add_template(rt, "sensors")
     replaced = templates.add_template(rt, Template.parse("sensors", roles=["device"]),
                                       replace=True)
     assert replaced.roles == ("device",) and replaced.groups == ()
@@ -129,12 +124,12 @@ def test_templates_round_trip_and_replace(rt: Runtime) -> None:
 
 def test_a_template_names_only_existing_roles(rt: Runtime) -> None:
     with pytest.raises(NotFoundError, match="role 'ghost' does not exist"):
-        _template(rt, "t", roles=["ghost"])
+        add_template(rt, "t", roles=["ghost"])
     assert templates.list_templates(rt) == []
 
 
 def test_a_template_in_use_is_not_removed(rt: Runtime, clock: FakeClock) -> None:
-    _template(rt, "sensors")
+    add_template(rt, "sensors")
     info, _ = secrets.create_secret(rt, device_id=None, template="sensors",
                                     expires_in=timedelta(minutes=10))
     with pytest.raises(ConflictError, match="active enrolment secret"):
@@ -155,7 +150,7 @@ def test_a_template_in_use_is_not_removed(rt: Runtime, clock: FakeClock) -> None
 
 
 def test_claim_cas_are_added_listed_and_removed(rt: Runtime, clock: FakeClock) -> None:
-    _template(rt, "sensors")
+    add_template(rt, "sensors")
     before = claims.claim_generation(rt)
     ca = factory(clock())
     added = claims.add_claim_ca(rt, "acme", ca.pem, "sensors",
@@ -177,7 +172,7 @@ def test_claim_cas_are_added_listed_and_removed(rt: Runtime, clock: FakeClock) -
 
 
 def test_claim_ca_must_be_a_ca(rt: Runtime, clock: FakeClock) -> None:
-    _template(rt, "sensors")
+    add_template(rt, "sensors")
     for not_a_ca in (factory(clock(), ca=False), factory(clock(), cert_sign=False)):
         with pytest.raises(InvalidInputError, match="not a CA certificate"):
             claims.add_claim_ca(rt, "acme", not_a_ca.pem, "sensors")
@@ -194,7 +189,7 @@ def test_claim_ca_must_be_a_ca(rt: Runtime, clock: FakeClock) -> None:
 
 
 def test_iotsecs_own_ca_is_not_a_claim_ca(rt: Runtime) -> None:
-    _template(rt, "sensors")
+    add_template(rt, "sensors")
     for role in ("issuing", "root"):
         pem = rt.authority(role).certificate.public_bytes(serialization.Encoding.PEM)
         with pytest.raises(ConflictError, match="iotsec's own CAs"):
@@ -202,7 +197,7 @@ def test_iotsecs_own_ca_is_not_a_claim_ca(rt: Runtime) -> None:
 
 
 def test_an_expired_claim_ca_is_refused(rt: Runtime, clock: FakeClock) -> None:
-    _template(rt, "sensors")
+    add_template(rt, "sensors")
     ca = factory(clock())
     clock.advance(timedelta(days=7301))
     with pytest.raises(InvalidInputError, match="not valid now"):

@@ -23,7 +23,16 @@ from iotsec.identity.enrolment import Template
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.serial import format_serial
 from tests.conftest import FakeClock
-from tests.enrol.services_support import Factory, Hook, csr, events, factory, hook_server
+from tests.enrol.services_support import (
+    Factory,
+    Hook,
+    common_name,
+    csr,
+    events,
+    factory,
+    hook_server,
+    refusals,
+)
 from tests.helpers import make_key
 
 SOURCE = "198.51.100.7"
@@ -46,12 +55,7 @@ def _enrol(rt: Runtime, chain: est.ClientChain, *, cn: str = "x", label: str | N
 
 def _cn(outcome: est.Issued | est.Pending) -> str:
     assert isinstance(outcome, est.Issued), outcome
-    cert = x509.load_der_x509_certificate(outcome.record.der)
-    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-
-
-def _reason(rt: Runtime) -> str:
-    return str((events(rt, "est.refused")[-1].detail or {}).get("reason"))
+    return common_name(outcome.record.der)
 
 
 def test_a_claim_enrols_the_device_its_manufacturer_named(rt: Runtime, acme: Factory) -> None:
@@ -85,7 +89,7 @@ def test_a_claim_from_an_unregistered_or_removed_ca_is_refused(
     with pytest.raises(EnrolmentAuthError) as info:
         _enrol(rt, stranger.claim(hardware_id="HW-1"))
     assert info.value.status == 401
-    assert "does not chain to a registered claim CA" in _reason(rt)
+    assert "does not chain to a registered claim CA" in refusals(rt)[-1]
     claim = acme.claim(hardware_id="HW-2")
     claims.remove_claim_ca(rt, "acme")
     with pytest.raises(EnrolmentAuthError):
@@ -109,7 +113,7 @@ def test_a_claim_outside_its_validity_is_refused(rt: Runtime, acme: Factory,
     clock.advance(shift)
     with pytest.raises(EnrolmentAuthError):
         _enrol(rt, claim)
-    assert "not valid" in _reason(rt)
+    assert "not valid" in refusals(rt)[-1]
 
 
 def test_an_intermediate_between_the_claim_and_its_ca(rt: Runtime, acme: Factory,

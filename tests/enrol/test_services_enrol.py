@@ -33,19 +33,15 @@ from iotsec.errors import (
     NotFoundError,
     ThrottledError,
 )
-from iotsec.identity.enrolment import Template
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.der import oid as der_oid
 from iotsec.pki.est import read_certs_only
+from iotsec.pki.serial import format_serial
 from tests.conftest import FakeClock
-from tests.enrol.services_support import csr, dump, events
+from tests.enrol.services_support import add_template, common_name, csr, dump, events, refusals
 from tests.helpers import make_key
 
 SOURCE = "192.0.2.10"
-
-
-def _template(rt: Runtime, name: str = "sensors", **kwargs: object) -> Template:
-    return templates.add_template(rt, Template.parse(name, **kwargs))  # type: ignore[arg-type]
 
 
 def _secret(rt: Runtime, *, device: str | None = None, template: str | None = None,
@@ -70,10 +66,6 @@ def _issued(rt: Runtime, outcome: est.Issued | est.Pending) -> x509.Certificate:
     return cert
 
 
-def _cn(cert: x509.Certificate) -> str:
-    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-
-
 # --- a device-bound secret --------------------------------------------------------------
 
 
@@ -82,13 +74,13 @@ def test_a_device_secret_enrols_that_device_whatever_the_csr_says(rt: Runtime) -
     add_device(rt, NewDevice.parse("dev-b"))
     credential = _secret(rt, device="dev-a")
     cert = _issued(rt, _enrol(rt, credential, csr(cn="dev-b")))
-    assert _cn(cert) == "dev-a"
+    assert common_name(cert) == "dev-a"
     assert [c.device_id for c in list_certificates(rt)] == ["dev-a"]
     assert get_device(rt, "dev-a").state is DeviceState.ACTIVE
     assert get_device(rt, "dev-b").state is DeviceState.PENDING
     (event,) = events(rt, "est.enrolled")
     assert event.actor == "dev-a" and event.source == SOURCE
-    assert event.subject == format(cert.serial_number, "X")
+    assert event.subject == format_serial(cert.serial_number)
     assert event.detail is not None and event.detail["credential"] == f"secret:{credential.id}"
     assert credential.secret not in repr(event)
     assert credential.secret.encode() not in dump(rt)
@@ -96,7 +88,7 @@ def test_a_device_secret_enrols_that_device_whatever_the_csr_says(rt: Runtime) -
 
 def test_a_device_secret_enrols_at_no_label(rt: Runtime) -> None:
     add_device(rt, NewDevice.parse("dev-a"))
-    _template(rt, "sensors")
+    add_template(rt, "sensors")
     credential = _secret(rt, device="dev-a")
     with pytest.raises(EnrolmentForbiddenError, match="label"):
         _enrol(rt, credential, csr(), label="sensors")
@@ -104,10 +96,6 @@ def test_a_device_secret_enrols_at_no_label(rt: Runtime) -> None:
 
 
 # --- refused credentials ----------------------------------------------------------------
-
-
-def _refusals(rt: Runtime) -> list[str]:
-    return [str((e.detail or {}).get("reason")) for e in events(rt, "est.refused")]
 
 
 def test_a_used_secret_is_refused(rt: Runtime) -> None:
@@ -118,7 +106,7 @@ def test_a_used_secret_is_refused(rt: Runtime) -> None:
         _enrol(rt, credential, csr())
     assert str(info.value) == "the enrolment credential is not valid"
     assert info.value.status == 401
-    assert _refusals(rt) == ["used enrolment secret"]
+    assert refusals(rt) == ["used enrolment secret"]
     assert len(list_certificates(rt)) == 1
 
 
@@ -128,7 +116,7 @@ def test_an_expired_secret_is_refused(rt: Runtime, clock: FakeClock) -> None:
     clock.advance(timedelta(minutes=5))
     with pytest.raises(EnrolmentAuthError):
         _enrol(rt, credential, csr())
-    assert _refusals(rt) == ["expired enrolment secret"]
+    assert refusals(rt) == ["expired enrolment secret"]
     assert list_certificates(rt) == []
 
 
@@ -138,7 +126,7 @@ def test_a_revoked_secret_is_refused(rt: Runtime) -> None:
     secrets.revoke_secret(rt, credential.id)
     with pytest.raises(EnrolmentAuthError):
         _enrol(rt, credential, csr())
-    assert _refusals(rt) == ["revoked enrolment secret"]
+    assert refusals(rt) == ["revoked enrolment secret"]
 
 
 def test_wrong_unknown_and_malformed_secrets_look_alike(rt: Runtime) -> None:
@@ -178,7 +166,7 @@ def test_a_key_another_device_holds_is_refused_and_spends_nothing(rt: Runtime) -
     with pytest.raises(EnrolmentForbiddenError) as info:
         _enrol(rt, credential, csr(stolen))
     assert "victim" not in str(info.value) and "victim" not in info.value.hint
-    assert "victim" in _refusals(rt)[0]  # the operator learns whose key it was
+    assert "victim" in refusals(rt)[0]  # the operator learns whose key it was
     assert secrets.get_secret(rt, credential.id).uses_left == 1
     assert get_device(rt, "dev-a").state is DeviceState.PENDING
 
@@ -235,10 +223,10 @@ def test_failures_from_one_source_are_throttled(rt: Runtime) -> None:
 def test_a_template_creates_the_device_with_its_groups_roles_and_attributes(
         rt: Runtime) -> None:
     add_role(rt, Role.build("sensor", [parse_rule_spec("allow", "publish:t/${device.id}")]))
-    _template(rt, "sensors", groups=["floor-2"], roles=["sensor"], attributes=["site=x"])
+    add_template(rt, "sensors", groups=["floor-2"], roles=["sensor"], attributes=["site=x"])
     credential = _secret(rt, template="sensors", uses=2)
     cert = _issued(rt, _enrol(rt, credential, csr(cn="th-0001")))
-    assert _cn(cert) == "th-0001"
+    assert common_name(cert) == "th-0001"
     device = get_device(rt, "th-0001")
     assert device.state is DeviceState.ACTIVE
     assert device.groups == ("floor-2",)
@@ -254,7 +242,7 @@ def test_a_template_creates_the_device_with_its_groups_roles_and_attributes(
 
 
 def test_a_template_without_roles_gives_the_default_role(rt: Runtime) -> None:
-    _template(rt, "plain")
+    add_template(rt, "plain")
     _issued(rt, _enrol(rt, _secret(rt, template="plain"), csr(cn="p-1")))
     identity, _ = identity_for(rt, "p-1")
     assert identity.device_id == "p-1"
@@ -263,18 +251,18 @@ def test_a_template_without_roles_gives_the_default_role(rt: Runtime) -> None:
 
 
 def test_id_from_serial_number_and_from_secret(rt: Runtime) -> None:
-    _template(rt, "by-serial", id_from="serial-number")
-    _template(rt, "by-secret", id_from="secret")
+    add_template(rt, "by-serial", id_from="serial-number")
+    add_template(rt, "by-secret", id_from="secret")
     cert = _issued(rt, _enrol(rt, _secret(rt, template="by-serial"), csr(cn="x", serial="SN-9")))
-    assert _cn(cert) == "SN-9"
+    assert common_name(cert) == "SN-9"
     credential = _secret(rt, template="by-secret")
-    assert _cn(_issued(rt, _enrol(rt, credential, csr(cn="chosen")))) == credential.id
+    assert common_name(_issued(rt, _enrol(rt, credential, csr(cn="chosen")))) == credential.id
     with pytest.raises(InvalidInputError, match="no subject serialNumber"):
         _enrol(rt, _secret(rt, template="by-serial"), csr(cn="only-cn"))
 
 
-def test_a_server_profile_template(rt: Runtime) -> None:
-    _template(rt, "gateways", profile="server")
+def test_a_server_profileadd_template(rt: Runtime) -> None:
+    add_template(rt, "gateways", profile="server")
     cert = _issued(rt, _enrol(rt, _secret(rt, template="gateways"), csr(cn="gw-1")))
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
@@ -283,7 +271,7 @@ def test_a_server_profile_template(rt: Runtime) -> None:
 
 def test_a_template_enrolment_never_takes_an_existing_device(rt: Runtime) -> None:
     add_device(rt, NewDevice.parse("dev-a"))
-    _template(rt, "sensors")
+    add_template(rt, "sensors")
     credential = _secret(rt, template="sensors")
     with pytest.raises(EnrolmentForbiddenError, match="already registered") as info:
         _enrol(rt, credential, csr(cn="dev-a"))
@@ -293,8 +281,8 @@ def test_a_template_enrolment_never_takes_an_existing_device(rt: Runtime) -> Non
 
 
 def test_a_template_secret_enrols_only_under_its_label(rt: Runtime) -> None:
-    _template(rt, "sensors")
-    _template(rt, "cameras")
+    add_template(rt, "sensors")
+    add_template(rt, "cameras")
     credential = _secret(rt, template="sensors")
     with pytest.raises(EnrolmentForbiddenError, match="label"):
         _enrol(rt, credential, csr(cn="s-1"), label="cameras")
@@ -307,7 +295,7 @@ def test_a_template_secret_enrols_only_under_its_label(rt: Runtime) -> None:
 
 
 def test_an_approved_device_collects_its_certificate_once(rt: Runtime, clock: FakeClock) -> None:
-    _template(rt, "sensors", require_approval=True)
+    add_template(rt, "sensors", require_approval=True)
     credential = _secret(rt, template="sensors", minutes=10)
     key = make_key()
     first = _enrol(rt, credential, csr(key, cn="s-1"))
@@ -321,7 +309,7 @@ def test_an_approved_device_collects_its_certificate_once(rt: Runtime, clock: Fa
     approved = est.approve(rt, "s-1")
     assert approved.state is DeviceState.PENDING
     cert = _issued(rt, _enrol(rt, credential, csr(key, cn="s-1")))
-    assert _cn(cert) == "s-1"
+    assert common_name(cert) == "s-1"
     assert get_device(rt, "s-1").state is DeviceState.ACTIVE
     with pytest.raises(EnrolmentAuthError):
         _enrol(rt, credential, csr(key, cn="s-1"))  # once only
@@ -334,7 +322,7 @@ def test_an_approved_device_collects_its_certificate_once(rt: Runtime, clock: Fa
 
 
 def test_a_used_secret_does_not_poll_for_another_device(rt: Runtime) -> None:
-    _template(rt, "sensors", require_approval=True)
+    add_template(rt, "sensors", require_approval=True)
     credential = _secret(rt, template="sensors")
     assert isinstance(_enrol(rt, credential, csr(cn="s-1")), est.Pending)
     with pytest.raises(EnrolmentAuthError):
@@ -344,7 +332,7 @@ def test_a_used_secret_does_not_poll_for_another_device(rt: Runtime) -> None:
 
 
 def test_a_device_refused_while_waiting_never_gets_a_certificate(rt: Runtime) -> None:
-    _template(rt, "sensors", require_approval=True)
+    add_template(rt, "sensors", require_approval=True)
     credential = _secret(rt, template="sensors")
     key = make_key()
     _enrol(rt, credential, csr(key, cn="s-1"))
@@ -355,7 +343,7 @@ def test_a_device_refused_while_waiting_never_gets_a_certificate(rt: Runtime) ->
 
 
 def test_a_revoked_secret_stops_a_waiting_enrolment(rt: Runtime) -> None:
-    _template(rt, "sensors", require_approval=True)
+    add_template(rt, "sensors", require_approval=True)
     credential = _secret(rt, template="sensors")
     key = make_key()
     _enrol(rt, credential, csr(key, cn="s-1"))
@@ -376,7 +364,7 @@ def test_only_a_waiting_device_is_approved(rt: Runtime) -> None:
 
 
 def test_a_waiting_template_cannot_be_removed(rt: Runtime) -> None:
-    _template(rt, "sensors", require_approval=True)
+    add_template(rt, "sensors", require_approval=True)
     credential = _secret(rt, template="sensors")
     _enrol(rt, credential, csr(cn="s-1"))
     secrets.revoke_secret(rt, credential.id)
@@ -388,7 +376,7 @@ def test_a_waiting_template_cannot_be_removed(rt: Runtime) -> None:
 
 
 def test_cacerts_is_the_issuing_chain(rt: Runtime) -> None:
-    _template(rt, "sensors")
+    add_template(rt, "sensors")
     certs = read_certs_only(est.cacerts(rt, None))
     assert sorted(c.subject.rfc4514_string() for c in certs) == sorted(
         rt.authority(role).certificate.subject.rfc4514_string() for role in ("issuing", "root"))
@@ -398,8 +386,8 @@ def test_cacerts_is_the_issuing_chain(rt: Runtime) -> None:
 
 
 def test_csrattrs_name_what_the_template_reads(rt: Runtime) -> None:
-    _template(rt, "by-cn")
-    _template(rt, "by-serial", id_from="serial-number")
+    add_template(rt, "by-cn")
+    add_template(rt, "by-serial", id_from="serial-number")
     cn, serial = NameOID.COMMON_NAME.dotted_string, NameOID.SERIAL_NUMBER.dotted_string
 
     def oids(label: str | None) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from iotsec.app.enrol import claims, est, secrets, templates
 from iotsec.app.identity.devices import NewDevice, add_device
@@ -31,7 +31,15 @@ from iotsec.identity.enrolment import Template
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason
 from tests.conftest import FakeClock
-from tests.enrol.services_support import Key, csr, dump, events, factory
+from tests.enrol.services_support import (
+    Key,
+    common_name,
+    csr,
+    dump,
+    events,
+    factory,
+    refusals,
+)
 from tests.helpers import make_key, self_signed
 
 SOURCE = "203.0.113.5"
@@ -49,21 +57,12 @@ def _reenrol(rt: Runtime, chain: est.ClientChain, request: bytes | None = None, 
     return est.reenrol(rt, chain, request or csr(), label=label, source=SOURCE)
 
 
-def _cn(record: CertificateRecord) -> str:
-    cert = x509.load_der_x509_certificate(record.der)
-    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-
-
-def _reason(rt: Runtime) -> str:
-    return str((events(rt, "est.refused")[-1].detail or {}).get("reason"))
-
-
 def test_a_device_renews_itself_and_the_old_certificate_is_superseded_after_the_grace(
         rt: Runtime) -> None:
     chain, old = _device(rt)
     add_device(rt, NewDevice.parse("dev-b"))
     issued = _reenrol(rt, chain, csr(cn="dev-b"))  # the CSR's name is ignored
-    assert issued.record.device_id == "dev-a" and _cn(issued.record) == "dev-a"
+    assert issued.record.device_id == "dev-a" and common_name(issued.record.der) == "dev-a"
     before = get_certificate(rt, old.serial)
     assert before.replaced_by == issued.record.serial
     assert before.revocation_reason is RevocationReason.superseded
@@ -83,7 +82,7 @@ def test_a_superseded_certificate_cannot_renew_again_even_in_its_grace(rt: Runti
     with pytest.raises(EnrolmentForbiddenError, match="cannot be renewed") as info:
         _reenrol(rt, chain)
     assert info.value.status == 403
-    assert "revoked or already renewed" in _reason(rt)
+    assert "revoked or already renewed" in refusals(rt)[-1]
 
 
 def test_a_revoked_certificate_cannot_renew(rt: Runtime) -> None:
@@ -99,7 +98,7 @@ def test_an_expired_certificate_renews_only_inside_the_window(rt: Runtime,
     clock.now = old.not_after + timedelta(seconds=1)
     with pytest.raises(EnrolmentForbiddenError):
         _reenrol(rt, chain)  # the window is off by default
-    assert "expired" in _reason(rt)
+    assert "expired" in refusals(rt)[-1]
     rt.settings = rt.settings.model_copy(update={"renew_after_expiry": 3600})
     clock.now = old.not_after + timedelta(seconds=3600)
     assert _reenrol(rt, chain).record.device_id == "dev-a"
@@ -124,7 +123,7 @@ def test_a_certificate_iotsec_did_not_issue_cannot_renew(rt: Runtime,
     for cert in (foreign, lookalike):
         with pytest.raises(EnrolmentForbiddenError, match="cannot be renewed"):
             _reenrol(rt, est.ClientChain((cert,)))
-        assert "did not issue it" in _reason(rt)
+        assert "did not issue it" in refusals(rt)[-1]
 
 
 def test_a_claim_or_server_certificate_cannot_renew(rt: Runtime, clock: FakeClock) -> None:
@@ -137,7 +136,7 @@ def test_a_claim_or_server_certificate_cannot_renew(rt: Runtime, clock: FakeCloc
     server_cert = x509.load_pem_x509_certificates(served.chain_file.read_bytes())[0]
     with pytest.raises(EnrolmentForbiddenError):
         _reenrol(rt, est.ClientChain((server_cert,)))
-    assert "not a device's certificate" in _reason(rt)
+    assert "not a device's certificate" in refusals(rt)[-1]
 
 
 def test_a_disabled_device_cannot_renew(rt: Runtime) -> None:
@@ -145,7 +144,7 @@ def test_a_disabled_device_cannot_renew(rt: Runtime) -> None:
     change_state(rt, "dev-a", DeviceState.DISABLED)
     with pytest.raises(EnrolmentForbiddenError):
         _reenrol(rt, chain)
-    assert "device is disabled" in _reason(rt)
+    assert "device is disabled" in refusals(rt)[-1]
 
 
 def test_a_key_another_device_holds_is_refused_on_renewal(rt: Runtime) -> None:

@@ -6,7 +6,6 @@ here, against what the store holds now."""
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import urllib.error
 import urllib.parse
@@ -106,26 +105,18 @@ def _parse_ca(ca_pem: bytes, now: datetime) -> x509.Certificate:
 
 
 def check_hook_url(url: str) -> str:
-    """A pre-provisioning hook URL: https, or http on a loopback address."""
+    """A pre-provisioning hook URL: https, or plain http to this host (127.0.0.1, ::1 or
+    localhost)."""
     parts = urllib.parse.urlsplit(url) if len(url) <= _MAX_HOOK_URL else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInputError(f"{url[:60]!r} is not an http(s) URL of at most "
                                 f"{_MAX_HOOK_URL} characters")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
         raise InvalidInputError("a hook over plain http must be on this host (loopback)",
                                 hint="use an https URL")
     if parts.username or parts.password:
         raise InvalidInputError("a hook URL carries no user name or password")
     return url
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _own_authority(conn: Connection, cert: x509.Certificate) -> bool:
