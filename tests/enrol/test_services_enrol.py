@@ -399,3 +399,26 @@ def test_csrattrs_name_what_the_template_reads(rt: Runtime) -> None:
     assert der_oid("1.2.840.10045.3.1.7") in oids(None)  # the issuing CA's curve, P-256
     with pytest.raises(NotFoundError):
         est.csrattrs(rt, "nope")
+
+
+def test_two_template_enrolments_racing_for_one_device_id(rt: Runtime) -> None:
+    add_template(rt, "sensors")
+    credentials = [_secret(rt, template="sensors") for _ in range(4)]
+    outcomes: list[object] = []
+    start = threading.Barrier(len(credentials))
+
+    def attempt(credential: est.BasicCredential) -> None:
+        start.wait()
+        try:
+            outcomes.append(_enrol(rt, credential, csr(cn="contested")))
+        except EnrolmentForbiddenError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=attempt, args=(c,)) for c in credentials]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sum(isinstance(o, est.Issued) for o in outcomes) == 1
+    assert sum(isinstance(o, EnrolmentForbiddenError) for o in outcomes) == 3
+    assert [c.device_id for c in list_certificates(rt)] == ["contested"]

@@ -274,8 +274,12 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
     use: CredentialUse = (SecretUse(credential) if isinstance(credential, BasicCredential)
                           else _claim_use(rt, credential, req))
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
-    with transaction(rt.engine) as conn:
-        device_id, template, outcome = _enrol_in(conn, rt, req, use)
+    try:
+        with transaction(rt.engine) as conn:
+            device_id, template, outcome = _enrol_in(conn, rt, req, use)
+    except ConflictError as exc:  # a concurrent request registered the device or the claim
+        raise EnrolmentForbiddenError("the device is already registered, or the claim "
+                                      "certificate has already enrolled") from exc
     if template is not None:  # a device was registered (now, or when it began to wait)
         policy_changed(rt)
     detail = {"template": template.name if template else None}
