@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -264,10 +265,52 @@ def test_several_workers_each_serve_both_listeners(tmp_path: Path) -> None:
         for worker in workers:
             held = _socket_inodes(worker)
             assert held & api and held & est, worker
+        # A worker that dies is replaced by one that serves both listeners too.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            now = _workers(srv.pid)
+            fresh = [w for w in now if w not in workers]
+            if len(now) == 2 and fresh and _socket_inodes(fresh[0]) & est:
+                break
+            assert time.monotonic() < deadline, now
+            time.sleep(0.2)
+        assert _socket_inodes(fresh[0]) & api
+        # The certificate still reaches the application, which knows it was renewed.
+        again = _reenrol(srv, (cert, key))
+        assert _status(again) == 403 and "already renewed" in again.stdout
+        workers = now
     deadline = time.monotonic() + 20
     while any(Path(f"/proc/{w}").exists() for w in workers):
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has exited (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_both_listeners(tmp_path: Path, sig: signal.Signals) -> None:
+    with served(tmp_path, est=True) as srv:
+        # An idle keep-alive connection on each listener does not hold the stop up.
+        idle = [socket.create_connection(("127.0.0.1", port))
+                for port in (srv.port, srv.est_port or 0)]
+        os.kill(srv.pid, sig)
+        deadline = time.monotonic() + 15
+        while not _exited(srv.pid):
+            assert time.monotonic() < deadline, srv.log.read_text()
+            time.sleep(0.1)
+        for port in (srv.port, srv.est_port or 0):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=5)
+        for sock in idle:
+            sock.close()
+        assert "Traceback" not in srv.log.read_text()
 
 
 def test_an_est_port_in_use_is_refused_in_one_line(cli: Cli, ready: object,
