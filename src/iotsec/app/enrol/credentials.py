@@ -18,8 +18,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Connection, Row, insert, select, update
 
-from iotsec.app.enrol.claims import ClaimCa, hardware_id
+from iotsec.app.enrol.claims import (
+    ClaimCa,
+    ask_hook,
+    check_allowed,
+    find_claim_ca,
+    hardware_id,
+    load_claim_cas,
+)
 from iotsec.app.enrol.templates import load_template
+from iotsec.app.runtime import Runtime
 from iotsec.errors import EnrolmentAuthError, EnrolmentForbiddenError, InvalidInputError
 from iotsec.identity.enrolment import (
     Template,
@@ -29,11 +37,12 @@ from iotsec.identity.enrolment import (
 )
 from iotsec.pki.serial import format_serial
 from iotsec.store import models as m
+from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
 __all__ = [
     "BasicCredential", "ClaimUse", "ClientChain", "Credential", "CredentialUse", "SecretUse",
-    "Subject", "check_label", "describe"
+    "Subject", "check_label", "claim_use", "describe"
 ]
 
 
@@ -202,3 +211,19 @@ class ClaimUse:
             fingerprint=self.fingerprint, claim_ca=self._ca.name,
             serial=format_serial(self._leaf.serial_number), device_id=device_id,
             used_at=ts(now)))
+
+
+def claim_use(rt: Runtime, chain: ClientChain, moment: datetime, source: str | None) -> ClaimUse:
+    """Find and check the claim (CA, validity, allow list, hook) before the transaction:
+    the hook may take seconds, and nothing may wait on the store meanwhile."""
+    with reading(rt.engine) as conn:
+        ca = find_claim_ca(load_claim_cas(conn), chain.certs, moment)
+        use = ClaimUse(chain.leaf, ca)
+        waiting = conn.execute(select(m.pending_enrolments.c.device_id).where(
+            m.pending_enrolments.c.credential == use.key)).first()
+        if waiting is not None:
+            return use  # a poll: the claim was checked when the enrolment began
+        use.check_fresh(conn, moment)
+    check_allowed(ca, chain.leaf)
+    ask_hook(ca, chain.leaf, use.fingerprint, source)
+    return use

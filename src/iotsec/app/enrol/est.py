@@ -20,32 +20,24 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
-from iotsec.app.enrol.claims import (
-    ask_hook,
-    check_allowed,
-    find_claim_ca,
-    issued_by,
-    load_claim_cas,
-)
 from iotsec.app.enrol.credentials import (
     BasicCredential,
-    ClaimUse,
     ClientChain,
     Credential,
     CredentialUse,
     SecretUse,
     Subject,
+    claim_use,
     describe,
 )
+from iotsec.app.enrol.renewal import issued_here, key_like, renewable
 from iotsec.app.enrol.templates import get_template
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
-from iotsec.app.pki.cert_records import CertificateRecord, record_of
+from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.pki.issuance import (
     SHARED_KEY_HINT,
     device_profile,
@@ -67,10 +59,9 @@ from iotsec.identity.enrolment import Template, parse_template_name
 from iotsec.identity.registry import Device, DeviceState, parse_device_id
 from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.pki.est import certs_only, csr_attributes
-from iotsec.pki.keys import KeyType
 from iotsec.pki.x509 import spki_der
 from iotsec.store import models as m
-from iotsec.store.db import reading, transaction
+from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -254,25 +245,9 @@ def _enrol_in(conn: Connection, rt: Runtime, req: _Request, use: CredentialUse
                                        template.profile if template else None)
 
 
-def _claim_use(rt: Runtime, chain: ClientChain, req: _Request) -> ClaimUse:
-    """Find and check the claim (CA, validity, allow list, hook) before the transaction:
-    the hook may take seconds, and nothing may wait on the store meanwhile."""
-    with reading(rt.engine) as conn:
-        ca = find_claim_ca(load_claim_cas(conn), chain.certs, req.moment)
-        use = ClaimUse(chain.leaf, ca)
-        waiting = conn.execute(select(m.pending_enrolments.c.device_id).where(
-            m.pending_enrolments.c.credential == use.key)).first()
-        if waiting is not None:
-            return use  # a poll: the claim was checked when the enrolment began
-        use.check_fresh(conn, req.moment)
-    check_allowed(ca, chain.leaf)
-    ask_hook(ca, chain.leaf, use.fingerprint, req.source)
-    return use
-
-
 def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRecord | Pending:
     use: CredentialUse = (SecretUse(credential) if isinstance(credential, BasicCredential)
-                          else _claim_use(rt, credential, req))
+                          else claim_use(rt, credential, req.moment, req.source))
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
     try:
         with transaction(rt.engine) as conn:
@@ -312,41 +287,6 @@ def enrol(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | N
 # --- re-enrolment: the device's own certificate -----------------------------------------
 
 
-def _forbidden(reason: str) -> EnrolmentForbiddenError:
-    return EnrolmentForbiddenError(f"this certificate cannot be renewed: {reason}")
-
-
-def _renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> CertificateRecord:
-    """The record of ``leaf`` if it may re-enrol now: iotsec issued it (same DER, signed by
-    one of iotsec's CAs) to a device that may hold certificates, it is neither revoked nor
-    renewed already, and ``moment`` lies in its validity (plus the renew-after-expiry
-    window)."""
-    der = leaf.public_bytes(serialization.Encoding.DER)
-    with reading(rt.engine) as conn:
-        row = conn.execute(select(m.certificates).where(
-            m.certificates.c.sha256 == hashlib.sha256(der).hexdigest())).first()
-        issuer = state = None
-        if row is not None:
-            issuer = conn.execute(select(m.authorities.c.cert_der).where(
-                m.authorities.c.id == row.authority_id)).scalar_one()
-            state = conn.execute(select(m.devices.c.state).where(
-                m.devices.c.id == row.device_id)).scalar_one_or_none()
-    if row is None or bytes(row.der) != der or issuer is None or not issued_by(
-            leaf, x509.load_der_x509_certificate(bytes(issuer))):
-        raise _forbidden("iotsec did not issue it")
-    record = record_of(row)
-    if record.kind != "device" or state is None:
-        raise _forbidden("it is not a device's certificate")
-    if record.revoked_at is not None or record.replaced_by is not None:
-        raise _forbidden("it is revoked or already renewed")
-    if not DeviceState(state).may_hold_certificates:
-        raise _forbidden(f"the device is {state}")
-    window = timedelta(seconds=rt.settings.renew_after_expiry)
-    if not record.not_before <= moment <= record.not_after + window:
-        raise _forbidden("it is expired or not yet valid")
-    return record
-
-
 def _check_label(rt: Runtime, label: str | None) -> None:
     if label is not None:
         get_template(rt, label)
@@ -354,7 +294,7 @@ def _check_label(rt: Runtime, label: str | None) -> None:
 
 def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecord:
     _check_label(rt, req.label)
-    old = _renewable(rt, chain.leaf, req.moment)
+    old = renewable(rt, chain.leaf, req.moment)
     try:
         record = renew(rt, old.serial, req.certified,
                        grace=timedelta(seconds=rt.settings.renew_grace))
@@ -381,23 +321,6 @@ def reenrol(rt: Runtime, chain: ClientChain, csr_der: bytes, *, label: str | Non
 # --- server-side key generation ---------------------------------------------------------
 
 
-def _key_like(public_key: CertificatePublicKeyTypes
-              ) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
-    """A new key of the CSR key's kind: the same curve, RSA-3072 for RSA, else P-256."""
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return ec.generate_private_key(public_key.curve)
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return KeyType.RSA_3072.generate()
-    return KeyType.ECDSA_P256.generate()
-
-
-def _ours(rt: Runtime, leaf: x509.Certificate) -> bool:
-    digest = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
-    with reading(rt.engine) as conn:
-        return conn.execute(select(m.certificates.c.serial)
-                            .where(m.certificates.c.sha256 == digest)).first() is not None
-
-
 def serverkeygen(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | None,
                  source: str | None) -> tuple[bytes, Issued] | Pending:
     """``serverkeygen`` (RFC 7030 4.4): as :func:`enrol` (a secret or a claim
@@ -406,12 +329,12 @@ def serverkeygen(rt: Runtime, credential: Credential, csr_der: bytes, *, label: 
     unencrypted PKCS#8 DER, for the TLS connection only: it is never stored nor logged.
     An enrolment waiting for approval is :class:`Pending`, as with :func:`enrol`."""
     def run() -> tuple[bytes, Issued] | Pending:
-        key = _key_like(parse_csr(csr_der).public_key)
+        key = key_like(parse_csr(csr_der).public_key)
         made = CheckedCsr(public_key=key.public_key(), spki=spki_der(key.public_key()),
                           requested_subject="")
         req = _request(rt, csr_der, label=label, source=source, kind="est.serverkeygen",
                        certified=made)
-        if isinstance(credential, ClientChain) and _ours(rt, credential.leaf):
+        if isinstance(credential, ClientChain) and issued_here(rt, credential.leaf):
             outcome: CertificateRecord | Pending = _reenrol(rt, credential, req)
         else:
             outcome = _enrol(rt, credential, req)

@@ -1,0 +1,77 @@
+"""Which certificates may re-enrol over EST, and the keys server-side key generation
+makes: checks made against the store, whatever the TLS layer already verified."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from sqlalchemy import select
+
+from iotsec.app.enrol.claims import issued_by
+from iotsec.app.pki.cert_records import CertificateRecord, record_of
+from iotsec.app.runtime import Runtime
+from iotsec.errors import EnrolmentForbiddenError
+from iotsec.identity.registry import DeviceState
+from iotsec.pki.keys import KeyType
+from iotsec.store import models as m
+from iotsec.store.db import reading
+
+__all__ = ["issued_here", "key_like", "renewable"]
+
+
+def _forbidden(reason: str) -> EnrolmentForbiddenError:
+    return EnrolmentForbiddenError(f"this certificate cannot be renewed: {reason}")
+
+
+def renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> CertificateRecord:
+    """The record of ``leaf`` if it may re-enrol now: iotsec issued it (same DER, signed by
+    one of iotsec's CAs) to a device that may hold certificates, it is neither revoked nor
+    renewed already, and ``moment`` lies in its validity (plus the renew-after-expiry
+    window)."""
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    with reading(rt.engine) as conn:
+        row = conn.execute(select(m.certificates).where(
+            m.certificates.c.sha256 == hashlib.sha256(der).hexdigest())).first()
+        issuer = state = None
+        if row is not None:
+            issuer = conn.execute(select(m.authorities.c.cert_der).where(
+                m.authorities.c.id == row.authority_id)).scalar_one()
+            state = conn.execute(select(m.devices.c.state).where(
+                m.devices.c.id == row.device_id)).scalar_one_or_none()
+    if row is None or bytes(row.der) != der or issuer is None or not issued_by(
+            leaf, x509.load_der_x509_certificate(bytes(issuer))):
+        raise _forbidden("iotsec did not issue it")
+    record = record_of(row)
+    if record.kind != "device" or state is None:
+        raise _forbidden("it is not a device's certificate")
+    if record.revoked_at is not None or record.replaced_by is not None:
+        raise _forbidden("it is revoked or already renewed")
+    if not DeviceState(state).may_hold_certificates:
+        raise _forbidden(f"the device is {state}")
+    window = timedelta(seconds=rt.settings.renew_after_expiry)
+    if not record.not_before <= moment <= record.not_after + window:
+        raise _forbidden("it is expired or not yet valid")
+    return record
+
+
+def issued_here(rt: Runtime, leaf: x509.Certificate) -> bool:
+    """Is ``leaf`` a certificate iotsec issued (any kind, any status)?"""
+    digest = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+    with reading(rt.engine) as conn:
+        return conn.execute(select(m.certificates.c.serial)
+                            .where(m.certificates.c.sha256 == digest)).first() is not None
+
+
+def key_like(public_key: CertificatePublicKeyTypes
+             ) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    """A new key of the CSR key's kind: the same curve, RSA-3072 for RSA, else P-256."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return ec.generate_private_key(public_key.curve)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return KeyType.RSA_3072.generate()
+    return KeyType.ECDSA_P256.generate()
