@@ -69,7 +69,7 @@ __all__ = [
     "csrattrs", "enrol", "reenrol", "serverkeygen"
 ]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 #: What a client learns of a refused credential; the event says why.
 _NOT_VALID = "the enrolment credential is not valid"
 _KEY_HELD = "the key in the request already belongs to another identity"
@@ -140,7 +140,7 @@ def _refused(rt: Runtime, operation: str, credential: str, source: str | None,
 
 
 def _guarded(rt: Runtime, operation: str, credential: Credential, source: str | None,
-             run: Callable[[], T]) -> T:
+             run: Callable[[], _T]) -> _T:
     """Run a flow for ``source``: refused while throttled; a refusal is an event and
     counts against the source; a refused credential is named to the client by one
     generic message."""
