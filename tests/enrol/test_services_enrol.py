@@ -66,6 +66,27 @@ def _issued(rt: Runtime, outcome: est.Issued | est.Pending) -> x509.Certificate:
     return cert
 
 
+def _race(rt: Runtime, attempts: list[tuple[est.BasicCredential, bytes, str]]
+          ) -> list[object]:
+    """Run the enrolments at once, one thread each; their outcomes (an error is one)."""
+    outcomes: list[object] = []
+    start = threading.Barrier(len(attempts))
+
+    def attempt(credential: est.BasicCredential, request: bytes, source: str) -> None:
+        start.wait()
+        try:
+            outcomes.append(_enrol(rt, credential, request, source=source))
+        except (EnrolmentAuthError, EnrolmentForbiddenError) as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=attempt, args=a) for a in attempts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return outcomes
+
+
 # --- a device-bound secret --------------------------------------------------------------
 
 
@@ -183,21 +204,7 @@ def test_a_disabled_device_does_not_enrol(rt: Runtime) -> None:
 def test_a_single_use_secret_enrols_once_under_a_race(rt: Runtime) -> None:
     add_device(rt, NewDevice.parse("dev-a"))
     credential = _secret(rt, device="dev-a")
-    outcomes: list[object] = []
-    start = threading.Barrier(4)
-
-    def attempt(n: int) -> None:
-        start.wait()
-        try:
-            outcomes.append(_enrol(rt, credential, csr(), source=f"203.0.113.{n}"))
-        except EnrolmentAuthError as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    outcomes = _race(rt, [(credential, csr(), f"203.0.113.{n}") for n in range(4)])
     assert sum(isinstance(o, est.Issued) for o in outcomes) == 1
     assert sum(isinstance(o, EnrolmentAuthError) for o in outcomes) == 3
     assert len(list_certificates(rt)) == 1
@@ -403,22 +410,8 @@ def test_csrattrs_name_what_the_template_reads(rt: Runtime) -> None:
 
 def test_two_template_enrolments_racing_for_one_device_id(rt: Runtime) -> None:
     add_template(rt, "sensors")
-    credentials = [_secret(rt, template="sensors") for _ in range(4)]
-    outcomes: list[object] = []
-    start = threading.Barrier(len(credentials))
-
-    def attempt(credential: est.BasicCredential) -> None:
-        start.wait()
-        try:
-            outcomes.append(_enrol(rt, credential, csr(cn="contested")))
-        except EnrolmentForbiddenError as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=attempt, args=(c,)) for c in credentials]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    outcomes = _race(rt, [(_secret(rt, template="sensors"), csr(cn="contested"), SOURCE)
+                          for _ in range(4)])
     assert sum(isinstance(o, est.Issued) for o in outcomes) == 1
     assert sum(isinstance(o, EnrolmentForbiddenError) for o in outcomes) == 3
     assert [c.device_id for c in list_certificates(rt)] == ["contested"]
