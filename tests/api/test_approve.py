@@ -9,6 +9,7 @@ from iotsec.app.enrol import est as est_service
 from iotsec.app.enrol.est import BasicCredential, Issued, Pending
 from iotsec.app.enrol.secrets import create_secret
 from iotsec.app.enrol.templates import add_template
+from iotsec.app.events import list_events
 from iotsec.app.identity.devices import get_device
 from iotsec.app.runtime import Runtime
 from iotsec.identity.enrolment import Template
@@ -38,3 +39,5 @@ def test_approve_moves_a_waiting_device_on(api: TestClient, anon: TestClient,
     again = api.post("/v1/devices/cam-01/approve")
     assert again.status_code == 409, again.text
     assert api.post("/v1/devices/nobody/approve").status_code == 404
+    approved = list_events(rt.engine, kind="est.approved")
+    assert [(e.actor, e.subject) for e in approved] == [("admin", "cam-01")]

@@ -169,10 +169,10 @@ def enable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
 
 
 @v1.post("/devices/{device_id}/approve")
-def approve_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
+def approve_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> DeviceOut:
     """A device that enrolled under a template with approval required, awaiting it: it
     becomes pending, and its next EST request gets its certificate."""
-    return DeviceOut.from_domain(approve_enrolment(rt, device_id))
+    return DeviceOut.from_domain(approve_enrolment(rt, device_id, actor=caller.name))
 
 
 @v1.post("/devices/{device_id}/retire")

@@ -144,7 +144,7 @@ def approve(device_id: IdArg, as_json: JsonOpt = False) -> None:
     """Approve a device that enrolled under a template requiring approval
     (awaiting-approval -> pending): its next enrolment request gets its certificate."""
     with runtime() as rt:
-        device = approve_enrolment(rt, device_id)
+        device = approve_enrolment(rt, device_id, actor="cli")
     if as_json:
         emit_json(DeviceOut.from_domain(device))
     else:

@@ -367,7 +367,7 @@ def csrattrs(rt: Runtime, label: str | None) -> bytes:
                           require_serial_number=id_from == "serial-number")
 
 
-def approve(rt: Runtime, device_id: str) -> Device:
+def approve(rt: Runtime, device_id: str, *, actor: str | None = None) -> Device:
     """Approve a device waiting for it: awaiting-approval becomes pending, so its next
     enrolment request gets the certificate."""
     key = parse_device_id(device_id)
@@ -385,8 +385,9 @@ def approve(rt: Runtime, device_id: str) -> Device:
         waiting = conn.execute(select(m.pending_enrolments).where(
             m.pending_enrolments.c.device_id == key)).first()
     policy_changed(rt)
-    rt.events.record(Event(moment, "est.approved", "success", subject=key, detail={
-        "template": waiting.template if waiting else None,
-        "credential": waiting.credential if waiting else None,
-        "requested_from": waiting.source if waiting else None}))
+    rt.events.record(Event(moment, "est.approved", "success", actor=actor, subject=key,
+                           detail={
+                               "template": waiting.template if waiting else None,
+                               "credential": waiting.credential if waiting else None,
+                               "requested_from": waiting.source if waiting else None}))
     return get_device(rt, key)
