@@ -250,3 +250,17 @@ def test_read_bounded(tmp_path: Path) -> None:
     assert fs.read_bounded(path, 10) == b"x" * 10
     with pytest.raises(InputTooLargeError):
         fs.read_bounded(path, 9)
+
+
+def test_exclusive_lock_refuses_a_second_holder_at_once(tmp_path: Path) -> None:
+    lock = tmp_path / ".lock"
+    busy = ConflictError("another writer holds it")
+    with fs.exclusive_lock(lock, busy):
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+        # flock locks belong to an open file: a second open, even in this process, waits
+        # for nobody and is refused.
+        with pytest.raises(ConflictError, match="another writer"), \
+                fs.exclusive_lock(lock, busy):
+            pass
+    with fs.exclusive_lock(lock, busy):  # released when the block ended
+        pass

@@ -16,6 +16,8 @@ itself, so the guarantees below hold everywhere (as certbot keeps them in
 * **nothing left behind**: a write that fails (a full disk, an exception in the caller's
   block) removes its temporary file;
 * **bounded reads**: :func:`read_bounded` never reads more than its limit.
+* **one writer at a time**: :func:`exclusive_lock` holds an advisory lock, or refuses at
+  once when another process holds it.
 * **errors that say what happened**: :func:`os_error` turns an ``OSError`` (a full disk, a
   read-only file system, a file where a directory is needed) into an iotsec error.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -47,9 +50,9 @@ from iotsec.errors import (
 
 __all__ = [
     "DEFAULT_DIR_MODE", "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "StagedFile", "atomic_stream",
-    "atomic_write", "create_new", "os_error", "private_output", "publish_directory",
-    "publish_private_file", "read_bounded", "replace_symlink", "replacing", "staged_file",
-    "staged_name", "sync_directory", "write_private_file"
+    "atomic_write", "create_new", "exclusive_lock", "os_error", "private_output",
+    "publish_directory", "publish_private_file", "read_bounded", "replace_symlink", "replacing",
+    "staged_file", "staged_name", "sync_directory", "write_private_file"
 ]
 
 PRIVATE_FILE_MODE: Final = 0o600
@@ -274,6 +277,22 @@ def private_output(path: Path) -> Iterator[BinaryIO]:
         yield staged.file
         if not staged.publish(path):
             raise taken
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: IotsecError) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` (a lock file created 0600 in an existing directory)
+    while the block runs; ``busy`` is raised at once, without waiting, when another process
+    holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_bounded(path: Path, limit: int) -> bytes:

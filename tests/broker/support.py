@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.pki.bundles import issue_with_keygen
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
+from iotsec.device import Message
 
 
 @contextlib.contextmanager
@@ -89,6 +91,18 @@ class Broker:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         self.proc = None
+
+
+class Inbox:
+    """A device's message handler that keeps what arrives (and signals each arrival)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.event = threading.Event()
+
+    def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        self.event.set()
 
 
 @dataclass(frozen=True)

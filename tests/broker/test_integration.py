@@ -16,6 +16,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import update
 
@@ -23,18 +24,21 @@ from iotsec import brokerctl as control
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.events import list_events
 from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki.issuance import renew
 from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.broker.mosquitto import Layout
-from iotsec.device import DeviceClient, Message, MqttConnectError, MqttNotAuthorizedError
+from iotsec.device import DeviceClient, MqttConnectError, MqttNotAuthorizedError
 from iotsec.errors import BrokerCrlError, BrokerReloadError, InvalidInputError
 from iotsec.identity.registry import DeviceState
+from iotsec.sdk.credentials import key_pem, make_csr
 from iotsec.store import models as m
 from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 from tests.broker.support import (
     Broker,
     Creds,
+    Inbox,
     enroll,
     foreign_ca_creds,
     mqtt_tls_connect,
@@ -76,16 +80,6 @@ def _creds(s: Setup, device_id: str) -> Creds:
     found = sorted(s.creds.glob(f"{device_id}-*.crt"))
     cert = found[-1]
     return Creds(device_id, cert, cert.with_suffix(".key"), s.creds / "ca.pem", "")
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.event = threading.Event()
-
-    def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self.event.set()
 
 
 def _raw_client(s: Setup, c: Creds, client_id: str = "", *, will: str | None = None
@@ -436,13 +430,10 @@ def test_sdk_reloads_renewed_files_and_reconnects(setup: Setup) -> None:
     layer, written as the agent writes them), :meth:`DeviceClient.reload` reconnects with
     the new pair and renews the subscriptions; a pair for another device is refused and
     changes nothing."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from iotsec.app.pki.issuance import renew
-    from iotsec.sdk.credentials import key_pem, make_csr
-
     creds = enroll(setup.rt, "judy", setup.creds)
-    client = setup.client(creds)
+    # A reload reconnects: more time than the other tests give a CONNACK, for busy hosts.
+    client = DeviceClient.from_files(creds.cert, creds.key, creds.ca, "127.0.0.1",
+                                     setup.port, timeout=10.0)
     client.connect()
     inbox = Inbox()
     client.subscribe("devices/judy/#", inbox)
@@ -454,7 +445,7 @@ def test_sdk_reloads_renewed_files_and_reconnects(setup: Setup) -> None:
     client.reload()
     assert client.serial == record.serial != old_serial and client.connected
     client.publish("devices/judy/renewed", b"yes")
-    assert inbox.event.wait(3) and inbox.messages[-1].payload == b"yes"
+    assert inbox.event.wait(10) and inbox.messages[-1].payload == b"yes"
     bob = _creds(setup, "bob")
     creds.cert.write_bytes(bob.cert.read_bytes())
     with pytest.raises(InvalidInputError, match="another device"):

@@ -240,6 +240,7 @@ class RenewalAgent:
         self._rng = rng or random.SystemRandom()
         self._on_renewed = on_renewed
         self._state = _Backoff()
+        self._renewed_at: datetime | None = None
 
     # --- schedule -------------------------------------------------------------------------
 
@@ -255,6 +256,15 @@ class RenewalAgent:
         moment = point + lifetime * self._rng.uniform(-RENEW_JITTER, RENEW_JITTER)
         moment = min(max(moment, start), end)
         self._state.renew_at = {cert.serial_number: moment}
+        return moment
+
+    def _due(self, pair: Pair) -> datetime:
+        """When ``pair`` is renewed: its :meth:`renew_at`, but never sooner than
+        ``min_backoff`` after this agent's last renewal (a ``renew_before`` as long as the
+        lifetime must not make it renew without a pause)."""
+        moment = self.renew_at(pair.cert)
+        if self._renewed_at is not None:
+            moment = max(moment, self._renewed_at + timedelta(seconds=self.min_backoff))
         return moment
 
     def _backoff(self, exc: IotsecError) -> float:
@@ -288,8 +298,9 @@ class RenewalAgent:
                     if self.files.has_previous():
                         self._prove(pair, now)
                         done = "proven"
-                    if now >= self.renew_at(pair.cert):
+                    if now >= self._due(pair):
                         pair = self._renew(pair, now)
+                        self._renewed_at = now
                         done = "renewed"
                         self._prove(pair, now)
                 except OSError as exc:
@@ -301,8 +312,7 @@ class RenewalAgent:
                             exc, _iso(retry_at))
                 return self._status("retrying", pair, retry_at, state.error)
             self._state = _Backoff(renew_at=state.renew_at)
-            renew_at = self.renew_at(pair.cert)
-            return self._status(done, pair, max(renew_at, now), None)
+            return self._status(done, pair, max(self._due(pair), now), None)
 
     def _status(self, state: AgentState, pair: Pair, next_check: datetime,
                 error: str | None) -> AgentStatus:

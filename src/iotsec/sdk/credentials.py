@@ -21,7 +21,6 @@ still on disk.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +35,13 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
 from iotsec.errors import ConflictError, EstError, InvalidInputError, NotFoundError
-from iotsec.filesystem import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, atomic_write, sync_directory
+from iotsec.filesystem import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    atomic_write,
+    exclusive_lock,
+    sync_directory,
+)
 from iotsec.pki.keys import KeyType
 
 __all__ = ["MAX_PEM", "DeviceFiles", "DeviceKey", "Pair", "cert_pem", "check_issued",
@@ -222,16 +227,10 @@ def directory_lock(files: DeviceFiles) -> Iterator[None]:
     """One writer at a time in ``files.dir`` (an advisory lock on ``.lock``): two agents on
     one directory would renew over each other."""
     files.dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    fd = os.open(files.dir / ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConflictError(f"another process is changing the credentials in {files.dir}",
-                                hint="run one agent per device directory") from None
+    with exclusive_lock(files.dir / ".lock", ConflictError(
+            f"another process is changing the credentials in {files.dir}",
+            hint="run one agent per device directory")):
         yield
-    finally:
-        os.close(fd)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -246,6 +245,13 @@ def _restore_previous(files: DeviceFiles) -> Pair | None:
     _write(files.cert, cert_pem(previous.cert), _CERT_MODE)
     drop_previous(files)
     return previous
+
+
+def _renews(staged: Pair, current: Pair) -> bool:
+    """Whether ``staged`` is a renewal of ``current``: the same device, another certificate,
+    issued no earlier (two issued within a second share their notBefore)."""
+    return (staged.device_id == current.device_id and staged.serial != current.serial
+            and staged.cert.not_valid_before_utc >= current.cert.not_valid_before_utc)
 
 
 def recover(files: DeviceFiles) -> Pair:
@@ -270,7 +276,7 @@ def recover(files: DeviceFiles) -> Pair:
                             hint="enrol the device (iotsec device-agent with a bootstrap "
                             "secret or a claim certificate)")
     staged = load_pair(files.new_cert, files.new_key)
-    if staged is not None and staged.cert.not_valid_before_utc > current.cert.not_valid_before_utc:
+    if staged is not None and _renews(staged, current):
         # Stopped after the new certificate was checked and written: finish the change.
         promote(files, current)
         return staged

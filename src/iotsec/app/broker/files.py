@@ -9,7 +9,6 @@ renaming a new symbolic link over ``current``: one atomic step.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pwd
@@ -21,7 +20,13 @@ from typing import Any
 
 from iotsec.broker.mosquitto import Layout
 from iotsec.errors import BrokerConfigError, BrokerValidationError, ConflictError
-from iotsec.filesystem import PRIVATE_FILE_MODE, atomic_write, create_new, replace_symlink
+from iotsec.filesystem import (
+    PRIVATE_FILE_MODE,
+    atomic_write,
+    create_new,
+    exclusive_lock,
+    replace_symlink,
+)
 
 __all__ = [
     "KEEP_GENERATIONS", "MAX_STATE_FILE", "Owner", "current_generation", "default_broker_user",
@@ -119,16 +124,10 @@ def swap(layout: Layout, generation: int) -> None:
 @contextlib.contextmanager
 def locked(layout: Layout) -> Iterator[None]:
     layout.private.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(layout.private / "sync.lock", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConflictError(f"another render or sync of {layout.root} is running",
-                                hint="wait for it to finish") from None
+    with exclusive_lock(layout.private / "sync.lock", ConflictError(
+            f"another render or sync of {layout.root} is running",
+            hint="wait for it to finish")):
         yield
-    finally:
-        os.close(fd)
 
 
 def prune(layout: Layout, keep: set[int]) -> None:

@@ -29,10 +29,8 @@ the key-use record.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import operator
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,7 +50,7 @@ from iotsec.errors import (
     KekRotationError,
     KeyCustodyError,
 )
-from iotsec.filesystem import write_private_file
+from iotsec.filesystem import exclusive_lock, write_private_file
 from iotsec.protect.kek import KeyWrapper
 from iotsec.protect.records import RecordRewrapper, envelope_head, record_kek_id
 from iotsec.store.db import reading, transaction
@@ -176,16 +174,9 @@ def _write_journal(custody: KekCustody, doc: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def _rotation_lock(custody: KekCustody) -> Iterator[None]:
     custody.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(custody.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise KekRotationError("another key-encryption key rotation is running",
-                                   hint="wait for it to finish") from None
+    with exclusive_lock(custody.directory / LOCK, KekRotationError(
+            "another key-encryption key rotation is running", hint="wait for it to finish")):
         yield
-    finally:
-        os.close(fd)
 
 
 # --- the rotation ---------------------------------------------------------------------------
