@@ -253,6 +253,37 @@ def test_the_old_pair_is_kept_when_the_new_one_is_not_proven(
     usable_pair(device, est_server)
 
 
+def test_a_lost_renewal_answer_is_asked_for_again_with_the_same_key(
+        est_server: Served, sensors: tuple[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    device = tmp_path / "sdk-lost-1"
+    first = _enrolled(est_server, sensors, tmp_path, "sdk-lost-1")
+    clock = Clock(first.not_after - timedelta(days=1))
+    agent = RenewalAgent(device, est_server.est_url, est_server.chain, clock=clock,
+                         min_backoff=60, max_backoff=600)
+    real = EstClient.simplereenroll
+    answered: list[str] = []
+
+    def lost(self: EstClient, *args: Any, **kw: Any) -> Any:
+        # The server issues; the connection drops before the answer reaches the device.
+        cert = real(self, *args, **kw)
+        answered.append(format(cert.serial_number, "X"))
+        raise EstError("cannot talk to the EST server: ConnectionResetError: simulated")
+
+    monkeypatch.setattr(EstClient, "simplereenroll", lost)
+    status = agent.run_once()
+    assert status.state == "retrying" and "simulated" in str(status.error)
+    assert status.certificate.serial == first.serial  # still the old pair in use
+    assert (device / "key.new.pem").exists()  # the key the server certified is kept
+    monkeypatch.setattr(EstClient, "simplereenroll", real)
+    clock.now = status.next_check
+    again = agent.run_once()
+    assert again.state == "renewed", again.error
+    # The server answered the certificate it had issued, not a second one.
+    assert [again.certificate.serial] == answered
+    usable_pair(device, est_server)
+
+
 def test_backoff_when_the_server_is_unreachable(est_server: Served, sensors: tuple[str, str],
                                                tmp_path: Path) -> None:
     first = _enrolled(est_server, sensors, tmp_path, "sdk-offline-1")
@@ -270,8 +301,10 @@ def test_backoff_when_the_server_is_unreachable(est_server: Served, sensors: tup
         ceiling = min(40, 10 * 2 ** n)
         assert ceiling / 2 <= delay <= ceiling, delays
     assert load_pair(first.cert_file, first.key_file) is not None
+    # The key staged for the renewal is kept (one, reused by every attempt): the server may
+    # have answered a request whose answer was lost.
     assert sorted(p.name for p in (tmp_path / "sdk-offline-1").iterdir()) == [
-        ".lock", "cert.pem", "key.pem"]
+        ".lock", "cert.pem", "key.new.pem", "key.pem"]
 
 
 def test_one_agent_per_directory(est_server: Served, sensors: tuple[str, str],

@@ -85,6 +85,37 @@ def test_a_superseded_certificate_cannot_renew_again_even_in_its_grace(rt: Runti
     assert "revoked or already renewed" in refusals(rt)[-1]
 
 
+def test_a_lost_answer_is_answered_again_for_the_same_key_inside_the_grace(
+        rt: Runtime, clock: FakeClock) -> None:
+    chain, old = _device(rt)
+    key = make_key()
+    first = _reenrol(rt, chain, csr(key))
+    # The answer never reached the device: it asks again with the old certificate and the
+    # same new key, and gets the same certificate; nothing new is issued.
+    again = _reenrol(rt, chain, csr(key))
+    assert again.record.serial == first.record.serial
+    assert get_certificate(rt, old.serial).replaced_by == first.record.serial
+    repeated = events(rt, "est.reenrolled")[-1]
+    assert repeated.detail is not None and repeated.detail["repeated"] is True
+    # Another key is a second renewal: refused.
+    with pytest.raises(EnrolmentForbiddenError, match="cannot be renewed"):
+        _reenrol(rt, chain, csr(make_key()))
+    # After the grace the old certificate is revoked: no answer at all any more.
+    clock.advance(timedelta(seconds=rt.settings.renew_grace + 1))
+    with pytest.raises(EnrolmentForbiddenError, match="cannot be renewed"):
+        _reenrol(rt, chain, csr(key))
+
+
+def test_a_lost_answer_is_not_repeated_once_the_new_certificate_is_revoked(
+        rt: Runtime) -> None:
+    chain, _ = _device(rt)
+    key = make_key()
+    first = _reenrol(rt, chain, csr(key))
+    revoke(rt, first.record.serial, RevocationReason.keyCompromise)
+    with pytest.raises(EnrolmentForbiddenError, match="cannot be renewed"):
+        _reenrol(rt, chain, csr(key))
+
+
 def test_a_revoked_certificate_cannot_renew(rt: Runtime) -> None:
     chain, old = _device(rt)
     revoke(rt, old.serial, RevocationReason.keyCompromise)

@@ -42,9 +42,11 @@ from cryptography import x509
 from iotsec.errors import (
     ConflictError,
     EnrolmentPending,
+    EstError,
     InvalidInputError,
     IotsecError,
     NotFoundError,
+    ThrottledError,
 )
 from iotsec.filesystem import os_error
 from iotsec.pki.keys import KeyType
@@ -320,14 +322,20 @@ class RenewalAgent:
                            self.renew_at(pair.cert), next_check, error)
 
     def _renew(self, current: Pair, now: datetime) -> Pair:
-        key = self.key_type.generate()
-        write_staged_key(self.files, key, pending=False)
+        # A key staged by an attempt whose answer never came (a dropped connection, a
+        # crash): ask again with it, and the server answers the certificate it issued then.
+        key = load_key(self.files.new_key)
+        if key is None or KeyType.of(key) is not self.key_type:
+            key = self.key_type.generate()
+            write_staged_key(self.files, key, pending=False)
         try:
             cert = self.client.simplereenroll(make_csr(key, common_name=current.device_id),
                                               self.files.cert, self.files.key)
             new = Pair(cert, key)
             check_issued(new, load_ca(self.ca_file), now, device_id=current.device_id)
             write_staged_cert(self.files, cert)
+        except (EstError, ThrottledError, OSError):
+            raise  # no answer, or not yet: the staged key is kept for the next attempt
         except BaseException:
             self.files.new_key.unlink(missing_ok=True)
             raise

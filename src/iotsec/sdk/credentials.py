@@ -280,7 +280,9 @@ def recover(files: DeviceFiles) -> Pair:
         # Stopped after the new certificate was checked and written: finish the change.
         promote(files, current)
         return staged
-    for leftover in (files.new_cert, files.new_key, files.pending_key):
+    # A staged key without its certificate stays: the renewal that made it may have been
+    # answered without the answer arriving, and the next attempt asks again with it.
+    for leftover in (files.new_cert, files.pending_key):
         leftover.unlink(missing_ok=True)
     return current
 

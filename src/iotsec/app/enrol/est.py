@@ -32,7 +32,7 @@ from iotsec.app.enrol.credentials import (
     claim_use,
     describe,
 )
-from iotsec.app.enrol.renewal import issued_here, key_like, renewable
+from iotsec.app.enrol.renewal import issued_here, key_like, renewable, repeated_renewal
 from iotsec.app.enrol.templates import get_template
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
@@ -294,6 +294,11 @@ def _check_label(rt: Runtime, label: str | None) -> None:
 
 def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecord:
     _check_label(rt, req.label)
+    again = repeated_renewal(rt, chain.leaf, req.certified.spki, req.moment)
+    if again is not None:
+        _record(rt, req, req.kind, again.device_id or "", describe(chain),
+                serial=again.serial, repeated=True)
+        return again
     old = renewable(rt, chain.leaf, req.moment)
     try:
         record = renew(rt, old.serial, req.certified,

@@ -20,8 +20,9 @@ from iotsec.identity.registry import DeviceState
 from iotsec.pki.keys import KeyType
 from iotsec.store import models as m
 from iotsec.store.db import reading
+from iotsec.timeutil import ts
 
-__all__ = ["issued_here", "key_like", "renewable"]
+__all__ = ["issued_here", "key_like", "renewable", "repeated_renewal"]
 
 
 def _forbidden(reason: str) -> EnrolmentForbiddenError:
@@ -57,6 +58,28 @@ def renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> Certific
     if not record.not_before <= moment <= record.not_after + window:
         raise _forbidden("it is expired or not yet valid")
     return record
+
+
+def repeated_renewal(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: datetime
+                     ) -> CertificateRecord | None:
+    """The certificate that already renewed ``leaf`` for the key ``spki``, when the device
+    asks again inside the grace period: a retry whose answer was lost (a dropped connection,
+    a crash before the device saved it). The same certificate is answered again; nothing
+    is issued. Only the holder of ``leaf``'s key can ask, and only for the key it asked
+    for before, so the answer tells it nothing new."""
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    with reading(rt.engine) as conn:
+        old = conn.execute(select(m.certificates).where(
+            m.certificates.c.sha256 == hashlib.sha256(der).hexdigest())).first()
+        if old is None or bytes(old.der) != der or old.replaced_by is None:
+            return None
+        new = conn.execute(select(m.certificates).where(
+            m.certificates.c.serial == old.replaced_by)).first()
+    in_grace = old.revoked_at is not None and old.revoked_at > ts(moment)
+    if (not in_grace or new is None or new.revoked_at is not None
+            or new.spki_sha256 != hashlib.sha256(spki).hexdigest()):
+        return None
+    return record_of(new)
 
 
 def issued_here(rt: Runtime, leaf: x509.Certificate) -> bool:
