@@ -281,7 +281,9 @@ def main() -> int:
                    f"{b['requests']:,} requests, {b['errors']} errors")
         report.add(f"{label} p99 ratio storm / baseline", d["p99_ms"] / b["p99_ms"], "x")
     report.params["load average at end"] = load_average()
-    report.params["probe"] = {"baseline": before, "storm": during}
+    report.params["probe, ms"] = {
+        phase: {k: {m: round(v, 1) for m, v in stats.items()} for k, stats in found.items()}
+        for phase, found in (("baseline", before), ("storm", during))}
     report.print()
     report.write_json(args.json, machine)
     return 0
