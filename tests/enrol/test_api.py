@@ -15,7 +15,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+from starlette.concurrency import run_in_threadpool
 
+from iotsec.api.est import EST_THREADS
 from iotsec.app.enrol import est as est_service
 from iotsec.app.enrol.claims import add_claim_ca
 from iotsec.app.enrol.secrets import create_secret
@@ -383,6 +385,49 @@ def test_the_event_loop_stays_free_while_a_service_works(est: EstApp, rt: Runtim
     cacerts, enrolled = asyncio.run(both())
     assert cacerts.status_code == 200
     assert cn(issued_certificate(enrolled)) == "dev-1"
+
+
+def test_a_storm_of_enrolments_keeps_to_its_own_threads(est: EstApp, rt: Runtime,
+                                                       monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """EST operations run in EST_THREADS threads of their own: a storm of them queues there
+    and leaves the thread pool the API's routes (the CRL, decisions) answer from free."""
+    release = threading.Event()
+    running: list[int] = []
+    most = 0
+    lock = threading.Lock()
+    real = est_service.enrol
+
+    def slow(*args: object, **kwargs: object) -> object:
+        nonlocal most
+        with lock:
+            running.append(1)
+            most = max(most, len(running))
+        try:
+            assert release.wait(10)
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                running.pop()
+
+    monkeypatch.setattr(est_service, "enrol", slow)
+    secrets_ = [device_secret(rt, f"dev-{n}") for n in range(EST_THREADS + 3)]
+
+    async def storm() -> list[httpx.Response]:
+        async with est.client() as client:
+            posts = [asyncio.create_task(client.post(
+                "/.well-known/est/simpleenroll", content=base64.encodebytes(csr()),
+                headers={"Content-Type": "application/pkcs10",
+                         "Authorization": basic(*secret)})) for secret in secrets_]
+            await asyncio.sleep(0.3)
+            # The default thread pool (what the API's routes run in) still answers.
+            assert await asyncio.wait_for(run_in_threadpool(lambda: 42), 2) == 42
+            release.set()
+            return list(await asyncio.gather(*posts))
+
+    answers = asyncio.run(storm())
+    assert [a.status_code for a in answers] == [200] * len(secrets_)
+    assert most == EST_THREADS
 
 
 def test_secrets_expire(est: EstApp, rt: Runtime, clock: FakeClock) -> None:

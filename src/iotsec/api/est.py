@@ -16,15 +16,18 @@ unexpected failure is logged and answered 503.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from cryptography import x509
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
@@ -58,8 +61,8 @@ from iotsec.pki.est import (
 )
 
 __all__ = [
-    "EST_PREFIX", "MAX_AUTHORIZATION", "MAX_CLIENT_CHAIN", "WWW_AUTHENTICATE", "client_chain",
-    "create_est_app", "parse_basic"
+    "EST_PREFIX", "EST_THREADS", "MAX_AUTHORIZATION", "MAX_CLIENT_CHAIN", "WWW_AUTHENTICATE",
+    "client_chain", "create_est_app", "parse_basic"
 ]
 
 log = logging.getLogger("iotsec.api.est")
@@ -237,13 +240,34 @@ async def _csr(request: Request) -> bytes:
     return decode_base64_body(b"".join(chunks))
 
 
+#: Threads the EST operations run in, apart from the thread pool the API's routes use: an
+#: enrolment or renewal storm queues here and cannot take the threads the CRL, the
+#: decisions and the operator API answer from. The store serialises writes anyway.
+EST_THREADS: Final = 4
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_limiters: dict[asyncio.AbstractEventLoop, CapacityLimiter] = {}
+
+
+async def _offload(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run a (blocking) service call in one of the :data:`EST_THREADS` threads."""
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        for stopped in [known for known in _limiters if known.is_closed()]:
+            del _limiters[stopped]
+        limiter = _limiters[loop] = CapacityLimiter(EST_THREADS)
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
+                                          limiter=limiter)
+
+
 async def _cacerts(request: Request, label: str | None) -> Response:
-    der = await run_in_threadpool(service.cacerts, _rt(request), label)
+    der = await _offload(service.cacerts, _rt(request), label)
     return _base64(200, der, CONTENT_PKCS7)
 
 
 async def _csrattrs(request: Request, label: str | None) -> Response:
-    der = await run_in_threadpool(service.csrattrs, _rt(request), label)
+    der = await _offload(service.csrattrs, _rt(request), label)
     if not der:
         return Response(status_code=204)
     return _base64(200, der, CONTENT_CSRATTRS)
@@ -258,7 +282,7 @@ def _pending(pending: service.Pending) -> Response:
 async def _simpleenroll(request: Request, label: str | None) -> Response:
     credential = _credential(request)
     csr = await _csr(request)
-    done = await run_in_threadpool(service.enrol, _rt(request), credential, csr, label=label,
+    done = await _offload(service.enrol, _rt(request), credential, csr, label=label,
                                    source=_source(request))
     return _pending(done) if isinstance(done, service.Pending) else _issued(done)
 
@@ -266,7 +290,7 @@ async def _simpleenroll(request: Request, label: str | None) -> Response:
 async def _simplereenroll(request: Request, label: str | None) -> Response:
     chain = _certificate(request)
     csr = await _csr(request)
-    issued = await run_in_threadpool(service.reenrol, _rt(request), chain, csr, label=label,
+    issued = await _offload(service.reenrol, _rt(request), chain, csr, label=label,
                                      source=_source(request))
     return _issued(issued)
 
@@ -274,7 +298,7 @@ async def _simplereenroll(request: Request, label: str | None) -> Response:
 async def _serverkeygen(request: Request, label: str | None) -> Response:
     credential = _credential(request)
     csr = await _csr(request)
-    done = await run_in_threadpool(service.serverkeygen, _rt(request), credential, csr,
+    done = await _offload(service.serverkeygen, _rt(request), credential, csr,
                                    label=label, source=_source(request))
     if isinstance(done, service.Pending):
         return _pending(done)

@@ -267,6 +267,6 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
                              kind="device", profile=old.profile, now=now)
         conn.execute(insert(m.certificates).values(values))
         mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
-                      old.authority_id, replaced_by=values["serial"])
+                     old.authority_id, replaced_by=values["serial"], now=moment)
     _record_shared(rt, [values], shared)
     return record_from_row(values)

@@ -24,16 +24,22 @@ __all__ = [
 
 
 def mark_revoked(conn: Connection, serial: str, when: datetime, reason: RevocationReason,
-                 authority_id: int, replaced_by: str | None = None) -> None:
+                 authority_id: int, replaced_by: str | None = None,
+                 now: datetime | None = None) -> None:
     """Within ``conn``'s transaction: mark one certificate revoked (its CRL entry encoded
-    now) and its authority's CRL stale."""
+    now) and its authority's CRL stale — unless the revocation takes effect later than
+    ``now`` (a certificate superseded with a grace period): the CRL then stays as it is
+    until that moment, when :func:`iotsec.app.pki.crl.current_crl` finds the entry due.
+    A renewal storm thus does not rebuild the CRL once per renewal."""
     values: dict[str, Any] = {
         "revoked_at": ts(when), "revocation_reason": int(reason),
         "crl_entry": encode_entry(int(serial, 16), when, reason)}
     if replaced_by is not None:
         values["replaced_by"] = replaced_by
     conn.execute(update(m.certificates).where(m.certificates.c.serial == serial).values(values))
-    conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id).values(stale=True))
+    if now is None or when <= now:
+        conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id)
+                     .values(stale=True))
 
 
 def ensure_revocable(row: Row[Any], now: int) -> None:
