@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,6 +132,23 @@ def store_error(exc: DBAPIError, fallback: str, hint: str,
 
 
 _local = threading.local()
+_writer_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_writer_locks_guard = threading.Lock()
+#: Seconds a writer queues in the process before it meets SQLite's own lock (and its
+#: busy timeout) regardless: a thread that holds a transaction while waiting for another
+#: thread's write must not hang.
+_WRITER_WAIT = 10.0
+
+
+def _sqlite_writers(engine: Engine) -> threading.Lock | None:
+    """The lock this process's writers of a SQLite ``engine`` queue on (None for others)."""
+    if engine.url.get_backend_name() != "sqlite":
+        return None
+    with _writer_locks_guard:
+        lock = _writer_locks.get(engine)
+        if lock is None:
+            lock = _writer_locks[engine] = threading.Lock()
+        return lock
 
 
 def in_transaction() -> bool:
@@ -143,7 +161,16 @@ def in_transaction() -> bool:
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One unit of work. Foreign database errors become :class:`StoreError`; a unique
     violation that the caller did not anticipate becomes :class:`ConflictError`."""
-    _local.depth = getattr(_local, "depth", 0) + 1
+    depth = getattr(_local, "depth", 0)
+    _local.depth = depth + 1
+    # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+    # growing steps (busy_timeout) however soon it is released: under many concurrent
+    # writers (an enrolment storm) that costs more than the writes. The threads of one
+    # process queue on a lock of their own instead, and wake as soon as it is free; other
+    # processes still meet at SQLite's lock.
+    writers = _sqlite_writers(engine) if depth == 0 else None
+    if writers is not None and not writers.acquire(timeout=_WRITER_WAIT):
+        writers = None  # as long as SQLite itself would wait: its busy timeout decides
     try:
         with engine.begin() as conn:
             yield conn
@@ -157,6 +184,8 @@ def transaction(engine: Engine) -> Iterator[Connection]:
                           "check that the database is reachable and migrated "
                           "('iotsec init' migrates it)", engine) from exc
     finally:
+        if writers is not None:
+            writers.release()
         _local.depth -= 1
 
 
