@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
 from iotsec.api.schemas import (
@@ -20,7 +21,7 @@ from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import bundles, cert_records, issuance, revocation
-from iotsec.app.pki.crl import current_crl
+from iotsec.app.pki.crl import load_served_crl, served_crl
 from iotsec.app.wire.identity import (
     CertificateOut,
     DeviceDetailOut,
@@ -51,9 +52,13 @@ async def healthz() -> dict[str, str]:
 
 @public.get("/crl", response_class=Response, responses={200: {
     "content": {"application/pkix-crl": {}}, "description": "DER CRL of the issuing CA"}})
-def crl(rt: RuntimeDep, ca: Annotated[str, Query(pattern="^(issuing|root)$")] = "issuing"
-        ) -> Response:
-    published = current_crl(rt, role=ca)
+async def crl(rt: RuntimeDep,
+              ca: Annotated[str, Query(pattern="^(issuing|root)$")] = "issuing") -> Response:
+    # From memory on the event loop while it may be (see served_crl); else from the store
+    # in the thread pool.
+    published = served_crl(rt, ca)
+    if published is None:
+        published = await run_in_threadpool(load_served_crl, rt, ca)
     return Response(published.der, media_type="application/pkix-crl",
                     headers={"Cache-Control": "public, max-age=300"})
 

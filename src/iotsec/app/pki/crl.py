@@ -5,10 +5,16 @@ marks it stale, a grace-period revocation falls due, it reaches its refresh age,
 thisUpdate lies in the future (it was signed while the clock ran ahead). A
 rebuild locks the CA's CRL row, so concurrent servers never publish two CRLs with the
 same number.
+
+A serving process answers ``GET /crl`` from memory (:func:`served_crl`) for up to
+``IOTSEC_HOT_CACHE_SECONDS`` after it last asked the store, and at once again after a
+revocation recorded in the same process: under load (a renewal storm) the CRL is then
+answered on the event loop, without a thread or a database read per request.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,14 +22,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, exists, select, update
 
-from iotsec.app.runtime import Runtime
+from iotsec.app.pki.revocation import revocation_mark
+from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import InvalidInputError
 from iotsec.pki.crl import build_crl
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
-__all__ = ["FETCH_BATCH", "PublishedCrl", "current_crl"]
+__all__ = ["FETCH_BATCH", "PublishedCrl", "current_crl", "load_served_crl", "served_crl"]
 
 FETCH_BATCH = 50_000
 
@@ -99,3 +106,41 @@ def current_crl(rt: Runtime, *, role: str = "issuing", force: bool = False) -> P
         conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id).values(
             number=number, this_update=now, next_update=ts(next_update), stale=False, der=der))
     return PublishedCrl(der=der, number=number, this_update=moment, next_update=next_update)
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    crl: PublishedCrl
+    read_at: float  # time.monotonic()
+    read_at_clock: datetime  # rt.now(): a test clock moved on also ends it
+    mark: int  # revocation_mark() when it was read
+
+
+_SERVED: Slot[dict[str, _Served]] = Slot("crl.served")
+
+
+def served_crl(rt: Runtime, role: str) -> PublishedCrl | None:
+    """The CRL this process last read for ``role``, while it may still be answered from
+    memory: read less than ``hot_cache_seconds`` ago (by the monotonic clock and by the
+    runtime's), with no revocation recorded in this process since, and before its
+    nextUpdate. ``None`` means: ask :func:`load_served_crl`. No I/O."""
+    ttl = rt.settings.hot_cache_seconds
+    held = (rt.get(_SERVED) or {}).get(role)
+    if held is None or ttl <= 0 or held.mark != revocation_mark():
+        return None
+    age = time.monotonic() - held.read_at
+    moment = rt.now()
+    if not 0 <= age < ttl or not held.read_at_clock <= moment < held.read_at_clock + timedelta(
+            seconds=ttl) or moment >= held.crl.next_update:
+        return None
+    return held.crl
+
+
+def load_served_crl(rt: Runtime, role: str) -> PublishedCrl:
+    """:func:`current_crl`, kept for :func:`served_crl`."""
+    mark = revocation_mark()
+    read_at, read_at_clock = time.monotonic(), rt.now()
+    published = current_crl(rt, role=role)
+    served = rt.get_or_put(_SERVED, dict)
+    served[role] = _Served(published, read_at, read_at_clock, mark)
+    return published

@@ -3,6 +3,7 @@ disabled or retired), each marked with its CRL entry and its authority's CRL mad
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +20,19 @@ from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "ensure_revocable", "mark_revoked", "revoke", "revoke_device", "revoke_device_certificates"
+    "ensure_revocable", "mark_revoked", "revocation_mark", "revoke", "revoke_device",
+    "revoke_device_certificates"
 ]
+
+
+_marks = itertools.count(1)
+_last_mark = 0
+
+
+def revocation_mark() -> int:
+    """A number that changes whenever this process records a revocation (before or after
+    its commit): what a per-process cache of the CRL compares to know it may be behind."""
+    return _last_mark
 
 
 def mark_revoked(conn: Connection, serial: str, when: datetime, reason: RevocationReason,
@@ -37,6 +49,8 @@ def mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocati
     if replaced_by is not None:
         values["replaced_by"] = replaced_by
     conn.execute(update(m.certificates).where(m.certificates.c.serial == serial).values(values))
+    global _last_mark
+    _last_mark = next(_marks)
     if now is None or when <= now:
         conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id)
                      .values(stale=True))
