@@ -27,7 +27,7 @@ TOOLS = {
 #: A README that skips more than this many blocks is no longer proven by this test.
 MAX_SKIPPED = 3
 #: Seconds the whole README may take; the blocks use small keys and port ranges for it.
-TIME_LIMIT = 240
+TIME_LIMIT = 480
 
 
 def test_every_skipped_block_says_why_and_few_are() -> None:

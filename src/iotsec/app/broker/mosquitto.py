@@ -158,6 +158,11 @@ def _revoked_since(rt: Runtime, since: int | None) -> set[str]:
         )).scalars())
 
 
+#: SIGHUPs sent at most per reload, and seconds to wait for each to show in the log.
+_RELOAD_ATTEMPTS = 3
+_RELOAD_WAIT = 5.0
+
+
 def _read_log(layout: Layout, offset: int) -> list[str]:
     try:
         with layout.log_file.open("rb") as fh:
@@ -170,11 +175,18 @@ def _read_log(layout: Layout, offset: int) -> list[str]:
 def _reload_and_confirm(layout: Layout, options: BrokerOptions,
                         process: control.BrokerProcess) -> None:
     offset = control.log_size(layout.log_file)
-    process.reload()
-    try:
-        control.wait_for_reload(layout.log_file, offset)
-    except TimeoutError:
-        raise BrokerReloadError(f"the broker did not log a reload in {layout.log_file}") from None
+    # Mosquitto clears its reload flag after a reload: a SIGHUP that lands while the previous
+    # reload runs (a rollback right after a failed one) can be lost. Reloading the same files
+    # twice is harmless, so the signal is sent again when no reload shows up in the log.
+    for _ in range(_RELOAD_ATTEMPTS):
+        process.reload()
+        try:
+            control.wait_for_reload(layout.log_file, offset, timeout=_RELOAD_WAIT)
+            break
+        except TimeoutError:
+            continue
+    else:
+        raise BrokerReloadError(f"the broker did not log a reload in {layout.log_file}")
     confirm(layout, options)
     # The reload is done once the probe was served (the broker is single-threaded).
     lines = _read_log(layout, offset)
