@@ -146,14 +146,16 @@ def _commands() -> list[str]:
     found: list[str] = []
 
     def walk(command: Any, path: list[str]) -> None:
-        subcommands = getattr(command, "commands", None)
-        if subcommands is None:
+        if not hasattr(command, "list_commands"):
             found.append(" ".join(path))
             return
-        for name, sub in sorted(subcommands.items()):
-            walk(sub, [*path, name])
+        # Through the click API: the root loads its command groups only when asked.
+        ctx = command.context_class(command)
+        for name in sorted(command.list_commands(ctx)):
+            walk(command.get_command(ctx, name), [*path, name])
 
     walk(typer.main.get_command(app), [])
+    assert len(found) > 50, found
     return found
 
 

@@ -1,65 +1,105 @@
-"""Entry point: the Typer app and the one place where errors become exit codes."""
+"""Entry point: the Typer app and the one place where errors become exit codes.
+
+Command groups are loaded when they are called: ``iotsec --version`` imports none of them,
+and ``iotsec device show`` only the device commands and what they use, so every command
+starts without paying for the others (the store, the broker, the scanner...). The table
+below is the one place that names them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
+import typer.main
+from typer.core import TyperGroup
+from typer.models import CommandInfo, TyperInfo
 
 from iotsec import __version__
-from iotsec.cli import (
-    access,
-    backup,
-    broker,
-    ca,
-    certs,
-    crl,
-    device_tokens,
-    devices,
-    enrol,
-    firmware,
-    keys,
-    netseg,
-    ota,
-    policy,
-    protect,
-    serve,
-    setup,
-    tokens,
-)
-from iotsec.cli import scan as scan_cmd
-from iotsec.cli.audit import audit as audit_cmd
-from iotsec.cli.device_agent import device_agent
-from iotsec.cli.output import err_console, print_error
 from iotsec.errors import IotsecError
-from iotsec.filesystem import os_error
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    # The click that Typer carries (and builds every command with).
+    from typer._click.core import Command, Context
+
+__all__ = ["COMMANDS", "app", "main"]
+
+#: Every command of ``iotsec``, in the order ``--help`` lists them: its name, and the module
+#: attribute that holds it (a Typer app for a command group, a function for a command).
+COMMANDS: Final[tuple[tuple[str, str], ...]] = (
+    ("ca", "iotsec.cli.ca:app"),
+    ("device", "iotsec.cli.devices:app"),
+    ("cert", "iotsec.cli.certs:app"),
+    ("role", "iotsec.cli.access:role_app"),
+    ("group", "iotsec.cli.access:group_app"),
+    ("authz", "iotsec.cli.access:authz_app"),
+    ("policy", "iotsec.cli.policy:app"),
+    ("token", "iotsec.cli.tokens:token_app"),
+    ("events", "iotsec.cli.tokens:events_app"),
+    ("device-token", "iotsec.cli.device_tokens:app"),
+    ("firmware", "iotsec.cli.firmware:app"),
+    ("ota", "iotsec.cli.ota:app"),
+    ("payload", "iotsec.cli.protect:payload_app"),
+    ("data", "iotsec.cli.protect:data_app"),
+    ("netseg", "iotsec.cli.netseg:app"),
+    ("keys", "iotsec.cli.keys:app"),
+    ("broker", "iotsec.cli.broker:app"),
+    ("backup", "iotsec.cli.backup:app"),
+    ("enrol", "iotsec.cli.enrol:app"),
+    ("compliance", "iotsec.cli.compliance:app"),
+    ("init", "iotsec.cli.setup:init"),
+    ("crl", "iotsec.cli.crl:crl"),
+    ("scan", "iotsec.cli.scan:scan"),
+    ("audit", "iotsec.cli.audit:audit"),
+    ("serve", "iotsec.cli.serve:serve"),
+    ("migrate", "iotsec.cli.backup:migrate"),
+    ("device-agent", "iotsec.cli.device_agent:device_agent"),
+)
+_TARGETS: Final = dict(COMMANDS)
+
+
+def _load(name: str, target: str) -> Command:
+    """The click command of ``target``, built as ``add_typer``/``command`` would have."""
+    module_name, attribute = target.split(":")
+    found = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(found, typer.Typer):
+        return typer.main.get_group_from_info(
+            TyperInfo(found, name=name), pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=app.rich_markup_mode, suggest_commands=app.suggest_commands)
+    return typer.main.get_command_from_info(
+        CommandInfo(name=name, callback=found),
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode)
+
+
+class LazyGroup(TyperGroup):
+    """The root command: the commands of :data:`COMMANDS`, each imported when first asked
+    for (and those registered on :data:`app` itself, as usual)."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        own = super().list_commands(ctx)
+        return own + [name for name, _ in COMMANDS if name not in own]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        command = super().get_command(ctx, cmd_name)
+        target = _TARGETS.get(cmd_name)
+        if command is None and target is not None:
+            command = _load(cmd_name, target)
+            self.add_command(command, cmd_name)
+        return command
+
 
 app = typer.Typer(
     name="iotsec",
     help="iotsec: device identity, PKI and security control plane for IoT fleets.",
+    cls=LazyGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-# One line per command group.
-for group, name in (
-    (ca.app, "ca"), (devices.app, "device"), (certs.app, "cert"),
-    (access.role_app, "role"), (access.group_app, "group"), (access.authz_app, "authz"),
-    (policy.app, "policy"), (tokens.token_app, "token"), (tokens.events_app, "events"),
-    (device_tokens.app, "device-token"), (firmware.app, "firmware"), (ota.app, "ota"),
-    (protect.payload_app, "payload"), (protect.data_app, "data"), (netseg.app, "netseg"),
-    (keys.app, "keys"), (broker.app, "broker"), (backup.app, "backup"), (enrol.app, "enrol"),
-):
-    app.add_typer(group, name=name)
-app.add_typer(__import__("iotsec.cli.compliance").cli.compliance.app, name="compliance")
-for command, name in ((setup.init, "init"), (crl.crl, "crl"), (scan_cmd.scan, "scan"),
-                      (audit_cmd, "audit"), (serve.serve, "serve"),
-                      (backup.migrate, "migrate"), (device_agent, "device-agent")):
-    app.command(name)(command)
 
 
 def _version(value: bool) -> None:
@@ -85,19 +125,28 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except IotsecError as exc:
+        from iotsec.cli.output import print_error  # deferred: Rich, for errors only
+
         print_error(exc)
         return 1
     except OSError as exc:
         # A full disk, a read-only file system, a file where a directory is needed: the
         # system refused, which is no bug of iotsec's. Translated here once for every command.
+        from iotsec.cli.output import print_error
+        from iotsec.filesystem import os_error
+
         print_error(os_error(exc))
         return 1
     except KeyboardInterrupt:
+        from iotsec.cli.output import err_console
+
         err_console.print("iotsec: interrupted", markup=False)
         return 130
     except Exception as exc:
         if os.environ.get("IOTSEC_DEBUG"):
             raise
+        from iotsec.cli.output import err_console
+
         err_console.print(f"iotsec: internal error: {type(exc).__name__}: {exc} "
                           "(this is a bug; run again with IOTSEC_DEBUG=1 for details)",
                           markup=False, soft_wrap=True)
