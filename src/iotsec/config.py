@@ -129,6 +129,10 @@ class Settings(EnvSettings):
         default=60.0, ge=0, le=86_400,
         description="how often 'iotsec serve' evaluates running update campaigns (device "
         "timeouts, waves, failure thresholds); 0 turns it off")
+    event_checkpoint_seconds: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description="how often 'iotsec serve' signs a checkpoint of the event chain with the "
+        "audit key, when events were added since the last one; 0 turns it off")
     broker_dir: Path | None = Field(
         default=None,
         description="a Mosquitto directory made by 'iotsec broker mosquitto render': "

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from iotsec.errors import InvalidInputError
 
-__all__ = ["from_ts", "parse_duration", "ts"]
+__all__ = ["from_ts", "parse_duration", "parse_moment", "ts"]
 
 _DURATION = re.compile(r"\s*([0-9]{1,6})\s*([smhdw]?)\s*", re.ASCII)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}
@@ -28,3 +28,21 @@ def parse_duration(text: str) -> timedelta:
         raise InvalidInputError(f"{text[:40]!r} is not a duration",
                                 hint="write a number and a unit: 30d, 12h, 90m, 2w or 45s")
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_moment(text: str, now: datetime) -> datetime:
+    """A point in time: a duration back from ``now`` (``2h``, ``7d``: see
+    :func:`parse_duration`) or an ISO 8601 date or time (UTC unless it names an offset)."""
+    stripped = text.strip()
+    if _DURATION.fullmatch(stripped):
+        return now - parse_duration(stripped)
+    try:
+        moment = datetime.fromisoformat(stripped.replace("Z", "+00:00")) if len(
+            stripped) <= 40 else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise InvalidInputError(f"{text[:40]!r} is neither a duration nor a date",
+                                hint="write 2h or 7d (that long ago), or an ISO 8601 time "
+                                "such as 2026-12-01T08:00:00Z")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

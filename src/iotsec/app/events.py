@@ -1,7 +1,13 @@
-"""Security events: recorded in the store, listed by operators.
+"""Security events: recorded in the store as a hash chain, listed by operators.
 
-The CLI writes each event in its own short transaction. A long-running server records
-through a buffer that a background thread flushes every fraction of a second (and on
+Every event is appended to one chain (:mod:`iotsec.eventlog.chain`): its position and its
+hash over the previous event's hash are computed while the chain is locked (SQLite's write
+lock; an advisory lock on PostgreSQL), so that every process appends to one order. A change
+and its event can be one unit of work (:meth:`EventSink.record_in`): the event is then in
+the chain when the change is reported done.
+
+The CLI writes each other event in its own short transaction. A long-running server records
+those through a buffer that a background thread flushes every fraction of a second (and on
 shutdown), so that a record of every API decision does not put a database write on
 every request's critical path.
 """
@@ -12,22 +18,57 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from iotsec.errors import InvalidInputError
+from iotsec.eventlog.chain import GENESIS, entry_hash
 from iotsec.store import models as m
 from iotsec.store.db import in_transaction, reading, transaction
 from iotsec.timeutil import from_ts, ts
 
-__all__ = ["MAX_FIELD", "Event", "EventSink", "list_events"]
+__all__ = ["CHAIN_LOCK", "MAX_FIELD", "Event", "EventSink", "append_events", "chain_head",
+           "iter_events", "list_events", "lock_chain"]
 
 log = logging.getLogger("iotsec.events")
 MAX_FIELD = 256
+#: The PostgreSQL advisory lock that orders appends to the chain ("iotsec" + 1).
+CHAIN_LOCK = 0x696F7473656301
+
+
+def lock_chain(conn: Connection) -> None:
+    """Within ``conn``'s transaction, wait for the right to append to the chain (held until
+    it ends). SQLite's write transactions are serialised already (BEGIN IMMEDIATE)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
+
+
+def chain_head(conn: Connection) -> tuple[int, str]:
+    """The position and hash of the chain's last entry ((0, GENESIS) when it is empty)."""
+    e = m.events.c
+    row = conn.execute(select(e.seq, e.hash).where(e.seq.is_not(None))
+                       .order_by(e.seq.desc()).limit(1)).first()
+    return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
+
+
+def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Append ``rows`` (:meth:`Event.row` values) to the chain within ``conn``'s
+    transaction. On PostgreSQL the chain lock is held until that transaction ends: append
+    last in a unit of work, after its other locks are taken."""
+    if not rows:
+        return
+    lock_chain(conn)
+    seq, previous = chain_head(conn)
+    for row in rows:
+        seq += 1
+        previous = entry_hash(previous, seq, row["at"], row["kind"], row["outcome"],
+                              row["actor"], row["source"], row["subject"], row["detail"])
+        row["seq"], row["hash"] = seq, previous
+    conn.execute(insert(m.events), rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +81,9 @@ class Event:
     subject: str | None = None
     detail: Mapping[str, Any] | None = None
     id: int | None = None
+    #: The event's position in the chain and its hash (set once it is stored).
+    seq: int | None = None
+    hash: str | None = None
 
     def row(self) -> dict[str, Any]:
         def clip(v: str | None) -> str | None:
@@ -83,6 +127,11 @@ class EventSink:
             # whose lock the event's own write would wait for. Written at the next record
             # outside a transaction, or at flush/close.
             self._buffer.append(event.row())
+
+    def record_in(self, conn: Connection, event: Event) -> None:
+        """Append ``event`` within ``conn``'s transaction: it is in the chain exactly when
+        the change it records is committed (call it last in the unit of work)."""
+        append_events(conn, [event.row()])
 
     def record_repeated(self, event: Event) -> None:
         """Record a routine event that may repeat many times a second (an accepted API
@@ -142,23 +191,57 @@ class EventSink:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         # Through the unit of work, so a read-only or full store is a StoreError that says so.
         with transaction(self._engine) as conn:
-            conn.execute(insert(m.events), rows)
+            append_events(conn, rows)
+
+
+def _filtered(query: Any, *, kind: str | None, actor: str | None, since: datetime | None,
+              until: datetime | None) -> Any:
+    e = m.events.c
+    if kind:
+        query = query.where(e.kind == kind)
+    if actor is not None:
+        query = query.where(e.actor == actor[:MAX_FIELD])
+    if since is not None:
+        query = query.where(e.at >= ts(since))
+    if until is not None:
+        query = query.where(e.at <= ts(until))
+    return query
+
+
+def _event(r: Any) -> Event:
+    return Event(at=from_ts(r.at), kind=r.kind, outcome=r.outcome, actor=r.actor,
+                 source=r.source, subject=r.subject, detail=json.loads(r.detail), id=r.id,
+                 seq=r.seq, hash=r.hash)
 
 
 def list_events(engine: Engine, *, kind: str | None = None, limit: int = 100,
-                before: int | None = None, actor: str | None = None) -> list[Event]:
+                before: int | None = None, actor: str | None = None,
+                since: datetime | None = None, until: datetime | None = None) -> list[Event]:
     """Newest first; ``before`` pages by event id; ``actor`` keeps one device's (or one
-    operator's) events."""
+    operator's) events; ``since``/``until`` bound their time (inclusive)."""
     if not 1 <= limit <= 10_000:
         raise InvalidInputError("limit must be between 1 and 10000")
     query = select(m.events).order_by(m.events.c.id.desc()).limit(limit)
-    if kind:
-        query = query.where(m.events.c.kind == kind)
     if before is not None:
         query = query.where(m.events.c.id < before)
-    if actor is not None:
-        query = query.where(m.events.c.actor == actor[:MAX_FIELD])
+    query = _filtered(query, kind=kind, actor=actor, since=since, until=until)
     with reading(engine) as conn:
-        return [Event(at=from_ts(r.at), kind=r.kind, outcome=r.outcome, actor=r.actor,
-                      source=r.source, subject=r.subject, detail=json.loads(r.detail), id=r.id)
-                for r in conn.execute(query)]
+        return [_event(r) for r in conn.execute(query)]
+
+
+def iter_events(engine: Engine, *, kind: str | None = None, actor: str | None = None,
+                since: datetime | None = None, until: datetime | None = None,
+                batch: int = 5000) -> Iterator[Event]:
+    """Every matching event, oldest first, read in batches (for exports of any size)."""
+    last = 0
+    while True:
+        query = _filtered(select(m.events).where(m.events.c.id > last)
+                          .order_by(m.events.c.id).limit(batch),
+                          kind=kind, actor=actor, since=since, until=until)
+        with reading(engine) as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return
+        for r in rows:
+            yield _event(r)
+        last = rows[-1].id

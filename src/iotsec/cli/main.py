@@ -37,7 +37,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("authz", "iotsec.cli.access:authz_app"),
     ("policy", "iotsec.cli.policy:app"),
     ("token", "iotsec.cli.tokens:token_app"),
-    ("events", "iotsec.cli.tokens:events_app"),
+    ("events", "iotsec.cli.events:app"),
     ("device-token", "iotsec.cli.device_tokens:app"),
     ("firmware", "iotsec.cli.firmware:app"),
     ("ota", "iotsec.cli.ota:app"),

@@ -285,6 +285,13 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
 
         threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
                          daemon=True).start()
+    if rt.settings.event_checkpoint_seconds > 0:
+        # Signed checkpoints of the event chain, so that what is recorded cannot be
+        # rewritten unnoticed by anyone without the audit key.
+        from iotsec.app.monitor.chain import checkpoint_loop
+
+        threading.Thread(target=checkpoint_loop, args=(rt, stop), name="iotsec-checkpoints",
+                         daemon=True).start()
     if rt.settings.broker_dir is not None:
         # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
         # every device out).

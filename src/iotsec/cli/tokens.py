@@ -1,4 +1,4 @@
-"""``iotsec token`` (operator API tokens) and ``iotsec events`` (security events)."""
+"""``iotsec token``: operator API tokens."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ from typing import Annotated
 import typer
 
 from iotsec.app.access.api_tokens import Scope, issue_token, list_tokens, revoke_token
-from iotsec.app.events import list_events
-from iotsec.app.wire.access import EventOut, TokenOut
+from iotsec.app.wire.access import TokenOut
 from iotsec.cli.context import runtime
-from iotsec.cli.options import JsonOpt, LimitOpt, NameArg
+from iotsec.cli.options import JsonOpt, NameArg
 from iotsec.cli.output import console, emit_json, err_console, plural, table, when
 from iotsec.timeutil import parse_duration
 
-__all__ = ["create", "events", "events_app", "list_", "revoke", "token_app"]
+__all__ = ["create", "list_", "revoke", "token_app"]
 
 token_app = typer.Typer(help="API tokens for operators and automation.", no_args_is_help=True)
-events_app = typer.Typer(help="Security events.", no_args_is_help=True)
 
 
 @token_app.command("create")
@@ -64,22 +62,3 @@ def revoke(token_id: Annotated[str, typer.Argument(metavar="ID")], as_json: Json
         emit_json(TokenOut.from_domain(info))
     else:
         console.print(f"Revoked token {info.name} ({info.id})", markup=False)
-
-
-@events_app.command("list")
-def events(
-    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind, e.g. auth.")
-                    ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="Only this device's events.")
-                      ] = None,
-    limit: LimitOpt = 100,
-    as_json: JsonOpt = False,
-) -> None:
-    """Security events, newest first."""
-    with runtime() as rt:
-        found = list_events(rt.engine, kind=kind, limit=limit, actor=device)
-    if as_json:
-        emit_json([EventOut.from_domain(e) for e in found])
-        return
-    table(plural(len(found), "event"), ["at", "kind", "outcome", "actor", "source", "subject"],
-          [(when(e.at), e.kind, e.outcome, e.actor, e.source, e.subject) for e in found])

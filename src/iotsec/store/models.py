@@ -21,10 +21,10 @@ from sqlalchemy import (
 __all__ = [
     "api_tokens", "authorities", "certificates", "claim_cas", "claim_uses",
     "compliance_attestations", "crls", "device_groups", "device_keys", "device_roles",
-    "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "events", "group_roles",
-    "groups", "metadata", "ota_campaign_devices", "ota_campaigns", "ota_device_firmware",
-    "ota_releases", "pending_enrolments", "policy_version", "provisioning_templates",
-    "role_rules", "roles", "token_jtis"
+    "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
+    "events", "group_roles", "groups", "metadata", "ota_campaign_devices", "ota_campaigns",
+    "ota_device_firmware", "ota_releases", "pending_enrolments", "policy_version",
+    "provisioning_templates", "role_rules", "roles", "token_jtis"
 ]
 
 metadata = MetaData(
@@ -199,8 +199,24 @@ events = Table(
     Column("source", String(64), nullable=True),
     Column("subject", String(256), nullable=True),
     Column("detail", Text, nullable=False),  # JSON object
+    # The hash chain (iotsec.eventlog.chain): the event's position and its hash over the
+    # previous event's hash and its own fields. NULL only for a row written around the chain.
+    Column("seq", BigInteger, nullable=True),
+    Column("hash", String(64), nullable=True),
     Index(None, "at"),
     Index(None, "kind", "at"),
+    Index(None, "seq", unique=True),
+)
+
+# Signed checkpoints of the event chain: its position and head hash, signed by the audit key.
+event_checkpoints = Table(
+    "event_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("key_label", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
 )
 
 # Public keys a device signs its JWTs with: taken from its certificate or registered.

@@ -121,8 +121,12 @@ class EventOut(Wire):
     source: str | None
     subject: str | None
     detail: dict[str, Any]
+    #: Position in the event chain and the entry's hash (``iotsec events verify``).
+    seq: int | None = None
+    hash: str | None = None
 
     @classmethod
     def from_domain(cls, e: Event) -> EventOut:
         return cls(id=e.id, at=e.at, kind=e.kind, outcome=e.outcome, actor=e.actor,
-                   source=e.source, subject=e.subject, detail=dict(e.detail or {}))
+                   source=e.source, subject=e.subject, detail=dict(e.detail or {}),
+                   seq=e.seq, hash=e.hash)

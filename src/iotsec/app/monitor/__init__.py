@@ -1,0 +1,1 @@
+"""Monitoring and incident response: the event chain's checkpoints and verification."""

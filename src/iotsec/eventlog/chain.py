@@ -1,0 +1,211 @@
+"""The hash chain over the security event log, and its signed checkpoints.
+
+Each entry's hash covers the previous entry's hash and the entry's own fields, so editing,
+deleting, inserting or reordering an entry breaks every hash after it. The chain alone
+does not stop someone who can write the store, since they can recompute it; a
+**checkpoint** can: the chain's position and head hash signed with the audit key, which
+lives in key custody and never in the store. Entries up to the newest checkpoint are
+therefore protected against anyone without the audit key; entries after it only against
+accidents, until the next checkpoint.
+
+Entries are encoded as netstrings (``<length>:<bytes>,``, ``~`` for a missing field), so
+that no two different entries encode alike whatever their fields contain.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
+
+__all__ = [
+    "GENESIS", "ChainFault", "ChainReport", "ChainRow", "Checkpoint", "Fault",
+    "checkpoint_message", "encode_entry", "entry_hash", "verify_chain", "verify_signature"
+]
+
+#: The "previous hash" of the first entry.
+GENESIS = "0" * 64
+_DOMAIN = b"iotsec event-log checkpoint v1\x00"
+
+
+def _net(value: str | int | None) -> bytes:
+    if value is None:
+        return b"~"
+    data = str(value).encode("utf-8", "surrogateescape")
+    return b"%d:%b," % (len(data), data)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRow:
+    """An entry of the log as stored: its place in the chain and the fields it covers."""
+
+    seq: int
+    at: int
+    kind: str
+    outcome: str
+    actor: str | None
+    source: str | None
+    subject: str | None
+    detail: str  # the stored JSON text, as it is
+    hash: str
+    id: int | None = None
+
+
+def encode_entry(seq: int, at: int, kind: str, outcome: str, actor: str | None,
+                 source: str | None, subject: str | None, detail: str) -> bytes:
+    """The bytes an entry's hash covers (after the previous hash)."""
+    return b"".join((_net(seq), _net(at), _net(kind), _net(outcome), _net(actor),
+                     _net(source), _net(subject), _net(detail)))
+
+
+def entry_hash(previous: str, seq: int, at: int, kind: str, outcome: str, actor: str | None,
+               source: str | None, subject: str | None, detail: str) -> str:
+    """SHA-256 (hex) over the previous entry's hash and this entry."""
+    return hashlib.sha256(previous.encode("ascii") + encode_entry(
+        seq, at, kind, outcome, actor, source, subject, detail)).hexdigest()
+
+
+def checkpoint_message(seq: int, head: str, at: int) -> bytes:
+    """What the audit key signs for a checkpoint at position ``seq`` with hash ``head``."""
+    return _DOMAIN + _net(seq) + _net(head) + _net(at)
+
+
+def verify_signature(public_key: CertificateIssuerPublicKeyTypes, signature: bytes,
+                     message: bytes) -> bool:
+    """Whether ``signature`` is the audit key's over ``message`` (the algorithms of
+    :class:`iotsec.pki.keys.Signer`: ECDSA with SHA-256 or SHA-384 by curve, RSA PKCS#1 v1.5
+    with SHA-256)."""
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            digest: hashes.HashAlgorithm = (hashes.SHA384() if public_key.curve.key_size == 384
+                                            else hashes.SHA256())
+            public_key.verify(signature, message, ec.ECDSA(digest))
+            return True
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            return True
+    except InvalidSignature:
+        return False
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    hash: str
+    at: int
+    key_label: str
+    signature: bytes
+
+
+class Fault(enum.StrEnum):
+    """What verification found wrong, at the first place it went wrong."""
+
+    EDITED = "edited"  # the entry's hash does not match its fields and the previous hash
+    MISSING = "missing"  # a position of the chain has no entry (deleted)
+    OUT_OF_ORDER = "out-of-order"  # positions repeat or go back (inserted or reordered)
+    UNCHAINED = "unchained"  # a row was written outside the chain (no position)
+    CHECKPOINT_MISMATCH = "checkpoint-mismatch"  # the chain's hash there is not the signed one
+    CHECKPOINT_SIGNATURE = "checkpoint-signature"  # a checkpoint's signature is not valid
+    TRUNCATED = "truncated"  # a checkpoint names a position past the end of the chain
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFault:
+    fault: Fault
+    seq: int | None
+    id: int | None
+    message: str
+    #: Whether a signed checkpoint covers the place: then the store was changed by someone
+    #: without the audit key (or the key itself is compromised).
+    covered: bool
+
+
+@dataclass(slots=True)
+class ChainReport:
+    entries: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    checkpoints: int = 0
+    #: Position of the newest checkpoint whose signature and hash verified (0: none).
+    checkpointed_seq: int = 0
+    unchained: int = 0
+    faults: list[ChainFault] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.faults
+
+    @property
+    def first(self) -> ChainFault | None:
+        return self.faults[0] if self.faults else None
+
+
+def verify_chain(rows: Iterable[ChainRow], checkpoints: Sequence[Checkpoint], *,
+                 check_signature: Callable[[Checkpoint], bool], unchained: int = 0,
+                 max_faults: int = 20) -> ChainReport:
+    """Walk the chain in position order (``rows`` sorted by ``seq``) against the signed
+    ``checkpoints``; report the first faults found (at most ``max_faults``). ``unchained``
+    is the number of rows of the log that have no position at all."""
+    report = ChainReport(unchained=unchained)
+    by_seq = {c.seq: c for c in checkpoints}
+    signed_ok = {c.seq for c in checkpoints if check_signature(c)}
+    report.checkpoints = len(checkpoints)
+    top = max((c.seq for c in checkpoints), default=0)
+
+    def covered(seq: int | None) -> bool:
+        return seq is not None and seq <= top
+
+    def fault(kind: Fault, seq: int | None, row_id: int | None, message: str) -> None:
+        if len(report.faults) < max_faults:
+            report.faults.append(ChainFault(kind, seq, row_id, message, covered(seq)))
+
+    for c in checkpoints:
+        if c.seq not in signed_ok:
+            fault(Fault.CHECKPOINT_SIGNATURE, c.seq, None,
+                  f"the checkpoint at position {c.seq} has no valid signature of the audit "
+                  f"key {c.key_label!r}")
+    previous, expected = GENESIS, 1
+    for row in rows:
+        report.entries += 1
+        if row.seq != expected:
+            if row.seq > expected:
+                fault(Fault.MISSING, expected, row.id,
+                      f"entries {expected}..{row.seq - 1} are missing (deleted)"
+                      if row.seq > expected + 1 else f"entry {expected} is missing (deleted)")
+            else:
+                fault(Fault.OUT_OF_ORDER, row.seq, row.id,
+                      f"entry {row.seq} (row id {row.id}) repeats or goes back in the chain "
+                      "(inserted or reordered)")
+        computed = entry_hash(previous, row.seq, row.at, row.kind, row.outcome, row.actor,
+                              row.source, row.subject, row.detail)
+        if computed != row.hash:
+            fault(Fault.EDITED, row.seq, row.id,
+                  f"entry {row.seq} (row id {row.id}, {row.kind}) does not match its hash: it, "
+                  "or the chain before it, was changed")
+        # Go on from the stored hash: one edited entry is reported once, not at every
+        # entry after it.
+        previous = row.hash
+        point = by_seq.get(row.seq)
+        if point is not None:
+            if point.hash != row.hash or computed != row.hash:
+                fault(Fault.CHECKPOINT_MISMATCH, row.seq, row.id,
+                      f"the chain at entry {row.seq} is not what the checkpoint signed")
+            elif row.seq in signed_ok:
+                report.checkpointed_seq = row.seq
+        expected = max(expected, row.seq) + 1
+        report.head_seq, report.head_hash = row.seq, row.hash
+    if top > report.head_seq:
+        fault(Fault.TRUNCATED, report.head_seq + 1, None,
+              f"a checkpoint signed position {top}, but the chain ends at {report.head_seq}: "
+              "entries were deleted from its end")
+    if unchained:
+        fault(Fault.UNCHAINED, None, None,
+              f"{unchained} row(s) of the event log are outside the chain (written around it)")
+    return report

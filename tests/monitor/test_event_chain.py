@@ -1,0 +1,217 @@
+"""The event log as a hash chain with signed checkpoints, on SQLite and PostgreSQL: every
+way of changing the store behind iotsec's back is found and named, and several processes
+append to one chain."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import delete, func, insert, select, text, update
+
+from iotsec.app.events import Event, append_events
+from iotsec.app.monitor.chain import AUDIT_KEY, checkpoint, verify
+from iotsec.app.runtime import Runtime, open_runtime
+from iotsec.config import Settings
+from iotsec.eventlog.chain import Fault, entry_hash
+from iotsec.store import models as m
+from iotsec.store.db import transaction
+from tests.conftest import FakeClock
+
+E = m.events.c
+
+
+def _record(rt: Runtime, count: int, kind: str = "test.event") -> None:
+    for i in range(count):
+        rt.events.record(Event(at=rt.now(), kind=kind, outcome="success", actor=f"dev-{i}",
+                               source="10.0.0.1", subject=f"s{i}", detail={"n": i}))
+    rt.events.flush()
+
+
+def _seqs(rt: Runtime) -> list[int]:
+    with rt.engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(E.seq).order_by(E.id))]
+
+
+def _faults(rt: Runtime) -> list[tuple[Fault, int | None, bool]]:
+    return [(f.fault, f.seq, f.covered) for f in verify(rt).faults]
+
+
+def test_events_are_chained_in_order_and_verify(rt: Runtime) -> None:
+    before = len(_seqs(rt))
+    _record(rt, 25)
+    seqs = _seqs(rt)
+    assert seqs == list(range(1, before + 26))
+    report = verify(rt)
+    assert report.ok and report.entries == before + 25 and report.head_seq == before + 25
+    assert report.checkpointed_seq == 0
+
+
+def test_an_event_recorded_in_a_transaction_is_in_the_chain_with_it(rt: Runtime) -> None:
+    _record(rt, 2)
+    with pytest.raises(RuntimeError), transaction(rt.engine) as conn:
+        rt.events.record_in(conn, Event(at=rt.now(), kind="test.rolled-back", outcome="x"))
+        raise RuntimeError("the change failed")
+    with transaction(rt.engine) as conn:
+        rt.events.record_in(conn, Event(at=rt.now(), kind="test.kept", outcome="success"))
+    with rt.engine.connect() as conn:
+        kinds = [r[0] for r in conn.execute(select(E.kind).order_by(E.seq))]
+    assert "test.rolled-back" not in kinds and kinds[-1] == "test.kept"
+    assert verify(rt).ok
+
+
+def test_a_checkpoint_is_signed_once_per_change(rt: Runtime) -> None:
+    _record(rt, 5)
+    first = checkpoint(rt)
+    assert first.made
+    rt.events.flush()  # the record of the audit key's use
+    assert not checkpoint(rt).made  # only that record since: nothing new to sign
+    _record(rt, 1)
+    assert checkpoint(rt).made
+    report = verify(rt)
+    assert report.ok and report.checkpoints == 2 and report.checkpointed_seq > first.seq
+    assert rt.keys.exists(AUDIT_KEY)
+
+
+def test_an_edited_entry_is_named(rt: Runtime) -> None:
+    _record(rt, 10)
+    checkpoint(rt)
+    target = _seqs(rt)[4]
+    with transaction(rt.engine) as conn:
+        conn.execute(update(m.events).where(E.seq == target).values(outcome="failure"))
+    faults = _faults(rt)
+    assert faults[0] == (Fault.EDITED, target, True)
+    assert any(f[0] is Fault.CHECKPOINT_MISMATCH for f in faults) is False  # stored hash kept
+
+
+def test_a_deleted_entry_is_named(rt: Runtime) -> None:
+    _record(rt, 10)
+    checkpoint(rt)
+    target = _seqs(rt)[3]
+    with transaction(rt.engine) as conn:
+        conn.execute(delete(m.events).where(E.seq == target))
+    assert _faults(rt)[0] == (Fault.MISSING, target, True)
+
+
+def test_a_row_written_around_the_chain_is_found(rt: Runtime) -> None:
+    _record(rt, 3)
+    with transaction(rt.engine) as conn:
+        conn.execute(insert(m.events).values(Event(at=rt.now(), kind="forged", outcome="ok")
+                                             .row()))
+    faults = _faults(rt)
+    assert [f[0] for f in faults] == [Fault.UNCHAINED]
+
+
+def test_reordered_entries_are_found(rt: Runtime) -> None:
+    _record(rt, 6)
+    a, b = _seqs(rt)[1:3]
+    with transaction(rt.engine) as conn:
+        conn.execute(update(m.events).where(E.seq == a).values(seq=-1))
+        conn.execute(update(m.events).where(E.seq == b).values(seq=a))
+        conn.execute(update(m.events).where(E.seq == -1).values(seq=b))
+    faults = _faults(rt)
+    assert faults[0][0] is Fault.EDITED and faults[0][1] == a
+
+
+def test_a_rewritten_chain_does_not_match_the_signed_checkpoint(rt: Runtime) -> None:
+    """Someone who can write the store edits an entry and recomputes every hash after it:
+    the chain is consistent again, but not with what the audit key signed."""
+    _record(rt, 8)
+    point = checkpoint(rt)
+    rt.events.flush()
+    target = _seqs(rt)[2]
+    with transaction(rt.engine) as conn:
+        conn.execute(update(m.events).where(E.seq == target).values(detail='{"n": 999}'))
+        rows = conn.execute(select(m.events).order_by(E.seq)).all()
+        previous = "0" * 64
+        for r in rows:
+            digest = entry_hash(previous, r.seq, r.at, r.kind, r.outcome, r.actor, r.source,
+                                r.subject, r.detail)
+            conn.execute(update(m.events).where(E.id == r.id).values(hash=digest))
+            previous = digest
+    faults = _faults(rt)
+    assert (Fault.CHECKPOINT_MISMATCH, point.seq, True) in faults
+    assert all(f[0] is not Fault.EDITED for f in faults)
+
+
+def test_a_truncated_chain_is_found(rt: Runtime) -> None:
+    _record(rt, 6)
+    point = checkpoint(rt)
+    rt.events.flush()
+    with transaction(rt.engine) as conn:
+        conn.execute(delete(m.events).where(E.seq >= point.seq - 1))
+    assert Fault.TRUNCATED in [f[0] for f in _faults(rt)]
+
+
+def test_a_forged_checkpoint_signature_is_found(rt: Runtime) -> None:
+    _record(rt, 3)
+    point = checkpoint(rt)
+    with transaction(rt.engine) as conn:
+        conn.execute(update(m.event_checkpoints).where(m.event_checkpoints.c.seq == point.seq)
+                     .values(signature=b"\x30\x06\x02\x01\x01\x02\x01\x01"))
+    assert _faults(rt)[0] == (Fault.CHECKPOINT_SIGNATURE, point.seq, True)
+
+
+def test_a_failed_append_leaves_no_gap(rt: Runtime) -> None:
+    _record(rt, 2)
+    with pytest.raises(RuntimeError), transaction(rt.engine) as conn:
+        append_events(conn, [Event(at=rt.now(), kind="test.lost", outcome="x").row()])
+        raise RuntimeError("rolled back")
+    _record(rt, 2)
+    seqs = _seqs(rt)
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def _append_many(settings_doc: dict[str, object], count: int, tag: str) -> None:
+    rt = open_runtime(Settings.model_validate(settings_doc))
+    try:
+        for i in range(count):
+            rt.events.record(Event(at=rt.now(), kind="test.parallel", outcome="success",
+                                   actor=tag, detail={"i": i}))
+    finally:
+        rt.close()
+
+
+def test_two_processes_append_to_one_chain(rt: Runtime) -> None:
+    doc = rt.settings.model_dump(mode="json", exclude_none=True)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(doc, 150, f"p{n}")) for n in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with rt.engine.connect() as conn:
+        counts = dict(conn.execute(select(E.actor, func.count()).where(
+            E.kind == "test.parallel").group_by(E.actor)).all())
+    assert counts == {"p0": 150, "p1": 150}
+    seqs = _seqs(rt)
+    assert sorted(seqs) == list(range(1, len(seqs) + 1))
+    assert verify(rt).ok
+
+
+def test_events_before_the_chain_existed_are_chained_by_the_migration(rt: Runtime) -> None:
+    from tests.store.test_migration_spki import _alembic
+
+    _record(rt, 4)
+    _alembic(rt, "downgrade", "0010")
+    with transaction(rt.engine) as conn:
+        for n in range(3):
+            conn.execute(text("INSERT INTO events (at, kind, outcome, actor, source, subject, "
+                              "detail) VALUES (:at, 'old.event', 'success', NULL, NULL, :s, "
+                              "'{}')"), {"at": 1_700_000_000 + n, "s": f"old-{n}"})
+    _alembic(rt, "upgrade", "head")
+    seqs = _seqs(rt)
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 7
+    report = verify(rt)
+    assert report.ok and report.entries == len(seqs)
+    _record(rt, 1)  # and the chain goes on from there
+    assert verify(rt).ok
+
+
+def test_the_clock_does_not_matter_to_the_chain(rt: Runtime, clock: FakeClock) -> None:
+    _record(rt, 2)
+    clock.advance(timedelta(days=-400))
+    _record(rt, 2)
+    assert verify(rt).ok
