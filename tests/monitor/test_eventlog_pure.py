@@ -105,3 +105,8 @@ def test_syslog_structured_data_cannot_escape(actor: str, subject: str) -> None:
 def test_jsonl_round_trips() -> None:
     doc = json.loads(to_jsonl(_event(actor="dev\n1")))
     assert doc["actor"] == "dev\n1" and doc["at"] == "2025-12-06T05:46:40Z"
+
+
+@given(fields)
+def test_the_fast_encoding_is_plain_json(values: tuple) -> None:  # type: ignore[type-arg]
+    assert encode_entry(*values) == json.dumps(list(values), separators=(",", ":")).encode()

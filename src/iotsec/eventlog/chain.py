@@ -8,16 +8,20 @@ lives in key custody and never in the store. Entries up to the newest checkpoint
 therefore protected against anyone without the audit key; entries after it only against
 accidents, until the next checkpoint.
 
-Entries are encoded as netstrings (``<length>:<bytes>,``, ``~`` for a missing field), so
-that no two different entries encode alike whatever their fields contain.
+An entry is encoded as the compact ASCII JSON array of its fields (``null`` for a missing
+one), so that no two different entries encode alike whatever their fields contain; the C
+JSON encoder makes that a few microseconds.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import json
+import json.encoder
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -34,16 +38,31 @@ GENESIS = "0" * 64
 _DOMAIN = b"iotsec event-log checkpoint v1\x00"
 
 
+_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+# The C encoder that the json module builds anew on every call, built once: the chain
+# hashes every event, and this halves the cost. Same output as _json.
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_chunks = None if _make_encoder is None else _make_encoder(
+    None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+
+def _encode(fields: tuple[Any, ...]) -> str:
+    if _chunks is None:  # pragma: no cover - CPython has the C encoder
+        return _json(fields)
+    return "".join(_chunks(fields, 0))
+
+
 def _net(value: str | int | None) -> bytes:
+    # Checkpoint fields: netstrings (``~`` for a missing one).
     if value is None:
         return b"~"
     data = str(value).encode("utf-8", "surrogateescape")
     return b"%d:%b," % (len(data), data)
 
 
-@dataclass(frozen=True, slots=True)
-class ChainRow:
-    """An entry of the log as stored: its place in the chain and the fields it covers."""
+class ChainRow(NamedTuple):
+    """An entry of the log as stored: its place in the chain and the fields it covers (a
+    store row with these columns in this order serves as well)."""
 
     seq: int
     at: int
@@ -60,15 +79,14 @@ class ChainRow:
 def encode_entry(seq: int, at: int, kind: str, outcome: str, actor: str | None,
                  source: str | None, subject: str | None, detail: str) -> bytes:
     """The bytes an entry's hash covers (after the previous hash)."""
-    return b"".join((_net(seq), _net(at), _net(kind), _net(outcome), _net(actor),
-                     _net(source), _net(subject), _net(detail)))
+    return _encode((seq, at, kind, outcome, actor, source, subject, detail)).encode("ascii")
 
 
 def entry_hash(previous: str, seq: int, at: int, kind: str, outcome: str, actor: str | None,
                source: str | None, subject: str | None, detail: str) -> str:
     """SHA-256 (hex) over the previous entry's hash and this entry."""
-    return hashlib.sha256(previous.encode("ascii") + encode_entry(
-        seq, at, kind, outcome, actor, source, subject, detail)).hexdigest()
+    return hashlib.sha256((previous + _encode(
+        (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii")).hexdigest()
 
 
 def checkpoint_message(seq: int, head: str, at: int) -> bytes:
@@ -147,7 +165,7 @@ class ChainReport:
         return self.faults[0] if self.faults else None
 
 
-def verify_chain(rows: Iterable[ChainRow], checkpoints: Sequence[Checkpoint], *,
+def verify_chain(rows: Iterable[ChainRow | tuple[Any, ...]], checkpoints: Sequence[Checkpoint], *,
                  check_signature: Callable[[Checkpoint], bool], unchained: int = 0,
                  max_faults: int = 20) -> ChainReport:
     """Walk the chain in position order (``rows`` sorted by ``seq``) against the signed
@@ -172,35 +190,38 @@ def verify_chain(rows: Iterable[ChainRow], checkpoints: Sequence[Checkpoint], *,
                   f"the checkpoint at position {c.seq} has no valid signature of the audit "
                   f"key {c.key_label!r}")
     previous, expected = GENESIS, 1
+    sha256, encode = hashlib.sha256, _encode
     for row in rows:
+        seq, at, kind, outcome, actor, source, subject, detail, stored, row_id = row
         report.entries += 1
-        if row.seq != expected:
-            if row.seq > expected:
-                fault(Fault.MISSING, expected, row.id,
-                      f"entries {expected}..{row.seq - 1} are missing (deleted)"
-                      if row.seq > expected + 1 else f"entry {expected} is missing (deleted)")
+        if seq != expected:
+            if seq > expected:
+                fault(Fault.MISSING, expected, row_id,
+                      f"entries {expected}..{seq - 1} are missing (deleted)"
+                      if seq > expected + 1 else f"entry {expected} is missing (deleted)")
             else:
-                fault(Fault.OUT_OF_ORDER, row.seq, row.id,
-                      f"entry {row.seq} (row id {row.id}) repeats or goes back in the chain "
+                fault(Fault.OUT_OF_ORDER, seq, row_id,
+                      f"entry {seq} (row id {row_id}) repeats or goes back in the chain "
                       "(inserted or reordered)")
-        computed = entry_hash(previous, row.seq, row.at, row.kind, row.outcome, row.actor,
-                              row.source, row.subject, row.detail)
-        if computed != row.hash:
-            fault(Fault.EDITED, row.seq, row.id,
-                  f"entry {row.seq} (row id {row.id}, {row.kind}) does not match its hash: it, "
+        computed = sha256((previous + encode(
+            (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii")
+        ).hexdigest()
+        if computed != stored:
+            fault(Fault.EDITED, seq, row_id,
+                  f"entry {seq} (row id {row_id}, {kind}) does not match its hash: it, "
                   "or the chain before it, was changed")
         # Go on from the stored hash: one edited entry is reported once, not at every
         # entry after it.
-        previous = row.hash
-        point = by_seq.get(row.seq)
-        if point is not None:
-            if point.hash != row.hash or computed != row.hash:
-                fault(Fault.CHECKPOINT_MISMATCH, row.seq, row.id,
-                      f"the chain at entry {row.seq} is not what the checkpoint signed")
-            elif row.seq in signed_ok:
-                report.checkpointed_seq = row.seq
-        expected = max(expected, row.seq) + 1
-        report.head_seq, report.head_hash = row.seq, row.hash
+        previous = stored or ""
+        if seq in by_seq:
+            point = by_seq[seq]
+            if point.hash != stored or computed != stored:
+                fault(Fault.CHECKPOINT_MISMATCH, seq, row_id,
+                      f"the chain at entry {seq} is not what the checkpoint signed")
+            elif seq in signed_ok:
+                report.checkpointed_seq = seq
+        expected = max(expected, seq) + 1
+        report.head_seq, report.head_hash = seq, stored
     if top > report.head_seq:
         fault(Fault.TRUNCATED, report.head_seq + 1, None,
               f"a checkpoint signed position {top}, but the chain ends at {report.head_seq}: "

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from sqlalchemy import Connection, func, insert, select
@@ -25,7 +26,6 @@ from iotsec.app.runtime import Runtime
 from iotsec.errors import KeyCustodyError, NotFoundError
 from iotsec.eventlog.chain import (
     ChainReport,
-    ChainRow,
     Checkpoint,
     checkpoint_message,
     verify_chain,
@@ -100,21 +100,21 @@ def checkpoint_loop(rt: Runtime, stop: threading.Event) -> None:
             log.exception("could not sign an event-log checkpoint")
 
 
-def _rows(rt: Runtime) -> Iterator[ChainRow]:
+def _rows(rt: Runtime) -> Iterator[tuple[Any, ...]]:
+    """The chain in position order, as rows in :class:`ChainRow`'s column order, read in
+    batches over short read transactions."""
     e = m.events.c
+    columns = (e.seq, e.at, e.kind, e.outcome, e.actor, e.source, e.subject, e.detail, e.hash,
+               e.id)
     last = 0
     while True:
         with reading(rt.engine) as conn:
-            batch = conn.execute(
-                select(e.id, e.seq, e.at, e.kind, e.outcome, e.actor, e.source, e.subject,
-                       e.detail, e.hash)
-                .where(e.seq > last).order_by(e.seq).limit(_FETCH)).all()
+            batch = conn.execute(select(*columns).where(e.seq > last).order_by(e.seq)
+                                 .limit(_FETCH)).all()
         if not batch:
             return
-        for r in batch:
-            yield ChainRow(r.seq, r.at, r.kind, r.outcome, r.actor, r.source, r.subject,
-                           r.detail, r.hash or "", r.id)
-        last = batch[-1].seq
+        yield from batch
+        last = batch[-1][0]
 
 
 def verify(rt: Runtime) -> ChainReport:

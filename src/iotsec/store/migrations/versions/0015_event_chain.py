@@ -8,6 +8,7 @@ Create Date: 2026-12-06
 """
 
 import hashlib
+import json
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,12 +21,8 @@ depends_on = None
 _BATCH = 5000
 
 
-def _net(value: object) -> bytes:
-    # The encoding of iotsec.eventlog.chain, kept here as it was when this ran.
-    if value is None:
-        return b"~"
-    data = str(value).encode("utf-8", "surrogateescape")
-    return b"%d:%b," % (len(data), data)
+# The entry encoding of iotsec.eventlog.chain, kept here as it was when this ran.
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 def _chain_existing() -> None:
@@ -46,9 +43,9 @@ def _chain_existing() -> None:
         updates = []
         for r in rows:
             seq += 1
-            body = b"".join(_net(v) for v in (seq, r.at, r.kind, r.outcome, r.actor, r.source,
-                                              r.subject, r.detail))
-            previous = hashlib.sha256(previous.encode("ascii") + body).hexdigest()
+            body = _encode((seq, r.at, r.kind, r.outcome, r.actor, r.source, r.subject,
+                            r.detail))
+            previous = hashlib.sha256((previous + body).encode("ascii")).hexdigest()
             updates.append({"row_id": r.id, "seq": seq, "hash": previous})
         conn.execute(sa.update(events).where(events.c.id == sa.bindparam("row_id"))
                      .values(seq=sa.bindparam("seq"), hash=sa.bindparam("hash")), updates)
