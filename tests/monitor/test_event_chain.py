@@ -215,3 +215,32 @@ def test_the_clock_does_not_matter_to_the_chain(rt: Runtime, clock: FakeClock) -
     clock.advance(timedelta(days=-400))
     _record(rt, 2)
     assert verify(rt).ok
+
+
+def test_device_role_and_group_changes_are_events_of_their_transaction(rt: Runtime) -> None:
+    from iotsec.access.policy import Role, Rule
+    from iotsec.app.access import roles
+    from iotsec.app.identity import devices
+    from iotsec.app.identity.lifecycle import change_state
+    from iotsec.identity.registry import DeviceState
+
+    roles.add_role(rt, Role.build("sensor", [Rule.parse("allow", "publish", "t/#")], ""),
+                   actor="ops")
+    devices.add_device(rt, devices.NewDevice.parse("d-1", roles=["sensor"]), actor="ops")
+    devices.import_devices(rt, [devices.NewDevice.parse(f"d-{n}") for n in range(2, 6)],
+                           actor="ops")
+    roles.assign_device(rt, "d-2", ["sensor"], actor="ops")
+    roles.add_group(rt, "floor-1", ["sensor"], actor="ops")
+    change_state(rt, "d-1", DeviceState.DISABLED, actor="ops")
+    change_state(rt, "d-1", DeviceState.RETIRED, actor="ops")
+    with pytest.raises(Exception, match="already registered"):
+        devices.add_device(rt, devices.NewDevice.parse("d-1"), actor="ops")
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(E.kind, E.actor, E.subject, E.detail).where(
+            E.actor == "ops").order_by(E.seq)).all()
+    assert [(r.kind, r.subject) for r in rows] == [
+        ("role.added", "sensor"), ("device.added", "d-1"), ("device.imported", None),
+        ("device.roles", "d-2"), ("group.roles", "floor-1"), ("device.state", "d-1"),
+        ("device.state", "d-1")]
+    assert '"count": 4' in rows[2].detail and '"to": "retired"' in rows[-1].detail
+    assert verify(rt).ok

@@ -88,21 +88,23 @@ def role(name: str, rt: RuntimeDep, _: AuditorDep) -> RoleOut:
 
 
 @router.post("/roles", status_code=201)
-def add_role(body: RoleIn, rt: RuntimeDep, _: AdminDep) -> RoleOut:
+def add_role(body: RoleIn, rt: RuntimeDep, caller: AdminDep) -> RoleOut:
     new = Role.build(body.name, [Rule.parse(r.effect, r.action, r.resource) for r in body.rules],
                      body.description)
-    role_service.add_role(rt, new)
+    role_service.add_role(rt, new, actor=caller.name)
     return RoleOut.from_domain(role_service.get_role(rt, new.name))
 
 
 @router.post("/groups")
-def add_group(body: GroupIn, rt: RuntimeDep, _: AdminDep) -> NamesOut:
-    return NamesOut(name=body.name, roles=role_service.add_group(rt, body.name, body.roles))
+def add_group(body: GroupIn, rt: RuntimeDep, caller: AdminDep) -> NamesOut:
+    return NamesOut(name=body.name, roles=role_service.add_group(rt, body.name, body.roles,
+                                                                 actor=caller.name))
 
 
 @router.post("/devices/{device_id}/roles")
-def assign(device_id: str, body: AssignIn, rt: RuntimeDep, _: OperatorDep) -> NamesOut:
-    return NamesOut(name=device_id, roles=role_service.assign_device(rt, device_id, body.roles))
+def assign(device_id: str, body: AssignIn, rt: RuntimeDep, caller: OperatorDep) -> NamesOut:
+    return NamesOut(name=device_id, roles=role_service.assign_device(rt, device_id, body.roles,
+                                                                     actor=caller.name))
 
 
 @router.get("/policy", response_class=Response,

@@ -70,9 +70,9 @@ def ca_chain(rt: RuntimeDep, _: AuditorDep) -> Response:
 
 
 @v1.post("/devices", status_code=201)
-def add_device(body: DeviceIn, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
+def add_device(body: DeviceIn, rt: RuntimeDep, caller: OperatorDep) -> DeviceOut:
     new = devices.NewDevice.parse(body.id, body.groups, body.attributes)
-    return DeviceOut.from_domain(devices.add_device(rt, new))
+    return DeviceOut.from_domain(devices.add_device(rt, new, actor=caller.name))
 
 
 @v1.get("/devices")
@@ -164,13 +164,15 @@ def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> Certifi
 # segment would also take the fixed sub-paths of other routers (``/roles``, ``/keys``),
 # depending on the order in which the routers are included.
 @v1.post("/devices/{device_id}/disable")
-def disable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
-    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.DISABLED))
+def disable_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> DeviceOut:
+    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.DISABLED,
+                                              actor=caller.name))
 
 
 @v1.post("/devices/{device_id}/enable")
-def enable_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
-    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.ACTIVE))
+def enable_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> DeviceOut:
+    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.ACTIVE,
+                                              actor=caller.name))
 
 
 @v1.post("/devices/{device_id}/approve")
@@ -181,5 +183,6 @@ def approve_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> Devic
 
 
 @v1.post("/devices/{device_id}/retire")
-def retire_device(device_id: str, rt: RuntimeDep, _: OperatorDep) -> DeviceOut:
-    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.RETIRED))
+def retire_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> DeviceOut:
+    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.RETIRED,
+                                              actor=caller.name))

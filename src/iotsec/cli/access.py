@@ -42,7 +42,7 @@ def role_add(
     rules += [parse_rule_spec("allow", s) for s in allow or []]
     role = Role.build(name, rules, description)
     with runtime() as rt:
-        role_service.add_role(rt, role)
+        role_service.add_role(rt, role, actor="cli")
         info = role_service.get_role(rt, role.name)
     if as_json:
         emit_json(RoleOut.from_domain(info))
@@ -86,7 +86,7 @@ def group_add(
 ) -> None:
     """Create a group (or use an existing one) and bind roles its members inherit."""
     with runtime() as rt:
-        roles = role_service.add_group(rt, name, role or [])
+        roles = role_service.add_group(rt, name, role or [], actor="cli")
     if as_json:
         emit_json(NamesOut(name=name, roles=roles))
     else:

@@ -47,7 +47,7 @@ def add(
     """Register a device (state: pending until its first certificate)."""
     new = service.NewDevice.parse(device_id, group or [], attr or [], role)
     with runtime() as rt:
-        device = service.add_device(rt, new)
+        device = service.add_device(rt, new, actor="cli")
     if as_json:
         emit_json(DeviceOut.from_domain(device))
     else:
@@ -89,7 +89,7 @@ def assign(
 ) -> None:
     """Bind roles to a registered device."""
     with runtime() as rt:
-        roles = assign_device(rt, device_id, role)
+        roles = assign_device(rt, device_id, role, actor="cli")
     if as_json:
         emit_json(NamesOut(name=device_id, roles=roles))
     else:
@@ -120,7 +120,7 @@ def show(
 
 def _set_state(device_id: str, target: DeviceState, as_json: bool) -> None:
     with runtime() as rt:
-        device = change_state(rt, device_id, target)
+        device = change_state(rt, device_id, target, actor="cli")
     if as_json:
         emit_json(DeviceOut.from_domain(device))
     else:
@@ -188,12 +188,12 @@ def import_(
     devices = list(_rows(text))  # validate every line before writing anything
     with runtime() as rt:
         if as_json:
-            count = service.import_devices(rt, devices)
+            count = service.import_devices(rt, devices, actor="cli")
             emit_json({"imported": count})
             return
         with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
             task = progress.add_task("import", total=len(devices))
             count = service.import_devices(
-                rt, devices, progress=lambda n: progress.advance(task, n))
+                rt, devices, progress=lambda n: progress.advance(task, n), actor="cli")
     console.print(f"Imported {plural(count, 'device')}")

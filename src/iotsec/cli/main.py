@@ -79,8 +79,9 @@ class LazyGroup(TyperGroup):
     for (and those registered on :data:`app` itself, as usual)."""
 
     def list_commands(self, ctx: Context) -> list[str]:
-        own = super().list_commands(ctx)
-        return own + [name for name, _ in COMMANDS if name not in own]
+        # The table's order whichever were loaded already, then any registered here only.
+        table = [name for name, _ in COMMANDS]
+        return table + [name for name in super().list_commands(ctx) if name not in _TARGETS]
 
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         command = super().get_command(ctx, cmd_name)

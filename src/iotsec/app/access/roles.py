@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from iotsec.access.policy import Role, Rule, parse_role_name
+from iotsec.app.events import Event
 from iotsec.app.identity.bindings import (
     assign_roles,
     bump_policy_version,
@@ -55,9 +56,13 @@ def write_role(conn: Connection, role: Role, now: int, *, replace: bool) -> None
     bump_policy_version(conn)
 
 
-def add_role(rt: Runtime, role: Role) -> Role:
+def add_role(rt: Runtime, role: Role, *, actor: str | None = None) -> Role:
+    moment = rt.now()
     with transaction(rt.engine) as conn:
-        write_role(conn, role, ts(rt.now()), replace=False)
+        write_role(conn, role, ts(moment), replace=False)
+        rt.events.record_in(conn, Event(moment, "role.added", "success", actor=actor,
+                                        subject=role.name,
+                                        detail={"rules": len(role.rules)}))
     policy_changed(rt)
     return role
 
@@ -105,9 +110,12 @@ def get_role(rt: Runtime, name: str) -> RoleInfo:
     raise NotFoundError(f"role {name!r} does not exist", hint="see 'iotsec role list'")
 
 
-def assign_device(rt: Runtime, device_id: str, roles: Sequence[str]) -> list[str]:
-    """``iotsec device assign ID --role NAME``; returns the device's roles afterwards."""
+def assign_device(rt: Runtime, device_id: str, roles: Sequence[str], *,
+                  actor: str | None = None) -> list[str]:
+    """``iotsec device assign ID --role NAME``; returns the device's roles afterwards (a
+    ``device.roles`` event in the same transaction)."""
     device_id = parse_device_id(device_id)
+    moment = rt.now()
     with transaction(rt.engine) as conn:
         if conn.execute(select(m.devices.c.id).where(m.devices.c.id == device_id)).first() is None:
             raise NotFoundError(f"device {device_id!r} is not registered",
@@ -116,14 +124,20 @@ def assign_device(rt: Runtime, device_id: str, roles: Sequence[str]) -> list[str
         held = list(conn.execute(select(m.device_roles.c.role_name).where(
             m.device_roles.c.device_id == device_id).order_by(m.device_roles.c.role_name)
         ).scalars())
+        rt.events.record_in(conn, Event(moment, "device.roles", "success", actor=actor,
+                                        subject=device_id,
+                                        detail={"assigned": list(roles), "roles": held}))
     policy_changed(rt)
     return held
 
 
-def add_group(rt: Runtime, name: str, roles: Sequence[str]) -> list[str]:
-    """Create a group if needed and bind roles to it; returns the group's roles."""
+def add_group(rt: Runtime, name: str, roles: Sequence[str], *,
+              actor: str | None = None) -> list[str]:
+    """Create a group if needed and bind roles to it; returns the group's roles (a
+    ``group.roles`` event in the same transaction)."""
     name = parse_group_name(name)
-    now = ts(rt.now())
+    moment = rt.now()
+    now = ts(moment)
     with transaction(rt.engine) as conn:
         wanted = require_roles(conn, roles)
         exists = conn.execute(select(m.groups.c.name).where(m.groups.c.name == name)).first()
@@ -139,6 +153,10 @@ def add_group(rt: Runtime, name: str, roles: Sequence[str]) -> list[str]:
             conn.execute(insert(m.group_roles), [{"group_name": name, "role_name": r}
                                                  for r in new])
             bump_policy_version(conn)
+        rt.events.record_in(conn, Event(moment, "group.roles", "success", actor=actor,
+                                        subject=name, detail={
+                                            "created": exists is None, "added": new,
+                                            "roles": sorted(have | set(new))}))
     policy_changed(rt)
     return sorted(have | set(new))
 

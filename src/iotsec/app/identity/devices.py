@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, insert, select, update
 
 from iotsec.access.policy import parse_role_name
+from iotsec.app.events import Event
 from iotsec.app.identity.bindings import DEFAULT_ROLE, assign_roles, policy_changed
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
@@ -92,28 +93,37 @@ def insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> No
     _insert_devices(conn, batch, now)
 
 
-def add_device(rt: Runtime, new: NewDevice) -> Device:
-    now = ts(rt.now())
+def add_device(rt: Runtime, new: NewDevice, *, actor: str | None = None) -> Device:
+    """Register a device (pending); a ``device.added`` event in the same transaction."""
+    moment = rt.now()
+    now = ts(moment)
     with transaction(rt.engine) as conn:
         exists = conn.execute(select(m.devices.c.id).where(m.devices.c.id == new.id)).first()
         if exists:
             raise ConflictError(f"device {new.id!r} is already registered",
                                 hint="use 'iotsec device show' to see it")
         _insert_devices(conn, [new], now)
+        rt.events.record_in(conn, Event(moment, "device.added", "success", actor=actor,
+                                        subject=new.id, detail={
+                                            "groups": list(new.groups),
+                                            "roles": list(new.roles or (DEFAULT_ROLE,))}))
     policy_changed(rt)
     return get_device(rt, new.id)
 
 
 def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
                    progress: Callable[[int], None] | None = None,
-                   batch_size: int = IMPORT_BATCH) -> int:
+                   batch_size: int = IMPORT_BATCH, actor: str | None = None) -> int:
     """Register many devices in one transaction, written in batches: all or nothing.
 
-    An id that is already registered, or that appears twice, refuses the whole import.
+    An id that is already registered, or that appears twice, refuses the whole import. One
+    ``device.imported`` event (the count, the first and last ids) in the same transaction.
     """
     total = 0
     seen: set[str] = set()
-    now = ts(rt.now())
+    moment = rt.now()
+    now = ts(moment)
+    ends: list[str] = []  # the first and the last id imported
     with transaction(rt.engine) as conn:
         batch: list[NewDevice] = []
 
@@ -129,6 +139,7 @@ def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
                                     "imported", hint="remove the registered ids and import again")
             _insert_devices(conn, batch, now)
             total += len(batch)
+            ends[:] = [ends[0] if ends else batch[0].id, batch[-1].id]
             if progress:
                 progress(len(batch))
             batch.clear()
@@ -142,6 +153,10 @@ def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
             if len(batch) >= batch_size:
                 flush()
         flush()
+        if total:
+            rt.events.record_in(conn, Event(moment, "device.imported", "success", actor=actor,
+                                            detail={"count": total, "first": ends[0],
+                                                    "last": ends[1]}))
     policy_changed(rt)
     return total
 
