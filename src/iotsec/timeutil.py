@@ -34,15 +34,20 @@ def parse_moment(text: str, now: datetime) -> datetime:
     """A point in time: a duration back from ``now`` (``2h``, ``7d``: see
     :func:`parse_duration`) or an ISO 8601 date or time (UTC unless it names an offset)."""
     stripped = text.strip()
-    if _DURATION.fullmatch(stripped):
-        return now - parse_duration(stripped)
+    moment: datetime | None = None
     try:
-        moment = datetime.fromisoformat(stripped.replace("Z", "+00:00")) if len(
-            stripped) <= 40 else None
-    except ValueError:
+        if _DURATION.fullmatch(stripped):
+            moment = now - parse_duration(stripped)
+        elif len(stripped) <= 40:
+            moment = datetime.fromisoformat(stripped.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+        if moment is not None:
+            ts(moment)  # representable as Unix seconds
+    except (ValueError, OverflowError):
         moment = None
     if moment is None:
         raise InvalidInputError(f"{text[:40]!r} is neither a duration nor a date",
                                 hint="write 2h or 7d (that long ago), or an ISO 8601 time "
                                 "such as 2026-12-01T08:00:00Z")
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment

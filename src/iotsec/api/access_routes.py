@@ -27,7 +27,7 @@ from iotsec.app.wire.access import (
     TokenOut,
 )
 from iotsec.errors import InputTooLargeError
-from iotsec.timeutil import parse_duration
+from iotsec.timeutil import parse_duration, parse_moment
 
 __all__ = [
     "AssignIn", "AuthzIn", "GroupIn", "RoleIn", "RuleIO", "TokenIn", "add_group", "add_role",
@@ -150,8 +150,15 @@ def events(rt: RuntimeDep, _: AuditorDep,
            kind: Annotated[str | None, Query(max_length=64)] = None,
            limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
            before: Annotated[int | None, Query(ge=1, le=MAX_INT64)] = None,
-           device: Annotated[str | None, Query(max_length=128)] = None) -> list[EventOut]:
+           device: Annotated[str | None, Query(max_length=128)] = None,
+           since: Annotated[str | None, Query(
+               max_length=40, description="a duration back (2h, 7d) or an ISO 8601 time")
+                            ] = None,
+           until: Annotated[str | None, Query(max_length=40)] = None) -> list[EventOut]:
     rt.events.flush()
+    now = rt.now()
     return [EventOut.from_domain(e)
             for e in list_events(rt.engine, kind=kind, limit=limit, before=before,
-                                 actor=device)]
+                                 actor=device,
+                                 since=parse_moment(since, now) if since else None,
+                                 until=parse_moment(until, now) if until else None)]

@@ -20,9 +20,11 @@ from iotsec.api.emqx_fastpath import EmqxFastPath
 from iotsec.api.fastpath import DecisionFastPath
 from iotsec.api.headers import SecurityHeaders
 from iotsec.api.limits import BodyLimit
+from iotsec.api.monitor import router as monitor_router
 from iotsec.api.ota import device_router as ota_device_router
 from iotsec.api.ota import router as ota_router
 from iotsec.api.routes import public, v1
+from iotsec.api.timing import RequestTimer
 from iotsec.app.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -57,7 +59,8 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     app.state.runtime = rt
     problems.install(app)
     for router in (public, v1, access_router, device_tokens_router, ota_router,
-                   ota_device_router, emqx_router, audit_router, compliance_router):
+                   ota_device_router, emqx_router, audit_router, compliance_router,
+                   monitor_router):
         app.include_router(_declare_scopes(router))
     # Inside the body limit: the decision fast path answers well-formed decision requests
     # itself and hands everything else to the application.
@@ -68,5 +71,7 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     # Outermost: every answer gets the security headers, the body limit's and the fast
     # paths' too.
     app.add_middleware(SecurityHeaders)
+    # Outside everything: the latency of every answer, for /metrics.
+    app.add_middleware(RequestTimer, listener="api")
     return app
 

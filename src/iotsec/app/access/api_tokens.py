@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, false, insert, select, update
 
+from iotsec.app.counters import COUNTERS
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime, Slot
 from iotsec.app.throttle import failure_throttle
@@ -231,11 +232,13 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
         reason = "expired"
     if reason is not None or row is None:
         throttle.failed(where)
+        COUNTERS.inc("authentications", ("failure",))
         rt.events.record(Event(now, "auth", "failure", actor=match[1] if match else None,
                                source=source, subject=action, detail={"reason": reason}))
         raise AuthError("the API token is not valid")
     principal = Principal(token_id=row.id, name=row.name, scope=Scope(row.role))
     if not principal.scope.includes(needed):
+        COUNTERS.inc("authentications", ("denied",))
         rt.events.record(Event(now, "auth", "denied", actor=principal.name, source=source,
                                subject=action, detail={"scope": principal.scope.value,
                                                        "needed": needed.value}))
@@ -243,6 +246,7 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
                              f"this needs {needed.value}",
                              hint=f"use a token with the {needed.value} scope")
     throttle.succeeded(where)
+    COUNTERS.inc("authentications", ("success",))
     rt.events.record_repeated(Event(now, "auth", "success", actor=principal.name, source=source,
                                     subject=action, detail={"scope": principal.scope.value}))
     last_used = rt.get_or_put(_LAST_USED, dict)

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select
 from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity
 from iotsec.app.access.roles import load_roles
+from iotsec.app.counters import COUNTERS
 from iotsec.app.identity.devices import get_device
 from iotsec.app.identity.registry_cache import DeviceCache
 from iotsec.app.runtime import Runtime, Slot
@@ -178,7 +179,9 @@ def _decide(policy: CompiledPolicy, device: Device, action: str, resource: str,
     identity, state = _identity(device, cert_serial)
     decision = policy.decide(identity, action, resource)
     if state is not DeviceState.ACTIVE and state is not DeviceState.PENDING:
+        COUNTERS.inc("decisions", ("deny",))
         return Decision(False, action, resource,
                         reason=f"device {device.id!r} is {state.value} (denied whatever its "
                         "roles allow)")
+    COUNTERS.inc("decisions", ("allow" if decision.allowed else "deny",))
     return decision
