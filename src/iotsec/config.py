@@ -129,6 +129,24 @@ class Settings(EnvSettings):
         default=60.0, ge=0, le=86_400,
         description="how often 'iotsec serve' evaluates running update campaigns (device "
         "timeouts, waves, failure thresholds); 0 turns it off")
+    alert_webhook_url: str | None = Field(
+        default=None, pattern=r"^https?://[\x21-\x7e]{1,2000}$",
+        description="where alerts are POSTed as JSON (https, or http to a loopback address "
+        "only), signed with IOTSEC_ALERT_WEBHOOK_SECRET")
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="the HMAC-SHA256 key of the X-Iotsec-Signature header of alert webhooks")
+    alert_webhook_ca: Path | None = Field(
+        default=None, description="CA certificates (PEM) the alert webhook's server "
+        "certificate must chain to (default: the system's)")
+    alert_expiry_days: int = Field(
+        default=30, ge=1, le=3650,
+        description="certificates expiring within this many days raise the cert.expiring "
+        "alert (CAs: three times as long)")
+    alert_tick_seconds: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description="how often 'iotsec serve' runs the scheduled alert checks and retries "
+        "alert deliveries; 0 turns both off")
     event_checkpoint_seconds: float = Field(
         default=60.0, ge=0, le=86_400,
         description="how often 'iotsec serve' signs a checkpoint of the event chain with the "

@@ -66,3 +66,21 @@ def test_verify_and_checkpoint_over_the_api(api: TestClient, rt: Runtime) -> Non
     assert api.get("/v1/events", params={"until": "2000-01-01"}).json() == []
     bad = api.get("/v1/events", params={"since": "999999w"})
     assert bad.status_code == 422
+
+
+def test_alerts_over_the_api(api: TestClient, anon: TestClient, rt: Runtime) -> None:
+    from iotsec.app.monitor.checks import run_checks
+
+    add_device(api, "a-1")
+    issue(api, "a-1", make_csr(), days=2)
+    (alert_id,) = run_checks(rt).raised
+    assert anon.get("/v1/alerts").status_code == 401
+    listed = api.get("/v1/alerts", params={"state": "open"}).json()
+    assert [a["id"] for a in listed] == [alert_id]
+    assert api.get(f"/v1/alerts/{alert_id}").json()["rule"] == "cert.expiring"
+    assert api.get("/v1/alerts/99999").status_code == 404
+    assert api.get("/v1/alerts", params={"state": "closed"}).status_code == 422
+    acked = api.post(f"/v1/alerts/{alert_id}/ack").json()
+    assert acked["state"] == "acknowledged" and acked["acknowledged_by"]
+    assert api.post(f"/v1/alerts/{alert_id}/resolve").json()["state"] == "resolved"
+    assert api.post(f"/v1/alerts/{alert_id}/resolve").status_code == 409

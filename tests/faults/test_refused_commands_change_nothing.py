@@ -37,7 +37,8 @@ SQLITE_FILES = ("iotsec.db", "iotsec.db-wal", "iotsec.db-shm", "iotsec.db-journa
 
 #: Commands that never write: to the store, the home or a file.
 READ_ONLY = frozenset({
-    "authz check", "ca chain", "cert list", "cert show", "compliance attestations",
+    "alerts list", "alerts show", "authz check", "ca chain", "cert list", "cert show",
+    "compliance attestations",
     "compliance frameworks", "data inspect", "device list", "device show",
     "device-token key list", "enrol claim-ca list", "enrol secret list",
     "enrol template list", "enrol template show", "events list", "events verify",
@@ -52,6 +53,10 @@ READ_ONLY = frozenset({
 #: One refused invocation of each command that writes. ``{w}`` is the work directory
 #: (inputs: ``garbage``, ``good.csr``, ``devices.csv``, ``policy.yaml``, ``exists``).
 REFUSALS: dict[str, list[str]] = {
+    "alerts ack": ["alerts", "ack", "4242"],
+    "alerts check": ["alerts", "check", "--nonsense"],
+    "alerts deliver": ["alerts", "deliver", "--nonsense"],
+    "alerts resolve": ["alerts", "resolve", "4242"],
     "audit": ["audit", "--fail-on", "nonsense"],
     "backup create": ["backup", "create", "{w}/garbage"],
     "backup restore": ["backup", "restore", "{w}/garbage"],

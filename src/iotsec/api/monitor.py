@@ -1,16 +1,25 @@
-"""``GET /metrics`` (Prometheus, auditor scope), ``GET /v1/events/verify`` (auditor) and
-``POST /v1/events/checkpoint`` (admin): monitoring and the tamper-evident event log."""
+"""``GET /metrics`` (Prometheus, auditor scope), ``GET /v1/events/verify`` (auditor),
+``POST /v1/events/checkpoint`` (admin), and the alerts (``GET /v1/alerts``, auditor;
+acknowledging and resolving, operator)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from iotsec.api.deps import AdminDep, AuditorDep, RuntimeDep
+from fastapi import APIRouter, Path, Query, Response
+
+from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
+from iotsec.app.monitor.alerts import get_alert, list_alerts, set_state
 from iotsec.app.monitor.chain import checkpoint, verify
 from iotsec.app.monitor.metrics import CONTENT_TYPE, render
-from iotsec.app.wire.monitor import ChainReportOut, CheckpointOut
+from iotsec.app.wire.monitor import AlertOut, ChainReportOut, CheckpointOut
+from iotsec.eventlog.alerts import AlertState
 
-__all__ = ["metrics", "router", "sign_checkpoint", "verify_events"]
+__all__ = [
+    "acknowledge_alert", "alert", "alerts", "metrics", "resolve_alert", "router",
+    "sign_checkpoint", "verify_events"
+]
+AlertId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 router = APIRouter()
 
@@ -35,3 +44,28 @@ def sign_checkpoint(rt: RuntimeDep, _: AdminDep) -> CheckpointOut:
     """Sign a checkpoint of the event chain now (as ``iotsec events checkpoint``)."""
     result = checkpoint(rt)
     return CheckpointOut(seq=result.seq, hash=result.hash, made=result.made)
+
+
+@router.get("/v1/alerts")
+def alerts(rt: RuntimeDep, _: AuditorDep,
+           state: Annotated[AlertState | None, Query()] = None,
+           limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[AlertOut]:
+    """Alerts, the most recently updated first."""
+    return [AlertOut.from_domain(a) for a in list_alerts(rt, state=state, limit=limit)]
+
+
+@router.get("/v1/alerts/{alert_id}")
+def alert(alert_id: AlertId, rt: RuntimeDep, _: AuditorDep) -> AlertOut:
+    return AlertOut.from_domain(get_alert(rt, alert_id))
+
+
+@router.post("/v1/alerts/{alert_id}/ack")
+def acknowledge_alert(alert_id: AlertId, rt: RuntimeDep, caller: OperatorDep) -> AlertOut:
+    return AlertOut.from_domain(set_state(rt, alert_id, AlertState.ACKNOWLEDGED,
+                                          actor=caller.name))
+
+
+@router.post("/v1/alerts/{alert_id}/resolve")
+def resolve_alert(alert_id: AlertId, rt: RuntimeDep, caller: OperatorDep) -> AlertOut:
+    return AlertOut.from_domain(set_state(rt, alert_id, AlertState.RESOLVED,
+                                          actor=caller.name))

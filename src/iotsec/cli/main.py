@@ -38,6 +38,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("policy", "iotsec.cli.policy:app"),
     ("token", "iotsec.cli.tokens:token_app"),
     ("events", "iotsec.cli.events:app"),
+    ("alerts", "iotsec.cli.alerts:app"),
     ("device-token", "iotsec.cli.device_tokens:app"),
     ("firmware", "iotsec.cli.firmware:app"),
     ("ota", "iotsec.cli.ota:app"),

@@ -292,6 +292,13 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
 
         threading.Thread(target=checkpoint_loop, args=(rt, stop), name="iotsec-checkpoints",
                          daemon=True).start()
+    if rt.settings.alert_tick_seconds > 0:
+        # Scheduled alert checks (expiring certificates and CAs, stale CRLs, paused
+        # campaigns) and the alert deliveries, with their retries.
+        from iotsec.app.monitor.checks import alert_loop
+
+        threading.Thread(target=alert_loop, args=(rt, stop), name="iotsec-alerts",
+                         daemon=True).start()
     if rt.settings.broker_dir is not None:
         # Keeps the broker's ACL and CRL current (a CRL past its nextUpdate would lock
         # every device out).

@@ -19,8 +19,8 @@ from sqlalchemy import (
 )
 
 __all__ = [
-    "api_tokens", "authorities", "certificates", "claim_cas", "claim_uses",
-    "compliance_attestations", "crls", "device_groups", "device_keys", "device_roles",
+    "alert_deliveries", "alerts", "api_tokens", "authorities", "certificates", "claim_cas",
+    "claim_uses", "compliance_attestations", "crls", "device_groups", "device_keys", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
     "events", "group_roles", "groups", "metadata", "ota_campaign_devices", "ota_campaigns",
     "ota_device_firmware", "ota_releases", "pending_enrolments", "policy_version",
@@ -445,4 +445,41 @@ pending_enrolments = Table(
     Column("template", String(64), nullable=False),
     Column("source", String(64), nullable=True),
     Column("requested_at", BigInteger, nullable=False),
+)
+
+
+# Alerts: one per rule and subject (fingerprint) while not resolved; raised again, it counts.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # open | acknowledged | resolved
+    Column("summary", Text, nullable=False),
+    Column("suggested", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON object
+    Column("count", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("acknowledged_by", String(160), nullable=True),
+    Column("resolved_by", String(160), nullable=True),
+    Index(None, "fingerprint", "state"),
+    Index(None, "state", "updated_at"),
+)
+
+# One row per alert and sink: pending until delivered, dead after the last attempt.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("alert_id", Integer, ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True),
+    Column("sink", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("last_error", String(512), nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "state", "next_attempt_at"),
 )

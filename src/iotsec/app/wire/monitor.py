@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
+from iotsec.app.monitor.alerts import Alert
 from iotsec.app.wire.base import Wire
 from iotsec.eventlog.chain import ChainFault, ChainReport
 
-__all__ = ["ChainFaultOut", "ChainReportOut", "CheckpointOut"]
+__all__ = ["AlertOut", "ChainFaultOut", "ChainReportOut", "CheckResultOut", "CheckpointOut"]
 
 
 class ChainFaultOut(Wire):
@@ -50,3 +54,38 @@ class CheckpointOut(Wire):
     seq: int
     hash: str
     made: bool
+
+
+class AlertOut(Wire):
+    """An alert: what was detected, how bad, what to do, and where it was delivered."""
+
+    id: int
+    rule: str
+    severity: str
+    subject: str
+    state: str
+    summary: str
+    suggested: str
+    evidence: dict[str, Any]
+    count: int
+    created_at: datetime
+    updated_at: datetime
+    acknowledged_by: str | None
+    resolved_by: str | None
+    deliveries: dict[str, str]
+
+    @classmethod
+    def from_domain(cls, a: Alert) -> AlertOut:
+        return cls(id=a.id, rule=a.rule, severity=a.severity.value, subject=a.subject,
+                   state=a.state.value, summary=a.summary, suggested=a.suggested,
+                   evidence=a.evidence, count=a.count, created_at=a.created_at,
+                   updated_at=a.updated_at, acknowledged_by=a.acknowledged_by,
+                   resolved_by=a.resolved_by, deliveries=a.deliveries)
+
+
+class CheckResultOut(Wire):
+    """What one run of the scheduled checks raised, counted again and resolved."""
+
+    raised: list[int]
+    repeated: list[int]
+    resolved: list[int]
