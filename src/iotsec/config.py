@@ -139,6 +139,30 @@ class Settings(EnvSettings):
     alert_webhook_ca: Path | None = Field(
         default=None, description="CA certificates (PEM) the alert webhook's server "
         "certificate must chain to (default: the system's)")
+    alert_syslog: str | None = Field(
+        default=None, pattern=r"^(udp|tcp|tls)://[A-Za-z0-9.:\[\]_-]{1,255}:[0-9]{1,5}$",
+        description="where alerts are sent as RFC 5424 syslog messages: udp://HOST:PORT, "
+        "tcp://HOST:PORT (RFC 6587 octet counting) or tls://HOST:PORT (RFC 5425); tcp and "
+        "udp only to a loopback address")
+    alert_syslog_ca: Path | None = Field(
+        default=None, description="CA certificates (PEM) the syslog server's certificate "
+        "must chain to for tls:// (default: the system's)")
+    alert_smtp_url: str | None = Field(
+        default=None, pattern=r"^smtp://[A-Za-z0-9.:\[\]_-]{1,255}(:[0-9]{1,5})?$",
+        description="the SMTP server alerts are mailed through (STARTTLS is required, "
+        "except to a loopback address)")
+    alert_smtp_ca: Path | None = Field(
+        default=None, description="CA certificates (PEM) the SMTP server's certificate must "
+        "chain to (default: the system's)")
+    alert_smtp_from: str | None = Field(
+        default=None, pattern=r"^[^\s@<>]{1,64}@[A-Za-z0-9.-]{1,255}$",
+        description="the sender address of alert mails")
+    alert_smtp_to: list[str] = Field(
+        default_factory=list, description="the recipients of alert mails (JSON list)")
+    alert_smtp_user: str | None = Field(default=None, max_length=256,
+                                        description="SMTP login, after STARTTLS")
+    alert_smtp_password: SecretStr | None = Field(default=None,
+                                                  description="SMTP password")
     alert_expiry_days: int = Field(
         default=30, ge=1, le=3650,
         description="certificates expiring within this many days raise the cert.expiring "

@@ -50,7 +50,10 @@ class Alert:
 
 def sinks(rt: Runtime) -> list[str]:
     """The sinks alerts are delivered to, as the settings configure them."""
-    return ["webhook"] if rt.settings.alert_webhook_url else []
+    settings = rt.settings
+    return [name for name, on in (("webhook", settings.alert_webhook_url),
+                                  ("syslog", settings.alert_syslog),
+                                  ("email", settings.alert_smtp_url)) if on]
 
 
 def _evidence(evidence: dict[str, Any]) -> str:
