@@ -60,8 +60,10 @@ def test_names_refused(bad: str) -> None:
 def test_profiles() -> None:
     assert parse_profile("device") == "device"
     assert parse_profile("server") == "server"
-    with pytest.raises(InvalidInputError, match="unknown certificate profile"):
-        parse_profile("ca")
+    assert parse_profile("short-lived.v2") == "short-lived.v2"  # a named profile's name
+    for bad in ("", "Server", "a b", "-x", "x" * 65):
+        with pytest.raises(InvalidInputError, match="certificate profile name"):
+            parse_profile(bad)
 
 
 def test_id_sources() -> None:

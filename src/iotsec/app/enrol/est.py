@@ -38,13 +38,7 @@ from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.cert_records import CertificateRecord
-from iotsec.app.pki.issuance import (
-    SHARED_KEY_HINT,
-    device_profile,
-    issue_in,
-    profile_named,
-    renew,
-)
+from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew
 from iotsec.app.runtime import Runtime
 from iotsec.app.throttle import failure_throttle
 from iotsec.errors import (
@@ -191,10 +185,10 @@ def _create_device(conn: Connection, device_id: str, template: Template, now: in
 
 def _issue(conn: Connection, rt: Runtime, req: _Request, device_id: str,
            profile: str | None) -> CertificateRecord:
+    # The template's profile applies when neither the device nor its groups name one.
     try:
         return issue_in(conn, rt, device_id, req.certified, moment=req.moment,
-                        profile=device_profile(rt) if profile is None
-                        else profile_named(rt, profile))
+                        fallback=profile)
     except ConflictError as exc:  # a key another identity holds, or a disabled device
         message = _KEY_HELD if not isinstance(exc, DeviceStateError) else (
             "the device may not hold a certificate")
