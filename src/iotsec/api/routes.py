@@ -99,6 +99,7 @@ def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOu
 @v1.post("/devices/{device_id}/certificates", status_code=201)
 def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     record = issuance.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days,
+                                     profile=body.profile,
                                      allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
@@ -106,7 +107,7 @@ def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> Cert
 @v1.post("/devices/{device_id}/certificates/keygen", status_code=201)
 def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: OperatorDep) -> KeygenOut:
     bundle = bundles.issue_with_keygen(rt, device_id, key_type=KeyType.parse(body.key_type),
-                                       days=body.days,
+                                       days=body.days, profile=body.profile,
                                        p12_passphrase=body.pkcs12_passphrase.encode("utf-8"))
     return KeygenOut.from_domain(bundle, rt.now())
 
