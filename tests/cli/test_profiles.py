@@ -120,7 +120,7 @@ def test_refusals_change_nothing(cli: Cli, tmp_path: Path) -> None:
         (("device", "set-profile", "nobody", "server"), "does not exist"),
         (("group", "set-profile", "nogroup", "server"), "does not exist"),
         (("cert", "issue", "dev-1", "--csr", str(tmp_path / "rsa.csr")),
-         "allows p256 keys; the CSR carries a rsa2048 key"),
+         "allows p256 keys; the CSR's key is rsa2048"),
         (("cert", "issue", "dev-1", "--csr", str(tmp_path / "p256.csr")),
          "attribute 'hostname', which device 'dev-1' does not have"),
         (("cert", "issue", "dev-1", "--csr", str(tmp_path / "p256.csr"), "--profile",

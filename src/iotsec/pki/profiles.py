@@ -250,8 +250,8 @@ class CertProfile:
         kind = key_type_of(public_key)
         if kind not in self.key_types:
             raise ProfileRefusedError(
-                f"profile {self.name!r} allows {', '.join(self.key_types)} keys; the CSR "
-                f"carries a {kind} key",
+                f"profile {self.name!r} allows {', '.join(self.key_types)} keys; the CSR's "
+                f"key is {kind}",
                 hint=f"generate a {self.key_types[0]} key, or use another profile")
 
     def check_validity(self, days: int | None) -> int:
