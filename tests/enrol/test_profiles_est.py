@@ -17,7 +17,8 @@ from iotsec.app.pki import profiles
 from iotsec.app.pki.cert_records import list_certificates
 from iotsec.app.runtime import Runtime
 from iotsec.errors import NotFoundError, ProfileRefusedError
-from iotsec.pki.est import read_certs_only
+from iotsec.pki.der import oid as der_oid
+from iotsec.pki.est import decode_base64_body, read_certs_only
 from iotsec.pki.profiles import CertProfile
 from iotsec.pki.x509 import OID_NO_REV_AVAIL
 from tests.enrol.asgi_est import EstApp, assert_text_error, issued_certificate
@@ -123,3 +124,21 @@ def test_simpleenroll_over_http_under_a_custom_profile(rt: Runtime) -> None:
                        secret=(info.id, secret))
     assert "allows p256, p384 keys" in assert_text_error(refused, 400)
     assert len(list_certificates(rt)) == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_csrattrs_name_a_key_type_the_templates_profile_allows(rt: Runtime) -> None:
+    secp384r1 = der_oid("1.3.132.0.34")
+    secp256r1 = der_oid("1.2.840.10045.3.1.7")
+    _profile(rt, "p384-only", key_types="p384")
+    _profile(rt, "any-ec", key_types="p256,p384")
+    add_template(rt, "big", profile="p384-only")
+    add_template(rt, "any", profile="any-ec")
+    app = EstApp(rt)
+    plain = decode_base64_body(app.get("csrattrs").content)
+    big = decode_base64_body(app.get("csrattrs", label="big").content)
+    anything = decode_base64_body(app.get("csrattrs", label="any").content)
+    # The issuing CA is P-256: kept where the profile allows it, else P-384.
+    assert secp256r1 in plain and secp384r1 not in plain
+    assert secp384r1 in big and secp256r1 not in big
+    assert anything == plain

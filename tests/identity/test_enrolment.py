@@ -93,7 +93,7 @@ def test_a_template_from_loose_input_is_normalised() -> None:
     ({"name": "t", "groups": ("a/b",)}, "group name"),
     ({"name": "t", "roles": ("bad role",)}, "role name"),
     ({"name": "t", "attributes": {"bad key": "v"}}, "attribute name"),
-    ({"name": "t", "profile": "root"}, "unknown certificate profile"),
+    ({"name": "t", "profile": "Root CA"}, "certificate profile name"),
     ({"name": "t", "id_from": "nowhere"}, "unknown id source"),
     ({"name": "t", "groups": tuple(f"g{i}" for i in range(33))}, "at most 32 groups"),
 ])

@@ -26,7 +26,8 @@ def _rows(p: ProfileOut) -> list[tuple[str, str]]:
             ("key types", ", ".join(p.key_types) or "any accepted"),
             ("extended key usage", ", ".join(p.ekus)),
             ("DNS names from", ", ".join(p.dns_from) or "-"),
-            ("revocation", "none (RFC 9608 noRevAvail)" if p.no_revocation else "CRL"),
+            ("revocation", "not checked (RFC 9608 noRevAvail)" if p.no_revocation
+             else "checked"),
             ("built-in", "yes" if p.builtin else "no"),
             ("created", when(p.created_at) if p.created_at else "-")]
 
@@ -74,7 +75,7 @@ def list_(as_json: JsonOpt = False) -> None:
     table(plural(len(found), "certificate profile"),
           ["name", "days", "key types", "eku", "dns from", "revocation"],
           [(p.name, p.validity_days, ", ".join(p.key_types) or "any", ", ".join(p.ekus),
-            ", ".join(p.dns_from) or "-", "none" if p.no_revocation else "CRL")
+            ", ".join(p.dns_from) or "-", "not checked" if p.no_revocation else "checked")
            for p in found])
 
 

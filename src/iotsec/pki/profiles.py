@@ -234,8 +234,8 @@ class CertProfile:
                 raise ProfileRefusedError(
                     f"profile {self.name!r} takes a DNS name from the attribute {key!r}, "
                     f"which device {device_id!r} does not have",
-                    hint=f"set it (e.g. re-register with --attr {key}=NAME.example.com), or "
-                    "choose another profile")
+                    hint=f"give the device the attribute ('--attr {key}=NAME.example.com' "
+                    "when it is registered), or select another profile")
             if not _DNS.fullmatch(value):
                 raise ProfileRefusedError(
                     f"the attribute {key!r} of device {device_id!r} is not a DNS name: "
