@@ -17,8 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     String,
+    bindparam,
     cast,
     delete,
     func,
@@ -242,36 +244,44 @@ def set_group_profile(rt: Runtime, group: str, profile: str | None) -> str | Non
     return _set(rt, _GP, _GP.c.group_name, parse_group_name(group), profile, "group")
 
 
+def _selection_queries() -> tuple[Any, Any, Any]:
+    """The resolution statements, built once (building them costs more than running them):
+    the device's and its groups' selections, and named profiles, each with the stored
+    definition it names (absent for the built-ins)."""
+    cols = [c.label(f"p_{c.name}") for c in _COLUMNS]
+    text, device = String(16), String(128)
+    ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
+    names: BindParameter[list[str]] = bindparam("names", expanding=True)
+    by_device = (select(literal("device", text).label("via"),
+                        _DP.c.device_id.label("device_id"), cast(null(), device).label("grp"),
+                        _DP.c.profile.label("profile"), *cols)
+                 .select_from(_DP.outerjoin(_P, _P.c.name == _DP.c.profile))
+                 .where(_DP.c.device_id.in_(ids)))
+    by_group = (select(literal("group", text).label("via"), _DG.c.device_id.label("device_id"),
+                       _DG.c.group_name.label("grp"), _GP.c.profile.label("profile"), *cols)
+                .select_from(_DG.join(_GP, _GP.c.group_name == _DG.c.group_name)
+                             .outerjoin(_P, _P.c.name == _GP.c.profile))
+                .where(_DG.c.device_id.in_(ids)))
+    by_name = (select(literal("named", text).label("via"),
+                      cast(null(), device).label("device_id"), cast(null(), device).label("grp"),
+                      _P.c.name.label("profile"), *cols).where(_P.c.name.in_(names)))
+    return union_all(by_device, by_group), union_all(by_device, by_group, by_name), by_name
+
+
+_SELECTED, _SELECTED_OR_NAMED, _NAMED = _selection_queries()
+
+
 def _selections(conn: Connection, ids: Sequence[str], wanted: Sequence[str], *,
                 selected: bool) -> list[Any]:
     """One query: the device's own and its groups' profile selections (when ``selected``),
     and the named profiles ``wanted``, each with its definition when it is stored."""
-    cols = [c.label(f"p_{c.name}") for c in _COLUMNS]
-    text, device = String(16), String(128)
-    parts: list[Any] = []
+    if selected and wanted:
+        return list(conn.execute(_SELECTED_OR_NAMED, {"ids": list(ids), "names": list(wanted)}))
     if selected:
-        parts.append(select(literal("device", text).label("via"),
-                            _DP.c.device_id.label("device_id"),
-                            cast(null(), device).label("grp"), _DP.c.profile.label("profile"),
-                            *cols)
-                     .select_from(_DP.outerjoin(_P, _P.c.name == _DP.c.profile))
-                     .where(_DP.c.device_id.in_(ids)))
-        parts.append(select(literal("group", text).label("via"),
-                            _DG.c.device_id.label("device_id"), _DG.c.group_name.label("grp"),
-                            _GP.c.profile.label("profile"), *cols)
-                     .select_from(_DG.join(_GP, _GP.c.group_name == _DG.c.group_name)
-                                  .outerjoin(_P, _P.c.name == _GP.c.profile))
-                     .where(_DG.c.device_id.in_(ids)))
+        return list(conn.execute(_SELECTED, {"ids": list(ids)}))
     if wanted:
-        parts.append(select(literal("named", text).label("via"),
-                            cast(null(), device).label("device_id"),
-                            cast(null(), device).label("grp"), _P.c.name.label("profile"),
-                            *cols).where(_P.c.name.in_(wanted)))
-    if not parts:
-        return []
-    if len(parts) == 1:
-        return list(conn.execute(parts[0]))
-    return list(conn.execute(union_all(*parts)))
+        return list(conn.execute(_NAMED, {"names": list(wanted)}))
+    return []
 
 
 def profiles_for(conn: Connection, rt: Runtime, device_ids: Sequence[str], *,
