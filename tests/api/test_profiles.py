@@ -58,6 +58,7 @@ def test_profile_routes_and_issuance(api: TestClient, rt: Runtime) -> None:
     assert "hostname" in body["detail"]
     assert _everything(api) == before
     assert operator.put("/v1/devices/gw-2/profile", json={"profile": "device"}).status_code == 200
+    assert api.get("/v1/devices/gw-2").json()["profile"] == "device"
     assert issue(api, "gw-2", make_csr())["profile"] == "device"
     assert issue(api, "gw-2", make_csr(), profile="server")["profile"] == "server"
 

@@ -49,6 +49,9 @@ def test_profile_commands_and_issued_certificates(cli: Cli, tmp_path: Path,
         "kind": "group", "name": "sites", "profile": "gateways"}
     assert cli.json("device", "set-profile", "sensor-1", "ephemeral") == {
         "kind": "device", "name": "sensor-1", "profile": "ephemeral"}
+    assert cli.json("device", "show", "sensor-1")["profile"] == "ephemeral"
+    assert cli.json("device", "show", "gw-1")["profile"] is None  # its group's decides
+    assert "ephemeral" in cli.ok("device", "show", "sensor-1").out
     shown = cli.json("profile", "show", "gateways")
     assert shown["usage"] == {"devices": 0, "groups": 1, "templates": 0}
     assert "1 group" in cli.ok("profile", "show", "gateways").out

@@ -20,7 +20,7 @@ from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki import bundles, cert_records, issuance, revocation
+from iotsec.app.pki import bundles, cert_records, issuance, profiles, revocation
 from iotsec.app.pki.crl import load_served_crl, served_crl
 from iotsec.app.wire.identity import (
     CertificateOut,
@@ -93,7 +93,7 @@ def list_devices(
 def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOut:
     d = devices.get_device(rt, device_id)
     return DeviceDetailOut.from_records(d, cert_records.list_certificates(rt, device_id=d.id),
-                                        rt.now())
+                                        rt.now(), profiles.device_selection(rt, d.id))
 
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)

@@ -15,7 +15,7 @@ from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices as service
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import cert_records
-from iotsec.app.pki.profiles import set_device_profile
+from iotsec.app.pki.profiles import device_selection, set_device_profile
 from iotsec.app.wire.access import NamesOut
 from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
 from iotsec.app.wire.profiles import ProfileSelectionOut
@@ -107,12 +107,14 @@ def show(
     with runtime() as rt:
         device = service.get_device(rt, device_id)
         held = cert_records.list_certificates(rt, device_id=device.id)
+        profile = device_selection(rt, device.id)
         now = rt.now()
     if as_json:
-        emit_json(DeviceDetailOut.from_records(device, held, now))
+        emit_json(DeviceDetailOut.from_records(device, held, now, profile))
         return
     table(f"device {device.id}", ["field", "value"], [
         ("state", device.state.value), ("groups", ", ".join(device.groups)),
+        ("profile", profile or "(its groups', else device)"),
         ("attributes", ", ".join(f"{k}={v}" for k, v in sorted(device.attributes.items()))),
         ("created", when(device.created_at)), ("updated", when(device.updated_at))])
     if held:

@@ -50,7 +50,8 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
-    "ProfileUsage", "StoredProfile", "add_profile", "device_profile", "get_profile",
+    "ProfileUsage", "StoredProfile", "add_profile", "device_profile", "device_selection",
+    "get_profile",
     "list_profiles", "load_profile", "profiles_for", "remove_profile", "require_profile",
     "set_device_profile", "set_group_profile"
 ]
@@ -231,6 +232,14 @@ def _set(rt: Runtime, table: Any, key_column: Any, subject: str, profile: str | 
     rt.events.record(Event(moment, f"{kind}.profile-set", "success", subject=subject,
                            detail={"profile": name}))
     return name
+
+
+def device_selection(rt: Runtime, device_id: str) -> str | None:
+    """The profile ``device_id`` selects itself, if any."""
+    with reading(rt.engine) as conn:
+        row = conn.execute(select(_DP.c.profile).where(
+            _DP.c.device_id == parse_device_id(device_id))).first()
+    return None if row is None else str(row.profile)
 
 
 def set_device_profile(rt: Runtime, device_id: str, profile: str | None) -> str | None:
