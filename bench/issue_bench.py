@@ -15,7 +15,9 @@ with the best round and the rate per CPU-second:
 * reference 2  -- ``openssl x509 -req``, one process per certificate (per-process cost);
 * ceiling      -- the cryptography alone: one CSR signature check and one ECDSA signature.
 
-The process is pinned to one CPU unless ``--no-pin`` is given.
+The process is pinned to one CPU unless ``--no-pin`` is given. With ``--group-profile`` the
+devices' group selects a named certificate profile (365 days, P-256, clientAuth: the same
+certificate), so every issuance resolves it from the store.
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ from common import (
     verdict,
 )
 from iotsec.app.identity import devices
-from iotsec.app.pki import issuance
+from iotsec.app.pki import issuance, profiles
 from iotsec.app.runtime import Runtime
 from iotsec.pki.csr import parse_csr
 from iotsec.pki.issue import device_uri, issue_device
-from iotsec.pki.profiles import DEVICE
+from iotsec.pki.profiles import DEVICE, CertProfile
 from iotsec.pki.serial import format_serial, random_serial
 from iotsec.store import models
 
@@ -238,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--group-profile", action="store_true",
+                        help="the devices' group selects a named certificate profile")
     args = parser.parse_args(argv)
     count = args.count or (1000 if args.quick else 10_000)
     single = args.single_count or (300 if args.quick else 3000)
@@ -256,9 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in turn (rotating order), so load from other processes hits all paths alike",
         "openssl x509 -req certificates": n_openssl, "cpu": pinning,
         "load average at start": load_average(),
-        "CSR keys": "P-256, one fresh key per CSR, PEM", "CA key": "P-256 (issuing CA)"})
+        "CSR keys": "P-256, one fresh key per CSR, PEM", "CA key": "P-256 (issuing CA)",
+        "certificate profile": "named, selected by the devices' group" if args.group_profile
+        else "built-in device"})
 
     with fresh_runtime("iotsec-bench-issue-") as rt:
+        if args.group_profile:
+            profiles.add_profile(rt, CertProfile.parse("fleet", days=365, key_types="p256",
+                                                       ekus="clientAuth"))
         ca = rt.authority("issuing")
         ca_key = issuing_private_key(rt)
         prepared = []
@@ -266,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             b_ids = [f"dev-b{r}-{i}" for i in range(count)]
             s_ids = [f"dev-s{r}-{i}" for i in range(single)]
             register(rt, b_ids + s_ids)
+            if args.group_profile and r == 0:
+                profiles.set_group_profile(rt, "fleet-a", "fleet")
             prepared.append((b_ids, make_csrs(b_ids), s_ids, make_csrs(s_ids)))
         print(f"# prepared {args.rounds} rounds of CSRs and registered their devices",
               flush=True)

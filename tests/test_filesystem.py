@@ -6,6 +6,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -264,3 +265,34 @@ def test_exclusive_lock_refuses_a_second_holder_at_once(tmp_path: Path) -> None:
             pass
     with fs.exclusive_lock(lock, busy):  # released when the block ended
         pass
+
+
+def test_a_device_or_fifo_is_written_into_never_replaced(tmp_path: Path) -> None:
+    """``iotsec crl -o /dev/null`` run as root must not leave a regular file in place of
+    /dev/null: a FIFO stands in for it here."""
+    import os
+    import stat
+    import threading
+
+    from iotsec.filesystem import atomic_stream, atomic_write
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+
+    def drain() -> None:
+        with fifo.open("rb") as reader:
+            got.append(reader.read())
+
+    for write in (lambda: atomic_write(fifo, b"one"), lambda: _stream(atomic_stream, fifo)):
+        thread = threading.Thread(target=drain)
+        thread.start()
+        write()
+        thread.join(10)
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert got == [b"one", b"two"]
+
+
+def _stream(atomic_stream: Any, path: Path) -> None:
+    with atomic_stream(path) as out:
+        out.write(b"two")

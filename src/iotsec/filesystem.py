@@ -36,6 +36,7 @@ import errno
 import fcntl
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -170,12 +171,27 @@ def staged_file(near: Path, *, mode: int = PRIVATE_FILE_MODE, suffix: str = "tmp
         path.unlink(missing_ok=True)
 
 
+def _special(path: Path) -> bool:
+    """Whether ``path`` is a device, a FIFO or a socket (``/dev/null``, ``/dev/stdout``, a
+    pipe): written into, never replaced. Renaming over ``/dev/null`` as root would leave a
+    regular file in its place for every other program."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+
+
 @contextlib.contextmanager
 def atomic_stream(path: Path, *, mode: int = 0o644, dir_mode: int = PRIVATE_DIR_MODE
                   ) -> Iterator[BinaryIO]:
     """Write ``path`` as a stream: the block writes to a temporary file, which replaces
     ``path`` atomically only if the block ends normally. Missing parent directories are
-    created with ``dir_mode``."""
+    created with ``dir_mode``. A device or FIFO (``/dev/null``) is written into instead."""
+    if _special(path):
+        with path.open("wb") as special:
+            yield special
+        return
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     with staged_file(path, mode=mode) as staged:
         yield staged.file
@@ -188,7 +204,12 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644,
     """Replace ``path`` with ``data`` atomically (``mode`` from the first byte); missing parent
     directories are created with ``dir_mode``. ``prepare`` is called with the temporary
     file's path before the rename, to give it an owner or a final mode that must hold from
-    the moment it appears under its name."""
+    the moment it appears under its name. A device or FIFO (``/dev/null``) is written into
+    instead of replaced."""
+    if _special(path):
+        with path.open("wb") as special:
+            special.write(data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     try:
         with staged_file(path, mode=mode) as staged:

@@ -178,7 +178,7 @@ def test_refusals_change_nothing(cli: Cli, tmp_path: Path) -> None:
         (("enrol", "template", "add", "bad name"), "not valid"),
         (("enrol", "template", "add", "x", "--id-from", "mac"), "unknown id source"),
         (("enrol", "template", "add", "x", "--role", "nobody"), "nobody"),
-        (("enrol", "template", "add", "x", "--profile", "root"), "unknown certificate profile"),
+        (("enrol", "template", "add", "x", "--profile", "root"), "no certificate profile 'root'"),
         (("enrol", "template", "add", "x", "--attr", "novalue"), "key=value"),
         (("enrol", "template", "add", "x", "--group", "a/b"), "group name"),
         (("enrol", "template", "add", "sensors"), "already exists"),

@@ -60,8 +60,10 @@ def test_names_refused(bad: str) -> None:
 def test_profiles() -> None:
     assert parse_profile("device") == "device"
     assert parse_profile("server") == "server"
-    with pytest.raises(InvalidInputError, match="unknown certificate profile"):
-        parse_profile("ca")
+    assert parse_profile("short-lived.v2") == "short-lived.v2"  # a named profile's name
+    for bad in ("", "Server", "a b", "-x", "x" * 65):
+        with pytest.raises(InvalidInputError, match="certificate profile name"):
+            parse_profile(bad)
 
 
 def test_id_sources() -> None:
@@ -91,7 +93,7 @@ def test_a_template_from_loose_input_is_normalised() -> None:
     ({"name": "t", "groups": ("a/b",)}, "group name"),
     ({"name": "t", "roles": ("bad role",)}, "role name"),
     ({"name": "t", "attributes": {"bad key": "v"}}, "attribute name"),
-    ({"name": "t", "profile": "root"}, "unknown certificate profile"),
+    ({"name": "t", "profile": "Root CA"}, "certificate profile name"),
     ({"name": "t", "id_from": "nowhere"}, "unknown id source"),
     ({"name": "t", "groups": tuple(f"g{i}" for i in range(33))}, "at most 32 groups"),
 ])

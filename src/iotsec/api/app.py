@@ -23,6 +23,7 @@ from iotsec.api.limits import BodyLimit
 from iotsec.api.monitor import router as monitor_router
 from iotsec.api.ota import device_router as ota_device_router
 from iotsec.api.ota import router as ota_router
+from iotsec.api.profiles import router as profiles_router
 from iotsec.api.routes import public, v1
 from iotsec.api.timing import RequestTimer
 from iotsec.app.runtime import Runtime
@@ -60,7 +61,7 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     problems.install(app)
     for router in (public, v1, access_router, device_tokens_router, ota_router,
                    ota_device_router, emqx_router, audit_router, compliance_router,
-                   monitor_router):
+                   monitor_router, profiles_router):
         app.include_router(_declare_scopes(router))
     # Inside the body limit: the decision fast path answers well-formed decision requests
     # itself and hands everything else to the application.

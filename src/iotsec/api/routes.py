@@ -20,7 +20,7 @@ from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.pki import bundles, cert_records, issuance, revocation
+from iotsec.app.pki import bundles, cert_records, issuance, profiles, revocation
 from iotsec.app.pki.crl import load_served_crl, served_crl
 from iotsec.app.wire.identity import (
     CertificateOut,
@@ -93,12 +93,13 @@ def list_devices(
 def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOut:
     d = devices.get_device(rt, device_id)
     return DeviceDetailOut.from_records(d, cert_records.list_certificates(rt, device_id=d.id),
-                                        rt.now())
+                                        rt.now(), profiles.device_selection(rt, d.id))
 
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)
 def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
     record = issuance.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days,
+                                     profile=body.profile,
                                      allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
@@ -106,7 +107,7 @@ def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> Cert
 @v1.post("/devices/{device_id}/certificates/keygen", status_code=201)
 def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: OperatorDep) -> KeygenOut:
     bundle = bundles.issue_with_keygen(rt, device_id, key_type=KeyType.parse(body.key_type),
-                                       days=body.days,
+                                       days=body.days, profile=body.profile,
                                        p12_passphrase=body.pkcs12_passphrase.encode("utf-8"))
     return KeygenOut.from_domain(bundle, rt.now())
 

@@ -9,14 +9,17 @@ import typer
 from iotsec.access.policy import Role, parse_rule_spec
 from iotsec.app.access import decisions as service
 from iotsec.app.access import roles as role_service
+from iotsec.app.pki.profiles import set_group_profile
 from iotsec.app.wire.access import DecisionOut, NamesOut, RoleOut
+from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
+from iotsec.cli.devices import ClearOpt, ProfileNameArg, check_selection
 from iotsec.cli.options import JsonOpt, NameArg
 from iotsec.cli.output import console, emit_json, plural, table
 
 __all__ = [
-    "authz_app", "authz_check", "group_add", "group_app", "role_add", "role_app", "role_list",
-    "role_show"
+    "authz_app", "authz_check", "group_add", "group_app", "group_set_profile", "role_add",
+    "role_app", "role_list", "role_show"
 ]
 
 role_app = typer.Typer(help="Device roles: rules of allow/deny, action and resource.",
@@ -91,6 +94,20 @@ def group_add(
         emit_json(NamesOut(name=name, roles=roles))
     else:
         console.print(f"Group {name}: roles {', '.join(roles) or '-'}", markup=False)
+
+
+@group_app.command("set-profile")
+def group_set_profile(name: NameArg, profile: ProfileNameArg = None, clear: ClearOpt = False,
+                      as_json: JsonOpt = False) -> None:
+    """Issue the certificates of the group's members under PROFILE, unless a device names
+    its own (members of groups that name different profiles are refused)."""
+    check_selection(profile, clear)
+    with runtime() as rt:
+        now = set_group_profile(rt, name, profile)
+    if as_json:
+        emit_json(ProfileSelectionOut(kind="group", name=name, profile=now))
+    else:
+        console.print(f"Group {name}: certificate profile {now or '(none)'}", markup=False)
 
 
 @authz_app.command("check")

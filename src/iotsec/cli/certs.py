@@ -73,31 +73,34 @@ def issue(
     output: Annotated[str | None, typer.Option("-o", "--output", help="FILE (with --csr) or "
                                                "DIR (with --keygen).")] = None,
     allow_shared_key: SharedKeyOpt = False,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", metavar="NAME", help="Certificate profile (default: the device's, its "
+        "groups', else device).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a client certificate from a CSR, or with a server-generated key (--keygen)."""
     if keygen == (csr is not None):
         raise typer.BadParameter("give exactly one of --csr FILE or --keygen")
     if keygen:
-        _issue_keygen(device_id, KeyType.parse(key_type), days, output, as_json)
+        _issue_keygen(device_id, KeyType.parse(key_type), days, output, as_json, profile)
         return
     assert csr is not None
     data = read_input(csr, MAX_CSR_BYTES, "CSR")
     with runtime() as rt:
-        record = issuance.issue_from_csr(rt, device_id, data, days=days,
+        record = issuance.issue_from_csr(rt, device_id, data, days=days, profile=profile,
                                          allow_shared_key=allow_shared_key)
         _print_issued(record, output, as_json, rt.now())
 
 
 def _issue_keygen(device_id: str, key_type: KeyType, days: int | None, output: str | None,
-                  as_json: bool) -> None:
+                  as_json: bool, profile: str | None) -> None:
     if output is None:
         raise typer.BadParameter("--keygen needs -o DIR to write the key and certificate to")
     env_pass = os.environ.get("IOTSEC_P12_PASSPHRASE")
     passphrase = env_pass or secrets.token_urlsafe(18)
     with runtime() as rt:
         done = issue_keygen_files(rt, device_id, Path(output), key_type=key_type, days=days,
-                                  p12_passphrase=passphrase.encode("utf-8"))
+                                  p12_passphrase=passphrase.encode("utf-8"), profile=profile)
         now = rt.now()
     if as_json:
         issued = CertificateOut.from_domain(done.certificate, now, with_pem=True)

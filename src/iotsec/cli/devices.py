@@ -15,8 +15,10 @@ from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices as service
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import cert_records
+from iotsec.app.pki.profiles import device_selection, set_device_profile
 from iotsec.app.wire.access import NamesOut
 from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
+from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, LimitOpt
 from iotsec.cli.output import console, emit_json, plural, read_input, table, when
@@ -24,8 +26,8 @@ from iotsec.errors import InvalidInputError, IotsecError
 from iotsec.identity.registry import DeviceState
 
 __all__ = [
-    "MAX_IMPORT_BYTES", "IdArg", "add", "app", "approve", "assign", "disable", "enable", "import_",
-    "list_", "retire", "show"
+    "MAX_IMPORT_BYTES", "IdArg", "ProfileNameArg", "add", "app", "approve", "assign", "disable",
+    "enable", "import_", "list_", "retire", "set_profile", "show"
 ]
 
 app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
@@ -105,17 +107,45 @@ def show(
     with runtime() as rt:
         device = service.get_device(rt, device_id)
         held = cert_records.list_certificates(rt, device_id=device.id)
+        profile = device_selection(rt, device.id)
         now = rt.now()
     if as_json:
-        emit_json(DeviceDetailOut.from_records(device, held, now))
+        emit_json(DeviceDetailOut.from_records(device, held, now, profile))
         return
     table(f"device {device.id}", ["field", "value"], [
         ("state", device.state.value), ("groups", ", ".join(device.groups)),
+        ("profile", profile or "(its groups', else device)"),
         ("attributes", ", ".join(f"{k}={v}" for k, v in sorted(device.attributes.items()))),
         ("created", when(device.created_at)), ("updated", when(device.updated_at))])
     if held:
         table("certificates", ["serial", "status", "not after"],
               [(c.serial, c.status(now), when(c.not_after)) for c in held])
+
+
+ProfileNameArg = Annotated[str | None, typer.Argument(
+    metavar="[PROFILE]", help="A certificate profile ('iotsec profile list').")]
+ClearOpt = Annotated[bool, typer.Option("--clear", help="Select no profile of its own.")]
+
+
+def check_selection(profile: str | None, clear: bool) -> None:
+    """Exactly one of a profile name or ``--clear``."""
+    if (profile is None) != clear:
+        raise typer.BadParameter("give exactly one of PROFILE or --clear")
+
+
+@app.command("set-profile")
+def set_profile(device_id: IdArg, profile: ProfileNameArg = None, clear: ClearOpt = False,
+                as_json: JsonOpt = False) -> None:
+    """Issue the device's certificates under PROFILE (before its groups' and its enrolment
+    template's; a request's --profile still comes first)."""
+    check_selection(profile, clear)
+    with runtime() as rt:
+        now = set_device_profile(rt, device_id, profile)
+    if as_json:
+        emit_json(ProfileSelectionOut(kind="device", name=device_id, profile=now))
+    else:
+        console.print(f"Device {device_id}: certificate profile {now or '(none of its own)'}",
+                      markup=False)
 
 
 def _set_state(device_id: str, target: DeviceState, as_json: bool) -> None:

@@ -147,7 +147,9 @@ def template_add(
         "--require-approval", help="New devices wait (awaiting-approval) until "
         "'iotsec device approve ID'.")] = False,
     profile: Annotated[str, typer.Option(
-        "--profile", help="Certificate profile: device or server.")] = "device",
+        "--profile", help="Certificate profile of the devices it enrols when neither the "
+        "device nor its groups name one: device, server or a named profile "
+        "('iotsec profile list').")] = "device",
     replace: Annotated[bool, typer.Option(
         "--replace", help="Change the template of that name (enrolled devices keep what "
         "they got).")] = False,

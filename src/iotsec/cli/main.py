@@ -49,6 +49,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("broker", "iotsec.cli.broker:app"),
     ("backup", "iotsec.cli.backup:app"),
     ("enrol", "iotsec.cli.enrol:app"),
+    ("profile", "iotsec.cli.profiles:app"),
     ("compliance", "iotsec.cli.compliance:app"),
     ("init", "iotsec.cli.setup:init"),
     ("crl", "iotsec.cli.crl:crl"),

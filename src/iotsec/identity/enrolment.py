@@ -36,8 +36,10 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 _ALLOW_ENTRY = re.compile(r"[\x21-\x7e]{1,128}")
 _HEX = re.compile(r"(?:0[xX])?[0-9A-Fa-f]{1,40}")
 
-#: Certificate profiles a template may name (until named profiles exist).
+#: The built-in certificate profiles; a template may also name any named profile.
 PROFILES = ("device", "server")
+# The profile name rule of pki.profiles (which identity may not import).
+_PROFILE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MAX_TEMPLATE_GROUPS = 32
 MAX_TEMPLATE_ROLES = 32
 #: An allow list file holds at most this many bytes and entries.
@@ -61,10 +63,12 @@ def parse_template_name(text: str) -> str:
 
 
 def parse_profile(text: str) -> str:
-    """The certificate profile a template names: ``device`` or ``server``."""
-    if text not in PROFILES:
-        raise InvalidInputError(f"unknown certificate profile {_show(text)}",
-                                hint=f"choose one of: {', '.join(PROFILES)}")
+    """The certificate profile a template names: a built-in (``device``, ``server``) or a
+    named profile (whether it exists is the service's to check)."""
+    if not isinstance(text, str) or not _PROFILE.fullmatch(text):
+        raise InvalidInputError(f"certificate profile name {_show(text)} is not valid",
+                                hint=f"give {' or '.join(PROFILES)}, or a profile from "
+                                "'iotsec profile list'")
     return text
 
 

@@ -7,6 +7,7 @@ CN = device id, SAN URI ``urn:iotsec:device:<id>`` plus the profile's DNS names.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -74,20 +75,28 @@ def issue_device(
     days: int | None = None,
     serial: int | None = None,
     crl_url: str | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> IssuedCertificate:
     """Sign a client certificate for ``device_id`` over the public key ``spki`` (DER).
 
-    With ``crl_url``, the certificate names it as its CRL distribution point."""
-    not_before, not_after = validity(ca, now, profile.validity_days if days is None else days)
+    With ``crl_url``, the certificate names it as its CRL distribution point, unless the
+    profile says there is no revocation information (RFC 9608): then it carries noRevAvail
+    and no pointer to revocation information. DNS names the profile takes from device
+    attributes come from ``attributes``."""
+    not_before, not_after = validity(ca, now, profile.check_validity(days))
     serial = random_serial() if serial is None else serial
     basic, usage, eku, aki = _fixed_extensions(ca.key_id, profile.extended_key_usage)
-    extensions = (
+    extensions: tuple[bytes, ...] = (
         basic, usage, eku,
         enc.subject_key_identifier(enc.key_identifier(spki)),
         aki,
         enc.subject_alt_name(uris=(device_uri(device_id),),
-                             dns_names=profile.dns_names(device_id)),
-    ) + ((enc.crl_distribution_point(crl_url),) if crl_url else ())
+                             dns_names=profile.dns_names(device_id, attributes)),
+    )
+    if profile.no_revocation:
+        extensions += (enc.no_rev_avail(),)
+    elif crl_url:
+        extensions += (enc.crl_distribution_point(crl_url),)
     tbs = enc.TbsCertificate(serial=serial, issuer=ca.subject, subject=enc.name(device_id),
                              spki=spki, not_before=not_before, not_after=not_after,
                              extensions=extensions)

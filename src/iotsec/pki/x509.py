@@ -22,12 +22,12 @@ from iotsec.pki.keys import KeyType, Signer
 __all__ = [
     "CRL_SIGN", "DIGITAL_SIGNATURE", "KEY_CERT_SIGN", "KEY_ENCIPHERMENT", "OID_AKI",
     "OID_BASIC_CONSTRAINTS", "OID_CLIENT_AUTH", "OID_CN", "OID_CRL_DP", "OID_CRL_NUMBER",
-    "OID_ECDSA_SHA256", "OID_ECDSA_SHA384", "OID_EKU", "OID_KEY_USAGE", "OID_O", "OID_REASON_CODE",
-    "OID_RSA_SHA256", "OID_SAN", "OID_SERVER_AUTH", "OID_SKI", "TbsCertificate",
+    "OID_ECDSA_SHA256", "OID_ECDSA_SHA384", "OID_EKU", "OID_KEY_USAGE", "OID_NO_REV_AVAIL", "OID_O",
+    "OID_REASON_CODE", "OID_RSA_SHA256", "OID_SAN", "OID_SERVER_AUTH", "OID_SKI", "TbsCertificate",
     "authority_key_identifier", "basic_constraints", "build_certificate", "crl_distribution_point",
     "extended_key_usage", "extension", "key_identifier", "key_usage", "key_usage_bits", "name",
-    "sign_tbs", "signature_algorithm", "spki_der", "subject_alt_name", "subject_key_identifier",
-    "to_pem"
+    "no_rev_avail", "sign_tbs", "signature_algorithm", "spki_der", "subject_alt_name",
+    "subject_key_identifier", "to_pem"
 ]
 
 # Object identifiers (RFC 5280, RFC 5758, RFC 4055).
@@ -45,6 +45,9 @@ OID_REASON_CODE = "2.5.29.21"
 OID_CRL_DP = "2.5.29.31"
 OID_AKI = "2.5.29.35"
 OID_EKU = "2.5.29.37"
+#: RFC 9608 id-ce-noRevAvail: the issuer publishes no revocation information for this
+#: certificate.
+OID_NO_REV_AVAIL = "2.5.29.56"
 OID_SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
 OID_CLIENT_AUTH = "1.3.6.1.5.5.7.3.2"
 
@@ -162,6 +165,11 @@ def crl_distribution_point(uri: str) -> bytes:
     general_name = der.implicit_primitive(6, uri.encode("ascii"))
     point = der.sequence(der.explicit(0, der.explicit(0, general_name)))
     return extension(OID_CRL_DP, der.sequence(point))
+
+
+def no_rev_avail() -> bytes:
+    # RFC 9608 2: extnValue is the DER of NULL, and the extension is not critical.
+    return extension(OID_NO_REV_AVAIL, der.null())
 
 
 @dataclass(frozen=True, slots=True)

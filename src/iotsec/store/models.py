@@ -19,12 +19,13 @@ from sqlalchemy import (
 )
 
 __all__ = [
-    "alert_deliveries", "alerts", "api_tokens", "authorities", "certificates", "claim_cas",
-    "claim_uses", "compliance_attestations", "crls", "device_groups", "device_keys", "device_roles",
-    "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
-    "events", "group_roles", "groups", "metadata", "ota_campaign_devices", "ota_campaigns",
-    "ota_device_firmware", "ota_releases", "pending_enrolments", "policy_version",
-    "provisioning_templates", "role_rules", "roles", "token_jtis"
+    "alert_deliveries", "alerts", "api_tokens", "authorities", "cert_profiles",
+    "certificates", "claim_cas", "claim_uses", "compliance_attestations", "crls",
+    "device_groups", "device_keys", "device_profiles", "device_roles", "device_secrets",
+    "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints", "events",
+    "group_profiles", "group_roles", "groups", "metadata", "ota_campaign_devices",
+    "ota_campaigns", "ota_device_firmware", "ota_releases", "pending_enrolments",
+    "policy_version", "provisioning_templates", "role_rules", "roles", "token_jtis"
 ]
 
 metadata = MetaData(
@@ -382,7 +383,9 @@ provisioning_templates = Table(
     Column("attributes", Text, nullable=False),
     Column("id_from", String(16), nullable=False),  # csr-cn | serial-number | secret
     Column("require_approval", Boolean, nullable=False),
-    Column("profile", String(16), nullable=False),  # device | server
+    # A built-in (device | server) or a named profile: 0013 widened the column from 16 to
+    # 64 where the length is enforced; SQLite ignores it and keeps its declaration.
+    Column("profile", String(64).with_variant(String(16), "sqlite"), nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
 
@@ -445,6 +448,43 @@ pending_enrolments = Table(
     Column("template", String(64), nullable=False),
     Column("source", String(64), nullable=True),
     Column("requested_at", BigInteger, nullable=False),
+)
+
+
+# --- certificate profiles ----------------------------------------------------------------
+
+# Named certificate profiles (the built-ins device and server are not rows). Key types,
+# extended key usages (by name) and DNS name sources are JSON lists.
+cert_profiles = Table(
+    "cert_profiles",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("validity_days", Integer, nullable=False),
+    Column("key_types", Text, nullable=False),
+    Column("ekus", Text, nullable=False),
+    Column("dns_from", Text, nullable=False),
+    Column("no_revocation", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The profile a device, or the members of a group, are issued under (absent: the next
+# rule decides). Indexed by profile, so that removing one finds its users at once.
+device_profiles = Table(
+    "device_profiles",
+    metadata,
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("profile", String(64), nullable=False),
+    Index(None, "profile"),
+)
+
+group_profiles = Table(
+    "group_profiles",
+    metadata,
+    Column("group_name", String(128), ForeignKey("groups.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("profile", String(64), nullable=False),
+    Index(None, "profile"),
 )
 
 

@@ -38,13 +38,8 @@ from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.cert_records import CertificateRecord
-from iotsec.app.pki.issuance import (
-    SHARED_KEY_HINT,
-    device_profile,
-    issue_in,
-    profile_named,
-    renew,
-)
+from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew
+from iotsec.app.pki.profiles import load_profile
 from iotsec.app.runtime import Runtime
 from iotsec.app.throttle import failure_throttle
 from iotsec.errors import (
@@ -59,9 +54,10 @@ from iotsec.identity.enrolment import Template, parse_template_name
 from iotsec.identity.registry import Device, DeviceState, parse_device_id
 from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.pki.est import certs_only, csr_attributes
+from iotsec.pki.keys import KeyType
 from iotsec.pki.x509 import spki_der
 from iotsec.store import models as m
-from iotsec.store.db import transaction
+from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -191,10 +187,10 @@ def _create_device(conn: Connection, device_id: str, template: Template, now: in
 
 def _issue(conn: Connection, rt: Runtime, req: _Request, device_id: str,
            profile: str | None) -> CertificateRecord:
+    # The template's profile applies when neither the device nor its groups name one.
     try:
         return issue_in(conn, rt, device_id, req.certified, moment=req.moment,
-                        profile=device_profile(rt) if profile is None
-                        else profile_named(rt, profile))
+                        fallback=profile)
     except ConflictError as exc:  # a key another identity holds, or a disabled device
         message = _KEY_HELD if not isinstance(exc, DeviceStateError) else (
             "the device may not hold a certificate")
@@ -361,13 +357,31 @@ def cacerts(rt: Runtime, label: str | None) -> bytes:
     return certs_only([rt.authority("issuing").certificate, rt.authority("root").certificate])
 
 
+#: Key types CsrAttrs can name, by their profile names.
+_ADVERTISED = {"p256": KeyType.ECDSA_P256, "p384": KeyType.ECDSA_P384,
+               "rsa3072": KeyType.RSA_3072}
+
+
+def _advertised_key_type(rt: Runtime, template: Template | None) -> KeyType:
+    """The issuing CA's key type, unless the label's template names a profile that does not
+    allow it: then the first type it allows that CsrAttrs can name."""
+    key_type = rt.authority("issuing").signer.key_type
+    if template is None:
+        return key_type
+    with reading(rt.engine) as conn:
+        allowed = load_profile(conn, rt, template.profile).key_types
+    if not allowed or any(_ADVERTISED.get(k) is key_type for k in allowed):
+        return key_type
+    return next((_ADVERTISED[k] for k in allowed if k in _ADVERTISED), key_type)
+
+
 def csrattrs(rt: Runtime, label: str | None) -> bytes:
-    """``csrattrs``: what a CSR should hold (DER CsrAttrs): the issuing CA's key type and
-    signature algorithm, and the subject attributes the label's template takes the device
-    id from."""
+    """``csrattrs``: what a CSR should hold (DER CsrAttrs): the issuing CA's key type (or one
+    the template's profile allows) and signature algorithm, and the subject attributes the
+    label's template takes the device id from."""
     template = get_template(rt, label) if label is not None else None
     id_from = template.id_from.value if template is not None else None
-    return csr_attributes(key_type=rt.authority("issuing").signer.key_type,
+    return csr_attributes(key_type=_advertised_key_type(rt, template),
                           require_cn=id_from == "csr-cn",
                           require_serial_number=id_from == "serial-number")
 

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import require_roles
+from iotsec.app.pki.profiles import require_profile
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, NotFoundError
 from iotsec.identity.enrolment import IdFrom, Template, parse_template_name
@@ -53,6 +54,7 @@ def add_template(rt: Runtime, template: Template, *, replace: bool = False) -> T
     moment = rt.now().replace(microsecond=0)
     with transaction(rt.engine) as conn:
         require_roles(conn, template.roles)
+        require_profile(conn, template.profile)
         exists = conn.execute(select(_T.c.name).where(_T.c.name == template.name)).first()
         if exists is not None and not replace:
             raise ConflictError(f"provisioning template {template.name!r} already exists",

@@ -40,7 +40,8 @@ class KeygenBundle:
 def issue_with_keygen(rt: Runtime, device_id: str, *, p12_passphrase: bytes,
                       key_type: KeyType = KeyType.ECDSA_P256,
                       days: int | None = None, key: DeviceKey | None = None,
-                      save_key: Callable[[bytes], None] | None = None) -> KeygenBundle:
+                      save_key: Callable[[bytes], None] | None = None,
+                      profile: str | None = None) -> KeygenBundle:
     """Generate the device's key here (for devices that cannot), issue, and hand both back.
 
     The private key is returned to the caller and not kept by iotsec. ``key`` certifies a
@@ -57,7 +58,7 @@ def issue_with_keygen(rt: Runtime, device_id: str, *, p12_passphrase: bytes,
     before_commit = None if save_key is None else (lambda: save_key(key_pem))
     record = issue_batch(rt, [(device_id, CheckedCsr(public_key=key.public_key(), spki=spki,
                                                      requested_subject=""))], days=days,
-                         before_commit=before_commit)[0]
+                         before_commit=before_commit, profile=profile)[0]
     return keygen_bundle(rt, record, key, p12_passphrase)
 
 

@@ -7,8 +7,8 @@ certifies is refused unless the caller allows it, and then recorded."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,15 +21,22 @@ from iotsec.app.pki.cert_records import (
     locked_certificate,
     record_from_row,
 )
+from iotsec.app.pki.profiles import device_profile, load_profile, profiles_for
 from iotsec.app.pki.revocation import mark_revoked
 from iotsec.app.runtime import Runtime
-from iotsec.errors import ConflictError, DeviceStateError, InvalidInputError, NotFoundError
+from iotsec.errors import (
+    ConflictError,
+    DeviceStateError,
+    InvalidInputError,
+    NotFoundError,
+    ProfileRefusedError,
+)
 from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.pki.ca import Authority
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.csr import CheckedCsr, parse_csr
-from iotsec.pki.issue import issue_device
-from iotsec.pki.profiles import DEVICE, SERVER, CertProfile
+from iotsec.pki.issue import IssuedCertificate, issue_device
+from iotsec.pki.profiles import CertProfile
 from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m
 from iotsec.store.db import transaction
@@ -37,14 +44,14 @@ from iotsec.timeutil import ts
 
 __all__ = [
     "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "device_profile", "issue_batch", "issue_from_csr",
-    "issue_in", "profile_named", "renew"
+    "issue_in", "renew"
 ]
 
 MAX_BATCH = 10_000
 MAX_GRACE = timedelta(days=90)
 
 
-_DEVICE_STATE = (select(m.devices.c.id, m.devices.c.state)
+_DEVICE_STATE = (select(m.devices.c.id, m.devices.c.state, m.devices.c.attributes)
                  .where(m.devices.c.id == bindparam("id")).with_for_update())
 _ACTIVATE = (update(m.devices)
              .where(m.devices.c.id == bindparam("device"),
@@ -52,17 +59,24 @@ _ACTIVATE = (update(m.devices)
              .values(state=DeviceState.ACTIVE.value, updated_at=bindparam("now")))
 
 
-def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int) -> None:
-    """Check every device exists and may hold certificates; pending ones become active."""
+def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int
+                               ) -> dict[str, str]:
+    """Check every device exists and may hold certificates; pending ones become active.
+    Returns each device's attributes (JSON), which a profile may take DNS names from."""
     id_list = sorted(set(ids))
     states: dict[str, str] = {}
+    attributes: dict[str, str] = {}
     if len(id_list) == 1:
-        states.update({r.id: r.state for r in conn.execute(_DEVICE_STATE, {"id": id_list[0]})})
+        rows = conn.execute(_DEVICE_STATE, {"id": id_list[0]}).all()
     else:
+        rows = []
         for i in range(0, len(id_list), 500):
-            rows = conn.execute(select(m.devices.c.id, m.devices.c.state)
-                                .where(m.devices.c.id.in_(id_list[i:i + 500])).with_for_update())
-            states.update({r.id: r.state for r in rows})
+            rows += conn.execute(select(m.devices.c.id, m.devices.c.state, m.devices.c.attributes)
+                                 .where(m.devices.c.id.in_(id_list[i:i + 500]))
+                                 .with_for_update()).all()
+    for r in rows:
+        states[r.id] = r.state
+        attributes[r.id] = r.attributes
     for device_id in id_list:
         state = states.get(device_id)
         if state is None:
@@ -75,6 +89,7 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int) -
                if states[d] == DeviceState.PENDING.value]
     if pending:
         conn.execute(_ACTIVATE, pending)
+    return attributes
 
 
 _INSERT_CERT = insert(m.certificates)
@@ -138,15 +153,17 @@ def _record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
                                                for s, d in others[:20]]}))
 
 
-def device_profile(rt: Runtime) -> CertProfile:
-    """The device profile, with the DNS names the deployment configures
-    (``IOTSEC_DEVICE_DNS_NAMES``, templates such as ``{device_id}.devices.example.com``)."""
-    names = tuple(rt.settings.device_dns_names)
-    return replace(DEVICE, dns_templates=names) if names else DEVICE
+def _sign(rt: Runtime, ca: Authority, device_id: str, csr_ok: CheckedCsr, profile: CertProfile,
+          attributes: str, moment: datetime, days: int | None) -> IssuedCertificate:
+    """Check the request against its profile (key type, validity, DNS names) and sign."""
+    profile.check_key(csr_ok.public_key)
+    return issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile, now=moment,
+                        days=days, crl_url=rt.settings.crl_url,
+                        attributes=json.loads(attributes) if profile.dns_attributes else None)
 
 
 def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
-                days: int | None = None, profile: CertProfile | None = None,
+                days: int | None = None, profile: str | None = None,
                 before_commit: Callable[[], None] | None = None,
                 allow_shared_key: bool = False) -> list[CertificateRecord]:
     """Issue one certificate per ``(device_id, csr)`` in a single transaction.
@@ -156,7 +173,8 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
     refused, unless ``allow_shared_key``: then each such issuance is a ``cert.shared-key``
     event naming the other holders. ``before_commit`` runs once everything is signed and
     written, before the commit: if it raises (or the process dies in it), nothing was
-    issued.
+    issued. ``profile`` names the profile of every certificate; without it, each device's
+    profile is resolved (:func:`iotsec.app.pki.profiles.profiles_for`).
     """
     if len(requests) > MAX_BATCH:
         raise InvalidInputError(f"a batch holds at most {MAX_BATCH} requests",
@@ -177,52 +195,43 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
 
 
 def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCsr]],
-           moment: datetime, *, days: int | None, profile: CertProfile | None,
-           allow_shared_key: bool
+           moment: datetime, *, days: int | None, profile: str | None,
+           allow_shared_key: bool, fallback: str | None = None
            ) -> tuple[list[dict[str, Any]], dict[str, list[tuple[str, str | None]]]]:
-    profile = profile or device_profile(rt)
     ca = rt.authority("issuing")
     authority_id = rt.issuing_id()
     now = ts(moment)
-    _lock_devices_for_issuance(conn, [d for d, _ in checked], now)
+    ids = [d for d, _ in checked]
+    attributes = _lock_devices_for_issuance(conn, ids, now)
+    profiles = profiles_for(conn, rt, ids, explicit=profile, fallback=fallback)
     shared = _refuse_shared_keys(
         conn, [(d, hashlib.sha256(c.spki).hexdigest()) for d, c in checked], now,
         allow=allow_shared_key)
     values = []
     for device_id, csr_ok in checked:
-        issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
-                              now=moment, days=days, crl_url=rt.settings.crl_url)
+        chosen = profiles[device_id]
+        issued = _sign(rt, ca, device_id, csr_ok, chosen, attributes[device_id], moment, days)
         values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
-                                      kind="device", profile=profile.name, now=now))
+                                      kind="device", profile=chosen.name, now=now))
     if values:
         conn.execute(_INSERT_CERT, values)
     return values, shared
 
 
 def issue_in(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr, *,
-             moment: datetime, profile: CertProfile | None = None) -> CertificateRecord:
+             moment: datetime, fallback: str | None = None) -> CertificateRecord:
     """Issue one certificate inside the caller's transaction (a use case that registers
     the device, or consumes a credential, in the same unit of work). A key that another
     identity holds is refused; the caller has loaded the issuing CA before opening the
-    transaction."""
+    transaction. ``fallback`` is the profile used when neither the device nor its groups
+    select one (an enrolment template's)."""
     values, _ = _issue(conn, rt, [(parse_device_id(device_id), csr)], moment, days=None,
-                       profile=profile, allow_shared_key=False)
+                       profile=None, allow_shared_key=False, fallback=fallback)
     return record_from_row(values[0])
 
 
-def profile_named(rt: Runtime, name: str) -> CertProfile:
-    """The built-in certificate profile ``name`` (``device``, with the deployment's DNS
-    names, or ``server``)."""
-    if name == SERVER.name:
-        return SERVER
-    if name == DEVICE.name:
-        return device_profile(rt)
-    raise InvalidInputError(f"unknown certificate profile {name[:40]!r}",
-                            hint="use device or server")
-
-
 def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None = None,
-                   profile: CertProfile | None = None,
+                   profile: str | None = None,
                    allow_shared_key: bool = False) -> CertificateRecord:
     """Issue a client certificate for a registered device from its CSR."""
     return issue_batch(rt, [(device_id, csr)], days=days, profile=profile,
@@ -235,7 +244,7 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
     """Issue a new certificate for the same device from a new CSR and supersede the old one:
     revoked with reason ``superseded`` now, or when ``grace`` has passed. The new key may be
     the old one, but not another identity's (see :func:`issue_batch`). The new certificate
-    has the old one's profile."""
+    has the old one's profile, checked as at issuance (a profile removed since refuses)."""
     if grace is not None and not timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
     key = format_serial(parse_serial(serial))
@@ -255,14 +264,19 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         if old.device_id is None:
             raise ConflictError(f"certificate {key} does not belong to a device",
                                 hint="only device certificates are renewed this way")
-        _lock_devices_for_issuance(conn, [old.device_id], now)
+        attributes = _lock_devices_for_issuance(conn, [old.device_id], now)
+        try:
+            profile = load_profile(conn, rt, old.profile)
+        except (NotFoundError, InvalidInputError):
+            raise ProfileRefusedError(
+                f"certificate {key} was issued under the profile {old.profile!r}, which no "
+                "longer exists", hint="add the profile again ('iotsec profile add'), or issue "
+                "a new certificate under another one ('iotsec cert issue --profile')") from None
         shared = _refuse_shared_keys(
             conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
             allow=allow_shared_key)
-        issued = issue_device(ca, device_id=old.device_id, spki=checked.spki,
-                              profile=SERVER if old.profile == SERVER.name
-                              else device_profile(rt),
-                              now=moment, days=days, crl_url=rt.settings.crl_url)
+        issued = _sign(rt, ca, old.device_id, checked, profile, attributes[old.device_id],
+                       moment, days)
         values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
                              kind="device", profile=old.profile, now=now)
         conn.execute(insert(m.certificates).values(values))

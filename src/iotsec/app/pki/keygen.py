@@ -55,7 +55,7 @@ def keygen_paths(out: Path, device_id: str) -> dict[str, Path]:
 
 def issue_keygen_files(rt: Runtime, device_id: str, out: Path, *, p12_passphrase: bytes,
                        key_type: KeyType = KeyType.ECDSA_P256,
-                       days: int | None = None) -> KeygenFiles:
+                       days: int | None = None, profile: str | None = None) -> KeygenFiles:
     """Issue a certificate with a key generated here and write the files into ``out``,
     or finish a run that was interrupted there (see the module docstring)."""
     device_id = parse_device_id(device_id)
@@ -78,12 +78,14 @@ def issue_keygen_files(rt: Runtime, device_id: str, out: Path, *, p12_passphrase
             write_private_file(paths["key"], pem)
 
         bundle = issue_with_keygen(rt, device_id, p12_passphrase=p12_passphrase,
-                                   key_type=key_type, days=days, save_key=save_key)
+                                   key_type=key_type, days=days, save_key=save_key,
+                                   profile=profile)
     else:
         record = _certificate_of(rt, device_id, leftover, paths["key"])
         bundle = (keygen_bundle(rt, record, leftover, p12_passphrase) if record is not None
                   else issue_with_keygen(rt, device_id, p12_passphrase=p12_passphrase,
-                                         key_type=key_type, days=days, key=leftover))
+                                         key_type=key_type, days=days, key=leftover,
+                                         profile=profile))
     # A resumed run replaces the PKCS#12 and chain of the run it finishes: that run's
     # passphrase was never shown.
     write_private_file(paths["pkcs12"], bundle.pkcs12, overwrite=True)

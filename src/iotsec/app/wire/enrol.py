@@ -80,7 +80,7 @@ class ClaimCaOut(Wire):
 
 
 class RemovedOut(Wire):
-    """What a removal removed: its kind (``template``, ``claim-ca``) and name."""
+    """What a removal removed: its kind (``template``, ``claim-ca``, ``profile``) and name."""
 
     kind: str
     name: str

@@ -74,15 +74,18 @@ class CertificateOut(Wire):
 
 
 class DeviceDetailOut(DeviceOut):
-    """A device with the certificates it holds."""
+    """A device with the certificates it holds, and the certificate profile it selects
+    itself (``null``: its groups' or the next rule's decides)."""
 
     certificates: list[CertificateOut]
+    profile: str | None = None
 
     @classmethod
-    def from_records(cls, d: Device, held: list[CertificateRecord], now: datetime
-                     ) -> DeviceDetailOut:
+    def from_records(cls, d: Device, held: list[CertificateRecord], now: datetime,
+                     profile: str | None = None) -> DeviceDetailOut:
         return cls(**DeviceOut.from_domain(d).model_dump(),
-                   certificates=[CertificateOut.from_domain(c, now) for c in held])
+                   certificates=[CertificateOut.from_domain(c, now) for c in held],
+                   profile=profile)
 
 
 class KeygenOut(Wire):
