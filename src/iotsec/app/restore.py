@@ -289,23 +289,32 @@ def _apply_published(conn: Connection, given: Sequence[GivenCrl]
 
 def _reconcile_crls(conn: Connection, highest: dict[int, int], min_number: int | None
                     ) -> list[CrlReconciliation]:
-    rows = conn.execute(select(m.crls.c.authority_id, m.crls.c.number, m.authorities.c.subject)
+    rows = conn.execute(select(m.crls.c.authority_id, m.crls.c.number, m.crls.c.delta_number,
+                               m.authorities.c.subject)
                         .join(m.authorities, m.authorities.c.id == m.crls.c.authority_id)
                         .order_by(m.crls.c.authority_id)).all()
     done = []
     for row in rows:
+        # Complete and delta CRLs share one number sequence.
+        number = max(row.number, row.delta_number or 0)
         if row.authority_id in highest:
-            floor, basis = max(row.number, highest[row.authority_id]), "published CRL"
+            floor, basis = max(number, highest[row.authority_id]), "published CRL"
         elif min_number is not None:
-            floor, basis = max(row.number, min_number), "--min-crl-number"
+            floor, basis = max(number, min_number), "--min-crl-number"
         else:
-            floor, basis = row.number + CRL_NUMBER_JUMP, f"jump of {CRL_NUMBER_JUMP}"
-        # The cached CRL of the backup is dropped: serving it again would publish an old
-        # number. The next request signs floor + 1.
+            floor, basis = number + CRL_NUMBER_JUMP, f"jump of {CRL_NUMBER_JUMP}"
+        # The cached CRLs of the backup are dropped: serving them again would publish an
+        # old number. The next request signs floor + 1; the next delta starts a new base.
         conn.execute(update(m.crls).where(m.crls.c.authority_id == row.authority_id)
-                     .values(number=floor, stale=True, der=None))
+                     .values(number=floor, stale=True, der=None, delta_number=None,
+                             delta_base=None, delta_base_update=None, delta_this_update=None,
+                             delta_next_update=None, delta_stale=True, delta_der=None))
         done.append(CrlReconciliation(authority_id=row.authority_id, subject=row.subject,
-                                      in_backup=row.number, next_number=floor + 1, basis=basis))
+                                      in_backup=number, next_number=floor + 1, basis=basis))
+    # Partition CRLs are scopes of their own: their sequences jump (the published ones
+    # given to the restore are the complete CRLs').
+    conn.execute(update(m.partition_crls).values(
+        number=m.partition_crls.c.number + CRL_NUMBER_JUMP, stale=True, der=None))
     return done
 
 

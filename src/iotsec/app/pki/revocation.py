@@ -39,9 +39,10 @@ def mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocati
                  authority_id: int, replaced_by: str | None = None,
                  now: datetime | None = None) -> None:
     """Within ``conn``'s transaction: mark one certificate revoked (its CRL entry encoded
-    now) and its authority's CRL stale — unless the revocation takes effect later than
-    ``now`` (a certificate superseded with a grace period): the CRL then stays as it is
-    until that moment, when :func:`iotsec.app.pki.crl.current_crl` finds the entry due.
+    now) and its authority's CRLs stale (complete, delta and its partition's) — unless the
+    revocation takes effect later than ``now`` (a certificate superseded with a grace
+    period): the CRLs then stay as they are until that moment, when
+    :func:`iotsec.app.pki.crl.current_crl` finds the entry due.
     A renewal storm thus does not rebuild the CRL once per renewal."""
     values: dict[str, Any] = {
         "revoked_at": ts(when), "revocation_reason": int(reason),
@@ -53,7 +54,13 @@ def mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocati
     _last_mark = next(_marks)
     if now is None or when <= now:
         conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id)
-                     .values(stale=True))
+                     .values(stale=True, delta_stale=True))
+        # The certificate's partition CRL, if it has one (a row exists once it was served).
+        partition = (select(m.certificates.c.crl_partition)
+                     .where(m.certificates.c.serial == serial).scalar_subquery())
+        conn.execute(update(m.partition_crls).where(
+            m.partition_crls.c.authority_id == authority_id,
+            m.partition_crls.c.partition == partition).values(stale=True))
 
 
 def ensure_revocable(row: Row[Any], now: int) -> None:
