@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from iotsec.errors import InvalidInputError
 from iotsec.pki.crl import CrlScope, RevocationReason, build_crl, crl_partition, encode_entry
+from iotsec.pki.csr import parse_csr
 from iotsec.pki.issue import IssuedCertificate, issue_device
 from iotsec.pki.profiles import DEVICE
-from iotsec.pki.csr import parse_csr
 from tests.helpers import make_csr
 from tests.pki.support import Chain, run_openssl, write_pem
 
