@@ -264,3 +264,18 @@ def test_a_restore_clears_the_delta_and_keeps_the_sequence(rt: Runtime) -> None:
     assert row.delta_der is None and row.number > delta.number
     after = crl.current_delta_crl(rt)
     assert after.number > row.number and after.base_number == row.number + 1
+
+
+def test_the_complete_crl_fetched_first_is_the_base_of_the_next_delta(
+        rt: Runtime, clock: FakeClock) -> None:
+    """A relying party fetches the complete CRL before anyone asked for a delta: the
+    delta after the next revocation completes that very CRL."""
+    cert = issue(rt, "dev-1")
+    fetched = crl.current_crl(rt)
+    revoke(rt, cert.serial)
+    delta = crl.current_delta_crl(rt)
+    assert delta.base_number == fetched.number
+    assert _serials(delta.der) == {int(cert.serial, 16)}
+    # The complete CRL re-signed for the revocation does not move the base (not due).
+    assert crl.current_crl(rt).number > fetched.number
+    assert crl.current_delta_crl(rt).base_number == fetched.number

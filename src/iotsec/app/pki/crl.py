@@ -9,9 +9,11 @@ same number.
 Delta CRLs (RFC 5280 5.2.4) complete a *base*: a complete CRL published earlier, whose
 number and thisUpdate the CA's row keeps (``delta_base``, ``delta_base_update``). A delta
 lists every revocation that took effect since that thisUpdate, so any complete CRL from the
-base on completes it. The base moves on (to the current complete CRL, re-signed if it is
-due) every ``IOTSEC_CRL_REFRESH_HOURS``, or earlier when a delta would list more than
-``IOTSEC_CRL_DELTA_MAX_ENTRIES``; relying parties then fetch the complete CRL again. A
+base on completes it. The base moves on every ``IOTSEC_CRL_REFRESH_HOURS``: the first
+complete CRL signed after that becomes the new base (a delta request that finds the base
+due signs it, or adopts the current complete CRL when it holds every revocation); and
+earlier when a delta would list more than ``IOTSEC_CRL_DELTA_MAX_ENTRIES``. Relying
+parties then fetch the complete CRL again. A
 delta takes its number from the one sequence it shares with the complete CRLs (5.2.3),
 under the same row lock, and is re-signed after a revocation, when a newer complete CRL
 exists, when its base moves, or after half of ``IOTSEC_CRL_DELTA_HOURS``. Revocations are
@@ -138,7 +140,8 @@ def _next_number(row: Row[Any]) -> int:
 def _sign_complete(conn: Connection, rt: Runtime, ca: CrlAuthority, row: Row[Any],
                    moment: datetime) -> PublishedCrl:
     """Within the transaction that holds the CA's CRL row: sign and store the next
-    complete CRL."""
+    complete CRL. When the deltas' base is due to move on, this CRL becomes it: a
+    relying party that just fetched it can apply the next delta."""
     now = ts(moment)
     number = _next_number(row)
     next_update = moment + timedelta(hours=rt.settings.crl_lifetime_hours)
@@ -146,8 +149,11 @@ def _sign_complete(conn: Connection, rt: Runtime, ca: CrlAuthority, row: Row[Any
     der = build_crl(ca.load(), _entries(conn, ca.id, now), number=number,
                     this_update=moment, next_update=next_update,
                     scope=CrlScope(freshest_url=freshest) if freshest else None)
-    conn.execute(update(m.crls).where(m.crls.c.authority_id == ca.id).values(
-        number=number, this_update=now, next_update=ts(next_update), stale=False, der=der))
+    values: dict[str, Any] = {"number": number, "this_update": now,
+                              "next_update": ts(next_update), "stale": False, "der": der}
+    if _base_due(row, now, rt.settings.crl_refresh_hours * 3600):
+        values.update(delta_base=number, delta_base_update=now)
+    conn.execute(update(m.crls).where(m.crls.c.authority_id == ca.id).values(values))
     return PublishedCrl(der=der, number=number, this_update=moment, next_update=next_update)
 
 
