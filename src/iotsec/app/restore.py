@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from cryptography import x509
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from iotsec.app.backup import NOT_BACKED_UP
 from iotsec.app.events import Event
@@ -289,14 +289,15 @@ def _apply_published(conn: Connection, given: Sequence[GivenCrl]
 
 def _reconcile_crls(conn: Connection, highest: dict[int, int], min_number: int | None
                     ) -> list[CrlReconciliation]:
-    rows = conn.execute(select(m.crls.c.authority_id, m.crls.c.number, m.crls.c.delta_number,
-                               m.authorities.c.subject)
+    deltas = dict(conn.execute(select(m.delta_crls.c.authority_id, m.delta_crls.c.number)
+                               .where(m.delta_crls.c.number.is_not(None))).all())
+    rows = conn.execute(select(m.crls.c.authority_id, m.crls.c.number, m.authorities.c.subject)
                         .join(m.authorities, m.authorities.c.id == m.crls.c.authority_id)
                         .order_by(m.crls.c.authority_id)).all()
     done = []
     for row in rows:
         # Complete and delta CRLs share one number sequence.
-        number = max(row.number, row.delta_number or 0)
+        number = max(row.number, deltas.get(row.authority_id, 0))
         if row.authority_id in highest:
             floor, basis = max(number, highest[row.authority_id]), "published CRL"
         elif min_number is not None:
@@ -306,11 +307,10 @@ def _reconcile_crls(conn: Connection, highest: dict[int, int], min_number: int |
         # The cached CRLs of the backup are dropped: serving them again would publish an
         # old number. The next request signs floor + 1; the next delta starts a new base.
         conn.execute(update(m.crls).where(m.crls.c.authority_id == row.authority_id)
-                     .values(number=floor, stale=True, der=None, delta_number=None,
-                             delta_base=None, delta_base_update=None, delta_this_update=None,
-                             delta_next_update=None, delta_stale=True, delta_der=None))
+                     .values(number=floor, stale=True, der=None))
         done.append(CrlReconciliation(authority_id=row.authority_id, subject=row.subject,
                                       in_backup=number, next_number=floor + 1, basis=basis))
+    conn.execute(delete(m.delta_crls))
     # Partition CRLs are scopes of their own: their sequences jump (the published ones
     # given to the restore are the complete CRLs').
     conn.execute(update(m.partition_crls).values(

@@ -17,11 +17,10 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy import false as sa_false
 
 __all__ = [
     "api_tokens", "authorities", "certificates", "claim_cas", "claim_uses",
-    "compliance_attestations", "crls", "device_groups", "device_keys", "device_roles",
+    "compliance_attestations", "crls", "delta_crls", "device_groups", "device_keys", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "events", "group_roles",
     "groups", "metadata", "ota_campaign_devices", "ota_campaigns", "ota_device_firmware",
     "ota_releases", "partition_crls", "pending_enrolments", "policy_version",
@@ -131,17 +130,25 @@ crls = Table(
     # Set when a revocation happens, so the next request rebuilds the CRL.
     Column("stale", Boolean, nullable=False),
     Column("der", LargeBinary, nullable=True),
-    # The published delta CRL. Its number comes from the same sequence as the complete
-    # CRL's (RFC 5280 5.2.3): the next number of either is max(number, delta_number) + 1.
-    # delta_base is the number of the complete CRL it completes (deltaCRLIndicator),
-    # published at delta_base_update: the delta lists what was revoked since then.
-    Column("delta_number", BigInteger, nullable=True),
-    Column("delta_base", BigInteger, nullable=True),
-    Column("delta_base_update", BigInteger, nullable=True),
-    Column("delta_this_update", BigInteger, nullable=True),
-    Column("delta_next_update", BigInteger, nullable=True),
-    Column("delta_stale", Boolean, nullable=False, server_default=sa_false()),
-    Column("delta_der", LargeBinary, nullable=True),
+)
+
+# The published delta CRL of each CA (RFC 5280 5.2.4), in a row of its own: on SQLite an
+# update rewrites the whole row, and the crls row holds the complete CRL (53 MB at a
+# million entries). Its number comes from the sequence it shares with the complete CRL
+# (RFC 5280 5.2.3): the next number of either is max(crls.number, number) + 1, taken
+# while the CA's crls row is locked. base is the number of the complete CRL it completes
+# (deltaCRLIndicator), signed at base_update: the delta lists what was revoked since.
+delta_crls = Table(
+    "delta_crls",
+    metadata,
+    Column("authority_id", Integer, ForeignKey("authorities.id"), primary_key=True),
+    Column("number", BigInteger, nullable=True),
+    Column("base", BigInteger, nullable=True),
+    Column("base_update", BigInteger, nullable=True),
+    Column("this_update", BigInteger, nullable=True),
+    Column("next_update", BigInteger, nullable=True),
+    Column("stale", Boolean, nullable=False),
+    Column("der", LargeBinary, nullable=True),
 )
 
 # One row per CRL partition of a CA (IOTSEC_CRL_PARTITIONS): each partition is a scope of

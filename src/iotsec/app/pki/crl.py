@@ -7,7 +7,7 @@ rebuild locks the CA's CRL row, so concurrent servers never publish two CRLs wit
 same number.
 
 Delta CRLs (RFC 5280 5.2.4) complete a *base*: a complete CRL published earlier, whose
-number and thisUpdate the CA's row keeps (``delta_base``, ``delta_base_update``). A delta
+number and thisUpdate the CA's ``delta_crls`` row keeps with the delta. A delta
 lists every revocation that took effect since that thisUpdate, so any complete CRL from the
 base on completes it. The base moves on every ``IOTSEC_CRL_REFRESH_HOURS``: the first
 complete CRL signed after that becomes the new base (a delta request that finds the base
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, exists, select, update
+from sqlalchemy import Connection, Row, exists, insert, select, update
 
 from iotsec.app.pki.crl_urls import delta_crl_url
 from iotsec.app.pki.revocation import revocation_mark
@@ -113,13 +113,19 @@ def _due(conn: Connection, authority_id: int, since: int, now: int) -> bool:
 
 def _fresh(conn: Connection, row: Row[Any] | None, authority_id: int, now: int,
            refresh: int) -> bool:
-    if row is None or row.der is None or row.stale or now >= row.this_update + refresh:
+    """``row`` (of ``crls``, with ``der`` or ``has_der``) holds the current complete CRL."""
+    if row is None or not _has_der(row) or row.stale or now >= row.this_update + refresh:
         return False
     if row.this_update > now:
         # Signed while the clock ran ahead: relying parties refuse it ("CRL is not yet
         # valid") until that moment, so it is rebuilt now, with the next CRL number.
         return False
     return not _due(conn, authority_id, row.this_update, now)
+
+
+def _has_der(row: Row[Any]) -> bool:
+    mapping = row._mapping
+    return bool(mapping["has_der"]) if "has_der" in mapping else mapping["der"] is not None
 
 
 def _entries(conn: Connection, authority_id: int, now: int) -> Iterator[bytes]:
@@ -132,38 +138,40 @@ def _entries(conn: Connection, authority_id: int, now: int) -> Iterator[bytes]:
     yield from result.scalars()
 
 
-def _next_number(row: Row[Any]) -> int:
-    """The next number of the sequence the complete and the delta CRLs share."""
-    return max(int(row.number), int(row.delta_number or 0)) + 1
+def _delta_row(conn: Connection, authority_id: int) -> Row[Any]:
+    """The CA's ``delta_crls`` row, created on first use. Called only while the CA's
+    ``crls`` row is locked, so two servers never both create it."""
+    query = select(m.delta_crls).where(m.delta_crls.c.authority_id == authority_id)
+    row = conn.execute(query).first()
+    if row is None:
+        conn.execute(insert(m.delta_crls).values(authority_id=authority_id, stale=True))
+        row = conn.execute(query).one()
+    return row
 
 
-def _sign_complete(conn: Connection, rt: Runtime, ca: CrlAuthority, row: Row[Any],
-                   moment: datetime) -> PublishedCrl:
-    """Within the transaction that holds the CA's CRL row: sign and store the next
-    complete CRL. When the deltas' base is due to move on, this CRL becomes it: a
+def _sign_complete(conn: Connection, rt: Runtime, ca: CrlAuthority, last_number: int,
+                   delta: Row[Any], moment: datetime) -> PublishedCrl:
+    """Within the transaction that holds the CA's ``crls`` row locked: sign and store the
+    next complete CRL. When the deltas' base is due to move on, this CRL becomes it: a
     relying party that just fetched it can apply the next delta."""
     now = ts(moment)
-    number = _next_number(row)
+    number = max(last_number, delta.number or 0) + 1
     next_update = moment + timedelta(hours=rt.settings.crl_lifetime_hours)
     freshest = delta_crl_url(rt.settings, ca.role)
     der = build_crl(ca.load(), _entries(conn, ca.id, now), number=number,
                     this_update=moment, next_update=next_update,
                     scope=CrlScope(freshest_url=freshest) if freshest else None)
-    values: dict[str, Any] = {"number": number, "this_update": now,
-                              "next_update": ts(next_update), "stale": False, "der": der}
-    if _base_due(row, now, rt.settings.crl_refresh_hours * 3600):
-        values.update(delta_base=number, delta_base_update=now)
-    conn.execute(update(m.crls).where(m.crls.c.authority_id == ca.id).values(values))
+    conn.execute(update(m.crls).where(m.crls.c.authority_id == ca.id).values(
+        number=number, this_update=now, next_update=ts(next_update), stale=False, der=der))
+    if _base_due(delta, now, rt.settings.crl_refresh_hours * 3600):
+        conn.execute(update(m.delta_crls).where(m.delta_crls.c.authority_id == ca.id)
+                     .values(base=number, base_update=now))
     return PublishedCrl(der=der, number=number, this_update=moment, next_update=next_update)
 
 
-def _crl_row(conn: Connection, ca: CrlAuthority, *, lock: bool) -> Row[Any]:
-    query = select(m.crls).where(m.crls.c.authority_id == ca.id)
-    row = conn.execute(query.with_for_update() if lock else query).first()
-    if row is None:
-        raise InvalidInputError(f"the {ca.role} CA has no CRL state",
-                                hint="the store is incomplete; run 'iotsec init'")
-    return row
+def _no_crl_state(ca: CrlAuthority) -> InvalidInputError:
+    return InvalidInputError(f"the {ca.role} CA has no CRL state",
+                             hint="the store is incomplete; run 'iotsec init'")
 
 
 def current_crl(rt: Runtime, *, role: str = "issuing", force: bool = False,
@@ -174,37 +182,44 @@ def current_crl(rt: Runtime, *, role: str = "issuing", force: bool = False,
     refresh = rt.settings.crl_refresh_hours * 3600
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
+    query = select(m.crls).where(m.crls.c.authority_id == ca.id)
     if not force:
         with reading(rt.engine) as conn:
-            row = conn.execute(select(m.crls).where(m.crls.c.authority_id == ca.id)).first()
+            row = conn.execute(query).first()
             if row is not None and _fresh(conn, row, ca.id, now, refresh):
                 return _published(row)
     ca.load()  # the key is unlocked before the row is locked
     with transaction(rt.engine) as conn:
-        row = _crl_row(conn, ca, lock=True)
+        row = conn.execute(query.with_for_update()).first()
+        if row is None:
+            raise _no_crl_state(ca)
         if not force and _fresh(conn, row, ca.id, now, refresh):
             return _published(row)
-        return _sign_complete(conn, rt, ca, row, moment)
+        return _sign_complete(conn, rt, ca, row.number, _delta_row(conn, ca.id), moment)
 
 
 # --------------------------------------------------------------------------- delta CRLs
 
+# The complete CRL's state without its DER (which may be 53 MB).
+_STATE = select(m.crls.c.number, m.crls.c.this_update, m.crls.c.next_update, m.crls.c.stale,
+                m.crls.c.der.is_not(None).label("has_der"))
 
-def _delta_fresh(conn: Connection, row: Row[Any], authority_id: int, now: int,
-                 refresh: int, delta_refresh: int) -> bool:
-    if (row.delta_der is None or row.delta_stale or row.delta_number is None
-            or row.number >= row.delta_number  # a newer complete CRL: the delta must follow
-            or _base_due(row, now, refresh)
-            or not row.delta_this_update <= now < row.delta_this_update + delta_refresh):
+
+def _delta_fresh(conn: Connection, state: Row[Any], delta: Row[Any] | None, authority_id: int,
+                 now: int, refresh: int, delta_refresh: int) -> bool:
+    if (delta is None or delta.der is None or delta.stale or delta.number is None
+            or state.number >= delta.number  # a newer complete CRL: the delta must follow
+            or _base_due(delta, now, refresh)
+            or not delta.this_update <= now < delta.this_update + delta_refresh):
         return False
-    return not _due(conn, authority_id, row.delta_this_update, now)
+    return not _due(conn, authority_id, delta.this_update, now)
 
 
-def _base_due(row: Row[Any], now: int, refresh: int) -> bool:
-    """The delta's base must move on: there is none, it is older than the refresh
-    period, or it was signed while the clock ran ahead."""
-    base = row.delta_base_update
-    return row.delta_base is None or base is None or not base <= now < base + refresh
+def _base_due(delta: Row[Any], now: int, refresh: int) -> bool:
+    """The deltas' base must move on: there is none, it is older than the refresh period,
+    or it was signed while the clock ran ahead."""
+    base = delta.base_update
+    return delta.base is None or base is None or not base <= now < base + refresh
 
 
 def _delta_entries(conn: Connection, authority_id: int, since: int, now: int) -> list[bytes]:
@@ -219,9 +234,8 @@ def _delta_entries(conn: Connection, authority_id: int, since: int, now: int) ->
 
 
 def _delta_published(row: Row[Any]) -> PublishedCrl:
-    return PublishedCrl(der=row.delta_der, number=row.delta_number,
-                        this_update=from_ts(row.delta_this_update),
-                        next_update=from_ts(row.delta_next_update), base_number=row.delta_base)
+    return PublishedCrl(der=row.der, number=row.number, this_update=from_ts(row.this_update),
+                        next_update=from_ts(row.next_update), base_number=row.base)
 
 
 def current_delta_crl(rt: Runtime, *, role: str = "issuing", force: bool = False,
@@ -235,41 +249,55 @@ def current_delta_crl(rt: Runtime, *, role: str = "issuing", force: bool = False
     delta_refresh = settings.crl_delta_hours * 3600 // 2
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
+    state_query = _STATE.where(m.crls.c.authority_id == ca.id)
+    delta_query = select(m.delta_crls).where(m.delta_crls.c.authority_id == ca.id)
     if not force:
         with reading(rt.engine) as conn:
-            row = conn.execute(select(m.crls).where(m.crls.c.authority_id == ca.id)).first()
-            if row is not None and _delta_fresh(conn, row, ca.id, now, refresh, delta_refresh):
-                return _delta_published(row)
+            state = conn.execute(state_query).first()
+            delta = conn.execute(delta_query).first()
+            if state is not None and _delta_fresh(conn, state, delta, ca.id, now, refresh,
+                                                  delta_refresh):
+                assert delta is not None
+                return _delta_published(delta)
     authority = ca.load()
     with transaction(rt.engine) as conn:
-        row = _crl_row(conn, ca, lock=True)
-        if not force and _delta_fresh(conn, row, ca.id, now, refresh, delta_refresh):
-            return _delta_published(row)
-        last_delta = row.delta_number or 0
-        if _base_due(row, now, refresh):
-            complete = (_published(row) if _fresh(conn, row, ca.id, now, refresh)
-                        else _sign_complete(conn, rt, ca, row, moment))
-            base, base_update = complete.number, ts(complete.this_update)
+        # The lock on the CA's crls row orders every CRL number of the CA; the row itself
+        # is not written unless the complete CRL is re-signed.
+        state = conn.execute(state_query.with_for_update(of=m.crls)).first()
+        if state is None:
+            raise _no_crl_state(ca)
+        delta = _delta_row(conn, ca.id)
+        if not force and _delta_fresh(conn, state, delta, ca.id, now, refresh, delta_refresh):
+            return _delta_published(delta)
+        complete_number = state.number
+        if _base_due(delta, now, refresh):
+            if _fresh(conn, state, ca.id, now, refresh):
+                base, base_update = state.number, state.this_update
+            else:
+                signed = _sign_complete(conn, rt, ca, state.number, delta, moment)
+                complete_number = base = signed.number
+                base_update = now
         else:
-            base, base_update = row.delta_base, row.delta_base_update
-            complete = _published(row)
+            base, base_update = delta.base, delta.base_update
         entries = _delta_entries(conn, ca.id, base_update, now)
         if len(entries) > settings.crl_delta_max_entries:
             # Too many for a delta: a new base, which relying parties fetch once (the
             # complete CRL as it is, when it holds every revocation up to now).
-            row = _crl_row(conn, ca, lock=False)
-            complete = (_published(row) if _fresh(conn, row, ca.id, now, refresh)
-                        else _sign_complete(conn, rt, ca, row, moment))
-            base, base_update = complete.number, ts(complete.this_update)
+            state = conn.execute(state_query).one()
+            if _fresh(conn, state, ca.id, now, refresh):
+                base, base_update = state.number, state.this_update
+            else:
+                signed = _sign_complete(conn, rt, ca, state.number, delta, moment)
+                complete_number = base = signed.number
+                base_update = now
             entries = _delta_entries(conn, ca.id, base_update, now)
-        number = max(complete.number, last_delta) + 1
+        number = max(complete_number, delta.number or 0) + 1
         next_update = moment + timedelta(hours=settings.crl_delta_hours)
         der = build_crl(authority, entries, number=number, this_update=moment,
                         next_update=next_update, scope=CrlScope(delta_of=base))
-        conn.execute(update(m.crls).where(m.crls.c.authority_id == ca.id).values(
-            delta_number=number, delta_base=base, delta_base_update=base_update,
-            delta_this_update=now, delta_next_update=ts(next_update), delta_stale=False,
-            delta_der=der))
+        conn.execute(update(m.delta_crls).where(m.delta_crls.c.authority_id == ca.id).values(
+            number=number, base=base, base_update=base_update, this_update=now,
+            next_update=ts(next_update), stale=False, der=der))
     return PublishedCrl(der=der, number=number, this_update=moment, next_update=next_update,
                         base_number=base)
 

@@ -1,5 +1,6 @@
 """Delta and partitioned CRLs: the published delta CRL of each CA and the complete CRL it
-completes (columns of crls), the partition of each certificate and an index that makes a
+completes (delta_crls, a row of its own so that re-signing a delta never rewrites the
+complete CRL's row), the partition of each certificate with an index that makes a
 partition CRL a range scan, and one CRL row per partition (partition_crls).
 
 Revision ID: 0012
@@ -15,21 +16,25 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-_DELTA = ("delta_number", "delta_base", "delta_base_update", "delta_this_update",
-          "delta_next_update")
-
 
 def upgrade() -> None:
-    with op.batch_alter_table("crls") as batch:
-        for name in _DELTA:
-            batch.add_column(sa.Column(name, sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("delta_stale", sa.Boolean(), nullable=False,
-                                   server_default=sa.false()))
-        batch.add_column(sa.Column("delta_der", sa.LargeBinary(), nullable=True))
-    # Adding a nullable column needs no table rebuild on SQLite (foreign keys point here).
+    op.create_table(
+        "delta_crls",
+        sa.Column("authority_id", sa.Integer(), nullable=False),
+        sa.Column("number", sa.BigInteger(), nullable=True),
+        sa.Column("base", sa.BigInteger(), nullable=True),
+        sa.Column("base_update", sa.BigInteger(), nullable=True),
+        sa.Column("this_update", sa.BigInteger(), nullable=True),
+        sa.Column("next_update", sa.BigInteger(), nullable=True),
+        sa.Column("stale", sa.Boolean(), nullable=False),
+        sa.Column("der", sa.LargeBinary(), nullable=True),
+        sa.ForeignKeyConstraint(["authority_id"], ["authorities.id"],
+                                name="fk_delta_crls_authority_id_authorities"),
+        sa.PrimaryKeyConstraint("authority_id", name="pk_delta_crls"),
+    )
+    # A nullable column is added in place, also on SQLite (foreign keys point at the table).
     op.add_column("certificates", sa.Column("crl_partition", sa.SmallInteger(), nullable=True))
-    op.create_index("ix_certificates_partition_crl",
-                    "certificates",
+    op.create_index("ix_certificates_partition_crl", "certificates",
                     ["authority_id", "crl_partition", "revoked_at", "not_after", "crl_entry"])
     op.create_table(
         "partition_crls",
@@ -48,12 +53,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("partition_crls")
-    op.drop_index("ix_certificates_partition_crl",
-                  table_name="certificates")
+    op.drop_index("ix_certificates_partition_crl", table_name="certificates")
     with op.batch_alter_table("certificates") as batch:
         batch.drop_column("crl_partition")
-    with op.batch_alter_table("crls") as batch:
-        batch.drop_column("delta_der")
-        batch.drop_column("delta_stale")
-        for name in reversed(_DELTA):
-            batch.drop_column(name)
+    op.drop_table("delta_crls")
