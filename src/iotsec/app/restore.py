@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from cryptography import x509
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from iotsec.app.backup import NOT_BACKED_UP
 from iotsec.app.events import Event
@@ -304,13 +304,16 @@ def _reconcile_crls(conn: Connection, highest: dict[int, int], min_number: int |
             floor, basis = max(number, min_number), "--min-crl-number"
         else:
             floor, basis = number + CRL_NUMBER_JUMP, f"jump of {CRL_NUMBER_JUMP}"
-        # The cached CRLs of the backup are dropped: serving them again would publish an
-        # old number. The next request signs floor + 1; the next delta starts a new base.
+        # The cached CRL of the backup is dropped: serving it again would publish an old
+        # number. The next request signs floor + 1.
         conn.execute(update(m.crls).where(m.crls.c.authority_id == row.authority_id)
                      .values(number=floor, stale=True, der=None))
         done.append(CrlReconciliation(authority_id=row.authority_id, subject=row.subject,
                                       in_backup=number, next_number=floor + 1, basis=basis))
-    conn.execute(delete(m.delta_crls))
+    # The delta CRLs of the backup are dropped too; the next delta starts a new base.
+    conn.execute(update(m.delta_crls).values(number=None, base=None, base_update=None,
+                                             this_update=None, next_update=None, stale=True,
+                                             der=None))
     # Partition CRLs are scopes of their own: their sequences jump (the published ones
     # given to the restore are the complete CRLs').
     conn.execute(update(m.partition_crls).values(
