@@ -4,6 +4,7 @@ openssl accepts it for the partition's certificates — on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ from sqlalchemy import select
 from iotsec.app.pki import crl
 from iotsec.app.pki.partition_crl import current_partition_crl
 from iotsec.app.pki.revocation import revoke
-from iotsec.app.runtime import Runtime
+from iotsec.app.runtime import Runtime, open_runtime
+from iotsec.config import Settings
 from iotsec.errors import InvalidInputError, NotFoundError
 from iotsec.store import models as m
 from iotsec.store.db import reading
+from tests.conftest import FakeClock
 from tests.crl.conftest import CRL_URL
 from tests.crl.support import crl_pem, issue, verify
 from tests.pki.support import run_openssl
@@ -94,3 +97,49 @@ def test_partitions_refused_when_off_out_of_range_or_without_a_url(rt: Runtime) 
     # Without a URL there is nothing a CDP could name: certificates get no partition.
     cert = issue(rt, "dev-1")
     assert _partitions(rt)[cert.serial] is None
+
+
+def test_two_servers_creating_and_signing_one_partition_agree(
+        settings: Settings, rt: Runtime, clock: FakeClock) -> None:
+    """Two runtimes ask for the same partition's first CRL at once (both may try to create
+    its row), then revoke and re-sign: every number stands for one CRL."""
+    rt.settings.crl_url = CRL_URL
+    rt.settings.crl_partitions = 2
+    certs = [issue(rt, f"dev-{n}") for n in range(10)]
+    published: list[tuple[int, bytes]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def server(mine: list[str]) -> None:
+        other = open_runtime(Settings.model_validate(
+            {**settings.model_dump(), "crl_url": CRL_URL, "crl_partitions": 2}), clock=clock)
+        try:
+            start.wait()
+            for serial in [None, *mine]:
+                if serial is not None:
+                    revoke(other, serial)
+                for k in (0, 1):
+                    got = current_partition_crl(other, k)
+                    published.append((got.number, got.der))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=server, args=([c.serial for c in certs[i::2]],))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for k in (0, 1):
+        final = current_partition_crl(rt, k)
+        expected = {int(c.serial, 16) for c in certs if int(c.serial, 16) % 2 == k}
+        assert {e.serial_number for e in x509.load_der_x509_crl(final.der)} == expected
+    by_scope: dict[tuple[str, int], set[bytes]] = {}
+    for n, d in published:
+        idp = x509.load_der_x509_crl(d).extensions.get_extension_for_class(
+            x509.IssuingDistributionPoint).value.full_name[0].value
+        by_scope.setdefault((idp, n), set()).add(d)
+    assert all(len(ders) == 1 for ders in by_scope.values()), sorted(by_scope)
