@@ -183,6 +183,20 @@ class Settings(EnvSettings):
         default=None, pattern=r"^https?://[\x21-\x7e]{1,2000}$",
         description="public URL of the CRL (e.g. https://pki.example.com/crl); when set, "
         "device certificates carry it as their CRL distribution point")
+    crl_delta_hours: int = Field(
+        default=24, ge=1, le=24 * 365,
+        description="nextUpdate - thisUpdate of delta CRLs; a delta CRL is re-signed after "
+        "half of it, and at once after a revocation")
+    crl_delta_max_entries: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="when a delta CRL would list more revocations than this, the complete "
+        "CRL it completes is re-issued first (relying parties fetch the new base)")
+    crl_partitions: int = Field(
+        default=0, ge=0, le=4096,
+        description="split device certificates over this many partition CRLs, each named by "
+        "the CDP of its certificates (<IOTSEC_CRL_URL>/p/<k>); 0 or 1: off. Needs "
+        "IOTSEC_CRL_URL; raise it later if needed, never lower it (certificates keep the "
+        "partition they were issued with)")
 
     deployment: str = Field(
         default="iotsec", pattern=r"^[\x21-\x7e]{1,256}$",

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from iotsec.api.app import create_app
 from iotsec.app.events import list_events
 
-PUBLIC = {("get", "/crl"), ("get", "/healthz")}
+PUBLIC = {("get", "/crl"), ("get", "/crl/delta"), ("get", "/crl/p/{partition}"),
+          ("get", "/healthz")}
 # POST routes that only read: asking for a decision changes nothing.
 READ_ONLY_POSTS = {("post", "/v1/authz/check")}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
@@ -21,7 +21,14 @@ from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import bundles, cert_records, issuance, profiles, revocation
-from iotsec.app.pki.crl import load_served_crl, served_crl
+from iotsec.app.pki.crl import (
+    PublishedCrl,
+    load_served_crl,
+    load_served_delta,
+    served,
+    served_crl,
+)
+from iotsec.app.pki.partition_crl import MAX_PARTITION, load_served_partition, partition_key
 from iotsec.app.wire.identity import (
     CertificateOut,
     DeviceDetailOut,
@@ -36,9 +43,10 @@ from iotsec.pki.keys import KeyType
 from iotsec.timeutil import parse_duration
 
 __all__ = [
-    "add_device", "ca_chain", "crl", "disable_device", "enable_device", "healthz", "issue",
-    "issue_keygen", "list_certificates", "list_devices", "public", "renew", "retire_device",
-    "revoke", "revoke_device", "revoke_infrastructure", "show_certificate", "show_device", "v1"
+    "add_device", "ca_chain", "crl", "crl_delta", "crl_partition", "disable_device",
+    "enable_device", "healthz", "issue", "issue_keygen", "list_certificates", "list_devices",
+    "public", "renew", "retire_device", "revoke", "revoke_device", "revoke_infrastructure",
+    "show_certificate", "show_device", "v1"
 ]
 
 public = APIRouter()
@@ -50,6 +58,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _crl_response(published: PublishedCrl) -> Response:
+    return Response(published.der, media_type="application/pkix-crl",
+                    headers={"Cache-Control": "public, max-age=300"})
+
+
 @public.get("/crl", response_class=Response, responses={200: {
     "content": {"application/pkix-crl": {}}, "description": "DER CRL of the issuing CA"}})
 async def crl(rt: RuntimeDep,
@@ -59,8 +72,31 @@ async def crl(rt: RuntimeDep,
     published = served_crl(rt, ca)
     if published is None:
         published = await run_in_threadpool(load_served_crl, rt, ca)
-    return Response(published.der, media_type="application/pkix-crl",
-                    headers={"Cache-Control": "public, max-age=300"})
+    return _crl_response(published)
+
+
+@public.get("/crl/delta", response_class=Response, responses={200: {
+    "content": {"application/pkix-crl": {}},
+    "description": "DER delta CRL (RFC 5280 5.2.4) of the issuing CA"}})
+async def crl_delta(rt: RuntimeDep,
+                    ca: Annotated[str, Query(pattern="^(issuing|root)$")] = "issuing"
+                    ) -> Response:
+    # Served like /crl: from memory while it may be, else from the store in a thread.
+    published = served(rt, f"delta:{ca}")
+    if published is None:
+        published = await run_in_threadpool(load_served_delta, rt, ca)
+    return _crl_response(published)
+
+
+@public.get("/crl/p/{partition}", response_class=Response, responses={200: {
+    "content": {"application/pkix-crl": {}},
+    "description": "DER CRL of one partition of the issuing CA (IOTSEC_CRL_PARTITIONS)"}})
+async def crl_partition(rt: RuntimeDep,
+                        partition: Annotated[int, Path(ge=0, le=MAX_PARTITION)]) -> Response:
+    published = served(rt, partition_key(partition))
+    if published is None:
+        published = await run_in_threadpool(load_served_partition, rt, partition)
+    return _crl_response(published)
 
 
 @v1.get("/ca/chain", response_class=Response,

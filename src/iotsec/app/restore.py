@@ -289,23 +289,35 @@ def _apply_published(conn: Connection, given: Sequence[GivenCrl]
 
 def _reconcile_crls(conn: Connection, highest: dict[int, int], min_number: int | None
                     ) -> list[CrlReconciliation]:
+    deltas = dict(conn.execute(select(m.delta_crls.c.authority_id, m.delta_crls.c.number)
+                               .where(m.delta_crls.c.number.is_not(None))).all())
     rows = conn.execute(select(m.crls.c.authority_id, m.crls.c.number, m.authorities.c.subject)
                         .join(m.authorities, m.authorities.c.id == m.crls.c.authority_id)
                         .order_by(m.crls.c.authority_id)).all()
     done = []
     for row in rows:
+        # Complete and delta CRLs share one number sequence.
+        number = max(row.number, deltas.get(row.authority_id, 0))
         if row.authority_id in highest:
-            floor, basis = max(row.number, highest[row.authority_id]), "published CRL"
+            floor, basis = max(number, highest[row.authority_id]), "published CRL"
         elif min_number is not None:
-            floor, basis = max(row.number, min_number), "--min-crl-number"
+            floor, basis = max(number, min_number), "--min-crl-number"
         else:
-            floor, basis = row.number + CRL_NUMBER_JUMP, f"jump of {CRL_NUMBER_JUMP}"
+            floor, basis = number + CRL_NUMBER_JUMP, f"jump of {CRL_NUMBER_JUMP}"
         # The cached CRL of the backup is dropped: serving it again would publish an old
         # number. The next request signs floor + 1.
         conn.execute(update(m.crls).where(m.crls.c.authority_id == row.authority_id)
                      .values(number=floor, stale=True, der=None))
         done.append(CrlReconciliation(authority_id=row.authority_id, subject=row.subject,
-                                      in_backup=row.number, next_number=floor + 1, basis=basis))
+                                      in_backup=number, next_number=floor + 1, basis=basis))
+    # The delta CRLs of the backup are dropped too; the next delta starts a new base.
+    conn.execute(update(m.delta_crls).values(number=None, base=None, base_update=None,
+                                             this_update=None, next_update=None, stale=True,
+                                             der=None))
+    # Partition CRLs are scopes of their own: their sequences jump (the published ones
+    # given to the restore are the complete CRLs').
+    conn.execute(update(m.partition_crls).values(
+        number=m.partition_crls.c.number + CRL_NUMBER_JUMP, stale=True, der=None))
     return done
 
 

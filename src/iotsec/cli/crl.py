@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from iotsec.app.pki.crl import current_crl
+from iotsec.app.pki.crl import current_crl, current_delta_crl
+from iotsec.app.pki.partition_crl import MAX_PARTITION, current_partition_crl
 from iotsec.cli.context import runtime
 from iotsec.cli.options import OutputFileOpt
 from iotsec.cli.output import write_output
@@ -22,13 +23,29 @@ def crl(
     output: OutputFileOpt = None,
     ca: Annotated[str, typer.Option("--ca", help="issuing (default) or root")] = "issuing",
     force: Annotated[bool, typer.Option("--force", help="Re-sign even if current.")] = False,
+    delta: Annotated[bool, typer.Option(
+        "--delta", help="The delta CRL (RFC 5280 5.2.4): the revocations since the complete "
+        "CRL it names as its base.")] = False,
+    partition: Annotated[int | None, typer.Option(
+        "--partition", min=0, max=MAX_PARTITION, metavar="K",
+        help="The CRL of partition K of the issuing CA (IOTSEC_CRL_PARTITIONS).")] = None,
 ) -> None:
-    """Publish the current CRL (DER by default), rebuilding it when it is due."""
+    """Publish the current CRL (DER by default), rebuilding it when it is due: the complete
+    CRL, its delta (--delta) or one partition's (--partition K)."""
+    if delta and partition is not None:
+        raise typer.BadParameter("give --delta or --partition, not both")
+    if partition is not None and ca != "issuing":
+        raise typer.BadParameter("partition CRLs are the issuing CA's", param_hint="--ca")
     if output is None and not pem and sys.stdout.isatty():
         raise InvalidInputError("refusing to write a binary DER CRL to the terminal",
                                 hint="use -o FILE, or --pem")
     with runtime() as rt:
-        published = current_crl(rt, role=ca, force=force)
+        if partition is not None:
+            published = current_partition_crl(rt, partition, force=force)
+        elif delta:
+            published = current_delta_crl(rt, role=ca, force=force)
+        else:
+            published = current_crl(rt, role=ca, force=force)
     data = published.der
     if pem:
         data = to_pem(data, "X509 CRL")

@@ -21,11 +21,12 @@ from sqlalchemy import (
 __all__ = [
     "alert_deliveries", "alerts", "api_tokens", "authorities", "cert_profiles",
     "certificates", "claim_cas", "claim_uses", "compliance_attestations", "crls",
-    "device_groups", "device_keys", "device_profiles", "device_roles", "device_secrets",
-    "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints", "events",
-    "group_profiles", "group_roles", "groups", "metadata", "ota_campaign_devices",
-    "ota_campaigns", "ota_device_firmware", "ota_releases", "pending_enrolments",
-    "policy_version", "provisioning_templates", "role_rules", "roles", "token_jtis"
+    "delta_crls", "device_groups", "device_keys", "device_profiles", "device_roles",
+    "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
+    "events", "group_profiles", "group_roles", "groups", "metadata", "ota_campaign_devices",
+    "ota_campaigns", "ota_device_firmware", "ota_releases", "partition_crls",
+    "pending_enrolments", "policy_version", "provisioning_templates", "role_rules", "roles",
+    "token_jtis"
 ]
 
 metadata = MetaData(
@@ -107,11 +108,18 @@ certificates = Table(
     # SHA-256 of the certified SubjectPublicKeyInfo: issuance looks a key up by it to refuse
     # one key for two identities. Every row has it (migration 0008 filled in older rows).
     Column("spki_sha256", String(64), nullable=True),
+    # The CRL partition the certificate's CDP names (IOTSEC_CRL_PARTITIONS); NULL for one
+    # issued while partitioning was off: it is on the complete CRL only.
+    Column("crl_partition", SmallInteger, nullable=True),
     Index(None, "device_id"),
     Index(None, "not_after"),
     Index(None, "spki_sha256"),
     # Covers the CRL query: an index-only range scan, no lookup into the wide table rows.
+    # It also makes a delta CRL a range scan of the recent revocations (revoked_at >= base).
     Index(None, "authority_id", "revoked_at", "not_after", "crl_entry"),
+    # A partition CRL: the partition's revocations only.
+    Index("ix_certificates_partition_crl", "authority_id", "crl_partition", "revoked_at",
+          "not_after", "crl_entry"),
 )
 
 crls = Table(
@@ -122,6 +130,39 @@ crls = Table(
     Column("this_update", BigInteger, nullable=False),
     Column("next_update", BigInteger, nullable=False),
     # Set when a revocation happens, so the next request rebuilds the CRL.
+    Column("stale", Boolean, nullable=False),
+    Column("der", LargeBinary, nullable=True),
+)
+
+# The published delta CRL of each CA (RFC 5280 5.2.4), in a row of its own: on SQLite an
+# update rewrites the whole row, and the crls row holds the complete CRL (53 MB at a
+# million entries). Its number comes from the sequence it shares with the complete CRL
+# (RFC 5280 5.2.3): the next number of either is max(crls.number, number) + 1, taken
+# while the CA's crls row is locked. base is the number of the complete CRL it completes
+# (deltaCRLIndicator), signed at base_update: the delta lists what was revoked since.
+delta_crls = Table(
+    "delta_crls",
+    metadata,
+    Column("authority_id", Integer, ForeignKey("authorities.id"), primary_key=True),
+    Column("number", BigInteger, nullable=True),
+    Column("base", BigInteger, nullable=True),
+    Column("base_update", BigInteger, nullable=True),
+    Column("this_update", BigInteger, nullable=True),
+    Column("next_update", BigInteger, nullable=True),
+    Column("stale", Boolean, nullable=False),
+    Column("der", LargeBinary, nullable=True),
+)
+
+# One row per CRL partition of a CA (IOTSEC_CRL_PARTITIONS): each partition is a scope of
+# its own (its issuingDistributionPoint), with its own CRL number sequence.
+partition_crls = Table(
+    "partition_crls",
+    metadata,
+    Column("authority_id", Integer, ForeignKey("authorities.id"), primary_key=True),
+    Column("partition", SmallInteger, primary_key=True),
+    Column("number", BigInteger, nullable=False),
+    Column("this_update", BigInteger, nullable=False),
+    Column("next_update", BigInteger, nullable=False),
     Column("stale", Boolean, nullable=False),
     Column("der", LargeBinary, nullable=True),
 )

@@ -70,15 +70,17 @@ def record_of(r: Row[Any]) -> CertificateRecord:
 
 
 def certificate_row(issued: IssuedCertificate, *, authority_id: int, device_id: str | None,
-                    kind: str, profile: str, now: int) -> dict[str, Any]:
-    """The ``certificates`` row a newly issued certificate is written as."""
+                    kind: str, profile: str, now: int,
+                    crl_partition: int | None = None) -> dict[str, Any]:
+    """The ``certificates`` row a newly issued certificate is written as (``crl_partition``:
+    the CRL partition its CDP names, if any)."""
     return {
         "serial": format_serial(issued.serial), "authority_id": authority_id,
         "device_id": device_id, "kind": kind, "profile": profile,
         "subject": issued.subject_cn, "not_before": ts(issued.not_before),
         "not_after": ts(issued.not_after), "sha256": issued.sha256, "der": issued.der,
         "created_at": now, "revoked_at": None, "revocation_reason": None, "crl_entry": None,
-        "replaced_by": None, "spki_sha256": issued.spki_sha256,
+        "replaced_by": None, "spki_sha256": issued.spki_sha256, "crl_partition": crl_partition,
     }
 
 

@@ -21,6 +21,7 @@ from iotsec.app.pki.cert_records import (
     locked_certificate,
     record_from_row,
 )
+from iotsec.app.pki.crl_urls import partition_crl_url, partitions_enabled
 from iotsec.app.pki.profiles import device_profile, load_profile, profiles_for
 from iotsec.app.pki.revocation import mark_revoked
 from iotsec.app.runtime import Runtime
@@ -33,11 +34,11 @@ from iotsec.errors import (
 )
 from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.pki.ca import Authority
-from iotsec.pki.crl import RevocationReason
+from iotsec.pki.crl import RevocationReason, crl_partition
 from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.pki.issue import IssuedCertificate, issue_device
 from iotsec.pki.profiles import CertProfile
-from iotsec.pki.serial import format_serial, parse_serial
+from iotsec.pki.serial import format_serial, parse_serial, random_serial
 from iotsec.store import models as m
 from iotsec.store.db import transaction
 from iotsec.timeutil import ts
@@ -154,11 +155,14 @@ def _record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
 
 
 def _sign(rt: Runtime, ca: Authority, device_id: str, csr_ok: CheckedCsr, profile: CertProfile,
-          attributes: str, moment: datetime, days: int | None) -> IssuedCertificate:
-    """Check the request against its profile (key type, validity, DNS names) and sign."""
+          attributes: str, moment: datetime, days: int | None, *, serial: int,
+          crl_url: str | None) -> IssuedCertificate:
+    """Check the request against its profile (key type, validity, DNS names) and sign with
+    ``serial``, naming ``crl_url`` as its CRL distribution point (see
+    :func:`_crl_placement`)."""
     profile.check_key(csr_ok.public_key)
     return issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile, now=moment,
-                        days=days, crl_url=rt.settings.crl_url,
+                        days=days, serial=serial, crl_url=crl_url,
                         attributes=json.loads(attributes) if profile.dns_attributes else None)
 
 
@@ -194,6 +198,16 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
     return [record_from_row(v) for v in values]
 
 
+def _crl_placement(rt: Runtime) -> tuple[int, int | None, str | None]:
+    """A new device certificate's serial, its CRL partition (None while partitioning is
+    off) and the CRL URL its CDP names: the partition's, or the complete CRL's."""
+    serial = random_serial()
+    if not partitions_enabled(rt.settings):
+        return serial, None, rt.settings.crl_url
+    partition = crl_partition(serial, rt.settings.crl_partitions)
+    return serial, partition, partition_crl_url(rt.settings, partition)
+
+
 def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCsr]],
            moment: datetime, *, days: int | None, profile: str | None,
            allow_shared_key: bool, fallback: str | None = None
@@ -210,9 +224,12 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
     values = []
     for device_id, csr_ok in checked:
         chosen = profiles[device_id]
-        issued = _sign(rt, ca, device_id, csr_ok, chosen, attributes[device_id], moment, days)
+        serial, partition, crl_url = _crl_placement(rt)
+        issued = _sign(rt, ca, device_id, csr_ok, chosen, attributes[device_id], moment, days,
+                       serial=serial, crl_url=crl_url)
         values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
-                                      kind="device", profile=chosen.name, now=now))
+                                      kind="device", profile=chosen.name, now=now,
+                                      crl_partition=partition))
     if values:
         conn.execute(_INSERT_CERT, values)
     return values, shared
@@ -275,10 +292,12 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         shared = _refuse_shared_keys(
             conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
             allow=allow_shared_key)
+        new_serial, partition, crl_url = _crl_placement(rt)
         issued = _sign(rt, ca, old.device_id, checked, profile, attributes[old.device_id],
-                       moment, days)
+                       moment, days, serial=new_serial, crl_url=crl_url)
         values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
-                             kind="device", profile=old.profile, now=now)
+                                 kind="device", profile=old.profile, now=now,
+                                 crl_partition=partition)
         conn.execute(insert(m.certificates).values(values))
         mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
                      old.authority_id, replaced_by=values["serial"], now=moment)

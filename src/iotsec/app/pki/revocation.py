@@ -7,7 +7,7 @@ import itertools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, or_, select, update
+from sqlalchemy import Connection, Row, and_, or_, select, update
 
 from iotsec.app.pki.cert_records import CertificateRecord, get_certificate, locked_certificate
 from iotsec.app.runtime import Runtime
@@ -39,9 +39,10 @@ def mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocati
                  authority_id: int, replaced_by: str | None = None,
                  now: datetime | None = None) -> None:
     """Within ``conn``'s transaction: mark one certificate revoked (its CRL entry encoded
-    now) and its authority's CRL stale — unless the revocation takes effect later than
-    ``now`` (a certificate superseded with a grace period): the CRL then stays as it is
-    until that moment, when :func:`iotsec.app.pki.crl.current_crl` finds the entry due.
+    now) and its authority's CRLs stale (complete, delta and its partition's) — unless the
+    revocation takes effect later than ``now`` (a certificate superseded with a grace
+    period): the CRLs then stay as they are until that moment, when
+    :func:`iotsec.app.pki.crl.current_crl` finds the entry due.
     A renewal storm thus does not rebuild the CRL once per renewal."""
     values: dict[str, Any] = {
         "revoked_at": ts(when), "revocation_reason": int(reason),
@@ -52,8 +53,25 @@ def mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocati
     global _last_mark
     _last_mark = next(_marks)
     if now is None or when <= now:
-        conn.execute(update(m.crls).where(m.crls.c.authority_id == authority_id)
-                     .values(stale=True))
+        # On SQLite an update rewrites the whole row, the stored CRL included (53 MB at a
+        # million entries): a row already stale is left alone. Writers are serialised
+        # there (BEGIN IMMEDIATE), so no rebuild can be between its read and its write.
+        # On PostgreSQL the update always runs: it waits for a rebuild holding the row and
+        # then marks the CRL that rebuild signed stale, and an unchanged CRL is not
+        # rewritten (it is TOASTed).
+        sqlite = conn.dialect.name == "sqlite"
+        for table, where in (
+                (m.crls, m.crls.c.authority_id == authority_id),
+                (m.delta_crls, m.delta_crls.c.authority_id == authority_id),
+                # The certificate's partition CRL, if it has one (a row exists once served).
+                (m.partition_crls, and_(
+                    m.partition_crls.c.authority_id == authority_id,
+                    m.partition_crls.c.partition == select(m.certificates.c.crl_partition)
+                    .where(m.certificates.c.serial == serial).scalar_subquery()))):
+            stmt = update(table).where(where)
+            if sqlite:
+                stmt = stmt.where(table.c.stale.is_(False))
+            conn.execute(stmt.values(stale=True))
 
 
 def ensure_revocable(row: Row[Any], now: int) -> None:

@@ -3,7 +3,7 @@ provisioning template may now name any profile: its column is widened from 16 to
 characters (SQLite ignores the length and keeps the declaration).
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-06
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
