@@ -1,23 +1,121 @@
-"""``iotsec ca``: the CA hierarchy."""
+"""``iotsec ca``: the CA hierarchy: the chain and trust bundle, the CAs and their states,
+rotation and retirement."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from iotsec.app.pki.bundles import chain_pem
+from iotsec.app.broker.rollover import CaChange, retire_ca, rotate_ca
+from iotsec.app.pki.authorities import list_authorities
+from iotsec.app.pki.bundles import chain_pem, trust_bundle_pem
+from iotsec.app.wire.ca import AuthorityOut, CaChangeOut
 from iotsec.cli.context import runtime
-from iotsec.cli.options import OutputFileOpt
-from iotsec.cli.output import write_output
+from iotsec.cli.options import JsonOpt, OutputFileOpt
+from iotsec.cli.output import console, emit_json, plural, table, when, write_output
+from iotsec.errors import InvalidInputError
+from iotsec.pki.keys import KeyType
 
-__all__ = ["app", "chain"]
+__all__ = ["app", "bundle", "chain", "list_", "retire", "rotate"]
 
 app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
+
+BrokerDirOpt = Annotated[Path | None, typer.Option(
+    "--broker-dir", help="The Mosquitto directory to re-render and reload (default: "
+    "IOTSEC_BROKER_DIR; none: no broker is touched).")]
 
 
 @app.command("chain")
 def chain(
     output: OutputFileOpt = None,
 ) -> None:
-    """Print the issuing chain in PEM: the issuing CA, then the root."""
+    """Print the issuing chain in PEM: the active issuing CA, the cross certificate to an
+    older root still trusted (during a root rollover), then the root."""
     with runtime() as rt:
         write_output(output, chain_pem(rt).encode("ascii"))
+
+
+@app.command("bundle")
+def bundle(
+    output: OutputFileOpt = None,
+) -> None:
+    """Print the trust bundle in PEM: every CA trusted now (active and retiring issuing
+    CAs, cross certificates, roots), what relying parties need during a rollover."""
+    with runtime() as rt:
+        write_output(output, trust_bundle_pem(rt).encode("ascii"))
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List the CAs: role, state (active, retiring, retired, expired), expiry, key type
+    and how many certificates each issued."""
+    with runtime() as rt:
+        found = list_authorities(rt)
+        now = rt.now()
+    out = [AuthorityOut.from_domain(a, now) for a in found]
+    if as_json:
+        emit_json(out)
+        return
+    table(plural(len(out), "CA"), ["id", "role", "subject", "state", "not after", "key type",
+                                   "issued"],
+          [(a.id, a.role, a.subject, a.state + (" (key offline)" if a.key_offline else ""),
+            when(a.not_after), a.key_type, a.certificates_issued) for a in out],
+          ids=("id", "subject"))
+
+
+def _report(change: CaChange, now: datetime, as_json: bool, verb: str) -> None:
+    out = CaChangeOut.from_domain(change, now)
+    if as_json:
+        emit_json(out)
+        return
+    for a in out.changed:
+        console.print(f"CA {a.id} ({a.role}) {a.subject}: {a.state}", markup=False)
+    if out.broker_dir is None:
+        console.print(f"{verb}; no broker directory configured (IOTSEC_BROKER_DIR): run "
+                      "'iotsec broker mosquitto sync DIR' for each broker", markup=False)
+    else:
+        state = "reloaded" if out.broker_reloaded else "re-rendered (no running broker found)"
+        console.print(f"{verb}; broker {out.broker_dir}: generation "
+                      f"{out.broker_generation} {state}", markup=False)
+
+
+@app.command("rotate")
+def rotate(
+    new_root: Annotated[bool, typer.Option(
+        "--new-root", help="Also a new root, cross-signed by the current one.")] = False,
+    no_cross: Annotated[bool, typer.Option(
+        "--no-cross", help="With --new-root: no cross certificate (devices get the new "
+        "root from the trust bundle).")] = False,
+    key_type: Annotated[str | None, typer.Option(
+        "--key-type", help="ecdsa-p256, ecdsa-p384 or rsa-3072 (default: the current "
+        "issuing CA's)")] = None,
+    broker_dir: BrokerDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a new issuing CA (and with --new-root a new root); the previous ones become
+    retiring: still trusted, their CRLs published, until 'iotsec ca retire ID'."""
+    if no_cross and not new_root:
+        raise InvalidInputError("--no-cross goes with --new-root")
+    kind = None if key_type is None else KeyType.parse(key_type)
+    with runtime() as rt:
+        change = rotate_ca(rt, new_root=new_root, cross=not no_cross, key_type=kind,
+                           broker_dir=broker_dir)
+        now = rt.now()
+    _report(change, now, as_json, "Rotated: new certificates come from the new issuing CA")
+
+
+@app.command("retire")
+def retire(
+    authority_id: Annotated[int, typer.Argument(metavar="ID", help="A CA id (ca list).")],
+    broker_dir: BrokerDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """End the overlap of a retiring CA: it leaves the chain and the trust bundle (its
+    certificates stop authenticating); its CRL is served until it expires."""
+    with runtime() as rt:
+        change = retire_ca(rt, authority_id, broker_dir=broker_dir)
+        now = rt.now()
+    _report(change, now, as_json, f"Retired CA {authority_id}")

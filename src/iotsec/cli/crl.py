@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from iotsec.app.pki.crl import current_crl
+from iotsec.app.pki.authorities import authority_crl, resolve_ca
 from iotsec.cli.context import runtime
 from iotsec.cli.options import OutputFileOpt
 from iotsec.cli.output import write_output
@@ -20,7 +20,8 @@ __all__ = ["crl"]
 def crl(
     pem: Annotated[bool, typer.Option("--pem", help="PEM instead of DER.")] = False,
     output: OutputFileOpt = None,
-    ca: Annotated[str, typer.Option("--ca", help="issuing (default) or root")] = "issuing",
+    ca: Annotated[str, typer.Option("--ca", help="issuing (default), root, or a CA id from "
+                                    "'iotsec ca list' (a retiring or retired CA)")] = "issuing",
     force: Annotated[bool, typer.Option("--force", help="Re-sign even if current.")] = False,
 ) -> None:
     """Publish the current CRL (DER by default), rebuilding it when it is due."""
@@ -28,7 +29,7 @@ def crl(
         raise InvalidInputError("refusing to write a binary DER CRL to the terminal",
                                 hint="use -o FILE, or --pem")
     with runtime() as rt:
-        published = current_crl(rt, role=ca, force=force)
+        published = authority_crl(rt, resolve_ca(rt, ca), force=force)
     data = published.der
     if pem:
         data = to_pem(data, "X509 CRL")

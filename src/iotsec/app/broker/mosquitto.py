@@ -46,8 +46,10 @@ from iotsec.app.broker.build import (
     ACL_HEADER,
     BrokerOptions,
     build,
+    crl_bundle,
     new_device_roles,
     options_of,
+    trusted_crls,
 )
 from iotsec.app.broker.files import (
     Owner,
@@ -68,7 +70,6 @@ from iotsec.app.broker.pki import (
     client_certificate,
 )
 from iotsec.app.events import Event
-from iotsec.app.pki.crl import current_crl
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import ADMIN_USER, compile_acl
 from iotsec.broker.adapter import PkiFiles
@@ -81,7 +82,6 @@ from iotsec.errors import (
     BrokerValidationError,
 )
 from iotsec.filesystem import publish_directory
-from iotsec.pki import x509 as enc
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
@@ -368,8 +368,7 @@ def sync_needed(rt: Runtime, directory: Path) -> bool:
     acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=new_device_roles(roles))
     if hashlib.sha256(acl.text.encode("utf-8")).hexdigest() != previous.get("acl_sha256"):
         return True
-    crls = (enc.to_pem(current_crl(rt, role="issuing").der, "X509 CRL")
-            + enc.to_pem(current_crl(rt, role="root").der, "X509 CRL"))
+    crls = crl_bundle(trusted_crls(rt, {}))
     if hashlib.sha256(crls).hexdigest() != previous.get("crl_sha256"):
         return True
     return bool(_revoked_since(rt, previous.get("applied_at")))

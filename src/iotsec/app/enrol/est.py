@@ -37,6 +37,7 @@ from iotsec.app.enrol.templates import get_template
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
+from iotsec.app.pki.authorities import trusted_certificates
 from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.pki.issuance import (
     SHARED_KEY_HINT,
@@ -356,9 +357,12 @@ def serverkeygen(rt: Runtime, credential: Credential, csr_der: bytes, *, label: 
 
 
 def cacerts(rt: Runtime, label: str | None) -> bytes:
-    """``cacerts``: the issuing chain (issuing CA and root) as a DER certs-only PKCS#7."""
+    """``cacerts``: the trusted CA certificates (the issuing CA and the root; during a
+    rollover also the retiring CAs and the cross certificate) as a DER certs-only PKCS#7."""
     _check_label(rt, label)
-    return certs_only([rt.authority("issuing").certificate, rt.authority("root").certificate])
+    # During a rollover: the active issuing CA first, the retiring one, the cross
+    # certificate and both roots (RFC 7030 4.1.3 publishes the rollover certificates).
+    return certs_only(trusted_certificates(rt))
 
 
 def csrattrs(rt: Runtime, label: str | None) -> bytes:

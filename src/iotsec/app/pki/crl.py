@@ -74,9 +74,12 @@ def _entries(conn: Connection, authority_id: int, now: int) -> Iterator[bytes]:
     yield from result.scalars()
 
 
-def current_crl(rt: Runtime, *, role: str = "issuing", force: bool = False) -> PublishedCrl:
-    """The CA's current CRL, rebuilt and re-signed only when needed (or when ``force``)."""
-    authority_id = _authority_id(rt, role)
+def current_crl(rt: Runtime, *, role: str = "issuing", force: bool = False,
+                authority_id: int | None = None) -> PublishedCrl:
+    """The CA's current CRL, rebuilt and re-signed only when needed (or when ``force``).
+    ``authority_id`` names any CA of the store (a retiring one) instead of ``role``'s
+    active one."""
+    authority_id = authority_id if authority_id is not None else _authority_id(rt, role)
     settings = rt.settings
     refresh = settings.crl_refresh_hours * 3600
     moment = rt.now().replace(microsecond=0)
@@ -89,7 +92,7 @@ def current_crl(rt: Runtime, *, role: str = "issuing", force: bool = False) -> P
                 return PublishedCrl(der=row.der, number=row.number,
                                     this_update=from_ts(row.this_update),
                                     next_update=from_ts(row.next_update))
-    ca = rt.authority(role)
+    ca = rt.authority_by_id(authority_id)
     with transaction(rt.engine) as conn:
         row = conn.execute(query.with_for_update()).first()
         if row is None:
