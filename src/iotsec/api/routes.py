@@ -21,7 +21,8 @@ from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import bundles, cert_records, issuance, revocation
-from iotsec.app.pki.crl import load_served_crl, served_crl
+from iotsec.app.pki.authorities import authority_crl
+from iotsec.app.pki.crl import PublishedCrl, load_served_crl, served_crl
 from iotsec.app.wire.identity import (
     CertificateOut,
     DeviceDetailOut,
@@ -51,14 +52,21 @@ async def healthz() -> dict[str, str]:
 
 
 @public.get("/crl", response_class=Response, responses={200: {
-    "content": {"application/pkix-crl": {}}, "description": "DER CRL of the issuing CA"}})
+    "content": {"application/pkix-crl": {}},
+    "description": "DER CRL of the issuing CA (or root, or the CA with that id)"}})
 async def crl(rt: RuntimeDep,
-              ca: Annotated[str, Query(pattern="^(issuing|root)$")] = "issuing") -> Response:
+              ca: Annotated[str, Query(pattern="^(issuing|root|[1-9][0-9]{0,8})$")] = "issuing"
+              ) -> Response:
     # From memory on the event loop while it may be (see served_crl); else from the store
-    # in the thread pool.
-    published = served_crl(rt, ca)
-    if published is None:
-        published = await run_in_threadpool(load_served_crl, rt, ca)
+    # in the thread pool. A CA id (a retiring or retired CA, 'iotsec ca list') is read
+    # from the store.
+    published: PublishedCrl | None = None
+    if ca.isdigit():
+        published = await run_in_threadpool(authority_crl, rt, int(ca))
+    else:
+        published = served_crl(rt, ca)
+        if published is None:
+            published = await run_in_threadpool(load_served_crl, rt, ca)
     return Response(published.der, media_type="application/pkix-crl",
                     headers={"Cache-Control": "public, max-age=300"})
 
