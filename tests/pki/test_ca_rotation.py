@@ -138,10 +138,11 @@ def test_new_root_is_cross_signed_for_devices_that_trust_only_the_old_root(
     assert rt.authority("root").certificate == done.root.certificate
     new_cert = _issue(rt, "fresh")
     only_old_root = ca.pem_of([old_root])
-    # The published chain carries the cross certificate: a device that trusts only the old
-    # root accepts the new CA's certificates.
-    chain = chain_pem(rt)
+    # The chain with the cross certificate: a relying party that trusts only the old root
+    # accepts the new CA's certificates.
+    chain = chain_pem(rt, cross=True)
     assert chain.count("BEGIN CERTIFICATE") == 3
+    assert chain_pem(rt).count("BEGIN CERTIFICATE") == 2  # a device's CA file: no cross
     result = _verify(openssl, tmp_path, new_cert, only_old_root, untrusted=chain)
     assert result.returncode == 0, result
     # Without it, it does not.
@@ -166,7 +167,7 @@ def test_new_root_is_cross_signed_for_devices_that_trust_only_the_old_root(
     ca.retire(rt, old_issuing_id)
     retired = ca.retire(rt, old_root_id)
     assert {a.id for a in retired} == {old_root_id, done.cross.id}
-    assert chain_pem(rt).count("BEGIN CERTIFICATE") == 2
+    assert chain_pem(rt, cross=True).count("BEGIN CERTIFICATE") == 2
     assert old_root.subject not in {c.subject for c in ca.trusted_certificates(rt)}
 
 

@@ -31,11 +31,14 @@ BrokerDirOpt = Annotated[Path | None, typer.Option(
 @app.command("chain")
 def chain(
     output: OutputFileOpt = None,
+    cross: Annotated[bool, typer.Option(
+        "--cross", help="During a root rollover: the cross certificate before the root, "
+        "for relying parties that trust only the old root (intermediates, not a CA "
+        "file).")] = False,
 ) -> None:
-    """Print the issuing chain in PEM: the active issuing CA, the cross certificate to an
-    older root still trusted (during a root rollover), then the root."""
+    """Print the issuing chain in PEM: the active issuing CA, then the root."""
     with runtime() as rt:
-        write_output(output, chain_pem(rt).encode("ascii"))
+        write_output(output, chain_pem(rt, cross=cross).encode("ascii"))
 
 
 @app.command("bundle")

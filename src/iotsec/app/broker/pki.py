@@ -130,7 +130,7 @@ def server_certificate(rt: Runtime, previous: Path | None, names: ServerNames, b
     record_infrastructure(rt, issued, "server")
     # The issuing CA and, during a root rollover, the cross certificate: a device that
     # trusts only the old root still verifies the broker.
-    intermediates = chain_certificates(rt)[:-1]
+    intermediates = chain_certificates(rt, cross=True)[:-1]
     chain = enc.to_pem(issued.der, "CERTIFICATE") + pem_of(intermediates).encode("ascii")
     return chain, _key_pem(key), True
 

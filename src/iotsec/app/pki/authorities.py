@@ -173,9 +173,13 @@ def trust_generation(rt: Runtime) -> str:
     return hashlib.sha256(";".join(f"{r.id}:{r.state}" for r in rows).encode()).hexdigest()
 
 
-def chain_certificates(rt: Runtime) -> list[x509.Certificate]:
-    """The chain handed out with a certificate: the active issuing CA, the cross
-    certificates that link the active root to a root still trusted, then the active root.
+def chain_certificates(rt: Runtime, *, cross: bool = False) -> list[x509.Certificate]:
+    """The chain handed out with a certificate: the active issuing CA, then the active
+    root. With ``cross``, the cross certificates that link the active root to an older root
+    still trusted come before the root: the chain a server presents (the broker), or the
+    intermediates a relying party that trusts only the old root is given. Never in a file
+    used as a trust store: OpenSSL takes the first certificate of a subject it finds
+    there, and the cross certificate would then lead to a root the file may not hold.
     Read from the store: no key is needed (the root may be offline)."""
     trusted = trusted_authorities(rt)
     issuing = [a for a in trusted if a.role == "issuing" and a.state == "active"]
@@ -184,8 +188,8 @@ def chain_certificates(rt: Runtime) -> list[x509.Certificate]:
         raise NotFoundError("the store holds no active issuing CA and root",
                             hint="run 'iotsec init'")
     root = roots[0]
-    cross = [a for a in trusted if a.role == "cross" and a.key_label == root.key_label]
-    return [a.certificate for a in (issuing[0], *cross, root)]
+    links = [a for a in trusted if cross and a.role == "cross" and a.key_label == root.key_label]
+    return [a.certificate for a in (issuing[0], *links, root)]
 
 
 def insert_authority(conn: Connection, *, role: str, parent_id: int | None, key_label: str,

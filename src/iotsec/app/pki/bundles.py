@@ -90,10 +90,11 @@ def keygen_bundle(rt: Runtime, record: CertificateRecord, key: DeviceKey,
                         chain_pem=chain_pem(rt))
 
 
-def chain_pem(rt: Runtime) -> str:
-    """The issuing chain, intermediate first, then the cross certificates to an older root
-    still trusted (during a root rollover), then the root."""
-    return pem_of(chain_certificates(rt))
+def chain_pem(rt: Runtime, *, cross: bool = False) -> str:
+    """The issuing chain, intermediate first, then the root; with ``cross``, the cross
+    certificates to an older root still trusted before the root (see
+    :func:`~iotsec.app.pki.authorities.chain_certificates`)."""
+    return pem_of(chain_certificates(rt, cross=cross))
 
 
 def trust_bundle_pem(rt: Runtime) -> str:
