@@ -3,23 +3,40 @@ rotation and retirement."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from iotsec.app.broker.rollover import CaChange, retire_ca, rotate_ca
+from iotsec.app.broker.rollover import CaChange, import_ca, retire_ca, rotate_ca
 from iotsec.app.pki.authorities import list_authorities
 from iotsec.app.pki.bundles import chain_pem, trust_bundle_pem
+from iotsec.app.pki.ceremony import MAX_KEY_FILE_BYTES, request_issuing, sign_intermediate_offline
 from iotsec.app.wire.ca import AuthorityOut, CaChangeOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, OutputFileOpt
-from iotsec.cli.output import console, emit_json, plural, table, when, write_output
+from iotsec.cli.output import (
+    console,
+    emit_json,
+    err_console,
+    plural,
+    read_input,
+    secret_input,
+    table,
+    when,
+    write_output,
+)
 from iotsec.errors import InvalidInputError
+from iotsec.pki.ca import MAX_CA_CERT_BYTES
+from iotsec.pki.csr import MAX_CSR_BYTES
 from iotsec.pki.keys import KeyType
+from iotsec.pki.x509 import to_pem
 
-__all__ = ["app", "bundle", "chain", "list_", "retire", "rotate"]
+__all__ = [
+    "app", "bundle", "chain", "import_", "list_", "request", "retire", "rotate",
+    "sign_intermediate"
+]
 
 app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
 
@@ -122,3 +139,59 @@ def retire(
         change = retire_ca(rt, authority_id, broker_dir=broker_dir)
         now = rt.now()
     _report(change, now, as_json, f"Retired CA {authority_id}")
+
+
+@app.command("request")
+def request(
+    output: OutputFileOpt = None,
+    key_type: Annotated[str | None, typer.Option(
+        "--key-type", help="ecdsa-p256, ecdsa-p384 or rsa-3072 (default: the current "
+        "issuing CA's)")] = None,
+) -> None:
+    """Step 1 of the offline-root ceremony: a new issuing CA key (in custody) and its CSR
+    (PEM), to be signed offline with 'iotsec ca sign-intermediate'."""
+    kind = None if key_type is None else KeyType.parse(key_type)
+    with runtime() as rt:
+        made = request_issuing(rt, key_type=kind)
+    write_output(output, to_pem(made.csr_der, "CERTIFICATE REQUEST"))
+    err_console.print(f"Request {made.id} for {made.subject} (key {made.key_label}); sign it "
+                      "offline, then 'iotsec ca import CERT'", markup=False)
+
+
+@app.command("sign-intermediate")
+def sign_intermediate(
+    csr: Annotated[Path, typer.Argument(metavar="CSR", help="The request from 'ca request'.")],
+    root_key: Annotated[Path, typer.Option(
+        "--root-key", help="The encrypted root key (passphrase from "
+        "IOTSEC_ROOT_KEY_PASSPHRASE or --passphrase-file).")],
+    root_cert: Annotated[Path, typer.Option("--root-cert", help="The root certificate.")],
+    passphrase_file: Annotated[Path | None, typer.Option(
+        "--passphrase-file", help="A file holding the root key passphrase.")] = None,
+    output: OutputFileOpt = None,
+) -> None:
+    """Step 2, on the offline machine (no home needed): sign the CSR as an issuing CA
+    with the root key; prints the certificate (PEM)."""
+    der = sign_intermediate_offline(
+        root_key=read_input(str(root_key), MAX_KEY_FILE_BYTES, "root key"),
+        passphrase=secret_input("IOTSEC_ROOT_KEY_PASSPHRASE", passphrase_file,
+                                "the root key passphrase"),
+        root_cert=read_input(str(root_cert), MAX_CA_CERT_BYTES, "root certificate"),
+        csr=read_input(str(csr), MAX_CSR_BYTES, "CSR"), now=datetime.now(UTC))
+    write_output(output, to_pem(der, "CERTIFICATE"))
+
+
+@app.command("import")
+def import_(
+    certificate: Annotated[Path, typer.Argument(metavar="CERT", help="The certificate "
+                                                "'ca sign-intermediate' made.")],
+    broker_dir: BrokerDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Step 3: install the signed certificate as the active issuing CA (the previous one
+    becomes retiring). Refused, with nothing written, unless it is a CA that may sign,
+    valid now, issued by the root and certifying the key of a pending request."""
+    data = read_input(str(certificate), MAX_CA_CERT_BYTES, "certificate")
+    with runtime() as rt:
+        change = import_ca(rt, data, broker_dir=broker_dir)
+        now = rt.now()
+    _report(change, now, as_json, "Imported: new certificates come from the new issuing CA")

@@ -23,7 +23,12 @@ from iotsec.app.broker.files import Owner, read_json, write
 from iotsec.app.broker.fleet import load_fleet
 from iotsec.app.broker.pki import ServerNames, server_certificate
 from iotsec.app.identity.bindings import DEFAULT_ROLE
-from iotsec.app.pki.authorities import AuthorityRecord, authority_crl, trusted_authorities
+from iotsec.app.pki.authorities import (
+    AuthorityRecord,
+    authority_crl,
+    has_crl,
+    trusted_authorities,
+)
 from iotsec.app.pki.bundles import trust_bundle_pem
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, compile_acl
@@ -119,6 +124,10 @@ def trusted_crls(rt: Runtime, previous: dict[str, Any]
     for authority in trusted_authorities(rt):
         if authority.role == "cross":
             continue  # the same subject and key as a root: that root's CRL covers it
+        if authority.key_offline and authority.role == "root" and not has_crl(rt, authority.id):
+            # An imported enterprise root publishes its CRL itself; Mosquitto checks the
+            # CRL of a device certificate's issuer (X509_V_FLAG_CRL_CHECK), not the root's.
+            continue
         number = previous.get(str(authority.id))
         der, info = _crl(rt, authority, number if isinstance(number, int) else None)
         out.append((authority, der, info))

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.broker.files import Owner, replace_shared
 from iotsec.app.broker.pki import ServerNames, server_certificate
-from iotsec.app.pki.authorities import authority_crl, trusted_authorities
+from iotsec.app.pki.authorities import authority_crl, has_crl, trusted_authorities
 from iotsec.app.pki.bundles import trust_bundle_pem
 from iotsec.app.runtime import Runtime
 from iotsec.broker.adapter import PkiFiles
@@ -111,7 +111,8 @@ def render(rt: Runtime, directory: Path, options: EmqxRenderOptions) -> EmqxRend
     previous = certs if (certs / "server.pem").exists() else None
     chain, key, issued = server_certificate(rt, previous, names, options.bind)
     crls = b"".join(enc.to_pem(authority_crl(rt, a.id).der, "X509 CRL")
-                    for a in trusted_authorities(rt) if a.role != "cross")
+                    for a in trusted_authorities(rt) if a.role != "cross"
+                    and not (a.key_offline and not has_crl(rt, a.id)))
     public = 0o640 if owner.gid is not None else 0o644
     _put(certs / "ca.pem", trust_bundle_pem(rt).encode("ascii"), owner, public)
     _put(certs / "server.key", key, owner, 0o640 if owner.gid is not None else 0o600)

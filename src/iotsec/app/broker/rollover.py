@@ -11,14 +11,14 @@ from pathlib import Path
 
 from iotsec.app.broker.build import options_of
 from iotsec.app.broker.mosquitto import SyncResult, sync
-from iotsec.app.pki import authorities
+from iotsec.app.pki import authorities, ceremony
 from iotsec.app.pki.authorities import AuthorityRecord
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 from iotsec.errors import BrokerError
 from iotsec.pki.keys import KeyType
 
-__all__ = ["CaChange", "retire_ca", "rotate_ca"]
+__all__ = ["CaChange", "import_ca", "retire_ca", "rotate_ca"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,10 @@ def retire_ca(rt: Runtime, authority_id: int, *, broker_dir: Path | None = None)
     layout = _broker(rt, broker_dir)
     return _carry(rt, layout, f"retiring CA {authority_id}",
                   lambda: authorities.retire(rt, authority_id))
+
+
+def import_ca(rt: Runtime, certificate: bytes, *, broker_dir: Path | None = None) -> CaChange:
+    """:func:`iotsec.app.pki.ceremony.import_issuing` (the last step of the offline-root
+    ceremony), then the broker re-rendered and reloaded."""
+    layout = _broker(rt, broker_dir)
+    return _carry(rt, layout, "the import", lambda: ceremony.import_issuing(rt, certificate))

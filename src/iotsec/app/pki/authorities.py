@@ -46,8 +46,9 @@ from iotsec.timeutil import from_ts, ts
 
 __all__ = [
     "STATES", "AuthorityRecord", "Rotation", "authority_crl", "chain_certificates",
-    "get_authority", "insert_authority", "list_authorities", "pem_of", "resolve_ca", "retire",
-    "rotate", "trust_generation", "trusted_authorities", "trusted_certificates"
+    "get_authority", "has_crl", "insert_authority", "list_authorities", "pem_of",
+    "resolve_ca", "retire", "rotate", "set_state", "trust_generation", "trusted_authorities",
+    "trusted_certificates"
 ]
 
 #: The stored states, in the order a CA goes through them.
@@ -209,7 +210,7 @@ def insert_authority(conn: Connection, *, role: str, parent_id: int | None, key_
     return authority_id
 
 
-def _set_state(conn: Connection, ids: Iterable[int], state: str, now: datetime) -> None:
+def set_state(conn: Connection, ids: Iterable[int], state: str, now: datetime) -> None:
     ids = list(ids)
     if ids:
         conn.execute(update(m.authorities).where(_A.id.in_(ids)).values(
@@ -280,7 +281,7 @@ def rotate(rt: Runtime, *, new_root: bool = False, cross: bool = True,
                                             key_label=f"root-{tag}", key_type=kind.value,
                                             der=cross_der, now=now, with_crl=False)
             retiring.append(root_id)
-        _set_state(conn, retiring, "retiring", now)
+        set_state(conn, retiring, "retiring", now)
         issuing_id = insert_authority(conn, role="issuing", parent_id=parent,
                                       key_label=f"issuing-{tag}", key_type=kind.value,
                                       der=issuing_der, now=now)
@@ -327,11 +328,18 @@ def retire(rt: Runtime, authority_id: int) -> Sequence[AuthorityRecord]:
             ids += [int(i) for i in conn.execute(select(_A.id).where(
                 _A.parent_id == authority_id, _A.role == "cross",
                 _A.state != "retired")).scalars()]
-        _set_state(conn, ids, "retired", now)
+        set_state(conn, ids, "retired", now)
     rt.authorities_changed()
     rt.events.record(Event(now, "ca.retire", "success", subject=str(authority_id),
                            detail={"retired": ids}))
     return [get_authority(rt, i) for i in ids]
+
+
+def has_crl(rt: Runtime, authority_id: int) -> bool:
+    """Whether a CRL of the CA was ever published (an imported root's never is here)."""
+    with reading(rt.engine) as conn:
+        return conn.execute(select(m.crls.c.der).where(
+            m.crls.c.authority_id == authority_id)).scalar() is not None
 
 
 def authority_crl(rt: Runtime, authority_id: int, *, force: bool = False) -> PublishedCrl:
