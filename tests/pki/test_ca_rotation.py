@@ -20,14 +20,22 @@ from iotsec.app.enrol.renewal import renewable
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.pki import authorities as ca
 from iotsec.app.pki.bundles import chain_pem, trust_bundle_pem
+from iotsec.app.pki.ceremony import import_issuing, request_issuing, sign_intermediate_offline
 from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime, open_runtime
-from iotsec.app.setup import InitResult
+from iotsec.app.setup import InitResult, OfflineRoot, init_home
 from iotsec.config import Settings
-from iotsec.errors import CaStateError, EnrolmentForbiddenError, NotFoundError, PkiError
+from iotsec.errors import (
+    CaImportError,
+    CaStateError,
+    EnrolmentForbiddenError,
+    NotFoundError,
+    OfflineKeyError,
+    PkiError,
+)
 from iotsec.pki import x509 as enc
-from iotsec.pki.ca import Authority, cross_certificate
+from iotsec.pki.ca import Authority, cross_certificate, sign_intermediate
 from iotsec.pki.keys import KeyType, LocalSigner
 from iotsec.store import models as m
 from iotsec.store.db import reading
@@ -229,3 +237,41 @@ def test_renewal_of_a_retired_cas_certificate_is_refused(rt: Runtime) -> None:
     ca.retire(rt, old)
     with pytest.raises(EnrolmentForbiddenError, match="retired"):
         renewable(rt, cert, rt.now())
+
+
+def test_offline_root_ceremony_on_the_store(settings: Settings, clock: FakeClock,
+                                            tmp_path: Path, openssl: str) -> None:
+    key_file = tmp_path / "root.key"
+    made = init_home(settings, now=clock(), offline_root=OfflineRoot(key_file, b"p" * 16))
+    assert made.root_key_file == str(key_file)
+    rt = open_runtime(settings, clock=clock)
+    try:
+        root_id = ca.resolve_ca(rt, "root")
+        with pytest.raises(OfflineKeyError):
+            rt.authority("root")
+        with pytest.raises(OfflineKeyError):
+            ca.rotate(rt)
+        assert ca.authority_crl(rt, root_id).der  # signed before the key left
+        request = request_issuing(rt)
+        clock.advance(timedelta(minutes=1))
+        der = sign_intermediate_offline(root_key=key_file.read_bytes(), passphrase=b"p" * 16,
+                                        root_cert=ca.pem_of([ca.get_authority(rt, root_id)
+                                                             .certificate]).encode(),
+                                        csr=request.csr_der,
+                                        now=clock())
+        with pytest.raises(CaImportError, match="not issued by the root"):
+            # Signed by the issuing CA instead of the root: refused, nothing written.
+            wrong = sign_intermediate(rt.authority("issuing"), enc.spki_der(
+                x509.load_der_x509_csr(request.csr_der).public_key()),
+                x509.load_der_x509_csr(request.csr_der).subject.public_bytes(), clock())
+            import_issuing(rt, wrong)
+        new, old = import_issuing(rt, der)
+        assert (new.state, old.state) == ("active", "retiring")
+        assert rt.issuing_id() == new.id
+        cert = _issue(rt, "ceremony-dev")
+        result = _verify(openssl, tmp_path, cert, trust_bundle_pem(rt))
+        assert result.returncode == 0, result
+        # The root's CRL signed offline is what the broker and relying parties get.
+        assert ca.authority_crl(rt, root_id).number == ca.authority_crl(rt, root_id).number
+    finally:
+        rt.close()

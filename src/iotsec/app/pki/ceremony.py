@@ -174,8 +174,12 @@ def sign_intermediate_offline(*, root_key: bytes, passphrase: bytes, root_cert: 
     if len(csr) > MAX_CSR_BYTES:
         raise InvalidInputError(f"the CSR is larger than {MAX_CSR_BYTES} bytes")
     signer = load_signing_key(root_key, passphrase)
-    root = Authority.from_der(load_ca_certificate(root_cert).public_bytes(Encoding.DER),
-                              signer)
+    root_der = load_ca_certificate(root_cert).public_bytes(Encoding.DER)
+    try:
+        root = Authority.from_der(root_der, signer)
+    except PkiError:
+        raise PkiError("the root certificate does not match the root key",
+                       hint="give the root's own certificate with --root-cert") from None
     request = _parse_ca_csr(csr)
     KeyType.of(request.public_key())  # type: ignore[arg-type]
     return sign_intermediate(root, enc.spki_der(request.public_key()),
