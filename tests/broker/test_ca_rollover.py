@@ -8,9 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.broker.rollover import retire_ca, rotate_ca
+from iotsec.app.pki import authorities
 from iotsec.app.pki.bundles import chain_pem
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
@@ -74,3 +76,22 @@ def test_an_unrendered_broker_dir_is_refused_before_the_rotation(
     with pytest.raises(BrokerConfigError):
         rotate_ca(brt, broker_dir=tmp_path / "nothing-here")
     assert brt.issuing_id() == before
+
+
+def test_a_rotation_elsewhere_makes_a_sync_needed(brt: Runtime, broker_dir: Path) -> None:
+    service.render(brt, broker_dir, service.BrokerOptions(
+        broker_user=service.default_broker_user()), dry_run=False)
+    assert not service.sync_needed(brt, broker_dir)
+    old = brt.issuing_id()
+    authorities.rotate(brt)  # e.g. through the API of another process: no broker touched
+    assert service.sync_needed(brt, broker_dir)
+    service.sync(brt, broker_dir, dry_run=False)
+    assert not service.sync_needed(brt, broker_dir)
+    authorities.retire(brt, old)
+    assert service.sync_needed(brt, broker_dir)
+    service.sync(brt, broker_dir, dry_run=False)
+    layout = Layout.parse(broker_dir)
+    bundle = (layout.current / "ca.pem").read_text()
+    assert authorities.get_authority(brt, old).certificate.subject.rfc4514_string() \
+        not in {c.subject.rfc4514_string() for c in x509.load_pem_x509_certificates(
+            bundle.encode())}

@@ -164,7 +164,8 @@ def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
         write(tmp / "crl.pem", crl_pem, owner)
         # The trust bundle: during a rollover both issuing CAs (and both roots, with the
         # cross certificate) authenticate devices; a retired CA is no longer in it.
-        write(tmp / "ca.pem", trust_bundle_pem(rt).encode("ascii"), owner)
+        bundle = trust_bundle_pem(rt).encode("ascii")
+        write(tmp / "ca.pem", bundle, owner)
         write(tmp / "server.pem", chain, owner)
         write(tmp / "server.key", key, owner)
         write(tmp / "passwd", password_line(ADMIN_USER, password, os.urandom(12))
@@ -177,6 +178,7 @@ def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
             "crl_next_update": issuing_info.next_update.isoformat(),
             "acl_sha256": hashlib.sha256(acl.text.encode("utf-8")).hexdigest(),
             "crl_sha256": hashlib.sha256(crl_pem).hexdigest(),
+            "ca_sha256": hashlib.sha256(bundle).hexdigest(),
             "server_sha256": hashlib.sha256(chain).hexdigest(),
             "blocked": list(acl.blocked), "user_blocks": acl.user_blocks,
             "pattern_lines": acl.pattern_lines,

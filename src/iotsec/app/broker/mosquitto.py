@@ -70,6 +70,7 @@ from iotsec.app.broker.pki import (
     client_certificate,
 )
 from iotsec.app.events import Event
+from iotsec.app.pki.bundles import trust_bundle_pem
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import ADMIN_USER, compile_acl
 from iotsec.broker.adapter import PkiFiles
@@ -275,7 +276,7 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
                    json.dumps(built.manifest, indent=1).encode("utf-8"), owner)
     prune(layout, {built.number, prev_gen or 0})
     changed = any(previous.get(k) != built.manifest[k]
-                  for k in ("acl_sha256", "crl_sha256", "server_sha256"))
+                  for k in ("acl_sha256", "crl_sha256", "server_sha256", "ca_sha256"))
     seconds["total"] = round(time.monotonic() - t0, 3)
     result = SyncResult(
         directory=str(layout.root), generation=built.number, previous=prev_gen,
@@ -370,6 +371,10 @@ def sync_needed(rt: Runtime, directory: Path) -> bool:
         return True
     crls = crl_bundle(trusted_crls(rt, {}))
     if hashlib.sha256(crls).hexdigest() != previous.get("crl_sha256"):
+        return True
+    # A CA rotated, imported or retired by another process: the trust bundle changed.
+    bundle = trust_bundle_pem(rt).encode("ascii")
+    if hashlib.sha256(bundle).hexdigest() != previous.get("ca_sha256"):
         return True
     return bool(_revoked_since(rt, previous.get("applied_at")))
 
