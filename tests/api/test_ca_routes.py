@@ -3,12 +3,18 @@ a retiring or retired CA, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 from cryptography import x509
 from fastapi.testclient import TestClient
 
 from iotsec.api.app import create_app
 from iotsec.app.pki import authorities as ca
-from iotsec.app.runtime import Runtime
+from iotsec.app.runtime import Runtime, open_runtime
+from iotsec.app.setup import OfflineRoot, init_home
+from iotsec.config import Settings
+from tests.conftest import FakeClock
 
 
 def test_api_lists_rotates_retires_and_serves_crls(rt: Runtime, api: TestClient) -> None:
@@ -40,3 +46,23 @@ def test_api_lists_rotates_retires_and_serves_crls(rt: Runtime, api: TestClient)
     assert api.get(f"/crl?ca={old}").status_code == 200  # still served once retired
     assert "BEGIN CERTIFICATE" in api.get("/v1/ca/bundle").text
     assert api.post("/v1/ca/rotate", json={"key_type": "dsa"}).status_code == 422
+
+
+def test_crl_of_an_offline_root_is_served_past_its_refresh_age(
+        settings: Settings, clock: FakeClock, tmp_path: Path) -> None:
+    init_home(settings, now=clock(), offline_root=OfflineRoot(tmp_path / "root.key",
+                                                              b"q" * 16))
+    rt = open_runtime(settings, clock=clock)
+    try:
+        with TestClient(create_app(rt)) as anon:
+            first = anon.get("/crl?ca=root")
+            assert first.status_code == 200
+            clock.advance(timedelta(days=30))  # far past the refresh age: not re-signable
+            again = anon.get("/crl?ca=root")
+            assert again.status_code == 200 and again.content == first.content
+            clock.advance(timedelta(days=400))  # past its nextUpdate: a clear refusal
+            late = anon.get("/crl?ca=root")
+            assert late.status_code == 409
+            assert late.headers["content-type"].startswith("application/problem+json")
+    finally:
+        rt.close()

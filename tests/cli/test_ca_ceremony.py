@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,34 @@ def test_fuzz_sign_intermediate_inputs(csr: bytes, key: bytes) -> None:
     with pytest.raises(IotsecError):
         sign_intermediate_offline(root_key=key, passphrase=b"x" * 12, root_cert=b"",
                                   csr=csr, now=datetime.now(UTC))
+
+
+def test_offline_root_crl_renewed_offline(cli: Cli, offline: dict[str, Any], tmp_path: Path,
+                                          openssl: str) -> None:
+    chain = x509.load_pem_x509_certificates(cli.ok("ca", "chain").out.encode())
+    (tmp_path / "root.pem").write_bytes(_pem(chain[-1]))
+    before = x509.load_pem_x509_crl(cli.ok("crl", "--ca", "root", "--pem").out.encode())
+    sign = ["ca", "sign-crl", "--root-key", str(offline["key_file"]), "--root-cert",
+            str(tmp_path / "root.pem")]
+    time.sleep(1.1)  # the CRL number is the signing time in seconds: a later second
+    cli.ok(*sign, "--days", "30", "-o", str(tmp_path / "next.crl"))
+    text = subprocess.run([openssl, "crl", "-in", str(tmp_path / "next.crl"), "-noout",
+                           "-issuer", "-crlnumber"], capture_output=True, text=True,
+                          timeout=30, check=True).stdout
+    assert "iotsec Root CA" in text
+    published = cli.json("ca", "import-crl", str(tmp_path / "next.crl"))
+    number = before.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert published["number"] > number
+    served = x509.load_pem_x509_crl(cli.ok("crl", "--ca", "root", "--pem").out.encode())
+    assert served.public_bytes(serialization.Encoding.DER) == x509.load_pem_x509_crl(
+        (tmp_path / "next.crl").read_bytes()).public_bytes(serialization.Encoding.DER)
+    # Refused, nothing written: the same CRL again (no higher number), one the issuing CA
+    # signed (its key is online), garbage.
+    assert "roll back" in cli.refused("ca", "import-crl", str(tmp_path / "next.crl"))
+    (tmp_path / "issuing.crl").write_text(cli.ok("crl", "--pem").out)
+    assert "offline" in cli.refused("ca", "import-crl", str(tmp_path / "issuing.crl"))
+    (tmp_path / "junk.crl").write_bytes(b"junk")
+    assert "not a PEM or DER CRL" in cli.refused("ca", "import-crl", str(tmp_path / "junk.crl"))
+    assert "1 to 1095" in cli.refused(*sign, "--days", "0")
+    assert cli.ok("crl", "--ca", "root", "--pem").out == served.public_bytes(
+        serialization.Encoding.PEM).decode()

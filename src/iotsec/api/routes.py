@@ -21,8 +21,9 @@ from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import bundles, cert_records, issuance, revocation
-from iotsec.app.pki.authorities import authority_crl
+from iotsec.app.pki.authorities import authority_crl, resolve_ca
 from iotsec.app.pki.crl import PublishedCrl, load_served_crl, served_crl
+from iotsec.app.runtime import Runtime
 from iotsec.app.wire.identity import (
     CertificateOut,
     DeviceDetailOut,
@@ -31,6 +32,7 @@ from iotsec.app.wire.identity import (
     ReplacementOut,
     RevokedOut,
 )
+from iotsec.errors import OfflineKeyError
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.keys import KeyType
@@ -62,13 +64,26 @@ async def crl(rt: RuntimeDep,
     # from the store.
     published: PublishedCrl | None = None
     if ca.isdigit():
-        published = await run_in_threadpool(authority_crl, rt, int(ca))
+        published = await run_in_threadpool(_crl_of, rt, ca)
     else:
         published = served_crl(rt, ca)
         if published is None:
-            published = await run_in_threadpool(load_served_crl, rt, ca)
+            published = await run_in_threadpool(_load_served, rt, ca)
     return Response(published.der, media_type="application/pkix-crl",
                     headers={"Cache-Control": "public, max-age=300"})
+
+
+def _crl_of(rt: Runtime, ca: str) -> PublishedCrl:
+    return authority_crl(rt, resolve_ca(rt, ca))
+
+
+def _load_served(rt: Runtime, ca: str) -> PublishedCrl:
+    try:
+        return load_served_crl(rt, ca)
+    except OfflineKeyError:
+        # An offline root cannot re-sign: the CRL it signed before its key left is served
+        # while it is current.
+        return _crl_of(rt, ca)
 
 
 @v1.get("/ca/chain", response_class=Response,

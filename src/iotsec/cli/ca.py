@@ -12,8 +12,16 @@ import typer
 from iotsec.app.broker.rollover import CaChange, import_ca, retire_ca, rotate_ca
 from iotsec.app.pki.authorities import list_authorities
 from iotsec.app.pki.bundles import chain_pem, trust_bundle_pem
-from iotsec.app.pki.ceremony import MAX_KEY_FILE_BYTES, request_issuing, sign_intermediate_offline
-from iotsec.app.wire.ca import AuthorityOut, CaChangeOut
+from iotsec.app.pki.ceremony import (
+    MAX_CRL_IMPORT_BYTES,
+    MAX_KEY_FILE_BYTES,
+    OFFLINE_ROOT_CRL_DAYS,
+    import_root_crl,
+    request_issuing,
+    sign_intermediate_offline,
+    sign_root_crl_offline,
+)
+from iotsec.app.wire.ca import AuthorityOut, CaChangeOut, CrlOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, OutputFileOpt
 from iotsec.cli.output import (
@@ -34,8 +42,8 @@ from iotsec.pki.keys import KeyType
 from iotsec.pki.x509 import to_pem
 
 __all__ = [
-    "app", "bundle", "chain", "import_", "list_", "request", "retire", "rotate",
-    "sign_intermediate"
+    "app", "bundle", "chain", "import_", "import_crl", "list_", "request", "retire", "rotate",
+    "sign_crl", "sign_intermediate"
 ]
 
 app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
@@ -195,3 +203,43 @@ def import_(
         change = import_ca(rt, data, broker_dir=broker_dir)
         now = rt.now()
     _report(change, now, as_json, "Imported: new certificates come from the new issuing CA")
+
+
+@app.command("sign-crl")
+def sign_crl(
+    root_key: Annotated[Path, typer.Option(
+        "--root-key", help="The encrypted root key (passphrase from "
+        "IOTSEC_ROOT_KEY_PASSPHRASE or --passphrase-file).")],
+    root_cert: Annotated[Path, typer.Option("--root-cert", help="The root certificate.")],
+    days: Annotated[int, typer.Option("--days", help="Validity (nextUpdate).")
+                    ] = OFFLINE_ROOT_CRL_DAYS,
+    passphrase_file: Annotated[Path | None, typer.Option(
+        "--passphrase-file", help="A file holding the root key passphrase.")] = None,
+    output: OutputFileOpt = None,
+) -> None:
+    """On the offline machine (no home needed): the offline root's next CRL (PEM), to
+    install with 'iotsec ca import-crl' before the current one expires."""
+    der = sign_root_crl_offline(
+        root_key=read_input(str(root_key), MAX_KEY_FILE_BYTES, "root key"),
+        passphrase=secret_input("IOTSEC_ROOT_KEY_PASSPHRASE", passphrase_file,
+                                "the root key passphrase"),
+        root_cert=read_input(str(root_cert), MAX_CA_CERT_BYTES, "root certificate"),
+        now=datetime.now(UTC), days=days)
+    write_output(output, to_pem(der, "X509 CRL"))
+
+
+@app.command("import-crl")
+def import_crl(
+    crl_file: Annotated[Path, typer.Argument(metavar="CRL", help="From 'ca sign-crl'.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a CRL the offline root signed: checked (its signature, a higher number, in
+    its validity), then served and given to the broker at its next sync."""
+    data = read_input(str(crl_file), MAX_CRL_IMPORT_BYTES, "CRL")
+    with runtime() as rt:
+        published = import_root_crl(rt, data)
+    if as_json:
+        emit_json(CrlOut.from_domain(published))
+        return
+    console.print(f"Published the root's CRL number {published.number}, valid until "
+                  f"{when(published.next_update)}", markup=False)

@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from iotsec.app.events import Event
 from iotsec.app.pki.authorities import (
@@ -36,6 +36,7 @@ from iotsec.app.pki.authorities import (
     insert_authority,
     set_state,
 )
+from iotsec.app.pki.crl import PublishedCrl
 from iotsec.app.runtime import Runtime
 from iotsec.custody.base import KeyStore
 from iotsec.custody.file_keys import FileKeyStore
@@ -58,15 +59,29 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "MAX_KEY_FILE_BYTES", "MIN_ROOT_PASSPHRASE", "OFFLINE_ROOT_CRL_DAYS", "CaRequest", "adopt_key",
-    "check_root_passphrase", "export_key", "import_issuing", "load_signing_key",
-    "offline_root_crl", "request_issuing", "sign_intermediate_offline"
+    "MAX_CRL_IMPORT_BYTES",
+    "MAX_KEY_FILE_BYTES",
+    "MIN_ROOT_PASSPHRASE",
+    "OFFLINE_ROOT_CRL_DAYS",
+    "CaRequest",
+    "adopt_key",
+    "check_root_passphrase",
+    "export_key",
+    "import_issuing",
+    "import_root_crl",
+    "load_signing_key",
+    "offline_root_crl",
+    "request_issuing",
+    "sign_intermediate_offline",
+    "sign_root_crl_offline"
 ]
 
 #: How long the CRL a root signs before its key goes offline stays valid.
 OFFLINE_ROOT_CRL_DAYS = 365
 #: The shortest passphrase an exported root key may be encrypted with.
 MIN_ROOT_PASSPHRASE = 12
+#: The largest CRL ``ca import-crl`` reads (an offline root's CRL is nearly empty).
+MAX_CRL_IMPORT_BYTES = 1024 * 1024
 #: The largest key file read (an encrypted RSA-4096 key is about 3.5 KiB).
 MAX_KEY_FILE_BYTES = 16 * 1024
 
@@ -129,12 +144,15 @@ def adopt_key(keys: KeyStore, label: str, signer: LocalSigner) -> None:
     keys.adopt(label, key)
 
 
-def offline_root_crl(root: Authority, now: datetime) -> tuple[bytes, datetime]:
+def offline_root_crl(root: Authority, now: datetime, *, days: int = OFFLINE_ROOT_CRL_DAYS
+                     ) -> tuple[bytes, datetime]:
     """The empty CRL an offline root publishes (number: ``now`` in Unix seconds, so a CRL
-    signed later offline always has a higher one), valid for
-    :data:`OFFLINE_ROOT_CRL_DAYS`."""
+    signed later offline always has a higher one), valid for ``days``. Empty: iotsec
+    retires CAs, it never revokes one."""
+    if not 1 <= days <= 3 * 365:
+        raise InvalidInputError("a root CRL is valid for 1 to 1095 days")
     moment = now.replace(microsecond=0)
-    next_update = moment + timedelta(days=OFFLINE_ROOT_CRL_DAYS)
+    next_update = moment + timedelta(days=days)
     return build_crl(root, iter(()), number=ts(moment), this_update=moment,
                      next_update=next_update), next_update
 
@@ -173,17 +191,78 @@ def sign_intermediate_offline(*, root_key: bytes, passphrase: bytes, root_cert: 
     key."""
     if len(csr) > MAX_CSR_BYTES:
         raise InvalidInputError(f"the CSR is larger than {MAX_CSR_BYTES} bytes")
-    signer = load_signing_key(root_key, passphrase)
-    root_der = load_ca_certificate(root_cert).public_bytes(Encoding.DER)
-    try:
-        root = Authority.from_der(root_der, signer)
-    except PkiError:
-        raise PkiError("the root certificate does not match the root key",
-                       hint="give the root's own certificate with --root-cert") from None
+    root = _offline_root(root_key, passphrase, root_cert)
     request = _parse_ca_csr(csr)
     KeyType.of(request.public_key())  # type: ignore[arg-type]
     return sign_intermediate(root, enc.spki_der(request.public_key()),
                              request.subject.public_bytes(), now)
+
+
+def _offline_root(root_key: bytes, passphrase: bytes, root_cert: bytes) -> Authority:
+    signer = load_signing_key(root_key, passphrase)
+    root_der = load_ca_certificate(root_cert).public_bytes(Encoding.DER)
+    try:
+        return Authority.from_der(root_der, signer)
+    except PkiError:
+        raise PkiError("the root certificate does not match the root key",
+                       hint="give the root's own certificate with --root-cert") from None
+
+
+def sign_root_crl_offline(*, root_key: bytes, passphrase: bytes, root_cert: bytes,
+                          now: datetime, days: int = OFFLINE_ROOT_CRL_DAYS) -> bytes:
+    """Offline, without a home: the offline root's next CRL (DER), for ``ca import-crl``."""
+    return offline_root_crl(_offline_root(root_key, passphrase, root_cert), now, days=days)[0]
+
+
+def import_root_crl(rt: Runtime, data: bytes) -> PublishedCrl:
+    """Store a CRL signed offline by a CA whose key is offline (its root): refused, with
+    nothing written, unless its signature verifies with that CA's key, its number is higher
+    than the stored one, its thisUpdate is not in the future and its nextUpdate is."""
+    if len(data) > MAX_CRL_IMPORT_BYTES:
+        raise InvalidInputError(f"the CRL is larger than {MAX_CRL_IMPORT_BYTES} bytes")
+    try:
+        stripped = data.lstrip()
+        crl = (x509.load_pem_x509_crl(stripped) if stripped.startswith(b"-----BEGIN")
+               else x509.load_der_x509_crl(data))
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        this_update, next_update = crl.last_update_utc, crl.next_update_utc
+    except (ValueError, x509.ExtensionNotFound):
+        raise InvalidInputError("the file is not a PEM or DER CRL with a CRL number",
+                                hint="make it with 'iotsec ca sign-crl'") from None
+    now = rt.now()
+    with reading(rt.engine) as conn:
+        offline = conn.execute(select(m.authorities.c.id, m.authorities.c.cert_der).where(
+            m.authorities.c.key_offline.is_(True))).all()
+    issuer_id = None
+    for row in offline:
+        cert = x509.load_der_x509_certificate(bytes(row.cert_der))
+        if cert.subject == crl.issuer and crl.is_signature_valid(
+                cert.public_key()):  # type: ignore[arg-type]
+            issuer_id = int(row.id)
+    if issuer_id is None:
+        raise CaImportError("the CRL is not signed by a CA of this home whose key is offline",
+                            hint="sign it with the offline root ('iotsec ca sign-crl')")
+    if next_update is None or next_update <= now or this_update > now + timedelta(minutes=5):
+        raise CaImportError("the CRL is not current (thisUpdate in the future or nextUpdate "
+                            "past)", hint="check the offline machine's clock and sign again")
+    with transaction(rt.engine) as conn:
+        stored = conn.execute(select(m.crls.c.number).where(
+            m.crls.c.authority_id == issuer_id).with_for_update()).scalar()
+        if stored is not None and number <= stored:
+            raise CaImportError(f"the CRL's number {number} is not above the published "
+                                f"{stored}: refusing to roll back")
+        values = {"number": number, "this_update": ts(this_update),
+                  "next_update": ts(next_update), "stale": False,
+                  "der": crl.public_bytes(Encoding.DER)}
+        if stored is None:
+            conn.execute(insert(m.crls).values(authority_id=issuer_id, **values))
+        else:
+            conn.execute(update(m.crls).where(m.crls.c.authority_id == issuer_id)
+                         .values(**values))
+    rt.events.record(Event(now, "ca.crl-import", "success", subject=str(issuer_id),
+                           detail={"number": number}))
+    return PublishedCrl(der=crl.public_bytes(Encoding.DER), number=number,
+                        this_update=this_update, next_update=next_update)
 
 
 def _parse_ca_csr(data: bytes) -> x509.CertificateSigningRequest:

@@ -6,9 +6,10 @@ from datetime import datetime
 
 from iotsec.app.broker.rollover import CaChange
 from iotsec.app.pki.authorities import AuthorityRecord
+from iotsec.app.pki.crl import PublishedCrl
 from iotsec.app.wire.base import Wire
 
-__all__ = ["AuthorityOut", "CaChangeOut"]
+__all__ = ["AuthorityOut", "CaChangeOut", "CrlOut"]
 
 
 class AuthorityOut(Wire):
@@ -52,3 +53,16 @@ class CaChangeOut(Wire):
                    broker_dir=None if sync is None else sync.directory,
                    broker_generation=None if sync is None else sync.generation,
                    broker_reloaded=False if sync is None else sync.reloaded)
+
+
+class CrlOut(Wire):
+    """A published CRL (without its bytes)."""
+
+    number: int
+    this_update: datetime
+    next_update: datetime
+
+    @classmethod
+    def from_domain(cls, crl: PublishedCrl) -> CrlOut:
+        return cls(number=crl.number, this_update=crl.this_update,
+                   next_update=crl.next_update)
