@@ -23,6 +23,7 @@ from iotsec.app.pki.bundles import chain_pem, trust_bundle_pem
 from iotsec.app.pki.ceremony import import_issuing, request_issuing, sign_intermediate_offline
 from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.pki.revocation import revoke
+from iotsec.app.pki.server_tls import ensure_server_tls
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import InitResult, OfflineRoot, init_home
 from iotsec.config import Settings
@@ -275,3 +276,15 @@ def test_offline_root_ceremony_on_the_store(settings: Settings, clock: FakeClock
         assert ca.authority_crl(rt, root_id).number == ca.authority_crl(rt, root_id).number
     finally:
         rt.close()
+
+
+def test_the_api_server_certificate_follows_a_rotation(rt: Runtime) -> None:
+    first = ensure_server_tls(rt, "127.0.0.1")
+    again = ensure_server_tls(rt, "127.0.0.1")
+    assert again.chain_file.read_bytes() == first.chain_file.read_bytes()  # reused
+    done = ca.rotate(rt, new_root=True)
+    rotated = ensure_server_tls(rt, "127.0.0.1")
+    leaf, *intermediates = x509.load_pem_x509_certificates(rotated.chain_file.read_bytes())
+    assert leaf.issuer == done.issuing.certificate.subject
+    assert done.cross is not None
+    assert intermediates == [done.issuing.certificate, done.cross.certificate]
