@@ -26,7 +26,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iotsec.app.pki.ceremony import load_signing_key, sign_intermediate_offline
+from iotsec.app.pki.authorities import authority_crl, resolve_ca
+from iotsec.app.pki.ceremony import import_root_crl, load_signing_key, sign_intermediate_offline
+from iotsec.app.runtime import open_runtime
+from iotsec.config import Settings
 from iotsec.errors import IotsecError
 from iotsec.pki.ca import load_ca_certificate
 from tests.cli.support import Cli
@@ -329,3 +332,23 @@ def test_offline_root_crl_renewed_offline(cli: Cli, offline: dict[str, Any], tmp
     assert "1 to 1095" in cli.refused(*sign, "--days", "0")
     assert cli.ok("crl", "--ca", "root", "--pem").out == served.public_bytes(
         serialization.Encoding.PEM).decode()
+
+
+def test_fuzz_crl_import_writes_nothing(offline: dict[str, Any], cli_home: Path) -> None:
+    rt = open_runtime(Settings(home=cli_home))
+    try:
+        before = authority_crl(rt, resolve_ca(rt, "root")).der
+
+        @settings(max_examples=100, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow])
+        @given(st.binary(max_size=1024) | st.builds(
+            lambda body: b"-----BEGIN X509 CRL-----\n" + body + b"\n-----END X509 CRL-----\n",
+            st.binary(max_size=512)))
+        def attempt(data: bytes) -> None:
+            with pytest.raises(IotsecError):
+                import_root_crl(rt, data)
+
+        attempt()
+        assert authority_crl(rt, resolve_ca(rt, "root")).der == before
+    finally:
+        rt.close()
