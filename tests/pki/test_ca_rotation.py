@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
+from iotsec.app.audit import run_audit
 from iotsec.app.enrol.renewal import renewable
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.pki import authorities as ca
@@ -288,3 +289,22 @@ def test_the_api_server_certificate_follows_a_rotation(rt: Runtime) -> None:
     assert leaf.issuer == done.issuing.certificate.subject
     assert done.cross is not None
     assert intermediates == [done.issuing.certificate, done.cross.certificate]
+
+
+def test_audit_tells_retiring_from_retired(rt: Runtime) -> None:
+    cert = _issue(rt, "audited")
+    old = rt.issuing_id()
+    ca.rotate(rt)
+    serial = f"{cert.serial_number:X}"
+
+    def finding():  # type: ignore[no-untyped-def]
+        result = run_audit(rt, None, record=False)
+        (only,) = result.findings_of("audit/revoked-ca-active-certs")
+        return only
+
+    overlap = finding()
+    assert overlap.severity.name == "MEDIUM" and "retiring" in overlap.message
+    assert f"iotsec ca retire {old}" in overlap.fix and serial in overlap.fix
+    ca.retire(rt, old)
+    after = finding()
+    assert after.severity.name == "HIGH" and "no longer active" in after.message
