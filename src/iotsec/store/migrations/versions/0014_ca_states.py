@@ -42,7 +42,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("ca_requests")
-    with op.batch_alter_table("authorities") as batch:
-        batch.drop_column("key_offline")
-        batch.drop_column("state_changed_at")
-        batch.drop_column("state")
+    # Not a batch (table rebuild): on SQLite that drops the table other tables' foreign
+    # keys point at. SQLite (3.35+) and PostgreSQL both drop a plain column in place.
+    for column in ("key_offline", "state_changed_at", "state"):
+        op.execute(f"ALTER TABLE authorities DROP COLUMN {column}")
