@@ -25,7 +25,12 @@ from iotsec.app.pki.ceremony import (
 from iotsec.app.runtime import Runtime, utcnow
 from iotsec.app.store_location import with_remembered_database
 from iotsec.config import Settings
-from iotsec.custody.home import open_key_store, remember_keystore, with_remembered_keystore
+from iotsec.custody.home import (
+    connect_token,
+    open_key_store,
+    remember_keystore,
+    with_remembered_keystore,
+)
 from iotsec.errors import ConflictError, InvalidInputError
 from iotsec.filesystem import create_new
 from iotsec.pki import x509 as enc
@@ -100,11 +105,27 @@ def _check_offline_root(offline: OfflineRoot) -> None:
         raise InvalidInputError(f"{offline.key_file.parent} is not a directory")
 
 
-def _check_import(imported: ImportedCa, now: datetime
+def _token_key_spki(settings: Settings, label: str) -> bytes:
+    """The public key (SPKI DER) of the token key ``label``: read before anything is
+    written, so a label that names another key is refused with nothing written."""
+    if settings.keystore != "pkcs11":
+        raise InvalidInputError("--import-key-label names a key in a PKCS#11 token",
+                                hint="use it with --keystore pkcs11, or give --import-key")
+    # Deferred: python-pkcs11 is loaded only by homes that use a token (start-up time).
+    from iotsec.custody.pkcs11 import Pkcs11KeyStore
+
+    token = connect_token(settings)
+    try:
+        return enc.spki_der(Pkcs11KeyStore(token).load(label).public_key())
+    finally:
+        token.close()
+
+
+def _check_import(imported: ImportedCa, now: datetime, settings: Settings
                   ) -> tuple[x509.Certificate, x509.Certificate, LocalSigner | None]:
-    """The imported CA, its root and its key (``None``: a token key, checked once the
-    token is open), refused unless the root is a self-signed CA, the CA is issued by it,
-    may sign, is valid now and matches its key."""
+    """The imported CA, its root and its key (``None``: a key in the token), refused
+    unless the root is a self-signed CA, the CA is issued by it, may sign, is valid now and
+    matches its key."""
     cert = load_ca_certificate(imported.certificate)
     root = load_ca_certificate(imported.root)
     check_ca_certificate(root, issuer=root, spki=enc.spki_der(root.public_key()), now=now)
@@ -115,7 +136,7 @@ def _check_import(imported: ImportedCa, now: datetime
         signer = load_signing_key(imported.key, imported.key_passphrase)
         spki = enc.spki_der(signer.public_key())
     else:
-        spki = enc.spki_der(cert.public_key())
+        spki = _token_key_spki(settings, imported.key_label or "")
     check_ca_certificate(cert, issuer=root, spki=spki, now=now)
     KeyType.of(cert.public_key())  # type: ignore[arg-type]
     return cert, root, signer
@@ -147,7 +168,7 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
     if offline_root is not None:
         _check_offline_root(offline_root)
     if imported is not None:
-        checked_import = _check_import(imported, now)
+        checked_import = _check_import(imported, now, with_remembered_database(settings))
     settings = with_remembered_database(settings)
     home = settings.resolved_home
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
