@@ -352,3 +352,16 @@ def test_fuzz_crl_import_writes_nothing(offline: dict[str, Any], cli_home: Path)
         assert authority_crl(rt, resolve_ca(rt, "root")).der == before
     finally:
         rt.close()
+
+
+def test_offline_root_options_are_checked_before_anything_is_written(
+        cli: Cli, cli_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "--root-key-out" in cli.refused("init", "--offline-root")
+    assert "--offline-root" in cli.refused("init", "--root-token", "t")
+    monkeypatch.delenv("IOTSEC_ROOT_TOKEN_PIN", raising=False)
+    assert "PIN" in cli.refused("init", "--offline-root", "--root-token", "root-token",
+                                "--pkcs11-module", "/nonexistent.so")
+    monkeypatch.setenv("IOTSEC_ROOT_KEY_PASSPHRASE", "short")
+    assert "12 characters" in cli.refused("init", "--offline-root", "--root-key-out",
+                                          str(cli_home.parent / "k.pem"))
+    assert not cli_home.exists() and not (cli_home.parent / "k.pem").exists()

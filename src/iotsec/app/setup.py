@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -21,6 +23,7 @@ from iotsec.app.pki.ceremony import (
     export_key,
     load_signing_key,
     offline_root_crl,
+    root_token_signer,
 )
 from iotsec.app.runtime import Runtime, utcnow
 from iotsec.app.store_location import with_remembered_database
@@ -47,6 +50,9 @@ from iotsec.store.db import make_engine, reading, transaction
 from iotsec.store.migrate import upgrade
 from iotsec.timeutil import ts
 
+if TYPE_CHECKING:
+    from iotsec.custody.pkcs11_token import Pkcs11Config
+
 __all__ = ["BOOTSTRAP_TOKEN_DAYS", "ImportedCa", "InitResult", "OfflineRoot", "init_home"]
 
 #: Lifetime of the admin token 'iotsec init' prints.
@@ -55,10 +61,12 @@ BOOTSTRAP_TOKEN_DAYS = 90
 
 @dataclass(frozen=True)
 class OfflineRoot:
-    """``init --offline-root``: where the encrypted root key goes, and its passphrase."""
+    """``init --offline-root``: where the encrypted root key goes, and its passphrase; or
+    (``token``) a PKCS#11 token of its own, not the home's, that makes and keeps it."""
 
-    key_file: Path
-    passphrase: bytes
+    key_file: Path | None = None
+    passphrase: bytes = b""
+    token: Pkcs11Config | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,23 @@ def _passphrase_source(settings: Settings) -> tuple[bool, str | None]:
     return True, str(settings.passphrase_file)
 
 
-def _check_offline_root(offline: OfflineRoot) -> None:
+def _where_root_went(offline: OfflineRoot | None, label: str) -> str | None:
+    if offline is None:
+        return None
+    if offline.token is not None:
+        return f"PKCS#11 token {offline.token.token_label}, key {label}"
+    return str(offline.key_file)
+
+
+def _check_offline_root(offline: OfflineRoot, settings: Settings) -> None:
+    if (offline.key_file is None) == (offline.token is None):
+        raise InvalidInputError("an offline root goes to a key file or to a token of its own")
+    if offline.token is not None:
+        if settings.keystore == "pkcs11" and settings.pkcs11_token == offline.token.token_label:
+            raise InvalidInputError("the root's token is the home's own token: the home could "
+                                    "sign with it", hint="give the root a token of its own")
+        return
+    assert offline.key_file is not None
     check_root_passphrase(offline.passphrase)
     if offline.key_file.exists() or offline.key_file.is_symlink():
         raise ConflictError(f"{offline.key_file} exists: the root key is never written over "
@@ -166,7 +190,7 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
     now = now or utcnow()
     checked_import = None
     if offline_root is not None:
-        _check_offline_root(offline_root)
+        _check_offline_root(offline_root, settings)
     if imported is not None:
         checked_import = _check_import(imported, now, with_remembered_database(settings))
     settings = with_remembered_database(settings)
@@ -207,22 +231,30 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
             root_der = root_cert.public_bytes(Encoding.DER)
             root_label = f"root-external-{tag}"
         else:
-            if offline_root is not None:
-                root_key = key_type.generate()
-                root_signer: Signer = LocalSigner(root_key)
-            else:
-                root_signer = keys.generate(f"root-{tag}", key_type)
-            root = Authority.from_der(create_root(root_signer, now, label=tag), root_signer)
-            issuing_label = f"issuing-{tag}"
-            issuing_signer = keys.generate(issuing_label, key_type)
-            issuing = Authority.from_der(create_issuing(root, issuing_signer, now, label=tag),
-                                         issuing_signer)
-            root_der, root_label = root.der, f"root-{tag}"
-            if offline_root is not None:
-                root_crl = offline_root_crl(root, now)
-                # Written before the store records the CA: a home never names a root key
-                # that was not saved. The key never touches the home.
-                create_new(offline_root.key_file, export_key(root_key, offline_root.passphrase))
+            with ExitStack() as held:
+                root_key = None
+                if offline_root is not None and offline_root.token is not None:
+                    root_signer: Signer = held.enter_context(root_token_signer(
+                        offline_root.token, f"root-{tag}", generate=key_type))
+                elif offline_root is not None:
+                    root_key = key_type.generate()
+                    root_signer = LocalSigner(root_key)
+                else:
+                    root_signer = keys.generate(f"root-{tag}", key_type)
+                root = Authority.from_der(create_root(root_signer, now, label=tag),
+                                          root_signer)
+                issuing_label = f"issuing-{tag}"
+                issuing_signer = keys.generate(issuing_label, key_type)
+                issuing = Authority.from_der(
+                    create_issuing(root, issuing_signer, now, label=tag), issuing_signer)
+                root_der, root_label = root.der, f"root-{tag}"
+                if offline_root is not None:
+                    root_crl = offline_root_crl(root, now)
+                if offline_root is not None and root_key is not None and offline_root.key_file:
+                    # Written before the store records the CA: a home never names a root
+                    # key that was not saved. The key never touches the home.
+                    create_new(offline_root.key_file,
+                               export_key(root_key, offline_root.passphrase))
         root_type = KeyType.of(x509.load_der_x509_certificate(root_der).public_key()  # type: ignore[arg-type]
                                ).value if imported is not None else key_type.value
         with transaction(engine) as conn:
@@ -244,8 +276,7 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
         return InitResult(home=str(home), root=x509.load_der_x509_certificate(root_der),
                           issuing=issuing, admin_token=token, created=True,
                           passphrase_in_home=source, passphrase_file=file,
-                          root_key_file=None if offline_root is None
-                          else str(offline_root.key_file),
+                          root_key_file=_where_root_went(offline_root, root_label),
                           imported=imported is not None)
     finally:
         engine.dispose()

@@ -3,9 +3,12 @@ rotation and retirement."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +21,7 @@ from iotsec.app.pki.ceremony import (
     OFFLINE_ROOT_CRL_DAYS,
     import_root_crl,
     request_issuing,
+    root_token_signer,
     sign_intermediate_offline,
     sign_root_crl_offline,
 )
@@ -38,15 +42,67 @@ from iotsec.cli.output import (
 from iotsec.errors import InvalidInputError
 from iotsec.pki.ca import MAX_CA_CERT_BYTES
 from iotsec.pki.csr import MAX_CSR_BYTES
-from iotsec.pki.keys import KeyType
+from iotsec.pki.keys import KeyType, Signer
 from iotsec.pki.x509 import to_pem
 
 __all__ = [
-    "app", "bundle", "chain", "import_", "import_crl", "list_", "request", "retire", "rotate",
-    "sign_crl", "sign_intermediate"
+    "app", "bundle", "chain", "import_", "import_crl", "list_", "request", "retire",
+    "root_token_config", "rotate", "sign_crl", "sign_intermediate"
 ]
 
+if TYPE_CHECKING:
+    from iotsec.custody.pkcs11_token import Pkcs11Config
+
 app = typer.Typer(help="The certificate authorities.", no_args_is_help=True)
+
+RootKeyOpt = Annotated[Path | None, typer.Option(
+    "--root-key", help="The encrypted root key file (passphrase from "
+    "IOTSEC_ROOT_KEY_PASSPHRASE or --passphrase-file).")]
+RootTokenOpt = Annotated[str | None, typer.Option(
+    "--root-token", help="Or: the PKCS#11 token of its own that keeps the root key (PIN from "
+    "IOTSEC_ROOT_TOKEN_PIN; module from --pkcs11-module or IOTSEC_PKCS11_MODULE).")]
+RootKeyLabelOpt = Annotated[str | None, typer.Option(
+    "--root-key-label", help="With --root-token: the root key's label ('ca list').")]
+ModuleOpt = Annotated[str | None, typer.Option("--pkcs11-module", help="PKCS#11 module.")]
+
+
+def root_token_config(token_label: str, module: str | None) -> Pkcs11Config:
+    """Where an offline root's own PKCS#11 token is: ``module`` (else
+    IOTSEC_PKCS11_MODULE), the token label, the PIN from IOTSEC_ROOT_TOKEN_PIN (never an
+    argument)."""
+    # Deferred: python-pkcs11 is loaded only where a token is used (start-up time).
+    from iotsec.custody.pkcs11_token import Pkcs11Config
+
+    path = module or os.environ.get("IOTSEC_PKCS11_MODULE")
+    pin = os.environ.get("IOTSEC_ROOT_TOKEN_PIN")
+    if not path:
+        raise InvalidInputError("no PKCS#11 module for the root's token",
+                                hint="give --pkcs11-module or set IOTSEC_PKCS11_MODULE")
+    if not pin:
+        raise InvalidInputError("no PIN for the root's token", hint="set IOTSEC_ROOT_TOKEN_PIN")
+    return Pkcs11Config(module=Path(path), token_label=token_label, pin=pin)
+
+
+@contextmanager
+def _root_key(root_key: Path | None, root_token: str | None, key_label: str | None,
+              module: str | None) -> Iterator[bytes | Signer]:
+    if (root_key is None) == (root_token is None):
+        raise InvalidInputError("give the root key as --root-key FILE or --root-token LABEL")
+    if root_key is not None:
+        yield read_input(str(root_key), MAX_KEY_FILE_BYTES, "root key")
+        return
+    if not key_label:
+        raise InvalidInputError("--root-token needs --root-key-label (see 'iotsec ca list')")
+    with root_token_signer(root_token_config(root_token or "", module), key_label) as signer:
+        yield signer
+
+
+def _root_passphrase(root_key: Path | None, passphrase_file: Path | None) -> bytes:
+    if root_key is None:
+        return b""
+    return secret_input("IOTSEC_ROOT_KEY_PASSPHRASE", passphrase_file,
+                        "the root key passphrase")
+
 
 BrokerDirOpt = Annotated[Path | None, typer.Option(
     "--broker-dir", help="The Mosquitto directory to re-render and reload (default: "
@@ -169,22 +225,23 @@ def request(
 @app.command("sign-intermediate")
 def sign_intermediate(
     csr: Annotated[Path, typer.Argument(metavar="CSR", help="The request from 'ca request'.")],
-    root_key: Annotated[Path, typer.Option(
-        "--root-key", help="The encrypted root key (passphrase from "
-        "IOTSEC_ROOT_KEY_PASSPHRASE or --passphrase-file).")],
     root_cert: Annotated[Path, typer.Option("--root-cert", help="The root certificate.")],
+    root_key: RootKeyOpt = None,
+    root_token: RootTokenOpt = None,
+    root_key_label: RootKeyLabelOpt = None,
+    pkcs11_module: ModuleOpt = None,
     passphrase_file: Annotated[Path | None, typer.Option(
         "--passphrase-file", help="A file holding the root key passphrase.")] = None,
     output: OutputFileOpt = None,
 ) -> None:
     """Step 2, on the offline machine (no home needed): sign the CSR as an issuing CA
     with the root key; prints the certificate (PEM)."""
-    der = sign_intermediate_offline(
-        root_key=read_input(str(root_key), MAX_KEY_FILE_BYTES, "root key"),
-        passphrase=secret_input("IOTSEC_ROOT_KEY_PASSPHRASE", passphrase_file,
-                                "the root key passphrase"),
-        root_cert=read_input(str(root_cert), MAX_CA_CERT_BYTES, "root certificate"),
-        csr=read_input(str(csr), MAX_CSR_BYTES, "CSR"), now=datetime.now(UTC))
+    passphrase = _root_passphrase(root_key, passphrase_file)
+    with _root_key(root_key, root_token, root_key_label, pkcs11_module) as key:
+        der = sign_intermediate_offline(
+            root_key=key, passphrase=passphrase,
+            root_cert=read_input(str(root_cert), MAX_CA_CERT_BYTES, "root certificate"),
+            csr=read_input(str(csr), MAX_CSR_BYTES, "CSR"), now=datetime.now(UTC))
     write_output(output, to_pem(der, "CERTIFICATE"))
 
 
@@ -207,10 +264,11 @@ def import_(
 
 @app.command("sign-crl")
 def sign_crl(
-    root_key: Annotated[Path, typer.Option(
-        "--root-key", help="The encrypted root key (passphrase from "
-        "IOTSEC_ROOT_KEY_PASSPHRASE or --passphrase-file).")],
     root_cert: Annotated[Path, typer.Option("--root-cert", help="The root certificate.")],
+    root_key: RootKeyOpt = None,
+    root_token: RootTokenOpt = None,
+    root_key_label: RootKeyLabelOpt = None,
+    pkcs11_module: ModuleOpt = None,
     days: Annotated[int, typer.Option("--days", help="Validity (nextUpdate).")
                     ] = OFFLINE_ROOT_CRL_DAYS,
     passphrase_file: Annotated[Path | None, typer.Option(
@@ -219,12 +277,12 @@ def sign_crl(
 ) -> None:
     """On the offline machine (no home needed): the offline root's next CRL (PEM), to
     install with 'iotsec ca import-crl' before the current one expires."""
-    der = sign_root_crl_offline(
-        root_key=read_input(str(root_key), MAX_KEY_FILE_BYTES, "root key"),
-        passphrase=secret_input("IOTSEC_ROOT_KEY_PASSPHRASE", passphrase_file,
-                                "the root key passphrase"),
-        root_cert=read_input(str(root_cert), MAX_CA_CERT_BYTES, "root certificate"),
-        now=datetime.now(UTC), days=days)
+    passphrase = _root_passphrase(root_key, passphrase_file)
+    with _root_key(root_key, root_token, root_key_label, pkcs11_module) as key:
+        der = sign_root_crl_offline(
+            root_key=key, passphrase=passphrase,
+            root_cert=read_input(str(root_cert), MAX_CA_CERT_BYTES, "root certificate"),
+            now=datetime.now(UTC), days=days)
     write_output(output, to_pem(der, "X509 CRL"))
 
 

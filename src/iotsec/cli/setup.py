@@ -9,6 +9,7 @@ import typer
 
 from iotsec.app.pki.ceremony import MAX_KEY_FILE_BYTES
 from iotsec.app.setup import ImportedCa, OfflineRoot, init_home
+from iotsec.cli.ca import root_token_config
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input, secret_input
 from iotsec.config import Settings
@@ -39,6 +40,10 @@ def init(
     root_key_out: Annotated[Path | None, typer.Option(
         "--root-key-out", help="With --offline-root: the new file for the encrypted root "
         "key.")] = None,
+    root_token: Annotated[str | None, typer.Option(
+        "--root-token", help="With --offline-root: make and keep the root key in this "
+        "PKCS#11 token of its own (module from --pkcs11-module or IOTSEC_PKCS11_MODULE, PIN "
+        "from IOTSEC_ROOT_TOKEN_PIN) instead of a file.")] = None,
     root_passphrase_file: Annotated[Path | None, typer.Option(
         "--root-passphrase-file", help="A file holding the root key passphrase (else "
         "IOTSEC_ROOT_KEY_PASSPHRASE).")] = None,
@@ -70,12 +75,16 @@ def init(
     settings = Settings(**overrides)  # type: ignore[arg-type]
     offline = None
     if offline_root:
-        if root_key_out is None:
-            raise InvalidInputError("--offline-root needs --root-key-out FILE")
-        offline = OfflineRoot(root_key_out, secret_input(
-            "IOTSEC_ROOT_KEY_PASSPHRASE", root_passphrase_file, "the root key passphrase"))
-    elif root_key_out is not None or root_passphrase_file is not None:
-        raise InvalidInputError("--root-key-out goes with --offline-root")
+        if (root_key_out is None) == (root_token is None):
+            raise InvalidInputError("--offline-root needs --root-key-out FILE or "
+                                    "--root-token LABEL")
+        if root_token is not None:
+            offline = OfflineRoot(token=root_token_config(root_token, pkcs11_module))
+        else:
+            offline = OfflineRoot(root_key_out, secret_input(
+                "IOTSEC_ROOT_KEY_PASSPHRASE", root_passphrase_file, "the root key passphrase"))
+    elif root_key_out is not None or root_passphrase_file is not None or root_token:
+        raise InvalidInputError("--root-key-out and --root-token go with --offline-root")
     imported = None
     if import_ca is not None:
         if import_root is None:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -53,10 +56,13 @@ from iotsec.pki.ca import (
 )
 from iotsec.pki.crl import build_crl
 from iotsec.pki.csr import MAX_CSR_BYTES
-from iotsec.pki.keys import KeyType, LocalSigner
+from iotsec.pki.keys import KeyType, LocalSigner, Signer
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
+
+if TYPE_CHECKING:
+    from iotsec.custody.pkcs11_token import Pkcs11Config
 
 __all__ = [
     "MAX_CRL_IMPORT_BYTES",
@@ -183,10 +189,11 @@ def request_issuing(rt: Runtime, *, key_type: KeyType | None = None) -> CaReques
                      x509.load_der_x509_csr(csr).subject.rfc4514_string(), csr)
 
 
-def sign_intermediate_offline(*, root_key: bytes, passphrase: bytes, root_cert: bytes,
-                              csr: bytes, now: datetime) -> bytes:
+def sign_intermediate_offline(*, root_key: bytes | Signer, passphrase: bytes,
+                              root_cert: bytes, csr: bytes, now: datetime) -> bytes:
     """Step 2, offline and without a home: the issuing CA certificate (DER) for the PKCS#10
-    ``csr``, signed with the root key (encrypted PKCS#8 under ``passphrase``). The CSR's
+    ``csr``, signed with the root key (encrypted PKCS#8 under ``passphrase``, or a signer
+    from :func:`root_token_signer`). The CSR's
     self-signature and key strength are checked, and the root certificate must match the
     key."""
     if len(csr) > MAX_CSR_BYTES:
@@ -198,8 +205,26 @@ def sign_intermediate_offline(*, root_key: bytes, passphrase: bytes, root_cert: 
                              request.subject.public_bytes(), now)
 
 
-def _offline_root(root_key: bytes, passphrase: bytes, root_cert: bytes) -> Authority:
-    signer = load_signing_key(root_key, passphrase)
+@contextmanager
+def root_token_signer(config: Pkcs11Config, key_label: str, *,
+                      generate: KeyType | None = None) -> Iterator[Signer]:
+    """The root key ``key_label`` in a PKCS#11 token of its own (``generate``: made there
+    first, non-extractable), the token closed afterwards. The home's token never holds it."""
+    # Deferred: python-pkcs11 is loaded only where a token is used (start-up time).
+    from iotsec.custody.pkcs11 import Pkcs11KeyStore
+    from iotsec.custody.pkcs11_token import connect
+
+    token = connect(config)
+    try:
+        keys = Pkcs11KeyStore(token)
+        yield keys.generate(key_label, generate) if generate is not None else keys.load(key_label)
+    finally:
+        token.close()
+
+
+def _offline_root(root_key: bytes | Signer, passphrase: bytes, root_cert: bytes) -> Authority:
+    signer = (root_key if not isinstance(root_key, bytes)
+              else load_signing_key(root_key, passphrase))
     root_der = load_ca_certificate(root_cert).public_bytes(Encoding.DER)
     try:
         return Authority.from_der(root_der, signer)
@@ -208,7 +233,7 @@ def _offline_root(root_key: bytes, passphrase: bytes, root_cert: bytes) -> Autho
                        hint="give the root's own certificate with --root-cert") from None
 
 
-def sign_root_crl_offline(*, root_key: bytes, passphrase: bytes, root_cert: bytes,
+def sign_root_crl_offline(*, root_key: bytes | Signer, passphrase: bytes, root_cert: bytes,
                           now: datetime, days: int = OFFLINE_ROOT_CRL_DAYS) -> bytes:
     """Offline, without a home: the offline root's next CRL (DER), for ``ca import-crl``."""
     return offline_root_crl(_offline_root(root_key, passphrase, root_cert), now, days=days)[0]
