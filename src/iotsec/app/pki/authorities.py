@@ -116,22 +116,25 @@ def _issued_counts(conn: Connection) -> dict[int, int]:
         select(c.authority_id, func.count()).group_by(c.authority_id))}
 
 
-def list_authorities(rt: Runtime) -> list[AuthorityRecord]:
-    """Every CA of the store, oldest first, with the number of certificates each issued."""
+def list_authorities(rt: Runtime, *, counts: bool = True) -> list[AuthorityRecord]:
+    """Every CA of the store, oldest first, with the number of certificates each issued
+    (without ``counts``: 0, and no pass over the certificates: for the chain and bundles,
+    built on every issuance that hands them out)."""
     with reading(rt.engine) as conn:
-        counts = _issued_counts(conn)
+        issued = _issued_counts(conn) if counts else {}
         rows = conn.execute(select(m.authorities).order_by(_A.id)).all()
-    return [_record(r, counts.get(int(r.id), 0)) for r in rows]
+    return [_record(r, issued.get(int(r.id), 0)) for r in rows]
 
 
-def get_authority(rt: Runtime, authority_id: int) -> AuthorityRecord:
+def get_authority(rt: Runtime, authority_id: int, *, counts: bool = True) -> AuthorityRecord:
+    """One CA (``counts``: with the number of certificates it issued)."""
     with reading(rt.engine) as conn:
         row = conn.execute(select(m.authorities).where(_A.id == authority_id)).first()
         if row is None:
             raise NotFoundError(f"no CA with id {authority_id}",
                                 hint="'iotsec ca list' shows the CAs and their ids")
         issued = conn.execute(select(func.count()).select_from(m.certificates).where(
-            m.certificates.c.authority_id == authority_id)).scalar_one()
+            m.certificates.c.authority_id == authority_id)).scalar_one() if counts else 0
     return _record(row, int(issued))
 
 
@@ -156,7 +159,7 @@ def trusted_authorities(rt: Runtime) -> list[AuthorityRecord]:
     bundle lists them: issuing CAs (the active one first), cross certificates, roots."""
     now = rt.now()
     order = {"issuing": 0, "cross": 1, "root": 2}
-    found = [a for a in list_authorities(rt)
+    found = [a for a in list_authorities(rt, counts=False)
              if a.state != "retired" and not a.expired(now)]
     return sorted(found, key=lambda a: (order.get(a.role, 3), a.state != "active", -a.id))
 
@@ -346,7 +349,7 @@ def authority_crl(rt: Runtime, authority_id: int, *, force: bool = False) -> Pub
     """The current CRL of any CA that is not expired (active, retiring or retired), re-signed
     when due. For a CA whose key is offline, the CRL signed offline is served while it is
     current (it cannot be re-signed here)."""
-    record = get_authority(rt, authority_id)
+    record = get_authority(rt, authority_id, counts=False)
     now = rt.now()
     if record.role == "cross":
         raise NotFoundError(f"CA {authority_id} is a cross certificate: the CRL of its "
