@@ -77,3 +77,10 @@ def test_tokens(cli: Cli, api: TestClient) -> None:
     # The API call itself marks the admin token used; the new token's entry is the same.
     assert listed[created["id"]] == from_api[created["id"]]
     assert set(listed) == set(from_api)
+
+
+def test_cas(cli: Cli, api: TestClient) -> None:
+    assert cli.json("ca", "list") == _get(api, "/v1/ca")
+    rotated = cli.json("ca", "rotate")
+    assert [a["state"] for a in rotated["changed"]] == ["active", "retiring"]
+    assert cli.json("ca", "list") == _get(api, "/v1/ca")

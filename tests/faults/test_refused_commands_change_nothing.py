@@ -37,7 +37,8 @@ SQLITE_FILES = ("iotsec.db", "iotsec.db-wal", "iotsec.db-shm", "iotsec.db-journa
 
 #: Commands that never write: to the store, the home or a file.
 READ_ONLY = frozenset({
-    "alerts list", "alerts show", "authz check", "ca chain", "cert list", "cert show",
+    "alerts list", "alerts show", "authz check", "ca bundle", "ca chain", "ca list",
+    "cert list", "cert show",
     "compliance attestations",
     "compliance frameworks", "data inspect", "device list", "device show",
     "device-token key list", "enrol claim-ca list", "enrol secret list",
@@ -59,6 +60,15 @@ REFUSALS: dict[str, list[str]] = {
     "alerts deliver": ["alerts", "deliver", "--nonsense"],
     "alerts resolve": ["alerts", "resolve", "4242"],
     "audit": ["audit", "--fail-on", "nonsense"],
+    "ca import": ["ca", "import", "{w}/garbage"],
+    "ca import-crl": ["ca", "import-crl", "{w}/garbage"],
+    "ca request": ["ca", "request", "--key-type", "dsa"],
+    "ca retire": ["ca", "retire", "4242"],
+    "ca rotate": ["ca", "rotate", "--key-type", "dsa"],
+    "ca sign-crl": ["ca", "sign-crl", "--root-cert", "{w}/garbage", "--root-key",
+                    "{w}/garbage"],
+    "ca sign-intermediate": ["ca", "sign-intermediate", "{w}/garbage", "--root-cert",
+                             "{w}/garbage", "--root-key", "{w}/garbage"],
     "backup create": ["backup", "create", "{w}/garbage"],
     "backup restore": ["backup", "restore", "{w}/garbage"],
     "broker emqx render": ["broker", "emqx", "render", "-o", "{w}/emqx", "--port", "70000"],

@@ -170,7 +170,7 @@ def test_chain_and_device_certificate_are_strict(
 
     # Root: self-signed, path length 1.
     _check_common(root, root, key_type)
-    _check_ca(root, path_length=1)
+    _check_ca(root, path_length=2)
     assert _aki(root) == _ski(root)
     assert root.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "iotsec"
     # Issuing CA: signed by the root, path length 0, inside the root's validity.

@@ -13,6 +13,7 @@ from iotsec.access.document import MAX_DOCUMENT_BYTES
 from iotsec.api import problems
 from iotsec.api.access_routes import router as access_router
 from iotsec.api.audit import router as audit_router
+from iotsec.api.ca import router as ca_router
 from iotsec.api.compliance import router as compliance_router
 from iotsec.api.device_tokens import router as device_tokens_router
 from iotsec.api.emqx import router as emqx_router
@@ -61,7 +62,7 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     problems.install(app)
     for router in (public, v1, access_router, device_tokens_router, ota_router,
                    ota_device_router, emqx_router, audit_router, compliance_router,
-                   monitor_router, profiles_router):
+                   monitor_router, profiles_router, ca_router):
         app.include_router(_declare_scopes(router))
     # Inside the body limit: the decision fast path answers well-formed decision requests
     # itself and hands everything else to the application.

@@ -7,14 +7,15 @@ uvicorn gives an application nothing of the handshake. So the EST listener bring
 - :func:`est_server_context`: the server context of :mod:`iotsec.api.tls` (TLS 1.2+, its
   suites, no compression, no renegotiation) that *requests* a client certificate
   (``CERT_OPTIONAL``: a device with only a bootstrap secret connects too) and verifies one
-  against iotsec's CAs (root and issuing, current and previous) and the registered claim
-  CAs, each a trust anchor of its own (a manufacturer's CA need not be a root). A presented
-  certificate that does not verify fails the handshake. Python's ``ssl`` has no verify
-  callback: when expired certificates may still be renewed (``IOTSEC_RENEW_AFTER_EXPIRY``)
-  the handshake skips the time check altogether and the application checks the validity
-  and its window. Session tickets are off; a TLS 1.2 session resumed by its id (OpenSSL's
-  session cache, which Python cannot turn off) keeps the client certificate it was verified
-  with, but not its chain: its requests carry the leaf alone.
+  against iotsec's trusted CAs (root and issuing, active and retiring during a rollover: a
+  CA rotated while serving is loaded live) and the registered claim CAs, each a trust anchor
+  of its own (a manufacturer's CA need not be a root). A presented certificate that does not
+  verify fails the handshake. Python's ``ssl`` has no verify callback: when expired
+  certificates may still be renewed (``IOTSEC_RENEW_AFTER_EXPIRY``) the handshake skips the
+  time check altogether and the application checks the validity and its window. Session
+  tickets are off; a TLS 1.2 session resumed by its id (OpenSSL's session cache, which
+  Python cannot turn off) keeps the client certificate it was verified with, but not its
+  chain: its requests carry the leaf alone.
 - :class:`TlsScopeHttp` (``http=``): the guarded protocols of :mod:`iotsec.api.connections`
   that put the ASGI TLS extension (``scope["extensions"]["tls"]``: ``server_cert``,
   ``client_cert_chain``, ``client_cert_name``, ``client_cert_error``, ``tls_version``,
@@ -43,9 +44,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from iotsec.api.connections import GuardedHttp, H11Guarded, HttpToolsGuarded
 from iotsec.api.tls import server_context
 from iotsec.app.enrol.claims import claim_generation, trust_anchors
+from iotsec.app.pki.authorities import trust_generation, trusted_certificates
 from iotsec.app.pki.server_tls import ServerTls
 from iotsec.app.runtime import Runtime
-from iotsec.app.scan import fleet_ca_certificates
 
 __all__ = [
     "CLAIM_POLL_SECONDS", "NO_CHECK_TIME", "TLS_VERSIONS", "ClaimCaWatcher", "H11Tls",
@@ -93,22 +94,33 @@ def est_server_context(certfile: str | Path, keyfile: str | Path | None,
     return context
 
 
+def _anchors(rt: Runtime) -> list[x509.Certificate]:
+    # iotsec's trusted CAs (active and retiring: a device still holding a certificate of
+    # the retiring CA re-enrols onto the new one) and the claim CAs.
+    return [*trusted_certificates(rt), *trust_anchors(rt)]
+
+
+def _generation(rt: Runtime) -> tuple[str, str]:
+    return claim_generation(rt), trust_generation(rt)
+
+
 def est_context(rt: Runtime, files: ServerTls, *, watch: bool = True) -> ssl.SSLContext:
-    """:func:`est_server_context` for the home of ``rt``: its server TLS files, every CA
-    certificate in its store and its claim CAs; the time check is skipped when
+    """:func:`est_server_context` for the home of ``rt``: its server TLS files, its trusted
+    CAs (active and retiring, not retired) and its claim CAs; the time check is skipped when
     ``IOTSEC_RENEW_AFTER_EXPIRY`` allows renewing expired certificates. With ``watch``, a
-    :class:`ClaimCaWatcher` keeps the claim CAs current until ``rt`` closes."""
+    :class:`ClaimCaWatcher` keeps the claim CAs and iotsec's own CAs (a rotation) current
+    until ``rt`` closes."""
     # The generation first: a claim CA added between the two reads is loaded now and
     # looked for again at the first poll, never missed.
-    seen = claim_generation(rt)
-    claims = trust_anchors(rt)
+    seen = _generation(rt)
+    anchors = _anchors(rt)
     context = est_server_context(files.chain_file, files.key_file, files.key_password,
-                                 anchors=[*fleet_ca_certificates(rt), *claims],
+                                 anchors=anchors,
                                  skip_time_check=rt.settings.renew_after_expiry > 0)
     if watch:
-        watcher = ClaimCaWatcher(context, generation=lambda: claim_generation(rt),
-                                 anchors=lambda: trust_anchors(rt), seen=seen,
-                                 loaded=claims).start()
+        watcher = ClaimCaWatcher(context, generation=lambda: _generation(rt),
+                                 anchors=lambda: _anchors(rt), seen=seen,
+                                 loaded=anchors).start()
         rt.on_close(watcher.stop)
     return context
 

@@ -21,6 +21,7 @@ from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import bundles, cert_records, issuance, profiles, revocation
+from iotsec.app.pki.authorities import authority_crl, resolve_ca
 from iotsec.app.pki.crl import (
     PublishedCrl,
     load_served_crl,
@@ -29,6 +30,7 @@ from iotsec.app.pki.crl import (
     served_crl,
 )
 from iotsec.app.pki.partition_crl import MAX_PARTITION, load_served_partition, partition_key
+from iotsec.app.runtime import Runtime
 from iotsec.app.wire.identity import (
     CertificateOut,
     DeviceDetailOut,
@@ -37,6 +39,7 @@ from iotsec.app.wire.identity import (
     ReplacementOut,
     RevokedOut,
 )
+from iotsec.errors import OfflineKeyError
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason
 from iotsec.pki.keys import KeyType
@@ -64,14 +67,21 @@ def _crl_response(published: PublishedCrl) -> Response:
 
 
 @public.get("/crl", response_class=Response, responses={200: {
-    "content": {"application/pkix-crl": {}}, "description": "DER CRL of the issuing CA"}})
+    "content": {"application/pkix-crl": {}},
+    "description": "DER CRL of the issuing CA (or root, or the CA with that id)"}})
 async def crl(rt: RuntimeDep,
-              ca: Annotated[str, Query(pattern="^(issuing|root)$")] = "issuing") -> Response:
+              ca: Annotated[str, Query(pattern="^(issuing|root|[1-9][0-9]{0,8})$")] = "issuing"
+              ) -> Response:
     # From memory on the event loop while it may be (see served_crl); else from the store
-    # in the thread pool.
-    published = served_crl(rt, ca)
-    if published is None:
-        published = await run_in_threadpool(load_served_crl, rt, ca)
+    # in the thread pool. A CA id (a retiring or retired CA, 'iotsec ca list') is read
+    # from the store.
+    published: PublishedCrl | None = None
+    if ca.isdigit():
+        published = await run_in_threadpool(_crl_of, rt, ca)
+    else:
+        published = served_crl(rt, ca)
+        if published is None:
+            published = await run_in_threadpool(_load_served, rt, ca)
     return _crl_response(published)
 
 
@@ -97,6 +107,19 @@ async def crl_partition(rt: RuntimeDep,
     if published is None:
         published = await run_in_threadpool(load_served_partition, rt, partition)
     return _crl_response(published)
+
+
+def _crl_of(rt: Runtime, ca: str) -> PublishedCrl:
+    return authority_crl(rt, resolve_ca(rt, ca))
+
+
+def _load_served(rt: Runtime, ca: str) -> PublishedCrl:
+    try:
+        return load_served_crl(rt, ca)
+    except OfflineKeyError:
+        # An offline root cannot re-sign: the CRL it signed before its key left is served
+        # while it is current.
+        return _crl_of(rt, ca)
 
 
 @v1.get("/ca/chain", response_class=Response,

@@ -64,8 +64,8 @@ def _live(c: Any, now: int) -> Any:
 
 def _authorities(conn: Connection) -> list[AuthorityFacts]:
     a = m.authorities.c
-    rows = conn.execute(select(a.id, a.role, a.subject, a.cert_der, a.not_after, a.active)
-                        .order_by(a.id)).all()
+    rows = conn.execute(select(a.id, a.role, a.subject, a.cert_der, a.not_after, a.active,
+                               a.state).order_by(a.id)).all()
     out = []
     for row in rows:
         try:
@@ -75,7 +75,7 @@ def _authorities(conn: Connection) -> list[AuthorityFacts]:
             facts, serial = None, ""
         out.append(AuthorityFacts(id=row.id, role=row.role, subject=row.subject,
                                   not_after=row.not_after, active=bool(row.active),
-                                  serial=serial, facts=facts))
+                                  serial=serial, facts=facts, state=row.state))
     serials = [x.serial for x in out if x.serial]
     if serials:
         c = m.certificates.c
@@ -83,7 +83,7 @@ def _authorities(conn: Connection) -> list[AuthorityFacts]:
             c.serial.in_(serials), c.revoked_at.is_not(None))).all())
         out = [AuthorityFacts(id=x.id, role=x.role, subject=x.subject, not_after=x.not_after,
                               active=x.active, serial=x.serial, facts=x.facts,
-                              revoked_at=revoked.get(x.serial)) for x in out]
+                              revoked_at=revoked.get(x.serial), state=x.state) for x in out]
     return out
 
 

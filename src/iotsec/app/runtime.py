@@ -20,7 +20,7 @@ from iotsec.custody.home import (
     open_key_store,
     with_remembered_keystore,
 )
-from iotsec.errors import HomeNotInitialisedError
+from iotsec.errors import HomeNotInitialisedError, NotFoundError, OfflineKeyError
 from iotsec.pki.ca import Authority
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, reading
@@ -56,6 +56,7 @@ class Runtime:
     keys: KeyStore
     clock: Callable[[], datetime] = utcnow
     _authorities: dict[str, tuple[int, Authority]] = field(default_factory=dict)
+    _by_id: dict[int, Authority] = field(default_factory=dict)
     #: Per-process derived state, one typed :class:`Slot` per kind (see :meth:`get`).
     _slots: dict[Slot[Any], Any] = field(default_factory=dict)
     #: Moves on every registry or policy change this process makes (see
@@ -97,31 +98,73 @@ class Runtime:
         self.registry_generation += 1
 
     def authority(self, role: str) -> Authority:
-        """The active CA of ``role`` ('root' or 'issuing'), loaded once per process."""
+        """The active CA of ``role`` ('root' or 'issuing'), loaded once per process and
+        looked up again after ``hot_cache_seconds`` (a CA rotated by another process is
+        used from then on; a rotation in this process applies at once)."""
+        cached = self._authorities.get(role)
+        if cached is not None and self.recent(
+                f"authority.active.{role}", self.settings.hot_cache_seconds,
+                lambda: self._active_id(role)) == cached[0]:
+            return cached[1]
+        self._authorities.pop(role, None)
         return self._load(role)[1]
 
     def authority_id(self, role: str) -> int:
-        """The store id of the active CA of ``role`` (cached with the authority)."""
+        """The store id of the active CA of ``role`` (looked up again like
+        :meth:`authority`)."""
+        self.authority(role)
         return self._load(role)[0]
 
     def issuing_id(self) -> int:
         return self.authority_id("issuing")
 
-    def _load(self, role: str) -> tuple[int, Authority]:
-        cached = self._authorities.get(role)
+    def authority_by_id(self, authority_id: int) -> Authority:
+        """Any CA of the store with its signer (a retiring CA signs its CRLs)."""
+        cached = self._by_id.get(authority_id)
         if cached is not None:
             return cached
         with reading(self.engine) as conn:
             row = conn.execute(
-                select(m.authorities.c.id, m.authorities.c.cert_der, m.authorities.c.key_label)
-                .where(m.authorities.c.role == role, m.authorities.c.active.is_(True))
-                .order_by(m.authorities.c.id.desc())
-                .limit(1)
-            ).first()
+                select(m.authorities.c.cert_der, m.authorities.c.key_label,
+                       m.authorities.c.key_offline)
+                .where(m.authorities.c.id == authority_id)).first()
         if row is None:
+            raise NotFoundError(f"no CA with id {authority_id}",
+                                hint="'iotsec ca list' shows the CAs and their ids")
+        if row.key_offline:
+            raise OfflineKeyError(f"the key of CA {authority_id} is kept offline: it "
+                                  "signs nothing here",
+                                  hint="sign with the offline root ('iotsec ca "
+                                  "sign-intermediate') and import the result")
+        loaded = Authority.from_der(row.cert_der, self.keys.load(row.key_label))
+        self._by_id[authority_id] = loaded
+        return loaded
+
+    def authorities_changed(self) -> None:
+        """This process rotated, imported or retired a CA: load the CAs again."""
+        self._authorities.clear()
+        self._by_id.clear()
+        for role in ("root", "issuing"):
+            self.forget(f"authority.active.{role}")
+
+    def _active_id(self, role: str) -> int | None:
+        with reading(self.engine) as conn:
+            found = conn.execute(
+                select(m.authorities.c.id)
+                .where(m.authorities.c.role == role, m.authorities.c.state == "active")
+                .order_by(m.authorities.c.id.desc()).limit(1)).scalar()
+        return None if found is None else int(found)
+
+    def _load(self, role: str) -> tuple[int, Authority]:
+        cached = self._authorities.get(role)
+        if cached is not None:
+            return cached
+        authority_id = self._active_id(role)
+        if authority_id is None:
             raise HomeNotInitialisedError(f"no active {role} CA in the store")
-        loaded = (int(row.id), Authority.from_der(row.cert_der, self.keys.load(row.key_label)))
+        loaded = (authority_id, self.authority_by_id(authority_id))
         self._authorities[role] = loaded
+        self.recent(f"authority.active.{role}", 0, lambda: authority_id)
         return loaded
 
     def recent(self, key: str, ttl: float, load: Callable[[], T]) -> T:

@@ -293,6 +293,19 @@ def revoked_ca_active_certs(s: Snapshot, o: AuditOptions) -> Checked:
         ca = retired.get(c.authority_id)
         if ca is None or c.kind != "device" or c.revoked_at is not None:
             continue
+        if ca.revoked_at is None and ca.state == "retiring":
+            # A rollover's overlap: the certificate still works; the device should move to
+            # the new CA before the overlap ends ('ca retire').
+            findings.append(r.REVOKED_CA_ACTIVE_CERTS.at(
+                cert_location(c.serial, c.device_id),
+                f"certificate {c.serial} of device {c.device_id} is from the retiring CA "
+                f"{ca.id}: it stops working when that CA is retired",
+                severity=Severity.MEDIUM,
+                fix="re-enrol the device onto the active CA (EST simplereenroll, or "
+                f"iotsec cert renew {c.serial} --csr FILE) before 'iotsec ca retire {ca.id}'",
+                evidence={"device": c.device_id, "serial": c.serial, "ca": ca.subject,
+                          "ca_id": ca.id, "not_after": when(c.not_after)}))
+            continue
         state = "was revoked" if ca.revoked_at is not None else "is no longer active"
         findings.append(r.REVOKED_CA_ACTIVE_CERTS.at(
             cert_location(c.serial, c.device_id),

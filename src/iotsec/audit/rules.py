@@ -13,8 +13,9 @@ CA_EXPIRING = Rule(
     "A root or issuing CA certificate expires soon (or has expired): every device "
     "certificate under it stops being trusted at that moment, and a new CA has to be "
     "distributed to every device and broker before then.",
-    "plan the CA rotation now: create the new CA, distribute its certificate to devices "
-    "and brokers, then re-issue device certificates under it",
+    "plan the CA rotation now: 'iotsec ca rotate' (for a root: '--new-root', cross-signed) "
+    "publishes the new CA to brokers and devices beside the old one; let devices re-enrol, "
+    "then end the overlap with 'iotsec ca retire ID'",
     ("cwe:298", "owasp-iot:I8", "etsi:5.1-5"))
 CA_WEAK_KEY = Rule(
     "audit/ca-weak-key", "CA key weaker than policy", Severity.HIGH,

@@ -84,6 +84,8 @@ class AuthorityFacts:
     facts: CertKeyFacts | None
     #: When the CA's own certificate was revoked by its parent (a revoked row in the store).
     revoked_at: int | None = None
+    #: active | retiring (a rollover's overlap) | retired.
+    state: str = "active"
 
     @property
     def label(self) -> str:

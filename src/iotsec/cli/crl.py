@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from iotsec.app.pki.crl import current_crl, current_delta_crl
+from iotsec.app.pki.authorities import authority_crl, resolve_ca
+from iotsec.app.pki.crl import current_delta_crl
 from iotsec.app.pki.partition_crl import MAX_PARTITION, current_partition_crl
 from iotsec.cli.context import runtime
 from iotsec.cli.options import OutputFileOpt
@@ -21,7 +22,8 @@ __all__ = ["crl"]
 def crl(
     pem: Annotated[bool, typer.Option("--pem", help="PEM instead of DER.")] = False,
     output: OutputFileOpt = None,
-    ca: Annotated[str, typer.Option("--ca", help="issuing (default) or root")] = "issuing",
+    ca: Annotated[str, typer.Option("--ca", help="issuing (default), root, or a CA id from "
+                                    "'iotsec ca list' (a retiring or retired CA)")] = "issuing",
     force: Annotated[bool, typer.Option("--force", help="Re-sign even if current.")] = False,
     delta: Annotated[bool, typer.Option(
         "--delta", help="The delta CRL (RFC 5280 5.2.4): the revocations since the complete "
@@ -43,9 +45,9 @@ def crl(
         if partition is not None:
             published = current_partition_crl(rt, partition, force=force)
         elif delta:
-            published = current_delta_crl(rt, role=ca, force=force)
+            published = current_delta_crl(rt, authority_id=resolve_ca(rt, ca), force=force)
         else:
-            published = current_crl(rt, role=ca, force=force)
+            published = authority_crl(rt, resolve_ca(rt, ca), force=force)
     data = published.der
     if pem:
         data = to_pem(data, "X509 CRL")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -19,7 +20,7 @@ from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 
 __all__ = [
     "IDENTIFIER_COLUMNS", "console", "emit_json", "err_console", "plural", "print_error",
-    "read_input", "table", "when", "write_output"
+    "read_input", "secret_input", "table", "when", "write_output"
 ]
 
 console = Console(highlight=False)
@@ -135,6 +136,36 @@ def read_input(path: str, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise InputTooLargeError(f"{what} is larger than {limit} bytes")
     return data
+
+
+#: The largest passphrase file read.
+MAX_SECRET_FILE = 4096
+
+
+@overload
+def secret_input(env: str, path: Path | None, what: str) -> bytes: ...
+
+
+@overload
+def secret_input(env: str, path: Path | None, what: str, *, required: bool) -> bytes | None: ...
+
+
+def secret_input(env: str, path: Path | None, what: str, *, required: bool = True
+                 ) -> bytes | None:
+    """A passphrase from a file (its first line) or the environment variable ``env``, never
+    from an argument (it would show in the process list and the shell history); ``None``
+    when neither is given and not ``required``."""
+    if path is not None:
+        lines = read_input(str(path), MAX_SECRET_FILE, "passphrase file").splitlines()
+        value = lines[0].strip() if lines else b""
+    else:
+        value = os.environ.get(env, "").encode("utf-8")
+    if not value:
+        if not required:
+            return None
+        raise InvalidInputError(f"no {what} was given",
+                                hint=f"set {env}, or give a passphrase file")
+    return value
 
 
 def write_output(path: str | None, data: bytes, *, private: bool = False) -> None:

@@ -85,6 +85,15 @@ class FileKeyStore(RecordingStore):
         self._cache[label] = signer
         return signer
 
+    def adopt(self, label: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> Signer:
+        """Keep an existing CA key (an imported issuing CA's) under ``label``, encrypted
+        like the keys made here; never overwrites a label."""
+        self._refuse_taken(label)
+        write_private_file(self._path(label), encrypt_private_key(key, self._passphrase))
+        signer = CustodySigner(label, LocalSigner(key), self._notify)
+        self._cache[label] = signer
+        return signer
+
     def _read(self, path: Path, label: str) -> object:
         """The decrypted private key in ``path``."""
         try:

@@ -92,6 +92,11 @@ class LocalSigner:
     def public_key(self) -> CertificateIssuerPublicKeyTypes:
         return self._key.public_key()
 
+    @property
+    def private_key(self) -> CertificateIssuerPrivateKeyTypes:
+        """The key itself (for handing an imported CA key to custody)."""
+        return self._key
+
     def sign(self, data: bytes) -> bytes:
         key = self._key
         if isinstance(key, ec.EllipticCurvePrivateKey):

@@ -16,10 +16,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 __all__ = [
-    "alert_deliveries", "alerts", "api_tokens", "authorities", "cert_profiles",
+    "alert_deliveries", "alerts", "api_tokens", "authorities", "ca_requests", "cert_profiles",
     "certificates", "claim_cas", "claim_uses", "compliance_attestations", "crls",
     "delta_crls", "device_groups", "device_keys", "device_profiles", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
@@ -49,7 +50,28 @@ authorities = Table(
     Column("subject", Text, nullable=False),
     Column("cert_der", LargeBinary, nullable=False),
     Column("not_after", BigInteger, nullable=False),
+    # Kept equal to ``state == 'active'`` (readers of older releases look at it).
     Column("active", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    # active (issues) | retiring (trusted, no longer issues) | retired (out of the trust
+    # bundle; its CRL is served until it expires). Expired is derived from not_after.
+    Column("state", String(16), nullable=False, server_default="active"),
+    Column("state_changed_at", BigInteger, nullable=True),
+    # The key is not in the home's key store (an offline root): nothing is signed with it.
+    Column("key_offline", Boolean, nullable=False, server_default=false()),
+)
+
+#: A new issuing CA's key and CSR waiting for the offline root's signature
+#: ('iotsec ca request', then 'iotsec ca import').
+ca_requests = Table(
+    "ca_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_label", String(64), nullable=False),
+    Column("key_type", String(16), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("csr_der", LargeBinary, nullable=False),
+    Column("spki_sha256", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
 

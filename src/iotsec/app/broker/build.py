@@ -23,8 +23,13 @@ from iotsec.app.broker.files import Owner, read_json, write
 from iotsec.app.broker.fleet import load_fleet
 from iotsec.app.broker.pki import ServerNames, server_certificate
 from iotsec.app.identity.bindings import DEFAULT_ROLE
-from iotsec.app.pki.bundles import chain_pem
-from iotsec.app.pki.crl import current_crl
+from iotsec.app.pki.authorities import (
+    AuthorityRecord,
+    authority_crl,
+    has_crl,
+    trusted_authorities,
+)
+from iotsec.app.pki.bundles import trust_bundle_pem
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import ADMIN_USER, INTERNAL_USERS, compile_acl
 from iotsec.broker.mosquitto import (
@@ -40,8 +45,8 @@ from iotsec.pki import x509 as enc
 from iotsec.timeutil import ts
 
 __all__ = [
-    "ACL_HEADER", "MIN_CRL_REMAINING", "BrokerOptions", "Built", "build", "new_device_roles",
-    "options_of"
+    "ACL_HEADER", "MIN_CRL_REMAINING", "BrokerOptions", "Built", "build", "crl_bundle",
+    "new_device_roles", "options_of", "trusted_crls"
 ]
 
 MIN_CRL_REMAINING = timedelta(hours=1)
@@ -99,15 +104,38 @@ class Built:
     dry_run: bool = False
 
 
-def _crl(rt: Runtime, role: str, previous: int | None) -> tuple[bytes, CrlInfo]:
-    ca = rt.authority(role).certificate
+def _crl(rt: Runtime, authority: AuthorityRecord, previous: int | None
+         ) -> tuple[bytes, CrlInfo]:
     lifetime = timedelta(hours=rt.settings.crl_lifetime_hours)
-    published = current_crl(rt, role=role)
-    if published.next_update - rt.now() < lifetime / 2:
-        published = current_crl(rt, role=role, force=True)
-    info = check_crl(published.der, ca, now=rt.now(), min_remaining=MIN_CRL_REMAINING,
-                     previous_number=previous)
+    published = authority_crl(rt, authority.id)
+    if published.next_update - rt.now() < lifetime / 2 and not authority.key_offline:
+        published = authority_crl(rt, authority.id, force=True)
+    info = check_crl(published.der, authority.certificate, now=rt.now(),
+                     min_remaining=MIN_CRL_REMAINING, previous_number=previous)
     return published.der, info
+
+
+def trusted_crls(rt: Runtime, previous: dict[str, Any]
+                 ) -> list[tuple[AuthorityRecord, bytes, CrlInfo]]:
+    """The CRL of every trusted CA (active or retiring issuing CAs and roots), checked
+    against the numbers the broker has (``previous``, by CA id): the broker checks a
+    device's certificate against the CRL of whichever CA issued it."""
+    out = []
+    for authority in trusted_authorities(rt):
+        if authority.role == "cross":
+            continue  # the same subject and key as a root: that root's CRL covers it
+        if authority.key_offline and authority.role == "root" and not has_crl(rt, authority.id):
+            # An imported enterprise root publishes its CRL itself; Mosquitto checks the
+            # CRL of a device certificate's issuer (X509_V_FLAG_CRL_CHECK), not the root's.
+            continue
+        number = previous.get(str(authority.id))
+        der, info = _crl(rt, authority, number if isinstance(number, int) else None)
+        out.append((authority, der, info))
+    return out
+
+
+def crl_bundle(crls: list[tuple[AuthorityRecord, bytes, CrlInfo]]) -> bytes:
+    return b"".join(enc.to_pem(der, "X509 CRL") for _, der, _ in crls)
 
 
 def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
@@ -120,9 +148,9 @@ def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
     tmp.mkdir(mode=0o700)
     try:
         owner.share(tmp, 0o750)
-        previous_crls = previous.get("crl_numbers", {})
-        issuing_der, issuing_info = _crl(rt, "issuing", previous_crls.get("issuing"))
-        root_der, root_info = _crl(rt, "root", previous_crls.get("root"))
+        crls = trusted_crls(rt, previous.get("crl_numbers", {}))
+        issuing_info = next(info for a, _, info in crls
+                            if a.role == "issuing" and a.state == "active")
         roles, devices = load_fleet(rt)
         acl = compile_acl(roles, devices, header=ACL_HEADER,
                           new_device_roles=new_device_roles(roles))
@@ -131,10 +159,13 @@ def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
                     if previous.get("generation") else None)
         names = ServerNames.parse(options.bind, options.dns, options.ips)
         chain, key, issued = server_certificate(rt, prev_dir, names, options.bind)
-        crl_pem = enc.to_pem(issuing_der, "X509 CRL") + enc.to_pem(root_der, "X509 CRL")
+        crl_pem = crl_bundle(crls)
         write(tmp / "acl", acl.text.encode("utf-8"), owner)
         write(tmp / "crl.pem", crl_pem, owner)
-        write(tmp / "ca.pem", chain_pem(rt).encode("ascii"), owner)
+        # The trust bundle: during a rollover both issuing CAs (and both roots, with the
+        # cross certificate) authenticate devices; a retired CA is no longer in it.
+        bundle = trust_bundle_pem(rt).encode("ascii")
+        write(tmp / "ca.pem", bundle, owner)
         write(tmp / "server.pem", chain, owner)
         write(tmp / "server.key", key, owner)
         write(tmp / "passwd", password_line(ADMIN_USER, password, os.urandom(12))
@@ -142,10 +173,12 @@ def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
         manifest = {
             "generation": number, "created_at": rt.now().isoformat(),
             "synced_at": ts(rt.now()),
-            "crl_numbers": {"issuing": issuing_info.number, "root": root_info.number},
+            "crl_numbers": {str(a.id): info.number for a, _, info in crls},
+            "authorities": {str(a.id): a.state for a, _, _ in crls},
             "crl_next_update": issuing_info.next_update.isoformat(),
             "acl_sha256": hashlib.sha256(acl.text.encode("utf-8")).hexdigest(),
             "crl_sha256": hashlib.sha256(crl_pem).hexdigest(),
+            "ca_sha256": hashlib.sha256(bundle).hexdigest(),
             "server_sha256": hashlib.sha256(chain).hexdigest(),
             "blocked": list(acl.blocked), "user_blocks": acl.user_blocks,
             "pattern_lines": acl.pattern_lines,

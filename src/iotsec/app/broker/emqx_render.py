@@ -6,7 +6,7 @@
     certs/ca.pem        the iotsec CA chain (devices' certificates are checked against it)
     certs/server.pem    the broker's certificate and chain (serverAuth, the given names)
     certs/server.key    its key (P-256, unencrypted: EMQX reads it unattended)
-    certs/crl.pem       the issuing and root CRLs, for operators and external checks
+    certs/crl.pem       the CRLs of every trusted CA, for operators and external checks
 
 Files that hold a secret (the snippet, the key) are 0600, or 0640 with the broker's group
 when run as root with ``--broker-user``; the others 0644/0640. Each is replaced
@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.broker.files import Owner, replace_shared
 from iotsec.app.broker.pki import ServerNames, server_certificate
-from iotsec.app.pki.bundles import chain_pem
-from iotsec.app.pki.crl import current_crl
+from iotsec.app.pki.authorities import authority_crl, has_crl, trusted_authorities
+from iotsec.app.pki.bundles import trust_bundle_pem
 from iotsec.app.runtime import Runtime
 from iotsec.broker.adapter import PkiFiles
 from iotsec.broker.emqx_adapter import EmqxAdapter
@@ -110,10 +110,11 @@ def render(rt: Runtime, directory: Path, options: EmqxRenderOptions) -> EmqxRend
         owner.share(path, 0o750 if owner.gid is not None else 0o755)
     previous = certs if (certs / "server.pem").exists() else None
     chain, key, issued = server_certificate(rt, previous, names, options.bind)
-    crls = b"".join(enc.to_pem(current_crl(rt, role=role).der, "X509 CRL")
-                    for role in ("issuing", "root"))
+    crls = b"".join(enc.to_pem(authority_crl(rt, a.id).der, "X509 CRL")
+                    for a in trusted_authorities(rt) if a.role != "cross"
+                    and not (a.key_offline and not has_crl(rt, a.id)))
     public = 0o640 if owner.gid is not None else 0o644
-    _put(certs / "ca.pem", chain_pem(rt).encode("ascii"), owner, public)
+    _put(certs / "ca.pem", trust_bundle_pem(rt).encode("ascii"), owner, public)
     _put(certs / "server.key", key, owner, 0o640 if owner.gid is not None else 0o600)
     _put(certs / "server.pem", chain, owner, public)
     _put(certs / "crl.pem", crls, owner, public)

@@ -46,8 +46,10 @@ from iotsec.app.broker.build import (
     ACL_HEADER,
     BrokerOptions,
     build,
+    crl_bundle,
     new_device_roles,
     options_of,
+    trusted_crls,
 )
 from iotsec.app.broker.files import (
     Owner,
@@ -68,7 +70,7 @@ from iotsec.app.broker.pki import (
     client_certificate,
 )
 from iotsec.app.events import Event
-from iotsec.app.pki.crl import current_crl
+from iotsec.app.pki.bundles import trust_bundle_pem
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import ADMIN_USER, compile_acl
 from iotsec.broker.adapter import PkiFiles
@@ -81,7 +83,6 @@ from iotsec.errors import (
     BrokerValidationError,
 )
 from iotsec.filesystem import publish_directory
-from iotsec.pki import x509 as enc
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
@@ -275,7 +276,7 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
                    json.dumps(built.manifest, indent=1).encode("utf-8"), owner)
     prune(layout, {built.number, prev_gen or 0})
     changed = any(previous.get(k) != built.manifest[k]
-                  for k in ("acl_sha256", "crl_sha256", "server_sha256"))
+                  for k in ("acl_sha256", "crl_sha256", "server_sha256", "ca_sha256"))
     seconds["total"] = round(time.monotonic() - t0, 3)
     result = SyncResult(
         directory=str(layout.root), generation=built.number, previous=prev_gen,
@@ -368,9 +369,12 @@ def sync_needed(rt: Runtime, directory: Path) -> bool:
     acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=new_device_roles(roles))
     if hashlib.sha256(acl.text.encode("utf-8")).hexdigest() != previous.get("acl_sha256"):
         return True
-    crls = (enc.to_pem(current_crl(rt, role="issuing").der, "X509 CRL")
-            + enc.to_pem(current_crl(rt, role="root").der, "X509 CRL"))
+    crls = crl_bundle(trusted_crls(rt, {}))
     if hashlib.sha256(crls).hexdigest() != previous.get("crl_sha256"):
+        return True
+    # A CA rotated, imported or retired by another process: the trust bundle changed.
+    bundle = trust_bundle_pem(rt).encode("ascii")
+    if hashlib.sha256(bundle).hexdigest() != previous.get("ca_sha256"):
         return True
     return bool(_revoked_since(rt, previous.get("applied_at")))
 

@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from iotsec.app.pki.authorities import chain_certificates, pem_of
 from iotsec.app.pki.infrastructure import (
     InfrastructureKind,
     record_infrastructure,
@@ -127,7 +128,10 @@ def server_certificate(rt: Runtime, previous: Path | None, names: ServerNames, b
     issued = issue_server(issuing, spki=enc.spki_der(key.public_key()), common_name=cn,
                           dns_names=names.dns, ips=names.ips, now=now)
     record_infrastructure(rt, issued, "server")
-    chain = enc.to_pem(issued.der, "CERTIFICATE") + enc.to_pem(issuing.der, "CERTIFICATE")
+    # The issuing CA and, during a root rollover, the cross certificate: a device that
+    # trusts only the old root still verifies the broker.
+    intermediates = chain_certificates(rt, cross=True)[:-1]
+    chain = enc.to_pem(issued.der, "CERTIFICATE") + pem_of(intermediates).encode("ascii")
     return chain, _key_pem(key), True
 
 

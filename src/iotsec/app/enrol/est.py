@@ -37,6 +37,7 @@ from iotsec.app.enrol.templates import get_template
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
+from iotsec.app.pki.authorities import trusted_certificates
 from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew
 from iotsec.app.pki.profiles import load_profile
@@ -352,9 +353,12 @@ def serverkeygen(rt: Runtime, credential: Credential, csr_der: bytes, *, label: 
 
 
 def cacerts(rt: Runtime, label: str | None) -> bytes:
-    """``cacerts``: the issuing chain (issuing CA and root) as a DER certs-only PKCS#7."""
+    """``cacerts``: the trusted CA certificates (the issuing CA and the root; during a
+    rollover also the retiring CAs and the cross certificate) as a DER certs-only PKCS#7."""
     _check_label(rt, label)
-    return certs_only([rt.authority("issuing").certificate, rt.authority("root").certificate])
+    # During a rollover: the active issuing CA first, the retiring one, the cross
+    # certificate and both roots (RFC 7030 4.1.3 publishes the rollover certificates).
+    return certs_only(trusted_certificates(rt))
 
 
 #: Key types CsrAttrs can name, by their profile names.

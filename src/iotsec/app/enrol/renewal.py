@@ -40,13 +40,17 @@ def renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> Certific
             m.certificates.c.sha256 == hashlib.sha256(der).hexdigest())).first()
         issuer = state = None
         if row is not None:
-            issuer = conn.execute(select(m.authorities.c.cert_der).where(
-                m.authorities.c.id == row.authority_id)).scalar_one()
+            authority = conn.execute(select(m.authorities.c.cert_der,
+                                            m.authorities.c.state).where(
+                m.authorities.c.id == row.authority_id)).one()
+            # A retired CA's certificates no longer authenticate (the EST listener may
+            # still hold the CA until it restarts: refused here all the same).
+            issuer = None if authority.state == "retired" else authority.cert_der
             state = conn.execute(select(m.devices.c.state).where(
                 m.devices.c.id == row.device_id)).scalar_one_or_none()
     if row is None or bytes(row.der) != der or issuer is None or not issued_by(
             leaf, x509.load_der_x509_certificate(bytes(issuer))):
-        raise _forbidden("iotsec did not issue it")
+        raise _forbidden("iotsec did not issue it, or its CA is retired")
     record = record_of(row)
     if record.kind != "device" or state is None:
         raise _forbidden("it is not a device's certificate")

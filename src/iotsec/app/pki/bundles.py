@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from iotsec.app.pki.authorities import chain_certificates, pem_of, trusted_certificates
 from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.pki.issuance import issue_batch
 from iotsec.app.runtime import Runtime
@@ -21,7 +22,7 @@ from iotsec.pki.keys import KeyType
 
 __all__ = [
     "MIN_P12_PASSPHRASE", "DeviceKey", "KeygenBundle", "chain_pem", "check_p12_passphrase",
-    "issue_with_keygen", "keygen_bundle"
+    "issue_with_keygen", "keygen_bundle", "trust_bundle_pem"
 ]
 
 MIN_P12_PASSPHRASE = 8
@@ -90,7 +91,14 @@ def keygen_bundle(rt: Runtime, record: CertificateRecord, key: DeviceKey,
                         chain_pem=chain_pem(rt))
 
 
-def chain_pem(rt: Runtime) -> str:
-    """The issuing chain, intermediate first, then the root."""
-    return "".join(a.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
-                   for a in (rt.authority("issuing"), rt.authority("root")))
+def chain_pem(rt: Runtime, *, cross: bool = False) -> str:
+    """The issuing chain, intermediate first, then the root; with ``cross``, the cross
+    certificates to an older root still trusted before the root (see
+    :func:`~iotsec.app.pki.authorities.chain_certificates`)."""
+    return pem_of(chain_certificates(rt, cross=cross))
+
+
+def trust_bundle_pem(rt: Runtime) -> str:
+    """Every CA certificate trusted now: the active and retiring issuing CAs, the cross
+    certificates and the roots (what a relying party needs during a rollover)."""
+    return pem_of(trusted_certificates(rt))

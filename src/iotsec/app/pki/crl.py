@@ -82,7 +82,10 @@ def crl_authority(rt: Runtime, role: str = "issuing",
     if authority_id is None:
         if role not in ("issuing", "root"):
             raise InvalidInputError(f"unknown CA {role!r}", hint="choose 'issuing' or 'root'")
-        return CrlAuthority(rt.authority_id(role), role, lambda: rt.authority(role))
+        active = rt.authority_id(role)
+        # Loaded by id, not by role: a rotation between the two reads cannot pair this
+        # CA's CRL row with the next CA's key.
+        return CrlAuthority(active, role, lambda: rt.authority_by_id(active))
     for known in ("issuing", "root"):
         if rt.authority_id(known) == authority_id:
             return crl_authority(rt, known)
@@ -92,9 +95,7 @@ def crl_authority(rt: Runtime, role: str = "issuing",
                            .where(m.authorities.c.id == authority_id)).first()
     if row is None:
         raise NotFoundError(f"no CA with id {authority_id}", hint="list the CAs of the store")
-    cert_der, label = bytes(row.cert_der), str(row.key_label)
-    return CrlAuthority(authority_id, str(row.role),
-                        lambda: Authority.from_der(cert_der, rt.keys.load(label)))
+    return CrlAuthority(authority_id, str(row.role), lambda: rt.authority_by_id(authority_id))
 
 
 def _published(row: Row[Any]) -> PublishedCrl:

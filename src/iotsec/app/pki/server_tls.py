@@ -23,6 +23,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from iotsec.app.pki.authorities import chain_certificates, pem_of
 from iotsec.app.pki.infrastructure import record_infrastructure, stored_status
 from iotsec.app.runtime import Runtime
 from iotsec.custody.file_keys import FileKeyStore
@@ -100,7 +101,10 @@ def _issue(rt: Runtime, common_name: str, dns: tuple[str, ...], ips: tuple[str, 
     record_infrastructure(rt, issued, "server")
     leaf = enc.to_pem(issued.der, "CERTIFICATE")
     chain_file = directory / CHAIN_FILE
-    atomic_write(chain_file, leaf + enc.to_pem(issuing.der, "CERTIFICATE"))
+    # The issuing CA and, during a root rollover, the cross certificate: a client that
+    # trusts only the old root still verifies the server.
+    atomic_write(chain_file, leaf + pem_of(chain_certificates(rt, cross=True)[:-1])
+                 .encode("ascii"))
     atomic_write(directory / LABEL_FILE, (label + "\n").encode("ascii"))
     return ServerTls(chain_file, keys.private_key_path(label),
                      read_passphrase(rt.settings).decode("utf-8"))
@@ -118,7 +122,8 @@ def _served(rt: Runtime) -> x509.Certificate | None:
 def ensure_server_tls(rt: Runtime, host: str) -> ServerTls:
     """Return TLS files for ``host``, issuing a fresh server certificate when needed: none
     yet, within :data:`RENEW_BEFORE` of expiry, not covering ``host``'s names, its key
-    gone, or no longer valid in the store (revoked)."""
+    gone, issued by a CA that is no longer the active issuing CA (a rotation), or no longer
+    valid in the store (revoked)."""
     directory = rt.settings.server_dir
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     label_file = directory / LABEL_FILE
@@ -129,6 +134,7 @@ def ensure_server_tls(rt: Runtime, host: str) -> ServerTls:
         label = label_file.read_text().strip()
         if (current.not_valid_after_utc - rt.now() > RENEW_BEFORE
                 and _covers(current, dns, ips) and keys.exists(label)
+                and current.issuer == rt.authority("issuing").certificate.subject
                 and stored_status(rt, current) == "valid"):
             return ServerTls(directory / CHAIN_FILE, keys.private_key_path(label),
                              read_passphrase(rt.settings).decode("utf-8"))

@@ -3,7 +3,7 @@ previous event's hash and its own fields; event_checkpoints holds the signed che
 Events recorded before this revision are chained here, in the order they were written.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-06
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
