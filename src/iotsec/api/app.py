@@ -20,6 +20,7 @@ from iotsec.api.emqx_fastpath import EmqxFastPath
 from iotsec.api.fastpath import DecisionFastPath
 from iotsec.api.headers import SecurityHeaders
 from iotsec.api.limits import BodyLimit
+from iotsec.api.ocsp import OcspFastPath
 from iotsec.api.ota import device_router as ota_device_router
 from iotsec.api.ota import router as ota_router
 from iotsec.api.routes import public, v1
@@ -64,6 +65,9 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     if fast_path:
         app.add_middleware(DecisionFastPath, runtime=rt)
         app.add_middleware(EmqxFastPath, runtime=rt)
+    # OCSP (POST /ocsp, GET /ocsp/{request}) is answered by this layer alone: public, like
+    # /crl, and mostly from memory (iotsec.api.ocsp).
+    app.add_middleware(OcspFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
     # Outermost: every answer gets the security headers, the body limit's and the fast
     # paths' too.

@@ -20,12 +20,13 @@ from iotsec.pki import der
 from iotsec.pki.keys import KeyType, Signer
 
 __all__ = [
-    "CRL_SIGN", "DIGITAL_SIGNATURE", "KEY_CERT_SIGN", "KEY_ENCIPHERMENT", "OID_AKI",
+    "CRL_SIGN", "DIGITAL_SIGNATURE", "KEY_CERT_SIGN", "KEY_ENCIPHERMENT", "OID_AIA", "OID_AKI",
     "OID_BASIC_CONSTRAINTS", "OID_CLIENT_AUTH", "OID_CN", "OID_CRL_DP", "OID_CRL_NUMBER",
     "OID_ECDSA_SHA256", "OID_ECDSA_SHA384", "OID_EKU", "OID_KEY_USAGE", "OID_O", "OID_REASON_CODE",
     "OID_RSA_SHA256", "OID_SAN", "OID_SERVER_AUTH", "OID_SKI", "TbsCertificate",
-    "authority_key_identifier", "basic_constraints", "build_certificate", "crl_distribution_point",
-    "extended_key_usage", "extension", "key_identifier", "key_usage", "key_usage_bits", "name",
+    "authority_info_access", "authority_key_identifier", "basic_constraints", "build_certificate",
+    "crl_distribution_point", "extended_key_usage", "extension", "key_identifier", "key_usage",
+    "key_usage_bits", "name",
     "sign_tbs", "signature_algorithm", "spki_der", "subject_alt_name", "subject_key_identifier",
     "to_pem"
 ]
@@ -45,6 +46,9 @@ OID_REASON_CODE = "2.5.29.21"
 OID_CRL_DP = "2.5.29.31"
 OID_AKI = "2.5.29.35"
 OID_EKU = "2.5.29.37"
+OID_AIA = "1.3.6.1.5.5.7.1.1"
+OID_AD_OCSP = "1.3.6.1.5.5.7.48.1"
+OID_AD_CA_ISSUERS = "1.3.6.1.5.5.7.48.2"
 OID_SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
 OID_CLIENT_AUTH = "1.3.6.1.5.5.7.3.2"
 
@@ -162,6 +166,14 @@ def crl_distribution_point(uri: str) -> bytes:
     general_name = der.implicit_primitive(6, uri.encode("ascii"))
     point = der.sequence(der.explicit(0, der.explicit(0, general_name)))
     return extension(OID_CRL_DP, der.sequence(point))
+
+
+def authority_info_access(*, ocsp: str | None, ca_issuers: str | None) -> bytes:
+    """RFC 5280 4.2.2.1: where to ask OCSP and where to fetch the issuer's certificate."""
+    descriptions = [der.sequence(der.oid(method), der.implicit_primitive(6, uri.encode("ascii")))
+                    for method, uri in ((OID_AD_OCSP, ocsp), (OID_AD_CA_ISSUERS, ca_issuers))
+                    if uri]
+    return extension(OID_AIA, der.sequence(*descriptions))
 
 
 @dataclass(frozen=True, slots=True)

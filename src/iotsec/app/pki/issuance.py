@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
@@ -23,6 +23,7 @@ from iotsec.app.pki.cert_records import (
 )
 from iotsec.app.pki.revocation import mark_revoked
 from iotsec.app.runtime import Runtime
+from iotsec.config import Settings
 from iotsec.errors import ConflictError, DeviceStateError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.pki.ca import Authority
@@ -36,8 +37,17 @@ from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "device_profile", "issue_batch", "issue_from_csr",
-    "issue_in", "profile_named", "renew"
+    "MAX_BATCH",
+    "MAX_GRACE",
+    "SHARED_KEY_HINT",
+    "RevocationUrls",
+    "device_profile",
+    "issue_batch",
+    "issue_from_csr",
+    "issue_in",
+    "profile_named",
+    "renew",
+    "revocation_urls"
 ]
 
 MAX_BATCH = 10_000
@@ -138,6 +148,25 @@ def _record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
                                                for s, d in others[:20]]}))
 
 
+class RevocationUrls(TypedDict):
+    """The revocation pointers :func:`iotsec.pki.issue.issue_device` takes."""
+
+    crl_url: str | None
+    ocsp_url: str | None
+    ca_issuers_url: str | None
+
+
+def revocation_urls(settings: Settings) -> RevocationUrls:
+    """Where relying parties learn of a revocation, as :func:`iotsec.pki.issue.issue_device`
+    takes them: under IOTSEC_PUBLIC_URL, its /ocsp (AIA OCSP), /ca/issuing.der (AIA
+    caIssuers) and /crl (CRL distribution point); IOTSEC_CRL_URL, when set, is the CRL
+    distribution point instead."""
+    base = settings.public_base
+    return RevocationUrls(crl_url=settings.crl_url or (f"{base}/crl" if base else None),
+                          ocsp_url=f"{base}/ocsp" if base else None,
+                          ca_issuers_url=f"{base}/ca/issuing.der" if base else None)
+
+
 def device_profile(rt: Runtime) -> CertProfile:
     """The device profile, with the DNS names the deployment configures
     (``IOTSEC_DEVICE_DNS_NAMES``, templates such as ``{device_id}.devices.example.com``)."""
@@ -191,7 +220,7 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
     values = []
     for device_id, csr_ok in checked:
         issued = issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile,
-                              now=moment, days=days, crl_url=rt.settings.crl_url)
+                              now=moment, days=days, **revocation_urls(rt.settings))
         values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
                                       kind="device", profile=profile.name, now=now))
     if values:
@@ -262,7 +291,7 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         issued = issue_device(ca, device_id=old.device_id, spki=checked.spki,
                               profile=SERVER if old.profile == SERVER.name
                               else device_profile(rt),
-                              now=moment, days=days, crl_url=rt.settings.crl_url)
+                              now=moment, days=days, **revocation_urls(rt.settings))
         values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
                              kind="device", profile=old.profile, now=now)
         conn.execute(insert(m.certificates).values(values))
