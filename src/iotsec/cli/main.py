@@ -21,6 +21,7 @@ from iotsec.cli import (
     firmware,
     keys,
     netseg,
+    ocsp,
     ota,
     policy,
     protect,
@@ -53,6 +54,7 @@ for group, name in (
     (device_tokens.app, "device-token"), (firmware.app, "firmware"), (ota.app, "ota"),
     (protect.payload_app, "payload"), (protect.data_app, "data"), (netseg.app, "netseg"),
     (keys.app, "keys"), (broker.app, "broker"), (backup.app, "backup"), (enrol.app, "enrol"),
+    (ocsp.app, "ocsp"),
 ):
     app.add_typer(group, name=name)
 app.add_typer(__import__("iotsec.cli.compliance").cli.compliance.app, name="compliance")

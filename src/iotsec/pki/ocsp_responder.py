@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
+from cryptography.x509.oid import NameOID
+
 from iotsec.pki import der
 from iotsec.pki import x509 as enc
 from iotsec.pki.ca import ORGANIZATION, Authority
@@ -36,7 +38,9 @@ def issue_responder(ca: Authority, *, spki: bytes, now: datetime) -> IssuedCerti
     now = now.replace(microsecond=0)
     not_before = max(now - timedelta(minutes=1), ca.not_before)
     not_after = min(now + RESPONDER_VALIDITY, ca.not_after)
-    common_name = f"{ca.certificate.subject.rfc4514_string()[:40]} OCSP responder"
+    names = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    # A CN is at most 64 characters (RFC 5280 appendix A).
+    common_name = f"{str(names[0].value) if names else 'iotsec CA'}"[:48] + " OCSP responder"
     extensions = (
         enc.basic_constraints(ca=False),
         enc.key_usage(enc.DIGITAL_SIGNATURE),
