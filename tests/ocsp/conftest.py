@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from fastapi.testclient import TestClient
 
+from iotsec.api.app import create_app
+from iotsec.app.runtime import Runtime
 from iotsec.pki.keys import KeyType
 from tests.pki.support import Chain, build_chain
 
@@ -22,3 +25,10 @@ def chain_for() -> Callable[[KeyType], Chain]:
         return cache[key_type]
 
     return get
+
+
+@pytest.fixture
+def anon(rt: Runtime) -> Iterator[TestClient]:
+    """The API without credentials (as tests/api's ``anon``): /ocsp is public."""
+    with TestClient(create_app(rt)) as client:
+        yield client
