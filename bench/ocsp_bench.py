@@ -3,7 +3,7 @@
 1. A throw-away iotsec home (SQLite) with N device certificates (default 100), issued by
    the service as ``iotsec cert issue`` does; one nonce-less OCSP request (SHA-1 CertID,
    what RFC 5019 clients send) per certificate.
-2. Ours: ``iotsec serve --public-http-port P --workers W`` (default 1), asked over the
+2. Ours: ``iotsec serve --public-http-port P --workers W`` (default one per CPU), over the
    public plain-HTTP listener, ``POST /ocsp``. Every request is asked once first, so the
    answers are pre-signed (as a fleet's relying parties keep them warm); then 16 clients,
    each on a keep-alive connection, send the requests in turn for S seconds, each the next
@@ -204,7 +204,9 @@ def main() -> None:
     parser.add_argument("--certs", type=int, default=100)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="serving processes of each side (default: one per CPU)")
+    parser.add_argument("--quick", action="store_true", help="20 certificates, 3 seconds")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bodies", default=None, help=argparse.SUPPRESS)
@@ -212,6 +214,8 @@ def main() -> None:
     if args.client:
         client_main(args)
         return
+    if args.quick:
+        args.certs, args.seconds = 20, 3.0
     machine = machine_info()
     print_machine(machine)
     report = Report("OCSP: cached good answers over HTTP", {

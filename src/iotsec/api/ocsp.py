@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from datetime import datetime
 from urllib.parse import unquote_to_bytes
 
 from starlette.concurrency import run_in_threadpool
@@ -83,8 +84,8 @@ def _from_path(scope: Scope) -> bytes | None:
         return None
 
 
-async def _send(send: Send, result: OcspAnswer, rt: Runtime) -> None:
-    headers = result.headers(rt.now())
+async def _send(send: Send, result: OcspAnswer, now: datetime) -> None:
+    headers = result.headers(now)
     headers.append((b"content-length", str(len(result.der)).encode("ascii")))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": result.der})
@@ -118,18 +119,21 @@ async def handle_ocsp(rt: Runtime, scope: Scope, receive: Receive, send: Send) -
                     ((b"allow", b"GET, HEAD, POST"),))
         return
     if body is None:
-        await _send(send, OcspAnswer(error_response(ResponseStatus.malformedRequest)), rt)
+        await _send(send, OcspAnswer(error_response(ResponseStatus.malformedRequest)),
+                    rt.now())
         return
-    result = answer_from_memory(rt, body)
+    now = rt.now()
+    result = answer_from_memory(rt, body, now)
     if result is None:
         try:
             result = await run_in_threadpool(answer, rt, body)
+            now = rt.now()
         except Exception:
             # The store is down or a bug: the client gets the RFC's internalError, the
             # log gets the cause.
             log.exception("the OCSP responder failed")
             result = OcspAnswer(error_response(ResponseStatus.internalError))
-    await _send(send, result, rt)
+    await _send(send, result, now)
 
 
 class OcspFastPath:

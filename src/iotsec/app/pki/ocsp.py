@@ -257,16 +257,18 @@ def _current(rt: Runtime, cache: _Cache, now: datetime) -> bool:
             and checked <= now < checked + timedelta(seconds=ttl))
 
 
-def answer_from_memory(rt: Runtime, body: bytes) -> OcspAnswer | None:
-    """The pre-signed answer to exactly this request, while it may be given (see the
-    module's description); ``None``: ask :func:`answer`. No I/O."""
+def answer_from_memory(rt: Runtime, body: bytes, now: datetime | None = None
+                       ) -> OcspAnswer | None:
+    """The pre-signed answer to exactly this request, while it may be given at ``now``
+    (default ``rt.now()``; see the module's description); ``None``: ask :func:`answer`.
+    No I/O."""
     cache = rt.get(_CACHE)
     if cache is None:
         return None
     held = cache.held.get(body)
     if held is None:
         return None
-    now = rt.now()
+    now = now or rt.now()
     if now >= held.refresh_at or not _current(rt, cache, now):
         return None
     return held.answer
