@@ -172,6 +172,10 @@ def test_ocsp_over_the_api(anon: TestClient, rt: Runtime) -> None:
             (anon.post("/ocsp", content=b"\x30" * (MAX_REQUEST_BYTES + 1),
                        headers={"content-type": "application/ocsp-request"}),
              ocsp.OCSPResponseStatus.MALFORMED_REQUEST),
+            # Over the API's own body limit too: still OCSP's answer, not a 413.
+            (anon.post("/ocsp", content=b"\x30" * (300 * 1024),
+                       headers={"content-type": "application/ocsp-request"}),
+             ocsp.OCSPResponseStatus.MALFORMED_REQUEST),
             (anon.get("/ocsp/%%%not-base64"), ocsp.OCSPResponseStatus.MALFORMED_REQUEST)):
         assert response.status_code == 200
         assert ocsp.load_der_ocsp_response(response.content).response_status is status

@@ -65,10 +65,11 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     if fast_path:
         app.add_middleware(DecisionFastPath, runtime=rt)
         app.add_middleware(EmqxFastPath, runtime=rt)
-    # OCSP (POST /ocsp, GET /ocsp/{request}) is answered by this layer alone: public, like
-    # /crl, and mostly from memory (iotsec.api.ocsp).
-    app.add_middleware(OcspFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
+    # OCSP (POST /ocsp, GET /ocsp/{request}) is answered by this layer alone, outside the
+    # body limit: it bounds its own requests and answers an oversized one malformedRequest
+    # (RFC 6960), not 413. Public, like /crl, and mostly from memory (iotsec.api.ocsp).
+    app.add_middleware(OcspFastPath, runtime=rt)
     # Outermost: every answer gets the security headers, the body limit's and the fast
     # paths' too.
     app.add_middleware(SecurityHeaders)

@@ -26,6 +26,7 @@ answers within ``IOTSEC_HOT_CACHE_SECONDS``. A request with a nonce is signed fr
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -63,6 +64,8 @@ from iotsec.timeutil import from_ts, ts
 
 __all__ = ["MAX_HELD", "OcspAnswer", "answer", "answer_from_memory", "known_authorities",
            "prepare_responders"]
+
+log = logging.getLogger("iotsec.ocsp")
 
 #: Pre-signed answers one serving process keeps at most (about 1 to 3 KiB each).
 MAX_HELD = 50_000
@@ -340,9 +343,13 @@ def answer(rt: Runtime, body: bytes) -> OcspAnswer:
     ``tryLater``, anything else ``internalError``."""
     try:
         return _answer(rt, body)
-    except (ClockBehindError, OcspRotationBusyError):
+    except (ClockBehindError, OcspRotationBusyError) as exc:
+        log.warning("OCSP answered tryLater: %s", exc)
         return _error(ResponseStatus.tryLater)
-    except IotsecError:
+    except IotsecError as exc:
+        # A CA key that does not load (an offline root), a custody failure: the client
+        # learns only internalError, the log says why.
+        log.warning("OCSP answered internalError: %s (%s)", exc, exc.hint)
         return _error(ResponseStatus.internalError)
 
 
@@ -352,4 +359,9 @@ def prepare_responders(rt: Runtime) -> None:
     answers."""
     known_authorities(rt)
     for role in ("issuing", "root"):
-        ocsp_signer(rt, rt.authority_id(role), rt.authority(role))
+        try:
+            ocsp_signer(rt, rt.authority_id(role), rt.authority(role))
+        except IotsecError as exc:
+            # A CA whose key is not online (an offline root) cannot delegate: its
+            # certificates' requests are answered internalError; the rest is served.
+            log.warning("no OCSP signer for the %s CA: %s (%s)", role, exc, exc.hint)
