@@ -110,14 +110,19 @@ def _aia_ocsp(cert: x509.Certificate) -> str | None:
     return None
 
 
-def _post(url: str, request: bytes) -> bytes:
+def _checked_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInputError(f"{url[:200]!r} is not an http:// or https:// URL",
                                 hint="give the responder as --url http://HOST[:PORT]/ocsp")
+    return url
+
+
+def _post(url: str, request: bytes) -> bytes:
+    parts = urlsplit(_checked_url(url))
     conn_type = http.client.HTTPSConnection if parts.scheme == "https" else \
         http.client.HTTPConnection
-    conn = conn_type(parts.hostname, parts.port, timeout=TIMEOUT)
+    conn = conn_type(parts.hostname or "", parts.port, timeout=TIMEOUT)
     try:
         conn.request("POST", parts.path or "/", body=request,
                      headers={"Content-Type": "application/ocsp-request",
@@ -142,6 +147,8 @@ def check_status(rt: Runtime | None, *, serial: str | None = None,
                  now: datetime | None = None) -> OcspCheck:
     """Ask about one certificate (``serial`` in ``rt``'s store, or the PEM/DER
     ``cert_data``) and return the verified answer."""
+    if url is not None:
+        _checked_url(url)
     if (serial is None) == (cert_data is None):
         raise InvalidInputError("name the certificate by its SERIAL or give --cert FILE, "
                                 "not both", hint="e.g. 'iotsec ocsp check 1A2B...'")
