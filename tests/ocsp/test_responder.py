@@ -12,6 +12,8 @@ from urllib.parse import quote
 from cryptography import x509
 from cryptography.x509 import ocsp
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import update
 
 from iotsec.app.identity.devices import NewDevice, add_device
@@ -183,3 +185,14 @@ def test_ocsp_over_the_api(anon: TestClient, rt: Runtime) -> None:
     assert anon.post("/ocsp", content=body,
                      headers={"content-type": "application/json"}).status_code == 415
     assert anon.put("/ocsp", content=body).status_code == 405
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300))
+def test_fuzz_any_body_gets_an_ocsp_response(rt: Runtime, data: bytes) -> None:
+    """Whatever a client sends, the responder answers an OCSPResponse (never raises)."""
+    parsed = ocsp.load_der_ocsp_response(answer(rt, data).der)
+    assert parsed.response_status in (ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+                                      ocsp.OCSPResponseStatus.UNAUTHORIZED,
+                                      ocsp.OCSPResponseStatus.SUCCESSFUL)
