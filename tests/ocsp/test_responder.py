@@ -110,6 +110,14 @@ def test_presigned_answers_and_revocations_elsewhere(rt: Runtime) -> None:
     assert first.next_update is not None
     assert answer_from_memory(rt, body) is first
     assert answer(rt, body).der == first.der  # signed once
+    # Not asked for during a whole check period: checked alone when asked again, and the
+    # same signed answer reused while its status has not changed.
+    time.sleep(0.55)
+    answer(rt, build_request(_cert_id(rt, 0x777), None))  # another request starts a period
+    time.sleep(0.55)
+    assert answer_from_memory(rt, body) is None
+    assert answer(rt, body).der == first.der
+    assert answer_from_memory(rt, body) is not None
     # With a nonce, every answer is signed afresh and never kept.
     nonced = build_request(_cert_id(rt, int(cert.serial, 16)), new_nonce())
     assert answer(rt, nonced).der != answer(rt, nonced).der
@@ -196,3 +204,15 @@ def test_fuzz_any_body_gets_an_ocsp_response(rt: Runtime, data: bytes) -> None:
     assert parsed.response_status in (ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
                                       ocsp.OCSPResponseStatus.UNAUTHORIZED,
                                       ocsp.OCSPResponseStatus.SUCCESSFUL)
+
+
+def test_a_ca_near_its_end_keeps_one_responder(rt: Runtime, clock: FakeClock) -> None:
+    issuing = rt.authority("issuing")
+    clock.advance(issuing.not_after - timedelta(days=1) - rt.now())
+    cert = _issue(rt, "dev-late")
+    first, _ = _ask(rt, int(cert.serial, 16), nonce=True)
+    second, _ = _ask(rt, int(cert.serial, 16), nonce=True)
+    (one,), (two,) = first.certificates, second.certificates
+    assert one.serial_number == two.serial_number
+    assert one.not_valid_after_utc == issuing.not_after
+    assert second.next_update_utc <= issuing.not_after

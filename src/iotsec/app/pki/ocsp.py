@@ -15,12 +15,15 @@ take as good.
 
 **Pre-signed answers.** An answer without a nonce (RFC 5019's kind, what most relying
 parties ask) is signed once and kept in the serving process's memory, keyed by the exact
-request; it is served from memory, on the event loop, until one of: half of its validity
-(``IOTSEC_OCSP_VALIDITY_HOURS``) has passed; a revocation recorded in this process; or its
-check is older than ``IOTSEC_HOT_CACHE_SECONDS`` — then the statuses of all the answers held
-are read again from the store in one batch and those that changed are signed afresh. So a
-revocation made by another process (another worker, ``iotsec cert revoke``) reaches the
-answers within ``IOTSEC_HOT_CACHE_SECONDS``. A request with a nonce is signed fresh.
+request; it is served from memory, on the event loop, while half of its validity
+(``IOTSEC_OCSP_VALIDITY_HOURS``) has not passed, no revocation was recorded in this process,
+and its status was read from the store less than ``IOTSEC_HOT_CACHE_SECONDS`` ago. Every
+such period, the statuses of the answers asked for during the last one are read again in
+one batch (the cost follows what relying parties ask, not how many answers are held); an
+answer not asked for meanwhile is checked alone when it is asked for again. An answer whose
+status changed is signed afresh; one whose status did not is reused. So a revocation made
+by another process (another worker, ``iotsec cert revoke``) reaches the answers within
+``IOTSEC_HOT_CACHE_SECONDS``. A request with a nonce is signed fresh.
 """
 
 from __future__ import annotations
@@ -237,11 +240,16 @@ class _Held:
     serial: int
     state: _State
     refresh_at: datetime
+    #: The check against the store that last found its status unchanged.
+    epoch: int
 
 
 @dataclass(slots=True)
 class _Cache:
     held: dict[bytes, _Held] = field(default_factory=dict)
+    #: Requests answered (or signed) since the last check: what the next one reads again.
+    touched: set[bytes] = field(default_factory=set)
+    epoch: int = 0
     checked_at: float = -1e9  # time.monotonic() of the last check against the store
     checked_clock: datetime | None = None
     mark: int = -1
@@ -272,20 +280,28 @@ def answer_from_memory(rt: Runtime, body: bytes, now: datetime | None = None
     if held is None:
         return None
     now = now or rt.now()
-    if now >= held.refresh_at or not _current(rt, cache, now):
+    if held.epoch != cache.epoch or now >= held.refresh_at or not _current(rt, cache, now):
         return None
+    cache.touched.add(body)
     return held.answer
 
 
 def _recheck(rt: Runtime, cache: _Cache, now: datetime) -> None:
-    """Read the statuses of every held answer again; drop those that changed."""
+    """Start a new check period: read again, in one batch, the statuses of the answers
+    asked for in the last one; those unchanged stay servable from memory, those changed
+    are dropped. An answer nobody asked for stays held, unverified, and is checked alone
+    when it is asked for again (and reused if its status has not changed)."""
     mark = revocation_mark()
     started, clock = time.monotonic(), rt.now()
-    items = list(cache.held.items())
+    items = [(body, cache.held[body]) for body in cache.touched if body in cache.held]
     states = _states(rt, [(h.ca, h.serial) for _, h in items], ts(now))
+    cache.epoch += 1
     for (body, held), state in zip(items, states, strict=True):
         if state != held.state or now >= held.refresh_at:
             cache.held.pop(body, None)
+        else:
+            held.epoch = cache.epoch
+    cache.touched.clear()
     cache.checked_at, cache.checked_clock, cache.mark = started, clock, mark
 
 
@@ -323,16 +339,20 @@ def _answer(rt: Runtime, body: bytes) -> OcspAnswer:
         if not _current(rt, cache, moment):
             _recheck(rt, cache, moment)
         held = cache.held.get(body)
-        if held is not None and moment < held.refresh_at:
+        states = _states(rt, [(found[0], request.cert_ids[0].serial)], ts(moment)) \
+            if held is None or held.epoch != cache.epoch else [held.state]
+        if held is not None and moment < held.refresh_at and states[0] == held.state:
+            held.epoch = cache.epoch
+            cache.touched.add(body)
             return held.answer
-        states = _states(rt, [(found[0], request.cert_ids[0].serial)], ts(moment))
         der, until = _sign(rt, request, found, states, moment)
         half = timedelta(hours=rt.settings.ocsp_validity_hours) / 2
         done = OcspAnswer.cacheable(der, moment, until)
         if len(cache.held) >= MAX_HELD:
             cache.held.pop(next(iter(cache.held)))
         cache.held[body] = _Held(done, found[0], request.cert_ids[0].serial, states[0],
-                                 min(moment + half, until))
+                                 min(moment + half, until), cache.epoch)
+        cache.touched.add(body)
         return done
 
 

@@ -94,8 +94,12 @@ def _issue(rt: Runtime, ca_id: int, ca: Authority, now: datetime) -> OcspSigner:
     return OcspSigner(signer, (issued.der,), issued.not_after, issued.serial)
 
 
-def _usable(held: OcspSigner | None, now: datetime) -> bool:
-    return held is not None and now < held.not_after - RENEW_BEFORE
+def _usable(held: OcspSigner | None, now: datetime, ca: Authority) -> bool:
+    """Whether ``held`` may go on signing: more than RENEW_BEFORE left, or (a CA near its
+    own end) valid and already lasting as long as the CA, so that a new one would not."""
+    if held is None or now >= held.not_after:
+        return False
+    return now < held.not_after - RENEW_BEFORE or held.not_after >= ca.not_after
 
 
 def ocsp_signer(rt: Runtime, ca_id: int, ca: Authority) -> OcspSigner:
@@ -108,16 +112,16 @@ def ocsp_signer(rt: Runtime, ca_id: int, ca: Authority) -> OcspSigner:
     now = rt.now()
     held = rt.get_or_put(_HELD, dict)
     current = held.get(ca_id)
-    if _usable(current, now):
+    if _usable(current, now, ca):
         assert current is not None
         return current
     with _LOCK:
         current = held.get(ca_id)
-        if _usable(current, now):
+        if _usable(current, now, ca):
             assert current is not None
             return current
         on_disk = _read(rt, ca_id, ca)
-        if not _usable(on_disk, now):
+        if not _usable(on_disk, now, ca):
             directory = rt.settings.ocsp_dir
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
@@ -125,7 +129,7 @@ def ocsp_signer(rt: Runtime, ca_id: int, ca: Authority) -> OcspSigner:
                                     OcspRotationBusyError("another process is replacing the "
                                                       "OCSP responder certificate")):
                     on_disk = _read(rt, ca_id, ca)  # another process may have just done it
-                    if not _usable(on_disk, now):
+                    if not _usable(on_disk, now, ca):
                         on_disk = _issue(rt, ca_id, ca, now)
             except OcspRotationBusyError:
                 if current is not None and now < current.not_after:
