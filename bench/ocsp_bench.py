@@ -93,14 +93,17 @@ async def _client(host: str, port: int, path: str, bodies: list[bytes], offset: 
                 length = int(value)
             elif name == b"connection":
                 close = value.strip().lower() == b"close"
+        body = b""
         if length:
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
         elif close:
-            await reader.read()
-        if status == 200:
+            body = await reader.read()
+        # A successful OCSPResponse: SEQUENCE { ENUMERATED 0, ... } (an error status, such
+        # as internalError, is an HTTP 200 too, and is not counted).
+        if status == 200 and b"\x0a\x01\x00" in (body[2:5], body[3:6], body[4:7]):
             counts[0] += 1
         else:
-            errors.append(str(status))
+            errors.append(f"{status} {body[:8].hex()}")
         if close:
             writer.close()
             writer = None

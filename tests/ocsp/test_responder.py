@@ -19,7 +19,7 @@ from sqlalchemy import update
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.pki.issuance import issue_from_csr, renew
-from iotsec.app.pki.ocsp import answer, answer_from_memory
+from iotsec.app.pki.ocsp import _CACHE, answer, answer_from_memory
 from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime
 from iotsec.pki import x509 as enc
@@ -216,3 +216,22 @@ def test_a_ca_near_its_end_keeps_one_responder(rt: Runtime, clock: FakeClock) ->
     assert one.serial_number == two.serial_number
     assert one.not_valid_after_utc == issuing.not_after
     assert second.next_update_utc <= issuing.not_after
+
+
+def test_a_recheck_makes_answers_servable_from_memory_again(rt: Runtime,
+                                                            clock: FakeClock) -> None:
+    rt.settings.hot_cache_seconds = 0.3
+    clock.advance(timedelta(microseconds=250_000))  # a clock between two whole seconds
+    cert = _issue(rt)
+    body = build_request(_cert_id(rt, int(cert.serial, 16)), None)
+    first = answer(rt, body)
+    assert answer_from_memory(rt, body) is first
+    time.sleep(0.35)
+    assert answer_from_memory(rt, body) is None  # the check period is over
+    assert answer(rt, body) is first  # checked again, unchanged: the same answer
+    assert answer_from_memory(rt, body) is first  # and from memory again at once
+    cache = rt.get(_CACHE)
+    assert cache is not None
+    epoch = cache.epoch
+    answer(rt, build_request(_cert_id(rt, 0x4242), None))
+    assert cache.epoch == epoch  # no new check while the period runs

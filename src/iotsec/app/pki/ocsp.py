@@ -293,7 +293,11 @@ def _recheck(rt: Runtime, cache: _Cache, now: datetime) -> None:
     when it is asked for again (and reused if its status has not changed)."""
     mark = revocation_mark()
     started, clock = time.monotonic(), rt.now()
-    items = [(body, cache.held[body]) for body in cache.touched if body in cache.held]
+    # The event loop adds to the touched set while this runs in a worker thread: take it
+    # whole and start a new one (list() of a set is one step under the GIL).
+    touched, cache.touched = cache.touched, set()
+    held_now = [(body, cache.held.get(body)) for body in list(touched)]
+    items = [(body, held) for body, held in held_now if held is not None]
     states = _states(rt, [(h.ca, h.serial) for _, h in items], ts(now))
     cache.epoch += 1
     for (body, held), state in zip(items, states, strict=True):
@@ -301,7 +305,6 @@ def _recheck(rt: Runtime, cache: _Cache, now: datetime) -> None:
             cache.held.pop(body, None)
         else:
             held.epoch = cache.epoch
-    cache.touched.clear()
     cache.checked_at, cache.checked_clock, cache.mark = started, clock, mark
 
 
@@ -336,7 +339,9 @@ def _answer(rt: Runtime, body: bytes) -> OcspAnswer:
         der, _ = _sign(rt, request, found, states, moment)
         return OcspAnswer(der)
     with cache.lock:
-        if not _current(rt, cache, moment):
+        # The exact time, not ``moment`` (whole seconds, for the answer): the check period
+        # started at an exact time, and a truncated clock would find it not started yet.
+        if not _current(rt, cache, rt.now()):
             _recheck(rt, cache, moment)
         held = cache.held.get(body)
         states = _states(rt, [(found[0], request.cert_ids[0].serial)], ts(moment)) \
