@@ -179,7 +179,8 @@ def test_public_listener_get_errors_paths_and_other_processes(openssl: str,
             fresh = ocsp.load_der_ocsp_response(client.get(f"/ocsp/{path}").content)
             if fresh.certificate_status is ocsp.OCSPCertStatus.REVOKED:
                 break
-            assert time.monotonic() - revoked < 1.0 + 0.5, "still good after the bound"
+            # The bound, plus a second for a loaded machine's scheduling and requests.
+            assert time.monotonic() - revoked < 1.0 + 1.0, "still good after the bound"
             time.sleep(0.05)
         checked = server.iotsec("ocsp", "check", "--cert", str(pem))
         assert checked.returncode == 0 and "revoked" in checked.stdout
