@@ -166,6 +166,17 @@ def test_public_listener_get_errors_paths_and_other_processes(openssl: str,
                              ("GET", "/ca/other.der")):
             assert client.request(method, where, headers=auth).status_code == 404, where
         assert client.post("/ca/root.der").status_code == 405
+        # Every route of the API (its OpenAPI document, from the HTTPS listener): not here.
+        with server.client() as api:
+            paths = api.get("/openapi.json", headers=auth).json()["paths"]
+        assert len(paths) > 20
+        for route, methods in paths.items():
+            if route.startswith(("/crl", "/ocsp")):
+                continue
+            concrete = re.sub(r"\{[^}]+\}", "x", route)
+            for method in methods:
+                answer = client.request(method.upper(), concrete, headers=auth)
+                assert answer.status_code == 404, (method, route)
         # iotsec ocsp check asks the public listener (IOTSEC_PUBLIC_URL) and verifies.
         checked = server.iotsec("ocsp", "check", serial, "--json")
         assert checked.returncode == 0, checked.stderr
