@@ -151,6 +151,10 @@ def test_the_responder_certificate_rotates_and_the_ca_can_sign(rt: Runtime,
     (replaced,) = second.certificates
     assert replaced.serial_number != responder.serial_number
     assert replaced.not_valid_after_utc > responder.not_valid_after_utc
+    # The replaced responder key is gone from the key directory; the new one is there.
+    (kept,) = rt.settings.keys_dir.glob("ocsp-*.key.pem")
+    assert (rt.settings.ocsp_dir / f"responder-{rt.issuing_id()}.label").read_text().strip() \
+        == kept.name.removesuffix(".key.pem")
     rt.settings.ocsp_signer = "ca"
     by_ca, der = _ask(rt, serial, nonce=True)
     assert by_ca.certificates == []

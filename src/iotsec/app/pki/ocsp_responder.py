@@ -17,6 +17,7 @@ tells clients not to ask) but expire within days.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 from dataclasses import dataclass
@@ -89,8 +90,17 @@ def _issue(rt: Runtime, ca_id: int, ca: Authority, now: datetime) -> OcspSigner:
     label = f"ocsp-{ca_id}-{secrets.token_hex(4)}"
     signer = keys.generate(label, ca.signer.key_type)
     issued = issue_responder(ca, spki=enc.spki_der(signer.public_key()), now=now)
+    label_file = directory / f"responder-{ca_id}.label"
+    previous = ""
+    with contextlib.suppress(OSError):
+        previous = label_file.read_text().strip()
     atomic_write(directory / f"responder-{ca_id}.pem", enc.to_pem(issued.der, "CERTIFICATE"))
-    atomic_write(directory / f"responder-{ca_id}.label", (label + "\n").encode("ascii"))
+    atomic_write(label_file, (label + "\n").encode("ascii"))
+    # The replaced key signs nothing more (a process still holding it has it in memory,
+    # and its certificate expires within days): its file goes, so keys do not pile up.
+    if previous.startswith(f"ocsp-{ca_id}-") and previous != label:
+        with contextlib.suppress(OSError, IotsecError):
+            keys.private_key_path(previous).unlink(missing_ok=True)
     return OcspSigner(signer, (issued.der,), issued.not_after, issued.serial)
 
 
