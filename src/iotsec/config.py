@@ -197,6 +197,22 @@ class Settings(EnvSettings):
         "the CDP of its certificates (<IOTSEC_CRL_URL>/p/<k>); 0 or 1: off. Needs "
         "IOTSEC_CRL_URL; raise it later if needed, never lower it (certificates keep the "
         "partition they were issued with)")
+    public_url: str | None = Field(
+        default=None, pattern=r"^http://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])"
+        r"(:[0-9]{1,5})?/?$",
+        description="origin of the public plain-HTTP listener ('iotsec serve "
+        "--public-http-port'), as relying parties reach it: http://HOST[:PORT], no path; "
+        "when set, issued certificates carry its /ocsp (AIA) and /ca/issuing.der "
+        "(caIssuers) and, unless IOTSEC_CRL_URL is set, its /crl as CRL distribution point")
+    ocsp_signer: Literal["responder", "ca"] = Field(
+        default="responder",
+        description="who signs OCSP answers: 'responder' (a delegated OCSP certificate per "
+        "CA, short-lived and rotated by 'iotsec serve') or 'ca' (the CA key itself)")
+    ocsp_validity_hours: int = Field(
+        default=24, ge=1, le=48,
+        description="nextUpdate - thisUpdate of OCSP answers; an answer without a nonce is "
+        "signed once and re-signed when half of this has passed or a revocation changes it")
 
     deployment: str = Field(
         default="iotsec", pattern=r"^[\x21-\x7e]{1,256}$",
@@ -254,3 +270,12 @@ class Settings(EnvSettings):
     @property
     def server_dir(self) -> Path:
         return self.resolved_home / "server"
+
+    @property
+    def ocsp_dir(self) -> Path:
+        return self.resolved_home / "ocsp"
+
+    @property
+    def public_base(self) -> str | None:
+        """IOTSEC_PUBLIC_URL without a trailing slash."""
+        return self.public_url.rstrip("/") if self.public_url else None

@@ -130,6 +130,7 @@ REFUSALS: dict[str, list[str]] = {
     "keys rotate": ["keys", "rotate", "nonsense"],
     "migrate": ["migrate", "--to", "mysql://nowhere.invalid/iotsec"],
     "netseg compile": ["netseg", "compile", "{w}/missing", "-o", "{w}/rules.nft"],
+    "ocsp check": ["ocsp", "check", "not-a-serial"],
     "ota campaign abort": ["ota", "campaign", "abort", "9999"],
     "ota campaign create": ["ota", "campaign", "create", "--name", "c", "--product", "p"],
     "ota campaign pause": ["ota", "campaign", "pause", "9999"],

@@ -22,6 +22,7 @@ from iotsec.api.fastpath import DecisionFastPath
 from iotsec.api.headers import SecurityHeaders
 from iotsec.api.limits import BodyLimit
 from iotsec.api.monitor import router as monitor_router
+from iotsec.api.ocsp import OcspFastPath
 from iotsec.api.ota import device_router as ota_device_router
 from iotsec.api.ota import router as ota_router
 from iotsec.api.profiles import router as profiles_router
@@ -70,6 +71,10 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
         app.add_middleware(DecisionFastPath, runtime=rt)
         app.add_middleware(EmqxFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})
+    # OCSP (POST /ocsp, GET /ocsp/{request}) is answered by this layer alone, outside the
+    # body limit: it bounds its own requests and answers an oversized one malformedRequest
+    # (RFC 6960), not 413. Public, like /crl, and mostly from memory (iotsec.api.ocsp).
+    app.add_middleware(OcspFastPath, runtime=rt)
     # Outermost: every answer gets the security headers, the body limit's and the fast
     # paths' too.
     app.add_middleware(SecurityHeaders)

@@ -1,6 +1,7 @@
-"""The listeners of ``iotsec serve``: the API's and the EST listener, two uvicorn servers in
-one event loop; with ``--workers N``, N processes that each serve both, on the sockets the
-supervising process bound.
+"""The listeners of ``iotsec serve``: the API's, the EST listener and the public plain-HTTP
+listener (OCSP, CRLs, CA certificates), uvicorn servers in one event loop; with
+``--workers N``, N processes that each serve all of them, on the sockets the supervising
+process bound.
 
 uvicorn runs one server per process, and its worker supervisor gives every worker one
 configuration: one application, one TLS context, one protocol. The EST listener needs its
@@ -39,6 +40,7 @@ import uvicorn
 from iotsec.api.app import create_app
 from iotsec.api.est import create_est_app
 from iotsec.api.est_tls import est_context
+from iotsec.api.public_http import PublicApp
 from iotsec.app.access.decisions import warm_up
 from iotsec.app.events import EventSink
 from iotsec.app.pki.server_tls import ServerTls
@@ -115,8 +117,9 @@ def run_servers(configs: Sequence[uvicorn.Config], sockets: Sequence[socket.sock
 @dataclass(frozen=True)
 class ServePlan:
     """What a serving process serves: the API listener with the uvicorn options ``api``,
-    and, unless ``est`` is None, the EST listener with the options ``est`` and a TLS
-    context over the server TLS files ``est_tls`` (see :mod:`iotsec.api.est_tls`).
+    unless ``est`` is None, the EST listener with the options ``est`` and a TLS context
+    over the server TLS files ``est_tls`` (see :mod:`iotsec.api.est_tls`), and unless
+    ``public`` is None, the public plain-HTTP listener (:mod:`iotsec.api.public_http`).
 
     Called with sockets, as the target of a worker process, it opens its own runtime from
     the environment's settings and serves until it is stopped."""
@@ -124,11 +127,14 @@ class ServePlan:
     api: Mapping[str, Any]
     est: Mapping[str, Any] | None = None
     est_tls: ServerTls | None = None
+    #: The public plain-HTTP listener's options (OCSP, CRLs, CA certificates), or None.
+    public: Mapping[str, Any] | None = None
 
     def configs(self, rt: Runtime) -> list[uvicorn.Config]:
         """The uvicorn configurations of the listeners, over the applications of ``rt``
         (the EST listener's claim CAs watched until ``rt`` closes)."""
-        configs = [uvicorn.Config(create_app(rt), **self.api)]
+        api = create_app(rt)
+        configs = [uvicorn.Config(api, **self.api)]
         if self.est is not None:
             if self.est_tls is None:
                 raise ConfigError("the EST listener needs the server's TLS files")
@@ -136,6 +142,9 @@ class ServePlan:
             configs.append(uvicorn.Config(
                 create_est_app(rt), **{**self.est,
                                        "ssl_context_factory": lambda _c, _d: context}))
+        if self.public is not None:
+            # /crl and /crl/... are answered by the API application's own routes.
+            configs.append(uvicorn.Config(PublicApp(rt, api), **self.public))
         return configs
 
     def __call__(self, sockets: list[socket.socket], ready: Connection) -> None:

@@ -50,6 +50,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("backup", "iotsec.cli.backup:app"),
     ("enrol", "iotsec.cli.enrol:app"),
     ("profile", "iotsec.cli.profiles:app"),
+    ("ocsp", "iotsec.cli.ocsp:app"),
     ("compliance", "iotsec.cli.compliance:app"),
     ("init", "iotsec.cli.setup:init"),
     ("crl", "iotsec.cli.crl:crl"),

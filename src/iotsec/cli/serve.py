@@ -1,5 +1,7 @@
-"""``iotsec serve``: the control-plane API over HTTPS (plain HTTP only on loopback), and
-device enrolment over EST (RFC 7030) on a listener of its own, always HTTPS."""
+"""``iotsec serve``: the control-plane API over HTTPS (plain HTTP only on loopback), device
+enrolment over EST (RFC 7030) on a listener of its own, always HTTPS, and, when asked, the
+public plain-HTTP listener for OCSP, CRLs and CA certificates (the one plaintext listener
+allowed on any address: everything it serves is signed or public)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import typer
 
 from iotsec.app.access.decisions import warm_up
 from iotsec.app.events import EventSink
+from iotsec.app.pki.ocsp import prepare_responders
 from iotsec.app.pki.server_tls import ServerTls, ensure_server_tls
 from iotsec.app.runtime import Runtime
 from iotsec.cli.context import runtime
@@ -24,7 +27,7 @@ from iotsec.errors import ConflictError, InvalidInputError
 __all__ = [
     "EST_PORT", "FILE_RESERVE", "HANDSHAKE_TIMEOUT", "HEADER_TIMEOUT", "IDLE_TIMEOUT",
     "MAX_CONNECTIONS", "Limits", "claim_port", "connection_limit", "est_uvicorn_options",
-    "parse_forwarded_allow_ips", "serve", "uvicorn_options"
+    "parse_forwarded_allow_ips", "public_uvicorn_options", "serve", "uvicorn_options"
 ]
 
 # Defaults of the connection settings (seconds).
@@ -160,6 +163,15 @@ def est_uvicorn_options(*, host: str, port: int, tls: ServerTls,
     return options
 
 
+def public_uvicorn_options(*, host: str, port: int, limits: Limits | None = None
+                           ) -> dict[str, Any]:
+    """The uvicorn ``Config`` options of the public plain-HTTP listener: those of the API
+    listener without TLS, proxy headers or WebSocket."""
+    options = uvicorn_options(host=host, port=port, tls=None, limits=limits)
+    options.update(ws="none", lifespan="on")
+    return options
+
+
 def _url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
@@ -197,6 +209,16 @@ def serve(
         "--handshake-timeout", min=0.1, max=3600, metavar="SECONDS",
         help="A TLS handshake not done this long after the connection opens is dropped.",
     )] = HANDSHAKE_TIMEOUT,
+    public_http_port: Annotated[int, typer.Option(
+        "--public-http-port", min=0, max=65535,
+        help="TCP port of the public plain-HTTP listener: only /ocsp, /crl and "
+             "/ca/{issuing.der,root.der,chain.pem} (signed or public answers, as RFC 5019 "
+             "requires, on any address); 0 (the default) turns it off.",
+    )] = 0,
+    public_http_host: Annotated[str | None, typer.Option(
+        "--public-http-host", metavar="ADDR",
+        help="Address of the public plain-HTTP listener (default: --host).",
+    )] = None,
     limit_concurrency: Annotated[int | None, typer.Option(
         "--limit-concurrency", min=1, metavar="N",
         help="Open connections per serving process; more are closed at once. "
@@ -204,8 +226,9 @@ def serve(
              "its hard limit at start).",
     )] = None,
 ) -> None:
-    """Serve the REST API (HTTPS with a certificate from iotsec's own CA) and /crl, and
-    EST enrolment on --est-port."""
+    """Serve the REST API (HTTPS with a certificate from iotsec's own CA), /crl and /ocsp,
+    EST enrolment on --est-port, and OCSP, CRLs and CA certificates over plain HTTP on
+    --public-http-port."""
     # Imported here: the connection guards load the web stack, which only this command
     # needs; every other command would pay for it at start-up.
     from iotsec.api.connections import raise_file_limit
@@ -219,6 +242,11 @@ def serve(
         raise InvalidInputError(f"--est-port {est_port} is the API's --port",
                                 hint="give the EST listener a port of its own, or 0 to turn "
                                      "it off")
+    public_host = public_http_host or host
+    if public_http_port and public_host == host and public_http_port in (port, est_port):
+        raise InvalidInputError(f"--public-http-port {public_http_port} is already taken by "
+                                "the API or the EST listener",
+                                hint="give the public listener a port of its own")
     limits = Limits(header_timeout=header_timeout, idle_timeout=idle_timeout,
                     handshake_timeout=handshake_timeout,
                     max_connections=connection_limit(limit_concurrency, raise_file_limit()))
@@ -228,7 +256,11 @@ def serve(
         sockets = [claims.enter_context(claim_port(host, port))]
         if est_port:
             sockets.append(claims.enter_context(claim_port(host, est_port, "--est-port")))
-        _serve(rt, _Listening(host, port, est_port, http, sockets), workers, proxies, limits)
+        if public_http_port:
+            sockets.append(claims.enter_context(
+                claim_port(public_host, public_http_port, "--public-http-port")))
+        _serve(rt, _Listening(host, port, est_port, http, sockets, public_host,
+                              public_http_port), workers, proxies, limits)
 
 
 @dataclass(frozen=True)
@@ -240,11 +272,15 @@ class _Listening:
     est_port: int
     http: bool
     sockets: list[socket.socket]
+    public_host: str = ""
+    public_port: int = 0
 
     def banner(self) -> str:
         api = _url("http" if self.http else "https", self.host, self.port)
         est = f", EST on {_url('https', self.host, self.est_port)}/.well-known/est/" \
             if self.est_port else ""
+        if self.public_port:
+            est += f", OCSP/CRL/CA on {_url('http', self.public_host, self.public_port)}"
         return (f"iotsec serving on {api}{est}"
                 + ("" if self.http and not self.est_port
                    else "  (clients trust the chain from 'iotsec ca chain')"))
@@ -266,7 +302,12 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
                             forwarded_allow_ips=proxies, limits=limits),
         est=est_uvicorn_options(host=where.host, port=where.est_port, tls=files,
                                 limits=limits) if where.est_port and files else None,
-        est_tls=files if where.est_port else None)
+        est_tls=files if where.est_port else None,
+        public=public_uvicorn_options(host=where.public_host, port=where.public_port,
+                                      limits=limits) if where.public_port else None)
+    # Each CA's OCSP responder certificate before the first request (and before workers
+    # start, which would otherwise race to issue it): a key that does not load is one line.
+    prepare_responders(rt)
     configs = None
     if workers == 1:
         # The policy and the registry in memory before the first request, not by it.

@@ -18,6 +18,7 @@ from iotsec.errors.est import *  # noqa: F403
 from iotsec.errors.firmware import *  # noqa: F403
 from iotsec.errors.keys import *  # noqa: F403
 from iotsec.errors.netseg import *  # noqa: F403
+from iotsec.errors.ocsp import *  # noqa: F403
 from iotsec.errors.ota import *  # noqa: F403
 from iotsec.errors.profiles import *  # noqa: F403
 from iotsec.errors.protect import *  # noqa: F403

@@ -65,6 +65,15 @@ def _fixed_extensions(ca_key_id: bytes, ekus: tuple[str, ...]) -> tuple[bytes, b
             enc.extended_key_usage(*ekus), enc.authority_key_identifier(ca_key_id))
 
 
+def _revocation_pointers(crl_url: str | None, ocsp_url: str | None,
+                         ca_issuers_url: str | None) -> tuple[bytes, ...]:
+    """The CRL distribution point and AIA extensions for the URLs given."""
+    found: tuple[bytes, ...] = (enc.crl_distribution_point(crl_url),) if crl_url else ()
+    if ocsp_url or ca_issuers_url:
+        found += (enc.authority_info_access(ocsp=ocsp_url, ca_issuers=ca_issuers_url),)
+    return found
+
+
 def issue_device(
     ca: Authority,
     *,
@@ -76,13 +85,17 @@ def issue_device(
     serial: int | None = None,
     crl_url: str | None = None,
     attributes: Mapping[str, str] | None = None,
+    ocsp_url: str | None = None,
+    ca_issuers_url: str | None = None,
 ) -> IssuedCertificate:
     """Sign a client certificate for ``device_id`` over the public key ``spki`` (DER).
 
-    With ``crl_url``, the certificate names it as its CRL distribution point, unless the
-    profile says there is no revocation information (RFC 9608): then it carries noRevAvail
-    and no pointer to revocation information. DNS names the profile takes from device
-    attributes come from ``attributes``."""
+    With ``crl_url``, the certificate names it as its CRL distribution point; with
+    ``ocsp_url`` or ``ca_issuers_url``, it carries them in an Authority Information Access
+    extension. A profile that says there is no revocation information (RFC 9608) gives
+    noRevAvail instead of the CRL distribution point and the OCSP pointer (caIssuers
+    stays: it is how a relying party finds the issuer, not a revocation source). DNS names
+    the profile takes from device attributes come from ``attributes``."""
     not_before, not_after = validity(ca, now, profile.check_validity(days))
     serial = random_serial() if serial is None else serial
     basic, usage, eku, aki = _fixed_extensions(ca.key_id, profile.extended_key_usage)
@@ -94,9 +107,9 @@ def issue_device(
                              dns_names=profile.dns_names(device_id, attributes)),
     )
     if profile.no_revocation:
-        extensions += (enc.no_rev_avail(),)
-    elif crl_url:
-        extensions += (enc.crl_distribution_point(crl_url),)
+        extensions += (enc.no_rev_avail(), *_revocation_pointers(None, None, ca_issuers_url))
+    else:
+        extensions += _revocation_pointers(crl_url, ocsp_url, ca_issuers_url)
     tbs = enc.TbsCertificate(serial=serial, issuer=ca.subject, subject=enc.name(device_id),
                              spki=spki, not_before=not_before, not_after=not_after,
                              extensions=extensions)
@@ -114,8 +127,12 @@ def issue_server(
     ips: tuple[str, ...],
     now: datetime,
     days: int = 397,
+    crl_url: str | None = None,
+    ocsp_url: str | None = None,
+    ca_issuers_url: str | None = None,
 ) -> IssuedCertificate:
-    """Sign a TLS server certificate (serverAuth) for iotsec's own endpoints."""
+    """Sign a TLS server certificate (serverAuth) for iotsec's own endpoints (with the
+    revocation pointers of :func:`issue_device`)."""
     not_before, not_after = validity(ca, now, days)
     serial = random_serial()
     extensions = (
@@ -125,6 +142,7 @@ def issue_server(
         enc.subject_key_identifier(enc.key_identifier(spki)),
         enc.authority_key_identifier(ca.key_id),
         enc.subject_alt_name(dns_names=dns_names, ips=ips),
+        *_revocation_pointers(crl_url, ocsp_url, ca_issuers_url),
     )
     tbs = enc.TbsCertificate(serial=serial, issuer=ca.subject, subject=enc.name(common_name),
                              spki=spki, not_before=not_before, not_after=not_after,

@@ -20,14 +20,14 @@ from iotsec.pki import der
 from iotsec.pki.keys import KeyType, Signer
 
 __all__ = [
-    "CRL_SIGN", "DIGITAL_SIGNATURE", "KEY_CERT_SIGN", "KEY_ENCIPHERMENT", "OID_AKI",
+    "CRL_SIGN", "DIGITAL_SIGNATURE", "KEY_CERT_SIGN", "KEY_ENCIPHERMENT", "OID_AIA", "OID_AKI",
     "OID_BASIC_CONSTRAINTS", "OID_CLIENT_AUTH", "OID_CN", "OID_CRL_DP", "OID_CRL_NUMBER",
     "OID_ECDSA_SHA256", "OID_ECDSA_SHA384", "OID_EKU", "OID_KEY_USAGE", "OID_NO_REV_AVAIL", "OID_O",
     "OID_REASON_CODE", "OID_RSA_SHA256", "OID_SAN", "OID_SERVER_AUTH", "OID_SKI", "TbsCertificate",
-    "authority_key_identifier", "basic_constraints", "build_certificate", "crl_distribution_point",
-    "extended_key_usage", "extension", "key_identifier", "key_usage", "key_usage_bits", "name",
-    "no_rev_avail", "sign_tbs", "signature_algorithm", "spki_der", "subject_alt_name",
-    "subject_key_identifier", "to_pem"
+    "authority_info_access", "authority_key_identifier", "basic_constraints", "build_certificate",
+    "crl_distribution_point", "extended_key_usage", "extension", "key_identifier", "key_usage",
+    "key_usage_bits", "name", "no_rev_avail", "sign_tbs", "signature_algorithm", "spki_der",
+    "subject_alt_name", "subject_key_identifier", "to_pem"
 ]
 
 # Object identifiers (RFC 5280, RFC 5758, RFC 4055).
@@ -48,6 +48,9 @@ OID_EKU = "2.5.29.37"
 #: RFC 9608 id-ce-noRevAvail: the issuer publishes no revocation information for this
 #: certificate.
 OID_NO_REV_AVAIL = "2.5.29.56"
+OID_AIA = "1.3.6.1.5.5.7.1.1"
+OID_AD_OCSP = "1.3.6.1.5.5.7.48.1"
+OID_AD_CA_ISSUERS = "1.3.6.1.5.5.7.48.2"
 OID_SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
 OID_CLIENT_AUTH = "1.3.6.1.5.5.7.3.2"
 
@@ -170,6 +173,14 @@ def crl_distribution_point(uri: str) -> bytes:
 def no_rev_avail() -> bytes:
     # RFC 9608 2: extnValue is the DER of NULL, and the extension is not critical.
     return extension(OID_NO_REV_AVAIL, der.null())
+
+
+def authority_info_access(*, ocsp: str | None, ca_issuers: str | None) -> bytes:
+    """RFC 5280 4.2.2.1: where to ask OCSP and where to fetch the issuer's certificate."""
+    descriptions = [der.sequence(der.oid(method), der.implicit_primitive(6, uri.encode("ascii")))
+                    for method, uri in ((OID_AD_OCSP, ocsp), (OID_AD_CA_ISSUERS, ca_issuers))
+                    if uri]
+    return extension(OID_AIA, der.sequence(*descriptions))
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from iotsec.app.pki.infrastructure import (
     record_infrastructure,
     stored_status,
 )
+from iotsec.app.pki.issuance import revocation_urls
 from iotsec.app.pki.server_tls import server_names
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import PROBE_USER
@@ -126,7 +127,8 @@ def server_certificate(rt: Runtime, previous: Path | None, names: ServerNames, b
     key = ec.generate_private_key(ec.SECP256R1())
     cn = names.dns[0] if bind in ("0.0.0.0", "::") else bind  # noqa: S104
     issued = issue_server(issuing, spki=enc.spki_der(key.public_key()), common_name=cn,
-                          dns_names=names.dns, ips=names.ips, now=now)
+                          dns_names=names.dns, ips=names.ips, now=now,
+                          **revocation_urls(rt.settings))
     record_infrastructure(rt, issued, "server")
     # The issuing CA and, during a root rollover, the cross certificate: a device that
     # trusts only the old root still verifies the broker.

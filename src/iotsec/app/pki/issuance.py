@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
@@ -25,6 +25,7 @@ from iotsec.app.pki.crl_urls import partition_crl_url, partitions_enabled
 from iotsec.app.pki.profiles import device_profile, load_profile, profiles_for
 from iotsec.app.pki.revocation import mark_revoked
 from iotsec.app.runtime import Runtime
+from iotsec.config import Settings
 from iotsec.errors import (
     ConflictError,
     DeviceStateError,
@@ -44,8 +45,8 @@ from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "device_profile", "issue_batch", "issue_from_csr",
-    "issue_in", "renew"
+    "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "RevocationUrls", "device_profile",
+    "issue_batch", "issue_from_csr", "issue_in", "renew", "revocation_urls"
 ]
 
 MAX_BATCH = 10_000
@@ -156,14 +157,35 @@ def _record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
 
 def _sign(rt: Runtime, ca: Authority, device_id: str, csr_ok: CheckedCsr, profile: CertProfile,
           attributes: str, moment: datetime, days: int | None, *, serial: int,
-          crl_url: str | None) -> IssuedCertificate:
+          urls: RevocationUrls) -> IssuedCertificate:
     """Check the request against its profile (key type, validity, DNS names) and sign with
-    ``serial``, naming ``crl_url`` as its CRL distribution point (see
-    :func:`_crl_placement`)."""
+    ``serial``, naming the revocation pointers ``urls`` (see :func:`_crl_placement`)."""
     profile.check_key(csr_ok.public_key)
     return issue_device(ca, device_id=device_id, spki=csr_ok.spki, profile=profile, now=moment,
-                        days=days, serial=serial, crl_url=crl_url,
-                        attributes=json.loads(attributes) if profile.dns_attributes else None)
+                        days=days, serial=serial,
+                        attributes=json.loads(attributes) if profile.dns_attributes else None,
+                        **urls)
+
+
+class RevocationUrls(TypedDict):
+    """The revocation pointers :func:`iotsec.pki.issue.issue_device` takes."""
+
+    crl_url: str | None
+    ocsp_url: str | None
+    ca_issuers_url: str | None
+
+
+def revocation_urls(settings: Settings) -> RevocationUrls:
+    """Where relying parties learn of a revocation, as :func:`iotsec.pki.issue.issue_device`
+    takes them: under IOTSEC_PUBLIC_URL, its /ocsp (AIA OCSP), /ca/issuing.der (AIA
+    caIssuers) and /crl (CRL distribution point); IOTSEC_CRL_URL, when set, is the CRL
+    distribution point instead."""
+    base = settings.public_base
+    return RevocationUrls(crl_url=settings.crl_url or (f"{base}/crl" if base else None),
+                          ocsp_url=f"{base}/ocsp" if base else None,
+                          ca_issuers_url=f"{base}/ca/issuing.der" if base else None)
+
+
 
 
 def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
@@ -198,14 +220,17 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
     return [record_from_row(v) for v in values]
 
 
-def _crl_placement(rt: Runtime) -> tuple[int, int | None, str | None]:
+def _crl_placement(rt: Runtime) -> tuple[int, int | None, RevocationUrls]:
     """A new device certificate's serial, its CRL partition (None while partitioning is
-    off) and the CRL URL its CDP names: the partition's, or the complete CRL's."""
+    off) and its revocation pointers, whose CRL distribution point is the partition's CRL
+    when partitioning is on, else the complete CRL's (:func:`revocation_urls`)."""
     serial = random_serial()
+    urls = revocation_urls(rt.settings)
     if not partitions_enabled(rt.settings):
-        return serial, None, rt.settings.crl_url
+        return serial, None, urls
     partition = crl_partition(serial, rt.settings.crl_partitions)
-    return serial, partition, partition_crl_url(rt.settings, partition)
+    urls["crl_url"] = partition_crl_url(rt.settings, partition)
+    return serial, partition, urls
 
 
 def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCsr]],
@@ -224,9 +249,9 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
     values = []
     for device_id, csr_ok in checked:
         chosen = profiles[device_id]
-        serial, partition, crl_url = _crl_placement(rt)
+        serial, partition, urls = _crl_placement(rt)
         issued = _sign(rt, ca, device_id, csr_ok, chosen, attributes[device_id], moment, days,
-                       serial=serial, crl_url=crl_url)
+                       serial=serial, urls=urls)
         values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
                                       kind="device", profile=chosen.name, now=now,
                                       crl_partition=partition))
@@ -292,9 +317,9 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         shared = _refuse_shared_keys(
             conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
             allow=allow_shared_key)
-        new_serial, partition, crl_url = _crl_placement(rt)
+        new_serial, partition, urls = _crl_placement(rt)
         issued = _sign(rt, ca, old.device_id, checked, profile, attributes[old.device_id],
-                       moment, days, serial=new_serial, crl_url=crl_url)
+                       moment, days, serial=new_serial, urls=urls)
         values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
                                  kind="device", profile=old.profile, now=now,
                                  crl_partition=partition)

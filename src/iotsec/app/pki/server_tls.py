@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from iotsec.app.pki.authorities import chain_certificates, pem_of
 from iotsec.app.pki.infrastructure import record_infrastructure, stored_status
+from iotsec.app.pki.issuance import revocation_urls
 from iotsec.app.runtime import Runtime
 from iotsec.custody.file_keys import FileKeyStore
 from iotsec.custody.home import read_passphrase
@@ -97,7 +98,8 @@ def _issue(rt: Runtime, common_name: str, dns: tuple[str, ...], ips: tuple[str, 
     signer = keys.generate(label, KeyType.ECDSA_P256)
     issuing = rt.authority("issuing")
     issued = issue_server(issuing, spki=enc.spki_der(signer.public_key()),
-                          common_name=common_name, dns_names=dns, ips=ips, now=rt.now())
+                          common_name=common_name, dns_names=dns, ips=ips, now=rt.now(),
+                          **revocation_urls(rt.settings))
     record_infrastructure(rt, issued, "server")
     leaf = enc.to_pem(issued.der, "CERTIFICATE")
     chain_file = directory / CHAIN_FILE
