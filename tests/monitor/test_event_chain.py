@@ -244,3 +244,31 @@ def test_device_role_and_group_changes_are_events_of_their_transaction(rt: Runti
         ("device.state", "d-1")]
     assert '"count": 4' in rows[2].detail and '"to": "retired"' in rows[-1].detail
     assert verify(rt).ok
+
+
+def test_certificate_changes_are_events_of_their_transaction(rt: Runtime) -> None:
+    from datetime import timedelta as td
+
+    from iotsec.app.identity import devices
+    from iotsec.app.pki import issuance, revocation
+    from iotsec.pki.crl import RevocationReason
+    from tests.helpers import make_csr
+
+    devices.add_device(rt, devices.NewDevice.parse("c-1"))
+    first = issuance.issue_from_csr(rt, "c-1", make_csr(), actor="ops")
+    second = issuance.renew(rt, first.serial, make_csr(), grace=td(hours=1), actor="ops")
+    revocation.revoke(rt, second.serial, RevocationReason.keyCompromise, actor="ops")
+    third = issuance.issue_from_csr(rt, "c-1", make_csr(), actor="ops")
+    # The superseded one (its grace period running) and the third.
+    assert sorted(revocation.revoke_device(rt, "c-1", actor="ops")) == sorted(
+        [first.serial, third.serial])
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(E.kind, E.subject, E.detail).where(
+            E.kind.like("cert.%"), E.actor == "ops").order_by(E.seq)).all()
+    kinds = [(r.kind, r.subject) for r in rows]
+    assert kinds[:4] == [("cert.issued", first.serial), ("cert.renewed", second.serial),
+                         ("cert.revoked", second.serial), ("cert.issued", third.serial)]
+    assert sorted(kinds[4:]) == sorted([("cert.revoked", first.serial),
+                                        ("cert.revoked", third.serial)])
+    assert '"reason": "keyCompromise"' in rows[2].detail
+    assert verify(rt).ok

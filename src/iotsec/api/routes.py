@@ -156,8 +156,9 @@ def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOu
 
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)
-def issue(device_id: str, body: IssueIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
+def issue(device_id: str, body: IssueIn, rt: RuntimeDep, caller: OperatorDep) -> CertificateOut:
     record = issuance.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days,
+                                     actor=caller.name,
                                      profile=body.profile,
                                      allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
@@ -172,9 +173,11 @@ def issue_keygen(device_id: str, body: KeygenIn, rt: RuntimeDep, _: OperatorDep)
 
 
 @v1.post("/devices/{device_id}/revoke")
-def revoke_device(device_id: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> RevokedOut:
+def revoke_device(device_id: str, body: RevokeIn, rt: RuntimeDep, caller: OperatorDep
+                  ) -> RevokedOut:
     reason = RevocationReason.parse(body.reason)
-    return RevokedOut.from_domain(revocation.revoke_device(rt, device_id, reason), reason)
+    return RevokedOut.from_domain(revocation.revoke_device(rt, device_id, reason,
+                                                           actor=caller.name), reason)
 
 
 @v1.get("/certificates")
@@ -198,8 +201,9 @@ def show_certificate(serial: str, rt: RuntimeDep, _: AuditorDep) -> CertificateO
 
 
 @v1.post("/certificates/{serial}/revoke")
-def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
-    record = revocation.revoke(rt, serial, RevocationReason.parse(body.reason))
+def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, caller: OperatorDep) -> CertificateOut:
+    record = revocation.revoke(rt, serial, RevocationReason.parse(body.reason),
+                               actor=caller.name)
     return CertificateOut.from_domain(record, rt.now())
 
 
@@ -213,9 +217,10 @@ def revoke_infrastructure(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminD
 
 
 @v1.post("/certificates/{serial}/renew", status_code=201)
-def renew(serial: str, body: RenewIn, rt: RuntimeDep, _: OperatorDep) -> CertificateOut:
+def renew(serial: str, body: RenewIn, rt: RuntimeDep, caller: OperatorDep) -> CertificateOut:
     grace = parse_duration(body.grace) if body.grace else None
     record = issuance.renew(rt, serial, body.csr.encode("utf-8"), days=body.days, grace=grace,
+                            actor=caller.name,
                             allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 

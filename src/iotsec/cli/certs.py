@@ -88,7 +88,7 @@ def issue(
     data = read_input(csr, MAX_CSR_BYTES, "CSR")
     with runtime() as rt:
         record = issuance.issue_from_csr(rt, device_id, data, days=days, profile=profile,
-                                         allow_shared_key=allow_shared_key)
+                                         allow_shared_key=allow_shared_key, actor="cli")
         _print_issued(record, output, as_json, rt.now())
 
 
@@ -195,14 +195,14 @@ def revoke(
     with runtime() as rt:
         if serial is not None:
             try:
-                serials = [revocation.revoke(rt, serial, why).serial]
+                serials = [revocation.revoke(rt, serial, why, actor="cli").serial]
             except AlreadyRevokedError as done:
                 # A retry of a revocation that went through: the goal is reached.
                 _already_revoked(done, as_json)
                 return
         else:
             assert device is not None
-            serials = revocation.revoke_device(rt, device, why)
+            serials = revocation.revoke_device(rt, device, why, actor="cli")
     if as_json:
         emit_json(RevokedOut.from_domain(serials, why))
     elif serials:
@@ -254,7 +254,7 @@ def renew(
     grace_period = parse_duration(grace) if grace else None
     with runtime() as rt:
         record = issuance.renew(rt, serial, data, days=days, grace=grace_period,
-                                allow_shared_key=allow_shared_key)
+                                allow_shared_key=allow_shared_key, actor="cli")
         _print_issued(record, output, as_json, rt.now())
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
-from iotsec.app.events import Event
+from iotsec.app.events import Event, append_events
 from iotsec.app.pki.cert_records import (
     CertificateRecord,
     certificate_row,
@@ -191,7 +191,8 @@ def revocation_urls(settings: Settings) -> RevocationUrls:
 def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
                 days: int | None = None, profile: str | None = None,
                 before_commit: Callable[[], None] | None = None,
-                allow_shared_key: bool = False) -> list[CertificateRecord]:
+                allow_shared_key: bool = False, actor: str | None = None
+                ) -> list[CertificateRecord]:
     """Issue one certificate per ``(device_id, csr)`` in a single transaction.
 
     Every CSR is checked before anything is written; one bad request refuses the batch. A
@@ -214,6 +215,11 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
     with transaction(rt.engine) as conn:
         values, shared = _issue(conn, rt, checked, moment, days=days, profile=profile,
                                 allow_shared_key=allow_shared_key)
+        # In the chain with the certificates, last in the unit of work (the chain lock).
+        append_events(conn, [Event(moment, "cert.issued", "success", actor=actor,
+                                   subject=v["serial"], detail={
+                                       "device": v["device_id"], "profile": v["profile"],
+                                       "not_after": v["not_after"]}).row() for v in values])
         if before_commit is not None:
             before_commit()
     _record_shared(rt, values, shared)
@@ -273,16 +279,16 @@ def issue_in(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr, *,
 
 
 def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None = None,
-                   profile: str | None = None,
-                   allow_shared_key: bool = False) -> CertificateRecord:
+                   profile: str | None = None, allow_shared_key: bool = False,
+                   actor: str | None = None) -> CertificateRecord:
     """Issue a client certificate for a registered device from its CSR."""
-    return issue_batch(rt, [(device_id, csr)], days=days, profile=profile,
+    return issue_batch(rt, [(device_id, csr)], days=days, profile=profile, actor=actor,
                        allow_shared_key=allow_shared_key)[0]
 
 
 def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None = None,
-          grace: timedelta | None = None, allow_shared_key: bool = False
-          ) -> CertificateRecord:
+          grace: timedelta | None = None, allow_shared_key: bool = False,
+          actor: str | None = None) -> CertificateRecord:
     """Issue a new certificate for the same device from a new CSR and supersede the old one:
     revoked with reason ``superseded`` now, or when ``grace`` has passed. The new key may be
     the old one, but not another identity's (see :func:`issue_batch`). The new certificate
@@ -326,5 +332,10 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         conn.execute(insert(m.certificates).values(values))
         mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
                      old.authority_id, replaced_by=values["serial"], now=moment)
+        append_events(conn, [Event(moment, "cert.renewed", "success", actor=actor,
+                                   subject=values["serial"], detail={
+                                       "device": old.device_id, "replaces": key,
+                                       "grace_seconds": int((grace or timedelta(0))
+                                                            .total_seconds())}).row()])
     _record_shared(rt, [values], shared)
     return record_from_row(values)

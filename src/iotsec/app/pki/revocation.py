@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
+from iotsec.app.events import Event, append_events
 from iotsec.app.pki.cert_records import CertificateRecord, get_certificate, locked_certificate
 from iotsec.app.runtime import Runtime
 from iotsec.errors import AlreadyRevokedError, InfrastructureCertificateError, NotFoundError
@@ -82,8 +83,8 @@ def ensure_revocable(row: Row[Any], now: int) -> None:
                                   serial=row.serial, reason=reason)
 
 
-def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason.unspecified
-           ) -> CertificateRecord:
+def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason.unspecified,
+           *, actor: str | None = None) -> CertificateRecord:
     """Revoke one device certificate. A certificate superseded with a grace period can be
     revoked at once (e.g. for keyCompromise).
 
@@ -105,17 +106,29 @@ def revoke(rt: Runtime, serial: str, reason: RevocationReason = RevocationReason
                 "and issues its replacement at once")
         ensure_revocable(row, ts(moment))
         mark_revoked(conn, key, moment, reason, row.authority_id)
+        append_events(conn, [_revoked_event(moment, key, row.device_id, reason, actor)])
     return get_certificate(rt, key)
 
 
 def revoke_device(rt: Runtime, device_id: str,
-                  reason: RevocationReason = RevocationReason.unspecified) -> list[str]:
-    """Revoke every certificate of a device that is not revoked yet; returns their serials."""
+                  reason: RevocationReason = RevocationReason.unspecified, *,
+                  actor: str | None = None) -> list[str]:
+    """Revoke every certificate of a device that is not revoked yet; returns their serials
+    (each a ``cert.revoked`` event of the same transaction)."""
     device_id = parse_device_id(device_id)
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
     with transaction(rt.engine) as conn:
-        return revoke_device_certificates(conn, device_id, moment, reason, now)
+        serials = revoke_device_certificates(conn, device_id, moment, reason, now)
+        append_events(conn, [_revoked_event(moment, s, device_id, reason, actor)
+                             for s in serials])
+        return serials
+
+
+def _revoked_event(moment: datetime, serial: str, device_id: str | None,
+                   reason: RevocationReason, actor: str | None) -> dict[str, Any]:
+    return Event(moment, "cert.revoked", "success", actor=actor, subject=serial,
+                 detail={"device": device_id, "reason": reason.name}).row()
 
 
 def revoke_device_certificates(conn: Connection, device_id: str, moment: datetime,
