@@ -112,6 +112,7 @@ REFUSALS: dict[str, list[str]] = {
     "enrol template remove": ["enrol", "template", "remove", "no-such-template"],
     "events checkpoint": ["events", "checkpoint", "--nonsense"],
     "events export": ["events", "export", "--format", "nonsense", "-o", "{w}/events.out"],
+    "incident timeline": ["incident", "timeline", "ghost", "--html", "{w}/timeline.html"],
     "firmware import-key": ["firmware", "import-key", "{w}/garbage", "-o", "{w}/fw.key"],
     "firmware keygen": ["firmware", "keygen", "--label", "fw", "-t", "dsa"],
     "firmware public-key": ["firmware", "public-key", "--label", "nope", "-o", "{w}/pub"],

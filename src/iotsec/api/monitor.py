@@ -11,13 +11,15 @@ from fastapi import APIRouter, Path, Query, Response
 from iotsec.api.deps import AdminDep, AuditorDep, OperatorDep, RuntimeDep
 from iotsec.app.monitor.alerts import get_alert, list_alerts, set_state
 from iotsec.app.monitor.chain import checkpoint, verify
+from iotsec.app.monitor.incidents import MAX_TIMELINE, timeline
 from iotsec.app.monitor.metrics import CONTENT_TYPE, render
-from iotsec.app.wire.monitor import AlertOut, ChainReportOut, CheckpointOut
+from iotsec.app.wire.monitor import AlertOut, ChainReportOut, CheckpointOut, TimelineEntryOut
 from iotsec.eventlog.alerts import AlertState
+from iotsec.timeutil import parse_moment
 
 __all__ = [
-    "acknowledge_alert", "alert", "alerts", "metrics", "resolve_alert", "router",
-    "sign_checkpoint", "verify_events"
+    "acknowledge_alert", "alert", "alerts", "device_timeline", "metrics", "resolve_alert",
+    "router", "sign_checkpoint", "verify_events"
 ]
 AlertId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
@@ -69,3 +71,18 @@ def acknowledge_alert(alert_id: AlertId, rt: RuntimeDep, caller: OperatorDep) ->
 def resolve_alert(alert_id: AlertId, rt: RuntimeDep, caller: OperatorDep) -> AlertOut:
     return AlertOut.from_domain(set_state(rt, alert_id, AlertState.RESOLVED,
                                           actor=caller.name))
+
+
+@router.get("/v1/devices/{device_id}/timeline")
+def device_timeline(device_id: Annotated[str, Path(max_length=128)], rt: RuntimeDep,
+                    _: AuditorDep,
+                    since: Annotated[str | None, Query(max_length=40)] = None,
+                    until: Annotated[str | None, Query(max_length=40)] = None,
+                    limit: Annotated[int, Query(ge=1, le=MAX_TIMELINE)] = 10_000
+                    ) -> list[TimelineEntryOut]:
+    """The device's events and alerts, oldest first (as ``iotsec incident timeline``)."""
+    rt.events.flush()
+    now = rt.now()
+    found = timeline(rt, device_id, since=parse_moment(since, now) if since else None,
+                     until=parse_moment(until, now) if until else None, limit=limit)
+    return [TimelineEntryOut.from_domain(e) for e in found]

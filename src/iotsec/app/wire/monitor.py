@@ -8,8 +8,13 @@ from typing import Any
 from iotsec.app.monitor.alerts import Alert
 from iotsec.app.wire.base import Wire
 from iotsec.eventlog.chain import ChainFault, ChainReport
+from iotsec.eventlog.timeline import TimelineEntry
+from iotsec.timeutil import from_ts
 
-__all__ = ["AlertOut", "ChainFaultOut", "ChainReportOut", "CheckResultOut", "CheckpointOut"]
+__all__ = [
+    "AlertOut", "ChainFaultOut", "ChainReportOut", "CheckResultOut", "CheckpointOut",
+    "TimelineEntryOut"
+]
 
 
 class ChainFaultOut(Wire):
@@ -89,3 +94,24 @@ class CheckResultOut(Wire):
     raised: list[int]
     repeated: list[int]
     resolved: list[int]
+
+
+class TimelineEntryOut(Wire):
+    """One entry of a device's incident timeline: an event or an alert."""
+
+    at: datetime
+    source: str
+    kind: str
+    outcome: str
+    actor: str | None
+    subject: str | None
+    summary: str
+    detail: dict[str, Any]
+    seq: int | None
+    id: int | None
+
+    @classmethod
+    def from_domain(cls, e: TimelineEntry) -> TimelineEntryOut:
+        return cls(at=from_ts(e.at), source=e.source, kind=e.kind, outcome=e.outcome,
+                   actor=e.actor, subject=e.subject, summary=e.summary, detail=e.detail,
+                   seq=e.seq, id=e.id)
