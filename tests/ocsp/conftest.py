@@ -16,15 +16,19 @@ from iotsec.pki.keys import KeyType
 from tests.cli.support import Cli, use_home
 from tests.pki.support import Chain, build_chain
 
+#: When the cached chains are made, and the time the pure tests sign at: one moment, taken
+#: when the suite is collected, so that a long suite never signs before its CA existed.
+CHAIN_TIME = datetime.now(UTC).replace(microsecond=0)
+
 
 @pytest.fixture(scope="session")
 def chain_for() -> Callable[[KeyType], Chain]:
-    """The (cached) root + issuing chain of a key type, created at the current time."""
+    """The (cached) root + issuing chain of a key type, made at :data:`CHAIN_TIME`."""
     cache: dict[KeyType, Chain] = {}
 
     def get(key_type: KeyType) -> Chain:
         if key_type not in cache:
-            cache[key_type] = build_chain(key_type, datetime.now(UTC))
+            cache[key_type] = build_chain(key_type, CHAIN_TIME)
         return cache[key_type]
 
     return get

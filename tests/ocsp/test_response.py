@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,9 +28,10 @@ from iotsec.pki.ocsp import (
 )
 from iotsec.pki.ocsp_client import new_nonce, verify_response
 from iotsec.pki.ocsp_responder import RESPONDER_VALIDITY, issue_responder
+from tests.ocsp.conftest import CHAIN_TIME
 from tests.pki.support import Chain, build_chain
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = CHAIN_TIME  # the chains of chain_for are made then
 
 
 def _cert_id(chain: Chain, serial: int, hash_name: str = "sha1") -> CertId:

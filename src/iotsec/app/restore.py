@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from cryptography import x509
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 
 from iotsec.app.backup import NOT_BACKED_UP
-from iotsec.app.events import Event
+from iotsec.app.events import Event, append_events
 from iotsec.app.runtime import utcnow
 from iotsec.app.store_location import display_url, remember_database
 from iotsec.config import Settings
@@ -365,14 +365,14 @@ def restore_backup(settings: Settings, source: Path, passphrase: bytes, *, force
                 _check_keys(conn, staging, settings)
             highest, applied, unknown = _apply_published(conn, published)
             crls = _reconcile_crls(conn, highest, min_crl_number)
-            conn.execute(insert(m.events).values(Event(
+            append_events(conn, [Event(
                 at=moment, kind="backup.restore", outcome="ok", subject=source.name,
                 detail={"backup_created_at": info.created_at,
                         "crl_numbers": {str(c.authority_id): [c.in_backup, c.next_number]
                                         for c in crls},
                         "crl_basis": sorted({c.basis for c in crls}),
                         "revocations_applied": len(applied),
-                        "unknown_revoked": unknown[:100]}).row()))
+                        "unknown_revoked": unknown[:100]}).row()])
             if url is not None:
                 remember_database(Settings(home=staging), url)
     except BaseException:

@@ -36,21 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
-
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Identity
 from iotsec.access.topics import TopicError
 from iotsec.app.access.decisions import current_policy, identity_for
 from iotsec.app.broker.pki import CANARY_USER
-from iotsec.app.events import Event
+from iotsec.app.events import Event, append_events
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import INTERNAL_USERS
 from iotsec.broker.logs import MAX_LINE, LogRecord, parse_line
 from iotsec.errors import IotsecError, NotFoundError
 from iotsec.filesystem import PRIVATE_FILE_MODE, atomic_write
 from iotsec.identity.registry import DeviceState
-from iotsec.store import models as m
 from iotsec.store.db import transaction
 
 __all__ = ["BATCH", "MAX_INGEST_BYTES", "IngestResult", "ingest_log"]
@@ -246,7 +243,7 @@ def ingest_log(rt: Runtime, log_file: Path, *, state_file: Path | None = None,
     def flush() -> None:
         if batch:
             with transaction(rt.engine) as conn:
-                conn.execute(insert(m.events), batch)
+                append_events(conn, batch)
             batch.clear()
 
     try:

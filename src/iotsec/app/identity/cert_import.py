@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from sqlalchemy import insert, select, update
 
-from iotsec.app.events import Event
+from iotsec.app.events import Event, append_events
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, insert_devices
 from iotsec.app.pki.cert_records import certificate_row
@@ -140,11 +140,11 @@ def import_certificates(rt: Runtime, files: Sequence[tuple[str, bytes]]) -> Impo
                 issued, authority_id=authority_id, device_id=device_id, kind=kind,
                 profile=kind, now=now)))
             imported.append((serial, device_id))
-        conn.execute(insert(m.events).values(Event(
+        append_events(conn, [Event(
             at=moment, kind="cert.import", outcome="ok",
             subject=f"{len(imported)} certificates",
             detail={"serials": [s for s, _ in imported][:1000],
-                    "devices_created": created[:1000]}).row()))
+                    "devices_created": created[:1000]}).row()])
     if created:
         policy_changed(rt)
     return ImportResult(imported=imported, already_known=known, devices_created=created)
