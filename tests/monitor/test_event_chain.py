@@ -287,3 +287,19 @@ def test_no_code_writes_events_around_the_chain() -> None:
               if p.name != "events.py" or p.parent.name != "app"
               if re.search(r"insert\((m|models)\.events\)", p.read_text())]
     assert around == []
+
+
+def test_long_hostile_fields_fit_their_columns(rt: Runtime) -> None:
+    """An attacker-chosen actor, source or subject, longer than its column and full of
+    control characters, is escaped and cut to the column (PostgreSQL would refuse it, and
+    the whole batch with it)."""
+    hostile = "\x00\x1b[2J" * 200
+    rt.events.record(Event(at=rt.now(), kind="auth", outcome="failure", actor=hostile,
+                           source=hostile, subject=hostile))
+    rt.events.flush()
+    with rt.engine.connect() as conn:
+        row = conn.execute(select(E.actor, E.source, E.subject).order_by(E.seq.desc())
+                           .limit(1)).one()
+    assert (len(row.actor), len(row.source), len(row.subject)) == (160, 64, 256)
+    assert row.actor.isprintable() and row.actor.startswith("\\x00\\x1b[2J")
+    assert verify(rt).ok

@@ -36,6 +36,7 @@ __all__ = ["CHAIN_LOCK", "MAX_FIELD", "Event", "EventSink", "append_events", "ch
 
 log = logging.getLogger("iotsec.events")
 MAX_FIELD = 256
+_ACTOR, _SOURCE = 160, 64  # the widths of events.actor and events.source
 #: The PostgreSQL advisory lock that orders appends to the chain ("iotsec" + 1).
 CHAIN_LOCK = 0x696F7473656301
 
@@ -86,18 +87,20 @@ class Event:
     hash: str | None = None
 
     def row(self) -> dict[str, Any]:
-        def clip(v: str | None) -> str | None:
-            # Fields may carry attacker-chosen text (a request path): keep it printable.
+        def clip(v: str | None, width: int) -> str | None:
+            # Fields may carry attacker-chosen text (a request path): kept printable, and
+            # within the column's width after escaping (PostgreSQL refuses a longer value,
+            # and with it the whole batch of events).
             if v is None:
                 return None
-            v = v[:MAX_FIELD]
+            v = v[:width]
             if v.isprintable():
                 return v
-            return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in v)
+            return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in v)[:width]
 
         return {"at": ts(self.at), "kind": self.kind[:64], "outcome": self.outcome[:16],
-                "actor": clip(self.actor), "source": clip(self.source),
-                "subject": clip(self.subject),
+                "actor": clip(self.actor, _ACTOR), "source": clip(self.source, _SOURCE),
+                "subject": clip(self.subject, MAX_FIELD),
                 "detail": json.dumps(dict(self.detail or {}), sort_keys=True, default=str)}
 
 
@@ -200,7 +203,7 @@ def _filtered(query: Any, *, kind: str | None, actor: str | None, since: datetim
     if kind:
         query = query.where(e.kind == kind)
     if actor is not None:
-        query = query.where(e.actor == actor[:MAX_FIELD])
+        query = query.where(e.actor == actor[:_ACTOR])
     if since is not None:
         query = query.where(e.at >= ts(since))
     if until is not None:
