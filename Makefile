@@ -28,8 +28,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Independent tests run in parallel: most of their time is spent waiting for the real
+# servers and tools they start, so more workers than cores pays.
+TEST_WORKERS ?= 3
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(VENV)/.installed-dev
 	PYTHON=$(BIN)/python sh bench/run_all.sh

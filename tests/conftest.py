@@ -44,6 +44,16 @@ PG_URL = os.environ.get("IOTSEC_TEST_DATABASE_URL",
 TEST_SCRYPT_COST = pkcs8.ScryptCost(n=2**4, r=8, p=1)
 
 
+#: Tests that run for minutes (whole documents executed as pasted), started first so that
+#: with several workers (``pytest -n``) they overlap the rest instead of trailing it.
+LONG_FIRST = ("tests/docs/test_readme.py::test_readme_shell_blocks_run_in_order",
+              "tests/docs/test_docs.py::test_guide_shell_blocks_run_in_order")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cheap_scrypt_cost() -> Iterator[None]:
     saved = pkcs8.SCRYPT_COST

@@ -12,7 +12,7 @@ import typer.main
 from iotsec.cli.main import app as iotsec_app
 from iotsec.pki import pkcs8
 from tests import services
-from tests.conftest import TEST_SCRYPT_COST
+from tests.conftest import LONG_FIRST, TEST_SCRYPT_COST, pytest_collection_modifyitems
 
 
 def test_key_files_written_here_use_the_test_cost() -> None:
@@ -66,3 +66,15 @@ def test_a_missing_tool_skips_off_ci_and_fails_under_ci(monkeypatch: pytest.Monk
                        match=f"^required under CI: {name} is not installed$"):
         services.require_tool(name)
     assert services.require_tool("sh").endswith("/sh")
+
+
+def test_the_long_tests_are_scheduled_first() -> None:
+    class Item:
+        def __init__(self, nodeid: str) -> None:
+            self.nodeid = nodeid
+
+    names = ["tests/a/test_x.py::test_1", f"{LONG_FIRST[1]}[audit.md]", "tests/b.py::test_2",
+             LONG_FIRST[0]]
+    items = [Item(n) for n in names]
+    pytest_collection_modifyitems(items)  # type: ignore[arg-type]
+    assert [i.nodeid for i in items] == [names[1], names[3], names[0], names[2]]
