@@ -303,3 +303,29 @@ def test_long_hostile_fields_fit_their_columns(rt: Runtime) -> None:
     assert (len(row.actor), len(row.source), len(row.subject)) == (160, 64, 256)
     assert row.actor.isprintable() and row.actor.startswith("\\x00\\x1b[2J")
     assert verify(rt).ok
+
+
+def test_a_long_chain_walked_in_stretches_at_once_finds_what_one_walk_finds(rt: Runtime
+                                                                            ) -> None:
+    """Each stretch goes on from the entry stored before it, so the faults found, their
+    order and the chain's head are those of a single walk, at a stretch's edge too."""
+    _record(rt, 60)
+    checkpoint(rt)
+    rt.events.flush()
+    _record(rt, 20)
+    whole = verify(rt, parallel_from=1)  # walked by several processes
+    assert whole.ok and whole.entries == len(_seqs(rt)) and whole.checkpointed_seq > 0
+    seqs = _seqs(rt)
+    top = seqs[-1]
+    # an edit in the middle, an entry deleted in the last stretch and the entry at an edge
+    # between stretches (with two processes, positions top // 2 and top // 2 + 1 meet)
+    with transaction(rt.engine) as conn:
+        conn.execute(update(m.events).where(E.seq == seqs[10]).values(outcome="forged"))
+        conn.execute(delete(m.events).where(E.seq == top - 3))
+        conn.execute(delete(m.events).where(E.seq == top // 2 + 1))
+    alone, at_once = verify(rt, parallel_from=top + 1), verify(rt, parallel_from=1)
+    assert [(f.fault, f.seq, f.covered, f.message) for f in at_once.faults] == [
+        (f.fault, f.seq, f.covered, f.message) for f in alone.faults]
+    assert {f.seq for f in alone.faults} >= {seqs[10], top - 3, top // 2 + 1}
+    assert (at_once.entries, at_once.head_seq, at_once.head_hash, at_once.checkpointed_seq) == (
+        alone.entries, alone.head_seq, alone.head_hash, alone.checkpointed_seq)

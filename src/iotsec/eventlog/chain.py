@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
 __all__ = [
-    "GENESIS", "ChainFault", "ChainReport", "ChainRow", "Checkpoint", "Fault",
-    "checkpoint_message", "encode_entry", "entry_hash", "verify_chain", "verify_signature"
+    "GENESIS", "ChainFault", "ChainReport", "ChainRow", "Checkpoint", "CheckpointPlan", "Fault",
+    "Segment", "checkpoint_message", "encode_entry", "entry_hash", "join_segments",
+    "plan_checkpoints", "verify_chain", "verify_segment", "verify_signature"
 ]
 
 #: The "previous hash" of the first entry.
@@ -165,35 +166,65 @@ class ChainReport:
         return self.faults[0] if self.faults else None
 
 
-def verify_chain(rows: Iterable[ChainRow | tuple[Any, ...]], checkpoints: Sequence[Checkpoint], *,
-                 check_signature: Callable[[Checkpoint], bool], unchained: int = 0,
-                 max_faults: int = 20) -> ChainReport:
-    """Walk the chain in position order (``rows`` sorted by ``seq``) against the signed
-    ``checkpoints``; report the first faults found (at most ``max_faults``). ``unchained``
-    is the number of rows of the log that have no position at all."""
-    report = ChainReport(unchained=unchained)
-    by_seq = {c.seq: c for c in checkpoints}
-    signed_ok = {c.seq for c in checkpoints if check_signature(c)}
-    report.checkpoints = len(checkpoints)
-    top = max((c.seq for c in checkpoints), default=0)
+@dataclass(frozen=True, slots=True)
+class CheckpointPlan:
+    """The checkpoints a verification holds the chain to: by position, which of them carry a
+    valid signature, the newest position any of them names, and the faults of the
+    checkpoints themselves (a signature that does not verify)."""
 
-    def covered(seq: int | None) -> bool:
-        return seq is not None and seq <= top
+    by_seq: dict[int, Checkpoint]
+    signed_ok: frozenset[int]
+    top: int
+    faults: tuple[ChainFault, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.by_seq)
+
+
+def plan_checkpoints(checkpoints: Sequence[Checkpoint],
+                     check_signature: Callable[[Checkpoint], bool]) -> CheckpointPlan:
+    """Check every checkpoint's signature once, before the chain is walked."""
+    signed_ok = frozenset(c.seq for c in checkpoints if check_signature(c))
+    top = max((c.seq for c in checkpoints), default=0)
+    faults = tuple(
+        ChainFault(Fault.CHECKPOINT_SIGNATURE, c.seq, None,
+                   f"the checkpoint at position {c.seq} has no valid signature of the audit "
+                   f"key {c.key_label!r}", c.seq <= top)
+        for c in checkpoints if c.seq not in signed_ok)
+    return CheckpointPlan({c.seq: c for c in checkpoints}, signed_ok, top, faults)
+
+
+@dataclass(slots=True)
+class Segment:
+    """What walking one stretch of the chain found. Each entry's hash covers the *stored*
+    hash of the entry before it, so stretches can be walked apart (and at once) given the
+    entry that precedes each, and their findings joined in order by :func:`join_segments`."""
+
+    entries: int = 0
+    head_seq: int = 0  # 0: the stretch had no entry
+    head_hash: str = GENESIS
+    checkpointed_seq: int = 0
+    faults: list[ChainFault] = field(default_factory=list)
+
+
+def verify_segment(rows: Iterable[ChainRow | tuple[Any, ...]], plan: CheckpointPlan, *,
+                   previous: str = GENESIS, expected: int = 1,
+                   max_faults: int = 20) -> Segment:
+    """Walk ``rows`` (sorted by ``seq``), which follow an entry whose stored hash is
+    ``previous`` and whose position is ``expected - 1`` (the chain's start by default)."""
+    segment = Segment()
+    by_seq, signed_ok, top = plan.by_seq, plan.signed_ok, plan.top
 
     def fault(kind: Fault, seq: int | None, row_id: int | None, message: str) -> None:
-        if len(report.faults) < max_faults:
-            report.faults.append(ChainFault(kind, seq, row_id, message, covered(seq)))
+        if len(segment.faults) < max_faults:
+            segment.faults.append(ChainFault(kind, seq, row_id, message,
+                                             seq is not None and seq <= top))
 
-    for c in checkpoints:
-        if c.seq not in signed_ok:
-            fault(Fault.CHECKPOINT_SIGNATURE, c.seq, None,
-                  f"the checkpoint at position {c.seq} has no valid signature of the audit "
-                  f"key {c.key_label!r}")
-    previous, expected = GENESIS, 1
     sha256, encode = hashlib.sha256, _encode
     for row in rows:
         seq, at, kind, outcome, actor, source, subject, detail, stored, row_id = row
-        report.entries += 1
+        segment.entries += 1
         if seq != expected:
             if seq > expected:
                 fault(Fault.MISSING, expected, row_id,
@@ -219,14 +250,44 @@ def verify_chain(rows: Iterable[ChainRow | tuple[Any, ...]], checkpoints: Sequen
                 fault(Fault.CHECKPOINT_MISMATCH, seq, row_id,
                       f"the chain at entry {seq} is not what the checkpoint signed")
             elif seq in signed_ok:
-                report.checkpointed_seq = seq
+                segment.checkpointed_seq = seq
         expected = max(expected, seq) + 1
-        report.head_seq, report.head_hash = seq, stored
-    if top > report.head_seq:
-        fault(Fault.TRUNCATED, report.head_seq + 1, None,
-              f"a checkpoint signed position {top}, but the chain ends at {report.head_seq}: "
-              "entries were deleted from its end")
+        segment.head_seq, segment.head_hash = seq, stored
+    return segment
+
+
+def join_segments(plan: CheckpointPlan, segments: Iterable[Segment], *, unchained: int = 0,
+                  max_faults: int = 20) -> ChainReport:
+    """The report over consecutive stretches of the chain walked by :func:`verify_segment`.
+    ``unchained`` is the number of rows of the log that have no position at all."""
+    report = ChainReport(unchained=unchained, checkpoints=plan.count)
+    faults = list(plan.faults)
+    for segment in segments:
+        report.entries += segment.entries
+        if segment.head_seq:
+            report.head_seq, report.head_hash = segment.head_seq, segment.head_hash
+        report.checkpointed_seq = max(report.checkpointed_seq, segment.checkpointed_seq)
+        faults.extend(segment.faults)
+    if plan.top > report.head_seq:
+        faults.append(ChainFault(
+            Fault.TRUNCATED, report.head_seq + 1, None,
+            f"a checkpoint signed position {plan.top}, but the chain ends at "
+            f"{report.head_seq}: entries were deleted from its end", True))
     if unchained:
-        fault(Fault.UNCHAINED, None, None,
-              f"{unchained} row(s) of the event log are outside the chain (written around it)")
+        faults.append(ChainFault(
+            Fault.UNCHAINED, None, None,
+            f"{unchained} row(s) of the event log are outside the chain (written around it)",
+            False))
+    report.faults = faults[:max_faults]
     return report
+
+
+def verify_chain(rows: Iterable[ChainRow | tuple[Any, ...]], checkpoints: Sequence[Checkpoint], *,
+                 check_signature: Callable[[Checkpoint], bool], unchained: int = 0,
+                 max_faults: int = 20) -> ChainReport:
+    """Walk the whole chain in position order (``rows`` sorted by ``seq``) against the
+    signed ``checkpoints``; report the first faults found (at most ``max_faults``).
+    ``unchained`` is the number of rows of the log that have no position at all."""
+    plan = plan_checkpoints(checkpoints, check_signature)
+    return join_segments(plan, [verify_segment(rows, plan, max_faults=max_faults)],
+                         unchained=unchained, max_faults=max_faults)

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from sqlalchemy import Connection, func, insert, select
 
 from iotsec.app.events import chain_head, lock_chain
+from iotsec.app.monitor.chain_walk import PARALLEL_FROM, walk_chain
 from iotsec.app.runtime import Runtime
 from iotsec.errors import KeyCustodyError, NotFoundError
 from iotsec.eventlog.chain import (
     ChainReport,
     Checkpoint,
     checkpoint_message,
-    verify_chain,
+    join_segments,
+    plan_checkpoints,
     verify_signature,
 )
 from iotsec.pki.keys import KeyType, Signer
@@ -42,12 +42,6 @@ log = logging.getLogger("iotsec.events")
 
 #: The label of the audit key in custody.
 AUDIT_KEY = "audit-log"
-# One batch of the chain after a position, for each DBAPI parameter style.
-_BATCH_QMARK = ("SELECT seq, at, kind, outcome, actor, source, subject, detail, hash, id "
-                "FROM events WHERE seq > ? ORDER BY seq LIMIT 20000")
-_BATCH_FORMAT = _BATCH_QMARK.replace("?", "%s")
-
-
 @dataclass(frozen=True, slots=True)
 class CheckpointResult:
     seq: int
@@ -103,28 +97,10 @@ def checkpoint_loop(rt: Runtime, stop: threading.Event) -> None:
             log.exception("could not sign an event-log checkpoint")
 
 
-def _rows(rt: Runtime) -> Iterator[tuple[Any, ...]]:
-    """The chain in position order, as rows in :class:`ChainRow`'s column order, read in
-    batches over short read transactions. Read through the DBAPI cursor: a million rows
-    through SQLAlchemy's result objects cost more than verifying them."""
-    last = 0
-    while True:
-        with reading(rt.engine) as conn:
-            query = _BATCH_QMARK if conn.dialect.paramstyle == "qmark" else _BATCH_FORMAT
-            cursor = conn.connection.cursor()
-            try:
-                cursor.execute(query, (last,))
-                batch = cursor.fetchall()
-            finally:
-                cursor.close()
-        if not batch:
-            return
-        yield from batch
-        last = batch[-1][0]
-
-
-def verify(rt: Runtime) -> ChainReport:
-    """Verify the whole chain and every checkpoint (see :func:`verify_chain`)."""
+def verify(rt: Runtime, *, parallel_from: int = PARALLEL_FROM) -> ChainReport:
+    """Verify the whole chain and every checkpoint (as
+    :func:`iotsec.eventlog.chain.verify_chain` does); a chain of ``parallel_from`` entries
+    or more is walked in stretches at once (:mod:`iotsec.app.monitor.chain_walk`)."""
     rt.events.flush()
     with reading(rt.engine) as conn:
         points = [Checkpoint(r.seq, r.hash, r.at, r.key_label, r.signature)
@@ -144,4 +120,6 @@ def verify(rt: Runtime) -> ChainReport:
         return key is not None and verify_signature(
             key, point.signature, checkpoint_message(point.seq, point.hash, point.at))
 
-    return verify_chain(_rows(rt), points, check_signature=check, unchained=unchained)
+    plan = plan_checkpoints(points, check)
+    return join_segments(plan, walk_chain(rt.engine, plan, parallel_from=parallel_from),
+                         unchained=unchained)
