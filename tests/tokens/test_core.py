@@ -192,7 +192,7 @@ def test_missing_alg() -> None:
         check(token)
 
 
-@pytest.mark.parametrize("secret", [public_pem(D1_KEY), public_der(D1_KEY)])
+@pytest.mark.parametrize("secret", [public_pem(D1_KEY), public_der(D1_KEY)], ids=["pem", "der"])
 def test_algorithm_confusion_hs256_with_the_public_key_fails(secret: bytes) -> None:
     """The classic attack: HMAC the token with the (public) ES256 key as the secret."""
     token = hs256_by_hand(secret, {"alg": "HS256", "kid": D1.kid}, claims_for("d1", NOW))
