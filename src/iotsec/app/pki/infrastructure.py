@@ -36,7 +36,7 @@ from iotsec.timeutil import from_ts, ts
 __all__ = ["INFRASTRUCTURE_KINDS", "InfrastructureKind", "record_infrastructure",
            "revoke_infrastructure", "stored_status"]
 
-InfrastructureKind = Literal["server", "broker-probe", "broker-canary"]
+InfrastructureKind = Literal["server", "broker-probe", "broker-canary", "coap-bridge"]
 #: The kinds of iotsec's own certificates.
 INFRASTRUCTURE_KINDS: frozenset[str] = frozenset(get_args(InfrastructureKind))
 

@@ -1,0 +1,54 @@
+"""CoAP gateway fixtures: a home with the real clock, a rendered and running Mosquitto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from iotsec.app.broker import mosquitto as broker_service
+from iotsec.app.runtime import Runtime, open_runtime
+from iotsec.app.setup import init_home
+from iotsec.broker.mosquitto import Layout
+from iotsec.config import Settings
+from tests.broker.support import Broker, enroll, free_port, running, short_broker_dir
+from tests.services import require_tool
+
+
+@pytest.fixture(scope="session")
+def coap_client_bin() -> str:
+    return require_tool("coap-client-openssl", "Debian package 'libcoap3-bin'")
+
+
+@pytest.fixture
+def crt(tmp_path: Path) -> Iterator[Runtime]:
+    settings = Settings(home=tmp_path / "home")
+    init_home(settings, now=datetime.now(UTC) - timedelta(days=7))
+    runtime = open_runtime(settings)
+    yield runtime
+    runtime.close()
+
+
+@dataclass
+class Fleet:
+    rt: Runtime
+    broker: Broker
+    mqtt_port: int
+    creds: Path
+
+
+@pytest.fixture
+def fleet(crt: Runtime, tmp_path: Path) -> Iterator[Fleet]:
+    mosquitto = require_tool("mosquitto", "Debian package 'mosquitto'")
+    creds = tmp_path / "creds"
+    enroll(crt, "alice", creds)
+    enroll(crt, "bob", creds)
+    port = free_port()
+    with short_broker_dir("broker") as broker_dir:
+        broker_service.render(crt, broker_dir, broker_service.BrokerOptions(
+            port=port, broker_user=broker_service.default_broker_user()))
+        with running(mosquitto, Layout.parse(broker_dir)) as broker:
+            yield Fleet(crt, broker, port, creds)
