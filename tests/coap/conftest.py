@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from iotsec.access.policy import Role, Rule
+from iotsec.app.access.roles import add_role
 from iotsec.app.broker import mosquitto as broker_service
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout
 from iotsec.config import Settings
-from tests.broker.support import Broker, enroll, free_port, running, short_broker_dir
+from tests.broker.support import Broker, Creds, enroll, free_port, running, short_broker_dir
 from tests.services import require_tool
 
 
@@ -37,18 +39,23 @@ class Fleet:
     rt: Runtime
     broker: Broker
     mqtt_port: int
-    creds: Path
+    alice: Creds
+    bob: Creds
+    #: An MQTT client that may publish commands to every device.
+    dash: Creds
 
 
 @pytest.fixture
 def fleet(crt: Runtime, tmp_path: Path) -> Iterator[Fleet]:
     mosquitto = require_tool("mosquitto", "Debian package 'mosquitto'")
     creds = tmp_path / "creds"
-    enroll(crt, "alice", creds)
-    enroll(crt, "bob", creds)
+    alice = enroll(crt, "alice", creds)
+    bob = enroll(crt, "bob", creds)
+    add_role(crt, Role.build("dashboard", [Rule.parse("allow", "publish", "commands/#")]))
+    dash = enroll(crt, "dash", creds, roles=("dashboard",))
     port = free_port()
     with short_broker_dir("broker") as broker_dir:
         broker_service.render(crt, broker_dir, broker_service.BrokerOptions(
             port=port, broker_user=broker_service.default_broker_user()))
         with running(mosquitto, Layout.parse(broker_dir)) as broker:
-            yield Fleet(crt, broker, port, creds)
+            yield Fleet(crt, broker, port, alice, bob, dash)

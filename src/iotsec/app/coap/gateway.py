@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from iotsec.app.access.decisions import check, current_policy
 from iotsec.app.coap.bridge import MqttBridge, bridge_files
-from iotsec.app.events import Event
+from iotsec.app.events import Event, EventSink
 from iotsec.app.identity.devices import get_device
 from iotsec.app.pki.authorities import trusted_authorities
 from iotsec.app.pki.infrastructure import stored_status
@@ -317,14 +317,7 @@ class CoapGateway:
                 ((Option.OBSERVE, encode_uint(self._seq(session))),), payload).encode())
 
 
-def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
-                ready: Callable[[tuple[str, int]], None] | None = None) -> None:
-    """Serve CoAP over DTLS until ``stop`` is set. ``ready`` is called with the bound
-    address once the broker accepted the bridge and the socket listens."""
-    tls = ensure_server_tls(rt, options.bind)
-    trust = [a.certificate for a in trusted_authorities(rt) if a.role != "cross"]
-    ctx = server_context(tls.chain_file, tls.key_file, tls.key_password.encode("utf-8"),
-                         trust, DtlsServer.new_cookie_secret())
+def _bind(options: GatewayOptions) -> socket.socket:
     family = socket.AF_INET6 if ":" in options.bind else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -333,11 +326,41 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
         sock.close()
         raise CoapGatewayError(f"cannot bind UDP {options.bind}:{options.port}: "
                                f"{exc.strerror or exc}") from None
+    return sock
+
+
+def _reachable(options: GatewayOptions) -> None:
+    """Refuse an unreachable broker before any certificate is issued for the gateway."""
+    try:
+        socket.create_connection((options.mqtt_host, options.mqtt_port), timeout=3).close()
+    except OSError as exc:
+        raise CoapGatewayError(f"the MQTT broker at {options.mqtt_host}:{options.mqtt_port} "
+                               f"is not reachable: {exc.strerror or exc}") from None
+
+
+def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
+                ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+    """Serve CoAP over DTLS until ``stop`` is set. ``ready`` is called with the bound
+    address once the broker accepted the bridge and the socket listens. The address and
+    the broker are checked before the gateway's certificates are issued or renewed."""
+    sock = _bind(options)
+    try:
+        _reachable(options)
+        tls = ensure_server_tls(rt, options.bind)
+        trust = [a.certificate for a in trusted_authorities(rt) if a.role != "cross"]
+        ctx = server_context(tls.chain_file, tls.key_file, tls.key_password.encode("utf-8"),
+                             trust, DtlsServer.new_cookie_secret())
+        files = bridge_files(rt)
+    except BaseException:
+        sock.close()
+        raise
     gateway = CoapGateway(rt)
     server = DtlsServer(sock, ctx, gateway, options.limits)
     gateway.server = server
-    bridge = MqttBridge(bridge_files(rt), options.mqtt_host, options.mqtt_port,
-                        gateway.from_mqtt)
+    bridge = MqttBridge(files, options.mqtt_host, options.mqtt_port, gateway.from_mqtt)
+    # A server's events go through a buffer flushed by a background thread (as 'serve'
+    # does): no store write on a request's path.
+    direct, rt.events = rt.events, EventSink(rt.engine, buffered=True)
     try:
         bridge.start()
         gateway.bridge = bridge
@@ -352,3 +375,5 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
     finally:
         bridge.stop()
         sock.close()
+        rt.events.close()
+        rt.events = direct
