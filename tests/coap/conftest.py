@@ -1,4 +1,5 @@
-"""CoAP gateway fixtures: a home with the real clock, a rendered and running Mosquitto."""
+"""CoAP gateway fixtures: a home with the real clock (SQLite and PostgreSQL), a rendered and
+running Mosquitto."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def coap_client_bin() -> str:
 
 
 @pytest.fixture
-def crt(tmp_path: Path) -> Iterator[Runtime]:
-    settings = Settings(home=tmp_path / "home")
+def crt(tmp_path: Path, database_url: str | None) -> Iterator[Runtime]:
+    """A home on SQLite and on PostgreSQL, made a week ago (a test may revoke or expire)."""
+    settings = Settings(home=tmp_path / "home", database_url=database_url)
     init_home(settings, now=datetime.now(UTC) - timedelta(days=7))
     runtime = open_runtime(settings)
     yield runtime
