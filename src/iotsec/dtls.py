@@ -78,6 +78,8 @@ class Peer:
     created: float
     last_seen: float
     established: bool = False
+    #: Set by the handler: close the session once the replies just returned are sent.
+    closing: bool = False
     certificate: x509.Certificate | None = None
     #: The application's state for this peer.
     state: dict[str, Any] = field(default_factory=dict)
@@ -328,6 +330,9 @@ class DtlsServer:
                 return
             for reply in self.handler.received(peer, plain):
                 self.send(peer, reply)
+            if peer.closing:
+                self.close_peer(peer)
+                return
         if self.peers.get(peer.address) is peer:
             self._flush(peer.conn, peer.address)
 

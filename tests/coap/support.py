@@ -11,6 +11,8 @@ from pathlib import Path
 
 from iotsec.app.coap.gateway import GatewayOptions, run_gateway
 from iotsec.app.runtime import Runtime
+from iotsec.device import CoapClient
+from tests.broker.support import Creds
 
 
 @dataclass
@@ -80,3 +82,9 @@ def coap_client(binary: str, url: str, *, method: str = "get", payload: str | No
     args.append(url)
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     return Answer(done.returncode, done.stdout, done.stderr)
+
+
+def client(address: tuple[str, int], creds: Creds, timeout: float = 5.0) -> CoapClient:
+    """The device SDK's CoAP client for ``creds`` (not yet connected)."""
+    return CoapClient.from_files(creds.cert, creds.key, creds.ca, address[0], address[1],
+                                 timeout=timeout)

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from iotsec.coap.message import Code, MessageType, parse_message
+from iotsec.device import CoapClientError
 from tests.coap.conftest import Fleet
-from tests.coap.dtls_client import DtlsClient
-from tests.coap.support import gateway
+from tests.coap.support import client, gateway
 
 
 def test_malformed_datagrams_never_stop_the_endpoint(fleet: Fleet) -> None:
@@ -29,39 +29,39 @@ def test_malformed_datagrams_never_stop_the_endpoint(fleet: Fleet) -> None:
                     bytes([22, 0xFE, 0xFD, 0, 0]) + b"\0" * 6 + b"\xff\xff" + b"\x01",
                 ])
                 s.sendto(junk, gw.address)
-        client = DtlsClient(gw.address, alice.cert, alice.key, alice.ca)
+        device = client(gw.address, alice)
         try:
-            client.handshake()
+            device.connect()
             # Inside the session: a CoAP format error in a CON is answered with a Reset.
-            client.send_raw(b"\x40\x01\x00\x2a\xf1")
-            reset = client.receive()
+            device.send_datagram(b"\x40\x01\x00\x2a\xf1")
+            reset = device.receive_datagram(3)
             assert reset is not None
             answer = parse_message(reset)
             assert (answer.type, answer.code, answer.mid) == (MessageType.RST, Code.EMPTY, 42)
             for _ in range(300):
-                client.send_raw(rng.randbytes(rng.randint(1, 1300)))
-            while client.receive(0.3) is not None:  # drain the Resets and error replies
+                device.send_datagram(rng.randbytes(rng.randint(1, 1300)))
+            while device.receive_datagram(0.3) is not None:  # drain the Resets and error replies
                 pass
-            ok = client.post("ps/devices/alice/t", b"still here")
+            ok = device.request(Code.POST, "ps/devices/alice/t", b"still here", timeout=3)
             assert ok is not None and ok.code == Code.CHANGED
         finally:
-            client.close()
+            device.close()
 
 
 def test_peer_state_is_capped_and_idle_peers_are_evicted(fleet: Fleet) -> None:
     alice, bob = fleet.alice, fleet.bob
     with gateway(fleet.rt, fleet.mqtt_port, max_peers=1, idle_timeout=1.0) as gw:
-        a = DtlsClient(gw.address, alice.cert, alice.key, alice.ca)
-        b = DtlsClient(gw.address, bob.cert, bob.key, bob.ca)
+        a = client(gw.address, alice)
+        b = client(gw.address, bob, timeout=0.8)
         try:
-            a.handshake()
-            with pytest.raises(TimeoutError):
-                b.handshake(timeout=0.8)  # the one place is taken
+            a.connect()
+            with pytest.raises(CoapClientError, match="no DTLS handshake"):
+                b.connect()  # the one place is taken
             time.sleep(1.6)  # a is silent past the idle timeout: evicted
-            b2 = DtlsClient(gw.address, bob.cert, bob.key, bob.ca)
+            b2 = client(gw.address, bob)
             try:
-                b2.handshake()
-                ok = b2.post("ps/devices/bob/t", b"1")
+                b2.connect()
+                ok = b2.request(Code.POST, "ps/devices/bob/t", b"1", timeout=3)
                 assert ok is not None and ok.code == Code.CHANGED
             finally:
                 b2.close()

@@ -4,19 +4,21 @@ a real Mosquitto rendered by iotsec on the MQTT side."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import subprocess
+import time
 from pathlib import Path
 
 from iotsec.app.events import list_events
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki.revocation import revoke
-from iotsec.coap.message import Code, Option, code_text, parse_message
-from iotsec.device import DeviceClient
+from iotsec.coap.message import Code, Option, code_text
+from iotsec.device import CoapClientError, DeviceClient
 from iotsec.identity.registry import DeviceState
 from tests.broker.support import Creds, Inbox, foreign_ca_creds, wait_for
 from tests.coap.conftest import Fleet
-from tests.coap.dtls_client import DtlsClient
-from tests.coap.support import Answer, coap_client, gateway
+from tests.coap.support import Answer, client, coap_client, gateway
 
 
 def _mqtt(fleet: Fleet, c: Creds) -> DeviceClient:
@@ -50,29 +52,25 @@ def test_coap_publish_reaches_an_mqtt_subscriber(fleet: Fleet, coap_client_bin: 
 def test_mqtt_publish_reaches_a_coap_observer(fleet: Fleet) -> None:
     alice = fleet.alice
     with gateway(fleet.rt, fleet.mqtt_port) as gw, _mqtt(fleet, fleet.dash) as mqtt:
-        client = DtlsClient(gw.address, alice.cert, alice.key, alice.ca)
+        device = client(gw.address, alice)
         try:
-            client.handshake()
-            first = client.request(Code.GET, "ps/commands/alice/led", observe=0,
-                                   token=b"\x0b")
-            assert first is not None and first.code == Code.CONTENT
+            device.connect()
+            first = device.observe("commands/alice/led")
             assert first.first(Option.OBSERVE) is not None
             # The gateway's MQTT subscription is made when the observation is registered;
             # a message published before its SUBACK may be missed, so publish until one
             # arrives.
-            got = None
+            note = None
             for _ in range(20):
                 mqtt.publish("commands/alice/led", b"on")
-                data = client.receive(0.25)
-                if data is not None:
-                    got = data
+                note = device.notification(0.25)
+                if note is not None:
                     break
-            assert got is not None, "no notification"
-            note = parse_message(got)
-            assert (note.code, note.token, note.payload) == (Code.CONTENT, b"\x0b", b"on")
+            assert note is not None, "no notification"
+            assert (note.code, note.token, note.payload) == (Code.CONTENT, first.token, b"on")
             assert note.first(Option.OBSERVE) is not None
         finally:
-            client.close()
+            device.close()
 
 
 def test_refused_clients(fleet: Fleet, coap_client_bin: str, tmp_path: Path) -> None:
@@ -109,24 +107,47 @@ def test_disabled_or_revoked_after_the_handshake_is_refused_on_the_next_request(
         fleet: Fleet) -> None:
     alice, bob = fleet.alice, fleet.bob
     with gateway(fleet.rt, fleet.mqtt_port) as gw:
-        a = DtlsClient(gw.address, alice.cert, alice.key, alice.ca)
-        b = DtlsClient(gw.address, bob.cert, bob.key, bob.ca)
+        a = client(gw.address, alice)
+        b = client(gw.address, bob)
         try:
-            a.handshake()
-            b.handshake()
-            first = a.post("ps/devices/alice/t", b"1")
+            a.connect()
+            b.connect()
+            first = a.request(Code.POST, "ps/devices/alice/t", b"1", timeout=3)
             assert first is not None and code_text(first.code) == "2.04"
-            assert (b.post("ps/devices/bob/t", b"1") or first).code == Code.CHANGED
+            b.publish("devices/bob/t", b"1")  # raises unless 2.04
             change_state(fleet.rt, "alice", DeviceState.DISABLED)
             revoke(fleet.rt, bob.serial)
-            refused = a.post("ps/devices/alice/t", b"2")
+            refused = a.request(Code.POST, "ps/devices/alice/t", b"2", timeout=3)
             assert refused is not None and refused.code == Code.FORBIDDEN
             assert b"disabled" in refused.payload
-            refused = b.post("ps/devices/bob/t", b"2")
+            refused = b.request(Code.POST, "ps/devices/bob/t", b"2", timeout=3)
             assert refused is not None and refused.code == Code.FORBIDDEN
             assert b"revoked" in refused.payload
             # The session is closed after the refusal.
-            assert a.post("ps/devices/alice/t", b"3") is None
+            with contextlib.suppress(CoapClientError):
+                assert a.request(Code.POST, "ps/devices/alice/t", b"3", timeout=3) is None
+            assert a.closed
         finally:
             a.close()
             b.close()
+
+
+def test_libcoap_observer_receives_what_an_mqtt_client_publishes(
+        fleet: Fleet, coap_client_bin: str) -> None:
+    alice = fleet.alice
+    with gateway(fleet.rt, fleet.mqtt_port) as gw, _mqtt(fleet, fleet.dash) as mqtt:
+        proc = subprocess.Popen(
+            [coap_client_bin, "-s", "6", "-B", "8", "-c", str(alice.cert), "-j",
+             str(alice.key), "-R", str(alice.ca), f"{gw.url}/ps/commands/alice/led"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2)  # the observation is registered and the bridge subscribed
+            for n in range(3):
+                mqtt.publish("commands/alice/led", f"state-{n}".encode())
+                time.sleep(0.2)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "state-0" in out and "state-2" in out, (out, err)

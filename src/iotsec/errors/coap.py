@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from iotsec.errors.base import InvalidInputError, IotsecError, MalformedInputError
 
-__all__ = ["CoapGatewayError", "CoapMessageError", "CoapRequestError"]
+__all__ = ["CoapClientError", "CoapGatewayError", "CoapMessageError", "CoapRequestError"]
 
 
 class CoapMessageError(MalformedInputError):
@@ -36,3 +36,13 @@ class CoapRequestError(InvalidInputError):
     def __init__(self, message: str, coap_code: int, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.coap_code = coap_code
+
+
+class CoapClientError(IotsecError):
+    """The device SDK's CoAP client could not reach the gateway: the DTLS handshake failed
+    or timed out, the server's certificate does not name the host, the session closed."""
+
+    status = 502
+    code = "coap-client"
+    default_hint = ("check the gateway's address, that the device's certificate is valid "
+                    "and that the CA chain given is the fleet's")

@@ -213,18 +213,13 @@ class CoapGateway:
         session.next_mid = (session.next_mid + 1) & 0xFFFF
         return session.next_mid
 
-    def _close_later(self, peer: Peer) -> None:
-        server = self.server
-        if server is not None:
-            server.call_soon(lambda: server.close_peer(peer))
-
     def _request(self, peer: Peer, session: _Session, msg: Message
                  ) -> tuple[int, tuple[tuple[int, bytes], ...], bytes]:
         assert peer.certificate is not None
         reason = self._refusal(peer.certificate)
         if reason is not None:
             self._event("coap.request", "denied", peer, None, {"reason": reason})
-            self._close_later(peer)
+            peer.closing = True  # answered, then the session is closed
             return Code.FORBIDDEN, (), reason.encode()
         try:
             req = interpret(msg)
