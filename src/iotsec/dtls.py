@@ -42,6 +42,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from iotsec.coap.datagrams import pack_records
+
 with warnings.catch_warnings():
     # pyOpenSSL's crypto module names DSA types, which cryptography marks deprecated.
     warnings.filterwarnings("ignore", message=".*DSA.*")
@@ -56,7 +58,6 @@ log = logging.getLogger(__name__)
 CIPHERS = (b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
            b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-CCM")
 _DTLS1_2_VERSION = 0xFEFD
-_RECORD_HEADER = 13
 _MAX_DATAGRAM = 2048
 
 
@@ -132,18 +133,6 @@ def _server_context(chain_file: Path, key_file: Path, key_password: bytes,
     ctx.set_cookie_generate_callback(cookie)
     ctx.set_cookie_verify_callback(lambda conn, got: hmac.compare_digest(cookie(conn), got))
     return ctx
-
-
-def _records(data: bytes) -> list[bytes]:
-    """Split what OpenSSL wrote into DTLS records (13-byte header, 2-byte length)."""
-    out, pos = [], 0
-    while pos + _RECORD_HEADER <= len(data):
-        end = pos + _RECORD_HEADER + int.from_bytes(data[pos + 11:pos + 13], "big")
-        out.append(data[pos:end])
-        pos = end
-    if pos < len(data):
-        out.append(data[pos:])
-    return out
 
 
 class DtlsServer:
@@ -246,13 +235,7 @@ class DtlsServer:
             if not chunk:
                 break
             out += chunk
-        datagram = b""
-        for record in _records(out):
-            if datagram and len(datagram) + len(record) > self.limits.mtu:
-                self._sendto(datagram, address)
-                datagram = b""
-            datagram += record
-        if datagram:
+        for datagram in pack_records(out, self.limits.mtu):
             self._sendto(datagram, address)
 
     def _sendto(self, datagram: bytes, address: tuple[str, int]) -> None:

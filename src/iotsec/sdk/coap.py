@@ -24,6 +24,7 @@ from typing import Any
 
 from cryptography import x509
 
+from iotsec.coap.datagrams import pack_records
 from iotsec.coap.message import (
     Code,
     Message,
@@ -71,6 +72,8 @@ class CoapClient:
             warnings.filterwarnings("ignore", message=".*DSA.*")
             ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
             ctx.set_min_proto_version(0xFEFD)  # DTLS 1.2
+            # The MTU is set on the connection: a memory BIO cannot be asked for it.
+            ctx.set_options(SSL.OP_NO_QUERY_MTU)
             try:
                 ctx.load_verify_locations(str(ca_chain))
                 ctx.use_certificate_chain_file(str(cert))
@@ -101,15 +104,18 @@ class CoapClient:
     # --- DTLS --------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        out = b""
         while True:
             try:
-                data = self._conn.bio_read(65536)
+                chunk = self._conn.bio_read(65536)
             except SSL.WantReadError:
-                return
-            if not data:
-                return
+                break
+            if not chunk:
+                break
+            out += chunk
+        for datagram in pack_records(out, _MTU):
             try:
-                self._sock.send(data)
+                self._sock.send(datagram)
             except OSError as exc:
                 raise CoapClientError(f"cannot send to {self.host}:{self.port}: {exc}"
                                       ) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -85,9 +86,15 @@ def bridge_files(rt: Runtime) -> BridgeFiles:
 Receiver = Callable[[str, bytes], None]
 
 
+#: Publishes queued for the broker at most; beyond, a CoAP publish is answered 5.03.
+MAX_QUEUED = 10_000
+
+
 class MqttBridge:
-    """One MQTT 5 connection; publishes never wait for the broker (QoS 1, paho resends),
-    subscriptions are counted so that the last observer of a topic unsubscribes it."""
+    """One MQTT 5 connection; publishes never wait for the broker: they are queued and sent
+    by a thread of their own (QoS 1, paho resends), so that the DTLS serving thread never
+    writes to the broker's socket. Subscriptions are counted so that the last observer of
+    a topic unsubscribes it."""
 
     def __init__(self, files: BridgeFiles, host: str, port: int, receiver: Receiver) -> None:
         self.host, self.port = host, port
@@ -104,6 +111,11 @@ class MqttBridge:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._sender = threading.Thread(target=self._send_loop, name="iotsec-coap-bridge",
+                                        daemon=True)
 
     @property
     def connected(self) -> bool:
@@ -133,21 +145,44 @@ class MqttBridge:
             raise CoapGatewayError(f"cannot connect to the MQTT broker at {self.host}:"
                                    f"{self.port}: {type(exc).__name__}: {exc}") from None
         self._client.loop_start()
+        self._sender.start()
         if not self._connected.wait(timeout):
             self._client.loop_stop()
             raise CoapGatewayError(f"the MQTT broker at {self.host}:{self.port} did not "
                                    "accept the gateway's connection")
 
     def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._sender.is_alive():
+            self._sender.join(5)
         self._client.disconnect()
         self._client.loop_stop()
 
+    def _send_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if not self._queue:
+                    return  # stopping, and everything queued was handed to paho
+                batch = list(self._queue)
+                self._queue.clear()
+            for topic, payload in batch:
+                self._client.publish(topic, payload, qos=1)
+
     def publish(self, topic: str, payload: bytes) -> bool:
-        """Queue a QoS 1 publish; False when the broker is not connected."""
-        if not self._connected.is_set():
+        """Queue a QoS 1 publish; False when the broker is not connected or the queue is
+        full."""
+        if not self._connected.is_set() or len(self._queue) >= MAX_QUEUED:
             return False
-        info = self._client.publish(topic, payload, qos=1)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        with self._wake:
+            idle = not self._queue  # the sender waits only when the queue is empty
+            self._queue.append((topic, payload))
+            if idle:
+                self._wake.notify()
+        return True
 
     def subscribe(self, topic: str) -> None:
         with self._lock:

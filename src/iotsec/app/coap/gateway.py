@@ -26,15 +26,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from iotsec.app.access.decisions import check, current_policy
 from iotsec.app.coap.bridge import MqttBridge, bridge_files
+from iotsec.app.coap.standing import common_name, refusal_at_handshake, refusal_now
 from iotsec.app.events import Event, EventSink
-from iotsec.app.identity.devices import get_device
 from iotsec.app.pki.authorities import trusted_authorities
-from iotsec.app.pki.infrastructure import stored_status
 from iotsec.app.pki.server_tls import ensure_server_tls
 from iotsec.app.runtime import Runtime
 from iotsec.coap.message import (
@@ -53,9 +49,7 @@ from iotsec.errors import (
     CoapMessageError,
     CoapRequestError,
     InvalidInputError,
-    NotFoundError,
 )
-from iotsec.identity.registry import DeviceState
 from iotsec.pki.serial import format_serial
 
 __all__ = ["CoapGateway", "GatewayOptions", "run_gateway"]
@@ -108,11 +102,6 @@ class _Session:
     observe_seq: int = 2
 
 
-def _common_name(cert: x509.Certificate) -> str | None:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if len(names) == 1 else None
-
-
 class CoapGateway:
     """The DTLS peer handler: admission, requests, observations (serving thread only)."""
 
@@ -124,40 +113,30 @@ class CoapGateway:
 
     # --- standing: checked at the handshake, each request, each notification ---------
 
-    def _refusal(self, cert: x509.Certificate) -> str | None:
-        """Why this certificate may not be served now, or None."""
-        serial = format_serial(cert.serial_number)
-        status = stored_status(self.rt, cert)
-        if status != "valid":
-            return f"certificate {serial} is {status}"
-        device_id = _common_name(cert)
-        if device_id is None:
-            return f"certificate {serial} names no device"
-        try:
-            device = get_device(self.rt, device_id)
-        except (NotFoundError, InvalidInputError):
-            return f"certificate {serial} names no registered device"
-        if device.state not in (DeviceState.ACTIVE, DeviceState.PENDING):
-            return f"device {device_id!r} is {device.state.value}"
-        return None
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why this peer may not be served now, or None (one store read)."""
+        session = peer.state.get("session")
+        if not isinstance(session, _Session):
+            return "no session"
+        return refusal_now(self.rt, session.serial, session.device_id, self.rt.now())
 
     def _event(self, kind: str, outcome: str, peer: Peer, subject: str | None,
                detail: dict[str, str]) -> None:
         session = peer.state.get("session")
         actor = session.device_id if isinstance(session, _Session) else None
         if actor is None and peer.certificate is not None:
-            actor = _common_name(peer.certificate)
+            actor = common_name(peer.certificate)
         self.rt.events.record_repeated(Event(
             self.rt.now(), kind, outcome, actor=actor, source=peer.address[0],
             subject=subject, detail=detail))
 
     def established(self, peer: Peer) -> bool:
         assert peer.certificate is not None
-        reason = self._refusal(peer.certificate)
+        reason = refusal_at_handshake(self.rt, peer.certificate)
         if reason is not None:
             self._event("coap.connect", "denied", peer, None, {"reason": reason})
             return False
-        device_id = _common_name(peer.certificate)
+        device_id = common_name(peer.certificate)
         assert device_id is not None
         peer.state["session"] = _Session(device_id, format_serial(peer.certificate.serial_number))
         return True
@@ -215,8 +194,7 @@ class CoapGateway:
 
     def _request(self, peer: Peer, session: _Session, msg: Message
                  ) -> tuple[int, tuple[tuple[int, bytes], ...], bytes]:
-        assert peer.certificate is not None
-        reason = self._refusal(peer.certificate)
+        reason = self._refusal(peer)
         if reason is not None:
             self._event("coap.request", "denied", peer, None, {"reason": reason})
             peer.closing = True  # answered, then the session is closed
@@ -293,8 +271,7 @@ class CoapGateway:
             session = peer.state.get("session")
             if not isinstance(session, _Session) or server is None:
                 continue
-            assert peer.certificate is not None
-            reason = self._refusal(peer.certificate)
+            reason = self._refusal(peer)
             decision = None if reason else check(self.rt, session.device_id, "receive", topic,
                                                   session.serial)
             mid = self._mid(session)
