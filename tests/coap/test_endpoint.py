@@ -3,11 +3,17 @@ outside a session never stop it, and the peer state it keeps is capped and evict
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
+import warnings
 
 import pytest
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*DSA.*")
+    from OpenSSL import SSL
 
 from iotsec.coap.message import Code, MessageType, parse_message
 from iotsec.device import CoapClientError
@@ -68,3 +74,32 @@ def test_peer_state_is_capped_and_idle_peers_are_evicted(fleet: Fleet) -> None:
         finally:
             a.close()
             b.close()
+
+
+def test_an_unfinished_handshake_is_dropped_after_its_timeout(fleet: Fleet) -> None:
+    """A peer that returns the cookie and then goes silent holds its place only until the
+    handshake timeout."""
+    alice, bob = fleet.alice, fleet.bob
+    with gateway(fleet.rt, fleet.mqtt_port, max_peers=1, handshake_timeout=1.0) as gw:
+        stalled = client(gw.address, alice)
+        stalled._sock.connect(gw.address)
+        # ClientHello, HelloVerifyRequest, ClientHello with the cookie, the server's
+        # flight: then nothing more from this client.
+        deadline = time.monotonic() + 3
+        for _ in range(2):
+            with contextlib.suppress(SSL.WantReadError):
+                stalled._conn.do_handshake()
+            stalled._flush()
+            stalled._pump(deadline)
+        late = client(gw.address, bob, timeout=0.6)
+        with pytest.raises(CoapClientError, match="no DTLS handshake"):
+            late.connect()  # the stalled handshake holds the one place
+        late.close()
+        time.sleep(1.2)
+        fresh = client(gw.address, bob)
+        try:
+            fresh.connect()
+            fresh.publish("devices/bob/t", b"1")
+        finally:
+            fresh.close()
+            stalled.close()
