@@ -1,6 +1,7 @@
 """iotsec's own certificates in the store: the API's and the broker's TLS server
 certificates (kind ``server``), the broker's probe (``broker-probe``) and its canary
-(``broker-canary``). They belong to no device.
+(``broker-canary``), the CoAP gateway's MQTT bridge (``coap-bridge``). They belong to no
+device.
 
 They are recorded like any certificate (listed, counted, in the CRL once revoked), but they
 are not revoked through the device commands and routes: what holds one must get a
