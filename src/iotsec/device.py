@@ -1,5 +1,6 @@
 """The iotsec device SDK: enrolment and renewal over EST, MQTT 5 with mutual TLS to the
-broker iotsec drives, and end-to-end protected messages on top of it.
+broker iotsec drives, end-to-end protected messages on top of it, and CoAP over DTLS to
+the CoAP gateway for constrained devices.
 
 See :mod:`iotsec.sdk.agent`, :mod:`iotsec.sdk.est`, :mod:`iotsec.sdk.mqtt` and
 :mod:`iotsec.sdk.sealed` for what they do; this module is their public name::
@@ -13,6 +14,7 @@ claim certificate, and renews with its own certificate.
 from __future__ import annotations
 
 from iotsec.errors import (
+    CoapClientError,
     EnrolmentAuthError,
     EnrolmentForbiddenError,
     EnrolmentPending,
@@ -25,11 +27,13 @@ from iotsec.errors import (
 from iotsec.protect.payload import Keyring, Sender
 from iotsec.protect.replay import ReplayWindows
 from iotsec.sdk.agent import AgentStatus, DeviceCertificate, RenewalAgent, enrol
+from iotsec.sdk.coap import CoapClient
 from iotsec.sdk.est import EstClient, ServerKey
 from iotsec.sdk.mqtt import DeviceClient, Handler, Message
 from iotsec.sdk.sealed import SealedChannel, SealedHandler, SealedMessage
 
-__all__ = ["AgentStatus", "DeviceCertificate", "DeviceClient", "EnrolmentAuthError",
+__all__ = ["AgentStatus", "CoapClient", "CoapClientError", "DeviceCertificate", "DeviceClient",
+           "EnrolmentAuthError",
            "EnrolmentForbiddenError", "EnrolmentPending", "EstClient", "EstError", "Handler",
            "Keyring", "Message", "MqttConnectError", "MqttError", "MqttNotAuthorizedError",
            "MqttTimeoutError", "RenewalAgent", "ReplayWindows", "SealedChannel",

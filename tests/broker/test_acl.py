@@ -29,7 +29,8 @@ def test_default_policy_is_two_pattern_lines_for_any_fleet_size() -> None:
     acl = compile_acl([default_device_role()], devices)
     assert acl.text.splitlines()[:2] == ["pattern readwrite devices/%u/#",
                                          "pattern read commands/%u/#"]
-    assert acl.user_blocks == 2  # iotsec's own two accounts, which are denied everything
+    # iotsec's own two accounts, which are denied everything, and the CoAP gateway's bridge
+    assert acl.user_blocks == 3
     assert acl.warnings == ()
     check_acl(acl.text, required_users=("_iotsec_admin", "_iotsec_probe"))
 
@@ -82,8 +83,10 @@ def test_group_and_attribute_variables_expand_per_device_and_unsafe_values_fail_
     assert not model.allows("a", "groups/g3/x", "write")
     assert not model.allows("a", "sites/north/locked", "write")
     # A newline in an attribute value never reaches the file: the allow is dropped and the
-    # deny is widened to '+'.
-    assert "topic readwrite #" not in acl.text.split("\n")
+    # deny is widened to '+'. The one 'topic readwrite #' line is the CoAP gateway's grant.
+    lines = acl.text.split("\n")
+    assert lines.count("topic readwrite #") == 1
+    assert lines[lines.index("topic readwrite #") - 1] == "user _iotsec_gateway"
     assert not model.allows("evil", "sites/south/locked", "write")
     assert not model.allows("evil", "anything", "write")
     check_acl(acl.text)

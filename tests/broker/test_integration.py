@@ -360,7 +360,7 @@ def test_user_blocks_and_patterns_on_the_real_broker(
     s1 = enroll(brt, "s1", creds)
     result = service.render(brt, broker_dir, service.BrokerOptions(
         port=port, broker_user=service.default_broker_user()))
-    assert result.pattern_lines == 2 and result.user_blocks == 3
+    assert result.pattern_lines == 2 and result.user_blocks == 4
     layout = Layout.parse(broker_dir)
     with running(mosquitto, layout):
         def client(c: Creds) -> DeviceClient:

@@ -156,6 +156,7 @@ REFUSALS: dict[str, list[str]] = {
     "role add": ["role", "add", "device", "--allow", "publish:x/#"],
     "scan": ["scan", "not a host!"],
     "serve": ["serve", "--port", "70000"],
+    "gateway coap": ["gateway", "coap", "--port", "0", "--mqtt-port", "1"],
     "token create": ["token", "create", "not a name!"],
     "token revoke": ["token", "revoke", "{admin}"],
 }

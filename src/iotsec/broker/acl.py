@@ -46,8 +46,8 @@ from iotsec.access.policy import Effect, Identity, Role, check_identity_value
 from iotsec.broker.acl_grants import Grants, Template, Var, grants, intersect, overlap_warnings
 
 __all__ = [
-    "ADMIN_USER", "INTERNAL_USERS", "LARGE_USER_BLOCKS", "MAX_EXPANSION", "MAX_LINE_BYTES",
-    "PROBE_USER", "CompiledAcl", "FleetDevice", "compile_acl", "writable"
+    "ADMIN_USER", "GATEWAY_USER", "INTERNAL_USERS", "LARGE_USER_BLOCKS", "MAX_EXPANSION",
+    "MAX_LINE_BYTES", "PROBE_USER", "CompiledAcl", "FleetDevice", "compile_acl", "writable"
 ]
 
 #: Longest ACL line written (Mosquitto reads lines into a 1024-byte buffer).
@@ -62,6 +62,10 @@ LARGE_USER_BLOCKS = 10_000
 ADMIN_USER = "_iotsec_admin"
 PROBE_USER = "_iotsec_probe"
 INTERNAL_USERS = (ADMIN_USER, PROBE_USER)
+#: The CoAP gateway's bridge account. It may publish and receive every topic: the gateway
+#: decides each CoAP request with the requesting device's roles before anything reaches the
+#: broker (``iotsec gateway coap``).
+GATEWAY_USER = "_iotsec_gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +269,8 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
         w.lines += [f"user {user}", "topic deny #"]
         w.lines += [f"topic deny {root}/#" for root in dollar_roots]
         blocks += 1
+    w.lines += [f"user {GATEWAY_USER}", "topic readwrite #"]
+    blocks += 1
     for d in blocked:
         if not d.serials:
             continue  # no valid certificate: the TLS handshake already refuses it

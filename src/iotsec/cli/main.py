@@ -48,6 +48,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("netseg", "iotsec.cli.netseg:app"),
     ("keys", "iotsec.cli.keys:app"),
     ("broker", "iotsec.cli.broker:app"),
+    ("gateway", "iotsec.cli.gateway:app"),
     ("backup", "iotsec.cli.backup:app"),
     ("enrol", "iotsec.cli.enrol:app"),
     ("profile", "iotsec.cli.profiles:app"),

@@ -1,6 +1,7 @@
 """iotsec's own certificates in the store: the API's and the broker's TLS server
 certificates (kind ``server``), the broker's probe (``broker-probe``) and its canary
-(``broker-canary``). They belong to no device.
+(``broker-canary``), the CoAP gateway's MQTT bridge (``coap-bridge``). They belong to no
+device.
 
 They are recorded like any certificate (listed, counted, in the CRL once revoked), but they
 are not revoked through the device commands and routes: what holds one must get a
@@ -36,7 +37,7 @@ from iotsec.timeutil import from_ts, ts
 __all__ = ["INFRASTRUCTURE_KINDS", "InfrastructureKind", "record_infrastructure",
            "revoke_infrastructure", "stored_status"]
 
-InfrastructureKind = Literal["server", "broker-probe", "broker-canary"]
+InfrastructureKind = Literal["server", "broker-probe", "broker-canary", "coap-bridge"]
 #: The kinds of iotsec's own certificates.
 INFRASTRUCTURE_KINDS: frozenset[str] = frozenset(get_args(InfrastructureKind))
 

@@ -1,0 +1,351 @@
+"""``iotsec gateway coap``: CoAP over DTLS 1.2 for constrained devices, decided by the same
+policy engine as MQTT and bridged to the MQTT broker.
+
+A device connects with the certificate iotsec issued it (DTLS mutual authentication; the
+chain is verified by OpenSSL against the fleet's trusted CAs). Then, at the end of the
+handshake *and again on every request and every notification*, the store is asked whether
+the certificate is still valid (not revoked, not expired, known) and the device still
+active or pending: a device disabled or a certificate revoked after the handshake is
+refused on its next request (4.03) and its session closed. Requests map to actions on
+topics (:mod:`iotsec.coap.pubsub`) and are decided by the device's roles
+(:func:`iotsec.app.access.decisions.check`); a denial is answered 4.03 and recorded on the
+event chain. Allowed publishes go to the broker through :class:`MqttBridge`; messages the
+broker delivers on an observed topic go to each observer as RFC 7641 notifications.
+
+There is no plaintext CoAP listener.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from iotsec.app.access.decisions import check, current_policy
+from iotsec.app.coap.bridge import MqttBridge, bridge_files
+from iotsec.app.coap.standing import common_name, refusal_at_handshake, refusal_now
+from iotsec.app.events import Event, EventSink
+from iotsec.app.pki.authorities import trusted_authorities
+from iotsec.app.pki.server_tls import ensure_server_tls
+from iotsec.app.runtime import Runtime
+from iotsec.coap.message import (
+    Code,
+    Message,
+    MessageType,
+    Option,
+    encode_uint,
+    parse_header,
+    parse_message,
+)
+from iotsec.coap.pubsub import PubSubAction, interpret
+from iotsec.dtls import DtlsLimits, DtlsServer, Peer, server_context
+from iotsec.errors import (
+    CoapGatewayError,
+    CoapMessageError,
+    CoapRequestError,
+    InvalidInputError,
+)
+from iotsec.pki.serial import format_serial
+
+__all__ = ["CoapGateway", "GatewayOptions", "run_gateway"]
+
+log = logging.getLogger(__name__)
+#: Responses kept per peer to answer a retransmitted confirmable request (RFC 7252 4.5).
+_DEDUP = 32
+#: Most topics one peer may observe at once.
+MAX_OBSERVATIONS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    bind: str = "127.0.0.1"
+    port: int = 5684
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 8883
+    max_peers: int = 1000
+    idle_timeout: float = 300.0
+    handshake_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError:
+            raise InvalidInputError(f"--bind {self.bind!r} is not an IP address",
+                                    hint="give an address such as 127.0.0.1 or ::") from None
+        for name, port in (("--port", self.port), ("--mqtt-port", self.mqtt_port)):
+            if not 0 <= port <= 65535:
+                raise InvalidInputError(f"{name} {port} is out of range (0-65535)")
+        if self.max_peers < 1 or self.idle_timeout <= 0 or self.handshake_timeout <= 0:
+            raise InvalidInputError("--max-peers and the timeouts must be positive")
+
+    @property
+    def limits(self) -> DtlsLimits:
+        return DtlsLimits(max_peers=self.max_peers, handshake_timeout=self.handshake_timeout,
+                          idle_timeout=self.idle_timeout)
+
+
+@dataclass(eq=False)
+class _Session:
+    device_id: str
+    serial: str
+    observers: dict[bytes, str] = field(default_factory=dict)
+    #: The message id of the last notification sent for each observation (a Reset to it
+    #: ends the observation, RFC 7641 3.6).
+    notified: dict[bytes, int] = field(default_factory=dict)
+    replies: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    next_mid: int = field(default_factory=lambda: secrets.randbelow(0x10000))
+    observe_seq: int = 2
+
+
+class CoapGateway:
+    """The DTLS peer handler: admission, requests, observations (serving thread only)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.server: DtlsServer | None = None
+        self.bridge: MqttBridge | None = None
+        self._by_topic: dict[str, dict[tuple[tuple[str, int], bytes], Peer]] = {}
+
+    # --- standing: checked at the handshake, each request, each notification ---------
+
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why this peer may not be served now, or None (one store read)."""
+        session = peer.state.get("session")
+        if not isinstance(session, _Session):
+            return "no session"
+        return refusal_now(self.rt, session.serial, session.device_id, self.rt.now())
+
+    def _event(self, kind: str, outcome: str, peer: Peer, subject: str | None,
+               detail: dict[str, str]) -> None:
+        session = peer.state.get("session")
+        actor = session.device_id if isinstance(session, _Session) else None
+        if actor is None and peer.certificate is not None:
+            actor = common_name(peer.certificate)
+        self.rt.events.record_repeated(Event(
+            self.rt.now(), kind, outcome, actor=actor, source=peer.address[0],
+            subject=subject, detail=detail))
+
+    def established(self, peer: Peer) -> bool:
+        assert peer.certificate is not None
+        reason = refusal_at_handshake(self.rt, peer.certificate)
+        if reason is not None:
+            self._event("coap.connect", "denied", peer, None, {"reason": reason})
+            return False
+        device_id = common_name(peer.certificate)
+        assert device_id is not None
+        peer.state["session"] = _Session(device_id, format_serial(peer.certificate.serial_number))
+        return True
+
+    def closed(self, peer: Peer) -> None:
+        session = peer.state.pop("session", None)
+        if isinstance(session, _Session):
+            for token in list(session.observers):
+                self._forget(peer, session, token)
+
+    # --- requests ----------------------------------------------------------------------
+
+    def received(self, peer: Peer, data: bytes) -> Sequence[bytes]:
+        session = peer.state.get("session")
+        if not isinstance(session, _Session):
+            return ()
+        try:
+            msg = parse_message(data)
+        except CoapMessageError:
+            try:
+                mtype, _, mid, _ = parse_header(data)
+            except CoapMessageError:
+                return ()  # not even a header: nothing to answer
+            # RFC 7252 4.2/4.3: a message format error is answered with a Reset.
+            return (Message(MessageType.RST, Code.EMPTY, mid).encode(),) \
+                if mtype in (MessageType.CON, MessageType.NON) else ()
+        if msg.type is MessageType.RST:
+            for token, _ in list(session.observers.items()):
+                if session.notified.get(token) == msg.mid:
+                    self._forget(peer, session, token)
+            return ()
+        if msg.type is MessageType.ACK or not msg.is_request:
+            if msg.code == Code.EMPTY and msg.type is MessageType.CON:
+                return (Message(MessageType.RST, Code.EMPTY, msg.mid).encode(),)  # ping
+            return ()
+        if msg.type is MessageType.CON and msg.mid in session.replies:
+            return (session.replies[msg.mid],)
+        code, options, payload = self._request(peer, session, msg)
+        if msg.type is MessageType.CON:
+            reply = Message(MessageType.ACK, code, msg.mid, msg.token, options, payload)
+        else:
+            reply = Message(MessageType.NON, code, self._mid(session), msg.token, options,
+                            payload)
+        encoded = reply.encode()
+        if msg.type is MessageType.CON:
+            session.replies[msg.mid] = encoded
+            while len(session.replies) > _DEDUP:
+                session.replies.popitem(last=False)
+        return (encoded,)
+
+    @staticmethod
+    def _mid(session: _Session) -> int:
+        session.next_mid = (session.next_mid + 1) & 0xFFFF
+        return session.next_mid
+
+    def _request(self, peer: Peer, session: _Session, msg: Message
+                 ) -> tuple[int, tuple[tuple[int, bytes], ...], bytes]:
+        reason = self._refusal(peer)
+        if reason is not None:
+            self._event("coap.request", "denied", peer, None, {"reason": reason})
+            peer.closing = True  # answered, then the session is closed
+            return Code.FORBIDDEN, (), reason.encode()
+        try:
+            req = interpret(msg)
+        except CoapRequestError as exc:
+            return exc.coap_code, (), str(exc).encode()[:200]
+        actions = [req.action.policy_action]
+        if req.action is PubSubAction.SUBSCRIBE:
+            actions.append("receive")
+        if req.action is not PubSubAction.UNSUBSCRIBE:
+            for action in actions:
+                decision = check(self.rt, session.device_id, action, req.topic, session.serial)
+                if not decision.allowed:
+                    self._event("coap.request", "denied", peer, req.topic,
+                                {"action": action, "reason": decision.reason or "denied"})
+                    return Code.FORBIDDEN, (), f"{action} {req.topic} denied".encode()
+        if req.action is PubSubAction.PUBLISH:
+            if self.bridge is None or not self.bridge.publish(req.topic, req.payload):
+                return Code.SERVICE_UNAVAILABLE, (), b"the MQTT broker is not connected"
+            return Code.CHANGED, (), b""
+        if req.action is PubSubAction.SUBSCRIBE:
+            if msg.token not in session.observers and \
+                    len(session.observers) >= MAX_OBSERVATIONS:
+                return Code.SERVICE_UNAVAILABLE, (), b"too many observations"
+            self._observe(peer, session, msg.token, req.topic)
+            return Code.CONTENT, ((Option.OBSERVE, encode_uint(self._seq(session))),), b""
+        if req.action is PubSubAction.UNSUBSCRIBE:
+            self._forget(peer, session, msg.token)
+            return Code.CONTENT, (), b""
+        return Code.NOT_FOUND, (), b"no stored message: observe the topic (Observe: 0)"
+
+    @staticmethod
+    def _seq(session: _Session) -> int:
+        session.observe_seq = (session.observe_seq + 1) & 0xFFFFFF
+        return session.observe_seq
+
+    def _observe(self, peer: Peer, session: _Session, token: bytes, topic: str) -> None:
+        old = session.observers.get(token)
+        if old == topic:
+            return
+        if old is not None:
+            self._forget(peer, session, token)
+        session.observers[token] = topic
+        watchers = self._by_topic.setdefault(topic, {})
+        watchers[(peer.address, token)] = peer
+        if len(watchers) == 1 and self.bridge is not None:
+            self.bridge.subscribe(topic)
+
+    def _forget(self, peer: Peer, session: _Session, token: bytes) -> None:
+        topic = session.observers.pop(token, None)
+        session.notified.pop(token, None)
+        if topic is None:
+            return
+        watchers = self._by_topic.get(topic, {})
+        watchers.pop((peer.address, token), None)
+        if not watchers:
+            self._by_topic.pop(topic, None)
+            if self.bridge is not None:
+                self.bridge.unsubscribe(topic)
+
+    # --- messages from the broker --------------------------------------------------------
+
+    def from_mqtt(self, topic: str, payload: bytes) -> None:
+        """Paho's thread: hand the message to the serving thread."""
+        if self.server is not None:
+            self.server.call_soon(lambda: self.notify(topic, payload))
+
+    def notify(self, topic: str, payload: bytes) -> None:
+        """Send ``payload`` to every observer of ``topic`` still allowed to receive it."""
+        server = self.server
+        for (_, token), peer in list(self._by_topic.get(topic, {}).items()):
+            session = peer.state.get("session")
+            if not isinstance(session, _Session) or server is None:
+                continue
+            reason = self._refusal(peer)
+            decision = None if reason else check(self.rt, session.device_id, "receive", topic,
+                                                  session.serial)
+            mid = self._mid(session)
+            if reason is not None or decision is None or not decision.allowed:
+                why = reason or (decision.reason if decision is not None else None) or "denied"
+                self._event("coap.notify", "denied", peer, topic, {"reason": why})
+                self._forget(peer, session, token)
+                server.send(peer, Message(MessageType.NON, Code.FORBIDDEN, mid, token).encode())
+                if reason is not None:
+                    server.close_peer(peer)
+                continue
+            session.notified[token] = mid
+            server.send(peer, Message(
+                MessageType.NON, Code.CONTENT, mid, token,
+                ((Option.OBSERVE, encode_uint(self._seq(session))),), payload).encode())
+
+
+def _bind(options: GatewayOptions) -> socket.socket:
+    family = socket.AF_INET6 if ":" in options.bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((options.bind, options.port))
+    except OSError as exc:
+        sock.close()
+        raise CoapGatewayError(f"cannot bind UDP {options.bind}:{options.port}: "
+                               f"{exc.strerror or exc}") from None
+    return sock
+
+
+def _reachable(options: GatewayOptions) -> None:
+    """Refuse an unreachable broker before any certificate is issued for the gateway."""
+    try:
+        socket.create_connection((options.mqtt_host, options.mqtt_port), timeout=3).close()
+    except OSError as exc:
+        raise CoapGatewayError(f"the MQTT broker at {options.mqtt_host}:{options.mqtt_port} "
+                               f"is not reachable: {exc.strerror or exc}") from None
+
+
+def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
+                ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+    """Serve CoAP over DTLS until ``stop`` is set. ``ready`` is called with the bound
+    address once the broker accepted the bridge and the socket listens. The address and
+    the broker are checked before the gateway's certificates are issued or renewed."""
+    sock = _bind(options)
+    try:
+        _reachable(options)
+        tls = ensure_server_tls(rt, options.bind)
+        trust = [a.certificate for a in trusted_authorities(rt) if a.role != "cross"]
+        ctx = server_context(tls.chain_file, tls.key_file, tls.key_password.encode("utf-8"),
+                             trust, DtlsServer.new_cookie_secret())
+        files = bridge_files(rt)
+    except BaseException:
+        sock.close()
+        raise
+    gateway = CoapGateway(rt)
+    server = DtlsServer(sock, ctx, gateway, options.limits)
+    gateway.server = server
+    bridge = MqttBridge(files, options.mqtt_host, options.mqtt_port, gateway.from_mqtt)
+    # A server's events go through a buffer flushed by a background thread (as 'serve'
+    # does): no store write on a request's path.
+    direct, rt.events = rt.events, EventSink(rt.engine, buffered=True)
+    try:
+        bridge.start()
+        gateway.bridge = bridge
+        current_policy(rt)
+        bound = sock.getsockname()
+        rt.events.record(Event(rt.now(), "gateway.start", "success", actor="gateway",
+                               detail={"protocol": "coap+dtls", "bind": options.bind,
+                                       "port": int(bound[1])}))
+        if ready is not None:
+            ready((str(bound[0]), int(bound[1])))
+        server.serve(stop)
+    finally:
+        bridge.stop()
+        sock.close()
+        rt.events.close()
+        rt.events = direct

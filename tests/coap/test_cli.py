@@ -1,0 +1,63 @@
+"""``iotsec gateway coap`` as a process: it prints where it listens (``--json``), serves a
+real client, stops cleanly on SIGTERM, and refuses bad input with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.coap.conftest import Fleet
+from tests.coap.support import coap_client
+from tests.coap.test_gateway import _codes
+
+_MAIN = "import sys; from iotsec.cli.main import main; sys.exit(main())"
+
+
+def _env(fleet: Fleet) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
+    env["IOTSEC_HOME"] = str(fleet.rt.settings.resolved_home)
+    if fleet.rt.settings.database_url is not None:
+        env["IOTSEC_DATABASE_URL"] = str(fleet.rt.settings.database_url)
+    return env
+
+
+def test_the_command_serves_until_sigterm(fleet: Fleet, coap_client_bin: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MAIN, "gateway", "coap", "--port", "0", "--mqtt-port",
+         str(fleet.mqtt_port), "--json"], env=_env(fleet), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not lines or lines[-1] != "}\n":
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else ""
+            lines.append(line)
+        listening = json.loads("".join(lines))
+        assert listening["protocol"] == "coap+dtls" and listening["bind"] == "127.0.0.1"
+        alice = fleet.alice
+        answer = coap_client(coap_client_bin,
+                             f"coaps://127.0.0.1:{listening['port']}/ps/devices/alice/x",
+                             method="post", payload="1", cert=alice.cert, key=alice.key,
+                             ca=alice.ca)
+        assert _codes(answer) == ["2.04"], answer
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(10)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_bad_input_is_refused_with_one_line(fleet: Fleet, tmp_path: Path) -> None:
+    for args, says in ((["--bind", "localhost"], "not an IP address"),
+                       (["--port", "70000"], "out of range"),
+                       (["--mqtt-port", "1"], "is not reachable")):
+        done = subprocess.run([sys.executable, "-c", _MAIN, "gateway", "coap", "--port", "0",
+                               *args], env=_env(fleet), capture_output=True, text=True,
+                              timeout=30, check=False)
+        assert done.returncode == 1, done
+        assert done.stderr.startswith("iotsec: error:") and says in done.stderr, done
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

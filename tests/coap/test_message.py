@@ -1,0 +1,141 @@
+"""The CoAP codec (RFC 7252 section 3) and the publish-subscribe mapping: known encodings,
+every format error, and Hypothesis over bounded inputs."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iotsec.coap.message import (
+    MAX_MESSAGE,
+    MAX_OPTIONS,
+    Code,
+    Message,
+    MessageType,
+    Option,
+    code_text,
+    decode_uint,
+    encode_uint,
+    parse_message,
+)
+from iotsec.coap.pubsub import PubSubAction, interpret
+from iotsec.errors import CoapMessageError, CoapRequestError
+
+
+def _request(code: int, path: str, *extra: tuple[int, bytes], payload: bytes = b"") -> Message:
+    options = tuple((int(Option.URI_PATH), p.encode()) for p in path.split("/")) + extra
+    return Message(MessageType.CON, code, 7, b"\x01", options, payload)
+
+
+def test_a_known_message_encodes_as_rfc_7252_appendix_a_shows() -> None:
+    # GET /temperature, CON, MID 0x7d34, no token (RFC 7252 Figure 16 uses this request).
+    msg = Message(MessageType.CON, Code.GET, 0x7D34, b"",
+                  ((int(Option.URI_PATH), b"temperature"),))
+    assert msg.encode() == bytes.fromhex("40017d34") + b"\xbbtemperature"
+    assert parse_message(msg.encode()) == msg
+
+
+def test_extended_option_deltas_and_lengths_round_trip() -> None:
+    msg = Message(MessageType.NON, Code.POST, 1, b"tok",
+                  ((int(Option.URI_PATH), b"x" * 13), (int(Option.URI_PATH), b"y" * 300),
+                   (int(Option.SIZE1), b"\x01"), (2000, b"")), b"body")
+    assert parse_message(msg.encode()) == msg
+
+
+@pytest.mark.parametrize(("data", "what"), [
+    (b"", "shorter than its 4-byte header"),
+    (b"\x80\x01\x00\x01", "version 2"),
+    (b"\x49\x01\x00\x01" + b"t" * 9, "token length 9"),
+    (b"\x42\x01\x00\x01t", "shorter than its token"),
+    (b"\x40\x00\x00\x01\xff", "Empty message"),
+    (b"\x40\x01\x00\x01\xff", "payload marker followed by no payload"),
+    (b"\x40\x01\x00\x01\xf1x", "delta nibble 15"),
+    (b"\x40\x01\x00\x01\x1fx", "length nibble 15"),
+    (b"\x40\x01\x00\x01\xd0", "delta runs past the end"),
+    (b"\x40\x01\x00\x01\x0e\x01", "length runs past the end"),
+    (b"\x40\x01\x00\x01\x05abc", "value runs past the end"),
+    (b"\x40\x21\x00\x01", "code 1.01 is reserved"),
+    (b"\x40\xe0\x00\x01", "code 7.00 is reserved"),
+    (b"\x40\x01\x00\x01" + b"\x00" * (MAX_OPTIONS + 1), f"more than {MAX_OPTIONS}"),
+    (b"\x40\x02\x00\x01\xff" + b"x" * MAX_MESSAGE, "at most 1152"),
+])
+def test_format_errors_are_refused(data: bytes, what: str) -> None:
+    with pytest.raises(CoapMessageError, match=what.replace(".", r"\.")):
+        parse_message(data)
+
+
+def test_uints() -> None:
+    assert encode_uint(0) == b"" and encode_uint(256) == b"\x01\x00"
+    assert decode_uint(b"\x01\x00") == 256
+    with pytest.raises(CoapMessageError):
+        decode_uint(b"\x01" * 5)
+    assert code_text(Code.CHANGED) == "2.04" and code_text(Code.FORBIDDEN) == "4.03"
+
+
+@pytest.mark.parametrize(("msg", "action", "topic"), [
+    (_request(Code.POST, "ps/devices/a/t", payload=b"1"), PubSubAction.PUBLISH,
+     "devices/a/t"),
+    (_request(Code.PUT, "ps/devices/a/t"), PubSubAction.PUBLISH, "devices/a/t"),
+    (_request(Code.GET, "ps/x", (int(Option.OBSERVE), b"")), PubSubAction.SUBSCRIBE, "x"),
+    (_request(Code.GET, "ps/x", (int(Option.OBSERVE), b"\x01")), PubSubAction.UNSUBSCRIBE,
+     "x"),
+    (_request(Code.GET, "ps/x"), PubSubAction.READ, "x"),
+])
+def test_requests_map_to_topic_actions(msg: Message, action: PubSubAction, topic: str) -> None:
+    req = interpret(msg)
+    assert (req.action, req.topic) == (action, topic)
+
+
+@pytest.mark.parametrize(("msg", "code"), [
+    (_request(Code.POST, "other/x"), Code.NOT_FOUND),
+    (_request(Code.POST, "ps"), Code.NOT_FOUND),
+    (_request(Code.POST, "ps/devices/+/t"), Code.BAD_REQUEST),
+    (_request(Code.POST, "ps/devices/#"), Code.BAD_REQUEST),
+    (Message(MessageType.CON, Code.POST, 1, b"", ((int(Option.URI_PATH), b"ps"),
+                                                   (int(Option.URI_PATH), b"a/b"))),
+     Code.BAD_REQUEST),
+    (Message(MessageType.CON, Code.POST, 1, b"", ((int(Option.URI_PATH), b"ps"),
+                                                   (int(Option.URI_PATH), b"\xff"))),
+     Code.BAD_REQUEST),
+    (_request(Code.DELETE, "ps/x"), Code.METHOD_NOT_ALLOWED),
+    (_request(Code.POST, "ps/x", (int(Option.BLOCK1), b"\x08")), Code.BAD_OPTION),
+    (_request(Code.POST, "ps/x", (int(Option.URI_QUERY), b"a=b")), Code.BAD_OPTION),
+    (_request(Code.GET, "ps/x", (int(Option.OBSERVE), b"\x05")), Code.BAD_REQUEST),
+])
+def test_requests_that_are_not_served(msg: Message, code: int) -> None:
+    with pytest.raises(CoapRequestError) as caught:
+        interpret(msg)
+    assert caught.value.coap_code == code
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=MAX_MESSAGE + 64))
+def test_any_bytes_parse_or_raise_the_codec_error(data: bytes) -> None:
+    try:
+        msg = parse_message(data)
+    except CoapMessageError:
+        return
+    assert parse_message(msg.encode()) == msg  # what parses re-encodes to the same message
+    with contextlib.suppress(CoapRequestError):
+        interpret(msg)
+
+
+_options = st.lists(st.tuples(st.integers(0, 2000), st.binary(max_size=300)),
+                    max_size=MAX_OPTIONS).map(lambda o: tuple(sorted(o, key=lambda x: x[0])))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(MessageType), st.sampled_from([c for c in Code if c != Code.EMPTY]),
+       st.integers(0, 0xFFFF), st.binary(max_size=8), _options, st.binary(max_size=200))
+def test_messages_round_trip(mtype: MessageType, code: Code, mid: int, token: bytes,
+                             options: tuple[tuple[int, bytes], ...], payload: bytes) -> None:
+    msg = Message(mtype, code, mid, token, options, payload)
+    data = msg.encode()
+    if len(data) > MAX_MESSAGE:
+        with pytest.raises(CoapMessageError):
+            parse_message(data)
+    else:
+        assert parse_message(data) == msg
