@@ -14,6 +14,8 @@ as iotsec renders it (``2026-01-31T12:00:00+0000: ``, see
 - ``Client connection from IP failed: ERROR.``: a TLS handshake failed (no certificate, an
   unknown CA, an expired or revoked certificate, plaintext on the TLS port...);
 - ``Denied PUBLISH from ID (dN, qN, rN, mN, 'TOPIC', ... (N bytes))`` (debug level);
+- ``Received PUBLISH from ID (dN, qN, rN, mN, 'TOPIC', ... (N bytes))`` (debug level): a
+  message a client published (its topic and size feed detection);
 - ``ID QOS FILTER`` (the ``subscribe`` log type): a subscription, which ``acl_file`` never
   refuses; iotsec checks it against the policy when ingesting;
 - ``Reloading config.``, ``Error...``/``Warning...`` lines, and the start/stop lines.
@@ -38,6 +40,9 @@ _CONNECTED = re.compile(
     r"^New client connected from (.+?):(\d{1,5}) as (.+) \(p(\d+), c(\d), k(\d+)"
     r"(?:, u'(.*)')?\)\.$", re.DOTALL)
 _NEW_CONNECTION = re.compile(r"^New connection from (.+?):(\d{1,5}) on port (-?\d+)\.$")
+_RECEIVED_PUBLISH = re.compile(
+    r"^Received PUBLISH from (.+) \(d(\d), q(\d), r(\d), m(\d+), '(.*)', \.\.\. \((\d+) bytes\)\)$",
+    re.DOTALL)
 _TAKEOVER = re.compile(r"^Client (.+) already connected, closing old connection\.$", re.DOTALL)
 _TLS_FAILED = re.compile(r"^Client connection from (.+?) failed: (.*?)\.?$", re.DOTALL)
 _DENIED_PUBLISH = re.compile(
@@ -62,7 +67,7 @@ _LIFECYCLE = re.compile(r"^mosquitto version (\S+) (starting|running|terminating
 @dataclass(frozen=True, slots=True)
 class LogRecord:
     """One parsed line. ``kind`` is one of: connect, connection, disconnect, takeover,
-    tls-failure, publish-denied, subscribe, acl-denied, reload, error, warning, lifecycle,
+    tls-failure, publish, publish-denied, subscribe, acl-denied, reload, error, warning, lifecycle,
     other, oversize."""
 
     kind: str
@@ -74,6 +79,7 @@ class LogRecord:
     detail: str | None = None
     qos: int | None = None
     protocol: int | None = None
+    size: int | None = None
 
 
 def _timestamp(line: str) -> tuple[datetime | None, str]:
@@ -104,6 +110,12 @@ def parse_line(line: str) -> LogRecord:
     if len(line) > MAX_LINE:
         return LogRecord("oversize")
     at, text = _timestamp(line.rstrip("\r\n"))
+    if text.startswith("Received PUBLISH from "):
+        # The most frequent line at debug level: matched first.
+        m = _RECEIVED_PUBLISH.match(text)
+        if m:
+            return LogRecord("publish", at, client_id=m.group(1), topic=m.group(6),
+                             qos=int(m.group(3)), size=int(m.group(7)))
     m = _CONNECTED.match(text)
     if m:
         return LogRecord("connect", at, client_id=m.group(3), username=m.group(7),
@@ -116,7 +128,7 @@ def parse_line(line: str) -> LogRecord:
     m = _DENIED_PUBLISH.match(text)
     if m:
         return LogRecord("publish-denied", at, client_id=m.group(1), topic=m.group(6),
-                         qos=int(m.group(3)),
+                         qos=int(m.group(3)), size=int(m.group(7)),
                          detail=f"retain={m.group(4)} bytes={m.group(7)}")
     m = _TAKEOVER.match(text)
     if m:

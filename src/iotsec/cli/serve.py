@@ -333,7 +333,15 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
 
         threading.Thread(target=checkpoint_loop, args=(rt, stop), name="iotsec-checkpoints",
                          daemon=True).start()
-    if rt.settings.alert_tick_seconds > 0:
+    if rt.settings.detect_tick_seconds > 0:
+        # Detection (the broker log and the EMQX hook events) and the scheduled alert
+        # checks and deliveries, run by the one serving process that holds the detector
+        # lease in the store; the others stand by and take over when it stops.
+        from iotsec.app.detect.loop import detector_loop
+
+        threading.Thread(target=detector_loop, args=(rt, stop), name="iotsec-detector",
+                         daemon=True).start()
+    elif rt.settings.alert_tick_seconds > 0:
         # Scheduled alert checks (expiring certificates and CAs, stale CRLs, paused
         # campaigns) and the alert deliveries, with their retries.
         from iotsec.app.monitor.checks import alert_loop
