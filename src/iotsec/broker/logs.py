@@ -25,11 +25,12 @@ Anything else is ``other``. A line longer than :data:`MAX_LINE` is not parsed.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["MAX_LINE", "LogRecord", "parse_line"]
+__all__ = ["MAX_LINE", "LogRecord", "parse_line", "parse_publish"]
 
 #: Longest line parsed: a Denied PUBLISH line holds a topic of up to 65,535 bytes.
 MAX_LINE = 70_000
@@ -82,18 +83,49 @@ class LogRecord:
     size: int | None = None
 
 
+@functools.lru_cache(maxsize=1024)
+def _iso_moment(stamp: str) -> datetime | None:
+    """A log's timestamp; cached: a busy broker writes thousands of lines per second."""
+    try:
+        if stamp.endswith("Z"):
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        if len(stamp) > 19:
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+_PUBLISH_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d{4}|Z)?|\d{1,12}): Received PUBLISH from (.+) "
+    r"\(d\d, q(\d), r\d, m\d+, '(.*)', \.\.\. \((\d+) bytes\)\)$", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=1024)
+def _seconds(stamp: str) -> float | None:
+    if stamp.isdigit():
+        return float(stamp)
+    moment = _iso_moment(stamp)
+    return moment.timestamp() if moment is not None else None
+
+
+def parse_publish(line: str) -> tuple[float | None, str, str, int] | None:
+    """The most frequent line of a debug-level log, ``Received PUBLISH``, parsed on its
+    own (Unix seconds, client id, topic, payload bytes), or None for any other line:
+    :func:`parse_line` reads it the same way, more slowly."""
+    if "Received PUBLISH from " not in line[:64] or len(line) > MAX_LINE:
+        return None
+    m = _PUBLISH_LINE.match(line)
+    if m is None:
+        return None
+    return _seconds(m.group(1)), m.group(2), m.group(4), int(m.group(5))
+
+
 def _timestamp(line: str) -> tuple[datetime | None, str]:
     m = _ISO.match(line)
     if m:
-        stamp = m.group(1)
-        try:
-            if stamp.endswith("Z"):
-                moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            elif len(stamp) > 19:
-                moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
-            else:
-                moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-        except ValueError:
+        moment = _iso_moment(m.group(1))
+        if moment is None:
             return None, line
         return moment, m.group(2)
     m = _EPOCH.match(line)
@@ -116,6 +148,9 @@ def parse_line(line: str) -> LogRecord:
         if m:
             return LogRecord("publish", at, client_id=m.group(1), topic=m.group(6),
                              qos=int(m.group(3)), size=int(m.group(7)))
+    if text.startswith(("Sending ", "Received ", "No will message")):
+        # The rest of the debug-level packet trace: nothing to recognise in it.
+        return LogRecord("other", at, detail=text[:200])
     m = _CONNECTED.match(text)
     if m:
         return LogRecord("connect", at, client_id=m.group(3), username=m.group(7),

@@ -15,9 +15,10 @@ device profiles (the least recently used are dropped), and each profile keeps at
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,9 @@ class Detection:
     refs: tuple[int, ...]
 
 
+_Handler = Callable[["Rule", "Observation", str, "Profile | None"], "Detection | None"]
+
+
 @dataclass(slots=True)
 class _Window:
     start: float
@@ -138,6 +142,7 @@ def _address(source: str | None) -> str | None:
     return text
 
 
+@functools.lru_cache(maxsize=8192)
 def network_of(source: str | None) -> str | None:
     """The network a client connects from: its IPv4 /24 or IPv6 /64 (a hostname as is)."""
     address = _address(source)
@@ -169,11 +174,13 @@ class Detector:
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        self.by_kind: dict[str, list[Rule]] = {}
+        # Per observation kind, the rules it feeds with the handler of each (resolved once:
+        # this is the per-line path).
+        self.by_kind: dict[str, list[tuple[Rule, _Handler]]] = {}
         for rule in rules.enabled():
             for obs_kind, kinds in _FEEDS.items():
                 if rule.kind in kinds:
-                    self.by_kind.setdefault(obs_kind, []).append(rule)
+                    self.by_kind.setdefault(obs_kind, []).append((rule, self._handler(rule)))
         self.silence = [r for r in rules.enabled() if r.kind is Kind.SILENT]
         self.windows: dict[str, OrderedDict[str, _Window]] = {
             r.name: OrderedDict() for r in rules.enabled()}
@@ -217,8 +224,16 @@ class Detector:
     def observe(self, obs: Observation) -> list[Detection]:
         out: list[Detection] = []
         profile = self._profile(obs) if obs.device and obs.kind in _ACTIVITY else None
-        for rule in self.by_kind.get(obs.kind, ()):
-            found = self._apply(rule, obs, profile)
+        for rule, handler in self.by_kind.get(obs.kind, ()):
+            if rule.per is Per.DEVICE:
+                subject = obs.device
+            elif rule.per is Per.FLEET:
+                subject = "fleet"
+            else:
+                subject = _address(obs.source)
+            if subject is None:
+                continue
+            found = handler(rule, obs, subject, profile)
             if found is not None:
                 out.append(found)
         if obs.kind == "connect" and obs.device and obs.client_id:
@@ -251,28 +266,21 @@ class Detector:
         profile.silent = False
         self.dirty.add(("", obs.device or ""))
 
-    def _subject(self, rule: Rule, obs: Observation) -> str | None:
-        if rule.per is Per.FLEET:
-            return "fleet"
-        if rule.per is Per.SOURCE:
-            return _address(obs.source)
-        return obs.device
-
-    def _apply(self, rule: Rule, obs: Observation, profile: Profile | None
-               ) -> Detection | None:
+    def _handler(self, rule: Rule) -> _Handler:
         kind = rule.kind
-        if kind is Kind.DISCONNECT_STORM and not obs.abnormal:
-            return None
-        subject = self._subject(rule, obs)
-        if subject is None:
-            return None
         if kind is Kind.MESSAGE_SIZE:
-            return self._size(rule, obs, subject)
+            return self._size
         if kind in (Kind.NEW_NETWORK, Kind.UNUSUAL_TOPIC):
-            return self._novelty(rule, obs, subject, profile)
+            return self._novelty
         if kind is Kind.CERT_TWO_PLACES:
-            return self._two_places(rule, obs, subject)
-        return self._count(rule, obs, subject)
+            return self._two_places
+        if kind is Kind.DISCONNECT_STORM:
+            return self._abnormal
+        return self._count
+
+    def _abnormal(self, rule: Rule, obs: Observation, subject: str,
+                  profile: Profile | None) -> Detection | None:
+        return self._count(rule, obs, subject, profile) if obs.abnormal else None
 
     def _window(self, rule: Rule, subject: str, at: float) -> _Window:
         windows = self.windows[rule.name]
@@ -301,10 +309,13 @@ class Detector:
         return window
 
     def _limit(self, rule: Rule, subject: str) -> float:
+        if rule.baseline is None:
+            return rule.threshold if rule.threshold is not None else 0.0
         b = self.baselines.get((rule.name, subject))
         return rule.limit(b.mean, b.var, b.n) if b is not None else rule.limit(0.0, 0.0, 0)
 
-    def _count(self, rule: Rule, obs: Observation, subject: str) -> Detection | None:
+    def _count(self, rule: Rule, obs: Observation, subject: str, profile: Profile | None
+               ) -> Detection | None:
         window = self._window(rule, subject, obs.at)
         window.count += obs.count
         if obs.ref is not None and len(window.refs) < _REFS:
@@ -328,7 +339,8 @@ class Detector:
                           "window_start": window.start, "sources": sorted(window.sources)},
                          tuple(window.refs))
 
-    def _size(self, rule: Rule, obs: Observation, subject: str) -> Detection | None:
+    def _size(self, rule: Rule, obs: Observation, subject: str, profile: Profile | None
+              ) -> Detection | None:
         limit = self._limit(rule, subject)
         fired = obs.size > limit
         if rule.baseline is not None and not fired:
@@ -367,7 +379,8 @@ class Detector:
                          {"value": value, "known": known[:20], "source": obs.source},
                          (obs.ref,) if obs.ref is not None else ())
 
-    def _two_places(self, rule: Rule, obs: Observation, subject: str) -> Detection | None:
+    def _two_places(self, rule: Rule, obs: Observation, subject: str,
+                    profile: Profile | None) -> Detection | None:
         here = _address(obs.source)
         if obs.kind == "collision":
             there = _address(obs.previous_source)
