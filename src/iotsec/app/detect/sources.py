@@ -147,12 +147,12 @@ def observations_of(tail: LogTail, translator: LogTranslator, lines: list[bytes]
         published = parse_publish(text)
         if published is not None:
             # Nine lines in ten at debug level: straight to an observation.
-            seconds, cid, topic, size = published
-            device = users.get(cid, cid)
-            if cid in INTERNAL_CLIENTS or device in INTERNAL_CLIENTS:
+            seconds, client, topic, size = published
+            user = users.get(client, client)
+            if client in INTERNAL_CLIENTS or user in INTERNAL_CLIENTS:
                 continue
             out.append(Pending(Observation(seconds if seconds is not None else now,
-                                           "publish", device=device, client_id=cid,
+                                           "publish", device=user, client_id=client,
                                            topic=topic, size=size)))
             continue
         record = parse_line(text)
