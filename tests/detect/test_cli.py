@@ -72,3 +72,33 @@ def test_run_once_and_status(cli: Cli, tmp_path: Path) -> None:
 def test_run_refuses_when_turned_off(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IOTSEC_DETECT_TICK_SECONDS", "0")
     assert "turned off" in cli.refused("detect", "run", "--once")
+
+
+def test_compliance_judges_5_10_1_met_once_detection_runs(cli: Cli, tmp_path: Path) -> None:
+    def provision() -> dict:
+        report = cli("compliance", "report", "--framework", "etsi-en-303-645", "--json", "-")
+        found = [p for p in _walk(report.json()) if p.get("id") == "5.10-1"]
+        return found[0]
+
+    before = provision()
+    assert before["automatic_status"] != "pass"
+    log = tmp_path / "mosquitto.log"
+    log.write_text(TLS_FAIL)
+    cli.ok("detect", "run", "--once", "--log", str(log))
+    after = provision()
+    assert after["status"] == "pass" and after["automatic_status"] == "pass"
+    assert after["evidence"][0]["ref"] == "monitor.detection"
+    assert not after["needs_justification"]
+
+
+def _walk(node: object) -> list[dict]:
+    found: list[dict] = []
+    if isinstance(node, dict):
+        if "id" in node and "automatic_status" in node:
+            found.append(node)
+        for value in node.values():
+            found += _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _walk(value)
+    return found

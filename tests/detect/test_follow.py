@@ -226,3 +226,13 @@ def test_compliance_5_10_1_from_the_detector_record(rt: Runtime, clock: FakeCloc
     apply_rules(rt, b"rules:\n  - {name: x, kind: unusual-topic, enabled: false}\n")
     assert gather_facts(rt)["monitor.detection"].ok is False
     leader.stop()
+
+
+def test_only_the_lease_holder_runs_the_scheduled_checks(rt: Runtime) -> None:
+    holder = Leader(rt, holder="a", log_file=None, checks=True)
+    other = Leader(rt, holder="b", log_file=None, checks=True)
+    assert holder.once() is False and holder.holding
+    assert holder.last_checks > 0  # the holder ran them
+    other.once()
+    assert not other.holding and other.last_checks == 0  # the other did not
+    holder.stop()

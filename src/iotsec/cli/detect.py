@@ -27,13 +27,16 @@ app = typer.Typer(help="Continuous detection: rules as code, status, the detecto
 rules_app = typer.Typer(help="Detection rules as policy-as-code (YAML).",
                         no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+#: The kinds that count within a window (the others fire on one event or on silence).
+_WINDOWED = frozenset({"authn-failures", "authz-denials", "message-rate", "disconnect-storm",
+                       "client-id-conflict"})
 FileArg = Annotated[str, typer.Argument(metavar="FILE", help="YAML rule file ('-' = stdin).")]
 
 
 def _rules_table(out: DetectRulesOut) -> None:
     table(plural(len(out.rules), "rule"),
           ["name", "kind", "per", "window", "threshold", "severity", "action", "enabled"],
-          [(r.name, r.kind, r.per, r.window,
+          [(r.name, r.kind, r.per, r.window if r.kind in _WINDOWED else "-",
             r.threshold if r.threshold is not None else
             (f"baseline x{r.baseline['deviations']:g} floor {r.baseline['floor']:g}"
              if r.baseline else "-"),

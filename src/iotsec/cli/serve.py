@@ -320,6 +320,7 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
     # With several workers, each process builds its own applications and runtime from the
     # same environment (ServePlan); this process only supervises them.
     stop = threading.Event()
+    detector: threading.Thread | None = None
     if rt.settings.campaign_tick_seconds > 0:
         # Update campaigns advance and time out devices without an outside scheduler.
         from iotsec.app.ota.tick import tick_loop
@@ -339,8 +340,9 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
         # lease in the store; the others stand by and take over when it stops.
         from iotsec.app.detect.loop import detector_loop
 
-        threading.Thread(target=detector_loop, args=(rt, stop), name="iotsec-detector",
-                         daemon=True).start()
+        detector = threading.Thread(target=detector_loop, args=(rt, stop),
+                                    name="iotsec-detector", daemon=True)
+        detector.start()
     elif rt.settings.alert_tick_seconds > 0:
         # Scheduled alert checks (expiring certificates and CAs, stale CRLs, paused
         # campaigns) and the alert deliveries, with their retries.
@@ -363,3 +365,6 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
             supervise(plan, where.sockets, workers)
     finally:
         stop.set()
+        if detector is not None:
+            # Long enough to release the detector lease, so another server takes it at once.
+            detector.join(timeout=2)

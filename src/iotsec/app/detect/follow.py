@@ -135,7 +135,10 @@ class Follower:
         with reading(rt.engine) as conn:
             emqx = self.events.read(conn)
         detections: list[Detection] = []
-        if now - self.last_tick >= _TICK_SECONDS:
+        caught_up = self.log is None or self.log.lag == 0
+        # Silence is judged once the backlog is read: lines still unread may be the very
+        # messages that show a device alive.
+        if caught_up and now - self.last_tick >= _TICK_SECONDS:
             self.last_tick = now
             detections += self.detector.tick(now)
         persist = time.monotonic() - self.last_persist >= PERSIST_SECONDS \
