@@ -171,6 +171,16 @@ class Settings(EnvSettings):
         default=60.0, ge=0, le=86_400,
         description="how often 'iotsec serve' runs the scheduled alert checks and retries "
         "alert deliveries; 0 turns both off")
+    detect_tick_seconds: float = Field(
+        default=0.2, ge=0, le=60,
+        description="how often the detector in 'iotsec serve' reads the broker log "
+        "(IOTSEC_BROKER_DIR/run/mosquitto.log) and the EMQX hook events when idle; 0 turns "
+        "detection, and the lease that elects one server to run it, off")
+    detect_lease_seconds: float = Field(
+        default=6.0, ge=2, le=300,
+        description="how long the detector lease lasts without renewal: another 'iotsec "
+        "serve' takes detection and the scheduled checks over this long after the holder "
+        "stops")
     event_checkpoint_seconds: float = Field(
         default=60.0, ge=0, le=86_400,
         description="how often 'iotsec serve' signs a checkpoint of the event chain with the "

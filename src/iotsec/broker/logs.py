@@ -14,6 +14,8 @@ as iotsec renders it (``2026-01-31T12:00:00+0000: ``, see
 - ``Client connection from IP failed: ERROR.``: a TLS handshake failed (no certificate, an
   unknown CA, an expired or revoked certificate, plaintext on the TLS port...);
 - ``Denied PUBLISH from ID (dN, qN, rN, mN, 'TOPIC', ... (N bytes))`` (debug level);
+- ``Received PUBLISH from ID (dN, qN, rN, mN, 'TOPIC', ... (N bytes))`` (debug level): a
+  message a client published (its topic and size feed detection);
 - ``ID QOS FILTER`` (the ``subscribe`` log type): a subscription, which ``acl_file`` never
   refuses; iotsec checks it against the policy when ingesting;
 - ``Reloading config.``, ``Error...``/``Warning...`` lines, and the start/stop lines.
@@ -23,11 +25,12 @@ Anything else is ``other``. A line longer than :data:`MAX_LINE` is not parsed.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["MAX_LINE", "LogRecord", "parse_line"]
+__all__ = ["MAX_LINE", "LogRecord", "parse_line", "parse_publish"]
 
 #: Longest line parsed: a Denied PUBLISH line holds a topic of up to 65,535 bytes.
 MAX_LINE = 70_000
@@ -38,6 +41,9 @@ _CONNECTED = re.compile(
     r"^New client connected from (.+?):(\d{1,5}) as (.+) \(p(\d+), c(\d), k(\d+)"
     r"(?:, u'(.*)')?\)\.$", re.DOTALL)
 _NEW_CONNECTION = re.compile(r"^New connection from (.+?):(\d{1,5}) on port (-?\d+)\.$")
+_RECEIVED_PUBLISH = re.compile(
+    r"^Received PUBLISH from (.+) \(d(\d), q(\d), r(\d), m(\d+), '(.*)', \.\.\. \((\d+) bytes\)\)$",
+    re.DOTALL)
 _TAKEOVER = re.compile(r"^Client (.+) already connected, closing old connection\.$", re.DOTALL)
 _TLS_FAILED = re.compile(r"^Client connection from (.+?) failed: (.*?)\.?$", re.DOTALL)
 _DENIED_PUBLISH = re.compile(
@@ -62,7 +68,7 @@ _LIFECYCLE = re.compile(r"^mosquitto version (\S+) (starting|running|terminating
 @dataclass(frozen=True, slots=True)
 class LogRecord:
     """One parsed line. ``kind`` is one of: connect, connection, disconnect, takeover,
-    tls-failure, publish-denied, subscribe, acl-denied, reload, error, warning, lifecycle,
+    tls-failure, publish, publish-denied, subscribe, acl-denied, reload, error, warning, lifecycle,
     other, oversize."""
 
     kind: str
@@ -74,20 +80,52 @@ class LogRecord:
     detail: str | None = None
     qos: int | None = None
     protocol: int | None = None
+    size: int | None = None
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso_moment(stamp: str) -> datetime | None:
+    """A log's timestamp; cached: a busy broker writes thousands of lines per second."""
+    try:
+        if stamp.endswith("Z"):
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        if len(stamp) > 19:
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+_PUBLISH_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d{4}|Z)?|\d{1,12}): Received PUBLISH from (.+) "
+    r"\(d\d, q(\d), r\d, m\d+, '(.*)', \.\.\. \((\d+) bytes\)\)$", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=1024)
+def _seconds(stamp: str) -> float | None:
+    if stamp.isdigit():
+        return float(stamp)
+    moment = _iso_moment(stamp)
+    return moment.timestamp() if moment is not None else None
+
+
+def parse_publish(line: str) -> tuple[float | None, str, str, int] | None:
+    """The most frequent line of a debug-level log, ``Received PUBLISH``, parsed on its
+    own (Unix seconds, client id, topic, payload bytes), or None for any other line:
+    :func:`parse_line` reads it the same way, more slowly."""
+    if "Received PUBLISH from " not in line[:64] or len(line) > MAX_LINE:
+        return None
+    m = _PUBLISH_LINE.match(line)
+    if m is None:
+        return None
+    return _seconds(m.group(1)), m.group(2), m.group(4), int(m.group(5))
 
 
 def _timestamp(line: str) -> tuple[datetime | None, str]:
     m = _ISO.match(line)
     if m:
-        stamp = m.group(1)
-        try:
-            if stamp.endswith("Z"):
-                moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            elif len(stamp) > 19:
-                moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
-            else:
-                moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-        except ValueError:
+        moment = _iso_moment(m.group(1))
+        if moment is None:
             return None, line
         return moment, m.group(2)
     m = _EPOCH.match(line)
@@ -104,6 +142,15 @@ def parse_line(line: str) -> LogRecord:
     if len(line) > MAX_LINE:
         return LogRecord("oversize")
     at, text = _timestamp(line.rstrip("\r\n"))
+    if text.startswith("Received PUBLISH from "):
+        # The most frequent line at debug level: matched first.
+        m = _RECEIVED_PUBLISH.match(text)
+        if m:
+            return LogRecord("publish", at, client_id=m.group(1), topic=m.group(6),
+                             qos=int(m.group(3)), size=int(m.group(7)))
+    if text.startswith(("Sending ", "Received ", "No will message")):
+        # The rest of the debug-level packet trace: nothing to recognise in it.
+        return LogRecord("other", at, detail=text[:200])
     m = _CONNECTED.match(text)
     if m:
         return LogRecord("connect", at, client_id=m.group(3), username=m.group(7),
@@ -116,7 +163,7 @@ def parse_line(line: str) -> LogRecord:
     m = _DENIED_PUBLISH.match(text)
     if m:
         return LogRecord("publish-denied", at, client_id=m.group(1), topic=m.group(6),
-                         qos=int(m.group(3)),
+                         qos=int(m.group(3)), size=int(m.group(7)),
                          detail=f"retain={m.group(4)} bytes={m.group(7)}")
     m = _TAKEOVER.match(text)
     if m:

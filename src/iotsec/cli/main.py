@@ -39,6 +39,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("token", "iotsec.cli.tokens:token_app"),
     ("events", "iotsec.cli.events:app"),
     ("alerts", "iotsec.cli.alerts:app"),
+    ("detect", "iotsec.cli.detect:app"),
     ("incident", "iotsec.cli.incident:app"),
     ("device-token", "iotsec.cli.device_tokens:app"),
     ("firmware", "iotsec.cli.firmware:app"),

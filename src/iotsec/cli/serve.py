@@ -320,6 +320,7 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
     # With several workers, each process builds its own applications and runtime from the
     # same environment (ServePlan); this process only supervises them.
     stop = threading.Event()
+    detector: threading.Thread | None = None
     if rt.settings.campaign_tick_seconds > 0:
         # Update campaigns advance and time out devices without an outside scheduler.
         from iotsec.app.ota.tick import tick_loop
@@ -333,7 +334,16 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
 
         threading.Thread(target=checkpoint_loop, args=(rt, stop), name="iotsec-checkpoints",
                          daemon=True).start()
-    if rt.settings.alert_tick_seconds > 0:
+    if rt.settings.detect_tick_seconds > 0:
+        # Detection (the broker log and the EMQX hook events) and the scheduled alert
+        # checks and deliveries, run by the one serving process that holds the detector
+        # lease in the store; the others stand by and take over when it stops.
+        from iotsec.app.detect.loop import detector_loop
+
+        detector = threading.Thread(target=detector_loop, args=(rt, stop),
+                                    name="iotsec-detector", daemon=True)
+        detector.start()
+    elif rt.settings.alert_tick_seconds > 0:
         # Scheduled alert checks (expiring certificates and CAs, stale CRLs, paused
         # campaigns) and the alert deliveries, with their retries.
         from iotsec.app.monitor.checks import alert_loop
@@ -355,3 +365,6 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
             supervise(plan, where.sockets, workers)
     finally:
         stop.set()
+        if detector is not None:
+            # Long enough to release the detector lease, so another server takes it at once.
+            detector.join(timeout=2)

@@ -64,7 +64,7 @@ FACT_NAMES: frozenset[str] = frozenset({
     "identity.private-ca", "identity.device-credentials", "auth.no-default-passwords",
     "auth.brute-force-limit", "api.tls", "keys.custody", "data.at-rest",
     "firmware.ota-repository", "firmware.metadata-fresh", "firmware.anti-rollback",
-    "firmware.signed-releases",
+    "firmware.signed-releases", "monitor.detection",
 })
 
 _NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$")

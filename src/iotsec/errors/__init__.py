@@ -14,6 +14,7 @@ from iotsec.errors.base import *  # noqa: F403
 from iotsec.errors.broker import *  # noqa: F403
 from iotsec.errors.ca import *  # noqa: F403
 from iotsec.errors.coap import *  # noqa: F403
+from iotsec.errors.detect import *  # noqa: F403
 from iotsec.errors.enrol import *  # noqa: F403
 from iotsec.errors.est import *  # noqa: F403
 from iotsec.errors.firmware import *  # noqa: F403

@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,7 +23,8 @@ from sqlalchemy import (
 __all__ = [
     "alert_deliveries", "alerts", "api_tokens", "authorities", "ca_requests", "cert_profiles",
     "certificates", "claim_cas", "claim_uses", "compliance_attestations", "crls",
-    "delta_crls", "device_groups", "device_keys", "device_profiles", "device_roles",
+    "delta_crls", "detect_cursors", "detect_lease", "detect_rules", "detect_state",
+    "device_groups", "device_keys", "device_profiles", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
     "events", "group_profiles", "group_roles", "groups", "metadata", "ota_campaign_devices",
     "ota_campaigns", "ota_device_firmware", "ota_releases", "partition_crls",
@@ -585,4 +587,53 @@ alert_deliveries = Table(
     Column("last_error", String(512), nullable=True),
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "state", "next_attempt_at"),
+)
+
+
+# Detection rule documents as applied; the newest is in force (none: the built-in set).
+detect_rules = Table(
+    "detect_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("document", Text, nullable=False),
+    Column("digest", String(64), nullable=False),  # SHA-256 of the document
+    Column("applied_at", BigInteger, nullable=False),
+    Column("applied_by", String(160), nullable=True),
+)
+
+# The lease that makes one serving process the detector and scheduler ("detector").
+detect_lease = Table(
+    "detect_lease",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(160), nullable=False),
+    Column("token", BigInteger, nullable=False),  # grows with every change of holder
+    Column("acquired_at", BigInteger, nullable=False),
+    Column("renewed_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+# How far each followed source was read: a log file's byte offset (with its inode), the
+# last event id taken from the event table.
+detect_cursors = Table(
+    "detect_cursors",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("inode", BigInteger, nullable=True),
+    Column("lines", BigInteger, nullable=False),
+    Column("lag", BigInteger, nullable=False),  # bytes (or events) not read yet
+    Column("rate", Float, nullable=False),  # lines per second, recently
+    Column("last_line_at", BigInteger, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# What the detector learnt: a baseline per rule and subject, a profile per device (rule "").
+detect_state = Table(
+    "detect_state",
+    metadata,
+    Column("rule", String(64), primary_key=True),
+    Column("subject", String(256), primary_key=True),
+    Column("data", Text, nullable=False),  # JSON
+    Column("updated_at", BigInteger, nullable=False),
 )

@@ -50,12 +50,14 @@ from iotsec.filesystem import PRIVATE_FILE_MODE, atomic_write
 from iotsec.identity.registry import DeviceState
 from iotsec.store.db import transaction
 
-__all__ = ["BATCH", "MAX_INGEST_BYTES", "IngestResult", "ingest_log"]
+__all__ = ["BATCH", "INTERNAL_CLIENTS", "MAX_INGEST_BYTES", "IngestResult", "LogTranslator",
+           "ingest_log"]
 
 #: Read at most this much log per ingest; the rest waits for the next one.
 MAX_INGEST_BYTES = 64 * 1024 * 1024
 BATCH = 1000
-_INTERNAL = {*INTERNAL_USERS, CANARY_USER}
+#: The client ids and user names of iotsec's own connections (never security events).
+INTERNAL_CLIENTS = frozenset({*INTERNAL_USERS, CANARY_USER})
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,9 @@ def _lines(path: Path, state: dict[str, Any], limit: int) -> Iterator[tuple[str,
             yield raw[:-1].decode("utf-8", "replace"), offset
 
 
-class _Translator:
-    """Turns records into events; remembers sources and pending takeovers."""
+class LogTranslator:
+    """Turns records into events; remembers sources and pending takeovers (used by
+    :func:`ingest_log` and by the detector, which follows the log continuously)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -137,11 +140,11 @@ class _Translator:
         if r.kind == "error" and r.detail and r.detail.startswith("OpenSSL Error"):
             self.tls_error = self.tls_error or r.detail.split(": ", 1)[-1]
             return None
-        if cid in _INTERNAL or r.username in _INTERNAL:
+        if cid in INTERNAL_CLIENTS or r.username in INTERNAL_CLIENTS:
             if r.kind == "connect" and r.username and r.username in INTERNAL_USERS and cid:
                 self.held.add(cid)
                 taken = self.pending_takeover.pop(cid, None)
-                if taken is not None and cid not in _INTERNAL:
+                if taken is not None and cid not in INTERNAL_CLIENTS:
                     return Event(taken.at or at, "broker.takeover", "success", actor=cid,
                                  source=self.sources.get(cid), detail={"by": "iotsec"})
             return None
@@ -235,7 +238,7 @@ def ingest_log(rt: Runtime, log_file: Path, *, state_file: Path | None = None,
     """Parse new lines of ``log_file`` into security events (see the module docstring).
     Without ``state_file`` the whole file is read."""
     state = _load_state(state_file)
-    translator = _Translator(rt)
+    translator = LogTranslator(rt)
     counts: Counter[str] = Counter()
     batch: list[dict[str, Any]] = []
     lines = 0

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
+from iotsec.app.detect.status import detect_status
 from iotsec.app.ota import repo as ota_repo
 from iotsec.app.runtime import Runtime
 from iotsec.compliance.evidence import Fact
@@ -22,13 +23,15 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
-__all__ = ["BRUTE_FORCE_LIMIT", "gather_facts"]
+__all__ = ["BRUTE_FORCE_LIMIT", "DETECTION_STALE_SECONDS", "gather_facts"]
 
 #: Failed API authentications per source and minute above which brute force is considered
 #: practicable (iotsec's throttle refuses the source for a minute after the limit).
 BRUTE_FORCE_LIMIT = 100
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_REFS = 50
+#: A detector whose lease was renewed longer ago than this has stopped examining telemetry.
+DETECTION_STALE_SECONDS = 15 * 60
 
 
 def _private_ca(conn: Connection, now: int) -> Fact:
@@ -200,6 +203,33 @@ def _metadata_fresh(rt: Runtime, now: datetime) -> Fact:
                 "metadata are all present and unexpired")
 
 
+def _detection(rt: Runtime, now: int) -> Fact:
+    """Telemetry is examined: the detector held its lease recently, with rules in force."""
+    status = detect_status(rt)
+    rules = status.rules
+    enabled = len(rules.rules.enabled())
+    which = f"rules version {rules.version}" if rules.version is not None else \
+        "the built-in rules"
+    refs = (f"detect-rules:{rules.digest[:16]}",)
+    if status.lease is None:
+        return Fact("monitor.detection", None, "detection has not run yet: 'iotsec serve' "
+                    "runs it", refs=refs)
+    if enabled == 0:
+        return Fact("monitor.detection", False, f"{which} enable no rule: telemetry is read "
+                    "but nothing is looked for", Severity.HIGH, refs)
+    renewed = ts(status.lease.renewed_at)
+    if now - renewed > DETECTION_STALE_SECONDS:
+        return Fact("monitor.detection", False, "the detector last ran at "
+                    f"{status.lease.renewed_at.isoformat()}: no 'iotsec serve' runs it now",
+                    Severity.MEDIUM, (*refs, f"detector:{status.lease.holder}"))
+    read = ", ".join(f"{x.lines} from {x.source}" for x in status.sources) or "nothing yet"
+    return Fact("monitor.detection", True,
+                f"the broker log and the EMQX hook decisions are examined continuously by "
+                f"the detector ({status.lease.holder}, last renewed "
+                f"{status.lease.renewed_at.isoformat()}) with {enabled} rules of {which}; "
+                f"read so far: {read}", refs=(*refs, f"detector:{status.lease.holder}"))
+
+
 def gather_facts(rt: Runtime) -> dict[str, Fact]:
     """Every fact, established now from the store, the settings and the home."""
     now = rt.now()
@@ -208,4 +238,5 @@ def gather_facts(rt: Runtime) -> dict[str, Fact]:
         facts = [_private_ca(conn, moment), _device_credentials(conn, moment),
                  _no_default_passwords(conn), _brute_force(rt), _api_tls(conn, moment),
                  _custody(rt), _at_rest(conn), *_firmware(rt, conn, now)]
+    facts.append(_detection(rt, moment))
     return {f.name: f for f in facts}
