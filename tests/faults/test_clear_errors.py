@@ -181,7 +181,8 @@ def test_a_file_where_a_directory_is_needed(home: Path, run: Run, tmp_path: Path
 
 def test_ingest_log_takes_the_log_file_itself(home: Path, run: Run, tmp_path: Path) -> None:
     broker = tmp_path / "broker"
-    assert run("broker", "mosquitto", "render", "--no-dry-run", "-o", str(broker))[0] == 0
+    code, _, err = run("broker", "mosquitto", "render", "--no-dry-run", "-o", str(broker))
+    assert code == 0, err
     log = broker / "run" / "mosquitto.log"
     log.write_text("1733445600: New client connected from 127.0.0.1:50000 as dev-1 "
                    "(p2, c1, k60, u'dev-1').\n")
