@@ -89,6 +89,9 @@ def test_quarantine_and_release_from_the_cli(cli: Cli) -> None:
     assert done["incident"] in table and "exfiltration" in table
     kinds = [e["kind"] for e in cli.json("incident", "timeline", "cam-5")]
     assert "device.state" in kinds and "alert.incident.quarantine" in kinds
+    recent = cli.json("incident", "timeline", "cam-5", "--since", "1h")
+    assert [e["kind"] for e in recent] == kinds
+    assert cli.json("incident", "timeline", "cam-5", "--since", "2999-01-01") == []
     assert "no devices selected" in cli.refused("incident", "quarantine")
     assert "not held in quarantine" in cli.refused("incident", "release", "cam-6")
     released = cli.json("incident", "release", "cam-5")
