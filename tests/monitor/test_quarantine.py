@@ -61,6 +61,10 @@ def test_quarantine_gives_only_the_remediation_topic_and_release_restores(rt):
     state = list_events(rt.engine, kind="device.state")[0]
     assert state.subject == "cam-1" and state.detail["to"] == "quarantined"
 
+    # 'device enable' cannot bypass the incident.
+    with pytest.raises(DeviceStateError, match="cannot become active") as refused:
+        change_state(rt, "cam-1", DeviceState.ACTIVE)
+    assert "incident release" in (refused.value.hint or "")
     released = release_devices(rt, ["cam-1"], actor="bob", reason="reimaged")
     assert released.released == (("cam-1", "active"),)
     assert released.closed_incidents == (result.incident,)
@@ -134,6 +138,16 @@ def test_large_selections_need_the_exact_count(rt):
     assert release_devices(rt, ["d-0"], actor="bob").closed_incidents == ()
     assert release_devices(rt, incident=done.incident, actor="bob").closed_incidents == (
         done.incident,)
+
+
+def test_a_quarantined_device_disabled_meanwhile_stays_disabled_on_release(rt):
+    _add(rt, "cam-3")
+    done = quarantine_devices(rt, Selector.parse(["cam-3"]), actor="alice")
+    change_state(rt, "cam-3", DeviceState.DISABLED)
+    released = release_devices(rt, incident=done.incident, actor="bob")
+    assert released.released == (("cam-3", "disabled"),)
+    assert released.closed_incidents == (done.incident,)
+    assert devices.get_device(rt, "cam-3").state is DeviceState.DISABLED
 
 
 def test_refusals_change_nothing(rt):

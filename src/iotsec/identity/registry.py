@@ -97,8 +97,9 @@ class DeviceState(enum.StrEnum):
     def check_transition(self, target: DeviceState, device_id: str) -> None:
         """Allowed moves: pending->active (first certificate), active<->disabled,
         pending->disabled, awaiting-approval->pending (approved) or ->disabled,
-        active|pending<->quarantined, quarantined->disabled, and anything->retired.
-        Retired is final."""
+        active|pending->quarantined, quarantined->disabled, and anything->retired.
+        Retired is final. A release (not a transition) returns a quarantined device to its
+        previous state."""
         allowed = {
             DeviceState.AWAITING_APPROVAL: {DeviceState.PENDING, DeviceState.DISABLED,
                                             DeviceState.RETIRED},
@@ -107,8 +108,9 @@ class DeviceState(enum.StrEnum):
             DeviceState.ACTIVE: {DeviceState.DISABLED, DeviceState.RETIRED,
                                  DeviceState.QUARANTINED},
             DeviceState.DISABLED: {DeviceState.ACTIVE, DeviceState.RETIRED},
-            DeviceState.QUARANTINED: {DeviceState.ACTIVE, DeviceState.PENDING,
-                                      DeviceState.DISABLED, DeviceState.RETIRED},
+            # Out of quarantine only by a release (which restores the previous state and
+            # closes the incident), or for good by disabling or retiring it.
+            DeviceState.QUARANTINED: {DeviceState.DISABLED, DeviceState.RETIRED},
             DeviceState.RETIRED: set(),
         }
         if target not in allowed[self]:
@@ -116,6 +118,8 @@ class DeviceState(enum.StrEnum):
                 f"device {device_id!r} is {self.value} and cannot become {target.value}",
                 hint="a retired device is final; register a new id instead"
                 if self is DeviceState.RETIRED
+                else "release it with 'iotsec incident release'"
+                if self is DeviceState.QUARANTINED
                 else "check the device's state with 'iotsec device show'",
             )
 

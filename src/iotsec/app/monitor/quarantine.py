@@ -222,7 +222,12 @@ def release_devices(rt: Runtime, device_ids: list[str] | tuple[str, ...] = (), *
         for r in rows:
             target = DeviceState(r.previous_state)
             if DeviceState(r.state) is DeviceState.QUARANTINED:
-                set_state(conn, r.device_id, target, now)
+                # The one way out of quarantine back to service (no state transition allows
+                # it: 'device enable' cannot bypass the incident).
+                conn.execute(update(m.devices).where(
+                    m.devices.c.id == r.device_id,
+                    m.devices.c.state == DeviceState.QUARANTINED.value).values(
+                        state=target.value, updated_at=now))
                 released.append((r.device_id, target.value))
             else:
                 released.append((r.device_id, str(r.state)))
