@@ -1,6 +1,7 @@
 """Quarantine against a real Mosquitto: the live session is dropped, and the device comes
 back to its remediation topic only, within 5 s; release gives its topics back; with
---revoke it is refused at the TLS handshake. Each test starts its own broker."""
+--revoke it is refused at the TLS handshake; a device disabled with a broker directory set
+is refused at once. Each test starts its own broker."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from iotsec.app.broker import mosquitto as service
+from iotsec.app.broker.device_state import change_state_and_sync
 from iotsec.app.events import list_events
 from iotsec.app.monitor.quarantine import quarantine_devices, release_devices
 from iotsec.app.monitor.selection import Selector
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 from iotsec.device import DeviceClient, MqttNotAuthorizedError
+from iotsec.identity.registry import DeviceState
 from tests.broker.support import Broker, Creds, Inbox, enroll, mqtt_tls_connect, running, wait_for
 
 
@@ -96,3 +99,20 @@ def test_quarantine_with_revoke_refuses_the_handshake(setup: Setup) -> None:
                                 actor="alice", broker_dir=setup.layout.root)
     assert result.revoked == (cam.serial,)
     assert "revoked" in mqtt_tls_connect(setup.port, cam.ca, cam.cert, cam.key)
+
+
+def test_disable_with_a_broker_dir_refuses_the_device_at_once(setup: Setup) -> None:
+    """'device disable' (and the API route) with IOTSEC_BROKER_DIR: the sync is part of
+    the command, so the next CONNECT fails at the handshake; enabling lets it in again."""
+    cam = enroll(setup.rt, "cam-9", setup.creds)
+    setup.rt.settings.broker_dir = setup.layout.root
+    change_state_and_sync(setup.rt, "cam-9", DeviceState.ACTIVE)
+    client = setup.client(cam)
+    client.connect()
+    start = time.monotonic()
+    change_state_and_sync(setup.rt, "cam-9", DeviceState.DISABLED, actor="alice")
+    assert wait_for(lambda: not client.connected, 5 - (time.monotonic() - start))
+    client.close()
+    assert "revoked" in mqtt_tls_connect(setup.port, cam.ca, cam.cert, cam.key)
+    change_state_and_sync(setup.rt, "cam-9", DeviceState.ACTIVE, actor="alice")
+    assert mqtt_tls_connect(setup.port, cam.ca, cam.cert, cam.key) == "connected"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
 
-from iotsec.app.broker.mosquitto import SyncResult, sync
+from iotsec.app.broker.device_state import broker_layout, sync_after
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import set_state
@@ -35,8 +35,7 @@ from iotsec.app.monitor.incident_records import open_incident, parse_incident_id
 from iotsec.app.monitor.selection import Selected, Selector, select_devices
 from iotsec.app.pki.revocation import revoke_device_certificates
 from iotsec.app.runtime import Runtime
-from iotsec.broker.mosquitto import Layout
-from iotsec.errors import BrokerError, ConflictError, InvalidInputError
+from iotsec.errors import ConflictError, InvalidInputError
 from iotsec.eventlog.alerts import NewAlert
 from iotsec.findings.model import Severity
 from iotsec.identity.registry import DeviceState, parse_device_id
@@ -82,23 +81,6 @@ def _reason(text: str) -> str:
     return text.strip() or "(none given)"
 
 
-def _broker(rt: Runtime, broker_dir: Path | None) -> Layout | None:
-    directory = broker_dir if broker_dir is not None else rt.settings.broker_dir
-    return Layout.parse(directory) if directory is not None else None
-
-
-def _sync(rt: Runtime, layout: Layout | None, what: str) -> SyncResult | None:
-    if layout is None:
-        return None
-    try:
-        return sync(rt, layout.root)
-    except BrokerError as exc:
-        raise BrokerError(
-            f"{what} is recorded, but the broker in {layout.root} was not synced: {exc}",
-            hint=f"fix the cause and run 'iotsec broker mosquitto sync {layout.root}'; until "
-            "then the broker enforces the previous rules") from exc
-
-
 def _plan(rt: Runtime, selector: Selector, confirm_count: int | None
           ) -> tuple[list[Selected], list[tuple[str, str]]]:
     found, missing = select_devices(rt, selector)
@@ -131,7 +113,7 @@ def quarantine_devices(rt: Runtime, selector: Selector, *, revoke: bool = False,
     nothing, when no device would be quarantined. ``source`` names what asked (a
     detection rule, for mitigation actions)."""
     why = _reason(reason)
-    layout = _broker(rt, broker_dir)
+    layout = broker_layout(rt, broker_dir)
     chosen, skipped = _plan(rt, selector, confirm_count)
     if dry_run:
         return QuarantineResult(None, True, tuple(s.id for s in chosen), tuple(skipped), (),
@@ -180,7 +162,7 @@ def quarantine_devices(rt: Runtime, selector: Selector, *, revoke: bool = False,
                                             "revoke": revoke, "revoked": revoked[:100],
                                             "alert": alert_id}))
     policy_changed(rt)
-    synced = _sync(rt, layout, f"incident {incident}")
+    synced = sync_after(rt, layout, f"incident {incident}")
     return QuarantineResult(incident, False, tuple(ids), tuple(skipped), tuple(revoked),
                             alert_id, synced.kicked if synced else (),
                             synced.generation if synced else None)
@@ -197,7 +179,7 @@ def release_devices(rt: Runtime, device_ids: list[str] | tuple[str, ...] = (), *
     incident = parse_incident_id(incident) if incident is not None else None
     if not ids and incident is None:
         raise InvalidInputError("name the devices to release, or --incident ID")
-    layout = _broker(rt, broker_dir)
+    layout = broker_layout(rt, broker_dir)
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
     q = m.quarantines.c
@@ -248,6 +230,6 @@ def release_devices(rt: Runtime, device_ids: list[str] | tuple[str, ...] = (), *
                                             "released": [d for d, _ in released][:100],
                                             "closed": closed}))
     policy_changed(rt)
-    synced = _sync(rt, layout, "the release")
+    synced = sync_after(rt, layout, "the release")
     return ReleaseResult(tuple(released), tuple(closed), synced.kicked if synced else (),
                          synced.generation if synced else None)
