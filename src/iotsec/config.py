@@ -185,6 +185,14 @@ class Settings(EnvSettings):
         default=60.0, ge=0, le=86_400,
         description="how often 'iotsec serve' signs a checkpoint of the event chain with the "
         "audit key, when events were added since the last one; 0 turns it off")
+    quarantine_topic: str = Field(
+        default="quarantine", pattern=r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,3}$",
+        description="a quarantined device may reach only <prefix>/<device-id>/# (unless a "
+        "role named 'quarantine' in the store says otherwise)")
+    quarantine_max_devices: int = Field(
+        default=25, ge=1, le=1_000_000,
+        description="'incident quarantine' refuses a selection of more devices than this "
+        "unless the exact count is confirmed (--confirm-count)")
     broker_dir: Path | None = Field(
         default=None,
         description="a Mosquitto directory made by 'iotsec broker mosquitto render': "

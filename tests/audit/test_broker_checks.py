@@ -14,10 +14,14 @@ import pytest
 from iotsec.app.audit import run_audit
 from iotsec.app.broker import mosquitto as broker_service
 from iotsec.app.broker.events import ingest_log
+from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki.crl import current_crl
 from iotsec.app.pki.revocation import revoke
+from iotsec.audit.brokerconf import parse_crls
 from iotsec.audit.model import AuditResult
 from iotsec.audit.snapshot import AuditOptions
 from iotsec.errors import AuditBrokerDirError
+from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason
 from tests.audit.conftest import Fleet, found
 from tests.broker.support import short_broker_dir
@@ -63,6 +67,20 @@ def test_a_rendered_broker_passes_every_broker_check(fleet: Fleet, bdir: Path):
     assert result.outcomes["audit/broker-crl-stale"].checked == 2  # issuing and root CRLs
     assert result.outcomes["audit/broker-crl-missing"].checked == 1
     assert result.facts["broker_dir"] == str(bdir)
+
+
+def test_the_brokers_own_crl_with_holds_passes_the_crl_checks(fleet: Fleet, bdir: Path):
+    """A disabled device's certificate held on the broker's CRL: its own number sequence
+    is not mistaken for a stale copy of the published CRL."""
+    render(fleet, bdir)
+    device = next(iter(fleet.certs))
+    for _ in range(3):  # the published CRL's number moves ahead of the broker's
+        current_crl(fleet.rt, force=True)
+    change_state(fleet.rt, device, DeviceState.DISABLED)
+    render(fleet, bdir)
+    crls = parse_crls((bdir / "current" / "crl.pem").read_bytes())
+    assert any(c.broker_scope for c in crls)
+    assert not any(k[0] in BROKER_RULES for k in found(run(fleet, bdir)))
 
 
 def test_anonymous_access_is_flagged(fleet: Fleet, bdir: Path):

@@ -8,6 +8,8 @@ from iotsec.app.broker.events import ingest_log
 from iotsec.app.events import list_events
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.monitor.quarantine import quarantine_devices
+from iotsec.app.monitor.selection import Selector
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import DeviceState
 
@@ -99,3 +101,16 @@ def test_ingest_resumes_and_follows_rotation(rt: Runtime, tmp_path: Path) -> Non
         fh.write(T.format(3) + "x" * 80_000 + "\n" + T.format(4) + "Client f disconnected.\n")
     assert ingest_log(rt, log, state_file=state).events == 1
     assert {e.actor for e in list_events(rt.engine, kind="broker.disconnect")} == set("abcdef")
+
+
+def test_a_quarantined_device_subscribing_to_its_remediation_topic_is_no_event(
+        rt: Runtime, tmp_path: Path) -> None:
+    add_device(rt, NewDevice.parse("q1"))
+    quarantine_devices(rt, Selector.parse(["q1"]), actor="test")
+    log = tmp_path / "mosquitto.log"
+    _write(log, ["New client connected from 127.0.0.1:40009 as q1 (p5, c1, k60, u'q1').",
+                 "q1 1 quarantine/q1/#", "q1 1 devices/q1/#"])
+    ingest_log(rt, log, state_file=tmp_path / "ingest.json")
+    denied = list_events(rt.engine, kind="broker.subscribe", actor="q1")
+    assert [e.subject for e in denied] == ["devices/q1/#"]
+    assert "quarantined" in denied[0].detail["reason"]

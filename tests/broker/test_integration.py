@@ -16,6 +16,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import update
@@ -24,6 +25,7 @@ from iotsec import brokerctl as control
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.events import list_events
 from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.pki.crl import current_crl
 from iotsec.app.pki.issuance import renew
 from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime, open_runtime
@@ -228,23 +230,34 @@ def test_disabled_device_is_dropped_and_refused_everything(setup: Setup) -> None
     setup.sync()
     assert _disconnected_within(client, 5 - (time.monotonic() - start))
     client.close()
-    # Mosquitto cannot refuse the (valid) certificate at CONNECT; the ACL refuses it all.
-    again = setup.client(frank)
-    again.connect()
-    with pytest.raises(MqttNotAuthorizedError):
-        again.publish("devices/frank/telemetry", b"x")
-    inbox = Inbox()
-    again.subscribe("devices/frank/#", inbox)
-    with setup.client(_creds(setup, "alice")) as alice:
-        alice.publish("devices/alice/x", b"x")
-    time.sleep(0.3)
-    assert inbox.messages == []
-    again.close()
-    # Enabled again, it works again after a sync.
+    # Refused at CONNECT: the broker's own CRL holds its certificate (no CONNACK 0) ...
+    assert "revoked" in _tls_connect(setup, frank)
+    with pytest.raises(MqttConnectError):
+        setup.client(frank).connect()
+    # ... while the published CRL does not list it (disabling is reversible).
+    published = x509.load_der_x509_crl(current_crl(setup.rt).der)
+    assert published.get_revoked_certificate_by_serial_number(int(frank.serial, 16)) is None
+    bundle = (setup.layout.current / "crl.pem").read_text()
+    held = [x509.load_pem_x509_crl(("-----BEGIN X509 CRL-----" + part).encode())
+            for part in bundle.split("-----BEGIN X509 CRL-----")[1:]]
+    entries = [c.get_revoked_certificate_by_serial_number(int(frank.serial, 16)) for c in held]
+    hold = next(e for e in entries if e is not None)
+    assert hold.extensions.get_extension_for_class(x509.CRLReason).value.reason \
+        is x509.ReasonFlags.certificate_hold
+    # The ACL refuses it everything too (defence in depth).
+    acl = (setup.layout.current / "acl").read_text()
+    assert "user frank\ntopic deny #" in acl
+    # Enabled again, it connects again after a sync, and its hold is gone.
     change_state(setup.rt, "frank", DeviceState.ACTIVE)
+    assert service.sync_needed(setup.rt, setup.layout.root)
     setup.sync()
+    assert _tls_connect(setup, frank) == "connected"
     with setup.client(frank) as back:
         back.publish("devices/frank/telemetry", b"ok")
+    # Retired: refused at CONNECT as well (its certificates are revoked for good).
+    change_state(setup.rt, "frank", DeviceState.RETIRED)
+    setup.sync()
+    assert "revoked" in _tls_connect(setup, frank)
 
 
 def test_sync_with_corrupted_crl_is_refused_and_previous_crl_still_enforced(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from iotsec.app.access.decisions import check
 from iotsec.app.broker import emqx
 from iotsec.app.compliance.facts import gather_facts
 from iotsec.app.detect.actions import CAP_RULE
@@ -21,6 +22,8 @@ from iotsec.app.detect.status import detect_status
 from iotsec.app.events import list_events
 from iotsec.app.identity.devices import NewDevice, add_device, get_device
 from iotsec.app.monitor.alerts import list_alerts
+from iotsec.app.monitor.incident_records import list_incidents
+from iotsec.app.monitor.quarantine import release_devices
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
@@ -187,6 +190,32 @@ rules:
     assert outcomes == {("a1", "success"), ("a2", "refused"), ("a3", "dry-run")}
     assert CAP_RULE in {a.rule for a in list_alerts(rt)}
     leader.stop()
+
+
+def test_a_quarantine_action_opens_an_incident(rt: Runtime, log: Path) -> None:
+    """The detector quarantines as 'iotsec incident quarantine' does: the device reaches only
+    its remediation topic, one incident names the rule, and a release brings it back."""
+    add_device(rt, NewDevice.parse("cam-1"))
+    before = get_device(rt, "cam-1").state
+    apply_rules(rt, b"""\
+rules:
+  - {name: probing, kind: authz-denials, window: 60, threshold: 1, action: quarantine}
+""")
+    denied = "Denied PUBLISH from cam-1 (d0, q1, r0, m{n}, 'devices/other/t', ... (1 bytes))"
+    _write(log, ["New client connected from 10.0.0.1:1 as cam-1 (p5, c1, k60, u'cam-1')."]
+           + [denied.format(n=n) for n in (2, 3)])
+    leader = Leader(rt, log_file=log, checks=False)
+    _drain(leader)
+    leader.stop()
+    assert get_device(rt, "cam-1").state is DeviceState.QUARANTINED
+    (incident,) = list_incidents(rt)
+    assert incident.actor == "detector:probing" and incident.state == "open"
+    assert check(rt, "cam-1", "publish", "devices/cam-1/t").allowed is False
+    assert check(rt, "cam-1", "publish", "quarantine/cam-1/report").allowed is True
+    action = list_events(rt.engine, kind="detect.action")
+    assert [(e.outcome, e.detail["action"]) for e in action] == [("success", "quarantine")]
+    release_devices(rt, ["cam-1"], actor="test")
+    assert get_device(rt, "cam-1").state is before
 
 
 def test_one_lease_holder_and_a_takeover(rt: Runtime, clock: FakeClock, log: Path) -> None:

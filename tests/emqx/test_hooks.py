@@ -17,6 +17,8 @@ from iotsec.app.access.roles import add_role
 from iotsec.app.broker.emqx import SETTINGS, EmqxSettings
 from iotsec.app.events import list_events
 from iotsec.app.identity.lifecycle import change_state
+from iotsec.app.monitor.quarantine import quarantine_devices, release_devices
+from iotsec.app.monitor.selection import Selector
 from iotsec.app.pki.cert_records import get_certificate
 from iotsec.app.pki.revocation import revoke
 from iotsec.app.runtime import Runtime
@@ -107,6 +109,27 @@ def test_disabled_device_is_refused_and_denied(rt: Runtime, emqx: TestClient,
     assert authz(emqx, "dev-1", "publish", "devices/dev-1/t") == "deny"
     change_state(rt, "dev-1", DeviceState.ACTIVE)
     assert _authn(emqx, dev.authn_body())["result"] == "allow"
+
+
+def test_quarantined_device_gets_only_its_remediation_topic(
+        rt: Runtime, emqx: TestClient, enroll) -> None:  # type: ignore[no-untyped-def]
+    dev = enroll("dev-1")
+    quarantine_devices(rt, Selector.parse(["dev-1"]), actor="test")
+    answer = _authn(emqx, dev.authn_body())
+    assert answer["result"] == "allow"
+    acl = answer["acl"]
+    assert isinstance(acl, list)
+    assert evaluate(acl, "publish", "quarantine/dev-1/status") is True
+    assert evaluate(acl, "publish", "devices/dev-1/telemetry") is not True
+    assert authz(emqx, "dev-1", "publish", "quarantine/dev-1/status") == "allow"
+    assert authz(emqx, "dev-1", "subscribe", "quarantine/dev-1/#") == "allow"
+    assert authz(emqx, "dev-1", "publish", "devices/dev-1/telemetry") == "deny"
+    assert authz(emqx, "dev-1", "publish", "quarantine/dev-2/status") == "deny"
+    release_devices(rt, ["dev-1"], actor="test")
+    assert authz(emqx, "dev-1", "publish", "devices/dev-1/telemetry") == "allow"
+    # Quarantined with --revoke: its certificate is refused at authentication.
+    quarantine_devices(rt, Selector.parse(["dev-1"]), actor="test", revoke=True)
+    assert _authn(emqx, dev.authn_body())["result"] == "deny"
 
 
 def test_deny_connect_rule_refuses_authentication(rt: Runtime, emqx: TestClient,

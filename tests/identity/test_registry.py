@@ -172,8 +172,9 @@ def test_attribute_limits_are_inclusive() -> None:
 # --- lifecycle -------------------------------------------------------------------------
 
 P, A, D, R = DeviceState.PENDING, DeviceState.ACTIVE, DeviceState.DISABLED, DeviceState.RETIRED
-W = DeviceState.AWAITING_APPROVAL
-ALLOWED = {(P, A), (P, D), (P, R), (A, D), (A, R), (D, A), (D, R), (W, P), (W, D), (W, R)}
+W, Q = DeviceState.AWAITING_APPROVAL, DeviceState.QUARANTINED
+ALLOWED = {(P, A), (P, D), (P, R), (A, D), (A, R), (D, A), (D, R), (W, P), (W, D), (W, R),
+           (P, Q), (A, Q), (Q, D), (Q, R)}
 
 
 @pytest.mark.parametrize(
@@ -209,6 +210,6 @@ def test_which_states_hold_certificates() -> None:
 
 def test_state_values() -> None:
     assert [s.value for s in DeviceState] == ["pending", "active", "disabled", "retired",
-                                              "awaiting-approval"]
+                                              "awaiting-approval", "quarantined"]
     assert [s for s in DeviceState if s.may_hold_certificates] == [P, A]
     assert DeviceState("retired") is R

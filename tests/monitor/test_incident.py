@@ -74,3 +74,26 @@ def test_the_timeline_over_the_api(tmp_path: Path) -> None:
     finally:
         rt.close()
     assert json.dumps(body)
+
+
+def test_quarantine_and_release_from_the_cli(cli: Cli) -> None:
+    cli.ok("device", "add", "cam-5", "--group", "lobby")
+    cli.ok("device", "add", "cam-6", "--group", "lobby")
+    plan = cli.json("incident", "quarantine", "--group", "lobby", "--dry-run")
+    assert plan["dry_run"] and plan["quarantined"] == ["cam-5", "cam-6"]
+    done = cli.json("incident", "quarantine", "cam-5", "--reason", "exfiltration")
+    assert done["quarantined"] == ["cam-5"]
+    shown = cli.json("incident", "show", done["incident"])
+    assert shown["held"] == ["cam-5"] and shown["actor"].startswith("cli")
+    table = cli.ok("incident", "list").out
+    assert done["incident"] in table and "exfiltration" in table
+    kinds = [e["kind"] for e in cli.json("incident", "timeline", "cam-5")]
+    assert "device.state" in kinds and "alert.incident.quarantine" in kinds
+    recent = cli.json("incident", "timeline", "cam-5", "--since", "1h")
+    assert [e["kind"] for e in recent] == kinds
+    assert cli.json("incident", "timeline", "cam-5", "--since", "2999-01-01") == []
+    assert "no devices selected" in cli.refused("incident", "quarantine")
+    assert "not held in quarantine" in cli.refused("incident", "release", "cam-6")
+    released = cli.json("incident", "release", "cam-5")
+    assert released["released"] == [{"device": "cam-5", "state": "pending"}]
+    assert cli.json("device", "show", "cam-5")["state"] == "pending"

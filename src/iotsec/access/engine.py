@@ -236,7 +236,11 @@ class CompiledPolicy:
 
     def __init__(self, roles: Iterable[Role],
                  device_roles: Mapping[str, Iterable[str]] | None = None,
-                 group_roles: Mapping[str, Iterable[str]] | None = None) -> None:
+                 group_roles: Mapping[str, Iterable[str]] | None = None, *,
+                 every_identity: tuple[str, ...] | None = None) -> None:
+        """``every_identity``: the roles every identity holds, whatever its bindings (the
+        policy of quarantined devices: the quarantine role only)."""
+        self._every = every_identity
         self._rules: dict[str, dict[str, _RulePair]] = {}
         for role in roles:
             by_action: dict[str, tuple[list[_Compiled], list[_Compiled]]] = {}
@@ -257,6 +261,8 @@ class CompiledPolicy:
         return tuple(self._rules)
 
     def roles_for(self, identity: Identity) -> tuple[str, ...]:
+        if self._every is not None:
+            return self._every
         roles = list(self._device_roles.get(identity.device_id, ()))
         for group in identity.groups:
             for role in self._group_roles.get(group, ()):

@@ -20,6 +20,7 @@ from iotsec.api.emqx import router as emqx_router
 from iotsec.api.emqx_fastpath import EmqxFastPath
 from iotsec.api.fastpath import DecisionFastPath
 from iotsec.api.headers import SecurityHeaders
+from iotsec.api.incidents import router as incidents_router
 from iotsec.api.limits import BodyLimit
 from iotsec.api.monitor import router as monitor_router
 from iotsec.api.ocsp import OcspFastPath
@@ -63,7 +64,7 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
     problems.install(app)
     for router in (public, v1, access_router, device_tokens_router, ota_router,
                    ota_device_router, emqx_router, audit_router, compliance_router,
-                   monitor_router, profiles_router, ca_router):
+                   monitor_router, profiles_router, ca_router, incidents_router):
         app.include_router(_declare_scopes(router))
     # Inside the body limit: the decision fast path answers well-formed decision requests
     # itself and hands everything else to the application.

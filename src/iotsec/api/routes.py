@@ -16,10 +16,10 @@ from iotsec.api.schemas import (
     RenewIn,
     RevokeIn,
 )
+from iotsec.app.broker.device_state import change_state_and_sync
 from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
-from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import bundles, cert_records, issuance, profiles, revocation
 from iotsec.app.pki.authorities import authority_crl, resolve_ca
 from iotsec.app.pki.crl import (
@@ -139,7 +139,7 @@ def list_devices(
     rt: RuntimeDep, _: AuditorDep,
     group: Annotated[str | None, Query(max_length=128)] = None,
     state: Annotated[str | None, Query(
-        pattern="^(pending|active|disabled|retired|awaiting-approval)$")] = None,
+        pattern="^(pending|active|disabled|retired|awaiting-approval|quarantined)$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     after: Annotated[str | None, Query(max_length=128)] = None,
 ) -> list[DeviceOut]:
@@ -230,13 +230,13 @@ def renew(serial: str, body: RenewIn, rt: RuntimeDep, caller: OperatorDep) -> Ce
 # depending on the order in which the routers are included.
 @v1.post("/devices/{device_id}/disable")
 def disable_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> DeviceOut:
-    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.DISABLED,
+    return DeviceOut.from_domain(change_state_and_sync(rt, device_id, DeviceState.DISABLED,
                                               actor=caller.name))
 
 
 @v1.post("/devices/{device_id}/enable")
 def enable_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> DeviceOut:
-    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.ACTIVE,
+    return DeviceOut.from_domain(change_state_and_sync(rt, device_id, DeviceState.ACTIVE,
                                               actor=caller.name))
 
 
@@ -249,5 +249,5 @@ def approve_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> Devic
 
 @v1.post("/devices/{device_id}/retire")
 def retire_device(device_id: str, rt: RuntimeDep, caller: OperatorDep) -> DeviceOut:
-    return DeviceOut.from_domain(change_state(rt, device_id, DeviceState.RETIRED,
+    return DeviceOut.from_domain(change_state_and_sync(rt, device_id, DeviceState.RETIRED,
                                               actor=caller.name))

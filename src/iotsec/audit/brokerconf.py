@@ -135,6 +135,17 @@ def parse_conf(text: str) -> BrokerConfig:
         connection_messages=connection_messages, includes=tuple(includes))
 
 
+def _broker_scope(crl: x509.CertificateRevocationList) -> bool:
+    """An issuingDistributionPoint with onlyContainsUserCerts and nothing else: the scope
+    of the broker's own CRL (iotsec.pki.crl.CrlScope.broker_only)."""
+    try:
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    return (idp.only_contains_user_certs and idp.full_name is None
+            and idp.relative_name is None and idp.only_some_reasons is None)
+
+
 def parse_crls(data: bytes) -> tuple[CrlFacts, ...]:
     """Every CRL of a PEM file (the broker's ``crlfile`` holds one per CA), or of one DER
     CRL. Raises :class:`AuditBrokerDirError` when it is too large or holds no readable CRL."""
@@ -165,5 +176,6 @@ def parse_crls(data: bytes) -> tuple[CrlFacts, ...]:
         next_update = crl.next_update_utc
         out.append(CrlFacts(issuer=crl.issuer.rfc4514_string(), number=number,
                             this_update=int(crl.last_update_utc.timestamp()),
-                            next_update=int(next_update.timestamp()) if next_update else None))
+                            next_update=int(next_update.timestamp()) if next_update else None,
+                            broker_scope=_broker_scope(crl)))
     return tuple(out)

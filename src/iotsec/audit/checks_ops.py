@@ -151,7 +151,7 @@ def broker(s: Snapshot, o: AuditOptions) -> list[Checked]:
             problems.append((Severity.HIGH, "misses revocations made after its thisUpdate "
                              f"({_when(crl.this_update)})"))
         elif store_number is not None and crl.number is not None \
-                and crl.number < store_number:
+                and crl.number < store_number and not crl.broker_scope:
             problems.append((Severity.MEDIUM, f"(number {crl.number}) is older than the "
                              f"store's (number {store_number})"))
         if not problems:

@@ -181,6 +181,9 @@ class CrlFacts:
     number: int | None
     this_update: int
     next_update: int | None
+    #: The broker's own CRL (certificateHold entries for disabled devices): a scope of its
+    #: own, whose numbers are not the published CRL's.
+    broker_scope: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,10 @@ What Mosquitto 2.0.11's ``acl_file`` does, measured against the real broker (see
   (plus ``$``-prefixed roots the patterns grant): Mosquitto cannot refuse a valid
   certificate at CONNECT when the identity comes from the certificate, so such a device
   may complete a connection but can neither publish nor receive anything.
+- Quarantined devices get a ``user`` block of their own: a ``topic deny`` line for each
+  ``pattern`` topic (with ``%u`` filled in), so the patterns grant them nothing, then the
+  quarantine role's grants (their remediation topic). A pattern that overlaps the
+  remediation topic shadows it (denies win): the compiler warns.
 - A value that cannot be written safely into the file (control characters, a leading
   space, an over-long line) drops an allow line and widens a deny line to ``+`` / ``#``:
   never the other way round.
@@ -43,6 +47,8 @@ from dataclasses import dataclass, field
 
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Effect, Identity, Role, check_identity_value
+from iotsec.access.quarantine import default_quarantine_role
+from iotsec.access.topics import TopicFilter
 from iotsec.broker.acl_grants import Grants, Template, Var, grants, intersect, overlap_warnings
 
 __all__ = [
@@ -81,6 +87,8 @@ class FleetDevice:
     attributes: Mapping[str, str] = field(default_factory=dict)
     #: Serials of the device's certificates that are valid now (not expired, not revoked).
     serials: tuple[str, ...] = ()
+    #: Quarantined: it may connect, but gets the quarantine role's rules only.
+    quarantined: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,8 @@ class CompiledAcl:
     #: Devices refused everything (disabled, retired, or matched by a ``deny connect`` rule).
     blocked: tuple[str, ...]
     warnings: tuple[str, ...]
+    #: Quarantined devices (given the quarantine role's rules only).
+    quarantined: tuple[str, ...] = ()
 
 
 def _pattern_text(t: Template) -> str | None:
@@ -204,12 +214,13 @@ def _connect_denied(policy: CompiledPolicy, device: FleetDevice) -> bool:
 
 def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
                 new_device_roles: tuple[str, ...] | None = None,
-                header: str = "") -> CompiledAcl:
+                header: str = "", quarantine_role: Role | None = None) -> CompiledAcl:
     """Compile roles and the fleet into an ``acl_file`` (see the module docstring).
 
     ``new_device_roles`` are the roles a device registered later gets by default: they
     take part in choosing the pattern lines, so that such a device, until the next sync,
-    is given no more than its roles allow (and an empty fleet still gets its patterns)."""
+    is given no more than its roles allow (and an empty fleet still gets its patterns).
+    ``quarantine_role``: the rules of quarantined devices (default: the built-in role)."""
     by_name = {r.name: r for r in roles}
     w = _Writer()
     deny_connect = any(r.action == "connect" and r.effect is Effect.DENY
@@ -222,8 +233,13 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
               if deny_connect else None)
     blocked: list[FleetDevice] = []
     enabled: list[FleetDevice] = []
+    quarantined: list[FleetDevice] = []
     for d in devices:
-        if not d.enabled or (policy is not None and _connect_denied(policy, d)):
+        if not d.enabled:
+            blocked.append(d)
+        elif d.quarantined:
+            quarantined.append(d)
+        elif policy is not None and _connect_denied(policy, d):
             blocked.append(d)
         else:
             enabled.append(d)
@@ -293,24 +309,7 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
             if any(r not in universal_set for r in held):
                 w.warnings.extend(f"roles {', '.join(held)}: {m}"
                                   for m in overlap_warnings(g))
-        denies: dict[tuple[str, ...], None] = {}
-        for t in g.deny:
-            for levels in _expand(t, d, deny=True):
-                denies[levels] = None
-        reads: list[str] = []
-        writes: list[str] = []
-        for t in g.read:
-            if t not in covered:
-                reads += ["/".join(x) for x in _expand(t, d, deny=False)]
-        for t in g.write:
-            if t not in covered_write:
-                writes += ["/".join(x) for x in _expand(t, d, deny=False)]
-        for r_t, s_t in g.read_pairs:
-            for r in _expand(r_t, d, deny=False):
-                for s in _expand(s_t, d, deny=False):
-                    both = intersect(r, s)
-                    if both is not None:
-                        reads.append("/".join(str(x) for x in both))
+        denies, reads, writes = _device_grants(g, d, covered, covered_write)
         if not reads and not writes and all(t in pattern_deny for t in g.deny):
             continue  # the pattern lines already say everything for this device
         w.lines.append(f"user {d.id}")
@@ -319,6 +318,25 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
         for access, topic in _merge(reads, writes):
             w.grant("topic", access, topic)
         blocks += 1
+    q_grants = grants((quarantine_role or default_quarantine_role()).rules)
+    pattern_topics = list(dict.fromkeys(pattern_read + pattern_write))
+    for d in quarantined:
+        if not d.serials:
+            continue
+        q_denies, q_reads, q_writes = _device_grants(q_grants, d, set(), set())
+        w.lines.append(f"user {d.id}")
+        shut = [tuple(d.id if level == "%u" else level for level in p.split("/"))
+                for p in pattern_topics]
+        for levels in [*shut, *q_denies]:
+            w.deny("topic", levels)
+        w.lines += [f"topic deny {root}/#" for root in dollar_roots]
+        for access, topic in _merge(q_reads, q_writes):
+            w.grant("topic", access, topic)
+            if any(TopicFilter.parse("/".join(x)).overlaps(TopicFilter.parse(topic))
+                   for x in shut):
+                w.warnings.append(f"the remediation topic {topic!r} of quarantined device "
+                                  f"{d.id!r} overlaps a pattern line, whose deny shadows it")
+        blocks += 1
     if blocks > LARGE_USER_BLOCKS:
         w.warnings.append(
             f"{blocks:,} per-device ACL blocks: Mosquitto loads them in quadratic time; put "
@@ -326,4 +344,31 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
             "${device.id} as their only variable, so that they become pattern lines")
     return CompiledAcl(text="\n".join(w.lines) + "\n", pattern_lines=pattern_count,
                        user_blocks=blocks, blocked=tuple(d.id for d in blocked),
-                       warnings=tuple(dict.fromkeys(w.warnings)))
+                       warnings=tuple(dict.fromkeys(w.warnings)),
+                       quarantined=tuple(d.id for d in quarantined))
+
+
+def _device_grants(g: Grants, d: FleetDevice, covered: set[Template],
+                   covered_write: set[Template]
+                   ) -> tuple[list[tuple[str, ...]], list[str], list[str]]:
+    """The deny filters, read topics and write topics of ``g`` expanded for ``d``, leaving
+    out what the pattern lines already grant (``covered``, ``covered_write``)."""
+    denies: dict[tuple[str, ...], None] = {}
+    for t in g.deny:
+        for levels in _expand(t, d, deny=True):
+            denies[levels] = None
+    reads: list[str] = []
+    writes: list[str] = []
+    for t in g.read:
+        if t not in covered:
+            reads += ["/".join(x) for x in _expand(t, d, deny=False)]
+    for t in g.write:
+        if t not in covered_write:
+            writes += ["/".join(x) for x in _expand(t, d, deny=False)]
+    for r_t, s_t in g.read_pairs:
+        for r in _expand(r_t, d, deny=False):
+            for s in _expand(s_t, d, deny=False):
+                both = intersect(r, s)
+                if both is not None:
+                    reads.append("/".join(str(x) for x in both))
+    return list(denies), reads, writes

@@ -11,9 +11,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from iotsec.app.access.roles import assign_device
+from iotsec.app.broker.device_state import change_state_and_sync
 from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices as service
-from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import cert_records
 from iotsec.app.pki.profiles import device_selection, set_device_profile
 from iotsec.app.wire.access import NamesOut
@@ -150,7 +150,7 @@ def set_profile(device_id: IdArg, profile: ProfileNameArg = None, clear: ClearOp
 
 def _set_state(device_id: str, target: DeviceState, as_json: bool) -> None:
     with runtime() as rt:
-        device = change_state(rt, device_id, target, actor="cli")
+        device = change_state_and_sync(rt, device_id, target, actor="cli")
     if as_json:
         emit_json(DeviceOut.from_domain(device))
     else:

@@ -20,11 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from iotsec.errors import DetectionRuleError, InputTooLargeError
 from iotsec.findings.model import Severity
-from iotsec.identity.registry import DeviceState
 
 __all__ = [
     "DEFAULT_RULES", "MAX_RULES", "MAX_RULES_BYTES", "Action", "BaselineSpec", "Kind", "Per",
-    "Rule", "RuleSet", "default_rules", "parse_rules", "quarantine_available",
+    "Rule", "RuleSet", "default_rules", "parse_rules",
 ]
 
 MAX_RULES_BYTES = 256 * 1024
@@ -89,11 +88,6 @@ _NO_THRESHOLD = (*_LEARNING, Kind.CERT_TWO_PLACES)
 #: an attacker switch security off for it; these rules may only notify.
 _CLAIMED_IDENTITY = (Kind.AUTHN_FAILURES, Kind.CLIENT_ID_CONFLICT, Kind.DISCONNECT_STORM,
                      Kind.SILENT)
-
-
-def quarantine_available() -> bool:
-    """Whether the device registry has a ``quarantined`` state to move devices into."""
-    return any(s.value == "quarantined" for s in DeviceState)
 
 
 class _BaselineDoc(BaseModel):
@@ -271,9 +265,6 @@ def _rule(doc: _RuleDoc, at: int | str) -> Rule:
         raise bad(f"action {action.value} is refused on a {kind.value} rule: its evidence "
                   "can be produced in a device's name by someone else, who could then have "
                   "iotsec switch the device off", "use 'action: notify'")
-    if action is Action.QUARANTINE and not quarantine_available():
-        raise bad("action quarantine needs the device state 'quarantined', which this "
-                  "installation does not have", "use 'action: disable' or 'action: revoke'")
     base = doc.baseline
     return Rule(name=doc.name, kind=kind, per=per, window=doc.window, threshold=doc.threshold,
                 baseline=BaselineSpec(base.deviations, base.warmup, base.floor)

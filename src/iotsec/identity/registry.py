@@ -85,6 +85,10 @@ class DeviceState(enum.StrEnum):
     #: Enrolled through a template that requires approval: no certificate, denied by the
     #: decision engine and left out of broker ACLs until an operator approves it.
     AWAITING_APPROVAL = "awaiting-approval"
+    #: Isolated during an incident: the decision engine and the broker give it only the
+    #: quarantine role's rules (its remediation topic); it gets no new certificate.
+    #: Released, it returns to the state it had (active or pending).
+    QUARANTINED = "quarantined"
 
     @property
     def may_hold_certificates(self) -> bool:
@@ -92,14 +96,21 @@ class DeviceState(enum.StrEnum):
 
     def check_transition(self, target: DeviceState, device_id: str) -> None:
         """Allowed moves: pending->active (first certificate), active<->disabled,
-        pending->disabled, awaiting-approval->pending (approved) or ->disabled, and
-        anything->retired. Retired is final."""
+        pending->disabled, awaiting-approval->pending (approved) or ->disabled,
+        active|pending->quarantined, quarantined->disabled, and anything->retired.
+        Retired is final. A release (not a transition) returns a quarantined device to its
+        previous state."""
         allowed = {
             DeviceState.AWAITING_APPROVAL: {DeviceState.PENDING, DeviceState.DISABLED,
                                             DeviceState.RETIRED},
-            DeviceState.PENDING: {DeviceState.ACTIVE, DeviceState.DISABLED, DeviceState.RETIRED},
-            DeviceState.ACTIVE: {DeviceState.DISABLED, DeviceState.RETIRED},
+            DeviceState.PENDING: {DeviceState.ACTIVE, DeviceState.DISABLED, DeviceState.RETIRED,
+                                  DeviceState.QUARANTINED},
+            DeviceState.ACTIVE: {DeviceState.DISABLED, DeviceState.RETIRED,
+                                 DeviceState.QUARANTINED},
             DeviceState.DISABLED: {DeviceState.ACTIVE, DeviceState.RETIRED},
+            # Out of quarantine only by a release (which restores the previous state and
+            # closes the incident), or for good by disabling or retiring it.
+            DeviceState.QUARANTINED: {DeviceState.DISABLED, DeviceState.RETIRED},
             DeviceState.RETIRED: set(),
         }
         if target not in allowed[self]:
@@ -107,6 +118,8 @@ class DeviceState(enum.StrEnum):
                 f"device {device_id!r} is {self.value} and cannot become {target.value}",
                 hint="a retired device is final; register a new id instead"
                 if self is DeviceState.RETIRED
+                else "release it with 'iotsec incident release'"
+                if self is DeviceState.QUARANTINED
                 else "check the device's state with 'iotsec device show'",
             )
 

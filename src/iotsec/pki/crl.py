@@ -24,8 +24,16 @@ from iotsec.pki import x509 as enc
 from iotsec.pki.ca import Authority
 
 __all__ = [
-    "OID_DELTA_CRL_INDICATOR", "OID_FRESHEST_CRL", "OID_ISSUING_DISTRIBUTION_POINT",
-    "CrlScope", "RevocationReason", "build_crl", "crl_partition", "encode_entry",
+    "CERTIFICATE_HOLD",
+    "OID_DELTA_CRL_INDICATOR",
+    "OID_FRESHEST_CRL",
+    "OID_ISSUING_DISTRIBUTION_POINT",
+    "CrlScope",
+    "RevocationReason",
+    "build_crl",
+    "crl_partition",
+    "encode_entry",
+    "encode_hold_entry",
     "scope_extensions"
 ]
 
@@ -84,6 +92,18 @@ def encode_entry(serial: int, revoked_at: datetime, reason: RevocationReason) ->
     return der.sequence(*parts)
 
 
+#: CRLReason certificateHold (RFC 5280 5.3.1): only on the broker's own CRL, never on a
+#: published one (see :class:`CrlScope`).
+CERTIFICATE_HOLD = 6
+
+
+def encode_hold_entry(serial: int, since: datetime) -> bytes:
+    """A revokedCertificates element with reason certificateHold: a suspension the next
+    CRL of the same scope lifts by leaving it out."""
+    reason_ext = enc.extension(enc.OID_REASON_CODE, der.enumerated(CERTIFICATE_HOLD))
+    return der.sequence(der.integer(serial), der.time(since), der.sequence(reason_ext))
+
+
 def _url(uri: str) -> bytes:
     if not _URL.fullmatch(uri):
         raise InvalidInputError(f"not a distribution point URL: {uri[:60]!r}",
@@ -117,11 +137,19 @@ class CrlScope:
     delta_of: int | None = None
     partition_url: str | None = None
     only_user_certs: bool = False
+    #: The broker's own CRL (never published): an issuingDistributionPoint holding only
+    #: onlyContainsUserCerts makes it a scope of its own, with its own number sequence. It
+    #: lists the public entries plus certificateHold entries for suspended devices.
+    broker_only: bool = False
 
     def __post_init__(self) -> None:
         if self.delta_of is not None and self.delta_of < 0:
             raise InvalidInputError("a base CRL number is never negative",
                                     hint="name the number of a published complete CRL")
+        if self.broker_only and (self.partition_url is not None or self.delta_of is not None
+                                 or self.freshest_url is not None):
+            raise InvalidInputError("the broker's CRL is a complete CRL of its own scope",
+                                    hint="set broker_only alone")
         if self.only_user_certs and self.partition_url is None:
             raise InvalidInputError("onlyContainsUserCerts needs a partition URL",
                                     hint="set partition_url as well")
@@ -139,6 +167,10 @@ def scope_extensions(scope: CrlScope) -> tuple[bytes, ...]:
             # onlyContainsUserCerts [1] IMPLICIT BOOLEAN: DER writes TRUE as 0xFF.
             fields.append(der.implicit_primitive(1, b"\xff"))
         out.append(enc.extension(OID_ISSUING_DISTRIBUTION_POINT, der.sequence(*fields),
+                                 critical=True))
+    if scope.broker_only:
+        out.append(enc.extension(OID_ISSUING_DISTRIBUTION_POINT,
+                                 der.sequence(der.implicit_primitive(1, b"\xff")),
                                  critical=True))
     if scope.freshest_url is not None:
         point = der.sequence(_point_name(scope.freshest_url))

@@ -26,10 +26,10 @@ __all__ = [
     "delta_crls", "detect_cursors", "detect_lease", "detect_rules", "detect_state",
     "device_groups", "device_keys", "device_profiles", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
-    "events", "group_profiles", "group_roles", "groups", "metadata", "ota_campaign_devices",
-    "ota_campaigns", "ota_device_firmware", "ota_releases", "partition_crls",
-    "pending_enrolments", "policy_version", "provisioning_templates", "role_rules", "roles",
-    "token_jtis"
+    "events", "group_profiles", "group_roles", "groups", "incidents", "metadata",
+    "ota_campaign_devices", "ota_campaigns", "ota_device_firmware", "ota_releases",
+    "partition_crls", "pending_enrolments", "policy_version", "provisioning_templates",
+    "quarantines", "role_rules", "roles", "token_jtis"
 ]
 
 metadata = MetaData(
@@ -81,7 +81,8 @@ devices = Table(
     "devices",
     metadata,
     Column("id", String(128), primary_key=True),
-    # pending | active | disabled | retired | awaiting-approval: 17 characters, so 0010
+    # pending | active | disabled | retired | quarantined | awaiting-approval: 17 characters,
+    # so 0010
     # widened the column to 32 where the length is enforced; SQLite ignores the length and
     # keeps its original declaration.
     Column("state", String(32).with_variant(String(16), "sqlite"), nullable=False),
@@ -272,6 +273,9 @@ events = Table(
     Index(None, "at"),
     Index(None, "kind", "at"),
     Index(None, "seq", unique=True),
+    # 'events list --device' and 'incident timeline' look a device up as actor or subject.
+    Index(None, "actor", "at"),
+    Index(None, "subject", "at"),
 )
 
 # Signed checkpoints of the event chain: its position and head hash, signed by the audit key.
@@ -636,4 +640,35 @@ detect_state = Table(
     Column("subject", String(256), primary_key=True),
     Column("data", Text, nullable=False),  # JSON
     Column("updated_at", BigInteger, nullable=False),
+)
+
+# Incidents opened by 'incident quarantine': who, why, which selection, and when closed.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),  # quarantine
+    Column("state", String(16), nullable=False),  # open | closed
+    Column("actor", String(160), nullable=False),
+    Column("reason", String(512), nullable=False),
+    Column("selector", Text, nullable=False),  # JSON object: device | group | query
+    Column("devices", Integer, nullable=False),
+    Column("revoked", Integer, nullable=False),
+    Column("alert_id", Integer, nullable=True),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("closed_at", BigInteger, nullable=True),
+    Column("closed_by", String(160), nullable=True),
+    Index(None, "state", "opened_at"),
+)
+
+# The devices an incident holds in quarantine, with the state each returns to on release.
+quarantines = Table(
+    "quarantines",
+    metadata,
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("incident_id", String(32), ForeignKey("incidents.id"), nullable=False),
+    Column("previous_state", String(32), nullable=False),
+    Column("since", BigInteger, nullable=False),
+    Index(None, "incident_id"),
 )

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, select
 
 from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity
+from iotsec.access.quarantine import QUARANTINE_ROLE, quarantine_role_of
 from iotsec.app.access.roles import load_roles
 from iotsec.app.counters import COUNTERS
 from iotsec.app.identity.devices import get_device
@@ -23,20 +24,28 @@ from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m
 from iotsec.store.db import reading
 
-__all__ = ["check", "check_cached", "compiled_policy", "current_policy", "identity_for", "warm_up"]
+__all__ = ["check", "check_cached", "compiled_policy", "current_policy", "identity_for",
+           "quarantine_policy", "warm_up"]
 
 log = logging.getLogger(__name__)
 #: The compiled policy and the version it was compiled from.
 _POLICY: Slot[tuple[int, CompiledPolicy]] = Slot("access.policy")
 #: The registry entries decisions read, with the runtime's registry generation they hold.
 _DEVICES: Slot[tuple[int, DeviceCache]] = Slot("access.devices")
+#: The policy of quarantined devices (the quarantine role only), with its version.
+_QUARANTINE: Slot[tuple[int, CompiledPolicy]] = Slot("access.quarantine")
 #: Set when the background refresher runs; stops it.
 _REFRESHER: Slot[threading.Event] = Slot("access.refresher")
 #: One policy compilation at a time in a process.
 _COMPILING = threading.Lock()
 
 
-def _load_policy(conn: Connection) -> CompiledPolicy:
+def _load_policy(conn: Connection, quarantine_topic: str
+                 ) -> tuple[CompiledPolicy, CompiledPolicy]:
+    """The policy, and the policy quarantined devices get: the quarantine role only."""
+    roles = load_roles(conn)
+    quarantined = CompiledPolicy([quarantine_role_of(roles, quarantine_topic)],
+                                 every_identity=(QUARANTINE_ROLE,))
     device_roles: dict[str, list[str]] = {}
     for d, r in conn.execute(select(m.device_roles.c.device_id, m.device_roles.c.role_name)
                              .order_by(m.device_roles.c.device_id, m.device_roles.c.role_name)):
@@ -45,7 +54,7 @@ def _load_policy(conn: Connection) -> CompiledPolicy:
     for g, r in conn.execute(select(m.group_roles.c.group_name, m.group_roles.c.role_name)
                              .order_by(m.group_roles.c.group_name, m.group_roles.c.role_name)):
         group_roles.setdefault(g, []).append(r)
-    return CompiledPolicy(load_roles(conn), device_roles, group_roles)
+    return CompiledPolicy(roles, device_roles, group_roles), quarantined
 
 
 def _read_policy_version(rt: Runtime) -> int:
@@ -67,6 +76,15 @@ def compiled_policy(rt: Runtime) -> CompiledPolicy | None:
     return None
 
 
+def quarantine_policy(rt: Runtime) -> CompiledPolicy:
+    """The policy of quarantined devices (the quarantine role only), kept current with the
+    store's policy version."""
+    current_policy(rt)
+    held = rt.get(_QUARANTINE)
+    assert held is not None  # set with the policy
+    return held[1]
+
+
 def current_policy(rt: Runtime) -> CompiledPolicy:
     """The compiled policy, rebuilt only when the store's policy version has moved."""
     version = _policy_version(rt)
@@ -80,7 +98,8 @@ def current_policy(rt: Runtime) -> CompiledPolicy:
         if cached is not None and cached[0] == version:
             return cached[1]
         with reading(rt.engine) as conn:
-            policy = _load_policy(conn)
+            policy, quarantined = _load_policy(conn, rt.settings.quarantine_topic)
+        rt.put(_QUARANTINE, (version, quarantined))
         rt.put(_POLICY, (version, policy))
     return policy
 
@@ -158,7 +177,10 @@ def check(rt: Runtime, device_id: str, action: str, resource: str,
           cert_serial: str | None = None) -> Decision:
     """Decide and explain. A device that is not active is denied whatever its roles say."""
     device = _device(rt, device_id)
-    return _decide(current_policy(rt), device, action, resource, cert_serial)
+    policy = current_policy(rt)
+    if device.state is DeviceState.QUARANTINED:
+        policy = quarantine_policy(rt)
+    return _decide(policy, device, action, resource, cert_serial)
 
 
 def check_cached(rt: Runtime, device_id: str, action: str, resource: str,
@@ -171,6 +193,11 @@ def check_cached(rt: Runtime, device_id: str, action: str, resource: str,
     policy = compiled_policy(rt) if device is not None else None
     if device is None or policy is None:
         return None
+    if device.state is DeviceState.QUARANTINED:
+        held = rt.get(_QUARANTINE)
+        if held is None:
+            return None
+        policy = held[1]
     return _decide(policy, device, action, resource, cert_serial)
 
 
@@ -178,6 +205,11 @@ def _decide(policy: CompiledPolicy, device: Device, action: str, resource: str,
             cert_serial: str | None) -> Decision:
     identity, state = _identity(device, cert_serial)
     decision = policy.decide(identity, action, resource)
+    if state is DeviceState.QUARANTINED:
+        # ``policy`` is the quarantine policy here (see ``check``).
+        COUNTERS.inc("decisions", ("allow" if decision.allowed else "deny",))
+        return decision._replace(reason=f"device {device.id!r} is quarantined: "
+                                 f"{decision.explanation}")
     if state is not DeviceState.ACTIVE and state is not DeviceState.PENDING:
         COUNTERS.inc("decisions", ("deny",))
         return Decision(False, action, resource,

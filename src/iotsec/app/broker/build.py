@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from iotsec.access.policy import Role
+from iotsec.access.quarantine import quarantine_role_of
 from iotsec.app.broker.files import Owner, read_json, write
 from iotsec.app.broker.fleet import load_fleet
+from iotsec.app.broker.holds import held_certificates, held_digest, with_holds
 from iotsec.app.broker.pki import ServerNames, server_certificate
 from iotsec.app.identity.bindings import DEFAULT_ROLE
 from iotsec.app.pki.authorities import (
@@ -102,6 +104,7 @@ class Built:
     crl: CrlInfo
     server_issued: bool
     dry_run: bool = False
+    quarantined: tuple[str, ...] = ()
 
 
 def _crl(rt: Runtime, authority: AuthorityRecord, previous: int | None
@@ -153,13 +156,18 @@ def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
                             if a.role == "issuing" and a.state == "active")
         roles, devices = load_fleet(rt)
         acl = compile_acl(roles, devices, header=ACL_HEADER,
-                          new_device_roles=new_device_roles(roles))
+                          new_device_roles=new_device_roles(roles),
+                          quarantine_role=quarantine_role_of(roles, rt.settings.quarantine_topic))
         check_acl(acl.text, required_users=INTERNAL_USERS)
         prev_dir = (layout.generation(int(previous["generation"]))
                     if previous.get("generation") else None)
         names = ServerNames.parse(options.bind, options.dns, options.ips)
         chain, key, issued = server_certificate(rt, prev_dir, names, options.bind)
-        crl_pem = crl_bundle(crls)
+        holds = held_certificates(rt)
+        public_pem = crl_bundle(crls)
+        loaded, broker_numbers, hold_warnings = with_holds(
+            rt, crls, holds, previous.get("broker_crl_numbers", {}), rt.now())
+        crl_pem = crl_bundle(loaded)
         write(tmp / "acl", acl.text.encode("utf-8"), owner)
         write(tmp / "crl.pem", crl_pem, owner)
         # The trust bundle: during a rollover both issuing CAs (and both roots, with the
@@ -177,16 +185,23 @@ def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
             "authorities": {str(a.id): a.state for a, _, _ in crls},
             "crl_next_update": issuing_info.next_update.isoformat(),
             "acl_sha256": hashlib.sha256(acl.text.encode("utf-8")).hexdigest(),
-            "crl_sha256": hashlib.sha256(crl_pem).hexdigest(),
+            # The published CRLs (what sync_needed compares), the holds added to them for
+            # the broker (see iotsec.app.broker.holds), and the file the broker loads.
+            "crl_sha256": hashlib.sha256(public_pem).hexdigest(),
+            "held_sha256": held_digest(holds), "held": len(holds),
+            "broker_crl_numbers": broker_numbers,
+            "crl_file_sha256": hashlib.sha256(crl_pem).hexdigest(),
             "ca_sha256": hashlib.sha256(bundle).hexdigest(),
             "server_sha256": hashlib.sha256(chain).hexdigest(),
-            "blocked": list(acl.blocked), "user_blocks": acl.user_blocks,
+            "blocked": list(acl.blocked), "quarantined": list(acl.quarantined),
+            "user_blocks": acl.user_blocks,
             "pattern_lines": acl.pattern_lines,
             "seconds_build": round(time.monotonic() - t0, 3),
         }
         write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"), owner)
-        return Built(number, tmp, manifest, acl.blocked, acl.warnings, acl.user_blocks,
-                      acl.pattern_lines, issuing_info, issued)
+        return Built(number, tmp, manifest, acl.blocked, (*acl.warnings, *hold_warnings),
+                     acl.user_blocks,
+                      acl.pattern_lines, issuing_info, issued, quarantined=acl.quarantined)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -29,9 +29,10 @@ from sqlalchemy import select
 
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Identity, Role
+from iotsec.access.quarantine import QUARANTINE_ROLE, quarantine_role_of
 from iotsec.app.access import decisions as access
 from iotsec.app.access import roles
-from iotsec.app.access.decisions import current_policy, identity_for
+from iotsec.app.access.decisions import current_policy, identity_for, quarantine_policy
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime, Slot
 from iotsec.broker.emqx import (
@@ -130,7 +131,13 @@ def _roles(rt: Runtime, policy: CompiledPolicy, identity: Identity) -> list[Role
         by_name = cached[1]
     else:
         with reading(rt.engine) as conn:
-            by_name = {r.name: r for r in roles.load_roles(conn)}
+            loaded = roles.load_roles(conn)
+        found = {r.name: r for r in loaded}
+        # A quarantined device's policy names the quarantine role even when the store has
+        # none: the built-in one then applies.
+        found.setdefault(QUARANTINE_ROLE,
+                         quarantine_role_of(loaded, rt.settings.quarantine_topic))
+        by_name = found
         rt.put(_ROLES, (policy, by_name))
     return [by_name[n] for n in policy.roles_for(identity) if n in by_name]
 
@@ -151,12 +158,16 @@ def authenticate(rt: Runtime, body: bytes, source: str | None = None) -> dict[st
         now = ts(rt.now())
         cert = _presented(rt, req, now)
         identity, state = identity_for(rt, req.username, cert.serial or None)
-        if state is not DeviceState.ACTIVE:
+        if state is DeviceState.QUARANTINED:
+            # Connected, but given the quarantine role's rules only (its remediation topic).
+            policy = quarantine_policy(rt)
+        elif state is not DeviceState.ACTIVE:
             raise _Refused(f"device is {state.value}")
-        policy = current_policy(rt)
-        connect = policy.decide(identity, "connect", identity.device_id)
-        if connect.rule is not None and not connect.allowed:
-            raise _Refused(f"connect denied: {connect.explanation}")
+        else:
+            policy = current_policy(rt)
+            connect = policy.decide(identity, "connect", identity.device_id)
+            if connect.rule is not None and not connect.allowed:
+                raise _Refused(f"connect denied: {connect.explanation}")
         acl = compile_acl(identity, _roles(rt, policy, identity))
         expire_at = min(now + emqx_settings(rt).authn_ttl, cert.not_after)
         if expire_at <= now:

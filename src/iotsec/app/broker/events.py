@@ -39,7 +39,7 @@ from typing import Any
 from iotsec.access.engine import CompiledPolicy
 from iotsec.access.policy import Identity
 from iotsec.access.topics import TopicError
-from iotsec.app.access.decisions import current_policy, identity_for
+from iotsec.app.access.decisions import current_policy, identity_for, quarantine_policy
 from iotsec.app.broker.pki import CANARY_USER
 from iotsec.app.events import Event, append_events
 from iotsec.app.runtime import Runtime
@@ -207,14 +207,18 @@ class LogTranslator:
         identity, state = found
         if self.policy is None:
             self.policy = current_policy(self.rt)
+        policy = (quarantine_policy(self.rt) if state is DeviceState.QUARANTINED
+                  else self.policy)
         try:
-            decision = self.policy.decide(identity, "subscribe", topic)
+            decision = policy.decide(identity, "subscribe", topic)
         except TopicError:
             return None
-        if state not in (DeviceState.ACTIVE, DeviceState.PENDING):
+        if state not in (DeviceState.ACTIVE, DeviceState.PENDING, DeviceState.QUARANTINED):
             reason = f"device is {state.value}"
         elif decision.allowed:
             return None
+        elif state is DeviceState.QUARANTINED:
+            reason = f"device is quarantined: {decision.explanation}"
         else:
             reason = decision.explanation
         return Event(at, "broker.subscribe", "denied", actor=cid, subject=topic,

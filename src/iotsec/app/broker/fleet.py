@@ -52,7 +52,8 @@ def load_fleet(rt: Runtime) -> tuple[list[Role], list[FleetDevice]]:
             columns.append(m.devices.c.attributes)
         rows = conn.execute(select(*columns)).all()
     interned: dict[tuple[str, ...], tuple[str, ...]] = {}
-    enabled_states = {DeviceState.ACTIVE.value, DeviceState.PENDING.value}
+    enabled_states = {DeviceState.ACTIVE.value, DeviceState.PENDING.value,
+                      DeviceState.QUARANTINED.value}
     devices = []
     for row in rows:
         device_groups = tuple(groups.get(row.id, ()))
@@ -64,5 +65,6 @@ def load_fleet(rt: Runtime) -> tuple[list[Role], list[FleetDevice]]:
         attributes = json.loads(row.attributes) if needs_attrs else {}
         devices.append(FleetDevice(id=row.id, enabled=row.state in enabled_states,
                                    roles=roles_t, groups=device_groups, attributes=attributes,
-                                   serials=tuple(serials.get(row.id, ()))))
+                                   serials=tuple(serials.get(row.id, ())),
+                                   quarantined=row.state == DeviceState.QUARANTINED.value))
     return roles, devices

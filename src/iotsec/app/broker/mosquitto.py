@@ -21,7 +21,8 @@ A sync is fail-closed and atomic:
 4. confirm: the probe certificate connects and is refused a publish (the ACL is loaded),
    the revoked canary certificate is refused with ``certificate_revoked`` (the CRL is
    loaded). Otherwise swap back, reload, and raise;
-5. end the live sessions of devices revoked, disabled or blocked since the last sync
+5. end the live sessions of devices revoked, disabled, blocked or quarantined since the
+   last sync
    (see :mod:`iotsec.brokerctl`); record security events.
 """
 
@@ -42,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import select
 
 from iotsec import brokerctl as control
+from iotsec.access.quarantine import quarantine_role_of
 from iotsec.app.broker.build import (
     ACL_HEADER,
     BrokerOptions,
@@ -51,6 +53,7 @@ from iotsec.app.broker.build import (
     options_of,
     trusted_crls,
 )
+from iotsec.app.broker.confirm import confirm
 from iotsec.app.broker.files import (
     Owner,
     current_generation,
@@ -64,6 +67,7 @@ from iotsec.app.broker.files import (
     write_json_private,
 )
 from iotsec.app.broker.fleet import load_fleet
+from iotsec.app.broker.holds import held_certificates, held_digest
 from iotsec.app.broker.pki import (
     ServerNames,
     admin_password,
@@ -108,40 +112,6 @@ class SyncResult:
     server_certificate_issued: bool
     warnings: tuple[str, ...]
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-# --- confirming a generation ---------------------------------------------------------------
-
-
-def _identity(layout: Layout, name: str) -> control.TlsIdentity:
-    return control.TlsIdentity(cert=layout.private / f"{name}.pem",
-                               key=layout.private / f"{name}.key", ca=layout.current / "ca.pem")
-
-
-def _probe_host(options: BrokerOptions) -> str:
-    if options.bind == "0.0.0.0":  # noqa: S104
-        return "127.0.0.1"
-    if options.bind == "::":
-        return "::1"
-    return options.bind
-
-
-def confirm(layout: Layout, options: BrokerOptions, *, timeout: float = 3.0) -> None:
-    """Prove the running broker serves and enforces the current generation (raises)."""
-    host = _probe_host(options)
-    result = control.probe(host, options.port, _identity(layout, "probe"), server_name=host,
-                           timeout=timeout)
-    if not result.connected:
-        raise BrokerReloadError(f"the broker does not accept the probe certificate on "
-                                f"{host}:{options.port}: {result.error}")
-    if not result.enforcing:
-        raise BrokerReloadError("the broker is not enforcing its ACL (the probe's publish "
-                                f"was answered with reason {result.publish_reason})")
-    canary = control.canary_refused(host, options.port, _identity(layout, "canary"),
-                                    server_name=host, timeout=timeout)
-    if canary != "revoked":
-        raise BrokerReloadError("the broker is not enforcing its CRL (the revoked canary "
-                                f"certificate got: {canary})")
 
 
 # --- render and sync -----------------------------------------------------------------------
@@ -233,8 +203,9 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
         raise
     built.manifest["applied_at"] = (ts(rt.now()) if process is not None or prev_gen is None
                                     else previous.get("applied_at"))
-    built.manifest["kicked_blocked"] = (list(built.blocked) if process is not None
-                                        else previous.get("kicked_blocked", []))
+    for key, ids in (("kicked_blocked", built.blocked),
+                     ("kicked_quarantined", built.quarantined)):
+        built.manifest[key] = list(ids) if process is not None else previous.get(key, [])
     swap(layout, built.number)
     kicked: list[str] = []
     if process is not None:
@@ -255,8 +226,12 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
         seconds["reload"] = round(time.monotonic() - t2, 3)
         t3 = time.monotonic()
         since = previous.get("applied_at")
+        # A device quarantined since the last sync is dropped too: it comes back under
+        # the quarantine role's rules only.
+        newly_quarantined = set(built.quarantined) - set(previous.get("kicked_quarantined", []))
         targets = (set(built.blocked) - set(previous.get("kicked_blocked", []))
-                   ) | _revoked_since(rt, since if isinstance(since, int) else None)
+                   ) | newly_quarantined | _revoked_since(rt, since if isinstance(since, int)
+                                                          else None)
         try:
             kicked = control.kick(layout.admin_socket, ADMIN_USER, password, sorted(targets))
         except (OSError, ConnectionError) as exc:
@@ -270,13 +245,15 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
             rt.events.record(Event(rt.now(), "broker.kick", "success", actor=device_id,
                                    subject=str(layout.root),
                                    detail={"reason": "blocked" if device_id in built.blocked
+                                           else "quarantined" if device_id in newly_quarantined
                                            else "certificate revoked"}))
     # The manifest is rewritten in place: the broker never reads it.
     replace_shared(layout.generation(built.number) / "manifest.json",
                    json.dumps(built.manifest, indent=1).encode("utf-8"), owner)
     prune(layout, {built.number, prev_gen or 0})
     changed = any(previous.get(k) != built.manifest[k]
-                  for k in ("acl_sha256", "crl_sha256", "server_sha256", "ca_sha256"))
+                  for k in ("acl_sha256", "crl_sha256", "held_sha256", "server_sha256",
+                            "ca_sha256"))
     seconds["total"] = round(time.monotonic() - t0, 3)
     result = SyncResult(
         directory=str(layout.root), generation=built.number, previous=prev_gen,
@@ -366,12 +343,15 @@ def sync_needed(rt: Runtime, directory: Path) -> bool:
     if next_update - rt.now() < lifetime / 2:
         return True
     roles, devices = load_fleet(rt)
-    acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=new_device_roles(roles))
+    acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=new_device_roles(roles),
+                      quarantine_role=quarantine_role_of(roles, rt.settings.quarantine_topic))
     if hashlib.sha256(acl.text.encode("utf-8")).hexdigest() != previous.get("acl_sha256"):
         return True
     crls = crl_bundle(trusted_crls(rt, {}))
     if hashlib.sha256(crls).hexdigest() != previous.get("crl_sha256"):
         return True
+    if held_digest(held_certificates(rt)) != previous.get("held_sha256"):
+        return True  # a device disabled or enabled again: the broker's CRL changes
     # A CA rotated, imported or retired by another process: the trust bundle changed.
     bundle = trust_bundle_pem(rt).encode("ascii")
     if hashlib.sha256(bundle).hexdigest() != previous.get("ca_sha256"):

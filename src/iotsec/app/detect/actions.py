@@ -27,10 +27,12 @@ from iotsec.app.detect.follow import Raised
 from iotsec.app.events import Event
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.monitor.alerts import raise_alert
+from iotsec.app.monitor.quarantine import quarantine_devices
+from iotsec.app.monitor.selection import Selector
 from iotsec.app.pki.revocation import revoke_device
 from iotsec.app.runtime import Runtime
-from iotsec.detect.rules import Action, RuleSet, quarantine_available
-from iotsec.errors import InvalidInputError, IotsecError
+from iotsec.detect.rules import Action, RuleSet
+from iotsec.errors import IotsecError
 from iotsec.eventlog.alerts import NewAlert
 from iotsec.findings.model import Severity
 from iotsec.identity.registry import DeviceState
@@ -69,13 +71,11 @@ def revoke(rt: Runtime, device: str, actor: str) -> str:
 
 
 def quarantine(rt: Runtime, device: str, actor: str) -> str:
-    """Move the device to the ``quarantined`` state, where the installation has one (the
-    rule parser refuses a quarantine rule where it has not)."""
-    if not quarantine_available():
-        raise InvalidInputError("this installation has no 'quarantined' device state",
-                                hint="use 'action: disable' or 'action: revoke'")
-    change_state(rt, device, DeviceState("quarantined"), actor=actor)
-    return "device quarantined"
+    """Quarantine the device as ``iotsec incident quarantine`` does: one incident, the
+    broker synced and its live session dropped where ``IOTSEC_BROKER_DIR`` is set."""
+    result = quarantine_devices(rt, Selector.parse([device]), actor=actor, source=actor,
+                                reason=f"automatic mitigation by {actor}")
+    return f"device quarantined (incident {result.incident})"
 
 
 ACTIONS: dict[Action, Callable[[Runtime, str, str], str]] = {

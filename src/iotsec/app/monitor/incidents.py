@@ -32,9 +32,10 @@ def timeline(rt: Runtime, device_id: str, *, since: datetime | None = None,
         if conn.execute(select(m.devices.c.id).where(m.devices.c.id == key)).first() is None:
             raise NotFoundError(f"device {key!r} is not registered",
                                 hint="check the id with 'iotsec device list'")
-        serials = select(c.serial).where(c.device_id == key).scalar_subquery()
-        events = select(m.events).where(or_(e.actor == key, e.subject == key,
-                                            e.subject.in_(serials)))
+        # The serials are read first and given as a list: an IN over a subquery inside the
+        # OR would keep PostgreSQL from combining the actor and subject indexes.
+        serials = list(conn.execute(select(c.serial).where(c.device_id == key)).scalars())
+        events = select(m.events).where(or_(e.actor == key, e.subject.in_([key, *serials])))
         alerts = select(m.alerts).where(a.subject == key)
         if since is not None:
             events = events.where(e.at >= ts(since))
