@@ -99,7 +99,7 @@ def _issue(rt: Runtime, common_name: str, dns: tuple[str, ...], ips: tuple[str, 
     issuing = rt.authority("issuing")
     issued = issue_server(issuing, spki=enc.spki_der(signer.public_key()),
                           common_name=common_name, dns_names=dns, ips=ips, now=rt.now(),
-                          **revocation_urls(rt.settings))
+                          **revocation_urls(rt.settings, rt.issuing_id()))
     record_infrastructure(rt, issued, "server")
     leaf = enc.to_pem(issued.der, "CERTIFICATE")
     chain_file = directory / CHAIN_FILE
