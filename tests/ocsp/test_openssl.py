@@ -40,7 +40,7 @@ def _home(tmp_path: Path, key_type: KeyType, public: int) -> Home:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
     env.update(IOTSEC_HOME=str(home), IOTSEC_PUBLIC_URL=f"http://127.0.0.1:{public}")
-    init = run_script("init", "--json", "--key-type", key_type.value, env=env)
+    init = run_script("init", "--store-passphrase", "--json", "--key-type", key_type.value, env=env)
     assert init.returncode == 0, init.stderr
     chain = run_script("ca", "chain", env=env)
     assert chain.returncode == 0, chain.stderr
