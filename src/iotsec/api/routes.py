@@ -229,7 +229,8 @@ def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, caller: OperatorDep) -> 
 def revoke_infrastructure(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminDep
                           ) -> ReplacementOut:
     """Revoke one of iotsec's own certificates and replace it at once (the API's server
-    certificate from the next start; the broker of IOTSEC_BROKER_DIR synced)."""
+    certificate loaded by a running server within seconds; the broker of IOTSEC_BROKER_DIR
+    synced)."""
     done = replace_infrastructure(rt, serial, RevocationReason.parse(body.reason))
     return ReplacementOut.from_domain(done, rt.now())
 
