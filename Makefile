@@ -19,8 +19,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
+# A fresh machine gets the embedded default (--store-passphrase: a generated CA passphrase
+# stored in the home, next to the keys) unless IOTSEC_CA_PASSPHRASE is set.
 run: $(VENV)/.installed
-	$(BIN)/iotsec init --exist-ok
+	$(BIN)/iotsec init --exist-ok $(if $(IOTSEC_CA_PASSPHRASE),,--store-passphrase)
 	$(BIN)/iotsec serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed-dev

@@ -199,7 +199,7 @@ def _runtime(database_url: str | None, keep: bool) -> Iterator[Runtime]:
     try:
         with scratch_dir("iotsec-bench-audit-pg-", keep) as tmp:
             settings = Settings(home=tmp / "home", database_url=url)
-            init_home(settings)
+            init_home(settings, store_passphrase=True)
             rt = open_runtime(settings)
             try:
                 yield rt

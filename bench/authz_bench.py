@@ -205,7 +205,7 @@ def bench_http(seconds: int, devices: int) -> dict[str, object]:
     home = Path(tempfile.mkdtemp(prefix="iotsec-authz-")) / "home"
     env = {**os.environ, "IOTSEC_HOME": str(home), "IOTSEC_AUTH_FAILURE_LIMIT": "1000000"}
     iotsec = str(Path(sys.executable).with_name("iotsec"))
-    init = json.loads(subprocess.run([iotsec, "init", "--json"], env=env, check=True,
+    init = json.loads(subprocess.run([iotsec, "init", "--store-passphrase", "--json"], env=env, check=True,
                                      capture_output=True, text=True).stdout)
     token = init["admin_token"]
     csv, bodies = _fleet_files(home, devices)

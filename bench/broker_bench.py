@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o711)
     try:
         settings = settings_for(work / "home")
-        init_home(settings)
+        init_home(settings, store_passphrase=True)
         rt = open_runtime(settings)
         seed(rt, count)
         broker_dir = work / "broker"

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parts: list[dict[str, float]] = []
     try:
         settings = settings_for(work / "home")
-        init_home(settings)
+        init_home(settings, store_passphrase=True)
         rt = open_runtime(settings)
         seed(rt, count)
         broker_dir = work / "broker"

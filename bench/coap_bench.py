@@ -194,7 +194,7 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         home = tmp / "home"
-        init_home(settings_for(home))
+        init_home(settings_for(home), store_passphrase=True)
         rt = open_runtime(settings_for(home))
         add_role(rt, Role.build("dashboard", [Rule.parse("allow", "subscribe", "devices/#"),
                                               Rule.parse("allow", "receive", "devices/#")]))

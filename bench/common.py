@@ -65,7 +65,7 @@ def fresh_runtime(prefix: str, keep: bool = False) -> Iterator[Runtime]:
     """``iotsec init`` in a temporary home, then a runtime over it."""
     with scratch_dir(prefix, keep) as tmp:
         home = tmp / "home"
-        init_home(settings_for(home))
+        init_home(settings_for(home), store_passphrase=True)
         rt = open_runtime(settings_for(home))
         try:
             yield rt

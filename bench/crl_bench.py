@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with scratch_dir("iotsec-bench-crl-", keep=args.keep) as tmp:
         home = tmp / "home"
-        init_home(settings_for(home))
+        init_home(settings_for(home), store_passphrase=True)
         rt = open_runtime(settings_for(home))
         ca = rt.authority("issuing")
         ca_key = issuing_private_key(rt)

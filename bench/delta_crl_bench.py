@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_for(home)
         settings.crl_url = CRL_URL
         start_clock = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
-        init_home(settings, now=start_clock - timedelta(minutes=5))
+        init_home(settings, now=start_clock - timedelta(minutes=5), store_passphrase=True)
         clock = Clock(start_clock)
         rt = open_runtime(settings, clock=clock)
         start = time.perf_counter()

@@ -89,7 +89,7 @@ def main() -> None:
     iotsec = str(Path(sys.executable).with_name("iotsec"))
     server = None
     try:
-        init = json.loads(subprocess.run([iotsec, "init", "--json"], env=env, check=True,
+        init = json.loads(subprocess.run([iotsec, "init", "--store-passphrase", "--json"], env=env, check=True,
                                          capture_output=True, text=True).stdout)
         admin = init["admin_token"]
         csv = work / "fleet.csv"

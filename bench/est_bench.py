@@ -528,7 +528,7 @@ def main() -> int:
     with scratch_dir("iotsec-bench-est-", args.keep) as work:
         home = work / "home"
         inputs = Inputs(home_env(home))
-        iotsec(inputs.env, "init", "--key-type", "ecdsa-p256", "--json")
+        iotsec(inputs.env, "init", "--store-passphrase", "--key-type", "ecdsa-p256", "--json")
         iotsec(inputs.env, "enrol", "template", "add", TEMPLATE, "--group", "bench", "--role",
                "device", "--id-from", "csr-cn", "--json")
         files = cfssl_setup(work)

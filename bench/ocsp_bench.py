@@ -226,7 +226,7 @@ def main() -> None:
         "serving processes (ours --workers, openssl -multi)": args.workers})
     with scratch_dir("iotsec-ocsp-bench-") as tmp:
         home = tmp / "home"
-        init_home(settings_for(home))
+        init_home(settings_for(home), store_passphrase=True)
         rt = open_runtime(settings_for(home))
         names = [f"bench-{i:05d}" for i in range(args.certs)]
         for name in names:

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parts: list[dict[str, float]] = []
     try:
         settings = settings_for(work / "home")
-        init_home(settings)
+        init_home(settings, store_passphrase=True)
         rt = open_runtime(settings)
         seed(rt, count)
         port = free_port()

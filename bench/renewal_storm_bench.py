@@ -207,7 +207,7 @@ def main() -> int:
         home = work / "home"
         extra = {} if args.grace is None else {"IOTSEC_RENEW_GRACE": str(args.grace)}
         env = home_env(home, **extra)
-        token = json.loads(iotsec(env, "init", "--key-type", "ecdsa-p256", "--json")
+        token = json.loads(iotsec(env, "init", "--store-passphrase", "--key-type", "ecdsa-p256", "--json")
                            )["admin_token"]
         fleet = work / "fleet.jsonl"
         t0 = time.perf_counter()

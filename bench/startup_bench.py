@@ -51,7 +51,7 @@ def main() -> None:
     with scratch_dir("iotsec-startup-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
         env["IOTSEC_HOME"] = str(tmp / "home")
-        for setup in (["init"], ["device", "add", "dev-1"]):
+        for setup in (["init", "--store-passphrase"], ["device", "add", "dev-1"]):
             subprocess.run([IOTSEC, *setup], env=env, cwd=tmp, check=True,
                            stdout=subprocess.DEVNULL)
         subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",

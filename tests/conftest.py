@@ -160,7 +160,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def initialised(settings: Settings, clock: FakeClock) -> InitResult:
-    return init_home(settings, now=clock())
+    return init_home(settings, now=clock(), store_passphrase=True)
 
 
 @pytest.fixture

@@ -200,7 +200,8 @@ class Settings(EnvSettings):
     crl_url: str | None = Field(
         default=None, pattern=r"^https?://[\x21-\x7e]{1,2000}$",
         description="public URL of the CRL (e.g. https://pki.example.com/crl); when set, "
-        "device certificates carry it as their CRL distribution point")
+        "device certificates carry it with ?ca=<id> (their CA) as their CRL distribution "
+        "point")
     crl_delta_hours: int = Field(
         default=24, ge=1, le=24 * 365,
         description="nextUpdate - thisUpdate of delta CRLs; a delta CRL is re-signed after "
@@ -212,7 +213,7 @@ class Settings(EnvSettings):
     crl_partitions: int = Field(
         default=0, ge=0, le=4096,
         description="split device certificates over this many partition CRLs, each named by "
-        "the CDP of its certificates (<IOTSEC_CRL_URL>/p/<k>); 0 or 1: off. Needs "
+        "the CDP of its certificates (<IOTSEC_CRL_URL>/p/<k>?ca=<id>); 0 or 1: off. Needs "
         "IOTSEC_CRL_URL; raise it later if needed, never lower it (certificates keep the "
         "partition they were issued with)")
     public_url: str | None = Field(
@@ -221,8 +222,9 @@ class Settings(EnvSettings):
         r"(:[0-9]{1,5})?/?$",
         description="origin of the public plain-HTTP listener ('iotsec serve "
         "--public-http-port'), as relying parties reach it: http://HOST[:PORT], no path; "
-        "when set, issued certificates carry its /ocsp (AIA) and /ca/issuing.der "
-        "(caIssuers) and, unless IOTSEC_CRL_URL is set, its /crl as CRL distribution point")
+        "when set, issued certificates carry its /ocsp (AIA) and /ca/<id>.der "
+        "(caIssuers) and, unless IOTSEC_CRL_URL is set, its /crl?ca=<id> as CRL "
+        "distribution point, <id> being their CA's")
     ocsp_signer: Literal["responder", "ca"] = Field(
         default="responder",
         description="who signs OCSP answers: 'responder' (a delegated OCSP certificate per "

@@ -51,7 +51,7 @@ def test_api_lists_rotates_retires_and_serves_crls(rt: Runtime, api: TestClient)
 def test_crl_of_an_offline_root_is_served_past_its_refresh_age(
         settings: Settings, clock: FakeClock, tmp_path: Path) -> None:
     init_home(settings, now=clock(), offline_root=OfflineRoot(tmp_path / "root.key",
-                                                              b"q" * 16))
+                                                              b"q" * 16), store_passphrase=True)
     rt = open_runtime(settings, clock=clock)
     try:
         with TestClient(create_app(rt)) as anon:

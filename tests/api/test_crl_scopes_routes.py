@@ -53,6 +53,20 @@ def test_delta_crl_route(anon: TestClient, rt: Runtime, monkeypatch: pytest.Monk
     root = _crl(anon, "/crl/delta?ca=root")
     assert root.issuer == rt.authority("root").certificate.subject
     assert anon.get("/crl/delta?ca=other").status_code == 422
+    # The CA named by its id (the freshestCRL of its complete CRL): the same delta, kept in
+    # memory under its id like the active CA's.
+    ca = rt.issuing_id()
+    named = complete.extensions.get_extension_for_class(x509.FreshestCRL).value
+    assert [n.value for p in named for n in p.full_name or ()] == [
+        f"{CRL_URL}/delta?ca={ca}"]
+    by_id = _crl(anon, f"/crl/delta?ca={ca}")
+    assert [e.serial_number for e in by_id] == [int(cert.serial, 16)]
+    assert by_id.issuer == after.issuer
+    calls.clear()
+    assert _crl(anon, f"/crl/delta?ca={ca}") == by_id and calls == []
+    assert _crl(anon, f"/crl/delta?ca={rt.authority_id('root')}").issuer == root.issuer
+    assert anon.get("/crl/delta?ca=4242").status_code == 404
+    assert anon.get("/crl/delta?ca=0").status_code == 422
 
 
 def test_partition_crl_route(anon: TestClient, rt: Runtime) -> None:
@@ -67,9 +81,18 @@ def test_partition_crl_route(anon: TestClient, rt: Runtime) -> None:
     parsed = _crl(anon, f"/crl/p/{k}")
     assert [e.serial_number for e in parsed] == [int(cert.serial, 16)]
     idp = parsed.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
-    assert [n.value for n in idp.full_name or ()] == [f"{CRL_URL}/p/{k}"]
+    ca = rt.issuing_id()
+    assert [n.value for n in idp.full_name or ()] == [f"{CRL_URL}/p/{k}?ca={ca}",
+                                                    f"{CRL_URL}/p/{k}"]
     assert len(_crl(anon, f"/crl/p/{1 - k}")) == 0
     assert anon.get("/crl/p/2").status_code == 404
+    # The CA named by its id, as the certificate's CDP names it: the same CRL.
+    assert _crl(anon, f"/crl/p/{k}?ca={ca}") == parsed
+    # The root has no partitions; an unknown id is 404; junk is refused, never a 500.
+    assert anon.get(f"/crl/p/{k}?ca={rt.authority_id('root')}").status_code == 404
+    assert anon.get(f"/crl/p/{k}?ca=999").status_code == 404
+    for junk in ("0", "-1", "root", "1e3", "x" * 300, "9999999999"):
+        assert anon.get(f"/crl/p/{k}", params={"ca": junk}).status_code == 422
 
 
 @settings(max_examples=60, deadline=None,

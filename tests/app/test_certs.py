@@ -232,7 +232,8 @@ def test_crl_distribution_point_when_configured(rt, device):
     rt.settings.crl_url = "https://pki.example.com/crl"
     cert = x509.load_der_x509_certificate(issuance.issue_from_csr(rt, "dev-1", make_csr()).der)
     points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    assert [n.value for n in points[0].full_name] == ["https://pki.example.com/crl"]
+    assert [n.value for n in points[0].full_name] == [
+        f"https://pki.example.com/crl?ca={rt.issuing_id()}"]
 
 
 def test_dns_names_from_the_deployment_profile(rt, device):

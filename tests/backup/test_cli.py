@@ -28,7 +28,7 @@ def _crl_number(path: Path) -> int:
 
 def test_restore_never_reuses_a_published_crl_number(
         cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     (tmp_path / "d.csr").write_bytes(make_csr())
     for device in ("dev-1", "dev-2"):
         cli.ok("device", "add", device)
@@ -61,7 +61,7 @@ def test_restore_never_reuses_a_published_crl_number(
 
 def test_restore_says_what_it_did(cli: Cli, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     cli.ok("backup", "create", str(tmp_path / "home.bak"))
     monkeypatch.setenv("IOTSEC_HOME", str(tmp_path / "restored"))
     result = cli.ok("backup", "restore", str(tmp_path / "home.bak"))
@@ -73,7 +73,7 @@ def test_restore_says_what_it_did(cli: Cli, tmp_path: Path,
 
 def test_the_passphrase_never_comes_from_the_command_line(
         cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     monkeypatch.delenv("IOTSEC_BACKUP_PASSPHRASE")
     assert "IOTSEC_BACKUP_PASSPHRASE" in cli.refused("backup", "create",
                                                      str(tmp_path / "b.bak"))
@@ -82,7 +82,7 @@ def test_the_passphrase_never_comes_from_the_command_line(
 
 
 def test_migrate_command(cli: Cli, pg_schema: Callable[[], str], tmp_path: Path) -> None:
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     cli.ok("device", "add", "dev-1")
     cli.ok("crl", "-o", str(tmp_path / "before.crl"))
     url = pg_schema()

@@ -25,7 +25,7 @@ from tests.conftest import FakeClock
 @pytest.fixture
 def sqlite_home(tmp_path: Path, clock: FakeClock) -> Settings:
     settings = Settings(home=tmp_path / "home")
-    init_home(settings, now=clock())
+    init_home(settings, now=clock(), store_passphrase=True)
     rt = open_runtime(settings, clock=clock)
     try:
         populate(rt)
@@ -76,7 +76,8 @@ def test_a_refused_migration_changes_nothing(
         sqlite_home: Settings, pg_schema: Callable[[], str], tmp_path: Path,
         clock: FakeClock) -> None:
     url = pg_schema()
-    init_home(Settings(home=tmp_path / "other", database_url=url), now=clock())
+    init_home(Settings(home=tmp_path / "other", database_url=url), now=clock(),
+              store_passphrase=True)
     target_before = store_rows(url)
     before = store_rows(sqlite_home.store_url)
     db_bytes = (sqlite_home.resolved_home / "iotsec.db").read_bytes()

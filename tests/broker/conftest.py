@@ -26,7 +26,7 @@ def brt(tmp_path: Path) -> Iterator[Runtime]:
     settings = Settings(home=tmp_path / "home")
     # Made a week ago: a test may issue "as if days ago" (an expired certificate), and
     # nothing is signed before its CA existed.
-    init_home(settings, now=datetime.now(UTC) - timedelta(days=7))
+    init_home(settings, now=datetime.now(UTC) - timedelta(days=7), store_passphrase=True)
     runtime = open_runtime(settings)
     yield runtime
     runtime.close()

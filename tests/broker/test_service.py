@@ -28,7 +28,7 @@ from tests.conftest import FakeClock
 def frt(tmp_path: Path, clock: FakeClock) -> Iterator[Runtime]:
     """SQLite, a clock the test moves, and CRLs rebuilt only when due (30 days)."""
     settings = Settings(home=tmp_path / "home", crl_refresh_hours=24 * 30)
-    init_home(settings, now=clock())
+    init_home(settings, now=clock(), store_passphrase=True)
     runtime = open_runtime(settings, clock=clock)
     yield runtime
     runtime.close()

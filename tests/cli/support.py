@@ -74,7 +74,7 @@ def use_home(monkeypatch: pytest.MonkeyPatch, home: Path, *, initialise: bool = 
     for name in [n for n in os.environ if n.startswith("IOTSEC_")]:
         monkeypatch.delenv(name)
     if initialise:
-        init_home(Settings(home=home))
+        init_home(Settings(home=home), store_passphrase=True)
     monkeypatch.setenv("IOTSEC_HOME", str(home))
     monkeypatch.chdir(home.parent)
     return home

@@ -90,7 +90,8 @@ def _issue_device(cli: Cli, tmp: Path, device_id: str) -> Path:
 def offline(cli: Cli, cli_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("IOTSEC_ROOT_KEY_PASSPHRASE", PASSPHRASE)
     key_file = cli_home.parent / "root.key"
-    made: dict[str, Any] = cli.json("init", "--offline-root", "--root-key-out", str(key_file))
+    made: dict[str, Any] = cli.json("init", "--store-passphrase", "--offline-root",
+                                    "--root-key-out", str(key_file))
     made["key_file"] = key_file
     return made
 
@@ -262,8 +263,8 @@ def test_init_import_ca_refusals_write_nothing_then_adopts(
     monkeypatch.setenv("IOTSEC_IMPORT_KEY_PASSPHRASE", "enterprise key pass")
 
     def init(ca: Path, root: Path, key: Path) -> list[str]:
-        return ["init", "--import-ca", str(ca), "--import-root", str(root), "--import-key",
-                str(key)]
+        return ["init", "--store-passphrase", "--import-ca", str(ca), "--import-root",
+                str(root), "--import-key", str(key)]
     refusals = {
         "not a CA": init(f["leaf"], f["root"], f["key"]),
         "does not certify the expected key": init(f["ca"], f["root"], f["wrong-key"]),
@@ -356,12 +357,12 @@ def test_fuzz_crl_import_writes_nothing(offline: dict[str, Any], cli_home: Path)
 
 def test_offline_root_options_are_checked_before_anything_is_written(
         cli: Cli, cli_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert "--root-key-out" in cli.refused("init", "--offline-root")
-    assert "--offline-root" in cli.refused("init", "--root-token", "t")
+    assert "--root-key-out" in cli.refused("init", "--store-passphrase", "--offline-root")
+    assert "--offline-root" in cli.refused("init", "--store-passphrase", "--root-token", "t")
     monkeypatch.delenv("IOTSEC_ROOT_TOKEN_PIN", raising=False)
-    assert "PIN" in cli.refused("init", "--offline-root", "--root-token", "root-token",
-                                "--pkcs11-module", "/nonexistent.so")
+    assert "PIN" in cli.refused("init", "--store-passphrase", "--offline-root", "--root-token",
+                                "root-token", "--pkcs11-module", "/nonexistent.so")
     monkeypatch.setenv("IOTSEC_ROOT_KEY_PASSPHRASE", "short")
-    assert "12 characters" in cli.refused("init", "--offline-root", "--root-key-out",
-                                          str(cli_home.parent / "k.pem"))
+    assert "12 characters" in cli.refused("init", "--store-passphrase", "--offline-root",
+                                          "--root-key-out", str(cli_home.parent / "k.pem"))
     assert not cli_home.exists() and not (cli_home.parent / "k.pem").exists()

@@ -16,7 +16,7 @@ from tests.helpers import make_csr
 def test_cli_on_postgresql(cli: Cli, cli_home: Path, tmp_path: Path, database_url: str,
                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IOTSEC_DATABASE_URL", database_url)
-    init = cli.json("init")
+    init = cli.json("init", "--store-passphrase")
     assert init["created"] is True
     assert not (cli_home / "iotsec.db").exists()  # the store is PostgreSQL, not SQLite
 

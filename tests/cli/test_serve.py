@@ -109,7 +109,7 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
 def test_serve_https_end_to_end(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = _env(home)
-    init = run_script("init", "--json", env=env)
+    init = run_script("init", "--store-passphrase", "--json", env=env)
     assert init.returncode == 0, init.stderr
     token = json.loads(init.stdout)["admin_token"]
     chain = tmp_path / "chain.pem"
@@ -184,7 +184,7 @@ def test_serve_with_several_workers(tmp_path: Path) -> None:
     (the fast path and the registry cache per process); all stop with the supervisor."""
     home = tmp_path / "home"
     env = _env(home)
-    init = run_script("init", "--json", env=env)
+    init = run_script("init", "--store-passphrase", "--json", env=env)
     assert init.returncode == 0, init.stderr
     token = json.loads(init.stdout)["admin_token"]
     assert run_script("device", "add", "sensor-1", env=env).returncode == 0

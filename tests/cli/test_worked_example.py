@@ -54,7 +54,7 @@ def _serial(openssl: str, cwd: Path, cert: str) -> str:
 
 def test_worked_example(cli: Cli, openssl: str, tmp_path: Path) -> None:
     cwd = tmp_path
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     cli.ok("device", "add", "sensor-0001", "--group", "plant-a", "--attr", "model=t100")
     _new_csr(openssl, cwd, "k")
     issued = cli.ok("cert", "issue", "sensor-0001", "--csr", "k.csr", "-o", "sensor.crt")
@@ -125,7 +125,7 @@ def test_worked_example(cli: Cli, openssl: str, tmp_path: Path) -> None:
 
 def test_serial_forms_openssl_lower_case_and_colons(cli: Cli, openssl: str,
                                                      tmp_path: Path) -> None:
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     cli.ok("device", "add", "cam-1")
     serials = []
     for i in range(3):
@@ -147,7 +147,7 @@ def test_serial_forms_openssl_lower_case_and_colons(cli: Cli, openssl: str,
 
 
 def test_renew_from_the_command_line(cli: Cli, openssl: str, tmp_path: Path) -> None:
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     cli.ok("device", "add", "cam-2")
     _new_csr(openssl, tmp_path, "a")
     first = cli.json("cert", "issue", "cam-2", "--csr", "a.csr")

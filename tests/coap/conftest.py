@@ -30,7 +30,7 @@ def coap_client_bin() -> str:
 def crt(tmp_path: Path, database_url: str | None) -> Iterator[Runtime]:
     """A home on SQLite and on PostgreSQL, made a week ago (a test may revoke or expire)."""
     settings = Settings(home=tmp_path / "home", database_url=database_url)
-    init_home(settings, now=datetime.now(UTC) - timedelta(days=7))
+    init_home(settings, now=datetime.now(UTC) - timedelta(days=7), store_passphrase=True)
     runtime = open_runtime(settings)
     yield runtime
     runtime.close()

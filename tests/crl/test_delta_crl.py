@@ -13,7 +13,13 @@ from cryptography import x509
 from sqlalchemy import select, text
 
 from iotsec.app.pki import crl, issuance
-from iotsec.app.pki.crl_urls import complete_crl_url, delta_crl_url, partition_crl_url
+from iotsec.app.pki.crl_urls import (
+    ca_certificate_url,
+    complete_crl_url,
+    delta_crl_url,
+    legacy_partition_crl_url,
+    partition_crl_url,
+)
 from iotsec.app.pki.revocation import revoke
 from iotsec.app.restore import _reconcile_crls
 from iotsec.app.runtime import Runtime, open_runtime
@@ -43,11 +49,18 @@ def _numbers(der: bytes) -> tuple[int, int | None]:
 
 def test_urls_follow_the_public_crl_url() -> None:
     settings = Settings(crl_url=CRL_URL + "/")
-    assert complete_crl_url(settings) == CRL_URL
-    assert delta_crl_url(settings) == CRL_URL + "/delta"
-    assert delta_crl_url(settings, "root") == CRL_URL + "/delta?ca=root"
-    assert partition_crl_url(settings, 7) == CRL_URL + "/p/7"
-    assert delta_crl_url(Settings()) is None and partition_crl_url(Settings(), 0) is None
+    # Every pointer names its CA by id: a retiring CA's certificates keep naming its CRLs.
+    assert complete_crl_url(settings, 2) == CRL_URL + "?ca=2"
+    assert delta_crl_url(settings, 2) == CRL_URL + "/delta?ca=2"
+    assert delta_crl_url(settings, 1) == CRL_URL + "/delta?ca=1"
+    assert partition_crl_url(settings, 7, 5) == CRL_URL + "/p/7?ca=5"
+    assert legacy_partition_crl_url(settings, 7) == CRL_URL + "/p/7"
+    assert complete_crl_url(Settings(crl_url="http://h/crl.php?x=1"), 3) == \
+        "http://h/crl.php?x=1&ca=3"
+    assert ca_certificate_url(Settings(public_url="http://h:8080"), 4) == \
+        "http://h:8080/ca/4.der"
+    assert ca_certificate_url(settings, 4) is None
+    assert delta_crl_url(Settings(), 1) is None and partition_crl_url(Settings(), 0, 1) is None
 
 
 def test_delta_lists_what_was_revoked_after_its_base_and_openssl_applies_it(
@@ -59,7 +72,8 @@ def test_delta_lists_what_was_revoked_after_its_base_and_openssl_applies_it(
     base = crl.current_crl(rt)
     freshest = x509.load_der_x509_crl(base.der).extensions.get_extension_for_class(
         x509.FreshestCRL).value
-    assert [n.value for p in freshest for n in p.full_name or ()] == [CRL_URL + "/delta"]
+    assert [n.value for p in freshest for n in p.full_name or ()] == [
+        f"{CRL_URL}/delta?ca={rt.issuing_id()}"]
     first = crl.current_delta_crl(rt)
     assert first.base_number == base.number and first.number == base.number + 1
     assert _numbers(first.der) == (first.number, base.number) and _serials(first.der) == set()
@@ -160,7 +174,8 @@ def test_root_ca_has_its_delta_too(rt: Runtime) -> None:
     complete = crl.current_crl(rt, role="root")
     ext = x509.load_der_x509_crl(complete.der).extensions.get_extension_for_class(
         x509.FreshestCRL).value
-    assert [n.value for p in ext for n in p.full_name or ()] == [CRL_URL + "/delta?ca=root"]
+    assert [n.value for p in ext for n in p.full_name or ()] == [
+        f"{CRL_URL}/delta?ca={rt.authority_id('root')}"]
     delta = crl.current_delta_crl(rt, role="root")
     assert delta.base_number == complete.number
     parsed = x509.load_der_x509_crl(delta.der)

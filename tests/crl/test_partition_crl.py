@@ -45,10 +45,11 @@ def test_certificates_name_their_partition_and_its_crl_lists_only_it(
     rt.settings.crl_partitions = 3
     certs = [issue(rt, f"dev-{n}") for n in range(9)]
     stored = _partitions(rt)
-    assert stored[before.serial] is None and _cdp(before.der) == [CRL_URL]
+    ca = rt.issuing_id()
+    assert stored[before.serial] is None and _cdp(before.der) == [f"{CRL_URL}?ca={ca}"]
     for cert in certs:
         k = int(cert.serial, 16) % 3
-        assert stored[cert.serial] == k and _cdp(cert.der) == [f"{CRL_URL}/p/{k}"]
+        assert stored[cert.serial] == k and _cdp(cert.der) == [f"{CRL_URL}/p/{k}?ca={ca}"]
 
     victim = certs[0]
     k = stored[victim.serial]
@@ -62,7 +63,10 @@ def test_certificates_name_their_partition_and_its_crl_lists_only_it(
     assert {e.serial_number for e in parsed} == {int(victim.serial, 16)}
     idp = parsed.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
     assert idp.critical and idp.value.only_contains_user_certs
-    assert [n.value for n in idp.value.full_name or ()] == [f"{CRL_URL}/p/{k}"]
+    # Its CA's name of the partition, and the name without the CA id that certificates
+    # issued before the pointers named their CA carry.
+    assert [n.value for n in idp.value.full_name or ()] == [f"{CRL_URL}/p/{k}?ca={ca}",
+                                                          f"{CRL_URL}/p/{k}"]
     assert current_partition_crl(rt, k) == published  # served as stored until it changes
     for other in {0, 1, 2} - {k}:
         assert len(x509.load_der_x509_crl(current_partition_crl(rt, other).der)) == 0

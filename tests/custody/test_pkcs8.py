@@ -230,7 +230,7 @@ def test_a_tls_server_loads_the_stores_scrypt_key_through_openssl(tmp_path: Path
     from iotsec.config import Settings
 
     settings = Settings(home=tmp_path / "home")
-    init_home(settings)
+    init_home(settings, store_passphrase=True)
     rt = open_runtime(settings)
     try:
         tls = ensure_server_tls(rt, "localhost")

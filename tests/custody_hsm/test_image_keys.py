@@ -113,7 +113,7 @@ def test_one_purpose_per_token_key(token: Pkcs11Token) -> None:
 def hsm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hsm: Hsm) -> Path:
     """A home initialised with its keys in the token, configured through the environment."""
     home = use_home(monkeypatch, tmp_path / "home", initialise=False)
-    init_home(hsm.settings(Settings(home=home)))
+    init_home(hsm.settings(Settings(home=home)), store_passphrase=True)
     for name, value in {**hsm.env(), "IOTSEC_KEYSTORE": "pkcs11"}.items():
         monkeypatch.setenv(name, value)
     _end_logins(hsm)

@@ -55,10 +55,10 @@ def test_import_a_ca_whose_key_is_in_the_token(hsm: Hsm, settings: Settings) -> 
     target = hsm.settings(settings)
     with pytest.raises(CaImportError, match="expected key"):
         init_home(target, imported=ImportedCa(certificate=issuing, root=root,
-                                              key_label="another-key"))
+                                              key_label="another-key"), store_passphrase=True)
     assert not target.resolved_home.exists()  # nothing written
     made = init_home(target, imported=ImportedCa(certificate=issuing, root=root,
-                                                 key_label="enterprise-ca"))
+                                                 key_label="enterprise-ca"), store_passphrase=True)
     assert made.imported and made.issuing.certificate.subject.rfc4514_string() \
         == "CN=Enterprise IoT CA"
     rt = open_runtime(target)

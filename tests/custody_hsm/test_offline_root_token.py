@@ -32,7 +32,8 @@ from tests.custody_hsm.conftest import Hsm
 def test_offline_root_in_a_token_of_its_own(hsm: Hsm, settings: Settings, clock: FakeClock,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    made = init_home(settings, now=clock(), offline_root=OfflineRoot(token=hsm.config()))
+    made = init_home(settings, now=clock(), offline_root=OfflineRoot(token=hsm.config()),
+                     store_passphrase=True)
     assert made.root_key_file is not None and hsm.label in made.root_key_file
     rt = open_runtime(settings, clock=clock)
     try:

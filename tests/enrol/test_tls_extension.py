@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from iotsec.api.est_tls import ClaimCaWatcher, est_server_context
+from iotsec.api.est_tls import est_server_context
+from iotsec.api.live_tls import Handover, LiveTls
 from iotsec.app.pki.server_tls import ServerTls
 from iotsec.cli.serve import est_uvicorn_options
 from tests.enrol.asgi_est import Manufacturer, pem
@@ -314,30 +315,46 @@ def test_plain_http_gets_no_extension(clients: Clients) -> None:
         assert echoed(curl(port, clients.pki.ca_file, scheme="http")) is None
 
 
-def test_a_claim_ca_added_while_serving_is_trusted_without_a_restart(
+def test_anchors_added_and_removed_while_serving_apply_without_a_restart(
         clients: Clients) -> None:
+    """A claim CA registered while serving is trusted, and one removed is not, from the
+    next handshake on (:class:`LiveTls` builds a context, :class:`Handover` hands new
+    handshakes to it); established connections are not disturbed."""
     pki = clients.pki
     factory = Manufacturer.create("Acme Factory CA")
     claim_key, claim = factory.claim("hw-42")
     claim_client = _write(pki.root, "claim", claim_key, claim)
-    registered: list[x509.Certificate] = []
+    registered: list[x509.Certificate] = [pki.ca]
     generation = iter(range(1_000_000))
     state = {"generation": next(generation)}
+    files = clients.server_tls
+    refreshed: list[ServerTls] = []
+
+    def build(f: ServerTls) -> ssl.SSLContext:
+        return est_server_context(f.chain_file, f.key_file, None, anchors=list(registered),
+                                  skip_time_check=False)
+
+    def refresh() -> ServerTls:
+        refreshed.append(files)
+        return files
+
     with est_listener(clients, anchors=[pki.ca]) as (port, context):
-        watcher = ClaimCaWatcher(context, generation=lambda: state["generation"],
-                                 anchors=lambda: list(registered), seen=state["generation"],
-                                 loaded=[])
+        watcher = LiveTls(files, generation=lambda: state["generation"], refresh=refresh,
+                          est=Handover(context), build_est=build)
         assert curl(port, pki.ca_file, *_with(claim_client)).returncode != 0
-        assert watcher.poll() == 0  # nothing changed: nothing asked for
+        assert not watcher.poll() and refreshed == []  # nothing changed: nothing asked for
         registered.append(factory.certificate)
-        assert watcher.poll() == 0  # the generation did not move yet
+        assert not watcher.poll()  # the generation did not move yet
         state["generation"] = next(generation)
-        assert watcher.poll() == 1
-        assert watcher.poll() == 0
+        assert watcher.poll() and refreshed == [files]
+        assert not watcher.poll()
         tls = extension(curl(port, pki.ca_file, *_with(claim_client)))
         chain = [x509.load_pem_x509_certificate(p.encode()) for p in tls["client_cert_chain"]]
         assert chain == [claim, factory.certificate]
-        # Loaded again after another change: no duplicate, no error.
+        assert extension(curl(port, pki.ca_file, *_with(clients.device)))["client_cert_chain"]
+        # Removed: the next handshake no longer trusts it; the device's CA still is.
+        registered.remove(factory.certificate)
         state["generation"] = next(generation)
-        assert watcher.poll() == 0
+        assert watcher.poll()
+        assert curl(port, pki.ca_file, *_with(claim_client)).returncode != 0
         assert extension(curl(port, pki.ca_file, *_with(clients.device)))["client_cert_chain"]

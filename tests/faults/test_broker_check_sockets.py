@@ -19,7 +19,7 @@ from tests.services import require_tool
 @pytest.fixture
 def brt(tmp_path: Path) -> Iterator[Runtime]:
     settings = Settings(home=tmp_path / "home")
-    init_home(settings)
+    init_home(settings, store_passphrase=True)
     runtime = open_runtime(settings)
     yield runtime
     runtime.close()

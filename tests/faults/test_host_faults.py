@@ -58,7 +58,7 @@ def _fill(disk: Path) -> None:
 def test_a_full_disk(tmp_path: Path) -> None:
     with _mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=2m", "tmpfs") as disk:
         home = disk / "home"
-        init_home(Settings(home=home))
+        init_home(Settings(home=home), store_passphrase=True)
         env = command_env(home)
         assert run_cli("device", "add", "dev-1", env=env).returncode == 0
         _fill(disk)
@@ -68,7 +68,7 @@ def test_a_full_disk(tmp_path: Path) -> None:
 
     # The store on a disk with room, the output on a full one.
     home = tmp_path / "home"
-    init_home(Settings(home=home))
+    init_home(Settings(home=home), store_passphrase=True)
     env = command_env(home, IOTSEC_P12_PASSPHRASE="a passphrase for the test")
     assert run_cli("device", "add", "dev-1", env=env).returncode == 0
     with _mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=256k", "tmpfs") as disk:
@@ -85,7 +85,7 @@ def test_a_full_disk(tmp_path: Path) -> None:
 @pytest.mark.parametrize("open_elsewhere", [True, False])
 def test_a_read_only_home(tmp_path: Path, open_elsewhere: bool) -> None:
     home = tmp_path / "home"
-    init_home(Settings(home=home))
+    init_home(Settings(home=home), store_passphrase=True)
     # Another process with the store open keeps SQLite's -wal and -shm files in place, as
     # a running 'iotsec serve' does: reads then work, and the first write fails.
     holder = sqlite3.connect(home / "iotsec.db") if open_elsewhere else None

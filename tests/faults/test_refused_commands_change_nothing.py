@@ -299,3 +299,26 @@ def test_a_refused_init_leaves_a_home_that_works(world: Home,
     assert [d["id"] for d in cli.json("device", "list")] == ["dev-1"]
     assert cli("crl", "-o", str(world.work / "crl.der")).code == 0
     (world.work / "crl.der").unlink()
+
+
+def test_init_without_a_passphrase_choice_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        database_url: str | None) -> None:
+    """``iotsec init`` with neither IOTSEC_CA_PASSPHRASE nor --store-passphrase is refused
+    before anything exists: no home directory, no table in the store."""
+    home = tmp_path / "fresh"
+    monkeypatch.setenv("IOTSEC_HOME", str(home))
+    monkeypatch.delenv("IOTSEC_CA_PASSPHRASE", raising=False)
+    if database_url is not None:
+        monkeypatch.setenv("IOTSEC_DATABASE_URL", database_url)
+    message = Cli(capsys).refused("init")
+    assert "--store-passphrase" in message
+    assert not home.exists() and list(tmp_path.iterdir()) == []
+    if database_url is not None:
+        engine = create_engine(database_url)
+        try:
+            reflected = MetaData()
+            reflected.reflect(engine)
+            assert list(reflected.tables) == []
+        finally:
+            engine.dispose()

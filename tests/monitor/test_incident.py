@@ -60,7 +60,7 @@ def test_the_timeline_over_the_api(tmp_path: Path) -> None:
     from iotsec.app.setup import init_home
 
     settings = Settings(home=tmp_path / "home", database_url=None)
-    token = init_home(settings).admin_token
+    token = init_home(settings, store_passphrase=True).admin_token
     rt = open_runtime(settings)
     try:
         with TestClient(create_app(rt), headers={"Authorization": f"Bearer {token}"}) as api:

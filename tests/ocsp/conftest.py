@@ -55,5 +55,5 @@ def cli(capsys: pytest.CaptureFixture[str], cli_home: Path) -> Cli:
 @pytest.fixture
 def ready(cli: Cli) -> dict[str, Any]:
     """An initialised home; returns ``init --json``."""
-    data: dict[str, Any] = cli.json("init")
+    data: dict[str, Any] = cli.json("init", "--store-passphrase")
     return data

@@ -31,10 +31,11 @@ def test_device_and_server_certificates_carry_the_public_urls(rt: Runtime) -> No
     rt.settings.public_url = "http://pki.example.com:8080/"
     add_device(rt, NewDevice.parse("dev-1"))
     issued = issue_from_csr(rt, "dev-1", make_csr())
+    ca = rt.issuing_id()
     assert _pointers(issued.der) == (
         {"ocsp": "http://pki.example.com:8080/ocsp",
-         "ca_issuers": "http://pki.example.com:8080/ca/issuing.der"},
-        ["http://pki.example.com:8080/crl"])
+         "ca_issuers": f"http://pki.example.com:8080/ca/{ca}.der"},
+        [f"http://pki.example.com:8080/crl?ca={ca}"])
     tls = ensure_server_tls(rt, "localhost")
     server = x509.load_pem_x509_certificates(tls.chain_file.read_bytes())[0]
     assert _pointers(server.public_bytes(Encoding.DER))[0]["ocsp"] == \
@@ -43,7 +44,7 @@ def test_device_and_server_certificates_carry_the_public_urls(rt: Runtime) -> No
     rt.settings.crl_url = "https://crl.example.com/iotsec.crl"
     again = issue_from_csr(rt, "dev-1", make_csr())
     aia, cdp = _pointers(again.der)
-    assert cdp == ["https://crl.example.com/iotsec.crl"]
+    assert cdp == [f"https://crl.example.com/iotsec.crl?ca={ca}"]
     assert aia["ocsp"] == "http://pki.example.com:8080/ocsp"
 
 

@@ -45,7 +45,7 @@ def keys() -> Keys:
 def srt(tmp_path: Path, clock: FakeClock) -> Iterator[Runtime]:
     """A runtime on SQLite only: for tests of the file repository and the device side."""
     settings = Settings(home=tmp_path / "home")
-    init_home(settings, now=clock())
+    init_home(settings, now=clock(), store_passphrase=True)
     runtime = open_runtime(settings, clock=clock)
     yield runtime
     runtime.close()

@@ -46,7 +46,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 
 
 def test_the_offline_workflow_and_a_campaign_from_the_command_line(cli: Cli, tmp_path: Path):
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     for name in ("root1", "root2", "targets"):
         cli.ok("ota", "key", "generate", "-o", f"offline/{name}.pem", "--public-out",
                f"{name}.pub")
@@ -108,7 +108,7 @@ def test_the_offline_workflow_and_a_campaign_from_the_command_line(cli: Cli, tmp
 def test_publish_signs_with_a_key_in_custody(cli: Cli, tmp_path: Path) -> None:
     """``firmware publish --sign-key-label``: the raw binary is signed by the home's key
     custody (no key file), then verified and published like any other image."""
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     for name in ("root", "targets"):
         cli.ok("ota", "key", "generate", "-o", f"offline/{name}.pem", "--public-out",
                f"{name}.pub")

@@ -244,7 +244,8 @@ def test_renewal_of_a_retired_cas_certificate_is_refused(rt: Runtime) -> None:
 def test_offline_root_ceremony_on_the_store(settings: Settings, clock: FakeClock,
                                             tmp_path: Path, openssl: str) -> None:
     key_file = tmp_path / "root.key"
-    made = init_home(settings, now=clock(), offline_root=OfflineRoot(key_file, b"p" * 16))
+    made = init_home(settings, now=clock(), offline_root=OfflineRoot(key_file, b"p" * 16),
+                     store_passphrase=True)
     assert made.root_key_file == str(key_file)
     rt = open_runtime(settings, clock=clock)
     try:

@@ -106,7 +106,7 @@ def _run_cli(args: list[str], env: dict[str, str], feed: int | None) -> tuple[in
 
 def test_50_mb_through_pipes_into_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    init_home(Settings(home=home))
+    init_home(Settings(home=home), store_passphrase=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
     env["IOTSEC_HOME"] = str(home)
     # Baseline: the same program on a tiny input (interpreter and imports).

@@ -101,7 +101,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, openssl: str) -> Iterator[Lab]
     directory = tmp_path_factory.mktemp("scan-lab")
     home = directory / "home"
     settings = Settings(home=home, database_url=None)
-    init_home(settings)
+    init_home(settings, store_passphrase=True)
     rt = open_runtime(settings)
     procs = srv.Processes()
     fakes = srv.FakeServers()

@@ -119,7 +119,8 @@ def init_home(tmp_path: Path, env: Mapping[str, str] | None = None, *,
     environment = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
     environment.update(env or {})
     environment["IOTSEC_HOME"] = str(home)
-    init = subprocess.run([*prefix, str(CONSOLE_SCRIPT), "init", "--json"], env=environment,
+    init = subprocess.run([*prefix, str(CONSOLE_SCRIPT), "init", "--store-passphrase", "--json"],
+                          env=environment,
                           capture_output=True, text=True, timeout=60, check=False)
     assert init.returncode == 0, init.stderr
     chain = tmp_path / "chain.pem"

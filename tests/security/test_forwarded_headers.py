@@ -141,7 +141,7 @@ def test_a_served_process_ignores_forwarded_for(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
     env.update(IOTSEC_HOME=str(home), IOTSEC_AUTH_FAILURE_LIMIT="3", FORWARDED_ALLOW_IPS="*")
-    init = run_script("init", "--json", env=env)
+    init = run_script("init", "--store-passphrase", "--json", env=env)
     assert init.returncode == 0, init.stderr
     assert json.loads(init.stdout)["admin_token"]
     port = _free_port()

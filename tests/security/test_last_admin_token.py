@@ -76,7 +76,7 @@ def test_the_cli_refuses_revoking_the_last_admin_token(
         tmp_path: Path) -> None:
     use_home(monkeypatch, tmp_path / "home", initialise=False)
     cli = Cli(capsys)
-    cli.ok("init")
+    cli.ok("init", "--store-passphrase")
     (admin,) = cli.json("token", "list")
     err = cli.refused("token", "revoke", admin["id"])
     assert "last unexpired admin token" in err and "--scope admin" in err

@@ -84,7 +84,7 @@ def test_a_revoked_broker_server_certificate_is_replaced_at_the_next_sync(
 
 def test_a_pkcs11_home_builds_its_server_tls(hsm: Hsm, tmp_path: Path) -> None:
     settings = hsm.settings(Settings(home=tmp_path / "home"))
-    init_home(settings)
+    init_home(settings, store_passphrase=True)
     rt = open_runtime(settings)
     try:
         assert not isinstance(rt.keys, FileKeyStore)  # the CA keys are in the token
@@ -116,7 +116,7 @@ def pkcs11_env(hsm: Hsm, tmp_path: Path) -> dict[str, str]:
 
 def test_iotsec_serve_answers_over_tls_on_a_pkcs11_home(pkcs11_env: dict[str, str],
                                                        tmp_path: Path) -> None:
-    init = run_script("init", "--keystore", "pkcs11", env=pkcs11_env)
+    init = run_script("init", "--store-passphrase", "--keystore", "pkcs11", env=pkcs11_env)
     assert init.returncode == 0, init.stderr
     chain = tmp_path / "chain.pem"
     with chain.open("wb") as fh:

@@ -7,9 +7,10 @@ uvicorn gives an application nothing of the handshake. So the EST listener bring
 - :func:`est_server_context`: the server context of :mod:`iotsec.api.tls` (TLS 1.2+, its
   suites, no compression, no renegotiation) that *requests* a client certificate
   (``CERT_OPTIONAL``: a device with only a bootstrap secret connects too) and verifies one
-  against iotsec's trusted CAs (root and issuing, active and retiring during a rollover: a
-  CA rotated while serving is loaded live) and the registered claim CAs, each a trust anchor
-  of its own (a manufacturer's CA need not be a root). A presented certificate that does not
+  against iotsec's trusted issuing CAs (active and retiring during a rollover, not retired;
+  loaded live while serving) and the registered claim CAs, each a trust anchor of its own
+  (a manufacturer's CA need not be a root; the roots are not anchors, so that no chain
+  reaches one through a retired issuing CA). A presented certificate that does not
   verify fails the handshake. Python's ``ssl`` has no verify callback: when expired
   certificates may still be renewed (``IOTSEC_RENEW_AFTER_EXPIRY``) the handshake skips the
   time check altogether and the application checks the validity and its window. Session
@@ -22,44 +23,36 @@ uvicorn gives an application nothing of the handshake. So the EST listener bring
   ``cipher_suite``) into the scope of every request of a TLS connection. The chain is the
   verified one, leaf first, taken from the TLS layer; nothing a client sends in a header
   ever gets there.
-- :class:`ClaimCaWatcher`: claim CAs registered while the server runs are loaded into the
-  live context within :data:`CLAIM_POLL_SECONDS`, without a restart. A claim CA removed
-  while serving stays in the context until the next start; the application checks every
-  claim certificate against the store, so it is refused all the same.
+- :func:`est_context` builds the listener's context over the store; a running server keeps
+  its trust store current (CAs rotated, imported or retired, claim CAs registered or
+  removed) with :mod:`iotsec.api.live_tls`.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
+import os
 import ssl
-import threading
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from iotsec.api.connections import GuardedHttp, H11Guarded, HttpToolsGuarded
 from iotsec.api.tls import server_context
 from iotsec.app.enrol.claims import claim_generation, trust_anchors
-from iotsec.app.pki.authorities import trust_generation, trusted_certificates
+from iotsec.app.pki.authorities import trust_generation, trusted_authorities
 from iotsec.app.pki.server_tls import ServerTls
 from iotsec.app.runtime import Runtime
 
 __all__ = [
-    "CLAIM_POLL_SECONDS", "NO_CHECK_TIME", "TLS_VERSIONS", "ClaimCaWatcher", "H11Tls",
-    "HttpToolsTls", "TlsScopeHttp", "est_context", "est_server_context", "load_anchors",
-    "tls_extension", "verified_chain"
+    "NO_CHECK_TIME", "TLS_VERSIONS", "H11Tls", "HttpToolsTls", "TlsScopeHttp", "est_context",
+    "est_generation", "est_server_context", "load_anchors", "tls_extension", "verified_chain"
 ]
-
-log = logging.getLogger("iotsec.api")
 
 #: OpenSSL's X509_V_FLAG_NO_CHECK_TIME: verify a chain without looking at the clock.
 NO_CHECK_TIME = 0x200000
-#: How often the watcher asks the store whether the claim CAs changed (seconds).
-CLAIM_POLL_SECONDS = 2.0
 #: The ASGI extension's ``tls_version``: the protocol version's number on the wire.
 TLS_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
@@ -95,34 +88,27 @@ def est_server_context(certfile: str | Path, keyfile: str | Path | None,
 
 
 def _anchors(rt: Runtime) -> list[x509.Certificate]:
-    # iotsec's trusted CAs (active and retiring: a device still holding a certificate of
-    # the retiring CA re-enrols onto the new one) and the claim CAs.
-    return [*trusted_certificates(rt), *trust_anchors(rt)]
+    # iotsec's trusted issuing CAs (active and retiring: a device still holding a
+    # certificate of the retiring CA re-enrols onto the new one) and the claim CAs. Not the
+    # roots: a device that sends its chain would otherwise reach a trusted root through a
+    # retired issuing CA, and each issuing CA ends a chain anyway (partial chains).
+    return [*(a.certificate for a in trusted_authorities(rt) if a.role == "issuing"),
+            *trust_anchors(rt)]
 
 
-def _generation(rt: Runtime) -> tuple[str, str]:
+def est_generation(rt: Runtime) -> tuple[str, str]:
+    """What the EST trust store is made of, as a value that changes with it: the claim
+    CAs' generation and iotsec's CAs' (:func:`trust_generation`)."""
     return claim_generation(rt), trust_generation(rt)
 
 
-def est_context(rt: Runtime, files: ServerTls, *, watch: bool = True) -> ssl.SSLContext:
+def est_context(rt: Runtime, files: ServerTls) -> ssl.SSLContext:
     """:func:`est_server_context` for the home of ``rt``: its server TLS files, its trusted
     CAs (active and retiring, not retired) and its claim CAs; the time check is skipped when
-    ``IOTSEC_RENEW_AFTER_EXPIRY`` allows renewing expired certificates. With ``watch``, a
-    :class:`ClaimCaWatcher` keeps the claim CAs and iotsec's own CAs (a rotation) current
-    until ``rt`` closes."""
-    # The generation first: a claim CA added between the two reads is loaded now and
-    # looked for again at the first poll, never missed.
-    seen = _generation(rt)
-    anchors = _anchors(rt)
-    context = est_server_context(files.chain_file, files.key_file, files.key_password,
-                                 anchors=anchors,
-                                 skip_time_check=rt.settings.renew_after_expiry > 0)
-    if watch:
-        watcher = ClaimCaWatcher(context, generation=lambda: _generation(rt),
-                                 anchors=lambda: _anchors(rt), seen=seen,
-                                 loaded=anchors).start()
-        rt.on_close(watcher.stop)
-    return context
+    ``IOTSEC_RENEW_AFTER_EXPIRY`` allows renewing expired certificates."""
+    return est_server_context(files.chain_file, files.key_file, files.key_password,
+                              anchors=_anchors(rt),
+                              skip_time_check=rt.settings.renew_after_expiry > 0)
 
 
 # --- the ASGI TLS extension -------------------------------------------------------------
@@ -179,15 +165,26 @@ def tls_extension(ssl_object: ssl.SSLObject, server_cert: str | None) -> dict[st
     }
 
 
-@functools.lru_cache(maxsize=8)
+_SERVED: dict[str, tuple[int, str | None]] = {}
+
+
 def _server_certificate(certfile: str) -> str | None:
-    """The leaf of the chain file a listener serves (read once: the context loaded it at
-    start, and a file replaced later is served from the next start)."""
+    """The leaf of the chain file a listener serves, read again when the file changed (a
+    running server loads a reissued certificate live: :mod:`iotsec.api.live_tls`)."""
     try:
-        return x509.load_pem_x509_certificates(Path(certfile).read_bytes())[0].public_bytes(
-            serialization.Encoding.PEM).decode("ascii")
-    except (OSError, ValueError, IndexError):
+        changed = os.stat(certfile).st_mtime_ns
+    except OSError:
         return None
+    held = _SERVED.get(certfile)
+    if held is not None and held[0] == changed:
+        return held[1]
+    try:
+        pem: str | None = x509.load_pem_x509_certificates(Path(certfile).read_bytes())[
+            0].public_bytes(serialization.Encoding.PEM).decode("ascii")
+    except (OSError, ValueError, IndexError):
+        pem = None
+    _SERVED[certfile] = (changed, pem)
+    return pem
 
 
 class _WithTls:
@@ -240,69 +237,3 @@ class TlsScopeHttp(GuardedHttp):
 
     protocols: ClassVar[Mapping[str, type[HttpToolsGuarded | H11Guarded]]] = {
         "httptools": HttpToolsTls, "h11": H11Tls}
-
-
-# --- claim CAs added while serving ------------------------------------------------------
-
-def _fingerprint(cert: x509.Certificate) -> bytes:
-    return cert.fingerprint(hashes.SHA256())
-
-
-class ClaimCaWatcher:
-    """A daemon thread that loads new trust anchors into a live context: every
-    ``interval`` seconds it asks ``generation()`` whether they changed (from ``seen``),
-    and if so adds those of ``anchors()`` the context does not hold yet (it holds
-    ``loaded``)."""
-
-    def __init__(self, context: ssl.SSLContext, *, generation: Callable[[], Hashable],
-                 anchors: Callable[[], Sequence[x509.Certificate]], seen: Hashable,
-                 loaded: Iterable[x509.Certificate],
-                 interval: float = CLAIM_POLL_SECONDS) -> None:
-        self.context = context
-        self._generation = generation
-        self._anchors = anchors
-        self._interval = interval
-        self._stop = threading.Event()
-        self._seen = seen
-        self._loaded = {_fingerprint(c) for c in loaded}
-        self._thread = threading.Thread(target=self._run, name="iotsec-claim-cas", daemon=True)
-
-    def start(self) -> ClaimCaWatcher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self._interval + 5)
-
-    def poll(self) -> int:
-        """Load what changed since the last poll; the number of anchors added."""
-        generation = self._generation()
-        if generation == self._seen:
-            return 0
-        added = 0
-        for cert in self._anchors():
-            fingerprint = _fingerprint(cert)
-            if fingerprint in self._loaded:
-                continue
-            try:
-                load_anchors(self.context, [cert])
-                added += 1
-            except ssl.SSLError:
-                # Not tried again on every poll: the next start reports it the same way.
-                log.warning("claim CA %s cannot be loaded into the EST listener",
-                            cert.subject.rfc4514_string())
-            self._loaded.add(fingerprint)
-        self._seen = generation
-        return added
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                added = self.poll()
-            except Exception:  # the store may be busy a moment: try again next time
-                log.exception("reloading the claim CAs failed")
-                continue
-            if added:
-                log.info("%d claim CA(s) loaded into the EST listener", added)

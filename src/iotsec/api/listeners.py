@@ -40,6 +40,7 @@ import uvicorn
 from iotsec.api.app import create_app
 from iotsec.api.est import create_est_app
 from iotsec.api.est_tls import est_context
+from iotsec.api.live_tls import watch_serving
 from iotsec.api.public_http import PublicApp
 from iotsec.app.access.decisions import warm_up
 from iotsec.app.events import EventSink
@@ -129,6 +130,9 @@ class ServePlan:
     est_tls: ServerTls | None = None
     #: The public plain-HTTP listener's options (OCSP, CRLs, CA certificates), or None.
     public: Mapping[str, Any] | None = None
+    #: The host the server certificate is for and its files: kept current while serving
+    #: (:mod:`iotsec.api.live_tls`); None when no listener uses TLS.
+    live_tls: tuple[str, ServerTls] | None = None
 
     def configs(self, rt: Runtime) -> list[uvicorn.Config]:
         """The uvicorn configurations of the listeners, over the applications of ``rt``
@@ -147,6 +151,15 @@ class ServePlan:
             configs.append(uvicorn.Config(PublicApp(rt, api), **self.public))
         return configs
 
+    def watch(self, rt: Runtime, configs: list[uvicorn.Config]) -> None:
+        """Once ``configs`` are loaded: keep their TLS contexts current while ``rt`` is
+        open (a CA rotated or retired, the server certificate reissued)."""
+        if self.live_tls is None:
+            return
+        host, files = self.live_tls
+        watch_serving(rt, host, files, api=configs[0].ssl,
+                      est=configs[1].ssl if self.est is not None else None)
+
     def __call__(self, sockets: list[socket.socket], ready: Connection) -> None:
         """A worker process: serve on ``sockets``, saying on ``ready`` once it listens."""
         try:
@@ -162,6 +175,7 @@ class ServePlan:
             configs = self.configs(rt)
             for config in configs:
                 config.load()
+            self.watch(rt, configs)
             run_servers(configs, sockets, started=lambda: ready.send(True))
         except IotsecError as exc:
             log.error("a serving process cannot start: %s (%s)", exc, exc.hint)

@@ -22,6 +22,13 @@ from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
 from iotsec.app.pki import bundles, cert_records, issuance, profiles, revocation
 from iotsec.app.pki.authorities import authority_crl, resolve_ca
+from iotsec.app.pki.ca_publication import (
+    complete_key,
+    delta_key,
+    load_served_complete,
+    load_served_delta_of,
+    load_served_partition_of,
+)
 from iotsec.app.pki.crl import (
     PublishedCrl,
     load_served_crl,
@@ -66,32 +73,39 @@ def _crl_response(published: PublishedCrl) -> Response:
                     headers={"Cache-Control": "public, max-age=300"})
 
 
+#: A CA named in a CRL URL: the active one of a role, or a store id (``iotsec ca list``).
+_CA = "^(issuing|root|[1-9][0-9]{0,8})$"
+
+
 @public.get("/crl", response_class=Response, responses={200: {
     "content": {"application/pkix-crl": {}},
     "description": "DER CRL of the issuing CA (or root, or the CA with that id)"}})
-async def crl(rt: RuntimeDep,
-              ca: Annotated[str, Query(pattern="^(issuing|root|[1-9][0-9]{0,8})$")] = "issuing"
-              ) -> Response:
-    # From memory on the event loop while it may be (see served_crl); else from the store
-    # in the thread pool. A CA id (a retiring or retired CA, 'iotsec ca list') is read
-    # from the store.
-    published: PublishedCrl | None = None
+async def crl(rt: RuntimeDep, ca: Annotated[str, Query(pattern=_CA)] = "issuing") -> Response:
+    # From memory on the event loop while it may be (see served), else from the store in
+    # the thread pool; a CA named by its id (as certificates name it) likewise.
     if ca.isdigit():
-        published = await run_in_threadpool(_crl_of, rt, ca)
-    else:
-        published = served_crl(rt, ca)
+        published = served(rt, complete_key(int(ca)))
         if published is None:
-            published = await run_in_threadpool(_load_served, rt, ca)
+            published = await run_in_threadpool(load_served_complete, rt, int(ca))
+        return _crl_response(published)
+    published = served_crl(rt, ca)
+    if published is None:
+        published = await run_in_threadpool(_load_served, rt, ca)
     return _crl_response(published)
 
 
 @public.get("/crl/delta", response_class=Response, responses={200: {
     "content": {"application/pkix-crl": {}},
-    "description": "DER delta CRL (RFC 5280 5.2.4) of the issuing CA"}})
+    "description": "DER delta CRL (RFC 5280 5.2.4) of the issuing CA (or root, or the CA "
+                   "with that id)"}})
 async def crl_delta(rt: RuntimeDep,
-                    ca: Annotated[str, Query(pattern="^(issuing|root)$")] = "issuing"
-                    ) -> Response:
+                    ca: Annotated[str, Query(pattern=_CA)] = "issuing") -> Response:
     # Served like /crl: from memory while it may be, else from the store in a thread.
+    if ca.isdigit():
+        published = served(rt, delta_key(int(ca)))
+        if published is None:
+            published = await run_in_threadpool(load_served_delta_of, rt, int(ca))
+        return _crl_response(published)
     published = served(rt, f"delta:{ca}")
     if published is None:
         published = await run_in_threadpool(load_served_delta, rt, ca)
@@ -100,17 +114,21 @@ async def crl_delta(rt: RuntimeDep,
 
 @public.get("/crl/p/{partition}", response_class=Response, responses={200: {
     "content": {"application/pkix-crl": {}},
-    "description": "DER CRL of one partition of the issuing CA (IOTSEC_CRL_PARTITIONS)"}})
+    "description": "DER CRL of one partition of the issuing CA (or of the issuing CA with "
+                   "that id; IOTSEC_CRL_PARTITIONS)"}})
 async def crl_partition(rt: RuntimeDep,
-                        partition: Annotated[int, Path(ge=0, le=MAX_PARTITION)]) -> Response:
-    published = served(rt, partition_key(partition))
+                        partition: Annotated[int, Path(ge=0, le=MAX_PARTITION)],
+                        ca: Annotated[str, Query(pattern="^(issuing|[1-9][0-9]{0,8})$")]
+                        = "issuing") -> Response:
+    authority_id = int(ca) if ca.isdigit() else None
+    published = served(rt, partition_key(partition, authority_id))
     if published is None:
-        published = await run_in_threadpool(load_served_partition, rt, partition)
+        if authority_id is None:
+            published = await run_in_threadpool(load_served_partition, rt, partition)
+        else:
+            published = await run_in_threadpool(load_served_partition_of, rt, partition,
+                                                authority_id)
     return _crl_response(published)
-
-
-def _crl_of(rt: Runtime, ca: str) -> PublishedCrl:
-    return authority_crl(rt, resolve_ca(rt, ca))
 
 
 def _load_served(rt: Runtime, ca: str) -> PublishedCrl:
@@ -119,7 +137,7 @@ def _load_served(rt: Runtime, ca: str) -> PublishedCrl:
     except OfflineKeyError:
         # An offline root cannot re-sign: the CRL it signed before its key left is served
         # while it is current.
-        return _crl_of(rt, ca)
+        return authority_crl(rt, resolve_ca(rt, ca))
 
 
 @v1.get("/ca/chain", response_class=Response,
@@ -211,7 +229,8 @@ def revoke(serial: str, body: RevokeIn, rt: RuntimeDep, caller: OperatorDep) -> 
 def revoke_infrastructure(serial: str, body: RevokeIn, rt: RuntimeDep, _: AdminDep
                           ) -> ReplacementOut:
     """Revoke one of iotsec's own certificates and replace it at once (the API's server
-    certificate from the next start; the broker of IOTSEC_BROKER_DIR synced)."""
+    certificate loaded by a running server within seconds; the broker of IOTSEC_BROKER_DIR
+    synced)."""
     done = replace_infrastructure(rt, serial, RevocationReason.parse(body.reason))
     return ReplacementOut.from_domain(done, rt.now())
 

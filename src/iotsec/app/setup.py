@@ -174,11 +174,35 @@ def _initialised(engine: Engine) -> bool:
         return bool(conn.execute(select(func.count()).select_from(m.authorities)).scalar())
 
 
+def _check_passphrase_choice(settings: Settings, store_passphrase: bool) -> None:
+    """The CA passphrase comes from IOTSEC_CA_PASSPHRASE (stored nowhere) or, only when
+    asked for with ``store_passphrase``, is the embedded default (generated and stored in
+    the home, next to the keys). A home made with the default keeps its file: reusing it
+    (``--exist-ok``) needs no new choice."""
+    if settings.ca_passphrase is not None:
+        if store_passphrase:
+            raise InvalidInputError(
+                "--store-passphrase and IOTSEC_CA_PASSPHRASE exclude each other",
+                hint="unset IOTSEC_CA_PASSPHRASE to store a generated passphrase in the "
+                "home, or drop --store-passphrase to keep it out of the home")
+        return
+    if not store_passphrase and not settings.passphrase_file.exists():
+        raise InvalidInputError(
+            "no CA passphrase: set IOTSEC_CA_PASSPHRASE (at least 16 characters, kept out of "
+            "the home), or pass --store-passphrase to generate one and store it in the home "
+            "next to the keys")
+
+
 def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
               now: datetime | None = None, exist_ok: bool = False,
               offline_root: OfflineRoot | None = None,
-              imported: ImportedCa | None = None) -> InitResult:
+              imported: ImportedCa | None = None,
+              store_passphrase: bool = False) -> InitResult:
     """Create (or, with ``exist_ok``, reuse) a home: migrate the store, make the CAs.
+
+    The CA passphrase comes from ``IOTSEC_CA_PASSPHRASE``; without it, ``store_passphrase``
+    (the embedded default) generates one and stores it in the home; with neither, nothing
+    is written and the call is refused.
 
     ``offline_root``: the root key is made in memory, written encrypted to its file and
     never kept in the home (its first CRL is signed before). ``imported``: no CA is made;
@@ -188,6 +212,7 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
         raise InvalidInputError("--offline-root and --import-ca exclude each other",
                                 hint="an imported CA's root is offline already")
     now = now or utcnow()
+    _check_passphrase_choice(settings, store_passphrase)
     checked_import = None
     if offline_root is not None:
         _check_offline_root(offline_root, settings)

@@ -224,7 +224,8 @@ def _replace_infrastructure(serial: str, why: RevocationReason, broker_dir: Path
     for r in done.replaced:
         console.print(f"  replaced in {r.holder} by {r.serial}", markup=False)
     if any(r.holder.startswith("api ") for r in done.replaced):
-        console.print("  restart 'iotsec serve' to serve the new certificate", markup=False)
+        console.print("  a running 'iotsec serve' serves the new certificate within seconds",
+                      markup=False)
     if not done.replaced:
         console.print("  nothing here held it (a broker directory not given is healed by its "
                       "next 'iotsec broker mosquitto sync')", markup=False)

@@ -304,7 +304,8 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
                                 limits=limits) if where.est_port and files else None,
         est_tls=files if where.est_port else None,
         public=public_uvicorn_options(host=where.public_host, port=where.public_port,
-                                      limits=limits) if where.public_port else None)
+                                      limits=limits) if where.public_port else None,
+        live_tls=None if files is None else (where.host, files))
     # Each CA's OCSP responder certificate before the first request (and before workers
     # start, which would otherwise race to issue it): a key that does not load is one line.
     prepare_responders(rt)
@@ -317,6 +318,7 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
         # is one line, and nothing was said to serve.
         for config in configs:
             config.load()
+        plan.watch(rt, configs)
     # With several workers, each process builds its own applications and runtime from the
     # same environment (ServePlan); this process only supervises them.
     stop = threading.Event()

@@ -61,6 +61,10 @@ def init(
     import_key_label: Annotated[str | None, typer.Option(
         "--import-key-label", help="With --import-ca on a PKCS#11 home: the label of its key "
         "in the token.")] = None,
+    store_passphrase: Annotated[bool, typer.Option(
+        "--store-passphrase", help="The embedded default: generate the CA passphrase and "
+        "store it in the home, next to the keys (whoever copies the home has both). Without "
+        "it, the passphrase comes from IOTSEC_CA_PASSPHRASE and is stored nowhere.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create the home: store, root CA, issuing CA and the first admin API token."""
@@ -103,7 +107,8 @@ def init(
         raise InvalidInputError("--import-root, --import-key and --import-key-label go with "
                                 "--import-ca")
     result = init_home(settings, key_type=KeyType.parse(key_type), exist_ok=exist_ok,
-                       offline_root=offline, imported=imported)
+                       offline_root=offline, imported=imported,
+                       store_passphrase=store_passphrase)
     # TLS stacks load their server key from a file, so a server's TLS key is an encrypted
     # file in the home on every keystore; a token keeps the CA keys and the KEKs.
     tls_keys = str(settings.keys_dir)
@@ -133,8 +138,8 @@ def init(
         console.print("  root key:   with its owner (not in the home)", markup=False)
     if result.passphrase_in_home:
         console.print(f"  CA passphrase: the embedded default, generated and stored in "
-                      f"{result.passphrase_file}, next to the keys (set "
-                      "IOTSEC_CA_PASSPHRASE before 'iotsec init' to keep it elsewhere)",
+                      f"{result.passphrase_file}, next to the keys (--store-passphrase; set "
+                      "IOTSEC_CA_PASSPHRASE instead to keep it out of the home)",
                       markup=False)
     else:
         console.print("  CA passphrase: from IOTSEC_CA_PASSPHRASE, not stored in the home",

@@ -111,12 +111,14 @@ def _url(uri: str) -> bytes:
     return uri.encode("ascii")
 
 
-def _point_name(uri: str) -> bytes:
-    """DistributionPointName ``fullName [0] GeneralNames`` holding one URI, as the
-    ``distributionPoint [0]`` of a DistributionPoint or an IssuingDistributionPoint. The
-    bytes equal those in a certificate's CDP (:func:`iotsec.pki.x509.crl_distribution_point`),
-    which OpenSSL compares when it checks a CRL's scope."""
-    return der.explicit(0, der.explicit(0, der.implicit_primitive(6, _url(uri))))
+def _point_name(uri: str, *more: str) -> bytes:
+    """DistributionPointName ``fullName [0] GeneralNames`` holding the URIs ``uri`` and
+    ``more``, as the ``distributionPoint [0]`` of a DistributionPoint or an
+    IssuingDistributionPoint. Each name's bytes equal those in a certificate's CDP
+    (:func:`iotsec.pki.x509.crl_distribution_point`), which OpenSSL compares when it checks
+    a CRL's scope (a match of any name of the one with any of the other)."""
+    names = b"".join(der.implicit_primitive(6, _url(u)) for u in (uri, *more))
+    return der.explicit(0, der.explicit(0, names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,9 @@ class CrlScope:
     - ``partition_url``: a partition CRL, whose issuingDistributionPoint (RFC 5280 5.2.5,
       critical) names that URL, as the CDP of the certificates it covers does;
       ``only_user_certs`` sets onlyContainsUserCerts (no CA certificate is in the
-      partition).
+      partition). ``partition_aliases`` are further names of the same partition in its
+      issuingDistributionPoint (the URL certificates named before the pointers named
+      their CA).
     """
 
     freshest_url: str | None = None
@@ -141,6 +145,7 @@ class CrlScope:
     #: onlyContainsUserCerts makes it a scope of its own, with its own number sequence. It
     #: lists the public entries plus certificateHold entries for suspended devices.
     broker_only: bool = False
+    partition_aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.delta_of is not None and self.delta_of < 0:
@@ -150,8 +155,8 @@ class CrlScope:
                                  or self.freshest_url is not None):
             raise InvalidInputError("the broker's CRL is a complete CRL of its own scope",
                                     hint="set broker_only alone")
-        if self.only_user_certs and self.partition_url is None:
-            raise InvalidInputError("onlyContainsUserCerts needs a partition URL",
+        if (self.only_user_certs or self.partition_aliases) and self.partition_url is None:
+            raise InvalidInputError("onlyContainsUserCerts and aliases need a partition URL",
                                     hint="set partition_url as well")
 
 
@@ -162,7 +167,7 @@ def scope_extensions(scope: CrlScope) -> tuple[bytes, ...]:
         out.append(enc.extension(OID_DELTA_CRL_INDICATOR, der.integer(scope.delta_of),
                                  critical=True))
     if scope.partition_url is not None:
-        fields = [_point_name(scope.partition_url)]
+        fields = [_point_name(scope.partition_url, *scope.partition_aliases)]
         if scope.only_user_certs:
             # onlyContainsUserCerts [1] IMPLICIT BOOLEAN: DER writes TRUE as 0xFF.
             fields.append(der.implicit_primitive(1, b"\xff"))

@@ -7,7 +7,7 @@ again. This admin-only use case revokes one and, in the same call, replaces it w
 held:
 
 - the API's server certificate (``IOTSEC_HOME/server``) is reissued for the same names; a
-  running ``iotsec serve`` serves it from its next start;
+  running ``iotsec serve`` loads it within seconds (:mod:`iotsec.api.live_tls`);
 - a broker directory (the one given, else ``IOTSEC_BROKER_DIR``) is synced: the sync
   reissues a revoked server, probe or canary certificate, pushes the new CRL and reloads a
   running broker.

@@ -128,7 +128,7 @@ def server_certificate(rt: Runtime, previous: Path | None, names: ServerNames, b
     cn = names.dns[0] if bind in ("0.0.0.0", "::") else bind  # noqa: S104
     issued = issue_server(issuing, spki=enc.spki_der(key.public_key()), common_name=cn,
                           dns_names=names.dns, ips=names.ips, now=now,
-                          **revocation_urls(rt.settings))
+                          **revocation_urls(rt.settings, rt.issuing_id()))
     record_infrastructure(rt, issued, "server")
     # The issuing CA and, during a root rollover, the cross certificate: a device that
     # trusts only the old root still verifies the broker.

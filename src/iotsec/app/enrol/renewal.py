@@ -43,8 +43,8 @@ def renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> Certific
             authority = conn.execute(select(m.authorities.c.cert_der,
                                             m.authorities.c.state).where(
                 m.authorities.c.id == row.authority_id)).one()
-            # A retired CA's certificates no longer authenticate (the EST listener may
-            # still hold the CA until it restarts: refused here all the same).
+            # A retired CA's certificates no longer authenticate (the EST listener drops
+            # the CA within its poll, iotsec.api.live_tls: refused here meanwhile).
             issuer = None if authority.state == "retired" else authority.cert_der
             state = conn.execute(select(m.devices.c.state).where(
                 m.devices.c.id == row.device_id)).scalar_one_or_none()

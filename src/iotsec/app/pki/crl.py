@@ -158,7 +158,7 @@ def _sign_complete(conn: Connection, rt: Runtime, ca: CrlAuthority, last_number:
     now = ts(moment)
     number = max(last_number, delta.number or 0) + 1
     next_update = moment + timedelta(hours=rt.settings.crl_lifetime_hours)
-    freshest = delta_crl_url(rt.settings, ca.role)
+    freshest = delta_crl_url(rt.settings, ca.id)
     der = build_crl(ca.load(), _entries(conn, ca.id, now), number=number,
                     this_update=moment, next_update=next_update,
                     scope=CrlScope(freshest_url=freshest) if freshest else None)

@@ -21,7 +21,12 @@ from iotsec.app.pki.cert_records import (
     locked_certificate,
     record_from_row,
 )
-from iotsec.app.pki.crl_urls import partition_crl_url, partitions_enabled
+from iotsec.app.pki.crl_urls import (
+    ca_certificate_url,
+    complete_crl_url,
+    partition_crl_url,
+    partitions_enabled,
+)
 from iotsec.app.pki.profiles import device_profile, load_profile, profiles_for
 from iotsec.app.pki.revocation import mark_revoked
 from iotsec.app.runtime import Runtime
@@ -175,17 +180,16 @@ class RevocationUrls(TypedDict):
     ca_issuers_url: str | None
 
 
-def revocation_urls(settings: Settings) -> RevocationUrls:
-    """Where relying parties learn of a revocation, as :func:`iotsec.pki.issue.issue_device`
-    takes them: under IOTSEC_PUBLIC_URL, its /ocsp (AIA OCSP), /ca/issuing.der (AIA
-    caIssuers) and /crl (CRL distribution point); IOTSEC_CRL_URL, when set, is the CRL
-    distribution point instead."""
+def revocation_urls(settings: Settings, authority_id: int) -> RevocationUrls:
+    """Where relying parties learn of a revocation of a certificate the CA ``authority_id``
+    signs, as :func:`iotsec.pki.issue.issue_device` takes them: under IOTSEC_PUBLIC_URL,
+    its /ocsp (AIA OCSP), /ca/<id>.der (AIA caIssuers) and /crl?ca=<id> (CRL distribution
+    point); IOTSEC_CRL_URL, when set, is the CRL's base instead (see
+    :mod:`iotsec.app.pki.crl_urls`)."""
     base = settings.public_base
-    return RevocationUrls(crl_url=settings.crl_url or (f"{base}/crl" if base else None),
+    return RevocationUrls(crl_url=complete_crl_url(settings, authority_id),
                           ocsp_url=f"{base}/ocsp" if base else None,
-                          ca_issuers_url=f"{base}/ca/issuing.der" if base else None)
-
-
+                          ca_issuers_url=ca_certificate_url(settings, authority_id))
 
 
 def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]], *,
@@ -226,16 +230,16 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
     return [record_from_row(v) for v in values]
 
 
-def _crl_placement(rt: Runtime) -> tuple[int, int | None, RevocationUrls]:
+def _crl_placement(rt: Runtime, authority_id: int) -> tuple[int, int | None, RevocationUrls]:
     """A new device certificate's serial, its CRL partition (None while partitioning is
     off) and its revocation pointers, whose CRL distribution point is the partition's CRL
     when partitioning is on, else the complete CRL's (:func:`revocation_urls`)."""
     serial = random_serial()
-    urls = revocation_urls(rt.settings)
+    urls = revocation_urls(rt.settings, authority_id)
     if not partitions_enabled(rt.settings):
         return serial, None, urls
     partition = crl_partition(serial, rt.settings.crl_partitions)
-    urls["crl_url"] = partition_crl_url(rt.settings, partition)
+    urls["crl_url"] = partition_crl_url(rt.settings, partition, authority_id)
     return serial, partition, urls
 
 
@@ -255,7 +259,7 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
     values = []
     for device_id, csr_ok in checked:
         chosen = profiles[device_id]
-        serial, partition, urls = _crl_placement(rt)
+        serial, partition, urls = _crl_placement(rt, authority_id)
         issued = _sign(rt, ca, device_id, csr_ok, chosen, attributes[device_id], moment, days,
                        serial=serial, urls=urls)
         values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
@@ -323,7 +327,7 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         shared = _refuse_shared_keys(
             conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
             allow=allow_shared_key)
-        new_serial, partition, urls = _crl_placement(rt)
+        new_serial, partition, urls = _crl_placement(rt, authority_id)
         issued = _sign(rt, ca, old.device_id, checked, profile, attributes[old.device_id],
                        moment, days, serial=new_serial, urls=urls)
         values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,

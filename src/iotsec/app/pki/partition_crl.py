@@ -2,8 +2,10 @@
 
 Each device certificate issued while partitioning is on is assigned a partition,
 ``serial mod N`` (:func:`iotsec.pki.crl.crl_partition`), kept in its row; its CDP names
-that partition's URL (``<IOTSEC_CRL_URL>/p/<k>``). The partition's CRL carries a critical
-issuingDistributionPoint (RFC 5280 5.2.5) with the same name and onlyContainsUserCerts,
+that partition's URL of its CA (``<IOTSEC_CRL_URL>/p/<k>?ca=<id>``). The partition's CRL
+carries a critical issuingDistributionPoint (RFC 5280 5.2.5) with the same name (and the
+URL without the CA id, which certificates issued before the pointers named their CA carry)
+and onlyContainsUserCerts,
 and lists only that partition's revocations, so a relying party downloads about 1/N of
 the complete CRL. Each partition is a scope of its own, with its own CRL number sequence
 (a row of ``partition_crls``, created on first use and locked while it is re-signed, so
@@ -23,8 +25,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, exists, insert, select, update
 
-from iotsec.app.pki.crl import FETCH_BATCH, PublishedCrl, crl_authority, load_served
-from iotsec.app.pki.crl_urls import partition_crl_url
+from iotsec.app.pki.crl import (
+    FETCH_BATCH,
+    CrlAuthority,
+    PublishedCrl,
+    crl_authority,
+    load_served,
+)
+from iotsec.app.pki.crl_urls import legacy_partition_crl_url, partition_crl_url
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
 from iotsec.pki.crl import CrlScope, build_crl
@@ -38,12 +46,14 @@ __all__ = ["MAX_PARTITION", "current_partition_crl", "load_served_partition", "p
 MAX_PARTITION = 4095
 
 
-def partition_key(partition: int) -> str:
-    """The key a serving process keeps the partition's CRL under (see ``served``)."""
-    return f"p{partition}:issuing"
+def partition_key(partition: int, authority_id: int | None = None) -> str:
+    """The key a serving process keeps the partition's CRL under (see ``served``): of the
+    active issuing CA, or of the CA ``authority_id``."""
+    return f"p{partition}:{'issuing' if authority_id is None else authority_id}"
 
 
-def _check(rt: Runtime, partition: int) -> str:
+def _check(rt: Runtime, partition: int, ca: CrlAuthority) -> tuple[str, str]:
+    """The partition's URL of CA ``ca`` and its URL without a CA id."""
     count = rt.settings.crl_partitions
     if count <= 1:
         raise NotFoundError("CRL partitioning is off",
@@ -52,12 +62,17 @@ def _check(rt: Runtime, partition: int) -> str:
     if not 0 <= partition < count:
         raise NotFoundError(f"no CRL partition {partition}",
                             hint=f"partitions are numbered 0 to {count - 1}")
-    url = partition_crl_url(rt.settings, partition)
-    if url is None:
+    if ca.role != "issuing":
+        raise NotFoundError(f"CA {ca.id} is not an issuing CA: it has no CRL partitions",
+                            hint="name an issuing CA ('iotsec ca list'), or fetch its "
+                            "complete CRL")
+    url = partition_crl_url(rt.settings, partition, ca.id)
+    legacy = legacy_partition_crl_url(rt.settings, partition)
+    if url is None or legacy is None:
         raise InvalidInputError("CRL partitions need the public CRL URL",
                                 hint="set IOTSEC_CRL_URL (certificates name their partition "
                                 "under it)")
-    return url
+    return url, legacy
 
 
 def _published(row: Row[Any]) -> PublishedCrl:
@@ -107,8 +122,8 @@ def current_partition_crl(rt: Runtime, partition: int, *, force: bool = False,
                           authority_id: int | None = None) -> PublishedCrl:
     """The issuing CA's CRL of ``partition``, re-signed only when needed (or when
     ``force``). ``authority_id`` names the CA instead of the active issuing CA."""
-    url = _check(rt, partition)
     ca = crl_authority(rt, "issuing", authority_id)
+    url, legacy = _check(rt, partition, ca)
     refresh = rt.settings.crl_refresh_hours * 3600
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
@@ -131,16 +146,19 @@ def current_partition_crl(rt: Runtime, partition: int, *, force: bool = False,
         next_update = moment + timedelta(hours=rt.settings.crl_lifetime_hours)
         der = build_crl(authority, _entries(conn, ca.id, partition, now), number=number,
                         this_update=moment, next_update=next_update,
-                        scope=CrlScope(partition_url=url, only_user_certs=True))
+                        scope=CrlScope(partition_url=url, only_user_certs=True,
+                                       partition_aliases=(legacy,)))
         conn.execute(update(m.partition_crls).where(
             p.authority_id == ca.id, p.partition == partition).values(
             number=number, this_update=now, next_update=ts(next_update), stale=False, der=der))
     return PublishedCrl(der=der, number=number, this_update=moment, next_update=next_update)
 
 
-def load_served_partition(rt: Runtime, partition: int) -> PublishedCrl:
-    """:func:`current_partition_crl`, kept for ``served(rt, partition_key(partition))``."""
-    return load_served(rt, partition_key(partition),
-                       lambda: current_partition_crl(rt, partition))
+def load_served_partition(rt: Runtime, partition: int,
+                          authority_id: int | None = None) -> PublishedCrl:
+    """:func:`current_partition_crl`, kept for
+    ``served(rt, partition_key(partition, authority_id))``."""
+    return load_served(rt, partition_key(partition, authority_id),
+                       lambda: current_partition_crl(rt, partition, authority_id=authority_id))
 
 
