@@ -21,7 +21,8 @@ from sqlalchemy import (
 
 __all__ = [
     "alert_deliveries", "alerts", "api_tokens", "authorities", "ca_requests", "cert_profiles",
-    "certificates", "claim_cas", "claim_uses", "compliance_attestations", "crls",
+    "certificates", "claim_cas", "claim_uses", "compliance_attestations", "console_sessions",
+    "crls",
     "delta_crls", "device_groups", "device_keys", "device_profiles", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
     "events", "group_profiles", "group_roles", "groups", "metadata", "ota_campaign_devices",
@@ -87,6 +88,8 @@ devices = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "updated_at"),
+    # The console's device list filtered by state, in id order (keyset paging).
+    Index(None, "state", "id"),
 )
 
 groups = Table(
@@ -585,4 +588,21 @@ alert_deliveries = Table(
     Column("last_error", String(512), nullable=True),
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "state", "next_attempt_at"),
+)
+
+# Web console sessions: the SHA-256 of the cookie's secret (never the secret), the API token
+# that opened the session (revoking it ends the session) and its timeouts.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("token_id", String(32), ForeignKey("api_tokens.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # the absolute timeout
+    Column("source", String(64), nullable=True),
+    Index(None, "token_id"),
+    Index(None, "expires_at"),
 )
