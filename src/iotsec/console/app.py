@@ -68,7 +68,7 @@ class ConsoleHeaders:
     HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
                (b"content-security-policy", CSP.encode()),
                (b"x-frame-options", b"DENY"),
-               (b"referrer-policy", b"no-referrer"),
+               (b"referrer-policy", b"same-origin"),
                (b"cross-origin-opener-policy", b"same-origin")]
 
     def __init__(self, app: ASGIApp) -> None:
