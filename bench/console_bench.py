@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     ("device page", f"/ui/devices/{middle}"),
                     ("certificates", "/ui/certificates"),
                     ("alerts", "/ui/alerts"),
+                    ("policy", "/ui/policy"),
                 ]
                 api = TestClient(create_app(rt), base_url=ORIGIN,
                                  headers={"Authorization": f"Bearer {token}"})

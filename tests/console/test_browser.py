@@ -26,7 +26,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = REPO / ".artifacts" / "console"
 PAGES = ["/ui/overview", "/ui/devices", "/ui/devices/cam-0001", "/ui/certificates",
-         "/ui/alerts"]
+         "/ui/alerts", "/ui/policy"]
 
 if not CHROMIUM.exists():
     pytest.skip("needs Debian's chromium package (apt-get install chromium)",
@@ -41,9 +41,9 @@ class Console:
     def url(self, path: str) -> str:
         return self.served.base_url + path
 
-    def cli_json(self, *args: str) -> object:
+    def cli_json(self, *args: str, codes: tuple[int, ...] = (0,)) -> object:
         done = self.served.iotsec(*args, "--json")
-        assert done.returncode == 0, done.stderr
+        assert done.returncode in codes, done.stderr
         return json.loads(done.stdout)
 
 
@@ -217,9 +217,25 @@ def test_the_authorization_check_in_the_device_page(console: Console, page: obje
     decision = page.get_by_role("status")  # type: ignore[attr-defined]
     sync_api.expect(decision).to_contain_text("publish")
     expected = console.cli_json("authz", "check", "cam-0001", "publish",
-                                "devices/cam-0001/telemetry")
+                                "devices/cam-0001/telemetry", codes=(0, 1))
     word = "Allowed" if expected["allowed"] else "Denied"  # type: ignore[index]
     sync_api.expect(decision).to_contain_text(word)
+
+
+def test_the_policy_explorer_names_the_deciding_rule(console: Console, page: object):
+    sign_in(page, console, "auditor")
+    page.goto(console.url("/ui/policy"))  # type: ignore[attr-defined]
+    page.get_by_label("Device id").fill("cam-0001")  # type: ignore[attr-defined]
+    page.get_by_label("Action").select_option("subscribe")  # type: ignore[attr-defined]
+    page.get_by_label("Topic").fill("devices/cam-0001/commands")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Decide").click()  # type: ignore[attr-defined]
+    expected = console.cli_json("authz", "check", "cam-0001", "subscribe",
+                                "devices/cam-0001/commands", codes=(0, 1))
+    decision = page.get_by_role("status")  # type: ignore[attr-defined]
+    sync_api.expect(decision).to_contain_text(
+        "Allowed" if expected["allowed"] else "Denied")  # type: ignore[index]
+    if expected.get("role"):  # type: ignore[union-attr]
+        sync_api.expect(decision).to_contain_text(str(expected["role"]))  # type: ignore[index]
 
 
 def test_the_operator_acknowledges_and_resolves_an_alert(console: Console, page: object):
