@@ -3,6 +3,7 @@ filter), the overview's aggregates and expiry weeks, and the recent revocations.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,8 @@ from cryptography.x509 import CertificateSigningRequestBuilder, Name, NameAttrib
 from cryptography.x509.oid import NameOID
 
 from iotsec.app.access.roles import assign_device
+from iotsec.app.console import cache
+from iotsec.app.console import overview as overview_module
 from iotsec.app.console.certificates import recently_revoked
 from iotsec.app.console.fleet import DeviceQuery, search_devices
 from iotsec.app.console.overview import overview
@@ -75,7 +78,9 @@ def test_a_bad_search_is_refused_clearly(field: str, value: str):
         DeviceQuery.parse(**{field: value})
 
 
-def test_the_overview_counts_states_and_expiry_weeks(rt: Runtime, clock: FakeClock):
+def test_the_overview_counts_states_and_expiry_weeks(rt: Runtime, clock: FakeClock,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(cache, "MIN_REFRESH", 0.0)
     import_devices(rt, [NewDevice.parse(f"d{i}") for i in range(4)])
     for days, device in ((3, "d0"), (10, "d1"), (10, "d2"), (400, "d3")):
         issue_from_csr(rt, device, _csr(device), days=days)
@@ -88,7 +93,16 @@ def test_the_overview_counts_states_and_expiry_weeks(rt: Runtime, clock: FakeClo
     assert view.expiring_per_week[0] == 1 and view.expiring_per_week[1] == 1
     assert sum(view.expiring_per_week) == 2
     assert [r.device_id for r in recently_revoked(rt)] == ["d2"]
-    # Cached: a change shows after the cache's lifetime, or at once when asked fresh.
+    # Cached: a change shows when asked fresh, or once the value is older than its lifetime
+    # and a background refresh has computed it (the stale value is answered meanwhile).
     clock.advance(timedelta(days=5))
     assert overview(rt).certificates == view.certificates
     assert overview(rt, fresh=True).certificates == {"valid": 2, "revoked": 1, "expired": 1}
+    change_state(rt, "d1", DeviceState.DISABLED)
+    assert overview(rt).devices == {"active": 3, "disabled": 1}
+    monkeypatch.setattr(overview_module, "OVERVIEW_TTL", 0.0)
+    assert overview(rt).devices == {"active": 3, "disabled": 1}  # stale, refresh started
+    deadline = time.monotonic() + 20
+    while overview(rt).devices != {"active": 2, "disabled": 2}:
+        assert time.monotonic() < deadline, "the background refresh never landed"
+        time.sleep(0.05)

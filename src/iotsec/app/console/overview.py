@@ -1,9 +1,10 @@
 """The fleet at a glance: devices and certificates by state, certificates expiring per week,
 the CRLs' age, the broker's last sync and the open alerts by severity.
 
-The aggregates read every device and certificate row once, so a serving process reuses them
-for :data:`OVERVIEW_TTL` seconds (the page says how old they are): at a million devices a
-page view must not cost a scan of the whole store.
+The aggregates read every device and certificate row once (about a second at a million
+of each), so a page view must not wait for them: a serving process computes them once, then
+again in the background when they are older than :data:`OVERVIEW_TTL` seconds, and the page
+says when they were computed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, case, func, or_, select
 
+from iotsec.app.console.cache import stale_while_refreshing
 from iotsec.app.runtime import Runtime
 from iotsec.store import models as m
 from iotsec.store.db import reading
@@ -99,5 +101,9 @@ def _compute(rt: Runtime) -> Overview:
 
 
 def overview(rt: Runtime, *, fresh: bool = False) -> Overview:
-    """The overview, at most :data:`OVERVIEW_TTL` seconds old (``fresh``: computed now)."""
-    return rt.recent("console:overview", 0 if fresh else OVERVIEW_TTL, lambda: _compute(rt))
+    """The overview: computed by the first call of the process, then recomputed in the
+    background once older than :data:`OVERVIEW_TTL` seconds (the older value is answered
+    meanwhile); ``fresh`` computes it now (at most every few seconds)."""
+    value, _ = stale_while_refreshing(rt, "overview", OVERVIEW_TTL, lambda: _compute(rt),
+                                      fresh=fresh)
+    return value

@@ -1,6 +1,6 @@
 """The console's policy view: the roles with their rules and bindings, and the policy lint
-findings. Both count the bindings of every role, so a serving process reuses them for
-:data:`POLICY_TTL` seconds (a change made through this process shows at once)."""
+findings. Both count the bindings of every role, so a serving process recomputes them in
+the background once they are older than :data:`POLICY_TTL` seconds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from iotsec.app.access.policy import lint_policy
 from iotsec.app.access.roles import RoleInfo, list_roles
+from iotsec.app.console.cache import stale_while_refreshing
 from iotsec.app.runtime import Runtime
 from iotsec.findings.model import Finding
 
@@ -28,4 +29,5 @@ def policy_view(rt: Runtime, *, fresh: bool = False) -> PolicyView:
         findings = sorted(lint_policy(rt), key=lambda f: f.rule_id)
         return PolicyView(list_roles(rt), sorted(findings, key=lambda f: f.severity,
                                                  reverse=True))
-    return rt.recent("console:policy", 0 if fresh else POLICY_TTL, load)
+    value, _ = stale_while_refreshing(rt, "policy", POLICY_TTL, load, fresh=fresh)
+    return value
