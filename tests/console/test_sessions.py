@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from starlette.routing import Route
 
 from iotsec.api.app import create_app
@@ -22,7 +22,7 @@ from iotsec.console.app import CSP, ROUTES
 from iotsec.console.web import COOKIE
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
-from iotsec.store.db import reading
+from iotsec.store.db import reading, transaction
 from tests.conftest import FakeClock
 from tests.console.conftest import ORIGIN
 
@@ -199,3 +199,53 @@ def test_the_console_refuses_plain_http(rt: Runtime, admin_token: str):
         r = plain.post("/ui/signin", data={"token": admin_token})
         assert r.status_code == 403 and "HTTPS only" in r.text
         assert "set-cookie" not in r.headers
+
+
+def test_the_operator_approves_a_device_awaiting_approval(web: TestClient, rt: Runtime):
+    now = int(rt.now().timestamp())
+    with transaction(rt.engine) as conn:  # as an enrolment under an approval template leaves it
+        conn.execute(insert(m.devices).values(id="wait-1", state="awaiting-approval",
+                                              attributes="{}", created_at=now,
+                                              updated_at=now))
+    csrf = _sign_in(web, _token(rt, Scope.OPERATOR))
+    page = web.get("/ui/devices/wait-1")
+    assert "/ui/devices/wait-1/confirm?do=approve" in page.text
+    assert "confirm?do=disable" in page.text and "confirm?do=enable" not in page.text
+    confirm = web.get("/ui/devices/wait-1/confirm?do=approve")
+    assert confirm.status_code == 200 and 'name="confirm"' in confirm.text
+    r = web.post("/ui/devices/wait-1/action",
+                 data={"csrf": csrf, "do": "approve", "confirm": "wait-1"}, headers=POST)
+    assert r.status_code == 303
+    assert get_device(rt, "wait-1").state is DeviceState.PENDING
+    events = list_events(rt.engine, kind="est.approved")
+    assert [(e.subject, e.actor) for e in events] == [("wait-1", "operator-person")]
+
+
+@pytest.mark.parametrize(("method", "path", "form"), [
+    ("GET", "/ui/devices?q=a%2Fb", None),
+    ("GET", "/ui/devices?state=gone", None),
+    ("GET", "/ui/devices?after=%20", None),
+    ("GET", "/ui/devices/bad%20id", None),
+    ("GET", "/ui/devices/bad-1?action=publish", None),
+    ("GET", "/ui/devices/bad-1/confirm?do=explode", None),
+    ("GET", "/ui/alerts?state=gone", None),
+    ("GET", "/ui/policy?device=bad-1&action=fly&topic=x", None),
+    ("POST", "/ui/devices/bad-1/action", {"do": "retire", "confirm": "bad-2"}),
+    ("POST", "/ui/devices/bad-1/action", {"do": "explode", "confirm": "bad-1"}),
+    ("POST", "/ui/alerts/x/state", {"to": "resolved"}),
+    ("POST", "/ui/alerts/99/state", {"to": "open"}),
+    ("POST", "/ui/alerts/99/state", {"to": "resolved"}),
+])
+def test_bad_input_gets_a_clear_page_and_changes_nothing(
+        web: TestClient, admin_token: str, rt: Runtime, method: str, path: str,
+        form: dict[str, str] | None):
+    add_device(rt, NewDevice.parse("bad-1"))
+    csrf = _sign_in(web, admin_token)
+    seq = len(list_events(rt.engine, limit=10_000))
+    r = web.request(method, path, data={**form, "csrf": csrf} if form else None,
+                    headers=POST)
+    assert 400 <= r.status_code < 500, (path, r.status_code)
+    assert 'role="alert"' in r.text
+    assert "Traceback" not in r.text
+    assert get_device(rt, "bad-1").state is DeviceState.PENDING
+    assert len(list_events(rt.engine, limit=10_000)) == seq

@@ -41,7 +41,8 @@ class Action:
 ACTIONS: dict[str, Action] = {
     "disable": Action(
         "Disable", "The broker and the API refuse the device until it is enabled again; its "
-        "certificates are kept.", (DeviceState.ACTIVE, DeviceState.PENDING),
+        "certificates are kept.", (DeviceState.ACTIVE, DeviceState.PENDING,
+                                   DeviceState.AWAITING_APPROVAL),
         lambda rt, d, who: change_state(rt, d, DeviceState.DISABLED, actor=who)),
     "enable": Action(
         "Enable", "The device is active again with the certificates it holds.",
