@@ -26,7 +26,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = REPO / ".artifacts" / "console"
 PAGES = ["/ui/overview", "/ui/devices", "/ui/devices/cam-0001", "/ui/certificates",
-         "/ui/alerts", "/ui/policy"]
+         "/ui/alerts", "/ui/policy", "/ui/firmware"]
 
 if not CHROMIUM.exists():
     pytest.skip("needs Debian's chromium package (apt-get install chromium)",

@@ -91,9 +91,10 @@ def test_every_route_is_refused_without_a_session(web: TestClient, rt: Runtime):
             if method == "HEAD" or (method, route.path) in public:
                 continue
             path = "/ui" + route.path.replace("{device_id}", "walk-1").replace(
-                "{alert_id}", "1")
+                "{alert_id}", "1").replace("{campaign_id}", "1")
             r = web.request(method, path, data={"csrf": "x", "do": "disable",
-                                                "confirm": "walk-1", "to": "resolved"},
+                                                "confirm": "walk-1", "to": "resolved",
+                                                "sure": "yes"},
                             headers=POST)
             walked += 1
             assert r.status_code in (303, 401), (method, path, r.status_code)
