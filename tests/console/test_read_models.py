@@ -48,7 +48,9 @@ def _all_pages(rt: Runtime, query: DeviceQuery, limit: int) -> list[list[str]]:
 
 
 def test_search_pages_cover_each_match_once_in_id_order(rt: Runtime):
-    import_devices(rt, [NewDevice.parse(f"cam-{i:03d}", groups=["cameras"] if i % 2 else [])
+    import_devices(rt, [NewDevice.parse(f"cam-{i:03d}", groups=["cameras"] if i % 2 else [],
+                                        attributes={"site": "north" if i % 3 else "south",
+                                                    "x_y": "50%_"})
                         for i in range(23)]
                    + [NewDevice.parse(f"camera-x{i}") for i in range(3)]
                    + [NewDevice.parse("sensor-1", groups=["cameras"])])
@@ -67,12 +69,23 @@ def test_search_pages_cover_each_match_once_in_id_order(rt: Runtime):
     assert [d.id for d in disabled.devices] == ["cam-004"] and disabled.next_after is None
     # An exact page: the last page says there is no next one.
     assert search_devices(rt, DeviceQuery.parse(prefix="camera-"), limit=3).next_after is None
+    south = [d for p in _all_pages(rt, DeviceQuery.parse(attribute="site=south"), 3)
+             for d in p]
+    assert south == [f"cam-{i:03d}" for i in range(0, 23, 3)]
+    assert [d for p in _all_pages(rt, DeviceQuery.parse(attribute="x_y=50%_"), 50)
+            for d in p] == [f"cam-{i:03d}" for i in range(23)]
+    # LIKE's wildcards in a value are taken literally.
+    assert search_devices(rt, DeviceQuery.parse(attribute="x_y=5_%_")).devices == []
+    assert search_devices(rt, DeviceQuery.parse(attribute="x_y=50%")).devices == []
+    assert search_devices(rt, DeviceQuery.parse(attribute="site=sou")).devices == []
     assert "sensor-1" in [d.id for d in search_devices(
         rt, DeviceQuery.parse(role="device"), limit=200).devices]
 
 
 @pytest.mark.parametrize(("field", "value"), [("prefix", "cam/"), ("prefix", "a b"),
-                                              ("state", "gone"), ("group", "bad group")])
+                                              ("state", "gone"), ("group", "bad group"),
+                                              ("attribute", "no-equals-sign"),
+                                              ("attribute", "bad key=v")])
 def test_a_bad_search_is_refused_clearly(field: str, value: str):
     with pytest.raises(InvalidInputError):
         DeviceQuery.parse(**{field: value})

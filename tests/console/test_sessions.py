@@ -250,3 +250,14 @@ def test_bad_input_gets_a_clear_page_and_changes_nothing(
     assert "Traceback" not in r.text
     assert get_device(rt, "bad-1").state is DeviceState.PENDING
     assert len(list_events(rt.engine, limit=10_000)) == seq
+
+
+def test_signing_in_again_ends_the_browsers_previous_session(web: TestClient,
+                                                              admin_token: str, rt: Runtime):
+    _sign_in(web, admin_token)
+    first = web.cookies.get(COOKIE)
+    _sign_in(web, admin_token)
+    assert web.cookies.get(COOKIE) != first
+    with reading(rt.engine) as conn:
+        rows = conn.execute(select(m.console_sessions.c.id_sha256)).scalars().all()
+    assert rows == [hashlib.sha256((web.cookies.get(COOKIE) or "").encode()).hexdigest()]

@@ -67,12 +67,13 @@ ACTIONS: dict[str, Action] = {
 def devices(ctx: Ctx) -> Response:
     q = ctx.query
     query = DeviceQuery.parse(prefix=q.get("q", ""), group=q.get("group", ""),
-                              state=q.get("state", ""), role=q.get("role", ""))
+                              state=q.get("state", ""), role=q.get("role", ""),
+                              attribute=q.get("attr", ""))
     after = q.get("after") or None
     result = search_devices(ctx.rt, query, after=after, limit=PAGE)
     filters = {k: v for k, v in (("q", query.prefix), ("group", query.group),
                                  ("state", query.state.value if query.state else None),
-                                 ("role", query.role)) if v}
+                                 ("role", query.role), ("attr", query.attribute_text)) if v}
     next_url = ("/ui/devices?" + urlencode({**filters, "after": result.next_after})
                 if result.next_after else None)
     return page(ctx, "devices.html", result=result, query=query, next_url=next_url,

@@ -35,6 +35,7 @@ def signin_form(ctx: Ctx) -> Response:
 
 def signin(ctx: Ctx) -> Response:
     token = ctx.form.get("token", "")
+    previous = ctx.extra.get("secret", "")
     try:
         secret, session = sign_in(ctx.rt, token[:200], source=ctx.source)
     except ThrottledError as e:
@@ -43,6 +44,9 @@ def signin(ctx: Ctx) -> Response:
         return render(ctx, "signin.html", status=401, error="the API token is not valid",
                       hint=e.hint if isinstance(e, ForbiddenError)
                       else "paste an admin, operator or auditor token ('iotsec token create')")
+    if previous:
+        # A new sign-in in this browser ends the session it had (no stray live sessions).
+        end_session(ctx.rt, previous, source=ctx.source)
     response = RedirectResponse("/ui/overview", status_code=303)
     response.set_cookie(COOKIE, secret, path="/", secure=True, httponly=True,
                         samesite="strict",

@@ -23,7 +23,7 @@ from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.errors import AuthError, ForbiddenError, IotsecError, ThrottledError
 from iotsec.store import models as m
-from iotsec.store.db import transaction
+from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 __all__ = ["LAST_SEEN_GRANULARITY", "ConsoleSession", "csrf_token", "end_session",
@@ -104,27 +104,28 @@ def resume_session(rt: Runtime, secret: str) -> ConsoleSession:
     key = _digest(secret)
     now = ts(rt.now())
     idle = rt.settings.console_idle_minutes * 60
-    with transaction(rt.engine) as conn:
+    with reading(rt.engine) as conn:
         row = conn.execute(select(s.last_seen_at, s.expires_at, s.scope, t.id, t.name,
                                   t.revoked, t.expires_at.label("token_expires_at"))
                            .join(m.api_tokens, t.id == s.token_id)
                            .where(s.id_sha256 == key)).first()
-        if row is None:
-            raise _ended("is not valid")
-        reason = ("has ended (the API token was revoked)" if row.revoked
-                  else "has ended (the API token expired)"
-                  if row.token_expires_at is not None and row.token_expires_at <= now
-                  else "has expired" if row.expires_at <= now
-                  else "was idle for too long" if row.last_seen_at + idle <= now
-                  else None)
-        if reason is not None:
-            # Removed in this transaction, which must commit: the error is raised after it.
+    if row is None:
+        raise _ended("is not valid")
+    reason = ("has ended (the API token was revoked)" if row.revoked
+              else "has ended (the API token expired)"
+              if row.token_expires_at is not None and row.token_expires_at <= now
+              else "has expired" if row.expires_at <= now
+              else "was idle for too long" if row.last_seen_at + idle <= now
+              else None)
+    if reason is not None:
+        with transaction(rt.engine) as conn:
             conn.execute(delete(m.console_sessions).where(s.id_sha256 == key))
-        elif row.last_seen_at < now - LAST_SEEN_GRANULARITY:
+        raise _ended(reason)
+    # A page view reads; it writes only when last_seen_at is due (every 30 s at most).
+    if row.last_seen_at < now - LAST_SEEN_GRANULARITY:
+        with transaction(rt.engine) as conn:
             conn.execute(update(m.console_sessions).where(s.id_sha256 == key)
                          .values(last_seen_at=now))
-    if reason is not None:
-        raise _ended(reason)
     return ConsoleSession(row.id, row.name, Scope(row.scope), csrf_token(secret))
 
 

@@ -4,11 +4,13 @@ pages that continue after the last id shown (keyset paging).
 A page is one index range scan: ids in order from the search prefix (or the last id of
 the previous page), so it costs the same at the millionth device as at the first. There is
 no total count and no OFFSET; a page reads one row more than it shows to know whether
-another page follows.
+another page follows. An attribute filter is checked row by row along that scan: quick for
+a common attribute, a longer scan for a rare one.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -19,7 +21,13 @@ from iotsec.app.access.roles import load_roles
 from iotsec.app.identity.devices import get_devices
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InvalidInputError
-from iotsec.identity.registry import Device, DeviceState, parse_device_id, parse_group_name
+from iotsec.identity.registry import (
+    Device,
+    DeviceState,
+    parse_attributes,
+    parse_device_id,
+    parse_group_name,
+)
 from iotsec.store import models as m
 from iotsec.store.db import reading
 
@@ -37,11 +45,21 @@ class DeviceQuery:
     group: str | None = None
     state: DeviceState | None = None
     role: str | None = None
+    #: One attribute that must have this value (``key``, ``value``).
+    attribute: tuple[str, str] | None = None
+
+    @property
+    def attribute_text(self) -> str:
+        return f"{self.attribute[0]}={self.attribute[1]}" if self.attribute else ""
 
     @classmethod
-    def parse(cls, *, prefix: str = "", group: str = "", state: str = "", role: str = ""
-              ) -> DeviceQuery:
+    def parse(cls, *, prefix: str = "", group: str = "", state: str = "", role: str = "",
+              attribute: str = "") -> DeviceQuery:
         prefix, group, state, role = (v.strip() for v in (prefix, group, state, role))
+        pair = None
+        if attribute.strip():
+            ((key, value),) = parse_attributes([attribute.strip()]).items()
+            pair = (key, value)
         if prefix and not _PREFIX.fullmatch(prefix):
             raise InvalidInputError("a device id search holds letters, digits and . _ : - "
                                     "only (at most 128)", hint="search by the id's beginning")
@@ -52,7 +70,7 @@ class DeviceQuery:
                                     hint="use " + ", ".join(s.value for s in DeviceState)
                                     ) from None
         return cls(prefix or None, parse_group_name(group) if group else None, parsed_state,
-                   parse_role_name(role) if role else None)
+                   parse_role_name(role) if role else None, pair)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +99,13 @@ def search_devices(rt: Runtime, query: DeviceQuery, *, after: str | None = None,
     if query.group is not None:
         g = m.device_groups.c
         stmt = stmt.where(d.id.in_(select(g.device_id).where(g.group_name == query.group)))
+    if query.attribute is not None:
+        # Attributes are stored as JSON with sorted keys: the pair's own JSON text is in the
+        # column exactly when the device has it (LIKE's wildcards escaped).
+        fragment = json.dumps(dict([query.attribute]))[1:-1]
+        for ch in ("\\", "%", "_"):
+            fragment = fragment.replace(ch, "\\" + ch)
+        stmt = stmt.where(d.attributes.like(f"%{fragment}%", escape="\\"))
     if query.role is not None:
         r = m.device_roles.c
         stmt = stmt.where(d.id.in_(select(r.device_id).where(r.role_name == query.role)))
