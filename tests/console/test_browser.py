@@ -24,6 +24,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+HTMX = REPO / "src" / "iotsec" / "console" / "static" / "vendor" / "htmx.min.js"
 ARTIFACTS = REPO / ".artifacts" / "console"
 PAGES = ["/ui/overview", "/ui/devices", "/ui/devices/cam-0001", "/ui/certificates",
          "/ui/alerts", "/ui/policy", "/ui/firmware"]
@@ -50,6 +51,7 @@ class Console:
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     assert AXE.exists(), "run 'make console-assets' (npm ci) first"
+    assert HTMX.exists(), "run 'make console-assets' (htmx copied into the package) first"
     tmp = tmp_path_factory.mktemp("console")
     with served(tmp) as server:
         tokens = {"admin": server.token}
