@@ -27,7 +27,8 @@ AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 HTMX = REPO / "src" / "iotsec" / "console" / "static" / "vendor" / "htmx.min.js"
 ARTIFACTS = REPO / ".artifacts" / "console"
 PAGES = ["/ui/overview", "/ui/devices", "/ui/devices/cam-0001", "/ui/certificates",
-         "/ui/alerts", "/ui/policy", "/ui/firmware"]
+         "/ui/alerts", "/ui/policy", "/ui/firmware",
+         "/ui/compliance?framework=etsi-en-303-645"]
 
 if not CHROMIUM.exists():
     pytest.skip("needs Debian's chromium package (apt-get install chromium)",
@@ -122,7 +123,7 @@ def test_each_scope_walks_every_page_accessibly(console: Console, page: object, 
         assert response.headers["content-security-policy"].startswith("default-src 'none'")
         html = page.content()  # type: ignore[attr-defined]
         assert console.tokens[scope] not in html
-        name = path.strip("/").replace("/", "-")
+        name = path.strip("/").replace("/", "-").split("?")[0]
         page.screenshot(path=str(ARTIFACTS / f"{scope}-{name}.png"), full_page=True)  # type: ignore[attr-defined]
         assert axe_violations(page) == [], path
         actions = page.locator("a[href*='/confirm?do=']").count()  # type: ignore[attr-defined]

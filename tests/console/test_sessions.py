@@ -91,7 +91,8 @@ def test_every_route_is_refused_without_a_session(web: TestClient, rt: Runtime):
             if method == "HEAD" or (method, route.path) in public:
                 continue
             path = "/ui" + route.path.replace("{device_id}", "walk-1").replace(
-                "{alert_id}", "1").replace("{campaign_id}", "1")
+                "{alert_id}", "1").replace("{campaign_id}", "1").replace(
+                "{name}", "owasp-iot-top10.json")
             r = web.request(method, path, data={"csrf": "x", "do": "disable",
                                                 "confirm": "walk-1", "to": "resolved",
                                                 "sure": "yes"},
