@@ -24,6 +24,7 @@ def signed_in(web: TestClient, admin_token: str) -> TestClient:
 
 
 def test_a_frameworks_report_and_its_downloads(signed_in: TestClient, rt: Runtime):
+    assert "No report computed yet" in signed_in.get("/ui/overview").text
     page = signed_in.get("/ui/compliance?framework=owasp-iot-top10")
     assert page.status_code == 200
     expected = compliance_json(report(rt, "owasp-iot-top10"))
@@ -31,6 +32,10 @@ def test_a_frameworks_report_and_its_downloads(signed_in: TestClient, rt: Runtim
     assert f"score {score if score is not None else '-'} %" in page.text
     for provision in expected["provisions"][:3]:
         assert provision["number"] in page.text
+    # The overview shows the score the compliance page computed (and computes nothing).
+    overview = signed_in.get("/ui/overview").text
+    assert "owasp-iot-top10" in overview
+    assert f"{score if score is not None else '-'} %" in overview
     downloaded = signed_in.get("/ui/compliance/owasp-iot-top10.json")
     assert downloaded.status_code == 200
     assert "attachment" in downloaded.headers["content-disposition"]

@@ -9,6 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from iotsec.app.access.console_sessions import end_session, sign_in
 from iotsec.app.console.certificates import recently_revoked
+from iotsec.app.console.compliance import held_scores
 from iotsec.app.console.overview import EXPIRY_WEEKS, OVERVIEW_TTL, overview
 from iotsec.app.monitor.alerts import get_alert, list_alerts, set_state
 from iotsec.app.pki.authorities import list_authorities
@@ -69,7 +70,7 @@ def overview_page(ctx: Ctx) -> Response:
     chart = weekly_bars(view.expiring_per_week, view.computed_at,
                         f"Certificates expiring per week, next {EXPIRY_WEEKS} weeks")
     return page(ctx, "overview.html", view=view, chart=chart, now=now, ttl=int(OVERVIEW_TTL),
-                age=lambda t: _age(now - t))
+                age=lambda t: _age(now - t), scores=held_scores(ctx.rt))
 
 
 def _age(delta: timedelta) -> str:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from iotsec.app.runtime import Runtime, Slot
 
-__all__ = ["MIN_REFRESH", "stale_while_refreshing"]
+__all__ = ["MIN_REFRESH", "held", "stale_while_refreshing"]
 
 T = TypeVar("T")
 log = logging.getLogger("iotsec.console")
@@ -64,3 +64,11 @@ def stale_while_refreshing(rt: Runtime, key: str, ttl: float, load: Callable[[],
 
         threading.Thread(target=refresh, name=f"console-{key}", daemon=True).start()
     return entry.value, now - entry.at
+
+
+def held(rt: Runtime, key: str) -> Any | None:
+    """The value held under ``key``, if any, without computing anything."""
+    entries = rt.get(_ENTRIES) or {}
+    with _LOCK:
+        entry = entries.get(key)
+    return entry.value if entry is not None else None
