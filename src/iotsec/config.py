@@ -125,6 +125,12 @@ class Settings(EnvSettings):
     auth_failure_limit: int = Field(default=10, ge=1, le=1_000_000,
                                     description="failed API authentications per source and "
                                     "minute before that source is refused for a minute")
+    console_idle_minutes: int = Field(
+        default=30, ge=1, le=24 * 60,
+        description="a web console session unused this long ends (sign in again)")
+    console_absolute_hours: int = Field(
+        default=12, ge=1, le=24 * 7,
+        description="a web console session ends this long after sign-in, however active")
     campaign_tick_seconds: float = Field(
         default=60.0, ge=0, le=86_400,
         description="how often 'iotsec serve' evaluates running update campaigns (device "

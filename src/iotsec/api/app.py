@@ -30,6 +30,7 @@ from iotsec.api.profiles import router as profiles_router
 from iotsec.api.routes import public, v1
 from iotsec.api.timing import RequestTimer
 from iotsec.app.runtime import Runtime
+from iotsec.console.app import create_console
 
 __all__ = ["create_app"]
 
@@ -66,6 +67,8 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
                    ota_device_router, emqx_router, audit_router, compliance_router,
                    monitor_router, profiles_router, ca_router, incidents_router):
         app.include_router(_declare_scopes(router))
+    # The web console: its own routes, sessions and CSP, outside the OpenAPI document.
+    app.mount("/ui", create_console(rt))
     # Inside the body limit: the decision fast path answers well-formed decision requests
     # itself and hands everything else to the application.
     if fast_path:

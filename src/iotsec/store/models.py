@@ -22,8 +22,8 @@ from sqlalchemy import (
 
 __all__ = [
     "alert_deliveries", "alerts", "api_tokens", "authorities", "ca_requests", "cert_profiles",
-    "certificates", "claim_cas", "claim_uses", "compliance_attestations", "crls",
-    "delta_crls", "detect_cursors", "detect_lease", "detect_rules", "detect_state",
+    "certificates", "claim_cas", "claim_uses", "compliance_attestations", "console_sessions",
+    "crls", "delta_crls", "detect_cursors", "detect_lease", "detect_rules", "detect_state",
     "device_groups", "device_keys", "device_profiles", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
     "events", "group_profiles", "group_roles", "groups", "incidents", "metadata",
@@ -90,6 +90,8 @@ devices = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "updated_at"),
+    # The console's device list filtered by state, in id order (keyset paging).
+    Index(None, "state", "id"),
 )
 
 groups = Table(
@@ -671,4 +673,21 @@ quarantines = Table(
     Column("previous_state", String(32), nullable=False),
     Column("since", BigInteger, nullable=False),
     Index(None, "incident_id"),
+)
+
+# Web console sessions: the SHA-256 of the cookie's secret (never the secret), the API token
+# that opened the session (revoking it ends the session) and its timeouts.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("token_id", String(32), ForeignKey("api_tokens.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # the absolute timeout
+    Column("source", String(64), nullable=True),
+    Index(None, "token_id"),
+    Index(None, "expires_at"),
 )

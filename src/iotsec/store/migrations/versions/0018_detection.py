@@ -3,7 +3,7 @@ serving process the detector and scheduler, where each followed source was read 
 and the detector's learnt state (baselines and device profiles).
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-06
 """
 

@@ -1,0 +1,109 @@
+"""The fleet at a glance: devices and certificates by state, certificates expiring per week,
+the CRLs' age, the broker's last sync and the open alerts by severity.
+
+The aggregates read every device and certificate row once (about a second at a million
+of each), so a page view must not wait for them: a serving process computes them once, then
+again in the background when they are older than :data:`OVERVIEW_TTL` seconds, and the page
+says when they were computed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, case, func, or_, select
+
+from iotsec.app.console.cache import stale_while_refreshing
+from iotsec.app.runtime import Runtime
+from iotsec.store import models as m
+from iotsec.store.db import reading
+from iotsec.timeutil import from_ts, ts
+
+__all__ = ["EXPIRY_WEEKS", "OVERVIEW_TTL", "BrokerSync", "CrlStatus", "Overview", "overview"]
+
+OVERVIEW_TTL = 30.0
+EXPIRY_WEEKS = 26
+_WEEK = 7 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class CrlStatus:
+    authority_id: int
+    role: str
+    number: int
+    this_update: datetime
+    next_update: datetime
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSync:
+    at: datetime
+    outcome: str
+    generation: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    computed_at: datetime
+    devices: dict[str, int]
+    certificates: dict[str, int]
+    #: Unrevoked certificates expiring in each of the next :data:`EXPIRY_WEEKS` weeks.
+    expiring_per_week: list[int]
+    crls: list[CrlStatus]
+    broker: BrokerSync | None
+    alerts: dict[str, int]
+
+
+def _compute(rt: Runtime) -> Overview:
+    moment = rt.now().replace(microsecond=0)
+    now = ts(moment)
+    d, c, a = m.devices.c, m.certificates.c, m.alerts.c
+    live = or_(c.revoked_at.is_(None), c.revoked_at > now)
+    with reading(rt.engine) as conn:
+        devices = {r.state: int(r.n) for r in conn.execute(
+            select(d.state, func.count().label("n")).group_by(d.state))}
+        kind = case((c.revoked_at <= now, "revoked"), (c.not_after <= now, "expired"),
+                    else_="valid")
+        certificates = {r.k: int(r.n) for r in conn.execute(
+            select(kind.label("k"), func.count().label("n")).where(c.kind == "device")
+            .group_by(kind))}
+        week = (c.not_after - now) // _WEEK
+        horizon = now + EXPIRY_WEEKS * _WEEK
+        weeks = [0] * EXPIRY_WEEKS
+        for r in conn.execute(select(week.label("w"), func.count().label("n"))
+                              .where(and_(c.not_after > now, c.not_after <= horizon, live))
+                              .group_by(week)):
+            index = int(r.w)
+            if 0 <= index < EXPIRY_WEEKS:
+                weeks[index] += int(r.n)
+        au = m.authorities.c
+        crls = [CrlStatus(r.authority_id, r.role, int(r.number), from_ts(r.this_update),
+                          from_ts(r.next_update), bool(r.stale)) for r in conn.execute(
+            select(m.crls.c.authority_id, m.crls.c.number, m.crls.c.this_update,
+                   m.crls.c.next_update, m.crls.c.stale, au.role)
+            .join(m.authorities, au.id == m.crls.c.authority_id)
+            .order_by(m.crls.c.authority_id))]
+        e = m.events.c
+        sync = conn.execute(select(e.at, e.outcome, e.detail).where(e.kind == "broker.sync")
+                            .order_by(e.at.desc()).limit(1)).first()
+        alerts = {r.severity: int(r.n) for r in conn.execute(
+            select(a.severity, func.count().label("n")).where(a.state != "resolved")
+            .group_by(a.severity))}
+    broker = None
+    if sync is not None:
+        generation = json.loads(sync.detail or "{}").get("generation")
+        broker = BrokerSync(from_ts(sync.at), sync.outcome,
+                            generation if isinstance(generation, int) else None)
+    return Overview(moment, devices, certificates, weeks, crls, broker, alerts)
+
+
+def overview(rt: Runtime, *, fresh: bool = False) -> Overview:
+    """The overview: computed by the first call of the process, then recomputed in the
+    background once older than :data:`OVERVIEW_TTL` seconds (the older value is answered
+    meanwhile); ``fresh`` computes it now (at most every few seconds)."""
+    value, _ = stale_while_refreshing(rt, "overview", OVERVIEW_TTL, lambda: _compute(rt),
+                                      fresh=fresh)
+    return value
