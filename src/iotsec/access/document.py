@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from iotsec import yamldoc
 from iotsec.access.policy import Role, Rule, parse_action, parse_role_name
 from iotsec.errors import InputTooLargeError, IotsecError, PolicyError
 from iotsec.identity.registry import parse_group_name
@@ -52,40 +53,6 @@ class PolicyDocument:
     groups: Mapping[str, tuple[str, ...]]  # group -> role names
 
 
-def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
-    """Follow a pydantic error location through the YAML node tree to a line number."""
-    best = node
-    for part in loc:
-        if isinstance(best, yaml.MappingNode):
-            nxt = next((v for k, v in best.value if getattr(k, "value", None) == part), None)
-            if nxt is None:
-                break
-            best = nxt
-        elif isinstance(best, yaml.SequenceNode) and isinstance(part, int) \
-                and part < len(best.value):
-            best = best.value[part]
-        else:
-            break
-    return best.start_mark.line + 1 if best is not None else None
-
-
-def _check_duplicates(node: yaml.Node) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                raise PolicyError(f"line {key.start_mark.line + 1}: duplicate key {key.value!r}",
-                                  hint="each key may appear once in a mapping")
-            seen.add(key.value)
-            _check_duplicates(value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicates(item)
-
-
-# The C loader when PyYAML has it (fast on hostile input), else the pure-Python one; both
-# are the safe loaders.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_DEPTH = 32
 
 
@@ -108,41 +75,10 @@ def _load_json(text: str) -> Any:
 
 
 def _load(text: str) -> tuple[Any, yaml.Node | None]:
-    try:
-        depth = 0
-        for event in yaml.parse(text, Loader=_LOADER):
-            line = event.start_mark.line + 1 if event.start_mark else "?"
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise PolicyError(f"line {line}: YAML anchors and aliases are not allowed",
-                                  hint="write each role out in full")
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise PolicyError(f"line {line}: the document is nested more than "
-                                      f"{MAX_DEPTH} levels deep",
-                                      hint="a policy is roles, rules and groups: three levels")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-        node = yaml.compose(text, Loader=_LOADER)
-        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
-    except yaml.MarkedYAMLError as exc:
-        if text.lstrip()[:1] in ("{", "["):
-            return _load_json(text), None
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else "?"
-        raise PolicyError(f"line {line}: not valid YAML/JSON: {exc.problem}",
-                          hint="check indentation, quotes and brackets") from None
-    except yaml.reader.ReaderError as exc:
-        line = text[:exc.position].count("\n") + 1
-        raise PolicyError(f"line {line}: the document contains a control character that "
-                          "YAML does not allow") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"not valid YAML/JSON: {type(exc).__name__}") from None
-    except RecursionError:
-        raise PolicyError("the document is nested too deeply") from None
-    if node is not None:
-        _check_duplicates(node)
-    return data, node
+    return yamldoc.load(text, error=PolicyError, max_depth=MAX_DEPTH, what="YAML/JSON",
+                        write_out="write each role out in full",
+                        depth_hint="a policy is roles, rules and groups: three levels",
+                        fallback=_load_json)
 
 
 def parse_document(data: bytes) -> PolicyDocument:
@@ -163,7 +99,7 @@ def parse_document(data: bytes) -> PolicyDocument:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = first.get("loc", ())
-        at = _line_of(node, loc)
+        at = yamldoc.line_of(node, loc)
         where = ".".join(str(p) for p in loc) or "document"
         raise PolicyError(f"line {at or '?'}: {where}: {first.get('msg', 'invalid')}",
                           hint="see 'iotsec policy export' for the expected shape") from None
@@ -187,11 +123,11 @@ def parse_document(data: bytes) -> PolicyDocument:
                         field = "action"
                     path += ["rules", j, field]
                     break
-            raise PolicyError(f"line {_line_of(node, path) or '?'}: {exc}",
+            raise PolicyError(f"line {yamldoc.line_of(node, path) or '?'}: {exc}",
                               hint=exc.hint) from None
         if role.name in names:
-            raise PolicyError(f"line {_line_of(node, ['roles', i]) or '?'}: role {role.name!r} "
-                              "is defined twice")
+            twice_at = yamldoc.line_of(node, ["roles", i]) or "?"
+            raise PolicyError(f"line {twice_at}: role {role.name!r} is defined twice")
         names.add(role.name)
         roles.append(role)
     groups: dict[str, tuple[str, ...]] = {}
@@ -200,7 +136,7 @@ def parse_document(data: bytes) -> PolicyDocument:
             parse_group_name(group)
             groups[group] = tuple(sorted({parse_role_name(r) for r in bound}))
         except IotsecError as exc:
-            raise PolicyError(f"line {_line_of(node, ['groups', group]) or '?'}: {exc}",
+            raise PolicyError(f"line {yamldoc.line_of(node, ['groups', group]) or '?'}: {exc}",
                               hint=exc.hint) from None
     return PolicyDocument(roles=tuple(roles), groups=groups)
 

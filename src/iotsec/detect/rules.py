@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from iotsec import yamldoc
 from iotsec.errors import DetectionRuleError, InputTooLargeError
 from iotsec.findings.model import Severity
 
@@ -30,7 +30,6 @@ MAX_RULES_BYTES = 256 * 1024
 MAX_RULES = 256
 _MAX_DEPTH = 8
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Kind(enum.StrEnum):
@@ -168,70 +167,9 @@ class RuleSet:
         return tuple(r for r in self.rules if r.enabled)
 
 
-def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
-    best = node
-    for part in loc:
-        if isinstance(best, yaml.MappingNode):
-            nxt = next((v for k, v in best.value if getattr(k, "value", None) == part), None)
-            if nxt is None:
-                break
-            best = nxt
-        elif isinstance(best, yaml.SequenceNode) and isinstance(part, int) \
-                and part < len(best.value):
-            best = best.value[part]
-        else:
-            break
-    return best.start_mark.line + 1 if best is not None else None
-
-
-def _check_duplicates(node: yaml.Node) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                raise DetectionRuleError(
-                    f"line {key.start_mark.line + 1}: duplicate key {key.value!r}",
-                    hint="each key may appear once in a mapping")
-            seen.add(key.value)
-            _check_duplicates(value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicates(item)
-
-
 def _load(text: str) -> tuple[Any, yaml.Node | None]:
-    try:
-        depth = 0
-        for event in yaml.parse(text, Loader=_LOADER):
-            line = event.start_mark.line + 1 if event.start_mark else "?"
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise DetectionRuleError(f"line {line}: YAML anchors and aliases are not "
-                                         "allowed", hint="write each rule out in full")
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > _MAX_DEPTH:
-                    raise DetectionRuleError(f"line {line}: the document is nested more than "
-                                             f"{_MAX_DEPTH} levels deep")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-        node = yaml.compose(text, Loader=_LOADER)
-        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else "?"
-        raise DetectionRuleError(f"line {line}: not valid YAML: {exc.problem}",
-                                 hint="check indentation, quotes and brackets") from None
-    except yaml.reader.ReaderError as exc:
-        line = text[:exc.position].count("\n") + 1
-        raise DetectionRuleError(f"line {line}: the document contains a control character "
-                                 "that YAML does not allow") from None
-    except yaml.YAMLError as exc:
-        raise DetectionRuleError(f"not valid YAML: {type(exc).__name__}") from None
-    except RecursionError:
-        raise DetectionRuleError("the document is nested too deeply") from None
-    if node is not None:
-        _check_duplicates(node)
-    return data, node
+    return yamldoc.load(text, error=DetectionRuleError, max_depth=_MAX_DEPTH,
+                        write_out="write each rule out in full")
 
 
 def _rule(doc: _RuleDoc, at: int | str) -> Rule:
@@ -293,12 +231,12 @@ def parse_rules(data: bytes) -> RuleSet:
         first = exc.errors()[0]
         loc = first.get("loc", ())
         where = ".".join(str(p) for p in loc) or "document"
-        raise DetectionRuleError(f"line {_line_of(node, loc) or '?'}: {where}: "
+        raise DetectionRuleError(f"line {yamldoc.line_of(node, loc) or '?'}: {where}: "
                                  f"{first.get('msg', 'invalid')}") from None
     rules: list[Rule] = []
     names: set[str] = set()
     for i, rule_doc in enumerate(doc.rules):
-        at = _line_of(node, ["rules", i]) or "?"
+        at = yamldoc.line_of(node, ["rules", i]) or "?"
         rule = _rule(rule_doc, at)
         if rule.name in names:
             raise DetectionRuleError(f"line {at}: rule {rule.name!r} is defined twice")
