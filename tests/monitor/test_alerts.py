@@ -22,8 +22,11 @@ from iotsec.app.monitor.alerts import get_alert, list_alerts, set_state
 from iotsec.app.monitor.chain import verify
 from iotsec.app.monitor.checks import run_checks
 from iotsec.app.monitor.delivery import deliver_due
+from iotsec.app.pki import authorities as ca
 from iotsec.app.pki import issuance
-from iotsec.app.runtime import Runtime
+from iotsec.app.runtime import Runtime, open_runtime
+from iotsec.app.setup import OfflineRoot, init_home
+from iotsec.config import Settings
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
 from iotsec.eventlog.alerts import DELIVERY_ATTEMPTS, AlertState
 from iotsec.findings.model import Severity
@@ -202,3 +205,30 @@ def test_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert "is resolved already" in cli.refused("alerts", "resolve", str(raised[0]))
     assert "does not exist" in cli.refused("alerts", "show", "4242")
     assert "unknown alert state" in cli.refused("alerts", "list", "--state", "closed")
+
+
+def test_an_offline_root_crl_is_warned_of_two_weeks_ahead(settings: Settings, clock: FakeClock,
+                                                          tmp_path: Path) -> None:
+    """Its next CRL is signed in a ceremony on another machine: 6 hours would be too late."""
+    init_home(settings, now=clock(), offline_root=OfflineRoot(tmp_path / "root.key", b"p" * 16),
+              store_passphrase=True)
+    rt = open_runtime(settings, clock=clock)
+    try:
+        root = ca.get_authority(rt, ca.resolve_ca(rt, "root"))
+        next_update = ca.authority_crl(rt, root.id).next_update
+        assert next_update is not None
+
+        def root_alerts() -> list[str]:
+            run_checks(rt)
+            return [a.summary for a in list_alerts(rt)
+                    if a.rule == "crl.stale" and a.subject == root.subject]
+
+        clock.now = next_update - timedelta(days=15)
+        assert root_alerts() == []
+        clock.now = next_update - timedelta(days=13)
+        (summary,) = root_alerts()
+        assert "within 14 days" in summary
+        (alert,) = [a for a in list_alerts(rt) if a.subject == root.subject]
+        assert "ca sign-crl" in alert.suggested and alert.evidence["key_offline"] is True
+    finally:
+        rt.close()

@@ -30,6 +30,7 @@ log = logging.getLogger("iotsec.alerts")
 #: The rules the scheduled checks own (they resolve their alerts when the condition ends).
 CHECK_RULES = ("cert.expiring", "ca.expiring", "crl.stale", "campaign.paused")
 _CRL_MARGIN = 6 * 3600
+_OFFLINE_CRL_MARGIN = 14 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +83,33 @@ def _authorities(rt: Runtime, conn: Connection, now: int) -> list[NewAlert]:
 
 
 def _crls(conn: Connection, now: int) -> list[NewAlert]:
+    """CRLs near or past nextUpdate. A CA whose key is online (the issuing CAs) has its CRL
+    renewed by serve, so 6 hours' warning is enough; an offline root's is signed in a
+    ceremony on another machine, so it is warned of 14 days ahead."""
     a, crl = m.authorities.c, m.crls.c
     out = []
-    for r in conn.execute(select(a.subject, a.role, crl.next_update, crl.number)
+    for r in conn.execute(select(a.subject, a.role, a.key_offline, crl.next_update, crl.number)
                           .join(m.authorities, a.id == crl.authority_id)
                           .where(a.not_after > now, crl.der.is_not(None),
-                                 crl.next_update <= now + _CRL_MARGIN)):
+                                 crl.next_update <= now + _OFFLINE_CRL_MARGIN)):
+        offline = bool(r.key_offline)
+        if not offline and r.next_update > now + _CRL_MARGIN:
+            continue
         past = r.next_update <= now
+        within = "14 days" if offline else "6 hours"
+        suggested = ("sign the next one on the offline machine ('iotsec ca sign-crl --root-key "
+                     "FILE --root-cert FILE -o root.crl') and publish it here ('iotsec ca "
+                     "import-crl root.crl')" if offline else
+                     "publish a new one ('iotsec crl --ca ...'); 'iotsec serve' with "
+                     "IOTSEC_BROKER_DIR refreshes the broker's: check that it runs")
         out.append(NewAlert(
             rule="crl.stale", severity=Severity.CRITICAL if past else Severity.HIGH,
             subject=r.subject,
             summary=(f"the CRL of {r.subject} is past its nextUpdate" if past else
-                     f"the CRL of {r.subject} reaches its nextUpdate within 6 hours"),
-            suggested="publish a new one ('iotsec crl --ca ...'); 'iotsec serve' with "
-            "IOTSEC_BROKER_DIR refreshes the broker's: check that it runs",
-            evidence={"number": r.number, "next_update": from_ts(r.next_update).isoformat()}))
+                     f"the CRL of {r.subject} reaches its nextUpdate within {within}"),
+            suggested=suggested,
+            evidence={"number": r.number, "next_update": from_ts(r.next_update).isoformat(),
+                      "key_offline": offline}))
     return out
 
 
