@@ -23,6 +23,7 @@ import iotsec.filesystem
 from iotsec.cli.main import main
 from iotsec.errors import ConfigError
 from iotsec.store import db
+from tests.broker.support import short_broker_dir
 from tests.cli.support import use_home
 from tests.faults.support import assert_one_line, command_env, run_cli
 
@@ -180,19 +181,21 @@ def test_a_file_where_a_directory_is_needed(home: Path, run: Run, tmp_path: Path
 
 
 def test_ingest_log_takes_the_log_file_itself(home: Path, run: Run, tmp_path: Path) -> None:
-    broker = tmp_path / "broker"
-    code, _, err = run("broker", "mosquitto", "render", "--no-dry-run", "-o", str(broker))
-    assert code == 0, err
-    log = broker / "run" / "mosquitto.log"
-    log.write_text("1733445600: New client connected from 127.0.0.1:50000 as dev-1 "
-                   "(p2, c1, k60, u'dev-1').\n")
-    code, out, err = run("broker", "mosquitto", "ingest-log", str(log), "--json")
-    assert code == 0, err
-    first = json.loads(out)
-    assert first["lines"] == 1 and first["events"] == 1
-    # The read position is kept in the broker directory, as with 'ingest-log DIR'.
-    code, out, _ = run("broker", "mosquitto", "ingest-log", str(broker), "--json")
-    assert code == 0 and json.loads(out)["lines"] == 0
+    # A short directory: the broker's control socket lives inside it, and a Unix socket path
+    # is short (a worker's temporary directory can be too long).
+    with short_broker_dir("broker") as broker:
+        code, _, err = run("broker", "mosquitto", "render", "--no-dry-run", "-o", str(broker))
+        assert code == 0, err
+        log = broker / "run" / "mosquitto.log"
+        log.write_text("1733445600: New client connected from 127.0.0.1:50000 as dev-1 "
+                       "(p2, c1, k60, u'dev-1').\n")
+        code, out, err = run("broker", "mosquitto", "ingest-log", str(log), "--json")
+        assert code == 0, err
+        first = json.loads(out)
+        assert first["lines"] == 1 and first["events"] == 1
+        # The read position is kept in the broker directory, as with 'ingest-log DIR'.
+        code, out, _ = run("broker", "mosquitto", "ingest-log", str(broker), "--json")
+        assert code == 0 and json.loads(out)["lines"] == 0
     assert "does not exist" in run.refused("broker", "mosquitto", "ingest-log",
                                            str(tmp_path / "missing.log"))
 
