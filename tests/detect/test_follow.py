@@ -258,10 +258,17 @@ def test_compliance_5_10_1_from_the_detector_record(rt: Runtime, clock: FakeCloc
 
 
 def test_only_the_lease_holder_runs_the_scheduled_checks(rt: Runtime) -> None:
+    add_device(rt, NewDevice.parse("cam-1"))  # an event for the checkpoint to sign
     holder = Leader(rt, holder="a", log_file=None, checks=True)
     other = Leader(rt, holder="b", log_file=None, checks=True)
     assert holder.once() is False and holder.holding
-    assert holder.last_checks > 0  # the holder ran them
+    # The holder ran them: alert checks, campaign ticks and a signed checkpoint.
+    assert holder.last_checks > 0 and holder.last_tick > 0 and holder.last_checkpoint > 0
+    with reading(rt.engine) as conn:
+        signed = int(conn.execute(select(func.count()).select_from(m.event_checkpoints))
+                     .scalar_one())
+    assert signed == 1
     other.once()
-    assert not other.holding and other.last_checks == 0  # the other did not
+    assert not other.holding  # the other did not
+    assert (other.last_checks, other.last_tick, other.last_checkpoint) == (0, 0, 0)
     holder.stop()

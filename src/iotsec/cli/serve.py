@@ -323,23 +323,26 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
     # same environment (ServePlan); this process only supervises them.
     stop = threading.Event()
     detector: threading.Thread | None = None
-    if rt.settings.campaign_tick_seconds > 0:
-        # Update campaigns advance and time out devices without an outside scheduler.
-        from iotsec.app.ota.tick import tick_loop
+    if rt.settings.detect_tick_seconds <= 0:
+        # Without the detector lease, every serving process runs the schedules itself.
+        if rt.settings.campaign_tick_seconds > 0:
+            # Update campaigns advance and time out devices without an outside scheduler.
+            from iotsec.app.ota.tick import tick_loop
 
-        threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
-                         daemon=True).start()
-    if rt.settings.event_checkpoint_seconds > 0:
-        # Signed checkpoints of the event chain, so that what is recorded cannot be
-        # rewritten unnoticed by anyone without the audit key.
-        from iotsec.app.monitor.chain import checkpoint_loop
+            threading.Thread(target=tick_loop, args=(rt, stop), name="iotsec-campaigns",
+                             daemon=True).start()
+        if rt.settings.event_checkpoint_seconds > 0:
+            # Signed checkpoints of the event chain, so that what is recorded cannot be
+            # rewritten unnoticed by anyone without the audit key.
+            from iotsec.app.monitor.chain import checkpoint_loop
 
-        threading.Thread(target=checkpoint_loop, args=(rt, stop), name="iotsec-checkpoints",
-                         daemon=True).start()
+            threading.Thread(target=checkpoint_loop, args=(rt, stop),
+                             name="iotsec-checkpoints", daemon=True).start()
     if rt.settings.detect_tick_seconds > 0:
-        # Detection (the broker log and the EMQX hook events) and the scheduled alert
-        # checks and deliveries, run by the one serving process that holds the detector
-        # lease in the store; the others stand by and take over when it stops.
+        # Detection (the broker log and the EMQX hook events) and the schedules (alert
+        # checks and deliveries, campaign ticks, event-chain checkpoints), run by the one
+        # serving process that holds the detector lease in the store; the others stand by
+        # and take over when it stops.
         from iotsec.app.detect.loop import detector_loop
 
         detector = threading.Thread(target=detector_loop, args=(rt, stop),

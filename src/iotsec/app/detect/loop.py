@@ -1,6 +1,7 @@
 """The detector loop of ``iotsec serve``: take the lease, and while holding it follow the
 broker log and the EMQX hook events (:class:`~iotsec.app.detect.follow.Follower`), run
-the mitigation actions of new alerts, and run the scheduled alert checks and deliveries.
+the mitigation actions of new alerts, and run the schedules: the alert checks and
+deliveries, update campaign ticks and the event chain's signed checkpoints.
 Every serving process runs this loop; only the lease holder does the work, and another
 takes over within ``IOTSEC_DETECT_LEASE_SECONDS`` (plus one renewal) when it stops."""
 
@@ -8,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from iotsec.app.detect.actions import mitigate
 from iotsec.app.detect.follow import Follower
 from iotsec.app.detect.lease import LeaseLostError, acquire, holder_name, release
+from iotsec.app.monitor.chain import checkpoint
 from iotsec.app.monitor.checks import run_checks
 from iotsec.app.monitor.delivery import deliver_due
+from iotsec.app.ota.tick import tick
 from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 
@@ -27,6 +31,13 @@ _DELIVERY_SECONDS = 5.0
 def log_file_of(broker_dir: Path | None) -> Path | None:
     """The Mosquitto log of a rendered broker directory (``DIR/run/mosquitto.log``)."""
     return Layout(broker_dir.expanduser().absolute()).log_file if broker_dir else None
+
+
+def _guarded(what: str, job: Callable[[Runtime], object], rt: Runtime) -> None:
+    try:
+        job(rt)
+    except Exception:  # the other schedules go on; the failure is in the log
+        log.exception("%s failed", what)
 
 
 class Leader:
@@ -43,6 +54,8 @@ class Leader:
         self.last_renew = 0.0
         self.last_checks = 0.0
         self.last_delivery = 0.0
+        self.last_tick = 0.0
+        self.last_checkpoint = 0.0
         self.lines = 0  # read by this process
         self.alerts: list[int] = []  # new alerts this process raised
 
@@ -87,18 +100,27 @@ class Leader:
         return result.busy
 
     def _schedules(self, now: float) -> None:
-        interval = self.rt.settings.alert_tick_seconds
-        if not self.checks or interval <= 0:
+        if not self.checks:
             return
         if now - self.last_renew >= self.ttl / 2:
             # Not renewed lately (the lease may be another's soon): no schedule runs.
             return
-        if now - self.last_checks >= interval:
+        settings = self.rt.settings
+        interval = settings.alert_tick_seconds
+        if interval > 0 and now - self.last_checks >= interval:
             self.last_checks = now
             run_checks(self.rt)
-        if now - self.last_delivery >= _DELIVERY_SECONDS:
+        if interval > 0 and now - self.last_delivery >= _DELIVERY_SECONDS:
             self.last_delivery = now
             deliver_due(self.rt)
+        if settings.campaign_tick_seconds > 0 and \
+                now - self.last_tick >= settings.campaign_tick_seconds:
+            self.last_tick = now
+            _guarded("update campaign evaluation", tick, self.rt)
+        if settings.event_checkpoint_seconds > 0 and \
+                now - self.last_checkpoint >= settings.event_checkpoint_seconds:
+            self.last_checkpoint = now
+            _guarded("an event-log checkpoint", checkpoint, self.rt)
 
     def stop(self) -> None:
         was = self.holding
