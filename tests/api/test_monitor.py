@@ -7,8 +7,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from iotsec.app.counters import COUNTERS
+from iotsec.app.monitor.alerts import raise_alert
 from iotsec.app.runtime import Runtime
+from iotsec.eventlog.alerts import NewAlert
+from iotsec.findings.model import Severity
 from iotsec.pki.crl import RevocationReason
+from iotsec.store.db import transaction
 from tests.api.support import add_device, issue
 from tests.helpers import make_csr
 
@@ -36,6 +40,9 @@ def test_metrics_need_a_token_and_count(api: TestClient, anon: TestClient, rt: R
         api.post("/v1/authz/check", json={"device": "m-1", "action": "publish",
                                            "resource": resource})
     anon.get("/v1/devices")  # a refused authentication
+    with transaction(rt.engine) as conn:
+        raise_alert(rt, conn, NewAlert(rule="test.rule", severity=Severity.HIGH,
+                                       subject="m-1", summary="s", suggested="r", evidence={}))
     resp = api.get("/metrics")
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -48,6 +55,7 @@ def test_metrics_need_a_token_and_count(api: TestClient, anon: TestClient, rt: R
     assert s[("iotsec_authentications_total", (("result", "failure"),))] >= 1
     assert s[("iotsec_authentications_total", (("result", "success"),))] >= 6
     assert s[("iotsec_event_chain_length", ())] >= 5
+    assert s[("iotsec_alerts", (("severity", "high"), ("state", "open")))] == 1
     buckets = [v for (name, labels), v in s.items()
                if name == "iotsec_http_request_duration_seconds_bucket"
                and ("le", "+Inf") in labels]

@@ -69,6 +69,10 @@ def _store_facts(rt: Runtime) -> dict[str, Any]:
             for r in conn.execute(select(m.authorities.c.subject, m.authorities.c.role,
                                          crl.this_update, crl.next_update)
                                   .join(m.authorities, m.authorities.c.id == crl.authority_id))]
+        al = m.alerts.c
+        facts["alerts"] = [(str(r.state), str(r.severity), int(r.n)) for r in conn.execute(
+            select(al.state, al.severity, func.count().label("n"))
+            .where(al.state != "resolved").group_by(al.state, al.severity))]
         e = m.events.c
         facts["chain"] = int(conn.execute(select(func.coalesce(func.max(e.seq), 0)))
                              .scalar_one())
@@ -172,6 +176,11 @@ class _Collector(Collector):
             left.add_metric([subject, role], until)
         yield age
         yield left
+        alerts = GaugeMetricFamily("iotsec_alerts", "Alerts not resolved, by state (open, "
+                                   "acknowledged) and severity", labels=["state", "severity"])
+        for state, severity, count in sorted(facts["alerts"]):
+            alerts.add_metric([state, severity], count)
+        yield alerts
         chain = GaugeMetricFamily("iotsec_event_chain_length",
                                   "Entries in the tamper-evident event chain")
         chain.add_metric([], facts["chain"])
