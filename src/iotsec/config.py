@@ -173,6 +173,14 @@ class Settings(EnvSettings):
         default=30, ge=1, le=3650,
         description="certificates expiring within this many days raise the cert.expiring "
         "alert (CAs: three times as long)")
+    alert_audit_hours: float = Field(
+        default=24.0, ge=0, le=8760,
+        description="how often the scheduled checks run the fleet audit and raise an alert "
+        "for each finding at or above IOTSEC_ALERT_AUDIT_SEVERITY; 0 turns it off")
+    alert_audit_severity: Literal["critical", "high", "medium", "low"] = Field(
+        default="high",
+        description="the lowest severity of an audit finding that the scheduled audit "
+        "raises as an alert")
     alert_tick_seconds: float = Field(
         default=60.0, ge=0, le=86_400,
         description="how often 'iotsec serve' runs the scheduled alert checks and retries "

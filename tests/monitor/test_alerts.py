@@ -18,7 +18,8 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from iotsec.app.identity import devices
-from iotsec.app.monitor.alerts import get_alert, list_alerts, set_state
+from iotsec.app.monitor.alerts import get_alert, list_alerts, raise_alert, set_state
+from iotsec.app.monitor.audit_alerts import audit_alerts_due, run_audit_alerts
 from iotsec.app.monitor.chain import verify
 from iotsec.app.monitor.checks import run_checks
 from iotsec.app.monitor.delivery import deliver_due
@@ -28,9 +29,10 @@ from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import OfflineRoot, init_home
 from iotsec.config import Settings
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
-from iotsec.eventlog.alerts import DELIVERY_ATTEMPTS, AlertState
+from iotsec.eventlog.alerts import DELIVERY_ATTEMPTS, AlertState, NewAlert
 from iotsec.findings.model import Severity
 from iotsec.store import models as m
+from iotsec.store.db import transaction
 from tests.cli.support import Cli, use_home
 from tests.conftest import FakeClock
 from tests.helpers import make_csr
@@ -232,3 +234,23 @@ def test_an_offline_root_crl_is_warned_of_two_weeks_ahead(settings: Settings, cl
         assert "ca sign-crl" in alert.suggested and alert.evidence["key_offline"] is True
     finally:
         rt.close()
+
+
+def test_the_scheduled_audit_raises_findings_and_resolves_the_gone(rt: Runtime,
+                                                                   clock: FakeClock) -> None:
+    assert audit_alerts_due(rt)  # never run
+    assert run_audit_alerts(rt).raised == []  # a fresh home has no high finding
+    assert not audit_alerts_due(rt)  # ran just now (its audit.run event says so)
+    with transaction(rt.engine) as conn:  # an alert of a finding that is no longer there
+        gone, _ = raise_alert(rt, conn, NewAlert(
+            rule="audit/device-weak-key", severity=Severity.HIGH, subject="device:old",
+            summary="s", suggested="r", evidence={}))
+    clock.advance(timedelta(days=10 * 365 - 20))  # the CAs near their end
+    assert audit_alerts_due(rt)
+    done = run_audit_alerts(rt)
+    assert done.resolved == [gone]
+    raised = [get_alert(rt, i) for i in done.raised]
+    assert raised and {a.rule for a in raised} == {"audit/ca-expiring"}
+    assert all(a.severity >= Severity.HIGH and a.evidence["finding"] for a in raised)
+    again = run_audit_alerts(rt)  # found again: counted, not raised twice
+    assert again.raised == [] and sorted(again.repeated) == sorted(done.raised)

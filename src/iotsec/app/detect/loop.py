@@ -1,7 +1,8 @@
 """The detector loop of ``iotsec serve``: take the lease, and while holding it follow the
 broker log and the EMQX hook events (:class:`~iotsec.app.detect.follow.Follower`), run
 the mitigation actions of new alerts, and run the schedules: the alert checks and
-deliveries, update campaign ticks and the event chain's signed checkpoints.
+deliveries, the scheduled audit, update campaign ticks and the event chain's signed
+checkpoints.
 Every serving process runs this loop; only the lease holder does the work, and another
 takes over within ``IOTSEC_DETECT_LEASE_SECONDS`` (plus one renewal) when it stops."""
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from iotsec.app.detect.actions import mitigate
 from iotsec.app.detect.follow import Follower
 from iotsec.app.detect.lease import LeaseLostError, acquire, holder_name, release
+from iotsec.app.monitor.audit_alerts import audit_alerts_due, run_audit_alerts
 from iotsec.app.monitor.chain import checkpoint
 from iotsec.app.monitor.checks import run_checks
 from iotsec.app.monitor.delivery import deliver_due
@@ -110,6 +112,8 @@ class Leader:
         if interval > 0 and now - self.last_checks >= interval:
             self.last_checks = now
             run_checks(self.rt)
+            if audit_alerts_due(self.rt):
+                _guarded("the scheduled audit", run_audit_alerts, self.rt)
         if interval > 0 and now - self.last_delivery >= _DELIVERY_SECONDS:
             self.last_delivery = now
             deliver_due(self.rt)

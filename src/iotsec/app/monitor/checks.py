@@ -1,6 +1,7 @@
 """Scheduled checks that raise alerts from iotsec's own state, and resolve them when the
 condition is gone: device certificates expiring soon, a CA expiring, a CRL near or past its
-nextUpdate, an update campaign paused. ``iotsec serve`` runs them every
+nextUpdate, an update campaign paused (and, every ``IOTSEC_ALERT_AUDIT_HOURS``, the fleet
+audit: :mod:`iotsec.app.monitor.audit_alerts`). ``iotsec serve`` runs them every
 ``IOTSEC_ALERT_TICK_SECONDS`` together with the alert deliveries; ``iotsec alerts check``
 runs them once."""
 
@@ -15,6 +16,7 @@ from sqlalchemy import Connection, func, or_, select, update
 
 from iotsec.app.events import Event
 from iotsec.app.monitor.alerts import raise_alert
+from iotsec.app.monitor.audit_alerts import audit_alerts_due, run_audit_alerts
 from iotsec.app.monitor.delivery import deliver_due
 from iotsec.app.runtime import Runtime
 from iotsec.eventlog.alerts import AlertState, NewAlert, fingerprint
@@ -169,6 +171,8 @@ def alert_loop(rt: Runtime, stop: threading.Event) -> None:
             if waited >= interval:
                 run_checks(rt)
                 waited = 0.0
+                if audit_alerts_due(rt):
+                    run_audit_alerts(rt)
             deliver_due(rt)
         except Exception:  # keep going; the failure is in the log
             log.exception("scheduled alert checks or deliveries failed")
