@@ -14,20 +14,24 @@ from sqlalchemy import func, select
 from iotsec.app.access.decisions import check
 from iotsec.app.broker import emqx
 from iotsec.app.compliance.facts import gather_facts
-from iotsec.app.detect.actions import CAP_RULE
+from iotsec.app.detect.actions import CAP_RULE, mitigate_findings
 from iotsec.app.detect.lease import lease_info
 from iotsec.app.detect.loop import Leader
 from iotsec.app.detect.rules import apply_rules
 from iotsec.app.detect.status import detect_status
 from iotsec.app.events import list_events
 from iotsec.app.identity.devices import NewDevice, add_device, get_device
-from iotsec.app.monitor.alerts import list_alerts
+from iotsec.app.monitor.alerts import list_alerts, raise_alert
 from iotsec.app.monitor.incident_records import list_incidents
 from iotsec.app.monitor.quarantine import release_devices
 from iotsec.app.runtime import Runtime
+from iotsec.detect.rules import parse_rules
+from iotsec.errors import DetectionRuleError
+from iotsec.eventlog.alerts import NewAlert
+from iotsec.findings.model import Severity
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
-from iotsec.store.db import reading
+from iotsec.store.db import reading, transaction
 from tests.conftest import FakeClock
 
 T = "2026-11-26T03:00:{:02d}+0000: "
@@ -272,3 +276,42 @@ def test_only_the_lease_holder_runs_the_scheduled_checks(rt: Runtime) -> None:
     assert not other.holding  # the other did not
     assert (other.last_checks, other.last_tick, other.last_checkpoint) == (0, 0, 0)
     holder.stop()
+
+
+def test_actions_bound_to_audit_findings(rt: Runtime) -> None:
+    """The rule file's audit section: a new alert of a bound finding acts on the device the
+    finding names (a device key's location included); dry runs and unbound findings don't."""
+    for d in ("cam-1", "cam-2", "cam-3"):
+        add_device(rt, NewDevice.parse(d))
+    rules = parse_rules(b"""\
+audit:
+  - {finding: audit/device-weak-key, action: disable}
+  - {finding: audit/shared-certificate, action: revoke, dry_run: true}
+""")
+    with transaction(rt.engine) as conn:
+        ids = [raise_alert(rt, conn, NewAlert(rule=rule, severity=Severity.HIGH,
+                                              subject=subject, summary="s", suggested="r",
+                                              evidence={}))[0]
+               for rule, subject in (("audit/device-weak-key", "device:cam-1#key:k1"),
+                                     ("audit/shared-certificate", "device:cam-2"),
+                                     ("audit/ca-expiring", "ca:issuing"))]
+    done = mitigate_findings(rt, ids, rules)
+    assert [(o.action.value, o.outcome) for o in done] == [("disable", "success"),
+                                                          ("revoke", "dry-run")]
+    assert get_device(rt, "cam-1").state is DeviceState.DISABLED
+    assert get_device(rt, "cam-2").state is not DeviceState.DISABLED
+    actions = list_events(rt.engine, kind="detect.action")
+    assert {(e.actor, e.subject, e.outcome) for e in actions} == {
+        ("detector:audit/device-weak-key", "cam-1", "success"),
+        ("detector:audit/shared-certificate", "cam-2", "dry-run")}
+
+
+def test_audit_bindings_are_checked() -> None:
+    with pytest.raises(DetectionRuleError, match=r"line 3: .*refused on audit/client-id"):
+        parse_rules(b"audit:\n  - {finding: audit/ca-expiring}\n"
+                    b"  - {finding: audit/client-id-conflict, action: quarantine}\n")
+    with pytest.raises(DetectionRuleError, match=r"line 3: finding .* bound twice"):
+        parse_rules(b"audit:\n  - {finding: audit/ca-expiring}\n"
+                    b"  - {finding: audit/ca-expiring, action: notify}\n")
+    with pytest.raises(DetectionRuleError, match="line 2"):
+        parse_rules(b"audit:\n  - {finding: not-an-audit-rule}\n")

@@ -13,7 +13,12 @@ import typer
 from iotsec.app.detect.loop import Leader, detector_loop, log_file_of
 from iotsec.app.detect.rules import apply_rules, current_rules, validate_rules
 from iotsec.app.detect.status import detect_status
-from iotsec.app.wire.detect import DetectRuleOut, DetectRulesOut, DetectStatusOut
+from iotsec.app.wire.detect import (
+    DetectAuditActionOut,
+    DetectRuleOut,
+    DetectRulesOut,
+    DetectStatusOut,
+)
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, plural, read_input, table, when
@@ -50,9 +55,11 @@ def validate(path: FileArg, as_json: JsonOpt = False) -> None:
     rules = validate_rules(read_input(path, MAX_RULES_BYTES, "rule file"))
     if as_json:
         emit_json({"valid": True, "rules": [DetectRuleOut.from_domain(r) for r in rules.rules],
+                   "audit": [DetectAuditActionOut.from_domain(b) for b in rules.audit],
                    "max_automatic_actions": rules.max_automatic_actions})
         return
-    console.print(f"{path}: valid, {plural(len(rules.rules), 'rule')}", markup=False)
+    bound = f", {plural(len(rules.audit), 'audit finding')} bound" if rules.audit else ""
+    console.print(f"{path}: valid, {plural(len(rules.rules), 'rule')}{bound}", markup=False)
 
 
 @rules_app.command("apply")
@@ -86,6 +93,9 @@ def show(as_json: JsonOpt = False, document: Annotated[bool, typer.Option(
         console.print(f"{source}; at most {out.max_automatic_actions} automatic actions "
                       "per hour", markup=False)
         _rules_table(out)
+        for bound in out.audit:
+            console.print(f"audit finding {bound.finding}: {bound.action}"
+                          + (" (dry run)" if bound.dry_run else ""), markup=False)
 
 
 @app.command("status")

@@ -22,8 +22,8 @@ from iotsec.errors import DetectionRuleError, InputTooLargeError
 from iotsec.findings.model import Severity
 
 __all__ = [
-    "DEFAULT_RULES", "MAX_RULES", "MAX_RULES_BYTES", "Action", "BaselineSpec", "Kind", "Per",
-    "Rule", "RuleSet", "default_rules", "parse_rules",
+    "DEFAULT_RULES", "MAX_RULES", "MAX_RULES_BYTES", "Action", "AuditAction", "BaselineSpec",
+    "Kind", "Per", "Rule", "RuleSet", "default_rules", "parse_rules",
 ]
 
 MAX_RULES_BYTES = 256 * 1024
@@ -112,11 +112,35 @@ class _RuleDoc(BaseModel):
     suggested: str | None = Field(default=None, max_length=1024)
 
 
+class _AuditDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    finding: str = Field(max_length=64, pattern=r"^audit/[a-z0-9][a-z0-9-]{0,56}$")
+    action: Literal["notify", "disable", "revoke", "quarantine"] = "notify"
+    dry_run: bool = False
+
+
 class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     version: int = Field(default=1, ge=1, le=1)
     max_automatic_actions: int = Field(default=5, ge=0, le=1000)
     rules: list[_RuleDoc] = Field(default_factory=list, max_length=MAX_RULES)
+    audit: list[_AuditDoc] = Field(default_factory=list, max_length=MAX_RULES)
+
+
+#: Audit findings whose evidence someone else can produce in a device's name (a client id
+#: is whatever the client claims): like the detection kinds of that sort, they may only
+#: notify.
+_CLAIMED_FINDINGS = frozenset({"audit/client-id-conflict"})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAction:
+    """The mitigation bound to an audit finding (``audit/...``), run on the device the
+    finding names when the scheduled audit raises it as a new alert."""
+
+    finding: str
+    action: Action
+    dry_run: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +186,13 @@ class RuleSet:
     #: records the action as refused and raises an alert instead.
     max_automatic_actions: int
     source: str  # the document as written
+    audit: tuple[AuditAction, ...] = ()
 
     def enabled(self) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.enabled)
+
+    def for_finding(self, finding: str) -> AuditAction | None:
+        return next((a for a in self.audit if a.finding == finding), None)
 
 
 def _load(text: str) -> tuple[Any, yaml.Node | None]:
@@ -242,7 +270,18 @@ def parse_rules(data: bytes) -> RuleSet:
             raise DetectionRuleError(f"line {at}: rule {rule.name!r} is defined twice")
         names.add(rule.name)
         rules.append(rule)
-    return RuleSet(tuple(rules), doc.max_automatic_actions, text)
+    bound: list[AuditAction] = []
+    for i, item in enumerate(doc.audit):
+        at = yamldoc.line_of(node, ["audit", i]) or "?"
+        action = Action(item.action)
+        if any(b.finding == item.finding for b in bound):
+            raise DetectionRuleError(f"line {at}: finding {item.finding!r} is bound twice")
+        if action.automatic and item.finding in _CLAIMED_FINDINGS:
+            raise DetectionRuleError(
+                f"line {at}: action {action.value} is refused on {item.finding}: its evidence "
+                "can be produced in a device's name by someone else", hint="use 'action: notify'")
+        bound.append(AuditAction(item.finding, action, item.dry_run))
+    return RuleSet(tuple(rules), doc.max_automatic_actions, text, tuple(bound))
 
 
 #: The rules in force when none are applied (``iotsec detect rules show`` prints them).

@@ -1,7 +1,8 @@
-"""Mitigation actions of detection rules: notify (the alert itself), disable, revoke and
-quarantine the device, each recorded on the event chain as ``detect.action`` with the
-actor ``detector:<rule>`` (and the change itself by the service that makes it, under the
-same actor).
+"""Mitigation actions of detection rules, and of audit findings the rule file binds in its
+``audit`` section (run when the scheduled audit raises them): notify (the alert itself),
+disable, revoke and quarantine the device, each recorded on the event chain as
+``detect.action`` with the actor ``detector:<rule>`` (``detector:audit/<finding>`` for a
+finding; the change itself is recorded by the service that makes it, under the same actor).
 
 Two guards keep an attacker from using detection to switch security off:
 
@@ -26,7 +27,7 @@ from sqlalchemy import func, select
 from iotsec.app.detect.follow import Raised
 from iotsec.app.events import Event
 from iotsec.app.identity.lifecycle import change_state
-from iotsec.app.monitor.alerts import raise_alert
+from iotsec.app.monitor.alerts import get_alert, raise_alert
 from iotsec.app.monitor.quarantine import quarantine_devices
 from iotsec.app.monitor.selection import Selector
 from iotsec.app.pki.revocation import revoke_device
@@ -41,8 +42,8 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
-__all__ = ["ACTIONS", "CAP_RULE", "ActionOutcome", "disable", "mitigate", "notify",
-           "quarantine", "revoke"]
+__all__ = ["ACTIONS", "CAP_RULE", "ActionOutcome", "disable", "mitigate", "mitigate_findings",
+           "notify", "quarantine", "revoke"]
 
 CAP_RULE = "detector-cap"
 _WINDOW = 3600
@@ -95,19 +96,47 @@ def _recent_actions(rt: Runtime, now: int) -> int:
 def mitigate(rt: Runtime, raised: Raised, rules: RuleSet) -> ActionOutcome:
     """Run the action of a new alert's rule on its device (see the module docstring)."""
     rule = raised.rule
-    action = rule.action
+    return _act(rt, name=rule.name, action=rule.action, dry_run=rule.dry_run,
+                alert_id=raised.alert_id, device=raised.device, subject=raised.subject,
+                cap=rules.max_automatic_actions)
+
+
+def _finding_device(subject: str) -> str | None:
+    # An audit finding's location: device:<id>, or device:<id>#key:<kid> for a device key.
+    if not subject.startswith("device:"):
+        return None
+    return subject.removeprefix("device:").split("#", 1)[0] or None
+
+
+def mitigate_findings(rt: Runtime, alert_ids: list[int], rules: RuleSet
+                      ) -> list[ActionOutcome]:
+    """Run the actions bound to audit findings (the rule file's ``audit`` section) for the
+    new alerts of a scheduled audit, on the device each finding names."""
+    done = []
+    for alert_id in alert_ids:
+        alert = get_alert(rt, alert_id)
+        bound = rules.for_finding(alert.rule)
+        if bound is None or not bound.action.automatic:
+            continue
+        done.append(_act(rt, name=bound.finding, action=bound.action, dry_run=bound.dry_run,
+                         alert_id=alert_id, device=_finding_device(alert.subject),
+                         subject=alert.subject, cap=rules.max_automatic_actions))
+    return done
+
+
+def _act(rt: Runtime, *, name: str, action: Action, dry_run: bool, alert_id: int,
+         device: str | None, subject: str, cap: int) -> ActionOutcome:
     if not action.automatic:
         return ActionOutcome(action, "none", "alert raised")
-    actor = f"detector:{rule.name}"
+    actor = f"detector:{name}"
     moment = rt.now()
-    device = raised.device
     outcome, detail = "failure", "the rule's subject is not a device"
     if device is not None:
-        if rule.dry_run:
+        if dry_run:
             outcome, detail = "dry-run", f"would {action.value} the device"
-        elif _recent_actions(rt, ts(moment)) >= rules.max_automatic_actions:
+        elif _recent_actions(rt, ts(moment)) >= cap:
             outcome = "refused"
-            detail = (f"{rules.max_automatic_actions} automatic actions ran within the last "
+            detail = (f"{cap} automatic actions ran within the last "
                       "hour: the cap is reached")
         else:
             try:
@@ -117,9 +146,9 @@ def mitigate(rt: Runtime, raised: Raised, rules: RuleSet) -> ActionOutcome:
                 outcome, detail = "failure", str(exc)[:200]
     with transaction(rt.engine) as conn:
         rt.events.record_in(conn, Event(moment, "detect.action", outcome, actor=actor,
-                                        subject=device or raised.subject, detail={
-                                            "action": action.value, "alert": raised.alert_id,
-                                            "rule": rule.name, "detail": detail}))
+                                        subject=device or subject, detail={
+                                            "action": action.value, "alert": alert_id,
+                                            "rule": name, "detail": detail}))
         if outcome == "refused":
             raise_alert(rt, conn, NewAlert(
                 rule=CAP_RULE, severity=Severity.HIGH, subject="fleet",
@@ -128,6 +157,6 @@ def mitigate(rt: Runtime, raised: Raised, rules: RuleSet) -> ActionOutcome:
                 suggested="look at the open detection alerts: many at once may be an "
                 "attack on the detector itself; raise max_automatic_actions only if they "
                 "are genuine",
-                evidence={"rule": rule.name, "device": device, "alert": raised.alert_id,
-                          "cap": rules.max_automatic_actions}), source="detector")
+                evidence={"rule": name, "device": device, "alert": alert_id,
+                          "cap": cap}), source="detector")
     return ActionOutcome(action, outcome, detail)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from iotsec.app.detect.actions import mitigate
+from iotsec.app.detect.actions import mitigate, mitigate_findings
 from iotsec.app.detect.follow import Follower
 from iotsec.app.detect.lease import LeaseLostError, acquire, holder_name, release
 from iotsec.app.monitor.audit_alerts import audit_alerts_due, run_audit_alerts
@@ -113,7 +113,7 @@ class Leader:
             self.last_checks = now
             run_checks(self.rt)
             if audit_alerts_due(self.rt):
-                _guarded("the scheduled audit", run_audit_alerts, self.rt)
+                _guarded("the scheduled audit", self._audit, self.rt)
         if interval > 0 and now - self.last_delivery >= _DELIVERY_SECONDS:
             self.last_delivery = now
             deliver_due(self.rt)
@@ -125,6 +125,12 @@ class Leader:
                 now - self.last_checkpoint >= settings.event_checkpoint_seconds:
             self.last_checkpoint = now
             _guarded("an event-log checkpoint", checkpoint, self.rt)
+
+    def _audit(self, rt: Runtime) -> None:
+        """The scheduled audit, and the actions the rule file binds to its new findings."""
+        found = run_audit_alerts(rt)
+        if self.follower is not None:
+            mitigate_findings(rt, found.raised, self.follower.rules.rules)
 
     def stop(self) -> None:
         was = self.holding

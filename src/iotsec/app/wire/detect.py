@@ -7,9 +7,10 @@ from datetime import datetime
 from iotsec.app.detect.rules import AppliedRules
 from iotsec.app.detect.status import DetectStatus
 from iotsec.app.wire.base import Wire
-from iotsec.detect.rules import Rule
+from iotsec.detect.rules import AuditAction, Rule
 
-__all__ = ["DetectRuleOut", "DetectRulesOut", "DetectSourceOut", "DetectStatusOut"]
+__all__ = ["DetectAuditActionOut", "DetectRuleOut", "DetectRulesOut", "DetectSourceOut",
+           "DetectStatusOut"]
 
 
 class DetectRuleOut(Wire):
@@ -36,6 +37,16 @@ class DetectRuleOut(Wire):
                    dry_run=r.dry_run, enabled=r.enabled)
 
 
+class DetectAuditActionOut(Wire):
+    finding: str
+    action: str
+    dry_run: bool
+
+    @classmethod
+    def from_domain(cls, a: AuditAction) -> DetectAuditActionOut:
+        return cls(finding=a.finding, action=a.action.value, dry_run=a.dry_run)
+
+
 class DetectRulesOut(Wire):
     """The rule document in force (``version`` null: the built-in set)."""
 
@@ -45,6 +56,7 @@ class DetectRulesOut(Wire):
     applied_by: str | None
     max_automatic_actions: int
     rules: list[DetectRuleOut]
+    audit: list[DetectAuditActionOut]
     document: str
 
     @classmethod
@@ -53,6 +65,7 @@ class DetectRulesOut(Wire):
                    applied_by=a.applied_by,
                    max_automatic_actions=a.rules.max_automatic_actions,
                    rules=[DetectRuleOut.from_domain(r) for r in a.rules.rules],
+                   audit=[DetectAuditActionOut.from_domain(b) for b in a.rules.audit],
                    document=a.rules.source)
 
 
