@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from iotsec.access.policy import Role, Rule, default_device_role
 from iotsec.app.access import decisions as access
 from iotsec.app.access import roles
 from iotsec.app.access.policy import apply_policy, export_policy, lint_policy
+from iotsec.app.events import list_events
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.runtime import Runtime, open_runtime
@@ -285,6 +287,13 @@ def test_apply_reports_what_it_did(rt: Runtime) -> None:
     assert not result.changed
     assert sorted(result.unchanged) == ["device", "fw"]
     assert version(rt) == v
+    # Each change is an event on the chain, with who applied it; a dry run and a document
+    # that changes nothing are not.
+    apply_policy(rt, DOC.encode(), dry_run=True, actor="alice")
+    applied = list_events(rt.engine, kind="policy.applied")
+    assert [(e.actor, e.detail["updated"], e.detail["groups"]) for e in applied] == [
+        ("cli", ["fw"], ["plant-a", "plant-b"]), ("cli", [], ["plant-a"])]
+    assert applied[0].detail["sha256"] == hashlib.sha256(edited.encode()).hexdigest()
 
 
 def test_apply_replaces_rules(rt: Runtime) -> None:

@@ -4,6 +4,7 @@ are found: the probes of one port must not all wait on each other."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from iotsec.app import scan as scan_app
+from iotsec.app.events import list_events
 from iotsec.app.runtime import Runtime
 from tests.scan import servers as srv
 from tests.scan.conftest import fast_options
@@ -66,3 +68,8 @@ def test_single_threaded_http_is_identified_and_its_default_password_found(
     assert len(hits) == 1, [f.key for f in result.findings]
     evidence = hits[0].evidence_dict()
     assert (evidence["username"], evidence["password"]) == ("admin", "admin")
+    # The scan is an event of the home's chain: its counts, never a finding's details.
+    rt.events.flush()
+    (run,) = list_events(rt.engine, kind="scan.run")
+    assert run.detail == {"hosts": 1, "services": 1, "findings": len(result.findings)}
+    assert "admin" not in json.dumps(run.detail)

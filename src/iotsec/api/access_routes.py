@@ -114,12 +114,12 @@ def export_policy(rt: RuntimeDep, _: AuditorDep) -> Response:
 
 
 @router.put("/policy")
-async def apply_policy(request: Request, rt: RuntimeDep, _: AdminDep,
+async def apply_policy(request: Request, rt: RuntimeDep, caller: AdminDep,
                        prune: bool = False, dry_run: bool = False) -> PolicyAppliedOut:
     data = await request.body()
     if len(data) > MAX_DOCUMENT_BYTES:
         raise InputTooLargeError("the policy document is too large")
-    result = policy.apply_policy(rt, data, prune=prune, dry_run=dry_run)
+    result = policy.apply_policy(rt, data, prune=prune, dry_run=dry_run, actor=caller.name)
     return PolicyAppliedOut.from_domain(result, dry_run=dry_run)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy import select
 
+from iotsec.app.events import Event
 from iotsec.app.identity.devices import list_devices
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InputTooLargeError, NotFoundError, ScanTargetError, ScanToolError
@@ -238,4 +239,11 @@ def scan(request: ScanRequest, *, rt: Runtime | None = None, now: datetime | Non
             result.notes.append(f"nmap found open ports iotsec did not: {cc['only_nmap']}")
         if cc["only_iotsec"]:
             result.notes.append(f"iotsec found open ports nmap did not: {cc['only_iotsec']}")
+    if rt is not None:
+        # A scan of a home's fleet is a security event (its counts, never the findings).
+        rt.events.record(Event(tick(), "scan.run", "success", actor="cli",
+                               subject=result.scope or "targets", detail={
+                                   "hosts": result.host_count,
+                                   "services": len(result.services),
+                                   "findings": len(result.findings)}))
     return result

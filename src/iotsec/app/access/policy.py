@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, delete, func, insert, select
@@ -10,6 +11,7 @@ from iotsec.access.document import parse_document, render_document
 from iotsec.access.lint import lint
 from iotsec.access.policy import Role
 from iotsec.app.access.roles import load_roles, write_role
+from iotsec.app.events import Event
 from iotsec.app.identity.bindings import bump_policy_version, policy_changed
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
@@ -53,15 +55,18 @@ def _same(a: Role, b: Role) -> bool:
 
 
 def apply_policy(rt: Runtime, data: bytes, *, prune: bool = False,
-                 dry_run: bool = False) -> ApplyResult:
+                 dry_run: bool = False, actor: str = "cli") -> ApplyResult:
     """Make the stored roles and group bindings match the document, in one transaction.
 
     Roles in the document are created or replaced; groups in the document get exactly the
     roles listed. With ``prune``, roles absent from the document are removed (refused while
-    a device or group still holds one). ``dry_run`` reports without writing.
+    a device or group still holds one). ``dry_run`` reports without writing. A change is
+    recorded as a ``policy.applied`` event (who, what changed, the document's SHA-256) in the
+    same transaction.
     """
     doc = parse_document(data)
-    now = ts(rt.now())
+    moment = rt.now()
+    now = ts(moment)
     result = ApplyResult()
     with transaction(rt.engine) as conn:
         current = {r.name: r for r in load_roles(conn)}
@@ -109,6 +114,14 @@ def apply_policy(rt: Runtime, data: bytes, *, prune: bool = False,
                 bump_policy_version(conn)
         if dry_run:
             conn.rollback()
+        elif result.created or result.updated or result.removed or result.groups_changed:
+            rt.events.record_in(conn, Event(moment, "policy.applied", "success", actor=actor,
+                                            subject="policy", detail={
+                                                "created": result.created[:50],
+                                                "updated": result.updated[:50],
+                                                "removed": result.removed[:50],
+                                                "groups": result.groups_changed[:50],
+                                                "sha256": hashlib.sha256(data).hexdigest()}))
     policy_changed(rt)
     return result
 
