@@ -17,6 +17,7 @@ from iotsec.api.app import create_app
 from iotsec.app.access.api_tokens import Scope, issue_token, revoke_token
 from iotsec.app.events import list_events
 from iotsec.app.identity.devices import NewDevice, add_device, get_device
+from iotsec.app.monitor.incident_records import list_incidents
 from iotsec.app.runtime import Runtime
 from iotsec.console.app import CSP, ROUTES
 from iotsec.console.web import COOKIE
@@ -262,3 +263,24 @@ def test_signing_in_again_ends_the_browsers_previous_session(web: TestClient,
     with reading(rt.engine) as conn:
         rows = conn.execute(select(m.console_sessions.c.id_sha256)).scalars().all()
     assert rows == [hashlib.sha256((web.cookies.get(COOKIE) or "").encode()).hexdigest()]
+
+
+def test_the_operator_quarantines_and_releases_a_device(web: TestClient, rt: Runtime):
+    add_device(rt, NewDevice.parse("cam-q"))
+    before = get_device(rt, "cam-q").state
+    csrf = _sign_in(web, _token(rt, Scope.OPERATOR))
+    assert "/ui/devices/cam-q/confirm?do=quarantine" in web.get("/ui/devices/cam-q").text
+    r = web.post("/ui/devices/cam-q/action",
+                 data={"csrf": csrf, "do": "quarantine", "confirm": "cam-q"}, headers=POST)
+    assert r.status_code == 303
+    assert get_device(rt, "cam-q").state is DeviceState.QUARANTINED
+    (incident,) = list_incidents(rt)
+    assert incident.actor == "operator-person" and incident.state == "open"
+    assert incident.id in web.get("/ui/alerts").text  # the incidents beside the alerts
+    page = web.get("/ui/devices/cam-q").text
+    assert "confirm?do=release" in page and "confirm?do=quarantine" not in page
+    r = web.post("/ui/devices/cam-q/action",
+                 data={"csrf": csrf, "do": "release", "confirm": "cam-q"}, headers=POST)
+    assert r.status_code == 303
+    assert get_device(rt, "cam-q").state is before
+    assert list_incidents(rt)[0].state == "closed"

@@ -16,6 +16,8 @@ from iotsec.app.enrol.est import approve
 from iotsec.app.identity.devices import get_device
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.monitor.incidents import timeline
+from iotsec.app.monitor.quarantine import quarantine_devices, release_devices
+from iotsec.app.monitor.selection import Selector
 from iotsec.app.pki.cert_records import list_certificates
 from iotsec.app.pki.revocation import revoke_device
 from iotsec.app.runtime import Runtime
@@ -53,6 +55,17 @@ ACTIONS: dict[str, Action] = {
         "the next CRL; this cannot be undone.", (DeviceState.ACTIVE, DeviceState.PENDING,
                                                  DeviceState.DISABLED),
         lambda rt, d, who: revoke_device(rt, d, RevocationReason.unspecified, actor=who)),
+    "quarantine": Action(
+        "Quarantine", "The device may reach only its remediation topic; an incident is "
+        "opened, the broker synced and its live session dropped. 'Release' brings it back.",
+        (DeviceState.ACTIVE, DeviceState.PENDING),
+        lambda rt, d, who: quarantine_devices(rt, Selector.parse([d]), actor=who,
+                                              reason=f"quarantined from the web console by "
+                                              f"{who}")),
+    "release": Action(
+        "Release", "The device returns to the state it had before its quarantine.",
+        (DeviceState.QUARANTINED,),
+        lambda rt, d, who: release_devices(rt, [d], actor=who)),
     "approve": Action(
         "Approve enrolment", "The device becomes pending: its next enrolment request gets a "
         "certificate.", (DeviceState.AWAITING_APPROVAL,),

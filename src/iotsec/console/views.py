@@ -12,6 +12,7 @@ from iotsec.app.console.certificates import recently_revoked
 from iotsec.app.console.compliance import held_scores
 from iotsec.app.console.overview import EXPIRY_WEEKS, OVERVIEW_TTL, overview
 from iotsec.app.monitor.alerts import get_alert, list_alerts, set_state
+from iotsec.app.monitor.incident_records import list_incidents
 from iotsec.app.pki.authorities import list_authorities
 from iotsec.app.pki.cert_records import list_certificates
 from iotsec.app.pki.issuance import revocation_urls
@@ -107,7 +108,8 @@ def alerts(ctx: Ctx) -> Response:
                                 hint="use open, acknowledged or resolved") from None
     rows = list_alerts(ctx.rt, state=state, limit=200)
     return page(ctx, "alerts.html", alerts=rows, state=wanted,
-                states=[s.value for s in AlertState], fragment="_alert_rows.html")
+                states=[s.value for s in AlertState], fragment="_alert_rows.html",
+                incidents=list_incidents(ctx.rt, limit=50))
 
 
 def alert_state(ctx: Ctx) -> Response:
