@@ -14,6 +14,7 @@ from cryptography.x509 import CertificateSigningRequestBuilder, Name, NameAttrib
 from cryptography.x509.oid import NameOID
 
 from iotsec.app.access.roles import assign_device
+from iotsec.app.audit import run_audit
 from iotsec.app.console import cache
 from iotsec.app.console import overview as overview_module
 from iotsec.app.console.certificates import recently_revoked
@@ -25,6 +26,7 @@ from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.pki.revocation import revoke_device
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InvalidInputError
+from iotsec.findings.model import count_by_severity
 from iotsec.identity.registry import DeviceState
 from tests.conftest import FakeClock
 
@@ -119,3 +121,13 @@ def test_the_overview_counts_states_and_expiry_weeks(rt: Runtime, clock: FakeClo
     while overview(rt).devices != {"active": 2, "disabled": 2}:
         assert time.monotonic() < deadline, "the background refresh never landed"
         time.sleep(0.05)
+
+
+def test_the_overview_shows_the_newest_audit_by_severity(rt: Runtime,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(cache, "MIN_REFRESH", 0.0)
+    assert overview(rt, fresh=True).audit is None
+    result = run_audit(rt)
+    rt.events.flush()
+    audit = overview(rt, fresh=True).audit
+    assert audit is not None and audit.by_severity == count_by_severity(result.findings)

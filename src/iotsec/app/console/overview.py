@@ -21,7 +21,8 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import from_ts, ts
 
-__all__ = ["EXPIRY_WEEKS", "OVERVIEW_TTL", "BrokerSync", "CrlStatus", "Overview", "overview"]
+__all__ = ["EXPIRY_WEEKS", "OVERVIEW_TTL", "AuditSummary", "BrokerSync", "CrlStatus", "Overview",
+           "overview"]
 
 OVERVIEW_TTL = 30.0
 EXPIRY_WEEKS = 26
@@ -46,6 +47,14 @@ class BrokerSync:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSummary:
+    """The newest fleet audit's findings by severity (from its ``audit.run`` event)."""
+
+    at: datetime
+    by_severity: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     computed_at: datetime
     devices: dict[str, int]
@@ -55,6 +64,7 @@ class Overview:
     crls: list[CrlStatus]
     broker: BrokerSync | None
     alerts: dict[str, int]
+    audit: AuditSummary | None = None
 
 
 def _compute(rt: Runtime) -> Overview:
@@ -89,6 +99,8 @@ def _compute(rt: Runtime) -> Overview:
         e = m.events.c
         sync = conn.execute(select(e.at, e.outcome, e.detail).where(e.kind == "broker.sync")
                             .order_by(e.at.desc()).limit(1)).first()
+        audited = conn.execute(select(e.at, e.detail).where(e.kind == "audit.run")
+                               .order_by(e.at.desc()).limit(1)).first()
         alerts = {r.severity: int(r.n) for r in conn.execute(
             select(a.severity, func.count().label("n")).where(a.state != "resolved")
             .group_by(a.severity))}
@@ -97,7 +109,13 @@ def _compute(rt: Runtime) -> Overview:
         generation = json.loads(sync.detail or "{}").get("generation")
         broker = BrokerSync(from_ts(sync.at), sync.outcome,
                             generation if isinstance(generation, int) else None)
-    return Overview(moment, devices, certificates, weeks, crls, broker, alerts)
+    audit = None
+    if audited is not None:
+        counts = json.loads(audited.detail or "{}").get("by_severity")
+        audit = AuditSummary(from_ts(audited.at), {
+            str(k): int(v) for k, v in counts.items() if isinstance(v, int)}
+            if isinstance(counts, dict) else {})
+    return Overview(moment, devices, certificates, weeks, crls, broker, alerts, audit)
 
 
 def overview(rt: Runtime, *, fresh: bool = False) -> Overview:
