@@ -14,7 +14,7 @@ from sqlalchemy import insert, select
 from starlette.routing import Route
 
 from iotsec.api.app import create_app
-from iotsec.app.access.api_tokens import Scope, issue_token, revoke_token
+from iotsec.app.access.api_tokens import Scope, issue_token, list_tokens, revoke_token
 from iotsec.app.events import list_events
 from iotsec.app.identity.devices import NewDevice, add_device, get_device
 from iotsec.app.monitor.incident_records import list_incidents
@@ -284,3 +284,36 @@ def test_the_operator_quarantines_and_releases_a_device(web: TestClient, rt: Run
     assert r.status_code == 303
     assert get_device(rt, "cam-q").state is before
     assert list_incidents(rt)[0].state == "closed"
+
+
+def test_an_admin_makes_a_token_shown_once(web: TestClient, rt: Runtime, admin_token: str):
+    csrf = _sign_in(web, admin_token)
+    listed = web.get("/ui/tokens")
+    assert listed.status_code == 200 and 'action="/ui/tokens"' in listed.text
+    r = web.post("/ui/tokens", data={"csrf": csrf, "name": "grafana", "scope": "auditor",
+                                     "days": "30"}, headers=POST)
+    assert r.status_code == 200 and "no-store" in r.headers["cache-control"]
+    secret = re.search(r'value="(iotsec_[0-9a-f]{16}_[A-Za-z0-9_-]+)"', r.text)
+    assert secret, r.text
+    info = next(t for t in list_tokens(rt) if t.name == "grafana")
+    assert info.scope is Scope.AUDITOR and info.expires_at is not None
+    assert secret[1] not in web.get("/ui/tokens").text  # never shown again
+    with reading(rt.engine) as conn:  # only its digest is stored
+        stored = conn.execute(select(m.api_tokens.c.secret_sha256)
+                              .where(m.api_tokens.c.id == info.id)).scalar_one()
+    assert stored != secret[1] and secret[1].split("_", 2)[2] not in stored
+    for bad in ({"name": "x", "scope": "broker", "days": "30"},
+                {"name": "x", "scope": "admin", "days": "0"},
+                {"name": "bad name", "scope": "admin", "days": "3"}):
+        assert web.post("/ui/tokens", data={"csrf": csrf, **bad},
+                        headers=POST).status_code == 422
+    assert [t.name for t in list_tokens(rt)].count("x") == 0
+
+
+def test_only_an_admin_makes_tokens(web: TestClient, rt: Runtime):
+    csrf = _sign_in(web, _token(rt, Scope.OPERATOR))
+    assert 'action="/ui/tokens"' not in web.get("/ui/tokens").text
+    r = web.post("/ui/tokens", data={"csrf": csrf, "name": "sneaky", "scope": "admin",
+                                     "days": "30"}, headers=POST)
+    assert r.status_code == 403
+    assert "sneaky" not in [t.name for t in list_tokens(rt)]

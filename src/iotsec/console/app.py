@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.runtime import Runtime
-from iotsec.console import compliance, devices, firmware, policy, views
+from iotsec.console import compliance, devices, firmware, policy, tokens, views
 from iotsec.console.web import view
 
 __all__ = ["CSP", "ROUTES", "STATIC", "ConsoleHeaders", "create_console"]
@@ -52,6 +52,8 @@ ROUTES: list[Route] = [
           view(firmware.campaign_control, needed=_OPERATOR), methods=["POST"]),
     Route("/alerts/{alert_id}/state", view(views.alert_state, needed=_OPERATOR),
           methods=["POST"]),
+    Route("/tokens", view(tokens.tokens), methods=["GET"]),
+    Route("/tokens", view(tokens.create, needed=TokenScope.ADMIN), methods=["POST"]),
 ]
 
 
