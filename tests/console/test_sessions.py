@@ -297,6 +297,9 @@ def test_an_admin_makes_a_token_shown_once(web: TestClient, rt: Runtime, admin_t
     assert secret, r.text
     info = next(t for t in list_tokens(rt) if t.name == "grafana")
     assert info.scope is Scope.AUDITOR and info.expires_at is not None
+    rt.events.flush()
+    (made,) = [e for e in list_events(rt.engine, kind="token.created") if e.subject == info.id]
+    assert made.actor is not None and made.actor != "" and secret[1] not in str(made.detail)
     assert secret[1] not in web.get("/ui/tokens").text  # never shown again
     with reading(rt.engine) as conn:  # only its digest is stored
         stored = conn.execute(select(m.api_tokens.c.secret_sha256)

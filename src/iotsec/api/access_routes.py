@@ -134,9 +134,10 @@ def tokens(rt: RuntimeDep, _: AdminDep) -> list[TokenOut]:
 
 
 @router.post("/tokens", status_code=201)
-def create_token(body: TokenIn, rt: RuntimeDep, _: AdminDep) -> TokenOut:
+def create_token(body: TokenIn, rt: RuntimeDep, caller: AdminDep) -> TokenOut:
     info, token = issue_token(rt, body.name, Scope.parse(body.scope),
-                              parse_duration(body.expires_in) if body.expires_in else None)
+                              parse_duration(body.expires_in) if body.expires_in else None,
+                              actor=caller.name)
     return TokenOut.from_domain(info, token)
 
 

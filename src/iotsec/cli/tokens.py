@@ -30,7 +30,7 @@ def create(
     """Create a token (shown once; only its hash is stored)."""
     with runtime() as rt:
         info, token = issue_token(rt, name, Scope.parse(scope),
-                                  parse_duration(expires) if expires else None)
+                                  parse_duration(expires) if expires else None, actor="cli")
     if as_json:
         emit_json(TokenOut.from_domain(info, token))
         return

@@ -32,5 +32,6 @@ def create(ctx: Ctx) -> Response:
     if not days_text.isdigit() or not 1 <= int(days_text) <= 3650:
         raise InvalidInputError("a token expires in 1 to 3650 days",
                                 hint="give the number of days")
-    info, secret = issue_token(ctx.rt, name, Scope(scope_text), timedelta(days=int(days_text)))
+    info, secret = issue_token(ctx.rt, name, Scope(scope_text), timedelta(days=int(days_text)),
+                               actor=ctx.user.name)
     return render(ctx, "token_created.html", info=info, secret=secret)

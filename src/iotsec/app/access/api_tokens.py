@@ -106,8 +106,8 @@ def create_token(conn: Connection, *, name: str, scope: Scope, now: int,
     return f"iotsec_{token_id}_{secret}"
 
 
-def issue_token(rt: Runtime, name: str, scope: Scope, expires_in: timedelta | None
-                ) -> tuple[TokenInfo, str]:
+def issue_token(rt: Runtime, name: str, scope: Scope, expires_in: timedelta | None, *,
+                actor: str | None = None) -> tuple[TokenInfo, str]:
     if not _NAME.fullmatch(name):
         raise InvalidInputError(f"token name {name[:40]!r} is not valid",
                                 hint="use letters, digits and . _ : @ -")
@@ -118,8 +118,8 @@ def issue_token(rt: Runtime, name: str, scope: Scope, expires_in: timedelta | No
     with transaction(rt.engine) as conn:
         token = create_token(conn, name=name, scope=scope, now=now, expires_at=expires)
     info = get_token(rt, token.split("_")[1])
-    rt.events.record(Event(rt.now(), "token.created", "success", subject=info.id,
-                           detail={"name": name, "scope": scope.value}))
+    rt.events.record(Event(rt.now(), "token.created", "success", actor=actor,
+                           subject=info.id, detail={"name": name, "scope": scope.value}))
     return info, token
 
 
