@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from iotsec.errors import IotsecError
 
@@ -37,6 +38,26 @@ def line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
         else:
             break
     return best.start_mark.line + 1 if best is not None else None
+
+
+def text_of(data: bytes, *, error: type[IotsecError], what: str) -> str:
+    """The document as text, or ``error`` naming the line of the first byte that is not
+    UTF-8 (``what``: "the rule file", "the policy file")."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise error(f"line {line}: {what} is not UTF-8 text", hint="save it as UTF-8") from None
+
+
+def invalid(exc: ValidationError, node: yaml.Node | None, *, error: type[IotsecError],
+            hint: str | None = None) -> IotsecError:
+    """``error`` for the first problem a model's validation found, at its line."""
+    first = exc.errors()[0]
+    loc = first.get("loc", ())
+    where = ".".join(str(p) for p in loc) or "document"
+    return error(f"line {line_of(node, loc) or '?'}: {where}: {first.get('msg', 'invalid')}",
+                 hint=hint)
 
 
 def _check_duplicates(node: yaml.Node, error: type[IotsecError]) -> None:

@@ -85,24 +85,13 @@ def parse_document(data: bytes) -> PolicyDocument:
     if len(data) > MAX_DOCUMENT_BYTES:
         raise InputTooLargeError(f"the policy file is {len(data)} bytes; the limit is "
                                  f"{MAX_DOCUMENT_BYTES}", hint="split it or remove unused roles")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise PolicyError(f"line {line}: the policy file is not UTF-8 text",
-                          hint="save it as UTF-8") from None
+    text = yamldoc.text_of(data, error=PolicyError, what="the policy file")
     raw, node = _load(text)
-    if raw is None:
-        raw = {}
     try:
-        doc = _Document.model_validate(raw)
+        doc = _Document.model_validate({} if raw is None else raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = first.get("loc", ())
-        at = yamldoc.line_of(node, loc)
-        where = ".".join(str(p) for p in loc) or "document"
-        raise PolicyError(f"line {at or '?'}: {where}: {first.get('msg', 'invalid')}",
-                          hint="see 'iotsec policy export' for the expected shape") from None
+        raise yamldoc.invalid(exc, node, error=PolicyError,
+                              hint="see 'iotsec policy export' for the expected shape") from None
     roles: list[Role] = []
     names: set[str] = set()
     for i, role_doc in enumerate(doc.roles):

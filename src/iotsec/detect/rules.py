@@ -244,23 +244,12 @@ def parse_rules(data: bytes) -> RuleSet:
     if len(data) > MAX_RULES_BYTES:
         raise InputTooLargeError(f"the rule file is {len(data)} bytes; the limit is "
                                  f"{MAX_RULES_BYTES}", hint="remove rules that are not used")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise DetectionRuleError(f"line {line}: the rule file is not UTF-8 text",
-                                 hint="save it as UTF-8") from None
+    text = yamldoc.text_of(data, error=DetectionRuleError, what="the rule file")
     raw, node = _load(text)
-    if raw is None:
-        raw = {}
     try:
-        doc = _Document.model_validate(raw)
+        doc = _Document.model_validate({} if raw is None else raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = first.get("loc", ())
-        where = ".".join(str(p) for p in loc) or "document"
-        raise DetectionRuleError(f"line {yamldoc.line_of(node, loc) or '?'}: {where}: "
-                                 f"{first.get('msg', 'invalid')}") from None
+        raise yamldoc.invalid(exc, node, error=DetectionRuleError) from None
     rules: list[Rule] = []
     names: set[str] = set()
     for i, rule_doc in enumerate(doc.rules):
