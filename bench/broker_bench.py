@@ -64,6 +64,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def seeded_home(work: Path, count: int) -> Runtime:
+    """A fresh home in ``work/home`` with :func:`seed`'s ``count`` devices, open."""
+    settings = settings_for(work / "home")
+    init_home(settings, store_passphrase=True)
+    rt = open_runtime(settings)
+    seed(rt, count)
+    return rt
+
+
 def seed(rt: Runtime, count: int) -> None:
     """N devices with one certificate row each; 10 % revoked, 1 % disabled, 1 % gateways."""
     t0 = time.perf_counter()
@@ -272,10 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="iotsec-bb-", dir="/tmp"))
     work.chmod(0o711)
     try:
-        settings = settings_for(work / "home")
-        init_home(settings, store_passphrase=True)
-        rt = open_runtime(settings)
-        seed(rt, count)
+        rt = seeded_home(work, count)
         broker_dir = work / "broker"
         t0 = time.perf_counter()
         first = service.render(rt, broker_dir, service.BrokerOptions(

@@ -34,12 +34,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from broker_bench import Broker, free_port, seed
-from common import machine_info, print_machine, settings_for
+from broker_bench import Broker, free_port, seeded_home
+from common import machine_info, print_machine
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.pki import authorities
-from iotsec.app.runtime import Runtime, open_runtime
-from iotsec.app.setup import init_home
+from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 from iotsec.custody.home import read_passphrase
 from iotsec.pki import pkcs8
@@ -106,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     reference: list[float] = []
     parts: list[dict[str, float]] = []
     try:
-        settings = settings_for(work / "home")
-        init_home(settings, store_passphrase=True)
-        rt = open_runtime(settings)
-        seed(rt, count)
+        rt = seeded_home(work, count)
         broker_dir = work / "broker"
         service.render(rt, broker_dir, service.BrokerOptions(
             port=free_port(), broker_user=service.default_broker_user()))

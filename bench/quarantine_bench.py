@@ -31,15 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from broker_bench import Broker, free_port, seed
-from common import machine_info, print_machine, settings_for
+from broker_bench import Broker, free_port, seeded_home
+from common import machine_info, print_machine
 from iotsec.app.broker import mosquitto as service
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.monitor.quarantine import quarantine_devices, release_devices
 from iotsec.app.monitor.selection import Selector
 from iotsec.app.pki.bundles import issue_with_keygen
-from iotsec.app.runtime import Runtime, open_runtime
-from iotsec.app.setup import init_home
+from iotsec.app.runtime import Runtime
 from iotsec.broker.mosquitto import Layout
 from iotsec.device import DeviceClient, MqttNotAuthorizedError
 
@@ -96,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     reference: list[float] = []
     parts: list[dict[str, float]] = []
     try:
-        settings = settings_for(work / "home")
-        init_home(settings, store_passphrase=True)
-        rt = open_runtime(settings)
-        seed(rt, count)
+        rt = seeded_home(work, count)
         port = free_port()
         service.render(rt, work / "broker", service.BrokerOptions(
             port=port, broker_user=service.default_broker_user()))
