@@ -142,9 +142,10 @@ def test_simpleenroll_with_a_device_secret(est: EstApp, rt: Runtime) -> None:
 def test_simpleenroll_credentials_refused_with_401(est: EstApp, rt: Runtime) -> None:
     secret_id, secret = device_secret(rt, "dev-1", uses=5)
     good = csr()
+    wrong_secret = secret[:-1] + ("B" if secret.endswith("A") else "A")
     cases = {
         "no credential": {},
-        "wrong secret": {"Authorization": basic(secret_id, secret[:-1] + "A")},
+        "wrong secret": {"Authorization": basic(secret_id, wrong_secret)},
         "unknown id": {"Authorization": basic("es_" + "a" * 16, secret)},
         "bearer": {"Authorization": "Bearer " + secret},
         "no token": {"Authorization": "Basic"},

@@ -254,9 +254,12 @@ def test_record_round_trip_and_binding(kek: FileKek) -> None:
 def test_tampered_records_and_wrong_keys(kek: FileKek) -> None:
     blob = encrypt_record(b"v", kek, table="t", record_id="r", field="f")
     env = atrest.RecordEnvelope.parse(blob)
+    def flipped(data: bytes) -> bytes:
+        return data[:-1] + bytes([data[-1] ^ 0x01])
+
     altered_ct = atrest.RecordEnvelope(env.kek_id, env.wrapped_key, env.nonce,
-                                       env.ciphertext[:-1] + b"\x00").encode()
-    altered_key = atrest.RecordEnvelope(env.kek_id, env.wrapped_key[:-1] + b"\x00", env.nonce,
+                                       flipped(env.ciphertext)).encode()
+    altered_key = atrest.RecordEnvelope(env.kek_id, flipped(env.wrapped_key), env.nonce,
                                         env.ciphertext).encode()
     for bad in (altered_ct, altered_key):
         with pytest.raises(RecordAuthenticationError):
