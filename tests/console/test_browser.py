@@ -120,6 +120,9 @@ def test_each_scope_walks_every_page_accessibly(console: Console, page: object, 
     for path in PAGES:
         response = page.goto(console.url(path))  # type: ignore[attr-defined]
         assert response.status == 200, path
+        # Figures computed in the background arrive by htmx while the page is shown.
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "() => !document.querySelector('[hx-trigger^=\"load\"]')", timeout=60_000)
         assert response.headers["content-security-policy"].startswith("default-src 'none'")
         html = page.content()  # type: ignore[attr-defined]
         assert console.tokens[scope] not in html

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from starlette.responses import Response
 
-from iotsec.app.console.compliance import COMPLIANCE_TTL, compliance_result
+from iotsec.app.console.compliance import COMPLIANCE_TTL, compliance_now, compliance_result
 from iotsec.compliance.evaluate import ComplianceResult
 from iotsec.compliance.frameworks import FRAMEWORKS
 from iotsec.compliance.report import (
@@ -32,13 +32,18 @@ FORMATS: dict[str, tuple[str, Callable[[ComplianceResult], bytes]]] = {
 
 
 def compliance(ctx: Ctx) -> Response:
+    """The chosen framework's report: computed in the background, so while it is being
+    computed the page asks for it again (htmx) and gets only the report's fragment back."""
     chosen = ctx.query.get("framework", "")
-    result = None
+    held = None
     if chosen:
-        result = compliance_result(ctx.rt, chosen, actor=f"console:{ctx.user.name}",
-                                   fresh=ctx.query.get("fresh") == "1")
+        held = compliance_result(ctx.rt, chosen, actor=f"console:{ctx.user.name}",
+                                 fresh=ctx.query.get("fresh") == "1")
+    pending = bool(chosen) and (held is None or held.refreshing)
     return page(ctx, "compliance.html", frameworks=list(FRAMEWORKS.values()), chosen=chosen,
-                result=result, ttl=int(COMPLIANCE_TTL), formats=list(FORMATS))
+                result=held.value if held is not None else None, pending=pending,
+                ttl=int(COMPLIANCE_TTL), formats=list(FORMATS),
+                fragment="_compliance_result.html")
 
 
 def download(ctx: Ctx) -> Response:
@@ -47,7 +52,7 @@ def download(ctx: Ctx) -> Response:
     if kind not in FORMATS or not framework_id:
         raise InvalidInputError(f"no report {name[:80]!r}",
                                 hint="ask for FRAMEWORK.json, .sarif or .html")
-    result = compliance_result(ctx.rt, framework_id, actor=f"console:{ctx.user.name}")
+    result = compliance_now(ctx.rt, framework_id, actor=f"console:{ctx.user.name}")
     media, render = FORMATS[kind]
     return Response(render(result), media_type=media, headers={
         "content-disposition": f'attachment; filename="compliance-{result.framework.id}.{kind}"'})

@@ -10,7 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from iotsec.app.access.console_sessions import end_session, sign_in
 from iotsec.app.console.certificates import recently_revoked
 from iotsec.app.console.compliance import held_scores
-from iotsec.app.console.overview import EXPIRY_WEEKS, OVERVIEW_TTL, overview
+from iotsec.app.console.overview import EXPIRY_WEEKS, OVERVIEW_TTL, crl_statuses, overview
 from iotsec.app.monitor.alerts import get_alert, list_alerts, set_state
 from iotsec.app.monitor.incident_records import list_incidents
 from iotsec.app.pki.authorities import list_authorities
@@ -66,12 +66,22 @@ def signout(ctx: Ctx) -> Response:
 
 
 def overview_page(ctx: Ctx) -> Response:
-    view = overview(ctx.rt, fresh=ctx.query.get("fresh") == "1")
+    """The overview. Its fleet figures come from the background (never computed while the
+    page waits); while they are being computed the page asks for them again (htmx), and
+    gets only the figures' fragment back."""
+    held = overview(ctx.rt, fresh=ctx.query.get("fresh") == "1")
+    view = held.value if held is not None else None
     now = ctx.rt.now()
-    chart = weekly_bars(view.expiring_per_week, view.computed_at,
-                        f"Certificates expiring per week, next {EXPIRY_WEEKS} weeks")
-    return page(ctx, "overview.html", view=view, chart=chart, now=now, ttl=int(OVERVIEW_TTL),
-                age=lambda t: _age(now - t), scores=held_scores(ctx.rt))
+    chart = (weekly_bars(view.expiring_per_week, view.computed_at,
+                         f"Certificates expiring per week, next {EXPIRY_WEEKS} weeks")
+             if view is not None else None)
+    pending = held is None or held.refreshing
+    values = {"view": view, "chart": chart, "now": now, "ttl": int(OVERVIEW_TTL),
+              "pending": pending, "age": lambda t: _age(now - t),
+              "scores": held_scores(ctx.rt)}
+    if ctx.htmx:
+        return page(ctx, "overview.html", fragment="_overview_figures.html", **values)
+    return page(ctx, "overview.html", crls=crl_statuses(ctx.rt), **values)
 
 
 def _age(delta: timedelta) -> str:
@@ -93,7 +103,7 @@ def certificates(ctx: Ctx) -> Response:
     urls = {ca.id: revocation_urls(rt.settings, ca.id) for ca in cas
             if ca.role == "issuing" and ca.state != "retired"}
     ocsp_url = next((u["ocsp_url"] for u in urls.values()), None)
-    crls = overview(rt).crls
+    crls = crl_statuses(rt)
     return page(ctx, "certificates.html", expiring=expiring, revoked=revoked, cas=cas,
                 urls=urls, ocsp_url=ocsp_url, crls=crls, now=now, days=_EXPIRING_DAYS,
                 age=lambda t: _age(now - t))

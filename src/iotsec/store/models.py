@@ -23,6 +23,7 @@ from sqlalchemy import (
 __all__ = [
     "alert_deliveries", "alerts", "api_tokens", "authorities", "ca_requests", "cert_profiles",
     "certificates", "claim_cas", "claim_uses", "compliance_attestations", "console_sessions",
+    "console_summaries",
     "crls", "delta_crls", "detect_cursors", "detect_lease", "detect_rules", "detect_state",
     "device_groups", "device_keys", "device_profiles", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
@@ -690,4 +691,16 @@ console_sessions = Table(
     Column("source", String(64), nullable=True),
     Index(None, "token_id"),
     Index(None, "expires_at"),
+)
+
+# The console's fleet aggregates, newest first computed by any serving process: the JSON
+# body, when it was computed and, while a process recomputes it, until when it holds the
+# claim (a crashed process's claim lapses).
+console_summaries = Table(
+    "console_summaries",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("computed_at", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("claimed_until", BigInteger, nullable=True),
 )

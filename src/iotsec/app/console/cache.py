@@ -1,6 +1,13 @@
-"""Aggregates served stale while they are recomputed: the first request of a process
-computes them; after that a request never waits for them. Once older than its lifetime a
-value is still answered, and one background thread computes the next one."""
+"""Aggregates a page never waits for: a value is computed in a background thread and held;
+a request answers what is held (however old, with its age) and, once it is older than its
+lifetime, has one background thread compute the next one. Until a first value exists the
+page says it is being computed and asks again.
+
+A value with a :class:`Stored` codec is also kept in the store (``console_summaries``), so
+that a serving process that has just started, and every other serving process, answers the
+newest one at once; a claim in the same row lets one process at a time recompute it (a
+claim lapses, so a process that died while computing does not stop the others).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from iotsec.app.runtime import Runtime, Slot
+from iotsec.store import models as m
+from iotsec.store.db import reading, transaction
 
-__all__ = ["MIN_REFRESH", "held", "stale_while_refreshing"]
+__all__ = ["CLAIM_SECONDS", "MIN_REFRESH", "Held", "Stored", "held", "held_or_refreshing",
+           "value_now"]
 
 T = TypeVar("T")
 log = logging.getLogger("iotsec.console")
@@ -20,50 +34,219 @@ log = logging.getLogger("iotsec.console")
 #: A refresh asked for by hand recomputes at most this often (seconds): a page's
 #: "refresh now" link must not let anyone make the store scan a million rows at will.
 MIN_REFRESH = 5.0
+#: How long a process's claim to recompute a stored value holds (seconds).
+CLAIM_SECONDS = 120
+#: How long a download waits for a computation already under way before it computes.
+_WAIT_SECONDS = 300.0
 
 
-class _Entry:
-    __slots__ = ("at", "refreshing", "value")
+class Stored(Protocol[T]):
+    """How a value is written to and read from the store."""
 
-    def __init__(self, at: float, value: Any) -> None:
-        self.at, self.value, self.refreshing = at, value, False
+    def encode(self, value: T) -> str: ...
+
+    def decode(self, text: str) -> T: ...
 
 
-_ENTRIES: Slot[dict[str, _Entry]] = Slot("console.cache")
+@dataclass(frozen=True, slots=True)
+class Held(Generic[T]):
+    value: T
+    #: Seconds since the value was computed.
+    age: float
+    #: Whether a newer value is being computed by this process.
+    refreshing: bool
+
+
 _LOCK = threading.Lock()
 
 
-def stale_while_refreshing(rt: Runtime, key: str, ttl: float, load: Callable[[], T], *,
-                           fresh: bool = False) -> tuple[T, float]:
-    """``load()``'s value and its age in seconds. ``fresh``: computed now, unless the value
-    held is younger than :data:`MIN_REFRESH`."""
+class _Entry:
+    __slots__ = ("at", "done", "has_value", "refreshing", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.has_value = False
+        self.at = 0.0  # wall-clock time the value was computed
+        self.refreshing = False
+        self.done = threading.Condition(_LOCK)
+
+
+_ENTRIES: Slot[dict[str, _Entry]] = Slot("console.cache")
+
+
+def _entry(rt: Runtime, key: str) -> _Entry:
     entries = rt.get_or_put(_ENTRIES, dict)
-    now = time.monotonic()
     with _LOCK:
-        entry = entries.get(key)
-    if entry is None or (fresh and now - entry.at >= MIN_REFRESH):
+        found = entries.get(key)
+        if found is None:
+            found = entries[key] = _Entry()
+        return found
+
+
+def _adopt_stored(rt: Runtime, key: str, entry: _Entry, stored: Stored[Any]) -> None:
+    """Take the stored value if it is newer than the one held."""
+    s = m.console_summaries.c
+    with reading(rt.engine) as conn:
+        row = conn.execute(select(s.computed_at, s.body).where(s.key == key)).first()
+    if row is None or not row.body or row.computed_at <= entry.at:
+        return
+    try:
+        value = stored.decode(row.body)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:  # another version wrote it
+        log.warning("ignoring the stored %s: %s", key, exc)
+        return
+    with _LOCK:
+        if row.computed_at > entry.at:
+            entry.value, entry.at, entry.has_value = value, float(row.computed_at), True
+            entry.done.notify_all()
+
+
+def _claim(rt: Runtime, key: str) -> bool:
+    """Whether this process may recompute the stored ``key`` now (no live claim of another)."""
+    s = m.console_summaries.c
+    now = int(time.time())
+    try:
+        with transaction(rt.engine) as conn:
+            claimed = conn.execute(
+                update(m.console_summaries)
+                .where(and_(s.key == key, or_(s.claimed_until.is_(None),
+                                              s.claimed_until < now)))
+                .values(claimed_until=now + CLAIM_SECONDS)).rowcount
+            if claimed:
+                return True
+            exists = conn.execute(select(s.key).where(s.key == key)).first() is not None
+            if exists:
+                return False
+            conn.execute(insert(m.console_summaries).values(
+                key=key, computed_at=0, body="", claimed_until=now + CLAIM_SECONDS))
+            return True
+    except IntegrityError:  # another process inserted the row first: its claim
+        return False
+
+
+def _release(rt: Runtime, key: str) -> None:
+    s = m.console_summaries.c
+    try:
+        with transaction(rt.engine) as conn:
+            conn.execute(update(m.console_summaries).where(s.key == key)
+                         .values(claimed_until=None))
+    except Exception:  # the claim lapses by itself
+        log.exception("could not release the claim on %s", key)
+
+
+def _keep(rt: Runtime, key: str, value: Any, at: float, stored: Stored[Any]) -> None:
+    s = m.console_summaries.c
+    body = stored.encode(value)
+    with transaction(rt.engine) as conn:
+        written = conn.execute(update(m.console_summaries).where(s.key == key).values(
+            computed_at=int(at), body=body, claimed_until=None)).rowcount
+        if not written:
+            conn.execute(insert(m.console_summaries).values(
+                key=key, computed_at=int(at), body=body, claimed_until=None))
+
+
+def _compute(rt: Runtime, key: str, entry: _Entry, load: Callable[[], Any],
+             stored: Stored[Any] | None) -> None:
+    try:
+        at = time.time()
         value = load()
+        if stored is not None:
+            _keep(rt, key, value, at, stored)
+    except Exception:  # the old value stays; a later request tries again
+        log.exception("computing %s failed", key)
+        if stored is not None:
+            _release(rt, key)
         with _LOCK:
-            entries[key] = _Entry(time.monotonic(), value)
-        return value, 0.0
+            entry.refreshing = False
+            entry.done.notify_all()
+        return
     with _LOCK:
-        start = now - entry.at >= ttl and not entry.refreshing
+        if at >= entry.at:
+            entry.value, entry.at, entry.has_value = value, at, True
+        entry.refreshing = False
+        entry.done.notify_all()
+
+
+def held_or_refreshing(rt: Runtime, key: str, ttl: float, load: Callable[[], T], *,
+                       fresh: bool = False, stored: Stored[T] | None = None
+                       ) -> Held[T] | None:
+    """The value held under ``key`` (``None`` while a first one is computed), never waiting
+    for ``load``. A value older than ``ttl`` seconds, or ``fresh`` and older than
+    :data:`MIN_REFRESH`, has a newer one computed in a background thread."""
+    entry = _entry(rt, key)
+    if stored is not None:
+        with _LOCK:
+            looked = entry.has_value and time.time() - entry.at < ttl and not fresh
+        if not looked:  # a newer value may be in the store (another process computed it)
+            _adopt_stored(rt, key, entry, stored)
+    now = time.time()
+    with _LOCK:
+        age = now - entry.at
+        due = (not entry.has_value or age >= ttl or (fresh and age >= MIN_REFRESH))
+        start = due and not entry.refreshing
         if start:
             entry.refreshing = True
+    if start and stored is not None and not _claim(rt, key):
+        start = False  # another process is computing it: its value is read next time
+        with _LOCK:
+            entry.refreshing = False
+    with _LOCK:  # what is held now, before a computation started here can replace it
+        answer = (Held(entry.value, max(0.0, now - entry.at), entry.refreshing)
+                  if entry.has_value else None)
     if start:
-        def refresh() -> None:
-            try:
-                value = load()
-            except Exception:  # the old value stays; the next request tries again
-                log.exception("recomputing %s failed", key)
-                with _LOCK:
-                    entry.refreshing = False
-                return
-            with _LOCK:
-                entries[key] = _Entry(time.monotonic(), value)
+        _start(rt, key, entry, load, stored)
+    return answer
 
-        threading.Thread(target=refresh, name=f"console-{key}", daemon=True).start()
-    return entry.value, now - entry.at
+
+_THREADS: Slot[set[threading.Thread]] = Slot("console.cache.threads")
+
+
+def _start(rt: Runtime, key: str, entry: _Entry, load: Callable[[], Any],
+           stored: Stored[Any] | None) -> None:
+    """Compute in a thread the runtime waits for when it closes (it must not outlive the
+    store it reads)."""
+    with _LOCK:
+        threads = rt.get(_THREADS)
+        if threads is None:
+            threads = rt.put(_THREADS, set())
+            joined = threads
+
+            def join_all() -> None:
+                for thread in list(joined):
+                    thread.join(timeout=_WAIT_SECONDS)
+
+            rt.on_close(join_all)
+
+    def run() -> None:
+        try:
+            _compute(rt, key, entry, load, stored)
+        finally:
+            threads.discard(threading.current_thread())
+
+    thread = threading.Thread(target=run, name=f"console-{key}", daemon=True)
+    threads.add(thread)
+    thread.start()
+
+
+def value_now(rt: Runtime, key: str, ttl: float, load: Callable[[], T], *,
+              fresh: bool = False, stored: Stored[T] | None = None) -> T:
+    """The value held under ``key``, waiting for a first one if none is held (a download:
+    the request is for the value itself); ``fresh`` also waits for the newer value it has
+    computed."""
+    got = held_or_refreshing(rt, key, ttl, load, fresh=fresh, stored=stored)
+    if got is not None and not (fresh and got.refreshing):
+        return got.value
+    entry = _entry(rt, key)
+    deadline = time.monotonic() + _WAIT_SECONDS
+    with _LOCK:
+        while entry.refreshing and time.monotonic() < deadline:
+            entry.done.wait(timeout=1.0)
+        if entry.has_value:
+            return entry.value  # type: ignore[no-any-return]
+    value = load()  # its computation failed, or another process holds the claim
+    with _LOCK:
+        entry.value, entry.at, entry.has_value = value, time.time(), True
+    return value
 
 
 def held(rt: Runtime, key: str) -> Any | None:
@@ -71,4 +254,4 @@ def held(rt: Runtime, key: str) -> Any | None:
     entries = rt.get(_ENTRIES) or {}
     with _LOCK:
         entry = entries.get(key)
-    return entry.value if entry is not None else None
+        return entry.value if entry is not None and entry.has_value else None

@@ -2,9 +2,11 @@
 the CRLs' age, the broker's last sync and the open alerts by severity.
 
 The aggregates read every device and certificate row once (about a second at a million
-of each), so a page view must not wait for them: a serving process computes them once, then
-again in the background when they are older than :data:`OVERVIEW_TTL` seconds, and the page
-says when they were computed.
+of each), so a page view never waits for them: they are computed in a background thread,
+kept in the store with the time they were computed (every serving process, and one that has
+just started, answers the newest at once), and computed again by one process once older than
+:data:`OVERVIEW_TTL` seconds. The page says when they were computed. The CRLs' status is
+one row per CA and is read for each view (:func:`crl_statuses`).
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 
-from iotsec.app.console.cache import stale_while_refreshing
+from iotsec.app.console.cache import Held, held_or_refreshing, value_now
 from iotsec.app.runtime import Runtime
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import from_ts, ts
 
 __all__ = ["EXPIRY_WEEKS", "OVERVIEW_TTL", "AuditSummary", "BrokerSync", "CrlStatus", "Overview",
-           "overview"]
+           "OverviewCodec", "crl_statuses", "overview", "overview_now"]
 
 OVERVIEW_TTL = 30.0
 EXPIRY_WEEKS = 26
@@ -67,6 +69,22 @@ class Overview:
     audit: AuditSummary | None = None
 
 
+def _crl_statuses(conn: Connection) -> list[CrlStatus]:
+    au = m.authorities.c
+    return [CrlStatus(r.authority_id, r.role, int(r.number), from_ts(r.this_update),
+                      from_ts(r.next_update), bool(r.stale)) for r in conn.execute(
+        select(m.crls.c.authority_id, m.crls.c.number, m.crls.c.this_update,
+               m.crls.c.next_update, m.crls.c.stale, au.role)
+        .join(m.authorities, au.id == m.crls.c.authority_id)
+        .order_by(m.crls.c.authority_id))]
+
+
+def crl_statuses(rt: Runtime) -> list[CrlStatus]:
+    """Each CA's published CRL: number, this and next update, whether it is to rebuild."""
+    with reading(rt.engine) as conn:
+        return _crl_statuses(conn)
+
+
 def _compute(rt: Runtime) -> Overview:
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
@@ -89,13 +107,7 @@ def _compute(rt: Runtime) -> Overview:
             index = int(r.w)
             if 0 <= index < EXPIRY_WEEKS:
                 weeks[index] += int(r.n)
-        au = m.authorities.c
-        crls = [CrlStatus(r.authority_id, r.role, int(r.number), from_ts(r.this_update),
-                          from_ts(r.next_update), bool(r.stale)) for r in conn.execute(
-            select(m.crls.c.authority_id, m.crls.c.number, m.crls.c.this_update,
-                   m.crls.c.next_update, m.crls.c.stale, au.role)
-            .join(m.authorities, au.id == m.crls.c.authority_id)
-            .order_by(m.crls.c.authority_id))]
+        crls = _crl_statuses(conn)
         e = m.events.c
         sync = conn.execute(select(e.at, e.outcome, e.detail).where(e.kind == "broker.sync")
                             .order_by(e.at.desc()).limit(1)).first()
@@ -118,10 +130,59 @@ def _compute(rt: Runtime) -> Overview:
     return Overview(moment, devices, certificates, weeks, crls, broker, alerts, audit)
 
 
-def overview(rt: Runtime, *, fresh: bool = False) -> Overview:
-    """The overview: computed by the first call of the process, then recomputed in the
-    background once older than :data:`OVERVIEW_TTL` seconds (the older value is answered
-    meanwhile); ``fresh`` computes it now (at most every few seconds)."""
-    value, _ = stale_while_refreshing(rt, "overview", OVERVIEW_TTL, lambda: _compute(rt),
-                                      fresh=fresh)
-    return value
+class OverviewCodec:
+    """The overview as it is kept in the store: JSON, times as Unix seconds."""
+
+    def encode(self, value: Overview) -> str:
+        return json.dumps({
+            "computed_at": ts(value.computed_at), "devices": value.devices,
+            "certificates": value.certificates, "expiring_per_week": value.expiring_per_week,
+            "crls": [[c.authority_id, c.role, c.number, ts(c.this_update), ts(c.next_update),
+                      c.stale] for c in value.crls],
+            "broker": None if value.broker is None else [
+                ts(value.broker.at), value.broker.outcome, value.broker.generation],
+            "alerts": value.alerts,
+            "audit": None if value.audit is None else [ts(value.audit.at),
+                                                       value.audit.by_severity],
+        }, separators=(",", ":"))
+
+    def decode(self, text: str) -> Overview:
+        doc = json.loads(text)
+        if not isinstance(doc, dict):
+            raise ValueError("not an overview")
+
+        def counts(value: object) -> dict[str, int]:
+            if not isinstance(value, dict):
+                raise ValueError("counts must be an object")
+            return {str(k): int(v) for k, v in value.items()}
+
+        weeks = [int(n) for n in doc["expiring_per_week"]]
+        crls = [CrlStatus(int(a), str(role), int(n), from_ts(int(t)), from_ts(int(u)), bool(st))
+                for a, role, n, t, u, st in doc["crls"]]
+        broker = doc["broker"]
+        audit = doc["audit"]
+        return Overview(
+            from_ts(int(doc["computed_at"])), counts(doc["devices"]),
+            counts(doc["certificates"]), weeks, crls,
+            None if broker is None else BrokerSync(
+                from_ts(int(broker[0])), str(broker[1]),
+                broker[2] if isinstance(broker[2], int) else None),
+            counts(doc["alerts"]),
+            None if audit is None else AuditSummary(from_ts(int(audit[0])), counts(audit[1])))
+
+
+_CODEC = OverviewCodec()
+
+
+def overview(rt: Runtime, *, fresh: bool = False) -> Held[Overview] | None:
+    """The newest overview held or stored, with its age (``None`` while a first one is
+    computed); one older than :data:`OVERVIEW_TTL` seconds, or ``fresh`` (at most every few
+    seconds), has a newer one computed in the background. Never waits for the aggregates."""
+    return held_or_refreshing(rt, "overview", OVERVIEW_TTL, lambda: _compute(rt),
+                              fresh=fresh, stored=_CODEC)
+
+
+def overview_now(rt: Runtime, *, fresh: bool = False) -> Overview:
+    """The overview, waiting for it if none is held yet (or, ``fresh``, for a newer one)."""
+    return value_now(rt, "overview", OVERVIEW_TTL, lambda: _compute(rt), fresh=fresh,
+                     stored=_CODEC)

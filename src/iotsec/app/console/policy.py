@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from iotsec.app.access.policy import lint_policy
 from iotsec.app.access.roles import RoleInfo, list_roles
-from iotsec.app.console.cache import stale_while_refreshing
+from iotsec.app.console.cache import value_now
 from iotsec.app.runtime import Runtime
 from iotsec.findings.model import Finding
 
@@ -29,5 +29,4 @@ def policy_view(rt: Runtime, *, fresh: bool = False) -> PolicyView:
         findings = sorted(lint_policy(rt), key=lambda f: f.rule_id)
         return PolicyView(list_roles(rt), sorted(findings, key=lambda f: f.severity,
                                                  reverse=True))
-    value, _ = stale_while_refreshing(rt, "policy", POLICY_TTL, load, fresh=fresh)
-    return value
+    return value_now(rt, "policy", POLICY_TTL, load, fresh=fresh)
