@@ -42,7 +42,7 @@ def settled(client: TestClient, path: str) -> str:
 
 
 def test_a_frameworks_report_and_its_downloads(signed_in: TestClient, rt: Runtime):
-    assert "No report computed yet" in settled(signed_in, "/ui/overview")
+    assert "No report made yet" in settled(signed_in, "/ui/overview")
     first = signed_in.get("/ui/compliance?framework=owasp-iot-top10")
     assert first.status_code == 200
     assert "Computing the report" in first.text  # the page did not wait for the audit
@@ -52,7 +52,7 @@ def test_a_frameworks_report_and_its_downloads(signed_in: TestClient, rt: Runtim
     assert f"score {score if score is not None else '-'} %" in page
     for provision in expected["provisions"][:3]:
         assert provision["number"] in page
-    # The overview shows the score the compliance page computed (and computes nothing).
+    # The overview shows the score of the newest report (from its event; nothing computed).
     overview = settled(signed_in, "/ui/overview")
     assert "owasp-iot-top10" in overview
     assert f"{score if score is not None else '-'} %" in overview

@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from iotsec.app.access.console_sessions import end_session, sign_in
 from iotsec.app.console.certificates import recently_revoked
-from iotsec.app.console.compliance import held_scores
+from iotsec.app.console.compliance import latest_scores
 from iotsec.app.console.overview import EXPIRY_WEEKS, OVERVIEW_TTL, crl_statuses, overview
 from iotsec.app.monitor.alerts import get_alert, list_alerts, set_state
 from iotsec.app.monitor.incident_records import list_incidents
@@ -78,7 +78,7 @@ def overview_page(ctx: Ctx) -> Response:
     pending = held is None or held.refreshing
     values = {"view": view, "chart": chart, "now": now, "ttl": int(OVERVIEW_TTL),
               "pending": pending, "age": lambda t: _age(now - t),
-              "scores": held_scores(ctx.rt)}
+              "scores": latest_scores(ctx.rt)}
     if ctx.htmx:
         return page(ctx, "overview.html", fragment="_overview_figures.html", **values)
     return page(ctx, "overview.html", crls=crl_statuses(ctx.rt), **values)

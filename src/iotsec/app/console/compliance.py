@@ -5,13 +5,23 @@ thousand devices, so a page never waits for it)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
 from iotsec.app.compliance.reports import framework, report
-from iotsec.app.console.cache import Held, held, held_or_refreshing, value_now
+from iotsec.app.console.cache import Held, held_or_refreshing, value_now
 from iotsec.app.runtime import Runtime
 from iotsec.compliance.evaluate import ComplianceResult
 from iotsec.compliance.frameworks import FRAMEWORKS
+from iotsec.store import models as m
+from iotsec.store.db import reading
+from iotsec.timeutil import from_ts
 
-__all__ = ["COMPLIANCE_TTL", "compliance_now", "compliance_result", "held_scores"]
+__all__ = ["COMPLIANCE_TTL", "FrameworkScore", "compliance_now", "compliance_result",
+           "latest_scores"]
 
 COMPLIANCE_TTL = 300.0
 
@@ -34,12 +44,32 @@ def compliance_now(rt: Runtime, framework_id: str, *, actor: str) -> ComplianceR
                      lambda: report(rt, fw.id, actor=actor))
 
 
-def held_scores(rt: Runtime) -> dict[str, float | None]:
-    """The score of each framework whose report this process holds (nothing is computed:
-    the overview shows what the compliance page last computed)."""
-    scores: dict[str, float | None] = {}
-    for fw_id in FRAMEWORKS:
-        result = held(rt, f"compliance:{fw_id}")
-        if isinstance(result, ComplianceResult):
-            scores[fw_id] = result.score()
+@dataclass(frozen=True, slots=True)
+class FrameworkScore:
+    framework: str
+    #: The score of the newest report (``None`` when nothing could be judged automatically).
+    score: float | None
+    at: datetime
+
+
+def latest_scores(rt: Runtime) -> list[FrameworkScore]:
+    """The score of each framework's newest report, from its ``compliance.report`` event
+    (made by ``iotsec compliance report``, the API or this page): one indexed read per
+    framework, nothing computed."""
+    e = m.events.c
+    scores = []
+    with reading(rt.engine) as conn:
+        for fw_id in FRAMEWORKS:
+            row = conn.execute(select(e.at, e.detail)
+                               .where(e.kind == "compliance.report", e.subject == fw_id)
+                               .order_by(e.at.desc()).limit(1)).first()
+            if row is None:
+                continue
+            try:
+                score = json.loads(row.detail or "{}").get("score")
+            except ValueError:
+                score = None
+            scores.append(FrameworkScore(fw_id, float(score)
+                                         if isinstance(score, (int, float)) else None,
+                                         from_ts(row.at)))
     return scores
