@@ -26,7 +26,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 HTMX = REPO / "src" / "iotsec" / "console" / "static" / "vendor" / "htmx.min.js"
 ARTIFACTS = REPO / ".artifacts" / "console"
-PAGES = ["/ui/overview", "/ui/devices", "/ui/devices/cam-0001", "/ui/certificates",
+PAGES = ["/ui/overview", "/ui/audit", "/ui/devices", "/ui/devices/cam-0001", "/ui/certificates",
          "/ui/alerts", "/ui/policy", "/ui/firmware",
          "/ui/compliance?framework=etsi-en-303-645"]
 

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.runtime import Runtime
-from iotsec.console import compliance, devices, firmware, policy, tokens, views
+from iotsec.console import audit, compliance, devices, firmware, policy, tokens, views
 from iotsec.console.web import view
 
 __all__ = ["CSP", "ROUTES", "STATIC", "ConsoleHeaders", "create_console"]
@@ -46,6 +46,8 @@ ROUTES: list[Route] = [
     Route("/alerts", view(views.alerts), methods=["GET"]),
     Route("/policy", view(policy.policy), methods=["GET"]),
     Route("/firmware", view(firmware.firmware), methods=["GET"]),
+    Route("/audit", view(audit.audit), methods=["GET"]),
+    Route("/audit/report.{kind}", view(audit.download), methods=["GET"]),
     Route("/compliance", view(compliance.compliance), methods=["GET"]),
     Route("/compliance/{name}", view(compliance.download), methods=["GET"]),
     Route("/firmware/campaigns/{campaign_id}/control",
