@@ -7,6 +7,11 @@ and name the host (its IP address or DNS name in subjectAltName). Confirmable re
 retransmitted with RFC 7252's exponential back-off until ``timeout``. Notifications of an
 observed topic (RFC 7641) are queued and read with :meth:`CoapClient.notification`.
 
+Enrolment and renewal are the same as for MQTT: the device enrols over EST
+(:func:`iotsec.device.enrol`), :class:`iotsec.device.RenewalAgent` renews the files in
+place, and :meth:`CoapClient.reload` (from the agent's ``on_renewed``) makes a new DTLS
+session with the new pair and observes again what was observed.
+
     with CoapClient.from_files("dev.crt", "dev.key", "chain.pem", "gw.example", 5684) as c:
         c.publish("devices/dev-1/temp", b"21.5")
 """
@@ -19,10 +24,12 @@ import socket
 import time
 import warnings
 from collections import deque
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from iotsec.coap.datagrams import pack_records
 from iotsec.coap.message import (
@@ -68,6 +75,21 @@ class CoapClient:
         if not 1 <= port <= 65535:
             raise InvalidInputError(f"port {port} is out of range")
         self.host, self.port, self.timeout = host, port, timeout
+        self.cert_path, self.key_path, self.ca_chain = cert, key, ca_chain
+        self._key_password = key_password
+        certificate = _read_certificate(cert)
+        self.device_id = _cn(certificate)
+        self.not_after = certificate.not_valid_after_utc
+        self.serial = format(certificate.serial_number, "X")
+        self._conn, self._sock = self._session()
+        self._mid = secrets.randbelow(0x10000)
+        self._notes: deque[Message] = deque()
+        self._observed: list[str] = []
+        self.closed = False
+        self.connected = False
+
+    def _session(self) -> tuple[SSL.Connection, socket.socket]:
+        """A DTLS client connection with the files as they are now, and its socket."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*DSA.*")
             ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
@@ -75,25 +97,24 @@ class CoapClient:
             # The MTU is set on the connection: a memory BIO cannot be asked for it.
             ctx.set_options(SSL.OP_NO_QUERY_MTU)
             try:
-                ctx.load_verify_locations(str(ca_chain))
-                ctx.use_certificate_chain_file(str(cert))
-                if key_password is not None:
-                    ctx.set_passwd_cb(lambda *_: key_password)
-                ctx.use_privatekey_file(str(key))
+                ctx.load_verify_locations(str(self.ca_chain))
+                ctx.use_certificate_chain_file(str(self.cert_path))
+                if self._key_password is not None:
+                    password = self._key_password
+                    ctx.set_passwd_cb(lambda *_: password)
+                ctx.use_privatekey_file(str(self.key_path))
+                ctx.check_privatekey()
             except SSL.Error as exc:
                 raise InvalidInputError(f"cannot load the device certificate, key or CA "
                                         f"chain: {exc}") from None
         ctx.set_verify(SSL.VERIFY_PEER, lambda _c, _x, _e, _d, ok: bool(ok))
-        self._conn = SSL.Connection(ctx, None)
-        self._conn.set_connect_state()
-        self._conn.set_ciphertext_mtu(_MTU)
-        if not _is_ip(host):
-            self._conn.set_tlsext_host_name(host.encode("idna"))
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
-        self._mid = secrets.randbelow(0x10000)
-        self._notes: deque[Message] = deque()
-        self.closed = False
+        conn = SSL.Connection(ctx, None)
+        conn.set_connect_state()
+        conn.set_ciphertext_mtu(_MTU)
+        if not _is_ip(self.host):
+            conn.set_tlsext_host_name(self.host.encode("idna"))
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        return conn, socket.socket(family, socket.SOCK_DGRAM)
 
     @classmethod
     def from_files(cls, cert: str | Path, key: str | Path, ca_chain: str | Path, host: str,
@@ -160,6 +181,7 @@ class CoapClient:
         if peer is None or not _names_host(peer.to_cryptography(), self.host):
             self.close()
             raise CoapClientError(f"the gateway's certificate does not name {self.host!r}")
+        self.connected = True
 
     def send_datagram(self, data: bytes) -> None:
         """Send one datagram inside the session as it is (for tests of a server)."""
@@ -236,6 +258,8 @@ class CoapClient:
         if answer is None or answer.code != Code.CONTENT:
             shown = code_text(answer.code) if answer is not None else "nothing"
             raise CoapClientError(f"the gateway answered {shown} to observing {topic!r}")
+        if topic not in self._observed:
+            self._observed.append(topic)
         return answer
 
     def notification(self, timeout: float) -> Message | None:
@@ -261,7 +285,36 @@ class CoapClient:
             except (SSL.Error, CoapClientError):
                 pass
         self.closed = True
+        self.connected = False
         self._sock.close()
+
+    # --- certificate renewal -----------------------------------------------------------
+
+    def renewal_due(self, before: timedelta = timedelta(days=30),
+                    now: datetime | None = None) -> bool:
+        return self.not_after - (now or datetime.now(UTC)) <= before
+
+    def reload(self) -> None:
+        """Read the certificate and key files again (after
+        :class:`iotsec.device.RenewalAgent` replaced them) and, if the client was connected,
+        make a new DTLS session with them and observe again what was observed. A pair that
+        does not load, or names another device, raises and changes nothing."""
+        certificate = _read_certificate(self.cert_path)
+        if _cn(certificate) != self.device_id:
+            raise InvalidInputError(f"{self.cert_path} now names another device "
+                                    f"({_cn(certificate)!r}, not {self.device_id!r})")
+        conn, sock = self._session()  # loads the files: a bad pair changes nothing
+        was_connected = self.connected
+        self.close()
+        self._conn, self._sock = conn, sock
+        self.closed = False
+        self._notes.clear()
+        self.not_after = certificate.not_valid_after_utc
+        self.serial = format(certificate.serial_number, "X")
+        if was_connected:
+            self.connect()
+            for topic in list(self._observed):
+                self.observe(topic)
 
     def __enter__(self) -> CoapClient:
         self.connect()
@@ -269,6 +322,22 @@ class CoapClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the certificate {path}: {exc.strerror}") from None
+    except ValueError:
+        raise InvalidInputError(f"{path} is not a PEM certificate") from None
+
+
+def _cn(certificate: x509.Certificate) -> str:
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise InvalidInputError("the device certificate has no common name")
+    return str(names[0].value)
 
 
 def _is_ip(host: str) -> bool:
