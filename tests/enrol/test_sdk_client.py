@@ -27,6 +27,7 @@ from iotsec.errors import (
     ThrottledError,
 )
 from iotsec.pki.est import certs_only, decode_base64_body, serverkeygen_body
+from iotsec.pki.serial import format_serial
 from iotsec.sdk.credentials import make_csr
 from iotsec.sdk.est import MAX_EST_RESPONSE, parse_retry_after
 from tests.enrol.stub_est import Answer, Pki, certs_answer, stub_est
@@ -184,7 +185,7 @@ def test_enrol_waits_politely_then_writes_the_pair(pki: Pki, tmp_path: Path) -> 
     assert 2 <= elapsed < 6, elapsed  # two Retry-After: 1 waits, then the answer
     # Every poll presents the same key: the one made before the first request.
     assert {_key_of_csr(s.body) for s in stub.seen} == {first_key}
-    assert got.device_id == "sensor-1" and got.serial == format(issued[0].serial_number, "X")
+    assert got.device_id == "sensor-1" and got.serial == format_serial(issued[0].serial_number)
     assert (device / "key.pem").stat().st_mode & 0o777 == 0o600
     assert device.stat().st_mode & 0o777 == 0o700
     assert not (device / "key.pending.pem").exists()

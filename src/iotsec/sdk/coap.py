@@ -42,6 +42,7 @@ from iotsec.coap.message import (
     parse_message,
 )
 from iotsec.errors import CoapClientError, CoapMessageError, InvalidInputError
+from iotsec.pki.serial import format_serial
 
 with warnings.catch_warnings():
     # pyOpenSSL's crypto module names DSA types, which cryptography marks deprecated.
@@ -80,7 +81,7 @@ class CoapClient:
         certificate = _read_certificate(cert)
         self.device_id = _cn(certificate)
         self.not_after = certificate.not_valid_after_utc
-        self.serial = format(certificate.serial_number, "X")
+        self.serial = format_serial(certificate.serial_number)
         self._conn, self._sock = self._session()
         self._mid = secrets.randbelow(0x10000)
         self._notes: deque[Message] = deque()
@@ -310,7 +311,7 @@ class CoapClient:
         self.closed = False
         self._notes.clear()
         self.not_after = certificate.not_valid_after_utc
-        self.serial = format(certificate.serial_number, "X")
+        self.serial = format_serial(certificate.serial_number)
         if was_connected:
             self.connect()
             for topic in list(self._observed):

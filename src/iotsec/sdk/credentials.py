@@ -43,6 +43,7 @@ from iotsec.filesystem import (
     sync_directory,
 )
 from iotsec.pki.keys import KeyType
+from iotsec.pki.serial import format_serial
 
 __all__ = ["MAX_PEM", "DeviceFiles", "DeviceKey", "Pair", "cert_pem", "check_issued",
            "directory_lock", "drop_previous", "install_enrolled", "key_pem", "load_ca",
@@ -109,7 +110,7 @@ class Pair:
 
     @property
     def serial(self) -> str:
-        return format(self.cert.serial_number, "X")
+        return format_serial(self.cert.serial_number)
 
 
 def _read(path: Path) -> bytes | None:

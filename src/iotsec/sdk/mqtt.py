@@ -52,6 +52,7 @@ from iotsec.errors import (
     MqttNotAuthorizedError,
     MqttTimeoutError,
 )
+from iotsec.pki.serial import format_serial
 
 __all__ = ["MAX_PEM", "DeviceClient", "Handler", "Message"]
 
@@ -111,7 +112,7 @@ class DeviceClient:
         certificate = x509.load_pem_x509_certificate(_read(cert, "certificate"))
         self.device_id = _cn(certificate)
         self.not_after = certificate.not_valid_after_utc
-        self.serial = format(certificate.serial_number, "X")
+        self.serial = format_serial(certificate.serial_number)
         self._lock = threading.Lock()
         self._connack = threading.Event()
         self._connect_reason: int | None = None
@@ -321,6 +322,6 @@ class DeviceClient:
         self.close()
         self._client = new_client
         self.not_after = certificate.not_valid_after_utc
-        self.serial = format(certificate.serial_number, "X")
+        self.serial = format_serial(certificate.serial_number)
         if was_connected:
             self.connect()
