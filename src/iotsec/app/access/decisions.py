@@ -169,6 +169,9 @@ def _keep_registry_fresh(rt: Runtime) -> None:
     if held is not None:
         held[1].background = True
     changes.subscribe(rt, announced.add)
+    # The first turn looks at everything: what changed while this process compiled the
+    # policy, before it subscribed.
+    announced.add(None)
 
     def run() -> None:
         while True:

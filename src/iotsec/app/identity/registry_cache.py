@@ -136,6 +136,12 @@ class DeviceCache:
         answers its first requests from memory; returns how many were read. Changes made
         while it reads are caught by the next look (it started before the read)."""
         read_at = ts(rt.now())
+        # No look meanwhile (a background look would move the "changed since" time past
+        # changes made while the pages are read, before their devices are in the cache).
+        with self._looking:
+            return self._preload(rt, read_at)
+
+    def _preload(self, rt: Runtime, read_at: int) -> int:
         after: str | None = None
         while len(self._entries) < MAX_ENTRIES:
             page = list_devices(rt, limit=MAX_LIST, after=after)
