@@ -190,6 +190,12 @@ def main() -> None:
             return max(float(r[what]["rps"]) for r in runs  # type: ignore[index]
                        if r["workers"] == workers)
 
+        def per_core(workers: int) -> float:
+            """The best authz rate per CPU-second the server processes used: what one
+            core gives, whatever share of the machine the server got."""
+            return max(float(r["authz"]["rps"]) / float(r["server_cores"])  # type: ignore[index]
+                       for r in runs if r["workers"] == workers)
+
         one, two = best(1, "authz"), best(2, "authz")
         h1, h2 = best(1, "healthz"), best(2, "healthz")
         print(f"POST /v1/authz/check saturation on PostgreSQL ({devices:,} devices, "
@@ -199,9 +205,13 @@ def main() -> None:
         print(f"  2 workers            : {two:>9,.0f} req/s   /healthz {h2:>9,.0f} req/s")
         print(f"  ratio 2/1            : {two / one:.2f}x (goal >= 1.8x)   /healthz "
               f"{h2 / h1:.2f}x")
+        print(f"  per server CPU-second: 1 worker {per_core(1):,.0f} req, 2 workers "
+              f"{per_core(2):,.0f} req ({per_core(2) / per_core(1):.2f}x: below 1.0, the "
+              "workers cost each other more than the CPU they get)")
         if args.json:
             Path(args.json).write_text(json.dumps(
                 {"devices": devices, "runs": runs, "ratio": two / one,
+                 "per_core_ratio": per_core(2) / per_core(1),
                  "healthz_ratio": h2 / h1}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
