@@ -1,8 +1,8 @@
 """Scale-out on PostgreSQL: two real ``iotsec serve`` processes on one store agree. A
-revocation, a disable and a policy change made through one are enforced by the other
-within 2 s although its hot cache may keep what it read for 60 s (so only the change feed
-explains it), and a listening connection killed by the server is made again without
-missing a change.
+revocation, a disable, a policy change and a token revocation made through one are
+enforced by the other within 2 s although its hot cache may keep what it read for 60 s (so
+only the change feed explains it), and a listening connection killed by the server is
+made again without missing a change.
 
 Also: what the triggers announce, read by a plain LISTEN on the test's own schema."""
 
@@ -180,6 +180,15 @@ def test_two_servers_agree_within_two_seconds(servers: tuple[Server, Server, str
     assert a.client.post("/v1/devices/d-3/roles", headers=auth,
                          json={"roles": ["device", "muted"]}).status_code == 200
     _within(WITHIN, "B applies the new policy", lambda: not _allowed(b, auth, "d-3"))
+
+    # An API token revoked through A: B refuses it.
+    made = a.client.post("/v1/tokens", headers=auth, json={"name": "ops", "scope": "operator"})
+    assert made.status_code == 201, made.text
+    ops = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert b.client.get("/v1/devices/d-1", headers=ops).status_code == 200
+    assert a.client.delete(f"/v1/tokens/{made.json()['id']}", headers=auth).status_code == 200
+    _within(WITHIN, "B refuses the revoked token",
+            lambda: b.client.get("/v1/devices/d-1", headers=ops).status_code == 401)
 
     # B's listening connection killed: it is made again, and a change made meanwhile (or
     # just after) is not missed.
