@@ -31,8 +31,8 @@ from iotsec.app.runtime import Runtime, Slot
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["CHANNEL", "Change", "Listener", "Subscriber", "listen", "listener_of",
-           "parse_change", "subscribe"]
+__all__ = ["CHANNEL", "Change", "Listener", "Subscriber", "listen", "parse_change",
+           "subscribe"]
 
 log = logging.getLogger("iotsec.changes")
 
@@ -117,11 +117,6 @@ class Listener:
                            # finds this process's listening session in pg_stat_activity.
                            "application_name": f"iotsec-changes/{os.getpid()}"}
         self._stop = threading.Event()
-        self._connection: psycopg.Connection[Any] | None = None
-        #: How many times the connection was made (1 after the first).
-        self.connections = 0
-        #: Set while the connection listens.
-        self.listening = threading.Event()
         self._thread = threading.Thread(target=self._run, name="iotsec-changes", daemon=True)
 
     def start(self) -> Listener:
@@ -143,8 +138,6 @@ class Listener:
             try:
                 with psycopg.connect(**self._arguments) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.connections += 1
-                    self.listening.set()
                     delay = 0.1
                     # Whatever changed while nobody listened (or before the first LISTEN)
                     # is found by one full revalidation.
@@ -155,8 +148,8 @@ class Listener:
                     break
                 log.warning("the change feed lost its connection to the store (%s); "
                             "reconnecting", type(exc).__name__)
-            finally:
-                self.listening.clear()
+            except Exception:  # never leave the process without its feed
+                log.exception("the change feed failed; reconnecting")
             # Back off while the store is unreachable, but never longer than a second: the
             # caches fall back on their periodic looks meanwhile.
             self._stop.wait(delay)
@@ -185,8 +178,3 @@ def listen(rt: Runtime) -> Listener | None:
     listener = rt.put(_LISTENER, Listener(rt, arguments)).start()
     rt.on_close(listener.stop)
     return listener
-
-
-def listener_of(rt: Runtime) -> Listener | None:
-    """This process's listener, if it listens."""
-    return rt.get(_LISTENER)
