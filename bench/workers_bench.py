@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +68,16 @@ def _cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / TICKS
+
+
+def _connections(port: int) -> dict[int, int]:
+    """How many established connections to ``port`` each process holds (from ``ss``)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=False).stdout
+    counts: dict[int, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        counts[int(pid)] = counts.get(int(pid), 0) + 1
+    return counts
 
 
 def _lua(bodies: Path, path: Path, count: int = 2000) -> Path:
@@ -125,11 +136,22 @@ def _measure(env: dict[str, str], workers: int, token: str, script: Path, second
         load = os.getloadavg()[0]
         pids = _tree(server.pid)
         cpu0, t0 = _cpu_seconds(pids), time.monotonic()
+        each0 = {p: _cpu_seconds([p]) for p in pids}
+        probe = threading.Timer(seconds / 2, lambda: spread.update(_connections(port)))
+        spread: dict[int, int] = {}
+        probe.start()
         authz = _wrk(f"{base}/v1/authz/check", token, script, seconds, connections, threads)
-        server_cores = (_cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
+        probe.join()
+        elapsed = time.monotonic() - t0
+        server_cores = (_cpu_seconds(pids) - cpu0) / elapsed
+        # Per process: the cores each used and the connections each held mid-run.
+        per_process = {str(p): {"cores": round((_cpu_seconds([p]) - each0[p]) / elapsed, 3),
+                                "connections": spread.get(p, 0)}
+                       for p in pids if p != server.pid or workers == 1}
         healthz = _wrk(f"{base}/healthz", token, None, seconds, connections, threads)
         return {"workers": workers, "load_1m": load, "authz": authz, "healthz": healthz,
-                "server_cores": server_cores, "processes": len(pids)}
+                "server_cores": server_cores, "processes": len(pids),
+                "per_process": per_process}
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -185,6 +207,11 @@ def main() -> None:
                       f" server {run['server_cores']:.2f} cores, wrk "
                       f"{authz['wrk_cores']:.2f} cores; load {run['load_1m']:.2f}",
                       flush=True)
+                shares = run["per_process"]
+                assert isinstance(shares, dict)
+                print("    per serving process (cores, connections): " + ", ".join(
+                    f"{v['cores']:.2f}/{v['connections']}" for v in shares.values()
+                    if v["cores"] > 0.01 or v["connections"]), flush=True)
 
         def best(workers: int, what: str) -> float:
             return max(float(r[what]["rps"]) for r in runs  # type: ignore[index]
