@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 
 from iotsec.access.policy import Role, Rule
 from iotsec.app.access import roles as role_service
-from iotsec.app.changes import CHANNEL, Change, parse_change
+from iotsec.app.changes import CHANNEL, Change, listen, parse_change
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import issuance, revocation
@@ -33,8 +33,6 @@ from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason
 from tests.cli.support import CONSOLE_SCRIPT, run_script
 from tests.helpers import make_csr
-
-pytestmark = pytest.mark.postgres
 
 #: What the brief of the feature promises: every serving process enforces a change within.
 WITHIN = 2.0
@@ -152,6 +150,7 @@ def _listener_backends(database_url: str, server: Server) -> list[int]:
         engine.dispose()
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_servers_agree_within_two_seconds(servers: tuple[Server, Server, str, str],
                                               database_url: str) -> None:
@@ -226,6 +225,7 @@ def feed(rt: Runtime, database_url: str) -> Iterator[Callable[[], list[Change]]]
         conn.close()
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_triggers_announce_each_change_on_commit(rt: Runtime,
                                                  feed: Callable[[], list[Change]]) -> None:
@@ -245,3 +245,9 @@ def test_payloads_parse() -> None:
     assert parse_change("device:a:b") == Change("device", "a:b")
     assert parse_change("policy:*") == Change("policy", "*")
     assert parse_change("authority") == Change("authority", "*")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_has_no_feed(rt: Runtime) -> None:
+    """One host: nothing listens, and the caches keep their periodic looks."""
+    assert listen(rt) is None
