@@ -117,7 +117,8 @@ class Settings(EnvSettings):
         default=1.0, ge=0, le=60,
         description="how long a serving process may reuse a token lookup or the policy "
         "version before reading the store again (revocations in the same process apply at "
-        "once; in other processes within this delay)")
+        "once; in other processes within this delay, or on PostgreSQL as soon as they "
+        "commit, through the change feed)")
     device_dns_names: list[str] = Field(
         default_factory=list,
         description="DNS SANs for device certificates, as templates with {device_id} "

@@ -43,6 +43,7 @@ from iotsec.api.est_tls import est_context
 from iotsec.api.live_tls import watch_serving
 from iotsec.api.public_http import PublicApp
 from iotsec.app.access.decisions import warm_up
+from iotsec.app.access.feed import follow_changes
 from iotsec.app.events import EventSink
 from iotsec.app.pki.server_tls import ServerTls
 from iotsec.app.runtime import Runtime, open_runtime
@@ -170,7 +171,10 @@ class ServePlan:
         # A server records security events through a buffer flushed in the background.
         rt.events = EventSink(rt.engine, buffered=True)
         try:
-            # The policy and the registry in memory before the first request, not by it.
+            # The caches of security state follow the other processes' changes (on
+            # PostgreSQL); then the policy and the registry in memory before the first
+            # request, not by it.
+            follow_changes(rt)
             warm_up(rt)
             configs = self.configs(rt)
             for config in configs:

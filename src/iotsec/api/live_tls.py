@@ -1,5 +1,6 @@
 """Live TLS of a running ``iotsec serve``: a CA change reaches its listeners within
-:data:`POLL_SECONDS`, without a restart.
+:data:`POLL_SECONDS`, without a restart (on PostgreSQL at once: the change feed of
+:mod:`iotsec.app.changes` wakes the watcher).
 
 - **The EST listener's trust store** follows the CAs: a CA made by ``ca rotate`` (or
   imported) and a claim CA registered are trusted, a CA retired (``ca retire``) or a claim
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from iotsec.api.est_tls import est_context, est_generation
 from iotsec.api.tls import server_context
+from iotsec.app import changes
+from iotsec.app.changes import Change
 from iotsec.app.pki.authorities import trust_generation
 from iotsec.app.pki.server_tls import ServerTls, refresh_server_tls
 from iotsec.app.runtime import Runtime
@@ -88,14 +91,21 @@ class LiveTls:
         self._seen = generation()
         self._chain = _read(files.chain_file)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="iotsec-live-tls", daemon=True)
 
     def start(self) -> LiveTls:
         self._thread.start()
         return self
 
+    def wake(self) -> None:
+        """Poll now rather than at the end of the interval (the change feed announced a CA
+        or a certificate change)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=self._interval + 5)
 
@@ -116,7 +126,11 @@ class LiveTls:
         return True
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while True:
+            self._wake.wait(self._interval)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
             try:
                 if self.poll():
                     log.info("TLS reloaded: server certificate %s, trust anchors current",
@@ -147,4 +161,12 @@ def watch_serving(rt: Runtime, host: str, files: ServerTls, *, api: ssl.SSLConte
                       build_est=None if est is None else (lambda f: est_context(rt, f))
                       ).start()
     rt.on_close(watcher.stop)
+
+    def on_changes(batch: list[Change] | None) -> None:
+        if batch is None or any(c.kind in ("authority", "cert") for c in batch):
+            watcher.wake()
+
+    # On PostgreSQL, a CA change or a revocation made through another process is looked
+    # at as soon as it commits (the poll stays as the bound).
+    changes.subscribe(rt, on_changes)
     return watcher

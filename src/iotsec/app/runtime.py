@@ -190,6 +190,13 @@ class Runtime:
     def forget(self, key: str) -> None:
         self._recent.pop(key, None)
 
+    def forget_prefix(self, prefix: str) -> None:
+        """Forget every :meth:`recent` value whose key starts with ``prefix`` (safe while
+        other threads use :meth:`recent`: the keys are copied first)."""
+        for key in list(self._recent):
+            if key.startswith(prefix):
+                self._recent.pop(key, None)
+
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the runtime closes (to stop its background threads)."""
         self._closers.append(callback)

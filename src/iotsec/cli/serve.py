@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from iotsec.app.access.decisions import warm_up
+from iotsec.app.access.feed import follow_changes
 from iotsec.app.events import EventSink
 from iotsec.app.pki.ocsp import prepare_responders
 from iotsec.app.pki.server_tls import ServerTls, ensure_server_tls
@@ -311,7 +312,9 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
     prepare_responders(rt)
     configs = None
     if workers == 1:
-        # The policy and the registry in memory before the first request, not by it.
+        # The caches of security state follow the changes other serving processes make
+        # (on PostgreSQL); the policy and the registry in memory before the first request.
+        follow_changes(rt)
         warm_up(rt)
         configs = plan.configs(rt)
         # Applications and TLS contexts before the announcement: a key that does not load

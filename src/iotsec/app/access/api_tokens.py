@@ -36,10 +36,24 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
-    "LAST_ADMIN_HINT", "LAST_USED_GRANULARITY", "MAX_TOKEN_LIFETIME", "Principal", "Scope",
-    "TokenInfo", "authenticate", "create_token", "get_token", "issue_token", "list_tokens",
+    "LAST_ADMIN_HINT",
+    "LAST_USED_GRANULARITY",
+    "LOOKUP_PREFIX",
+    "MAX_TOKEN_LIFETIME",
+    "Principal",
+    "Scope",
+    "TokenInfo",
+    "authenticate",
+    "create_token",
+    "get_token",
+    "issue_token",
+    "list_tokens",
     "revoke_token"
 ]
+
+#: The key prefix of a token's lookup kept by :meth:`Runtime.recent` (a token changed by
+#: another process is forgotten through the change feed: :mod:`iotsec.app.access.feed`).
+LOOKUP_PREFIX = "token:"
 
 #: When each token was last recorded as used (the store is written at most once a minute).
 _LAST_USED: Slot[dict[int, int]] = Slot("api_tokens.last_used")
@@ -218,7 +232,7 @@ def authenticate(rt: Runtime, token: str, *, needed: Scope = Scope.AUDITOR,
                 return conn.execute(select(m.api_tokens)
                                     .where(m.api_tokens.c.id == token_id)).first()
 
-        row = rt.recent(f"token:{token_id}", rt.settings.hot_cache_seconds, load)
+        row = rt.recent(LOOKUP_PREFIX + token_id, rt.settings.hot_cache_seconds, load)
     expected = row.secret_sha256 if row is not None else "0" * 64
     digest_ok = hmac.compare_digest(_digest(match[2]) if match else "", expected)
     reason = None

@@ -14,7 +14,9 @@ from sqlalchemy import Connection, select
 from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity
 from iotsec.access.quarantine import QUARANTINE_ROLE, quarantine_role_of
+from iotsec.app import changes
 from iotsec.app.access.roles import load_roles
+from iotsec.app.changes import Change
 from iotsec.app.counters import COUNTERS
 from iotsec.app.identity.devices import get_device
 from iotsec.app.identity.registry_cache import DeviceCache
@@ -115,29 +117,88 @@ def _devices(rt: Runtime) -> DeviceCache | None:
     return held[1]
 
 
+class _Announced:
+    """What the change feed announced since the refresher last looked (filled by the
+    listening thread, taken by the refresher)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.everything = False
+        self.policy = False
+        self.all_devices = False
+        self.devices: set[str] = set()
+
+    def add(self, batch: list[Change] | None) -> None:
+        with self.lock:
+            if batch is None:
+                self.everything = True
+            else:
+                for change in batch:
+                    if change.kind == "policy":
+                        self.policy = True
+                    elif change.kind == "device" and change.key == "*":
+                        self.all_devices = True
+                    elif change.kind == "device":
+                        self.devices.add(change.key)
+        self.wake.set()
+
+    def take(self) -> tuple[bool, bool, bool, set[str]]:
+        """(everything, policy, all devices, device ids), emptied."""
+        with self.lock:
+            taken = (self.everything, self.policy, self.all_devices, self.devices)
+            self.everything = self.policy = self.all_devices = False
+            self.devices = set()
+        return taken
+
+
 def _keep_registry_fresh(rt: Runtime) -> None:
     """Look for registry changes in a background thread of this (serving) process, every
     ``hot_cache_seconds`` until the runtime closes, so that no request waits for a look; the
-    same thread reads the policy version twice as often, so that requests find it fresh."""
+    same thread reads the policy version twice as often, so that requests find it fresh.
+    On PostgreSQL the change feed (:mod:`iotsec.app.changes`) wakes it at once: a device
+    or the policy changed through another process is read again as soon as its change
+    commits, and after the feed's connection is (re)made everything is looked at."""
     if rt.settings.hot_cache_seconds <= 0 or rt.get(_REFRESHER) is not None:
         return
     stop = rt.put(_REFRESHER, threading.Event())
+    announced = _Announced()
+    rt.on_close(announced.wake.set)
     rt.on_close(stop.set)
     held = rt.get(_DEVICES)
     if held is not None:
         held[1].background = True
+    changes.subscribe(rt, announced.add)
+    # The first turn looks at everything: what changed while this process compiled the
+    # policy, before it subscribed.
+    announced.add(None)
 
     def run() -> None:
-        while not stop.wait(rt.settings.hot_cache_seconds / 2):
+        while True:
+            announced.wake.wait(rt.settings.hot_cache_seconds / 2)
+            if stop.is_set():
+                return
+            announced.wake.clear()
+            everything, policy, all_devices, device_ids = announced.take()
             try:
-                rt.refresh("policy-version", lambda: _read_policy_version(rt))
+                version = rt.refresh("policy-version", lambda: _read_policy_version(rt))
+                if (everything or policy) and compiled_policy(rt) is None:
+                    # Compiled here rather than by the first request that needs it.
+                    current_policy(rt)
+                    log.debug("policy version %s compiled after a change", version)
                 current = _devices(rt)
                 if current is not None:
-                    current.revalidate(rt)
+                    if device_ids and not (everything or all_devices):
+                        current.reread(rt, device_ids)
+                    current.revalidate(rt, force=everything or all_devices)
             except Exception:  # the store is unreachable for a while: keep what is known
+                # What was announced is looked at again at the next turn, all of it.
+                announced.add(None)
+                announced.wake.clear()
                 log.exception("could not look for policy or registry changes; trying again")
 
     threading.Thread(target=run, name="iotsec-registry", daemon=True).start()
+    changes.listen(rt)
 
 
 def warm_up(rt: Runtime) -> int:

@@ -14,6 +14,10 @@ A look asks again about writes up to ``MARGIN_SECONDS`` before the previous one,
 their transactions were still open then; an entry read more than that margin after a
 write's timestamp already reflects it and is not read again.
 
+On PostgreSQL a serving process also follows the change feed (:mod:`iotsec.app.changes`):
+a device changed through another process is read again as soon as its change commits
+(:meth:`DeviceCache.reread`), and the periodic look stays as the bound.
+
 In a serving process the looks run in a background thread (``background=True``): a request
 never waits for the store because a look was due, and a bulk change (an import of 100,000
 devices) is read again while requests go on being answered from the entries in memory.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 
 from sqlalchemy import select
 
@@ -84,6 +89,15 @@ class DeviceCache:
         finally:
             self._looking.release()
 
+    def reread(self, rt: Runtime, device_ids: Iterable[str]) -> int:
+        """Read again, now, the cached entries among ``device_ids`` (devices the change feed
+        announced as changed, their change committed); returns how many were read."""
+        started = ts(rt.now())
+        cached = [device_id for device_id in set(device_ids) if device_id in self._entries]
+        if cached:
+            self._reread(rt, cached, started)
+        return len(cached)
+
     def _reread(self, rt: Runtime, device_ids: list[str], started: int) -> None:
         found = get_devices(rt, device_ids)
         for device_id in device_ids:
@@ -122,6 +136,12 @@ class DeviceCache:
         answers its first requests from memory; returns how many were read. Changes made
         while it reads are caught by the next look (it started before the read)."""
         read_at = ts(rt.now())
+        # No look meanwhile (a background look would move the "changed since" time past
+        # changes made while the pages are read, before their devices are in the cache).
+        with self._looking:
+            return self._preload(rt, read_at)
+
+    def _preload(self, rt: Runtime, read_at: int) -> int:
         after: str | None = None
         while len(self._entries) < MAX_ENTRIES:
             page = list_devices(rt, limit=MAX_LIST, after=after)

@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
+from iotsec.app import changes
+from iotsec.app.changes import Change
 from iotsec.app.events import Event, append_events
 from iotsec.app.pki.cert_records import CertificateRecord, get_certificate, locked_certificate
 from iotsec.app.runtime import Runtime
@@ -21,8 +23,8 @@ from iotsec.store.db import transaction
 from iotsec.timeutil import ts
 
 __all__ = [
-    "ensure_revocable", "mark_revoked", "revocation_mark", "revoke", "revoke_device",
-    "revoke_device_certificates"
+    "ensure_revocable", "follow_revocations", "mark_revoked", "revocation_mark", "revoke",
+    "revoke_device", "revoke_device_certificates"
 ]
 
 
@@ -34,6 +36,17 @@ def revocation_mark() -> int:
     """A number that changes whenever this process records a revocation (before or after
     its commit): what a per-process cache of the CRL compares to know it may be behind."""
     return _last_mark
+
+
+def follow_revocations(rt: Runtime) -> None:
+    """Follow the change feed: a revocation committed by another process moves
+    :func:`revocation_mark` as one made here does, so this process's CRL and OCSP answers
+    held in memory are read again from the store at the next request."""
+    def on_changes(batch: list[Change] | None) -> None:
+        if batch is None or any(change.kind == "cert" for change in batch):
+            global _last_mark
+            _last_mark = next(_marks)
+    changes.subscribe(rt, on_changes)
 
 
 def mark_revoked(conn: Connection, serial: str, when: datetime, reason: RevocationReason,
