@@ -85,8 +85,10 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
     cli.ok("cert", "issue", "dev-1", "--keygen", "-o", str(tmp_path / "dev-1"))
     code, modules, out = _run("cert", "list", "--json")
     assert code == 0 and json.loads(out)[0]["device_id"] == "dev-1"
-    # Listing certificates parses none of them: no cryptography at all.
-    assert _loaded(modules, (*NOT_FOR_READING, "cryptography", "iotsec.access")) == set()
+    # Listing certificates parses none of them (no cryptography at all), and JSON output
+    # needs no console (no Rich).
+    assert _loaded(modules, (*NOT_FOR_READING, "cryptography", "iotsec.access", "rich")
+                   ) == set()
     code, modules, out = _run("device", "show", "dev-1")
     assert code == 0 and "dev-1" in out
     assert _loaded(modules, NOT_FOR_READING) == set()

@@ -20,7 +20,15 @@ from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
 from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, LimitOpt
-from iotsec.cli.output import console, emit_json, plural, read_input, table, when
+from iotsec.cli.output import (
+    console,
+    emit_json,
+    plural,
+    read_input,
+    rich_console,
+    table,
+    when,
+)
 from iotsec.errors import InvalidInputError, IotsecError
 from iotsec.identity.registry import DeviceState
 
@@ -236,7 +244,8 @@ def import_(
             emit_json({"imported": count})
             return
         with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
+                      TimeElapsedColumn(), console=rich_console(console),
+                      transient=False) as progress:
             task = progress.add_task("import", total=len(devices))
             count = service.import_devices(
                 rt, devices, progress=lambda n: progress.advance(task, n), actor="cli")
