@@ -39,6 +39,11 @@ from common import load_average, machine_info, scratch_dir
 IOTSEC = str(Path(sys.executable).with_name("iotsec"))
 COMMANDS: dict[str, list[str]] = {
     "python -c pass": [sys.executable, "-c", "pass"],
+    # What a read command cannot start without, imported alone: Typer (which builds every
+    # parameter with pydantic) and SQLAlchemy with the SQLite dialect.
+    "python -c 'import typer, sqlalchemy'": [
+        sys.executable, "-c", "import typer.main, typer._adapters, sqlalchemy, "
+        "sqlalchemy.dialects.sqlite.pysqlite"],
     "iotsec --version": [IOTSEC, "--version"],
     "iotsec device show dev-1": [IOTSEC, "device", "show", "dev-1"],
     "iotsec cert list --json": [IOTSEC, "cert", "list", "--json"],
