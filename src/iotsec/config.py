@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
@@ -106,8 +107,7 @@ def _is_collection(annotation: Any) -> bool:
     return origin in _COLLECTIONS or annotation in _COLLECTIONS
 
 
-def environment_values(model: type[EnvSettings],
-                       environ: os._Environ[str] | dict[str, str] | None = None
+def environment_values(model: type[EnvSettings], environ: Mapping[str, str] | None = None
                        ) -> dict[str, Any]:
     """The values of ``model``'s fields given in the environment: the variable named
     ``env_prefix`` + the field name, in any case; a collection's value decoded from JSON.
