@@ -1,5 +1,9 @@
 """Typed settings, read from the environment (``IOTSEC_*``).
 
+The variables are read by :class:`EnvSettings` itself (a pydantic model; names matched in any
+case, lists given as JSON), as pydantic-settings would read them: every command reads its
+settings, and this keeps that loader and its sources out of each command's start-up.
+
 The embedded default keeps everything inside ``$IOTSEC_HOME`` (``./.iotsec``): a SQLite
 database in WAL mode, the CA keys (encrypted PKCS#8) and, unless ``IOTSEC_CA_PASSPHRASE``
 is given, a generated passphrase in a 0600 file. ``IOTSEC_DATABASE_URL`` moves the store
@@ -8,20 +12,21 @@ to PostgreSQL, so that several stateless ``iotsec serve`` processes can share it
 
 from __future__ import annotations
 
-import re
+import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from iotsec.errors import ConfigError
 
-__all__ = ["EnvSettings", "Settings", "settings_error"]
+__all__ = ["EnvSettings", "NotJsonError", "Settings", "environment_values", "settings_error"]
 
 _KINDS: dict[Any, str] = {int: "a whole number", float: "a number", bool: "true or false",
                           list: "a JSON list", str: "text", Path: "a path"}
@@ -58,11 +63,19 @@ def _allowed(field: FieldInfo | None, error: ErrorDetails | None) -> str:
     return " ".join(parts)
 
 
-def settings_error(model: type[BaseSettings], exc: ValidationError | SettingsError,
+class NotJsonError(ValueError):
+    """The variable of a list setting does not hold JSON (its field's name in ``name``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the value of {name} is not JSON")
+        self.name = name
+
+
+def settings_error(model: type[EnvSettings], exc: ValidationError | NotJsonError,
                    given: dict[str, Any]) -> ConfigError:
     """One clear line for settings that cannot be used: the variable (or the option given
     in code), its value unless it is a secret, and what is allowed."""
-    prefix = str(model.model_config.get("env_prefix", ""))
+    prefix = model.env_prefix
     error: ErrorDetails | None = None
     if isinstance(exc, ValidationError):
         errors = exc.errors()
@@ -70,9 +83,7 @@ def settings_error(model: type[BaseSettings], exc: ValidationError | SettingsErr
         name = str(error["loc"][0]) if error["loc"] else ""
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     else:
-        # pydantic-settings names the field only in its message.
-        found = re.search(r'field "(\w+)"', str(exc))
-        name, more = (found.group(1) if found else ""), ""
+        name, more = exc.name, ""
     field = model.model_fields.get(name)
     var = name if name in given else f"{prefix}{name}".upper()
     secret = field is not None and "SecretStr" in repr(field.annotation)
@@ -84,19 +95,57 @@ def settings_error(model: type[BaseSettings], exc: ValidationError | SettingsErr
                        else f"correct or unset {var}")
 
 
-class EnvSettings(BaseSettings):
-    """Settings read from the environment; a value that is not allowed is a
-    :class:`~iotsec.errors.ConfigError` that names it and says what is allowed."""
+_COLLECTIONS = (list, tuple, set, frozenset, dict)
+
+
+def _is_collection(annotation: Any) -> bool:
+    """Whether a field holds a collection (given in its variable as JSON), also when it is
+    optional (``list[str] | None``)."""
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return any(_is_collection(a) for a in get_args(annotation))
+    return origin in _COLLECTIONS or annotation in _COLLECTIONS
+
+
+def environment_values(model: type[EnvSettings], environ: Mapping[str, str] | None = None
+                       ) -> dict[str, Any]:
+    """The values of ``model``'s fields given in the environment: the variable named
+    ``env_prefix`` + the field name, in any case; a collection's value decoded from JSON.
+    Raises :class:`NotJsonError` when it is not JSON."""
+    wanted = {f"{model.env_prefix}{name}".lower(): name for name in model.model_fields}
+    values: dict[str, Any] = {}
+    for key, value in (os.environ if environ is None else environ).items():
+        name = wanted.get(key.lower())
+        if name is None:
+            continue
+        if _is_collection(model.model_fields[name].annotation):
+            try:
+                values[name] = json.loads(value)
+            except ValueError:
+                raise NotJsonError(name) from None
+        else:
+            values[name] = value
+    return values
+
+
+class EnvSettings(BaseModel):
+    """Settings read from the environment (variables named :attr:`env_prefix` + the field
+    name, in any case); values given to the constructor win. A value that is not allowed is
+    a :class:`~iotsec.errors.ConfigError` that names it and says what is allowed."""
+
+    #: The prefix of this model's variables.
+    env_prefix: ClassVar[str] = ""
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     def __init__(self, **values: Any) -> None:
         try:
-            super().__init__(**values)
-        except (ValidationError, SettingsError) as exc:
+            super().__init__(**{**environment_values(type(self)), **values})
+        except (ValidationError, NotJsonError) as exc:
             raise settings_error(type(self), exc, values) from None
 
 
 class Settings(EnvSettings):
-    model_config = SettingsConfigDict(env_prefix="IOTSEC_", extra="ignore")
+    env_prefix: ClassVar[str] = "IOTSEC_"
 
     home: Path = Field(default=Path(".iotsec"), description="the iotsec home directory")
     database_url: str | None = Field(

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import typer.main
 
 from iotsec.cli.main import COMMANDS, app
+from tests.cli.support import Cli
 
 PROBE = """
 import json, sys
@@ -58,3 +61,34 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     code, modules, _ = _run("no-such-command")
     assert code == 2
     assert "sqlalchemy" not in modules
+
+
+#: What the read commands start without: the services that change devices and certificates
+#: (roles, the broker, EST, issuance), the key code (the CA signer, KEKs, firmware and
+#: payload keys), the CRL encoder, the settings loader of pydantic-settings and Rich's
+#: progress bars. A module named here and imported again is a start-up regression.
+NOT_FOR_READING = ("pydantic_settings", "dotenv", "joserfc", "yaml", "rich.progress",
+                   "iotsec.app.broker", "iotsec.app.enrol", "iotsec.app.access",
+                   "iotsec.app.pki.issuance", "iotsec.app.pki.revocation",
+                   "iotsec.custody.keks", "iotsec.pki.ca", "iotsec.pki.crl", "iotsec.pki.csr",
+                   "iotsec.firmware", "iotsec.protect", "iotsec.broker")
+
+
+def _loaded(modules: set[str], prefixes: tuple[str, ...]) -> set[str]:
+    return {m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes)}
+
+
+def test_read_commands_start_without_write_services_and_key_code(ready: dict[str, Any],
+                                                                   cli: Cli,
+                                                                   tmp_path: Path) -> None:
+    cli.ok("device", "add", "dev-1")
+    cli.ok("cert", "issue", "dev-1", "--keygen", "-o", str(tmp_path / "dev-1"))
+    code, modules, out = _run("cert", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["device_id"] == "dev-1"
+    # Listing certificates parses none of them (no cryptography at all), and JSON output
+    # needs no console (no Rich).
+    assert _loaded(modules, (*NOT_FOR_READING, "cryptography", "iotsec.access", "rich")
+                   ) == set()
+    code, modules, out = _run("device", "show", "dev-1")
+    assert code == 0 and "dev-1" in out
+    assert _loaded(modules, NOT_FOR_READING) == set()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Engine, select
 
@@ -21,10 +21,12 @@ from iotsec.custody.home import (
     with_remembered_keystore,
 )
 from iotsec.errors import HomeNotInitialisedError, NotFoundError, OfflineKeyError
-from iotsec.pki.ca import Authority
 from iotsec.store import models as m
 from iotsec.store.db import make_engine, reading
 from iotsec.store.migrate import is_current
+
+if TYPE_CHECKING:
+    from iotsec.pki.ca import Authority
 
 __all__ = ["Runtime", "Slot", "open_runtime", "record_key_use", "utcnow"]
 
@@ -136,6 +138,8 @@ class Runtime:
                                   "signs nothing here",
                                   hint="sign with the offline root ('iotsec ca "
                                   "sign-intermediate') and import the result")
+        from iotsec.pki.ca import Authority  # deferred: read commands sign nothing
+
         loaded = Authority.from_der(row.cert_der, self.keys.load(row.key_label))
         self._by_id[authority_id] = loaded
         return loaded

@@ -29,14 +29,12 @@ from cryptography import x509
 from sqlalchemy import select
 
 from iotsec.app.events import Event
-from iotsec.app.identity.devices import list_devices
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InputTooLargeError, NotFoundError, ScanTargetError, ScanToolError
 from iotsec.identity.registry import DeviceState
 from iotsec.netprobe.net import resolve_names
 from iotsec.netprobe.runner import run_scan
 from iotsec.netprobe.tls import system_anchors
-from iotsec.scan import nmap as nmap_xml
 from iotsec.scan.model import ScanOptions, ScanResult
 from iotsec.scan.targets import (
     DEFAULT_PORTS,
@@ -110,6 +108,10 @@ def fleet_ca_certificates(rt: Runtime) -> list[x509.Certificate]:
 
 def fleet_targets(rt: Runtime) -> tuple[list[TargetSpec], list[str]]:
     """Targets for the registered devices that have an ``ip`` attribute, and notes."""
+    # Deferred, like the nmap cross-check below: a scan of given targets (the common case)
+    # starts without the registry service.
+    from iotsec.app.identity.devices import list_devices
+
     specs: list[TargetSpec] = []
     missing = retired = invalid = 0
     after: str | None = None
@@ -207,6 +209,8 @@ def prepare(request: ScanRequest, *, rt: Runtime | None = None,
 
 
 def _cross_check(binary: str, checked: ScanPlan, result: ScanResult) -> dict[str, object]:
+    from iotsec.scan import nmap as nmap_xml  # deferred: only with --with-nmap
+
     command = nmap_xml.nmap_command(binary, checked)
     try:
         done = subprocess.run(command, capture_output=True, timeout=NMAP_TIMEOUT, check=False)

@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from iotsec.app.broker.infrastructure import replace_infrastructure
-from iotsec.app.pki import cert_records, issuance, revocation
-from iotsec.app.pki.cert_records import CertificateRecord
-from iotsec.app.pki.keygen import issue_keygen_files
+from iotsec.app.pki import cert_records
 from iotsec.app.wire.identity import (
     CertificateOut,
     KeygenFilesOut,
@@ -33,10 +30,16 @@ from iotsec.cli.output import (
     write_output,
 )
 from iotsec.errors import AlreadyRevokedError
-from iotsec.pki.crl import RevocationReason
-from iotsec.pki.csr import MAX_CSR_BYTES
-from iotsec.pki.keys import KeyType
 from iotsec.timeutil import parse_duration
+
+if TYPE_CHECKING:
+    from iotsec.app.pki.cert_records import CertificateRecord
+    from iotsec.pki.keys import KeyType
+    from iotsec.pki.reasons import RevocationReason
+
+# The commands that issue, revoke or replace import those services when they run: the read
+# commands (list, show) start without them (and without what they import: the broker, the CA
+# signer, CSR parsing).
 
 __all__ = ["DaysOpt", "SharedKeyOpt", "app", "import_", "issue", "list_", "renew", "revoke", "show"]
 
@@ -79,6 +82,10 @@ def issue(
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a client certificate from a CSR, or with a server-generated key (--keygen)."""
+    from iotsec.app.pki import issuance
+    from iotsec.pki.csr import MAX_CSR_BYTES
+    from iotsec.pki.keys import KeyType
+
     if keygen == (csr is not None):
         raise typer.BadParameter("give exactly one of --csr FILE or --keygen")
     if keygen:
@@ -94,6 +101,8 @@ def issue(
 
 def _issue_keygen(device_id: str, key_type: KeyType, days: int | None, output: str | None,
                   as_json: bool, profile: str | None) -> None:
+    from iotsec.app.pki.keygen import issue_keygen_files
+
     if output is None:
         raise typer.BadParameter("--keygen needs -o DIR to write the key and certificate to")
     env_pass = os.environ.get("IOTSEC_P12_PASSPHRASE")
@@ -181,6 +190,9 @@ def revoke(
 ) -> None:
     """Revoke a device certificate by serial, or every certificate of a device; with
     --infrastructure, replace one of iotsec's own certificates."""
+    from iotsec.app.pki import revocation
+    from iotsec.pki.reasons import RevocationReason
+
     if (serial is None) == (device is None):
         raise typer.BadParameter("give either SERIAL or --device ID")
     if (infrastructure or broker_dir is not None) and serial is None:
@@ -214,6 +226,8 @@ def revoke(
 
 def _replace_infrastructure(serial: str, why: RevocationReason, broker_dir: Path | None,
                             as_json: bool) -> None:
+    from iotsec.app.broker.infrastructure import replace_infrastructure
+
     with runtime() as rt:
         done = replace_infrastructure(rt, serial, why, broker_dir=broker_dir)
     if as_json:
@@ -251,6 +265,9 @@ def renew(
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a replacement certificate; the old one is revoked as superseded."""
+    from iotsec.app.pki import issuance
+    from iotsec.pki.csr import MAX_CSR_BYTES
+
     data = read_input(csr, MAX_CSR_BYTES, "CSR")
     grace_period = parse_duration(grace) if grace else None
     with runtime() as rt:

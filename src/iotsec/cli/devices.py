@@ -1,4 +1,8 @@
-"""``iotsec device``: the device registry."""
+"""``iotsec device``: the device registry.
+
+The commands that change a device import the services they call (roles, the broker, EST)
+when they run, so that the read commands (list, show) start without them.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,23 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from iotsec.app.access.roles import assign_device
-from iotsec.app.broker.device_state import change_state_and_sync
-from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices as service
 from iotsec.app.pki import cert_records
 from iotsec.app.pki.profiles import device_selection, set_device_profile
-from iotsec.app.wire.access import NamesOut
 from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
 from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import JsonOpt, LimitOpt
-from iotsec.cli.output import console, emit_json, plural, read_input, table, when
+from iotsec.cli.output import (
+    console,
+    emit_json,
+    plural,
+    read_input,
+    rich_console,
+    table,
+    when,
+)
 from iotsec.errors import InvalidInputError, IotsecError
 from iotsec.identity.registry import DeviceState
 
@@ -90,6 +97,9 @@ def assign(
     as_json: JsonOpt = False,
 ) -> None:
     """Bind roles to a registered device."""
+    from iotsec.app.access.roles import assign_device
+    from iotsec.app.wire.access import NamesOut
+
     with runtime() as rt:
         roles = assign_device(rt, device_id, role, actor="cli")
     if as_json:
@@ -149,6 +159,8 @@ def set_profile(device_id: IdArg, profile: ProfileNameArg = None, clear: ClearOp
 
 
 def _set_state(device_id: str, target: DeviceState, as_json: bool) -> None:
+    from iotsec.app.broker.device_state import change_state_and_sync
+
     with runtime() as rt:
         device = change_state_and_sync(rt, device_id, target, actor="cli")
     if as_json:
@@ -173,6 +185,8 @@ def enable(device_id: IdArg, as_json: JsonOpt = False) -> None:
 def approve(device_id: IdArg, as_json: JsonOpt = False) -> None:
     """Approve a device that enrolled under a template requiring approval
     (awaiting-approval -> pending): its next enrolment request gets its certificate."""
+    from iotsec.app.enrol.est import approve as approve_enrolment
+
     with runtime() as rt:
         device = approve_enrolment(rt, device_id, actor="cli")
     if as_json:
@@ -210,6 +224,14 @@ def import_(
     as_json: JsonOpt = False,
 ) -> None:
     """Register many devices from a CSV file, in batched transactions."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     try:
         text = read_input(path, MAX_IMPORT_BYTES, "import file").decode("utf-8")
     except UnicodeDecodeError:
@@ -222,7 +244,8 @@ def import_(
             emit_json({"imported": count})
             return
         with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
+                      TimeElapsedColumn(), console=rich_console(console),
+                      transient=False) as progress:
             task = progress.add_task("import", total=len(devices))
             count = service.import_devices(
                 rt, devices, progress=lambda n: progress.advance(task, n), actor="cli")

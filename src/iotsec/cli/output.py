@@ -8,23 +8,50 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, overload
+from typing import TYPE_CHECKING, Any, Final, cast, overload
 
 from pydantic import BaseModel
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
 
 from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, NotFoundError
 from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 
 __all__ = [
     "IDENTIFIER_COLUMNS", "console", "emit_json", "err_console", "plural", "print_error",
-    "read_input", "secret_input", "table", "when", "write_output"
+    "read_input", "rich_console", "secret_input", "table", "when", "write_output"
 ]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _OnFirstUse:
+    """A Rich console made when first used: ``--json`` output and plain tables need none,
+    and importing Rich is a noticeable part of a command's start-up. Its methods are the
+    console's; Rich objects that take a console are given :func:`rich_console`."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def made(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+
+console = cast("Console", _OnFirstUse(highlight=False))
+err_console = cast("Console", _OnFirstUse(stderr=True, highlight=False))
+
+
+def rich_console(which: Console) -> Console:
+    """The Rich console behind :data:`console` or :data:`err_console` (made now if need
+    be), for a Rich object that takes one (a table's measure, a progress bar)."""
+    return which.made() if isinstance(which, _OnFirstUse) else which
 
 
 def _default(value: Any) -> Any:
@@ -73,9 +100,13 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     ``grep``, ``awk`` and logs). Identifier columns (:data:`IDENTIFIER_COLUMNS`, or
     ``ids``) are shown whole in both."""
     cells = [[_cell(v) for v in row] for row in rows]
-    if not console.is_terminal:
+    out = rich_console(console)
+    if not out.is_terminal:
         _plain(title, columns, cells)
         return
+    from rich.measure import Measurement
+    from rich.table import Table
+
     whole = IDENTIFIER_COLUMNS.union(ids)
     t = Table(title=title, show_lines=False, header_style="bold")
     for i, col in enumerate(columns):
@@ -89,8 +120,8 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     # When the identifiers alone are wider than the terminal, render wider and let the
     # terminal wrap the lines: a wrapped line still holds the whole identifier, a cropped
     # one does not.
-    needed = Measurement.get(console, console.options, t).minimum
-    console.print(t, width=max(console.width, needed), crop=False)
+    needed = Measurement.get(out, out.options, t).minimum
+    out.print(t, width=max(out.width, needed), crop=False)
 
 
 def _plain(title: str | None, columns: Sequence[str], cells: Sequence[Sequence[str]]) -> None:

@@ -76,7 +76,7 @@ def init(
     if token_label is not None:
         overrides["pkcs11_token"] = token_label
     # A value that is not allowed is a ConfigError naming it (see iotsec.config).
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)
     offline = None
     if offline_root:
         if (root_key_out is None) == (root_token is None):

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Final, Protocol
-
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
+from typing import TYPE_CHECKING, Final, Protocol
 
 from iotsec.errors import KeyCustodyError
-from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePublicKey, ImageSigner
-from iotsec.pki.keys import KeyType, Signer
-from iotsec.protect.kek import KeyWrapper
+
+if TYPE_CHECKING:
+    # Types only: a command that opens the key store without signing (every read command)
+    # does not import cryptography, the firmware or the protect packages for them.
+    from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
+
+    from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePublicKey, ImageSigner
+    from iotsec.pki.keys import KeyType, Signer
+    from iotsec.protect.kek import KeyWrapper
 
 __all__ = [
     "LABEL", "SIGN", "SIGN_IMAGE", "UNWRAP", "CustodyImageSigner", "CustodySigner", "KeyStore",

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from typing import TYPE_CHECKING
 
 from iotsec.custody.base import (
     LABEL,
@@ -34,9 +33,15 @@ from iotsec.errors import (
     NotFoundError,
 )
 from iotsec.filesystem import write_private_file
-from iotsec.firmware.image_keys import FirmwareKeyType, FirmwarePrivateKey, LocalImageSigner
-from iotsec.pki.keys import KeyType, LocalSigner, Signer
-from iotsec.pki.pkcs8 import decrypt_private_key, encrypt_private_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from iotsec.firmware.image_keys import FirmwareKeyType
+    from iotsec.pki.keys import KeyType, Signer
+
+# The key code (cryptography, the firmware and PKCS#8 modules) is imported by the methods that
+# read or make a key: opening the store is on the path of every command, signing is not.
 
 __all__ = ["MAX_KEY_FILE", "FileKeyStore"]
 
@@ -78,6 +83,9 @@ class FileKeyStore(RecordingStore):
                                 hint="keys are never overwritten; choose another label")
 
     def generate(self, label: str, key_type: KeyType) -> Signer:
+        from iotsec.pki.keys import LocalSigner
+        from iotsec.pki.pkcs8 import encrypt_private_key
+
         self._refuse_taken(label)
         key = key_type.generate()
         write_private_file(self._path(label), encrypt_private_key(key, self._passphrase))
@@ -88,6 +96,9 @@ class FileKeyStore(RecordingStore):
     def adopt(self, label: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> Signer:
         """Keep an existing CA key (an imported issuing CA's) under ``label``, encrypted
         like the keys made here; never overwrites a label."""
+        from iotsec.pki.keys import LocalSigner
+        from iotsec.pki.pkcs8 import encrypt_private_key
+
         self._refuse_taken(label)
         write_private_file(self._path(label), encrypt_private_key(key, self._passphrase))
         signer = CustodySigner(label, LocalSigner(key), self._notify)
@@ -96,6 +107,8 @@ class FileKeyStore(RecordingStore):
 
     def _read(self, path: Path, label: str) -> object:
         """The decrypted private key in ``path``."""
+        from iotsec.pki.pkcs8 import decrypt_private_key
+
         try:
             if path.stat().st_size > MAX_KEY_FILE:
                 raise KeyCustodyError(f"key file {path} is larger than {MAX_KEY_FILE} bytes",
@@ -123,6 +136,10 @@ class FileKeyStore(RecordingStore):
             raise KeyTypeMismatchError(f"key {label!r} is a firmware signing key, not a "
                                        "certificate-signing key",
                                        hint="use a CA key; firmware keys sign only images")
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        from iotsec.pki.keys import LocalSigner
+
         key = self._read(path, label)
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise KeyTypeMismatchError(f"key {label!r} has an unsupported type",
@@ -134,6 +151,9 @@ class FileKeyStore(RecordingStore):
         return signer
 
     def generate_image_key(self, label: str, key_type: FirmwareKeyType) -> CustodyImageSigner:
+        from iotsec.firmware.image_keys import LocalImageSigner
+        from iotsec.pki.pkcs8 import encrypt_private_key
+
         self._refuse_taken(label)
         key = key_type.generate()
         write_private_file(self._image_path(label), encrypt_private_key(key, self._passphrase))
@@ -151,6 +171,8 @@ class FileKeyStore(RecordingStore):
                                        "firmware signing key",
                                        hint="generate one with 'iotsec firmware keygen "
                                        "--label NAME'")
+        from iotsec.firmware.image_keys import FirmwarePrivateKey, LocalImageSigner
+
         key = self._read(path, label)
         try:
             if not isinstance(key, FirmwarePrivateKey):

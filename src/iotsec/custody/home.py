@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Final
 from iotsec.config import Settings
 from iotsec.custody.base import KeyStore
 from iotsec.custody.file_keys import FileKeyStore
-from iotsec.custody.keks import KekCustody
 from iotsec.errors import (
     ConfigError,
     KeyCustodyError,
@@ -31,6 +30,7 @@ from iotsec.errors import (
 from iotsec.filesystem import read_bounded, write_private_file
 
 if TYPE_CHECKING:
+    from iotsec.custody.keks import KekCustody
     from iotsec.custody.pkcs11_kek import Pkcs11KekStore
     from iotsec.custody.pkcs11_token import Pkcs11Config, Pkcs11Token
 
@@ -170,6 +170,9 @@ class HomeCustody:
     def keks(self) -> KekCustody:
         """The home's KEKs (files, and the token's when one is configured)."""
         if self._keks is None:
+            # Deferred: the KEK code is loaded by the commands that wrap or unwrap a key.
+            from iotsec.custody.keks import KekCustody
+
             settings = self.settings
             hsm = None
             if settings.pkcs11_module is not None:

@@ -21,12 +21,10 @@ import json
 import json.encoder
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
 __all__ = [
     "GENESIS", "ChainFault", "ChainReport", "ChainRow", "Checkpoint", "CheckpointPlan", "Fault",
@@ -100,6 +98,11 @@ def verify_signature(public_key: CertificateIssuerPublicKeyTypes, signature: byt
     """Whether ``signature`` is the audit key's over ``message`` (the algorithms of
     :class:`iotsec.pki.keys.Signer`: ECDSA with SHA-256 or SHA-384 by curve, RSA PKCS#1 v1.5
     with SHA-256)."""
+    # Deferred: appending events (every command that writes) needs no signature code.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
     try:
         if isinstance(public_key, ec.EllipticCurvePublicKey):
             digest: hashes.HashAlgorithm = (hashes.SHA384() if public_key.curve.key_size == 384

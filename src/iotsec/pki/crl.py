@@ -12,7 +12,6 @@ partition CRL (issuingDistributionPoint, 5.2.5, critical, naming the partition's
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from iotsec.errors import InvalidInputError
 from iotsec.pki import der
 from iotsec.pki import x509 as enc
 from iotsec.pki.ca import Authority
+from iotsec.pki.reasons import RevocationReason
 
 __all__ = [
     "CERTIFICATE_HOLD",
@@ -42,34 +42,6 @@ OID_ISSUING_DISTRIBUTION_POINT = "2.5.29.28"
 OID_FRESHEST_CRL = "2.5.29.46"
 # A URL that goes into a distribution point name: printable ASCII, as an IA5String holds.
 _URL = re.compile(r"[\x21-\x7e]{1,2000}")
-
-
-class RevocationReason(enum.IntEnum):
-    """CRLReason codes (RFC 5280 5.3.1). ``certificateHold`` and ``removeFromCRL`` are not
-    offered: a revocation in iotsec is final."""
-
-    unspecified = 0
-    keyCompromise = 1
-    cACompromise = 2
-    affiliationChanged = 3
-    superseded = 4
-    cessationOfOperation = 5
-    privilegeWithdrawn = 9
-    aACompromise = 10
-
-    @classmethod
-    def parse(cls, text: str) -> RevocationReason:
-        stripped = text.strip()
-        if re.fullmatch(r"[0-9]{1,2}", stripped):
-            if int(stripped) in {m.value for m in cls}:
-                return cls(int(stripped))
-        else:
-            wanted = stripped.replace("-", "").replace("_", "").lower()
-            for member in cls:
-                if member.name.lower() == wanted:
-                    return member
-        raise InvalidInputError(f"unknown revocation reason {text[:40]!r}",
-                                hint="use one of: " + ", ".join(m.name for m in cls))
 
 
 def crl_partition(serial: int, partitions: int) -> int:

@@ -21,10 +21,9 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 from sqlalchemy import select
 
 from iotsec.access.engine import CompiledPolicy
@@ -67,7 +66,7 @@ log = logging.getLogger("iotsec.emqx")
 class EmqxSettings(EnvSettings):
     """``IOTSEC_EMQX_*`` settings of the EMQX hooks."""
 
-    model_config = SettingsConfigDict(env_prefix="IOTSEC_EMQX_", extra="ignore")
+    env_prefix: ClassVar[str] = "IOTSEC_EMQX_"
 
     authn_ttl: int = Field(
         default=300, ge=30, le=86_400,

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Connection, Row, or_, select
 
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InvalidInputError, NotFoundError
 from iotsec.identity.registry import parse_device_id
-from iotsec.pki.crl import RevocationReason
-from iotsec.pki.issue import IssuedCertificate
+from iotsec.pki.reasons import RevocationReason
 from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import from_ts, ts
+
+if TYPE_CHECKING:
+    from iotsec.pki.issue import IssuedCertificate
 
 __all__ = [
     "CertificateRecord", "certificate_row", "get_certificate", "list_certificates",
@@ -44,6 +44,9 @@ class CertificateRecord:
 
     @property
     def pem(self) -> str:
+        from cryptography import x509  # deferred: listing certificates needs no parsing
+        from cryptography.hazmat.primitives import serialization
+
         return x509.load_der_x509_certificate(self.der).public_bytes(
             serialization.Encoding.PEM).decode("ascii")
 

@@ -6,19 +6,23 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from iotsec.app.broker.infrastructure import Replacement
-from iotsec.app.identity.device_tokens import DeviceKeyRecord
-from iotsec.app.pki.bundles import KeygenBundle
-from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.wire.base import Wire
-from iotsec.identity.device_tokens import VerifiedToken
-from iotsec.identity.registry import Device
-from iotsec.pki.crl import RevocationReason
 from iotsec.timeutil import from_ts
+
+if TYPE_CHECKING:
+    # The domain types are named by the ``from_*`` constructors only: a command that renders
+    # a device does not import the broker, the token or the bundle services for them.
+    from iotsec.app.broker.infrastructure import Replacement
+    from iotsec.app.identity.device_tokens import DeviceKeyRecord
+    from iotsec.app.pki.bundles import KeygenBundle
+    from iotsec.app.pki.cert_records import CertificateRecord
+    from iotsec.identity.device_tokens import VerifiedToken
+    from iotsec.identity.registry import Device
+    from iotsec.pki.reasons import RevocationReason
 
 __all__ = [
     "CertificateOut", "DeviceDetailOut", "DeviceKeyOut", "DeviceOut", "DeviceSecretOut",
