@@ -66,7 +66,7 @@ from iotsec.app.broker.files import (
     swap,
     write_json_private,
 )
-from iotsec.app.broker.fleet import load_fleet
+from iotsec.app.broker.fleet import load_acl_fleet, load_fleet
 from iotsec.app.broker.holds import held_certificates, held_digest
 from iotsec.app.broker.pki import (
     ServerNames,
@@ -342,7 +342,7 @@ def sync_needed(rt: Runtime, directory: Path) -> bool:
         return True
     if next_update - rt.now() < lifetime / 2:
         return True
-    roles, devices = load_fleet(rt)
+    roles, devices = load_acl_fleet(rt)
     acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=new_device_roles(roles),
                       quarantine_role=quarantine_role_of(roles, rt.settings.quarantine_topic))
     if hashlib.sha256(acl.text.encode("utf-8")).hexdigest() != previous.get("acl_sha256"):
