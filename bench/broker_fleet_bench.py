@@ -39,7 +39,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from common import load_average, machine_info, print_machine
+from common import load_average, machine_info, print_machine, run_child
 from iotsec.access.policy import Role, Rule
 from iotsec.app.access.roles import add_role
 from iotsec.app.broker.fleet import load_acl_fleet, load_fleet
@@ -109,21 +109,13 @@ def seed(url: str, home: Path, n: int) -> float:
     return time.perf_counter() - start
 
 
-def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, dict[str, Any]]:
-    """Seconds and peak RSS (MB, from wait4) of one whole ``iotsec`` command, and its JSON
-    answer."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "iotsec.cli.main", *args, "--json"],
-                                env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"iotsec {' '.join(args)} failed: {err.read()[-500:]!r}")
-        return seconds, usage.ru_maxrss / 1024, json.loads(out.read())
+def run_cli(*args: str) -> tuple[float, float, dict[str, Any]]:
+    """Seconds and peak RSS (MiB, the child's own) of one whole ``iotsec`` command, and
+    its JSON answer."""
+    run = run_child([str(Path(sys.executable).parent / "iotsec"), *args, "--json"])
+    if run.returncode != 0:
+        raise RuntimeError(f"iotsec {' '.join(args)} failed: {run.stderr[-500:]}")
+    return run.seconds, run.peak_rss_mib, json.loads(run.stdout)
 
 
 def cold_start(conf: Path, log: Path) -> tuple[float, subprocess.Popen[bytes]]:
@@ -186,9 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.reuse:
         print(f"# seeded {args.devices:,} devices in "
               f"{seed(args.database_url, args.home, args.devices):.1f} s", flush=True)
-    env = {**os.environ, "IOTSEC_HOME": str(args.home),
-           "IOTSEC_DATABASE_URL": args.database_url,
-           "PYTHONPATH": os.pathsep.join(sys.path)}
+    os.environ.update({"IOTSEC_HOME": str(args.home), "IOTSEC_DATABASE_URL": args.database_url,
+                       "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     work = Path(tempfile.mkdtemp(prefix="iotsec-bfb-", dir="/tmp"))
     work.chmod(0o711)
     renders: list[tuple[float, float]] = []
@@ -200,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"broker-{r}"
             port = 20000 + (os.getpid() + r) % 20000
             load1 = os.getloadavg()
-            seconds, peak, rendered = run_cli(env, "broker", "mosquitto", "render", "-o",
+            seconds, peak, rendered = run_cli("broker", "mosquitto", "render", "-o",
                                               str(out), "--port", str(port))
             renders.append((seconds, peak))
             cold, proc = cold_start(out / "mosquitto.conf", out / "run" / "mosquitto.log")
             colds.append(cold)
             try:
-                seconds, peak, synced = run_cli(env, "broker", "mosquitto", "sync", str(out),
+                seconds, peak, synced = run_cli("broker", "mosquitto", "sync", str(out),
                                                 "--pid", str(proc.pid))
                 syncs.append((seconds, peak))
                 if not synced["confirmed"]:
