@@ -241,12 +241,14 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
                 hint=f"check that the broker was started with {layout.conf} (its control "
                 "socket is DIR/run/admin.sock) and run the sync again") from exc
         seconds["kick"] = round(time.monotonic() - t3, 3)
-        for device_id in kicked:
-            rt.events.record(Event(rt.now(), "broker.kick", "success", actor=device_id,
-                                   subject=str(layout.root),
-                                   detail={"reason": "blocked" if device_id in built.blocked
-                                           else "quarantined" if device_id in newly_quarantined
-                                           else "certificate revoked"}))
+        # One event per session ended, written together (a first sync may end thousands).
+        blocked = set(built.blocked)
+        rt.events.record_many([
+            Event(rt.now(), "broker.kick", "success", actor=device_id,
+                  subject=str(layout.root),
+                  detail={"reason": "blocked" if device_id in blocked
+                          else "quarantined" if device_id in newly_quarantined
+                          else "certificate revoked"}) for device_id in kicked])
     # The manifest is rewritten in place: the broker never reads it.
     replace_shared(layout.generation(built.number) / "manifest.json",
                    json.dumps(built.manifest, indent=1).encode("utf-8"), owner)
