@@ -17,7 +17,9 @@ Reference, same run: Mosquitto's own cold start on the same files (exec to "runn
 Attribution, same run, each in a child process: the whole-fleet read (``load_fleet``, the
 previous path) beside the bounded one (``load_acl_fleet``), time and peak RSS.
 
-    python bench/broker_fleet_bench.py --database-url postgresql+psycopg://postgres@127.0.0.1/bulk_broker --home /tmp/broker-home
+    python bench/broker_fleet_bench.py          # a fresh database, seeded, dropped after
+    python bench/broker_fleet_bench.py --database-url URL --home DIR          # seed once
+    python bench/broker_fleet_bench.py --database-url URL --home DIR --reuse  # then reuse
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from common import load_average, machine_info, print_machine, run_child
 from iotsec.access.policy import Role, Rule
@@ -48,6 +51,9 @@ from iotsec.pki.crl import RevocationReason, encode_entry
 from iotsec.timeutil import from_ts
 
 GOAL_SECONDS = 5.0
+#: The PostgreSQL server a fresh database is made on when none is given.
+SERVER = os.environ.get("IOTSEC_BENCH_DATABASE_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 GOAL_MB = 300.0
 
 
@@ -105,6 +111,12 @@ def seed(url: str, home: Path, n: int) -> float:
         conn.execute(text("VACUUM ANALYZE"))
     engine.dispose()
     return time.perf_counter() - start
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_cli(*args: str) -> tuple[float, float, dict[str, Any]]:
@@ -174,14 +186,45 @@ def attribution() -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--database-url", help="the database to seed (or reuse); default: a "
+                        f"fresh one on {SERVER}, dropped at the end")
+    parser.add_argument("--home", type=Path, help="the home to seed (or reuse); default: a "
+                        "temporary one")
     parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="100,000 devices, one round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reuse", action="store_true", help="the home is seeded already")
     parser.add_argument("--no-attribution", action="store_true")
     args = parser.parse_args(argv)
+    if args.reuse and not (args.database_url and args.home):
+        parser.error("--reuse needs --database-url and --home")
+    if args.quick:
+        args.devices, args.rounds = 100_000, 1
     print_machine(machine_info())
+    scratch: list[str] = []
+    if args.database_url is None:
+        name = f"iotsec_bfb_{os.getpid()}"
+        admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        args.database_url = make_url(SERVER).set(database=name).render_as_string(
+            hide_password=False)
+        scratch.append(name)
+    if args.home is None:
+        args.home = Path(tempfile.mkdtemp(prefix="iotsec-bfb-home-")) / "home"
+    try:
+        return measure(args)
+    finally:
+        for name in scratch:
+            admin = create_engine(SERVER, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+            shutil.rmtree(args.home.parent, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace) -> int:
     if not args.reuse:
         print(f"# seeded {args.devices:,} devices in "
               f"{seed(args.database_url, args.home, args.devices):.1f} s", flush=True)
@@ -196,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for r in range(args.rounds):
             out = work / f"broker-{r}"
-            port = 20000 + (os.getpid() + r) % 20000
+            port = free_port()
             load1 = os.getloadavg()
             seconds, peak, rendered = run_cli("broker", "mosquitto", "render", "-o",
                                               str(out), "--port", str(port))
