@@ -91,6 +91,7 @@ def csv_rows(stream: TextIO) -> Iterator[ImportRow]:
     """The rows of a CSV file ``id,groups,attributes`` (groups and ``key=value``
     attributes separated by ``;``; other columns are ignored), validated as they are read.
     A bad row raises :class:`InvalidInputError` naming its line."""
+    # The limit is the csv module's, process-wide: iotsec reads no other CSV.
     csv.field_size_limit(MAX_FIELD)
     reader = csv.reader(stream)
     line = 1
