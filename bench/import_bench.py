@@ -10,12 +10,22 @@ database file with the same pragmas (WAL, synchronous=NORMAL).
 
 Rounds are interleaved, each in a fresh home and a fresh database file; the median is
 reported.
+
+``--csv N`` (issue 18): the whole command ``iotsec device import FILE.csv`` of an N-row
+file (``id,groups,attributes``: every device in group ``fleet``, half of them in one of
+seven ``batch-*`` groups too, a third with two attributes; generated once into /tmp), on
+SQLite and on PostgreSQL (``--database-url``, a fresh database per round), each beside
+its reference in the same round: ``sqlite3 .import`` of the same file into a bare table
+of the same three columns (WAL, ``synchronous=NORMAL``), and ``psql \\copy`` of it into a
+bare table of a fresh database. Times and each child's own peak RSS (wait4).
+Goals: <= 15 s SQLite, <= 20 s PostgreSQL, <= 5x the reference, <= 200 MB.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import statistics
 import sys
@@ -23,7 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, make_url, select, text
 
 from common import (
     Report,
@@ -31,13 +41,19 @@ from common import (
     load_average,
     machine_info,
     print_machine,
+    run_child,
     scratch_dir,
+    settings_for,
     verdict,
 )
 from iotsec.app.identity import devices
+from iotsec.app.setup import init_home
+from iotsec.config import Settings
 from iotsec.store import models
 
 GOAL_SECONDS = 30.0
+CSV_GOALS = {"sqlite": 15.0, "postgresql": 20.0}
+CSV_RATIO, CSV_MB = 5.0, 200.0
 
 
 def ours(count: int) -> tuple[float, float]:
@@ -104,6 +120,125 @@ def schema_floor(count: int) -> float:
     return seconds
 
 
+def csv_file(rows: int) -> Path:
+    """The N-row import file, generated once."""
+    path = Path(f"/tmp/iotsec-import-{rows}.csv")
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as fh:
+            fh.write("id,groups,attributes\n")
+            for i in range(rows):
+                groups = f"fleet;batch-{i % 7}" if i % 2 == 0 else "fleet"
+                attrs = f"model=t{i % 5};site=north" if i % 3 == 0 else ""
+                fh.write(f"dev-{i:07d},{groups},{attrs}\n")
+        tmp.rename(path)
+    return path
+
+
+def _iotsec_import(path: Path, home: Path, url: str | None) -> tuple[float, float]:
+    os.environ["IOTSEC_HOME"] = str(home)
+    if url:
+        os.environ["IOTSEC_DATABASE_URL"] = url
+    else:
+        os.environ.pop("IOTSEC_DATABASE_URL", None)
+    run = run_child([str(Path(sys.executable).parent / "iotsec"), "device", "import", str(path),
+                     "--json"])
+    if run.returncode != 0:
+        raise RuntimeError(f"the import failed: {run.stderr[-500:]}")
+    return run.seconds, run.peak_rss_mib
+
+
+def sqlite_round(path: Path, rows: int) -> dict[str, float]:
+    with scratch_dir("iotsec-bench-csv-") as tmp:
+        home = tmp / "home"
+        init_home(settings_for(home), store_passphrase=True)
+        seconds, peak = _iotsec_import(path, home, None)
+        db = sqlite3.connect(home / "iotsec.db")
+        stored = db.execute("SELECT count(*) FROM devices").fetchone()[0]
+        db.close()
+        if stored != rows:
+            raise AssertionError(f"imported {stored} devices")
+        ref_db = tmp / "ref.db"
+        ref = run_child(["sqlite3", str(ref_db), "PRAGMA journal_mode=WAL;",
+                         "PRAGMA synchronous=NORMAL;",
+                         "CREATE TABLE d (id TEXT, groups TEXT, attributes TEXT);",
+                         f".import --csv --skip 1 {path} d"])
+        if ref.returncode != 0:
+            raise RuntimeError(f"sqlite3 .import failed: {ref.stderr[-300:]}")
+    return {"ours_s": seconds, "ours_mb": peak, "ref_s": ref.seconds, "ref_mb": ref.peak_rss_mib}
+
+
+def postgres_round(path: Path, rows: int, url: str) -> dict[str, float]:
+    base = make_url(url)
+    name = f"iotsec_import_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    db_url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        with scratch_dir("iotsec-bench-csv-") as tmp:
+            home = tmp / "home"
+            init_home(Settings(home=home, database_url=db_url), store_passphrase=True)
+            seconds, peak = _iotsec_import(path, home, db_url)
+        engine = create_engine(db_url)
+        with engine.begin() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM devices")).scalar_one()
+            conn.execute(text("CREATE TABLE bare (id text, groups text, attributes text)"))
+        engine.dispose()
+        if stored != rows:
+            raise AssertionError(f"imported {stored} devices")
+        psql = ["psql", "-q", "-h", base.host or "127.0.0.1", "-p", str(base.port or 5432),
+                "-U", base.username or "postgres", name, "-c",
+                f"\\copy bare FROM '{path}' WITH (FORMAT csv, HEADER true)"]
+        ref = run_child(psql)
+        if ref.returncode != 0:
+            raise RuntimeError(f"psql \\copy failed: {ref.stderr[-300:]}")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return {"ours_s": seconds, "ours_mb": peak, "ref_s": ref.seconds, "ref_mb": ref.peak_rss_mib}
+
+
+def csv_main(rows: int, rounds: int, url: str | None, json_path: Path | None) -> int:
+    machine = machine_info()
+    print_machine(machine)
+    path = csv_file(rows)
+    backends = ["sqlite", *(["postgresql"] if url else [])]
+    report = Report(f"Issue 18: iotsec device import of {rows:,} CSV rows", params={
+        "file": f"{path} ({path.stat().st_size:,} bytes)", "rounds (median reported)": rounds,
+        "backends": backends, "load average at start": load_average()})
+    results: dict[str, list[dict[str, float]]] = {b: [] for b in backends}
+    loads: list[str] = []
+    for r in range(rounds):
+        for backend in backends if r % 2 == 0 else backends[::-1]:
+            one = (sqlite_round(path, rows) if backend == "sqlite"
+                   else postgres_round(path, rows, url or ""))
+            results[backend].append(one)
+            loads.append(load_average())
+            print(f"# round {r + 1} {backend}: ours {one['ours_s']:.2f} s "
+                  f"{one['ours_mb']:.0f} MB, reference {one['ref_s']:.2f} s; load "
+                  f"{loads[-1]}", flush=True)
+    for backend in backends:
+        ours = statistics.median(x["ours_s"] for x in results[backend])
+        ref = statistics.median(x["ref_s"] for x in results[backend])
+        peak = max(x["ours_mb"] for x in results[backend])
+        ratio = statistics.median(x["ours_s"] / x["ref_s"] for x in results[backend])
+        name = "sqlite3 .import" if backend == "sqlite" else "psql \\copy"
+        report.add(f"{backend}: iotsec device import (whole command)", ours, "s",
+                   f"goal <= {CSV_GOALS[backend]:g} s: {verdict(ours <= CSV_GOALS[backend])}")
+        report.add(f"{backend}: peak RSS", peak, "MiB",
+                   f"goal <= {CSV_MB:g}: {verdict(peak <= CSV_MB)}")
+        report.add(f"{backend}: reference {name}, bare table", ref, "s")
+        report.add(f"{backend}: ratio ours / reference (median of rounds)", ratio, "x",
+                   f"goal <= {CSV_RATIO:g}: {verdict(ratio <= CSV_RATIO)}")
+    report.params["load average per round"] = loads
+    report.params["load average at end"] = load_average()
+    report.print()
+    report.write_json(json_path, machine)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,7 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, help="devices to register (default 100,000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--csv", type=int, metavar="N",
+                        help="time the whole CLI import of an N-row CSV file instead")
+    parser.add_argument("--database-url", help="PostgreSQL server for --csv (a fresh "
+                        "database per round), e.g. postgresql+psycopg://postgres@127.0.0.1/test")
     args = parser.parse_args(argv)
+    if args.csv:
+        return csv_main(args.csv, args.rounds, args.database_url, args.json)
     count = args.count or (10_000 if args.quick else 100_000)
 
     machine = machine_info()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.cli.support import Cli
 
@@ -72,3 +76,20 @@ def test_other_bad_files_import_nothing(cli: Cli, ready: object, tmp_path: Path)
         assert expected in cli.refused("device", "import", str(path)), name
     assert "does not exist" in cli.refused("device", "import", str(tmp_path / "missing.csv"))
     assert cli.json("device", "list") == []
+
+
+def test_import_from_standard_input(cli: Cli, ready: object, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"id,groups,attributes\nin-1,g,\nin-2,g,model=x\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert cli.json("device", "import", "-") == {"imported": 2}
+    assert cli.json("device", "show", "in-2")["attributes"] == {"model": "x"}
+
+
+def test_a_duplicate_far_into_the_file_is_named_by_its_line(cli: Cli, ready: object,
+                                                            tmp_path: Path) -> None:
+    ids = [f"dev-{n:05d}" for n in range(12_000)] + ["dev-00003"]
+    message = cli.refused("device", "import", str(_csv(tmp_path / "fleet.csv", ids)))
+    assert "line 12002" in message and "dev-00003" in message and "twice" in message
+    assert cli.json("device", "list") == []
+    assert "is a directory" in cli.refused("device", "import", str(tmp_path))

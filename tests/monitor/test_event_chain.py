@@ -48,6 +48,19 @@ def test_events_are_chained_in_order_and_verify(rt: Runtime) -> None:
     assert report.checkpointed_seq == 0
 
 
+def test_events_recorded_together_are_one_append_in_order(rt: Runtime) -> None:
+    before = len(_seqs(rt))
+    rt.events.record_many([Event(at=rt.now(), kind="test.many", outcome="success",
+                                 actor=f"d-{n}") for n in range(40)])
+    rt.events.record_many([])
+    with rt.engine.connect() as conn:
+        actors = [r[0] for r in conn.execute(select(E.actor).where(E.kind == "test.many")
+                                             .order_by(E.seq))]
+    assert actors == [f"d-{n}" for n in range(40)]
+    assert _seqs(rt) == list(range(1, before + 41))
+    assert verify(rt).ok
+
+
 def test_an_event_recorded_in_a_transaction_is_in_the_chain_with_it(rt: Runtime) -> None:
     _record(rt, 2)
     with pytest.raises(RuntimeError), transaction(rt.engine) as conn:

@@ -131,6 +131,18 @@ class EventSink:
             # outside a transaction, or at flush/close.
             self._buffer.append(event.row())
 
+    def record_many(self, events: list[Event]) -> None:
+        """Record several events as :meth:`record` does, written together: one
+        transaction and one append to the chain for all of them."""
+        rows = [event.row() for event in events]
+        if not rows:
+            return
+        if self._thread is None and not in_transaction():
+            self.flush()
+            self._write(rows)
+        else:
+            self._buffer.extend(rows)
+
     def record_in(self, conn: Connection, event: Event) -> None:
         """Append ``event`` within ``conn``'s transaction: it is in the chain exactly when
         the change it records is committed (call it last in the unit of work)."""

@@ -53,7 +53,8 @@ from iotsec.broker.acl_grants import Grants, Template, Var, grants, intersect, o
 
 __all__ = [
     "ADMIN_USER", "GATEWAY_USER", "INTERNAL_USERS", "LARGE_USER_BLOCKS", "MAX_EXPANSION",
-    "MAX_LINE_BYTES", "PROBE_USER", "CompiledAcl", "FleetDevice", "compile_acl", "writable"
+    "MAX_LINE_BYTES", "PROBE_USER", "CompiledAcl", "FleetDevice", "compile_acl",
+    "every_device_needs_block", "has_connect_denials", "writable"
 ]
 
 #: Longest ACL line written (Mosquitto reads lines into a 1024-byte buffer).
@@ -212,6 +213,31 @@ def _connect_denied(policy: CompiledPolicy, device: FleetDevice) -> bool:
     return not decision.allowed and decision.rule is not None
 
 
+def _needs_every_device(base: Grants) -> bool:
+    """Does a rule of the roles every device holds need per-device expansion (a variable
+    other than the device id)? Then every device with a certificate needs a user block."""
+    covered = {t for t in base.read if _pattern_text(t) is not None}
+    covered_write = {t for t in base.write if _pattern_text(t) is not None}
+    return (len(covered) < len(base.read) or len(covered_write) < len(base.write)
+            or bool(base.read_pairs)
+            or sum(_pattern_text(t) is not None for t in base.deny) < len(base.deny))
+
+
+def has_connect_denials(roles: Sequence[Role]) -> bool:
+    """Does a role deny ``connect``? Then each device is decided on its own (its id,
+    groups and attributes) before the ACL is written."""
+    return any(r.action == "connect" and r.effect is Effect.DENY
+               for role in roles for r in role.rules)
+
+
+def every_device_needs_block(roles: Sequence[Role], universal: Sequence[str]) -> bool:
+    """Would :func:`compile_acl` write a user block for every device with a certificate,
+    when ``universal`` are the roles every enabled device holds?"""
+    by_name = {r.name: r for r in roles}
+    return _needs_every_device(grants(r for name in universal if name in by_name
+                                      for r in by_name[name].rules))
+
+
 def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
                 new_device_roles: tuple[str, ...] | None = None,
                 header: str = "", quarantine_role: Role | None = None) -> CompiledAcl:
@@ -223,8 +249,7 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
     ``quarantine_role``: the rules of quarantined devices (default: the built-in role)."""
     by_name = {r.name: r for r in roles}
     w = _Writer()
-    deny_connect = any(r.action == "connect" and r.effect is Effect.DENY
-                       for role in roles for r in role.rules)
+    deny_connect = has_connect_denials(roles)
     if any(r.action == "connect" and r.effect is Effect.ALLOW
            for role in roles for r in role.rules):
         w.warnings.append("allow connect rules need no broker line: the client id is the "
@@ -263,10 +288,7 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
     pattern_deny = [t for t in base.deny if _pattern_text(t) is not None]
     covered = {t for t in base.read if _pattern_text(t) is not None}
     covered_write = {t for t in base.write if _pattern_text(t) is not None}
-    # Does any universal rule need per-device expansion? Then every device needs a block.
-    every_device_needs_block = (len(covered) < len(base.read) or len(covered_write)
-                                < len(base.write) or bool(base.read_pairs)
-                                or len(pattern_deny) < len(base.deny))
+    all_blocks = _needs_every_device(base)
 
     if header:
         w.lines.extend(f"# {line}" for line in header.splitlines())
@@ -300,7 +322,7 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
         if not d.serials:
             continue  # cannot connect; its patterns alone would only grant less
         held = tuple(r for r in d.roles if r in by_name)
-        if not every_device_needs_block and all(r in universal_set for r in held):
+        if not all_blocks and all(r in universal_set for r in held):
             continue
         g = cache.get(held)
         if g is None:

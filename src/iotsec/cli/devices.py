@@ -6,10 +6,11 @@ when they run, so that the read commands (list, show) start without them.
 
 from __future__ import annotations
 
-import csv
 import io
+import sys
 from collections.abc import Iterator
-from typing import Annotated
+from contextlib import contextmanager
+from typing import Annotated, TextIO
 
 import typer
 
@@ -24,22 +25,20 @@ from iotsec.cli.output import (
     console,
     emit_json,
     plural,
-    read_input,
     rich_console,
     table,
     when,
 )
-from iotsec.errors import InvalidInputError, IotsecError
+from iotsec.errors import InvalidInputError, NotFoundError
 from iotsec.identity.registry import DeviceState
 
 __all__ = [
-    "MAX_IMPORT_BYTES", "IdArg", "ProfileNameArg", "add", "app", "approve", "assign", "disable",
+    "IdArg", "ProfileNameArg", "add", "app", "approve", "assign", "disable",
     "enable", "import_", "list_", "retire", "set_profile", "show"
 ]
 
 app = typer.Typer(help="Register and manage devices.", no_args_is_help=True)
 
-MAX_IMPORT_BYTES = 256 * 1024 * 1024
 IdArg = Annotated[str, typer.Argument(metavar="ID")]
 
 
@@ -202,51 +201,50 @@ def retire(device_id: IdArg, as_json: JsonOpt = False) -> None:
     _set_state(device_id, DeviceState.RETIRED, as_json)
 
 
-def _rows(text: str) -> Iterator[service.NewDevice]:
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "id" not in reader.fieldnames:
-        raise InvalidInputError("the CSV has no 'id' column",
-                                hint="the first line must be a header: id,groups,attributes")
-    for row in reader:
-        line = reader.line_num
+@contextmanager
+def _open_csv(path: str) -> Iterator[TextIO]:
+    """The import file as text, read as it is consumed (``-``: standard input)."""
+    if path == "-":
+        stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
         try:
-            groups = [g for g in (row.get("groups") or "").split(";") if g]
-            attrs = [a for a in (row.get("attributes") or "").split(";") if a]
-            yield service.NewDevice.parse((row.get("id") or "").strip(), groups, attrs)
-        except IotsecError as exc:
-            raise InvalidInputError(f"line {line}: {exc}", hint=exc.hint) from None
+            yield stream
+        finally:
+            stream.detach()
+        return
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise NotFoundError(f"import file {path} does not exist", hint="check the path"
+                            ) from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"import file {path} is a directory", hint="give a file"
+                                ) from None
+    with fh:
+        yield fh
 
 
 @app.command("import")
 def import_(
     path: Annotated[str, typer.Argument(metavar="FILE.csv", help="CSV: id,groups,attributes "
-                                        "(groups and attributes separated by ';').")],
+                                        "(groups and attributes separated by ';'); '-' reads "
+                                        "standard input.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Register many devices from a CSV file, in batched transactions."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    """Register many devices from a CSV file, all or nothing: the file is streamed in
+    batches inside one transaction, and a bad or duplicate row (named by its line)
+    imports nothing."""
+    from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    try:
-        text = read_input(path, MAX_IMPORT_BYTES, "import file").decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"{path} is not UTF-8 text", hint="save the CSV as UTF-8"
-                                ) from None
-    devices = list(_rows(text))  # validate every line before writing anything
-    with runtime() as rt:
+    from iotsec.app.identity import bulk_import
+
+    with _open_csv(path) as stream, runtime() as rt:
         if as_json:
-            count = service.import_devices(rt, devices, actor="cli")
+            count = bulk_import.import_csv(rt, stream, actor="cli")
             emit_json({"imported": count})
             return
-        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=rich_console(console),
-                      transient=False) as progress:
-            task = progress.add_task("import", total=len(devices))
-            count = service.import_devices(
-                rt, devices, progress=lambda n: progress.advance(task, n), actor="cli")
+        with Progress(TextColumn("importing"), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=rich_console(console), transient=False) as progress:
+            task = progress.add_task("import", total=None)
+            count = bulk_import.import_csv(
+                rt, stream, progress=lambda n: progress.advance(task, n), actor="cli")
     console.print(f"Imported {plural(count, 'device')}")

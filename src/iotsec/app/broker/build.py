@@ -18,13 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from iotsec.access.policy import Role
 from iotsec.access.quarantine import quarantine_role_of
 from iotsec.app.broker.files import Owner, read_json, write
-from iotsec.app.broker.fleet import load_fleet
+from iotsec.app.broker.fleet import load_acl_fleet, new_device_roles
 from iotsec.app.broker.holds import held_certificates, held_digest, with_holds
 from iotsec.app.broker.pki import ServerNames, server_certificate
-from iotsec.app.identity.bindings import DEFAULT_ROLE
 from iotsec.app.pki.authorities import (
     AuthorityRecord,
     authority_crl,
@@ -85,11 +83,6 @@ def options_of(layout: Layout) -> BrokerOptions:
     data["ips"] = tuple(data.get("ips", ()))
     known = set(BrokerOptions.__dataclass_fields__)
     return BrokerOptions(**{k: v for k, v in data.items() if k in known})
-
-
-def new_device_roles(roles: list[Role]) -> tuple[str, ...] | None:
-    """What a device registered without roles gets: the default role, when it exists."""
-    return (DEFAULT_ROLE,) if any(r.name == DEFAULT_ROLE for r in roles) else None
 
 
 @dataclass
@@ -154,7 +147,7 @@ def build(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Owner,
         crls = trusted_crls(rt, previous.get("crl_numbers", {}))
         issuing_info = next(info for a, _, info in crls
                             if a.role == "issuing" and a.state == "active")
-        roles, devices = load_fleet(rt)
+        roles, devices = load_acl_fleet(rt)
         acl = compile_acl(roles, devices, header=ACL_HEADER,
                           new_device_roles=new_device_roles(roles),
                           quarantine_role=quarantine_role_of(roles, rt.settings.quarantine_topic))

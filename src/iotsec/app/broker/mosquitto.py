@@ -66,7 +66,7 @@ from iotsec.app.broker.files import (
     swap,
     write_json_private,
 )
-from iotsec.app.broker.fleet import load_fleet
+from iotsec.app.broker.fleet import load_acl_fleet, load_fleet
 from iotsec.app.broker.holds import held_certificates, held_digest
 from iotsec.app.broker.pki import (
     ServerNames,
@@ -241,12 +241,14 @@ def _sync_locked(rt: Runtime, layout: Layout, options: BrokerOptions, owner: Own
                 hint=f"check that the broker was started with {layout.conf} (its control "
                 "socket is DIR/run/admin.sock) and run the sync again") from exc
         seconds["kick"] = round(time.monotonic() - t3, 3)
-        for device_id in kicked:
-            rt.events.record(Event(rt.now(), "broker.kick", "success", actor=device_id,
-                                   subject=str(layout.root),
-                                   detail={"reason": "blocked" if device_id in built.blocked
-                                           else "quarantined" if device_id in newly_quarantined
-                                           else "certificate revoked"}))
+        # One event per session ended, written together (a first sync may end thousands).
+        blocked = set(built.blocked)
+        rt.events.record_many([
+            Event(rt.now(), "broker.kick", "success", actor=device_id,
+                  subject=str(layout.root),
+                  detail={"reason": "blocked" if device_id in blocked
+                          else "quarantined" if device_id in newly_quarantined
+                          else "certificate revoked"}) for device_id in kicked])
     # The manifest is rewritten in place: the broker never reads it.
     replace_shared(layout.generation(built.number) / "manifest.json",
                    json.dumps(built.manifest, indent=1).encode("utf-8"), owner)
@@ -342,7 +344,7 @@ def sync_needed(rt: Runtime, directory: Path) -> bool:
         return True
     if next_update - rt.now() < lifetime / 2:
         return True
-    roles, devices = load_fleet(rt)
+    roles, devices = load_acl_fleet(rt)
     acl = compile_acl(roles, devices, header=ACL_HEADER, new_device_roles=new_device_roles(roles),
                       quarantine_role=quarantine_role_of(roles, rt.settings.quarantine_topic))
     if hashlib.sha256(acl.text.encode("utf-8")).hexdigest() != previous.get("acl_sha256"):

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 
 from iotsec.access.policy import parse_role_name
 from iotsec.app.events import Event
+from iotsec.app.identity import bulk_import
 from iotsec.app.identity.bindings import DEFAULT_ROLE, assign_roles, policy_changed
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
@@ -30,7 +31,7 @@ __all__ = [
     "import_devices", "insert_devices", "list_devices", "set_state"
 ]
 
-IMPORT_BATCH = 5000
+IMPORT_BATCH = bulk_import.IMPORT_BATCH
 MAX_LIST = 10_000
 
 
@@ -114,51 +115,16 @@ def add_device(rt: Runtime, new: NewDevice, *, actor: str | None = None) -> Devi
 def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
                    progress: Callable[[int], None] | None = None,
                    batch_size: int = IMPORT_BATCH, actor: str | None = None) -> int:
-    """Register many devices in one transaction, written in batches: all or nothing.
+    """Register many devices in one transaction, written in batches as ``devices`` is
+    read: all or nothing (see :mod:`iotsec.app.identity.bulk_import`).
 
     An id that is already registered, or that appears twice, refuses the whole import. One
     ``device.imported`` event (the count, the first and last ids) in the same transaction.
     """
-    total = 0
-    seen: set[str] = set()
-    moment = rt.now()
-    now = ts(moment)
-    ends: list[str] = []  # the first and the last id imported
-    with transaction(rt.engine) as conn:
-        batch: list[NewDevice] = []
-
-        def flush() -> None:
-            nonlocal total
-            if not batch:
-                return
-            ids = [d.id for d in batch]
-            taken = conn.execute(select(m.devices.c.id).where(m.devices.c.id.in_(ids))
-                                 ).scalars().first()
-            if taken is not None:
-                raise ConflictError(f"device {taken!r} is already registered; nothing was "
-                                    "imported", hint="remove the registered ids and import again")
-            _insert_devices(conn, batch, now)
-            total += len(batch)
-            ends[:] = [ends[0] if ends else batch[0].id, batch[-1].id]
-            if progress:
-                progress(len(batch))
-            batch.clear()
-
-        for device in devices:
-            if device.id in seen:
-                raise InvalidInputError(f"device {device.id!r} appears twice in the import",
-                                        hint="remove the duplicate and import again")
-            seen.add(device.id)
-            batch.append(device)
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-        if total:
-            rt.events.record_in(conn, Event(moment, "device.imported", "success", actor=actor,
-                                            detail={"count": total, "first": ends[0],
-                                                    "last": ends[1]}))
-    policy_changed(rt)
-    return total
+    rows = ((n, d.id, d.groups, json.dumps(d.attributes or {}, sort_keys=True), d.roles)
+            for n, d in enumerate(devices, 1))
+    return bulk_import.import_rows(rt, rows, progress=progress, batch_size=batch_size,
+                                   actor=actor, unit="entry")
 
 
 def _groups_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:

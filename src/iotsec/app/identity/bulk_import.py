@@ -1,0 +1,265 @@
+"""Registering many devices at once, from a CSV file or a stream of validated requests.
+
+An import is all or nothing: one transaction, written in bounded batches as the input is
+read, so memory stays the same whatever the size of the file. Every row is validated as
+it is read (id, groups, attributes); an id that is already registered, or that appears
+twice in the input, refuses the whole import with an error naming its line, and nothing
+is written. The device rows, their group links and their roles (the default role
+``device`` when it exists) go in with the store's bulk path (``COPY`` on PostgreSQL, one
+prepared ``INSERT`` per table and batch on SQLite); one ``device.imported`` event on the
+chain, in the same transaction, records the import.
+
+Duplicates are found by the store, not by a set of every id seen (which would grow with
+the file): each batch is written under a savepoint, and when its insert breaks the
+devices' primary key the savepoint is undone and the offending id is looked up, on a
+separate connection, among the devices committed before the import began (registered
+already) or else among the rows this import wrote (a duplicate in the file).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TextIO
+
+from sqlalchemy import Connection, select
+
+from iotsec.app.events import Event
+from iotsec.app.identity.bindings import (
+    DEFAULT_ROLE,
+    bump_policy_version,
+    policy_changed,
+    require_roles,
+)
+from iotsec.app.runtime import Runtime
+from iotsec.errors import ConflictError, InvalidInputError, IotsecError
+from iotsec.identity.registry import (
+    DeviceState,
+    parse_attributes,
+    parse_device_id,
+    parse_group_name,
+)
+from iotsec.store import models as m
+from iotsec.store.bulk import BulkConflict, insert_rows
+from iotsec.store.db import reading, transaction
+from iotsec.timeutil import ts
+
+__all__ = ["IMPORT_BATCH", "MAX_FIELD", "ImportRow", "csv_rows", "import_csv", "import_rows"]
+
+#: Rows written per batch (and held in memory at once).
+IMPORT_BATCH = 10_000
+#: The longest CSV field read (a longer one refuses the import, naming its line).
+MAX_FIELD = 64 * 1024
+#: Entries kept in each parse cache before it is emptied (memory stays bounded).
+_CACHE = 4096
+
+#: (line, device id, groups, attributes as JSON, roles or None for the default role): one
+#: validated row of an import.
+ImportRow = tuple[int, str, tuple[str, ...], str, tuple[str, ...] | None]
+
+
+class _Parsed:
+    """Validated groups and attributes, by their text in the file: most fleets repeat a
+    few group lists and attribute sets on every line."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, tuple[str, ...]] = {}
+        self.attributes: dict[str, str] = {}
+
+    def groups_of(self, text: str) -> tuple[str, ...]:
+        found = self.groups.get(text)
+        if found is None:
+            found = tuple(sorted({parse_group_name(g) for g in text.split(";") if g}))
+            if len(self.groups) >= _CACHE:
+                self.groups.clear()
+            self.groups[text] = found
+        return found
+
+    def attributes_of(self, text: str) -> str:
+        found = self.attributes.get(text)
+        if found is None:
+            found = json.dumps(parse_attributes([a for a in text.split(";") if a]),
+                               sort_keys=True)
+            if len(self.attributes) >= _CACHE:
+                self.attributes.clear()
+            self.attributes[text] = found
+        return found
+
+
+def csv_rows(stream: TextIO) -> Iterator[ImportRow]:
+    """The rows of a CSV file ``id,groups,attributes`` (groups and ``key=value``
+    attributes separated by ``;``; other columns are ignored), validated as they are read.
+    A bad row raises :class:`InvalidInputError` naming its line."""
+    # The limit is the csv module's, process-wide: iotsec reads no other CSV.
+    csv.field_size_limit(MAX_FIELD)
+    reader = csv.reader(stream)
+    line = 1
+    try:
+        header = next(reader, None)
+        if not header or "id" not in header:
+            raise InvalidInputError("the CSV has no 'id' column",
+                                    hint="the first line must be a header: id,groups,attributes")
+        i_id = header.index("id")
+        i_groups = header.index("groups") if "groups" in header else -1
+        i_attrs = header.index("attributes") if "attributes" in header else -1
+        parsed = _Parsed()
+        for fields in reader:
+            if not fields:
+                continue  # a blank line
+            line = reader.line_num
+            n = len(fields)
+            try:
+                device_id = parse_device_id(fields[i_id].strip() if i_id < n else "")
+                groups = parsed.groups_of(fields[i_groups]) if 0 <= i_groups < n else ()
+                attributes = (parsed.attributes_of(fields[i_attrs]) if 0 <= i_attrs < n
+                              else "{}")
+            except IotsecError as exc:
+                raise InvalidInputError(f"line {line}: {exc}", hint=exc.hint) from None
+            yield (line, device_id, groups, attributes, None)
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"the file is not UTF-8 text (after line {line})",
+                                hint="save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise InvalidInputError(f"line {reader.line_num}: the CSV cannot be read: {exc}",
+                                hint=f"fields are at most {MAX_FIELD} characters") from None
+
+
+class _Writer:
+    """Writes batches of one import inside its transaction."""
+
+    def __init__(self, rt: Runtime, conn: Connection, now: int, unit: str) -> None:
+        self.rt, self.conn, self.now, self.unit = rt, conn, now, unit
+        self.known_groups: set[str] = set()
+        self.checked_roles: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.default: tuple[str, ...] | None = None
+        self.bound = False
+
+    def _ensure_groups(self, names: set[str]) -> None:
+        missing = names - self.known_groups
+        if not missing:
+            return
+        wanted = sorted(missing)
+        have: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            have.update(self.conn.execute(select(m.groups.c.name).where(
+                m.groups.c.name.in_(wanted[i:i + 500]))).scalars())
+        insert_rows(self.conn, m.groups, ("name", "created_at"),
+                    [(n, self.now) for n in wanted if n not in have])
+        if len(self.known_groups) + len(wanted) > _CACHE * 16:
+            self.known_groups.clear()
+        self.known_groups.update(wanted)
+
+    def _roles(self, roles: tuple[str, ...] | None) -> tuple[str, ...]:
+        if roles is None:
+            if self.default is None:
+                # Bound when it exists ('iotsec init' creates it).
+                self.default = (DEFAULT_ROLE,) if self.conn.execute(
+                    select(m.roles.c.name).where(m.roles.c.name == DEFAULT_ROLE)
+                ).first() else ()
+            return self.default
+        checked = self.checked_roles.get(roles)
+        if checked is None:
+            checked = self.checked_roles[roles] = tuple(require_roles(self.conn, roles))
+        return checked
+
+    def write(self, batch: Sequence[ImportRow]) -> None:
+        seen: dict[str, int] = {}
+        for line, device_id, *_ in batch:
+            earlier = seen.setdefault(device_id, line)
+            if earlier != line:
+                raise InvalidInputError(
+                    f"{self.unit} {line}: device {device_id!r} appears twice in the import "
+                    f"(also on {self.unit} {earlier}); nothing was imported",
+                    hint="remove the duplicate and import again")
+        self._ensure_groups({g for row in batch for g in row[2]})
+        state = DeviceState.PENDING.value
+        savepoint = self.conn.begin_nested()
+        try:
+            insert_rows(self.conn, m.devices,
+                        ("id", "state", "attributes", "created_at", "updated_at"),
+                        [(r[1], state, r[3], self.now, self.now) for r in batch])
+        except BulkConflict:
+            savepoint.rollback()
+            self._refuse(batch)
+            raise
+        savepoint.commit()
+        insert_rows(self.conn, m.device_groups, ("device_id", "group_name"),
+                    [(r[1], g) for r in batch for g in r[2]])
+        bindings = [(r[1], role) for r in batch for role in self._roles(r[4])]
+        if bindings:
+            insert_rows(self.conn, m.device_roles, ("device_id", "role_name"), bindings)
+            self.bound = True
+
+    def _refuse(self, batch: Sequence[ImportRow]) -> None:
+        """Raise the error that names the first row of ``batch`` whose id is taken."""
+        ids = [r[1] for r in batch]
+        taken: set[str] = set()
+        for i in range(0, len(ids), 500):
+            taken.update(self.conn.execute(select(m.devices.c.id).where(
+                m.devices.c.id.in_(ids[i:i + 500]))).scalars())
+        first = next((r for r in batch if r[1] in taken), None)
+        if first is None:
+            return  # not an id: the caller re-raises the store's conflict
+        line, device_id = first[0], first[1]
+        # Another connection sees only what was committed before this import.
+        with reading(self.rt.engine) as other:
+            registered = other.execute(select(m.devices.c.id).where(
+                m.devices.c.id == device_id)).first() is not None
+        if registered:
+            raise ConflictError(f"{self.unit} {line}: device {device_id!r} is already "
+                                "registered; nothing was imported",
+                                hint="remove the registered ids and import again")
+        raise InvalidInputError(f"{self.unit} {line}: device {device_id!r} appears twice in "
+                                "the import; nothing was imported",
+                                hint="remove the duplicate and import again")
+
+
+def import_rows(rt: Runtime, rows: Iterable[ImportRow], *,
+                progress: Callable[[int], None] | None = None,
+                batch_size: int = IMPORT_BATCH, actor: str | None = None,
+                unit: str = "line") -> int:
+    """Register the devices of ``rows`` in one transaction, written in batches of
+    ``batch_size`` as they are read: all or nothing. ``unit`` names a row's position in
+    errors ("line" of a file). One ``device.imported`` event (the count, the first and
+    last ids) in the same transaction. Returns the number of devices registered."""
+    if batch_size < 1:
+        raise InvalidInputError("the batch size must be at least 1")
+    moment = rt.now()
+    total = 0
+    first = last = ""
+    with transaction(rt.engine) as conn:
+        writer = _Writer(rt, conn, ts(moment), unit)
+        batch: list[ImportRow] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= batch_size:
+                writer.write(batch)
+                total += len(batch)
+                first, last = first or batch[0][1], batch[-1][1]
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            writer.write(batch)
+            total += len(batch)
+            first, last = first or batch[0][1], batch[-1][1]
+            if progress:
+                progress(len(batch))
+        if writer.bound:
+            bump_policy_version(conn)
+        if total:
+            rt.events.record_in(conn, Event(moment, "device.imported", "success", actor=actor,
+                                            detail={"count": total, "first": first,
+                                                    "last": last}))
+    if total:
+        policy_changed(rt)
+    return total
+
+
+def import_csv(rt: Runtime, stream: TextIO, *, progress: Callable[[int], None] | None = None,
+               batch_size: int = IMPORT_BATCH, actor: str | None = None) -> int:
+    """Register the devices of a CSV file (see :func:`csv_rows`), streamed: all or
+    nothing."""
+    return import_rows(rt, csv_rows(stream), progress=progress, batch_size=batch_size,
+                       actor=actor)

@@ -1,0 +1,139 @@
+"""Streamed bulk import (``iotsec.app.identity.bulk_import``), on SQLite and PostgreSQL:
+validation naming the line, duplicates in the file and against the store, all or nothing,
+bounded batches, roles and the one summary event on the chain."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from iotsec.access.policy import Role, Rule
+from iotsec.app.access.roles import add_role
+from iotsec.app.events import list_events
+from iotsec.app.identity import bulk_import, devices
+from iotsec.app.runtime import Runtime
+from iotsec.errors import ConflictError, InvalidInputError
+from iotsec.store import models as m
+from iotsec.store.db import reading
+
+
+def _csv(rows: list[str], header: str = "id,groups,attributes") -> io.StringIO:
+    return io.StringIO("\n".join([header, *rows]) + "\n")
+
+
+def _counts(rt: Runtime) -> dict[str, int]:
+    with reading(rt.engine) as conn:
+        return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+                for t in (m.devices, m.device_groups, m.device_roles, m.groups)}
+
+
+def _imported_events(rt: Runtime) -> list[dict[str, object]]:
+    return [dict(e.detail or {}) for e in list_events(rt.engine, kind="device.imported")]
+
+
+def test_a_csv_is_imported_with_groups_attributes_roles_and_one_event(rt):
+    rows = [f"d-{i:03d},fleet;batch-{i % 3},model=t{i % 2};site=north" for i in range(25)]
+    assert bulk_import.import_csv(rt, _csv(rows), batch_size=4, actor="cli") == 25
+    shown = devices.get_device(rt, "d-007")
+    assert shown.groups == ("batch-1", "fleet")
+    assert dict(shown.attributes) == {"model": "t1", "site": "north"}
+    assert len(devices.list_devices(rt, group="batch-1")) == 8
+    with reading(rt.engine) as conn:
+        roles = set(conn.execute(select(m.device_roles.c.role_name).where(
+            m.device_roles.c.device_id == "d-024")).scalars())
+    assert roles == {"device"}  # the least-privilege default role
+    assert _imported_events(rt) == [{"count": 25, "first": "d-000", "last": "d-024"}]
+    counts = _counts(rt)
+    assert counts["devices"] == counts["device_roles"] == 25
+    assert counts["device_groups"] == 50
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ("bad/id,g,", "line 4"),
+    ("ok-9,bad group,", "line 4"),
+    ("ok-9,,novalue", "line 4"),
+    ("ok-9,," + "x" * 70_000, "line 4"),
+])
+def test_a_bad_row_names_its_line_and_imports_nothing(rt, row, expected):
+    before = _counts(rt)
+    with pytest.raises(InvalidInputError, match=expected):
+        bulk_import.import_csv(rt, _csv(["ok-1,g,", "ok-2,g,", row, "ok-3,g,"]), batch_size=1)
+    assert _counts(rt) == before
+    assert _imported_events(rt) == []
+
+
+def test_a_duplicate_in_a_later_batch_names_its_line_and_imports_nothing(rt):
+    rows = [f"d-{i},g," for i in range(10)] + ["d-3,g,"]
+    with pytest.raises(InvalidInputError, match=r"line 12: device 'd-3' appears twice"):
+        bulk_import.import_csv(rt, _csv(rows), batch_size=4)
+    assert devices.list_devices(rt) == []
+
+
+def test_a_duplicate_within_one_batch_names_both_lines(rt):
+    with pytest.raises(InvalidInputError, match=r"line 4: .*'a' appears twice.*line 2"):
+        bulk_import.import_csv(rt, _csv(["a,,", "b,,", "a,,"]))
+    assert devices.list_devices(rt) == []
+
+
+def test_an_id_already_registered_names_its_line_and_imports_nothing(rt):
+    devices.add_device(rt, devices.NewDevice.parse("taken", ["old"]))
+    before = _counts(rt)
+    rows = [f"n-{i},fresh," for i in range(9)] + ["taken,,"]
+    with pytest.raises(ConflictError, match=r"line 11: device 'taken' is already registered"):
+        bulk_import.import_csv(rt, _csv(rows), batch_size=3)
+    assert _counts(rt) == before
+    assert devices.get_device(rt, "taken").groups == ("old",)
+    assert devices.list_devices(rt, group="fresh") == []
+
+
+def test_the_file_is_read_one_batch_ahead_at_most(rt):
+    """Memory stays bounded: the import consumes its input one batch at a time, writing
+    each batch before it reads the next."""
+    pulled = 0
+    written: list[int] = []
+
+    def rows() -> Iterator[bulk_import.ImportRow]:
+        nonlocal pulled
+        for i in range(1, 1001):
+            pulled += 1
+            yield (i, f"s-{i:04d}", (), "{}", None)
+
+    def progress(n: int) -> None:
+        written.append(n)
+        # Everything pulled so far is written: no row is held beyond the current batch.
+        assert pulled == sum(written)
+
+    assert bulk_import.import_rows(rt, rows(), batch_size=64, progress=progress) == 1000
+    assert written == [64] * 15 + [40]
+    assert _counts(rt)["devices"] == 1000
+
+
+def test_explicit_roles_are_bound_and_an_unknown_role_refuses_the_import(rt):
+    add_role(rt, Role.build("meter", [Rule.parse("allow", "publish", "m/${device.id}")]))
+    new = [devices.NewDevice.parse(f"r-{i}", roles=["meter"]) for i in range(5)]
+    assert devices.import_devices(rt, new, batch_size=2) == 5
+    with reading(rt.engine) as conn:
+        assert set(conn.execute(select(m.device_roles.c.role_name)).scalars()) == {"meter"}
+    before = _counts(rt)
+    with pytest.raises(Exception, match="role 'ghost' does not exist"):
+        devices.import_devices(rt, [devices.NewDevice.parse("r-9", roles=["ghost"])])
+    assert _counts(rt) == before
+
+
+def test_a_header_without_id_and_text_that_is_not_utf8(rt):
+    with pytest.raises(InvalidInputError, match="'id' column"):
+        bulk_import.import_csv(rt, _csv(["x,"], header="name,groups"))
+    raw = io.TextIOWrapper(io.BytesIO("id\nok\ncaf\u00e9\n".encode("latin-1")),
+                           encoding="utf-8", newline="")
+    with pytest.raises(InvalidInputError, match="UTF-8"):
+        bulk_import.import_csv(rt, raw)
+    assert devices.list_devices(rt) == []
+
+
+def test_blank_lines_and_missing_columns(rt):
+    text = io.StringIO("id\n\nx-1\n\nx-2\n")
+    assert bulk_import.import_csv(rt, text) == 2
+    assert devices.get_device(rt, "x-2").groups == ()
