@@ -161,20 +161,43 @@ def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
     return total
 
 
+#: Ids per statement when reading many devices (bound parameters stay well within every
+#: backend's limit).
+_CHUNK = 2000
+
+
 def _groups_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
     result: dict[str, list[str]] = {}
-    for i in range(0, len(ids), 500):
+    for i in range(0, len(ids), _CHUNK):
         rows = conn.execute(select(m.device_groups.c.device_id, m.device_groups.c.group_name)
-                            .where(m.device_groups.c.device_id.in_(ids[i:i + 500])))
+                            .where(m.device_groups.c.device_id.in_(ids[i:i + _CHUNK])))
         for device_id, group in rows:
             result.setdefault(device_id, []).append(group)
     return {k: tuple(sorted(v)) for k, v in result.items()}
 
 
-def _device(r: Row[Any], groups: tuple[str, ...]) -> Device:
+def _roles_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The roles bound to each device itself (sorted)."""
+    result: dict[str, list[str]] = {}
+    for i in range(0, len(ids), _CHUNK):
+        rows = conn.execute(select(m.device_roles.c.device_id, m.device_roles.c.role_name)
+                            .where(m.device_roles.c.device_id.in_(ids[i:i + _CHUNK])))
+        for device_id, role in rows:
+            result.setdefault(device_id, []).append(role)
+    return {k: tuple(sorted(v)) for k, v in result.items()}
+
+
+def _device(r: Row[Any], groups: tuple[str, ...], roles: tuple[str, ...]) -> Device:
     return Device(id=r.id, state=DeviceState(r.state), groups=groups,
                   attributes=json.loads(r.attributes), created_at=from_ts(r.created_at),
-                  updated_at=from_ts(r.updated_at))
+                  updated_at=from_ts(r.updated_at), roles=roles)
+
+
+def _devices_of(conn: Connection, rows: Sequence[Row[Any]]) -> list[Device]:
+    ids = [r.id for r in rows]
+    groups = _groups_of(conn, ids)
+    roles = _roles_of(conn, ids)
+    return [_device(r, groups.get(r.id, ()), roles.get(r.id, ())) for r in rows]
 
 
 def get_device(rt: Runtime, device_id: str) -> Device:
@@ -184,20 +207,20 @@ def get_device(rt: Runtime, device_id: str) -> Device:
         if row is None:
             raise NotFoundError(f"device {device_id!r} is not registered",
                                 hint="register it with 'iotsec device add'")
-        return _device(row, _groups_of(conn, [device_id]).get(device_id, ()))
+        return _devices_of(conn, [row])[0]
 
 
 def get_devices(rt: Runtime, device_ids: Sequence[str]) -> dict[str, Device]:
-    """The registered devices among ``device_ids`` (ids as the store holds them), read in
-    batches; unregistered ids are absent from the result."""
+    """The registered devices among ``device_ids`` (ids as the store holds them), with
+    their groups and their own roles, read in batches (three indexed statements per batch
+    of ids, whatever its size); unregistered ids are absent from the result."""
     found: dict[str, Device] = {}
     with reading(rt.engine) as conn:
-        for i in range(0, len(device_ids), 500):
-            chunk = list(device_ids[i:i + 500])
+        for i in range(0, len(device_ids), _CHUNK):
+            chunk = list(device_ids[i:i + _CHUNK])
             rows = conn.execute(select(m.devices).where(m.devices.c.id.in_(chunk))).all()
-            groups = _groups_of(conn, [r.id for r in rows])
-            for r in rows:
-                found[r.id] = _device(r, groups.get(r.id, ()))
+            for device in _devices_of(conn, rows):
+                found[device.id] = device
     return found
 
 
@@ -217,8 +240,7 @@ def list_devices(rt: Runtime, *, group: str | None = None, state: DeviceState | 
         query = query.where(m.devices.c.id > parse_device_id(after))
     with reading(rt.engine) as conn:
         rows = conn.execute(query).all()
-        groups = _groups_of(conn, [r.id for r in rows])
-    return [_device(r, groups.get(r.id, ())) for r in rows]
+        return _devices_of(conn, rows)
 
 
 def set_state(conn: Connection, device_id: str, target: DeviceState, now: int) -> DeviceState:
