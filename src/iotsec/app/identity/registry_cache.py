@@ -124,10 +124,13 @@ class DeviceCache:
     def get_many(self, rt: Runtime, device_ids: Sequence[str]) -> dict[str, Device]:
         """The entries of ``device_ids`` (valid ids), the ones not cached read from the
         store together; unregistered ids are absent from the result (and not cached)."""
+        if not self.background:
+            self.revalidate(rt)
         found: dict[str, Device] = {}
         missing: list[str] = []
+        entries = self._entries
         for device_id in device_ids:
-            device = self.peek(rt, device_id)
+            device = entries.get(device_id)
             if device is None:
                 missing.append(device_id)
             else:
