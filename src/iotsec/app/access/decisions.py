@@ -32,7 +32,8 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 
 __all__ = ["MAX_BATCH", "DecisionRequest", "check", "check_cached", "check_many",
-           "compiled_policy", "current_policy", "identity_for", "quarantine_policy", "warm_up"]
+           "compiled_policy", "current_policy", "identity_for", "prefetch", "quarantine_policy",
+           "warm_up"]
 
 log = logging.getLogger(__name__)
 #: The compiled policy and the version it was compiled from.
@@ -230,6 +231,24 @@ def check_many(rt: Runtime, requests: Sequence[DecisionRequest]) -> list[Decisio
             chosen = quarantined
         decisions.append(_decide(chosen, device, r.action, r.resource, r.cert_serial))
     return decisions
+
+
+def prefetch(rt: Runtime, device_ids: Sequence[str]) -> None:
+    """Read the registry entries of ``device_ids`` that are not in memory, together, and
+    compile the policy if it moved, so that their decisions can then be made from memory
+    (``check_cached``). Ids that are not valid or not registered are left for ``check``
+    to refuse with its own error; nothing is decided here."""
+    ids = []
+    for device_id in dict.fromkeys(device_ids):
+        try:
+            ids.append(parse_device_id(device_id))
+        except InvalidInputError:
+            continue
+    cache = _devices(rt)
+    if cache is not None and ids:
+        for i in range(0, len(ids), MAX_BATCH):
+            cache.get_many(rt, ids[i:i + MAX_BATCH])
+    current_policy(rt)
 
 
 def check_cached(rt: Runtime, device_id: str, action: str, resource: str,
