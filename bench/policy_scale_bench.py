@@ -339,11 +339,15 @@ def part_change(home: Path, rate: int, seconds: float) -> None:
                 d = ids[n % len(ids)]
                 n += 1
                 begun = time.perf_counter()
+                began_in_change = changing.is_set()
                 answer = (access.check_cached(rt, d, "publish", f"fleet/g1/{d}")
                           or access.check(rt, d, "publish", f"fleet/g1/{d}"))
                 took = (time.perf_counter() - begun) * 1000
                 assert answer.action == "publish"
-                (during if changing.is_set() else latencies).append(took)
+                # A decision that began or ended while the change was being made or
+                # followed counts as during it.
+                in_change = began_in_change or changing.is_set()
+                (during if in_change else latencies).append(took)
                 due += interval
                 pause = due - time.perf_counter()
                 if pause > 0:
