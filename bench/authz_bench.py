@@ -56,10 +56,11 @@ def build_policy(devices: int, roles: int, seed: int = 7) -> tuple[CompiledPolic
     for d in range(devices):
         device_id = f"dev-{d:06d}"
         device_roles[device_id] = ["device", f"role-{rnd.randrange(roles - 1)}"]
+        # A device's own roles come with its identity (read with its registry entry).
         identities.append(Identity(device_id, (f"g{d % 500}",), {"model": f"m{d % 20}"},
-                                   device_id, None))
+                                   device_id, None, roles=tuple(device_roles[device_id])))
     group_roles = {f"g{g}": [f"role-{g % (roles - 1)}"] for g in range(500)}
-    return (CompiledPolicy(role_list, device_roles, group_roles), role_list, device_roles,
+    return (CompiledPolicy(role_list, group_roles=group_roles), role_list, device_roles,
             identities)
 
 

@@ -3,12 +3,35 @@ wildcard injection, '$' topics, invalid input and explanations."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity, Role, Rule, default_device_role, parse_rule_spec
 from iotsec.access.topics import TopicError
 from iotsec.errors import PolicyError
+
+
+class Bound:
+    """The engine as the service layer uses it: each identity is given its device's own
+    roles (read with its registry entry) before it is decided for."""
+
+    def __init__(self, roles: list[Role], device_roles: dict[str, list[str]] | None = None,
+                 group_roles: dict[str, list[str]] | None = None) -> None:
+        self.policy = CompiledPolicy(roles, group_roles=group_roles)
+        self.device_roles = {k: tuple(v) for k, v in (device_roles or {}).items()}
+        self._rule_sets = self.policy._rule_sets
+
+    def _bound(self, identity: Identity) -> Identity:
+        return dataclasses.replace(identity,
+                                   roles=self.device_roles.get(identity.device_id, ()))
+
+    def decide(self, identity: Identity, action: str, resource: str) -> Decision:
+        return self.policy.decide(self._bound(identity), action, resource)
+
+    def roles_for(self, identity: Identity) -> tuple[str, ...]:
+        return self.policy.roles_for(self._bound(identity))
 
 
 def role(name: str, *specs: str) -> Role:
@@ -20,8 +43,8 @@ def role(name: str, *specs: str) -> Role:
     return Role.build(name, rules)
 
 
-def single(r: Role, device: str = "d1") -> CompiledPolicy:
-    return CompiledPolicy([r], device_roles={device: [r.name]})
+def single(r: Role, device: str = "d1") -> Bound:
+    return Bound([r], device_roles={device: [r.name]})
 
 
 D1 = Identity("d1")
@@ -31,8 +54,8 @@ D2 = Identity("d2")
 # --- the default device role ---------------------------------------------------------------
 
 @pytest.fixture
-def default_policy() -> CompiledPolicy:
-    return CompiledPolicy([default_device_role()],
+def default_policy() -> Bound:
+    return Bound([default_device_role()],
                           device_roles={"d1": ["device"], "d2": ["device"]})
 
 
@@ -51,7 +74,7 @@ def default_policy() -> CompiledPolicy:
     ("subscribe", "commands/d1/#"),
     ("subscribe", "commands/d1/+/+"),
 ])
-def test_default_role_allows_own_topics(default_policy: CompiledPolicy, action: str,
+def test_default_role_allows_own_topics(default_policy: Bound, action: str,
                                         resource: str) -> None:
     decision = default_policy.decide(D1, action, resource)
     assert decision.allowed, decision.explanation
@@ -79,7 +102,7 @@ def test_default_role_allows_own_topics(default_policy: CompiledPolicy, action: 
     ("connect", "d1"),
     ("firmware:download", "devices/d1/fw"),
 ])
-def test_default_role_denies_everything_else(default_policy: CompiledPolicy, action: str,
+def test_default_role_denies_everything_else(default_policy: Bound, action: str,
                                              resource: str) -> None:
     decision = default_policy.decide(D1, action, resource)
     assert not decision.allowed
@@ -88,14 +111,14 @@ def test_default_role_denies_everything_else(default_policy: CompiledPolicy, act
         or "default deny" in decision.explanation
 
 
-def test_a_device_without_roles_gets_nothing(default_policy: CompiledPolicy) -> None:
+def test_a_device_without_roles_gets_nothing(default_policy: Bound) -> None:
     stranger = Identity("d3")
     for action, resource in [("publish", "devices/d3/x"), ("subscribe", "devices/d3/#")]:
         assert not default_policy.decide(stranger, action, resource).allowed
 
 
 def test_empty_policy_denies() -> None:
-    policy = CompiledPolicy([])
+    policy = Bound([])
     assert not policy.decide(D1, "publish", "a").allowed
     assert not policy.decide(D1, "subscribe", "#").allowed
 
@@ -103,7 +126,7 @@ def test_empty_policy_denies() -> None:
 # --- deny beats allow, inheritance ---------------------------------------------------------
 
 def test_deny_in_group_role_beats_allow_in_device_role() -> None:
-    policy = CompiledPolicy(
+    policy = Bound(
         [default_device_role(), role("quarantine", "deny publish:#", "deny subscribe:#")],
         device_roles={"d1": ["device"]}, group_roles={"quarantined": ["quarantine"]})
     free, caught = Identity("d1"), Identity("d1", groups=("quarantined",))
@@ -126,7 +149,7 @@ def test_deny_order_does_not_matter_within_and_across_roles() -> None:
         policy = single(r)
         assert policy.decide(D1, "publish", "a/open").allowed
         assert not policy.decide(D1, "publish", "a/secret").allowed
-    two = CompiledPolicy([role("allow", "allow publish:a/#"), role("deny", "deny publish:a/+")],
+    two = Bound([role("allow", "allow publish:a/#"), role("deny", "deny publish:a/+")],
                          device_roles={"d1": ["allow", "deny"]})
     assert not two.decide(D1, "publish", "a/x").allowed
     assert two.decide(D1, "publish", "a/x/y").allowed
@@ -145,7 +168,7 @@ def test_deny_overlap_blocks_a_wider_subscription() -> None:
 
 
 def test_group_inheritance() -> None:
-    policy = CompiledPolicy(
+    policy = Bound(
         [role("sensor", "allow publish:sensors/+/reading"),
          role("gateway", "allow subscribe:sensors/#")],
         group_roles={"sensors": ["sensor"], "gateways": ["gateway"], "unused": ["missing"]})
@@ -167,7 +190,7 @@ def test_group_inheritance() -> None:
 def test_groups_change_decisions_for_the_same_device() -> None:
     """The engine caches per (device, groups, action); a device moved between groups must
     see the new group's roles."""
-    policy = CompiledPolicy([role("g", "allow publish:x")], group_roles={"g": ["g"]})
+    policy = Bound([role("g", "allow publish:x")], group_roles={"g": ["g"]})
     assert not policy.decide(Identity("d1"), "publish", "x").allowed
     assert policy.decide(Identity("d1", groups=("g",)), "publish", "x").allowed
     assert not policy.decide(Identity("d1", groups=("h",)), "publish", "x").allowed
@@ -319,7 +342,7 @@ def test_attribute_values_cannot_inject_wildcards(value: str) -> None:
 
 @pytest.mark.parametrize("value", INJECTED)
 def test_group_names_cannot_inject_wildcards(value: str) -> None:
-    policy = CompiledPolicy([role("r", "allow subscribe:groups/${device.group}/#",
+    policy = Bound([role("r", "allow subscribe:groups/${device.group}/#",
                                   "allow publish:groups/${device.group}/+")],
                             group_roles={value: ["r"], "ok": ["r"]})
     me = Identity("d1", groups=(value, "ok"))
@@ -335,7 +358,7 @@ def test_group_names_cannot_inject_wildcards(value: str) -> None:
 
 @pytest.mark.parametrize("value", INJECTED)
 def test_device_ids_and_cert_values_cannot_inject_wildcards(value: str) -> None:
-    policy = CompiledPolicy([default_device_role(),
+    policy = Bound([default_device_role(),
                              role("cert", "allow subscribe:cn/${cert.cn}/#",
                                   "allow subscribe:sn/${cert.serial}/#")],
                             device_roles={value: ["device", "cert"]})
@@ -427,7 +450,7 @@ def test_malformed_resource_raises_rather_than_denying(action: str, resource: st
 # --- explanations -------------------------------------------------------------------------
 
 def test_explanations_name_role_and_rule() -> None:
-    policy = CompiledPolicy(
+    policy = Bound(
         [default_device_role(), role("lockdown", "allow publish:x", "deny publish:devices/+/fw")],
         device_roles={"d1": ["device", "lockdown"]})
     allowed = policy.decide(D1, "publish", "devices/d1/telemetry")
@@ -485,3 +508,38 @@ def test_subscribe_allow_applies_to_every_variable_combination(
 def test_subscribe_hash_allowed_by_plus_hash() -> None:
     policy = single(role("r", "allow subscribe:+/#"))
     assert policy.decide(D1, "subscribe", "#").allowed
+
+
+# --- a device's own roles come with its identity -------------------------------------------
+
+def test_own_roles_come_with_the_identity_and_groups_add_theirs() -> None:
+    policy = CompiledPolicy([default_device_role(), role("g", "allow publish:x")],
+                            group_roles={"g": ["g"]})
+    me = Identity("d1", groups=("g",), roles=("device",))
+    assert policy.roles_for(me) == ("device", "g")
+    assert policy.decide(me, "publish", "devices/d1/t").allowed
+    assert policy.decide(me, "publish", "x").allowed
+    # A role held both ways counts once, in the order first held.
+    assert policy.roles_for(Identity("d1", groups=("g",), roles=("g", "g"))) == ("g",)
+
+
+def test_a_decision_follows_a_change_of_the_devices_roles() -> None:
+    policy = CompiledPolicy([default_device_role(), role("lockdown", "deny publish:#")])
+    held = Identity("d1", roles=("device",))
+    assert policy.decide(held, "publish", "devices/d1/t").allowed
+    # The same device with other roles (its entry read again): no view of the old ones.
+    locked = Identity("d1", roles=("device", "lockdown"))
+    d = policy.decide(locked, "publish", "devices/d1/t")
+    assert not d.allowed and d.role == "lockdown"
+    assert not policy.decide(Identity("d1"), "publish", "devices/d1/t").allowed
+    assert policy.decide(held, "publish", "devices/d1/t").allowed
+
+
+def test_every_identity_roles_replace_the_devices_own() -> None:
+    quarantine = role("quarantine", "allow publish:q/${device.id}")
+    policy = CompiledPolicy([default_device_role(), quarantine],
+                            every_identity=("quarantine",))
+    me = Identity("d1", groups=("g",), roles=("device",))
+    assert policy.roles_for(me) == ("quarantine",)
+    assert not policy.decide(me, "publish", "devices/d1/t").allowed
+    assert policy.decide(me, "publish", "q/d1").allowed

@@ -45,7 +45,6 @@ names = st.lists(st.sampled_from(LITERALS), min_size=1, max_size=4).map("/".join
 @dataclass(frozen=True)
 class Case:
     roles: list[Role]
-    device_roles: dict[str, list[str]]
     group_roles: dict[str, list[str]]
     identity: Identity
 
@@ -61,12 +60,12 @@ def cases(draw: st.DrawFn, actions: tuple[str, ...]) -> Case:
     role_names = st.lists(st.sampled_from(ROLE_NAMES), max_size=3, unique=True)
     device_id = draw(st.sampled_from(VALUES))
     groups = tuple(draw(st.lists(st.sampled_from(GROUPS), max_size=3, unique=True)))
+    own = tuple(draw(st.lists(st.sampled_from(ROLE_NAMES), min_size=1, max_size=3,
+                              unique=True)))
     return Case(roles=roles,
-                device_roles={device_id: draw(st.lists(st.sampled_from(ROLE_NAMES), min_size=1,
-                                                       max_size=3, unique=True))},
                 group_roles=draw(st.dictionaries(st.sampled_from(GROUPS), role_names,
                                                  max_size=3)),
-                identity=Identity(device_id, groups=groups))
+                identity=Identity(device_id, groups=groups, roles=own))
 
 
 @st.composite
@@ -118,7 +117,7 @@ def substitutions(resource: str, identity: Identity) -> list[str]:
 
 
 def rules_for(case: Case, action: str) -> list[Rule]:
-    bound = list(case.device_roles.get(case.identity.device_id, []))
+    bound = list(case.identity.roles)
     for group in case.identity.groups:
         bound += case.group_roles.get(group, [])
     by_name = {r.name: r for r in case.roles}
@@ -147,8 +146,7 @@ def reference_subscribe(case: Case, requested: str) -> bool:
 
 def compile_case(case: Case) -> CompiledPolicy:
     # A fresh policy per example: the engine caches per (device, groups, action).
-    return CompiledPolicy(case.roles, device_roles=case.device_roles,
-                          group_roles=case.group_roles)
+    return CompiledPolicy(case.roles, group_roles=case.group_roles)
 
 
 @settings(max_examples=400, deadline=None)

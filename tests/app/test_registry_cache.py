@@ -84,7 +84,10 @@ def test_a_serving_process_looks_in_the_background(rt: Runtime, clock: FakeClock
     for i in range(60):
         add_device(rt, NewDevice(id=f"b{i}"))
     clock.advance(timedelta(seconds=30))
-    assert access.warm_up(rt) == 60
+    access.warm_up(rt)
+    # The requests arrive together: their entries are read in one batch.
+    access.check_many(rt, [access.DecisionRequest(f"b{i}", "publish", f"devices/b{i}/t")
+                           for i in range(60)])
     callers: list[str] = []
     original = DeviceCache.revalidate
 
@@ -166,12 +169,15 @@ def test_no_caching_when_the_delay_is_zero(rt: Runtime) -> None:
     assert access.check_cached(rt, "d1", "publish", "devices/d1/t") is None
 
 
-def test_warm_up_reads_the_registry_and_compiles_the_policy(rt: Runtime) -> None:
+def test_warm_up_compiles_the_policy_and_reads_no_device(rt: Runtime) -> None:
     rt.settings.hot_cache_seconds = 60
     for i in range(25):
         add_device(rt, NewDevice(id=f"w{i}"))
-    assert access.warm_up(rt) == 25
+    access.warm_up(rt)
     assert access.compiled_policy(rt) is not None
-    # Every decision is now answered from memory.
-    assert all(access.check_cached(rt, f"w{i}", "publish", f"devices/w{i}/t") is not None
-               for i in range(25))
+    cache = access._devices(rt)
+    assert cache is not None and len(cache) == 0
+    # A device is read when it is first asked about; afterwards it is answered from memory.
+    assert access.check_cached(rt, "w0", "publish", "devices/w0/t") is None
+    assert _allowed(rt, "w0")
+    assert access.check_cached(rt, "w0", "publish", "devices/w0/t") is not None

@@ -200,10 +200,11 @@ def test_broker_never_allows_what_the_policy_denies(
         devices = [*devices, FleetDevice("b", True, new_roles, (), {"loc": "a"}, ("0A",))]
     check_acl(acl.text, required_users=("_iotsec_admin", "_iotsec_probe"))
     model = MosquittoAcl(acl.text)
-    policy = CompiledPolicy(roles, {d.id: d.roles for d in devices})
+    policy = CompiledPolicy(roles)
     has_deny = any(r.effect.value == "deny" for role_ in roles for r in role_.rules)
     for d in devices:
-        identity = Identity(d.id, d.groups, d.attributes, cert_cn=d.id, cert_serial="0A")
+        identity = Identity(d.id, d.groups, d.attributes, cert_cn=d.id, cert_serial="0A",
+                            roles=d.roles)
         for levels in topics:
             topic = "/".join(levels)
             write = model.allows(d.id, topic, "write")

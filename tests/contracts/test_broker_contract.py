@@ -220,9 +220,9 @@ def engine_allows(policy: FleetPolicy, device: FleetDevice, action: str, topic: 
     device by its certificate, so ``connect`` needs no allow rule, only no matching deny.
     A message on T reaches a device only through a subscription whose filter matches T, so
     a delivery needs ``receive`` on T and ``subscribe`` to T."""
-    engine = CompiledPolicy(policy.roles, {d.id: d.roles for d in policy.devices})
+    engine = CompiledPolicy(policy.roles)
     identity = Identity(device.id, device.groups, device.attributes, cert_cn=device.id,
-                        cert_serial=device.serials[0])
+                        cert_serial=device.serials[0], roles=device.roles)
     connect = engine.decide(identity, "connect", device.id)
     if not device.enabled or (connect.rule is not None and not connect.allowed):
         return False

@@ -6,7 +6,8 @@ and a short loop per rule, not a scan of the whole policy.
 
 Semantics:
 - default deny; an explicit deny that matches beats any allow;
-- a device's roles are its own plus those of each of its groups;
+- a device's roles are its own (``Identity.roles``, read with the device) plus those its
+  groups are bound to in the policy;
 - ``subscribe`` is allowed only if some allow rule's filter covers *every* topic the
   requested filter can match, and no deny rule's filter overlaps it;
 - ``publish``, ``receive``, ``connect`` and API actions are checked against a topic name.
@@ -232,14 +233,17 @@ def _first_filter(rules: tuple[_Compiled, ...], requested: tuple[str, ...], firs
 
 
 class CompiledPolicy:
-    """Roles and their bindings to devices and groups, ready for fast decisions."""
+    """Roles and their bindings to groups, ready for fast decisions.
 
-    def __init__(self, roles: Iterable[Role],
-                 device_roles: Mapping[str, Iterable[str]] | None = None,
-                 group_roles: Mapping[str, Iterable[str]] | None = None, *,
+    Its size grows with roles and groups, never with devices: a device's own roles come with
+    its identity (``Identity.roles``), so compiling does not read the fleet."""
+
+    def __init__(self, roles: Iterable[Role], *,
+                 group_roles: Mapping[str, Iterable[str]] | None = None,
                  every_identity: tuple[str, ...] | None = None) -> None:
-        """``every_identity``: the roles every identity holds, whatever its bindings (the
-        policy of quarantined devices: the quarantine role only)."""
+        """``group_roles``: the roles bound to each group. ``every_identity``: the roles
+        every identity holds, whatever its own and its groups' (the policy of quarantined
+        devices: the quarantine role only)."""
         self._every = every_identity
         self._rules: dict[str, dict[str, _RulePair]] = {}
         for role in roles:
@@ -249,7 +253,6 @@ class CompiledPolicy:
                 (deny if rule.effect is Effect.DENY else allow).append(
                     _compile(role.name, index, rule))
             self._rules[role.name] = {a: (tuple(d), tuple(al)) for a, (d, al) in by_action.items()}
-        self._device_roles = {k: tuple(v) for k, v in (device_roles or {}).items()}
         self._group_roles = {k: tuple(v) for k, v in (group_roles or {}).items()}
         #: Every action some rule names; any other (valid) action has no rules.
         self._actions = frozenset(a for by_action in self._rules.values() for a in by_action)
@@ -263,7 +266,7 @@ class CompiledPolicy:
     def roles_for(self, identity: Identity) -> tuple[str, ...]:
         if self._every is not None:
             return self._every
-        roles = list(self._device_roles.get(identity.device_id, ()))
+        roles = list(dict.fromkeys(identity.roles))
         for group in identity.groups:
             for role in self._group_roles.get(group, ()):
                 if role not in roles:

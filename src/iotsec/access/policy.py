@@ -154,13 +154,15 @@ def default_device_role() -> Role:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is asking: the device as the registry and its certificate describe it."""
+    """Who is asking: the device as the registry and its certificate describe it.
+    ``roles`` are the roles bound to the device itself (its groups' come from the policy)."""
 
     device_id: str
     groups: tuple[str, ...] = ()
     attributes: Mapping[str, str] = field(default_factory=dict)
     cert_cn: str | None = None
     cert_serial: str | None = None
+    roles: tuple[str, ...] = ()
 
 
 def check_identity_value(value: str | None) -> str | None:

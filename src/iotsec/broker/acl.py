@@ -208,7 +208,7 @@ def _merge(read: Iterable[str], write: Iterable[str]) -> list[tuple[str, str]]:
 
 def _connect_denied(policy: CompiledPolicy, device: FleetDevice) -> bool:
     identity = Identity(device_id=device.id, groups=device.groups,
-                        attributes=device.attributes, cert_cn=device.id)
+                        attributes=device.attributes, cert_cn=device.id, roles=device.roles)
     decision = policy.decide(identity, "connect", device.id)
     return not decision.allowed and decision.rule is not None
 
@@ -254,8 +254,8 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
            for role in roles for r in role.rules):
         w.warnings.append("allow connect rules need no broker line: the client id is the "
                           "certificate CN (use_username_as_clientid)")
-    policy = (CompiledPolicy(roles, {d.id: d.roles for d in devices if d.enabled})
-              if deny_connect else None)
+    # Each identity carries its device's effective roles (``_connect_denied``).
+    policy = CompiledPolicy(roles) if deny_connect else None
     blocked: list[FleetDevice] = []
     enabled: list[FleetDevice] = []
     quarantined: list[FleetDevice] = []

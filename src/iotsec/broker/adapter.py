@@ -76,9 +76,11 @@ class FleetPolicy:
 
 def identity_of(device: FleetDevice) -> Identity:
     """The identity a device connects with: its certificate's CN is its id (both brokers
-    take the username from it) and the serial is its first current certificate's."""
+    take the username from it), the serial is its first current certificate's, and its
+    roles are its effective roles."""
     return Identity(device_id=device.id, groups=device.groups, attributes=device.attributes,
-                    cert_cn=device.id, cert_serial=device.serials[0] if device.serials else None)
+                    cert_cn=device.id, cert_serial=device.serials[0] if device.serials else None,
+                    roles=device.roles)
 
 
 def check_mqtt_action(action: str) -> str:

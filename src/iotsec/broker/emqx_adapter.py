@@ -74,7 +74,8 @@ class EmqxAdapter:
             keyfile=str(pki.key)), self._header)
 
     def render_policy(self, policy: FleetPolicy) -> EmqxPolicy:
-        engine = CompiledPolicy(policy.roles, {d.id: d.roles for d in policy.devices})
+        # Each identity carries its device's effective roles (``identity_of``).
+        engine = CompiledPolicy(policy.roles)
         by_name = {r.name: r for r in policy.roles}
         acls: dict[str, EmqxAcl] = {}
         identities: dict[str, Identity] = {}

@@ -132,3 +132,5 @@ class Device:
     attributes: Mapping[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: The roles bound to the device itself, sorted (its groups' roles are the policy's).
+    roles: tuple[str, ...] = ()

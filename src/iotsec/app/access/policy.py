@@ -12,7 +12,7 @@ from iotsec.access.lint import lint
 from iotsec.access.policy import Role
 from iotsec.app.access.roles import load_roles, write_role
 from iotsec.app.events import Event
-from iotsec.app.identity.bindings import bump_policy_version, policy_changed
+from iotsec.app.identity.bindings import bump_policy_version, roles_changed
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
 from iotsec.findings.model import Finding
@@ -122,7 +122,7 @@ def apply_policy(rt: Runtime, data: bytes, *, prune: bool = False,
                                                 "removed": result.removed[:50],
                                                 "groups": result.groups_changed[:50],
                                                 "sha256": hashlib.sha256(data).hexdigest()}))
-    policy_changed(rt)
+    roles_changed(rt)
     return result
 
 

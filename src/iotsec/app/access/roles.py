@@ -18,6 +18,7 @@ from iotsec.app.identity.bindings import (
     bump_policy_version,
     policy_changed,
     require_roles,
+    roles_changed,
 )
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, NotFoundError
@@ -63,7 +64,7 @@ def add_role(rt: Runtime, role: Role, *, actor: str | None = None) -> Role:
         rt.events.record_in(conn, Event(moment, "role.added", "success", actor=actor,
                                         subject=role.name,
                                         detail={"rules": len(role.rules)}))
-    policy_changed(rt)
+    roles_changed(rt)
     return role
 
 
@@ -121,6 +122,10 @@ def assign_device(rt: Runtime, device_id: str, roles: Sequence[str], *,
             raise NotFoundError(f"device {device_id!r} is not registered",
                                 hint="register it with 'iotsec device add'")
         assign_roles(conn, [device_id], roles)
+        # The device's roles are part of its registry entry: serving processes read it
+        # again when its ``updated_at`` moves.
+        conn.execute(update(m.devices).where(m.devices.c.id == device_id)
+                     .values(updated_at=ts(moment)))
         held = list(conn.execute(select(m.device_roles.c.role_name).where(
             m.device_roles.c.device_id == device_id).order_by(m.device_roles.c.role_name)
         ).scalars())
@@ -157,7 +162,7 @@ def add_group(rt: Runtime, name: str, roles: Sequence[str], *,
                                         subject=name, detail={
                                             "created": exists is None, "added": new,
                                             "roles": sorted(have | set(new))}))
-    policy_changed(rt)
+    roles_changed(rt)
     return sorted(have | set(new))
 
 

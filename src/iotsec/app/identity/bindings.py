@@ -17,7 +17,8 @@ from iotsec.app.runtime import Runtime
 from iotsec.errors import NotFoundError
 from iotsec.store import models as m
 
-__all__ = ["DEFAULT_ROLE", "assign_roles", "bump_policy_version", "policy_changed", "require_roles"]
+__all__ = ["DEFAULT_ROLE", "assign_roles", "bump_policy_version", "policy_changed",
+           "require_roles", "roles_changed"]
 
 DEFAULT_ROLE = "device"
 
@@ -34,6 +35,13 @@ def policy_changed(rt: Runtime) -> None:
     rt.registry_changed()
 
 
+def roles_changed(rt: Runtime) -> None:
+    """After a change of roles or group bindings only (no registry entry changed): this
+    process recompiles its policy at once, and keeps the registry entries it has read (a
+    device's own roles live with its entry; see :func:`assign_roles`)."""
+    rt.forget("policy-version")
+
+
 def require_roles(conn: Connection, names: Iterable[str]) -> list[str]:
     wanted = sorted({parse_role_name(n) for n in names})
     if not wanted:
@@ -47,7 +55,11 @@ def require_roles(conn: Connection, names: Iterable[str]) -> list[str]:
 
 
 def assign_roles(conn: Connection, device_ids: Sequence[str], roles: Sequence[str]) -> None:
-    """Bind roles to devices inside a transaction (already bound pairs are kept)."""
+    """Bind roles to devices inside a transaction (already bound pairs are kept).
+
+    A device's own roles are part of its registry entry: a caller binding roles to devices
+    that are already registered also moves their ``updated_at``, which is how serving
+    processes learn to read those entries again (newly inserted devices have it already)."""
     wanted = require_roles(conn, roles)
     if not wanted or not device_ids:
         return

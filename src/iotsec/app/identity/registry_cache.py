@@ -1,14 +1,14 @@
 """Registry entries for the decision hot path, cached per serving process.
 
-A decision needs the device's state, groups and attributes. Reading them from the store on
-every request would cost more than the decision itself, and a time-to-live alone would make
-a large fleet miss the cache on nearly every request. So entries stay until the device
-changes: at most every ``hot_cache_seconds`` one indexed query asks the store which devices
-were updated since the last look (``devices.updated_at``), and the cached ones among them
-are read again, in batches, and replaced; changes made by this process drop the whole cache
-at once (``access.policy_changed``). A device's groups and attributes are written only when
-it is registered and its state changes with ``updated_at``, so every change is seen within
-that delay.
+A decision needs the device's state, groups, attributes and own roles. Reading them from
+the store on every request would cost more than the decision itself, and a time-to-live
+alone would make a large fleet miss the cache on nearly every request. So entries stay
+until the device changes: at most every ``hot_cache_seconds`` one indexed query asks the
+store which devices were updated since the last look (``devices.updated_at``), and the
+cached ones among them are read again, in batches, and replaced; changes made by this
+process to the registry drop the whole cache at once (``bindings.policy_changed``). A
+device's groups and attributes are written only when it is registered, and its state and
+its own roles change with ``updated_at``, so every change is seen within that delay.
 
 A look asks again about writes up to ``MARGIN_SECONDS`` before the previous one, in case
 their transactions were still open then; an entry read more than that margin after a
@@ -17,6 +17,9 @@ write's timestamp already reflects it and is not read again.
 On PostgreSQL a serving process also follows the change feed (:mod:`iotsec.app.changes`):
 a device changed through another process is read again as soon as its change commits
 (:meth:`DeviceCache.reread`), and the periodic look stays as the bound.
+
+Entries are read when a device is first asked about, one at a time (:meth:`get`) or many in
+one batch (:meth:`get_many`), never the whole fleet at start.
 
 In a serving process the looks run in a background thread (``background=True``): a request
 never waits for the store because a look was due, and a bulk change (an import of 100,000
@@ -27,11 +30,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 
-from iotsec.app.identity.devices import MAX_LIST, get_device, get_devices, list_devices
+from iotsec.app.identity.devices import get_device, get_devices
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import Device
 from iotsec.store import models as m
@@ -131,24 +134,28 @@ class DeviceCache:
             self._read_at[device.id] = read_at
         return device
 
-    def preload(self, rt: Runtime) -> int:
-        """Read every registered device (up to the cache's size), so that a serving process
-        answers its first requests from memory; returns how many were read. Changes made
-        while it reads are caught by the next look (it started before the read)."""
-        read_at = ts(rt.now())
-        # No look meanwhile (a background look would move the "changed since" time past
-        # changes made while the pages are read, before their devices are in the cache).
-        with self._looking:
-            return self._preload(rt, read_at)
-
-    def _preload(self, rt: Runtime, read_at: int) -> int:
-        after: str | None = None
-        while len(self._entries) < MAX_ENTRIES:
-            page = list_devices(rt, limit=MAX_LIST, after=after)
-            for device in page:
+    def get_many(self, rt: Runtime, device_ids: Sequence[str]) -> dict[str, Device]:
+        """The entries of ``device_ids`` (valid ids), the ones not cached read from the
+        store together; unregistered ids are absent from the result (and not cached)."""
+        if not self.background:
+            self.revalidate(rt)
+        found: dict[str, Device] = {}
+        missing: list[str] = []
+        entries = self._entries
+        for device_id in device_ids:
+            device = entries.get(device_id)
+            if device is None:
+                missing.append(device_id)
+            else:
+                found[device_id] = device
+        if missing:
+            read_at = ts(rt.now())
+            read = get_devices(rt, missing)
+            if len(self._entries) + len(read) > MAX_ENTRIES:
+                self._entries.clear()
+                self._read_at.clear()
+            for device in read.values():
                 self._entries[device.id] = device
                 self._read_at[device.id] = read_at
-            if len(page) < MAX_LIST:
-                break
-            after = page[-1].id
-        return len(self._entries)
+            found.update(read)
+        return found
