@@ -12,7 +12,9 @@ topics (:mod:`iotsec.coap.pubsub`) and are decided by the device's roles
 event chain. Allowed publishes go to the broker through :class:`MqttBridge`; messages the
 broker delivers on an observed topic go to each observer as RFC 7641 notifications.
 
-There is no plaintext CoAP listener.
+An OSCORE listener (:mod:`iotsec.app.coap.oscore_endpoint`) opens beside it when asked:
+CoAP over UDP where every request is protected end to end by OSCORE (RFC 8613). There is
+no listener for unprotected CoAP.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 
 from iotsec.app.access.decisions import check, current_policy
 from iotsec.app.coap.bridge import MqttBridge, bridge_files
+from iotsec.app.coap.oscore_contexts import OscoreContexts
+from iotsec.app.coap.oscore_endpoint import OscoreEndpoint, serve_oscore
 from iotsec.app.coap.standing import common_name, refusal_at_handshake, refusal_now
 from iotsec.app.events import Event, EventSink
 from iotsec.app.pki.authorities import trusted_authorities
@@ -70,6 +74,9 @@ class GatewayOptions:
     max_peers: int = 1000
     idle_timeout: float = 300.0
     handshake_timeout: float = 10.0
+    #: The OSCORE listener's UDP port (RFC 8613 over plain UDP), or None for none.
+    oscore_port: int | None = None
+    oscore_bind: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -77,7 +84,17 @@ class GatewayOptions:
         except ValueError:
             raise InvalidInputError(f"--bind {self.bind!r} is not an IP address",
                                     hint="give an address such as 127.0.0.1 or ::") from None
-        for name, port in (("--port", self.port), ("--mqtt-port", self.mqtt_port)):
+        if self.oscore_bind is not None:
+            try:
+                ipaddress.ip_address(self.oscore_bind)
+            except ValueError:
+                raise InvalidInputError(f"--oscore-bind {self.oscore_bind!r} is not an IP "
+                                        "address", hint="give an address such as 127.0.0.1"
+                                        ) from None
+        ports = [("--port", self.port), ("--mqtt-port", self.mqtt_port)]
+        if self.oscore_port is not None:
+            ports.append(("--oscore-port", self.oscore_port))
+        for name, port in ports:
             if not 0 <= port <= 65535:
                 raise InvalidInputError(f"{name} {port} is out of range (0-65535)")
         if self.max_peers < 1 or self.idle_timeout <= 0 or self.handshake_timeout <= 0:
@@ -289,14 +306,14 @@ class CoapGateway:
                 ((Option.OBSERVE, encode_uint(self._seq(session))),), payload).encode())
 
 
-def _bind(options: GatewayOptions) -> socket.socket:
-    family = socket.AF_INET6 if ":" in options.bind else socket.AF_INET
+def _bind(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.bind((options.bind, options.port))
+        sock.bind((address, port))
     except OSError as exc:
         sock.close()
-        raise CoapGatewayError(f"cannot bind UDP {options.bind}:{options.port}: "
+        raise CoapGatewayError(f"cannot bind UDP {address}:{port}: "
                                f"{exc.strerror or exc}") from None
     return sock
 
@@ -311,12 +328,18 @@ def _reachable(options: GatewayOptions) -> None:
 
 
 def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
-                ready: Callable[[tuple[str, int]], None] | None = None) -> None:
-    """Serve CoAP over DTLS until ``stop`` is set. ``ready`` is called with the bound
-    address once the broker accepted the bridge and the socket listens. The address and
-    the broker are checked before the gateway's certificates are issued or renewed."""
-    sock = _bind(options)
+                ready: Callable[[tuple[str, int]], None] | None = None,
+                oscore_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+    """Serve CoAP over DTLS (and OSCORE over UDP when ``options.oscore_port`` is set)
+    until ``stop`` is set. ``ready`` is called with the bound DTLS address (after
+    ``oscore_ready`` with the OSCORE one) once the broker accepted the bridge and the
+    sockets listen. The addresses and the broker are checked before the gateway's
+    certificates are issued or renewed."""
+    sock = _bind(options.bind, options.port)
+    oscore_sock: socket.socket | None = None
     try:
+        if options.oscore_port is not None:
+            oscore_sock = _bind(options.oscore_bind or options.bind, options.oscore_port)
         _reachable(options)
         tls = ensure_server_tls(rt, options.bind)
         trust = [a.certificate for a in trusted_authorities(rt) if a.role != "cross"]
@@ -325,6 +348,8 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
         files = bridge_files(rt)
     except BaseException:
         sock.close()
+        if oscore_sock is not None:
+            oscore_sock.close()
         raise
     gateway = CoapGateway(rt)
     server = DtlsServer(sock, ctx, gateway, options.limits)
@@ -333,18 +358,34 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
     # A server's events go through a buffer flushed by a background thread (as 'serve'
     # does): no store write on a request's path.
     direct, rt.events = rt.events, EventSink(rt.engine, buffered=True)
+    oscore_thread: threading.Thread | None = None
     try:
         bridge.start()
         gateway.bridge = bridge
         current_policy(rt)
         bound = sock.getsockname()
+        detail: dict[str, object] = {"protocol": "coap+dtls", "bind": options.bind,
+                                     "port": int(bound[1])}
+        if oscore_sock is not None:
+            endpoint = OscoreEndpoint(rt, OscoreContexts(rt), bridge)
+            oscore_thread = threading.Thread(target=serve_oscore, name="coap-oscore",
+                                             args=(endpoint, oscore_sock, stop), daemon=True)
+            oscore_thread.start()
+            oscore_bound = oscore_sock.getsockname()
+            detail["oscore_port"] = int(oscore_bound[1])
+            if oscore_ready is not None:
+                oscore_ready((str(oscore_bound[0]), int(oscore_bound[1])))
         rt.events.record(Event(rt.now(), "gateway.start", "success", actor="gateway",
-                               detail={"protocol": "coap+dtls", "bind": options.bind,
-                                       "port": int(bound[1])}))
+                               detail=detail))
         if ready is not None:
             ready((str(bound[0]), int(bound[1])))
         server.serve(stop)
     finally:
+        stop.set()
+        if oscore_thread is not None:
+            oscore_thread.join(5)
+        if oscore_sock is not None:
+            oscore_sock.close()
         bridge.stop()
         sock.close()
         rt.events.close()
