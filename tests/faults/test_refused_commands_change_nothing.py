@@ -162,6 +162,9 @@ REFUSALS: dict[str, list[str]] = {
     "scan": ["scan", "not a host!"],
     "serve": ["serve", "--port", "70000"],
     "gateway coap": ["gateway", "coap", "--port", "0", "--mqtt-port", "1"],
+    "coap oscore context": ["coap", "oscore", "context", "dev-1", "--device-public",
+                            "{w}/garbage"],
+    "coap oscore remove": ["coap", "oscore", "remove", "ghost"],
     "token create": ["token", "create", "not a name!"],
     "token revoke": ["token", "revoke", "{admin}"],
 }

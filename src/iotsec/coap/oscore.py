@@ -42,8 +42,8 @@ from iotsec.protect.pairing import (
 __all__ = [
     "ALGORITHM", "CLASS_U", "MAX_ID", "MAX_OPTION", "MAX_SEQ", "OscoreOption", "RequestId",
     "SecurityContext", "Unprotected", "encode_option", "master_secret", "pair_context",
-    "parse_option", "partial_iv", "protect_request", "protect_response", "request_option", "unprotect_request",
-    "unprotect_response"
+    "parse_option", "partial_iv", "protect_request", "protect_response", "request_option",
+    "unprotect_request", "unprotect_response"
 ]
 
 #: AES-CCM-16-64-128 (RFC 9053 4.2), the algorithm RFC 8613 makes mandatory.

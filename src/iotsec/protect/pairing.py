@@ -51,7 +51,8 @@ __all__ = [
     "KID_LENGTH", "MAX_IDENTITY", "MAX_KEY_FILE", "MAX_SALT", "MIN_SALT", "AgreementPrivateKey",
     "AgreementPublicKey", "Algorithm", "PairContext", "PairKey", "PrivateKey", "PublicKey",
     "SigningKey", "SigningPrivateKey", "VerifyingKey", "VerifyingPublicKey",
-    "agree", "as_agreement_private", "as_agreement_public", "as_signing_private", "as_verifying_public",
+    "agree", "as_agreement_private", "as_agreement_public", "as_signing_private",
+    "as_verifying_public",
     "check_identity", "establish", "kdf_context", "load_private_key", "load_public_key",
     "new_salt", "public_bytes", "signing_kid"
 ]

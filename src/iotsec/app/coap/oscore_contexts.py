@@ -103,6 +103,11 @@ def gateway_key(rt: Runtime, key_type: str, *, create: bool) -> AgreementPrivate
     return key
 
 
+def _exists(device_id: str) -> ConflictError:
+    return ConflictError(f"device {device_id!r} already has an OSCORE context",
+                         hint="give --replace to make a new one (the old keys stop working)")
+
+
 def provision_context(rt: Runtime, device_id: str, device_public: bytes, *,
                       replace: bool = False) -> ProvisionedContext:
     """Make (or with ``replace``, make anew) the OSCORE context of ``device_id`` from its
@@ -112,6 +117,10 @@ def provision_context(rt: Runtime, device_id: str, device_public: bytes, *,
         raise InvalidInputError(f"device {device_id!r} is {device.state.value}",
                                 hint="enable the device first")
     public = as_agreement_public(load_public_key(device_public))
+    if not replace:
+        with reading(rt.engine) as conn:
+            if conn.execute(select(_c.device_id).where(_c.device_id == device_id)).first():
+                raise _exists(device_id)
     key_type = _key_type(public)
     own = gateway_key(rt, key_type, create=True)
     salt = new_salt()
@@ -126,9 +135,7 @@ def provision_context(rt: Runtime, device_id: str, device_public: bytes, *,
         exists = conn.execute(select(_c.device_id).where(_c.device_id == device_id)).first()
         if exists is not None:
             if not replace:
-                raise ConflictError(f"device {device_id!r} already has an OSCORE context",
-                                    hint="give --replace to make a new one (the old keys "
-                                    "stop working)")
+                raise _exists(device_id)
             conn.execute(delete(m.coap_oscore_contexts).where(_c.device_id == device_id))
         conn.execute(insert(m.coap_oscore_contexts).values(
             device_id=device_id, recipient_id=sender, sender_id=GATEWAY_SENDER_ID, salt=salt,
