@@ -10,7 +10,12 @@ import os
 import socket
 from pathlib import Path
 
+import aiocoap
+import aiocoap.credentials
+import aiocoap.oscore as aiocoap_oscore
 import pytest
+from aiocoap import resource
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,9 +23,6 @@ from hypothesis import strategies as st
 from iotsec.coap import oscore as o
 from iotsec.coap.message import Code, Message, MessageType, Option, parse_message
 from iotsec.errors import OscoreError, PayloadKeyError
-
-aiocoap = pytest.importorskip("aiocoap")
-aiocoap_oscore = pytest.importorskip("aiocoap.oscore")
 
 # RFC 8613 Appendix C.1.1 (client) and C.4 / C.7 (a request and its response).
 _SECRET = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
@@ -159,9 +161,6 @@ def aiocoap_context(directory: Path, *, sender: bytes, recipient: bytes, secret:
 def test_aiocoap_serves_a_request_iotsec_protected(tmp_path: Path) -> None:
     """iotsec protects the request and verifies the response; aiocoap's OSCORE server
     verifies the request, protects its answer, and refuses the same request replayed."""
-    from aiocoap import resource
-    from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
-
     secret, salt = os.urandom(16), os.urandom(8)
     ours = o.SecurityContext(secret, salt, sender_id=b"\x05", recipient_id=b"\x06")
     seen: list[bytes] = []

@@ -8,6 +8,7 @@ import asyncio
 import socket
 from pathlib import Path
 
+import aiocoap
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -25,8 +26,6 @@ from tests.broker.support import Creds, Inbox
 from tests.coap.conftest import Fleet
 from tests.coap.support import gateway
 from tests.coap.test_oscore import aiocoap_context
-
-aiocoap = pytest.importorskip("aiocoap")
 
 
 def _device_key() -> tuple[x25519.X25519PrivateKey, bytes]:
