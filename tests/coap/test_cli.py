@@ -88,3 +88,17 @@ def test_oscore_context_is_provisioned_once(fleet: Fleet, tmp_path: Path) -> Non
                              env=_env(fleet), capture_output=True, text=True, timeout=30,
                              check=False)
     assert removed.returncode == 0, removed
+
+
+def test_edhoc_credential_is_printed_once_the_gateway_has_its_key(fleet: Fleet) -> None:
+    from iotsec.app.coap.oscore_contexts import edhoc_credential
+
+    args = [sys.executable, "-c", _MAIN, "coap", "edhoc", "credential", "--json"]
+    missing = subprocess.run(args, env=_env(fleet), capture_output=True, text=True,
+                             timeout=30, check=False)
+    assert missing.returncode == 1 and "iotsec gateway coap --oscore-port" in missing.stderr
+    expected = edhoc_credential(fleet.rt)
+    done = subprocess.run(args, env=_env(fleet), capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done
+    assert json.loads(done.stdout)["ccs"] == expected.hex()

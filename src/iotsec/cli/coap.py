@@ -6,20 +6,29 @@ from typing import Annotated
 
 import typer
 
-from iotsec.app.coap.oscore_contexts import ProvisionedContext, provision_context, remove_context
+from iotsec.app.coap.oscore_contexts import (
+    GATEWAY_ID,
+    ProvisionedContext,
+    edhoc_credential,
+    provision_context,
+    remove_context,
+)
 from iotsec.app.wire.coap import OscoreContextOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import DeviceArg, JsonOpt
 from iotsec.cli.output import console, emit_json, err_console, read_input
 from iotsec.protect.pairing import MAX_KEY_FILE
 
-__all__ = ["app", "oscore_app"]
+__all__ = ["app", "edhoc_app", "oscore_app"]
 
 app = typer.Typer(help="CoAP for constrained devices: OSCORE security contexts.",
                   no_args_is_help=True)
 oscore_app = typer.Typer(help="OSCORE (RFC 8613) contexts between the gateway and a device, "
                          "derived from pair keys (ECDH + HKDF).", no_args_is_help=True)
+edhoc_app = typer.Typer(help="EDHOC (RFC 9528): devices establish OSCORE contexts with "
+                        "their certificate key.", no_args_is_help=True)
 app.add_typer(oscore_app, name="oscore")
+app.add_typer(edhoc_app, name="edhoc")
 
 
 def _out(ctx: ProvisionedContext) -> OscoreContextOut:
@@ -71,3 +80,17 @@ def remove(device: DeviceArg, as_json: JsonOpt = False) -> None:
         emit_json({"device_id": device, "removed": True})
         return
     err_console.print(f"Removed the OSCORE context of {device}.", markup=False)
+
+
+@edhoc_app.command("credential")
+def credential(as_json: JsonOpt = False) -> None:
+    """Print the gateway's EDHOC credential (a CCS, RFC 8392, in hex): a device authenticates
+    the gateway with it. Devices present a CCS by value holding their certificate's P-256
+    key with their device id as subject (method 3, cipher suite 2)."""
+    with runtime() as rt:
+        encoded = edhoc_credential(rt, create=False)
+    if as_json:
+        emit_json({"subject": GATEWAY_ID, "ccs": encoded.hex(), "method": 3,
+                   "cipher_suite": 2})
+        return
+    console.print(encoded.hex(), markup=False)

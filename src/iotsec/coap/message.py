@@ -36,7 +36,8 @@ class MessageType(enum.IntEnum):
 
 
 class Option(enum.IntEnum):
-    """The option numbers this gateway understands (RFC 7252 5.10, RFC 7641, RFC 7959)."""
+    """The option numbers this gateway understands (RFC 7252 5.10, RFC 7641, RFC 7959,
+    RFC 8613, RFC 9668)."""
 
     IF_MATCH = 1
     URI_HOST = 3
@@ -51,6 +52,7 @@ class Option(enum.IntEnum):
     MAX_AGE = 14
     URI_QUERY = 15
     ACCEPT = 17
+    EDHOC = 21
     LOCATION_QUERY = 20
     BLOCK2 = 23
     BLOCK1 = 27

@@ -11,10 +11,10 @@ payload keys do, :mod:`iotsec.protect.pairing`): :func:`master_secret` binds bot
 identities and both public keys into the derivation.
 
 Options are split as RFC 8613 4.1 says: the Class U options (Uri-Host, Uri-Port,
-Proxy-Uri, Proxy-Scheme, Observe, OSCORE) stay outside, every other option is encrypted
-with the code and the payload. :func:`parse_option` is strict and bounded: the OSCORE option
-is at most :data:`MAX_OPTION` bytes, reserved flag bits and Partial IV lengths 6 and 7 are
-refused (RFC 8613 6.1).
+Proxy-Uri, Proxy-Scheme, Observe, OSCORE, and RFC 9668's EDHOC) stay outside, every other
+option is encrypted with the code and the payload. :func:`parse_option` is strict and
+bounded: the OSCORE option is at most :data:`MAX_OPTION` bytes, reserved flag bits and
+Partial IV lengths 6 and 7 are refused (RFC 8613 6.1).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ MAX_SEQ: Final = (1 << 40) - 1
 MAX_OPTION: Final = 1 + 5 + 1 + 255 + MAX_ID
 #: Options that stay in the outer (unprotected) message (RFC 8613 4.1.2, 4.1.3).
 CLASS_U: Final = frozenset({Option.URI_HOST, Option.OBSERVE, Option.URI_PORT, Option.OSCORE,
-                            Option.PROXY_URI, Option.PROXY_SCHEME})
+                            Option.EDHOC, Option.PROXY_URI, Option.PROXY_SCHEME})
 _MASTER_INFO: Final = b"iotsec oscore master secret v1"
 _FETCH: Final = 0x05
 
@@ -263,7 +263,7 @@ def _join(outer: Message, plaintext: bytes) -> Message:
     if Option.OSCORE in inner_numbers:
         raise OscoreError("an OSCORE option inside the protected message", Code.BAD_REQUEST)
     kept = tuple((n, v) for n, v in outer.options
-                 if n != Option.OSCORE and n not in inner_numbers)
+                 if n not in (Option.OSCORE, Option.EDHOC) and n not in inner_numbers)
     options = tuple(sorted(kept + inner.options, key=lambda o: o[0]))
     return Message(outer.type, inner.code, outer.mid, outer.token, options, inner.payload)
 

@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from sqlalchemy import delete, insert, select, update
@@ -30,8 +31,16 @@ from iotsec.app.events import Event
 from iotsec.app.identity.devices import get_device
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import GATEWAY_USER
+from iotsec.coap.edhoc import CcsCredential, ccs
+from iotsec.coap.message import Code
 from iotsec.coap.oscore import ALGORITHM, MAX_ID, SecurityContext, pair_context
-from iotsec.errors import ConflictError, InvalidInputError, IotsecError, NotFoundError
+from iotsec.errors import (
+    ConflictError,
+    InvalidInputError,
+    IotsecError,
+    NotFoundError,
+    OscoreError,
+)
 from iotsec.filesystem import write_private_file
 from iotsec.identity.registry import DeviceState
 from iotsec.protect.pairing import (
@@ -46,7 +55,8 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
-__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "OscoreContexts", "ProvisionedContext",
+__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "GatewayContext", "OscoreContexts",
+           "ProvisionedContext", "edhoc_credential", "edhoc_device", "edhoc_key",
            "provision_context", "remove_context"]
 
 #: The gateway's identity in the key derivation (the same name as its MQTT identity).
@@ -89,9 +99,9 @@ def gateway_key(rt: Runtime, key_type: str, *, create: bool) -> AgreementPrivate
         key = serialization.load_pem_private_key(path.read_bytes(), None)
     except FileNotFoundError:
         if not create:
-            raise IotsecError(f"the gateway's OSCORE {key_type} key {path} is missing",
-                              hint="provision the device's context again with "
-                              "'iotsec coap oscore context DEVICE --replace'") from None
+            raise NotFoundError(f"the gateway's OSCORE {key_type} key {path} is missing",
+                                hint="start 'iotsec gateway coap --oscore-port PORT' once "
+                                "(it makes the key), or provision a device's context") from None
         new: AgreementPrivateKey = (x25519.X25519PrivateKey.generate() if key_type == "x25519"
                                     else ec.generate_private_key(ec.SECP256R1()))
         write_private_file(path, new.private_bytes(
@@ -150,6 +160,44 @@ def provision_context(rt: Runtime, device_id: str, device_public: bytes, *,
                               salt, sender, GATEWAY_SENDER_ID)
 
 
+def edhoc_key(rt: Runtime, *, create: bool = True) -> tuple[bytes, ec.EllipticCurvePublicKey]:
+    """The gateway's EDHOC static key (its P-256 agreement key): the private scalar as
+    lakers takes it, and the public key."""
+    key = gateway_key(rt, "p256", create=create)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key.private_numbers().private_value.to_bytes(32, "big"), key.public_key()
+
+
+def edhoc_credential(rt: Runtime, *, create: bool = True) -> bytes:
+    """The gateway's EDHOC credential (a CCS by value, subject :data:`GATEWAY_ID`), which a
+    device is configured with to authenticate the gateway."""
+    return ccs(edhoc_key(rt, create=create)[1], GATEWAY_ID, GATEWAY_SENDER_ID)
+
+
+def edhoc_device(rt: Runtime, credential: CcsCredential) -> tuple[str, str]:
+    """The device and certificate serial an EDHOC credential stands for: its subject must
+    be a device with a certificate valid now whose public key is the credential's."""
+    device_id = credential.subject
+    wanted = credential.public.public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    now = ts(rt.now())
+    cert = m.certificates.c
+    with reading(rt.engine) as conn:
+        rows = conn.execute(select(cert.serial, cert.der).where(
+            cert.device_id == device_id, cert.revoked_at.is_(None), cert.not_after > now,
+            cert.not_before <= now)).all()
+    for row in rows:
+        try:
+            spki = x509.load_der_x509_certificate(bytes(row.der)).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        except ValueError:
+            continue
+        if spki == wanted:
+            return device_id, str(row.serial)
+    raise OscoreError(f"EDHOC: no valid certificate of {device_id!r} holds the presented key",
+                      Code.UNAUTHORIZED)
+
+
 def public_bytes_der(public: AgreementPublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.DER,
                                serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -168,12 +216,17 @@ def remove_context(rt: Runtime, device_id: str) -> None:
 
 @dataclass(eq=False)
 class GatewayContext:
-    """One device's context as the gateway holds it: keys and the replay window."""
+    """One device's context as the gateway holds it: keys and the replay window. A context
+    established by EDHOC names the certificate whose key authenticated it (``serial``) and
+    lives in memory only (``persisted`` False): after a restart the device runs EDHOC
+    again, so its old kid is unknown and nothing sent under it is accepted."""
 
     device_id: str
     keys: SecurityContext
     window: ReplayWindow
     lock: threading.Lock
+    serial: str | None = None
+    persisted: bool = True
 
 
 class OscoreContexts:
@@ -217,6 +270,9 @@ class OscoreContexts:
         """Mark ``seq`` accepted and persist the window before the request is acted on;
         a replay raises (``PayloadReplayError`` / ``PayloadTooOldError``). A context
         deleted or replaced meanwhile is refused."""
+        if not context.persisted:
+            context.window.accept(seq)
+            return
         with context.lock:
             before = context.window.state()
             context.window.accept(seq)

@@ -14,6 +14,11 @@ interpreted (:mod:`iotsec.coap.pubsub`) and decided with the device's roles. The
 protected with the request's nonce. Failures before decryption are answered unprotected
 with the codes RFC 8613 8.2 names (4.02, 4.01, 4.00) and recorded as events.
 
+A context may also be established by EDHOC (RFC 9528) with the device's certificate key
+(:mod:`iotsec.coap.edhoc`): message_1 to ``/.well-known/edhoc`` (the one request served
+without OSCORE), message_3 in front of the first OSCORE request (RFC 9668). Such a context
+lives in memory, and the certificate it was established with is checked on every request.
+
 Publishing and reading are served; observing a topic over OSCORE is not (its
 notifications need the gateway's own sequence numbers): it is answered 5.01 inside the
 protection, and devices observe over DTLS.
@@ -30,9 +35,18 @@ from collections import OrderedDict
 
 from iotsec.app.access.decisions import check
 from iotsec.app.coap.bridge import MqttBridge
-from iotsec.app.coap.oscore_contexts import GatewayContext, OscoreContexts
+from iotsec.app.coap.oscore_contexts import (
+    GATEWAY_ID,
+    GATEWAY_SENDER_ID,
+    GatewayContext,
+    OscoreContexts,
+    edhoc_device,
+    edhoc_key,
+)
+from iotsec.app.coap.standing import refusal_now
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
+from iotsec.coap.edhoc import EDHOC_PATH, Responder, ccs, connection_ids, split_message_3
 from iotsec.coap.message import (
     Code,
     Message,
@@ -57,6 +71,7 @@ from iotsec.errors import (
     PayloadReplayError,
     PayloadTooOldError,
 )
+from iotsec.protect.replay import ReplayWindow
 
 __all__ = ["OscoreEndpoint", "serve_oscore"]
 
@@ -77,6 +92,13 @@ class OscoreEndpoint:
         self.rt = rt
         self.contexts = contexts
         self.bridge = bridge
+        self._edhoc_key, gateway_public = edhoc_key(rt)
+        self._edhoc_credential = ccs(gateway_public, GATEWAY_ID, GATEWAY_SENDER_ID)
+        #: EDHOC sessions after message_2, and the contexts they established, by C_R (the
+        #: kid of the device's requests); together at most 48 (lakers' one-byte C_R), the
+        #: least recently used dropped first.
+        self._edhoc_pending: OrderedDict[bytes, Responder] = OrderedDict()
+        self._edhoc_ready: OrderedDict[bytes, GatewayContext] = OrderedDict()
         self._replies: OrderedDict[tuple[Address, int], bytes] = OrderedDict()
         self._next_mid = secrets.randbelow(0x10000)
 
@@ -117,15 +139,69 @@ class OscoreEndpoint:
         self._next_mid = (self._next_mid + 1) & 0xFFFF
         return Message(MessageType.NON, code, self._next_mid, request.token, options, payload)
 
+    # --- EDHOC (RFC 9528, the combined request of RFC 9668) ---------------------------------
+
+    def _free_ids(self) -> list[bytes]:
+        used = set(self._edhoc_pending) | set(self._edhoc_ready)
+        free = [c for c in connection_ids() if c not in used]
+        if len(free) < 2:  # one may equal C_I: drop the least recently used
+            victim = self._edhoc_pending if self._edhoc_pending else self._edhoc_ready
+            victim.popitem(last=False)
+            return self._free_ids()
+        return free
+
+    def _message_1(self, msg: Message, address: Address) -> Message:
+        if msg.code != Code.POST:
+            return self._reply(msg, Code.METHOD_NOT_ALLOWED, b"EDHOC takes POST")
+        try:
+            responder = Responder(self._edhoc_key, self._edhoc_credential, msg.payload,
+                                  self._free_ids())
+            message_2 = responder.message_2()
+        except OscoreError as exc:
+            self._event("denied", address, None, None, {"reason": str(exc)})
+            return self._reply(msg, exc.coap_code, str(exc).encode()[:120])
+        self._edhoc_pending[responder.c_r] = responder
+        return self._reply(msg, Code.CHANGED, message_2)
+
+    def _message_3(self, msg: Message, kid: bytes) -> tuple[GatewayContext, Message]:
+        """Complete the EDHOC session ``kid`` with the message_3 in front of an OSCORE
+        request: the new context, and the request with its plain OSCORE payload."""
+        responder = self._edhoc_pending.pop(kid, None)
+        if responder is None:
+            raise OscoreError("EDHOC: no session for this C_R", Code.UNAUTHORIZED)
+        message_3, ciphertext = split_message_3(msg.payload)
+        credential = responder.device_credential(message_3)
+        device_id, serial = edhoc_device(self.rt, credential)
+        context = GatewayContext(device_id, responder.finish(credential), ReplayWindow(),
+                                 threading.Lock(), serial=serial, persisted=False)
+        self._edhoc_ready[kid] = context
+        rest = tuple((n, v) for n, v in msg.options if n != Option.EDHOC)
+        return context, Message(msg.type, msg.code, msg.mid, msg.token, rest, ciphertext)
+
+    def _find(self, kid: bytes) -> GatewayContext | None:
+        found = self._edhoc_ready.get(kid)
+        if found is not None:
+            self._edhoc_ready.move_to_end(kid)
+            return found
+        return self.contexts.find(kid)
+
+    # --- OSCORE ------------------------------------------------------------------------------
+
     def _answer(self, msg: Message, address: Address) -> Message:
         if msg.first(Option.OSCORE) is None:
+            path = tuple(v.decode("utf-8", "replace") for v in msg.values(Option.URI_PATH))
+            if path == EDHOC_PATH:
+                return self._message_1(msg, address)
             self._event("denied", address, None, None, {"reason": "not OSCORE-protected"})
             return self._reply(msg, Code.UNAUTHORIZED, b"OSCORE-protected requests only")
         context: GatewayContext | None = None
         try:
             opt = request_option(msg)
             assert opt.kid is not None
-            context = self.contexts.find(opt.kid)
+            if msg.first(Option.EDHOC) is not None:
+                context, msg = self._message_3(msg, opt.kid)
+            else:
+                context = self._find(opt.kid)
             if context is None:
                 raise OscoreError("Security context not found", Code.UNAUTHORIZED)
             context.window.check(int.from_bytes(opt.piv, "big"))
@@ -149,6 +225,13 @@ class OscoreEndpoint:
     def _serve(self, context: GatewayContext, verified: Unprotected, address: Address
                ) -> tuple[int, bytes]:
         device_id = context.device_id
+        if context.serial is not None:
+            # Established with a certificate's key: that certificate must still be valid.
+            reason = refusal_now(self.rt, context.serial, device_id, self.rt.now())
+            if reason is not None:
+                self._event("denied", address, device_id, None, {"reason": reason})
+                self._edhoc_ready.pop(context.keys.recipient_id, None)
+                return Code.FORBIDDEN, reason.encode()
         try:
             req = interpret(verified.message)
         except CoapRequestError as exc:
