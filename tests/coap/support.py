@@ -69,7 +69,8 @@ class Answer:
 
 def coap_client(binary: str, url: str, *, method: str = "get", payload: str | None = None,
                 cert: Path | None = None, key: Path | None = None, ca: Path | None = None,
-                observe: float | None = None, timeout: float = 10.0) -> Answer:
+                observe: float | None = None, timeout: float = 10.0,
+                extra: tuple[str, ...] = ()) -> Answer:
     """Run libcoap's ``coap-client-openssl`` once; ``-v 4`` makes it log the response
     code (e.g. ``2.04``) of an empty or refused response on stderr/stdout."""
     args = [binary, "-m", method, "-B", "5", "-v", "6"]
@@ -83,6 +84,7 @@ def coap_client(binary: str, url: str, *, method: str = "get", payload: str | No
         args += ["-R", str(ca)]
     if observe is not None:
         args += ["-s", str(int(observe))]
+    args += list(extra)
     args.append(url)
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     return Answer(done.returncode, done.stdout, done.stderr)

@@ -37,11 +37,13 @@ from iotsec.app.events import Event, EventSink
 from iotsec.app.pki.authorities import trusted_authorities
 from iotsec.app.pki.server_tls import ensure_server_tls
 from iotsec.app.runtime import Runtime
+from iotsec.coap.blockwise import MAX_BODY, Assembly, Block, parse_block
 from iotsec.coap.message import (
     Code,
     Message,
     MessageType,
     Option,
+    decode_uint,
     encode_uint,
     parse_header,
     parse_message,
@@ -63,6 +65,8 @@ log = logging.getLogger(__name__)
 _DEDUP = 32
 #: Most topics one peer may observe at once.
 MAX_OBSERVATIONS = 64
+#: Most request bodies one peer may be sending in blocks at once.
+MAX_ASSEMBLIES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,13 @@ class GatewayOptions:
                           idle_timeout=self.idle_timeout)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    code: int
+    options: tuple[tuple[int, bytes], ...]
+    payload: bytes
+
+
 @dataclass(eq=False)
 class _Session:
     device_id: str
@@ -117,6 +128,9 @@ class _Session:
     replies: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     next_mid: int = field(default_factory=lambda: secrets.randbelow(0x10000))
     observe_seq: int = 2
+    #: Request bodies arriving in Block1 blocks, by (method, topic); at most
+    #: :data:`MAX_ASSEMBLIES`, the oldest dropped first.
+    assemblies: OrderedDict[tuple[int, str], Assembly] = field(default_factory=OrderedDict)
 
 
 class CoapGateway:
@@ -216,6 +230,68 @@ class CoapGateway:
             self._event("coap.request", "denied", peer, None, {"reason": reason})
             peer.closing = True  # answered, then the session is closed
             return Code.FORBIDDEN, (), reason.encode()
+        echo: tuple[tuple[int, bytes], ...] = ()
+        if msg.first(Option.BLOCK1) is not None:
+            try:
+                assembled = self._block1(peer, session, msg)
+            except CoapRequestError as exc:
+                extra = ((Option.SIZE1, encode_uint(MAX_BODY)),) \
+                    if exc.coap_code == Code.REQUEST_ENTITY_TOO_LARGE else ()
+                return exc.coap_code, extra, str(exc).encode()[:200]
+            if isinstance(assembled, _Answer):
+                return assembled.code, assembled.options, assembled.payload
+            msg, echo = assembled
+        code, options, payload = self._decide(peer, session, msg)
+        return code, (*options, *echo), payload
+
+    def _block1(self, peer: Peer, session: _Session, msg: Message
+                ) -> _Answer | tuple[Message, tuple[tuple[int, bytes], ...]]:
+        """A Block1 block (RFC 7959 2.5): 2.31 Continue until the last one, then the whole
+        request (and the Block1 option to echo in its answer). Publishing is decided on
+        the first block, before anything is kept, and again on the whole request."""
+        raw = msg.first(Option.BLOCK1)
+        assert raw is not None
+        block = parse_block(raw)
+        size1 = msg.first(Option.SIZE1)
+        if size1 is not None and decode_uint(size1, 4) > MAX_BODY:
+            raise CoapRequestError(f"a body over {MAX_BODY} bytes",
+                                   Code.REQUEST_ENTITY_TOO_LARGE)
+        bare = Message(msg.type, msg.code, msg.mid, msg.token,
+                       tuple((n, v) for n, v in msg.options
+                             if n not in (Option.BLOCK1, Option.SIZE1)), msg.payload)
+        req = interpret(bare)
+        if req.action is not PubSubAction.PUBLISH:
+            raise CoapRequestError("Block1 is taken with POST and PUT", Code.BAD_OPTION)
+        key = (msg.code, req.topic)
+        if block.num == 0:
+            decision = check(self.rt, session.device_id, "publish", req.topic, session.serial)
+            if not decision.allowed:
+                self._event("coap.request", "denied", peer, req.topic,
+                            {"action": "publish", "reason": decision.reason or "denied"})
+                return _Answer(Code.FORBIDDEN, (), f"publish {req.topic} denied".encode())
+            session.assemblies.pop(key, None)
+            session.assemblies[key] = Assembly(block.szx)
+            while len(session.assemblies) > MAX_ASSEMBLIES:
+                session.assemblies.popitem(last=False)
+        assembly = session.assemblies.get(key)
+        if assembly is None:
+            raise CoapRequestError("a block of a body whose first block was not received",
+                                   Code.REQUEST_ENTITY_INCOMPLETE)
+        try:
+            last = assembly.add(block, msg.payload)
+        except CoapRequestError:
+            session.assemblies.pop(key, None)
+            raise
+        echo = ((Option.BLOCK1, Block(block.num, not last, block.szx).encode()),)
+        if not last:
+            return _Answer(Code.CONTINUE, echo, b"")
+        del session.assemblies[key]
+        whole = Message(bare.type, bare.code, bare.mid, bare.token, bare.options,
+                        bytes(assembly.body))
+        return whole, echo
+
+    def _decide(self, peer: Peer, session: _Session, msg: Message
+                ) -> tuple[int, tuple[tuple[int, bytes], ...], bytes]:
         try:
             req = interpret(msg)
         except CoapRequestError as exc:
