@@ -258,3 +258,51 @@ def test_edhoc_with_the_device_certificate_key(fleet: Fleet) -> None:
               if e.outcome == "denied"]
     assert any("no valid certificate" in str(e.detail) for e in events), events
     assert sorted(m.topic for m in inbox.messages) == ["devices/alice/a", "devices/alice/b"]
+
+
+def test_an_edhoc_context_stops_when_its_certificate_is_revoked(fleet: Fleet) -> None:
+    """A device that keeps its EDHOC context (lakers as the initiator, iotsec's OSCORE):
+    the certificate's standing is read on every request, so a revocation stops it."""
+    import lakers
+
+    from iotsec.coap.edhoc import ccs
+
+    gateway_credential = edhoc_credential(fleet.rt)
+    key = serialization.load_pem_private_key(fleet.bob.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    own = ccs(key.public_key(), "bob", b"\x01")
+    with gateway(fleet.rt, fleet.mqtt_port, oscore_port=0) as gw:
+        assert gw.oscore is not None
+        initiator = lakers.EdhocInitiator()
+        message_1 = initiator.prepare_message_1(b"\x05", [])
+        first = Message(MessageType.CON, Code.POST, 1, b"e1",
+                        ((Option.URI_PATH, b".well-known"), (Option.URI_PATH, b"edhoc")),
+                        b"\xf5" + bytes(message_1))
+        answer = _exchange(gw.oscore, first.encode())
+        assert answer.code == Code.CHANGED, answer
+        c_r, _, _ = initiator.parse_message_2(answer.payload)
+        initiator.verify_message_2(
+            key.private_numbers().private_value.to_bytes(32, "big"), own, gateway_credential)
+        message_3 = bytes(initiator.prepare_message_3(lakers.CredentialTransfer.ByValue, [])[0])
+        initiator.completed_without_message_4()
+        device = o.SecurityContext(bytes(initiator.edhoc_exporter(0, [], 16)),
+                                   bytes(initiator.edhoc_exporter(1, [], 8)),
+                                   sender_id=bytes(c_r), recipient_id=b"\x05")
+
+        def publish(mid: int, seq: int, combined: bool = False) -> int:
+            protected, rid = o.protect_request(device, _post(mid, "devices/bob/x", b"1"), seq)
+            if combined:
+                protected = Message(protected.type, protected.code, mid, protected.token,
+                                    (*protected.options, (Option.EDHOC, b"")),
+                                    message_3 + protected.payload)
+            reply = o.unprotect_response(device, rid,
+                                         _exchange(gw.oscore, protected.encode()))
+            return reply.code
+
+        assert publish(2, 0, combined=True) == Code.CHANGED
+        assert publish(3, 1) == Code.CHANGED
+        revoke(fleet.rt, fleet.bob.serial)
+        assert publish(4, 2) == Code.FORBIDDEN
+        # The context is gone with the refusal.
+        protected, _ = o.protect_request(device, _post(5, "devices/bob/x", b"1"), 3)
+        assert _exchange(gw.oscore, protected.encode()).code == Code.UNAUTHORIZED
