@@ -13,16 +13,21 @@ import aiocoap.oscore
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from iotsec.app.coap.oscore_contexts import (
+    OscoreContexts,
     ProvisionedContext,
     edhoc_credential,
     provision_context,
     remove_context,
 )
+from iotsec.app.coap.oscore_endpoint import OscoreEndpoint
 from iotsec.app.events import list_events
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki.revocation import revoke
+from iotsec.app.runtime import Runtime
 from iotsec.coap import oscore as o
 from iotsec.coap.message import Code, Message, MessageType, Option, parse_message
 from iotsec.device import DeviceClient
@@ -306,3 +311,26 @@ def test_an_edhoc_context_stops_when_its_certificate_is_revoked(fleet: Fleet) ->
         # The context is gone with the refusal.
         protected, _ = o.protect_request(device, _post(5, "devices/bob/x", b"1"), 3)
         assert _exchange(gw.oscore, protected.encode()).code == Code.UNAUTHORIZED
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300), st.binary(max_size=12), st.booleans())
+def test_malformed_datagrams_never_crash_the_oscore_endpoint(crt: Runtime, tail: bytes,
+                                                             option: bytes, edhoc: bool
+                                                             ) -> None:
+    """Random datagrams, and well-formed CoAP carrying a random OSCORE option and payload
+    (with or without the EDHOC option): an answer or nothing, never an exception."""
+    endpoint = OscoreEndpoint(crt, OscoreContexts(crt), None)
+    address = ("127.0.0.1", 40000)
+    endpoint.received(tail, address)
+    options: tuple[tuple[int, bytes], ...] = ((Option.OSCORE, option),)
+    if edhoc:
+        options += ((Option.EDHOC, b""),)
+    for message in (Message(MessageType.CON, Code.POST, 7, b"t", options, tail or b"x"),
+                    Message(MessageType.CON, Code.POST, 8, b"t",
+                            ((Option.URI_PATH, b".well-known"), (Option.URI_PATH, b"edhoc")),
+                            b"\xf5" + tail)):
+        answer = endpoint.received(message.encode(), address)
+        assert answer is not None
+        assert parse_message(answer).code >= 0x80

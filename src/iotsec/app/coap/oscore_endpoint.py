@@ -271,6 +271,9 @@ def serve_oscore(endpoint: OscoreEndpoint, sock: socket.socket, stop: threading.
         except IotsecError as exc:  # the store unreachable: nothing is served
             log.warning("OSCORE request from %s not served: %s", address[0], exc)
             continue
+        except Exception:  # a bug must not stop the listener for every other device
+            log.exception("OSCORE request from %s failed", address[0])
+            continue
         if answer is not None:
             try:
                 sock.sendto(answer, address)
