@@ -19,6 +19,7 @@ no listener for unprotected CoAP.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import secrets
@@ -67,6 +68,8 @@ _DEDUP = 32
 MAX_OBSERVATIONS = 64
 #: Most request bodies one peer may be sending in blocks at once.
 MAX_ASSEMBLIES = 4
+#: The largest block sent (1024 bytes): a notification above it goes out in Block2 blocks.
+_BLOCK_SZX = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,11 @@ class _Session:
     #: Request bodies arriving in Block1 blocks, by (method, topic); at most
     #: :data:`MAX_ASSEMBLIES`, the oldest dropped first.
     assemblies: OrderedDict[tuple[int, str], Assembly] = field(default_factory=OrderedDict)
+    #: The block size each observation asked for (a Block2 option in its registration).
+    block_szx: dict[bytes, int] = field(default_factory=dict)
+    #: The last notification of each observed topic too large for one datagram, with its
+    #: ETag: its later blocks are fetched with GET and Block2 (RFC 7959 2.4, 3.4).
+    bodies: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
 
 
 class CoapGateway:
@@ -241,7 +249,17 @@ class CoapGateway:
             if isinstance(assembled, _Answer):
                 return assembled.code, assembled.options, assembled.payload
             msg, echo = assembled
-        code, options, payload = self._decide(peer, session, msg)
+        block2: Block | None = None
+        raw2 = msg.first(Option.BLOCK2)
+        if raw2 is not None:
+            try:
+                block2 = parse_block(raw2)
+            except CoapRequestError as exc:
+                return exc.coap_code, (), str(exc).encode()[:200]
+            msg = Message(msg.type, msg.code, msg.mid, msg.token,
+                          tuple((n, v) for n, v in msg.options
+                                if n not in (Option.BLOCK2, Option.SIZE2)), msg.payload)
+        code, options, payload = self._decide(peer, session, msg, block2)
         return code, (*options, *echo), payload
 
     def _block1(self, peer: Peer, session: _Session, msg: Message
@@ -290,14 +308,14 @@ class CoapGateway:
                         bytes(assembly.body))
         return whole, echo
 
-    def _decide(self, peer: Peer, session: _Session, msg: Message
+    def _decide(self, peer: Peer, session: _Session, msg: Message, block2: Block | None
                 ) -> tuple[int, tuple[tuple[int, bytes], ...], bytes]:
         try:
             req = interpret(msg)
         except CoapRequestError as exc:
             return exc.coap_code, (), str(exc).encode()[:200]
         actions = [req.action.policy_action]
-        if req.action is PubSubAction.SUBSCRIBE:
+        if req.action in (PubSubAction.SUBSCRIBE, PubSubAction.READ):
             actions.append("receive")
         if req.action is not PubSubAction.UNSUBSCRIBE:
             for action in actions:
@@ -315,11 +333,31 @@ class CoapGateway:
                     len(session.observers) >= MAX_OBSERVATIONS:
                 return Code.SERVICE_UNAVAILABLE, (), b"too many observations"
             self._observe(peer, session, msg.token, req.topic)
+            if block2 is not None:
+                session.block_szx[msg.token] = min(block2.szx, _BLOCK_SZX)
             return Code.CONTENT, ((Option.OBSERVE, encode_uint(self._seq(session))),), b""
         if req.action is PubSubAction.UNSUBSCRIBE:
             self._forget(peer, session, msg.token)
             return Code.CONTENT, (), b""
+        stored = session.bodies.get(req.topic)
+        if block2 is not None and stored is not None:
+            return self._block2(stored, block2)
         return Code.NOT_FOUND, (), b"no stored message: observe the topic (Observe: 0)"
+
+    @staticmethod
+    def _block2(stored: tuple[bytes, bytes], block2: Block
+                ) -> tuple[int, tuple[tuple[int, bytes], ...], bytes]:
+        """Block ``block2.num`` of the last large notification (RFC 7959 2.4): the ETag
+        tells the client which notification the block belongs to."""
+        etag, body = stored
+        size = block2.size
+        start = block2.num * size
+        if start >= len(body) and block2.num:
+            return Code.BAD_OPTION, (), b"no such block"
+        more = start + size < len(body)
+        return Code.CONTENT, ((Option.ETAG, etag),
+                              (Option.BLOCK2, Block(block2.num, more, block2.szx).encode()),
+                              (Option.SIZE2, encode_uint(len(body)))), body[start:start + size]
 
     @staticmethod
     def _seq(session: _Session) -> int:
@@ -341,6 +379,9 @@ class CoapGateway:
     def _forget(self, peer: Peer, session: _Session, token: bytes) -> None:
         topic = session.observers.pop(token, None)
         session.notified.pop(token, None)
+        session.block_szx.pop(token, None)
+        if topic is not None and topic not in session.observers.values():
+            session.bodies.pop(topic, None)
         if topic is None:
             return
         watchers = self._by_topic.get(topic, {})
@@ -377,9 +418,22 @@ class CoapGateway:
                     server.close_peer(peer)
                 continue
             session.notified[token] = mid
-            server.send(peer, Message(
-                MessageType.NON, Code.CONTENT, mid, token,
-                ((Option.OBSERVE, encode_uint(self._seq(session))),), payload).encode())
+            observe = (Option.OBSERVE, encode_uint(self._seq(session)))
+            szx = session.block_szx.get(token, _BLOCK_SZX)
+            if len(payload) <= 16 << szx:
+                server.send(peer, Message(MessageType.NON, Code.CONTENT, mid, token,
+                                          (observe,), payload).encode())
+                continue
+            if len(payload) > MAX_BODY:
+                self._event("coap.notify", "denied", peer, topic,
+                            {"reason": f"a message over {MAX_BODY} bytes"})
+                continue
+            # Larger than one block: the first block goes out, the client fetches the rest.
+            etag = hashlib.sha256(payload).digest()[:8]
+            session.bodies[topic] = (etag, payload)
+            code, options, first = self._block2((etag, payload), Block(0, True, szx))
+            server.send(peer, Message(MessageType.NON, code, mid, token,
+                                      (observe, *options), first).encode())
 
 
 def _bind(address: str, port: int) -> socket.socket:
