@@ -3,10 +3,13 @@ policy engine as MQTT and bridged to the MQTT broker.
 
 A device connects with the certificate iotsec issued it (DTLS mutual authentication; the
 chain is verified by OpenSSL against the fleet's trusted CAs). Then, at the end of the
-handshake *and again on every request and every notification*, the store is asked whether
-the certificate is still valid (not revoked, not expired, known) and the device still
-active or pending: a device disabled or a certificate revoked after the handshake is
-refused on its next request (4.03) and its session closed. Requests map to actions on
+handshake *and again on every request and every notification*, it is checked that the
+certificate is still valid (not revoked, not expired, known) and the device still active
+or pending: a device disabled or a certificate revoked after the handshake is refused on
+its next request (4.03) and its session closed. The handshake reads the store; requests
+read a per-process cache of that standing (:class:`~iotsec.app.coap.standing.StandingCache`:
+this process's changes apply at once, another process's within
+``IOTSEC_HOT_CACHE_SECONDS``). Requests map to actions on
 topics (:mod:`iotsec.coap.pubsub`) and are decided by the device's roles
 (:func:`iotsec.app.access.decisions.check`); a denial is answered 4.03 and recorded on the
 event chain. Allowed publishes go to the broker through :class:`MqttBridge`; messages the
@@ -153,7 +156,7 @@ class CoapGateway:
     # --- standing: checked at the handshake, each request, each notification ---------
 
     def _refusal(self, peer: Peer) -> str | None:
-        """Why this peer may not be served now, or None (one store read)."""
+        """Why this peer may not be served now, or None (from the standing cache)."""
         session = peer.state.get("session")
         if not isinstance(session, _Session):
             return "no session"
