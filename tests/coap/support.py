@@ -21,6 +21,8 @@ class Running:
     thread: threading.Thread
     stop: threading.Event
     errors: list[BaseException]
+    #: The OSCORE listener's address (with ``oscore_port=0``).
+    oscore: tuple[str, int] | None = None
 
     @property
     def url(self) -> str:
@@ -31,6 +33,7 @@ class Running:
 def gateway(rt: Runtime, mqtt_port: int, **options: float) -> Iterator[Running]:
     stop = threading.Event()
     bound: list[tuple[str, int]] = []
+    oscore: list[tuple[str, int]] = []
     ready = threading.Event()
     errors: list[BaseException] = []
 
@@ -38,7 +41,8 @@ def gateway(rt: Runtime, mqtt_port: int, **options: float) -> Iterator[Running]:
         try:
             run_gateway(rt, GatewayOptions(port=0, mqtt_port=mqtt_port,
                                            **options), stop,  # type: ignore[arg-type]
-                        ready=lambda a: (bound.append(a), ready.set()))
+                        ready=lambda a: (bound.append(a), ready.set()),
+                        oscore_ready=oscore.append)
         except BaseException as exc:
             errors.append(exc)
             ready.set()
@@ -48,7 +52,7 @@ def gateway(rt: Runtime, mqtt_port: int, **options: float) -> Iterator[Running]:
     assert ready.wait(15), "the gateway did not start"
     assert not errors, errors
     try:
-        yield Running(bound[0], thread, stop, errors)
+        yield Running(bound[0], thread, stop, errors, oscore[0] if oscore else None)
     finally:
         stop.set()
         thread.join(10)
@@ -65,7 +69,8 @@ class Answer:
 
 def coap_client(binary: str, url: str, *, method: str = "get", payload: str | None = None,
                 cert: Path | None = None, key: Path | None = None, ca: Path | None = None,
-                observe: float | None = None, timeout: float = 10.0) -> Answer:
+                observe: float | None = None, timeout: float = 10.0,
+                extra: tuple[str, ...] = ()) -> Answer:
     """Run libcoap's ``coap-client-openssl`` once; ``-v 4`` makes it log the response
     code (e.g. ``2.04``) of an empty or refused response on stderr/stdout."""
     args = [binary, "-m", method, "-B", "5", "-v", "6"]
@@ -79,6 +84,7 @@ def coap_client(binary: str, url: str, *, method: str = "get", payload: str | No
         args += ["-R", str(ca)]
     if observe is not None:
         args += ["-s", str(int(observe))]
+    args += list(extra)
     args.append(url)
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     return Answer(done.returncode, done.stdout, done.stderr)

@@ -61,3 +61,44 @@ def test_bad_input_is_refused_with_one_line(fleet: Fleet, tmp_path: Path) -> Non
         assert done.returncode == 1, done
         assert done.stderr.startswith("iotsec: error:") and says in done.stderr, done
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_oscore_context_is_provisioned_once(fleet: Fleet, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    public = tmp_path / "alice-oscore.pub"
+    public.write_bytes(x25519.X25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    args = [sys.executable, "-c", _MAIN, "coap", "oscore", "context", "alice",
+            "--device-public", str(public)]
+    done = subprocess.run([*args, "--json"], env=_env(fleet), capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done
+    out = json.loads(done.stdout)
+    assert out["device_id"] == "alice" and out["key_type"] == "x25519"
+    assert len(bytes.fromhex(out["device_sender_id"])) == 4 and len(out["salt"]) == 32
+    assert out["gateway_public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert out["algorithm"] == "AES-CCM-16-64-128"
+    again = subprocess.run(args, env=_env(fleet), capture_output=True, text=True, timeout=30,
+                           check=False)
+    assert again.returncode == 1 and "already has an OSCORE context" in again.stderr
+    assert again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
+    removed = subprocess.run([sys.executable, "-c", _MAIN, "coap", "oscore", "remove", "alice"],
+                             env=_env(fleet), capture_output=True, text=True, timeout=30,
+                             check=False)
+    assert removed.returncode == 0, removed
+
+
+def test_edhoc_credential_is_printed_once_the_gateway_has_its_key(fleet: Fleet) -> None:
+    from iotsec.app.coap.oscore_contexts import edhoc_credential
+
+    args = [sys.executable, "-c", _MAIN, "coap", "edhoc", "credential", "--json"]
+    missing = subprocess.run(args, env=_env(fleet), capture_output=True, text=True,
+                             timeout=30, check=False)
+    assert missing.returncode == 1 and "iotsec gateway coap --oscore-port" in missing.stderr
+    expected = edhoc_credential(fleet.rt)
+    done = subprocess.run(args, env=_env(fleet), capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done
+    assert json.loads(done.stdout)["ccs"] == expected.hex()

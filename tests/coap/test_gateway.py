@@ -106,6 +106,9 @@ def test_refused_clients(fleet: Fleet, coap_client_bin: str, tmp_path: Path) -> 
 def test_disabled_or_revoked_after_the_handshake_is_refused_on_the_next_request(
         fleet: Fleet) -> None:
     alice, bob = fleet.alice, fleet.bob
+    # The standing of each session is cached; a long delay shows that this process's
+    # changes apply to the very next request all the same.
+    fleet.rt.settings.hot_cache_seconds = 60
     with gateway(fleet.rt, fleet.mqtt_port) as gw:
         a = client(gw.address, alice)
         b = client(gw.address, bob)
@@ -151,3 +154,66 @@ def test_libcoap_observer_receives_what_an_mqtt_client_publishes(
                 proc.kill()
                 proc.wait()
     assert "state-0" in out and "state-2" in out, (out, err)
+
+
+def test_a_body_larger_than_a_datagram_is_published_in_blocks(fleet: Fleet, coap_client_bin: str,
+                                                              tmp_path: Path) -> None:
+    """libcoap's client sends the body in Block1 blocks of 64 bytes (RFC 7959) and needs
+    the gateway's 2.31 Continue to each but the last to go on; the whole body is published
+    once."""
+    alice = fleet.alice
+    body = bytes(range(256)) * 12  # 3072 bytes: 48 blocks, more than one datagram
+    (tmp_path / "body").write_bytes(body)
+    (tmp_path / "huge").write_bytes(b"x" * (70 * 1024))
+    inbox = Inbox()
+    with gateway(fleet.rt, fleet.mqtt_port) as gw, _mqtt(fleet, alice) as mqtt:
+        mqtt.subscribe("devices/alice/#", inbox)
+        answer = coap_client(coap_client_bin, f"{gw.url}/ps/devices/alice/blob", method="post",
+                             cert=alice.cert, key=alice.key, ca=alice.ca, timeout=30,
+                             extra=("-b", "64", "-f", str(tmp_path / "body")))
+        # libcoap logs the first block and the final answer: 2.04 to block 47 of 64 bytes.
+        assert "Block1:0/M/64" in answer.stdout, answer
+        assert _codes(answer) == ["2.04"] and "Block1:47/_/64" in answer.stdout, answer
+        assert inbox.event.wait(5), answer
+        # Over the limit: refused with 4.13 (and nothing published).
+        too_big = coap_client(coap_client_bin, f"{gw.url}/ps/devices/alice/huge",
+                              method="post", cert=alice.cert, key=alice.key, ca=alice.ca,
+                              timeout=60, extra=("-b", "1024", "-f", str(tmp_path / "huge")))
+        assert "4.13" in _codes(too_big), too_big
+        # Another device's topic: refused on the first block.
+        denied = coap_client(coap_client_bin, f"{gw.url}/ps/devices/bob/blob", method="post",
+                             cert=alice.cert, key=alice.key, ca=alice.ca, timeout=30,
+                             extra=("-b", "64", "-f", str(tmp_path / "body")))
+        assert _codes(denied) == ["4.03"], denied
+        time.sleep(0.5)
+    assert [(m.topic, m.payload) for m in inbox.messages] == [("devices/alice/blob", body)]
+
+
+def test_a_large_notification_is_fetched_in_blocks(fleet: Fleet, coap_client_bin: str,
+                                                   tmp_path: Path) -> None:
+    """An MQTT message larger than a block reaches libcoap's observing client as Block2
+    blocks of 64 bytes (RFC 7959 with RFC 7641): the first in the notification, the rest
+    fetched with GET; libcoap prints the whole body."""
+    body = b"".join(b"%04d," % i for i in range(300))  # 1500 bytes
+    alice = fleet.alice
+    received = tmp_path / "received"
+    args = [coap_client_bin, "-s", "6", "-B", "8", "-b", "64", "-v", "6", "-o", str(received),
+            "-c", str(alice.cert), "-j", str(alice.key), "-R", str(alice.ca)]
+    with gateway(fleet.rt, fleet.mqtt_port) as gw, _mqtt(fleet, fleet.dash) as mqtt:
+        proc = subprocess.Popen([*args, f"{gw.url}/ps/commands/alice/config"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            # Published until the observation is registered (its SUBACK races the first).
+            for _ in range(8):
+                time.sleep(0.5)
+                mqtt.publish("commands/alice/config", body)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert body in received.read_bytes(), received.read_bytes()[-300:]
+    log = (out + err).decode("utf-8", "replace")
+    # The notification carried block 0 of 24; libcoap fetched the others, the last is 23.
+    assert re.search(r"c:2\.05 .*Block2:0/M/64", log), log[-2000:]
+    assert re.search(r"c:2\.05 .*Block2:23/_/64", log), log[-2000:]

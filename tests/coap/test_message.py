@@ -139,3 +139,25 @@ def test_messages_round_trip(mtype: MessageType, code: Code, mid: int, token: by
             parse_message(data)
     else:
         assert parse_message(data) == msg
+
+
+def test_block_options_and_a_bounded_reassembly() -> None:
+    from iotsec.coap.blockwise import Assembly, Block, parse_block
+    from iotsec.errors import CoapRequestError
+
+    assert parse_block(Block(47, False, 2).encode()) == Block(47, False, 2)
+    assert parse_block(b"") == Block(0, False, 0)
+    for bad in (b"\x07", b"\x01\x02\x03\x04"):
+        with pytest.raises(CoapRequestError):
+            parse_block(bad)
+    body = Assembly(szx=0, limit=40)
+    assert not body.add(Block(0, True, 0), b"a" * 16)
+    with pytest.raises(CoapRequestError) as skipped:
+        body.add(Block(2, True, 0), b"b" * 16)
+    assert skipped.value.coap_code == Code.REQUEST_ENTITY_INCOMPLETE
+    assert not body.add(Block(1, True, 0), b"b" * 16)
+    with pytest.raises(CoapRequestError) as large:
+        body.add(Block(2, False, 0), b"c" * 16)
+    assert large.value.coap_code == Code.REQUEST_ENTITY_TOO_LARGE
+    assert body.add(Block(2, False, 0), b"c" * 8) and bytes(body.body) == \
+        b"a" * 16 + b"b" * 16 + b"c" * 8

@@ -38,6 +38,7 @@ SQLITE_FILES = ("iotsec.db", "iotsec.db-wal", "iotsec.db-shm", "iotsec.db-journa
 #: Commands that never write: to the store, the home or a file.
 READ_ONLY = frozenset({
     "alerts list", "alerts show", "authz check", "ca bundle", "ca chain", "ca list",
+    "coap edhoc credential",
     "cert list", "cert show",
     "compliance attestations",
     "compliance frameworks", "data inspect", "detect rules show", "detect rules validate",
@@ -162,6 +163,9 @@ REFUSALS: dict[str, list[str]] = {
     "scan": ["scan", "not a host!"],
     "serve": ["serve", "--port", "70000"],
     "gateway coap": ["gateway", "coap", "--port", "0", "--mqtt-port", "1"],
+    "coap oscore context": ["coap", "oscore", "context", "dev-1", "--device-public",
+                            "{w}/garbage"],
+    "coap oscore remove": ["coap", "oscore", "remove", "ghost"],
     "token create": ["token", "create", "not a name!"],
     "token revoke": ["token", "revoke", "{admin}"],
 }

@@ -43,7 +43,7 @@ def test_port_lists() -> None:
     assert PortSpec.parse("-").count == 65535
     assert PortSpec.parse("1,1,1").tcp == (1,)
     default = PortSpec.parse(DEFAULT_PORTS)
-    assert 1883 in default.tcp and 8883 in default.tcp and default.udp == (5683,)
+    assert 1883 in default.tcp and 8883 in default.tcp and default.udp == (5683, 5684)
 
 
 @pytest.mark.parametrize("text", ["0", "65536", "70000", "1-65536", "0-10", "-5", "80-22",

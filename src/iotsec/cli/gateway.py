@@ -36,13 +36,21 @@ def coap(
     idle_timeout: Annotated[float, typer.Option(
         "--idle-timeout", min=1, max=86_400,
         help="Seconds a silent DTLS session is kept.")] = 300.0,
+    oscore_port: Annotated[int | None, typer.Option(
+        "--oscore-port", min=0, max=65535,
+        help="Also serve OSCORE-protected CoAP (RFC 8613) over plain UDP on this port "
+        "(5683 is CoAP's); unprotected requests are refused there.")] = None,
+    oscore_bind: Annotated[str | None, typer.Option(
+        "--oscore-bind", help="IP address of the OSCORE listener (default: --bind).")
+                           ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve CoAP over DTLS 1.2 (client certificates from this home's CA required) until
     stopped: POST /ps/<topic> publishes, GET /ps/<topic> with Observe subscribes, each
     decided by the device's roles and bridged to the MQTT broker."""
     options = GatewayOptions(bind=bind, port=port, mqtt_host=mqtt_host, mqtt_port=mqtt_port,
-                             max_peers=max_peers, idle_timeout=idle_timeout)
+                             max_peers=max_peers, idle_timeout=idle_timeout,
+                             oscore_port=oscore_port, oscore_bind=oscore_bind)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -51,15 +59,22 @@ def coap(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    oscore_bound: list[tuple[str, int]] = []
+
     def ready(bound: tuple[str, int]) -> None:
         out = GatewayListeningOut(protocol="coap+dtls", bind=bound[0], port=bound[1],
-                                  mqtt_host=mqtt_host, mqtt_port=mqtt_port)
+                                  mqtt_host=mqtt_host, mqtt_port=mqtt_port,
+                                  oscore_bind=oscore_bound[0][0] if oscore_bound else None,
+                                  oscore_port=oscore_bound[0][1] if oscore_bound else None)
         if as_json:
             emit_json(out)
             sys.stdout.flush()
         else:
             err_console.print(f"CoAP over DTLS on udp {bound[0]}:{bound[1]}, bridged to "
-                              f"mqtts://{mqtt_host}:{mqtt_port}")
+                              f"mqtts://{mqtt_host}:{mqtt_port}", markup=False)
+            if oscore_bound:
+                err_console.print(f"OSCORE-protected CoAP on udp {oscore_bound[0][0]}:"
+                                  f"{oscore_bound[0][1]}", markup=False)
 
     with runtime() as rt:
-        run_gateway(rt, options, stop, ready=ready)
+        run_gateway(rt, options, stop, ready=ready, oscore_ready=oscore_bound.append)

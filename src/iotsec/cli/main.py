@@ -50,6 +50,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("keys", "iotsec.cli.keys:app"),
     ("broker", "iotsec.cli.broker:app"),
     ("gateway", "iotsec.cli.gateway:app"),
+    ("coap", "iotsec.cli.coap:app"),
     ("backup", "iotsec.cli.backup:app"),
     ("enrol", "iotsec.cli.enrol:app"),
     ("profile", "iotsec.cli.profiles:app"),

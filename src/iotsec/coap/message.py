@@ -36,7 +36,8 @@ class MessageType(enum.IntEnum):
 
 
 class Option(enum.IntEnum):
-    """The option numbers this gateway understands (RFC 7252 5.10, RFC 7641, RFC 7959)."""
+    """The option numbers this gateway understands (RFC 7252 5.10, RFC 7641, RFC 7959,
+    RFC 8613, RFC 9668)."""
 
     IF_MATCH = 1
     URI_HOST = 3
@@ -51,6 +52,7 @@ class Option(enum.IntEnum):
     MAX_AGE = 14
     URI_QUERY = 15
     ACCEPT = 17
+    EDHOC = 21
     LOCATION_QUERY = 20
     BLOCK2 = 23
     BLOCK1 = 27
@@ -73,12 +75,14 @@ class Code(enum.IntEnum):
     VALID = 0x43
     CHANGED = 0x44
     CONTENT = 0x45
+    CONTINUE = 0x5F
     BAD_REQUEST = 0x80
     UNAUTHORIZED = 0x81
     BAD_OPTION = 0x82
     FORBIDDEN = 0x83
     NOT_FOUND = 0x84
     METHOD_NOT_ALLOWED = 0x85
+    REQUEST_ENTITY_INCOMPLETE = 0x88
     REQUEST_ENTITY_TOO_LARGE = 0x8D
     INTERNAL_SERVER_ERROR = 0xA0
     NOT_IMPLEMENTED = 0xA1

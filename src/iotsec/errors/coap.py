@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from iotsec.errors.base import InvalidInputError, IotsecError, MalformedInputError
 
-__all__ = ["CoapClientError", "CoapGatewayError", "CoapMessageError", "CoapRequestError"]
+__all__ = [
+    "CoapClientError", "CoapGatewayError", "CoapMessageError", "CoapRequestError",
+    "OscoreError", "OscoreReplayError"
+]
 
 
 class CoapMessageError(MalformedInputError):
@@ -46,3 +49,25 @@ class CoapClientError(IotsecError):
     code = "coap-client"
     default_hint = ("check the gateway's address, that the device's certificate is valid "
                     "and that the CA chain given is the fleet's")
+
+
+class OscoreError(InvalidInputError):
+    """An OSCORE-protected message (RFC 8613) that cannot be verified: a malformed OSCORE
+    option, an unknown key id, a message that does not decrypt. ``coap_code`` is the
+    (unprotected) response code RFC 8613 8.2 names: 4.02, 4.01 or 4.00."""
+
+    code = "oscore"
+    default_hint = ("provision the device's OSCORE context with 'iotsec coap oscore context' "
+                    "and protect requests with it (RFC 8613)")
+
+    def __init__(self, message: str, coap_code: int, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.coap_code = coap_code
+
+
+class OscoreReplayError(OscoreError):
+    """An OSCORE request whose sequence number was already accepted, or is older than the
+    replay window (RFC 8613 7.4): answered 4.01."""
+
+    code = "oscore-replay"
+    default_hint = "a sender never reuses a sequence number; a replayed message is refused"

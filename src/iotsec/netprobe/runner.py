@@ -19,6 +19,7 @@ from iotsec.findings.model import Finding, Location, sort_findings
 from iotsec.netprobe import credentials as creds
 from iotsec.netprobe import mqtt
 from iotsec.netprobe import tls as tls_probe
+from iotsec.netprobe.dtls import client_auth, identify_dtls, observe_dtls
 from iotsec.netprobe.identify import identify_tcp, identify_udp
 from iotsec.netprobe.net import open_conversation
 from iotsec.netprobe.ports import tcp_connect_scan
@@ -98,7 +99,9 @@ class _Examiner:
                                 name=target.name, device=target.device)
         out: list[Finding] = []
         proto = service.protocol
-        if service.tls:
+        if service.tls and service.transport == "udp":
+            out.extend(await self._dtls(service, loc))
+        elif service.tls:
             obs = await tls_probe.observe(service.host, service.port,
                                     server_name=service.server_name, config=self.options.tls)
             service.details["tls"] = _tls_summary(obs)
@@ -122,11 +125,27 @@ class _Examiner:
             out.append(rules.PLAINTEXT_MODBUS.at(
                 loc, "Modbus/TCP answers a read request from the scanner",
                 evidence={"exception": service.details.get("exception")}))
-        elif proto == "coap":
+        elif proto == "coap" and not service.tls:
             out.append(rules.PLAINTEXT_COAP.at(
                 loc, "CoAP answers without DTLS",
                 evidence={"code": service.details.get("code"),
                           "resources": service.details.get("resources")}))
+        return out
+
+    async def _dtls(self, service: Service, loc: Location) -> list[Finding]:
+        obs, first = await observe_dtls(service, self.options.probe.probe_timeout * 2)
+        service.details["tls"] = _tls_summary(obs)
+        service.details["client_certificate"] = client_auth(first)
+        if obs.error:
+            service.notes.append(f"DTLS audit: {obs.error}")
+            return []
+        out = tls.assess(obs, now=self.now, trust=self.trust, location=loc)
+        if first.completed:
+            out.append(rules.DTLS_NO_CLIENT_CERT.at(
+                loc, "the DTLS handshake completes without a client certificate",
+                evidence={"client_certificate": client_auth(first),
+                          "version": first.version, "cipher": first.cipher,
+                          "coap": first.coap_code}))
         return out
 
     async def _http(self, service: Service, loc: Location) -> list[Finding]:
@@ -251,6 +270,10 @@ async def run_scan(plan: ScanPlan, options: ScanOptions | None = None, *, now: d
         found: list[Finding] = []
         for target, port in work:
             service = await identify_udp(target.address, port, options.probe)
+            if service is None:
+                # Not plain CoAP: perhaps DTLS (coaps), which ignores a bare CoAP request.
+                service = await identify_dtls(target.address, port,
+                                              options.probe.probe_timeout)
             if service is None:
                 continue
             async with gate:

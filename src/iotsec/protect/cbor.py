@@ -19,7 +19,10 @@ from typing import Any, NamedTuple
 
 from iotsec.errors import CborError
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "Tag", "bstr", "dumps", "head", "loads", "uint_or_nint"]
+__all__ = [
+    "MAX_DEPTH", "MAX_ITEMS", "Tag", "bstr", "dumps", "head", "loads", "loads_first",
+    "uint_or_nint"
+]
 
 #: Default bounds of :func:`loads`; callers tighten them for what they expect.
 MAX_DEPTH = 8
@@ -116,6 +119,15 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS
     if pos != len(data):
         raise CborError(f"{len(data) - pos} bytes follow the CBOR item")
     return value
+
+
+def loads_first(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS
+                ) -> tuple[Any, int]:
+    """Decode the first item of ``data`` (a CBOR sequence) and say how many bytes it took."""
+    if not isinstance(data, bytes):
+        raise CborError("CBOR input must be bytes")
+    value, pos = _Decoder(data, max_depth, max_items, ()).item(0, 0)
+    return value, pos
 
 
 class _Decoder:

@@ -51,7 +51,8 @@ __all__ = [
     "KID_LENGTH", "MAX_IDENTITY", "MAX_KEY_FILE", "MAX_SALT", "MIN_SALT", "AgreementPrivateKey",
     "AgreementPublicKey", "Algorithm", "PairContext", "PairKey", "PrivateKey", "PublicKey",
     "SigningKey", "SigningPrivateKey", "VerifyingKey", "VerifyingPublicKey",
-    "as_agreement_private", "as_agreement_public", "as_signing_private", "as_verifying_public",
+    "agree", "as_agreement_private", "as_agreement_public", "as_signing_private",
+    "as_verifying_public",
     "check_identity", "establish", "kdf_context", "load_private_key", "load_public_key",
     "new_salt", "public_bytes", "signing_kid"
 ]
@@ -192,7 +193,8 @@ class PairContext:
                 f"send kid {self.send.kid.hex()}, receive kid {self.receive.kid.hex()})")
 
 
-def _agree(own: AgreementPrivateKey, peer: AgreementPublicKey) -> bytes:
+def agree(own: AgreementPrivateKey, peer: AgreementPublicKey) -> bytes:
+    """The ECDH shared secret of two X25519 keys or two P-256 keys."""
     try:
         if isinstance(own, x25519.X25519PrivateKey) and isinstance(peer, x25519.X25519PublicKey):
             return own.exchange(peer)
@@ -224,7 +226,7 @@ def establish(own_private: AgreementPrivateKey, peer_public: AgreementPublicKey,
     if own[0] == peer[0]:
         raise PayloadKeyError("both sides of a pair have the same identity",
                               hint="give the device and the application distinct identities")
-    shared = _agree(own_private, peer_public)
+    shared = agree(own_private, peer_public)
     prk = hmac.digest(salt, shared, "sha256")
 
     def direction(sender: tuple[bytes, bytes], recipient: tuple[bytes, bytes],

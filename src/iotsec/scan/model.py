@@ -92,8 +92,9 @@ class Service:
 
     @property
     def name(self) -> str:
-        if self.tls and self.protocol in ("http", "mqtt", "rtsp"):
-            return {"http": "https", "mqtt": "mqtts", "rtsp": "rtsps"}[self.protocol]
+        if self.tls and self.protocol in ("http", "mqtt", "rtsp", "coap"):
+            return {"http": "https", "mqtt": "mqtts", "rtsp": "rtsps",
+                    "coap": "coaps"}[self.protocol]
         if self.tls and self.protocol == "unknown":
             return "tls"
         return self.protocol

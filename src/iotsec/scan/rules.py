@@ -52,6 +52,15 @@ PLAINTEXT_COAP = Rule(
     "use CoAP over DTLS (coaps, port 5684) or OSCORE, and close the plain CoAP port",
     ("cwe:306", "cwe:319", "owasp-iot:I3", "etsi:5.5-1"))
 
+DTLS_NO_CLIENT_CERT = Rule(
+    "dtls/no-client-certificate", "CoAP over DTLS without a client certificate",
+    Severity.MEDIUM,
+    "The DTLS server completes a handshake with a client that presents no certificate: "
+    "any host on the network can open a session and send CoAP requests.",
+    "require client certificates issued by the fleet's CA (iotsec gateway coap does), or "
+    "protect every request end to end with OSCORE",
+    ("cwe:306", "owasp-iot:I3", "etsi:5.5-1"))
+
 MQTT_ANONYMOUS = Rule(
     "mqtt/anonymous", "MQTT broker accepts anonymous clients", Severity.CRITICAL,
     "The broker accepted a CONNECT without a user name, password or client certificate: "
@@ -157,8 +166,8 @@ TLS_WEAK_SIGNATURE = Rule(
 
 ALL_RULES: tuple[Rule, ...] = (
     PLAINTEXT_TELNET, PLAINTEXT_FTP, PLAINTEXT_HTTP_LOGIN, PLAINTEXT_MQTT, PLAINTEXT_MODBUS,
-    PLAINTEXT_COAP, MQTT_ANONYMOUS, MQTT_WILDCARD, CREDENTIALS_DEFAULT, CREDENTIALS_ANY,
-    CREDENTIALS_ANY_PASSWORD, TLS_OLD_PROTOCOL, TLS_WEAK_CIPHER, TLS_WEAK_KEY_EXCHANGE,
-    TLS_CERT_EXPIRED, TLS_CERT_EXPIRING, TLS_CERT_NOT_YET_VALID, TLS_SELF_SIGNED,
-    TLS_UNTRUSTED_CA, TLS_HOSTNAME_MISMATCH, TLS_WEAK_KEY, TLS_WEAK_SIGNATURE,
+    PLAINTEXT_COAP, DTLS_NO_CLIENT_CERT, MQTT_ANONYMOUS, MQTT_WILDCARD, CREDENTIALS_DEFAULT,
+    CREDENTIALS_ANY, CREDENTIALS_ANY_PASSWORD, TLS_OLD_PROTOCOL, TLS_WEAK_CIPHER,
+    TLS_WEAK_KEY_EXCHANGE, TLS_CERT_EXPIRED, TLS_CERT_EXPIRING, TLS_CERT_NOT_YET_VALID,
+    TLS_SELF_SIGNED, TLS_UNTRUSTED_CA, TLS_HOSTNAME_MISMATCH, TLS_WEAK_KEY, TLS_WEAK_SIGNATURE,
 )

@@ -40,10 +40,11 @@ MAX_SCOPE_ENTRIES = 100_000
 #: At most this many addresses of one host name are scanned.
 MAX_ADDRESSES_PER_NAME = 16
 
-#: The default ports: IoT, management and industrial services (TCP) and CoAP (UDP).
+#: The default ports: IoT, management and industrial services (TCP), CoAP and CoAP over
+#: DTLS (UDP).
 DEFAULT_PORTS = ("T:21,22,23,80,81,82,443,502,554,1883,2323,4443,5000,5001,5683,5684,7547,"
                  "8000,8001,8008,8080,8081,8082,8086,8088,8181,8443,8554,8880,8883,8888,9000,"
-                 "9001,9443,10443,1880,2222,49152,U:5683")
+                 "9001,9443,10443,1880,2222,49152,U:5683,5684")
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 

@@ -22,8 +22,8 @@ from sqlalchemy import (
 
 __all__ = [
     "alert_deliveries", "alerts", "api_tokens", "authorities", "ca_requests", "cert_profiles",
-    "certificates", "claim_cas", "claim_uses", "compliance_attestations", "console_sessions",
-    "console_summaries",
+    "certificates", "claim_cas", "claim_uses", "coap_oscore_contexts", "compliance_attestations",
+    "console_sessions", "console_summaries",
     "crls", "delta_crls", "detect_cursors", "detect_lease", "detect_rules", "detect_state",
     "device_groups", "device_keys", "device_profiles", "device_roles",
     "device_secrets", "devices", "encrypted_files", "enrolment_secrets", "event_checkpoints",
@@ -703,4 +703,25 @@ console_summaries = Table(
     Column("computed_at", BigInteger, nullable=False),
     Column("body", Text, nullable=False),
     Column("claimed_until", BigInteger, nullable=True),
+)
+
+# OSCORE security contexts (RFC 8613) between the CoAP gateway and one device each. The
+# master secret is not stored: it is derived again (ECDH + HKDF) from the gateway's
+# agreement key (IOTSEC_HOME/gateway) and the device's public key with the salt. The replay
+# window of the device's sequence numbers is persisted with each accepted request, so that
+# a restart does not accept a replay.
+coap_oscore_contexts = Table(
+    "coap_oscore_contexts",
+    metadata,
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"),
+           primary_key=True),
+    # The device's Sender ID (the gateway's Recipient ID, the kid of its requests).
+    Column("recipient_id", LargeBinary, nullable=False, unique=True),
+    Column("sender_id", LargeBinary, nullable=False),
+    Column("salt", LargeBinary, nullable=False),
+    Column("device_public_der", LargeBinary, nullable=False),
+    Column("key_type", String(16), nullable=False),  # x25519 | p256
+    Column("replay_top", BigInteger, nullable=True),
+    Column("replay_bitmap", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )

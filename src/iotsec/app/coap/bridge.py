@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ssl
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -88,11 +87,13 @@ Receiver = Callable[[str, bytes], None]
 
 #: Publishes queued for the broker at most; beyond, a CoAP publish is answered 5.03.
 MAX_QUEUED = 10_000
+#: QoS 1 publishes sent and not yet acknowledged at most (paho's default is 20).
+_IN_FLIGHT = 200
 
 
 class MqttBridge:
-    """One MQTT 5 connection; publishes never wait for the broker: they are queued and sent
-    by a thread of their own (QoS 1, paho resends), so that the DTLS serving thread never
+    """One MQTT 5 connection; publishes never wait for the broker: paho queues them (QoS 1,
+    resent by paho) and its network thread writes them, so the DTLS serving thread never
     writes to the broker's socket. Subscriptions are counted so that the last observer of
     a topic unsubscribes it."""
 
@@ -108,14 +109,13 @@ class MqttBridge:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(str(files.cert), str(files.key))
         self._client.tls_set_context(ctx)
+        # Publishes waiting for the broker at most (a full queue is answered 5.03), and
+        # enough in flight that 1,000 publishes a second never wait for acknowledgements.
+        self._client.max_queued_messages_set(MAX_QUEUED)
+        self._client.max_inflight_messages_set(_IN_FLIGHT)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._queue: deque[tuple[str, bytes]] = deque()
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._sender = threading.Thread(target=self._send_loop, name="iotsec-coap-bridge",
-                                        daemon=True)
 
     @property
     def connected(self) -> bool:
@@ -145,44 +145,25 @@ class MqttBridge:
             raise CoapGatewayError(f"cannot connect to the MQTT broker at {self.host}:"
                                    f"{self.port}: {type(exc).__name__}: {exc}") from None
         self._client.loop_start()
-        self._sender.start()
         if not self._connected.wait(timeout):
             self._client.loop_stop()
             raise CoapGatewayError(f"the MQTT broker at {self.host}:{self.port} did not "
                                    "accept the gateway's connection")
 
     def stop(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        if self._sender.is_alive():
-            self._sender.join(5)
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _send_loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._queue and not self._stopping:
-                    self._wake.wait()
-                if not self._queue:
-                    return  # stopping, and everything queued was handed to paho
-                batch = list(self._queue)
-                self._queue.clear()
-            for topic, payload in batch:
-                self._client.publish(topic, payload, qos=1)
-
     def publish(self, topic: str, payload: bytes) -> bool:
-        """Queue a QoS 1 publish; False when the broker is not connected or the queue is
-        full."""
-        if not self._connected.is_set() or len(self._queue) >= MAX_QUEUED:
+        """Hand a QoS 1 publish to paho (any thread); False when the broker is not
+        connected or too many publishes wait for it."""
+        if not self._connected.is_set():
             return False
-        with self._wake:
-            idle = not self._queue  # the sender waits only when the queue is empty
-            self._queue.append((topic, payload))
-            if idle:
-                self._wake.notify()
-        return True
+        try:
+            info = self._client.publish(topic, payload, qos=1)
+        except ValueError:  # not a topic paho can publish to (callers pass only valid ones)
+            return False
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def subscribe(self, topic: str) -> None:
         with self._lock:

@@ -4,7 +4,7 @@ process answers with the newest one at once, and a claim so that one process at 
 recomputes them.
 
 Revision ID: 0026
-Revises: 0023
+Revises: 0025
 Create Date: 2026-12-06
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0026"
-down_revision = "0023"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,294 @@
+"""OSCORE security contexts between the CoAP gateway and each device: provisioning, and
+the gateway's view of them with replay windows persisted in the store.
+
+A context comes from pair keys, as the COSE payload keys do: the device has a static
+X25519 or P-256 key pair and gives its public key; the gateway has one agreement key per
+curve (``IOTSEC_HOME/gateway/oscore-<curve>.key``, 0600, made on first use). Both sides
+compute the ECDH secret and derive the OSCORE master secret with HKDF, bound to both
+identities and both public keys (:func:`iotsec.coap.oscore.pair_context`); the salt is
+fresh for every context, so provisioning again gives new keys. The master secret itself is
+never stored.
+
+The device's replay window is written to the store with each accepted request, *before*
+the request is acted on: after a restart the gateway refuses every sequence number it
+had accepted. The gateway protects its responses with the request's nonce (RFC 8613
+5.4.3), so it spends no sequence number of its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from sqlalchemy import delete, insert, select, update
+
+from iotsec.app.events import Event
+from iotsec.app.identity.devices import get_device
+from iotsec.app.runtime import Runtime
+from iotsec.broker.acl import GATEWAY_USER
+from iotsec.coap.edhoc import CcsCredential, ccs
+from iotsec.coap.message import Code
+from iotsec.coap.oscore import ALGORITHM, MAX_ID, SecurityContext, pair_context
+from iotsec.errors import (
+    ConflictError,
+    InvalidInputError,
+    IotsecError,
+    NotFoundError,
+    OscoreError,
+)
+from iotsec.filesystem import write_private_file
+from iotsec.identity.registry import DeviceState
+from iotsec.protect.pairing import (
+    AgreementPrivateKey,
+    AgreementPublicKey,
+    as_agreement_public,
+    load_public_key,
+    new_salt,
+)
+from iotsec.protect.replay import DEFAULT_WINDOW, ReplayWindow
+from iotsec.store import models as m
+from iotsec.store.db import reading, transaction
+from iotsec.timeutil import ts
+
+__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "GatewayContext", "OscoreContexts",
+           "ProvisionedContext", "edhoc_credential", "edhoc_device", "edhoc_key",
+           "provision_context", "remove_context"]
+
+#: The gateway's identity in the key derivation (the same name as its MQTT identity).
+GATEWAY_ID = GATEWAY_USER
+#: The gateway's Sender ID in every context (device Sender IDs are 4 bytes, never equal).
+GATEWAY_SENDER_ID = b"\x00"
+_DEVICE_ID_BYTES = 4
+_WINDOW_BYTES = DEFAULT_WINDOW // 8
+_c = m.coap_oscore_contexts.c
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionedContext:
+    """What the device needs to derive the same context (nothing here is secret)."""
+
+    device_id: str
+    gateway_id: str
+    gateway_public_pem: str
+    key_type: str
+    salt: bytes
+    device_sender_id: bytes
+    gateway_sender_id: bytes
+    algorithm: int = ALGORITHM
+
+
+def _key_type(public: AgreementPublicKey) -> str:
+    return "x25519" if isinstance(public, x25519.X25519PublicKey) else "p256"
+
+
+def _key_path(rt: Runtime, key_type: str) -> Path:
+    directory = rt.settings.resolved_home / "gateway"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory / f"oscore-{key_type}.key"
+
+
+def gateway_key(rt: Runtime, key_type: str, *, create: bool) -> AgreementPrivateKey:
+    """The gateway's agreement key for ``key_type`` (made when ``create`` and missing)."""
+    path = _key_path(rt, key_type)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+    except FileNotFoundError:
+        if not create:
+            raise NotFoundError(f"the gateway's OSCORE {key_type} key {path} is missing",
+                                hint="start 'iotsec gateway coap --oscore-port PORT' once "
+                                "(it makes the key), or provision a device's context") from None
+        new: AgreementPrivateKey = (x25519.X25519PrivateKey.generate() if key_type == "x25519"
+                                    else ec.generate_private_key(ec.SECP256R1()))
+        write_private_file(path, new.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        return new
+    if not isinstance(key, x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey):
+        raise IotsecError(f"{path} is not an X25519 or P-256 key")
+    return key
+
+
+def _exists(device_id: str) -> ConflictError:
+    return ConflictError(f"device {device_id!r} already has an OSCORE context",
+                         hint="give --replace to make a new one (the old keys stop working)")
+
+
+def provision_context(rt: Runtime, device_id: str, device_public: bytes, *,
+                      replace: bool = False) -> ProvisionedContext:
+    """Make (or with ``replace``, make anew) the OSCORE context of ``device_id`` from its
+    agreement public key (PEM or DER, X25519 or P-256)."""
+    device = get_device(rt, device_id)
+    if device.state in (DeviceState.RETIRED, DeviceState.DISABLED):
+        raise InvalidInputError(f"device {device_id!r} is {device.state.value}",
+                                hint="enable the device first")
+    public = as_agreement_public(load_public_key(device_public))
+    if not replace:
+        with reading(rt.engine) as conn:
+            if conn.execute(select(_c.device_id).where(_c.device_id == device_id)).first():
+                raise _exists(device_id)
+    key_type = _key_type(public)
+    own = gateway_key(rt, key_type, create=True)
+    salt = new_salt()
+    sender = secrets.token_bytes(_DEVICE_ID_BYTES)
+    # Derive once now: a key on the wrong curve or a small-order point is refused here,
+    # not on the device's first request.
+    pair_context(own, public, own_is_device=False, device_id=device_id, gateway_id=GATEWAY_ID,
+                 salt=salt, sender_id=GATEWAY_SENDER_ID, recipient_id=sender)
+    der = public_bytes_der(public)
+    now = rt.now()
+    with transaction(rt.engine) as conn:
+        exists = conn.execute(select(_c.device_id).where(_c.device_id == device_id)).first()
+        if exists is not None:
+            if not replace:
+                raise _exists(device_id)
+            conn.execute(delete(m.coap_oscore_contexts).where(_c.device_id == device_id))
+        conn.execute(insert(m.coap_oscore_contexts).values(
+            device_id=device_id, recipient_id=sender, sender_id=GATEWAY_SENDER_ID, salt=salt,
+            device_public_der=der, key_type=key_type, replay_top=None,
+            replay_bitmap=bytes(_WINDOW_BYTES), created_at=ts(now)))
+        rt.events.record_in(conn, Event(
+            now, "coap.oscore.context", "success", actor="cli", subject=device_id,
+            detail={"kid": sender.hex(), "replaced": exists is not None}))
+    gateway_public = own.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return ProvisionedContext(device_id, GATEWAY_ID, gateway_public.decode("ascii"), key_type,
+                              salt, sender, GATEWAY_SENDER_ID)
+
+
+def edhoc_key(rt: Runtime, *, create: bool = True) -> tuple[bytes, ec.EllipticCurvePublicKey]:
+    """The gateway's EDHOC static key (its P-256 agreement key): the private scalar as
+    lakers takes it, and the public key."""
+    key = gateway_key(rt, "p256", create=create)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key.private_numbers().private_value.to_bytes(32, "big"), key.public_key()
+
+
+def edhoc_credential(rt: Runtime, *, create: bool = True) -> bytes:
+    """The gateway's EDHOC credential (a CCS by value, subject :data:`GATEWAY_ID`), which a
+    device is configured with to authenticate the gateway."""
+    return ccs(edhoc_key(rt, create=create)[1], GATEWAY_ID, GATEWAY_SENDER_ID)
+
+
+def edhoc_device(rt: Runtime, credential: CcsCredential) -> tuple[str, str]:
+    """The device and certificate serial an EDHOC credential stands for: its subject must
+    be a device with a certificate valid now whose public key is the credential's."""
+    device_id = credential.subject
+    wanted = credential.public.public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    now = ts(rt.now())
+    cert = m.certificates.c
+    with reading(rt.engine) as conn:
+        rows = conn.execute(select(cert.serial, cert.der).where(
+            cert.device_id == device_id, cert.revoked_at.is_(None), cert.not_after > now,
+            cert.not_before <= now)).all()
+    for row in rows:
+        try:
+            spki = x509.load_der_x509_certificate(bytes(row.der)).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        except ValueError:
+            continue
+        if spki == wanted:
+            return device_id, str(row.serial)
+    raise OscoreError(f"EDHOC: no valid certificate of {device_id!r} holds the presented key",
+                      Code.UNAUTHORIZED)
+
+
+def public_bytes_der(public: AgreementPublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def remove_context(rt: Runtime, device_id: str) -> None:
+    """Delete the OSCORE context of ``device_id`` (its keys stop working at once)."""
+    with transaction(rt.engine) as conn:
+        gone = conn.execute(delete(m.coap_oscore_contexts)
+                            .where(_c.device_id == device_id)).rowcount
+        if not gone:
+            raise NotFoundError(f"device {device_id!r} has no OSCORE context")
+        rt.events.record_in(conn, Event(rt.now(), "coap.oscore.remove", "success",
+                                        actor="cli", subject=device_id))
+
+
+@dataclass(eq=False)
+class GatewayContext:
+    """One device's context as the gateway holds it: keys and the replay window. A context
+    established by EDHOC names the certificate whose key authenticated it (``serial``) and
+    lives in memory only (``persisted`` False): after a restart the device runs EDHOC
+    again, so its old kid is unknown and nothing sent under it is accepted."""
+
+    device_id: str
+    keys: SecurityContext
+    window: ReplayWindow
+    lock: threading.Lock
+    serial: str | None = None
+    persisted: bool = True
+
+
+class OscoreContexts:
+    """The gateway's contexts, found by kid (the device's Sender ID), read from the store
+    on first use and kept with their replay windows."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._by_kid: dict[bytes, GatewayContext] = {}
+        self._lock = threading.Lock()
+
+    def find(self, kid: bytes) -> GatewayContext | None:
+        """The context whose device sends with ``kid``, or None."""
+        if len(kid) > MAX_ID:
+            return None
+        with self._lock:
+            found = self._by_kid.get(kid)
+        if found is not None:
+            return found
+        with reading(self.rt.engine) as conn:
+            row = conn.execute(select(m.coap_oscore_contexts)
+                               .where(_c.recipient_id == kid)).first()
+        if row is None:
+            return None
+        public = as_agreement_public(load_public_key(bytes(row.device_public_der)))
+        own = gateway_key(self.rt, row.key_type, create=False)
+        keys = pair_context(own, public, own_is_device=False, device_id=row.device_id,
+                            gateway_id=GATEWAY_ID, salt=bytes(row.salt),
+                            sender_id=bytes(row.sender_id), recipient_id=kid)
+        window = ReplayWindow(DEFAULT_WINDOW, top=row.replay_top,
+                              bitmap=int.from_bytes(bytes(row.replay_bitmap), "big"))
+        context = GatewayContext(row.device_id, keys, window, threading.Lock())
+        with self._lock:
+            return self._by_kid.setdefault(kid, context)
+
+    def forget(self, kid: bytes) -> None:
+        with self._lock:
+            self._by_kid.pop(kid, None)
+
+    def accept(self, context: GatewayContext, seq: int) -> None:
+        """Mark ``seq`` accepted and persist the window before the request is acted on;
+        a replay raises (``PayloadReplayError`` / ``PayloadTooOldError``). A context
+        deleted or replaced meanwhile is refused."""
+        if not context.persisted:
+            context.window.accept(seq)
+            return
+        with context.lock:
+            before = context.window.state()
+            context.window.accept(seq)
+            state = context.window.state()
+            try:
+                with transaction(self.rt.engine) as conn:
+                    done = conn.execute(
+                        update(m.coap_oscore_contexts)
+                        .where(_c.recipient_id == context.keys.recipient_id,
+                               _c.device_id == context.device_id)
+                        .values(replay_top=state["top"],
+                                replay_bitmap=int(state["bitmap"]).to_bytes(_WINDOW_BYTES,
+                                                                            "big"))).rowcount
+            except BaseException:
+                context.window = ReplayWindow.from_state(before)
+                raise
+            if not done:
+                self.forget(context.keys.recipient_id)
+                raise NotFoundError(f"the OSCORE context of {context.device_id!r} was removed")
