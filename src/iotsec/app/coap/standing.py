@@ -79,8 +79,9 @@ class StandingCache:
                 and held.mark == revocation_mark()
                 and held.generation == rt.registry_generation):
             return held
-        # The mark and generation are taken before the read: a change made while it runs
-        # leaves the entry stale at its next use.
+        # The mark and generation are taken before the read: a change this process makes
+        # while the read runs leaves the entry stale at its next use. (A revocation marked
+        # before the read and committed after it is read again after the delay.)
         mark, generation = revocation_mark(), rt.registry_generation
         with reading(rt.engine) as conn:
             row = conn.execute(_NOW, {"serial": serial}).first()
