@@ -187,11 +187,22 @@ def test_a_new_process_answers_the_stored_figures_at_once(rt: Runtime, settings:
         # finds the claim taken and answers what it holds.
         monkeypatch.setattr(overview_module, "OVERVIEW_TTL", 0.0)
         gate = threading.Event()
-        monkeypatch.setattr(overview_module, "_compute",
-                            lambda runtime: (gate.wait(20), compute_real(runtime))[1])
+        computing: list[Runtime] = []
+
+        def gated(runtime: Runtime) -> overview_module.Overview:
+            computing.append(runtime)
+            assert gate.wait(20)
+            return compute_real(runtime)
+
+        monkeypatch.setattr(overview_module, "_compute", gated)
         assert overview(rt) is not None and cache._entry(rt, "overview").refreshing
-        assert overview(other) is not None
-        assert not cache._entry(other, "overview").refreshing  # the claim is rt's
+        deadline = time.monotonic() + 20
+        while computing != [rt]:  # rt's thread has the claim and computes
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert overview(other) is not None  # answers what it holds...
+        _settled(other, "overview")
+        assert computing == [rt]  # ...and does not compute: the claim is rt's
         import_devices(rt, [NewDevice.parse("d9")])
         gate.set()
         _settled(rt, "overview")

@@ -147,6 +147,19 @@ def _keep(rt: Runtime, key: str, value: Any, at: float, stored: Stored[Any]) -> 
 
 def _compute(rt: Runtime, key: str, entry: _Entry, load: Callable[[], Any],
              stored: Stored[Any] | None) -> None:
+    """Claim (a stored value), compute and keep; in a background thread, so that not even
+    the claim's write is on a request's path."""
+    if stored is not None:
+        try:
+            claimed = _claim(rt, key)
+        except Exception:  # the store is unreachable for a while: a later request retries
+            log.exception("could not claim %s", key)
+            claimed = False
+        if not claimed:  # another process is computing it: its value is read next time
+            with _LOCK:
+                entry.refreshing = False
+                entry.done.notify_all()
+            return
     try:
         at = time.time()
         value = load()
@@ -186,10 +199,6 @@ def held_or_refreshing(rt: Runtime, key: str, ttl: float, load: Callable[[], T],
         start = due and not entry.refreshing
         if start:
             entry.refreshing = True
-    if start and stored is not None and not _claim(rt, key):
-        start = False  # another process is computing it: its value is read next time
-        with _LOCK:
-            entry.refreshing = False
     with _LOCK:  # what is held now, before a computation started here can replace it
         answer = (Held(entry.value, max(0.0, now - entry.at), entry.refreshing)
                   if entry.has_value else None)
