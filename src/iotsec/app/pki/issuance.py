@@ -47,6 +47,7 @@ from iotsec.pki.profiles import CertProfile
 from iotsec.pki.serial import format_serial, parse_serial, random_serial
 from iotsec.store import models as m
 from iotsec.store.db import transaction
+from iotsec.store.direct import Direct
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -66,6 +67,12 @@ _ACTIVATE = (update(m.devices)
              .values(state=DeviceState.ACTIVE.value, updated_at=bindparam("now")))
 
 
+# One certificate per call runs its statements on the driver (iotsec.store.direct): through
+# SQLAlchemy each costs more than the database's work.
+_ONE_DEVICE_STATE = Direct(_DEVICE_STATE)
+_ONE_ACTIVATE = Direct(_ACTIVATE)
+
+
 def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int
                                ) -> dict[str, str]:
     """Check every device exists and may hold certificates; pending ones become active.
@@ -73,8 +80,9 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int
     id_list = sorted(set(ids))
     states: dict[str, str] = {}
     attributes: dict[str, str] = {}
-    if len(id_list) == 1:
-        rows = conn.execute(_DEVICE_STATE, {"id": id_list[0]}).all()
+    one = len(id_list) == 1
+    if one:
+        rows = _ONE_DEVICE_STATE.rows(conn, {"id": id_list[0]})
     else:
         rows = []
         for i in range(0, len(id_list), 500):
@@ -94,15 +102,25 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int
                                    hint="only pending or active devices are issued certificates")
     pending = [{"device": d, "now": now} for d in id_list
                if states[d] == DeviceState.PENDING.value]
-    if pending:
+    if pending and one:
+        _ONE_ACTIVATE.execute(conn, pending[0]).close()
+    elif pending:
         conn.execute(_ACTIVATE, pending)
     return attributes
 
 
 _INSERT_CERT = insert(m.certificates)
+_ONE_INSERT_CERT = Direct(insert(m.certificates).values(
+    {c.name: bindparam(c.name) for c in m.certificates.c}))
 SHARED_KEY_HINT = ("generate a new key for this device, or revoke the other certificate; if "
                    "the devices really share one key, give --allow-shared-key (API: "
                    "allow_shared_key), which is recorded as a security event")
+
+
+_C = m.certificates.c
+_ONE_KEY_HOLDERS = Direct(select(_C.serial, _C.device_id, _C.spki_sha256).where(
+    _C.spki_sha256 == bindparam("spki"), _C.not_after > bindparam("now"),
+    or_(_C.revoked_at.is_(None), _C.revoked_at > bindparam("now"))))
 
 
 def _key_holders(conn: Connection, requests: Sequence[tuple[str, str]], now: int
@@ -113,6 +131,10 @@ def _key_holders(conn: Connection, requests: Sequence[tuple[str, str]], now: int
     c = m.certificates.c
     wanted = sorted({h for _, h in requests})
     valid: dict[str, list[tuple[str, str | None]]] = {}
+    if len(wanted) == 1:
+        for r in _ONE_KEY_HOLDERS.rows(conn, {"spki": wanted[0], "now": now}):
+            valid.setdefault(r.spki_sha256, []).append((r.serial, r.device_id))
+        wanted = []
     for i in range(0, len(wanted), 500):
         rows = conn.execute(select(c.serial, c.device_id, c.spki_sha256).where(
             c.spki_sha256.in_(wanted[i:i + 500]), c.not_after > now,
@@ -216,14 +238,15 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
         checked.append((device_id, csr if isinstance(csr, CheckedCsr) else parse_csr(csr)))
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
     moment = rt.now()
-    with transaction(rt.engine) as conn:
+    with rt.events.held() as signatures, transaction(rt.engine) as conn:
         values, shared = _issue(conn, rt, checked, moment, days=days, profile=profile,
                                 allow_shared_key=allow_shared_key)
-        # In the chain with the certificates, last in the unit of work (the chain lock).
-        append_events(conn, [Event(moment, "cert.issued", "success", actor=actor,
-                                   subject=v["serial"], detail={
-                                       "device": v["device_id"], "profile": v["profile"],
-                                       "not_after": v["not_after"]}).row() for v in values])
+        # In the chain with the certificates, last in the unit of work (the chain lock):
+        # the CA key's uses (key.use) and the issuances commit with the rows.
+        append_events(conn, [*signatures.take(), *(
+            Event(moment, "cert.issued", "success", actor=actor, subject=v["serial"],
+                  detail={"device": v["device_id"], "profile": v["profile"],
+                          "not_after": v["not_after"]}).row() for v in values)])
         if before_commit is not None:
             before_commit()
     _record_shared(rt, values, shared)
@@ -265,7 +288,9 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
         values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
                                       kind="device", profile=chosen.name, now=now,
                                       crl_partition=partition))
-    if values:
+    if len(values) == 1:
+        _ONE_INSERT_CERT.execute(conn, values[0]).close()
+    elif values:
         conn.execute(_INSERT_CERT, values)
     return values, shared
 
