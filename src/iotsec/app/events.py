@@ -33,8 +33,8 @@ from iotsec.store.db import in_transaction, reading, transaction
 from iotsec.store.direct import Direct
 from iotsec.timeutil import from_ts, ts
 
-__all__ = ["CHAIN_LOCK", "MAX_FIELD", "Event", "EventSink", "HeldEvents", "append_events", "chain_head",
-           "iter_events", "list_events", "lock_chain"]
+__all__ = ["CHAIN_LOCK", "MAX_FIELD", "Event", "EventSink", "HeldEvents", "append_events",
+           "chain_head", "iter_events", "list_events", "lock_chain"]
 
 log = logging.getLogger("iotsec.events")
 MAX_FIELD = 256
@@ -121,14 +121,18 @@ class Event:
 class HeldEvents:
     """Event rows held back for the unit of work that caused them (:meth:`EventSink.held`)."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("rows", "taken")
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.taken: list[dict[str, Any]] = []
 
     def take(self) -> list[dict[str, Any]]:
-        """The rows held so far, which the caller now appends (and no longer held)."""
-        rows, self.rows[:] = list(self.rows), []
+        """The rows held so far, which the caller now appends in its unit of work (recorded
+        apart after all if the block fails)."""
+        rows = list(self.rows)
+        self.rows.clear()
+        self.taken += rows
         return rows
 
 
@@ -168,16 +172,22 @@ class EventSink:
     def held(self) -> Iterator[HeldEvents]:
         """Hold the events this thread records meanwhile (a CA signature's ``key.use``), so
         that the unit of work that caused them appends them to the chain with its change
-        (:meth:`HeldEvents.take`). What is not taken (the unit of work failed: the key was
-        used all the same) is recorded as usual when the block ends."""
+        (:meth:`HeldEvents.take`). What is not taken, and what was taken by a unit of work
+        that then failed (the key was used all the same), is recorded as usual when the
+        block ends."""
         outer = getattr(self._held, "rows", None)
         held = HeldEvents()
         self._held.rows = held.rows
+        failed = False
         try:
             yield held
+        except BaseException:
+            failed = True
+            raise
         finally:
             self._held.rows = outer
-            for row in held.take():
+            left = [*held.taken, *held.rows] if failed else list(held.rows)
+            for row in left:
                 if outer is not None:
                     outer.append(row)
                 else:

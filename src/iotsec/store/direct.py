@@ -99,9 +99,9 @@ class Direct:
         finally:
             cursor.close()
         compiled = self._compiled[conn.dialect.name]
-        row_type = compiled.names.get(names)
+        row_type: Any = compiled.names.get(names)
         if row_type is None:
-            row_type = compiled.names[names] = namedtuple("Row", names)  # type: ignore[misc]
+            row_type = compiled.names[names] = namedtuple("Row", names)
         return [row_type._make(r) for r in found]
 
     def first(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any | None:

@@ -52,7 +52,8 @@ from iotsec.timeutil import ts
 
 __all__ = [
     "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "RevocationUrls", "device_profile",
-    "issue_batch", "issue_from_csr", "issue_in", "renew", "revocation_urls"
+    "issue_batch", "issue_from_csr", "issue_in", "issue_prepared", "record_shared", "renew",
+    "revocation_urls"
 ]
 
 MAX_BATCH = 10_000
@@ -77,11 +78,18 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int
                                ) -> dict[str, str]:
     """Check every device exists and may hold certificates; pending ones become active.
     Returns each device's attributes (JSON), which a profile may take DNS names from."""
+    attributes, pending = _locked_devices(conn, ids)
+    _activate(conn, pending, now)
+    return attributes
+
+
+def _locked_devices(conn: Connection, ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Lock the devices and check that each exists and may hold certificates; returns each
+    one's attributes and the pending ones (to activate once the issuance is sure)."""
     id_list = sorted(set(ids))
     states: dict[str, str] = {}
     attributes: dict[str, str] = {}
-    one = len(id_list) == 1
-    if one:
+    if len(id_list) == 1:
         rows = _ONE_DEVICE_STATE.rows(conn, {"id": id_list[0]})
     else:
         rows = []
@@ -100,13 +108,14 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int
         if not DeviceState(state).may_hold_certificates:
             raise DeviceStateError(f"device {device_id!r} is {state}; it cannot get a certificate",
                                    hint="only pending or active devices are issued certificates")
-    pending = [{"device": d, "now": now} for d in id_list
-               if states[d] == DeviceState.PENDING.value]
-    if pending and one:
-        _ONE_ACTIVATE.execute(conn, pending[0]).close()
+    return attributes, [d for d in id_list if states[d] == DeviceState.PENDING.value]
+
+
+def _activate(conn: Connection, pending: Sequence[str], now: int) -> None:
+    if len(pending) == 1:
+        _ONE_ACTIVATE.execute(conn, {"device": pending[0], "now": now}).close()
     elif pending:
-        conn.execute(_ACTIVATE, pending)
-    return attributes
+        conn.execute(_ACTIVATE, [{"device": d, "now": now} for d in pending])
 
 
 _INSERT_CERT = insert(m.certificates)
@@ -168,7 +177,7 @@ def _refuse_shared_keys(conn: Connection, requests: Sequence[tuple[str, str]], n
     return shared
 
 
-def _record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
+def record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
                    shared: dict[str, list[tuple[str, str | None]]]) -> None:
     for values in issued:
         others = shared.get(values["device_id"])
@@ -249,7 +258,7 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
                           "not_after": v["not_after"]}).row() for v in values)])
         if before_commit is not None:
             before_commit()
-    _record_shared(rt, values, shared)
+    record_shared(rt, values, shared)
     return [record_from_row(v) for v in values]
 
 
@@ -274,7 +283,10 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
     authority_id = rt.issuing_id()
     now = ts(moment)
     ids = [d for d, _ in checked]
-    attributes = _lock_devices_for_issuance(conn, ids, now)
+    # Every check that can refuse (here, and the profile's in signing) comes before the
+    # first write: a refused request leaves nothing behind, even in a transaction that goes
+    # on (a group commit's).
+    attributes, pending = _locked_devices(conn, ids)
     profiles = profiles_for(conn, rt, ids, explicit=profile, fallback=fallback)
     shared = _refuse_shared_keys(
         conn, [(d, hashlib.sha256(c.spki).hexdigest()) for d, c in checked], now,
@@ -288,11 +300,25 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
         values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
                                       kind="device", profile=chosen.name, now=now,
                                       crl_partition=partition))
+    _activate(conn, pending, now)
     if len(values) == 1:
         _ONE_INSERT_CERT.execute(conn, values[0]).close()
     elif values:
         conn.execute(_INSERT_CERT, values)
     return values, shared
+
+
+def issue_prepared(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr,
+                   moment: datetime, *, days: int | None, profile: str | None,
+                   allow_shared_key: bool
+                   ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str | None]]]]:
+    """Issue one certificate inside the caller's transaction and return its row and the
+    other holders of its key (when ``allow_shared_key`` let it through), for a caller that
+    appends the events itself (:mod:`iotsec.app.pki.group_issuance`). A refusal raises
+    before anything is written."""
+    values, shared = _issue(conn, rt, [(device_id, csr)], moment, days=days, profile=profile,
+                            allow_shared_key=allow_shared_key)
+    return values[0], shared
 
 
 def issue_in(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr, *,
@@ -366,5 +392,5 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
                                        "device": old.device_id, "replaces": key,
                                        "grace_seconds": int((grace or timedelta(0))
                                                             .total_seconds())}).row()])
-    _record_shared(rt, [values], shared)
+    record_shared(rt, [values], shared)
     return record_from_row(values)
