@@ -195,3 +195,14 @@ def test_a_failure_before_the_commit_answers_no_request_of_its_group(rt) -> None
     for device_id in ids:
         if device_id != issued[0].device_id:
             assert devices.get_device(rt, device_id).state is DeviceState.PENDING
+
+
+def test_a_renewal_commits_its_key_use_event_with_the_new_certificate(rt) -> None:
+    _register(rt, ["renewed"])
+    old = issuance.issue_from_csr(rt, "renewed", make_csr())
+    before = _events(rt, "key.use")
+    new = issuance.renew(rt, old.serial, make_csr())
+    assert _events(rt, "key.use") == before + 1
+    assert _events(rt, "cert.renewed") == 1
+    assert cert_records.get_certificate(rt, new.serial).device_id == "renewed"
+    assert verify(rt).ok

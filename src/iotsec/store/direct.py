@@ -17,7 +17,8 @@ PostgreSQL alike. Expanding ``IN`` parameters are not supported.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -29,7 +30,7 @@ __all__ = ["Direct"]
 
 
 class _Compiled:
-    __slots__ = ("defaults", "names", "positional", "sql")
+    __slots__ = ("defaults", "names", "pick", "positional", "sql")
 
     def __init__(self, sql: str, positional: tuple[str, ...] | None,
                  defaults: dict[str, Any]) -> None:
@@ -37,6 +38,16 @@ class _Compiled:
         self.positional = positional
         self.defaults = defaults
         self.names: dict[tuple[str, ...], Any] = {}
+        #: The positional parameters' values, in order, from a mapping.
+        self.pick: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+        if positional is not None:
+            if len(positional) == 1:
+                name = positional[0]
+                self.pick = lambda values: (values[name],)
+            elif positional:
+                self.pick = itemgetter(*positional)
+            else:
+                self.pick = lambda values: ()
 
 
 class Direct:
@@ -59,8 +70,8 @@ class Direct:
 
     def _parameters(self, compiled: _Compiled, values: Mapping[str, Any]) -> Any:
         merged = {**compiled.defaults, **values} if compiled.defaults else values
-        if compiled.positional is not None:
-            return tuple(merged[name] for name in compiled.positional)
+        if compiled.pick is not None:
+            return compiled.pick(merged)
         return merged
 
     def execute(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:

@@ -356,7 +356,7 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
     authority_id = rt.issuing_id()
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
-    with transaction(rt.engine) as conn:
+    with rt.events.held() as signatures, transaction(rt.engine) as conn:
         old = locked_certificate(conn, key)
         if old.revoked_at is not None and old.revoked_at <= now:
             raise ConflictError(f"certificate {key} is revoked and can never be renewed",
@@ -387,10 +387,10 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         conn.execute(insert(m.certificates).values(values))
         mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
                      old.authority_id, replaced_by=values["serial"], now=moment)
-        append_events(conn, [Event(moment, "cert.renewed", "success", actor=actor,
-                                   subject=values["serial"], detail={
-                                       "device": old.device_id, "replaces": key,
-                                       "grace_seconds": int((grace or timedelta(0))
-                                                            .total_seconds())}).row()])
+        renewed = Event(moment, "cert.renewed", "success", actor=actor,
+                        subject=values["serial"], detail={
+                            "device": old.device_id, "replaces": key,
+                            "grace_seconds": int((grace or timedelta(0)).total_seconds())})
+        append_events(conn, [*signatures.take(), renewed.row()])
     record_shared(rt, [values], shared)
     return record_from_row(values)
