@@ -174,7 +174,7 @@ class EventSink:
         that the unit of work that caused them appends them to the chain with its change
         (:meth:`HeldEvents.take`). What is not taken, and what was taken by a unit of work
         that then failed (the key was used all the same), is recorded as usual when the
-        block ends."""
+        block ends (buffered)."""
         outer = getattr(self._held, "rows", None)
         held = HeldEvents()
         self._held.rows = held.rows
@@ -187,18 +187,12 @@ class EventSink:
         finally:
             self._held.rows = outer
             left = [*held.taken, *held.rows] if failed else list(held.rows)
-            for row in left:
-                if outer is not None:
-                    outer.append(row)
-                else:
-                    self._record_row(row)
-
-    def _record_row(self, row: dict[str, Any]) -> None:
-        if self._thread is None and not in_transaction():
-            self.flush()
-            self._write([row])
-        else:
-            self._buffer.append(row)
+            # Into the outer block, else the buffer (written at the next record outside a
+            # transaction, or at flush/close): a write here could hide the failure.
+            if outer is not None:
+                outer.extend(left)
+            else:
+                self._buffer.extend(left)
 
     def record_in(self, conn: Connection, event: Event) -> None:
         """Append ``event`` within ``conn``'s transaction: it is in the chain exactly when
