@@ -223,7 +223,7 @@ def run_closed(port: int, cafile: Path, requests: list[bytes], work: Path, *,
         for code, k in part["statuses"].items():
             statuses[code] = statuses.get(code, 0) + k
     start, end = min(p["start"] for p in parts), max(p["end"] for p in parts)
-    ok = statuses.get("200", 0)
+    ok = statuses.get("200", 0) + statuses.get("201", 0)  # EST answers 200, the API 201
     return {"requests": len(requests), "ok": ok, "statuses": statuses, "seconds": end - start,
             "rate": ok / (end - start) if end > start else float("nan"),
             **percentiles([x for p in parts for x in p["latencies"]]),
@@ -366,6 +366,12 @@ class Target:
     build: Callable[[int, x509.CertificateSigningRequest], bytes]
     ours: bool
     issuer: x509.Certificate
+    #: Run (untimed) before a slice of requests is sent: the API target registers the
+    #: devices its requests name.
+    prepare: Callable[[Sequence[int]], None] | None = None
+    #: How a sample answer carries the certificate: "est" (PKCS#7), "api" (JSON with its
+    #: PEM) or "cfssl" (JSON).
+    answer: str = "est"
     every: list[dict[str, Any]] = field(default_factory=list)
     rounds: dict[bool, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -407,6 +413,53 @@ def ours_target(work: Path, env: dict[str, str], workers: int, secrets: list[str
     return Target(f"ours{workers}", label, server, est, chain, build, True, issuing)
 
 
+def api_target(work: Path, env: dict[str, str], inputs: Inputs, servers: list[Server]
+               ) -> Target:
+    """``iotsec serve`` over HTTPS (its API listener with the home's server certificate):
+    ``POST /v1/devices/{id}/certificates`` with an operator token, for devices registered
+    before their requests are sent (the registration is not timed)."""
+    api = free_port()
+    chain = work / "iotsec-chain.pem"
+    if not chain.exists():
+        iotsec(env, "ca", "chain", "-o", str(chain))
+    token = json.loads(iotsec(env, "token", "create", "bench-issuer", "--scope", "operator",
+                              "--json"))["token"]
+    server = Server("iotsec serve (HTTPS API)", [
+        iotsec_command(), "serve", "--host", "127.0.0.1", "--port", str(api)], env,
+        work / "iotsec-serve-api.log")
+    servers.append(server)
+    server.start()
+    server.wait_tls(api, chain)
+
+    def build(index: int, csr: x509.CertificateSigningRequest) -> bytes:
+        name = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        body = json.dumps({"csr": csr.public_bytes(serialization.Encoding.PEM).decode()})
+        return http_request("POST", f"127.0.0.1:{api}", f"/v1/devices/{name}/certificates",
+                            {"Authorization": f"Bearer {token}",
+                             "Content-Type": "application/json"}, body.encode())
+
+    def prepare(indexes: Sequence[int]) -> None:
+        register_devices(work / "home", [str(inputs.pool[i].subject.get_attributes_for_oid(
+            NameOID.COMMON_NAME)[0].value) for i in indexes])
+
+    issuing = x509.load_pem_x509_certificates(chain.read_bytes())[0]
+    return Target("api", "ours: HTTPS API POST /v1/devices/{id}/certificates (group commit)",
+                  server, api, chain, build, True, issuing, prepare=prepare, answer="api")
+
+
+def register_devices(home: Path, names: Sequence[str]) -> None:
+    """Register ``names`` through the library (not timed: before their requests)."""
+    from common import settings_for
+    from iotsec.app.identity import devices
+    from iotsec.app.runtime import open_runtime
+
+    rt = open_runtime(settings_for(home))
+    try:
+        devices.import_devices(rt, (devices.NewDevice.parse(n, ["bench"]) for n in names))
+    finally:
+        rt.close()
+
+
 def cfssl_target(work: Path, files: tuple[Path, Path, Path, Path, Path], with_db: bool,
                  servers: list[Server]) -> Target:
     name = "cfssl_db" if with_db else "cfssl"
@@ -423,13 +476,16 @@ def cfssl_target(work: Path, files: tuple[Path, Path, Path, Path, Path], with_db
     label = ("reference 2: cfssl serve with its SQLite certificate database" if with_db
              else "reference: cfssl serve, /api/v1/cfssl/sign")
     issuer = x509.load_pem_x509_certificate(files[0].read_bytes())
-    return Target(name, label, server, port, files[0], build, False, issuer)
+    return Target(name, label, server, port, files[0], build, False, issuer, answer="cfssl")
 
 
 def check_samples(target: Target, result: dict[str, Any], wanted: dict[str, bytes]) -> None:
     samples = [base64.b64decode(b) for b in result["samples"]]
-    if target.ours:
+    if target.answer == "est":
         certs = [read_pkcs7_body(b)[0] for b in samples]
+    elif target.answer == "api":
+        certs = [x509.load_pem_x509_certificate(json.loads(b)["pem"].encode())
+                 for b in samples]
     else:
         certs = [x509.load_pem_x509_certificate(json.loads(b)["result"]["certificate"]
                                                 .encode()) for b in samples]
@@ -502,6 +558,12 @@ def main() -> int:
                         help="skip the series with a new TLS connection per request")
     parser.add_argument("--no-cfssl-db", action="store_true",
                         help="skip cfssl with its certificate database")
+    parser.add_argument("--api", action="store_true",
+                        help="also measure issuance through the HTTPS API (POST "
+                        "/v1/devices/{id}/certificates, operator token, devices registered "
+                        "beforehand)")
+    parser.add_argument("--no-est", action="store_true",
+                        help="skip the EST targets (with --api: the API against cfssl only)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write JSON")
     args = parser.parse_args()
@@ -534,8 +596,10 @@ def main() -> int:
         files = cfssl_setup(work)
         servers: list[Server] = []
         try:
-            targets = [ours_target(work, inputs.env, w, inputs.secrets, servers)
-                       for w in workers]
+            targets = [] if args.no_est else [
+                ours_target(work, inputs.env, w, inputs.secrets, servers) for w in workers]
+            if args.api:
+                targets.append(api_target(work, inputs.env, inputs, servers))
             targets.append(cfssl_target(work, files, False, servers))
             if not args.no_cfssl_db:
                 targets.append(cfssl_target(work, files, True, servers))
@@ -551,7 +615,7 @@ def main() -> int:
         issued = sum(r["ok"] for t in targets if t.ours for r in t.every)
         stored, devices = count_iotsec_devices(home)
         report.check(f"iotsec store: {stored:,} device certificates and {devices:,} devices "
-                     f"for {issued:,} answered enrolments"
+                     f"for {issued:,} answered issuances (EST enrolments and API requests)"
                      + ("" if stored == devices == issued else ": MISMATCH"))
         if not args.no_cfssl_db:
             with sqlite3.connect(work / "cfssl-certs.db") as conn:
@@ -577,6 +641,8 @@ def run_series(targets: list[Target], inputs: Inputs, new_connection: bool,
     lead = next(t for t in targets if t.ours)
 
     def run(t: Target, indexes: Sequence[int]) -> dict[str, Any]:
+        if t.prepare is not None:
+            t.prepare(indexes)
         requests = [t.build(i, inputs.pool[i]) for i in indexes]
         return measure(t, requests, work, args.connections, args.client_processes,
                        new_connection)

@@ -147,9 +147,9 @@ async def closed_loop(host: str, port: int, cafile: str, requests: list[bytes],
                 continue
             latencies.append(time.monotonic() - began)
             statuses[str(status)] = statuses.get(str(status), 0) + 1
-            if status == 200 and len(kept) < samples:
+            if status in (200, 201) and len(kept) < samples:
                 kept.append(base64.b64encode(body).decode())
-            elif status != 200 and len(failures) < 20:
+            elif status not in (200, 201) and len(failures) < 20:
                 failures.append(f"{status}: {body[:200]!r}")
             if close or new_connection:
                 writer.close()
@@ -160,7 +160,7 @@ async def closed_loop(host: str, port: int, cafile: str, requests: list[bytes],
     cpu0, start = time.process_time(), time.monotonic()
     await asyncio.gather(*(worker() for _ in range(connections)))
     end = time.monotonic()
-    ok = statuses.get("200", 0)
+    ok = statuses.get("200", 0) + statuses.get("201", 0)
     return {"requests": len(requests), "ok": ok, "statuses": statuses, "start": start,
             "end": end, "latencies": latencies, "client_cpu_s": time.process_time() - cpu0,
             "samples": kept, "failures": failures[:20]}

@@ -20,7 +20,14 @@ from iotsec.app.broker.device_state import change_state_and_sync
 from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
-from iotsec.app.pki import bundles, cert_records, issuance, profiles, revocation
+from iotsec.app.pki import (
+    bundles,
+    cert_records,
+    group_issuance,
+    issuance,
+    profiles,
+    revocation,
+)
 from iotsec.app.pki.authorities import authority_crl, resolve_ca
 from iotsec.app.pki.ca_publication import (
     complete_key,
@@ -175,10 +182,12 @@ def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOu
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)
 def issue(device_id: str, body: IssueIn, rt: RuntimeDep, caller: OperatorDep) -> CertificateOut:
-    record = issuance.issue_from_csr(rt, device_id, body.csr.encode("utf-8"), days=body.days,
-                                     actor=caller.name,
-                                     profile=body.profile,
-                                     allow_shared_key=body.allow_shared_key)
+    # Concurrent requests share one transaction (group commit), each answered once its
+    # certificate is committed.
+    record = group_issuance.issue_grouped(rt, device_id, body.csr.encode("utf-8"),
+                                          days=body.days, actor=caller.name,
+                                          profile=body.profile,
+                                          allow_shared_key=body.allow_shared_key)
     return CertificateOut.from_domain(record, rt.now(), with_pem=True)
 
 

@@ -19,20 +19,22 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, bindparam, insert, select, text
 
 from iotsec.errors import InvalidInputError
 from iotsec.eventlog.chain import GENESIS, entry_hash
 from iotsec.store import models as m
 from iotsec.store.db import in_transaction, reading, transaction
+from iotsec.store.direct import Direct
 from iotsec.timeutil import from_ts, ts
 
-__all__ = ["CHAIN_LOCK", "MAX_FIELD", "Event", "EventSink", "append_events", "chain_head",
-           "iter_events", "list_events", "lock_chain"]
+__all__ = ["CHAIN_LOCK", "MAX_FIELD", "Event", "EventSink", "HeldEvents", "append_events",
+           "chain_head", "iter_events", "list_events", "lock_chain"]
 
 log = logging.getLogger("iotsec.events")
 MAX_FIELD = 256
@@ -56,20 +58,32 @@ def chain_head(conn: Connection) -> tuple[int, str]:
     return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
 
 
+# The append's statements, run on the driver directly: every use case that records an
+# event pays for them, and one certificate per call pays for them on each certificate.
+_LOCK = Direct(text("SELECT pg_advisory_xact_lock(:key)"))
+_HEAD = Direct(select(m.events.c.seq, m.events.c.hash).where(m.events.c.seq.is_not(None))
+               .order_by(m.events.c.seq.desc()).limit(1))
+_INSERT = Direct(insert(m.events).values(
+    {c: bindparam(c) for c in ("at", "kind", "outcome", "actor", "source", "subject",
+                               "detail", "seq", "hash")}))
+
+
 def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Append ``rows`` (:meth:`Event.row` values) to the chain within ``conn``'s
     transaction. On PostgreSQL the chain lock is held until that transaction ends: append
     last in a unit of work, after its other locks are taken."""
     if not rows:
         return
-    lock_chain(conn)
-    seq, previous = chain_head(conn)
+    if conn.dialect.name == "postgresql":
+        _LOCK.execute(conn, {"key": CHAIN_LOCK}).close()
+    head = _HEAD.first(conn)
+    seq, previous = (0, GENESIS) if head is None else (int(head.seq), str(head.hash))
     for row in rows:
         seq += 1
         previous = entry_hash(previous, seq, row["at"], row["kind"], row["outcome"],
                               row["actor"], row["source"], row["subject"], row["detail"])
         row["seq"], row["hash"] = seq, previous
-    conn.execute(insert(m.events), rows)
+    _INSERT.execute_many(conn, rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,24 @@ class Event:
                 "detail": json.dumps(dict(self.detail or {}), sort_keys=True, default=str)}
 
 
+class HeldEvents:
+    """Event rows held back for the unit of work that caused them (:meth:`EventSink.held`)."""
+
+    __slots__ = ("rows", "taken")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.taken: list[dict[str, Any]] = []
+
+    def take(self) -> list[dict[str, Any]]:
+        """The rows held so far, which the caller now appends in its unit of work (recorded
+        apart after all if the block fails)."""
+        rows = list(self.rows)
+        self.rows.clear()
+        self.taken += rows
+        return rows
+
+
 class EventSink:
     """Writes events to the store, directly or through a flushed buffer."""
 
@@ -114,6 +146,7 @@ class EventSink:
         self._repeats: dict[tuple[Any, ...], list[Any]] = {}
         self._lock = threading.Lock()
         self._writing = threading.Lock()
+        self._held = threading.local()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if buffered:
@@ -122,6 +155,10 @@ class EventSink:
             self._thread.start()
 
     def record(self, event: Event) -> None:
+        held = getattr(self._held, "rows", None)
+        if held is not None:
+            held.append(event.row())
+            return
         if self._thread is None and not in_transaction():
             self.flush()
             self._write([event.row()])
@@ -137,11 +174,41 @@ class EventSink:
         rows = [event.row() for event in events]
         if not rows:
             return
+        held = getattr(self._held, "rows", None)
+        if held is not None:
+            held.extend(rows)
+            return
         if self._thread is None and not in_transaction():
             self.flush()
             self._write(rows)
         else:
             self._buffer.extend(rows)
+
+    @contextmanager
+    def held(self) -> Iterator[HeldEvents]:
+        """Hold the events this thread records meanwhile (a CA signature's ``key.use``), so
+        that the unit of work that caused them appends them to the chain with its change
+        (:meth:`HeldEvents.take`). What is not taken, and what was taken by a unit of work
+        that then failed (the key was used all the same), is recorded as usual when the
+        block ends (buffered)."""
+        outer = getattr(self._held, "rows", None)
+        held = HeldEvents()
+        self._held.rows = held.rows
+        failed = False
+        try:
+            yield held
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._held.rows = outer
+            left = [*held.taken, *held.rows] if failed else list(held.rows)
+            # Into the outer block, else the buffer (written at the next record outside a
+            # transaction, or at flush/close): a write here could hide the failure.
+            if outer is not None:
+                outer.extend(left)
+            else:
+                self._buffer.extend(left)
 
     def record_in(self, conn: Connection, event: Event) -> None:
         """Append ``event`` within ``conn``'s transaction: it is in the chain exactly when

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator
@@ -39,7 +40,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Connection) -> None:
     readonly = conn.get_execution_options().get("iotsec_readonly", False)
-    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    statement = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+    # On the driver directly: through SQLAlchemy's execution this costs more than the BEGIN
+    # (every unit of work pays it). Its error is SQLAlchemy's all the same, for the callers.
+    driver = conn.connection.driver_connection
+    try:
+        driver.execute(statement)  # type: ignore[union-attr]
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, sqlite3.Error,
+                                  dialect=conn.dialect) from exc
 
 
 def _create_private_sqlite_file(url: str) -> None:

@@ -34,7 +34,7 @@ from iotsec.app.enrol.credentials import (
 )
 from iotsec.app.enrol.renewal import issued_here, key_like, renewable, repeated_renewal
 from iotsec.app.enrol.templates import get_template
-from iotsec.app.events import Event
+from iotsec.app.events import Event, append_events
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.authorities import trusted_certificates
@@ -247,8 +247,10 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
                           else claim_use(rt, credential, req.moment, req.source))
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
     try:
-        with transaction(rt.engine) as conn:
+        # The CA signature's key.use event commits with the certificate it made.
+        with rt.events.held() as signatures, transaction(rt.engine) as conn:
             device_id, template, outcome = _enrol_in(conn, rt, req, use)
+            append_events(conn, signatures.take())
     except ConflictError as exc:  # a concurrent request registered the device or the claim
         raise EnrolmentForbiddenError("the device is already registered, or the claim "
                                       "certificate has already enrolled") from exc

@@ -47,11 +47,13 @@ from iotsec.pki.profiles import CertProfile
 from iotsec.pki.serial import format_serial, parse_serial, random_serial
 from iotsec.store import models as m
 from iotsec.store.db import transaction
+from iotsec.store.direct import Direct
 from iotsec.timeutil import ts
 
 __all__ = [
     "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "RevocationUrls", "device_profile",
-    "issue_batch", "issue_from_csr", "issue_in", "renew", "revocation_urls"
+    "issue_batch", "issue_from_csr", "issue_in", "issue_prepared", "record_shared", "renew",
+    "revocation_urls"
 ]
 
 MAX_BATCH = 10_000
@@ -66,15 +68,29 @@ _ACTIVATE = (update(m.devices)
              .values(state=DeviceState.ACTIVE.value, updated_at=bindparam("now")))
 
 
+# One certificate per call runs its statements on the driver (iotsec.store.direct): through
+# SQLAlchemy each costs more than the database's work.
+_ONE_DEVICE_STATE = Direct(_DEVICE_STATE)
+_ONE_ACTIVATE = Direct(_ACTIVATE)
+
+
 def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int
                                ) -> dict[str, str]:
     """Check every device exists and may hold certificates; pending ones become active.
     Returns each device's attributes (JSON), which a profile may take DNS names from."""
+    attributes, pending = _locked_devices(conn, ids)
+    _activate(conn, pending, now)
+    return attributes
+
+
+def _locked_devices(conn: Connection, ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Lock the devices and check that each exists and may hold certificates; returns each
+    one's attributes and the pending ones (to activate once the issuance is sure)."""
     id_list = sorted(set(ids))
     states: dict[str, str] = {}
     attributes: dict[str, str] = {}
     if len(id_list) == 1:
-        rows = conn.execute(_DEVICE_STATE, {"id": id_list[0]}).all()
+        rows = _ONE_DEVICE_STATE.rows(conn, {"id": id_list[0]})
     else:
         rows = []
         for i in range(0, len(id_list), 500):
@@ -92,17 +108,28 @@ def _lock_devices_for_issuance(conn: Connection, ids: Sequence[str], now: int
         if not DeviceState(state).may_hold_certificates:
             raise DeviceStateError(f"device {device_id!r} is {state}; it cannot get a certificate",
                                    hint="only pending or active devices are issued certificates")
-    pending = [{"device": d, "now": now} for d in id_list
-               if states[d] == DeviceState.PENDING.value]
-    if pending:
-        conn.execute(_ACTIVATE, pending)
-    return attributes
+    return attributes, [d for d in id_list if states[d] == DeviceState.PENDING.value]
+
+
+def _activate(conn: Connection, pending: Sequence[str], now: int) -> None:
+    if len(pending) == 1:
+        _ONE_ACTIVATE.execute(conn, {"device": pending[0], "now": now}).close()
+    elif pending:
+        conn.execute(_ACTIVATE, [{"device": d, "now": now} for d in pending])
 
 
 _INSERT_CERT = insert(m.certificates)
+_ONE_INSERT_CERT = Direct(insert(m.certificates).values(
+    {c.name: bindparam(c.name) for c in m.certificates.c}))
 SHARED_KEY_HINT = ("generate a new key for this device, or revoke the other certificate; if "
                    "the devices really share one key, give --allow-shared-key (API: "
                    "allow_shared_key), which is recorded as a security event")
+
+
+_C = m.certificates.c
+_ONE_KEY_HOLDERS = Direct(select(_C.serial, _C.device_id, _C.spki_sha256).where(
+    _C.spki_sha256 == bindparam("spki"), _C.not_after > bindparam("now"),
+    or_(_C.revoked_at.is_(None), _C.revoked_at > bindparam("now"))))
 
 
 def _key_holders(conn: Connection, requests: Sequence[tuple[str, str]], now: int
@@ -113,6 +140,10 @@ def _key_holders(conn: Connection, requests: Sequence[tuple[str, str]], now: int
     c = m.certificates.c
     wanted = sorted({h for _, h in requests})
     valid: dict[str, list[tuple[str, str | None]]] = {}
+    if len(wanted) == 1:
+        for r in _ONE_KEY_HOLDERS.rows(conn, {"spki": wanted[0], "now": now}):
+            valid.setdefault(r.spki_sha256, []).append((r.serial, r.device_id))
+        wanted = []
     for i in range(0, len(wanted), 500):
         rows = conn.execute(select(c.serial, c.device_id, c.spki_sha256).where(
             c.spki_sha256.in_(wanted[i:i + 500]), c.not_after > now,
@@ -146,7 +177,7 @@ def _refuse_shared_keys(conn: Connection, requests: Sequence[tuple[str, str]], n
     return shared
 
 
-def _record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
+def record_shared(rt: Runtime, issued: Sequence[dict[str, Any]],
                    shared: dict[str, list[tuple[str, str | None]]]) -> None:
     for values in issued:
         others = shared.get(values["device_id"])
@@ -216,17 +247,18 @@ def issue_batch(rt: Runtime, requests: Sequence[tuple[str, bytes | CheckedCsr]],
         checked.append((device_id, csr if isinstance(csr, CheckedCsr) else parse_csr(csr)))
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
     moment = rt.now()
-    with transaction(rt.engine) as conn:
+    with rt.events.held() as signatures, transaction(rt.engine) as conn:
         values, shared = _issue(conn, rt, checked, moment, days=days, profile=profile,
                                 allow_shared_key=allow_shared_key)
-        # In the chain with the certificates, last in the unit of work (the chain lock).
-        append_events(conn, [Event(moment, "cert.issued", "success", actor=actor,
-                                   subject=v["serial"], detail={
-                                       "device": v["device_id"], "profile": v["profile"],
-                                       "not_after": v["not_after"]}).row() for v in values])
+        # In the chain with the certificates, last in the unit of work (the chain lock):
+        # the CA key's uses (key.use) and the issuances commit with the rows.
+        append_events(conn, [*signatures.take(), *(
+            Event(moment, "cert.issued", "success", actor=actor, subject=v["serial"],
+                  detail={"device": v["device_id"], "profile": v["profile"],
+                          "not_after": v["not_after"]}).row() for v in values)])
         if before_commit is not None:
             before_commit()
-    _record_shared(rt, values, shared)
+    record_shared(rt, values, shared)
     return [record_from_row(v) for v in values]
 
 
@@ -251,7 +283,10 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
     authority_id = rt.issuing_id()
     now = ts(moment)
     ids = [d for d, _ in checked]
-    attributes = _lock_devices_for_issuance(conn, ids, now)
+    # Every check that can refuse (here, and the profile's in signing) comes before the
+    # first write: a refused request leaves nothing behind, even in a transaction that goes
+    # on (a group commit's).
+    attributes, pending = _locked_devices(conn, ids)
     profiles = profiles_for(conn, rt, ids, explicit=profile, fallback=fallback)
     shared = _refuse_shared_keys(
         conn, [(d, hashlib.sha256(c.spki).hexdigest()) for d, c in checked], now,
@@ -265,9 +300,25 @@ def _issue(conn: Connection, rt: Runtime, checked: Sequence[tuple[str, CheckedCs
         values.append(certificate_row(issued, authority_id=authority_id, device_id=device_id,
                                       kind="device", profile=chosen.name, now=now,
                                       crl_partition=partition))
-    if values:
+    _activate(conn, pending, now)
+    if len(values) == 1:
+        _ONE_INSERT_CERT.execute(conn, values[0]).close()
+    elif values:
         conn.execute(_INSERT_CERT, values)
     return values, shared
+
+
+def issue_prepared(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr,
+                   moment: datetime, *, days: int | None, profile: str | None,
+                   allow_shared_key: bool
+                   ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str | None]]]]:
+    """Issue one certificate inside the caller's transaction and return its row and the
+    other holders of its key (when ``allow_shared_key`` let it through), for a caller that
+    appends the events itself (:mod:`iotsec.app.pki.group_issuance`). A refusal raises
+    before anything is written."""
+    values, shared = _issue(conn, rt, [(device_id, csr)], moment, days=days, profile=profile,
+                            allow_shared_key=allow_shared_key)
+    return values[0], shared
 
 
 def issue_in(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr, *,
@@ -305,7 +356,7 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
     authority_id = rt.issuing_id()
     moment = rt.now().replace(microsecond=0)
     now = ts(moment)
-    with transaction(rt.engine) as conn:
+    with rt.events.held() as signatures, transaction(rt.engine) as conn:
         old = locked_certificate(conn, key)
         if old.revoked_at is not None and old.revoked_at <= now:
             raise ConflictError(f"certificate {key} is revoked and can never be renewed",
@@ -336,10 +387,10 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         conn.execute(insert(m.certificates).values(values))
         mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
                      old.authority_id, replaced_by=values["serial"], now=moment)
-        append_events(conn, [Event(moment, "cert.renewed", "success", actor=actor,
-                                   subject=values["serial"], detail={
-                                       "device": old.device_id, "replaces": key,
-                                       "grace_seconds": int((grace or timedelta(0))
-                                                            .total_seconds())}).row()])
-    _record_shared(rt, [values], shared)
+        renewed = Event(moment, "cert.renewed", "success", actor=actor,
+                        subject=values["serial"], detail={
+                            "device": old.device_id, "replaces": key,
+                            "grace_seconds": int((grace or timedelta(0)).total_seconds())})
+        append_events(conn, [*signatures.take(), renewed.row()])
+    record_shared(rt, [values], shared)
     return record_from_row(values)

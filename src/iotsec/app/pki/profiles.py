@@ -47,6 +47,7 @@ from iotsec.pki.profiles import (
 )
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
+from iotsec.store.direct import Direct
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
@@ -293,6 +294,27 @@ def _selections(conn: Connection, ids: Sequence[str], wanted: Sequence[str], *,
     return []
 
 
+def _one_device_selection() -> Direct:
+    """The device's own and its groups' selections for one device, run on the driver (the
+    one-certificate-per-call path: see :mod:`iotsec.store.direct`)."""
+    cols = [c.label(f"p_{c.name}") for c in _COLUMNS]
+    text, device = String(16), String(128)
+    by_device = (select(literal("device", text).label("via"),
+                        _DP.c.device_id.label("device_id"), cast(null(), device).label("grp"),
+                        _DP.c.profile.label("profile"), *cols)
+                 .select_from(_DP.outerjoin(_P, _P.c.name == _DP.c.profile))
+                 .where(_DP.c.device_id == bindparam("id")))
+    by_group = (select(literal("group", text).label("via"), _DG.c.device_id.label("device_id"),
+                       _DG.c.group_name.label("grp"), _GP.c.profile.label("profile"), *cols)
+                .select_from(_DG.join(_GP, _GP.c.group_name == _DG.c.group_name)
+                             .outerjoin(_P, _P.c.name == _GP.c.profile))
+                .where(_DG.c.device_id == bindparam("id")))
+    return Direct(union_all(by_device, by_group))
+
+
+_ONE_SELECTED = _one_device_selection()
+
+
 def profiles_for(conn: Connection, rt: Runtime, device_ids: Sequence[str], *,
                  explicit: str | None = None, fallback: str | None = None
                  ) -> dict[str, CertProfile]:
@@ -305,9 +327,12 @@ def profiles_for(conn: Connection, rt: Runtime, device_ids: Sequence[str], *,
     wanted = [n for n in (explicit, fallback) if n is not None and n not in BUILTIN_NAMES]
     ids = sorted(set(device_ids))
     rows: list[Any] = []
-    for i in range(0, max(len(ids), 1), 500):
-        rows += _selections(conn, ids[i:i + 500], wanted if i == 0 else [],
-                            selected=explicit is None and bool(ids))
+    if len(ids) == 1 and explicit is None and not wanted:
+        rows = _ONE_SELECTED.rows(conn, {"id": ids[0]})
+    else:
+        for i in range(0, max(len(ids), 1), 500):
+            rows += _selections(conn, ids[i:i + 500], wanted if i == 0 else [],
+                                selected=explicit is None and bool(ids))
     known: dict[str, CertProfile] = {}
 
     def profile(name: str, row: Any | None) -> CertProfile:

@@ -1,0 +1,126 @@
+"""Statements run on the driver's own cursor, for the few hot paths where SQLAlchemy's
+work per execution (100-150 µs a statement: cache key, parameter processing, result
+set-up) costs more than the database itself: issuing one certificate per call.
+
+A :class:`Direct` statement is built with SQLAlchemy Core like any other, compiled once per
+dialect to the driver's SQL text, and executed with one call into the driver, on the
+connection and inside the transaction of the caller's unit of work
+(:func:`iotsec.store.db.transaction`). A driver error is translated to SQLAlchemy's own
+exception, so the unit of work maps it like any other (a unique violation becomes a
+conflict, a full disk a store error).
+
+Only plain values go in and come out (``int``, ``str``, ``bytes``, ``None``): no type
+processing is applied, which is what the columns of these paths hold on SQLite and
+PostgreSQL alike. Expanding ``IN`` parameters are not supported.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.base import Executable
+
+__all__ = ["Direct"]
+
+
+class _Compiled:
+    __slots__ = ("defaults", "names", "pick", "positional", "sql")
+
+    def __init__(self, sql: str, positional: tuple[str, ...] | None,
+                 defaults: dict[str, Any]) -> None:
+        self.sql = sql
+        self.positional = positional
+        self.defaults = defaults
+        self.names: dict[tuple[str, ...], Any] = {}
+        #: The positional parameters' values, in order, from a mapping.
+        self.pick: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+        if positional is not None:
+            if len(positional) == 1:
+                name = positional[0]
+                self.pick = lambda values: (values[name],)
+            elif positional:
+                self.pick = itemgetter(*positional)
+            else:
+                self.pick = lambda values: ()
+
+
+class Direct:
+    """A Core statement executed directly on the driver (see the module's notes)."""
+
+    __slots__ = ("_compiled", "_statement")
+
+    def __init__(self, statement: Executable) -> None:
+        self._statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self._statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+            positional = tuple(compiled.positiontup) if compiled.positional else None
+            found = _Compiled(compiled.string, positional, dict(compiled.params))
+            self._compiled[dialect.name] = found
+        return found
+
+    def _parameters(self, compiled: _Compiled, values: Mapping[str, Any]) -> Any:
+        merged = {**compiled.defaults, **values} if compiled.defaults else values
+        if compiled.pick is not None:
+            return compiled.pick(merged)
+        return merged
+
+    def execute(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:
+        """Run the statement with ``values``; returns the driver's cursor."""
+        dialect = conn.dialect
+        compiled = self._compile(dialect)
+        parameters = self._parameters(compiled, values or {})
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(compiled.sql, parameters)
+        except dialect.loaded_dbapi.Error as exc:
+            raise _translated(compiled.sql, parameters, exc, dialect) from exc
+        return cursor
+
+    def execute_many(self, conn: Connection, values: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement once per mapping of ``values`` (one driver call)."""
+        dialect = conn.dialect
+        compiled = self._compile(dialect)
+        parameters = [self._parameters(compiled, v) for v in values]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(compiled.sql, parameters)
+        except dialect.loaded_dbapi.Error as exc:
+            raise _translated(compiled.sql, parameters, exc, dialect) from exc
+        finally:
+            cursor.close()
+
+    def rows(self, conn: Connection, values: Mapping[str, Any] | None = None) -> list[Any]:
+        """The rows the statement selects, each with its columns as attributes."""
+        cursor = self.execute(conn, values)
+        try:
+            found = cursor.fetchall()
+            if not found:
+                return []
+            names = tuple(d[0] for d in cursor.description)
+        finally:
+            cursor.close()
+        compiled = self._compiled[conn.dialect.name]
+        row_type: Any = compiled.names.get(names)
+        if row_type is None:
+            row_type = compiled.names[names] = namedtuple("Row", names)
+        return [row_type._make(r) for r in found]
+
+    def first(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any | None:
+        """The first row the statement selects, or ``None``."""
+        found = self.rows(conn, values)
+        return found[0] if found else None
+
+
+def _translated(sql: str, parameters: Any, exc: Exception, dialect: Dialect) -> BaseException:
+    return DBAPIError.instance(sql, parameters, exc, dialect.loaded_dbapi.Error,
+                               hide_parameters=True, dialect=dialect)
