@@ -32,11 +32,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from iotsec.app.access.decisions import check, current_policy
+from iotsec.app.access.decisions import check, warm_up
 from iotsec.app.coap.bridge import MqttBridge, bridge_files
 from iotsec.app.coap.oscore_contexts import OscoreContexts
 from iotsec.app.coap.oscore_endpoint import OscoreEndpoint, serve_oscore
-from iotsec.app.coap.standing import common_name, refusal_at_handshake, refusal_now
+from iotsec.app.coap.standing import (
+    common_name,
+    follow_changes,
+    refusal_at_handshake,
+    refusal_now,
+)
 from iotsec.app.events import Event, EventSink
 from iotsec.app.pki.authorities import trusted_authorities
 from iotsec.app.pki.server_tls import ensure_server_tls
@@ -495,7 +500,10 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
     try:
         bridge.start()
         gateway.bridge = bridge
-        current_policy(rt)
+        # The policy compiled, registry entries and the policy version kept fresh by a
+        # background thread, and (on PostgreSQL) every cache following the change feed.
+        warm_up(rt)
+        follow_changes(rt)
         bound = sock.getsockname()
         detail: dict[str, object] = {"protocol": "coap+dtls", "bind": options.bind,
                                      "port": int(bound[1])}

@@ -14,6 +14,10 @@ or changes a device, a role or a binding (``Runtime.registry_generation``). A re
 a state change made by another process is seen within that delay; with
 ``IOTSEC_HOT_CACHE_SECONDS=0`` every request reads the store. The expiry and a revocation
 that takes effect later are compared with the clock on every request.
+
+On PostgreSQL the gateway also follows the change feed (:func:`follow_changes`): a
+revocation or a device change committed by any process drops the entries it concerns as
+soon as it commits, so the delay is then only the bound while the feed is down.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from sqlalchemy import bindparam, select
 
+from iotsec.app import changes
+from iotsec.app.changes import Change
 from iotsec.app.pki.infrastructure import stored_status
 from iotsec.app.pki.revocation import revocation_mark
 from iotsec.app.runtime import Runtime, Slot
@@ -35,7 +41,8 @@ from iotsec.store import models as m
 from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
-__all__ = ["MAX_ENTRIES", "StandingCache", "common_name", "refusal_at_handshake", "refusal_now"]
+__all__ = ["MAX_ENTRIES", "StandingCache", "common_name", "follow_changes",
+           "refusal_at_handshake", "refusal_now"]
 
 _c, _d = m.certificates.c, m.devices.c
 _NOW = (select(_c.revoked_at, _c.not_after, _c.device_id, _d.state)
@@ -69,6 +76,20 @@ class StandingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def forget(self, serials: set[str] | None = None, devices: set[str] | None = None
+               ) -> None:
+        """Drop the entries of ``serials`` and of the certificates of ``devices``; with
+        neither, every entry."""
+        if serials is None and devices is None:
+            self._entries = {}
+            return
+        for serial in serials or ():
+            self._entries.pop(serial, None)
+        if devices:
+            for serial, entry in list(self._entries.items()):
+                if entry.device_id in devices:
+                    self._entries.pop(serial, None)
+
     def standing(self, rt: Runtime, serial: str, *, fresh: bool = False) -> _Standing | None:
         """The certificate's standing, from memory while it is current (unless ``fresh``),
         else from the store (None: no such certificate)."""
@@ -98,6 +119,27 @@ class StandingCache:
 
 
 _CACHE: Slot[StandingCache] = Slot("coap.standing")
+
+
+def follow_changes(rt: Runtime) -> None:
+    """Drop the standing of what another process changes as soon as its change commits
+    (PostgreSQL's change feed, :mod:`iotsec.app.changes`; nothing on SQLite): a revoked
+    certificate, a changed device; everything after the feed's (re)connection or a change
+    of many at once."""
+    cache = rt.get_or_put(_CACHE, StandingCache)
+
+    def on_changes(batch: list[Change] | None) -> None:
+        if batch is None or any(c.key == "*" and c.kind in ("cert", "device", "authority")
+                                for c in batch):
+            cache.forget()
+            return
+        serials = {c.key for c in batch if c.kind == "cert"}
+        devices = {c.key for c in batch if c.kind == "device"}
+        if serials or devices:
+            cache.forget(serials, devices)
+
+    changes.subscribe(rt, on_changes)
+    changes.listen(rt)
 
 
 def common_name(cert: x509.Certificate) -> str | None:
