@@ -13,7 +13,7 @@ from iotsec.audit.model import AuditResult
 from iotsec.audit.report import audit_html, audit_json_bytes, audit_sarif_bytes
 from iotsec.console.web import Ctx, page
 from iotsec.errors import InvalidInputError
-from iotsec.findings.model import Severity, count_by_severity, sort_findings
+from iotsec.findings.model import Finding, Severity
 
 __all__ = ["FORMATS", "SHOWN", "audit", "download"]
 
@@ -49,15 +49,13 @@ def audit(ctx: Ctx) -> Response:
     severity = _severity(ctx)
     held = audit_result(ctx.rt, actor=f"console:{ctx.user.name}",
                         fresh=ctx.query.get("fresh") == "1")
-    result = held.value if held is not None else None
-    findings = []
-    counts: dict[str, int] = {}
-    if result is not None:
-        counts = count_by_severity(result.findings)
-        findings = [f for f in sort_findings(result.findings)
-                    if severity is None or f.severity == severity]
-    return page(ctx, "audit.html", result=result, findings=findings[:SHOWN],
-                hidden=max(0, len(findings) - SHOWN), counts=counts,
+    view = held.value if held is not None else None
+    findings: tuple[Finding, ...] = ()
+    if view is not None:
+        findings = view.by_severity.get(severity.value, ()) if severity else view.ordered
+    return page(ctx, "audit.html", result=view.result if view is not None else None,
+                findings=findings[:SHOWN], hidden=max(0, len(findings) - SHOWN),
+                counts=view.counts if view is not None else {},
                 severity=severity.value if severity else "",
                 severities=[s.value for s in Severity], formats=list(FORMATS),
                 pending=held is None or held.refreshing, ttl=int(AUDIT_TTL),
