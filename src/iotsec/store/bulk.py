@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DBAPIError
 
 from iotsec.errors import ConflictError
 
@@ -53,3 +54,9 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
     except integrity as exc:
         raise BulkConflict(f"a row conflicts with what {table.name} holds",
                            hint="reload and try again") from exc
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # The driver's own error, as SQLAlchemy's: the unit of work names it (a full disk,
+        # an unreachable store) as it does every other store error.
+        raise DBAPIError.instance(f"bulk insert into {table.name}", None, exc,
+                                  conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                                  dialect=conn.dialect) from exc
