@@ -222,3 +222,16 @@ def test_broker_never_allows_what_the_policy_denies(
                     and d.id != "b"):
                 assert write == may_publish, (topic, acl.text)
                 assert read == may_read, (topic, acl.text)
+
+
+def test_a_new_devices_other_roles_denies_keep_patterns_from_allowing_it():
+    """A device registered after the sync gets the patterns only: a deny of one of its
+    default roles that the enabled devices lack must not be undone by a pattern."""
+    roles = [Role.build("r1", [Rule.parse("deny", "publish", "devices")]),
+             Role.build("r2", [Rule.parse("allow", "publish", "devices")])]
+    devices = [FleetDevice("d1", True, ("r2",), (), {}, ("0A",))]
+    acl = compile_acl(roles, devices, new_device_roles=("r1", "r2"))
+    model = MosquittoAcl(acl.text)
+    assert not model.allows("b", "devices", "write")  # the new device: denied by r1
+    assert model.allows("d1", "devices", "write")  # d1 holds r2 only: allowed
+

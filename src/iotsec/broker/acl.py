@@ -280,6 +280,14 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
                 break
             common.intersection_update(held)
         universal = [r for r in role_sets[0] if r in common and r in by_name]
+    if new_device_roles is not None and any(
+            rule.effect is Effect.DENY for name in new_device_roles
+            if name not in universal and name in by_name for rule in by_name[name].rules):
+        # A device registered after this ACL has no user block: the patterns alone apply to
+        # it, and they hold no deny of its other roles. A pattern could then allow what one
+        # of those denies: no patterns (every enabled device gets its own block, and a new
+        # device nothing until the next sync).
+        universal = []
     base = grants(r for name in universal for r in by_name[name].rules)
     w.warnings.extend(overlap_warnings(base))
 
