@@ -69,6 +69,19 @@ def test_a_connection_in_the_second_of_the_revocation_is_not_flagged():
     assert found[0][0].evidence_dict()["connections"] == 1
 
 
+def test_a_connection_in_the_second_a_renewed_certificate_is_revoked_is_not_flagged():
+    """The device's older certificate was revoked long before; its new one was used and
+    revoked in the same second: that use may have preceded the revocation."""
+    old = CertFacts("AA", "d", 1, "device", NOW - 10 * DAY, NOW + DAY, NOW - 500)
+    new = CertFacts("BB", "d", 1, "device", NOW - 200, NOW + DAY, NOW - 100)
+    s = snap(device_states={"d": "active"}, past_certs=(old, new),
+             events=(EventFacts(NOW - 100, "broker.connect", "success", "d", "x:1", {}),))
+    assert uris(checks_pki.revoked_cert_connecting(s, OPTS)) == set()
+    late = snap(device_states={"d": "active"}, past_certs=(old, new),
+                events=(EventFacts(NOW - 99, "broker.connect", "success", "d", "x:1", {}),))
+    assert uris(checks_pki.revoked_cert_connecting(late, OPTS)) == {"device:d"}
+
+
 def test_sessions_from_two_addresses_overlap_only_without_a_disconnect_between():
     def ev(at: int, kind: str, source: str) -> EventFacts:
         return EventFacts(at, kind, "success", "d", source, {})

@@ -253,7 +253,7 @@ def revoked_cert_connecting(s: Snapshot, o: AuditOptions) -> Checked:
             if e.actor in entitled:
                 continue
             certs = [*live.get(e.actor, ()), *past.get(e.actor, ())]
-            if certs and not any(c.valid_at(e.at) for c in certs) and \
+            if certs and not any(c.may_be_valid_at(e.at) for c in certs) and \
                     any(c.revoked_before(e.at) for c in certs):
                 connects[e.actor].append(e)
     for serial, times in sorted(token_uses.items()):

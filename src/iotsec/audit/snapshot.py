@@ -110,6 +110,12 @@ class CertFacts(NamedTuple):
         return self.not_before <= moment < self.not_after and \
             (self.revoked_at is None or self.revoked_at > moment)
 
+    def may_be_valid_at(self, moment: int) -> bool:
+        """Valid at ``moment``, or revoked in that very second (times are whole seconds: a
+        use in the second of the revocation may have preceded it)."""
+        return self.not_before <= moment < self.not_after and \
+            (self.revoked_at is None or self.revoked_at >= moment)
+
     def revoked_by(self, moment: int) -> bool:
         return self.revoked_at is not None and self.revoked_at <= moment
 
