@@ -4,6 +4,7 @@ devices the ACL depends on, read with bounded queries (:func:`load_acl_fleet`)."
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -11,6 +12,7 @@ from sqlalchemy import Connection, func, select
 from iotsec.access.policy import Role
 from iotsec.app.access.roles import load_roles
 from iotsec.app.identity.bindings import DEFAULT_ROLE
+from iotsec.app.identity.devices import groups_of, roles_of
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import FleetDevice, every_device_needs_block, has_connect_denials
 from iotsec.identity.registry import DeviceState
@@ -89,7 +91,7 @@ def _valid_certificate(now: int) -> Any:
         (c.revoked_at.is_(None)) | (c.revoked_at > now))
 
 
-def _effective(own: list[str], groups: tuple[str, ...],
+def _effective(own: Sequence[str], groups: tuple[str, ...],
                group_roles: dict[str, list[str]]) -> tuple[str, ...]:
     effective = list(own)
     for g in groups:
@@ -105,18 +107,8 @@ def _devices(conn: Connection, ids: list[str], now: int, group_roles: dict[str, 
     c = m.certificates.c
     for i in range(0, len(ids), _CHUNK):
         chunk = ids[i:i + _CHUNK]
-        own: dict[str, list[str]] = {}
-        for d, r in conn.execute(select(m.device_roles.c.device_id, m.device_roles.c.role_name)
-                                 .where(m.device_roles.c.device_id.in_(chunk))
-                                 .order_by(m.device_roles.c.device_id,
-                                           m.device_roles.c.role_name)):
-            own.setdefault(d, []).append(r)
-        groups: dict[str, list[str]] = {}
-        for d, g in conn.execute(select(m.device_groups.c.device_id, m.device_groups.c.group_name)
-                                 .where(m.device_groups.c.device_id.in_(chunk))
-                                 .order_by(m.device_groups.c.device_id,
-                                           m.device_groups.c.group_name)):
-            groups.setdefault(d, []).append(g)
+        own = roles_of(conn, chunk)
+        groups = groups_of(conn, chunk)
         serials: dict[str, list[str]] = {}
         for d, s in conn.execute(select(c.device_id, c.serial).where(
                 c.device_id.in_(chunk), _valid_certificate(now))):
@@ -125,10 +117,10 @@ def _devices(conn: Connection, ids: list[str], now: int, group_roles: dict[str, 
         if needs_attrs:
             columns.append(m.devices.c.attributes)
         for row in conn.execute(select(*columns).where(m.devices.c.id.in_(chunk))):
-            device_groups = tuple(groups.get(row.id, ()))
+            device_groups = groups.get(row.id, ())
             out.append(FleetDevice(
                 id=row.id, enabled=row.state in enabled_states,
-                roles=_effective(own.get(row.id, []), device_groups, group_roles),
+                roles=_effective(own.get(row.id, ()), device_groups, group_roles),
                 groups=device_groups,
                 attributes=json.loads(row.attributes) if needs_attrs else {},
                 serials=tuple(serials.get(row.id, ())),

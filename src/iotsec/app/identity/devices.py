@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    Column,
     Connection,
     Row,
     String,
@@ -39,7 +40,7 @@ from iotsec.timeutil import from_ts, ts
 
 __all__ = [
     "IMPORT_BATCH", "MAX_LIST", "NewDevice", "add_device", "get_device", "get_devices",
-    "import_devices", "insert_devices", "list_devices", "set_state"
+    "groups_of", "import_devices", "insert_devices", "list_devices", "roles_of", "set_state"
 ]
 
 IMPORT_BATCH = bulk_import.IMPORT_BATCH
@@ -143,25 +144,25 @@ def import_devices(rt: Runtime, devices: Iterable[NewDevice], *,
 _CHUNK = 2000
 
 
-def _groups_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+def _bound(conn: Connection, key: Column[str], value: Column[str], ids: Sequence[str]
+           ) -> dict[str, tuple[str, ...]]:
+    """What ``value`` each of ``ids`` has in ``key``'s table (sorted), read in chunks."""
     result: dict[str, list[str]] = {}
     for i in range(0, len(ids), _CHUNK):
-        rows = conn.execute(select(m.device_groups.c.device_id, m.device_groups.c.group_name)
-                            .where(m.device_groups.c.device_id.in_(ids[i:i + _CHUNK])))
-        for device_id, group in rows:
-            result.setdefault(device_id, []).append(group)
+        for device_id, bound in conn.execute(select(key, value)
+                                             .where(key.in_(ids[i:i + _CHUNK]))):
+            result.setdefault(device_id, []).append(bound)
     return {k: tuple(sorted(v)) for k, v in result.items()}
 
 
-def _roles_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """The roles bound to each device itself (sorted)."""
-    result: dict[str, list[str]] = {}
-    for i in range(0, len(ids), _CHUNK):
-        rows = conn.execute(select(m.device_roles.c.device_id, m.device_roles.c.role_name)
-                            .where(m.device_roles.c.device_id.in_(ids[i:i + _CHUNK])))
-        for device_id, role in rows:
-            result.setdefault(device_id, []).append(role)
-    return {k: tuple(sorted(v)) for k, v in result.items()}
+def groups_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The groups of each device (sorted); devices in none are absent."""
+    return _bound(conn, m.device_groups.c.device_id, m.device_groups.c.group_name, ids)
+
+
+def roles_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The roles bound to each device itself (sorted); devices with none are absent."""
+    return _bound(conn, m.device_roles.c.device_id, m.device_roles.c.role_name, ids)
 
 
 def _device(r: Row[Any], groups: tuple[str, ...], roles: tuple[str, ...]) -> Device:
@@ -172,8 +173,8 @@ def _device(r: Row[Any], groups: tuple[str, ...], roles: tuple[str, ...]) -> Dev
 
 def _devices_of(conn: Connection, rows: Sequence[Row[Any]]) -> list[Device]:
     ids = [r.id for r in rows]
-    groups = _groups_of(conn, ids)
-    roles = _roles_of(conn, ids)
+    groups = groups_of(conn, ids)
+    roles = roles_of(conn, ids)
     return [_device(r, groups.get(r.id, ()), roles.get(r.id, ())) for r in rows]
 
 
