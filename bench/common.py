@@ -295,3 +295,33 @@ def print_machine(machine: dict[str, str]) -> None:
     for key, value in machine.items():
         print(f"#   {key}: {value}")
     print(flush=True)
+
+
+def seed_fleet_rows(conn: sqlalchemy.Connection, devices: int, certificates: int,
+                    now: int) -> None:
+    """Within ``conn``'s PostgreSQL transaction: ``devices`` devices ``dev-0000001``... (1 %
+    disabled, every second one in group ``g1``, which must exist, every second one with
+    ``site=north``) and one certificate for each of the first ``certificates``, expiring
+    over the next 400 days, 1 % revoked; all in SQL (``generate_series``)."""
+    text = sqlalchemy.text
+    conn.execute(text(
+        "INSERT INTO devices (id, state, attributes, created_at, updated_at) "
+        "SELECT 'dev-' || lpad(i::text, 7, '0'), "
+        "CASE WHEN i % 100 = 0 THEN 'disabled' ELSE 'active' END, "
+        "CASE WHEN i % 2 = 0 THEN '{\"site\": \"north\"}' ELSE '{}' END, :now, :now "
+        "FROM generate_series(1, :n) i"), {"n": devices, "now": now})
+    conn.execute(text(
+        "INSERT INTO device_groups (device_id, group_name) "
+        "SELECT 'dev-' || lpad(i::text, 7, '0'), 'g1' FROM generate_series(1, :n, 2) i"),
+        {"n": devices})
+    ca = conn.execute(text("SELECT id FROM authorities WHERE role = 'issuing' "
+                           "ORDER BY id DESC LIMIT 1")).scalar_one()
+    conn.execute(text(
+        "INSERT INTO certificates (serial, authority_id, device_id, kind, profile, subject,"
+        " not_before, not_after, sha256, der, created_at, revoked_at, revocation_reason) "
+        "SELECT upper(md5(i::text)), :ca, 'dev-' || lpad(i::text, 7, '0'), 'device', "
+        "'device', 'CN=dev-' || i, :now, :now + (i % 400) * 86400 + 3600, "
+        "md5(i::text) || md5((i + 1)::text), '\\x00'::bytea, :now, "
+        "CASE WHEN i % 100 = 1 THEN :now - i ELSE NULL END, "
+        "CASE WHEN i % 100 = 1 THEN 0 ELSE NULL END "
+        "FROM generate_series(1, :n) i"), {"n": certificates, "now": now, "ca": ca})

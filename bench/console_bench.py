@@ -30,6 +30,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, delete, text
 
+from common import seed_fleet_rows
 from iotsec.api.app import create_app
 from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.console import cache
@@ -55,27 +56,7 @@ def seed(url: str, n: int) -> float:
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO groups (name, created_at) VALUES ('g1', :now)"),
                      {"now": now})
-        conn.execute(text(
-            "INSERT INTO devices (id, state, attributes, created_at, updated_at) "
-            "SELECT 'dev-' || lpad(i::text, 7, '0'), "
-            "CASE WHEN i % 100 = 0 THEN 'disabled' ELSE 'active' END, "
-            "CASE WHEN i % 2 = 0 THEN '{\"site\": \"north\"}' ELSE '{}' END, :now, :now "
-            "FROM generate_series(1, :n) i"), {"n": n, "now": now})
-        conn.execute(text(
-            "INSERT INTO device_groups (device_id, group_name) "
-            "SELECT 'dev-' || lpad(i::text, 7, '0'), 'g1' FROM generate_series(1, :n, 2) i"),
-            {"n": n})
-        ca = conn.execute(text("SELECT id FROM authorities WHERE role = 'issuing' "
-                               "ORDER BY id DESC LIMIT 1")).scalar_one()
-        conn.execute(text(
-            "INSERT INTO certificates (serial, authority_id, device_id, kind, profile, subject,"
-            " not_before, not_after, sha256, der, created_at, revoked_at, revocation_reason) "
-            "SELECT upper(md5(i::text)), :ca, 'dev-' || lpad(i::text, 7, '0'), 'device', "
-            "'device', 'CN=dev-' || i, :now, :now + (i % 400) * 86400 + 3600, "
-            "md5(i::text) || md5((i + 1)::text), '\\x00'::bytea, :now, "
-            "CASE WHEN i % 100 = 1 THEN :now - i ELSE NULL END, "
-            "CASE WHEN i % 100 = 1 THEN 0 ELSE NULL END "
-            "FROM generate_series(1, :n) i"), {"n": n, "now": now, "ca": ca})
+        seed_fleet_rows(conn, n, n, now)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE"))
     engine.dispose()

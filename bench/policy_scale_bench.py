@@ -40,7 +40,7 @@ import psycopg
 from sqlalchemy import create_engine, text
 
 import iotsec
-from common import ChildRun, load_average, run_child
+from common import ChildRun, load_average, run_child, seed_fleet_rows
 from iotsec.app.runtime import open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
@@ -84,31 +84,11 @@ def seed(home: Path, devices: int, certificates: int) -> float:
             "('fleet', 0, 'allow', 'publish', 'fleet/${device.group}/${device.id}'), "
             "('fleet', 1, 'deny', 'publish', 'fleet/+/admin')"))
         conn.execute(text("INSERT INTO group_roles (group_name, role_name) VALUES ('g1', 'fleet')"))
-        conn.execute(text(
-            "INSERT INTO devices (id, state, attributes, created_at, updated_at) "
-            "SELECT 'dev-' || lpad(i::text, 7, '0'), "
-            "CASE WHEN i % 100 = 0 THEN 'disabled' ELSE 'active' END, "
-            "CASE WHEN i % 2 = 0 THEN '{\"site\": \"north\"}' ELSE '{}' END, :now, :now "
-            "FROM generate_series(1, :n) i"), {"n": devices, "now": now})
-        conn.execute(text(
-            "INSERT INTO device_groups (device_id, group_name) "
-            "SELECT 'dev-' || lpad(i::text, 7, '0'), 'g1' FROM generate_series(1, :n, 2) i"),
-            {"n": devices})
+        seed_fleet_rows(conn, devices, certificates, now)
         conn.execute(text(
             "INSERT INTO device_roles (device_id, role_name) "
             "SELECT 'dev-' || lpad(i::text, 7, '0'), 'device' FROM generate_series(1, :n) i"),
             {"n": devices})
-        ca = conn.execute(text("SELECT id FROM authorities WHERE role = 'issuing' "
-                               "ORDER BY id DESC LIMIT 1")).scalar_one()
-        conn.execute(text(
-            "INSERT INTO certificates (serial, authority_id, device_id, kind, profile, subject,"
-            " not_before, not_after, sha256, der, created_at, revoked_at, revocation_reason) "
-            "SELECT upper(md5(i::text)), :ca, 'dev-' || lpad(i::text, 7, '0'), 'device', "
-            "'device', 'CN=dev-' || i, :now, :now + (i % 400) * 86400 + 3600, "
-            "md5(i::text) || md5((i + 1)::text), '\\x00'::bytea, :now, "
-            "CASE WHEN i % 100 = 1 THEN :now - i ELSE NULL END, "
-            "CASE WHEN i % 100 = 1 THEN 0 ELSE NULL END "
-            "FROM generate_series(1, :n) i"), {"n": certificates, "now": now, "ca": ca})
         conn.execute(text("UPDATE policy_version SET version = version + 1 WHERE id = 1"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
