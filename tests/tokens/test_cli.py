@@ -73,6 +73,24 @@ def test_key_add_list_verify_and_revoke(cli_home: Path, tmp_path: Path) -> None:
     assert json.loads(revoked.stdout)["error"] == "device-token-key-revoked"
 
 
+def test_a_kid_that_begins_with_a_dash_is_revoked_by_its_id(cli_home: Path,
+                                                            tmp_path: Path) -> None:
+    # One kid in 64 begins with "-"; such a kid must not be mistaken for an option.
+    from iotsec.identity.device_tokens import load_public_key
+
+    key = next(k for k in iter(p256, None)
+               if load_public_key(public_pem(k)).kid.startswith("-"))
+    pem = tmp_path / "dash.pub.pem"
+    pem.write_bytes(public_pem(key))
+    kid = json.loads(run("key", "add", "d1", "--public-key", str(pem), "--json").stdout)["kid"]
+    assert kid.startswith("-")
+    revoked = run("key", "revoke", kid, "--json")
+    assert revoked.exit_code == 0, revoked.output
+    assert json.loads(revoked.stdout)["kid"] == kid
+    assert run("key", "revoke", "--", kid).exit_code == 1  # already revoked: a clear error
+    assert run("key", "revoke", "--no-such-kid").exit_code == 1
+
+
 def test_secret_create_rotate_and_verify(cli_home: Path) -> None:
     created = run("secret", "create", "d1", "--json")
     assert created.exit_code == 0, created.output

@@ -67,9 +67,12 @@ def key_list(device_id: DeviceArg, as_json: JsonOpt = False) -> None:
             when(k.revoked_at or k.expires_at)) for k in found])
 
 
-@key_app.command("revoke")
+# A kid is an RFC 7638 thumbprint in base64url, so one in 64 begins with "-": the command
+# has no short options, so an unknown "option" is taken as the KID instead of refused.
+@key_app.command("revoke", context_settings={"ignore_unknown_options": True})
 def key_revoke(
-    kid: Annotated[str, typer.Argument(metavar="KID", help="The key's id.")],
+    kid: Annotated[str, typer.Argument(metavar="KID", help="The key's id, as `key list` "
+                                       "shows it (it may begin with '-').")],
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a registered key (or end a legacy secret now); tokens it signs stop working."""
