@@ -61,6 +61,11 @@ def test_roles_groups_and_decisions(cli: Cli, api: TestClient) -> None:
     assert set(group) == set(via_api) == {"name", "roles"}
     assert cli.json("device", "assign", "sensor-1", "--role", "telemetry") == api.post(
         "/v1/devices/sensor-1/roles", json={"roles": ["telemetry"]}).json()
+    # The device's own roles show in its record, the same through the CLI and the API.
+    shown = cli.json("device", "show", "sensor-1")
+    assert shown["roles"] == ["device", "telemetry"]  # its default role, then the one given
+    listed = {d["id"]: d for d in _get(api, "/v1/devices")}
+    assert listed["sensor-1"]["roles"] == shown["roles"]
 
     check = ["sensor-1", "subscribe", "devices/+/telemetry"]
     assert cli.json("authz", "check", *check) == api.post(

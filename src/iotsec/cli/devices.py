@@ -83,8 +83,9 @@ def list_(
     if as_json:
         emit_json([DeviceOut.from_domain(d) for d in found])
         return
-    table(plural(len(found), "device"), ["id", "state", "groups", "attributes", "created"],
-          [(d.id, d.state.value, ", ".join(d.groups),
+    table(plural(len(found), "device"),
+          ["id", "state", "groups", "roles", "attributes", "created"],
+          [(d.id, d.state.value, ", ".join(d.groups), ", ".join(d.roles),
             ", ".join(f"{k}={v}" for k, v in sorted(d.attributes.items())), when(d.created_at))
            for d in found])
 
@@ -123,6 +124,7 @@ def show(
         return
     table(f"device {device.id}", ["field", "value"], [
         ("state", device.state.value), ("groups", ", ".join(device.groups)),
+        ("roles", ", ".join(device.roles)),
         ("profile", profile or "(its groups', else device)"),
         ("attributes", ", ".join(f"{k}={v}" for k, v in sorted(device.attributes.items()))),
         ("created", when(device.created_at)), ("updated", when(device.updated_at))])

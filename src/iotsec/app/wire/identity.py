@@ -37,13 +37,16 @@ class DeviceOut(Wire):
     id: str
     state: str
     groups: list[str]
+    #: The roles bound to the device itself, sorted: the default roles it was registered
+    #: with and those given by ``iotsec device assign``; its groups' roles are not listed.
+    roles: list[str]
     attributes: dict[str, str]
     created_at: datetime | None
     updated_at: datetime | None
 
     @classmethod
     def from_domain(cls, d: Device) -> DeviceOut:
-        return cls(id=d.id, state=d.state.value, groups=list(d.groups),
+        return cls(id=d.id, state=d.state.value, groups=list(d.groups), roles=list(d.roles),
                    attributes=dict(d.attributes), created_at=d.created_at,
                    updated_at=d.updated_at)
 
