@@ -1,16 +1,17 @@
 """The listeners of ``iotsec serve``: the API's, the EST listener and the public plain-HTTP
-listener (OCSP, CRLs, CA certificates), uvicorn servers in one event loop; with
-``--workers N``, N processes that each serve all of them, on the sockets the supervising
-process bound.
+listener (OCSP, CRLs, CA certificates), uvicorn servers in one process, the EST listener in
+an event loop of its own; with ``--workers N``, N processes that each serve all of them, on
+the sockets the supervising process bound.
 
 uvicorn runs one server per process, and its worker supervisor gives every worker one
 configuration: one application, one TLS context, one protocol. The EST listener needs its
 own of each (it requests a client certificate, which the API listener never does), so:
 
-- :func:`run_servers` serves several uvicorn configurations in one event loop, each on a
-  socket bound beforehand (the claimed port: it is never free between the claim and the
-  serving). SIGINT or SIGTERM stops them all, a second SIGINT without waiting for open
-  connections; a server that stops by itself stops the others.
+- :func:`run_servers` serves several uvicorn configurations, each on a socket bound
+  beforehand (the claimed port: it is never free between the claim and the serving), in
+  one event loop but for those set apart in loops of their own. SIGINT or SIGTERM stops
+  them all, a second SIGINT without waiting for open connections; a server that stops by
+  itself stops the others.
 - :class:`ServePlan` is what a serving process serves: the uvicorn options of each
   listener. It is a picklable value, the target of each worker process, which opens its
   own runtime from the environment.
@@ -28,7 +29,7 @@ import multiprocessing
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
@@ -84,13 +85,16 @@ def _signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]
 
 
 async def _serve_all(servers: Sequence[_Server], sockets: Sequence[socket.socket],
-                     started: Callable[[], None] | None) -> None:
+                     everyone: Sequence[_Server], started: Callable[[], None] | None) -> None:
+    """Serve ``servers`` in this loop until one stops; ``started`` is called once every
+    server of ``everyone`` (these and those in other loops) listens."""
     tasks = [asyncio.create_task(server.serve(sockets=[sock]))
              for server, sock in zip(servers, sockets, strict=True)]
     if started is not None:
-        while not all(s.started for s in servers) and not any(t.done() for t in tasks):
+        while not all(s.started for s in everyone) and not any(t.done() for t in tasks) \
+                and not any(s.should_exit for s in everyone):
             await asyncio.sleep(0.05)
-        if all(s.started for s in servers):
+        if all(s.started for s in everyone):
             started()
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
@@ -99,11 +103,24 @@ async def _serve_all(servers: Sequence[_Server], sockets: Sequence[socket.socket
 
 
 def run_servers(configs: Sequence[uvicorn.Config], sockets: Sequence[socket.socket], *,
-                started: Callable[[], None] | None = None) -> None:
+                started: Callable[[], None] | None = None, apart: Collection[int] = ()
+                ) -> None:
     """Serve each of ``configs`` on the socket at the same place in ``sockets`` (bound,
-    not yet listening), in one event loop made by the first config's loop factory, until
-    SIGINT or SIGTERM. ``started`` is called once every server listens."""
+    not yet listening), until SIGINT or SIGTERM. ``started`` is called once every server
+    listens. The servers share one event loop, made by the first config's loop factory in
+    this thread, except those whose index is in ``apart``: each of those has a loop of its
+    own, in a thread of its own. A server that stops, or fails, stops the others.
+
+    Why apart: a TLS handshake runs on its listener's loop. The EST listener's devices each
+    open a mutual-TLS connection, and in a renewal storm their handshakes would hold up the
+    decisions and CRLs the API's loop answers; in a loop of its own, OpenSSL computes a
+    handshake's signatures while the API's loop runs (it lets go of the interpreter)."""
     servers = [_Server(config) for config in configs]
+    failures: list[BaseException] = []
+
+    def stop_all() -> None:
+        for server in servers:
+            server.should_exit = True
 
     def stop(sig: int, frame: FrameType | None) -> None:
         del frame
@@ -112,8 +129,31 @@ def run_servers(configs: Sequence[uvicorn.Config], sockets: Sequence[socket.sock
                 server.force_exit = True
             server.should_exit = True
 
-    with _signals(stop), asyncio.Runner(loop_factory=configs[0].get_loop_factory()) as runner:
-        runner.run(_serve_all(servers, sockets, started))
+    def serve_apart(index: int) -> None:
+        try:
+            with asyncio.Runner(loop_factory=configs[index].get_loop_factory()) as runner:
+                runner.run(_serve_all([servers[index]], [sockets[index]], servers, None))
+        except BaseException as exc:  # raised again by this thread once all have stopped
+            failures.append(exc)
+        finally:
+            stop_all()
+
+    shared = [i for i in range(len(servers)) if i not in apart]
+    threads = [threading.Thread(target=serve_apart, args=(i,), name=f"iotsec-listener-{i}",
+                                daemon=True) for i in sorted(apart)]
+    with _signals(stop):
+        for thread in threads:
+            thread.start()
+        try:
+            with asyncio.Runner(loop_factory=configs[0].get_loop_factory()) as runner:
+                runner.run(_serve_all([servers[i] for i in shared],
+                                      [sockets[i] for i in shared], servers, started))
+        finally:
+            stop_all()
+            for thread in threads:
+                thread.join()
+    if failures:
+        raise failures[0]
 
 
 @dataclass(frozen=True)
@@ -152,6 +192,12 @@ class ServePlan:
             configs.append(uvicorn.Config(PublicApp(rt, api), **self.public))
         return configs
 
+    @property
+    def apart(self) -> tuple[int, ...]:
+        """The listeners served in an event loop of their own (see :func:`run_servers`):
+        the EST listener's mutual-TLS handshakes."""
+        return (1,) if self.est is not None else ()
+
     def watch(self, rt: Runtime, configs: list[uvicorn.Config]) -> None:
         """Once ``configs`` are loaded: keep their TLS contexts current while ``rt`` is
         open (a CA rotated or retired, the server certificate reissued)."""
@@ -180,7 +226,7 @@ class ServePlan:
             for config in configs:
                 config.load()
             self.watch(rt, configs)
-            run_servers(configs, sockets, started=lambda: ready.send(True))
+            run_servers(configs, sockets, started=lambda: ready.send(True), apart=self.apart)
         except IotsecError as exc:
             log.error("a serving process cannot start: %s (%s)", exc, exc.hint)
             raise SystemExit(STARTUP_FAILURE) from None

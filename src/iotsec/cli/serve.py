@@ -368,7 +368,7 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
     err_console.print(where.banner(), markup=False, soft_wrap=True)
     try:
         if configs is not None:
-            run_servers(configs, where.sockets)
+            run_servers(configs, where.sockets, apart=plan.apart)
         else:
             supervise(plan, where.sockets, workers)
     finally:
