@@ -11,8 +11,12 @@ never stored.
 
 The device's replay window is written to the store with each accepted request, *before*
 the request is acted on: after a restart the gateway refuses every sequence number it
-had accepted. The gateway protects its responses with the request's nonce (RFC 8613
-5.4.3), so it spends no sequence number of its own.
+had accepted. The gateway protects a plain response with the request's nonce (RFC 8613
+5.4.3); an Observe registration's answer and its notifications carry the gateway's own
+sender sequence numbers, which must never repeat under the same keys: they are reserved
+in ranges of :data:`SEQ_RANGE` in the store (RFC 8613 Appendix B.1.1), the end of the
+range written *before* any number in it is used, and a context read after a restart
+starts at the end of the last range reserved, above every number used before.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import GATEWAY_USER
 from iotsec.coap.edhoc import CcsCredential, ccs
 from iotsec.coap.message import Code
-from iotsec.coap.oscore import ALGORITHM, MAX_ID, SecurityContext, pair_context
+from iotsec.coap.oscore import ALGORITHM, MAX_ID, MAX_SEQ, SecurityContext, pair_context
 from iotsec.errors import (
     ConflictError,
     InvalidInputError,
@@ -55,7 +59,7 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
-__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "GatewayContext", "OscoreContexts",
+__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "SEQ_RANGE", "GatewayContext", "OscoreContexts",
            "ProvisionedContext", "edhoc_credential", "edhoc_device", "edhoc_key",
            "provision_context", "remove_context"]
 
@@ -65,6 +69,9 @@ GATEWAY_ID = GATEWAY_USER
 GATEWAY_SENDER_ID = b"\x00"
 _DEVICE_ID_BYTES = 4
 _WINDOW_BYTES = DEFAULT_WINDOW // 8
+#: The gateway's own sender sequence numbers reserved in the store at a time: one write
+#: per this many notifications, and at most this many skipped by a restart.
+SEQ_RANGE = 1024
 _c = m.coap_oscore_contexts.c
 
 
@@ -227,6 +234,11 @@ class GatewayContext:
     lock: threading.Lock
     serial: str | None = None
     persisted: bool = True
+    #: The gateway's next sender sequence number, and the end of the range reserved
+    #: (a number is used only below it; an EDHOC context's keys are new, so its whole
+    #: range is free).
+    next_seq: int = 0
+    seq_limit: int = MAX_SEQ + 1
 
 
 class OscoreContexts:
@@ -258,7 +270,9 @@ class OscoreContexts:
                             sender_id=bytes(row.sender_id), recipient_id=kid)
         window = ReplayWindow(DEFAULT_WINDOW, top=row.replay_top,
                               bitmap=int.from_bytes(bytes(row.replay_bitmap), "big"))
-        context = GatewayContext(row.device_id, keys, window, threading.Lock())
+        reserved = int(row.sender_seq_reserved)
+        context = GatewayContext(row.device_id, keys, window, threading.Lock(),
+                                 next_seq=reserved, seq_limit=reserved)
         with self._lock:
             return self._by_kid.setdefault(kid, context)
 
@@ -292,3 +306,32 @@ class OscoreContexts:
             if not done:
                 self.forget(context.keys.recipient_id)
                 raise NotFoundError(f"the OSCORE context of {context.device_id!r} was removed")
+
+    def sender_seq(self, context: GatewayContext) -> int:
+        """A sender sequence number of the gateway for ``context``, never used before under
+        its keys: from the range reserved, or from a new range written to the store first.
+        A context deleted or replaced meanwhile raises :class:`NotFoundError`, one whose
+        numbers are spent :class:`OscoreError` (the device needs a new context)."""
+        with context.lock:
+            if context.next_seq >= context.seq_limit:
+                if not context.persisted or context.seq_limit > MAX_SEQ:
+                    raise OscoreError(f"the OSCORE context of {context.device_id!r} has "
+                                      "used every sender sequence number; provision it "
+                                      "again", Code.SERVICE_UNAVAILABLE)
+                with transaction(self.rt.engine) as conn:
+                    row = conn.execute(
+                        update(m.coap_oscore_contexts)
+                        .where(_c.recipient_id == context.keys.recipient_id,
+                               _c.device_id == context.device_id)
+                        .values(sender_seq_reserved=_c.sender_seq_reserved + SEQ_RANGE)
+                        .returning(_c.sender_seq_reserved)).first()
+                if row is None:
+                    self.forget(context.keys.recipient_id)
+                    raise NotFoundError(
+                        f"the OSCORE context of {context.device_id!r} was removed")
+                limit = min(int(row[0]), MAX_SEQ + 1)
+                context.next_seq = max(context.next_seq, limit - SEQ_RANGE)
+                context.seq_limit = limit
+            seq = context.next_seq
+            context.next_seq += 1
+            return seq
