@@ -57,6 +57,7 @@ from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout
 from iotsec.coap.message import Code, Message, MessageType, Option
 from iotsec.device import CoapClient, DeviceClient
+from iotsec.errors import CoapClientError
 from iotsec.pki import x509 as enc
 from iotsec.pki.issue import issue_server
 
@@ -128,12 +129,26 @@ def resumed_handshakes(make: Callable[[], CoapClient], count: int) -> float:
         c.close()
 
 
-def requests(make: Callable[[], CoapClient], path: str, count: int) -> float:
+def resumes(make: Callable[[], CoapClient]) -> str | None:
+    """None when the server resumes a session, else what happens instead."""
+    c = make()
+    try:
+        c.connect()
+        c.reconnect()
+        return None if c.resumed else "a full handshake instead"
+    except CoapClientError as exc:
+        return f"the resumed handshake fails: {exc}"
+    finally:
+        c.close()
+
+
+def requests(make: Callable[[], CoapClient], path: str, count: int, resume: bool) -> float:
     c = make()
     c.connect()
-    c.reconnect()
-    if not c.resumed:
-        raise RuntimeError("the server did not resume the session")
+    if resume:
+        c.reconnect()
+        if not c.resumed:
+            raise RuntimeError("the server did not resume the session")
     try:
         first = c.request(Code.PUT, path, b"0")
         if first is None or first.code not in (Code.CREATED, Code.CHANGED):
@@ -257,6 +272,15 @@ def main() -> int:
                                 str(creds / "ca.pem"), "-d", "10", "-v", "0"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(lib)
+        # The reference for resumed handshakes when libcoap's server does not resume:
+        # OpenSSL's own DTLS server with the same certificate, client certificates required.
+        ossl_port = free_port(socket.SOCK_DGRAM)
+        ossl = subprocess.Popen(["openssl", "s_server", "-dtls1_2", "-accept", str(ossl_port),
+                                 "-cert", str(lib_cert), "-key", str(lib_key), "-CAfile",
+                                 str(creds / "ca.pem"), "-Verify", "1", "-quiet"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(ossl)
         time.sleep(0.5)
 
         def client_for(port: int) -> Callable[[], CoapClient]:
@@ -265,17 +289,27 @@ def main() -> int:
                                                  timeout=5.0)
 
         ours, ref = client_for(ours_port), client_for(base + 1)
+        plain_dtls = client_for(ossl_port)
         path = "ps/devices/bench-1/t"
-        hs_ours, hs_ref, rs_ours, rs_ref = [], [], [], []
+        if resumes(ours) is not None:
+            raise RuntimeError(f"the gateway does not resume sessions: {resumes(ours)}")
+        lib_resumption = resumes(ref)
+        hs_ours: list[float] = []
+        hs_ref: list[float] = []
+        rs_ours: list[float] = []
+        rs_ref: list[float] = []
+        rs_ossl: list[float] = []
         for _ in range(4):  # interleaved rounds
             hs_ours.append(handshakes(ours, args.handshakes // 4))
             hs_ref.append(handshakes(ref, args.handshakes // 4))
             rs_ours.append(resumed_handshakes(ours, args.handshakes // 4))
-            rs_ref.append(resumed_handshakes(ref, args.handshakes // 4))
+            if lib_resumption is None:
+                rs_ref.append(resumed_handshakes(ref, args.handshakes // 4))
+            rs_ossl.append(resumed_handshakes(plain_dtls, args.handshakes // 4))
         rq_ours, rq_ref = [], []
         for _ in range(4):  # interleaved rounds too: the shared machine's load moves
-            rq_ours.append(requests(ours, path, args.requests // 4))
-            rq_ref.append(requests(ref, path, args.requests // 4))
+            rq_ours.append(requests(ours, path, args.requests // 4, True))
+            rq_ref.append(requests(ref, path, args.requests // 4, lib_resumption is None))
 
         sub = DeviceClient.from_files(creds / "dash.crt", creds / "dash.key", creds / "ca.pem",
                                       "127.0.0.1", mqtt_port)
@@ -302,8 +336,11 @@ def main() -> int:
             "machine": machine_info(),
             "handshakes_per_s": {"ours": statistics.median(hs_ours),
                                  "libcoap": statistics.median(hs_ref)},
-            "resumed_handshakes_per_s": {"ours": statistics.median(rs_ours),
-                                         "libcoap": statistics.median(rs_ref)},
+            "resumed_handshakes_per_s": {
+                "ours": statistics.median(rs_ours),
+                "libcoap": statistics.median(rs_ref) if rs_ref else None,
+                "openssl_s_server": statistics.median(rs_ossl)},
+            "libcoap_resumption": lib_resumption or "resumes",
             "requests_per_s": {"ours": rq_o, "libcoap": rq_r},
             "coap_to_mqtt": lat_coap, "mqtt_to_mqtt": lat_mqtt,
         }
@@ -314,9 +351,15 @@ def main() -> int:
         h = result["handshakes_per_s"]
         print(f"DTLS handshakes/s (sequential, one client): ours {h['ours']:.0f}  "
               f"libcoap {h['libcoap']:.0f}  ratio {h['ours'] / h['libcoap']:.2f}")
-        h = result["resumed_handshakes_per_s"]
-        print(f"DTLS resumed handshakes/s (sequential, one client): ours {h['ours']:.0f}  "
-              f"libcoap {h['libcoap']:.0f}  ratio {h['ours'] / h['libcoap']:.2f}")
+        r = result["resumed_handshakes_per_s"]
+        print(f"DTLS resumed handshakes/s (sequential, one client): ours {r['ours']:.0f}  "
+              f"openssl s_server {r['openssl_s_server']:.0f}  "
+              f"ratio {r['ours'] / r['openssl_s_server']:.2f}")
+        if r["libcoap"] is not None:
+            print(f"  libcoap {r['libcoap']:.0f}  ratio {r['ours'] / r['libcoap']:.2f}")
+        else:
+            print(f"  libcoap does not resume ({lib_resumption}); ours resumed / libcoap "
+                  f"full: {r['ours'] / h['libcoap']:.2f}")
         print(f"CoAP requests/s on a resumed session (CON, one at a time): ours {rq_o:.0f}  "
               f"libcoap {rq_r:.0f}  ratio {rq_o / rq_r:.2f}")
         for name, lat in (("CoAP -> MQTT (gateway)", lat_coap),
