@@ -35,7 +35,7 @@ from iotsec.app.events import Event
 from iotsec.app.identity.devices import get_device
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import GATEWAY_USER
-from iotsec.coap.edhoc import CcsCredential, ccs
+from iotsec.coap.edhoc import KID_BYTES, CcsCredential, KidReference, ccs, credential_kid
 from iotsec.coap.message import Code
 from iotsec.coap.oscore import ALGORITHM, MAX_ID, MAX_SEQ, SecurityContext, pair_context
 from iotsec.errors import (
@@ -60,7 +60,7 @@ from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
 __all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "SEQ_RANGE", "GatewayContext", "OscoreContexts",
-           "ProvisionedContext", "edhoc_credential", "edhoc_device", "edhoc_key",
+           "ProvisionedContext", "edhoc_by_kid", "edhoc_credential", "edhoc_device", "edhoc_key",
            "provision_context", "remove_context"]
 
 #: The gateway's identity in the key derivation (the same name as its MQTT identity).
@@ -203,6 +203,44 @@ def edhoc_device(rt: Runtime, credential: CcsCredential) -> tuple[str, str]:
             return device_id, str(row.serial)
     raise OscoreError(f"EDHOC: no valid certificate of {device_id!r} holds the presented key",
                       Code.UNAUTHORIZED)
+
+
+def edhoc_by_kid(rt: Runtime, reference: KidReference) -> tuple[CcsCredential, str, str]:
+    """The CCS a kid refers to (:func:`iotsec.coap.edhoc.credential_kid`), built as the
+    device builds it from a currently valid device certificate whose key has that kid,
+    with the device and the certificate's serial. Found through the certificates' SPKI
+    digest index; a kid of no such certificate, or of keys of two devices, is refused."""
+    if len(reference.kid) != KID_BYTES:
+        raise OscoreError("EDHOC: not a credential kid", Code.UNAUTHORIZED)
+    prefix = reference.kid.hex()
+    now = ts(rt.now())
+    cert = m.certificates.c
+    with reading(rt.engine) as conn:
+        # Hex digits sort below "g" in every collation: a range scan of the index.
+        rows = conn.execute(select(cert.serial, cert.device_id, cert.der).where(
+            cert.spki_sha256 >= prefix, cert.spki_sha256 < prefix + "g",
+            cert.device_id.is_not(None), cert.revoked_at.is_(None), cert.not_after > now,
+            cert.not_before <= now).limit(16)).all()
+    found: list[tuple[CcsCredential, str, str]] = []
+    for row in rows:
+        try:
+            public = x509.load_der_x509_certificate(bytes(row.der)).public_key()
+        except ValueError:
+            continue
+        if not isinstance(public, ec.EllipticCurvePublicKey) or \
+                not isinstance(public.curve, ec.SECP256R1) or \
+                credential_kid(public) != reference.kid:
+            continue
+        device_id = str(row.device_id)
+        found.append((CcsCredential(ccs(public, device_id, reference.kid), device_id, public),
+                      device_id, str(row.serial)))
+    if not found:
+        raise OscoreError(f"EDHOC: no valid device certificate has the key of kid {prefix}",
+                          Code.UNAUTHORIZED)
+    if len({device for _, device, _ in found}) > 1:
+        raise OscoreError(f"EDHOC: kid {prefix} names keys of several devices; send the "
+                          "credential by value", Code.UNAUTHORIZED)
+    return found[0]
 
 
 def public_bytes_der(public: AgreementPublicKey) -> bytes:

@@ -52,6 +52,7 @@ from iotsec.app.coap.oscore_contexts import (
     GATEWAY_SENDER_ID,
     GatewayContext,
     OscoreContexts,
+    edhoc_by_kid,
     edhoc_device,
     edhoc_key,
 )
@@ -59,7 +60,14 @@ from iotsec.app.coap.standing import refusal_now
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.coap.blockwise import MAX_BODY, Assembly, Block, parse_block
-from iotsec.coap.edhoc import EDHOC_PATH, Responder, ccs, connection_ids, split_message_3
+from iotsec.coap.edhoc import (
+    EDHOC_PATH,
+    KidReference,
+    Responder,
+    ccs,
+    connection_ids,
+    split_message_3,
+)
 from iotsec.coap.message import (
     Code,
     Message,
@@ -222,8 +230,12 @@ class OscoreEndpoint:
         if responder is None:
             raise OscoreError("EDHOC: no session for this C_R", Code.UNAUTHORIZED)
         message_3, ciphertext = split_message_3(msg.payload)
-        credential = responder.device_credential(message_3)
-        device_id, serial = edhoc_device(self.rt, credential)
+        named = responder.device_credential(message_3)
+        if isinstance(named, KidReference):
+            credential, device_id, serial = edhoc_by_kid(self.rt, named)
+        else:
+            credential = named
+            device_id, serial = edhoc_device(self.rt, credential)
         context = GatewayContext(device_id, responder.finish(credential), ReplayWindow(),
                                  threading.Lock(), serial=serial, persisted=False)
         self._edhoc_ready[kid] = context

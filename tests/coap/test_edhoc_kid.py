@@ -1,0 +1,91 @@
+"""EDHOC with the device's credential named by its kid (ID_CRED_I ``{4: kid}``): the
+gateway finds the certificate whose key has that kid and builds the same CCS. aiocoap
+(``by-key-id``) as the device; a kid of no valid certificate refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiocoap
+import aiocoap.oscore
+import cbor2
+import pytest
+from aiocoap.edhoc import EdhocCredentials
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from iotsec.app.coap.oscore_contexts import edhoc_credential
+from iotsec.app.events import list_events
+from iotsec.app.pki.revocation import revoke
+from iotsec.coap.edhoc import KidReference, credential_kid, parse_id_cred
+from iotsec.errors import OscoreError
+from tests.broker.support import Creds, Inbox, wait_for
+from tests.coap.conftest import Fleet
+from tests.coap.support import gateway
+from tests.coap.test_oscore_gateway import _mqtt
+
+
+def _by_kid(device: Creds, gateway_credential: bytes, kid: bytes | None = None) -> object:
+    key = serialization.load_pem_private_key(device.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    numbers = key.public_key().public_numbers()
+    own = {2: device.device_id,
+           8: {1: {1: 2, 2: kid if kid is not None else credential_kid(key.public_key()),
+                   -1: 1, -2: numbers.x.to_bytes(32, "big"),
+                   -3: numbers.y.to_bytes(32, "big")}}}
+    return EdhocCredentials(
+        suite=2, method=3, own_cred_style="by-key-id", own_cred={14: own},
+        private_key={1: 2, -1: 1, -4: key.private_numbers().private_value.to_bytes(32, "big")},
+        peer_cred={14: cbor2.loads(gateway_credential)})
+
+
+def test_id_cred_by_kid_is_parsed_strictly() -> None:
+    assert parse_id_cred(cbor2.dumps({4: b"12345678"})) == KidReference(b"12345678")
+    for bad in ({4: b"1"}, {4: 7}, {4: b"12345678", 5: 1}, {1: b"12345678"}):
+        with pytest.raises(OscoreError):
+            parse_id_cred(cbor2.dumps(bad))
+
+
+def test_aiocoap_names_its_certificate_key_by_kid(fleet: Fleet) -> None:
+    gateway_credential = edhoc_credential(fleet.rt)
+    inbox = Inbox()
+    with gateway(fleet.rt, fleet.mqtt_port, oscore_port=0) as gw, \
+            _mqtt(fleet, fleet.alice) as mqtt:
+        assert gw.oscore is not None
+        host, port = gw.oscore
+        mqtt.subscribe("devices/alice/#", inbox)
+
+        async def run(creds: object, topic: str) -> str:
+            client = await aiocoap.Context.create_client_context()
+            client.client_credentials[f"coap://{host}:{port}/*"] = creds
+            try:
+                response = await client.request(aiocoap.Message(
+                    code=aiocoap.POST, uri=f"coap://{host}:{port}/ps/{topic}",
+                    payload=b"by kid")).response
+                return str(response.code)[:4]
+            finally:
+                await client.shutdown()
+
+        assert asyncio.run(run(_by_kid(fleet.alice, gateway_credential),
+                               "devices/alice/k")) == "2.04"
+        assert wait_for(lambda: len(inbox.messages) == 1, 5)
+        # A kid that is no certificate key's: refused (4.01, unprotected).
+        with pytest.raises(aiocoap.oscore.NotAProtectedMessage):
+            asyncio.run(run(_by_kid(fleet.alice, gateway_credential, b"\x01" * 8),
+                            "devices/alice/x"))
+        # Bob's kid with alice's key: the CCS the gateway builds holds bob's key, so
+        # message_3 does not verify.
+        bob_key = serialization.load_pem_private_key(fleet.bob.key.read_bytes(), None)
+        assert isinstance(bob_key, ec.EllipticCurvePrivateKey)
+        with pytest.raises(aiocoap.oscore.NotAProtectedMessage):
+            asyncio.run(run(_by_kid(fleet.alice, gateway_credential,
+                                    credential_kid(bob_key.public_key())), "devices/bob/x"))
+        # Revoked: the kid no longer names a valid certificate.
+        revoke(fleet.rt, fleet.alice.serial)
+        with pytest.raises(aiocoap.oscore.NotAProtectedMessage):
+            asyncio.run(run(_by_kid(fleet.alice, gateway_credential), "devices/alice/y"))
+    assert [m.topic for m in inbox.messages] == ["devices/alice/k"]
+    denied = [str(e.detail) for e in list_events(fleet.rt.engine, kind="coap.request")
+              if e.outcome == "denied"]
+    assert sum("no valid device certificate has the key of kid" in d for d in denied) == 2
+    assert any("does not verify" in d for d in denied), denied
