@@ -5,6 +5,11 @@ gateway finds the certificate whose key has that kid and builds the same CCS. ai
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import aiocoap
 import aiocoap.oscore
@@ -23,6 +28,8 @@ from tests.broker.support import Creds, Inbox, wait_for
 from tests.coap.conftest import Fleet
 from tests.coap.support import gateway
 from tests.coap.test_oscore_gateway import _mqtt
+
+_MAIN = "import sys; from iotsec.cli.main import main; sys.exit(main())"
 
 
 def _by_kid(device: Creds, gateway_credential: bytes, kid: bytes | None = None) -> object:
@@ -89,3 +96,21 @@ def test_aiocoap_names_its_certificate_key_by_kid(fleet: Fleet) -> None:
               if e.outcome == "denied"]
     assert sum("no valid device certificate has the key of kid" in d for d in denied) == 2
     assert any("does not verify" in d for d in denied), denied
+
+
+def test_the_command_prints_a_certificate_kid(fleet: Fleet, tmp_path: Path) -> None:
+    key = serialization.load_pem_private_key(fleet.alice.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
+    done = subprocess.run([sys.executable, "-c", _MAIN, "coap", "edhoc", "kid",
+                           str(fleet.alice.cert), "--json"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"subject": "alice",
+                                       "kid": credential_kid(key.public_key()).hex()}
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n")
+    refused = subprocess.run([sys.executable, "-c", _MAIN, "coap", "edhoc", "kid", str(bad)],
+                             env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "not an X.509 certificate" in refused.stderr, refused.stderr

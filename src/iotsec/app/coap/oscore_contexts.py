@@ -59,9 +59,10 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
-__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "SEQ_RANGE", "GatewayContext", "OscoreContexts",
-           "ProvisionedContext", "edhoc_by_kid", "edhoc_credential", "edhoc_device", "edhoc_key",
-           "provision_context", "remove_context"]
+__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "MAX_CERT_FILE", "SEQ_RANGE", "GatewayContext",
+           "OscoreContexts", "ProvisionedContext", "certificate_kid", "edhoc_by_kid",
+           "edhoc_credential", "edhoc_device", "edhoc_key", "provision_context",
+           "remove_context"]
 
 #: The gateway's identity in the key derivation (the same name as its MQTT identity).
 GATEWAY_ID = GATEWAY_USER
@@ -203,6 +204,27 @@ def edhoc_device(rt: Runtime, credential: CcsCredential) -> tuple[str, str]:
             return device_id, str(row.serial)
     raise OscoreError(f"EDHOC: no valid certificate of {device_id!r} holds the presented key",
                       Code.UNAUTHORIZED)
+
+
+#: The largest certificate file :func:`certificate_kid` reads.
+MAX_CERT_FILE = 64 * 1024
+
+
+def certificate_kid(data: bytes) -> tuple[str, bytes]:
+    """The subject's common name and the EDHOC kid of a device certificate's key (PEM or
+    DER): what a device puts in its CCS to be named by kid."""
+    try:
+        cert = x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") \
+            else x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise InvalidInputError(f"not an X.509 certificate: {exc}") from None
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or \
+            not isinstance(public.curve, ec.SECP256R1):
+        raise InvalidInputError("EDHOC takes a certificate with a P-256 key")
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    subject = str(names[0].value) if names else ""
+    return subject, credential_kid(public)
 
 
 def edhoc_by_kid(rt: Runtime, reference: KidReference) -> tuple[CcsCredential, str, str]:
