@@ -299,3 +299,33 @@ def test_outer_blocks_never_crash_the_endpoint(crt: Runtime,
         assert answer is not None
         assert parse_message(answer).code in (Code.CONTINUE,) or \
             parse_message(answer).code >= 0x80
+
+
+def test_a_removed_context_stops_notifying(fleet: Fleet) -> None:
+    """Removing the context (another process, as the CLI does) stops its notifications
+    within IOTSEC_HOT_CACHE_SECONDS, though the gateway holds reserved numbers."""
+    import time
+
+    from iotsec.app.coap.oscore_contexts import remove_context
+
+    key, public = _device_key()
+    ctx = provision_context(fleet.rt, "alice", public)
+    device = _derive(key, ctx)
+    with gateway(fleet.rt, fleet.mqtt_port, oscore_port=0) as gw, \
+            _mqtt(fleet, fleet.dash) as dash, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        assert gw.oscore is not None
+        sock.settimeout(5)
+        registration, rid = o.protect_request(device, _observe(1, b"rm", TOPIC), 0)
+        sock.sendto(registration.encode(), gw.oscore)
+        assert o.unprotect_response(device, rid, parse_message(sock.recv(2048))).code \
+            == Code.CONTENT
+        dash.publish(TOPIC, b"before")
+        assert o.unprotect_response(device, rid, parse_message(sock.recv(2048))).payload \
+            == b"before"
+        remove_context(fleet.rt, "alice")
+        time.sleep(fleet.rt.settings.hot_cache_seconds + 0.2)
+        dash.publish(TOPIC, b"after")
+        sock.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(2048)

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -299,6 +300,9 @@ class GatewayContext:
     #: range is free).
     next_seq: int = 0
     seq_limit: int = MAX_SEQ + 1
+    #: When (monotonic) the context was last seen in the store (notifications read it
+    #: again after ``IOTSEC_HOT_CACHE_SECONDS``: a removed context stops notifying).
+    checked_at: float = field(default_factory=time.monotonic)
 
 
 class OscoreContexts:
@@ -366,6 +370,26 @@ class OscoreContexts:
             if not done:
                 self.forget(context.keys.recipient_id)
                 raise NotFoundError(f"the OSCORE context of {context.device_id!r} was removed")
+            context.checked_at = time.monotonic()
+
+    def still_there(self, context: GatewayContext) -> bool:
+        """Whether a persisted context is still in the store (read again once
+        ``IOTSEC_HOT_CACHE_SECONDS`` have passed since it was last seen; every request
+        writes it, so this reads the store only for a device that only receives)."""
+        if not context.persisted:
+            return True
+        now = time.monotonic()
+        if now - context.checked_at < self.rt.settings.hot_cache_seconds:
+            return True
+        with reading(self.rt.engine) as conn:
+            row = conn.execute(select(_c.device_id).where(
+                _c.recipient_id == context.keys.recipient_id,
+                _c.device_id == context.device_id)).first()
+        if row is None:
+            self.forget(context.keys.recipient_id)
+            return False
+        context.checked_at = now
+        return True
 
     def sender_seq(self, context: GatewayContext) -> int:
         """A sender sequence number of the gateway for ``context``, never used before under

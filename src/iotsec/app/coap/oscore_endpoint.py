@@ -510,6 +510,9 @@ class OscoreEndpoint:
         device_id = obs.context.device_id
         key = (obs.address, obs.token)
         reason: str | None = None
+        if not self.contexts.still_there(obs.context):
+            self._forget(key)  # its keys are gone: nothing is sent under them
+            return None
         if obs.context.serial is not None:
             reason = refusal_now(self.rt, obs.context.serial, device_id, self.rt.now())
         if reason is None:
