@@ -273,11 +273,13 @@ def main() -> int:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(lib)
         # The reference for resumed handshakes when libcoap's server does not resume:
-        # OpenSSL's own DTLS server with the same certificate, client certificates required.
+        # OpenSSL's own DTLS server with the same certificate, client certificates required,
+        # and (-listen) the cookie exchange the gateway makes too.
         ossl_port = free_port(socket.SOCK_DGRAM)
         ossl = subprocess.Popen(["openssl", "s_server", "-dtls1_2", "-accept", str(ossl_port),
                                  "-cert", str(lib_cert), "-key", str(lib_key), "-CAfile",
-                                 str(creds / "ca.pem"), "-Verify", "1", "-quiet"],
+                                 str(creds / "ca.pem"), "-Verify", "1", "-listen",
+                                 "-quiet"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         procs.append(ossl)
