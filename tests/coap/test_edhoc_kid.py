@@ -18,11 +18,13 @@ import pytest
 from aiocoap.edhoc import EdhocCredentials
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iotsec.app.coap.oscore_contexts import edhoc_credential
 from iotsec.app.events import list_events
 from iotsec.app.pki.revocation import revoke
-from iotsec.coap.edhoc import KidReference, credential_kid, parse_id_cred
+from iotsec.coap.edhoc import CcsCredential, KidReference, credential_kid, parse_id_cred
 from iotsec.errors import OscoreError
 from tests.broker.support import Creds, Inbox, wait_for
 from tests.coap.conftest import Fleet
@@ -114,3 +116,21 @@ def test_the_command_prints_a_certificate_kid(fleet: Fleet, tmp_path: Path) -> N
                              env=env, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "not an X.509 certificate" in refused.stderr, refused.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=64),
+    st.dictionaries(st.integers(-30, 30),
+                    st.one_of(st.binary(max_size=20), st.integers(), st.text(max_size=8),
+                              st.dictionaries(st.integers(-5, 10), st.binary(max_size=40),
+                                              max_size=4)),
+                    max_size=3).map(cbor2.dumps)))
+def test_id_cred_parser_never_fails_otherwise(data: bytes) -> None:
+    """Any ID_CRED_I: a CCS, a kid reference, or OscoreError (4.00), nothing else."""
+    parsed: object
+    try:
+        parsed = parse_id_cred(data)
+    except OscoreError as exc:
+        parsed = exc.coap_code
+    assert parsed == 0x80 or isinstance(parsed, KidReference | CcsCredential)
