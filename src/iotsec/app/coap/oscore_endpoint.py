@@ -120,6 +120,7 @@ _OUTER_ASSEMBLIES = 16
 _BLOCK_SZX = 6
 
 Address = tuple[str, int]
+_ObsKey = tuple[Address, bytes, bytes]
 
 
 class OscoreEndpoint:
@@ -143,8 +144,10 @@ class OscoreEndpoint:
         self._lock = threading.Lock()
         self._outer: OrderedDict[tuple[Address, bytes], Assembly] = OrderedDict()
         self._assemblies: dict[str, OrderedDict[tuple[int, str], Assembly]] = {}
-        self._observations: dict[tuple[Address, bytes], _Observation] = {}
-        self._by_topic: dict[str, dict[tuple[Address, bytes], _Observation]] = {}
+        #: Observations by (device's address, token, kid): one device cannot replace or
+        #: end another's from the same address.
+        self._observations: dict[_ObsKey, _Observation] = {}
+        self._by_topic: dict[str, dict[_ObsKey, _Observation]] = {}
         self._count: dict[str, int] = {}
         #: The last large notification of each (device, topic), by ETag, for its blocks.
         self._bodies: dict[tuple[str, str], tuple[bytes, bytes]] = {}
@@ -367,7 +370,7 @@ class OscoreEndpoint:
             if self.bridge is None or not self.bridge.publish(req.topic, req.payload):
                 return _Answer(Code.SERVICE_UNAVAILABLE, b"the MQTT broker is not connected")
             return _Answer(Code.CHANGED, b"", echo)
-        key = (address, msg.token)
+        key = (address, msg.token, context.keys.recipient_id)
         if req.action is PubSubAction.UNSUBSCRIBE:
             self._forget(key)
             return _Answer(Code.CONTENT, b"")
@@ -452,7 +455,7 @@ class OscoreEndpoint:
     # --- observations (RFC 7641 with OSCORE, RFC 8613 4.1.3.5) -----------------------------
 
     def _observe(self, obs: _Observation) -> None:
-        key = (obs.address, obs.token)
+        key = obs.key
         old = self._observations.get(key)
         if old is not None:
             self._forget(key)
@@ -463,7 +466,7 @@ class OscoreEndpoint:
         if len(watchers) == 1 and self.bridge is not None:
             self.bridge.subscribe(obs.topic)
 
-    def _forget(self, key: tuple[Address, bytes]) -> None:
+    def _forget(self, key: _ObsKey) -> None:
         obs = self._observations.pop(key, None)
         if obs is None:
             return
@@ -508,7 +511,7 @@ class OscoreEndpoint:
 
     def _notification(self, obs: _Observation, payload: bytes) -> bytes | None:
         device_id = obs.context.device_id
-        key = (obs.address, obs.token)
+        key = obs.key
         reason: str | None = None
         if not self.contexts.still_there(obs.context):
             self._forget(key)  # its keys are gone: nothing is sent under them
@@ -578,6 +581,10 @@ class _Observation:
     #: The block size of notifications (a Block2 option in the registration).
     szx: int
     last_mid: int | None = None
+
+    @property
+    def key(self) -> _ObsKey:
+        return self.address, self.token, self.context.keys.recipient_id
 
 
 def _without(msg: Message, *numbers: int) -> Message:
