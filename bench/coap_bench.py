@@ -1,14 +1,16 @@
 """CoAP over DTLS: ``iotsec gateway coap`` beside libcoap's ``coap-server-openssl``.
 
-Goals (issue 20): DTLS handshakes per second and CoAP requests per second on one session,
-against libcoap's own server serving the same request in the same run; publish latency
-from CoAP to an MQTT subscriber p99 under 20 ms at 1,000 messages/s.
+Goals (issue 20): DTLS handshakes per second and CoAP requests per second on a resumed
+session, against libcoap's own server serving the same request in the same run; publish
+latency from CoAP to an MQTT subscriber p99 under 20 ms at 1,000 messages/s.
 
 - Both servers get a P-256 server certificate from the same iotsec CA and require a client
   certificate from it; the client is the device SDK's ``CoapClient`` (pyOpenSSL) for both.
-- Handshakes: sequential full handshakes (connect, close), alternating between the servers
-  in four rounds (the median round is reported). Requests, in four rounds the same way:
-  confirmable ``PUT /ps/devices/<id>/t`` on one session, one at a time
+- Handshakes: sequential full handshakes (connect, close), and sequential resumed
+  handshakes (``CoapClient.reconnect``: the session resumed, each one checked to be an
+  abbreviated handshake, else the run stops), alternating between the servers in four
+  rounds (the median round is reported). Requests, in four rounds the same way:
+  confirmable ``PUT /ps/devices/<id>/t`` on a resumed session, one at a time
   (libcoap creates the resource with ``-d`` and answers 2.04 after that; the gateway decides
   it with the policy engine, checks the certificate's and the device's standing (from its
   per-process cache, read from the store again after ``IOTSEC_HOT_CACHE_SECONDS``), and
@@ -55,6 +57,7 @@ from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout
 from iotsec.coap.message import Code, Message, MessageType, Option
 from iotsec.device import CoapClient, DeviceClient
+from iotsec.errors import CoapClientError
 from iotsec.pki import x509 as enc
 from iotsec.pki.issue import issue_server
 
@@ -112,9 +115,40 @@ def handshakes(make: Callable[[], CoapClient], count: int) -> float:
     return count / (time.perf_counter() - t0)
 
 
-def requests(make: Callable[[], CoapClient], path: str, count: int) -> float:
+def resumed_handshakes(make: Callable[[], CoapClient], count: int) -> float:
     c = make()
     c.connect()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(count):
+            c.reconnect()
+            if not c.resumed:
+                raise RuntimeError("the server did not resume the session")
+        return count / (time.perf_counter() - t0)
+    finally:
+        c.close()
+
+
+def resumes(make: Callable[[], CoapClient]) -> str | None:
+    """None when the server resumes a session, else what happens instead."""
+    c = make()
+    try:
+        c.connect()
+        c.reconnect()
+        return None if c.resumed else "a full handshake instead"
+    except CoapClientError as exc:
+        return f"the resumed handshake fails: {exc}"
+    finally:
+        c.close()
+
+
+def requests(make: Callable[[], CoapClient], path: str, count: int, resume: bool) -> float:
+    c = make()
+    c.connect()
+    if resume:
+        c.reconnect()
+        if not c.resumed:
+            raise RuntimeError("the server did not resume the session")
     try:
         first = c.request(Code.PUT, path, b"0")
         if first is None or first.code not in (Code.CREATED, Code.CHANGED):
@@ -238,6 +272,17 @@ def main() -> int:
                                 str(creds / "ca.pem"), "-d", "10", "-v", "0"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(lib)
+        # The reference for resumed handshakes when libcoap's server does not resume:
+        # OpenSSL's own DTLS server with the same certificate, client certificates required,
+        # and (-listen) the cookie exchange the gateway makes too.
+        ossl_port = free_port(socket.SOCK_DGRAM)
+        ossl = subprocess.Popen(["openssl", "s_server", "-dtls1_2", "-accept", str(ossl_port),
+                                 "-cert", str(lib_cert), "-key", str(lib_key), "-CAfile",
+                                 str(creds / "ca.pem"), "-Verify", "1", "-listen",
+                                 "-quiet"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(ossl)
         time.sleep(0.5)
 
         def client_for(port: int) -> Callable[[], CoapClient]:
@@ -246,15 +291,27 @@ def main() -> int:
                                                  timeout=5.0)
 
         ours, ref = client_for(ours_port), client_for(base + 1)
+        plain_dtls = client_for(ossl_port)
         path = "ps/devices/bench-1/t"
-        hs_ours, hs_ref = [], []
+        if resumes(ours) is not None:
+            raise RuntimeError(f"the gateway does not resume sessions: {resumes(ours)}")
+        lib_resumption = resumes(ref)
+        hs_ours: list[float] = []
+        hs_ref: list[float] = []
+        rs_ours: list[float] = []
+        rs_ref: list[float] = []
+        rs_ossl: list[float] = []
         for _ in range(4):  # interleaved rounds
             hs_ours.append(handshakes(ours, args.handshakes // 4))
             hs_ref.append(handshakes(ref, args.handshakes // 4))
+            rs_ours.append(resumed_handshakes(ours, args.handshakes // 4))
+            if lib_resumption is None:
+                rs_ref.append(resumed_handshakes(ref, args.handshakes // 4))
+            rs_ossl.append(resumed_handshakes(plain_dtls, args.handshakes // 4))
         rq_ours, rq_ref = [], []
         for _ in range(4):  # interleaved rounds too: the shared machine's load moves
-            rq_ours.append(requests(ours, path, args.requests // 4))
-            rq_ref.append(requests(ref, path, args.requests // 4))
+            rq_ours.append(requests(ours, path, args.requests // 4, True))
+            rq_ref.append(requests(ref, path, args.requests // 4, lib_resumption is None))
 
         sub = DeviceClient.from_files(creds / "dash.crt", creds / "dash.key", creds / "ca.pem",
                                       "127.0.0.1", mqtt_port)
@@ -281,6 +338,11 @@ def main() -> int:
             "machine": machine_info(),
             "handshakes_per_s": {"ours": statistics.median(hs_ours),
                                  "libcoap": statistics.median(hs_ref)},
+            "resumed_handshakes_per_s": {
+                "ours": statistics.median(rs_ours),
+                "libcoap": statistics.median(rs_ref) if rs_ref else None,
+                "openssl_s_server": statistics.median(rs_ossl)},
+            "libcoap_resumption": lib_resumption or "resumes",
             "requests_per_s": {"ours": rq_o, "libcoap": rq_r},
             "coap_to_mqtt": lat_coap, "mqtt_to_mqtt": lat_mqtt,
         }
@@ -291,7 +353,16 @@ def main() -> int:
         h = result["handshakes_per_s"]
         print(f"DTLS handshakes/s (sequential, one client): ours {h['ours']:.0f}  "
               f"libcoap {h['libcoap']:.0f}  ratio {h['ours'] / h['libcoap']:.2f}")
-        print(f"CoAP requests/s on one session (CON, one at a time): ours {rq_o:.0f}  "
+        r = result["resumed_handshakes_per_s"]
+        print(f"DTLS resumed handshakes/s (sequential, one client): ours {r['ours']:.0f}  "
+              f"openssl s_server {r['openssl_s_server']:.0f}  "
+              f"ratio {r['ours'] / r['openssl_s_server']:.2f}")
+        if r["libcoap"] is not None:
+            print(f"  libcoap {r['libcoap']:.0f}  ratio {r['ours'] / r['libcoap']:.2f}")
+        else:
+            print(f"  libcoap does not resume ({lib_resumption}); ours resumed / libcoap "
+                  f"full: {r['ours'] / h['libcoap']:.2f}")
+        print(f"CoAP requests/s on a resumed session (CON, one at a time): ours {rq_o:.0f}  "
               f"libcoap {rq_r:.0f}  ratio {rq_o / rq_r:.2f}")
         for name, lat in (("CoAP -> MQTT (gateway)", lat_coap),
                           ("MQTT -> MQTT (reference)", lat_mqtt)):

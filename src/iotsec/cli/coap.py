@@ -8,7 +8,9 @@ import typer
 
 from iotsec.app.coap.oscore_contexts import (
     GATEWAY_ID,
+    MAX_CERT_FILE,
     ProvisionedContext,
+    certificate_kid,
     edhoc_credential,
     provision_context,
     remove_context,
@@ -94,3 +96,21 @@ def credential(as_json: JsonOpt = False) -> None:
                    "cipher_suite": 2})
         return
     console.print(encoded.hex(), markup=False)
+
+
+@edhoc_app.command("kid")
+def kid(
+    cert: Annotated[str, typer.Argument(metavar="CERT",
+                                        help="The device's certificate (PEM or DER, - for "
+                                        "standard input).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the kid of a device certificate's key, for a device that names its CCS by kid
+    (ID_CRED_I {4: kid}) rather than sending it by value: the first 8 bytes of the SHA-256
+    of the key's SubjectPublicKeyInfo. The CCS is {2: device id, 8: {1: COSE_Key with this
+    kid}}; the gateway finds the certificate by it."""
+    subject, value = certificate_kid(read_input(cert, MAX_CERT_FILE, "certificate"))
+    if as_json:
+        emit_json({"subject": subject, "kid": value.hex()})
+        return
+    console.print(value.hex(), markup=False)

@@ -4,9 +4,13 @@ AES-CCM-16-64-128, SHA-256, P-256).
 
 The protocol is lakers' (``lakers-python``, the EDHOC implementation aiocoap uses). Lakers
 takes credentials as CWT Claims Sets (CCS, RFC 8392) only, not X.509 chains, so a device
-presents a CCS *by value* holding its certificate's P-256 public key with its device id as
-the subject; the gateway accepts it only when that key is the key of a currently valid
+presents a CCS holding its certificate's P-256 public key with its device id as the
+subject; the gateway accepts it only when that key is the key of a currently valid
 certificate of that device in the store (see :mod:`iotsec.app.coap.oscore_endpoint`).
+The CCS is sent *by value*, or *by key id* (ID_CRED_I ``{4: kid}``, RFC 9528 3.5.3) when
+its kid is :func:`credential_kid` of the key: the first 8 bytes of the SHA-256 of the
+certificate's SubjectPublicKeyInfo, by which the gateway finds the certificate, and so
+builds the same CCS, in its store.
 
 The CoAP transport is RFC 9528 Appendix A.2 with the EDHOC + OSCORE combined request of
 RFC 9668: message_1 is POSTed to ``/.well-known/edhoc`` after the CBOR ``true``; message_3
@@ -18,10 +22,12 @@ its Sender ID is C_I.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
 import lakers
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from iotsec.coap.message import Code
@@ -30,8 +36,9 @@ from iotsec.errors import CborError, OscoreError
 from iotsec.protect import cbor
 
 __all__ = [
-    "EDHOC_PATH", "MAX_MESSAGE", "CcsCredential", "Responder", "ccs", "connection_ids",
-    "parse_ccs", "split_message_3"
+    "EDHOC_PATH", "KID_BYTES", "MAX_MESSAGE", "CcsCredential", "KidReference", "Responder",
+    "ccs", "connection_ids", "credential_kid", "parse_ccs", "parse_id_cred",
+    "split_message_3"
 ]
 
 EDHOC_PATH: Final = (".well-known", "edhoc")
@@ -39,6 +46,17 @@ EDHOC_PATH: Final = (".well-known", "edhoc")
 MAX_MESSAGE: Final = 1024
 _TRUE: Final = b"\xf5"
 _KCCS: Final = 14
+_KID: Final = 4
+#: The length of a kid that refers to a certificate's key (:func:`credential_kid`).
+KID_BYTES: Final = 8
+
+
+def credential_kid(public: ec.EllipticCurvePublicKey) -> bytes:
+    """The kid by which a device refers to the CCS of its certificate key: the first
+    :data:`KID_BYTES` bytes of the SHA-256 of the key's SubjectPublicKeyInfo (DER)."""
+    spki = public.public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).digest()[:KID_BYTES]
 
 
 def ccs(public: ec.EllipticCurvePublicKey, subject: str, kid: bytes) -> bytes:
@@ -65,16 +83,39 @@ def _refuse(what: str) -> OscoreError:
     return OscoreError(f"EDHOC: {what}", Code.BAD_REQUEST)
 
 
+@dataclass(frozen=True, slots=True)
+class KidReference:
+    """An ID_CRED_I naming the device's CCS by its kid (:func:`credential_kid`)."""
+
+    kid: bytes
+
+
+def parse_id_cred(id_cred: bytes) -> CcsCredential | KidReference:
+    """The credential of an ID_CRED_I: a CCS by value (``{14: CCS}``) or a reference by
+    kid (``{4: kid}`` of :data:`KID_BYTES` bytes); anything else is refused."""
+    try:
+        value = cbor.loads(id_cred)
+    except CborError as exc:
+        raise _refuse(f"ID_CRED_I is not CBOR ({exc})") from None
+    if isinstance(value, dict) and set(value) == {_KID}:
+        kid = value[_KID]
+        if not isinstance(kid, bytes) or len(kid) != KID_BYTES:
+            raise _refuse(f"a credential's kid has {KID_BYTES} bytes (the SHA-256 of the "
+                          "certificate key's SubjectPublicKeyInfo, cut)")
+        return KidReference(kid)
+    return parse_ccs(id_cred)
+
+
 def parse_ccs(id_cred: bytes) -> CcsCredential:
-    """The credential of an ID_CRED_I that carries a CCS by value (``{14: CCS}``); a
-    reference by kid is refused (the gateway knows devices by their certificates)."""
+    """The credential of an ID_CRED_I that carries a CCS by value (``{14: CCS}``)."""
     try:
         value = cbor.loads(id_cred)
     except CborError as exc:
         raise _refuse(f"ID_CRED_I is not CBOR ({exc})") from None
     if not isinstance(value, dict) or set(value) != {_KCCS} or \
             not id_cred.startswith(b"\xa1\x0e"):
-        raise _refuse("the device's credential must be sent by value (a CCS, {14: ...})")
+        raise _refuse("the device's credential is sent by value (a CCS, {14: ...}) or by "
+                      "its kid ({4: kid})")
     encoded = id_cred[2:]
     claims: Any = value[_KCCS]
     try:
@@ -141,15 +182,16 @@ class Responder:
         except Exception as exc:
             raise _refuse(f"message_2 not made ({exc})") from None
 
-    def device_credential(self, message_3: bytes) -> CcsCredential:
-        """Parse message_3 and return the credential it names (not yet verified)."""
+    def device_credential(self, message_3: bytes) -> CcsCredential | KidReference:
+        """Parse message_3 and return the credential it carries or names (not yet
+        verified)."""
         try:
             id_cred_i, ead_3 = self._lakers.parse_message_3(message_3)
         except Exception as exc:
             raise _refuse(f"message_3 refused ({exc})") from None
         if any(e.is_critical() for e in ead_3):
             raise _refuse("a critical EAD item in message_3")
-        return parse_ccs(bytes(id_cred_i))
+        return parse_id_cred(bytes(id_cred_i))
 
     def finish(self, credential: CcsCredential) -> SecurityContext:
         """Verify message_3 with the accepted credential; the OSCORE context."""

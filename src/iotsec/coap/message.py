@@ -171,11 +171,11 @@ def decode_uint(value: bytes, limit: int = 4) -> int:
     return int.from_bytes(value, "big")
 
 
-def parse_header(data: bytes) -> tuple[MessageType, int, int, bytes]:
+def parse_header(data: bytes, limit: int = MAX_MESSAGE) -> tuple[MessageType, int, int, bytes]:
     """Type, code, message id and token: enough to answer a message whose options are bad
     (RFC 7252 4.2: a CON with a format error is answered with a Reset)."""
-    if len(data) > MAX_MESSAGE:
-        raise CoapMessageError(f"CoAP message of {len(data)} bytes (at most {MAX_MESSAGE})")
+    if len(data) > limit:
+        raise CoapMessageError(f"CoAP message of {len(data)} bytes (at most {limit})")
     if len(data) < 4:
         raise CoapMessageError("CoAP message shorter than its 4-byte header")
     first = data[0]
@@ -204,10 +204,11 @@ def _extended(data: bytes, pos: int, nib: int, what: str) -> tuple[int, int]:
     raise CoapMessageError(f"CoAP option {what} nibble 15 is reserved")
 
 
-def parse_message(data: bytes) -> Message:
+def parse_message(data: bytes, limit: int = MAX_MESSAGE) -> Message:
     """Parse one datagram; raise :class:`CoapMessageError` for anything RFC 7252 refuses
-    or over this parser's limits."""
-    mtype, code, mid, token = parse_header(data)
+    or over this parser's limits (``limit`` bytes: a datagram's by default, more for an
+    OSCORE plaintext whose message was reassembled from outer blocks, already bounded)."""
+    mtype, code, mid, token = parse_header(data, limit)
     pos = 4 + len(token)
     if code == Code.EMPTY:
         if token or pos != len(data):

@@ -252,18 +252,21 @@ def _split(message: Message) -> tuple[tuple[tuple[int, bytes], ...], bytes]:
 
 def _join(outer: Message, plaintext: bytes) -> Message:
     """The inner message: decrypted code, inner options and payload, with the outer
-    message's type, id, token and Class U options (an inner one wins)."""
+    message's type, id, token and Class U options (an inner one wins). Any other outer
+    option was not protected and is discarded (RFC 8613 8.2, 8.4)."""
     if not plaintext:
         raise OscoreError("an OSCORE plaintext without a code", Code.BAD_REQUEST)
     try:
-        inner = parse_message(bytes((0x40, plaintext[0], 0, 0)) + plaintext[1:])
+        inner = parse_message(bytes((0x40, plaintext[0], 0, 0)) + plaintext[1:],
+                              limit=len(plaintext) + 3)
     except CoapMessageError as exc:
         raise OscoreError(f"the decrypted message is not CoAP: {exc}", Code.BAD_REQUEST) from None
     inner_numbers = {n for n, _ in inner.options}
     if Option.OSCORE in inner_numbers:
         raise OscoreError("an OSCORE option inside the protected message", Code.BAD_REQUEST)
     kept = tuple((n, v) for n, v in outer.options
-                 if n not in (Option.OSCORE, Option.EDHOC) and n not in inner_numbers)
+                 if n in CLASS_U and n not in (Option.OSCORE, Option.EDHOC)
+                 and n not in inner_numbers)
     options = tuple(sorted(kept + inner.options, key=lambda o: o[0]))
     return Message(outer.type, inner.code, outer.mid, outer.token, options, inner.payload)
 

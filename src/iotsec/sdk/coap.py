@@ -49,6 +49,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*DSA.*")
     from OpenSSL import SSL
 
+    # pyOpenSSL has no Connection.session_reused(): OpenSSL's SSL_session_reused is read
+    # through pyOpenSSL's own binding (see CoapClient.resumed).
+    from OpenSSL._util import lib as _ssl_lib
+
 __all__ = ["ACK_TIMEOUT", "CoapClient"]
 
 #: RFC 7252 4.8: the first retransmission of a confirmable message after 2 s, then doubled.
@@ -90,7 +94,13 @@ class CoapClient:
         self.connected = False
 
     def _session(self) -> tuple[SSL.Connection, socket.socket]:
-        """A DTLS client connection with the files as they are now, and its socket."""
+        """A DTLS client connection with the files as they are now, and its socket (the
+        context is kept: a later connection made with it can resume the session)."""
+        ctx = self._new_context()
+        self._ctx = ctx
+        return self._connection(ctx)
+
+    def _new_context(self) -> SSL.Context:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*DSA.*")
             ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
@@ -109,6 +119,9 @@ class CoapClient:
                 raise InvalidInputError(f"cannot load the device certificate, key or CA "
                                         f"chain: {exc}") from None
         ctx.set_verify(SSL.VERIFY_PEER, lambda _c, _x, _e, _d, ok: bool(ok))
+        return ctx
+
+    def _connection(self, ctx: SSL.Context) -> tuple[SSL.Connection, socket.socket]:
         conn = SSL.Connection(ctx, None)
         conn.set_connect_state()
         conn.set_ciphertext_mtu(_MTU)
@@ -158,6 +171,28 @@ class CoapClient:
                 self._flush()
             return
         self._conn.bio_write(data)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed a session (no certificates exchanged again; the
+        gateway still checks the session certificate's standing)."""
+        return self.connected and bool(_ssl_lib.SSL_session_reused(self._conn._ssl))
+
+    def reconnect(self) -> None:
+        """Close the session and connect again, resuming it (an abbreviated handshake:
+        no certificates or key exchange; a gateway that no longer knows the session makes
+        a full one). Observations are made again, as :meth:`reload` does."""
+        session = self._conn.get_session() if self.connected else None
+        conn, sock = self._connection(self._ctx)
+        self.close()
+        if session is not None:
+            conn.set_session(session)
+        self._conn, self._sock = conn, sock
+        self.closed = False
+        self._notes.clear()
+        self.connect()
+        for topic in list(self._observed):
+            self.observe(topic)
 
     def connect(self) -> None:
         """The DTLS handshake; raises :class:`CoapClientError` when it fails."""

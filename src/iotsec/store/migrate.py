@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest revision in ``migrations/versions``.
-HEAD = "0026"
+HEAD = "0027"
 
 
 def _config() -> Config:

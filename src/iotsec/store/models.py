@@ -724,4 +724,7 @@ coap_oscore_contexts = Table(
     Column("replay_top", BigInteger, nullable=True),
     Column("replay_bitmap", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The end of the last range of the gateway's own sender sequence numbers reserved
+    # (notifications): every number below it may have been used.
+    Column("sender_seq_reserved", BigInteger, nullable=False, server_default="0"),
 )

@@ -492,7 +492,17 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
     gateway = CoapGateway(rt)
     server = DtlsServer(sock, ctx, gateway, options.limits)
     gateway.server = server
-    bridge = MqttBridge(files, options.mqtt_host, options.mqtt_port, gateway.from_mqtt)
+    endpoint = OscoreEndpoint(rt, OscoreContexts(rt), None) if oscore_sock is not None \
+        else None
+
+    def from_mqtt(topic: str, payload: bytes) -> None:
+        # Paho's thread: the DTLS observers' notifications are handed to the serving
+        # thread, the OSCORE observers' are protected and sent from here.
+        gateway.from_mqtt(topic, payload)
+        if endpoint is not None:
+            endpoint.from_mqtt(topic, payload)
+
+    bridge = MqttBridge(files, options.mqtt_host, options.mqtt_port, from_mqtt)
     # A server's events go through a buffer flushed by a background thread (as 'serve'
     # does): no store write on a request's path.
     direct, rt.events = rt.events, EventSink(rt.engine, buffered=True)
@@ -507,8 +517,8 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
         bound = sock.getsockname()
         detail: dict[str, object] = {"protocol": "coap+dtls", "bind": options.bind,
                                      "port": int(bound[1])}
-        if oscore_sock is not None:
-            endpoint = OscoreEndpoint(rt, OscoreContexts(rt), bridge)
+        if oscore_sock is not None and endpoint is not None:
+            endpoint.bridge = bridge
             oscore_thread = threading.Thread(target=serve_oscore, name="coap-oscore",
                                              args=(endpoint, oscore_sock, stop), daemon=True)
             oscore_thread.start()

@@ -11,15 +11,20 @@ never stored.
 
 The device's replay window is written to the store with each accepted request, *before*
 the request is acted on: after a restart the gateway refuses every sequence number it
-had accepted. The gateway protects its responses with the request's nonce (RFC 8613
-5.4.3), so it spends no sequence number of its own.
+had accepted. The gateway protects a plain response with the request's nonce (RFC 8613
+5.4.3); an Observe registration's answer and its notifications carry the gateway's own
+sender sequence numbers, which must never repeat under the same keys: they are reserved
+in ranges of :data:`SEQ_RANGE` in the store (RFC 8613 Appendix B.1.1), the end of the
+range written *before* any number in it is used, and a context read after a restart
+starts at the end of the last range reserved, above every number used before.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -31,9 +36,9 @@ from iotsec.app.events import Event
 from iotsec.app.identity.devices import get_device
 from iotsec.app.runtime import Runtime
 from iotsec.broker.acl import GATEWAY_USER
-from iotsec.coap.edhoc import CcsCredential, ccs
+from iotsec.coap.edhoc import KID_BYTES, CcsCredential, KidReference, ccs, credential_kid
 from iotsec.coap.message import Code
-from iotsec.coap.oscore import ALGORITHM, MAX_ID, SecurityContext, pair_context
+from iotsec.coap.oscore import ALGORITHM, MAX_ID, MAX_SEQ, SecurityContext, pair_context
 from iotsec.errors import (
     ConflictError,
     InvalidInputError,
@@ -55,9 +60,10 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
-__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "GatewayContext", "OscoreContexts",
-           "ProvisionedContext", "edhoc_credential", "edhoc_device", "edhoc_key",
-           "provision_context", "remove_context"]
+__all__ = ["GATEWAY_ID", "GATEWAY_SENDER_ID", "MAX_CERT_FILE", "SEQ_RANGE", "GatewayContext",
+           "OscoreContexts", "ProvisionedContext", "certificate_kid", "edhoc_by_kid",
+           "edhoc_credential", "edhoc_device", "edhoc_key", "provision_context",
+           "remove_context"]
 
 #: The gateway's identity in the key derivation (the same name as its MQTT identity).
 GATEWAY_ID = GATEWAY_USER
@@ -65,6 +71,9 @@ GATEWAY_ID = GATEWAY_USER
 GATEWAY_SENDER_ID = b"\x00"
 _DEVICE_ID_BYTES = 4
 _WINDOW_BYTES = DEFAULT_WINDOW // 8
+#: The gateway's own sender sequence numbers reserved in the store at a time: one write
+#: per this many notifications, and at most this many skipped by a restart.
+SEQ_RANGE = 1024
 _c = m.coap_oscore_contexts.c
 
 
@@ -198,6 +207,65 @@ def edhoc_device(rt: Runtime, credential: CcsCredential) -> tuple[str, str]:
                       Code.UNAUTHORIZED)
 
 
+#: The largest certificate file :func:`certificate_kid` reads.
+MAX_CERT_FILE = 64 * 1024
+
+
+def certificate_kid(data: bytes) -> tuple[str, bytes]:
+    """The subject's common name and the EDHOC kid of a device certificate's key (PEM or
+    DER): what a device puts in its CCS to be named by kid."""
+    try:
+        cert = x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") \
+            else x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise InvalidInputError(f"not an X.509 certificate: {exc}") from None
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or \
+            not isinstance(public.curve, ec.SECP256R1):
+        raise InvalidInputError("EDHOC takes a certificate with a P-256 key")
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    subject = str(names[0].value) if names else ""
+    return subject, credential_kid(public)
+
+
+def edhoc_by_kid(rt: Runtime, reference: KidReference) -> tuple[CcsCredential, str, str]:
+    """The CCS a kid refers to (:func:`iotsec.coap.edhoc.credential_kid`), built as the
+    device builds it from a currently valid device certificate whose key has that kid,
+    with the device and the certificate's serial. Found through the certificates' SPKI
+    digest index; a kid of no such certificate, or of keys of two devices, is refused."""
+    if len(reference.kid) != KID_BYTES:
+        raise OscoreError("EDHOC: not a credential kid", Code.UNAUTHORIZED)
+    prefix = reference.kid.hex()
+    now = ts(rt.now())
+    cert = m.certificates.c
+    with reading(rt.engine) as conn:
+        # Hex digits sort below "g" in every collation: a range scan of the index.
+        rows = conn.execute(select(cert.serial, cert.device_id, cert.der).where(
+            cert.spki_sha256 >= prefix, cert.spki_sha256 < prefix + "g",
+            cert.device_id.is_not(None), cert.revoked_at.is_(None), cert.not_after > now,
+            cert.not_before <= now).limit(16)).all()
+    found: list[tuple[CcsCredential, str, str]] = []
+    for row in rows:
+        try:
+            public = x509.load_der_x509_certificate(bytes(row.der)).public_key()
+        except ValueError:
+            continue
+        if not isinstance(public, ec.EllipticCurvePublicKey) or \
+                not isinstance(public.curve, ec.SECP256R1) or \
+                credential_kid(public) != reference.kid:
+            continue
+        device_id = str(row.device_id)
+        found.append((CcsCredential(ccs(public, device_id, reference.kid), device_id, public),
+                      device_id, str(row.serial)))
+    if not found:
+        raise OscoreError(f"EDHOC: no valid device certificate has the key of kid {prefix}",
+                          Code.UNAUTHORIZED)
+    if len({device for _, device, _ in found}) > 1:
+        raise OscoreError(f"EDHOC: kid {prefix} names keys of several devices; send the "
+                          "credential by value", Code.UNAUTHORIZED)
+    return found[0]
+
+
 def public_bytes_der(public: AgreementPublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.DER,
                                serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -227,6 +295,14 @@ class GatewayContext:
     lock: threading.Lock
     serial: str | None = None
     persisted: bool = True
+    #: The gateway's next sender sequence number, and the end of the range reserved
+    #: (a number is used only below it; an EDHOC context's keys are new, so its whole
+    #: range is free).
+    next_seq: int = 0
+    seq_limit: int = MAX_SEQ + 1
+    #: When (monotonic) the context was last seen in the store (notifications read it
+    #: again after ``IOTSEC_HOT_CACHE_SECONDS``: a removed context stops notifying).
+    checked_at: float = field(default_factory=time.monotonic)
 
 
 class OscoreContexts:
@@ -258,7 +334,9 @@ class OscoreContexts:
                             sender_id=bytes(row.sender_id), recipient_id=kid)
         window = ReplayWindow(DEFAULT_WINDOW, top=row.replay_top,
                               bitmap=int.from_bytes(bytes(row.replay_bitmap), "big"))
-        context = GatewayContext(row.device_id, keys, window, threading.Lock())
+        reserved = int(row.sender_seq_reserved)
+        context = GatewayContext(row.device_id, keys, window, threading.Lock(),
+                                 next_seq=reserved, seq_limit=reserved)
         with self._lock:
             return self._by_kid.setdefault(kid, context)
 
@@ -292,3 +370,52 @@ class OscoreContexts:
             if not done:
                 self.forget(context.keys.recipient_id)
                 raise NotFoundError(f"the OSCORE context of {context.device_id!r} was removed")
+            context.checked_at = time.monotonic()
+
+    def still_there(self, context: GatewayContext) -> bool:
+        """Whether a persisted context is still in the store (read again once
+        ``IOTSEC_HOT_CACHE_SECONDS`` have passed since it was last seen; every request
+        writes it, so this reads the store only for a device that only receives)."""
+        if not context.persisted:
+            return True
+        now = time.monotonic()
+        if now - context.checked_at < self.rt.settings.hot_cache_seconds:
+            return True
+        with reading(self.rt.engine) as conn:
+            row = conn.execute(select(_c.device_id).where(
+                _c.recipient_id == context.keys.recipient_id,
+                _c.device_id == context.device_id)).first()
+        if row is None:
+            self.forget(context.keys.recipient_id)
+            return False
+        context.checked_at = now
+        return True
+
+    def sender_seq(self, context: GatewayContext) -> int:
+        """A sender sequence number of the gateway for ``context``, never used before under
+        its keys: from the range reserved, or from a new range written to the store first.
+        A context deleted or replaced meanwhile raises :class:`NotFoundError`, one whose
+        numbers are spent :class:`OscoreError` (the device needs a new context)."""
+        with context.lock:
+            if context.next_seq >= context.seq_limit:
+                if not context.persisted or context.seq_limit > MAX_SEQ:
+                    raise OscoreError(f"the OSCORE context of {context.device_id!r} has "
+                                      "used every sender sequence number; provision it "
+                                      "again", Code.SERVICE_UNAVAILABLE)
+                with transaction(self.rt.engine) as conn:
+                    row = conn.execute(
+                        update(m.coap_oscore_contexts)
+                        .where(_c.recipient_id == context.keys.recipient_id,
+                               _c.device_id == context.device_id)
+                        .values(sender_seq_reserved=_c.sender_seq_reserved + SEQ_RANGE)
+                        .returning(_c.sender_seq_reserved)).first()
+                if row is None:
+                    self.forget(context.keys.recipient_id)
+                    raise NotFoundError(
+                        f"the OSCORE context of {context.device_id!r} was removed")
+                limit = min(int(row[0]), MAX_SEQ + 1)
+                context.next_seq = max(context.next_seq, limit - SEQ_RANGE)
+                context.seq_limit = limit
+            seq = context.next_seq
+            context.next_seq += 1
+            return seq
