@@ -109,12 +109,11 @@ def _open_file(data: bytes, key_id: str, passphrase: bytes, path: Path) -> bytes
         raise corrupt
     if cost is None:
         if not is_generated_secret(passphrase):
-            # Fail closed: a fast derivation is only ever right for a generated secret, so a
-            # file claiming one under any other secret was not made by this home's custody.
-            raise KekUnlockError(
-                f"{path} is sealed for a generated home secret, but this home's secret is a "
-                "passphrase", hint="use the home's generated secret (its ca-passphrase file), "
-                "or restore the file from backup")
+            # Fail closed: a fast derivation is only ever right for a generated secret. The
+            # file was sealed under one, so any other secret is the wrong one.
+            raise KekUnlockError(f"cannot unlock key-encryption key {key_id!r}: wrong "
+                                 "passphrase (the file is sealed for the home's generated "
+                                 "secret, and the secret given is not one)")
         wrapping = _hkdf(passphrase, salt, key_id)
     else:
         wrapping = Scrypt(salt=salt, length=32, n=cost[0], r=cost[1], p=cost[2]
