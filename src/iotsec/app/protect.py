@@ -94,8 +94,10 @@ def encrypt_file(rt: Runtime, source: str, target: str, *,
             with _atomic_output(target) as dst:
                 kek = rt.custody.keks().active_or_create()
                 info = atrest.encrypt_stream(src, dst, kek, chunk_size=chunk_size)
-    record_file(rt, info.header_sha256, info.kek_id, target)
-    _record(rt, "data.encrypt", "ok", target, {"kek": info.kek_id, "bytes": info.plaintext_bytes})
+    # The file's record and its event: one unit of work.
+    record_file(rt, info.header_sha256, info.kek_id, target,
+                Event(at=rt.now(), kind="data.encrypt", outcome="ok", subject=target,
+                      detail={"kek": info.kek_id, "bytes": info.plaintext_bytes}))
     return info
 
 
