@@ -206,3 +206,15 @@ def test_data_kek_derivation_follows_the_home_secret(protect_home: Path, run: Ru
     assert _kdf_of_kek_files(other / "home") == ["scrypt"]
     assert run("data", "decrypt", "b.enc", "b.out").code == 0
     assert (other / "b.out").read_bytes() == (other / "in").read_bytes()
+
+
+def test_data_report_line_escapes_control_characters(protect_home: Path, run: Run,
+                                                      tmp_path: Path) -> None:
+    """The one line the data commands print (plain stderr, no Rich) shows a file name's
+    control characters escaped: a name cannot drive the terminal."""
+    (tmp_path / "in").write_bytes(b"data")
+    name = "out\x1b[2J.enc"
+    done = run("data", "encrypt", "in", name)
+    assert done.code == 0, done
+    assert "\x1b" not in done.err and "out\\x1b[2J.enc" in done.err
+    assert (tmp_path / name).exists()
