@@ -7,7 +7,8 @@ The token is reached only when the settings name one (``IOTSEC_PKCS11_MODULE``,
 and every command starts fast.
 
 :class:`HomeCustody` keeps what one process unlocked: the lazily connected token and the
-KEKs (unlocking a file KEK costs a scrypt), and closes the token when the process is done.
+KEKs (unlocking a file KEK costs one key derivation: scrypt, or HKDF for a generated
+secret, ADR 0030), and closes the token when the process is done.
 """
 
 from __future__ import annotations
