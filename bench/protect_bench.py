@@ -18,10 +18,24 @@ Goals:
      floor). The files live on tmpfs (``/dev/shm``, or ``--dir``) so that disk writeback of
      one path's output does not land in another path's timing.
 
-Every path runs in alternating slices within each round (rotating order), 5 rounds; the
-median round is reported with the best. The process pins itself to one CPU (``--no-pin``).
+3. Whole commands (issue 18): ``iotsec data encrypt`` of a 50 MB file, the whole process
+   (start-up, unlocking the home's KEK, the stream, the store record and its event), at
+   least 0.7x the throughput of a plain Python AES-GCM script over the same file (read,
+   ``AESGCM.encrypt`` each 64 KiB chunk with a fresh nonce, write), both run as fresh
+   processes, interleaved, in the same run; the same for ``iotsec data decrypt`` against the
+   script's decryption of its own output. ``iotsec data encrypt`` of an empty file is timed
+   beside them: the command's fixed cost. The home is made by ``iotsec init
+   --store-passphrase`` (a generated secret, ADR 0030); ``--passphrase-home`` also times a
+   home whose secret is a passphrase in ``IOTSEC_CA_PASSPHRASE`` (scrypt). Files on tmpfs
+   like part 2; the children are not pinned (a user's command is not) and keep their
+   bytecode caches.
 
-Run: ``python bench/protect_bench.py [--quick] [--json FILE]``.
+Every path of parts 1 and 2 runs in alternating slices within each round (rotating order),
+5 rounds; the median round is reported with the best. The process pins itself to one CPU
+(``--no-pin``) for those parts.
+
+Run: ``python bench/protect_bench.py [--quick] [--only payloads,streams,commands]
+[--runs N] [--passphrase-home] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -29,10 +43,12 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import secrets
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -275,12 +291,164 @@ def stream_file_paths(work: Path, size: int) -> dict[str, Callable[[], float]]:
             "openssl enc -aes-256-ctr (files)": lambda: rate(openssl_ctr)}
 
 
+# --- 3. whole commands -------------------------------------------------------------------
+
+IOTSEC = str(Path(sys.executable).with_name("iotsec"))
+COMMAND_GOAL = 0.70
+
+#: The reference of goal 3, as a user would write it (run by this interpreter).
+AESGCM_ENCRYPT = """\
+import os, sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+key = os.urandom(32)
+aead = AESGCM(key)
+with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as dst:
+    dst.write(key)
+    while chunk := src.read(65536):
+        nonce = os.urandom(12)
+        dst.write(nonce + aead.encrypt(nonce, chunk, None))
+"""
+LIBRARIES = ("import typer.main, typer._adapters, pydantic, sqlalchemy, "
+             "sqlalchemy.dialects.sqlite.pysqlite; "
+             "from cryptography.hazmat.primitives.ciphers.aead import AESGCM")
+AESGCM_DECRYPT = """\
+import sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as dst:
+    aead = AESGCM(src.read(32))
+    while block := src.read(12 + 65536 + 16):
+        dst.write(aead.decrypt(block[:12], block[12:], None))
+"""
+
+
+def _child_env(home: Path, passphrase: str | None) -> dict[str, str]:
+    # Bytecode caches as an installed package has them: a PYTHONDONTWRITEBYTECODE inherited
+    # from a development shell would make every run compile iotsec again, and time that.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("IOTSEC_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env["IOTSEC_HOME"] = str(home)
+    if passphrase is not None:
+        env["IOTSEC_CA_PASSPHRASE"] = passphrase
+    return env
+
+
+def _timed_run(cmd: list[str], env: Mapping[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def command_paths(work: Path, megabytes: int, passphrase_home: bool
+                  ) -> dict[str, tuple[list[str], dict[str, str], Path]]:
+    """name -> (command, environment, output file it creates)."""
+    source, empty = work / "data.bin", work / "empty.bin"
+    with source.open("wb") as fh:
+        for _ in range(megabytes):
+            fh.write(os.urandom(1_000_000))
+    empty.write_bytes(b"")
+    (work / "enc.py").write_text(AESGCM_ENCRYPT)
+    (work / "dec.py").write_text(AESGCM_DECRYPT)
+    homes = {"": _child_env(work / "home", None)}
+    if passphrase_home:
+        homes[", passphrase home"] = _child_env(
+            work / "home-pass", "a passphrase a person chose for this benchmark")
+    for env in homes.values():
+        init = [IOTSEC, "init"] + ([] if "IOTSEC_CA_PASSPHRASE" in env
+                                   else ["--store-passphrase"])
+        subprocess.run(init, env=env, cwd=work, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    base = homes[""]
+    paths = {
+        # Not a reference: the floor of any command built on iotsec's libraries (Typer,
+        # which builds every parameter with pydantic; pydantic for the settings; SQLAlchemy
+        # with the SQLite dialect; cryptography's AES-GCM), imported and nothing else done.
+        "libraries alone (import, nothing else)": (
+            [sys.executable, "-c", LIBRARIES, "-"], base, work / "libraries.out"),
+        "plain AES-GCM script, encrypt": ([sys.executable, "enc.py", str(source)], base,
+                                          work / "script.enc"),
+        "plain AES-GCM script, decrypt": ([sys.executable, "dec.py", "script.enc"], base,
+                                          work / "script.dec"),
+    }
+    for suffix, env in homes.items():
+        name = suffix.replace(", ", "")
+        paths[f"iotsec data encrypt{suffix}"] = (
+            [IOTSEC, "data", "encrypt", str(source)], env, work / f"ours{name}.enc")
+        paths[f"iotsec data decrypt{suffix}"] = (
+            [IOTSEC, "data", "decrypt", f"ours{name}.enc"], env, work / f"ours{name}.dec")
+        paths[f"iotsec data encrypt, empty file{suffix}"] = (
+            [IOTSEC, "data", "encrypt", str(empty)], env, work / f"empty{name}.enc")
+    return paths
+
+
+def run_commands(work: Path, megabytes: int, runs: int, passphrase_home: bool
+                 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall times and CPU times of each command, ``runs`` rounds of each in turn."""
+    paths = command_paths(work, megabytes, passphrase_home)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
+    for round_ in range(runs + 1):  # round 0 warms the page cache and makes the KEK
+        for name, (cmd, env, out) in paths.items():
+            out.unlink(missing_ok=True)
+            wall, used = _timed_run([*cmd, str(out)], env, work)
+            if round_:
+                times[name].append(wall)
+                cpu[name].append(used)
+    return times, cpu
+
+
+def commands_report(times: Mapping[str, list[float]], cpu: Mapping[str, list[float]],
+                    megabytes: int, runs: int) -> Report:
+    report = Report(f"Whole commands, {megabytes} MB file (fresh processes)",
+                    {"runs": runs, "interleaved": "yes"})
+    for name, values in times.items():
+        report.add(name, statistics.median(values), "s",
+                   f"min {min(values):.3f}, max {max(values):.3f}; CPU (user + system) "
+                   f"median {statistics.median(cpu[name]):.3f} s")
+
+    def throughput_ratio(ours: str, ref: str, of: Mapping[str, list[float]] = times
+                         ) -> float:
+        return statistics.median(of[ref]) / statistics.median(of[ours])
+
+    enc = throughput_ratio("iotsec data encrypt", "plain AES-GCM script, encrypt")
+    dec = throughput_ratio("iotsec data decrypt", "plain AES-GCM script, decrypt")
+    report.check(f"iotsec data encrypt: {enc:.2f}x the plain script's throughput, decrypt "
+                 f"{dec:.2f}x; goal >= {COMMAND_GOAL:.2f}: "
+                 f"{verdict(min(enc, dec) >= COMMAND_GOAL)}")
+    report.check("the same in CPU time (less sensitive to other work on the machine): "
+                 "encrypt "
+                 f"{throughput_ratio('iotsec data encrypt', 'plain AES-GCM script, encrypt', cpu):.2f}x"
+                 ", decrypt "
+                 f"{throughput_ratio('iotsec data decrypt', 'plain AES-GCM script, decrypt', cpu):.2f}x")
+    fixed = statistics.median(times["iotsec data encrypt, empty file"])
+    floor = statistics.median(times["libraries alone (import, nothing else)"])
+    reference = statistics.median(times["plain AES-GCM script, encrypt"])
+    report.check(f"fixed cost (empty file): {fixed:.3f} s, of which importing the libraries "
+                 f"alone {floor:.3f} s; the reference's whole run: {reference:.3f} s")
+    if "iotsec data encrypt, passphrase home" in times:
+        scrypt_home = throughput_ratio("iotsec data encrypt, passphrase home",
+                                       "plain AES-GCM script, encrypt")
+        report.check(f"passphrase home (scrypt): encrypt {scrypt_home:.2f}x")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--only", default="payloads,streams,commands",
+                        help="comma-separated: payloads, streams, commands")
+    parser.add_argument("--runs", type=int, default=15,
+                        help="runs of each whole command (part 3)")
+    parser.add_argument("--megabytes", type=int, default=50, help="file size of part 3")
+    parser.add_argument("--passphrase-home", action="store_true",
+                        help="part 3 also times a home whose secret is a passphrase")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where the stream benchmark's files go (default: /dev/shm if "
                         "present, else the temporary directory)")
@@ -288,12 +456,37 @@ def main() -> None:
 
     machine = machine_info()
     print_machine(machine)
+    only = set(args.only.split(","))
+    everywhere = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     pinned = "not pinned" if args.no_pin else pin_to_one_core()
     print(f"# {pinned}; load average at start: {load_average()}", flush=True)
-    n = 2_000 if args.quick else 20_000
-    size = (16 if args.quick else 256) * MiB
     rounds = 2 if args.quick else args.rounds
+    base = args.dir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    reports: dict[str, Report] = {}
+    if "payloads" in only:
+        reports["payloads"] = payloads_part(2_000 if args.quick else 20_000, rounds, pinned)
+    if "streams" in only:
+        reports["streams"] = streams_part((16 if args.quick else 256) * MiB, rounds, base)
+    if "commands" in only:
+        if everywhere is not None:
+            os.sched_setaffinity(0, everywhere)  # a user's command is not pinned
+        runs = 3 if args.quick else args.runs
+        work = Path(tempfile.mkdtemp(prefix="iotsec-protect-bench-", dir=base))
+        try:
+            times, cpu = run_commands(work, args.megabytes, runs, args.passphrase_home)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        reports["commands"] = commands_report(times, cpu, args.megabytes, runs)
+        reports["commands"].params["files in"] = str(work.parent)
+        reports["commands"].print()
+    print(f"# load average at end: {load_average()}")
+    if args.json is not None:
+        for name, report in reports.items():
+            report.write_json(args.json if name == "payloads"
+                              else args.json.with_suffix(f".{name}.json"), machine)
 
+
+def payloads_part(n: int, rounds: int, pinned: str) -> Report:
     report = Report("Payload round trips (seal + open, 256-byte payload)",
                     {"round trips per slice": n, "rounds": rounds, "cpu": pinned})
     results = rounds_of(message_paths(n), rounds)
@@ -313,13 +506,15 @@ def main() -> None:
                 statistics.median(results[f"pycose {name} Sign1"]))
         report.check(f"{name} Sign1: ours/pycose {a / b:.1f}x")
     report.print()
+    return report
 
+
+def streams_part(size: int, rounds: int, base: Path | None) -> Report:
     data = os.urandom(size)
     stream = Report(f"Streaming encryption, {size // MiB} MiB, {CHUNK // 1024} KiB chunks",
                     {"rounds": rounds})
     memory_paths, _ = stream_memory_paths(data)
     del data
-    base = args.dir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
     work = Path(tempfile.mkdtemp(prefix="iotsec-protect-bench-", dir=base))
     stream.params["files in"] = str(work.parent)
     try:
@@ -345,10 +540,7 @@ def main() -> None:
     stream.check("files: ours encrypt / openssl enc -aes-256-ctr "
                  f"{ratio('ours encrypt (files)', 'openssl enc -aes-256-ctr (files)'):.2f}")
     stream.print()
-    print(f"# load average at end: {load_average()}")
-    if args.json is not None:
-        report.write_json(args.json, machine)
-        stream.write_json(args.json.with_suffix(".streams.json"), machine)
+    return stream
 
 
 if __name__ == "__main__":

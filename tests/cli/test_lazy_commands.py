@@ -92,3 +92,24 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
     code, modules, out = _run("device", "show", "dev-1")
     assert code == 0 and "dev-1" in out
     assert _loaded(modules, NOT_FOR_READING) == set()
+
+
+#: What ``iotsec data encrypt|decrypt`` start without (their whole-process time is a goal of
+#: its own): the payload commands' code and keys, X.509, the CA, and Rich for the one line
+#: they print.
+NOT_FOR_DATA = ("iotsec.app.payloads", "iotsec.cli.protect", "iotsec.protect.pairing",
+                "iotsec.protect.payload", "iotsec.protect.cose", "iotsec.protect.replay",
+                "cryptography.x509", "iotsec.pki.ca", "iotsec.pki.x509", "rich",
+                "pydantic_settings")
+
+
+def test_data_commands_start_without_payload_code_x509_or_rich(ready: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    plain, sealed, back = tmp_path / "in", tmp_path / "in.enc", tmp_path / "back"
+    plain.write_bytes(b"x" * 100_000)
+    code, modules, _ = _run("data", "encrypt", str(plain), str(sealed))
+    assert code == 0 and sealed.exists()
+    assert _loaded(modules, NOT_FOR_DATA) == set()
+    code, modules, _ = _run("data", "decrypt", str(sealed), str(back))
+    assert code == 0 and back.read_bytes() == plain.read_bytes()
+    assert _loaded(modules, NOT_FOR_DATA) == set()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from iotsec.cli.protect import data_app, payload_app
+from iotsec.cli.data import data_app
+from iotsec.cli.protect import payload_app
 from tests.cli.support import Result, mount, use_home
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from iotsec.app.setup import init_home
+from iotsec.config import Settings
 from tests.cli.support import assert_refused
 from tests.protect.conftest import Run
 
@@ -173,3 +175,46 @@ def test_payload_sign1_and_usage_errors(run: Run, tmp_path: Path,
                                               "t", "--sender-id", "d", "--alg", "EdDSA").err
     # Usage errors exit 2.
     assert run("payload", "seal", "t").code == 2
+
+
+def _kdf_of_kek_files(home: Path) -> list[str]:
+    return [json.loads(p.read_bytes())["kdf"] for p in (home / "keys" / "kek").glob("*.kek")]
+
+
+def test_data_kek_derivation_follows_the_home_secret(protect_home: Path, run: Run,
+                                                      tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home made by ``iotsec init --store-passphrase`` holds a generated secret: its KEK
+    file is sealed with HKDF (ADR 0030). A passphrase from the environment may be a
+    person's: a home using one gets a scrypt KEK file. Both encrypt and decrypt."""
+    (tmp_path / "in").write_bytes(os.urandom(70_000))
+    assert run("data", "encrypt", "in", "a.enc").code == 0
+    assert _kdf_of_kek_files(protect_home) == ["hkdf-sha256"]
+    assert run("data", "decrypt", "a.enc", "a.out").code == 0
+    assert (tmp_path / "a.out").read_bytes() == (tmp_path / "in").read_bytes()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    monkeypatch.setenv("IOTSEC_HOME", str(other / "home"))
+    monkeypatch.setenv("IOTSEC_CA_PASSPHRASE", "a passphrase a person chose, long enough")
+    init_home(Settings(home=other / "home"))
+    assert not (other / "home" / "ca-passphrase").exists()
+    (other / "in").write_bytes(os.urandom(70_000))
+    encrypted = run("data", "encrypt", "in", "b.enc")
+    assert encrypted.code == 0, encrypted
+    assert _kdf_of_kek_files(other / "home") == ["scrypt"]
+    assert run("data", "decrypt", "b.enc", "b.out").code == 0
+    assert (other / "b.out").read_bytes() == (other / "in").read_bytes()
+
+
+def test_data_report_line_escapes_control_characters(protect_home: Path, run: Run,
+                                                      tmp_path: Path) -> None:
+    """The one line the data commands print (plain stderr, no Rich) shows a file name's
+    control characters escaped: a name cannot drive the terminal."""
+    (tmp_path / "in").write_bytes(b"data")
+    name = "out\x1b[2J.enc"
+    done = run("data", "encrypt", "in", name)
+    assert done.code == 0, done
+    assert "\x1b" not in done.err and "out\\x1b[2J.enc" in done.err
+    assert (tmp_path / name).exists()

@@ -84,7 +84,7 @@ def test_50_mb_in_process_with_bounded_memory(tmp_path: Path) -> None:
 def _run_cli(args: list[str], env: dict[str, str], feed: int | None) -> tuple[int, int, bytes]:
     """Run ``iotsec data ARGS`` in a child; optionally write ``feed`` bytes of Pattern into
     its stdin through a pipe. Returns (exit code, peak RSS in KiB, stderr)."""
-    code = ("import sys; from iotsec.cli import main as m; from iotsec.cli.protect import "
+    code = ("import sys; from iotsec.cli import main as m; from iotsec.cli.data import "
             "data_app; import typer; root = typer.Typer(); root.add_typer(data_app, "
             "name='data'); root.callback()(lambda: None); m.app = root; "
             "sys.exit(m.main(sys.argv[1:]))")

@@ -45,7 +45,7 @@ COMMANDS: Final[tuple[tuple[str, str], ...]] = (
     ("firmware", "iotsec.cli.firmware:app"),
     ("ota", "iotsec.cli.ota:app"),
     ("payload", "iotsec.cli.protect:payload_app"),
-    ("data", "iotsec.cli.protect:data_app"),
+    ("data", "iotsec.cli.data:data_app"),
     ("netseg", "iotsec.cli.netseg:app"),
     ("keys", "iotsec.cli.keys:app"),
     ("broker", "iotsec.cli.broker:app"),

@@ -16,7 +16,7 @@ from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, No
 from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 
 __all__ = [
-    "IDENTIFIER_COLUMNS", "console", "emit_json", "err_console", "plural", "print_error",
+    "IDENTIFIER_COLUMNS", "console", "emit_json", "err_console", "note", "plural", "print_error",
     "read_input", "rich_console", "secret_input", "table", "when", "write_output"
 ]
 
@@ -69,6 +69,15 @@ def print_error(exc: IotsecError) -> None:
     """The one line on stderr a refused command ends with: what was wrong, then the hint."""
     hint = f" ({exc.hint})" if exc.hint else ""
     err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
+
+
+def note(text: str) -> None:
+    """One plain line on stderr, without Rich (a command whose start-up counts reports with
+    this). Control characters (a file name may hold an escape sequence) are shown escaped."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def emit_json(data: Any) -> None:

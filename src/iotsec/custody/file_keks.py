@@ -1,7 +1,11 @@
 """File key-encryption keys: each KEK an encrypted file, mode 0600, in ``<keys_dir>/kek/``.
 
 A :class:`~iotsec.protect.kek.FileKek`'s 32 bytes are kept wrapped with AES-256-GCM under a key
-derived with scrypt from the CA passphrase and a random salt. A small ``active`` file names
+derived from the home's secret (the CA passphrase) and a random salt. The derivation follows
+the secret (ADR 0030): scrypt for a passphrase a person may have chosen, HKDF-SHA256 for a
+secret iotsec generated (256 random bits, :mod:`iotsec.custody.home_secret`), for which a
+memory-hard function adds nothing but time. Each file names its derivation, so files sealed
+before either choice existed open as they always did. A small ``active`` file names
 the KEK new data is wrapped under; older KEKs stay loadable by id, so data wrapped before a
 rotation still opens. Files are created through :mod:`iotsec.filesystem` and never replaced.
 """
@@ -15,9 +19,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from iotsec.custody.home_secret import is_generated_secret
 from iotsec.errors import KekUnlockError, KeyCustodyError, NotFoundError, UnknownKekError
 from iotsec.filesystem import publish_private_file, write_private_file
 from iotsec.protect.kek import KEK_ID, FileKek, check_kek_id
@@ -37,6 +44,11 @@ _SCRYPT_N: Final = 2**15
 _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
 _MAX_SCRYPT_N: Final = 2**20
+#: The derivation for a generated secret (ADR 0030): HKDF-SHA256, a random salt, and the
+#: KEK's id in the info, so no two files share a wrapping key.
+_HKDF: Final = "hkdf-sha256"
+_SCRYPT: Final = "scrypt"
+_SALT: Final = 16
 
 
 def _b64(data: bytes) -> str:
@@ -53,14 +65,23 @@ def _file_aad(key_id: str) -> bytes:
     return b"iotsec|data.kek|v1|" + key_id.encode("ascii")
 
 
+def _hkdf(passphrase: bytes, salt: bytes, key_id: str) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt, b"iotsec|data.kek|hkdf|v1|" + key_id.encode("ascii")
+                ).derive(passphrase)
+
+
 def _seal_file(key_id: str, key: bytes, passphrase: bytes) -> bytes:
-    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(_NONCE)
-    scrypt = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
-    wrapping = scrypt.derive(passphrase)
+    salt, nonce = secrets.token_bytes(_SALT), secrets.token_bytes(_NONCE)
+    doc: dict[str, Any] = {"v": _FILE_VERSION, "id": key_id, "salt": _b64(salt)}
+    if is_generated_secret(passphrase):
+        wrapping = _hkdf(passphrase, salt, key_id)
+        doc["kdf"] = _HKDF
+    else:
+        wrapping = Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=_SCRYPT_R,
+                          p=_SCRYPT_P).derive(passphrase)
+        doc.update(kdf=_SCRYPT, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
     sealed = AESGCM(wrapping).encrypt(nonce, key, _file_aad(key_id))
-    doc = {"v": _FILE_VERSION, "id": key_id, "kdf": "scrypt", "n": _SCRYPT_N, "r": _SCRYPT_R,
-           "p": _SCRYPT_P, "salt": _b64(salt), "alg": "A256GCM", "nonce": _b64(nonce),
-           "kek": _b64(sealed)}
+    doc.update(alg="A256GCM", nonce=_b64(nonce), kek=_b64(sealed))
     return (json.dumps(doc, sort_keys=True) + "\n").encode("ascii")
 
 
@@ -70,20 +91,33 @@ def _open_file(data: bytes, key_id: str, passphrase: bytes, path: Path) -> bytes
     try:
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("v") != _FILE_VERSION \
-                or doc.get("kdf") != "scrypt" or doc.get("alg") != "A256GCM" \
+                or doc.get("kdf") not in (_SCRYPT, _HKDF) or doc.get("alg") != "A256GCM" \
                 or doc.get("id") != key_id:
             raise corrupt
-        n, r, p = doc["n"], doc["r"], doc["p"]
-        if not (type(n) is int and type(r) is int and type(p) is int
-                and 2 <= n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32
-                and 1 <= p <= 16):
-            raise corrupt
         salt, nonce, sealed = _unb64(doc["salt"]), _unb64(doc["nonce"]), _unb64(doc["kek"])
+        cost: tuple[int, int, int] | None = None
+        if doc["kdf"] == _SCRYPT:
+            n, r, p = doc["n"], doc["r"], doc["p"]
+            if not (type(n) is int and type(r) is int and type(p) is int
+                    and 2 <= n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32
+                    and 1 <= p <= 16):
+                raise corrupt
+            cost = (n, r, p)
     except (ValueError, KeyError, TypeError):
         raise corrupt from None
     if len(nonce) != _NONCE or len(sealed) != 32 + _TAG or not 16 <= len(salt) <= 64:
         raise corrupt
-    wrapping = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+    if cost is None:
+        if not is_generated_secret(passphrase):
+            # Fail closed: a fast derivation is only ever right for a generated secret. The
+            # file was sealed under one, so any other secret is the wrong one.
+            raise KekUnlockError(f"cannot unlock key-encryption key {key_id!r}: wrong "
+                                 "passphrase (the file is sealed for the home's generated "
+                                 "secret, and the secret given is not one)")
+        wrapping = _hkdf(passphrase, salt, key_id)
+    else:
+        wrapping = Scrypt(salt=salt, length=32, n=cost[0], r=cost[1], p=cost[2]
+                          ).derive(passphrase)
     try:
         return AESGCM(wrapping).decrypt(nonce, sealed, _file_aad(key_id))
     except InvalidTag:
@@ -113,7 +147,8 @@ def _read_private(path: Path, limit: int) -> bytes:
 class FileKekStore:
     """File KEKs in one directory (``<keys_dir>/kek``), unlocked with the CA passphrase.
 
-    Implements :class:`KekResolver`; each KEK is unlocked (one scrypt) once per process.
+    Implements :class:`KekResolver`; each KEK is unlocked (one key derivation) once per
+    process.
     """
 
     def __init__(self, directory: Path, passphrase: bytes) -> None:

@@ -7,19 +7,20 @@ The token is reached only when the settings name one (``IOTSEC_PKCS11_MODULE``,
 and every command starts fast.
 
 :class:`HomeCustody` keeps what one process unlocked: the lazily connected token and the
-KEKs (unlocking a file KEK costs a scrypt), and closes the token when the process is done.
+KEKs (unlocking a file KEK costs one key derivation: scrypt, or HKDF for a generated
+secret, ADR 0030), and closes the token when the process is done.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from iotsec.config import Settings
 from iotsec.custody.base import KeyStore
 from iotsec.custody.file_keys import FileKeyStore
+from iotsec.custody.home_secret import new_generated_secret
 from iotsec.errors import (
     ConfigError,
     KeyCustodyError,
@@ -47,7 +48,8 @@ MAX_KEYSTORE_FILE: Final = 4096
 
 def read_passphrase(settings: Settings, *, create: bool = False) -> bytes:
     """The CA key passphrase: ``IOTSEC_CA_PASSPHRASE``, else the home's 0600 file (made with
-    ``create`` when there is none)."""
+    ``create`` when there is none, holding a generated secret: see
+    :mod:`iotsec.custody.home_secret`)."""
     if settings.ca_passphrase is not None:
         return settings.ca_passphrase.get_secret_value().encode("utf-8")
     path = settings.passphrase_file
@@ -63,7 +65,7 @@ def read_passphrase(settings: Settings, *, create: bool = False) -> bytes:
         raise KeyCustodyError("no CA passphrase is available",
                               hint="set IOTSEC_CA_PASSPHRASE, or use the home created by "
                               "'iotsec init'")
-    generated = secrets.token_urlsafe(32).encode("ascii")
+    generated = new_generated_secret()
     write_private_file(path, generated + b"\n")
     return generated
 

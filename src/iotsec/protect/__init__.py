@@ -6,29 +6,7 @@
 * :mod:`iotsec.protect.pairing` -- pair keys (ECDH + HKDF-SHA256) and signing keys;
 * :mod:`iotsec.protect.atrest` -- streaming file encryption and encrypted records;
 * :mod:`iotsec.protect.kek` -- the key-encryption key interface and the software KEK.
+
+Import from the module that defines a name: this package imports none of them, so that
+``iotsec data encrypt`` (at rest) does not load the COSE, pairing and payload code.
 """
-
-from iotsec.protect.atrest import (
-    decrypt_record,
-    decrypt_stream,
-    encrypt_record,
-    encrypt_stream,
-)
-from iotsec.protect.kek import FileKek, KekRing, KeyWrapper
-from iotsec.protect.pairing import (
-    Algorithm,
-    PairContext,
-    PairKey,
-    SigningKey,
-    VerifyingKey,
-    establish,
-    new_salt,
-)
-from iotsec.protect.payload import Keyring, Opened, Sender, open, seal
-from iotsec.protect.replay import ReplayWindow, ReplayWindows
-
-__all__ = [
-    "Algorithm", "FileKek", "KekRing", "KeyWrapper", "Keyring", "Opened", "PairContext", "PairKey",
-    "ReplayWindow", "ReplayWindows", "Sender", "SigningKey", "VerifyingKey", "decrypt_record",
-    "decrypt_stream", "encrypt_record", "encrypt_stream", "establish", "new_salt", "open", "seal"
-]

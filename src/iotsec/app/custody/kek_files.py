@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, delete, func, insert, select
 
+from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
@@ -34,11 +35,14 @@ def _upsert(conn: Connection, header_sha256: str, kek_id: str, path: str, now: i
                                                   path=_path_text(path), created_at=now))
 
 
-def record_file(rt: Runtime, header_sha256: str, kek_id: str, path: str) -> None:
+def record_file(rt: Runtime, header_sha256: str, kek_id: str, path: str,
+                event: Event | None = None) -> None:
     """Remember that the file with this header (at ``path``, ``-`` for a stream) depends on
-    ``kek_id``."""
+    ``kek_id``; ``event`` is appended to the chain in the same transaction."""
     with transaction(rt.engine) as conn:
         _upsert(conn, header_sha256, kek_id, path, ts(rt.now()))
+        if event is not None:
+            rt.events.record_in(conn, event)
 
 
 def move_file(rt: Runtime, old_header_sha256: str, new_header_sha256: str, kek_id: str,

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Column, Row, Table, select
 
 from iotsec.app.events import Event
@@ -35,7 +33,6 @@ from iotsec.errors import (
     RecordFormatError,
 )
 from iotsec.pki.keys import KeyType
-from iotsec.pki.x509 import spki_der
 from iotsec.protect.kek import KeyWrapper
 from iotsec.protect.records import decrypt_record, encrypt_record
 from iotsec.store import models as m
@@ -212,6 +209,13 @@ def generate_key(rt: Runtime, label: str, key_type: KeyType) -> KeyEntry:
 def export_public(rt: Runtime, label: str) -> bytes:
     """The public key of a signing key (SubjectPublicKeyInfo PEM). For a CA label the key
     is checked against the CA certificate the store holds."""
+    # Deferred (start-up time): the X.509 and serialisation code is loaded by this command
+    # only, not by every command that opens a device secret or an encrypted file.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from iotsec.pki.x509 import spki_der
+
     store = signing_store(rt)
     if not store.exists(label):
         raise NotFoundError(f"no signing key labelled {label!r} in the "
