@@ -331,9 +331,13 @@ def _read_ahead(rows: Iterable[ImportRow], batch_size: int) -> Iterator[list[Imp
 def import_csv(rt: Runtime, stream: TextIO, *, progress: Callable[[int], None] | None = None,
                batch_size: int = IMPORT_BATCH, actor: str | None = None) -> int:
     """Register the devices of a CSV file (see :func:`csv_rows`), streamed: all or
-    nothing. The file is read and validated ahead, by a thread of its own, while the
-    batch before is written."""
+    nothing. On PostgreSQL the file is read and validated ahead, by a thread of its own,
+    while the server writes the batch before; on SQLite the writes run in this process
+    and hold the interpreter most of the time, so reading ahead gains nothing there (as
+    measured) and the file is read in turn."""
     if batch_size < 1:
         raise InvalidInputError("the batch size must be at least 1")
-    return _import_batches(rt, _read_ahead(csv_rows(stream), batch_size), progress=progress,
-                           actor=actor, unit="line")
+    rows = csv_rows(stream)
+    batches = (_read_ahead(rows, batch_size) if rt.engine.dialect.name == "postgresql"
+               else _batches(rows, batch_size))
+    return _import_batches(rt, batches, progress=progress, actor=actor, unit="line")
