@@ -14,6 +14,11 @@ the file): each batch is written under a savepoint, and when its insert breaks t
 devices' primary key the savepoint is undone and the offending id is looked up, on a
 separate connection, among the devices committed before the import began (registered
 already) or else among the rows this import wrote (a duplicate in the file).
+
+On PostgreSQL a CSV file is read and validated by a thread of its own, at most two batches
+ahead of the one being written (:func:`_read_ahead`): the server's work on a batch (most of
+it checking the foreign keys of the group and role links, row by row) then overlaps with
+reading the next, and memory stays bounded.
 """
 
 from __future__ import annotations
