@@ -393,12 +393,15 @@ def part_change(home: Path, rate: int, seconds: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DB_NAME
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--certificates", type=int, default=50_000)
     parser.add_argument("--home", type=Path, default=Path("/tmp/iotsec-policy-scale"))
     parser.add_argument("--reseed", action="store_true")
+    parser.add_argument("--database", default=DB_NAME,
+                        help=f"the PostgreSQL database it seeds and reads (default {DB_NAME})")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--first", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
@@ -407,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("parts", nargs="*", default=[],
                         choices=["authz-cli", "first", "serve", "change"])
     args = parser.parse_args(argv)
+    DB_NAME = args.database
     ensure_seeded(args.home, args.devices, args.certificates, args.reseed)
     print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, iotsec from "
           f"{Path(iotsec.__file__).parent}; measured under shared load")

@@ -543,3 +543,25 @@ def test_every_identity_roles_replace_the_devices_own() -> None:
     assert policy.roles_for(me) == ("quarantine",)
     assert not policy.decide(me, "publish", "devices/d1/t").allowed
     assert policy.decide(me, "publish", "q/d1").allowed
+
+
+def test_role_sets_are_worked_out_once_per_own_roles_and_groups() -> None:
+    """Identities with the same own roles and groups share one role set (and its rules),
+    each keeping its own variables; other groups or own roles get their own."""
+    policy = CompiledPolicy(
+        [role("own", "allow publish:devices/${device.id}/#"),
+         role("g", "allow publish:groups/${device.group}/#", "deny publish:devices/+/admin")],
+        group_roles={"a": ["g"]})
+    first = Identity(device_id="d1", groups=("a",), roles=("own",))
+    second = Identity(device_id="d2", groups=("a",), roles=("own",))
+    lone = Identity(device_id="d3", roles=("own",))
+    assert policy.decide(first, "publish", "devices/d1/t").allowed
+    assert not policy.decide(second, "publish", "devices/d1/t").allowed
+    assert policy.decide(second, "publish", "devices/d2/t").allowed
+    assert not policy.decide(second, "publish", "devices/d2/admin").allowed
+    assert policy.decide(lone, "publish", "devices/d3/admin").allowed
+    assert not policy.decide(lone, "publish", "groups/a/x").allowed
+    assert policy.decide(first, "publish", "groups/a/x").allowed
+    assert policy._views["d1"].rules is policy._views["d2"].rules
+    assert policy._views["d3"].rules is not policy._views["d1"].rules
+    assert set(policy._by_bindings) == {(("own",), ("a",)), (("own",), ())}

@@ -5,6 +5,7 @@ bounded batches, roles and the one summary event on the chain."""
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -137,3 +138,65 @@ def test_blank_lines_and_missing_columns(rt):
     text = io.StringIO("id\n\nx-1\n\nx-2\n")
     assert bulk_import.import_csv(rt, text) == 2
     assert devices.get_device(rt, "x-2").groups == ()
+
+
+class _CountingLines(io.StringIO):
+    """A CSV stream that counts the lines the import has read from it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.read_lines = 0
+
+    def __next__(self) -> str:
+        line = super().__next__()
+        self.read_lines += 1
+        return line
+
+
+def _readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "iotsec-import-reader"]
+
+
+def test_a_csv_is_read_ahead_by_a_bounded_number_of_batches(rt):
+    """The file is read and validated by a thread of its own (on PostgreSQL) while the
+    batch before is written, at most a few batches ahead: memory stays bounded whatever
+    the file size."""
+    stream = _CountingLines("id,groups,attributes\n"
+                            + "".join(f"r-{i:04d},g,\n" for i in range(1000)))
+    written: list[int] = []
+    most_ahead = 0
+    alive: list[bool] = []
+
+    def progress(n: int) -> None:
+        nonlocal most_ahead
+        written.append(n)
+        most_ahead = max(most_ahead, stream.read_lines - 1 - sum(written))
+        alive.append(bool(_readers()))
+
+    assert bulk_import.import_csv(rt, stream, batch_size=50, progress=progress) == 1000
+    assert written == [50] * 20 and stream.read_lines == 1001
+    # The reader runs on PostgreSQL only (on SQLite the file is read in turn); it is
+    # still reading when the first batch is written, being a few batches ahead at most.
+    assert alive[0] == (rt.engine.dialect.name == "postgresql")
+    assert any(alive) == alive[0]
+    # Queued batches, the one being built and the one the writer holds, no more.
+    assert most_ahead <= (bulk_import._AHEAD + 2) * 50
+    assert _counts(rt)["devices"] == 1000
+    assert _readers() == []
+
+
+def test_a_refused_import_stops_its_reader_and_writes_nothing(rt):
+    devices.add_device(rt, devices.NewDevice.parse("taken"))
+    before = _counts(rt)
+    # The conflict is in the second batch; the reader is still reading far ahead of it.
+    rows = [f"q-{i},g," for i in range(5)] + ["taken,,"] + [f"z-{i},g," for i in range(5000)]
+    with pytest.raises(ConflictError, match=r"line 7: device 'taken' is already registered"):
+        bulk_import.import_csv(rt, _csv(rows), batch_size=5)
+    assert _counts(rt) == before
+    assert _readers() == []
+    # A bad line far into the file is reported after the batches before it, in order.
+    rows = [f"p-{i},g," for i in range(40)] + ["bad id,,"]
+    with pytest.raises(InvalidInputError, match="line 42"):
+        bulk_import.import_csv(rt, _csv(rows), batch_size=7)
+    assert _counts(rt) == before
+    assert _readers() == []

@@ -13,7 +13,13 @@ from iotsec.access.policy import Role, Rule
 from iotsec.app.access import decisions as access
 from iotsec.app.access.roles import add_group, add_role, assign_device
 from iotsec.app.identity import registry_cache
-from iotsec.app.identity.devices import NewDevice, add_device, get_device, get_devices
+from iotsec.app.identity.devices import (
+    NewDevice,
+    add_device,
+    decision_entries,
+    get_device,
+    get_devices,
+)
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.monitor.quarantine import quarantine_devices
 from iotsec.app.monitor.selection import Selector
@@ -41,6 +47,27 @@ def test_a_device_entry_carries_its_own_roles(rt: Runtime) -> None:
     assert sorted(found) == ["r1", "r2", "r3"]
     assert found["r2"].roles == ("device", "extra")
     assert found["r3"].roles == ()
+
+
+def test_decision_entries_hold_what_the_registry_holds(rt: Runtime) -> None:
+    add_role(rt, EXTRA)
+    add_device(rt, NewDevice.parse("e1", groups=["g2", "g1"], attributes={"site": "north"}))
+    add_device(rt, NewDevice.parse("e2", roles=["extra", "device"], attributes={"site": "north"}))
+    add_device(rt, NewDevice.parse("e3", roles=[]))
+    change_state(rt, "e2", DeviceState.ACTIVE)
+    full = get_devices(rt, ["e1", "e2", "e3"])
+    lean = decision_entries(rt, ["e3", "ghost", "e2", "e1"])
+    assert sorted(lean) == ["e1", "e2", "e3"]
+    for device_id, device in lean.items():
+        registered = full[device_id]
+        assert (device.id, device.state, device.groups, dict(device.attributes),
+                device.roles) == (registered.id, registered.state, registered.groups,
+                                  dict(registered.attributes), registered.roles)
+        # Entries share their parsed attribute sets: they are read-only.
+        with pytest.raises(TypeError):
+            device.attributes["site"] = "south"  # type: ignore[index]
+    assert lean["e1"].groups == ("g1", "g2") and lean["e2"].roles == ("device", "extra")
+    assert lean["e1"].attributes == {"site": "north"} and lean["e3"].attributes == {}
 
 
 def test_check_many_answers_as_check_does(rt: Runtime) -> None:
@@ -77,13 +104,13 @@ def test_check_many_reads_uncached_entries_in_one_batch(rt: Runtime,
     for i in range(30):
         add_device(rt, NewDevice(id=f"b{i}"))
     reads: list[list[str]] = []
-    original = registry_cache.get_devices
+    original = registry_cache.decision_entries
 
     def spy(rt_: Runtime, ids: list[str]) -> dict[str, Device]:
         reads.append(list(ids))
         return original(rt_, ids)
 
-    monkeypatch.setattr(registry_cache, "get_devices", spy)
+    monkeypatch.setattr(registry_cache, "decision_entries", spy)
     monkeypatch.setattr(registry_cache, "get_device", lambda *_: pytest.fail("one by one"))
     first = access.check_many(rt, [_ask(f"b{i}", f"devices/b{i}/t") for i in range(20)])
     assert all(d.allowed for d in first)

@@ -137,13 +137,13 @@ def test_entries_read_well_after_a_write_are_not_read_again(rt: Runtime, clock: 
     add_device(rt, NewDevice(id="m1"))
     add_device(rt, NewDevice(id="m2"))
     reread: list[list[str]] = []
-    original = cache_module.get_devices
+    original = cache_module.decision_entries
 
     def spy(rt_: Runtime, ids: list[str]) -> dict[str, object]:
         reread.append(list(ids))
         return original(rt_, ids)  # type: ignore[return-value]
 
-    monkeypatch.setattr(cache_module, "get_devices", spy)
+    monkeypatch.setattr(cache_module, "decision_entries", spy)
     cache.get(rt, "m1")  # read in the second of the write: may predate its commit
     clock.advance(timedelta(seconds=10))
     cache.get(rt, "m2")  # read 10 s after the write: has it

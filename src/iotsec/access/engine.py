@@ -258,6 +258,8 @@ class CompiledPolicy:
         self._actions = frozenset(a for by_action in self._rules.values() for a in by_action)
         self._views: dict[str, _View] = {}
         self._rule_sets: dict[tuple[str, ...], dict[str, _RulePair]] = {}
+        self._by_bindings: dict[tuple[tuple[str, ...], tuple[str, ...]],
+                                tuple[tuple[str, ...], dict[str, _RulePair]]] = {}
 
     @property
     def role_names(self) -> tuple[str, ...]:
@@ -310,12 +312,21 @@ class CompiledPolicy:
         return Decision(False, action, resource)
 
     def _view(self, identity: Identity) -> _View:
-        roles = self.roles_for(identity)
-        rules = self._rule_sets.get(roles)
-        if rules is None:
-            if len(self._rule_sets) >= _CACHE_LIMIT:
-                self._rule_sets.clear()
-            rules = self._rule_sets[roles] = {}
+        # A fleet has few distinct (own roles, groups) pairs: their role set and its rules
+        # are worked out once per pair, not once per device.
+        key = (identity.roles, identity.groups)
+        known = self._by_bindings.get(key)
+        if known is None:
+            roles = self.roles_for(identity)
+            rules = self._rule_sets.get(roles)
+            if rules is None:
+                if len(self._rule_sets) >= _CACHE_LIMIT:
+                    self._rule_sets.clear()
+                rules = self._rule_sets[roles] = {}
+            if len(self._by_bindings) >= _CACHE_LIMIT:
+                self._by_bindings.clear()
+            known = self._by_bindings[key] = (roles, rules)
+        roles, rules = known
         if len(self._views) >= _CACHE_LIMIT:
             self._views.clear()
         view = self._views[identity.device_id] = _View(identity, roles, rules)

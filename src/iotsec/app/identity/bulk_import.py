@@ -14,14 +14,21 @@ the file): each batch is written under a savepoint, and when its insert breaks t
 devices' primary key the savepoint is undone and the offending id is looked up, on a
 separate connection, among the devices committed before the import began (registered
 already) or else among the rows this import wrote (a duplicate in the file).
+
+On PostgreSQL a CSV file is read and validated by a thread of its own, at most two batches
+ahead of the one being written (:func:`_read_ahead`): the server's work on a batch (most of
+it checking the foreign keys of the group and role links, row by row) then overlaps with
+reading the next, and memory stays bounded.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TextIO
+from typing import TextIO, cast
 
 from sqlalchemy import Connection, select
 
@@ -215,6 +222,17 @@ class _Writer:
                                 hint="remove the duplicate and import again")
 
 
+def _batches(rows: Iterable[ImportRow], batch_size: int) -> Iterator[list[ImportRow]]:
+    batch: list[ImportRow] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def import_rows(rt: Runtime, rows: Iterable[ImportRow], *,
                 progress: Callable[[int], None] | None = None,
                 batch_size: int = IMPORT_BATCH, actor: str | None = None,
@@ -225,41 +243,106 @@ def import_rows(rt: Runtime, rows: Iterable[ImportRow], *,
     last ids) in the same transaction. Returns the number of devices registered."""
     if batch_size < 1:
         raise InvalidInputError("the batch size must be at least 1")
+    return _import_batches(rt, _batches(rows, batch_size), progress=progress, actor=actor,
+                           unit=unit)
+
+
+def _import_batches(rt: Runtime, batches: Iterator[list[ImportRow]], *,
+                    progress: Callable[[int], None] | None, actor: str | None,
+                    unit: str) -> int:
     moment = rt.now()
     total = 0
     first = last = ""
-    with transaction(rt.engine) as conn:
-        writer = _Writer(rt, conn, ts(moment), unit)
-        batch: list[ImportRow] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= batch_size:
+    try:
+        with transaction(rt.engine) as conn:
+            writer = _Writer(rt, conn, ts(moment), unit)
+            for batch in batches:
                 writer.write(batch)
                 total += len(batch)
                 first, last = first or batch[0][1], batch[-1][1]
                 if progress:
                     progress(len(batch))
-                batch = []
-        if batch:
-            writer.write(batch)
-            total += len(batch)
-            first, last = first or batch[0][1], batch[-1][1]
-            if progress:
-                progress(len(batch))
-        if writer.bound:
-            bump_policy_version(conn)
-        if total:
-            rt.events.record_in(conn, Event(moment, "device.imported", "success", actor=actor,
-                                            detail={"count": total, "first": first,
-                                                    "last": last}))
+            if writer.bound:
+                bump_policy_version(conn)
+            if total:
+                rt.events.record_in(conn, Event(moment, "device.imported", "success",
+                                                actor=actor, detail={"count": total,
+                                                                     "first": first,
+                                                                     "last": last}))
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # stops a reader thread when the import stopped early
     if total:
         policy_changed(rt)
     return total
 
 
+#: Batches read ahead of the one being written (memory stays bounded by this).
+_AHEAD = 2
+_DONE = object()
+
+
+def _read_ahead(rows: Iterable[ImportRow], batch_size: int) -> Iterator[list[ImportRow]]:
+    """The batches of ``rows``, read and validated by a thread of their own up to
+    :data:`_AHEAD` batches ahead, so that reading the file overlaps with the store's work
+    on the batch before (the driver lets other threads run while it waits for the store).
+    An error raised while reading (a bad line) is raised here, in order, after the batches
+    before it; when the caller stops early the thread stops too."""
+    ready: queue.Queue[object] = queue.Queue(maxsize=_AHEAD)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            batch: list[ImportRow] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= batch_size:
+                    if not put(batch):
+                        return
+                    batch = []
+            if batch and not put(batch):
+                return
+            put(_DONE)
+        except BaseException as exc:  # handed to the caller, which raises it
+            put(exc)
+
+    reader = threading.Thread(target=read, name="iotsec-import-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield cast(list[ImportRow], item)
+    finally:
+        stop.set()
+        # A reader blocked on its input (standard input) is not waited for: it is a daemon
+        # and touches nothing but its input and the queue.
+        reader.join(timeout=1.0)
+
+
 def import_csv(rt: Runtime, stream: TextIO, *, progress: Callable[[int], None] | None = None,
                batch_size: int = IMPORT_BATCH, actor: str | None = None) -> int:
     """Register the devices of a CSV file (see :func:`csv_rows`), streamed: all or
-    nothing."""
-    return import_rows(rt, csv_rows(stream), progress=progress, batch_size=batch_size,
-                       actor=actor)
+    nothing. On PostgreSQL the file is read and validated ahead, by a thread of its own,
+    while the server writes the batch before; on SQLite the writes run in this process
+    and hold the interpreter most of the time, so reading ahead gains nothing there (as
+    measured) and the file is read in turn."""
+    if batch_size < 1:
+        raise InvalidInputError("the batch size must be at least 1")
+    rows = csv_rows(stream)
+    batches = (_read_ahead(rows, batch_size) if rt.engine.dialect.name == "postgresql"
+               else _batches(rows, batch_size))
+    return _import_batches(rt, batches, progress=progress, actor=actor, unit="line")

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 
-from iotsec.app.identity.devices import get_device, get_devices
+from iotsec.app.identity.devices import decision_entries, get_device
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import Device
 from iotsec.store import models as m
@@ -102,7 +102,7 @@ class DeviceCache:
         return len(cached)
 
     def _reread(self, rt: Runtime, device_ids: list[str], started: int) -> None:
-        found = get_devices(rt, device_ids)
+        found = decision_entries(rt, device_ids)
         for device_id in device_ids:
             device = found.get(device_id)
             if device is None:  # no longer registered
@@ -150,7 +150,7 @@ class DeviceCache:
                 found[device_id] = device
         if missing:
             read_at = ts(rt.now())
-            read = get_devices(rt, missing)
+            read = decision_entries(rt, missing)
             if len(self._entries) + len(read) > MAX_ENTRIES:
                 self._entries.clear()
                 self._read_at.clear()
