@@ -34,11 +34,12 @@ from iotsec.app.enrol.credentials import (
 )
 from iotsec.app.enrol.renewal import issued_here, key_like, renewable, repeated_renewal
 from iotsec.app.enrol.templates import get_template
-from iotsec.app.events import Event, append_events
+from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.authorities import trusted_certificates
 from iotsec.app.pki.cert_records import CertificateRecord
+from iotsec.app.pki.group_issuance import Unit, run_grouped
 from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew
 from iotsec.app.pki.profiles import load_profile
 from iotsec.app.runtime import Runtime
@@ -246,11 +247,16 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
     use: CredentialUse = (SecretUse(credential) if isinstance(credential, BasicCredential)
                           else claim_use(rt, credential, req.moment, req.source))
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
+
+    def work(conn: Connection, _moment: datetime
+             ) -> Unit[tuple[str, Template | None, CertificateRecord | Pending]]:
+        return Unit(_enrol_in(conn, rt, req, use))
+
     try:
-        # The CA signature's key.use event commits with the certificate it made.
-        with rt.events.held() as signatures, transaction(rt.engine) as conn:
-            device_id, template, outcome = _enrol_in(conn, rt, req, use)
-            append_events(conn, signatures.take())
+        # Concurrent enrolments share one transaction (group commit), each in a savepoint
+        # of its own; the CA signature's key.use event commits with the certificate it
+        # made, and the answer comes after the commit.
+        device_id, template, outcome = run_grouped(rt, work)
     except ConflictError as exc:  # a concurrent request registered the device or the claim
         raise EnrolmentForbiddenError("the device is already registered, or the claim "
                                       "certificate has already enrolled") from exc
