@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from iotsec.app.enrol.credentials import (
     BasicCredential,
@@ -60,6 +60,7 @@ from iotsec.pki.keys import KeyType
 from iotsec.pki.x509 import spki_der
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
+from iotsec.store.direct import Direct
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -173,9 +174,16 @@ def _issued(record: CertificateRecord) -> Issued:
 # --- enrolment: a bootstrap secret or a claim certificate --------------------------------
 
 
+# An enrolment's statements run on the driver (iotsec.store.direct): each costs more through
+# SQLAlchemy than in the database.
+_DEVICE_TAKEN = Direct(select(m.devices.c.id).where(m.devices.c.id == bindparam("id")))
+_WAITING = Direct(select(m.pending_enrolments).where(
+    m.pending_enrolments.c.device_id == bindparam("device")).with_for_update())
+
+
 def _create_device(conn: Connection, device_id: str, template: Template, now: int) -> None:
     """Register the device the template describes; an existing device is never taken."""
-    taken = conn.execute(select(m.devices.c.id).where(m.devices.c.id == device_id)).first()
+    taken = _DEVICE_TAKEN.first(conn, {"id": device_id})
     if taken is not None:
         raise EnrolmentForbiddenError("the device is already registered; this credential "
                                       "enrols new devices only")
@@ -199,7 +207,7 @@ def _issue(conn: Connection, rt: Runtime, req: _Request, device_id: str,
         raise EnrolmentForbiddenError(message) from exc
 
 
-def _poll(conn: Connection, rt: Runtime, req: _Request, waiting: Row[Any]
+def _poll(conn: Connection, rt: Runtime, req: _Request, waiting: Any
           ) -> CertificateRecord | Pending:
     """A later request of an enrolment waiting for approval: still waiting, or issued
     once (the waiting record is then gone)."""
@@ -229,8 +237,7 @@ def _enrol_in(conn: Connection, rt: Runtime, req: _Request, use: CredentialUse
               ) -> tuple[str, Template | None, CertificateRecord | Pending]:
     """The enrolment inside its transaction: (device id, template, outcome)."""
     device_id, template = use.open(conn, req.subject, req.label)
-    waiting = conn.execute(select(m.pending_enrolments).where(
-        m.pending_enrolments.c.device_id == device_id).with_for_update()).first()
+    waiting = _WAITING.first(conn, {"device": device_id})
     if waiting is not None and waiting.credential == use.key:
         return device_id, template, _poll(conn, rt, req, waiting)
     use.check_fresh(conn, req.moment)
