@@ -2,12 +2,14 @@
 secret or a claim certificate, re-enrolment with the device's own certificate, server-side
 key generation, and an operator's approval of a device that waits for it.
 
-Each flow is one transaction and one security event (``est.enrolled``, ``est.pending``,
+Each flow is one unit of work and one security event (``est.enrolled``, ``est.pending``,
 ``est.reenrolled``, ``est.serverkeygen``, ``est.refused``, ``est.approved``) naming the
 source address and the credential used (a secret's id, a claim CA and serial, a
-certificate serial; never a secret, never a key). The identity in a certificate comes from
-the registry or the template, never from the CSR. Failed attempts are throttled per
-source, with the same throttle as the API's credentials.
+certificate serial; never a secret, never a key). Concurrent enrolments of a serving
+process share one transaction (the group commit of :mod:`iotsec.app.pki.group_issuance`),
+each in a savepoint of its own, each answered after the commit. The identity in a
+certificate comes from the registry or the template, never from the CSR. Failed attempts
+are throttled per source, with the same throttle as the API's credentials.
 """
 
 from __future__ import annotations

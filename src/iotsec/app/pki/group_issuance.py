@@ -48,7 +48,7 @@ from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.store.db import transaction, unit_error
 from iotsec.store.direct import Savepoint
 
-__all__ = ["MAX_GROUP", "IssuanceGroups", "Unit", "issue_grouped", "run_grouped"]
+__all__ = ["MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped", "run_grouped"]
 
 _T = TypeVar("_T")
 _Shared = dict[str, list[tuple[str, str | None]]]
@@ -229,7 +229,8 @@ class _Refused(Exception):
 _GROUPS: Slot[IssuanceGroups] = Slot("pki.issuance-groups")
 
 
-def _groups(rt: Runtime) -> IssuanceGroups:
+def groups_of(rt: Runtime) -> IssuanceGroups:
+    """The runtime's group commit, which every grouped issuance and unit of work joins."""
     return rt.get_or_put(_GROUPS, lambda: IssuanceGroups(rt))
 
 
@@ -238,11 +239,11 @@ def issue_grouped(rt: Runtime, device_id: str, csr: bytes, *, days: int | None =
                   actor: str | None = None) -> CertificateRecord:
     """:func:`iotsec.app.pki.issuance.issue_from_csr` for a serving process: concurrent
     calls share one transaction (group commit), each answered after its commit."""
-    return _groups(rt).issue(device_id, csr, days=days, profile=profile,
+    return groups_of(rt).issue(device_id, csr, days=days, profile=profile,
                              allow_shared_key=allow_shared_key, actor=actor)
 
 
 def run_grouped(rt: Runtime, work: Callable[[Connection, datetime], Unit[_T]]) -> _T:
     """Run ``work`` in the runtime's group commit (:meth:`IssuanceGroups.run`): concurrent
     units of work (and issuances) share one transaction, each answered after its commit."""
-    return _groups(rt).run(work)
+    return groups_of(rt).run(work)
