@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Connection, func, insert, select
 
 from iotsec.app.enrol import est, secrets
-from iotsec.app.identity.devices import get_device
+from iotsec.app.identity.devices import NewDevice, add_device, get_device
 from iotsec.app.monitor.chain import verify
-from iotsec.app.pki.cert_records import list_certificates
+from iotsec.app.pki.cert_records import get_certificate, list_certificates
 from iotsec.app.pki.group_issuance import IssuanceGroups, Unit, groups_of
+from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
     ConflictError,
@@ -214,4 +215,38 @@ def test_a_failed_group_commit_answers_no_enrolment_of_it(rt: Runtime) -> None:
             with pytest.raises(NotFoundError):
                 get_device(rt, name)
     x509.load_der_x509_certificate(issued[0].record.der)
+    assert verify(rt).ok
+
+
+def test_re_enrolments_in_one_commit_each_renew_their_own_device(rt: Runtime) -> None:
+    names = [f"renew-{i}" for i in range(6)]
+    chains: dict[str, est.ClientChain] = {}
+    old: dict[str, str] = {}
+    for name in names:
+        add_device(rt, NewDevice.parse(name))
+        record = issue_from_csr(rt, name, csr(make_key()))
+        chains[name] = est.ClientChain((x509.load_der_x509_certificate(record.der),))
+        old[name] = record.serial
+    held = make_key()
+    add_device(rt, NewDevice.parse("holder"))
+    issue_from_csr(rt, "holder", csr(held))
+    groups = groups_of(rt)
+    gate = _Gate(groups, expected=len(names))
+    groups.before_commit = gate
+    calls: list[Callable[[], Any]] = [
+        lambda n=n: est.reenrol(rt, chains[n], csr(), label=None, source=SOURCE)
+        for n in names]
+    # The same device twice at once: one renews, the other finds it renewed.
+    calls.append(lambda: est.reenrol(rt, chains[names[1]], csr(held), label=None,
+                                     source=SOURCE))
+    results = _concurrently(calls)
+    assert gate.commits == 2
+    refused = [r for r in results if isinstance(r, EnrolmentForbiddenError)]
+    renewed = [r for r in results if isinstance(r, est.Issued)]
+    assert len(refused) == 1 and len(renewed) == len(names)
+    for outcome in renewed:
+        device = outcome.record.device_id
+        assert device is not None and common_name(outcome.record.der) == device
+        assert get_certificate(rt, old[device]).replaced_by == outcome.record.serial
+    assert sorted(r.record.device_id or "" for r in renewed) == sorted(names)
     assert verify(rt).ok

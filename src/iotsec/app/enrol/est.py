@@ -40,9 +40,9 @@ from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.authorities import trusted_certificates
-from iotsec.app.pki.cert_records import CertificateRecord
+from iotsec.app.pki.cert_records import CertificateRecord, record_from_row
 from iotsec.app.pki.group_issuance import Unit, run_grouped
-from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew
+from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew_in
 from iotsec.app.pki.profiles import load_profile
 from iotsec.app.runtime import Runtime
 from iotsec.app.throttle import failure_throttle
@@ -314,12 +314,21 @@ def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecor
                 serial=again.serial, repeated=True)
         return again
     old = renewable(rt, chain.leaf, req.moment)
+    grace = timedelta(seconds=rt.settings.renew_grace)
+
+    def work(conn: Connection, _moment: datetime) -> Unit[tuple[dict[str, Any], Any]]:
+        values, shared, renewed = renew_in(conn, rt, old.serial, req.certified, req.moment,
+                                           days=None, grace=grace, allow_shared_key=False,
+                                           actor=None)
+        return Unit((values, shared), [renewed])
+
     try:
-        record = renew(rt, old.serial, req.certified,
-                       grace=timedelta(seconds=rt.settings.renew_grace))
+        # Concurrent renewals (and enrolments) share one transaction (group commit).
+        values, _ = run_grouped(rt, work)
     except ConflictError as exc:  # renewed or revoked meanwhile, or a key held elsewhere
         raise EnrolmentForbiddenError(_KEY_HELD if exc.hint == SHARED_KEY_HINT
                                       else "this certificate cannot be renewed") from exc
+    record = record_from_row(values)
     _record(rt, req, req.kind, record.device_id or "", f"certificate:{old.serial}",
             serial=record.serial, replaces=old.serial)
     return record
