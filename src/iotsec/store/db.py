@@ -22,7 +22,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
 
-__all__ = ["in_transaction", "make_engine", "reading", "store_error", "transaction"]
+__all__ = ["in_transaction", "make_engine", "reading", "store_error", "transaction",
+           "unit_error"]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -166,6 +167,17 @@ def in_transaction() -> bool:
     return getattr(_local, "depth", 0) > 0
 
 
+def unit_error(exc: DBAPIError, engine: Engine) -> IotsecError:
+    """What a database error that ends a unit of work means to its caller: a unique
+    violation that it did not anticipate is a conflict, anything else a store error."""
+    if isinstance(exc, IntegrityError):
+        return ConflictError("the change conflicts with what is already stored",
+                             hint="reload the object and try again")
+    return store_error(exc, "the database refused the operation",
+                       "check that the database is reachable and migrated "
+                       "('iotsec init' migrates it)", engine)
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One unit of work. Foreign database errors become :class:`StoreError`; a unique
@@ -185,13 +197,8 @@ def transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
     except IotsecError:
         raise
-    except IntegrityError as exc:
-        raise ConflictError("the change conflicts with what is already stored",
-                            hint="reload the object and try again") from exc
     except DBAPIError as exc:
-        raise store_error(exc, "the database refused the operation",
-                          "check that the database is reachable and migrated "
-                          "('iotsec init' migrates it)", engine) from exc
+        raise unit_error(exc, engine) from exc
     finally:
         if writers is not None:
             writers.release()

@@ -12,6 +12,10 @@ conflict, a full disk a store error).
 Only plain values go in and come out (``int``, ``str``, ``bytes``, ``None``): no type
 processing is applied, which is what the columns of these paths hold on SQLite and
 PostgreSQL alike. Expanding ``IN`` parameters are not supported.
+
+:class:`Savepoint` marks a part of a unit of work that can fail alone (a request of a group
+commit): on the driver too, as SQLAlchemy's nested transaction costs more than the work
+of a small request.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 
-__all__ = ["Direct"]
+__all__ = ["Direct", "Savepoint"]
 
 
 class _Compiled:
@@ -119,6 +123,40 @@ class Direct:
         """The first row the statement selects, or ``None``."""
         found = self.rows(conn, values)
         return found[0] if found else None
+
+
+_SAVEPOINT = "iotsec_part"
+
+
+def _driver_run(conn: Connection, sql: str) -> None:
+    dialect = conn.dialect
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+    except dialect.loaded_dbapi.Error as exc:
+        raise _translated(sql, None, exc, dialect) from exc
+    finally:
+        cursor.close()
+
+
+class Savepoint:
+    """A part of ``conn``'s transaction that can be undone alone (not nested): made when
+    constructed; :meth:`release` keeps what was written since, :meth:`rollback` undoes it
+    and the transaction goes on. A driver error in either (the database ended the whole
+    transaction) is raised as SQLAlchemy's, and the caller's unit of work fails."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        _driver_run(conn, f"SAVEPOINT {_SAVEPOINT}")
+
+    def release(self) -> None:
+        _driver_run(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+
+    def rollback(self) -> None:
+        _driver_run(self._conn, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        _driver_run(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
 
 def _translated(sql: str, parameters: Any, exc: Exception, dialect: Dialect) -> BaseException:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from iotsec.app.enrol.claims import (
     ClaimCa,
@@ -38,6 +38,7 @@ from iotsec.identity.enrolment import (
 from iotsec.pki.serial import format_serial
 from iotsec.store import models as m
 from iotsec.store.db import reading
+from iotsec.store.direct import Direct
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -117,6 +118,12 @@ class CredentialUse(Protocol):
 _SECRETS = m.enrolment_secrets
 #: Compared against when the id is unknown, so that both paths cost one digest.
 _NO_DIGEST = "0" * 64
+# An enrolment's statements run on the driver (iotsec.store.direct): every EST enrolment
+# pays for them.
+_LOCK_SECRET = Direct(select(_SECRETS).where(_SECRETS.c.id == bindparam("sid"))
+                      .with_for_update())
+_CONSUME_SECRET = Direct(update(_SECRETS).where(_SECRETS.c.id == bindparam("sid"))
+                         .values(uses_left=_SECRETS.c.uses_left - 1))
 
 
 class SecretUse:
@@ -127,14 +134,13 @@ class SecretUse:
         self._row: Row[Any] | None = None
         self.key = self.name = describe(credential)
 
-    def _locked(self, conn: Connection) -> Row[Any]:
+    def _locked(self, conn: Connection) -> Any:
         try:
             secret_id = parse_secret_id(self._credential.id)
             digest = secret_digest(self._credential.secret)
         except InvalidInputError:
             raise EnrolmentAuthError("malformed enrolment secret") from None
-        row = conn.execute(select(_SECRETS).where(_SECRETS.c.id == secret_id)
-                           .with_for_update()).first()
+        row = _LOCK_SECRET.first(conn, {"sid": secret_id})
         expected = row.secret_sha256 if row is not None else _NO_DIGEST
         if not hmac.compare_digest(digest, expected) or row is None:
             raise EnrolmentAuthError("unknown enrolment secret or wrong secret")
@@ -165,8 +171,7 @@ class SecretUse:
 
     def consume(self, conn: Connection, device_id: str, now: datetime) -> None:
         assert self._row is not None, "open() comes first"
-        conn.execute(update(_SECRETS).where(_SECRETS.c.id == self._row.id)
-                     .values(uses_left=_SECRETS.c.uses_left - 1))
+        _CONSUME_SECRET.execute(conn, {"sid": self._row.id}).close()
 
 
 class ClaimUse:

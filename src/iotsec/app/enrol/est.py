@@ -2,12 +2,14 @@
 secret or a claim certificate, re-enrolment with the device's own certificate, server-side
 key generation, and an operator's approval of a device that waits for it.
 
-Each flow is one transaction and one security event (``est.enrolled``, ``est.pending``,
+Each flow is one unit of work and one security event (``est.enrolled``, ``est.pending``,
 ``est.reenrolled``, ``est.serverkeygen``, ``est.refused``, ``est.approved``) naming the
 source address and the credential used (a secret's id, a claim CA and serial, a
-certificate serial; never a secret, never a key). The identity in a certificate comes from
-the registry or the template, never from the CSR. Failed attempts are throttled per
-source, with the same throttle as the API's credentials.
+certificate serial; never a secret, never a key). Concurrent enrolments of a serving
+process share one transaction (the group commit of :mod:`iotsec.app.pki.group_issuance`),
+each in a savepoint of its own, each answered after the commit. The identity in a
+certificate comes from the registry or the template, never from the CSR. Failed attempts
+are throttled per source, with the same throttle as the API's credentials.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from iotsec.app.enrol.credentials import (
     BasicCredential,
@@ -34,12 +36,13 @@ from iotsec.app.enrol.credentials import (
 )
 from iotsec.app.enrol.renewal import issued_here, key_like, renewable, repeated_renewal
 from iotsec.app.enrol.templates import get_template
-from iotsec.app.events import Event, append_events
+from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.authorities import trusted_certificates
-from iotsec.app.pki.cert_records import CertificateRecord
-from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew
+from iotsec.app.pki.cert_records import CertificateRecord, record_from_row
+from iotsec.app.pki.group_issuance import Unit, run_grouped
+from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew_in
 from iotsec.app.pki.profiles import load_profile
 from iotsec.app.runtime import Runtime
 from iotsec.app.throttle import failure_throttle
@@ -59,6 +62,7 @@ from iotsec.pki.keys import KeyType
 from iotsec.pki.x509 import spki_der
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
+from iotsec.store.direct import Direct
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -172,9 +176,16 @@ def _issued(record: CertificateRecord) -> Issued:
 # --- enrolment: a bootstrap secret or a claim certificate --------------------------------
 
 
+# An enrolment's statements run on the driver (iotsec.store.direct): each costs more through
+# SQLAlchemy than in the database.
+_DEVICE_TAKEN = Direct(select(m.devices.c.id).where(m.devices.c.id == bindparam("id")))
+_WAITING = Direct(select(m.pending_enrolments).where(
+    m.pending_enrolments.c.device_id == bindparam("device")).with_for_update())
+
+
 def _create_device(conn: Connection, device_id: str, template: Template, now: int) -> None:
     """Register the device the template describes; an existing device is never taken."""
-    taken = conn.execute(select(m.devices.c.id).where(m.devices.c.id == device_id)).first()
+    taken = _DEVICE_TAKEN.first(conn, {"id": device_id})
     if taken is not None:
         raise EnrolmentForbiddenError("the device is already registered; this credential "
                                       "enrols new devices only")
@@ -198,7 +209,7 @@ def _issue(conn: Connection, rt: Runtime, req: _Request, device_id: str,
         raise EnrolmentForbiddenError(message) from exc
 
 
-def _poll(conn: Connection, rt: Runtime, req: _Request, waiting: Row[Any]
+def _poll(conn: Connection, rt: Runtime, req: _Request, waiting: Any
           ) -> CertificateRecord | Pending:
     """A later request of an enrolment waiting for approval: still waiting, or issued
     once (the waiting record is then gone)."""
@@ -228,8 +239,7 @@ def _enrol_in(conn: Connection, rt: Runtime, req: _Request, use: CredentialUse
               ) -> tuple[str, Template | None, CertificateRecord | Pending]:
     """The enrolment inside its transaction: (device id, template, outcome)."""
     device_id, template = use.open(conn, req.subject, req.label)
-    waiting = conn.execute(select(m.pending_enrolments).where(
-        m.pending_enrolments.c.device_id == device_id).with_for_update()).first()
+    waiting = _WAITING.first(conn, {"device": device_id})
     if waiting is not None and waiting.credential == use.key:
         return device_id, template, _poll(conn, rt, req, waiting)
     use.check_fresh(conn, req.moment)
@@ -246,11 +256,16 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
     use: CredentialUse = (SecretUse(credential) if isinstance(credential, BasicCredential)
                           else claim_use(rt, credential, req.moment, req.source))
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
+
+    def work(conn: Connection, _moment: datetime
+             ) -> Unit[tuple[str, Template | None, CertificateRecord | Pending]]:
+        return Unit(_enrol_in(conn, rt, req, use))
+
     try:
-        # The CA signature's key.use event commits with the certificate it made.
-        with rt.events.held() as signatures, transaction(rt.engine) as conn:
-            device_id, template, outcome = _enrol_in(conn, rt, req, use)
-            append_events(conn, signatures.take())
+        # Concurrent enrolments share one transaction (group commit), each in a savepoint
+        # of its own; the CA signature's key.use event commits with the certificate it
+        # made, and the answer comes after the commit.
+        device_id, template, outcome = run_grouped(rt, work)
     except ConflictError as exc:  # a concurrent request registered the device or the claim
         raise EnrolmentForbiddenError("the device is already registered, or the claim "
                                       "certificate has already enrolled") from exc
@@ -299,12 +314,21 @@ def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecor
                 serial=again.serial, repeated=True)
         return again
     old = renewable(rt, chain.leaf, req.moment)
+    grace = timedelta(seconds=rt.settings.renew_grace)
+
+    def work(conn: Connection, _moment: datetime) -> Unit[tuple[dict[str, Any], Any]]:
+        values, shared, renewed = renew_in(conn, rt, old.serial, req.certified, req.moment,
+                                           days=None, grace=grace, allow_shared_key=False,
+                                           actor=None)
+        return Unit((values, shared), [renewed])
+
     try:
-        record = renew(rt, old.serial, req.certified,
-                       grace=timedelta(seconds=rt.settings.renew_grace))
+        # Concurrent renewals (and enrolments) share one transaction (group commit).
+        values, _ = run_grouped(rt, work)
     except ConflictError as exc:  # renewed or revoked meanwhile, or a key held elsewhere
         raise EnrolmentForbiddenError(_KEY_HELD if exc.hint == SHARED_KEY_HINT
                                       else "this certificate cannot be renewed") from exc
+    record = record_from_row(values)
     _record(rt, req, req.kind, record.device_id or "", f"certificate:{old.serial}",
             serial=record.serial, replaces=old.serial)
     return record

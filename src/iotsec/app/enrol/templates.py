@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import require_roles
@@ -16,6 +16,7 @@ from iotsec.errors import ConflictError, NotFoundError
 from iotsec.identity.enrolment import IdFrom, Template, parse_template_name
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
+from iotsec.store.direct import Direct
 from iotsec.timeutil import from_ts, ts
 
 __all__ = ["add_template", "get_template", "list_templates", "load_template", "remove_template"]
@@ -30,10 +31,14 @@ def _template(row: Row[Any]) -> Template:
                     profile=row.profile, created_at=from_ts(row.created_at))
 
 
+# On the driver (iotsec.store.direct): every EST enrolment under a template reads it.
+_ONE_TEMPLATE = Direct(select(_T).where(_T.c.name == bindparam("name")))
+
+
 def load_template(conn: Connection, name: str) -> Template:
     """The template ``name`` inside the caller's unit of work, or :class:`NotFoundError`."""
     key = parse_template_name(name)
-    row = conn.execute(select(_T).where(_T.c.name == key)).first()
+    row = _ONE_TEMPLATE.first(conn, {"name": key})
     if row is None:
         raise NotFoundError(f"no provisioning template {key!r}",
                             hint="see 'iotsec enrol template list'")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from iotsec.access.policy import parse_role_name
 from iotsec.app.runtime import Runtime
 from iotsec.errors import NotFoundError
 from iotsec.store import models as m
+from iotsec.store.direct import Direct
 
 __all__ = ["DEFAULT_ROLE", "assign_roles", "bump_policy_version", "policy_changed",
            "require_roles", "roles_changed"]
@@ -23,9 +24,19 @@ __all__ = ["DEFAULT_ROLE", "assign_roles", "bump_policy_version", "policy_change
 DEFAULT_ROLE = "device"
 
 
+# Statements every registration of one device runs (an EST enrolment creates its device),
+# on the driver (iotsec.store.direct): through SQLAlchemy each costs more than the database.
+_BUMP = Direct(update(m.policy_version).where(m.policy_version.c.id == 1)
+               .values(version=m.policy_version.c.version + 1))
+_ROLE = Direct(select(m.roles.c.name).where(m.roles.c.name == bindparam("name")))
+_BIND = Direct(insert(m.device_roles).values(device_id=bindparam("device_id"),
+                                             role_name=bindparam("role_name")))
+_ONE_DEVICE_ROLES = Direct(select(m.device_roles.c.device_id, m.device_roles.c.role_name)
+                           .where(m.device_roles.c.device_id == bindparam("device")))
+
+
 def bump_policy_version(conn: Connection) -> None:
-    conn.execute(update(m.policy_version).where(m.policy_version.c.id == 1)
-                 .values(version=m.policy_version.c.version + 1))
+    _BUMP.execute(conn).close()
 
 
 def policy_changed(rt: Runtime) -> None:
@@ -46,7 +57,11 @@ def require_roles(conn: Connection, names: Iterable[str]) -> list[str]:
     wanted = sorted({parse_role_name(n) for n in names})
     if not wanted:
         return []
-    have = set(conn.execute(select(m.roles.c.name).where(m.roles.c.name.in_(wanted))).scalars())
+    if len(wanted) <= 4:  # one device's roles, as a rule: a look-up each on the driver
+        have = {n for n in wanted if _ROLE.first(conn, {"name": n}) is not None}
+    else:
+        have = set(conn.execute(select(m.roles.c.name)
+                                .where(m.roles.c.name.in_(wanted))).scalars())
     missing = [n for n in wanted if n not in have]
     if missing:
         raise NotFoundError(f"role {missing[0]!r} does not exist",
@@ -64,6 +79,15 @@ def assign_roles(conn: Connection, device_ids: Sequence[str], roles: Sequence[st
     if not wanted or not device_ids:
         return
     existing: set[tuple[str, str]] = set()
+    if len(device_ids) == 1:
+        existing.update((r.device_id, r.role_name)
+                        for r in _ONE_DEVICE_ROLES.rows(conn, {"device": device_ids[0]}))
+        rows = [{"device_id": device_ids[0], "role_name": r} for r in wanted
+                if (device_ids[0], r) not in existing]
+        if rows:
+            _BIND.execute_many(conn, rows)
+            bump_policy_version(conn)
+        return
     for i in range(0, len(device_ids), 500):
         existing.update((d, r) for d, r in conn.execute(
             select(m.device_roles.c.device_id, m.device_roles.c.role_name)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, or_, select
+from sqlalchemy import Connection, Row, bindparam, or_, select
 
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InvalidInputError, NotFoundError
@@ -16,6 +16,7 @@ from iotsec.pki.reasons import RevocationReason
 from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m
 from iotsec.store.db import reading
+from iotsec.store.direct import Direct
 from iotsec.timeutil import from_ts, ts
 
 if TYPE_CHECKING:
@@ -130,10 +131,14 @@ def list_certificates(rt: Runtime, *, device_id: str | None = None,
         return [record_of(r) for r in conn.execute(query)]
 
 
-def locked_certificate(conn: Connection, serial: str) -> Row[Any]:
+# On the driver (iotsec.store.direct): every renewal and revocation locks its certificate.
+_LOCKED = Direct(select(m.certificates).where(m.certificates.c.serial == bindparam("serial"))
+                 .with_for_update())
+
+
+def locked_certificate(conn: Connection, serial: str) -> Any:
     """The certificate row, locked for the rest of the transaction, or NotFoundError."""
-    row = conn.execute(select(m.certificates).where(m.certificates.c.serial == serial)
-                       .with_for_update()).first()
+    row = _LOCKED.first(conn, {"serial": serial})
     if row is None:
         raise NotFoundError(f"no certificate with serial {serial}",
                             hint="list certificates with 'iotsec cert list'")

@@ -1,20 +1,30 @@
 """Group commit for one certificate per request in a serving process.
 
-Requests that arrive while a commit is in flight are issued together in the next
-transaction, as :func:`iotsec.app.pki.issuance.issue_batch` issues a batch; each caller is
-answered only after that transaction committed, so a certificate handed out is always in
-the store with its ``key.use`` and ``cert.issued`` events. Unlike a batch's, the requests
-of a group are independent: one refused (a device that is not registered or may not hold
-certificates, a key another identity holds, a profile that refuses the key) is answered
-with its own error while the others are issued. Every check that can refuse an issuance
-runs before it writes anything, so no savepoint is needed. A CSR that does not parse or
-verify is refused before it joins a group. If the transaction fails (or
-the process dies before its commit), no request of the group is answered with a
-certificate.
+Requests that arrive while a commit is in flight are handled together in the next
+transaction; each caller is answered only after that transaction committed, so a
+certificate handed out is always in the store with its ``key.use`` and ``cert.issued``
+events. The requests of a group are independent: one refused is answered with its own
+error while the others are issued. If the transaction fails (or the process dies before
+its commit), no request of the group is answered with a certificate.
 
-One caller at a time leads: it takes what is waiting (at most :data:`MAX_GROUP`), issues
-it, commits, answers the group, and hands the lead to the oldest request still waiting.
-A lone request is issued at once, in a group of one: nothing waits for company.
+A group holds two kinds of requests:
+
+- an **issuance** (:meth:`IssuanceGroups.issue`, the API's issuance route): issued as
+  :func:`iotsec.app.pki.issuance.issue_batch` issues a batch. Every check that can refuse
+  an issuance runs before it writes anything, so it needs no savepoint. A CSR that does not
+  parse or verify is refused before it joins a group.
+- a **unit of work** (:meth:`IssuanceGroups.run`, EST's enrolment): a function of the
+  group's connection that may write before it refuses (an enrolment consumes its
+  credential and registers its device before the certificate is issued). It runs in a
+  savepoint of its own: when it raises, what it wrote is rolled back and it is answered
+  with its error (a unique violation as a conflict), and the group goes on.
+
+The CA signatures made meanwhile (their ``key.use`` events) and the events the requests
+return are appended to the event chain last, in the group's transaction.
+
+One caller at a time leads: it takes what is waiting (at most :data:`MAX_GROUP`), runs it,
+commits, answers the group, and hands the lead to the oldest request still waiting.
+A lone request runs at once, in a group of one: nothing waits for company.
 """
 
 from __future__ import annotations
@@ -22,7 +32,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from iotsec.app.events import Event, append_events
 from iotsec.app.pki.cert_records import CertificateRecord, record_from_row
@@ -31,26 +45,39 @@ from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import IotsecError
 from iotsec.identity.registry import parse_device_id
 from iotsec.pki.csr import CheckedCsr, parse_csr
-from iotsec.store.db import transaction
+from iotsec.store.db import transaction, unit_error
+from iotsec.store.direct import Savepoint
 
-__all__ = ["MAX_GROUP", "IssuanceGroups", "issue_grouped"]
+__all__ = ["MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped", "run_grouped"]
 
+_T = TypeVar("_T")
 _Shared = dict[str, list[tuple[str, str | None]]]
-#: The most requests one transaction issues.
+#: The most requests one transaction handles.
 MAX_GROUP = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Unit(Generic[_T]):
+    """What a unit of work of a group gives back: its result, and the event rows
+    (:meth:`iotsec.app.events.Event.row`) to append to the chain with it."""
+
+    result: _T
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: A unit of work: a function of the group's connection and moment.
+Work = Callable[[Connection, datetime], Unit[Any]]
 
 
 @dataclass(eq=False)
 class _Request:
-    device_id: str
-    csr: CheckedCsr
-    days: int | None
-    profile: str | None
-    allow_shared_key: bool
-    actor: str | None
+    work: Work
+    #: In a savepoint of its own (it may write before it refuses).
+    alone: bool
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
-    record: CertificateRecord | None = None
+    answered: bool = False
+    result: Any = None
     error: BaseException | None = None
 
 
@@ -70,8 +97,33 @@ class IssuanceGroups:
               actor: str | None = None) -> CertificateRecord:
         """Issue one certificate, in the next group; returns once it is committed."""
         checked = csr if isinstance(csr, CheckedCsr) else parse_csr(csr)
-        request = _Request(parse_device_id(device_id), checked, days, profile,
-                           allow_shared_key, actor)
+        device = parse_device_id(device_id)
+        rt = self._rt
+
+        def work(conn: Connection, moment: datetime) -> Unit[tuple[dict[str, Any], _Shared]]:
+            values, shared = issue_prepared(conn, rt, device, checked, moment, days=days,
+                                            profile=profile,
+                                            allow_shared_key=allow_shared_key)
+            issued = Event(moment, "cert.issued", "success", actor=actor,
+                           subject=str(values["serial"]),
+                           detail={"device": values["device_id"], "profile": values["profile"],
+                                   "not_after": values["not_after"]})
+            return Unit((values, shared), [issued.row()])
+
+        values, shared = self._submit(_Request(work, alone=False))
+        if shared:
+            record_shared(rt, [values], shared)
+        return record_from_row(values)
+
+    def run(self, work: Callable[[Connection, datetime], Unit[_T]]) -> _T:
+        """Run ``work`` in the next group, in a savepoint of its own; returns its result
+        once the group committed, or raises what it raised (a database error as
+        :func:`iotsec.store.db.transaction` maps it). ``work`` must not open a unit of work
+        of its own."""
+        result: _T = self._submit(_Request(work, alone=True))
+        return result
+
+    def _submit(self, request: _Request) -> Any:
         self._rt.authority("issuing")  # a first load reads the store: not in the group
         with self._lock:
             self._waiting.append(request)
@@ -83,14 +135,13 @@ class IssuanceGroups:
             if request.lead:
                 request.lead = False
                 self._lead()
-            if request.record is not None or request.error is not None:
+            if request.answered:
                 break
             request.done.wait()
             request.done.clear()
         if request.error is not None:
             raise request.error
-        assert request.record is not None
-        return request.record
+        return request.result
 
     def _lead(self) -> None:
         with self._lock:
@@ -110,47 +161,77 @@ class IssuanceGroups:
     def _run(self, group: list[_Request]) -> None:
         rt = self._rt
         moment = rt.now()
-        issued: list[tuple[_Request, dict[str, Any], _Shared]] = []
-        refused: list[tuple[_Request, IotsecError]] = []
+        done: list[tuple[_Request, Any]] = []
+        refused: list[tuple[_Request, BaseException]] = []
         try:
             with rt.events.held() as signatures, transaction(rt.engine) as conn:
+                rows: list[dict[str, Any]] = []
                 for request in group:
-                    # A refusal raises before the request wrote anything (see _issue):
-                    # the group goes on without it.
                     try:
-                        values, shared = issue_prepared(
-                            conn, rt, request.device_id, request.csr, moment,
-                            days=request.days, profile=request.profile,
-                            allow_shared_key=request.allow_shared_key)
-                    except IotsecError as exc:
-                        refused.append((request, exc))
+                        unit = self._one(conn, request, moment)
+                    except _Refused as refusal:
+                        refused.append((request, refusal.error))
                         continue
-                    issued.append((request, values, shared))
-                append_events(conn, [*signatures.take(), *(
-                    Event(moment, "cert.issued", "success", actor=r.actor,
-                          subject=str(v["serial"]), detail={
-                              "device": v["device_id"], "profile": v["profile"],
-                              "not_after": v["not_after"]}).row() for r, v, _ in issued)])
+                    done.append((request, unit.result))
+                    rows += unit.events
+                # In the chain with the changes, last in the unit of work (the chain lock):
+                # the CA key's uses (key.use), then the requests' own events.
+                append_events(conn, [*signatures.take(), *rows])
                 if self.before_commit is not None:
                     self.before_commit()
         except BaseException as exc:
             for request in group:
                 request.error = exc
+                request.answered = True
                 request.done.set()
             if not isinstance(exc, Exception):
                 raise
             return
         for request, error in refused:
             request.error = error
+            request.answered = True
             request.done.set()
-        for request, values, shared in issued:
-            request.record = record_from_row(values)
+        for request, result in done:
+            request.result = result
+            request.answered = True
             request.done.set()
-            if shared:
-                record_shared(rt, [values], shared)
+
+    def _one(self, conn: Connection, request: _Request, moment: datetime) -> Unit[Any]:
+        """One request in the group's transaction. A refusal raises :class:`_Refused` and
+        leaves nothing written: an issuance refuses (an IotsecError) before it writes; a
+        unit of work, whatever it raises, is rolled back to its savepoint."""
+        if not request.alone:
+            try:
+                return request.work(conn, moment)
+            except IotsecError as exc:
+                raise _Refused(exc) from exc
+        part = Savepoint(conn)
+        try:
+            unit = request.work(conn, moment)
+        except Exception as exc:
+            # A failure to roll back (the database ended the transaction) is not this
+            # request's refusal: it propagates, and fails the group.
+            part.rollback()
+            raise _Refused(unit_error(exc, self._rt.engine) if isinstance(exc, DBAPIError)
+                           else exc) from exc
+        part.release()
+        return unit
+
+
+class _Refused(Exception):
+    """A request of a group refused alone: ``error`` is its answer."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 _GROUPS: Slot[IssuanceGroups] = Slot("pki.issuance-groups")
+
+
+def groups_of(rt: Runtime) -> IssuanceGroups:
+    """The runtime's group commit, which every grouped issuance and unit of work joins."""
+    return rt.get_or_put(_GROUPS, lambda: IssuanceGroups(rt))
 
 
 def issue_grouped(rt: Runtime, device_id: str, csr: bytes, *, days: int | None = None,
@@ -158,6 +239,11 @@ def issue_grouped(rt: Runtime, device_id: str, csr: bytes, *, days: int | None =
                   actor: str | None = None) -> CertificateRecord:
     """:func:`iotsec.app.pki.issuance.issue_from_csr` for a serving process: concurrent
     calls share one transaction (group commit), each answered after its commit."""
-    groups = rt.get_or_put(_GROUPS, lambda: IssuanceGroups(rt))
-    return groups.issue(device_id, csr, days=days, profile=profile,
-                        allow_shared_key=allow_shared_key, actor=actor)
+    return groups_of(rt).issue(device_id, csr, days=days, profile=profile,
+                             allow_shared_key=allow_shared_key, actor=actor)
+
+
+def run_grouped(rt: Runtime, work: Callable[[Connection, datetime], Unit[_T]]) -> _T:
+    """Run ``work`` in the runtime's group commit (:meth:`IssuanceGroups.run`): concurrent
+    units of work (and issuances) share one transaction, each answered after its commit."""
+    return groups_of(rt).run(work)

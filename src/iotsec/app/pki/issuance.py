@@ -53,7 +53,7 @@ from iotsec.timeutil import ts
 __all__ = [
     "MAX_BATCH", "MAX_GRACE", "SHARED_KEY_HINT", "RevocationUrls", "device_profile",
     "issue_batch", "issue_from_csr", "issue_in", "issue_prepared", "record_shared", "renew",
-    "revocation_urls"
+    "renew_in", "revocation_urls"
 ]
 
 MAX_BATCH = 10_000
@@ -341,6 +341,55 @@ def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None 
                        allow_shared_key=allow_shared_key)[0]
 
 
+def renew_in(conn: Connection, rt: Runtime, key: str, checked: CheckedCsr, moment: datetime,
+             *, days: int | None, grace: timedelta | None, allow_shared_key: bool,
+             actor: str | None
+             ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str | None]]],
+                        dict[str, Any]]:
+    """:func:`renew` inside the caller's transaction (the certificate ``key``, a formatted
+    serial): the new certificate's row, the other holders of its key, and the
+    ``cert.renewed`` event row for the caller to append (after the CA signature's held
+    ``key.use``). The caller has loaded the issuing CA before opening the transaction."""
+    ca: Authority = rt.authority("issuing")
+    authority_id = rt.issuing_id()
+    now = ts(moment)
+    old = locked_certificate(conn, key)
+    if old.revoked_at is not None and old.revoked_at <= now:
+        raise ConflictError(f"certificate {key} is revoked and can never be renewed",
+                            hint="issue a new certificate with 'iotsec cert issue'")
+    if old.replaced_by is not None:
+        raise ConflictError(f"certificate {key} was already renewed as {old.replaced_by}",
+                            hint=f"renew {old.replaced_by} instead")
+    if old.device_id is None:
+        raise ConflictError(f"certificate {key} does not belong to a device",
+                            hint="only device certificates are renewed this way")
+    attributes = _lock_devices_for_issuance(conn, [old.device_id], now)
+    try:
+        profile = load_profile(conn, rt, old.profile)
+    except (NotFoundError, InvalidInputError):
+        raise ProfileRefusedError(
+            f"certificate {key} was issued under the profile {old.profile!r}, which no "
+            "longer exists", hint="add the profile again ('iotsec profile add'), or issue "
+            "a new certificate under another one ('iotsec cert issue --profile')") from None
+    shared = _refuse_shared_keys(
+        conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
+        allow=allow_shared_key)
+    new_serial, partition, urls = _crl_placement(rt, authority_id)
+    issued = _sign(rt, ca, old.device_id, checked, profile, attributes[old.device_id],
+                   moment, days, serial=new_serial, urls=urls)
+    values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
+                             kind="device", profile=old.profile, now=now,
+                             crl_partition=partition)
+    _ONE_INSERT_CERT.execute(conn, values).close()
+    mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
+                 old.authority_id, replaced_by=values["serial"], now=moment)
+    renewed = Event(moment, "cert.renewed", "success", actor=actor,
+                    subject=values["serial"], detail={
+                        "device": old.device_id, "replaces": key,
+                        "grace_seconds": int((grace or timedelta(0)).total_seconds())})
+    return values, shared, renewed.row()
+
+
 def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None = None,
           grace: timedelta | None = None, allow_shared_key: bool = False,
           actor: str | None = None) -> CertificateRecord:
@@ -352,45 +401,12 @@ def renew(rt: Runtime, serial: str, csr: bytes | CheckedCsr, *, days: int | None
         raise InvalidInputError(f"the grace period must be between 0 and {MAX_GRACE.days} days")
     key = format_serial(parse_serial(serial))
     checked = csr if isinstance(csr, CheckedCsr) else parse_csr(csr)
-    ca: Authority = rt.authority("issuing")
-    authority_id = rt.issuing_id()
+    rt.authority("issuing")  # loaded before the transaction: a first load reads the store
     moment = rt.now().replace(microsecond=0)
-    now = ts(moment)
     with rt.events.held() as signatures, transaction(rt.engine) as conn:
-        old = locked_certificate(conn, key)
-        if old.revoked_at is not None and old.revoked_at <= now:
-            raise ConflictError(f"certificate {key} is revoked and can never be renewed",
-                                hint="issue a new certificate with 'iotsec cert issue'")
-        if old.replaced_by is not None:
-            raise ConflictError(f"certificate {key} was already renewed as {old.replaced_by}",
-                                hint=f"renew {old.replaced_by} instead")
-        if old.device_id is None:
-            raise ConflictError(f"certificate {key} does not belong to a device",
-                                hint="only device certificates are renewed this way")
-        attributes = _lock_devices_for_issuance(conn, [old.device_id], now)
-        try:
-            profile = load_profile(conn, rt, old.profile)
-        except (NotFoundError, InvalidInputError):
-            raise ProfileRefusedError(
-                f"certificate {key} was issued under the profile {old.profile!r}, which no "
-                "longer exists", hint="add the profile again ('iotsec profile add'), or issue "
-                "a new certificate under another one ('iotsec cert issue --profile')") from None
-        shared = _refuse_shared_keys(
-            conn, [(old.device_id, hashlib.sha256(checked.spki).hexdigest())], now,
-            allow=allow_shared_key)
-        new_serial, partition, urls = _crl_placement(rt, authority_id)
-        issued = _sign(rt, ca, old.device_id, checked, profile, attributes[old.device_id],
-                       moment, days, serial=new_serial, urls=urls)
-        values = certificate_row(issued, authority_id=authority_id, device_id=old.device_id,
-                                 kind="device", profile=old.profile, now=now,
-                                 crl_partition=partition)
-        conn.execute(insert(m.certificates).values(values))
-        mark_revoked(conn, key, moment + (grace or timedelta(0)), RevocationReason.superseded,
-                     old.authority_id, replaced_by=values["serial"], now=moment)
-        renewed = Event(moment, "cert.renewed", "success", actor=actor,
-                        subject=values["serial"], detail={
-                            "device": old.device_id, "replaces": key,
-                            "grace_seconds": int((grace or timedelta(0)).total_seconds())})
-        append_events(conn, [*signatures.take(), renewed.row()])
+        values, shared, renewed = renew_in(conn, rt, key, checked, moment, days=days,
+                                           grace=grace, allow_shared_key=allow_shared_key,
+                                           actor=actor)
+        append_events(conn, [*signatures.take(), renewed])
     record_shared(rt, [values], shared)
     return record_from_row(values)

@@ -1,0 +1,252 @@
+"""EST enrolments that arrive together share one transaction (group commit), on SQLite and
+PostgreSQL: each still gets its own certificate, device and events; a refused one, even
+after it wrote (its device registered, its secret's use consumed), leaves nothing behind
+and does not lose the others; a failure of the group's commit answers none of them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import Connection, func, insert, select
+
+from iotsec.app.enrol import est, secrets
+from iotsec.app.identity.devices import NewDevice, add_device, get_device
+from iotsec.app.monitor.chain import verify
+from iotsec.app.pki.cert_records import get_certificate, list_certificates
+from iotsec.app.pki.group_issuance import IssuanceGroups, Unit, groups_of
+from iotsec.app.pki.issuance import issue_from_csr
+from iotsec.app.runtime import Runtime
+from iotsec.errors import (
+    ConflictError,
+    EnrolmentAuthError,
+    EnrolmentForbiddenError,
+    NotFoundError,
+    StoreError,
+)
+from iotsec.pki.est import read_certs_only
+from iotsec.store import models as m
+from tests.enrol.services_support import add_template, common_name, csr, events
+from tests.helpers import make_key
+
+SOURCE = "192.0.2.20"
+
+
+def _count(rt: Runtime, table: Any, *where: Any) -> int:
+    with rt.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where))
+                   .scalar_one())
+
+
+class _Gate:
+    """Holds the first group's commit until ``expected`` other requests wait behind it, so
+    that they form the next group (whatever the thread scheduling); ``then`` runs before
+    every commit after that."""
+
+    def __init__(self, groups: IssuanceGroups, expected: int,
+                 then: Callable[[int], None] | None = None) -> None:
+        self.groups = groups
+        self.expected = expected
+        self.then = then
+        self.commits = 0
+
+    def __call__(self) -> None:
+        self.commits += 1
+        if self.commits == 1:
+            for _ in range(2000):
+                with self.groups._lock:
+                    if len(self.groups._waiting) >= self.expected:
+                        break
+                threading.Event().wait(0.005)
+            else:
+                raise AssertionError("the other requests never arrived")
+        if self.then is not None:
+            self.then(self.commits)
+
+
+def _concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run every call at once, one thread each; each result or exception, in order."""
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        try:
+            results[i] = call()
+        except Exception as exc:  # the test inspects it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+def _spki(key_or_cert: Any) -> bytes:
+    public = key_or_cert.public_key()
+    return bytes(public.public_bytes(serialization.Encoding.DER,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def _template_secret(rt: Runtime, uses: int) -> est.BasicCredential:
+    add_template(rt, "sensors", groups=["fleet"], id_from="csr-cn")
+    info, secret = secrets.create_secret(rt, device_id=None, template="sensors", uses=uses,
+                                         expires_in=timedelta(hours=1))
+    return est.BasicCredential(info.id, secret)
+
+
+def test_enrolments_in_one_commit_each_get_their_own_certificate_and_events(
+        rt: Runtime) -> None:
+    credential = _template_secret(rt, uses=20)
+    names = [f"grp-{i}" for i in range(8)]
+    keys = {n: make_key() for n in names}
+    groups = groups_of(rt)
+    gate = _Gate(groups, expected=len(names) - 1)
+    groups.before_commit = gate
+    results = _concurrently([
+        lambda n=n: est.enrol(rt, credential, csr(keys[n], cn=n), label=None, source=SOURCE)
+        for n in names])
+    assert gate.commits == 2  # the first alone, the seven others in one transaction
+    for name, outcome in zip(names, results, strict=True):
+        assert isinstance(outcome, est.Issued), outcome
+        (cert,) = read_certs_only(outcome.chain_der)
+        assert common_name(cert) == name
+        assert _spki(cert) == _spki(keys[name])
+        cert.verify_directly_issued_by(rt.authority("issuing").certificate)
+        assert get_device(rt, name).groups == ("fleet",)
+    assert sorted(c.device_id for c in list_certificates(rt)) == sorted(names)
+    assert secrets.get_secret(rt, credential.id).uses_left == 20 - len(names)
+    assert sorted(e.actor or "" for e in events(rt, "est.enrolled")) == sorted(names)
+    # Each signature's key.use is in the store with its certificate (no flush needed).
+    assert _count(rt, m.events, m.events.c.kind == "key.use") >= len(names)
+    assert verify(rt).ok
+
+
+def test_a_refused_enrolment_undoes_its_writes_and_the_group_is_issued(rt: Runtime) -> None:
+    credential = _template_secret(rt, uses=20)
+    add_template(rt, "other", id_from="csr-cn")
+    held = make_key()
+    first = est.enrol(rt, credential, csr(held, cn="holder"), label=None, source=SOURCE)
+    assert isinstance(first, est.Issued)
+    uses_before = secrets.get_secret(rt, credential.id).uses_left
+    groups = groups_of(rt)
+    groups.before_commit = _Gate(groups, expected=4)
+    calls: list[Callable[[], Any]] = [
+        lambda: est.enrol(rt, credential, csr(cn="lead"), label=None, source=SOURCE),
+        lambda: est.enrol(rt, credential, csr(cn="ok-1"), label=None, source=SOURCE),
+        # Registers its device and consumes a use, then is refused: the key is held.
+        lambda: est.enrol(rt, credential, csr(held, cn="thief"), label=None, source=SOURCE),
+        lambda: est.enrol(rt, est.BasicCredential(credential.id, "wrong" * 8), csr(cn="x"),
+                          label=None, source=SOURCE),
+        lambda: est.enrol(rt, credential, csr(cn="ok-2"), label=None, source=SOURCE),
+    ]
+    lead, ok_1, thief, wrong, ok_2 = _concurrently(calls)
+    assert isinstance(thief, EnrolmentForbiddenError)
+    assert isinstance(wrong, EnrolmentAuthError)
+    for outcome in (lead, ok_1, ok_2):
+        assert isinstance(outcome, est.Issued), outcome
+    with pytest.raises(NotFoundError):
+        get_device(rt, "thief")
+    assert secrets.get_secret(rt, credential.id).uses_left == uses_before - 3
+    assert sorted(c.device_id for c in list_certificates(rt)) == sorted(
+        ["holder", "lead", "ok-1", "ok-2"])
+    assert verify(rt).ok
+
+
+def test_a_conflict_in_the_database_fails_its_unit_alone(rt: Runtime) -> None:
+    groups = IssuanceGroups(rt)
+    now = 1_700_000_000
+
+    def add_group(name: str, then: Callable[[], None] | None = None
+                  ) -> Callable[[Connection, datetime], Unit[str]]:
+        def work(conn: Connection, _moment: datetime) -> Unit[str]:
+            conn.execute(insert(m.groups).values(name=name, created_at=now))
+            if then is not None:
+                then()
+            return Unit(name)
+        return work
+
+    def boom() -> None:
+        raise ValueError("a bug in this unit")
+
+    groups.before_commit = _Gate(groups, expected=4)
+    results = _concurrently([
+        lambda: groups.run(add_group("g-lead")),
+        lambda: groups.run(add_group("g-one")),
+        lambda: groups.run(add_group("g-one")),  # a unique violation: a conflict, alone
+        lambda: groups.run(add_group("g-bug", boom)),
+        lambda: groups.run(add_group("g-two")),
+    ])
+    assert results[0] == "g-lead" and results[4] == "g-two"
+    assert sorted(r for r in results[1:3] if isinstance(r, str)) == ["g-one"]
+    assert sum(isinstance(r, ConflictError) for r in results[1:3]) == 1
+    assert isinstance(results[3], ValueError)
+    with rt.engine.connect() as conn:
+        stored = set(conn.execute(select(m.groups.c.name)).scalars())
+    assert {"g-lead", "g-one", "g-two"} <= stored and "g-bug" not in stored
+
+
+def test_a_failed_group_commit_answers_no_enrolment_of_it(rt: Runtime) -> None:
+    credential = _template_secret(rt, uses=20)
+    names = [f"lost-{i}" for i in range(5)]
+    groups = groups_of(rt)
+
+    def crash(commit: int) -> None:
+        if commit == 2:
+            raise StoreError("the disk holding the database failed (I/O error)")
+
+    groups.before_commit = _Gate(groups, expected=len(names) - 1, then=crash)
+    results = _concurrently([
+        lambda n=n: est.enrol(rt, credential, csr(cn=n), label=None, source=SOURCE)
+        for n in names])
+    issued = [r for r in results if isinstance(r, est.Issued)]
+    assert len(issued) == 1
+    assert all(isinstance(r, StoreError) for r in results if not isinstance(r, est.Issued))
+    assert [c.device_id for c in list_certificates(rt)] == [issued[0].record.device_id]
+    assert secrets.get_secret(rt, credential.id).uses_left == 19
+    for name in names:
+        if name != issued[0].record.device_id:
+            with pytest.raises(NotFoundError):
+                get_device(rt, name)
+    x509.load_der_x509_certificate(issued[0].record.der)
+    assert verify(rt).ok
+
+
+def test_re_enrolments_in_one_commit_each_renew_their_own_device(rt: Runtime) -> None:
+    names = [f"renew-{i}" for i in range(6)]
+    chains: dict[str, est.ClientChain] = {}
+    old: dict[str, str] = {}
+    for name in names:
+        add_device(rt, NewDevice.parse(name))
+        record = issue_from_csr(rt, name, csr(make_key()))
+        chains[name] = est.ClientChain((x509.load_der_x509_certificate(record.der),))
+        old[name] = record.serial
+    held = make_key()
+    add_device(rt, NewDevice.parse("holder"))
+    issue_from_csr(rt, "holder", csr(held))
+    groups = groups_of(rt)
+    gate = _Gate(groups, expected=len(names))
+    groups.before_commit = gate
+    calls: list[Callable[[], Any]] = [
+        lambda n=n: est.reenrol(rt, chains[n], csr(), label=None, source=SOURCE)
+        for n in names]
+    # The same device twice at once: one renews, the other finds it renewed.
+    calls.append(lambda: est.reenrol(rt, chains[names[1]], csr(held), label=None,
+                                     source=SOURCE))
+    results = _concurrently(calls)
+    assert gate.commits == 2
+    refused = [r for r in results if isinstance(r, EnrolmentForbiddenError)]
+    renewed = [r for r in results if isinstance(r, est.Issued)]
+    assert len(refused) == 1 and len(renewed) == len(names)
+    for outcome in renewed:
+        device = outcome.record.device_id
+        assert device is not None and common_name(outcome.record.der) == device
+        assert get_certificate(rt, old[device]).replaced_by == outcome.record.serial
+    assert sorted(r.record.device_id or "" for r in renewed) == sorted(names)
+    assert verify(rt).ok
