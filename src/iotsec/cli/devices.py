@@ -20,7 +20,7 @@ from iotsec.app.pki.profiles import device_selection, set_device_profile
 from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
 from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
-from iotsec.cli.options import JsonOpt, LimitOpt
+from iotsec.cli.options import ClearOpt, JsonOpt, LimitOpt, ProfileNameArg, check_selection
 from iotsec.cli.output import (
     console,
     emit_json,
@@ -129,17 +129,6 @@ def show(
     if held:
         table("certificates", ["serial", "status", "not after"],
               [(c.serial, c.status(now), when(c.not_after)) for c in held])
-
-
-ProfileNameArg = Annotated[str | None, typer.Argument(
-    metavar="[PROFILE]", help="A certificate profile ('iotsec profile list').")]
-ClearOpt = Annotated[bool, typer.Option("--clear", help="Select no profile of its own.")]
-
-
-def check_selection(profile: str | None, clear: bool) -> None:
-    """Exactly one of a profile name or ``--clear``."""
-    if (profile is None) != clear:
-        raise typer.BadParameter("give exactly one of PROFILE or --clear")
 
 
 @app.command("set-profile")
