@@ -11,13 +11,6 @@ A port is *open* when the handshake completes, *closed* on a reset, *filtered* w
 nothing answers within the timeout. On the scanning host's own addresses TCP allows a
 socket to connect to itself (or two of the scanner's sockets to connect to each other,
 "simultaneous open"); those results are checked again one by one before being reported.
-
-A caller may pass ``on_open``, called with each open port as soon as it is known, so that
-identifying a service overlaps the rest of the scan (a silent service costs the
-identification's banner wait, which would otherwise come after the last port). On the
-scanner's own addresses a port is first checked alone at once for that; the list of open
-ports the scan returns is still the one checked again after the last port, and the caller
-drops what it started for a port that is not on it.
 """
 
 from __future__ import annotations
@@ -31,7 +24,7 @@ import itertools
 import select
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from iotsec.scan.model import PortScanConfig, PortScanResult
 
@@ -87,12 +80,8 @@ def _is_local(address: str) -> bool:
 
 class _Scanner:
     def __init__(self, items: Iterator[tuple[str, int]], config: PortScanConfig,
-                 loop: asyncio.AbstractEventLoop,
-                 on_open: Callable[[str, int], None] | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.items = items
-        self.on_open = on_open
-        #: The early checks of local ports started for ``on_open``.
-        self.early: list[asyncio.Task[None]] = []
         self.retry: collections.deque[tuple[str, int]] = collections.deque()
         self.config = config
         self.loop = loop
@@ -243,18 +232,8 @@ class _Scanner:
     def _opened(self, address: str, port: int, *, local: bool) -> None:
         if local:
             self.suspect.append((address, port))
-            if self.on_open is not None:
-                self.early.append(self.loop.create_task(self._early(address, port)))
         else:
             self.result.open.append((address, port))
-            if self.on_open is not None:
-                self.on_open(address, port)
-
-    async def _early(self, address: str, port: int) -> None:
-        """Tell ``on_open`` about a local port now if it holds up alone (the final word is
-        the check after the last port, in :meth:`run`)."""
-        if await _confirm_open(address, port, self.config.timeout) and self.on_open:
-            self.on_open(address, port)
 
     def _complete(self, fd: int, failed: bool) -> None:
         entry = self.inflight.pop(fd, None)
@@ -328,9 +307,6 @@ class _Scanner:
             self.inflight.clear()
             if self.epoll is not None:
                 self.epoll.close()
-        if self.early:
-            # Every early check ends before the final ones start (none may overlap them).
-            await asyncio.gather(*self.early, return_exceptions=True)
         for address, port in self.suspect:
             if await _confirm_open(address, port, self.config.timeout):
                 self.result.open.append((address, port))
@@ -357,12 +333,8 @@ async def _confirm_open(address: str, port: int, timeout: float) -> bool:
 
 
 async def tcp_connect_scan(items: Iterable[tuple[str, int]],
-                           config: PortScanConfig | None = None, *,
-                           on_open: Callable[[str, int], None] | None = None
-                           ) -> PortScanResult:
+                           config: PortScanConfig | None = None) -> PortScanResult:
     """Connect to every ``(address, port)`` and report the open ones (sorted), with counts
-    of closed, filtered and unreachable ports. ``items`` is consumed lazily. ``on_open``:
-    called during the scan with each port found open (see the module's notes)."""
-    scanner = _Scanner(iter(items), config or PortScanConfig(), asyncio.get_running_loop(),
-                       on_open)
+    of closed, filtered and unreachable ports. ``items`` is consumed lazily."""
+    scanner = _Scanner(iter(items), config or PortScanConfig(), asyncio.get_running_loop())
     return await scanner.run()

@@ -251,45 +251,19 @@ async def run_scan(plan: ScanPlan, options: ScanOptions | None = None, *, now: d
         return HostTarget(address, name, device)
 
     items = ((h.address, p) for h in plan.hosts() for p in plan.ports.tcp)
+    stats = await tcp_connect_scan(items, options.ports)
     hosts: dict[str, HostResult] = {}
     examiner = _Examiner(options, now, trust)
     gate = asyncio.Semaphore(options.service_concurrency)
 
-    async def tcp_service(address: str, port: int) -> tuple[Service, list[Finding]]:
+    async def tcp_service(address: str, port: int) -> list[Finding]:
         target = target_of(address)
         async with gate:
             service = await identify_tcp(address, port, options.probe,
                                          server_name=target.name)
             found = await examiner.examine(service, target)
-        return service, found
-
-    # Each service is identified from the moment its port is found open, while the scan
-    # goes on; only the ports the finished scan reports as open are kept.
-    identifying: dict[tuple[str, int], asyncio.Task[tuple[Service, list[Finding]]]] = {}
-
-    def on_open(address: str, port: int) -> None:
-        if (address, port) not in identifying:
-            identifying[address, port] = asyncio.ensure_future(tcp_service(address, port))
-
-    try:
-        stats = await tcp_connect_scan(items, options.ports, on_open=on_open)
-    except BaseException:
-        await _cancel(list(identifying.values()))
-        raise
-    kept = []
-    for item in stats.open:
-        task = identifying.pop(item, None)
-        kept.append(task if task is not None else asyncio.ensure_future(tcp_service(*item)))
-    await _cancel(list(identifying.values()))
-
-    async def tcp_results() -> list[Finding]:
-        found: list[Finding] = []
-        for task in kept:
-            service, findings = await task
-            target = target_of(service.host)
-            hosts.setdefault(service.host, HostResult(
-                service.host, target.name, target.device)).services.append(service)
-            found.extend(findings)
+        hosts.setdefault(address, HostResult(address, target.name, target.device)) \
+            .services.append(service)
         return found
 
     async def udp_worker(work: Iterator[tuple[HostTarget, int]]) -> list[Finding]:
@@ -308,7 +282,7 @@ async def run_scan(plan: ScanPlan, options: ScanOptions | None = None, *, now: d
                 target.address, target.name, target.device)).services.append(service)
         return found
 
-    jobs = [tcp_results()]
+    jobs = [tcp_service(a, p) for a, p in stats.open]
     if plan.ports.udp:
         # A fixed pool of workers shares one lazy iterator: memory stays flat however
         # many hosts the plan holds.
@@ -323,13 +297,6 @@ async def run_scan(plan: ScanPlan, options: ScanOptions | None = None, *, now: d
         ports=str(plan.ports), host_count=plan.host_count, hosts=ordered,
         findings=sort_findings(findings), port_stats=stats, options=options.to_dict(),
         seconds=time.perf_counter() - t0)
-
-
-async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
-    """Stop identifications whose port the scan did not keep, and wait until they have."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _address_key(address: str) -> tuple[int, int]:
