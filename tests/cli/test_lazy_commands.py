@@ -122,8 +122,8 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
                                                                    tmp_path: Path) -> None:
     cli.ok("device", "add", "dev-1")
     cli.ok("cert", "issue", "dev-1", "--keygen", "-o", str(tmp_path / "dev-1"))
-    code, modules, out = _run("cert", "list", "--json")
-    assert code == 0 and json.loads(out)[0]["device_id"] == "dev-1"
+    code, modules, out_list = _run("cert", "list", "--json")
+    assert code == 0 and json.loads(out_list)[0]["device_id"] == "dev-1"
     # Listing certificates parses none of them (no cryptography at all), and JSON output
     # needs no console (no Rich).
     assert _loaded(modules, (*NOT_FOR_READING, "cryptography", "iotsec.access", "rich")
@@ -131,3 +131,16 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
     code, modules, out = _run("device", "show", "dev-1")
     assert code == 0 and "dev-1" in out
     assert _loaded(modules, NOT_FOR_READING) == set()
+    # Both read the SQLite store on the standard library's driver (store/reader.py).
+    for args in (("cert", "list", "--json"), ("device", "show", "dev-1", "--json"),
+                 ("cert", "show", json.loads(out_list)[0]["serial"], "--json")):
+        code, modules, out = _run(*args)
+        assert code == 0 and '"dev-1"' in out, args
+        assert _loaded(modules, ("sqlalchemy",)) == set(), args
+
+
+def test_group_help_imports_no_service() -> None:
+    code, modules, out = _run("authz", "--help")
+    assert code == 0 and "check" in out
+    assert _loaded(modules, ("sqlalchemy", "cryptography", "iotsec.app.access",
+                             "iotsec.app.pki")) == set()
