@@ -96,6 +96,7 @@ class Runtime:
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _events: EventSink | None = None
     _making: threading.RLock = field(default_factory=threading.RLock)
+    _direct_turn: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self.custody = HomeCustody(self.settings, self.keys)
@@ -139,7 +140,13 @@ class Runtime:
         connections of the engine once there is one, else on :attr:`direct`."""
         sqlite_file = (None if self.settings.database_url
                        else self.settings.resolved_home / "iotsec.db")
-        with _reading(self.opened_engine, self.direct, sqlite_file) as reader:
+        engine = self.opened_engine
+        if engine is not None:
+            with _reading(engine, None, None) as reader:
+                yield reader
+            return
+        # One sqlite3 connection for the process: its threads take turns on it.
+        with self._direct_turn, _reading(None, self.direct, sqlite_file) as reader:
             yield reader
 
     def now(self) -> datetime:
