@@ -1,8 +1,8 @@
 """Start-up of whole ``iotsec`` commands, each beside its reference in the same run.
 
 1. ``iotsec --version`` (goal <= 0.15 s) and read commands on a small home (goal <= 0.25 s),
-   beside ``python -c pass`` run the same way. The home holds one device with one
-   certificate.
+   beside ``python -c pass`` run the same way; also ``--help``, a group's ``--help`` and one
+   ``authz check`` (an allowed publish). The home holds one device with one certificate.
 2. ``iotsec scan 127.0.0.1 --ports 1-65535``, whole command (goal: no slower than
    ``nmap -sT -p- -n -Pn 127.0.0.1``, whole command, finding the same open ports). Both run
    in a private network namespace (``unshare --net``) whose loopback serves only what this
@@ -48,6 +48,9 @@ COMMANDS: dict[str, list[str]] = {
     "iotsec device show dev-1": [IOTSEC, "device", "show", "dev-1"],
     "iotsec cert list --json": [IOTSEC, "cert", "list", "--json"],
     "iotsec --help": [IOTSEC, "--help"],
+    "iotsec authz --help": [IOTSEC, "authz", "--help"],
+    "iotsec authz check dev-1 ...": [IOTSEC, "authz", "check", "dev-1", "publish",
+                                     "devices/dev-1/telemetry"],
 }
 
 

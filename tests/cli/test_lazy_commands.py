@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import typer.main
+from typer._click.utils import make_default_short_help
+from typer.core import TyperGroup
 
 from iotsec.cli.main import COMMANDS, app
 from tests.cli.support import Cli
@@ -50,11 +52,48 @@ def test_every_command_of_the_table_resolves_under_its_name() -> None:
     root = typer.main.get_command(app)
     ctx = root.context_class(root)
     names = root.list_commands(ctx)  # type: ignore[attr-defined]
-    assert names == [name for name, _ in COMMANDS]
+    assert names == [name for name, _target, _help in COMMANDS]
     for name in names:
         command = root.get_command(ctx, name)  # type: ignore[attr-defined]
         assert command is not None and command.name == name
         assert command.help, name
+
+
+def test_the_help_texts_of_the_table_are_the_commands_own() -> None:
+    # ``iotsec --help`` lists the commands from the table's texts: each must be the first
+    # paragraph of the help of the command it names, and the command must be listed.
+    root = typer.main.get_command(app)
+    ctx = root.context_class(root)
+    for name, _target, text in COMMANDS:
+        command = root.get_command(ctx, name)  # type: ignore[attr-defined]
+        assert command is not None and command.help, name
+        assert not command.hidden and not command.deprecated and command.short_help is None
+        first = " ".join(command.help.split("\n\n")[0].split())
+        assert text == first, name
+        for limit in (20, 45, 60, 120):
+            assert make_default_short_help(text, limit).strip() == \
+                command.get_short_help_str(limit), (name, limit)
+
+
+def test_top_level_help_imports_no_command_and_lists_them_all() -> None:
+    code, modules, out = _run("--help")
+    assert code == 0
+    assert {m for m in modules if m.startswith("iotsec.cli.") and m != "iotsec.cli.main"} \
+        == set()
+    assert not {"sqlalchemy", "pydantic", "cryptography", "rich"} & {
+        m.split(".")[0] for m in modules}
+    # The same page as click would write with every command loaded.
+    root = typer.main.get_command(app)
+    ctx = root.context_class(root, info_name="iotsec")
+    for name, _target, _help in COMMANDS:
+        root.get_command(ctx, name)  # type: ignore[attr-defined]
+    formatter = ctx.make_formatter()
+    TyperGroup.format_commands(root, ctx, formatter)  # type: ignore[arg-type]
+    loaded = formatter.getvalue()
+    assert loaded.startswith("Commands:") and loaded.strip() in out
+    assert out.index("Commands:") > out.index("Options:")
+    assert [line.split()[0] for line in loaded.splitlines()[1:]] == \
+        [name for name, _target, _help in COMMANDS]
 
 
 def test_an_unknown_command_is_a_usage_error() -> None:
@@ -83,8 +122,8 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
                                                                    tmp_path: Path) -> None:
     cli.ok("device", "add", "dev-1")
     cli.ok("cert", "issue", "dev-1", "--keygen", "-o", str(tmp_path / "dev-1"))
-    code, modules, out = _run("cert", "list", "--json")
-    assert code == 0 and json.loads(out)[0]["device_id"] == "dev-1"
+    code, modules, out_list = _run("cert", "list", "--json")
+    assert code == 0 and json.loads(out_list)[0]["device_id"] == "dev-1"
     # Listing certificates parses none of them (no cryptography at all), and JSON output
     # needs no console (no Rich).
     assert _loaded(modules, (*NOT_FOR_READING, "cryptography", "iotsec.access", "rich")
@@ -92,6 +131,19 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
     code, modules, out = _run("device", "show", "dev-1")
     assert code == 0 and "dev-1" in out
     assert _loaded(modules, NOT_FOR_READING) == set()
+    # Both read the SQLite store on the standard library's driver (store/reader.py).
+    for args in (("cert", "list", "--json"), ("device", "show", "dev-1", "--json"),
+                 ("cert", "show", json.loads(out_list)[0]["serial"], "--json")):
+        code, modules, out = _run(*args)
+        assert code == 0 and '"dev-1"' in out, args
+        assert _loaded(modules, ("sqlalchemy",)) == set(), args
+
+
+def test_group_help_imports_no_service() -> None:
+    code, modules, out = _run("authz", "--help")
+    assert code == 0 and "check" in out
+    assert _loaded(modules, ("sqlalchemy", "cryptography", "iotsec.app.access",
+                             "iotsec.app.pki")) == set()
 
 
 #: What ``iotsec data encrypt|decrypt`` start without (their whole-process time is a goal of

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Engine, select
-
-from iotsec.app.events import Event, EventSink
 from iotsec.app.store_location import with_remembered_database
 from iotsec.config import Settings
 from iotsec.custody.base import KeyStore
@@ -21,11 +21,13 @@ from iotsec.custody.home import (
     with_remembered_keystore,
 )
 from iotsec.errors import HomeNotInitialisedError, NotFoundError, OfflineKeyError
-from iotsec.store import models as m
-from iotsec.store.db import make_engine, reading
-from iotsec.store.migrate import is_current
+from iotsec.store.migrate import is_current_on
+from iotsec.store.reader import Reader, connect_sqlite, read_transaction
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from iotsec.app.events import EventSink
     from iotsec.pki.ca import Authority
 
 __all__ = ["Runtime", "Slot", "open_runtime", "record_key_use", "utcnow"]
@@ -51,12 +53,36 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@contextmanager
+def _reading(engine: Engine | None, direct: sqlite3.Connection | None,
+             sqlite_file: Path | None) -> Iterator[Reader]:
+    if engine is None and direct is not None:
+        with read_transaction(direct, pyformat=False, errors=sqlite3.Error,
+                              sqlite_file=sqlite_file) as reader:
+            yield reader
+        return
+    assert engine is not None
+    from iotsec.store.db import raw_reading  # deferred: see Runtime.engine
+
+    with raw_reading(engine) as reader:
+        yield reader
+
+
 @dataclass
 class Runtime:
+    """What a use case runs with. The store is reached two ways: :attr:`engine` (SQLAlchemy,
+    made on first use) for units of work and most reads, and :meth:`reading` for the read
+    paths written for the driver itself (:mod:`iotsec.store.reader`), so that a command that
+    only reads them never imports SQLAlchemy."""
+
     settings: Settings
-    engine: Engine
     keys: KeyStore
     clock: Callable[[], datetime] = utcnow
+    #: The engine, when the caller made it already (else :attr:`engine` makes it).
+    opened_engine: Engine | None = None
+    #: A connection of the standard library's sqlite3 to the home's SQLite store, for
+    #: :meth:`reading` in a process that has no engine.
+    direct: sqlite3.Connection | None = None
     _authorities: dict[str, tuple[int, Authority]] = field(default_factory=dict)
     _by_id: dict[int, Authority] = field(default_factory=dict)
     #: Per-process derived state, one typed :class:`Slot` per kind (see :meth:`get`).
@@ -64,15 +90,64 @@ class Runtime:
     #: Moves on every registry or policy change this process makes (see
     #: :meth:`registry_changed`), so per-process views of the registry know they are stale.
     registry_generation: int = 0
-    events: EventSink = field(init=False)
     #: The token connection and the unlocked KEKs of this process.
     custody: HomeCustody = field(init=False)
     _recent: dict[str, tuple[float, object]] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    _events: EventSink | None = None
+    _making: threading.RLock = field(default_factory=threading.RLock)
+    _direct_turn: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
-        self.events = EventSink(self.engine)
         self.custody = HomeCustody(self.settings, self.keys)
+
+    @property
+    def engine(self) -> Engine:
+        """The store's SQLAlchemy engine, made on first use."""
+        engine = self.opened_engine
+        if engine is None:
+            with self._making:
+                engine = self.opened_engine
+                if engine is None:
+                    # Deferred for start-up time: SQLAlchemy is imported by the first
+                    # command path that needs it, never by one that only reads directly.
+                    from iotsec.store.db import make_engine
+
+                    engine = self.opened_engine = make_engine(self.settings.store_url)
+        return engine
+
+    @property
+    def events(self) -> EventSink:
+        """Where this process records security events (made on first use)."""
+        sink = self._events
+        if sink is None:
+            with self._making:
+                sink = self._events
+                if sink is None:
+                    engine = self.engine
+                    from iotsec.app.events import EventSink  # deferred, as for the engine
+
+                    sink = self._events = EventSink(engine)
+        return sink
+
+    @events.setter
+    def events(self, sink: EventSink) -> None:
+        self._events = sink
+
+    @contextmanager
+    def reading(self) -> Iterator[Reader]:
+        """A :class:`~iotsec.store.reader.Reader` in one read transaction: on the pooled
+        connections of the engine once there is one, else on :attr:`direct`."""
+        sqlite_file = (None if self.settings.database_url
+                       else self.settings.resolved_home / "iotsec.db")
+        engine = self.opened_engine
+        if engine is not None:
+            with _reading(engine, None, None) as reader:
+                yield reader
+            return
+        # One sqlite3 connection for the process: its threads take turns on it.
+        with self._direct_turn, _reading(None, self.direct, sqlite_file) as reader:
+            yield reader
 
     def now(self) -> datetime:
         return self.clock()
@@ -125,11 +200,9 @@ class Runtime:
         cached = self._by_id.get(authority_id)
         if cached is not None:
             return cached
-        with reading(self.engine) as conn:
-            row = conn.execute(
-                select(m.authorities.c.cert_der, m.authorities.c.key_label,
-                       m.authorities.c.key_offline)
-                .where(m.authorities.c.id == authority_id)).first()
+        with self.reading() as reader:
+            row = reader.first("SELECT cert_der, key_label, key_offline FROM authorities "
+                               "WHERE id = :id", {"id": authority_id})
         if row is None:
             raise NotFoundError(f"no CA with id {authority_id}",
                                 hint="'iotsec ca list' shows the CAs and their ids")
@@ -152,12 +225,10 @@ class Runtime:
             self.forget(f"authority.active.{role}")
 
     def _active_id(self, role: str) -> int | None:
-        with reading(self.engine) as conn:
-            found = conn.execute(
-                select(m.authorities.c.id)
-                .where(m.authorities.c.role == role, m.authorities.c.state == "active")
-                .order_by(m.authorities.c.id.desc()).limit(1)).scalar()
-        return None if found is None else int(found)
+        with self.reading() as reader:
+            found = reader.first("SELECT id FROM authorities WHERE role = :role AND "
+                                 "state = 'active' ORDER BY id DESC LIMIT 1", {"role": role})
+        return None if found is None else int(found.id)
 
     def _load(self, role: str) -> tuple[int, Authority]:
         cached = self._authorities.get(role)
@@ -212,9 +283,13 @@ class Runtime:
             self.custody.close()
             # Writes the events still buffered: on a full or read-only store this raises,
             # and the engine is closed all the same.
-            self.events.close()
+            if self._events is not None:
+                self._events.close()
         finally:
-            self.engine.dispose()
+            if self.direct is not None:
+                self.direct.close()
+            if self.opened_engine is not None:
+                self.opened_engine.dispose()
 
 
 def open_runtime(settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow,
@@ -222,16 +297,38 @@ def open_runtime(settings: Settings | None = None, *, clock: Callable[[], dateti
     """Open an initialised home. Raises :class:`HomeNotInitialisedError` otherwise."""
     settings = with_remembered_database(settings or Settings())
     home: Path = settings.resolved_home
-    if settings.database_url is None and not (home / "iotsec.db").exists():
+    sqlite_file = home / "iotsec.db"
+    if settings.database_url is None and not sqlite_file.exists():
         raise HomeNotInitialisedError(f"{home} is not an initialised iotsec home")
-    engine = make_engine(settings.store_url)
-    if check_schema and not is_current(engine):
-        engine.dispose()
-        raise HomeNotInitialisedError("the store is not initialised or not migrated",
-                                      hint="run 'iotsec init' (it migrates an existing store)")
-    settings = with_remembered_keystore(settings)
-    keys = open_key_store(settings)
-    rt = Runtime(settings=settings, engine=engine, keys=keys, clock=clock)
+    # The home's SQLite file is read on the standard library's driver until a path needs
+    # the engine; any other database through the engine from the start.
+    engine: Engine | None = None
+    direct: sqlite3.Connection | None = None
+    if settings.database_url is None:
+        direct = connect_sqlite(sqlite_file)
+    else:
+        from iotsec.store.db import make_engine  # deferred, as in Runtime.engine
+
+        engine = make_engine(settings.store_url)
+    try:
+        if check_schema:
+            with _reading(engine, direct, None if engine else sqlite_file) as reader:
+                current = is_current_on(reader, sqlite=engine is None
+                                        or engine.url.get_backend_name() == "sqlite")
+            if not current:
+                raise HomeNotInitialisedError(
+                    "the store is not initialised or not migrated",
+                    hint="run 'iotsec init' (it migrates an existing store)")
+        settings = with_remembered_keystore(settings)
+        keys = open_key_store(settings)
+    except BaseException:
+        if direct is not None:
+            direct.close()
+        if engine is not None:
+            engine.dispose()
+        raise
+    rt = Runtime(settings=settings, keys=keys, clock=clock, opened_engine=engine,
+                 direct=direct)
     if hasattr(keys, "on_use"):
         keys.on_use = record_key_use(rt)
     return rt
@@ -243,6 +340,10 @@ def record_key_use(rt: Runtime, backend: str | None = None) -> Callable[[str, st
     where = backend or rt.settings.keystore
 
     def record(label: str, operation: str) -> None:
+        # Deferred for start-up time: only a command that signs records a key use (once
+        # imported, this costs a lookup per signature).
+        from iotsec.app.events import Event
+
         rt.events.record(Event(at=rt.now(), kind="key.use", outcome="ok", subject=label,
                                detail={"operation": operation, "backend": where}))
     return record

@@ -231,7 +231,8 @@ def init_home(settings: Settings, *, key_type: KeyType = KeyType.ECDSA_P256,
                                     hint="use it as it is, or choose another IOTSEC_HOME")
             upgrade(engine)
             settings = with_remembered_keystore(settings)
-            rt = Runtime(settings=settings, engine=engine, keys=open_key_store(settings),
+            rt = Runtime(settings=settings, opened_engine=engine,
+                         keys=open_key_store(settings),
                          clock=lambda: now)
             source, file = _passphrase_source(settings)
             root_cert = x509.load_der_x509_certificate(chain_certificates(rt)[-1].public_bytes(

@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError
-
 from iotsec.config import Settings
 from iotsec.errors import ConfigError, InvalidInputError
 from iotsec.filesystem import read_bounded, write_private_file
@@ -28,6 +25,11 @@ MAX_DATABASE_FILE: Final = 4096
 
 def display_url(url: str) -> str:
     """``url`` with its password hidden, for messages."""
+    # Deferred here and below for start-up time: a home without a remembered URL (the
+    # SQLite default) opens its store without SQLAlchemy.
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -36,6 +38,9 @@ def display_url(url: str) -> str:
 
 def check_postgresql_url(url: str) -> str:
     """``url`` if it is a PostgreSQL URL iotsec can use, else :class:`InvalidInputError`."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except ArgumentError:

@@ -1,4 +1,8 @@
-"""``iotsec role``, ``iotsec group`` and ``iotsec authz``: device access control."""
+"""``iotsec role``, ``iotsec group`` and ``iotsec authz``: device access control.
+
+Each command imports the services it calls when it runs, so that ``--help`` (and every
+command) starts without the others' services and the store's SQL layer.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,10 @@ from typing import Annotated
 import typer
 
 from iotsec.access.policy import Role, parse_rule_spec
-from iotsec.app.access import decisions as service
-from iotsec.app.access import roles as role_service
-from iotsec.app.pki.profiles import set_group_profile
 from iotsec.app.wire.access import DecisionOut, NamesOut, RoleOut
 from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
-from iotsec.cli.devices import ClearOpt, ProfileNameArg, check_selection
-from iotsec.cli.options import JsonOpt, NameArg
+from iotsec.cli.options import ClearOpt, JsonOpt, NameArg, ProfileNameArg, check_selection
 from iotsec.cli.output import console, emit_json, plural, table
 
 __all__ = [
@@ -41,6 +41,8 @@ def role_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a role."""
+    from iotsec.app.access import roles as role_service  # deferred: start-up time
+
     rules = [parse_rule_spec("deny", s) for s in deny or []]
     rules += [parse_rule_spec("allow", s) for s in allow or []]
     role = Role.build(name, rules, description)
@@ -57,6 +59,8 @@ def role_add(
 @role_app.command("list")
 def role_list(as_json: JsonOpt = False) -> None:
     """List roles with their rules and who holds them."""
+    from iotsec.app.access import roles as role_service  # deferred: start-up time
+
     with runtime() as rt:
         infos = role_service.list_roles(rt)
     if as_json:
@@ -70,6 +74,8 @@ def role_list(as_json: JsonOpt = False) -> None:
 @role_app.command("show")
 def role_show(name: NameArg, as_json: JsonOpt = False) -> None:
     """Show one role."""
+    from iotsec.app.access import roles as role_service  # deferred: start-up time
+
     with runtime() as rt:
         info = role_service.get_role(rt, name)
     if as_json:
@@ -88,6 +94,8 @@ def group_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a group (or use an existing one) and bind roles its members inherit."""
+    from iotsec.app.access import roles as role_service  # deferred: start-up time
+
     with runtime() as rt:
         roles = role_service.add_group(rt, name, role or [], actor="cli")
     if as_json:
@@ -101,6 +109,8 @@ def group_set_profile(name: NameArg, profile: ProfileNameArg = None, clear: Clea
                       as_json: JsonOpt = False) -> None:
     """Issue the certificates of the group's members under PROFILE, unless a device names
     its own (members of groups that name different profiles are refused)."""
+    from iotsec.app.pki.profiles import set_group_profile  # deferred: start-up time
+
     check_selection(profile, clear)
     with runtime() as rt:
         now = set_group_profile(rt, name, profile)
@@ -122,6 +132,8 @@ def authz_check(
     as_json: JsonOpt = False,
 ) -> None:
     """Print allow or deny and the rule that decided (exit 0 allow, 1 deny)."""
+    from iotsec.app.access import decisions as service  # deferred: start-up time
+
     with runtime() as rt:
         decision = service.check(rt, device, action, resource, cert_serial)
     if as_json:

@@ -1,7 +1,7 @@
 """``iotsec device``: the device registry.
 
-The commands that change a device import the services they call (roles, the broker, EST)
-when they run, so that the read commands (list, show) start without them.
+The commands import the services they call when they run (the registry service, roles, the
+broker, EST), so that ``device show`` starts with its reads only (no SQLAlchemy).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Annotated, TextIO
 
 import typer
 
-from iotsec.app.identity import devices as service
+from iotsec.app.identity.device_reads import get_device
 from iotsec.app.pki import cert_records
-from iotsec.app.pki.profiles import device_selection, set_device_profile
+from iotsec.app.pki.profile_reads import device_selection
 from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
 from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
-from iotsec.cli.options import JsonOpt, LimitOpt
+from iotsec.cli.options import ClearOpt, JsonOpt, LimitOpt, ProfileNameArg, check_selection
 from iotsec.cli.output import (
     console,
     emit_json,
@@ -53,6 +53,8 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a device (state: pending until its first certificate)."""
+    from iotsec.app.identity import devices as service  # deferred: start-up time
+
     new = service.NewDevice.parse(device_id, group or [], attr or [], role)
     with runtime() as rt:
         device = service.add_device(rt, new, actor="cli")
@@ -71,6 +73,8 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List devices, ordered by id."""
+    from iotsec.app.identity import devices as service  # deferred: start-up time
+
     wanted = None
     if state is not None:
         try:
@@ -115,7 +119,7 @@ def show(
 ) -> None:
     """Show a device and its certificates."""
     with runtime() as rt:
-        device = service.get_device(rt, device_id)
+        device = get_device(rt, device_id)
         held = cert_records.list_certificates(rt, device_id=device.id)
         profile = device_selection(rt, device.id)
         now = rt.now()
@@ -133,22 +137,13 @@ def show(
               [(c.serial, c.status(now), when(c.not_after)) for c in held])
 
 
-ProfileNameArg = Annotated[str | None, typer.Argument(
-    metavar="[PROFILE]", help="A certificate profile ('iotsec profile list').")]
-ClearOpt = Annotated[bool, typer.Option("--clear", help="Select no profile of its own.")]
-
-
-def check_selection(profile: str | None, clear: bool) -> None:
-    """Exactly one of a profile name or ``--clear``."""
-    if (profile is None) != clear:
-        raise typer.BadParameter("give exactly one of PROFILE or --clear")
-
-
 @app.command("set-profile")
 def set_profile(device_id: IdArg, profile: ProfileNameArg = None, clear: ClearOpt = False,
                 as_json: JsonOpt = False) -> None:
     """Issue the device's certificates under PROFILE (before its groups' and its enrolment
     template's; a request's --profile still comes first)."""
+    from iotsec.app.pki.profiles import set_device_profile  # deferred: start-up time
+
     check_selection(profile, clear)
     with runtime() as rt:
         now = set_device_profile(rt, device_id, profile)

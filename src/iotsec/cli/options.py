@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 
 __all__ = [
-    "DeviceArg", "FailOnFindingOpt", "HtmlReportOpt", "JsonOpt", "JsonReportOpt", "JsonSchemaOpt",
-    "LimitOpt", "NameArg", "OutputFileOpt", "SarifReportOpt"
+    "ClearOpt", "DeviceArg", "FailOnFindingOpt", "HtmlReportOpt", "JsonOpt", "JsonReportOpt",
+    "JsonSchemaOpt", "LimitOpt", "NameArg", "OutputFileOpt", "ProfileNameArg", "SarifReportOpt",
+    "check_selection"
 ]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -33,3 +34,14 @@ JsonSchemaOpt = Annotated[bool, typer.Option(
 FailOnFindingOpt = Annotated[str, typer.Option(
     "--fail-on", metavar="SEVERITY", help="Exit 1 when a finding is at least this severe: "
     "critical, high, medium, low, info or never.")]
+
+# The profile selection of 'iotsec device set-profile' and 'group set-profile'.
+ProfileNameArg = Annotated[str | None, typer.Argument(
+    metavar="[PROFILE]", help="A certificate profile ('iotsec profile list').")]
+ClearOpt = Annotated[bool, typer.Option("--clear", help="Select no profile of its own.")]
+
+
+def check_selection(profile: str | None, clear: bool) -> None:
+    """Exactly one of a profile name or ``--clear``."""
+    if (profile is None) != clear:
+        raise typer.BadParameter("give exactly one of PROFILE or --clear")

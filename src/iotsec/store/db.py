@@ -8,7 +8,6 @@ embedded default's trade-off) and foreign keys on. Every state change runs insid
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import threading
 import weakref
@@ -21,22 +20,14 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
+from iotsec.store.failures import driver_failure
+from iotsec.store.reader import Reader, read_transaction, sqlite_pragmas
 
-__all__ = ["in_transaction", "make_engine", "reading", "store_error", "transaction",
+__all__ = ["in_transaction", "make_engine", "raw_reading", "reading", "store_error", "transaction",
            "unit_error"]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # pysqlite's own transaction handling is switched off (isolation_level=None) so that
-    # SQLAlchemy's BEGIN is the one that counts; BEGIN IMMEDIATE takes the write lock up
-    # front and avoids deadlocked read-to-write upgrades between processes.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+_sqlite_pragmas = sqlite_pragmas  # the settings of every connection (reader.py)
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -78,67 +69,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                          ) from None
 
 
-#: What a failed database operation means, by SQLite's error name (the primary result
-#: code, without an extended suffix such as ``_DBMOVED``) or PostgreSQL's SQLSTATE: the
-#: message and the hint an operator can act on.
-_KNOWN_FAILURES: dict[str, tuple[str, str]] = {
-    "SQLITE_FULL": ("the disk holding the database is full",
-                    "free space on it, then run the command again"),
-    "53100": ("the disk holding the database is full",
-              "free space on the database server's disk, then run the command again"),
-    "SQLITE_READONLY": ("the database is read-only",
-                        "iotsec writes to its store (events, CRLs) even for commands that "
-                        "only show something: give it write access to the home"),
-    "25006": ("the database is read-only",
-              "connect to a writable PostgreSQL server (not a read replica)"),
-    "SQLITE_CANTOPEN": ("the database file cannot be opened",
-                        "check that the home exists and is writable: SQLite creates its -wal "
-                        "and -shm files beside the database"),
-    "SQLITE_NOTADB": ("the database file is corrupt (it is not an SQLite database)",
-                      "restore the home's iotsec.db from a backup"),
-    "SQLITE_CORRUPT": ("the database file is corrupt",
-                       "restore the home's iotsec.db from a backup"),
-    "XX001": ("the database is corrupt (PostgreSQL reports data corruption)",
-              "restore the database from a backup"),
-    "SQLITE_IOERR": ("the disk holding the database failed (I/O error)",
-                     "check the disk and the system log, then run the command again"),
-    "SQLITE_BUSY": ("the database stayed locked by another process",
-                    "run the command again when the other one has finished"),
-}
-
-
-#: Free bytes under which a failed write on an SQLite file is put down to a full disk.
-_NEARLY_FULL = 256 * 1024
-
-
-def _sqlite_disk_full(engine: Engine | None) -> bool:
-    """Is the disk holding ``engine``'s SQLite file (nearly) full? SQLite reports a full
-    disk as a plain I/O error when it cannot grow its -shm or -wal file."""
+def _sqlite_file(engine: Engine | None) -> Path | None:
+    """The SQLite file of ``engine``, if it has one."""
     if engine is None or engine.url.get_backend_name() != "sqlite":
-        return False
+        return None
     database = engine.url.database
     if not database or database == ":memory:":
-        return False
-    try:
-        return shutil.disk_usage(Path(database).parent).free < _NEARLY_FULL
-    except OSError:
-        return False
+        return None
+    return Path(database)
 
 
 def store_error(exc: DBAPIError, fallback: str, hint: str,
                 engine: Engine | None = None) -> StoreError:
     """The :class:`StoreError` for a database failure: a full disk, a read-only or corrupt
     database are named as such; anything else gets ``fallback`` with the driver's class."""
-    orig = exc.orig
-    name = str(getattr(orig, "sqlite_errorname", "") or getattr(orig, "sqlstate", "") or "")
-    primary = "_".join(name.split("_")[:2]) if name.startswith("SQLITE_") else name
-    if name == "SQLITE_IOERR_SHMSIZE" or (primary == "SQLITE_IOERR"
-                                          and _sqlite_disk_full(engine)):
-        primary = "SQLITE_FULL"
-    known = _KNOWN_FAILURES.get(primary)
-    if known is not None:
-        return StoreError(known[0], hint=known[1])
-    return StoreError(f"{fallback} ({type(orig).__name__})", hint=hint)
+    return driver_failure(exc.orig, fallback, hint, sqlite_file=_sqlite_file(engine))
 
 
 _local = threading.local()
@@ -216,3 +161,22 @@ def reading(engine: Engine) -> Iterator[Connection]:
     except DBAPIError as exc:
         raise store_error(exc, "the database could not be read",
                           "check that the database is reachable and migrated", engine) from exc
+
+
+@contextmanager
+def raw_reading(engine: Engine) -> Iterator[Reader]:
+    """A :class:`~iotsec.store.reader.Reader` on a pooled connection of ``engine`` (the
+    driver's own connection, returned to the pool afterwards)."""
+    try:
+        raw = engine.raw_connection()
+    except DBAPIError as exc:
+        raise store_error(exc, "the database could not be read",
+                          "check that the database is reachable and migrated", engine) from exc
+    try:
+        sqlite = engine.url.get_backend_name() == "sqlite"
+        with read_transaction(raw.driver_connection, pyformat=not sqlite,
+                              errors=engine.dialect.loaded_dbapi.Error,
+                              sqlite_file=_sqlite_file(engine)) as reader:
+            yield reader
+    finally:
+        raw.close()

@@ -10,14 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, inspect, text
+from iotsec.store.reader import Reader, revision
 
-from iotsec.store.db import reading, transaction
-
-__all__ = ["HEAD", "head_revision", "is_current", "upgrade", "upgrade_in"]
+__all__ = ["HEAD", "head_revision", "is_current", "is_current_on", "upgrade", "upgrade_in"]
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Connection, Engine
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest revision in ``migrations/versions``.
@@ -43,6 +42,8 @@ def head_revision() -> str:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
+    from iotsec.store.db import transaction  # deferred: the check below needs no SQLAlchemy
+
     with transaction(engine) as conn:
         upgrade_in(conn)
 
@@ -58,8 +59,18 @@ def upgrade_in(conn: Connection) -> None:
 
 
 def is_current(engine: Engine) -> bool:
+    from sqlalchemy import inspect, text  # deferred: commands check with is_current_on
+
+    from iotsec.store.db import reading
+
     with reading(engine) as conn:
         if not inspect(conn).has_table("alembic_version"):
             return False
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     return list(versions) == [HEAD]
+
+
+def is_current_on(reader: Reader, *, sqlite: bool) -> bool:
+    """Is the store that ``reader`` reads at the newest revision? (What every command checks
+    first, on the driver itself: see :mod:`iotsec.store.reader`.)"""
+    return revision(reader, sqlite=sqlite) == [HEAD]

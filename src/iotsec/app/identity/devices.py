@@ -26,6 +26,7 @@ from iotsec.access.policy import parse_role_name
 from iotsec.app.events import Event
 from iotsec.app.identity import bulk_import
 from iotsec.app.identity.bindings import DEFAULT_ROLE, assign_roles, policy_changed
+from iotsec.app.identity.device_reads import device_of, get_device
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import (
@@ -38,7 +39,7 @@ from iotsec.identity.registry import (
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.store.direct import Direct
-from iotsec.timeutil import from_ts, ts
+from iotsec.timeutil import ts
 
 __all__ = [
     "IMPORT_BATCH", "MAX_LIST", "NewDevice", "add_device", "decision_entries", "get_device",
@@ -186,27 +187,11 @@ def roles_of(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, ...]]
     return _bound(conn, m.device_roles.c.device_id, m.device_roles.c.role_name, ids)
 
 
-def _device(r: Row[Any], groups: tuple[str, ...], roles: tuple[str, ...]) -> Device:
-    return Device(id=r.id, state=DeviceState(r.state), groups=groups,
-                  attributes=json.loads(r.attributes), created_at=from_ts(r.created_at),
-                  updated_at=from_ts(r.updated_at), roles=roles)
-
-
 def _devices_of(conn: Connection, rows: Sequence[Row[Any]]) -> list[Device]:
     ids = [r.id for r in rows]
     groups = groups_of(conn, ids)
     roles = roles_of(conn, ids)
-    return [_device(r, groups.get(r.id, ()), roles.get(r.id, ())) for r in rows]
-
-
-def get_device(rt: Runtime, device_id: str) -> Device:
-    device_id = parse_device_id(device_id)
-    with reading(rt.engine) as conn:
-        row = conn.execute(select(m.devices).where(m.devices.c.id == device_id)).first()
-        if row is None:
-            raise NotFoundError(f"device {device_id!r} is not registered",
-                                hint="register it with 'iotsec device add'")
-        return _devices_of(conn, [row])[0]
+    return [device_of(r, groups.get(r.id, ()), roles.get(r.id, ())) for r in rows]
 
 
 def _pg_devices(conn: Connection, ids: list[str]) -> list[Device]:
@@ -223,7 +208,7 @@ def _pg_devices(conn: Connection, ids: list[str]) -> list[Device]:
                                roles.label("role_names"))
                         .where(m.devices.c.id == any_(bindparam("ids", type_=ARRAY(String))))
                         , {"ids": ids}).all()
-    return [_device(row, tuple(sorted(row.group_names.split(" "))) if row.group_names else (),
+    return [device_of(row, tuple(sorted(row.group_names.split(" "))) if row.group_names else (),
                     tuple(sorted(row.role_names.split(" "))) if row.role_names else ())
             for row in rows]
 

@@ -1,26 +1,29 @@
 """The certificate record: a ``certificates`` row as the services see it, the row a newly
-issued certificate is written as, and the reads of one certificate or of many."""
+issued certificate is written as, and the reads of one certificate or of many.
+
+The reads are SQL text run by the store's :class:`~iotsec.store.reader.Reader` (the same
+for the CLI, the API and the console): ``cert list`` and ``cert show`` import no SQLAlchemy.
+"""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import Connection, Row, bindparam, or_, select
 
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InvalidInputError, NotFoundError
 from iotsec.identity.registry import parse_device_id
 from iotsec.pki.reasons import RevocationReason
 from iotsec.pki.serial import format_serial, parse_serial
-from iotsec.store import models as m
-from iotsec.store.db import reading
-from iotsec.store.direct import Direct
 from iotsec.timeutil import from_ts, ts
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection, Row
+
     from iotsec.pki.issue import IssuedCertificate
+    from iotsec.store.direct import Direct
 
 __all__ = [
     "CertificateRecord", "certificate_row", "get_certificate", "list_certificates",
@@ -61,12 +64,27 @@ class CertificateRecord:
         return "valid"
 
 
-def record_of(r: Row[Any]) -> CertificateRecord:
-    """The record a ``certificates`` row holds."""
+_SELECT = ("SELECT serial, device_id, kind, profile, subject, not_before, not_after, sha256, "
+           "der, revoked_at, revocation_reason, replaced_by FROM certificates ")
+_ONE = _SELECT + "WHERE serial = :serial"
+_EXPIRING = ("not_after > :now AND not_after <= :until AND "
+             "(revoked_at IS NULL OR revoked_at > :now) ORDER BY not_after LIMIT :limit")
+_NEWEST = "ORDER BY created_at DESC, serial LIMIT :limit"
+#: The list statements, by (one device only, expiring only).
+_LISTS = {
+    (False, False): _SELECT + _NEWEST,
+    (True, False): _SELECT + "WHERE device_id = :device_id " + _NEWEST,
+    (False, True): _SELECT + "WHERE " + _EXPIRING,
+    (True, True): _SELECT + "WHERE device_id = :device_id AND " + _EXPIRING,
+}
+
+
+def record_of(r: Row[Any] | Any) -> CertificateRecord:
+    """The record a ``certificates`` row holds (a row of SQLAlchemy's or of the reader's)."""
     return CertificateRecord(
         serial=r.serial, device_id=r.device_id, kind=r.kind, profile=r.profile,
         subject=r.subject, not_before=from_ts(r.not_before), not_after=from_ts(r.not_after),
-        sha256=r.sha256, der=r.der,
+        sha256=r.sha256, der=bytes(r.der),
         revoked_at=from_ts(r.revoked_at) if r.revoked_at is not None else None,
         revocation_reason=RevocationReason(r.revocation_reason)
         if r.revocation_reason is not None else None,
@@ -100,8 +118,8 @@ def record_from_row(v: dict[str, Any]) -> CertificateRecord:
 def get_certificate(rt: Runtime, serial: str) -> CertificateRecord:
     """One certificate by its serial (hex), or NotFoundError."""
     key = format_serial(parse_serial(serial))
-    with reading(rt.engine) as conn:
-        row = conn.execute(select(m.certificates).where(m.certificates.c.serial == key)).first()
+    with rt.reading() as reader:
+        row = reader.first(_ONE, {"serial": key})
     if row is None:
         raise NotFoundError(f"no certificate with serial {key}",
                             hint="list certificates with 'iotsec cert list'")
@@ -115,30 +133,34 @@ def list_certificates(rt: Runtime, *, device_id: str | None = None,
     in that window, soonest first (an index range scan on ``not_after``)."""
     if not 1 <= limit <= 100_000:
         raise InvalidInputError("limit must be between 1 and 100000")
-    c = m.certificates.c
-    query = select(m.certificates).limit(limit)
+    params: dict[str, Any] = {"limit": limit}
     if device_id is not None:
-        query = query.where(c.device_id == parse_device_id(device_id))
-    now = ts(rt.now())
+        params["device_id"] = parse_device_id(device_id)
     if expiring_within is not None:
-        query = (query.where(c.not_after > now,
-                             c.not_after <= now + int(expiring_within.total_seconds()),
-                             or_(c.revoked_at.is_(None), c.revoked_at > now))
-                 .order_by(c.not_after))
-    else:
-        query = query.order_by(c.created_at.desc(), c.serial)
-    with reading(rt.engine) as conn:
-        return [record_of(r) for r in conn.execute(query)]
+        now = ts(rt.now())
+        params.update(now=now, until=now + int(expiring_within.total_seconds()))
+    sql = _LISTS[device_id is not None, expiring_within is not None]
+    with rt.reading() as reader:
+        return [record_of(r) for r in reader.rows(sql, params)]
 
 
-# On the driver (iotsec.store.direct): every renewal and revocation locks its certificate.
-_LOCKED = Direct(select(m.certificates).where(m.certificates.c.serial == bindparam("serial"))
-                 .with_for_update())
+@functools.cache
+def _locked() -> Direct:
+    """The statement that locks a certificate, on the driver (iotsec.store.direct): every
+    renewal and revocation runs it. Built on first use, for start-up time: the reads above
+    need no SQLAlchemy, a revocation does."""
+    from sqlalchemy import bindparam, select
+
+    from iotsec.store import models as m
+    from iotsec.store.direct import Direct
+
+    return Direct(select(m.certificates).where(m.certificates.c.serial == bindparam("serial"))
+                  .with_for_update())
 
 
 def locked_certificate(conn: Connection, serial: str) -> Any:
     """The certificate row, locked for the rest of the transaction, or NotFoundError."""
-    row = _LOCKED.first(conn, {"serial": serial})
+    row = _locked().first(conn, {"serial": serial})
     if row is None:
         raise NotFoundError(f"no certificate with serial {serial}",
                             hint="list certificates with 'iotsec cert list'")

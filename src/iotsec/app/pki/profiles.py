@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 
 from iotsec.app.events import Event
+from iotsec.app.pki.profile_reads import device_selection
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, NotFoundError, ProfileRefusedError
 from iotsec.identity.registry import parse_device_id, parse_group_name
@@ -233,14 +234,6 @@ def _set(rt: Runtime, table: Any, key_column: Any, subject: str, profile: str | 
     rt.events.record(Event(moment, f"{kind}.profile-set", "success", subject=subject,
                            detail={"profile": name}))
     return name
-
-
-def device_selection(rt: Runtime, device_id: str) -> str | None:
-    """The profile ``device_id`` selects itself, if any."""
-    with reading(rt.engine) as conn:
-        row = conn.execute(select(_DP.c.profile).where(
-            _DP.c.device_id == parse_device_id(device_id))).first()
-    return None if row is None else str(row.profile)
 
 
 def set_device_profile(rt: Runtime, device_id: str, profile: str | None) -> str | None:

@@ -4,14 +4,18 @@ document, API tokens and security events."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iotsec.access.engine import Decision
-from iotsec.app.access.api_tokens import TokenInfo
-from iotsec.app.access.policy import ApplyResult
-from iotsec.app.access.roles import RoleInfo
-from iotsec.app.events import Event
 from iotsec.app.wire.base import Wire
+
+if TYPE_CHECKING:
+    # Named for type checking only: a command that prints a decision or a role does not
+    # import the token, policy and event services (start-up time).
+    from iotsec.access.engine import Decision
+    from iotsec.app.access.api_tokens import TokenInfo
+    from iotsec.app.access.policy import ApplyResult
+    from iotsec.app.access.roles import RoleInfo
+    from iotsec.app.events import Event
 
 __all__ = [
     "DecisionOut", "EventOut", "NamesOut", "PolicyAppliedOut", "RoleOut", "RuleOut", "TokenOut",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from iotsec.app.pki.profiles import ProfileUsage, StoredProfile
 from iotsec.app.wire.base import Wire
-from iotsec.pki.profiles import eku_names
+
+if TYPE_CHECKING:
+    from iotsec.app.pki.profiles import ProfileUsage, StoredProfile
 
 __all__ = ["ProfileOut", "ProfileSelectionOut", "ProfileUsageOut"]
 
@@ -38,6 +40,10 @@ class ProfileOut(Wire):
     @classmethod
     def from_domain(cls, stored: StoredProfile, usage: ProfileUsage | None = None
                     ) -> ProfileOut:
+        # Deferred for start-up time: only a command that shows a profile needs the EKU
+        # names (and cryptography, which the profile code imports).
+        from iotsec.pki.profiles import eku_names
+
         p = stored.profile
         return cls(name=p.name, builtin=p.builtin, validity_days=p.validity_days,
                    key_types=list(p.key_types), ekus=eku_names(p.extended_key_usage),

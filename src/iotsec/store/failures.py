@@ -1,0 +1,72 @@
+"""What a failed database operation means, for the operator: a full disk, a read-only or
+corrupt database are named as such, whichever path met the driver's error (the unit of
+work through SQLAlchemy, or a read on the driver itself, :mod:`iotsec.store.reader`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from iotsec.errors import StoreError
+
+__all__ = ["driver_failure"]
+
+#: What a failed database operation means, by SQLite's error name (the primary result
+#: code, without an extended suffix such as ``_DBMOVED``) or PostgreSQL's SQLSTATE: the
+#: message and the hint an operator can act on.
+KNOWN_FAILURES: dict[str, tuple[str, str]] = {
+    "SQLITE_FULL": ("the disk holding the database is full",
+                    "free space on it, then run the command again"),
+    "53100": ("the disk holding the database is full",
+              "free space on the database server's disk, then run the command again"),
+    "SQLITE_READONLY": ("the database is read-only",
+                        "iotsec writes to its store (events, CRLs) even for commands that "
+                        "only show something: give it write access to the home"),
+    "25006": ("the database is read-only",
+              "connect to a writable PostgreSQL server (not a read replica)"),
+    "SQLITE_CANTOPEN": ("the database file cannot be opened",
+                        "check that the home exists and is writable: SQLite creates its -wal "
+                        "and -shm files beside the database"),
+    "SQLITE_NOTADB": ("the database file is corrupt (it is not an SQLite database)",
+                      "restore the home's iotsec.db from a backup"),
+    "SQLITE_CORRUPT": ("the database file is corrupt",
+                       "restore the home's iotsec.db from a backup"),
+    "XX001": ("the database is corrupt (PostgreSQL reports data corruption)",
+              "restore the database from a backup"),
+    "SQLITE_IOERR": ("the disk holding the database failed (I/O error)",
+                     "check the disk and the system log, then run the command again"),
+    "SQLITE_BUSY": ("the database stayed locked by another process",
+                    "run the command again when the other one has finished"),
+}
+
+
+
+#: Free bytes under which a failed write on an SQLite file is put down to a full disk.
+_NEARLY_FULL = 256 * 1024
+
+
+def _disk_full(sqlite_file: Path | None) -> bool:
+    """Is the disk holding the SQLite file (nearly) full? SQLite reports a full disk as a
+    plain I/O error when it cannot grow its -shm or -wal file."""
+    if sqlite_file is None:
+        return False
+    try:
+        return shutil.disk_usage(sqlite_file.parent).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def driver_failure(orig: BaseException | None, fallback: str, hint: str, *,
+                   sqlite_file: Path | None = None) -> StoreError:
+    """The :class:`StoreError` for the driver's error ``orig`` (``sqlite_file``: the store's
+    SQLite file, whose disk is looked at when SQLite reports an I/O error); anything not
+    known gets ``fallback`` with the driver's class."""
+    name = str(getattr(orig, "sqlite_errorname", "") or getattr(orig, "sqlstate", "") or "")
+    primary = "_".join(name.split("_")[:2]) if name.startswith("SQLITE_") else name
+    if name == "SQLITE_IOERR_SHMSIZE" or (primary == "SQLITE_IOERR"
+                                          and _disk_full(sqlite_file)):
+        primary = "SQLITE_FULL"
+    known = KNOWN_FAILURES.get(primary)
+    if known is not None:
+        return StoreError(known[0], hint=known[1])
+    return StoreError(f"{fallback} ({type(orig).__name__})", hint=hint)

@@ -1,0 +1,134 @@
+"""Reads on the database driver itself, for the services' read paths.
+
+A command that only shows something (``cert list``, ``cert show``) runs a few plain
+``SELECT`` statements. Through SQLAlchemy it first pays for importing SQLAlchemy (its engine
+and its whole SQL compiler: more than the rest of such a command), so these reads are
+written as SQL text that SQLite and PostgreSQL both run, and executed by a :class:`Reader`
+on a DB-API connection:
+
+- in a process that has no engine yet, on a SQLite home: a connection of the standard
+  library's ``sqlite3``, opened by :func:`connect_sqlite` with the pragmas every connection
+  of the store has (:func:`sqlite_pragmas`, which the engine uses as well);
+- otherwise on a pooled connection of the process's engine (:func:`iotsec.store.db.
+  raw_reading`): the API server reads through its pool like every other statement.
+
+Every read runs in one read transaction (one snapshot), and a driver error becomes the same
+:class:`~iotsec.errors.StoreError` the unit of work gives (:mod:`iotsec.store.failures`).
+Statements name their parameters ``:name``; only plain values come back (``int``, ``str``,
+``bytes``, ``None``), as the columns these reads select hold on both databases.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final
+
+from iotsec.errors import IotsecError
+from iotsec.store.failures import driver_failure
+
+__all__ = ["Reader", "connect_sqlite", "read_transaction", "revision", "sqlite_pragmas"]
+
+_NAMED: Final = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
+    """The settings of every connection to the store's SQLite file."""
+    # pysqlite's own transaction handling is switched off (isolation_level=None) so that
+    # our BEGIN is the one that counts; BEGIN IMMEDIATE takes the write lock up front and
+    # avoids deadlocked read-to-write upgrades between processes.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def connect_sqlite(path: Path) -> sqlite3.Connection:
+    """A connection to the existing SQLite store at ``path``, set up as the engine's are."""
+    try:
+        # mode=rw: a file that vanished is an error, never a new empty store.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True,
+                               check_same_thread=False, isolation_level=None)
+        sqlite_pragmas(conn)
+    except sqlite3.Error as exc:
+        raise driver_failure(exc, "the database could not be read",
+                             "check that the database is reachable and migrated",
+                             sqlite_file=path) from exc
+    return conn
+
+
+@lru_cache(maxsize=256)
+def _pyformat(sql: str) -> str:
+    """``sql`` with ``:name`` parameters in the ``%(name)s`` style of psycopg."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+@lru_cache(maxsize=256)
+def _row_type(names: tuple[str, ...]) -> Callable[..., Any]:
+    return namedtuple("Row", names)
+
+
+class Reader:
+    """Runs read statements on one DB-API connection inside :func:`read_transaction`."""
+
+    __slots__ = ("_conn", "_pyformat")
+
+    def __init__(self, conn: Any, *, pyformat: bool) -> None:
+        self._conn = conn
+        self._pyformat = pyformat
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """Every row of ``sql``, each a named tuple of its columns."""
+        cur = self._conn.cursor()
+        try:
+            cur.execute(_pyformat(sql) if self._pyformat else sql, params or {})
+            names = tuple(d[0] for d in cur.description)
+            make = _row_type(names)
+            return [make(*row) for row in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def first(self, sql: str, params: Mapping[str, Any] | None = None) -> Any | None:
+        """The first row of ``sql``, or None."""
+        found = self.rows(sql, params)
+        return found[0] if found else None
+
+
+@contextmanager
+def read_transaction(conn: Any, *, pyformat: bool, errors: type[Exception],
+                     sqlite_file: Path | None = None) -> Iterator[Reader]:
+    """A :class:`Reader` on ``conn`` in one read transaction, ended when the block ends
+    (nothing is written). ``errors``: the driver's base exception class."""
+    try:
+        if not pyformat:
+            conn.execute("BEGIN")  # SQLite in autocommit mode: one snapshot for the block
+        try:
+            yield Reader(conn, pyformat=pyformat)
+        finally:
+            conn.rollback() if pyformat else conn.execute("ROLLBACK")
+    except IotsecError:
+        raise
+    except errors as exc:
+        raise driver_failure(exc, "the database could not be read",
+                             "check that the database is reachable and migrated",
+                             sqlite_file=sqlite_file) from exc
+
+
+def revision(reader: Reader, *, sqlite: bool) -> list[str] | None:
+    """The store's schema revisions (``alembic_version``), or None when it has no such
+    table (a database that was never migrated)."""
+    exists = ("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+              "name = 'alembic_version'" if sqlite
+              else "SELECT to_regclass('alembic_version') AS name")
+    found = reader.first(exists)
+    if found is None or found.name is None:
+        return None
+    return [str(r.version_num) for r in reader.rows("SELECT version_num FROM alembic_version")]
