@@ -63,6 +63,10 @@ CIPHERS = (b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
            b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-CCM")
 _DTLS1_2_VERSION = 0xFEFD
 _MAX_DATAGRAM = 2048
+#: Datagrams read in one turn of the serving loop at most, before the other sources (the
+#: MQTT bridge: its writes, and the acknowledgements that free its in-flight window),
+#: the queued calls and the timers get their turn.
+_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +278,7 @@ class DtlsServer:
         return wait
 
     def _read_socket(self) -> None:
-        for _ in range(256):  # then let timers and queued calls run
+        for _ in range(_BATCH):  # then let the sources, queued calls and timers run
             try:
                 data, address = self.sock.recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
