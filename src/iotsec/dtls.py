@@ -17,7 +17,10 @@ A client certificate is required and verified by OpenSSL against the given trust
 (``VERIFY_PEER | VERIFY_FAIL_IF_NO_PEER_CERT``); what the application decides about it
 (revocation, the device's state) is the handler's ``established`` answer. Everything runs
 on the thread that calls :meth:`DtlsServer.serve`; other threads hand work to it with
-:meth:`DtlsServer.call_soon`.
+:meth:`DtlsServer.call_soon`. Other connections can be driven by the same loop
+(:class:`IoSource`, :meth:`DtlsServer.add_source`): their socket is in the same ``select``,
+and what they queued while a batch of datagrams was handled is written after the batch's
+answers went out, with no other thread woken.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*DSA.*")
     from OpenSSL import SSL, crypto
 
-__all__ = ["CIPHERS", "DtlsLimits", "DtlsServer", "Peer", "PeerHandler", "server_context"]
+__all__ = ["CIPHERS", "DtlsLimits", "DtlsServer", "IoSource", "Peer", "PeerHandler",
+           "server_context"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,10 @@ CIPHERS = (b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
            b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-CCM")
 _DTLS1_2_VERSION = 0xFEFD
 _MAX_DATAGRAM = 2048
+#: Datagrams read in one turn of the serving loop at most, before the other sources (the
+#: MQTT bridge: its writes, and the acknowledgements that free its in-flight window),
+#: the queued calls and the timers get their turn.
+_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,29 @@ class PeerHandler(Protocol):
 
     def closed(self, peer: Peer) -> None:
         """The peer is gone (closed, evicted, refused)."""
+
+
+class IoSource(Protocol):
+    """Another connection driven by the serving thread's loop (see :meth:`DtlsServer.serve`)."""
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Called once on the serving thread before it serves; ``wake`` (any thread) makes
+        the loop look at the source again (something was queued from another thread)."""
+
+    def fileno(self) -> int | None:
+        """The socket to wait on for reading, or None while there is none."""
+
+    def want_write(self) -> bool:
+        """Something is queued to be written."""
+
+    def readable(self) -> None:
+        """The socket is readable: read what is there (not blocking)."""
+
+    def flush(self) -> None:
+        """Write what is queued, as much as the socket takes (not blocking)."""
+
+    def tick(self, now: float) -> None:
+        """Timers (keep-alives, reconnection); called at least every half second."""
 
 
 def server_context(chain_file: Path, key_file: Path, key_password: bytes,
@@ -149,6 +180,8 @@ class DtlsServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._sources: list[IoSource] = []
+        self._serving: int | None = None
         self.counts = {"cookies": 0, "handshakes": 0, "refused": 0, "full": 0, "dropped": 0}
         sock.setblocking(False)
 
@@ -156,9 +189,18 @@ class DtlsServer:
     def new_cookie_secret() -> bytes:
         return secrets.token_bytes(32)
 
+    def add_source(self, source: IoSource) -> None:
+        """Drive ``source`` from the serving loop (before :meth:`serve`)."""
+        self._sources.append(source)
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the serving thread (from any thread)."""
         self._calls.append(fn)
+        if threading.get_ident() != self._serving:  # the loop runs the calls before waiting
+            self.wake()
+
+    def wake(self) -> None:
+        """Make the serving loop return from its wait (any thread)."""
         with contextlib.suppress(BlockingIOError):
             self._wake_w.send(b"\0")
 
@@ -183,18 +225,44 @@ class DtlsServer:
         self._drop(peer)
 
     def serve(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set. Each turn: the datagrams waiting (a batch, each
+        answered as it is handled), the sources' input, the queued calls, then what the
+        sources queued meanwhile (a publish is written after the answer went out)."""
+        self._serving = threading.get_ident()
+        for source in self._sources:
+            source.attach(self.wake)
+        sources = self._sources
         try:
             while not stop.is_set():
-                ready, _, _ = select.select([self.sock, self._wake_r], [], [], self._wait())
+                rlist: list[Any] = [self.sock, self._wake_r]
+                wlist: list[int] = []
+                for source in sources:
+                    fd = source.fileno()
+                    if fd is not None:
+                        rlist.append(fd)
+                        if source.want_write():
+                            wlist.append(fd)
+                wait = 0.0 if self._calls else self._wait()
+                ready, _, _ = select.select(rlist, wlist, [], wait)
                 if self.sock in ready:
                     self._read_socket()
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         self._wake_r.recv(4096)
+                for source in sources:
+                    fd = source.fileno()
+                    if fd is not None and fd in ready:
+                        source.readable()
                 while self._calls:
                     self._calls.popleft()()
-                self._timers(time.monotonic())
+                now = time.monotonic()
+                for source in sources:
+                    if source.want_write():
+                        source.flush()
+                    source.tick(now)
+                self._timers(now)
         finally:
+            self._serving = None
             for peer in list(self.peers.values()):
                 self.close_peer(peer)
             self._wake_r.close()
@@ -210,7 +278,7 @@ class DtlsServer:
         return wait
 
     def _read_socket(self) -> None:
-        for _ in range(256):  # then let timers and queued calls run
+        for _ in range(_BATCH):  # then let the sources, queued calls and timers run
             try:
                 data, address = self.sock.recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):

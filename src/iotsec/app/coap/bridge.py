@@ -12,8 +12,11 @@ no longer valid in the store.
 
 from __future__ import annotations
 
+import logging
+import select
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +40,8 @@ from iotsec.pki.issue import issue_device
 from iotsec.pki.profiles import CertProfile
 
 __all__ = ["BridgeFiles", "MqttBridge", "bridge_files"]
+
+log = logging.getLogger(__name__)
 
 _RENEW_BEFORE = timedelta(days=30)
 _PROFILE = CertProfile(name="coap-bridge", validity_days=397,
@@ -81,7 +86,7 @@ def bridge_files(rt: Runtime) -> BridgeFiles:
     return files
 
 
-#: Called on paho's network thread with (topic, payload) for each message received.
+#: Called on the driving (serving) thread with (topic, payload) for each message received.
 Receiver = Callable[[str, bytes], None]
 
 
@@ -91,11 +96,25 @@ MAX_QUEUED = 10_000
 _IN_FLIGHT = 200
 
 
+#: paho's reconnection delays (seconds): the first retry after 1 s, doubling up to 120 s.
+_RECONNECT_MIN, _RECONNECT_MAX = 1.0, 120.0
+#: How often paho's keep-alive is looked at (its timer is 30 s).
+_MISC_EVERY = 1.0
+
+
 class MqttBridge:
     """One MQTT 5 connection; publishes never wait for the broker: paho queues them (QoS 1,
-    resent by paho) and its network thread writes them, so the DTLS serving thread never
-    writes to the broker's socket. Subscriptions are counted so that the last observer of
-    a topic unsubscribes it."""
+    resent by paho) and the gateway's serving thread writes them.
+
+    The connection has no thread of its own: it is an :class:`~iotsec.dtls.IoSource`
+    driven by the DTLS serving loop (paho's ``loop_read``, ``loop_write`` and ``loop_misc``
+    on its socket, in the same ``select``). A publish from the serving thread is only
+    queued; the loop writes what a batch of requests queued once their answers are sent,
+    so no thread is woken per publish. A publish from another thread (the OSCORE
+    listener's) wakes the serving loop, which writes it. A lost connection is reconnected
+    as paho's own loop does (1 s, doubling to 120 s), the connecting done on a short-lived
+    thread so the serving loop never blocks on the broker. Subscriptions are counted so
+    that the last observer of a topic unsubscribes it."""
 
     def __init__(self, files: BridgeFiles, host: str, port: int, receiver: Receiver) -> None:
         self.host, self.port = host, port
@@ -116,6 +135,16 @@ class MqttBridge:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        # Set, so that paho never writes from the thread that publishes: the driving loop
+        # writes (paho writes at once only with no loop thread and no such callback).
+        self._client.on_socket_register_write = self._queued
+        self._driver: int | None = None
+        self._wake: Callable[[], None] | None = None
+        self._stopping = False
+        self._reconnecting: threading.Thread | None = None
+        self._retry_at = 0.0
+        self._delay = _RECONNECT_MIN
+        self._misc_at = 0.0
 
     @property
     def connected(self) -> bool:
@@ -125,6 +154,7 @@ class MqttBridge:
                     properties: Any) -> None:
         if reason.is_failure:
             return
+        self._delay = _RECONNECT_MIN
         self._connected.set()
         with self._lock:
             topics = list(self._topics)
@@ -133,9 +163,96 @@ class MqttBridge:
 
     def _on_disconnect(self, *args: Any) -> None:
         self._connected.clear()
+        self._retry_at = time.monotonic() + self._delay  # as paho's loop waits first
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._receiver(msg.topic, bytes(msg.payload))
+
+    def _queued(self, *args: Any) -> None:
+        """paho queued a packet while its socket had nothing queued: from another thread
+        than the driving one, wake the loop (the driving thread writes after its batch)."""
+        wake = self._wake
+        if wake is not None and threading.get_ident() != self._driver:
+            wake()
+
+    # --- driven by the serving loop (iotsec.dtls.IoSource) ---------------------------
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        self._driver = threading.get_ident()
+        self._wake = wake
+
+    def fileno(self) -> int | None:
+        if self._reconnecting is not None:
+            return None
+        sock = self._client.socket()
+        return None if sock is None else sock.fileno()
+
+    def want_write(self) -> bool:
+        return self._reconnecting is None and self._client.want_write()
+
+    def readable(self) -> None:
+        if self._reconnecting is not None:
+            return
+        self._client.loop_read()
+        # Packets already decrypted by the TLS layer do not make the socket readable.
+        sock = self._client.socket()
+        while sock is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+            if self._client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                break
+            sock = self._client.socket()
+
+    def flush(self) -> None:
+        if self._reconnecting is None:
+            self._client.loop_write()
+
+    def tick(self, now: float) -> None:
+        if self._reconnecting is not None or self._stopping:
+            return
+        if self._client.socket() is None:
+            if now >= self._retry_at:
+                self._reconnect(now)
+            return
+        if now >= self._misc_at:  # keep-alive: a PINGREQ, or the connection found lost
+            self._misc_at = now + _MISC_EVERY
+            self._client.loop_misc()
+
+    def _reconnect(self, now: float) -> None:
+        """Connect again on a thread of its own (a TCP connect and TLS handshake must not
+        hold the serving loop); the loop takes the socket back once it is done."""
+        self._delay = min(self._delay * 2, _RECONNECT_MAX)
+
+        def run() -> None:
+            try:
+                self._client.reconnect()
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                log.info("reconnecting to the MQTT broker at %s:%d: %s", self.host,
+                         self.port, exc)
+                self._retry_at = time.monotonic() + self._delay
+            finally:
+                self._reconnecting = None
+                if self._wake is not None:
+                    self._wake()
+
+        self._reconnecting = threading.Thread(target=run, name="mqtt-reconnect", daemon=True)
+        self._reconnecting.start()
+
+    def _pump(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Drive the connection from the calling thread until ``until()`` or ``timeout``
+        (before the serving loop runs, and after it stopped)."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            left = deadline - time.monotonic()
+            fd = self.fileno()
+            if left <= 0 or fd is None:
+                return until()
+            writing = [fd] if self.want_write() else []
+            ready, _, _ = select.select([fd], writing, [], min(left, 0.1))
+            if fd in ready:
+                self.readable()
+            if self.want_write():
+                self.flush()
+            self.tick(time.monotonic())
+        return True
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect and wait for the broker to accept; raises :class:`CoapGatewayError`."""
@@ -144,15 +261,19 @@ class MqttBridge:
         except (ssl.SSLError, OSError) as exc:
             raise CoapGatewayError(f"cannot connect to the MQTT broker at {self.host}:"
                                    f"{self.port}: {type(exc).__name__}: {exc}") from None
-        self._client.loop_start()
-        if not self._connected.wait(timeout):
-            self._client.loop_stop()
+        if not self._pump(self._connected.is_set, timeout):
+            self.stop()
             raise CoapGatewayError(f"the MQTT broker at {self.host}:{self.port} did not "
                                    "accept the gateway's connection")
 
     def stop(self) -> None:
+        """Disconnect (from the driving thread, once the serving loop has returned)."""
+        self._stopping = True
+        reconnecting = self._reconnecting
+        if reconnecting is not None:
+            reconnecting.join(10)
         self._client.disconnect()
-        self._client.loop_stop()
+        self._pump(lambda: self._client.socket() is None, 2.0)
 
     def publish(self, topic: str, payload: bytes) -> bool:
         """Hand a QoS 1 publish to paho (any thread); False when the broker is not

@@ -402,7 +402,7 @@ class CoapGateway:
     # --- messages from the broker --------------------------------------------------------
 
     def from_mqtt(self, topic: str, payload: bytes) -> None:
-        """Paho's thread: hand the message to the serving thread."""
+        """A message from the broker: notified once the serving loop's turn has read it."""
         if self.server is not None:
             self.server.call_soon(lambda: self.notify(topic, payload))
 
@@ -496,8 +496,9 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
         else None
 
     def from_mqtt(topic: str, payload: bytes) -> None:
-        # Paho's thread: the DTLS observers' notifications are handed to the serving
-        # thread, the OSCORE observers' are protected and sent from here.
+        # The serving thread, which reads the broker's connection: the DTLS observers'
+        # notifications are queued for the end of its turn, the OSCORE observers' are
+        # protected and sent from here.
         gateway.from_mqtt(topic, payload)
         if endpoint is not None:
             endpoint.from_mqtt(topic, payload)
@@ -509,6 +510,9 @@ def run_gateway(rt: Runtime, options: GatewayOptions, stop: threading.Event, *,
     oscore_thread: threading.Thread | None = None
     try:
         bridge.start()
+        # The broker's connection is driven by the serving loop: no thread is woken to
+        # write a publish, and it is written after the answer to its request went out.
+        server.add_source(bridge)
         gateway.bridge = bridge
         # The policy compiled, registry entries and the policy version kept fresh by a
         # background thread, and (on PostgreSQL) every cache following the change feed.

@@ -125,7 +125,8 @@ _ObsKey = tuple[Address, bytes, bytes]
 
 class OscoreEndpoint:
     """Turns one datagram into at most one answer (the serving thread), and a message
-    from the broker into notifications (paho's thread); a lock keeps them apart."""
+    from the broker into notifications (the DTLS serving thread, which reads the broker's
+    connection); a lock keeps them apart."""
 
     def __init__(self, rt: Runtime, contexts: OscoreContexts, bridge: MqttBridge | None
                  ) -> None:
@@ -498,8 +499,8 @@ class OscoreEndpoint:
                 self._forget(key)
 
     def from_mqtt(self, topic: str, payload: bytes) -> None:
-        """A message the broker delivered (paho's thread): a notification to each OSCORE
-        observer of ``topic`` still allowed to receive it, protected with a sender
+        """A message the broker delivered (on the DTLS serving thread): a notification to
+        each OSCORE observer of ``topic`` still allowed to receive it, protected with a sender
         sequence number of the gateway's own."""
         with self._lock:
             sends = [(d, obs.address) for obs in list(self._by_topic.get(topic, {}).values())
