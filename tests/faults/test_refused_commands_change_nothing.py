@@ -38,7 +38,7 @@ SQLITE_FILES = ("iotsec.db", "iotsec.db-wal", "iotsec.db-shm", "iotsec.db-journa
 #: Commands that never write: to the store, the home or a file.
 READ_ONLY = frozenset({
     "alerts list", "alerts show", "authz check", "ca bundle", "ca chain", "ca list",
-    "coap edhoc credential",
+    "coap edhoc credential", "coap edhoc kid",
     "cert list", "cert show",
     "compliance attestations",
     "compliance frameworks", "data inspect", "detect rules show", "detect rules validate",
