@@ -3,7 +3,6 @@ transaction (group commit) without sharing their refusals. SQLite and PostgreSQL
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from iotsec.errors import (
 )
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
+from tests.group_support import Gate, concurrently
 from tests.helpers import make_csr, make_key
 
 
@@ -62,58 +62,14 @@ def test_a_refused_issuance_records_no_signature_and_activates_nothing(rt) -> No
     assert devices.get_device(rt, "two").state is DeviceState.PENDING
 
 
-class _Gate:
-    """Holds the first group's commit until ``expected`` other requests wait behind it, so
-    that they form the next group (whatever the thread scheduling)."""
-
-    def __init__(self, groups: IssuanceGroups, expected: int,
-                 then: Callable[[int], None] | None = None) -> None:
-        self.groups = groups
-        self.expected = expected
-        self.then = then
-        self.commits = 0
-
-    def __call__(self) -> None:
-        self.commits += 1
-        if self.commits == 1:
-            for _ in range(2000):
-                with self.groups._lock:
-                    if len(self.groups._waiting) >= self.expected:
-                        break
-                threading.Event().wait(0.005)
-            else:
-                raise AssertionError("the other requests never arrived")
-        if self.then is not None:
-            self.then(self.commits)
-
-
-def _concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run every call at once in threads of its own; each result or exception, in order."""
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        try:
-            results[i] = call()
-        except Exception as exc:  # the test inspects it
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
-    return results
-
-
 def test_concurrent_requests_share_a_commit_and_each_gets_its_own_certificate(rt) -> None:
     ids = [f"g-{i}" for i in range(9)]
     _register(rt, ids)
     groups = IssuanceGroups(rt)
-    gate = _Gate(groups, expected=len(ids) - 1)
+    gate = Gate(groups, expected=len(ids) - 1)
     groups.before_commit = gate
     csrs = {d: make_csr() for d in ids}
-    results = _concurrently([lambda d=d: groups.issue(d, csrs[d]) for d in ids])
+    results = concurrently([lambda d=d: groups.issue(d, csrs[d]) for d in ids])
     assert gate.commits == 2  # the first alone, the eight others in one transaction
     assert sorted(r.device_id for r in results) == ids
     assert len({r.serial for r in results}) == len(ids)
@@ -147,8 +103,8 @@ def test_a_refused_request_is_answered_alone_and_its_group_is_issued(rt) -> None
         # The twin's key is ok-2's: whichever of the two is issued first gets it.
         lambda: groups.issue("twin", make_csr(shared)),
     ]
-    groups.before_commit = _Gate(groups, expected=len(calls) - 1)
-    results = _concurrently(calls)
+    groups.before_commit = Gate(groups, expected=len(calls) - 1)
+    results = concurrently(calls)
     by_device = dict(zip(["ok-1", "ok-2", "ok-3", "off", "nobody", "twin"], results,
                          strict=True))
     assert isinstance(by_device["off"], DeviceStateError)
@@ -181,8 +137,8 @@ def test_a_failure_before_the_commit_answers_no_request_of_its_group(rt) -> None
         if commit == 2:
             raise StoreError("the disk holding the database failed (I/O error)")
 
-    groups.before_commit = _Gate(groups, expected=len(ids) - 1, then=crash)
-    results = _concurrently([lambda d=d: groups.issue(d, make_csr()) for d in ids])
+    groups.before_commit = Gate(groups, expected=len(ids) - 1, then=crash)
+    results = concurrently([lambda d=d: groups.issue(d, make_csr()) for d in ids])
     issued = [r for r in results if isinstance(r, cert_records.CertificateRecord)]
     failed = [r for r in results if isinstance(r, StoreError)]
     assert len(issued) == 1 and len(failed) == len(ids) - 1

@@ -5,7 +5,6 @@ and does not lose the others; a failure of the group's commit answers none of th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +31,7 @@ from iotsec.errors import (
 from iotsec.pki.est import read_certs_only
 from iotsec.store import models as m
 from tests.enrol.services_support import add_template, common_name, csr, events
+from tests.group_support import Gate, concurrently
 from tests.helpers import make_key
 
 SOURCE = "192.0.2.20"
@@ -41,51 +41,6 @@ def _count(rt: Runtime, table: Any, *where: Any) -> int:
     with rt.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table).where(*where))
                    .scalar_one())
-
-
-class _Gate:
-    """Holds the first group's commit until ``expected`` other requests wait behind it, so
-    that they form the next group (whatever the thread scheduling); ``then`` runs before
-    every commit after that."""
-
-    def __init__(self, groups: IssuanceGroups, expected: int,
-                 then: Callable[[int], None] | None = None) -> None:
-        self.groups = groups
-        self.expected = expected
-        self.then = then
-        self.commits = 0
-
-    def __call__(self) -> None:
-        self.commits += 1
-        if self.commits == 1:
-            for _ in range(2000):
-                with self.groups._lock:
-                    if len(self.groups._waiting) >= self.expected:
-                        break
-                threading.Event().wait(0.005)
-            else:
-                raise AssertionError("the other requests never arrived")
-        if self.then is not None:
-            self.then(self.commits)
-
-
-def _concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run every call at once, one thread each; each result or exception, in order."""
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        try:
-            results[i] = call()
-        except Exception as exc:  # the test inspects it
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
-    return results
 
 
 def _spki(key_or_cert: Any) -> bytes:
@@ -107,9 +62,9 @@ def test_enrolments_in_one_commit_each_get_their_own_certificate_and_events(
     names = [f"grp-{i}" for i in range(8)]
     keys = {n: make_key() for n in names}
     groups = groups_of(rt)
-    gate = _Gate(groups, expected=len(names) - 1)
+    gate = Gate(groups, expected=len(names) - 1)
     groups.before_commit = gate
-    results = _concurrently([
+    results = concurrently([
         lambda n=n: est.enrol(rt, credential, csr(keys[n], cn=n), label=None, source=SOURCE)
         for n in names])
     assert gate.commits == 2  # the first alone, the seven others in one transaction
@@ -136,7 +91,7 @@ def test_a_refused_enrolment_undoes_its_writes_and_the_group_is_issued(rt: Runti
     assert isinstance(first, est.Issued)
     uses_before = secrets.get_secret(rt, credential.id).uses_left
     groups = groups_of(rt)
-    groups.before_commit = _Gate(groups, expected=4)
+    groups.before_commit = Gate(groups, expected=4)
     calls: list[Callable[[], Any]] = [
         lambda: est.enrol(rt, credential, csr(cn="lead"), label=None, source=SOURCE),
         lambda: est.enrol(rt, credential, csr(cn="ok-1"), label=None, source=SOURCE),
@@ -146,7 +101,7 @@ def test_a_refused_enrolment_undoes_its_writes_and_the_group_is_issued(rt: Runti
                           label=None, source=SOURCE),
         lambda: est.enrol(rt, credential, csr(cn="ok-2"), label=None, source=SOURCE),
     ]
-    lead, ok_1, thief, wrong, ok_2 = _concurrently(calls)
+    lead, ok_1, thief, wrong, ok_2 = concurrently(calls)
     assert isinstance(thief, EnrolmentForbiddenError)
     assert isinstance(wrong, EnrolmentAuthError)
     for outcome in (lead, ok_1, ok_2):
@@ -175,8 +130,8 @@ def test_a_conflict_in_the_database_fails_its_unit_alone(rt: Runtime) -> None:
     def boom() -> None:
         raise ValueError("a bug in this unit")
 
-    groups.before_commit = _Gate(groups, expected=4)
-    results = _concurrently([
+    groups.before_commit = Gate(groups, expected=4)
+    results = concurrently([
         lambda: groups.run(add_group("g-lead")),
         lambda: groups.run(add_group("g-one")),
         lambda: groups.run(add_group("g-one")),  # a unique violation: a conflict, alone
@@ -201,8 +156,8 @@ def test_a_failed_group_commit_answers_no_enrolment_of_it(rt: Runtime) -> None:
         if commit == 2:
             raise StoreError("the disk holding the database failed (I/O error)")
 
-    groups.before_commit = _Gate(groups, expected=len(names) - 1, then=crash)
-    results = _concurrently([
+    groups.before_commit = Gate(groups, expected=len(names) - 1, then=crash)
+    results = concurrently([
         lambda n=n: est.enrol(rt, credential, csr(cn=n), label=None, source=SOURCE)
         for n in names])
     issued = [r for r in results if isinstance(r, est.Issued)]
@@ -231,7 +186,7 @@ def test_re_enrolments_in_one_commit_each_renew_their_own_device(rt: Runtime) ->
     add_device(rt, NewDevice.parse("holder"))
     issue_from_csr(rt, "holder", csr(held))
     groups = groups_of(rt)
-    gate = _Gate(groups, expected=len(names))
+    gate = Gate(groups, expected=len(names))
     groups.before_commit = gate
     calls: list[Callable[[], Any]] = [
         lambda n=n: est.reenrol(rt, chains[n], csr(), label=None, source=SOURCE)
@@ -239,7 +194,7 @@ def test_re_enrolments_in_one_commit_each_renew_their_own_device(rt: Runtime) ->
     # The same device twice at once: one renews, the other finds it renewed.
     calls.append(lambda: est.reenrol(rt, chains[names[1]], csr(held), label=None,
                                      source=SOURCE))
-    results = _concurrently(calls)
+    results = concurrently(calls)
     assert gate.commits == 2
     refused = [r for r in results if isinstance(r, EnrolmentForbiddenError)]
     renewed = [r for r in results if isinstance(r, est.Issued)]
