@@ -161,3 +161,55 @@ def test_block_options_and_a_bounded_reassembly() -> None:
     assert large.value.coap_code == Code.REQUEST_ENTITY_TOO_LARGE
     assert body.add(Block(2, False, 0), b"c" * 8) and bytes(body.body) == \
         b"a" * 16 + b"b" * 16 + b"c" * 8
+
+
+def test_a_block1_request_is_split_from_its_block_options() -> None:
+    from iotsec.coap.blockwise import Block, block1_of
+
+    sent = _request(Code.POST, "ps/a", (int(Option.BLOCK1), Block(0, True, 2).encode()),
+                    (int(Option.SIZE1), encode_uint(100)), payload=b"x" * 64)
+    block, bare = block1_of(sent)
+    assert block == Block(0, True, 2)
+    assert [n for n, _ in bare.options] == [int(Option.URI_PATH)] * 2
+    assert (bare.code, bare.mid, bare.token, bare.payload) == \
+        (sent.code, sent.mid, sent.token, sent.payload)
+    # A Size1 over the limit is refused before any block is kept, a malformed one too.
+    for size1, code in ((encode_uint(101), Code.REQUEST_ENTITY_TOO_LARGE),
+                        (b"\x01" * 5, Code.BAD_OPTION)):
+        with pytest.raises(CoapRequestError) as refused:
+            block1_of(_request(Code.POST, "ps/a",
+                               (int(Option.BLOCK1), Block(0, True, 2).encode()),
+                               (int(Option.SIZE1), size1)), limit=100)
+        assert refused.value.coap_code == code
+    with pytest.raises(CoapRequestError) as none:
+        block1_of(_request(Code.POST, "ps/a"))
+    assert none.value.coap_code == Code.BAD_OPTION
+
+
+def test_assemblies_are_bounded_and_a_refused_block_drops_its_body() -> None:
+    from iotsec.coap.blockwise import Assemblies, Block
+
+    bodies: Assemblies[str] = Assemblies(most=2, limit=40)
+    with pytest.raises(CoapRequestError) as unknown:
+        bodies.add("a", Block(0, True, 0), b"a" * 16)  # its first block was not accepted
+    assert unknown.value.coap_code == Code.REQUEST_ENTITY_INCOMPLETE
+    for key in ("a", "b", "c"):
+        bodies.start(key, 0)
+    assert len(bodies) == 2  # "a", the oldest, was dropped
+    with pytest.raises(CoapRequestError):
+        bodies.add("a", Block(0, True, 0), b"a" * 16)
+    assert bodies.add("b", Block(0, True, 0), b"b" * 16) is None
+    assert bodies.add("b", Block(1, False, 0), b"b" * 4) == b"b" * 20
+    assert len(bodies) == 1  # a finished body is not kept
+    with pytest.raises(CoapRequestError) as skipped:
+        bodies.add("c", Block(1, True, 0), b"c" * 16)  # out of order
+    assert skipped.value.coap_code == Code.REQUEST_ENTITY_INCOMPLETE
+    assert len(bodies) == 0
+    with pytest.raises(CoapRequestError):  # the body was dropped with its refused block
+        bodies.add("c", Block(0, True, 0), b"c" * 16)
+    bodies.start("d", 0)
+    bodies.add("d", Block(0, True, 0), b"d" * 16)
+    bodies.add("d", Block(1, True, 0), b"d" * 16)
+    with pytest.raises(CoapRequestError) as large:
+        bodies.add("d", Block(2, False, 0), b"d" * 16)
+    assert large.value.coap_code == Code.REQUEST_ENTITY_TOO_LARGE

@@ -46,13 +46,18 @@ from iotsec.app.events import Event, EventSink
 from iotsec.app.pki.authorities import trusted_authorities
 from iotsec.app.pki.server_tls import ensure_server_tls
 from iotsec.app.runtime import Runtime
-from iotsec.coap.blockwise import MAX_BODY, Assembly, Block, parse_block
+from iotsec.coap.blockwise import (
+    MAX_BODY,
+    Assemblies,
+    Block,
+    block1_of,
+    parse_block,
+)
 from iotsec.coap.message import (
     Code,
     Message,
     MessageType,
     Option,
-    decode_uint,
     encode_uint,
     parse_header,
     parse_message,
@@ -74,8 +79,6 @@ log = logging.getLogger(__name__)
 _DEDUP = 32
 #: Most topics one peer may observe at once.
 MAX_OBSERVATIONS = 64
-#: Most request bodies one peer may be sending in blocks at once.
-MAX_ASSEMBLIES = 4
 #: The largest block sent (1024 bytes): a notification above it goes out in Block2 blocks.
 _BLOCK_SZX = 6
 
@@ -141,7 +144,7 @@ class _Session:
     observe_seq: int = 2
     #: Request bodies arriving in Block1 blocks, by (method, topic); at most
     #: :data:`MAX_ASSEMBLIES`, the oldest dropped first.
-    assemblies: OrderedDict[tuple[int, str], Assembly] = field(default_factory=OrderedDict)
+    assemblies: Assemblies[tuple[int, str]] = field(default_factory=Assemblies)
     #: The block size each observation asked for (a Block2 option in its registration).
     block_szx: dict[bytes, int] = field(default_factory=dict)
     #: The last notification of each observed topic too large for one datagram, with its
@@ -275,16 +278,7 @@ class CoapGateway:
         """A Block1 block (RFC 7959 2.5): 2.31 Continue until the last one, then the whole
         request (and the Block1 option to echo in its answer). Publishing is decided on
         the first block, before anything is kept, and again on the whole request."""
-        raw = msg.first(Option.BLOCK1)
-        assert raw is not None
-        block = parse_block(raw)
-        size1 = msg.first(Option.SIZE1)
-        if size1 is not None and decode_uint(size1, 4) > MAX_BODY:
-            raise CoapRequestError(f"a body over {MAX_BODY} bytes",
-                                   Code.REQUEST_ENTITY_TOO_LARGE)
-        bare = Message(msg.type, msg.code, msg.mid, msg.token,
-                       tuple((n, v) for n, v in msg.options
-                             if n not in (Option.BLOCK1, Option.SIZE1)), msg.payload)
+        block, bare = block1_of(msg)
         req = interpret(bare)
         if req.action is not PubSubAction.PUBLISH:
             raise CoapRequestError("Block1 is taken with POST and PUT", Code.BAD_OPTION)
@@ -295,26 +289,12 @@ class CoapGateway:
                 self._event("coap.request", "denied", peer, req.topic,
                             {"action": "publish", "reason": decision.reason or "denied"})
                 return _Answer(Code.FORBIDDEN, (), f"publish {req.topic} denied".encode())
-            session.assemblies.pop(key, None)
-            session.assemblies[key] = Assembly(block.szx)
-            while len(session.assemblies) > MAX_ASSEMBLIES:
-                session.assemblies.popitem(last=False)
-        assembly = session.assemblies.get(key)
-        if assembly is None:
-            raise CoapRequestError("a block of a body whose first block was not received",
-                                   Code.REQUEST_ENTITY_INCOMPLETE)
-        try:
-            last = assembly.add(block, msg.payload)
-        except CoapRequestError:
-            session.assemblies.pop(key, None)
-            raise
-        echo = ((Option.BLOCK1, Block(block.num, not last, block.szx).encode()),)
-        if not last:
+            session.assemblies.start(key, block.szx)
+        body = session.assemblies.add(key, block, msg.payload)
+        echo = ((Option.BLOCK1, Block(block.num, body is None, block.szx).encode()),)
+        if body is None:
             return _Answer(Code.CONTINUE, echo, b"")
-        del session.assemblies[key]
-        whole = Message(bare.type, bare.code, bare.mid, bare.token, bare.options,
-                        bytes(assembly.body))
-        return whole, echo
+        return Message(bare.type, bare.code, bare.mid, bare.token, bare.options, body), echo
 
     def _decide(self, peer: Peer, session: _Session, msg: Message, block2: Block | None
                 ) -> tuple[int, tuple[tuple[int, bytes], ...], bytes]:

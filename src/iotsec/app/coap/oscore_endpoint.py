@@ -59,7 +59,14 @@ from iotsec.app.coap.oscore_contexts import (
 from iotsec.app.coap.standing import refusal_now
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
-from iotsec.coap.blockwise import MAX_BODY, Assembly, Block, parse_block
+from iotsec.coap.blockwise import (
+    MAX_ASSEMBLIES,
+    MAX_BODY,
+    Assemblies,
+    Block,
+    block1_of,
+    parse_block,
+)
 from iotsec.coap.edhoc import (
     EDHOC_PATH,
     KidReference,
@@ -73,7 +80,6 @@ from iotsec.coap.message import (
     Message,
     MessageType,
     Option,
-    decode_uint,
     encode_uint,
     parse_header,
     parse_message,
@@ -108,8 +114,6 @@ _MAX_DATAGRAM = 2048
 #: Most topics one device may observe at once over OSCORE (as over DTLS), and in all.
 MAX_OBSERVATIONS = 64
 MAX_ALL_OBSERVATIONS = 10_000
-#: Most request bodies one device may be sending in inner Block1 blocks at once.
-MAX_ASSEMBLIES = 4
 #: The largest OSCORE message reassembled from outer Block1 blocks (RFC 8613 4.1.3.4.2's
 #: MAX_UNFRAGMENTED_SIZE): a whole body, its options and the tag.
 MAX_UNFRAGMENTED = MAX_BODY + 1024
@@ -143,8 +147,9 @@ class OscoreEndpoint:
         self._replies: OrderedDict[tuple[Address, int], bytes] = OrderedDict()
         self._next_mid = secrets.randbelow(0x10000)
         self._lock = threading.Lock()
-        self._outer: OrderedDict[tuple[Address, bytes], Assembly] = OrderedDict()
-        self._assemblies: dict[str, OrderedDict[tuple[int, str], Assembly]] = {}
+        self._outer: Assemblies[tuple[Address, bytes]] = Assemblies(_OUTER_ASSEMBLIES,
+                                                                    MAX_UNFRAGMENTED)
+        self._assemblies: dict[str, Assemblies[tuple[int, str]]] = {}
         #: Observations by (device's address, token, kid): one device cannot replace or
         #: end another's from the same address.
         self._observations: dict[_ObsKey, _Observation] = {}
@@ -261,36 +266,20 @@ class OscoreEndpoint:
         last block, then the whole message, to be verified as one. At most
         :data:`MAX_UNFRAGMENTED` bytes, at most :data:`_OUTER_ASSEMBLIES` messages at once
         (the oldest dropped): nothing is trusted before the whole message verifies."""
-        raw = msg.first(Option.BLOCK1)
-        assert raw is not None
         key = (address, msg.token)
         try:
-            block = parse_block(raw)
+            block, bare = block1_of(msg, MAX_UNFRAGMENTED)
             if block.num == 0:
-                self._outer.pop(key, None)
-                self._outer[key] = Assembly(block.szx, MAX_UNFRAGMENTED)
-                while len(self._outer) > _OUTER_ASSEMBLIES:
-                    self._outer.popitem(last=False)
-            assembly = self._outer.get(key)
-            if assembly is None:
-                raise CoapRequestError("a block of a message whose first block was not "
-                                       "received", Code.REQUEST_ENTITY_INCOMPLETE)
-            try:
-                last = assembly.add(block, msg.payload)
-            except CoapRequestError:
-                self._outer.pop(key, None)
-                raise
+                self._outer.start(key, block.szx)
+            body = self._outer.add(key, block, msg.payload)
         except CoapRequestError as exc:
             extra = ((Option.SIZE1, encode_uint(MAX_UNFRAGMENTED)),) \
                 if exc.coap_code == Code.REQUEST_ENTITY_TOO_LARGE else ()
             return self._reply(msg, exc.coap_code, str(exc).encode()[:120], extra).encode()
-        if not last:
+        if body is None:
             echo = ((Option.BLOCK1, Block(block.num, True, block.szx).encode()),)
             return self._reply(msg, Code.CONTINUE, b"", echo).encode()
-        del self._outer[key]
-        return Message(msg.type, msg.code, msg.mid, msg.token,
-                       tuple((n, v) for n, v in msg.options
-                             if n not in (Option.BLOCK1, Option.SIZE1)), bytes(assembly.body))
+        return Message(bare.type, bare.code, bare.mid, bare.token, bare.options, body)
 
     def _answer(self, msg: Message, address: Address) -> Message:
         if msg.first(Option.OSCORE) is None:
@@ -414,44 +403,24 @@ class OscoreEndpoint:
         at most :data:`MAX_BODY` bytes, :data:`MAX_ASSEMBLIES` bodies per device at once;
         publishing is decided on the first block, before anything is kept, and again on
         the whole request."""
-        raw = msg.first(Option.BLOCK1)
-        assert raw is not None
-        block = parse_block(raw)
-        size1 = msg.first(Option.SIZE1)
-        if size1 is not None and decode_uint(size1, 4) > MAX_BODY:
-            raise CoapRequestError(f"a body over {MAX_BODY} bytes",
-                                   Code.REQUEST_ENTITY_TOO_LARGE)
-        bare = _without(msg, Option.BLOCK1, Option.SIZE1)
+        block, bare = block1_of(msg)
         req = interpret(bare)
         if req.action is not PubSubAction.PUBLISH:
             raise CoapRequestError("Block1 is taken with POST and PUT", Code.BAD_OPTION)
-        mine = self._assemblies.setdefault(context.device_id, OrderedDict())
+        mine = self._assemblies.setdefault(context.device_id, Assemblies(MAX_ASSEMBLIES))
         key = (msg.code, req.topic)
         if block.num == 0:
             refusal = self._denied(context.device_id, "publish", req.topic, address)
             if refusal is not None:
                 return refusal
-            mine.pop(key, None)
-            mine[key] = Assembly(block.szx)
-            while len(mine) > MAX_ASSEMBLIES:
-                mine.popitem(last=False)
-        assembly = mine.get(key)
-        if assembly is None:
-            raise CoapRequestError("a block of a body whose first block was not received",
-                                   Code.REQUEST_ENTITY_INCOMPLETE)
-        try:
-            last = assembly.add(block, msg.payload)
-        except CoapRequestError:
-            mine.pop(key, None)
-            raise
-        echo = ((Option.BLOCK1, Block(block.num, not last, block.szx).encode()),)
-        if not last:
+            mine.start(key, block.szx)
+        body = mine.add(key, block, msg.payload)
+        echo = ((Option.BLOCK1, Block(block.num, body is None, block.szx).encode()),)
+        if body is None:
             return _Answer(Code.CONTINUE, b"", echo)
-        del mine[key]
         if not mine:
             del self._assemblies[context.device_id]
-        return Message(bare.type, bare.code, bare.mid, bare.token, bare.options,
-                       bytes(assembly.body)), echo
+        return Message(bare.type, bare.code, bare.mid, bare.token, bare.options, body), echo
 
     # --- observations (RFC 7641 with OSCORE, RFC 8613 4.1.3.5) -----------------------------
 
