@@ -29,6 +29,7 @@ from iotsec.device import (
     enrol,
 )
 from iotsec.errors import ConflictError
+from iotsec.pki.serial import format_serial
 from iotsec.sdk import credentials
 from iotsec.sdk.credentials import Pair, check_issued, load_ca, load_key, load_pair, make_csr
 from tests.enrol.sdk_support import claim_ca, claim_files, operator, secret, template, usable_pair
@@ -267,7 +268,7 @@ def test_a_lost_renewal_answer_is_asked_for_again_with_the_same_key(
     def lost(self: EstClient, *args: Any, **kw: Any) -> Any:
         # The server issues; the connection drops before the answer reaches the device.
         cert = real(self, *args, **kw)
-        answered.append(format(cert.serial_number, "X"))
+        answered.append(format_serial(cert.serial_number))
         raise EstError("cannot talk to the EST server: ConnectionResetError: simulated")
 
     monkeypatch.setattr(EstClient, "simplereenroll", lost)
