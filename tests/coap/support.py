@@ -94,3 +94,58 @@ def client(address: tuple[str, int], creds: Creds, timeout: float = 5.0) -> Coap
     """The device SDK's CoAP client for ``creds`` (not yet connected)."""
     return CoapClient.from_files(creds.cert, creds.key, creds.ca, address[0], address[1],
                                  timeout=timeout)
+
+
+def edhoc_client_credentials(device: Creds, gateway_credential: bytes, *,
+                             kid: bytes | None = None, by_key_id: bool = False) -> object:
+    """aiocoap's EDHOC client credentials for ``device``: its certificate key in a CCS
+    (subject: its device id), sent by value or named by its kid (``by_key_id``; ``kid``
+    overrides the key's own kid), and the gateway's CCS as the expected peer."""
+    import cbor2
+    from aiocoap.edhoc import EdhocCredentials
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from iotsec.coap.edhoc import credential_kid
+
+    key = serialization.load_pem_private_key(device.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    numbers = key.public_key().public_numbers()
+    if kid is None:
+        kid = credential_kid(key.public_key()) if by_key_id else b"\x01"
+    own = {2: device.device_id,
+           8: {1: {1: 2, 2: kid, -1: 1, -2: numbers.x.to_bytes(32, "big"),
+                   -3: numbers.y.to_bytes(32, "big")}}}
+    return EdhocCredentials(
+        suite=2, method=3, own_cred_style="by-key-id" if by_key_id else "by-value",
+        own_cred={14: own},
+        private_key={1: 2, -1: 1, -4: key.private_numbers().private_value.to_bytes(32, "big")},
+        peer_cred={14: cbor2.loads(gateway_credential)})
+
+
+def edhoc_posts(address: tuple[str, int], credentials: object, topics: list[str],
+                payload: bytes = b"edhoc") -> list[str]:
+    """POST ``payload`` to each topic through the gateway's OSCORE listener with aiocoap,
+    which runs EDHOC with ``credentials`` first: the response codes (``"2.04"``...).
+    aiocoap raises ``NotAProtectedMessage`` when EDHOC is refused."""
+    import asyncio
+
+    import aiocoap
+
+    host, port = address
+
+    async def run() -> list[str]:
+        client = await aiocoap.Context.create_client_context()
+        client.client_credentials[f"coap://{host}:{port}/*"] = credentials
+        codes = []
+        try:
+            for topic in topics:
+                response = await client.request(aiocoap.Message(
+                    code=aiocoap.POST, uri=f"coap://{host}:{port}/ps/{topic}",
+                    payload=payload)).response
+                codes.append(str(response.code)[:4])
+        finally:
+            await client.shutdown()
+        return codes
+
+    return asyncio.run(run())

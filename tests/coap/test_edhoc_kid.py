@@ -4,7 +4,6 @@ gateway finds the certificate whose key has that kid and builds the same CCS. ai
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +14,6 @@ import aiocoap
 import aiocoap.oscore
 import cbor2
 import pytest
-from aiocoap.edhoc import EdhocCredentials
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
@@ -28,24 +26,14 @@ from iotsec.coap.edhoc import CcsCredential, KidReference, credential_kid, parse
 from iotsec.errors import OscoreError
 from tests.broker.support import Creds, Inbox, wait_for
 from tests.coap.conftest import Fleet
-from tests.coap.support import gateway
+from tests.coap.support import edhoc_client_credentials, edhoc_posts, gateway
 from tests.coap.test_oscore_gateway import _mqtt
 
 _MAIN = "import sys; from iotsec.cli.main import main; sys.exit(main())"
 
 
 def _by_kid(device: Creds, gateway_credential: bytes, kid: bytes | None = None) -> object:
-    key = serialization.load_pem_private_key(device.key.read_bytes(), None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    numbers = key.public_key().public_numbers()
-    own = {2: device.device_id,
-           8: {1: {1: 2, 2: kid if kid is not None else credential_kid(key.public_key()),
-                   -1: 1, -2: numbers.x.to_bytes(32, "big"),
-                   -3: numbers.y.to_bytes(32, "big")}}}
-    return EdhocCredentials(
-        suite=2, method=3, own_cred_style="by-key-id", own_cred={14: own},
-        private_key={1: 2, -1: 1, -4: key.private_numbers().private_value.to_bytes(32, "big")},
-        peer_cred={14: cbor2.loads(gateway_credential)})
+    return edhoc_client_credentials(device, gateway_credential, kid=kid, by_key_id=True)
 
 
 def test_id_cred_by_kid_is_parsed_strictly() -> None:
@@ -61,38 +49,27 @@ def test_aiocoap_names_its_certificate_key_by_kid(fleet: Fleet) -> None:
     with gateway(fleet.rt, fleet.mqtt_port, oscore_port=0) as gw, \
             _mqtt(fleet, fleet.alice) as mqtt:
         assert gw.oscore is not None
-        host, port = gw.oscore
         mqtt.subscribe("devices/alice/#", inbox)
 
-        async def run(creds: object, topic: str) -> str:
-            client = await aiocoap.Context.create_client_context()
-            client.client_credentials[f"coap://{host}:{port}/*"] = creds
-            try:
-                response = await client.request(aiocoap.Message(
-                    code=aiocoap.POST, uri=f"coap://{host}:{port}/ps/{topic}",
-                    payload=b"by kid")).response
-                return str(response.code)[:4]
-            finally:
-                await client.shutdown()
+        def run(creds: object, topic: str) -> str:
+            return edhoc_posts(gw.oscore, creds, [topic], b"by kid")[0]
 
-        assert asyncio.run(run(_by_kid(fleet.alice, gateway_credential),
-                               "devices/alice/k")) == "2.04"
+        assert run(_by_kid(fleet.alice, gateway_credential), "devices/alice/k") == "2.04"
         assert wait_for(lambda: len(inbox.messages) == 1, 5)
         # A kid that is no certificate key's: refused (4.01, unprotected).
         with pytest.raises(aiocoap.oscore.NotAProtectedMessage):
-            asyncio.run(run(_by_kid(fleet.alice, gateway_credential, b"\x01" * 8),
-                            "devices/alice/x"))
+            run(_by_kid(fleet.alice, gateway_credential, b"\x01" * 8), "devices/alice/x")
         # Bob's kid with alice's key: the CCS the gateway builds holds bob's key, so
         # message_3 does not verify.
         bob_key = serialization.load_pem_private_key(fleet.bob.key.read_bytes(), None)
         assert isinstance(bob_key, ec.EllipticCurvePrivateKey)
         with pytest.raises(aiocoap.oscore.NotAProtectedMessage):
-            asyncio.run(run(_by_kid(fleet.alice, gateway_credential,
-                                    credential_kid(bob_key.public_key())), "devices/bob/x"))
+            run(_by_kid(fleet.alice, gateway_credential, credential_kid(bob_key.public_key())),
+                "devices/bob/x")
         # Revoked: the kid no longer names a valid certificate.
         revoke(fleet.rt, fleet.alice.serial)
         with pytest.raises(aiocoap.oscore.NotAProtectedMessage):
-            asyncio.run(run(_by_kid(fleet.alice, gateway_credential), "devices/alice/y"))
+            run(_by_kid(fleet.alice, gateway_credential), "devices/alice/y")
     assert [m.topic for m in inbox.messages] == ["devices/alice/k"]
     denied = [str(e.detail) for e in list_events(fleet.rt.engine, kind="coap.request")
               if e.outcome == "denied"]

@@ -36,7 +36,7 @@ from iotsec.identity.registry import DeviceState
 from iotsec.protect.pairing import load_public_key
 from tests.broker.support import Creds, Inbox, wait_for
 from tests.coap.conftest import Fleet
-from tests.coap.support import gateway
+from tests.coap.support import edhoc_client_credentials, edhoc_posts, gateway
 from tests.coap.test_oscore import aiocoap_context
 
 
@@ -201,64 +201,31 @@ def test_provisioning_refuses_bad_input(fleet: Fleet) -> None:
         provision_context(fleet.rt, "bob", b"not a key")
 
 
-def _edhoc_credentials(device: Creds, gateway_credential: bytes) -> object:
-    """aiocoap's EDHOC client credentials: the device's certificate key in a CCS by value
-    (subject: its device id), the gateway's CCS as the expected peer."""
-    import cbor2
-    from aiocoap.edhoc import EdhocCredentials
-
-    key = serialization.load_pem_private_key(device.key.read_bytes(), None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    numbers = key.public_key().public_numbers()
-    own = {2: device.device_id, 8: {1: {1: 2, 2: b"\x01", -1: 1,
-                                        -2: numbers.x.to_bytes(32, "big"),
-                                        -3: numbers.y.to_bytes(32, "big")}}}
-    return EdhocCredentials(
-        suite=2, method=3, own_cred_style="by-value", own_cred={14: own},
-        private_key={1: 2, -1: 1, -4: key.private_numbers().private_value.to_bytes(32, "big")},
-        peer_cred={14: cbor2.loads(gateway_credential)})
-
-
 def test_edhoc_with_the_device_certificate_key(fleet: Fleet) -> None:
     gateway_credential = edhoc_credential(fleet.rt)
     inbox = Inbox()
     with gateway(fleet.rt, fleet.mqtt_port, oscore_port=0) as gw, \
             _mqtt(fleet, fleet.alice) as mqtt:
         assert gw.oscore is not None
-        host, port = gw.oscore
         mqtt.subscribe("devices/alice/#", inbox)
-
-        async def run(creds: object, topics: list[str]) -> list[str]:
-            client = await aiocoap.Context.create_client_context()
-            client.client_credentials[f"coap://{host}:{port}/*"] = creds
-            codes = []
-            try:
-                for topic in topics:
-                    response = await client.request(aiocoap.Message(
-                        code=aiocoap.POST, uri=f"coap://{host}:{port}/ps/{topic}",
-                        payload=b"edhoc")).response
-                    codes.append(str(response.code)[:4])
-            finally:
-                await client.shutdown()
-            return codes
 
         # A key that is no device's certificate key: EDHOC fails (4.01, unprotected, so
         # aiocoap raises), nothing is published.
         stranger = Creds("alice", fleet.bob.cert, fleet.bob.key, fleet.bob.ca,
                          fleet.bob.serial)
         with pytest.raises(aiocoap.oscore.NotAProtectedMessage):
-            asyncio.run(run(_edhoc_credentials(stranger, gateway_credential),
-                            ["devices/alice/c"]))
+            edhoc_posts(gw.oscore, edhoc_client_credentials(stranger, gateway_credential),
+                        ["devices/alice/c"])
         # (aiocoap 0.4.17 runs EDHOC again for every request: each is a new session.)
-        codes = asyncio.run(run(_edhoc_credentials(fleet.alice, gateway_credential),
-                                ["devices/alice/a", "devices/alice/b", "devices/bob/a"]))
+        codes = edhoc_posts(gw.oscore, edhoc_client_credentials(fleet.alice, gateway_credential),
+                            ["devices/alice/a", "devices/alice/b", "devices/bob/a"])
         assert codes == ["2.04", "2.04", "4.03"], codes
         assert wait_for(lambda: len(inbox.messages) == 2, 5)
         # After the certificate is revoked, its key no longer establishes a context.
         revoke(fleet.rt, fleet.alice.serial)
         with pytest.raises(aiocoap.oscore.NotAProtectedMessage):
-            asyncio.run(run(_edhoc_credentials(fleet.alice, gateway_credential),
-                            ["devices/alice/e"]))
+            edhoc_posts(gw.oscore, edhoc_client_credentials(fleet.alice, gateway_credential),
+                        ["devices/alice/e"])
     events = [e for e in list_events(fleet.rt.engine, kind="coap.request")
               if e.outcome == "denied"]
     assert any("no valid certificate" in str(e.detail) for e in events), events

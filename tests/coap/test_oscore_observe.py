@@ -200,6 +200,28 @@ def _next_note(device: o.SecurityContext, rid: o.RequestId, sock: socket.socket,
             return note
 
 
+@contextlib.contextmanager
+def _observing(fleet: Fleet, token: bytes) -> Iterator[
+        tuple[o.SecurityContext, o.RequestId, DeviceClient, socket.socket]]:
+    """alice's OSCORE context, a gateway, the dashboard's MQTT client and a socket on which
+    alice observes TOPIC (registered, and a first notification received): the device's
+    context, the registration's request id, the dashboard and the socket."""
+    key, public = _device_key()
+    ctx = provision_context(fleet.rt, "alice", public)
+    device = _derive(key, ctx)
+    with gateway(fleet.rt, fleet.mqtt_port, oscore_port=0) as gw, \
+            _mqtt(fleet, fleet.dash) as dash, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        assert gw.oscore is not None
+        sock.settimeout(5)
+        registration, rid = o.protect_request(device, _observe(1, token, TOPIC), 0)
+        sock.sendto(registration.encode(), gw.oscore)
+        assert o.unprotect_response(device, rid, parse_message(sock.recv(2048))).code \
+            == Code.CONTENT
+        _subscribed(dash, device, rid, sock)
+        yield device, rid, dash, sock
+
+
 def _notification_seq(message: Message) -> int:
     values = message.values(Option.OSCORE)
     assert len(values) == 1
@@ -305,19 +327,7 @@ def test_a_notification_stops_when_receiving_is_no_longer_allowed(fleet: Fleet) 
     from iotsec.app.identity.lifecycle import change_state
     from iotsec.identity.registry import DeviceState
 
-    key, public = _device_key()
-    ctx = provision_context(fleet.rt, "alice", public)
-    device = _derive(key, ctx)
-    with gateway(fleet.rt, fleet.mqtt_port, oscore_port=0) as gw, \
-            _mqtt(fleet, fleet.dash) as dash, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        assert gw.oscore is not None
-        sock.settimeout(5)
-        registration, rid = o.protect_request(device, _observe(1, b"st", TOPIC), 0)
-        sock.sendto(registration.encode(), gw.oscore)
-        assert o.unprotect_response(device, rid, parse_message(sock.recv(2048))).code \
-            == Code.CONTENT
-        _subscribed(dash, device, rid, sock)
+    with _observing(fleet, b"st") as (device, rid, dash, sock):
         change_state(fleet.rt, "alice", DeviceState.DISABLED)
         dash.publish(TOPIC, b"secret")
         end = o.unprotect_response(device, rid, _next_note(device, rid, sock, []))
@@ -358,19 +368,7 @@ def test_a_removed_context_stops_notifying(fleet: Fleet) -> None:
 
     from iotsec.app.coap.oscore_contexts import remove_context
 
-    key, public = _device_key()
-    ctx = provision_context(fleet.rt, "alice", public)
-    device = _derive(key, ctx)
-    with gateway(fleet.rt, fleet.mqtt_port, oscore_port=0) as gw, \
-            _mqtt(fleet, fleet.dash) as dash, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        assert gw.oscore is not None
-        sock.settimeout(5)
-        registration, rid = o.protect_request(device, _observe(1, b"rm", TOPIC), 0)
-        sock.sendto(registration.encode(), gw.oscore)
-        assert o.unprotect_response(device, rid, parse_message(sock.recv(2048))).code \
-            == Code.CONTENT
-        _subscribed(dash, device, rid, sock)
+    with _observing(fleet, b"rm") as (_device, _rid, dash, sock):
         remove_context(fleet.rt, "alice")
         time.sleep(fleet.rt.settings.hot_cache_seconds + 0.2)
         dash.publish(TOPIC, b"after")
