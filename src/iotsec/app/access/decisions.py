@@ -15,23 +15,20 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
-
 from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity
 from iotsec.access.quarantine import QUARANTINE_ROLE, quarantine_role_of
 from iotsec.app import changes
-from iotsec.app.access.roles import load_roles
+from iotsec.app.access.policy_reads import group_roles, policy_version, read_roles
 from iotsec.app.changes import Change
 from iotsec.app.counters import COUNTERS
-from iotsec.app.identity.devices import decision_entries, get_device
+from iotsec.app.identity.device_reads import decision_entries, get_device
 from iotsec.app.identity.registry_cache import DeviceCache
 from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import InvalidInputError, NotFoundError
 from iotsec.identity.registry import Device, DeviceState, parse_device_id
 from iotsec.pki.serial import format_serial, parse_serial
-from iotsec.store import models as m
-from iotsec.store.db import reading
+from iotsec.store.reader import Reader
 
 __all__ = ["MAX_BATCH", "DecisionRequest", "check", "check_cached", "check_many",
            "compiled_policy", "current_policy", "identity_for", "prefetch", "quarantine_policy",
@@ -50,23 +47,18 @@ _REFRESHER: Slot[threading.Event] = Slot("access.refresher")
 _COMPILING = threading.Lock()
 
 
-def _load_policy(conn: Connection, quarantine_topic: str
+def _load_policy(reader: Reader, quarantine_topic: str
                  ) -> tuple[CompiledPolicy, CompiledPolicy]:
     """The policy, and the policy quarantined devices get: the quarantine role only."""
-    roles = load_roles(conn)
+    roles = read_roles(reader)
     quarantined = CompiledPolicy([quarantine_role_of(roles, quarantine_topic)],
                                  every_identity=(QUARANTINE_ROLE,))
-    group_roles: dict[str, list[str]] = {}
-    for g, r in conn.execute(select(m.group_roles.c.group_name, m.group_roles.c.role_name)
-                             .order_by(m.group_roles.c.group_name, m.group_roles.c.role_name)):
-        group_roles.setdefault(g, []).append(r)
-    return CompiledPolicy(roles, group_roles=group_roles), quarantined
+    return CompiledPolicy(roles, group_roles=group_roles(reader)), quarantined
 
 
 def _read_policy_version(rt: Runtime) -> int:
-    with reading(rt.engine) as conn:
-        return int(conn.execute(select(m.policy_version.c.version)
-                                .where(m.policy_version.c.id == 1)).scalar_one())
+    with rt.reading() as reader:
+        return policy_version(reader)
 
 
 def _policy_version(rt: Runtime) -> int:
@@ -103,8 +95,8 @@ def current_policy(rt: Runtime) -> CompiledPolicy:
         cached = rt.get(_POLICY)
         if cached is not None and cached[0] == version:
             return cached[1]
-        with reading(rt.engine) as conn:
-            policy, quarantined = _load_policy(conn, rt.settings.quarantine_topic)
+        with rt.reading() as reader:
+            policy, quarantined = _load_policy(reader, rt.settings.quarantine_topic)
         rt.put(_QUARANTINE, (version, quarantined))
         rt.put(_POLICY, (version, policy))
     return policy

@@ -32,13 +32,9 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
-
-from iotsec.app.identity.devices import decision_entries, get_device
+from iotsec.app.identity.device_reads import decision_entries, get_device
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import Device
-from iotsec.store import models as m
-from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
 __all__ = ["MARGIN_SECONDS", "MAX_ENTRIES", "DeviceCache"]
@@ -46,6 +42,8 @@ __all__ = ["MARGIN_SECONDS", "MAX_ENTRIES", "DeviceCache"]
 #: Writes whose transaction began up to this many seconds before a look are still caught.
 MARGIN_SECONDS = 5
 MAX_ENTRIES = 500_000
+#: The devices changed since a moment (``devices.updated_at`` is indexed).
+_CHANGED = "SELECT id, updated_at FROM devices WHERE updated_at >= :since"
 
 
 class DeviceCache:
@@ -76,10 +74,8 @@ class DeviceCache:
         try:
             started = ts(rt.now())
             if self._entries:
-                with reading(rt.engine) as conn:
-                    changed = conn.execute(
-                        select(m.devices.c.id, m.devices.c.updated_at).where(
-                            m.devices.c.updated_at >= self._since - MARGIN_SECONDS)).all()
+                with rt.reading() as reader:
+                    changed = reader.tuples(_CHANGED, {"since": self._since - MARGIN_SECONDS})
                 read_at = self._read_at
                 # Read again unless the entry was read more than the margin after the
                 # write began (so after it committed); +1 for whole-second timestamps.
