@@ -13,6 +13,7 @@ from iotsec.access.policy import Role, Rule
 from iotsec.app.access import decisions as access
 from iotsec.app.access.roles import add_group, add_role, assign_device
 from iotsec.app.identity import registry_cache
+from iotsec.app.identity.device_reads import DecisionEntry, entry_of
 from iotsec.app.identity.devices import (
     NewDevice,
     add_device,
@@ -25,7 +26,7 @@ from iotsec.app.monitor.quarantine import quarantine_devices
 from iotsec.app.monitor.selection import Selector
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.errors import InvalidDeviceIdError, InvalidInputError, NotFoundError
-from iotsec.identity.registry import Device, DeviceState
+from iotsec.identity.registry import DeviceState
 from tests.conftest import FakeClock
 
 EXTRA = Role.build("extra", [Rule.parse("allow", "publish", "extra/${device.id}")])
@@ -58,16 +59,21 @@ def test_decision_entries_hold_what_the_registry_holds(rt: Runtime) -> None:
     full = get_devices(rt, ["e1", "e2", "e3"])
     lean = decision_entries(rt, ["e3", "ghost", "e2", "e1"])
     assert sorted(lean) == ["e1", "e2", "e3"]
-    for device_id, device in lean.items():
+    for device_id, (identity, state) in lean.items():
         registered = full[device_id]
-        assert (device.id, device.state, device.groups, dict(device.attributes),
-                device.roles) == (registered.id, registered.state, registered.groups,
-                                  dict(registered.attributes), registered.roles)
+        assert (identity.device_id, state, identity.groups, dict(identity.attributes),
+                identity.roles) == (registered.id, registered.state, registered.groups,
+                                    dict(registered.attributes), registered.roles)
+        # The identity the registry describes: no certificate, its id as the name.
+        assert identity.cert_cn == device_id and identity.cert_serial is None
+        assert lean[device_id] == entry_of(registered)
         # Entries share their parsed attribute sets: they are read-only.
         with pytest.raises(TypeError):
-            device.attributes["site"] = "south"  # type: ignore[index]
-    assert lean["e1"].groups == ("g1", "g2") and lean["e2"].roles == ("device", "extra")
-    assert lean["e1"].attributes == {"site": "north"} and lean["e3"].attributes == {}
+            identity.attributes["site"] = "south"  # type: ignore[index]
+    e1, e2, e3 = (lean[d].identity for d in ("e1", "e2", "e3"))
+    assert e1.groups == ("g1", "g2") and e2.roles == ("device", "extra") and e3.roles == ()
+    assert e1.attributes == {"site": "north"} and e3.attributes == {}
+    assert lean["e2"].state is DeviceState.ACTIVE
 
 
 def test_check_many_answers_as_check_does(rt: Runtime) -> None:
@@ -106,7 +112,7 @@ def test_check_many_reads_uncached_entries_in_one_batch(rt: Runtime,
     reads: list[list[str]] = []
     original = registry_cache.decision_entries
 
-    def spy(rt_: Runtime, ids: list[str]) -> dict[str, Device]:
+    def spy(rt_: Runtime, ids: list[str]) -> dict[str, DecisionEntry]:
         reads.append(list(ids))
         return original(rt_, ids)
 

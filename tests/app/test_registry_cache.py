@@ -159,7 +159,7 @@ def test_unknown_devices_are_not_cached(rt: Runtime) -> None:
         cache.get(rt, "ghost")
     assert len(cache) == 0
     add_device(rt, NewDevice(id="ghost"))
-    assert cache.get(rt, "ghost").id == "ghost"
+    assert cache.get(rt, "ghost").identity.device_id == "ghost"
 
 
 def test_no_caching_when_the_delay_is_zero(rt: Runtime) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer.main
 from typer._click.utils import make_default_short_help
 from typer.core import TyperGroup
@@ -137,6 +138,39 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
         code, modules, out = _run(*args)
         assert code == 0 and '"dev-1"' in out, args
         assert _loaded(modules, ("sqlalchemy",)) == set(), args
+
+
+def _authz_check_reads_on_the_driver(cli: Cli) -> None:
+    cli.ok("device", "add", "dev-1")
+    cli.ok("role", "add", "reader", "--allow", "subscribe:fleet/#")
+    cli.ok("group", "add", "g", "--role", "reader")
+    for args, code, answer in (
+            (("dev-1", "publish", "devices/dev-1/t"), 0, "allow"),
+            (("dev-1", "publish", "devices/dev-2/t"), 1, "deny"),
+            (("dev-1", "subscribe", "fleet/#"), 1, "deny")):
+        done, modules, out = _run("authz", "check", *args)
+        assert (done, out.split(":")[0]) == (code, answer), args
+        # The policy version, roles, group bindings and the device's entry are read on the
+        # driver (store/reader.py): no SQLAlchemy, and no write service.
+        assert _loaded(modules, ("sqlalchemy", "iotsec.app.broker", "iotsec.app.enrol",
+                                 "iotsec.app.pki", "iotsec.custody.keks", "iotsec.pki.ca",
+                                 "iotsec.app.access.roles", "iotsec.app.events")) == set(), args
+    done, _, out = _run("authz", "check", "ghost", "publish", "t")
+    assert done == 1 and out == ""
+
+
+def test_authz_check_imports_no_sqlalchemy(ready: dict[str, Any], cli: Cli) -> None:
+    _authz_check_reads_on_the_driver(cli)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_authz_check_on_postgresql_imports_no_sqlalchemy(
+        cli: Cli, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A PostgreSQL home is read on psycopg itself until a path needs the engine.
+    monkeypatch.setenv("IOTSEC_DATABASE_URL", database_url)
+    cli.json("init", "--store-passphrase")
+    _authz_check_reads_on_the_driver(cli)
 
 
 def test_group_help_imports_no_service() -> None:

@@ -9,14 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from iotsec.access.policy import Role, Rule
+from iotsec.app.access import decisions as access
+from iotsec.app.access.roles import add_group, add_role
+from iotsec.app.identity import device_reads as identity_reads
 from iotsec.app.identity import devices
 from iotsec.app.identity.device_reads import get_device
+from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.pki import cert_records, issuance
 from iotsec.app.pki.profile_reads import device_selection
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from iotsec.errors import HomeNotInitialisedError, StoreError
-from iotsec.store.reader import _pyformat, connect_sqlite
+from iotsec.identity.registry import DeviceState
+from iotsec.store.db import make_engine
+from iotsec.store.reader import _pyformat, connect_sqlite, postgres_arguments
 from tests.helpers import make_csr
 
 
@@ -34,10 +41,11 @@ def test_reads_answer_alike_without_and_with_the_engine(rt: Runtime, settings: S
     issuance.issue_from_csr(rt, "d1", make_csr())
     fresh = open_runtime(settings)
     try:
-        sqlite = settings.database_url is None
         direct = _reads(fresh)
-        # On SQLite nothing above made the engine: the reads ran on the sqlite3 connection.
-        assert (fresh.opened_engine is None) is sqlite
+        # Nothing above made the engine: the reads ran on the driver's own connection
+        # (sqlite3 for SQLite, psycopg for PostgreSQL).
+        assert fresh.opened_engine is None and fresh.direct is not None
+        assert fresh.direct.postgres is (settings.database_url is not None)
         assert fresh.engine is not None  # now they run on the engine's pool
         assert _reads(fresh) == direct
     finally:
@@ -46,12 +54,10 @@ def test_reads_answer_alike_without_and_with_the_engine(rt: Runtime, settings: S
     assert device.groups == ("g1", "g2") and device.attributes == {"k": "v"}  # type: ignore[attr-defined]
 
 
-def test_threads_take_turns_on_the_sqlite_connection(rt: Runtime, settings: Settings
+def test_threads_take_turns_on_the_driver_connection(rt: Runtime, settings: Settings
                                                       ) -> None:
     # A thread that reads while another is inside its read transaction waits for it (one
-    # sqlite3 connection cannot hold two), and then reads.
-    if settings.database_url is not None:
-        pytest.skip("the sqlite3 connection serves SQLite homes only")
+    # connection cannot hold two), and then reads.
     devices.add_device(rt, devices.NewDevice.parse("d1"))
     fresh = open_runtime(settings)
     try:
@@ -108,3 +114,87 @@ def test_a_store_that_was_never_migrated_is_refused(tmp_path: Path) -> None:
 def test_parameters_are_rewritten_for_psycopg() -> None:
     assert _pyformat("a = :x AND b::text LIKE '50%' AND c = :y_2") == \
         "a = %(x)s AND b::text LIKE '50%%' AND c = %(y_2)s"
+
+
+def _decisions(rt: Runtime) -> tuple[object, ...]:
+    asks = [access.DecisionRequest("d1", "publish", "fleet/g1/d1"),
+            access.DecisionRequest("d1", "publish", "fleet/g1/admin"),
+            access.DecisionRequest("d2", "publish", "devices/d2/t"),
+            access.DecisionRequest("d3", "publish", "devices/d3/t")]
+    return (access.check(rt, "d1", "publish", "devices/d1/t"),
+            access.check(rt, "d1", "subscribe", "fleet/#", cert_serial="0a"),
+            access.check_many(rt, asks), access.current_policy(rt).role_names,
+            identity_reads.decision_entries(rt, ["d3", "ghost", "d1", "d2"]))
+
+
+def test_decisions_read_alike_without_and_with_the_engine(rt: Runtime, settings: Settings
+                                                           ) -> None:
+    # The decision's reads (policy version, roles, group bindings, registry entries) run on
+    # the driver in a process without an engine, and on the pool once it has one.
+    add_role(rt, Role.build("fleet", [Rule.parse("allow", "publish", "fleet/${device.group}/#"),
+                                      Rule.parse("deny", "publish", "fleet/+/admin")]))
+    add_group(rt, "g1", ["fleet"])
+    devices.add_device(rt, devices.NewDevice.parse("d1", ["g1"], ["site=north"]))
+    devices.add_device(rt, devices.NewDevice.parse("d2", roles=[]))
+    devices.add_device(rt, devices.NewDevice.parse("d3"))
+    change_state(rt, "d3", DeviceState.DISABLED)
+    fresh = open_runtime(settings)
+    try:
+        direct = _decisions(fresh)
+        assert fresh.opened_engine is None
+        assert fresh.engine is not None
+        with_engine = open_runtime(settings)
+        try:
+            assert with_engine.engine is not None
+            assert _decisions(with_engine) == direct
+        finally:
+            with_engine.close()
+    finally:
+        fresh.close()
+    one, serial, many, roles, entries = direct
+    assert one.allowed and not serial.allowed  # type: ignore[attr-defined]
+    assert [d.allowed for d in many] == [True, False, False, False]  # type: ignore[attr-defined]
+    assert "disabled" in many[3].explanation  # type: ignore[index]
+    assert set(roles) >= {"device", "fleet"}  # type: ignore[arg-type]
+    assert sorted(entries) == ["d1", "d2", "d3"]  # type: ignore[arg-type]
+    d1 = entries["d1"].identity  # type: ignore[index]
+    assert (d1.groups, dict(d1.attributes), d1.roles) == (("g1",), {"site": "north"},
+                                                          ("device",))
+    assert entries["d2"].identity.roles == ()  # type: ignore[index]
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://u%40x:p%3Aw%2F@db.example.com/d%2Fb?sslmode=require"
+    "&application_name=iotsec",
+    "postgresql+psycopg://[::1]:5433/db?options=-csearch_path%3Dt_1",
+    "postgresql+psycopg:///db",
+    "postgresql+psycopg://h:0/d",
+    "postgresql+psycopg://",
+])
+def test_postgres_urls_are_read_as_sqlalchemy_reads_them(url: str) -> None:
+    # The direct connection gets exactly the arguments SQLAlchemy's psycopg dialect gives.
+    engine = make_engine(url)
+    try:
+        _args, expected = engine.dialect.create_connect_args(engine.url)
+    finally:
+        engine.dispose()
+    expected.pop("context", None)  # SQLAlchemy's own type adapters
+    assert postgres_arguments(url) == expected
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite:////tmp/x.db", "postgresql://u@h/d", "postgresql+psycopg2://u@h/d",
+    "postgresql+psycopg://u@h/d?host=a&host=b", "postgresql+psycopg://u@h/d?host=/run/pg",
+    "postgresql+psycopg://u@h:x/d", "postgresql+psycopg://u@h/d?a=1&a=2", "not a url",
+])
+def test_other_urls_are_left_to_the_engine(url: str) -> None:
+    assert postgres_arguments(url) is None
+
+
+def test_an_unreachable_postgresql_is_a_store_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with pytest.raises(StoreError, match="could not be read"):
+        open_runtime(Settings(home=home, database_url="postgresql+psycopg://nobody@127.0.0.1:1/"
+                              "none?connect_timeout=2"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,13 @@ from iotsec.custody.home import (
 )
 from iotsec.errors import HomeNotInitialisedError, NotFoundError, OfflineKeyError
 from iotsec.store.migrate import is_current_on
-from iotsec.store.reader import Reader, connect_sqlite, read_transaction
+from iotsec.store.reader import (
+    DriverConnection,
+    Reader,
+    open_postgres,
+    open_sqlite,
+    postgres_arguments,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -54,14 +59,7 @@ def utcnow() -> datetime:
 
 
 @contextmanager
-def _reading(engine: Engine | None, direct: sqlite3.Connection | None,
-             sqlite_file: Path | None) -> Iterator[Reader]:
-    if engine is None and direct is not None:
-        with read_transaction(direct, pyformat=False, errors=sqlite3.Error,
-                              sqlite_file=sqlite_file) as reader:
-            yield reader
-        return
-    assert engine is not None
+def _raw_reading(engine: Engine) -> Iterator[Reader]:
     from iotsec.store.db import raw_reading  # deferred: see Runtime.engine
 
     with raw_reading(engine) as reader:
@@ -80,9 +78,10 @@ class Runtime:
     clock: Callable[[], datetime] = utcnow
     #: The engine, when the caller made it already (else :attr:`engine` makes it).
     opened_engine: Engine | None = None
-    #: A connection of the standard library's sqlite3 to the home's SQLite store, for
-    #: :meth:`reading` in a process that has no engine.
-    direct: sqlite3.Connection | None = None
+    #: A connection of the driver itself (the standard library's sqlite3 to the home's
+    #: SQLite store, or psycopg to PostgreSQL), for :meth:`reading` in a process that has
+    #: no engine.
+    direct: DriverConnection | None = None
     _authorities: dict[str, tuple[int, Authority]] = field(default_factory=dict)
     _by_id: dict[int, Authority] = field(default_factory=dict)
     #: Per-process derived state, one typed :class:`Slot` per kind (see :meth:`get`).
@@ -138,15 +137,13 @@ class Runtime:
     def reading(self) -> Iterator[Reader]:
         """A :class:`~iotsec.store.reader.Reader` in one read transaction: on the pooled
         connections of the engine once there is one, else on :attr:`direct`."""
-        sqlite_file = (None if self.settings.database_url
-                       else self.settings.resolved_home / "iotsec.db")
-        engine = self.opened_engine
-        if engine is not None:
-            with _reading(engine, None, None) as reader:
+        direct = self.direct
+        if self.opened_engine is None and direct is not None:
+            # One driver connection for the process: its threads take turns on it.
+            with self._direct_turn, direct.reading() as reader:
                 yield reader
             return
-        # One sqlite3 connection for the process: its threads take turns on it.
-        with self._direct_turn, _reading(None, self.direct, sqlite_file) as reader:
+        with _raw_reading(self.engine) as reader:
             yield reader
 
     def now(self) -> datetime:
@@ -300,21 +297,31 @@ def open_runtime(settings: Settings | None = None, *, clock: Callable[[], dateti
     sqlite_file = home / "iotsec.db"
     if settings.database_url is None and not sqlite_file.exists():
         raise HomeNotInitialisedError(f"{home} is not an initialised iotsec home")
-    # The home's SQLite file is read on the standard library's driver until a path needs
-    # the engine; any other database through the engine from the start.
+    # The store is read on its driver itself (sqlite3 for the home's SQLite file, psycopg
+    # for PostgreSQL) until a path needs the engine; a URL only SQLAlchemy reads through
+    # the engine from the start.
     engine: Engine | None = None
-    direct: sqlite3.Connection | None = None
+    direct: DriverConnection | None = None
+    arguments = None if settings.database_url is None else postgres_arguments(
+        settings.store_url)
     if settings.database_url is None:
-        direct = connect_sqlite(sqlite_file)
+        direct = open_sqlite(sqlite_file)
+    elif arguments is not None:
+        direct = open_postgres(arguments)
     else:
         from iotsec.store.db import make_engine  # deferred, as in Runtime.engine
 
         engine = make_engine(settings.store_url)
     try:
         if check_schema:
-            with _reading(engine, direct, None if engine else sqlite_file) as reader:
-                current = is_current_on(reader, sqlite=engine is None
-                                        or engine.url.get_backend_name() == "sqlite")
+            if direct is not None:
+                with direct.reading() as reader:
+                    current = is_current_on(reader, sqlite=not direct.postgres)
+            else:
+                assert engine is not None
+                with _raw_reading(engine) as reader:
+                    current = is_current_on(reader,
+                                            sqlite=engine.url.get_backend_name() == "sqlite")
             if not current:
                 raise HomeNotInitialisedError(
                     "the store is not initialised or not migrated",

@@ -9,6 +9,9 @@ on a DB-API connection:
 - in a process that has no engine yet, on a SQLite home: a connection of the standard
   library's ``sqlite3``, opened by :func:`connect_sqlite` with the pragmas every connection
   of the store has (:func:`sqlite_pragmas`, which the engine uses as well);
+- in a process that has no engine yet, on PostgreSQL: a connection of psycopg itself,
+  opened by :func:`open_postgres` with the arguments SQLAlchemy would give it
+  (:func:`postgres_arguments` reads the store's URL the way SQLAlchemy does);
 - otherwise on a pooled connection of the process's engine (:func:`iotsec.store.db.
   raw_reading`): the API server reads through its pool like every other statement.
 
@@ -28,13 +31,24 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import parse_qsl, unquote
 
 from iotsec.errors import IotsecError
 from iotsec.store.failures import driver_failure
 
-__all__ = ["Reader", "connect_sqlite", "read_transaction", "revision", "sqlite_pragmas"]
+__all__ = ["DriverConnection", "Reader", "connect_sqlite", "open_postgres",
+           "open_sqlite", "postgres_arguments", "read_transaction", "revision",
+           "sqlite_pragmas"]
 
 _NAMED: Final = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+#: A database URL as SQLAlchemy splits it (``sqlalchemy.engine.url``'s own pattern).
+_URL: Final = re.compile(
+    r"(?P<name>[\w\+]+)://"
+    r"(?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?"
+    r"(?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?"
+    r"(?::(?P<port>[^/\?]*))?)?"
+    r"(?:/(?P<database>[^\?]*))?"
+    r"(?:\?(?P<query>.*))?")
 
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
@@ -65,6 +79,34 @@ def connect_sqlite(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def postgres_arguments(url: str) -> dict[str, Any] | None:
+    """The keyword arguments of ``psycopg.connect`` for a ``postgresql+psycopg`` URL, the
+    same SQLAlchemy's psycopg dialect gives it; ``None`` for any other URL, and for what
+    only SQLAlchemy's dialect reads (hosts or ports in the query, several hosts, a
+    parameter given twice, a port that is not a number): those are opened by the engine."""
+    found = _URL.match(url)
+    if found is None or found["name"] != "postgresql+psycopg":
+        return None
+    parts = {key: unquote(found[key]) if found[key] is not None else None
+             for key in ("username", "password", "database")}
+    port = found["port"]
+    if port and not port.isdigit():
+        return None
+    query = parse_qsl(found["query"] or "")
+    names = [key for key, _ in query]
+    if len(set(names)) != len(names) or {"host", "port"} & set(names):
+        return None
+    arguments: dict[str, Any] = {}
+    # As SQLAlchemy's ``URL.translate_connect_args``: empty parts are left out.
+    for key, value in (("host", found["ipv4host"] or found["ipv6host"]),
+                       ("dbname", parts["database"]), ("user", parts["username"]),
+                       ("password", parts["password"]), ("port", int(port) if port else None)):
+        if value:
+            arguments[key] = value
+    arguments.update(query)
+    return arguments
+
+
 @lru_cache(maxsize=256)
 def _pyformat(sql: str) -> str:
     """``sql`` with ``:name`` parameters in the ``%(name)s`` style of psycopg."""
@@ -79,11 +121,13 @@ def _row_type(names: tuple[str, ...]) -> Callable[..., Any]:
 class Reader:
     """Runs read statements on one DB-API connection inside :func:`read_transaction`."""
 
-    __slots__ = ("_conn", "_pyformat")
+    __slots__ = ("_conn", "_pyformat", "postgres")
 
     def __init__(self, conn: Any, *, pyformat: bool) -> None:
         self._conn = conn
         self._pyformat = pyformat
+        #: The store is PostgreSQL (psycopg's parameter style), else SQLite.
+        self.postgres = pyformat
 
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
         """Every row of ``sql``, each a named tuple of its columns."""
@@ -93,6 +137,16 @@ class Reader:
             names = tuple(d[0] for d in cur.description)
             make = _row_type(names)
             return [make(*row) for row in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def tuples(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Every row of ``sql`` as the driver gives it (a plain tuple): for reads of many
+        rows, where a named tuple per row costs more than the row."""
+        cur = self._conn.cursor()
+        try:
+            cur.execute(_pyformat(sql) if self._pyformat else sql, params or {})
+            return list(cur.fetchall())
         finally:
             cur.close()
 
@@ -120,6 +174,51 @@ def read_transaction(conn: Any, *, pyformat: bool, errors: type[Exception],
         raise driver_failure(exc, "the database could not be read",
                              "check that the database is reachable and migrated",
                              sqlite_file=sqlite_file) from exc
+
+
+class DriverConnection:
+    """One connection of the driver itself (sqlite3 or psycopg) that a process reads on
+    while it has no engine (:func:`open_sqlite`, :func:`open_postgres`)."""
+
+    __slots__ = ("conn", "errors", "postgres", "sqlite_file")
+
+    def __init__(self, conn: Any, *, postgres: bool, errors: type[Exception],
+                 sqlite_file: Path | None = None) -> None:
+        self.conn = conn
+        self.postgres = postgres
+        self.errors = errors
+        self.sqlite_file = sqlite_file
+
+    @contextmanager
+    def reading(self) -> Iterator[Reader]:
+        """A :class:`Reader` on this connection in one read transaction (one thread at a
+        time: the caller takes turns)."""
+        with read_transaction(self.conn, pyformat=self.postgres, errors=self.errors,
+                              sqlite_file=self.sqlite_file) as reader:
+            yield reader
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_sqlite(path: Path) -> DriverConnection:
+    """A :class:`DriverConnection` to the existing SQLite store at ``path``."""
+    return DriverConnection(connect_sqlite(path), postgres=False, errors=sqlite3.Error,
+                            sqlite_file=path)
+
+
+def open_postgres(arguments: Mapping[str, Any]) -> DriverConnection:
+    """A :class:`DriverConnection` to PostgreSQL, opened by psycopg with ``arguments`` (see
+    :func:`postgres_arguments`)."""
+    # Deferred: a SQLite home never loads the PostgreSQL driver.
+    import psycopg
+
+    try:
+        conn = psycopg.connect(**arguments)
+    except psycopg.Error as exc:
+        raise driver_failure(exc, "the database could not be read",
+                             "check that the database is reachable and migrated") from exc
+    return DriverConnection(conn, postgres=True, errors=psycopg.Error)
 
 
 def revision(reader: Reader, *, sqlite: bool) -> list[str] | None:

@@ -13,25 +13,27 @@ import gc
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-from sqlalchemy import Connection, select
+from dataclasses import dataclass, replace
 
 from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity
 from iotsec.access.quarantine import QUARANTINE_ROLE, quarantine_role_of
 from iotsec.app import changes
-from iotsec.app.access.roles import load_roles
+from iotsec.app.access.policy_reads import group_roles, policy_version, read_roles
 from iotsec.app.changes import Change
 from iotsec.app.counters import COUNTERS
-from iotsec.app.identity.devices import decision_entries, get_device
+from iotsec.app.identity.device_reads import (
+    DecisionEntry,
+    decision_entries,
+    entry_of,
+    get_device,
+)
 from iotsec.app.identity.registry_cache import DeviceCache
 from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import InvalidInputError, NotFoundError
-from iotsec.identity.registry import Device, DeviceState, parse_device_id
+from iotsec.identity.registry import DeviceState, parse_device_id
 from iotsec.pki.serial import format_serial, parse_serial
-from iotsec.store import models as m
-from iotsec.store.db import reading
+from iotsec.store.reader import Reader
 
 __all__ = ["MAX_BATCH", "DecisionRequest", "check", "check_cached", "check_many",
            "compiled_policy", "current_policy", "identity_for", "prefetch", "quarantine_policy",
@@ -50,23 +52,18 @@ _REFRESHER: Slot[threading.Event] = Slot("access.refresher")
 _COMPILING = threading.Lock()
 
 
-def _load_policy(conn: Connection, quarantine_topic: str
+def _load_policy(reader: Reader, quarantine_topic: str
                  ) -> tuple[CompiledPolicy, CompiledPolicy]:
     """The policy, and the policy quarantined devices get: the quarantine role only."""
-    roles = load_roles(conn)
+    roles = read_roles(reader)
     quarantined = CompiledPolicy([quarantine_role_of(roles, quarantine_topic)],
                                  every_identity=(QUARANTINE_ROLE,))
-    group_roles: dict[str, list[str]] = {}
-    for g, r in conn.execute(select(m.group_roles.c.group_name, m.group_roles.c.role_name)
-                             .order_by(m.group_roles.c.group_name, m.group_roles.c.role_name)):
-        group_roles.setdefault(g, []).append(r)
-    return CompiledPolicy(roles, group_roles=group_roles), quarantined
+    return CompiledPolicy(roles, group_roles=group_roles(reader)), quarantined
 
 
 def _read_policy_version(rt: Runtime) -> int:
-    with reading(rt.engine) as conn:
-        return int(conn.execute(select(m.policy_version.c.version)
-                                .where(m.policy_version.c.id == 1)).scalar_one())
+    with rt.reading() as reader:
+        return policy_version(reader)
 
 
 def _policy_version(rt: Runtime) -> int:
@@ -103,8 +100,8 @@ def current_policy(rt: Runtime) -> CompiledPolicy:
         cached = rt.get(_POLICY)
         if cached is not None and cached[0] == version:
             return cached[1]
-        with reading(rt.engine) as conn:
-            policy, quarantined = _load_policy(conn, rt.settings.quarantine_topic)
+        with rt.reading() as reader:
+            policy, quarantined = _load_policy(reader, rt.settings.quarantine_topic)
         rt.put(_QUARANTINE, (version, quarantined))
         rt.put(_POLICY, (version, policy))
     return policy
@@ -220,31 +217,33 @@ def warm_up(rt: Runtime) -> None:
     gc.freeze()
 
 
-def _device(rt: Runtime, device_id: str) -> Device:
+def _entry(rt: Runtime, device_id: str) -> DecisionEntry:
     cache = _devices(rt)
-    return cache.get(rt, device_id) if cache is not None else get_device(rt, device_id)
+    return cache.get(rt, device_id) if cache is not None else entry_of(get_device(rt, device_id))
 
 
 def identity_for(rt: Runtime, device_id: str, cert_serial: str | None = None
                  ) -> tuple[Identity, DeviceState]:
     """The identity a decision is made for: registry data plus the certificate used."""
-    return _identity(_device(rt, device_id), cert_serial)
+    entry = _entry(rt, device_id)
+    return _identity(entry.identity, cert_serial), entry.state
 
 
-def _identity(device: Device, cert_serial: str | None) -> tuple[Identity, DeviceState]:
-    serial = format_serial(parse_serial(cert_serial)) if cert_serial else None
-    return (Identity(device_id=device.id, groups=device.groups, attributes=device.attributes,
-                     cert_cn=device.id, cert_serial=serial, roles=device.roles), device.state)
+def _identity(registered: Identity, cert_serial: str | None) -> Identity:
+    """The registry's identity of a device, with the serial of the certificate used."""
+    if not cert_serial:
+        return registered
+    return replace(registered, cert_serial=format_serial(parse_serial(cert_serial)))
 
 
 def check(rt: Runtime, device_id: str, action: str, resource: str,
           cert_serial: str | None = None) -> Decision:
     """Decide and explain. A device that is not active is denied whatever its roles say."""
-    device = _device(rt, device_id)
+    entry = _entry(rt, device_id)
     policy = current_policy(rt)
-    if device.state is DeviceState.QUARANTINED:
+    if entry.state is DeviceState.QUARANTINED:
         policy = quarantine_policy(rt)
-    return _decide(policy, device, action, resource, cert_serial)
+    return _decide(policy, entry, action, resource, cert_serial)
 
 
 #: The most requests :func:`check_many` takes at once.
@@ -275,9 +274,9 @@ def check_many(rt: Runtime, requests: Sequence[DecisionRequest]) -> list[Decisio
                                 f"({len(requests)} were)", hint="split the requests")
     ids = list(dict.fromkeys(parse_device_id(r.device_id) for r in requests))
     cache = _devices(rt)
-    devices = cache.get_many(rt, ids) if cache is not None else decision_entries(rt, ids)
+    entries = cache.get_many(rt, ids) if cache is not None else decision_entries(rt, ids)
     for device_id in ids:
-        if device_id not in devices:
+        if device_id not in entries:
             raise NotFoundError(f"device {device_id!r} is not registered",
                                 hint="register it with 'iotsec device add'")
     policy = current_policy(rt)
@@ -286,13 +285,13 @@ def check_many(rt: Runtime, requests: Sequence[DecisionRequest]) -> list[Decisio
     allowed = 0
     quarantine = DeviceState.QUARANTINED
     for r in requests:
-        device = devices[r.device_id]
+        entry = entries[r.device_id]
         chosen = policy
-        if device.state is quarantine:
+        if entry.state is quarantine:
             if quarantined is None:
                 quarantined = quarantine_policy(rt)
             chosen = quarantined
-        decision = _uncounted(chosen, device, r.action, r.resource, r.cert_serial)
+        decision = _uncounted(chosen, entry, r.action, r.resource, r.cert_serial)
         allowed += decision.allowed
         decisions.append(decision)
     # Counted once per batch rather than once per decision (one lock taken, not one each).
@@ -327,37 +326,39 @@ def check_cached(rt: Runtime, device_id: str, action: str, resource: str,
     be read from the store or the policy compiled (a serving process then calls ``check`` off
     its event loop)."""
     cache = _devices(rt)
-    device = cache.peek(rt, device_id) if cache is not None else None
-    policy = compiled_policy(rt) if device is not None else None
-    if device is None or policy is None:
+    entry = cache.peek(rt, device_id) if cache is not None else None
+    policy = compiled_policy(rt) if entry is not None else None
+    if entry is None or policy is None:
         return None
-    if device.state is DeviceState.QUARANTINED:
+    if entry.state is DeviceState.QUARANTINED:
         held = rt.get(_QUARANTINE)
         if held is None:
             return None
         policy = held[1]
-    return _decide(policy, device, action, resource, cert_serial)
+    return _decide(policy, entry, action, resource, cert_serial)
 
 
-def _decide(policy: CompiledPolicy, device: Device, action: str, resource: str,
+def _decide(policy: CompiledPolicy, entry: DecisionEntry, action: str, resource: str,
             cert_serial: str | None) -> Decision:
-    decision = _uncounted(policy, device, action, resource, cert_serial)
+    decision = _uncounted(policy, entry, action, resource, cert_serial)
     COUNTERS.inc("decisions", ("allow" if decision.allowed else "deny",))
     return decision
 
 
-def _uncounted(policy: CompiledPolicy, device: Device, action: str, resource: str,
+def _uncounted(policy: CompiledPolicy, entry: DecisionEntry, action: str, resource: str,
                cert_serial: str | None) -> Decision:
     """The decision, not yet counted: the policy's answer, then the device's state (a
     quarantined device has been given the quarantine policy by the caller)."""
-    identity, state = _identity(device, cert_serial)
+    identity, state = entry
+    if cert_serial:
+        identity = _identity(identity, cert_serial)
     decision = policy.decide(identity, action, resource)
     if state is DeviceState.QUARANTINED:
         # ``policy`` is the quarantine policy here (see ``check``).
-        return decision._replace(reason=f"device {device.id!r} is quarantined: "
+        return decision._replace(reason=f"device {identity.device_id!r} is quarantined: "
                                  f"{decision.explanation}")
     if state is not DeviceState.ACTIVE and state is not DeviceState.PENDING:
         return Decision(False, action, resource,
-                        reason=f"device {device.id!r} is {state.value} (denied whatever its "
-                        "roles allow)")
+                        reason=f"device {identity.device_id!r} is {state.value} (denied "
+                        "whatever its roles allow)")
     return decision

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from iotsec.access.policy import Role, Rule, parse_role_name
+from iotsec.access.policy import Role, parse_role_name
+from iotsec.app.access.policy_reads import assemble_roles
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import (
     assign_roles,
@@ -74,11 +75,8 @@ def load_roles(conn: Connection, names: Sequence[str] | None = None) -> list[Rol
     if names is not None:
         query = query.where(m.role_rules.c.role_name.in_(names))
         role_query = role_query.where(m.roles.c.name.in_(names))
-    rules: dict[str, list[Rule]] = {}
-    for r in conn.execute(query):
-        rules.setdefault(r.role_name, []).append(Rule.parse(r.effect, r.action, r.resource))
-    return [Role(name=r.name, rules=tuple(rules.get(r.name, ())), description=r.description)
-            for r in conn.execute(role_query)]
+    rules = conn.execute(query).all()
+    return assemble_roles(conn.execute(role_query), rules)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import (
@@ -26,7 +25,7 @@ from iotsec.access.policy import parse_role_name
 from iotsec.app.events import Event
 from iotsec.app.identity import bulk_import
 from iotsec.app.identity.bindings import DEFAULT_ROLE, assign_roles, policy_changed
-from iotsec.app.identity.device_reads import device_of, get_device
+from iotsec.app.identity.device_reads import decision_entries, device_of, get_device
 from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import (
@@ -228,93 +227,6 @@ def get_devices(rt: Runtime, device_ids: Sequence[str]) -> dict[str, Device]:
                 devices = _devices_of(conn, rows)
             for device in devices:
                 found[device.id] = device
-    return found
-
-
-#: Distinct texts remembered by each of :func:`decision_entries`' parse caches before it is
-#: emptied (a fleet repeats a few attribute sets and group and role lists).
-_TEXTS = 4096
-_STATES = {state.value: state for state in DeviceState}
-_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
-_attribute_sets: dict[str, Mapping[str, str]] = {}
-_name_lists: dict[str, tuple[str, ...]] = {}
-
-
-def _attributes(text: str) -> Mapping[str, str]:
-    """The attributes a row's JSON text holds, read-only: one mapping per distinct text,
-    shared by the entries that have it."""
-    found = _attribute_sets.get(text)
-    if found is None:
-        parsed = json.loads(text)
-        found = MappingProxyType(parsed) if parsed else _NO_ATTRIBUTES
-        if len(_attribute_sets) >= _TEXTS:
-            _attribute_sets.clear()
-        _attribute_sets[text] = found
-    return found
-
-
-def _names(text: str | None) -> tuple[str, ...]:
-    """A space-separated list of group or role names, sorted."""
-    if not text:
-        return ()
-    found = _name_lists.get(text)
-    if found is None:
-        found = tuple(sorted(text.split(" ")))
-        if len(_name_lists) >= _TEXTS:
-            _name_lists.clear()
-        _name_lists[text] = found
-    return found
-
-
-def _pg_entries_statement() -> Direct:
-    """PostgreSQL: each device's state and attributes with its groups and roles as
-    space-separated lists (names never contain a space: ``parse_group_name``,
-    ``parse_role_name``); the ids are one array parameter. Run on the driver's cursor: for
-    thousands of rows SQLAlchemy's result rows cost more than the statement."""
-    g, r, d = m.device_groups.c, m.device_roles.c, m.devices.c
-    groups = select(func.string_agg(g.group_name, " ")).where(g.device_id == d.id)
-    roles = select(func.string_agg(r.role_name, " ")).where(r.device_id == d.id)
-    return Direct(select(d.id, d.state, d.attributes, groups.scalar_subquery(),
-                         roles.scalar_subquery())
-                  .where(d.id == any_(bindparam("ids", type_=ARRAY(String)))))
-
-
-_PG_ENTRIES = _pg_entries_statement()
-
-
-def decision_entries(rt: Runtime, device_ids: Sequence[str]) -> dict[str, Device]:
-    """What a decision needs of each registered device among ``device_ids`` (ids as the
-    store holds them): its state, groups, attributes (read-only) and own roles, read in
-    batches; its timestamps are left out (``None``). Unregistered ids are absent.
-
-    On PostgreSQL one statement per batch of 2,000 (the ids one array parameter); the
-    attribute sets and the group and role lists are parsed once per distinct text, since
-    a fleet repeats a few of them on every device."""
-    found: dict[str, Device] = {}
-    states, attributes, names = _STATES, _attributes, _names
-    with reading(rt.engine) as conn:
-        postgres = conn.dialect.name == "postgresql"
-        for i in range(0, len(device_ids), _CHUNK):
-            chunk = sorted(device_ids[i:i + _CHUNK])
-            if postgres:
-                cursor = _PG_ENTRIES.execute(conn, {"ids": chunk})
-                try:
-                    rows = cursor.fetchall()
-                finally:
-                    cursor.close()
-                for device_id, state, attrs, group_names, role_names in rows:
-                    found[device_id] = Device(device_id, states[state], names(group_names),
-                                              attributes(attrs), None, None, names(role_names))
-            else:
-                rows = conn.execute(select(m.devices.c.id, m.devices.c.state,
-                                           m.devices.c.attributes)
-                                    .where(m.devices.c.id.in_(chunk))).all()
-                ids = [row[0] for row in rows]
-                bound_groups, bound_roles = groups_of(conn, ids), roles_of(conn, ids)
-                for device_id, state, attrs in rows:
-                    found[device_id] = Device(device_id, states[state],
-                                              bound_groups.get(device_id, ()), attributes(attrs),
-                                              None, None, bound_roles.get(device_id, ()))
     return found
 
 

@@ -32,13 +32,13 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
-
-from iotsec.app.identity.devices import decision_entries, get_device
+from iotsec.app.identity.device_reads import (
+    DecisionEntry,
+    decision_entries,
+    entry_of,
+    get_device,
+)
 from iotsec.app.runtime import Runtime
-from iotsec.identity.registry import Device
-from iotsec.store import models as m
-from iotsec.store.db import reading
 from iotsec.timeutil import ts
 
 __all__ = ["MARGIN_SECONDS", "MAX_ENTRIES", "DeviceCache"]
@@ -46,11 +46,13 @@ __all__ = ["MARGIN_SECONDS", "MAX_ENTRIES", "DeviceCache"]
 #: Writes whose transaction began up to this many seconds before a look are still caught.
 MARGIN_SECONDS = 5
 MAX_ENTRIES = 500_000
+#: The devices changed since a moment (``devices.updated_at`` is indexed).
+_CHANGED = "SELECT id, updated_at FROM devices WHERE updated_at >= :since"
 
 
 class DeviceCache:
     def __init__(self, rt: Runtime, *, background: bool = False) -> None:
-        self._entries: dict[str, Device] = {}
+        self._entries: dict[str, DecisionEntry] = {}
         #: When (store clock, whole seconds, rounded down) each entry was read.
         self._read_at: dict[str, int] = {}
         self._looked = time.monotonic()
@@ -76,10 +78,8 @@ class DeviceCache:
         try:
             started = ts(rt.now())
             if self._entries:
-                with reading(rt.engine) as conn:
-                    changed = conn.execute(
-                        select(m.devices.c.id, m.devices.c.updated_at).where(
-                            m.devices.c.updated_at >= self._since - MARGIN_SECONDS)).all()
+                with rt.reading() as reader:
+                    changed = reader.tuples(_CHANGED, {"since": self._since - MARGIN_SECONDS})
                 read_at = self._read_at
                 # Read again unless the entry was read more than the margin after the
                 # write began (so after it committed); +1 for whole-second timestamps.
@@ -104,58 +104,60 @@ class DeviceCache:
     def _reread(self, rt: Runtime, device_ids: list[str], started: int) -> None:
         found = decision_entries(rt, device_ids)
         for device_id in device_ids:
-            device = found.get(device_id)
-            if device is None:  # no longer registered
+            entry = found.get(device_id)
+            if entry is None:  # no longer registered
                 self._entries.pop(device_id, None)
                 self._read_at.pop(device_id, None)
             else:
-                self._entries[device_id] = device
+                self._entries[device_id] = entry
                 self._read_at[device_id] = started
 
-    def peek(self, rt: Runtime, device_id: str) -> Device | None:
+    def peek(self, rt: Runtime, device_id: str) -> DecisionEntry | None:
         """The cached entry, or ``None`` when it must be read from the store. Without a
         background thread, a look that is due is made first."""
         if not self.background:
             self.revalidate(rt)
         return self._entries.get(device_id)
 
-    def get(self, rt: Runtime, device_id: str) -> Device:
+    def get(self, rt: Runtime, device_id: str) -> DecisionEntry:
         """The entry, read from the store when it is not cached (a
         :class:`~iotsec.errors.NotFoundError` for an unknown device, which is not cached)."""
-        device = self.peek(rt, device_id)
-        if device is None:
+        entry = self.peek(rt, device_id)
+        if entry is None:
             read_at = ts(rt.now())
-            device = get_device(rt, device_id)
+            entry = entry_of(get_device(rt, device_id))
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
                 self._read_at.clear()
             # Keyed by the registered id, which is what the store reports as changed.
-            self._entries[device.id] = device
-            self._read_at[device.id] = read_at
-        return device
+            registered = entry.identity.device_id
+            self._entries[registered] = entry
+            self._read_at[registered] = read_at
+        return entry
 
-    def get_many(self, rt: Runtime, device_ids: Sequence[str]) -> dict[str, Device]:
+    def get_many(self, rt: Runtime, device_ids: Sequence[str]) -> dict[str, DecisionEntry]:
         """The entries of ``device_ids`` (valid ids), the ones not cached read from the
         store together; unregistered ids are absent from the result (and not cached)."""
         if not self.background:
             self.revalidate(rt)
-        found: dict[str, Device] = {}
+        found: dict[str, DecisionEntry] = {}
         missing: list[str] = []
         entries = self._entries
         for device_id in device_ids:
-            device = entries.get(device_id)
-            if device is None:
+            entry = entries.get(device_id)
+            if entry is None:
                 missing.append(device_id)
             else:
-                found[device_id] = device
+                found[device_id] = entry
         if missing:
             read_at = ts(rt.now())
             read = decision_entries(rt, missing)
             if len(self._entries) + len(read) > MAX_ENTRIES:
                 self._entries.clear()
                 self._read_at.clear()
-            for device in read.values():
-                self._entries[device.id] = device
-                self._read_at[device.id] = read_at
+            read_at_of = self._read_at
+            for device_id, entry in read.items():
+                entries[device_id] = entry
+                read_at_of[device_id] = read_at
             found.update(read)
         return found
