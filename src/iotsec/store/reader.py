@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from iotsec.errors import IotsecError
 from iotsec.store.failures import driver_failure
@@ -41,15 +41,6 @@ __all__ = ["DriverConnection", "Reader", "connect_sqlite", "open_postgres",
            "sqlite_pragmas"]
 
 _NAMED: Final = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-#: A database URL as SQLAlchemy splits it (``sqlalchemy.engine.url``'s own pattern).
-_URL: Final = re.compile(
-    r"(?P<name>[\w\+]+)://"
-    r"(?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?"
-    r"(?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?"
-    r"(?::(?P<port>[^/\?]*))?)?"
-    r"(?:/(?P<database>[^\?]*))?"
-    r"(?:\?(?P<query>.*))?")
-
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
     """The settings of every connection to the store's SQLite file."""
@@ -82,25 +73,28 @@ def connect_sqlite(path: Path) -> sqlite3.Connection:
 def postgres_arguments(url: str) -> dict[str, Any] | None:
     """The keyword arguments of ``psycopg.connect`` for a ``postgresql+psycopg`` URL, the
     same SQLAlchemy's psycopg dialect gives it; ``None`` for any other URL, and for what
-    only SQLAlchemy's dialect reads (hosts or ports in the query, several hosts, a
-    parameter given twice, a port that is not a number): those are opened by the engine."""
-    found = _URL.match(url)
-    if found is None or found["name"] != "postgresql+psycopg":
+    only SQLAlchemy's dialect reads (hosts or ports in the query, a parameter given twice,
+    a port that is not a number): those are opened by the engine."""
+    if not url.startswith("postgresql+psycopg://"):
         return None
-    parts = {key: unquote(found[key]) if found[key] is not None else None
-             for key in ("username", "password", "database")}
-    port = found["port"]
-    if port and not port.isdigit():
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number, a malformed IPv6 address
         return None
-    query = parse_qsl(found["query"] or "")
-    names = [key for key, _ in query]
-    if len(set(names)) != len(names) or {"host", "port"} & set(names):
+    query = parse_qsl(parts.query)
+    names = {key for key, _ in query}
+    if len(names) != len(query) or {"host", "port"} & names or parts.fragment:
         return None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    host = (hostport[1:].partition("]")[0] if hostport.startswith("[")
+            else hostport.partition(":")[0])
     arguments: dict[str, Any] = {}
     # As SQLAlchemy's ``URL.translate_connect_args``: empty parts are left out.
-    for key, value in (("host", found["ipv4host"] or found["ipv6host"]),
-                       ("dbname", parts["database"]), ("user", parts["username"]),
-                       ("password", parts["password"]), ("port", int(port) if port else None)):
+    for key, value in (("host", host), ("dbname", unquote(parts.path[1:])),
+                       ("user", unquote(user)), ("password", unquote(password)),
+                       ("port", port)):
         if value:
             arguments[key] = value
     arguments.update(query)
