@@ -6,7 +6,6 @@ and does not lose the others; a failure of the group's commit answers none of th
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +32,7 @@ from iotsec.errors import (
 from iotsec.pki.est import read_certs_only
 from iotsec.store import models as m
 from tests.enrol.services_support import add_template, common_name, csr, events
-from tests.group_support import Gate, concurrently
+from tests.group_support import Gate, concurrently, first_then_the_rest
 from tests.helpers import make_key
 
 SOURCE = "192.0.2.20"
@@ -220,35 +219,12 @@ def _on_loop(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
     return asyncio.run(all_of())
 
 
-def _first_then_the_rest(groups: IssuanceGroups, calls: list[Callable[[], Awaitable[Any]]],
-                         then: Callable[[int], None] | None = None) -> tuple[Gate, list[Any]]:
-    """Await the calls on one event loop: the first alone, its group's commit held until
-    all the others wait, so that they form the next group; the gate and each result or
-    exception, in order."""
-    gate = Gate(groups, expected=len(calls) - 1, then=then)
-    leading = threading.Event()
-
-    def first_commit_held() -> None:
-        leading.set()
-        gate()
-
-    groups.before_commit = first_commit_held
-
-    async def scenario() -> list[Any]:
-        first = asyncio.ensure_future(calls[0]())
-        assert await asyncio.to_thread(leading.wait, 30)
-        return list(await asyncio.gather(first, *(call() for call in calls[1:]),
-                                         return_exceptions=True))
-
-    return gate, asyncio.run(scenario())
-
-
 def test_enrolments_awaited_on_a_loop_share_one_commit(rt: Runtime) -> None:
     credential = _template_secret(rt, uses=20)
     names = [f"aw-{i}" for i in range(8)]
     keys = {n: make_key() for n in names}
     groups = groups_of(rt)
-    gate, results = _first_then_the_rest(groups, [
+    gate, results = first_then_the_rest(groups, [
         lambda n=n: est.enrol_with_secret(rt, credential, csr(keys[n], cn=n), label=None,
                                           source=SOURCE)
         for n in names])
@@ -272,7 +248,7 @@ def test_a_refused_enrolment_on_a_loop_is_refused_as_in_a_thread(rt: Runtime) ->
     held = make_key()
     assert isinstance(est.enrol(rt, credential, csr(held, cn="holder"), label=None,
                                 source=SOURCE), est.Issued)
-    _, (ok, thief, wrong, ok_2) = _first_then_the_rest(groups_of(rt), [
+    _, (ok, thief, wrong, ok_2) = first_then_the_rest(groups_of(rt), [
         lambda: est.enrol_with_secret(rt, credential, csr(cn="ok-1"), label=None,
                                       source=SOURCE),
         # Registers its device and consumes a use, then is refused: the key is held.
@@ -304,7 +280,7 @@ def test_a_failed_commit_answers_no_enrolment_awaited_on_a_loop(rt: Runtime) -> 
         if commit == 2:
             raise StoreError("the disk holding the database failed (I/O error)")
 
-    _, results = _first_then_the_rest(groups, [
+    _, results = first_then_the_rest(groups, [
         lambda n=n: est.enrol_with_secret(rt, credential, csr(cn=n), label=None,
                                           source=SOURCE)
         for n in names], then=crash)

@@ -114,6 +114,32 @@ class IssuanceGroups:
               profile: str | None = None, allow_shared_key: bool = False,
               actor: str | None = None) -> CertificateRecord:
         """Issue one certificate, in the next group; returns once it is committed."""
+        values, shared = self._submit(self._issuance(device_id, csr, days=days,
+                                                     profile=profile,
+                                                     allow_shared_key=allow_shared_key,
+                                                     actor=actor))
+        if shared:
+            record_shared(self._rt, [values], shared)
+        return record_from_row(values)
+
+    async def issue_async(self, device_id: str, csr: bytes | CheckedCsr, *,
+                          days: int | None = None, profile: str | None = None,
+                          allow_shared_key: bool = False, actor: str | None = None
+                          ) -> CertificateRecord:
+        """:meth:`issue` for a caller on an event loop: waits for the group's commit
+        without holding a thread (the group runs in a thread of the group commit's)."""
+        values, shared = await self._submit_async(self._issuance(
+            device_id, csr, days=days, profile=profile, allow_shared_key=allow_shared_key,
+            actor=actor))
+        if shared:  # a key shared on purpose: its events, in a unit of work of their own
+            await asyncio.to_thread(record_shared, self._rt, [values], shared)
+        return record_from_row(values)
+
+    def _issuance(self, device_id: str, csr: bytes | CheckedCsr, *, days: int | None,
+                  profile: str | None, allow_shared_key: bool, actor: str | None
+                  ) -> _Request:
+        """The request of one issuance; a CSR that does not parse or verify, or a device id
+        that is not one, is refused here, before it joins a group."""
         checked = csr if isinstance(csr, CheckedCsr) else parse_csr(csr)
         device = parse_device_id(device_id)
         rt = self._rt
@@ -128,10 +154,7 @@ class IssuanceGroups:
                                    "not_after": values["not_after"]})
             return Unit((values, shared), [issued.row()])
 
-        values, shared = self._submit(_Request(work, alone=False))
-        if shared:
-            record_shared(rt, [values], shared)
-        return record_from_row(values)
+        return _Request(work, alone=False)
 
     def run(self, work: Callable[[Connection, datetime], Unit[_T]]) -> _T:
         """Run ``work`` in the next group, in a savepoint of its own; returns its result
@@ -144,20 +167,22 @@ class IssuanceGroups:
     async def run_async(self, work: Callable[[Connection, datetime], Unit[_T]]) -> _T:
         """:meth:`run` for a caller on an event loop: waits for the group's commit without
         holding a thread (the group runs in a thread of the group commit's)."""
+        result: _T = await self._submit_async(_Request(work, alone=True))
+        return result
+
+    async def _submit_async(self, request: _Request) -> Any:
         self._rt.authority("issuing")  # a first load reads the store: not in the group
         loop = asyncio.get_running_loop()
-        request = _Request(work, alone=True, loop=loop, future=loop.create_future())
+        request.loop, request.future = loop, loop.create_future()
         with self._lock:
             self._waiting.append(request)
             if not self._leading:
                 self._leading = True
                 self._start_leader()
-        assert request.future is not None
         await request.future
         if request.error is not None:
             raise request.error
-        result: _T = request.result
-        return result
+        return request.result
 
     def _start_leader(self) -> None:
         """Have the group commit's leading thread lead the next group (under the lock)."""
