@@ -3,14 +3,13 @@ made to wait for one another so that they form one group, whatever the thread sc
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from iotsec.app.pki.group_issuance import IssuanceGroups
 
-__all__ = ["Gate", "concurrently", "first_then_the_rest"]
+__all__ = ["Gate", "concurrently"]
 
 
 class Gate:
@@ -55,26 +54,3 @@ def concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
         t.join(60)
     assert not any(t.is_alive() for t in threads)
     return results
-
-
-def first_then_the_rest(groups: IssuanceGroups, calls: list[Callable[[], Awaitable[Any]]],
-                        then: Callable[[int], None] | None = None) -> tuple[Gate, list[Any]]:
-    """Await the calls on one event loop: the first alone, its group's commit held until
-    all the others wait, so that they form the next group; the gate and each result or
-    exception, in order."""
-    gate = Gate(groups, expected=len(calls) - 1, then=then)
-    leading = threading.Event()
-
-    def first_commit_held() -> None:
-        leading.set()
-        gate()
-
-    groups.before_commit = first_commit_held
-
-    async def scenario() -> list[Any]:
-        first = asyncio.ensure_future(calls[0]())
-        assert await asyncio.to_thread(leading.wait, 30)
-        return list(await asyncio.gather(first, *(call() for call in calls[1:]),
-                                         return_exceptions=True))
-
-    return gate, asyncio.run(scenario())

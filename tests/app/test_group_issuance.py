@@ -24,7 +24,7 @@ from iotsec.errors import (
 )
 from iotsec.identity.registry import DeviceState
 from iotsec.store import models as m
-from tests.group_support import Gate, concurrently, first_then_the_rest
+from tests.group_support import Gate, concurrently
 from tests.helpers import make_csr, make_key
 
 
@@ -161,28 +161,4 @@ def test_a_renewal_commits_its_key_use_event_with_the_new_certificate(rt) -> Non
     assert _events(rt, "key.use") == before + 1
     assert _events(rt, "cert.renewed") == 1
     assert cert_records.get_certificate(rt, new.serial).device_id == "renewed"
-    assert verify(rt).ok
-
-
-def test_issuances_awaited_on_a_loop_share_a_commit_and_refuse_alone(rt) -> None:
-    ids = [f"aw-{i}" for i in range(6)]
-    _register(rt, ids)
-    groups = IssuanceGroups(rt)
-    shared = make_key()
-    issuance.issue_from_csr(rt, ids[0], make_csr(shared))
-    csrs = {d: make_csr() for d in ids[1:]}
-    gate, results = first_then_the_rest(groups, [
-        *(lambda d=d: groups.issue_async(d, csrs[d]) for d in ids[1:]),
-        lambda: groups.issue_async("nobody", make_csr()),  # refused alone
-        # A key another device holds, shared on purpose: issued, and recorded as such.
-        lambda: groups.issue_async(ids[1], make_csr(shared), allow_shared_key=True),
-    ])
-    assert gate.commits == 2  # the first alone, the others in one transaction
-    *issued, nobody, on_purpose = results
-    assert [r.device_id for r in issued] == ids[1:]
-    assert isinstance(nobody, NotFoundError)
-    assert on_purpose.device_id == ids[1]
-    assert _events(rt, "cert.shared-key") == 1
-    assert _events(rt, "cert.issued") == len(ids) + 1
-    assert not groups._waiting and not groups._leading
     assert verify(rt).ok

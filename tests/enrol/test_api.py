@@ -24,7 +24,6 @@ from iotsec.app.enrol.secrets import create_secret
 from iotsec.app.enrol.templates import add_template
 from iotsec.app.identity.devices import NewDevice, add_device, get_device
 from iotsec.app.pki.cert_records import get_certificate
-from iotsec.app.pki.group_issuance import groups_of
 from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.runtime import Runtime
 from iotsec.errors import KeyCustodyError
@@ -352,11 +351,7 @@ def test_failures_inside_are_503_never_500(est: EstApp, rt: Runtime,
     def custody(*_: object, **__: object) -> None:
         raise KeyCustodyError("the token is gone")
 
-    async def broken_awaited(*_: object, **__: object) -> None:
-        raise RuntimeError("the disk caught fire")
-
     monkeypatch.setattr(est_service, "enrol", broken)
-    monkeypatch.setattr(est_service, "enrol_with_secret", broken_awaited)
     monkeypatch.setattr(est_service, "cacerts", custody)
     text = assert_text_error(est.post("simpleenroll", csr(), secret=secret), 503)
     assert "fire" not in text
@@ -364,12 +359,17 @@ def test_failures_inside_are_503_never_500(est: EstApp, rt: Runtime,
     assert "the disk caught fire" in caplog.text and "the token is gone" in caplog.text
 
 
-def test_the_event_loop_stays_free_while_a_service_works(est: EstApp, rt: Runtime
+def test_the_event_loop_stays_free_while_a_service_works(est: EstApp, rt: Runtime,
+                                                         monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
-    """An enrolment with a secret waits for its group's commit without holding the loop
-    (nor a thread): another request is answered meanwhile."""
     release = threading.Event()
-    groups_of(rt).before_commit = lambda: assert_released(release)
+    real = est_service.enrol
+
+    def slow(*args: object, **kwargs: object) -> object:
+        assert release.wait(10)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(est_service, "enrol", slow)
     secret = device_secret(rt, "dev-1")
 
     async def both() -> tuple[httpx.Response, httpx.Response]:
@@ -380,7 +380,6 @@ def test_the_event_loop_stays_free_while_a_service_works(est: EstApp, rt: Runtim
                          "Authorization": basic(*secret)}))
             await asyncio.sleep(0.2)
             cacerts = await asyncio.wait_for(client.get("/.well-known/est/cacerts"), 5)
-            assert not enrolling.done()
             release.set()
             return cacerts, await enrolling
 
@@ -389,24 +388,18 @@ def test_the_event_loop_stays_free_while_a_service_works(est: EstApp, rt: Runtim
     assert cn(issued_certificate(enrolled)) == "dev-1"
 
 
-def assert_released(release: threading.Event) -> None:
-    assert release.wait(10)
-
-
-def test_a_storm_of_requests_keeps_to_its_own_threads(est: EstApp, rt: Runtime,
-                                                      monkeypatch: pytest.MonkeyPatch
-                                                      ) -> None:
-    """EST operations that run in threads run in EST_THREADS threads of their own: a storm
-    of them queues there and leaves the thread pool the API's routes (the CRL, decisions)
-    answer from free. Enrolments with a secret, waiting for their group's commit, hold
-    none of those threads."""
+def test_a_storm_of_enrolments_keeps_to_its_own_threads(est: EstApp, rt: Runtime,
+                                                       monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """EST operations run in EST_THREADS threads of their own: a storm of them queues there
+    and leaves the thread pool the API's routes (the CRL, decisions) answer from free."""
     release = threading.Event()
     running: list[int] = []
     most = 0
     lock = threading.Lock()
-    real = est_service.cacerts
+    real = est_service.enrol
 
-    def slow(*args: object, **kwargs: object) -> bytes:
+    def slow(*args: object, **kwargs: object) -> object:
         nonlocal most
         with lock:
             running.append(1)
@@ -418,32 +411,23 @@ def test_a_storm_of_requests_keeps_to_its_own_threads(est: EstApp, rt: Runtime,
             with lock:
                 running.pop()
 
-    monkeypatch.setattr(est_service, "cacerts", slow)
-    enrolments = threading.Event()
-    groups_of(rt).before_commit = lambda: assert_released(enrolments)
+    monkeypatch.setattr(est_service, "enrol", slow)
     secrets_ = [device_secret(rt, f"dev-{n}") for n in range(EST_THREADS + 3)]
 
-    async def storm() -> tuple[list[httpx.Response], list[httpx.Response]]:
+    async def storm() -> list[httpx.Response]:
         async with est.client() as client:
             posts = [asyncio.create_task(client.post(
                 "/.well-known/est/simpleenroll", content=base64.encodebytes(csr()),
                 headers={"Content-Type": "application/pkcs10",
                          "Authorization": basic(*secret)})) for secret in secrets_]
-            gets = [asyncio.create_task(client.get("/.well-known/est/cacerts"))
-                    for _ in range(EST_THREADS + 3)]
             await asyncio.sleep(0.3)
             # The default thread pool (what the API's routes run in) still answers.
             assert await asyncio.wait_for(run_in_threadpool(lambda: 42), 2) == 42
-            # The enrolments hold none of the EST threads: the slow operations have all.
-            assert most == EST_THREADS
             release.set()
-            answered = list(await asyncio.gather(*gets))
-            enrolments.set()
-            return answered, list(await asyncio.gather(*posts))
+            return list(await asyncio.gather(*posts))
 
-    gets, posts = asyncio.run(storm())
-    assert [a.status_code for a in gets] == [200] * len(gets)
-    assert [a.status_code for a in posts] == [200] * len(secrets_)
+    answers = asyncio.run(storm())
+    assert [a.status_code for a in answers] == [200] * len(secrets_)
     assert most == EST_THREADS
 
 

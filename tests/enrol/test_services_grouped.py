@@ -5,8 +5,7 @@ and does not lose the others; a failure of the group's commit answers none of th
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,7 +31,7 @@ from iotsec.errors import (
 from iotsec.pki.est import read_certs_only
 from iotsec.store import models as m
 from tests.enrol.services_support import add_template, common_name, csr, events
-from tests.group_support import Gate, concurrently, first_then_the_rest
+from tests.group_support import Gate, concurrently
 from tests.helpers import make_key
 
 SOURCE = "192.0.2.20"
@@ -205,113 +204,4 @@ def test_re_enrolments_in_one_commit_each_renew_their_own_device(rt: Runtime) ->
         assert device is not None and common_name(outcome.record.der) == device
         assert get_certificate(rt, old[device]).replaced_by == outcome.record.serial
     assert sorted(r.record.device_id or "" for r in renewed) == sorted(names)
-    assert verify(rt).ok
-
-
-# --- enrolments awaited on an event loop (est.enrol_with_secret) ----------------------
-
-
-def _on_loop(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    """Await every call at once on one event loop; each result or exception, in order."""
-    async def all_of() -> list[Any]:
-        return list(await asyncio.gather(*(call() for call in calls), return_exceptions=True))
-
-    return asyncio.run(all_of())
-
-
-def test_enrolments_awaited_on_a_loop_share_one_commit(rt: Runtime) -> None:
-    credential = _template_secret(rt, uses=20)
-    names = [f"aw-{i}" for i in range(8)]
-    keys = {n: make_key() for n in names}
-    groups = groups_of(rt)
-    gate, results = first_then_the_rest(groups, [
-        lambda n=n: est.enrol_with_secret(rt, credential, csr(keys[n], cn=n), label=None,
-                                          source=SOURCE)
-        for n in names])
-    # The first alone, the seven others in one transaction: no thread waited for each.
-    assert gate.commits == 2
-    for name, outcome in zip(names, results, strict=True):
-        assert isinstance(outcome, est.Issued), outcome
-        (cert,) = read_certs_only(outcome.chain_der)
-        assert common_name(cert) == name
-        assert _spki(cert) == _spki(keys[name])
-        cert.verify_directly_issued_by(rt.authority("issuing").certificate)
-        assert get_device(rt, name).groups == ("fleet",)
-    assert secrets.get_secret(rt, credential.id).uses_left == 20 - len(names)
-    assert sorted(e.actor or "" for e in events(rt, "est.enrolled")) == sorted(names)
-    assert not groups._waiting and not groups._leading
-    assert verify(rt).ok
-
-
-def test_a_refused_enrolment_on_a_loop_is_refused_as_in_a_thread(rt: Runtime) -> None:
-    credential = _template_secret(rt, uses=20)
-    held = make_key()
-    assert isinstance(est.enrol(rt, credential, csr(held, cn="holder"), label=None,
-                                source=SOURCE), est.Issued)
-    _, (ok, thief, wrong, ok_2) = first_then_the_rest(groups_of(rt), [
-        lambda: est.enrol_with_secret(rt, credential, csr(cn="ok-1"), label=None,
-                                      source=SOURCE),
-        # Registers its device and consumes a use, then is refused: the key is held.
-        lambda: est.enrol_with_secret(rt, credential, csr(held, cn="thief"), label=None,
-                                      source=SOURCE),
-        lambda: est.enrol_with_secret(rt, est.BasicCredential(credential.id, "wrong" * 8),
-                                      csr(cn="x"), label=None, source=SOURCE),
-        lambda: est.enrol_with_secret(rt, credential, csr(cn="ok-2"), label=None,
-                                      source=SOURCE),
-    ])
-    assert isinstance(ok, est.Issued) and isinstance(ok_2, est.Issued)
-    assert isinstance(thief, EnrolmentForbiddenError)
-    assert isinstance(wrong, EnrolmentAuthError)
-    assert str(wrong) == "the enrolment credential is not valid"
-    with pytest.raises(NotFoundError):
-        get_device(rt, "thief")
-    refused = events(rt, "est.refused")
-    assert len(refused) == 2 and all(e.source == SOURCE for e in refused)
-    assert sorted(c.device_id for c in list_certificates(rt)) == ["holder", "ok-1", "ok-2"]
-    assert verify(rt).ok
-
-
-def test_a_failed_commit_answers_no_enrolment_awaited_on_a_loop(rt: Runtime) -> None:
-    credential = _template_secret(rt, uses=20)
-    names = [f"lost-{i}" for i in range(5)]
-    groups = groups_of(rt)
-
-    def crash(commit: int) -> None:
-        if commit == 2:
-            raise StoreError("the disk holding the database failed (I/O error)")
-
-    _, results = first_then_the_rest(groups, [
-        lambda n=n: est.enrol_with_secret(rt, credential, csr(cn=n), label=None,
-                                          source=SOURCE)
-        for n in names], then=crash)
-    issued = [r for r in results if isinstance(r, est.Issued)]
-    assert len(issued) == 1
-    assert all(isinstance(r, StoreError) for r in results if not isinstance(r, est.Issued))
-    assert [c.device_id for c in list_certificates(rt)] == [issued[0].record.device_id]
-    assert secrets.get_secret(rt, credential.id).uses_left == 19
-
-
-def test_threads_and_loops_hand_the_lead_to_one_another(rt: Runtime) -> None:
-    """Enrolments from threads (which lead groups themselves) and from two event loops
-    (whose groups the group commit's thread leads) at once: every one is issued once."""
-    credential = _template_secret(rt, uses=100)
-    threads = [f"th-{i}" for i in range(6)]
-    awaited = [[f"lo{j}-{i}" for i in range(6)] for j in range(2)]
-
-    def loop_of(names: list[str]) -> Callable[[], list[Any]]:
-        return lambda: _on_loop([
-            lambda n=n: est.enrol_with_secret(rt, credential, csr(cn=n), label=None,
-                                              source=SOURCE)
-            for n in names])
-
-    results = concurrently([
-        *(lambda n=n: est.enrol(rt, credential, csr(cn=n), label=None, source=SOURCE)
-          for n in threads),
-        *(loop_of(names) for names in awaited)])
-    outcomes = [*results[:len(threads)], *results[len(threads)], *results[len(threads) + 1]]
-    assert all(isinstance(o, est.Issued) for o in outcomes), outcomes
-    expected = sorted([*threads, *awaited[0], *awaited[1]])
-    assert sorted(c.device_id or "" for c in list_certificates(rt)) == expected
-    groups = groups_of(rt)
-    assert not groups._waiting and not groups._leading
     assert verify(rt).ok

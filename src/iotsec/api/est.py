@@ -1,8 +1,7 @@
 """The EST application (RFC 7030, with RFC 8951): ``/.well-known/est/[LABEL/]OP``.
 
 It parses the request, calls one service of :mod:`iotsec.app.enrol.est` in the thread pool
-(they read and write the store; the event loop stays free) or, for an enrolment with a
-secret, awaits the group commit that runs it in a thread of its own, and renders the answer in EST's
+(they read and write the store; the event loop stays free), and renders the answer in EST's
 wire formats (:mod:`iotsec.pki.est`). Who the client is comes from two places only: an HTTP
 Basic ``Authorization`` header (an enrolment secret, RFC 7030 3.2.3) and the certificate
 chain the TLS layer verified in the handshake, which it puts into the request's ASGI TLS
@@ -283,14 +282,8 @@ def _pending(pending: service.Pending) -> Response:
 async def _simpleenroll(request: Request, label: str | None) -> Response:
     credential = _credential(request)
     csr = await _csr(request)
-    if isinstance(credential, service.BasicCredential):
-        # An enrolment secret: the enrolment waits for the group commit on this loop,
-        # holding no thread, so that the enrolments arriving together share one commit.
-        done = await service.enrol_with_secret(_rt(request), credential, csr, label=label,
-                                               source=_source(request))
-    else:  # a claim certificate: its checks read the store before the group
-        done = await _offload(service.enrol, _rt(request), credential, csr, label=label,
-                              source=_source(request))
+    done = await _offload(service.enrol, _rt(request), credential, csr, label=label,
+                                   source=_source(request))
     return _pending(done) if isinstance(done, service.Pending) else _issued(done)
 
 

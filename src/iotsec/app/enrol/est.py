@@ -15,7 +15,7 @@ are throttled per source, with the same throttle as the API's credentials.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -41,7 +41,7 @@ from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.authorities import trusted_certificates
 from iotsec.app.pki.cert_records import CertificateRecord, record_from_row
-from iotsec.app.pki.group_issuance import Unit, run_grouped, run_grouped_async
+from iotsec.app.pki.group_issuance import Unit, run_grouped
 from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew_in
 from iotsec.app.pki.profiles import load_profile
 from iotsec.app.runtime import Runtime
@@ -67,7 +67,7 @@ from iotsec.timeutil import ts
 
 __all__ = [
     "BasicCredential", "ClientChain", "Credential", "Issued", "Pending", "approve", "cacerts",
-    "csrattrs", "enrol", "enrol_with_secret", "reenrol", "serverkeygen"
+    "csrattrs", "enrol", "reenrol", "serverkeygen"
 ]
 
 _T = TypeVar("_T")
@@ -151,35 +151,14 @@ def _guarded(rt: Runtime, operation: str, credential: Credential, source: str | 
     try:
         result = run()
     except IotsecError as exc:
-        raise _refusal(rt, operation, credential, source, exc) from None
+        _refused(rt, operation, describe(credential), source, exc)
+        if isinstance(exc, EnrolmentAuthError | EnrolmentForbiddenError):
+            throttle.failed(where)
+        if isinstance(exc, EnrolmentAuthError):
+            raise EnrolmentAuthError(_NOT_VALID) from None
+        raise
     throttle.succeeded(where)
     return result
-
-
-async def _guarded_async(rt: Runtime, operation: str, credential: Credential,
-                         source: str | None, run: Callable[[], Awaitable[_T]]) -> _T:
-    """:func:`_guarded` for a flow awaited on an event loop."""
-    where = source or "unknown"
-    throttle = failure_throttle(rt)
-    throttle.check(where)
-    try:
-        result = await run()
-    except IotsecError as exc:
-        raise _refusal(rt, operation, credential, source, exc) from None
-    throttle.succeeded(where)
-    return result
-
-
-def _refusal(rt: Runtime, operation: str, credential: Credential, source: str | None,
-             exc: IotsecError) -> IotsecError:
-    """A refused flow: its event, its count against the source, and the error the client
-    gets (a refused credential is named by one generic message)."""
-    _refused(rt, operation, describe(credential), source, exc)
-    if isinstance(exc, EnrolmentAuthError | EnrolmentForbiddenError):
-        failure_throttle(rt).failed(source or "unknown")
-    if isinstance(exc, EnrolmentAuthError):
-        return EnrolmentAuthError(_NOT_VALID)
-    return exc
 
 
 def _record(rt: Runtime, req: _Request, kind: str, device_id: str, credential: str,
@@ -273,37 +252,23 @@ def _enrol_in(conn: Connection, rt: Runtime, req: _Request, use: CredentialUse
                                        template.profile if template else None)
 
 
-_Enrolled = tuple[str, Template | None, CertificateRecord | Pending]
-_ALREADY = "the device is already registered, or the claim certificate has already enrolled"
-
-
-def _enrol_work(rt: Runtime, req: _Request, use: CredentialUse
-                ) -> Callable[[Connection, datetime], Unit[_Enrolled]]:
-    rt.authority("issuing")  # loaded before the transaction: a first load reads the store
-
-    def work(conn: Connection, _moment: datetime) -> Unit[_Enrolled]:
-        return Unit(_enrol_in(conn, rt, req, use))
-
-    return work
-
-
 def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRecord | Pending:
     use: CredentialUse = (SecretUse(credential) if isinstance(credential, BasicCredential)
                           else claim_use(rt, credential, req.moment, req.source))
+    rt.authority("issuing")  # loaded before the transaction: a first load reads the store
+
+    def work(conn: Connection, _moment: datetime
+             ) -> Unit[tuple[str, Template | None, CertificateRecord | Pending]]:
+        return Unit(_enrol_in(conn, rt, req, use))
+
     try:
         # Concurrent enrolments share one transaction (group commit), each in a savepoint
         # of its own; the CA signature's key.use event commits with the certificate it
         # made, and the answer comes after the commit.
-        enrolled = run_grouped(rt, _enrol_work(rt, req, use))
+        device_id, template, outcome = run_grouped(rt, work)
     except ConflictError as exc:  # a concurrent request registered the device or the claim
-        raise EnrolmentForbiddenError(_ALREADY) from exc
-    return _enrolled(rt, req, use, enrolled)
-
-
-def _enrolled(rt: Runtime, req: _Request, use: CredentialUse, enrolled: _Enrolled
-              ) -> CertificateRecord | Pending:
-    """After the commit: the policy's caches and the enrolment's event."""
-    device_id, template, outcome = enrolled
+        raise EnrolmentForbiddenError("the device is already registered, or the claim "
+                                      "certificate has already enrolled") from exc
     if template is not None:  # a device was registered (now, or when it began to wait)
         policy_changed(rt)
     detail = {"template": template.name if template else None}
@@ -331,25 +296,6 @@ def enrol(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | N
         return outcome if isinstance(outcome, Pending) else _issued(outcome)
 
     return _guarded(rt, "simpleenroll", credential, source, run)
-
-
-async def enrol_with_secret(rt: Runtime, credential: BasicCredential, csr_der: bytes, *,
-                            label: str | None, source: str | None) -> Issued | Pending:
-    """:func:`enrol` with an enrolment secret, for a caller on an event loop: the same
-    checks, unit of work and events, but the request waits for the group commit without
-    holding a thread (the group runs in the group commit's thread), so the enrolments that
-    arrive together share one transaction however many there are."""
-    async def run() -> Issued | Pending:
-        req = _request(rt, csr_der, label=label, source=source, kind="est.enrolled")
-        use = SecretUse(credential)
-        try:
-            enrolled = await run_grouped_async(rt, _enrol_work(rt, req, use))
-        except ConflictError as exc:  # a concurrent request registered the device
-            raise EnrolmentForbiddenError(_ALREADY) from exc
-        outcome = _enrolled(rt, req, use, enrolled)
-        return outcome if isinstance(outcome, Pending) else _issued(outcome)
-
-    return await _guarded_async(rt, "simpleenroll", credential, source, run)
 
 
 # --- re-enrolment: the device's own certificate -----------------------------------------

@@ -25,19 +25,10 @@ return are appended to the event chain last, in the group's transaction.
 One caller at a time leads: it takes what is waiting (at most :data:`MAX_GROUP`), runs it,
 commits, answers the group, and hands the lead to the oldest request still waiting.
 A lone request runs at once, in a group of one: nothing waits for company.
-
-A request may also be awaited on an event loop (:meth:`IssuanceGroups.run_async`, EST's
-enrolment with a secret): it holds no thread while it waits, so a group is as large as the
-requests that arrived meanwhile, not as the threads there are to wait. Such a request
-cannot lead: when the lead falls to it, the group commit's own leading thread (one per
-runtime, started at the first such request) runs its group, and its future is resolved on
-its loop after the commit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,10 +48,7 @@ from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.store.db import transaction, unit_error
 from iotsec.store.direct import Savepoint
 
-__all__ = [
-    "MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped", "run_grouped",
-    "run_grouped_async"
-]
+__all__ = ["MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped", "run_grouped"]
 
 _T = TypeVar("_T")
 _Shared = dict[str, list[tuple[str, str | None]]]
@@ -87,9 +75,6 @@ class _Request:
     #: In a savepoint of its own (it may write before it refuses).
     alone: bool
     done: threading.Event = field(default_factory=threading.Event)
-    #: Awaited on this loop (``future``), not waited for by a thread.
-    loop: asyncio.AbstractEventLoop | None = None
-    future: asyncio.Future[None] | None = None
     lead: bool = False
     answered: bool = False
     result: Any = None
@@ -104,9 +89,6 @@ class IssuanceGroups:
         self._lock = threading.Lock()
         self._waiting: list[_Request] = []
         self._leading = False
-        #: Set when the lead falls to a request awaited on a loop: the leading thread runs.
-        self._kick = threading.Event()
-        self._leader: threading.Thread | None = None
         #: Runs in the group's transaction before its commit (tests: a crash there).
         self.before_commit = before_commit
 
@@ -114,32 +96,6 @@ class IssuanceGroups:
               profile: str | None = None, allow_shared_key: bool = False,
               actor: str | None = None) -> CertificateRecord:
         """Issue one certificate, in the next group; returns once it is committed."""
-        values, shared = self._submit(self._issuance(device_id, csr, days=days,
-                                                     profile=profile,
-                                                     allow_shared_key=allow_shared_key,
-                                                     actor=actor))
-        if shared:
-            record_shared(self._rt, [values], shared)
-        return record_from_row(values)
-
-    async def issue_async(self, device_id: str, csr: bytes | CheckedCsr, *,
-                          days: int | None = None, profile: str | None = None,
-                          allow_shared_key: bool = False, actor: str | None = None
-                          ) -> CertificateRecord:
-        """:meth:`issue` for a caller on an event loop: waits for the group's commit
-        without holding a thread (the group runs in a thread of the group commit's)."""
-        values, shared = await self._submit_async(self._issuance(
-            device_id, csr, days=days, profile=profile, allow_shared_key=allow_shared_key,
-            actor=actor))
-        if shared:  # a key shared on purpose: its events, in a unit of work of their own
-            await asyncio.to_thread(record_shared, self._rt, [values], shared)
-        return record_from_row(values)
-
-    def _issuance(self, device_id: str, csr: bytes | CheckedCsr, *, days: int | None,
-                  profile: str | None, allow_shared_key: bool, actor: str | None
-                  ) -> _Request:
-        """The request of one issuance; a CSR that does not parse or verify, or a device id
-        that is not one, is refused here, before it joins a group."""
         checked = csr if isinstance(csr, CheckedCsr) else parse_csr(csr)
         device = parse_device_id(device_id)
         rt = self._rt
@@ -154,7 +110,10 @@ class IssuanceGroups:
                                    "not_after": values["not_after"]})
             return Unit((values, shared), [issued.row()])
 
-        return _Request(work, alone=False)
+        values, shared = self._submit(_Request(work, alone=False))
+        if shared:
+            record_shared(rt, [values], shared)
+        return record_from_row(values)
 
     def run(self, work: Callable[[Connection, datetime], Unit[_T]]) -> _T:
         """Run ``work`` in the next group, in a savepoint of its own; returns its result
@@ -163,40 +122,6 @@ class IssuanceGroups:
         of its own."""
         result: _T = self._submit(_Request(work, alone=True))
         return result
-
-    async def run_async(self, work: Callable[[Connection, datetime], Unit[_T]]) -> _T:
-        """:meth:`run` for a caller on an event loop: waits for the group's commit without
-        holding a thread (the group runs in a thread of the group commit's)."""
-        result: _T = await self._submit_async(_Request(work, alone=True))
-        return result
-
-    async def _submit_async(self, request: _Request) -> Any:
-        self._rt.authority("issuing")  # a first load reads the store: not in the group
-        loop = asyncio.get_running_loop()
-        request.loop, request.future = loop, loop.create_future()
-        with self._lock:
-            self._waiting.append(request)
-            if not self._leading:
-                self._leading = True
-                self._start_leader()
-        await request.future
-        if request.error is not None:
-            raise request.error
-        return request.result
-
-    def _start_leader(self) -> None:
-        """Have the group commit's leading thread lead the next group (under the lock)."""
-        if self._leader is None:
-            self._leader = threading.Thread(target=self._leading_thread, daemon=True,
-                                            name="iotsec-issuance-groups")
-            self._leader.start()
-        self._kick.set()
-
-    def _leading_thread(self) -> None:
-        while True:
-            self._kick.wait()
-            self._kick.clear()
-            self._lead()
 
     def _submit(self, request: _Request) -> Any:
         self._rt.authority("issuing")  # a first load reads the store: not in the group
@@ -226,15 +151,12 @@ class IssuanceGroups:
             self._run(group)
         finally:
             with self._lock:
-                if not self._waiting:
-                    self._leading = False
-                elif self._waiting[0].loop is not None:
-                    # Awaited on a loop: no thread of its own to lead with.
-                    self._start_leader()
-                else:
+                if self._waiting:
                     successor = self._waiting[0]
                     successor.lead = True
                     successor.done.set()
+                else:
+                    self._leading = False
 
     def _run(self, group: list[_Request]) -> None:
         rt = self._rt
@@ -260,15 +182,19 @@ class IssuanceGroups:
         except BaseException as exc:
             for request in group:
                 request.error = exc
-            _answer(group)
+                request.answered = True
+                request.done.set()
             if not isinstance(exc, Exception):
                 raise
             return
         for request, error in refused:
             request.error = error
+            request.answered = True
+            request.done.set()
         for request, result in done:
             request.result = result
-        _answer(group)
+            request.answered = True
+            request.done.set()
 
     def _one(self, conn: Connection, request: _Request, moment: datetime) -> Unit[Any]:
         """One request in the group's transaction. A refusal raises :class:`_Refused` and
@@ -290,28 +216,6 @@ class IssuanceGroups:
                            else exc) from exc
         part.release()
         return unit
-
-
-def _answer(group: list[_Request]) -> None:
-    """Wake the requests of ``group``, their result or error set: a thread by its event,
-    the requests awaited on a loop by one call into that loop."""
-    awaited: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for request in group:
-        request.answered = True
-        if request.loop is None:
-            request.done.set()
-        elif request.future is not None:
-            awaited.setdefault(request.loop, []).append(request.future)
-    for loop, futures in awaited.items():
-        # A loop closed meanwhile (RuntimeError) has nobody awaiting them any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_resolve, futures)
-
-
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():  # a cancelled caller's is done already
-            future.set_result(None)
 
 
 class _Refused(Exception):
@@ -343,9 +247,3 @@ def run_grouped(rt: Runtime, work: Callable[[Connection, datetime], Unit[_T]]) -
     """Run ``work`` in the runtime's group commit (:meth:`IssuanceGroups.run`): concurrent
     units of work (and issuances) share one transaction, each answered after its commit."""
     return groups_of(rt).run(work)
-
-
-async def run_grouped_async(rt: Runtime, work: Callable[[Connection, datetime], Unit[_T]]
-                            ) -> _T:
-    """:func:`run_grouped` for a caller on an event loop (:meth:`IssuanceGroups.run_async`)."""
-    return await groups_of(rt).run_async(work)
