@@ -242,10 +242,8 @@ async def _csr(request: Request) -> bytes:
 
 #: Threads the EST operations run in, apart from the thread pool the API's routes use: an
 #: enrolment or renewal storm queues here and cannot take the threads the CRL, the
-#: decisions and the operator API answer from. The store serialises writes anyway, but an
-#: enrolment waits for its group's commit (ADR 0032) in its thread: with 16 threads a group
-#: holds up to 16 enrolments, each commit serves more of them (docs/benchmarks.md, 7).
-EST_THREADS: Final = 16
+#: decisions and the operator API answer from. The store serialises writes anyway.
+EST_THREADS: Final = 4
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _limiters: dict[asyncio.AbstractEventLoop, CapacityLimiter] = {}
