@@ -21,6 +21,7 @@ from iotsec.api.emqx_fastpath import EmqxFastPath
 from iotsec.api.fastpath import DecisionFastPath
 from iotsec.api.headers import SecurityHeaders
 from iotsec.api.incidents import router as incidents_router
+from iotsec.api.issue_fastpath import IssuanceFastPath
 from iotsec.api.limits import BodyLimit
 from iotsec.api.monitor import router as monitor_router
 from iotsec.api.ocsp import OcspFastPath
@@ -49,8 +50,9 @@ def _declare_scopes(router: APIRouter) -> APIRouter:
 
 
 def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = False) -> FastAPI:
-    """The API over ``rt``. ``fast_path=False`` leaves every decision request to the
-    framework's route (the tests compare both); ``owns_runtime`` closes ``rt`` at shutdown."""
+    """The API over ``rt``. ``fast_path=False`` leaves every decision and issuance request
+    to the framework's route (the tests compare both); ``owns_runtime`` closes ``rt`` at
+    shutdown."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -69,9 +71,11 @@ def create_app(rt: Runtime, *, fast_path: bool = True, owns_runtime: bool = Fals
         app.include_router(_declare_scopes(router))
     # The web console: its own routes, sessions and CSP, outside the OpenAPI document.
     app.mount("/ui", create_console(rt))
-    # Inside the body limit: the decision fast path answers well-formed decision requests
-    # itself and hands everything else to the application.
+    # Inside the body limit: the fast paths answer well-formed decision, EMQX and issuance
+    # requests themselves and hand everything else to the application.
     if fast_path:
+        # Innermost the issuance's, so that the hotter decisions never pass through it.
+        app.add_middleware(IssuanceFastPath, runtime=rt)
         app.add_middleware(DecisionFastPath, runtime=rt)
         app.add_middleware(EmqxFastPath, runtime=rt)
     app.add_middleware(BodyLimit, overrides={"/v1/policy": MAX_DOCUMENT_BYTES + 1024})

@@ -19,6 +19,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from iotsec.api.fastpath import BearerFastPath
+from iotsec.app.access.api_tokens import Principal
 from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.broker import emqx as service
 from iotsec.broker.emqx import MAX_REQUEST_BYTES
@@ -33,10 +34,11 @@ class EmqxFastPath(BearerFastPath):
     needed = TokenScope.BROKER
     max_body = MAX_REQUEST_BYTES
 
-    def prepare(self, headers: dict[bytes, bytes], body: bytes) -> Any:
+    def prepare(self, headers: dict[bytes, bytes], body: bytes, route: Any) -> Any:
         return body  # every body is EMQX's to answer: a malformed one gets an explicit deny
 
-    async def answer(self, prepared: Any, source: str | None) -> dict[str, Any]:
+    async def answer(self, prepared: Any, source: str | None,
+                     caller: Principal) -> dict[str, Any]:
         answer = service.authorize_from_memory(self.rt, prepared, source)
         if answer is None:
             answer = await run_in_threadpool(service.authorize, self.rt, prepared, source)

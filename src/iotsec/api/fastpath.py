@@ -24,10 +24,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iotsec.api.decisions import decide
 from iotsec.api.limits import replay_body
-from iotsec.api.problems import for_error
+from iotsec.api.problems import for_error, unexpected
 from iotsec.api.schemas import AuthzIn
+from iotsec.app.access.api_tokens import Principal, authenticate
 from iotsec.app.access.api_tokens import Scope as TokenScope
-from iotsec.app.access.api_tokens import authenticate
 from iotsec.app.runtime import Runtime
 from iotsec.app.wire.access import decision_fields
 from iotsec.errors import IotsecError
@@ -79,21 +79,33 @@ class BearerFastPath(ABC):
     path: str
     needed: TokenScope
     max_body: int
+    #: The status of a successful answer.
+    status: int = 200
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.rt = runtime
 
-    @abstractmethod
-    def prepare(self, headers: dict[bytes, bytes], body: bytes) -> Any:
-        """What ``answer`` needs from the body, or ``None`` to leave the request to the app."""
+    def route(self, path: str) -> Any:
+        """What the path says for ``prepare`` (``True`` when it carries nothing), or
+        ``None`` when the path is not this layer's route."""
+        return True if path == self.path else None
 
     @abstractmethod
-    async def answer(self, prepared: Any, source: str | None) -> dict[str, Any]:
-        """The JSON answer for a prepared request (errors raise and become problems)."""
+    def prepare(self, headers: dict[bytes, bytes], body: bytes, route: Any) -> Any:
+        """What ``answer`` needs from the body (and what ``route`` gave of the path), or
+        ``None`` to leave the request to the app."""
+
+    @abstractmethod
+    async def answer(self, prepared: Any, source: str | None,
+                     caller: Principal) -> dict[str, Any]:
+        """The JSON answer for a prepared request from ``caller`` (errors raise and become
+        problems)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+        route = self.route(scope["path"]) if scope["type"] == "http" \
+            and scope["method"] == "POST" else None
+        if route is None:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -110,20 +122,24 @@ class BearerFastPath(ABC):
         headers = dict(scope["headers"])
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         prepared = None if more or size > self.max_body or scheme.lower() != "bearer" \
-            or not token.strip() else self.prepare(headers, body)
+            or not token.strip() else self.prepare(headers, body, route)
         if prepared is None:
             await self.app(scope, replay_body(body, more, receive), send)
             return
         client = scope.get("client")
         source = client[0] if client else None
         try:
-            authenticate(self.rt, token.strip(), needed=self.needed, source=source,
-                         action=f"POST {self.path}")
-            content = await self.answer(prepared, source)
+            caller = authenticate(self.rt, token.strip(), needed=self.needed, source=source,
+                                  action=f"POST {scope['path']}")
+            content = await self.answer(prepared, source, caller)
         except IotsecError as exc:
             await for_error(exc)(scope, receive, send)
             return
-        await _json(send, content)
+        except Exception:
+            # The application's own answer to an unexpected error (logged, 500 problem).
+            await unexpected()(scope, receive, send)
+            return
+        await _json(send, content, self.status)
 
 
 class DecisionFastPath(BearerFastPath):
@@ -131,18 +147,19 @@ class DecisionFastPath(BearerFastPath):
     needed = TokenScope.AUDITOR
     max_body = MAX_BODY
 
-    def prepare(self, headers: dict[bytes, bytes], body: bytes) -> Any:
+    def prepare(self, headers: dict[bytes, bytes], body: bytes, route: Any) -> Any:
         return parse_body(headers, body)
 
-    async def answer(self, prepared: Any, source: str | None) -> dict[str, Any]:
+    async def answer(self, prepared: Any, source: str | None,
+                     caller: Principal) -> dict[str, Any]:
         decision = await decide(self.rt, str(prepared["device"]), str(prepared["action"]),
                                 str(prepared["resource"]), prepared.get("cert_serial"))
         return decision_fields(decision)
 
 
-async def _json(send: Send, content: dict[str, Any]) -> None:
+async def _json(send: Send, content: dict[str, Any], status: int = 200) -> None:
     body = json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    await send({"type": "http.response.start", "status": 200,
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -61,9 +61,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return problem(500, "internal", "Internal error",
-                       "an unexpected error occurred; it has been logged")
+        return unexpected()
 
 
-__all__ = ["AuthError", "for_error", "install", "problem"]
+def unexpected() -> JSONResponse:
+    """The answer to an unexpected error, logged with its traceback (call it while the
+    exception is handled)."""
+    log.exception("unexpected error")
+    return problem(500, "internal", "Internal error",
+                   "an unexpected error occurred; it has been logged")
+
+
+__all__ = ["AuthError", "for_error", "install", "problem", "unexpected"]
