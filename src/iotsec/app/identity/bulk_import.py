@@ -15,10 +15,15 @@ devices' primary key the savepoint is undone and the offending id is looked up, 
 separate connection, among the devices committed before the import began (registered
 already) or else among the rows this import wrote (a duplicate in the file).
 
+The foreign keys of the group links and role bindings are checked once per key, not once
+per row (ADR 0037): each group and role a batch names is locked until the import ends (or
+created by it), each device is a row the batch has just inserted; on PostgreSQL the
+server's own per-row checks are then skipped for the links where the role may
+(:func:`iotsec.store.bulk.references_checked`).
+
 On PostgreSQL a CSV file is read and validated by a thread of its own, at most two batches
-ahead of the one being written (:func:`_read_ahead`): the server's work on a batch (most of
-it checking the foreign keys of the group and role links, row by row) then overlaps with
-reading the next, and memory stays bounded.
+ahead of the one being written (:func:`_read_ahead`): the server's work on a batch then
+overlaps with reading the next, and memory stays bounded.
 """
 
 from __future__ import annotations
