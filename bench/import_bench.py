@@ -15,9 +15,14 @@ reported.
 file (``id,groups,attributes``: every device in group ``fleet``, half of them in one of
 seven ``batch-*`` groups too, a third with two attributes; generated once into /tmp), on
 SQLite and on PostgreSQL (``--database-url``, a fresh database per round), each beside
-its reference in the same round: ``sqlite3 .import`` of the same file into a bare table
+its references in the same round: ``sqlite3 .import`` of the same file into a bare table
 of the same three columns (WAL, ``synchronous=NORMAL``), and ``psql \\copy`` of it into a
-bare table of a fresh database. Times and each child's own peak RSS (wait4).
+bare table of a fresh database; and the same tools loading the same file into the schema
+of a fresh iotsec home (its tables, keys, indexes, foreign keys and triggers, as
+``iotsec init`` makes them): the file into a temporary table, then, in one transaction, one
+``INSERT ... SELECT`` per table (the groups, the devices with their attributes as JSON,
+the group links split from the file, a ``device`` role binding each), which is the work
+the database itself does for this schema. Times and each child's own peak RSS (wait4).
 Goals: <= 15 s SQLite, <= 20 s PostgreSQL, <= 5x the reference, <= 200 MB.
 """
 
@@ -33,7 +38,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import URL, create_engine, func, make_url, select, text
 
 from common import (
     Report,
@@ -148,6 +153,44 @@ def _iotsec_import(path: Path, home: Path, url: str | None) -> tuple[float, floa
     return run.seconds, run.peak_rss_mib
 
 
+#: The schema reference's SQL after the file is in the temporary table ``s``
+#: (``id,groups,attributes``); ``{split}`` splits a row's groups into rows ``j.value``.
+_SCHEMA_LOAD = """
+BEGIN;
+INSERT INTO groups (name, created_at) SELECT DISTINCT j.value, 0 FROM s, {split} WHERE s.groups <> '';
+INSERT INTO devices (id, state, attributes, created_at, updated_at)
+  SELECT id, 'pending', CASE WHEN coalesce(attributes, '') = '' THEN '{{}}' ELSE
+    '{{"' || replace(replace(attributes, '=', '":"'), ';', '","') || '"}}' END, 0, 0 FROM s;
+INSERT INTO device_groups (device_id, group_name) SELECT s.id, j.value FROM s, {split}
+  WHERE s.groups <> '';
+INSERT INTO device_roles (device_id, role_name) SELECT id, 'device' FROM s;
+COMMIT;
+"""
+_SQLITE_SPLIT = "json_each('[\"' || replace(s.groups, ';', '\",\"') || '\"]') AS j"
+_PG_SPLIT = "unnest(string_to_array(s.groups, ';')) AS j(value)"
+
+
+def sqlite_schema_reference(path: Path, rows: int, tmp: Path) -> tuple[float, float]:
+    """``sqlite3 .import`` of the file into a fresh home's own schema (see the module's
+    docstring): the wall time and peak RSS of the ``sqlite3`` process."""
+    home = tmp / "schema-home"
+    init_home(settings_for(home), store_passphrase=True)
+    db = home / "iotsec.db"
+    ref = run_child(["sqlite3", str(db), "PRAGMA journal_mode=WAL;",
+                     "PRAGMA synchronous=NORMAL;", "PRAGMA foreign_keys=ON;",
+                     "CREATE TEMP TABLE s (id TEXT, groups TEXT, attributes TEXT);",
+                     f".import --csv --skip 1 --schema temp {path} s",
+                     _SCHEMA_LOAD.format(split=_SQLITE_SPLIT)])
+    if ref.returncode != 0 or ref.stderr.strip():
+        raise RuntimeError(f"sqlite3 into the schema failed: {ref.stderr[-300:]}")
+    check = sqlite3.connect(db)
+    stored = check.execute("SELECT count(*) FROM device_roles").fetchone()[0]
+    check.close()
+    if stored != rows:
+        raise AssertionError(f"the schema reference stored {stored} devices")
+    return ref.seconds, ref.peak_rss_mib
+
+
 def sqlite_round(path: Path, rows: int) -> dict[str, float]:
     with scratch_dir("iotsec-bench-csv-") as tmp:
         home = tmp / "home"
@@ -165,7 +208,9 @@ def sqlite_round(path: Path, rows: int) -> dict[str, float]:
                          f".import --csv --skip 1 {path} d"])
         if ref.returncode != 0:
             raise RuntimeError(f"sqlite3 .import failed: {ref.stderr[-300:]}")
-    return {"ours_s": seconds, "ours_mb": peak, "ref_s": ref.seconds, "ref_mb": ref.peak_rss_mib}
+        schema_s, schema_mb = sqlite_schema_reference(path, rows, tmp)
+    return {"ours_s": seconds, "ours_mb": peak, "ref_s": ref.seconds, "ref_mb": ref.peak_rss_mib,
+            "schema_s": schema_s, "schema_mb": schema_mb}
 
 
 def postgres_round(path: Path, rows: int, url: str) -> dict[str, float]:
@@ -193,11 +238,48 @@ def postgres_round(path: Path, rows: int, url: str) -> dict[str, float]:
         ref = run_child(psql)
         if ref.returncode != 0:
             raise RuntimeError(f"psql \\copy failed: {ref.stderr[-300:]}")
+        schema_s, schema_mb = postgres_schema_reference(path, rows, base)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-    return {"ours_s": seconds, "ours_mb": peak, "ref_s": ref.seconds, "ref_mb": ref.peak_rss_mib}
+    return {"ours_s": seconds, "ours_mb": peak, "ref_s": ref.seconds, "ref_mb": ref.peak_rss_mib,
+            "schema_s": schema_s, "schema_mb": schema_mb}
+
+
+def postgres_schema_reference(path: Path, rows: int, base: URL) -> tuple[float, float]:
+    """``psql \\copy`` of the file into the schema of a fresh home in a fresh database (see
+    the module's docstring): the wall time and peak RSS of the ``psql`` process."""
+    name = f"iotsec_import_ref_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    db_url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        with scratch_dir("iotsec-bench-csv-ref-") as tmp:
+            init_home(Settings(home=tmp / "home", database_url=db_url), store_passphrase=True)
+            script = tmp / "load.sql"
+            script.write_text(
+                "\\set ON_ERROR_STOP on\n"
+                "CREATE TEMP TABLE s (id text, groups text, attributes text);\n"
+                f"\\copy s FROM '{path}' WITH (FORMAT csv, HEADER true)\n"
+                + _SCHEMA_LOAD.format(split=_PG_SPLIT))
+            ref = run_child(["psql", "-q", "-h", base.host or "127.0.0.1",
+                             "-p", str(base.port or 5432), "-U", base.username or "postgres",
+                             name, "-f", str(script)])
+        if ref.returncode != 0:
+            raise RuntimeError(f"psql into the schema failed: {ref.stderr[-300:]}")
+        engine = create_engine(db_url)
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM device_roles")).scalar_one()
+        engine.dispose()
+        if stored != rows:
+            raise AssertionError(f"the schema reference stored {stored} devices")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return ref.seconds, ref.peak_rss_mib
 
 
 def csv_main(rows: int, rounds: int, url: str | None, json_path: Path | None) -> int:
@@ -217,8 +299,8 @@ def csv_main(rows: int, rounds: int, url: str | None, json_path: Path | None) ->
             results[backend].append(one)
             loads.append(load_average())
             print(f"# round {r + 1} {backend}: ours {one['ours_s']:.2f} s "
-                  f"{one['ours_mb']:.0f} MB, reference {one['ref_s']:.2f} s; load "
-                  f"{loads[-1]}", flush=True)
+                  f"{one['ours_mb']:.0f} MB, reference {one['ref_s']:.2f} s, into the "
+                  f"schema {one['schema_s']:.2f} s; load {loads[-1]}", flush=True)
     for backend in backends:
         ours = statistics.median(x["ours_s"] for x in results[backend])
         ref = statistics.median(x["ref_s"] for x in results[backend])
@@ -232,6 +314,14 @@ def csv_main(rows: int, rounds: int, url: str | None, json_path: Path | None) ->
         report.add(f"{backend}: reference {name}, bare table", ref, "s")
         report.add(f"{backend}: ratio ours / reference (median of rounds)", ratio, "x",
                    f"goal <= {CSV_RATIO:g}: {verdict(ratio <= CSV_RATIO)}")
+        schema = statistics.median(x["schema_s"] for x in results[backend])
+        schema_ratio = statistics.median(x["ours_s"] / x["schema_s"]
+                                         for x in results[backend])
+        report.add(f"{backend}: reference {name}, into the iotsec schema", schema, "s",
+                   "same tables, keys, indexes, foreign keys; INSERT ... SELECT per table")
+        report.add(f"{backend}: ratio ours / schema reference (median of rounds)",
+                   schema_ratio, "x",
+                   f"goal <= {CSV_RATIO:g}: {verdict(schema_ratio <= CSV_RATIO)}")
     report.params["load average per round"] = loads
     report.params["load average at end"] = load_average()
     report.print()

@@ -5,19 +5,26 @@ Both go through the driver's own connection, under the SQLAlchemy transaction th
 holds, so they commit or roll back with everything else it wrote. A row that breaks a
 constraint (a key that is already taken) raises :class:`BulkConflict`; the caller decides
 what to tell the user (the statement is undone up to the caller's savepoint).
+
+Foreign keys of bulk rows can be checked once per referenced key instead of once per row:
+:func:`lock_keys` finds the referenced rows and locks them against deletion until the
+transaction ends (what PostgreSQL's per-row check does, row after row), and inside
+:func:`references_checked` PostgreSQL then skips its per-row checks for the rows the caller
+inserts -- only for rows whose every reference the caller has so checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Column, Connection, Table, select
 from sqlalchemy.exc import DBAPIError
 
 from iotsec.errors import ConflictError
 
-__all__ = ["BulkConflict", "insert_rows"]
+__all__ = ["BulkConflict", "insert_rows", "lock_keys", "references_checked"]
 
 
 class BulkConflict(ConflictError):
@@ -60,3 +67,59 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
         raise DBAPIError.instance(f"bulk insert into {table.name}", None, exc,
                                   conn.dialect.loaded_dbapi.Error, hide_parameters=True,
                                   dialect=conn.dialect) from exc
+
+
+#: Keys looked up per statement by :func:`lock_keys`.
+_LOOKUP = 500
+#: Where a connection remembers whether its role may skip the per-row checks.
+_MAY_SKIP = "iotsec.bulk.may_skip_reference_triggers"
+#: PostgreSQL's "insufficient privilege".
+_NO_PRIVILEGE = "42501"
+
+
+def lock_keys(conn: Connection, column: Column[Any], values: Iterable[str]) -> set[str]:
+    """The ``values`` that ``column`` (a unique key) holds, each of their rows locked until
+    the transaction ends against a deletion or a change of the key by anyone else
+    (``FOR KEY SHARE`` on PostgreSQL, the lock its own foreign-key check takes; a SQLite
+    write transaction already keeps every other writer out)."""
+    wanted = sorted(set(values))
+    found: set[str] = set()
+    for i in range(0, len(wanted), _LOOKUP):
+        found.update(conn.execute(
+            select(column).where(column.in_(wanted[i:i + _LOOKUP]))
+            .with_for_update(read=True, key_share=True)).scalars())
+    return found
+
+
+@contextmanager
+def references_checked(conn: Connection) -> Iterator[bool]:
+    """For the statements run inside, the caller vouches that every foreign key of the rows
+    they insert holds: each referenced row was inserted by this transaction (no one else
+    can see it, let alone delete it) or is locked by :func:`lock_keys`. On PostgreSQL the
+    server's per-row checks are then skipped (``session_replication_role = replica``, local
+    to the transaction and set back on leaving); this needs a role allowed to set it (a
+    superuser, or ``GRANT SET ON PARAMETER session_replication_role``). Without it, or on
+    SQLite, nothing changes and every row is checked by the store as usual. Yields whether
+    the checks are skipped.
+
+    Every trigger is skipped in that mode, not only the foreign keys': the caller also
+    announces what the statements inside changed (see the change feed)."""
+    if conn.dialect.name != "postgresql" or conn.info.get(_MAY_SKIP) is False:
+        yield False
+        return
+    savepoint = conn.begin_nested()
+    try:
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    except DBAPIError as exc:
+        savepoint.rollback()
+        if getattr(exc.orig, "sqlstate", None) != _NO_PRIVILEGE:
+            raise
+        conn.info[_MAY_SKIP] = False  # asked once per connection
+        yield False
+        return
+    savepoint.commit()
+    conn.info[_MAY_SKIP] = True
+    yield True
+    # Not reached when a statement inside failed: the transaction is then rolled back,
+    # which undoes the setting with it.
+    conn.exec_driver_sql("SET LOCAL session_replication_role = origin")

@@ -15,10 +15,15 @@ devices' primary key the savepoint is undone and the offending id is looked up, 
 separate connection, among the devices committed before the import began (registered
 already) or else among the rows this import wrote (a duplicate in the file).
 
+The foreign keys of the group links and role bindings are checked once per key, not once
+per row (ADR 0037): each group and role a batch names is locked until the import ends (or
+created by it), each device is a row the batch has just inserted; on PostgreSQL the
+server's own per-row checks are then skipped for the links where the role may
+(:func:`iotsec.store.bulk.references_checked`).
+
 On PostgreSQL a CSV file is read and validated by a thread of its own, at most two batches
-ahead of the one being written (:func:`_read_ahead`): the server's work on a batch (most of
-it checking the foreign keys of the group and role links, row by row) then overlaps with
-reading the next, and memory stays bounded.
+ahead of the one being written (:func:`_read_ahead`): the server's work on a batch then
+overlaps with reading the next, and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from iotsec.app.identity.bindings import (
     require_roles,
 )
 from iotsec.app.runtime import Runtime
-from iotsec.errors import ConflictError, InvalidInputError, IotsecError
+from iotsec.errors import ConflictError, InvalidInputError, IotsecError, NotFoundError
 from iotsec.identity.registry import (
     DeviceState,
     parse_attributes,
@@ -48,7 +53,7 @@ from iotsec.identity.registry import (
     parse_group_name,
 )
 from iotsec.store import models as m
-from iotsec.store.bulk import BulkConflict, insert_rows
+from iotsec.store.bulk import BulkConflict, insert_rows, lock_keys, references_checked
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
@@ -147,10 +152,9 @@ class _Writer:
         if not missing:
             return
         wanted = sorted(missing)
-        have: set[str] = set()
-        for i in range(0, len(wanted), 500):
-            have.update(self.conn.execute(select(m.groups.c.name).where(
-                m.groups.c.name.in_(wanted[i:i + 500]))).scalars())
+        # The groups already there are locked until the import ends (no one can delete
+        # one its links need); the new ones are this transaction's own.
+        have = lock_keys(self.conn, m.groups.c.name, wanted)
         insert_rows(self.conn, m.groups, ("name", "created_at"),
                     [(n, self.now) for n in wanted if n not in have])
         if len(self.known_groups) + len(wanted) > _CACHE * 16:
@@ -160,14 +164,22 @@ class _Writer:
     def _roles(self, roles: tuple[str, ...] | None) -> tuple[str, ...]:
         if roles is None:
             if self.default is None:
-                # Bound when it exists ('iotsec init' creates it).
-                self.default = (DEFAULT_ROLE,) if self.conn.execute(
-                    select(m.roles.c.name).where(m.roles.c.name == DEFAULT_ROLE)
-                ).first() else ()
+                # Bound when it exists ('iotsec init' creates it); locked, as below.
+                self.default = ((DEFAULT_ROLE,) if lock_keys(
+                    self.conn, m.roles.c.name, (DEFAULT_ROLE,)) else ())
             return self.default
         checked = self.checked_roles.get(roles)
         if checked is None:
-            checked = self.checked_roles[roles] = tuple(require_roles(self.conn, roles))
+            checked = tuple(require_roles(self.conn, roles))
+            # Locked until the import ends, so that no one deletes a role its bindings
+            # name; one gone since require_roles saw it is refused as it would have been.
+            locked = lock_keys(self.conn, m.roles.c.name, checked)
+            gone = [r for r in checked if r not in locked]
+            if gone:
+                raise NotFoundError(f"role {gone[0]!r} does not exist",
+                                    hint="create it with 'iotsec role add' "
+                                         "(see 'iotsec role list')")
+            self.checked_roles[roles] = checked
         return checked
 
     def write(self, batch: Sequence[ImportRow]) -> None:
@@ -191,11 +203,18 @@ class _Writer:
             self._refuse(batch)
             raise
         savepoint.commit()
-        insert_rows(self.conn, m.device_groups, ("device_id", "group_name"),
-                    [(r[1], g) for r in batch for g in r[2]])
         bindings = [(r[1], role) for r in batch for role in self._roles(r[4])]
+        # Every foreign key of the links holds, checked once per key and not per row: each
+        # device was inserted just above by this transaction (unseen by anyone else), each
+        # group and role is locked by _ensure_groups and _roles. The store's per-row checks
+        # can then be skipped (see references_checked); the policy change the bindings make
+        # is announced by bump_policy_version at the end, as before.
+        with references_checked(self.conn):
+            insert_rows(self.conn, m.device_groups, ("device_id", "group_name"),
+                        [(r[1], g) for r in batch for g in r[2]])
+            if bindings:
+                insert_rows(self.conn, m.device_roles, ("device_id", "role_name"), bindings)
         if bindings:
-            insert_rows(self.conn, m.device_roles, ("device_id", "role_name"), bindings)
             self.bound = True
 
     def _refuse(self, batch: Sequence[ImportRow]) -> None:
