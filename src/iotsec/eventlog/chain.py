@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENESIS", "ChainFault", "ChainReport", "ChainRow", "Checkpoint", "CheckpointPlan", "Fault",
-    "Segment", "checkpoint_message", "encode_entry", "entry_hash", "join_segments",
+    "Segment", "checkpoint_message", "encode_entry", "entry_hash", "join_segments", "link_rows",
     "plan_checkpoints", "verify_chain", "verify_segment", "verify_signature"
 ]
 
@@ -86,6 +86,17 @@ def entry_hash(previous: str, seq: int, at: int, kind: str, outcome: str, actor:
     """SHA-256 (hex) over the previous entry's hash and this entry."""
     return hashlib.sha256((previous + _encode(
         (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii")).hexdigest()
+
+
+def link_rows(rows: Iterable[dict[str, Any]], seq: int, previous: str) -> None:
+    """Chain ``rows`` (event rows with ``at``, ``kind``, ``outcome``, ``actor``, ``source``,
+    ``subject`` and ``detail``) after the entry at position ``seq`` whose hash is
+    ``previous``: each gets its ``seq`` and ``hash``, in order."""
+    for row in rows:
+        seq += 1
+        previous = entry_hash(previous, seq, row["at"], row["kind"], row["outcome"],
+                              row["actor"], row["source"], row["subject"], row["detail"])
+        row["seq"], row["hash"] = seq, previous
 
 
 def checkpoint_message(seq: int, head: str, at: int) -> bytes:
