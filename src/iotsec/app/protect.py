@@ -1,9 +1,10 @@
 """Files encrypted at rest under the home's KEK (``iotsec data``).
 
-Files are streamed: ``encrypt_file``/``decrypt_file`` hold two chunks in memory whatever
-the size. Output goes to a private temporary file beside the target and is linked into
-place only when the whole stream has been processed, so a refused decryption leaves no
-plaintext behind and an existing file is never overwritten.
+Files are streamed: ``encrypt_file`` holds two blocks of 1 MiB in memory (two chunks, when
+a chunk is larger) and ``decrypt_file`` two chunks, whatever the size. Output goes to a
+private temporary file beside the target and is linked into place only when the whole
+stream has been processed, so a refused decryption leaves no plaintext behind and an
+existing file is never overwritten.
 
 The end-to-end payloads (``iotsec payload``) are in :mod:`iotsec.app.payloads`: this module
 imports none of their code, so the ``data`` commands start without it.

@@ -82,6 +82,8 @@ MAC: Final = 32
 TAG: Final = 16
 MAX_CHUNKS: Final = 1 << 32
 MAX_ASSOCIATED_DATA: Final = 64 * 1024
+#: How much plaintext :func:`encrypt_stream` reads and writes at a time (whole chunks).
+IO_BLOCK: Final = 1 << 20
 #: Largest header a reader accepts (the longest KEK id and wrapped key).
 MAX_HEADER: Final = len(MAGIC) + 3 + 64 + SALT + NONCE_PREFIX + 2 + MAX_WRAPPED_KEY + MAC
 
@@ -230,19 +232,28 @@ class StreamSealer:
         self._index = 0
         self._done = False
 
-    def seal_chunk(self, plaintext: bytes, *, last: bool) -> bytes:
+    def _next_nonce(self, size: int, last: bool) -> bytes:
+        """The nonce of the next chunk (of ``size`` bytes), once it may follow."""
         if self._done:
             raise DataProtectionError("the stream is already finished")
-        if len(plaintext) > self.chunk_size or (not last and len(plaintext) != self.chunk_size):
+        if size > self.chunk_size or (not last and size != self.chunk_size):
             raise DataProtectionError("only the last chunk may be shorter than the chunk size")
-        if last and not plaintext and self._index:
+        if last and not size and self._index:
             raise DataProtectionError("only an empty stream ends with an empty chunk")
         if self._index >= MAX_CHUNKS:
             raise DataProtectionError("the stream is too long for its chunk size")
         nonce = _nonce(self._prefix, self._index, last)
         self._index += 1
         self._done = last
-        return self._aead.encrypt(nonce, plaintext, None)
+        return nonce
+
+    def seal_chunk(self, plaintext: bytes, *, last: bool) -> bytes:
+        return self._aead.encrypt(self._next_nonce(len(plaintext), last), plaintext, None)
+
+    def seal_chunk_into(self, plaintext: memoryview, out: memoryview, *, last: bool) -> None:
+        """:meth:`seal_chunk`, its result written into ``out`` (exactly ``len(plaintext) +
+        16`` bytes): no copy of the chunk is made."""
+        self._aead.encrypt_into(self._next_nonce(len(plaintext), last), plaintext, None, out)
 
 
 def _open_header(header: StreamHeader, keks: KeyWrapper | KekResolver,
@@ -348,16 +359,34 @@ class StreamInfo:
 def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
                    chunk_size: int = DEFAULT_CHUNK_SIZE,
                    associated_data: bytes = b"") -> StreamInfo:
-    """Encrypt all of ``src`` to ``dst`` (two chunks of memory, whatever the size)."""
+    """Encrypt all of ``src`` to ``dst``, whatever the size, holding two blocks of
+    :data:`IO_BLOCK` bytes (or two chunks, when a chunk is larger) and the sealed one."""
     sealer = StreamSealer(kek, chunk_size=chunk_size, associated_data=associated_data)
     dst.write(sealer.header)
     written, plain, chunks = len(sealer.header), 0, 0
-    for current, last in _chunks(src, chunk_size):
-        sealed = sealer.seal_chunk(current, last=last)
+    # Whole chunks are read and written a block at a time (one read and one write for
+    # many chunks, and no copy: each is sealed into the block's output), each chunk still
+    # sealed on its own. One block is read ahead to know which chunk is the last.
+    block = max(1, IO_BLOCK // chunk_size) * chunk_size
+    pending = read_full(src, block)
+    while True:
+        following = read_full(src, block) if len(pending) == block else b""
+        count = max(1, -(-len(pending) // chunk_size))  # an empty stream: one empty chunk
+        sealed = bytearray(len(pending) + count * TAG)
+        source, target, at = memoryview(pending), memoryview(sealed), 0
+        for index in range(count):
+            piece = source[index * chunk_size:(index + 1) * chunk_size]
+            end = at + len(piece) + TAG
+            sealer.seal_chunk_into(piece, target[at:end],
+                                   last=not following and index == count - 1)
+            at = end
         dst.write(sealed)
         written += len(sealed)
-        plain += len(current)
-        chunks += 1
+        plain += len(pending)
+        chunks += count
+        if not following:
+            break
+        pending = following
     return StreamInfo(kek.key_id, chunk_size, chunks, plain, written,
                       hashlib.sha256(sealer.header).hexdigest())
 
@@ -385,7 +414,8 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver,
 
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "MAGIC", "RecordEnvelope", "StreamHeader", "StreamInfo", "StreamOpener",
-    "StreamSealer", "decrypt_record", "decrypt_stream", "encrypt_record", "encrypt_stream",
-    "read_full", "record_context", "record_kek_id", "rewrap_header", "rewrap_record"
+    "DEFAULT_CHUNK_SIZE", "IO_BLOCK", "MAGIC", "RecordEnvelope", "StreamHeader", "StreamInfo",
+    "StreamOpener", "StreamSealer", "decrypt_record", "decrypt_stream", "encrypt_record",
+    "encrypt_stream", "read_full", "record_context", "record_kek_id", "rewrap_header",
+    "rewrap_record"
 ]
