@@ -68,7 +68,9 @@ def _atomic_output(path: str) -> Iterator[BinaryIO]:
                             hint="iotsec never overwrites; remove it or choose another name")
     if not target.parent.is_dir():
         raise NotFoundError(f"the directory of {path} does not exist", hint="create it first")
-    with staged_file(target, mode=PRIVATE_FILE_MODE, suffix="partial") as staged:
+    # Written behind: a large output is mostly on disk already when it is flushed.
+    with staged_file(target, mode=PRIVATE_FILE_MODE, suffix="partial",
+                     write_behind=True) as staged:
         yield staged.file
         # Published by a link, which never replaces an existing file: no race with another
         # writer.
