@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, insert, select, text
 
 from iotsec.errors import InvalidInputError
-from iotsec.eventlog.chain import GENESIS, link_rows
+from iotsec.eventlog.entries import GENESIS, link_rows
 from iotsec.eventlog.event import ACTOR_WIDTH, MAX_FIELD, Event
 from iotsec.store import models as m
 from iotsec.store.db import in_transaction, reading, transaction

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -182,7 +181,9 @@ def rewrap_file(rt: Runtime, path: str) -> Rewrapped:
     """Move one encrypted file to the active KEK: its data key is wrapped again (the chunks
     are copied unchanged), the result is decrypted in full before it atomically replaces
     the file, and the file is then recorded under the new KEK."""
-    # Deferred, as in encrypt_file.
+    # Deferred, as in encrypt_file (shutil too: encrypting a file does not copy one).
+    import shutil
+
     from iotsec.app.custody.kek_files import move_file
     from iotsec.app.custody.keys import RecordedKeks
 

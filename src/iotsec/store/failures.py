@@ -4,7 +4,6 @@ work through SQLAlchemy, or a read on the driver itself, :mod:`iotsec.store.read
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
@@ -50,6 +49,8 @@ def _disk_full(sqlite_file: Path | None) -> bool:
     plain I/O error when it cannot grow its -shm or -wal file."""
     if sqlite_file is None:
         return False
+    import shutil  # deferred (start-up time): only a failed write looks at the disk
+
     try:
         return shutil.disk_usage(sqlite_file.parent).free < _NEARLY_FULL
     except OSError:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from iotsec.errors import IotsecError
-from iotsec.eventlog.chain import GENESIS, link_rows
+from iotsec.eventlog.entries import GENESIS, link_rows
 from iotsec.store.failures import unit_failure
 from iotsec.store.reader import Reader
 
