@@ -29,7 +29,6 @@ import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -65,15 +64,23 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
 class DirectHome:
     """An open SQLite home with file KEKs: its store connection and its KEK custody."""
 
-    home: Path
-    sqlite_file: Path
-    conn: sqlite3.Connection
-    keks: KekCustody
-    clock: Callable[[], datetime] = _utcnow
+    # A plain class, as the other values of this path are named tuples: the
+    # dataclasses module (and the inspect module it loads) is not imported by it.
+    __slots__ = ("clock", "conn", "home", "keks", "sqlite_file")
+
+    def __init__(self, home: Path, sqlite_file: Path, conn: sqlite3.Connection,
+                 keks: KekCustody, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.home = home
+        self.sqlite_file = sqlite_file
+        self.conn = conn
+        self.keks = keks
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"DirectHome({str(self.home)!r})"
 
     def now(self) -> datetime:
         return self.clock()

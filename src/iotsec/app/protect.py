@@ -17,10 +17,9 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from iotsec.app.custody.file_records import record_file_direct
 from iotsec.app.direct_home import DirectHome
@@ -170,8 +169,7 @@ def decrypt_file_direct(home: DirectHome, source: str, target: str) -> atrest.St
     return _decrypt(source, target, home.recorded_keks(), home.record, home.now)
 
 
-@dataclass(frozen=True, slots=True)
-class Rewrapped:
+class Rewrapped(NamedTuple):
     path: str
     old_kek: str
     new_kek: str  # the same as old_kek when the file was already under the active KEK

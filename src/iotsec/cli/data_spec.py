@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from iotsec.cli.plain import note, write_json
 from iotsec.errors import InvalidInputError
@@ -26,8 +25,7 @@ __all__ = ["DECRYPT", "ENCRYPT", "CommandSpec", "info_json", "parse", "parse_siz
            "report_decrypted", "report_encrypted"]
 
 
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
+class CommandSpec(NamedTuple):
     """A command's interface: its words after ``iotsec``, its arguments (the command
     function's parameter names, in order), its options that take one value (flag,
     parameter, default) and its boolean flags (flag, parameter; default False)."""

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from iotsec.timeutil import ts
 
@@ -21,8 +20,7 @@ MAX_FIELD = 256
 ACTOR_WIDTH, SOURCE_WIDTH = 160, 64
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     at: datetime
     kind: str
     outcome: str

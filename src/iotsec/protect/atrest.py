@@ -36,8 +36,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -105,8 +104,7 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + index.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
 
 
-@dataclass(frozen=True, slots=True)
-class StreamHeader:
+class StreamHeader(NamedTuple):
     """The parsed header of an encrypted stream (not yet authenticated)."""
 
     version: int
@@ -345,8 +343,7 @@ class StreamOpener:
         return plaintext
 
 
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
+class StreamInfo(NamedTuple):
     kek_id: str
     chunk_size: int
     chunks: int
