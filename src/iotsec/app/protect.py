@@ -1,7 +1,7 @@
 """Files encrypted at rest under the home's KEK (``iotsec data``).
 
-Files are streamed: ``encrypt_file`` holds two blocks of 1 MiB in memory (two chunks, when
-a chunk is larger) and ``decrypt_file`` two chunks, whatever the size. Output goes to a
+Files are streamed: ``encrypt_file`` holds three blocks of 256 KiB in memory (three chunks,
+when a chunk is larger) and ``decrypt_file`` two chunks, whatever the size. Output goes to a
 private temporary file beside the target and is linked into place only when the whole
 stream has been processed, so a refused decryption leaves no plaintext behind and an
 existing file is never overwritten.

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import secrets
 from collections.abc import Iterator
 from typing import BinaryIO, Final, NamedTuple
@@ -81,8 +82,9 @@ MAC: Final = 32
 TAG: Final = 16
 MAX_CHUNKS: Final = 1 << 32
 MAX_ASSOCIATED_DATA: Final = 64 * 1024
-#: How much plaintext :func:`encrypt_stream` reads and writes at a time (whole chunks).
-IO_BLOCK: Final = 1 << 20
+#: How much plaintext :func:`encrypt_stream` reads and writes at a time from a buffered
+#: stream (whole chunks; four of the default size).
+IO_BLOCK: Final = 1 << 18
 #: Largest header a reader accepts (the longest KEK id and wrapped key).
 MAX_HEADER: Final = len(MAGIC) + 3 + 64 + SALT + NONCE_PREFIX + 2 + MAX_WRAPPED_KEY + MAC
 
@@ -353,37 +355,69 @@ class StreamInfo(NamedTuple):
     header_sha256: str = ""
 
 
+def _fill(src: io.BufferedIOBase, buffer: bytearray) -> int:
+    """Read into ``buffer`` until it is full or the stream ends; how many bytes came."""
+    view, got = memoryview(buffer), 0
+    while got < len(buffer):
+        count = src.readinto(view[got:])
+        if count is None:
+            raise DataProtectionError("the input is a non-blocking stream with no data ready")
+        if not count:
+            break
+        got += count
+    return got
+
+
+def _seal_blocks(src: io.BufferedIOBase, dst: BinaryIO, sealer: StreamSealer
+                 ) -> tuple[int, int, int]:
+    """Seal a buffered stream (a file, standard input) a block of whole chunks at a time:
+    one read and one write for many chunks, each chunk still sealed on its own, into the
+    block's output. The three buffers are made once and reused (no memory allocated, and
+    faulted in, per block); one block is read ahead to know which chunk is the last.
+    Returns (bytes written, plaintext bytes, chunks)."""
+    chunk_size = sealer.chunk_size
+    block = max(1, IO_BLOCK // chunk_size) * chunk_size
+    buffers = (bytearray(block), bytearray(block))
+    sealed = memoryview(bytearray(block + (block // chunk_size) * TAG))
+    written, plain, chunks = 0, 0, 0
+    current, got = 0, _fill(src, buffers[0])
+    while True:
+        following = _fill(src, buffers[1 - current]) if got == block else 0
+        count = max(1, -(-got // chunk_size))  # an empty stream: one empty chunk
+        source, at = memoryview(buffers[current]), 0
+        for index in range(count):
+            piece = source[index * chunk_size:min(got, (index + 1) * chunk_size)]
+            end = at + len(piece) + TAG
+            sealer.seal_chunk_into(piece, sealed[at:end],
+                                   last=not following and index == count - 1)
+            at = end
+        dst.write(sealed[:at])
+        written, plain, chunks = written + at, plain + got, chunks + count
+        if not following:
+            return written, plain, chunks
+        current, got = 1 - current, following
+
+
 def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
                    chunk_size: int = DEFAULT_CHUNK_SIZE,
                    associated_data: bytes = b"") -> StreamInfo:
-    """Encrypt all of ``src`` to ``dst``, whatever the size, holding two blocks of
-    :data:`IO_BLOCK` bytes (or two chunks, when a chunk is larger) and the sealed one."""
+    """Encrypt all of ``src`` to ``dst``, whatever the size: a buffered stream (a file,
+    standard input) a block of :data:`IO_BLOCK` bytes at a time, holding three blocks (or
+    chunks, when a chunk is larger); any other stream chunk by chunk, holding two."""
     sealer = StreamSealer(kek, chunk_size=chunk_size, associated_data=associated_data)
     dst.write(sealer.header)
+    if isinstance(src, io.BufferedIOBase):
+        written, plain, chunks = _seal_blocks(src, dst, sealer)
+        return StreamInfo(kek.key_id, chunk_size, chunks, plain,
+                          len(sealer.header) + written,
+                          hashlib.sha256(sealer.header).hexdigest())
     written, plain, chunks = len(sealer.header), 0, 0
-    # Whole chunks are read and written a block at a time (one read and one write for
-    # many chunks, and no copy: each is sealed into the block's output), each chunk still
-    # sealed on its own. One block is read ahead to know which chunk is the last.
-    block = max(1, IO_BLOCK // chunk_size) * chunk_size
-    pending = read_full(src, block)
-    while True:
-        following = read_full(src, block) if len(pending) == block else b""
-        count = max(1, -(-len(pending) // chunk_size))  # an empty stream: one empty chunk
-        sealed = bytearray(len(pending) + count * TAG)
-        source, target, at = memoryview(pending), memoryview(sealed), 0
-        for index in range(count):
-            piece = source[index * chunk_size:(index + 1) * chunk_size]
-            end = at + len(piece) + TAG
-            sealer.seal_chunk_into(piece, target[at:end],
-                                   last=not following and index == count - 1)
-            at = end
+    for current, last in _chunks(src, chunk_size):
+        sealed = sealer.seal_chunk(current, last=last)
         dst.write(sealed)
         written += len(sealed)
-        plain += len(pending)
-        chunks += count
-        if not following:
-            break
-        pending = following
+        plain += len(current)
+        chunks += 1
     return StreamInfo(kek.key_id, chunk_size, chunks, plain, written,
                       hashlib.sha256(sealer.header).hexdigest())
 
