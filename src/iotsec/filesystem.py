@@ -40,7 +40,7 @@ import secrets
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final, cast
 
 from iotsec.errors import (
     ConflictError,
@@ -87,11 +87,9 @@ def sync_directory(path: Path) -> None:
             os.close(fd)
 
 
-def _open_new(path: Path, mode: int, *, write_behind: bool = False) -> BinaryIO:
+def _open_new(path: Path, mode: int) -> BinaryIO:
     # Open for reading too, so a writer can check what it wrote before it is published.
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    if write_behind and _FADVISE is not None:
-        return _WritingBehind(io.FileIO(fd, "r+"))
     return os.fdopen(fd, "w+b")
 
 
@@ -193,7 +191,10 @@ def staged_file(near: Path, *, mode: int = PRIVATE_FILE_MODE, suffix: str = "tmp
     also when it raises. ``write_behind``: for a large file written front to back, its
     data goes to disk as it is written (see :class:`_WritingBehind`)."""
     path = staged_name(near, suffix)
-    staged = StagedFile(path, _open_new(path, mode, write_behind=write_behind))
+    file = _open_new(path, mode)
+    if write_behind and _FADVISE is not None:
+        file = _WritingBehind(cast(io.BufferedRandom, file).detach())
+    staged = StagedFile(path, file)
     try:
         yield staged
     finally:
