@@ -78,6 +78,32 @@ def test_round_trip_and_layout(kek: FileKek, size: int) -> None:
     assert (info.version, info.chunk_size, info.kek_id) == (1, CHUNK, "kek-test")
 
 
+BLOCK = atrest.IO_BLOCK
+
+
+@pytest.mark.parametrize(("size", "chunk"), [
+    (BLOCK - 1, CHUNK), (BLOCK, CHUNK), (BLOCK + 1, CHUNK), (2 * BLOCK, CHUNK),
+    (3 * BLOCK - CHUNK, CHUNK), (2 * BLOCK + 7, 1 << 16), (BLOCK, 4 * BLOCK),
+    (4 * BLOCK + 1, 4 * BLOCK), (0, 4 * BLOCK)])
+def test_blocks_of_chunks_are_the_chunks_sealed_one_by_one(kek: FileKek, size: int,
+                                                            chunk: int) -> None:
+    """encrypt_stream reads and writes many chunks at a time: each is still sealed on its
+    own, as chunk number i (the last one as the last), which StreamOpener checks."""
+    data = os.urandom(size)
+    blob = encrypt(data, kek, chunk=chunk)
+    header = StreamHeader.read(io.BytesIO(blob))
+    assert header.chunk_size == chunk
+    body = blob[header.size:]
+    count = max(1, -(-size // chunk))
+    assert len(body) == size + TAG * count
+    opener = atrest.StreamOpener(header, kek)
+    step, plain = chunk + TAG, []
+    for index in range(count):
+        plain.append(opener.open_chunk(body[index * step:(index + 1) * step],
+                                       last=index == count - 1))
+    assert b"".join(plain) == data
+
+
 def test_short_reads_from_a_pipe_are_handled(kek: FileKek) -> None:
     class Trickle(io.RawIOBase):
         def __init__(self, data: bytes) -> None:

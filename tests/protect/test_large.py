@@ -79,6 +79,17 @@ def test_50_mb_in_process_with_bounded_memory(tmp_path: Path) -> None:
     # Two 64 KiB chunks and their ciphertexts, plus small change: far below the 50 MB.
     assert peak_encrypt < 1 * 1024 * 1024, peak_encrypt
     assert peak_decrypt < 1 * 1024 * 1024, peak_decrypt
+    # A file (a buffered stream) is sealed in blocks of whole chunks: three blocks of
+    # 256 KiB, reused, whatever the size.
+    tracemalloc.start()
+    try:
+        with enc.open("rb") as src, (tmp_path / "again.enc").open("wb") as dst:
+            again = encrypt_stream(src, dst, kek)
+        _, peak_blocks = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert again.plaintext_bytes == enc.stat().st_size
+    assert peak_blocks < 1 * 1024 * 1024, peak_blocks
 
 
 def _run_cli(args: list[str], env: dict[str, str], feed: int | None) -> tuple[int, int, bytes]:

@@ -20,6 +20,7 @@ from iotsec.custody.home import (
     with_remembered_keystore,
 )
 from iotsec.errors import HomeNotInitialisedError, NotFoundError, OfflineKeyError
+from iotsec.eventlog.event import key_use_event
 from iotsec.store.migrate import is_current_on
 from iotsec.store.reader import (
     DriverConnection,
@@ -347,10 +348,5 @@ def record_key_use(rt: Runtime, backend: str | None = None) -> Callable[[str, st
     where = backend or rt.settings.keystore
 
     def record(label: str, operation: str) -> None:
-        # Deferred for start-up time: only a command that signs records a key use (once
-        # imported, this costs a lookup per signature).
-        from iotsec.app.events import Event
-
-        rt.events.record(Event(at=rt.now(), kind="key.use", outcome="ok", subject=label,
-                               detail={"operation": operation, "backend": where}))
+        rt.events.record(key_use_event(rt.now(), label, operation, where))
     return record

@@ -10,11 +10,13 @@ the store was moved out of. A URL in the environment still wins.
 from __future__ import annotations
 
 import json
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from iotsec.config import Settings
 from iotsec.errors import ConfigError, InvalidInputError
 from iotsec.filesystem import read_bounded, write_private_file
+
+if TYPE_CHECKING:
+    from iotsec.config import Settings
 
 __all__ = ["DATABASE_FILE", "check_postgresql_url", "display_url", "remember_database",
            "with_remembered_database"]
@@ -80,5 +82,9 @@ def with_remembered_database(settings: Settings) -> Settings:
         raise ConfigError(f"{path} does not name a database",
                           hint="restore it, or set IOTSEC_DATABASE_URL")
     check_postgresql_url(url)
+    # Deferred (start-up time): the commands that run without the settings model read
+    # DATABASE_FILE from here (iotsec.app.direct_home).
+    from iotsec.config import Settings
+
     return Settings.model_validate({**settings.model_dump(exclude_unset=True),
                                     "database_url": url})

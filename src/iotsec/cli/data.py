@@ -2,24 +2,32 @@
 
 This group imports only what encrypting a file needs (not the payload code of
 ``iotsec payload``, nor Rich for its one line of report): its whole-process time is a goal of
-its own (docs/benchmarks.md).
+its own (docs/benchmarks.md). ``encrypt`` and ``decrypt`` usually run without this module at
+all: :mod:`iotsec.cli.lean` runs them before Typer is imported, and leaves to these commands
+what it does not understand (ADR 0033).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from iotsec.app import protect as service
 from iotsec.cli.context import runtime
+from iotsec.cli.data_spec import (
+    DECRYPT,
+    ENCRYPT,
+    info_json,
+    parse_size,
+    report_decrypted,
+    report_encrypted,
+)
 from iotsec.cli.options import JsonOpt
 from iotsec.cli.output import console, emit_json, note
-from iotsec.errors import InvalidInputError
-from iotsec.protect.atrest import DEFAULT_CHUNK_SIZE, StreamInfo
 
-__all__ = ["InArg", "data_app", "decrypt", "encrypt", "inspect_data", "parse_size", "rewrap"]
+__all__ = ["InArg", "data_app", "decrypt", "encrypt", "info_json", "inspect_data",
+           "parse_size", "rewrap"]
 
 data_app = typer.Typer(help="Encrypt files at rest under the home's key-encryption key "
                        "(streamed, any size).", no_args_is_help=True)
@@ -27,46 +35,26 @@ data_app = typer.Typer(help="Encrypt files at rest under the home's key-encrypti
 InArg = Annotated[str, typer.Argument(metavar="IN", help="Input file ('-' = stdin).")]
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(k|kib|m|mib)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``65536``, ``64KiB``, ``1MiB`` -> bytes."""
-    found = _SIZE.fullmatch(text)
-    if not found:
-        raise InvalidInputError(f"invalid size {text!r}", hint="e.g. 65536, 64KiB or 1MiB")
-    unit = (found.group(2) or "").lower()
-    return int(found.group(1)) * (1024 if unit.startswith("k") else
-                                  1024 * 1024 if unit.startswith("m") else 1)
-
-
-def _info_json(info: StreamInfo) -> dict[str, Any]:
-    return {"kek_id": info.kek_id, "chunk_size": info.chunk_size, "chunks": info.chunks,
-            "plaintext_bytes": info.plaintext_bytes, "ciphertext_bytes": info.ciphertext_bytes}
-
-
-@data_app.command("encrypt")
+# The interface of 'encrypt' and 'decrypt' is ENCRYPT and DECRYPT (data_spec.py): the same
+# names and defaults, which iotsec.cli.lean reads before Typer is imported.
+@data_app.command(ENCRYPT.path[-1])
 def encrypt(
     source: InArg,
     output: Annotated[str, typer.Argument(metavar="OUT", help="New file ('-' = stdout); an "
                                           "existing file is never overwritten.")],
-    chunk_size: Annotated[str, typer.Option("--chunk-size", help="Plaintext bytes per "
-                                            "authenticated chunk (4KiB to 4MiB).")
-                          ] = f"{DEFAULT_CHUNK_SIZE // 1024}KiB",
+    chunk_size: Annotated[str, typer.Option(ENCRYPT.flag("chunk_size"), help="Plaintext "
+                                            "bytes per authenticated chunk (4KiB to 4MiB).")
+                          ] = ENCRYPT.default("chunk_size"),
     as_json: JsonOpt = False,
 ) -> None:
     """Encrypt a file under the home's key-encryption key (created on first use)."""
     size = parse_size(chunk_size)
     with runtime() as rt:
         info = service.encrypt_file(rt, source, output, chunk_size=size)
-    if as_json and output != "-":
-        emit_json(_info_json(info))
-    else:
-        note(f"Encrypted {info.plaintext_bytes} bytes in {info.chunks} chunks under "
-             f"key-encryption key {info.kek_id}" + ("" if output == "-" else f" into {output}"))
+    report_encrypted(info, output, as_json)
 
 
-@data_app.command("decrypt")
+@data_app.command(DECRYPT.path[-1])
 def decrypt(
     source: InArg,
     output: Annotated[str, typer.Argument(metavar="OUT", help="New file; it appears only "
@@ -76,11 +64,7 @@ def decrypt(
     """Decrypt a file made by 'iotsec data encrypt'; refused input leaves no output."""
     with runtime() as rt:
         info = service.decrypt_file(rt, source, output)
-    if as_json:
-        emit_json(_info_json(info))
-    else:
-        note(f"Decrypted {info.plaintext_bytes} bytes ({info.chunks} chunks, "
-             f"key-encryption key {info.kek_id}) into {output}")
+    report_decrypted(info, output, as_json)
 
 
 @data_app.command("rewrap")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final, cast, overload
 
 from pydantic import BaseModel
 
+from iotsec.cli.plain import note, write_json
 from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, NotFoundError
 from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
 
@@ -71,18 +71,9 @@ def print_error(exc: IotsecError) -> None:
     err_console.print(f"iotsec: error: {exc}{hint}", markup=False, soft_wrap=True)
 
 
-def note(text: str) -> None:
-    """One plain line on stderr, without Rich (a command whose start-up counts reports with
-    this). Control characters (a file name may hold an escape sequence) are shown escaped."""
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
 def emit_json(data: Any) -> None:
     """Print ``data`` as JSON for scripts: a wire model, a list of them, or plain JSON."""
-    sys.stdout.write(json.dumps(data, default=_default, indent=2, sort_keys=True) + "\n")
+    write_json(data, _default)
 
 
 #: Columns that hold identifiers: never wrapped, never cut (a serial or a device id cut in two

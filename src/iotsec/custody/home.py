@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from iotsec.config import Settings
 from iotsec.custody.base import KeyStore
 from iotsec.custody.file_keys import FileKeyStore
 from iotsec.custody.home_secret import new_generated_secret
@@ -31,19 +31,35 @@ from iotsec.errors import (
 from iotsec.filesystem import read_bounded, write_private_file
 
 if TYPE_CHECKING:
+    from iotsec.config import Settings
     from iotsec.custody.keks import KekCustody
     from iotsec.custody.pkcs11_kek import Pkcs11KekStore
     from iotsec.custody.pkcs11_token import Pkcs11Config, Pkcs11Token
 
 __all__ = [
-    "KEK_DIR", "KEYSTORE_FILE", "HomeCustody", "connect_token", "open_key_store", "pkcs11_config",
-    "read_passphrase", "remember_keystore", "with_remembered_keystore"
+    "KEK_DIR", "KEYSTORE_FILE", "MAX_KEYSTORE_FILE", "HomeCustody", "connect_token",
+    "open_key_store", "pkcs11_config", "read_passphrase", "read_passphrase_file",
+    "remember_keystore", "with_remembered_keystore"
 ]
 
 MAX_PASSPHRASE_FILE: Final = 4096
 KEK_DIR: Final = "kek"  # file KEKs live in <keys_dir>/kek
 KEYSTORE_FILE: Final = "keystore.json"
 MAX_KEYSTORE_FILE: Final = 4096
+
+
+def read_passphrase_file(path: Path) -> bytes | None:
+    """The secret in the home's passphrase file ``path`` (which must be private), or None
+    when there is none (no file, or an empty one)."""
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            raise KeyCustodyError(f"{path} is readable by other users",
+                                  hint=f"run 'chmod 600 {path}'")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_PASSPHRASE_FILE).strip()
+        if data:
+            return data
+    return None
 
 
 def read_passphrase(settings: Settings, *, create: bool = False) -> bytes:
@@ -53,14 +69,9 @@ def read_passphrase(settings: Settings, *, create: bool = False) -> bytes:
     if settings.ca_passphrase is not None:
         return settings.ca_passphrase.get_secret_value().encode("utf-8")
     path = settings.passphrase_file
-    if path.exists():
-        if path.stat().st_mode & 0o077:
-            raise KeyCustodyError(f"{path} is readable by other users",
-                                  hint=f"run 'chmod 600 {path}'")
-        with path.open("rb") as fh:
-            data = fh.read(MAX_PASSPHRASE_FILE).strip()
-        if data:
-            return data
+    data = read_passphrase_file(path)
+    if data is not None:
+        return data
     if not create:
         raise KeyCustodyError("no CA passphrase is available",
                               hint="set IOTSEC_CA_PASSPHRASE, or use the home created by "
@@ -143,6 +154,10 @@ def with_remembered_keystore(settings: Settings) -> Settings:
         raise KeyCustodyError(f"{path} is not a keystore record", hint="restore it from backup")
     update = {k: doc[k] for k in ("keystore", "pkcs11_module", "pkcs11_token")
               if doc.get(k) is not None and k not in settings.model_fields_set}
+    # Deferred (start-up time): this module is also read by commands that run without the
+    # settings model (iotsec.app.direct_home).
+    from iotsec.config import Settings
+
     try:
         return Settings.model_validate({**settings.model_dump(exclude_unset=True), **update})
     except (ValueError, ConfigError):

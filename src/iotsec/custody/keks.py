@@ -14,9 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from iotsec.custody.file_keks import FileKekStore
 from iotsec.errors import (
@@ -38,8 +37,7 @@ RETIRED_DIR: Final = "retired"
 Backend = Literal["file", "pkcs11"]
 
 
-@dataclass(frozen=True, slots=True)
-class KekInfo:
+class KekInfo(NamedTuple):
     """A KEK the custody knows: where it is held and whether it is active or retired."""
 
     key_id: str

@@ -8,47 +8,30 @@ lives in key custody and never in the store. Entries up to the newest checkpoint
 therefore protected against anyone without the audit key; entries after it only against
 accidents, until the next checkpoint.
 
-An entry is encoded as the compact ASCII JSON array of its fields (``null`` for a missing
-one), so that no two different entries encode alike whatever their fields contain; the C
-JSON encoder makes that a few microseconds.
+How an entry is encoded and hashed, and how new rows are chained, is in
+:mod:`iotsec.eventlog.entries` (re-exported here).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import json
-import json.encoder
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from iotsec.eventlog.entries import GENESIS, encode_entry, encode_fields, entry_hash, link_rows
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
 __all__ = [
     "GENESIS", "ChainFault", "ChainReport", "ChainRow", "Checkpoint", "CheckpointPlan", "Fault",
-    "Segment", "checkpoint_message", "encode_entry", "entry_hash", "join_segments",
+    "Segment", "checkpoint_message", "encode_entry", "entry_hash", "join_segments", "link_rows",
     "plan_checkpoints", "verify_chain", "verify_segment", "verify_signature"
 ]
 
-#: The "previous hash" of the first entry.
-GENESIS = "0" * 64
 _DOMAIN = b"iotsec event-log checkpoint v1\x00"
-
-
-_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
-# The C encoder that the json module builds anew on every call, built once: the chain
-# hashes every event, and this halves the cost. Same output as _json.
-_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_chunks = None if _make_encoder is None else _make_encoder(
-    None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
-
-
-def _encode(fields: tuple[Any, ...]) -> str:
-    if _chunks is None:  # pragma: no cover - CPython has the C encoder
-        return _json(fields)
-    return "".join(_chunks(fields, 0))
 
 
 def _net(value: str | int | None) -> bytes:
@@ -73,19 +56,6 @@ class ChainRow(NamedTuple):
     detail: str  # the stored JSON text, as it is
     hash: str
     id: int | None = None
-
-
-def encode_entry(seq: int, at: int, kind: str, outcome: str, actor: str | None,
-                 source: str | None, subject: str | None, detail: str) -> bytes:
-    """The bytes an entry's hash covers (after the previous hash)."""
-    return _encode((seq, at, kind, outcome, actor, source, subject, detail)).encode("ascii")
-
-
-def entry_hash(previous: str, seq: int, at: int, kind: str, outcome: str, actor: str | None,
-               source: str | None, subject: str | None, detail: str) -> str:
-    """SHA-256 (hex) over the previous entry's hash and this entry."""
-    return hashlib.sha256((previous + _encode(
-        (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii")).hexdigest()
 
 
 def checkpoint_message(seq: int, head: str, at: int) -> bytes:
@@ -224,7 +194,7 @@ def verify_segment(rows: Iterable[ChainRow | tuple[Any, ...]], plan: CheckpointP
             segment.faults.append(ChainFault(kind, seq, row_id, message,
                                              seq is not None and seq <= top))
 
-    sha256, encode = hashlib.sha256, _encode
+    sha256, encode = hashlib.sha256, encode_fields
     for row in rows:
         seq, at, kind, outcome, actor, source, subject, detail, stored, row_id = row
         segment.entries += 1

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -82,6 +82,9 @@ MAC: Final = 32
 TAG: Final = 16
 MAX_CHUNKS: Final = 1 << 32
 MAX_ASSOCIATED_DATA: Final = 64 * 1024
+#: How much plaintext :func:`encrypt_stream` reads and writes at a time from a buffered
+#: stream (whole chunks; four of the default size).
+IO_BLOCK: Final = 1 << 18
 #: Largest header a reader accepts (the longest KEK id and wrapped key).
 MAX_HEADER: Final = len(MAGIC) + 3 + 64 + SALT + NONCE_PREFIX + 2 + MAX_WRAPPED_KEY + MAC
 
@@ -103,8 +106,7 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + index.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
 
 
-@dataclass(frozen=True, slots=True)
-class StreamHeader:
+class StreamHeader(NamedTuple):
     """The parsed header of an encrypted stream (not yet authenticated)."""
 
     version: int
@@ -230,19 +232,28 @@ class StreamSealer:
         self._index = 0
         self._done = False
 
-    def seal_chunk(self, plaintext: bytes, *, last: bool) -> bytes:
+    def _next_nonce(self, size: int, last: bool) -> bytes:
+        """The nonce of the next chunk (of ``size`` bytes), once it may follow."""
         if self._done:
             raise DataProtectionError("the stream is already finished")
-        if len(plaintext) > self.chunk_size or (not last and len(plaintext) != self.chunk_size):
+        if size > self.chunk_size or (not last and size != self.chunk_size):
             raise DataProtectionError("only the last chunk may be shorter than the chunk size")
-        if last and not plaintext and self._index:
+        if last and not size and self._index:
             raise DataProtectionError("only an empty stream ends with an empty chunk")
         if self._index >= MAX_CHUNKS:
             raise DataProtectionError("the stream is too long for its chunk size")
         nonce = _nonce(self._prefix, self._index, last)
         self._index += 1
         self._done = last
-        return self._aead.encrypt(nonce, plaintext, None)
+        return nonce
+
+    def seal_chunk(self, plaintext: bytes, *, last: bool) -> bytes:
+        return self._aead.encrypt(self._next_nonce(len(plaintext), last), plaintext, None)
+
+    def seal_chunk_into(self, plaintext: memoryview, out: memoryview, *, last: bool) -> None:
+        """:meth:`seal_chunk`, its result written into ``out`` (exactly ``len(plaintext) +
+        16`` bytes): no copy of the chunk is made."""
+        self._aead.encrypt_into(self._next_nonce(len(plaintext), last), plaintext, None, out)
 
 
 def _open_header(header: StreamHeader, keks: KeyWrapper | KekResolver,
@@ -334,8 +345,7 @@ class StreamOpener:
         return plaintext
 
 
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
+class StreamInfo(NamedTuple):
     kek_id: str
     chunk_size: int
     chunks: int
@@ -345,12 +355,62 @@ class StreamInfo:
     header_sha256: str = ""
 
 
+def _fill(src: io.BufferedIOBase, buffer: bytearray) -> int:
+    """Read into ``buffer`` until it is full or the stream ends; how many bytes came."""
+    view, got = memoryview(buffer), 0
+    while got < len(buffer):
+        count = src.readinto(view[got:])
+        if count is None:
+            raise DataProtectionError("the input is a non-blocking stream with no data ready")
+        if not count:
+            break
+        got += count
+    return got
+
+
+def _seal_blocks(src: io.BufferedIOBase, dst: BinaryIO, sealer: StreamSealer
+                 ) -> tuple[int, int, int]:
+    """Seal a buffered stream (a file, standard input) a block of whole chunks at a time:
+    one read and one write for many chunks, each chunk still sealed on its own, into the
+    block's output. The three buffers are made once and reused (no memory allocated, and
+    faulted in, per block); one block is read ahead to know which chunk is the last.
+    Returns (bytes written, plaintext bytes, chunks)."""
+    chunk_size = sealer.chunk_size
+    block = max(1, IO_BLOCK // chunk_size) * chunk_size
+    buffers = (bytearray(block), bytearray(block))
+    sealed = memoryview(bytearray(block + (block // chunk_size) * TAG))
+    written, plain, chunks = 0, 0, 0
+    current, got = 0, _fill(src, buffers[0])
+    while True:
+        following = _fill(src, buffers[1 - current]) if got == block else 0
+        count = max(1, -(-got // chunk_size))  # an empty stream: one empty chunk
+        source, at = memoryview(buffers[current]), 0
+        for index in range(count):
+            piece = source[index * chunk_size:min(got, (index + 1) * chunk_size)]
+            end = at + len(piece) + TAG
+            sealer.seal_chunk_into(piece, sealed[at:end],
+                                   last=not following and index == count - 1)
+            at = end
+        dst.write(sealed[:at])
+        written, plain, chunks = written + at, plain + got, chunks + count
+        if not following:
+            return written, plain, chunks
+        current, got = 1 - current, following
+
+
 def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
                    chunk_size: int = DEFAULT_CHUNK_SIZE,
                    associated_data: bytes = b"") -> StreamInfo:
-    """Encrypt all of ``src`` to ``dst`` (two chunks of memory, whatever the size)."""
+    """Encrypt all of ``src`` to ``dst``, whatever the size: a buffered stream (a file,
+    standard input) a block of :data:`IO_BLOCK` bytes at a time, holding three blocks (or
+    chunks, when a chunk is larger); any other stream chunk by chunk, holding two."""
     sealer = StreamSealer(kek, chunk_size=chunk_size, associated_data=associated_data)
     dst.write(sealer.header)
+    if isinstance(src, io.BufferedIOBase):
+        written, plain, chunks = _seal_blocks(src, dst, sealer)
+        return StreamInfo(kek.key_id, chunk_size, chunks, plain,
+                          len(sealer.header) + written,
+                          hashlib.sha256(sealer.header).hexdigest())
     written, plain, chunks = len(sealer.header), 0, 0
     for current, last in _chunks(src, chunk_size):
         sealed = sealer.seal_chunk(current, last=last)
@@ -385,7 +445,8 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver,
 
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "MAGIC", "RecordEnvelope", "StreamHeader", "StreamInfo", "StreamOpener",
-    "StreamSealer", "decrypt_record", "decrypt_stream", "encrypt_record", "encrypt_stream",
-    "read_full", "record_context", "record_kek_id", "rewrap_header", "rewrap_record"
+    "DEFAULT_CHUNK_SIZE", "IO_BLOCK", "MAGIC", "RecordEnvelope", "StreamHeader", "StreamInfo",
+    "StreamOpener", "StreamSealer", "decrypt_record", "decrypt_stream", "encrypt_record",
+    "encrypt_stream", "read_full", "record_context", "record_kek_id", "rewrap_header",
+    "rewrap_record"
 ]

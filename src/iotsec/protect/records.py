@@ -16,8 +16,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -79,8 +78,7 @@ def record_context(table: str, record_id: str | int, field: str) -> bytes:
     return table_part + _record_id_part(record_id) + field_part
 
 
-@dataclass(frozen=True, slots=True)
-class RecordEnvelope:
+class RecordEnvelope(NamedTuple):
     """An encrypted record: ``version | id length | KEK id | wrapped length (2) | wrapped DEK
     | nonce (12) | AES-256-GCM ciphertext and tag``."""
 

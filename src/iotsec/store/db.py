@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from iotsec.errors import ConflictError, IotsecError, StoreError
-from iotsec.store.failures import driver_failure
+from iotsec.errors import IotsecError, StoreError
+from iotsec.store.failures import driver_failure, unit_failure
 from iotsec.store.reader import Reader, read_transaction, sqlite_pragmas
 
 __all__ = ["in_transaction", "make_engine", "raw_reading", "reading", "store_error", "transaction",
@@ -115,12 +115,8 @@ def in_transaction() -> bool:
 def unit_error(exc: DBAPIError, engine: Engine) -> IotsecError:
     """What a database error that ends a unit of work means to its caller: a unique
     violation that it did not anticipate is a conflict, anything else a store error."""
-    if isinstance(exc, IntegrityError):
-        return ConflictError("the change conflicts with what is already stored",
-                             hint="reload the object and try again")
-    return store_error(exc, "the database refused the operation",
-                       "check that the database is reachable and migrated "
-                       "('iotsec init' migrates it)", engine)
+    return unit_failure(exc.orig, integrity=isinstance(exc, IntegrityError),
+                        sqlite_file=_sqlite_file(engine))
 
 
 @contextmanager

@@ -4,12 +4,11 @@ work through SQLAlchemy, or a read on the driver itself, :mod:`iotsec.store.read
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from iotsec.errors import StoreError
+from iotsec.errors import ConflictError, IotsecError, StoreError
 
-__all__ = ["driver_failure"]
+__all__ = ["driver_failure", "unit_failure"]
 
 #: What a failed database operation means, by SQLite's error name (the primary result
 #: code, without an extended suffix such as ``_DBMOVED``) or PostgreSQL's SQLSTATE: the
@@ -50,6 +49,8 @@ def _disk_full(sqlite_file: Path | None) -> bool:
     plain I/O error when it cannot grow its -shm or -wal file."""
     if sqlite_file is None:
         return False
+    import shutil  # deferred (start-up time): only a failed write looks at the disk
+
     try:
         return shutil.disk_usage(sqlite_file.parent).free < _NEARLY_FULL
     except OSError:
@@ -70,3 +71,17 @@ def driver_failure(orig: BaseException | None, fallback: str, hint: str, *,
     if known is not None:
         return StoreError(known[0], hint=known[1])
     return StoreError(f"{fallback} ({type(orig).__name__})", hint=hint)
+
+
+def unit_failure(orig: BaseException | None, *, integrity: bool,
+                 sqlite_file: Path | None = None) -> IotsecError:
+    """What a database error that ends a unit of work means to its caller (whichever path
+    ran it: SQLAlchemy's unit of work, or a write on the driver itself,
+    :mod:`iotsec.store.writer`): a unique violation that it did not anticipate
+    (``integrity``) is a conflict, anything else a store error."""
+    if integrity:
+        return ConflictError("the change conflicts with what is already stored",
+                             hint="reload the object and try again")
+    return driver_failure(orig, "the database refused the operation",
+                          "check that the database is reachable and migrated "
+                          "('iotsec init' migrates it)", sqlite_file=sqlite_file)

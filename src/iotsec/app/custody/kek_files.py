@@ -4,15 +4,15 @@ A file lives outside the store, so a KEK rotation cannot re-wrap it; retiring it
 make it unreadable. Each encryption (and each ``iotsec data rewrap``) is recorded here,
 keyed by the SHA-256 of the file's header, and the rotation counts these records before it
 retires anything. The count is what *may* still depend on a KEK: a file deleted since is
-still counted (``--force`` retires anyway), a file copied is counted once.
+still counted (``--force`` retires anyway), a file copied is counted once. The same record
+written without SQLAlchemy: :mod:`iotsec.app.custody.file_records`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import Connection, delete, func, insert, select
 
+from iotsec.app.custody.file_records import path_text
 from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.store import models as m
@@ -21,18 +21,11 @@ from iotsec.timeutil import ts
 
 __all__ = ["file_counts", "files_of", "move_file", "record_file"]
 
-_PATH = 1024  # the length of encrypted_files.path
-
-
-def _path_text(path: str) -> str:
-    text = path if path == "-" else str(Path(path).absolute())
-    return text[-_PATH:]
-
 
 def _upsert(conn: Connection, header_sha256: str, kek_id: str, path: str, now: int) -> None:
     conn.execute(delete(m.encrypted_files).where(m.encrypted_files.c.id == header_sha256))
     conn.execute(insert(m.encrypted_files).values(id=header_sha256, kek_id=kek_id,
-                                                  path=_path_text(path), created_at=now))
+                                                  path=path_text(path), created_at=now))
 
 
 def record_file(rt: Runtime, header_sha256: str, kek_id: str, path: str,

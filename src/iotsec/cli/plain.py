@@ -1,0 +1,26 @@
+"""Output without Rich or pydantic: the one plain line a command reports with, and JSON for
+scripts. :mod:`iotsec.cli.output` re-exports both; the commands that start without Typer
+(:mod:`iotsec.cli.lean`) use them directly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["note", "write_json"]
+
+
+def note(text: str) -> None:
+    """One plain line on stderr, without Rich (a command whose start-up counts reports with
+    this). Control characters (a file name may hold an escape sequence) are shown escaped."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def write_json(data: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """Print ``data`` as JSON for scripts (``default`` serialises what JSON has no type for)."""
+    sys.stdout.write(json.dumps(data, default=default, indent=2, sort_keys=True) + "\n")
