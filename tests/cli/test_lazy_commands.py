@@ -4,6 +4,7 @@ imports none of them, nor the store, and every command in the table is reachable
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,22 @@ def test_data_commands_start_without_payload_code_x509_or_rich(ready: dict[str, 
     code, modules, _ = _run("data", "decrypt", str(sealed), str(back))
     assert code == 0 and back.read_bytes() == plain.read_bytes()
     assert _loaded(modules, NOT_FOR_DATA) == set()
+
+
+def test_a_scan_reads_the_fleet_cas_and_records_its_event_without_sqlalchemy(
+        ready: dict[str, Any], cli: Cli) -> None:
+    # A port that nothing listens on: the scan itself is quick, and still reads the home's
+    # CA certificates and appends its scan.run event to the chain (store/event_chain.py).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, modules, out = _run("scan", "127.0.0.1", "--ports", str(port), "--json",
+                              "--fail-on", "never")
+    assert code == 0
+    assert any("judged against 2 fleet CA certificates" in note
+               for note in json.loads(out)["notes"])
+    assert _loaded(modules, ("sqlalchemy", "iotsec.store.models", "iotsec.app.events")
+                   ) == set()
+    [event] = cli.json("events", "list", "--kind", "scan.run", "--json")
+    assert event["detail"] == {"hosts": 1, "services": 0, "findings": 0}
+    assert cli.json("events", "verify", "--json")["ok"] is True

@@ -18,36 +18,34 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from iotsec.errors import InvalidInputError
-from iotsec.eventlog.chain import GENESIS, entry_hash
+from iotsec.eventlog.chain import GENESIS
+from iotsec.eventlog.event import ACTOR_WIDTH, MAX_FIELD, Event
+from iotsec.store import event_chain
 from iotsec.store import models as m
 from iotsec.store.db import in_transaction, reading, transaction
 from iotsec.store.direct import Direct
+from iotsec.store.event_chain import CHAIN_LOCK
 from iotsec.timeutil import from_ts, ts
 
 __all__ = ["CHAIN_LOCK", "MAX_FIELD", "Event", "EventSink", "HeldEvents", "append_events",
            "chain_head", "iter_events", "list_events", "lock_chain"]
 
 log = logging.getLogger("iotsec.events")
-MAX_FIELD = 256
-_ACTOR, _SOURCE = 160, 64  # the widths of events.actor and events.source
-#: The PostgreSQL advisory lock that orders appends to the chain ("iotsec" + 1).
-CHAIN_LOCK = 0x696F7473656301
 
 
 def lock_chain(conn: Connection) -> None:
     """Within ``conn``'s transaction, wait for the right to append to the chain (held until
     it ends). SQLite's write transactions are serialised already (BEGIN IMMEDIATE)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
+        conn.execute(text(event_chain.LOCK), {"key": CHAIN_LOCK})
 
 
 def chain_head(conn: Connection) -> tuple[int, str]:
@@ -58,14 +56,12 @@ def chain_head(conn: Connection) -> tuple[int, str]:
     return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
 
 
-# The append's statements, run on the driver directly: every use case that records an
-# event pays for them, and one certificate per call pays for them on each certificate.
-_LOCK = Direct(text("SELECT pg_advisory_xact_lock(:key)"))
-_HEAD = Direct(select(m.events.c.seq, m.events.c.hash).where(m.events.c.seq.is_not(None))
-               .order_by(m.events.c.seq.desc()).limit(1))
-_INSERT = Direct(insert(m.events).values(
-    {c: bindparam(c) for c in ("at", "kind", "outcome", "actor", "source", "subject",
-                               "detail", "seq", "hash")}))
+# The append's statements (store/event_chain.py, shared with the append on the standard
+# library's driver), run on the driver directly: every use case that records an event pays
+# for them, and one certificate per call pays for them on each certificate.
+_LOCK = Direct(text(event_chain.LOCK))
+_HEAD = Direct(text(event_chain.HEAD))
+_INSERT = Direct(text(event_chain.INSERT))
 
 
 def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -77,45 +73,8 @@ def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql":
         _LOCK.execute(conn, {"key": CHAIN_LOCK}).close()
     head = _HEAD.first(conn)
-    seq, previous = (0, GENESIS) if head is None else (int(head.seq), str(head.hash))
-    for row in rows:
-        seq += 1
-        previous = entry_hash(previous, seq, row["at"], row["kind"], row["outcome"],
-                              row["actor"], row["source"], row["subject"], row["detail"])
-        row["seq"], row["hash"] = seq, previous
+    event_chain.link(None if head is None else (int(head.seq), str(head.hash)), rows)
     _INSERT.execute_many(conn, rows)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    at: datetime
-    kind: str
-    outcome: str
-    actor: str | None = None
-    source: str | None = None
-    subject: str | None = None
-    detail: Mapping[str, Any] | None = None
-    id: int | None = None
-    #: The event's position in the chain and its hash (set once it is stored).
-    seq: int | None = None
-    hash: str | None = None
-
-    def row(self) -> dict[str, Any]:
-        def clip(v: str | None, width: int) -> str | None:
-            # Fields may carry attacker-chosen text (a request path): kept printable, and
-            # within the column's width after escaping (PostgreSQL refuses a longer value,
-            # and with it the whole batch of events).
-            if v is None:
-                return None
-            v = v[:width]
-            if v.isprintable():
-                return v
-            return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in v)[:width]
-
-        return {"at": ts(self.at), "kind": self.kind[:64], "outcome": self.outcome[:16],
-                "actor": clip(self.actor, _ACTOR), "source": clip(self.source, _SOURCE),
-                "subject": clip(self.subject, MAX_FIELD),
-                "detail": json.dumps(dict(self.detail or {}), sort_keys=True, default=str)}
 
 
 class HeldEvents:
@@ -282,7 +241,7 @@ def _filtered(query: Any, *, kind: str | None, actor: str | None, since: datetim
     if kind:
         query = query.where(e.kind == kind)
     if actor is not None:
-        query = query.where(e.actor == actor[:_ACTOR])
+        query = query.where(e.actor == actor[:ACTOR_WIDTH])
     if since is not None:
         query = query.where(e.at >= ts(since))
     if until is not None:

@@ -21,6 +21,7 @@ from iotsec.custody.home import (
     with_remembered_keystore,
 )
 from iotsec.errors import HomeNotInitialisedError, NotFoundError, OfflineKeyError
+from iotsec.store.event_chain import append_on_sqlite
 from iotsec.store.migrate import is_current_on
 from iotsec.store.reader import Reader, connect_sqlite, read_transaction
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from iotsec.app.events import EventSink
+    from iotsec.eventlog.event import Event
     from iotsec.pki.ca import Authority
 
 __all__ = ["Runtime", "Slot", "open_runtime", "record_key_use", "utcnow"]
@@ -133,6 +135,24 @@ class Runtime:
     @events.setter
     def events(self, sink: EventSink) -> None:
         self._events = sink
+
+    def record(self, event: Event) -> None:
+        """Record ``event`` now, in a short transaction of its own, as
+        :meth:`EventSink.record <iotsec.app.events.EventSink.record>` does outside a unit of
+        work. A process that has made neither the engine nor the event sink (a command that
+        read the home's SQLite file on the driver, then records what it did) appends it to
+        the chain on its :attr:`direct` connection, without SQLAlchemy; any other records it
+        through :attr:`events`."""
+        direct = self.direct
+        if self._events is None and self.opened_engine is None and direct is not None:
+            with self._direct_turn:
+                # Not inside a read of this thread's (its snapshot would hold the
+                # connection): then through the sink, on a connection of its own.
+                if not direct.in_transaction:
+                    append_on_sqlite(direct, [event.row()],
+                                     sqlite_file=self.settings.resolved_home / "iotsec.db")
+                    return
+        self.events.record(event)
 
     @contextmanager
     def reading(self) -> Iterator[Reader]:

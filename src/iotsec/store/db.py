@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
-from iotsec.store.failures import driver_failure
+from iotsec.store.failures import UNIT_FAILURE, driver_failure
 from iotsec.store.reader import Reader, read_transaction, sqlite_pragmas
 
 __all__ = ["in_transaction", "make_engine", "raw_reading", "reading", "store_error", "transaction",
@@ -116,11 +116,10 @@ def unit_error(exc: DBAPIError, engine: Engine) -> IotsecError:
     """What a database error that ends a unit of work means to its caller: a unique
     violation that it did not anticipate is a conflict, anything else a store error."""
     if isinstance(exc, IntegrityError):
-        return ConflictError("the change conflicts with what is already stored",
-                             hint="reload the object and try again")
-    return store_error(exc, "the database refused the operation",
-                       "check that the database is reachable and migrated "
-                       "('iotsec init' migrates it)", engine)
+        message, hint = UNIT_FAILURE["conflict"]
+        return ConflictError(message, hint=hint)
+    message, hint = UNIT_FAILURE["refused"]
+    return store_error(exc, message, hint, engine)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from iotsec.errors import StoreError
 
-__all__ = ["driver_failure"]
+__all__ = ["UNIT_FAILURE", "driver_failure"]
 
 #: What a failed database operation means, by SQLite's error name (the primary result
 #: code, without an extended suffix such as ``_DBMOVED``) or PostgreSQL's SQLSTATE: the
@@ -39,7 +39,16 @@ KNOWN_FAILURES: dict[str, tuple[str, str]] = {
                     "run the command again when the other one has finished"),
 }
 
-
+#: What a failed unit of work (a write) says when the driver's error is not one of the
+#: known failures above: a unique violation its caller did not anticipate ("conflict"),
+#: anything else ("refused"); the message and the hint.
+UNIT_FAILURE: dict[str, tuple[str, str]] = {
+    "conflict": ("the change conflicts with what is already stored",
+                 "reload the object and try again"),
+    "refused": ("the database refused the operation",
+                "check that the database is reachable and migrated "
+                "('iotsec init' migrates it)"),
+}
 
 #: Free bytes under which a failed write on an SQLite file is put down to a full disk.
 _NEARLY_FULL = 256 * 1024
