@@ -19,7 +19,6 @@ import _socket
 import asyncio
 import collections
 import errno
-import ipaddress
 import itertools
 import select
 import socket
@@ -36,7 +35,6 @@ _CLOSED = {errno.ECONNREFUSED, errno.ECONNRESET}
 BATCH = 4096
 _AF4, _AF6 = socket.AF_INET, socket.AF_INET6
 _STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
-_SOL_SOCKET, _SO_ERROR = socket.SOL_SOCKET, socket.SO_ERROR
 
 
 def _new_socket(family: int, kind: int) -> _socket.socket:
@@ -74,10 +72,6 @@ def _fd_budget(wanted: int) -> int:
         return min(wanted, 256)
 
 
-def _is_local(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
-
-
 class _Scanner:
     def __init__(self, items: Iterator[tuple[str, int]], config: PortScanConfig,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -100,6 +94,8 @@ class _Scanner:
         self.last_refill = loop.time()
         self.wake_at: float | None = None
         self.epoll = select.epoll() if hasattr(select, "epoll") else None
+        #: By address family, a socket whose last connection was refused, for the next.
+        self.spare: dict[int, _socket.socket] = {}
         self.paused_until = 0.0
 
     # -- starting connections ------------------------------------------------------
@@ -154,41 +150,54 @@ class _Scanner:
         result = self.result
         next_item = self._next_item
         new_socket = _new_socket
-        in_progress = errno.EINPROGRESS
+        spare = self.spare
+        in_progress, already, refused = errno.EINPROGRESS, errno.EALREADY, errno.ECONNREFUSED
         started = 0
         # The common case (nothing to retry) takes items straight from the iterator.
         source = (itertools.islice(self.items, allowed) if not self.retry
                   else iter(next_item, None))
         for item in source:
             address = item[0]
-            try:
-                sock = new_socket(_AF6 if ":" in address else _AF4, _STREAM)
-            except OSError as exc:
-                if exc.errno in _RETRY_LATER:
-                    self._back_off(item)
-                    break
-                raise
+            family = _AF6 if ":" in address else _AF4
+            sock = spare.pop(family, None)
+            if sock is None:
+                try:
+                    sock = new_socket(family, _STREAM)
+                except OSError as exc:
+                    if exc.errno in _RETRY_LATER:
+                        self._back_off(item)
+                        break
+                    raise
             started += 1
             code = sock.connect_ex(item)
             if code == in_progress:
                 # On the scanning host's own addresses (and sometimes on a fast LAN) the
-                # kernel has often decided before connect() returns: ask, and spare the
-                # event loop a registration for every refused port.
-                code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
-                if code == 0:
+                # kernel has often decided before connect() returns. A second connect()
+                # asks: EALREADY while the handshake is pending, 0 once it completed, the
+                # error once it failed. A refusal read this way also leaves the socket
+                # unconnected, ready for the next port: creating and closing a socket
+                # for every port costs the kernel more than the probe itself.
+                code = sock.connect_ex(item)
+                if code == already:
                     self._watch(sock, item, deadline)
+                    if started >= allowed or len(inflight) >= limit:
+                        break
                     continue
-            sock.close()
-            if code in _CLOSED:
+            if code == refused:
                 result.closed += 1
+                spare[family] = sock
             elif code == 0:
-                self._opened(address, item[1], local=_is_local(address))
-            elif code in _RETRY_LATER:
-                started -= 1
-                self._back_off(item)
-                break
+                self._connected(sock, address, item[1])
             else:
-                result.unreachable += 1
+                sock.close()
+                if code in _CLOSED:
+                    result.closed += 1
+                elif code in _RETRY_LATER:
+                    started -= 1
+                    self._back_off(item)
+                    break
+                else:
+                    result.unreachable += 1
             if started >= allowed or len(inflight) >= limit:
                 break
         else:
@@ -228,6 +237,19 @@ class _Scanner:
         self.paused_until = self.loop.time() + 0.01
 
     # -- finishing connections -----------------------------------------------------
+
+    def _connected(self, sock: _socket.socket, address: str, port: int) -> None:
+        """``sock`` completed its handshake with ``address``: the port is open, unless the
+        socket may have reached itself or another of the scan's sockets (a peer on this
+        host), which is checked again later."""
+        try:
+            local = sock.getsockname()[0] == sock.getpeername()[0]
+        except OSError:  # reset already: nothing listens there after all
+            self.result.closed += 1
+        else:
+            self._opened(address, port, local=local)
+        finally:
+            sock.close()
 
     def _opened(self, address: str, port: int, *, local: bool) -> None:
         if local:
@@ -305,6 +327,9 @@ class _Scanner:
                     self.loop.remove_writer(sock.fileno())
                 sock.close()
             self.inflight.clear()
+            for sock in self.spare.values():
+                sock.close()
+            self.spare.clear()
             if self.epoll is not None:
                 self.epoll.close()
         for address, port in self.suspect:
