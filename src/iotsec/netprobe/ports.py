@@ -22,6 +22,7 @@ import errno
 import itertools
 import select
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -50,6 +51,10 @@ def _new_socket(family: int, kind: int) -> _socket.socket:
 if getattr(socket, "SOCK_NONBLOCK", 0):
     _new_socket = _socket.socket  # type: ignore[assignment]
 _RETRY_LATER = {errno.EADDRNOTAVAIL, errno.EAGAIN, errno.ENOBUFS, errno.EMFILE, errno.ENFILE}
+#: Linux returns a socket whose connection was refused to the unconnected state (the error
+#: read by a second connect()), so that it can connect again; other systems do not promise
+#: it, and there every port gets a socket of its own.
+_REUSE = sys.platform.startswith("linux")
 
 
 def _fd_budget(wanted: int) -> int:
@@ -155,7 +160,8 @@ class _Scanner:
         next_item = self._next_item
         new_socket = _new_socket
         spare = self.spare
-        in_progress, already, refused = errno.EINPROGRESS, errno.EALREADY, errno.ECONNREFUSED
+        in_progress, already = errno.EINPROGRESS, errno.EALREADY
+        refused = errno.ECONNREFUSED if _REUSE else None
         started = 0
         # The common case (nothing to retry) takes items straight from the iterator.
         source = (itertools.islice(self.items, allowed) if not self.retry
@@ -182,6 +188,8 @@ class _Scanner:
                 # unconnected, ready for the next port: creating and closing a socket
                 # for every port costs the kernel more than the probe itself.
                 code = sock.connect_ex(item)
+                if code == errno.EISCONN:
+                    code = 0
                 if code == already:
                     self._watch(sock, item, deadline)
                     if started >= allowed or len(inflight) >= limit:
