@@ -131,8 +131,8 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
                    ) == set()
     code, modules, out = _run("device", "show", "dev-1")
     assert code == 0 and "dev-1" in out
-    # Its tables to a pipe are plain columns: no Rich either.
-    assert _loaded(modules, (*NOT_FOR_READING, "rich")) == set()
+    # Its tables to a pipe are plain columns: no Rich either, and no wire model (JSON only).
+    assert _loaded(modules, (*NOT_FOR_READING, "rich", "iotsec.app.wire")) == set()
     # Both read the SQLite store on the standard library's driver (store/reader.py).
     for args in (("cert", "list", "--json"), ("device", "show", "dev-1", "--json"),
                  ("cert", "show", json.loads(out_list)[0]["serial"], "--json")):
