@@ -7,17 +7,23 @@
    ``nmap -sT -p- -n -Pn 127.0.0.1``, whole command, finding the same open ports). Both run
    in a private network namespace (``unshare --net``) whose loopback serves only what this
    script starts there (an HTTP server and an SSH-style banner), so that both see the same
-   listening ports whatever else runs on the machine. Rounds alternate.
+   listening ports whatever else runs on the machine. Rounds alternate; every round must find
+   the same open ports, and iotsec must identify the same services in each.
 3. ``iotsec data encrypt`` of a 50 MB file, whole process (goal: >= 0.7x the throughput of a
    plain Python AES-GCM script over the same file: read, encrypt each 64 KiB chunk with
    cryptography's AESGCM, write). ``iotsec data encrypt`` of an empty file is timed beside
    them: the fixed cost of the command (start-up, unlocking the home's key-encryption key).
 
     python bench/startup_bench.py [--runs N] [--quick] [--only startup,scan,encrypt]
-                                  [--encrypt-mb N] [--json FILE]
+                                  [--encrypt-mb N] [--before SRC] [--json FILE]
 
 Each command is run N times as a fresh process, interleaved with its reference; medians of
-the wall time are reported.
+the wall time are reported. ``--before SRC`` also runs every ``iotsec`` command of parts 1
+and 2 with another source tree first on ``PYTHONPATH`` (a checkout of the code before a
+change: ``SRC`` is its ``src`` directory), alternated with the others in the same rounds,
+so that before, after and the reference meet the same load; those rows end in
+``(before)``. The scan must then find the same ports and identify the same services both
+ways.
 """
 
 from __future__ import annotations
@@ -83,6 +89,29 @@ while True:
 SCAN_PORTS = {"http": 8080, "banner": 2222}
 
 
+#: ``--before``: the source tree of the code before a change, or None.
+BEFORE: str | None = None
+
+
+def _before_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the ``--before`` source tree first on ``PYTHONPATH``."""
+    assert BEFORE is not None
+    return {**env, "PYTHONPATH": os.pathsep.join([BEFORE, *(
+        [env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])}
+
+
+def _variants(commands: Mapping[str, list[str]], env: Mapping[str, str]
+              ) -> dict[str, tuple[list[str], Mapping[str, str]]]:
+    """Each command with its environment; with ``--before``, each ``iotsec`` command also
+    on the code before, right after it."""
+    out: dict[str, tuple[list[str], Mapping[str, str]]] = {}
+    for name, cmd in commands.items():
+        out[name] = (cmd, env)
+        if BEFORE is not None and cmd[0] == IOTSEC:
+            out[f"{name} (before)"] = (cmd, _before_env(env))
+    return out
+
+
 def _one(cmd: list[str], env: Mapping[str, str], cwd: Path, *, quiet: bool = False) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
@@ -131,12 +160,13 @@ def make_home(tmp: Path) -> dict[str, str]:
 
 
 def startup(runs: int, env: Mapping[str, str], tmp: Path) -> list[dict[str, Any]]:
-    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for cmd in COMMANDS.values():  # warm the page cache once
-        _one(cmd, env, tmp)
+    commands = _variants(COMMANDS, env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for cmd, cmd_env in commands.values():  # warm the page cache once
+        _one(cmd, cmd_env, tmp)
     for _ in range(runs):
-        for name, cmd in COMMANDS.items():
-            times[name].append(_one(cmd, env, tmp))
+        for name, (cmd, cmd_env) in commands.items():
+            times[name].append(_one(cmd, cmd_env, tmp))
     print("\n## 1. start-up (reference: python -c pass)")
     return _rows(times, "python -c pass")
 
@@ -179,6 +209,13 @@ def _ours_open_ports(report: bytes) -> list[int]:
                   if s["transport"] == "tcp")
 
 
+def _ours_services(report: bytes) -> list[list[Any]]:
+    """Each service as identified: port, name, banner, details and notes."""
+    doc = json.loads(report)
+    return sorted([s["port"], s["service"], s["banner"], s["details"], s["notes"]]
+                  for h in doc["hosts"] for s in h["services"])
+
+
 def _nmap_open_ports(xml: bytes) -> list[int]:
     from iotsec.scan.nmap import parse_nmap_xml
 
@@ -201,25 +238,38 @@ def scan_inner(rounds: int, home_env: Mapping[str, str], tmp: Path) -> dict[str,
                 "127.0.0.1"]
         ours = [IOTSEC, "scan", "127.0.0.1", "--ports", "1-65535", "--json",
                 "--fail-on", "never"]
-        times: dict[str, list[float]] = {"nmap -sT -p- -n -Pn": [], "iotsec scan": []}
+        commands = _variants({"nmap -sT -p- -n -Pn": nmap, "iotsec scan": ours}, home_env)
+        times: dict[str, list[float]] = {name: [] for name in commands}
         found: dict[str, list[int]] = {}
-        inside: dict[str, list[float]] = {"scan": [], "port phase": []}
+        identified: dict[str, list[list[Any]]] = {}
+        inside: dict[str, dict[str, list[float]]] = {
+            name: {"scan": [], "port phase": []} for name in commands
+            if not name.startswith("nmap")}
         for round_ in range(rounds + 1):
-            for name, cmd in (("nmap -sT -p- -n -Pn", nmap), ("iotsec scan", ours)):
-                elapsed, out, code = _timed(cmd, home_env, tmp)
+            for name, (cmd, cmd_env) in commands.items():
+                elapsed, out, code = _timed(cmd, cmd_env, tmp)
                 if code != 0:
                     raise SystemExit(f"{name} exited with {code}")
                 ports = (_nmap_open_ports(out) if name.startswith("nmap")
                          else _ours_open_ports(out))
                 if found.setdefault(name, ports) != ports:
                     raise SystemExit(f"{name} found {ports}, then {found[name]}")
+                if not name.startswith("nmap"):
+                    # The same identification in every round, not only the same ports.
+                    services = _ours_services(out)
+                    if identified.setdefault(name, services) != services:
+                        raise SystemExit(f"{name} identified {services}, then "
+                                         f"{identified[name]}")
                 if round_:  # the first round warms the page cache
                     times[name].append(elapsed)
                     if not name.startswith("nmap"):
                         doc = json.loads(out)
-                        inside["scan"].append(doc["scan"]["duration_seconds"])
-                        inside["port phase"].append(doc["port_scan"]["seconds"])
-        return {"times": times, "open_ports": found, "inside": inside}
+                        inside[name]["scan"].append(doc["scan"]["duration_seconds"])
+                        inside[name]["port phase"].append(doc["port_scan"]["seconds"])
+        if len({json.dumps(v) for v in identified.values()}) > 1:
+            raise SystemExit(f"the versions identified different services: {identified}")
+        return {"times": times, "open_ports": found, "inside": inside,
+                "services": identified["iotsec scan"]}
     finally:
         for server in servers:
             server.terminate()
@@ -227,7 +277,8 @@ def scan_inner(rounds: int, home_env: Mapping[str, str], tmp: Path) -> dict[str,
 
 
 def scan(rounds: int, env: Mapping[str, str], tmp: Path) -> list[dict[str, Any]]:
-    inner = [sys.executable, __file__, "--scan-inner", str(rounds), "--tmp", str(tmp)]
+    inner = [sys.executable, __file__, "--scan-inner", str(rounds), "--tmp", str(tmp),
+             *(["--before", BEFORE] if BEFORE else [])]
     done = None
     for unshare in (["unshare", "--net"], ["unshare", "--map-root-user", "--net"]):
         try:
@@ -245,19 +296,27 @@ def scan(rounds: int, env: Mapping[str, str], tmp: Path) -> list[dict[str, Any]]
         return []
     result = json.loads(done.stdout)
     ports = result["open_ports"]
+    reference = ports["nmap -sT -p- -n -Pn"]
     print("\n## 2. scan of 127.0.0.1, all 65,535 TCP ports, whole command, in a private "
           "network namespace (reference: nmap)")
-    print(f"open ports: nmap {ports['nmap -sT -p- -n -Pn']}, iotsec {ports['iotsec scan']}"
-          + (" (same)" if ports["nmap -sT -p- -n -Pn"] == ports["iotsec scan"]
-             else " (DIFFERENT)"))
+    print(f"open ports: nmap {reference}, " + ", ".join(
+        f"{name} {found}" for name, found in ports.items() if found is not reference)
+        + (" (same)" if all(found == reference for found in ports.values())
+           else " (DIFFERENT)"))
+    print("iotsec identified, the same in every round: " + ", ".join(
+        f"{port}/{name} ({banner})" for port, name, banner, *_rest in result["services"]))
     rows = _rows(result["times"], "nmap -sT -p- -n -Pn")
     for row in rows:
         row["open_ports"] = ports[row["command"]]
-    inside = {k: statistics.median(v) for k, v in result["inside"].items()}
-    rows[-1]["report_seconds"] = inside
-    print(f"iotsec scan, as its report times it: {inside['scan']:.3f} s, of which the port "
-          f"phase {inside['port phase']:.3f} s (medians); the rest of the whole command is "
-          "start-up and exit")
+        phases = result["inside"].get(row["command"])
+        if phases is None:
+            continue
+        inside = {k: statistics.median(v) for k, v in phases.items()}
+        row["report_seconds"] = inside
+        row["services"] = result["services"]
+        print(f"{row['command']}, as its report times it: {inside['scan']:.3f} s, of which "
+              f"the port phase {inside['port phase']:.3f} s (medians); the rest of the whole "
+              "command is start-up and exit")
     return rows
 
 
@@ -269,9 +328,13 @@ def main() -> None:
                         help="comma-separated: startup, scan, encrypt")
     parser.add_argument("--encrypt-mb", type=int, default=50)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--before", metavar="SRC", help="also run the iotsec commands with "
+                        "this source tree first on PYTHONPATH (the code before a change)")
     parser.add_argument("--scan-inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global BEFORE
+    BEFORE = str(Path(args.before).resolve()) if args.before else None
     if args.scan_inner is not None:
         print(json.dumps(scan_inner(args.scan_inner, os.environ, args.tmp)))
         return

@@ -4,6 +4,7 @@ imports none of them, nor the store, and every command in the table is reachable
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -134,7 +135,8 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
                    ) == set()
     code, modules, out = _run("device", "show", "dev-1")
     assert code == 0 and "dev-1" in out
-    assert _loaded(modules, NOT_FOR_READING) == set()
+    # Its tables to a pipe are plain columns: no Rich either, and no wire model (JSON only).
+    assert _loaded(modules, (*NOT_FOR_READING, "rich", "iotsec.app.wire")) == set()
     # Both read the SQLite store on the standard library's driver (store/reader.py).
     for args in (("cert", "list", "--json"), ("device", "show", "dev-1", "--json"),
                  ("cert", "show", json.loads(out_list)[0]["serial"], "--json")):
@@ -225,3 +227,22 @@ def test_data_encrypt_and_decrypt_import_neither_typer_pydantic_rich_nor_sqlalch
     # A command line the lean parser leaves to Typer still runs (through Typer).
     code, modules, out = _run("data", "encrypt", "--help")
     assert code == 0 and "--chunk-size" in out and "typer" in modules
+
+
+def test_a_scan_reads_the_fleet_cas_and_records_its_event_without_sqlalchemy(
+        ready: dict[str, Any], cli: Cli) -> None:
+    # A port that nothing listens on: the scan itself is quick, and still reads the home's
+    # CA certificates and appends its scan.run event to the chain (store/writer.py).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, modules, out = _run("scan", "127.0.0.1", "--ports", str(port), "--json",
+                              "--fail-on", "never")
+    assert code == 0
+    assert any("judged against 2 fleet CA certificates" in note
+               for note in json.loads(out)["notes"])
+    assert _loaded(modules, ("sqlalchemy", "iotsec.store.models", "iotsec.app.events")
+                   ) == set()
+    [event] = cli.json("events", "list", "--kind", "scan.run", "--json")
+    assert event["detail"] == {"hosts": 1, "services": 0, "findings": 0}
+    assert cli.json("events", "verify", "--json")["ok"] is True

@@ -4,6 +4,8 @@ terminal, counts with the right plural."""
 from __future__ import annotations
 
 import io
+import os
+import sys
 
 import pytest
 from rich.console import Console
@@ -46,3 +48,29 @@ def test_plain_columns_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch,
     # Columns line up, and nothing a terminal would draw is there.
     assert lines[2].index("active") == lines[3].index("disabled") == lines[1].index("state")
     assert not any(ch in "".join(lines) for ch in "│┃━─\x1b")
+
+
+@pytest.mark.parametrize("env", [{}, {"TTY_COMPATIBLE": "0"}, {"TTY_COMPATIBLE": "1"},
+                                 {"FORCE_COLOR": ""}, {"FORCE_COLOR": "1"},
+                                 {"TTY_COMPATIBLE": "2", "FORCE_COLOR": "0"}])
+@pytest.mark.parametrize("stream", ["terminal", "pipe", "closed", "none"])
+def test_a_console_not_made_yet_knows_a_terminal_as_rich_does(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], stream: str) -> None:
+    # The plain/Rich choice of table() is made without Rich: it must be Rich's own.
+    for name in ("TTY_COMPATIBLE", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    primary, secondary = os.openpty()
+    files = {"terminal": os.fdopen(secondary, "w"), "pipe": io.StringIO(),
+             "closed": io.StringIO(), "none": None}
+    files["closed"].close()  # type: ignore[union-attr]
+    try:
+        for stderr in (False, True):
+            monkeypatch.setattr(sys, "stderr" if stderr else "stdout", files[stream])
+            ours = output._OnFirstUse(stderr=stderr, highlight=False)
+            assert ours.is_terminal is Console(stderr=stderr, highlight=False).is_terminal
+            assert ours._console is None  # decided without making the console
+    finally:
+        os.close(primary)
+        files["terminal"].close()  # type: ignore[union-attr]

@@ -23,29 +23,29 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from iotsec.errors import InvalidInputError
 from iotsec.eventlog.entries import GENESIS, link_rows
 from iotsec.eventlog.event import ACTOR_WIDTH, MAX_FIELD, Event
+from iotsec.store import event_chain
 from iotsec.store import models as m
 from iotsec.store.db import in_transaction, reading, transaction
 from iotsec.store.direct import Direct
+from iotsec.store.event_chain import CHAIN_LOCK
 from iotsec.timeutil import from_ts, ts
 
 __all__ = ["CHAIN_LOCK", "MAX_FIELD", "Event", "EventSink", "HeldEvents", "append_events",
            "chain_head", "iter_events", "list_events", "lock_chain"]
 
 log = logging.getLogger("iotsec.events")
-#: The PostgreSQL advisory lock that orders appends to the chain ("iotsec" + 1).
-CHAIN_LOCK = 0x696F7473656301
 
 
 def lock_chain(conn: Connection) -> None:
     """Within ``conn``'s transaction, wait for the right to append to the chain (held until
     it ends). SQLite's write transactions are serialised already (BEGIN IMMEDIATE)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
+        conn.execute(text(event_chain.LOCK), {"key": CHAIN_LOCK})
 
 
 def chain_head(conn: Connection) -> tuple[int, str]:
@@ -56,14 +56,12 @@ def chain_head(conn: Connection) -> tuple[int, str]:
     return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
 
 
-# The append's statements, run on the driver directly: every use case that records an
-# event pays for them, and one certificate per call pays for them on each certificate.
-_LOCK = Direct(text("SELECT pg_advisory_xact_lock(:key)"))
-_HEAD = Direct(select(m.events.c.seq, m.events.c.hash).where(m.events.c.seq.is_not(None))
-               .order_by(m.events.c.seq.desc()).limit(1))
-_INSERT = Direct(insert(m.events).values(
-    {c: bindparam(c) for c in ("at", "kind", "outcome", "actor", "source", "subject",
-                               "detail", "seq", "hash")}))
+# The append's statements (store/event_chain.py, shared with the append on the standard
+# library's driver), run on the driver directly: every use case that records an event pays
+# for them, and one certificate per call pays for them on each certificate.
+_LOCK = Direct(text(event_chain.LOCK))
+_HEAD = Direct(text(event_chain.HEAD))
+_INSERT = Direct(text(event_chain.INSERT))
 
 
 def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -29,11 +29,13 @@ from iotsec.store.reader import (
     open_sqlite,
     postgres_arguments,
 )
+from iotsec.store.writer import append_events, write_transaction
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from iotsec.app.events import EventSink
+    from iotsec.eventlog.event import Event
     from iotsec.pki.ca import Authority
 
 __all__ = ["Runtime", "Slot", "open_runtime", "record_key_use", "utcnow"]
@@ -133,6 +135,25 @@ class Runtime:
     @events.setter
     def events(self, sink: EventSink) -> None:
         self._events = sink
+
+    def record(self, event: Event) -> None:
+        """Record ``event`` now, in a short transaction of its own, as
+        :meth:`EventSink.record <iotsec.app.events.EventSink.record>` does outside a unit of
+        work. A process that has made neither the engine nor the event sink (a command that
+        read the home's SQLite file on the driver, then records what it did) appends it to
+        the chain on its :attr:`direct` connection, without SQLAlchemy; any other records it
+        through :attr:`events`."""
+        direct = self.direct
+        if (self._events is None and self.opened_engine is None and direct is not None
+                and direct.sqlite_file is not None):
+            with self._direct_turn:
+                # Not inside a read of this thread's (its snapshot would hold the
+                # connection): then through the sink, on a connection of its own.
+                if not direct.conn.in_transaction:
+                    with write_transaction(direct.conn, sqlite_file=direct.sqlite_file) as w:
+                        append_events(w, [event.row()])
+                    return
+        self.events.record(event)
 
     @contextmanager
     def reading(self) -> Iterator[Reader]:

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import select
 
-from iotsec.app.events import Event
 from iotsec.app.runtime import Runtime
 from iotsec.errors import InputTooLargeError, NotFoundError, ScanTargetError, ScanToolError
+from iotsec.eventlog.event import Event
 from iotsec.identity.registry import DeviceState
 from iotsec.netprobe.net import resolve_names
 from iotsec.netprobe.runner import run_scan
@@ -48,8 +47,6 @@ from iotsec.scan.targets import (
     plan,
 )
 from iotsec.scan.tls import TrustStore, load_pem_bundle
-from iotsec.store import models as m
-from iotsec.store.db import reading
 
 __all__ = ["ScanRequest", "fleet_ca_certificates", "fleet_targets", "prepare", "scan"]
 
@@ -101,8 +98,9 @@ def _read_limited(path: Path, limit: int, what: str) -> bytes:
 
 def fleet_ca_certificates(rt: Runtime) -> list[x509.Certificate]:
     """Every CA certificate in the store (root and issuing, current and previous)."""
-    with reading(rt.engine) as conn:
-        rows = conn.execute(select(m.authorities.c.cert_der)).all()
+    # On the driver (store/reader.py): a scan of given targets imports no SQLAlchemy.
+    with rt.reading() as reader:
+        rows = reader.rows("SELECT cert_der FROM authorities ORDER BY id")
     return [x509.load_der_x509_certificate(r.cert_der) for r in rows]
 
 
@@ -245,9 +243,9 @@ def scan(request: ScanRequest, *, rt: Runtime | None = None, now: datetime | Non
             result.notes.append(f"iotsec found open ports nmap did not: {cc['only_iotsec']}")
     if rt is not None:
         # A scan of a home's fleet is a security event (its counts, never the findings).
-        rt.events.record(Event(tick(), "scan.run", "success", actor="cli",
-                               subject=result.scope or "targets", detail={
-                                   "hosts": result.host_count,
-                                   "services": len(result.services),
-                                   "findings": len(result.findings)}))
+        rt.record(Event(tick(), "scan.run", "success", actor="cli",
+                        subject=result.scope or "targets", detail={
+                            "hosts": result.host_count,
+                            "services": len(result.services),
+                            "findings": len(result.findings)}))
     return result

@@ -1,7 +1,8 @@
 """``iotsec device``: the device registry.
 
 The commands import the services they call when they run (the registry service, roles, the
-broker, EST), so that ``device show`` starts with its reads only (no SQLAlchemy).
+broker, EST), and the wire models where they print JSON, so that ``device show`` starts with
+its reads only (no SQLAlchemy, and no wire model for its tables).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import typer
 from iotsec.app.identity.device_reads import get_device
 from iotsec.app.pki import cert_records
 from iotsec.app.pki.profile_reads import device_selection
-from iotsec.app.wire.identity import DeviceDetailOut, DeviceOut
-from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import ClearOpt, JsonOpt, LimitOpt, ProfileNameArg, check_selection
 from iotsec.cli.output import (
@@ -59,6 +58,7 @@ def add(
     with runtime() as rt:
         device = service.add_device(rt, new, actor="cli")
     if as_json:
+        from iotsec.app.wire.identity import DeviceOut
         emit_json(DeviceOut.from_domain(device))
     else:
         console.print(f"Registered device {device.id} ({device.state.value})", markup=False)
@@ -85,6 +85,7 @@ def list_(
     with runtime() as rt:
         found = service.list_devices(rt, group=group, state=wanted, limit=limit, after=after)
     if as_json:
+        from iotsec.app.wire.identity import DeviceOut
         emit_json([DeviceOut.from_domain(d) for d in found])
         return
     table(plural(len(found), "device"),
@@ -124,6 +125,7 @@ def show(
         profile = device_selection(rt, device.id)
         now = rt.now()
     if as_json:
+        from iotsec.app.wire.identity import DeviceDetailOut
         emit_json(DeviceDetailOut.from_records(device, held, now, profile))
         return
     table(f"device {device.id}", ["field", "value"], [
@@ -148,6 +150,7 @@ def set_profile(device_id: IdArg, profile: ProfileNameArg = None, clear: ClearOp
     with runtime() as rt:
         now = set_device_profile(rt, device_id, profile)
     if as_json:
+        from iotsec.app.wire.profiles import ProfileSelectionOut
         emit_json(ProfileSelectionOut(kind="device", name=device_id, profile=now))
     else:
         console.print(f"Device {device_id}: certificate profile {now or '(none of its own)'}",
@@ -160,6 +163,7 @@ def _set_state(device_id: str, target: DeviceState, as_json: bool) -> None:
     with runtime() as rt:
         device = change_state_and_sync(rt, device_id, target, actor="cli")
     if as_json:
+        from iotsec.app.wire.identity import DeviceOut
         emit_json(DeviceOut.from_domain(device))
     else:
         console.print(f"Device {device.id} is now {device.state.value}", markup=False)
@@ -186,6 +190,7 @@ def approve(device_id: IdArg, as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         device = approve_enrolment(rt, device_id, actor="cli")
     if as_json:
+        from iotsec.app.wire.identity import DeviceOut
         emit_json(DeviceOut.from_domain(device))
     else:
         console.print(f"Approved device {device.id}: it is now {device.state.value} and "

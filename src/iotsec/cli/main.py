@@ -10,8 +10,10 @@ and exit with the same code. This module imports neither Typer nor any command.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from iotsec.errors import IotsecError
@@ -53,7 +55,44 @@ def _lean(args: list[str]) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; refused operations exit 1 with one line on stderr, usage errors 2."""
+    """Run the CLI; refused operations exit 1 with one line on stderr, usage errors 2.
+
+    Run as the ``iotsec`` program (no ``argv``: the arguments are the process's), the
+    process then ends at once (:func:`_end_process`); given ``argv``, the exit code is
+    returned."""
+    code = _run(argv)
+    if argv is None:
+        _end_process(code)
+    return code
+
+
+def _end_process(code: int) -> None:
+    """End the process with ``code`` without tearing the interpreter down: freeing every
+    object and module of a command one by one takes longer than many commands themselves.
+    What an exit must still do is done first: the ``atexit`` functions, and the standard
+    streams flushed. Returns (the process then exits the usual way) while a thread that
+    Python would wait for is still running, or when a stream cannot be flushed (Python
+    reports that at exit)."""
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        code = code or 120  # as Python's own exit when it cannot flush standard output
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         code = _lean(args)

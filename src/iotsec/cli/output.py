@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,31 @@ class _OnFirstUse:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.made(), name)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the console writes to a terminal, as Rich's ``Console.is_terminal``
+        decides it, without making the console (and importing Rich) when it was not made
+        yet: a table to a pipe is written plainly, with no Rich at all."""
+        if self._console is not None or "get_ipython" in vars(builtins):
+            return self.made().is_terminal  # Rich's own answer (it knows notebooks)
+        # Rich's rules for a console without force_terminal or a file of its own: IDLE is
+        # no terminal; TTY_COMPATIBLE=0/1 and FORCE_COLOR decide; else the stream's isatty.
+        if getattr(sys.stdin, "__module__", "").startswith("idlelib"):
+            return False
+        compatible = os.environ.get("TTY_COMPATIBLE", "")
+        if compatible in ("0", "1"):
+            return compatible == "1"
+        force = os.environ.get("FORCE_COLOR")
+        if force is not None:
+            return force != ""
+        stream = sys.stderr if self._options.get("stderr") else sys.stdout
+        stream = getattr(stream, "rich_proxied_file", stream)
+        isatty = getattr(stream, "isatty", None)
+        try:
+            return False if isatty is None else bool(isatty())
+        except ValueError:  # a closed stream
+            return False
 
 
 console = cast("Console", _OnFirstUse(highlight=False))
@@ -100,10 +126,10 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     ``grep``, ``awk`` and logs). Identifier columns (:data:`IDENTIFIER_COLUMNS`, or
     ``ids``) are shown whole in both."""
     cells = [[_cell(v) for v in row] for row in rows]
-    out = rich_console(console)
-    if not out.is_terminal:
+    if not console.is_terminal:
         _plain(title, columns, cells)
         return
+    out = rich_console(console)
     from rich.measure import Measurement
     from rich.table import Table
 

@@ -19,12 +19,12 @@ import _socket
 import asyncio
 import collections
 import errno
-import ipaddress
 import itertools
 import select
 import socket
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from iotsec.scan.model import PortScanConfig, PortScanResult
 
@@ -32,11 +32,12 @@ __all__ = ["tcp_connect_scan"]
 
 
 _CLOSED = {errno.ECONNREFUSED, errno.ECONNRESET}
-#: Connections started per event-loop callback at most.
-BATCH = 4096
+#: Connections started per event-loop callback at most: a few milliseconds of work, so
+#: that what else runs on the loop meanwhile (the services found open so far being
+#: identified) is not held up.
+BATCH = 256
 _AF4, _AF6 = socket.AF_INET, socket.AF_INET6
 _STREAM = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
-_SOL_SOCKET, _SO_ERROR = socket.SOL_SOCKET, socket.SO_ERROR
 
 
 def _new_socket(family: int, kind: int) -> _socket.socket:
@@ -50,6 +51,10 @@ def _new_socket(family: int, kind: int) -> _socket.socket:
 if getattr(socket, "SOCK_NONBLOCK", 0):
     _new_socket = _socket.socket  # type: ignore[assignment]
 _RETRY_LATER = {errno.EADDRNOTAVAIL, errno.EAGAIN, errno.ENOBUFS, errno.EMFILE, errno.ENFILE}
+#: Linux returns a socket whose connection was refused to the unconnected state (the error
+#: read by a second connect()), so that it can connect again; other systems do not promise
+#: it, and there every port gets a socket of its own.
+_REUSE = sys.platform.startswith("linux")
 
 
 def _fd_budget(wanted: int) -> int:
@@ -74,14 +79,12 @@ def _fd_budget(wanted: int) -> int:
         return min(wanted, 256)
 
 
-def _is_local(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
-
-
 class _Scanner:
     def __init__(self, items: Iterator[tuple[str, int]], config: PortScanConfig,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop,
+                 on_open: Callable[[str, int], None] | None = None) -> None:
         self.items = items
+        self.on_open = on_open
         self.retry: collections.deque[tuple[str, int]] = collections.deque()
         self.config = config
         self.loop = loop
@@ -100,6 +103,8 @@ class _Scanner:
         self.last_refill = loop.time()
         self.wake_at: float | None = None
         self.epoll = select.epoll() if hasattr(select, "epoll") else None
+        #: By address family, a socket whose last connection was refused, for the next.
+        self.spare: dict[int, _socket.socket] = {}
         self.paused_until = 0.0
 
     # -- starting connections ------------------------------------------------------
@@ -154,41 +159,57 @@ class _Scanner:
         result = self.result
         next_item = self._next_item
         new_socket = _new_socket
-        in_progress = errno.EINPROGRESS
+        spare = self.spare
+        in_progress, already = errno.EINPROGRESS, errno.EALREADY
+        refused = errno.ECONNREFUSED if _REUSE else None
         started = 0
         # The common case (nothing to retry) takes items straight from the iterator.
         source = (itertools.islice(self.items, allowed) if not self.retry
                   else iter(next_item, None))
         for item in source:
             address = item[0]
-            try:
-                sock = new_socket(_AF6 if ":" in address else _AF4, _STREAM)
-            except OSError as exc:
-                if exc.errno in _RETRY_LATER:
-                    self._back_off(item)
-                    break
-                raise
+            family = _AF6 if ":" in address else _AF4
+            sock = spare.pop(family, None)
+            if sock is None:
+                try:
+                    sock = new_socket(family, _STREAM)
+                except OSError as exc:
+                    if exc.errno in _RETRY_LATER:
+                        self._back_off(item)
+                        break
+                    raise
             started += 1
             code = sock.connect_ex(item)
             if code == in_progress:
                 # On the scanning host's own addresses (and sometimes on a fast LAN) the
-                # kernel has often decided before connect() returns: ask, and spare the
-                # event loop a registration for every refused port.
-                code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
-                if code == 0:
+                # kernel has often decided before connect() returns. A second connect()
+                # asks: EALREADY while the handshake is pending, 0 once it completed, the
+                # error once it failed. A refusal read this way also leaves the socket
+                # unconnected, ready for the next port: creating and closing a socket
+                # for every port costs the kernel more than the probe itself.
+                code = sock.connect_ex(item)
+                if code == errno.EISCONN:
+                    code = 0
+                if code == already:
                     self._watch(sock, item, deadline)
+                    if started >= allowed or len(inflight) >= limit:
+                        break
                     continue
-            sock.close()
-            if code in _CLOSED:
+            if code == refused:
                 result.closed += 1
+                spare[family] = sock
             elif code == 0:
-                self._opened(address, item[1], local=_is_local(address))
-            elif code in _RETRY_LATER:
-                started -= 1
-                self._back_off(item)
-                break
+                self._connected(sock, address, item[1])
             else:
-                result.unreachable += 1
+                sock.close()
+                if code in _CLOSED:
+                    result.closed += 1
+                elif code in _RETRY_LATER:
+                    started -= 1
+                    self._back_off(item)
+                    break
+                else:
+                    result.unreachable += 1
             if started >= allowed or len(inflight) >= limit:
                 break
         else:
@@ -229,7 +250,22 @@ class _Scanner:
 
     # -- finishing connections -----------------------------------------------------
 
+    def _connected(self, sock: _socket.socket, address: str, port: int) -> None:
+        """``sock`` completed its handshake with ``address``: the port is open, unless the
+        socket may have reached itself or another of the scan's sockets (a peer on this
+        host), which is checked again later."""
+        try:
+            local = sock.getsockname()[0] == sock.getpeername()[0]
+        except OSError:  # reset already: nothing listens there after all
+            self.result.closed += 1
+        else:
+            self._opened(address, port, local=local)
+        finally:
+            sock.close()
+
     def _opened(self, address: str, port: int, *, local: bool) -> None:
+        if self.on_open is not None:
+            self.on_open(address, port)
         if local:
             self.suspect.append((address, port))
         else:
@@ -305,6 +341,9 @@ class _Scanner:
                     self.loop.remove_writer(sock.fileno())
                 sock.close()
             self.inflight.clear()
+            for sock in self.spare.values():
+                sock.close()
+            self.spare.clear()
             if self.epoll is not None:
                 self.epoll.close()
         for address, port in self.suspect:
@@ -333,8 +372,15 @@ async def _confirm_open(address: str, port: int, timeout: float) -> bool:
 
 
 async def tcp_connect_scan(items: Iterable[tuple[str, int]],
-                           config: PortScanConfig | None = None) -> PortScanResult:
+                           config: PortScanConfig | None = None, *,
+                           on_open: Callable[[str, int], None] | None = None
+                           ) -> PortScanResult:
     """Connect to every ``(address, port)`` and report the open ones (sorted), with counts
-    of closed, filtered and unreachable ports. ``items`` is consumed lazily."""
-    scanner = _Scanner(iter(items), config or PortScanConfig(), asyncio.get_running_loop())
+    of closed, filtered and unreachable ports. ``items`` is consumed lazily.
+
+    ``on_open(address, port)`` is called (on the loop) as soon as a connection completes,
+    before the scan ends: a port on the scanning host's own addresses that it names may
+    still prove not to be open (see the module's notes); the result is what counts."""
+    scanner = _Scanner(iter(items), config or PortScanConfig(), asyncio.get_running_loop(),
+                       on_open)
     return await scanner.run()

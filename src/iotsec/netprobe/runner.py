@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -251,20 +251,35 @@ async def run_scan(plan: ScanPlan, options: ScanOptions | None = None, *, now: d
         return HostTarget(address, name, device)
 
     items = ((h.address, p) for h in plan.hosts() for p in plan.ports.tcp)
-    stats = await tcp_connect_scan(items, options.ports)
-    hosts: dict[str, HostResult] = {}
     examiner = _Examiner(options, now, trust)
     gate = asyncio.Semaphore(options.service_concurrency)
 
-    async def tcp_service(address: str, port: int) -> list[Finding]:
+    async def tcp_service(address: str, port: int) -> tuple[Service, list[Finding]]:
         target = target_of(address)
         async with gate:
             service = await identify_tcp(address, port, options.probe,
                                          server_name=target.name)
             found = await examiner.examine(service, target)
-        hosts.setdefault(address, HostResult(address, target.name, target.device)) \
-            .services.append(service)
-        return found
+        return service, found
+
+    # Each service is identified from the moment its port is found open, while the port
+    # phase goes on: a silent service's banner wait passes during the rest of the scan.
+    early: dict[tuple[str, int], asyncio.Task[tuple[Service, list[Finding]]]] = {}
+
+    def found_open(address: str, port: int) -> None:
+        if (address, port) not in early:
+            early[address, port] = asyncio.ensure_future(tcp_service(address, port))
+
+    try:
+        stats = await tcp_connect_scan(items, options.ports, on_open=found_open)
+    except BaseException:
+        await _cancelled(early.values())
+        raise
+    # A port the scan reached on this host that proved not to be open (one of the scan's
+    # own sockets answered): its identification is dropped, whatever it found.
+    opened = set(stats.open)
+    await _cancelled(task for key, task in early.items() if key not in opened)
+    hosts: dict[str, HostResult] = {}
 
     async def udp_worker(work: Iterator[tuple[HostTarget, int]]) -> list[Finding]:
         found: list[Finding] = []
@@ -282,7 +297,18 @@ async def run_scan(plan: ScanPlan, options: ScanOptions | None = None, *, now: d
                 target.address, target.name, target.device)).services.append(service)
         return found
 
-    jobs = [tcp_service(a, p) for a, p in stats.open]
+    async def tcp_worker() -> list[Finding]:
+        found: list[Finding] = []
+        examined = await asyncio.gather(*(early.pop(key) if key in early
+                                          else tcp_service(*key) for key in stats.open))
+        for (address, _port), (service, findings) in zip(stats.open, examined, strict=True):
+            target = target_of(address)
+            hosts.setdefault(address, HostResult(address, target.name, target.device)) \
+                .services.append(service)
+            found.extend(findings)
+        return found
+
+    jobs = [tcp_worker()]
     if plan.ports.udp:
         # A fixed pool of workers shares one lazy iterator: memory stays flat however
         # many hosts the plan holds.
@@ -297,6 +323,15 @@ async def run_scan(plan: ScanPlan, options: ScanOptions | None = None, *, now: d
         ports=str(plan.ports), host_count=plan.host_count, hosts=ordered,
         findings=sort_findings(findings), port_stats=stats, options=options.to_dict(),
         seconds=time.perf_counter() - t0)
+
+
+async def _cancelled(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended (their connections closed)."""
+    ending = list(tasks)
+    for task in ending:
+        task.cancel()
+    if ending:
+        await asyncio.gather(*ending, return_exceptions=True)
 
 
 def _address_key(address: str) -> tuple[int, int]:

@@ -25,20 +25,16 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from iotsec.errors import IotsecError
 from iotsec.eventlog.entries import GENESIS, link_rows
+from iotsec.store import event_chain
 from iotsec.store.failures import unit_failure
 from iotsec.store.reader import Reader
 
 __all__ = ["Writer", "append_events", "write_transaction"]
 
-_HEAD: Final = ("SELECT seq, hash FROM events WHERE seq IS NOT NULL "
-                "ORDER BY seq DESC LIMIT 1")
-_INSERT_EVENT: Final = ("INSERT INTO events (at, kind, outcome, actor, source, subject, "
-                        "detail, seq, hash) VALUES (:at, :kind, :outcome, :actor, :source, "
-                        ":subject, :detail, :seq, :hash)")
 
 
 class Writer(Reader):
@@ -88,7 +84,7 @@ def append_events(writer: Writer, rows: list[dict[str, Any]]) -> None:
     within ``writer``'s transaction."""
     if not rows:
         return
-    head = writer.first(_HEAD)
+    head = writer.first(event_chain.HEAD)
     seq, previous = (0, GENESIS) if head is None else (int(head.seq), str(head.hash))
     link_rows(rows, seq, previous)
-    writer.execute_many(_INSERT_EVENT, rows)
+    writer.execute_many(event_chain.INSERT, rows)
