@@ -235,3 +235,21 @@ def test_a_new_devices_other_roles_denies_keep_patterns_from_allowing_it():
     assert not model.allows("b", "devices", "write")  # the new device: denied by r1
     assert model.allows("d1", "devices", "write")  # d1 holds r2 only: allowed
 
+
+@pytest.mark.parametrize("denied", ["${cert.serial}", "${device.group}", "${device.attr.loc}"])
+def test_a_deny_no_pattern_can_say_leaves_a_new_device_no_patterns(denied: str) -> None:
+    """A deny whose topic names what a pattern cannot (the certificate's serial, a group,
+    an attribute) of the roles every device holds: a device registered after the sync,
+    which the patterns alone serve, must not be allowed what it denies."""
+    roles = [Role.build("r1", [Rule.parse("allow", "publish", "+"),
+                               Rule.parse("deny", "publish", denied)])]
+    devices = [FleetDevice("d1", True, ("r1",), ("g1",), {"loc": "x"}, ("0A",))]
+    acl = compile_acl(roles, devices, new_device_roles=("r1",))
+    model = MosquittoAcl(acl.text)
+    for topic in ("0A", "g1", "x", "other"):
+        assert not model.allows("b", topic, "write"), (topic, acl.text)
+    # d1 gets its own block: the deny expanded to its own value, the rest allowed.
+    value = {"${cert.serial}": "0A", "${device.group}": "g1", "${device.attr.loc}": "x"}
+    assert not model.allows("d1", value[denied], "write")
+    assert model.allows("d1", "other", "write")
+

@@ -289,6 +289,12 @@ def compile_acl(roles: Sequence[Role], devices: Sequence[FleetDevice], *,
         # device nothing until the next sync).
         universal = []
     base = grants(r for name in universal for r in by_name[name].rules)
+    if new_device_roles is not None and any(_pattern_text(t) is None for t in base.deny):
+        # A deny that no pattern can say (its topic names the device's group, an attribute
+        # or its certificate's serial) would be missing for a device registered after this
+        # ACL, which the patterns alone serve: no patterns, as above.
+        universal = []
+        base = grants(())
     w.warnings.extend(overlap_warnings(base))
 
     pattern_read = [p for p in (_pattern_text(t) for t in base.read) if p is not None]
