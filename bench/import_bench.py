@@ -35,7 +35,8 @@ import sqlite3
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import URL, create_engine, func, make_url, select, text
@@ -213,14 +214,24 @@ def sqlite_round(path: Path, rows: int) -> dict[str, float]:
             "schema_s": schema_s, "schema_mb": schema_mb}
 
 
-def postgres_round(path: Path, rows: int, url: str) -> dict[str, float]:
-    base = make_url(url)
-    name = f"iotsec_import_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+@contextmanager
+def fresh_database(base: URL, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new database on ``base``'s server, dropped afterwards: its name and URL."""
+    name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    db_url = base.set(database=name).render_as_string(hide_password=False)
     try:
+        yield name, base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def postgres_round(path: Path, rows: int, url: str) -> dict[str, float]:
+    base = make_url(url)
+    with fresh_database(base, "iotsec_import") as (name, db_url):
         with scratch_dir("iotsec-bench-csv-") as tmp:
             home = tmp / "home"
             init_home(Settings(home=home, database_url=db_url), store_passphrase=True)
@@ -239,10 +250,6 @@ def postgres_round(path: Path, rows: int, url: str) -> dict[str, float]:
         if ref.returncode != 0:
             raise RuntimeError(f"psql \\copy failed: {ref.stderr[-300:]}")
         schema_s, schema_mb = postgres_schema_reference(path, rows, base)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     return {"ours_s": seconds, "ours_mb": peak, "ref_s": ref.seconds, "ref_mb": ref.peak_rss_mib,
             "schema_s": schema_s, "schema_mb": schema_mb}
 
@@ -250,12 +257,7 @@ def postgres_round(path: Path, rows: int, url: str) -> dict[str, float]:
 def postgres_schema_reference(path: Path, rows: int, base: URL) -> tuple[float, float]:
     """``psql \\copy`` of the file into the schema of a fresh home in a fresh database (see
     the module's docstring): the wall time and peak RSS of the ``psql`` process."""
-    name = f"iotsec_import_ref_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    db_url = base.set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_database(base, "iotsec_import_ref") as (name, db_url):
         with scratch_dir("iotsec-bench-csv-ref-") as tmp:
             init_home(Settings(home=tmp / "home", database_url=db_url), store_passphrase=True)
             script = tmp / "load.sql"
@@ -275,10 +277,6 @@ def postgres_schema_reference(path: Path, rows: int, base: URL) -> tuple[float, 
         engine.dispose()
         if stored != rows:
             raise AssertionError(f"the schema reference stored {stored} devices")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     return ref.seconds, ref.peak_rss_mib
 
 

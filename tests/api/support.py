@@ -1,11 +1,18 @@
-"""Helpers shared by the REST API tests."""
+"""Helpers shared by the REST API tests, and for the tests of its fast paths: the same
+runtime served with and without them, and a token of each scope."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+
+from iotsec.api.app import create_app
+from iotsec.app.access.api_tokens import Scope, issue_token
+from iotsec.app.runtime import Runtime
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
@@ -45,3 +52,21 @@ def issue(client: TestClient, device_id: str, csr: bytes, **extra: Any) -> dict[
     assert resp.status_code == 201, resp.text
     body: dict[str, Any] = resp.json()
     return body
+
+
+@contextlib.contextmanager
+def fast_and_slow(rt: Runtime) -> Iterator[tuple[TestClient, TestClient]]:
+    """Two clients of ``rt``: an app with its fast paths and one without (the failure
+    throttle lifted, so that a test may make many refused calls)."""
+    rt.settings.auth_failure_limit = 1_000_000
+    with TestClient(create_app(rt)) as fast, \
+            TestClient(create_app(rt, fast_path=False)) as slow:
+        yield fast, slow
+
+
+def scoped_tokens(rt: Runtime, admin_token: str) -> dict[str, str]:
+    """A token of each scope, by the scope's name ("admin" is the one ``init`` made)."""
+    out = {"admin": admin_token}
+    for scope in (Scope.AUDITOR, Scope.OPERATOR):
+        out[scope.value] = issue_token(rt, f"t-{scope.value}", scope, None)[1]
+    return out

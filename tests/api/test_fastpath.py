@@ -18,13 +18,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from iotsec.api.app import create_app
 from iotsec.api.fastpath import LIMITS, parse_body
-from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import DeviceState
+from tests.api.support import fast_and_slow, scoped_tokens
 
 PATH = "/v1/authz/check"
 FUZZ = hsettings(max_examples=150, deadline=None, database=None,
@@ -33,21 +32,16 @@ FUZZ = hsettings(max_examples=150, deadline=None, database=None,
 
 @pytest.fixture
 def pair(rt: Runtime) -> Iterator[tuple[TestClient, TestClient]]:
-    rt.settings.auth_failure_limit = 1_000_000
     add_device(rt, NewDevice(id="sensor-1"))
     add_device(rt, NewDevice(id="sensor-2"))
     change_state(rt, "sensor-2", DeviceState.DISABLED)
-    with TestClient(create_app(rt)) as fast, \
-            TestClient(create_app(rt, fast_path=False)) as slow:
-        yield fast, slow
+    with fast_and_slow(rt) as both:
+        yield both
 
 
 @pytest.fixture
 def tokens(rt: Runtime, initialised: Any) -> dict[str, str]:
-    out = {"admin": initialised.admin_token}
-    for scope in (Scope.AUDITOR, Scope.OPERATOR):
-        out[scope.value] = issue_token(rt, f"t-{scope.value}", scope, None)[1]
-    return out
+    return scoped_tokens(rt, initialised.admin_token)
 
 
 def _both(pair: tuple[TestClient, TestClient], content: bytes,

@@ -19,12 +19,11 @@ from cryptography import x509
 from fastapi.testclient import TestClient
 
 from iotsec.api import issue_fastpath
-from iotsec.api.app import create_app
-from iotsec.app.access.api_tokens import Scope, issue_token
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.runtime import Runtime
 from iotsec.identity.registry import DeviceState
+from tests.api.support import fast_and_slow, scoped_tokens
 from tests.helpers import make_csr, make_key
 
 #: What differs between two certificates issued alike.
@@ -33,22 +32,17 @@ _OWN = ("serial", "sha256", "pem", "not_before", "not_after", "device_id", "subj
 
 @pytest.fixture
 def pair(rt: Runtime) -> Iterator[tuple[TestClient, TestClient]]:
-    rt.settings.auth_failure_limit = 1_000_000
     for side in "ab":
         add_device(rt, NewDevice(id=f"{side}-1"))
         add_device(rt, NewDevice(id=f"{side}-2"))
         change_state(rt, f"{side}-2", DeviceState.DISABLED)
-    with TestClient(create_app(rt)) as fast, \
-            TestClient(create_app(rt, fast_path=False)) as slow:
-        yield fast, slow
+    with fast_and_slow(rt) as both:
+        yield both
 
 
 @pytest.fixture
 def tokens(rt: Runtime, initialised: Any) -> dict[str, str]:
-    out = {"admin": initialised.admin_token}
-    for scope in (Scope.AUDITOR, Scope.OPERATOR):
-        out[scope.value] = issue_token(rt, f"t-{scope.value}", scope, None)[1]
-    return out
+    return scoped_tokens(rt, initialised.admin_token)
 
 
 @pytest.fixture
