@@ -9,7 +9,7 @@ import pytest
 import typer
 import typer.main
 
-from iotsec.cli.main import app as iotsec_app
+from iotsec.cli.root import app as iotsec_app
 from iotsec.pki import pkcs8
 from tests import services
 from tests.conftest import LONG_FIRST, TEST_SCRYPT_COST, pytest_collection_modifyitems

@@ -1,6 +1,6 @@
 """A refused command changes nothing.
 
-Every command of the Typer tree (enumerated from :data:`iotsec.cli.main.app`, so a new
+Every command of the Typer tree (enumerated from :data:`iotsec.cli.root.app`, so a new
 command cannot be forgotten) is either listed in :data:`READ_ONLY` or given a refused
 invocation in :data:`REFUSALS`: a bad argument, a missing object or a conflict. Each
 refusal runs against one initialised home, inside a directory that also holds the inputs
@@ -25,7 +25,8 @@ import pytest
 import typer.main
 from sqlalchemy import MetaData, create_engine, select
 
-from iotsec.cli.main import app, main
+from iotsec.cli.main import main
+from iotsec.cli.root import app
 from iotsec.store import models as m
 from tests.cli.support import Cli, use_home
 from tests.helpers import make_csr

@@ -14,7 +14,7 @@ import atexit
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from iotsec.errors import IotsecError
 
@@ -24,24 +24,18 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-def __getattr__(name: str) -> Any:
-    # ``iotsec.cli.main.app`` and ``COMMANDS``, as they were before the Typer app moved to
-    # iotsec.cli.root: tests mount an app of their own here (``app``), which main() runs.
-    if name in ("app", "COMMANDS"):
-        from iotsec.cli import root
-
-        return getattr(root, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: The Typer app :func:`main` runs instead of the root command of :mod:`iotsec.cli.root`,
+#: when one is set here (the tests mount a few command groups this way).
+app: typer.Typer | None = None
 
 
 def _app() -> typer.Typer:
-    """The Typer app to run: the root command, or one set on this module in its place."""
-    mounted: typer.Typer | None = globals().get("app")
-    if mounted is not None:
-        return mounted
-    from iotsec.cli.root import app
+    """The Typer app to run: the one set in :data:`app`, else the root command."""
+    if app is not None:
+        return app
+    from iotsec.cli.root import app as root_app
 
-    return app
+    return root_app
 
 
 def _lean(args: list[str]) -> int | None:
