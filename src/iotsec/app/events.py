@@ -31,7 +31,7 @@ from iotsec.eventlog.event import ACTOR_WIDTH, MAX_FIELD, Event
 from iotsec.store import event_chain
 from iotsec.store import models as m
 from iotsec.store.db import in_transaction, reading, transaction
-from iotsec.store.direct import Direct
+from iotsec.store.direct import Direct, Unit
 from iotsec.store.event_chain import CHAIN_LOCK
 from iotsec.timeutil import from_ts, ts
 
@@ -64,7 +64,7 @@ _HEAD = Direct(text(event_chain.HEAD))
 _INSERT = Direct(text(event_chain.INSERT))
 
 
-def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def append_events(conn: Unit, rows: list[dict[str, Any]]) -> None:
     """Append ``rows`` (:meth:`Event.row` values) to the chain within ``conn``'s
     transaction. On PostgreSQL the chain lock is held until that transaction ends: append
     last in a unit of work, after its other locks are taken."""

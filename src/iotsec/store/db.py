@@ -7,6 +7,7 @@ embedded default's trade-off) and foreign keys on. Every state change runs insid
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -20,11 +21,12 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from iotsec.errors import IotsecError, StoreError
+from iotsec.store.direct import DriverUnit, run_plain
 from iotsec.store.failures import driver_failure, unit_failure
 from iotsec.store.reader import Reader, read_transaction, sqlite_pragmas
 
-__all__ = ["in_transaction", "make_engine", "raw_reading", "reading", "store_error", "transaction",
-           "unit_error"]
+__all__ = ["driver_transaction", "in_transaction", "make_engine", "raw_reading", "reading",
+           "store_error", "transaction", "unit_error"]
 
 
 _sqlite_pragmas = sqlite_pragmas  # the settings of every connection (reader.py)
@@ -136,6 +138,157 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     try:
         with engine.begin() as conn:
             yield conn
+    except IotsecError:
+        raise
+    except DBAPIError as exc:
+        raise unit_error(exc, engine) from exc
+    finally:
+        if writers is not None:
+            writers.release()
+        _local.depth -= 1
+
+
+class _DriverConnections:
+    """The connections of the driver itself that :func:`driver_transaction` takes turns on
+    for one engine: made by the engine's pool (with every setting its own connections have)
+    and detached from it, so that a unit of work pays for neither the pool's check-out and
+    return nor SQLAlchemy's connection and transaction objects."""
+
+    __slots__ = ("free", "lock")
+
+    #: Idle connections kept per engine; more concurrent units of work open more, and
+    #: close them when they end.
+    KEEP = 8
+
+    def __init__(self) -> None:
+        self.free: list[Any] = []
+        self.lock = threading.Lock()
+
+    def take(self) -> Any | None:
+        with self.lock:
+            return self.free.pop() if self.free else None
+
+    def give_back(self, driver: Any) -> None:
+        with self.lock:
+            if len(self.free) < self.KEEP:
+                self.free.append(driver)
+                return
+        _close_quietly(driver)
+
+    def close_all(self) -> None:
+        with self.lock:
+            idle, self.free = self.free, []
+        for driver in idle:
+            _close_quietly(driver)
+
+
+_driver_connections: weakref.WeakKeyDictionary[Engine, _DriverConnections] = (
+    weakref.WeakKeyDictionary())
+
+
+def _close_quietly(driver: Any) -> None:
+    # A connection the server already dropped cannot be closed cleanly; it is gone either way.
+    with contextlib.suppress(Exception):
+        driver.close()
+
+
+def _connections_of(engine: Engine) -> _DriverConnections:
+    found = _driver_connections.get(engine)
+    if found is None:
+        with _writer_locks_guard:
+            found = _driver_connections.get(engine)
+            if found is None:
+                made = found = _driver_connections[engine] = _DriverConnections()
+                # Disposing of the engine (a closed runtime, a test's teardown) closes
+                # these as it closes the pool's.
+                event.listen(engine, "engine_disposed", lambda _engine: made.close_all())
+    return found
+
+
+def _open_driver(engine: Engine) -> Any:
+    """A new connection of the driver, made as the engine's own are (its pragmas on SQLite,
+    its arguments and pre-ping on PostgreSQL), in autocommit mode: the unit of work says
+    ``BEGIN`` and ``COMMIT`` itself (SQLite's connections are in that mode already)."""
+    raw = engine.raw_connection()
+    try:
+        driver: Any = raw.driver_connection
+        if engine.dialect.name != "sqlite":
+            driver.rollback()  # the pre-ping's transaction
+            driver.autocommit = True
+    except BaseException:
+        raw.invalidate()
+        raise
+    raw.detach()
+    return driver
+
+
+def _broken(driver: Any) -> bool:
+    """Has the server dropped ``driver``'s connection (psycopg's flags; never on SQLite)?"""
+    return bool(getattr(driver, "closed", False) or getattr(driver, "broken", False))
+
+
+def _begin(engine: Engine, connections: _DriverConnections) -> DriverUnit:
+    """A :class:`DriverUnit` whose transaction has begun: on SQLite with the write lock
+    taken (``BEGIN IMMEDIATE``, as the engine's units of work do)."""
+    statement = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "BEGIN"
+    while True:
+        idle = connections.take()
+        driver = _open_driver(engine) if idle is None else idle
+        unit = DriverUnit(engine.dialect, driver)
+        try:
+            run_plain(unit, statement)
+        except BaseException:
+            # A kept connection the server has dropped since (a restart) is replaced, as
+            # the engine's pre-ping replaces its own; any other failure is the unit's.
+            if idle is not None and _broken(driver):
+                _close_quietly(driver)
+                continue
+            _end(unit, connections)
+            raise
+        return unit
+
+
+def _end(unit: DriverUnit, connections: _DriverConnections) -> None:
+    """Roll back whatever ``unit`` left open and keep its connection, unless it is broken."""
+    driver = unit.driver
+    try:
+        if unit.dialect.name == "sqlite":
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+        elif not _broken(driver):
+            run_plain(unit, "ROLLBACK")
+    except Exception:
+        _close_quietly(driver)
+        return
+    if _broken(driver):
+        _close_quietly(driver)
+    else:
+        connections.give_back(driver)
+
+
+@contextmanager
+def driver_transaction(engine: Engine) -> Iterator[DriverUnit]:
+    """One unit of work as :func:`transaction` makes it (the same write lock, commit and
+    errors), held on a connection of the driver itself: for the hot paths whose statements
+    all run on the driver (:class:`~iotsec.store.direct.Direct`), where SQLAlchemy's
+    connection, pool and transaction objects cost more than the database's work (issuing
+    one certificate per call). Nothing but :class:`~iotsec.store.direct.Direct` statements
+    may run on it."""
+    depth = getattr(_local, "depth", 0)
+    _local.depth = depth + 1
+    writers = _sqlite_writers(engine) if depth == 0 else None
+    if writers is not None and not writers.acquire(timeout=_WRITER_WAIT):
+        writers = None  # as long as SQLite itself would wait: its busy timeout decides
+    connections = _connections_of(engine)
+    try:
+        unit = _begin(engine, connections)
+        try:
+            yield unit
+            run_plain(unit, "COMMIT")
+        except BaseException:
+            _end(unit, connections)
+            raise
+        connections.give_back(unit.driver)
     except IotsecError:
         raise
     except DBAPIError as exc:

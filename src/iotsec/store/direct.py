@@ -9,6 +9,10 @@ connection and inside the transaction of the caller's unit of work
 exception, so the unit of work maps it like any other (a unique violation becomes a
 conflict, a full disk a store error).
 
+A statement also runs on a :class:`DriverUnit`: a unit of work held on a connection of the
+driver itself, without SQLAlchemy's connection, pool and transaction objects around it
+(:func:`iotsec.store.db.driver_transaction`, for issuing one certificate per call).
+
 Only plain values go in and come out (``int``, ``str``, ``bytes``, ``None``): no type
 processing is applied, which is what the columns of these paths hold on SQLite and
 PostgreSQL alike. Expanding ``IN`` parameters are not supported.
@@ -30,7 +34,40 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 
-__all__ = ["Direct", "Savepoint"]
+__all__ = ["Direct", "DriverUnit", "Savepoint", "Unit", "core", "run_plain"]
+
+
+class DriverUnit:
+    """A unit of work on a connection of the driver itself (sqlite3 or psycopg), with the
+    dialect its statements are compiled for (:func:`iotsec.store.db.driver_transaction`
+    makes it and ends its transaction)."""
+
+    __slots__ = ("dialect", "driver")
+
+    def __init__(self, dialect: Dialect, driver: Any) -> None:
+        self.dialect = dialect
+        self.driver = driver
+
+
+#: Where a :class:`Direct` statement runs: a SQLAlchemy connection in its unit of work, or
+#: a :class:`DriverUnit`.
+Unit = Connection | DriverUnit
+
+
+def core(conn: Unit) -> Connection:
+    """``conn`` as a SQLAlchemy connection, for the statements only SQLAlchemy runs (a
+    batch's expanding ``IN``, an ``executemany`` of Core statements). A unit of work on
+    the driver runs only :class:`Direct` statements: anything else is a programming error."""
+    if isinstance(conn, DriverUnit):
+        raise TypeError("this statement needs a SQLAlchemy unit of work "
+                        "(iotsec.store.db.transaction), not one on the driver")
+    return conn
+
+
+def _driver(conn: Unit) -> Any:
+    if isinstance(conn, DriverUnit):
+        return conn.driver
+    return conn.connection.driver_connection
 
 
 class _Compiled:
@@ -78,24 +115,24 @@ class Direct:
             return compiled.pick(merged)
         return merged
 
-    def execute(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:
+    def execute(self, conn: Unit, values: Mapping[str, Any] | None = None) -> Any:
         """Run the statement with ``values``; returns the driver's cursor."""
         dialect = conn.dialect
         compiled = self._compile(dialect)
         parameters = self._parameters(compiled, values or {})
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = _driver(conn).cursor()
         try:
             cursor.execute(compiled.sql, parameters)
         except dialect.loaded_dbapi.Error as exc:
             raise _translated(compiled.sql, parameters, exc, dialect) from exc
         return cursor
 
-    def execute_many(self, conn: Connection, values: Sequence[Mapping[str, Any]]) -> None:
+    def execute_many(self, conn: Unit, values: Sequence[Mapping[str, Any]]) -> None:
         """Run the statement once per mapping of ``values`` (one driver call)."""
         dialect = conn.dialect
         compiled = self._compile(dialect)
         parameters = [self._parameters(compiled, v) for v in values]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = _driver(conn).cursor()
         try:
             cursor.executemany(compiled.sql, parameters)
         except dialect.loaded_dbapi.Error as exc:
@@ -103,7 +140,7 @@ class Direct:
         finally:
             cursor.close()
 
-    def rows(self, conn: Connection, values: Mapping[str, Any] | None = None) -> list[Any]:
+    def rows(self, conn: Unit, values: Mapping[str, Any] | None = None) -> list[Any]:
         """The rows the statement selects, each with its columns as attributes."""
         cursor = self.execute(conn, values)
         try:
@@ -119,7 +156,7 @@ class Direct:
             row_type = compiled.names[names] = namedtuple("Row", names)
         return [row_type._make(r) for r in found]
 
-    def first(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any | None:
+    def first(self, conn: Unit, values: Mapping[str, Any] | None = None) -> Any | None:
         """The first row the statement selects, or ``None``."""
         found = self.rows(conn, values)
         return found[0] if found else None
@@ -128,9 +165,10 @@ class Direct:
 _SAVEPOINT = "iotsec_part"
 
 
-def _driver_run(conn: Connection, sql: str) -> None:
+def run_plain(conn: Unit, sql: str) -> None:
+    """Run ``sql``, a statement without parameters (``BEGIN``, ``SAVEPOINT``), on the driver."""
     dialect = conn.dialect
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = _driver(conn).cursor()
     try:
         cursor.execute(sql)
     except dialect.loaded_dbapi.Error as exc:
@@ -147,16 +185,16 @@ class Savepoint:
 
     __slots__ = ("_conn",)
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Unit) -> None:
         self._conn = conn
-        _driver_run(conn, f"SAVEPOINT {_SAVEPOINT}")
+        run_plain(conn, f"SAVEPOINT {_SAVEPOINT}")
 
     def release(self) -> None:
-        _driver_run(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        run_plain(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
     def rollback(self) -> None:
-        _driver_run(self._conn, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-        _driver_run(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        run_plain(self._conn, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        run_plain(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
 
 def _translated(sql: str, parameters: Any, exc: Exception, dialect: Dialect) -> BaseException:

@@ -48,7 +48,7 @@ from iotsec.pki.profiles import (
 )
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
-from iotsec.store.direct import Direct
+from iotsec.store.direct import Direct, Unit, core
 from iotsec.timeutil import from_ts, ts
 
 __all__ = [
@@ -306,9 +306,14 @@ def _one_device_selection() -> Direct:
 
 
 _ONE_SELECTED = _one_device_selection()
+#: One named profile with its stored definition (absent for a built-in), on the driver.
+_ONE_NAMED = Direct(select(
+    literal("named", String(16)).label("via"), cast(null(), String(128)).label("device_id"),
+    cast(null(), String(128)).label("grp"), _P.c.name.label("profile"),
+    *[c.label(f"p_{c.name}") for c in _COLUMNS]).where(_P.c.name == bindparam("name")))
 
 
-def profiles_for(conn: Connection, rt: Runtime, device_ids: Sequence[str], *,
+def profiles_for(conn: Unit, rt: Runtime, device_ids: Sequence[str], *,
                  explicit: str | None = None, fallback: str | None = None
                  ) -> dict[str, CertProfile]:
     """The profile each device's next certificate is issued under (see the module's
@@ -320,11 +325,16 @@ def profiles_for(conn: Connection, rt: Runtime, device_ids: Sequence[str], *,
     wanted = [n for n in (explicit, fallback) if n is not None and n not in BUILTIN_NAMES]
     ids = sorted(set(device_ids))
     rows: list[Any] = []
-    if len(ids) == 1 and explicit is None and not wanted:
-        rows = _ONE_SELECTED.rows(conn, {"id": ids[0]})
+    if len(ids) <= 1:
+        # One device's statements run on the driver (a unit of work on the driver runs
+        # nothing else): its selections, and each profile named by the request or fallback.
+        if explicit is None and ids:
+            rows = _ONE_SELECTED.rows(conn, {"id": ids[0]})
+        for name in wanted:
+            rows += _ONE_NAMED.rows(conn, {"name": name})
     else:
         for i in range(0, max(len(ids), 1), 500):
-            rows += _selections(conn, ids[i:i + 500], wanted if i == 0 else [],
+            rows += _selections(core(conn), ids[i:i + 500], wanted if i == 0 else [],
                                 selected=explicit is None and bool(ids))
     known: dict[str, CertProfile] = {}
 
