@@ -62,6 +62,25 @@ def test_a_refused_issuance_records_no_signature_and_activates_nothing(rt) -> No
     assert devices.get_device(rt, "two").state is DeviceState.PENDING
 
 
+def test_a_single_issuance_that_fails_before_its_commit_leaves_nothing(rt) -> None:
+    # One request's unit of work is held on the driver's own connection: a failure before
+    # its commit rolls all of it back, and the connection serves the next issuance.
+    _register(rt, ["lost"])
+
+    def crash() -> None:
+        raise StoreError("the disk holding the database failed (I/O error)")
+
+    with pytest.raises(StoreError):
+        issuance.issue_batch(rt, [("lost", make_csr())], before_commit=crash)
+    assert cert_records.list_certificates(rt) == []
+    assert _events(rt, "cert.issued") == 0
+    assert devices.get_device(rt, "lost").state is DeviceState.PENDING
+    record = issuance.issue_from_csr(rt, "lost", make_csr())
+    assert [c.serial for c in cert_records.list_certificates(rt)] == [record.serial]
+    assert devices.get_device(rt, "lost").state is DeviceState.ACTIVE
+    assert verify(rt).ok
+
+
 def test_concurrent_requests_share_a_commit_and_each_gets_its_own_certificate(rt) -> None:
     ids = [f"g-{i}" for i in range(9)]
     _register(rt, ids)

@@ -1,15 +1,19 @@
 """Statements on the driver (store/direct.py) run in the unit of work's transaction, and
-their errors are mapped like SQLAlchemy's. SQLite and PostgreSQL."""
+their errors are mapped like SQLAlchemy's; a unit of work held on the driver's own
+connection (store/db.py's driver_transaction) commits, rolls back and locks as the engine's
+does. SQLite and PostgreSQL."""
 
 from __future__ import annotations
+
+import sqlite3
 
 import pytest
 from sqlalchemy import bindparam, func, insert, select
 
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
-from iotsec.store.db import transaction
-from iotsec.store.direct import Direct
+from iotsec.store.db import driver_transaction, in_transaction, transaction
+from iotsec.store.direct import Direct, core
 
 _ADD = Direct(insert(m.groups).values(name=bindparam("name"), created_at=bindparam("at")))
 _NAMED = Direct(select(m.groups.c.name, m.groups.c.created_at)
@@ -46,3 +50,76 @@ def test_many_rows_in_one_call(rt) -> None:
         _ADD.execute_many(conn, [{"name": f"direct-m{i}", "at": i}
                                  for i in range(5)])
     assert sum(_count(rt, f"direct-m{i}") for i in range(5)) == 5
+
+
+# The unit of work held on the driver's own connection (db.driver_transaction).
+
+
+def test_a_unit_on_the_driver_commits_and_its_connection_serves_the_next(rt) -> None:
+    with driver_transaction(rt.engine) as unit:
+        _ADD.execute(unit, {"name": "driver-1", "at": 1}).close()
+        first = unit.driver
+    assert _count(rt, "driver-1") == 1
+    with driver_transaction(rt.engine) as unit:
+        assert _NAMED.first(unit, {"name": "driver-1"}).created_at == 1
+        assert unit.driver is first
+
+
+def test_a_unit_on_the_driver_rolls_back_on_a_conflict_or_an_exception(rt) -> None:
+    with driver_transaction(rt.engine) as unit:
+        _ADD.execute(unit, {"name": "driver-2", "at": 1}).close()
+    with pytest.raises(ConflictError), driver_transaction(rt.engine) as unit:
+        _ADD.execute(unit, {"name": "driver-3", "at": 1}).close()
+        _ADD.execute(unit, {"name": "driver-2", "at": 2}).close()
+    with pytest.raises(RuntimeError), driver_transaction(rt.engine) as unit:
+        _ADD.execute(unit, {"name": "driver-4", "at": 1}).close()
+        raise RuntimeError("the caller failed")
+    assert (_count(rt, "driver-2"), _count(rt, "driver-3"), _count(rt, "driver-4")) == (1, 0, 0)
+    # The connection went back clean: the next unit writes and commits on it.
+    with driver_transaction(rt.engine) as unit:
+        _ADD.execute(unit, {"name": "driver-5", "at": 1}).close()
+    assert _count(rt, "driver-5") == 1
+
+
+def test_a_unit_on_the_driver_holds_the_write_lock_until_it_commits(rt) -> None:
+    if rt.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's single writer")
+    with driver_transaction(rt.engine) as unit:
+        _ADD.execute(unit, {"name": "driver-6", "at": 1}).close()
+        # Another connection sees nothing yet, and cannot write before the commit.
+        with rt.reading() as reader:
+            assert reader.first("SELECT name FROM groups WHERE name = 'driver-6'") is None
+        assert in_transaction()
+        other = rt.engine.raw_connection()
+        try:
+            other.driver_connection.execute("PRAGMA busy_timeout=0")
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.driver_connection.execute("BEGIN IMMEDIATE")
+        finally:
+            other.close()
+    assert not in_transaction()
+    assert _count(rt, "driver-6") == 1
+
+
+def test_only_direct_statements_run_on_the_driver(rt) -> None:
+    with pytest.raises(TypeError, match="SQLAlchemy unit of work"), \
+            driver_transaction(rt.engine) as unit:
+        core(unit).execute(insert(m.groups).values(name="driver-7", created_at=1))
+    assert _count(rt, "driver-7") == 0
+
+
+def test_a_dropped_connection_is_replaced_and_disposing_closes_the_rest(rt) -> None:
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("a server that drops a connection")
+    with driver_transaction(rt.engine) as unit:
+        dropped = unit.driver
+        pid = dropped.info.backend_pid
+    with rt.engine.connect() as conn:
+        conn.execute(select(func.pg_terminate_backend(pid)))
+    with driver_transaction(rt.engine) as unit:
+        _ADD.execute(unit, {"name": "driver-8", "at": 1}).close()
+        kept = unit.driver
+    assert kept is not dropped and dropped.closed
+    assert _count(rt, "driver-8") == 1
+    rt.engine.dispose()
+    assert kept.closed

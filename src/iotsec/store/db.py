@@ -99,6 +99,9 @@ _WRITER_WAIT = 10.0
 
 def _sqlite_writers(engine: Engine) -> threading.Lock | None:
     """The lock this process's writers of a SQLite ``engine`` queue on (None for others)."""
+    found = _writer_locks.get(engine)  # every unit of work asks: no guard once it is made
+    if found is not None:
+        return found
     if engine.url.get_backend_name() != "sqlite":
         return None
     with _writer_locks_guard:

@@ -45,8 +45,9 @@ from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import IotsecError
 from iotsec.identity.registry import parse_device_id
 from iotsec.pki.csr import CheckedCsr, parse_csr
-from iotsec.store.db import transaction, unit_error
-from iotsec.store.direct import Savepoint
+from iotsec.store.db import driver_transaction, transaction, unit_error
+from iotsec.store.direct import Savepoint, core
+from iotsec.store.direct import Unit as StoreUnit
 
 __all__ = ["MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped", "run_grouped"]
 
@@ -65,8 +66,11 @@ class Unit(Generic[_T]):
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-#: A unit of work: a function of the group's connection and moment.
-Work = Callable[[Connection, datetime], Unit[Any]]
+#: A request's work: a function of the group's connection and moment. A group of
+#: issuances only is held on the driver's connection (every statement of an issuance runs
+#: on the driver); a group with a unit of work of :meth:`IssuanceGroups.run`, which may run
+#: any statement, is a SQLAlchemy unit of work.
+Work = Callable[[StoreUnit, datetime], Unit[Any]]
 
 
 @dataclass(eq=False)
@@ -100,7 +104,7 @@ class IssuanceGroups:
         device = parse_device_id(device_id)
         rt = self._rt
 
-        def work(conn: Connection, moment: datetime) -> Unit[tuple[dict[str, Any], _Shared]]:
+        def work(conn: StoreUnit, moment: datetime) -> Unit[tuple[dict[str, Any], _Shared]]:
             values, shared = issue_prepared(conn, rt, device, checked, moment, days=days,
                                             profile=profile,
                                             allow_shared_key=allow_shared_key)
@@ -120,7 +124,8 @@ class IssuanceGroups:
         once the group committed, or raises what it raised (a database error as
         :func:`iotsec.store.db.transaction` maps it). ``work`` must not open a unit of work
         of its own."""
-        result: _T = self._submit(_Request(work, alone=True))
+        result: _T = self._submit(_Request(lambda conn, moment: work(core(conn), moment),
+                                           alone=True))
         return result
 
     def _submit(self, request: _Request) -> Any:
@@ -164,7 +169,9 @@ class IssuanceGroups:
         done: list[tuple[_Request, Any]] = []
         refused: list[tuple[_Request, BaseException]] = []
         try:
-            with rt.events.held() as signatures, transaction(rt.engine) as conn:
+            unit_of_work = (transaction if any(r.alone for r in group)
+                            else driver_transaction)
+            with rt.events.held() as signatures, unit_of_work(rt.engine) as conn:
                 rows: list[dict[str, Any]] = []
                 for request in group:
                     try:
@@ -196,7 +203,7 @@ class IssuanceGroups:
             request.answered = True
             request.done.set()
 
-    def _one(self, conn: Connection, request: _Request, moment: datetime) -> Unit[Any]:
+    def _one(self, conn: StoreUnit, request: _Request, moment: datetime) -> Unit[Any]:
         """One request in the group's transaction. A refusal raises :class:`_Refused` and
         leaves nothing written: an issuance refuses (an IotsecError) before it writes; a
         unit of work, whatever it raises, is rolled back to its savepoint."""

@@ -94,9 +94,9 @@ def _locked_devices(conn: Unit, ids: Sequence[str]) -> tuple[dict[str, str], lis
     else:
         rows = []
         for i in range(0, len(id_list), 500):
-            rows += core(conn).execute(select(m.devices.c.id, m.devices.c.state, m.devices.c.attributes)
-                                 .where(m.devices.c.id.in_(id_list[i:i + 500]))
-                                 .with_for_update()).all()
+            rows += core(conn).execute(
+                select(m.devices.c.id, m.devices.c.state, m.devices.c.attributes)
+                .where(m.devices.c.id.in_(id_list[i:i + 500])).with_for_update()).all()
     for r in rows:
         states[r.id] = r.state
         attributes[r.id] = r.attributes
@@ -312,7 +312,7 @@ def _issue(conn: Unit, rt: Runtime, checked: Sequence[tuple[str, CheckedCsr]],
     return values, shared
 
 
-def issue_prepared(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr,
+def issue_prepared(conn: Unit, rt: Runtime, device_id: str, csr: CheckedCsr,
                    moment: datetime, *, days: int | None, profile: str | None,
                    allow_shared_key: bool
                    ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str | None]]]]:

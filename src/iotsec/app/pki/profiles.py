@@ -330,8 +330,8 @@ def profiles_for(conn: Unit, rt: Runtime, device_ids: Sequence[str], *,
         # nothing else): its selections, and each profile named by the request or fallback.
         if explicit is None and ids:
             rows = _ONE_SELECTED.rows(conn, {"id": ids[0]})
-        for name in wanted:
-            rows += _ONE_NAMED.rows(conn, {"name": name})
+        for named in wanted:
+            rows += _ONE_NAMED.rows(conn, {"name": named})
     else:
         for i in range(0, max(len(ids), 1), 500):
             rows += _selections(core(conn), ids[i:i + 500], wanted if i == 0 else [],
