@@ -8,11 +8,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
-from iotsec.store.db import driver_transaction, in_transaction, transaction
+from iotsec.store.db import driver_transaction, in_transaction, make_engine, transaction
 from iotsec.store.direct import Direct, core
 
 _ADD = Direct(insert(m.groups).values(name=bindparam("name"), created_at=bindparam("at")))
@@ -123,3 +123,18 @@ def test_a_dropped_connection_is_replaced_and_disposing_closes_the_rest(rt) -> N
     assert _count(rt, "driver-8") == 1
     rt.engine.dispose()
     assert kept.closed
+
+
+def test_an_engine_of_one_shared_connection_keeps_its_own_unit_of_work() -> None:
+    # An in-memory SQLite database lives in the engine's one connection: lending it away
+    # would leave the engine a new, empty database.
+    engine = make_engine("sqlite://")
+    try:
+        m.metadata.create_all(engine, tables=[m.groups])
+        with driver_transaction(engine) as unit:
+            assert isinstance(unit, Connection)
+            _ADD.execute(unit, {"name": "memory-1", "at": 1}).close()
+        with engine.connect() as conn:
+            assert conn.execute(select(m.groups.c.name)).scalars().all() == ["memory-1"]
+    finally:
+        engine.dispose()

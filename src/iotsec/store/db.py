@@ -19,9 +19,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from iotsec.errors import IotsecError, StoreError
-from iotsec.store.direct import DriverUnit, run_plain
+from iotsec.store.direct import DriverUnit, Unit, run_plain
 from iotsec.store.failures import driver_failure, unit_failure
 from iotsec.store.reader import Reader, read_transaction, sqlite_pragmas
 
@@ -270,13 +271,19 @@ def _end(unit: DriverUnit, connections: _DriverConnections) -> None:
 
 
 @contextmanager
-def driver_transaction(engine: Engine) -> Iterator[DriverUnit]:
+def driver_transaction(engine: Engine) -> Iterator[Unit]:
     """One unit of work as :func:`transaction` makes it (the same write lock, commit and
     errors), held on a connection of the driver itself: for the hot paths whose statements
     all run on the driver (:class:`~iotsec.store.direct.Direct`), where SQLAlchemy's
     connection, pool and transaction objects cost more than the database's work (issuing
     one certificate per call). Nothing but :class:`~iotsec.store.direct.Direct` statements
     may run on it."""
+    if isinstance(engine.pool, SingletonThreadPool | StaticPool):
+        # One connection shared by the engine (an in-memory SQLite database): it cannot be
+        # lent away, so the unit of work is the engine's.
+        with transaction(engine) as conn:
+            yield conn
+        return
     depth = getattr(_local, "depth", 0)
     _local.depth = depth + 1
     writers = _sqlite_writers(engine) if depth == 0 else None
