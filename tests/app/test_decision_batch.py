@@ -5,6 +5,7 @@ within the freshness bound."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -27,6 +28,7 @@ from iotsec.app.monitor.selection import Selector
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.errors import InvalidDeviceIdError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import DeviceState
+from iotsec.store.reader import Reader
 from tests.conftest import FakeClock
 
 EXTRA = Role.build("extra", [Rule.parse("allow", "publish", "extra/${device.id}")])
@@ -110,13 +112,13 @@ def test_check_many_reads_uncached_entries_in_one_batch(rt: Runtime,
     for i in range(30):
         add_device(rt, NewDevice(id=f"b{i}"))
     reads: list[list[str]] = []
-    original = registry_cache.decision_entries
+    original = registry_cache.entry_parts
 
-    def spy(rt_: Runtime, ids: list[str]) -> dict[str, DecisionEntry]:
+    def spy(reader: Reader, ids: list[str], *rest: int) -> Iterator[dict[str, DecisionEntry]]:
         reads.append(list(ids))
-        return original(rt_, ids)
+        return original(reader, ids, *rest)
 
-    monkeypatch.setattr(registry_cache, "decision_entries", spy)
+    monkeypatch.setattr(registry_cache, "entry_parts", spy)
     monkeypatch.setattr(registry_cache, "get_device", lambda *_: pytest.fail("one by one"))
     first = access.check_many(rt, [_ask(f"b{i}", f"devices/b{i}/t") for i in range(20)])
     assert all(d.allowed for d in first)
