@@ -115,7 +115,7 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 #: Rows taken at a time by :func:`entry_parts`: the first decisions start after this many
 #: rows have come, while the server reads the statement's next ones.
-PART = 100
+PART = 50
 
 
 def entry_parts(reader: Reader, device_ids: Sequence[str], part: int = PART
