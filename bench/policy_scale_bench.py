@@ -9,7 +9,9 @@ measured in the same run:
 ``authz-cli``    one ``iotsec authz check`` (whole command, best and median of ``--runs``),
                  beside ``python -c pass`` and ``psql -c 'select 1'``;
 ``first``        first decisions for devices the process has never seen, in batches
-                 (``check_many``), beside a plain indexed SELECT of the same rows (psycopg);
+                 (``check_many``, in a process set up as ``iotsec serve`` sets itself up),
+                 beside a plain indexed SELECT of the same rows (psycopg); with the CPU
+                 per decision of this process and of its PostgreSQL server processes;
 ``serve``        ``iotsec serve`` start until ``/healthz`` answers, and its RSS then;
 ``change``       ``role add`` and ``group add`` while decisions are asked at a fixed rate:
                  p50/p99 of the decisions during the change, and the compile time.
