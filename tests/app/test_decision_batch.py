@@ -5,6 +5,7 @@ within the freshness bound."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from iotsec.access.policy import Role, Rule
 from iotsec.app.access import decisions as access
 from iotsec.app.access.roles import add_group, add_role, assign_device
-from iotsec.app.identity import registry_cache
+from iotsec.app.counters import COUNTERS
+from iotsec.app.identity import device_reads, registry_cache
 from iotsec.app.identity.device_reads import DecisionEntry, entry_of
 from iotsec.app.identity.devices import (
     NewDevice,
@@ -27,6 +29,7 @@ from iotsec.app.monitor.selection import Selector
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.errors import InvalidDeviceIdError, InvalidInputError, NotFoundError
 from iotsec.identity.registry import DeviceState
+from iotsec.store.reader import Reader
 from tests.conftest import FakeClock
 
 EXTRA = Role.build("extra", [Rule.parse("allow", "publish", "extra/${device.id}")])
@@ -110,13 +113,13 @@ def test_check_many_reads_uncached_entries_in_one_batch(rt: Runtime,
     for i in range(30):
         add_device(rt, NewDevice(id=f"b{i}"))
     reads: list[list[str]] = []
-    original = registry_cache.decision_entries
+    original = registry_cache.entry_parts
 
-    def spy(rt_: Runtime, ids: list[str]) -> dict[str, DecisionEntry]:
+    def spy(reader: Reader, ids: list[str], *rest: int) -> Iterator[dict[str, DecisionEntry]]:
         reads.append(list(ids))
-        return original(rt_, ids)
+        return original(reader, ids, *rest)
 
-    monkeypatch.setattr(registry_cache, "decision_entries", spy)
+    monkeypatch.setattr(registry_cache, "entry_parts", spy)
     monkeypatch.setattr(registry_cache, "get_device", lambda *_: pytest.fail("one by one"))
     first = access.check_many(rt, [_ask(f"b{i}", f"devices/b{i}/t") for i in range(20)])
     assert all(d.allowed for d in first)
@@ -188,3 +191,45 @@ def test_another_process_role_change_is_followed_within_the_delay(rt: Runtime,
         time.sleep(0.05)
     else:
         pytest.fail("the serving process did not follow the device's new role")
+
+
+@pytest.mark.parametrize("hot_cache_seconds", [60, 0])
+def test_entries_decided_as_they_arrive_answer_in_request_order(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch, hot_cache_seconds: float) -> None:
+    # More devices than a part (entries arrive a part at a time, in the store's order, not
+    # the requests'), some asked about twice, one disabled, one quarantined, some cached.
+    monkeypatch.setattr(device_reads.entry_parts, "__defaults__", (7,))
+    rt.settings.hot_cache_seconds = hot_cache_seconds
+    add_role(rt, FLEET)
+    add_group(rt, "g", ["fleet"])
+    for i in range(40):
+        add_device(rt, NewDevice.parse(f"p{i:02d}", groups=["g"] if i % 2 else []))
+    change_state(rt, "p05", DeviceState.DISABLED)
+    quarantine_devices(rt, Selector.parse(["p06"]), actor="test")
+    access.check_many(rt, [_ask("p30", "devices/p30/t"), _ask("p31", "fleet/p31")])
+    order = [f"p{i:02d}" for i in (39, 3, 17, 5, 6, 30, 3, 22, 0, 31, 12, 39, *range(8, 16))]
+    requests = [_ask(d, t) for d in order for t in (f"devices/{d}/t", f"fleet/{d}")]
+    batch = access.check_many(rt, requests)
+    assert batch == [access.check(rt, r.device_id, r.action, r.resource) for r in requests]
+    assert [d.resource for d in batch] == [r.resource for r in requests]
+    assert not batch[6].allowed and "disabled" in batch[6].explanation
+    assert "quarantined" in batch[8].explanation
+
+
+def test_an_unregistered_device_is_reported_before_a_bad_topic(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_reads.entry_parts, "__defaults__", (2,))
+    for i in range(6):
+        add_device(rt, NewDevice(id=f"u{i}"))
+    counted = dict(COUNTERS.snapshot()[0])
+    # The bad topic is met first (its device's entry arrives first), the unregistered
+    # device's absence only once every entry has arrived: the latter is reported.
+    with pytest.raises(NotFoundError, match="ghost"):
+        access.check_many(rt, [_ask("u0", "devices/+/t"),
+                               *(_ask(f"u{i}", f"devices/u{i}/t") for i in range(1, 6)),
+                               _ask("ghost", "devices/ghost/t")])
+    with pytest.raises(InvalidInputError):
+        access.check_many(rt, [*(_ask(f"u{i}", f"devices/u{i}/t") for i in range(1, 6)),
+                               _ask("u0", "devices/+/t")])
+    # Nothing was answered, so nothing was counted.
+    assert dict(COUNTERS.snapshot()[0]) == counted

@@ -3,12 +3,14 @@ hot_cache_seconds, this process's at once, and nothing is read when nothing chan
 
 from __future__ import annotations
 
+import gc
 import time
 from datetime import timedelta
 
 import pytest
 
 from iotsec.app.access import decisions as access
+from iotsec.app.identity import registry_cache
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.identity.lifecycle import change_state
 from iotsec.app.identity.registry_cache import DeviceCache
@@ -181,3 +183,46 @@ def test_warm_up_compiles_the_policy_and_reads_no_device(rt: Runtime) -> None:
     assert access.check_cached(rt, "w0", "publish", "devices/w0/t") is None
     assert _allowed(rt, "w0")
     assert access.check_cached(rt, "w0", "publish", "devices/w0/t") is not None
+
+
+def test_the_bound_drops_the_oldest_entries_and_never_serves_a_stale_one(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_cache, "MAX_ENTRIES", 32)
+    rt.settings.hot_cache_seconds = 60
+    for i in range(60):
+        add_device(rt, NewDevice(id=f"c{i:02d}"))
+    cache = access._devices(rt)
+    assert cache is not None
+    access.check_many(rt, [access.DecisionRequest(f"c{i:02d}", "publish", "x")
+                           for i in range(30)])
+    assert len(cache) == 30
+    # Past the bound: the entries read first are dropped (the bound's sixteenth more), the
+    # rest stay, so the fleet's recent devices are not all read again.
+    access.check_many(rt, [access.DecisionRequest(f"c{i:02d}", "publish", "x")
+                           for i in range(30, 40)])
+    # 30 + 10 is 8 past the bound: 8 + 32 // 16 are dropped.
+    assert len(cache) == 30
+    assert all(cache.peek(rt, f"c{i:02d}") is None for i in range(10))
+    assert all(cache.peek(rt, f"c{i:02d}") is not None for i in range(10, 40))
+    # A device dropped, then changed, is read again as it is now; a cached one that
+    # changes is dropped at once (this process's change) and read again too.
+    change_state(rt, "c00", DeviceState.DISABLED)
+    change_state(rt, "c20", DeviceState.DISABLED)
+    for device_id in ("c00", "c20"):
+        assert access.check_cached(rt, device_id, "publish", f"devices/{device_id}/t") is None
+        assert not _allowed(rt, device_id)
+    assert len(access._devices(rt) or ()) <= 32
+
+
+def test_a_serving_process_lets_a_batch_of_decisions_die_young(rt: Runtime) -> None:
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        access.warm_up(rt)
+        assert gc.get_threshold() == (access.GC_YOUNG, 10, 10)
+        # A larger threshold the process was given is kept.
+        gc.set_threshold(4 * access.GC_YOUNG, 10, 10)
+        access.warm_up(rt)
+        assert gc.get_threshold() == (4 * access.GC_YOUNG, 10, 10)
+    finally:
+        gc.set_threshold(*saved)

@@ -198,3 +198,31 @@ def test_an_unreachable_postgresql_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="could not be read"):
         open_runtime(Settings(home=home, database_url="postgresql+psycopg://nobody@127.0.0.1:1/"
                               "none?connect_timeout=2"))
+
+
+@pytest.mark.parametrize("engine", [False, True])
+def test_rows_in_chunks_and_a_caller_that_stops_early(rt: Runtime, settings: Settings,
+                                                      engine: bool) -> None:
+    # Every row, ``size`` at a time (on PostgreSQL as the server sends them); a caller
+    # that stops after the first chunk ends the statement: the same transaction and the
+    # connection read on as before, with nothing left of the abandoned statement.
+    sql = ("SELECT id FROM devices WHERE id IN ('a0', 'a1', 'a2', 'a3', 'a4', 'a5', 'a6') "
+           "ORDER BY id")
+    for i in range(7):
+        devices.add_device(rt, devices.NewDevice(id=f"a{i}"))
+    fresh = open_runtime(settings)
+    try:
+        if engine:
+            assert fresh.engine is not None
+        with fresh.reading() as reader:
+            chunks = list(reader.tuple_chunks(sql, {}, 3))
+            assert [[row[0] for row in chunk] for chunk in chunks] == [
+                ["a0", "a1", "a2"], ["a3", "a4", "a5"], ["a6"]]
+            stopped = reader.tuple_chunks(sql, {}, 2)
+            assert [row[0] for row in next(stopped)] == ["a0", "a1"]
+            stopped.close()
+            assert [row[0] for row in reader.tuples(sql)] == [f"a{i}" for i in range(7)]
+        with fresh.reading() as reader:
+            assert len(reader.tuples(sql)) == 7
+    finally:
+        fresh.close()

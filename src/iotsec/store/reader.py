@@ -29,6 +29,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -112,6 +113,14 @@ def _row_type(names: tuple[str, ...]) -> Callable[..., Any]:
     return namedtuple("Row", names)
 
 
+@lru_cache(maxsize=1)
+def _chunked_rows() -> bool:
+    """Does psycopg's libpq give a statement's rows in chunks while it runs (version 17)?"""
+    import psycopg
+
+    return psycopg.pq.version() >= 170000
+
+
 class Reader:
     """Runs read statements on one DB-API connection inside :func:`read_transaction`."""
 
@@ -141,6 +150,34 @@ class Reader:
         try:
             cur.execute(_pyformat(sql) if self._pyformat else sql, params or {})
             return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    def tuple_chunks(self, sql: str, params: Mapping[str, Any], size: int
+                     ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of ``sql`` as :meth:`tuples` gives them, ``size`` at a time as they
+        arrive. On PostgreSQL the server sends its rows while it runs the statement and
+        they are taken ``size`` at a time (the libpq's chunked rows, from its version 17;
+        an older libpq gives them all at once): the caller works on the first rows while
+        the server still reads the next ones, on the other processor."""
+        cur = self._conn.cursor()
+        try:
+            if not self._pyformat:
+                cur.execute(sql, params)
+                while rows := cur.fetchmany(size):
+                    yield rows
+            elif _chunked_rows():
+                stream = cur.stream(_pyformat(sql), params, size=size)
+                try:
+                    while rows := list(islice(stream, size)):
+                        yield rows
+                finally:
+                    # A caller that stops early: the statement is cancelled now, before
+                    # the transaction ends, not whenever the stream is collected.
+                    stream.close()
+            else:
+                cur.execute(_pyformat(sql), params)
+                yield list(cur.fetchall())
         finally:
             cur.close()
 

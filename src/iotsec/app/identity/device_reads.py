@@ -6,7 +6,7 @@ device), and the lean registry entries decisions read in batches (:func:`decisio
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -14,9 +14,11 @@ from iotsec.access.policy import Identity
 from iotsec.app.runtime import Runtime
 from iotsec.errors import NotFoundError
 from iotsec.identity.registry import Device, DeviceState, parse_device_id
+from iotsec.store.reader import Reader
 from iotsec.timeutil import from_ts
 
-__all__ = ["DecisionEntry", "decision_entries", "device_of", "entry_of", "get_device"]
+__all__ = ["PART", "DecisionEntry", "decision_entries", "device_of", "entry_of", "entry_parts",
+           "get_device"]
 
 _DEVICE = ("SELECT id, state, attributes, created_at, updated_at FROM devices "
            "WHERE id = :id")
@@ -111,25 +113,42 @@ def _names(text: str | None) -> tuple[str, ...]:
     return found
 
 
-def decision_entries(rt: Runtime, device_ids: Sequence[str]) -> dict[str, DecisionEntry]:
+#: Rows taken at a time by :func:`entry_parts`: the first decisions start after this many
+#: rows have come, while the server reads the statement's next ones.
+PART = 50
+
+
+def entry_parts(reader: Reader, device_ids: Sequence[str], part: int = PART
+                ) -> Iterator[dict[str, DecisionEntry]]:
     """What a decision needs of each registered device among ``device_ids`` (ids as the
-    store holds them): its state, and its identity (groups, attributes (read-only) and own
-    roles), read with one statement per 2,000 ids. Unregistered ids are absent.
+    store holds them), one statement per 2,000 ids, given ``part`` entries at a time as the
+    rows arrive (:meth:`~iotsec.store.reader.Reader.tuple_chunks`: on PostgreSQL the
+    server goes on reading the next rows meanwhile). Unregistered ids are absent.
 
     The attribute sets and the group and role lists are parsed once per distinct text, since
     a fleet repeats a few of them on every device."""
-    found: dict[str, DecisionEntry] = {}
     states, attributes, names = _STATES, _attributes, _names
     entry = DecisionEntry
+    postgres = reader.postgres
+    sql = _PG_ENTRIES if postgres else _SQLITE_ENTRIES
+    for i in range(0, len(device_ids), _CHUNK):
+        chunk = sorted(device_ids[i:i + _CHUNK])
+        for rows in reader.tuple_chunks(sql, {"ids": chunk if postgres else json.dumps(chunk)},
+                                        part):
+            # Positional: the hot loop of a first decision (Identity's field order).
+            yield {device_id: entry(Identity(device_id, names(group_names),
+                                             attributes(attrs), device_id, None,
+                                             names(role_names)), states[state])
+                   for device_id, state, attrs, group_names, role_names in rows}
+
+
+def decision_entries(rt: Runtime, device_ids: Sequence[str]) -> dict[str, DecisionEntry]:
+    """What a decision needs of each registered device among ``device_ids`` (ids as the
+    store holds them): its state, and its identity (groups, attributes (read-only) and own
+    roles), read with one statement per 2,000 ids in one read transaction. Unregistered ids
+    are absent."""
+    found: dict[str, DecisionEntry] = {}
     with rt.reading() as reader:
-        postgres = reader.postgres
-        sql = _PG_ENTRIES if postgres else _SQLITE_ENTRIES
-        for i in range(0, len(device_ids), _CHUNK):
-            chunk = sorted(device_ids[i:i + _CHUNK])
-            rows = reader.tuples(sql, {"ids": chunk if postgres else json.dumps(chunk)})
-            for device_id, state, attrs, group_names, role_names in rows:
-                # Positional: the hot loop of a first decision (Identity's field order).
-                found[device_id] = entry(Identity(device_id, names(group_names),
-                                                  attributes(attrs), device_id, None,
-                                                  names(role_names)), states[state])
+        for part in entry_parts(reader, device_ids, _CHUNK):
+            found.update(part)
     return found

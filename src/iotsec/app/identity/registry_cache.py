@@ -19,7 +19,11 @@ a device changed through another process is read again as soon as its change com
 (:meth:`DeviceCache.reread`), and the periodic look stays as the bound.
 
 Entries are read when a device is first asked about, one at a time (:meth:`get`) or many in
-one batch (:meth:`get_many`), never the whole fleet at start.
+one batch (:meth:`get_many`, or :meth:`get_parts` for a caller that decides while the rest
+is read), never the whole fleet at start. The cache holds at most ``MAX_ENTRIES``: when a
+read would pass that, the entries read first are dropped (a sixteenth of the bound at a
+time), so a fleet larger than the bound keeps most of what it asked about recently instead
+of losing everything at once. A dropped entry is read again when next asked about.
 
 In a serving process the looks run in a background thread (``background=True``): a request
 never waits for the store because a look was due, and a bulk change (an import of 100,000
@@ -28,14 +32,16 @@ devices) is read again while requests go on being answered from the entries in m
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from iotsec.app.identity.device_reads import (
     DecisionEntry,
     decision_entries,
     entry_of,
+    entry_parts,
     get_device,
 )
 from iotsec.app.runtime import Runtime
@@ -126,14 +132,50 @@ class DeviceCache:
         if entry is None:
             read_at = ts(rt.now())
             entry = entry_of(get_device(rt, device_id))
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries.clear()
-                self._read_at.clear()
             # Keyed by the registered id, which is what the store reports as changed.
-            registered = entry.identity.device_id
-            self._entries[registered] = entry
-            self._read_at[registered] = read_at
+            self._keep({entry.identity.device_id: entry}, read_at)
         return entry
+
+    def _keep(self, read: dict[str, DecisionEntry], read_at: int) -> None:
+        """Cache entries read at ``read_at``, first dropping the oldest ones if the bound
+        would be passed."""
+        entries, read_at_of = self._entries, self._read_at
+        over = len(entries) + len(read) - MAX_ENTRIES
+        if over > 0:
+            # A dict keeps insertion order: its first keys are the entries read first. The
+            # keys are copied in one call (no other thread runs meanwhile), then dropped;
+            # an entry the background thread reads again meanwhile is fresh either way.
+            for device_id in list(itertools.islice(entries, over + MAX_ENTRIES // 16)):
+                entries.pop(device_id, None)
+                read_at_of.pop(device_id, None)
+        entries.update(read)
+        for device_id in read:
+            read_at_of[device_id] = read_at
+
+    def get_parts(self, rt: Runtime, device_ids: Sequence[str]
+                  ) -> Iterator[dict[str, DecisionEntry]]:
+        """The entries of ``device_ids`` (valid ids) in parts: first the cached ones, then
+        those read from the store, a statement's worth at a time as they arrive (the next
+        is read meanwhile: :func:`~iotsec.app.identity.device_reads.entry_parts`), each
+        part cached before it is given. Unregistered ids are absent (and not cached)."""
+        if not self.background:
+            self.revalidate(rt)
+        found: dict[str, DecisionEntry] = {}
+        missing: list[str] = []
+        entries = self._entries
+        for device_id in device_ids:
+            entry = entries.get(device_id)
+            if entry is None:
+                missing.append(device_id)
+            else:
+                found[device_id] = entry
+        yield found
+        if missing:
+            read_at = ts(rt.now())
+            with rt.reading() as reader:
+                for part in entry_parts(reader, missing):
+                    self._keep(part, read_at)
+                    yield part
 
     def get_many(self, rt: Runtime, device_ids: Sequence[str]) -> dict[str, DecisionEntry]:
         """The entries of ``device_ids`` (valid ids), the ones not cached read from the
@@ -152,12 +194,6 @@ class DeviceCache:
         if missing:
             read_at = ts(rt.now())
             read = decision_entries(rt, missing)
-            if len(self._entries) + len(read) > MAX_ENTRIES:
-                self._entries.clear()
-                self._read_at.clear()
-            read_at_of = self._read_at
-            for device_id, entry in read.items():
-                entries[device_id] = entry
-                read_at_of[device_id] = read_at
+            self._keep(read, read_at)
             found.update(read)
         return found
