@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import threading
 from typing import TYPE_CHECKING
 
 from iotsec.errors import IotsecError
@@ -67,9 +66,13 @@ def _end_process(code: int) -> None:
     streams flushed. Returns (the process then exits the usual way) while a thread that
     Python would wait for is still running, or when a stream cannot be flushed (Python
     reports that at exit)."""
-    main_thread = threading.main_thread()
-    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
-        return
+    # Threads Python waits for at exit are made by the threading module: a command that
+    # never imported it (``data encrypt`` does not) has none, and need not import it to know.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        main_thread = threading.main_thread()
+        if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+            return
     try:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:

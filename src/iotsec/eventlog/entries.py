@@ -9,11 +9,12 @@ JSON encoder makes that a few microseconds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import json.encoder
 from collections.abc import Iterable
 from typing import Any
+
+from cryptography.hazmat.primitives.hashes import SHA256, Hash
 
 __all__ = ["GENESIS", "encode_entry", "encode_fields", "entry_hash", "link_rows"]
 
@@ -44,8 +45,13 @@ def encode_entry(seq: int, at: int, kind: str, outcome: str, actor: str | None,
 def entry_hash(previous: str, seq: int, at: int, kind: str, outcome: str, actor: str | None,
                source: str | None, subject: str | None, detail: str) -> str:
     """SHA-256 (hex) over the previous entry's hash and this entry."""
-    return hashlib.sha256((previous + encode_fields(
-        (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii")).hexdigest()
+    # cryptography's digest rather than hashlib's: appending is on the path of ``iotsec data
+    # encrypt``, whose start-up would otherwise load a second OpenSSL binding for one hash.
+    # (Verification, which hashes every entry, uses hashlib: :mod:`iotsec.eventlog.chain`.)
+    digest = Hash(SHA256())
+    digest.update((previous + encode_fields(
+        (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii"))
+    return digest.finalize().hex()
 
 
 def link_rows(rows: Iterable[dict[str, Any]], seq: int, previous: str) -> None:

@@ -14,8 +14,8 @@ wrapped DEK | nonce (12) | ciphertext and tag``.
 from __future__ import annotations
 
 import functools
+import os
 import re
-import secrets
 from typing import Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -137,7 +137,7 @@ def encrypt_record(plaintext: bytes, kek: KeyWrapper, *, table: str, record_id: 
     if len(plaintext) > MAX_RECORD:
         raise InvalidInputError(f"an encrypted record holds at most {MAX_RECORD} bytes")
     context = record_context(table, record_id, field)
-    dek, nonce = secrets.token_bytes(32), secrets.token_bytes(12)
+    dek, nonce = os.urandom(32), os.urandom(12)
     wrapped = wrap_data_key(kek, dek, _RECORD_KEY_AAD + context)
     ciphertext = AESGCM(dek).encrypt(nonce, plaintext, _RECORD_AAD + context)
     return RecordEnvelope(check_kek_id(kek.key_id), wrapped, nonce, ciphertext).encode()
