@@ -14,8 +14,6 @@ import json.encoder
 from collections.abc import Iterable
 from typing import Any
 
-from cryptography.hazmat.primitives.hashes import SHA256, Hash
-
 __all__ = ["GENESIS", "encode_entry", "encode_fields", "entry_hash", "link_rows"]
 
 #: The "previous hash" of the first entry.
@@ -47,7 +45,10 @@ def entry_hash(previous: str, seq: int, at: int, kind: str, outcome: str, actor:
     """SHA-256 (hex) over the previous entry's hash and this entry."""
     # cryptography's digest rather than hashlib's: appending is on the path of ``iotsec data
     # encrypt``, whose start-up would otherwise load a second OpenSSL binding for one hash.
+    # Imported here, not with the module: the read commands import this one and hash nothing.
     # (Verification, which hashes every entry, uses hashlib: :mod:`iotsec.eventlog.chain`.)
+    from cryptography.hazmat.primitives.hashes import SHA256, Hash
+
     digest = Hash(SHA256())
     digest.update((previous + encode_fields(
         (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii"))
