@@ -46,13 +46,15 @@ TAG: Final = 16
 
 RECORD_VERSION: Final = 1
 MAX_RECORD: Final = 4 * 1024 * 1024
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
+# Compiled (and cached by the re module) on first use, not with the module: the commands
+# that import this one for the stream format name no record.
+_NAME: Final = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
 _RECORD_KEY_AAD: Final = b"iotsec record key v1\x00"
 _RECORD_AAD: Final = b"iotsec record v1\x00"
 
 
 def _name_part(kind: str, name: str) -> bytes:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(_NAME, name):
         raise InvalidInputError(f"invalid {kind} name {name!r}")
     return len(name).to_bytes(2, "big") + name.encode("ascii")
 
