@@ -36,7 +36,6 @@ import errno
 import fcntl
 import io
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,7 +71,7 @@ _NO_LINKS: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.
 
 def staged_name(path: Path, suffix: str = "tmp") -> Path:
     """A unique hidden name beside ``path`` for staging its next content."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{suffix}")
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.{suffix}")
 
 
 def sync_directory(path: Path) -> None:

@@ -9,7 +9,9 @@ from iotsec.errors import InvalidInputError
 
 __all__ = ["from_ts", "parse_duration", "parse_moment", "ts"]
 
-_DURATION = re.compile(r"\s*([0-9]{1,6})\s*([smhdw]?)\s*", re.ASCII)
+# Pattern texts, compiled (and cached by the re module) on first use: compiling them with
+# the module would add to the start-up of every command, most of which read no duration.
+_DURATION = r"\s*([0-9]{1,6})\s*([smhdw]?)\s*"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}
 
 
@@ -23,7 +25,7 @@ def from_ts(seconds: int) -> datetime:
 
 def parse_duration(text: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``2w``, ``45s``; a bare number means days."""
-    match = _DURATION.fullmatch(text)
+    match = re.fullmatch(_DURATION, text, re.ASCII)
     if not match:
         raise InvalidInputError(f"{text[:40]!r} is not a duration",
                                 hint="write a number and a unit: 30d, 12h, 90m, 2w or 45s")
@@ -36,7 +38,7 @@ def parse_moment(text: str, now: datetime) -> datetime:
     stripped = text.strip()
     moment: datetime | None = None
     try:
-        if _DURATION.fullmatch(stripped):
+        if re.fullmatch(_DURATION, stripped, re.ASCII):
             moment = now - parse_duration(stripped)
         elif len(stripped) <= 40:
             moment = datetime.fromisoformat(stripped.replace("Z", "+00:00"))

@@ -110,3 +110,28 @@ def test_jsonl_round_trips() -> None:
 @given(fields)
 def test_the_fast_encoding_is_plain_json(values: tuple) -> None:  # type: ignore[type-arg]
     assert encode_entry(*values) == json.dumps(list(values), separators=(",", ":")).encode()
+
+
+@given(st.lists(fields, min_size=1, max_size=5))
+def test_rows_chain_alike_with_either_sha256(entries: list[tuple]) -> None:  # type: ignore[type-arg]
+    # link_rows hashes with hashlib when the process has loaded it, else with cryptography
+    # (the data commands); the chain must not depend on which.
+    import sys
+
+    from iotsec.eventlog.chain import link_rows
+
+    def rows() -> list[dict[str, object]]:
+        return [{"at": e[1], "kind": e[2], "outcome": e[3], "actor": e[4], "source": e[5],
+                 "subject": e[6], "detail": e[7]} for e in entries]
+
+    with_hashlib, without = rows(), rows()
+    link_rows(with_hashlib, 7, GENESIS)
+    hashlib = sys.modules.pop("hashlib")
+    try:
+        link_rows(without, 7, GENESIS)
+        alone = entry_hash(GENESIS, 8, *entries[0][1:])
+    finally:
+        sys.modules["hashlib"] = hashlib
+    assert with_hashlib == without
+    assert alone == with_hashlib[0]["hash"] == entry_hash(GENESIS, 8, *entries[0][1:])
+    assert [r["seq"] for r in without] == list(range(8, 8 + len(entries)))

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Final
 
 from iotsec.app.store_location import DATABASE_FILE
-from iotsec.custody.base import RecordedKek
 from iotsec.custody.home import KEK_DIR, KEYSTORE_FILE, MAX_KEYSTORE_FILE, read_passphrase_file
 from iotsec.custody.home_secret import is_generated_secret
 from iotsec.custody.keks import KekCustody, backend_of
@@ -114,6 +113,10 @@ class _RecordedKeks:
         self._home = home
 
     def kek(self, key_id: str) -> KeyWrapper:
+        # Deferred: only decryption unwraps through the recorded KEKs, and encryption
+        # starts without the custody's base module.
+        from iotsec.custody.base import RecordedKek
+
         home, backend = self._home, backend_of(key_id)
 
         def record(label: str, operation: str) -> None:

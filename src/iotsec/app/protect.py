@@ -13,7 +13,6 @@ imports none of their code, so the ``data`` commands start without it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -179,7 +178,8 @@ def rewrap_file(rt: Runtime, path: str) -> Rewrapped:
     """Move one encrypted file to the active KEK: its data key is wrapped again (the chunks
     are copied unchanged), the result is decrypted in full before it atomically replaces
     the file, and the file is then recorded under the new KEK."""
-    # Deferred, as in encrypt_file (shutil too: encrypting a file does not copy one).
+    # Deferred, as in encrypt_file (shutil and hashlib too: encrypting a file needs neither).
+    import hashlib
     import shutil
 
     from iotsec.app.custody.kek_files import move_file

@@ -12,9 +12,9 @@ rotation still opens. Files are created through :mod:`iotsec.filesystem` and nev
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
-import secrets
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -52,13 +52,15 @@ _SALT: Final = 16
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _unb64(text: Any) -> bytes:
     if not isinstance(text, str):
         raise ValueError("not base64 text")
-    return base64.b64decode(text, validate=True)
+    # binascii rather than base64: the same strict decoding, without importing the
+    # base64 module (and what it imports) on the path of ``iotsec data encrypt``.
+    return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
 
 
 def _file_aad(key_id: str) -> bytes:
@@ -71,7 +73,7 @@ def _hkdf(passphrase: bytes, salt: bytes, key_id: str) -> bytes:
 
 
 def _seal_file(key_id: str, key: bytes, passphrase: bytes) -> bytes:
-    salt, nonce = secrets.token_bytes(_SALT), secrets.token_bytes(_NONCE)
+    salt, nonce = os.urandom(_SALT), os.urandom(_NONCE)
     doc: dict[str, Any] = {"v": _FILE_VERSION, "id": key_id, "salt": _b64(salt)}
     if is_generated_secret(passphrase):
         wrapping = _hkdf(passphrase, salt, key_id)
@@ -174,8 +176,8 @@ class FileKekStore:
 
     def generate(self) -> FileKek:
         """Create a new KEK file (not yet active) and return the KEK."""
-        key_id = f"kek-{secrets.token_hex(8)}"
-        key = secrets.token_bytes(32)
+        key_id = f"kek-{os.urandom(8).hex()}"
+        key = os.urandom(32)
         if not _publish(self._path(key_id), _seal_file(key_id, key, self._passphrase)):
             raise KeyCustodyError(f"key-encryption key {key_id!r} already exists")  # 2**-64
         kek = FileKek(key_id, key)

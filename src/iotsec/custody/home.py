@@ -18,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from iotsec.custody.base import KeyStore
-from iotsec.custody.file_keys import FileKeyStore
 from iotsec.custody.home_secret import new_generated_secret
 from iotsec.errors import (
     ConfigError,
@@ -32,6 +30,7 @@ from iotsec.filesystem import read_bounded, write_private_file
 
 if TYPE_CHECKING:
     from iotsec.config import Settings
+    from iotsec.custody.base import KeyStore
     from iotsec.custody.keks import KekCustody
     from iotsec.custody.pkcs11_kek import Pkcs11KekStore
     from iotsec.custody.pkcs11_token import Pkcs11Config, Pkcs11Token
@@ -124,6 +123,9 @@ def open_key_store(settings: Settings, *, create_passphrase: bool = False,
         from iotsec.custody.pkcs11 import Pkcs11KeyStore  # deferred: see pkcs11_config
 
         return Pkcs11KeyStore(connect_token(settings, lazy=True), on_use=on_use)
+    # Deferred: ``data encrypt`` reads this module's names without opening the key store.
+    from iotsec.custody.file_keys import FileKeyStore
+
     return FileKeyStore(settings.keys_dir, passphrase, on_use=on_use)
 
 

@@ -12,7 +12,6 @@ as possibly chosen by a person, and keys derived from it keep a memory-hard func
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Final
 
 __all__ = ["GENERATED_PREFIX", "is_generated_secret", "new_generated_secret"]
@@ -24,6 +23,8 @@ _GENERATED: Final = re.compile(re.escape(GENERATED_PREFIX) + rb"[A-Za-z0-9_-]{43
 
 def new_generated_secret() -> bytes:
     """A new home secret: the prefix and 256 random bits (URL-safe base64, 43 characters)."""
+    import secrets  # deferred: made once per home, while reading one is on every command's path
+
     return GENERATED_PREFIX + secrets.token_urlsafe(_RANDOM_BYTES).encode("ascii")
 
 

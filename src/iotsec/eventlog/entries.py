@@ -9,10 +9,10 @@ JSON encoder makes that a few microseconds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import json.encoder
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["GENESIS", "encode_entry", "encode_fields", "entry_hash", "link_rows"]
@@ -41,19 +41,39 @@ def encode_entry(seq: int, at: int, kind: str, outcome: str, actor: str | None,
     return encode_fields((seq, at, kind, outcome, actor, source, subject, detail)).encode("ascii")
 
 
+def _sha256_hex() -> Callable[[bytes], str]:
+    """SHA-256 (hex): hashlib's when the process has loaded it (twice as fast per call, and
+    loaded by the server and by most commands), else cryptography's. ``iotsec data
+    encrypt`` loads cryptography and not hashlib, whose own OpenSSL binding would cost it
+    more to load than its one or two appends could save. Both give the same digest."""
+    hashlib = sys.modules.get("hashlib")
+    if hashlib is not None:
+        sha256 = hashlib.sha256
+        return lambda data: sha256(data).hexdigest()
+    from cryptography.hazmat.primitives.hashes import SHA256, Hash
+
+    def digest(data: bytes) -> str:
+        hasher = Hash(SHA256())
+        hasher.update(data)
+        return hasher.finalize().hex()
+    return digest
+
+
 def entry_hash(previous: str, seq: int, at: int, kind: str, outcome: str, actor: str | None,
                source: str | None, subject: str | None, detail: str) -> str:
     """SHA-256 (hex) over the previous entry's hash and this entry."""
-    return hashlib.sha256((previous + encode_fields(
-        (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii")).hexdigest()
+    return _sha256_hex()((previous + encode_fields(
+        (seq, at, kind, outcome, actor, source, subject, detail))).encode("ascii"))
 
 
 def link_rows(rows: Iterable[dict[str, Any]], seq: int, previous: str) -> None:
     """Chain ``rows`` (event rows with ``at``, ``kind``, ``outcome``, ``actor``, ``source``,
     ``subject`` and ``detail``) after the entry at position ``seq`` whose hash is
     ``previous``: each gets its ``seq`` and ``hash``, in order."""
+    digest = _sha256_hex()
     for row in rows:
         seq += 1
-        previous = entry_hash(previous, seq, row["at"], row["kind"], row["outcome"],
-                              row["actor"], row["source"], row["subject"], row["detail"])
+        previous = digest((previous + encode_fields(
+            (seq, row["at"], row["kind"], row["outcome"], row["actor"], row["source"],
+             row["subject"], row["detail"]))).encode("ascii"))
         row["seq"], row["hash"] = seq, previous

@@ -32,15 +32,13 @@ row or column does not open.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
-import secrets
+import os
 from collections.abc import Iterator
 from typing import BinaryIO, Final, NamedTuple
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
@@ -91,12 +89,37 @@ MAX_HEADER: Final = len(MAGIC) + 3 + 64 + SALT + NONCE_PREFIX + 2 + MAX_WRAPPED_
 _FIXED: Final = len(MAGIC) + 3
 
 
+def _sha256(data: bytes) -> bytes:
+    # cryptography's digests rather than hashlib's: this module is on the path of
+    # ``iotsec data encrypt``, whose start-up would otherwise load a second OpenSSL binding.
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(data)
+    return digest.finalize()
+
+
+def _hmac_sha256(key: bytes, data: bytes) -> bytes:
+    mac = hmac.HMAC(key, hashes.SHA256())
+    mac.update(data)
+    return mac.finalize()
+
+
+def _hmac_sha256_matches(key: bytes, data: bytes, expected: bytes) -> bool:
+    """Whether ``expected`` is the HMAC-SHA256 of ``data`` (compared in constant time)."""
+    mac = hmac.HMAC(key, hashes.SHA256())
+    mac.update(data)
+    try:
+        mac.verify(expected)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _derive(dek: bytes, salt: bytes, associated_data: bytes) -> tuple[bytes, bytes]:
     """(payload key, header key) from the data key, the file's salt and associated data."""
     if len(associated_data) > MAX_ASSOCIATED_DATA:
         raise InvalidInputError(f"associated data has at most {MAX_ASSOCIATED_DATA} bytes")
-    prk = hmac.digest(salt, dek, "sha256")
-    bound = hashlib.sha256(associated_data).digest()
+    prk = _hmac_sha256(salt, dek)
+    bound = _sha256(associated_data)
     payload = HKDFExpand(hashes.SHA256(), 32, b"iotsec stream v1 payload\x00" + bound).derive(prk)
     header = HKDFExpand(hashes.SHA256(), 32, b"iotsec stream v1 header\x00" + bound).derive(prk)
     return payload, header
@@ -218,15 +241,15 @@ class StreamSealer:
     def __init__(self, kek: KeyWrapper, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  associated_data: bytes = b"") -> None:
         self.chunk_size = _check_chunk_size(chunk_size)
-        dek = secrets.token_bytes(32)
+        dek = os.urandom(32)
         partial = StreamHeader(VERSION, chunk_size, check_kek_id(kek.key_id),
-                               secrets.token_bytes(SALT), secrets.token_bytes(NONCE_PREFIX),
+                               os.urandom(SALT), os.urandom(NONCE_PREFIX),
                                b"", b"")
         wrapped = wrap_data_key(kek, dek, b"iotsec stream v1\x00" + partial.prefix())
         payload_key, header_key = _derive(dek, partial.salt, associated_data)
         body = StreamHeader(VERSION, chunk_size, partial.kek_id, partial.salt,
                             partial.nonce_prefix, wrapped, b"").authenticated_part()
-        self.header = body + hmac.digest(header_key, body, "sha256")
+        self.header = body + _hmac_sha256(header_key, body)
         self._aead = AESGCM(payload_key)
         self._prefix = partial.nonce_prefix
         self._index = 0
@@ -268,8 +291,7 @@ def _open_header(header: StreamHeader, keks: KeyWrapper | KekResolver,
             "header was altered, or the file was encrypted under another key-encryption "
             f"key named {header.kek_id!r}") from None
     payload_key, header_key = _derive(dek, header.salt, associated_data)
-    expected = hmac.digest(header_key, header.authenticated_part(), "sha256")
-    if not hmac.compare_digest(expected, header.mac):
+    if not _hmac_sha256_matches(header_key, header.authenticated_part(), header.mac):
         raise StreamHeaderError("the stream header does not authenticate: it was altered, "
                                 "or the associated data differs")
     return dek, payload_key, header_key
@@ -291,7 +313,7 @@ def rewrap_header(header: StreamHeader, keks: KeyWrapper | KekResolver, target: 
                                   f"{len(wrapped)} bytes; at most {MAX_WRAPPED_KEY} fit")
     body = StreamHeader(header.version, header.chunk_size, partial.kek_id, header.salt,
                         header.nonce_prefix, wrapped, b"").authenticated_part()
-    return body + hmac.digest(header_key, body, "sha256")
+    return body + _hmac_sha256(header_key, body)
 
 
 class StreamOpener:
@@ -410,7 +432,7 @@ def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
         written, plain, chunks = _seal_blocks(src, dst, sealer)
         return StreamInfo(kek.key_id, chunk_size, chunks, plain,
                           len(sealer.header) + written,
-                          hashlib.sha256(sealer.header).hexdigest())
+                          _sha256(sealer.header).hex())
     written, plain, chunks = len(sealer.header), 0, 0
     for current, last in _chunks(src, chunk_size):
         sealed = sealer.seal_chunk(current, last=last)
@@ -419,7 +441,7 @@ def encrypt_stream(src: BinaryIO, dst: BinaryIO, kek: KeyWrapper, *,
         plain += len(current)
         chunks += 1
     return StreamInfo(kek.key_id, chunk_size, chunks, plain, written,
-                      hashlib.sha256(sealer.header).hexdigest())
+                      _sha256(sealer.header).hex())
 
 
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver, *,
@@ -441,7 +463,7 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, keks: KeyWrapper | KekResolver,
         plain += len(plaintext)
         chunks += 1
     return StreamInfo(header.kek_id, header.chunk_size, chunks, plain, read,
-                      hashlib.sha256(header.encode()).hexdigest())
+                      _sha256(header.encode()).hex())
 
 
 __all__ = [

@@ -14,8 +14,8 @@ kept (an encrypted file per KEK) is key custody's business: :mod:`iotsec.custody
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from collections.abc import Iterable
 from typing import Final, Protocol, cast, runtime_checkable
 
@@ -161,7 +161,7 @@ class FileKek:
 
     def wrap(self, data_key: bytes, aad: bytes) -> bytes:
         check_data_key(data_key)
-        nonce = secrets.token_bytes(_NONCE)
+        nonce = os.urandom(_NONCE)
         return bytes((_WRAP_VERSION,)) + nonce + self._aead.encrypt(nonce, data_key,
                                                                     self._aad(aad))
 

@@ -14,8 +14,8 @@ wrapped DEK | nonce (12) | ciphertext and tag``.
 from __future__ import annotations
 
 import functools
+import os
 import re
-import secrets
 from typing import Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -46,13 +46,15 @@ TAG: Final = 16
 
 RECORD_VERSION: Final = 1
 MAX_RECORD: Final = 4 * 1024 * 1024
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
+# Compiled (and cached by the re module) on first use, not with the module: the commands
+# that import this one for the stream format name no record.
+_NAME: Final = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
 _RECORD_KEY_AAD: Final = b"iotsec record key v1\x00"
 _RECORD_AAD: Final = b"iotsec record v1\x00"
 
 
 def _name_part(kind: str, name: str) -> bytes:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(_NAME, name):
         raise InvalidInputError(f"invalid {kind} name {name!r}")
     return len(name).to_bytes(2, "big") + name.encode("ascii")
 
@@ -137,7 +139,7 @@ def encrypt_record(plaintext: bytes, kek: KeyWrapper, *, table: str, record_id: 
     if len(plaintext) > MAX_RECORD:
         raise InvalidInputError(f"an encrypted record holds at most {MAX_RECORD} bytes")
     context = record_context(table, record_id, field)
-    dek, nonce = secrets.token_bytes(32), secrets.token_bytes(12)
+    dek, nonce = os.urandom(32), os.urandom(12)
     wrapped = wrap_data_key(kek, dek, _RECORD_KEY_AAD + context)
     ciphertext = AESGCM(dek).encrypt(nonce, plaintext, _RECORD_AAD + context)
     return RecordEnvelope(check_kek_id(kek.key_id), wrapped, nonce, ciphertext).encode()

@@ -41,7 +41,9 @@ __all__ = ["DriverConnection", "Reader", "connect_sqlite", "open_postgres",
            "open_sqlite", "postgres_arguments", "read_transaction", "revision",
            "sqlite_pragmas"]
 
-_NAMED: Final = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+# Compiled (and cached by the re module) on first use: only PostgreSQL statements need it,
+# and a command on SQLite should not pay for it at start-up.
+_NAMED: Final = r"(?<![:\w]):([A-Za-z_]\w*)"
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
     """The settings of every connection to the store's SQLite file."""
@@ -105,7 +107,7 @@ def postgres_arguments(url: str) -> dict[str, Any] | None:
 @lru_cache(maxsize=256)
 def _pyformat(sql: str) -> str:
     """``sql`` with ``:name`` parameters in the ``%(name)s`` style of psycopg."""
-    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+    return re.sub(_NAMED, r"%(\1)s", sql.replace("%", "%%"))
 
 
 @lru_cache(maxsize=256)
