@@ -116,21 +116,31 @@ def test_aiocoap_observes_and_sends_blocks_over_oscore(fleet: Fleet, tmp_path: P
                     code=aiocoap.GET, observe=0, uri=f"coap://{host}:{port}/ps/{TOPIC}"))
                 first = await request.response
                 assert str(first.code).startswith("2.05"), first
-                notifications = request.observation.__aiter__()
+                # The notifications are read by a task of their own into a queue: a
+                # timed-out wait then cancels only the queue's get. (Cancelling the
+                # observation iterator's own wait would cancel the future it shares with
+                # its next call, which then fails at once.)
+                payloads: asyncio.Queue[bytes] = asyncio.Queue()
+
+                async def consume() -> None:
+                    async for note in request.observation:
+                        payloads.put_nowait(bytes(note.payload))
+
+                consumer = asyncio.create_task(consume())
                 loop = asyncio.get_running_loop()
 
                 async def next_payload(timeout: float) -> bytes:
                     while True:  # a late warm-up notification is skipped
-                        note = await asyncio.wait_for(notifications.__anext__(), timeout)
-                        if note.payload != b"warm-up":
-                            return bytes(note.payload)
+                        payload = await asyncio.wait_for(payloads.get(), timeout)
+                        if payload != b"warm-up":
+                            return payload
 
                 # The gateway's MQTT subscription is made at the registration: publish
                 # until the first notification comes.
                 for _ in range(30):
                     await loop.run_in_executor(None, dash.publish, TOPIC, b"warm-up")
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(notifications.__anext__(), 0.3)
+                        await asyncio.wait_for(payloads.get(), 0.3)
                         break
                 else:
                     raise AssertionError("no notification")
@@ -151,6 +161,9 @@ def test_aiocoap_observes_and_sends_blocks_over_oscore(fleet: Fleet, tmp_path: P
                 with pytest.raises(asyncio.TimeoutError):
                     got.append(await next_payload(1))
                 request.observation.cancel()
+                consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer
                 # A large publish: inner Block1 blocks, each protected on its own.
                 posted = await client.request(aiocoap.Message(
                     code=aiocoap.POST, uri=f"coap://{host}:{port}/ps/devices/alice/blob",
