@@ -565,3 +565,38 @@ def test_role_sets_are_worked_out_once_per_own_roles_and_groups() -> None:
     assert policy._views["d1"].rules is policy._views["d2"].rules
     assert policy._views["d3"].rules is not policy._views["d1"].rules
     assert set(policy._by_bindings) == {(("own",), ("a",)), (("own",), ())}
+
+
+def test_views_past_the_bound_drop_the_oldest_and_never_serve_a_stale_identity(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At its bound the per-device view cache drops the views made first (a few at a time)
+    rather than emptying itself: the size stays within the bound, the devices decided for
+    most recently keep their views, and a device whose identity changed (other groups or
+    own roles) is decided by its new identity, whether its view was kept or dropped. (A
+    policy change compiles a new policy, with no views at all.)"""
+    import iotsec.access.engine as engine
+
+    monkeypatch.setattr(engine, "_CACHE_LIMIT", 8)
+    monkeypatch.setattr(engine, "_VIEWS_DROPPED", 2)
+    policy = CompiledPolicy(
+        [role("own", "allow publish:devices/${device.id}/#"),
+         role("g", "allow publish:groups/${device.group}/#", "deny publish:devices/+/admin")],
+        group_roles={"a": ["g"]})
+    for n in range(20):
+        me = Identity(device_id=f"d{n}", roles=("own",))
+        assert policy.decide(me, "publish", f"devices/d{n}/t").allowed
+        assert len(policy._views) <= 8
+    # One view made room for d8 together with two more (d0-d2 dropped), and so on.
+    assert len(policy._views) >= 8 - 2
+    assert list(policy._views)[-1] == "d19"
+    assert "d0" not in policy._views
+    assert set(policy._views) <= {f"d{n}" for n in range(11, 20)}
+    # A kept view: the same device with other bindings is decided by the new ones.
+    kept = Identity(device_id="d19", groups=("a",), roles=("own",))
+    assert not policy.decide(kept, "publish", "devices/d19/admin").allowed
+    assert policy.decide(kept, "publish", "groups/a/x").allowed
+    # A dropped view: made again from the identity given, not from what it was.
+    dropped = Identity(device_id="d0", groups=("a",))
+    assert not policy.decide(dropped, "publish", "devices/d0/t").allowed
+    assert policy.decide(dropped, "publish", "groups/a/x").allowed
+    assert len(policy._views) <= 8

@@ -18,6 +18,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import NamedTuple
 
 from iotsec.access.policy import Effect, Identity, Role, Rule, check_identity_value, parse_action
@@ -200,6 +201,9 @@ def _resolve(c: _Compiled, device_id: str | None, ctx: Mapping[str, tuple[str, .
 _RulePair = tuple[tuple[_Compiled, ...], tuple[_Compiled, ...]]
 _NO_RULES: _RulePair = ((), ())
 _CACHE_LIMIT = 500_000
+#: Views dropped at once when ``_views`` is full, beyond the one that makes room: a
+#: sixteenth of the bound, so that dropping is not done on every new view.
+_VIEWS_DROPPED = _CACHE_LIMIT // 16
 
 
 class _View:
@@ -327,9 +331,17 @@ class CompiledPolicy:
                 self._by_bindings.clear()
             known = self._by_bindings[key] = (roles, rules)
         roles, rules = known
-        if len(self._views) >= _CACHE_LIMIT:
-            self._views.clear()
-        view = self._views[identity.device_id] = _View(identity, roles, rules)
+        views = self._views
+        if len(views) >= _CACHE_LIMIT:
+            # The views made first are dropped, not all of them: a fleet larger than the
+            # bound keeps the views of the devices it decided for most recently, instead of
+            # making every decision after the bound a first one again. A dict keeps its
+            # insertion order; the keys are copied in one call, then dropped (a view another
+            # thread makes meanwhile is correct whether it is dropped or kept).
+            for device_id in list(islice(views, len(views) - _CACHE_LIMIT + 1
+                                         + _VIEWS_DROPPED)):
+                views.pop(device_id, None)
+        view = views[identity.device_id] = _View(identity, roles, rules)
         return view
 
     def _rules_for(self, view: _View, action: str) -> _RulePair:
