@@ -205,3 +205,49 @@ def test_re_enrolments_in_one_commit_each_renew_their_own_device(rt: Runtime) ->
         assert get_certificate(rt, old[device]).replaced_by == outcome.record.serial
     assert sorted(r.record.device_id or "" for r in renewed) == sorted(names)
     assert verify(rt).ok
+
+
+def test_enrolment_groups_are_held_on_the_driver_and_other_work_is_not(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every statement of an enrolment runs on the driver, so its group is held on the
+    # driver's own connection; a unit of work that may run any statement is not. A template
+    # with more groups than one device's look-ups usually cover still registers on it.
+    from iotsec.app.pki import group_issuance
+    used: list[str] = []
+
+    def counting(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def unit_of_work(engine: Any) -> Any:
+            used.append(name)
+            return real(engine)
+        return unit_of_work
+
+    monkeypatch.setattr(group_issuance, "transaction",
+                        counting("sqlalchemy", group_issuance.transaction))
+    monkeypatch.setattr(group_issuance, "driver_transaction",
+                        counting("driver", group_issuance.driver_transaction))
+    fleet = [f"site-{i}" for i in range(6)]
+    add_template(rt, "many", groups=fleet, id_from="csr-cn")
+    add_template(rt, "gated", id_from="csr-cn", require_approval=True)
+    many, secret = secrets.create_secret(rt, device_id=None, template="many", uses=2,
+                                         expires_in=timedelta(hours=1))
+    gated, gated_secret = secrets.create_secret(rt, device_id=None, template="gated", uses=1,
+                                                expires_in=timedelta(hours=1))
+    issued = est.enrol(rt, est.BasicCredential(many.id, secret), csr(cn="wide"), label=None,
+                       source=SOURCE)
+    assert isinstance(issued, est.Issued)
+    assert sorted(get_device(rt, "wide").groups) == fleet
+    key = make_key()
+    waiting = est.enrol(rt, est.BasicCredential(gated.id, gated_secret), csr(key, cn="slow"),
+                        label=None, source=SOURCE)
+    assert isinstance(waiting, est.Pending)
+    again = est.enrol(rt, est.BasicCredential(gated.id, gated_secret), csr(key, cn="slow"),
+                      label=None, source=SOURCE)
+    assert isinstance(again, est.Pending)
+    est.approve(rt, "slow")
+    done = est.enrol(rt, est.BasicCredential(gated.id, gated_secret), csr(key, cn="slow"),
+                     label=None, source=SOURCE)
+    assert isinstance(done, est.Issued)
+    assert used == ["driver"] * 4
+    assert groups_of(rt).run(lambda conn, moment: Unit(None)) is None
+    assert used[-1] == "sqlalchemy"
+    assert verify(rt).ok

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 
 from iotsec.app.enrol.claims import (
     ClaimCa,
@@ -38,7 +38,7 @@ from iotsec.identity.enrolment import (
 from iotsec.pki.serial import format_serial
 from iotsec.store import models as m
 from iotsec.store.db import reading
-from iotsec.store.direct import Direct
+from iotsec.store.direct import Direct, Unit
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -104,14 +104,14 @@ class CredentialUse(Protocol):
     #: How events name the credential.
     name: str
 
-    def open(self, conn: Connection, subject: Subject,
+    def open(self, conn: Unit, subject: Subject,
              label: str | None) -> tuple[str, Template | None]:
         """Check the credential; the device id and template (None: a registered device)."""
 
-    def check_fresh(self, conn: Connection, now: datetime) -> None:
+    def check_fresh(self, conn: Unit, now: datetime) -> None:
         """Refuse a credential with no use left (a waiting enrolment polls without one)."""
 
-    def consume(self, conn: Connection, device_id: str, now: datetime) -> None:
+    def consume(self, conn: Unit, device_id: str, now: datetime) -> None:
         """Record this use."""
 
 
@@ -124,6 +124,14 @@ _LOCK_SECRET = Direct(select(_SECRETS).where(_SECRETS.c.id == bindparam("sid"))
                       .with_for_update())
 _CONSUME_SECRET = Direct(update(_SECRETS).where(_SECRETS.c.id == bindparam("sid"))
                          .values(uses_left=_SECRETS.c.uses_left - 1))
+_CLAIM_CA = Direct(select(m.claim_cas.c.template).where(
+    m.claim_cas.c.name == bindparam("name"), m.claim_cas.c.fingerprint == bindparam("fp")))
+_CLAIM_USED = Direct(select(m.claim_uses.c.fingerprint).where(
+    m.claim_uses.c.fingerprint == bindparam("fp")))
+_CLAIM_USE = Direct(insert(m.claim_uses).values(
+    fingerprint=bindparam("fingerprint"), claim_ca=bindparam("claim_ca"),
+    serial=bindparam("serial"), device_id=bindparam("device_id"),
+    used_at=bindparam("used_at")))
 
 
 class SecretUse:
@@ -134,7 +142,7 @@ class SecretUse:
         self._row: Row[Any] | None = None
         self.key = self.name = describe(credential)
 
-    def _locked(self, conn: Connection) -> Any:
+    def _locked(self, conn: Unit) -> Any:
         try:
             secret_id = parse_secret_id(self._credential.id)
             digest = secret_digest(self._credential.secret)
@@ -148,7 +156,7 @@ class SecretUse:
             raise EnrolmentAuthError("revoked enrolment secret")
         return row
 
-    def open(self, conn: Connection, subject: Subject,
+    def open(self, conn: Unit, subject: Subject,
              label: str | None) -> tuple[str, Template | None]:
         row = self._row = self._locked(conn)
         if row.device_id is not None:
@@ -161,7 +169,7 @@ class SecretUse:
                              csr_subject_serial=subject.serial_number,
                              secret_id=row.id), template
 
-    def check_fresh(self, conn: Connection, now: datetime) -> None:
+    def check_fresh(self, conn: Unit, now: datetime) -> None:
         row = self._row
         assert row is not None, "open() comes first"
         if row.expires_at <= ts(now):
@@ -169,7 +177,7 @@ class SecretUse:
         if row.uses_left <= 0:
             raise EnrolmentAuthError("used enrolment secret")
 
-    def consume(self, conn: Connection, device_id: str, now: datetime) -> None:
+    def consume(self, conn: Unit, device_id: str, now: datetime) -> None:
         assert self._row is not None, "open() comes first"
         _CONSUME_SECRET.execute(conn, {"sid": self._row.id}).close()
 
@@ -186,12 +194,10 @@ class ClaimUse:
         self.key = f"claim:{self.fingerprint}"
         self.name = f"claim:{ca.name}:{format_serial(leaf.serial_number)}"
 
-    def open(self, conn: Connection, subject: Subject,
+    def open(self, conn: Unit, subject: Subject,
              label: str | None) -> tuple[str, Template | None]:
         # The CA may have been removed (or replaced) since the claim was checked.
-        c = m.claim_cas.c
-        row = conn.execute(select(c.template).where(
-            c.name == self._ca.name, c.fingerprint == self._ca.fingerprint)).first()
+        row = _CLAIM_CA.first(conn, {"name": self._ca.name, "fp": self._ca.fingerprint})
         if row is None:
             raise EnrolmentAuthError("the claim CA is no longer registered")
         template = load_template(conn, row.template)
@@ -202,20 +208,19 @@ class ClaimUse:
                              claim_subject_cn=str(cns[0].value) if cns else None,
                              claim_subject_serial=hardware_id(self._leaf)), template
 
-    def used(self, conn: Connection) -> bool:
+    def used(self, conn: Unit) -> bool:
         """Has this claim certificate enrolled before?"""
-        return conn.execute(select(m.claim_uses.c.fingerprint).where(
-            m.claim_uses.c.fingerprint == self.fingerprint)).first() is not None
+        return _CLAIM_USED.first(conn, {"fp": self.fingerprint}) is not None
 
-    def check_fresh(self, conn: Connection, now: datetime) -> None:
+    def check_fresh(self, conn: Unit, now: datetime) -> None:
         if self.used(conn):
             raise EnrolmentForbiddenError("the claim certificate has already enrolled")
 
-    def consume(self, conn: Connection, device_id: str, now: datetime) -> None:
-        conn.execute(insert(m.claim_uses).values(
-            fingerprint=self.fingerprint, claim_ca=self._ca.name,
-            serial=format_serial(self._leaf.serial_number), device_id=device_id,
-            used_at=ts(now)))
+    def consume(self, conn: Unit, device_id: str, now: datetime) -> None:
+        _CLAIM_USE.execute(conn, {
+            "fingerprint": self.fingerprint, "claim_ca": self._ca.name,
+            "serial": format_serial(self._leaf.serial_number), "device_id": device_id,
+            "used_at": ts(now)}).close()
 
 
 def claim_use(rt: Runtime, chain: ClientChain, moment: datetime, source: str | None) -> ClaimUse:

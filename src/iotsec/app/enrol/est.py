@@ -41,7 +41,7 @@ from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.authorities import trusted_certificates
 from iotsec.app.pki.cert_records import CertificateRecord, record_from_row
-from iotsec.app.pki.group_issuance import Unit, run_grouped
+from iotsec.app.pki.group_issuance import Unit, run_grouped, run_grouped_on_driver
 from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew_in
 from iotsec.app.pki.profiles import load_profile
 from iotsec.app.runtime import Runtime
@@ -63,6 +63,7 @@ from iotsec.pki.x509 import spki_der
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.store.direct import Direct
+from iotsec.store.direct import Unit as StoreUnit
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -178,12 +179,25 @@ def _issued(record: CertificateRecord) -> Issued:
 
 # An enrolment's statements run on the driver (iotsec.store.direct): each costs more through
 # SQLAlchemy than in the database.
+# Every one of them does (iotsec.store.direct.Direct), so that a group of enrolments is held
+# on the driver's own connection (iotsec.store.db.driver_transaction).
 _DEVICE_TAKEN = Direct(select(m.devices.c.id).where(m.devices.c.id == bindparam("id")))
 _WAITING = Direct(select(m.pending_enrolments).where(
     m.pending_enrolments.c.device_id == bindparam("device")).with_for_update())
+_AWAIT_APPROVAL = Direct(update(m.devices).where(m.devices.c.id == bindparam("id"))
+                         .values(state=DeviceState.AWAITING_APPROVAL.value))
+_DEVICE_STATE = Direct(select(m.devices.c.state).where(m.devices.c.id == bindparam("id")))
+_TEMPLATE_PROFILE = Direct(select(m.provisioning_templates.c.profile).where(
+    m.provisioning_templates.c.name == bindparam("name")))
+_STOP_WAITING = Direct(delete(m.pending_enrolments)
+                       .where(m.pending_enrolments.c.device_id == bindparam("device")))
+_WAIT = Direct(insert(m.pending_enrolments).values(
+    device_id=bindparam("device_id"), credential=bindparam("credential"),
+    spki_sha256=bindparam("spki_sha256"), template=bindparam("template"),
+    source=bindparam("source"), requested_at=bindparam("requested_at")))
 
 
-def _create_device(conn: Connection, device_id: str, template: Template, now: int) -> None:
+def _create_device(conn: StoreUnit, device_id: str, template: Template, now: int) -> None:
     """Register the device the template describes; an existing device is never taken."""
     taken = _DEVICE_TAKEN.first(conn, {"id": device_id})
     if taken is not None:
@@ -193,11 +207,10 @@ def _create_device(conn: Connection, device_id: str, template: Template, now: in
                                           dict(template.attributes),
                                           template.roles or None)], now)
     if template.require_approval:
-        conn.execute(update(m.devices).where(m.devices.c.id == device_id)
-                     .values(state=DeviceState.AWAITING_APPROVAL.value))
+        _AWAIT_APPROVAL.execute(conn, {"id": device_id}).close()
 
 
-def _issue(conn: Connection, rt: Runtime, req: _Request, device_id: str,
+def _issue(conn: StoreUnit, rt: Runtime, req: _Request, device_id: str,
            profile: str | None) -> CertificateRecord:
     # The template's profile applies when neither the device nor its groups name one.
     try:
@@ -209,33 +222,31 @@ def _issue(conn: Connection, rt: Runtime, req: _Request, device_id: str,
         raise EnrolmentForbiddenError(message) from exc
 
 
-def _poll(conn: Connection, rt: Runtime, req: _Request, waiting: Any
+def _poll(conn: StoreUnit, rt: Runtime, req: _Request, waiting: Any
           ) -> CertificateRecord | Pending:
     """A later request of an enrolment waiting for approval: still waiting, or issued
     once (the waiting record is then gone)."""
     if waiting.spki_sha256 != req.spki_sha256:
         raise EnrolmentForbiddenError("the request is not for the key waiting for approval")
-    state = conn.execute(select(m.devices.c.state).where(m.devices.c.id == waiting.device_id)
-                         ).scalar_one()
+    state = _DEVICE_STATE.rows(conn, {"id": waiting.device_id})[0].state
     if state == DeviceState.AWAITING_APPROVAL.value:
         return Pending(device_id=waiting.device_id, retry_after=rt.settings.est_retry_after)
-    profile = conn.execute(select(m.provisioning_templates.c.profile).where(
-        m.provisioning_templates.c.name == waiting.template)).scalar_one_or_none()
-    conn.execute(delete(m.pending_enrolments)
-                 .where(m.pending_enrolments.c.device_id == waiting.device_id))
-    return _issue(conn, rt, req, waiting.device_id, profile)
+    template = _TEMPLATE_PROFILE.first(conn, {"name": waiting.template})
+    _STOP_WAITING.execute(conn, {"device": waiting.device_id}).close()
+    return _issue(conn, rt, req, waiting.device_id,
+                  template.profile if template is not None else None)
 
 
-def _wait_for_approval(conn: Connection, rt: Runtime, req: _Request, use: CredentialUse,
+def _wait_for_approval(conn: StoreUnit, rt: Runtime, req: _Request, use: CredentialUse,
                        device_id: str, template: Template) -> Pending:
-    conn.execute(insert(m.pending_enrolments).values(
-        device_id=device_id, credential=use.key, spki_sha256=req.spki_sha256,
-        template=template.name, source=(req.source or "")[:64] or None,
-        requested_at=ts(req.moment)))
+    _WAIT.execute(conn, {
+        "device_id": device_id, "credential": use.key, "spki_sha256": req.spki_sha256,
+        "template": template.name, "source": (req.source or "")[:64] or None,
+        "requested_at": ts(req.moment)}).close()
     return Pending(device_id=device_id, retry_after=rt.settings.est_retry_after)
 
 
-def _enrol_in(conn: Connection, rt: Runtime, req: _Request, use: CredentialUse
+def _enrol_in(conn: StoreUnit, rt: Runtime, req: _Request, use: CredentialUse
               ) -> tuple[str, Template | None, CertificateRecord | Pending]:
     """The enrolment inside its transaction: (device id, template, outcome)."""
     device_id, template = use.open(conn, req.subject, req.label)
@@ -257,15 +268,16 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
                           else claim_use(rt, credential, req.moment, req.source))
     rt.authority("issuing")  # loaded before the transaction: a first load reads the store
 
-    def work(conn: Connection, _moment: datetime
+    def work(conn: StoreUnit, _moment: datetime
              ) -> Unit[tuple[str, Template | None, CertificateRecord | Pending]]:
         return Unit(_enrol_in(conn, rt, req, use))
 
     try:
         # Concurrent enrolments share one transaction (group commit), each in a savepoint
         # of its own; the CA signature's key.use event commits with the certificate it
-        # made, and the answer comes after the commit.
-        device_id, template, outcome = run_grouped(rt, work)
+        # made, and the answer comes after the commit. Every statement of an enrolment runs
+        # on the driver, so its group may be held on the driver's own connection.
+        device_id, template, outcome = run_grouped_on_driver(rt, work)
     except ConflictError as exc:  # a concurrent request registered the device or the claim
         raise EnrolmentForbiddenError("the device is already registered, or the claim "
                                       "certificate has already enrolled") from exc

@@ -16,7 +16,7 @@ from iotsec.errors import ConflictError, NotFoundError
 from iotsec.identity.enrolment import IdFrom, Template, parse_template_name
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
-from iotsec.store.direct import Direct
+from iotsec.store.direct import Direct, Unit
 from iotsec.timeutil import from_ts, ts
 
 __all__ = ["add_template", "get_template", "list_templates", "load_template", "remove_template"]
@@ -35,7 +35,7 @@ def _template(row: Row[Any]) -> Template:
 _ONE_TEMPLATE = Direct(select(_T).where(_T.c.name == bindparam("name")))
 
 
-def load_template(conn: Connection, name: str) -> Template:
+def load_template(conn: Unit, name: str) -> Template:
     """The template ``name`` inside the caller's unit of work, or :class:`NotFoundError`."""
     key = parse_template_name(name)
     row = _ONE_TEMPLATE.first(conn, {"name": key})

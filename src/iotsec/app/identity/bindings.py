@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from iotsec.access.policy import parse_role_name
 from iotsec.app.runtime import Runtime
 from iotsec.errors import NotFoundError
 from iotsec.store import models as m
-from iotsec.store.direct import Direct
+from iotsec.store.direct import Direct, DriverUnit, Unit, core
 
 __all__ = ["DEFAULT_ROLE", "assign_roles", "bump_policy_version", "policy_changed",
            "require_roles", "roles_changed"]
@@ -35,7 +35,7 @@ _ONE_DEVICE_ROLES = Direct(select(m.device_roles.c.device_id, m.device_roles.c.r
                            .where(m.device_roles.c.device_id == bindparam("device")))
 
 
-def bump_policy_version(conn: Connection) -> None:
+def bump_policy_version(conn: Unit) -> None:
     _BUMP.execute(conn).close()
 
 
@@ -53,14 +53,16 @@ def roles_changed(rt: Runtime) -> None:
     rt.forget("policy-version")
 
 
-def require_roles(conn: Connection, names: Iterable[str]) -> list[str]:
+def require_roles(conn: Unit, names: Iterable[str]) -> list[str]:
     wanted = sorted({parse_role_name(n) for n in names})
     if not wanted:
         return []
-    if len(wanted) <= 4:  # one device's roles, as a rule: a look-up each on the driver
+    # One device's roles, as a rule (a unit of work on the driver runs nothing but driver
+    # statements): a look-up each on the driver.
+    if len(wanted) <= 4 or isinstance(conn, DriverUnit):
         have = {n for n in wanted if _ROLE.first(conn, {"name": n}) is not None}
     else:
-        have = set(conn.execute(select(m.roles.c.name)
+        have = set(core(conn).execute(select(m.roles.c.name)
                                 .where(m.roles.c.name.in_(wanted))).scalars())
     missing = [n for n in wanted if n not in have]
     if missing:
@@ -69,7 +71,7 @@ def require_roles(conn: Connection, names: Iterable[str]) -> list[str]:
     return wanted
 
 
-def assign_roles(conn: Connection, device_ids: Sequence[str], roles: Sequence[str]) -> None:
+def assign_roles(conn: Unit, device_ids: Sequence[str], roles: Sequence[str]) -> None:
     """Bind roles to devices inside a transaction (already bound pairs are kept).
 
     A device's own roles are part of its registry entry: a caller binding roles to devices
@@ -89,11 +91,11 @@ def assign_roles(conn: Connection, device_ids: Sequence[str], roles: Sequence[st
             bump_policy_version(conn)
         return
     for i in range(0, len(device_ids), 500):
-        existing.update((d, r) for d, r in conn.execute(
+        existing.update((d, r) for d, r in core(conn).execute(
             select(m.device_roles.c.device_id, m.device_roles.c.role_name)
             .where(m.device_roles.c.device_id.in_(device_ids[i:i + 500]))))
     rows = [{"device_id": d, "role_name": r} for d in device_ids for r in wanted
             if (d, r) not in existing]
     if rows:
-        conn.execute(insert(m.device_roles), rows)
+        core(conn).execute(insert(m.device_roles), rows)
         bump_policy_version(conn)

@@ -37,7 +37,7 @@ from iotsec.identity.registry import (
 )
 from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
-from iotsec.store.direct import Direct
+from iotsec.store.direct import Direct, DriverUnit, Unit, core
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -74,6 +74,8 @@ class NewDevice:
 # Registering one device (an EST enrolment creates its device) runs its statements on the
 # driver (iotsec.store.direct): through SQLAlchemy each costs more than the database.
 _GROUP = Direct(select(m.groups.c.name).where(m.groups.c.name == bindparam("name")))
+_ADD_GROUP = Direct(insert(m.groups).values(name=bindparam("name"),
+                                            created_at=bindparam("created_at")))
 _ADD_DEVICE = Direct(insert(m.devices).values(
     {c: bindparam(c) for c in ("id", "state", "attributes", "created_at", "updated_at")}))
 _DEFAULT_ROLE = Direct(select(m.roles.c.name).where(m.roles.c.name == DEFAULT_ROLE))
@@ -81,20 +83,22 @@ _LINK_GROUP = Direct(insert(m.device_groups).values(device_id=bindparam("device_
                                                     group_name=bindparam("group_name")))
 
 
-def _ensure_groups(conn: Connection, names: set[str], now: int) -> None:
+def _ensure_groups(conn: Unit, names: set[str], now: int) -> None:
     if not names:
         return
-    if len(names) <= 4:  # one device's groups, as a rule: a look-up each on the driver
+    # One device's groups (a unit of work on the driver registers one device and runs
+    # nothing but driver statements): a look-up each on the driver.
+    if len(names) <= 4 or isinstance(conn, DriverUnit):
         have = {n for n in names if _GROUP.first(conn, {"name": n}) is not None}
     else:
-        have = set(conn.execute(select(m.groups.c.name)
-                                .where(m.groups.c.name.in_(names))).scalars())
+        have = set(core(conn).execute(select(m.groups.c.name)
+                                      .where(m.groups.c.name.in_(names))).scalars())
     missing = sorted(names - have)
     if missing:
-        conn.execute(insert(m.groups), [{"name": n, "created_at": now} for n in missing])
+        _ADD_GROUP.execute_many(conn, [{"name": n, "created_at": now} for n in missing])
 
 
-def _insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> None:
+def _insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
     _ensure_groups(conn, {g for d in batch for g in d.groups}, now)
     rows = [{"id": d.id, "state": DeviceState.PENDING.value,
              "attributes": json.dumps(d.attributes or {}, sort_keys=True),
@@ -105,9 +109,9 @@ def _insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> N
         if links:
             _LINK_GROUP.execute_many(conn, links)
     else:
-        conn.execute(insert(m.devices), rows)
+        core(conn).execute(insert(m.devices), rows)
         if links:
-            conn.execute(insert(m.device_groups), links)
+            core(conn).execute(insert(m.device_groups), links)
     # Bind roles grouped by role set, so a bulk import is a handful of statements.
     # The default role is bound when it exists (``iotsec init`` creates it).
     default: tuple[str, ...] = ()
@@ -121,7 +125,7 @@ def _insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> N
             assign_roles(conn, ids, roles)
 
 
-def insert_devices(conn: Connection, batch: Sequence[NewDevice], now: int) -> None:
+def insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
     """Register new devices (pending, with their groups and roles) in the caller's
     transaction; the caller has checked that none is registered yet."""
     _insert_devices(conn, batch, now)

@@ -19,6 +19,10 @@ A group holds two kinds of requests:
   savepoint of its own: when it raises, what it wrote is rolled back and it is answered
   with its error (a unique violation as a conflict), and the group goes on.
 
+A group is held on the driver's own connection (:func:`iotsec.store.db.driver_transaction`)
+when each of its requests runs only driver statements (every issuance does; a unit of work
+says so with ``on_driver``); otherwise it is a SQLAlchemy unit of work.
+
 The CA signatures made meanwhile (their ``key.use`` events) and the events the requests
 return are appended to the event chain last, in the group's transaction.
 
@@ -49,7 +53,8 @@ from iotsec.store.db import driver_transaction, transaction, unit_error
 from iotsec.store.direct import Savepoint, core
 from iotsec.store.direct import Unit as StoreUnit
 
-__all__ = ["MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped", "run_grouped"]
+__all__ = ["MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped", "run_grouped",
+           "run_grouped_on_driver"]
 
 _T = TypeVar("_T")
 _Shared = dict[str, list[tuple[str, str | None]]]
@@ -66,10 +71,7 @@ class Unit(Generic[_T]):
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-#: A request's work: a function of the group's connection and moment. A group of
-#: issuances only is held on the driver's connection (every statement of an issuance runs
-#: on the driver); a group with a unit of work of :meth:`IssuanceGroups.run`, which may run
-#: any statement, is a SQLAlchemy unit of work.
+#: A request's work: a function of the group's connection and moment.
 Work = Callable[[StoreUnit, datetime], Unit[Any]]
 
 
@@ -78,6 +80,9 @@ class _Request:
     work: Work
     #: In a savepoint of its own (it may write before it refuses).
     alone: bool
+    #: Runs only driver statements (:class:`iotsec.store.direct.Direct`), so that it may
+    #: run on the driver's own connection.
+    on_driver: bool
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     answered: bool = False
@@ -114,7 +119,7 @@ class IssuanceGroups:
                                    "not_after": values["not_after"]})
             return Unit((values, shared), [issued.row()])
 
-        values, shared = self._submit(_Request(work, alone=False))
+        values, shared = self._submit(_Request(work, alone=False, on_driver=True))
         if shared:
             record_shared(rt, [values], shared)
         return record_from_row(values)
@@ -125,7 +130,14 @@ class IssuanceGroups:
         :func:`iotsec.store.db.transaction` maps it). ``work`` must not open a unit of work
         of its own."""
         result: _T = self._submit(_Request(lambda conn, moment: work(core(conn), moment),
-                                           alone=True))
+                                           alone=True, on_driver=False))
+        return result
+
+    def run_on_driver(self, work: Callable[[StoreUnit, datetime], Unit[_T]]) -> _T:
+        """:meth:`run` for a ``work`` that runs only driver statements
+        (:class:`iotsec.store.direct.Direct`): its group may be held on the driver's own
+        connection, without SQLAlchemy's unit of work around it."""
+        result: _T = self._submit(_Request(work, alone=True, on_driver=True))
         return result
 
     def _submit(self, request: _Request) -> Any:
@@ -169,8 +181,8 @@ class IssuanceGroups:
         done: list[tuple[_Request, Any]] = []
         refused: list[tuple[_Request, BaseException]] = []
         try:
-            unit_of_work = (transaction if any(r.alone for r in group)
-                            else driver_transaction)
+            unit_of_work = (driver_transaction if all(r.on_driver for r in group)
+                            else transaction)
             with rt.events.held() as signatures, unit_of_work(rt.engine) as conn:
                 rows: list[dict[str, Any]] = []
                 for request in group:
@@ -254,3 +266,9 @@ def run_grouped(rt: Runtime, work: Callable[[Connection, datetime], Unit[_T]]) -
     """Run ``work`` in the runtime's group commit (:meth:`IssuanceGroups.run`): concurrent
     units of work (and issuances) share one transaction, each answered after its commit."""
     return groups_of(rt).run(work)
+
+
+def run_grouped_on_driver(rt: Runtime, work: Callable[[StoreUnit, datetime], Unit[_T]]) -> _T:
+    """:func:`run_grouped` for a ``work`` that runs only driver statements
+    (:meth:`IssuanceGroups.run_on_driver`)."""
+    return groups_of(rt).run_on_driver(work)

@@ -325,7 +325,7 @@ def issue_prepared(conn: Unit, rt: Runtime, device_id: str, csr: CheckedCsr,
     return values[0], shared
 
 
-def issue_in(conn: Connection, rt: Runtime, device_id: str, csr: CheckedCsr, *,
+def issue_in(conn: Unit, rt: Runtime, device_id: str, csr: CheckedCsr, *,
              moment: datetime, fallback: str | None = None) -> CertificateRecord:
     """Issue one certificate inside the caller's transaction (a use case that registers
     the device, or consumes a credential, in the same unit of work). A key that another
