@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from common import load_average
+from policy_scale_bench import backend_cpu, reference_select
 
 SHAPES: dict[str, str | None] = {
     "ours": "SELECT d.id, d.state, d.attributes, "
@@ -47,22 +47,11 @@ SHAPES: dict[str, str | None] = {
 }
 
 
-def _backend_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0
-
-
 def _read(conn: psycopg.Connection[Any], name: str, ids: list[str], mode: str) -> int:
     sql = SHAPES[name]
     with conn.transaction():
         if sql is None:
-            rows = conn.execute("SELECT id, state, attributes, created_at, updated_at "
-                                "FROM devices WHERE id = ANY(%s)", (ids,)).fetchall()
-            conn.execute("SELECT device_id, group_name FROM device_groups "
-                         "WHERE device_id = ANY(%s)", (ids,)).fetchall()
-            conn.execute("SELECT device_id, role_name FROM device_roles "
-                         "WHERE device_id = ANY(%s)", (ids,)).fetchall()
-            return len(rows)
+            return reference_select(conn, ids)
         cur = conn.cursor()
         if mode == "stream":
             return sum(1 for _ in cur.stream(sql, {"ids": ids}, size=50))
@@ -87,13 +76,13 @@ def main() -> None:
                 for mode in args.modes.split(","):
                     ids = sorted(f"dev-{i:07d}" for i in rnd.sample(range(1, args.range + 1),
                                                                     args.devices))
-                    server, cpu = _backend_cpu(pid), time.process_time()
+                    server, cpu = backend_cpu([pid]), time.process_time()
                     start = time.perf_counter()
                     for i in range(0, len(ids), 1000):
                         _read(conn, name, ids[i:i + 1000], mode)
                     rate = len(ids) / (time.perf_counter() - start)
                     results.setdefault((name, mode), []).append(
-                        f"server {(_backend_cpu(pid) - server) / len(ids) * 1e6:.1f} µs, "
+                        f"server {(backend_cpu([pid]) - server) / len(ids) * 1e6:.1f} µs, "
                         f"process {(time.process_time() - cpu) / len(ids) * 1e6:.1f} µs, "
                         f"{rate:,.0f}/s")
     print(f"entry statement shapes, {args.devices:,} random devices of the first "

@@ -157,7 +157,7 @@ def part_authz_cli(home: Path, runs: int) -> None:
           f"{'met' if best <= 0.3 else 'not met'} (best {best:.3f} s)")
 
 
-def _reference_select(conn: psycopg.Connection[Any], ids: list[str]) -> int:
+def reference_select(conn: psycopg.Connection[Any], ids: list[str]) -> int:
     """The same rows as the batched read (devices, their groups, their roles), read with
     plain indexed SELECTs through psycopg; returns the number of device rows."""
     with conn.transaction():
@@ -170,7 +170,7 @@ def _reference_select(conn: psycopg.Connection[Any], ids: list[str]) -> int:
         return len(rows)
 
 
-def _backend_cpu(pids: list[int]) -> float:
+def backend_cpu(pids: list[int]) -> float:
     """CPU seconds (user and system) the PostgreSQL server processes ``pids`` have used
     (read from ``/proc``: the server runs on this machine)."""
     total = 0
@@ -214,7 +214,7 @@ def part_first(home: Path, count: int, batch: int) -> None:
         ours_ids = [f"dev-{i:07d}" for i in picked[:count]]
         ref_ids = [f"dev-{i:07d}" for i in picked[count:]]
         batched = hasattr(access, "check_many")
-        server = _backend_cpu(_backends(monitor))
+        server = backend_cpu(_backends(monitor))
         start = time.perf_counter()
         cpu = time.process_time()
         allowed = 0
@@ -230,18 +230,18 @@ def part_first(home: Path, count: int, batch: int) -> None:
         # This process's own CPU and its server processes' (the store's work): the parts of
         # a first decision the code decides, whatever the machine's load does to the wall.
         cpu_us = (time.process_time() - cpu) / count * 1e6
-        server_us = (_backend_cpu(_backends(monitor)) - server) / count * 1e6
+        server_us = (backend_cpu(_backends(monitor)) - server) / count * 1e6
         read = 0
         with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={DB_NAME}") as conn:
             pids = [conn.info.backend_pid]
-            server = _backend_cpu(pids)
+            server = backend_cpu(pids)
             start = time.perf_counter()
             cpu = time.process_time()
             for i in range(0, count, batch):
-                read += _reference_select(conn, ref_ids[i:i + batch])
+                read += reference_select(conn, ref_ids[i:i + batch])
             reference = count / (time.perf_counter() - start)
             ref_cpu_us = (time.process_time() - cpu) / count * 1e6
-            ref_server_us = (_backend_cpu(pids) - server) / count * 1e6
+            ref_server_us = (backend_cpu(pids) - server) / count * 1e6
         assert read == count
     finally:
         monitor.close()

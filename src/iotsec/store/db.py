@@ -129,6 +129,20 @@ def unit_error(exc: DBAPIError, engine: Engine) -> IotsecError:
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One unit of work. Foreign database errors become :class:`StoreError`; a unique
     violation that the caller did not anticipate becomes :class:`ConflictError`."""
+    with _writer_turn(engine):
+        try:
+            with engine.begin() as conn:
+                yield conn
+        except IotsecError:
+            raise
+        except DBAPIError as exc:
+            raise unit_error(exc, engine) from exc
+
+
+@contextmanager
+def _writer_turn(engine: Engine) -> Iterator[None]:
+    """This thread's turn among the process's writers of ``engine`` (the outermost unit of
+    work of the thread queues; a nested one is inside its turn already)."""
     depth = getattr(_local, "depth", 0)
     _local.depth = depth + 1
     # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
@@ -140,12 +154,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     if writers is not None and not writers.acquire(timeout=_WRITER_WAIT):
         writers = None  # as long as SQLite itself would wait: its busy timeout decides
     try:
-        with engine.begin() as conn:
-            yield conn
-    except IotsecError:
-        raise
-    except DBAPIError as exc:
-        raise unit_error(exc, engine) from exc
+        yield
     finally:
         if writers is not None:
             writers.release()
@@ -284,29 +293,21 @@ def driver_transaction(engine: Engine) -> Iterator[Unit]:
         with transaction(engine) as conn:
             yield conn
         return
-    depth = getattr(_local, "depth", 0)
-    _local.depth = depth + 1
-    writers = _sqlite_writers(engine) if depth == 0 else None
-    if writers is not None and not writers.acquire(timeout=_WRITER_WAIT):
-        writers = None  # as long as SQLite itself would wait: its busy timeout decides
     connections = _connections_of(engine)
-    try:
-        unit = _begin(engine, connections)
+    with _writer_turn(engine):
         try:
-            yield unit
-            run_plain(unit, "COMMIT")
-        except BaseException:
-            _end(unit, connections)
+            unit = _begin(engine, connections)
+            try:
+                yield unit
+                run_plain(unit, "COMMIT")
+            except BaseException:
+                _end(unit, connections)
+                raise
+            connections.give_back(unit.driver)
+        except IotsecError:
             raise
-        connections.give_back(unit.driver)
-    except IotsecError:
-        raise
-    except DBAPIError as exc:
-        raise unit_error(exc, engine) from exc
-    finally:
-        if writers is not None:
-            writers.release()
-        _local.depth -= 1
+        except DBAPIError as exc:
+            raise unit_error(exc, engine) from exc
 
 
 @contextmanager

@@ -152,12 +152,10 @@ class DeviceCache:
         for device_id in read:
             read_at_of[device_id] = read_at
 
-    def get_parts(self, rt: Runtime, device_ids: Sequence[str]
-                  ) -> Iterator[dict[str, DecisionEntry]]:
-        """The entries of ``device_ids`` (valid ids) in parts: first the cached ones, then
-        those read from the store, a statement's worth at a time as they arrive (the next
-        is read meanwhile: :func:`~iotsec.app.identity.device_reads.entry_parts`), each
-        part cached before it is given. Unregistered ids are absent (and not cached)."""
+    def _cached(self, rt: Runtime, device_ids: Sequence[str]
+                ) -> tuple[dict[str, DecisionEntry], list[str]]:
+        """The cached entries of ``device_ids`` (revalidated first unless a background
+        thread does it) and the ids to read from the store, in their order."""
         if not self.background:
             self.revalidate(rt)
         found: dict[str, DecisionEntry] = {}
@@ -169,6 +167,15 @@ class DeviceCache:
                 missing.append(device_id)
             else:
                 found[device_id] = entry
+        return found, missing
+
+    def get_parts(self, rt: Runtime, device_ids: Sequence[str]
+                  ) -> Iterator[dict[str, DecisionEntry]]:
+        """The entries of ``device_ids`` (valid ids) in parts: first the cached ones, then
+        those read from the store, a statement's worth at a time as they arrive (the next
+        is read meanwhile: :func:`~iotsec.app.identity.device_reads.entry_parts`), each
+        part cached before it is given. Unregistered ids are absent (and not cached)."""
+        found, missing = self._cached(rt, device_ids)
         yield found
         if missing:
             read_at = ts(rt.now())
@@ -180,17 +187,7 @@ class DeviceCache:
     def get_many(self, rt: Runtime, device_ids: Sequence[str]) -> dict[str, DecisionEntry]:
         """The entries of ``device_ids`` (valid ids), the ones not cached read from the
         store together; unregistered ids are absent from the result (and not cached)."""
-        if not self.background:
-            self.revalidate(rt)
-        found: dict[str, DecisionEntry] = {}
-        missing: list[str] = []
-        entries = self._entries
-        for device_id in device_ids:
-            entry = entries.get(device_id)
-            if entry is None:
-                missing.append(device_id)
-            else:
-                found[device_id] = entry
+        found, missing = self._cached(rt, device_ids)
         if missing:
             read_at = ts(rt.now())
             read = decision_entries(rt, missing)
