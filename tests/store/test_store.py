@@ -11,8 +11,9 @@ from iotsec.app.identity import devices
 from iotsec.app.pki import cert_records, issuance
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
-from iotsec.store.db import make_engine, transaction
+from iotsec.store.db import driver_transaction, make_engine, transaction
 from iotsec.store.migrate import HEAD, head_revision, is_current, upgrade
+from iotsec.store.reader import WAL_CHECKPOINT_PAGES, WAL_SIZE_LIMIT, connect_sqlite
 from tests.helpers import make_csr
 
 
@@ -45,6 +46,61 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def test_every_sqlite_connection_has_the_store_settings(tmp_path):
+    """The engine's connections, the driver's units of work and the standard library's
+    reader connections all commit durably in WAL mode (synchronous=NORMAL), with foreign
+    keys on, and checkpoint the WAL every WAL_CHECKPOINT_PAGES pages (ADR 0042)."""
+    path = tmp_path / "x.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        upgrade(engine)
+
+        def settings(run) -> tuple[object, ...]:
+            return tuple(run(f"PRAGMA {name}") for name in (
+                "journal_mode", "synchronous", "foreign_keys", "wal_autocheckpoint",
+                "journal_size_limit", "busy_timeout"))
+
+        expected = ("wal", 1, 1, WAL_CHECKPOINT_PAGES, WAL_SIZE_LIMIT, 10000)
+        with engine.connect() as conn:
+            assert settings(lambda q: conn.exec_driver_sql(q).scalar()) == expected
+        with driver_transaction(engine) as unit:
+            assert settings(lambda q: unit.driver.execute(q).fetchone()[0]) == expected
+        reader = connect_sqlite(path)
+        try:
+            assert settings(lambda q: reader.execute(q).fetchone()[0]) == expected
+        finally:
+            reader.close()
+    finally:
+        engine.dispose()
+
+
+def test_the_wal_is_checkpointed_and_reused_under_writes(tmp_path):
+    """Writes past the checkpoint interval move the WAL's pages into the database file and
+    the WAL starts again from its beginning: it stays near the interval's size."""
+    path = tmp_path / "x.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with transaction(engine) as conn:
+            conn.exec_driver_sql("CREATE TABLE blobs (b BLOB)")
+        page = 4096
+        for _ in range(3 * WAL_CHECKPOINT_PAGES // 100):
+            with transaction(engine) as conn:
+                conn.exec_driver_sql("INSERT INTO blobs SELECT randomblob(3000) "
+                                     "FROM (SELECT 1 UNION ALL SELECT 2) a, "
+                                     "(SELECT 1 UNION ALL SELECT 2) b, "
+                                     "(SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 "
+                                     "UNION ALL SELECT 4 UNION ALL SELECT 5) c, "
+                                     "(SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 "
+                                     "UNION ALL SELECT 4 UNION ALL SELECT 5) d")
+        wal = path.with_name(path.name + "-wal")
+        # About 3 intervals' worth of pages were written; the WAL holds at most one
+        # interval's (and the last transaction's) frames.
+        assert path.stat().st_size > 2 * WAL_CHECKPOINT_PAGES * page
+        assert wal.stat().st_size < 1.1 * (WAL_CHECKPOINT_PAGES + 200) * (page + 24)
+    finally:
+        engine.dispose()
 
 
 def test_a_failure_mid_transaction_writes_nothing(rt):

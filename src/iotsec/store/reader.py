@@ -45,6 +45,12 @@ __all__ = ["DriverConnection", "Reader", "connect_sqlite", "open_postgres",
 # and a command on SQLite should not pay for it at start-up.
 _NAMED: Final = r"(?<![:\w]):([A-Za-z_]\w*)"
 
+#: WAL pages written before a commit checkpoints them into the database file.
+WAL_CHECKPOINT_PAGES: Final = 4000
+#: Bytes the WAL file keeps after a checkpoint has emptied it.
+WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+
+
 def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
     """The settings of every connection to the store's SQLite file."""
     # pysqlite's own transaction handling is switched off (isolation_level=None) so that
@@ -56,6 +62,13 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    # Checkpoint the WAL every 4,000 pages (16 MB at 4 KiB pages) rather than every 1,000:
+    # a checkpoint copies each page once however often it was written since the last one
+    # and syncs the file twice, and the pages a write touches repeat (the tables' and
+    # indexes' newest leaves); ADR 0042. The WAL file is cut back to 64 MiB after a
+    # checkpoint that a long reader had let it grow past.
+    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cur.close()
 
 
