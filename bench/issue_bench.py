@@ -14,6 +14,13 @@ with the best round and the rate per CPU-second:
   certificate with ``x509.CertificateBuilder`` and sign it; no store;
 * reference 2  -- ``openssl x509 -req``, one process per certificate (per-process cost);
 * ceiling      -- the cryptography alone: one CSR signature check and one ECDSA signature.
+* floor        -- what one durable issuance cannot do without, in plain Python: the ceiling's
+  cryptography, then one transaction per certificate with the standard library's ``sqlite3``
+  on a store of the same schema and settings (a second home): the device's state read and
+  activated, the key-holder read, the certificate row, and the ``key.use`` and
+  ``cert.issued`` event rows chained with ``hashlib``, then the commit. No certificate is
+  built and no policy applies: a rate no implementation of the single path can pass on
+  this machine.
 
 The process is pinned to one CPU unless ``--no-pin`` is given. With ``--group-profile`` the
 devices' group selects a named certificate profile (365 days, P-256, clientAuth: the same
@@ -23,6 +30,8 @@ certificate), so every issuance resolves it from the store.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import statistics
 import subprocess
 import sys
@@ -57,6 +66,7 @@ from iotsec.pki.issue import device_uri, issue_device
 from iotsec.pki.profiles import DEVICE, CertProfile
 from iotsec.pki.serial import format_serial, random_serial
 from iotsec.store import models
+from iotsec.store.reader import connect_sqlite
 
 GOAL_PER_SECOND = 3000.0
 T = TypeVar("T")
@@ -161,6 +171,62 @@ def run_primitives(ca_key: ec.EllipticCurvePrivateKey, ids: Sequence[str],
     return out
 
 
+def run_floor(store: Path, authority_id: int, ca_key: ec.EllipticCurvePrivateKey,
+              ids: Sequence[str], csrs: Sequence[bytes]) -> list[bytes]:
+    """The floor of one durable issuance (see the module's notes); returns the signatures."""
+    message = bytes(420)
+    algorithm = ec.ECDSA(hashes.SHA256())
+    conn = connect_sqlite(store)
+    out = []
+    try:
+        for device_id, pem in zip(ids, csrs, strict=True):
+            csr = x509.load_pem_x509_csr(pem)
+            if not csr.is_signature_valid:
+                raise ValueError("bad CSR signature")
+            spki = csr.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+            signature = ca_key.sign(message, algorithm)
+            der = message + signature
+            now = int(time.time())
+            serial = format_serial(random_serial())
+            conn.execute("BEGIN IMMEDIATE")
+            state = conn.execute("SELECT state, attributes FROM devices WHERE id = ?",
+                                 (device_id,)).fetchone()
+            if state is None or state[0] not in ("pending", "active"):
+                raise ValueError(f"device {device_id} may not hold a certificate")
+            spki_sha256 = hashlib.sha256(spki).hexdigest()
+            conn.execute("SELECT serial, device_id FROM certificates WHERE spki_sha256 = ? "
+                         "AND not_after > ? AND (revoked_at IS NULL OR revoked_at > ?)",
+                         (spki_sha256, now, now)).fetchall()
+            conn.execute("UPDATE devices SET state = 'active', updated_at = ? "
+                         "WHERE id = ? AND state = 'pending'", (now, device_id))
+            conn.execute(
+                "INSERT INTO certificates (serial, authority_id, device_id, kind, profile, "
+                "subject, not_before, not_after, sha256, der, created_at, spki_sha256) "
+                "VALUES (?, ?, ?, 'device', 'device', ?, ?, ?, ?, ?, ?, ?)",
+                (serial, authority_id, device_id, f"CN={device_id}", now - 60,
+                 now + 365 * 86400, hashlib.sha256(der).hexdigest(), der, now, spki_sha256))
+            seq, head = conn.execute(
+                "SELECT seq, hash FROM events WHERE seq IS NOT NULL ORDER BY seq DESC "
+                "LIMIT 1").fetchone() or (0, "")
+            for kind, actor, detail in (
+                    ("key.use", "issuing", {"key": "issuing", "purpose": "certificate"}),
+                    ("cert.issued", None, {"device": device_id, "profile": "device",
+                                           "not_after": now + 365 * 86400})):
+                text = json.dumps(detail, sort_keys=True, separators=(",", ":"))
+                seq += 1
+                head = hashlib.sha256(f"{head}|{seq}|{now}|{kind}|{actor}|{serial}|{text}"
+                                      .encode()).hexdigest()
+                conn.execute("INSERT INTO events (at, kind, outcome, actor, subject, detail, "
+                             "seq, hash) VALUES (?, ?, 'success', ?, ?, ?, ?, ?)",
+                             (now, kind, actor, serial, text, seq, head))
+            conn.execute("COMMIT")
+            out.append(signature)
+    finally:
+        conn.close()
+    return out
+
+
 OPENSSL_EXT = """[v3]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -220,7 +286,7 @@ def check_certs(ders: Sequence[bytes], ca_cert: x509.Certificate, ids: Sequence[
 # --------------------------------------------------------------------------- main
 
 
-PATHS = ("ref", "batch", "pki", "prims", "single")
+PATHS = ("ref", "batch", "pki", "prims", "single", "floor")
 
 
 def chunks(items: Sequence[T], parts: int) -> list[Sequence[T]]:
@@ -267,7 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "certificate profile": "named, selected by the devices' group" if args.group_profile
         else "built-in device"})
 
-    with fresh_runtime("iotsec-bench-issue-") as rt:
+    with fresh_runtime("iotsec-bench-issue-") as rt, \
+            fresh_runtime("iotsec-bench-floor-") as floor_rt:
+        floor_store = Path(str(floor_rt.engine.url.database))
+        floor_authority = floor_rt.issuing_id()
         if args.group_profile:
             profiles.add_profile(rt, CertProfile.parse("fleet", days=365, key_types="p256",
                                                        ekus="clientAuth"))
@@ -278,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             b_ids = [f"dev-b{r}-{i}" for i in range(count)]
             s_ids = [f"dev-s{r}-{i}" for i in range(single)]
             register(rt, b_ids + s_ids)
+            register(floor_rt, s_ids)
             if args.group_profile and r == 0:
                 profiles.set_group_profile(rt, "fleet-a", "fleet")
             prepared.append((b_ids, make_csrs(b_ids), s_ids, make_csrs(s_ids)))
@@ -293,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_pki_only(rt, ids, csrs)
             if name == "prims":
                 return run_primitives(ca_key, ids, csrs)
+            if name == "floor":
+                return run_floor(floor_store, floor_authority, ca_key, ids, csrs)
             return run_single(rt, ids, csrs)
 
         rates: dict[str, list[float]] = {p: [] for p in PATHS}
@@ -307,13 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for j, (bi, bc, si, sc) in enumerate(work):
                 order = PATHS[j % len(PATHS):] + PATHS[:j % len(PATHS)]
                 for name in order:
-                    ids, csrs = (si, sc) if name == "single" else (bi, bc)
+                    ids, csrs = (si, sc) if name in ("single", "floor") else (bi, bc)
                     start, start_cpu = time.perf_counter(), time.process_time()
                     out[name].extend(step(name, ids, csrs))
                     spent[name] += time.perf_counter() - start
                     cpu[name] += time.process_time() - start_cpu
             for name in PATHS:
-                n = single if name == "single" else count
+                n = single if name in ("single", "floor") else count
                 rates[name].append(n / spent[name])
                 cpu_rates[name].append(n / cpu[name])
             last = out
@@ -366,8 +438,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                "per-process cost")
     report.add("ceiling: crypto primitives only (CSR check + 1 ECDSA sign)", med["prims"],
                "certs/s", f"no certificate built; {spread('prims')}")
+    report.add("floor: the primitives + one sqlite3 transaction of the same rows",
+               med["floor"], "certs/s", f"no certificate built; {spread('floor')}")
     report.add("ratio issue_batch / cryptography", ratio("batch", "ref"), "x")
     report.add("ratio issue_from_csr / cryptography", ratio("single", "ref"), "x")
+    report.add("ratio issue_from_csr / floor", ratio("single", "floor"), "x",
+               "what building the certificate, the policy and the layers cost")
     report.add("ratio PKI layer only / cryptography", ratio("pki", "ref"), "x")
     report.add("ratio issue_batch / PKI layer only", ratio("batch", "pki"), "x",
                "what the store write, locking and records cost")
