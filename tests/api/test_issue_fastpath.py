@@ -51,9 +51,9 @@ def answered(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
     real = issue_fastpath._issue
 
-    def spy(rt: Runtime, device_id: str, body: Any, actor: str) -> Any:
+    async def spy(rt: Runtime, device_id: str, body: Any, actor: str) -> Any:
         calls.append((device_id, actor))
-        return real(rt, device_id, body, actor)
+        return await real(rt, device_id, body, actor)
 
     monkeypatch.setattr(issue_fastpath, "_issue", spy)
     return calls

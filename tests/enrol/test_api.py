@@ -24,9 +24,10 @@ from iotsec.app.enrol.secrets import create_secret
 from iotsec.app.enrol.templates import add_template
 from iotsec.app.identity.devices import NewDevice, add_device, get_device
 from iotsec.app.pki.cert_records import get_certificate
+from iotsec.app.pki.group_issuance import groups_of
 from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.runtime import Runtime
-from iotsec.errors import KeyCustodyError
+from iotsec.errors import KeyCustodyError, StoreError
 from iotsec.identity.enrolment import Template
 from iotsec.identity.registry import DeviceState
 from iotsec.pki.est import MAX_EST_BODY, decode_base64_body, read_certs_only
@@ -345,13 +346,13 @@ def test_failures_inside_are_503_never_500(est: EstApp, rt: Runtime,
                                            caplog: pytest.LogCaptureFixture) -> None:
     secret = device_secret(rt, "dev-1")
 
-    def broken(*_: object, **__: object) -> None:
+    async def broken(*_: object, **__: object) -> None:
         raise RuntimeError("the disk caught fire")
 
     def custody(*_: object, **__: object) -> None:
         raise KeyCustodyError("the token is gone")
 
-    monkeypatch.setattr(est_service, "enrol", broken)
+    monkeypatch.setattr(est_service, "enrol_async", broken)
     monkeypatch.setattr(est_service, "cacerts", custody)
     text = assert_text_error(est.post("simpleenroll", csr(), secret=secret), 503)
     assert "fire" not in text
@@ -359,17 +360,43 @@ def test_failures_inside_are_503_never_500(est: EstApp, rt: Runtime,
     assert "the disk caught fire" in caplog.text and "the token is gone" in caplog.text
 
 
-def test_the_event_loop_stays_free_while_a_service_works(est: EstApp, rt: Runtime,
-                                                         monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
+def test_a_failure_of_the_group_is_503_and_the_next_enrolment_is_served(
+        est: EstApp, rt: Runtime) -> None:
+    # The group commit's thread fails a group before its commit: its request is answered
+    # 503 (nothing written), and the thread goes on to serve the next one.
+    secret = device_secret(rt, "dev-1")
+    groups = groups_of(rt)
+    crashes = [StoreError("the disk holding the database failed (I/O error)")]
+
+    def crash() -> None:
+        if crashes:
+            raise crashes.pop()
+
+    groups.before_commit = crash
+    assert_text_error(est.post("simpleenroll", csr(), secret=secret), 503)
+    assert get_device(rt, "dev-1").state is DeviceState.PENDING
+    answer = est.post("simpleenroll", csr(), secret=secret)
+    assert answer.status_code == 200
+    assert cn(issued_certificate(answer)) == "dev-1"
+
+
+def _hold_commits(rt: Runtime) -> tuple[threading.Event, list[int]]:
+    """Hold each group's commit (in the group commit's thread) until the event is set;
+    the list counts the commits."""
     release = threading.Event()
-    real = est_service.enrol
+    commits: list[int] = []
 
-    def slow(*args: object, **kwargs: object) -> object:
+    def held() -> None:
         assert release.wait(10)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        commits.append(1)
 
-    monkeypatch.setattr(est_service, "enrol", slow)
+    groups_of(rt).before_commit = held
+    return release, commits
+
+
+def test_the_event_loop_stays_free_while_an_enrolment_waits_for_its_commit(
+        est: EstApp, rt: Runtime) -> None:
+    release, commits = _hold_commits(rt)
     secret = device_secret(rt, "dev-1")
 
     async def both() -> tuple[httpx.Response, httpx.Response]:
@@ -380,26 +407,90 @@ def test_the_event_loop_stays_free_while_a_service_works(est: EstApp, rt: Runtim
                          "Authorization": basic(*secret)}))
             await asyncio.sleep(0.2)
             cacerts = await asyncio.wait_for(client.get("/.well-known/est/cacerts"), 5)
+            assert not enrolling.done()  # answered only after its commit
             release.set()
             return cacerts, await enrolling
 
     cacerts, enrolled = asyncio.run(both())
     assert cacerts.status_code == 200
     assert cn(issued_certificate(enrolled)) == "dev-1"
+    assert commits == [1]
 
 
-def test_a_storm_of_enrolments_keeps_to_its_own_threads(est: EstApp, rt: Runtime,
-                                                       monkeypatch: pytest.MonkeyPatch
-                                                       ) -> None:
-    """EST operations run in EST_THREADS threads of their own: a storm of them queues there
-    and leaves the thread pool the API's routes (the CRL, decisions) answer from free."""
+def test_the_event_loop_stays_free_while_a_claim_enrolment_works(
+        est: EstApp, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An enrolment by claim certificate (which reads the store and may ask a hook before
+    # its unit of work) runs in one of the EST threads.
+    add_template(rt, Template.parse("factory", id_from="serial-number"))
+    maker = Manufacturer.create()
+    add_claim_ca(rt, "acme", maker.pem, "factory")
+    _, claim = maker.claim("HW-0001")
+    release = threading.Event()
+    real = est_service.enrol
+
+    def slow(*args: object, **kwargs: object) -> object:
+        assert release.wait(10)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(est_service, "enrol", slow)
+
+    async def both() -> tuple[httpx.Response, httpx.Response]:
+        async with est.client(chain=[pem(claim)]) as client:
+            enrolling = asyncio.create_task(client.post(
+                "/.well-known/est/simpleenroll", content=base64.encodebytes(csr()),
+                headers={"Content-Type": "application/pkcs10"}))
+            await asyncio.sleep(0.2)
+            cacerts = await asyncio.wait_for(client.get("/.well-known/est/cacerts"), 5)
+            release.set()
+            return cacerts, await enrolling
+
+    cacerts, enrolled = asyncio.run(both())
+    assert cacerts.status_code == 200
+    assert cn(issued_certificate(enrolled)) == "HW-0001"
+
+
+def test_a_storm_of_enrolments_holds_no_thread_while_it_waits(est: EstApp, rt: Runtime
+                                                              ) -> None:
+    """Enrolments with a secret wait for their group's commit on the event loop: a storm
+    of them holds neither the EST threads (cacerts is answered from one meanwhile) nor the
+    thread pool the API's routes (the CRL, decisions) answer from, and is answered after
+    the commits, in two groups at most (the first group's commit is held until the storm
+    waits; the others then form one group)."""
+    release, commits = _hold_commits(rt)
+    secrets_ = [device_secret(rt, f"dev-{n}") for n in range(EST_THREADS + 3)]
+
+    async def storm() -> list[httpx.Response]:
+        async with est.client() as client:
+            posts = [asyncio.create_task(client.post(
+                "/.well-known/est/simpleenroll", content=base64.encodebytes(csr()),
+                headers={"Content-Type": "application/pkcs10",
+                         "Authorization": basic(*secret)})) for secret in secrets_]
+            await asyncio.sleep(0.3)
+            assert await asyncio.wait_for(run_in_threadpool(lambda: 42), 2) == 42
+            cacerts = await asyncio.wait_for(client.get("/.well-known/est/cacerts"), 5)
+            assert cacerts.status_code == 200
+            assert not any(post.done() for post in posts)
+            release.set()
+            return list(await asyncio.gather(*posts))
+
+    answers = asyncio.run(storm())
+    assert [a.status_code for a in answers] == [200] * len(secrets_)
+    assert sorted(cn(issued_certificate(a)) for a in answers) == sorted(
+        f"dev-{n}" for n in range(len(secrets_)))
+    assert 1 <= len(commits) <= 2
+
+
+def test_est_operations_in_threads_keep_to_their_own(est: EstApp, rt: Runtime,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """EST operations that run in threads run in EST_THREADS threads of their own: a storm
+    of them queues there and leaves the thread pool the API's routes answer from free."""
     release = threading.Event()
     running: list[int] = []
     most = 0
     lock = threading.Lock()
-    real = est_service.enrol
+    real = est_service.cacerts
 
-    def slow(*args: object, **kwargs: object) -> object:
+    def slow(*args: object, **kwargs: object) -> bytes:
         nonlocal most
         with lock:
             running.append(1)
@@ -411,23 +502,20 @@ def test_a_storm_of_enrolments_keeps_to_its_own_threads(est: EstApp, rt: Runtime
             with lock:
                 running.pop()
 
-    monkeypatch.setattr(est_service, "enrol", slow)
-    secrets_ = [device_secret(rt, f"dev-{n}") for n in range(EST_THREADS + 3)]
+    monkeypatch.setattr(est_service, "cacerts", slow)
 
     async def storm() -> list[httpx.Response]:
         async with est.client() as client:
-            posts = [asyncio.create_task(client.post(
-                "/.well-known/est/simpleenroll", content=base64.encodebytes(csr()),
-                headers={"Content-Type": "application/pkcs10",
-                         "Authorization": basic(*secret)})) for secret in secrets_]
+            gets = [asyncio.create_task(client.get("/.well-known/est/cacerts"))
+                    for _ in range(EST_THREADS + 3)]
             await asyncio.sleep(0.3)
             # The default thread pool (what the API's routes run in) still answers.
             assert await asyncio.wait_for(run_in_threadpool(lambda: 42), 2) == 42
             release.set()
-            return list(await asyncio.gather(*posts))
+            return list(await asyncio.gather(*gets))
 
     answers = asyncio.run(storm())
-    assert [a.status_code for a in answers] == [200] * len(secrets_)
+    assert [a.status_code for a in answers] == [200] * (EST_THREADS + 3)
     assert most == EST_THREADS
 
 

@@ -1,7 +1,8 @@
 """The EST application (RFC 7030, with RFC 8951): ``/.well-known/est/[LABEL/]OP``.
 
 It parses the request, calls one service of :mod:`iotsec.app.enrol.est` in the thread pool
-(they read and write the store; the event loop stays free), and renders the answer in EST's
+(they read and write the store; the event loop stays free) or, for ``simpleenroll`` with an
+enrolment secret, awaits its grouped unit of work on the loop, and renders the answer in EST's
 wire formats (:mod:`iotsec.pki.est`). Who the client is comes from two places only: an HTTP
 Basic ``Authorization`` header (an enrolment secret, RFC 7030 3.2.3) and the certificate
 chain the TLS layer verified in the handshake, which it puts into the request's ASGI TLS
@@ -282,8 +283,14 @@ def _pending(pending: service.Pending) -> Response:
 async def _simpleenroll(request: Request, label: str | None) -> Response:
     credential = _credential(request)
     csr = await _csr(request)
-    done = await _offload(service.enrol, _rt(request), credential, csr, label=label,
-                                   source=_source(request))
+    if isinstance(credential, service.BasicCredential):
+        # Awaited here: the enrolment runs in the group commit's thread, and no thread of
+        # this listener waits for its commit.
+        done = await service.enrol_async(_rt(request), credential, csr, label=label,
+                                         source=_source(request))
+    else:
+        done = await _offload(service.enrol, _rt(request), credential, csr, label=label,
+                              source=_source(request))
     return _pending(done) if isinstance(done, service.Pending) else _issued(done)
 
 

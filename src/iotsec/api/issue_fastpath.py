@@ -7,7 +7,8 @@ as the grouped issuance itself. This ASGI layer (see :mod:`iotsec.api.fastpath`)
 request that carries a bearer token and a JSON body that the route's own request model
 (:class:`~iotsec.api.schemas.IssueIn`) accepts, with the functions the route uses:
 :func:`~iotsec.app.access.api_tokens.authenticate` for the ``operator`` scope,
-:func:`~iotsec.app.pki.group_issuance.issue_grouped` in the same thread pool, the route's
+:func:`~iotsec.app.pki.group_issuance.issue_grouped_async` (awaited on the loop: the
+issuance runs in the group commit's thread, and no thread waits for it), the route's
 answer model (:class:`~iotsec.app.wire.identity.CertificateOut`) and
 :func:`~iotsec.api.problems.for_error`. Anything else — another path or method, a body the
 model refuses, no bearer token — goes to the application unchanged, which answers it as it
@@ -21,7 +22,6 @@ import re
 from typing import Any, Final
 
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from iotsec.api.fastpath import BearerFastPath
 from iotsec.api.limits import MAX_BODY
@@ -40,12 +40,12 @@ PATH: Final = "/v1/devices/{device_id}/certificates"
 _PATH = re.compile(r"/v1/devices/([^/]+)/certificates")
 
 
-def _issue(rt: Runtime, device_id: str, body: IssueIn, actor: str) -> CertificateRecord:
+async def _issue(rt: Runtime, device_id: str, body: IssueIn, actor: str) -> CertificateRecord:
     # Concurrent requests share one transaction (group commit), each answered once its
-    # certificate is committed, as in the route.
-    return group_issuance.issue_grouped(rt, device_id, body.csr.encode("utf-8"),
-                                        days=body.days, actor=actor, profile=body.profile,
-                                        allow_shared_key=body.allow_shared_key)
+    # certificate is committed, as in the route; awaited here, so no thread waits for it.
+    return await group_issuance.issue_grouped_async(
+        rt, device_id, body.csr.encode("utf-8"), days=body.days, actor=actor,
+        profile=body.profile, allow_shared_key=body.allow_shared_key)
 
 
 class IssuanceFastPath(BearerFastPath):
@@ -72,6 +72,6 @@ class IssuanceFastPath(BearerFastPath):
     async def answer(self, prepared: Any, source: str | None,
                      caller: Principal) -> dict[str, Any]:
         device_id, body = prepared
-        record = await run_in_threadpool(_issue, self.rt, device_id, body, caller.name)
+        record = await _issue(self.rt, device_id, body, caller.name)
         out = CertificateOut.from_domain(record, self.rt.now(), with_pem=True)
         return out.model_dump(mode="json")

@@ -41,7 +41,12 @@ from iotsec.app.identity.bindings import policy_changed
 from iotsec.app.identity.devices import NewDevice, get_device, insert_devices, set_state
 from iotsec.app.pki.authorities import trusted_certificates
 from iotsec.app.pki.cert_records import CertificateRecord, record_from_row
-from iotsec.app.pki.group_issuance import Unit, run_grouped, run_grouped_on_driver
+from iotsec.app.pki.group_issuance import (
+    Unit,
+    run_grouped,
+    run_grouped_async,
+    run_grouped_on_driver,
+)
 from iotsec.app.pki.issuance import SHARED_KEY_HINT, issue_in, renew_in
 from iotsec.app.pki.profiles import load_profile
 from iotsec.app.runtime import Runtime
@@ -68,7 +73,7 @@ from iotsec.timeutil import ts
 
 __all__ = [
     "BasicCredential", "ClientChain", "Credential", "Issued", "Pending", "approve", "cacerts",
-    "csrattrs", "enrol", "reenrol", "serverkeygen"
+    "csrattrs", "enrol", "enrol_async", "reenrol", "serverkeygen"
 ]
 
 _T = TypeVar("_T")
@@ -152,14 +157,21 @@ def _guarded(rt: Runtime, operation: str, credential: Credential, source: str | 
     try:
         result = run()
     except IotsecError as exc:
-        _refused(rt, operation, describe(credential), source, exc)
-        if isinstance(exc, EnrolmentAuthError | EnrolmentForbiddenError):
-            throttle.failed(where)
-        if isinstance(exc, EnrolmentAuthError):
+        if _failed(rt, operation, credential, source, exc):
             raise EnrolmentAuthError(_NOT_VALID) from None
         raise
     throttle.succeeded(where)
     return result
+
+
+def _failed(rt: Runtime, operation: str, credential: Credential, source: str | None,
+            exc: IotsecError) -> bool:
+    """A refused flow: its event, and its count against the source. True when the client
+    is to be told only that the credential is not valid."""
+    _refused(rt, operation, describe(credential), source, exc)
+    if isinstance(exc, EnrolmentAuthError | EnrolmentForbiddenError):
+        failure_throttle(rt).failed(source or "unknown")
+    return isinstance(exc, EnrolmentAuthError)
 
 
 def _record(rt: Runtime, req: _Request, kind: str, device_id: str, credential: str,
@@ -263,24 +275,25 @@ def _enrol_in(conn: StoreUnit, rt: Runtime, req: _Request, use: CredentialUse
                                        template.profile if template else None)
 
 
-def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRecord | Pending:
-    use: CredentialUse = (SecretUse(credential) if isinstance(credential, BasicCredential)
-                          else claim_use(rt, credential, req.moment, req.source))
-    rt.authority("issuing")  # loaded before the transaction: a first load reads the store
+_Enrolled = tuple[str, Template | None, CertificateRecord | Pending]
 
-    def work(conn: StoreUnit, _moment: datetime
-             ) -> Unit[tuple[str, Template | None, CertificateRecord | Pending]]:
+
+def _enrol_work(rt: Runtime, use: CredentialUse, req: _Request
+                ) -> Callable[[StoreUnit, datetime], Unit[_Enrolled]]:
+    """The enrolment's unit of work in its group (every statement on the driver)."""
+    def work(conn: StoreUnit, _moment: datetime) -> Unit[_Enrolled]:
         return Unit(_enrol_in(conn, rt, req, use))
 
-    try:
-        # Concurrent enrolments share one transaction (group commit), each in a savepoint
-        # of its own; the CA signature's key.use event commits with the certificate it
-        # made, and the answer comes after the commit. Every statement of an enrolment runs
-        # on the driver, so its group may be held on the driver's own connection.
-        device_id, template, outcome = run_grouped_on_driver(rt, work)
-    except ConflictError as exc:  # a concurrent request registered the device or the claim
-        raise EnrolmentForbiddenError("the device is already registered, or the claim "
-                                      "certificate has already enrolled") from exc
+    return work
+
+
+_ALREADY = "the device is already registered, or the claim certificate has already enrolled"
+
+
+def _enrolled(rt: Runtime, req: _Request, use: CredentialUse, enrolled: _Enrolled
+              ) -> CertificateRecord | Pending:
+    """After the group's commit: the caches told, the enrolment's event recorded."""
+    device_id, template, outcome = enrolled
     if template is not None:  # a device was registered (now, or when it began to wait)
         policy_changed(rt)
     detail = {"template": template.name if template else None}
@@ -289,6 +302,21 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
     else:
         _record(rt, req, req.kind, device_id, use.name, serial=outcome.serial, **detail)
     return outcome
+
+
+def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRecord | Pending:
+    use: CredentialUse = (SecretUse(credential) if isinstance(credential, BasicCredential)
+                          else claim_use(rt, credential, req.moment, req.source))
+    rt.authority("issuing")  # loaded before the transaction: a first load reads the store
+    try:
+        # Concurrent enrolments share one transaction (group commit), each in a savepoint
+        # of its own; the CA signature's key.use event commits with the certificate it
+        # made, and the answer comes after the commit. Every statement of an enrolment runs
+        # on the driver, so its group may be held on the driver's own connection.
+        enrolled = run_grouped_on_driver(rt, _enrol_work(rt, use, req))
+    except ConflictError as exc:  # a concurrent request registered the device or the claim
+        raise EnrolmentForbiddenError(_ALREADY) from exc
+    return _enrolled(rt, req, use, enrolled)
 
 
 def enrol(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | None,
@@ -308,6 +336,35 @@ def enrol(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | N
         return outcome if isinstance(outcome, Pending) else _issued(outcome)
 
     return _guarded(rt, "simpleenroll", credential, source, run)
+
+
+async def enrol_async(rt: Runtime, credential: BasicCredential, csr_der: bytes, *,
+                      label: str | None, source: str | None) -> Issued | Pending:
+    """:func:`enrol` with a bootstrap secret, awaited on the running event loop: the same
+    checks, unit of work, events and answers, but no thread waits for the group's commit
+    (:meth:`iotsec.app.pki.group_issuance.IssuanceGroups.run_async`). What runs on the loop
+    reads and writes nothing (the request's CSR checked, the throttle, the event buffered
+    by a serving process's sink); the unit of work runs in the group commit's thread. A
+    claim certificate's enrolment reads the store and may ask a hook first: :func:`enrol`,
+    in a thread."""
+    where = source or "unknown"
+    throttle = failure_throttle(rt)
+    throttle.check(where)
+    try:
+        req = _request(rt, csr_der, label=label, source=source, kind="est.enrolled")
+        use = SecretUse(credential)
+        try:
+            enrolled = await run_grouped_async(rt, _enrol_work(rt, use, req))
+        except ConflictError as exc:
+            raise EnrolmentForbiddenError(_ALREADY) from exc
+        outcome = _enrolled(rt, req, use, enrolled)
+        result = outcome if isinstance(outcome, Pending) else _issued(outcome)
+    except IotsecError as exc:
+        if _failed(rt, "simpleenroll", credential, source, exc):
+            raise EnrolmentAuthError(_NOT_VALID) from None
+        raise
+    throttle.succeeded(where)
+    return result
 
 
 # --- re-enrolment: the device's own certificate -----------------------------------------

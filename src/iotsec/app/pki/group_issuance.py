@@ -29,10 +29,23 @@ return are appended to the event chain last, in the group's transaction.
 One caller at a time leads: it takes what is waiting (at most :data:`MAX_GROUP`), runs it,
 commits, answers the group, and hands the lead to the oldest request still waiting.
 A lone request runs at once, in a group of one: nothing waits for company.
+
+A request may also be awaited on an event loop (:meth:`IssuanceGroups.issue_async`,
+:meth:`IssuanceGroups.run_async`, used by the HTTP edges): no thread waits for it. Such a
+request cannot lead (the loop must not run a transaction), so the groups it joins are led
+by the group commit's own thread, which runs groups while requests wait (the waiting
+threads' requests as well) and is woken once per group, not per request. Its answers reach
+each event loop in one callback per group (``call_soon_threadsafe``), after the commit.
+A request whose waiter is cancelled before its group took it is withdrawn (nothing of it
+is written); once taken, it is committed or refused with its group, and its answer is
+dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,13 +66,17 @@ from iotsec.store.db import driver_transaction, transaction, unit_error
 from iotsec.store.direct import Savepoint, core
 from iotsec.store.direct import Unit as StoreUnit
 
-__all__ = ["MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped", "run_grouped",
-           "run_grouped_on_driver"]
+__all__ = ["IDLE_SECONDS", "MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped",
+           "issue_grouped_async", "run_grouped", "run_grouped_async", "run_grouped_on_driver"]
 
+log = logging.getLogger("iotsec.app.pki.group_issuance")
 _T = TypeVar("_T")
 _Shared = dict[str, list[tuple[str, str | None]]]
 #: The most requests one transaction handles.
 MAX_GROUP = 256
+#: Seconds the group commit's thread waits for work before it ends (a new one starts when
+#: a request awaited on an event loop finds nobody leading).
+IDLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +100,12 @@ class _Request:
     #: Runs only driver statements (:class:`iotsec.store.direct.Direct`), so that it may
     #: run on the driver's own connection.
     on_driver: bool
-    done: threading.Event = field(default_factory=threading.Event)
+    #: Set when a waiting thread's request is answered or handed the lead; None for a
+    #: request awaited on an event loop.
+    done: threading.Event | None = None
+    #: The event loop and future of a request awaited there.
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[Any] | None = None
     lead: bool = False
     answered: bool = False
     result: Any = None
@@ -98,6 +120,11 @@ class IssuanceGroups:
         self._lock = threading.Lock()
         self._waiting: list[_Request] = []
         self._leading = False
+        #: The group commit's own thread (None when it has ended), whether it leads, and
+        #: what wakes it.
+        self._runner: threading.Thread | None = None
+        self._runner_leads = False
+        self._wake = threading.Condition(self._lock)
         #: Runs in the group's transaction before its commit (tests: a crash there).
         self.before_commit = before_commit
 
@@ -105,6 +132,21 @@ class IssuanceGroups:
               profile: str | None = None, allow_shared_key: bool = False,
               actor: str | None = None) -> CertificateRecord:
         """Issue one certificate, in the next group; returns once it is committed."""
+        request = self._issuance(device_id, csr, days=days, profile=profile,
+                                 allow_shared_key=allow_shared_key, actor=actor)
+        return self._issued(self._submit(request))
+
+    async def issue_async(self, device_id: str, csr: bytes | CheckedCsr, *,
+                          days: int | None = None, profile: str | None = None,
+                          allow_shared_key: bool = False,
+                          actor: str | None = None) -> CertificateRecord:
+        """:meth:`issue` awaited on the running event loop: no thread waits for it."""
+        request = self._issuance(device_id, csr, days=days, profile=profile,
+                                 allow_shared_key=allow_shared_key, actor=actor)
+        return self._issued(await self._submit_async(request))
+
+    def _issuance(self, device_id: str, csr: bytes | CheckedCsr, *, days: int | None,
+                  profile: str | None, allow_shared_key: bool, actor: str | None) -> _Request:
         checked = csr if isinstance(csr, CheckedCsr) else parse_csr(csr)
         device = parse_device_id(device_id)
         rt = self._rt
@@ -119,9 +161,12 @@ class IssuanceGroups:
                                    "not_after": values["not_after"]})
             return Unit((values, shared), [issued.row()])
 
-        values, shared = self._submit(_Request(work, alone=False, on_driver=True))
+        return _Request(work, alone=False, on_driver=True)
+
+    def _issued(self, outcome: tuple[dict[str, Any], _Shared]) -> CertificateRecord:
+        values, shared = outcome
         if shared:
-            record_shared(rt, [values], shared)
+            record_shared(self._rt, [values], shared)
         return record_from_row(values)
 
     def run(self, work: Callable[[Connection, datetime], Unit[_T]]) -> _T:
@@ -140,8 +185,15 @@ class IssuanceGroups:
         result: _T = self._submit(_Request(work, alone=True, on_driver=True))
         return result
 
+    async def run_async(self, work: Callable[[StoreUnit, datetime], Unit[_T]]) -> _T:
+        """:meth:`run_on_driver` awaited on the running event loop: no thread waits for
+        it. ``work`` runs in the group commit's thread."""
+        result: _T = await self._submit_async(_Request(work, alone=True, on_driver=True))
+        return result
+
     def _submit(self, request: _Request) -> Any:
         self._rt.authority("issuing")  # a first load reads the store: not in the group
+        request.done = threading.Event()
         with self._lock:
             self._waiting.append(request)
             if not self._leading:
@@ -160,6 +212,59 @@ class IssuanceGroups:
             raise request.error
         return request.result
 
+    async def _submit_async(self, request: _Request) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        request.loop, request.future = loop, future
+        with self._lock:
+            self._waiting.append(request)
+            if not self._leading:
+                self._leading = True
+                self._to_runner()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            with self._lock:
+                # Not taken by a group yet: withdrawn, nothing of it written. Taken: it is
+                # committed or refused with its group; nobody waits for the answer.
+                if request in self._waiting:
+                    self._waiting.remove(request)
+            raise
+
+    def _to_runner(self) -> None:
+        """Hand the lead to the group commit's thread (started if it has ended). The lock
+        is held."""
+        self._runner_leads = True
+        if self._runner is None:
+            self._runner = threading.Thread(target=self._serve, name="iotsec-group-commit",
+                                            daemon=True)
+            self._runner.start()
+        else:
+            self._wake.notify()
+
+    def _serve(self) -> None:
+        """The group commit's thread: leads while it is handed the lead, runs groups while
+        requests wait, and ends after :data:`IDLE_SECONDS` without work."""
+        while True:
+            with self._lock:
+                while not self._runner_leads:
+                    if not self._wake.wait(IDLE_SECONDS) and not self._runner_leads:
+                        self._runner = None
+                        return
+            while True:
+                with self._lock:
+                    group = self._waiting[:MAX_GROUP]
+                    del self._waiting[:MAX_GROUP]
+                    if not group:
+                        self._runner_leads = self._leading = False
+                        break
+                try:
+                    self._run(group)
+                except BaseException as exc:
+                    # Only a non-Exception gets here (_run answered the group with it). The
+                    # thread keeps leading: the requests waiting must not be left unled.
+                    log.error("a group of the group commit ended with %s", type(exc).__name__)
+
     def _lead(self) -> None:
         with self._lock:
             group = self._waiting[:MAX_GROUP]
@@ -168,12 +273,15 @@ class IssuanceGroups:
             self._run(group)
         finally:
             with self._lock:
-                if self._waiting:
-                    successor = self._waiting[0]
+                successor = self._waiting[0] if self._waiting else None
+                if successor is None:
+                    self._leading = False
+                elif successor.done is None:
+                    # Awaited on an event loop: it cannot lead; the group's thread does.
+                    self._to_runner()
+                else:
                     successor.lead = True
                     successor.done.set()
-                else:
-                    self._leading = False
 
     def _run(self, group: list[_Request]) -> None:
         rt = self._rt
@@ -181,6 +289,9 @@ class IssuanceGroups:
         done: list[tuple[_Request, Any]] = []
         refused: list[tuple[_Request, BaseException]] = []
         try:
+            # A first load (or a reload) of the CA reads the store: before the group's
+            # transaction. Each waiting thread's request loaded it too before it joined.
+            rt.authority("issuing")
             unit_of_work = (driver_transaction if all(r.on_driver for r in group)
                             else transaction)
             with rt.events.held() as signatures, unit_of_work(rt.engine) as conn:
@@ -199,21 +310,12 @@ class IssuanceGroups:
                 if self.before_commit is not None:
                     self.before_commit()
         except BaseException as exc:
-            for request in group:
-                request.error = exc
-                request.answered = True
-                request.done.set()
+            _answer([(request, None, exc) for request in group])
             if not isinstance(exc, Exception):
                 raise
             return
-        for request, error in refused:
-            request.error = error
-            request.answered = True
-            request.done.set()
-        for request, result in done:
-            request.result = result
-            request.answered = True
-            request.done.set()
+        _answer([*((request, None, error) for request, error in refused),
+                 *((request, result, None) for request, result in done)])
 
     def _one(self, conn: StoreUnit, request: _Request, moment: datetime) -> Unit[Any]:
         """One request in the group's transaction. A refusal raises :class:`_Refused` and
@@ -235,6 +337,36 @@ class IssuanceGroups:
                            else exc) from exc
         part.release()
         return unit
+
+
+def _answer(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:
+    """Answer each request with its result or error: a waiting thread by its event, the
+    requests awaited on an event loop by one callback per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any, BaseException | None]]]
+    by_loop = {}
+    for answer in answers:
+        request, result, error = answer
+        request.result, request.error = result, error
+        request.answered = True
+        if request.done is not None:
+            request.done.set()
+        elif request.loop is not None:
+            by_loop.setdefault(request.loop, []).append(answer)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to answer
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:
+    """On the requests' event loop: resolve their futures (a cancelled one is left)."""
+    for request, result, error in answers:
+        future = request.future
+        if future is None or future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class _Refused(Exception):
@@ -266,6 +398,22 @@ def run_grouped(rt: Runtime, work: Callable[[Connection, datetime], Unit[_T]]) -
     """Run ``work`` in the runtime's group commit (:meth:`IssuanceGroups.run`): concurrent
     units of work (and issuances) share one transaction, each answered after its commit."""
     return groups_of(rt).run(work)
+
+
+async def issue_grouped_async(rt: Runtime, device_id: str, csr: bytes, *,
+                              days: int | None = None, profile: str | None = None,
+                              allow_shared_key: bool = False,
+                              actor: str | None = None) -> CertificateRecord:
+    """:func:`issue_grouped` awaited on the running event loop (no thread waits for it)."""
+    return await groups_of(rt).issue_async(device_id, csr, days=days, profile=profile,
+                                           allow_shared_key=allow_shared_key, actor=actor)
+
+
+async def run_grouped_async(rt: Runtime, work: Callable[[StoreUnit, datetime], Unit[_T]]
+                            ) -> _T:
+    """:func:`run_grouped_on_driver` awaited on the running event loop
+    (:meth:`IssuanceGroups.run_async`)."""
+    return await groups_of(rt).run_async(work)
 
 
 def run_grouped_on_driver(rt: Runtime, work: Callable[[StoreUnit, datetime], Unit[_T]]) -> _T:
