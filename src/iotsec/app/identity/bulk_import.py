@@ -192,18 +192,25 @@ class _Writer:
                     f"(also on {self.unit} {earlier}); nothing was imported",
                     hint="remove the duplicate and import again")
         self._ensure_groups({g for row in batch for g in row[2]})
+        roles = [self._roles(r[4]) for r in batch]
         state = DeviceState.PENDING.value
         savepoint = self.conn.begin_nested()
         try:
+            # Each row carries its group and role names as the links below will have them
+            # (both sorted), so the database's triggers that keep them (migration 0028)
+            # find nothing to change.
             insert_rows(self.conn, m.devices,
-                        ("id", "state", "attributes", "created_at", "updated_at"),
-                        [(r[1], state, r[3], self.now, self.now) for r in batch])
+                        ("id", "state", "attributes", "created_at", "updated_at",
+                         "group_names", "role_names"),
+                        [(r[1], state, r[3], self.now, self.now, " ".join(r[2]),
+                          " ".join(held)) for r, held in zip(batch, roles, strict=True)])
         except BulkConflict:
             savepoint.rollback()
             self._refuse(batch)
             raise
         savepoint.commit()
-        bindings = [(r[1], role) for r in batch for role in self._roles(r[4])]
+        bindings = [(r[1], role) for r, held in zip(batch, roles, strict=True)
+                    for role in held]
         # Every foreign key of the links holds, checked once per key and not per row: each
         # device was inserted just above by this transaction (unseen by anyone else), each
         # group and role is locked by _ensure_groups and _roles. The store's per-row checks
