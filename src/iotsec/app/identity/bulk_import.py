@@ -53,7 +53,13 @@ from iotsec.identity.registry import (
     parse_group_name,
 )
 from iotsec.store import models as m
-from iotsec.store.bulk import BulkConflict, insert_rows, lock_keys, references_checked
+from iotsec.store.bulk import (
+    BulkConflict,
+    insert_rows,
+    lock_keys,
+    names_written,
+    references_checked,
+)
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
@@ -216,7 +222,9 @@ class _Writer:
         # group and role is locked by _ensure_groups and _roles. The store's per-row checks
         # can then be skipped (see references_checked); the policy change the bindings make
         # is announced by bump_policy_version at the end, as before.
-        with references_checked(self.conn):
+        # Each device row above carries the names these links give it: the triggers that
+        # keep them (migration 0028) need not look each device up again (names_written).
+        with references_checked(self.conn), names_written(self.conn):
             insert_rows(self.conn, m.device_groups, ("device_id", "group_name"),
                         [(r[1], g) for r in batch for g in r[2]])
             if bindings:

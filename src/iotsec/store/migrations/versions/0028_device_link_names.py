@@ -28,6 +28,9 @@ down_revision = "0027"
 branch_labels = None
 depends_on = None
 
+#: The setting a writer that writes the names with the device rows it inserts sets, for
+#: its transaction, around its link inserts (the bulk import: ``store.bulk.names_written``).
+WRITTEN = "iotsec.device_names_written"
 #: (links table, name column, devices column).
 _LINKS = (("device_groups", "group_name", "group_names"),
           ("device_roles", "role_name", "role_names"))
@@ -52,6 +55,9 @@ def _pg_function(table: str, name: str, column: str) -> str:
 
     return f"""
         BEGIN
+          IF current_setting('{WRITTEN}', true) = 'on' THEN
+            RETURN NULL;  -- the writer wrote the names with the rows (store.bulk.names_written)
+          END IF;
           IF TG_OP = 'INSERT' THEN
             {refresh("SELECT DISTINCT device_id FROM new_links")}
           ELSIF TG_OP = 'DELETE' THEN
