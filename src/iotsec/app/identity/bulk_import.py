@@ -223,8 +223,9 @@ class _Writer:
         # can then be skipped (see references_checked); the policy change the bindings make
         # is announced by bump_policy_version at the end, as before.
         # Each device row above carries the names these links give it: the triggers that
-        # keep them (migration 0028) need not look each device up again (names_written).
-        with references_checked(self.conn), names_written(self.conn):
+        # keep them (migration 0028) are told so for the whole import (names_written in
+        # _import_batches) and need not look each device up again.
+        with references_checked(self.conn):
             insert_rows(self.conn, m.device_groups, ("device_id", "group_name"),
                         [(r[1], g) for r in batch for g in r[2]])
             if bindings:
@@ -288,7 +289,11 @@ def _import_batches(rt: Runtime, batches: Iterator[list[ImportRow]], *,
     total = 0
     first = last = ""
     try:
-        with transaction(rt.engine) as conn:
+        # The import writes each device's group and role names with its row, equal to
+        # the links it writes for it (_Writer.write), and no other links: it vouches for
+        # them once for its whole transaction (on SQLite, the triggers are dropped and made
+        # again once, not per batch).
+        with transaction(rt.engine) as conn, names_written(conn):
             writer = _Writer(rt, conn, ts(moment), unit)
             for batch in batches:
                 writer.write(batch)
