@@ -12,6 +12,11 @@ row), and enabled ``ALWAYS``: they also fire under ``session_replication_role = 
 which the bulk import sets to skip the foreign keys' per-row checks (ADR 0037). On SQLite
 they are per row.
 
+A writer that writes the names with the device rows it inserts, equal to the links it then
+inserts for them (the bulk import), may say so for its transaction
+(``store.bulk.names_written``): the triggers then skip its statements instead of looking
+each device up again.
+
 A device's row updated by these triggers is announced by the change feed's trigger on
 ``devices`` (migration 0023), so serving processes read its entry again.
 
