@@ -182,6 +182,21 @@ def test_two_servers_agree_within_two_seconds(servers: tuple[Server, Server, str
                          json={"roles": ["device", "muted"]}).status_code == 200
     _within(WITHIN, "B applies the new policy", lambda: not _allowed(b, auth, "d-3"))
 
+    # A membership written by another writer than the services (plain SQL, no updated_at
+    # moved): the database updates d-1's names on its row, the change feed announces the
+    # device, and B reads its entry again (ADR 0041).
+    assert _allowed(b, auth, "d-1")
+    assert a.client.post("/v1/groups", headers=auth,
+                         json={"name": "quiet", "roles": ["muted"]}).status_code in (200, 201)
+    time.sleep(0.3)  # B recompiles the policy; d-1 is not in the group yet
+    assert _allowed(b, auth, "d-1")
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO device_groups (device_id, group_name) "
+                          "VALUES ('d-1', 'quiet')"))
+    engine.dispose()
+    _within(WITHIN, "B applies d-1's new group", lambda: not _allowed(b, auth, "d-1"))
+
     # An API token revoked through A: B refuses it.
     made = a.client.post("/v1/tokens", headers=auth, json={"name": "ops", "scope": "operator"})
     assert made.status_code == 201, made.text
@@ -241,6 +256,16 @@ def test_triggers_announce_each_change_on_commit(rt: Runtime,
     assert Change("device", "t-1") in feed()
     role_service.add_role(rt, Role.build("r-1", [Rule.parse("allow", "publish", "x/#")]))
     assert Change("policy", "*") in feed()
+    # A link written alone (plain SQL): its device's row is updated by the names' trigger
+    # (migration 0028), which the device's trigger announces.
+    with rt.engine.begin() as conn:
+        conn.execute(text("INSERT INTO groups (name, created_at) VALUES ('g-1', 1)"))
+        conn.execute(text("INSERT INTO device_groups (device_id, group_name) "
+                          "VALUES ('t-1', 'g-1')"))
+    assert Change("device", "t-1") in feed()
+    with rt.engine.begin() as conn:
+        conn.execute(text("DELETE FROM groups WHERE name = 'g-1'"))
+    assert Change("device", "t-1") in feed()
     # A bulk import binds the default role with the per-row triggers off (ADR 0037): its
     # policy version's bump announces it.
     assert bulk_import.import_csv(rt, io.StringIO("id,groups\nt-2,g\nt-3,g\n")) == 2

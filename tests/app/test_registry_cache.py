@@ -9,7 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from iotsec.access.policy import Role, Rule
 from iotsec.app.access import decisions as access
+from iotsec.app.access.roles import add_role, assign_device
 from iotsec.app.identity import registry_cache
 from iotsec.app.identity.devices import NewDevice, add_device
 from iotsec.app.identity.lifecycle import change_state
@@ -64,6 +66,20 @@ def test_another_process_change_is_seen_within_the_delay(rt: Runtime, clock: Fak
     assert "disabled" in refreshed.explanation
     assert before.peek(rt, "d2") is d2_entry
     assert not _allowed(rt, "d1")
+
+    # Another process binds d2 a role that denies: its entry, read from its row alone
+    # (the names the database keeps there, ADR 0041), carries the role within the delay.
+    other = open_runtime(rt.settings, clock=clock)
+    try:
+        clock.advance(timedelta(seconds=3))
+        add_role(other, Role.build("muted", [Rule.parse("deny", "publish", "devices/#")]))
+        assign_device(other, "d2", ["muted"])
+    finally:
+        other.close()
+    time.sleep(0.25)
+    assert not _allowed(rt, "d2")
+    entry = before.peek(rt, "d2")
+    assert entry is not None and entry.identity.roles == ("device", "muted")
 
 
 def _other_process_disables(rt: Runtime, clock: FakeClock, ids: list[str]) -> None:

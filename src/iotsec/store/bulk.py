@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from iotsec.errors import ConflictError
 
-__all__ = ["BulkConflict", "insert_rows", "lock_keys", "references_checked"]
+__all__ = ["BulkConflict", "insert_rows", "lock_keys", "names_written", "references_checked"]
 
 
 class BulkConflict(ConflictError):
@@ -123,3 +123,35 @@ def references_checked(conn: Connection) -> Iterator[bool]:
     # Not reached when a statement inside failed: the transaction is then rolled back,
     # which undoes the setting with it.
     conn.exec_driver_sql("SET LOCAL session_replication_role = origin")
+
+
+#: The transaction's setting the PostgreSQL triggers of migration 0028 look at.
+_WRITTEN = "iotsec.device_names_written"
+#: The SQLite triggers of migration 0028 (on device_groups and device_roles).
+_SQLITE_NAME_TRIGGERS = ("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND "
+                         "(name LIKE 'iotsec_device_groups_names_%' OR "
+                         "name LIKE 'iotsec_device_roles_names_%') ORDER BY name")
+
+
+@contextmanager
+def names_written(conn: Connection) -> Iterator[None]:
+    """For the link inserts run inside, the caller vouches that each device row they link
+    was inserted by this transaction with its ``group_names`` and ``role_names`` equal to
+    the links it is given (migration 0028): the database's triggers that keep the names
+    then skip those statements, which would otherwise look every device up again (at
+    1,000,000 devices, more than the import itself). Only this transaction is concerned:
+    on PostgreSQL a setting local to it (``SET LOCAL``), on SQLite the triggers dropped and
+    made again inside it (no other connection sees the store without them: SQLite has one
+    writer, and readers see committed states). A failure inside rolls the transaction
+    back, the setting or the triggers with it."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL {_WRITTEN} = 'on'")
+        yield
+        conn.exec_driver_sql(f"SET LOCAL {_WRITTEN} = 'off'")
+        return
+    triggers = conn.exec_driver_sql(_SQLITE_NAME_TRIGGERS).all()
+    for name, _sql in triggers:
+        conn.exec_driver_sql(f"DROP TRIGGER {_quote(name)}")
+    yield
+    for _name, sql in triggers:
+        conn.exec_driver_sql(sql)

@@ -90,6 +90,12 @@ devices = Table(
     Column("attributes", Text, nullable=False),  # JSON object of strings
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # The device's group names and own role names, sorted byte by byte and space-separated
+    # ('' for none): copies of the links (device_groups, device_roles), kept equal to them
+    # by the database's own triggers (migration 0028), so that a decision reads the
+    # device's row alone (ADR 0041). Lists and joins read the links.
+    Column("group_names", Text, nullable=False, server_default=""),
+    Column("role_names", Text, nullable=False, server_default=""),
     Index(None, "updated_at"),
     # The console's device list filtered by state, in id order (keyset paging).
     Index(None, "state", "id"),

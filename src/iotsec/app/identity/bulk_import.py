@@ -53,7 +53,13 @@ from iotsec.identity.registry import (
     parse_group_name,
 )
 from iotsec.store import models as m
-from iotsec.store.bulk import BulkConflict, insert_rows, lock_keys, references_checked
+from iotsec.store.bulk import (
+    BulkConflict,
+    insert_rows,
+    lock_keys,
+    names_written,
+    references_checked,
+)
 from iotsec.store.db import reading, transaction
 from iotsec.timeutil import ts
 
@@ -192,23 +198,33 @@ class _Writer:
                     f"(also on {self.unit} {earlier}); nothing was imported",
                     hint="remove the duplicate and import again")
         self._ensure_groups({g for row in batch for g in row[2]})
+        roles = [self._roles(r[4]) for r in batch]
         state = DeviceState.PENDING.value
         savepoint = self.conn.begin_nested()
         try:
+            # Each row carries its group and role names as the links below will have them
+            # (both sorted), so the database's triggers that keep them (migration 0028)
+            # find nothing to change.
             insert_rows(self.conn, m.devices,
-                        ("id", "state", "attributes", "created_at", "updated_at"),
-                        [(r[1], state, r[3], self.now, self.now) for r in batch])
+                        ("id", "state", "attributes", "created_at", "updated_at",
+                         "group_names", "role_names"),
+                        [(r[1], state, r[3], self.now, self.now, " ".join(r[2]),
+                          " ".join(held)) for r, held in zip(batch, roles, strict=True)])
         except BulkConflict:
             savepoint.rollback()
             self._refuse(batch)
             raise
         savepoint.commit()
-        bindings = [(r[1], role) for r in batch for role in self._roles(r[4])]
+        bindings = [(r[1], role) for r, held in zip(batch, roles, strict=True)
+                    for role in held]
         # Every foreign key of the links holds, checked once per key and not per row: each
         # device was inserted just above by this transaction (unseen by anyone else), each
         # group and role is locked by _ensure_groups and _roles. The store's per-row checks
         # can then be skipped (see references_checked); the policy change the bindings make
         # is announced by bump_policy_version at the end, as before.
+        # Each device row above carries the names these links give it: the triggers that
+        # keep them (migration 0028) are told so for the whole import (names_written in
+        # _import_batches) and need not look each device up again.
         with references_checked(self.conn):
             insert_rows(self.conn, m.device_groups, ("device_id", "group_name"),
                         [(r[1], g) for r in batch for g in r[2]])
@@ -273,7 +289,11 @@ def _import_batches(rt: Runtime, batches: Iterator[list[ImportRow]], *,
     total = 0
     first = last = ""
     try:
-        with transaction(rt.engine) as conn:
+        # The import writes each device's group and role names with its row, equal to
+        # the links it writes for it (_Writer.write), and no other links: it vouches for
+        # them once for its whole transaction (on SQLite, the triggers are dropped and made
+        # again once, not per batch).
+        with transaction(rt.engine) as conn, names_written(conn):
             writer = _Writer(rt, conn, ts(moment), unit)
             for batch in batches:
                 writer.write(batch)

@@ -67,16 +67,14 @@ def entry_of(device: Device) -> DecisionEntry:
 #: Ids per statement of :func:`decision_entries`.
 _CHUNK = 2000
 #: Each device's state and attributes with its groups and its own roles as space-separated
-#: lists (names never contain a space: ``parse_group_name``, ``parse_role_name``); the ids
-#: are one parameter (an array on PostgreSQL, a JSON array on SQLite), so the statement's
-#: text does not grow with the batch.
-_ENTRIES = ("SELECT d.id, d.state, d.attributes, "
-            "(SELECT {agg}(g.group_name, ' ') FROM device_groups g WHERE g.device_id = d.id), "
-            "(SELECT {agg}(r.role_name, ' ') FROM device_roles r WHERE r.device_id = d.id) "
-            "FROM devices d WHERE {ids}")
-_PG_ENTRIES = _ENTRIES.format(agg="string_agg", ids="d.id = ANY(:ids)")
-_SQLITE_ENTRIES = _ENTRIES.format(agg="group_concat",
-                                  ids="d.id IN (SELECT value FROM json_each(:ids))")
+#: lists (names never contain a space: ``parse_group_name``, ``parse_role_name``), all on
+#: the device's row: the database keeps ``group_names`` and ``role_names`` equal to the
+#: links (migration 0028, ADR 0041), so the server reads one row per device. The ids are
+#: one parameter (an array on PostgreSQL, a JSON array on SQLite), so the statement's text
+#: does not grow with the batch.
+_ENTRIES = "SELECT id, state, attributes, group_names, role_names FROM devices WHERE {ids}"
+_PG_ENTRIES = _ENTRIES.format(ids="id = ANY(:ids)")
+_SQLITE_ENTRIES = _ENTRIES.format(ids="id IN (SELECT value FROM json_each(:ids))")
 #: Distinct texts remembered by each of :func:`decision_entries`' parse caches before it is
 #: emptied (a fleet repeats a few attribute sets and group and role lists).
 _TEXTS = 4096

@@ -77,7 +77,8 @@ _GROUP = Direct(select(m.groups.c.name).where(m.groups.c.name == bindparam("name
 _ADD_GROUP = Direct(insert(m.groups).values(name=bindparam("name"),
                                             created_at=bindparam("created_at")))
 _ADD_DEVICE = Direct(insert(m.devices).values(
-    {c: bindparam(c) for c in ("id", "state", "attributes", "created_at", "updated_at")}))
+    {c: bindparam(c) for c in ("id", "state", "attributes", "created_at", "updated_at",
+                               "group_names", "role_names")}))
 _DEFAULT_ROLE = Direct(select(m.roles.c.name).where(m.roles.c.name == DEFAULT_ROLE))
 _LINK_GROUP = Direct(insert(m.device_groups).values(device_id=bindparam("device_id"),
                                                     group_name=bindparam("group_name")))
@@ -100,9 +101,17 @@ def _ensure_groups(conn: Unit, names: set[str], now: int) -> None:
 
 def _insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
     _ensure_groups(conn, {g for d in batch for g in d.groups}, now)
+    # The default role is bound when it exists (``iotsec init`` creates it).
+    default: tuple[str, ...] = ()
+    if any(d.roles is None for d in batch) and _DEFAULT_ROLE.first(conn):
+        default = (DEFAULT_ROLE,)
+    # Each row carries the group and role names its links will have (sorted), so the
+    # database's triggers that keep them (migration 0028) find nothing to change.
     rows = [{"id": d.id, "state": DeviceState.PENDING.value,
              "attributes": json.dumps(d.attributes or {}, sort_keys=True),
-             "created_at": now, "updated_at": now} for d in batch]
+             "created_at": now, "updated_at": now, "group_names": " ".join(d.groups),
+             "role_names": " ".join(default if d.roles is None else d.roles)}
+            for d in batch]
     links = [{"device_id": d.id, "group_name": g} for d in batch for g in d.groups]
     if len(batch) == 1:
         _ADD_DEVICE.execute(conn, rows[0]).close()
@@ -113,10 +122,6 @@ def _insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
         if links:
             core(conn).execute(insert(m.device_groups), links)
     # Bind roles grouped by role set, so a bulk import is a handful of statements.
-    # The default role is bound when it exists (``iotsec init`` creates it).
-    default: tuple[str, ...] = ()
-    if any(d.roles is None for d in batch) and _DEFAULT_ROLE.first(conn):
-        default = (DEFAULT_ROLE,)
     by_roles: dict[tuple[str, ...], list[str]] = {}
     for d in batch:
         by_roles.setdefault(default if d.roles is None else d.roles, []).append(d.id)
@@ -207,12 +212,13 @@ def _pg_devices(conn: Connection, ids: list[str]) -> list[Device]:
               .scalar_subquery())
     roles = (select(func.string_agg(r.role_name, " ")).where(r.device_id == m.devices.c.id)
              .scalar_subquery())
-    rows = conn.execute(select(m.devices, groups.label("group_names"),
-                               roles.label("role_names"))
+    rows = conn.execute(select(m.devices, groups.label("linked_groups"),
+                               roles.label("linked_roles"))
                         .where(m.devices.c.id == any_(bindparam("ids", type_=ARRAY(String))))
                         , {"ids": ids}).all()
-    return [device_of(row, tuple(sorted(row.group_names.split(" "))) if row.group_names else (),
-                    tuple(sorted(row.role_names.split(" "))) if row.role_names else ())
+    return [device_of(row, tuple(sorted(row.linked_groups.split(" ")))
+                      if row.linked_groups else (),
+                      tuple(sorted(row.linked_roles.split(" "))) if row.linked_roles else ())
             for row in rows]
 
 
