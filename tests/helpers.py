@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,3 +44,19 @@ def make_csr(key: CertificateIssuerPrivateKeyTypes | None = None, *, cn: str = "
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
            .sign(key, hashes.SHA256()))
     return csr.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM)
+
+
+def alembic_to(rt: Any, action: str, revision: str) -> None:
+    """Run alembic's ``upgrade`` or ``downgrade`` to ``revision`` on the runtime's store, in
+    one of the store's transactions (the migration tests)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from iotsec.store import migrate
+    from iotsec.store.db import transaction
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrate._MIGRATIONS))
+    with transaction(rt.engine) as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, action)(cfg, revision)

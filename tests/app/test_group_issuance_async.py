@@ -187,10 +187,8 @@ def test_a_unit_of_work_that_raises_is_rolled_back_alone(rt: Runtime) -> None:
     assert {"g-lead", "g-good"} <= names and "g-bad" not in names
 
 
-def test_a_cancelled_waiter_is_withdrawn_before_its_group(rt: Runtime) -> None:
-    ids = ["first", "gone", "kept"]
-    _register(rt, ids)
-    groups = IssuanceGroups(rt)
+def _hold_commits(groups: IssuanceGroups) -> tuple[threading.Event, threading.Event]:
+    """Hold each group's commit until ``release`` is set; ``held`` is set once one is."""
     release = threading.Event()
     held = threading.Event()
 
@@ -199,6 +197,14 @@ def test_a_cancelled_waiter_is_withdrawn_before_its_group(rt: Runtime) -> None:
         assert release.wait(10)
 
     groups.before_commit = hold
+    return held, release
+
+
+def test_a_cancelled_waiter_is_withdrawn_before_its_group(rt: Runtime) -> None:
+    ids = ["first", "gone", "kept"]
+    _register(rt, ids)
+    groups = IssuanceGroups(rt)
+    held, release = _hold_commits(groups)
 
     async def run() -> tuple[Any, Any]:
         first = asyncio.ensure_future(groups.issue_async("first", make_csr()))
@@ -227,14 +233,7 @@ def test_a_waiter_cancelled_in_its_group_is_committed_and_the_others_answered(
     ids = ["left", "stayed"]
     _register(rt, ids)
     groups = IssuanceGroups(rt)
-    release = threading.Event()
-    held = threading.Event()
-
-    def hold() -> None:
-        held.set()
-        assert release.wait(10)
-
-    groups.before_commit = hold
+    held, release = _hold_commits(groups)
 
     async def run() -> Any:
         left = asyncio.ensure_future(groups.issue_async("left", make_csr()))

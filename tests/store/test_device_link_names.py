@@ -11,8 +11,6 @@ import io
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
 
 from iotsec.access.policy import Role, Rule
@@ -25,6 +23,7 @@ from iotsec.errors import NotFoundError
 from iotsec.store import migrate
 from iotsec.store.bulk import references_checked
 from iotsec.store.db import transaction
+from tests.helpers import alembic_to
 from tests.store.link_names import names_of
 
 
@@ -137,24 +136,17 @@ def test_imports_write_names_equal_to_the_links(rt: Runtime) -> None:
     assert "r-1" not in names_of(rt)
 
 
-def _alembic(rt: Runtime, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrate._MIGRATIONS))
-    with transaction(rt.engine) as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, action)(cfg, revision)
-
 
 def test_the_upgrade_fills_the_names_in_and_the_downgrade_removes_them(rt: Runtime) -> None:
     _role(rt, "ops")
     add_device(rt, NewDevice.parse("d-1", groups=["b", "a"], roles=["ops", "device"]))
     add_device(rt, NewDevice.parse("d-2"))
     add_device(rt, NewDevice.parse("d-3", roles=[]))
-    _alembic(rt, "downgrade", "0027")
+    alembic_to(rt, "downgrade", "0027")
     # Links written while the store had no names (no trigger either).
     _sql(rt, "INSERT INTO device_groups (device_id, group_name) VALUES ('d-3', 'a')",
          "DELETE FROM device_roles WHERE device_id = 'd-2'")
-    _alembic(rt, "upgrade", "head")
+    alembic_to(rt, "upgrade", "head")
     assert migrate.is_current(rt.engine)
     assert names_of(rt) == {"d-1": ("a b", "device ops"), "d-2": ("", ""),
                             "d-3": ("a", "")}

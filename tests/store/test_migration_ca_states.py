@@ -4,35 +4,25 @@ inactive one ``retiring`` (still trusted: nothing an upgrade does may lock devic
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import inspect, select, text
 
 from iotsec.app.pki import authorities as ca
 from iotsec.app.runtime import Runtime
 from iotsec.store import migrate
 from iotsec.store import models as m
-from iotsec.store.db import transaction
-
-
-def _alembic(rt: Runtime, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrate._MIGRATIONS))
-    with transaction(rt.engine) as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, action)(cfg, revision)
+from tests.helpers import alembic_to
 
 
 def test_states_are_derived_from_active_on_upgrade(rt: Runtime) -> None:
     ca.rotate(rt)  # three CAs: root, a retiring and an active issuing CA
-    _alembic(rt, "downgrade", "0010")
+    alembic_to(rt, "downgrade", "0010")
     with rt.engine.connect() as conn:
         columns = {c["name"] for c in inspect(conn).get_columns("authorities")}
         assert not {"state", "state_changed_at", "key_offline"} & columns
         assert not inspect(conn).has_table("ca_requests")
         before = dict(conn.execute(text("SELECT id, active FROM authorities")).all())
     assert sorted(before.values()) == [False, True, True]
-    _alembic(rt, "upgrade", "head")
+    alembic_to(rt, "upgrade", "head")
     assert migrate.is_current(rt.engine)
     with rt.engine.connect() as conn:
         rows = conn.execute(select(m.authorities.c.id, m.authorities.c.state,

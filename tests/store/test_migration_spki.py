@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import inspect, select
@@ -19,16 +17,7 @@ from iotsec.app.runtime import Runtime
 from iotsec.errors import ConflictError
 from iotsec.store import migrate
 from iotsec.store import models as m
-from iotsec.store.db import transaction
-from tests.helpers import make_csr, make_key
-
-
-def _alembic(rt: Runtime, action: str, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrate._MIGRATIONS))
-    with transaction(rt.engine) as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, action)(cfg, revision)
+from tests.helpers import alembic_to, make_csr, make_key
 
 
 def _spki_sha256(der: bytes) -> str:
@@ -43,12 +32,12 @@ def test_the_spki_column_is_filled_in_for_existing_certificates(rt: Runtime) -> 
     key = make_key()
     issued = [issuance.issue_from_csr(rt, "old-1", make_csr(key)),
               issuance.issue_from_csr(rt, "old-1", make_csr())]
-    _alembic(rt, "downgrade", "0007")
+    alembic_to(rt, "downgrade", "0007")
     with rt.engine.connect() as conn:
         columns = {c["name"] for c in inspect(conn).get_columns("certificates")}
         assert "spki_sha256" not in columns
         assert not inspect(conn).has_table("encrypted_files")
-    _alembic(rt, "upgrade", "head")
+    alembic_to(rt, "upgrade", "head")
     assert migrate.is_current(rt.engine)
     with rt.engine.connect() as conn:
         rows = dict(conn.execute(select(m.certificates.c.serial,
