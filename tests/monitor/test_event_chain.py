@@ -205,16 +205,16 @@ def test_two_processes_append_to_one_chain(rt: Runtime) -> None:
 
 
 def test_events_before_the_chain_existed_are_chained_by_the_migration(rt: Runtime) -> None:
-    from tests.store.test_migration_spki import _alembic
+    from tests.helpers import alembic_to
 
     _record(rt, 4)
-    _alembic(rt, "downgrade", "0010")
+    alembic_to(rt, "downgrade", "0010")
     with transaction(rt.engine) as conn:
         for n in range(3):
             conn.execute(text("INSERT INTO events (at, kind, outcome, actor, source, subject, "
                               "detail) VALUES (:at, 'old.event', 'success', NULL, NULL, :s, "
                               "'{}')"), {"at": 1_700_000_000 + n, "s": f"old-{n}"})
-    _alembic(rt, "upgrade", "head")
+    alembic_to(rt, "upgrade", "head")
     seqs = _seqs(rt)
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 7
     report = verify(rt)
