@@ -129,14 +129,20 @@ def unit_error(exc: DBAPIError, engine: Engine) -> IotsecError:
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One unit of work. Foreign database errors become :class:`StoreError`; a unique
     violation that the caller did not anticipate becomes :class:`ConflictError`."""
-    with _writer_turn(engine):
-        try:
-            with engine.begin() as conn:
-                yield conn
-        except IotsecError:
-            raise
-        except DBAPIError as exc:
-            raise unit_error(exc, engine) from exc
+    with _writer_turn(engine), _unit_errors(engine), engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def _unit_errors(engine: Engine) -> Iterator[None]:
+    """A unit of work's database errors as the store names them (:func:`unit_error`);
+    the project's own errors pass as they are."""
+    try:
+        yield
+    except IotsecError:
+        raise
+    except DBAPIError as exc:
+        raise unit_error(exc, engine) from exc
 
 
 @contextmanager
@@ -294,20 +300,15 @@ def driver_transaction(engine: Engine) -> Iterator[Unit]:
             yield conn
         return
     connections = _connections_of(engine)
-    with _writer_turn(engine):
+    with _writer_turn(engine), _unit_errors(engine):
+        unit = _begin(engine, connections)
         try:
-            unit = _begin(engine, connections)
-            try:
-                yield unit
-                run_plain(unit, "COMMIT")
-            except BaseException:
-                _end(unit, connections)
-                raise
-            connections.give_back(unit.driver)
-        except IotsecError:
+            yield unit
+            run_plain(unit, "COMMIT")
+        except BaseException:
+            _end(unit, connections)
             raise
-        except DBAPIError as exc:
-            raise unit_error(exc, engine) from exc
+        connections.give_back(unit.driver)
 
 
 @contextmanager
