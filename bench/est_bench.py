@@ -16,6 +16,11 @@ EST listener issues at least 1.5x as many certificates per second as ``cfssl ser
   (cfssl's default).
 * reference 2: the same ``cfssl serve`` with its certificate database (``-db-config``,
   SQLite, cfssl's defaults), which like ours writes every certificate it signs.
+* floor (``--floor``): bench/https_floor.py, a bare ASGI callable on the stack ``iotsec
+  serve`` runs on (uvicorn, httptools, uvloop, Python's ``ssl``, pyca/cryptography) doing
+  cfssl's work and nothing else (the same JSON in and out, CSR check, certificate built and
+  signed by the cfssl CA, no store), with one serving process and with one per CPU: the
+  most any application served by this stack can answer here.
 
 The client is bench/est_load.py in processes of its own (2 by default, sharing the 16
 keep-alive TLS connections): closed loop, each request a fresh CSR (its own P-256 key) made
@@ -341,6 +346,32 @@ def start_cfssl(work: Path, files: tuple[Path, Path, Path, Path, Path], name: st
     return server, port
 
 
+def floor_target(work: Path, files: tuple[Path, Path, Path, Path, Path], workers: int,
+                 servers: list[Server]) -> Target:
+    """bench/https_floor.py with ``workers`` processes, over cfssl's CA and TLS files."""
+    ca, ca_key, _config, tls, tls_key = files
+    port = free_port()
+    server = Server(f"https_floor --workers {workers}", [
+        sys.executable, str(HERE / "https_floor.py"), "--port", str(port), "--ca-cert",
+        str(ca), "--ca-key", str(ca_key), "--tls-cert", str(tls), "--tls-key", str(tls_key),
+        "--workers", str(workers)], dict(os.environ), work / f"floor-{workers}.log")
+    servers.append(server)
+    server.start()
+    server.wait_tls(port, ca)
+
+    def build(index: int, csr: x509.CertificateSigningRequest) -> bytes:
+        del index
+        body = json.dumps({"certificate_request": csr.public_bytes(
+            serialization.Encoding.PEM).decode()}).encode()
+        return http_request("POST", f"127.0.0.1:{port}", "/sign",
+                            {"Content-Type": "application/json"}, body)
+
+    label = ("floor: uvicorn + ssl + pyca/cryptography, cfssl's work, no store"
+             + (f", {workers} processes" if workers > 1 else ""))
+    return Target(f"floor{workers}", label, server, port, ca, build, False,
+                  x509.load_pem_x509_certificate(ca.read_bytes()), answer="cfssl")
+
+
 def cfssl_version() -> str:
     try:
         out = subprocess.run(["cfssl", "version"], capture_output=True, text=True,
@@ -562,6 +593,8 @@ def main() -> int:
                         help="also measure issuance through the HTTPS API (POST "
                         "/v1/devices/{id}/certificates, operator token, devices registered "
                         "beforehand)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure bench/https_floor.py (the Python stack's floor)")
     parser.add_argument("--no-est", action="store_true",
                         help="skip the EST targets (with --api: the API against cfssl only)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -603,6 +636,8 @@ def main() -> int:
             targets.append(cfssl_target(work, files, False, servers))
             if not args.no_cfssl_db:
                 targets.append(cfssl_target(work, files, True, servers))
+            if args.floor:
+                targets += [floor_target(work, files, w, servers) for w in sorted({1, cpus})]
             for new_connection in series:
                 run_series(targets, inputs, new_connection, args, work, report)
             report.check("sample answers of every round parse (ours: certs-only PKCS#7 in "
@@ -698,7 +733,8 @@ def summarise(report: Report, targets: list[Target], series: list[bool]) -> None
                 continue
             ratio = statistics.median(a["rate"] / b["rate"] for a, b in zip(
                 t.rounds[new_connection], reference.rounds[new_connection], strict=True))
-            note = ""
+            note = ("not a goal: the most this stack answers here"
+                    if t.key.startswith("floor") else "")
             if t.ours:
                 note = f"goal >= {GOAL_RATIO}: {verdict(ratio >= GOAL_RATIO)}"
                 if new_connection:
