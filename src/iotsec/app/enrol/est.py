@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from iotsec.app.enrol.credentials import (
     BasicCredential,
@@ -34,7 +34,7 @@ from iotsec.app.enrol.credentials import (
     claim_use,
     describe,
 )
-from iotsec.app.enrol.renewal import issued_here, key_like, renewable, repeated_renewal
+from iotsec.app.enrol.renewal import issued_here, key_like, renewal_of
 from iotsec.app.enrol.templates import get_template
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
@@ -43,7 +43,6 @@ from iotsec.app.pki.authorities import trusted_certificates
 from iotsec.app.pki.cert_records import CertificateRecord, record_from_row
 from iotsec.app.pki.group_issuance import (
     Unit,
-    run_grouped,
     run_grouped_async,
     run_grouped_on_driver,
 )
@@ -377,23 +376,25 @@ def _check_label(rt: Runtime, label: str | None) -> None:
 
 def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecord:
     _check_label(rt, req.label)
-    again = repeated_renewal(rt, chain.leaf, req.certified.spki, req.moment)
-    if again is not None:
-        _record(rt, req, req.kind, again.device_id or "", describe(chain),
-                serial=again.serial, repeated=True)
-        return again
-    old = renewable(rt, chain.leaf, req.moment)
+    # One read: a retry of a renewal whose answer was lost gets the same certificate again.
+    old, repeated = renewal_of(rt, chain.leaf, req.certified.spki, req.moment)
+    if repeated:
+        _record(rt, req, req.kind, old.device_id or "", describe(chain),
+                serial=old.serial, repeated=True)
+        return old
     grace = timedelta(seconds=rt.settings.renew_grace)
 
-    def work(conn: Connection, _moment: datetime) -> Unit[tuple[dict[str, Any], Any]]:
+    def work(conn: StoreUnit, _moment: datetime) -> Unit[tuple[dict[str, Any], Any]]:
         values, shared, renewed = renew_in(conn, rt, old.serial, req.certified, req.moment,
                                            days=None, grace=grace, allow_shared_key=False,
                                            actor=None)
         return Unit((values, shared), [renewed])
 
     try:
-        # Concurrent renewals (and enrolments) share one transaction (group commit).
-        values, _ = run_grouped(rt, work)
+        # Concurrent renewals (and enrolments) share one transaction (group commit); every
+        # statement of a renewal runs on the driver, so its group may be held on the
+        # driver's own connection.
+        values, _ = run_grouped_on_driver(rt, work)
     except ConflictError as exc:  # renewed or revoked meanwhile, or a key held elsewhere
         raise EnrolmentForbiddenError(_KEY_HELD if exc.hint == SHARED_KEY_HINT
                                       else "this certificate cannot be renewed") from exc

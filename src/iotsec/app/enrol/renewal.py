@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +24,7 @@ from iotsec.store.db import reading
 from iotsec.store.direct import Direct
 from iotsec.timeutil import ts
 
-__all__ = ["issued_here", "key_like", "renewable", "repeated_renewal"]
+__all__ = ["issued_here", "key_like", "renewable", "renewal_of", "repeated_renewal"]
 
 
 # A re-enrolment's reads run on the driver (iotsec.store.direct): in a renewal storm each
@@ -41,23 +42,8 @@ def _forbidden(reason: str) -> EnrolmentForbiddenError:
     return EnrolmentForbiddenError(f"this certificate cannot be renewed: {reason}")
 
 
-def renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> CertificateRecord:
-    """The record of ``leaf`` if it may re-enrol now: iotsec issued it (same DER, signed by
-    one of iotsec's CAs) to a device that may hold certificates, it is neither revoked nor
-    renewed already, and ``moment`` lies in its validity (plus the renew-after-expiry
-    window)."""
-    der = leaf.public_bytes(serialization.Encoding.DER)
-    with reading(rt.engine) as conn, conn.begin():
-        row = _BY_SHA256.first(conn, {"sha256": hashlib.sha256(der).hexdigest()})
-        issuer = state = None
-        if row is not None:
-            authority = _AUTHORITY.first(conn, {"id": row.authority_id})
-            # A retired CA's certificates no longer authenticate (the EST listener drops
-            # the CA within its poll, iotsec.api.live_tls: refused here meanwhile).
-            issuer = (None if authority is None or authority.state == "retired"
-                      else authority.cert_der)
-            device = _DEVICE_STATE.first(conn, {"id": row.device_id})
-            state = None if device is None else device.state
+def _renewable(rt: Runtime, leaf: x509.Certificate, der: bytes, row: Any, issuer: Any,
+               state: str | None, moment: datetime) -> CertificateRecord:
     if row is None or bytes(row.der) != der or issuer is None or not issued_by(
             leaf, x509.load_der_x509_certificate(bytes(issuer))):
         raise _forbidden("iotsec did not issue it, or its CA is retired")
@@ -74,6 +60,38 @@ def renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> Certific
     return record
 
 
+def _issuer_and_state(conn: Any, row: Any) -> tuple[Any, str | None]:
+    """The DER of ``row``'s CA (None once it is retired) and its device's state."""
+    authority = _AUTHORITY.first(conn, {"id": row.authority_id})
+    # A retired CA's certificates no longer authenticate (the EST listener drops the CA
+    # within its poll, iotsec.api.live_tls: refused here meanwhile).
+    issuer = None if authority is None or authority.state == "retired" else authority.cert_der
+    device = _DEVICE_STATE.first(conn, {"id": row.device_id})
+    return issuer, None if device is None else device.state
+
+
+def renewable(rt: Runtime, leaf: x509.Certificate, moment: datetime) -> CertificateRecord:
+    """The record of ``leaf`` if it may re-enrol now: iotsec issued it (same DER, signed by
+    one of iotsec's CAs) to a device that may hold certificates, it is neither revoked nor
+    renewed already, and ``moment`` lies in its validity (plus the renew-after-expiry
+    window)."""
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    issuer = state = None
+    with reading(rt.engine) as conn, conn.begin():
+        row = _BY_SHA256.first(conn, {"sha256": hashlib.sha256(der).hexdigest()})
+        if row is not None:
+            issuer, state = _issuer_and_state(conn, row)
+    return _renewable(rt, leaf, der, row, issuer, state, moment)
+
+
+def _repeated(old: Any, new: Any, spki: bytes, moment: datetime) -> CertificateRecord | None:
+    in_grace = old.revoked_at is not None and old.revoked_at > ts(moment)
+    if (not in_grace or new is None or new.revoked_at is not None
+            or new.spki_sha256 != hashlib.sha256(spki).hexdigest()):
+        return None
+    return record_of(new)
+
+
 def repeated_renewal(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: datetime
                      ) -> CertificateRecord | None:
     """The certificate that already renewed ``leaf`` for the key ``spki``, when the device
@@ -87,11 +105,27 @@ def repeated_renewal(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: d
         if old is None or bytes(old.der) != der or old.replaced_by is None:
             return None
         new = _BY_SERIAL.first(conn, {"serial": old.replaced_by})
-    in_grace = old.revoked_at is not None and old.revoked_at > ts(moment)
-    if (not in_grace or new is None or new.revoked_at is not None
-            or new.spki_sha256 != hashlib.sha256(spki).hexdigest()):
-        return None
-    return record_of(new)
+    return _repeated(old, new, spki, moment)
+
+
+def renewal_of(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: datetime
+               ) -> tuple[CertificateRecord, bool]:
+    """:func:`repeated_renewal` and :func:`renewable` in one read: ``(the certificate that
+    already renewed leaf for spki, True)`` for a retry inside the grace period, else
+    ``(leaf's record, False)`` if it may re-enrol now; refused otherwise."""
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    issuer = state = new = None
+    with reading(rt.engine) as conn, conn.begin():
+        row = _BY_SHA256.first(conn, {"sha256": hashlib.sha256(der).hexdigest()})
+        if row is not None and bytes(row.der) == der and row.replaced_by is not None:
+            new = _BY_SERIAL.first(conn, {"serial": row.replaced_by})
+        if row is not None:
+            issuer, state = _issuer_and_state(conn, row)
+    if new is not None:
+        again = _repeated(row, new, spki, moment)
+        if again is not None:
+            return again, True
+    return _renewable(rt, leaf, der, row, issuer, state, moment), False
 
 
 def issued_here(rt: Runtime, leaf: x509.Certificate) -> bool:

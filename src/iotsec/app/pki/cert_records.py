@@ -20,10 +20,10 @@ from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.timeutil import from_ts, ts
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Row
+    from sqlalchemy import Row
 
     from iotsec.pki.issue import IssuedCertificate
-    from iotsec.store.direct import Direct
+    from iotsec.store.direct import Direct, Unit
 
 __all__ = [
     "CertificateRecord", "certificate_row", "get_certificate", "list_certificates",
@@ -158,7 +158,7 @@ def _locked() -> Direct:
                   .with_for_update())
 
 
-def locked_certificate(conn: Connection, serial: str) -> Any:
+def locked_certificate(conn: Unit, serial: str) -> Any:
     """The certificate row, locked for the rest of the transaction, or NotFoundError."""
     row = _locked().first(conn, {"serial": serial})
     if row is None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from iotsec.app.events import Event, append_events
 from iotsec.app.pki.cert_records import (
@@ -345,7 +345,7 @@ def issue_from_csr(rt: Runtime, device_id: str, csr: bytes, *, days: int | None 
                        allow_shared_key=allow_shared_key)[0]
 
 
-def renew_in(conn: Connection, rt: Runtime, key: str, checked: CheckedCsr, moment: datetime,
+def renew_in(conn: Unit, rt: Runtime, key: str, checked: CheckedCsr, moment: datetime,
              *, days: int | None, grace: timedelta | None, allow_shared_key: bool,
              actor: str | None
              ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str | None]]],

@@ -116,16 +116,17 @@ def _missing(name: str) -> NotFoundError:
     return NotFoundError(f"no certificate profile {name[:64]!r}", hint=_LIST_HINT)
 
 
-def load_profile(conn: Connection, rt: Runtime, name: str) -> CertProfile:
-    """The profile ``name`` (built-in or named) in the caller's unit of work."""
+def load_profile(conn: Unit, rt: Runtime, name: str) -> CertProfile:
+    """The profile ``name`` (built-in or named) in the caller's unit of work (its read on
+    the driver: a renewal's unit of work may be one on the driver)."""
     key = parse_profile_name(name)
     builtin = _builtin(rt, key)
     if builtin is not None:
         return builtin
-    row = conn.execute(select(*_COLUMNS).where(_P.c.name == key)).first()
+    row = _ONE_NAMED.first(conn, {"name": key})
     if row is None:
         raise _missing(key)
-    return _from_row(row)
+    return _from_row(row, "p_")
 
 
 def require_profile(conn: Connection, name: str) -> str:

@@ -7,7 +7,7 @@ import itertools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
 from iotsec.app import changes
 from iotsec.app.changes import Change
@@ -20,6 +20,7 @@ from iotsec.pki.crl import RevocationReason, encode_entry
 from iotsec.pki.serial import format_serial, parse_serial
 from iotsec.store import models as m
 from iotsec.store.db import transaction
+from iotsec.store.direct import Direct, Unit
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -49,7 +50,40 @@ def follow_revocations(rt: Runtime) -> None:
     changes.subscribe(rt, on_changes)
 
 
-def mark_revoked(conn: Connection, serial: str, when: datetime, reason: RevocationReason,
+def _marking(replaced: bool) -> Direct:
+    values: dict[str, Any] = {"revoked_at": bindparam("at"),
+                              "revocation_reason": bindparam("reason"),
+                              "crl_entry": bindparam("entry")}
+    if replaced:
+        values["replaced_by"] = bindparam("by")
+    return Direct(update(m.certificates).where(m.certificates.c.serial == bindparam("serial"))
+                  .values(values))
+
+
+def _staling(only_fresh: bool) -> tuple[Direct, ...]:
+    statements = []
+    for table, where in (
+            (m.crls, m.crls.c.authority_id == bindparam("authority")),
+            (m.delta_crls, m.delta_crls.c.authority_id == bindparam("authority")),
+            # The certificate's partition CRL, if it has one (a row exists once served).
+            (m.partition_crls, and_(
+                m.partition_crls.c.authority_id == bindparam("authority"),
+                m.partition_crls.c.partition == select(m.certificates.c.crl_partition)
+                .where(m.certificates.c.serial == bindparam("serial")).scalar_subquery()))):
+        stmt = update(table).where(where)
+        if only_fresh:
+            stmt = stmt.where(table.c.stale.is_(False))
+        statements.append(Direct(stmt.values(stale=True)))
+    return tuple(statements)
+
+
+# On the driver (iotsec.store.direct), in the caller's unit of work, whichever it is: a
+# renewal storm supersedes one certificate per re-enrolment.
+_MARK = {False: _marking(False), True: _marking(True)}
+_STALE = {False: _staling(False), True: _staling(True)}
+
+
+def mark_revoked(conn: Unit, serial: str, when: datetime, reason: RevocationReason,
                  authority_id: int, replaced_by: str | None = None,
                  now: datetime | None = None) -> None:
     """Within ``conn``'s transaction: mark one certificate revoked (its CRL entry encoded
@@ -59,11 +93,11 @@ def mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocati
     :func:`iotsec.app.pki.crl.current_crl` finds the entry due.
     A renewal storm thus does not rebuild the CRL once per renewal."""
     values: dict[str, Any] = {
-        "revoked_at": ts(when), "revocation_reason": int(reason),
-        "crl_entry": encode_entry(int(serial, 16), when, reason)}
+        "serial": serial, "at": ts(when), "reason": int(reason),
+        "entry": encode_entry(int(serial, 16), when, reason)}
     if replaced_by is not None:
-        values["replaced_by"] = replaced_by
-    conn.execute(update(m.certificates).where(m.certificates.c.serial == serial).values(values))
+        values["by"] = replaced_by
+    _MARK[replaced_by is not None].execute(conn, values).close()
     global _last_mark
     _last_mark = next(_marks)
     if now is None or when <= now:
@@ -73,19 +107,8 @@ def mark_revoked(conn: Connection, serial: str, when: datetime, reason: Revocati
         # On PostgreSQL the update always runs: it waits for a rebuild holding the row and
         # then marks the CRL that rebuild signed stale, and an unchanged CRL is not
         # rewritten (it is TOASTed).
-        sqlite = conn.dialect.name == "sqlite"
-        for table, where in (
-                (m.crls, m.crls.c.authority_id == authority_id),
-                (m.delta_crls, m.delta_crls.c.authority_id == authority_id),
-                # The certificate's partition CRL, if it has one (a row exists once served).
-                (m.partition_crls, and_(
-                    m.partition_crls.c.authority_id == authority_id,
-                    m.partition_crls.c.partition == select(m.certificates.c.crl_partition)
-                    .where(m.certificates.c.serial == serial).scalar_subquery()))):
-            stmt = update(table).where(where)
-            if sqlite:
-                stmt = stmt.where(table.c.stale.is_(False))
-            conn.execute(stmt.values(stale=True))
+        for statement in _STALE[conn.dialect.name == "sqlite"]:
+            statement.execute(conn, {"authority": authority_id, "serial": serial}).close()
 
 
 def ensure_revocable(row: Row[Any], now: int) -> None:
