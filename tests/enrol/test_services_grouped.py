@@ -251,3 +251,64 @@ def test_enrolment_groups_are_held_on_the_driver_and_other_work_is_not(
     assert groups_of(rt).run(lambda conn, moment: Unit(None)) is None
     assert used[-1] == "sqlalchemy"
     assert verify(rt).ok
+
+
+def _sink_stops_at(rt: Runtime, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The process's event sink fails on an event of ``kind``: as if the process stopped
+    after the unit of work's commit, before the sink wrote what it was handed."""
+    real = rt.events.record
+
+    def record(event: Any) -> None:
+        if event.kind == kind:
+            raise RuntimeError("the process stopped")
+        real(event)
+
+    monkeypatch.setattr(rt.events, "record", record)
+
+
+def test_an_enrolment_event_commits_with_its_certificate_and_never_without_it(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The event naming the source and the credential is in the group's transaction, after
+    # the CA key's use: nothing is left for the process's event sink, and a group whose
+    # commit fails leaves neither the certificate nor the event.
+    credential = _template_secret(rt, uses=5)
+    _sink_stops_at(rt, monkeypatch, "est.enrolled")
+    issued = est.enrol(rt, credential, csr(cn="kept"), label=None, source=SOURCE)
+    assert isinstance(issued, est.Issued)
+    with rt.engine.connect() as conn:
+        kinds = [r.kind for r in conn.execute(
+            select(m.events.c.kind).order_by(m.events.c.seq.desc()).limit(2))]
+        enrolled = conn.execute(select(m.events).where(
+            m.events.c.kind == "est.enrolled")).one()
+    assert kinds == ["est.enrolled", "key.use"]
+    assert enrolled.actor == "kept" and enrolled.source == SOURCE
+    assert enrolled.subject == issued.record.serial
+    assert f"secret:{credential.id}" in enrolled.detail
+    groups = groups_of(rt)
+
+    def crash() -> None:
+        raise StoreError("the disk holding the database failed (I/O error)")
+
+    groups.before_commit = crash
+    with pytest.raises(StoreError):
+        est.enrol(rt, credential, csr(cn="lost"), label=None, source=SOURCE)
+    groups.before_commit = None
+    assert [e.actor for e in events(rt, "est.enrolled")] == ["kept"]
+    assert [c.device_id for c in list_certificates(rt)] == ["kept"]
+    assert verify(rt).ok
+
+
+def test_a_re_enrolment_event_commits_with_its_renewal(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_device(rt, NewDevice.parse("again"))
+    record = issue_from_csr(rt, "again", csr(make_key()))
+    chain = est.ClientChain((x509.load_der_x509_certificate(record.der),))
+    _sink_stops_at(rt, monkeypatch, "est.reenrolled")
+    renewed = est.reenrol(rt, chain, csr(), label=None, source=SOURCE)
+    with rt.engine.connect() as conn:
+        last = list(conn.execute(select(m.events.c.kind, m.events.c.subject, m.events.c.detail)
+                                 .order_by(m.events.c.seq.desc()).limit(3)))
+    assert [r.kind for r in last] == ["est.reenrolled", "cert.renewed", "key.use"]
+    assert last[0].subject == renewed.record.serial
+    assert record.serial in last[0].detail
+    assert verify(rt).ok

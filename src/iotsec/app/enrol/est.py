@@ -173,11 +173,17 @@ def _failed(rt: Runtime, operation: str, credential: Credential, source: str | N
     return isinstance(exc, EnrolmentAuthError)
 
 
+def _event(req: _Request, kind: str, device_id: str, credential: str,
+           **detail: Any) -> Event:
+    """A successful flow's event: the device, the source, the credential used."""
+    return Event(req.moment, kind, "success", actor=device_id, source=req.source,
+                 subject=detail.pop("serial", None),
+                 detail={"credential": credential, "label": req.label, **detail})
+
+
 def _record(rt: Runtime, req: _Request, kind: str, device_id: str, credential: str,
             **detail: Any) -> None:
-    rt.events.record(Event(req.moment, kind, "success", actor=device_id, source=req.source,
-                           subject=detail.pop("serial", None),
-                           detail={"credential": credential, "label": req.label, **detail}))
+    rt.events.record(_event(req, kind, device_id, credential, **detail))
 
 
 def _issued(record: CertificateRecord) -> Issued:
@@ -279,9 +285,18 @@ _Enrolled = tuple[str, Template | None, CertificateRecord | Pending]
 
 def _enrol_work(rt: Runtime, use: CredentialUse, req: _Request
                 ) -> Callable[[StoreUnit, datetime], Unit[_Enrolled]]:
-    """The enrolment's unit of work in its group (every statement on the driver)."""
+    """The enrolment's unit of work in its group (every statement on the driver), with its
+    event (enrolled, or waiting for approval): in the chain in the same transaction as
+    the device, the credential's use and the certificate."""
     def work(conn: StoreUnit, _moment: datetime) -> Unit[_Enrolled]:
-        return Unit(_enrol_in(conn, rt, req, use))
+        device_id, template, outcome = enrolled = _enrol_in(conn, rt, req, use)
+        detail: dict[str, Any] = {"template": template.name if template else None}
+        if isinstance(outcome, Pending):
+            event = _event(req, "est.pending", device_id, use.name, **detail)
+        else:
+            event = _event(req, req.kind, device_id, use.name, serial=outcome.serial,
+                           **detail)
+        return Unit(enrolled, [event.row()])
 
     return work
 
@@ -289,17 +304,11 @@ def _enrol_work(rt: Runtime, use: CredentialUse, req: _Request
 _ALREADY = "the device is already registered, or the claim certificate has already enrolled"
 
 
-def _enrolled(rt: Runtime, req: _Request, use: CredentialUse, enrolled: _Enrolled
-              ) -> CertificateRecord | Pending:
-    """After the group's commit: the caches told, the enrolment's event recorded."""
-    device_id, template, outcome = enrolled
+def _enrolled(rt: Runtime, enrolled: _Enrolled) -> CertificateRecord | Pending:
+    """After the group's commit: the caches told."""
+    _device_id, template, outcome = enrolled
     if template is not None:  # a device was registered (now, or when it began to wait)
         policy_changed(rt)
-    detail = {"template": template.name if template else None}
-    if isinstance(outcome, Pending):
-        _record(rt, req, "est.pending", device_id, use.name, **detail)
-    else:
-        _record(rt, req, req.kind, device_id, use.name, serial=outcome.serial, **detail)
     return outcome
 
 
@@ -315,7 +324,7 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
         enrolled = run_grouped_on_driver(rt, _enrol_work(rt, use, req))
     except ConflictError as exc:  # a concurrent request registered the device or the claim
         raise EnrolmentForbiddenError(_ALREADY) from exc
-    return _enrolled(rt, req, use, enrolled)
+    return _enrolled(rt, enrolled)
 
 
 def enrol(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | None,
@@ -342,8 +351,9 @@ async def enrol_async(rt: Runtime, credential: BasicCredential, csr_der: bytes, 
     """:func:`enrol` with a bootstrap secret, awaited on the running event loop: the same
     checks, unit of work, events and answers, but no thread waits for the group's commit
     (:meth:`iotsec.app.pki.group_issuance.IssuanceGroups.run_async`). What runs on the loop
-    reads and writes nothing (the request's CSR checked, the throttle, the event buffered
-    by a serving process's sink); the unit of work runs in the group commit's thread. A
+    reads and writes nothing (the request's CSR checked, the throttle, a refusal's event
+    buffered by a serving process's sink); the unit of work, with the enrolment's event,
+    runs in the group commit's thread. A
     claim certificate's enrolment reads the store and may ask a hook first: :func:`enrol`,
     in a thread."""
     where = source or "unknown"
@@ -356,7 +366,7 @@ async def enrol_async(rt: Runtime, credential: BasicCredential, csr_der: bytes, 
             enrolled = await run_grouped_async(rt, _enrol_work(rt, use, req))
         except ConflictError as exc:
             raise EnrolmentForbiddenError(_ALREADY) from exc
-        outcome = _enrolled(rt, req, use, enrolled)
+        outcome = _enrolled(rt, enrolled)
         result = outcome if isinstance(outcome, Pending) else _issued(outcome)
     except IotsecError as exc:
         if _failed(rt, "simpleenroll", credential, source, exc):
@@ -388,7 +398,10 @@ def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecor
         values, shared, renewed = renew_in(conn, rt, old.serial, req.certified, req.moment,
                                            days=None, grace=grace, allow_shared_key=False,
                                            actor=None)
-        return Unit((values, shared), [renewed])
+        # The re-enrolment's event commits with the renewal (cert.renewed) it made.
+        event = _event(req, req.kind, values["device_id"] or "", f"certificate:{old.serial}",
+                       serial=values["serial"], replaces=old.serial)
+        return Unit((values, shared), [renewed, event.row()])
 
     try:
         # Concurrent renewals (and enrolments) share one transaction (group commit); every
@@ -398,10 +411,7 @@ def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecor
     except ConflictError as exc:  # renewed or revoked meanwhile, or a key held elsewhere
         raise EnrolmentForbiddenError(_KEY_HELD if exc.hint == SHARED_KEY_HINT
                                       else "this certificate cannot be renewed") from exc
-    record = record_from_row(values)
-    _record(rt, req, req.kind, record.device_id or "", f"certificate:{old.serial}",
-            serial=record.serial, replaces=old.serial)
-    return record
+    return record_from_row(values)
 
 
 def reenrol(rt: Runtime, chain: ClientChain, csr_der: bytes, *, label: str | None,
