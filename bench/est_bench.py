@@ -346,6 +346,19 @@ def start_cfssl(work: Path, files: tuple[Path, Path, Path, Path, Path], name: st
     return server, port
 
 
+def cfssl_request(port: int, path: str) -> Callable[[int, x509.CertificateSigningRequest],
+                                                     bytes]:
+    """How a request in cfssl's JSON (``{"certificate_request": PEM}``) is built for a CSR."""
+    def build(index: int, csr: x509.CertificateSigningRequest) -> bytes:
+        del index
+        body = json.dumps({"certificate_request": csr.public_bytes(
+            serialization.Encoding.PEM).decode()}).encode()
+        return http_request("POST", f"127.0.0.1:{port}", path,
+                            {"Content-Type": "application/json"}, body)
+
+    return build
+
+
 def floor_target(work: Path, files: tuple[Path, Path, Path, Path, Path], workers: int,
                  servers: list[Server]) -> Target:
     """bench/https_floor.py with ``workers`` processes, over cfssl's CA and TLS files."""
@@ -359,13 +372,7 @@ def floor_target(work: Path, files: tuple[Path, Path, Path, Path, Path], workers
     server.start()
     server.wait_tls(port, ca)
 
-    def build(index: int, csr: x509.CertificateSigningRequest) -> bytes:
-        del index
-        body = json.dumps({"certificate_request": csr.public_bytes(
-            serialization.Encoding.PEM).decode()}).encode()
-        return http_request("POST", f"127.0.0.1:{port}", "/sign",
-                            {"Content-Type": "application/json"}, body)
-
+    build = cfssl_request(port, "/sign")
     label = ("floor: uvicorn + ssl + pyca/cryptography, cfssl's work, no store"
              + (f", {workers} processes" if workers > 1 else ""))
     return Target(f"floor{workers}", label, server, port, ca, build, False,
@@ -497,13 +504,7 @@ def cfssl_target(work: Path, files: tuple[Path, Path, Path, Path, Path], with_db
     db = work / "cfssl-certs.db" if with_db else None
     server, port = start_cfssl(work, files, name, db, servers)
 
-    def build(index: int, csr: x509.CertificateSigningRequest) -> bytes:
-        del index
-        body = json.dumps({"certificate_request": csr.public_bytes(
-            serialization.Encoding.PEM).decode()}).encode()
-        return http_request("POST", f"127.0.0.1:{port}", "/api/v1/cfssl/sign",
-                            {"Content-Type": "application/json"}, body)
-
+    build = cfssl_request(port, "/api/v1/cfssl/sign")
     label = ("reference 2: cfssl serve with its SQLite certificate database" if with_db
              else "reference: cfssl serve, /api/v1/cfssl/sign")
     issuer = x509.load_pem_x509_certificate(files[0].read_bytes())
