@@ -415,3 +415,24 @@ def test_two_template_enrolments_racing_for_one_device_id(rt: Runtime) -> None:
     assert sum(isinstance(o, est.Issued) for o in outcomes) == 1
     assert sum(isinstance(o, EnrolmentForbiddenError) for o in outcomes) == 3
     assert [c.device_id for c in list_certificates(rt)] == ["contested"]
+
+
+def test_an_enrolment_keeps_the_decisions_this_process_has_cached(rt: Runtime) -> None:
+    # A device registered just in time is in none of the process's caches (an unknown
+    # device is never cached), so an enrolment leaves what the decisions read alone: an
+    # enrolment storm must not make every decision of the same server read the store.
+    from iotsec.app.access import decisions
+
+    rt.settings.hot_cache_seconds = 60
+    add_device(rt, NewDevice.parse("known"))
+    assert check(rt, "known", "publish", "devices/known/t").allowed
+    assert decisions.check_cached(rt, "known", "publish", "devices/known/t") is not None
+    add_template(rt, "sensors", groups=["fleet"], id_from="csr-cn")
+    for name in ("fresh-1", "fresh-2"):
+        # Unknown until it enrols (and not cached as such), decided at once after.
+        with pytest.raises(NotFoundError):
+            check(rt, name, "publish", f"devices/{name}/t")
+        outcome = _enrol(rt, _secret(rt, template="sensors"), csr(cn=name))
+        assert isinstance(outcome, est.Issued)
+        assert check(rt, name, "publish", f"devices/{name}/t").allowed
+    assert decisions.check_cached(rt, "known", "publish", "devices/known/t") is not None

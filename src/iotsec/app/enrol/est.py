@@ -304,12 +304,14 @@ def _enrol_work(rt: Runtime, use: CredentialUse, req: _Request
 _ALREADY = "the device is already registered, or the claim certificate has already enrolled"
 
 
-def _enrolled(rt: Runtime, enrolled: _Enrolled) -> CertificateRecord | Pending:
-    """After the group's commit: the caches told."""
-    _device_id, template, outcome = enrolled
-    if template is not None:  # a device was registered (now, or when it began to wait)
-        policy_changed(rt)
-    return outcome
+def _enrolled(enrolled: _Enrolled) -> CertificateRecord | Pending:
+    """After the group's commit: the outcome. Nothing this process keeps is stale: a
+    device registered just in time is in none of its caches (an unknown device is never
+    cached, whether for decisions or a DTLS peer's standing), and the policy's roles did
+    not change (the new device's role binding moved only the policy version, which this
+    process reads again within ``hot_cache_seconds`` like every other). So an enrolment
+    storm leaves the decisions of the same server answered from memory."""
+    return enrolled[2]
 
 
 def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRecord | Pending:
@@ -324,7 +326,7 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
         enrolled = run_grouped_on_driver(rt, _enrol_work(rt, use, req))
     except ConflictError as exc:  # a concurrent request registered the device or the claim
         raise EnrolmentForbiddenError(_ALREADY) from exc
-    return _enrolled(rt, enrolled)
+    return _enrolled(enrolled)
 
 
 def enrol(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | None,
@@ -366,7 +368,7 @@ async def enrol_async(rt: Runtime, credential: BasicCredential, csr_der: bytes, 
             enrolled = await run_grouped_async(rt, _enrol_work(rt, use, req))
         except ConflictError as exc:
             raise EnrolmentForbiddenError(_ALREADY) from exc
-        outcome = _enrolled(rt, enrolled)
+        outcome = _enrolled(enrolled)
         result = outcome if isinstance(outcome, Pending) else _issued(outcome)
     except IotsecError as exc:
         if _failed(rt, "simpleenroll", credential, source, exc):

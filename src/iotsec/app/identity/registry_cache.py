@@ -6,7 +6,8 @@ alone would make a large fleet miss the cache on nearly every request. So entrie
 until the device changes: at most every ``hot_cache_seconds`` one indexed query asks the
 store which devices were updated since the last look (``devices.updated_at``), and the
 cached ones among them are read again, in batches, and replaced; changes made by this
-process to the registry drop the whole cache at once (``bindings.policy_changed``). A
+process to the registry drop the whole cache at once (``bindings.policy_changed``), except
+a device an enrolment registers just in time, which no cache holds yet. A
 device's groups and attributes are written only when it is registered, and its state and
 its own roles change with ``updated_at``, so every change is seen within that delay.
 
