@@ -297,8 +297,14 @@ async def _simpleenroll(request: Request, label: str | None) -> Response:
 async def _simplereenroll(request: Request, label: str | None) -> Response:
     chain = _certificate(request)
     csr = await _csr(request)
-    issued = await _offload(service.reenrol, _rt(request), chain, csr, label=label,
-                                     source=_source(request))
+    if label is None:
+        # Awaited here: whether the certificate may renew is read in the unit of work, in
+        # the group commit's thread, and no thread of this listener waits for its commit.
+        issued = await service.reenrol_async(_rt(request), chain, csr,
+                                             source=_source(request))
+    else:  # its template is read first
+        issued = await _offload(service.reenrol, _rt(request), chain, csr, label=label,
+                                source=_source(request))
     return _issued(issued)
 
 

@@ -34,7 +34,7 @@ from iotsec.app.enrol.credentials import (
     claim_use,
     describe,
 )
-from iotsec.app.enrol.renewal import issued_here, key_like, renewal_of
+from iotsec.app.enrol.renewal import issued_here, key_like, renewal_in
 from iotsec.app.enrol.templates import get_template
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import policy_changed
@@ -72,7 +72,7 @@ from iotsec.timeutil import ts
 
 __all__ = [
     "BasicCredential", "ClientChain", "Credential", "Issued", "Pending", "approve", "cacerts",
-    "csrattrs", "enrol", "enrol_async", "reenrol", "serverkeygen"
+    "csrattrs", "enrol", "enrol_async", "reenrol", "reenrol_async", "serverkeygen"
 ]
 
 _T = TypeVar("_T")
@@ -386,34 +386,46 @@ def _check_label(rt: Runtime, label: str | None) -> None:
         get_template(rt, label)
 
 
-def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecord:
-    _check_label(rt, req.label)
-    # One read: a retry of a renewal whose answer was lost gets the same certificate again.
-    old, repeated = renewal_of(rt, chain.leaf, req.certified.spki, req.moment)
-    if repeated:
-        _record(rt, req, req.kind, old.device_id or "", describe(chain),
-                serial=old.serial, repeated=True)
-        return old
+def _reenrol_work(rt: Runtime, chain: ClientChain, req: _Request
+                  ) -> Callable[[StoreUnit, datetime], Unit[CertificateRecord]]:
+    """The re-enrolment's unit of work in its group (every statement on the driver): may
+    this certificate renew (read in the unit of work), the renewal, and its event. A retry
+    of a renewal whose answer was lost gets the same certificate again, and only its
+    event is written."""
     grace = timedelta(seconds=rt.settings.renew_grace)
 
-    def work(conn: StoreUnit, _moment: datetime) -> Unit[tuple[dict[str, Any], Any]]:
-        values, shared, renewed = renew_in(conn, rt, old.serial, req.certified, req.moment,
-                                           days=None, grace=grace, allow_shared_key=False,
-                                           actor=None)
+    def work(conn: StoreUnit, _moment: datetime) -> Unit[CertificateRecord]:
+        old, repeated = renewal_in(conn, rt, chain.leaf, req.certified.spki, req.moment)
+        if repeated:
+            return Unit(old, [_event(req, req.kind, old.device_id or "", describe(chain),
+                                     serial=old.serial, repeated=True).row()])
+        values, _shared, renewed = renew_in(conn, rt, old.serial, req.certified,
+                                            req.moment, days=None, grace=grace,
+                                            allow_shared_key=False, actor=None)
         # The re-enrolment's event commits with the renewal (cert.renewed) it made.
         event = _event(req, req.kind, values["device_id"] or "", f"certificate:{old.serial}",
                        serial=values["serial"], replaces=old.serial)
-        return Unit((values, shared), [renewed, event.row()])
+        return Unit(record_from_row(values), [renewed, event.row()])
 
+    return work
+
+
+def _not_renewable(exc: ConflictError) -> EnrolmentForbiddenError:
+    """A renewal refused in its unit of work: renewed or revoked meanwhile, or a key held
+    elsewhere."""
+    return EnrolmentForbiddenError(_KEY_HELD if exc.hint == SHARED_KEY_HINT
+                                   else "this certificate cannot be renewed")
+
+
+def _reenrol(rt: Runtime, chain: ClientChain, req: _Request) -> CertificateRecord:
+    _check_label(rt, req.label)
     try:
         # Concurrent renewals (and enrolments) share one transaction (group commit); every
         # statement of a renewal runs on the driver, so its group may be held on the
         # driver's own connection.
-        values, _ = run_grouped_on_driver(rt, work)
-    except ConflictError as exc:  # renewed or revoked meanwhile, or a key held elsewhere
-        raise EnrolmentForbiddenError(_KEY_HELD if exc.hint == SHARED_KEY_HINT
-                                      else "this certificate cannot be renewed") from exc
-    return record_from_row(values)
+        return run_grouped_on_driver(rt, _reenrol_work(rt, chain, req))
+    except ConflictError as exc:
+        raise _not_renewable(exc) from exc
 
 
 def reenrol(rt: Runtime, chain: ClientChain, csr_der: bytes, *, label: str | None,
@@ -426,6 +438,32 @@ def reenrol(rt: Runtime, chain: ClientChain, csr_der: bytes, *, label: str | Non
                                                     kind="est.reenrolled")))
 
     return _guarded(rt, "simplereenroll", chain, source, run)
+
+
+async def reenrol_async(rt: Runtime, chain: ClientChain, csr_der: bytes, *,
+                        source: str | None) -> Issued:
+    """:func:`reenrol` without a label, awaited on the running event loop: the same
+    checks, unit of work, events and answers, but no thread waits for the group's commit
+    (as :func:`enrol_async`). What runs on the loop reads and writes nothing (the CSR's
+    check, the throttle, a refusal's event buffered by a serving process's sink); whether
+    the certificate may renew is read in the unit of work, in the group commit's thread.
+    A labelled request reads its template first: :func:`reenrol`, in a thread."""
+    where = source or "unknown"
+    throttle = failure_throttle(rt)
+    throttle.check(where)
+    try:
+        req = _request(rt, csr_der, label=None, source=source, kind="est.reenrolled")
+        try:
+            record = await run_grouped_async(rt, _reenrol_work(rt, chain, req))
+        except ConflictError as exc:
+            raise _not_renewable(exc) from exc
+        result = _issued(record)
+    except IotsecError as exc:
+        if _failed(rt, "simplereenroll", chain, source, exc):
+            raise EnrolmentAuthError(_NOT_VALID) from None
+        raise
+    throttle.succeeded(where)
+    return result
 
 
 # --- server-side key generation ---------------------------------------------------------

@@ -21,10 +21,11 @@ from iotsec.identity.registry import DeviceState
 from iotsec.pki.keys import KeyType
 from iotsec.store import models as m
 from iotsec.store.db import reading
-from iotsec.store.direct import Direct
+from iotsec.store.direct import Direct, Unit
 from iotsec.timeutil import ts
 
-__all__ = ["issued_here", "key_like", "renewable", "renewal_of", "repeated_renewal"]
+__all__ = ["issued_here", "key_like", "renewable", "renewal_in", "renewal_of",
+           "repeated_renewal"]
 
 
 # A re-enrolment's reads run on the driver (iotsec.store.direct): in a renewal storm each
@@ -108,24 +109,31 @@ def repeated_renewal(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: d
     return _repeated(old, new, spki, moment)
 
 
-def renewal_of(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: datetime
-               ) -> tuple[CertificateRecord, bool]:
-    """:func:`repeated_renewal` and :func:`renewable` in one read: ``(the certificate that
-    already renewed leaf for spki, True)`` for a retry inside the grace period, else
-    ``(leaf's record, False)`` if it may re-enrol now; refused otherwise."""
+def renewal_in(conn: Unit, rt: Runtime, leaf: x509.Certificate, spki: bytes,
+               moment: datetime) -> tuple[CertificateRecord, bool]:
+    """:func:`repeated_renewal` and :func:`renewable` in the caller's unit of work (its
+    reads on the driver): ``(the certificate that already renewed leaf for spki, True)``
+    for a retry inside the grace period, else ``(leaf's record, False)`` if it may
+    re-enrol now; refused otherwise."""
     der = leaf.public_bytes(serialization.Encoding.DER)
     issuer = state = new = None
-    with reading(rt.engine) as conn, conn.begin():
-        row = _BY_SHA256.first(conn, {"sha256": hashlib.sha256(der).hexdigest()})
-        if row is not None and bytes(row.der) == der and row.replaced_by is not None:
-            new = _BY_SERIAL.first(conn, {"serial": row.replaced_by})
-        if row is not None:
-            issuer, state = _issuer_and_state(conn, row)
+    row = _BY_SHA256.first(conn, {"sha256": hashlib.sha256(der).hexdigest()})
+    if row is not None and bytes(row.der) == der and row.replaced_by is not None:
+        new = _BY_SERIAL.first(conn, {"serial": row.replaced_by})
+    if row is not None:
+        issuer, state = _issuer_and_state(conn, row)
     if new is not None:
         again = _repeated(row, new, spki, moment)
         if again is not None:
             return again, True
     return _renewable(rt, leaf, der, row, issuer, state, moment), False
+
+
+def renewal_of(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: datetime
+               ) -> tuple[CertificateRecord, bool]:
+    """:func:`renewal_in` in a read transaction of its own."""
+    with reading(rt.engine) as conn, conn.begin():
+        return renewal_in(conn, rt, leaf, spki, moment)
 
 
 def issued_here(rt: Runtime, leaf: x509.Certificate) -> bool:
