@@ -35,6 +35,8 @@ class CheckedCsr:
     public_key: CertificatePublicKeyTypes
     spki: bytes
     requested_subject: str
+    #: The CSR's subject as parsed (None for a request made here, without a CSR).
+    name: x509.Name | None = None
 
 
 def parse_csr(data: bytes) -> CheckedCsr:
@@ -58,7 +60,8 @@ def parse_csr(data: bytes) -> CheckedCsr:
     try:
         public_key = csr.public_key()
         signature_ok = csr.is_signature_valid
-        subject = csr.subject.rfc4514_string()
+        name = csr.subject
+        subject = name.rfc4514_string()
     except (ValueError, x509.UnsupportedGeneralNameType) as exc:
         raise MalformedInputError(f"the CSR cannot be decoded: {exc}",
                                   hint="regenerate the CSR with a standard tool") from None
@@ -70,7 +73,7 @@ def parse_csr(data: bytes) -> CheckedCsr:
                        hint="the request was altered or signed with another key; regenerate it")
     check_key_strength(public_key)
     return CheckedCsr(public_key=public_key, spki=spki_der(public_key),
-                      requested_subject=subject)
+                      requested_subject=subject, name=name)
 
 
 def check_key_strength(public_key: CertificatePublicKeyTypes) -> None:

@@ -113,13 +113,13 @@ class _Request:
         return hashlib.sha256(self.proof.spki).hexdigest()
 
 
-def _csr_subject(csr_der: bytes) -> Subject:
-    stripped = csr_der.lstrip()
-    csr = (x509.load_pem_x509_csr(stripped) if stripped.startswith(b"-----BEGIN")
-           else x509.load_der_x509_csr(csr_der))
+def _csr_subject(proof: CheckedCsr) -> Subject:
+    """What a template may take the device's id from: the CSR's CN and serialNumber (the
+    subject :func:`~iotsec.pki.csr.parse_csr` read, not parsed again)."""
+    name = proof.name if proof.name is not None else x509.Name([])
 
     def first(oid: x509.ObjectIdentifier) -> str | None:
-        values = csr.subject.get_attributes_for_oid(oid)
+        values = name.get_attributes_for_oid(oid)
         return str(values[0].value) if values else None
 
     return Subject(cn=first(x509.NameOID.COMMON_NAME),
@@ -131,7 +131,7 @@ def _request(rt: Runtime, csr_der: bytes, *, label: str | None, source: str | No
     proof = parse_csr(csr_der)
     if label is not None:
         parse_template_name(label)
-    return _Request(proof=proof, certified=certified or proof, subject=_csr_subject(csr_der),
+    return _Request(proof=proof, certified=certified or proof, subject=_csr_subject(proof),
                     label=label, source=source, moment=rt.now().replace(microsecond=0),
                     kind=kind)
 
