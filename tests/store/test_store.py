@@ -65,8 +65,12 @@ def test_every_sqlite_connection_has_the_store_settings(tmp_path):
         expected = ("wal", 1, 1, WAL_CHECKPOINT_PAGES, WAL_SIZE_LIMIT, 10000)
         with engine.connect() as conn:
             assert settings(lambda q: conn.exec_driver_sql(q).scalar()) == expected
+            # Temporary data (sorts, an import's savepoint journals) stays on disk.
+            assert conn.exec_driver_sql("PRAGMA temp_store").scalar() == 0
         with driver_transaction(engine) as unit:
             assert settings(lambda q: unit.driver.execute(q).fetchone()[0]) == expected
+            # A small unit of work keeps its savepoints' statement journals in memory.
+            assert unit.driver.execute("PRAGMA temp_store").fetchone()[0] == 2
         reader = connect_sqlite(path)
         try:
             assert settings(lambda q: reader.execute(q).fetchone()[0]) == expected
