@@ -15,7 +15,8 @@ are throttled per source, with the same throttle as the API's credentials.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -145,22 +146,29 @@ def _refused(rt: Runtime, operation: str, credential: str, source: str | None,
                                    "error": exc.code}))
 
 
-def _guarded(rt: Runtime, operation: str, credential: Credential, source: str | None,
-             run: Callable[[], _T]) -> _T:
-    """Run a flow for ``source``: refused while throttled; a refusal is an event and
+@contextmanager
+def _guard(rt: Runtime, operation: str, credential: Credential, source: str | None
+           ) -> Iterator[None]:
+    """Around a flow for ``source``: refused while throttled; a refusal is an event and
     counts against the source; a refused credential is named to the client by one
     generic message."""
     where = source or "unknown"
     throttle = failure_throttle(rt)
     throttle.check(where)
     try:
-        result = run()
+        yield
     except IotsecError as exc:
         if _failed(rt, operation, credential, source, exc):
             raise EnrolmentAuthError(_NOT_VALID) from None
         raise
     throttle.succeeded(where)
-    return result
+
+
+def _guarded(rt: Runtime, operation: str, credential: Credential, source: str | None,
+             run: Callable[[], _T]) -> _T:
+    """``run()`` inside :func:`_guard`."""
+    with _guard(rt, operation, credential, source):
+        return run()
 
 
 def _failed(rt: Runtime, operation: str, credential: Credential, source: str | None,
@@ -358,10 +366,7 @@ async def enrol_async(rt: Runtime, credential: BasicCredential, csr_der: bytes, 
     runs in the group commit's thread. A
     claim certificate's enrolment reads the store and may ask a hook first: :func:`enrol`,
     in a thread."""
-    where = source or "unknown"
-    throttle = failure_throttle(rt)
-    throttle.check(where)
-    try:
+    with _guard(rt, "simpleenroll", credential, source):
         req = _request(rt, csr_der, label=label, source=source, kind="est.enrolled")
         use = SecretUse(credential)
         try:
@@ -369,13 +374,7 @@ async def enrol_async(rt: Runtime, credential: BasicCredential, csr_der: bytes, 
         except ConflictError as exc:
             raise EnrolmentForbiddenError(_ALREADY) from exc
         outcome = _enrolled(enrolled)
-        result = outcome if isinstance(outcome, Pending) else _issued(outcome)
-    except IotsecError as exc:
-        if _failed(rt, "simpleenroll", credential, source, exc):
-            raise EnrolmentAuthError(_NOT_VALID) from None
-        raise
-    throttle.succeeded(where)
-    return result
+        return outcome if isinstance(outcome, Pending) else _issued(outcome)
 
 
 # --- re-enrolment: the device's own certificate -----------------------------------------
@@ -448,22 +447,13 @@ async def reenrol_async(rt: Runtime, chain: ClientChain, csr_der: bytes, *,
     check, the throttle, a refusal's event buffered by a serving process's sink); whether
     the certificate may renew is read in the unit of work, in the group commit's thread.
     A labelled request reads its template first: :func:`reenrol`, in a thread."""
-    where = source or "unknown"
-    throttle = failure_throttle(rt)
-    throttle.check(where)
-    try:
+    with _guard(rt, "simplereenroll", chain, source):
         req = _request(rt, csr_der, label=None, source=source, kind="est.reenrolled")
         try:
             record = await run_grouped_async(rt, _reenrol_work(rt, chain, req))
         except ConflictError as exc:
             raise _not_renewable(exc) from exc
-        result = _issued(record)
-    except IotsecError as exc:
-        if _failed(rt, "simplereenroll", chain, source, exc):
-            raise EnrolmentAuthError(_NOT_VALID) from None
-        raise
-    throttle.succeeded(where)
-    return result
+        return _issued(record)
 
 
 # --- server-side key generation ---------------------------------------------------------
