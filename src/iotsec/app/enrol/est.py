@@ -189,11 +189,6 @@ def _event(req: _Request, kind: str, device_id: str, credential: str,
                  detail={"credential": credential, "label": req.label, **detail})
 
 
-def _record(rt: Runtime, req: _Request, kind: str, device_id: str, credential: str,
-            **detail: Any) -> None:
-    rt.events.record(_event(req, kind, device_id, credential, **detail))
-
-
 def _issued(record: CertificateRecord) -> Issued:
     return Issued(record=record,
                   chain_der=certs_only([x509.load_der_x509_certificate(record.der)]))
@@ -288,38 +283,32 @@ def _enrol_in(conn: StoreUnit, rt: Runtime, req: _Request, use: CredentialUse
                                        template.profile if template else None)
 
 
-_Enrolled = tuple[str, Template | None, CertificateRecord | Pending]
-
-
 def _enrol_work(rt: Runtime, use: CredentialUse, req: _Request
-                ) -> Callable[[StoreUnit, datetime], Unit[_Enrolled]]:
+                ) -> Callable[[StoreUnit, datetime], Unit[CertificateRecord | Pending]]:
     """The enrolment's unit of work in its group (every statement on the driver), with its
     event (enrolled, or waiting for approval): in the chain in the same transaction as
-    the device, the credential's use and the certificate."""
-    def work(conn: StoreUnit, _moment: datetime) -> Unit[_Enrolled]:
-        device_id, template, outcome = enrolled = _enrol_in(conn, rt, req, use)
+    the device, the credential's use and the certificate.
+
+    After the commit nothing this process keeps is stale: a device registered just in
+    time is in none of its caches (an unknown device is never cached, whether for
+    decisions or a DTLS peer's standing), and the policy's roles did not change (the new
+    device's role binding moved only the policy version, which this process reads again
+    within ``hot_cache_seconds`` like every other). So an enrolment storm leaves the
+    decisions of the same server answered from memory."""
+    def work(conn: StoreUnit, _moment: datetime) -> Unit[CertificateRecord | Pending]:
+        device_id, template, outcome = _enrol_in(conn, rt, req, use)
         detail: dict[str, Any] = {"template": template.name if template else None}
         if isinstance(outcome, Pending):
             event = _event(req, "est.pending", device_id, use.name, **detail)
         else:
             event = _event(req, req.kind, device_id, use.name, serial=outcome.serial,
                            **detail)
-        return Unit(enrolled, [event.row()])
+        return Unit(outcome, [event.row()])
 
     return work
 
 
 _ALREADY = "the device is already registered, or the claim certificate has already enrolled"
-
-
-def _enrolled(enrolled: _Enrolled) -> CertificateRecord | Pending:
-    """After the group's commit: the outcome. Nothing this process keeps is stale: a
-    device registered just in time is in none of its caches (an unknown device is never
-    cached, whether for decisions or a DTLS peer's standing), and the policy's roles did
-    not change (the new device's role binding moved only the policy version, which this
-    process reads again within ``hot_cache_seconds`` like every other). So an enrolment
-    storm leaves the decisions of the same server answered from memory."""
-    return enrolled[2]
 
 
 def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRecord | Pending:
@@ -331,10 +320,9 @@ def _enrol(rt: Runtime, credential: Credential, req: _Request) -> CertificateRec
         # of its own; the CA signature's key.use event commits with the certificate it
         # made, and the answer comes after the commit. Every statement of an enrolment runs
         # on the driver, so its group may be held on the driver's own connection.
-        enrolled = run_grouped_on_driver(rt, _enrol_work(rt, use, req))
+        return run_grouped_on_driver(rt, _enrol_work(rt, use, req))
     except ConflictError as exc:  # a concurrent request registered the device or the claim
         raise EnrolmentForbiddenError(_ALREADY) from exc
-    return _enrolled(enrolled)
 
 
 def enrol(rt: Runtime, credential: Credential, csr_der: bytes, *, label: str | None,
@@ -370,10 +358,9 @@ async def enrol_async(rt: Runtime, credential: BasicCredential, csr_der: bytes, 
         req = _request(rt, csr_der, label=label, source=source, kind="est.enrolled")
         use = SecretUse(credential)
         try:
-            enrolled = await run_grouped_async(rt, _enrol_work(rt, use, req))
+            outcome = await run_grouped_async(rt, _enrol_work(rt, use, req))
         except ConflictError as exc:
             raise EnrolmentForbiddenError(_ALREADY) from exc
-        outcome = _enrolled(enrolled)
         return outcome if isinstance(outcome, Pending) else _issued(outcome)
 
 

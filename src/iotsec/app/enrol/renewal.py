@@ -24,8 +24,7 @@ from iotsec.store.db import reading
 from iotsec.store.direct import Direct, Unit
 from iotsec.timeutil import ts
 
-__all__ = ["issued_here", "key_like", "renewable", "renewal_in", "renewal_of",
-           "repeated_renewal"]
+__all__ = ["issued_here", "key_like", "renewable", "renewal_in"]
 
 
 # A re-enrolment's reads run on the driver (iotsec.store.direct): in a renewal storm each
@@ -93,28 +92,15 @@ def _repeated(old: Any, new: Any, spki: bytes, moment: datetime) -> CertificateR
     return record_of(new)
 
 
-def repeated_renewal(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: datetime
-                     ) -> CertificateRecord | None:
-    """The certificate that already renewed ``leaf`` for the key ``spki``, when the device
-    asks again inside the grace period: a retry whose answer was lost (a dropped connection,
-    a crash before the device saved it). The same certificate is answered again; nothing
-    is issued. Only the holder of ``leaf``'s key can ask, and only for the key it asked
-    for before, so the answer tells it nothing new."""
-    der = leaf.public_bytes(serialization.Encoding.DER)
-    with reading(rt.engine) as conn, conn.begin():
-        old = _BY_SHA256.first(conn, {"sha256": hashlib.sha256(der).hexdigest()})
-        if old is None or bytes(old.der) != der or old.replaced_by is None:
-            return None
-        new = _BY_SERIAL.first(conn, {"serial": old.replaced_by})
-    return _repeated(old, new, spki, moment)
-
-
 def renewal_in(conn: Unit, rt: Runtime, leaf: x509.Certificate, spki: bytes,
                moment: datetime) -> tuple[CertificateRecord, bool]:
-    """:func:`repeated_renewal` and :func:`renewable` in the caller's unit of work (its
-    reads on the driver): ``(the certificate that already renewed leaf for spki, True)``
-    for a retry inside the grace period, else ``(leaf's record, False)`` if it may
-    re-enrol now; refused otherwise."""
+    """Whether ``leaf`` may re-enrol now for the key ``spki``, in the caller's unit of work
+    (its reads on the driver): ``(the certificate that already renewed leaf for spki,
+    True)`` for a retry inside the grace period (a retry whose answer was lost: a dropped
+    connection, a crash before the device saved it; only the holder of leaf's key can ask,
+    and only for the key it asked for before, so the answer tells it nothing new), else
+    ``(leaf's record, False)`` if it may re-enrol now (:func:`renewable`); refused
+    otherwise."""
     der = leaf.public_bytes(serialization.Encoding.DER)
     issuer = state = new = None
     row = _BY_SHA256.first(conn, {"sha256": hashlib.sha256(der).hexdigest()})
@@ -127,13 +113,6 @@ def renewal_in(conn: Unit, rt: Runtime, leaf: x509.Certificate, spki: bytes,
         if again is not None:
             return again, True
     return _renewable(rt, leaf, der, row, issuer, state, moment), False
-
-
-def renewal_of(rt: Runtime, leaf: x509.Certificate, spki: bytes, moment: datetime
-               ) -> tuple[CertificateRecord, bool]:
-    """:func:`renewal_in` in a read transaction of its own."""
-    with reading(rt.engine) as conn, conn.begin():
-        return renewal_in(conn, rt, leaf, spki, moment)
 
 
 def issued_here(rt: Runtime, leaf: x509.Certificate) -> bool:
