@@ -28,7 +28,7 @@ import sqlalchemy
 from cryptography.hazmat.backends.openssl.backend import backend
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import URL, create_engine, select, text
 
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
@@ -45,6 +45,21 @@ T = TypeVar("T")
 def settings_for(home: Path) -> Settings:
     """Settings for an explicit home, independent of any ``IOTSEC_*`` in the environment."""
     return Settings(home=home, database_url=None)
+
+
+@contextlib.contextmanager
+def fresh_database(base: URL, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new database on ``base``'s server, dropped afterwards: its name and URL."""
+    name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield name, base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @contextlib.contextmanager

@@ -35,7 +35,11 @@ latency (closed loop: at saturation the mean is about connections / throughput),
 server's CPU time per certificate (``/proc/PID/stat``, its worker processes included), the
 client's CPU, and the median of the per-round ratios to cfssl.
 
-Run: ``python bench/est_bench.py [--quick] [--json FILE]``.
+``--database-url postgresql+psycopg://USER@HOST/DB`` puts ours on PostgreSQL: a fresh
+database on that server (made for the run, dropped afterwards) instead of the home's SQLite
+file.
+
+Run: ``python bench/est_bench.py [--quick] [--database-url URL] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -62,9 +66,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
+from sqlalchemy import make_url
 
-from common import Report, load_average, machine_info, print_machine, scratch_dir, verdict
+from common import (
+    Report,
+    fresh_database,
+    load_average,
+    machine_info,
+    print_machine,
+    scratch_dir,
+    verdict,
+)
 from est_load import http_request, percentiles, write_requests
+from iotsec.config import Settings
 
 GOAL_RATIO = 1.5
 HERE = Path(__file__).resolve().parent
@@ -485,13 +499,18 @@ def api_target(work: Path, env: dict[str, str], inputs: Inputs, servers: list[Se
                   server, api, chain, build, True, issuing, prepare=prepare, answer="api")
 
 
+def home_settings(home: Path) -> Settings:
+    """The settings of the library's calls over ``home``: its store is the database the
+    servers use (``IOTSEC_DATABASE_URL`` of :func:`home_env`), or the home's SQLite file."""
+    return Settings(home=home, database_url=os.environ.get("IOTSEC_DATABASE_URL") or None)
+
+
 def register_devices(home: Path, names: Sequence[str]) -> None:
     """Register ``names`` through the library (not timed: before their requests)."""
-    from common import settings_for
     from iotsec.app.identity import devices
     from iotsec.app.runtime import open_runtime
 
-    rt = open_runtime(settings_for(home))
+    rt = open_runtime(home_settings(home))
     try:
         devices.import_devices(rt, (devices.NewDevice.parse(n, ["bench"]) for n in names))
     finally:
@@ -528,11 +547,10 @@ def count_iotsec_devices(home: Path) -> tuple[int, int]:
     """(device certificates, devices) in the home's store."""
     from sqlalchemy import func, select
 
-    from common import settings_for
     from iotsec.app.runtime import open_runtime
     from iotsec.store import models
 
-    rt = open_runtime(settings_for(home))
+    rt = open_runtime(home_settings(home))
     try:
         with rt.engine.connect() as conn:
             certs = conn.execute(select(func.count()).select_from(models.certificates)
@@ -598,9 +616,21 @@ def main() -> int:
                         help="also measure bench/https_floor.py (the Python stack's floor)")
     parser.add_argument("--no-est", action="store_true",
                         help="skip the EST targets (with --api: the API against cfssl only)")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="ours on PostgreSQL: a fresh database on this server (dropped "
+                        "afterwards) instead of the home's SQLite file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write JSON")
     args = parser.parse_args()
+    if args.database_url:
+        with fresh_database(make_url(args.database_url), "iotsec_est") as (_name, url):
+            os.environ["IOTSEC_DATABASE_URL"] = url
+            return run(args)
+    os.environ.pop("IOTSEC_DATABASE_URL", None)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (2.0 if args.quick else 10.0)
     args.warm = 100 if args.quick else 300
@@ -617,6 +647,7 @@ def main() -> int:
         "client processes": args.client_processes, "iotsec serve --workers": workers,
         "rounds per series": args.rounds, "seconds per server per round (about)": args.seconds,
         "warm-up requests per server and series": args.warm,
+        "iotsec store": "PostgreSQL" if os.environ.get("IOTSEC_DATABASE_URL") else "SQLite",
         "series": ["keep-alive"] + ([] if args.no_handshakes
                                     else ["new TLS connection per request"]),
         "load average at start": load_average()})

@@ -35,14 +35,14 @@ import sqlite3
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import URL, create_engine, func, make_url, select, text
 
 from common import (
     Report,
+    fresh_database,
     fresh_runtime,
     load_average,
     machine_info,
@@ -212,21 +212,6 @@ def sqlite_round(path: Path, rows: int) -> dict[str, float]:
         schema_s, schema_mb = sqlite_schema_reference(path, rows, tmp)
     return {"ours_s": seconds, "ours_mb": peak, "ref_s": ref.seconds, "ref_mb": ref.peak_rss_mib,
             "schema_s": schema_s, "schema_mb": schema_mb}
-
-
-@contextmanager
-def fresh_database(base: URL, prefix: str) -> Iterator[tuple[str, str]]:
-    """A new database on ``base``'s server, dropped afterwards: its name and URL."""
-    name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield name, base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def postgres_round(path: Path, rows: int, url: str) -> dict[str, float]:
