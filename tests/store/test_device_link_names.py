@@ -112,6 +112,35 @@ def test_postgresql_keeps_them_under_replica_mode_and_truncate(rt: Runtime) -> N
     assert names_of(rt) == {"d-1": ("", ""), "d-2": ("", "device")}
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresql_updates_the_touched_devices_by_key(rt: Runtime) -> None:
+    """Migration 0029: the triggers look each touched device up by its key. PL/pgSQL keeps
+    a statement's plan for the connection's life; 0028's join, planned on a small table,
+    scanned every device for each link written, and went on doing so as the fleet grew."""
+    import_devices(rt, (NewDevice.parse(f"d-{i}", groups=["g"]) for i in range(200)))
+    with rt.engine.begin() as conn:
+        for i in range(10):  # past the statement's first plans: the one kept is used
+            conn.execute(text("INSERT INTO devices (id, state, attributes, created_at, "
+                              "updated_at) VALUES (:id, 'pending', '{}', 1, 1)"),
+                         {"id": f"n-{i}"})
+            conn.execute(text("INSERT INTO device_groups (device_id, group_name) "
+                              "VALUES (:id, 'g')"), {"id": f"n-{i}"})
+            conn.execute(text("INSERT INTO device_roles (device_id, role_name) "
+                              "VALUES (:id, 'device')"), {"id": f"n-{i}"})
+        conn.execute(text("UPDATE device_groups SET group_name = 'g' WHERE device_id = 'n-0'"))
+        conn.execute(text("DELETE FROM device_roles WHERE device_id = 'n-1'"))
+        scans = conn.execute(text("SELECT seq_scan FROM pg_stat_xact_user_tables "
+                                  "WHERE relid = 'devices'::regclass")).scalar_one()
+    assert scans == 0
+    names = names_of(rt)
+    assert names["n-0"] == ("g", "device") and names["n-1"] == ("g", "")
+    assert names["n-9"] == ("g", "device") and names["d-7"] == ("g", "device")
+    # A statement that touches more than 100 devices is one set-wise update.
+    _sql(rt, "DELETE FROM device_groups WHERE device_id LIKE 'd-%'")
+    assert {n for d, n in names_of(rt).items() if d.startswith("d-")} == {("", "device")}
+
+
 def test_imports_write_names_equal_to_the_links(rt: Runtime) -> None:
     _role(rt, "ops")
     assert import_devices(rt, [NewDevice.parse(f"n-{i}", groups=["b", "a"][:i % 3],
