@@ -206,16 +206,24 @@ def test_an_inactive_device_is_denied_whatever_its_roles(rt: Runtime,
 def test_current_policy_is_cached_until_the_version_moves(rt: Runtime) -> None:
     first = access.current_policy(rt)
     assert access.current_policy(rt) is first
-    add(rt, "d1", ("plant-a",))  # binds the default role: the version moves
+    v = version(rt)
+    # A new device's own roles are read with its entry, not compiled into the policy.
+    add(rt, "d1", ("plant-a",))
+    assert version(rt) == v
+    assert access.current_policy(rt) is first
+    assert access.check(rt, "d1", "publish", "devices/d1/temp").role == "device"
+    roles.add_role(rt, FW)
+    assert version(rt) > v
     second = access.current_policy(rt)
     assert second is not first
     assert access.current_policy(rt) is second
+    assert "fw" in second.role_names
+    # Binding a role to a registered device moves the version too.
     v = version(rt)
-    roles.add_role(rt, FW)
+    roles.assign_device(rt, "d1", ["fw"])
     assert version(rt) > v
     third = access.current_policy(rt)
     assert third is not second
-    assert "fw" in third.role_names
     roles.add_group(rt, "plant-a", ["fw"])
     assert access.current_policy(rt) is not third
     assert access.check(rt, "d1", "firmware:download", "firmware/plant-a/x").allowed

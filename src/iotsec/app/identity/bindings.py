@@ -71,26 +71,39 @@ def require_roles(conn: Unit, names: Iterable[str]) -> list[str]:
     return wanted
 
 
-def assign_roles(conn: Unit, device_ids: Sequence[str], roles: Sequence[str]) -> None:
+def assign_roles(conn: Unit, device_ids: Sequence[str], roles: Sequence[str], *,
+                 registering: bool = False) -> None:
     """Bind roles to devices inside a transaction (already bound pairs are kept).
 
     A device's own roles are part of its registry entry: a caller binding roles to devices
     that are already registered also moves their ``updated_at``, which is how serving
-    processes learn to read those entries again (newly inserted devices have it already)."""
+    processes learn to read those entries again (newly inserted devices have it already).
+
+    ``registering``: the devices are inserted in this transaction, so none has a binding
+    to look up, and their bindings leave the policy version alone: the compiled policy holds the roles and the groups' bindings,
+    not the devices', and a device that was not registered has no entry in any process's
+    cache (its first decision reads it). Every device enrolled just in time would otherwise
+    make every serving process compile its policy again, and on PostgreSQL take the one
+    version row's lock in each enrolment's transaction (the enrolments of all processes
+    then queue on it, and a group's requests can deadlock with another process's)."""
     wanted = require_roles(conn, roles)
     if not wanted or not device_ids:
         return
     existing: set[tuple[str, str]] = set()
     if len(device_ids) == 1:
-        existing.update((r.device_id, r.role_name)
-                        for r in _ONE_DEVICE_ROLES.rows(conn, {"device": device_ids[0]}))
+        if not registering:  # a device inserted in this transaction has no bindings yet
+            existing.update((r.device_id, r.role_name)
+                            for r in _ONE_DEVICE_ROLES.rows(conn, {"device": device_ids[0]}))
         rows = [{"device_id": device_ids[0], "role_name": r} for r in wanted
                 if (device_ids[0], r) not in existing]
         if rows:
             _BIND.execute_many(conn, rows)
-            bump_policy_version(conn)
+            if not registering:
+                bump_policy_version(conn)
         return
     for i in range(0, len(device_ids), 500):
+        if registering:
+            break
         existing.update((d, r) for d, r in core(conn).execute(
             select(m.device_roles.c.device_id, m.device_roles.c.role_name)
             .where(m.device_roles.c.device_id.in_(device_ids[i:i + 500]))))
@@ -98,4 +111,5 @@ def assign_roles(conn: Unit, device_ids: Sequence[str], roles: Sequence[str]) ->
             if (d, r) not in existing]
     if rows:
         core(conn).execute(insert(m.device_roles), rows)
-        bump_policy_version(conn)
+        if not registering:
+            bump_policy_version(conn)

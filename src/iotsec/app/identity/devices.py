@@ -127,7 +127,7 @@ def _insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
         by_roles.setdefault(default if d.roles is None else d.roles, []).append(d.id)
     for roles, ids in by_roles.items():
         if roles:
-            assign_roles(conn, ids, roles)
+            assign_roles(conn, ids, roles, registering=True)
 
 
 def insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
