@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from iotsec.app.identity import devices
 from iotsec.app.identity.lifecycle import change_state
@@ -185,6 +186,39 @@ def test_a_unit_of_work_that_raises_is_rolled_back_alone(rt: Runtime) -> None:
     with rt.engine.connect() as conn:
         names = set(conn.execute(select(m.groups.c.name)).scalars())
     assert {"g-lead", "g-good"} <= names and "g-bad" not in names
+
+
+class _GaveWay(Exception):
+    """PostgreSQL's deadlock as the driver raises it (its SQLSTATE)."""
+
+    sqlstate = "40P01"
+
+
+def test_a_unit_that_gave_way_runs_again_in_the_threads_next_group(rt: Runtime) -> None:
+    groups = IssuanceGroups(rt)
+    tries: list[str] = []
+
+    def add(name: str, give_way: int) -> Any:
+        statement = Direct(insert(m.groups).values(name=name, created_at=1_700_000_000))
+
+        def work(conn: StoreUnit, _moment: datetime) -> Unit[str]:
+            tries.append(name)
+            statement.execute(conn, {}).close()
+            if tries.count(name) <= give_way:
+                raise OperationalError("UPDATE enrolment_secrets", None,
+                                       _GaveWay("deadlock detected"))
+            return Unit(name)
+        return work
+
+    (lead, again, good), gate = _two_groups(groups, [groups.run_async(add("g-lead", 0)),
+                                                     groups.run_async(add("g-again", 1)),
+                                                     groups.run_async(add("g-good", 0))])
+    assert (lead, again, good) == ("g-lead", "g-again", "g-good")
+    assert tries.count("g-again") == 2 and gate.commits == 3
+    with rt.engine.connect() as conn:
+        names = sorted(conn.execute(select(m.groups.c.name)
+                                    .where(m.groups.c.name.like("g-%"))).scalars())
+    assert names == ["g-again", "g-good", "g-lead"]
 
 
 def _hold_commits(groups: IssuanceGroups) -> tuple[threading.Event, threading.Event]:

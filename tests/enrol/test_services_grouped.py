@@ -13,12 +13,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from iotsec.app.enrol import est, secrets
 from iotsec.app.identity.devices import NewDevice, add_device, get_device
 from iotsec.app.monitor.chain import verify
 from iotsec.app.pki.cert_records import get_certificate, list_certificates
-from iotsec.app.pki.group_issuance import IssuanceGroups, Unit, groups_of
+from iotsec.app.pki.group_issuance import MAX_RETRIES, IssuanceGroups, Unit, groups_of
 from iotsec.app.pki.issuance import issue_from_csr
 from iotsec.app.runtime import Runtime
 from iotsec.errors import (
@@ -145,6 +146,47 @@ def test_a_conflict_in_the_database_fails_its_unit_alone(rt: Runtime) -> None:
     with rt.engine.connect() as conn:
         stored = set(conn.execute(select(m.groups.c.name)).scalars())
     assert {"g-lead", "g-one", "g-two"} <= stored and "g-bug" not in stored
+
+
+class _GaveWay(Exception):
+    """PostgreSQL's deadlock as the driver raises it (its SQLSTATE)."""
+
+    sqlstate = "40P01"
+
+
+def test_a_unit_that_gave_way_to_another_transaction_runs_again(rt: Runtime) -> None:
+    """On PostgreSQL a group's locks are held until it commits, and two serving processes'
+    groups may deadlock: the unit chosen to give way is rolled back to its savepoint and
+    runs again in a later group (at most MAX_RETRIES times), not answered with an error."""
+    groups = IssuanceGroups(rt)
+    now = 1_700_000_000
+    tries: dict[str, int] = {}
+
+    def add_group(name: str, give_way: int) -> Callable[[Connection, datetime], Unit[str]]:
+        def work(conn: Connection, _moment: datetime) -> Unit[str]:
+            tries[name] = tries.get(name, 0) + 1
+            conn.execute(insert(m.groups).values(name=name, created_at=now))
+            if tries[name] <= give_way:  # written, then the deadlock: rolled back
+                raise OperationalError("UPDATE enrolment_secrets", None,
+                                       _GaveWay("deadlock detected"))
+            return Unit(name)
+        return work
+
+    groups.before_commit = Gate(groups, expected=3)
+    results = concurrently([
+        lambda: groups.run(add_group("g-lead", 0)),
+        lambda: groups.run(add_group("g-twice", 2)),
+        lambda: groups.run(add_group("g-never", MAX_RETRIES + 5)),
+        lambda: groups.run(add_group("g-one", 0)),
+    ])
+    assert results[0] == "g-lead" and results[1] == "g-twice" and results[3] == "g-one"
+    assert tries["g-twice"] == 3
+    # Past its retries, it is answered with the database's error.
+    assert isinstance(results[2], StoreError) and tries["g-never"] == MAX_RETRIES + 1
+    with rt.engine.connect() as conn:
+        stored = sorted(conn.execute(select(m.groups.c.name)
+                                     .where(m.groups.c.name.like("g-%"))).scalars())
+    assert stored == ["g-lead", "g-one", "g-twice"]
 
 
 def test_a_failed_group_commit_answers_no_enrolment_of_it(rt: Runtime) -> None:

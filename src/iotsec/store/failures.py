@@ -8,7 +8,17 @@ from pathlib import Path
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
 
-__all__ = ["driver_failure", "unit_failure"]
+__all__ = ["driver_failure", "lock_conflict", "unit_failure"]
+
+#: PostgreSQL's SQLSTATEs of a transaction that met another one's locks and was chosen to
+#: give way: a deadlock, a serialization failure, a lock not available. What failed may
+#: succeed when it runs again (SQLite waits for its one lock instead).
+_LOCK_CONFLICTS = frozenset({"40P01", "40001", "55P03"})
+
+
+def lock_conflict(orig: BaseException | None) -> bool:
+    """Did the statement give way to another transaction's locks (and may be run again)?"""
+    return getattr(orig, "sqlstate", None) in _LOCK_CONFLICTS
 
 #: What a failed database operation means, by SQLite's error name (the primary result
 #: code, without an extended suffix such as ``_DBMOVED``) or PostgreSQL's SQLSTATE: the

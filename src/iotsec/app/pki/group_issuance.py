@@ -65,6 +65,7 @@ from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.store.db import driver_transaction, transaction, unit_error
 from iotsec.store.direct import Savepoint, core
 from iotsec.store.direct import Unit as StoreUnit
+from iotsec.store.failures import lock_conflict
 
 __all__ = ["IDLE_SECONDS", "MAX_GROUP", "IssuanceGroups", "Unit", "groups_of", "issue_grouped",
            "issue_grouped_async", "run_grouped", "run_grouped_async", "run_grouped_on_driver"]
@@ -74,6 +75,10 @@ _T = TypeVar("_T")
 _Shared = dict[str, list[tuple[str, str | None]]]
 #: The most requests one transaction handles.
 MAX_GROUP = 256
+#: How often a unit of work that gave way to another transaction's locks (a PostgreSQL
+#: deadlock between two serving processes' groups) runs again, each time in a later group,
+#: before it is answered with the error.
+MAX_RETRIES = 3
 #: Seconds the group commit's thread waits for work before it ends (a new one starts when
 #: a request awaited on an event loop finds nobody leading).
 IDLE_SECONDS = 5.0
@@ -107,6 +112,8 @@ class _Request:
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[Any] | None = None
     lead: bool = False
+    #: Times it gave way to another transaction's locks and was put back (MAX_RETRIES).
+    retries: int = 0
     answered: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -288,6 +295,7 @@ class IssuanceGroups:
         moment = rt.now()
         done: list[tuple[_Request, Any]] = []
         refused: list[tuple[_Request, BaseException]] = []
+        again: list[_Request] = []
         try:
             # A first load (or a reload) of the CA reads the store: before the group's
             # transaction. Each waiting thread's request loaded it too before it joined.
@@ -299,6 +307,9 @@ class IssuanceGroups:
                 for request in group:
                     try:
                         unit = self._one(conn, request, moment)
+                    except _Again:
+                        again.append(request)
+                        continue
                     except _Refused as refusal:
                         refused.append((request, refusal.error))
                         continue
@@ -314,6 +325,11 @@ class IssuanceGroups:
             if not isinstance(exc, Exception):
                 raise
             return
+        if again:
+            # First in the next group, in their order; nothing of them was written. Whoever
+            # leads next (the thread that leads now, or the oldest waiting) runs them.
+            with self._lock:
+                self._waiting[0:0] = again
         _answer([*((request, None, error) for request, error in refused),
                  *((request, result, None) for request, result in done)])
 
@@ -333,8 +349,15 @@ class IssuanceGroups:
             # A failure to roll back (the database ended the transaction) is not this
             # request's refusal: it propagates, and fails the group.
             part.rollback()
-            raise _Refused(unit_error(exc, self._rt.engine) if isinstance(exc, DBAPIError)
-                           else exc) from exc
+            if isinstance(exc, DBAPIError):
+                if lock_conflict(exc.orig) and request.retries < MAX_RETRIES:
+                    # Another group's transaction holds what it needs (on PostgreSQL, a
+                    # group's locks are held until it commits: two processes' groups may
+                    # deadlock). Rolled back to its savepoint, it runs in a later group.
+                    request.retries += 1
+                    raise _Again from exc
+                raise _Refused(unit_error(exc, self._rt.engine)) from exc
+            raise _Refused(exc) from exc
         part.release()
         return unit
 
@@ -367,6 +390,11 @@ def _settle(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:
             future.set_exception(error)
         else:
             future.set_result(result)
+
+
+class _Again(Exception):
+    """A request of a group that gave way to another transaction's locks: rolled back to
+    its savepoint, it runs again in a later group."""
 
 
 class _Refused(Exception):
