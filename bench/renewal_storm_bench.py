@@ -21,7 +21,11 @@ server answers ``POST /v1/authz/check`` and ``GET /crl`` on its API listener wit
   storm until after it; its samples are cut into the baseline window (the same server, no
   storm, in the same run) and the storm window.
 
-Run: ``python bench/renewal_storm_bench.py [--quick] [--devices N] [--json FILE]``.
+``--database-url postgresql+psycopg://USER@HOST/DB`` puts the store on PostgreSQL: a fresh
+database on that server, made for the run and dropped afterwards.
+
+Run: ``python bench/renewal_storm_bench.py [--quick] [--devices N] [--database-url URL]
+[--json FILE]``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import random
 import signal
 import ssl
@@ -41,15 +46,15 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from common import (
     Report,
+    fresh_database,
     load_average,
     machine_info,
     print_machine,
     scratch_dir,
-    settings_for,
     verdict,
 )
 from est_bench import (
@@ -58,6 +63,7 @@ from est_bench import (
     est_body,
     free_port,
     home_env,
+    home_settings,
     iotsec,
     iotsec_command,
     make_csr,
@@ -80,7 +86,7 @@ def prepare_fleet(home: Path, n: int, out: Path) -> dict[str, float]:
     base64 CSR of a fresh key for its re-enrolment. Returns the setup timings."""
     timings: dict[str, float] = {}
     ids = [f"storm-{i:06d}" for i in range(n)]
-    rt = open_runtime(settings_for(home))
+    rt = open_runtime(home_settings(home))
     try:
         t0 = time.perf_counter()
         devices.import_devices(rt, (devices.NewDevice.parse(d, ["fleet"],
@@ -154,7 +160,7 @@ def check_storm(home: Path, result: dict[str, Any], issuing: x509.Certificate,
         cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         if cn != sample["id"]:
             raise AssertionError(f"re-enrolment of {sample['id']} named {cn!r}")
-    rt = open_runtime(settings_for(home))
+    rt = open_runtime(home_settings(home))
     try:
         c = models.certificates.c
         with rt.engine.connect() as conn:
@@ -186,9 +192,21 @@ def main() -> int:
     parser.add_argument("--grace", type=int, default=None, metavar="SECONDS",
                         help="IOTSEC_RENEW_GRACE for the server (default: the server's, one "
                              "day); 0 puts every superseded certificate on the CRL at once")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="the store on PostgreSQL: a fresh database on this server "
+                        "(dropped afterwards) instead of the home's SQLite file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write JSON")
     args = parser.parse_args()
+    if args.database_url:
+        with fresh_database(make_url(args.database_url), "iotsec_storm") as (_name, url):
+            os.environ["IOTSEC_DATABASE_URL"] = url
+            return run(args)
+    os.environ.pop("IOTSEC_DATABASE_URL", None)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     n = args.devices or (2_000 if args.quick else 100_000)
     baseline = args.baseline or (5.0 if args.quick else 30.0)
 
@@ -199,6 +217,8 @@ def main() -> int:
                             "decision rate (offered)": args.authz_rate,
                             "CRL rate (offered)": args.crl_rate,
                             "baseline seconds": baseline,
+                            "store": "PostgreSQL" if os.environ.get("IOTSEC_DATABASE_URL")
+                            else "SQLite",
                             "IOTSEC_RENEW_GRACE": "server default" if args.grace is None
                             else args.grace,
                             "load average at start": load_average()})

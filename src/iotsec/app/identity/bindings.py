@@ -80,12 +80,13 @@ def assign_roles(conn: Unit, device_ids: Sequence[str], roles: Sequence[str], *,
     processes learn to read those entries again (newly inserted devices have it already).
 
     ``registering``: the devices are inserted in this transaction, so none has a binding
-    to look up, and their bindings leave the policy version alone: the compiled policy holds the roles and the groups' bindings,
-    not the devices', and a device that was not registered has no entry in any process's
-    cache (its first decision reads it). Every device enrolled just in time would otherwise
-    make every serving process compile its policy again, and on PostgreSQL take the one
-    version row's lock in each enrolment's transaction (the enrolments of all processes
-    then queue on it, and a group's requests can deadlock with another process's)."""
+    to look up, and their bindings leave the policy version alone: the compiled policy
+    holds the roles and the groups' bindings, not the devices', and a device that was not
+    registered has no entry in any process's cache (its first decision reads it). Every
+    device enrolled just in time would otherwise make every serving process compile its
+    policy again, and on PostgreSQL take the one version row's lock in each enrolment's
+    transaction (the enrolments of all processes then queue on it, and a group's requests
+    can deadlock with another process's)."""
     wanted = require_roles(conn, roles)
     if not wanted or not device_ids:
         return
