@@ -616,18 +616,32 @@ def main() -> int:
                         help="also measure bench/https_floor.py (the Python stack's floor)")
     parser.add_argument("--no-est", action="store_true",
                         help="skip the EST targets (with --api: the API against cfssl only)")
-    parser.add_argument("--database-url", metavar="URL",
-                        help="ours on PostgreSQL: a fresh database on this server (dropped "
-                        "afterwards) instead of the home's SQLite file")
+    add_database_argument(parser)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write JSON")
     args = parser.parse_args()
-    if args.database_url:
-        with fresh_database(make_url(args.database_url), "iotsec_est") as (_name, url):
-            os.environ["IOTSEC_DATABASE_URL"] = url
-            return run(args)
-    os.environ.pop("IOTSEC_DATABASE_URL", None)
-    return run(args)
+    return on_store(args.database_url, "iotsec_est", lambda: run(args))
+
+
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", metavar="URL",
+                        help="ours on PostgreSQL: a fresh database on this server (dropped "
+                        "afterwards) instead of the home's SQLite file")
+
+
+def on_store(database_url: str | None, prefix: str, run: Callable[[], int]) -> int:
+    """``run()`` with ours on a fresh database of ``database_url``'s server (named after
+    ``prefix``, dropped afterwards; ``IOTSEC_DATABASE_URL`` for the servers and
+    :func:`home_settings`), or on the home's SQLite file when it is None."""
+    if not database_url:
+        os.environ.pop("IOTSEC_DATABASE_URL", None)
+        return run()
+    with fresh_database(make_url(database_url), prefix) as (_name, url):
+        os.environ["IOTSEC_DATABASE_URL"] = url
+        try:
+            return run()
+        finally:
+            del os.environ["IOTSEC_DATABASE_URL"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,11 +46,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from sqlalchemy import func, make_url, select
+from sqlalchemy import func, select
 
 from common import (
     Report,
-    fresh_database,
     load_average,
     machine_info,
     print_machine,
@@ -60,6 +59,7 @@ from common import (
 from est_bench import (
     LOAD,
     Server,
+    add_database_argument,
     est_body,
     free_port,
     home_env,
@@ -67,6 +67,7 @@ from est_bench import (
     iotsec,
     iotsec_command,
     make_csr,
+    on_store,
     read_pkcs7_body,
     run_load,
 )
@@ -192,18 +193,11 @@ def main() -> int:
     parser.add_argument("--grace", type=int, default=None, metavar="SECONDS",
                         help="IOTSEC_RENEW_GRACE for the server (default: the server's, one "
                              "day); 0 puts every superseded certificate on the CRL at once")
-    parser.add_argument("--database-url", metavar="URL",
-                        help="the store on PostgreSQL: a fresh database on this server "
-                        "(dropped afterwards) instead of the home's SQLite file")
+    add_database_argument(parser)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write JSON")
     args = parser.parse_args()
-    if args.database_url:
-        with fresh_database(make_url(args.database_url), "iotsec_storm") as (_name, url):
-            os.environ["IOTSEC_DATABASE_URL"] = url
-            return run(args)
-    os.environ.pop("IOTSEC_DATABASE_URL", None)
-    return run(args)
+    return on_store(args.database_url, "iotsec_storm", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
