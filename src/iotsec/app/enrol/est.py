@@ -291,10 +291,9 @@ def _enrol_work(rt: Runtime, use: CredentialUse, req: _Request
 
     After the commit nothing this process keeps is stale: a device registered just in
     time is in none of its caches (an unknown device is never cached, whether for
-    decisions or a DTLS peer's standing), and the policy's roles did not change (the new
-    device's role binding moved only the policy version, which this process reads again
-    within ``hot_cache_seconds`` like every other). So an enrolment storm leaves the
-    decisions of the same server answered from memory."""
+    decisions or a DTLS peer's standing), and the policy did not change (the new device's
+    role bindings leave the policy version alone: ADR 0044). So an enrolment storm leaves
+    the decisions of every server answered from memory."""
     def work(conn: StoreUnit, _moment: datetime) -> Unit[CertificateRecord | Pending]:
         device_id, template, outcome = _enrol_in(conn, rt, req, use)
         detail: dict[str, Any] = {"template": template.name if template else None}
