@@ -102,12 +102,11 @@ def assign_roles(conn: Unit, device_ids: Sequence[str], roles: Sequence[str], *,
             if not registering:
                 bump_policy_version(conn)
         return
-    for i in range(0, len(device_ids), 500):
-        if registering:
-            break
-        existing.update((d, r) for d, r in core(conn).execute(
-            select(m.device_roles.c.device_id, m.device_roles.c.role_name)
-            .where(m.device_roles.c.device_id.in_(device_ids[i:i + 500]))))
+    if not registering:
+        for i in range(0, len(device_ids), 500):
+            existing.update((d, r) for d, r in core(conn).execute(
+                select(m.device_roles.c.device_id, m.device_roles.c.role_name)
+                .where(m.device_roles.c.device_id.in_(device_ids[i:i + 500]))))
     rows = [{"device_id": d, "role_name": r} for d in device_ids for r in wanted
             if (d, r) not in existing]
     if rows:

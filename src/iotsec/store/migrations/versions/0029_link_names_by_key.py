@@ -11,7 +11,9 @@ registered a device read the whole table twice, once per link table.
 
 Now a statement that touched at most 100 devices updates each one by its primary key, a
 plan that cannot become a scan; a larger one (a cascade, a plain-SQL bulk change) keeps the
-set-wise ``UPDATE``, for which a join is the right plan. The names written are the same.
+set-wise ``UPDATE`` as 0028 wrote it, planned by the planner as before (such changes are
+rare and large; none of them is on a path that runs per enrolment). The names written are
+the same.
 SQLite's triggers are per row and look the device up by its key already: nothing changes
 there.
 
