@@ -52,6 +52,16 @@ def test_many_rows_in_one_call(rt) -> None:
     assert sum(_count(rt, f"direct-m{i}") for i in range(5)) == 5
 
 
+def test_one_row_of_many_is_written_and_its_conflict_mapped(rt) -> None:
+    # One mapping runs as a single statement (no pipeline on PostgreSQL): same outcome.
+    with driver_transaction(rt.engine) as unit:
+        _ADD.execute_many(unit, [{"name": "direct-one", "at": 7}])
+        assert _NAMED.first(unit, {"name": "direct-one"}).created_at == 7
+    with pytest.raises(ConflictError), driver_transaction(rt.engine) as unit:
+        _ADD.execute_many(unit, [{"name": "direct-one", "at": 8}])
+    assert _count(rt, "direct-one") == 1
+
+
 # The unit of work held on the driver's own connection (db.driver_transaction).
 
 

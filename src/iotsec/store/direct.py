@@ -134,7 +134,12 @@ class Direct:
         parameters = [self._parameters(compiled, v) for v in values]
         cursor = _driver(conn).cursor()
         try:
-            cursor.executemany(compiled.sql, parameters)
+            if len(parameters) == 1:
+                # One row: psycopg's executemany would enter and leave pipeline mode for it,
+                # which costs more than the statement (a device's one group or role link).
+                cursor.execute(compiled.sql, parameters[0])
+            else:
+                cursor.executemany(compiled.sql, parameters)
         except dialect.loaded_dbapi.Error as exc:
             raise _translated(compiled.sql, parameters, exc, dialect) from exc
         finally:
