@@ -6,6 +6,7 @@ the package or by the test suite.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -28,7 +29,7 @@ import sqlalchemy
 from cryptography.hazmat.backends.openssl.backend import backend
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import URL, create_engine, select, text
+from sqlalchemy import URL, create_engine, make_url, select, text
 
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
@@ -60,6 +61,33 @@ def fresh_database(base: URL, prefix: str) -> Iterator[tuple[str, str]]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def home_settings(home: Path) -> Settings:
+    """The settings of the library's calls over ``home``: its store is the database the
+    servers use (``IOTSEC_DATABASE_URL``, set by :func:`on_store`), or the home's SQLite file."""
+    return Settings(home=home, database_url=os.environ.get("IOTSEC_DATABASE_URL") or None)
+
+
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", metavar="URL",
+                        help="ours on PostgreSQL: a fresh database on this server (dropped "
+                        "afterwards) instead of the home's SQLite file")
+
+
+def on_store(database_url: str | None, prefix: str, run: Callable[[], int]) -> int:
+    """``run()`` with ours on a fresh database of ``database_url``'s server (named after
+    ``prefix``, dropped afterwards; ``IOTSEC_DATABASE_URL`` for the servers and
+    :func:`home_settings`), or on the home's SQLite file when it is None."""
+    if not database_url:
+        os.environ.pop("IOTSEC_DATABASE_URL", None)
+        return run()
+    with fresh_database(make_url(database_url), prefix) as (_name, url):
+        os.environ["IOTSEC_DATABASE_URL"] = url
+        try:
+            return run()
+        finally:
+            del os.environ["IOTSEC_DATABASE_URL"]
 
 
 @contextlib.contextmanager

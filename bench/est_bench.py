@@ -66,19 +66,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
-from sqlalchemy import make_url
 
 from common import (
     Report,
-    fresh_database,
+    add_database_argument,
+    home_settings,
     load_average,
     machine_info,
+    on_store,
     print_machine,
     scratch_dir,
     verdict,
 )
 from est_load import http_request, percentiles, write_requests
-from iotsec.config import Settings
 
 GOAL_RATIO = 1.5
 HERE = Path(__file__).resolve().parent
@@ -499,12 +499,6 @@ def api_target(work: Path, env: dict[str, str], inputs: Inputs, servers: list[Se
                   server, api, chain, build, True, issuing, prepare=prepare, answer="api")
 
 
-def home_settings(home: Path) -> Settings:
-    """The settings of the library's calls over ``home``: its store is the database the
-    servers use (``IOTSEC_DATABASE_URL`` of :func:`home_env`), or the home's SQLite file."""
-    return Settings(home=home, database_url=os.environ.get("IOTSEC_DATABASE_URL") or None)
-
-
 def register_devices(home: Path, names: Sequence[str]) -> None:
     """Register ``names`` through the library (not timed: before their requests)."""
     from iotsec.app.identity import devices
@@ -621,27 +615,6 @@ def main() -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write JSON")
     args = parser.parse_args()
     return on_store(args.database_url, "iotsec_est", lambda: run(args))
-
-
-def add_database_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", metavar="URL",
-                        help="ours on PostgreSQL: a fresh database on this server (dropped "
-                        "afterwards) instead of the home's SQLite file")
-
-
-def on_store(database_url: str | None, prefix: str, run: Callable[[], int]) -> int:
-    """``run()`` with ours on a fresh database of ``database_url``'s server (named after
-    ``prefix``, dropped afterwards; ``IOTSEC_DATABASE_URL`` for the servers and
-    :func:`home_settings`), or on the home's SQLite file when it is None."""
-    if not database_url:
-        os.environ.pop("IOTSEC_DATABASE_URL", None)
-        return run()
-    with fresh_database(make_url(database_url), prefix) as (_name, url):
-        os.environ["IOTSEC_DATABASE_URL"] = url
-        try:
-            return run()
-        finally:
-            del os.environ["IOTSEC_DATABASE_URL"]
 
 
 def run(args: argparse.Namespace) -> int:

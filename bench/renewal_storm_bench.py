@@ -50,8 +50,11 @@ from sqlalchemy import func, select
 
 from common import (
     Report,
+    add_database_argument,
+    home_settings,
     load_average,
     machine_info,
+    on_store,
     print_machine,
     scratch_dir,
     verdict,
@@ -59,15 +62,12 @@ from common import (
 from est_bench import (
     LOAD,
     Server,
-    add_database_argument,
     est_body,
     free_port,
     home_env,
-    home_settings,
     iotsec,
     iotsec_command,
     make_csr,
-    on_store,
     read_pkcs7_body,
     run_load,
 )
