@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest revision in ``migrations/versions``.
-HEAD = "0029"
+HEAD = "0030"
 
 
 def _config() -> Config:
