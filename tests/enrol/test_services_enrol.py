@@ -192,6 +192,24 @@ def test_a_key_another_device_holds_is_refused_and_spends_nothing(rt: Runtime) -
     assert get_device(rt, "dev-a").state is DeviceState.PENDING
 
 
+def test_a_template_enrolment_refused_for_its_key_registers_nothing(rt: Runtime) -> None:
+    """The device a template registers is written active, in the unit of work that issues
+    its certificate: a refusal after its registration undoes it whole."""
+    add_device(rt, NewDevice.parse("victim"))
+    stolen = make_key()
+    issue_from_csr(rt, "victim", csr(stolen))
+    add_template(rt, "sensors")
+    credential = _secret(rt, template="sensors")
+    with pytest.raises(EnrolmentForbiddenError):
+        _enrol(rt, credential, csr(stolen, cn="newcomer"))
+    with pytest.raises(NotFoundError):
+        get_device(rt, "newcomer")
+    assert secrets.get_secret(rt, credential.id).uses_left == 1
+    assert [c.device_id for c in list_certificates(rt)] == ["victim"]
+    _issued(rt, _enrol(rt, credential, csr(cn="newcomer")))
+    assert get_device(rt, "newcomer").state is DeviceState.ACTIVE
+
+
 def test_a_disabled_device_does_not_enrol(rt: Runtime) -> None:
     add_device(rt, NewDevice.parse("dev-a"))
     credential = _secret(rt, device="dev-a")
@@ -285,6 +303,7 @@ def test_a_template_enrolment_never_takes_an_existing_device(rt: Runtime) -> Non
     assert info.value.status == 403
     assert secrets.get_secret(rt, credential.id).uses_left == 1
     assert list_certificates(rt) == []
+    assert get_device(rt, "dev-a").state is DeviceState.PENDING  # left as it was
 
 
 def test_a_template_secret_enrols_only_under_its_label(rt: Runtime) -> None:

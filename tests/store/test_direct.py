@@ -9,11 +9,13 @@ import sqlite3
 
 import pytest
 from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy.exc import DBAPIError
 
 from iotsec.errors import ConflictError
 from iotsec.store import models as m
 from iotsec.store.db import driver_transaction, in_transaction, make_engine, transaction
-from iotsec.store.direct import Direct, core
+from iotsec.store.direct import Direct, Savepoints, core
+from iotsec.store.failures import unique_violation
 
 _ADD = Direct(insert(m.groups).values(name=bindparam("name"), created_at=bindparam("at")))
 _NAMED = Direct(select(m.groups.c.name, m.groups.c.created_at)
@@ -148,3 +150,42 @@ def test_an_engine_of_one_shared_connection_keeps_its_own_unit_of_work() -> None
             assert conn.execute(select(m.groups.c.name)).scalars().all() == ["memory-1"]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("unit_of_work", [transaction, driver_transaction])
+def test_savepoints_one_after_another_undo_only_their_own_part(rt, unit_of_work) -> None:
+    """A group's units of work, each in the next part of ``Savepoints``: the part that
+    fails (here a unique violation, which on PostgreSQL ends every statement until the
+    rollback) is undone alone; the parts before and after it, and what is written after
+    the last one, commit. On PostgreSQL keeping a part and beginning the next is one
+    statement."""
+    with transaction(rt.engine) as conn:
+        _ADD.execute(conn, {"name": "sp-taken", "at": 1}).close()
+    with unit_of_work(rt.engine) as conn:
+        parts = Savepoints(conn)
+        parts.begin()
+        _ADD.execute(conn, {"name": "sp-1", "at": 1}).close()
+        parts.begin()
+        _ADD.execute(conn, {"name": "sp-2", "at": 1}).close()
+        with pytest.raises(DBAPIError) as failed:
+            _ADD.execute(conn, {"name": "sp-taken", "at": 2}).close()
+        assert unique_violation(failed.value.orig)
+        parts.rollback()
+        parts.begin()
+        _ADD.execute(conn, {"name": "sp-3", "at": 1}).close()
+        parts.rollback()
+        _ADD.execute(conn, {"name": "sp-after", "at": 1}).close()
+    assert [_count(rt, n) for n in ("sp-1", "sp-2", "sp-3", "sp-after", "sp-taken")] == [
+        1, 0, 0, 1, 1]
+
+
+def test_a_foreign_key_failure_is_no_unique_violation(rt) -> None:
+    link = Direct(insert(m.device_groups).values(device_id=bindparam("d"),
+                                                 group_name=bindparam("g")))
+    with driver_transaction(rt.engine) as unit:
+        parts = Savepoints(unit)
+        parts.begin()
+        with pytest.raises(DBAPIError) as failed:
+            link.execute(unit, {"d": "nobody", "g": "nothing"}).close()
+        parts.rollback()
+    assert not unique_violation(failed.value.orig)

@@ -34,7 +34,7 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 
-__all__ = ["Direct", "DriverUnit", "Savepoint", "Unit", "core", "run_plain"]
+__all__ = ["Direct", "DriverUnit", "Savepoints", "Unit", "core", "run_plain"]
 
 
 class DriverUnit:
@@ -182,24 +182,37 @@ def run_plain(conn: Unit, sql: str) -> None:
         cursor.close()
 
 
-class Savepoint:
-    """A part of ``conn``'s transaction that can be undone alone (not nested): made when
-    constructed; :meth:`release` keeps what was written since, :meth:`rollback` undoes it
-    and the transaction goes on. A driver error in either (the database ended the whole
-    transaction) is raised as SQLAlchemy's, and the caller's unit of work fails."""
+class Savepoints:
+    """Parts of ``conn``'s transaction, one after another, each of which can be undone alone
+    (not nested): :meth:`begin` starts the next part, :meth:`rollback` undoes what was
+    written since the part began, and the transaction goes on. A part is kept when the next
+    one begins or the transaction commits (a commit keeps the savepoints still open).
 
-    __slots__ = ("_conn",)
+    On PostgreSQL, keeping a part and beginning the next is one round trip (both statements
+    in one simple query); a rollback is one. A driver error in either (the database ended
+    the whole transaction) is raised as SQLAlchemy's, and the caller's unit of work fails."""
+
+    __slots__ = ("_conn", "_open")
 
     def __init__(self, conn: Unit) -> None:
         self._conn = conn
-        run_plain(conn, f"SAVEPOINT {_SAVEPOINT}")
+        self._open = False
 
-    def release(self) -> None:
-        run_plain(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    def begin(self) -> None:
+        """Keep the part before (if any), and begin the next."""
+        start = f"SAVEPOINT {_SAVEPOINT}"
+        if not self._open:
+            run_plain(self._conn, start)
+        elif self._conn.dialect.name == "postgresql":
+            run_plain(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}; {start}")
+        else:  # sqlite3 runs one statement per call; these run in the process
+            run_plain(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            run_plain(self._conn, start)
+        self._open = True
 
     def rollback(self) -> None:
+        """Undo the current part; it stays open, empty, until the next begins."""
         run_plain(self._conn, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-        run_plain(self._conn, f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
 
 def _translated(sql: str, parameters: Any, exc: Exception, dialect: Dialect) -> BaseException:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from iotsec.errors import ConflictError, IotsecError, StoreError
 
-__all__ = ["driver_failure", "lock_conflict", "unit_failure"]
+__all__ = ["driver_failure", "lock_conflict", "unique_violation", "unit_failure"]
 
 #: PostgreSQL's SQLSTATEs of a transaction that met another one's locks and was chosen to
 #: give way: a deadlock, a serialization failure, a lock not available. What failed may
@@ -19,6 +19,17 @@ _LOCK_CONFLICTS = frozenset({"40P01", "40001", "55P03"})
 def lock_conflict(orig: BaseException | None) -> bool:
     """Did the statement give way to another transaction's locks (and may be run again)?"""
     return getattr(orig, "sqlstate", None) in _LOCK_CONFLICTS
+
+
+#: A key that is stored already: PostgreSQL's SQLSTATE, SQLite's extended error names.
+_UNIQUE = frozenset({"23505", "SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
+
+
+def unique_violation(orig: BaseException | None) -> bool:
+    """Did the statement fail because a row with the same key is stored already (a primary
+    key or a unique constraint; not a foreign key)?"""
+    return (getattr(orig, "sqlstate", None) in _UNIQUE
+            or getattr(orig, "sqlite_errorname", None) in _UNIQUE)
 
 #: What a failed database operation means, by SQLite's error name (the primary result
 #: code, without an extended suffix such as ``_DBMOVED``) or PostgreSQL's SQLSTATE: the

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from iotsec.app.enrol.credentials import (
     BasicCredential,
@@ -69,6 +70,7 @@ from iotsec.store import models as m
 from iotsec.store.db import reading, transaction
 from iotsec.store.direct import Direct
 from iotsec.store.direct import Unit as StoreUnit
+from iotsec.store.failures import unique_violation
 from iotsec.timeutil import ts
 
 __all__ = [
@@ -201,11 +203,8 @@ def _issued(record: CertificateRecord) -> Issued:
 # SQLAlchemy than in the database.
 # Every one of them does (iotsec.store.direct.Direct), so that a group of enrolments is held
 # on the driver's own connection (iotsec.store.db.driver_transaction).
-_DEVICE_TAKEN = Direct(select(m.devices.c.id).where(m.devices.c.id == bindparam("id")))
 _WAITING = Direct(select(m.pending_enrolments).where(
     m.pending_enrolments.c.device_id == bindparam("device")).with_for_update())
-_AWAIT_APPROVAL = Direct(update(m.devices).where(m.devices.c.id == bindparam("id"))
-                         .values(state=DeviceState.AWAITING_APPROVAL.value))
 _DEVICE_STATE = Direct(select(m.devices.c.state).where(m.devices.c.id == bindparam("id")))
 _TEMPLATE_PROFILE = Direct(select(m.provisioning_templates.c.profile).where(
     m.provisioning_templates.c.name == bindparam("name")))
@@ -218,24 +217,32 @@ _WAIT = Direct(insert(m.pending_enrolments).values(
 
 
 def _create_device(conn: StoreUnit, device_id: str, template: Template, now: int) -> None:
-    """Register the device the template describes; an existing device is never taken."""
-    taken = _DEVICE_TAKEN.first(conn, {"id": device_id})
-    if taken is not None:
+    """Register the device the template describes: awaiting approval when the template
+    asks for it, else active (its certificate is issued in the same unit of work, which
+    is undone whole if the issuance refuses). An existing device is never taken: its
+    registration fails on the device's key, and the unit of work is rolled back."""
+    state = (DeviceState.AWAITING_APPROVAL if template.require_approval
+             else DeviceState.ACTIVE)
+    try:
+        insert_devices(conn, [NewDevice.parse(device_id, template.groups,
+                                              dict(template.attributes),
+                                              template.roles or None)], now, state=state)
+    except IntegrityError as exc:
+        if not unique_violation(exc.orig):
+            raise
         raise EnrolmentForbiddenError("the device is already registered; this credential "
-                                      "enrols new devices only")
-    insert_devices(conn, [NewDevice.parse(device_id, template.groups,
-                                          dict(template.attributes),
-                                          template.roles or None)], now)
-    if template.require_approval:
-        _AWAIT_APPROVAL.execute(conn, {"id": device_id}).close()
+                                      "enrols new devices only") from None
 
 
 def _issue(conn: StoreUnit, rt: Runtime, req: _Request, device_id: str,
-           profile: str | None) -> CertificateRecord:
+           profile: str | None, registered: Template | None = None) -> CertificateRecord:
+    """The certificate (``registered``: the template the device was registered under, in
+    this unit of work, active)."""
     # The template's profile applies when neither the device nor its groups name one.
     try:
         return issue_in(conn, rt, device_id, req.certified, moment=req.moment,
-                        fallback=profile)
+                        fallback=profile, registered=None if registered is None
+                        else dict(registered.attributes))
     except ConflictError as exc:  # a key another identity holds, or a disabled device
         message = _KEY_HELD if not isinstance(exc, DeviceStateError) else (
             "the device may not hold a certificate")
@@ -280,7 +287,8 @@ def _enrol_in(conn: StoreUnit, rt: Runtime, req: _Request, use: CredentialUse
     if template is not None and template.require_approval:
         return device_id, template, _wait_for_approval(conn, rt, req, use, device_id, template)
     return device_id, template, _issue(conn, rt, req, device_id,
-                                       template.profile if template else None)
+                                       template.profile if template else None,
+                                       registered=template)
 
 
 def _enrol_work(rt: Runtime, use: CredentialUse, req: _Request

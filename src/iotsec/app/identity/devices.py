@@ -99,7 +99,8 @@ def _ensure_groups(conn: Unit, names: set[str], now: int) -> None:
         _ADD_GROUP.execute_many(conn, [{"name": n, "created_at": now} for n in missing])
 
 
-def _insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
+def _insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int,
+                    state: DeviceState = DeviceState.PENDING) -> None:
     _ensure_groups(conn, {g for d in batch for g in d.groups}, now)
     # The default role is bound when it exists (``iotsec init`` creates it).
     default: tuple[str, ...] = ()
@@ -107,7 +108,7 @@ def _insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
         default = (DEFAULT_ROLE,)
     # Each row carries the group and role names its links will have (sorted), so the
     # database's triggers that keep them (migration 0028) find nothing to change.
-    rows = [{"id": d.id, "state": DeviceState.PENDING.value,
+    rows = [{"id": d.id, "state": state.value,
              "attributes": json.dumps(d.attributes or {}, sort_keys=True),
              "created_at": now, "updated_at": now, "group_names": " ".join(d.groups),
              "role_names": " ".join(default if d.roles is None else d.roles)}
@@ -130,10 +131,12 @@ def _insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
             assign_roles(conn, ids, roles, registering=True)
 
 
-def insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int) -> None:
-    """Register new devices (pending, with their groups and roles) in the caller's
-    transaction; the caller has checked that none is registered yet."""
-    _insert_devices(conn, batch, now)
+def insert_devices(conn: Unit, batch: Sequence[NewDevice], now: int, *,
+                   state: DeviceState = DeviceState.PENDING) -> None:
+    """Register new devices (in ``state``, pending unless the caller's unit of work moves
+    them on itself, with their groups and roles) in the caller's transaction. A device
+    that is registered already fails the statement (a unique violation)."""
+    _insert_devices(conn, batch, now, state)
 
 
 def add_device(rt: Runtime, new: NewDevice, *, actor: str | None = None) -> Device:

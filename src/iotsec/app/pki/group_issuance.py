@@ -63,7 +63,7 @@ from iotsec.errors import IotsecError
 from iotsec.identity.registry import parse_device_id
 from iotsec.pki.csr import CheckedCsr, parse_csr
 from iotsec.store.db import driver_transaction, transaction, unit_error
-from iotsec.store.direct import Savepoint, core
+from iotsec.store.direct import Savepoints, core
 from iotsec.store.direct import Unit as StoreUnit
 from iotsec.store.failures import lock_conflict
 
@@ -304,9 +304,10 @@ class IssuanceGroups:
                             else transaction)
             with rt.events.held() as signatures, unit_of_work(rt.engine) as conn:
                 rows: list[dict[str, Any]] = []
+                parts = Savepoints(conn)
                 for request in group:
                     try:
-                        unit = self._one(conn, request, moment)
+                        unit = self._one(conn, parts, request, moment)
                     except _Again:
                         again.append(request)
                         continue
@@ -333,22 +334,24 @@ class IssuanceGroups:
         _answer([*((request, None, error) for request, error in refused),
                  *((request, result, None) for request, result in done)])
 
-    def _one(self, conn: StoreUnit, request: _Request, moment: datetime) -> Unit[Any]:
+    def _one(self, conn: StoreUnit, parts: Savepoints, request: _Request, moment: datetime
+             ) -> Unit[Any]:
         """One request in the group's transaction. A refusal raises :class:`_Refused` and
         leaves nothing written: an issuance refuses (an IotsecError) before it writes; a
-        unit of work, whatever it raises, is rolled back to its savepoint."""
+        unit of work, whatever it raises, is rolled back to its savepoint (the next part of
+        ``parts``)."""
         if not request.alone:
             try:
                 return request.work(conn, moment)
             except IotsecError as exc:
                 raise _Refused(exc) from exc
-        part = Savepoint(conn)
+        parts.begin()
         try:
             unit = request.work(conn, moment)
         except Exception as exc:
             # A failure to roll back (the database ended the transaction) is not this
             # request's refusal: it propagates, and fails the group.
-            part.rollback()
+            parts.rollback()
             if isinstance(exc, DBAPIError):
                 if lock_conflict(exc.orig) and request.retries < MAX_RETRIES:
                     # Another group's transaction holds what it needs (on PostgreSQL, a
@@ -358,7 +361,6 @@ class IssuanceGroups:
                     raise _Again from exc
                 raise _Refused(unit_error(exc, self._rt.engine)) from exc
             raise _Refused(exc) from exc
-        part.release()
         return unit
 
 

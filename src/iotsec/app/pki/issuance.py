@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
@@ -281,7 +281,8 @@ def _crl_placement(rt: Runtime, authority_id: int) -> tuple[int, int | None, Rev
 
 def _issue(conn: Unit, rt: Runtime, checked: Sequence[tuple[str, CheckedCsr]],
            moment: datetime, *, days: int | None, profile: str | None,
-           allow_shared_key: bool, fallback: str | None = None
+           allow_shared_key: bool, fallback: str | None = None,
+           registered: Mapping[str, str] | None = None
            ) -> tuple[list[dict[str, Any]], dict[str, list[tuple[str, str | None]]]]:
     ca = rt.authority("issuing")
     authority_id = rt.issuing_id()
@@ -290,7 +291,13 @@ def _issue(conn: Unit, rt: Runtime, checked: Sequence[tuple[str, CheckedCsr]],
     # Every check that can refuse (here, and the profile's in signing) comes before the
     # first write: a refused request leaves nothing behind, even in a transaction that goes
     # on (a group commit's).
-    attributes, pending = _locked_devices(conn, ids)
+    if registered is not None and registered.keys() >= set(ids):
+        # Devices the caller's unit of work registered, active, just now: their rows are
+        # this transaction's own, and their attributes are those it wrote.
+        attributes: dict[str, str] = dict(registered)
+        pending: list[str] = []
+    else:
+        attributes, pending = _locked_devices(conn, ids)
     profiles = profiles_for(conn, rt, ids, explicit=profile, fallback=fallback)
     shared = _refuse_shared_keys(
         conn, [(d, hashlib.sha256(c.spki).hexdigest()) for d, c in checked], now,
@@ -326,14 +333,20 @@ def issue_prepared(conn: Unit, rt: Runtime, device_id: str, csr: CheckedCsr,
 
 
 def issue_in(conn: Unit, rt: Runtime, device_id: str, csr: CheckedCsr, *,
-             moment: datetime, fallback: str | None = None) -> CertificateRecord:
+             moment: datetime, fallback: str | None = None,
+             registered: Mapping[str, str] | None = None) -> CertificateRecord:
     """Issue one certificate inside the caller's transaction (a use case that registers
     the device, or consumes a credential, in the same unit of work). A key that another
     identity holds is refused; the caller has loaded the issuing CA before opening the
     transaction. ``fallback`` is the profile used when neither the device nor its groups
-    select one (an enrolment template's)."""
-    values, _ = _issue(conn, rt, [(parse_device_id(device_id), csr)], moment, days=None,
-                       profile=None, allow_shared_key=False, fallback=fallback)
+    select one (an enrolment template's). ``registered``: the caller registered the device
+    in this transaction, active, with these attributes (its row is neither read again nor
+    activated)."""
+    device_id = parse_device_id(device_id)
+    values, _ = _issue(conn, rt, [(device_id, csr)], moment, days=None, profile=None,
+                       allow_shared_key=False, fallback=fallback,
+                       registered=None if registered is None else {
+                           device_id: json.dumps(dict(registered), sort_keys=True)})
     return record_from_row(values[0])
 
 
