@@ -26,7 +26,7 @@ from iotsec.app.enrol.claims import (
     hardware_id,
     load_claim_cas,
 )
-from iotsec.app.enrol.templates import load_template
+from iotsec.app.enrol.templates import load_template, template_of
 from iotsec.app.runtime import Runtime
 from iotsec.errors import EnrolmentAuthError, EnrolmentForbiddenError, InvalidInputError
 from iotsec.identity.enrolment import (
@@ -120,8 +120,13 @@ _SECRETS = m.enrolment_secrets
 _NO_DIGEST = "0" * 64
 # An enrolment's statements run on the driver (iotsec.store.direct): every EST enrolment
 # pays for them.
-_LOCK_SECRET = Direct(select(_SECRETS).where(_SECRETS.c.id == bindparam("sid"))
-                      .with_for_update())
+_TEMPLATES = m.provisioning_templates
+#: The secret, locked, and the template it enrols under (its columns as ``t_<name>``): one
+#: statement, one round trip to the database.
+_LOCK_SECRET = Direct(
+    select(_SECRETS, *[c.label(f"t_{c.name}") for c in _TEMPLATES.c])
+    .select_from(_SECRETS.outerjoin(_TEMPLATES, _TEMPLATES.c.name == _SECRETS.c.template))
+    .where(_SECRETS.c.id == bindparam("sid")).with_for_update(of=_SECRETS))
 _CONSUME_SECRET = Direct(update(_SECRETS).where(_SECRETS.c.id == bindparam("sid"))
                          .values(uses_left=_SECRETS.c.uses_left - 1))
 _CLAIM_CA = Direct(select(m.claim_cas.c.template).where(
@@ -163,7 +168,9 @@ class SecretUse:
             if label is not None:
                 raise EnrolmentForbiddenError("this credential does not enrol under this label")
             return row.device_id, None
-        template = load_template(conn, row.template)
+        # The template came with the secret; one removed since is looked up for its error.
+        template = (template_of(row, "t_") if row.t_name is not None
+                    else load_template(conn, row.template))
         check_label(label, template.name)
         return device_id_for(template, csr_subject_cn=subject.cn,
                              csr_subject_serial=subject.serial_number,

@@ -19,16 +19,28 @@ from iotsec.store.db import reading, transaction
 from iotsec.store.direct import Direct, Unit
 from iotsec.timeutil import from_ts, ts
 
-__all__ = ["add_template", "get_template", "list_templates", "load_template", "remove_template"]
+__all__ = ["add_template", "get_template", "list_templates", "load_template", "remove_template",
+           "template_of"]
 
 _T = m.provisioning_templates
 
 
+def template_of(row: Any, prefix: str = "") -> Template:
+    """The template a stored row holds (its columns named ``prefix`` + the column's name:
+    a row that joined the template to something else)."""
+    def column(name: str) -> Any:
+        return getattr(row, prefix + name)
+
+    return Template(name=column("name"), groups=tuple(json.loads(column("groups"))),
+                    roles=tuple(json.loads(column("roles"))),
+                    attributes=json.loads(column("attributes")),
+                    id_from=IdFrom(column("id_from")),
+                    require_approval=bool(column("require_approval")),
+                    profile=column("profile"), created_at=from_ts(column("created_at")))
+
+
 def _template(row: Row[Any]) -> Template:
-    return Template(name=row.name, groups=tuple(json.loads(row.groups)),
-                    roles=tuple(json.loads(row.roles)), attributes=json.loads(row.attributes),
-                    id_from=IdFrom(row.id_from), require_approval=bool(row.require_approval),
-                    profile=row.profile, created_at=from_ts(row.created_at))
+    return template_of(row)
 
 
 # On the driver (iotsec.store.direct): every EST enrolment under a template reads it.
