@@ -216,17 +216,19 @@ _WAIT = Direct(insert(m.pending_enrolments).values(
     source=bindparam("source"), requested_at=bindparam("requested_at")))
 
 
-def _create_device(conn: StoreUnit, device_id: str, template: Template, now: int) -> None:
+def _create_device(conn: StoreUnit, device_id: str, template: Template, now: int
+                   ) -> NewDevice:
     """Register the device the template describes: awaiting approval when the template
     asks for it, else active (its certificate is issued in the same unit of work, which
     is undone whole if the issuance refuses). An existing device is never taken: its
     registration fails on the device's key, and the unit of work is rolled back."""
     state = (DeviceState.AWAITING_APPROVAL if template.require_approval
              else DeviceState.ACTIVE)
+    new = NewDevice.parse(device_id, template.groups, dict(template.attributes),
+                          template.roles or None)
     try:
-        insert_devices(conn, [NewDevice.parse(device_id, template.groups,
-                                              dict(template.attributes),
-                                              template.roles or None)], now, state=state)
+        insert_devices(conn, [new], now, state=state)
+        return new
     except IntegrityError as exc:
         if not unique_violation(exc.orig):
             raise
@@ -235,14 +237,14 @@ def _create_device(conn: StoreUnit, device_id: str, template: Template, now: int
 
 
 def _issue(conn: StoreUnit, rt: Runtime, req: _Request, device_id: str,
-           profile: str | None, registered: Template | None = None) -> CertificateRecord:
-    """The certificate (``registered``: the template the device was registered under, in
-    this unit of work, active)."""
+           profile: str | None, registered: NewDevice | None = None) -> CertificateRecord:
+    """The certificate (``registered``: the device as this unit of work registered it,
+    active)."""
     # The template's profile applies when neither the device nor its groups name one.
     try:
         return issue_in(conn, rt, device_id, req.certified, moment=req.moment,
                         fallback=profile, registered=None if registered is None
-                        else dict(registered.attributes))
+                        else registered.attributes or {})
     except ConflictError as exc:  # a key another identity holds, or a disabled device
         message = _KEY_HELD if not isinstance(exc, DeviceStateError) else (
             "the device may not hold a certificate")
@@ -281,14 +283,13 @@ def _enrol_in(conn: StoreUnit, rt: Runtime, req: _Request, use: CredentialUse
     if waiting is not None and waiting.credential == use.key:
         return device_id, template, _poll(conn, rt, req, waiting)
     use.check_fresh(conn, req.moment)
-    if template is not None:
-        _create_device(conn, device_id, template, ts(req.moment))
+    registered = (None if template is None
+                  else _create_device(conn, device_id, template, ts(req.moment)))
     use.consume(conn, device_id, req.moment)
     if template is not None and template.require_approval:
         return device_id, template, _wait_for_approval(conn, rt, req, use, device_id, template)
     return device_id, template, _issue(conn, rt, req, device_id,
-                                       template.profile if template else None,
-                                       registered=template)
+                                       template.profile if template else None, registered)
 
 
 def _enrol_work(rt: Runtime, use: CredentialUse, req: _Request

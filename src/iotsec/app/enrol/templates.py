@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from iotsec.app.events import Event
 from iotsec.app.identity.bindings import require_roles
@@ -39,10 +39,6 @@ def template_of(row: Any, prefix: str = "") -> Template:
                     profile=column("profile"), created_at=from_ts(column("created_at")))
 
 
-def _template(row: Row[Any]) -> Template:
-    return template_of(row)
-
-
 # On the driver (iotsec.store.direct): every EST enrolment under a template reads it.
 _ONE_TEMPLATE = Direct(select(_T).where(_T.c.name == bindparam("name")))
 
@@ -54,7 +50,7 @@ def load_template(conn: Unit, name: str) -> Template:
     if row is None:
         raise NotFoundError(f"no provisioning template {key!r}",
                             hint="see 'iotsec enrol template list'")
-    return _template(row)
+    return template_of(row)
 
 
 def _values(template: Template) -> dict[str, Any]:
@@ -100,7 +96,7 @@ def get_template(rt: Runtime, name: str) -> Template:
 def list_templates(rt: Runtime) -> list[Template]:
     """Every template, by name."""
     with reading(rt.engine) as conn:
-        return [_template(r) for r in conn.execute(select(_T).order_by(_T.c.name))]
+        return [template_of(r) for r in conn.execute(select(_T).order_by(_T.c.name))]
 
 
 def _users(conn: Connection, name: str, now: int) -> str | None:
