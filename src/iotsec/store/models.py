@@ -151,7 +151,7 @@ certificates = Table(
     Column("crl_partition", SmallInteger, nullable=True),
     Index(None, "device_id"),
     # Expiry (a range of not_after), and the number of certificates per CA: an index-only
-    # pass over the smallest index (migration 0030).
+    # pass, grouped by a sort (migration 0030).
     Index(None, "not_after", "authority_id"),
     Index(None, "spki_sha256"),
     # The CRL indexes hold the revoked certificates only (migration 0030): an issuance

@@ -11,9 +11,9 @@ databases' planners.
 
 They were also the only indexes that led with ``authority_id``, which the number of
 certificates per CA (``ca list``, ``ca show``) was counted on. The ``not_after`` index
-becomes ``(not_after, authority_id)`` so that the count stays an index-only pass over the
-smallest index instead of a read of the whole table; its range scans by ``not_after``
-(expiry) are unchanged.
+becomes ``(not_after, authority_id)`` so that the count stays an index-only pass (grouped
+by a sort) instead of a read of the whole table; its range scans by ``not_after`` (expiry)
+are unchanged.
 
 Revision ID: 0030
 Revises: 0029
