@@ -221,6 +221,28 @@ def test_a_unit_that_gave_way_runs_again_in_the_threads_next_group(rt: Runtime) 
     assert names == ["g-again", "g-good", "g-lead"]
 
 
+def test_a_group_whose_transaction_gave_way_runs_again_on_the_thread(rt: Runtime) -> None:
+    """Issuances awaited on an event loop: the group's transaction gives way (PostgreSQL's
+    deadlock at the chain's lock) twice; the group commit's thread runs its requests again,
+    and each is answered with its one certificate."""
+    ids = ["gw-a", "gw-b", "gw-c"]
+    _register(rt, ids)
+    groups = IssuanceGroups(rt)
+    failures = [2]
+
+    def give_way() -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise OperationalError("SELECT pg_advisory_xact_lock", None,
+                                   _GaveWay("deadlock detected"))
+
+    groups.before_commit = give_way
+    records = _gather(*(groups.issue_async(d, make_csr()) for d in ids))
+    assert [r.device_id for r in records] == ids and failures == [0]
+    assert sorted(c.device_id for c in cert_records.list_certificates(rt)) == ids
+    assert verify(rt).ok
+
+
 def _hold_commits(groups: IssuanceGroups) -> tuple[threading.Event, threading.Event]:
     """Hold each group's commit until ``release`` is set; ``held`` is set once one is."""
     release = threading.Event()

@@ -189,6 +189,37 @@ def test_a_unit_that_gave_way_to_another_transaction_runs_again(rt: Runtime) -> 
     assert stored == ["g-lead", "g-one", "g-twice"]
 
 
+def test_a_group_whose_transaction_gave_way_runs_again(rt: Runtime) -> None:
+    """An issuance in a group has no savepoint, and the chain's lock and the commit come
+    after every request: PostgreSQL's deadlock there fails the group's transaction. Nothing
+    of it was written, so each request runs again in a later group (at most MAX_RETRIES
+    times) instead of being answered with the error."""
+    groups = IssuanceGroups(rt)
+    names = [f"gw-{i}" for i in range(4)]
+    for name in names:
+        add_device(rt, NewDevice.parse(name))
+    failures = {"left": 2}
+
+    def give_way() -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("SELECT pg_advisory_xact_lock", None,
+                                   _GaveWay("deadlock detected"))
+
+    groups.before_commit = give_way
+    results = concurrently([lambda n=n: groups.issue(n, csr(cn=n)) for n in names])
+    assert [r.device_id for r in results] == names
+    assert failures["left"] == 0
+    assert sorted(c.device_id for c in list_certificates(rt)) == names
+    assert verify(rt).ok
+    # Past its retries, the request is answered with the database's error.
+    failures["left"] = MAX_RETRIES + 5
+    (last,) = concurrently([lambda: groups.issue("gw-0", csr(cn="gw-0"))])
+    assert isinstance(last, StoreError)
+    assert failures["left"] == 4  # tried MAX_RETRIES + 1 times
+    assert len(list_certificates(rt)) == len(names)
+
+
 def test_a_failed_group_commit_answers_no_enrolment_of_it(rt: Runtime) -> None:
     credential = _template_secret(rt, uses=20)
     names = [f"lost-{i}" for i in range(5)]

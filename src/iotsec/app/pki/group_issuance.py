@@ -5,7 +5,11 @@ transaction; each caller is answered only after that transaction committed, so a
 certificate handed out is always in the store with its ``key.use`` and ``cert.issued``
 events. The requests of a group are independent: one refused is answered with its own
 error while the others are issued. If the transaction fails (or the process dies before
-its commit), no request of the group is answered with a certificate.
+its commit), no request of the group is answered with a certificate. On PostgreSQL a
+transaction may be chosen to give way to another's locks (a deadlock between two serving
+processes' groups): a unit of work that gave way alone runs again in a later group, and so
+does every request of a group whose whole transaction gave way, at most
+:data:`MAX_RETRIES` times each.
 
 A group holds two kinds of requests:
 
@@ -75,9 +79,10 @@ _T = TypeVar("_T")
 _Shared = dict[str, list[tuple[str, str | None]]]
 #: The most requests one transaction handles.
 MAX_GROUP = 256
-#: How often a unit of work that gave way to another transaction's locks (a PostgreSQL
-#: deadlock between two serving processes' groups) runs again, each time in a later group,
-#: before it is answered with the error.
+#: How often a request that gave way to another transaction's locks (a PostgreSQL
+#: deadlock between two serving processes' groups: a unit of work alone, or the group's
+#: whole transaction) runs again, each time in a later group, before it is answered with
+#: the error.
 MAX_RETRIES = 3
 #: Seconds the group commit's thread waits for work before it ends (a new one starts when
 #: a request awaited on an event loop finds nobody leading).
@@ -322,6 +327,16 @@ class IssuanceGroups:
                 if self.before_commit is not None:
                     self.before_commit()
         except BaseException as exc:
+            if _gave_way(exc) and all(r.retries < MAX_RETRIES for r in group):
+                # The group's transaction itself gave way to another's locks (in an
+                # issuance, which has no savepoint, or at the chain's lock or the commit):
+                # nothing of it was written, and each of its requests runs again, first in
+                # the next group, as a unit that gave way alone does.
+                for request in group:
+                    request.retries += 1
+                with self._lock:
+                    self._waiting[0:0] = group
+                return
             _answer([(request, None, exc) for request in group])
             if not isinstance(exc, Exception):
                 raise
@@ -392,6 +407,13 @@ def _settle(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:
             future.set_exception(error)
         else:
             future.set_result(result)
+
+
+def _gave_way(exc: BaseException) -> bool:
+    """Is ``exc`` (or the database error the unit of work raised it for) PostgreSQL's
+    choice that this transaction give way to another's locks?"""
+    cause = exc if isinstance(exc, DBAPIError) else exc.__cause__
+    return isinstance(cause, DBAPIError) and lock_conflict(cause.orig)
 
 
 class _Again(Exception):
