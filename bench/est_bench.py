@@ -373,24 +373,50 @@ def cfssl_request(port: int, path: str) -> Callable[[int, x509.CertificateSignin
     return build
 
 
+FLOOR_STACKS = {"uvicorn": "uvicorn + ssl + pyca/cryptography",
+                "granian": "granian (hyper + rustls) + pyca/cryptography"}
+
+
 def floor_target(work: Path, files: tuple[Path, Path, Path, Path, Path], workers: int,
-                 servers: list[Server]) -> Target:
-    """bench/https_floor.py with ``workers`` processes, over cfssl's CA and TLS files."""
+                 servers: list[Server], stack: str = "uvicorn") -> Target:
+    """bench/https_floor.py on ``stack`` with ``workers`` processes, over cfssl's CA and TLS
+    files."""
     ca, ca_key, _config, tls, tls_key = files
     port = free_port()
-    server = Server(f"https_floor --workers {workers}", [
+    server = Server(f"https_floor --server {stack} --workers {workers}", [
         sys.executable, str(HERE / "https_floor.py"), "--port", str(port), "--ca-cert",
         str(ca), "--ca-key", str(ca_key), "--tls-cert", str(tls), "--tls-key", str(tls_key),
-        "--workers", str(workers)], dict(os.environ), work / f"floor-{workers}.log")
+        "--workers", str(workers), "--server", stack], dict(os.environ),
+        work / f"floor-{stack}-{workers}.log")
     servers.append(server)
     server.start()
     server.wait_tls(port, ca)
 
     build = cfssl_request(port, "/sign")
-    label = ("floor: uvicorn + ssl + pyca/cryptography, cfssl's work, no store"
+    label = (f"floor: {FLOOR_STACKS[stack]}, cfssl's work, no store"
              + (f", {workers} processes" if workers > 1 else ""))
-    return Target(f"floor{workers}", label, server, port, ca, build, False,
+    key = f"floor{workers}" if stack == "uvicorn" else f"floor{workers}-{stack}"
+    return Target(key, label, server, port, ca, build, False,
                   x509.load_pem_x509_certificate(ca.read_bytes()), answer="cfssl")
+
+
+def crypto_alone(files: tuple[Path, Path, Path, Path, Path], count: int = 3000) -> float:
+    """Seconds of CPU one certificate of the floor's work costs in pyca/cryptography alone:
+    load the PEM CSR, verify its signature, build and sign the certificate, write its PEM
+    (bench/https_floor.py's ``_Signer.sign``), in this process, no server around it."""
+    sys.path.insert(0, str(HERE))
+    from https_floor import _Signer
+
+    ca, ca_key, *_ = files
+    signer = _Signer(ca, ca_key)
+    pems = [make_csr(f"crypto-{i}")[1].public_bytes(serialization.Encoding.PEM)
+            for i in range(count)]
+    for pem in pems[:200]:
+        signer.sign(pem)
+    start = time.process_time()
+    for pem in pems:
+        signer.sign(pem)
+    return (time.process_time() - start) / count
 
 
 def cfssl_version() -> str:
@@ -608,6 +634,9 @@ def main() -> int:
                         "beforehand)")
     parser.add_argument("--floor", action="store_true",
                         help="also measure bench/https_floor.py (the Python stack's floor)")
+    parser.add_argument("--floor-stacks", default="uvicorn,granian", metavar="S[,S...]",
+                        help="with --floor: the server stacks to measure it on (default: "
+                             "uvicorn,granian)")
     parser.add_argument("--no-est", action="store_true",
                         help="skip the EST targets (with --api: the API against cfssl only)")
     add_database_argument(parser)
@@ -622,6 +651,9 @@ def run(args: argparse.Namespace) -> int:
     args.seconds = args.seconds or (2.0 if args.quick else 10.0)
     args.warm = 100 if args.quick else 300
     series = [False] if args.no_handshakes else [False, True]
+    stacks = args.floor_stacks.split(",")
+    if not set(stacks) <= set(FLOOR_STACKS):
+        raise SystemExit(f"--floor-stacks: choose among {', '.join(FLOOR_STACKS)}")
     cpus = len(os.sched_getaffinity(0))
     workers = ([int(w) for w in args.workers.split(",")] if args.workers
                else sorted({1, cpus}))
@@ -656,9 +688,12 @@ def run(args: argparse.Namespace) -> int:
             if not args.no_cfssl_db:
                 targets.append(cfssl_target(work, files, True, servers))
             if args.floor:
-                targets += [floor_target(work, files, w, servers) for w in sorted({1, cpus})]
+                targets += [floor_target(work, files, w, servers, stack)
+                            for stack in stacks
+                            for w in sorted({1, cpus})]
             for new_connection in series:
                 run_series(targets, inputs, new_connection, args, work, report)
+            crypto = crypto_alone(files) if args.floor else None
             report.check("sample answers of every round parse (ours: certs-only PKCS#7 in "
                          "base64; cfssl: JSON), are signed by the server's CA and certify the "
                          "key of the CSR whose name they carry")
@@ -678,7 +713,7 @@ def run(args: argparse.Namespace) -> int:
             report.check(f"cfssl database: {rows:,} certificates for {answered:,} answered "
                          "requests" + ("" if rows == answered else ": MISMATCH"))
 
-    summarise(report, targets, series)
+    summarise(report, targets, series, crypto)
     report.params["load average at end"] = load_average()
     report.print()
     report.write_json(args.json, machine)
@@ -729,8 +764,26 @@ def run_series(targets: list[Target], inputs: Inputs, new_connection: bool,
             check_samples(t, r, inputs.wanted)
 
 
-def summarise(report: Report, targets: list[Target], series: list[bool]) -> None:
+def summarise(report: Report, targets: list[Target], series: list[bool],
+              crypto: float | None = None) -> None:
     reference = next(t for t in targets if t.key == "cfssl")
+    if crypto is not None:
+        # What the goal leaves per certificate: cfssl's server CPU per certificate over the
+        # goal ratio (with the cores cfssl kept busy), or the machine's every core over the
+        # goal's rate (the client's share ignored): the most a server may spend at 1.5x.
+        runs = reference.rounds[False]
+        cfssl_cpu = sum(r["server_cpu_s"] for r in runs) / sum(r["ok"] for r in runs)
+        rate = statistics.median(r["rate"] for r in runs)
+        cores = len(os.sched_getaffinity(0))
+        report.add("pyca/cryptography alone, the floor's work per certificate (load and "
+                   "verify the CSR, build, sign, PEM; in-process, no server)", crypto * 1e6,
+                   "us CPU", f"cfssl serve's whole server CPU per certificate: "
+                   f"{cfssl_cpu * 1e6:,.0f} us")
+        report.add(f"CPU per certificate a server may spend at {GOAL_RATIO}x cfssl",
+                   cfssl_cpu / GOAL_RATIO * 1e6, "us",
+                   f"with cfssl's cores; {cores / (GOAL_RATIO * rate) * 1e6:,.0f} us with all "
+                   f"{cores} cores and no client; pyca alone takes "
+                   f"{crypto / (cfssl_cpu / GOAL_RATIO):.2f}x the first")
     for new_connection in series:
         mode = "new TLS connection per request" if new_connection else "keep-alive"
         for t in targets:

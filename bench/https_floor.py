@@ -13,8 +13,13 @@ No store, no authentication, no events, no policy: a bare ASGI callable, no fram
 Its rate is the most a Python server on this stack can answer on this machine, whatever the
 application does on top; its server CPU per certificate is the least such a server spends.
 
+``--server granian`` serves the same callable on granian instead (HTTP/1.1 and TLS in Rust:
+hyper and rustls, with the application on the Python event loop), the other production
+ASGI server the registries provide: what a different front end would change.
+
 Run (normally by est_bench.py): ``python bench/https_floor.py --port P --ca-cert CA.pem
---ca-key CA-KEY.pem --tls-cert TLS.pem --tls-key TLS-KEY.pem [--workers N]``.
+--ca-key CA-KEY.pem --tls-cert TLS.pem --tls-key TLS-KEY.pem [--workers N]
+[--server uvicorn|granian]``.
 """
 
 from __future__ import annotations
@@ -126,6 +131,24 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         "certificate": certificate.decode()}}).encode())
 
 
+def _serve_granian(args: argparse.Namespace) -> int:
+    from granian.constants import Interfaces, Loops, SSLProtocols
+    from granian.server import Server
+
+    # granian reads PKCS#8 keys only; the TLS key is written again beside the original.
+    key = serialization.load_pem_private_key(args.tls_key.read_bytes(), password=None)
+    pkcs8 = args.tls_key.with_name(args.tls_key.name + ".pkcs8.pem")
+    pkcs8.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    Server("https_floor:app", address="127.0.0.1", port=args.port,
+           interface=Interfaces.ASGI, workers=args.workers, loop=Loops.uvloop,
+           ssl_cert=args.tls_cert, ssl_key=pkcs8, ssl_protocol_min=SSLProtocols.tls12,
+           log_access=False).serve()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
@@ -136,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-cert", type=Path, required=True)
     parser.add_argument("--tls-key", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
     args = parser.parse_args(argv)
     os.environ[_CA_CERT] = str(args.ca_cert.resolve())
     os.environ[_CA_KEY] = str(args.ca_key.resolve())
+    if args.server == "granian":
+        return _serve_granian(args)
     uvicorn.run("https_floor:app", app_dir=str(Path(__file__).resolve().parent),
                 host="127.0.0.1", port=args.port, workers=args.workers,
                 ssl_certfile=str(args.tls_cert), ssl_keyfile=str(args.tls_key),
