@@ -34,7 +34,8 @@ from tests.helpers import make_csr
 #: Outcomes of the events a refusal may record (see the module documentation).
 REFUSAL_OUTCOMES = frozenset({"failure", "denied", "refused"})
 SERIAL = "0123456789ABCDEF0123"
-SQLITE_FILES = ("iotsec.db", "iotsec.db-wal", "iotsec.db-shm", "iotsec.db-journal")
+SQLITE_FILES = ("iotsec.db", "iotsec.db-wal", "iotsec.db-shm", "iotsec.db-journal",
+                "iotsec.db-writers")
 
 #: Commands that never write: to the store, the home or a file.
 READ_ONLY = frozenset({

@@ -29,14 +29,17 @@ from iotsec.filesystem import private_output
 from iotsec.store import backup_format as fmt
 from iotsec.store.migrate import HEAD
 from iotsec.store.snapshot import TABLES, consistent_snapshot, read_batches
+from iotsec.store.writer_queue import LOCK_SUFFIX
 from iotsec.timeutil import ts
 
 __all__ = ["NOT_BACKED_UP", "BackupResult", "create_backup", "home_files"]
 
-#: Files of a home that a backup leaves out: the SQLite store (its tables are in the backup)
-#: and the record of another database (a restore decides where its store goes).
+#: Files of a home that a backup leaves out: the SQLite store (its tables are in the backup),
+#: its writers' lock file and the record of another database (a restore decides where its
+#: store goes).
 NOT_BACKED_UP: Final = frozenset({"iotsec.db", "iotsec.db-wal", "iotsec.db-shm",
-                                  "iotsec.db-journal", DATABASE_FILE})
+                                  "iotsec.db-journal", "iotsec.db" + LOCK_SUFFIX,
+                                  DATABASE_FILE})
 #: Encoded rows per ``R`` record before it is written (well under the record limit).
 _ROWS_RECORD_BYTES: Final = 8 * 1024 * 1024
 

@@ -25,6 +25,7 @@ from iotsec.errors import IotsecError, StoreError
 from iotsec.store.direct import DriverUnit, Unit, run_plain
 from iotsec.store.failures import driver_failure, unit_failure
 from iotsec.store.reader import Reader, read_transaction, sqlite_pragmas
+from iotsec.store.writer_queue import WriterQueue
 
 __all__ = ["driver_transaction", "in_transaction", "make_engine", "raw_reading", "reading",
            "store_error", "transaction", "unit_error"]
@@ -90,26 +91,23 @@ def store_error(exc: DBAPIError, fallback: str, hint: str,
 
 
 _local = threading.local()
-_writer_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
-_writer_locks_guard = threading.Lock()
-#: Seconds a writer queues in the process before it meets SQLite's own lock (and its
-#: busy timeout) regardless: a thread that holds a transaction while waiting for another
-#: thread's write must not hang.
-_WRITER_WAIT = 10.0
+_writer_queues: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
+_writer_queues_guard = threading.Lock()
 
 
-def _sqlite_writers(engine: Engine) -> threading.Lock | None:
-    """The lock this process's writers of a SQLite ``engine`` queue on (None for others)."""
-    found = _writer_locks.get(engine)  # every unit of work asks: no guard once it is made
+def _sqlite_writers(engine: Engine) -> WriterQueue | None:
+    """The queue this process's writers of a SQLite ``engine`` wait in (None for others)."""
+    found = _writer_queues.get(engine)  # every unit of work asks: no guard once it is made
     if found is not None:
         return found
     if engine.url.get_backend_name() != "sqlite":
         return None
-    with _writer_locks_guard:
-        lock = _writer_locks.get(engine)
-        if lock is None:
-            lock = _writer_locks[engine] = threading.Lock()
-        return lock
+    with _writer_queues_guard:
+        queue = _writer_queues.get(engine)
+        if queue is None:
+            made = queue = _writer_queues[engine] = WriterQueue(_sqlite_file(engine))
+            event.listen(engine, "engine_disposed", lambda _engine: made.close())
+        return queue
 
 
 def in_transaction() -> bool:
@@ -150,20 +148,19 @@ def _writer_turn(engine: Engine) -> Iterator[None]:
     """This thread's turn among the process's writers of ``engine`` (the outermost unit of
     work of the thread queues; a nested one is inside its turn already)."""
     depth = getattr(_local, "depth", 0)
-    _local.depth = depth + 1
     # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
     # growing steps (busy_timeout) however soon it is released: under many concurrent
-    # writers (an enrolment storm) that costs more than the writes. The threads of one
-    # process queue on a lock of their own instead, and wake as soon as it is free; other
-    # processes still meet at SQLite's lock.
+    # writers (an enrolment storm, serving workers) that costs more than the writes. They
+    # queue before they meet SQLite's lock instead (writer_queue.py).
     writers = _sqlite_writers(engine) if depth == 0 else None
-    if writers is not None and not writers.acquire(timeout=_WRITER_WAIT):
-        writers = None  # as long as SQLite itself would wait: its busy timeout decides
+    _local.depth = depth + 1
     try:
-        yield
+        if writers is None:
+            yield
+        else:
+            with writers.turn():
+                yield
     finally:
-        if writers is not None:
-            writers.release()
         _local.depth -= 1
 
 
@@ -214,7 +211,7 @@ def _close_quietly(driver: Any) -> None:
 def _connections_of(engine: Engine) -> _DriverConnections:
     found = _driver_connections.get(engine)
     if found is None:
-        with _writer_locks_guard:
+        with _writer_queues_guard:
             found = _driver_connections.get(engine)
             if found is None:
                 made = found = _driver_connections[engine] = _DriverConnections()
