@@ -491,20 +491,21 @@ def ours_target(work: Path, env: dict[str, str], workers: int, secrets: list[str
     return Target(f"ours{workers}", label, server, est, chain, build, True, issuing)
 
 
-def api_target(work: Path, env: dict[str, str], inputs: Inputs, servers: list[Server]
-               ) -> Target:
-    """``iotsec serve`` over HTTPS (its API listener with the home's server certificate):
-    ``POST /v1/devices/{id}/certificates`` with an operator token, for devices registered
-    before their requests are sent (the registration is not timed)."""
+def api_target(work: Path, env: dict[str, str], inputs: Inputs, servers: list[Server],
+               workers: int = 1) -> Target:
+    """``iotsec serve --workers N`` over HTTPS (its API listener with the home's server
+    certificate): ``POST /v1/devices/{id}/certificates`` with an operator token, for
+    devices registered before their requests are sent (the registration is not timed)."""
     api = free_port()
     chain = work / "iotsec-chain.pem"
     if not chain.exists():
         iotsec(env, "ca", "chain", "-o", str(chain))
     token = json.loads(iotsec(env, "token", "create", "bench-issuer", "--scope", "operator",
                               "--json"))["token"]
-    server = Server("iotsec serve (HTTPS API)", [
-        iotsec_command(), "serve", "--host", "127.0.0.1", "--port", str(api)], env,
-        work / "iotsec-serve-api.log")
+    server = Server(f"iotsec serve --workers {workers} (HTTPS API)", [
+        iotsec_command(), "serve", "--host", "127.0.0.1", "--port", str(api), "--est-port",
+        str(free_port()), "--workers", str(workers)], env,
+        work / f"iotsec-serve-api-{workers}.log")
     servers.append(server)
     server.start()
     server.wait_tls(api, chain)
@@ -521,7 +522,9 @@ def api_target(work: Path, env: dict[str, str], inputs: Inputs, servers: list[Se
             NameOID.COMMON_NAME)[0].value) for i in indexes])
 
     issuing = x509.load_pem_x509_certificates(chain.read_bytes())[0]
-    return Target("api", "ours: HTTPS API POST /v1/devices/{id}/certificates (group commit)",
+    return Target("api" if workers == 1 else f"api{workers}",
+                  "ours: HTTPS API POST /v1/devices/{id}/certificates (group commit)"
+                  + (f", iotsec serve --workers {workers}" if workers > 1 else ""),
                   server, api, chain, build, True, issuing, prepare=prepare, answer="api")
 
 
@@ -632,6 +635,9 @@ def main() -> int:
                         help="also measure issuance through the HTTPS API (POST "
                         "/v1/devices/{id}/certificates, operator token, devices registered "
                         "beforehand)")
+    parser.add_argument("--api-workers", default="1", metavar="N[,N...]",
+                        help="with --api: iotsec serve --workers values for the API "
+                             "(default 1)")
     parser.add_argument("--floor", action="store_true",
                         help="also measure bench/https_floor.py (the Python stack's floor)")
     parser.add_argument("--floor-stacks", default="uvicorn,granian", metavar="S[,S...]",
@@ -651,6 +657,7 @@ def run(args: argparse.Namespace) -> int:
     args.seconds = args.seconds or (2.0 if args.quick else 10.0)
     args.warm = 100 if args.quick else 300
     series = [False] if args.no_handshakes else [False, True]
+    api_workers = [int(w) for w in args.api_workers.split(",")]
     stacks = args.floor_stacks.split(",")
     if not set(stacks) <= set(FLOOR_STACKS):
         raise SystemExit(f"--floor-stacks: choose among {', '.join(FLOOR_STACKS)}")
@@ -683,7 +690,8 @@ def run(args: argparse.Namespace) -> int:
             targets = [] if args.no_est else [
                 ours_target(work, inputs.env, w, inputs.secrets, servers) for w in workers]
             if args.api:
-                targets.append(api_target(work, inputs.env, inputs, servers))
+                targets += [api_target(work, inputs.env, inputs, servers, w)
+                            for w in api_workers]
             targets.append(cfssl_target(work, files, False, servers))
             if not args.no_cfssl_db:
                 targets.append(cfssl_target(work, files, True, servers))
