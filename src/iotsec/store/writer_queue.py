@@ -118,7 +118,9 @@ class WriterQueue:
         self._pid = os.getpid()
 
     def close(self) -> None:
-        """Close the lock file and stop the waiter thread (the engine is disposed of)."""
+        """Close the lock file and stop the waiter thread (the engine is disposed of). From
+        then on only the threads queue (an engine used again after its disposal still
+        works: its writers meet the other processes at SQLite's lock)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
