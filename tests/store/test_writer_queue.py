@@ -221,3 +221,45 @@ def test_the_engine_s_units_of_work_queue_and_dispose_closes_the_file(
                                          for t in threading.enumerate()):
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_a_writer_interrupted_while_waiting_leaves_the_queue_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iotsec.store import writer_queue
+
+    database = tmp_path / "iotsec.db"
+    lock_file = tmp_path / ("iotsec.db" + LOCK_SUFFIX)
+    holder, release = _start_holder(lock_file)
+    queue = WriterQueue(database, wait=60)
+
+    class Interrupted(writer_queue._Request):
+        def __init__(self) -> None:
+            super().__init__()
+            real = self.done
+
+            class Done(threading.Event):
+                def wait(self, timeout: float | None = None) -> bool:
+                    raise KeyboardInterrupt
+
+                def is_set(self) -> bool:
+                    return real.is_set()
+
+                def set(self) -> None:
+                    real.set()
+
+            self.done = Done()
+
+    monkeypatch.setattr(writer_queue, "_Request", Interrupted)
+    with pytest.raises(KeyboardInterrupt), queue.turn():
+        pytest.fail("the turn came while the other process held the lock")
+    monkeypatch.undo()
+    release.set()
+    holder.join(60)
+    # The abandoned request's lock was let go, and the threads' lock is free again.
+    deadline = time.monotonic() + 30
+    while not _lock_is_free(lock_file):
+        assert time.monotonic() < deadline, "the abandoned lock was never let go"
+        time.sleep(0.01)
+    with queue.turn() as held:
+        assert held
+    queue.close()

@@ -95,10 +95,13 @@ class WriterQueue:
         if self._pid != os.getpid():
             self._forked()
         mine = self._threads.acquire(timeout=self.wait)
-        # Only the thread whose turn it is asks for the file's lock: a lock belongs to the
-        # open file, so two threads of one process could not exclude each other with it.
-        fd = self._process_turn(deadline) if mine else None
+        fd = None
         try:
+            # Only the thread whose turn it is asks for the file's lock: a lock belongs to
+            # the open file, so two threads of one process could not exclude each other
+            # with it.
+            if mine:
+                fd = self._process_turn(deadline)
             yield fd is not None
         finally:
             if fd is not None:
@@ -174,13 +177,19 @@ class WriterQueue:
         if now == "unsupported":
             self._disable()  # no flock on this file system
             return None
-        if request.done.wait(max(0.0, deadline - time.monotonic())):
-            return fd if request.granted else None
-        with self._cond:
-            if request.done.is_set():
-                return fd if request.granted else None
-            request.abandoned = True  # the waiter thread lets the lock go when it comes
-        return None
+        waited = False
+        try:
+            request.done.wait(max(0.0, deadline - time.monotonic()))
+            waited = True
+        finally:
+            with self._cond:
+                granted = request.done.is_set() and request.granted
+                if not request.done.is_set():
+                    # The waiter thread lets the lock go when it comes.
+                    request.abandoned = True
+                elif granted and not waited:  # interrupted as the lock came: let it go
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        return fd if granted else None
 
     def _start_waiter(self) -> None:
         # Called with _cond held.
