@@ -95,10 +95,33 @@ def _start_holder(lock_file: Path) -> tuple[multiprocessing.process.BaseProcess,
     return holder, release
 
 
-def test_a_writer_waits_for_another_process_then_gets_its_turn(tmp_path: Path) -> None:
-    database = tmp_path / "iotsec.db"
+def _held_elsewhere(tmp_path: Path) -> tuple[Path, Path, multiprocessing.process.BaseProcess,
+                                             multiprocessing.synchronize.Event]:
+    """A database whose writers' lock another process holds until ``release`` is set:
+    (database, lock file, that process, release)."""
     lock_file = tmp_path / ("iotsec.db" + LOCK_SUFFIX)
     holder, release = _start_holder(lock_file)
+    return tmp_path / "iotsec.db", lock_file, holder, release
+
+
+def _release_then_take_turn(holder: multiprocessing.process.BaseProcess,
+                            release: multiprocessing.synchronize.Event, lock_file: Path,
+                            queue: WriterQueue) -> None:
+    """The other process lets its lock go: the lock file is soon free (nothing of this
+    process keeps it), and the queue's next writer takes it."""
+    release.set()
+    holder.join(60)
+    deadline = time.monotonic() + 30
+    while not _lock_is_free(lock_file):
+        assert time.monotonic() < deadline, "the abandoned lock was never let go"
+        time.sleep(0.01)
+    with queue.turn() as held:
+        assert held
+    queue.close()
+
+
+def test_a_writer_waits_for_another_process_then_gets_its_turn(tmp_path: Path) -> None:
+    database, lock_file, holder, release = _held_elsewhere(tmp_path)
     queue = WriterQueue(database, wait=60)
     entered = threading.Event()
 
@@ -119,24 +142,13 @@ def test_a_writer_waits_for_another_process_then_gets_its_turn(tmp_path: Path) -
 
 
 def test_a_writer_stops_waiting_and_the_lock_it_gave_up_is_let_go(tmp_path: Path) -> None:
-    database = tmp_path / "iotsec.db"
-    lock_file = tmp_path / ("iotsec.db" + LOCK_SUFFIX)
-    holder, release = _start_holder(lock_file)
+    database, lock_file, holder, release = _held_elsewhere(tmp_path)
     queue = WriterQueue(database, wait=0.2)
     with queue.turn() as held:
         # The wait ran out: the block runs, SQLite's own lock decides.
         assert not held
-    release.set()
-    holder.join(60)
-    # The waiter thread got the lock after the writer gave up: it let it go.
-    deadline = time.monotonic() + 30
-    while not _lock_is_free(lock_file):
-        assert time.monotonic() < deadline, "the abandoned lock was never let go"
-        time.sleep(0.01)
-    # And the next writer takes it.
-    with queue.turn() as held:
-        assert held
-    queue.close()
+    # The waiter thread gets the lock after the writer gave up: it lets it go.
+    _release_then_take_turn(holder, release, lock_file, queue)
 
 
 def _forked_turn(queue: WriterQueue, go: multiprocessing.synchronize.Event,
@@ -227,9 +239,7 @@ def test_a_writer_interrupted_while_waiting_leaves_the_queue_as_it_was(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from iotsec.store import writer_queue
 
-    database = tmp_path / "iotsec.db"
-    lock_file = tmp_path / ("iotsec.db" + LOCK_SUFFIX)
-    holder, release = _start_holder(lock_file)
+    database, lock_file, holder, release = _held_elsewhere(tmp_path)
     queue = WriterQueue(database, wait=60)
 
     class Interrupted(writer_queue._Request):
@@ -253,13 +263,5 @@ def test_a_writer_interrupted_while_waiting_leaves_the_queue_as_it_was(
     with pytest.raises(KeyboardInterrupt), queue.turn():
         pytest.fail("the turn came while the other process held the lock")
     monkeypatch.undo()
-    release.set()
-    holder.join(60)
-    # The abandoned request's lock was let go, and the threads' lock is free again.
-    deadline = time.monotonic() + 30
-    while not _lock_is_free(lock_file):
-        assert time.monotonic() < deadline, "the abandoned lock was never let go"
-        time.sleep(0.01)
-    with queue.turn() as held:
-        assert held
-    queue.close()
+    # The abandoned request's lock is let go, and the threads' lock is free again.
+    _release_then_take_turn(holder, release, lock_file, queue)
