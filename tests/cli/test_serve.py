@@ -17,7 +17,7 @@ from cryptography import x509
 
 from tests.cli.support import CONSOLE_SCRIPT, Cli, assert_refused, run_script
 from tests.cli.support import Result as CliResult
-from tests.security.serving import recorded_servers
+from tests.security.serving import child_pids, recorded_servers
 
 
 @pytest.fixture
@@ -165,20 +165,6 @@ def test_serve_https_end_to_end(tmp_path: Path) -> None:
         log.close()
 
 
-def _children(pid: int) -> set[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
 def test_serve_with_several_workers(tmp_path: Path) -> None:
     """``--workers 2``: two serving processes over one home, each answering decisions
     (the fast path and the registry cache per process); all stop with the supervisor."""
@@ -213,7 +199,7 @@ def test_serve_with_several_workers(tmp_path: Path) -> None:
                 assert decision.status_code == 200
                 assert decision.json()["allowed"] is True
             assert client.post("/v1/authz/check", json={}).status_code == 401
-        workers = {p for p in _children(server.pid)
+        workers = {p for p in child_pids(server.pid)
                    if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
         assert len(workers) == 2
     finally:

@@ -130,6 +130,20 @@ def init_home(tmp_path: Path, env: Mapping[str, str] | None = None, *,
     return Home(home, environment, json.loads(init.stdout)["admin_token"], chain)
 
 
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc): a server's workers."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
 @dataclass(frozen=True)
 class Served:
     """A running ``iotsec serve``: where it listens (the API's port, the EST listener's

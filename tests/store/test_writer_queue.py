@@ -6,10 +6,12 @@ where the lock file cannot be made still works."""
 from __future__ import annotations
 
 import fcntl
+import json
 import multiprocessing
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from sqlalchemy import text
 
 from iotsec.store.db import make_engine, transaction
 from iotsec.store.writer_queue import LOCK_SUFFIX, WriterQueue
+from tests.helpers import make_csr
+from tests.security.serving import child_pids, served
 
 ROUNDS = 150
 
@@ -265,3 +269,35 @@ def test_a_writer_interrupted_while_waiting_leaves_the_queue_as_it_was(
     monkeypatch.undo()
     # The abandoned request's lock is let go, and the threads' lock is free again.
     _release_then_take_turn(holder, release, lock_file, queue)
+
+
+def test_two_serving_workers_on_one_sqlite_home_issue_through_the_queue(
+        tmp_path: Path) -> None:
+    """``iotsec serve --workers 2``: concurrent issuances through the API, spread over
+    both processes, are all answered and all stored once; the workers that wrote hold
+    the home's lock file open."""
+    with served(tmp_path, "--workers", "2") as srv:
+        ids = [f"queued-{i:02d}" for i in range(48)]
+        devices = tmp_path / "devices.csv"
+        devices.write_text("id,groups,attributes\n" + "".join(f"{d},,\n" for d in ids))
+        assert srv.iotsec("device", "import", str(devices)).returncode == 0
+
+        def issue(device: str) -> int:
+            with srv.client() as client:  # a connection each: the workers share them
+                return client.post(f"/v1/devices/{device}/certificates",
+                                   headers={"Authorization": f"Bearer {srv.token}"},
+                                   json={"csr": make_csr(cn=device).decode()}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(issue, ids)) == [201] * len(ids)
+        listed = srv.iotsec("cert", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        issued = sorted(c["device_id"] for c in json.loads(listed.stdout)
+                        if c["device_id"] in ids)
+        assert issued == ids
+        lock_file = srv.home / ("iotsec.db" + LOCK_SUFFIX)
+        assert lock_file.stat().st_mode & 0o777 == 0o600
+        holders = [pid for pid in child_pids(srv.pid)
+                   if any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == str(lock_file)
+                          for fd in os.listdir(f"/proc/{pid}/fd"))]
+        assert holders, "no worker queued on the lock file"
