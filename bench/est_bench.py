@@ -20,7 +20,12 @@ EST listener issues at least 1.5x as many certificates per second as ``cfssl ser
   serve`` runs on (uvicorn, httptools, uvloop, Python's ``ssl``, pyca/cryptography) doing
   cfssl's work and nothing else (the same JSON in and out, CSR check, certificate built and
   signed by the cfssl CA, no store), with one serving process and with one per CPU: the
-  most any application served by this stack can answer here.
+  most any application served by this stack can answer here. ``--floor-stacks`` also
+  serves it on granian (HTTP/1.1 and TLS in Rust); the summary then sets what
+  pyca/cryptography alone costs per certificate beside the CPU per certificate the goal
+  leaves (cfssl's own, over the goal's ratio).
+* ``--api`` adds issuance through the HTTPS API (``--api-workers`` for ``iotsec serve
+  --workers N``).
 
 The client is bench/est_load.py in processes of its own (2 by default, sharing the 16
 keep-alive TLS connections): closed loop, each request a fresh CSR (its own P-256 key) made
