@@ -138,12 +138,8 @@ class WriterQueue:
 
     def _disable(self) -> None:
         """No lock file from now on: only the threads queue."""
-        with self._cond:
-            self._path = None
-            self._closing = True
-            self._cond.notify_all()
-            if not self._in_flight:
-                self._close_file()
+        self._path = None
+        self.close()
 
     def _file(self) -> int | None:
         if self._path is None or self._closing:
