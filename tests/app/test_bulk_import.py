@@ -19,10 +19,10 @@ from iotsec.app.events import list_events
 from iotsec.app.identity import bulk_import, devices
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
-from iotsec.errors import ConflictError, InvalidInputError
+from iotsec.errors import ConflictError, InvalidInputError, StoreError
 from iotsec.store import models as m
 from iotsec.store.bulk import references_checked
-from iotsec.store.db import reading
+from iotsec.store.db import reading, transaction
 
 
 def _csv(rows: list[str], header: str = "id,groups,attributes") -> io.StringIO:
@@ -54,6 +54,17 @@ def test_a_csv_is_imported_with_groups_attributes_roles_and_one_event(rt):
     counts = _counts(rt)
     assert counts["devices"] == counts["device_roles"] == 25
     assert counts["device_groups"] == 50
+    with reading(rt.engine) as conn:
+        # Each device's names are its links (on SQLite the links are made from the names).
+        names = dict(conn.execute(select(m.devices.c.id, m.devices.c.group_names)).all())
+        links: dict[str, list[str]] = {}
+        for device_id, group in conn.execute(select(m.device_groups.c.device_id,
+                                                    m.device_groups.c.group_name)):
+            links.setdefault(device_id, []).append(group)
+        if rt.engine.dialect.name == "sqlite":
+            # The import ran with the connection's own checks off: every reference holds.
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+    assert {d: " ".join(sorted(g)) for d, g in links.items()} == names
 
 
 @pytest.mark.parametrize(("row", "expected"), [
@@ -310,3 +321,45 @@ def test_a_role_that_may_not_skip_the_checks_imports_with_the_stores_own(unprivi
     counts = _counts(rt)
     assert (counts["devices"], counts["device_groups"], counts["device_roles"]) == (9, 18, 9)
     assert _imported_events(rt) == [{"count": 9, "first": "u-0", "last": "u-8"}]
+
+
+def _foreign_keys(driver: object) -> int:
+    return int(driver.execute("PRAGMA foreign_keys").fetchone()[0])  # type: ignore[attr-defined]
+
+
+def test_a_vouched_unit_of_work_skips_sqlites_reference_checks_inside_it_only(rt):
+    """``transaction(..., references_vouched=True)``: on SQLite the connection's foreign-key
+    enforcement is off for that unit of work and on again when it ends, committed or not;
+    on PostgreSQL nothing changes."""
+    orphan = m.device_groups.insert().values(device_id="nobody", group_name="nothing")
+    if rt.engine.dialect.name != "sqlite":
+        with pytest.raises(ConflictError), transaction(rt.engine, references_vouched=True) as conn:
+            conn.execute(orphan)
+        return
+    with transaction(rt.engine, references_vouched=True) as conn:
+        driver = conn.connection.driver_connection
+        assert _foreign_keys(driver) == 0
+    assert _foreign_keys(driver) == 1
+    with pytest.raises(InvalidInputError), transaction(rt.engine, references_vouched=True) as conn:
+        driver = conn.connection.driver_connection
+        conn.execute(orphan)  # taken: nothing checks it inside
+        raise InvalidInputError("refused")
+    assert _foreign_keys(driver) == 1
+    assert _counts(rt)["device_groups"] == 0  # rolled back with the unit
+    with pytest.raises(ConflictError), transaction(rt.engine) as conn:
+        conn.execute(orphan)  # every other unit of work checks
+
+
+def test_links_that_do_not_match_the_rows_names_refuse_the_import(rt, monkeypatch):
+    """On SQLite the links are made in the store from the device rows' names and counted:
+    a count other than what the batch names refuses the import, and nothing is kept."""
+    if rt.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL copies the links the batch names")
+    made = bulk_import.links_from_names
+    monkeypatch.setattr(bulk_import, "links_from_names",
+                        lambda conn, **kw: made(conn, **kw) - (kw["link"] is m.device_roles))
+    before = _counts(rt)
+    with pytest.raises(StoreError, match="made 4 group links and 1 role bindings where its "
+                                         "rows name 4 and 2"):
+        bulk_import.import_csv(rt, _csv(["a-1,fleet;x,", "a-2,fleet;y,"]), batch_size=5)
+    assert _counts(rt) == before

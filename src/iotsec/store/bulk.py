@@ -24,7 +24,8 @@ from sqlalchemy.exc import DBAPIError
 
 from iotsec.errors import ConflictError
 
-__all__ = ["BulkConflict", "insert_rows", "lock_keys", "names_written", "references_checked"]
+__all__ = ["BulkConflict", "insert_rows", "last_rowid", "links_from_names", "lock_keys",
+           "names_written", "references_checked"]
 
 
 class BulkConflict(ConflictError):
@@ -45,9 +46,7 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
     # the statement's text.
     names = ", ".join(_quote(table.c[c].name) for c in columns)
     raw: Any = conn.connection.driver_connection
-    # The driver's own exception, without importing the driver here (start-up time).
-    integrity: type[Exception] = conn.dialect.loaded_dbapi.IntegrityError
-    try:
+    with _driver_errors(conn, table):
         if conn.dialect.name == "postgresql":
             with raw.cursor() as cur, cur.copy(
                     f"COPY {_quote(table.name)} ({names}) FROM STDIN") as copy:
@@ -58,15 +57,23 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
             raw.executemany(
                 f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({marks})",  # noqa: S608
                 rows)
-    except integrity as exc:
+
+
+@contextmanager
+def _driver_errors(conn: Connection, table: Table) -> Iterator[None]:
+    """The driver's errors of a bulk insert into ``table``: a broken constraint as
+    :class:`BulkConflict`, anything else as SQLAlchemy's error, which the unit of work names
+    (a full disk, an unreachable store) as it does every other store error."""
+    # The driver's own exceptions, without importing the driver here (start-up time).
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.IntegrityError as exc:
         raise BulkConflict(f"a row conflicts with what {table.name} holds",
                            hint="reload and try again") from exc
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # The driver's own error, as SQLAlchemy's: the unit of work names it (a full disk,
-        # an unreachable store) as it does every other store error.
-        raise DBAPIError.instance(f"bulk insert into {table.name}", None, exc,
-                                  conn.dialect.loaded_dbapi.Error, hide_parameters=True,
-                                  dialect=conn.dialect) from exc
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(f"bulk insert into {table.name}", None, exc, dbapi.Error,
+                                  hide_parameters=True, dialect=conn.dialect) from exc
 
 
 #: Keys looked up per statement by :func:`lock_keys`.
@@ -155,3 +162,35 @@ def names_written(conn: Connection) -> Iterator[None]:
     yield
     for _name, sql in triggers:
         conn.exec_driver_sql(sql)
+
+
+def last_rowid(conn: Connection, table: Table) -> int | None:
+    """On SQLite, the highest rowid of ``table`` (0 when empty): the rows a write
+    transaction inserts next have higher ones (see :func:`links_from_names`). None on
+    other stores."""
+    if conn.dialect.name != "sqlite":
+        return None
+    found = conn.exec_driver_sql(
+        f"SELECT coalesce(max(rowid), 0) FROM {_quote(table.name)}").scalar_one()  # noqa: S608
+    return int(found)
+
+
+def links_from_names(conn: Connection, *, source: Table, after: int, names: str,
+                     link: Table, key: str, name: str) -> int:
+    """On SQLite, insert into ``link`` one row ``(key, name)`` per name of the space
+    separated column ``names`` of each ``source`` row whose rowid is above ``after`` (the
+    rows this write transaction inserted since :func:`last_rowid`), the row's primary key
+    as ``key``; in the store, without a round trip through the driver per link. Names are
+    the registry's (``[A-Za-z0-9][A-Za-z0-9._:-]*``: no space, quote or backslash), which
+    SQLite's ``json_each`` then splits. Returns the number of links inserted, for the
+    caller to compare with what it expects."""
+    (primary,) = source.primary_key.columns
+    column = _quote(source.c[names].name)
+    split = f"""json_each('["' || replace(s.{column}, ' ', '","') || '"]')"""
+    statement = (f"INSERT INTO {_quote(link.name)} ({_quote(link.c[key].name)}, "  # noqa: S608
+                 f"{_quote(link.c[name].name)}) SELECT s.{_quote(primary.name)}, j.value "
+                 f"FROM {_quote(source.name)} AS s, {split} AS j "
+                 f"WHERE s.rowid > ? AND s.{column} <> ''")
+    raw: Any = conn.connection.driver_connection
+    with _driver_errors(conn, link):
+        return int(raw.execute(statement, (after,)).rowcount)

@@ -124,11 +124,45 @@ def unit_error(exc: DBAPIError, engine: Engine) -> IotsecError:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Connection]:
+def transaction(engine: Engine, *, references_vouched: bool = False) -> Iterator[Connection]:
     """One unit of work. Foreign database errors become :class:`StoreError`; a unique
-    violation that the caller did not anticipate becomes :class:`ConflictError`."""
+    violation that the caller did not anticipate becomes :class:`ConflictError`.
+
+    ``references_vouched``: the caller vouches that every foreign key of every row it
+    writes holds (each referenced row is its own, inserted in this unit, or was checked
+    and kept from deletion, see :func:`iotsec.store.bulk.lock_keys`), and that it deletes
+    nothing whose dependants a cascade would have to remove. On SQLite the unit then runs
+    with the connection's foreign-key enforcement off, which SQLite can only change
+    between transactions: no lookup per inserted row (a bulk import's links). It is on
+    again when the unit ends, before the connection serves anyone else. Elsewhere nothing
+    changes (PostgreSQL: :func:`iotsec.store.bulk.references_checked`)."""
+    if references_vouched and engine.dialect.name == "sqlite":
+        with (_writer_turn(engine), _unit_errors(engine), _foreign_keys_off(engine) as conn,
+              conn.begin()):
+            yield conn
+        return
     with _writer_turn(engine), _unit_errors(engine), engine.begin() as conn:
         yield conn
+
+
+@contextmanager
+def _foreign_keys_off(engine: Engine) -> Iterator[Connection]:
+    """A connection of ``engine`` (SQLite) with foreign-key enforcement off until the
+    caller's transaction on it has ended: on again before it goes back to the pool, or
+    the connection is discarded."""
+    with engine.connect() as conn:
+        driver: Any = conn.connection.driver_connection
+        driver.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield conn
+        finally:
+            try:
+                driver.execute("PRAGMA foreign_keys=ON")
+                restored = driver.execute("PRAGMA foreign_keys").fetchone() == (1,)
+            except sqlite3.Error:
+                restored = False
+            if not restored:
+                conn.invalidate()  # never handed to another unit of work unchecked
 
 
 @contextmanager

@@ -5,9 +5,11 @@ read, so memory stays the same whatever the size of the file. Every row is valid
 it is read (id, groups, attributes); an id that is already registered, or that appears
 twice in the input, refuses the whole import with an error naming its line, and nothing
 is written. The device rows, their group links and their roles (the default role
-``device`` when it exists) go in with the store's bulk path (``COPY`` on PostgreSQL, one
-prepared ``INSERT`` per table and batch on SQLite); one ``device.imported`` event on the
-chain, in the same transaction, records the import.
+``device`` when it exists) go in with the store's bulk path: ``COPY`` on PostgreSQL; on
+SQLite one prepared ``INSERT`` of the batch's devices, each row with its group and role
+names, and the links made from those names by one statement per table in the store
+(:func:`iotsec.store.bulk.links_from_names`). One ``device.imported`` event on the chain,
+in the same transaction, records the import.
 
 Duplicates are found by the store, not by a set of every id seen (which would grow with
 the file): each batch is written under a savepoint, and when its insert breaks the
@@ -19,7 +21,9 @@ The foreign keys of the group links and role bindings are checked once per key, 
 per row (ADR 0037): each group and role a batch names is locked until the import ends (or
 created by it), each device is a row the batch has just inserted; on PostgreSQL the
 server's own per-row checks are then skipped for the links where the role may
-(:func:`iotsec.store.bulk.references_checked`).
+(:func:`iotsec.store.bulk.references_checked`), and on SQLite the import's transaction runs
+with the connection's foreign-key enforcement off (``transaction(...,
+references_vouched=True)``, ADR 0047).
 
 On PostgreSQL a CSV file is read and validated by a thread of its own, at most two batches
 ahead of the one being written (:func:`_read_ahead`): the server's work on a batch then
@@ -45,7 +49,13 @@ from iotsec.app.identity.bindings import (
     require_roles,
 )
 from iotsec.app.runtime import Runtime
-from iotsec.errors import ConflictError, InvalidInputError, IotsecError, NotFoundError
+from iotsec.errors import (
+    ConflictError,
+    InvalidInputError,
+    IotsecError,
+    NotFoundError,
+    StoreError,
+)
 from iotsec.identity.registry import (
     DeviceState,
     parse_attributes,
@@ -56,6 +66,8 @@ from iotsec.store import models as m
 from iotsec.store.bulk import (
     BulkConflict,
     insert_rows,
+    last_rowid,
+    links_from_names,
     lock_keys,
     names_written,
     references_checked,
@@ -200,6 +212,7 @@ class _Writer:
         self._ensure_groups({g for row in batch for g in row[2]})
         roles = [self._roles(r[4]) for r in batch]
         state = DeviceState.PENDING.value
+        before = last_rowid(self.conn, m.devices)
         savepoint = self.conn.begin_nested()
         try:
             # Each row carries its group and role names as the links below will have them
@@ -217,21 +230,40 @@ class _Writer:
         savepoint.commit()
         bindings = [(r[1], role) for r, held in zip(batch, roles, strict=True)
                     for role in held]
+        if bindings:
+            self.bound = True
         # Every foreign key of the links holds, checked once per key and not per row: each
         # device was inserted just above by this transaction (unseen by anyone else), each
         # group and role is locked by _ensure_groups and _roles. The store's per-row checks
-        # can then be skipped (see references_checked); the policy change the bindings make
-        # is announced by bump_policy_version at the end, as before.
+        # can then be skipped (see references_checked, and the transaction's
+        # references_vouched on SQLite); the policy change the bindings make is announced
+        # by bump_policy_version at the end, as before.
         # Each device row above carries the names these links give it: the triggers that
         # keep them (migration 0028) are told so for the whole import (names_written in
         # _import_batches) and need not look each device up again.
+        if before is not None:
+            self._links_from_names(before, sum(len(r[2]) for r in batch), len(bindings))
+            return
         with references_checked(self.conn):
             insert_rows(self.conn, m.device_groups, ("device_id", "group_name"),
                         [(r[1], g) for r in batch for g in r[2]])
             if bindings:
                 insert_rows(self.conn, m.device_roles, ("device_id", "role_name"), bindings)
-        if bindings:
-            self.bound = True
+
+    def _links_from_names(self, before: int, groups: int, roles: int) -> None:
+        """SQLite: the links of the devices just inserted (rowids above ``before``), made
+        in the store from the names each device row carries, and counted against what the
+        batch names (a shortfall would mean rows this import did not write)."""
+        made = (links_from_names(self.conn, source=m.devices, after=before,
+                                 names="group_names", link=m.device_groups,
+                                 key="device_id", name="group_name"),
+                links_from_names(self.conn, source=m.devices, after=before,
+                                 names="role_names", link=m.device_roles,
+                                 key="device_id", name="role_name"))
+        if made != (groups, roles):
+            raise StoreError(f"the import made {made[0]} group links and {made[1]} role "
+                             f"bindings where its rows name {groups} and {roles}; nothing "
+                             "was imported", hint="import again")
 
     def _refuse(self, batch: Sequence[ImportRow]) -> None:
         """Raise the error that names the first row of ``batch`` whose id is taken."""
@@ -293,7 +325,8 @@ def _import_batches(rt: Runtime, batches: Iterator[list[ImportRow]], *,
         # the links it writes for it (_Writer.write), and no other links: it vouches for
         # them once for its whole transaction (on SQLite, the triggers are dropped and made
         # again once, not per batch).
-        with transaction(rt.engine) as conn, names_written(conn):
+        with (transaction(rt.engine, references_vouched=True) as conn,
+              names_written(conn)):
             writer = _Writer(rt, conn, ts(moment), unit)
             for batch in batches:
                 writer.write(batch)
