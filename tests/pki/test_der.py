@@ -229,6 +229,8 @@ def test_oid_refuses_invalid(dotted: str) -> None:
         (datetime(1949, 12, 31, 23, 59, 59, tzinfo=UTC), b"\x18\x0f19491231235959Z"),
         (datetime(2000, 2, 29, 12, 0, 0, tzinfo=UTC), b"\x17\x0d000229120000Z"),
         (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), b"\x18\x0f99991231235959Z"),
+        # GeneralizedTime's year has four digits, however small.
+        (datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), b"\x18\x0f09990102030405Z"),
         # Fractions of a second are dropped, never rounded up.
         (datetime(2030, 6, 1, 12, 0, 0, 999_999, tzinfo=UTC), b"\x17\x0d300601120000Z"),
         # Other zones are converted to Zulu, and the conversion decides the type.

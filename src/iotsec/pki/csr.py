@@ -34,9 +34,14 @@ class CheckedCsr:
 
     public_key: CertificatePublicKeyTypes
     spki: bytes
-    requested_subject: str
     #: The CSR's subject as parsed (None for a request made here, without a CSR).
     name: x509.Name | None = None
+
+    @property
+    def requested_subject(self) -> str:
+        """The CSR's subject as RFC 4514 text ("" without a CSR): what the device asked
+        for, never what it is given."""
+        return "" if self.name is None else self.name.rfc4514_string()
 
 
 def parse_csr(data: bytes) -> CheckedCsr:
@@ -61,7 +66,6 @@ def parse_csr(data: bytes) -> CheckedCsr:
         public_key = csr.public_key()
         signature_ok = csr.is_signature_valid
         name = csr.subject
-        subject = name.rfc4514_string()
     except (ValueError, x509.UnsupportedGeneralNameType) as exc:
         raise MalformedInputError(f"the CSR cannot be decoded: {exc}",
                                   hint="regenerate the CSR with a standard tool") from None
@@ -72,8 +76,7 @@ def parse_csr(data: bytes) -> CheckedCsr:
         raise CsrError("the CSR's signature does not verify",
                        hint="the request was altered or signed with another key; regenerate it")
     check_key_strength(public_key)
-    return CheckedCsr(public_key=public_key, spki=spki_der(public_key),
-                      requested_subject=subject, name=name)
+    return CheckedCsr(public_key=public_key, spki=spki_der(public_key), name=name)
 
 
 def check_key_strength(public_key: CertificatePublicKeyTypes) -> None:

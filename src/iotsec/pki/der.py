@@ -152,9 +152,13 @@ def time(moment: datetime) -> bytes:
     """RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050, always Zulu,
     always with seconds and never with fractions."""
     moment = moment.astimezone(UTC)
-    if 1950 <= moment.year <= 2049:
-        return tlv(UTC_TIME, moment.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return tlv(GENERALIZED_TIME, moment.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+    year = moment.year
+    # Formatted from the fields (strftime costs three times as much, and pads no year
+    # below 1000 to the four digits GeneralizedTime has).
+    rest = (moment.month, moment.day, moment.hour, moment.minute, moment.second)
+    if 1950 <= year <= 2049:
+        return tlv(UTC_TIME, b"%02d%02d%02d%02d%02d%02dZ" % (year % 100, *rest))
+    return tlv(GENERALIZED_TIME, b"%04d%02d%02d%02d%02d%02dZ" % (year, *rest))
 
 
 def epoch_time(seconds: int) -> bytes:

@@ -463,8 +463,7 @@ def serverkeygen(rt: Runtime, credential: Credential, csr_der: bytes, *, label: 
     An enrolment waiting for approval is :class:`Pending`, as with :func:`enrol`."""
     def run() -> tuple[bytes, Issued] | Pending:
         key = key_like(parse_csr(csr_der).public_key)
-        made = CheckedCsr(public_key=key.public_key(), spki=spki_der(key.public_key()),
-                          requested_subject="")
+        made = CheckedCsr(public_key=key.public_key(), spki=spki_der(key.public_key()))
         req = _request(rt, csr_der, label=label, source=source, kind="est.serverkeygen",
                        certified=made)
         if isinstance(credential, ClientChain) and issued_here(rt, credential.leaf):

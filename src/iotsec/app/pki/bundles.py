@@ -57,9 +57,9 @@ def issue_with_keygen(rt: Runtime, device_id: str, *, p12_passphrase: bytes,
                                 serialization.NoEncryption())
     spki = enc.spki_der(key.public_key())
     before_commit = None if save_key is None else (lambda: save_key(key_pem))
-    record = issue_batch(rt, [(device_id, CheckedCsr(public_key=key.public_key(), spki=spki,
-                                                     requested_subject=""))], days=days,
-                         before_commit=before_commit, profile=profile)[0]
+    made = CheckedCsr(public_key=key.public_key(), spki=spki)
+    record = issue_batch(rt, [(device_id, made)], days=days, before_commit=before_commit,
+                         profile=profile)[0]
     return keygen_bundle(rt, record, key, p12_passphrase)
 
 
