@@ -295,6 +295,16 @@ class Runtime:
         """Call ``callback`` when the runtime closes (to stop its background threads)."""
         self._closers.append(callback)
 
+    def checkpoint_in_background(self) -> None:
+        """For a long-running process (``iotsec serve``): on SQLite, its WAL is copied into
+        the database file by a thread of its own until the runtime closes, instead of
+        inside the commits of its requests (ADR 0048). Nothing on other stores."""
+        from iotsec.store.db import wal_checkpoints  # deferred, as in Runtime.engine
+
+        checkpoints = wal_checkpoints(self.engine)
+        if checkpoints is not None:
+            self.on_close(checkpoints.close)
+
     def close(self) -> None:
         try:
             for callback in reversed(self._closers):

@@ -324,6 +324,9 @@ def _serve(rt: Runtime, where: _Listening, workers: int, proxies: tuple[str, ...
         plan.watch(rt, configs)
     # With several workers, each process builds its own applications and runtime from the
     # same environment (ServePlan); this process only supervises them.
+    # On SQLite the WAL is copied into the database file beside the requests, not inside
+    # their commits (ADR 0048): one thread for the whole server, in this process.
+    rt.checkpoint_in_background()
     stop = threading.Event()
     detector: threading.Thread | None = None
     if rt.settings.detect_tick_seconds <= 0:

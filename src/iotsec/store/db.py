@@ -25,10 +25,11 @@ from iotsec.errors import IotsecError, StoreError
 from iotsec.store.direct import DriverUnit, Unit, run_plain
 from iotsec.store.failures import driver_failure, unit_failure
 from iotsec.store.reader import Reader, read_transaction, sqlite_pragmas
+from iotsec.store.wal_checkpoints import WalCheckpoints
 from iotsec.store.writer_queue import WriterQueue
 
 __all__ = ["driver_transaction", "in_transaction", "make_engine", "raw_reading", "reading",
-           "store_error", "transaction", "unit_error"]
+           "store_error", "transaction", "unit_error", "wal_checkpoints"]
 
 
 _sqlite_pragmas = sqlite_pragmas  # the settings of every connection (reader.py)
@@ -81,6 +82,14 @@ def _sqlite_file(engine: Engine | None) -> Path | None:
     if not database or database == ":memory:":
         return None
     return Path(database)
+
+
+def wal_checkpoints(engine: Engine) -> WalCheckpoints | None:
+    """For a long-running process: a thread, started, that checkpoints the WAL of
+    ``engine``'s SQLite file until it is closed (:mod:`iotsec.store.wal_checkpoints`);
+    None for other stores."""
+    path = _sqlite_file(engine)
+    return None if path is None else WalCheckpoints(path).start()
 
 
 def store_error(exc: DBAPIError, fallback: str, hint: str,
