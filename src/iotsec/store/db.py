@@ -145,13 +145,14 @@ def transaction(engine: Engine, *, references_vouched: bool = False) -> Iterator
     between transactions: no lookup per inserted row (a bulk import's links). It is on
     again when the unit ends, before the connection serves anyone else. Elsewhere nothing
     changes (PostgreSQL: :func:`iotsec.store.bulk.references_checked`)."""
-    if references_vouched and engine.dialect.name == "sqlite":
-        with (_writer_turn(engine), _unit_errors(engine), _foreign_keys_off(engine) as conn,
-              conn.begin()):
-            yield conn
-        return
-    with _writer_turn(engine), _unit_errors(engine), engine.begin() as conn:
+    vouched = references_vouched and engine.dialect.name == "sqlite"
+    connect = _foreign_keys_off if vouched else _connect
+    with _writer_turn(engine), _unit_errors(engine), connect(engine) as conn, conn.begin():
         yield conn
+
+
+def _connect(engine: Engine) -> Connection:
+    return engine.connect()
 
 
 @contextmanager
