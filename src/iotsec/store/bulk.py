@@ -16,7 +16,7 @@ inserts -- only for rows whose every reference the caller has so checked.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Column, Connection, Table, select
@@ -52,11 +52,41 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
                     f"COPY {_quote(table.name)} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-        else:
+        elif len(rows) < _STAGED:
             marks = ", ".join("?" for _ in columns)
             raw.executemany(
                 f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({marks})",  # noqa: S608
                 rows)
+        else:
+            _insert_staged(raw, table, names, len(columns), rows)
+
+
+#: From this many rows, a SQLite bulk insert goes through a staging table.
+_STAGED = 256
+
+
+def _insert_staged(raw: Any, table: Table, names: str, width: int,
+                   rows: Sequence[tuple[Any, ...]]) -> None:
+    """SQLite: ``rows`` into a temporary table of the connection's own (no key, no index),
+    then into ``table`` by one ``INSERT ... SELECT``. A statement run once per row opens
+    every b-tree of ``table`` (the table and each index) and finds its place from the root,
+    row after row; one statement for all of them keeps its cursors open where the last row
+    went, which for rows in key order is where the next one goes (about a third of the
+    time of the rows of an import, ADR 0049). The temporary table is this transaction's:
+    made and dropped inside it, undone with it."""
+    stage = _quote(f"iotsec_stage_{table.name}")
+    marks = ", ".join("?" for _ in range(width))
+    drop = f"DROP TABLE IF EXISTS temp.{stage}"
+    raw.execute(f"CREATE TEMP TABLE {stage} ({names})")
+    try:
+        raw.executemany(f"INSERT INTO temp.{stage} VALUES ({marks})", rows)  # noqa: S608
+        raw.execute(f"INSERT INTO main.{_quote(table.name)} ({names}) "  # noqa: S608
+                    f"SELECT {names} FROM temp.{stage}")
+    except BaseException:
+        with suppress(Exception):  # the insert's own error is the one to report
+            raw.execute(drop)
+        raise
+    raw.execute(drop)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest revision in ``migrations/versions``.
-HEAD = "0030"
+HEAD = "0031"
 
 
 def _config() -> Config:

@@ -117,6 +117,8 @@ device_groups = Table(
     Column("group_name", String(128), ForeignKey("groups.name", ondelete="CASCADE"),
            primary_key=True),
     Index(None, "group_name"),
+    # On SQLite, each link is stored in its primary key's b-tree alone (migration 0031).
+    sqlite_with_rowid=False,
 )
 
 #: The condition of the partial CRL indexes.
@@ -250,6 +252,7 @@ device_roles = Table(
            primary_key=True),
     Column("role_name", String(64), ForeignKey("roles.name"), primary_key=True),
     Index(None, "role_name"),
+    sqlite_with_rowid=False,  # as device_groups (migration 0031)
 )
 
 group_roles = Table(
