@@ -6,8 +6,9 @@ it is read (id, groups, attributes); an id that is already registered, or that a
 twice in the input, refuses the whole import with an error naming its line, and nothing
 is written. The device rows, their group links and their roles (the default role
 ``device`` when it exists) go in with the store's bulk path: ``COPY`` on PostgreSQL; on
-SQLite one prepared ``INSERT`` of the batch's devices, each row with its group and role
-names, and the links made from those names by one statement per table in the store
+SQLite the batch's devices, each row with its group and role names, by
+:func:`iotsec.store.bulk.insert_rows` (staged through a temporary table, ADR 0049), and the
+links made from those names by one statement per table in the store
 (:func:`iotsec.store.bulk.links_from_names`). One ``device.imported`` event on the chain,
 in the same transaction, records the import.
 
