@@ -363,3 +363,43 @@ def test_links_that_do_not_match_the_rows_names_refuse_the_import(rt, monkeypatc
                                          "rows name 4 and 2"):
         bulk_import.import_csv(rt, _csv(["a-1,fleet;x,", "a-2,fleet;y,"]), batch_size=5)
     assert _counts(rt) == before
+
+
+def _links(rt: Runtime) -> dict[str, tuple[list[str], list[str]]]:
+    """Each device's group and role links, sorted."""
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    with reading(rt.engine) as conn:
+        for table, column, at in ((m.device_groups, "group_name", 0),
+                                  (m.device_roles, "role_name", 1)):
+            for device_id, name in conn.execute(select(table.c.device_id, table.c[column])):
+                out.setdefault(device_id, ([], []))[at].append(name)
+    return {d: (sorted(g), sorted(r)) for d, (g, r) in out.items()}
+
+
+def test_batches_of_single_names_and_of_several_link_every_name(rt, monkeypatch):
+    """Batches whose rows hold at most one name of a kind have their links made from the
+    names taken whole (on SQLite), the others through the split; either way every device
+    gets exactly the links its row names, in one import."""
+    add_role(rt, Role.build("meter", [Rule.parse("allow", "publish", "m/${device.id}")]))
+    made = bulk_import.links_from_names
+    single: list[tuple[str, bool]] = []
+
+    def spy(conn, **kw):
+        single.append((kw["names"], kw["single"]))
+        return made(conn, **kw)
+
+    monkeypatch.setattr(bulk_import, "links_from_names", spy)
+    groups = [["fleet"], [], ["fleet"], ["fleet", "batch-1"], ["x"], ["y"]]
+    roles = [None, ["meter"], None, None, ["meter", "device"], None]
+    rows = [devices.NewDevice.parse(f"s-{i}", groups[i], {}, roles=roles[i]) for i in range(6)]
+    assert devices.import_devices(rt, rows, batch_size=2) == 6
+    assert _links(rt) == {
+        "s-0": (["fleet"], ["device"]), "s-1": ([], ["meter"]),
+        "s-2": (["fleet"], ["device"]), "s-3": (["batch-1", "fleet"], ["device"]),
+        "s-4": (["x"], ["device", "meter"]), "s-5": (["y"], ["device"])}
+    if rt.engine.dialect.name == "sqlite":
+        assert single == [("group_names", True), ("role_names", True),
+                          ("group_names", False), ("role_names", True),
+                          ("group_names", True), ("role_names", False)]
+        with reading(rt.engine) as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []

@@ -17,7 +17,7 @@ from iotsec.app.identity.devices import NewDevice, import_devices
 from iotsec.app.runtime import Runtime
 from iotsec.store import migrate
 from iotsec.store import models as m
-from iotsec.store.bulk import _STAGED, BulkConflict, insert_rows
+from iotsec.store.bulk import _STAGED, BulkConflict, insert_rows, last_rowid, links_from_names
 from iotsec.store.db import reading, transaction
 from tests.helpers import alembic_to
 from tests.store.link_names import names_of
@@ -129,3 +129,27 @@ def test_a_staged_insert_that_breaks_a_key_is_refused_and_leaves_nothing(
     with reading(rt.engine) as conn:
         assert conn.execute(text(
             "SELECT name FROM groups WHERE name LIKE 'g-%'")).scalars().all() == ["g-00500"]
+
+
+def test_links_of_single_names_leave_out_a_row_with_two(rt: Runtime) -> None:
+    """``links_from_names(single=True)`` takes each row's names whole: a row that holds two
+    is left out (its count falls short, which the import refuses), never linked to a group
+    named by both, even with the store's reference checks off as in an import."""
+    if rt.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL copies the links from the client")
+    with transaction(rt.engine) as conn:
+        insert_rows(conn, m.groups, ("name", "created_at"), [("a", 0), ("b", 0)])
+    with transaction(rt.engine, references_vouched=True) as conn:
+        before = last_rowid(conn, m.devices)
+        assert before is not None
+        insert_rows(conn, m.devices, ("id", "state", "attributes", "created_at",
+                                      "updated_at", "group_names"),
+                    [("one", "pending", "{}", 0, 0, "a"), ("two", "pending", "{}", 0, 0, "a b"),
+                     ("none", "pending", "{}", 0, 0, "")])
+        made = links_from_names(conn, source=m.devices, after=before, names="group_names",
+                                link=m.device_groups, key="device_id", name="group_name",
+                                single=True)
+        links = conn.execute(text("SELECT device_id, group_name FROM device_groups "
+                                  "WHERE device_id IN ('one', 'two', 'none')")).all()
+    assert made == 1
+    assert [tuple(r) for r in links] == [("one", "a")]

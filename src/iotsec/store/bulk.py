@@ -207,21 +207,31 @@ def last_rowid(conn: Connection, table: Table) -> int | None:
 
 
 def links_from_names(conn: Connection, *, source: Table, after: int, names: str,
-                     link: Table, key: str, name: str) -> int:
+                     link: Table, key: str, name: str, single: bool = False) -> int:
     """On SQLite, insert into ``link`` one row ``(key, name)`` per name of the space
     separated column ``names`` of each ``source`` row whose rowid is above ``after`` (the
     rows this write transaction inserted since :func:`last_rowid`), the row's primary key
     as ``key``; in the store, without a round trip through the driver per link. Names are
     the registry's (``[A-Za-z0-9][A-Za-z0-9._:-]*``: no space, quote or backslash), which
-    SQLite's ``json_each`` then splits. Returns the number of links inserted, for the
-    caller to compare with what it expects."""
+    SQLite's ``json_each`` then splits. ``single``: the caller knows each row names at most
+    one, and the column is then taken whole, without ``json_each`` (half the time); a row
+    that names more is then left out, never linked to a name it does not hold. Returns the
+    number of links inserted, for the caller to compare with what it expects (a row so
+    left out makes it fall short)."""
     (primary,) = source.primary_key.columns
     column = _quote(source.c[names].name)
-    split = f"""json_each('["' || replace(s.{column}, ' ', '","') || '"]')"""
+    if single:
+        # One statement either way, in the rows' order: the links reach the link table's
+        # key in that order too (two statements, one per kind of row, would interleave
+        # their keys, which costs more than json_each saves: docs/benchmarks.md, section 33).
+        split, value, only = "", f"s.{column}", f" AND instr(s.{column}, ' ') = 0"
+    else:
+        split, value, only = (f""", json_each('["' || replace(s.{column}, ' ', '","') || '"]')"""
+                              " AS j"), "j.value", ""
     statement = (f"INSERT INTO {_quote(link.name)} ({_quote(link.c[key].name)}, "  # noqa: S608
-                 f"{_quote(link.c[name].name)}) SELECT s.{_quote(primary.name)}, j.value "
-                 f"FROM {_quote(source.name)} AS s, {split} AS j "
-                 f"WHERE s.rowid > ? AND s.{column} <> ''")
+                 f"{_quote(link.c[name].name)}) SELECT s.{_quote(primary.name)}, {value} "
+                 f"FROM {_quote(source.name)} AS s{split} "
+                 f"WHERE s.rowid > ? AND s.{column} <> ''{only}")
     raw: Any = conn.connection.driver_connection
     with _driver_errors(conn, link):
         return int(raw.execute(statement, (after,)).rowcount)

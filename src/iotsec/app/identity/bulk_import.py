@@ -211,7 +211,8 @@ class _Writer:
                     f"(also on {self.unit} {earlier}); nothing was imported",
                     hint="remove the duplicate and import again")
         self._ensure_groups({g for row in batch for g in row[2]})
-        roles = [self._roles(r[4]) for r in batch]
+        default = self._roles(None)  # most rows: a file's, which name no roles
+        roles = [default if r[4] is None else self._roles(r[4]) for r in batch]
         state = DeviceState.PENDING.value
         before = last_rowid(self.conn, m.devices)
         savepoint = self.conn.begin_nested()
@@ -229,9 +230,11 @@ class _Writer:
             self._refuse(batch)
             raise
         savepoint.commit()
-        bindings = [(r[1], role) for r, held in zip(batch, roles, strict=True)
-                    for role in held]
-        if bindings:
+        # Counted in C (map) rather than row by row in Python: the links each kind of name
+        # makes, and the most names one row holds.
+        group_counts = list(map(len, (r[2] for r in batch)))
+        role_counts = list(map(len, roles))
+        if any(role_counts):
             self.bound = True
         # Every foreign key of the links holds, checked once per key and not per row: each
         # device was inserted just above by this transaction (unseen by anyone else), each
@@ -243,24 +246,31 @@ class _Writer:
         # keep them (migration 0028) are told so for the whole import (names_written in
         # _import_batches) and need not look each device up again.
         if before is not None:
-            self._links_from_names(before, sum(len(r[2]) for r in batch), len(bindings))
+            self._links_from_names(before, group_counts, role_counts)
             return
         with references_checked(self.conn):
             insert_rows(self.conn, m.device_groups, ("device_id", "group_name"),
                         [(r[1], g) for r in batch for g in r[2]])
-            if bindings:
-                insert_rows(self.conn, m.device_roles, ("device_id", "role_name"), bindings)
+            if any(role_counts):
+                insert_rows(self.conn, m.device_roles, ("device_id", "role_name"),
+                            [(r[1], role) for r, held in zip(batch, roles, strict=True)
+                             for role in held])
 
-    def _links_from_names(self, before: int, groups: int, roles: int) -> None:
+    def _links_from_names(self, before: int, group_counts: Sequence[int],
+                          role_counts: Sequence[int]) -> None:
         """SQLite: the links of the devices just inserted (rowids above ``before``), made
         in the store from the names each device row carries, and counted against what the
-        batch names (a shortfall would mean rows this import did not write)."""
+        batch names (a shortfall would mean rows this import did not write). Where no row
+        of the batch holds two names of a kind, its links take the names whole."""
+        groups, roles = sum(group_counts), sum(role_counts)
         made = (links_from_names(self.conn, source=m.devices, after=before,
                                  names="group_names", link=m.device_groups,
-                                 key="device_id", name="group_name"),
+                                 key="device_id", name="group_name",
+                                 single=max(group_counts, default=0) <= 1),
                 links_from_names(self.conn, source=m.devices, after=before,
                                  names="role_names", link=m.device_roles,
-                                 key="device_id", name="role_name"))
+                                 key="device_id", name="role_name",
+                                 single=max(role_counts, default=0) <= 1))
         if made != (groups, roles):
             raise StoreError(f"the import made {made[0]} group links and {made[1]} role "
                              f"bindings where its rows name {groups} and {roles}; nothing "
