@@ -9,8 +9,9 @@ is written. The device rows, their group links and their roles (the default role
 SQLite the batch's devices, each row with its group and role names, by
 :func:`iotsec.store.bulk.insert_rows` (staged through a temporary table, ADR 0049), and the
 links made from those names by one statement per table in the store
-(:func:`iotsec.store.bulk.links_from_names`). One ``device.imported`` event on the chain,
-in the same transaction, records the import.
+(:func:`iotsec.store.bulk.links_from_names`; a batch's names are taken whole, without
+the split, when none of its rows holds two of a kind). One ``device.imported`` event on
+the chain, in the same transaction, records the import.
 
 Duplicates are found by the store, not by a set of every id seen (which would grow with
 the file): each batch is written under a savepoint, and when its insert breaks the
