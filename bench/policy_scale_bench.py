@@ -151,10 +151,12 @@ def part_authz_cli(home: Path, runs: int) -> None:
               f"{statistics.median(r.cpu_seconds for r in rows):.3f} s; peak RSS "
               f"{max(r.peak_rss_mib for r in rows):.0f} MiB")
     best = min(r.seconds for r in ours)
-    ratio = (statistics.median(r.seconds for r in ours)
-             / statistics.median(r.seconds for r in python))
+    median = statistics.median(r.seconds for r in ours)
+    ratio = median / statistics.median(r.seconds for r in python)
+    # A user runs the command once: its median is what the goal is judged on, not the
+    # best of the runs.
     print(f"  ratio (median wall): {ratio:.1f}x python -c pass; goal <= 0.3 s whole command: "
-          f"{'met' if best <= 0.3 else 'not met'} (best {best:.3f} s)")
+          f"{'met' if median <= 0.3 else 'not met'} (median {median:.3f} s, best {best:.3f} s)")
 
 
 def reference_select(conn: psycopg.Connection[Any], ids: list[str]) -> int:
