@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from iotsec.cli.plain import note, say
 from tests.cli.support import Cli
 
 FW_RULE = "firmware:download:firmware/${device.group}/#"
@@ -314,3 +315,25 @@ def test_a_stored_role_always_exports_to_an_applicable_document(
         path = tmp_path / "p.yaml"
         cli.ok("policy", "export", "-o", str(path))
         assert cli("policy", "apply", str(path)).code == 0
+
+
+def test_the_answer_is_one_plain_line_however_long(cli: Cli, ready: dict[str, Any]) -> None:
+    """``authz check`` answers on one line, never wrapped (a script greps it), without Rich."""
+    topic = "plant/" + "/".join(f"line-{n:02d}" for n in range(20)) + "/${device.id}"
+    cli.ok("role", "add", "long", "--allow", f"publish:{topic}")
+    device = "sensor-" + "x" * 100
+    cli.ok("device", "add", device, "--role", "long")
+    answer = cli("authz", "check", device, "publish", topic.replace("${device.id}", device))
+    assert answer.code == 0
+    assert answer.out == (f"allow: allowed by role 'long' rule 0: allow publish:{topic}\n")
+
+
+def test_plain_lines_show_control_characters_escaped(capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    """What a plain line prints (a file name, a topic) never reaches a terminal as an
+    escape sequence: stdout's answer and stderr's note alike."""
+    say("deny: \x1b[2Jtopic\tx")
+    note("wrote \x1b]0;title\x07file")
+    out, err = capsys.readouterr()
+    assert out == "deny: \\x1b[2Jtopic\\tx\n"
+    assert err == "wrote \\x1b]0;title\\x07file\n"

@@ -157,10 +157,12 @@ def _authz_check_reads_on_the_driver(cli: Cli) -> None:
         done, modules, out = _run("authz", "check", *args)
         assert (done, out.split(":")[0]) == (code, answer), args
         # The policy version, roles, group bindings and the device's entry are read on the
-        # driver (store/reader.py): no SQLAlchemy, and no write service.
+        # driver (store/reader.py): no SQLAlchemy, and no write service. The answer is one
+        # plain line: no Rich.
         assert _loaded(modules, ("sqlalchemy", "iotsec.app.broker", "iotsec.app.enrol",
                                  "iotsec.app.pki", "iotsec.custody.keks", "iotsec.pki.ca",
-                                 "iotsec.app.access.roles", "iotsec.app.events")) == set(), args
+                                 "iotsec.app.access.roles", "iotsec.app.events", "rich")
+                       ) == set(), args
     done, _, out = _run("authz", "check", "ghost", "publish", "t")
     assert done == 1 and out == ""
 

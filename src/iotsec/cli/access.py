@@ -16,6 +16,7 @@ from iotsec.app.wire.profiles import ProfileSelectionOut
 from iotsec.cli.context import runtime
 from iotsec.cli.options import ClearOpt, JsonOpt, NameArg, ProfileNameArg, check_selection
 from iotsec.cli.output import console, emit_json, plural, table
+from iotsec.cli.plain import say
 
 __all__ = [
     "authz_app", "authz_check", "group_add", "group_app", "group_set_profile", "role_add",
@@ -139,7 +140,8 @@ def authz_check(
     if as_json:
         emit_json(DecisionOut.from_domain(decision))
     else:
-        console.print(f"{'allow' if decision.allowed else 'deny'}: {decision.explanation}",
-                      markup=False)
+        # One plain line, without Rich (its import is a tenth of the command's start-up):
+        # a script greps it, and a long topic is never wrapped.
+        say(f"{'allow' if decision.allowed else 'deny'}: {decision.explanation}")
     if not decision.allowed:
         raise typer.Exit(1)
