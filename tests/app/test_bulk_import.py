@@ -5,11 +5,14 @@ bounded batches, roles and the one summary event on the chain."""
 from __future__ import annotations
 
 import io
+import itertools
 import secrets
 import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, make_url, select
 from sqlalchemy.exc import DBAPIError
 
@@ -403,3 +406,33 @@ def test_batches_of_single_names_and_of_several_link_every_name(rt, monkeypatch)
                           ("group_names", True), ("role_names", False)]
         with reading(rt.engine) as conn:
             assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+
+
+_GROUP_LISTS = st.lists(st.sampled_from(["a", "b", "c"]), max_size=3, unique=True)
+_ROLE_LISTS = st.one_of(st.none(), st.lists(st.sampled_from(["meter", "device"]), min_size=1,
+                                            max_size=2, unique=True))
+_RUN = itertools.count()
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_GROUP_LISTS, _ROLE_LISTS), min_size=1, max_size=12),
+       batch_size=st.integers(min_value=1, max_value=5))
+def test_every_device_gets_exactly_the_links_its_row_names(rt, rows, batch_size):
+    """Whatever mix of single and several names the batches hold, each device imported is
+    linked to exactly its row's groups and roles (the default role for a row that names
+    none), and nothing else."""
+    if not any(r["name"] == "meter" for r in _role_names(rt)):
+        add_role(rt, Role.build("meter", [Rule.parse("allow", "publish", "m/${device.id}")]))
+    run = next(_RUN)
+    new = [devices.NewDevice.parse(f"p{run}-{i}", groups, {}, roles=roles)
+           for i, (groups, roles) in enumerate(rows)]
+    assert devices.import_devices(rt, new, batch_size=batch_size) == len(rows)
+    links = _links(rt)
+    for i, (groups, roles) in enumerate(rows):
+        assert links.get(f"p{run}-{i}", ([], [])) == (sorted(groups), sorted(roles or ["device"]))
+
+
+def _role_names(rt: Runtime) -> list[dict[str, object]]:
+    with reading(rt.engine) as conn:
+        return [{"name": n} for n in conn.execute(select(m.roles.c.name)).scalars()]
