@@ -220,14 +220,14 @@ def links_from_names(conn: Connection, *, source: Table, after: int, names: str,
     left out makes it fall short)."""
     (primary,) = source.primary_key.columns
     column = _quote(source.c[names].name)
+    # One statement either way, in the rows' order: the links reach the link table's key in
+    # that order too (two statements, one per kind of row, would interleave their keys,
+    # which costs more than json_each saves: docs/benchmarks.md, section 33).
     if single:
-        # One statement either way, in the rows' order: the links reach the link table's
-        # key in that order too (two statements, one per kind of row, would interleave
-        # their keys, which costs more than json_each saves: docs/benchmarks.md, section 33).
         split, value, only = "", f"s.{column}", f" AND instr(s.{column}, ' ') = 0"
     else:
-        split, value, only = (f""", json_each('["' || replace(s.{column}, ' ', '","') || '"]')"""
-                              " AS j"), "j.value", ""
+        split = f""", json_each('["' || replace(s.{column}, ' ', '","') || '"]') AS j"""
+        value, only = "j.value", ""
     statement = (f"INSERT INTO {_quote(link.name)} ({_quote(link.c[key].name)}, "  # noqa: S608
                  f"{_quote(link.c[name].name)}) SELECT s.{_quote(primary.name)}, {value} "
                  f"FROM {_quote(source.name)} AS s{split} "
