@@ -35,20 +35,12 @@ from iotsec.identity.registry import DeviceState
 from iotsec.pki.crl import RevocationReason
 from tests.cli.support import CONSOLE_SCRIPT, run_script
 from tests.helpers import make_csr
+from tests.ports import free_port as _free_port
 
 #: What the brief of the feature promises: every serving process enforces a change within.
 WITHIN = 2.0
 #: Longer than the test: without the change feed, nothing would be read again meanwhile.
 HOT_CACHE = "60"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Server:

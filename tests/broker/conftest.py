@@ -12,7 +12,8 @@ import pytest
 from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
-from tests.broker.support import free_port, short_broker_dir
+from tests.broker.support import short_broker_dir
+from tests.ports import free_port
 from tests.services import require_tool
 
 

@@ -43,12 +43,6 @@ def short_broker_dir(name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Broker:
     """A Mosquitto started on a rendered directory; stopped by its pid."""
 

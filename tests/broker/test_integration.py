@@ -304,7 +304,7 @@ def test_a_broker_that_lost_its_crl_or_acl_is_caught(setup: Setup) -> None:
 
 def test_plain_localhost_listener_is_loopback_only_and_not_anonymous(
         brt: Runtime, broker_dir: Path, port: int, mosquitto: str) -> None:
-    from tests.broker.support import free_port
+    from tests.ports import free_port
 
     plain = free_port()
     service.render(brt, broker_dir, service.BrokerOptions(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -17,6 +16,7 @@ from cryptography import x509
 
 from tests.cli.support import CONSOLE_SCRIPT, Cli, assert_refused, run_script
 from tests.cli.support import Result as CliResult
+from tests.ports import free_port as _free_port
 from tests.security.serving import child_pids, recorded_servers
 
 
@@ -72,13 +72,6 @@ def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOTSEC_")}
     env["IOTSEC_HOME"] = str(home)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _stop(server: subprocess.Popen[bytes], *, grace: float) -> None:

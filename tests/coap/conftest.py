@@ -17,7 +17,8 @@ from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.broker.mosquitto import Layout
 from iotsec.config import Settings
-from tests.broker.support import Broker, Creds, enroll, free_port, running, short_broker_dir
+from tests.broker.support import Broker, Creds, enroll, running, short_broker_dir
+from tests.ports import free_port
 from tests.services import require_tool
 
 

@@ -16,13 +16,8 @@ from iotsec.scan.model import ScanResult, Service
 from tests.broker.support import wait_for
 from tests.coap.conftest import Fleet
 from tests.coap.support import gateway
+from tests.ports import free_port
 from tests.services import require_tool
-
-
-def _udp_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scan(fleet: Fleet, port: int) -> tuple[ScanResult, Service]:
@@ -69,7 +64,7 @@ def test_libcoap_server_with_a_foreign_certificate(fleet: Fleet, tmp_path: Path)
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
                    capture_output=True)
     # libcoap serves coaps on the port after the CoAP one (-p).
-    port = _udp_free_port()
+    port = free_port(socket.SOCK_DGRAM)
     with _libcoap_server(binary, port, cert, key):
         assert wait_for(lambda: _probe(port), 5)
         result, service = _scan(fleet, port)

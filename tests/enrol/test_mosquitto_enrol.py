@@ -28,12 +28,12 @@ from iotsec.device import (
 )
 from tests.broker.support import (
     Inbox,
-    free_port,
     mqtt_tls_connect,
     running,
     short_broker_dir,
 )
 from tests.enrol.sdk_support import claim_ca, claim_files, operator, secret, template, usable_pair
+from tests.ports import free_port
 from tests.security.serving import Served
 from tests.services import require_tool
 

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from tests.cli.conftest import cli, cli_home, ready
 from tests.cli.support import CONSOLE_SCRIPT, Cli
 from tests.enrol.asgi_est import Manufacturer, csr, pem
-from tests.security.serving import Served, free_port, init_home, recorded_servers, served
+from tests.ports import free_port
+from tests.security.serving import Served, init_home, recorded_servers, served
 from tests.services import require_tool
 
 __all__ = ["cli", "cli_home", "ready"]

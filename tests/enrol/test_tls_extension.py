@@ -33,7 +33,8 @@ from iotsec.app.pki.server_tls import ServerTls
 from iotsec.cli.serve import est_uvicorn_options
 from tests.enrol.asgi_est import Manufacturer, pem
 from tests.enrol.stub_est import Pki
-from tests.security.serving import free_port, in_thread
+from tests.ports import free_port
+from tests.security.serving import in_thread
 
 PARSERS = ["httptools", "h11"]
 LOOPS = ["iotsec", "asyncio"]

@@ -33,7 +33,8 @@ from iotsec.pki.ocsp import MAX_REQUEST_BYTES
 from iotsec.pki.profiles import DEVICE
 from tests.cli.support import CONSOLE_SCRIPT, run_script
 from tests.helpers import make_csr, make_key, self_signed
-from tests.security.serving import Home, Served, free_port, served
+from tests.ports import free_port
+from tests.security.serving import Home, Served, served
 
 
 def _home(tmp_path: Path, key_type: KeyType, public: int) -> Home:

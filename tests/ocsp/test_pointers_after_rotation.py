@@ -18,7 +18,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from iotsec.pki import x509 as enc
 from tests.helpers import make_csr
-from tests.security.serving import free_port, init_home, served
+from tests.ports import free_port
+from tests.security.serving import init_home, served
 
 
 def _pointers(cert: x509.Certificate) -> tuple[str, str, str]:

@@ -10,7 +10,8 @@ import uvicorn
 
 from iotsec.api.public_http import PublicApp
 from tests.cli.support import Cli
-from tests.security.serving import free_port, recorded_servers
+from tests.ports import free_port
+from tests.security.serving import recorded_servers
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from iotsec.app.ota.repo import KeyFile
 from iotsec.firmware.image import ImageVersion
 from iotsec.firmware.image_keys import ImageSigner
 from iotsec.firmware.sign import SignOptions, sign_image
+from tests.ports import free_port
 
 
 def tuf_key() -> KeyFile:
@@ -43,13 +43,6 @@ def image(signer: ImageSigner, version: str, counter: int | None = None, *,
     options = SignOptions(version=ImageVersion.parse(version), header_size=0x200,
                           pad_header=True, security_counter=counter)
     return sign_image(fill * size, signer, options)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -21,6 +21,7 @@ from iotsec.app.setup import init_home
 from iotsec.config import Settings
 from iotsec.scan.credentials import CredentialConfig
 from iotsec.scan.model import PortScanConfig, ScanOptions, ScanResult
+from tests.ports import free_port
 from tests.scan import servers as srv
 from tests.services import require_tool
 
@@ -112,13 +113,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory, openssl: str) -> Iterator[Lab]
         # TLS servers (openssl s_server).
         cert, key, chain = srv.fleet_server_cert(rt, d, "weak", dns=(), ips=(srv.HOST,),
                                                  rsa_bits=2048)
-        ports["tls_weak"] = srv.free_port()
+        ports["tls_weak"] = free_port()
         procs.start(srv.s_server(openssl, ports["tls_weak"], cert, key, "-cert_chain",
                                  str(chain), "-cipher", "ALL:COMPLEMENTOFALL:@SECLEVEL=0",
                                  "-min_protocol", "TLSv1", "-max_protocol", "TLSv1.2"),
                     d, ports["tls_weak"])
         old_cert, old_key = srv.expired_self_signed(d, "expired")
-        ports["tls_expired"] = srv.free_port()
+        ports["tls_expired"] = free_port()
         procs.start(srv.s_server(openssl, ports["tls_expired"], old_cert, old_key, "-cipher",
                                  "ECDHE:!aNULL:!eNULL:@SECLEVEL=0", "-min_protocol",
                                  "TLSv1.2"), d, ports["tls_expired"])
@@ -127,14 +128,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory, openssl: str) -> Iterator[Lab]
                 ("tls_mismatch", ("sensor-7.fleet.test",), (), 397),
                 ("tls_expiring", ("localhost",), (srv.HOST,), 10)):
             cert, key, chain = srv.fleet_server_cert(rt, d, name, dns=dns, ips=ips, days=days)
-            ports[name] = srv.free_port()
+            ports[name] = free_port()
             procs.start(srv.s_server(openssl, ports[name], cert, key, "-cert_chain",
                                      str(chain)), d, ports[name])
         # Mosquitto brokers on unusual ports.
-        ports["mqtt_anon"] = srv.free_port()
+        ports["mqtt_anon"] = free_port()
         conf = srv.mosquitto_conf(d, "anon", ports["mqtt_anon"], anonymous=True)
         procs.start([mosquitto, "-c", str(conf)], d, ports["mqtt_anon"])
-        ports["mqtt_auth"] = srv.free_port()
+        ports["mqtt_auth"] = free_port()
         conf = srv.mosquitto_conf(d, "auth", ports["mqtt_auth"], anonymous=False,
                                   users={"sensor-1": STRONG_PASSWORD},
                                   mosquitto_passwd=mosquitto_passwd)
@@ -143,7 +144,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, openssl: str) -> Iterator[Lab]
                                                  ips=(srv.HOST,))
         full_chain = d / "broker-full.pem"
         full_chain.write_bytes(cert.read_bytes() + chain.read_bytes())
-        ports["mqtts_auth"] = srv.free_port()
+        ports["mqtts_auth"] = free_port()
         conf = srv.mosquitto_conf(d, "tls", ports["mqtts_auth"], anonymous=False,
                                   users={"sensor-1": STRONG_PASSWORD}, cert=full_chain,
                                   key=key, mosquitto_passwd=mosquitto_passwd)

@@ -35,12 +35,6 @@ from iotsec.pki.issue import issue_server
 HOST = "127.0.0.1"
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None,
                    timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout

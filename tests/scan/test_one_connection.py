@@ -15,6 +15,7 @@ import pytest
 from iotsec.app import scan as scan_app
 from iotsec.app.events import list_events
 from iotsec.app.runtime import Runtime
+from tests.ports import free_port
 from tests.scan import servers as srv
 from tests.scan.conftest import fast_options
 
@@ -45,7 +46,7 @@ SERVER = textwrap.dedent("""
 
 @pytest.fixture
 def one_connection_server() -> Iterator[int]:
-    port = srv.free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
     try:
         srv.wait_listening(port, proc)

@@ -23,6 +23,7 @@ import uvicorn
 
 from iotsec.api import listeners
 from tests.cli.support import CONSOLE_SCRIPT, run_script
+from tests.ports import free_port
 
 
 def wait_healthy(client: httpx.Client, server: subprocess.Popen[bytes], log: Path,
@@ -90,13 +91,6 @@ def recorded_servers(
 
     monkeypatch.setattr(listeners, "run_servers", record)
     return calls
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

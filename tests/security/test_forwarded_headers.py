@@ -20,6 +20,7 @@ from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.config import Settings
 from tests.cli.conftest import cli, cli_home, ready
 from tests.cli.support import CONSOLE_SCRIPT, Cli, run_script
+from tests.ports import free_port as _free_port
 from tests.security.serving import in_thread, recorded_servers, wait_healthy
 
 __all__ = ["cli", "cli_home", "ready"]
@@ -27,13 +28,6 @@ __all__ = ["cli", "cli_home", "ready"]
 BAD = {"Authorization": "Bearer iotsec_0123456789abcdef_" + "A" * 43}
 SPOOFING = {"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9",
             "X-Real-IP": "203.0.113.9"}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Serving:

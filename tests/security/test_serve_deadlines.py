@@ -18,9 +18,9 @@ from iotsec.cli.serve import FILE_RESERVE, MAX_CONNECTIONS, connection_limit, uv
 from iotsec.errors import InvalidInputError
 from tests.cli.conftest import cli, cli_home, ready
 from tests.cli.support import Cli
+from tests.ports import free_port
 from tests.security.serving import (
     connect,
-    free_port,
     in_thread,
     is_closed,
     recorded_servers,

@@ -33,9 +33,9 @@ from iotsec.pki.crl import RevocationReason
 from iotsec.pki.serial import format_serial
 from iotsec.store.db import transaction
 from tests.broker.conftest import broker_dir
-from tests.broker.support import free_port
 from tests.cli.support import CONSOLE_SCRIPT, run_script
 from tests.custody_hsm.conftest import Hsm, hsm, softhsm_module
+from tests.ports import free_port
 
 __all__ = ["broker_dir", "hsm", "softhsm_module"]
 
