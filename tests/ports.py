@@ -32,13 +32,16 @@ def _ephemeral_low() -> int:
 
 
 @cache
-def _candidates() -> itertools.cycle[int]:
+def _candidates() -> itertools.cycle[int] | None:
     """This worker's ports, in a round that starts anywhere in its block (a run after
-    another does not meet the ports the last one left in TIME_WAIT first)."""
+    another does not meet the ports the last one left in TIME_WAIT first); None when the
+    kernel's ephemeral range leaves too little room below it."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     index = int(worker) if worker.isdigit() else 0
     count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), index + 1)
     size = (_ephemeral_low() - _LOW) // count
+    if size < 100:
+        return None
     start = _LOW + index * size
     first = random.randrange(size)
     return itertools.cycle([start + (first + n) % size for n in range(size)])
@@ -48,6 +51,10 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     """A port of ``kind`` (TCP or UDP) on ``host`` that nothing holds now and that no
     other worker and no outgoing connection will be given."""
     candidates = _candidates()
+    if candidates is None:  # the kernel's own choice, as tests made it before
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind((host, 0))
+            return int(probe.getsockname()[1])
     for _ in range(1_000):
         port = next(candidates)
         with socket.socket(socket.AF_INET, kind) as probe:
