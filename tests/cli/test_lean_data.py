@@ -14,16 +14,12 @@ import typer.main
 from typer._click.exceptions import ClickException
 from typer.exceptions import Exit
 
-from iotsec.app.direct_home import (
-    DEFAULT_HOME,
-    KEYS_DIR,
-    PASSPHRASE_FILE,
-    SQLITE_FILE,
-    open_direct_home,
-)
+from iotsec.app.direct_home import open_direct_home
+from iotsec.app.direct_store import DEFAULT_HOME, KEYS_DIR, PASSPHRASE_FILE, SQLITE_FILE
 from iotsec.cli import lean
-from iotsec.cli.data_spec import DECRYPT, ENCRYPT, CommandSpec, parse
+from iotsec.cli.data_spec import DECRYPT, ENCRYPT
 from iotsec.cli.root import app
+from iotsec.cli.spec import CommandSpec, parse
 from iotsec.config import Settings
 from iotsec.custody.home import KEK_DIR
 from iotsec.errors import ConflictError

@@ -15,10 +15,14 @@ from iotsec.access.policy import Role, Rule
 from iotsec.errors import InvalidInputError
 
 __all__ = [
-    "QUARANTINE_ROLE", "default_quarantine_role", "parse_topic_prefix", "quarantine_role_of"
+    "DEFAULT_TOPIC_PREFIX", "QUARANTINE_ROLE", "default_quarantine_role", "parse_topic_prefix",
+    "quarantine_role_of"
 ]
 
 QUARANTINE_ROLE = "quarantine"
+#: The remediation topic prefix when ``IOTSEC_QUARANTINE_TOPIC`` is not set (the default of
+#: ``Settings.quarantine_topic``; a test keeps them equal).
+DEFAULT_TOPIC_PREFIX = "quarantine"
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,3}")
 
 
@@ -31,7 +35,7 @@ def parse_topic_prefix(text: str) -> str:
     return text
 
 
-def default_quarantine_role(prefix: str = "quarantine") -> Role:
+def default_quarantine_role(prefix: str = DEFAULT_TOPIC_PREFIX) -> Role:
     """The built-in quarantine role: the device's own remediation topic only."""
     topic = f"{parse_topic_prefix(prefix)}/${{device.id}}/#"
     return Role.build(QUARANTINE_ROLE, [

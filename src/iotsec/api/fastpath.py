@@ -5,7 +5,7 @@ microseconds (a compiled policy and cached registry entries); the framework's ro
 dependency injection and model validation cost many times that. This ASGI layer answers
 the *well-formed* decision request itself, with the very same functions the route uses
 (:func:`~iotsec.app.access.api_tokens.authenticate`, :func:`~iotsec.api.access_routes.decide`,
-:func:`~iotsec.app.wire.access.decision_fields`, :func:`~iotsec.api.problems.for_error`).
+:func:`~iotsec.app.wire.decision.decision_fields`, :func:`~iotsec.api.problems.for_error`).
 Anything it does not fully understand — another path or method, a body that is not a JSON
 object of exactly the documented string fields within their limits, a missing or non-bearer
 ``Authorization`` header — goes to the application unchanged, which answers it (with its
@@ -29,7 +29,7 @@ from iotsec.api.schemas import AuthzIn
 from iotsec.app.access.api_tokens import Principal, authenticate
 from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.runtime import Runtime
-from iotsec.app.wire.access import decision_fields
+from iotsec.app.wire.decision import decision_fields
 from iotsec.errors import IotsecError
 
 __all__ = [

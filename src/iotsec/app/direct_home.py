@@ -18,45 +18,43 @@ reports included). That is the case with:
   or that cannot be read;
 - no active key-encryption key yet (the first one is made through the runtime).
 
+The checks of the environment and of the home are shared with :mod:`iotsec.app.direct_store`.
 A :class:`DirectHome` writes through :mod:`iotsec.store.writer`: the same units of work,
 rows and event chain as the runtime's engine, on the connection that read the schema.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
 
+from iotsec.app.direct_store import (
+    HOME,
+    KEYS_DIR,
+    PASSPHRASE_FILE,
+    SQLITE_FILE,
+    exists,
+    file_keystore,
+    home_dir,
+    settings_given,
+)
 from iotsec.app.store_location import DATABASE_FILE
-from iotsec.custody.home import KEK_DIR, KEYSTORE_FILE, MAX_KEYSTORE_FILE, read_passphrase_file
+from iotsec.custody.home import KEK_DIR, read_passphrase_file
 from iotsec.custody.home_secret import is_generated_secret
 from iotsec.custody.keks import KekCustody, backend_of
 from iotsec.errors import IotsecError
 from iotsec.eventlog.event import Event, key_use_event
-from iotsec.filesystem import read_bounded
 from iotsec.protect.kek import KeyWrapper
 from iotsec.store.migrate import is_current_on
 from iotsec.store.reader import connect_sqlite, read_transaction
 from iotsec.store.writer import Writer, append_events, write_transaction
 
-__all__ = ["DEFAULT_HOME", "KEYS_DIR", "PASSPHRASE_FILE", "SQLITE_FILE", "DirectHome",
-           "open_direct_home"]
+__all__ = ["DirectHome", "open_direct_home"]
 
-#: The home when ``IOTSEC_HOME`` is not set, and the places in a home that ``Settings``
-#: names (its ``home`` default, ``store_url``, ``keys_dir`` and ``passphrase_file``; a test
-#: keeps them equal).
-DEFAULT_HOME: Final = ".iotsec"
-SQLITE_FILE: Final = "iotsec.db"
-KEYS_DIR: Final = "keys"
-PASSPHRASE_FILE: Final = "ca-passphrase"  # noqa: S105 - a file name, not a secret
-#: Variables that are no setting, and that the settings model ignores.
-_NOT_SETTINGS: Final = frozenset({"iotsec_debug"})
 
 
 def _utcnow() -> datetime:
@@ -124,54 +122,6 @@ class _RecordedKeks:
         return RecordedKek(home.keks.kek(key_id), record)
 
 
-def _home_dir(environ: Mapping[str, str]) -> Path | None:
-    """The home the settings would name, or None when the environment holds a setting
-    other than the home (or names it twice, in two spellings)."""
-    given: list[str] = []
-    for key, value in environ.items():
-        name = key.lower()
-        if not name.startswith("iotsec_") or name in _NOT_SETTINGS:
-            continue
-        if name != "iotsec_home":
-            return None
-        given.append(value)
-    if len(given) > 1 or given == [""]:
-        return None
-    try:
-        return Path(given[0] if given else DEFAULT_HOME).expanduser().resolve()
-    except (OSError, RuntimeError):
-        return None
-
-
-def _exists(path: Path) -> bool | None:
-    """Whether ``path`` exists as ``stat`` sees it (None: it cannot be told)."""
-    try:
-        path.stat()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    return True
-
-
-def _file_keystore(home: Path) -> bool:
-    """Whether the home keeps its keys in files, as ``keystore.json`` records it (a home
-    without the record does)."""
-    path = home / KEYSTORE_FILE
-    try:
-        if path.stat().st_size > MAX_KEYSTORE_FILE:
-            return False
-        doc = json.loads(read_bounded(path, MAX_KEYSTORE_FILE))
-    except FileNotFoundError:
-        return True
-    except (OSError, ValueError):
-        return False
-    if not isinstance(doc, dict):
-        return False
-    return (doc.get("keystore") in (None, "file") and doc.get("pkcs11_module") is None
-            and doc.get("pkcs11_token") is None)
-
-
 def _connected(sqlite_file: Path) -> sqlite3.Connection | None:
     """A connection to a migrated store, or None."""
     try:
@@ -209,12 +159,12 @@ def open_direct_home(environ: Mapping[str, str] | None = None) -> DirectHome | N
     """The home of ``environ`` (default: this process's) opened without the settings model
     or SQLAlchemy, or None when the command must run through the full runtime (see the
     module's notes). Close it when done."""
-    home = _home_dir(os.environ if environ is None else environ)
-    if home is None or _exists(home / DATABASE_FILE) is not False \
-            or not _file_keystore(home):
+    given = settings_given(os.environ if environ is None else environ, frozenset({HOME}))
+    home = None if given is None else home_dir(given)
+    if home is None or exists(home / DATABASE_FILE) is not False or not file_keystore(home):
         return None
     sqlite_file = home / SQLITE_FILE
-    if _exists(sqlite_file) is not True:
+    if exists(sqlite_file) is not True:
         return None
     keks = _file_keks(home)
     if keks is None:

@@ -11,12 +11,12 @@ from typing import Annotated
 import typer
 
 from iotsec.access.policy import Role, parse_rule_spec
-from iotsec.app.wire.access import DecisionOut, NamesOut, RoleOut
+from iotsec.app.wire.access import NamesOut, RoleOut
 from iotsec.app.wire.profiles import ProfileSelectionOut
+from iotsec.cli.access_spec import AUTHZ_CHECK, report_decision
 from iotsec.cli.context import runtime
 from iotsec.cli.options import ClearOpt, JsonOpt, NameArg, ProfileNameArg, check_selection
 from iotsec.cli.output import console, emit_json, plural, table
-from iotsec.cli.plain import say
 
 __all__ = [
     "authz_app", "authz_check", "group_add", "group_app", "group_set_profile", "role_add",
@@ -128,20 +128,17 @@ def authz_check(
                                           help="connect, publish, subscribe, receive, ...")],
     resource: Annotated[str, typer.Argument(metavar="RESOURCE",
                                             help="A topic (a filter for subscribe).")],
-    cert_serial: Annotated[str | None, typer.Option("--cert-serial",
+    cert_serial: Annotated[str | None, typer.Option(AUTHZ_CHECK.flag("cert_serial"),
                                                     help="For ${cert.serial} rules.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print allow or deny and the rule that decided (exit 0 allow, 1 deny)."""
     from iotsec.app.access import decisions as service  # deferred: start-up time
 
+    # Usually run before Typer is imported (iotsec.cli.lean, ADR 0050): here when the command
+    # line or the home needs the full runtime, with the same answer.
     with runtime() as rt:
         decision = service.check(rt, device, action, resource, cert_serial)
-    if as_json:
-        emit_json(DecisionOut.from_domain(decision))
-    else:
-        # One plain line, without Rich (its import is a tenth of the command's start-up):
-        # a script greps it, and a long topic is never wrapped.
-        say(f"{'allow' if decision.allowed else 'deny'}: {decision.explanation}")
-    if not decision.allowed:
-        raise typer.Exit(1)
+    code = report_decision(decision, as_json)
+    if code:
+        raise typer.Exit(code)

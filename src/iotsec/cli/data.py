@@ -17,6 +17,7 @@ from iotsec.app import protect as service
 from iotsec.cli.context import runtime
 from iotsec.cli.data_spec import (
     DECRYPT,
+    DEFAULT_CHUNK_TEXT,
     ENCRYPT,
     info_json,
     parse_size,
@@ -44,7 +45,7 @@ def encrypt(
                                           "existing file is never overwritten.")],
     chunk_size: Annotated[str, typer.Option(ENCRYPT.flag("chunk_size"), help="Plaintext "
                                             "bytes per authenticated chunk (4KiB to 4MiB).")
-                          ] = ENCRYPT.default("chunk_size"),
+                          ] = DEFAULT_CHUNK_TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Encrypt a file under the home's key-encryption key (created on first use)."""

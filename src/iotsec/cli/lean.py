@@ -1,13 +1,17 @@
-"""``iotsec data encrypt`` and ``decrypt`` before Typer is imported (ADR 0033).
+"""``iotsec data encrypt``, ``decrypt`` (ADR 0033) and ``authz check`` (ADR 0050) before
+Typer is imported.
 
 Their whole-process time is a goal (docs/benchmarks.md), and importing Typer, pydantic and
-SQLAlchemy alone would take several times what encrypting 50 MB takes. :func:`run` reads the
-command line with :func:`iotsec.cli.data_spec.parse` (the interface the Typer commands
-declare), opens the home with :func:`iotsec.app.direct_home.open_direct_home`, and calls
-the same services as the Typer commands (``encrypt_file_direct``, ``decrypt_file_direct``)
-and the same report. Whenever either declines (a command line it does not fully understand,
-a home that needs the full runtime), :func:`run` returns None before anything was written,
-and the Typer command runs instead.
+SQLAlchemy alone would take several times what encrypting 50 MB takes, or most of what one
+decision at a million devices may take. :func:`run` reads the command line with
+:func:`iotsec.cli.spec.parse` (the interface the Typer commands declare), opens the home
+with :func:`iotsec.app.direct_home.open_direct_home` (the data commands) or its store with
+:func:`iotsec.app.direct_store.open_direct_store` (the decision), and calls the same
+services as the Typer commands (``encrypt_file_direct``, ``decrypt_file_direct``; the
+decision of :mod:`iotsec.app.access.decide`) and the same report. Whenever one of them
+declines (a command line it does not fully understand, a home that needs the full
+runtime), :func:`run` returns None before anything was written, and the Typer command runs
+instead.
 
 Errors are left to :func:`iotsec.cli.main.main`, as the Typer command leaves them; what
 Typer's own main loop does around a command is done here too: an interrupt exits 130
@@ -22,37 +26,81 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from iotsec.app import protect as service
-from iotsec.app.direct_home import DirectHome, open_direct_home
-from iotsec.cli.data_spec import (
-    DECRYPT,
-    ENCRYPT,
-    CommandSpec,
-    parse,
-    parse_size,
-    report_decrypted,
-    report_encrypted,
-)
+from iotsec.cli.spec import CommandSpec, parse
 
-__all__ = ["COMMANDS", "run"]
+__all__ = ["commands", "run"]
 
 
-def _encrypt(home: DirectHome, values: dict[str, Any]) -> None:
-    info = service.encrypt_file_direct(home, values["source"], values["output"],
-                                       chunk_size=values["chunk_size"])
+def _encrypt(values: dict[str, Any]) -> int | None:
+    # Deferred here and below: each command imports only what it runs with.
+    from iotsec.cli.data_spec import parse_size, report_encrypted
+
+    # Checked first, as the Typer command checks it: before the home is opened.
+    chunk_size = parse_size(values["chunk_size"])
+    from iotsec.app import protect as service
+    from iotsec.app.direct_home import open_direct_home
+
+    home = open_direct_home()
+    if home is None:
+        return None
+    try:
+        info = service.encrypt_file_direct(home, values["source"], values["output"],
+                                           chunk_size=chunk_size)
+    finally:
+        home.close()
     report_encrypted(info, values["output"], values["as_json"])
+    return 0
 
 
-def _decrypt(home: DirectHome, values: dict[str, Any]) -> None:
-    info = service.decrypt_file_direct(home, values["source"], values["output"])
+def _decrypt(values: dict[str, Any]) -> int | None:
+    from iotsec.app import protect as service
+    from iotsec.app.direct_home import open_direct_home
+    from iotsec.cli.data_spec import report_decrypted
+
+    home = open_direct_home()
+    if home is None:
+        return None
+    try:
+        info = service.decrypt_file_direct(home, values["source"], values["output"])
+    finally:
+        home.close()
     report_decrypted(info, values["output"], values["as_json"])
+    return 0
 
 
-#: The commands run here, each with its interface and what runs it.
-COMMANDS: tuple[tuple[CommandSpec, Callable[[DirectHome, dict[str, Any]], None]], ...] = (
-    (ENCRYPT, _encrypt),
-    (DECRYPT, _decrypt),
-)
+def _authz_check(values: dict[str, Any]) -> int | None:
+    from iotsec.access.quarantine import DEFAULT_TOPIC_PREFIX
+    from iotsec.app.access.decide import decide_on_store
+    from iotsec.app.direct_store import open_direct_store
+    from iotsec.cli.access_spec import report_decision
+
+    store = open_direct_store()
+    if store is None:
+        return None
+    try:
+        with store.reading() as reader:
+            decision = decide_on_store(reader, values["device"], values["action"],
+                                       values["resource"], values["cert_serial"],
+                                       quarantine_topic=DEFAULT_TOPIC_PREFIX)
+    finally:
+        store.close()
+    return report_decision(decision, values["as_json"])
+
+
+def commands(group: str) -> tuple[tuple[CommandSpec, Callable[[dict[str, Any]], int | None]],
+                                   ...]:
+    """The commands of ``group`` (the first word after ``iotsec``) run here, each with its
+    interface and what runs it (its exit code, or None when it is left to the Typer
+    command). Only that group's interfaces are imported."""
+    if group == "data":
+        from iotsec.cli.data_spec import DECRYPT, ENCRYPT
+
+        return ((ENCRYPT, _encrypt), (DECRYPT, _decrypt))
+    if group == "authz":
+        from iotsec.cli.access_spec import AUTHZ_CHECK
+
+        return ((AUTHZ_CHECK, _authz_check),)
+    return ()
 
 
 class _Pacified:
@@ -76,20 +124,14 @@ class _Pacified:
 def run(args: list[str]) -> int | None:
     """The exit code of the command line ``args`` (without the program name), or None
     when it is left to the Typer app."""
-    for spec, command in COMMANDS:
+    for spec, command in commands(args[0]) if args else ():
         if args[:len(spec.path)] != list(spec.path):
             continue
         values = parse(spec, args[len(spec.path):])
         if values is None:
             return None
-        if "chunk_size" in values:
-            # Checked first, as the Typer command checks it: before the home is opened.
-            values["chunk_size"] = parse_size(values["chunk_size"])
-        home = open_direct_home()
-        if home is None:
-            return None
         try:
-            command(home, values)
+            return command(values)
         except KeyboardInterrupt:
             return 130
         except EOFError:
@@ -101,7 +143,4 @@ def run(args: list[str]) -> int | None:
             sys.stdout = _Pacified(sys.stdout)
             sys.stderr = _Pacified(sys.stderr)
             return 1
-        finally:
-            home.close()
-        return 0
     return None

@@ -1,11 +1,12 @@
 """Entry point: the one place where errors become exit codes.
 
 The command line is the Typer app of :mod:`iotsec.cli.root`, imported when a command runs.
-Two commands whose whole-process time is a goal of their own, ``iotsec data encrypt`` and
-``decrypt``, are first offered to :mod:`iotsec.cli.lean`, which runs them on the standard
-library alone when it understands the whole command line and the home (ADR 0033), and
-otherwise leaves them to the Typer app: either way they do the same work, print the same
-and exit with the same code. This module imports neither Typer nor any command.
+The commands whose whole-process time is a goal of their own, ``iotsec data encrypt`` and
+``decrypt`` (ADR 0033) and ``iotsec authz check`` (ADR 0050), are first offered to
+:mod:`iotsec.cli.lean`, which runs them without Typer, pydantic or SQLAlchemy when it
+understands the whole command line and the home, and otherwise leaves them to the Typer
+app: either way they do the same work, print the same and exit with the same code. This
+module imports neither Typer nor any command.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _app() -> typer.Typer:
 def _lean(args: list[str]) -> int | None:
     """The exit code of ``args`` run by :mod:`iotsec.cli.lean`, or None when it leaves
     them to the Typer app."""
-    if args[:1] != ["data"]:
+    if args[:1] != ["data"] and args[:1] != ["authz"]:
         return None
     # The cyclic garbage collector is paused while the command's modules load and it runs:
     # loading them allocates many objects that live until the process ends, and scanning
@@ -49,7 +50,7 @@ def _lean(args: list[str]) -> int | None:
     # command itself makes no garbage that reference counting would not free.
     gc.disable()
     try:
-        from iotsec.cli.lean import run  # deferred: only the data commands need it
+        from iotsec.cli.lean import run  # deferred: only these commands need it
 
         return run(args)
     finally:

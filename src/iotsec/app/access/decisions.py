@@ -13,14 +13,14 @@ import gc
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import cast
 
 from iotsec.access.engine import CompiledPolicy, Decision
 from iotsec.access.policy import Identity
-from iotsec.access.quarantine import QUARANTINE_ROLE, quarantine_role_of
 from iotsec.app import changes
-from iotsec.app.access.policy_reads import group_roles, policy_version, read_roles
+from iotsec.app.access.decide import decide, decide_uncounted, load_policy, with_serial
+from iotsec.app.access.policy_reads import policy_version
 from iotsec.app.changes import Change
 from iotsec.app.counters import COUNTERS
 from iotsec.app.identity.device_reads import (
@@ -33,8 +33,6 @@ from iotsec.app.identity.registry_cache import DeviceCache
 from iotsec.app.runtime import Runtime, Slot
 from iotsec.errors import InvalidInputError, NotFoundError
 from iotsec.identity.registry import DeviceState, parse_device_id
-from iotsec.pki.serial import format_serial, parse_serial
-from iotsec.store.reader import Reader
 
 __all__ = ["GC_YOUNG", "MAX_BATCH", "DecisionRequest", "check", "check_cached", "check_many",
            "compiled_policy", "current_policy", "identity_for", "prefetch", "quarantine_policy",
@@ -54,15 +52,6 @@ _REFRESHER: Slot[threading.Event] = Slot("access.refresher")
 GC_YOUNG = 10_000
 #: One policy compilation at a time in a process.
 _COMPILING = threading.Lock()
-
-
-def _load_policy(reader: Reader, quarantine_topic: str
-                 ) -> tuple[CompiledPolicy, CompiledPolicy]:
-    """The policy, and the policy quarantined devices get: the quarantine role only."""
-    roles = read_roles(reader)
-    quarantined = CompiledPolicy([quarantine_role_of(roles, quarantine_topic)],
-                                 every_identity=(QUARANTINE_ROLE,))
-    return CompiledPolicy(roles, group_roles=group_roles(reader)), quarantined
 
 
 def _read_policy_version(rt: Runtime) -> int:
@@ -105,7 +94,7 @@ def current_policy(rt: Runtime) -> CompiledPolicy:
         if cached is not None and cached[0] == version:
             return cached[1]
         with rt.reading() as reader:
-            policy, quarantined = _load_policy(reader, rt.settings.quarantine_topic)
+            policy, quarantined = load_policy(reader, rt.settings.quarantine_topic)
         rt.put(_QUARANTINE, (version, quarantined))
         rt.put(_POLICY, (version, policy))
     return policy
@@ -237,14 +226,7 @@ def identity_for(rt: Runtime, device_id: str, cert_serial: str | None = None
                  ) -> tuple[Identity, DeviceState]:
     """The identity a decision is made for: registry data plus the certificate used."""
     entry = _entry(rt, device_id)
-    return _identity(entry.identity, cert_serial), entry.state
-
-
-def _identity(registered: Identity, cert_serial: str | None) -> Identity:
-    """The registry's identity of a device, with the serial of the certificate used."""
-    if not cert_serial:
-        return registered
-    return replace(registered, cert_serial=format_serial(parse_serial(cert_serial)))
+    return with_serial(entry.identity, cert_serial), entry.state
 
 
 def check(rt: Runtime, device_id: str, action: str, resource: str,
@@ -254,7 +236,7 @@ def check(rt: Runtime, device_id: str, action: str, resource: str,
     policy = current_policy(rt)
     if entry.state is DeviceState.QUARANTINED:
         policy = quarantine_policy(rt)
-    return _decide(policy, entry, action, resource, cert_serial)
+    return decide(policy, entry, action, resource, cert_serial)
 
 
 #: The most requests :func:`check_many` takes at once.
@@ -320,12 +302,13 @@ def check_many(rt: Runtime, requests: Sequence[DecisionRequest]) -> list[Decisio
                 chosen = quarantined if entry.state is quarantine else policy
                 i = first[device_id]
                 r = requests[i]
-                decisions[i] = _uncounted(chosen, entry, r.action, r.resource, r.cert_serial)
+                decisions[i] = decide_uncounted(chosen, entry, r.action, r.resource,
+                                                r.cert_serial)
                 if again and device_id in again:
                     for i in again[device_id]:
                         r = requests[i]
-                        decisions[i] = _uncounted(chosen, entry, r.action, r.resource,
-                                                  r.cert_serial)
+                        decisions[i] = decide_uncounted(chosen, entry, r.action,
+                                                        r.resource, r.cert_serial)
         except Exception as exc:  # an action or resource that is not valid
             failure = exc
             late.update(part)
@@ -379,30 +362,4 @@ def check_cached(rt: Runtime, device_id: str, action: str, resource: str,
         if held is None:
             return None
         policy = held[1]
-    return _decide(policy, entry, action, resource, cert_serial)
-
-
-def _decide(policy: CompiledPolicy, entry: DecisionEntry, action: str, resource: str,
-            cert_serial: str | None) -> Decision:
-    decision = _uncounted(policy, entry, action, resource, cert_serial)
-    COUNTERS.inc("decisions", ("allow" if decision.allowed else "deny",))
-    return decision
-
-
-def _uncounted(policy: CompiledPolicy, entry: DecisionEntry, action: str, resource: str,
-               cert_serial: str | None) -> Decision:
-    """The decision, not yet counted: the policy's answer, then the device's state (a
-    quarantined device has been given the quarantine policy by the caller)."""
-    identity, state = entry
-    if cert_serial:
-        identity = _identity(identity, cert_serial)
-    decision = policy.decide(identity, action, resource)
-    if state is DeviceState.QUARANTINED:
-        # ``policy`` is the quarantine policy here (see ``check``).
-        return decision._replace(reason=f"device {identity.device_id!r} is quarantined: "
-                                 f"{decision.explanation}")
-    if state is not DeviceState.ACTIVE and state is not DeviceState.PENDING:
-        return Decision(False, action, resource,
-                        reason=f"device {identity.device_id!r} is {state.value} (denied "
-                        "whatever its roles allow)")
-    return decision
+    return decide(policy, entry, action, resource, cert_serial)

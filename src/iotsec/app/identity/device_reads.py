@@ -8,14 +8,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iotsec.access.policy import Identity
-from iotsec.app.runtime import Runtime
 from iotsec.errors import NotFoundError
 from iotsec.identity.registry import Device, DeviceState, parse_device_id
 from iotsec.store.reader import Reader
 from iotsec.timeutil import from_ts
+
+if TYPE_CHECKING:
+    # Annotations only: the decision of iotsec.app.access.decide reads on a reader, in a
+    # command that starts without the runtime and its settings model.
+    from iotsec.app.runtime import Runtime
 
 __all__ = ["PART", "DecisionEntry", "decision_entries", "device_of", "entry_of", "entry_parts",
            "get_device"]

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from iotsec.app.wire.base import Wire
+from iotsec.app.wire.decision import decision_fields
 
 if TYPE_CHECKING:
     # Named for type checking only: a command that prints a decision or a role does not
@@ -18,17 +19,8 @@ if TYPE_CHECKING:
     from iotsec.app.events import Event
 
 __all__ = [
-    "DecisionOut", "EventOut", "NamesOut", "PolicyAppliedOut", "RoleOut", "RuleOut", "TokenOut",
-    "decision_fields"
+    "DecisionOut", "EventOut", "NamesOut", "PolicyAppliedOut", "RoleOut", "RuleOut", "TokenOut"
 ]
-
-
-def decision_fields(d: Decision) -> dict[str, Any]:
-    """The fields of :class:`DecisionOut`, as a plain dict: the decision fast path writes
-    them without building a model, on the hottest path of the API."""
-    return {"allowed": d.allowed, "decision": "allow" if d.allowed else "deny",
-            "role": d.role, "rule_index": d.rule_index,
-            "rule": d.rule.as_text() if d.rule else None, "explanation": d.explanation}
 
 
 class DecisionOut(Wire):
