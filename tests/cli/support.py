@@ -19,6 +19,7 @@ import typer
 from iotsec.app.setup import init_home
 from iotsec.cli import main as cli_main
 from iotsec.cli.main import main
+from iotsec.cli.spec import CommandSpec, parse
 from iotsec.config import Settings
 
 TOKEN = re.compile(r"iotsec_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
@@ -105,6 +106,57 @@ def mount(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[b
                       err.decode("utf-8", "replace"))
 
     return invoke
+
+
+def typer_command(path: tuple[str, ...]) -> Any:
+    """The click command the Typer app runs for ``iotsec PATH...`` (a group's command)."""
+    # Deferred: most command-line tests never look at the root app.
+    import typer.main
+
+    from iotsec.cli.root import app
+
+    root = typer.main.get_command(app)
+    ctx = root.context_class(root)
+    group = root.get_command(ctx, path[0])  # type: ignore[attr-defined]
+    return group.get_command(ctx, path[1])
+
+
+def assert_spec_is_the_interface(spec: CommandSpec) -> None:
+    """The Typer command of ``spec.path`` declares exactly ``spec``'s arguments, valued
+    options (with their defaults) and flags, each option under one name, taking one value."""
+    command = typer_command(spec.path)
+    arguments = [p.name for p in command.params if p.param_type_name == "argument"]
+    assert tuple(arguments) == spec.arguments
+    options = [p for p in command.params if p.param_type_name == "option"]
+    flags = {(p.opts[0], p.name) for p in options if p.is_flag}
+    valued = {(p.opts[0], p.name, p.default) for p in options if not p.is_flag}
+    assert flags == set(spec.flags) and valued == set(spec.options)
+    for p in options:
+        assert len(p.opts) == 1 and not p.secondary_opts and not p.multiple, p.name
+        assert p.is_flag or p.nargs == 1, p.name
+
+
+def assert_parse_reads_what_click_reads(spec: CommandSpec, lines: tuple[tuple[str, ...], ...]
+                                        ) -> int:
+    """Every line of ``lines`` that :func:`iotsec.cli.spec.parse` reads, it reads with the
+    values click gives the Typer command; returns how many it read (the rest it leaves to
+    Typer)."""
+    from typer._click.exceptions import ClickException
+    from typer.exceptions import Exit
+
+    command = typer_command(spec.path)
+    understood = 0
+    for line in lines:
+        ours = parse(spec, line)
+        try:
+            theirs: dict[str, Any] | None = command.make_context(spec.path[-1],
+                                                                 list(line)).params
+        except (ClickException, Exit):
+            theirs = None
+        if ours is not None:
+            understood += 1
+            assert ours == theirs, line
+    return understood
 
 
 def assert_refused(result: Result) -> None:

@@ -156,15 +156,23 @@ def _authz_check_reads_on_the_driver(cli: Cli) -> None:
             (("dev-1", "subscribe", "fleet/#"), 1, "deny")):
         done, modules, out = _run("authz", "check", *args)
         assert (done, out.split(":")[0]) == (code, answer), args
-        # The policy version, roles, group bindings and the device's entry are read on the
-        # driver (store/reader.py): no SQLAlchemy, and no write service. The answer is one
-        # plain line: no Rich.
+        # The roles, group bindings and the device's entry are read on the driver
+        # (store/reader.py): no SQLAlchemy, and no write service. The answer is one plain
+        # line: no Rich. The command runs before Typer (iotsec.cli.lean, ADR 0050): no
+        # Typer, no settings model, no runtime, and none of the serving process's caches.
         assert _loaded(modules, ("sqlalchemy", "iotsec.app.broker", "iotsec.app.enrol",
                                  "iotsec.app.pki", "iotsec.custody.keks", "iotsec.pki.ca",
-                                 "iotsec.app.access.roles", "iotsec.app.events", "rich")
+                                 "iotsec.app.access.roles", "iotsec.app.events", "rich",
+                                 "typer", "click", "pydantic", "pydantic_core",
+                                 "iotsec.config", "iotsec.app.runtime", "iotsec.cli.root",
+                                 "iotsec.cli.access", "iotsec.app.access.decisions",
+                                 "cryptography")
                        ) == set(), args
     done, _, out = _run("authz", "check", "ghost", "publish", "t")
     assert done == 1 and out == ""
+    # A command line the lean parser leaves to Typer still runs (through Typer).
+    done, modules, out = _run("authz", "check", "--help")
+    assert done == 0 and "--cert-serial" in out and "typer" in modules
 
 
 def test_authz_check_imports_no_sqlalchemy(ready: dict[str, Any], cli: Cli) -> None:

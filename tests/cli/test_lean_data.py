@@ -10,45 +10,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.main
-from typer._click.exceptions import ClickException
-from typer.exceptions import Exit
 
 from iotsec.app.direct_home import open_direct_home
 from iotsec.app.direct_store import DEFAULT_HOME, KEYS_DIR, PASSPHRASE_FILE, SQLITE_FILE
 from iotsec.cli import lean
 from iotsec.cli.data_spec import DECRYPT, ENCRYPT
-from iotsec.cli.root import app
 from iotsec.cli.spec import CommandSpec, parse
 from iotsec.config import Settings
 from iotsec.custody.home import KEK_DIR
 from iotsec.errors import ConflictError
 from iotsec.store.reader import connect_sqlite
 from iotsec.store.writer import write_transaction
-from tests.cli.support import Cli, assert_refused
+from tests.cli.support import (
+    Cli,
+    assert_parse_reads_what_click_reads,
+    assert_refused,
+    assert_spec_is_the_interface,
+)
 
 SPECS = (ENCRYPT, DECRYPT)
 
 
-def _command(spec: CommandSpec) -> Any:
-    root = typer.main.get_command(app)
-    ctx = root.context_class(root)
-    group = root.get_command(ctx, spec.path[0])  # type: ignore[attr-defined]
-    return group.get_command(ctx, spec.path[1])
-
-
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: " ".join(s.path))
 def test_the_spec_is_the_typer_commands_interface(spec: CommandSpec) -> None:
-    command = _command(spec)
-    arguments = [p.name for p in command.params if p.param_type_name == "argument"]
-    assert tuple(arguments) == spec.arguments
-    options = [p for p in command.params if p.param_type_name == "option"]
-    flags = {(p.opts[0], p.name) for p in options if p.is_flag}
-    valued = {(p.opts[0], p.name, p.default) for p in options if not p.is_flag}
-    assert flags == set(spec.flags) and valued == set(spec.options)
-    for p in options:
-        assert len(p.opts) == 1 and not p.secondary_opts and not p.multiple, p.name
-        assert p.is_flag or p.nargs == 1, p.name
+    assert_spec_is_the_interface(spec)
 
 
 #: Command lines after 'data encrypt|decrypt': plain ones, and ones the parser must leave
@@ -68,18 +53,7 @@ LINES: tuple[tuple[str, ...], ...] = (
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: " ".join(s.path))
 def test_the_parser_reads_what_click_reads_or_leaves_it_to_typer(spec: CommandSpec) -> None:
-    command = _command(spec)
-    understood = 0
-    for line in LINES:
-        ours = parse(spec, line)
-        try:
-            theirs: dict[str, Any] | None = command.make_context(spec.path[-1],
-                                                                 list(line)).params
-        except (ClickException, Exit):
-            theirs = None
-        if ours is not None:
-            understood += 1
-            assert ours == theirs, line
+    understood = assert_parse_reads_what_click_reads(spec, LINES)
     # The plain command lines are read here, not left to Typer.
     assert parse(spec, ("a", "b")) == {**dict.fromkeys(spec.arguments), "source": "a",
                                        "output": "b", "as_json": False,
