@@ -403,13 +403,12 @@ def part_change(home: Path, rate: int, seconds: float) -> None:
         asker.join()
         run_s = time.perf_counter() - run_started
         # Compile cost: the policy load and compile alone, as a serving process does it.
-        from iotsec.app.access.decisions import _load_policy
-        from iotsec.store.db import reading
+        from iotsec.app.access.decide import load_policy
         compiles = []
         for _ in range(5):
             begun = time.perf_counter()
-            with reading(rt.engine) as conn:
-                _load_policy(conn, rt.settings.quarantine_topic)
+            with rt.reading() as reader:
+                load_policy(reader, rt.settings.quarantine_topic)
             compiles.append(time.perf_counter() - begun)
     finally:
         rt.close()
