@@ -8,7 +8,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,13 @@ import typer
 
 from iotsec.app.setup import init_home
 from iotsec.cli import main as cli_main
+from iotsec.cli.lean import run as lean_run
 from iotsec.cli.main import main
 from iotsec.cli.spec import CommandSpec, parse
 from iotsec.config import Settings
 
+#: The lean path's runner, as the tests found it (some replace it).
+_LEAN_RUN = lean_run
 TOKEN = re.compile(r"iotsec_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 CONSOLE_SCRIPT = Path(sys.executable).with_name("iotsec")
 
@@ -157,6 +161,52 @@ def assert_parse_reads_what_click_reads(spec: CommandSpec, lines: tuple[tuple[st
             understood += 1
             assert ours == theirs, line
     return understood
+
+
+#: Files that make a home one the commands run before Typer leave to the runtime: a store
+#: in another database, keys in a token, a key-store record that cannot be read.
+OTHER_HOME_FILES: tuple[tuple[str, str], ...] = (
+    ("database.json", '{"database_url": "postgresql+psycopg://x/y"}'),
+    ("keystore.json", '{"keystore": "pkcs11", "pkcs11_module": null, "pkcs11_token": null}'),
+    ("keystore.json", '{"keystore": "file", "pkcs11_module": "/m.so", "pkcs11_token": null}'),
+    ("keystore.json", "not json"),
+)
+
+
+@contextmanager
+def home_file(home: Path, name: str, content: str) -> Iterator[None]:
+    """``home / name`` holding ``content`` for the block, then as it was (or absent)."""
+    path = home / name
+    kept = path.read_bytes() if path.exists() else None
+    path.write_text(content)
+    try:
+        yield
+    finally:
+        if kept is None:
+            path.unlink()
+        else:
+            path.write_bytes(kept)
+
+
+def count_lean_runs(monkeypatch: pytest.MonkeyPatch) -> list[int | str | None]:
+    """From now on, what :func:`iotsec.cli.lean.run` returns for each command: an exit
+    code, None when it left the command to Typer, "raised" for an error."""
+    from iotsec.cli import lean
+
+    calls: list[int | str | None] = []
+    real = _LEAN_RUN
+
+    def counted(args: list[str]) -> int | None:
+        try:
+            result = real(args)
+        except BaseException:
+            calls.append("raised")
+            raise
+        calls.append(result)
+        return result
+
+    monkeypatch.setattr(lean, "run", counted)
+    return calls
 
 
 def assert_refused(result: Result) -> None:

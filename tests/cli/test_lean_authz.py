@@ -20,9 +20,12 @@ from iotsec.cli.spec import parse
 from iotsec.config import Settings
 from iotsec.errors import IotsecError
 from tests.cli.support import (
+    OTHER_HOME_FILES,
     Cli,
     assert_parse_reads_what_click_reads,
     assert_spec_is_the_interface,
+    count_lean_runs,
+    home_file,
 )
 
 
@@ -103,31 +106,9 @@ def _ask(cli: Cli) -> list[tuple[int, str, str]]:
     return [(r.code, r.out, r.err) for r in (cli("authz", "check", *q) for q in QUESTIONS)]
 
 
-#: The lean path's runner (the tests replace it).
-_RUN = lean.run
-
-
-def _lean_calls(monkeypatch: pytest.MonkeyPatch) -> list[int | str | None]:
-    """What :func:`lean.run` returns for each command from now on ("raised": an error)."""
-    calls: list[int | str | None] = []
-    real = _RUN
-
-    def counted(args: list[str]) -> int | None:
-        try:
-            result = real(args)
-        except BaseException:
-            calls.append("raised")
-            raise
-        calls.append(result)
-        return result
-
-    monkeypatch.setattr(lean, "run", counted)
-    return calls
-
-
 def _same_answers(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, str]]:
     """What every question gets before Typer and through it, which must be the same."""
-    calls = _lean_calls(monkeypatch)
+    calls = count_lean_runs(monkeypatch)
     by_lean = _ask(cli)
     # Every one was answered (or refused) before Typer.
     assert len(calls) == len(QUESTIONS) and None not in calls, calls
@@ -202,20 +183,9 @@ def test_every_other_home_falls_through_to_the_runtime(ready: dict[str, Any], cl
     # A URL the driver is not given as it is.
     assert not _opens(_environ(cli_home, IOTSEC_DATABASE_URL=f"sqlite:///{cli_home}/x.db"))
     # A store in another database, a token.
-    for name, content in (("database.json", '{"database_url": "postgresql+psycopg://x/y"}'),
-                          ("keystore.json", '{"keystore": "pkcs11", "pkcs11_module": null, '
-                           '"pkcs11_token": null}'),
-                          ("keystore.json", "not json")):
-        path = cli_home / name
-        kept = path.read_bytes() if path.exists() else None
-        path.write_text(content)
-        try:
+    for name, content in OTHER_HOME_FILES:
+        with home_file(cli_home, name, content):
             assert not _opens(_environ(cli_home)), (name, content)
-        finally:
-            if kept is None:
-                path.unlink()
-            else:
-                path.write_bytes(kept)
     # No passphrase the runtime would read.
     secret = cli_home / "ca-passphrase"
     secret.chmod(0o644)
@@ -242,7 +212,7 @@ def test_every_other_home_falls_through_to_the_runtime(ready: dict[str, Any], cl
 def test_a_setting_the_lean_path_does_not_read_is_obeyed_through_typer(
         ready: dict[str, Any], cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     _fleet(cli)
-    calls = _lean_calls(monkeypatch)
+    calls = count_lean_runs(monkeypatch)
     monkeypatch.setenv("IOTSEC_QUARANTINE_TOPIC", "remedy")
     assert cli("authz", "check", "dev-q", "publish", "remedy/dev-q/x").code == 0
     assert cli("authz", "check", "dev-q", "publish", "quarantine/dev-q/x").code == 1
@@ -259,7 +229,7 @@ def test_an_unreachable_database_is_the_runtimes_error(ready: dict[str, Any], cl
     with pytest.raises(IotsecError) as refused:
         open_direct_store(_environ(cli_home, IOTSEC_DATABASE_URL=url))
     monkeypatch.setenv("IOTSEC_DATABASE_URL", url)
-    calls = _lean_calls(monkeypatch)
+    calls = count_lean_runs(monkeypatch)
     by_lean = cli("authz", "check", "dev-1", "publish", "t")
     monkeypatch.setattr(lean, "run", lambda args: None)
     by_typer = cli("authz", "check", "dev-1", "publish", "t")

@@ -22,10 +22,13 @@ from iotsec.errors import ConflictError
 from iotsec.store.reader import connect_sqlite
 from iotsec.store.writer import write_transaction
 from tests.cli.support import (
+    OTHER_HOME_FILES,
     Cli,
     assert_parse_reads_what_click_reads,
     assert_refused,
     assert_spec_is_the_interface,
+    count_lean_runs,
+    home_file,
 )
 
 SPECS = (ENCRYPT, DECRYPT)
@@ -103,19 +106,7 @@ def _session(cli: Cli, work: Path) -> list[tuple[int, str, str]]:
 def test_the_lean_path_and_typer_do_the_same(ready: dict[str, Any], cli: Cli,
                                              cli_home: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int | str | None] = []
-    real = lean.run
-
-    def counted(args: list[str]) -> int | None:
-        try:
-            result = real(args)
-        except BaseException:
-            calls.append("raised")
-            raise
-        calls.append(result)
-        return result
-
-    monkeypatch.setattr(lean, "run", counted)
+    calls = count_lean_runs(monkeypatch)
     lean_work = tmp_path / "lean"
     lean_work.mkdir()
     monkeypatch.chdir(lean_work)
@@ -196,22 +187,9 @@ def test_every_other_home_falls_through_to_the_runtime(ready: dict[str, Any], cl
     assert open_direct_home({"IOTSEC_HOME": ""}) is None
     assert open_direct_home(_environ(tmp_path / "nowhere")) is None
     # A store in another database, a token, a passphrase home.
-    for name, content in (("database.json", '{"database_url": "postgresql+psycopg://x/y"}'),
-                          ("keystore.json", '{"keystore": "pkcs11", "pkcs11_module": null, '
-                           '"pkcs11_token": null}'),
-                          ("keystore.json", '{"keystore": "file", "pkcs11_module": "/m.so", '
-                           '"pkcs11_token": null}'),
-                          ("keystore.json", "not json")):
-        path = cli_home / name
-        kept = path.read_bytes() if path.exists() else None
-        path.write_text(content)
-        try:
+    for name, content in OTHER_HOME_FILES:
+        with home_file(cli_home, name, content):
             assert open_direct_home(_environ(cli_home)) is None, (name, content)
-        finally:
-            if kept is None:
-                path.unlink()
-            else:
-                path.write_bytes(kept)
     secret = cli_home / "ca-passphrase"
     kept_secret = secret.read_bytes()
     secret.write_bytes(b"a passphrase someone chose\n")

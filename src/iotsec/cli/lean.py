@@ -24,11 +24,29 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from iotsec.cli.spec import CommandSpec, parse
 
+if TYPE_CHECKING:
+    from iotsec.app.direct_home import DirectHome
+    from iotsec.protect.atrest import StreamInfo
+
 __all__ = ["commands", "run"]
+
+
+def _on_direct_home(work: Callable[[DirectHome], StreamInfo]) -> StreamInfo | None:
+    """What ``work`` returns on the home opened without the runtime, or None when the
+    command must run through Typer (nothing was done then)."""
+    from iotsec.app.direct_home import open_direct_home
+
+    home = open_direct_home()
+    if home is None:
+        return None
+    try:
+        return work(home)
+    finally:
+        home.close()
 
 
 def _encrypt(values: dict[str, Any]) -> int | None:
@@ -38,32 +56,23 @@ def _encrypt(values: dict[str, Any]) -> int | None:
     # Checked first, as the Typer command checks it: before the home is opened.
     chunk_size = parse_size(values["chunk_size"])
     from iotsec.app import protect as service
-    from iotsec.app.direct_home import open_direct_home
 
-    home = open_direct_home()
-    if home is None:
+    info = _on_direct_home(lambda home: service.encrypt_file_direct(
+        home, values["source"], values["output"], chunk_size=chunk_size))
+    if info is None:
         return None
-    try:
-        info = service.encrypt_file_direct(home, values["source"], values["output"],
-                                           chunk_size=chunk_size)
-    finally:
-        home.close()
     report_encrypted(info, values["output"], values["as_json"])
     return 0
 
 
 def _decrypt(values: dict[str, Any]) -> int | None:
     from iotsec.app import protect as service
-    from iotsec.app.direct_home import open_direct_home
     from iotsec.cli.data_spec import report_decrypted
 
-    home = open_direct_home()
-    if home is None:
+    info = _on_direct_home(lambda home: service.decrypt_file_direct(
+        home, values["source"], values["output"]))
+    if info is None:
         return None
-    try:
-        info = service.decrypt_file_direct(home, values["source"], values["output"])
-    finally:
-        home.close()
     report_decrypted(info, values["output"], values["as_json"])
     return 0
 
