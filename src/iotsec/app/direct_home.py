@@ -19,6 +19,7 @@ reports included). That is the case with:
 - no active key-encryption key yet (the first one is made through the runtime).
 
 The checks of the environment and of the home are shared with :mod:`iotsec.app.direct_store`.
+
 A :class:`DirectHome` writes through :mod:`iotsec.store.writer`: the same units of work,
 rows and event chain as the runtime's engine, on the connection that read the schema.
 """
@@ -54,7 +55,6 @@ from iotsec.store.reader import connect_sqlite, read_transaction
 from iotsec.store.writer import Writer, append_events, write_transaction
 
 __all__ = ["DirectHome", "open_direct_home"]
-
 
 
 def _utcnow() -> datetime:
