@@ -309,3 +309,79 @@ def test_after_version_offsets() -> None:
     for seed, offset in _AFTER_VERSION.items():
         assert seed[offset - 3 : offset] == b"\x02\x01\x00"
         assert _with_version(seed, 1)[offset - 1] == 1
+
+
+# --- the signature check against cryptography's own -------------------------------------
+
+_SIGNERS = {
+    "p256": _P256_KEY, "p384": make_key("p384"), "p521": ec.generate_private_key(ec.SECP521R1()),
+    "rsa2048": make_key("rsa2048"), "ed25519": ed25519.Ed25519PrivateKey.generate(),
+}
+_HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+_ECDSA_OIDS = [x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256.dotted_string,
+               x509.SignatureAlgorithmOID.ECDSA_WITH_SHA384.dotted_string,
+               x509.SignatureAlgorithmOID.ECDSA_WITH_SHA512.dotted_string]
+_RSA_OID = x509.SignatureAlgorithmOID.RSA_WITH_SHA256.dotted_string
+
+
+
+def _encode_oid(dotted: str) -> bytes:
+    arcs = [int(a) for a in dotted.split(".")]
+    body = bytearray([40 * arcs[0] + arcs[1]])
+    for arc in arcs[2:]:
+        chunk = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            chunk.append(0x80 | (arc & 0x7F))
+        body += bytes(reversed(chunk))
+    return bytes([0x06, len(body)]) + bytes(body)
+
+
+def _signed(kind: str, digest: str) -> bytes:
+    key = _SIGNERS[kind]
+    algorithm = None if kind == "ed25519" else _HASHES[digest]
+    return _csr_with(key, algorithm)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(_SIGNERS)), digest=st.sampled_from(sorted(_HASHES)),
+       position=st.integers(min_value=-1, max_value=600), flip=st.integers(1, 255),
+       relabel=st.sampled_from([None, *_ECDSA_OIDS, _RSA_OID]))
+@example(kind="p256", digest="sha256", position=-1, flip=1, relabel=None)
+@example(kind="p384", digest="sha512", position=-1, flip=1, relabel=None)
+@example(kind="p256", digest="sha256", position=-1, flip=1, relabel=_ECDSA_OIDS[1])
+@example(kind="rsa2048", digest="sha256", position=-1, flip=1, relabel=_ECDSA_OIDS[0])
+@example(kind="p256", digest="sha256", position=-1, flip=1, relabel=_RSA_OID)
+def test_signature_check_agrees_with_cryptography(kind: str, digest: str, position: int,
+                                                   flip: int, relabel: str | None) -> None:
+    """The check that parse_csr makes answers as ``is_signature_valid`` does, for every key
+    type and digest, for a byte changed anywhere (position -1: none), and for a CSR whose
+    signature algorithm was relabelled to one that does not match how it was signed."""
+    der = _signed(kind, digest)
+    if relabel is not None:
+        own = x509.load_der_x509_csr(der).signature_algorithm_oid.dotted_string
+        der = der.replace(_encode_oid(own), _encode_oid(relabel), 1)
+    if 0 <= position < len(der):
+        changed = bytearray(der)
+        changed[position] ^= flip
+        der = bytes(changed)
+    try:
+        request = x509.load_der_x509_csr(der)
+        public_key = request.public_key()
+        expected = request.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
+        # What the reference cannot parse or check, parse_csr refuses.
+        with pytest.raises(IotsecError):
+            parse_csr(der)
+        return
+    assert csr_module._signature_ok(request, public_key) is expected
+    if expected:
+        refused = None
+        try:
+            parse_csr(der)
+        except IotsecError as exc:  # a subject or a key refused for what it is
+            refused = str(exc)
+        assert refused is None or "signature does not verify" not in refused
+    else:
+        with pytest.raises(IotsecError):
+            parse_csr(der)

@@ -7,8 +7,11 @@ the extensions of the certificate come from the registry and the profile.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
@@ -26,6 +29,13 @@ MIN_RSA_BITS = 2048
 #: The one RSA public exponent accepted (F4).
 RSA_EXPONENT = 65537
 _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+#: The ECDSA signature algorithms (RFC 5758 3.2) and their digests: a CSR signed with one of
+#: these by an EC key is verified with the key parsed once (:func:`_signature_ok`).
+_ECDSA: Final = {
+    x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256: ec.ECDSA(hashes.SHA256()),
+    x509.SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
+    x509.SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,7 @@ def parse_csr(data: bytes) -> CheckedCsr:
         ) from None
     try:
         public_key = csr.public_key()
-        signature_ok = csr.is_signature_valid
+        signature_ok = _signature_ok(csr, public_key)
         name = csr.subject
     except (ValueError, x509.UnsupportedGeneralNameType) as exc:
         raise MalformedInputError(f"the CSR cannot be decoded: {exc}",
@@ -77,6 +87,24 @@ def parse_csr(data: bytes) -> CheckedCsr:
                        hint="the request was altered or signed with another key; regenerate it")
     check_key_strength(public_key)
     return CheckedCsr(public_key=public_key, spki=spki_der(public_key), name=name)
+
+
+def _signature_ok(csr: x509.CertificateSigningRequest,
+                  public_key: CertificatePublicKeyTypes) -> bool:
+    """Whether ``csr``'s self-signature verifies under ``public_key`` (its own, parsed).
+
+    An ECDSA signature by an EC key is checked with that key object, as
+    ``is_signature_valid`` would check it after parsing the key again; every other pairing
+    (RSA, Ed25519, a signature algorithm that does not fit the key) is left to
+    ``is_signature_valid``, which refuses the mismatches."""
+    algorithm = _ECDSA.get(csr.signature_algorithm_oid)
+    if algorithm is None or not isinstance(public_key, ec.EllipticCurvePublicKey):
+        return csr.is_signature_valid
+    try:
+        public_key.verify(csr.signature, csr.tbs_certrequest_bytes, algorithm)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def check_key_strength(public_key: CertificatePublicKeyTypes) -> None:

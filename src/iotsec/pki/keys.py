@@ -84,6 +84,9 @@ class LocalSigner:
     def __init__(self, key: CertificateIssuerPrivateKeyTypes) -> None:
         self._key = key
         self._type = KeyType.of(key)
+        # The ECDSA parameters, made once: a CA signs a certificate per issuance.
+        self._ecdsa = ec.ECDSA(hashes.SHA384() if self._type is KeyType.ECDSA_P384
+                               else hashes.SHA256())
 
     @property
     def key_type(self) -> KeyType:
@@ -100,10 +103,7 @@ class LocalSigner:
     def sign(self, data: bytes) -> bytes:
         key = self._key
         if isinstance(key, ec.EllipticCurvePrivateKey):
-            digest: hashes.HashAlgorithm = (
-                hashes.SHA384() if self._type is KeyType.ECDSA_P384 else hashes.SHA256()
-            )
-            return key.sign(data, ec.ECDSA(digest))
+            return key.sign(data, self._ecdsa)
         if isinstance(key, rsa.RSAPrivateKey):
             return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
         raise TypeError(f"unsupported key {type(key).__name__}")  # pragma: no cover
