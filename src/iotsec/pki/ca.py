@@ -41,6 +41,9 @@ class Authority:
     signer: Signer
     subject: bytes
     key_id: bytes
+    #: The certificate's validity, read once (each issuance and CRL compares with it).
+    not_before: datetime
+    not_after: datetime
 
     @classmethod
     def from_der(cls, der: bytes, signer: Signer) -> Authority:
@@ -50,15 +53,8 @@ class Authority:
                            hint="the home's keys and database belong to different CAs")
         return cls(certificate=cert, der=der, signer=signer,
                    subject=cert.subject.public_bytes(),
-                   key_id=enc.key_identifier(enc.spki_der(cert.public_key())))
-
-    @property
-    def not_before(self) -> datetime:
-        return self.certificate.not_valid_before_utc
-
-    @property
-    def not_after(self) -> datetime:
-        return self.certificate.not_valid_after_utc
+                   key_id=enc.key_identifier(enc.spki_der(cert.public_key())),
+                   not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
 
     def check_clock(self, now: datetime) -> None:
         """Refuse to sign at ``now`` when it lies before this CA's own notBefore.
