@@ -20,7 +20,7 @@ from iotsec.app.runtime import Runtime, open_runtime
 from iotsec.app.setup import init_home
 from iotsec.config import Settings
 from iotsec.scan.credentials import CredentialConfig
-from iotsec.scan.model import PortScanConfig, ScanOptions, ScanResult
+from iotsec.scan.model import PortScanConfig, ProbeConfig, ScanOptions, ScanResult
 from tests.ports import free_port
 from tests.scan import servers as srv
 from tests.services import require_tool
@@ -81,6 +81,11 @@ class Lab:
             parts.append("U:" + ",".join(map(str, udp)))
         return ",".join(parts)
 
+    def logs(self) -> str:
+        """The last lines the lab's server processes wrote (for a failure's message)."""
+        return "\n".join(f"{log.name}: {log.read_text(errors='replace')[-400:]}"
+                         for log in sorted(self.directory.glob("proc-*.log")))
+
     def name_of(self, port: int, transport: str = "tcp") -> str:
         for name, p in self.ports.items():
             if p == port and (name in UDP_FIXTURES) == (transport == "udp"):
@@ -88,9 +93,18 @@ class Lab:
         raise KeyError(port)
 
 
+#: The lab's wait for an answer to each probe. The default (0.6 s) is what a scan of a
+#: network waits; the suite's parallel workers share two CPUs, and once all three Mosquitto
+#: brokers of the lab came out unidentified in a full run (each was fine alone). A silent
+#: port still takes at most the banner wait and two of these.
+LAB_PROBE_TIMEOUT = 1.0
+
+
 def fast_options(**credentials: object) -> ScanOptions:
-    """Options for the loopback lab: the same code paths, shorter waits."""
+    """Options for the loopback lab: the same code paths, shorter waits for credentials,
+    and room for the probes' answers on a busy test machine."""
     return ScanOptions(ports=PortScanConfig(concurrency=200),
+                       probe=ProbeConfig(probe_timeout=LAB_PROBE_TIMEOUT),
                        credentials=CredentialConfig(**{"rate": 1000, "timeout": 2.0,
                                                        **credentials}))  # type: ignore[arg-type]
 

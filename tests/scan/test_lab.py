@@ -37,13 +37,13 @@ def one(result: ScanResult, rule: str) -> Finding:
 
 
 def test_exact_findings(lab: Lab, lab_scan: ScanResult) -> None:
-    assert found(lab, lab_scan) == expected(*lab.ports)
+    assert found(lab, lab_scan) == expected(*lab.ports), lab.logs()
 
 
 def test_identified_by_probing_not_by_port(lab: Lab, lab_scan: ScanResult) -> None:
     # Every fixture listens on a random high port: the names come from the probes.
     names = {lab.name_of(s.port, s.transport): s.name for s in lab_scan.services}
-    assert names == SERVICES
+    assert names == SERVICES, lab.logs()
     assert lab_scan.port_stats.open == sorted(
         (HOST, p) for n, p in lab.ports.items() if n != "coap")
 
