@@ -95,8 +95,9 @@ class Lab:
 
 #: The lab's wait for an answer to each probe. The default (0.6 s) is what a scan of a
 #: network waits; the suite's parallel workers share two CPUs, and once all three Mosquitto
-#: brokers of the lab came out unidentified in a full run (each was fine alone). A silent
-#: port still takes at most the banner wait and two of these.
+#: brokers of the lab came out unidentified in a full run (each was fine alone; they are
+#: now also waited for until they answer MQTT, not only until they listen). A silent port
+#: still takes at most the banner wait and two of these.
 LAB_PROBE_TIMEOUT = 1.0
 
 
@@ -148,12 +149,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory, openssl: str) -> Iterator[Lab]
         # Mosquitto brokers on unusual ports.
         ports["mqtt_anon"] = free_port()
         conf = srv.mosquitto_conf(d, "anon", ports["mqtt_anon"], anonymous=True)
-        procs.start([mosquitto, "-c", str(conf)], d, ports["mqtt_anon"])
+        srv.wait_mqtt(ports["mqtt_anon"], procs.start([mosquitto, "-c", str(conf)], d,
+                                              ports["mqtt_anon"]))
         ports["mqtt_auth"] = free_port()
         conf = srv.mosquitto_conf(d, "auth", ports["mqtt_auth"], anonymous=False,
                                   users={"sensor-1": STRONG_PASSWORD},
                                   mosquitto_passwd=mosquitto_passwd)
-        procs.start([mosquitto, "-c", str(conf)], d, ports["mqtt_auth"])
+        srv.wait_mqtt(ports["mqtt_auth"], procs.start([mosquitto, "-c", str(conf)], d,
+                                              ports["mqtt_auth"]))
         cert, key, chain = srv.fleet_server_cert(rt, d, "broker", dns=("localhost",),
                                                  ips=(srv.HOST,))
         full_chain = d / "broker-full.pem"
@@ -162,7 +165,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, openssl: str) -> Iterator[Lab]
         conf = srv.mosquitto_conf(d, "tls", ports["mqtts_auth"], anonymous=False,
                                   users={"sensor-1": STRONG_PASSWORD}, cert=full_chain,
                                   key=key, mosquitto_passwd=mosquitto_passwd)
-        procs.start([mosquitto, "-c", str(conf)], d, ports["mqtts_auth"])
+        srv.wait_mqtt(ports["mqtts_auth"], procs.start([mosquitto, "-c", str(conf)], d,
+                                              ports["mqtts_auth"]), tls=True)
         # Fakes.
         ports["telnet_default"] = fakes.tcp(srv.telnet_handler("admin", "admin"))
         ports["http_basic_default"] = fakes.tcp(srv.http_basic_handler("admin", "1234"))

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -31,6 +32,7 @@ from cryptography.x509.oid import NameOID
 from iotsec.app.runtime import Runtime
 from iotsec.pki import x509 as enc
 from iotsec.pki.issue import issue_server
+from iotsec.scan.probes import mqtt_connect
 
 HOST = "127.0.0.1"
 
@@ -48,6 +50,39 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None,
     raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
 
 
+def wait_mqtt(port: int, proc: subprocess.Popen[bytes], *, tls: bool = False,
+              timeout: float = 10.0) -> None:
+    """Wait until the broker on ``port`` answers a CONNECT with a CONNACK (whatever its
+    code): a broker's port accepts connections as soon as it listens, before its loop
+    reads them."""
+    deadline = time.monotonic() + timeout
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # readiness only
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the broker on {port} exited with {proc.returncode}")
+        if _connack(port, context if tls else None):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the broker on {HOST}:{port} answered no CONNECT in {timeout} s")
+
+
+def _connack(port: int, context: ssl.SSLContext | None) -> bool:
+    try:
+        raw = socket.create_connection((HOST, port), 0.5)
+    except OSError:
+        return False
+    with raw:
+        try:
+            conn = raw if context is None else context.wrap_socket(raw)
+            with conn:
+                conn.settimeout(0.5)
+                conn.sendall(mqtt_connect("lab-ready"))
+                return conn.recv(4)[:1] == b"\x20"  # CONNACK
+        except OSError:
+            return False
+
+
 @dataclass
 class Processes:
     """Child processes, stopped by pid (terminate, then kill) in reverse order."""
@@ -55,9 +90,9 @@ class Processes:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, argv: list[str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
-        log = (cwd / f"proc-{port}.log").open("wb")
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=log,
-                                stderr=subprocess.STDOUT)
+        with (cwd / f"proc-{port}.log").open("wb") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=log,
+                                    stderr=subprocess.STDOUT)
         self.procs.append(proc)
         wait_listening(port, proc)
         return proc
@@ -72,6 +107,8 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            if proc.stdin is not None:
+                proc.stdin.close()
         self.procs.clear()
 
 
