@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import secrets
 import threading
 from collections.abc import Iterator
@@ -406,6 +407,35 @@ def test_batches_of_single_names_and_of_several_link_every_name(rt, monkeypatch)
                           ("group_names", True), ("role_names", False)]
         with reading(rt.engine) as conn:
             assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+
+
+def test_large_batches_store_each_rows_columns_with_default_and_explicit_roles(rt):
+    """Batches large enough for the store's staged path (ADR 0049), with the values every
+    row shares given once: each device row holds its own id, attributes and names, the
+    state, times and role names that the rows share, and links equal to its names; a batch
+    with rows of different roles stores each row's own."""
+    if not any(r["name"] == "meter" for r in _role_names(rt)):
+        add_role(rt, Role.build("meter", [Rule.parse("allow", "publish", "m/${device.id}")]))
+    count = 700
+    lists = [[], ["fleet"], ["batch-2", "fleet"]]
+    new = [devices.NewDevice.parse(f"big-{i:04d}", lists[i % 3], {"n": str(i)},
+                                   roles=None if i < 350 or i % 4 else ["meter", "device"])
+           for i in range(count)]
+    assert devices.import_devices(rt, new, batch_size=350) == count
+    links = _links(rt)
+    with reading(rt.engine) as conn:
+        stored = {r.id: r for r in conn.execute(select(m.devices).where(
+            m.devices.c.id.like("big-%")))}
+    assert len(stored) == count
+    assert {(r.state, r.created_at == r.updated_at) for r in stored.values()} == {
+        ("pending", True)}
+    assert len({r.created_at for r in stored.values()}) == 1
+    for i in range(count):
+        row = stored[f"big-{i:04d}"]
+        roles = ["device"] if i < 350 or i % 4 else ["device", "meter"]
+        assert json.loads(row.attributes) == {"n": str(i)}
+        assert (row.group_names, row.role_names) == (" ".join(lists[i % 3]), " ".join(roles))
+        assert links[row.id] == (lists[i % 3], roles)
 
 
 _GROUP_LISTS = st.lists(st.sampled_from(["a", "b", "c"]), max_size=3, unique=True)

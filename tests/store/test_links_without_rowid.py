@@ -113,6 +113,22 @@ def test_a_staged_insert_stores_what_a_row_by_row_one_does(rt: Runtime) -> None:
     assert stored == set(small + large)
 
 
+@pytest.mark.parametrize("count", [3, _STAGED * 2])
+def test_values_every_row_shares_are_given_once_and_stored_in_every_row(
+        rt: Runtime, count: int) -> None:
+    """``insert_rows(..., same=...)``: the shared columns are stored in each row, on the
+    row-by-row path, the staged one and ``COPY`` alike."""
+    names = [(name,) for name, _ in _groups(count, start=1000)]
+    with transaction(rt.engine) as conn:
+        insert_rows(conn, m.groups, ("name",), names, same={"created_at": 4242})
+    with reading(rt.engine) as conn:
+        stored = set(conn.execute(text(
+            "SELECT name, created_at FROM groups WHERE name LIKE 'g-%'")).tuples())
+        if conn.dialect.name == "sqlite":
+            assert conn.execute(text("SELECT count(*) FROM temp.sqlite_master")).scalar() == 0
+    assert stored == {(name, 4242) for (name,) in names}
+
+
 def test_a_staged_insert_that_breaks_a_key_is_refused_and_leaves_nothing(
         rt: Runtime) -> None:
     with transaction(rt.engine) as conn:

@@ -11,11 +11,15 @@ from datetime import datetime
 from iotsec.errors import DeviceStateError, InvalidDeviceIdError, InvalidInputError
 
 __all__ = [
-    "MAX_ATTRIBUTES", "MAX_ATTRIBUTE_VALUE", "Device", "DeviceState", "parse_attributes",
-    "parse_device_id", "parse_group_name"
+    "MAX_ATTRIBUTES", "MAX_ATTRIBUTE_VALUE", "Device", "DeviceState", "is_device_id",
+    "parse_attributes", "parse_device_id", "parse_group_name"
 ]
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: A match (true) when a text is a valid device id, None otherwise: what
+#: :func:`parse_device_id` accepts, without its error, for loops over many ids (an
+#: import's); the function then says what is wrong with one that fails.
+is_device_id = _ID.fullmatch
 _ATTR_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_VALUE = 1024

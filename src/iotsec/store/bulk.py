@@ -16,7 +16,7 @@ inserts -- only for rows whose every reference the caller has so checked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -38,51 +38,60 @@ def _quote(name: str) -> str:
 
 
 def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
-                rows: Sequence[tuple[Any, ...]]) -> None:
+                rows: Sequence[tuple[Any, ...]], *,
+                same: Mapping[str, Any] | None = None) -> None:
     """Insert ``rows`` (values in ``columns`` order: text, integers or None) into ``table``
-    within ``conn``'s transaction."""
+    within ``conn``'s transaction. ``same`` gives the columns whose value every row shares,
+    once for all of them (on SQLite they are then bound once per batch, not per row)."""
     if not rows:
         return
+    fixed = tuple((same or {}).items())
     # Names from the table's metadata (a column it lacks is a KeyError): no input reaches
     # the statement's text.
-    names = ", ".join(_quote(table.c[c].name) for c in columns)
+    names = [_quote(table.c[c].name) for c in (*columns, *(k for k, _ in fixed))]
+    values = tuple(v for _, v in fixed)
     raw: Any = conn.connection.driver_connection
     with _driver_errors(conn, table):
         if conn.dialect.name == "postgresql":
             with raw.cursor() as cur, cur.copy(
-                    f"COPY {_quote(table.name)} ({names}) FROM STDIN") as copy:
+                    f"COPY {_quote(table.name)} ({', '.join(names)}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row(row)
+                    copy.write_row(row + values if values else row)
         elif len(rows) < _STAGED:
-            marks = ", ".join("?" for _ in columns)
+            marks = ", ".join("?" for _ in names)
             raw.executemany(
-                f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({marks})",  # noqa: S608
-                rows)
+                f"INSERT INTO {_quote(table.name)} ({', '.join(names)}) "  # noqa: S608
+                f"VALUES ({marks})", [row + values for row in rows] if values else rows)
         else:
-            _insert_staged(raw, table, names, len(columns), rows)
+            _insert_staged(raw, table, names[:len(columns)], names[len(columns):], values,
+                           rows)
 
 
 #: From this many rows, a SQLite bulk insert goes through a staging table.
 _STAGED = 256
 
 
-def _insert_staged(raw: Any, table: Table, names: str, width: int,
-                   rows: Sequence[tuple[Any, ...]]) -> None:
-    """SQLite: ``rows`` into a temporary table of the connection's own (no key, no index),
-    then into ``table`` by one ``INSERT ... SELECT``. A statement run once per row opens
+def _insert_staged(raw: Any, table: Table, varying: Sequence[str], fixed: Sequence[str],
+                   values: tuple[Any, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+    """SQLite: ``rows`` (the ``varying`` columns) into a temporary table of the connection's
+    own (no key, no index), then into ``table`` by one ``INSERT ... SELECT`` that gives the
+    ``fixed`` columns their ``values`` (bound once). A statement run once per row opens
     every b-tree of ``table`` (the table and each index) and finds its place from the root,
     row after row; one statement for all of them keeps its cursors open where the last row
     went, which for rows in key order is where the next one goes (an import's device rows
     take a third less time, ADR 0049). The temporary table is this transaction's: made and
     dropped inside it, undone with it."""
     stage = _quote(f"iotsec_stage_{table.name}")
-    marks = ", ".join("?" for _ in range(width))
+    staged = ", ".join(varying)
+    marks = ", ".join("?" for _ in varying)
+    given = "".join(", ?" for _ in fixed)
     drop = f"DROP TABLE IF EXISTS temp.{stage}"
-    raw.execute(f"CREATE TEMP TABLE {stage} ({names})")
+    raw.execute(f"CREATE TEMP TABLE {stage} ({staged})")
     try:
         raw.executemany(f"INSERT INTO temp.{stage} VALUES ({marks})", rows)  # noqa: S608
-        raw.execute(f"INSERT INTO main.{_quote(table.name)} ({names}) "  # noqa: S608
-                    f"SELECT {names} FROM temp.{stage}")
+        raw.execute(f"INSERT INTO main.{_quote(table.name)} "  # noqa: S608
+                    f"({', '.join([*varying, *fixed])}) "
+                    f"SELECT {staged}{given} FROM temp.{stage}", values)
     except BaseException:
         with suppress(Exception):  # the insert's own error is the one to report
             raw.execute(drop)

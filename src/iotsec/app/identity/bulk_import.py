@@ -60,6 +60,7 @@ from iotsec.errors import (
 )
 from iotsec.identity.registry import (
     DeviceState,
+    is_device_id,
     parse_attributes,
     parse_device_id,
     parse_group_name,
@@ -136,16 +137,27 @@ def csv_rows(stream: TextIO) -> Iterator[ImportRow]:
         i_groups = header.index("groups") if "groups" in header else -1
         i_attrs = header.index("attributes") if "attributes" in header else -1
         parsed = _Parsed()
+        # The caches' own look-ups, bound once: most lines repeat a text already parsed.
+        known_groups, known_attributes = parsed.groups.get, parsed.attributes.get
         for fields in reader:
             if not fields:
                 continue  # a blank line
             line = reader.line_num
             n = len(fields)
             try:
-                device_id = parse_device_id(fields[i_id].strip() if i_id < n else "")
-                groups = parsed.groups_of(fields[i_groups]) if 0 <= i_groups < n else ()
-                attributes = (parsed.attributes_of(fields[i_attrs]) if 0 <= i_attrs < n
-                              else "{}")
+                device_id = fields[i_id].strip() if i_id < n else ""
+                if not is_device_id(device_id):
+                    parse_device_id(device_id)  # raises, saying what is wrong with it
+                groups: tuple[str, ...] = ()
+                if 0 <= i_groups < n:
+                    text = fields[i_groups]
+                    known = known_groups(text)
+                    groups = parsed.groups_of(text) if known is None else known
+                attributes = "{}"
+                if 0 <= i_attrs < n:
+                    text = fields[i_attrs]
+                    given = known_attributes(text)
+                    attributes = parsed.attributes_of(text) if given is None else given
             except IotsecError as exc:
                 raise InvalidInputError(f"line {line}: {exc}", hint=exc.hint) from None
             yield (line, device_id, groups, attributes, None)
@@ -203,29 +215,34 @@ class _Writer:
         return checked
 
     def write(self, batch: Sequence[ImportRow]) -> None:
-        seen: dict[str, int] = {}
-        for line, device_id, *_ in batch:
-            earlier = seen.setdefault(device_id, line)
-            if earlier != line:
-                raise InvalidInputError(
-                    f"{self.unit} {line}: device {device_id!r} appears twice in the import "
-                    f"(also on {self.unit} {earlier}); nothing was imported",
-                    hint="remove the duplicate and import again")
-        self._ensure_groups({g for row in batch for g in row[2]})
+        ids = [r[1] for r in batch]
+        if len(set(ids)) != len(ids):
+            self._refuse_repeated(batch)
+        # A batch's rows share a few lists of names: each is joined once.
+        group_lists = {r[2] for r in batch}
+        self._ensure_groups(set().union(*group_lists))
         default = self._roles(None)  # most rows: a file's, which name no roles
         roles = [default if r[4] is None else self._roles(r[4]) for r in batch]
-        state = DeviceState.PENDING.value
+        group_text = {names: " ".join(names) for names in group_lists}
+        role_text = {names: " ".join(names) for names in set(roles)}
+        # What every row of the batch holds alike is given once, not row by row.
+        same: dict[str, object] = {"state": DeviceState.PENDING.value,
+                                   "created_at": self.now, "updated_at": self.now}
+        if len(role_text) == 1:
+            same["role_names"] = next(iter(role_text.values()))
+            columns: tuple[str, ...] = ("id", "attributes", "group_names")
+            rows: list[tuple[object, ...]] = [(r[1], r[3], group_text[r[2]]) for r in batch]
+        else:
+            columns = ("id", "attributes", "group_names", "role_names")
+            rows = [(r[1], r[3], group_text[r[2]], role_text[held])
+                    for r, held in zip(batch, roles, strict=True)]
         before = last_rowid(self.conn, m.devices)
         savepoint = self.conn.begin_nested()
         try:
             # Each row carries its group and role names as the links below will have them
             # (both sorted), so the database's triggers that keep them (migration 0028)
             # find nothing to change.
-            insert_rows(self.conn, m.devices,
-                        ("id", "state", "attributes", "created_at", "updated_at",
-                         "group_names", "role_names"),
-                        [(r[1], state, r[3], self.now, self.now, " ".join(r[2]),
-                          " ".join(held)) for r, held in zip(batch, roles, strict=True)])
+            insert_rows(self.conn, m.devices, columns, rows, same=same)
         except BulkConflict:
             savepoint.rollback()
             self._refuse(batch)
@@ -276,6 +293,18 @@ class _Writer:
             raise StoreError(f"the import made {made[0]} group links and {made[1]} role "
                              f"bindings where its rows name {groups} and {roles}; nothing "
                              "was imported", hint="import again")
+
+    def _refuse_repeated(self, batch: Sequence[ImportRow]) -> None:
+        """Raise the error that names the first row of ``batch`` whose id an earlier row of
+        it holds too."""
+        seen: dict[str, int] = {}
+        for line, device_id, *_ in batch:
+            earlier = seen.setdefault(device_id, line)
+            if earlier != line:
+                raise InvalidInputError(
+                    f"{self.unit} {line}: device {device_id!r} appears twice in the import "
+                    f"(also on {self.unit} {earlier}); nothing was imported",
+                    hint="remove the duplicate and import again")
 
     def _refuse(self, batch: Sequence[ImportRow]) -> None:
         """Raise the error that names the first row of ``batch`` whose id is taken."""
