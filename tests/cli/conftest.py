@@ -26,3 +26,15 @@ def ready(cli: Cli) -> dict[str, Any]:
     """An initialised home; returns ``init --json``."""
     data: dict[str, Any] = cli.json("init", "--store-passphrase")
     return data
+
+
+@pytest.fixture
+def postgres_ready(cli: Cli, database_url: str, monkeypatch: pytest.MonkeyPatch
+                   ) -> dict[str, Any]:
+    """An initialised home whose store is PostgreSQL (a private schema, selected through
+    IOTSEC_DATABASE_URL); returns ``init --json``. The test is marked
+    ``@on_postgresql`` (tests.cli.support)."""
+    monkeypatch.setenv("IOTSEC_DATABASE_URL", database_url)
+    data: dict[str, Any] = cli.json("init", "--store-passphrase")
+    return data
+

@@ -30,6 +30,15 @@ TOKEN = re.compile(r"iotsec_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 CONSOLE_SCRIPT = Path(sys.executable).with_name("iotsec")
 
 
+def on_postgresql(test: Callable[..., None]) -> Callable[..., None]:
+    """Marks a test of a home whose store is PostgreSQL (with the ``postgres_ready``
+    fixture): ``database_url`` is a private schema of the test server, and the test is
+    skipped where no server answers."""
+    marked: Callable[..., None] = pytest.mark.postgres(pytest.mark.parametrize(
+        "database_url", ["postgresql"], indirect=True)(test))
+    return marked
+
+
 @dataclass(frozen=True)
 class Result:
     code: int

@@ -10,14 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import typer.main
 from typer._click.utils import make_default_short_help
 from typer.core import TyperGroup
 
 from iotsec.cli.root import COMMANDS, app
 from iotsec.errors import _DOMAINS
-from tests.cli.support import Cli
+from tests.cli.support import Cli, on_postgresql
 
 PROBE = """
 import json, sys
@@ -179,13 +178,10 @@ def test_authz_check_imports_no_sqlalchemy(ready: dict[str, Any], cli: Cli) -> N
     _authz_check_reads_on_the_driver(cli)
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_authz_check_on_postgresql_imports_no_sqlalchemy(
-        cli: Cli, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@on_postgresql
+def test_authz_check_on_postgresql_imports_no_sqlalchemy(postgres_ready: dict[str, Any],
+                                                         cli: Cli) -> None:
     # A PostgreSQL home is read on psycopg itself until a path needs the engine.
-    monkeypatch.setenv("IOTSEC_DATABASE_URL", database_url)
-    cli.json("init", "--store-passphrase")
     _authz_check_reads_on_the_driver(cli)
 
 

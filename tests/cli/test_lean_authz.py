@@ -26,6 +26,7 @@ from tests.cli.support import (
     assert_spec_is_the_interface,
     count_lean_runs,
     home_file,
+    on_postgresql,
 )
 
 
@@ -140,12 +141,9 @@ def test_the_lean_path_and_typer_answer_the_same(ready: dict[str, Any], cli: Cli
     _check_answers(_same_answers(cli, monkeypatch))
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@on_postgresql
 def test_the_lean_path_and_typer_answer_the_same_on_postgresql(
-        cli: Cli, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IOTSEC_DATABASE_URL", database_url)
-    cli.json("init", "--store-passphrase")
+        postgres_ready: dict[str, Any], cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     _fleet(cli)
     _check_answers(_same_answers(cli, monkeypatch))
     # The passphrase may come from the environment instead of the home's file.

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import pytest
 from cryptography import x509
 
-from tests.cli.support import Cli
+from tests.cli.support import Cli, on_postgresql
 from tests.helpers import make_csr
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_cli_on_postgresql(cli: Cli, cli_home: Path, tmp_path: Path, database_url: str,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IOTSEC_DATABASE_URL", database_url)
-    init = cli.json("init", "--store-passphrase")
-    assert init["created"] is True
+@on_postgresql
+def test_cli_on_postgresql(postgres_ready: dict[str, Any], cli: Cli, cli_home: Path,
+                           tmp_path: Path) -> None:
+    assert postgres_ready["created"] is True
     assert not (cli_home / "iotsec.db").exists()  # the store is PostgreSQL, not SQLite
 
     csv = tmp_path / "fleet.csv"
