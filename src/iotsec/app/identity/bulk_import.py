@@ -39,6 +39,8 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from operator import itemgetter
 from typing import TextIO, cast
 
 from sqlalchemy import Connection, select
@@ -169,6 +171,10 @@ def csv_rows(stream: TextIO) -> Iterator[ImportRow]:
                                 hint=f"fields are at most {MAX_FIELD} characters") from None
 
 
+#: An import row's id, groups, attributes and roles (see :data:`ImportRow`).
+_ID, _GROUPS, _ATTRIBUTES, _ROLES = (itemgetter(i) for i in (1, 2, 3, 4))
+
+
 class _Writer:
     """Writes batches of one import inside its transaction."""
 
@@ -215,27 +221,32 @@ class _Writer:
         return checked
 
     def write(self, batch: Sequence[ImportRow]) -> None:
-        ids = [r[1] for r in batch]
+        # Columns taken by map() and zip(), in C: the rows of a large import are many.
+        ids = list(map(_ID, batch))
         if len(set(ids)) != len(ids):
             self._refuse_repeated(batch)
         # A batch's rows share a few lists of names: each is joined once.
-        group_lists = {r[2] for r in batch}
+        group_lists = set(map(_GROUPS, batch))
         self._ensure_groups(set().union(*group_lists))
         default = self._roles(None)  # most rows: a file's, which name no roles
-        roles = [default if r[4] is None else self._roles(r[4]) for r in batch]
+        named = list(map(_ROLES, batch))
+        roles = ([default] * len(batch) if named.count(None) == len(named)
+                 else [default if r is None else self._roles(r) for r in named])
         group_text = {names: " ".join(names) for names in group_lists}
         role_text = {names: " ".join(names) for names in set(roles)}
         # What every row of the batch holds alike is given once, not row by row.
         same: dict[str, object] = {"state": DeviceState.PENDING.value,
                                    "created_at": self.now, "updated_at": self.now}
+        columns: tuple[str, ...] = ("id", "attributes", "group_names")
+        texts = map(group_text.__getitem__, map(_GROUPS, batch))
         if len(role_text) == 1:
             same["role_names"] = next(iter(role_text.values()))
-            columns: tuple[str, ...] = ("id", "attributes", "group_names")
-            rows: list[tuple[object, ...]] = [(r[1], r[3], group_text[r[2]]) for r in batch]
+            rows: list[tuple[object, ...]] = list(zip(ids, map(_ATTRIBUTES, batch), texts,
+                                                      strict=True))
         else:
-            columns = ("id", "attributes", "group_names", "role_names")
-            rows = [(r[1], r[3], group_text[r[2]], role_text[held])
-                    for r, held in zip(batch, roles, strict=True)]
+            columns += ("role_names",)
+            rows = list(zip(ids, map(_ATTRIBUTES, batch), texts,
+                            map(role_text.__getitem__, roles), strict=True))
         before = last_rowid(self.conn, m.devices)
         savepoint = self.conn.begin_nested()
         try:
@@ -250,7 +261,7 @@ class _Writer:
         savepoint.commit()
         # Counted in C (map) rather than row by row in Python: the links each kind of name
         # makes, and the most names one row holds.
-        group_counts = list(map(len, (r[2] for r in batch)))
+        group_counts = list(map(len, map(_GROUPS, batch)))
         role_counts = list(map(len, roles))
         if any(role_counts):
             self.bound = True
@@ -331,13 +342,8 @@ class _Writer:
 
 
 def _batches(rows: Iterable[ImportRow], batch_size: int) -> Iterator[list[ImportRow]]:
-    batch: list[ImportRow] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
+    it = iter(rows)
+    while batch := list(islice(it, batch_size)):
         yield batch
 
 
