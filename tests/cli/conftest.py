@@ -37,4 +37,3 @@ def postgres_ready(cli: Cli, database_url: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("IOTSEC_DATABASE_URL", database_url)
     data: dict[str, Any] = cli.json("init", "--store-passphrase")
     return data
-
