@@ -17,7 +17,14 @@ from iotsec.app.identity.devices import NewDevice, import_devices
 from iotsec.app.runtime import Runtime
 from iotsec.store import migrate
 from iotsec.store import models as m
-from iotsec.store.bulk import _STAGED, BulkConflict, insert_rows, last_rowid, links_from_names
+from iotsec.store.bulk import (
+    _STAGE_VALUES,
+    _STAGED,
+    BulkConflict,
+    insert_rows,
+    last_rowid,
+    links_from_names,
+)
 from iotsec.store.db import reading, transaction
 from tests.helpers import alembic_to
 from tests.store.link_names import names_of
@@ -111,6 +118,33 @@ def test_a_staged_insert_stores_what_a_row_by_row_one_does(rt: Runtime) -> None:
         if conn.dialect.name == "sqlite":
             assert conn.execute(text("SELECT count(*) FROM temp.sqlite_master")).scalar() == 0
     assert stored == set(small + large)
+
+
+def test_a_staged_insert_keeps_the_rows_order_across_its_statements(rt: Runtime) -> None:
+    """Many rows per statement into the staging table, the rest one per statement: every
+    row arrives once, in the order given (for rows in key order, where the next one goes)."""
+    per = _STAGE_VALUES // 2
+    rows = _groups(per * 2 + 7, start=20000)[::-1]
+    with transaction(rt.engine) as conn:
+        insert_rows(conn, m.groups, ("name", "created_at"), rows)
+    with reading(rt.engine) as conn:
+        order = "rowid" if conn.dialect.name == "sqlite" else "created_at DESC"
+        stored = [tuple(r) for r in conn.execute(text(
+            f"SELECT name, created_at FROM groups WHERE name LIKE 'g-%' ORDER BY {order}"))]  # noqa: S608
+    assert stored == rows
+
+
+def test_a_staged_row_with_too_few_values_is_refused_and_leaves_nothing(rt: Runtime) -> None:
+    rows: list[tuple[object, ...]] = list(_groups(_STAGED * 2))
+    rows[100] = ("g-short",)
+    # SQLite: the staging's own check (its rows are bound many to a statement); PostgreSQL:
+    # COPY's refusal of the row.
+    said = ("the 2 values of its columns" if rt.engine.dialect.name == "sqlite"
+            else "BadCopyFileFormat")
+    with pytest.raises(Exception, match=said), transaction(rt.engine) as conn:
+        insert_rows(conn, m.groups, ("name", "created_at"), rows)
+    with reading(rt.engine) as conn:
+        assert conn.execute(text("SELECT count(*) FROM groups WHERE name LIKE 'g-%'")).scalar() == 0
 
 
 @pytest.mark.parametrize("count", [3, _STAGED * 2])
