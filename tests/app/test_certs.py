@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from iotsec.app.identity import devices
@@ -43,6 +45,18 @@ def test_issue_takes_identity_from_registry_not_csr(rt, device):
     assert record.status(rt.now()) == "valid"
     assert devices.get_device(rt, "dev-1").state is DeviceState.ACTIVE
     assert record.not_after - rt.now() == timedelta(days=365)
+
+
+def test_a_records_pem_is_the_one_openssl_writes_for_its_der(rt, device, tmp_path):
+    """The PEM handed out (an issuance's answer, ``cert show``) wraps the stored DER as
+    RFC 7468 says, byte for byte what ``openssl x509`` writes and pyca/cryptography reads."""
+    record = issuance.issue_from_csr(rt, "dev-1", make_csr())
+    (tmp_path / "c.der").write_bytes(record.der)
+    written = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", str(tmp_path / "c.der"),
+                              "-outform", "PEM"], capture_output=True, check=True).stdout
+    assert record.pem == written.decode("ascii")
+    assert x509.load_pem_x509_certificate(record.pem.encode()).public_bytes(
+        serialization.Encoding.DER) == record.der
 
 
 def test_days_override_is_capped_by_the_issuing_ca(rt, device):

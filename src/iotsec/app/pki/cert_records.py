@@ -48,11 +48,11 @@ class CertificateRecord:
 
     @property
     def pem(self) -> str:
-        from cryptography import x509  # deferred: listing certificates needs no parsing
-        from cryptography.hazmat.primitives import serialization
+        """The certificate in PEM (RFC 7468): its stored DER, which the CA encoded,
+        wrapped as is (not parsed again)."""
+        from iotsec.pki.x509 import to_pem  # deferred: listing certificates needs no PEM
 
-        return x509.load_der_x509_certificate(self.der).public_bytes(
-            serialization.Encoding.PEM).decode("ascii")
+        return to_pem(self.der, "CERTIFICATE").decode("ascii")
 
     def status(self, now: datetime) -> str:
         if self.revoked_at is not None and self.revoked_at <= now:
