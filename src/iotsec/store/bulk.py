@@ -1,6 +1,6 @@
 """Bulk inserts inside the caller's unit of work: ``COPY`` on PostgreSQL; on SQLite one
-prepared ``INSERT`` run by ``executemany``, through a temporary table and one ``INSERT ...
-SELECT`` from 256 rows (ADR 0049).
+prepared ``INSERT`` run by ``executemany``, through a temporary table (filled with many
+rows to a statement) and one ``INSERT ... SELECT`` from 256 rows (ADR 0049).
 
 Both go through the driver's own connection, under the SQLAlchemy transaction the caller
 holds, so they commit or roll back with everything else it wrote. A row that breaks a
