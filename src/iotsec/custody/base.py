@@ -143,8 +143,6 @@ class CustodySigner:
         return f"CustodySigner({self.label!r}, {self._inner!r})"
 
 
-
-
 class RecordedKek:
     """A :class:`~iotsec.protect.kek.KeyWrapper` that tells ``on_use(key_id, "unwrap")``
     after every unwrap: opening an encrypted secret or an encrypted file is recorded."""
