@@ -143,6 +143,11 @@ def test_read_commands_start_without_write_services_and_key_code(ready: dict[str
         code, modules, out = _run(*args)
         assert code == 0 and '"dev-1"' in out, args
         assert _loaded(modules, ("sqlalchemy",)) == set(), args
+        # 'cert list' and 'device show' run before Typer (iotsec.cli.lean, ADR 0051): no
+        # Typer, no pydantic (no settings model, no wire model), no runtime.
+        if args[1] != "show" or args[0] == "device":
+            assert _loaded(modules, ("typer", "click", "pydantic", "pydantic_core",
+                                     "iotsec.config", "iotsec.app.runtime")) == set(), args
 
 
 def _authz_check_reads_on_the_driver(cli: Cli) -> None:

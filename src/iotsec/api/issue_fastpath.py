@@ -8,8 +8,9 @@ request that carries a bearer token and a JSON body that the route's own request
 (:class:`~iotsec.api.schemas.IssueIn`) accepts, with the functions the route uses:
 :func:`~iotsec.app.access.api_tokens.authenticate` for the ``operator`` scope,
 :func:`~iotsec.app.pki.group_issuance.issue_grouped_async` (awaited on the loop: the
-issuance runs in the group commit's thread, and no thread waits for it), the route's
-answer model (:class:`~iotsec.app.wire.identity.CertificateOut`) and
+issuance runs in the group commit's thread, and no thread waits for it), the fields of the
+route's answer model (:func:`~iotsec.app.wire.identity_fields.certificate_fields`, which
+``CertificateOut`` is built from) and
 :func:`~iotsec.api.problems.for_error`. Anything else — another path or method, a body the
 model refuses, no bearer token — goes to the application unchanged, which answers it as it
 would without this layer. A test checks that both give the same answers.
@@ -31,7 +32,7 @@ from iotsec.app.access.api_tokens import Scope as TokenScope
 from iotsec.app.pki import group_issuance
 from iotsec.app.pki.cert_records import CertificateRecord
 from iotsec.app.runtime import Runtime
-from iotsec.app.wire.identity import CertificateOut
+from iotsec.app.wire.identity_fields import certificate_fields
 
 __all__ = ["PATH", "IssuanceFastPath"]
 
@@ -73,5 +74,4 @@ class IssuanceFastPath(BearerFastPath):
                      caller: Principal) -> dict[str, Any]:
         device_id, body = prepared
         record = await _issue(self.rt, device_id, body, caller.name)
-        out = CertificateOut.from_domain(record, self.rt.now(), with_pem=True)
-        return out.model_dump(mode="json")
+        return certificate_fields(record, self.rt.now(), with_pem=True)

@@ -18,12 +18,12 @@ from iotsec.app.wire.identity import (
     RevokedOut,
 )
 from iotsec.cli.context import runtime
+from iotsec.cli.identity_spec import CERT_LIST, DEFAULT_LIMIT, expiry_window, list_certificates_of
 from iotsec.cli.options import DeviceArg, JsonOpt, LimitOpt, OutputFileOpt
 from iotsec.cli.output import (
     console,
     emit_json,
     err_console,
-    plural,
     read_input,
     table,
     when,
@@ -130,25 +130,18 @@ def _issue_keygen(device_id: str, key_type: KeyType, days: int | None, output: s
 
 @app.command("list")
 def list_(
-    device: Annotated[str | None, typer.Option("--device", help="Only this device.")] = None,
+    device: Annotated[str | None, typer.Option(
+        CERT_LIST.flag("device"), help="Only this device.")] = None,
     expiring_within: Annotated[str | None, typer.Option(
-        "--expiring-within", help="Only unrevoked ones expiring within e.g. 30d.")] = None,
-    limit: LimitOpt = 1000,
+        CERT_LIST.flag("expiring_within"),
+        help="Only unrevoked ones expiring within e.g. 30d.")] = None,
+    limit: LimitOpt = DEFAULT_LIMIT,
     as_json: JsonOpt = False,
 ) -> None:
     """List certificates (newest first, or soonest to expire with --expiring-within)."""
-    window = parse_duration(expiring_within) if expiring_within else None
+    window = expiry_window(expiring_within)
     with runtime() as rt:
-        found = cert_records.list_certificates(rt, device_id=device, expiring_within=window,
-                                               limit=limit)
-        now = rt.now()
-    if as_json:
-        emit_json([CertificateOut.from_domain(c, now) for c in found])
-        return
-    table(plural(len(found), "certificate"), ["serial", "device", "status", "not after", "reason"],
-          [(c.serial, c.device_id or f"({c.kind})", c.status(now), when(c.not_after),
-            c.revocation_reason.name if c.revocation_reason is not None else "")
-           for c in found])
+        list_certificates_of(rt, device, window, limit, as_json)
 
 
 @app.command("show")

@@ -15,10 +15,8 @@ from typing import Annotated, TextIO
 
 import typer
 
-from iotsec.app.identity.device_reads import get_device
-from iotsec.app.pki import cert_records
-from iotsec.app.pki.profile_reads import device_selection
 from iotsec.cli.context import runtime
+from iotsec.cli.identity_spec import show_device
 from iotsec.cli.options import ClearOpt, JsonOpt, LimitOpt, ProfileNameArg, check_selection
 from iotsec.cli.output import (
     console,
@@ -120,23 +118,7 @@ def show(
 ) -> None:
     """Show a device and its certificates."""
     with runtime() as rt:
-        device = get_device(rt, device_id)
-        held = cert_records.list_certificates(rt, device_id=device.id)
-        profile = device_selection(rt, device.id)
-        now = rt.now()
-    if as_json:
-        from iotsec.app.wire.identity import DeviceDetailOut
-        emit_json(DeviceDetailOut.from_records(device, held, now, profile))
-        return
-    table(f"device {device.id}", ["field", "value"], [
-        ("state", device.state.value), ("groups", ", ".join(device.groups)),
-        ("roles", ", ".join(device.roles)),
-        ("profile", profile or "(its groups', else device)"),
-        ("attributes", ", ".join(f"{k}={v}" for k, v in sorted(device.attributes.items()))),
-        ("created", when(device.created_at)), ("updated", when(device.updated_at))])
-    if held:
-        table("certificates", ["serial", "status", "not after"],
-              [(c.serial, c.status(now), when(c.not_after)) for c in held])
+        show_device(rt, device_id, as_json)
 
 
 @app.command("set-profile")

@@ -1,14 +1,15 @@
-"""``iotsec data encrypt``, ``decrypt`` (ADR 0033) and ``authz check`` (ADR 0050) before
-Typer is imported.
+"""``iotsec data encrypt``, ``decrypt`` (ADR 0033), ``authz check`` (ADR 0050), ``cert
+list`` and ``device show`` (ADR 0051) before Typer is imported.
 
 Their whole-process time is a goal (docs/benchmarks.md), and importing Typer, pydantic and
 SQLAlchemy alone would take several times what encrypting 50 MB takes, or most of what one
 decision at a million devices may take. :func:`run` reads the command line with
 :func:`iotsec.cli.spec.parse` (the interface the Typer commands declare), opens the home
 with :func:`iotsec.app.direct_home.open_direct_home` (the data commands) or its store with
-:func:`iotsec.app.direct_store.open_direct_store` (the decision), and calls the same
+:func:`iotsec.app.direct_store.open_direct_store` (the decision, the reads), and calls the same
 services as the Typer commands (``encrypt_file_direct``, ``decrypt_file_direct``; the
-decision of :mod:`iotsec.app.access.decide`) and the same report. Whenever one of them
+decision of :mod:`iotsec.app.access.decide`; the reads and reports of
+:mod:`iotsec.cli.identity_spec`) and the same report. Whenever one of them
 declines (a command line it does not fully understand, a home that needs the full
 runtime), :func:`run` returns None before anything was written, and the Typer command runs
 instead.
@@ -30,6 +31,7 @@ from iotsec.cli.spec import CommandSpec, parse
 
 if TYPE_CHECKING:
     from iotsec.app.direct_home import DirectHome
+    from iotsec.app.reads import DirectReads
     from iotsec.protect.atrest import StreamInfo
 
 __all__ = ["commands", "run"]
@@ -96,6 +98,38 @@ def _authz_check(values: dict[str, Any]) -> int | None:
     return report_decision(decision, values["as_json"])
 
 
+def _on_direct_reads(work: Callable[[DirectReads], None]) -> int | None:
+    """0 once ``work`` ran on the home's store opened on its driver, or None when the
+    command must run through Typer (nothing was read then)."""
+    from iotsec.app.direct_store import open_direct_store
+    from iotsec.app.reads import DirectReads
+
+    store = open_direct_store()
+    if store is None:
+        return None
+    try:
+        work(DirectReads(store))
+    finally:
+        store.close()
+    return 0
+
+
+def _cert_list(values: dict[str, Any]) -> int | None:
+    from iotsec.cli.identity_spec import expiry_window, list_certificates_of
+
+    # Read first, as the Typer command reads it: before the store is opened.
+    window = expiry_window(values["expiring_within"])
+    return _on_direct_reads(lambda reads: list_certificates_of(
+        reads, values["device"], window, values["limit"], values["as_json"]))
+
+
+def _device_show(values: dict[str, Any]) -> int | None:
+    from iotsec.cli.identity_spec import show_device
+
+    return _on_direct_reads(lambda reads: show_device(reads, values["device_id"],
+                                                      values["as_json"]))
+
+
 def commands(group: str) -> tuple[tuple[CommandSpec, Callable[[dict[str, Any]], int | None]],
                                    ...]:
     """The commands of ``group`` (the first word after ``iotsec``) run here, each with its
@@ -109,6 +143,14 @@ def commands(group: str) -> tuple[tuple[CommandSpec, Callable[[dict[str, Any]], 
         from iotsec.cli.access_spec import AUTHZ_CHECK
 
         return ((AUTHZ_CHECK, _authz_check),)
+    if group == "cert":
+        from iotsec.cli.identity_spec import CERT_LIST
+
+        return ((CERT_LIST, _cert_list),)
+    if group == "device":
+        from iotsec.cli.identity_spec import DEVICE_SHOW
+
+        return ((DEVICE_SHOW, _device_show),)
     return ()
 
 

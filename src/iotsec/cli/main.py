@@ -2,7 +2,8 @@
 
 The command line is the Typer app of :mod:`iotsec.cli.root`, imported when a command runs.
 The commands whose whole-process time is a goal of their own, ``iotsec data encrypt`` and
-``decrypt`` (ADR 0033) and ``iotsec authz check`` (ADR 0050), are first offered to
+``decrypt`` (ADR 0033), ``iotsec authz check`` (ADR 0050), ``cert list`` and ``device show``
+(ADR 0051), are first offered to
 :mod:`iotsec.cli.lean`, which runs them without Typer, pydantic or SQLAlchemy when it
 understands the whole command line and the home, and otherwise leaves them to the Typer
 app: either way they do the same work, print the same and exit with the same code. This
@@ -42,7 +43,7 @@ def _app() -> typer.Typer:
 def _lean(args: list[str]) -> int | None:
     """The exit code of ``args`` run by :mod:`iotsec.cli.lean`, or None when it leaves
     them to the Typer app."""
-    if args[:1] != ["data"] and args[:1] != ["authz"]:
+    if args[:1] not in (["data"], ["authz"], ["cert"], ["device"]):
         return None
     # The cyclic garbage collector is paused while the command's modules load and it runs:
     # loading them allocates many objects that live until the process ends, and scanning

@@ -10,8 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast, overload
 
-from pydantic import BaseModel
-
 from iotsec.cli.plain import note, write_json
 from iotsec.errors import InputTooLargeError, InvalidInputError, IotsecError, NotFoundError
 from iotsec.filesystem import DEFAULT_DIR_MODE, atomic_write, write_private_file
@@ -81,6 +79,8 @@ def rich_console(which: Console) -> Console:
 
 
 def _default(value: Any) -> Any:
+    from pydantic import BaseModel  # deferred: a command that prints no model needs none
+
     if isinstance(value, BaseModel):
         # A wire model (iotsec.app.wire): the very JSON the API sends for it.
         return value.model_dump(mode="json")

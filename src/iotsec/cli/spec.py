@@ -19,12 +19,14 @@ __all__ = ["JSON_FLAG", "CommandSpec", "parse"]
 class CommandSpec(NamedTuple):
     """A command's interface: its words after ``iotsec``, its arguments (the command
     function's parameter names, in order), its options that take one value (flag,
-    parameter, default) and its boolean flags (flag, parameter; default False)."""
+    parameter, default), its boolean flags (flag, parameter; default False) and which of
+    its options take an integer (their parameters)."""
 
     path: tuple[str, ...]
     arguments: tuple[str, ...]
-    options: tuple[tuple[str, str, str | None], ...] = ()
+    options: tuple[tuple[str, str, str | int | None], ...] = ()
     flags: tuple[tuple[str, str], ...] = ()
+    integers: frozenset[str] = frozenset()
 
     def flag(self, parameter: str) -> str:
         """The option of ``parameter``."""
@@ -41,7 +43,7 @@ def parse(spec: CommandSpec, tokens: Sequence[str]) -> dict[str, Any] | None:
     ``spec.path``), as the Typer command receives them; or None for anything but a plain
     use of the interface, which is then left to the Typer command: ``--help``, an unknown
     option, an option given twice, ``--``, a value that starts with ``-``, a flag given a
-    value, too few or too many arguments."""
+    value, an integer option given something else, too few or too many arguments."""
     takes_value = {flag: parameter for flag, parameter, _default in spec.options}
     flags = dict(spec.flags)
     values: dict[str, Any] = {parameter: default for _f, parameter, default in spec.options}
@@ -73,4 +75,13 @@ def parse(spec: CommandSpec, tokens: Sequence[str]) -> dict[str, Any] | None:
     if len(positional) != len(spec.arguments):
         return None
     values.update(zip(spec.arguments, positional, strict=True))
+    for parameter in spec.integers:
+        value = values[parameter]
+        if isinstance(value, str):
+            # As click's INT reads it (Python's int of the text); anything else is left
+            # to Typer, which says what is wrong with it.
+            try:
+                values[parameter] = int(value)
+            except ValueError:
+                return None
     return values

@@ -19,6 +19,7 @@ from iotsec.timeutil import from_ts
 if TYPE_CHECKING:
     # Annotations only: the decision of iotsec.app.access.decide reads on a reader, in a
     # command that starts without the runtime and its settings model.
+    from iotsec.app.reads import Reads
     from iotsec.app.runtime import Runtime
 
 __all__ = ["PART", "DecisionEntry", "decision_entries", "device_of", "entry_of", "entry_parts",
@@ -38,7 +39,7 @@ def device_of(r: Any, groups: tuple[str, ...], roles: tuple[str, ...]) -> Device
                   updated_at=from_ts(r.updated_at), roles=roles)
 
 
-def get_device(rt: Runtime, device_id: str) -> Device:
+def get_device(rt: Reads, device_id: str) -> Device:
     """One registered device with its groups and roles (sorted), or NotFoundError."""
     device_id = parse_device_id(device_id)
     with rt.reading() as reader:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from iotsec.app.runtime import Runtime
 from iotsec.errors import InvalidInputError, NotFoundError
 from iotsec.identity.registry import parse_device_id
 from iotsec.pki.reasons import RevocationReason
@@ -22,6 +21,8 @@ from iotsec.timeutil import from_ts, ts
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
+    from iotsec.app.reads import Reads
+    from iotsec.app.runtime import Runtime
     from iotsec.pki.issue import IssuedCertificate
     from iotsec.store.direct import Direct, Unit
 
@@ -126,7 +127,7 @@ def get_certificate(rt: Runtime, serial: str) -> CertificateRecord:
     return record_of(row)
 
 
-def list_certificates(rt: Runtime, *, device_id: str | None = None,
+def list_certificates(rt: Reads, *, device_id: str | None = None,
                       expiring_within: timedelta | None = None,
                       limit: int = 1000) -> list[CertificateRecord]:
     """Certificates, newest first; with ``expiring_within``, the unrevoked ones that expire

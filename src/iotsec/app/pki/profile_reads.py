@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
-from iotsec.app.runtime import Runtime
+from typing import TYPE_CHECKING
+
 from iotsec.identity.registry import parse_device_id
+
+if TYPE_CHECKING:
+    from iotsec.app.reads import Reads
 
 __all__ = ["device_selection"]
 
 
-def device_selection(rt: Runtime, device_id: str) -> str | None:
+def device_selection(rt: Reads, device_id: str) -> str | None:
     """The profile ``device_id`` selects itself, if any."""
     with rt.reading() as reader:
         row = reader.first("SELECT profile FROM device_profiles WHERE device_id = :id",

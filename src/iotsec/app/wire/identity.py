@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from iotsec.app.wire.base import Wire
+from iotsec.app.wire.identity_fields import (
+    certificate_fields,
+    device_detail_fields,
+    device_fields,
+)
 from iotsec.timeutil import from_ts
 
 if TYPE_CHECKING:
@@ -46,9 +51,7 @@ class DeviceOut(Wire):
 
     @classmethod
     def from_domain(cls, d: Device) -> DeviceOut:
-        return cls(id=d.id, state=d.state.value, groups=list(d.groups), roles=list(d.roles),
-                   attributes=dict(d.attributes), created_at=d.created_at,
-                   updated_at=d.updated_at)
+        return cls.model_validate(device_fields(d))
 
 
 class CertificateOut(Wire):
@@ -72,12 +75,7 @@ class CertificateOut(Wire):
     @classmethod
     def from_domain(cls, c: CertificateRecord, now: datetime, *, with_pem: bool = False
                     ) -> CertificateOut:
-        return cls(serial=c.serial, device_id=c.device_id, subject=c.subject, kind=c.kind,
-                   profile=c.profile, status=c.status(now), not_before=c.not_before,
-                   not_after=c.not_after, sha256=c.sha256, revoked_at=c.revoked_at,
-                   revocation_reason=c.revocation_reason.name
-                   if c.revocation_reason is not None else None,
-                   replaced_by=c.replaced_by, pem=c.pem if with_pem else None)
+        return cls.model_validate(certificate_fields(c, now, with_pem=with_pem))
 
 
 class DeviceDetailOut(DeviceOut):
@@ -90,9 +88,7 @@ class DeviceDetailOut(DeviceOut):
     @classmethod
     def from_records(cls, d: Device, held: list[CertificateRecord], now: datetime,
                      profile: str | None = None) -> DeviceDetailOut:
-        return cls(**DeviceOut.from_domain(d).model_dump(),
-                   certificates=[CertificateOut.from_domain(c, now) for c in held],
-                   profile=profile)
+        return cls.model_validate(device_detail_fields(d, held, now, profile))
 
 
 class KeygenOut(Wire):
