@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import typer
 
 from iotsec.app.setup import init_home
+from iotsec.cli import lean as lean_module
 from iotsec.cli import main as cli_main
 from iotsec.cli.lean import run as lean_run
 from iotsec.cli.main import main
@@ -28,6 +29,8 @@ from iotsec.config import Settings
 _LEAN_RUN = lean_run
 TOKEN = re.compile(r"iotsec_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 CONSOLE_SCRIPT = Path(sys.executable).with_name("iotsec")
+
+_T = TypeVar("_T")
 
 
 def on_postgresql(test: Callable[..., None]) -> Callable[..., None]:
@@ -216,6 +219,20 @@ def count_lean_runs(monkeypatch: pytest.MonkeyPatch) -> list[int | str | None]:
 
     monkeypatch.setattr(lean, "run", counted)
     return calls
+
+
+def lean_and_typer_agree(monkeypatch: pytest.MonkeyPatch, ask: Callable[[], list[_T]],
+                         count: int) -> list[_T]:
+    """What ``ask`` (``count`` command lines) gets before Typer, each line run there, and
+    through Typer, which must be the same."""
+    calls = count_lean_runs(monkeypatch)
+    by_lean = ask()
+    # Every one was answered (or refused) before Typer.
+    assert len(calls) == count and None not in calls, calls
+    monkeypatch.setattr(lean_module, "run", lambda args: None)
+    by_typer = ask()
+    assert by_lean == by_typer
+    return by_lean
 
 
 def assert_refused(result: Result) -> None:

@@ -26,6 +26,7 @@ from tests.cli.support import (
     assert_spec_is_the_interface,
     count_lean_runs,
     home_file,
+    lean_and_typer_agree,
     on_postgresql,
 )
 
@@ -109,14 +110,7 @@ def _ask(cli: Cli) -> list[tuple[int, str, str]]:
 
 def _same_answers(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, str]]:
     """What every question gets before Typer and through it, which must be the same."""
-    calls = count_lean_runs(monkeypatch)
-    by_lean = _ask(cli)
-    # Every one was answered (or refused) before Typer.
-    assert len(calls) == len(QUESTIONS) and None not in calls, calls
-    monkeypatch.setattr(lean, "run", lambda args: None)
-    by_typer = _ask(cli)
-    assert by_lean == by_typer
-    return by_lean
+    return lean_and_typer_agree(monkeypatch, lambda: _ask(cli), len(QUESTIONS))
 
 
 def _check_answers(answers: list[tuple[int, str, str]]) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from iotsec.cli import lean
 from iotsec.cli.identity_spec import CERT_LIST, DEVICE_SHOW
 from iotsec.cli.spec import parse
 from tests.cli.support import (
@@ -20,6 +19,7 @@ from tests.cli.support import (
     assert_parse_reads_what_click_reads,
     assert_spec_is_the_interface,
     count_lean_runs,
+    lean_and_typer_agree,
     on_postgresql,
 )
 from tests.helpers import make_csr
@@ -96,18 +96,6 @@ def _ask(cli: Cli) -> list[tuple[int, str, str]]:
     return [(r.code, r.out, r.err) for r in (cli(*line) for line in LINES)]
 
 
-def _same_output(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, str]]:
-    """What every line prints before Typer and through it, which must be the same."""
-    calls = count_lean_runs(monkeypatch)
-    by_lean = _ask(cli)
-    # Every one was answered (or refused) before Typer.
-    assert len(calls) == len(LINES) and None not in calls, calls
-    monkeypatch.setattr(lean, "run", lambda args: None)
-    by_typer = _ask(cli)
-    assert by_lean == by_typer
-    return by_lean
-
-
 def _check_output(output: list[tuple[int, str, str]]) -> None:
     codes = [code for code, _out, _err in output]
     assert codes == [0] * 8 + [1, 1, 1] + [0] * 6 + [1, 1]
@@ -140,7 +128,7 @@ def test_the_lean_path_and_typer_print_the_same(ready: dict[str, Any], cli: Cli,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     _fleet(cli, tmp_path)
-    _check_output(_same_output(cli, monkeypatch))
+    _check_output(lean_and_typer_agree(monkeypatch, lambda: _ask(cli), len(LINES)))
 
 
 @on_postgresql
@@ -148,12 +136,12 @@ def test_the_lean_path_and_typer_print_the_same_on_postgresql(
         postgres_ready: dict[str, Any], cli: Cli, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
     _fleet(cli, tmp_path)
-    _check_output(_same_output(cli, monkeypatch))
+    _check_output(lean_and_typer_agree(monkeypatch, lambda: _ask(cli), len(LINES)))
     # The passphrase may come from the environment instead of the home's file.
     secret = Path(os.environ["IOTSEC_HOME"]) / "ca-passphrase"
     monkeypatch.setenv("IOTSEC_CA_PASSPHRASE", secret.read_text().strip())
     secret.unlink()
-    _same_output(cli, monkeypatch)
+    lean_and_typer_agree(monkeypatch, lambda: _ask(cli), len(LINES))
 
 
 def test_a_setting_the_lean_path_does_not_read_leaves_the_command_to_typer(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from iotsec.cli.spec import CommandSpec, parse
 
@@ -33,8 +33,28 @@ if TYPE_CHECKING:
     from iotsec.app.direct_home import DirectHome
     from iotsec.app.reads import DirectReads
     from iotsec.protect.atrest import StreamInfo
+    from iotsec.store.reader import DriverConnection
 
 __all__ = ["commands", "run"]
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+_R = TypeVar("_R")
+
+
+def _closing(opened: _C | None, work: Callable[[_C], _R]) -> _R | None:
+    """What ``work`` returns on ``opened``, closed afterwards; or None when nothing was
+    opened (the home needs the runtime: the command runs through Typer, nothing done)."""
+    if opened is None:
+        return None
+    try:
+        return work(opened)
+    finally:
+        opened.close()
 
 
 def _on_direct_home(work: Callable[[DirectHome], StreamInfo]) -> StreamInfo | None:
@@ -42,13 +62,7 @@ def _on_direct_home(work: Callable[[DirectHome], StreamInfo]) -> StreamInfo | No
     command must run through Typer (nothing was done then)."""
     from iotsec.app.direct_home import open_direct_home
 
-    home = open_direct_home()
-    if home is None:
-        return None
-    try:
-        return work(home)
-    finally:
-        home.close()
+    return _closing(open_direct_home(), work)
 
 
 def _encrypt(values: dict[str, Any]) -> int | None:
@@ -104,14 +118,10 @@ def _on_direct_reads(work: Callable[[DirectReads], None]) -> int | None:
     from iotsec.app.direct_store import open_direct_store
     from iotsec.app.reads import DirectReads
 
-    store = open_direct_store()
-    if store is None:
-        return None
-    try:
+    def read(store: DriverConnection) -> int:
         work(DirectReads(store))
-    finally:
-        store.close()
-    return 0
+        return 0
+    return _closing(open_direct_store(), read)
 
 
 def _cert_list(values: dict[str, Any]) -> int | None:
