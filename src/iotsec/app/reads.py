@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from iotsec.store.reader import Reader
 
-__all__ = ["DirectReads", "Reads"]
+__all__ = ["DirectReads", "Reads", "open_direct_reads"]
 
 
 class Reads(Protocol):
@@ -27,6 +27,8 @@ class Reads(Protocol):
 
 class _Readable(Protocol):
     def reading(self) -> AbstractContextManager[Reader]: ...
+
+    def close(self) -> None: ...
 
 
 class DirectReads:
@@ -43,3 +45,16 @@ class DirectReads:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def open_direct_reads() -> DirectReads | None:
+    """Reads on the home's store opened on its driver
+    (:func:`iotsec.app.direct_store.open_direct_store`), or None when the command must open
+    the runtime instead (nothing was read then). Close it when done."""
+    from iotsec.app.direct_store import open_direct_store  # deferred: the runtime's reads need none
+
+    store = open_direct_store()
+    return None if store is None else DirectReads(store)

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from iotsec.app.direct_home import DirectHome
     from iotsec.app.reads import DirectReads
     from iotsec.protect.atrest import StreamInfo
-    from iotsec.store.reader import DriverConnection
 
 __all__ = ["commands", "run"]
 
@@ -115,13 +114,12 @@ def _authz_check(values: dict[str, Any]) -> int | None:
 def _on_direct_reads(work: Callable[[DirectReads], None]) -> int | None:
     """0 once ``work`` ran on the home's store opened on its driver, or None when the
     command must run through Typer (nothing was read then)."""
-    from iotsec.app.direct_store import open_direct_store
-    from iotsec.app.reads import DirectReads
+    from iotsec.app.reads import open_direct_reads
 
-    def read(store: DriverConnection) -> int:
-        work(DirectReads(store))
+    def read(reads: DirectReads) -> int:
+        work(reads)
         return 0
-    return _closing(open_direct_store(), read)
+    return _closing(open_direct_reads(), read)
 
 
 def _cert_list(values: dict[str, Any]) -> int | None:
