@@ -20,12 +20,12 @@ from iotsec.app.broker.device_state import change_state_and_sync
 from iotsec.app.broker.infrastructure import replace_infrastructure
 from iotsec.app.enrol.est import approve as approve_enrolment
 from iotsec.app.identity import devices
+from iotsec.app.identity.device_detail import device_detail
 from iotsec.app.pki import (
     bundles,
     cert_records,
     group_issuance,
     issuance,
-    profiles,
     revocation,
 )
 from iotsec.app.pki.authorities import authority_crl, resolve_ca
@@ -175,9 +175,8 @@ def list_devices(
 
 @v1.get("/devices/{device_id}")
 def show_device(device_id: str, rt: RuntimeDep, _: AuditorDep) -> DeviceDetailOut:
-    d = devices.get_device(rt, device_id)
-    return DeviceDetailOut.from_records(d, cert_records.list_certificates(rt, device_id=d.id),
-                                        rt.now(), profiles.device_selection(rt, d.id))
+    d = device_detail(rt, device_id)
+    return DeviceDetailOut.from_records(d.device, d.certificates, d.now, d.profile)
 
 
 @v1.post("/devices/{device_id}/certificates", status_code=201)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from iotsec.store.reader import Reader
+    from iotsec.store.reader import DriverConnection, Reader
 
 __all__ = ["DirectReads", "Reads", "open_direct_reads"]
 
@@ -25,19 +25,13 @@ class Reads(Protocol):
     def now(self) -> datetime: ...
 
 
-class _Readable(Protocol):
-    def reading(self) -> AbstractContextManager[Reader]: ...
-
-    def close(self) -> None: ...
-
-
 class DirectReads:
     """:class:`Reads` on a store opened on its driver, with the system's clock (the one
     the runtime keeps when no setting names another)."""
 
     __slots__ = ("_store",)
 
-    def __init__(self, store: _Readable) -> None:
+    def __init__(self, store: DriverConnection) -> None:
         self._store = store
 
     def reading(self) -> AbstractContextManager[Reader]:

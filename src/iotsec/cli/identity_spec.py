@@ -65,13 +65,9 @@ def list_certificates_of(reads: Reads, device: str | None, window: timedelta | N
 def show_device(reads: Reads, device_id: str, as_json: bool) -> None:
     """``device show``: a device, the profile it selects itself and its certificates."""
     # Deferred: listing certificates reads no device (and imports no policy model).
-    from iotsec.app.identity.device_reads import get_device
-    from iotsec.app.pki.profile_reads import device_selection
+    from iotsec.app.identity.device_detail import device_detail
 
-    device = get_device(reads, device_id)
-    held = list_certificates(reads, device_id=device.id)
-    profile = device_selection(reads, device.id)
-    now = reads.now()
+    device, held, profile, now = device_detail(reads, device_id)
     if as_json:
         from iotsec.app.wire.identity_fields import device_detail_fields
 
